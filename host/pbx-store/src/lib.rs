@@ -1,0 +1,3 @@
+//! Durable state (being written).
+mod types;
+pub use types::*;

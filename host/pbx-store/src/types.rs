@@ -1,0 +1,175 @@
+//! Plain data carried between the store and the rest of the host.
+
+use serde::{Deserialize, Serialize};
+
+/// A tenant's id. Every query that reads tenant data takes one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TenantId(pub i64);
+
+impl std::fmt::Display for TenantId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Whether a tenant may place and receive calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TenantStatus {
+    Active,
+    Suspended,
+}
+
+/// A tenant as the SIP core needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tenant {
+    pub id: TenantId,
+    pub name: String,
+    pub status: TenantStatus,
+    /// The digest realm: the tenant's first (primary) domain. HA1 values are computed
+    /// for this realm, whichever of the tenant's domains a request names.
+    pub realm: String,
+    /// Every SIP domain of the tenant, lower-case, the primary one first.
+    pub domains: Vec<String>,
+}
+
+/// An extension's SIP credentials: HA1 digests only, never the password.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Extension {
+    pub tenant: TenantId,
+    /// The extension number, e.g. "1000"; also the digest username.
+    pub number: String,
+    /// hex(MD5(number ":" realm ":" password))
+    pub ha1_md5: String,
+    /// hex(SHA-256(number ":" realm ":" password))
+    pub ha1_sha256: String,
+    pub enabled: bool,
+}
+
+/// Everything the SIP core needs to resolve tenants and check credentials, loaded
+/// in one read and swapped in whole when provisioning changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Directory {
+    pub tenants: Vec<Tenant>,
+    pub extensions: Vec<Extension>,
+}
+
+/// The transport a registration arrived over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+impl TransportKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransportKind::Udp => "udp",
+            TransportKind::Tcp => "tcp",
+            TransportKind::Tls => "tls",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TransportKind> {
+        match s.to_ascii_lowercase().as_str() {
+            "udp" => Some(TransportKind::Udp),
+            "tcp" => Some(TransportKind::Tcp),
+            "tls" => Some(TransportKind::Tls),
+            _ => None,
+        }
+    }
+}
+
+/// One contact binding of an address-of-record (RFC 3261 §10).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registration {
+    pub tenant: TenantId,
+    /// The extension number the binding belongs to.
+    pub extension: String,
+    /// The Contact URI as the phone sent it.
+    pub contact: String,
+    /// Where the REGISTER came from: requests to the phone go here (NAT).
+    pub source: std::net::SocketAddr,
+    pub transport: TransportKind,
+    /// The host address the REGISTER arrived on (so replies leave from it).
+    pub local: std::net::SocketAddr,
+    pub call_id: String,
+    pub cseq: u32,
+    /// Unix milliseconds at which the binding lapses.
+    pub expires_at_ms: i64,
+    pub user_agent: Option<String>,
+}
+
+/// A change to the registrar's bindings, written behind the SIP path in batches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RegistrationChange {
+    /// Insert or replace the binding (key: tenant, extension, contact).
+    Upsert(Registration),
+    /// Remove one binding.
+    Remove {
+        tenant: TenantId,
+        extension: String,
+        contact: String,
+    },
+}
+
+/// How a call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Disposition {
+    /// Answered, then hung up by either side.
+    Answered,
+    /// The callee was busy (486/600).
+    Busy,
+    /// Nobody answered before the caller gave up (CANCEL) or the timeout.
+    NoAnswer,
+    /// The caller cancelled before an answer.
+    Cancelled,
+    /// Refused or failed (unknown extension, unregistered callee, error).
+    Failed,
+}
+
+impl Disposition {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Disposition::Answered => "answered",
+            Disposition::Busy => "busy",
+            Disposition::NoAnswer => "no-answer",
+            Disposition::Cancelled => "cancelled",
+            Disposition::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Disposition> {
+        Some(match s {
+            "answered" => Disposition::Answered,
+            "busy" => Disposition::Busy,
+            "no-answer" => Disposition::NoAnswer,
+            "cancelled" => Disposition::Cancelled,
+            "failed" => Disposition::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// One call detail record, tagged by tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cdr {
+    pub tenant: TenantId,
+    pub caller: String,
+    pub callee: String,
+    /// Unix milliseconds.
+    pub started_at_ms: i64,
+    pub answered_at_ms: Option<i64>,
+    pub ended_at_ms: i64,
+    pub disposition: Disposition,
+    /// The final SIP status of the call attempt (200 when answered).
+    pub sip_code: u16,
+    /// Who ended the call: "caller", "callee", "system".
+    pub hangup_by: String,
+    pub caller_call_id: String,
+    /// The Call-ID of the outbound leg (empty when none was created).
+    pub callee_call_id: String,
+}
