@@ -12,11 +12,20 @@
 //! State shared by all shards (tenant directory, registrar bindings, nonce keys)
 //! lives in [`Shared`], behind sharded maps and an atomically swapped snapshot.
 
+mod auth;
+mod call;
+mod directory;
+mod msg;
+mod registrar;
+mod shard;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use parking_lot::RwLock;
+pub use shard::Shard;
 pub use store::{Cdr, Directory, Registration, RegistrationChange, TransportKind};
 
 /// A stream connection's id, assigned by the transport layer.
@@ -130,7 +139,13 @@ impl Default for CoreConfig {
 
 /// State shared by every shard.
 pub struct Shared {
-    _private: (),
+    pub(crate) config: CoreConfig,
+    directory: RwLock<Arc<directory::Index>>,
+    pub(crate) bindings: registrar::Bindings,
+    pub(crate) nonces: digest_auth::Nonces,
+    /// Monotonic instant and the Unix milliseconds it corresponds to.
+    pub(crate) clock: (Instant, i64),
+    shards: usize,
 }
 
 impl Shared {
@@ -143,69 +158,72 @@ impl Shared {
         clock: (Instant, i64),
         shards: usize,
     ) -> Arc<Shared> {
-        let _ = (config, directory, registrations, clock, shards);
-        todo!()
+        let mut key = [0u8; 32];
+        rand::fill(&mut key);
+        let lifetime_ms = i64::try_from(config.nonce_lifetime.as_millis()).unwrap_or(i64::MAX);
+        Arc::new(Shared {
+            nonces: digest_auth::Nonces::new(key, lifetime_ms),
+            config,
+            directory: RwLock::new(Arc::new(directory::Index::build(&directory))),
+            bindings: registrar::Bindings::restore(registrations),
+            clock,
+            shards: shards.max(1),
+        })
     }
 
     /// Swaps in a new tenant directory (provisioning changed); calls in progress
     /// keep going.
     pub fn replace_directory(&self, directory: Directory) {
-        let _ = directory;
-        todo!()
+        let index = Arc::new(directory::Index::build(&directory));
+        *self.directory.write() = index;
+    }
+
+    pub(crate) fn index(&self) -> Arc<directory::Index> {
+        self.directory.read().clone()
     }
 
     /// Which shard a raw message belongs to (by Call-ID); cheap, no full parse.
+    /// Call-IDs the host made for outbound legs name their shard.
     pub fn shard_for(&self, bytes: &[u8]) -> usize {
-        let _ = bytes;
-        todo!()
+        if self.shards == 1 {
+            return 0;
+        }
+        let Some(call_id) = sip::peek_call_id(bytes) else {
+            return 0;
+        };
+        if let Some(rest) = call_id.strip_prefix(b"pbx") {
+            let digits: Vec<u8> = rest.iter().take_while(|b| b.is_ascii_digit()).copied().collect();
+            if !digits.is_empty() && rest.get(digits.len()) == Some(&b'-') {
+                let n: usize = std::str::from_utf8(&digits)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+                return n % self.shards;
+            }
+        }
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for &b in call_id {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        (h % self.shards as u64) as usize
     }
 
     pub fn shards(&self) -> usize {
-        todo!()
-    }
-}
-
-/// One shard of the SIP core: owns its transactions and calls.
-pub struct Shard {
-    _private: (),
-}
-
-impl Shard {
-    pub fn new(index: usize, shared: Arc<Shared>) -> Shard {
-        let _ = (index, shared);
-        todo!()
+        self.shards
     }
 
-    /// Feeds one inbound message.
-    pub fn handle(&mut self, now: Instant, inbound: Inbound) {
-        let _ = (now, inbound);
-        todo!()
+    /// Live registrations of an extension (for tests and the API).
+    pub fn registrations(&self, tenant: store::TenantId, extension: &str, now: Instant) -> usize {
+        self.bindings.lookup(tenant, extension, self.unix_ms(now)).len()
     }
 
-    /// Runs every timer due at `now`.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        let _ = now;
-        todo!()
-    }
-
-    /// When [`Shard::handle_timeout`] next wants to run.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        todo!()
-    }
-
-    /// The next thing for the I/O layer to do.
-    pub fn poll_output(&mut self) -> Option<Output> {
-        todo!()
-    }
-
-    /// Ends every call (BYE to both legs) and emits their records; used on shutdown.
-    pub fn shutdown(&mut self, now: Instant) {
-        let _ = now;
-        todo!()
-    }
-
-    /// Calls in progress in this shard.
-    pub fn active_calls(&self) -> usize {
-        todo!()
+    pub(crate) fn unix_ms(&self, now: Instant) -> i64 {
+        let (base, base_ms) = self.clock;
+        if now >= base {
+            base_ms + i64::try_from((now - base).as_millis()).unwrap_or(i64::MAX / 2)
+        } else {
+            base_ms - i64::try_from((base - now).as_millis()).unwrap_or(0)
+        }
     }
 }

@@ -1,3 +1,263 @@
-//! Durable state (being written).
+//! Durable state of the PBX: tenants and their SIP domains, extensions (as HA1
+//! digests), registrar bindings and call detail records, kept in one SQLite file
+//! through sqlx.
+//!
+//! # Design
+//! - [`Store`] is a cheap-to-clone handle around a connection pool. [`Store::open`]
+//!   creates the data directory, opens `pbx.db` in WAL mode with foreign keys on and
+//!   applies the embedded migrations (`migrations/sqlite`).
+//! - Every row owned by a tenant carries `tenant_id`, and every method that reads
+//!   tenant data takes a [`TenantId`]. The only cross-tenant reads are the ones the
+//!   host needs at start-up and on reload: [`Store::directory`],
+//!   [`Store::load_registrations`] and [`Store::list_tenants`].
+//! - Writes that belong together run in one transaction: provisioning steps, bulk
+//!   imports (validated before anything is written), batches of registration
+//!   changes and of CDRs.
+//! - Provisioning changes bump a generation counter (database triggers), so a
+//!   running server polls [`Store::generation`] and reloads [`Store::directory`]
+//!   only when it moved. Registration and CDR writes leave it alone.
+//! - Passwords never reach the database: extensions store `HA1` digests (MD5 and
+//!   SHA-256) for realm = the tenant's primary domain.
+//! - SQL is plain and portable (no SQLite-only syntax where a portable form exists),
+//!   queries are runtime-checked (`sqlx::query`), and the store has no clock:
+//!   callers pass `now_ms` where time matters.
+
+mod cdr;
+mod error;
+mod extension;
+mod ha1;
+mod registration;
+mod tenant;
 mod types;
+mod validate;
+
+pub use cdr::CdrFilter;
+pub use error::{Error, Result};
 pub use types::*;
+
+use std::path::Path;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+
+/// The database file inside the data directory.
+pub const DB_FILE: &str = "pbx.db";
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
+
+/// Handle to the PBX database. Clones share one connection pool.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+impl Store {
+    /// Opens (creating if needed) `data_dir/pbx.db` and applies pending migrations.
+    ///
+    /// The directory is created with mode 0700 on unix. The database runs in WAL
+    /// mode with `synchronous=NORMAL`, foreign keys on and a 5 s busy timeout.
+    pub async fn open(data_dir: &Path) -> Result<Store> {
+        create_private_dir(data_dir)?;
+        let options = SqliteConnectOptions::new()
+            .filename(data_dir.join(DB_FILE))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        Store::migrated(pool).await
+    }
+
+    /// Opens a private in-memory database (for tests and throw-away runs).
+    ///
+    /// The pool holds exactly one connection that never expires, so every query
+    /// sees the same database for the life of the store.
+    pub async fn open_in_memory() -> Result<Store> {
+        let options = SqliteConnectOptions::new()
+            .in_memory(true)
+            .journal_mode(SqliteJournalMode::Memory)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await?;
+        Store::migrated(pool).await
+    }
+
+    async fn migrated(pool: SqlitePool) -> Result<Store> {
+        MIGRATOR.run(&pool).await?;
+        Ok(Store { pool })
+    }
+
+    /// Closes the pool, waiting for connections to be returned and checkpointed.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// The provisioning generation: it changes whenever a tenant, domain or
+    /// extension is added, changed or removed.
+    pub async fn generation(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT value FROM directory_generation WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("value")?)
+    }
+
+    /// Every tenant (domains primary first) and every extension, read in one
+    /// transaction so the two halves agree.
+    pub async fn directory(&self) -> Result<Directory> {
+        let mut tx = self.pool.begin().await?;
+        let tenants = tenant::load_all(&mut tx).await?;
+        let extensions = extension::load_all(&mut tx).await?;
+        tx.commit().await?;
+        Ok(Directory {
+            tenants,
+            extensions,
+        })
+    }
+
+    /// Starts a transaction that writes. SQLite takes the write lock up front so a
+    /// read-then-write transaction cannot fail half-way on a lock upgrade.
+    async fn write_tx(&self) -> Result<Transaction<'static, Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+#[cfg(unix)]
+fn create_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| Error::Db(sqlx::Error::Io(e)))
+}
+
+#[cfg(not(unix))]
+fn create_private_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::Db(sqlx::Error::Io(e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn data_survives_reopening_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("state");
+        let store = Store::open(&data).await.expect("open");
+        let t = store
+            .add_tenant("acme", "acme.example.com")
+            .await
+            .expect("tenant");
+        store
+            .add_extension(t.id, "1000", "secret")
+            .await
+            .expect("ext");
+        let generation = store.generation().await.expect("generation");
+        store.close().await;
+
+        let store = Store::open(&data).await.expect("reopen");
+        let dir_now = store.directory().await.expect("directory");
+        assert_eq!(dir_now.tenants, vec![t]);
+        assert_eq!(dir_now.extensions.len(), 1);
+        assert_eq!(dir_now.extensions[0].number, "1000");
+        assert_eq!(store.generation().await.expect("generation"), generation);
+        assert!(data.join(DB_FILE).is_file());
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn data_dir_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("a").join("b");
+        let store = Store::open(&data).await.expect("open");
+        let mode = std::fs::metadata(&data).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn directory_lists_tenants_domains_and_extensions() {
+        let store = Store::open_in_memory().await.expect("open");
+        let a = store.add_tenant("a", "a.example").await.expect("a");
+        store.add_domain(a.id, "Alt.A.Example").await.expect("dom");
+        let b = store.add_tenant("b", "b.example").await.expect("b");
+        store.add_extension(a.id, "100", "pw1").await.expect("ext");
+        store.add_extension(b.id, "200", "pw2").await.expect("ext");
+
+        let d = store.directory().await.expect("directory");
+        assert_eq!(d.tenants.len(), 2);
+        assert_eq!(d.tenants[0].name, "a");
+        assert_eq!(d.tenants[0].domains, vec!["a.example", "alt.a.example"]);
+        assert_eq!(d.tenants[0].realm, "a.example");
+        assert_eq!(d.tenants[1].domains, vec!["b.example"]);
+        let numbers: Vec<_> = d
+            .extensions
+            .iter()
+            .map(|e| (e.tenant, e.number.as_str()))
+            .collect();
+        assert_eq!(numbers, vec![(a.id, "100"), (b.id, "200")]);
+    }
+
+    #[tokio::test]
+    async fn generation_moves_on_provisioning_only() {
+        let store = Store::open_in_memory().await.expect("open");
+        let g0 = store.generation().await.expect("g");
+        let t = store.add_tenant("a", "a.example").await.expect("a");
+        let g1 = store.generation().await.expect("g");
+        assert!(g1 > g0);
+        store.add_domain(t.id, "b.example").await.expect("dom");
+        let g2 = store.generation().await.expect("g");
+        assert!(g2 > g1);
+        store.add_extension(t.id, "100", "pw").await.expect("ext");
+        let g3 = store.generation().await.expect("g");
+        assert!(g3 > g2);
+        store
+            .set_extension_password(t.id, "100", "pw2")
+            .await
+            .expect("pw");
+        let g4 = store.generation().await.expect("g");
+        assert!(g4 > g3);
+        store
+            .set_tenant_status(t.id, TenantStatus::Suspended)
+            .await
+            .expect("status");
+        let g5 = store.generation().await.expect("g");
+        assert!(g5 > g4);
+
+        store
+            .apply_registrations(&[RegistrationChange::Upsert(registration::tests::binding(
+                t.id,
+                "100",
+                "sip:100@10.0.0.1",
+                10_000,
+            ))])
+            .await
+            .expect("reg");
+        store
+            .insert_cdrs(&[cdr::tests::cdr(t.id, "100", "101", 1_000)])
+            .await
+            .expect("cdr");
+        store.load_registrations(0).await.expect("load");
+        assert_eq!(store.generation().await.expect("g"), g5);
+
+        store.remove_extension(t.id, "100").await.expect("rm");
+        assert!(store.generation().await.expect("g") > g5);
+    }
+}

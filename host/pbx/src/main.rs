@@ -1,1 +1,20 @@
-fn main() {}
+//! The `pbx` command. See the `pbx` library for what each command does.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use pbx::cli::Cli;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The only place the environment is read (besides clap's `PBX_DATA_DIR`).
+    let log_filter = std::env::var("RUST_LOG").ok();
+    match pbx::run(cli, log_filter).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

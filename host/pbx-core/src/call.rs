@@ -1,0 +1,1097 @@
+//! The back-to-back user agent: one [`Call`] joins the caller's leg (A, where the
+//! host is the UAS) and the callee's leg (B, where the host is the UAC, forked in
+//! parallel to every registered contact of the callee).
+//!
+//! Both legs are full dialogs of their own (RFC 3261 §12): their own Call-ID, tags
+//! and CSeq spaces; the host relays provisional and final responses, CANCEL, BYE,
+//! re-INVITE and other in-dialog requests between them. SDP passes unchanged.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use store::{Cdr, Disposition, TenantId};
+use transaction::Key;
+
+use crate::auth::Kind;
+use crate::msg::{self, Msg, NameAddr, Writer};
+use crate::shard::{ALLOW, ClientEntry, ReqCtx, SentInvite, ServerEntry, ServerTx, TimerKey};
+use crate::{Output, Peer, Shard, TransportKind};
+
+/// Which side of a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    /// The caller's leg.
+    A,
+    /// The callee's leg.
+    B,
+}
+
+impl Side {
+    fn other(self) -> Side {
+        match self {
+            Side::A => Side::B,
+            Side::B => Side::A,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Side::A => "caller",
+            Side::B => "callee",
+        }
+    }
+}
+
+/// What a client transaction is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClientRole {
+    /// The initial INVITE to fork `n`.
+    Fork(usize),
+    Cancel,
+    Bye,
+    /// A relayed in-dialog request (re-INVITE, INFO, UPDATE, ...).
+    Relay,
+}
+
+/// One dialog's state as the host holds it.
+#[derive(Debug, Clone)]
+pub(crate) struct Leg {
+    pub(crate) call_id: String,
+    pub(crate) local_tag: String,
+    pub(crate) remote_tag: Option<String>,
+    /// Our URI as it appears in this dialog (name-addr, without tag).
+    pub(crate) local_uri: String,
+    /// The peer's URI (name-addr, without tag).
+    pub(crate) remote_uri: String,
+    /// Request-URI of requests we send in the dialog.
+    pub(crate) remote_target: String,
+    pub(crate) route_set: Vec<String>,
+    pub(crate) peer: Peer,
+    pub(crate) local: Option<SocketAddr>,
+    /// Our next CSeq number in this dialog.
+    pub(crate) cseq: u32,
+}
+
+/// One outbound branch of the initial INVITE.
+#[derive(Debug, Clone)]
+pub(crate) struct Fork {
+    pub(crate) branch: String,
+    pub(crate) peer: Peer,
+    pub(crate) local: SocketAddr,
+    pub(crate) invite: SentInvite,
+    pub(crate) provisional: bool,
+    pub(crate) final_status: Option<u16>,
+    pub(crate) cancel_pending: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum State {
+    Ringing,
+    Answered,
+    Ended,
+}
+
+/// A request relayed from one leg to the other, waiting for its answer.
+#[derive(Debug, Clone)]
+pub(crate) struct Pending {
+    pub(crate) server: Key,
+    pub(crate) origin: Side,
+    pub(crate) ctx: ReqCtx,
+    pub(crate) invite: bool,
+    pub(crate) cseq: u32,
+}
+
+/// Our 2xx to the caller, retransmitted until its ACK (RFC 3261 §13.3.1.4).
+#[derive(Debug, Clone)]
+pub(crate) struct Retransmit {
+    pub(crate) bytes: Bytes,
+    pub(crate) next: Instant,
+    pub(crate) interval: Duration,
+    pub(crate) give_up: Instant,
+}
+
+/// One call.
+#[derive(Debug)]
+pub(crate) struct Call {
+    pub(crate) tenant: TenantId,
+    pub(crate) caller: String,
+    pub(crate) callee: String,
+    pub(crate) a: Leg,
+    pub(crate) b: Leg,
+    pub(crate) a_invite: ReqCtx,
+    pub(crate) a_key: Key,
+    pub(crate) forks: Vec<Fork>,
+    pub(crate) state: State,
+    pub(crate) offer_in_invite: bool,
+    pub(crate) b_ack: Option<Bytes>,
+    pub(crate) ok_retransmit: Option<Retransmit>,
+    pub(crate) best_final: Option<(u16, String)>,
+    pub(crate) cancelled: bool,
+    pub(crate) started_ms: i64,
+    pub(crate) answered_ms: Option<i64>,
+    pub(crate) ring_deadline: Instant,
+    pub(crate) max_deadline: Option<Instant>,
+    pub(crate) reap_at: Option<Instant>,
+    pub(crate) pending: HashMap<String, Pending>,
+    pub(crate) cdr_written: bool,
+}
+
+impl Call {
+    fn leg(&self, side: Side) -> &Leg {
+        match side {
+            Side::A => &self.a,
+            Side::B => &self.b,
+        }
+    }
+
+    fn leg_mut(&mut self, side: Side) -> &mut Leg {
+        match side {
+            Side::A => &mut self.a,
+            Side::B => &mut self.b,
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let mut d: Option<Instant> = None;
+        let mut consider = |t: Option<Instant>| {
+            if let Some(t) = t {
+                d = Some(d.map_or(t, |x| x.min(t)));
+            }
+        };
+        match self.state {
+            State::Ringing => consider(Some(self.ring_deadline)),
+            State::Answered => {
+                consider(self.max_deadline);
+                consider(self.ok_retransmit.as_ref().map(|r| r.next));
+            }
+            State::Ended => consider(self.reap_at),
+        }
+        d
+    }
+}
+
+/// A random token for tags and Call-IDs.
+pub(crate) fn token(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::fill(&mut buf[..]);
+    hex::encode(buf)
+}
+
+/// Ranks final responses for the caller when every fork failed (RFC 3261 §16.7:
+/// 6xx first, then the lowest class; busy is the most useful 4xx to a caller).
+fn better_final(new: u16, old: u16) -> bool {
+    let rank = |s: u16| match s {
+        600..=699 => 0,
+        486 => 1,
+        400..=499 => 2,
+        500..=599 => 3,
+        _ => 4,
+    };
+    rank(new) < rank(old)
+}
+
+impl Shard {
+    fn leg_request(
+        &self,
+        leg: &Leg,
+        method: &str,
+        cseq: u32,
+        branch: &str,
+        content: Option<(&str, &[u8])>,
+    ) -> (Bytes, SentInvite) {
+        let transport = leg.peer.transport;
+        let adv = self.advertised(transport, leg.local);
+        let via = format!(
+            "SIP/2.0/{} {adv};branch={branch};rport",
+            msg::via_transport(transport)
+        );
+        let from = format!("{};tag={}", leg.local_uri, leg.local_tag);
+        let to = match &leg.remote_tag {
+            Some(t) => format!("{};tag={t}", leg.remote_uri),
+            None => leg.remote_uri.clone(),
+        };
+        let mut w = Writer::request(method, &leg.remote_target);
+        w.header("Via", &via)
+            .header("Max-Forwards", 70)
+            .header("From", &from)
+            .header("To", &to)
+            .header("Call-ID", &leg.call_id)
+            .header("CSeq", format_args!("{cseq} {method}"));
+        for r in &leg.route_set {
+            w.header("Route", r);
+        }
+        if method == "INVITE" {
+            w.header("Contact", self.contact(transport, leg.local))
+                .header("Allow", ALLOW);
+        }
+        if let Some(ua) = self.user_agent() {
+            w.header("User-Agent", ua);
+        }
+        let (ct, body) = content.unwrap_or(("", b""));
+        let bytes = w.finish((!ct.is_empty()).then_some(ct), body);
+        let sent = SentInvite {
+            uri: leg.remote_target.clone(),
+            via,
+            from,
+            to,
+            call_id: leg.call_id.clone(),
+            cseq,
+            route: leg.route_set.clone(),
+        };
+        (bytes, sent)
+    }
+
+    fn contact(&self, transport: TransportKind, local: Option<SocketAddr>) -> String {
+        let adv = self.advertised(transport, local);
+        match transport {
+            TransportKind::Udp => format!("<sip:pbx@{adv}>"),
+            TransportKind::Tcp => format!("<sip:pbx@{adv};transport=tcp>"),
+            TransportKind::Tls => format!("<sips:pbx@{adv}>"),
+        }
+    }
+
+    /// A new, authenticated INVITE outside any dialog.
+    pub(crate) fn on_invite(
+        &mut self,
+        now: Instant,
+        msg: Msg,
+        peer: Peer,
+        local: SocketAddr,
+        key: Key,
+    ) {
+        let Some((tenant, caller)) = self.authenticate(now, &msg, peer, local, Kind::Proxy) else {
+            return;
+        };
+        if self.dialogs.contains_key(msg.call_id()) {
+            self.reply_stateless(&msg, peer, local, 482, "Loop Detected", &[]);
+            return;
+        }
+        let ctx = ReqCtx::new(&msg, peer.addr);
+        let a_tag = token(8);
+        let trying = ctx
+            .response(100, "Trying", None, self.user_agent())
+            .finish(None, b"");
+        self.respond_new_server(now, key.clone(), true, peer, local, None, 100, trying);
+
+        let now_ms = self.shared.unix_ms(now);
+        let domain = Self::request_domain(&msg);
+        let callee = msg::uri_parts(msg.request_uri())
+            .and_then(|p| p.user.map(str::to_string))
+            .unwrap_or_default();
+        let index = self.shared.index();
+        let fail = |shard: &mut Shard, status: u16, reason: &str| {
+            let bytes = ctx
+                .response(status, reason, Some(&a_tag), shard.user_agent())
+                .finish(None, b"");
+            shard.respond(now, &key, status, bytes);
+            shard.out.push_back(Output::Cdr(Cdr {
+                tenant,
+                caller: caller.clone(),
+                callee: callee.clone(),
+                started_at_ms: now_ms,
+                answered_at_ms: None,
+                ended_at_ms: now_ms,
+                disposition: Disposition::Failed,
+                sip_code: status,
+                hangup_by: "system".into(),
+                caller_call_id: ctx.call_id.clone(),
+                callee_call_id: String::new(),
+            }));
+        };
+        if index.extension(tenant, &callee).is_none() {
+            fail(self, 404, "Not Found");
+            return;
+        }
+        let bindings = self.shared.bindings.lookup(tenant, &callee, now_ms);
+        if bindings.is_empty() {
+            fail(self, 480, "Temporarily Unavailable");
+            return;
+        }
+
+        let from = msg.from().ok();
+        let to = msg.to().ok();
+        let a_contact = msg
+            .header("Contact")
+            .map(|c| NameAddr::parse(c).uri.to_string())
+            .unwrap_or_else(|| from.as_ref().map(|f| f.uri.to_string()).unwrap_or_default());
+        let a = Leg {
+            call_id: ctx.call_id.clone(),
+            local_tag: a_tag,
+            remote_tag: from.as_ref().and_then(|f| f.tag().map(str::to_string)),
+            local_uri: to.as_ref().map(|t| t.addr.to_string()).unwrap_or_default(),
+            remote_uri: from.as_ref().map(|f| f.addr.to_string()).unwrap_or_default(),
+            remote_target: a_contact,
+            route_set: msg.headers_named("Record-Route").map(str::to_string).collect(),
+            peer,
+            local: Some(local),
+            cseq: 1,
+        };
+        let b_call_id = format!("pbx{}-{}", self.index, token(12));
+        let b = Leg {
+            call_id: b_call_id.clone(),
+            local_tag: token(8),
+            remote_tag: None,
+            local_uri: format!("<sip:{caller}@{domain}>"),
+            remote_uri: format!("<sip:{callee}@{domain}>"),
+            remote_target: String::new(),
+            route_set: Vec::new(),
+            peer: bindings[0].peer,
+            local: Some(bindings[0].local),
+            cseq: 1,
+        };
+        let content_type = msg.header("Content-Type").map(str::to_string);
+        let body = msg.body.clone();
+        let id = self.next_call;
+        self.next_call += 1;
+        let mut forks = Vec::with_capacity(bindings.len());
+        let mut sends = Vec::with_capacity(bindings.len());
+        for binding in &bindings {
+            let branch = transaction::new_branch();
+            let mut leg = b.clone();
+            leg.remote_target = binding.contact.clone();
+            leg.peer = binding.peer;
+            leg.local = Some(binding.local);
+            let content = content_type.as_deref().map(|ct| (ct, &body[..]));
+            let (bytes, sent) = self.leg_request(&leg, "INVITE", 1, &branch, content);
+            forks.push(Fork {
+                branch: branch.clone(),
+                peer: binding.peer,
+                local: binding.local,
+                invite: sent.clone(),
+                provisional: false,
+                final_status: None,
+                cancel_pending: false,
+            });
+            sends.push((branch, bytes, sent, binding.peer, binding.local));
+        }
+        let call = Call {
+            tenant,
+            caller,
+            callee,
+            a,
+            b,
+            a_invite: ctx,
+            a_key: key.clone(),
+            forks,
+            state: State::Ringing,
+            offer_in_invite: !body.is_empty(),
+            b_ack: None,
+            ok_retransmit: None,
+            best_final: None,
+            cancelled: false,
+            started_ms: now_ms,
+            answered_ms: None,
+            ring_deadline: now + self.shared.config.ring_timeout,
+            max_deadline: None,
+            reap_at: None,
+            pending: HashMap::new(),
+            cdr_written: false,
+        };
+        tracing::debug!(call = id, caller = %call.caller, callee = %call.callee, forks = sends.len(), "call started");
+        if let Some(e) = self.servers.get_mut(&key) {
+            e.call = Some(id);
+        }
+        self.dialogs.insert(call.a.call_id.clone(), id);
+        self.dialogs.insert(b_call_id, id);
+        self.calls.insert(id, call);
+        for (i, (branch, bytes, sent, dest, local)) in sends.into_iter().enumerate() {
+            self.send_request(
+                now,
+                branch,
+                bytes,
+                |tx| ClientEntry {
+                    tx,
+                    dest,
+                    local: Some(local),
+                    call: Some(id),
+                    role: ClientRole::Fork(i),
+                    invite: Some(sent),
+                },
+                true,
+                dest,
+            );
+        }
+        self.schedule_call(id);
+    }
+
+    pub(crate) fn schedule_call(&mut self, id: u64) {
+        if let Some(at) = self.calls.get(&id).and_then(Call::next_deadline) {
+            self.timers.schedule(TimerKey::Call(id), at);
+        }
+    }
+
+    /// Writes the call record (once) and lets the call linger briefly so late
+    /// responses on its legs are still recognised.
+    fn finish_call(
+        &mut self,
+        now: Instant,
+        id: u64,
+        disposition: Disposition,
+        code: u16,
+        by: &str,
+    ) {
+        let now_ms = self.shared.unix_ms(now);
+        let linger = self.shared.config.t1 * 64;
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        call.state = State::Ended;
+        call.ok_retransmit = None;
+        call.reap_at = Some(now + linger);
+        if !call.cdr_written {
+            call.cdr_written = true;
+            let cdr = Cdr {
+                tenant: call.tenant,
+                caller: call.caller.clone(),
+                callee: call.callee.clone(),
+                started_at_ms: call.started_ms,
+                answered_at_ms: call.answered_ms,
+                ended_at_ms: now_ms,
+                disposition,
+                sip_code: code,
+                hangup_by: by.to_string(),
+                caller_call_id: call.a.call_id.clone(),
+                callee_call_id: call.b.call_id.clone(),
+            };
+            tracing::debug!(call = id, disposition = disposition.as_str(), code, "call ended");
+            self.out.push_back(Output::Cdr(cdr));
+        }
+        self.schedule_call(id);
+    }
+
+    fn reap(&mut self, id: u64) {
+        if let Some(call) = self.calls.remove(&id) {
+            self.dialogs.remove(&call.a.call_id);
+            self.dialogs.remove(&call.b.call_id);
+        }
+    }
+
+    /// Sends a final or provisional response to the caller's INVITE.
+    fn answer_a(
+        &mut self,
+        now: Instant,
+        id: u64,
+        status: u16,
+        reason: &str,
+        content: Option<(&str, &[u8])>,
+    ) -> Option<Bytes> {
+        let call = self.calls.get(&id)?;
+        let mut w = call.a_invite.response(
+            status,
+            reason,
+            Some(&call.a.local_tag),
+            self.user_agent(),
+        );
+        if status > 100 && status < 300 {
+            w.header("Contact", self.contact(call.a.peer.transport, call.a.local));
+        }
+        if (200..300).contains(&status) {
+            w.header("Allow", ALLOW);
+        }
+        let (ct, body) = content.unwrap_or(("", b""));
+        let bytes = w.finish((!ct.is_empty()).then_some(ct), body);
+        let key = call.a_key.clone();
+        self.respond(now, &key, status, bytes.clone());
+        Some(bytes)
+    }
+
+    fn send_cancel(&mut self, now: Instant, id: u64, fork: usize) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let f = &mut call.forks[fork];
+        if f.final_status.is_some() {
+            return;
+        }
+        if !f.provisional {
+            // RFC 3261 §9.1: no CANCEL before a provisional response.
+            f.cancel_pending = true;
+            return;
+        }
+        f.cancel_pending = false;
+        let bytes = f.invite.cancel();
+        let (dest, local) = (f.peer, f.local);
+        let key = format!("{}|CANCEL", f.branch);
+        self.send_request(
+            now,
+            key,
+            bytes,
+            |tx| ClientEntry {
+                tx,
+                dest,
+                local: Some(local),
+                call: Some(id),
+                role: ClientRole::Cancel,
+                invite: None,
+            },
+            false,
+            dest,
+        );
+    }
+
+    fn cancel_forks(&mut self, now: Instant, id: u64, except: Option<usize>) {
+        let n = self.calls.get(&id).map_or(0, |c| c.forks.len());
+        for i in 0..n {
+            if Some(i) != except {
+                self.send_cancel(now, id, i);
+            }
+        }
+    }
+
+    /// CANCEL from the caller (already answered 200 by the dispatcher).
+    pub(crate) fn cancel_call(&mut self, now: Instant, id: u64) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if call.state != State::Ringing {
+            return;
+        }
+        call.cancelled = true;
+        self.cancel_forks(now, id, None);
+        self.answer_a(now, id, 487, "Request Terminated", None);
+        self.finish_call(now, id, Disposition::Cancelled, 487, "caller");
+    }
+
+    fn send_bye(&mut self, now: Instant, id: u64, side: Side) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let leg = call.leg_mut(side);
+        leg.cseq += 1;
+        let leg = leg.clone();
+        let branch = transaction::new_branch();
+        let (bytes, _) = self.leg_request(&leg, "BYE", leg.cseq, &branch, None);
+        let (dest, local) = (leg.peer, leg.local);
+        self.send_request(
+            now,
+            branch,
+            bytes,
+            |tx| ClientEntry {
+                tx,
+                dest,
+                local,
+                call: Some(id),
+                role: ClientRole::Bye,
+                invite: None,
+            },
+            false,
+            dest,
+        );
+    }
+
+    /// Hangs up an answered call from the host's side.
+    fn hang_up(&mut self, now: Instant, id: u64, reason: &str) {
+        tracing::info!(call = id, reason, "host hangs up call");
+        self.send_bye(now, id, Side::A);
+        self.send_bye(now, id, Side::B);
+        self.finish_call(now, id, Disposition::Answered, 200, "system");
+    }
+
+    /// An ACK in a call: for our non-2xx (absorbed by the transaction) or for a 2xx.
+    pub(crate) fn on_ack_for_call(&mut self, _now: Instant, id: u64, msg: &Msg, for_non_2xx: bool) {
+        if for_non_2xx {
+            return;
+        }
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if msg.call_id() != call.a.call_id {
+            return;
+        }
+        call.ok_retransmit = None;
+        if call.state == State::Answered && call.b_ack.is_none() {
+            // Late offer: the caller's answer travels in its ACK.
+            let leg = call.b.clone();
+            let content = msg
+                .header("Content-Type")
+                .map(|ct| (ct.to_string(), msg.body.clone()));
+            let branch = transaction::new_branch();
+            let (bytes, _) = self.leg_request(
+                &leg,
+                "ACK",
+                1,
+                &branch,
+                content.as_ref().map(|(ct, b)| (ct.as_str(), &b[..])),
+            );
+            if let Some(call) = self.calls.get_mut(&id) {
+                call.b_ack = Some(bytes.clone());
+            }
+            self.transmit(leg.peer, leg.local, bytes);
+        }
+        self.schedule_call(id);
+    }
+
+    /// A 2xx whose transaction is gone: repeat our ACK (§13.2.2.4).
+    pub(crate) fn on_stray_2xx(&mut self, _now: Instant, id: u64, msg: &Msg) {
+        let Some(call) = self.calls.get(&id) else {
+            return;
+        };
+        if msg.call_id() == call.b.call_id {
+            if let Some(ack) = call.b_ack.clone() {
+                let (p, l) = (call.b.peer, call.b.local);
+                self.transmit(p, l, ack);
+            }
+        }
+    }
+
+    /// A request inside one of the call's dialogs.
+    pub(crate) fn on_in_dialog(
+        &mut self,
+        now: Instant,
+        id: u64,
+        msg: Msg,
+        peer: Peer,
+        local: SocketAddr,
+        key: Key,
+    ) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let side = if msg.call_id() == call.a.call_id {
+            Side::A
+        } else {
+            Side::B
+        };
+        let from_tag = msg.from().ok().and_then(|f| f.tag().map(str::to_string));
+        let to_tag = msg.to().ok().and_then(|t| t.tag().map(str::to_string));
+        let leg = call.leg(side);
+        let tags_match = to_tag.as_deref() == Some(leg.local_tag.as_str())
+            && (leg.remote_tag.is_none() || from_tag == leg.remote_tag);
+        if !tags_match || call.state == State::Ended {
+            self.reply_stateless(&msg, peer, local, 481, "Call/Transaction Does Not Exist", &[]);
+            return;
+        }
+        let method = msg.method().unwrap_or("").to_string();
+        let ctx = ReqCtx::new(&msg, peer.addr);
+        let state = call.state;
+        if method == "BYE" {
+            let ok = ctx
+                .response(200, "OK", None, self.user_agent())
+                .finish(None, b"");
+            self.respond_new_server(now, key, false, peer, local, Some(id), 200, ok);
+            match state {
+                State::Answered => {
+                    self.send_bye(now, id, side.other());
+                    self.finish_call(now, id, Disposition::Answered, 200, side.name());
+                }
+                State::Ringing if side == Side::A => {
+                    if let Some(c) = self.calls.get_mut(&id) {
+                        c.cancelled = true;
+                    }
+                    self.cancel_forks(now, id, None);
+                    self.answer_a(now, id, 487, "Request Terminated", None);
+                    self.finish_call(now, id, Disposition::Cancelled, 487, "caller");
+                }
+                _ => {}
+            }
+            return;
+        }
+        if state != State::Answered {
+            let bytes = ctx
+                .response(491, "Request Pending", None, self.user_agent())
+                .finish(None, b"");
+            self.respond_new_server(now, key, method == "INVITE", peer, local, Some(id), 491, bytes);
+            return;
+        }
+        let invite = method == "INVITE";
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if invite && call.pending.values().any(|p| p.invite) {
+            let bytes = ctx
+                .response(491, "Request Pending", None, self.user_agent())
+                .finish(None, b"");
+            self.respond_new_server(now, key, true, peer, local, Some(id), 491, bytes);
+            return;
+        }
+        // Relay into the other dialog.
+        let reliable = peer.transport != TransportKind::Udp;
+        let timers = self.timers_cfg();
+        let tx = if invite {
+            ServerTx::Invite(transaction::ServerInvite::new(now, reliable, timers))
+        } else {
+            ServerTx::NonInvite(transaction::ServerNonInvite::new(now, reliable, timers))
+        };
+        self.servers.insert(
+            key.clone(),
+            ServerEntry {
+                tx,
+                peer,
+                local,
+                call: Some(id),
+            },
+        );
+        if invite {
+            let trying = ctx
+                .response(100, "Trying", None, self.user_agent())
+                .finish(None, b"");
+            self.respond(now, &key, 100, trying);
+        }
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let other = call.leg_mut(side.other());
+        other.cseq += 1;
+        let leg = other.clone();
+        let branch = transaction::new_branch();
+        let content = msg
+            .header("Content-Type")
+            .map(|ct| (ct.to_string(), msg.body.clone()));
+        let (bytes, sent) = self.leg_request(
+            &leg,
+            &method,
+            leg.cseq,
+            &branch,
+            content.as_ref().map(|(ct, b)| (ct.as_str(), &b[..])),
+        );
+        if let Some(call) = self.calls.get_mut(&id) {
+            call.pending.insert(
+                branch.clone(),
+                Pending {
+                    server: key,
+                    origin: side,
+                    ctx,
+                    invite,
+                    cseq: leg.cseq,
+                },
+            );
+        }
+        let (dest, local) = (leg.peer, leg.local);
+        self.send_request(
+            now,
+            branch,
+            bytes,
+            |tx| ClientEntry {
+                tx,
+                dest,
+                local,
+                call: Some(id),
+                role: ClientRole::Relay,
+                invite: invite.then_some(sent),
+            },
+            invite,
+            dest,
+        );
+    }
+
+    /// A response (passed up by its client transaction) on one of the call's legs.
+    pub(crate) fn on_call_response(
+        &mut self,
+        now: Instant,
+        id: u64,
+        role: ClientRole,
+        branch: &str,
+        msg: &Msg,
+    ) {
+        match role {
+            ClientRole::Fork(i) => self.on_fork_response(now, id, i, msg),
+            ClientRole::Relay => self.on_relay_response(now, id, branch, msg),
+            ClientRole::Cancel | ClientRole::Bye => {}
+        }
+    }
+
+    fn on_fork_response(&mut self, now: Instant, id: u64, i: usize, msg: &Msg) {
+        let status = msg.status().unwrap_or(0);
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let Some(fork) = call.forks.get_mut(i) else {
+            return;
+        };
+        if status < 200 {
+            fork.provisional = true;
+            let cancel_now = fork.cancel_pending;
+            let relay = status > 100 && call.state == State::Ringing && !call.cancelled;
+            if cancel_now {
+                self.send_cancel(now, id, i);
+            }
+            if relay {
+                let content = msg
+                    .header("Content-Type")
+                    .map(|ct| (ct.to_string(), msg.body.clone()));
+                self.answer_a(
+                    now,
+                    id,
+                    status,
+                    msg.reason(),
+                    content.as_ref().map(|(ct, b)| (ct.as_str(), &b[..])),
+                );
+            }
+            return;
+        }
+        fork.final_status = Some(status);
+        if status < 300 {
+            if call.state == State::Ringing && !call.cancelled {
+                self.on_answer(now, id, i, msg);
+            } else {
+                self.drop_late_answer(now, id, i, msg);
+            }
+            return;
+        }
+        // A fork failed.
+        let reason = msg.reason().to_string();
+        if call
+            .best_final
+            .as_ref()
+            .is_none_or(|(s, _)| better_final(status, *s))
+        {
+            call.best_final = Some((status, reason));
+        }
+        let all_done = call.forks.iter().all(|f| f.final_status.is_some());
+        if all_done && call.state == State::Ringing {
+            let (code, reason) = call
+                .best_final
+                .clone()
+                .unwrap_or((480, "Temporarily Unavailable".into()));
+            self.answer_a(now, id, code, &reason, None);
+            let disposition = match code {
+                486 | 600 => Disposition::Busy,
+                408 | 480 => Disposition::NoAnswer,
+                _ => Disposition::Failed,
+            };
+            self.finish_call(now, id, disposition, code, "callee");
+        }
+    }
+
+    fn on_answer(&mut self, now: Instant, id: u64, i: usize, msg: &Msg) {
+        let now_ms = self.shared.unix_ms(now);
+        let t1 = self.shared.config.t1;
+        let max = self.shared.config.max_call_duration;
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let fork = call.forks[i].clone();
+        call.state = State::Answered;
+        call.answered_ms = Some(now_ms);
+        call.max_deadline = Some(now + max);
+        call.b.remote_tag = msg.to().ok().and_then(|t| t.tag().map(str::to_string));
+        call.b.remote_target = msg
+            .header("Contact")
+            .map(|c| NameAddr::parse(c).uri.to_string())
+            .unwrap_or_else(|| fork.invite.uri.clone());
+        let mut rr: Vec<String> = msg.headers_named("Record-Route").map(str::to_string).collect();
+        rr.reverse();
+        call.b.route_set = rr;
+        call.b.peer = fork.peer;
+        call.b.local = Some(fork.local);
+        let offer_in_invite = call.offer_in_invite;
+        let leg = call.b.clone();
+        if offer_in_invite {
+            let branch = transaction::new_branch();
+            let (ack, _) = self.leg_request(&leg, "ACK", 1, &branch, None);
+            if let Some(call) = self.calls.get_mut(&id) {
+                call.b_ack = Some(ack.clone());
+            }
+            self.transmit(leg.peer, leg.local, ack);
+        }
+        self.cancel_forks(now, id, Some(i));
+        let content = msg
+            .header("Content-Type")
+            .map(|ct| (ct.to_string(), msg.body.clone()));
+        let ok = self.answer_a(
+            now,
+            id,
+            msg.status().unwrap_or(200),
+            msg.reason(),
+            content.as_ref().map(|(ct, b)| (ct.as_str(), &b[..])),
+        );
+        if let (Some(ok), Some(call)) = (ok, self.calls.get_mut(&id)) {
+            call.ok_retransmit = Some(Retransmit {
+                bytes: ok,
+                next: now + t1,
+                interval: t1,
+                give_up: now + t1 * 64,
+            });
+        }
+        tracing::debug!(call = id, fork = i, "call answered");
+        self.schedule_call(id);
+    }
+
+    /// A second fork answered, or an answer raced a CANCEL: acknowledge and end it.
+    fn drop_late_answer(&mut self, now: Instant, id: u64, i: usize, msg: &Msg) {
+        let Some(call) = self.calls.get(&id) else {
+            return;
+        };
+        let fork = &call.forks[i];
+        let leg = Leg {
+            call_id: call.b.call_id.clone(),
+            local_tag: call.b.local_tag.clone(),
+            remote_tag: msg.to().ok().and_then(|t| t.tag().map(str::to_string)),
+            local_uri: call.b.local_uri.clone(),
+            remote_uri: call.b.remote_uri.clone(),
+            remote_target: msg
+                .header("Contact")
+                .map(|c| NameAddr::parse(c).uri.to_string())
+                .unwrap_or_else(|| fork.invite.uri.clone()),
+            route_set: {
+                let mut rr: Vec<String> =
+                    msg.headers_named("Record-Route").map(str::to_string).collect();
+                rr.reverse();
+                rr
+            },
+            peer: fork.peer,
+            local: Some(fork.local),
+            cseq: 2,
+        };
+        let ack_branch = transaction::new_branch();
+        let (ack, _) = self.leg_request(&leg, "ACK", 1, &ack_branch, None);
+        self.transmit(leg.peer, leg.local, ack);
+        let bye_branch = transaction::new_branch();
+        let (bye, _) = self.leg_request(&leg, "BYE", 2, &bye_branch, None);
+        let dest = leg.peer;
+        self.send_request(
+            now,
+            bye_branch,
+            bye,
+            |tx| ClientEntry {
+                tx,
+                dest,
+                local: leg.local,
+                call: None,
+                role: ClientRole::Bye,
+                invite: None,
+            },
+            false,
+            dest,
+        );
+    }
+
+    fn on_relay_response(&mut self, now: Instant, id: u64, branch: &str, msg: &Msg) {
+        let status = msg.status().unwrap_or(0);
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let Some(p) = call.pending.get(branch).cloned() else {
+            return;
+        };
+        if status >= 200 {
+            call.pending.remove(branch);
+        }
+        if status == 100 {
+            return;
+        }
+        let far = call.leg(p.origin.other()).clone();
+        let origin = call.leg(p.origin).clone();
+        if p.invite && (200..300).contains(&status) {
+            // Acknowledge the 2xx on the far leg ourselves.
+            let ack_branch = transaction::new_branch();
+            let (ack, _) = self.leg_request(&far, "ACK", p.cseq, &ack_branch, None);
+            self.transmit(far.peer, far.local, ack);
+        }
+        let mut w = p.ctx.response(status, msg.reason(), None, self.user_agent());
+        if p.invite && status > 100 && status < 300 {
+            w.header("Contact", self.contact(origin.peer.transport, origin.local));
+        }
+        let content = msg.header("Content-Type");
+        let bytes = w.finish(content, if content.is_some() { &msg.body } else { b"" });
+        self.respond(now, &p.server, status, bytes);
+    }
+
+    /// A client transaction of the call timed out (Timer B or F).
+    pub(crate) fn on_client_timeout(&mut self, now: Instant, id: u64, role: ClientRole, branch: &str) {
+        match role {
+            ClientRole::Fork(i) => {
+                let Some(call) = self.calls.get_mut(&id) else {
+                    return;
+                };
+                if call.forks.get(i).is_some_and(|f| f.final_status.is_none()) {
+                    call.forks[i].final_status = Some(408);
+                    if call.best_final.is_none() {
+                        call.best_final = Some((408, "Request Timeout".into()));
+                    }
+                    let all_done = call.forks.iter().all(|f| f.final_status.is_some());
+                    if all_done && call.state == State::Ringing {
+                        let (code, reason) = call.best_final.clone().unwrap_or((408, "Request Timeout".into()));
+                        self.answer_a(now, id, code, &reason, None);
+                        self.finish_call(now, id, Disposition::NoAnswer, code, "system");
+                    }
+                }
+            }
+            ClientRole::Relay => {
+                let Some(call) = self.calls.get_mut(&id) else {
+                    return;
+                };
+                if let Some(p) = call.pending.remove(branch) {
+                    let bytes = p
+                        .ctx
+                        .response(408, "Request Timeout", None, self.user_agent())
+                        .finish(None, b"");
+                    self.respond(now, &p.server, 408, bytes);
+                }
+            }
+            ClientRole::Bye | ClientRole::Cancel => {}
+        }
+    }
+
+    /// Timer H fired on the caller's INVITE: our final response was never ACKed.
+    pub(crate) fn on_caller_ack_timeout(&mut self, _now: Instant, id: u64) {
+        tracing::debug!(call = id, "caller never acknowledged the final response");
+    }
+
+    /// The call's own timer: ring timeout, 2xx retransmission, maximum duration,
+    /// reaping.
+    pub(crate) fn call_timeout(&mut self, now: Instant, id: u64) {
+        let t2 = self.shared.config.t2;
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        match call.state {
+            State::Ringing if now >= call.ring_deadline => {
+                call.cancelled = true;
+                self.cancel_forks(now, id, None);
+                self.answer_a(now, id, 480, "Temporarily Unavailable", None);
+                self.finish_call(now, id, Disposition::NoAnswer, 480, "system");
+            }
+            State::Answered => {
+                if let Some(r) = call.ok_retransmit.as_mut() {
+                    if now >= r.give_up {
+                        call.ok_retransmit = None;
+                        self.hang_up(now, id, "caller never acknowledged 200 OK");
+                        return;
+                    }
+                    if now >= r.next {
+                        r.interval = (r.interval * 2).min(t2);
+                        r.next = now + r.interval;
+                        let (bytes, p, l) = (r.bytes.clone(), call.a.peer, call.a.local);
+                        self.transmit(p, l, bytes);
+                    }
+                }
+                if let Some(call) = self.calls.get(&id) {
+                    if call.max_deadline.is_some_and(|d| now >= d) {
+                        self.hang_up(now, id, "maximum call duration reached");
+                        return;
+                    }
+                }
+            }
+            State::Ended if call.reap_at.is_some_and(|t| now >= t) => {
+                self.reap(id);
+                return;
+            }
+            _ => {}
+        }
+        self.schedule_call(id);
+    }
+
+    /// Ends every call (BYE to both legs of answered calls, CANCEL and 503 for
+    /// ringing ones) and writes their records.
+    pub fn shutdown(&mut self, now: Instant) {
+        let ids: Vec<u64> = self.calls.keys().copied().collect();
+        for id in ids {
+            let Some(call) = self.calls.get_mut(&id) else {
+                continue;
+            };
+            match call.state {
+                State::Answered => self.hang_up(now, id, "shutting down"),
+                State::Ringing => {
+                    call.cancelled = true;
+                    self.cancel_forks(now, id, None);
+                    self.answer_a(now, id, 503, "Service Unavailable", None);
+                    self.finish_call(now, id, Disposition::Failed, 503, "system");
+                }
+                State::Ended => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! The tenant directory as the SIP path reads it: domain → tenant, and
+//! (tenant, extension) → credentials. Built from a [`store::Directory`] snapshot and
+//! swapped whole when provisioning changes.
+
+use std::collections::HashMap;
+
+use store::{Directory, TenantId, TenantStatus};
+
+#[derive(Debug, Clone)]
+pub(crate) struct TenantEntry {
+    pub(crate) id: TenantId,
+    pub(crate) realm: String,
+    pub(crate) active: bool,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Credentials {
+    pub(crate) ha1_md5: String,
+    pub(crate) ha1_sha256: String,
+    pub(crate) enabled: bool,
+}
+
+/// An immutable, indexed directory snapshot.
+#[derive(Debug, Default)]
+pub(crate) struct Index {
+    by_domain: HashMap<String, TenantEntry>,
+    extensions: HashMap<(TenantId, String), Credentials>,
+}
+
+impl Index {
+    pub(crate) fn build(dir: &Directory) -> Index {
+        let mut by_domain = HashMap::new();
+        for t in &dir.tenants {
+            let entry = TenantEntry {
+                id: t.id,
+                realm: t.realm.clone(),
+                active: t.status == TenantStatus::Active,
+            };
+            for d in &t.domains {
+                by_domain.insert(d.to_ascii_lowercase(), entry.clone());
+            }
+        }
+        let extensions = dir
+            .extensions
+            .iter()
+            .map(|e| {
+                (
+                    (e.tenant, e.number.clone()),
+                    Credentials {
+                        ha1_md5: e.ha1_md5.clone(),
+                        ha1_sha256: e.ha1_sha256.clone(),
+                        enabled: e.enabled,
+                    },
+                )
+            })
+            .collect();
+        Index {
+            by_domain,
+            extensions,
+        }
+    }
+
+    /// The tenant owning `domain` (case-insensitive).
+    pub(crate) fn tenant_for_domain(&self, domain: &str) -> Option<&TenantEntry> {
+        if domain.bytes().any(|b| b.is_ascii_uppercase()) {
+            self.by_domain.get(&domain.to_ascii_lowercase())
+        } else {
+            self.by_domain.get(domain)
+        }
+    }
+
+    pub(crate) fn extension(&self, tenant: TenantId, number: &str) -> Option<&Credentials> {
+        self.extensions.get(&(tenant, number.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use store::{Extension, Tenant};
+
+    #[test]
+    fn same_number_in_two_tenants_is_two_extensions() {
+        let dir = Directory {
+            tenants: vec![
+                Tenant {
+                    id: TenantId(1),
+                    name: "a".into(),
+                    status: TenantStatus::Active,
+                    realm: "a.example".into(),
+                    domains: vec!["a.example".into(), "alt.a.example".into()],
+                },
+                Tenant {
+                    id: TenantId(2),
+                    name: "b".into(),
+                    status: TenantStatus::Suspended,
+                    realm: "b.example".into(),
+                    domains: vec!["b.example".into()],
+                },
+            ],
+            extensions: vec![
+                Extension {
+                    tenant: TenantId(1),
+                    number: "1000".into(),
+                    ha1_md5: "m1".into(),
+                    ha1_sha256: "s1".into(),
+                    enabled: true,
+                },
+                Extension {
+                    tenant: TenantId(2),
+                    number: "1000".into(),
+                    ha1_md5: "m2".into(),
+                    ha1_sha256: "s2".into(),
+                    enabled: true,
+                },
+            ],
+        };
+        let idx = Index::build(&dir);
+        assert_eq!(idx.tenant_for_domain("ALT.a.example").unwrap().id, TenantId(1));
+        assert!(!idx.tenant_for_domain("b.example").unwrap().active);
+        assert!(idx.tenant_for_domain("c.example").is_none());
+        assert_eq!(idx.extension(TenantId(1), "1000").unwrap().ha1_md5, "m1");
+        assert_eq!(idx.extension(TenantId(2), "1000").unwrap().ha1_md5, "m2");
+        assert!(idx.extension(TenantId(1), "1001").is_none());
+    }
+}

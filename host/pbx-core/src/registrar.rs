@@ -1,0 +1,282 @@
+//! Registrar (RFC 3261 §10.3): contact bindings per address-of-record, shared by
+//! every shard.
+//!
+//! Bindings live in a sharded concurrent map keyed by (tenant, extension), so the
+//! same extension number in two tenants is two different address-of-records. Each
+//! binding remembers the transport, source address and connection its REGISTER came
+//! from: requests to the phone go there (the phone is usually behind NAT).
+//! Persistence is the caller's: every change is returned as a
+//! [`RegistrationChange`] for the write-behind queue.
+
+use std::net::SocketAddr;
+
+use dashmap::DashMap;
+use store::{Registration, RegistrationChange, TenantId};
+
+use crate::msg::{Msg, NameAddr};
+use crate::{ConnId, Peer, RegistrarConfig};
+
+/// One contact binding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Binding {
+    pub(crate) contact: String,
+    pub(crate) peer: Peer,
+    pub(crate) local: SocketAddr,
+    pub(crate) call_id: String,
+    pub(crate) cseq: u32,
+    pub(crate) expires_at_ms: i64,
+    pub(crate) registered_at_ms: i64,
+    pub(crate) user_agent: Option<String>,
+}
+
+impl Binding {
+    fn to_record(&self, tenant: TenantId, extension: &str) -> Registration {
+        Registration {
+            tenant,
+            extension: extension.to_string(),
+            contact: self.contact.clone(),
+            source: self.peer.addr,
+            transport: self.peer.transport,
+            local: self.local,
+            call_id: self.call_id.clone(),
+            cseq: self.cseq,
+            expires_at_ms: self.expires_at_ms,
+            user_agent: self.user_agent.clone(),
+        }
+    }
+}
+
+/// All bindings of all tenants.
+#[derive(Debug, Default)]
+pub(crate) struct Bindings {
+    map: DashMap<(TenantId, String), Vec<Binding>>,
+}
+
+/// What the registrar answers a REGISTER with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Reply {
+    /// 200 OK listing these contacts with their remaining seconds.
+    Ok(Vec<(String, u32)>),
+    /// 423 Interval Too Brief with Min-Expires.
+    TooBrief(u32),
+    /// Any other refusal.
+    Error(u16, &'static str),
+}
+
+/// A REGISTER's contact set, read from the message.
+enum Request<'a> {
+    Fetch,
+    RemoveAll,
+    Update(Vec<(NameAddr<'a>, u32)>),
+}
+
+impl Bindings {
+    pub(crate) fn restore(records: Vec<Registration>) -> Bindings {
+        let b = Bindings::default();
+        for r in records {
+            let binding = Binding {
+                contact: r.contact,
+                peer: Peer {
+                    transport: r.transport,
+                    addr: r.source,
+                    conn: None,
+                },
+                local: r.local,
+                call_id: r.call_id,
+                cseq: r.cseq,
+                expires_at_ms: r.expires_at_ms,
+                registered_at_ms: 0,
+                user_agent: r.user_agent,
+            };
+            b.map
+                .entry((r.tenant, r.extension))
+                .or_default()
+                .push(binding);
+        }
+        b
+    }
+
+    /// Live bindings of an address-of-record.
+    pub(crate) fn lookup(&self, tenant: TenantId, extension: &str, now_ms: i64) -> Vec<Binding> {
+        match self.map.get(&(tenant, extension.to_string())) {
+            Some(v) => v
+                .iter()
+                .filter(|b| b.expires_at_ms > now_ms)
+                .cloned()
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Drops expired bindings; returns how many went.
+    pub(crate) fn sweep(&self, now_ms: i64) -> usize {
+        let mut removed = 0;
+        self.map.retain(|_, v| {
+            let before = v.len();
+            v.retain(|b| b.expires_at_ms > now_ms);
+            removed += before - v.len();
+            !v.is_empty()
+        });
+        removed
+    }
+
+    /// Forgets the connection of bindings that used a closed stream.
+    pub(crate) fn connection_closed(&self, conn: ConnId) {
+        for mut e in self.map.iter_mut() {
+            for b in e.value_mut().iter_mut() {
+                if b.peer.conn == Some(conn) {
+                    b.peer.conn = None;
+                }
+            }
+        }
+    }
+
+    /// Applies an authenticated REGISTER for `extension` (RFC 3261 §10.3 steps 6-8).
+    #[allow(clippy::too_many_arguments)] // the inputs of one registration, each distinct
+    pub(crate) fn register(
+        &self,
+        cfg: &RegistrarConfig,
+        tenant: TenantId,
+        extension: &str,
+        msg: &Msg,
+        peer: Peer,
+        local: SocketAddr,
+        now_ms: i64,
+        changes: &mut Vec<RegistrationChange>,
+    ) -> Reply {
+        let request = match read_contacts(cfg, msg) {
+            Ok(r) => r,
+            Err(reply) => return reply,
+        };
+        let call_id = msg.call_id();
+        let Ok((cseq, _)) = msg.cseq() else {
+            return Reply::Error(400, "Bad CSeq");
+        };
+        let user_agent = msg.header("User-Agent").map(|s| s.chars().take(128).collect());
+        let key = (tenant, extension.to_string());
+        let mut entry = self.map.entry(key).or_default();
+        let list = entry.value_mut();
+        list.retain(|b| b.expires_at_ms > now_ms);
+        match request {
+            Request::Fetch => {}
+            Request::RemoveAll => {
+                if list
+                    .iter()
+                    .any(|b| b.call_id == call_id && b.cseq > cseq)
+                {
+                    return Reply::Error(500, "Out Of Order");
+                }
+                for b in list.drain(..) {
+                    changes.push(RegistrationChange::Remove {
+                        tenant,
+                        extension: extension.to_string(),
+                        contact: b.contact,
+                    });
+                }
+            }
+            Request::Update(contacts) => {
+                // Validate the whole request before changing anything.
+                for (c, _) in &contacts {
+                    if let Some(b) = list.iter().find(|b| same_uri(&b.contact, c.uri)) {
+                        if b.call_id == call_id && b.cseq > cseq {
+                            return Reply::Error(500, "Out Of Order");
+                        }
+                    }
+                }
+                for (c, expires) in contacts {
+                    let pos = list.iter().position(|b| same_uri(&b.contact, c.uri));
+                    if expires == 0 {
+                        if let Some(i) = pos {
+                            let b = list.remove(i);
+                            changes.push(RegistrationChange::Remove {
+                                tenant,
+                                extension: extension.to_string(),
+                                contact: b.contact,
+                            });
+                        }
+                        continue;
+                    }
+                    let binding = Binding {
+                        contact: c.uri.to_string(),
+                        peer,
+                        local,
+                        call_id: call_id.to_string(),
+                        cseq,
+                        expires_at_ms: now_ms + i64::from(expires) * 1000,
+                        registered_at_ms: pos.map_or(now_ms, |i| list[i].registered_at_ms),
+                        user_agent: user_agent.clone(),
+                    };
+                    changes.push(RegistrationChange::Upsert(
+                        binding.to_record(tenant, extension),
+                    ));
+                    match pos {
+                        Some(i) => list[i] = binding,
+                        None => {
+                            if list.len() >= cfg.max_contacts.max(1) {
+                                // The oldest binding makes room: a phone that rebooted
+                                // behind NAT must not be locked out by its stale entries.
+                                if let Some((oldest, _)) = list
+                                    .iter()
+                                    .enumerate()
+                                    .min_by_key(|(_, b)| b.registered_at_ms)
+                                {
+                                    let b = list.remove(oldest);
+                                    changes.push(RegistrationChange::Remove {
+                                        tenant,
+                                        extension: extension.to_string(),
+                                        contact: b.contact,
+                                    });
+                                }
+                            }
+                            list.push(binding);
+                        }
+                    }
+                }
+            }
+        }
+        let current = list
+            .iter()
+            .map(|b| {
+                let secs = ((b.expires_at_ms - now_ms).max(0) / 1000) as u32;
+                (b.contact.clone(), secs)
+            })
+            .collect();
+        Reply::Ok(current)
+    }
+}
+
+/// Compares contact URIs the way phones reuse them (case-insensitive, RFC 3261
+/// §19.1.4 is stricter but phones rewrite case freely).
+fn same_uri(a: &str, b: &str) -> bool {
+    a.eq_ignore_ascii_case(b)
+}
+
+fn read_contacts<'a>(cfg: &RegistrarConfig, msg: &'a Msg) -> Result<Request<'a>, Reply> {
+    let header_expires = msg.expires();
+    let values: Vec<&str> = msg.headers_named("Contact").collect();
+    if values.is_empty() {
+        return Ok(Request::Fetch);
+    }
+    if values.iter().any(|v| v.trim() == "*") {
+        if values.len() != 1 || header_expires != Some(0) {
+            return Err(Reply::Error(400, "Invalid Wildcard Contact"));
+        }
+        return Ok(Request::RemoveAll);
+    }
+    let mut out = Vec::with_capacity(values.len());
+    for v in values {
+        let c = NameAddr::parse(v);
+        if crate::msg::uri_parts(c.uri).is_none() {
+            return Err(Reply::Error(400, "Bad Contact"));
+        }
+        let requested = match c.param("expires") {
+            Some(e) => e.parse::<u32>().map_err(|_| Reply::Error(400, "Bad Expires"))?,
+            None => header_expires.unwrap_or(cfg.default_expires),
+        };
+        if requested != 0 && requested < cfg.min_expires {
+            return Err(Reply::TooBrief(cfg.min_expires));
+        }
+        out.push((c, requested.min(cfg.max_expires)));
+    }
+    Ok(Request::Update(out))
+}

@@ -1,0 +1,832 @@
+//! One shard of the SIP core: message dispatch, transaction tables and timers.
+//!
+//! Inbound bytes are parsed, matched against server or client transactions
+//! (RFC 3261 §17.1.3, §17.2.3) and otherwise handed to the registrar or the B2BUA.
+//! Challenges, registrations and OPTIONS are answered statelessly: nothing is
+//! allocated for a request before it is authenticated, and a retransmitted REGISTER
+//! simply gets the same answer again.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use transaction::{
+    ClientInvite, ClientNonInvite, Key, ServerInvite, ServerNonInvite, TimerEvent, TimerQueue,
+};
+
+use crate::auth::{self, Kind, Outcome};
+use crate::call::{Call, ClientRole};
+use crate::msg::{self, Msg, NameAddr, Writer};
+use crate::registrar::Reply;
+use crate::{Inbound, Output, Peer, Shared, TransportKind};
+
+/// Methods the host understands; anything else gets 501.
+pub(crate) const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE";
+
+pub(crate) enum ServerTx {
+    Invite(ServerInvite),
+    NonInvite(ServerNonInvite),
+}
+
+impl ServerTx {
+    fn poll_timeout(&self) -> Option<Instant> {
+        match self {
+            ServerTx::Invite(t) => t.poll_timeout(),
+            ServerTx::NonInvite(t) => t.poll_timeout(),
+        }
+    }
+    fn handle_timeout(&mut self, now: Instant) -> Vec<TimerEvent> {
+        match self {
+            ServerTx::Invite(t) => t.handle_timeout(now).into_iter().collect(),
+            ServerTx::NonInvite(t) => t.handle_timeout(now).into_iter().collect(),
+        }
+    }
+    fn is_terminated(&self) -> bool {
+        match self {
+            ServerTx::Invite(t) => t.is_terminated(),
+            ServerTx::NonInvite(t) => t.is_terminated(),
+        }
+    }
+    fn on_request_retransmission(&mut self, now: Instant) -> Option<Bytes> {
+        match self {
+            ServerTx::Invite(t) => t.on_request_retransmission(now),
+            ServerTx::NonInvite(t) => t.on_request_retransmission(now),
+        }
+    }
+    /// Sends a response through the transaction; `None` when the transaction has
+    /// already sent its final response (the TU raced itself; nothing goes out).
+    fn send_response(&mut self, now: Instant, status: u16, bytes: Bytes) -> Option<Bytes> {
+        let r = match self {
+            ServerTx::Invite(t) => t.send_response(now, status, bytes),
+            ServerTx::NonInvite(t) => t.send_response(now, status, bytes),
+        };
+        r.inspect_err(|e| tracing::debug!(error = %e, status, "response not sent"))
+            .ok()
+    }
+}
+
+pub(crate) struct ServerEntry {
+    pub(crate) tx: ServerTx,
+    pub(crate) peer: Peer,
+    pub(crate) local: SocketAddr,
+    pub(crate) call: Option<u64>,
+}
+
+pub(crate) enum ClientTx {
+    Invite(ClientInvite),
+    NonInvite(ClientNonInvite),
+}
+
+impl ClientTx {
+    fn poll_timeout(&self) -> Option<Instant> {
+        match self {
+            ClientTx::Invite(t) => t.poll_timeout(),
+            ClientTx::NonInvite(t) => t.poll_timeout(),
+        }
+    }
+    fn handle_timeout(&mut self, now: Instant) -> Vec<TimerEvent> {
+        match self {
+            ClientTx::Invite(t) => t.handle_timeout(now).into_iter().collect(),
+            ClientTx::NonInvite(t) => t.handle_timeout(now).into_iter().collect(),
+        }
+    }
+    fn is_terminated(&self) -> bool {
+        match self {
+            ClientTx::Invite(t) => t.is_terminated(),
+            ClientTx::NonInvite(t) => t.is_terminated(),
+        }
+    }
+}
+
+pub(crate) struct ClientEntry {
+    pub(crate) tx: ClientTx,
+    pub(crate) dest: Peer,
+    pub(crate) local: Option<SocketAddr>,
+    pub(crate) call: Option<u64>,
+    pub(crate) role: ClientRole,
+    /// For INVITEs: the request's lines an ACK or CANCEL reuses.
+    pub(crate) invite: Option<SentInvite>,
+}
+
+/// What a CANCEL or a non-2xx ACK copies from the INVITE it refers to (§9.1, §17.1.1.3).
+#[derive(Debug, Clone)]
+pub(crate) struct SentInvite {
+    pub(crate) uri: String,
+    pub(crate) via: String,
+    pub(crate) from: String,
+    pub(crate) to: String,
+    pub(crate) call_id: String,
+    pub(crate) cseq: u32,
+    pub(crate) route: Vec<String>,
+}
+
+impl SentInvite {
+    pub(crate) fn cancel(&self) -> Bytes {
+        self.with_method("CANCEL", &self.to)
+    }
+
+    pub(crate) fn ack(&self, to: &str) -> Bytes {
+        self.with_method("ACK", to)
+    }
+
+    fn with_method(&self, method: &str, to: &str) -> Bytes {
+        let mut w = Writer::request(method, &self.uri);
+        w.header("Via", &self.via)
+            .header("Max-Forwards", 70)
+            .header("From", &self.from)
+            .header("To", to)
+            .header("Call-ID", &self.call_id)
+            .header("CSeq", format_args!("{} {method}", self.cseq));
+        for r in &self.route {
+            w.header("Route", r);
+        }
+        w.finish(None, b"")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum TimerKey {
+    Server(Key),
+    Client(String),
+    Call(u64),
+    Sweep,
+}
+
+/// The request fields every response copies (RFC 3261 §8.2.6.2).
+#[derive(Debug, Clone)]
+pub(crate) struct ReqCtx {
+    pub(crate) vias: Vec<String>,
+    pub(crate) from: String,
+    pub(crate) to: String,
+    pub(crate) call_id: String,
+    pub(crate) cseq: String,
+}
+
+impl ReqCtx {
+    pub(crate) fn new(msg: &Msg, source: SocketAddr) -> ReqCtx {
+        let mut vias: Vec<String> = msg.headers_named("Via").map(str::to_string).collect();
+        if let Some(top) = vias.first_mut() {
+            *top = msg::via_for_response(top, source);
+        }
+        ReqCtx {
+            vias,
+            from: msg.header("From").unwrap_or("").to_string(),
+            to: msg.header("To").unwrap_or("").to_string(),
+            call_id: msg.call_id().to_string(),
+            cseq: msg.header("CSeq").unwrap_or("").to_string(),
+        }
+    }
+
+    /// A response writer with Via, From, To (tagged when `to_tag` is given and the
+    /// request had none), Call-ID and CSeq filled in.
+    pub(crate) fn response(
+        &self,
+        status: u16,
+        reason: &str,
+        to_tag: Option<&str>,
+        user_agent: Option<&str>,
+    ) -> Writer {
+        let mut w = Writer::response(status, reason);
+        for v in &self.vias {
+            w.header("Via", v);
+        }
+        w.header("From", &self.from);
+        match to_tag {
+            Some(tag) if NameAddr::parse(&self.to).tag().is_none() => {
+                w.header("To", format_args!("{};tag={tag}", self.to));
+            }
+            _ => {
+                w.header("To", &self.to);
+            }
+        }
+        w.header("Call-ID", &self.call_id).header("CSeq", &self.cseq);
+        if let Some(ua) = user_agent {
+            w.header("Server", ua);
+        }
+        w
+    }
+}
+
+/// One shard: owns its transactions and calls.
+pub struct Shard {
+    pub(crate) index: usize,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) servers: HashMap<Key, ServerEntry>,
+    pub(crate) clients: HashMap<String, ClientEntry>,
+    pub(crate) calls: HashMap<u64, Call>,
+    /// Call-ID of either leg → call.
+    pub(crate) dialogs: HashMap<String, u64>,
+    pub(crate) timers: TimerQueue<TimerKey>,
+    pub(crate) out: VecDeque<Output>,
+    pub(crate) next_call: u64,
+}
+
+impl Shard {
+    /// Creates shard `index` of `shared.shards()`.
+    pub fn new(index: usize, shared: Arc<Shared>) -> Shard {
+        let mut timers = TimerQueue::new();
+        if index == 0 {
+            timers.schedule(TimerKey::Sweep, shared.clock.0);
+        }
+        Shard {
+            index,
+            shared,
+            servers: HashMap::new(),
+            clients: HashMap::new(),
+            calls: HashMap::new(),
+            dialogs: HashMap::new(),
+            timers,
+            out: VecDeque::new(),
+            next_call: 1,
+        }
+    }
+
+    /// Feeds one inbound message.
+    pub fn handle(&mut self, now: Instant, inbound: Inbound) {
+        let Inbound { peer, local, bytes } = inbound;
+        let msg = match Msg::parse(&bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                let (status, reason) = e.status();
+                tracing::debug!(source = %peer.addr, %status, error = %e, "unparseable SIP message");
+                if let Some(reply) = sip::error_response(&bytes, status, reason) {
+                    self.transmit(peer, Some(local), Bytes::from(reply));
+                }
+                return;
+            }
+        };
+        match msg.method() {
+            Some(_) => self.on_request(now, msg, peer, local),
+            None => self.on_response(now, msg, peer),
+        }
+    }
+
+    /// Runs every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let due: Vec<TimerKey> = self.timers.pop_due(now).into_iter().collect();
+        for key in due {
+            match key {
+                TimerKey::Server(k) => self.server_timeout(now, k),
+                TimerKey::Client(b) => self.client_timeout(now, b),
+                TimerKey::Call(id) => self.call_timeout(now, id),
+                TimerKey::Sweep => {
+                    let gone = self.shared.bindings.sweep(self.shared.unix_ms(now));
+                    if gone > 0 {
+                        tracing::debug!(gone, "expired registrations swept");
+                    }
+                    self.timers
+                        .schedule(TimerKey::Sweep, now + std::time::Duration::from_secs(30));
+                }
+            }
+        }
+    }
+
+    /// When [`Shard::handle_timeout`] next wants to run.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        self.timers.next_deadline()
+    }
+
+    /// The next thing for the I/O layer to do.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// Calls in progress in this shard.
+    pub fn active_calls(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Transactions in progress in this shard (server, client).
+    pub fn transactions(&self) -> (usize, usize) {
+        (self.servers.len(), self.clients.len())
+    }
+
+    /// A stream connection closed: bindings that used it fall back to a new one.
+    pub fn connection_closed(&mut self, conn: crate::ConnId) {
+        if self.index == 0 {
+            self.shared.bindings.connection_closed(conn);
+        }
+    }
+
+    pub(crate) fn transmit(&mut self, dest: Peer, local: Option<SocketAddr>, bytes: Bytes) {
+        self.out.push_back(Output::Transmit { dest, local, bytes });
+    }
+
+    pub(crate) fn user_agent(&self) -> Option<&str> {
+        self.shared.config.user_agent.as_deref()
+    }
+
+    /// `host:port` the host puts in Via and Contact for `transport`.
+    pub(crate) fn advertised(&self, transport: TransportKind, local: Option<SocketAddr>) -> String {
+        if let Some((_, a)) = self
+            .shared
+            .config
+            .advertise
+            .iter()
+            .find(|(t, _)| *t == transport)
+        {
+            if !a.ip().is_unspecified() {
+                return msg::host_port(*a);
+            }
+        }
+        match local {
+            Some(l) if !l.ip().is_unspecified() => msg::host_port(l),
+            _ => self
+                .shared
+                .config
+                .advertise
+                .first()
+                .map(|(_, a)| msg::host_port(*a))
+                .unwrap_or_else(|| "127.0.0.1:5060".to_string()),
+        }
+    }
+
+    pub(crate) fn timers_cfg(&self) -> transaction::Timers {
+        let c = &self.shared.config;
+        transaction::Timers {
+            t1: c.t1,
+            t2: c.t2,
+            t4: c.t4,
+        }
+    }
+
+    /// Answers a request statelessly.
+    pub(crate) fn reply_stateless(
+        &mut self,
+        msg: &Msg,
+        peer: Peer,
+        local: SocketAddr,
+        status: u16,
+        reason: &str,
+        extra: &[(&str, String)],
+    ) {
+        let ctx = ReqCtx::new(msg, peer.addr);
+        let tag = stateless_tag(&ctx.call_id);
+        let mut w = ctx.response(status, reason, Some(&tag), self.user_agent());
+        for (n, v) in extra {
+            w.header(n, v);
+        }
+        let bytes = w.finish(None, b"");
+        self.transmit(peer, Some(local), bytes);
+    }
+
+    fn on_request(&mut self, now: Instant, msg: Msg, peer: Peer, local: SocketAddr) {
+        let method = msg.method().unwrap_or("").to_string();
+        let Ok(via) = msg.top_via() else {
+            return;
+        };
+        let branch = via.branch.unwrap_or("").to_string();
+        let sent_by = via.sent_by.to_string();
+        // RFC 3261 §17.2.3 matching needs a magic-cookie branch; older clients are
+        // matched by the same key, which is unique enough for their retransmissions.
+        let key = Key::server(&branch, &sent_by, &method);
+
+        if method == "ACK" {
+            if let Some(entry) = self.servers.get_mut(&key) {
+                if let ServerTx::Invite(tx) = &mut entry.tx {
+                    tx.on_ack(now);
+                    let deadline = entry.tx.poll_timeout();
+                    let call = entry.call;
+                    self.schedule_server(&key, deadline);
+                    if let Some(call) = call {
+                        self.on_ack_for_call(now, call, &msg, true);
+                    }
+                    return;
+                }
+            }
+            if let Some(&call) = self.dialogs.get(msg.call_id()) {
+                self.on_ack_for_call(now, call, &msg, false);
+            }
+            return;
+        }
+
+        if method == "CANCEL" {
+            self.on_cancel(now, &msg, peer, local, &branch, &sent_by);
+            return;
+        }
+
+        if let Some(entry) = self.servers.get_mut(&key) {
+            if let Some(bytes) = entry.tx.on_request_retransmission(now) {
+                let (p, l) = (entry.peer, entry.local);
+                self.transmit(p, Some(l), bytes);
+            }
+            return;
+        }
+
+        if msg.max_forwards() == Some(0) && method != "REGISTER" && method != "OPTIONS" {
+            self.reply_stateless(&msg, peer, local, 483, "Too Many Hops", &[]);
+            return;
+        }
+
+        let in_dialog = msg.to().ok().and_then(|t| t.tag().map(str::to_string));
+        if let Some(_to_tag) = in_dialog {
+            match self.dialogs.get(msg.call_id()).copied() {
+                Some(call) => self.on_in_dialog(now, call, msg, peer, local, key),
+                None => self.reply_stateless(
+                    &msg,
+                    peer,
+                    local,
+                    481,
+                    "Call/Transaction Does Not Exist",
+                    &[],
+                ),
+            }
+            return;
+        }
+
+        match method.as_str() {
+            "REGISTER" => self.on_register(now, &msg, peer, local),
+            "INVITE" => self.on_invite(now, msg, peer, local, key),
+            "OPTIONS" => {
+                let extra = [
+                    ("Allow", ALLOW.to_string()),
+                    ("Accept", "application/sdp".to_string()),
+                ];
+                self.reply_stateless(&msg, peer, local, 200, "OK", &extra);
+            }
+            "BYE" => self.reply_stateless(
+                &msg,
+                peer,
+                local,
+                481,
+                "Call/Transaction Does Not Exist",
+                &[],
+            ),
+            "INFO" | "UPDATE" | "PRACK" | "MESSAGE" | "SUBSCRIBE" | "NOTIFY" | "PUBLISH"
+            | "REFER" => {
+                let extra = [("Allow", ALLOW.to_string())];
+                self.reply_stateless(&msg, peer, local, 405, "Method Not Allowed", &extra);
+            }
+            _ => self.reply_stateless(&msg, peer, local, 501, "Not Implemented", &[]),
+        }
+    }
+
+    /// The tenant domain a request names: Request-URI host, then To, then From.
+    pub(crate) fn request_domain(msg: &Msg) -> String {
+        let candidates = [
+            Some(msg.request_uri()),
+            msg.to().ok().map(|t| t.uri),
+            msg.from().ok().map(|f| f.uri),
+        ];
+        let mut first = None;
+        for uri in candidates.into_iter().flatten() {
+            if let Some(p) = msg::uri_parts(uri) {
+                let host = p.host.to_ascii_lowercase();
+                if host.parse::<std::net::IpAddr>().is_err() {
+                    return host;
+                }
+                first.get_or_insert(host);
+            }
+        }
+        first.unwrap_or_default()
+    }
+
+    /// Authenticates `msg`, answering with a challenge when it does not pass.
+    pub(crate) fn authenticate(
+        &mut self,
+        now: Instant,
+        msg: &Msg,
+        peer: Peer,
+        local: SocketAddr,
+        kind: Kind,
+    ) -> Option<(store::TenantId, String)> {
+        let now_ms = self.shared.unix_ms(now);
+        let domain = Self::request_domain(msg);
+        let index = self.shared.index();
+        let tenant = index.tenant_for_domain(&domain);
+        let outcome = auth::check(&self.shared.nonces, &index, tenant, &domain, msg, kind, now_ms);
+        match outcome {
+            Outcome::Ok { tenant, extension } => Some((tenant, extension)),
+            Outcome::Challenge {
+                realm,
+                stale,
+                failure,
+            } => {
+                if let Some(reason) = failure {
+                    tracing::info!(
+                        event = "sip.auth.failure",
+                        source = %peer.addr,
+                        method = msg.method().unwrap_or(""),
+                        domain = %domain,
+                        reason,
+                        "authentication failed"
+                    );
+                }
+                let values = auth::challenges(
+                    &self.shared.nonces,
+                    &self.shared.config.digest_algorithms,
+                    &realm,
+                    stale,
+                    now_ms,
+                );
+                let (status, phrase) = kind.status();
+                let extra: Vec<(&str, String)> = values
+                    .into_iter()
+                    .map(|v| (kind.challenge_header(), v))
+                    .collect();
+                self.reply_stateless(msg, peer, local, status, phrase, &extra);
+                None
+            }
+        }
+    }
+
+    fn on_register(&mut self, now: Instant, msg: &Msg, peer: Peer, local: SocketAddr) {
+        let Some((tenant, extension)) = self.authenticate(now, msg, peer, local, Kind::Www) else {
+            return;
+        };
+        // A phone may register only its own address-of-record.
+        let aor_user = msg
+            .to()
+            .ok()
+            .and_then(|t| msg::uri_parts(t.uri).and_then(|p| p.user.map(str::to_string)));
+        if aor_user.as_deref() != Some(extension.as_str()) {
+            self.reply_stateless(msg, peer, local, 403, "Forbidden", &[]);
+            return;
+        }
+        let now_ms = self.shared.unix_ms(now);
+        let mut changes = Vec::new();
+        let reply = self.shared.bindings.register(
+            &self.shared.config.registrar,
+            tenant,
+            &extension,
+            msg,
+            peer,
+            local,
+            now_ms,
+            &mut changes,
+        );
+        for c in changes {
+            self.out.push_back(Output::Registration(c));
+        }
+        match reply {
+            Reply::Ok(contacts) => {
+                let extra: Vec<(&str, String)> = contacts
+                    .into_iter()
+                    .map(|(c, secs)| ("Contact", format!("<{c}>;expires={secs}")))
+                    .collect();
+                self.reply_stateless(msg, peer, local, 200, "OK", &extra);
+            }
+            Reply::TooBrief(min) => {
+                let extra = [("Min-Expires", min.to_string())];
+                self.reply_stateless(msg, peer, local, 423, "Interval Too Brief", &extra);
+            }
+            Reply::Error(status, reason) => {
+                self.reply_stateless(msg, peer, local, status, reason, &[]);
+            }
+        }
+    }
+
+    fn on_cancel(
+        &mut self,
+        now: Instant,
+        msg: &Msg,
+        peer: Peer,
+        local: SocketAddr,
+        branch: &str,
+        sent_by: &str,
+    ) {
+        let invite_key = Key::server(branch, sent_by, "INVITE");
+        let Some(call) = self.servers.get(&invite_key).and_then(|e| e.call) else {
+            self.reply_stateless(msg, peer, local, 481, "Call/Transaction Does Not Exist", &[]);
+            return;
+        };
+        // The CANCEL is its own non-INVITE transaction (§9.2).
+        let key = Key::server(branch, sent_by, "CANCEL");
+        let ctx = ReqCtx::new(msg, peer.addr);
+        let to_tag = self.calls.get(&call).map(|c| c.a.local_tag.clone());
+        let ok = ctx
+            .response(200, "OK", to_tag.as_deref(), self.user_agent())
+            .finish(None, b"");
+        self.respond_new_server(now, key, false, peer, local, None, 200, ok);
+        self.cancel_call(now, call);
+    }
+
+    /// Creates a server transaction and sends its first response through it.
+    #[allow(clippy::too_many_arguments)] // a transaction's identity, route and first answer
+    pub(crate) fn respond_new_server(
+        &mut self,
+        now: Instant,
+        key: Key,
+        invite: bool,
+        peer: Peer,
+        local: SocketAddr,
+        call: Option<u64>,
+        status: u16,
+        bytes: Bytes,
+    ) {
+        let reliable = peer.transport != TransportKind::Udp;
+        let timers = self.timers_cfg();
+        let tx = if invite {
+            ServerTx::Invite(ServerInvite::new(now, reliable, timers))
+        } else {
+            ServerTx::NonInvite(ServerNonInvite::new(now, reliable, timers))
+        };
+        let mut entry = ServerEntry {
+            tx,
+            peer,
+            local,
+            call,
+        };
+        let send = entry.tx.send_response(now, status, bytes);
+        let deadline = entry.tx.poll_timeout();
+        let terminated = entry.tx.is_terminated();
+        if let Some(send) = send {
+            self.transmit(peer, Some(local), send);
+        }
+        if !terminated {
+            self.servers.insert(key.clone(), entry);
+            self.schedule_server(&key, deadline);
+        }
+    }
+
+    /// Sends a response through an existing server transaction.
+    pub(crate) fn respond(&mut self, now: Instant, key: &Key, status: u16, bytes: Bytes) {
+        let Some(entry) = self.servers.get_mut(key) else {
+            return;
+        };
+        let send = entry.tx.send_response(now, status, bytes);
+        let (p, l) = (entry.peer, entry.local);
+        let deadline = entry.tx.poll_timeout();
+        let terminated = entry.tx.is_terminated();
+        if let Some(send) = send {
+            self.transmit(p, Some(l), send);
+        }
+        if terminated {
+            self.servers.remove(key);
+        } else {
+            self.schedule_server(key, deadline);
+        }
+    }
+
+    pub(crate) fn schedule_server(&mut self, key: &Key, deadline: Option<Instant>) {
+        if let Some(at) = deadline {
+            self.timers.schedule(TimerKey::Server(key.clone()), at);
+        }
+    }
+
+    pub(crate) fn schedule_client(&mut self, branch: &str) {
+        if let Some(at) = self.clients.get(branch).and_then(|e| e.tx.poll_timeout()) {
+            self.timers.schedule(TimerKey::Client(branch.to_string()), at);
+        }
+    }
+
+    /// Starts a client transaction and sends its request.
+    pub(crate) fn send_request(
+        &mut self,
+        now: Instant,
+        branch: String,
+        request: Bytes,
+        entry: impl FnOnce(ClientTx) -> ClientEntry,
+        invite: bool,
+        dest: Peer,
+    ) {
+        let reliable = dest.transport != TransportKind::Udp;
+        let timers = self.timers_cfg();
+        let (tx, first) = if invite {
+            let (t, b) = ClientInvite::new(now, request, reliable, timers);
+            (ClientTx::Invite(t), b)
+        } else {
+            let (t, b) = ClientNonInvite::new(now, request, reliable, timers);
+            (ClientTx::NonInvite(t), b)
+        };
+        let e = entry(tx);
+        let local = e.local;
+        self.clients.insert(branch.clone(), e);
+        self.transmit(dest, local, first);
+        self.schedule_client(&branch);
+    }
+
+    fn server_timeout(&mut self, now: Instant, key: Key) {
+        let Some(entry) = self.servers.get_mut(&key) else {
+            return;
+        };
+        if entry.tx.poll_timeout().is_some_and(|t| t > now) {
+            let d = entry.tx.poll_timeout();
+            self.schedule_server(&key, d);
+            return;
+        }
+        let events = entry.tx.handle_timeout(now);
+        let (p, l, call) = (entry.peer, entry.local, entry.call);
+        let deadline = entry.tx.poll_timeout();
+        let terminated = entry.tx.is_terminated();
+        for ev in events {
+            match ev {
+                TimerEvent::Retransmit(b) => self.transmit(p, Some(l), b),
+                TimerEvent::TimedOut => {
+                    // Timer H: the caller never acknowledged our final response.
+                    if let Some(call) = call {
+                        self.on_caller_ack_timeout(now, call);
+                    }
+                }
+                TimerEvent::Terminated => {}
+            }
+        }
+        if terminated {
+            self.servers.remove(&key);
+        } else {
+            self.schedule_server(&key, deadline);
+        }
+    }
+
+    fn client_timeout(&mut self, now: Instant, branch: String) {
+        let Some(entry) = self.clients.get_mut(&branch) else {
+            return;
+        };
+        if entry.tx.poll_timeout().is_some_and(|t| t > now) {
+            self.schedule_client(&branch);
+            return;
+        }
+        let events = entry.tx.handle_timeout(now);
+        let (dest, local, call, role) = (entry.dest, entry.local, entry.call, entry.role);
+        let terminated = entry.tx.is_terminated();
+        let mut timed_out = false;
+        for ev in events {
+            match ev {
+                TimerEvent::Retransmit(b) => self.transmit(dest, local, b),
+                TimerEvent::TimedOut => timed_out = true,
+                TimerEvent::Terminated => {}
+            }
+        }
+        if terminated {
+            self.clients.remove(&branch);
+        } else {
+            self.schedule_client(&branch);
+        }
+        if timed_out {
+            if let Some(call) = call {
+                self.on_client_timeout(now, call, role, &branch);
+            }
+        }
+    }
+
+    fn on_response(&mut self, now: Instant, msg: Msg, peer: Peer) {
+        let Ok(via) = msg.top_via() else {
+            return;
+        };
+        let Some(branch) = via.branch else {
+            return;
+        };
+        // A CANCEL shares its INVITE's branch but is a transaction of its own.
+        let branch = match msg.cseq() {
+            Ok((_, "CANCEL")) => format!("{branch}|CANCEL"),
+            _ => branch.to_string(),
+        };
+        let status = msg.status().unwrap_or(0);
+        let Some(entry) = self.clients.get_mut(&branch) else {
+            // A 2xx retransmitted after its transaction ended: re-acknowledge it.
+            if (200..300).contains(&status) {
+                if let Some(&call) = self.dialogs.get(msg.call_id()) {
+                    self.on_stray_2xx(now, call, &msg);
+                }
+            }
+            return;
+        };
+        let pass = match &mut entry.tx {
+            ClientTx::Invite(tx) => {
+                let to = msg.header("To").unwrap_or("").to_string();
+                let invite = entry.invite.clone();
+                let action = tx.on_response(now, status, || {
+                    invite.map(|i| i.ack(&to)).unwrap_or_default()
+                });
+                if let Some(b) = action.transmit {
+                    let (d, l) = (entry.dest, entry.local);
+                    self.out.push_back(Output::Transmit {
+                        dest: d,
+                        local: l,
+                        bytes: b,
+                    });
+                }
+                action.pass_to_tu
+            }
+            ClientTx::NonInvite(tx) => tx.on_response(now, status),
+        };
+        let Some(entry) = self.clients.get(&branch) else {
+            return;
+        };
+        let (call, role, terminated) = (entry.call, entry.role, entry.tx.is_terminated());
+        if terminated {
+            self.clients.remove(&branch);
+        } else {
+            self.schedule_client(&branch);
+        }
+        let _ = peer;
+        if pass {
+            if let Some(call) = call {
+                self.on_call_response(now, call, role, &branch, &msg);
+            }
+        }
+    }
+}
+
+/// A To-tag for stateless answers: stable per Call-ID, so a retransmitted request
+/// gets the same tag.
+pub(crate) fn stateless_tag(call_id: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in call_id.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}

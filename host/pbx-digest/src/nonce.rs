@@ -1,0 +1,431 @@
+//! Self-validating nonces with expiry and per-nonce `nc` replay tracking.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::digest::KeyInit;
+use hmac::{Hmac, Mac};
+use parking_lot::Mutex;
+use sha2::Sha256;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Default hard cap on tracked nonces for [`Nonces::new`].
+pub const DEFAULT_MAX_ENTRIES: usize = 1_000_000;
+
+/// Independent locks, so threads checking different nonces rarely contend.
+const SHARDS: usize = 16;
+/// Most expired entries one `issue`/`check` call removes, bounding its latency.
+const PURGE_BUDGET: usize = 64;
+/// Decoded nonce: issue time (8) + random (8) + truncated HMAC (16).
+const RAW_LEN: usize = 32;
+/// Length of the base64url (no padding) form of a nonce.
+const ENCODED_LEN: usize = 43;
+
+/// Issue time and randomness: what identifies a nonce once its MAC is checked.
+type NonceId = [u8; 16];
+
+/// Outcome of [`Nonces::check`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NonceCheck {
+    /// Issued by us, within its lifetime, and `nc` (if any) is new.
+    Valid,
+    /// Issued by us but expired (or no longer tracked): answer with a fresh
+    /// challenge carrying `stale=true` if the response itself was right.
+    Stale,
+    /// Not a nonce of ours: garbage, a wrong MAC, or an issue time in the future.
+    Invalid,
+    /// `nc` is not greater than one already accepted for this nonce.
+    Replay,
+}
+
+/// Issues and checks nonces; shared by all threads through `&self`.
+///
+/// A nonce is `base64url(issue_ms || random8 || HMAC-SHA256(key, issue_ms ||
+/// random8)[..16])`, so checking one needs no stored state: the MAC proves we
+/// issued it and the embedded time says whether it is stale. State is kept only
+/// for replay protection: the highest `nc` accepted per nonce, in sharded maps.
+///
+/// The table stays bounded. Entries older than the lifetime are purged a few at
+/// a time on every `issue` and every `check` with an `nc` (and all at once by
+/// [`Nonces::purge`]); beyond the hard cap the oldest entries are dropped. A
+/// nonce whose entry was dropped (or that is older than one dropped) answers
+/// [`NonceCheck::Stale`], never `Valid`, so dropping an entry cannot reopen a
+/// replay; the client simply re-authenticates with a fresh nonce.
+///
+/// A nonce checked without `nc` (RFC 2069 clients, no `qop`) is not tracked and
+/// is accepted until it goes stale: for such clients the lifetime is the replay
+/// window.
+pub struct Nonces {
+    mac: HmacSha256,
+    lifetime_ms: i64,
+    per_shard_cap: usize,
+    shards: Box<[Mutex<Shard>]>,
+    next_purge: AtomicUsize,
+}
+
+impl fmt::Debug for Nonces {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Nonces")
+            .field("lifetime_ms", &self.lifetime_ms)
+            .field("per_shard_cap", &self.per_shard_cap)
+            .field("tracked", &self.tracked())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Shard {
+    highest_nc: HashMap<NonceId, u32>,
+    by_age: BTreeSet<(i64, NonceId)>,
+    /// Every untracked nonce issued at or before this time was forgotten (purged
+    /// or evicted), so its replay history is unknown.
+    forgotten_upto: i64,
+}
+
+impl Shard {
+    fn new() -> Shard {
+        Shard {
+            highest_nc: HashMap::new(),
+            by_age: BTreeSet::new(),
+            forgotten_upto: i64::MIN,
+        }
+    }
+
+    fn forget_oldest(&mut self) -> Option<NonceId> {
+        let (issued, id) = self.by_age.pop_first()?;
+        self.highest_nc.remove(&id);
+        self.forgotten_upto = self.forgotten_upto.max(issued);
+        Some(id)
+    }
+
+    fn purge(&mut self, now_ms: i64, lifetime_ms: i64, budget: usize) {
+        for _ in 0..budget {
+            match self.by_age.first() {
+                Some(&(issued, _)) if now_ms.saturating_sub(issued) > lifetime_ms => {
+                    self.forget_oldest();
+                }
+                _ => break,
+            }
+        }
+    }
+}
+
+impl Nonces {
+    /// A nonce source with the MAC `key` whose nonces stay valid for
+    /// `lifetime_ms` (negative counts as zero), tracking at most
+    /// [`DEFAULT_MAX_ENTRIES`] nonces.
+    pub fn new(key: [u8; 32], lifetime_ms: i64) -> Nonces {
+        Nonces::with_max_entries(key, lifetime_ms, DEFAULT_MAX_ENTRIES)
+    }
+
+    /// Like [`Nonces::new`] with a chosen cap on tracked nonces. The cap is split
+    /// evenly over 16 shards, so the effective cap is `max_entries` rounded down
+    /// to a multiple of 16, and at least 16.
+    pub fn with_max_entries(key: [u8; 32], lifetime_ms: i64, max_entries: usize) -> Nonces {
+        // HMAC pads a short key with zeros to the block size, so this 64-byte key
+        // gives the same MAC as `key` itself, through an infallible constructor.
+        let mut block = [0u8; 64];
+        block[..32].copy_from_slice(&key);
+        Nonces {
+            mac: <HmacSha256 as KeyInit>::new(&block.into()),
+            lifetime_ms: lifetime_ms.max(0),
+            per_shard_cap: (max_entries / SHARDS).max(1),
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::new())).collect(),
+            next_purge: AtomicUsize::new(0),
+        }
+    }
+
+    fn tag(&self, id: &NonceId) -> HmacSha256 {
+        let mut mac = self.mac.clone();
+        mac.update(id);
+        mac
+    }
+
+    fn shard(&self, id: &NonceId) -> &Mutex<Shard> {
+        // Byte 8 is the first random byte: uniform over shards.
+        &self.shards[usize::from(id[8]) % self.shards.len()]
+    }
+
+    /// A fresh nonce issued at `now_ms` (43 base64url characters). Also purges a
+    /// few expired entries from one shard.
+    pub fn issue(&self, now_ms: i64) -> String {
+        let mut id: NonceId = [0; 16];
+        id[..8].copy_from_slice(&now_ms.to_be_bytes());
+        id[8..].copy_from_slice(&rand::random::<[u8; 8]>());
+        let tag = self.tag(&id).finalize().into_bytes();
+        let mut raw = [0u8; RAW_LEN];
+        raw[..16].copy_from_slice(&id);
+        raw[16..].copy_from_slice(&tag[..16]);
+
+        let turn = self.next_purge.fetch_add(1, Ordering::Relaxed) % self.shards.len();
+        self.shards[turn]
+            .lock()
+            .purge(now_ms, self.lifetime_ms, PURGE_BUDGET);
+
+        URL_SAFE_NO_PAD.encode(raw)
+    }
+
+    /// Checks a nonce presented at `now_ms` with the request's `nc`, and on
+    /// [`NonceCheck::Valid`] records `nc` as the highest accepted for it.
+    ///
+    /// A nonce is valid from its issue time until `lifetime_ms` later inclusive.
+    /// `nc` counts from 1, so `nc = 0` is a [`NonceCheck::Replay`].
+    pub fn check(&self, nonce: &str, nc: Option<u32>, now_ms: i64) -> NonceCheck {
+        if nonce.len() != ENCODED_LEN {
+            return NonceCheck::Invalid;
+        }
+        let Ok(decoded) = URL_SAFE_NO_PAD.decode(nonce) else {
+            return NonceCheck::Invalid;
+        };
+        let Ok(raw) = <[u8; RAW_LEN]>::try_from(decoded.as_slice()) else {
+            return NonceCheck::Invalid;
+        };
+        let mut id: NonceId = [0; 16];
+        id.copy_from_slice(&raw[..16]);
+        if self.tag(&id).verify_truncated_left(&raw[16..]).is_err() {
+            return NonceCheck::Invalid;
+        }
+        let mut time = [0u8; 8];
+        time.copy_from_slice(&id[..8]);
+        let issued = i64::from_be_bytes(time);
+        if issued > now_ms {
+            return NonceCheck::Invalid;
+        }
+        if now_ms.saturating_sub(issued) > self.lifetime_ms {
+            return NonceCheck::Stale;
+        }
+        let Some(nc) = nc else {
+            return NonceCheck::Valid;
+        };
+
+        let mut shard = self.shard(&id).lock();
+        shard.purge(now_ms, self.lifetime_ms, PURGE_BUDGET);
+        if let Some(highest) = shard.highest_nc.get_mut(&id) {
+            if nc <= *highest {
+                return NonceCheck::Replay;
+            }
+            *highest = nc;
+            return NonceCheck::Valid;
+        }
+        if issued <= shard.forgotten_upto {
+            return NonceCheck::Stale;
+        }
+        if nc == 0 {
+            return NonceCheck::Replay;
+        }
+        shard.highest_nc.insert(id, nc);
+        shard.by_age.insert((issued, id));
+        if shard.highest_nc.len() > self.per_shard_cap && shard.forget_oldest() == Some(id) {
+            return NonceCheck::Stale;
+        }
+        NonceCheck::Valid
+    }
+
+    /// Drops every tracked nonce older than the lifetime at `now_ms`.
+    pub fn purge(&self, now_ms: i64) {
+        for shard in self.shards.iter() {
+            shard.lock().purge(now_ms, self.lifetime_ms, usize::MAX);
+        }
+    }
+
+    /// How many nonces are tracked for replay protection now.
+    pub fn tracked(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().highest_nc.len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const KEY: [u8; 32] = [0x42; 32];
+    const T0: i64 = 1_700_000_000_000;
+    const LIFE: i64 = 30_000;
+
+    #[test]
+    fn issued_nonce_is_valid_and_unique() {
+        let n = Nonces::new(KEY, LIFE);
+        let a = n.issue(T0);
+        let b = n.issue(T0);
+        assert_ne!(a, b);
+        assert_eq!(a.len(), ENCODED_LEN);
+        assert!(
+            a.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        );
+        assert_eq!(n.check(&a, None, T0), NonceCheck::Valid);
+        assert_eq!(n.check(&b, Some(1), T0 + 5), NonceCheck::Valid);
+    }
+
+    #[test]
+    fn expiry_boundary_and_future() {
+        let n = Nonces::new(KEY, LIFE);
+        let a = n.issue(T0);
+        assert_eq!(n.check(&a, None, T0 + LIFE), NonceCheck::Valid);
+        assert_eq!(n.check(&a, None, T0 + LIFE + 1), NonceCheck::Stale);
+        assert_eq!(n.check(&a, Some(1), T0 + LIFE + 1), NonceCheck::Stale);
+        assert_eq!(n.check(&a, None, T0 - 1), NonceCheck::Invalid);
+        assert_eq!(n.check(&a, None, i64::MAX), NonceCheck::Stale);
+    }
+
+    #[test]
+    fn tampered_or_foreign_nonces_are_invalid() {
+        let n = Nonces::new(KEY, LIFE);
+        let a = n.issue(T0);
+        for i in 0..a.len() {
+            let mut bytes = a.clone().into_bytes();
+            bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+            let tampered = String::from_utf8(bytes).expect("ascii");
+            assert_eq!(n.check(&tampered, None, T0), NonceCheck::Invalid, "pos {i}");
+        }
+        let other = Nonces::new([1; 32], LIFE);
+        assert_eq!(other.check(&a, None, T0), NonceCheck::Invalid);
+        for garbage in [
+            "",
+            "abc",
+            &"A".repeat(43),
+            &"!".repeat(43),
+            &format!("{a}A"),
+        ] {
+            assert_eq!(n.check(garbage, Some(1), T0), NonceCheck::Invalid);
+        }
+        assert_eq!(n.tracked(), 0);
+    }
+
+    #[test]
+    fn nc_replay_rejected_and_increasing_nc_accepted() {
+        let n = Nonces::new(KEY, LIFE);
+        let a = n.issue(T0);
+        assert_eq!(n.check(&a, Some(1), T0), NonceCheck::Valid);
+        assert_eq!(n.check(&a, Some(1), T0 + 1), NonceCheck::Replay);
+        assert_eq!(n.check(&a, Some(2), T0 + 2), NonceCheck::Valid);
+        assert_eq!(n.check(&a, Some(7), T0 + 3), NonceCheck::Valid);
+        assert_eq!(n.check(&a, Some(3), T0 + 4), NonceCheck::Replay);
+        assert_eq!(n.check(&a, Some(7), T0 + 5), NonceCheck::Replay);
+        assert_eq!(n.check(&a, Some(8), T0 + 6), NonceCheck::Valid);
+        let b = n.issue(T0);
+        assert_eq!(n.check(&b, Some(0), T0), NonceCheck::Replay);
+        assert_eq!(n.check(&b, Some(1), T0), NonceCheck::Valid);
+        assert_eq!(n.tracked(), 2);
+    }
+
+    #[test]
+    fn without_nc_accepted_until_stale() {
+        let n = Nonces::new(KEY, LIFE);
+        let a = n.issue(T0);
+        for step in 0..5 {
+            assert_eq!(n.check(&a, None, T0 + step * 1000), NonceCheck::Valid);
+        }
+        assert_eq!(n.tracked(), 0);
+        assert_eq!(n.check(&a, None, T0 + LIFE + 1), NonceCheck::Stale);
+    }
+
+    #[test]
+    fn expired_entries_are_purged() {
+        let n = Nonces::new(KEY, LIFE);
+        for _ in 0..100 {
+            let a = n.issue(T0);
+            assert_eq!(n.check(&a, Some(1), T0), NonceCheck::Valid);
+        }
+        assert_eq!(n.tracked(), 100);
+        n.purge(T0 + LIFE);
+        assert_eq!(n.tracked(), 100, "not yet expired");
+        n.purge(T0 + LIFE + 1);
+        assert_eq!(n.tracked(), 0);
+    }
+
+    #[test]
+    fn issue_purges_amortised() {
+        let n = Nonces::new(KEY, LIFE);
+        for _ in 0..100 {
+            let a = n.issue(T0);
+            assert_eq!(n.check(&a, Some(1), T0), NonceCheck::Valid);
+        }
+        let later = T0 + LIFE + 1;
+        for _ in 0..SHARDS {
+            n.issue(later);
+        }
+        assert_eq!(n.tracked(), 0);
+    }
+
+    #[test]
+    fn table_is_bounded_and_eviction_never_reopens_replay() {
+        let n = Nonces::with_max_entries(KEY, LIFE, 64);
+        let mut issued = Vec::new();
+        for i in 0..1000 {
+            let a = n.issue(T0 + i);
+            assert_eq!(n.check(&a, Some(1), T0 + i), NonceCheck::Valid);
+            issued.push(a);
+            assert!(n.tracked() <= 64);
+        }
+        assert_eq!(n.tracked(), 64);
+        let now = T0 + 1000;
+        let mut replays = 0;
+        for a in &issued {
+            match n.check(a, Some(1), now) {
+                NonceCheck::Replay => replays += 1,
+                NonceCheck::Stale => {}
+                other => panic!("evicted nonce gave {other:?}"),
+            }
+        }
+        assert_eq!(replays, 64);
+        // A fresh nonce still works.
+        let fresh = n.issue(now);
+        assert_eq!(n.check(&fresh, Some(1), now), NonceCheck::Valid);
+    }
+
+    #[test]
+    fn concurrent_checks_of_distinct_nonces() {
+        let n = Nonces::new(KEY, LIFE);
+        let threads = 8;
+        let per_thread = 200;
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let n = &n;
+                    s.spawn(move || {
+                        let mut ok = 0;
+                        for i in 0..per_thread {
+                            let now = T0 + t * 1000 + i;
+                            let a = n.issue(now);
+                            ok += usize::from(n.check(&a, Some(1), now) == NonceCheck::Valid);
+                            ok += usize::from(n.check(&a, Some(1), now) == NonceCheck::Replay);
+                            ok += usize::from(n.check(&a, Some(2), now) == NonceCheck::Valid);
+                        }
+                        ok
+                    })
+                })
+                .collect();
+            for h in handles {
+                assert_eq!(h.join().expect("thread ran"), 3 * per_thread as usize);
+            }
+        });
+        assert_eq!(n.tracked(), (threads * per_thread) as usize);
+    }
+
+    #[test]
+    fn debug_does_not_show_key() {
+        let n = Nonces::new(KEY, LIFE);
+        let text = format!("{n:?}");
+        assert!(text.contains("lifetime_ms: 30000"));
+        assert!(!text.contains("66, 66"));
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_nonces_are_invalid(s in any::<String>(), nc in proptest::option::of(any::<u32>())) {
+            let n = Nonces::new(KEY, LIFE);
+            prop_assert_eq!(n.check(&s, nc, T0), NonceCheck::Invalid);
+        }
+
+        #[test]
+        fn arbitrary_b64_nonces_are_invalid(s in "[A-Za-z0-9_-]{43}", now in any::<i64>()) {
+            let n = Nonces::new(KEY, LIFE);
+            prop_assert_eq!(n.check(&s, Some(1), now), NonceCheck::Invalid);
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! Builds the shipped plugins (`plugins/`, its own wasm32-wasip2 workspace) so the
+//! host can embed them with `include_bytes!`. The nested cargo gets its own target
+//! directory under `OUT_DIR`, so it never waits on the outer build's lock.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const TARGET: &str = "wasm32-wasip2";
+
+/// Constant name, artifact name (crate name with `_`) and doc line for each plugin.
+type Plugin = (&'static str, &'static str, &'static str);
+
+/// Shipped with the product.
+const DEFAULTS: &[Plugin] = &[
+    (
+        "DEFAULT_DIALPLAN",
+        "default_dialplan",
+        "The dial plan a tenant runs until it uploads its own (world `dialplan`).",
+    ),
+    (
+        "DEFAULT_POLICY",
+        "default_policy",
+        "The provider's default fraud and restriction policy (world `policy`).",
+    ),
+];
+
+/// Hostile and instrumented plugins for tests.
+const EXAMPLES: &[Plugin] = &[
+    ("TRAP", "example_trap", "A dial plan that traps on every call."),
+    ("POLICY_TRAP", "example_policy_trap", "A policy that traps on every call."),
+    ("SPIN", "example_spin", "A dial plan that never returns."),
+    ("MEMHOG", "example_memhog", "A dial plan that allocates memory without bound."),
+    (
+        "CROSS_TENANT",
+        "example_cross_tenant",
+        "A dial plan that names extensions, groups and trunks that are not the tenant's.",
+    ),
+    (
+        "ESCAPE",
+        "example_escape",
+        "A dial plan importing `wasi:sockets` and `wasi:filesystem`.",
+    ),
+    (
+        "COUNTER",
+        "example_counter",
+        "A dial plan that rejects with `<calls seen by this instance>/<calls counted in storage>`.",
+    ),
+];
+
+fn main() {
+    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+    let repo = manifest_dir
+        .parent()
+        .and_then(Path::parent)
+        .expect("host/pbx-plugin sits two levels below the repository root")
+        .to_path_buf();
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
+
+    for watched in [
+        "wit",
+        "sdk/src",
+        "sdk/Cargo.toml",
+        "plugins/Cargo.toml",
+        "plugins/Cargo.lock",
+        "plugins/default-dialplan",
+        "plugins/default-policy",
+        "plugins/examples",
+    ] {
+        println!("cargo:rerun-if-changed={}", repo.join(watched).display());
+    }
+
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    check_target_installed(&rustc);
+
+    let target_dir = out_dir.join("plugins-target");
+    let mut cmd = Command::new(&cargo);
+    cmd.arg("build")
+        .arg("--release")
+        .arg("--target")
+        .arg(TARGET)
+        .arg("--manifest-path")
+        .arg(repo.join("plugins/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target_dir)
+        // Flags meant for the host build must not leak into the wasm build.
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_BUILD_TARGET")
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_RUSTFLAGS")
+        .env_remove("CARGO_PROFILE_RELEASE_DEBUG")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER");
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("could not run {cargo:?} to build the plugins: {e}"));
+    if !status.success() {
+        panic!(
+            "building the shipped plugins failed ({status}); run `cargo build --release \
+             --target {TARGET} --manifest-path plugins/Cargo.toml` to see why"
+        );
+    }
+
+    let artifacts = target_dir.join(TARGET).join("release");
+    write_constants(&artifacts, DEFAULTS, &out_dir.join("shipped_defaults.rs"));
+    write_constants(&artifacts, EXAMPLES, &out_dir.join("shipped_examples.rs"));
+}
+
+/// Write one `pub const NAME: &[u8] = include_bytes!(..)` per plugin.
+fn write_constants(artifacts: &Path, plugins: &[Plugin], file: &Path) {
+    let mut generated = String::new();
+    for (constant, artifact, doc) in plugins {
+        let path = artifacts.join(format!("{artifact}.wasm"));
+        if !path.is_file() {
+            panic!("the plugins build did not produce {}", path.display());
+        }
+        generated.push_str(&format!(
+            "/// {doc}\npub const {constant}: &[u8] = include_bytes!({:?});\n",
+            path.display().to_string()
+        ));
+    }
+    std::fs::write(file, generated)
+        .unwrap_or_else(|e| panic!("could not write {}: {e}", file.display()));
+}
+
+/// Fail early, with the fix, when the wasm32-wasip2 standard library is missing.
+fn check_target_installed(rustc: &std::ffi::OsStr) {
+    let sysroot = Command::new(rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    if let Some(sysroot) = sysroot
+        && !sysroot.join("lib/rustlib").join(TARGET).is_dir()
+    {
+        panic!(
+            "the Rust target {TARGET} is not installed (needed to build the shipped plugins); \
+             install it with `rustup target add {TARGET}`"
+        );
+    }
+}

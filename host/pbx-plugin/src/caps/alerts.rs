@@ -1,0 +1,73 @@
+//! `pbx:plugin/alerts`: alerts raised by plugins, and by the runtime about them.
+
+use parking_lot::Mutex;
+
+use crate::bindings::alerts::Host;
+use crate::runtime::HostState;
+use crate::types::Severity;
+
+/// Longest alert message kept, in bytes; longer ones are cut.
+pub const MAX_ALERT_LEN: usize = 512;
+
+/// One alert about a tenant's plugin or call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alert {
+    /// How serious.
+    pub severity: Severity,
+    /// `true` when the runtime raised it (failure, quarantine), `false` when
+    /// the plugin did.
+    pub from_runtime: bool,
+    /// What happened.
+    pub message: String,
+}
+
+/// Where one tenant's alerts go.
+pub trait AlertSink: Send + Sync {
+    /// Deliver an alert.
+    fn raise(&self, alert: Alert);
+}
+
+/// Keeps alerts in memory, for tests and tools.
+#[derive(Debug, Default)]
+pub struct MemoryAlerts {
+    alerts: Mutex<Vec<Alert>>,
+}
+
+impl MemoryAlerts {
+    /// A copy of every alert raised so far.
+    pub fn all(&self) -> Vec<Alert> {
+        self.alerts.lock().clone()
+    }
+}
+
+impl AlertSink for MemoryAlerts {
+    fn raise(&self, alert: Alert) {
+        self.alerts.lock().push(alert);
+    }
+}
+
+/// Cut `text` to at most `max` bytes on a char boundary.
+pub(crate) fn truncate(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
+impl Host for HostState {
+    fn raise(&mut self, severity: Severity, message: String) {
+        if self.alerts_raised >= crate::runtime::MAX_ALERTS_PER_CALL {
+            return;
+        }
+        self.alerts_raised += 1;
+        self.caps.alerts.raise(Alert {
+            severity,
+            from_runtime: false,
+            message: truncate(message, MAX_ALERT_LEN),
+        });
+    }
+}

@@ -1,0 +1,49 @@
+//! Capabilities: what the host binds for one tenant before a plugin runs.
+//!
+//! Each capability is one module with its host impl of the matching WIT
+//! interface. Nothing here carries a tenant id into the guest: the
+//! [`TenantCaps::tenant`] key only identifies the tenant to the host (for
+//! quarantine bookkeeping).
+
+use std::sync::Arc;
+
+pub mod alerts;
+pub mod directory;
+pub mod log;
+pub mod storage;
+pub mod usage;
+
+pub use alerts::{Alert, AlertSink, MemoryAlerts};
+pub use log::{LogLine, PluginLog};
+pub use storage::{MemoryStorage, Storage, StorageError};
+pub use usage::{FixedUsage, Usage};
+
+use crate::types::Directory;
+
+/// Everything the host binds for one tenant. Cheap to clone (all shared).
+#[derive(Clone)]
+pub struct TenantCaps {
+    /// The tenant's key on the host side (never visible to plugins).
+    pub tenant: Arc<str>,
+    /// The tenant's directory.
+    pub directory: Arc<Directory>,
+    /// The tenant's key-value store.
+    pub storage: Arc<dyn Storage>,
+    /// The tenant's live counters.
+    pub usage: Arc<dyn Usage>,
+    /// Where the tenant's alerts go.
+    pub alerts: Arc<dyn AlertSink>,
+    /// The tenant's bounded plugin log.
+    pub log: Arc<PluginLog>,
+}
+
+impl std::fmt::Debug for TenantCaps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TenantCaps")
+            .field("tenant", &self.tenant)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `pbx:plugin/types` has no functions; its (empty) host trait still needs an impl.
+impl crate::bindings::types::Host for crate::runtime::HostState {}

@@ -1,0 +1,588 @@
+//! The engine, loading (validate, compile, pre-link), and invocation with a
+//! deadline, a memory cap, a fresh instance per call and quarantine.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{
+    Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
+    ResourceLimiter, Store, Trap,
+};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::bindings::dialplan::{Dialplan, DialplanPre};
+use crate::bindings::log::Level;
+use crate::bindings::policy::PolicyPre;
+use crate::caps::{Alert, TenantCaps};
+use crate::error::{Error, PluginError, Result, ValidationError};
+use crate::types::{Action, Call, Cdr, Decision, Severity, Verdict};
+
+/// Most alerts one invocation may raise through `pbx:plugin/alerts`.
+pub(crate) const MAX_ALERTS_PER_CALL: u32 = 8;
+/// Bytes of stdout and of stderr kept per invocation.
+const STDIO_CAPACITY: usize = 4096;
+/// Longest failure detail kept in a [`PluginError`] or alert.
+const MAX_DETAIL_LEN: usize = 300;
+/// Interfaces of `pbx:plugin` a component may import.
+const PBX_INTERFACES: &[&str] = &["types", "directory", "storage", "usage", "alerts", "log"];
+/// WASI packages the host provides, with an empty context.
+const WASI_PACKAGES: &[&str] = &["wasi:cli/", "wasi:io/", "wasi:clocks/", "wasi:random/"];
+
+/// Which world a plugin implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum World {
+    /// `pbx:plugin/dialplan`: exports `route`.
+    Dialplan,
+    /// `pbx:plugin/policy`: exports `check-call` and `call-ended`.
+    Policy,
+}
+
+impl fmt::Display for World {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            World::Dialplan => "dialplan",
+            World::Policy => "policy",
+        })
+    }
+}
+
+/// Runtime limits and settings.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Wall-clock budget of one invocation (instantiation plus the call).
+    pub deadline: Duration,
+    /// Most linear memory one instance may use.
+    pub memory_limit_bytes: usize,
+    /// Largest component accepted by [`PluginRuntime::load`].
+    pub max_component_bytes: usize,
+    /// Consecutive failures after which a plugin is quarantined for a tenant.
+    pub quarantine_after: u32,
+    /// Where compiled artifacts are cached by content hash (none: no disk cache).
+    pub cache_dir: Option<PathBuf>,
+    /// Instances that may run at the same time (pool size).
+    pub max_instances: u32,
+}
+
+impl Default for RuntimeConfig {
+    /// 10 ms, 16 MiB of memory, 4 MiB components, quarantine after 5, no disk
+    /// cache, 64 concurrent instances.
+    fn default() -> Self {
+        Self {
+            deadline: Duration::from_millis(10),
+            memory_limit_bytes: 16 << 20,
+            max_component_bytes: 4 << 20,
+            quarantine_after: 5,
+            cache_dir: None,
+            max_instances: 64,
+        }
+    }
+}
+
+/// A validated, compiled and pre-linked plugin. Every invocation instantiates
+/// it afresh.
+pub struct LoadedPlugin {
+    world: World,
+    hash: String,
+    pre: Pre,
+}
+
+enum Pre {
+    Dialplan(DialplanPre<HostState>),
+    Policy(PolicyPre<HostState>),
+}
+
+impl LoadedPlugin {
+    /// The world it was loaded for.
+    pub fn world(&self) -> World {
+        self.world
+    }
+
+    /// Its content hash: SHA-256 of the uploaded bytes, lower-case hex.
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+}
+
+impl fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoadedPlugin")
+            .field("world", &self.world)
+            .field("hash", &self.hash)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Per-invocation store data: the tenant's capabilities, an empty WASI
+/// context and the memory cap.
+pub(crate) struct HostState {
+    pub(crate) caps: TenantCaps,
+    pub(crate) alerts_raised: u32,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    memory: MemoryCap,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Refuses memory growth past the cap and remembers that it did, so the
+/// resulting trap is reported as memory exhaustion.
+struct MemoryCap {
+    limit: usize,
+    hit: bool,
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            self.hit = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+type HealthKey = (Arc<str>, String);
+
+/// Runs plugins. One engine (pooling allocator, epoch interruption) per
+/// runtime, shared by all tenants; one background thread ("pbx-plugin-epoch")
+/// advances the epoch every tick and stops when the runtime is dropped.
+pub struct PluginRuntime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    config: RuntimeConfig,
+    deadline_ticks: u64,
+    loaded: Mutex<HashMap<(World, String), Weak<LoadedPlugin>>>,
+    failures: Mutex<HashMap<HealthKey, u32>>,
+    stop: Arc<AtomicBool>,
+    ticker: Option<JoinHandle<()>>,
+}
+
+impl fmt::Debug for PluginRuntime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PluginRuntime")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The epoch tick for a deadline: a tenth of it, between 50 µs and 1 ms.
+fn tick_for(deadline: Duration) -> Duration {
+    (deadline / 10).clamp(Duration::from_micros(50), Duration::from_millis(1))
+}
+
+fn config_err(e: impl fmt::Display) -> Error {
+    Error::Config(e.to_string())
+}
+
+fn detail(e: impl fmt::Display) -> String {
+    crate::caps::alerts::truncate(e.to_string(), MAX_DETAIL_LEN)
+}
+
+impl PluginRuntime {
+    /// Build the engine and linker and start the epoch ticker thread.
+    pub fn new(config: RuntimeConfig) -> Result<Self> {
+        let mut pool = PoolingAllocationConfig::default();
+        let instances = config.max_instances.max(1);
+        pool.total_component_instances(instances)
+            .total_core_instances(instances.saturating_mul(8))
+            .total_memories(instances.saturating_mul(2))
+            .total_tables(instances.saturating_mul(8))
+            .total_stacks(instances)
+            .max_memory_size(config.memory_limit_bytes);
+
+        let mut wasm = Config::new();
+        wasm.wasm_component_model(true)
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        if let Some(dir) = &config.cache_dir {
+            let mut cache = CacheConfig::new();
+            cache.with_directory(dir);
+            wasm.cache(Some(Cache::new(cache).map_err(config_err)?));
+        }
+        let engine = Engine::new(&wasm).map_err(config_err)?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(config_err)?;
+        Dialplan::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(config_err)?;
+
+        let tick = tick_for(config.deadline);
+        let deadline_ticks = u64::try_from(config.deadline.as_nanos() / tick.as_nanos())
+            .unwrap_or(u64::MAX)
+            .saturating_add(1);
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticker = {
+            let engine = engine.clone();
+            let stop = Arc::clone(&stop);
+            std::thread::Builder::new()
+                .name("pbx-plugin-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(tick);
+                        engine.increment_epoch();
+                    }
+                })?
+        };
+        Ok(Self {
+            engine,
+            linker,
+            config,
+            deadline_ticks,
+            loaded: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
+            stop,
+            ticker: Some(ticker),
+        })
+    }
+
+    /// The runtime's configuration.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
+    }
+
+    /// Validate, compile and pre-link an uploaded plugin for `world`. Loading
+    /// the same bytes again while the first result is alive returns it; with a
+    /// `cache_dir`, compiled code is also reused across restarts.
+    pub fn load(&self, world: World, wasm: &[u8]) -> Result<Arc<LoadedPlugin>, ValidationError> {
+        if wasm.len() > self.config.max_component_bytes {
+            return Err(ValidationError::TooLarge {
+                size: wasm.len(),
+                limit: self.config.max_component_bytes,
+            });
+        }
+        let hash = hex::encode(Sha256::digest(wasm));
+        let key = (world, hash);
+        if let Some(plugin) = self.loaded.lock().get(&key).and_then(Weak::upgrade) {
+            return Ok(plugin);
+        }
+        if wasm.len() >= 8 && wasm[..4] == *b"\0asm" && wasm[4..8] == [1, 0, 0, 0] {
+            return Err(ValidationError::CoreModule);
+        }
+        let component = Component::new(&self.engine, wasm)
+            .map_err(|e| ValidationError::NotAComponent(detail(e)))?;
+        check_imports(&self.engine, &component)?;
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| ValidationError::ImportMismatch(detail(format_args!("{e:#}"))))?;
+        let exports = |e: wasmtime::Error| ValidationError::Exports {
+            world,
+            detail: detail(format_args!("{e:#}")),
+        };
+        let pre = match world {
+            World::Dialplan => Pre::Dialplan(DialplanPre::new(instance_pre).map_err(exports)?),
+            World::Policy => Pre::Policy(PolicyPre::new(instance_pre).map_err(exports)?),
+        };
+        let plugin = Arc::new(LoadedPlugin {
+            world,
+            hash: key.1.clone(),
+            pre,
+        });
+        let mut loaded = self.loaded.lock();
+        loaded.retain(|_, weak| weak.strong_count() > 0);
+        loaded.insert(key, Arc::downgrade(&plugin));
+        Ok(plugin)
+    }
+
+    /// Run a dial plan's `route` for `call`. The decision is checked against
+    /// the tenant's directory; any failure is an error the call path turns
+    /// into a reject ([`PluginError::sip_status`]) — or, for
+    /// [`PluginError::Quarantined`], into running the shipped default.
+    pub fn route(
+        &self,
+        plugin: &LoadedPlugin,
+        caps: &TenantCaps,
+        call: &Call,
+    ) -> Result<Decision, PluginError> {
+        let Pre::Dialplan(pre) = &plugin.pre else {
+            return Err(PluginError::WrongWorld(plugin.world));
+        };
+        self.invoke(plugin, caps, "route", |store| {
+            let instance = pre.instantiate(&mut *store).map_err(Failure::Instantiate)?;
+            let decision = instance
+                .call_route(&mut *store, call)
+                .map_err(Failure::Wasm)?;
+            decision.validate(&caps.directory)?;
+            Ok(decision)
+        })
+    }
+
+    /// Run a policy's `check-call`, reporting failures as errors. Most callers
+    /// want [`PluginRuntime::check_call`], which fails closed.
+    pub fn try_check_call(
+        &self,
+        plugin: &LoadedPlugin,
+        caps: &TenantCaps,
+        call: &Call,
+        decision: &Decision,
+    ) -> Result<Verdict, PluginError> {
+        let Pre::Policy(pre) = &plugin.pre else {
+            return Err(PluginError::WrongWorld(plugin.world));
+        };
+        self.invoke(plugin, caps, "check-call", |store| {
+            let instance = pre.instantiate(&mut *store).map_err(Failure::Instantiate)?;
+            instance
+                .call_check_call(&mut *store, call, decision)
+                .map_err(Failure::Wasm)
+        })
+    }
+
+    /// Run a policy's `check-call`; any failure (including quarantine) denies.
+    pub fn check_call(
+        &self,
+        plugin: &LoadedPlugin,
+        caps: &TenantCaps,
+        call: &Call,
+        decision: &Decision,
+    ) -> Verdict {
+        self.try_check_call(plugin, caps, call, decision)
+            .unwrap_or_else(|e| Verdict::Deny(format!("policy failed: {e}")))
+    }
+
+    /// Run a policy's `call-ended`; a failure yields no actions (it is alerted
+    /// and counts towards quarantine).
+    pub fn call_ended(&self, plugin: &LoadedPlugin, caps: &TenantCaps, cdr: &Cdr) -> Vec<Action> {
+        let Pre::Policy(pre) = &plugin.pre else {
+            return Vec::new();
+        };
+        self.invoke(plugin, caps, "call-ended", |store| {
+            let instance = pre.instantiate(&mut *store).map_err(Failure::Instantiate)?;
+            instance
+                .call_call_ended(&mut *store, cdr)
+                .map_err(Failure::Wasm)
+        })
+        .unwrap_or_default()
+    }
+
+    /// Whether `plugin` is quarantined for `tenant`.
+    pub fn is_quarantined(&self, tenant: &str, plugin: &LoadedPlugin) -> bool {
+        self.failures
+            .lock()
+            .get(&(Arc::from(tenant), plugin.hash.clone()))
+            .is_some_and(|n| *n >= self.config.quarantine_after.max(1))
+    }
+
+    /// Lift a quarantine (for example after the tenant uploads a fix or an
+    /// operator intervenes) and reset the failure count.
+    pub fn release_quarantine(&self, tenant: &str, plugin: &LoadedPlugin) {
+        self.failures
+            .lock()
+            .remove(&(Arc::from(tenant), plugin.hash.clone()));
+    }
+
+    fn new_store(&self, caps: &TenantCaps) -> (Store<HostState>, MemoryOutputPipe, MemoryOutputPipe) {
+        let stdout = MemoryOutputPipe::new(STDIO_CAPACITY);
+        let stderr = MemoryOutputPipe::new(STDIO_CAPACITY);
+        // No preopens, no environment, no arguments, no network, empty stdin.
+        let wasi = WasiCtxBuilder::new()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .build();
+        let state = HostState {
+            caps: caps.clone(),
+            alerts_raised: 0,
+            wasi,
+            table: ResourceTable::new(),
+            memory: MemoryCap {
+                limit: self.config.memory_limit_bytes,
+                hit: false,
+            },
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.memory);
+        store.set_epoch_deadline(self.deadline_ticks);
+        store.epoch_deadline_trap();
+        (store, stdout, stderr)
+    }
+
+    fn invoke<R>(
+        &self,
+        plugin: &LoadedPlugin,
+        caps: &TenantCaps,
+        entry: &str,
+        run: impl FnOnce(&mut Store<HostState>) -> Result<R, Failure>,
+    ) -> Result<R, PluginError> {
+        let key: HealthKey = (Arc::clone(&caps.tenant), plugin.hash.clone());
+        let threshold = self.config.quarantine_after.max(1);
+        if self
+            .failures
+            .lock()
+            .get(&key)
+            .is_some_and(|n| *n >= threshold)
+        {
+            return Err(PluginError::Quarantined);
+        }
+        let (mut store, stdout, stderr) = self.new_store(caps);
+        let outcome = run(&mut store);
+        drain(&stdout, Level::Info, caps);
+        drain(&stderr, Level::Warn, caps);
+        let error = match outcome {
+            Ok(value) => {
+                self.failures.lock().remove(&key);
+                return Ok(value);
+            }
+            Err(Failure::Instantiate(e)) => {
+                if store.data().memory.hit {
+                    PluginError::MemoryExhausted
+                } else {
+                    // The host is short of instances: not the plugin's fault.
+                    return Err(PluginError::Instantiate(detail(e)));
+                }
+            }
+            Err(Failure::Invalid(e)) => PluginError::InvalidDecision(e),
+            Err(Failure::Wasm(e)) => classify(&e, store.data().memory.hit),
+        };
+        let count = {
+            let mut failures = self.failures.lock();
+            let count = failures.entry(key).or_insert(0);
+            *count += 1;
+            *count
+        };
+        caps.alerts.raise(Alert {
+            severity: Severity::Warning,
+            from_runtime: true,
+            message: format!(
+                "{} plugin {} failed in {entry}: {error}",
+                plugin.world,
+                short(&plugin.hash)
+            ),
+        });
+        if count == threshold {
+            caps.alerts.raise(Alert {
+                severity: Severity::Critical,
+                from_runtime: true,
+                message: format!(
+                    "{} plugin {} quarantined after {count} consecutive failures; \
+                     the shipped default runs instead",
+                    plugin.world,
+                    short(&plugin.hash)
+                ),
+            });
+        }
+        Err(error)
+    }
+}
+
+impl Drop for PluginRuntime {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(ticker) = self.ticker.take() {
+            // The thread only sleeps and ticks; it cannot have panicked.
+            let _ = ticker.join();
+        }
+    }
+}
+
+/// Why an invocation did not produce a value, before classification.
+enum Failure {
+    Instantiate(wasmtime::Error),
+    Wasm(wasmtime::Error),
+    Invalid(crate::error::InvalidDecision),
+}
+
+impl From<crate::error::InvalidDecision> for Failure {
+    fn from(e: crate::error::InvalidDecision) -> Self {
+        Failure::Invalid(e)
+    }
+}
+
+fn classify(e: &wasmtime::Error, memory_hit: bool) -> PluginError {
+    if memory_hit {
+        return PluginError::MemoryExhausted;
+    }
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => PluginError::Deadline,
+        Some(trap) => PluginError::Trap(detail(trap)),
+        None => PluginError::Trap(detail(e)),
+    }
+}
+
+/// Move what the guest printed into the tenant's log, a line at a time.
+fn drain(pipe: &MemoryOutputPipe, level: Level, caps: &TenantCaps) {
+    let bytes = pipe.contents();
+    if bytes.is_empty() {
+        return;
+    }
+    for line in String::from_utf8_lossy(&bytes).lines() {
+        if !line.is_empty() {
+            caps.log.push(level, line.to_owned());
+        }
+    }
+}
+
+fn short(hash: &str) -> &str {
+    hash.get(..12).unwrap_or(hash)
+}
+
+/// Refuse imports outside `pbx:plugin` and the WASI subset with an empty context.
+fn check_imports(engine: &Engine, component: &Component) -> Result<(), ValidationError> {
+    let ty = component.component_type();
+    for (name, _) in ty.imports(engine) {
+        let allowed = if let Some(rest) = name.strip_prefix("pbx:plugin/") {
+            let iface = rest.split('@').next().unwrap_or_default();
+            PBX_INTERFACES.contains(&iface)
+        } else {
+            WASI_PACKAGES.iter().any(|p| name.starts_with(p))
+        };
+        if !allowed {
+            return Err(ValidationError::ForbiddenImport(detail(name)));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tick_is_a_tenth_of_the_deadline_within_bounds() {
+        assert_eq!(tick_for(Duration::from_millis(10)), Duration::from_millis(1));
+        assert_eq!(tick_for(Duration::from_millis(2)), Duration::from_micros(200));
+        assert_eq!(tick_for(Duration::from_secs(5)), Duration::from_millis(1));
+        assert_eq!(tick_for(Duration::ZERO), Duration::from_micros(50));
+    }
+
+    #[test]
+    fn world_names_match_the_wit() {
+        assert_eq!(World::Dialplan.to_string(), "dialplan");
+        assert_eq!(World::Policy.to_string(), "policy");
+    }
+}
+
+#[cfg(test)]
+#[path = "runtime_tests.rs"]
+mod plugin_tests;

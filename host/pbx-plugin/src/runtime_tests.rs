@@ -1,0 +1,445 @@
+//! Scenario tests: the shipped and hostile plugins on a real engine.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::caps::{FixedUsage, MemoryAlerts, MemoryStorage, PluginLog, TenantCaps};
+use crate::shipped::{self, examples};
+use crate::types::*;
+use crate::{InvalidDecision, PluginError, PluginRuntime, RuntimeConfig, ValidationError, World};
+
+struct Tenant {
+    caps: TenantCaps,
+    alerts: Arc<MemoryAlerts>,
+    log: Arc<PluginLog>,
+}
+
+fn tenant_with(name: &str, directory: Directory, usage: FixedUsage, quota: usize) -> Tenant {
+    let alerts = Arc::new(MemoryAlerts::default());
+    let log = Arc::new(PluginLog::default());
+    let caps = TenantCaps {
+        tenant: Arc::from(name),
+        directory: Arc::new(directory),
+        storage: Arc::new(MemoryStorage::new(quota)),
+        usage: Arc::new(usage),
+        alerts: alerts.clone(),
+        log: log.clone(),
+    };
+    Tenant { caps, alerts, log }
+}
+
+fn acme() -> Tenant {
+    let dir = Directory::new()
+        .with_extension("100", "Alice", true)
+        .with_extension("101", "Bob", false)
+        .with_group("sales", &["100", "101"])
+        .with_trunk("acme-carrier");
+    tenant_with("acme", dir, FixedUsage::default(), 4096)
+}
+
+fn call(dialled: &str, class: DestinationClass) -> Call {
+    Call {
+        call_id: "c1@host".into(),
+        caller: "100".into(),
+        caller_extension: Some("100".into()),
+        dialled: dialled.into(),
+        destination_class: class,
+    }
+}
+
+fn runtime() -> PluginRuntime {
+    runtime_with(RuntimeConfig {
+        max_instances: 8,
+        ..RuntimeConfig::default()
+    })
+}
+
+fn runtime_with(config: RuntimeConfig) -> PluginRuntime {
+    PluginRuntime::new(config).expect("runtime")
+}
+
+#[test]
+fn default_dialplan_routes_to_own_extension_trunk_or_rejects() {
+    let rt = runtime();
+    let t = acme();
+    let plan = rt.load(World::Dialplan, shipped::DEFAULT_DIALPLAN).unwrap();
+    let d = rt
+        .route(&plan, &t.caps, &call("101", DestinationClass::Internal))
+        .unwrap();
+    let Decision::Ring(ring) = d else {
+        panic!("expected ring, got {d:?}")
+    };
+    assert_eq!(ring.targets[0].extension, "101");
+
+    let out = rt
+        .route(&plan, &t.caps, &call("+4420123", DestinationClass::International))
+        .unwrap();
+    assert_eq!(
+        out,
+        Decision::Trunk(TrunkRoute {
+            trunk: "acme-carrier".into(),
+            number: "+4420123".into()
+        })
+    );
+
+    let unknown = rt
+        .route(&plan, &t.caps, &call("555", DestinationClass::Unknown))
+        .unwrap();
+    assert!(matches!(unknown, Decision::Reject(Reject { status: 404, .. })));
+
+    let no_trunks = tenant_with(
+        "small",
+        Directory::new().with_extension("100", "", true),
+        FixedUsage::default(),
+        0,
+    );
+    let refused = rt
+        .route(&plan, &no_trunks.caps, &call("0800", DestinationClass::National))
+        .unwrap();
+    assert!(matches!(refused, Decision::Reject(Reject { status: 403, .. })));
+}
+
+#[test]
+fn decisions_naming_another_tenants_things_are_rejected() {
+    let rt = runtime();
+    let t = acme();
+    let plan = rt.load(World::Dialplan, examples::CROSS_TENANT).unwrap();
+    let cases = [
+        ("ext", InvalidDecision::UnknownExtension("9999".into())),
+        ("mixed", InvalidDecision::UnknownExtension("9999".into())),
+        ("group", InvalidDecision::UnknownGroup("other-sales".into())),
+        ("0123", InvalidDecision::UnknownTrunk("other-carrier".into())),
+    ];
+    for (dialled, expected) in cases {
+        let err = rt
+            .route(&plan, &t.caps, &call(dialled, DestinationClass::Unknown))
+            .unwrap_err();
+        assert_eq!(err, PluginError::InvalidDecision(expected), "dialled {dialled}");
+        assert_eq!(err.sip_status(), 500);
+    }
+    assert!(t.alerts.all().iter().all(|a| a.from_runtime));
+    assert_eq!(t.alerts.all().len(), 4);
+}
+
+#[test]
+fn trap_is_an_error_and_its_panic_message_reaches_the_log() {
+    let rt = runtime();
+    let t = acme();
+    let plan = rt.load(World::Dialplan, examples::TRAP).unwrap();
+    let err = rt
+        .route(&plan, &t.caps, &call("100", DestinationClass::Internal))
+        .unwrap_err();
+    assert!(matches!(err, PluginError::Trap(_)), "{err:?}");
+    assert!(
+        t.log
+            .lines()
+            .iter()
+            .any(|l| l.message.contains("refusing to route 100")),
+        "{:?}",
+        t.log.lines()
+    );
+    assert_eq!(t.alerts.all().len(), 1);
+}
+
+#[test]
+fn infinite_loop_is_stopped_by_the_deadline() {
+    let rt = runtime();
+    let t = acme();
+    let plan = rt.load(World::Dialplan, examples::SPIN).unwrap();
+    let started = Instant::now();
+    let err = rt
+        .route(&plan, &t.caps, &call("100", DestinationClass::Internal))
+        .unwrap_err();
+    assert_eq!(err, PluginError::Deadline);
+    // Only that it terminates, not how fast: the deadline is 10 ms.
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn memory_hog_is_stopped_at_the_cap() {
+    let rt = runtime();
+    let t = acme();
+    let plan = rt.load(World::Dialplan, examples::MEMHOG).unwrap();
+    let err = rt
+        .route(&plan, &t.caps, &call("100", DestinationClass::Internal))
+        .unwrap_err();
+    assert_eq!(err, PluginError::MemoryExhausted);
+}
+
+#[test]
+fn sockets_and_filesystem_importer_is_refused_at_load() {
+    let rt = runtime();
+    let err = rt.load(World::Dialplan, examples::ESCAPE).unwrap_err();
+    let ValidationError::ForbiddenImport(name) = &err else {
+        panic!("expected a forbidden import, got {err:?}")
+    };
+    assert!(
+        name.starts_with("wasi:filesystem/") || name.starts_with("wasi:sockets/"),
+        "{name}"
+    );
+    assert!(err.to_string().contains("may not use"), "{err}");
+}
+
+#[test]
+fn core_modules_garbage_and_oversize_files_are_refused() {
+    let rt = runtime_with(RuntimeConfig {
+        max_component_bytes: 1000,
+        max_instances: 2,
+        ..RuntimeConfig::default()
+    });
+    let core = b"\0asm\x01\0\0\0";
+    assert_eq!(
+        rt.load(World::Dialplan, core).unwrap_err(),
+        ValidationError::CoreModule
+    );
+    assert!(matches!(
+        rt.load(World::Dialplan, b"#!/bin/sh\nrm -rf /\n").unwrap_err(),
+        ValidationError::NotAComponent(_)
+    ));
+    assert!(matches!(
+        rt.load(World::Dialplan, b"").unwrap_err(),
+        ValidationError::NotAComponent(_)
+    ));
+    let err = rt
+        .load(World::Dialplan, shipped::DEFAULT_DIALPLAN)
+        .unwrap_err();
+    assert_eq!(
+        err,
+        ValidationError::TooLarge {
+            size: shipped::DEFAULT_DIALPLAN.len(),
+            limit: 1000
+        }
+    );
+}
+
+#[test]
+fn a_component_for_the_other_world_is_refused() {
+    let rt = runtime();
+    let err = rt.load(World::Dialplan, shipped::DEFAULT_POLICY).unwrap_err();
+    assert!(
+        matches!(err, ValidationError::Exports { world: World::Dialplan, .. }),
+        "{err:?}"
+    );
+    let err = rt.load(World::Policy, shipped::DEFAULT_DIALPLAN).unwrap_err();
+    assert!(
+        matches!(err, ValidationError::Exports { world: World::Policy, .. }),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn policy_failure_denies_and_call_ended_yields_nothing() {
+    let rt = runtime();
+    let t = acme();
+    let policy = rt.load(World::Policy, examples::POLICY_TRAP).unwrap();
+    let decision = Decision::Ring(Ring {
+        targets: vec![RingTarget {
+            extension: "100".into(),
+            timeout_secs: 20,
+        }],
+        strategy: RingStrategy::Simultaneous,
+    });
+    let verdict = rt.check_call(&policy, &t.caps, &call("100", DestinationClass::Internal), &decision);
+    assert!(matches!(verdict, Verdict::Deny(_)), "{verdict:?}");
+    let cdr = Cdr {
+        call_id: "c1".into(),
+        caller: "100".into(),
+        caller_extension: Some("100".into()),
+        dialled: "101".into(),
+        destination_class: DestinationClass::Internal,
+        answered: true,
+        duration_secs: 5,
+        final_status: 200,
+    };
+    assert!(rt.call_ended(&policy, &t.caps, &cdr).is_empty());
+    assert_eq!(t.alerts.all().len(), 2);
+}
+
+#[test]
+fn default_policy_denies_unapproved_classes_and_excess_concurrency() {
+    let rt = runtime();
+    let policy = rt.load(World::Policy, shipped::DEFAULT_POLICY).unwrap();
+    let out = Decision::Trunk(TrunkRoute {
+        trunk: "acme-carrier".into(),
+        number: "+4420123".into(),
+    });
+    let dir = Directory::new().with_extension("100", "", true).with_trunk("acme-carrier");
+
+    let quiet = tenant_with("t1", dir.clone(), FixedUsage::default(), 4096);
+    let national = call("0123", DestinationClass::National);
+    assert_eq!(rt.check_call(&policy, &quiet.caps, &national, &out), Verdict::Allow);
+    let abroad = call("+4420123", DestinationClass::International);
+    assert!(matches!(
+        rt.check_call(&policy, &quiet.caps, &abroad, &out),
+        Verdict::Deny(r) if r.contains("not approved")
+    ));
+
+    let approved = FixedUsage {
+        approved: HashSet::from([DestinationClass::International]),
+        ..FixedUsage::default()
+    };
+    let trusted = tenant_with("t2", dir.clone(), approved, 4096);
+    assert_eq!(rt.check_call(&policy, &trusted.caps, &abroad, &out), Verdict::Allow);
+
+    let busy = FixedUsage {
+        concurrent: 4,
+        ..FixedUsage::default()
+    };
+    let limited = tenant_with("t3", dir, busy, 4096);
+    limited
+        .caps
+        .storage
+        .set("policy.max-concurrent-calls", b"3")
+        .unwrap();
+    assert!(matches!(
+        rt.check_call(&policy, &limited.caps, &national, &out),
+        Verdict::Deny(r) if r.contains("concurrent")
+    ));
+}
+
+#[test]
+fn repeated_failures_quarantine_the_plugin_for_that_tenant_only() {
+    let rt = runtime_with(RuntimeConfig {
+        quarantine_after: 3,
+        max_instances: 4,
+        ..RuntimeConfig::default()
+    });
+    let t = acme();
+    let other = tenant_with("other", Directory::new(), FixedUsage::default(), 0);
+    let plan = rt.load(World::Dialplan, examples::TRAP).unwrap();
+    let c = call("100", DestinationClass::Internal);
+    for _ in 0..3 {
+        assert!(matches!(
+            rt.route(&plan, &t.caps, &c),
+            Err(PluginError::Trap(_))
+        ));
+    }
+    assert!(rt.is_quarantined("acme", &plan));
+    let err = rt.route(&plan, &t.caps, &c).unwrap_err();
+    assert_eq!(err, PluginError::Quarantined);
+    assert_eq!(err.sip_status(), 503);
+    let alerts = t.alerts.all();
+    assert!(
+        alerts
+            .iter()
+            .any(|a| a.severity == Severity::Critical && a.message.contains("quarantined")),
+        "{alerts:?}"
+    );
+    // Another tenant running the same plugin is not affected.
+    assert!(matches!(
+        rt.route(&plan, &other.caps, &c),
+        Err(PluginError::Trap(_))
+    ));
+    rt.release_quarantine("acme", &plan);
+    assert!(!rt.is_quarantined("acme", &plan));
+    assert!(matches!(
+        rt.route(&plan, &t.caps, &c),
+        Err(PluginError::Trap(_))
+    ));
+}
+
+#[test]
+fn success_resets_the_failure_count() {
+    let rt = runtime_with(RuntimeConfig {
+        quarantine_after: 2,
+        max_instances: 4,
+        ..RuntimeConfig::default()
+    });
+    let t = acme();
+    let plan = rt.load(World::Dialplan, examples::CROSS_TENANT).unwrap();
+    let own = rt.load(World::Dialplan, shipped::DEFAULT_DIALPLAN).unwrap();
+    assert!(rt.route(&plan, &t.caps, &call("ext", DestinationClass::Unknown)).is_err());
+    assert!(!rt.is_quarantined("acme", &plan));
+    // A different plugin's success does not reset this one's count.
+    assert!(rt.route(&own, &t.caps, &call("100", DestinationClass::Internal)).is_ok());
+    assert!(rt.route(&plan, &t.caps, &call("ext", DestinationClass::Unknown)).is_err());
+    assert!(rt.is_quarantined("acme", &plan));
+}
+
+#[test]
+fn every_call_gets_a_fresh_instance_and_storage_persists() {
+    let rt = runtime();
+    let t = acme();
+    let plan = rt.load(World::Dialplan, examples::COUNTER).unwrap();
+    for n in 1..=3 {
+        let d = rt
+            .route(&plan, &t.caps, &call("100", DestinationClass::Internal))
+            .unwrap();
+        assert_eq!(
+            d,
+            Decision::Reject(Reject {
+                status: 480,
+                reason: format!("1/{n}")
+            })
+        );
+    }
+}
+
+#[test]
+fn storage_quota_is_enforced_for_plugins() {
+    let rt = runtime();
+    // "count" plus one digit is 6 bytes: over a 5-byte quota.
+    let t = tenant_with("tiny", Directory::new(), FixedUsage::default(), 5);
+    let plan = rt.load(World::Dialplan, examples::COUNTER).unwrap();
+    let d = rt
+        .route(&plan, &t.caps, &call("100", DestinationClass::Internal))
+        .unwrap();
+    assert_eq!(
+        d,
+        Decision::Reject(Reject {
+            status: 480,
+            reason: "1/quota".into()
+        })
+    );
+    assert_eq!(t.caps.storage.get("count"), None);
+}
+
+#[test]
+fn wrong_world_calls_are_errors_and_loads_are_shared_by_hash() {
+    let rt = runtime();
+    let t = acme();
+    let policy = rt.load(World::Policy, shipped::DEFAULT_POLICY).unwrap();
+    assert_eq!(
+        rt.route(&policy, &t.caps, &call("100", DestinationClass::Internal)),
+        Err(PluginError::WrongWorld(World::Policy))
+    );
+    let again = rt.load(World::Policy, shipped::DEFAULT_POLICY).unwrap();
+    assert!(Arc::ptr_eq(&policy, &again));
+    assert_eq!(policy.hash().len(), 64);
+    assert_eq!(policy.world(), World::Policy);
+}
+
+#[test]
+fn compiled_artifacts_are_cached_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = RuntimeConfig {
+        cache_dir: Some(dir.path().to_path_buf()),
+        max_instances: 2,
+        ..RuntimeConfig::default()
+    };
+    let t = acme();
+    {
+        let rt = runtime_with(config.clone());
+        rt.load(World::Dialplan, shipped::DEFAULT_DIALPLAN).unwrap();
+    }
+    let files = walk(dir.path());
+    assert!(files > 0, "nothing cached");
+    let rt = runtime_with(config);
+    let plan = rt.load(World::Dialplan, shipped::DEFAULT_DIALPLAN).unwrap();
+    assert!(rt.route(&plan, &t.caps, &call("100", DestinationClass::Internal)).is_ok());
+}
+
+fn walk(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| {
+                    let p = e.path();
+                    if p.is_dir() { walk(&p) } else { 1 }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}

@@ -1,0 +1,289 @@
+//! Parsing one SIP message into an [`rsip::SipMessage`] that later code can
+//! trust, and the cheap Call-ID scan used to dispatch before parsing.
+
+use rsip::Header;
+use rsip::prelude::{HasHeaders, ToTypedHeader, UntypedHeader};
+
+use crate::error::{Error, Result};
+use crate::normalize::normalize;
+use crate::scan;
+
+/// The request methods rsip 0.4 knows, spelled as RFC 3261 requires
+/// (methods are case-sensitive).
+const KNOWN_METHODS: &[&[u8]] = &[
+    b"ACK",
+    b"BYE",
+    b"CANCEL",
+    b"INFO",
+    b"INVITE",
+    b"MESSAGE",
+    b"NOTIFY",
+    b"OPTIONS",
+    b"PRACK",
+    b"PUBLISH",
+    b"REFER",
+    b"REGISTER",
+    b"SUBSCRIBE",
+    b"UPDATE",
+];
+
+/// CSeq numbers must be below 2**31 (RFC 3261 §8.1.1.5).
+const MAX_CSEQ: u32 = (1 << 31) - 1;
+
+/// Parses and validates one message (a datagram, or one stream frame).
+///
+/// On success these hold, so callers may `expect` nothing and still rely on
+/// them: at least one Via; exactly one From, To, Call-ID (non-empty) and CSeq;
+/// `.typed()` succeeds on every Via, From, To, CSeq and Contact header; for a
+/// request the method is known and equals the CSeq method; Max-Forwards, if
+/// present, is a number up to 255.
+///
+/// # Errors
+///
+/// An [`Error`] whose [`status`](Error::status) is the answer to send.
+pub fn parse(raw: &[u8]) -> Result<rsip::SipMessage> {
+    let normalized = normalize(raw)?;
+    let method = normalized.method();
+    if let Some(method) = method
+        && !KNOWN_METHODS.contains(&method)
+    {
+        return Err(Error::UnknownMethod);
+    }
+    let message = rsip::SipMessage::try_from(normalized.as_bytes())
+        .map_err(|_| Error::Malformed("rejected by the SIP grammar"))?;
+    validate(&message, method)?;
+    Ok(message)
+}
+
+#[derive(Default)]
+struct Seen {
+    via: usize,
+    from: usize,
+    to: usize,
+    call_id: usize,
+    cseq: usize,
+}
+
+fn validate(message: &rsip::SipMessage, method: Option<&[u8]>) -> Result<()> {
+    let mut seen = Seen::default();
+    for header in message.headers().iter() {
+        match header {
+            Header::Via(h) => {
+                seen.via += 1;
+                h.typed().map_err(|_| Error::InvalidHeader("Via"))?;
+            }
+            Header::From(h) => {
+                seen.from += 1;
+                h.typed().map_err(|_| Error::InvalidHeader("From"))?;
+            }
+            Header::To(h) => {
+                seen.to += 1;
+                h.typed().map_err(|_| Error::InvalidHeader("To"))?;
+            }
+            Header::Contact(h) => {
+                h.typed().map_err(|_| Error::InvalidHeader("Contact"))?;
+            }
+            Header::CallId(h) => {
+                seen.call_id += 1;
+                if h.value().trim().is_empty() {
+                    return Err(Error::InvalidHeader("Call-ID"));
+                }
+            }
+            Header::CSeq(h) => {
+                seen.cseq += 1;
+                let typed = h.typed().map_err(|_| Error::InvalidHeader("CSeq"))?;
+                if typed.seq > MAX_CSEQ {
+                    return Err(Error::InvalidHeader("CSeq"));
+                }
+                if let Some(method) = method {
+                    let cseq_method = h.value().split_ascii_whitespace().nth(1);
+                    if cseq_method.map(str::as_bytes) != Some(method) {
+                        return Err(Error::CSeqMismatch);
+                    }
+                }
+            }
+            Header::MaxForwards(h) if !h.num().is_ok_and(|n| n <= 255) => {
+                return Err(Error::InvalidHeader("Max-Forwards"));
+            }
+            _ => {}
+        }
+    }
+    if seen.via == 0 {
+        return Err(Error::MissingHeader("Via"));
+    }
+    for (count, name) in [
+        (seen.from, "From"),
+        (seen.to, "To"),
+        (seen.call_id, "Call-ID"),
+        (seen.cseq, "CSeq"),
+    ] {
+        if count != 1 {
+            return Err(Error::MissingHeader(name));
+        }
+    }
+    Ok(())
+}
+
+/// Finds the Call-ID (or compact `i`) value without parsing or allocating.
+///
+/// Meant for dispatching raw messages to shards; it trusts nothing and
+/// returns `None` when no non-empty Call-ID appears on a header line of its
+/// own (a value that starts on a folded continuation line is not found).
+pub fn peek_call_id(raw: &[u8]) -> Option<&[u8]> {
+    let raw = raw.get(scan::leading_crlf(raw)..)?;
+    let mut lines = raw.split(|&b| b == b'\n').map(scan::strip_cr);
+    lines.next()?;
+    for line in lines {
+        match line.first() {
+            None => return None,
+            Some(&b) if scan::is_ws(b) => continue,
+            Some(_) => {}
+        }
+        let Some(colon) = memchr::memchr(b':', line) else {
+            continue;
+        };
+        let name = scan::trim(line.get(..colon).unwrap_or_default());
+        if scan::name_is(name, "Call-ID", Some(b'i')) {
+            let value = scan::trim(line.get(colon + 1..).unwrap_or_default());
+            return (!value.is_empty()).then_some(value);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rsip::prelude::HeadersExt;
+
+    const INVITE: &str = "INVITE sip:bob@example.com SIP/2.0\r\n\
+        Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK776asdhds\r\n\
+        Max-Forwards: 70\r\n\
+        To: Bob <sip:bob@example.com>\r\n\
+        From: Alice <sip:alice@example.com>;tag=1928301774\r\n\
+        Call-ID: a84b4c76e66710@pc33.example.com\r\n\
+        CSeq: 314159 INVITE\r\n\
+        Contact: <sip:alice@10.0.0.1>\r\n\
+        Content-Type: application/sdp\r\n\
+        Content-Length: 4\r\n\r\nv=0\n";
+
+    fn with(from: &str, to: &str) -> String {
+        INVITE.replacen(from, to, 1)
+    }
+
+    #[test]
+    fn parses_a_plain_invite() {
+        let m = parse(INVITE.as_bytes()).unwrap();
+        let rsip::SipMessage::Request(req) = &m else {
+            panic!("not a request")
+        };
+        assert_eq!(req.method, rsip::Method::Invite);
+        assert_eq!(req.body, b"v=0\n");
+        assert_eq!(
+            req.call_id_header().unwrap().value(),
+            "a84b4c76e66710@pc33.example.com"
+        );
+        assert_eq!(req.cseq_header().unwrap().typed().unwrap().seq, 314_159);
+    }
+
+    #[test]
+    fn parses_a_response() {
+        let raw = "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
+        let m = parse(raw.as_bytes()).unwrap();
+        let rsip::SipMessage::Response(res) = m else {
+            panic!("not a response")
+        };
+        assert_eq!(res.status_code.code(), 200);
+    }
+
+    #[test]
+    fn unknown_and_lowercase_methods_are_501() {
+        let m = with("INVITE sip:", "FOO sip:").replace("314159 INVITE", "314159 FOO");
+        assert_eq!(parse(m.as_bytes()), Err(Error::UnknownMethod));
+        let m = with("INVITE sip:", "invite sip:");
+        assert_eq!(parse(m.as_bytes()), Err(Error::UnknownMethod));
+    }
+
+    #[test]
+    fn version_other_than_2_0_is_505() {
+        let m = with("SIP/2.0\r\n", "SIP/3.0\r\n");
+        assert_eq!(parse(m.as_bytes()), Err(Error::VersionNotSupported));
+    }
+
+    #[test]
+    fn cseq_method_must_match() {
+        let m = with("314159 INVITE", "314159 ACK");
+        assert_eq!(parse(m.as_bytes()), Err(Error::CSeqMismatch));
+        let m = with("314159 INVITE", "314159 invite");
+        assert_eq!(parse(m.as_bytes()), Err(Error::CSeqMismatch));
+    }
+
+    #[test]
+    fn mandatory_headers() {
+        for (line, name) in [
+            (
+                "Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK776asdhds\r\n",
+                "Via",
+            ),
+            ("To: Bob <sip:bob@example.com>\r\n", "To"),
+            (
+                "From: Alice <sip:alice@example.com>;tag=1928301774\r\n",
+                "From",
+            ),
+            ("Call-ID: a84b4c76e66710@pc33.example.com\r\n", "Call-ID"),
+            ("CSeq: 314159 INVITE\r\n", "CSeq"),
+        ] {
+            let m = with(line, "");
+            assert_eq!(parse(m.as_bytes()), Err(Error::MissingHeader(name)));
+        }
+        let m = with("Call-ID:", "Call-ID: b\r\nCall-ID:");
+        assert_eq!(parse(m.as_bytes()), Err(Error::MissingHeader("Call-ID")));
+        let m = with("Max-Forwards: 70\r\n", "");
+        assert!(parse(m.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn typed_headers_must_parse() {
+        for (from, to, name) in [
+            ("SIP/2.0/UDP 10.0.0.1", "garbage", "Via"),
+            ("Alice <sip:alice@example.com>", "<nonsense", "From"),
+            ("Bob <sip:bob@example.com>", "<sip:b@c", "To"),
+            (
+                "<sip:alice@10.0.0.1>",
+                "<sip:x@y>, <sip:a@b:99999>",
+                "Contact",
+            ),
+            ("314159 INVITE", "abc INVITE", "CSeq"),
+            ("314159 INVITE", "4294967295 INVITE", "CSeq"),
+            ("Max-Forwards: 70", "Max-Forwards: 256", "Max-Forwards"),
+            (
+                "Call-ID: a84b4c76e66710@pc33.example.com",
+                "Call-ID: ",
+                "Call-ID",
+            ),
+        ] {
+            let m = with(from, to);
+            let got = parse(m.as_bytes());
+            assert_eq!(got, Err(Error::InvalidHeader(name)), "{name}");
+        }
+    }
+
+    #[test]
+    fn peeks_call_id() {
+        assert_eq!(
+            peek_call_id(INVITE.as_bytes()),
+            Some(&b"a84b4c76e66710@pc33.example.com"[..])
+        );
+        assert_eq!(
+            peek_call_id(b"\r\nBYE x SIP/2.0\nI :  abc  \n\n"),
+            Some(&b"abc"[..])
+        );
+        assert_eq!(
+            peek_call_id(b"BYE x SIP/2.0\r\nTo: a\r\n\r\nCall-ID: body"),
+            None
+        );
+        assert_eq!(peek_call_id(b"BYE x SIP/2.0\r\nCall-ID:\r\n\r\n"), None);
+        assert_eq!(peek_call_id(b"Call-ID: start-line"), None);
+        assert_eq!(peek_call_id(b""), None);
+    }
+}

@@ -1,0 +1,257 @@
+//! Call detail records.
+
+use serde::{Deserialize, Serialize};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{QueryBuilder, Row, Sqlite};
+
+use crate::{Cdr, Disposition, Error, Result, Store, TenantId};
+
+/// Which of a tenant's CDRs to list. Every field is optional; the default lists
+/// the newest [`CdrFilter::MAX_LIMIT`] records.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CdrFilter {
+    /// Calls that started at or after this Unix millisecond.
+    pub since_ms: Option<i64>,
+    /// Calls that started before this Unix millisecond.
+    pub until_ms: Option<i64>,
+    /// Calls where this extension was the caller or the callee.
+    pub extension: Option<String>,
+    pub disposition: Option<Disposition>,
+    /// At most this many records (capped at [`CdrFilter::MAX_LIMIT`]).
+    pub limit: Option<u32>,
+}
+
+impl CdrFilter {
+    /// The most records one listing returns.
+    pub const MAX_LIMIT: u32 = 10_000;
+}
+
+const INSERT: &str = "INSERT INTO cdrs \
+    (tenant_id, caller, callee, started_at_ms, answered_at_ms, ended_at_ms, disposition, \
+     sip_code, hangup_by, caller_call_id, callee_call_id) \
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+
+impl Store {
+    /// Writes a batch of CDRs in one transaction; when this returns `Ok` they are
+    /// on disk.
+    pub async fn insert_cdrs(&self, cdrs: &[Cdr]) -> Result<()> {
+        if cdrs.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write_tx().await?;
+        for c in cdrs {
+            sqlx::query(INSERT)
+                .bind(c.tenant.0)
+                .bind(&c.caller)
+                .bind(&c.callee)
+                .bind(c.started_at_ms)
+                .bind(c.answered_at_ms)
+                .bind(c.ended_at_ms)
+                .bind(c.disposition.as_str())
+                .bind(i64::from(c.sip_code))
+                .bind(&c.hangup_by)
+                .bind(&c.caller_call_id)
+                .bind(&c.callee_call_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The tenant's CDRs matching `filter`, newest first.
+    pub async fn list_cdrs(&self, tenant: TenantId, filter: &CdrFilter) -> Result<Vec<Cdr>> {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT tenant_id, caller, callee, started_at_ms, answered_at_ms, ended_at_ms, \
+             disposition, sip_code, hangup_by, caller_call_id, callee_call_id \
+             FROM cdrs WHERE tenant_id = ",
+        );
+        q.push_bind(tenant.0);
+        if let Some(since) = filter.since_ms {
+            q.push(" AND started_at_ms >= ").push_bind(since);
+        }
+        if let Some(until) = filter.until_ms {
+            q.push(" AND started_at_ms < ").push_bind(until);
+        }
+        if let Some(ext) = &filter.extension {
+            q.push(" AND (caller = ")
+                .push_bind(ext.clone())
+                .push(" OR callee = ")
+                .push_bind(ext.clone())
+                .push(")");
+        }
+        if let Some(d) = filter.disposition {
+            q.push(" AND disposition = ").push_bind(d.as_str());
+        }
+        let limit = filter
+            .limit
+            .unwrap_or(CdrFilter::MAX_LIMIT)
+            .min(CdrFilter::MAX_LIMIT);
+        q.push(" ORDER BY started_at_ms DESC, id DESC LIMIT ")
+            .push_bind(i64::from(limit));
+        let rows = q.build().fetch_all(&self.pool).await?;
+        rows.iter().map(from_row).collect()
+    }
+}
+
+fn from_row(row: &SqliteRow) -> Result<Cdr> {
+    let tenant = TenantId(row.try_get("tenant_id")?);
+    let bad = |what: &str| Error::Invalid(format!("stored CDR of tenant {tenant}: {what}"));
+    let disposition: String = row.try_get("disposition")?;
+    let sip_code: i64 = row.try_get("sip_code")?;
+    Ok(Cdr {
+        tenant,
+        caller: row.try_get("caller")?,
+        callee: row.try_get("callee")?,
+        started_at_ms: row.try_get("started_at_ms")?,
+        answered_at_ms: row.try_get("answered_at_ms")?,
+        ended_at_ms: row.try_get("ended_at_ms")?,
+        disposition: Disposition::parse(&disposition).ok_or_else(|| bad("disposition"))?,
+        sip_code: u16::try_from(sip_code).map_err(|_| bad("sip_code"))?,
+        hangup_by: row.try_get("hangup_by")?,
+        caller_call_id: row.try_get("caller_call_id")?,
+        callee_call_id: row.try_get("callee_call_id")?,
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use crate::*;
+
+    pub(crate) fn cdr(tenant: TenantId, caller: &str, callee: &str, started_at_ms: i64) -> Cdr {
+        Cdr {
+            tenant,
+            caller: caller.into(),
+            callee: callee.into(),
+            started_at_ms,
+            answered_at_ms: Some(started_at_ms + 2_000),
+            ended_at_ms: started_at_ms + 60_000,
+            disposition: Disposition::Answered,
+            sip_code: 200,
+            hangup_by: "caller".into(),
+            caller_call_id: format!("a-{started_at_ms}"),
+            callee_call_id: format!("b-{started_at_ms}"),
+        }
+    }
+
+    fn starts(cdrs: &[Cdr]) -> Vec<i64> {
+        cdrs.iter().map(|c| c.started_at_ms).collect()
+    }
+
+    #[tokio::test]
+    async fn insert_list_and_filter() {
+        let store = Store::open_in_memory().await.expect("open");
+        let a = store.add_tenant("a", "a.example").await.expect("a").id;
+        let b = store.add_tenant("b", "b.example").await.expect("b").id;
+
+        let mut busy = cdr(a, "100", "102", 3_000);
+        busy.disposition = Disposition::Busy;
+        busy.sip_code = 486;
+        busy.answered_at_ms = None;
+        busy.callee_call_id = String::new();
+        let batch = vec![
+            cdr(a, "100", "101", 1_000),
+            cdr(a, "101", "103", 2_000),
+            busy.clone(),
+            cdr(a, "103", "104", 4_000),
+            cdr(b, "100", "101", 2_500),
+        ];
+        store.insert_cdrs(&batch).await.expect("insert");
+
+        let all = store
+            .list_cdrs(a, &CdrFilter::default())
+            .await
+            .expect("list");
+        assert_eq!(starts(&all), [4_000, 3_000, 2_000, 1_000]);
+        assert_eq!(all[1], busy);
+        assert!(all.iter().all(|c| c.tenant == a));
+
+        let window = CdrFilter {
+            since_ms: Some(2_000),
+            until_ms: Some(4_000),
+            ..CdrFilter::default()
+        };
+        assert_eq!(
+            starts(&store.list_cdrs(a, &window).await.expect("list")),
+            [3_000, 2_000]
+        );
+
+        let by_ext = CdrFilter {
+            extension: Some("101".into()),
+            ..CdrFilter::default()
+        };
+        assert_eq!(
+            starts(&store.list_cdrs(a, &by_ext).await.expect("list")),
+            [2_000, 1_000]
+        );
+
+        let by_disposition = CdrFilter {
+            disposition: Some(Disposition::Busy),
+            ..CdrFilter::default()
+        };
+        assert_eq!(
+            store.list_cdrs(a, &by_disposition).await.expect("list"),
+            vec![busy]
+        );
+
+        let limited = CdrFilter {
+            limit: Some(2),
+            ..CdrFilter::default()
+        };
+        assert_eq!(
+            starts(&store.list_cdrs(a, &limited).await.expect("list")),
+            [4_000, 3_000]
+        );
+    }
+
+    #[tokio::test]
+    async fn tenants_never_see_each_others_cdrs() {
+        let store = Store::open_in_memory().await.expect("open");
+        let a = store.add_tenant("a", "a.example").await.expect("a").id;
+        let b = store.add_tenant("b", "b.example").await.expect("b").id;
+        store
+            .insert_cdrs(&[cdr(b, "100", "101", 1_000), cdr(b, "100", "101", 2_000)])
+            .await
+            .expect("insert");
+        let same_ext = CdrFilter {
+            extension: Some("100".into()),
+            ..CdrFilter::default()
+        };
+        assert!(
+            store
+                .list_cdrs(a, &same_ext)
+                .await
+                .expect("list")
+                .is_empty()
+        );
+        assert!(
+            store
+                .list_cdrs(a, &CdrFilter::default())
+                .await
+                .expect("list")
+                .is_empty()
+        );
+        assert_eq!(
+            store
+                .list_cdrs(b, &CdrFilter::default())
+                .await
+                .expect("list")
+                .len(),
+            2
+        );
+        // CDRs of an unknown tenant are refused, and the batch with them
+        assert!(
+            store
+                .insert_cdrs(&[cdr(a, "1", "2", 5), cdr(TenantId(99), "1", "2", 6)])
+                .await
+                .is_err()
+        );
+        assert!(
+            store
+                .list_cdrs(a, &CdrFilter::default())
+                .await
+                .expect("list")
+                .is_empty()
+        );
+    }
+}

@@ -1,0 +1,328 @@
+//! Tenants and their SIP domains.
+
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqliteConnection};
+
+use crate::{Error, Result, Store, Tenant, TenantId, TenantStatus, validate};
+
+impl Store {
+    /// Creates a tenant with its primary domain (which becomes the digest realm).
+    ///
+    /// The domain is lower-cased and must be a host name. A name or domain that is
+    /// already taken gives [`Error::Conflict`].
+    pub async fn add_tenant(&self, name: &str, domain: &str) -> Result<Tenant> {
+        validate::tenant_name(name)?;
+        let domain = validate::domain(domain)?;
+        let mut tx = self.write_tx().await?;
+        if sqlx::query("SELECT id FROM tenants WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some()
+        {
+            return Err(Error::Conflict(format!("tenant name {name:?} is taken")));
+        }
+        ensure_domain_free(&mut tx, &domain).await?;
+        let row = sqlx::query("INSERT INTO tenants (name, status) VALUES (?, ?) RETURNING id")
+            .bind(name)
+            .bind(TenantStatus::Active.as_str())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| {
+                Error::conflict_on_unique(e, || format!("tenant name {name:?} is taken"))
+            })?;
+        let id = TenantId(row.try_get("id")?);
+        insert_domain(&mut tx, id, &domain, 0).await?;
+        tx.commit().await?;
+        Ok(Tenant {
+            id,
+            name: name.to_owned(),
+            status: TenantStatus::Active,
+            realm: domain.clone(),
+            domains: vec![domain],
+        })
+    }
+
+    /// Adds another SIP domain to a tenant. The realm (primary domain) is unchanged.
+    pub async fn add_domain(&self, tenant: TenantId, domain: &str) -> Result<()> {
+        let domain = validate::domain(domain)?;
+        let mut tx = self.write_tx().await?;
+        ensure_tenant(&mut tx, tenant).await?;
+        ensure_domain_free(&mut tx, &domain).await?;
+        let row = sqlx::query(
+            "SELECT COALESCE(MAX(position), -1) + 1 AS next FROM tenant_domains WHERE tenant_id = ?",
+        )
+        .bind(tenant.0)
+        .fetch_one(&mut *tx)
+        .await?;
+        let position: i64 = row.try_get("next")?;
+        insert_domain(&mut tx, tenant, &domain, position).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The tenant with this id, if any.
+    pub async fn tenant(&self, id: TenantId) -> Result<Option<Tenant>> {
+        let mut conn = self.pool.acquire().await?;
+        let row = sqlx::query("SELECT id, name, status FROM tenants WHERE id = ?")
+            .bind(id.0)
+            .fetch_optional(&mut *conn)
+            .await?;
+        match row {
+            Some(row) => Ok(Some(with_domains(&mut conn, &row).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The tenant with this exact name, if any.
+    pub async fn tenant_by_name(&self, name: &str) -> Result<Option<Tenant>> {
+        let mut conn = self.pool.acquire().await?;
+        let row = sqlx::query("SELECT id, name, status FROM tenants WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&mut *conn)
+            .await?;
+        match row {
+            Some(row) => Ok(Some(with_domains(&mut conn, &row).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every tenant, in creation order.
+    pub async fn list_tenants(&self) -> Result<Vec<Tenant>> {
+        let mut tx = self.pool.begin().await?;
+        let tenants = load_all(&mut tx).await?;
+        tx.commit().await?;
+        Ok(tenants)
+    }
+
+    /// Activates or suspends a tenant.
+    pub async fn set_tenant_status(&self, tenant: TenantId, status: TenantStatus) -> Result<()> {
+        let done = sqlx::query("UPDATE tenants SET status = ? WHERE id = ?")
+            .bind(status.as_str())
+            .bind(tenant.0)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(not_found(tenant));
+        }
+        Ok(())
+    }
+}
+
+fn not_found(tenant: TenantId) -> Error {
+    Error::NotFound(format!("tenant {tenant}"))
+}
+
+/// Fails with [`Error::NotFound`] unless the tenant exists.
+pub(crate) async fn ensure_tenant(conn: &mut SqliteConnection, tenant: TenantId) -> Result<()> {
+    let row = sqlx::query("SELECT id FROM tenants WHERE id = ?")
+        .bind(tenant.0)
+        .fetch_optional(conn)
+        .await?;
+    row.map(|_| ()).ok_or_else(|| not_found(tenant))
+}
+
+/// The tenant's digest realm: its primary domain. [`Error::NotFound`] when the
+/// tenant does not exist.
+pub(crate) async fn realm(conn: &mut SqliteConnection, tenant: TenantId) -> Result<String> {
+    let row = sqlx::query(
+        "SELECT domain FROM tenant_domains WHERE tenant_id = ? ORDER BY position LIMIT 1",
+    )
+    .bind(tenant.0)
+    .fetch_optional(conn)
+    .await?;
+    match row {
+        Some(row) => Ok(row.try_get("domain")?),
+        None => Err(not_found(tenant)),
+    }
+}
+
+async fn ensure_domain_free(conn: &mut SqliteConnection, domain: &str) -> Result<()> {
+    let taken = sqlx::query("SELECT tenant_id FROM tenant_domains WHERE domain = ?")
+        .bind(domain)
+        .fetch_optional(conn)
+        .await?
+        .is_some();
+    if taken {
+        return Err(Error::Conflict(format!("domain {domain:?} is taken")));
+    }
+    Ok(())
+}
+
+async fn insert_domain(
+    conn: &mut SqliteConnection,
+    tenant: TenantId,
+    domain: &str,
+    position: i64,
+) -> Result<()> {
+    sqlx::query("INSERT INTO tenant_domains (domain, tenant_id, position) VALUES (?, ?, ?)")
+        .bind(domain)
+        .bind(tenant.0)
+        .bind(position)
+        .execute(conn)
+        .await
+        .map_err(|e| Error::conflict_on_unique(e, || format!("domain {domain:?} is taken")))?;
+    Ok(())
+}
+
+/// Reads the `id, name, status` columns of a tenants row.
+fn tenant_row(row: &SqliteRow) -> Result<(TenantId, String, TenantStatus)> {
+    let id = TenantId(row.try_get("id")?);
+    let name: String = row.try_get("name")?;
+    let status: String = row.try_get("status")?;
+    let status = TenantStatus::parse(&status)
+        .ok_or_else(|| Error::Invalid(format!("stored tenant {id} has status {status:?}")))?;
+    Ok((id, name, status))
+}
+
+fn assemble(id: TenantId, name: String, status: TenantStatus, domains: Vec<String>) -> Tenant {
+    Tenant {
+        id,
+        name,
+        status,
+        realm: domains.first().cloned().unwrap_or_default(),
+        domains,
+    }
+}
+
+async fn with_domains(conn: &mut SqliteConnection, row: &SqliteRow) -> Result<Tenant> {
+    let (id, name, status) = tenant_row(row)?;
+    let rows =
+        sqlx::query("SELECT domain FROM tenant_domains WHERE tenant_id = ? ORDER BY position")
+            .bind(id.0)
+            .fetch_all(conn)
+            .await?;
+    let domains = rows
+        .iter()
+        .map(|r| r.try_get("domain"))
+        .collect::<Result<Vec<String>, _>>()?;
+    Ok(assemble(id, name, status, domains))
+}
+
+/// Every tenant with its domains (primary first), in id order.
+pub(crate) async fn load_all(conn: &mut SqliteConnection) -> Result<Vec<Tenant>> {
+    let tenant_rows = sqlx::query("SELECT id, name, status FROM tenants ORDER BY id")
+        .fetch_all(&mut *conn)
+        .await?;
+    let domain_rows =
+        sqlx::query("SELECT tenant_id, domain FROM tenant_domains ORDER BY tenant_id, position")
+            .fetch_all(&mut *conn)
+            .await?;
+    let mut domains: std::collections::HashMap<i64, Vec<String>> = Default::default();
+    for row in &domain_rows {
+        domains
+            .entry(row.try_get("tenant_id")?)
+            .or_default()
+            .push(row.try_get("domain")?);
+    }
+    tenant_rows
+        .iter()
+        .map(|row| {
+            let (id, name, status) = tenant_row(row)?;
+            let list = domains.remove(&id.0).unwrap_or_default();
+            Ok(assemble(id, name, status, list))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::*;
+
+    #[tokio::test]
+    async fn tenant_crud() {
+        let store = Store::open_in_memory().await.expect("open");
+        let t = store
+            .add_tenant("Acme", "PBX.Acme.Example")
+            .await
+            .expect("add");
+        assert_eq!(t.realm, "pbx.acme.example");
+        assert_eq!(t.domains, vec!["pbx.acme.example"]);
+        assert_eq!(t.status, TenantStatus::Active);
+
+        store.add_domain(t.id, "acme.example").await.expect("dom");
+        store
+            .add_domain(t.id, "voice.acme.example")
+            .await
+            .expect("dom");
+        let got = store
+            .tenant_by_name("Acme")
+            .await
+            .expect("get")
+            .expect("present");
+        assert_eq!(
+            got.domains,
+            vec!["pbx.acme.example", "acme.example", "voice.acme.example"]
+        );
+        assert_eq!(got.realm, "pbx.acme.example");
+        assert_eq!(store.tenant(t.id).await.expect("by id"), Some(got.clone()));
+        assert_eq!(store.tenant_by_name("acme").await.expect("get"), None);
+        assert_eq!(store.tenant(TenantId(999)).await.expect("get"), None);
+
+        store
+            .set_tenant_status(t.id, TenantStatus::Suspended)
+            .await
+            .expect("status");
+        let b = store.add_tenant("Beta", "beta.example").await.expect("b");
+        let all = store.list_tenants().await.expect("list");
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].status, TenantStatus::Suspended);
+        assert_eq!(all[0].domains.len(), 3);
+        assert_eq!(all[1], b);
+    }
+
+    #[tokio::test]
+    async fn names_and_domains_are_unique() {
+        let store = Store::open_in_memory().await.expect("open");
+        let a = store.add_tenant("a", "a.example").await.expect("a");
+        let b = store.add_tenant("b", "b.example").await.expect("b");
+        assert!(matches!(
+            store.add_tenant("a", "other.example").await,
+            Err(Error::Conflict(_))
+        ));
+        assert!(matches!(
+            store.add_tenant("c", "A.EXAMPLE").await,
+            Err(Error::Conflict(_))
+        ));
+        assert!(matches!(
+            store.add_domain(b.id, "a.example").await,
+            Err(Error::Conflict(_))
+        ));
+        assert!(matches!(
+            store.add_domain(a.id, "a.example").await,
+            Err(Error::Conflict(_))
+        ));
+        // the failed add_tenant("c", ..) left nothing behind
+        assert_eq!(store.tenant_by_name("c").await.expect("get"), None);
+        assert_eq!(store.list_tenants().await.expect("list").len(), 2);
+    }
+
+    #[tokio::test]
+    async fn bad_input_and_unknown_tenants_are_rejected() {
+        let store = Store::open_in_memory().await.expect("open");
+        assert!(matches!(
+            store.add_tenant("x", "not a domain").await,
+            Err(Error::Invalid(_))
+        ));
+        assert!(matches!(
+            store.add_tenant("", "x.example").await,
+            Err(Error::Invalid(_))
+        ));
+        assert!(matches!(
+            store.add_domain(TenantId(42), "x.example").await,
+            Err(Error::NotFound(_))
+        ));
+        assert!(matches!(
+            store
+                .set_tenant_status(TenantId(42), TenantStatus::Active)
+                .await,
+            Err(Error::NotFound(_))
+        ));
+        let t = store.add_tenant("x", "x.example").await.expect("x");
+        assert!(matches!(
+            store.add_domain(t.id, "bad_domain").await,
+            Err(Error::Invalid(_))
+        ));
+        assert!(store.list_tenants().await.expect("list").len() == 1);
+    }
+}

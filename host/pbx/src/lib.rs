@@ -1,0 +1,90 @@
+//! The PBX host program: command line, configuration and the tokio I/O layer.
+//!
+//! This crate is the edge of the system. It parses the command line ([`cli`]) and the
+//! TOML configuration ([`config`]) once into typed values, provisions tenants and
+//! extensions straight into the store ([`provision`]), and runs the SIP server
+//! ([`server`]) around the socket-free state machines of `pbx-core`.
+//!
+//! # Design
+//! - `main.rs` is thin: it parses arguments, reads the environment (`RUST_LOG`),
+//!   sets up logging and calls [`run`]. Nothing below it reads the environment.
+//! - The server owns sockets, timers and the database; the SIP core owns protocol
+//!   state. Datagrams and framed stream messages go to one task per core shard over
+//!   bounded queues (a full queue drops the message: overload protection); what the
+//!   shards ask for (bytes to send, registrations and call records to persist) goes
+//!   back out through the sockets or to a write-behind task that batches database
+//!   writes off the SIP path.
+//! - [`server::run`] takes already-bound [`server::Listeners`] and a shutdown future,
+//!   so tests bind `127.0.0.1:0`, read the addresses back and stop the server
+//!   in-process.
+
+pub mod cli;
+pub mod config;
+mod error;
+pub mod logging;
+pub mod provision;
+pub mod server;
+
+pub use error::{Error, Result};
+
+use std::path::{Path, PathBuf};
+
+use cli::{Cli, Command};
+use store::Store;
+
+/// The data directory used when neither `--data-dir` nor `PBX_DATA_DIR` names one.
+pub const DEFAULT_DATA_DIR: &str = "./pbx-data";
+
+/// Runs one parsed command line to completion. `log_filter` is the `RUST_LOG`-style
+/// filter read by `main` (or `None` for the default).
+pub async fn run(cli: Cli, log_filter: Option<String>) -> anyhow::Result<()> {
+    let data_dir = cli
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    match cli.command {
+        Command::Serve(args) => {
+            let settings = config::Settings::load(&args)?;
+            logging::init(settings.log_format, log_filter.as_deref())?;
+            let store = open_store(&data_dir).await?;
+            server::serve(settings.serve, store, server::shutdown_signal()).await
+        }
+        Command::Demo(args) => {
+            let settings = config::Settings::load_demo(&args)?;
+            logging::init(settings.log_format, log_filter.as_deref())?;
+            // The temporary directory lives until the server stops.
+            let (dir, _temp) = match cli.data_dir {
+                Some(dir) => (dir, None),
+                None => {
+                    let temp = tempfile::Builder::new()
+                        .prefix("pbx-demo-")
+                        .tempdir()
+                        .map_err(|e| anyhow::anyhow!("cannot create a temporary directory: {e}"))?;
+                    (temp.path().to_path_buf(), Some(temp))
+                }
+            };
+            let store = open_store(&dir).await?;
+            let demo = provision::demo(&store).await?;
+            let mut out = std::io::stdout().lock();
+            demo.print(&mut out, &dir, &settings.serve)?;
+            drop(out);
+            server::serve(settings.serve, store, server::shutdown_signal()).await
+        }
+        command => {
+            logging::init(logging::LogFormat::Text, Some(log_filter.as_deref().unwrap_or("warn")))?;
+            let store = open_store(&data_dir).await?;
+            let mut out = std::io::stdout().lock();
+            let stdin = std::io::stdin();
+            let mut input = stdin.lock();
+            provision::execute(&store, command, &mut input, &mut out).await?;
+            Ok(())
+        }
+    }
+}
+
+async fn open_store(dir: &Path) -> Result<Store> {
+    Store::open(dir).await.map_err(|source| Error::OpenStore {
+        path: dir.to_path_buf(),
+        source,
+    })
+}

@@ -1,0 +1,450 @@
+//! The provisioning commands (`tenant`, `extension`, `cdr`) and the demo set-up,
+//! run straight against the store. A running server notices the changes through
+//! the store's generation counter.
+
+use std::collections::HashMap;
+use std::io::{BufRead, Write};
+use std::path::Path;
+
+use rand::Rng;
+use store::{Cdr, CdrFilter, Store, Tenant};
+
+use crate::cli::{CdrCommand, CdrFormat, Command, ExtensionCommand, TenantCommand};
+use crate::server::ServeOptions;
+use crate::{Error, Result};
+
+/// The demo tenant's name.
+pub const DEMO_TENANT: &str = "acme";
+/// The demo tenant's SIP domain (and digest realm). `.example` is reserved
+/// (RFC 2606), so it can never clash with a real domain.
+pub const DEMO_DOMAIN: &str = "acme.example";
+/// The demo extensions.
+pub const DEMO_EXTENSIONS: [&str; 2] = ["1000", "1001"];
+/// Length of generated passwords.
+pub const GENERATED_PASSWORD_LEN: usize = 16;
+
+/// Longest extension number the store accepts.
+const MAX_EXTENSION: usize = 32;
+/// Longest password the store accepts, in bytes.
+const MAX_PASSWORD: usize = 128;
+
+/// Runs one provisioning command. `input` is standard input (for
+/// `--password-stdin`) and `out` standard output.
+pub async fn execute(
+    store: &Store,
+    command: Command,
+    input: &mut dyn BufRead,
+    out: &mut dyn Write,
+) -> Result<()> {
+    match command {
+        Command::Tenant(TenantCommand::Add { name, domain }) => {
+            let tenant = store.add_tenant(&name, &domain).await?;
+            writeln!(out, "added tenant {} (domain {})", tenant.name, tenant.realm)?;
+        }
+        Command::Tenant(TenantCommand::List) => {
+            for t in store.list_tenants().await? {
+                let status = match t.status {
+                    store::TenantStatus::Active => "active",
+                    store::TenantStatus::Suspended => "suspended",
+                };
+                writeln!(out, "{}\t{}\t{}", t.name, status, t.domains.join(","))?;
+            }
+        }
+        Command::Extension(ExtensionCommand::Add {
+            tenant,
+            extension,
+            password,
+            password_stdin,
+        }) => {
+            let tenant = tenant_named(store, &tenant).await?;
+            let password = match (password, password_stdin) {
+                (Some(p), false) => p,
+                (None, true) => read_password(input)?,
+                _ => {
+                    return Err(Error::Invalid(
+                        "give exactly one of --password and --password-stdin".into(),
+                    ));
+                }
+            };
+            store.add_extension(tenant.id, &extension, &password).await?;
+            writeln!(out, "added extension {extension} to {}", tenant.name)?;
+        }
+        Command::Extension(ExtensionCommand::Import { tenant, file }) => {
+            let tenant = tenant_named(store, &tenant).await?;
+            let rows = read_import_file(&file)?;
+            let n = store.import_extensions(tenant.id, &rows).await?;
+            writeln!(out, "imported {n} extensions into {}", tenant.name)?;
+        }
+        Command::Extension(ExtensionCommand::List { tenant }) => {
+            let tenant = tenant_named(store, &tenant).await?;
+            for ext in store.list_extensions(tenant.id).await? {
+                let state = if ext.enabled { "enabled" } else { "disabled" };
+                writeln!(out, "{}\t{state}", ext.number)?;
+            }
+        }
+        Command::Cdr(CdrCommand::List {
+            tenant,
+            limit,
+            format,
+        }) => {
+            let tenant = tenant_named(store, &tenant).await?;
+            let filter = CdrFilter {
+                limit: Some(limit),
+                ..CdrFilter::default()
+            };
+            let cdrs = store.list_cdrs(tenant.id, &filter).await?;
+            match format {
+                CdrFormat::Csv => write_cdrs_csv(out, &cdrs)?,
+                CdrFormat::Json => {
+                    serde_json::to_writer_pretty(&mut *out, &cdrs)
+                        .map_err(|e| Error::Io(e.into()))?;
+                    writeln!(out)?;
+                }
+            }
+        }
+        Command::Serve(_) | Command::Demo(_) => {
+            return Err(Error::Invalid("not a provisioning command".into()));
+        }
+    }
+    Ok(())
+}
+
+async fn tenant_named(store: &Store, name: &str) -> Result<Tenant> {
+    store
+        .tenant_by_name(name)
+        .await?
+        .ok_or_else(|| Error::NoSuchTenant(name.to_owned()))
+}
+
+/// Reads one line (the password) from `input`, without its line ending.
+fn read_password(input: &mut dyn BufRead) -> Result<String> {
+    let mut line = String::new();
+    input
+        .read_line(&mut line)
+        .map_err(|e| Error::Invalid(format!("cannot read the password from stdin: {e}")))?;
+    let password = line.trim_end_matches(['\n', '\r']);
+    if password.is_empty() {
+        return Err(Error::Invalid(
+            "no password on stdin (expected one line)".into(),
+        ));
+    }
+    Ok(password.to_owned())
+}
+
+fn read_import_file(path: &Path) -> Result<Vec<(String, String)>> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::File {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_import(&text).map_err(|(line, message)| Error::ImportRow {
+        file: path.display().to_string(),
+        line,
+        message,
+    })
+}
+
+/// Parses an import file: one `extension,password` per line; blank lines and a
+/// first line `extension,password` are skipped. Whitespace around either field is
+/// not part of it; the password is everything after the first comma, so it may
+/// itself contain commas. Every row is checked here so that a bad one is reported
+/// by its line number; on error the line number (1-based) and the reason.
+pub fn parse_import(text: &str) -> std::result::Result<Vec<(String, String)>, (usize, String)> {
+    let mut rows = Vec::new();
+    let mut first_line_of: HashMap<String, usize> = HashMap::new();
+    let mut seen_content = false;
+    for (i, raw) in text.lines().enumerate() {
+        let line_no = i + 1;
+        let line = raw.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let first = !seen_content;
+        seen_content = true;
+        let Some((ext, password)) = line.split_once(',') else {
+            return Err((line_no, "expected `extension,password`".into()));
+        };
+        let (ext, password) = (ext.trim(), password.trim());
+        if first
+            && ext.eq_ignore_ascii_case("extension")
+            && password.eq_ignore_ascii_case("password")
+        {
+            continue;
+        }
+        check_extension(ext).map_err(|m| (line_no, m))?;
+        check_password(password).map_err(|m| (line_no, m))?;
+        if let Some(earlier) = first_line_of.insert(ext.to_owned(), line_no) {
+            return Err((
+                line_no,
+                format!("extension {ext} already appears on line {earlier}"),
+            ));
+        }
+        rows.push((ext.to_owned(), password.to_owned()));
+    }
+    if rows.is_empty() {
+        return Err((0, "no extensions in the file".into()));
+    }
+    Ok(rows)
+}
+
+fn check_extension(ext: &str) -> std::result::Result<(), String> {
+    let ok = !ext.is_empty()
+        && ext.len() <= MAX_EXTENSION
+        && ext
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "extension must be 1-{MAX_EXTENSION} characters of [0-9A-Za-z._-], got {ext:?}"
+        ))
+    }
+}
+
+fn check_password(password: &str) -> std::result::Result<(), String> {
+    if password.is_empty() {
+        return Err("empty password".into());
+    }
+    if password.len() > MAX_PASSWORD {
+        return Err(format!("password longer than {MAX_PASSWORD} bytes"));
+    }
+    if password.chars().any(char::is_control) {
+        return Err("password contains control characters".into());
+    }
+    Ok(())
+}
+
+/// The CSV columns of `cdr list`.
+const CDR_HEADER: &str = "started_at_ms,answered_at_ms,ended_at_ms,caller,callee,disposition,\
+                          sip_code,hangup_by,caller_call_id,callee_call_id";
+
+fn write_cdrs_csv(out: &mut dyn Write, cdrs: &[Cdr]) -> Result<()> {
+    writeln!(out, "{CDR_HEADER}")?;
+    for c in cdrs {
+        let answered = c.answered_at_ms.map(|t| t.to_string()).unwrap_or_default();
+        writeln!(
+            out,
+            "{},{},{},{},{},{},{},{},{},{}",
+            c.started_at_ms,
+            answered,
+            c.ended_at_ms,
+            csv_field(&c.caller),
+            csv_field(&c.callee),
+            c.disposition.as_str(),
+            c.sip_code,
+            csv_field(&c.hangup_by),
+            csv_field(&c.caller_call_id),
+            csv_field(&c.callee_call_id),
+        )?;
+    }
+    Ok(())
+}
+
+/// Quotes a CSV field when it needs it (RFC 4180).
+fn csv_field(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\"")).into()
+    } else {
+        s.into()
+    }
+}
+
+/// A strong random password: letters and digits (about 95 bits for 16
+/// characters), with at least one upper-case letter, one lower-case letter and
+/// one digit.
+pub fn generate_password(len: usize) -> String {
+    let mut rng = rand::rng();
+    loop {
+        let candidate: String = (&mut rng)
+            .sample_iter(rand::distr::Alphanumeric)
+            .take(len)
+            .map(char::from)
+            .collect();
+        let has = |f: fn(&char) -> bool| candidate.chars().any(|c| f(&c));
+        if len < 3
+            || (has(char::is_ascii_uppercase)
+                && has(char::is_ascii_lowercase)
+                && has(char::is_ascii_digit))
+        {
+            return candidate;
+        }
+    }
+}
+
+/// What `pbx demo` provisioned.
+#[derive(Debug, Clone)]
+pub struct Demo {
+    /// `(extension, password)` for each demo extension.
+    pub credentials: Vec<(String, String)>,
+}
+
+/// Creates the demo tenant and its extensions with fresh passwords. Fails if the
+/// tenant already exists (the demo wants a fresh data directory).
+pub async fn demo(store: &Store) -> Result<Demo> {
+    if store.tenant_by_name(DEMO_TENANT).await?.is_some() {
+        return Err(Error::Invalid(format!(
+            "tenant `{DEMO_TENANT}` already exists here; run the demo on a fresh data directory"
+        )));
+    }
+    let tenant = store.add_tenant(DEMO_TENANT, DEMO_DOMAIN).await?;
+    let mut credentials = Vec::new();
+    for ext in DEMO_EXTENSIONS {
+        let password = generate_password(GENERATED_PASSWORD_LEN);
+        store.add_extension(tenant.id, ext, &password).await?;
+        credentials.push((ext.to_owned(), password));
+    }
+    Ok(Demo { credentials })
+}
+
+impl Demo {
+    /// Prints how to register phones against the demo.
+    pub fn print(&self, out: &mut dyn Write, data_dir: &Path, serve: &ServeOptions) -> Result<()> {
+        writeln!(out, "PBX demo (data in {})", data_dir.display())?;
+        writeln!(
+            out,
+            "tenant {DEMO_TENANT}, SIP domain and realm {DEMO_DOMAIN}"
+        )?;
+        for (ext, password) in &self.credentials {
+            writeln!(
+                out,
+                "  extension {ext}  user {ext}@{DEMO_DOMAIN}  password {password}"
+            )?;
+        }
+        for addr in &serve.udp {
+            writeln!(out, "  SIP over UDP on {addr}")?;
+        }
+        for addr in &serve.tcp {
+            writeln!(out, "  SIP over TCP on {addr}")?;
+        }
+        writeln!(out, "Press Ctrl-C to stop.")?;
+        out.flush()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn import_skips_header_and_blank_lines() {
+        let rows = parse_import("extension,password\r\n\n1000,secret1\r\n 1001 , p,w \n\n").unwrap();
+        assert_eq!(
+            rows,
+            vec![
+                ("1000".to_owned(), "secret1".to_owned()),
+                ("1001".to_owned(), "p,w".to_owned())
+            ]
+        );
+    }
+
+    #[test]
+    fn import_reports_the_line_of_a_bad_row() {
+        assert_eq!(parse_import("1000,a\n\n1 0,b\n").unwrap_err().0, 3);
+        assert_eq!(parse_import("1000,a\n1001\n").unwrap_err().0, 2);
+        assert_eq!(parse_import("1000,a\n1001,\n").unwrap_err().0, 2);
+        let (line, msg) = parse_import("1000,a\n1001,b\n1000,c\n").unwrap_err();
+        assert_eq!(line, 3);
+        assert!(msg.contains("line 1"), "{msg}");
+        // A header is only a header on the first line.
+        assert_eq!(parse_import("1000,a\nextension,password\n").unwrap_err().0, 2);
+        assert!(parse_import("\n\nextension,password\n").is_err());
+    }
+
+    #[test]
+    fn generated_passwords_are_strong_and_distinct() {
+        let a = generate_password(GENERATED_PASSWORD_LEN);
+        let b = generate_password(GENERATED_PASSWORD_LEN);
+        assert_eq!(a.len(), GENERATED_PASSWORD_LEN);
+        assert_ne!(a, b);
+        assert!(a.chars().all(|c| c.is_ascii_alphanumeric()));
+        assert!(a.chars().any(|c| c.is_ascii_digit()));
+        assert!(a.chars().any(|c| c.is_ascii_uppercase()));
+        assert!(a.chars().any(|c| c.is_ascii_lowercase()));
+    }
+
+    #[test]
+    fn csv_fields_are_quoted_when_needed() {
+        assert_eq!(csv_field("abc"), "abc");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("a\"b"), "\"a\"\"b\"");
+    }
+
+    #[test]
+    fn stdin_password_is_one_line() {
+        let mut input: &[u8] = b"s3cret pass\nignored\n";
+        assert_eq!(read_password(&mut input).unwrap(), "s3cret pass");
+        let mut empty: &[u8] = b"";
+        assert!(read_password(&mut empty).is_err());
+    }
+
+    #[tokio::test]
+    async fn provisioning_commands_against_an_in_memory_store() {
+        let store = Store::open_in_memory().await.unwrap();
+        let mut out = Vec::new();
+        let mut no_input: &[u8] = b"";
+        execute(
+            &store,
+            Command::Tenant(TenantCommand::Add {
+                name: "acme".into(),
+                domain: "Acme.Example".into(),
+            }),
+            &mut no_input,
+            &mut out,
+        )
+        .await
+        .unwrap();
+        let mut input: &[u8] = b"pw-from-stdin\n";
+        execute(
+            &store,
+            Command::Extension(ExtensionCommand::Add {
+                tenant: "acme".into(),
+                extension: "1000".into(),
+                password: None,
+                password_stdin: true,
+            }),
+            &mut input,
+            &mut out,
+        )
+        .await
+        .unwrap();
+        let err = execute(
+            &store,
+            Command::Extension(ExtensionCommand::List {
+                tenant: "nobody".into(),
+            }),
+            &mut no_input,
+            &mut out,
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, Error::NoSuchTenant(_)));
+        let mut listing = Vec::new();
+        execute(
+            &store,
+            Command::Extension(ExtensionCommand::List {
+                tenant: "acme".into(),
+            }),
+            &mut no_input,
+            &mut listing,
+        )
+        .await
+        .unwrap();
+        assert_eq!(String::from_utf8(listing).unwrap(), "1000\tenabled\n");
+        let tenant = store.tenant_by_name("acme").await.unwrap().unwrap();
+        let exts = store.list_extensions(tenant.id).await.unwrap();
+        assert_eq!(exts.len(), 1);
+        assert_eq!(tenant.realm, "acme.example");
+    }
+
+    #[tokio::test]
+    async fn demo_provisions_two_extensions_once() {
+        let store = Store::open_in_memory().await.unwrap();
+        let demo = demo(&store).await.unwrap();
+        assert_eq!(demo.credentials.len(), 2);
+        let tenant = store.tenant_by_name(DEMO_TENANT).await.unwrap().unwrap();
+        assert_eq!(tenant.domains, vec![DEMO_DOMAIN.to_owned()]);
+        assert_eq!(store.list_extensions(tenant.id).await.unwrap().len(), 2);
+        assert!(super::demo(&store).await.is_err());
+    }
+}

@@ -1,0 +1,499 @@
+//! The tokio I/O layer around the SIP core.
+//!
+//! # Layout
+//! - [`run`] wires everything up from bound [`Listeners`]; [`serve`] binds first;
+//!   [`start`] binds, spawns and hands back a [`ServerHandle`] with the bound
+//!   addresses (for tests and embedding).
+//! - `shard`: one task per core shard, fed by a bounded queue; it runs the shard's
+//!   timers and carries out what the shard asks for.
+//! - `udp`, `tcp`: receive loops; TCP also has per-connection reader and writer
+//!   tasks and a connection registry keyed by [`pbx_core::ConnId`].
+//! - `persist`: the write-behind task that batches registrar changes and call
+//!   records into the store.
+//! - `reload`: polls the store's generation and swaps in a new directory when the
+//!   provisioning changed.
+//!
+//! Shutdown: stop receiving, end every shard's calls ([`pbx_core::Shard::shutdown`])
+//! and send what that produces, close connections, then flush every pending
+//! database write.
+
+mod io;
+mod persist;
+mod reload;
+mod shard;
+mod tcp;
+mod udp;
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use pbx_core::{CoreConfig, Shard, Shared, TransportKind};
+use store::Store;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use io::Io;
+
+/// Tunables of the I/O layer; the defaults suit a production host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Inbound messages queued per shard; beyond this, messages are dropped.
+    pub shard_queue: usize,
+    /// Outbound messages queued per TCP connection; beyond this, dropped.
+    pub conn_queue: usize,
+    /// Largest SIP message accepted over a stream, in bytes.
+    pub max_message: usize,
+    /// A TCP connection that has not sent one valid message by then is closed.
+    pub tcp_idle_timeout: Duration,
+    /// Concurrent inbound TCP connections allowed per source IP address.
+    pub max_connections_per_source: usize,
+    /// How long opening an outgoing TCP connection may take.
+    pub connect_timeout: Duration,
+    /// Registrar changes and call records queued for the database.
+    pub persist_queue: usize,
+    /// The write-behind task writes at least this often ...
+    pub flush_interval: Duration,
+    /// ... or as soon as this many items are waiting.
+    pub flush_batch: usize,
+    /// How often the store's provisioning generation is polled.
+    pub reload_interval: Duration,
+    /// How long shutdown waits for connections to send their last bytes.
+    pub drain_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            shard_queue: 4096,
+            conn_queue: 256,
+            max_message: 64 * 1024,
+            tcp_idle_timeout: Duration::from_secs(30),
+            max_connections_per_source: 256,
+            connect_timeout: Duration::from_secs(10),
+            persist_queue: 8192,
+            flush_interval: Duration::from_millis(100),
+            flush_batch: 500,
+            reload_interval: Duration::from_secs(1),
+            drain_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Everything the server runs with.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// UDP listeners to bind.
+    pub udp: Vec<SocketAddr>,
+    /// TCP listeners to bind.
+    pub tcp: Vec<SocketAddr>,
+    /// Host name or IP address advertised in Via/Contact; when `None`, the bound
+    /// address (or, for an unspecified one, this host's outgoing address).
+    pub advertise: Option<String>,
+    /// The SIP core's configuration; its `advertise` list is filled in at start.
+    pub core: CoreConfig,
+    /// Number of core shards.
+    pub shards: usize,
+    pub limits: Limits,
+}
+
+impl ServeOptions {
+    /// Options with default limits and one shard per available core (1 to 8).
+    pub fn new(udp: Vec<SocketAddr>, tcp: Vec<SocketAddr>, core: CoreConfig) -> ServeOptions {
+        ServeOptions {
+            udp,
+            tcp,
+            advertise: None,
+            core,
+            shards: default_shards(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// One shard per available core, at least 1 and at most 8.
+pub fn default_shards() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 8)
+}
+
+/// Bound sockets, ready to serve.
+#[derive(Debug)]
+pub struct Listeners {
+    pub udp: Vec<UdpSocket>,
+    pub tcp: Vec<TcpListener>,
+}
+
+/// The addresses the server actually listens on (port 0 resolved).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoundAddrs {
+    pub udp: Vec<SocketAddr>,
+    pub tcp: Vec<SocketAddr>,
+}
+
+impl Listeners {
+    /// Binds every address; fails naming the first address that cannot be bound.
+    pub async fn bind(udp: &[SocketAddr], tcp: &[SocketAddr]) -> anyhow::Result<Listeners> {
+        let mut listeners = Listeners {
+            udp: Vec::with_capacity(udp.len()),
+            tcp: Vec::with_capacity(tcp.len()),
+        };
+        for addr in udp {
+            let socket = UdpSocket::bind(addr)
+                .await
+                .with_context(|| format!("cannot bind SIP UDP on {addr}"))?;
+            listeners.udp.push(socket);
+        }
+        for addr in tcp {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for SIP TCP on {addr}"))?;
+            listeners.tcp.push(listener);
+        }
+        Ok(listeners)
+    }
+
+    /// The bound addresses.
+    pub fn addrs(&self) -> std::io::Result<BoundAddrs> {
+        Ok(BoundAddrs {
+            udp: self
+                .udp
+                .iter()
+                .map(UdpSocket::local_addr)
+                .collect::<Result<_, _>>()?,
+            tcp: self
+                .tcp
+                .iter()
+                .map(TcpListener::local_addr)
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+/// Binds the configured addresses and serves until `shutdown` completes.
+pub async fn serve(
+    opts: ServeOptions,
+    store: Store,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    if opts.udp.is_empty() && opts.tcp.is_empty() {
+        anyhow::bail!("no SIP listener configured");
+    }
+    let listeners = Listeners::bind(&opts.udp, &opts.tcp).await?;
+    run(listeners, opts, store, shutdown).await
+}
+
+/// A server running in the background.
+#[derive(Debug)]
+pub struct ServerHandle {
+    addrs: BoundAddrs,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl ServerHandle {
+    /// Where the server listens.
+    pub fn addrs(&self) -> &BoundAddrs {
+        &self.addrs
+    }
+
+    /// Stops the server and waits until every pending write is in the store.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.await.context("server task failed")?
+    }
+}
+
+/// Binds `opts`' addresses (port 0 allowed) and runs the server in a task.
+pub async fn start(opts: ServeOptions, store: Store) -> anyhow::Result<ServerHandle> {
+    let listeners = Listeners::bind(&opts.udp, &opts.tcp).await?;
+    let addrs = listeners.addrs()?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(run(listeners, opts, store, async move {
+        let _ = stopped.await;
+    }));
+    Ok(ServerHandle {
+        addrs,
+        stop: Some(stop),
+        task,
+    })
+}
+
+/// Serves on already-bound listeners until `shutdown` completes, then shuts down
+/// cleanly (see the module doc).
+pub async fn run(
+    listeners: Listeners,
+    opts: ServeOptions,
+    store: Store,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let addrs = listeners.addrs()?;
+    let mut core = opts.core.clone();
+    core.advertise = advertise_list(opts.advertise.as_deref(), &addrs).await?;
+
+    let generation = store
+        .generation()
+        .await
+        .context("reading the store's generation")?;
+    let directory = store.directory().await.context("loading the directory")?;
+    let (clock, now_ms) = (Instant::now(), unix_ms(SystemTime::now()));
+    let registrations = store
+        .load_registrations(now_ms)
+        .await
+        .context("loading registrations")?;
+    tracing::info!(
+        tenants = directory.tenants.len(),
+        extensions = directory.extensions.len(),
+        registrations = registrations.len(),
+        "directory loaded"
+    );
+    let shard_count = opts.shards.max(1);
+    let shared = Shared::new(core, directory, registrations, (clock, now_ms), shard_count);
+
+    let stop_receiving = CancellationToken::new();
+    let close_connections = CancellationToken::new();
+    let limits = opts.limits.clone();
+
+    let (persist_tx, persist_rx) = mpsc::channel(limits.persist_queue.max(1));
+    let persist_task = tokio::spawn(persist::run(store.clone(), persist_rx, limits.clone()));
+
+    let mut shard_txs = Vec::with_capacity(shard_count);
+    let mut shard_rxs = Vec::with_capacity(shard_count);
+    for _ in 0..shard_count {
+        let (tx, rx) = mpsc::channel(limits.shard_queue.max(1));
+        shard_txs.push(tx);
+        shard_rxs.push(rx);
+    }
+    let udp: Vec<Arc<UdpSocket>> = listeners.udp.into_iter().map(Arc::new).collect();
+    let io = Arc::new(Io::new(
+        shared.clone(),
+        shard_txs,
+        udp.iter().cloned().zip(addrs.udp.iter().copied()).collect(),
+        limits.clone(),
+        stop_receiving.clone(),
+        close_connections.clone(),
+    ));
+
+    let mut shard_tasks = Vec::with_capacity(shard_count);
+    for (index, rx) in shard_rxs.into_iter().enumerate() {
+        let shard = Shard::new(index, shared.clone());
+        shard_tasks.push(tokio::spawn(shard::run(
+            shard,
+            rx,
+            io.clone(),
+            persist_tx.clone(),
+            stop_receiving.clone(),
+        )));
+    }
+    drop(persist_tx);
+
+    let receivers = TaskTracker::new();
+    for (socket, addr) in udp.iter().cloned().zip(addrs.udp.iter().copied()) {
+        receivers.spawn(udp::receive(io.clone(), socket, addr));
+    }
+    for listener in listeners.tcp {
+        receivers.spawn(tcp::accept(io.clone(), listener));
+    }
+    receivers.spawn(reload::run(
+        store.clone(),
+        shared.clone(),
+        generation,
+        limits.reload_interval,
+        stop_receiving.clone(),
+    ));
+    receivers.close();
+    for addr in &addrs.udp {
+        tracing::info!(%addr, "listening for SIP over UDP");
+    }
+    for addr in &addrs.tcp {
+        tracing::info!(%addr, "listening for SIP over TCP");
+    }
+
+    shutdown.await;
+    tracing::info!("shutting down");
+    stop_receiving.cancel();
+    receivers.wait().await;
+    for task in shard_tasks {
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, "a shard task failed");
+        }
+    }
+    close_connections.cancel();
+    io.drop_connections();
+    if tokio::time::timeout(limits.drain_timeout, io.connections().wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections did not close in time");
+    }
+    let written = persist_task.await.context("write-behind task failed")?;
+    tracing::info!(
+        dropped_inbound = io.dropped_inbound(),
+        persisted = written,
+        "stopped"
+    );
+    Ok(())
+}
+
+/// Resolves once on Ctrl-C or (on Unix) SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
+
+pub(crate) fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// The `(transport, address)` pairs the core advertises: one per listener, with
+/// the advertised host (or a concrete local address) in place of its IP.
+async fn advertise_list(
+    advertise: Option<&str>,
+    addrs: &BoundAddrs,
+) -> anyhow::Result<Vec<(TransportKind, SocketAddr)>> {
+    let resolved: Vec<IpAddr> = match advertise {
+        None => Vec::new(),
+        Some(host) => match host.parse::<IpAddr>() {
+            Ok(ip) => vec![ip],
+            Err(_) => tokio::net::lookup_host((host, 0))
+                .await
+                .with_context(|| format!("cannot resolve the advertised host {host}"))?
+                .map(|a| a.ip())
+                .collect(),
+        },
+    };
+    if advertise.is_some() && resolved.is_empty() {
+        anyhow::bail!("the advertised host has no address");
+    }
+    let listeners = addrs
+        .udp
+        .iter()
+        .map(|a| (TransportKind::Udp, *a))
+        .chain(addrs.tcp.iter().map(|a| (TransportKind::Tcp, *a)));
+    let mut out = Vec::new();
+    for (kind, bound) in listeners {
+        let ip = match resolved
+            .iter()
+            .find(|ip| ip.is_ipv4() == bound.is_ipv4())
+            .or(resolved.first())
+        {
+            Some(ip) => *ip,
+            None if bound.ip().is_unspecified() => outgoing_ip(bound.is_ipv4()),
+            None => bound.ip(),
+        };
+        let entry = (kind, SocketAddr::new(ip, bound.port()));
+        if !out.contains(&entry) {
+            out.push(entry);
+        }
+    }
+    Ok(out)
+}
+
+/// This host's address on the default route (no packet is sent), or loopback.
+fn outgoing_ip(v4: bool) -> IpAddr {
+    let (bind, probe): (SocketAddr, SocketAddr) = if v4 {
+        (
+            (Ipv4Addr::UNSPECIFIED, 0).into(),
+            (Ipv4Addr::new(192, 0, 2, 1), 9).into(),
+        )
+    } else {
+        (
+            (Ipv6Addr::UNSPECIFIED, 0).into(),
+            (Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1), 9).into(),
+        )
+    };
+    let found = std::net::UdpSocket::bind(bind)
+        .and_then(|s| s.connect(probe).and_then(|()| s.local_addr()))
+        .map(|a| a.ip())
+        .ok()
+        .filter(|ip| !ip.is_unspecified());
+    found.unwrap_or(if v4 {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    } else {
+        IpAddr::V6(Ipv6Addr::LOCALHOST)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn advertise_uses_the_configured_ip_and_bound_ports() {
+        let addrs = BoundAddrs {
+            udp: vec!["0.0.0.0:5060".parse().unwrap()],
+            tcp: vec!["127.0.0.1:5061".parse().unwrap()],
+        };
+        let list = advertise_list(Some("192.0.2.10"), &addrs).await.unwrap();
+        assert_eq!(
+            list,
+            vec![
+                (TransportKind::Udp, "192.0.2.10:5060".parse().unwrap()),
+                (TransportKind::Tcp, "192.0.2.10:5061".parse().unwrap()),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn advertise_fills_in_unspecified_addresses() {
+        let addrs = BoundAddrs {
+            udp: vec!["0.0.0.0:5060".parse().unwrap(), "[::1]:5060".parse().unwrap()],
+            tcp: vec![],
+        };
+        let list = advertise_list(None, &addrs).await.unwrap();
+        assert_eq!(list.len(), 2);
+        assert!(!list[0].1.ip().is_unspecified());
+        assert!(list[0].1.is_ipv4());
+        assert_eq!(list[1].1, "[::1]:5060".parse().unwrap());
+    }
+
+    #[test]
+    fn shard_count_is_bounded() {
+        let n = default_shards();
+        assert!((1..=8).contains(&n));
+    }
+
+    #[test]
+    fn unix_ms_of_epoch_and_later() {
+        assert_eq!(unix_ms(UNIX_EPOCH), 0);
+        assert_eq!(unix_ms(UNIX_EPOCH + Duration::from_millis(1234)), 1234);
+    }
+
+    #[tokio::test]
+    async fn listeners_report_their_real_ports() {
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let l = Listeners::bind(&[any], &[any]).await.unwrap();
+        let addrs = l.addrs().unwrap();
+        assert_ne!(addrs.udp[0].port(), 0);
+        assert_ne!(addrs.tcp[0].port(), 0);
+    }
+}

@@ -1,0 +1,76 @@
+//! One task per core shard: feeds it messages and timer ticks and carries out
+//! what it asks for.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use pbx_core::{Inbound, Output, Shard};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::io::Io;
+use super::persist::Persist;
+
+/// Messages taken from the queue per wake-up.
+const BATCH: usize = 64;
+
+pub(crate) async fn run(
+    mut shard: Shard,
+    mut rx: mpsc::Receiver<Inbound>,
+    io: Arc<Io>,
+    persist: mpsc::Sender<Persist>,
+    stop: CancellationToken,
+) {
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        // Run due timers first so a busy queue cannot starve them.
+        let deadline = shard.poll_timeout();
+        if deadline.is_some_and(|d| d <= Instant::now()) {
+            shard.handle_timeout(Instant::now());
+            drain(&mut shard, &io, &persist).await;
+            continue;
+        }
+        let sleep = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            n = rx.recv_many(&mut batch, BATCH) => {
+                if n == 0 {
+                    break;
+                }
+                let now = Instant::now();
+                for inbound in batch.drain(..) {
+                    shard.handle(now, inbound);
+                }
+            }
+            () = sleep => shard.handle_timeout(Instant::now()),
+        }
+        drain(&mut shard, &io, &persist).await;
+    }
+    shard.shutdown(Instant::now());
+    drain(&mut shard, &io, &persist).await;
+}
+
+/// Carries out every pending output of the shard.
+async fn drain(shard: &mut Shard, io: &Arc<Io>, persist: &mpsc::Sender<Persist>) {
+    while let Some(output) = shard.poll_output() {
+        let item = match output {
+            Output::Transmit { dest, local, bytes } => {
+                io.transmit(dest, local, bytes).await;
+                continue;
+            }
+            Output::Registration(change) => Persist::Registration(change),
+            Output::Cdr(cdr) => Persist::Cdr(cdr),
+        };
+        // Waiting here is the back-pressure: a slow database slows the shard,
+        // whose queue then sheds load, rather than losing records.
+        if persist.send(item).await.is_err() {
+            tracing::error!("write-behind task is gone; a record was lost");
+        }
+    }
+}

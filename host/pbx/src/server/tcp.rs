@@ -1,0 +1,187 @@
+//! SIP over TCP: the accept loop and, per connection, a reader that frames
+//! messages and a writer fed by a bounded queue.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use pbx_core::{ConnId, Inbound, Peer, TransportKind};
+use sip::framer::{Frame, next_frame};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+use super::io::{Conn, Io};
+
+/// The pong to a CRLFCRLF keep-alive ping (RFC 5626 §4.4.1).
+const PONG: &[u8] = b"\r\n";
+
+/// Accepts connections until the server stops receiving.
+pub(crate) async fn accept(io: Arc<Io>, listener: TcpListener) {
+    loop {
+        let accepted = tokio::select! {
+            () = io.stop_receiving.cancelled() => return,
+            r = listener.accept() => r,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // Usually out of file descriptors: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::select! {
+                    () = io.stop_receiving.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                }
+            }
+        };
+        if !io.acquire_source(peer.ip()) {
+            tracing::debug!(%peer, "too many connections from this address; refused");
+            drop(stream);
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        let id = io.next_id();
+        let (tx, rx) = mpsc::channel(io.limits.conn_queue.max(1));
+        io.register(
+            id,
+            Conn {
+                tx: tx.clone(),
+                peer,
+            },
+        );
+        let task_io = io.clone();
+        io.connections().spawn(async move {
+            connection(task_io, id, stream, tx, rx, Some(peer.ip())).await;
+        });
+    }
+}
+
+/// Runs one registered connection until it closes; `source` is the connection
+/// slot to give back (accepted connections only).
+pub(crate) async fn connection(
+    io: Arc<Io>,
+    id: ConnId,
+    stream: TcpStream,
+    tx: mpsc::Sender<Bytes>,
+    rx: mpsc::Receiver<Bytes>,
+    source: Option<IpAddr>,
+) {
+    let (peer, local) = match (stream.peer_addr(), stream.local_addr()) {
+        (Ok(p), Ok(l)) => (p, l),
+        _ => {
+            io.remove(id);
+            release(&io, source);
+            return;
+        }
+    };
+    let (mut reader, writer) = stream.into_split();
+    let writer_task = io.connections().spawn(write_loop(writer, rx));
+    let end = read_loop(&io, id, &mut reader, &tx, peer, local).await;
+    if end == ReadEnd::Stopped {
+        // Keep the connection usable for what shutdown still sends.
+        io.close_connections.cancelled().await;
+    }
+    tracing::debug!(%peer, conn = id.0, reason = ?end, "connection closed");
+    io.remove(id);
+    release(&io, source);
+    drop(tx);
+    let _ = writer_task.await;
+}
+
+fn release(io: &Io, source: Option<IpAddr>) {
+    if let Some(ip) = source {
+        io.release_source(ip);
+    }
+}
+
+/// Writes queued messages until every sender is gone or the socket fails.
+async fn write_loop(mut writer: OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>) {
+    while let Some(bytes) = rx.recv().await {
+        if writer.write_all(&bytes).await.is_err() {
+            return;
+        }
+    }
+    let _ = writer.shutdown().await;
+}
+
+/// Why a connection's reader stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadEnd {
+    /// The peer closed or the socket failed.
+    Closed,
+    /// Unframeable bytes or an oversized message.
+    BadFraming,
+    /// No valid message within the idle timeout.
+    Idle,
+    /// The server is shutting down.
+    Stopped,
+}
+
+async fn read_loop(
+    io: &Io,
+    id: ConnId,
+    reader: &mut tokio::net::tcp::OwnedReadHalf,
+    tx: &mpsc::Sender<Bytes>,
+    peer: SocketAddr,
+    local: SocketAddr,
+) -> ReadEnd {
+    let max = io.limits.max_message;
+    let idle_deadline = tokio::time::Instant::now() + io.limits.tcp_idle_timeout;
+    let mut seen_message = false;
+    let mut buf = BytesMut::with_capacity(8 * 1024);
+    loop {
+        loop {
+            match next_frame(&buf, max) {
+                Ok(Frame::Message(len)) => {
+                    seen_message = true;
+                    let bytes = buf.split_to(len).freeze();
+                    io.dispatch(Inbound {
+                        peer: Peer {
+                            transport: TransportKind::Tcp,
+                            addr: peer,
+                            conn: Some(id),
+                        },
+                        local,
+                        bytes,
+                    });
+                }
+                Ok(Frame::KeepAlive(len)) => {
+                    let is_ping = buf[..len.min(buf.len())].windows(4).any(|w| w == b"\r\n\r\n");
+                    buf.advance(len.min(buf.len()));
+                    if is_ping {
+                        let _ = tx.try_send(Bytes::from_static(PONG));
+                    }
+                }
+                Ok(Frame::Incomplete) => break,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "framing error");
+                    return ReadEnd::BadFraming;
+                }
+            }
+        }
+        if buf.len() > max {
+            return ReadEnd::BadFraming;
+        }
+        buf.reserve(8 * 1024);
+        let read = async {
+            if seen_message {
+                Some(reader.read_buf(&mut buf).await)
+            } else {
+                tokio::time::timeout_at(idle_deadline, reader.read_buf(&mut buf))
+                    .await
+                    .ok()
+            }
+        };
+        let n = tokio::select! {
+            () = io.stop_receiving.cancelled() => return ReadEnd::Stopped,
+            r = read => r,
+        };
+        match n {
+            None => return ReadEnd::Idle,
+            Some(Ok(0)) | Some(Err(_)) => return ReadEnd::Closed,
+            Some(Ok(_)) => {}
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! Provisioning through the built `pbx` binary against a temporary data directory.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn pbx(data_dir: &Path, args: &[&str]) -> Output {
+    pbx_with_stdin(data_dir, args, None)
+}
+
+fn pbx_with_stdin(data_dir: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pbx"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .env_remove("PBX_DATA_DIR")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn pbx");
+    let mut input = child.stdin.take().expect("stdin");
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).expect("write stdin");
+    }
+    drop(input);
+    child.wait_with_output().expect("wait for pbx")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "pbx failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8(out.stdout.clone()).expect("utf-8 output")
+}
+
+fn fails(out: &Output) -> String {
+    assert!(!out.status.success(), "pbx unexpectedly succeeded");
+    let stderr = String::from_utf8(out.stderr.clone()).expect("utf-8 stderr");
+    assert!(!stderr.contains("panicked"), "panic: {stderr}");
+    assert!(!stderr.contains("RUST_BACKTRACE"), "backtrace hint: {stderr}");
+    stderr
+}
+
+fn extensions(dir: &Path, tenant: &str) -> Vec<String> {
+    ok(&pbx(dir, &["extension", "list", tenant]))
+        .lines()
+        .map(|l| l.split('\t').next().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[test]
+fn tenant_add_and_list() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(&pbx(
+        dir.path(),
+        &["tenant", "add", "acme", "--domain", "acme.example"],
+    ));
+    ok(&pbx(
+        dir.path(),
+        &["tenant", "add", "globex", "--domain", "Globex.Example"],
+    ));
+    let list = ok(&pbx(dir.path(), &["tenant", "list"]));
+    assert!(list.contains("acme\tactive\tacme.example"), "{list}");
+    assert!(list.contains("globex\tactive\tglobex.example"), "{list}");
+}
+
+#[test]
+fn duplicate_tenant_fails_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(&pbx(
+        dir.path(),
+        &["tenant", "add", "acme", "--domain", "acme.example"],
+    ));
+    let err = fails(&pbx(
+        dir.path(),
+        &["tenant", "add", "acme", "--domain", "other.example"],
+    ));
+    assert!(err.starts_with("error: "), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("acme"), "{err}");
+}
+
+#[test]
+fn extension_add_with_password_on_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(&pbx(
+        dir.path(),
+        &["tenant", "add", "acme", "--domain", "acme.example"],
+    ));
+    ok(&pbx_with_stdin(
+        dir.path(),
+        &["extension", "add", "acme", "1000", "--password-stdin"],
+        Some("correct horse battery\n"),
+    ));
+    ok(&pbx(
+        dir.path(),
+        &["extension", "add", "acme", "1001", "--password", "s3cret-pass"],
+    ));
+    assert_eq!(extensions(dir.path(), "acme"), vec!["1000", "1001"]);
+
+    // Nothing on stdin: refused, nothing added.
+    let err = fails(&pbx_with_stdin(
+        dir.path(),
+        &["extension", "add", "acme", "1002", "--password-stdin"],
+        Some(""),
+    ));
+    assert!(err.contains("stdin"), "{err}");
+    // Both password sources: a usage error.
+    fails(&pbx(
+        dir.path(),
+        &[
+            "extension",
+            "add",
+            "acme",
+            "1003",
+            "--password",
+            "x",
+            "--password-stdin",
+        ],
+    ));
+    // Unknown tenant.
+    let err = fails(&pbx(
+        dir.path(),
+        &["extension", "add", "nobody", "1000", "--password", "x"],
+    ));
+    assert!(err.contains("nobody"), "{err}");
+    assert_eq!(extensions(dir.path(), "acme"), vec!["1000", "1001"]);
+}
+
+#[test]
+fn import_of_two_thousand_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(&pbx(
+        dir.path(),
+        &["tenant", "add", "acme", "--domain", "acme.example"],
+    ));
+    let mut csv = String::from("extension,password\n");
+    for i in 0..2_000 {
+        csv.push_str(&format!("{},pw-{i}-x\n", 10_000 + i));
+        if i % 500 == 0 {
+            csv.push('\n');
+        }
+    }
+    let file = dir.path().join("ext.csv");
+    std::fs::write(&file, csv).unwrap();
+    let out = ok(&pbx(
+        dir.path(),
+        &["extension", "import", "acme", file.to_str().unwrap()],
+    ));
+    assert!(out.contains("2000"), "{out}");
+    let list = extensions(dir.path(), "acme");
+    assert_eq!(list.len(), 2_000);
+    assert!(list.contains(&"11999".to_owned()));
+}
+
+#[test]
+fn import_with_one_bad_row_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(&pbx(
+        dir.path(),
+        &["tenant", "add", "acme", "--domain", "acme.example"],
+    ));
+    let mut csv = String::from("extension,password\n");
+    for i in 0..100 {
+        csv.push_str(&format!("{},pw{i}\n", 2_000 + i));
+    }
+    // Line 102: not a valid extension number.
+    csv.push_str("bad ext!,pw\n");
+    csv.push_str("3000,pw\n");
+    let file = dir.path().join("bad.csv");
+    std::fs::write(&file, csv).unwrap();
+    let err = fails(&pbx(
+        dir.path(),
+        &["extension", "import", "acme", file.to_str().unwrap()],
+    ));
+    assert!(err.contains("line 102"), "{err}");
+    assert!(extensions(dir.path(), "acme").is_empty());
+
+    // A row clashing with an existing extension also writes nothing.
+    ok(&pbx(
+        dir.path(),
+        &["extension", "add", "acme", "2050", "--password", "pw"],
+    ));
+    let good: String = (0..100).map(|i| format!("{},pw\n", 2_000 + i)).collect();
+    std::fs::write(&file, good).unwrap();
+    fails(&pbx(
+        dir.path(),
+        &["extension", "import", "acme", file.to_str().unwrap()],
+    ));
+    assert_eq!(extensions(dir.path(), "acme"), vec!["2050"]);
+}
+
+#[test]
+fn missing_import_file_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(&pbx(
+        dir.path(),
+        &["tenant", "add", "acme", "--domain", "acme.example"],
+    ));
+    let err = fails(&pbx(
+        dir.path(),
+        &["extension", "import", "acme", "/nonexistent/x.csv"],
+    ));
+    assert!(err.contains("/nonexistent/x.csv"), "{err}");
+}
+
+#[test]
+fn cdr_list_of_a_fresh_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(&pbx(
+        dir.path(),
+        &["tenant", "add", "acme", "--domain", "acme.example"],
+    ));
+    let csv = ok(&pbx(dir.path(), &["cdr", "list", "acme"]));
+    assert!(csv.starts_with("started_at_ms,"), "{csv}");
+    assert_eq!(csv.lines().count(), 1);
+    let json = ok(&pbx(
+        dir.path(),
+        &["cdr", "list", "acme", "--format", "json", "--limit", "5"],
+    ));
+    let parsed: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(parsed, serde_json::json!([]));
+    fails(&pbx(dir.path(), &["cdr", "list", "nobody"]));
+}
+
+#[test]
+fn serve_rejects_a_config_with_unknown_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pbx.toml");
+    std::fs::write(&config, "[sip]\nudp = [\"127.0.0.1:0\"]\nbogus = 1\n").unwrap();
+    let err = fails(&pbx(
+        dir.path(),
+        &["serve", "--config", config.to_str().unwrap()],
+    ));
+    assert!(err.contains("bogus"), "{err}");
+}

@@ -1,0 +1,103 @@
+//! The provider's default fraud and restriction policy, run for every tenant.
+//!
+//! `check-call` denies, in this order:
+//! - nothing for rejects and emergency calls (always allowed);
+//! - a call that takes the tenant over its concurrent-call limit (storage key
+//!   `policy.max-concurrent-calls`, default 10);
+//! - a call from an extension that started more than `policy.max-calls-per-minute`
+//!   calls (default 20) in the last minute;
+//! - international and premium destinations the provider has not approved.
+//!
+//! `call-ended` raises a warning for a long (over an hour) international or
+//! premium call and suspends an extension that made more than
+//! `policy.max-international-per-hour` (default 30) such calls in an hour.
+
+use pbx_sdk::{Action, Call, Cdr, Decision, DestinationClass, Policy, Severity, Verdict};
+use pbx_sdk::{storage, usage};
+
+const DEFAULT_MAX_CONCURRENT: u64 = 10;
+const DEFAULT_MAX_PER_MINUTE: u64 = 20;
+const DEFAULT_MAX_INTERNATIONAL_PER_HOUR: u64 = 30;
+const LONG_CALL_SECS: u32 = 3600;
+
+fn limit(key: &str, default: u64) -> u64 {
+    storage::get_u64(key).unwrap_or(default)
+}
+
+fn costly(class: DestinationClass) -> bool {
+    matches!(
+        class,
+        DestinationClass::International | DestinationClass::Premium
+    )
+}
+
+struct DefaultPolicy;
+
+impl Policy for DefaultPolicy {
+    fn check_call(call: &Call, decision: &Decision) -> Verdict {
+        if matches!(decision, Decision::Reject(_))
+            || call.destination_class == DestinationClass::Emergency
+        {
+            return Verdict::Allow;
+        }
+        let max_concurrent = limit("policy.max-concurrent-calls", DEFAULT_MAX_CONCURRENT);
+        let concurrent = u64::from(usage::concurrent_calls());
+        if concurrent > max_concurrent {
+            return Verdict::deny(format!(
+                "concurrent calls {concurrent} over the limit of {max_concurrent}"
+            ));
+        }
+        if let Some(ext) = &call.caller_extension {
+            let max_per_minute = limit("policy.max-calls-per-minute", DEFAULT_MAX_PER_MINUTE);
+            let recent = u64::from(usage::calls_in_window(60, Some(ext), None));
+            if recent > max_per_minute {
+                return Verdict::deny(format!(
+                    "extension {ext} made {recent} calls in a minute (limit {max_per_minute})"
+                ));
+            }
+        }
+        if costly(call.destination_class) && !usage::class_approved(call.destination_class) {
+            return Verdict::deny(format!(
+                "destination class {:?} is not approved",
+                call.destination_class
+            ));
+        }
+        Verdict::Allow
+    }
+
+    fn call_ended(cdr: &Cdr) -> Vec<Action> {
+        let mut actions = Vec::new();
+        if !costly(cdr.destination_class) {
+            return actions;
+        }
+        if cdr.duration_secs > LONG_CALL_SECS {
+            actions.push(Action::Alert((
+                Severity::Warning,
+                format!(
+                    "long {:?} call to {} ({} s)",
+                    cdr.destination_class, cdr.dialled, cdr.duration_secs
+                ),
+            )));
+        }
+        if let Some(ext) = &cdr.caller_extension {
+            let max = limit(
+                "policy.max-international-per-hour",
+                DEFAULT_MAX_INTERNATIONAL_PER_HOUR,
+            );
+            let count = u64::from(usage::calls_in_window(
+                3600,
+                Some(ext),
+                Some(cdr.destination_class),
+            ));
+            if count > max {
+                actions.push(Action::SuspendExtension((
+                    ext.clone(),
+                    format!("{count} costly calls in an hour (limit {max})"),
+                )));
+            }
+        }
+        actions
+    }
+}
+
+pbx_sdk::export_policy!(DefaultPolicy);
