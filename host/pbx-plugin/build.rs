@@ -27,10 +27,22 @@ const DEFAULTS: &[Plugin] = &[
 
 /// Hostile and instrumented plugins for tests.
 const EXAMPLES: &[Plugin] = &[
-    ("TRAP", "example_trap", "A dial plan that traps on every call."),
-    ("POLICY_TRAP", "example_policy_trap", "A policy that traps on every call."),
+    (
+        "TRAP",
+        "example_trap",
+        "A dial plan that traps on every call.",
+    ),
+    (
+        "POLICY_TRAP",
+        "example_policy_trap",
+        "A policy that traps on every call.",
+    ),
     ("SPIN", "example_spin", "A dial plan that never returns."),
-    ("MEMHOG", "example_memhog", "A dial plan that allocates memory without bound."),
+    (
+        "MEMHOG",
+        "example_memhog",
+        "A dial plan that allocates memory without bound.",
+    ),
     (
         "CROSS_TENANT",
         "example_cross_tenant",
@@ -49,7 +61,8 @@ const EXAMPLES: &[Plugin] = &[
 ];
 
 fn main() {
-    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+    let manifest_dir =
+        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let repo = manifest_dir
         .parent()
         .and_then(Path::parent)

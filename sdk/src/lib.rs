@@ -132,8 +132,8 @@ pub mod usage {
 
 /// Alerts to the provider's and the tenant's alert feeds.
 pub mod alerts {
-    pub use crate::wit::alerts::raise;
     use crate::Severity;
+    pub use crate::wit::alerts::raise;
 
     /// Raise a warning.
     pub fn warn(message: &str) {

@@ -50,7 +50,9 @@ pub enum ValidationError {
     #[error("plugin imports do not match the pbx:plugin@0.1.0 interfaces: {0}")]
     ImportMismatch(String),
     /// Does not export the world's functions with the right types.
-    #[error("plugin does not export the `{world}` world's functions with the right types: {detail}")]
+    #[error(
+        "plugin does not export the `{world}` world's functions with the right types: {detail}"
+    )]
     Exports {
         /// The world the plugin was uploaded for.
         world: World,

@@ -403,7 +403,10 @@ impl PluginRuntime {
             .remove(&(Arc::from(tenant), plugin.hash.clone()));
     }
 
-    fn new_store(&self, caps: &TenantCaps) -> (Store<HostState>, MemoryOutputPipe, MemoryOutputPipe) {
+    fn new_store(
+        &self,
+        caps: &TenantCaps,
+    ) -> (Store<HostState>, MemoryOutputPipe, MemoryOutputPipe) {
         let stdout = MemoryOutputPipe::new(STDIO_CAPACITY);
         let stderr = MemoryOutputPipe::new(STDIO_CAPACITY);
         // No preopens, no environment, no arguments, no network, empty stdin.
@@ -455,12 +458,12 @@ impl PluginRuntime {
                 return Ok(value);
             }
             Err(Failure::Instantiate(e)) => {
-                if store.data().memory.hit {
-                    PluginError::MemoryExhausted
-                } else {
+                if !store.data().memory.hit && e.downcast_ref::<Trap>().is_none() {
                     // The host is short of instances: not the plugin's fault.
                     return Err(PluginError::Instantiate(detail(e)));
                 }
+                // The plugin's own start-up code trapped or ran out of budget.
+                classify(&e, store.data().memory.hit)
             }
             Err(Failure::Invalid(e)) => PluginError::InvalidDecision(e),
             Err(Failure::Wasm(e)) => classify(&e, store.data().memory.hit),
@@ -570,8 +573,14 @@ mod tests {
 
     #[test]
     fn tick_is_a_tenth_of_the_deadline_within_bounds() {
-        assert_eq!(tick_for(Duration::from_millis(10)), Duration::from_millis(1));
-        assert_eq!(tick_for(Duration::from_millis(2)), Duration::from_micros(200));
+        assert_eq!(
+            tick_for(Duration::from_millis(10)),
+            Duration::from_millis(1)
+        );
+        assert_eq!(
+            tick_for(Duration::from_millis(2)),
+            Duration::from_micros(200)
+        );
         assert_eq!(tick_for(Duration::from_secs(5)), Duration::from_millis(1));
         assert_eq!(tick_for(Duration::ZERO), Duration::from_micros(50));
     }

@@ -104,9 +104,9 @@ fn safe_text(text: &str) -> bool {
 fn dialable(number: &str) -> bool {
     !number.is_empty()
         && number.len() <= MAX_TEXT_LEN
-        && number.char_indices().all(|(i, c)| {
-            c.is_ascii_digit() || c == '*' || c == '#' || (c == '+' && i == 0)
-        })
+        && number
+            .char_indices()
+            .all(|(i, c)| c.is_ascii_digit() || c == '*' || c == '#' || (c == '+' && i == 0))
 }
 
 impl Decision {

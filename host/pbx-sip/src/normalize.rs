@@ -160,10 +160,13 @@ pub fn normalize(raw: &[u8]) -> Result<Normalized> {
             content_length = Some(n);
         }
 
+        let layout = layout_of(&header);
         if is_list_header(&header) {
-            for_each_element(value, |element| emit(&mut out, &mut emitted, name, element))?;
+            for_each_element(value, |element| {
+                emit(&mut out, &mut emitted, name, element, layout)
+            })?;
         } else {
-            emit(&mut out, &mut emitted, name, value)?;
+            emit(&mut out, &mut emitted, name, value, layout)?;
         }
     }
     out.extend_from_slice(b"\r\n");
@@ -203,16 +206,90 @@ fn is_list_header(header: &RawHeader<'_>) -> bool {
         || header.is("Record-Route", None)
 }
 
-fn emit(out: &mut Vec<u8>, emitted: &mut usize, name: &[u8], value: &[u8]) -> Result<()> {
+/// How a header value is written out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// As received (after unfolding and trimming).
+    Verbatim,
+    /// Name-addr or Via: whitespace around `;` and `=` removed (and around
+    /// `/` when `slash`), outside quoted strings and `<...>`. RFC 3261 allows
+    /// it there (SEMI, EQUAL, SLASH), but rsip misreads it: it fails on
+    /// `<sip:a@b> ;tag=1` and silently drops Via parameters after `host ;`.
+    Tight { slash: bool },
+}
+
+fn layout_of(header: &RawHeader<'_>) -> Layout {
+    if header.is("Via", Some(b'v')) {
+        Layout::Tight { slash: true }
+    } else if header.is("From", Some(b'f'))
+        || header.is("To", Some(b't'))
+        || header.is("Contact", Some(b'm'))
+        || header.is("Route", None)
+        || header.is("Record-Route", None)
+    {
+        Layout::Tight { slash: false }
+    } else {
+        Layout::Verbatim
+    }
+}
+
+fn emit(
+    out: &mut Vec<u8>,
+    emitted: &mut usize,
+    name: &[u8],
+    value: &[u8],
+    layout: Layout,
+) -> Result<()> {
     *emitted += 1;
     if *emitted > MAX_HEADERS {
         return Err(Error::TooLarge("header count"));
     }
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
+    match layout {
+        Layout::Verbatim => out.extend_from_slice(value),
+        Layout::Tight { slash } => push_tight(out, value, slash),
+    }
     out.extend_from_slice(b"\r\n");
     Ok(())
+}
+
+/// Appends `value` with the whitespace next to separators removed; see
+/// [`Layout::Tight`].
+fn push_tight(out: &mut Vec<u8>, value: &[u8], slash: bool) {
+    let is_sep = |b: u8| b == b';' || b == b'=' || (slash && b == b'/');
+    let (mut in_quotes, mut escaped, mut in_angle) = (false, false, false);
+    let mut i = 0;
+    while let Some(&b) = value.get(i) {
+        if in_quotes {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_quotes = false,
+                _ => {}
+            }
+        } else if in_angle {
+            in_angle = b != b'>';
+        } else if scan::is_ws(b) {
+            let rest = value.get(i..).unwrap_or_default();
+            let run = rest.iter().take_while(|&&c| scan::is_ws(c)).count();
+            let next = value.get(i + run).copied();
+            let prev = out.last().copied();
+            if !(next.is_some_and(is_sep) || prev.is_some_and(is_sep)) {
+                out.extend_from_slice(rest.get(..run).unwrap_or_default());
+            }
+            i += run;
+            continue;
+        } else {
+            match b {
+                b'"' => in_quotes = true,
+                b'<' => in_angle = true,
+                _ => {}
+            }
+        }
+        out.push(b);
+        i += 1;
+    }
 }
 
 /// Calls `f` with each trimmed, non-empty element of a comma-separated header
@@ -356,6 +433,15 @@ mod tests {
         assert_eq!(
             norm(m),
             "OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP a\r\nVia: SIP/2.0/TCP b;x=1\r\nContact: \"Doe, J\" <sip:a@b;p=a,b>;q=1\r\nContact: <sip:c@d>\r\nRoute: <sip:r1;lr>\r\nRoute: <sip:r2;lr>\r\nRecord-Route: <sip:rr>\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn whitespace_around_separators_is_removed_outside_quotes() {
+        let m = "OPTIONS sip:a@b SIP/2.0\r\nVia: SIP / 2.0 / UDP h:5060 ; branch = z9hG4bK1 ;rport\r\nFrom: \"A ; b = c\" <sip:a@b ; x> ; tag = 9\r\nSubject: a ; b\r\n\r\n";
+        assert_eq!(
+            norm(m),
+            "OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h:5060;branch=z9hG4bK1;rport\r\nFrom: \"A ; b = c\" <sip:a@b ; x>;tag=9\r\nSubject: a ; b\r\n\r\n"
         );
     }
 

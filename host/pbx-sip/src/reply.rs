@@ -32,10 +32,11 @@ pub fn error_response(raw: &[u8], status: u16, reason: &str) -> Option<Vec<u8>> 
     let (mut from, mut to, mut call_id, mut cseq) = (None, None, None, None);
     // Lines that are not headers cannot be copied but do not stop the answer.
     for header in scan::Headers::new(section).flatten() {
+        // Values with control bytes (NUL, bare CR, ...) are not echoed back.
         if header
-            .raw
-            .iter()
-            .any(|&b| b.is_ascii_control() && b != b'\t' && b != b'\r' && b != b'\n')
+            .segments()
+            .flatten()
+            .any(|&b| b.is_ascii_control() && b != b'\t')
         {
             continue;
         }
@@ -90,11 +91,11 @@ pub fn error_response(raw: &[u8], status: u16, reason: &str) -> Option<Vec<u8>> 
     Some(out)
 }
 
-/// `METHOD SP URI SP SIP/...` where METHOD is a token other than ACK (ACKs
-/// are never answered).
+/// `METHOD SP ... SP SIP/...` where METHOD is a token other than ACK (ACKs
+/// are never answered). The middle may be a broken Request-URI with spaces.
 fn looks_like_request(line: &[u8]) -> bool {
     let mut words = line.split(|&b| scan::is_ws(b)).filter(|w| !w.is_empty());
-    let (Some(method), Some(_uri), Some(version)) = (words.next(), words.next(), words.next())
+    let (Some(method), Some(_uri), Some(version)) = (words.next(), words.next(), words.last())
     else {
         return false;
     };

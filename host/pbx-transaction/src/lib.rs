@@ -9,7 +9,7 @@
 //! to transmit; the owner asks [`ClientInvite::poll_timeout`] (and its siblings) when the
 //! next timer is due and calls `handle_timeout(now)` then, which yields at most one
 //! [`TimerEvent`]. The crate knows nothing of SIP syntax: messages are opaque
-//! [`Bytes`](bytes::Bytes) and responses are described by their status code, so the
+//! [`Bytes`] and responses are described by their status code, so the
 //! parser and the transport stay elsewhere and tests drive every timer with a virtual
 //! clock.
 //!

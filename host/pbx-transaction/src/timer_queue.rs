@@ -149,7 +149,7 @@ impl<K: Clone + Eq + Hash> TimerQueue<K> {
     /// Rebuilds the heap from live entries when stale ones make up most of it, so
     /// memory stays proportional to the number of keys however often they move.
     fn compact_if_sparse(&mut self) {
-        if self.heap.len() > COMPACT_MIN && self.heap.len() > 2 * self.live.len() {
+        if self.heap.len() > COMPACT_MIN && self.heap.len() > self.live.len().saturating_mul(2) {
             let live = &self.live;
             self.heap.retain(|Reverse(entry)| is_live(live, entry));
         }

@@ -177,7 +177,7 @@ impl Settings {
         let advertise = args
             .advertise
             .clone()
-            .or(file.sip.advertise)
+            .or_else(|| file.sip.advertise.clone())
             .map(|a| a.trim().to_owned());
         if let Some(host) = &advertise {
             check_host(host)?;
@@ -206,7 +206,9 @@ fn core_config(file: &FileConfig) -> Result<CoreConfig> {
     };
     let reg = &core.registrar;
     if reg.min_expires == 0 {
-        return Err(Error::Config("registrar.min_expires must be at least 1".into()));
+        return Err(Error::Config(
+            "registrar.min_expires must be at least 1".into(),
+        ));
     }
     if !(reg.min_expires <= reg.default_expires && reg.default_expires <= reg.max_expires) {
         return Err(Error::Config(format!(
@@ -215,7 +217,9 @@ fn core_config(file: &FileConfig) -> Result<CoreConfig> {
         )));
     }
     if reg.max_contacts == 0 {
-        return Err(Error::Config("registrar.max_contacts must be at least 1".into()));
+        return Err(Error::Config(
+            "registrar.max_contacts must be at least 1".into(),
+        ));
     }
 
     if let Some(names) = &file.auth.algorithms {
@@ -231,7 +235,9 @@ fn core_config(file: &FileConfig) -> Result<CoreConfig> {
                 }
             };
             if algorithms.contains(&alg) {
-                return Err(Error::Config(format!("auth.algorithms: `{name}` listed twice")));
+                return Err(Error::Config(format!(
+                    "auth.algorithms: `{name}` listed twice"
+                )));
             }
             algorithms.push(alg);
         }
@@ -252,7 +258,9 @@ fn core_config(file: &FileConfig) -> Result<CoreConfig> {
     if let Some(ua) = &file.user_agent {
         let ua = ua.trim();
         if ua.chars().any(|c| c.is_control()) {
-            return Err(Error::Config("user_agent must not contain control characters".into()));
+            return Err(Error::Config(
+                "user_agent must not contain control characters".into(),
+            ));
         }
         core.user_agent = (!ua.is_empty()).then(|| ua.to_owned());
     }
@@ -351,7 +359,9 @@ format = "json"
             let err = FileConfig::parse(text).unwrap_err();
             assert!(matches!(err, Error::Config(_)), "{text}: {err}");
         }
-        let err = FileConfig::parse("[sip]\nupd = []").unwrap_err().to_string();
+        let err = FileConfig::parse("[sip]\nupd = []")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("upd"), "{err}");
     }
 
@@ -369,8 +379,8 @@ format = "json"
             "[log]\nformat = \"xml\"",
             "[sip]\nadvertise = \"bad host!\"",
         ] {
-            let res = FileConfig::parse(text)
-                .and_then(|f| Settings::resolve(f, &ServeArgs::default()));
+            let res =
+                FileConfig::parse(text).and_then(|f| Settings::resolve(f, &ServeArgs::default()));
             assert!(res.is_err(), "{text} accepted");
         }
     }

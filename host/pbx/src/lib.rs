@@ -71,7 +71,10 @@ pub async fn run(cli: Cli, log_filter: Option<String>) -> anyhow::Result<()> {
             server::serve(settings.serve, store, server::shutdown_signal()).await
         }
         command => {
-            logging::init(logging::LogFormat::Text, Some(log_filter.as_deref().unwrap_or("warn")))?;
+            logging::init(
+                logging::LogFormat::Text,
+                Some(log_filter.as_deref().unwrap_or("warn")),
+            )?;
             let store = open_store(&data_dir).await?;
             let mut out = std::io::stdout().lock();
             let stdin = std::io::stdin();

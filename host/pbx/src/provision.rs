@@ -39,7 +39,11 @@ pub async fn execute(
     match command {
         Command::Tenant(TenantCommand::Add { name, domain }) => {
             let tenant = store.add_tenant(&name, &domain).await?;
-            writeln!(out, "added tenant {} (domain {})", tenant.name, tenant.realm)?;
+            writeln!(
+                out,
+                "added tenant {} (domain {})",
+                tenant.name, tenant.realm
+            )?;
         }
         Command::Tenant(TenantCommand::List) => {
             for t in store.list_tenants().await? {
@@ -66,7 +70,9 @@ pub async fn execute(
                     ));
                 }
             };
-            store.add_extension(tenant.id, &extension, &password).await?;
+            store
+                .add_extension(tenant.id, &extension, &password)
+                .await?;
             writeln!(out, "added extension {extension} to {}", tenant.name)?;
         }
         Command::Extension(ExtensionCommand::Import { tenant, file }) => {
@@ -328,7 +334,8 @@ mod tests {
 
     #[test]
     fn import_skips_header_and_blank_lines() {
-        let rows = parse_import("extension,password\r\n\n1000,secret1\r\n 1001 , p,w \n\n").unwrap();
+        let rows =
+            parse_import("extension,password\r\n\n1000,secret1\r\n 1001 , p,w \n\n").unwrap();
         assert_eq!(
             rows,
             vec![
@@ -347,7 +354,10 @@ mod tests {
         assert_eq!(line, 3);
         assert!(msg.contains("line 1"), "{msg}");
         // A header is only a header on the first line.
-        assert_eq!(parse_import("1000,a\nextension,password\n").unwrap_err().0, 2);
+        assert_eq!(
+            parse_import("1000,a\nextension,password\n").unwrap_err().0,
+            2
+        );
         assert!(parse_import("\n\nextension,password\n").is_err());
     }
 

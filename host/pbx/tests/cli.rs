@@ -42,7 +42,10 @@ fn fails(out: &Output) -> String {
     assert!(!out.status.success(), "pbx unexpectedly succeeded");
     let stderr = String::from_utf8(out.stderr.clone()).expect("utf-8 stderr");
     assert!(!stderr.contains("panicked"), "panic: {stderr}");
-    assert!(!stderr.contains("RUST_BACKTRACE"), "backtrace hint: {stderr}");
+    assert!(
+        !stderr.contains("RUST_BACKTRACE"),
+        "backtrace hint: {stderr}"
+    );
     stderr
 }
 
@@ -99,7 +102,14 @@ fn extension_add_with_password_on_stdin() {
     ));
     ok(&pbx(
         dir.path(),
-        &["extension", "add", "acme", "1001", "--password", "s3cret-pass"],
+        &[
+            "extension",
+            "add",
+            "acme",
+            "1001",
+            "--password",
+            "s3cret-pass",
+        ],
     ));
     assert_eq!(extensions(dir.path(), "acme"), vec!["1000", "1001"]);
 

@@ -13,27 +13,96 @@ fn clap_definition_is_valid() {
 #[test]
 fn documented_command_forms_parse() {
     let forms: &[&[&str]] = &[
-        &["pbx", "--data-dir", "d", "tenant", "add", "acme", "--domain", "acme.example"],
+        &[
+            "pbx",
+            "--data-dir",
+            "d",
+            "tenant",
+            "add",
+            "acme",
+            "--domain",
+            "acme.example",
+        ],
         &["pbx", "--data-dir", "d", "tenant", "list"],
-        &["pbx", "--data-dir", "d", "extension", "add", "acme", "1000", "--password", "p"],
-        &["pbx", "--data-dir", "d", "extension", "add", "acme", "1000", "--password-stdin"],
-        &["pbx", "--data-dir", "d", "extension", "import", "acme", "x.csv"],
+        &[
+            "pbx",
+            "--data-dir",
+            "d",
+            "extension",
+            "add",
+            "acme",
+            "1000",
+            "--password",
+            "p",
+        ],
+        &[
+            "pbx",
+            "--data-dir",
+            "d",
+            "extension",
+            "add",
+            "acme",
+            "1000",
+            "--password-stdin",
+        ],
+        &[
+            "pbx",
+            "--data-dir",
+            "d",
+            "extension",
+            "import",
+            "acme",
+            "x.csv",
+        ],
         &["pbx", "--data-dir", "d", "extension", "list", "acme"],
-        &["pbx", "--data-dir", "d", "serve", "--sip-udp", "127.0.0.1:5060", "--sip-tcp", "127.0.0.1:5060"],
-        &["pbx", "--data-dir", "d", "serve", "--config", "pbx.toml", "--log-format", "json"],
+        &[
+            "pbx",
+            "--data-dir",
+            "d",
+            "serve",
+            "--sip-udp",
+            "127.0.0.1:5060",
+            "--sip-tcp",
+            "127.0.0.1:5060",
+        ],
+        &[
+            "pbx",
+            "--data-dir",
+            "d",
+            "serve",
+            "--config",
+            "pbx.toml",
+            "--log-format",
+            "json",
+        ],
         &["pbx", "demo"],
-        &["pbx", "--data-dir", "d", "cdr", "list", "acme", "--limit", "10", "--format", "json"],
+        &[
+            "pbx",
+            "--data-dir",
+            "d",
+            "cdr",
+            "list",
+            "acme",
+            "--limit",
+            "10",
+            "--format",
+            "json",
+        ],
     ];
     for form in forms {
         assert!(Cli::try_parse_from(*form).is_ok(), "{form:?}");
     }
-    let cli = Cli::try_parse_from(["pbx", "tenant", "add", "acme", "--domain", "a.example"]).unwrap();
+    let cli =
+        Cli::try_parse_from(["pbx", "tenant", "add", "acme", "--domain", "a.example"]).unwrap();
     assert!(matches!(
         cli.command,
         Command::Tenant(TenantCommand::Add { ref name, ref domain }) if name == "acme" && domain == "a.example"
     ));
     let cli = Cli::try_parse_from(["pbx", "extension", "import", "acme", "f.csv"]).unwrap();
-    assert!(matches!(cli.command, Command::Extension(ExtensionCommand::Import { .. })));
+    assert!(matches!(
+        cli.command,
+        Command::Extension(ExtensionCommand::Import { .. })
+    ));
 }
 
 #[test]
@@ -81,7 +150,10 @@ fn flags_override_the_config_file() {
     assert_eq!(settings.serve.udp, vec!["127.0.0.1:5070".parse().unwrap()]);
     assert_eq!(
         settings.serve.tcp,
-        vec!["127.0.0.1:6000".parse().unwrap(), "[::1]:6000".parse().unwrap()]
+        vec![
+            "127.0.0.1:6000".parse().unwrap(),
+            "[::1]:6000".parse().unwrap()
+        ]
     );
     assert_eq!(settings.log_format, LogFormat::Json);
 }

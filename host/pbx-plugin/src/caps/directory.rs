@@ -13,7 +13,10 @@ impl Host for HostState {
     }
 
     fn group_members(&mut self, name: String) -> Option<Vec<String>> {
-        self.caps.directory.group_members(&name).map(<[String]>::to_vec)
+        self.caps
+            .directory
+            .group_members(&name)
+            .map(<[String]>::to_vec)
     }
 
     fn groups(&mut self) -> Vec<String> {

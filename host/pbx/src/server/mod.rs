@@ -328,6 +328,7 @@ pub async fn run(
     }
     close_connections.cancel();
     io.drop_connections();
+    io.connections().close();
     if tokio::time::timeout(limits.drain_timeout, io.connections().wait())
         .await
         .is_err()
@@ -466,7 +467,10 @@ mod tests {
     #[tokio::test]
     async fn advertise_fills_in_unspecified_addresses() {
         let addrs = BoundAddrs {
-            udp: vec!["0.0.0.0:5060".parse().unwrap(), "[::1]:5060".parse().unwrap()],
+            udp: vec![
+                "0.0.0.0:5060".parse().unwrap(),
+                "[::1]:5060".parse().unwrap(),
+            ],
             tcp: vec![],
         };
         let list = advertise_list(None, &addrs).await.unwrap();

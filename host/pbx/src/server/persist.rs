@@ -94,7 +94,11 @@ pub(crate) async fn run(store: Store, mut rx: mpsc::Receiver<Persist>, limits: L
     let cap = limits.persist_queue.max(batch) * 16;
     let mut pending = Pending::default();
     let mut incoming = Vec::with_capacity(batch);
-    let mut tick = tokio::time::interval(limits.flush_interval.max(std::time::Duration::from_millis(1)));
+    let mut tick = tokio::time::interval(
+        limits
+            .flush_interval
+            .max(std::time::Duration::from_millis(1)),
+    );
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -124,7 +128,10 @@ pub(crate) async fn run(store: Store, mut rx: mpsc::Receiver<Persist>, limits: L
         }
     }
     if pending.len() > 0 {
-        tracing::error!(lost = pending.len(), "could not write everything at shutdown");
+        tracing::error!(
+            lost = pending.len(),
+            "could not write everything at shutdown"
+        );
     }
     pending.written
 }

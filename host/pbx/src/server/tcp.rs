@@ -148,7 +148,9 @@ async fn read_loop(
                     });
                 }
                 Ok(Frame::KeepAlive(len)) => {
-                    let is_ping = buf[..len.min(buf.len())].windows(4).any(|w| w == b"\r\n\r\n");
+                    let is_ping = buf[..len.min(buf.len())]
+                        .windows(4)
+                        .any(|w| w == b"\r\n\r\n");
                     buf.advance(len.min(buf.len()));
                     if is_ping {
                         let _ = tx.try_send(Bytes::from_static(PONG));

@@ -1,0 +1,125 @@
+//! Registration over real UDP and TCP sockets: digest challenge, bindings, limits,
+//! unregistering, and that failures reveal nothing.
+
+mod common;
+
+use common::{ACME, Pbx};
+use pbx_e2e::{Phone, Transport};
+
+#[tokio::test]
+async fn register_over_udp_and_tcp() {
+    let mut pbx = Pbx::start().await;
+    for t in [Transport::Udp, Transport::Tcp] {
+        let mut p = pbx.phone(t, ACME, "1000").await;
+        let r = p.register(300).await.unwrap();
+        assert_eq!(r.status(), Some(200), "{}", r.raw);
+        let contacts: Vec<&str> = r.headers_named("Contact").collect();
+        assert!(
+            contacts.iter().any(|c| c.contains(&p.local.to_string()) && c.contains("expires=")),
+            "binding listed: {contacts:?}"
+        );
+    }
+    pbx.stop().await;
+}
+
+#[tokio::test]
+async fn too_brief_expiry_gets_423_with_min_expires() {
+    let mut pbx = Pbx::start().await;
+    let mut p = pbx.phone(Transport::Udp, ACME, "1000").await;
+    let r = p.register(5).await.unwrap();
+    assert_eq!(r.status(), Some(423));
+    assert_eq!(r.header("Min-Expires"), Some("60"));
+    pbx.stop().await;
+}
+
+#[tokio::test]
+async fn unregister_one_contact_and_all_contacts() {
+    let mut pbx = Pbx::start().await;
+    let mut p = pbx.registered(Transport::Udp, ACME, "1000").await;
+    let second = format!("<sip:1000@{}:5999>", p.local.ip());
+    let r = p.register_contact(300, &second).await.unwrap();
+    assert_eq!(r.headers_named("Contact").count(), 2, "{}", r.raw);
+
+    let r = p.register_contact(0, &second).await.unwrap();
+    assert_eq!(r.status(), Some(200));
+    assert_eq!(r.headers_named("Contact").count(), 1, "{}", r.raw);
+
+    let r = p.register_contact(0, "*").await.unwrap();
+    assert_eq!(r.status(), Some(200));
+    assert_eq!(r.headers_named("Contact").count(), 0, "{}", r.raw);
+    pbx.stop().await;
+}
+
+/// Strips what legitimately differs between two challenges: the nonce, and the
+/// per-request values a client chose (tags, Call-ID, branch).
+fn challenge_shape(m: &pbx_e2e::SipMsg) -> Vec<String> {
+    m.headers
+        .iter()
+        .filter(|(n, _)| !["Via", "From", "To", "Call-ID", "CSeq"].contains(&n.as_str()))
+        .map(|(n, v)| {
+            let v = match v.find("nonce=\"") {
+                Some(i) => {
+                    let end = v[i + 7..].find('"').map_or(v.len(), |e| i + 7 + e);
+                    format!("{}NONCE{}", &v[..i + 7], &v[end..])
+                }
+                None => v.clone(),
+            };
+            format!("{n}: {v}")
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn wrong_password_unknown_user_and_unknown_domain_look_the_same() {
+    let mut pbx = Pbx::start().await;
+    let cases = [
+        ("1000", "wrong-password-1", ACME),
+        ("4711", "wrong-password-1", ACME),
+        ("1000", "wrong-password-1", "nowhere.example"),
+    ];
+    let mut shapes = Vec::new();
+    for (ext, pw, domain) in cases {
+        let mut p = Phone::new(Transport::Udp, "127.0.0.1", pbx.udp, ext, pw, domain)
+            .await
+            .unwrap();
+        let r = p.register(300).await.unwrap();
+        assert_eq!(r.status(), Some(401), "{ext}@{domain}: {}", r.raw);
+        assert!(r.header("Server").is_none(), "no version string");
+        // The realm is the request's domain in every case.
+        let shape = challenge_shape(&r).join("\n").replace(domain, "DOMAIN");
+        shapes.push(shape);
+    }
+    assert_eq!(shapes[0], shapes[1]);
+    assert_eq!(shapes[0], shapes[2]);
+    pbx.stop().await;
+}
+
+#[tokio::test]
+async fn options_is_answered() {
+    let mut pbx = Pbx::start().await;
+    let mut p = pbx.phone(Transport::Udp, ACME, "1000").await;
+    let text = format!(
+        "OPTIONS sip:{ACME} SIP/2.0\r\nVia: {}\r\nMax-Forwards: 70\r\nFrom: <sip:1000@{ACME}>;tag=a\r\n\
+         To: <sip:{ACME}>\r\nCall-ID: opt-1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+        p.via()
+    );
+    p.send(&text).await.unwrap();
+    let r = p.expect_final("OPTIONS").await.unwrap();
+    assert_eq!(r.status(), Some(200));
+    assert!(r.header("Allow").unwrap_or("").contains("INVITE"));
+    pbx.stop().await;
+}
+
+#[tokio::test]
+async fn registrations_survive_a_restart() {
+    let mut pbx = Pbx::start().await;
+    let mut callee = pbx.registered(Transport::Udp, ACME, "1001").await;
+    pbx.stop().await;
+    pbx.serve().await;
+    // The caller talks to the new server; the callee's socket is unchanged.
+    let mut caller = pbx.phone(Transport::Udp, ACME, "1000").await;
+    let _call = caller.call("1001").await.unwrap();
+    let invite = callee.expect_request("INVITE").await.unwrap();
+    assert!(invite.start.contains(&callee.local.to_string()) || invite.start.contains("sip:1001@"));
+    pbx.stop().await;
+}

@@ -1,0 +1,112 @@
+//! The reference sipp scenarios (`../shared/bench/sipp/`) against the PBX:
+//! 1,000 authenticated REGISTERs and 500 authenticated calls, with zero failures.
+//! Needs `sipp` (Debian package `sip-tester`), installed by `.ci/run`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::Pbx;
+
+const DOMAIN: &str = "bench.example";
+
+fn bench_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/bench/sipp")
+}
+
+fn sipp_available() -> bool {
+    Command::new("sipp").arg("-v").output().is_ok()
+}
+
+/// Runs one sipp client load to completion; returns (successful, failed).
+fn run_sipp(scenario: &Path, users: &Path, target: &str, rate: u32, total: u32) -> (u64, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let stat = dir.path().join("stat.csv");
+    let out = Command::new("timeout")
+        .args(["120", "sipp", "-sf"])
+        .arg(scenario)
+        .arg("-inf")
+        .arg(users)
+        .arg(target)
+        .args(["-i", "127.0.0.1", "-p", "0", "-r", &rate.to_string()])
+        .args(["-l", "400", "-m", &total.to_string(), "-trace_stat", "-stf"])
+        .arg(&stat)
+        .args(["-fd", "1", "-nostdin", "-timeout", "100s"])
+        .output()
+        .expect("sipp runs");
+    let text = std::fs::read_to_string(&stat).unwrap_or_else(|_| {
+        panic!(
+            "sipp wrote no statistics: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split(';').collect()).collect();
+    let head = &rows[0];
+    let last = rows.last().unwrap();
+    let col = |k: &str| -> u64 {
+        let i = head.iter().position(|h| *h == k).unwrap();
+        last[i].parse().unwrap()
+    };
+    (col("SuccessfulCall(C)"), col("FailedCall(C)"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_registers_and_calls_without_failures() {
+    assert!(
+        sipp_available(),
+        "sipp is not installed (apt-get install sip-tester); .ci/run installs it"
+    );
+    let scenarios = bench_dir();
+    assert!(
+        scenarios.join("register.xml").exists(),
+        "missing {}: the shared bench harness must sit beside the checkout",
+        scenarios.display()
+    );
+    let mut pbx = Pbx::start().await;
+    let tenant = pbx.store.add_tenant("bench", DOMAIN).await.unwrap().id;
+    let rows: Vec<(String, String)> = (1000..2000)
+        .map(|u| (u.to_string(), format!("pw{u}")))
+        .collect();
+    pbx.store.import_extensions(tenant, &rows).await.unwrap();
+    // Restart so the server starts with the bench tenant in its directory.
+    pbx.stop().await;
+    pbx.serve().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.csv");
+    let mut csv = String::from("SEQUENTIAL\n");
+    for i in 1000..2000u32 {
+        let callee = 1000 + 1999 - i;
+        csv.push_str(&format!("{i};[authentication username={i} password=pw{i}];{DOMAIN};{callee}\n"));
+    }
+    std::fs::write(&users, csv).unwrap();
+    let target = pbx.udp.to_string();
+
+    let (reg_ok, reg_failed) = tokio::task::spawn_blocking({
+        let (s, u, t) = (scenarios.join("register.xml"), users.clone(), target.clone());
+        move || run_sipp(&s, &u, &t, 200, 1000)
+    })
+    .await
+    .unwrap();
+    assert_eq!((reg_ok, reg_failed), (1000, 0), "REGISTER load");
+
+    // Every user is now registered at 127.0.0.1:5999, where a sipp UAS answers.
+    let mut uas = Command::new("sipp")
+        .arg("-sf")
+        .arg(scenarios.join("uas.xml"))
+        .args(["-i", "127.0.0.1", "-p", "5999", "-nostdin"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("sipp uas starts");
+    let (call_ok, call_failed) = tokio::task::spawn_blocking({
+        let (s, u, t) = (scenarios.join("call.xml"), users.clone(), target.clone());
+        move || run_sipp(&s, &u, &t, 100, 500)
+    })
+    .await
+    .unwrap();
+    let _ = uas.kill();
+    let _ = uas.wait();
+    assert_eq!((call_ok, call_failed), (500, 0), "call load");
+    pbx.stop().await;
+}
