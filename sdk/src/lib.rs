@@ -45,7 +45,9 @@ pub mod bindings {
     /// interfaces.
     #[allow(
         missing_docs,
-        reason = "generated; the WIT file documents every interface, type and function"
+        clippy::too_many_arguments,
+        reason = "generated; the WIT file documents every interface, type and function, \
+                  and the canonical ABI shims take one argument per flattened value"
     )]
     pub mod dialplan {
         wit_bindgen::generate!({
@@ -61,7 +63,9 @@ pub mod bindings {
     /// world's generated types.
     #[allow(
         missing_docs,
-        reason = "generated; the WIT file documents every interface, type and function"
+        clippy::too_many_arguments,
+        reason = "generated; the WIT file documents every interface, type and function, \
+                  and the canonical ABI shims take one argument per flattened value"
     )]
     pub mod policy {
         wit_bindgen::generate!({

@@ -102,7 +102,10 @@ pub struct CoreConfig {
     /// concrete one.
     pub advertise: Vec<(TransportKind, SocketAddr)>,
     pub registrar: RegistrarConfig,
-    /// Challenges offered, most preferred first (RFC 8760 §2.4).
+    /// Challenges offered, one header each, in this order (RFC 8760 §2.4: a client
+    /// answers the first it supports). MD5 leads by default because many deployed
+    /// phones and test tools answer only the first challenge; SHA-256 is offered
+    /// too, and put first by configuration where every client handles it.
     pub digest_algorithms: Vec<DigestAlgorithm>,
     /// How long a nonce is good for before `stale=true`.
     pub nonce_lifetime: Duration,
@@ -125,7 +128,7 @@ impl Default for CoreConfig {
         CoreConfig {
             advertise: Vec::new(),
             registrar: RegistrarConfig::default(),
-            digest_algorithms: vec![DigestAlgorithm::Sha256, DigestAlgorithm::Md5],
+            digest_algorithms: vec![DigestAlgorithm::Md5, DigestAlgorithm::Sha256],
             nonce_lifetime: Duration::from_secs(300),
             t1: Duration::from_millis(500),
             t2: Duration::from_secs(4),

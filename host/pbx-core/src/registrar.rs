@@ -11,7 +11,7 @@
 use std::net::SocketAddr;
 
 use dashmap::DashMap;
-use store::{Registration, RegistrationChange, TenantId};
+use store::{Registration, RegistrationChange, TenantId, TransportKind};
 
 use crate::msg::{Msg, NameAddr};
 use crate::{ConnId, Peer, RegistrarConfig};
@@ -140,6 +140,7 @@ impl Bindings {
         extension: &str,
         msg: &Msg,
         peer: Peer,
+        behind_nat: bool,
         local: SocketAddr,
         now_ms: i64,
         changes: &mut Vec<RegistrationChange>,
@@ -198,7 +199,7 @@ impl Bindings {
                     }
                     let binding = Binding {
                         contact: c.uri.to_string(),
-                        peer,
+                        peer: route_to(peer, c.uri, behind_nat),
                         local,
                         call_id: call_id.to_string(),
                         cseq,
@@ -242,6 +243,39 @@ impl Bindings {
             })
             .collect();
         Reply::Ok(current)
+    }
+}
+
+/// Where requests to a binding go. A phone behind NAT (its Via does not name the
+/// address its packets come from) is reached where its REGISTER came from, and a
+/// stream phone over its own connection; otherwise a UDP phone is reached at the
+/// address its Contact names, as it asked.
+fn route_to(source: Peer, contact: &str, behind_nat: bool) -> Peer {
+    if behind_nat || source.transport != TransportKind::Udp {
+        return source;
+    }
+    let Some(parts) = crate::msg::uri_parts(contact) else {
+        return source;
+    };
+    match parts.host.parse::<std::net::IpAddr>() {
+        Ok(ip) => Peer {
+            transport: source.transport,
+            addr: SocketAddr::new(ip, parts.port.unwrap_or(5060)),
+            conn: None,
+        },
+        Err(_) => source,
+    }
+}
+
+/// Whether a request's top Via names another address than the one its packet came
+/// from (RFC 3581 §4: the client is behind a NAT).
+pub(crate) fn behind_nat(sent_by: &str, source: SocketAddr) -> bool {
+    match crate::msg::split_host_port(sent_by) {
+        Some((host, port)) => match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => ip != source.ip() || port.unwrap_or(5060) != source.port(),
+            Err(_) => true,
+        },
+        None => true,
     }
 }
 

@@ -546,6 +546,9 @@ impl Shard {
             return;
         }
         let now_ms = self.shared.unix_ms(now);
+        let nat = msg
+            .top_via()
+            .map_or(true, |v| crate::registrar::behind_nat(v.sent_by, peer.addr));
         let mut changes = Vec::new();
         let reply = self.shared.bindings.register(
             &self.shared.config.registrar,
@@ -553,6 +556,7 @@ impl Shard {
             &extension,
             msg,
             peer,
+            nat,
             local,
             now_ms,
             &mut changes,

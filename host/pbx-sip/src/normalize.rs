@@ -379,7 +379,12 @@ fn write_start_line(line: &[u8], out: &mut Vec<u8>) -> Result<Start> {
         let after_version = scan::trim(line.get(first.len()..).unwrap_or_default());
         let reason = scan::trim(after_version.get(3..).unwrap_or_default());
         out.extend_from_slice(b"SIP/2.0 ");
-        out.extend_from_slice(code.to_string().as_bytes());
+        // `code` is 100..=699: three digits.
+        out.extend(
+            [code / 100, code / 10 % 10, code % 10]
+                .iter()
+                .map(|&d| b'0' + d as u8),
+        );
         out.push(b' ');
         out.extend_from_slice(reason);
         out.extend_from_slice(b"\r\n");

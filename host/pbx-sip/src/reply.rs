@@ -95,7 +95,7 @@ pub fn error_response(raw: &[u8], status: u16, reason: &str) -> Option<Vec<u8>> 
 /// are never answered). The middle may be a broken Request-URI with spaces.
 fn looks_like_request(line: &[u8]) -> bool {
     let mut words = line.split(|&b| scan::is_ws(b)).filter(|w| !w.is_empty());
-    let (Some(method), Some(_uri), Some(version)) = (words.next(), words.next(), words.last())
+    let (Some(method), Some(_uri), Some(version)) = (words.next(), words.next(), words.next_back())
     else {
         return false;
     };

@@ -152,7 +152,9 @@ const NO_ANSWER: &[&str] = &[
 ];
 
 fn corpus(kind: &str) -> Vec<(String, Vec<u8>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus").join(kind);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/corpus")
+        .join(kind);
     let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
         .expect("corpus directory")
         .map(|e| e.expect("dir entry").path())
@@ -189,13 +191,21 @@ fn good_fixtures_parse_with_expected_fields() {
             }
             (want, _) => panic!("{name}: expected {want:?}"),
         }
-        assert_eq!(message.call_id_header().unwrap().value(), want.call_id, "{name}");
+        assert_eq!(
+            message.call_id_header().unwrap().value(),
+            want.call_id,
+            "{name}"
+        );
         assert_eq!(
             pbx_sip::peek_call_id(raw),
             Some(want.call_id.as_bytes()),
             "{name}"
         );
-        assert_eq!(count(&message, |h| matches!(h, Header::Via(_))), want.vias, "{name}");
+        assert_eq!(
+            count(&message, |h| matches!(h, Header::Via(_))),
+            want.vias,
+            "{name}"
+        );
         assert_eq!(
             count(&message, |h| matches!(h, Header::Contact(_))),
             want.contacts,
@@ -260,12 +270,9 @@ fn good_fixture_details() {
         compact.from_header().unwrap().value(),
         "<sip:alice@example.com>;tag=1"
     );
-    assert!(
-        compact
-            .headers()
-            .iter()
-            .any(|h| matches!(h, Header::Other(n, v) if n == "Session-Expires" && v == "1800;refresher=uac"))
-    );
+    assert!(compact.headers().iter().any(
+        |h| matches!(h, Header::Other(n, v) if n == "Session-Expires" && v == "1800;refresher=uac")
+    ));
 }
 
 #[test]
@@ -282,9 +289,16 @@ fn stream_framing_of_good_fixtures() {
             }
             "leading-crlf" => {
                 assert_eq!(next_frame(raw, 65_536), Ok(Frame::KeepAlive(4)), "{name}");
-                assert_eq!(next_frame(&raw[4..], 65_536), Ok(Frame::Message(raw.len() - 4)));
+                assert_eq!(
+                    next_frame(&raw[4..], 65_536),
+                    Ok(Frame::Message(raw.len() - 4))
+                );
             }
-            _ => assert_eq!(next_frame(raw, 65_536), Ok(Frame::Message(raw.len())), "{name}"),
+            _ => assert_eq!(
+                next_frame(raw, 65_536),
+                Ok(Frame::Message(raw.len())),
+                "{name}"
+            ),
         }
     }
 }

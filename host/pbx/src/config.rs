@@ -112,7 +112,16 @@ pub struct LogSection {
 impl FileConfig {
     /// Parses the text of a configuration file.
     pub fn parse(text: &str) -> Result<FileConfig> {
-        toml::from_str(text).map_err(|e| Error::Config(e.to_string().trim_end().to_owned()))
+        toml::from_str(text).map_err(|e| {
+            let message = e.message().trim_end();
+            match e.span() {
+                Some(span) => {
+                    let line = 1 + text[..span.start.min(text.len())].matches('\n').count();
+                    Error::Config(format!("line {line}: {message}"))
+                }
+                None => Error::Config(message.to_owned()),
+            }
+        })
     }
 
     /// Reads and parses a configuration file.

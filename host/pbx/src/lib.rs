@@ -85,9 +85,40 @@ pub async fn run(cli: Cli, log_filter: Option<String>) -> anyhow::Result<()> {
     }
 }
 
+/// One line describing an error and its causes, each cause only when its text
+/// is not already part of the message (many errors repeat their source).
+pub fn error_line(error: &anyhow::Error) -> String {
+    let mut line = error.to_string();
+    for cause in error.chain().skip(1) {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line.replace(['\n', '\r'], " ")
+}
+
 async fn open_store(dir: &Path) -> Result<Store> {
     Store::open(dir).await.map_err(|source| Error::OpenStore {
         path: dir.to_path_buf(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_line_does_not_repeat_causes() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let e = anyhow::Error::from(Error::File {
+            path: PathBuf::from("/x.toml"),
+            source: io,
+        });
+        assert_eq!(error_line(&e), "/x.toml: no such file");
+        let e = anyhow::anyhow!("inner\nline").context("outer");
+        assert_eq!(error_line(&e), "outer: inner line");
+    }
 }

@@ -13,7 +13,7 @@ async fn main() -> ExitCode {
     match pbx::run(cli, log_filter).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", pbx::error_line(&e));
             ExitCode::FAILURE
         }
     }

@@ -57,8 +57,15 @@ async fn tcp_garbage_closes_the_connection() {
     // A header block far beyond the 64 KiB message limit, never terminated.
     let junk = vec![b'a'; 200 * 1024];
     let _ = stream.write_all(&junk).await;
-    let mut buf = [0u8; 16];
-    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+    let closed = closed_by_server(&mut stream).await;
+    assert!(closed, "connection stayed open");
+    server.shutdown().await.unwrap();
+}
+
+/// Reads until the server closes the connection; `false` if it stays open.
+async fn closed_by_server(stream: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 64];
+    tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             match stream.read(&mut buf).await {
                 Ok(0) | Err(_) => return true,
@@ -67,7 +74,35 @@ async fn tcp_garbage_closes_the_connection() {
         }
     })
     .await
-    .unwrap_or(false);
-    assert!(closed, "connection stayed open");
+    .unwrap_or(false)
+}
+
+#[tokio::test]
+async fn silent_connections_are_closed_after_the_idle_timeout() {
+    let (mut opts, store) = options().await;
+    opts.limits.tcp_idle_timeout = Duration::from_millis(50);
+    let server = start(opts, store).await.unwrap();
+    let mut stream = TcpStream::connect(server.addrs().tcp[0]).await.unwrap();
+    assert!(closed_by_server(&mut stream).await);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn connections_per_source_are_capped() {
+    let (mut opts, store) = options().await;
+    opts.limits.max_connections_per_source = 1;
+    let server = start(opts, store).await.unwrap();
+    let addr = server.addrs().tcp[0];
+    let mut first = TcpStream::connect(addr).await.unwrap();
+    let mut second = TcpStream::connect(addr).await.unwrap();
+    assert!(closed_by_server(&mut second).await);
+    // The first one is still served.
+    first.write_all(b"\r\n\r\n").await.unwrap();
+    let mut pong = [0u8; 2];
+    tokio::time::timeout(Duration::from_secs(10), first.read_exact(&mut pong))
+        .await
+        .expect("no pong")
+        .unwrap();
+    assert_eq!(&pong, b"\r\n");
     server.shutdown().await.unwrap();
 }

@@ -234,9 +234,4 @@ impl Io {
     pub(crate) fn connections(&self) -> &TaskTracker {
         &self.connections
     }
-
-    #[cfg(test)]
-    pub(crate) fn connection_count(&self) -> usize {
-        self.conns.len()
-    }
 }
