@@ -325,8 +325,10 @@ impl Phone {
     /// Waits for a response with `status` to a request of `method`.
     pub async fn expect_status(&mut self, method: &str, status: u16) -> Result<SipMsg> {
         let what = format!("{status} to {method}");
-        self.expect(&what, |m| m.status() == Some(status) && m.cseq_method() == method)
-            .await
+        self.expect(&what, |m| {
+            m.status() == Some(status) && m.cseq_method() == method
+        })
+        .await
     }
 
     /// Waits for a final response (>= 200) to `method`.
@@ -430,7 +432,14 @@ impl Phone {
         }
         self.ack_non_2xx(&call, &r).await?;
         let challenge = md5_challenge(&r, "Proxy-Authenticate")?;
-        let auth = digest_answer(&challenge, &self.user, &self.password, "INVITE", &call.uri, 1);
+        let auth = digest_answer(
+            &challenge,
+            &self.user,
+            &self.password,
+            "INVITE",
+            &call.uri,
+            1,
+        );
         call.via = self.via();
         let text = self.invite_text(&call, Some(&auth));
         call.cseq = self.cseq;
@@ -458,7 +467,12 @@ impl Phone {
     }
 
     /// Sends a request inside an answered call's dialog.
-    pub async fn in_dialog(&mut self, call: &mut OutCall, method: &str, cseq: Option<u32>) -> Result<()> {
+    pub async fn in_dialog(
+        &mut self,
+        call: &mut OutCall,
+        method: &str,
+        cseq: Option<u32>,
+    ) -> Result<()> {
         let n = match cseq {
             Some(n) => n,
             None => self.next_cseq(),
@@ -496,7 +510,14 @@ impl Phone {
 
     /// Answers an incoming request with `status`, copying the dialog headers and
     /// adding `to_tag` when given.
-    pub async fn respond(&mut self, req: &SipMsg, status: u16, reason: &str, to_tag: Option<&str>, sdp: bool) -> Result<()> {
+    pub async fn respond(
+        &mut self,
+        req: &SipMsg,
+        status: u16,
+        reason: &str,
+        to_tag: Option<&str>,
+        sdp: bool,
+    ) -> Result<()> {
         let mut s = format!("SIP/2.0 {status} {reason}\r\n");
         for v in req.headers_named("Via") {
             s.push_str(&format!("Via: {v}\r\n"));

@@ -7,16 +7,33 @@ use pbx_e2e::{Phone, Transport};
 use store::{CdrFilter, Disposition};
 
 /// Rings `callee`, answers, and returns the caller's dialog view.
-async fn answered_call(caller: &mut Phone, callee: &mut Phone) -> (pbx_e2e::OutCall, pbx_e2e::SipMsg) {
+async fn answered_call(
+    caller: &mut Phone,
+    callee: &mut Phone,
+) -> (pbx_e2e::OutCall, pbx_e2e::SipMsg) {
     let mut call = caller.call(&callee.user.clone()).await.unwrap();
     let invite = callee.expect_request("INVITE").await.unwrap();
-    assert!(invite.body.contains("m=audio"), "SDP relayed: {}", invite.raw);
-    callee.respond(&invite, 180, "Ringing", Some("callee-tag"), false).await.unwrap();
+    assert!(
+        invite.body.contains("m=audio"),
+        "SDP relayed: {}",
+        invite.raw
+    );
+    callee
+        .respond(&invite, 180, "Ringing", Some("callee-tag"), false)
+        .await
+        .unwrap();
     let ringing = caller.expect_status("INVITE", 180).await.unwrap();
     assert!(ringing.to_tag().is_some());
-    callee.respond(&invite, 200, "OK", Some("callee-tag"), true).await.unwrap();
+    callee
+        .respond(&invite, 200, "OK", Some("callee-tag"), true)
+        .await
+        .unwrap();
     let ok = caller.expect_status("INVITE", 200).await.unwrap();
-    assert!(ok.body.contains("m=audio 4002"), "answer SDP relayed: {}", ok.raw);
+    assert!(
+        ok.body.contains("m=audio 4002"),
+        "answer SDP relayed: {}",
+        ok.raw
+    );
     call.answered(&ok);
     caller.ack_2xx(&call).await.unwrap();
     callee.expect_request("ACK").await.unwrap();
@@ -52,7 +69,10 @@ async fn call_answer_and_caller_hangs_up() {
     assert!(cdr.answered_at_ms.is_some());
     assert_eq!(cdr.caller_call_id, call.call_id);
     assert!(!cdr.callee_call_id.is_empty() && cdr.callee_call_id != call.call_id);
-    assert!(cdrs(&pbx, pbx.beta).await.is_empty(), "no record crosses tenants");
+    assert!(
+        cdrs(&pbx, pbx.beta).await.is_empty(),
+        "no record crosses tenants"
+    );
 }
 
 #[tokio::test]
@@ -75,7 +95,10 @@ async fn callee_hangs_up_over_tcp() {
     callee.send(&bye).await.unwrap();
     callee.expect_status("BYE", 200).await.unwrap();
     let bye_a = caller.expect_request("BYE").await.unwrap();
-    caller.respond(&bye_a, 200, "OK", None, false).await.unwrap();
+    caller
+        .respond(&bye_a, 200, "OK", None, false)
+        .await
+        .unwrap();
 
     pbx.stop().await;
     let records = cdrs(&pbx, pbx.acme).await;
@@ -90,15 +113,24 @@ async fn caller_cancels_while_ringing() {
     let mut caller = pbx.registered(Transport::Udp, ACME, "1000").await;
     let call = caller.call("1001").await.unwrap();
     let invite = callee.expect_request("INVITE").await.unwrap();
-    callee.respond(&invite, 180, "Ringing", Some("t1"), false).await.unwrap();
+    callee
+        .respond(&invite, 180, "Ringing", Some("t1"), false)
+        .await
+        .unwrap();
     caller.expect_status("INVITE", 180).await.unwrap();
 
     caller.cancel(&call).await.unwrap();
     caller.expect_status("CANCEL", 200).await.unwrap();
     caller.expect_status("INVITE", 487).await.unwrap();
     let cancel = callee.expect_request("CANCEL").await.unwrap();
-    callee.respond(&cancel, 200, "OK", Some("t1"), false).await.unwrap();
-    callee.respond(&invite, 487, "Request Terminated", Some("t1"), false).await.unwrap();
+    callee
+        .respond(&cancel, 200, "OK", Some("t1"), false)
+        .await
+        .unwrap();
+    callee
+        .respond(&invite, 487, "Request Terminated", Some("t1"), false)
+        .await
+        .unwrap();
     callee.expect_request("ACK").await.unwrap();
 
     pbx.stop().await;
@@ -115,7 +147,10 @@ async fn busy_callee_is_relayed() {
     let mut caller = pbx.registered(Transport::Udp, ACME, "1000").await;
     let _call = caller.call("1001").await.unwrap();
     let invite = callee.expect_request("INVITE").await.unwrap();
-    callee.respond(&invite, 486, "Busy Here", Some("b1"), false).await.unwrap();
+    callee
+        .respond(&invite, 486, "Busy Here", Some("b1"), false)
+        .await
+        .unwrap();
     callee.expect_request("ACK").await.unwrap();
     caller.expect_status("INVITE", 486).await.unwrap();
     pbx.stop().await;
@@ -172,15 +207,25 @@ async fn parallel_fork_first_answer_wins_and_others_are_cancelled() {
     let mut call = caller.call("1001").await.unwrap();
     let inv_desk = desk.expect_request("INVITE").await.unwrap();
     let inv_soft = soft.expect_request("INVITE").await.unwrap();
-    desk.respond(&inv_desk, 180, "Ringing", Some("desk"), false).await.unwrap();
-    soft.respond(&inv_soft, 180, "Ringing", Some("soft"), false).await.unwrap();
-    soft.respond(&inv_soft, 200, "OK", Some("soft"), true).await.unwrap();
+    desk.respond(&inv_desk, 180, "Ringing", Some("desk"), false)
+        .await
+        .unwrap();
+    soft.respond(&inv_soft, 180, "Ringing", Some("soft"), false)
+        .await
+        .unwrap();
+    soft.respond(&inv_soft, 200, "OK", Some("soft"), true)
+        .await
+        .unwrap();
     let ok = caller.expect_status("INVITE", 200).await.unwrap();
     call.answered(&ok);
     caller.ack_2xx(&call).await.unwrap();
     let cancel = desk.expect_request("CANCEL").await.unwrap();
-    desk.respond(&cancel, 200, "OK", Some("desk"), false).await.unwrap();
-    desk.respond(&inv_desk, 487, "Request Terminated", Some("desk"), false).await.unwrap();
+    desk.respond(&cancel, 200, "OK", Some("desk"), false)
+        .await
+        .unwrap();
+    desk.respond(&inv_desk, 487, "Request Terminated", Some("desk"), false)
+        .await
+        .unwrap();
     soft.expect_request("ACK").await.unwrap();
     pbx.stop().await;
 }

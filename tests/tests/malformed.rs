@@ -9,7 +9,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
 const VIA: &str = "Via: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bKbad1";
-const DIALOG: &str = "From: <sip:1000@acme.example>;tag=1\r\nTo: <sip:1001@acme.example>\r\nCall-ID: bad-1\r\n";
+const DIALOG: &str =
+    "From: <sip:1000@acme.example>;tag=1\r\nTo: <sip:1001@acme.example>\r\nCall-ID: bad-1\r\n";
 
 fn cases() -> Vec<(&'static str, Vec<u8>, Option<u16>)> {
     let big = "a".repeat(64 * 1024);

@@ -15,7 +15,9 @@ async fn register_over_udp_and_tcp() {
         assert_eq!(r.status(), Some(200), "{}", r.raw);
         let contacts: Vec<&str> = r.headers_named("Contact").collect();
         assert!(
-            contacts.iter().any(|c| c.contains(&p.local.to_string()) && c.contains("expires=")),
+            contacts
+                .iter()
+                .any(|c| c.contains(&p.local.to_string()) && c.contains("expires=")),
             "binding listed: {contacts:?}"
         );
     }

@@ -78,13 +78,19 @@ async fn sipp_registers_and_calls_without_failures() {
     let mut csv = String::from("SEQUENTIAL\n");
     for i in 1000..2000u32 {
         let callee = 1000 + 1999 - i;
-        csv.push_str(&format!("{i};[authentication username={i} password=pw{i}];{DOMAIN};{callee}\n"));
+        csv.push_str(&format!(
+            "{i};[authentication username={i} password=pw{i}];{DOMAIN};{callee}\n"
+        ));
     }
     std::fs::write(&users, csv).unwrap();
     let target = pbx.udp.to_string();
 
     let (reg_ok, reg_failed) = tokio::task::spawn_blocking({
-        let (s, u, t) = (scenarios.join("register.xml"), users.clone(), target.clone());
+        let (s, u, t) = (
+            scenarios.join("register.xml"),
+            users.clone(),
+            target.clone(),
+        );
         move || run_sipp(&s, &u, &t, 200, 1000)
     })
     .await

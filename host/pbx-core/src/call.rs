@@ -321,9 +321,15 @@ impl Shard {
             local_tag: a_tag,
             remote_tag: from.as_ref().and_then(|f| f.tag().map(str::to_string)),
             local_uri: to.as_ref().map(|t| t.addr.to_string()).unwrap_or_default(),
-            remote_uri: from.as_ref().map(|f| f.addr.to_string()).unwrap_or_default(),
+            remote_uri: from
+                .as_ref()
+                .map(|f| f.addr.to_string())
+                .unwrap_or_default(),
             remote_target: a_contact,
-            route_set: msg.headers_named("Record-Route").map(str::to_string).collect(),
+            route_set: msg
+                .headers_named("Record-Route")
+                .map(str::to_string)
+                .collect(),
             peer,
             local: Some(local),
             cseq: 1,
@@ -455,7 +461,12 @@ impl Shard {
                 caller_call_id: call.a.call_id.clone(),
                 callee_call_id: call.b.call_id.clone(),
             };
-            tracing::debug!(call = id, disposition = disposition.as_str(), code, "call ended");
+            tracing::debug!(
+                call = id,
+                disposition = disposition.as_str(),
+                code,
+                "call ended"
+            );
             self.out.push_back(Output::Cdr(cdr));
         }
         self.schedule_call(id);
@@ -478,12 +489,9 @@ impl Shard {
         content: Option<(&str, &[u8])>,
     ) -> Option<Bytes> {
         let call = self.calls.get(&id)?;
-        let mut w = call.a_invite.response(
-            status,
-            reason,
-            Some(&call.a.local_tag),
-            self.user_agent(),
-        );
+        let mut w =
+            call.a_invite
+                .response(status, reason, Some(&call.a.local_tag), self.user_agent());
         if status > 100 && status < 300 {
             w.header("Contact", self.contact(call.a.peer.transport, call.a.local));
         }
@@ -628,11 +636,11 @@ impl Shard {
         let Some(call) = self.calls.get(&id) else {
             return;
         };
-        if msg.call_id() == call.b.call_id {
-            if let Some(ack) = call.b_ack.clone() {
-                let (p, l) = (call.b.peer, call.b.local);
-                self.transmit(p, l, ack);
-            }
+        if msg.call_id() == call.b.call_id
+            && let Some(ack) = call.b_ack.clone()
+        {
+            let (p, l) = (call.b.peer, call.b.local);
+            self.transmit(p, l, ack);
         }
     }
 
@@ -660,7 +668,14 @@ impl Shard {
         let tags_match = to_tag.as_deref() == Some(leg.local_tag.as_str())
             && (leg.remote_tag.is_none() || from_tag == leg.remote_tag);
         if !tags_match || call.state == State::Ended {
-            self.reply_stateless(&msg, peer, local, 481, "Call/Transaction Does Not Exist", &[]);
+            self.reply_stateless(
+                &msg,
+                peer,
+                local,
+                481,
+                "Call/Transaction Does Not Exist",
+                &[],
+            );
             return;
         }
         let method = msg.method().unwrap_or("").to_string();
@@ -692,7 +707,16 @@ impl Shard {
             let bytes = ctx
                 .response(491, "Request Pending", None, self.user_agent())
                 .finish(None, b"");
-            self.respond_new_server(now, key, method == "INVITE", peer, local, Some(id), 491, bytes);
+            self.respond_new_server(
+                now,
+                key,
+                method == "INVITE",
+                peer,
+                local,
+                Some(id),
+                491,
+                bytes,
+            );
             return;
         }
         let invite = method == "INVITE";
@@ -871,7 +895,10 @@ impl Shard {
             .header("Contact")
             .map(|c| NameAddr::parse(c).uri.to_string())
             .unwrap_or_else(|| fork.invite.uri.clone());
-        let mut rr: Vec<String> = msg.headers_named("Record-Route").map(str::to_string).collect();
+        let mut rr: Vec<String> = msg
+            .headers_named("Record-Route")
+            .map(str::to_string)
+            .collect();
         rr.reverse();
         call.b.route_set = rr;
         call.b.peer = fork.peer;
@@ -926,8 +953,10 @@ impl Shard {
                 .map(|c| NameAddr::parse(c).uri.to_string())
                 .unwrap_or_else(|| fork.invite.uri.clone()),
             route_set: {
-                let mut rr: Vec<String> =
-                    msg.headers_named("Record-Route").map(str::to_string).collect();
+                let mut rr: Vec<String> = msg
+                    .headers_named("Record-Route")
+                    .map(str::to_string)
+                    .collect();
                 rr.reverse();
                 rr
             },
@@ -980,7 +1009,9 @@ impl Shard {
             let (ack, _) = self.leg_request(&far, "ACK", p.cseq, &ack_branch, None);
             self.transmit(far.peer, far.local, ack);
         }
-        let mut w = p.ctx.response(status, msg.reason(), None, self.user_agent());
+        let mut w = p
+            .ctx
+            .response(status, msg.reason(), None, self.user_agent());
         if p.invite && status > 100 && status < 300 {
             w.header("Contact", self.contact(origin.peer.transport, origin.local));
         }
@@ -990,7 +1021,13 @@ impl Shard {
     }
 
     /// A client transaction of the call timed out (Timer B or F).
-    pub(crate) fn on_client_timeout(&mut self, now: Instant, id: u64, role: ClientRole, branch: &str) {
+    pub(crate) fn on_client_timeout(
+        &mut self,
+        now: Instant,
+        id: u64,
+        role: ClientRole,
+        branch: &str,
+    ) {
         match role {
             ClientRole::Fork(i) => {
                 let Some(call) = self.calls.get_mut(&id) else {
@@ -1003,7 +1040,10 @@ impl Shard {
                     }
                     let all_done = call.forks.iter().all(|f| f.final_status.is_some());
                     if all_done && call.state == State::Ringing {
-                        let (code, reason) = call.best_final.clone().unwrap_or((408, "Request Timeout".into()));
+                        let (code, reason) = call
+                            .best_final
+                            .clone()
+                            .unwrap_or((408, "Request Timeout".into()));
                         self.answer_a(now, id, code, &reason, None);
                         self.finish_call(now, id, Disposition::NoAnswer, code, "system");
                     }
@@ -1058,11 +1098,11 @@ impl Shard {
                         self.transmit(p, l, bytes);
                     }
                 }
-                if let Some(call) = self.calls.get(&id) {
-                    if call.max_deadline.is_some_and(|d| now >= d) {
-                        self.hang_up(now, id, "maximum call duration reached");
-                        return;
-                    }
+                if let Some(call) = self.calls.get(&id)
+                    && call.max_deadline.is_some_and(|d| now >= d)
+                {
+                    self.hang_up(now, id, "maximum call duration reached");
+                    return;
                 }
             }
             State::Ended if call.reap_at.is_some_and(|t| now >= t) => {

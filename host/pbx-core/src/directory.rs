@@ -116,7 +116,10 @@ mod tests {
             ],
         };
         let idx = Index::build(&dir);
-        assert_eq!(idx.tenant_for_domain("ALT.a.example").unwrap().id, TenantId(1));
+        assert_eq!(
+            idx.tenant_for_domain("ALT.a.example").unwrap().id,
+            TenantId(1)
+        );
         assert!(!idx.tenant_for_domain("b.example").unwrap().active);
         assert!(idx.tenant_for_domain("c.example").is_none());
         assert_eq!(idx.extension(TenantId(1), "1000").unwrap().ha1_md5, "m1");

@@ -195,7 +195,11 @@ impl Shared {
             return 0;
         };
         if let Some(rest) = call_id.strip_prefix(b"pbx") {
-            let digits: Vec<u8> = rest.iter().take_while(|b| b.is_ascii_digit()).copied().collect();
+            let digits: Vec<u8> = rest
+                .iter()
+                .take_while(|b| b.is_ascii_digit())
+                .copied()
+                .collect();
             if !digits.is_empty() && rest.get(digits.len()) == Some(&b'-') {
                 let n: usize = std::str::from_utf8(&digits)
                     .ok()
@@ -218,7 +222,9 @@ impl Shared {
 
     /// Live registrations of an extension (for tests and the API).
     pub fn registrations(&self, tenant: store::TenantId, extension: &str, now: Instant) -> usize {
-        self.bindings.lookup(tenant, extension, self.unix_ms(now)).len()
+        self.bindings
+            .lookup(tenant, extension, self.unix_ms(now))
+            .len()
     }
 
     pub(crate) fn unix_ms(&self, now: Instant) -> i64 {

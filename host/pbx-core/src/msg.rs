@@ -53,15 +53,15 @@ pub(crate) struct NameAddr<'a> {
 impl<'a> NameAddr<'a> {
     pub(crate) fn parse(value: &'a str) -> NameAddr<'a> {
         let value = value.trim();
-        if let Some(open) = find_unquoted(value, b'<') {
-            if let Some(close_rel) = value[open..].find('>') {
-                let close = open + close_rel;
-                return NameAddr {
-                    addr: value[..=close].trim(),
-                    uri: value[open + 1..close].trim(),
-                    params: &value[close + 1..],
-                };
-            }
+        if let Some(open) = find_unquoted(value, b'<')
+            && let Some(close_rel) = value[open..].find('>')
+        {
+            let close = open + close_rel;
+            return NameAddr {
+                addr: value[..=close].trim(),
+                uri: value[open + 1..close].trim(),
+                params: &value[close + 1..],
+            };
         }
         // addr-spec form: URI parameters cannot be told from header parameters, so
         // (RFC 3261 §20) everything after the first ';' is a header parameter.

@@ -153,7 +153,9 @@ impl Bindings {
         let Ok((cseq, _)) = msg.cseq() else {
             return Reply::Error(400, "Bad CSeq");
         };
-        let user_agent = msg.header("User-Agent").map(|s| s.chars().take(128).collect());
+        let user_agent = msg
+            .header("User-Agent")
+            .map(|s| s.chars().take(128).collect());
         let key = (tenant, extension.to_string());
         let mut entry = self.map.entry(key).or_default();
         let list = entry.value_mut();
@@ -161,10 +163,7 @@ impl Bindings {
         match request {
             Request::Fetch => {}
             Request::RemoveAll => {
-                if list
-                    .iter()
-                    .any(|b| b.call_id == call_id && b.cseq > cseq)
-                {
+                if list.iter().any(|b| b.call_id == call_id && b.cseq > cseq) {
                     return Reply::Error(500, "Out Of Order");
                 }
                 for b in list.drain(..) {
@@ -178,10 +177,11 @@ impl Bindings {
             Request::Update(contacts) => {
                 // Validate the whole request before changing anything.
                 for (c, _) in &contacts {
-                    if let Some(b) = list.iter().find(|b| same_uri(&b.contact, c.uri)) {
-                        if b.call_id == call_id && b.cseq > cseq {
-                            return Reply::Error(500, "Out Of Order");
-                        }
+                    if let Some(b) = list.iter().find(|b| same_uri(&b.contact, c.uri))
+                        && b.call_id == call_id
+                        && b.cseq > cseq
+                    {
+                        return Reply::Error(500, "Out Of Order");
                     }
                 }
                 for (c, expires) in contacts {
@@ -304,7 +304,9 @@ fn read_contacts<'a>(cfg: &RegistrarConfig, msg: &'a Msg) -> Result<Request<'a>,
             return Err(Reply::Error(400, "Bad Contact"));
         }
         let requested = match c.param("expires") {
-            Some(e) => e.parse::<u32>().map_err(|_| Reply::Error(400, "Bad Expires"))?,
+            Some(e) => e
+                .parse::<u32>()
+                .map_err(|_| Reply::Error(400, "Bad Expires"))?,
             None => header_expires.unwrap_or(cfg.default_expires),
         };
         if requested != 0 && requested < cfg.min_expires {

@@ -201,7 +201,8 @@ impl ReqCtx {
                 w.header("To", &self.to);
             }
         }
-        w.header("Call-ID", &self.call_id).header("CSeq", &self.cseq);
+        w.header("Call-ID", &self.call_id)
+            .header("CSeq", &self.cseq);
         if let Some(ua) = user_agent {
             w.header("Server", ua);
         }
@@ -265,7 +266,7 @@ impl Shard {
 
     /// Runs every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let due: Vec<TimerKey> = self.timers.pop_due(now).into_iter().collect();
+        let due: Vec<TimerKey> = self.timers.pop_due(now).collect();
         for key in due {
             match key {
                 TimerKey::Server(k) => self.server_timeout(now, k),
@@ -326,10 +327,9 @@ impl Shard {
             .advertise
             .iter()
             .find(|(t, _)| *t == transport)
+            && !a.ip().is_unspecified()
         {
-            if !a.ip().is_unspecified() {
-                return msg::host_port(*a);
-            }
+            return msg::host_port(*a);
         }
         match local {
             Some(l) if !l.ip().is_unspecified() => msg::host_port(l),
@@ -384,17 +384,17 @@ impl Shard {
         let key = Key::server(&branch, &sent_by, &method);
 
         if method == "ACK" {
-            if let Some(entry) = self.servers.get_mut(&key) {
-                if let ServerTx::Invite(tx) = &mut entry.tx {
-                    tx.on_ack(now);
-                    let deadline = entry.tx.poll_timeout();
-                    let call = entry.call;
-                    self.schedule_server(&key, deadline);
-                    if let Some(call) = call {
-                        self.on_ack_for_call(now, call, &msg, true);
-                    }
-                    return;
+            if let Some(entry) = self.servers.get_mut(&key)
+                && let ServerTx::Invite(tx) = &mut entry.tx
+            {
+                tx.on_ack(now);
+                let deadline = entry.tx.poll_timeout();
+                let call = entry.call;
+                self.schedule_server(&key, deadline);
+                if let Some(call) = call {
+                    self.on_ack_for_call(now, call, &msg, true);
                 }
+                return;
             }
             if let Some(&call) = self.dialogs.get(msg.call_id()) {
                 self.on_ack_for_call(now, call, &msg, false);
@@ -496,7 +496,15 @@ impl Shard {
         let domain = Self::request_domain(msg);
         let index = self.shared.index();
         let tenant = index.tenant_for_domain(&domain);
-        let outcome = auth::check(&self.shared.nonces, &index, tenant, &domain, msg, kind, now_ms);
+        let outcome = auth::check(
+            &self.shared.nonces,
+            &index,
+            tenant,
+            &domain,
+            msg,
+            kind,
+            now_ms,
+        );
         match outcome {
             Outcome::Ok { tenant, extension } => Some((tenant, extension)),
             Outcome::Challenge {
@@ -593,7 +601,14 @@ impl Shard {
     ) {
         let invite_key = Key::server(branch, sent_by, "INVITE");
         let Some(call) = self.servers.get(&invite_key).and_then(|e| e.call) else {
-            self.reply_stateless(msg, peer, local, 481, "Call/Transaction Does Not Exist", &[]);
+            self.reply_stateless(
+                msg,
+                peer,
+                local,
+                481,
+                "Call/Transaction Does Not Exist",
+                &[],
+            );
             return;
         };
         // The CANCEL is its own non-INVITE transaction (§9.2).
@@ -672,7 +687,8 @@ impl Shard {
 
     pub(crate) fn schedule_client(&mut self, branch: &str) {
         if let Some(at) = self.clients.get(branch).and_then(|e| e.tx.poll_timeout()) {
-            self.timers.schedule(TimerKey::Client(branch.to_string()), at);
+            self.timers
+                .schedule(TimerKey::Client(branch.to_string()), at);
         }
     }
 
@@ -758,10 +774,8 @@ impl Shard {
         } else {
             self.schedule_client(&branch);
         }
-        if timed_out {
-            if let Some(call) = call {
-                self.on_client_timeout(now, call, role, &branch);
-            }
+        if timed_out && let Some(call) = call {
+            self.on_client_timeout(now, call, role, &branch);
         }
     }
 
@@ -780,10 +794,10 @@ impl Shard {
         let status = msg.status().unwrap_or(0);
         let Some(entry) = self.clients.get_mut(&branch) else {
             // A 2xx retransmitted after its transaction ended: re-acknowledge it.
-            if (200..300).contains(&status) {
-                if let Some(&call) = self.dialogs.get(msg.call_id()) {
-                    self.on_stray_2xx(now, call, &msg);
-                }
+            if (200..300).contains(&status)
+                && let Some(&call) = self.dialogs.get(msg.call_id())
+            {
+                self.on_stray_2xx(now, call, &msg);
             }
             return;
         };
@@ -816,10 +830,8 @@ impl Shard {
             self.schedule_client(&branch);
         }
         let _ = peer;
-        if pass {
-            if let Some(call) = call {
-                self.on_call_response(now, call, role, &branch, &msg);
-            }
+        if pass && let Some(call) = call {
+            self.on_call_response(now, call, role, &branch, &msg);
         }
     }
 }

@@ -40,8 +40,16 @@ impl Pbx {
     pub(crate) async fn start() -> Pbx {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::open(dir.path()).await.expect("open store");
-        let acme = store.add_tenant("acme", ACME).await.expect("tenant acme").id;
-        let beta = store.add_tenant("beta", BETA).await.expect("tenant beta").id;
+        let acme = store
+            .add_tenant("acme", ACME)
+            .await
+            .expect("tenant acme")
+            .id;
+        let beta = store
+            .add_tenant("beta", BETA)
+            .await
+            .expect("tenant beta")
+            .id;
         for (t, d) in [(acme, ACME), (beta, BETA)] {
             for ext in ["1000", "1001", "1002"] {
                 store
@@ -94,9 +102,16 @@ impl Pbx {
             Transport::Udp => self.udp,
             Transport::Tcp => self.tcp,
         };
-        Phone::new(transport, "127.0.0.1", server, ext, &password(domain, ext), domain)
-            .await
-            .expect("phone")
+        Phone::new(
+            transport,
+            "127.0.0.1",
+            server,
+            ext,
+            &password(domain, ext),
+            domain,
+        )
+        .await
+        .expect("phone")
     }
 
     /// A registered phone.
