@@ -125,3 +125,38 @@ async fn registrations_survive_a_restart() {
     assert!(invite.start.contains(&callee.local.to_string()) || invite.start.contains("sip:1001@"));
     pbx.stop().await;
 }
+
+#[tokio::test]
+async fn register_and_call_over_ipv6() {
+    let mut pbx = Pbx::start().await;
+    // A second server on the IPv6 loopback, same data directory.
+    let opts = pbx::server::ServeOptions::new(
+        vec!["[::1]:0".parse().unwrap()],
+        vec![],
+        common::core_config(),
+    );
+    let store = store::Store::open(&pbx.data_dir()).await.unwrap();
+    let v6 = pbx::server::start(opts, store).await.unwrap();
+    let server = v6.addrs().udp[0];
+    let (p1000, p1001) = (
+        common::password(ACME, "1000"),
+        common::password(ACME, "1001"),
+    );
+    let mut callee = Phone::new(Transport::Udp, "::1", server, "1001", &p1001, ACME)
+        .await
+        .unwrap();
+    assert_eq!(callee.register(300).await.unwrap().status(), Some(200));
+    let mut caller = Phone::new(Transport::Udp, "::1", server, "1000", &p1000, ACME)
+        .await
+        .unwrap();
+    assert_eq!(caller.register(300).await.unwrap().status(), Some(200));
+    let _call = caller.call("1001").await.unwrap();
+    let invite = callee.expect_request("INVITE").await.unwrap();
+    assert!(
+        invite.header("Via").unwrap().contains("[::1]"),
+        "{}",
+        invite.raw
+    );
+    v6.shutdown().await.unwrap();
+    pbx.stop().await;
+}
