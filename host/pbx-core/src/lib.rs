@@ -18,6 +18,8 @@ mod directory;
 mod msg;
 mod registrar;
 mod shard;
+#[cfg(test)]
+mod tests;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
