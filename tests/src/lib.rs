@@ -469,7 +469,7 @@ impl Phone {
     /// Sends a request inside an answered call's dialog.
     pub async fn in_dialog(
         &mut self,
-        call: &mut OutCall,
+        call: &OutCall,
         method: &str,
         cseq: Option<u32>,
     ) -> Result<()> {
@@ -551,20 +551,7 @@ impl Phone {
 
     /// Sends the ACK for a 2xx to our INVITE.
     pub async fn ack_2xx(&mut self, call: &OutCall) -> Result<()> {
-        let target = call.target.clone().unwrap_or_else(|| call.uri.clone());
-        let text = format!(
-            "ACK {target} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\nFrom: <sip:{u}@{d}>;tag={tag}\r\n\
-             To: <{uri}>;tag={tt}\r\nCall-ID: {cid}\r\nCSeq: {n} ACK\r\nContent-Length: 0\r\n\r\n",
-            via = self.via(),
-            u = self.user,
-            d = self.domain,
-            tag = call.from_tag,
-            uri = call.uri,
-            tt = call.to_tag.clone().unwrap_or_default(),
-            cid = call.call_id,
-            n = call.cseq,
-        );
-        self.send(&text).await
+        self.in_dialog(call, "ACK", Some(call.cseq)).await
     }
 }
 

@@ -52,9 +52,9 @@ async fn call_answer_and_caller_hangs_up() {
     let mut pbx = Pbx::start().await;
     let mut callee = pbx.registered(Transport::Udp, ACME, "1001").await;
     let mut caller = pbx.registered(Transport::Udp, ACME, "1000").await;
-    let (mut call, _) = answered_call(&mut caller, &mut callee).await;
+    let (call, _) = answered_call(&mut caller, &mut callee).await;
 
-    caller.in_dialog(&mut call, "BYE", None).await.unwrap();
+    caller.in_dialog(&call, "BYE", None).await.unwrap();
     caller.expect_status("BYE", 200).await.unwrap();
     let bye = callee.expect_request("BYE").await.unwrap();
     callee.respond(&bye, 200, "OK", None, false).await.unwrap();
@@ -235,8 +235,8 @@ async fn reinvite_is_relayed() {
     let mut pbx = Pbx::start().await;
     let mut callee = pbx.registered(Transport::Udp, ACME, "1001").await;
     let mut caller = pbx.registered(Transport::Udp, ACME, "1000").await;
-    let (mut call, _) = answered_call(&mut caller, &mut callee).await;
-    caller.in_dialog(&mut call, "INVITE", None).await.unwrap();
+    let (call, _) = answered_call(&mut caller, &mut callee).await;
+    caller.in_dialog(&call, "INVITE", None).await.unwrap();
     let re = callee.expect_request("INVITE").await.unwrap();
     callee.respond(&re, 200, "OK", None, true).await.unwrap();
     caller.expect_status("INVITE", 200).await.unwrap();
