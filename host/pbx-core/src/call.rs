@@ -179,6 +179,28 @@ pub(crate) fn token(bytes: usize) -> String {
     hex::encode(buf)
 }
 
+/// The callee leg as the 2xx from `fork` establishes it (RFC 3261 §12.1.2): the
+/// remote tag and target from the response, the route set from its Record-Route in
+/// reverse, and the fork's address.
+fn answered_leg(base: &Leg, fork: &Fork, ok: &Msg) -> Leg {
+    let mut route_set: Vec<String> = ok
+        .headers_named("Record-Route")
+        .map(str::to_string)
+        .collect();
+    route_set.reverse();
+    Leg {
+        remote_tag: ok.to().ok().and_then(|t| t.tag().map(str::to_string)),
+        remote_target: ok
+            .header("Contact")
+            .map(|c| NameAddr::parse(c).uri.to_string())
+            .unwrap_or_else(|| fork.invite.uri.clone()),
+        route_set,
+        peer: fork.peer,
+        local: Some(fork.local),
+        ..base.clone()
+    }
+}
+
 /// Ranks final responses for the caller when every fork failed (RFC 3261 §16.7:
 /// 6xx first, then the lowest class; busy is the most useful 4xx to a caller).
 fn better_final(new: u16, old: u16) -> bool {
@@ -229,8 +251,7 @@ impl Shard {
         if let Some(ua) = self.user_agent() {
             w.header("User-Agent", ua);
         }
-        let (ct, body) = content.unwrap_or(("", b""));
-        let bytes = w.finish((!ct.is_empty()).then_some(ct), body);
+        let bytes = w.finish(content);
         let sent = SentInvite {
             uri: leg.remote_target.clone(),
             via,
@@ -272,7 +293,7 @@ impl Shard {
         let a_tag = token(8);
         let trying = ctx
             .response(100, "Trying", None, self.user_agent())
-            .finish(None, b"");
+            .finish(None);
         self.respond_new_server(now, key.clone(), true, peer, local, None, 100, trying);
 
         let now_ms = self.shared.unix_ms(now);
@@ -284,7 +305,7 @@ impl Shard {
         let fail = |shard: &mut Shard, status: u16, reason: &str| {
             let bytes = ctx
                 .response(status, reason, Some(&a_tag), shard.user_agent())
-                .finish(None, b"");
+                .finish(None);
             shard.respond(now, &key, status, bytes);
             shard.out.push_back(Output::Cdr(Cdr {
                 tenant,
@@ -347,8 +368,7 @@ impl Shard {
             local: Some(bindings[0].local),
             cseq: 1,
         };
-        let content_type = msg.header("Content-Type").map(str::to_string);
-        let body = msg.body.clone();
+        let content = msg.content();
         let id = self.next_call;
         self.next_call += 1;
         let mut forks = Vec::with_capacity(bindings.len());
@@ -359,7 +379,6 @@ impl Shard {
             leg.remote_target = binding.contact.clone();
             leg.peer = binding.peer;
             leg.local = Some(binding.local);
-            let content = content_type.as_deref().map(|ct| (ct, &body[..]));
             let (bytes, sent) = self.leg_request(&leg, "INVITE", 1, &branch, content);
             forks.push(Fork {
                 branch: branch.clone(),
@@ -382,7 +401,7 @@ impl Shard {
             a_key: key.clone(),
             forks,
             state: State::Ringing,
-            offer_in_invite: !body.is_empty(),
+            offer_in_invite: !msg.body.is_empty(),
             b_ack: None,
             ok_retransmit: None,
             best_final: None,
@@ -498,8 +517,7 @@ impl Shard {
         if (200..300).contains(&status) {
             w.header("Allow", ALLOW);
         }
-        let (ct, body) = content.unwrap_or(("", b""));
-        let bytes = w.finish((!ct.is_empty()).then_some(ct), body);
+        let bytes = w.finish(content);
         let key = call.a_key.clone();
         self.respond(now, &key, status, bytes.clone());
         Some(bytes)
@@ -612,17 +630,9 @@ impl Shard {
         if call.state == State::Answered && call.b_ack.is_none() {
             // Late offer: the caller's answer travels in its ACK.
             let leg = call.b.clone();
-            let content = msg
-                .header("Content-Type")
-                .map(|ct| (ct.to_string(), msg.body.clone()));
+            let content = msg.content();
             let branch = transaction::new_branch();
-            let (bytes, _) = self.leg_request(
-                &leg,
-                "ACK",
-                1,
-                &branch,
-                content.as_ref().map(|(ct, b)| (ct.as_str(), &b[..])),
-            );
+            let (bytes, _) = self.leg_request(&leg, "ACK", 1, &branch, content);
             if let Some(call) = self.calls.get_mut(&id) {
                 call.b_ack = Some(bytes.clone());
             }
@@ -684,7 +694,7 @@ impl Shard {
         if method == "BYE" {
             let ok = ctx
                 .response(200, "OK", None, self.user_agent())
-                .finish(None, b"");
+                .finish(None);
             self.respond_new_server(now, key, false, peer, local, Some(id), 200, ok);
             match state {
                 State::Answered => {
@@ -706,7 +716,7 @@ impl Shard {
         if state != State::Answered {
             let bytes = ctx
                 .response(491, "Request Pending", None, self.user_agent())
-                .finish(None, b"");
+                .finish(None);
             self.respond_new_server(
                 now,
                 key,
@@ -726,7 +736,7 @@ impl Shard {
         if invite && call.pending.values().any(|p| p.invite) {
             let bytes = ctx
                 .response(491, "Request Pending", None, self.user_agent())
-                .finish(None, b"");
+                .finish(None);
             self.respond_new_server(now, key, true, peer, local, Some(id), 491, bytes);
             return;
         }
@@ -750,7 +760,7 @@ impl Shard {
         if invite {
             let trying = ctx
                 .response(100, "Trying", None, self.user_agent())
-                .finish(None, b"");
+                .finish(None);
             self.respond(now, &key, 100, trying);
         }
         let Some(call) = self.calls.get_mut(&id) else {
@@ -760,16 +770,8 @@ impl Shard {
         other.cseq += 1;
         let leg = other.clone();
         let branch = transaction::new_branch();
-        let content = msg
-            .header("Content-Type")
-            .map(|ct| (ct.to_string(), msg.body.clone()));
-        let (bytes, sent) = self.leg_request(
-            &leg,
-            &method,
-            leg.cseq,
-            &branch,
-            content.as_ref().map(|(ct, b)| (ct.as_str(), &b[..])),
-        );
+        let content = msg.content();
+        let (bytes, sent) = self.leg_request(&leg, &method, leg.cseq, &branch, content);
         if let Some(call) = self.calls.get_mut(&id) {
             call.pending.insert(
                 branch.clone(),
@@ -832,16 +834,8 @@ impl Shard {
                 self.send_cancel(now, id, i);
             }
             if relay {
-                let content = msg
-                    .header("Content-Type")
-                    .map(|ct| (ct.to_string(), msg.body.clone()));
-                self.answer_a(
-                    now,
-                    id,
-                    status,
-                    msg.reason(),
-                    content.as_ref().map(|(ct, b)| (ct.as_str(), &b[..])),
-                );
+                let content = msg.content();
+                self.answer_a(now, id, status, msg.reason(), content);
             }
             return;
         }
@@ -890,19 +884,7 @@ impl Shard {
         call.state = State::Answered;
         call.answered_ms = Some(now_ms);
         call.max_deadline = Some(now + max);
-        call.b.remote_tag = msg.to().ok().and_then(|t| t.tag().map(str::to_string));
-        call.b.remote_target = msg
-            .header("Contact")
-            .map(|c| NameAddr::parse(c).uri.to_string())
-            .unwrap_or_else(|| fork.invite.uri.clone());
-        let mut rr: Vec<String> = msg
-            .headers_named("Record-Route")
-            .map(str::to_string)
-            .collect();
-        rr.reverse();
-        call.b.route_set = rr;
-        call.b.peer = fork.peer;
-        call.b.local = Some(fork.local);
+        call.b = answered_leg(&call.b, &fork, msg);
         let offer_in_invite = call.offer_in_invite;
         let leg = call.b.clone();
         if offer_in_invite {
@@ -914,16 +896,8 @@ impl Shard {
             self.transmit(leg.peer, leg.local, ack);
         }
         self.cancel_forks(now, id, Some(i));
-        let content = msg
-            .header("Content-Type")
-            .map(|ct| (ct.to_string(), msg.body.clone()));
-        let ok = self.answer_a(
-            now,
-            id,
-            msg.status().unwrap_or(200),
-            msg.reason(),
-            content.as_ref().map(|(ct, b)| (ct.as_str(), &b[..])),
-        );
+        let content = msg.content();
+        let ok = self.answer_a(now, id, msg.status().unwrap_or(200), msg.reason(), content);
         if let (Some(ok), Some(call)) = (ok, self.calls.get_mut(&id)) {
             call.ok_retransmit = Some(Retransmit {
                 bytes: ok,
@@ -941,29 +915,7 @@ impl Shard {
         let Some(call) = self.calls.get(&id) else {
             return;
         };
-        let fork = &call.forks[i];
-        let leg = Leg {
-            call_id: call.b.call_id.clone(),
-            local_tag: call.b.local_tag.clone(),
-            remote_tag: msg.to().ok().and_then(|t| t.tag().map(str::to_string)),
-            local_uri: call.b.local_uri.clone(),
-            remote_uri: call.b.remote_uri.clone(),
-            remote_target: msg
-                .header("Contact")
-                .map(|c| NameAddr::parse(c).uri.to_string())
-                .unwrap_or_else(|| fork.invite.uri.clone()),
-            route_set: {
-                let mut rr: Vec<String> = msg
-                    .headers_named("Record-Route")
-                    .map(str::to_string)
-                    .collect();
-                rr.reverse();
-                rr
-            },
-            peer: fork.peer,
-            local: Some(fork.local),
-            cseq: 2,
-        };
+        let leg = answered_leg(&call.b, &call.forks[i], msg);
         let ack_branch = transaction::new_branch();
         let (ack, _) = self.leg_request(&leg, "ACK", 1, &ack_branch, None);
         self.transmit(leg.peer, leg.local, ack);
@@ -1015,8 +967,7 @@ impl Shard {
         if p.invite && status > 100 && status < 300 {
             w.header("Contact", self.contact(origin.peer.transport, origin.local));
         }
-        let content = msg.header("Content-Type");
-        let bytes = w.finish(content, if content.is_some() { &msg.body } else { b"" });
+        let bytes = w.finish(msg.content());
         self.respond(now, &p.server, status, bytes);
     }
 
@@ -1057,7 +1008,7 @@ impl Shard {
                     let bytes = p
                         .ctx
                         .response(408, "Request Timeout", None, self.user_agent())
-                        .finish(None, b"");
+                        .finish(None);
                     self.respond(now, &p.server, 408, bytes);
                 }
             }

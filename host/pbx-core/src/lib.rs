@@ -196,25 +196,10 @@ impl Shared {
         let Some(call_id) = sip::peek_call_id(bytes) else {
             return 0;
         };
-        if let Some(rest) = call_id.strip_prefix(b"pbx") {
-            let digits: Vec<u8> = rest
-                .iter()
-                .take_while(|b| b.is_ascii_digit())
-                .copied()
-                .collect();
-            if !digits.is_empty() && rest.get(digits.len()) == Some(&b'-') {
-                let n: usize = std::str::from_utf8(&digits)
-                    .ok()
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(0);
-                return n % self.shards;
-            }
+        if let Some(n) = own_shard_tag(call_id) {
+            return n % self.shards;
         }
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for &b in call_id {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
+        let h = msg::fnv1a(call_id);
         (h % self.shards as u64) as usize
     }
 
@@ -237,4 +222,19 @@ impl Shared {
             base_ms - i64::try_from((base - now).as_millis()).unwrap_or(0)
         }
     }
+}
+
+/// The shard number in a Call-ID the host made (`pbx<n>-...`), read without
+/// allocating.
+fn own_shard_tag(call_id: &[u8]) -> Option<usize> {
+    let rest = call_id.strip_prefix(b"pbx")?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || digits > 4 || rest.get(digits) != Some(&b'-') {
+        return None;
+    }
+    Some(
+        rest[..digits]
+            .iter()
+            .fold(0usize, |n, d| n * 10 + usize::from(d - b'0')),
+    )
 }

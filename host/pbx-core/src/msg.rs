@@ -279,6 +279,11 @@ impl Msg {
             .ok_or(Invalid("missing To"))
     }
 
+    /// The body with its Content-Type, when the message carries one.
+    pub(crate) fn content(&self) -> Option<(&str, &[u8])> {
+        self.header("Content-Type").map(|ct| (ct, &self.body[..]))
+    }
+
     pub(crate) fn expires(&self) -> Option<u32> {
         self.header("Expires").and_then(|v| v.trim().parse().ok())
     }
@@ -336,8 +341,13 @@ impl Writer {
         self
     }
 
-    pub(crate) fn finish(mut self, content_type: Option<&str>, body: &[u8]) -> bytes::Bytes {
-        if let (Some(ct), false) = (content_type, body.is_empty()) {
+    /// Ends the header section (Content-Type when there is a body, Content-Length
+    /// always) and appends the body.
+    pub(crate) fn finish(mut self, content: Option<(&str, &[u8])>) -> bytes::Bytes {
+        let body = content.map_or(&b""[..], |(_, b)| b);
+        if let Some((ct, b)) = content
+            && !b.is_empty()
+        {
             let _ = write!(self.buf, "Content-Type: {ct}\r\n");
         }
         let _ = write!(self.buf, "Content-Length: {}\r\n\r\n", body.len());
@@ -345,6 +355,14 @@ impl Writer {
         out.extend_from_slice(body);
         bytes::Bytes::from(out)
     }
+}
+
+/// FNV-1a: a cheap, stable hash for spreading Call-IDs over shards and deriving
+/// stateless tags (not a defence against chosen inputs; nothing depends on that).
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// The Via token for a transport.
@@ -446,7 +464,7 @@ mod tests {
     fn writer_sets_length() {
         let mut w = Writer::response(200, "OK");
         w.header("Call-ID", "x");
-        let b = w.finish(Some("application/sdp"), b"v=0\r\n");
+        let b = w.finish(Some(("application/sdp", b"v=0\r\n")));
         let s = std::str::from_utf8(&b).unwrap();
         assert!(s.starts_with("SIP/2.0 200 OK\r\nCall-ID: x\r\n"));
         assert!(s.contains("Content-Length: 5\r\n\r\nv=0\r\n"));

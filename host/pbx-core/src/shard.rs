@@ -142,7 +142,7 @@ impl SentInvite {
         for r in &self.route {
             w.header("Route", r);
         }
-        w.finish(None, b"")
+        w.finish(None)
     }
 }
 
@@ -368,7 +368,7 @@ impl Shard {
         for (n, v) in extra {
             w.header(n, v);
         }
-        let bytes = w.finish(None, b"");
+        let bytes = w.finish(None);
         self.transmit(peer, Some(local), bytes);
     }
 
@@ -617,7 +617,7 @@ impl Shard {
         let to_tag = self.calls.get(&call).map(|c| c.a.local_tag.clone());
         let ok = ctx
             .response(200, "OK", to_tag.as_deref(), self.user_agent())
-            .finish(None, b"");
+            .finish(None);
         self.respond_new_server(now, key, false, peer, local, None, 200, ok);
         self.cancel_call(now, call);
     }
@@ -839,10 +839,5 @@ impl Shard {
 /// A To-tag for stateless answers: stable per Call-ID, so a retransmitted request
 /// gets the same tag.
 pub(crate) fn stateless_tag(call_id: &str) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in call_id.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{h:016x}")
+    format!("{:016x}", msg::fnv1a(call_id.as_bytes()))
 }

@@ -292,3 +292,23 @@ fn answered_call_is_ended_at_the_maximum_duration() {
         "BYE to both legs: {byes:?}"
     );
 }
+
+#[test]
+fn outbound_call_ids_name_their_shard() {
+    let shared = Shared::new(
+        CoreConfig::default(),
+        directory(),
+        Vec::new(),
+        (Instant::now(), 0),
+        4,
+    );
+    let msg = |cid: &str| format!("BYE sip:x SIP/2.0\r\nCall-ID: {cid}\r\n\r\n");
+    assert_eq!(shared.shard_for(msg("pbx3-00ff").as_bytes()), 3);
+    assert_eq!(shared.shard_for(msg("pbx6-00ff").as_bytes()), 2);
+    assert_eq!(super::own_shard_tag(b"pbx-00ff"), None);
+    assert_eq!(super::own_shard_tag(b"pbx12"), None);
+    // Any other Call-ID lands on the same shard every time.
+    let a = shared.shard_for(msg("abc@host").as_bytes());
+    assert_eq!(shared.shard_for(msg("abc@host").as_bytes()), a);
+    assert!(a < 4);
+}

@@ -35,6 +35,18 @@ pub use cdr::CdrFilter;
 pub use error::{Error, Result};
 pub use types::*;
 
+/// Checks an extension number the way every store write does (1-32 characters of
+/// `[0-9A-Za-z._-]`), so callers can report a bad one before writing anything.
+pub fn validate_extension_number(number: &str) -> Result<()> {
+    validate::extension_number(number)
+}
+
+/// Checks a SIP password the way every store write does (1-128 bytes, no control
+/// characters).
+pub fn validate_password(password: &str) -> Result<()> {
+    validate::password(password)
+}
+
 use std::path::Path;
 use std::time::Duration;
 

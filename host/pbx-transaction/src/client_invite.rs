@@ -145,11 +145,7 @@ impl ClientInvite {
                 Some(TimerEvent::TimedOut)
             }
             Due::Retransmit => {
-                let next = self
-                    .slots
-                    .interval()
-                    .unwrap_or(self.timers.t1)
-                    .saturating_mul(2);
+                let next = self.slots.doubled(self.timers.t1, None);
                 self.slots.rearm(now, next);
                 Some(TimerEvent::Retransmit(self.request.clone()))
             }

@@ -97,12 +97,7 @@ impl ClientNonInvite {
                 let t2 = self.timers.t2;
                 let next = match self.state {
                     ClientNonInviteState::Proceeding => t2,
-                    _ => self
-                        .slots
-                        .interval()
-                        .unwrap_or(self.timers.t1)
-                        .saturating_mul(2)
-                        .min(t2),
+                    _ => self.slots.doubled(self.timers.t1, Some(t2)),
                 };
                 self.slots.rearm(now, next);
                 Some(TimerEvent::Retransmit(self.request.clone()))

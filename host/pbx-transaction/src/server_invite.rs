@@ -156,12 +156,7 @@ impl ServerInvite {
                     self.slots.retransmit = None;
                     return None;
                 };
-                let next = self
-                    .slots
-                    .interval()
-                    .unwrap_or(self.timers.t1)
-                    .saturating_mul(2)
-                    .min(self.timers.t2);
+                let next = self.slots.doubled(self.timers.t1, Some(self.timers.t2));
                 self.slots.rearm(now, next);
                 Some(TimerEvent::Retransmit(response))
             }

@@ -111,6 +111,14 @@ impl Slots {
         self.retransmit.map(|r| r.interval)
     }
 
+    /// The next retransmission interval of §17's exponential back-off: twice the
+    /// last one (`t1` if none ran yet), capped at `cap` when given (T2 for timers E
+    /// and G; timer A has no cap).
+    pub(crate) fn doubled(&self, t1: Duration, cap: Option<Duration>) -> Duration {
+        let next = self.interval().unwrap_or(t1).saturating_mul(2);
+        cap.map_or(next, |c| next.min(c))
+    }
+
     /// Re-arms the retransmission timer after it fired, `next` after its last
     /// deadline (or after `now`, if the driver was so late that deadline is past too).
     pub(crate) fn rearm(&mut self, now: Instant, next: Duration) {

@@ -23,11 +23,6 @@ pub const DEMO_EXTENSIONS: [&str; 2] = ["1000", "1001"];
 /// Length of generated passwords.
 pub const GENERATED_PASSWORD_LEN: usize = 16;
 
-/// Longest extension number the store accepts.
-const MAX_EXTENSION: usize = 32;
-/// Longest password the store accepts, in bytes.
-const MAX_PASSWORD: usize = 128;
-
 /// Runs one provisioning command. `input` is standard input (for
 /// `--password-stdin`) and `out` standard output.
 pub async fn execute(
@@ -47,10 +42,7 @@ pub async fn execute(
         }
         Command::Tenant(TenantCommand::List) => {
             for t in store.list_tenants().await? {
-                let status = match t.status {
-                    store::TenantStatus::Active => "active",
-                    store::TenantStatus::Suspended => "suspended",
-                };
+                let status = t.status.as_str();
                 writeln!(out, "{}\t{}\t{}", t.name, status, t.domains.join(","))?;
             }
         }
@@ -176,8 +168,9 @@ pub fn parse_import(text: &str) -> std::result::Result<Vec<(String, String)>, (u
         {
             continue;
         }
-        check_extension(ext).map_err(|m| (line_no, m))?;
-        check_password(password).map_err(|m| (line_no, m))?;
+        store::validate_extension_number(ext)
+            .and_then(|()| store::validate_password(password))
+            .map_err(|e| (line_no, e.to_string()))?;
         if let Some(earlier) = first_line_of.insert(ext.to_owned(), line_no) {
             return Err((
                 line_no,
@@ -190,34 +183,6 @@ pub fn parse_import(text: &str) -> std::result::Result<Vec<(String, String)>, (u
         return Err((0, "no extensions in the file".into()));
     }
     Ok(rows)
-}
-
-fn check_extension(ext: &str) -> std::result::Result<(), String> {
-    let ok = !ext.is_empty()
-        && ext.len() <= MAX_EXTENSION
-        && ext
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "extension must be 1-{MAX_EXTENSION} characters of [0-9A-Za-z._-], got {ext:?}"
-        ))
-    }
-}
-
-fn check_password(password: &str) -> std::result::Result<(), String> {
-    if password.is_empty() {
-        return Err("empty password".into());
-    }
-    if password.len() > MAX_PASSWORD {
-        return Err(format!("password longer than {MAX_PASSWORD} bytes"));
-    }
-    if password.chars().any(char::is_control) {
-        return Err("password contains control characters".into());
-    }
-    Ok(())
 }
 
 /// The CSV columns of `cdr list`.

@@ -56,13 +56,19 @@ fn extensions(dir: &Path, tenant: &str) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn tenant_add_and_list() {
+/// A fresh data directory with tenant `acme` (domain `acme.example`) added.
+fn data_dir_with_acme() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     ok(&pbx(
         dir.path(),
         &["tenant", "add", "acme", "--domain", "acme.example"],
     ));
+    dir
+}
+
+#[test]
+fn tenant_add_and_list() {
+    let dir = data_dir_with_acme();
     ok(&pbx(
         dir.path(),
         &["tenant", "add", "globex", "--domain", "Globex.Example"],
@@ -74,11 +80,7 @@ fn tenant_add_and_list() {
 
 #[test]
 fn duplicate_tenant_fails_with_a_clear_message() {
-    let dir = tempfile::tempdir().unwrap();
-    ok(&pbx(
-        dir.path(),
-        &["tenant", "add", "acme", "--domain", "acme.example"],
-    ));
+    let dir = data_dir_with_acme();
     let err = fails(&pbx(
         dir.path(),
         &["tenant", "add", "acme", "--domain", "other.example"],
@@ -90,11 +92,7 @@ fn duplicate_tenant_fails_with_a_clear_message() {
 
 #[test]
 fn extension_add_with_password_on_stdin() {
-    let dir = tempfile::tempdir().unwrap();
-    ok(&pbx(
-        dir.path(),
-        &["tenant", "add", "acme", "--domain", "acme.example"],
-    ));
+    let dir = data_dir_with_acme();
     ok(&pbx_with_stdin(
         dir.path(),
         &["extension", "add", "acme", "1000", "--password-stdin"],
@@ -144,11 +142,7 @@ fn extension_add_with_password_on_stdin() {
 
 #[test]
 fn import_of_two_thousand_rows() {
-    let dir = tempfile::tempdir().unwrap();
-    ok(&pbx(
-        dir.path(),
-        &["tenant", "add", "acme", "--domain", "acme.example"],
-    ));
+    let dir = data_dir_with_acme();
     let mut csv = String::from("extension,password\n");
     for i in 0..2_000 {
         csv.push_str(&format!("{},pw-{i}-x\n", 10_000 + i));
@@ -170,11 +164,7 @@ fn import_of_two_thousand_rows() {
 
 #[test]
 fn import_with_one_bad_row_writes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    ok(&pbx(
-        dir.path(),
-        &["tenant", "add", "acme", "--domain", "acme.example"],
-    ));
+    let dir = data_dir_with_acme();
     let mut csv = String::from("extension,password\n");
     for i in 0..100 {
         csv.push_str(&format!("{},pw{i}\n", 2_000 + i));
@@ -207,11 +197,7 @@ fn import_with_one_bad_row_writes_nothing() {
 
 #[test]
 fn missing_import_file_is_a_clear_error() {
-    let dir = tempfile::tempdir().unwrap();
-    ok(&pbx(
-        dir.path(),
-        &["tenant", "add", "acme", "--domain", "acme.example"],
-    ));
+    let dir = data_dir_with_acme();
     let err = fails(&pbx(
         dir.path(),
         &["extension", "import", "acme", "/nonexistent/x.csv"],
@@ -221,11 +207,7 @@ fn missing_import_file_is_a_clear_error() {
 
 #[test]
 fn cdr_list_of_a_fresh_tenant() {
-    let dir = tempfile::tempdir().unwrap();
-    ok(&pbx(
-        dir.path(),
-        &["tenant", "add", "acme", "--domain", "acme.example"],
-    ));
+    let dir = data_dir_with_acme();
     let csv = ok(&pbx(dir.path(), &["cdr", "list", "acme"]));
     assert!(csv.starts_with("started_at_ms,"), "{csv}");
     assert_eq!(csv.lines().count(), 1);
