@@ -160,3 +160,31 @@ async fn register_and_call_over_ipv6() {
     v6.shutdown().await.unwrap();
     pbx.stop().await;
 }
+
+#[tokio::test]
+async fn a_second_domain_of_the_tenant_reaches_the_same_extensions() {
+    let mut pbx = Pbx::start().await;
+    pbx.store
+        .add_domain(pbx.acme, "sales.acme.example")
+        .await
+        .unwrap();
+    pbx.stop().await;
+    pbx.serve().await;
+    let mut callee = pbx.registered(Transport::Udp, ACME, "1001").await;
+    // Same password: the realm is the tenant's primary domain either way.
+    let mut caller = Phone::new(
+        Transport::Udp,
+        "127.0.0.1",
+        pbx.udp,
+        "1000",
+        &common::password(ACME, "1000"),
+        "sales.acme.example",
+    )
+    .await
+    .unwrap();
+    let r = caller.register(300).await.unwrap();
+    assert_eq!(r.status(), Some(200), "{}", r.raw);
+    let _call = caller.call("1001").await.unwrap();
+    callee.expect_request("INVITE").await.unwrap();
+    pbx.stop().await;
+}

@@ -316,3 +316,137 @@ fn read_contacts<'a>(cfg: &RegistrarConfig, msg: &'a Msg) -> Result<Request<'a>,
     }
     Ok(Request::Update(out))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SRC: &str = "192.0.2.10:40000";
+
+    fn register(cseq: u32, contacts: &[&str], expires: u32) -> Msg {
+        let mut s = format!(
+            "REGISTER sip:acme.example SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bK{cseq}\r\n\
+             From: <sip:1000@acme.example>;tag=t\r\nTo: <sip:1000@acme.example>\r\nCall-ID: reg\r\n\
+             CSeq: {cseq} REGISTER\r\nExpires: {expires}\r\n"
+        );
+        for c in contacts {
+            s.push_str(&format!("Contact: {c}\r\n"));
+        }
+        s.push_str("Content-Length: 0\r\n\r\n");
+        Msg::parse(s.as_bytes()).unwrap()
+    }
+
+    fn source() -> Peer {
+        Peer {
+            transport: TransportKind::Udp,
+            addr: SRC.parse().unwrap(),
+            conn: None,
+        }
+    }
+
+    fn apply(b: &Bindings, cfg: &RegistrarConfig, msg: &Msg, nat: bool, now: i64) -> Reply {
+        let local = "127.0.0.1:5060".parse().unwrap();
+        let mut changes = Vec::new();
+        b.register(
+            cfg,
+            TenantId(1),
+            "1000",
+            msg,
+            source(),
+            nat,
+            local,
+            now,
+            &mut changes,
+        )
+    }
+
+    #[test]
+    fn a_contact_beyond_the_limit_replaces_the_oldest() {
+        let cfg = RegistrarConfig {
+            max_contacts: 2,
+            ..RegistrarConfig::default()
+        };
+        let b = Bindings::default();
+        apply(
+            &b,
+            &cfg,
+            &register(1, &["<sip:1000@10.0.0.5:1>"], 300),
+            false,
+            0,
+        );
+        apply(
+            &b,
+            &cfg,
+            &register(2, &["<sip:1000@10.0.0.5:2>"], 300),
+            false,
+            1000,
+        );
+        let reply = apply(
+            &b,
+            &cfg,
+            &register(3, &["<sip:1000@10.0.0.5:3>"], 300),
+            false,
+            2000,
+        );
+        let Reply::Ok(list) = reply else {
+            panic!("{reply:?}")
+        };
+        let contacts: Vec<&str> = list.iter().map(|(c, _)| c.as_str()).collect();
+        assert_eq!(contacts, ["sip:1000@10.0.0.5:2", "sip:1000@10.0.0.5:3"]);
+    }
+
+    #[test]
+    fn long_expiry_is_cut_and_old_cseq_is_refused() {
+        let cfg = RegistrarConfig::default();
+        let b = Bindings::default();
+        let Reply::Ok(list) = apply(
+            &b,
+            &cfg,
+            &register(5, &["<sip:1000@10.0.0.5>"], 999_999),
+            false,
+            0,
+        ) else {
+            panic!()
+        };
+        assert_eq!(list[0].1, cfg.max_expires);
+        let reply = apply(
+            &b,
+            &cfg,
+            &register(4, &["<sip:1000@10.0.0.5>"], 300),
+            false,
+            10,
+        );
+        assert_eq!(reply, Reply::Error(500, "Out Of Order"));
+    }
+
+    #[test]
+    fn nat_decides_where_requests_go() {
+        let cfg = RegistrarConfig::default();
+        let b = Bindings::default();
+        apply(
+            &b,
+            &cfg,
+            &register(1, &["<sip:1000@10.0.0.5:5070>"], 300),
+            false,
+            0,
+        );
+        let open = b.lookup(TenantId(1), "1000", 1);
+        assert_eq!(open[0].peer.addr, "10.0.0.5:5070".parse().unwrap());
+        apply(
+            &b,
+            &cfg,
+            &register(2, &["<sip:1000@10.0.0.5:5070>"], 300),
+            true,
+            0,
+        );
+        let natted = b.lookup(TenantId(1), "1000", 1);
+        assert_eq!(natted[0].peer.addr, SRC.parse().unwrap());
+        assert!(behind_nat("10.0.0.5:5060", SRC.parse().unwrap()));
+        assert!(!behind_nat("192.0.2.10:40000", SRC.parse().unwrap()));
+        assert!(behind_nat("phone.example", SRC.parse().unwrap()));
+        assert!(
+            b.lookup(TenantId(2), "1000", 1).is_empty(),
+            "another tenant's 1000"
+        );
+    }
+}

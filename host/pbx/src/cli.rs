@@ -60,6 +60,13 @@ pub enum TenantCommand {
         #[arg(long)]
         domain: String,
     },
+    /// Give a tenant a further SIP domain (its realm stays the primary domain).
+    AddDomain {
+        /// The tenant's name.
+        tenant: String,
+        /// The additional SIP domain.
+        domain: String,
+    },
     /// List every tenant.
     List,
 }

@@ -40,6 +40,16 @@ pub async fn execute(
                 tenant.name, tenant.realm
             )?;
         }
+        Command::Tenant(TenantCommand::AddDomain { tenant, domain }) => {
+            let t = tenant_named(store, &tenant).await?;
+            store.add_domain(t.id, &domain).await?;
+            writeln!(
+                out,
+                "added domain {} to tenant {}",
+                domain.to_ascii_lowercase(),
+                t.name
+            )?;
+        }
         Command::Tenant(TenantCommand::List) => {
             for t in store.list_tenants().await? {
                 let status = t.status.as_str();

@@ -79,6 +79,30 @@ fn tenant_add_and_list() {
 }
 
 #[test]
+fn a_tenant_can_own_several_domains() {
+    let dir = data_dir_with_acme();
+    ok(&pbx(
+        dir.path(),
+        &["tenant", "add-domain", "acme", "Sales.Acme.Example"],
+    ));
+    let list = ok(&pbx(dir.path(), &["tenant", "list"]));
+    assert!(
+        list.contains("acme\tactive\tacme.example,sales.acme.example"),
+        "{list}"
+    );
+    // A domain belongs to one tenant only.
+    ok(&pbx(
+        dir.path(),
+        &["tenant", "add", "globex", "--domain", "globex.example"],
+    ));
+    let err = fails(&pbx(
+        dir.path(),
+        &["tenant", "add-domain", "globex", "sales.acme.example"],
+    ));
+    assert!(err.starts_with("error: "), "{err}");
+}
+
+#[test]
 fn duplicate_tenant_fails_with_a_clear_message() {
     let dir = data_dir_with_acme();
     let err = fails(&pbx(

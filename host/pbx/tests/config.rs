@@ -157,3 +157,11 @@ fn flags_override_the_config_file() {
     );
     assert_eq!(settings.log_format, LogFormat::Json);
 }
+
+#[test]
+fn the_shipped_example_configuration_parses() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/pbx.toml");
+    let file = pbx::config::FileConfig::load(&path).expect("examples/pbx.toml parses");
+    assert_eq!(file.sip.tcp, vec!["0.0.0.0:5060".parse().unwrap()]);
+    assert_eq!(file.registrar.max_contacts, Some(5));
+}
