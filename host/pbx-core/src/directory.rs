@@ -24,7 +24,9 @@ pub(crate) struct Credentials {
 #[derive(Debug, Default)]
 pub(crate) struct Index {
     by_domain: HashMap<String, TenantEntry>,
-    extensions: HashMap<(TenantId, String), Credentials>,
+    /// Per tenant, its extensions by number (nested so a lookup by `&str` needs no
+    /// allocated key).
+    extensions: HashMap<TenantId, HashMap<String, Credentials>>,
 }
 
 impl Index {
@@ -40,20 +42,17 @@ impl Index {
                 by_domain.insert(d.to_ascii_lowercase(), entry.clone());
             }
         }
-        let extensions = dir
-            .extensions
-            .iter()
-            .map(|e| {
-                (
-                    (e.tenant, e.number.clone()),
-                    Credentials {
-                        ha1_md5: e.ha1_md5.clone(),
-                        ha1_sha256: e.ha1_sha256.clone(),
-                        enabled: e.enabled,
-                    },
-                )
-            })
-            .collect();
+        let mut extensions: HashMap<TenantId, HashMap<String, Credentials>> = HashMap::new();
+        for e in &dir.extensions {
+            extensions.entry(e.tenant).or_default().insert(
+                e.number.clone(),
+                Credentials {
+                    ha1_md5: e.ha1_md5.clone(),
+                    ha1_sha256: e.ha1_sha256.clone(),
+                    enabled: e.enabled,
+                },
+            );
+        }
         Index {
             by_domain,
             extensions,
@@ -70,7 +69,7 @@ impl Index {
     }
 
     pub(crate) fn extension(&self, tenant: TenantId, number: &str) -> Option<&Credentials> {
-        self.extensions.get(&(tenant, number.to_string()))
+        self.extensions.get(&tenant)?.get(number)
     }
 }
 
