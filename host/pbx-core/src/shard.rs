@@ -387,12 +387,15 @@ impl Shard {
             if let Some(entry) = self.servers.get_mut(&key)
                 && let ServerTx::Invite(tx) = &mut entry.tx
             {
-                tx.on_ack(now);
+                // In Accepted (RFC 6026) the ACK is for our 2xx, sent by a client
+                // that reused the INVITE's branch: it belongs to the call, not the
+                // transaction.
+                let for_2xx = tx.on_ack(now);
                 let deadline = entry.tx.poll_timeout();
                 let call = entry.call;
                 self.schedule_server(&key, deadline);
                 if let Some(call) = call {
-                    self.on_ack_for_call(now, call, &msg, true);
+                    self.on_ack_for_call(now, call, &msg, !for_2xx);
                 }
                 return;
             }

@@ -312,3 +312,41 @@ fn outbound_call_ids_name_their_shard() {
     assert_eq!(shared.shard_for(msg("abc@host").as_bytes()), a);
     assert!(a < 4);
 }
+
+#[test]
+fn ack_reusing_the_invite_branch_still_confirms_the_call() {
+    let mut h = Harness::new(CoreConfig::default());
+    h.register("1001", "127.0.0.1:7001");
+    let out = h.invite();
+    let invite = out
+        .iter()
+        .find(|(_, m)| m.method() == Some("INVITE"))
+        .unwrap()
+        .1
+        .clone();
+    h.feed("127.0.0.1:7001", &answer(&invite, 200, "OK"));
+    let ok = h
+        .take()
+        .into_iter()
+        .find(|(_, m)| m.status() == Some(200))
+        .unwrap()
+        .1;
+    // Same branch as the authenticated INVITE (z9hG4bKi1), as some phones do.
+    let ack = format!(
+        "ACK sip:pbx@{SERVER} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bKi1\r\nFrom: <sip:1000@{DOMAIN}>;tag=a\r\nTo: {}\r\nCall-ID: call-1\r\nCSeq: 2 ACK\r\nContent-Length: 0\r\n\r\n",
+        ok.header("To").unwrap()
+    );
+    h.feed("127.0.0.1:7000", &ack);
+    let start = h.now;
+    h.run_until(start + Duration::from_secs(60));
+    let out = h.take();
+    assert!(
+        out.iter().all(|(_, m)| m.status() != Some(200)),
+        "no 200 retransmission"
+    );
+    assert!(
+        out.iter().all(|(_, m)| m.method() != Some("BYE")),
+        "the call stays up"
+    );
+    assert_eq!(h.shard.active_calls(), 1);
+}
