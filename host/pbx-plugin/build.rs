@@ -19,9 +19,17 @@ const DEFAULTS: &[Plugin] = &[
         "The dial plan a tenant runs until it uploads its own (world `dialplan`).",
     ),
     (
+        "RESTRICTIONS",
+        "restrictions",
+        "The provider's destination-class restrictions: calls out a trunk to \
+         international, premium-rate or unclassified numbers are denied unless the class \
+         is approved for the tenant; emergency calls are never denied (world `policy`).",
+    ),
+    (
         "DEFAULT_POLICY",
         "default_policy",
-        "The provider's default fraud and restriction policy (world `policy`).",
+        "The provider's default fraud policy: concurrent-call and per-extension call-rate \
+         limits, alerts and suspensions after costly calls (world `policy`).",
     ),
 ];
 
@@ -78,9 +86,16 @@ fn main() {
         "plugins/Cargo.lock",
         "plugins/default-dialplan",
         "plugins/default-policy",
-        "plugins/examples",
+        "plugins/restrictions",
     ] {
         println!("cargo:rerun-if-changed={}", repo.join(watched).display());
+    }
+    // Each Rust example by name: `plugins/examples` also holds non-Rust examples
+    // whose tool folders (node_modules) must not trigger rebuilds.
+    for (_, artifact, _) in EXAMPLES {
+        let folder = artifact.trim_start_matches("example_").replace('_', "-");
+        let path = repo.join("plugins/examples").join(folder);
+        println!("cargo:rerun-if-changed={}", path.display());
     }
 
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());

@@ -69,6 +69,11 @@ async fn sipp_registers_and_calls_without_failures() {
         .map(|u| (u.to_string(), format!("pw{u}")))
         .collect();
     pbx.store.import_extensions(tenant, &rows).await.unwrap();
+    // A load test is not fraud: lift the shipped policy's concurrent-call cap.
+    pbx.store
+        .plugin_kv_put(tenant, "policy.max-concurrent-calls", Some(b"100000"))
+        .await
+        .unwrap();
     // Restart so the server starts with the bench tenant in its directory.
     pbx.stop().await;
     pbx.serve().await;

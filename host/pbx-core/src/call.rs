@@ -6,7 +6,7 @@
 //! and CSeq spaces; the host relays provisional and final responses, CANCEL, BYE,
 //! re-INVITE and other in-dialog requests between them. SDP passes unchanged.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,9 @@ use transaction::Key;
 use crate::auth::Kind;
 use crate::msg::{self, Msg, NameAddr, Writer};
 use crate::shard::{ALLOW, ClientEntry, ReqCtx, SentInvite, ServerEntry, ServerTx, TimerKey};
-use crate::{Output, Peer, Shard, TransportKind};
+use crate::{
+    Output, Peer, RingStep, RouteDecision, RouteRequest, Routing, Shard, TransportKind, TrunkEntry,
+};
 
 /// Which side of a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,7 +81,9 @@ pub(crate) struct Leg {
 pub(crate) struct Fork {
     pub(crate) branch: String,
     pub(crate) peer: Peer,
-    pub(crate) local: SocketAddr,
+    pub(crate) local: Option<SocketAddr>,
+    /// The callee URI this fork's INVITE is addressed to (its To).
+    pub(crate) remote_uri: String,
     pub(crate) invite: SentInvite,
     pub(crate) provisional: bool,
     pub(crate) final_status: Option<u16>,
@@ -88,6 +92,8 @@ pub(crate) struct Fork {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum State {
+    /// Waiting for the routing decision.
+    Routing,
     Ringing,
     Answered,
     Ended,
@@ -117,12 +123,23 @@ pub(crate) struct Retransmit {
 pub(crate) struct Call {
     pub(crate) tenant: TenantId,
     pub(crate) caller: String,
+    /// What the caller dialled.
     pub(crate) callee: String,
+    pub(crate) domain: String,
     pub(crate) a: Leg,
     pub(crate) b: Leg,
     pub(crate) a_invite: ReqCtx,
     pub(crate) a_key: Key,
+    /// Every fork sent, over all ring steps (a response names its fork by index).
     pub(crate) forks: Vec<Fork>,
+    /// Index of the first fork of the current ring step.
+    pub(crate) step_start: usize,
+    /// Ring steps still to try.
+    pub(crate) steps: VecDeque<RingStep>,
+    /// The caller's offer (content type and body), sent on every fork.
+    pub(crate) offer: Option<(String, Bytes)>,
+    /// A trunk's credentials, for answering its challenge once.
+    pub(crate) trunk_auth: Option<(String, String)>,
     pub(crate) state: State,
     pub(crate) offer_in_invite: bool,
     pub(crate) b_ack: Option<Bytes>,
@@ -161,7 +178,7 @@ impl Call {
             }
         };
         match self.state {
-            State::Ringing => consider(Some(self.ring_deadline)),
+            State::Routing | State::Ringing => consider(Some(self.ring_deadline)),
             State::Answered => {
                 consider(self.max_deadline);
                 consider(self.ok_retransmit.as_ref().map(|r| r.next));
@@ -195,9 +212,21 @@ fn answered_leg(base: &Leg, fork: &Fork, ok: &Msg) -> Leg {
             .map(|c| NameAddr::parse(c).uri.to_string())
             .unwrap_or_else(|| fork.invite.uri.clone()),
         route_set,
+        remote_uri: fork.remote_uri.clone(),
+        cseq: fork.invite.cseq,
         peer: fork.peer,
-        local: Some(fork.local),
+        local: fork.local,
         ..base.clone()
+    }
+}
+
+/// How a call that was never answered ended, by the final status.
+fn disposition_for(status: u16) -> Disposition {
+    match status {
+        486 | 600 => Disposition::Busy,
+        408 | 480 => Disposition::NoAnswer,
+        487 => Disposition::Cancelled,
+        _ => Disposition::Failed,
     }
 }
 
@@ -222,6 +251,7 @@ impl Shard {
         cseq: u32,
         branch: &str,
         content: Option<(&str, &[u8])>,
+        auth: Option<(&str, &str)>,
     ) -> (Bytes, SentInvite) {
         let transport = leg.peer.transport;
         let adv = self.advertised(transport, leg.local);
@@ -248,6 +278,9 @@ impl Shard {
             w.header("Contact", self.contact(transport, leg.local))
                 .header("Allow", ALLOW);
         }
+        if let Some((name, value)) = auth {
+            w.header(name, value);
+        }
         if let Some(ua) = self.user_agent() {
             w.header("User-Agent", ua);
         }
@@ -273,7 +306,9 @@ impl Shard {
         }
     }
 
-    /// A new, authenticated INVITE outside any dialog.
+    /// A new INVITE outside any dialog: from one of a tenant's phones (digest
+    /// authenticated) or from a tenant's trunk to one of its numbers (authorised by
+    /// source address). The call waits in `Routing` for its decision.
     pub(crate) fn on_invite(
         &mut self,
         now: Instant,
@@ -282,15 +317,37 @@ impl Shard {
         local: SocketAddr,
         key: Key,
     ) {
-        let Some((tenant, caller)) = self.authenticate(now, &msg, peer, local, Kind::Proxy) else {
-            return;
+        let dialled = msg::uri_parts(msg.request_uri())
+            .and_then(|p| p.user.map(str::to_string))
+            .unwrap_or_default();
+        let trunks = self.shared.trunks();
+        let inbound = trunks
+            .inbound(peer.addr.ip(), &dialled)
+            .map(|(tenant, name)| (tenant, name.to_string()));
+        let (tenant, caller, caller_extension, inbound_trunk) = match inbound {
+            Some((tenant, trunk)) => {
+                let from_user = msg
+                    .from()
+                    .ok()
+                    .and_then(|f| {
+                        msg::uri_parts(&f.uri.to_string()).and_then(|p| p.user.map(str::to_string))
+                    })
+                    .unwrap_or_else(|| "anonymous".into());
+                (tenant, from_user, None, Some(trunk))
+            }
+            None => {
+                let Some((tenant, ext)) = self.authenticate(now, &msg, peer, local, Kind::Proxy)
+                else {
+                    return;
+                };
+                (tenant, ext.clone(), Some(ext), None)
+            }
         };
         if self.dialogs.contains_key(msg.call_id()) {
             self.reply_stateless(&msg, peer, local, 482, "Loop Detected", &[]);
             return;
         }
         let ctx = ReqCtx::new(&msg, peer.addr);
-        let a_tag = token(8);
         let trying = ctx
             .response(100, "Trying", None, self.user_agent())
             .finish(None);
@@ -298,39 +355,6 @@ impl Shard {
 
         let now_ms = self.shared.unix_ms(now);
         let domain = Self::request_domain(&msg);
-        let callee = msg::uri_parts(msg.request_uri())
-            .and_then(|p| p.user.map(str::to_string))
-            .unwrap_or_default();
-        let index = self.shared.index();
-        let fail = |shard: &mut Shard, status: u16, reason: &str| {
-            let bytes = ctx
-                .response(status, reason, Some(&a_tag), shard.user_agent())
-                .finish(None);
-            shard.respond(now, &key, status, bytes);
-            shard.out.push_back(Output::Cdr(Cdr {
-                tenant,
-                caller: caller.clone(),
-                callee: callee.clone(),
-                started_at_ms: now_ms,
-                answered_at_ms: None,
-                ended_at_ms: now_ms,
-                disposition: Disposition::Failed,
-                sip_code: status,
-                hangup_by: "system".into(),
-                caller_call_id: ctx.call_id.clone(),
-                callee_call_id: String::new(),
-            }));
-        };
-        if index.extension(tenant, &callee).is_none() {
-            fail(self, 404, "Not Found");
-            return;
-        }
-        let bindings = self.shared.bindings.lookup(tenant, &callee, now_ms);
-        if bindings.is_empty() {
-            fail(self, 480, "Temporarily Unavailable");
-            return;
-        }
-
         let from = msg.from().ok();
         let to = msg.to().ok();
         let a_contact = msg
@@ -339,7 +363,7 @@ impl Shard {
             .unwrap_or_else(|| from.as_ref().map(|f| f.uri.to_string()).unwrap_or_default());
         let a = Leg {
             call_id: ctx.call_id.clone(),
-            local_tag: a_tag,
+            local_tag: token(8),
             remote_tag: from.as_ref().and_then(|f| f.tag().map(str::to_string)),
             local_uri: to.as_ref().map(|t| t.addr.to_string()).unwrap_or_default(),
             remote_uri: from
@@ -361,46 +385,36 @@ impl Shard {
             local_tag: token(8),
             remote_tag: None,
             local_uri: format!("<sip:{caller}@{domain}>"),
-            remote_uri: format!("<sip:{callee}@{domain}>"),
+            remote_uri: format!("<sip:{dialled}@{domain}>"),
             remote_target: String::new(),
             route_set: Vec::new(),
-            peer: bindings[0].peer,
-            local: Some(bindings[0].local),
-            cseq: 1,
+            peer,
+            local: None,
+            cseq: 0,
         };
-        let content = msg.content();
         let id = self.next_call;
         self.next_call += 1;
-        let mut forks = Vec::with_capacity(bindings.len());
-        let mut sends = Vec::with_capacity(bindings.len());
-        for binding in &bindings {
-            let branch = transaction::new_branch();
-            let mut leg = b.clone();
-            leg.remote_target = binding.contact.clone();
-            leg.peer = binding.peer;
-            leg.local = Some(binding.local);
-            let (bytes, sent) = self.leg_request(&leg, "INVITE", 1, &branch, content);
-            forks.push(Fork {
-                branch: branch.clone(),
-                peer: binding.peer,
-                local: binding.local,
-                invite: sent.clone(),
-                provisional: false,
-                final_status: None,
-                cancel_pending: false,
-            });
-            sends.push((branch, bytes, sent, binding.peer, binding.local));
-        }
+        let route_timeout = match self.shared.config.routing {
+            Routing::External { timeout } => timeout,
+            Routing::Builtin => Duration::ZERO,
+        };
         let call = Call {
             tenant,
-            caller,
-            callee,
+            caller: caller.clone(),
+            callee: dialled.clone(),
+            domain: domain.clone(),
             a,
             b,
             a_invite: ctx,
             a_key: key.clone(),
-            forks,
-            state: State::Ringing,
+            forks: Vec::new(),
+            step_start: 0,
+            steps: VecDeque::new(),
+            offer: msg
+                .content()
+                .map(|(ct, body)| (ct.to_string(), Bytes::copy_from_slice(body))),
+            trunk_auth: None,
+            state: State::Routing,
             offer_in_invite: !msg.body.is_empty(),
             b_ack: None,
             ok_retransmit: None,
@@ -408,37 +422,249 @@ impl Shard {
             cancelled: false,
             started_ms: now_ms,
             answered_ms: None,
-            ring_deadline: now + self.shared.config.ring_timeout,
+            ring_deadline: now + route_timeout,
             max_deadline: None,
             reap_at: None,
             pending: HashMap::new(),
             cdr_written: false,
         };
-        tracing::debug!(call = id, caller = %call.caller, callee = %call.callee, forks = sends.len(), "call started");
+        tracing::debug!(call = id, caller = %call.caller, dialled = %call.callee, "call routing");
         if let Some(e) = self.servers.get_mut(&key) {
             e.call = Some(id);
         }
         self.dialogs.insert(call.a.call_id.clone(), id);
         self.dialogs.insert(b_call_id, id);
+        let call_id = call.a.call_id.clone();
         self.calls.insert(id, call);
-        for (i, (branch, bytes, sent, dest, local)) in sends.into_iter().enumerate() {
-            self.send_request(
-                now,
-                branch,
-                bytes,
-                |tx| ClientEntry {
-                    tx,
-                    dest,
-                    local: Some(local),
-                    call: Some(id),
-                    role: ClientRole::Fork(i),
-                    invite: Some(sent),
-                },
-                true,
-                dest,
-            );
+        match self.shared.config.routing {
+            Routing::Builtin => {
+                let index = self.shared.index();
+                let decision = if index.extension(tenant, &dialled).is_some() {
+                    RouteDecision::Ring(vec![RingStep {
+                        extensions: vec![dialled],
+                        timeout: self.shared.config.ring_timeout,
+                    }])
+                } else {
+                    RouteDecision::reject(404, "Not Found")
+                };
+                self.route_decided(now, id, decision);
+            }
+            Routing::External { .. } => {
+                self.out.push_back(Output::Route(RouteRequest {
+                    shard: self.index,
+                    call: id,
+                    tenant,
+                    call_id,
+                    caller,
+                    caller_extension,
+                    dialled,
+                    inbound_trunk,
+                    source: peer.addr,
+                }));
+                self.schedule_call(id);
+            }
         }
+    }
+
+    /// The routing decision for call `id` (see [`Output::Route`]). A decision for
+    /// a call that is gone or was cancelled meanwhile is ignored.
+    pub fn route_decided(&mut self, now: Instant, id: u64, decision: RouteDecision) {
+        let ring_timeout = self.shared.config.ring_timeout;
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if call.state != State::Routing {
+            return;
+        }
+        call.state = State::Ringing;
+        match decision {
+            RouteDecision::Reject { status, reason } => {
+                self.fail_call(now, id, status, &reason);
+            }
+            RouteDecision::Ring(steps) => {
+                call.steps = steps
+                    .into_iter()
+                    .map(|mut s| {
+                        if s.timeout.is_zero() {
+                            s.timeout = ring_timeout;
+                        }
+                        s.timeout = s.timeout.min(ring_timeout);
+                        s
+                    })
+                    .collect();
+                self.next_step(now, id);
+            }
+            RouteDecision::Trunk { trunk, number } => {
+                let tenant = call.tenant;
+                match self.shared.trunks().get(tenant, &trunk).cloned() {
+                    Some(entry) => self.start_trunk(now, id, &entry, &number),
+                    None => self.fail_call(now, id, 503, "Trunk Unavailable"),
+                }
+            }
+        }
+    }
+
+    /// Rejects a call that never rang anywhere.
+    fn fail_call(&mut self, now: Instant, id: u64, status: u16, reason: &str) {
+        self.answer_a(now, id, status, reason, None);
+        self.finish_call(now, id, disposition_for(status), status, "system");
+    }
+
+    /// Starts the next ring step that has a registered phone; when none is left,
+    /// answers the caller with the best failure seen (480 when nothing rang).
+    fn next_step(&mut self, now: Instant, id: u64) {
+        let now_ms = self.shared.unix_ms(now);
+        loop {
+            let Some(call) = self.calls.get_mut(&id) else {
+                return;
+            };
+            let Some(step) = call.steps.pop_front() else {
+                let (code, reason) = call
+                    .best_final
+                    .clone()
+                    .unwrap_or((480, "Temporarily Unavailable".into()));
+                let by = if call.forks.is_empty() {
+                    "system"
+                } else {
+                    "callee"
+                };
+                self.answer_a(now, id, code, &reason, None);
+                self.finish_call(now, id, disposition_for(code), code, by);
+                return;
+            };
+            let tenant = call.tenant;
+            let index = self.shared.index();
+            let mut targets = Vec::new();
+            for ext in &step.extensions {
+                // Only the call's own tenant's extensions can be rung.
+                if index.extension(tenant, ext).is_none() {
+                    continue;
+                }
+                for binding in self.shared.bindings.lookup(tenant, ext, now_ms) {
+                    targets.push((ext.clone(), binding));
+                }
+            }
+            if targets.is_empty() {
+                continue;
+            }
+            call.step_start = call.forks.len();
+            call.ring_deadline = now + step.timeout;
+            call.b.cseq += 1;
+            for (ext, binding) in targets {
+                let Some(call) = self.calls.get(&id) else {
+                    return;
+                };
+                let mut leg = call.b.clone();
+                leg.remote_uri = format!("<sip:{ext}@{}>", call.domain);
+                leg.remote_target = binding.contact.clone();
+                leg.peer = binding.peer;
+                leg.local = Some(binding.local);
+                self.send_fork(now, id, &leg, None);
+            }
+            self.schedule_call(id);
+            return;
+        }
+    }
+
+    /// Sends the call out through a trunk.
+    fn start_trunk(&mut self, now: Instant, id: u64, trunk: &TrunkEntry, number: &str) {
+        let ring_timeout = self.shared.config.ring_timeout;
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let transport_param = match trunk.peer.transport {
+            TransportKind::Udp => "",
+            TransportKind::Tcp => ";transport=tcp",
+            TransportKind::Tls => ";transport=tls",
+        };
+        call.b.local_uri = format!("<sip:{}@{}>", call.caller, trunk.host);
+        call.b.remote_uri = format!("<sip:{number}@{}>", trunk.host);
+        call.b.remote_target = format!("sip:{number}@{}:{}{transport_param}", trunk.host, trunk.port);
+        call.b.peer = trunk.peer;
+        call.b.local = None;
+        call.b.cseq += 1;
+        call.trunk_auth = trunk
+            .username
+            .clone()
+            .zip(trunk.password.clone().or(Some(String::new())));
+        call.step_start = call.forks.len();
+        call.ring_deadline = now + ring_timeout;
+        let leg = call.b.clone();
+        self.send_fork(now, id, &leg, None);
         self.schedule_call(id);
+    }
+
+    /// Sends one fork of the initial INVITE on `leg` (with `leg.cseq`).
+    fn send_fork(&mut self, now: Instant, id: u64, leg: &Leg, auth: Option<(&str, &str)>) {
+        let Some(call) = self.calls.get(&id) else {
+            return;
+        };
+        let offer = call.offer.clone();
+        let content = offer.as_ref().map(|(ct, body)| (ct.as_str(), &body[..]));
+        let branch = transaction::new_branch();
+        let (bytes, sent) = self.leg_request(leg, "INVITE", leg.cseq, &branch, content, auth);
+        let (dest, local) = (leg.peer, leg.local);
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let i = call.forks.len();
+        call.forks.push(Fork {
+            branch: branch.clone(),
+            peer: dest,
+            local,
+            remote_uri: leg.remote_uri.clone(),
+            invite: sent.clone(),
+            provisional: false,
+            final_status: None,
+            cancel_pending: false,
+        });
+        self.send_request(
+            now,
+            branch,
+            bytes,
+            |tx| ClientEntry {
+                tx,
+                dest,
+                local,
+                call: Some(id),
+                role: ClientRole::Fork(i),
+                invite: Some(sent),
+            },
+            true,
+            dest,
+        );
+    }
+
+    /// Answers a trunk's 401/407 to our INVITE once, with the trunk's credentials
+    /// (RFC 3261 §22.2): the same dialog, the next CSeq, a new branch.
+    fn retry_with_credentials(&mut self, now: Instant, id: u64, i: usize, msg: &Msg) -> bool {
+        let status = msg.status().unwrap_or(0);
+        let Some(call) = self.calls.get_mut(&id) else {
+            return false;
+        };
+        let Some((username, password)) = call.trunk_auth.take() else {
+            return false;
+        };
+        let (challenge_header, answer_header) = if status == 401 {
+            ("WWW-Authenticate", "Authorization")
+        } else {
+            ("Proxy-Authenticate", "Proxy-Authorization")
+        };
+        let Some(challenge) = msg
+            .header(challenge_header)
+            .and_then(|v| digest_auth::Challenge::parse(v).ok())
+        else {
+            return false;
+        };
+        let uri = call.forks[i].invite.uri.clone();
+        let credentials = digest_auth::Credentials::answer(
+            &challenge, "INVITE", &uri, &username, &password, &token(8),
+        );
+        call.b.cseq += 1;
+        let leg = call.b.clone();
+        let value = credentials.header_value();
+        self.send_fork(now, id, &leg, Some((answer_header, &value)));
+        true
     }
 
     pub(crate) fn schedule_call(&mut self, id: u64) {
@@ -547,7 +773,7 @@ impl Shard {
             |tx| ClientEntry {
                 tx,
                 dest,
-                local: Some(local),
+                local,
                 call: Some(id),
                 role: ClientRole::Cancel,
                 invite: None,
@@ -571,7 +797,7 @@ impl Shard {
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
-        if call.state != State::Ringing {
+        if !matches!(call.state, State::Routing | State::Ringing) {
             return;
         }
         call.cancelled = true;
@@ -588,7 +814,7 @@ impl Shard {
         leg.cseq += 1;
         let leg = leg.clone();
         let branch = transaction::new_branch();
-        let (bytes, _) = self.leg_request(&leg, "BYE", leg.cseq, &branch, None);
+        let (bytes, _) = self.leg_request(&leg, "BYE", leg.cseq, &branch, None, None);
         let (dest, local) = (leg.peer, leg.local);
         self.send_request(
             now,
@@ -632,7 +858,7 @@ impl Shard {
             let leg = call.b.clone();
             let content = msg.content();
             let branch = transaction::new_branch();
-            let (bytes, _) = self.leg_request(&leg, "ACK", 1, &branch, content);
+            let (bytes, _) = self.leg_request(&leg, "ACK", leg.cseq, &branch, content, None);
             if let Some(call) = self.calls.get_mut(&id) {
                 call.b_ack = Some(bytes.clone());
             }
@@ -701,7 +927,7 @@ impl Shard {
                     self.send_bye(now, id, side.other());
                     self.finish_call(now, id, Disposition::Answered, 200, side.name());
                 }
-                State::Ringing if side == Side::A => {
+                State::Routing | State::Ringing if side == Side::A => {
                     if let Some(c) = self.calls.get_mut(&id) {
                         c.cancelled = true;
                     }
@@ -771,7 +997,7 @@ impl Shard {
         let leg = other.clone();
         let branch = transaction::new_branch();
         let content = msg.content();
-        let (bytes, sent) = self.leg_request(&leg, &method, leg.cseq, &branch, content);
+        let (bytes, sent) = self.leg_request(&leg, &method, leg.cseq, &branch, content, None);
         if let Some(call) = self.calls.get_mut(&id) {
             call.pending.insert(
                 branch.clone(),
@@ -848,28 +1074,34 @@ impl Shard {
             }
             return;
         }
-        // A fork failed.
-        let reason = msg.reason().to_string();
+        if matches!(status, 401 | 407) && self.retry_with_credentials(now, id, i, msg) {
+            return;
+        }
+        self.fork_failed(now, id, status, msg.reason());
+    }
+
+    /// A fork ended without answering: remember the most useful failure; when the
+    /// whole current step has failed, go on to the next (a 6xx ends the search,
+    /// RFC 3261 §16.7).
+    fn fork_failed(&mut self, now: Instant, id: u64, status: u16, reason: &str) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
         if call
             .best_final
             .as_ref()
             .is_none_or(|(s, _)| better_final(status, *s))
         {
-            call.best_final = Some((status, reason));
+            call.best_final = Some((status, reason.to_string()));
         }
-        let all_done = call.forks.iter().all(|f| f.final_status.is_some());
-        if all_done && call.state == State::Ringing {
-            let (code, reason) = call
-                .best_final
-                .clone()
-                .unwrap_or((480, "Temporarily Unavailable".into()));
-            self.answer_a(now, id, code, &reason, None);
-            let disposition = match code {
-                486 | 600 => Disposition::Busy,
-                408 | 480 => Disposition::NoAnswer,
-                _ => Disposition::Failed,
-            };
-            self.finish_call(now, id, disposition, code, "callee");
+        if status >= 600 {
+            call.steps.clear();
+        }
+        let step_done = call.forks[call.step_start..]
+            .iter()
+            .all(|f| f.final_status.is_some());
+        if step_done && call.state == State::Ringing && !call.cancelled {
+            self.next_step(now, id);
         }
     }
 
@@ -889,7 +1121,7 @@ impl Shard {
         let leg = call.b.clone();
         if offer_in_invite {
             let branch = transaction::new_branch();
-            let (ack, _) = self.leg_request(&leg, "ACK", 1, &branch, None);
+            let (ack, _) = self.leg_request(&leg, "ACK", leg.cseq, &branch, None, None);
             if let Some(call) = self.calls.get_mut(&id) {
                 call.b_ack = Some(ack.clone());
             }
@@ -917,10 +1149,10 @@ impl Shard {
         };
         let leg = answered_leg(&call.b, &call.forks[i], msg);
         let ack_branch = transaction::new_branch();
-        let (ack, _) = self.leg_request(&leg, "ACK", 1, &ack_branch, None);
+        let (ack, _) = self.leg_request(&leg, "ACK", leg.cseq, &ack_branch, None, None);
         self.transmit(leg.peer, leg.local, ack);
         let bye_branch = transaction::new_branch();
-        let (bye, _) = self.leg_request(&leg, "BYE", 2, &bye_branch, None);
+        let (bye, _) = self.leg_request(&leg, "BYE", leg.cseq + 1, &bye_branch, None, None);
         let dest = leg.peer;
         self.send_request(
             now,
@@ -958,7 +1190,7 @@ impl Shard {
         if p.invite && (200..300).contains(&status) {
             // Acknowledge the 2xx on the far leg ourselves.
             let ack_branch = transaction::new_branch();
-            let (ack, _) = self.leg_request(&far, "ACK", p.cseq, &ack_branch, None);
+            let (ack, _) = self.leg_request(&far, "ACK", p.cseq, &ack_branch, None, None);
             self.transmit(far.peer, far.local, ack);
         }
         let mut w = p
@@ -986,18 +1218,7 @@ impl Shard {
                 };
                 if call.forks.get(i).is_some_and(|f| f.final_status.is_none()) {
                     call.forks[i].final_status = Some(408);
-                    if call.best_final.is_none() {
-                        call.best_final = Some((408, "Request Timeout".into()));
-                    }
-                    let all_done = call.forks.iter().all(|f| f.final_status.is_some());
-                    if all_done && call.state == State::Ringing {
-                        let (code, reason) = call
-                            .best_final
-                            .clone()
-                            .unwrap_or((408, "Request Timeout".into()));
-                        self.answer_a(now, id, code, &reason, None);
-                        self.finish_call(now, id, Disposition::NoAnswer, code, "system");
-                    }
+                    self.fork_failed(now, id, 408, "Request Timeout");
                 }
             }
             ClientRole::Relay => {
@@ -1029,11 +1250,16 @@ impl Shard {
             return;
         };
         match call.state {
+            State::Routing if now >= call.ring_deadline => {
+                tracing::warn!(call = id, "no routing decision in time");
+                call.state = State::Ringing;
+                self.fail_call(now, id, 503, "Routing Timeout");
+            }
             State::Ringing if now >= call.ring_deadline => {
-                call.cancelled = true;
+                // This step rang out: stop its forks and try the next one.
                 self.cancel_forks(now, id, None);
-                self.answer_a(now, id, 480, "Temporarily Unavailable", None);
-                self.finish_call(now, id, Disposition::NoAnswer, 480, "system");
+                self.next_step(now, id);
+                return;
             }
             State::Answered => {
                 if let Some(r) = call.ok_retransmit.as_mut() {
@@ -1075,7 +1301,7 @@ impl Shard {
             };
             match call.state {
                 State::Answered => self.hang_up(now, id, "shutting down"),
-                State::Ringing => {
+                State::Routing | State::Ringing => {
                     call.cancelled = true;
                     self.cancel_forks(now, id, None);
                     self.answer_a(now, id, 503, "Service Unavailable", None);

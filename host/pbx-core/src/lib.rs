@@ -17,6 +17,7 @@ mod call;
 mod directory;
 mod msg;
 mod registrar;
+mod route;
 mod shard;
 #[cfg(test)]
 mod tests;
@@ -27,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::RwLock;
+pub use route::{RingStep, RouteDecision, RouteRequest, Routing, TrunkEntry, Trunks};
 pub use shard::Shard;
 pub use store::{Cdr, Directory, Registration, RegistrationChange, TransportKind};
 
@@ -66,6 +68,9 @@ pub enum Output {
     Registration(RegistrationChange),
     /// Persist a finished call's record.
     Cdr(Cdr),
+    /// Decide where a new call goes, then call [`Shard::route_decided`] (only with
+    /// [`Routing::External`]).
+    Route(RouteRequest),
 }
 
 /// Registrar limits (RFC 3261 §10.3).
@@ -123,6 +128,8 @@ pub struct CoreConfig {
     pub max_call_duration: Duration,
     /// Sent as `Server`/`User-Agent` when set; nothing is sent otherwise.
     pub user_agent: Option<String>,
+    /// Who decides where calls go.
+    pub routing: Routing,
 }
 
 impl Default for CoreConfig {
@@ -138,6 +145,7 @@ impl Default for CoreConfig {
             ring_timeout: Duration::from_secs(60),
             max_call_duration: Duration::from_secs(4 * 3600),
             user_agent: None,
+            routing: Routing::Builtin,
         }
     }
 }
@@ -146,6 +154,7 @@ impl Default for CoreConfig {
 pub struct Shared {
     pub(crate) config: CoreConfig,
     directory: RwLock<Arc<directory::Index>>,
+    trunks: RwLock<Arc<Trunks>>,
     pub(crate) bindings: registrar::Bindings,
     pub(crate) nonces: digest_auth::Nonces,
     /// Monotonic instant and the Unix milliseconds it corresponds to.
@@ -170,6 +179,7 @@ impl Shared {
             nonces: digest_auth::Nonces::new(key, lifetime_ms),
             config,
             directory: RwLock::new(Arc::new(directory::Index::build(&directory))),
+            trunks: RwLock::new(Arc::new(Trunks::default())),
             bindings: registrar::Bindings::restore(registrations),
             clock,
             shards: shards.max(1),
@@ -185,6 +195,15 @@ impl Shared {
 
     pub(crate) fn index(&self) -> Arc<directory::Index> {
         self.directory.read().clone()
+    }
+
+    /// Swaps in new tenant trunks and inbound numbers.
+    pub fn replace_trunks(&self, trunks: Trunks) {
+        *self.trunks.write() = Arc::new(trunks);
+    }
+
+    pub(crate) fn trunks(&self) -> Arc<Trunks> {
+        self.trunks.read().clone()
     }
 
     /// Which shard a raw message belongs to (by Call-ID); cheap, no full parse.

@@ -168,7 +168,15 @@ impl Msg {
     /// Parses raw bytes (normaliser + rsip) and flattens the headers.
     pub(crate) fn parse(bytes: &[u8]) -> Result<Msg, sip::Error> {
         let parsed = sip::parse(bytes)?;
-        Ok(Msg::from_rsip(parsed))
+        let mut msg = Msg::from_rsip(parsed);
+        // rsip keeps only the status code's canonical name; the phrase on the
+        // wire is what gets relayed.
+        if let StartLine::Response { reason, .. } = &mut msg.start
+            && let Some(phrase) = wire_reason(bytes)
+        {
+            *reason = phrase;
+        }
+        Ok(msg)
     }
 
     fn from_rsip(m: SipMessage) -> Msg {
@@ -292,6 +300,16 @@ impl Msg {
         self.header("Max-Forwards")
             .and_then(|v| v.trim().parse().ok())
     }
+}
+
+/// The reason phrase of a status line as sent (`SIP/2.0 486 Busy Here`).
+fn wire_reason(bytes: &[u8]) -> Option<String> {
+    let end = bytes.iter().position(|&b| b == b'\n').unwrap_or(bytes.len());
+    let line = std::str::from_utf8(&bytes[..end]).ok()?.trim_end();
+    let mut parts = line.splitn(3, ' ');
+    let (_version, _code) = (parts.next()?, parts.next()?);
+    let phrase = parts.next().unwrap_or("").trim();
+    Some(phrase.chars().filter(|c| !c.is_control()).collect())
 }
 
 /// rsip renders a status as "180 Ringing"; keep the phrase only.

@@ -36,8 +36,10 @@ fn directory() -> Directory {
 
 struct Harness {
     shard: Shard,
+    shared: std::sync::Arc<Shared>,
     now: Instant,
     sent: Vec<(SocketAddr, Msg)>,
+    routes: Vec<crate::RouteRequest>,
 }
 
 fn peer(addr: &str) -> Peer {
@@ -53,9 +55,11 @@ impl Harness {
         let now = Instant::now();
         let shared = Shared::new(config, directory(), Vec::new(), (now, 1_700_000_000_000), 1);
         Harness {
-            shard: Shard::new(0, shared),
+            shard: Shard::new(0, shared.clone()),
+            shared,
             now,
             sent: Vec::new(),
+            routes: Vec::new(),
         }
     }
 
@@ -73,9 +77,12 @@ impl Harness {
 
     fn drain(&mut self) {
         while let Some(o) = self.shard.poll_output() {
-            if let Output::Transmit { dest, bytes, .. } = o {
-                self.sent
-                    .push((dest.addr, Msg::parse(&bytes).expect("host sends valid SIP")));
+            match o {
+                Output::Transmit { dest, bytes, .. } => self
+                    .sent
+                    .push((dest.addr, Msg::parse(&bytes).expect("host sends valid SIP"))),
+                Output::Route(req) => self.routes.push(req),
+                _ => {}
             }
         }
     }
@@ -349,4 +356,253 @@ fn ack_reusing_the_invite_branch_still_confirms_the_call() {
         "the call stays up"
     );
     assert_eq!(h.shard.active_calls(), 1);
+}
+
+fn external() -> CoreConfig {
+    CoreConfig {
+        routing: crate::Routing::External {
+            timeout: Duration::from_secs(2),
+        },
+        ..CoreConfig::default()
+    }
+}
+
+impl Harness {
+    fn decide(&mut self, decision: crate::RouteDecision) {
+        let req = self.routes.pop().expect("a routing request");
+        self.shard.route_decided(self.now, req.call, decision);
+        self.drain();
+    }
+}
+
+fn sent_to<'a>(out: &'a [(SocketAddr, Msg)], port: u16, method: &str) -> Option<&'a Msg> {
+    out.iter()
+        .find(|(a, m)| a.port() == port && m.method() == Some(method))
+        .map(|(_, m)| m)
+}
+
+#[test]
+fn external_routing_asks_then_rings_in_sequence() {
+    let mut h = Harness::new(external());
+    h.register("1001", "127.0.0.1:7001");
+    h.register("1000", "127.0.0.1:7002");
+    let out = h.invite();
+    assert!(statuses(&out).contains(&100));
+    assert!(sent_to(&out, 7001, "INVITE").is_none(), "nothing rings before the decision");
+    let req = h.routes.last().expect("routing request").clone();
+    assert_eq!(req.caller, "1000");
+    assert_eq!(req.caller_extension.as_deref(), Some("1000"));
+    assert_eq!(req.dialled, "1001");
+    assert_eq!(req.inbound_trunk, None);
+
+    h.decide(crate::RouteDecision::Ring(vec![
+        crate::RingStep {
+            extensions: vec!["1001".into()],
+            timeout: Duration::from_secs(5),
+        },
+        crate::RingStep {
+            extensions: vec!["1000".into(), "9999".into()],
+            timeout: Duration::from_secs(5),
+        },
+    ]));
+    let out = h.take();
+    let first = sent_to(&out, 7001, "INVITE").expect("step 1 rings 1001").clone();
+    h.feed("127.0.0.1:7001", &answer(&first, 180, "Ringing"));
+    h.take();
+    let start = h.now;
+    h.run_until(start + Duration::from_secs(6));
+    let out = h.take();
+    assert!(sent_to(&out, 7001, "CANCEL").is_some(), "step 1 is cancelled");
+    let second = sent_to(&out, 7002, "INVITE").expect("step 2 rings 1000").clone();
+    assert!(!statuses(&out).contains(&480), "the caller still waits");
+    assert_eq!(second.header("CSeq"), Some("2 INVITE"));
+    assert!(second.header("To").unwrap().contains("sip:1000@"));
+
+    h.feed("127.0.0.1:7002", &answer(&second, 200, "OK"));
+    let out = h.take();
+    let ok = out
+        .iter()
+        .find(|(a, m)| a.port() == 7000 && m.status() == Some(200))
+        .expect("the caller gets the answer")
+        .1
+        .clone();
+    // No offer in the INVITE: the caller's ACK carries the answer to the callee.
+    let ack = format!(
+        "ACK sip:pbx@{SERVER} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bKack\r\nFrom: <sip:1000@{DOMAIN}>;tag=a\r\nTo: {}\r\nCall-ID: call-1\r\nCSeq: 2 ACK\r\nContent-Length: 0\r\n\r\n",
+        ok.header("To").unwrap()
+    );
+    h.feed("127.0.0.1:7000", &ack);
+    let out = h.take();
+    let ack = sent_to(&out, 7002, "ACK").expect("the host ACKs the callee's 2xx");
+    assert_eq!(ack.header("CSeq"), Some("2 ACK"), "ACK matches the INVITE's CSeq");
+}
+
+#[test]
+fn a_reject_decision_reaches_the_caller_and_a_late_one_is_ignored() {
+    let mut h = Harness::new(external());
+    h.register("1001", "127.0.0.1:7001");
+    h.invite();
+    h.decide(crate::RouteDecision::reject(403, "International Calls Barred"));
+    let out = h.take();
+    let reply = out.iter().find(|(_, m)| m.status() == Some(403)).expect("403");
+    assert_eq!(reply.1.reason(), "International Calls Barred");
+    let cdr_seen = {
+        let mut seen = false;
+        while let Some(o) = h.shard.poll_output() {
+            seen |= matches!(o, Output::Cdr(_));
+        }
+        seen
+    };
+    // The CDR was already drained with the 403; a second decision does nothing.
+    assert!(!cdr_seen);
+    h.shard.route_decided(
+        h.now,
+        1,
+        crate::RouteDecision::Ring(vec![crate::RingStep {
+            extensions: vec!["1001".into()],
+            timeout: Duration::from_secs(5),
+        }]),
+    );
+    h.drain();
+    assert!(sent_to(&h.take(), 7001, "INVITE").is_none());
+}
+
+#[test]
+fn no_decision_in_time_gets_503_and_cancel_while_routing_gets_487() {
+    let mut h = Harness::new(external());
+    h.register("1001", "127.0.0.1:7001");
+    h.invite();
+    let start = h.now;
+    h.run_until(start + Duration::from_secs(3));
+    let out = h.take();
+    let reply = out.iter().find(|(_, m)| m.status() == Some(503)).expect("503");
+    assert_eq!(reply.1.reason(), "Routing Timeout");
+
+    let mut h = Harness::new(external());
+    h.register("1001", "127.0.0.1:7001");
+    let out = h.invite();
+    let _ = out;
+    let cancel = format!(
+        "CANCEL sip:1001@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bKi1\r\nFrom: <sip:1000@{DOMAIN}>;tag=a\r\nTo: <sip:1001@{DOMAIN}>\r\nCall-ID: call-1\r\nCSeq: 2 CANCEL\r\nContent-Length: 0\r\n\r\n"
+    );
+    h.feed("127.0.0.1:7000", &cancel);
+    let out = h.take();
+    assert!(statuses(&out).contains(&200), "CANCEL answered");
+    assert!(statuses(&out).contains(&487), "INVITE terminated");
+    h.decide(crate::RouteDecision::Ring(vec![crate::RingStep {
+        extensions: vec!["1001".into()],
+        timeout: Duration::from_secs(5),
+    }]));
+    assert!(sent_to(&h.take(), 7001, "INVITE").is_none(), "too late to ring");
+}
+
+fn carrier(username: Option<&str>) -> crate::Trunks {
+    crate::Trunks::new(
+        vec![crate::TrunkEntry {
+            tenant: TenantId(1),
+            name: "carrier".into(),
+            peer: peer("127.0.0.1:9000"),
+            host: "carrier.example".into(),
+            port: 9000,
+            username: username.map(str::to_string),
+            password: username.map(|_| "trunk-secret".to_string()),
+        }],
+        vec![("+15550001".into(), TenantId(1))],
+    )
+}
+
+#[test]
+fn trunk_calls_answer_the_carriers_challenge_once() {
+    let mut h = Harness::new(external());
+    h.shared.replace_trunks(carrier(Some("acct")));
+    h.invite();
+    h.decide(crate::RouteDecision::Trunk {
+        trunk: "carrier".into(),
+        number: "15551234567".into(),
+    });
+    let out = h.take();
+    let first = sent_to(&out, 9000, "INVITE").expect("INVITE to the carrier").clone();
+    assert_eq!(first.request_uri(), "sip:15551234567@carrier.example:9000");
+    assert!(first.header("Proxy-Authorization").is_none());
+
+    let challenge = digest_auth::Challenge {
+        realm: "carrier.example".into(),
+        nonce: "n0nce".into(),
+        algorithm: Algorithm::Md5,
+        stale: false,
+        opaque: None,
+    };
+    let mut resp = answer(&first, 407, "Proxy Authentication Required");
+    resp = resp.replace(
+        "Content-Length: 0",
+        &format!("Proxy-Authenticate: {}\r\nContent-Length: 0", challenge.header_value()),
+    );
+    h.feed("127.0.0.1:9000", &resp);
+    let out = h.take();
+    assert!(sent_to(&out, 9000, "ACK").is_some(), "the 407 is acknowledged");
+    assert!(!statuses(&out).contains(&407), "the caller never sees the carrier's challenge");
+    let second = sent_to(&out, 9000, "INVITE").expect("INVITE with credentials").clone();
+    assert_eq!(second.header("CSeq"), Some("2 INVITE"));
+    assert_eq!(second.call_id(), first.call_id(), "same dialog");
+    let creds =
+        digest_auth::Credentials::parse(second.header("Proxy-Authorization").unwrap()).unwrap();
+    let h1 = ha1(Algorithm::Md5, "acct", "carrier.example", "trunk-secret");
+    assert!(creds.verify("INVITE", &h1));
+
+    // A second challenge is not answered again: the caller gets the failure.
+    h.feed("127.0.0.1:9000", &resp.replace(&first.header("CSeq").unwrap().to_string(), "2 INVITE").replace(
+        first.top_via().unwrap().branch.unwrap(),
+        second.top_via().unwrap().branch.unwrap(),
+    ));
+    let out = h.take();
+    assert!(statuses(&out).contains(&407));
+}
+
+#[test]
+fn a_decision_cannot_use_another_tenants_trunk() {
+    let mut h = Harness::new(external());
+    h.shared.replace_trunks(crate::Trunks::new(
+        vec![crate::TrunkEntry {
+            tenant: TenantId(2),
+            name: "theirs".into(),
+            peer: peer("127.0.0.1:9001"),
+            host: "other.example".into(),
+            port: 9001,
+            username: None,
+            password: None,
+        }],
+        vec![],
+    ));
+    h.invite();
+    h.decide(crate::RouteDecision::Trunk {
+        trunk: "theirs".into(),
+        number: "15551234567".into(),
+    });
+    let out = h.take();
+    assert!(sent_to(&out, 9001, "INVITE").is_none());
+    assert!(statuses(&out).contains(&503));
+}
+
+#[test]
+fn calls_from_a_trunk_to_a_did_skip_digest_and_carry_the_trunk() {
+    let mut h = Harness::new(external());
+    h.shared.replace_trunks(carrier(None));
+    let invite = |via: &str| {
+        format!(
+            "INVITE sip:+15550001@pbx.example SIP/2.0\r\nVia: SIP/2.0/UDP {via};branch=z9hG4bKt1\r\nFrom: <sip:+4930123456@carrier.example>;tag=c\r\nTo: <sip:+15550001@pbx.example>\r\nCall-ID: in-1\r\nCSeq: 1 INVITE\r\nContact: <sip:c@{via}>\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    h.feed("127.0.0.1:9000", &invite("127.0.0.1:9000"));
+    let out = h.take();
+    assert_eq!(statuses(&out), vec![100]);
+    let req = h.routes.pop().expect("routed");
+    assert_eq!(req.inbound_trunk.as_deref(), Some("carrier"));
+    assert_eq!(req.caller, "+4930123456");
+    assert_eq!(req.caller_extension, None);
+    assert_eq!(req.tenant, TenantId(1));
+
+    // The same INVITE from anywhere else must authenticate.
+    h.feed("127.0.0.2:9555", &invite("127.0.0.2:9555").replace("in-1", "in-2"));
+    assert_eq!(statuses(&h.take()), vec![407]);
+    assert!(h.routes.is_empty());
 }

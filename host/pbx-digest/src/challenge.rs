@@ -104,6 +104,43 @@ pub struct Challenge {
 }
 
 impl Challenge {
+    /// Parses a challenge received from a server (the client side, e.g. a trunk
+    /// challenging our INVITE). A `qop` list is accepted when it offers `auth`;
+    /// a challenge offering only other qop values is an error.
+    pub fn parse(header_value: &str) -> crate::Result<Challenge> {
+        let mut realm = None;
+        let mut nonce = None;
+        let mut algorithm = Algorithm::Md5;
+        let mut stale = false;
+        let mut opaque = None;
+        let mut qop_ok = true;
+        for (name, value) in crate::credentials::parse_params(header_value)? {
+            match name.as_str() {
+                "realm" => realm = Some(value),
+                "nonce" => nonce = Some(value),
+                "algorithm" => algorithm = Algorithm::parse(&value)?,
+                "stale" => stale = value.eq_ignore_ascii_case("true"),
+                "opaque" => opaque = Some(value),
+                "qop" => {
+                    qop_ok = value
+                        .split(',')
+                        .any(|q| q.trim().eq_ignore_ascii_case("auth"));
+                }
+                _ => {}
+            }
+        }
+        if !qop_ok {
+            return Err(crate::Error::MissingParam("qop=auth"));
+        }
+        Ok(Challenge {
+            realm: realm.ok_or(crate::Error::MissingParam("realm"))?,
+            nonce: nonce.ok_or(crate::Error::MissingParam("nonce"))?,
+            algorithm,
+            stale,
+            opaque,
+        })
+    }
+
     /// The header value, e.g.
     /// `Digest realm="acme.example", nonce="...", algorithm=SHA-256, qop="auth"`,
     /// followed by `, stale=TRUE` when stale and `, opaque="..."` when set.

@@ -142,6 +142,36 @@ impl Credentials {
         std::hint::black_box(outcome);
     }
 
+    /// The client side: credentials answering `challenge` for `method` on `uri`
+    /// with `username` and `password`, using `qop=auth` with the given client
+    /// nonce and `nc=1`.
+    pub fn answer(
+        challenge: &crate::Challenge,
+        method: &str,
+        uri: &str,
+        username: &str,
+        password: &str,
+        cnonce: &str,
+    ) -> Credentials {
+        let mut credentials = Credentials {
+            username: username.to_string(),
+            realm: challenge.realm.clone(),
+            nonce: challenge.nonce.clone(),
+            uri: uri.to_string(),
+            response: String::new(),
+            algorithm: challenge.algorithm,
+            cnonce: Some(cnonce.to_string()),
+            nc: Some(1),
+            qop: Some("auth".into()),
+            opaque: challenge.opaque.clone(),
+        };
+        let ha1 = crate::ha1(challenge.algorithm, username, &challenge.realm, password);
+        credentials.response = credentials
+            .expected_response(method, &ha1)
+            .unwrap_or_default();
+        credentials
+    }
+
     /// Renders these credentials as an `Authorization` header value (the client
     /// side, e.g. when registering to a trunk).
     pub fn header_value(&self) -> String {
@@ -306,6 +336,47 @@ pub(crate) fn parse_params(header_value: &str) -> Result<Vec<(String, String)>> 
             Some(',') => {}
             Some(_) => return Err(Error::Malformed("expected ',' between parameters")),
         }
+    }
+}
+
+#[cfg(test)]
+mod answer_tests {
+    use super::*;
+    use crate::{Algorithm, Challenge};
+
+    #[test]
+    fn an_answer_to_a_parsed_challenge_verifies() {
+        for alg in [Algorithm::Md5, Algorithm::Sha256] {
+            let sent = Challenge {
+                realm: "carrier.example".into(),
+                nonce: "abc123".into(),
+                algorithm: alg,
+                stale: false,
+                opaque: Some("op".into()),
+            };
+            let parsed = Challenge::parse(&sent.header_value()).unwrap();
+            assert_eq!(parsed, sent);
+            let creds = Credentials::answer(
+                &parsed,
+                "INVITE",
+                "sip:15551234@carrier.example",
+                "acct",
+                "s3cret",
+                "cn0nce",
+            );
+            let back = Credentials::parse(&creds.header_value()).unwrap();
+            let ha1 = crate::ha1(alg, "acct", "carrier.example", "s3cret");
+            assert!(back.verify("INVITE", &ha1));
+            assert!(!back.verify("BYE", &ha1));
+            assert_eq!(back.opaque.as_deref(), Some("op"));
+        }
+    }
+
+    #[test]
+    fn a_challenge_without_auth_qop_or_nonce_is_refused() {
+        assert!(Challenge::parse("Digest realm=\"r\", nonce=\"n\", qop=\"auth-int\"").is_err());
+        assert!(Challenge::parse("Digest realm=\"r\"").is_err());
+        assert!(Challenge::parse("Digest realm=\"r\", nonce=\"n\", qop=\"auth,auth-int\"").is_ok());
     }
 }
 

@@ -1,8 +1,9 @@
 //! The plugin part of the call path: the default dial plan's `route` plus the
-//! default policy's `check-call`, each in a fresh instance (instantiation
+//! restrictions policy's `check-call`, each in a fresh instance (instantiation
 //! included). Target: p99 under 50 µs.
 //!
-//! Run with `cargo bench -p pbx-plugin --bench call_path`.
+//! Run with `cargo bench -p pbx-plugin --bench call_path`; for p50/p99 per
+//! call see the `latency` bench.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -19,7 +20,7 @@ fn call_path(c: &mut Criterion) {
         .load(World::Dialplan, shipped::DEFAULT_DIALPLAN)
         .expect("dial plan");
     let policy = runtime
-        .load(World::Policy, shipped::DEFAULT_POLICY)
+        .load(World::Policy, shipped::RESTRICTIONS)
         .expect("policy");
     let caps = TenantCaps {
         tenant: Arc::from("bench"),

@@ -98,6 +98,35 @@ fn default_dialplan_routes_to_own_extension_trunk_or_rejects() {
         })
     );
 
+    // `9` is the outside-line code: stripped before the trunk.
+    let nine = rt
+        .route(
+            &plan,
+            &t.caps,
+            &call("9+4420123", DestinationClass::Unknown),
+        )
+        .unwrap();
+    assert_eq!(
+        nine,
+        Decision::Trunk(TrunkRoute {
+            trunk: "acme-carrier".into(),
+            number: "+4420123".into()
+        })
+    );
+    for not_a_number in ["9", "9abc", "0x12", "+", "555"] {
+        let d = rt
+            .route(
+                &plan,
+                &t.caps,
+                &call(not_a_number, DestinationClass::Unknown),
+            )
+            .unwrap();
+        assert!(
+            matches!(d, Decision::Reject(Reject { status: 404, .. })),
+            "{not_a_number}: {d:?}"
+        );
+    }
+
     let unknown = rt
         .route(&plan, &t.caps, &call("555", DestinationClass::Unknown))
         .unwrap();
@@ -122,6 +151,40 @@ fn default_dialplan_routes_to_own_extension_trunk_or_rejects() {
     assert!(matches!(
         refused,
         Decision::Reject(Reject { status: 403, .. })
+    ));
+}
+
+#[test]
+fn default_dialplan_rings_groups_by_name_or_by_number_in_storage() {
+    let rt = runtime();
+    let t = acme();
+    let plan = rt.load(World::Dialplan, shipped::DEFAULT_DIALPLAN).unwrap();
+    let by_name = rt
+        .route(&plan, &t.caps, &call("sales", DestinationClass::Internal))
+        .unwrap();
+    assert_eq!(by_name, Decision::RingGroup("sales".into()));
+
+    let unmapped = rt
+        .route(&plan, &t.caps, &call("600", DestinationClass::Internal))
+        .unwrap();
+    assert!(matches!(
+        unmapped,
+        Decision::Reject(Reject { status: 404, .. })
+    ));
+    t.caps.storage.set("group:600", b"sales").unwrap();
+    let by_number = rt
+        .route(&plan, &t.caps, &call("600", DestinationClass::Internal))
+        .unwrap();
+    assert_eq!(by_number, Decision::RingGroup("sales".into()));
+
+    // A mapping to a group the tenant does not have routes nowhere.
+    t.caps.storage.set("group:601", b"other-sales").unwrap();
+    let dangling = rt
+        .route(&plan, &t.caps, &call("601", DestinationClass::Internal))
+        .unwrap();
+    assert!(matches!(
+        dangling,
+        Decision::Reject(Reject { status: 404, .. })
     ));
 }
 
@@ -314,14 +377,114 @@ fn policy_failure_denies_and_call_ended_yields_nothing() {
     assert_eq!(t.alerts.all().len(), 2);
 }
 
+fn trunk_out(number: &str) -> Decision {
+    Decision::Trunk(TrunkRoute {
+        trunk: "acme-carrier".into(),
+        number: number.into(),
+    })
+}
+
 #[test]
-fn default_policy_denies_unapproved_classes_and_excess_concurrency() {
+fn restrictions_deny_unapproved_costly_classes_out_a_trunk_only() {
+    let rt = runtime();
+    let policy = rt.load(World::Policy, shipped::RESTRICTIONS).unwrap();
+    let out = trunk_out("+4420123");
+    let quiet = acme();
+    let ring = Decision::Ring(Ring {
+        targets: vec![RingTarget {
+            extension: "100".into(),
+            timeout_secs: 20,
+        }],
+        strategy: RingStrategy::Simultaneous,
+    });
+
+    for class in [
+        DestinationClass::Internal,
+        DestinationClass::National,
+        DestinationClass::Mobile,
+        DestinationClass::Emergency,
+    ] {
+        assert_eq!(
+            rt.check_call(&policy, &quiet.caps, &call("0123", class), &out),
+            Verdict::Allow,
+            "{class:?}"
+        );
+    }
+    for (class, name) in [
+        (DestinationClass::International, "international"),
+        (DestinationClass::Premium, "premium"),
+        (DestinationClass::Unknown, "unknown"),
+    ] {
+        let verdict = rt.check_call(&policy, &quiet.caps, &call("+4420123", class), &out);
+        assert_eq!(
+            verdict,
+            Verdict::Deny(format!(
+                "destination class {name} is not approved for this tenant"
+            ))
+        );
+        // Ringing one of the tenant's own extensions costs nothing.
+        assert_eq!(
+            rt.check_call(&policy, &quiet.caps, &call("100", class), &ring),
+            Verdict::Allow
+        );
+    }
+
+    // Approval is per class.
+    let approved = FixedUsage {
+        approved: HashSet::from([DestinationClass::International]),
+        ..FixedUsage::default()
+    };
+    let dir = Directory::new()
+        .with_extension("100", "", true)
+        .with_trunk("acme-carrier");
+    let trusted = tenant_with("t2", dir, approved, 4096);
+    let abroad = call("+4420123", DestinationClass::International);
+    assert_eq!(
+        rt.check_call(&policy, &trusted.caps, &abroad, &out),
+        Verdict::Allow
+    );
+    let premium = call("0900123", DestinationClass::Premium);
+    assert!(matches!(
+        rt.check_call(&policy, &trusted.caps, &premium, &out),
+        Verdict::Deny(_)
+    ));
+    assert!(quiet.alerts.all().is_empty());
+}
+
+#[test]
+fn emergency_calls_pass_every_shipped_policy_even_over_the_limits() {
+    let rt = runtime();
+    let dir = Directory::new()
+        .with_extension("100", "", true)
+        .with_trunk("acme-carrier");
+    let overloaded = FixedUsage {
+        concurrent: 1000,
+        in_window: 1000,
+        ..FixedUsage::default()
+    };
+    let t = tenant_with("t1", dir, overloaded, 4096);
+    let emergency = call("112", DestinationClass::Emergency);
+    let national = call("0123", DestinationClass::National);
+    for (name, wasm) in shipped::POLICIES {
+        let policy = rt.load(World::Policy, wasm).unwrap();
+        assert_eq!(
+            rt.check_call(&policy, &t.caps, &emergency, &trunk_out("112")),
+            Verdict::Allow,
+            "{name}"
+        );
+    }
+    let fraud = rt.load(World::Policy, shipped::DEFAULT_POLICY).unwrap();
+    assert!(matches!(
+        rt.check_call(&fraud, &t.caps, &national, &trunk_out("0123")),
+        Verdict::Deny(_)
+    ));
+}
+
+#[test]
+fn default_policy_denies_excess_concurrency_and_call_rate() {
     let rt = runtime();
     let policy = rt.load(World::Policy, shipped::DEFAULT_POLICY).unwrap();
-    let out = Decision::Trunk(TrunkRoute {
-        trunk: "acme-carrier".into(),
-        number: "+4420123".into(),
-    });
+    let out = trunk_out("0123");
     let dir = Directory::new()
         .with_extension("100", "", true)
         .with_trunk("acme-carrier");
@@ -332,27 +495,12 @@ fn default_policy_denies_unapproved_classes_and_excess_concurrency() {
         rt.check_call(&policy, &quiet.caps, &national, &out),
         Verdict::Allow
     );
-    let abroad = call("+4420123", DestinationClass::International);
-    assert!(matches!(
-        rt.check_call(&policy, &quiet.caps, &abroad, &out),
-        Verdict::Deny(r) if r.contains("not approved")
-    ));
-
-    let approved = FixedUsage {
-        approved: HashSet::from([DestinationClass::International]),
-        ..FixedUsage::default()
-    };
-    let trusted = tenant_with("t2", dir.clone(), approved, 4096);
-    assert_eq!(
-        rt.check_call(&policy, &trusted.caps, &abroad, &out),
-        Verdict::Allow
-    );
 
     let busy = FixedUsage {
         concurrent: 4,
         ..FixedUsage::default()
     };
-    let limited = tenant_with("t3", dir, busy, 4096);
+    let limited = tenant_with("t3", dir.clone(), busy, 4096);
     limited
         .caps
         .storage
@@ -361,6 +509,16 @@ fn default_policy_denies_unapproved_classes_and_excess_concurrency() {
     assert!(matches!(
         rt.check_call(&policy, &limited.caps, &national, &out),
         Verdict::Deny(r) if r.contains("concurrent")
+    ));
+
+    let chatty = FixedUsage {
+        in_window: 21,
+        ..FixedUsage::default()
+    };
+    let rapid = tenant_with("t4", dir, chatty, 4096);
+    assert!(matches!(
+        rt.check_call(&policy, &rapid.caps, &national, &out),
+        Verdict::Deny(r) if r.contains("calls in a minute")
     ));
 }
 

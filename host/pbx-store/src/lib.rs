@@ -9,7 +9,9 @@
 //! - Every row owned by a tenant carries `tenant_id`, and every method that reads
 //!   tenant data takes a [`TenantId`]. The only cross-tenant reads are the ones the
 //!   host needs at start-up and on reload: [`Store::directory`],
-//!   [`Store::load_registrations`] and [`Store::list_tenants`].
+//!   [`Store::load_registrations`], [`Store::list_tenants`],
+//!   [`Store::active_dialplans`], [`Store::all_trunks`], [`Store::all_dids`] and
+//!   [`Store::plugin_kv_all`].
 //! - Writes that belong together run in one transaction: provisioning steps, bulk
 //!   imports (validated before anything is written), batches of registration
 //!   changes and of CDRs.
@@ -17,23 +19,47 @@
 //!   running server polls [`Store::generation`] and reloads [`Store::directory`]
 //!   only when it moved. Registration and CDR writes leave it alone.
 //! - Passwords never reach the database: extensions store `HA1` digests (MD5 and
-//!   SHA-256) for realm = the tenant's primary domain.
+//!   SHA-256) for realm = the tenant's primary domain. Trunk passwords, which the
+//!   host must send, are encrypted with ChaCha20-Poly1305 under a random key in
+//!   `DATA_DIR/secret.key` ([`SECRET_KEY_FILE`]), bound to their tenant and trunk.
+//! - Plugins are stored by content hash; a tenant's dial plans are numbered
+//!   versions with one active pointer, so activation and rollback are one write.
 //! - SQL is plain and portable (no SQLite-only syntax where a portable form exists),
 //!   queries are runtime-checked (`sqlx::query`), and the store has no clock:
 //!   callers pass `now_ms` where time matters.
 
+mod alert;
+mod api_token;
+mod approval;
+mod audit;
+mod ban;
 mod cdr;
+mod cdr_export;
 mod error;
 mod extension;
 mod ha1;
+mod plugin;
 mod registration;
+mod secret;
 mod tenant;
+mod trunk;
 mod types;
+mod user;
 mod validate;
 
+pub use alert::{AlertRecord, MAX_ALERTS, NewAlert};
+pub use api_token::{ApiToken, NewApiToken};
+pub use approval::{Approval, ApprovalStatus, ApprovalTarget};
+pub use audit::{AuditEntry, AuditHead, AuditRecord};
+pub use ban::BanRecord;
 pub use cdr::CdrFilter;
+pub use cdr_export::CdrCursor;
 pub use error::{Error, Result};
+pub use plugin::{PluginVersion, Policy};
+pub use secret::SECRET_KEY_FILE;
+pub use trunk::Trunk;
 pub use types::*;
+pub use user::{LoginFailures, NewUser, TotpState, User, UserRole};
 
 /// Checks an extension number the way every store write does (1-32 characters of
 /// `[0-9A-Za-z._-]`), so callers can report a bad one before writing anything.
@@ -48,6 +74,7 @@ pub fn validate_password(password: &str) -> Result<()> {
 }
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{
@@ -64,6 +91,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqli
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: SqlitePool,
+    /// Encrypts trunk passwords; read from `DATA_DIR/secret.key`.
+    secrets: Arc<secret::SecretKey>,
 }
 
 impl Store {
@@ -73,6 +102,7 @@ impl Store {
     /// mode with `synchronous=NORMAL`, foreign keys on and a 5 s busy timeout.
     pub async fn open(data_dir: &Path) -> Result<Store> {
         create_private_dir(data_dir)?;
+        let secrets = secret::SecretKey::load_or_create(&data_dir.join(SECRET_KEY_FILE))?;
         let options = SqliteConnectOptions::new()
             .filename(data_dir.join(DB_FILE))
             .create_if_missing(true)
@@ -84,7 +114,7 @@ impl Store {
             .max_connections(4)
             .connect_with(options)
             .await?;
-        Store::migrated(pool).await
+        Store::migrated(pool, secrets).await
     }
 
     /// Opens a private in-memory database (for tests and throw-away runs).
@@ -103,12 +133,15 @@ impl Store {
             .max_lifetime(None)
             .connect_with(options)
             .await?;
-        Store::migrated(pool).await
+        Store::migrated(pool, secret::SecretKey::random()).await
     }
 
-    async fn migrated(pool: SqlitePool) -> Result<Store> {
+    async fn migrated(pool: SqlitePool, secrets: secret::SecretKey) -> Result<Store> {
         MIGRATOR.run(&pool).await?;
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            secrets: Arc::new(secrets),
+        })
     }
 
     /// Closes the pool, waiting for connections to be returned and checkpointed.

@@ -326,3 +326,64 @@ mod tests {
         assert!(store.list_tenants().await.expect("list").len() == 1);
     }
 }
+
+impl Store {
+    /// Deletes a tenant and purges everything it owns: domains, extensions,
+    /// registrations, call records, API users and tokens, in one transaction.
+    /// Audit entries stay (they name the tenant by id only).
+    pub async fn delete_tenant(&self, tenant: TenantId) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        ensure_tenant(&mut tx, tenant).await?;
+        for sql in [
+            "DELETE FROM cdrs WHERE tenant_id = ?",
+            "DELETE FROM registrations WHERE tenant_id = ?",
+            "DELETE FROM tenants WHERE id = ?",
+        ] {
+            sqlx::query(sql).bind(tenant.0).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod purge_tests {
+    use crate::*;
+
+    #[tokio::test]
+    async fn delete_tenant_purges_its_rows_only() {
+        let store = Store::open_in_memory().await.expect("open");
+        let a = store.add_tenant("a", "a.example").await.expect("a").id;
+        let b = store.add_tenant("b", "b.example").await.expect("b").id;
+        for t in [a, b] {
+            store.add_extension(t, "100", "pw").await.expect("ext");
+            store
+                .insert_cdrs(&[crate::cdr::tests::cdr(t, "100", "101", 1_000)])
+                .await
+                .expect("cdr");
+        }
+        store.delete_tenant(a).await.expect("delete");
+        assert_eq!(store.tenant(a).await.expect("get"), None);
+        assert!(store.list_extensions(a).await.expect("ext").is_empty());
+        assert!(
+            store
+                .list_cdrs(a, &CdrFilter::default())
+                .await
+                .expect("cdr")
+                .is_empty()
+        );
+        assert_eq!(store.list_extensions(b).await.expect("ext").len(), 1);
+        assert_eq!(
+            store
+                .list_cdrs(b, &CdrFilter::default())
+                .await
+                .expect("cdr")
+                .len(),
+            1
+        );
+        assert!(matches!(
+            store.delete_tenant(a).await,
+            Err(Error::NotFound(_))
+        ));
+    }
+}

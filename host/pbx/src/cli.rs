@@ -7,6 +7,18 @@
 //! pbx --data-dir DIR extension import TENANT FILE.csv
 //! pbx --data-dir DIR extension list TENANT
 //! pbx --data-dir DIR cdr list TENANT [--limit N] [--format csv|json]
+//! pbx --data-dir DIR plugin install TENANT FILE.wasm
+//! pbx --data-dir DIR plugin list TENANT
+//! pbx --data-dir DIR plugin rollback TENANT [VERSION]
+//! pbx --data-dir DIR policy install NAME FILE.wasm [--tenant TENANT]
+//! pbx --data-dir DIR policy remove NAME
+//! pbx --data-dir DIR policy list
+//! pbx --data-dir DIR trunk add TENANT NAME --uri URI [--username USER [--password-stdin]]
+//! pbx --data-dir DIR trunk list TENANT
+//! pbx --data-dir DIR trunk remove TENANT NAME
+//! pbx --data-dir DIR did add TENANT NUMBER
+//! pbx --data-dir DIR did list TENANT
+//! pbx --data-dir DIR did remove NUMBER
 //! pbx --data-dir DIR serve [--config FILE] [--sip-udp ADDR]... [--sip-tcp ADDR]...
 //! pbx demo
 //! ```
@@ -42,6 +54,18 @@ pub enum Command {
     /// Read call detail records.
     #[command(subcommand)]
     Cdr(CdrCommand),
+    /// Manage a tenant's dial-plan plugin versions.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+    /// Manage policy plugins (provider-wide or for one tenant).
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Manage a tenant's outbound SIP trunks.
+    #[command(subcommand)]
+    Trunk(TrunkCommand),
+    /// Manage inbound numbers (DIDs) and the tenants they route to.
+    #[command(subcommand)]
+    Did(DidCommand),
     /// Run the SIP server.
     Serve(ServeArgs),
     /// Provision a demo tenant `acme` (domain acme.example) with extensions 1000 and
@@ -118,6 +142,108 @@ pub enum CdrCommand {
         /// Output format.
         #[arg(long, value_enum, default_value_t = CdrFormat::Csv)]
         format: CdrFormat,
+    },
+}
+
+/// `pbx plugin ...`
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Validate a dial-plan component and make it the tenant's active version.
+    Install {
+        /// The tenant's name.
+        tenant: String,
+        /// The component (a `.wasm` file built for wasm32-wasip2).
+        file: PathBuf,
+    },
+    /// List the tenant's dial-plan versions (`*` marks the active one).
+    List {
+        /// The tenant's name.
+        tenant: String,
+    },
+    /// Make an earlier version active again: the one before the active version,
+    /// or the given one.
+    Rollback {
+        /// The tenant's name.
+        tenant: String,
+        /// The version to activate [default: the one before the active version].
+        version: Option<i64>,
+    },
+}
+
+/// `pbx policy ...`
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Validate a policy component and install it (replacing one of the same name).
+    Install {
+        /// A unique name for the policy.
+        name: String,
+        /// The component (a `.wasm` file built for wasm32-wasip2).
+        file: PathBuf,
+        /// Apply it to this tenant only [default: every tenant].
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Remove a policy.
+    Remove {
+        /// The policy's name.
+        name: String,
+    },
+    /// List the installed policies.
+    List,
+}
+
+/// `pbx trunk ...`
+#[derive(Debug, Subcommand)]
+pub enum TrunkCommand {
+    /// Add an outbound SIP trunk (it registers when a user name is given).
+    Add {
+        /// The tenant's name.
+        tenant: String,
+        /// A name for the trunk, unique within the tenant.
+        name: String,
+        /// Where it is: `sip:HOST[:PORT][;transport=udp|tcp|tls]` or `sips:HOST[:PORT]`.
+        #[arg(long)]
+        uri: String,
+        /// The user name to authenticate and register with.
+        #[arg(long)]
+        username: Option<String>,
+        /// Read the trunk password from the first line of standard input.
+        #[arg(long, requires = "username")]
+        password_stdin: bool,
+    },
+    /// List a tenant's trunks (passwords are never shown).
+    List {
+        /// The tenant's name.
+        tenant: String,
+    },
+    /// Remove a trunk.
+    Remove {
+        /// The tenant's name.
+        tenant: String,
+        /// The trunk's name.
+        name: String,
+    },
+}
+
+/// `pbx did ...`
+#[derive(Debug, Subcommand)]
+pub enum DidCommand {
+    /// Route an inbound number (an optional + and 3-20 digits) to a tenant.
+    Add {
+        /// The tenant's name.
+        tenant: String,
+        /// The number, e.g. +4930123456.
+        number: String,
+    },
+    /// List a tenant's numbers.
+    List {
+        /// The tenant's name.
+        tenant: String,
+    },
+    /// Remove a number.
+    Remove {
+        /// The number.
+        number: String,
     },
 }
 
@@ -214,6 +340,58 @@ mod tests {
         assert!(args.sip_udp[1].is_ipv6());
         assert_eq!(args.sip_tcp, vec!["0.0.0.0:5061".parse().unwrap()]);
         assert_eq!(args.log_format, Some(LogFormat::Json));
+    }
+
+    #[test]
+    fn plugin_and_provisioning_commands_parse() {
+        let cli = parse(&["plugin", "rollback", "acme"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Plugin(PluginCommand::Rollback { version: None, .. })
+        ));
+        let cli = parse(&["plugin", "rollback", "acme", "3"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Plugin(PluginCommand::Rollback {
+                version: Some(3),
+                ..
+            })
+        ));
+        assert!(parse(&["plugin", "rollback", "acme", "three"]).is_err());
+        let cli = parse(&["policy", "install", "fraud", "p.wasm", "--tenant", "acme"]).unwrap();
+        let Command::Policy(PolicyCommand::Install { tenant, .. }) = cli.command else {
+            panic!("not policy install");
+        };
+        assert_eq!(tenant.as_deref(), Some("acme"));
+        // The password comes from stdin only, and only with a user name.
+        assert!(parse(&["trunk", "add", "acme", "gw", "--uri", "sip:gw.example"]).is_ok());
+        assert!(
+            parse(&[
+                "trunk",
+                "add",
+                "acme",
+                "gw",
+                "--uri",
+                "sip:gw.example",
+                "--password-stdin"
+            ])
+            .is_err()
+        );
+        assert!(
+            parse(&[
+                "trunk",
+                "add",
+                "acme",
+                "gw",
+                "--uri",
+                "sip:gw.example",
+                "--password",
+                "x"
+            ])
+            .is_err()
+        );
+        assert!(parse(&["trunk", "add", "acme", "gw"]).is_err());
+        assert!(parse(&["did", "remove", "+4930123456"]).is_ok());
     }
 
     #[test]

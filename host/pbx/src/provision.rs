@@ -1,15 +1,20 @@
-//! The provisioning commands (`tenant`, `extension`, `cdr`) and the demo set-up,
-//! run straight against the store. A running server notices the changes through
+//! The provisioning commands (`tenant`, `extension`, `cdr`, `plugin`, `policy`,
+//! `trunk`, `did`) and the demo set-up, run straight against the store. Plugin
+//! files are validated by the plugin runtime before anything is stored. A running server notices the changes through
 //! the store's generation counter.
 
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::path::Path;
 
+use pbx_plugin::{PluginRuntime, RuntimeConfig, World};
 use rand::Rng;
 use store::{Cdr, CdrFilter, Store, Tenant};
 
-use crate::cli::{CdrCommand, CdrFormat, Command, ExtensionCommand, TenantCommand};
+use crate::cli::{
+    CdrCommand, CdrFormat, Command, DidCommand, ExtensionCommand, PluginCommand, PolicyCommand,
+    TenantCommand, TrunkCommand,
+};
 use crate::server::ServeOptions;
 use crate::{Error, Result};
 
@@ -110,11 +115,260 @@ pub async fn execute(
                 }
             }
         }
+        Command::Plugin(command) => plugin(store, command, out).await?,
+        Command::Policy(command) => policy(store, command, out).await?,
+        Command::Trunk(command) => trunk(store, command, input, out).await?,
+        Command::Did(command) => did(store, command, out).await?,
         Command::Serve(_) | Command::Demo(_) => {
             return Err(Error::Invalid("not a provisioning command".into()));
         }
     }
     Ok(())
+}
+
+async fn plugin(store: &Store, command: PluginCommand, out: &mut dyn Write) -> Result<()> {
+    match command {
+        PluginCommand::Install { tenant, file } => {
+            let tenant = tenant_named(store, &tenant).await?;
+            let wasm = read_valid_plugin(World::Dialplan, &file)?;
+            let v = store.install_dialplan(tenant.id, &wasm, now_ms()).await?;
+            writeln!(
+                out,
+                "installed dial plan version {} for {} (sha256 {}); it is active",
+                v.version, tenant.name, v.hash
+            )?;
+        }
+        PluginCommand::List { tenant } => {
+            let tenant = tenant_named(store, &tenant).await?;
+            for v in store.list_dialplans(tenant.id).await? {
+                let marker = if v.active { "\t*" } else { "" };
+                writeln!(
+                    out,
+                    "{}\t{}\t{}\t{}{marker}",
+                    v.version,
+                    hash_prefix(&v.hash),
+                    v.size,
+                    format_utc(v.uploaded_at_ms)
+                )?;
+            }
+        }
+        PluginCommand::Rollback { tenant, version } => {
+            let tenant = tenant_named(store, &tenant).await?;
+            let v = store.rollback_dialplan(tenant.id, version).await?;
+            writeln!(
+                out,
+                "{}: dial plan version {} is active (sha256 {})",
+                tenant.name, v.version, v.hash
+            )?;
+        }
+    }
+    Ok(())
+}
+
+async fn policy(store: &Store, command: PolicyCommand, out: &mut dyn Write) -> Result<()> {
+    match command {
+        PolicyCommand::Install { name, file, tenant } => {
+            let tenant = match tenant {
+                Some(name) => Some(tenant_named(store, &name).await?),
+                None => None,
+            };
+            let wasm = read_valid_plugin(World::Policy, &file)?;
+            let p = store
+                .install_policy(&name, tenant.as_ref().map(|t| t.id), &wasm, now_ms())
+                .await?;
+            let scope = match &tenant {
+                Some(t) => format!("tenant {}", t.name),
+                None => "every tenant".to_owned(),
+            };
+            writeln!(
+                out,
+                "installed policy {} for {scope} (sha256 {})",
+                p.name, p.hash
+            )?;
+        }
+        PolicyCommand::Remove { name } => {
+            store.remove_policy(&name).await?;
+            writeln!(out, "removed policy {name}")?;
+        }
+        PolicyCommand::List => {
+            let names: HashMap<_, _> = store
+                .list_tenants()
+                .await?
+                .into_iter()
+                .map(|t| (t.id, t.name))
+                .collect();
+            for p in store.list_policies().await? {
+                let scope = match p.tenant {
+                    Some(id) => names.get(&id).cloned().unwrap_or_else(|| id.to_string()),
+                    None => ALL_TENANTS.to_owned(),
+                };
+                writeln!(
+                    out,
+                    "{}\t{scope}\t{}\t{}",
+                    p.name,
+                    hash_prefix(&p.hash),
+                    format_utc(p.installed_at_ms)
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn trunk(
+    store: &Store,
+    command: TrunkCommand,
+    input: &mut dyn BufRead,
+    out: &mut dyn Write,
+) -> Result<()> {
+    match command {
+        TrunkCommand::Add {
+            tenant,
+            name,
+            uri,
+            username,
+            password_stdin,
+        } => {
+            let tenant = tenant_named(store, &tenant).await?;
+            let password = if password_stdin {
+                Some(read_password(input)?)
+            } else {
+                None
+            };
+            let t = store
+                .add_trunk(
+                    tenant.id,
+                    &name,
+                    &uri,
+                    username.as_deref(),
+                    password.as_deref(),
+                )
+                .await?;
+            let registers = match &t.username {
+                Some(user) => format!(", registers as {user}"),
+                None => String::new(),
+            };
+            writeln!(
+                out,
+                "added trunk {} to {} ({}{registers})",
+                t.name,
+                tenant.name,
+                t.uri()
+            )?;
+        }
+        TrunkCommand::List { tenant } => {
+            let tenant = tenant_named(store, &tenant).await?;
+            for t in store.list_trunks(tenant.id).await? {
+                let register = if t.register {
+                    "register"
+                } else {
+                    "no-register"
+                };
+                writeln!(
+                    out,
+                    "{}\t{}\t{}\t{register}",
+                    t.name,
+                    t.uri(),
+                    t.username.as_deref().unwrap_or("-")
+                )?;
+            }
+        }
+        TrunkCommand::Remove { tenant, name } => {
+            let tenant = tenant_named(store, &tenant).await?;
+            store.remove_trunk(tenant.id, &name).await?;
+            writeln!(out, "removed trunk {name} from {}", tenant.name)?;
+        }
+    }
+    Ok(())
+}
+
+async fn did(store: &Store, command: DidCommand, out: &mut dyn Write) -> Result<()> {
+    match command {
+        DidCommand::Add { tenant, number } => {
+            let tenant = tenant_named(store, &tenant).await?;
+            store.add_did(tenant.id, &number).await?;
+            writeln!(out, "added DID {number} to {}", tenant.name)?;
+        }
+        DidCommand::List { tenant } => {
+            let tenant = tenant_named(store, &tenant).await?;
+            for number in store.list_dids(tenant.id).await? {
+                writeln!(out, "{number}")?;
+            }
+        }
+        DidCommand::Remove { number } => {
+            store.remove_did(&number).await?;
+            writeln!(out, "removed DID {number}")?;
+        }
+    }
+    Ok(())
+}
+
+/// How `policy list` shows a provider-wide policy.
+const ALL_TENANTS: &str = "(all tenants)";
+
+/// Reads a plugin file and checks it the way the server will load it (for
+/// `world`), so that a file the server would refuse is never stored.
+fn read_valid_plugin(world: World, path: &Path) -> Result<Vec<u8>> {
+    let wasm = std::fs::read(path).map_err(|source| Error::File {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let runtime = PluginRuntime::new(RuntimeConfig::default())
+        .map_err(|e| Error::Invalid(format!("cannot start the plugin runtime: {e}")))?;
+    runtime.load(world, &wasm).map_err(|e| {
+        Error::Invalid(format!(
+            "{} refused as a {world} plugin: {e}",
+            path.display()
+        ))
+    })?;
+    Ok(wasm)
+}
+
+/// The first 12 hex digits of a content hash, as listings show it.
+fn hash_prefix(hash: &str) -> &str {
+    hash.get(..12).unwrap_or(hash)
+}
+
+/// The wall clock in Unix milliseconds (0 if the clock is before 1970).
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .and_then(|d| i64::try_from(d.as_millis()).ok())
+        .unwrap_or(0)
+}
+
+/// Unix milliseconds as `YYYY-MM-DDTHH:MM:SSZ` (UTC, proleptic Gregorian).
+fn format_utc(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (year, month, day) = civil_date(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// The calendar date `days` after 1970-01-01. Counts in 400-year eras of
+/// 146 097 days, with years starting on 1 March so the leap day comes last.
+fn civil_date(days: i64) -> (i64, i64, i64) {
+    let shifted = days + 719_468; // days from 0000-03-01 to 1970-01-01
+    let era = shifted.div_euclid(146_097);
+    let day_of_era = shifted.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153; // 0 = March
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
 }
 
 async fn tenant_named(store: &Store, name: &str) -> Result<Tenant> {
@@ -353,6 +607,87 @@ mod tests {
         assert_eq!(csv_field("abc"), "abc");
         assert_eq!(csv_field("a,b"), "\"a,b\"");
         assert_eq!(csv_field("a\"b"), "\"a\"\"b\"");
+    }
+
+    #[test]
+    fn timestamps_print_as_utc() {
+        assert_eq!(format_utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_utc(951_782_400_000), "2000-02-29T00:00:00Z");
+        assert_eq!(format_utc(1_709_251_199_999), "2024-02-29T23:59:59Z");
+        assert_eq!(format_utc(1_735_689_600_000), "2025-01-01T00:00:00Z");
+        assert_eq!(format_utc(-1_000), "1969-12-31T23:59:59Z");
+        assert_eq!(hash_prefix("0123456789abcdef"), "0123456789ab");
+        assert_eq!(hash_prefix("short"), "short");
+    }
+
+    #[tokio::test]
+    async fn trunk_and_did_commands_against_an_in_memory_store() {
+        let store = Store::open_in_memory().await.unwrap();
+        store.add_tenant("acme", "acme.example").await.unwrap();
+        let mut out = Vec::new();
+        let mut input: &[u8] = b"trunk-pw\n";
+        execute(
+            &store,
+            Command::Trunk(TrunkCommand::Add {
+                tenant: "acme".into(),
+                name: "carrier".into(),
+                uri: "sip:gw.example:5080".into(),
+                username: Some("acct".into()),
+                password_stdin: true,
+            }),
+            &mut input,
+            &mut out,
+        )
+        .await
+        .unwrap();
+        let mut none: &[u8] = b"";
+        let mut listing = Vec::new();
+        execute(
+            &store,
+            Command::Trunk(TrunkCommand::List {
+                tenant: "acme".into(),
+            }),
+            &mut none,
+            &mut listing,
+        )
+        .await
+        .unwrap();
+        let listing = String::from_utf8(listing).unwrap();
+        assert_eq!(
+            listing,
+            "carrier\tsip:gw.example:5080;transport=udp\tacct\tregister\n"
+        );
+        let tenant = store.tenant_by_name("acme").await.unwrap().unwrap();
+        let trunks = store.list_trunks(tenant.id).await.unwrap();
+        assert_eq!(trunks[0].password.as_deref(), Some("trunk-pw"));
+
+        let err = execute(
+            &store,
+            Command::Did(DidCommand::Add {
+                tenant: "nobody".into(),
+                number: "+15551234".into(),
+            }),
+            &mut none,
+            &mut out,
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, Error::NoSuchTenant(_)));
+        execute(
+            &store,
+            Command::Did(DidCommand::Add {
+                tenant: "acme".into(),
+                number: "+15551234".into(),
+            }),
+            &mut none,
+            &mut out,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            store.all_dids().await.unwrap(),
+            vec![("+15551234".to_owned(), tenant.id)]
+        );
     }
 
     #[test]

@@ -255,3 +255,263 @@ fn serve_rejects_a_config_with_unknown_keys() {
     ));
     assert!(err.contains("bogus"), "{err}");
 }
+
+/// Writes `bytes` to `name` inside `dir` and returns the path as a string.
+fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+/// `(version, active)` of each line of `plugin list`.
+fn plugin_versions(dir: &Path, tenant: &str) -> Vec<(String, bool)> {
+    ok(&pbx(dir, &["plugin", "list", tenant]))
+        .lines()
+        .map(|l| {
+            let fields: Vec<&str> = l.split('\t').collect();
+            (fields[0].to_owned(), fields.last() == Some(&"*"))
+        })
+        .collect()
+}
+
+#[test]
+fn plugin_install_list_and_rollback() {
+    let dir = data_dir_with_acme();
+    let dialplan = write_file(
+        dir.path(),
+        "dialplan.wasm",
+        pbx_plugin::shipped::DEFAULT_DIALPLAN,
+    );
+    let out = ok(&pbx(dir.path(), &["plugin", "install", "acme", &dialplan]));
+    assert!(out.contains("version 1"), "{out}");
+    let out = ok(&pbx(dir.path(), &["plugin", "install", "acme", &dialplan]));
+    assert!(out.contains("version 2"), "{out}");
+    assert_eq!(
+        plugin_versions(dir.path(), "acme"),
+        [("1".to_owned(), false), ("2".to_owned(), true)]
+    );
+    let list = ok(&pbx(dir.path(), &["plugin", "list", "acme"]));
+    let line: Vec<&str> = list.lines().next().unwrap().split('\t').collect();
+    assert_eq!(line[1].len(), 12, "{list}");
+    assert_eq!(
+        line[2],
+        pbx_plugin::shipped::DEFAULT_DIALPLAN.len().to_string()
+    );
+    assert!(line[3].ends_with('Z'), "{list}");
+
+    let out = ok(&pbx(dir.path(), &["plugin", "rollback", "acme"]));
+    assert!(out.contains("version 1"), "{out}");
+    assert_eq!(
+        plugin_versions(dir.path(), "acme"),
+        [("1".to_owned(), true), ("2".to_owned(), false)]
+    );
+    // Nothing before version 1.
+    let err = fails(&pbx(dir.path(), &["plugin", "rollback", "acme"]));
+    assert!(err.contains("before 1"), "{err}");
+    ok(&pbx(dir.path(), &["plugin", "rollback", "acme", "2"]));
+    assert_eq!(
+        plugin_versions(dir.path(), "acme")[1],
+        ("2".to_owned(), true)
+    );
+    fails(&pbx(dir.path(), &["plugin", "rollback", "acme", "9"]));
+
+    // Another tenant sees none of it and cannot activate acme's versions.
+    ok(&pbx(
+        dir.path(),
+        &["tenant", "add", "globex", "--domain", "globex.example"],
+    ));
+    assert!(plugin_versions(dir.path(), "globex").is_empty());
+    fails(&pbx(dir.path(), &["plugin", "rollback", "globex", "1"]));
+    // Unknown tenant.
+    let err = fails(&pbx(
+        dir.path(),
+        &["plugin", "install", "nobody", &dialplan],
+    ));
+    assert!(err.contains("nobody"), "{err}");
+}
+
+#[test]
+fn refused_plugin_files_store_nothing() {
+    let dir = data_dir_with_acme();
+    // A core module (the smallest valid one), random bytes, and a policy offered
+    // as a dial plan.
+    let core = write_file(dir.path(), "core.wasm", b"\0asm\x01\0\0\0");
+    let err = fails(&pbx(dir.path(), &["plugin", "install", "acme", &core]));
+    assert!(err.contains("core WebAssembly module"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    let junk = write_file(dir.path(), "junk.wasm", b"\x13\x37 definitely not wasm");
+    let err = fails(&pbx(dir.path(), &["plugin", "install", "acme", &junk]));
+    assert!(err.contains("not a valid WebAssembly component"), "{err}");
+    let policy = write_file(
+        dir.path(),
+        "policy.wasm",
+        pbx_plugin::shipped::DEFAULT_POLICY,
+    );
+    let err = fails(&pbx(dir.path(), &["plugin", "install", "acme", &policy]));
+    assert!(err.contains("dialplan"), "{err}");
+    let err = fails(&pbx(
+        dir.path(),
+        &["plugin", "install", "acme", "/nonexistent/p.wasm"],
+    ));
+    assert!(err.contains("/nonexistent/p.wasm"), "{err}");
+    assert!(plugin_versions(dir.path(), "acme").is_empty());
+    // The same for policies.
+    fails(&pbx(dir.path(), &["policy", "install", "p", &junk]));
+    assert_eq!(ok(&pbx(dir.path(), &["policy", "list"])), "");
+}
+
+#[test]
+fn policy_install_replace_list_and_remove() {
+    let dir = data_dir_with_acme();
+    let policy = write_file(
+        dir.path(),
+        "policy.wasm",
+        pbx_plugin::shipped::DEFAULT_POLICY,
+    );
+    ok(&pbx(dir.path(), &["policy", "install", "fraud", &policy]));
+    ok(&pbx(
+        dir.path(),
+        &["policy", "install", "limits", &policy, "--tenant", "acme"],
+    ));
+    // Same name again: replaced, not added.
+    ok(&pbx(dir.path(), &["policy", "install", "fraud", &policy]));
+    let list = ok(&pbx(dir.path(), &["policy", "list"]));
+    let rows: Vec<Vec<&str>> = list.lines().map(|l| l.split('\t').collect()).collect();
+    assert_eq!(rows.len(), 2, "{list}");
+    assert_eq!(rows[0][..2], ["fraud", "(all tenants)"]);
+    assert_eq!(rows[1][..2], ["limits", "acme"]);
+    fails(&pbx(
+        dir.path(),
+        &["policy", "install", "x", &policy, "--tenant", "nobody"],
+    ));
+    ok(&pbx(dir.path(), &["policy", "remove", "fraud"]));
+    let err = fails(&pbx(dir.path(), &["policy", "remove", "fraud"]));
+    assert!(err.contains("fraud"), "{err}");
+    let list = ok(&pbx(dir.path(), &["policy", "list"]));
+    assert!(list.starts_with("limits\tacme\t"), "{list}");
+    assert_eq!(list.lines().count(), 1);
+}
+
+#[test]
+fn trunk_add_with_password_on_stdin() {
+    let dir = data_dir_with_acme();
+    let out = ok(&pbx_with_stdin(
+        dir.path(),
+        &[
+            "trunk",
+            "add",
+            "acme",
+            "carrier",
+            "--uri",
+            "sip:gw.example.net:5080",
+            "--username",
+            "acct-7",
+            "--password-stdin",
+        ],
+        Some("trunk secret pw\n"),
+    ));
+    assert!(out.contains("carrier"), "{out}");
+    ok(&pbx(
+        dir.path(),
+        &[
+            "trunk",
+            "add",
+            "acme",
+            "backup",
+            "--uri",
+            "sips:gw2.example.net",
+        ],
+    ));
+    let list = ok(&pbx(dir.path(), &["trunk", "list", "acme"]));
+    assert_eq!(
+        list,
+        "backup\tsip:gw2.example.net:5061;transport=tls\t-\tno-register\n\
+         carrier\tsip:gw.example.net:5080;transport=udp\tacct-7\tregister\n"
+    );
+    // The password is neither printed nor stored in clear.
+    assert!(!list.contains("trunk secret pw"));
+    let db = std::fs::read(dir.path().join("pbx.db")).unwrap();
+    let wal = std::fs::read(dir.path().join("pbx.db-wal")).unwrap_or_default();
+    for bytes in [&db, &wal] {
+        assert!(!bytes.windows(15).any(|w| w == b"trunk secret pw"));
+    }
+    assert!(dir.path().join("secret.key").is_file());
+
+    // Duplicate name, bad URI, unknown tenant, empty stdin: refused.
+    fails(&pbx(
+        dir.path(),
+        &[
+            "trunk",
+            "add",
+            "acme",
+            "carrier",
+            "--uri",
+            "sip:gw.example.net",
+        ],
+    ));
+    let err = fails(&pbx(
+        dir.path(),
+        &[
+            "trunk",
+            "add",
+            "acme",
+            "x",
+            "--uri",
+            "http://gw.example.net",
+        ],
+    ));
+    assert!(err.contains("sip:"), "{err}");
+    let err = fails(&pbx(
+        dir.path(),
+        &["trunk", "add", "nobody", "x", "--uri", "sip:gw.example.net"],
+    ));
+    assert!(err.contains("nobody"), "{err}");
+    fails(&pbx_with_stdin(
+        dir.path(),
+        &[
+            "trunk",
+            "add",
+            "acme",
+            "y",
+            "--uri",
+            "sip:gw.example.net",
+            "--username",
+            "u",
+            "--password-stdin",
+        ],
+        Some(""),
+    ));
+    ok(&pbx(dir.path(), &["trunk", "remove", "acme", "backup"]));
+    fails(&pbx(dir.path(), &["trunk", "remove", "acme", "backup"]));
+    let list = ok(&pbx(dir.path(), &["trunk", "list", "acme"]));
+    assert!(list.starts_with("carrier\t"), "{list}");
+    assert_eq!(list.lines().count(), 1);
+}
+
+#[test]
+fn did_add_list_and_remove() {
+    let dir = data_dir_with_acme();
+    ok(&pbx(
+        dir.path(),
+        &["tenant", "add", "globex", "--domain", "globex.example"],
+    ));
+    ok(&pbx(dir.path(), &["did", "add", "acme", "+4930123456"]));
+    ok(&pbx(dir.path(), &["did", "add", "acme", "5550100"]));
+    // A number routes to one tenant only.
+    let err = fails(&pbx(dir.path(), &["did", "add", "globex", "+4930123456"]));
+    assert!(err.contains("+4930123456"), "{err}");
+    fails(&pbx(dir.path(), &["did", "add", "acme", "12ab"]));
+    fails(&pbx(dir.path(), &["did", "add", "nobody", "5550101"]));
+    assert_eq!(
+        ok(&pbx(dir.path(), &["did", "list", "acme"])),
+        "+4930123456\n5550100\n"
+    );
+    assert_eq!(ok(&pbx(dir.path(), &["did", "list", "globex"])), "");
+    ok(&pbx(dir.path(), &["did", "remove", "+4930123456"]));
+    fails(&pbx(dir.path(), &["did", "remove", "+4930123456"]));
+    ok(&pbx(dir.path(), &["did", "add", "globex", "+4930123456"]));
+    assert_eq!(
+        ok(&pbx(dir.path(), &["did", "list", "globex"])),
+        "+4930123456\n"
+    );
+}

@@ -1,12 +1,12 @@
-//! The provider's default fraud and restriction policy, run for every tenant.
+//! The provider's default fraud policy, run for every tenant next to the
+//! `restrictions` policy (which denies unapproved destination classes).
 //!
 //! `check-call` denies, in this order:
 //! - nothing for rejects and emergency calls (always allowed);
 //! - a call that takes the tenant over its concurrent-call limit (storage key
 //!   `policy.max-concurrent-calls`, default 10);
 //! - a call from an extension that started more than `policy.max-calls-per-minute`
-//!   calls (default 20) in the last minute;
-//! - international and premium destinations the provider has not approved.
+//!   calls (default 20) in the last minute.
 //!
 //! `call-ended` raises a warning for a long (over an hour) international or
 //! premium call and suspends an extension that made more than
@@ -55,12 +55,6 @@ impl Policy for DefaultPolicy {
                     "extension {ext} made {recent} calls in a minute (limit {max_per_minute})"
                 ));
             }
-        }
-        if costly(call.destination_class) && !usage::class_approved(call.destination_class) {
-            return Verdict::deny(format!(
-                "destination class {:?} is not approved",
-                call.destination_class
-            ));
         }
         Verdict::Allow
     }

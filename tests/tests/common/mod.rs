@@ -73,11 +73,13 @@ impl Pbx {
 
     /// (Re)starts the server on the same data directory and store.
     pub(crate) async fn serve(&mut self) {
-        let opts = ServeOptions::new(
+        let mut opts = ServeOptions::new(
             vec!["127.0.0.1:0".parse().unwrap()],
             vec!["127.0.0.1:0".parse().unwrap()],
             core_config(),
         );
+        // Provisioning changes show up quickly, so tests wait little for them.
+        opts.limits.reload_interval = std::time::Duration::from_millis(50);
         let store = Store::open(self.dir.path()).await.expect("reopen store");
         let handle = start(opts, store).await.expect("server starts");
         self.udp = handle.addrs().udp[0];

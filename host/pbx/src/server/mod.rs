@@ -10,8 +10,11 @@
 //!   tasks and a connection registry keyed by [`pbx_core::ConnId`].
 //! - `persist`: the write-behind task that batches registrar changes and call
 //!   records into the store.
-//! - `reload`: polls the store's generation and swaps in a new directory when the
-//!   provisioning changed.
+//! - `plugins`: runs each new call's dial plan and policies on worker threads
+//!   and hands the decision back to the call's shard; `usage` keeps the call
+//!   counters plugins read.
+//! - `reload`: polls the store's generation and swaps in a new directory,
+//!   trunks and plugins when the provisioning changed.
 //!
 //! Shutdown: stop receiving, end every shard's calls ([`pbx_core::Shard::shutdown`])
 //! and send what that produces, close connections, then flush every pending
@@ -19,10 +22,12 @@
 
 mod io;
 mod persist;
+mod plugins;
 mod reload;
 mod shard;
 mod tcp;
 mod udp;
+mod usage;
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -30,7 +35,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
-use pbx_core::{CoreConfig, Shard, Shared, TransportKind};
+use pbx_core::{CoreConfig, Routing, Shard, Shared, TransportKind};
 use store::Store;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
@@ -38,6 +43,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use io::Io;
+
+/// How long a new call may wait for its dial plan and policies.
+const ROUTE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Tunables of the I/O layer; the defaults suit a production host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,6 +107,9 @@ pub struct ServeOptions {
     /// Number of core shards.
     pub shards: usize,
     pub limits: Limits,
+    /// The plugin runtime's settings; `None` routes calls without plugins (the
+    /// dialled extension rings).
+    pub plugins: Option<pbx_plugin::RuntimeConfig>,
 }
 
 impl ServeOptions {
@@ -111,6 +122,7 @@ impl ServeOptions {
             core,
             shards: default_shards(),
             limits: Limits::default(),
+            plugins: Some(pbx_plugin::RuntimeConfig::default()),
         }
     }
 }
@@ -256,7 +268,25 @@ pub async fn run(
         "directory loaded"
     );
     let shard_count = opts.shards.max(1);
+    let plugin_host = match opts.plugins.clone() {
+        Some(config) => {
+            let host = plugins::PluginHost::new(&store, config)
+                .await
+                .context("starting the plugin runtime")?;
+            host.reload(&store).await.context("loading plugins")?;
+            core.routing = Routing::External {
+                timeout: ROUTE_TIMEOUT,
+            };
+            Some(host)
+        }
+        None => None,
+    };
     let shared = Shared::new(core, directory, registrations, (clock, now_ms), shard_count);
+    shared.replace_trunks(
+        reload::load_trunks(&store)
+            .await
+            .context("loading trunks")?,
+    );
 
     let stop_receiving = CancellationToken::new();
     let close_connections = CancellationToken::new();
@@ -282,12 +312,36 @@ pub async fn run(
         close_connections.clone(),
     ));
 
+    let mut decision_txs = Vec::with_capacity(shard_count);
+    let mut decision_rxs = Vec::with_capacity(shard_count);
+    for _ in 0..shard_count {
+        let (tx, rx) = mpsc::channel(limits.shard_queue.max(1));
+        decision_txs.push(tx);
+        decision_rxs.push(rx);
+    }
+    let workers = plugin_host.as_ref().map(|host| {
+        Arc::new(plugins::Workers::start(
+            host.clone(),
+            default_shards(),
+            decision_txs,
+        ))
+    });
+
     let mut shard_tasks = Vec::with_capacity(shard_count);
-    for (index, rx) in shard_rxs.into_iter().enumerate() {
+    for (index, (rx, decisions)) in shard_rxs.into_iter().zip(decision_rxs).enumerate() {
         let shard = Shard::new(index, shared.clone());
+        let routing = plugin_host
+            .as_ref()
+            .zip(workers.as_ref())
+            .map(|(host, workers)| shard::Routing {
+                host: host.clone(),
+                workers: workers.clone(),
+                decisions,
+            });
         shard_tasks.push(tokio::spawn(shard::run(
             shard,
             rx,
+            routing,
             io.clone(),
             persist_tx.clone(),
             stop_receiving.clone(),
@@ -305,6 +359,7 @@ pub async fn run(
     receivers.spawn(reload::run(
         store.clone(),
         shared.clone(),
+        plugin_host.clone(),
         generation,
         limits.reload_interval,
         stop_receiving.clone(),

@@ -4,13 +4,46 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pbx_core::Shared;
+use pbx_core::{Peer, Shared, TrunkEntry, Trunks};
 use store::Store;
 use tokio_util::sync::CancellationToken;
+
+use super::plugins::PluginHost;
+
+/// Every tenant's trunks, with their hosts resolved (a trunk whose host does not
+/// resolve is left out, with a warning), and the inbound numbers.
+pub(crate) async fn load_trunks(store: &Store) -> anyhow::Result<Trunks> {
+    let mut entries = Vec::new();
+    for trunk in store.all_trunks().await? {
+        let resolved = tokio::net::lookup_host((trunk.host.as_str(), trunk.port))
+            .await
+            .ok()
+            .and_then(|mut addrs| addrs.next());
+        let Some(addr) = resolved else {
+            tracing::warn!(tenant = %trunk.tenant, trunk = %trunk.name, host = %trunk.host, "trunk host does not resolve");
+            continue;
+        };
+        entries.push(TrunkEntry {
+            tenant: trunk.tenant,
+            name: trunk.name,
+            peer: Peer {
+                transport: trunk.transport,
+                addr,
+                conn: None,
+            },
+            host: trunk.host,
+            port: trunk.port,
+            username: trunk.username,
+            password: trunk.password,
+        });
+    }
+    Ok(Trunks::new(entries, store.all_dids().await?))
+}
 
 pub(crate) async fn run(
     store: Store,
     shared: Arc<Shared>,
+    plugins: Option<Arc<PluginHost>>,
     mut generation: i64,
     every: Duration,
     stop: CancellationToken,
@@ -43,6 +76,15 @@ pub(crate) async fn run(
                     "directory reloaded"
                 );
                 shared.replace_directory(directory);
+                match load_trunks(&store).await {
+                    Ok(trunks) => shared.replace_trunks(trunks),
+                    Err(e) => tracing::warn!(error = %e, "cannot reload trunks"),
+                }
+                if let Some(plugins) = &plugins
+                    && let Err(e) = plugins.reload(&store).await
+                {
+                    tracing::warn!(error = %e, "cannot reload plugins");
+                }
                 generation = current;
             }
             Err(e) => tracing::warn!(error = %e, "cannot reload the directory"),

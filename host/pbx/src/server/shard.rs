@@ -4,12 +4,20 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use pbx_core::{Inbound, Output, Shard};
+use pbx_core::{Inbound, Output, RouteDecision, Shard};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::io::Io;
 use super::persist::Persist;
+use super::plugins::{Job, PluginHost, Workers};
+
+/// The plugin side of the call path, when plugins route calls.
+pub(crate) struct Routing {
+    pub(crate) host: Arc<PluginHost>,
+    pub(crate) workers: Arc<Workers>,
+    pub(crate) decisions: mpsc::Receiver<(u64, RouteDecision)>,
+}
 
 /// Messages taken from the queue per wake-up.
 const BATCH: usize = 64;
@@ -17,6 +25,7 @@ const BATCH: usize = 64;
 pub(crate) async fn run(
     mut shard: Shard,
     mut rx: mpsc::Receiver<Inbound>,
+    mut routing: Option<Routing>,
     io: Arc<Io>,
     persist: mpsc::Sender<Persist>,
     stop: CancellationToken,
@@ -27,7 +36,7 @@ pub(crate) async fn run(
         let deadline = shard.poll_timeout();
         if deadline.is_some_and(|d| d <= Instant::now()) {
             shard.handle_timeout(Instant::now());
-            drain(&mut shard, &io, &persist).await;
+            drain(&mut shard, routing.as_ref(), &io, &persist).await;
             continue;
         }
         let sleep = async {
@@ -48,24 +57,60 @@ pub(crate) async fn run(
                     shard.handle(now, inbound);
                 }
             }
+            Some((call, decision)) = next_decision(&mut routing) => {
+                shard.route_decided(Instant::now(), call, decision);
+            }
             () = sleep => shard.handle_timeout(Instant::now()),
         }
-        drain(&mut shard, &io, &persist).await;
+        drain(&mut shard, routing.as_ref(), &io, &persist).await;
     }
     shard.shutdown(Instant::now());
-    drain(&mut shard, &io, &persist).await;
+    drain(&mut shard, routing.as_ref(), &io, &persist).await;
+}
+
+async fn next_decision(routing: &mut Option<Routing>) -> Option<(u64, RouteDecision)> {
+    match routing {
+        Some(r) => r.decisions.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Carries out every pending output of the shard.
-async fn drain(shard: &mut Shard, io: &Arc<Io>, persist: &mpsc::Sender<Persist>) {
+async fn drain(
+    shard: &mut Shard,
+    routing: Option<&Routing>,
+    io: &Arc<Io>,
+    persist: &mpsc::Sender<Persist>,
+) {
     while let Some(output) = shard.poll_output() {
         let item = match output {
             Output::Transmit { dest, local, bytes } => {
                 io.transmit(dest, local, bytes).await;
                 continue;
             }
+            Output::Route(req) => {
+                let call = req.call;
+                let refused = match routing {
+                    Some(r) => r.workers.submit(Job::Route(req)).is_err(),
+                    None => true,
+                };
+                if refused {
+                    tracing::warn!(call, "plugin queue full; call refused");
+                    let busy = RouteDecision::reject(503, "Service Unavailable");
+                    shard.route_decided(Instant::now(), call, busy);
+                }
+                continue;
+            }
             Output::Registration(change) => Persist::Registration(change),
-            Output::Cdr(cdr) => Persist::Cdr(cdr),
+            Output::Cdr(cdr) => {
+                if let Some(r) = routing
+                    && let Some(class) = r.host.release(&cdr)
+                    && r.workers.submit(Job::Ended(cdr.clone(), class)).is_err()
+                {
+                    tracing::warn!("plugin queue full; call-ended not delivered");
+                }
+                Persist::Cdr(cdr)
+            }
         };
         // Waiting here is the back-pressure: a slow database slows the shard,
         // whose queue then sheds load, rather than losing records.

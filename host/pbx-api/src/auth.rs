@@ -1,0 +1,392 @@
+//! Who is calling and what they may do: bearer-token authentication, the
+//! per-route access rule, and the extractors handlers use.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, RawPathParams, Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use store::{TenantId, UserRole};
+use subtle::ConstantTimeEq;
+
+use crate::error::{ApiError, ApiResult};
+use crate::state::ApiState;
+use crate::token::TokenKind;
+
+/// The scope every login token carries: the role decides.
+pub(crate) const ALL_SCOPES: &str = "*";
+/// The only scope of a provider admin who must enroll TOTP first.
+pub(crate) const TOTP_ONLY: &str = "totp:enroll";
+
+/// Scopes an integration token may be given.
+pub(crate) const GRANTABLE: &[&str] = &[
+    "tenants:read",
+    "extensions:read",
+    "extensions:write",
+    "users:read",
+    "users:write",
+    "plugins:read",
+    "plugins:write",
+    "cdrs:read",
+    "calls:read",
+    "calls:control",
+    "audit:read",
+    "trunks:read",
+    "trunks:write",
+    "alerts:read",
+];
+
+/// How the bearer authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Via {
+    /// A login token of a local user.
+    Session { user_id: i64 },
+    /// An integration token (its stored id).
+    ApiToken { id: i64 },
+    /// A token of the configured OIDC issuer.
+    Oidc,
+}
+
+/// The authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Principal {
+    /// Username, `token:<name>` or `oidc:<sub>`: what the audit log names.
+    pub(crate) subject: String,
+    pub(crate) role: UserRole,
+    pub(crate) tenant: Option<TenantId>,
+    /// The extension a `user` owns.
+    pub(crate) extension: Option<String>,
+    pub(crate) scopes: Vec<String>,
+    pub(crate) via: Via,
+    /// The key its requests are rate-limited under.
+    pub(crate) limit_key: String,
+}
+
+impl Principal {
+    pub(crate) fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == ALL_SCOPES || s == scope)
+    }
+}
+
+/// Which roles a route admits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Roles {
+    pub(crate) tenant_admin: bool,
+    pub(crate) user: bool,
+}
+
+impl Roles {
+    pub(crate) const PROVIDER: Roles = Roles {
+        tenant_admin: false,
+        user: false,
+    };
+    pub(crate) const ADMINS: Roles = Roles {
+        tenant_admin: true,
+        user: false,
+    };
+    pub(crate) const ALL: Roles = Roles {
+        tenant_admin: true,
+        user: true,
+    };
+
+    fn admits(self, role: UserRole) -> bool {
+        match role {
+            UserRole::ProviderAdmin => true,
+            UserRole::TenantAdmin => self.tenant_admin,
+            UserRole::User => self.user,
+        }
+    }
+}
+
+/// The access rule of one route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// No token needed.
+    Public,
+    /// A logged-in local user, whatever the role and scopes (TOTP enrollment).
+    Session,
+    /// Not tied to a tenant in the path.
+    Global { roles: Roles, scope: &'static str },
+    /// The path names a tenant (`{tenant}`): provider admins reach any, others
+    /// only their own; anyone else's is answered as missing.
+    Tenant { roles: Roles, scope: &'static str },
+}
+
+impl Access {
+    pub(crate) fn is_public(self) -> bool {
+        self == Access::Public
+    }
+}
+
+/// The caller's address, as a string for the audit log ("unknown" in-process).
+#[derive(Debug, Clone)]
+pub(crate) struct Source(pub(crate) String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Source {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Source(source_of(
+            parts.extensions.get::<ConnectInfo<SocketAddr>>(),
+        )))
+    }
+}
+
+fn source_of(info: Option<&ConnectInfo<SocketAddr>>) -> String {
+    info.map(|c| c.0.ip().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// A JSON body whose rejection is our JSON error.
+pub(crate) struct Body<T>(pub(crate) T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Body(v)),
+            Err(e) if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => Err(
+                ApiError::new(e.status(), "body_too_large", "request body is too large"),
+            ),
+            Err(e) => Err(ApiError::bad_request("invalid_body", e.body_text())),
+        }
+    }
+}
+
+/// Query parameters whose rejection is our JSON error.
+pub(crate) struct Q<T>(pub(crate) T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Q<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Q(q.0))
+            .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
+    }
+}
+
+/// Path parameters; any that do not parse answer as a missing resource.
+pub(crate) struct P<T>(pub(crate) T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for P<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| P(p.0))
+            .map_err(|_| ApiError::not_found())
+    }
+}
+
+/// hex SHA-256 of a token's text, as stored for integration tokens.
+pub(crate) fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// Turns a bearer token into a principal, or `None` (401) whatever is wrong.
+pub(crate) async fn authenticate(state: &ApiState, token: &str) -> ApiResult<Option<Principal>> {
+    let now_ms = state.now_ms();
+    let now_s = now_ms.div_euclid(1000);
+    let Ok(header) = jsonwebtoken::decode_header(token) else {
+        return Ok(None);
+    };
+    let kid = header.kid.unwrap_or_default();
+    if state.inner.keys.knows(&kid) {
+        let Some(c) = state
+            .inner
+            .keys
+            .verify(token, &state.config().issuer, now_s)
+        else {
+            return Ok(None);
+        };
+        return match c.typ {
+            TokenKind::Session => {
+                let Ok(user_id) = c.sub.parse::<i64>() else {
+                    return Ok(None);
+                };
+                let Some(user) = state.store().user_by_id(user_id).await? else {
+                    return Ok(None);
+                };
+                if user.role != c.role || user.tenant != c.tenant {
+                    return Ok(None);
+                }
+                Ok(Some(Principal {
+                    subject: user.username,
+                    role: user.role,
+                    tenant: user.tenant,
+                    extension: user.extension,
+                    scopes: c.scopes,
+                    via: Via::Session { user_id },
+                    limit_key: format!("jti:{}", c.jti),
+                }))
+            }
+            TokenKind::Api => {
+                let Some(stored) = state.store().api_token_by_jti(&c.jti).await? else {
+                    return Ok(None);
+                };
+                let hash_ok: bool = stored
+                    .token_hash
+                    .as_bytes()
+                    .ct_eq(token_hash(token).as_bytes())
+                    .into();
+                if !hash_ok
+                    || stored.revoked_at_ms.is_some()
+                    || stored.expires_at_ms <= now_ms
+                    || Some(stored.tenant) != c.tenant
+                    || c.role != UserRole::TenantAdmin
+                {
+                    return Ok(None);
+                }
+                Ok(Some(Principal {
+                    subject: format!("token:{}", stored.name),
+                    role: UserRole::TenantAdmin,
+                    tenant: Some(stored.tenant),
+                    extension: None,
+                    scopes: stored.scopes,
+                    via: Via::ApiToken { id: stored.id },
+                    limit_key: format!("jti:{}", c.jti),
+                }))
+            }
+        };
+    }
+    let Some(oidc) = &state.inner.oidc else {
+        return Ok(None);
+    };
+    let Some(id) = oidc.verify(token, now_s) else {
+        return Ok(None);
+    };
+    let tenant = match &id.tenant_name {
+        Some(name) => match state.store().tenant_by_name(name).await? {
+            Some(t) => Some(t.id),
+            None => return Ok(None),
+        },
+        None => None,
+    };
+    Ok(Some(Principal {
+        subject: format!("oidc:{}", id.sub),
+        role: id.role,
+        tenant,
+        extension: None,
+        scopes: vec![ALL_SCOPES.into()],
+        via: Via::Oidc,
+        limit_key: format!("oidc:{}", id.sub),
+    }))
+}
+
+fn bearer(req: &Request) -> Option<&str> {
+    let value = req.headers().get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// Rate limit by source address, for every request, and count responses.
+pub(crate) async fn per_address(
+    State(state): State<ApiState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let source = source_of(req.extensions().get::<ConnectInfo<SocketAddr>>());
+    let resp = match state.inner.by_address.check(&source, state.now_ms()) {
+        Ok(()) => next.run(req).await,
+        Err(wait) => {
+            state.inner.metrics.rate_limited();
+            ApiError::too_many("rate_limited", wait).into_response()
+        }
+    };
+    state.inner.metrics.response(resp.status().as_u16());
+    resp
+}
+
+/// Enforces a route's [`Access`] rule, then hands the request on with the
+/// [`Principal`] in its extensions.
+pub(crate) async fn authorize(
+    State((state, access)): State<(ApiState, Access)>,
+    params: RawPathParams,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let token = bearer(&req).map(str::to_owned);
+    match check(&state, access, &params, token.as_deref()).await {
+        Ok(Some(p)) => {
+            req.extensions_mut().insert(p);
+            next.run(req).await
+        }
+        Ok(None) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn check(
+    state: &ApiState,
+    access: Access,
+    params: &RawPathParams,
+    token: Option<&str>,
+) -> ApiResult<Option<Principal>> {
+    if access.is_public() {
+        return Ok(None);
+    }
+    let token = token.ok_or_else(ApiError::unauthorized)?;
+    let p = authenticate(state, token)
+        .await?
+        .ok_or_else(ApiError::unauthorized)?;
+    if let Err(wait) = state.inner.by_token.check(&p.limit_key, state.now_ms()) {
+        state.inner.metrics.rate_limited();
+        return Err(ApiError::too_many("rate_limited", wait));
+    }
+    match access {
+        Access::Public => {}
+        Access::Session => {
+            if !matches!(p.via, Via::Session { .. }) {
+                return Err(ApiError::forbidden("this needs a login session"));
+            }
+        }
+        Access::Global { roles, scope } => {
+            if !roles.admits(p.role) {
+                return Err(ApiError::forbidden("your role may not do this"));
+            }
+            require_scope(&p, scope)?;
+        }
+        Access::Tenant { roles, scope } => {
+            let wanted = params
+                .iter()
+                .find(|(k, _)| *k == "tenant")
+                .and_then(|(_, v)| v.parse::<i64>().ok())
+                .map(TenantId)
+                .ok_or_else(ApiError::not_found)?;
+            if p.role != UserRole::ProviderAdmin && p.tenant != Some(wanted) {
+                return Err(ApiError::not_found());
+            }
+            if state.store().tenant(wanted).await?.is_none() {
+                return Err(ApiError::not_found());
+            }
+            if !roles.admits(p.role) {
+                return Err(ApiError::forbidden("your role may not do this"));
+            }
+            require_scope(&p, scope)?;
+        }
+    }
+    Ok(Some(p))
+}
+
+fn require_scope(p: &Principal, scope: &str) -> ApiResult<()> {
+    if p.has_scope(scope) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "missing_scope",
+            format!("the token lacks the scope {scope}"),
+        ))
+    }
+}

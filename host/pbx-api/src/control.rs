@@ -1,0 +1,291 @@
+//! The running server's side of the API: live calls, plugins, trunks and DIDs,
+//! alerts and bans. The host implements [`Control`]; the API only routes to it.
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+
+use serde::{Deserialize, Serialize};
+use store::TenantId;
+
+/// A boxed future, so [`Control`] can be used as `Arc<dyn Control>`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why a control operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    /// No such call, plugin version, trunk, ban, ... for this tenant.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The request is malformed (bad plugin, bad number, ...).
+    #[error("invalid: {0}")]
+    Invalid(String),
+    /// It clashes with existing state (duplicate trunk name, DID taken, ...).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The server failed; the message is logged, not shown.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+/// Result of a control operation.
+pub type ControlResult<T> = Result<T, ControlError>;
+
+/// A call in progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallInfo {
+    pub call_id: String,
+    pub caller: String,
+    pub callee: String,
+    pub started_at_ms: i64,
+    pub answered_at_ms: Option<i64>,
+}
+
+/// A version of a tenant's dial-plan plugin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginInfo {
+    pub version: u32,
+    /// hex SHA-256 of the component.
+    pub hash: String,
+    pub uploaded_at_ms: i64,
+    pub active: bool,
+}
+
+/// An alert raised by policy or by the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alert {
+    pub id: i64,
+    pub tenant: Option<TenantId>,
+    pub at_ms: i64,
+    pub severity: String,
+    pub message: String,
+}
+
+/// A banned source address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ban {
+    pub address: IpAddr,
+    pub reason: String,
+    pub until_ms: i64,
+}
+
+/// A trunk to add. `password` is a secret: it is never echoed or audited.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewTrunk {
+    pub name: String,
+    /// Where calls go, e.g. `sip:carrier.example:5061;transport=tls`.
+    pub uri: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+/// A trunk as listed (no password).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrunkInfo {
+    pub name: String,
+    pub uri: String,
+    pub username: Option<String>,
+}
+
+/// A DID (inbound number) and where it rings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Did {
+    /// E.164, e.g. `+15551234567`.
+    pub number: String,
+    /// The extension it rings.
+    pub extension: String,
+}
+
+/// Operations on the running server. Every method that concerns a tenant takes
+/// its id; the API has already checked the caller may act on it.
+pub trait Control: Send + Sync + 'static {
+    /// Calls in progress.
+    fn list_calls(&self, tenant: TenantId) -> BoxFuture<'_, ControlResult<Vec<CallInfo>>>;
+    /// Ends a call.
+    fn hangup(&self, tenant: TenantId, call_id: String) -> BoxFuture<'_, ControlResult<()>>;
+    /// Plugin versions, oldest first.
+    fn list_plugins(&self, tenant: TenantId) -> BoxFuture<'_, ControlResult<Vec<PluginInfo>>>;
+    /// Validates, precompiles and stores a component as the next version (not
+    /// yet active).
+    fn install_plugin(
+        &self,
+        tenant: TenantId,
+        wasm: Vec<u8>,
+    ) -> BoxFuture<'_, ControlResult<PluginInfo>>;
+    /// Makes `version` the active one.
+    fn activate_plugin(&self, tenant: TenantId, version: u32) -> BoxFuture<'_, ControlResult<()>>;
+    /// Goes back to the version active before the current one; returns it.
+    fn rollback_plugin(&self, tenant: TenantId) -> BoxFuture<'_, ControlResult<PluginInfo>>;
+    /// Alerts of one tenant, or of all when `None`.
+    fn list_alerts(&self, tenant: Option<TenantId>) -> BoxFuture<'_, ControlResult<Vec<Alert>>>;
+    /// Current bans.
+    fn list_bans(&self) -> BoxFuture<'_, ControlResult<Vec<Ban>>>;
+    /// Lifts a ban.
+    fn remove_ban(&self, address: IpAddr) -> BoxFuture<'_, ControlResult<()>>;
+    /// The tenant's trunks.
+    fn list_trunks(&self, tenant: TenantId) -> BoxFuture<'_, ControlResult<Vec<TrunkInfo>>>;
+    /// Adds a trunk.
+    fn add_trunk(
+        &self,
+        tenant: TenantId,
+        trunk: NewTrunk,
+    ) -> BoxFuture<'_, ControlResult<TrunkInfo>>;
+    /// The tenant's DIDs.
+    fn list_dids(&self, tenant: TenantId) -> BoxFuture<'_, ControlResult<Vec<Did>>>;
+    /// Assigns a DID to the tenant.
+    fn add_did(&self, tenant: TenantId, did: Did) -> BoxFuture<'_, ControlResult<Did>>;
+}
+
+#[cfg(test)]
+pub(crate) mod fake {
+    //! An in-memory [`Control`] for tests.
+
+    use std::collections::HashMap;
+
+    use parking_lot::Mutex;
+
+    use super::*;
+
+    #[derive(Debug, Default)]
+    pub(crate) struct FakeControl {
+        pub(crate) plugins: Mutex<HashMap<TenantId, Vec<PluginInfo>>>,
+        pub(crate) hung_up: Mutex<Vec<(TenantId, String)>>,
+        pub(crate) trunks: Mutex<HashMap<TenantId, Vec<TrunkInfo>>>,
+    }
+
+    fn ready<T: Send + 'static>(v: T) -> BoxFuture<'static, T> {
+        Box::pin(std::future::ready(v))
+    }
+
+    impl Control for FakeControl {
+        fn list_calls(&self, _tenant: TenantId) -> BoxFuture<'_, ControlResult<Vec<CallInfo>>> {
+            ready(Ok(vec![CallInfo {
+                call_id: "c1".into(),
+                caller: "100".into(),
+                callee: "101".into(),
+                started_at_ms: 1,
+                answered_at_ms: None,
+            }]))
+        }
+        fn hangup(&self, tenant: TenantId, call_id: String) -> BoxFuture<'_, ControlResult<()>> {
+            if call_id != "c1" {
+                return ready(Err(ControlError::NotFound(call_id)));
+            }
+            self.hung_up.lock().push((tenant, call_id));
+            ready(Ok(()))
+        }
+        fn list_plugins(&self, tenant: TenantId) -> BoxFuture<'_, ControlResult<Vec<PluginInfo>>> {
+            ready(Ok(self
+                .plugins
+                .lock()
+                .get(&tenant)
+                .cloned()
+                .unwrap_or_default()))
+        }
+        fn install_plugin(
+            &self,
+            tenant: TenantId,
+            wasm: Vec<u8>,
+        ) -> BoxFuture<'_, ControlResult<PluginInfo>> {
+            if !wasm.starts_with(b"\0asm") {
+                return ready(Err(ControlError::Invalid("not a wasm component".into())));
+            }
+            let mut all = self.plugins.lock();
+            let list = all.entry(tenant).or_default();
+            let info = PluginInfo {
+                version: u32::try_from(list.len()).unwrap_or(u32::MAX) + 1,
+                hash: "00".into(),
+                uploaded_at_ms: 0,
+                active: false,
+            };
+            list.push(info.clone());
+            ready(Ok(info))
+        }
+        fn activate_plugin(
+            &self,
+            tenant: TenantId,
+            version: u32,
+        ) -> BoxFuture<'_, ControlResult<()>> {
+            let mut all = self.plugins.lock();
+            let list = all.entry(tenant).or_default();
+            if !list.iter().any(|p| p.version == version) {
+                return ready(Err(ControlError::NotFound(format!("version {version}"))));
+            }
+            for p in list.iter_mut() {
+                p.active = p.version == version;
+            }
+            ready(Ok(()))
+        }
+        fn rollback_plugin(&self, tenant: TenantId) -> BoxFuture<'_, ControlResult<PluginInfo>> {
+            let mut all = self.plugins.lock();
+            let list = all.entry(tenant).or_default();
+            let Some(i) = list.iter().position(|p| p.active).filter(|&i| i > 0) else {
+                return ready(Err(ControlError::NotFound("no earlier version".into())));
+            };
+            list[i].active = false;
+            list[i - 1].active = true;
+            ready(Ok(list[i - 1].clone()))
+        }
+        fn list_alerts(
+            &self,
+            tenant: Option<TenantId>,
+        ) -> BoxFuture<'_, ControlResult<Vec<Alert>>> {
+            ready(Ok(vec![Alert {
+                id: 1,
+                tenant,
+                at_ms: 0,
+                severity: "warning".into(),
+                message: "test".into(),
+            }]))
+        }
+        fn list_bans(&self) -> BoxFuture<'_, ControlResult<Vec<Ban>>> {
+            ready(Ok(vec![Ban {
+                address: IpAddr::from([192, 0, 2, 1]),
+                reason: "digest failures".into(),
+                until_ms: 10,
+            }]))
+        }
+        fn remove_ban(&self, address: IpAddr) -> BoxFuture<'_, ControlResult<()>> {
+            if address == IpAddr::from([192, 0, 2, 1]) {
+                ready(Ok(()))
+            } else {
+                ready(Err(ControlError::NotFound(address.to_string())))
+            }
+        }
+        fn list_trunks(&self, tenant: TenantId) -> BoxFuture<'_, ControlResult<Vec<TrunkInfo>>> {
+            ready(Ok(self
+                .trunks
+                .lock()
+                .get(&tenant)
+                .cloned()
+                .unwrap_or_default()))
+        }
+        fn add_trunk(
+            &self,
+            tenant: TenantId,
+            trunk: NewTrunk,
+        ) -> BoxFuture<'_, ControlResult<TrunkInfo>> {
+            let info = TrunkInfo {
+                name: trunk.name,
+                uri: trunk.uri,
+                username: trunk.username,
+            };
+            self.trunks
+                .lock()
+                .entry(tenant)
+                .or_default()
+                .push(info.clone());
+            ready(Ok(info))
+        }
+        fn list_dids(&self, _tenant: TenantId) -> BoxFuture<'_, ControlResult<Vec<Did>>> {
+            ready(Ok(Vec::new()))
+        }
+        fn add_did(&self, _tenant: TenantId, did: Did) -> BoxFuture<'_, ControlResult<Did>> {
+            ready(Ok(did))
+        }
+    }
+}

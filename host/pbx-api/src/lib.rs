@@ -1,0 +1,206 @@
+//! The admin REST API of the PBX: provisioning (tenants, domains, extensions,
+//! users), integration tokens, call records, the audit log, and the endpoints
+//! the running server answers (live calls, plugins, trunks, DIDs, alerts, bans).
+//!
+//! # Design
+//! - axum under `/api/v1`, JSON in and out; every error is
+//!   `{"error":{"code":"...","message":"..."}}` with a stable code. Served over
+//!   TLS (rustls, ring) with the configured certificate or a self-signed one made
+//!   in the data directory; plain HTTP only on loopback. `GET /healthz`,
+//!   `GET /metrics` (Prometheus text) and `GET /api/v1/openapi.json`.
+//! - One route table (`routes`) holds method, path, access rule and handler; the
+//!   router and the OpenAPI document are both built from it. The access rule is
+//!   enforced in one middleware before any handler runs: token → principal,
+//!   per-token rate limit, then role, tenant and scope. A tenant-scoped caller
+//!   asking for another tenant gets the same 404 as for a missing one.
+//! - Tokens are EdDSA JWTs signed with keys kept in `DATA/api-keys` (`kid`
+//!   names the key; the newest signs, all verify). `alg` must be EdDSA; `iss`,
+//!   `aud`, `exp`, `nbf`, `iat` are checked against the injected clock. Login
+//!   tokens are short-lived and re-checked against the user row; integration
+//!   tokens are tenant-bound, scoped, expiring, revocable and stored as a
+//!   SHA-256. Tokens of an external OIDC issuer are accepted when configured.
+//! - Passwords: argon2id, a policy (length, classes, not the username, not in
+//!   the bundled list of common passwords), backoff then lockout per user and
+//!   per source address, TOTP (RFC 6238) enrollment and single-use codes.
+//! - Every login, token issue/revocation and change is appended to the
+//!   hash-chained audit log ([`verify_audit`] walks it). Secrets never go in.
+//! - The server side (calls, plugins, trunks, ...) is the [`Control`] trait the
+//!   host implements; the API only checks access and routes to it.
+//! - Time is a parameter ([`Clock`]); tests drive the router in-process with
+//!   `tower::ServiceExt::oneshot`.
+
+mod audit;
+mod auth;
+mod config;
+mod control;
+mod error;
+mod limits;
+mod metrics;
+mod openapi;
+mod password;
+mod routes;
+mod state;
+mod tls;
+mod token;
+
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::serve::ListenerExt;
+use serde_json::json;
+use store::{AuditRecord, NewUser, Store, UserRole};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+pub use audit::{AuditReport, verify_audit};
+pub use config::{ApiConfig, OidcConfig};
+pub use control::{
+    Alert, Ban, BoxFuture, CallInfo, Control, ControlError, ControlResult, Did, NewTrunk,
+    PluginInfo, TrunkInfo,
+};
+pub use error::{Error, Result};
+pub use password::check_policy;
+pub use routes::router;
+pub use state::{ApiState, Clock, system_clock};
+pub use token::rotate_signing_key;
+
+/// A running API server.
+#[derive(Debug)]
+pub struct ApiHandle {
+    /// The address it listens on (useful with port 0).
+    pub local_addr: SocketAddr,
+    /// SHA-256 fingerprint of the self-signed certificate, when one is used.
+    pub self_signed_fingerprint: Option<String>,
+    task: JoinHandle<()>,
+}
+
+impl ApiHandle {
+    /// Waits until the server has shut down (after the shutdown future fired
+    /// and open requests finished).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Binds `config.listen` and serves the API until `shutdown` completes.
+///
+/// TLS uses `tls_cert`/`tls_key`, or a self-signed certificate made in
+/// `data_dir/api-tls` on first start (its fingerprint is logged and returned).
+/// `plain_http` is refused unless the address is loopback.
+pub async fn serve(
+    config: ApiConfig,
+    data_dir: &Path,
+    store: Store,
+    control: Arc<dyn Control>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<ApiHandle> {
+    if config.plain_http && !config.listen.ip().is_loopback() {
+        return Err(Error::Config(
+            "plain HTTP is only allowed on a loopback address".into(),
+        ));
+    }
+    let identity = if config.plain_http {
+        None
+    } else {
+        Some(tls::identity(
+            config.tls_cert.as_deref(),
+            config.tls_key.as_deref(),
+            data_dir,
+            config.listen,
+        )?)
+    };
+    let state = ApiState::new(config.clone(), data_dir, store, control)?;
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let tcp = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| Error::io(format!("binding {}", config.listen), e))?;
+    let local_addr = tcp
+        .local_addr()
+        .map_err(|e| Error::io("reading the bound address", e))?;
+    let Some(identity) = identity else {
+        tracing::info!(%local_addr, "admin API listening (plain HTTP, loopback)");
+        let task = tokio::spawn(async move {
+            if let Err(e) = axum::serve(tcp, app).with_graceful_shutdown(shutdown).await {
+                tracing::error!(error = %e, "admin API stopped");
+            }
+        });
+        return Ok(ApiHandle {
+            local_addr,
+            self_signed_fingerprint: None,
+            task,
+        });
+    };
+    let fingerprint = identity.self_signed_fingerprint.clone();
+    if let Some(fp) = &fingerprint {
+        tracing::info!(fingerprint = %fp, "admin API uses a self-signed certificate (SHA-256)");
+    }
+    let listener = tls::TlsListener::new(tcp, tls::server_config(identity)?)?.tap_io(|_| {});
+    tracing::info!(%local_addr, "admin API listening (TLS)");
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!(error = %e, "admin API stopped");
+        }
+    });
+    Ok(ApiHandle {
+        local_addr,
+        self_signed_fingerprint: fingerprint,
+        task,
+    })
+}
+
+/// Creates a user from the command line: the password policy applies, and the
+/// change is audited with actor `cli`. `tenant` is the tenant's name (required
+/// for every role but provider-admin).
+pub async fn add_user(
+    store: &Store,
+    username: &str,
+    role: UserRole,
+    tenant: Option<&str>,
+    password: &str,
+) -> Result<()> {
+    let tenant = match tenant {
+        Some(name) => Some(
+            store
+                .tenant_by_name(name)
+                .await?
+                .ok_or_else(|| Error::Invalid(format!("no tenant named {name:?}")))?
+                .id,
+        ),
+        None => None,
+    };
+    password::check_policy(username, password)?;
+    let pw = password.to_owned();
+    let hash = tokio::task::spawn_blocking(move || password::hash(&pw))
+        .await
+        .map_err(|e| Error::Crypto(format!("hashing task: {e}")))??;
+    let now = (system_clock())();
+    let user = store
+        .add_user(&NewUser {
+            username: username.to_owned(),
+            role,
+            tenant,
+            extension: None,
+            password_hash: hash,
+            created_at_ms: now,
+        })
+        .await?;
+    let record = AuditRecord {
+        at_ms: now,
+        actor: "cli".into(),
+        role: "cli".into(),
+        tenant: user.tenant,
+        source: "local".into(),
+        action: "user.create".into(),
+        detail: json!({ "username": user.username, "role": user.role.as_str() }).to_string(),
+    };
+    audit::append(store, &record).await?;
+    Ok(())
+}

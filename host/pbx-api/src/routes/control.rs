@@ -1,0 +1,243 @@
+//! Endpoints the running server answers through [`crate::Control`]: live calls,
+//! plugins, alerts, trunks, DIDs and bans.
+
+use std::net::IpAddr;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use serde_json::json;
+use store::TenantId;
+
+use crate::auth::{Body, P, Principal, Source};
+use crate::control::{Alert, Ban, CallInfo, ControlError, Did, NewTrunk, PluginInfo, TrunkInfo};
+use crate::error::{ApiError, ApiResult};
+use crate::state::ApiState;
+
+impl From<ControlError> for ApiError {
+    fn from(e: ControlError) -> Self {
+        match e {
+            ControlError::NotFound(_) => ApiError::not_found(),
+            ControlError::Invalid(m) => ApiError::bad_request("invalid", m),
+            ControlError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            ControlError::Internal(m) => ApiError::internal(m),
+        }
+    }
+}
+
+pub(super) async fn calls(
+    State(state): State<ApiState>,
+    P(tenant): P<i64>,
+) -> ApiResult<Json<Vec<CallInfo>>> {
+    Ok(Json(
+        state.inner.control.list_calls(TenantId(tenant)).await?,
+    ))
+}
+
+pub(super) async fn hangup(
+    State(state): State<ApiState>,
+    Extension(p): Extension<Principal>,
+    Source(source): Source,
+    P((tenant, call_id)): P<(i64, String)>,
+) -> ApiResult<StatusCode> {
+    let tenant = TenantId(tenant);
+    state.inner.control.hangup(tenant, call_id.clone()).await?;
+    state
+        .audit(
+            &p,
+            &source,
+            "call.hangup",
+            Some(tenant),
+            json!({ "call_id": call_id }),
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(super) async fn plugins(
+    State(state): State<ApiState>,
+    P(tenant): P<i64>,
+) -> ApiResult<Json<Vec<PluginInfo>>> {
+    Ok(Json(
+        state.inner.control.list_plugins(TenantId(tenant)).await?,
+    ))
+}
+
+pub(super) async fn install(
+    State(state): State<ApiState>,
+    Extension(p): Extension<Principal>,
+    Source(source): Source,
+    P(tenant): P<i64>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<(StatusCode, Json<PluginInfo>)> {
+    let wasm = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(e.status(), "body_too_large", "plugin is too large")
+        } else {
+            ApiError::bad_request("invalid_body", e.body_text())
+        }
+    })?;
+    if wasm.is_empty() {
+        return Err(ApiError::bad_request("invalid_body", "empty plugin"));
+    }
+    let tenant = TenantId(tenant);
+    let size = wasm.len();
+    let info = state
+        .inner
+        .control
+        .install_plugin(tenant, wasm.to_vec())
+        .await?;
+    state
+        .audit(
+            &p,
+            &source,
+            "plugin.install",
+            Some(tenant),
+            json!({ "version": info.version, "hash": info.hash, "bytes": size }),
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(info)))
+}
+
+pub(super) async fn activate(
+    State(state): State<ApiState>,
+    Extension(p): Extension<Principal>,
+    Source(source): Source,
+    P((tenant, version)): P<(i64, u32)>,
+) -> ApiResult<StatusCode> {
+    let tenant = TenantId(tenant);
+    state.inner.control.activate_plugin(tenant, version).await?;
+    state
+        .audit(
+            &p,
+            &source,
+            "plugin.activate",
+            Some(tenant),
+            json!({ "version": version }),
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(super) async fn rollback(
+    State(state): State<ApiState>,
+    Extension(p): Extension<Principal>,
+    Source(source): Source,
+    P(tenant): P<i64>,
+) -> ApiResult<Json<PluginInfo>> {
+    let tenant = TenantId(tenant);
+    let info = state.inner.control.rollback_plugin(tenant).await?;
+    state
+        .audit(
+            &p,
+            &source,
+            "plugin.rollback",
+            Some(tenant),
+            json!({ "version": info.version }),
+        )
+        .await?;
+    Ok(Json(info))
+}
+
+pub(super) async fn tenant_alerts(
+    State(state): State<ApiState>,
+    P(tenant): P<i64>,
+) -> ApiResult<Json<Vec<Alert>>> {
+    Ok(Json(
+        state
+            .inner
+            .control
+            .list_alerts(Some(TenantId(tenant)))
+            .await?,
+    ))
+}
+
+pub(super) async fn all_alerts(State(state): State<ApiState>) -> ApiResult<Json<Vec<Alert>>> {
+    Ok(Json(state.inner.control.list_alerts(None).await?))
+}
+
+pub(super) async fn trunks(
+    State(state): State<ApiState>,
+    P(tenant): P<i64>,
+) -> ApiResult<Json<Vec<TrunkInfo>>> {
+    Ok(Json(
+        state.inner.control.list_trunks(TenantId(tenant)).await?,
+    ))
+}
+
+pub(super) async fn add_trunk(
+    State(state): State<ApiState>,
+    Extension(p): Extension<Principal>,
+    Source(source): Source,
+    P(tenant): P<i64>,
+    Body(trunk): Body<NewTrunk>,
+) -> ApiResult<(StatusCode, Json<TrunkInfo>)> {
+    let tenant = TenantId(tenant);
+    let info = state.inner.control.add_trunk(tenant, trunk).await?;
+    state
+        .audit(
+            &p,
+            &source,
+            "trunk.create",
+            Some(tenant),
+            json!({ "name": info.name, "uri": info.uri }),
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(info)))
+}
+
+pub(super) async fn dids(
+    State(state): State<ApiState>,
+    P(tenant): P<i64>,
+) -> ApiResult<Json<Vec<Did>>> {
+    Ok(Json(state.inner.control.list_dids(TenantId(tenant)).await?))
+}
+
+pub(super) async fn add_did(
+    State(state): State<ApiState>,
+    Extension(p): Extension<Principal>,
+    Source(source): Source,
+    P(tenant): P<i64>,
+    Body(did): Body<Did>,
+) -> ApiResult<(StatusCode, Json<Did>)> {
+    let tenant = TenantId(tenant);
+    let did = state.inner.control.add_did(tenant, did).await?;
+    state
+        .audit(
+            &p,
+            &source,
+            "did.create",
+            Some(tenant),
+            json!({ "number": did.number, "extension": did.extension }),
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(did)))
+}
+
+pub(super) async fn bans(State(state): State<ApiState>) -> ApiResult<Json<Vec<Ban>>> {
+    Ok(Json(state.inner.control.list_bans().await?))
+}
+
+pub(super) async fn unban(
+    State(state): State<ApiState>,
+    Extension(p): Extension<Principal>,
+    Source(source): Source,
+    P(address): P<String>,
+) -> ApiResult<StatusCode> {
+    let ip: IpAddr = address
+        .parse()
+        .map_err(|_| ApiError::bad_request("invalid", "not an IP address"))?;
+    state.inner.control.remove_ban(ip).await?;
+    state
+        .audit(
+            &p,
+            &source,
+            "ban.remove",
+            None,
+            json!({ "address": ip.to_string() }),
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

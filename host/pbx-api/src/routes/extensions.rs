@@ -1,0 +1,157 @@
+//! Extensions and their SIP passwords (set, or generated and shown once).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use store::{TenantId, UserRole};
+
+use crate::auth::{Body, P, Principal, Source};
+use crate::error::{ApiError, ApiResult};
+use crate::password;
+use crate::state::ApiState;
+
+/// Length of a generated SIP password.
+const GENERATED_LEN: usize = 20;
+
+#[derive(Debug, Serialize)]
+pub(crate) struct ExtensionView {
+    number: String,
+    enabled: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NewExtension {
+    number: String,
+    /// Absent: a password is generated and returned once.
+    #[serde(default)]
+    password: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NewPassword {
+    #[serde(default)]
+    password: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct Credentials {
+    number: String,
+    /// Only when generated; never stored or shown again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    password: Option<String>,
+}
+
+/// The password to set: the caller's (checked), or a generated one to show.
+fn choose(given: Option<String>) -> ApiResult<(String, Option<String>)> {
+    match given {
+        Some(pw) => {
+            password::check_sip_password(&pw)?;
+            Ok((pw, None))
+        }
+        None => {
+            let pw = password::generate(GENERATED_LEN);
+            Ok((pw.clone(), Some(pw)))
+        }
+    }
+}
+
+pub(super) async fn list(
+    State(state): State<ApiState>,
+    P(tenant): P<i64>,
+) -> ApiResult<Json<Vec<ExtensionView>>> {
+    let list = state.store().list_extensions(TenantId(tenant)).await?;
+    Ok(Json(
+        list.into_iter()
+            .map(|e| ExtensionView {
+                number: e.number,
+                enabled: e.enabled,
+            })
+            .collect(),
+    ))
+}
+
+pub(super) async fn create(
+    State(state): State<ApiState>,
+    Extension(p): Extension<Principal>,
+    Source(source): Source,
+    P(tenant): P<i64>,
+    Body(req): Body<NewExtension>,
+) -> ApiResult<(StatusCode, Json<Credentials>)> {
+    let tenant = TenantId(tenant);
+    let (pw, shown) = choose(req.password)?;
+    state
+        .store()
+        .add_extension(tenant, &req.number, &pw)
+        .await?;
+    state
+        .audit(
+            &p,
+            &source,
+            "extension.create",
+            Some(tenant),
+            json!({ "number": req.number, "password_generated": shown.is_some() }),
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(Credentials {
+            number: req.number,
+            password: shown,
+        }),
+    ))
+}
+
+pub(super) async fn remove(
+    State(state): State<ApiState>,
+    Extension(p): Extension<Principal>,
+    Source(source): Source,
+    P((tenant, number)): P<(i64, String)>,
+) -> ApiResult<StatusCode> {
+    let tenant = TenantId(tenant);
+    state.store().remove_extension(tenant, &number).await?;
+    state
+        .audit(
+            &p,
+            &source,
+            "extension.delete",
+            Some(tenant),
+            json!({ "number": number }),
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(super) async fn set_password(
+    State(state): State<ApiState>,
+    Extension(p): Extension<Principal>,
+    Source(source): Source,
+    P((tenant, number)): P<(i64, String)>,
+    Body(req): Body<NewPassword>,
+) -> ApiResult<Json<Credentials>> {
+    if p.role == UserRole::User && p.extension.as_deref() != Some(number.as_str()) {
+        return Err(ApiError::not_found());
+    }
+    let tenant = TenantId(tenant);
+    let (pw, shown) = choose(req.password)?;
+    state
+        .store()
+        .set_extension_password(tenant, &number, &pw)
+        .await?;
+    state
+        .audit(
+            &p,
+            &source,
+            "extension.password",
+            Some(tenant),
+            json!({ "number": number, "password_generated": shown.is_some() }),
+        )
+        .await?;
+    Ok(Json(Credentials {
+        number,
+        password: shown,
+    }))
+}

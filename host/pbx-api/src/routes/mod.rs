@@ -1,0 +1,409 @@
+//! Every route of the API in one table: method, path, access rule and handler.
+//! The router and the OpenAPI document are both built from it.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{Method, StatusCode};
+use axum::middleware::{from_fn_with_state, map_response};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, delete, get, post, put};
+use tower_http::timeout::TimeoutLayer;
+
+use crate::auth::{Access, Roles, authorize, per_address};
+use crate::error::ApiError;
+use crate::state::ApiState;
+
+mod audit;
+mod auth;
+mod cdrs;
+mod control;
+mod extensions;
+mod system;
+mod tenants;
+mod tokens;
+mod users;
+
+#[cfg(test)]
+pub(crate) use auth::totp_for;
+
+/// One route.
+pub(crate) struct Route {
+    pub(crate) method: Method,
+    pub(crate) path: &'static str,
+    pub(crate) summary: &'static str,
+    pub(crate) access: Access,
+    handler: MethodRouter<ApiState>,
+}
+
+fn route(
+    method: Method,
+    path: &'static str,
+    summary: &'static str,
+    access: Access,
+    handler: MethodRouter<ApiState>,
+) -> Route {
+    Route {
+        method,
+        path,
+        summary,
+        access,
+        handler,
+    }
+}
+
+const fn tenant(roles: Roles, scope: &'static str) -> Access {
+    Access::Tenant { roles, scope }
+}
+
+const fn global(roles: Roles, scope: &'static str) -> Access {
+    Access::Global { roles, scope }
+}
+
+/// The route table.
+pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
+    use Method as M;
+    use Roles as R;
+    let plugin_limit = DefaultBodyLimit::max(config.max_plugin_bytes);
+    vec![
+        route(
+            M::GET,
+            "/healthz",
+            "Liveness check",
+            Access::Public,
+            get(system::healthz),
+        ),
+        route(
+            M::GET,
+            "/metrics",
+            "Prometheus metrics",
+            Access::Public,
+            get(system::metrics),
+        ),
+        route(
+            M::GET,
+            "/api/v1/openapi.json",
+            "This document",
+            Access::Public,
+            get(system::openapi),
+        ),
+        route(
+            M::POST,
+            "/api/v1/auth/login",
+            "Log in; returns a short-lived token",
+            Access::Public,
+            post(auth::login),
+        ),
+        route(
+            M::POST,
+            "/api/v1/auth/totp/enroll",
+            "Start TOTP enrollment",
+            Access::Session,
+            post(auth::totp_enroll),
+        ),
+        route(
+            M::POST,
+            "/api/v1/auth/totp/confirm",
+            "Confirm TOTP enrollment with a code",
+            Access::Session,
+            post(auth::totp_confirm),
+        ),
+        route(
+            M::GET,
+            "/api/v1/tenants",
+            "List tenants",
+            global(R::PROVIDER, "tenants:read"),
+            get(tenants::list),
+        ),
+        route(
+            M::POST,
+            "/api/v1/tenants",
+            "Create a tenant",
+            global(R::PROVIDER, "tenants:write"),
+            post(tenants::create),
+        ),
+        route(
+            M::GET,
+            "/api/v1/tenants/{tenant}",
+            "Show a tenant",
+            tenant(R::ADMINS, "tenants:read"),
+            get(tenants::show),
+        ),
+        route(
+            M::DELETE,
+            "/api/v1/tenants/{tenant}",
+            "Delete a tenant and purge its data",
+            tenant(R::PROVIDER, "tenants:write"),
+            delete(tenants::remove),
+        ),
+        route(
+            M::POST,
+            "/api/v1/tenants/{tenant}/suspend",
+            "Suspend a tenant",
+            tenant(R::PROVIDER, "tenants:write"),
+            post(tenants::suspend),
+        ),
+        route(
+            M::POST,
+            "/api/v1/tenants/{tenant}/resume",
+            "Resume a tenant",
+            tenant(R::PROVIDER, "tenants:write"),
+            post(tenants::resume),
+        ),
+        route(
+            M::POST,
+            "/api/v1/tenants/{tenant}/domains",
+            "Add a SIP domain",
+            tenant(R::PROVIDER, "tenants:write"),
+            post(tenants::add_domain),
+        ),
+        route(
+            M::GET,
+            "/api/v1/tenants/{tenant}/extensions",
+            "List extensions",
+            tenant(R::ADMINS, "extensions:read"),
+            get(extensions::list),
+        ),
+        route(
+            M::POST,
+            "/api/v1/tenants/{tenant}/extensions",
+            "Create an extension (a generated password is shown once)",
+            tenant(R::ADMINS, "extensions:write"),
+            post(extensions::create),
+        ),
+        route(
+            M::DELETE,
+            "/api/v1/tenants/{tenant}/extensions/{number}",
+            "Delete an extension",
+            tenant(R::ADMINS, "extensions:write"),
+            delete(extensions::remove),
+        ),
+        route(
+            M::PUT,
+            "/api/v1/tenants/{tenant}/extensions/{number}/password",
+            "Set or generate an extension's SIP password",
+            tenant(R::ALL, "extensions:write"),
+            put(extensions::set_password),
+        ),
+        route(
+            M::GET,
+            "/api/v1/users",
+            "List provider admins",
+            global(R::PROVIDER, "users:read"),
+            get(users::list_admins),
+        ),
+        route(
+            M::POST,
+            "/api/v1/users",
+            "Create a user of any role",
+            global(R::PROVIDER, "users:write"),
+            post(users::create_any),
+        ),
+        route(
+            M::GET,
+            "/api/v1/tenants/{tenant}/users",
+            "List a tenant's users",
+            tenant(R::ADMINS, "users:read"),
+            get(users::list),
+        ),
+        route(
+            M::POST,
+            "/api/v1/tenants/{tenant}/users",
+            "Create a tenant user",
+            tenant(R::ADMINS, "users:write"),
+            post(users::create),
+        ),
+        route(
+            M::DELETE,
+            "/api/v1/tenants/{tenant}/users/{username}",
+            "Delete a tenant user",
+            tenant(R::ADMINS, "users:write"),
+            delete(users::remove),
+        ),
+        route(
+            M::GET,
+            "/api/v1/tenants/{tenant}/tokens",
+            "List integration tokens",
+            tenant(R::ADMINS, "tokens:write"),
+            get(tokens::list),
+        ),
+        route(
+            M::POST,
+            "/api/v1/tenants/{tenant}/tokens",
+            "Issue an integration token (shown once)",
+            tenant(R::ADMINS, "tokens:write"),
+            post(tokens::create),
+        ),
+        route(
+            M::DELETE,
+            "/api/v1/tenants/{tenant}/tokens/{id}",
+            "Revoke an integration token",
+            tenant(R::ADMINS, "tokens:write"),
+            delete(tokens::revoke),
+        ),
+        route(
+            M::GET,
+            "/api/v1/tenants/{tenant}/cdrs",
+            "List call records",
+            tenant(R::ALL, "cdrs:read"),
+            get(cdrs::list),
+        ),
+        route(
+            M::GET,
+            "/api/v1/tenants/{tenant}/cdrs/export",
+            "Export call records as CSV or JSON (streamed)",
+            tenant(R::ALL, "cdrs:read"),
+            get(cdrs::export),
+        ),
+        route(
+            M::GET,
+            "/api/v1/audit",
+            "Read the audit log",
+            global(R::ADMINS, "audit:read"),
+            get(audit::list),
+        ),
+        route(
+            M::GET,
+            "/api/v1/tenants/{tenant}/calls",
+            "List calls in progress",
+            tenant(R::ADMINS, "calls:read"),
+            get(control::calls),
+        ),
+        route(
+            M::DELETE,
+            "/api/v1/tenants/{tenant}/calls/{call_id}",
+            "Hang up a call",
+            tenant(R::ADMINS, "calls:control"),
+            delete(control::hangup),
+        ),
+        route(
+            M::GET,
+            "/api/v1/tenants/{tenant}/plugins",
+            "List dial-plan plugin versions",
+            tenant(R::ADMINS, "plugins:read"),
+            get(control::plugins),
+        ),
+        route(
+            M::POST,
+            "/api/v1/tenants/{tenant}/plugins",
+            "Upload a dial-plan component (application/wasm)",
+            tenant(R::ADMINS, "plugins:write"),
+            post(control::install).layer(plugin_limit),
+        ),
+        route(
+            M::POST,
+            "/api/v1/tenants/{tenant}/plugins/{version}/activate",
+            "Activate a plugin version",
+            tenant(R::ADMINS, "plugins:write"),
+            post(control::activate),
+        ),
+        route(
+            M::POST,
+            "/api/v1/tenants/{tenant}/plugins/rollback",
+            "Roll back to the previous plugin version",
+            tenant(R::ADMINS, "plugins:write"),
+            post(control::rollback),
+        ),
+        route(
+            M::GET,
+            "/api/v1/tenants/{tenant}/alerts",
+            "List a tenant's alerts",
+            tenant(R::ADMINS, "alerts:read"),
+            get(control::tenant_alerts),
+        ),
+        route(
+            M::GET,
+            "/api/v1/tenants/{tenant}/trunks",
+            "List trunks",
+            tenant(R::ADMINS, "trunks:read"),
+            get(control::trunks),
+        ),
+        route(
+            M::POST,
+            "/api/v1/tenants/{tenant}/trunks",
+            "Add a trunk",
+            tenant(R::ADMINS, "trunks:write"),
+            post(control::add_trunk),
+        ),
+        route(
+            M::GET,
+            "/api/v1/tenants/{tenant}/dids",
+            "List DIDs",
+            tenant(R::ADMINS, "trunks:read"),
+            get(control::dids),
+        ),
+        route(
+            M::POST,
+            "/api/v1/tenants/{tenant}/dids",
+            "Assign a DID",
+            tenant(R::PROVIDER, "trunks:write"),
+            post(control::add_did),
+        ),
+        route(
+            M::GET,
+            "/api/v1/alerts",
+            "List all alerts",
+            global(R::PROVIDER, "alerts:read"),
+            get(control::all_alerts),
+        ),
+        route(
+            M::GET,
+            "/api/v1/bans",
+            "List banned addresses",
+            global(R::PROVIDER, "bans:read"),
+            get(control::bans),
+        ),
+        route(
+            M::DELETE,
+            "/api/v1/bans/{address}",
+            "Lift a ban",
+            global(R::PROVIDER, "bans:write"),
+            delete(control::unban),
+        ),
+    ]
+}
+
+async fn no_route() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+async fn no_method() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this route",
+    )
+}
+
+/// Turns the bare 408 of the timeout layer into a JSON error.
+async fn json_timeout(resp: Response) -> Response {
+    if resp.status() == StatusCode::REQUEST_TIMEOUT && resp.headers().get("content-type").is_none()
+    {
+        return ApiError::new(StatusCode::REQUEST_TIMEOUT, "timeout", "request timed out")
+            .into_response();
+    }
+    resp
+}
+
+/// The API's router. Tests drive it in-process with `tower::ServiceExt::oneshot`.
+pub fn router(state: ApiState) -> Router {
+    let config = state.config().clone();
+    let mut r: Router<ApiState> = Router::new();
+    for rt in table(&config) {
+        let layered = rt
+            .handler
+            .route_layer(from_fn_with_state((state.clone(), rt.access), authorize));
+        r = r.route(rt.path, layered);
+    }
+    r.fallback(no_route)
+        .method_not_allowed_fallback(no_method)
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(map_response(json_timeout))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(config.request_timeout_s.max(1)),
+        ))
+        .layer(from_fn_with_state(state.clone(), per_address))
+        .with_state(state)
+}

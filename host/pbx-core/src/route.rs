@@ -1,0 +1,215 @@
+//! Where a call goes: the routing request the shard hands to the I/O layer (which
+//! runs the tenant's dial plan and the policies, off the SIP path) and the decision
+//! it hands back, plus the tenant trunks and inbound numbers the decision may use.
+//!
+//! A decision only *names* things: extensions of the calling tenant and trunks of
+//! the calling tenant. The shard resolves those names within the call's tenant
+//! again, so a decision naming another tenant's trunk or extension finds nothing.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use store::TenantId;
+
+use crate::Peer;
+
+/// A new call waiting for its routing decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteRequest {
+    /// The shard that holds the call; the decision goes back to it.
+    pub shard: usize,
+    /// The call's id within that shard.
+    pub call: u64,
+    pub tenant: TenantId,
+    /// The caller's Call-ID (for logs and plugins).
+    pub call_id: String,
+    /// Who is calling: the extension, or the number an inbound trunk presented.
+    pub caller: String,
+    /// The calling extension, when the caller is one of the tenant's phones.
+    pub caller_extension: Option<String>,
+    /// The Request-URI's user part.
+    pub dialled: String,
+    /// The trunk an inbound call arrived on.
+    pub inbound_trunk: Option<String>,
+    pub source: SocketAddr,
+}
+
+/// Ring these extensions at the same time, for up to `timeout`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RingStep {
+    pub extensions: Vec<String>,
+    pub timeout: Duration,
+}
+
+/// What to do with a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteDecision {
+    /// Ring in steps: each step's extensions in parallel; on no answer, the next.
+    Ring(Vec<RingStep>),
+    /// Out through one of the tenant's trunks, to `number`.
+    Trunk { trunk: String, number: String },
+    /// Refuse the call.
+    Reject { status: u16, reason: String },
+}
+
+impl RouteDecision {
+    /// A reject, with the status kept to a final failure class.
+    pub fn reject(status: u16, reason: impl Into<String>) -> RouteDecision {
+        let status = if (400..700).contains(&status) {
+            status
+        } else {
+            500
+        };
+        RouteDecision::Reject {
+            status,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// How calls are routed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routing {
+    /// The host rings the dialled extension itself (no dial plan).
+    Builtin,
+    /// Each new call is handed out as [`crate::Output::Route`]; a call whose
+    /// decision has not come back within `timeout` gets 503.
+    External { timeout: Duration },
+}
+
+/// An upstream SIP trunk of a tenant, with its address already resolved.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TrunkEntry {
+    pub tenant: TenantId,
+    pub name: String,
+    pub peer: Peer,
+    /// Host and port as configured, for Request-URIs and the digest `uri`.
+    pub host: String,
+    pub port: u16,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for TrunkEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrunkEntry")
+            .field("tenant", &self.tenant)
+            .field("name", &self.name)
+            .field("peer", &self.peer)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Every tenant's trunks and inbound numbers (DIDs).
+#[derive(Debug, Clone, Default)]
+pub struct Trunks {
+    by_name: HashMap<(TenantId, String), TrunkEntry>,
+    by_ip: HashMap<IpAddr, Vec<(TenantId, String)>>,
+    dids: HashMap<String, TenantId>,
+}
+
+impl Trunks {
+    pub fn new(trunks: Vec<TrunkEntry>, dids: Vec<(String, TenantId)>) -> Trunks {
+        let mut t = Trunks::default();
+        for trunk in trunks {
+            t.by_ip
+                .entry(trunk.peer.addr.ip())
+                .or_default()
+                .push((trunk.tenant, trunk.name.clone()));
+            t.by_name.insert((trunk.tenant, trunk.name.clone()), trunk);
+        }
+        t.dids = dids
+            .into_iter()
+            .map(|(number, tenant)| (did_key(&number).to_string(), tenant))
+            .collect();
+        t
+    }
+
+    /// The tenant's trunk of that name (another tenant's trunk is not found).
+    pub(crate) fn get(&self, tenant: TenantId, name: &str) -> Option<&TrunkEntry> {
+        self.by_name.get(&(tenant, name.to_string()))
+    }
+
+    /// An inbound call to `number` from `source`: the DID's tenant and the trunk it
+    /// came through, when the source is one of that tenant's trunks.
+    pub(crate) fn inbound(&self, source: IpAddr, number: &str) -> Option<(TenantId, &str)> {
+        let tenant = *self.dids.get(did_key(number))?;
+        self.by_ip
+            .get(&source)?
+            .iter()
+            .find(|(t, _)| *t == tenant)
+            .map(|(t, name)| (*t, name.as_str()))
+    }
+}
+
+/// DIDs match with or without a leading `+`.
+fn did_key(number: &str) -> &str {
+    number.strip_prefix('+').unwrap_or(number)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::TransportKind;
+
+    fn trunk(tenant: i64, name: &str, addr: &str) -> TrunkEntry {
+        TrunkEntry {
+            tenant: TenantId(tenant),
+            name: name.into(),
+            peer: Peer {
+                transport: TransportKind::Udp,
+                addr: addr.parse().unwrap(),
+                conn: None,
+            },
+            host: "carrier.example".into(),
+            port: 5060,
+            username: None,
+            password: None,
+        }
+    }
+
+    #[test]
+    fn trunks_are_found_only_within_their_tenant() {
+        let t = Trunks::new(vec![trunk(1, "out", "192.0.2.1:5060")], vec![]);
+        assert!(t.get(TenantId(1), "out").is_some());
+        assert!(t.get(TenantId(2), "out").is_none());
+    }
+
+    #[test]
+    fn inbound_needs_the_did_and_a_trunk_of_the_same_tenant() {
+        let t = Trunks::new(
+            vec![
+                trunk(1, "a", "192.0.2.1:5060"),
+                trunk(2, "b", "192.0.2.2:5060"),
+            ],
+            vec![("+15550001".into(), TenantId(1))],
+        );
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        assert_eq!(t.inbound(a, "15550001"), Some((TenantId(1), "a")));
+        assert_eq!(t.inbound(a, "+15550001"), Some((TenantId(1), "a")));
+        // Tenant 2's trunk cannot deliver tenant 1's number.
+        assert_eq!(t.inbound(b, "15550001"), None);
+        assert_eq!(t.inbound(a, "15550002"), None);
+    }
+
+    #[test]
+    fn rejects_keep_to_failure_codes() {
+        assert_eq!(
+            RouteDecision::reject(200, "x"),
+            RouteDecision::Reject {
+                status: 500,
+                reason: "x".into()
+            }
+        );
+        assert_eq!(
+            RouteDecision::reject(403, "no"),
+            RouteDecision::Reject {
+                status: 403,
+                reason: "no".into()
+            }
+        );
+    }
+}

@@ -1,0 +1,956 @@
+//! The sans-IO media state of one call: offer/answer rewriting, per-leg SRTP,
+//! latching and forwarding decisions, statistics and the idle clock.
+//!
+//! [`MediaSession`] never touches a socket or reads the clock. The relay feeds it
+//! each datagram with the leg and channel it arrived on and `now`, and sends the
+//! [`Transmit`] it returns. Offer/answer methods take SDP bytes and return the SDP
+//! for the other leg.
+//!
+//! Only the first active audio stream of an offer is anchored; every other stream
+//! is disabled (port 0) in the SDP passed on, so the answer disables it too.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::error::{Error, Result};
+use crate::rtp::{self, Channel, LossCounter};
+use crate::sdes::{self, Chosen, KeyMaterial, Suite};
+use crate::sdp::{CryptoAttr, Media, Sdp};
+use crate::srtp::{SrtpReceiver, SrtpSender};
+
+/// One side of a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Leg {
+    /// The caller's leg.
+    A,
+    /// The callee's leg.
+    B,
+}
+
+impl Leg {
+    /// The opposite leg.
+    pub fn other(self) -> Leg {
+        match self {
+            Leg::A => Leg::B,
+            Leg::B => Leg::A,
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Leg::A => 0,
+            Leg::B => 1,
+        }
+    }
+}
+
+/// Whether media must, may or must not be encrypted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EncryptionPolicy {
+    /// Both legs must use SRTP; a plaintext offer or answer is an error (488).
+    Required,
+    /// SRTP on each leg where the peer offers or accepts it and its signalling is secure.
+    Optional,
+    /// Never SRTP; an `RTP/SAVP`-only offer is an error (488).
+    Disabled,
+}
+
+/// Whether the signalling of each leg is on a secure transport (TLS). Keys are only
+/// sent in SDP to a secure leg, and only taken from one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Security {
+    /// The leg the SDP came from.
+    pub from_secure: bool,
+    /// The leg the rewritten SDP goes to.
+    pub to_secure: bool,
+}
+
+/// Our side of the call: the address to put in SDP and each leg's RTP port
+/// (RTCP is the next port).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalPorts {
+    /// Address advertised in SDP.
+    pub ip: IpAddr,
+    /// RTP port facing leg A.
+    pub a: u16,
+    /// RTP port facing leg B.
+    pub b: u16,
+}
+
+impl LocalPorts {
+    fn port(&self, leg: Leg) -> u16 {
+        match leg {
+            Leg::A => self.a,
+            Leg::B => self.b,
+        }
+    }
+}
+
+/// A datagram to send: from our socket facing `leg` on `channel`, to `to`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// The leg it goes to (and whose local socket sends it).
+    pub leg: Leg,
+    /// RTP or RTCP socket.
+    pub channel: Channel,
+    /// Destination.
+    pub to: SocketAddr,
+    /// The bytes.
+    pub data: Bytes,
+}
+
+/// Per-leg counters. "in" is what the leg sent us, "out" what we sent it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LegStats {
+    /// Datagrams accepted from the leg (before SRTP checks).
+    pub packets_in: u64,
+    /// Bytes accepted from the leg.
+    pub bytes_in: u64,
+    /// Datagrams sent to the leg.
+    pub packets_out: u64,
+    /// Bytes sent to the leg.
+    pub bytes_out: u64,
+    /// SRTP/SRTCP packets from the leg that failed authentication.
+    pub srtp_auth_failures: u64,
+    /// SRTP/SRTCP packets from the leg dropped as replays.
+    pub srtp_replays: u64,
+    /// Datagrams dropped for other reasons (unknown source, foreign SSRC,
+    /// malformed, no destination yet).
+    pub dropped: u64,
+    /// RTP packets missing from the leg's sequence numbers.
+    pub packets_lost: u64,
+    /// The address media from the leg was latched to.
+    pub latched: Option<SocketAddr>,
+    /// Whether the leg uses SRTP.
+    pub srtp: bool,
+}
+
+/// Counters of both legs of a call.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CallMediaStats {
+    /// The caller's leg.
+    pub a: LegStats,
+    /// The callee's leg.
+    pub b: LegStats,
+}
+
+#[derive(Default)]
+struct LegState {
+    remote: [Option<SocketAddr>; 2],
+    latched: [Option<SocketAddr>; 2],
+    rx: Option<SrtpReceiver>,
+    tx: Option<SrtpSender>,
+    stats: LegStats,
+    loss: LossCounter,
+}
+
+fn ch(channel: Channel) -> usize {
+    match channel {
+        Channel::Rtp => 0,
+        Channel::Rtcp => 1,
+    }
+}
+
+impl LegState {
+    fn set_remote(&mut self, rtp: Option<SocketAddr>, rtcp: Option<SocketAddr>) {
+        if self.remote != [rtp, rtcp] {
+            self.remote = [rtp, rtcp];
+            self.latched = [None, None];
+        }
+    }
+
+    /// Installs keys, keeping the existing context when the key is unchanged (so
+    /// replay and rollover state survive a repeated answer).
+    fn set_keys(&mut self, rx: Option<SrtpReceiver>, tx: Option<SrtpSender>) {
+        if rx.as_ref().map(SrtpReceiver::keys) != self.rx.as_ref().map(SrtpReceiver::keys) {
+            self.rx = rx;
+        }
+        if tx.as_ref().map(SrtpSender::keys) != self.tx.as_ref().map(SrtpSender::keys) {
+            self.tx = tx;
+        }
+    }
+
+    fn stats(&self) -> LegStats {
+        let mut s = self.stats;
+        if let Some(rx) = &self.rx {
+            let c = rx.counters();
+            s.srtp_auth_failures += c.auth_failures;
+            s.srtp_replays += c.replays;
+            s.dropped += c.foreign_ssrc + c.malformed;
+        }
+        s.packets_lost = self.loss.lost();
+        s.latched = self.latched[0];
+        s.srtp = self.rx.is_some() || self.tx.is_some();
+        s
+    }
+}
+
+struct PendingOffer {
+    from: Leg,
+    index: usize,
+    from_proto: String,
+    /// Tag and our key for the answer to the offerer, when it gets SRTP.
+    to_offerer: Option<(u32, KeyMaterial)>,
+    /// Keys we offered to the other leg, by tag.
+    offered: Vec<(u32, KeyMaterial)>,
+}
+
+/// The media state of one call. See the module docs.
+pub struct MediaSession {
+    local: LocalPorts,
+    legs: [LegState; 2],
+    offer: Option<PendingOffer>,
+    last_media: Instant,
+}
+
+impl std::fmt::Debug for MediaSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MediaSession")
+            .field("local", &self.local)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Attributes that describe the peer's own transport and must not be passed on.
+const TRANSPORT_ATTRS: &[&str] = &[
+    "rtcp",
+    "rtcp-mux",
+    "rtcp-mux-only",
+    "candidate",
+    "remote-candidates",
+    "end-of-candidates",
+    "ice-ufrag",
+    "ice-pwd",
+    "ice-options",
+    "ice-lite",
+    "ice-mismatch",
+    "fingerprint",
+    "setup",
+    "crypto",
+];
+
+fn set_secure(proto: &str, secure: bool) -> String {
+    let feedback = proto.ends_with('F');
+    match (secure, feedback) {
+        (true, true) => "RTP/SAVPF",
+        (true, false) => "RTP/SAVP",
+        (false, true) => "RTP/AVPF",
+        (false, false) => "RTP/AVP",
+    }
+    .to_owned()
+}
+
+fn anchored_index(sdp: &Sdp) -> Result<usize> {
+    sdp.media
+        .iter()
+        .position(|m| m.kind == "audio" && m.port != 0 && m.is_rtp())
+        .ok_or(Error::NotAcceptable("no active RTP audio stream"))
+}
+
+/// The remote RTP and RTCP addresses of media section `index`; none while on hold
+/// with an unspecified address.
+fn remote_addrs(sdp: &Sdp, index: usize) -> (Option<SocketAddr>, Option<SocketAddr>) {
+    let (Some(m), Some(ip)) = (sdp.media.get(index), sdp.media_connection(index)) else {
+        return (None, None);
+    };
+    if ip.is_unspecified() {
+        return (None, None);
+    }
+    let rtp = SocketAddr::new(ip, m.port);
+    let rtcp = match m.rtcp() {
+        Some(r) => Some(SocketAddr::new(r.addr.unwrap_or(ip), r.port)),
+        None => m.port.checked_add(1).map(|p| SocketAddr::new(ip, p)),
+    };
+    (Some(rtp), rtcp)
+}
+
+/// Copies `sdp` for the other side: our address and port on the anchored stream,
+/// other streams disabled, the peer's transport attributes and keys removed.
+fn rewrite(sdp: &Sdp, index: usize, ip: IpAddr, port: u16) -> Sdp {
+    let mut out = sdp.clone();
+    if out.connection().is_some() {
+        out.set_connection(ip);
+    }
+    out.session
+        .retain(|l| !l.attr().is_some_and(|(n, _)| TRANSPORT_ATTRS.contains(&n)));
+    for (i, m) in out.media.iter_mut().enumerate() {
+        m.remove_attrs(&["crypto"]);
+        if i == index {
+            m.port = port;
+            m.port_count = None;
+            m.set_connection(ip, false);
+            m.remove_attrs(TRANSPORT_ATTRS);
+        } else {
+            m.port = 0;
+        }
+    }
+    out
+}
+
+fn anchored(sdp: &mut Sdp, index: usize) -> Result<&mut Media> {
+    sdp.media
+        .get_mut(index)
+        .ok_or(Error::NotAcceptable("stream missing"))
+}
+
+impl MediaSession {
+    /// A session with our address and ports; `now` starts the idle clock.
+    pub fn new(local: LocalPorts, now: Instant) -> Self {
+        Self {
+            local,
+            legs: Default::default(),
+            offer: None,
+            last_media: now,
+        }
+    }
+
+    /// Our address and ports.
+    pub fn local(&self) -> LocalPorts {
+        self.local
+    }
+
+    fn leg(&mut self, leg: Leg) -> &mut LegState {
+        &mut self.legs[leg.index()]
+    }
+
+    /// Takes an offer from `from` and returns the offer to send to the other leg.
+    /// On error nothing changes; the caller answers the offer with 488 (or 400
+    /// for malformed SDP).
+    pub fn offer_from(
+        &mut self,
+        from: Leg,
+        sdp: &[u8],
+        security: Security,
+        policy: EncryptionPolicy,
+    ) -> Result<Vec<u8>> {
+        let parsed = Sdp::parse(sdp)?;
+        let index = anchored_index(&parsed)?;
+        let m = &parsed.media[index];
+        let savp = m.is_savp();
+        let chosen = sdes::negotiate(&m.cryptos())?;
+        let from_srtp: Option<Chosen> = match policy {
+            EncryptionPolicy::Disabled if savp => {
+                return Err(Error::NotAcceptable("SRTP offered but disabled"));
+            }
+            EncryptionPolicy::Disabled => None,
+            EncryptionPolicy::Required => {
+                if !security.from_secure || !security.to_secure {
+                    return Err(Error::EncryptionRequired(
+                        "a leg is not on a secure transport",
+                    ));
+                }
+                Some(chosen.ok_or(Error::EncryptionRequired("no supported a=crypto"))?)
+            }
+            EncryptionPolicy::Optional => match chosen {
+                Some(c) if security.from_secure => Some(c),
+                _ if savp => {
+                    return Err(Error::NotAcceptable(
+                        "RTP/SAVP offer without a usable key on a secure transport",
+                    ));
+                }
+                _ => None,
+            },
+        };
+        let to_srtp = policy != EncryptionPolicy::Disabled && security.to_secure;
+        let offered: Vec<(u32, KeyMaterial)> = if to_srtp {
+            (1u32..)
+                .zip(Suite::ALL)
+                .map(|(tag, s)| (tag, KeyMaterial::generate(s)))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let to_offerer = from_srtp
+            .as_ref()
+            .map(|c| (c.tag, KeyMaterial::generate(c.remote.suite())));
+
+        let mut out = rewrite(&parsed, index, self.local.ip, self.local.port(from.other()));
+        let om = anchored(&mut out, index)?;
+        let secure_proto = to_srtp && (policy == EncryptionPolicy::Required || savp);
+        om.proto = set_secure(&m.proto, secure_proto);
+        let attrs: Vec<CryptoAttr> = offered.iter().map(|(t, k)| k.to_attr(*t)).collect();
+        om.set_cryptos(&attrs);
+
+        let rx = match &from_srtp {
+            Some(c) => Some(SrtpReceiver::new(&c.remote)?),
+            None => None,
+        };
+        let (rtp, rtcp) = remote_addrs(&parsed, index);
+        let leg = self.leg(from);
+        leg.set_remote(rtp, rtcp);
+        // The offerer's sending key is in its offer; what we send it is keyed by
+        // our answer, installed in `answer_from`.
+        if leg.rx.as_ref().map(SrtpReceiver::keys) != rx.as_ref().map(SrtpReceiver::keys) {
+            leg.rx = rx;
+        }
+        self.offer = Some(PendingOffer {
+            from,
+            index,
+            from_proto: m.proto.clone(),
+            to_offerer,
+            offered,
+        });
+        Ok(out.to_bytes())
+    }
+
+    /// Takes the answer from `from` to the pending offer of the other leg and
+    /// returns the answer to send to the offerer. May be called again with the
+    /// same answer (183 then 200): keys in use are kept.
+    pub fn answer_from(
+        &mut self,
+        from: Leg,
+        sdp: &[u8],
+        security: Security,
+        policy: EncryptionPolicy,
+    ) -> Result<Vec<u8>> {
+        let pending = self
+            .offer
+            .as_ref()
+            .filter(|p| p.from == from.other())
+            .ok_or(Error::Protocol(
+                "answer without an offer from the other leg",
+            ))?;
+        let parsed = Sdp::parse(sdp)?;
+        let m = parsed
+            .media
+            .get(pending.index)
+            .ok_or(Error::NotAcceptable("answer lacks the audio stream"))?;
+        if m.port == 0 || !m.is_rtp() || m.kind != "audio" {
+            return Err(Error::NotAcceptable("answer rejected the audio stream"));
+        }
+        let cryptos = m.cryptos();
+        let mut answerer_keys: Option<(KeyMaterial, KeyMaterial)> = None;
+        if pending.offered.is_empty() {
+            if !cryptos.is_empty() {
+                return Err(Error::Protocol(
+                    "a=crypto in an answer to a plaintext offer",
+                ));
+            }
+        } else {
+            for c in &cryptos {
+                let Some(ours) = pending.offered.iter().find(|(t, _)| *t == c.tag) else {
+                    continue;
+                };
+                if let Some(theirs) = KeyMaterial::from_attr(c)?
+                    && theirs.suite() == ours.1.suite()
+                {
+                    answerer_keys = Some((theirs, ours.1.clone()));
+                    break;
+                }
+            }
+            if answerer_keys.is_none() {
+                if policy == EncryptionPolicy::Required {
+                    return Err(Error::EncryptionRequired("answer has no usable a=crypto"));
+                }
+                if m.is_savp() {
+                    return Err(Error::NotAcceptable("RTP/SAVP answer without a usable key"));
+                }
+            }
+        }
+        if answerer_keys.is_some() && !security.from_secure {
+            return Err(Error::NotAcceptable(
+                "keys answered on an insecure transport",
+            ));
+        }
+        if pending.to_offerer.is_some() && !security.to_secure {
+            return Err(Error::EncryptionRequired(
+                "the offerer's transport is no longer secure",
+            ));
+        }
+
+        let mut out = rewrite(
+            &parsed,
+            pending.index,
+            self.local.ip,
+            self.local.port(from.other()),
+        );
+        let om = anchored(&mut out, pending.index)?;
+        om.proto = pending.from_proto.clone();
+        let back: Vec<CryptoAttr> = pending
+            .to_offerer
+            .iter()
+            .map(|(t, k)| k.to_attr(*t))
+            .collect();
+        om.set_cryptos(&back);
+
+        let (arx, atx) = match &answerer_keys {
+            Some((theirs, ours)) => (
+                Some(SrtpReceiver::new(theirs)?),
+                Some(SrtpSender::new(ours)?),
+            ),
+            None => (None, None),
+        };
+        let otx = match &pending.to_offerer {
+            Some((_, k)) => Some(SrtpSender::new(k)?),
+            None => None,
+        };
+        let offerer = pending.from;
+        let (rtp, rtcp) = remote_addrs(&parsed, pending.index);
+        let answerer = self.leg(from);
+        answerer.set_remote(rtp, rtcp);
+        answerer.set_keys(arx, atx);
+        let o = self.leg(offerer);
+        if otx.as_ref().map(SrtpSender::keys) != o.tx.as_ref().map(SrtpSender::keys) {
+            o.tx = otx;
+        }
+        Ok(out.to_bytes())
+    }
+
+    /// Handles one datagram that arrived from `from` on our socket facing `leg`
+    /// (`channel` says which of its two ports). Returns what to send, if anything.
+    pub fn handle(
+        &mut self,
+        now: Instant,
+        leg: Leg,
+        channel: Channel,
+        from: SocketAddr,
+        data: &[u8],
+    ) -> Option<Transmit> {
+        let src = &mut self.legs[leg.index()];
+        let socket = ch(channel);
+        if src.remote[0].is_none() {
+            src.stats.dropped += 1;
+            return None;
+        }
+        if src.latched[socket].is_some_and(|l| l != from) {
+            src.stats.dropped += 1;
+            return None;
+        }
+        // RTCP may arrive multiplexed on the RTP port (RFC 5761).
+        let Some(kind) = rtp::classify(data) else {
+            src.stats.dropped += 1;
+            return None;
+        };
+        src.stats.packets_in += 1;
+        src.stats.bytes_in += data.len() as u64;
+        let plain = match &mut src.rx {
+            Some(rx) => rx.unprotect(kind, data)?,
+            None => Bytes::copy_from_slice(data),
+        };
+        // Latch only to packets that passed authentication (if any applies).
+        src.latched[socket] = Some(from);
+        self.last_media = now;
+        if kind == Channel::Rtp
+            && let (Some(ssrc), Some(seq)) = (rtp::ssrc(&plain, kind), rtp::seq(&plain))
+        {
+            src.loss.on_packet(ssrc, seq);
+        }
+
+        let dst_leg = leg.other();
+        let dst = &mut self.legs[dst_leg.index()];
+        let Some(to) = dst.latched[ch(kind)].or(dst.remote[ch(kind)]) else {
+            dst.stats.dropped += 1;
+            return None;
+        };
+        let data = match &mut dst.tx {
+            Some(tx) => match tx.protect(kind, &plain) {
+                Some(b) => b,
+                None => {
+                    dst.stats.dropped += 1;
+                    return None;
+                }
+            },
+            None => plain,
+        };
+        dst.stats.packets_out += 1;
+        dst.stats.bytes_out += data.len() as u64;
+        Some(Transmit {
+            leg: dst_leg,
+            channel: kind,
+            to,
+            data,
+        })
+    }
+
+    /// When media last arrived (or when the session was created).
+    pub fn idle_since(&self) -> Instant {
+        self.last_media
+    }
+
+    /// Counters of both legs.
+    pub fn stats(&self) -> CallMediaStats {
+        CallMediaStats {
+            a: self.legs[0].stats(),
+            b: self.legs[1].stats(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    const LOCAL: LocalPorts = LocalPorts {
+        ip: IpAddr::V4(std::net::Ipv4Addr::new(203, 0, 113, 1)),
+        a: 20000,
+        b: 20002,
+    };
+
+    fn offer(proto: &str, crypto: Option<&str>) -> Vec<u8> {
+        let mut s = format!(
+            "v=0\r\no=a 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\n\
+             a=ice-ufrag:abcd\r\nm=audio 4000 {proto} 0 101\r\na=rtpmap:0 PCMU/8000\r\n\
+             a=candidate:1 1 UDP 1 192.0.2.10 4000 typ host\r\na=rtcp-mux\r\n"
+        );
+        if let Some(c) = crypto {
+            s.push_str(&format!("a=crypto:{c}\r\n"));
+        }
+        s.push_str("m=video 5000 RTP/AVP 96\r\n");
+        s.into_bytes()
+    }
+
+    fn answer(proto: &str, crypto: Option<String>) -> Vec<u8> {
+        let mut s = format!(
+            "v=0\r\no=b 7 7 IN IP4 198.51.100.20\r\ns=-\r\nc=IN IP4 198.51.100.20\r\nt=0 0\r\n\
+             m=audio 6000 {proto} 0 101\r\na=rtcp:6001\r\n"
+        );
+        if let Some(c) = crypto {
+            s.push_str(&format!("a=crypto:{c}\r\n"));
+        }
+        s.push_str("m=video 0 RTP/AVP 96\r\n");
+        s.into_bytes()
+    }
+
+    fn rtp(ssrc: u32, seq: u16) -> Vec<u8> {
+        let mut p = vec![0x80, 0];
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&[0, 0, 0, 0]);
+        p.extend_from_slice(&ssrc.to_be_bytes());
+        p.extend_from_slice(&[0xd5; 160]);
+        p
+    }
+
+    const PLAIN: Security = Security {
+        from_secure: false,
+        to_secure: false,
+    };
+    const TLS: Security = Security {
+        from_secure: true,
+        to_secure: true,
+    };
+
+    #[test]
+    fn plain_call_rewrites_sdp_and_relays_with_latching() {
+        let t0 = Instant::now();
+        let mut s = MediaSession::new(LOCAL, t0);
+        let to_b = s
+            .offer_from(
+                Leg::A,
+                &offer("RTP/AVP", None),
+                PLAIN,
+                EncryptionPolicy::Optional,
+            )
+            .unwrap();
+        let to_b = String::from_utf8(to_b).unwrap();
+        assert!(to_b.contains("c=IN IP4 203.0.113.1\r\n"), "{to_b}");
+        assert!(to_b.contains("m=audio 20002 RTP/AVP 0 101\r\n"));
+        assert!(to_b.contains("m=video 0 RTP/AVP 96\r\n"));
+        assert!(
+            !to_b.contains("candidate")
+                && !to_b.contains("ice-ufrag")
+                && !to_b.contains("rtcp-mux")
+        );
+        assert!(!to_b.contains("192.0.2.10 4000"));
+
+        let to_a = s
+            .answer_from(
+                Leg::B,
+                &answer("RTP/AVP", None),
+                PLAIN,
+                EncryptionPolicy::Optional,
+            )
+            .unwrap();
+        let to_a = String::from_utf8(to_a).unwrap();
+        assert!(to_a.contains("m=audio 20000 RTP/AVP 0 101\r\n"), "{to_a}");
+        assert!(!to_a.contains("a=rtcp:6001"));
+
+        // A's packet goes to B's SDP address until B sends from elsewhere (NAT).
+        let a_nat: SocketAddr = "192.0.2.99:31000".parse().unwrap();
+        let t1 = t0 + Duration::from_secs(1);
+        let out = s
+            .handle(t1, Leg::A, Channel::Rtp, a_nat, &rtp(1, 1))
+            .unwrap();
+        assert_eq!((out.leg, out.channel), (Leg::B, Channel::Rtp));
+        assert_eq!(out.to, "198.51.100.20:6000".parse().unwrap());
+        assert_eq!(&out.data[..], &rtp(1, 1)[..]);
+        assert_eq!(s.idle_since(), t1);
+
+        let b_nat: SocketAddr = "198.51.100.77:40000".parse().unwrap();
+        let out = s
+            .handle(t1, Leg::B, Channel::Rtp, b_nat, &rtp(9, 100))
+            .unwrap();
+        assert_eq!(out.to, a_nat);
+        let out = s
+            .handle(t1, Leg::A, Channel::Rtp, a_nat, &rtp(1, 4))
+            .unwrap();
+        assert_eq!(out.to, b_nat);
+        // RTCP goes to the a=rtcp port before latching.
+        let rr = [0x80, 201, 0, 1, 0, 0, 0, 1];
+        let out = s.handle(t1, Leg::A, Channel::Rtcp, a_nat, &rr).unwrap();
+        assert_eq!(
+            (out.channel, out.to),
+            (Channel::Rtcp, "198.51.100.20:6001".parse().unwrap())
+        );
+
+        // A spoofed source on a latched port is dropped.
+        let spoof: SocketAddr = "10.9.9.9:1234".parse().unwrap();
+        let t2 = t1 + Duration::from_secs(5);
+        assert!(
+            s.handle(t2, Leg::A, Channel::Rtp, spoof, &rtp(1, 5))
+                .is_none()
+        );
+        assert_eq!(s.idle_since(), t1);
+
+        let st = s.stats();
+        assert_eq!(st.a.packets_in, 3);
+        assert_eq!(st.a.bytes_in, 2 * 172 + 8);
+        assert_eq!(st.b.packets_out, 3);
+        assert_eq!(st.b.packets_in, 1);
+        assert_eq!(st.a.packets_out, 1);
+        assert_eq!(st.a.packets_lost, 2);
+        assert_eq!(st.a.dropped, 1);
+        assert_eq!(st.a.latched, Some(a_nat));
+        assert!(!st.a.srtp && !st.b.srtp);
+    }
+
+    #[test]
+    fn media_before_sdp_and_garbage_is_dropped() {
+        let mut s = MediaSession::new(LOCAL, Instant::now());
+        let from: SocketAddr = "192.0.2.1:1000".parse().unwrap();
+        assert!(
+            s.handle(Instant::now(), Leg::A, Channel::Rtp, from, &rtp(1, 1))
+                .is_none()
+        );
+        s.offer_from(
+            Leg::A,
+            &offer("RTP/AVP", None),
+            PLAIN,
+            EncryptionPolicy::Disabled,
+        )
+        .unwrap();
+        assert!(
+            s.handle(Instant::now(), Leg::A, Channel::Rtp, from, b"hello")
+                .is_none()
+        );
+        // No answer yet: nowhere to send.
+        assert!(
+            s.handle(Instant::now(), Leg::A, Channel::Rtp, from, &rtp(1, 1))
+                .is_none()
+        );
+        assert_eq!(s.stats().a.dropped, 2);
+        assert_eq!(s.stats().b.dropped, 1);
+    }
+
+    #[test]
+    fn policies_and_key_exposure() {
+        let key = KeyMaterial::generate(Suite::AesCm128HmacSha1_80)
+            .to_attr(1)
+            .to_value();
+        let mut s = MediaSession::new(LOCAL, Instant::now());
+        // Required: plaintext offer refused; insecure legs refused.
+        let e = s.offer_from(
+            Leg::A,
+            &offer("RTP/AVP", None),
+            TLS,
+            EncryptionPolicy::Required,
+        );
+        assert!(matches!(e, Err(Error::EncryptionRequired(_))));
+        let e = s.offer_from(
+            Leg::A,
+            &offer("RTP/SAVP", Some(&key)),
+            PLAIN,
+            EncryptionPolicy::Required,
+        );
+        assert!(matches!(e, Err(Error::EncryptionRequired(_))));
+        // Disabled: an SAVP offer is not acceptable, AVP+crypto is relayed plain.
+        let e = s.offer_from(
+            Leg::A,
+            &offer("RTP/SAVP", Some(&key)),
+            TLS,
+            EncryptionPolicy::Disabled,
+        );
+        assert!(matches!(e, Err(Error::NotAcceptable(_))));
+        let out = s
+            .offer_from(
+                Leg::A,
+                &offer("RTP/AVP", Some(&key)),
+                TLS,
+                EncryptionPolicy::Disabled,
+            )
+            .unwrap();
+        assert!(!String::from_utf8(out).unwrap().contains("crypto"));
+        // Optional, SRTP offer from a secure leg to an insecure one: no keys to B.
+        let sec = Security {
+            from_secure: true,
+            to_secure: false,
+        };
+        let out = s
+            .offer_from(
+                Leg::A,
+                &offer("RTP/SAVP", Some(&key)),
+                sec,
+                EncryptionPolicy::Optional,
+            )
+            .unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert!(!out.contains("crypto") && out.contains("m=audio 20002 RTP/AVP 0 101"));
+        assert!(!out.contains(&key[2..]));
+        // Optional, keys received over an insecure transport are not used for SAVP.
+        let sec = Security {
+            from_secure: false,
+            to_secure: true,
+        };
+        let e = s.offer_from(
+            Leg::A,
+            &offer("RTP/SAVP", Some(&key)),
+            sec,
+            EncryptionPolicy::Optional,
+        );
+        assert!(matches!(e, Err(Error::NotAcceptable(_))));
+        // Malformed SDP is an SDP error.
+        assert!(matches!(
+            s.offer_from(Leg::A, b"v=0\r\n", TLS, EncryptionPolicy::Optional),
+            Err(Error::Sdp { .. })
+        ));
+        // An answer from the offering leg itself is out of order.
+        let e = s.answer_from(
+            Leg::A,
+            &answer("RTP/AVP", None),
+            PLAIN,
+            EncryptionPolicy::Optional,
+        );
+        assert!(matches!(e, Err(Error::Protocol(_))));
+    }
+
+    fn find_key(sdp: &[u8]) -> (u32, KeyMaterial) {
+        let parsed = Sdp::parse(sdp).unwrap();
+        let c = sdes::negotiate(&parsed.media[0].cryptos())
+            .unwrap()
+            .unwrap();
+        (c.tag, c.remote)
+    }
+
+    #[test]
+    fn srtp_leg_a_plain_leg_b() {
+        let a_key = KeyMaterial::generate(Suite::AesCm128HmacSha1_32);
+        let mut a_tx = SrtpSender::new(&a_key).unwrap();
+        let mut s = MediaSession::new(LOCAL, Instant::now());
+        let sec_ab = Security {
+            from_secure: true,
+            to_secure: false,
+        };
+        let to_b = s
+            .offer_from(
+                Leg::A,
+                &offer("RTP/SAVP", Some(&a_key.to_attr(5).to_value())),
+                sec_ab,
+                EncryptionPolicy::Optional,
+            )
+            .unwrap();
+        assert!(!String::from_utf8_lossy(&to_b).contains("crypto"));
+        let sec_ba = Security {
+            from_secure: false,
+            to_secure: true,
+        };
+        let to_a = s
+            .answer_from(
+                Leg::B,
+                &answer("RTP/AVP", None),
+                sec_ba,
+                EncryptionPolicy::Optional,
+            )
+            .unwrap();
+        let text = String::from_utf8(to_a.clone()).unwrap();
+        assert!(text.contains("m=audio 20000 RTP/SAVP 0 101\r\n"), "{text}");
+        let (tag, our_key) = find_key(&to_a);
+        assert_eq!(tag, 5);
+        assert_eq!(our_key.suite(), Suite::AesCm128HmacSha1_32);
+        assert_ne!(our_key, a_key);
+        let mut a_rx = SrtpReceiver::new(&our_key).unwrap();
+
+        let now = Instant::now();
+        let a: SocketAddr = "192.0.2.10:4000".parse().unwrap();
+        let b: SocketAddr = "198.51.100.20:6000".parse().unwrap();
+        let enc = a_tx.protect(Channel::Rtp, &rtp(77, 1)).unwrap();
+        let out = s.handle(now, Leg::A, Channel::Rtp, a, &enc).unwrap();
+        assert_eq!(&out.data[..], &rtp(77, 1)[..]);
+        let out = s.handle(now, Leg::B, Channel::Rtp, b, &rtp(88, 1)).unwrap();
+        assert_eq!(out.to, a);
+        assert_eq!(
+            &a_rx.unprotect(Channel::Rtp, &out.data).unwrap()[..],
+            &rtp(88, 1)[..]
+        );
+        // Tampered and replayed packets from A are counted, not relayed.
+        let mut bad = a_tx.protect(Channel::Rtp, &rtp(77, 2)).unwrap().to_vec();
+        bad[20] ^= 0xff;
+        assert!(s.handle(now, Leg::A, Channel::Rtp, a, &bad).is_none());
+        assert!(s.handle(now, Leg::A, Channel::Rtp, a, &enc).is_none());
+        let st = s.stats();
+        assert_eq!((st.a.srtp_auth_failures, st.a.srtp_replays), (1, 1));
+        assert!(st.a.srtp && !st.b.srtp);
+
+        // The same answer again (183 then 200) keeps the keys and the replay state.
+        let again = s
+            .answer_from(
+                Leg::B,
+                &answer("RTP/AVP", None),
+                sec_ba,
+                EncryptionPolicy::Optional,
+            )
+            .unwrap();
+        assert_eq!(find_key(&again).1, our_key);
+        assert!(s.handle(now, Leg::A, Channel::Rtp, a, &enc).is_none());
+        assert_eq!(s.stats().a.srtp_replays, 2);
+    }
+
+    #[test]
+    fn required_policy_needs_a_keyed_answer() {
+        let a_key = KeyMaterial::generate(Suite::AesCm128HmacSha1_80);
+        let mut s = MediaSession::new(LOCAL, Instant::now());
+        let to_b = s
+            .offer_from(
+                Leg::A,
+                &offer("RTP/AVP", Some(&a_key.to_attr(1).to_value())),
+                TLS,
+                EncryptionPolicy::Required,
+            )
+            .unwrap();
+        let parsed = Sdp::parse(&to_b).unwrap();
+        assert_eq!(parsed.media[0].proto, "RTP/SAVP");
+        let offered = parsed.media[0].cryptos();
+        assert_eq!(offered.len(), Suite::ALL.len());
+        let e = s.answer_from(
+            Leg::B,
+            &answer("RTP/AVP", None),
+            TLS,
+            EncryptionPolicy::Required,
+        );
+        assert!(matches!(e, Err(Error::EncryptionRequired(_))));
+        // B picks our GCM line.
+        let gcm = offered
+            .iter()
+            .find(|c| c.suite == "AEAD_AES_128_GCM")
+            .unwrap();
+        let b_key = KeyMaterial::generate(Suite::AeadAes128Gcm);
+        let to_a = s
+            .answer_from(
+                Leg::B,
+                &answer("RTP/SAVP", Some(b_key.to_attr(gcm.tag).to_value())),
+                TLS,
+                EncryptionPolicy::Required,
+            )
+            .unwrap();
+        // A's answer mirrors its own proto and tag, with our key for A.
+        let parsed = Sdp::parse(&to_a).unwrap();
+        assert_eq!(parsed.media[0].proto, "RTP/AVP");
+        let (tag, k) = find_key(&to_a);
+        assert_eq!((tag, k.suite()), (1, Suite::AesCm128HmacSha1_80));
+        let st = s.stats();
+        assert!(st.a.srtp && st.b.srtp);
+    }
+}

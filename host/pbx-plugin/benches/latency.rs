@@ -1,0 +1,145 @@
+//! Per-call latency of the plugin part of the call path, as percentiles:
+//! instantiate + `route` of the default dial plan, then instantiate +
+//! `check-call` of the restrictions policy, timed one call at a time; then the
+//! same with the fraud policy's `check-call` too (the whole shipped set).
+//! Target: p99 under 50 µs for instantiate + route + one check-call.
+//!
+//! Run with `cargo bench -p pbx-plugin --bench latency`; it prints p50, p90,
+//! p99, p99.9 and the maximum over 20 000 calls after 2 000 warm-up calls.
+//! `cargo bench -p pbx-plugin --bench latency -- <samples>` changes the count.
+//! When `plugins/examples/js-dialplan/dist/dialplan.wasm` has been built, the
+//! JavaScript dial plan's `route` is measured too (a tenth of the samples).
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pbx_plugin::{
+    Call, DestinationClass, Directory, FixedUsage, MemoryAlerts, MemoryStorage, PluginLog,
+    PluginRuntime, RuntimeConfig, TenantCaps, Verdict, World, shipped,
+};
+
+const DEFAULT_SAMPLES: usize = 20_000;
+const WARM_UP: usize = 2_000;
+
+fn caps() -> TenantCaps {
+    TenantCaps {
+        tenant: Arc::from("bench"),
+        directory: Arc::new(
+            Directory::new()
+                .with_extension("100", "Alice", true)
+                .with_extension("101", "Bob", true)
+                .with_trunk("carrier"),
+        ),
+        storage: Arc::new(MemoryStorage::new(4096)),
+        usage: Arc::new(FixedUsage::default()),
+        alerts: Arc::new(MemoryAlerts::default()),
+        log: Arc::new(PluginLog::default()),
+    }
+}
+
+fn report(name: &str, samples: &mut [Duration]) {
+    samples.sort_unstable();
+    let at = |q: f64| {
+        let i = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1;
+        samples[i].as_secs_f64() * 1e6
+    };
+    let mean = samples.iter().sum::<Duration>().as_secs_f64() * 1e6 / samples.len() as f64;
+    println!(
+        "{name:<32} n={:<6} mean {mean:7.1} µs  p50 {:7.1}  p90 {:7.1}  p99 {:7.1}  p99.9 {:7.1}  max {:8.1}",
+        samples.len(),
+        at(0.50),
+        at(0.90),
+        at(0.99),
+        at(0.999),
+        at(1.0),
+    );
+}
+
+/// Time `f` `n` times after a warm-up, one sample per call.
+fn measure(n: usize, mut f: impl FnMut()) -> Vec<Duration> {
+    for _ in 0..WARM_UP {
+        f();
+    }
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let start = Instant::now();
+        f();
+        samples.push(start.elapsed());
+    }
+    samples
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; the first number given is the sample count.
+    let n = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse::<usize>().ok())
+        .unwrap_or(DEFAULT_SAMPLES)
+        .max(1);
+    let runtime = PluginRuntime::new(RuntimeConfig::default()).expect("runtime");
+    let plan = runtime
+        .load(World::Dialplan, shipped::DEFAULT_DIALPLAN)
+        .expect("dial plan");
+    let policy = runtime
+        .load(World::Policy, shipped::RESTRICTIONS)
+        .expect("restrictions");
+    let fraud = runtime
+        .load(World::Policy, shipped::DEFAULT_POLICY)
+        .expect("fraud policy");
+    let caps = caps();
+    let call = Call {
+        call_id: "bench@host".into(),
+        caller: "100".into(),
+        caller_extension: Some("100".into()),
+        dialled: "101".into(),
+        destination_class: DestinationClass::Internal,
+    };
+    let decision = runtime.route(&plan, &caps, &call).expect("route");
+
+    let mut route = measure(n, || {
+        black_box(
+            runtime
+                .route(&plan, &caps, black_box(&call))
+                .expect("route"),
+        );
+    });
+    report("route", &mut route);
+    let mut check = measure(n, || {
+        let verdict = runtime.check_call(&policy, &caps, black_box(&call), &decision);
+        assert_eq!(verdict, Verdict::Allow);
+    });
+    report("check_call", &mut check);
+    let mut both = measure(n, || {
+        let decision = runtime
+            .route(&plan, &caps, black_box(&call))
+            .expect("route");
+        let verdict = runtime.check_call(&policy, &caps, &call, &decision);
+        assert_eq!(verdict, Verdict::Allow);
+    });
+    report("route + check_call", &mut both);
+    let mut all = measure(n, || {
+        let decision = runtime
+            .route(&plan, &caps, black_box(&call))
+            .expect("route");
+        for policy in [&policy, &fraud] {
+            let verdict = runtime.check_call(policy, &caps, &call, &decision);
+            assert_eq!(verdict, Verdict::Allow);
+        }
+    });
+    report("route + 2 × check_call", &mut all);
+
+    let js = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../plugins/examples/js-dialplan/dist/dialplan.wasm");
+    if let Ok(wasm) = std::fs::read(&js) {
+        let plan = runtime.load(World::Dialplan, &wasm).expect("js dial plan");
+        let mut route = measure((n / 10).max(1), || {
+            black_box(
+                runtime
+                    .route(&plan, &caps, black_box(&call))
+                    .expect("route"),
+            );
+        });
+        report("route (JavaScript)", &mut route);
+    }
+}

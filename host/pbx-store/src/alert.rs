@@ -1,0 +1,188 @@
+//! Stored alerts: per tenant, or provider-wide with no tenant.
+
+use serde::{Deserialize, Serialize};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{QueryBuilder, Row, Sqlite};
+
+use crate::{Error, Result, Store, TenantId};
+
+/// Most alerts one listing returns.
+pub const MAX_ALERTS: u32 = 1_000;
+
+/// An alert to store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewAlert {
+    /// `None` for provider-wide alerts.
+    pub tenant: Option<TenantId>,
+    /// "info", "warning" or "critical".
+    pub severity: String,
+    /// A stable event name such as "fraud.burst" or "sip.ban".
+    pub event: String,
+    pub message: String,
+    pub created_ms: i64,
+}
+
+/// A stored alert.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertRecord {
+    pub id: i64,
+    #[serde(flatten)]
+    pub alert: NewAlert,
+    pub acknowledged: bool,
+}
+
+const SEVERITIES: [&str; 3] = ["info", "warning", "critical"];
+
+impl Store {
+    /// Stores an alert and returns its id.
+    pub async fn insert_alert(&self, alert: &NewAlert) -> Result<i64> {
+        if !SEVERITIES.contains(&alert.severity.as_str()) {
+            return Err(Error::Invalid(format!(
+                "alert severity {:?}",
+                alert.severity
+            )));
+        }
+        if alert.event.is_empty() || alert.event.len() > 64 {
+            return Err(Error::Invalid("alert event name".into()));
+        }
+        let row = sqlx::query(
+            "INSERT INTO alerts (tenant_id, severity, event, message, created_ms) \
+             VALUES (?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(alert.tenant.map(|t| t.0))
+        .bind(&alert.severity)
+        .bind(&alert.event)
+        .bind(&alert.message)
+        .bind(alert.created_ms)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("id")?)
+    }
+
+    /// The tenant's alerts, newest first (at most `limit`, capped at
+    /// [`MAX_ALERTS`]).
+    pub async fn list_alerts(&self, tenant: TenantId, limit: u32) -> Result<Vec<AlertRecord>> {
+        self.alerts(Some(tenant), limit).await
+    }
+
+    /// Every alert, provider-wide ones included, newest first.
+    pub async fn list_all_alerts(&self, limit: u32) -> Result<Vec<AlertRecord>> {
+        self.alerts(None, limit).await
+    }
+
+    async fn alerts(&self, tenant: Option<TenantId>, limit: u32) -> Result<Vec<AlertRecord>> {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT id, tenant_id, severity, event, message, created_ms, acknowledged \
+             FROM alerts",
+        );
+        if let Some(t) = tenant {
+            q.push(" WHERE tenant_id = ").push_bind(t.0);
+        }
+        q.push(" ORDER BY created_ms DESC, id DESC LIMIT ")
+            .push_bind(i64::from(limit.min(MAX_ALERTS)));
+        let rows = q.build().fetch_all(&self.pool).await?;
+        rows.iter().map(from_row).collect()
+    }
+
+    /// Marks an alert as seen. With a tenant, only that tenant's alerts can be
+    /// acknowledged; `None` (a provider) may acknowledge any. `false` when no
+    /// such alert is visible.
+    pub async fn acknowledge_alert(&self, tenant: Option<TenantId>, id: i64) -> Result<bool> {
+        let mut q = QueryBuilder::<Sqlite>::new("UPDATE alerts SET acknowledged = 1 WHERE id = ");
+        q.push_bind(id);
+        if let Some(t) = tenant {
+            q.push(" AND tenant_id = ").push_bind(t.0);
+        }
+        let done = q.build().execute(&self.pool).await?;
+        Ok(done.rows_affected() > 0)
+    }
+}
+
+fn from_row(row: &SqliteRow) -> Result<AlertRecord> {
+    let tenant: Option<i64> = row.try_get("tenant_id")?;
+    let acknowledged: i64 = row.try_get("acknowledged")?;
+    Ok(AlertRecord {
+        id: row.try_get("id")?,
+        alert: NewAlert {
+            tenant: tenant.map(TenantId),
+            severity: row.try_get("severity")?,
+            event: row.try_get("event")?,
+            message: row.try_get("message")?,
+            created_ms: row.try_get("created_ms")?,
+        },
+        acknowledged: acknowledged != 0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alert(tenant: Option<TenantId>, event: &str, created_ms: i64) -> NewAlert {
+        NewAlert {
+            tenant,
+            severity: "warning".into(),
+            event: event.into(),
+            message: format!("{event} at {created_ms}"),
+            created_ms,
+        }
+    }
+
+    #[tokio::test]
+    async fn per_tenant_and_provider_wide_alerts() {
+        let store = Store::open_in_memory().await.expect("open");
+        let a = store.add_tenant("a", "a.example").await.expect("a").id;
+        let b = store.add_tenant("b", "b.example").await.expect("b").id;
+        let a1 = store
+            .insert_alert(&alert(Some(a), "fraud.burst", 1_000))
+            .await
+            .expect("a1");
+        store
+            .insert_alert(&alert(Some(a), "fraud.off-hours", 3_000))
+            .await
+            .expect("a2");
+        let b1 = store
+            .insert_alert(&alert(Some(b), "fraud.burst", 2_000))
+            .await
+            .expect("b1");
+        store
+            .insert_alert(&alert(None, "sip.ban", 4_000))
+            .await
+            .expect("p");
+
+        let of_a = store.list_alerts(a, 100).await.expect("list");
+        let events: Vec<&str> = of_a.iter().map(|r| r.alert.event.as_str()).collect();
+        assert_eq!(events, ["fraud.off-hours", "fraud.burst"]);
+        assert!(
+            of_a.iter()
+                .all(|r| r.alert.tenant == Some(a) && !r.acknowledged)
+        );
+
+        let all = store.list_all_alerts(100).await.expect("all");
+        let times: Vec<i64> = all.iter().map(|r| r.alert.created_ms).collect();
+        assert_eq!(times, [4_000, 3_000, 2_000, 1_000]);
+        assert_eq!(all[0].alert.tenant, None);
+        assert_eq!(store.list_all_alerts(2).await.expect("all").len(), 2);
+
+        // a tenant cannot acknowledge another tenant's alert
+        assert!(!store.acknowledge_alert(Some(a), b1).await.expect("ack"));
+        assert!(store.acknowledge_alert(Some(a), a1).await.expect("ack"));
+        assert!(store.acknowledge_alert(None, b1).await.expect("ack"));
+        let of_b = store.list_alerts(b, 10).await.expect("list");
+        assert!(of_b[0].acknowledged);
+        assert!(!store.acknowledge_alert(None, 999).await.expect("ack"));
+
+        let mut bad = alert(Some(a), "x", 1);
+        bad.severity = "panic".into();
+        assert!(matches!(
+            store.insert_alert(&bad).await,
+            Err(Error::Invalid(_))
+        ));
+        assert!(
+            store
+                .insert_alert(&alert(Some(TenantId(99)), "x", 1))
+                .await
+                .is_err()
+        );
+    }
+}

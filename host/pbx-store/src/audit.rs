@@ -1,0 +1,243 @@
+//! The append-only, hash-chained audit log. The store keeps the chain in order;
+//! the caller supplies the hash function, so the store stays free of crypto.
+
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use crate::{Result, Store, TenantId};
+
+/// One thing that happened, as the caller records it. Never holds a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub at_ms: i64,
+    /// Who did it: a username, a token id, or "cli".
+    pub actor: String,
+    /// The actor's role, or "anonymous" for failed logins.
+    pub role: String,
+    /// The tenant the action concerned, if any.
+    pub tenant: Option<TenantId>,
+    /// The source address, or "local" for the CLI.
+    pub source: String,
+    /// A stable action name, e.g. "login.failure", "extension.create".
+    pub action: String,
+    /// Details as JSON text.
+    pub detail: String,
+}
+
+/// A stored audit entry with its place in the chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// 1, 2, 3, ... without gaps.
+    pub id: i64,
+    #[serde(flatten)]
+    pub record: AuditRecord,
+    /// The previous entry's hash ("" for the first).
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// The newest entry of the chain as the head row records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditHead {
+    /// 0 when the log is empty.
+    pub last_id: i64,
+    pub hash: String,
+}
+
+macro_rules! columns {
+    () => {
+        "id, at_ms, actor, role, tenant_id, source, action, detail, prev_hash, hash"
+    };
+}
+
+impl Store {
+    /// Appends `record` as the next entry. `chain(id, prev_hash, record)` computes
+    /// the entry's hash; it runs inside the write transaction so the chain never
+    /// forks.
+    pub async fn append_audit(
+        &self,
+        record: &AuditRecord,
+        chain: impl FnOnce(i64, &str, &AuditRecord) -> String + Send,
+    ) -> Result<AuditEntry> {
+        let mut tx = self.write_tx().await?;
+        let head = sqlx::query("SELECT last_id, hash FROM audit_head WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await?;
+        let last_id: i64 = head.try_get("last_id")?;
+        let prev_hash: String = head.try_get("hash")?;
+        let id = last_id + 1;
+        let hash = chain(id, &prev_hash, record);
+        sqlx::query(
+            "INSERT INTO audit_log (id, at_ms, actor, role, tenant_id, source, action, detail, \
+             prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(id)
+        .bind(record.at_ms)
+        .bind(&record.actor)
+        .bind(&record.role)
+        .bind(record.tenant.map(|t| t.0))
+        .bind(&record.source)
+        .bind(&record.action)
+        .bind(&record.detail)
+        .bind(&prev_hash)
+        .bind(&hash)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE audit_head SET last_id = ?, hash = ? WHERE id = 1")
+            .bind(id)
+            .bind(&hash)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(AuditEntry {
+            id,
+            record: record.clone(),
+            prev_hash,
+            hash,
+        })
+    }
+
+    /// Entries newest first, before `before_id` when given, at most `limit`
+    /// (capped at 1000). `Some(tenant)` lists only that tenant's entries; `None`
+    /// lists every entry (provider admins).
+    pub async fn list_audit(
+        &self,
+        tenant: Option<TenantId>,
+        before_id: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>> {
+        let limit = i64::from(limit.min(1000));
+        let before = before_id.unwrap_or(i64::MAX);
+        let rows = match tenant {
+            Some(t) => {
+                sqlx::query(concat!(
+                    "SELECT ",
+                    columns!(),
+                    " FROM audit_log WHERE tenant_id = ? AND id < ? \
+                     ORDER BY id DESC LIMIT ?"
+                ))
+                .bind(t.0)
+                .bind(before)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query(concat!(
+                    "SELECT ",
+                    columns!(),
+                    " FROM audit_log WHERE id < ? ORDER BY id DESC LIMIT ?"
+                ))
+                .bind(before)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        rows.iter().map(entry_row).collect()
+    }
+
+    /// Entries in chain order with id greater than `after_id`, at most `limit`:
+    /// the whole log, page by page, for verification.
+    pub async fn audit_chain(&self, after_id: i64, limit: u32) -> Result<Vec<AuditEntry>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM audit_log WHERE id > ? ORDER BY id LIMIT ?"
+        ))
+        .bind(after_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(entry_row).collect()
+    }
+
+    /// The head row: the id and hash of the newest entry ever appended.
+    pub async fn audit_head(&self) -> Result<AuditHead> {
+        let row = sqlx::query("SELECT last_id, hash FROM audit_head WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(AuditHead {
+            last_id: row.try_get("last_id")?,
+            hash: row.try_get("hash")?,
+        })
+    }
+}
+
+fn entry_row(row: &SqliteRow) -> Result<AuditEntry> {
+    Ok(AuditEntry {
+        id: row.try_get("id")?,
+        record: AuditRecord {
+            at_ms: row.try_get("at_ms")?,
+            actor: row.try_get("actor")?,
+            role: row.try_get("role")?,
+            tenant: row.try_get::<Option<i64>, _>("tenant_id")?.map(TenantId),
+            source: row.try_get("source")?,
+            action: row.try_get("action")?,
+            detail: row.try_get("detail")?,
+        },
+        prev_hash: row.try_get("prev_hash")?,
+        hash: row.try_get("hash")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::*;
+
+    fn record(action: &str, tenant: Option<TenantId>) -> AuditRecord {
+        AuditRecord {
+            at_ms: 7,
+            actor: "root".into(),
+            role: "provider-admin".into(),
+            tenant,
+            source: "127.0.0.1".into(),
+            action: action.into(),
+            detail: "{}".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn entries_chain_and_filter_by_tenant() {
+        let store = Store::open_in_memory().await.expect("open");
+        let chain = |id: i64, prev: &str, r: &AuditRecord| format!("{prev}/{id}:{}", r.action);
+        let a = store
+            .append_audit(&record("one", None), chain)
+            .await
+            .expect("1");
+        assert_eq!((a.id, a.prev_hash.as_str()), (1, ""));
+        let b = store
+            .append_audit(&record("two", Some(TenantId(4))), chain)
+            .await
+            .expect("2");
+        assert_eq!(b.prev_hash, a.hash);
+        assert_eq!(b.hash, "/1:one/2:two");
+        assert_eq!(
+            store.audit_head().await.expect("head"),
+            AuditHead {
+                last_id: 2,
+                hash: b.hash.clone()
+            }
+        );
+        let all = store.list_audit(None, None, 10).await.expect("all");
+        assert_eq!(all, vec![b.clone(), a.clone()]);
+        let mine = store
+            .list_audit(Some(TenantId(4)), None, 10)
+            .await
+            .expect("t");
+        assert_eq!(mine, vec![b.clone()]);
+        assert!(
+            store
+                .list_audit(Some(TenantId(5)), None, 10)
+                .await
+                .expect("t")
+                .is_empty()
+        );
+        assert_eq!(
+            store.list_audit(None, Some(2), 10).await.expect("p"),
+            vec![a.clone()]
+        );
+        assert_eq!(store.audit_chain(1, 10).await.expect("chain"), vec![b]);
+    }
+}

@@ -1,0 +1,704 @@
+//! Plugins: tenants' dial-plan versions with an active pointer, policies, the
+//! content-addressed component bytes behind both, and the plugins' per-tenant
+//! key-value storage.
+//!
+//! The store keeps bytes; it does not judge them. Callers validate a component
+//! (the plugin runtime's `load`) before installing it.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqliteConnection};
+
+use crate::tenant::ensure_tenant;
+use crate::{Error, Result, Store, TenantId};
+
+/// Longest policy name accepted.
+const MAX_POLICY_NAME: usize = 64;
+/// Longest plugin storage key accepted (the plugin runtime's own limit).
+const MAX_KV_KEY: usize = 256;
+
+/// One uploaded version of a tenant's dial plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginVersion {
+    pub tenant: TenantId,
+    /// 1 for the first upload, then one more than the highest so far.
+    pub version: i64,
+    /// Lower-case hex SHA-256 of the component bytes ([`Store::plugin_blob`]).
+    pub hash: String,
+    /// Size of the component in bytes.
+    pub size: i64,
+    /// Unix milliseconds.
+    pub uploaded_at_ms: i64,
+    /// Whether the tenant's calls run this version.
+    pub active: bool,
+}
+
+/// An installed policy component.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    /// Unique across the provider.
+    pub name: String,
+    /// The tenant it applies to; `None` for a provider-wide policy.
+    pub tenant: Option<TenantId>,
+    /// Lower-case hex SHA-256 of the component bytes ([`Store::plugin_blob`]).
+    pub hash: String,
+    /// Unix milliseconds.
+    pub installed_at_ms: i64,
+}
+
+/// A query over dial-plan versions with their size and active flag; the
+/// argument (a `WHERE ... ORDER BY ...` literal) follows the joins.
+macro_rules! versions_query {
+    ($rest:literal) => {
+        concat!(
+            "SELECT v.tenant_id, v.version, v.hash, b.size, v.uploaded_ms, \
+             CASE WHEN a.version = v.version THEN 1 ELSE 0 END AS active \
+             FROM dialplan_versions v \
+             JOIN plugin_blobs b ON b.hash = v.hash \
+             LEFT JOIN dialplan_active a ON a.tenant_id = v.tenant_id ",
+            $rest
+        )
+    };
+}
+
+impl Store {
+    /// Stores a new dial-plan version for `tenant` and makes it the active one, in
+    /// one transaction. The bytes are stored once per content hash.
+    pub async fn install_dialplan(
+        &self,
+        tenant: TenantId,
+        wasm: &[u8],
+        now_ms: i64,
+    ) -> Result<PluginVersion> {
+        let mut tx = self.write_tx().await?;
+        ensure_tenant(&mut tx, tenant).await?;
+        let hash = put_blob(&mut tx, wasm, now_ms).await?;
+        let row = sqlx::query(
+            "SELECT COALESCE(MAX(version), 0) + 1 AS next FROM dialplan_versions \
+             WHERE tenant_id = ?",
+        )
+        .bind(tenant.0)
+        .fetch_one(&mut *tx)
+        .await?;
+        let version: i64 = row.try_get("next")?;
+        sqlx::query(
+            "INSERT INTO dialplan_versions (tenant_id, version, hash, uploaded_ms) \
+             VALUES (?, ?, ?, ?)",
+        )
+        .bind(tenant.0)
+        .bind(version)
+        .bind(&hash)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        set_active(&mut tx, tenant, version).await?;
+        let installed = version_row(&mut tx, tenant, version).await?;
+        tx.commit().await?;
+        Ok(installed)
+    }
+
+    /// The tenant's dial-plan versions, oldest first.
+    pub async fn list_dialplans(&self, tenant: TenantId) -> Result<Vec<PluginVersion>> {
+        let rows = sqlx::query(versions_query!("WHERE v.tenant_id = ? ORDER BY v.version"))
+            .bind(tenant.0)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(version_from_row).collect()
+    }
+
+    /// Makes one of the tenant's versions the active one. A version number the
+    /// tenant does not have gives [`Error::NotFound`].
+    pub async fn activate_dialplan(&self, tenant: TenantId, version: i64) -> Result<PluginVersion> {
+        let mut tx = self.write_tx().await?;
+        version_row(&mut tx, tenant, version).await?;
+        set_active(&mut tx, tenant, version).await?;
+        let active = version_row(&mut tx, tenant, version).await?;
+        tx.commit().await?;
+        Ok(active)
+    }
+
+    /// Goes back to `version`, or with `None` to the highest version below the
+    /// active one. [`Error::NotFound`] when there is no such version (or, for
+    /// `None`, no active version).
+    pub async fn rollback_dialplan(
+        &self,
+        tenant: TenantId,
+        version: Option<i64>,
+    ) -> Result<PluginVersion> {
+        let mut tx = self.write_tx().await?;
+        let target = match version {
+            Some(v) => v,
+            None => {
+                let active = sqlx::query("SELECT version FROM dialplan_active WHERE tenant_id = ?")
+                    .bind(tenant.0)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .ok_or_else(|| {
+                        Error::NotFound(format!("tenant {tenant} has no active dial plan"))
+                    })?;
+                let active: i64 = active.try_get("version")?;
+                let row = sqlx::query(
+                    "SELECT MAX(version) AS previous FROM dialplan_versions \
+                     WHERE tenant_id = ? AND version < ?",
+                )
+                .bind(tenant.0)
+                .bind(active)
+                .fetch_one(&mut *tx)
+                .await?;
+                let previous: Option<i64> = row.try_get("previous")?;
+                previous.ok_or_else(|| {
+                    Error::NotFound(format!(
+                        "tenant {tenant} has no dial-plan version before {active}"
+                    ))
+                })?
+            }
+        };
+        version_row(&mut tx, tenant, target).await?;
+        set_active(&mut tx, tenant, target).await?;
+        let active = version_row(&mut tx, tenant, target).await?;
+        tx.commit().await?;
+        Ok(active)
+    }
+
+    /// Every tenant's active dial-plan version (tenants without one run the
+    /// shipped default and are not listed), by tenant id.
+    pub async fn active_dialplans(&self) -> Result<Vec<(TenantId, PluginVersion)>> {
+        let rows = sqlx::query(versions_query!(
+            "WHERE a.version = v.version ORDER BY v.tenant_id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| version_from_row(row).map(|v| (v.tenant, v)))
+            .collect()
+    }
+
+    /// The component bytes stored under `hash`, if any.
+    pub async fn plugin_blob(&self, hash: &str) -> Result<Option<Vec<u8>>> {
+        let row = sqlx::query("SELECT bytes FROM plugin_blobs WHERE hash = ?")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(row) => Some(row.try_get("bytes")?),
+            None => None,
+        })
+    }
+
+    /// Installs a policy under `name` (1-64 characters of `[A-Za-z0-9._-]`),
+    /// replacing any policy of that name. `tenant: None` makes it provider-wide.
+    pub async fn install_policy(
+        &self,
+        name: &str,
+        tenant: Option<TenantId>,
+        wasm: &[u8],
+        now_ms: i64,
+    ) -> Result<Policy> {
+        policy_name(name)?;
+        let mut tx = self.write_tx().await?;
+        if let Some(t) = tenant {
+            ensure_tenant(&mut tx, t).await?;
+        }
+        let previous = policy_hash(&mut tx, name).await?;
+        let hash = put_blob(&mut tx, wasm, now_ms).await?;
+        sqlx::query(
+            "INSERT INTO policies (name, tenant_id, hash, installed_ms) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (name) DO UPDATE SET tenant_id = excluded.tenant_id, \
+             hash = excluded.hash, installed_ms = excluded.installed_ms",
+        )
+        .bind(name)
+        .bind(tenant.map(|t| t.0))
+        .bind(&hash)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        if let Some(old) = previous {
+            drop_blob_if_unused(&mut tx, &old).await?;
+        }
+        tx.commit().await?;
+        Ok(Policy {
+            name: name.to_owned(),
+            tenant,
+            hash,
+            installed_at_ms: now_ms,
+        })
+    }
+
+    /// Removes the named policy; [`Error::NotFound`] when there is none.
+    pub async fn remove_policy(&self, name: &str) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        let hash = policy_hash(&mut tx, name)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("policy {name:?}")))?;
+        sqlx::query("DELETE FROM policies WHERE name = ?")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        drop_blob_if_unused(&mut tx, &hash).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Every installed policy, by name.
+    pub async fn list_policies(&self) -> Result<Vec<Policy>> {
+        let rows =
+            sqlx::query("SELECT name, tenant_id, hash, installed_ms FROM policies ORDER BY name")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Policy {
+                    name: row.try_get("name")?,
+                    tenant: row.try_get::<Option<i64>, _>("tenant_id")?.map(TenantId),
+                    hash: row.try_get("hash")?,
+                    installed_at_ms: row.try_get("installed_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Every tenant's plugin storage entries, by tenant and key (loaded once at
+    /// start-up; the host keeps them in memory and writes changes back).
+    pub async fn plugin_kv_all(&self) -> Result<Vec<(TenantId, String, Vec<u8>)>> {
+        let rows =
+            sqlx::query("SELECT tenant_id, key, value FROM plugin_kv ORDER BY tenant_id, key")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    TenantId(row.try_get("tenant_id")?),
+                    row.try_get("key")?,
+                    row.try_get("value")?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Sets (`Some`) or deletes (`None`) one key of the tenant's plugin storage.
+    /// Keys are 1-256 bytes.
+    pub async fn plugin_kv_put(
+        &self,
+        tenant: TenantId,
+        key: &str,
+        value: Option<&[u8]>,
+    ) -> Result<()> {
+        if key.is_empty() || key.len() > MAX_KV_KEY {
+            return Err(Error::Invalid(format!(
+                "plugin storage keys must be 1-{MAX_KV_KEY} bytes"
+            )));
+        }
+        match value {
+            Some(value) => {
+                let mut tx = self.write_tx().await?;
+                ensure_tenant(&mut tx, tenant).await?;
+                sqlx::query(
+                    "INSERT INTO plugin_kv (tenant_id, key, value) VALUES (?, ?, ?) \
+                     ON CONFLICT (tenant_id, key) DO UPDATE SET value = excluded.value",
+                )
+                .bind(tenant.0)
+                .bind(key)
+                .bind(value)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+            }
+            None => {
+                sqlx::query("DELETE FROM plugin_kv WHERE tenant_id = ? AND key = ?")
+                    .bind(tenant.0)
+                    .bind(key)
+                    .execute(&self.pool)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A policy name: 1-64 characters of `[A-Za-z0-9._-]`.
+fn policy_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_POLICY_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "policy name must be 1-{MAX_POLICY_NAME} characters of [A-Za-z0-9._-]: {name:?}"
+        )))
+    }
+}
+
+/// Stores `wasm` under its SHA-256 unless those bytes are already there; returns
+/// the hash.
+async fn put_blob(conn: &mut SqliteConnection, wasm: &[u8], now_ms: i64) -> Result<String> {
+    if wasm.is_empty() {
+        return Err(Error::Invalid("plugin file is empty".into()));
+    }
+    let size =
+        i64::try_from(wasm.len()).map_err(|_| Error::Invalid("plugin file is too large".into()))?;
+    let hash = hex::encode(Sha256::digest(wasm));
+    sqlx::query(
+        "INSERT INTO plugin_blobs (hash, bytes, size, created_ms) VALUES (?, ?, ?, ?) \
+         ON CONFLICT (hash) DO NOTHING",
+    )
+    .bind(&hash)
+    .bind(wasm)
+    .bind(size)
+    .bind(now_ms)
+    .execute(conn)
+    .await?;
+    Ok(hash)
+}
+
+/// Deletes a blob that no dial-plan version and no policy refers to any more.
+async fn drop_blob_if_unused(conn: &mut SqliteConnection, hash: &str) -> Result<()> {
+    sqlx::query(
+        "DELETE FROM plugin_blobs WHERE hash = ? \
+         AND NOT EXISTS (SELECT 1 FROM dialplan_versions WHERE hash = ?) \
+         AND NOT EXISTS (SELECT 1 FROM policies WHERE hash = ?)",
+    )
+    .bind(hash)
+    .bind(hash)
+    .bind(hash)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn policy_hash(conn: &mut SqliteConnection, name: &str) -> Result<Option<String>> {
+    let row = sqlx::query("SELECT hash FROM policies WHERE name = ?")
+        .bind(name)
+        .fetch_optional(conn)
+        .await?;
+    Ok(match row {
+        Some(row) => Some(row.try_get("hash")?),
+        None => None,
+    })
+}
+
+async fn set_active(conn: &mut SqliteConnection, tenant: TenantId, version: i64) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO dialplan_active (tenant_id, version) VALUES (?, ?) \
+         ON CONFLICT (tenant_id) DO UPDATE SET version = excluded.version",
+    )
+    .bind(tenant.0)
+    .bind(version)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// One of the tenant's versions; [`Error::NotFound`] when the tenant has no such
+/// version (whether or not another tenant does).
+async fn version_row(
+    conn: &mut SqliteConnection,
+    tenant: TenantId,
+    version: i64,
+) -> Result<PluginVersion> {
+    let row = sqlx::query(versions_query!("WHERE v.tenant_id = ? AND v.version = ?"))
+        .bind(tenant.0)
+        .bind(version)
+        .fetch_optional(conn)
+        .await?
+        .ok_or_else(|| {
+            Error::NotFound(format!("dial-plan version {version} of tenant {tenant}"))
+        })?;
+    version_from_row(&row)
+}
+
+fn version_from_row(row: &SqliteRow) -> Result<PluginVersion> {
+    let active: i64 = row.try_get("active")?;
+    Ok(PluginVersion {
+        tenant: TenantId(row.try_get("tenant_id")?),
+        version: row.try_get("version")?,
+        hash: row.try_get("hash")?,
+        size: row.try_get("size")?,
+        uploaded_at_ms: row.try_get("uploaded_ms")?,
+        active: active == 1,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::*;
+
+    async fn two_tenants() -> (Store, TenantId, TenantId) {
+        let store = Store::open_in_memory().await.expect("open");
+        let a = store.add_tenant("a", "a.example").await.expect("a").id;
+        let b = store.add_tenant("b", "b.example").await.expect("b").id;
+        (store, a, b)
+    }
+
+    async fn blob_count(store: &Store) -> i64 {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM plugin_blobs")
+            .fetch_one(&store.pool)
+            .await
+            .expect("count");
+        sqlx::Row::try_get(&row, "n").expect("n")
+    }
+
+    fn versions(list: &[PluginVersion]) -> Vec<(i64, bool)> {
+        list.iter().map(|v| (v.version, v.active)).collect()
+    }
+
+    #[tokio::test]
+    async fn versions_are_numbered_per_tenant_and_the_newest_is_active() {
+        let (store, a, b) = two_tenants().await;
+        assert!(store.list_dialplans(a).await.expect("list").is_empty());
+        let v1 = store.install_dialplan(a, b"one", 1_000).await.expect("v1");
+        assert_eq!(v1.version, 1);
+        assert!(v1.active);
+        assert_eq!(v1.size, 3);
+        assert_eq!(v1.uploaded_at_ms, 1_000);
+        assert_eq!(v1.hash.len(), 64);
+        let v2 = store.install_dialplan(a, b"two", 2_000).await.expect("v2");
+        assert_eq!(v2.version, 2);
+        let b1 = store.install_dialplan(b, b"one", 3_000).await.expect("b1");
+        assert_eq!(b1.version, 1);
+        assert_eq!(
+            versions(&store.list_dialplans(a).await.expect("list")),
+            [(1, false), (2, true)]
+        );
+        assert_eq!(
+            store.plugin_blob(&v2.hash).await.expect("blob"),
+            Some(b"two".to_vec())
+        );
+        assert_eq!(store.plugin_blob("00").await.expect("blob"), None);
+        // Unknown tenant and empty bytes are refused.
+        assert!(matches!(
+            store.install_dialplan(TenantId(99), b"x", 1).await,
+            Err(Error::NotFound(_))
+        ));
+        assert!(matches!(
+            store.install_dialplan(a, b"", 1).await,
+            Err(Error::Invalid(_))
+        ));
+        assert_eq!(store.list_dialplans(a).await.expect("list").len(), 2);
+    }
+
+    #[tokio::test]
+    async fn identical_bytes_are_stored_once() {
+        let (store, a, b) = two_tenants().await;
+        let v1 = store.install_dialplan(a, b"same", 1).await.expect("v1");
+        let v2 = store.install_dialplan(a, b"same", 2).await.expect("v2");
+        let b1 = store.install_dialplan(b, b"same", 3).await.expect("b1");
+        let p = store
+            .install_policy("p", None, b"same", 4)
+            .await
+            .expect("policy");
+        assert_eq!(v1.hash, v2.hash);
+        assert_eq!(v1.hash, b1.hash);
+        assert_eq!(v1.hash, p.hash);
+        assert_eq!(blob_count(&store).await, 1);
+        store.install_dialplan(a, b"other", 5).await.expect("v3");
+        assert_eq!(blob_count(&store).await, 2);
+    }
+
+    #[tokio::test]
+    async fn activation_and_rollback() {
+        let (store, a, _) = two_tenants().await;
+        for (i, bytes) in [b"v1", b"v2", b"v3"].iter().enumerate() {
+            store
+                .install_dialplan(a, *bytes, i as i64)
+                .await
+                .expect("install");
+        }
+        // None: one step below the active version.
+        let back = store.rollback_dialplan(a, None).await.expect("rollback");
+        assert_eq!((back.version, back.active), (2, true));
+        let back = store.rollback_dialplan(a, None).await.expect("rollback");
+        assert_eq!(back.version, 1);
+        assert!(matches!(
+            store.rollback_dialplan(a, None).await,
+            Err(Error::NotFound(_))
+        ));
+        // A given version, forwards or backwards.
+        let v3 = store.rollback_dialplan(a, Some(3)).await.expect("to 3");
+        assert_eq!(v3.version, 3);
+        assert_eq!(
+            versions(&store.list_dialplans(a).await.expect("list")),
+            [(1, false), (2, false), (3, true)]
+        );
+        let v1 = store.activate_dialplan(a, 1).await.expect("activate");
+        assert!(v1.active);
+        // A missing version changes nothing.
+        assert!(matches!(
+            store.activate_dialplan(a, 7).await,
+            Err(Error::NotFound(_))
+        ));
+        assert!(matches!(
+            store.rollback_dialplan(a, Some(0)).await,
+            Err(Error::NotFound(_))
+        ));
+        assert_eq!(
+            versions(&store.list_dialplans(a).await.expect("list")),
+            [(1, true), (2, false), (3, false)]
+        );
+        let active = store.active_dialplans().await.expect("active");
+        assert_eq!(active.len(), 1);
+        assert_eq!((active[0].0, active[0].1.version), (a, 1));
+        assert_eq!(active[0].1.hash, v1.hash);
+    }
+
+    #[tokio::test]
+    async fn rollback_without_any_version_is_an_error() {
+        let (store, a, _) = two_tenants().await;
+        assert!(matches!(
+            store.rollback_dialplan(a, None).await,
+            Err(Error::NotFound(_))
+        ));
+        assert!(store.active_dialplans().await.expect("active").is_empty());
+    }
+
+    #[tokio::test]
+    async fn tenants_cannot_see_or_activate_each_others_versions() {
+        let (store, a, b) = two_tenants().await;
+        store.install_dialplan(a, b"a1", 1).await.expect("a1");
+        store.install_dialplan(a, b"a2", 2).await.expect("a2");
+        store.install_dialplan(b, b"b1", 3).await.expect("b1");
+        assert_eq!(store.list_dialplans(b).await.expect("list").len(), 1);
+        assert!(
+            store
+                .list_dialplans(b)
+                .await
+                .expect("list")
+                .iter()
+                .all(|v| v.tenant == b)
+        );
+        // B has no version 2: A's version 2 is not reachable through B.
+        assert!(matches!(
+            store.activate_dialplan(b, 2).await,
+            Err(Error::NotFound(_))
+        ));
+        assert!(matches!(
+            store.rollback_dialplan(b, Some(2)).await,
+            Err(Error::NotFound(_))
+        ));
+        assert!(matches!(
+            store.rollback_dialplan(b, None).await,
+            Err(Error::NotFound(_))
+        ));
+        let active = store.active_dialplans().await.expect("active");
+        let summary: Vec<_> = active.iter().map(|(t, v)| (*t, v.version)).collect();
+        assert_eq!(summary, [(a, 2), (b, 1)]);
+    }
+
+    #[tokio::test]
+    async fn policies_are_replaced_by_name_and_removed() {
+        let (store, a, _) = two_tenants().await;
+        let p = store
+            .install_policy("fraud", None, b"p1", 10)
+            .await
+            .expect("install");
+        assert_eq!(p.tenant, None);
+        store
+            .install_policy("own-limits", Some(a), b"p2", 11)
+            .await
+            .expect("install");
+        let replaced = store
+            .install_policy("fraud", None, b"p3", 12)
+            .await
+            .expect("replace");
+        let list = store.list_policies().await.expect("list");
+        assert_eq!(list.len(), 2);
+        assert_eq!(list[0], replaced);
+        assert_eq!(list[1].name, "own-limits");
+        assert_eq!(list[1].tenant, Some(a));
+        // The replaced bytes are gone, the new ones are there.
+        assert_eq!(store.plugin_blob(&p.hash).await.expect("blob"), None);
+        assert_eq!(
+            store.plugin_blob(&replaced.hash).await.expect("blob"),
+            Some(b"p3".to_vec())
+        );
+        store.remove_policy("fraud").await.expect("remove");
+        assert!(matches!(
+            store.remove_policy("fraud").await,
+            Err(Error::NotFound(_))
+        ));
+        assert_eq!(store.list_policies().await.expect("list").len(), 1);
+        assert_eq!(blob_count(&store).await, 1);
+        // Bad names and unknown tenants are refused.
+        assert!(matches!(
+            store.install_policy("bad name", None, b"x", 1).await,
+            Err(Error::Invalid(_))
+        ));
+        assert!(matches!(
+            store.install_policy("x", Some(TenantId(99)), b"x", 1).await,
+            Err(Error::NotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn plugin_storage_is_per_tenant() {
+        let (store, a, b) = two_tenants().await;
+        store
+            .plugin_kv_put(a, "count", Some(b"1"))
+            .await
+            .expect("put");
+        store
+            .plugin_kv_put(a, "count", Some(b"2"))
+            .await
+            .expect("put");
+        store
+            .plugin_kv_put(b, "count", Some(b"9"))
+            .await
+            .expect("put");
+        store
+            .plugin_kv_put(b, "gone", Some(b"x"))
+            .await
+            .expect("put");
+        store.plugin_kv_put(b, "gone", None).await.expect("delete");
+        assert_eq!(
+            store.plugin_kv_all().await.expect("all"),
+            vec![
+                (a, "count".to_owned(), b"2".to_vec()),
+                (b, "count".to_owned(), b"9".to_vec())
+            ]
+        );
+        assert!(store.plugin_kv_put(a, "", Some(b"x")).await.is_err());
+        assert!(
+            store
+                .plugin_kv_put(a, &"k".repeat(257), Some(b"x"))
+                .await
+                .is_err()
+        );
+        assert!(
+            store
+                .plugin_kv_put(TenantId(99), "k", Some(b"x"))
+                .await
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn generation_moves_on_plugins_but_not_on_storage() {
+        let (store, a, _) = two_tenants().await;
+        let g0 = store.generation().await.expect("g");
+        store.install_dialplan(a, b"v1", 1).await.expect("v1");
+        let g1 = store.generation().await.expect("g");
+        assert!(g1 > g0);
+        store.install_dialplan(a, b"v2", 2).await.expect("v2");
+        store.rollback_dialplan(a, None).await.expect("rollback");
+        let g2 = store.generation().await.expect("g");
+        assert!(g2 > g1);
+        store
+            .install_policy("p", None, b"p", 3)
+            .await
+            .expect("policy");
+        let g3 = store.generation().await.expect("g");
+        assert!(g3 > g2);
+        store.remove_policy("p").await.expect("remove");
+        let g4 = store.generation().await.expect("g");
+        assert!(g4 > g3);
+        store.plugin_kv_put(a, "k", Some(b"v")).await.expect("put");
+        store.plugin_kv_put(a, "k", None).await.expect("delete");
+        assert_eq!(store.generation().await.expect("g"), g4);
+        // A failed activation leaves it alone too.
+        assert!(store.activate_dialplan(a, 9).await.is_err());
+        assert_eq!(store.generation().await.expect("g"), g4);
+    }
+}

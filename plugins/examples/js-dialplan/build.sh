@@ -1,0 +1,22 @@
+#!/bin/sh
+# Build the JavaScript example dial plan into a WebAssembly component:
+#
+#     plugins/examples/js-dialplan/build.sh
+#
+# writes plugins/examples/js-dialplan/dist/dialplan.wasm (git-ignored). Needs
+# node 20+ and npm; the tools are installed from package-lock.json (`npm ci`).
+# Every optional WASI feature of the JavaScript engine is disabled, so the
+# component imports little beyond `pbx:plugin` (see README.md).
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+cd "$here"
+if [ ! -x node_modules/.bin/componentize-js ]; then
+    npm ci --no-audit --no-fund
+fi
+mkdir -p dist
+node_modules/.bin/componentize-js dialplan.js \
+    --wit ../../../wit \
+    --world-name dialplan \
+    --disable stdio random clocks http fetch-event \
+    --out dist/dialplan.wasm
+echo "wrote $here/dist/dialplan.wasm ($(wc -c < dist/dialplan.wasm) bytes)"
