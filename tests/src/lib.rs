@@ -426,7 +426,14 @@ impl Phone {
         };
         let text = self.invite_text(&call, None);
         self.send(&text).await?;
-        let r = self.expect_final("INVITE").await?;
+        let id = call.call_id.clone();
+        let r = self
+            .expect("final response to INVITE", |m| {
+                m.status().is_some_and(|s| s >= 200)
+                    && m.cseq_method() == "INVITE"
+                    && m.call_id() == id
+            })
+            .await?;
         if r.status() != Some(407) {
             bail!("expected 407, got {}", r.start);
         }
@@ -445,6 +452,24 @@ impl Phone {
         call.cseq = self.cseq;
         self.send(&text).await?;
         Ok(call)
+    }
+
+    /// Waits for the final response to `call`'s INVITE (skipping other
+    /// calls' messages) and acknowledges it when it is a failure, so the PBX
+    /// stops retransmitting it.
+    pub async fn final_response(&mut self, call: &OutCall) -> Result<SipMsg> {
+        let id = call.call_id.clone();
+        let r = self
+            .expect("final response to INVITE", |m| {
+                m.status().is_some_and(|s| s >= 200)
+                    && m.cseq_method() == "INVITE"
+                    && m.call_id() == id
+            })
+            .await?;
+        if r.status().is_some_and(|s| s >= 300) {
+            self.ack_non_2xx(call, &r).await?;
+        }
+        Ok(r)
     }
 
     async fn ack_non_2xx(&mut self, call: &OutCall, r: &SipMsg) -> Result<()> {

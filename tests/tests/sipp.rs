@@ -69,7 +69,19 @@ async fn sipp_registers_and_calls_without_failures() {
         .map(|u| (u.to_string(), format!("pw{u}")))
         .collect();
     pbx.store.import_extensions(tenant, &rows).await.unwrap();
-    // A load test is not fraud: lift the shipped policy's concurrent-call cap.
+    // A load test is not fraud: lift the tenant's call-rate and concurrency caps.
+    pbx.store
+        .set_tenant_limits(
+            tenant,
+            &store::TenantLimits {
+                max_concurrent: Some(100_000),
+                max_concurrent_extension: Some(100),
+                max_calls_per_second: Some(100_000),
+                daily_cap_cents: None,
+            },
+        )
+        .await
+        .unwrap();
     pbx.store
         .plugin_kv_put(tenant, "policy.max-concurrent-calls", Some(b"100000"))
         .await

@@ -90,14 +90,13 @@ pub struct TrunkInfo {
     pub username: Option<String>,
 }
 
-/// A DID (inbound number) and where it rings.
+/// A DID: an inbound number routed to a tenant, whose dial plan decides where
+/// its calls ring.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Did {
-    /// E.164, e.g. `+15551234567`.
+    /// An optional `+` and 3-20 digits, e.g. `+15551234567`.
     pub number: String,
-    /// The extension it rings.
-    pub extension: String,
 }
 
 /// Operations on the running server. Every method that concerns a tenant takes
@@ -109,8 +108,9 @@ pub trait Control: Send + Sync + 'static {
     fn hangup(&self, tenant: TenantId, call_id: String) -> BoxFuture<'_, ControlResult<()>>;
     /// Plugin versions, oldest first.
     fn list_plugins(&self, tenant: TenantId) -> BoxFuture<'_, ControlResult<Vec<PluginInfo>>>;
-    /// Validates, precompiles and stores a component as the next version (not
-    /// yet active).
+    /// Validates and stores a component as the next version and makes it the
+    /// active one (as `pbx plugin install` does); [`Control::rollback_plugin`]
+    /// goes back.
     fn install_plugin(
         &self,
         tenant: TenantId,
@@ -134,10 +134,14 @@ pub trait Control: Send + Sync + 'static {
         tenant: TenantId,
         trunk: NewTrunk,
     ) -> BoxFuture<'_, ControlResult<TrunkInfo>>;
+    /// Removes one of the tenant's trunks.
+    fn remove_trunk(&self, tenant: TenantId, name: String) -> BoxFuture<'_, ControlResult<()>>;
     /// The tenant's DIDs.
     fn list_dids(&self, tenant: TenantId) -> BoxFuture<'_, ControlResult<Vec<Did>>>;
     /// Assigns a DID to the tenant.
     fn add_did(&self, tenant: TenantId, did: Did) -> BoxFuture<'_, ControlResult<Did>>;
+    /// Takes one of the tenant's DIDs away from it.
+    fn remove_did(&self, tenant: TenantId, number: String) -> BoxFuture<'_, ControlResult<()>>;
 }
 
 #[cfg(test)]
@@ -281,11 +285,32 @@ pub(crate) mod fake {
                 .push(info.clone());
             ready(Ok(info))
         }
+        fn remove_trunk(&self, tenant: TenantId, name: String) -> BoxFuture<'_, ControlResult<()>> {
+            let mut all = self.trunks.lock();
+            let list = all.entry(tenant).or_default();
+            let before = list.len();
+            list.retain(|t| t.name != name);
+            if list.len() == before && name != "carrier" {
+                return ready(Err(ControlError::NotFound(name)));
+            }
+            ready(Ok(()))
+        }
         fn list_dids(&self, _tenant: TenantId) -> BoxFuture<'_, ControlResult<Vec<Did>>> {
             ready(Ok(Vec::new()))
         }
         fn add_did(&self, _tenant: TenantId, did: Did) -> BoxFuture<'_, ControlResult<Did>> {
             ready(Ok(did))
+        }
+        fn remove_did(
+            &self,
+            _tenant: TenantId,
+            number: String,
+        ) -> BoxFuture<'_, ControlResult<()>> {
+            if number == "+15550001" {
+                ready(Ok(()))
+            } else {
+                ready(Err(ControlError::NotFound(number)))
+            }
         }
     }
 }

@@ -542,6 +542,13 @@ fn matrix_cases() -> Vec<Case> {
             J(json!({"name":"t1","uri":"sip:carrier.example","password":"s3cret-trunk"})),
         ),
         case(
+            M::DELETE,
+            "/api/v1/tenants/{tenant}/trunks/carrier",
+            T("PT", true),
+            204,
+            N,
+        ),
+        case(
             M::GET,
             "/api/v1/tenants/{tenant}/dids",
             T("PT", true),
@@ -553,7 +560,14 @@ fn matrix_cases() -> Vec<Case> {
             "/api/v1/tenants/{tenant}/dids",
             T("P", false),
             201,
-            J(json!({"number":"+15550001","extension":"100"})),
+            J(json!({"number":"+15550001"})),
+        ),
+        case(
+            M::DELETE,
+            "/api/v1/tenants/{tenant}/dids/+15550001",
+            T("P", false),
+            204,
+            N,
         ),
         case(M::GET, "/api/v1/alerts", G("P", false), 200, N),
         case(M::GET, "/api/v1/bans", G("P", false), 200, N),
@@ -1351,6 +1365,7 @@ fn cdr(tenant: TenantId, caller: &str, callee: &str, started_at_ms: i64) -> Cdr 
         hangup_by: "caller".into(),
         caller_call_id: format!("call-{started_at_ms}"),
         callee_call_id: String::new(),
+        media: store::CdrMedia::default(),
     }
 }
 

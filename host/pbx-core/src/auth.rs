@@ -55,8 +55,23 @@ pub(crate) enum Outcome {
     Challenge {
         realm: String,
         stale: bool,
-        failure: Option<&'static str>,
+        failure: Option<Failure>,
     },
+}
+
+/// Credentials that were presented and did not pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Failure {
+    pub(crate) reason: &'static str,
+    /// The username the credentials named (empty when unreadable).
+    pub(crate) user: String,
+}
+
+fn failure(reason: &'static str, user: &str) -> Option<Failure> {
+    Some(Failure {
+        reason,
+        user: user.to_owned(),
+    })
 }
 
 /// Checks the credentials in `msg` for the tenant found from the request's domain.
@@ -81,7 +96,11 @@ pub(crate) fn check(
         return Outcome::Challenge {
             realm,
             stale: false,
-            failure: presented.then_some("unusable credentials"),
+            failure: if presented {
+                failure("unusable credentials", "")
+            } else {
+                None
+            },
         };
     };
     match nonces.check(&creds.nonce, creds.nc, now_ms) {
@@ -98,7 +117,7 @@ pub(crate) fn check(
             return Outcome::Challenge {
                 realm,
                 stale: false,
-                failure: Some("invalid nonce"),
+                failure: failure("invalid nonce", &creds.username),
             };
         }
         NonceCheck::Replay => {
@@ -106,7 +125,7 @@ pub(crate) fn check(
             return Outcome::Challenge {
                 realm,
                 stale: false,
-                failure: Some("nonce count replayed"),
+                failure: failure("nonce count replayed", &creds.username),
             };
         }
     }
@@ -131,7 +150,7 @@ pub(crate) fn check(
                 Outcome::Challenge {
                     realm,
                     stale: false,
-                    failure: Some("wrong credentials"),
+                    failure: failure("wrong credentials", &creds.username),
                 }
             }
         }
@@ -140,7 +159,7 @@ pub(crate) fn check(
             Outcome::Challenge {
                 realm,
                 stale: false,
-                failure: Some("wrong credentials"),
+                failure: failure("wrong credentials", &creds.username),
             }
         }
     }

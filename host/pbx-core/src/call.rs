@@ -4,17 +4,25 @@
 //!
 //! Both legs are full dialogs of their own (RFC 3261 §12): their own Call-ID, tags
 //! and CSeq spaces; the host relays provisional and final responses, CANCEL, BYE,
-//! re-INVITE and other in-dialog requests between them. SDP passes unchanged.
+//! re-INVITE and other in-dialog requests between them.
+//!
+//! When the host anchors media ([`crate::MediaAnchor`]), every SDP offer and answer
+//! goes through the call's media handle on its way to the other leg: the caller's
+//! offer before the forks go out, answers in 18x/2xx, late offers (offer in the
+//! 2xx, answer in the ACK) and re-INVITE/UPDATE offers. A refused offer gets 488
+//! (400 for malformed SDP); the handle is dropped when the call ends and its
+//! counters go into the call record.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use store::{Cdr, Disposition, TenantId};
+use store::{Cdr, Disposition, MediaEncryption, TenantId};
 use transaction::Key;
 
 use crate::auth::Kind;
+use crate::media::{self, CallMediaHandle, MediaLeg, MediaRefusal, MediaSecurity};
 use crate::msg::{self, Msg, NameAddr, Writer};
 use crate::shard::{ALLOW, ClientEntry, ReqCtx, SentInvite, ServerEntry, ServerTx, TimerKey};
 use crate::{
@@ -42,6 +50,13 @@ impl Side {
         match self {
             Side::A => "caller",
             Side::B => "callee",
+        }
+    }
+
+    fn media(self) -> MediaLeg {
+        match self {
+            Side::A => MediaLeg::Caller,
+            Side::B => MediaLeg::Callee,
         }
     }
 }
@@ -107,6 +122,8 @@ pub(crate) struct Pending {
     pub(crate) ctx: ReqCtx,
     pub(crate) invite: bool,
     pub(crate) cseq: u32,
+    /// The request carried an SDP offer, so the response's SDP is its answer.
+    pub(crate) offer: bool,
 }
 
 /// Our 2xx to the caller, retransmitted until its ACK (RFC 3261 §13.3.1.4).
@@ -136,8 +153,15 @@ pub(crate) struct Call {
     pub(crate) step_start: usize,
     /// Ring steps still to try.
     pub(crate) steps: VecDeque<RingStep>,
-    /// The caller's offer (content type and body), sent on every fork.
+    /// The caller's offer (content type and body) as it arrived.
+    pub(crate) caller_offer: Option<(String, Bytes)>,
+    /// The offer sent on every fork: the caller's, rewritten when media is
+    /// anchored.
     pub(crate) offer: Option<(String, Bytes)>,
+    /// The anchored media, when the host anchors media.
+    pub(crate) media: Option<Box<dyn CallMediaHandle>>,
+    /// The tenant's SRTP policy.
+    pub(crate) media_policy: MediaEncryption,
     /// A trunk's credentials, for answering its challenge once.
     pub(crate) trunk_auth: Option<(String, String)>,
     pub(crate) state: State,
@@ -410,9 +434,12 @@ impl Shard {
             forks: Vec::new(),
             step_start: 0,
             steps: VecDeque::new(),
-            offer: msg
+            caller_offer: msg
                 .content()
                 .map(|(ct, body)| (ct.to_string(), Bytes::copy_from_slice(body))),
+            offer: None,
+            media: None,
+            media_policy: self.shared.index().media_encryption(tenant),
             trunk_auth: None,
             state: State::Routing,
             offer_in_invite: !msg.body.is_empty(),
@@ -436,6 +463,23 @@ impl Shard {
         self.dialogs.insert(b_call_id, id);
         let call_id = call.a.call_id.clone();
         self.calls.insert(id, call);
+        if let Some(anchor) = self.shared.media_anchor() {
+            match anchor.open(self.index, id) {
+                Ok(handle) => {
+                    if let Some(call) = self.calls.get_mut(&id) {
+                        call.media = Some(handle);
+                    }
+                }
+                Err(refusal) => {
+                    tracing::warn!(call = id, reason = %refusal.reason, "no media for the call");
+                    if let Some(call) = self.calls.get_mut(&id) {
+                        call.state = State::Ringing;
+                    }
+                    self.fail_call(now, id, refusal.status, refusal.phrase());
+                    return;
+                }
+            }
+        }
         match self.shared.config.routing {
             Routing::Builtin => {
                 let index = self.shared.index();
@@ -547,6 +591,15 @@ impl Shard {
             if targets.is_empty() {
                 continue;
             }
+            let to_secure = targets
+                .iter()
+                .all(|(_, b)| b.peer.transport == TransportKind::Tls);
+            if !self.prepare_offer(now, id, to_secure) {
+                return;
+            }
+            let Some(call) = self.calls.get_mut(&id) else {
+                return;
+            };
             call.step_start = call.forks.len();
             call.ring_deadline = now + step.timeout;
             call.b.cseq += 1;
@@ -569,6 +622,9 @@ impl Shard {
     /// Sends the call out through a trunk.
     fn start_trunk(&mut self, now: Instant, id: u64, trunk: &TrunkEntry, number: &str) {
         let ring_timeout = self.shared.config.ring_timeout;
+        if !self.prepare_offer(now, id, trunk.peer.transport == TransportKind::Tls) {
+            return;
+        }
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
@@ -579,7 +635,10 @@ impl Shard {
         };
         call.b.local_uri = format!("<sip:{}@{}>", call.caller, trunk.host);
         call.b.remote_uri = format!("<sip:{number}@{}>", trunk.host);
-        call.b.remote_target = format!("sip:{number}@{}:{}{transport_param}", trunk.host, trunk.port);
+        call.b.remote_target = format!(
+            "sip:{number}@{}:{}{transport_param}",
+            trunk.host, trunk.port
+        );
         call.b.peer = trunk.peer;
         call.b.local = None;
         call.b.cseq += 1;
@@ -592,6 +651,67 @@ impl Shard {
         let leg = call.b.clone();
         self.send_fork(now, id, &leg, None);
         self.schedule_call(id);
+    }
+
+    /// Rewrites the caller's offer for the forks about to go out (all on secure
+    /// transports when `to_secure`). A refused offer fails the call; returns
+    /// whether it goes on.
+    fn prepare_offer(&mut self, now: Instant, id: u64, to_secure: bool) -> bool {
+        let Some(call) = self.calls.get(&id) else {
+            return false;
+        };
+        let security = MediaSecurity {
+            from_secure: call.a.peer.transport == TransportKind::Tls,
+            to_secure,
+        };
+        let offer = call.caller_offer.clone();
+        let content = offer.as_ref().map(|(ct, b)| (ct.as_str(), &b[..]));
+        match self.media_sdp(id, Side::A, true, content, security) {
+            Ok(rewritten) => {
+                if let Some(call) = self.calls.get_mut(&id) {
+                    call.offer = match (rewritten, offer) {
+                        (Some(body), Some((ct, _))) => Some((ct, body)),
+                        (_, offer) => offer,
+                    };
+                }
+                true
+            }
+            Err(refusal) => {
+                tracing::info!(call = id, reason = %refusal.reason, "caller's offer refused");
+                self.fail_call(now, id, refusal.status, refusal.phrase());
+                false
+            }
+        }
+    }
+
+    /// Passes an SDP offer or answer from `from` through the call's media.
+    /// `Ok(None)`: nothing to rewrite (no anchored media, or no SDP body), send
+    /// the body as it is.
+    fn media_sdp(
+        &self,
+        id: u64,
+        from: Side,
+        offer: bool,
+        content: Option<(&str, &[u8])>,
+        security: MediaSecurity,
+    ) -> Result<Option<Bytes>, MediaRefusal> {
+        let Some(call) = self.calls.get(&id) else {
+            return Ok(None);
+        };
+        let Some(handle) = call.media.as_ref() else {
+            return Ok(None);
+        };
+        let Some((ct, body)) = content.filter(|(ct, b)| media::is_sdp(ct) && !b.is_empty()) else {
+            return Ok(None);
+        };
+        let _ = ct;
+        let policy = call.media_policy;
+        let out = if offer {
+            handle.offer(from.media(), body, security, policy)?
+        } else {
+            handle.answer(from.media(), body, security, policy)?
+        };
+        Ok(Some(Bytes::from(out)))
     }
 
     /// Sends one fork of the initial INVITE on `leg` (with `leg.cseq`).
@@ -658,7 +778,12 @@ impl Shard {
         };
         let uri = call.forks[i].invite.uri.clone();
         let credentials = digest_auth::Credentials::answer(
-            &challenge, "INVITE", &uri, &username, &password, &token(8),
+            &challenge,
+            "INVITE",
+            &uri,
+            &username,
+            &password,
+            &token(8),
         );
         call.b.cseq += 1;
         let leg = call.b.clone();
@@ -691,6 +816,8 @@ impl Shard {
         call.state = State::Ended;
         call.ok_retransmit = None;
         call.reap_at = Some(now + linger);
+        // Dropping the handle stops the relay and frees the ports.
+        let media = call.media.take().map(|m| m.stats()).unwrap_or_default();
         if !call.cdr_written {
             call.cdr_written = true;
             let cdr = Cdr {
@@ -705,6 +832,7 @@ impl Shard {
                 hangup_by: by.to_string(),
                 caller_call_id: call.a.call_id.clone(),
                 callee_call_id: call.b.call_id.clone(),
+                media,
             };
             tracing::debug!(
                 call = id,
@@ -834,7 +962,7 @@ impl Shard {
     }
 
     /// Hangs up an answered call from the host's side.
-    fn hang_up(&mut self, now: Instant, id: u64, reason: &str) {
+    pub(crate) fn hang_up(&mut self, now: Instant, id: u64, reason: &str) {
         tracing::info!(call = id, reason, "host hangs up call");
         self.send_bye(now, id, Side::A);
         self.send_bye(now, id, Side::B);
@@ -842,7 +970,7 @@ impl Shard {
     }
 
     /// An ACK in a call: for our non-2xx (absorbed by the transaction) or for a 2xx.
-    pub(crate) fn on_ack_for_call(&mut self, _now: Instant, id: u64, msg: &Msg, for_non_2xx: bool) {
+    pub(crate) fn on_ack_for_call(&mut self, now: Instant, id: u64, msg: &Msg, for_non_2xx: bool) {
         if for_non_2xx {
             return;
         }
@@ -856,7 +984,29 @@ impl Shard {
         if call.state == State::Answered && call.b_ack.is_none() {
             // Late offer: the caller's answer travels in its ACK.
             let leg = call.b.clone();
-            let content = msg.content();
+            let security = MediaSecurity {
+                from_secure: call.a.peer.transport == TransportKind::Tls,
+                to_secure: leg.peer.transport == TransportKind::Tls,
+            };
+            let rewritten = match self.media_sdp(id, Side::A, false, msg.content(), security) {
+                Ok(r) => r,
+                Err(refusal) => {
+                    tracing::info!(call = id, reason = %refusal.reason, "caller's answer refused");
+                    let branch = transaction::new_branch();
+                    let (ack, _) = self.leg_request(&leg, "ACK", leg.cseq, &branch, None, None);
+                    if let Some(call) = self.calls.get_mut(&id) {
+                        call.b_ack = Some(ack.clone());
+                    }
+                    self.transmit(leg.peer, leg.local, ack);
+                    self.hang_up(now, id, "unacceptable answer in ACK");
+                    return;
+                }
+            };
+            let ct = msg.content().map_or("application/sdp", |(ct, _)| ct);
+            let content = match &rewritten {
+                Some(body) => Some((ct, &body[..])),
+                None => msg.content(),
+            };
             let branch = transaction::new_branch();
             let (bytes, _) = self.leg_request(&leg, "ACK", leg.cseq, &branch, content, None);
             if let Some(call) = self.calls.get_mut(&id) {
@@ -989,6 +1139,33 @@ impl Shard {
                 .finish(None);
             self.respond(now, &key, 100, trying);
         }
+        let Some(call) = self.calls.get(&id) else {
+            return;
+        };
+        // A new offer in the dialog (re-INVITE, UPDATE) goes through the media.
+        let offer = (invite || method == "UPDATE")
+            && msg
+                .content()
+                .is_some_and(|(ct, b)| media::is_sdp(ct) && !b.is_empty());
+        let security = MediaSecurity {
+            from_secure: peer.transport == TransportKind::Tls,
+            to_secure: call.leg(side.other()).peer.transport == TransportKind::Tls,
+        };
+        let rewritten = if offer {
+            match self.media_sdp(id, side, true, msg.content(), security) {
+                Ok(r) => r,
+                Err(refusal) => {
+                    tracing::info!(call = id, reason = %refusal.reason, "offer in dialog refused");
+                    let bytes = ctx
+                        .response(refusal.status, refusal.phrase(), None, self.user_agent())
+                        .finish(None);
+                    self.respond(now, &key, refusal.status, bytes);
+                    return;
+                }
+            }
+        } else {
+            None
+        };
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
@@ -996,7 +1173,11 @@ impl Shard {
         other.cseq += 1;
         let leg = other.clone();
         let branch = transaction::new_branch();
-        let content = msg.content();
+        let ct = msg.content().map_or("application/sdp", |(ct, _)| ct);
+        let content = match &rewritten {
+            Some(body) => Some((ct, &body[..])),
+            None => msg.content(),
+        };
         let (bytes, sent) = self.leg_request(&leg, &method, leg.cseq, &branch, content, None);
         if let Some(call) = self.calls.get_mut(&id) {
             call.pending.insert(
@@ -1007,6 +1188,7 @@ impl Shard {
                     ctx,
                     invite,
                     cseq: leg.cseq,
+                    offer,
                 },
             );
         }
@@ -1060,8 +1242,20 @@ impl Shard {
                 self.send_cancel(now, id, i);
             }
             if relay {
-                let content = msg.content();
-                self.answer_a(now, id, status, msg.reason(), content);
+                match self.fork_sdp(id, i, msg) {
+                    Ok(Some(body)) => {
+                        let ct = msg.content().map_or("application/sdp", |(ct, _)| ct);
+                        self.answer_a(now, id, status, msg.reason(), Some((ct, &body)));
+                    }
+                    Ok(None) => {
+                        self.answer_a(now, id, status, msg.reason(), msg.content());
+                    }
+                    Err(refusal) => {
+                        // Early media we cannot anchor: ring without it.
+                        tracing::debug!(call = id, reason = %refusal.reason, "early SDP dropped");
+                        self.answer_a(now, id, status, msg.reason(), None);
+                    }
+                }
             }
             return;
         }
@@ -1105,7 +1299,43 @@ impl Shard {
         }
     }
 
+    /// Passes the SDP of fork `i`'s response through the call's media: an answer
+    /// to the caller's offer, or (no offer in the INVITE) the callee's offer.
+    fn fork_sdp(&self, id: u64, i: usize, msg: &Msg) -> Result<Option<Bytes>, MediaRefusal> {
+        let Some(call) = self.calls.get(&id) else {
+            return Ok(None);
+        };
+        let Some(fork) = call.forks.get(i) else {
+            return Ok(None);
+        };
+        let security = MediaSecurity {
+            from_secure: fork.peer.transport == TransportKind::Tls,
+            to_secure: call.a.peer.transport == TransportKind::Tls,
+        };
+        let offer = !call.offer_in_invite;
+        self.media_sdp(id, Side::B, offer, msg.content(), security)
+    }
+
+    /// The answering fork's SDP was refused: end that fork's dialog, stop the
+    /// others and fail the call.
+    fn refuse_answer(&mut self, now: Instant, id: u64, i: usize, msg: &Msg, refusal: MediaRefusal) {
+        tracing::info!(call = id, reason = %refusal.reason, "callee's SDP refused");
+        self.drop_late_answer(now, id, i, msg);
+        self.cancel_forks(now, id, Some(i));
+        if let Some(call) = self.calls.get_mut(&id) {
+            call.cancelled = true;
+        }
+        self.fail_call(now, id, refusal.status, refusal.phrase());
+    }
+
     fn on_answer(&mut self, now: Instant, id: u64, i: usize, msg: &Msg) {
+        let rewritten = match self.fork_sdp(id, i, msg) {
+            Ok(r) => r,
+            Err(refusal) => {
+                self.refuse_answer(now, id, i, msg, refusal);
+                return;
+            }
+        };
         let now_ms = self.shared.unix_ms(now);
         let t1 = self.shared.config.t1;
         let max = self.shared.config.max_call_duration;
@@ -1128,7 +1358,11 @@ impl Shard {
             self.transmit(leg.peer, leg.local, ack);
         }
         self.cancel_forks(now, id, Some(i));
-        let content = msg.content();
+        let ct = msg.content().map_or("application/sdp", |(ct, _)| ct);
+        let content = match &rewritten {
+            Some(body) => Some((ct, &body[..])),
+            None => msg.content(),
+        };
         let ok = self.answer_a(now, id, msg.status().unwrap_or(200), msg.reason(), content);
         if let (Some(ok), Some(call)) = (ok, self.calls.get_mut(&id)) {
             call.ok_retransmit = Some(Retransmit {
@@ -1199,8 +1433,48 @@ impl Shard {
         if p.invite && status > 100 && status < 300 {
             w.header("Contact", self.contact(origin.peer.transport, origin.local));
         }
-        let bytes = w.finish(msg.content());
+        // The answer to a relayed offer; a 2xx to an offerless re-INVITE carries
+        // the far leg's offer.
+        let security = MediaSecurity {
+            from_secure: far.peer.transport == TransportKind::Tls,
+            to_secure: origin.peer.transport == TransportKind::Tls,
+        };
+        let sdp_role = if p.offer && status < 300 {
+            Some(false)
+        } else if p.invite && !p.offer && (200..300).contains(&status) {
+            Some(true)
+        } else {
+            None
+        };
+        let rewritten = match sdp_role {
+            Some(is_offer) => {
+                self.media_sdp(id, p.origin.other(), is_offer, msg.content(), security)
+            }
+            None => Ok(None),
+        };
+        let ct = msg.content().map_or("application/sdp", |(ct, _)| ct);
+        let content = match &rewritten {
+            Ok(Some(body)) => Some((ct, &body[..])),
+            Ok(None) => msg.content(),
+            Err(refusal) => {
+                tracing::info!(call = id, reason = %refusal.reason, "SDP in dialog dropped");
+                None
+            }
+        };
+        let bytes = w.finish(content);
         self.respond(now, &p.server, status, bytes);
+    }
+
+    /// The relay saw no media on call `id` for its idle timeout: an answered call
+    /// is hung up (media before the answer is not expected).
+    pub fn media_idle(&mut self, now: Instant, id: u64) {
+        if self
+            .calls
+            .get(&id)
+            .is_some_and(|c| c.state == State::Answered)
+        {
+            self.hang_up(now, id, "media stopped");
+        }
     }
 
     /// A client transaction of the call timed out (Timer B or F).

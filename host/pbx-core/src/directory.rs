@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use store::{Directory, TenantId, TenantStatus};
+use store::{Directory, MediaEncryption, TenantId, TenantStatus};
 
 #[derive(Debug, Clone)]
 pub(crate) struct TenantEntry {
@@ -27,12 +27,15 @@ pub(crate) struct Index {
     /// Per tenant, its extensions by number (nested so a lookup by `&str` needs no
     /// allocated key).
     extensions: HashMap<TenantId, HashMap<String, Credentials>>,
+    media: HashMap<TenantId, MediaEncryption>,
 }
 
 impl Index {
     pub(crate) fn build(dir: &Directory) -> Index {
         let mut by_domain = HashMap::new();
+        let mut media = HashMap::new();
         for t in &dir.tenants {
+            media.insert(t.id, t.media_encryption);
             let entry = TenantEntry {
                 id: t.id,
                 realm: t.realm.clone(),
@@ -56,6 +59,7 @@ impl Index {
         Index {
             by_domain,
             extensions,
+            media,
         }
     }
 
@@ -66,6 +70,11 @@ impl Index {
         } else {
             self.by_domain.get(domain)
         }
+    }
+
+    /// The tenant's media encryption policy (the default for an unknown tenant).
+    pub(crate) fn media_encryption(&self, tenant: TenantId) -> MediaEncryption {
+        self.media.get(&tenant).copied().unwrap_or_default()
     }
 
     pub(crate) fn extension(&self, tenant: TenantId, number: &str) -> Option<&Credentials> {
@@ -88,6 +97,7 @@ mod tests {
                     status: TenantStatus::Active,
                     realm: "a.example".into(),
                     domains: vec!["a.example".into(), "alt.a.example".into()],
+                    media_encryption: store::MediaEncryption::Required,
                 },
                 Tenant {
                     id: TenantId(2),
@@ -95,6 +105,7 @@ mod tests {
                     status: TenantStatus::Suspended,
                     realm: "b.example".into(),
                     domains: vec!["b.example".into()],
+                    media_encryption: store::MediaEncryption::default(),
                 },
             ],
             extensions: vec![
@@ -124,5 +135,8 @@ mod tests {
         assert_eq!(idx.extension(TenantId(1), "1000").unwrap().ha1_md5, "m1");
         assert_eq!(idx.extension(TenantId(2), "1000").unwrap().ha1_md5, "m2");
         assert!(idx.extension(TenantId(1), "1001").is_none());
+        assert_eq!(idx.media_encryption(TenantId(1)), MediaEncryption::Required);
+        assert_eq!(idx.media_encryption(TenantId(2)), MediaEncryption::Optional);
+        assert_eq!(idx.media_encryption(TenantId(9)), MediaEncryption::Optional);
     }
 }

@@ -14,23 +14,32 @@
 
 mod auth;
 mod call;
+mod control;
 mod directory;
+mod media;
 mod msg;
 mod registrar;
 mod route;
 mod shard;
 #[cfg(test)]
 mod tests;
+mod trunk_reg;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+pub use control::CallSummary;
+pub use media::{
+    CallMediaHandle, CdrMedia, LegMedia, MediaAnchor, MediaEncryption, MediaLeg, MediaRefusal,
+    MediaSecurity,
+};
 use parking_lot::RwLock;
 pub use route::{RingStep, RouteDecision, RouteRequest, Routing, TrunkEntry, Trunks};
 pub use shard::Shard;
 pub use store::{Cdr, Directory, Registration, RegistrationChange, TransportKind};
+pub use trunk_reg::{RegState, RegTimers, TrunkRegConfig, TrunkRegistration};
 
 /// A stream connection's id, assigned by the transport layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -71,6 +80,22 @@ pub enum Output {
     /// Decide where a new call goes, then call [`Shard::route_decided`] (only with
     /// [`Routing::External`]).
     Route(RouteRequest),
+    /// Credentials were presented and did not pass: a wrong password, or a user
+    /// or domain that does not exist (the sender got the usual challenge). Never
+    /// raised for the first, credential-less challenge of a login. Feeds the
+    /// brute-force bans.
+    AuthFailure {
+        source: SocketAddr,
+        /// The request's domain, lower-case.
+        domain: String,
+        /// The username the credentials named (empty when unreadable).
+        user: String,
+        method: String,
+        /// The tenant the domain belongs to, when it names one.
+        tenant: Option<store::TenantId>,
+    },
+    /// A request from `source` passed digest authentication.
+    Authenticated { source: SocketAddr },
 }
 
 /// Registrar limits (RFC 3261 §10.3).
@@ -160,6 +185,8 @@ pub struct Shared {
     /// Monotonic instant and the Unix milliseconds it corresponds to.
     pub(crate) clock: (Instant, i64),
     shards: usize,
+    /// Anchors the media of new calls; calls keep their SDP as is without one.
+    media: std::sync::OnceLock<Arc<dyn MediaAnchor>>,
 }
 
 impl Shared {
@@ -183,7 +210,18 @@ impl Shared {
             bindings: registrar::Bindings::restore(registrations),
             clock,
             shards: shards.max(1),
+            media: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Sets the media anchor, once, before calls arrive; `false` when one was
+    /// already set.
+    pub fn set_media_anchor(&self, anchor: Arc<dyn MediaAnchor>) -> bool {
+        self.media.set(anchor).is_ok()
+    }
+
+    pub(crate) fn media_anchor(&self) -> Option<Arc<dyn MediaAnchor>> {
+        self.media.get().cloned()
     }
 
     /// Swaps in a new tenant directory (provisioning changed); calls in progress

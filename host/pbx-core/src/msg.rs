@@ -304,7 +304,10 @@ impl Msg {
 
 /// The reason phrase of a status line as sent (`SIP/2.0 486 Busy Here`).
 fn wire_reason(bytes: &[u8]) -> Option<String> {
-    let end = bytes.iter().position(|&b| b == b'\n').unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .position(|&b| b == b'\n')
+        .unwrap_or(bytes.len());
     let line = std::str::from_utf8(&bytes[..end]).ok()?.trim_end();
     let mut parts = line.splitn(3, ' ');
     let (_version, _code) = (parts.next()?, parts.next()?);

@@ -509,21 +509,34 @@ impl Shard {
             now_ms,
         );
         match outcome {
-            Outcome::Ok { tenant, extension } => Some((tenant, extension)),
+            Outcome::Ok { tenant, extension } => {
+                self.out
+                    .push_back(Output::Authenticated { source: peer.addr });
+                Some((tenant, extension))
+            }
             Outcome::Challenge {
                 realm,
                 stale,
                 failure,
             } => {
-                if let Some(reason) = failure {
+                if let Some(failure) = failure {
+                    let method = msg.method().unwrap_or("");
                     tracing::info!(
                         event = "sip.auth.failure",
                         source = %peer.addr,
-                        method = msg.method().unwrap_or(""),
+                        method,
                         domain = %domain,
-                        reason,
+                        user = %failure.user,
+                        reason = failure.reason,
                         "authentication failed"
                     );
+                    self.out.push_back(Output::AuthFailure {
+                        source: peer.addr,
+                        domain: domain.clone(),
+                        user: failure.user,
+                        method: method.to_owned(),
+                        tenant: tenant.map(|t| t.id),
+                    });
                 }
                 let values = auth::challenges(
                     &self.shared.nonces,

@@ -29,6 +29,7 @@ fn directory() -> Directory {
             status: TenantStatus::Active,
             realm: DOMAIN.into(),
             domains: vec![DOMAIN.into()],
+            media_encryption: store::MediaEncryption::default(),
         }],
         extensions: vec![ext("1000"), ext("1001")],
     }
@@ -388,7 +389,10 @@ fn external_routing_asks_then_rings_in_sequence() {
     h.register("1000", "127.0.0.1:7002");
     let out = h.invite();
     assert!(statuses(&out).contains(&100));
-    assert!(sent_to(&out, 7001, "INVITE").is_none(), "nothing rings before the decision");
+    assert!(
+        sent_to(&out, 7001, "INVITE").is_none(),
+        "nothing rings before the decision"
+    );
     let req = h.routes.last().expect("routing request").clone();
     assert_eq!(req.caller, "1000");
     assert_eq!(req.caller_extension.as_deref(), Some("1000"));
@@ -406,14 +410,21 @@ fn external_routing_asks_then_rings_in_sequence() {
         },
     ]));
     let out = h.take();
-    let first = sent_to(&out, 7001, "INVITE").expect("step 1 rings 1001").clone();
+    let first = sent_to(&out, 7001, "INVITE")
+        .expect("step 1 rings 1001")
+        .clone();
     h.feed("127.0.0.1:7001", &answer(&first, 180, "Ringing"));
     h.take();
     let start = h.now;
     h.run_until(start + Duration::from_secs(6));
     let out = h.take();
-    assert!(sent_to(&out, 7001, "CANCEL").is_some(), "step 1 is cancelled");
-    let second = sent_to(&out, 7002, "INVITE").expect("step 2 rings 1000").clone();
+    assert!(
+        sent_to(&out, 7001, "CANCEL").is_some(),
+        "step 1 is cancelled"
+    );
+    let second = sent_to(&out, 7002, "INVITE")
+        .expect("step 2 rings 1000")
+        .clone();
     assert!(!statuses(&out).contains(&480), "the caller still waits");
     assert_eq!(second.header("CSeq"), Some("2 INVITE"));
     assert!(second.header("To").unwrap().contains("sip:1000@"));
@@ -434,7 +445,11 @@ fn external_routing_asks_then_rings_in_sequence() {
     h.feed("127.0.0.1:7000", &ack);
     let out = h.take();
     let ack = sent_to(&out, 7002, "ACK").expect("the host ACKs the callee's 2xx");
-    assert_eq!(ack.header("CSeq"), Some("2 ACK"), "ACK matches the INVITE's CSeq");
+    assert_eq!(
+        ack.header("CSeq"),
+        Some("2 ACK"),
+        "ACK matches the INVITE's CSeq"
+    );
 }
 
 #[test]
@@ -442,9 +457,15 @@ fn a_reject_decision_reaches_the_caller_and_a_late_one_is_ignored() {
     let mut h = Harness::new(external());
     h.register("1001", "127.0.0.1:7001");
     h.invite();
-    h.decide(crate::RouteDecision::reject(403, "International Calls Barred"));
+    h.decide(crate::RouteDecision::reject(
+        403,
+        "International Calls Barred",
+    ));
     let out = h.take();
-    let reply = out.iter().find(|(_, m)| m.status() == Some(403)).expect("403");
+    let reply = out
+        .iter()
+        .find(|(_, m)| m.status() == Some(403))
+        .expect("403");
     assert_eq!(reply.1.reason(), "International Calls Barred");
     let cdr_seen = {
         let mut seen = false;
@@ -475,7 +496,10 @@ fn no_decision_in_time_gets_503_and_cancel_while_routing_gets_487() {
     let start = h.now;
     h.run_until(start + Duration::from_secs(3));
     let out = h.take();
-    let reply = out.iter().find(|(_, m)| m.status() == Some(503)).expect("503");
+    let reply = out
+        .iter()
+        .find(|(_, m)| m.status() == Some(503))
+        .expect("503");
     assert_eq!(reply.1.reason(), "Routing Timeout");
 
     let mut h = Harness::new(external());
@@ -493,7 +517,10 @@ fn no_decision_in_time_gets_503_and_cancel_while_routing_gets_487() {
         extensions: vec!["1001".into()],
         timeout: Duration::from_secs(5),
     }]));
-    assert!(sent_to(&h.take(), 7001, "INVITE").is_none(), "too late to ring");
+    assert!(
+        sent_to(&h.take(), 7001, "INVITE").is_none(),
+        "too late to ring"
+    );
 }
 
 fn carrier(username: Option<&str>) -> crate::Trunks {
@@ -521,7 +548,9 @@ fn trunk_calls_answer_the_carriers_challenge_once() {
         number: "15551234567".into(),
     });
     let out = h.take();
-    let first = sent_to(&out, 9000, "INVITE").expect("INVITE to the carrier").clone();
+    let first = sent_to(&out, 9000, "INVITE")
+        .expect("INVITE to the carrier")
+        .clone();
     assert_eq!(first.request_uri(), "sip:15551234567@carrier.example:9000");
     assert!(first.header("Proxy-Authorization").is_none());
 
@@ -535,13 +564,24 @@ fn trunk_calls_answer_the_carriers_challenge_once() {
     let mut resp = answer(&first, 407, "Proxy Authentication Required");
     resp = resp.replace(
         "Content-Length: 0",
-        &format!("Proxy-Authenticate: {}\r\nContent-Length: 0", challenge.header_value()),
+        &format!(
+            "Proxy-Authenticate: {}\r\nContent-Length: 0",
+            challenge.header_value()
+        ),
     );
     h.feed("127.0.0.1:9000", &resp);
     let out = h.take();
-    assert!(sent_to(&out, 9000, "ACK").is_some(), "the 407 is acknowledged");
-    assert!(!statuses(&out).contains(&407), "the caller never sees the carrier's challenge");
-    let second = sent_to(&out, 9000, "INVITE").expect("INVITE with credentials").clone();
+    assert!(
+        sent_to(&out, 9000, "ACK").is_some(),
+        "the 407 is acknowledged"
+    );
+    assert!(
+        !statuses(&out).contains(&407),
+        "the caller never sees the carrier's challenge"
+    );
+    let second = sent_to(&out, 9000, "INVITE")
+        .expect("INVITE with credentials")
+        .clone();
     assert_eq!(second.header("CSeq"), Some("2 INVITE"));
     assert_eq!(second.call_id(), first.call_id(), "same dialog");
     let creds =
@@ -550,10 +590,15 @@ fn trunk_calls_answer_the_carriers_challenge_once() {
     assert!(creds.verify("INVITE", &h1));
 
     // A second challenge is not answered again: the caller gets the failure.
-    h.feed("127.0.0.1:9000", &resp.replace(&first.header("CSeq").unwrap().to_string(), "2 INVITE").replace(
-        first.top_via().unwrap().branch.unwrap(),
-        second.top_via().unwrap().branch.unwrap(),
-    ));
+    h.feed(
+        "127.0.0.1:9000",
+        &resp
+            .replace(&first.header("CSeq").unwrap().to_string(), "2 INVITE")
+            .replace(
+                first.top_via().unwrap().branch.unwrap(),
+                second.top_via().unwrap().branch.unwrap(),
+            ),
+    );
     let out = h.take();
     assert!(statuses(&out).contains(&407));
 }
@@ -602,7 +647,344 @@ fn calls_from_a_trunk_to_a_did_skip_digest_and_carry_the_trunk() {
     assert_eq!(req.tenant, TenantId(1));
 
     // The same INVITE from anywhere else must authenticate.
-    h.feed("127.0.0.2:9555", &invite("127.0.0.2:9555").replace("in-1", "in-2"));
+    h.feed(
+        "127.0.0.2:9555",
+        &invite("127.0.0.2:9555").replace("in-1", "in-2"),
+    );
     assert_eq!(statuses(&h.take()), vec![407]);
     assert!(h.routes.is_empty());
+}
+
+/// Feeds one REGISTER for `user@domain` answering the host's challenge with
+/// `password` (no credentials when `None`); returns the guard outputs and the
+/// final status.
+fn register_outputs(
+    h: &mut Harness,
+    user: &str,
+    domain: &str,
+    password: Option<&str>,
+) -> (Vec<Output>, Option<u16>) {
+    let from = "127.0.0.1:7100";
+    let text = |auth: Option<String>| {
+        format!(
+            "REGISTER sip:{domain} SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bKg{}\r\nFrom: <sip:{user}@{domain}>;tag=g\r\nTo: <sip:{user}@{domain}>\r\nCall-ID: guard-{user}\r\nCSeq: {} REGISTER\r\nContact: <sip:{user}@{from}>\r\n{}Content-Length: 0\r\n\r\n",
+            auth.is_some() as u8,
+            1 + auth.is_some() as u8,
+            auth.map(|a| format!("Authorization: {a}\r\n"))
+                .unwrap_or_default()
+        )
+    };
+    let feed = |h: &mut Harness, text: String| {
+        h.shard.handle(
+            h.now,
+            Inbound {
+                peer: peer(from),
+                local: SERVER.parse().unwrap(),
+                bytes: Bytes::from(text),
+            },
+        );
+        let (mut guard, mut reply) = (Vec::new(), None);
+        while let Some(o) = h.shard.poll_output() {
+            match o {
+                Output::Transmit { bytes, .. } => {
+                    reply = Some(Msg::parse(&bytes).expect("valid SIP"));
+                }
+                o @ (Output::AuthFailure { .. } | Output::Authenticated { .. }) => guard.push(o),
+                _ => {}
+            }
+        }
+        (guard, reply.expect("an answer"))
+    };
+    let (first, challenge) = feed(h, text(None));
+    assert!(
+        first.is_empty(),
+        "the first challenge is no failure: {first:?}"
+    );
+    assert_eq!(challenge.status(), Some(401));
+    let Some(password) = password else {
+        return (first, challenge.status());
+    };
+    let value = challenge.header("WWW-Authenticate").expect("challenge");
+    let nonce = value
+        .split("nonce=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("nonce");
+    let uri = format!("sip:{domain}");
+    let h1 = ha1(Algorithm::Md5, user, domain, password);
+    let md5 = |s: String| {
+        use md5::Digest;
+        hex::encode(md5::Md5::digest(s.as_bytes()))
+    };
+    let h2 = md5(format!("REGISTER:{uri}"));
+    let resp = md5(format!("{h1}:{nonce}:00000001:c0ffee:auth:{h2}"));
+    let auth = format!(
+        "Digest username=\"{user}\", realm=\"{domain}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{resp}\", algorithm=MD5, cnonce=\"c0ffee\", qop=auth, nc=00000001"
+    );
+    let (out, reply) = feed(h, text(Some(auth)));
+    (out, reply.status())
+}
+
+#[test]
+fn auth_failures_and_successes_are_reported_but_first_challenges_are_not() {
+    let mut h = Harness::new(CoreConfig::default());
+    let source: SocketAddr = "127.0.0.1:7100".parse().unwrap();
+    let failure = |domain: &str, user: &str, tenant: Option<TenantId>| Output::AuthFailure {
+        source,
+        domain: domain.into(),
+        user: user.into(),
+        method: "REGISTER".into(),
+        tenant,
+    };
+
+    let (out, status) = register_outputs(&mut h, "1000", DOMAIN, None);
+    assert_eq!((out, status), (vec![], Some(401)));
+
+    let (out, status) = register_outputs(&mut h, "1000", DOMAIN, Some("wrong"));
+    assert_eq!(status, Some(401));
+    assert_eq!(out, vec![failure(DOMAIN, "1000", Some(TenantId(1)))]);
+
+    let (out, _) = register_outputs(&mut h, "9999", DOMAIN, Some("pw9999"));
+    assert_eq!(out, vec![failure(DOMAIN, "9999", Some(TenantId(1)))]);
+
+    let (out, status) = register_outputs(&mut h, "1000", "nowhere.example", Some("pw1000"));
+    assert_eq!(status, Some(401));
+    assert_eq!(out, vec![failure("nowhere.example", "1000", None)]);
+
+    let (out, status) = register_outputs(&mut h, "1000", DOMAIN, Some("pw1000"));
+    assert_eq!(status, Some(200));
+    assert_eq!(out, vec![Output::Authenticated { source }]);
+}
+
+/// Media anchoring with a stand-in anchor: rewrites the `c=` line to the relay's
+/// address, refuses offers that say `refuse`, counts what it saw.
+mod anchoring {
+    use super::*;
+    use crate::{
+        CallMediaHandle, CdrMedia, MediaAnchor, MediaEncryption, MediaLeg, MediaRefusal,
+        MediaSecurity,
+    };
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    #[derive(Default)]
+    struct Anchor {
+        opened: AtomicU64,
+    }
+
+    #[derive(Debug)]
+    struct Handle {
+        seen: AtomicU64,
+    }
+
+    fn rewrite(sdp: &[u8], leg: MediaLeg, kind: &str) -> Result<Vec<u8>, MediaRefusal> {
+        let text = std::str::from_utf8(sdp).map_err(|_| MediaRefusal::new(400, "not text"))?;
+        if text.contains("refuse") {
+            return Err(MediaRefusal::new(488, "refused"));
+        }
+        Ok(text
+            .replace(
+                "c=IN IP4 127.0.0.1",
+                &format!("c=IN IP4 192.0.2.99 ({kind} from {leg:?})"),
+            )
+            .into_bytes())
+    }
+
+    impl CallMediaHandle for Handle {
+        fn offer(
+            &self,
+            from: MediaLeg,
+            sdp: &[u8],
+            _: MediaSecurity,
+            _: MediaEncryption,
+        ) -> Result<Vec<u8>, MediaRefusal> {
+            self.seen.fetch_add(1, Ordering::Relaxed);
+            rewrite(sdp, from, "offer")
+        }
+        fn answer(
+            &self,
+            from: MediaLeg,
+            sdp: &[u8],
+            _: MediaSecurity,
+            _: MediaEncryption,
+        ) -> Result<Vec<u8>, MediaRefusal> {
+            self.seen.fetch_add(1, Ordering::Relaxed);
+            rewrite(sdp, from, "answer")
+        }
+        fn stats(&self) -> CdrMedia {
+            let mut m = CdrMedia::default();
+            m.caller.packets_in = self.seen.load(Ordering::Relaxed);
+            m
+        }
+        fn idle_since(&self) -> Instant {
+            Instant::now()
+        }
+    }
+
+    impl MediaAnchor for Anchor {
+        fn open(&self, _: usize, _: u64) -> Result<Box<dyn CallMediaHandle>, MediaRefusal> {
+            self.opened.fetch_add(1, Ordering::Relaxed);
+            Ok(Box::new(Handle {
+                seen: AtomicU64::new(0),
+            }))
+        }
+    }
+
+    const SDP: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+
+    fn harness() -> (Harness, Arc<Anchor>) {
+        let h = Harness::new(CoreConfig::default());
+        let anchor = Arc::new(Anchor::default());
+        assert!(h.shared.set_media_anchor(anchor.clone()));
+        assert!(!h.shared.set_media_anchor(anchor.clone()), "set once");
+        (h, anchor)
+    }
+
+    fn invite_with(h: &mut Harness, body: &str) -> Vec<(SocketAddr, Msg)> {
+        let uri = format!("sip:1001@{DOMAIN}");
+        h.authorize(
+            "127.0.0.1:7000",
+            |auth| {
+                format!(
+                    "INVITE sip:1001@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bKi{}\r\nFrom: <sip:1000@{DOMAIN}>;tag=a\r\nTo: <sip:1001@{DOMAIN}>\r\nCall-ID: call-1\r\nCSeq: {} INVITE\r\nContact: <sip:1000@127.0.0.1:7000>\r\n{}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+                    auth.is_some() as u8,
+                    1 + auth.is_some() as u8,
+                    auth.map(|a| format!("Proxy-Authorization: {a}\r\n")).unwrap_or_default(),
+                    body.len()
+                )
+            },
+            "Proxy-Authenticate",
+            "INVITE",
+            &uri,
+            "1000",
+        )
+    }
+
+    fn with_body(response: &str, body: &str) -> String {
+        response.replace(
+            "Content-Length: 0\r\n\r\n",
+            &format!(
+                "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            ),
+        )
+    }
+
+    #[test]
+    fn offer_and_answer_are_rewritten_and_idle_media_hangs_up() {
+        let (mut h, anchor) = harness();
+        h.register("1001", "127.0.0.1:7001");
+        let out = invite_with(&mut h, SDP);
+        let invite = &out
+            .iter()
+            .find(|(_, m)| m.method() == Some("INVITE"))
+            .expect("fork")
+            .1;
+        let body = String::from_utf8_lossy(&invite.body).to_string();
+        assert!(body.contains("(offer from Caller)"), "{body}");
+        assert_eq!(anchor.opened.load(Ordering::Relaxed), 1);
+
+        let ringing = with_body(&answer(invite, 183, "Session Progress"), SDP);
+        h.feed("127.0.0.1:7001", &ringing);
+        let ok = with_body(&answer(invite, 200, "OK"), SDP);
+        h.feed("127.0.0.1:7001", &ok);
+        let out = h.take();
+        for status in [183, 200] {
+            let m = &out
+                .iter()
+                .find(|(_, m)| m.status() == Some(status))
+                .expect("relayed")
+                .1;
+            let body = String::from_utf8_lossy(&m.body).to_string();
+            assert!(body.contains("(answer from Callee)"), "{status}: {body}");
+        }
+
+        // The relay reports the call idle: both legs get a BYE, and the record
+        // carries the media counters.
+        h.shard.media_idle(h.now, 1);
+        h.drain();
+        let out = h.take();
+        let byes: Vec<u16> = out
+            .iter()
+            .filter(|(_, m)| m.method() == Some("BYE"))
+            .map(|(a, _)| a.port())
+            .collect();
+        assert!(byes.contains(&7000) && byes.contains(&7001), "{byes:?}");
+    }
+
+    #[test]
+    fn a_refused_offer_gets_488_and_nothing_rings() {
+        let (mut h, _) = harness();
+        h.register("1001", "127.0.0.1:7001");
+        let out = invite_with(&mut h, &format!("{SDP}a=refuse\r\n"));
+        assert!(statuses(&out).contains(&488), "{:?}", statuses(&out));
+        assert!(out.iter().all(|(_, m)| m.method() != Some("INVITE")));
+    }
+
+    #[test]
+    fn late_offer_goes_through_the_media_both_ways() {
+        let (mut h, _) = harness();
+        h.register("1001", "127.0.0.1:7001");
+        let out = h.invite();
+        let invite = out
+            .iter()
+            .find(|(_, m)| m.method() == Some("INVITE"))
+            .expect("fork")
+            .1
+            .clone();
+        assert!(invite.body.is_empty());
+        h.feed(
+            "127.0.0.1:7001",
+            &with_body(&answer(&invite, 200, "OK"), SDP),
+        );
+        let out = h.take();
+        let ok = out
+            .iter()
+            .find(|(_, m)| m.status() == Some(200))
+            .expect("200")
+            .1
+            .clone();
+        assert!(String::from_utf8_lossy(&ok.body).contains("(offer from Callee)"));
+        let ack = format!(
+            "ACK sip:pbx@{SERVER} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bKack\r\nFrom: <sip:1000@{DOMAIN}>;tag=a\r\nTo: {}\r\nCall-ID: call-1\r\nCSeq: 2 ACK\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
+            ok.header("To").unwrap(),
+            SDP.len()
+        );
+        h.feed("127.0.0.1:7000", &ack);
+        let out = h.take();
+        let ack_b = &out
+            .iter()
+            .find(|(a, m)| m.method() == Some("ACK") && a.port() == 7001)
+            .expect("ACK to the callee")
+            .1;
+        assert!(String::from_utf8_lossy(&ack_b.body).contains("(answer from Caller)"));
+    }
+
+    #[test]
+    fn the_record_carries_media_counters() {
+        let (mut h, _) = harness();
+        h.register("1001", "127.0.0.1:7001");
+        let out = invite_with(&mut h, SDP);
+        let invite = out
+            .iter()
+            .find(|(_, m)| m.method() == Some("INVITE"))
+            .expect("fork")
+            .1
+            .clone();
+        h.feed(
+            "127.0.0.1:7001",
+            &with_body(&answer(&invite, 200, "OK"), SDP),
+        );
+        h.shard.media_idle(h.now, 1);
+        let mut cdr = None;
+        while let Some(o) = h.shard.poll_output() {
+            if let Output::Cdr(c) = o {
+                cdr = Some(c);
+            }
+        }
+        let cdr = cdr.expect("record written");
+        // offer + answer passed through the handle
+        assert_eq!(cdr.media.caller.packets_in, 2);
+        assert_eq!(cdr.hangup_by, "system");
+    }
 }

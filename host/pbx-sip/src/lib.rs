@@ -6,10 +6,12 @@
 //!
 //! 1. streams only: [`framer::next_frame`] to cut the byte stream into
 //!    messages and keep-alives;
-//! 2. [`peek_call_id`] to pick the shard that owns the call, without parsing;
+//! 2. [`peek_call_id`] to pick the shard that owns the call, and
+//!    [`peek_header`] for other cheap looks (abuse checks), without parsing;
 //! 3. [`parse`] on that shard; on error, [`error_response`] with
 //!    [`Error::status`] to build the answer, or drop the message when it
-//!    returns `None`.
+//!    returns `None` ([`error_response_with`] adds headers such as
+//!    `Retry-After` to a stateless `503`).
 //!
 //! ```
 //! let raw = b"OPTIONS sip:pbx.example.com SIP/2.0\r\n\
@@ -48,6 +50,6 @@ mod reply;
 mod scan;
 
 pub use error::{Error, Result};
-pub use message::{parse, peek_call_id};
-pub use reply::error_response;
+pub use message::{parse, peek_call_id, peek_header};
+pub use reply::{error_response, error_response_with};
 pub use rsip;

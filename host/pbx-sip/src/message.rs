@@ -162,6 +162,16 @@ fn validate(message: &rsip::SipMessage, method: Option<&[u8]>) -> Result<()> {
 /// returns `None` when no non-empty Call-ID appears on a header line of its
 /// own (a value that starts on a folded continuation line is not found).
 pub fn peek_call_id(raw: &[u8]) -> Option<&[u8]> {
+    peek_header(raw, "Call-ID", Some(b'i'))
+}
+
+/// The value of the first header named `name` (any case, or its `compact`
+/// one-letter form), trimmed, without parsing or allocating. The start line is
+/// skipped; the search ends at the end of the header section. `None` when the
+/// header is absent, empty, or starts on a folded continuation line. Meant for
+/// cheap looks at raw bytes before any parsing (dispatch, abuse checks): the
+/// value is untrusted and may be anything.
+pub fn peek_header<'a>(raw: &'a [u8], name: &str, compact: Option<u8>) -> Option<&'a [u8]> {
     let raw = raw.get(scan::leading_crlf(raw)..)?;
     let mut lines = raw.split(|&b| b == b'\n').map(scan::strip_cr);
     lines.next()?;
@@ -174,8 +184,8 @@ pub fn peek_call_id(raw: &[u8]) -> Option<&[u8]> {
         let Some(colon) = memchr::memchr(b':', line) else {
             continue;
         };
-        let name = scan::trim(line.get(..colon).unwrap_or_default());
-        if scan::name_is(name, "Call-ID", Some(b'i')) {
+        let found = scan::trim(line.get(..colon).unwrap_or_default());
+        if scan::name_is(found, name, compact) {
             let value = scan::trim(line.get(colon + 1..).unwrap_or_default());
             return (!value.is_empty()).then_some(value);
         }
@@ -201,6 +211,34 @@ mod tests {
 
     fn with(from: &str, to: &str) -> String {
         INVITE.replacen(from, to, 1)
+    }
+
+    #[test]
+    fn peek_header_finds_values_by_full_or_compact_name() {
+        let raw = INVITE.as_bytes();
+        assert_eq!(
+            peek_header(raw, "to", Some(b't')),
+            Some(&b"Bob <sip:bob@example.com>"[..])
+        );
+        assert_eq!(peek_header(raw, "CSEQ", None), Some(&b"314159 INVITE"[..]));
+        assert_eq!(peek_header(raw, "User-Agent", None), None);
+        let compact = with("To: Bob <sip:bob@example.com>", "t:  <sip:x@y>  ");
+        assert_eq!(
+            peek_header(compact.as_bytes(), "To", Some(b't')),
+            Some(&b"<sip:x@y>"[..])
+        );
+        // Nothing past the header section, nothing from the start line.
+        let body = with("v=0\n", "User-Agent: hidden\r\n");
+        assert_eq!(peek_header(body.as_bytes(), "User-Agent", None), None);
+        assert_eq!(
+            peek_header(b"User-Agent: x\r\n\r\n", "User-Agent", None),
+            None
+        );
+        assert_eq!(peek_header(b"", "To", None), None);
+        assert_eq!(
+            peek_header(b"INVITE x SIP/2.0\r\nTo:\r\n\r\n", "To", None),
+            None
+        );
     }
 
     #[test]

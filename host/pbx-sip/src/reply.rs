@@ -14,6 +14,18 @@ use crate::scan;
 /// lines are used, so a truncated datagram still gets an answer. Control
 /// characters in `reason` are replaced by spaces.
 pub fn error_response(raw: &[u8], status: u16, reason: &str) -> Option<Vec<u8>> {
+    error_response_with(raw, status, reason, &[])
+}
+
+/// Like [`error_response`], with `extra` header lines (e.g. `Retry-After` on a
+/// `503`) before `Content-Length`. A name that is not a token, or control
+/// characters in a value, drop that header rather than break the message.
+pub fn error_response_with(
+    raw: &[u8],
+    status: u16,
+    reason: &str,
+    extra: &[(&str, &str)],
+) -> Option<Vec<u8>> {
     if !(300..=699).contains(&status) {
         return None;
     }
@@ -87,6 +99,16 @@ pub fn error_response(raw: &[u8], status: u16, reason: &str) -> Option<Vec<u8>> 
     }
     copy_line(&mut out, &call_id);
     copy_line(&mut out, &cseq);
+    for (name, value) in extra {
+        let name_ok = !name.is_empty() && name.bytes().all(scan::is_token);
+        if !name_ok || value.bytes().any(|b| b.is_ascii_control() && b != b'\t') {
+            continue;
+        }
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
     out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
     Some(out)
 }
@@ -247,6 +269,34 @@ mod tests {
         let out = text(error_response(cut, 400, "Bad Request"));
         assert!(out.contains("\r\nCSeq: 7 INVITE\r\n"));
         assert!(!out.contains("Conte\r\n"));
+    }
+
+    #[test]
+    fn extra_headers_are_added_and_checked() {
+        let out = text(error_response_with(
+            BAD.as_bytes(),
+            503,
+            "Service Unavailable",
+            &[
+                ("Retry-After", "5"),
+                ("Bad Name", "x"),
+                ("X-Evil", "a\r\nB: c"),
+            ],
+        ));
+        assert!(out.starts_with("SIP/2.0 503 Service Unavailable\r\n"));
+        assert!(
+            out.ends_with("\r\nRetry-After: 5\r\nContent-Length: 0\r\n\r\n"),
+            "{out}"
+        );
+        assert!(
+            !out.contains("Bad Name") && !out.contains("X-Evil"),
+            "{out}"
+        );
+        assert!(crate::parse(out.as_bytes()).is_ok(), "{out}");
+        assert_eq!(
+            error_response_with(BAD.as_bytes(), 400, "Bad Request", &[]),
+            error_response(BAD.as_bytes(), 400, "Bad Request")
+        );
     }
 
     #[test]

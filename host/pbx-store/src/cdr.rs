@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite};
 
-use crate::{Cdr, Disposition, Error, Result, Store, TenantId};
+use crate::{Cdr, CdrMedia, Disposition, Error, LegMedia, Result, Store, TenantId};
 
 /// Which of a tenant's CDRs to list. Every field is optional; the default lists
 /// the newest [`CdrFilter::MAX_LIMIT`] records.
@@ -28,8 +28,25 @@ impl CdrFilter {
 
 const INSERT: &str = "INSERT INTO cdrs \
     (tenant_id, caller, callee, started_at_ms, answered_at_ms, ended_at_ms, disposition, \
-     sip_code, hangup_by, caller_call_id, callee_call_id) \
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+     sip_code, hangup_by, caller_call_id, callee_call_id, \
+     caller_packets_in, caller_bytes_in, caller_packets_out, caller_bytes_out, \
+     caller_srtp_auth_failures, caller_packets_lost, \
+     callee_packets_in, callee_bytes_in, callee_packets_out, callee_bytes_out, \
+     callee_srtp_auth_failures, callee_packets_lost) \
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+
+/// The columns a CDR is read from (after `id`).
+pub(crate) const COLUMNS: &str = "tenant_id, caller, callee, started_at_ms, answered_at_ms, \
+    ended_at_ms, disposition, sip_code, hangup_by, caller_call_id, callee_call_id, \
+    caller_packets_in, caller_bytes_in, caller_packets_out, caller_bytes_out, \
+    caller_srtp_auth_failures, caller_packets_lost, \
+    callee_packets_in, callee_bytes_in, callee_packets_out, callee_bytes_out, \
+    callee_srtp_auth_failures, callee_packets_lost";
+
+/// SQLite integers are signed: counters saturate at `i64::MAX`.
+fn count(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
 
 impl Store {
     /// Writes a batch of CDRs in one transaction; when this returns `Ok` they are
@@ -40,7 +57,7 @@ impl Store {
         }
         let mut tx = self.write_tx().await?;
         for c in cdrs {
-            sqlx::query(INSERT)
+            let mut q = sqlx::query(INSERT)
                 .bind(c.tenant.0)
                 .bind(&c.caller)
                 .bind(&c.callee)
@@ -51,9 +68,17 @@ impl Store {
                 .bind(i64::from(c.sip_code))
                 .bind(&c.hangup_by)
                 .bind(&c.caller_call_id)
-                .bind(&c.callee_call_id)
-                .execute(&mut *tx)
-                .await?;
+                .bind(&c.callee_call_id);
+            for leg in [&c.media.caller, &c.media.callee] {
+                q = q
+                    .bind(count(leg.packets_in))
+                    .bind(count(leg.bytes_in))
+                    .bind(count(leg.packets_out))
+                    .bind(count(leg.bytes_out))
+                    .bind(count(leg.srtp_auth_failures))
+                    .bind(count(leg.packets_lost));
+            }
+            q.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -61,11 +86,9 @@ impl Store {
 
     /// The tenant's CDRs matching `filter`, newest first.
     pub async fn list_cdrs(&self, tenant: TenantId, filter: &CdrFilter) -> Result<Vec<Cdr>> {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "SELECT tenant_id, caller, callee, started_at_ms, answered_at_ms, ended_at_ms, \
-             disposition, sip_code, hangup_by, caller_call_id, callee_call_id \
-             FROM cdrs WHERE tenant_id = ",
-        );
+        let mut q = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT {COLUMNS} FROM cdrs WHERE tenant_id = "
+        ));
         q.push_bind(tenant.0);
         if let Some(since) = filter.since_ms {
             q.push(" AND started_at_ms >= ").push_bind(since);
@@ -94,7 +117,8 @@ impl Store {
     }
 }
 
-fn from_row(row: &SqliteRow) -> Result<Cdr> {
+/// Reads one record from a row holding [`COLUMNS`].
+pub(crate) fn from_row(row: &SqliteRow) -> Result<Cdr> {
     let tenant = TenantId(row.try_get("tenant_id")?);
     let bad = |what: &str| Error::Invalid(format!("stored CDR of tenant {tenant}: {what}"));
     let disposition: String = row.try_get("disposition")?;
@@ -111,6 +135,25 @@ fn from_row(row: &SqliteRow) -> Result<Cdr> {
         hangup_by: row.try_get("hangup_by")?,
         caller_call_id: row.try_get("caller_call_id")?,
         callee_call_id: row.try_get("callee_call_id")?,
+        media: CdrMedia {
+            caller: leg_media(row, "caller")?,
+            callee: leg_media(row, "callee")?,
+        },
+    })
+}
+
+fn leg_media(row: &SqliteRow, leg: &str) -> Result<LegMedia> {
+    let get = |what: &str| -> Result<u64> {
+        let n: i64 = row.try_get(format!("{leg}_{what}").as_str())?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    };
+    Ok(LegMedia {
+        packets_in: get("packets_in")?,
+        bytes_in: get("bytes_in")?,
+        packets_out: get("packets_out")?,
+        bytes_out: get("bytes_out")?,
+        srtp_auth_failures: get("srtp_auth_failures")?,
+        packets_lost: get("packets_lost")?,
     })
 }
 
@@ -131,7 +174,36 @@ pub(crate) mod tests {
             hangup_by: "caller".into(),
             caller_call_id: format!("a-{started_at_ms}"),
             callee_call_id: format!("b-{started_at_ms}"),
+            media: CdrMedia::default(),
         }
+    }
+
+    #[tokio::test]
+    async fn media_counters_round_trip() {
+        let store = Store::open_in_memory().await.expect("open");
+        let a = store.add_tenant("a", "a.example").await.expect("a").id;
+        let mut c = cdr(a, "100", "101", 1_000);
+        c.media.caller = LegMedia {
+            packets_in: 500,
+            bytes_in: 86_000,
+            packets_out: 498,
+            bytes_out: 85_656,
+            srtp_auth_failures: 2,
+            packets_lost: 1,
+        };
+        c.media.callee.packets_in = 498;
+        c.media.callee.bytes_out = u64::MAX;
+        store.insert_cdrs(std::slice::from_ref(&c)).await.expect("insert");
+        let got = store.list_cdrs(a, &CdrFilter::default()).await.expect("list");
+        assert_eq!(got[0].media.caller, c.media.caller);
+        assert_eq!(got[0].media.callee.packets_in, 498);
+        // saturated rather than wrapped
+        assert_eq!(got[0].media.callee.bytes_out, i64::MAX as u64);
+        let (page, _) = store
+            .cdr_page(a, &CdrFilter::default(), None, 10)
+            .await
+            .expect("page");
+        assert_eq!(page[0].media, got[0].media);
     }
 
     fn starts(cdrs: &[Cdr]) -> Vec<i64> {

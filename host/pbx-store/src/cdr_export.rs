@@ -2,7 +2,8 @@
 
 use sqlx::{QueryBuilder, Row, Sqlite};
 
-use crate::{Cdr, CdrFilter, Disposition, Error, Result, Store, TenantId};
+use crate::cdr::{COLUMNS, from_row};
+use crate::{Cdr, CdrFilter, Result, Store, TenantId};
 
 /// Where the next page of an export starts: just after this record in
 /// newest-first order.
@@ -25,11 +26,9 @@ impl Store {
         page: u32,
     ) -> Result<(Vec<Cdr>, Option<CdrCursor>)> {
         let page = page.clamp(1, CdrFilter::MAX_LIMIT);
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "SELECT id, tenant_id, caller, callee, started_at_ms, answered_at_ms, ended_at_ms, \
-             disposition, sip_code, hangup_by, caller_call_id, callee_call_id \
-             FROM cdrs WHERE tenant_id = ",
-        );
+        let mut q = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT id, {COLUMNS} FROM cdrs WHERE tenant_id = "
+        ));
         q.push_bind(tenant.0);
         if let Some(since) = filter.since_ms {
             q.push(" AND started_at_ms >= ").push_bind(since);
@@ -62,28 +61,12 @@ impl Store {
         let mut out = Vec::with_capacity(rows.len());
         let mut last = None;
         for row in &rows {
-            let tenant = TenantId(row.try_get("tenant_id")?);
-            let bad = |what: &str| Error::Invalid(format!("stored CDR of tenant {tenant}: {what}"));
-            let disposition: String = row.try_get("disposition")?;
-            let sip_code: i64 = row.try_get("sip_code")?;
-            let started_at_ms: i64 = row.try_get("started_at_ms")?;
+            let cdr = from_row(row)?;
             last = Some(CdrCursor {
-                started_at_ms,
+                started_at_ms: cdr.started_at_ms,
                 id: row.try_get("id")?,
             });
-            out.push(Cdr {
-                tenant,
-                caller: row.try_get("caller")?,
-                callee: row.try_get("callee")?,
-                started_at_ms,
-                answered_at_ms: row.try_get("answered_at_ms")?,
-                ended_at_ms: row.try_get("ended_at_ms")?,
-                disposition: Disposition::parse(&disposition).ok_or_else(|| bad("disposition"))?,
-                sip_code: u16::try_from(sip_code).map_err(|_| bad("sip_code"))?,
-                hangup_by: row.try_get("hangup_by")?,
-                caller_call_id: row.try_get("caller_call_id")?,
-                callee_call_id: row.try_get("callee_call_id")?,
-            });
+            out.push(cdr);
         }
         let next = if out.len() < page as usize {
             None

@@ -3,7 +3,7 @@
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
-use crate::{Error, Result, Store, Tenant, TenantId, TenantStatus, validate};
+use crate::{Error, MediaEncryption, Result, Store, Tenant, TenantId, TenantStatus, validate};
 
 impl Store {
     /// Creates a tenant with its primary domain (which becomes the digest realm).
@@ -40,6 +40,7 @@ impl Store {
             status: TenantStatus::Active,
             realm: domain.clone(),
             domains: vec![domain],
+            media_encryption: MediaEncryption::default(),
         })
     }
 
@@ -64,7 +65,7 @@ impl Store {
     /// The tenant with this id, if any.
     pub async fn tenant(&self, id: TenantId) -> Result<Option<Tenant>> {
         let mut conn = self.pool.acquire().await?;
-        let row = sqlx::query("SELECT id, name, status FROM tenants WHERE id = ?")
+        let row = sqlx::query("SELECT id, name, status, media_encryption FROM tenants WHERE id = ?")
             .bind(id.0)
             .fetch_optional(&mut *conn)
             .await?;
@@ -77,7 +78,7 @@ impl Store {
     /// The tenant with this exact name, if any.
     pub async fn tenant_by_name(&self, name: &str) -> Result<Option<Tenant>> {
         let mut conn = self.pool.acquire().await?;
-        let row = sqlx::query("SELECT id, name, status FROM tenants WHERE name = ?")
+        let row = sqlx::query("SELECT id, name, status, media_encryption FROM tenants WHERE name = ?")
             .bind(name)
             .fetch_optional(&mut *conn)
             .await?;
@@ -165,43 +166,51 @@ async fn insert_domain(
     Ok(())
 }
 
-/// Reads the `id, name, status` columns of a tenants row.
-fn tenant_row(row: &SqliteRow) -> Result<(TenantId, String, TenantStatus)> {
+/// Reads the `id, name, status, media_encryption` columns of a tenants row.
+fn tenant_row(row: &SqliteRow) -> Result<Tenant> {
     let id = TenantId(row.try_get("id")?);
     let name: String = row.try_get("name")?;
     let status: String = row.try_get("status")?;
     let status = TenantStatus::parse(&status)
         .ok_or_else(|| Error::Invalid(format!("stored tenant {id} has status {status:?}")))?;
-    Ok((id, name, status))
-}
-
-fn assemble(id: TenantId, name: String, status: TenantStatus, domains: Vec<String>) -> Tenant {
-    Tenant {
+    let media: String = row.try_get("media_encryption")?;
+    let media_encryption = MediaEncryption::parse(&media).ok_or_else(|| {
+        Error::Invalid(format!("stored tenant {id} has media encryption {media:?}"))
+    })?;
+    Ok(Tenant {
         id,
         name,
         status,
-        realm: domains.first().cloned().unwrap_or_default(),
-        domains,
-    }
+        realm: String::new(),
+        domains: Vec::new(),
+        media_encryption,
+    })
+}
+
+/// The tenant with its domains, the first of which is its realm.
+fn assemble(mut tenant: Tenant, domains: Vec<String>) -> Tenant {
+    tenant.realm = domains.first().cloned().unwrap_or_default();
+    tenant.domains = domains;
+    tenant
 }
 
 async fn with_domains(conn: &mut SqliteConnection, row: &SqliteRow) -> Result<Tenant> {
-    let (id, name, status) = tenant_row(row)?;
+    let tenant = tenant_row(row)?;
     let rows =
         sqlx::query("SELECT domain FROM tenant_domains WHERE tenant_id = ? ORDER BY position")
-            .bind(id.0)
+            .bind(tenant.id.0)
             .fetch_all(conn)
             .await?;
     let domains = rows
         .iter()
         .map(|r| r.try_get("domain"))
         .collect::<Result<Vec<String>, _>>()?;
-    Ok(assemble(id, name, status, domains))
+    Ok(assemble(tenant, domains))
 }
 
 /// Every tenant with its domains (primary first), in id order.
 pub(crate) async fn load_all(conn: &mut SqliteConnection) -> Result<Vec<Tenant>> {
-    let tenant_rows = sqlx::query("SELECT id, name, status FROM tenants ORDER BY id")
+    let tenant_rows = sqlx::query("SELECT id, name, status, media_encryption FROM tenants ORDER BY id")
         .fetch_all(&mut *conn)
         .await?;
     let domain_rows =
@@ -218,9 +227,9 @@ pub(crate) async fn load_all(conn: &mut SqliteConnection) -> Result<Vec<Tenant>>
     tenant_rows
         .iter()
         .map(|row| {
-            let (id, name, status) = tenant_row(row)?;
-            let list = domains.remove(&id.0).unwrap_or_default();
-            Ok(assemble(id, name, status, list))
+            let tenant = tenant_row(row)?;
+            let list = domains.remove(&tenant.id.0).unwrap_or_default();
+            Ok(assemble(tenant, list))
         })
         .collect()
 }

@@ -48,6 +48,41 @@ pub struct Tenant {
     pub realm: String,
     /// Every SIP domain of the tenant, lower-case, the primary one first.
     pub domains: Vec<String>,
+    /// Whether the tenant's calls must, may or must not use SRTP.
+    #[serde(default)]
+    pub media_encryption: MediaEncryption,
+}
+
+/// A tenant's SRTP policy for anchored media.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaEncryption {
+    /// Both legs must use SRTP; a plaintext offer is refused with 488.
+    Required,
+    /// SRTP on each leg that offers or accepts it over TLS.
+    #[default]
+    Optional,
+    /// Never SRTP.
+    Disabled,
+}
+
+impl MediaEncryption {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MediaEncryption::Required => "required",
+            MediaEncryption::Optional => "optional",
+            MediaEncryption::Disabled => "disabled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<MediaEncryption> {
+        match s {
+            "required" => Some(MediaEncryption::Required),
+            "optional" => Some(MediaEncryption::Optional),
+            "disabled" => Some(MediaEncryption::Disabled),
+            _ => None,
+        }
+    }
 }
 
 /// An extension's SIP credentials: HA1 digests only, never the password.
@@ -189,4 +224,30 @@ pub struct Cdr {
     pub caller_call_id: String,
     /// The Call-ID of the outbound leg (empty when none was created).
     pub callee_call_id: String,
+    /// Media counters of both legs (zero when no media was anchored).
+    #[serde(default)]
+    pub media: CdrMedia,
+}
+
+/// Media counters of one leg of a call. "in" is what the leg sent the host,
+/// "out" what the host sent it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LegMedia {
+    pub packets_in: u64,
+    pub bytes_in: u64,
+    pub packets_out: u64,
+    pub bytes_out: u64,
+    /// SRTP/SRTCP packets from the leg that failed authentication.
+    pub srtp_auth_failures: u64,
+    /// RTP packets missing from the leg's sequence numbers.
+    pub packets_lost: u64,
+}
+
+/// Media counters of a call, per leg.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CdrMedia {
+    /// The caller's leg.
+    pub caller: LegMedia,
+    /// The callee's leg.
+    pub callee: LegMedia,
 }

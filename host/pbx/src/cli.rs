@@ -19,7 +19,13 @@
 //! pbx --data-dir DIR did add TENANT NUMBER
 //! pbx --data-dir DIR did list TENANT
 //! pbx --data-dir DIR did remove NUMBER
-//! pbx --data-dir DIR serve [--config FILE] [--sip-udp ADDR]... [--sip-tcp ADDR]...
+//! pbx --data-dir DIR user add USERNAME --role provider-admin|tenant-admin|user [--tenant TENANT] --password-stdin
+//! pbx --data-dir DIR audit verify
+//! pbx --data-dir DIR ban list
+//! pbx --data-dir DIR ban remove ADDR
+//! pbx --data-dir DIR approval list [TENANT]
+//! pbx --data-dir DIR approval grant|deny ID --by NAME
+//! pbx --data-dir DIR serve [--config FILE] [--sip-udp ADDR]... [--sip-tcp ADDR]... [--api ADDR]
 //! pbx demo
 //! ```
 
@@ -29,6 +35,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::logging::LogFormat;
+
+fn parse_media_encryption(s: &str) -> Result<store::MediaEncryption, String> {
+    store::MediaEncryption::parse(s)
+        .ok_or_else(|| format!("`{s}` is not one of required, optional, disabled"))
+}
 
 /// A multi-tenant, programmable IP PBX.
 #[derive(Debug, Parser)]
@@ -66,11 +77,99 @@ pub enum Command {
     /// Manage inbound numbers (DIDs) and the tenants they route to.
     #[command(subcommand)]
     Did(DidCommand),
-    /// Run the SIP server.
+    /// Manage admin API users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Check the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// List and lift bans of abusive source addresses.
+    #[command(subcommand)]
+    Ban(BanCommand),
+    /// Review tenants' requests to call restricted destinations.
+    #[command(subcommand)]
+    Approval(ApprovalCommand),
+    /// Run the SIP server (and the admin API with `--api` or `[api]`).
     Serve(ServeArgs),
     /// Provision a demo tenant `acme` (domain acme.example) with extensions 1000 and
-    /// 1001, print their passwords and serve on 127.0.0.1:5060 (UDP and TCP).
+    /// 1001, print their passwords and serve on 127.0.0.1:5060 (UDP and TCP), with
+    /// the admin API on http://127.0.0.1:8080 (a provider admin `admin` is made,
+    /// its password printed, when there is none).
     Demo(ServeArgs),
+}
+
+/// `pbx user ...`
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add an admin API user; the password (read from stdin) must meet the
+    /// password policy.
+    Add {
+        /// The login name.
+        username: String,
+        /// What the user may do.
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        /// The user's tenant (required for tenant-admin and user).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Read the password from the first line of standard input.
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+}
+
+/// An admin API user's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RoleArg {
+    ProviderAdmin,
+    TenantAdmin,
+    User,
+}
+
+/// `pbx ban ...`
+#[derive(Debug, Subcommand)]
+pub enum BanCommand {
+    /// List the bans in force: address, reason, count, first and last offence,
+    /// end, and what was tried.
+    List,
+    /// Lift the ban of an address (a running server lifts it within a second).
+    Remove {
+        /// The banned IP address.
+        addr: std::net::IpAddr,
+    },
+}
+
+/// `pbx approval ...`
+#[derive(Debug, Subcommand)]
+pub enum ApprovalCommand {
+    /// List one tenant's requests (every status), or every tenant's pending
+    /// requests.
+    List {
+        /// The tenant's name; absent: pending requests of all tenants.
+        tenant: Option<String>,
+    },
+    /// Grant a pending request (recorded in the audit log).
+    Grant {
+        id: i64,
+        /// Who decides (recorded with the decision).
+        #[arg(long)]
+        by: String,
+    },
+    /// Deny a pending request (recorded in the audit log).
+    Deny {
+        id: i64,
+        /// Who decides (recorded with the decision).
+        #[arg(long)]
+        by: String,
+    },
+}
+
+/// `pbx audit ...`
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Recompute the audit log's hash chain; fails naming every edited,
+    /// deleted or missing entry.
+    Verify,
 }
 
 /// `pbx tenant ...`
@@ -93,6 +192,32 @@ pub enum TenantCommand {
     },
     /// List every tenant.
     List,
+    /// Change a tenant's settings.
+    Set {
+        /// The tenant's name.
+        tenant: String,
+        /// SRTP policy: required (a plaintext offer gets 488), optional, disabled.
+        #[arg(long, value_parser = parse_media_encryption, value_name = "POLICY")]
+        media_encryption: Option<store::MediaEncryption>,
+    },
+    /// Set a tenant's call limits (provider-controlled; omitted ones keep the
+    /// host default). Takes effect on a running server.
+    Limits {
+        /// The tenant's name.
+        tenant: String,
+        /// Calls in progress for the whole tenant.
+        #[arg(long)]
+        max_concurrent: Option<u32>,
+        /// Calls in progress per extension.
+        #[arg(long)]
+        max_concurrent_extension: Option<u32>,
+        /// New calls per second for the whole tenant.
+        #[arg(long)]
+        max_calls_per_second: Option<u32>,
+        /// Spend per UTC day, in cents.
+        #[arg(long)]
+        daily_cap_cents: Option<u64>,
+    },
 }
 
 /// `pbx extension ...`
@@ -266,12 +391,28 @@ pub struct ServeArgs {
     /// Listen for SIP over TCP on this address (repeatable).
     #[arg(long = "sip-tcp", value_name = "ADDR")]
     pub sip_tcp: Vec<SocketAddr>,
+    /// Listen for SIP over TLS on this address (repeatable; needs --tls-cert and --tls-key).
+    #[arg(long = "sip-tls", value_name = "ADDR")]
+    pub sip_tls: Vec<SocketAddr>,
+    /// PEM certificate chain of the TLS listeners.
+    #[arg(long, value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of the TLS listeners.
+    #[arg(long, value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates that TLS connections to trunks are verified against.
+    #[arg(long, value_name = "PEM")]
+    pub tls_ca: Option<PathBuf>,
     /// The host name or IP address put in Via and Contact headers.
     #[arg(long, value_name = "HOST")]
     pub advertise: Option<String>,
     /// Log line format.
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Serve the admin API on this address (TLS; plain HTTP only on loopback
+    /// with `plain_http` in `[api]`).
+    #[arg(long, value_name = "ADDR")]
+    pub api: Option<SocketAddr>,
 }
 
 #[cfg(test)]
@@ -392,6 +533,34 @@ mod tests {
         );
         assert!(parse(&["trunk", "add", "acme", "gw"]).is_err());
         assert!(parse(&["did", "remove", "+4930123456"]).is_ok());
+    }
+
+    #[test]
+    fn user_add_and_audit_verify_parse() {
+        let cli = parse(&[
+            "user",
+            "add",
+            "root",
+            "--role",
+            "provider-admin",
+            "--password-stdin",
+        ])
+        .unwrap();
+        let Command::User(UserCommand::Add { role, tenant, .. }) = cli.command else {
+            panic!("not user add");
+        };
+        assert_eq!((role, tenant), (RoleArg::ProviderAdmin, None));
+        assert!(parse(&["user", "add", "bob", "--role", "user", "--tenant", "acme"]).is_err());
+        assert!(parse(&["user", "add", "bob", "--role", "boss", "--password-stdin"]).is_err());
+        assert!(matches!(
+            parse(&["audit", "verify"]).unwrap().command,
+            Command::Audit(AuditCommand::Verify)
+        ));
+        let cli = parse(&["serve", "--api", "127.0.0.1:8443"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve");
+        };
+        assert_eq!(args.api, Some("127.0.0.1:8443".parse().unwrap()));
     }
 
     #[test]

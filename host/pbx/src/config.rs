@@ -8,6 +8,10 @@
 //! udp = ["127.0.0.1:5060"]
 //! tcp = ["127.0.0.1:5060"]
 //! advertise = "pbx.example.net"   # host name or IP put in Via/Contact
+//! tls = ["0.0.0.0:5061"]           # SIP over TLS
+//! tls_cert = "/etc/pbx/cert.pem"
+//! tls_key = "/etc/pbx/key.pem"
+//! tls_ca = "/etc/pbx/trunk-ca.pem" # CAs trusted for TLS to trunks
 //!
 //! [registrar]
 //! min_expires = 60
@@ -23,16 +27,40 @@
 //! ring_timeout_secs = 60
 //! max_duration_secs = 14400
 //!
+//! [guard]                          # abuse defenses, on by default
+//! enabled = true
+//! max_failures = 10                # authentication failures that ban a source ...
+//! window_secs = 300                # ... within this window
+//! ban_secs = 900                   # the first ban; repeat offenders get longer ones
+//! messages_per_second = 50         # per source address
+//! burst = 200
+//! trusted = ["10.0.0.0/8"]         # never limited or banned; default: loopback
+//!
+//! [media]                          # media anchoring (SDP rewritten to the relay)
+//! enabled = true
+//! bind_ip = "0.0.0.0"              # default: the first SIP listener's address
+//! advertise_ip = "203.0.113.7"     # default: the bind address or SIP's advertised one
+//! port_min = 20000
+//! port_max = 29999
+//! idle_timeout_secs = 60           # a call without media this long is hung up
+//!
 //! [log]
 //! format = "text"                  # or "json"
+//!
+//! [api]                            # the admin REST API; absent: not served
+//! listen = "127.0.0.1:8443"
+//! # tls_cert = "/etc/pbx/api.pem"  # absent: a self-signed one in the data dir
+//! # tls_key = "/etc/pbx/api.key"
+//! # plain_http = false             # only allowed on a loopback address
 //! ```
 //!
 //! Command-line flags override the file: `--sip-udp`/`--sip-tcp` replace the
-//! file's lists, `--advertise` and `--log-format` its values. With no listener named
+//! file's lists, `--advertise`, `--log-format` and `--api` (the API's address)
+//! its values. With no listener named
 //! anywhere the server listens on 127.0.0.1:5060 over UDP and TCP.
 
-use std::net::SocketAddr;
-use std::path::Path;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use pbx_core::{CoreConfig, DigestAlgorithm, RegistrarConfig};
@@ -40,14 +68,16 @@ use serde::Deserialize;
 
 use crate::cli::ServeArgs;
 use crate::logging::LogFormat;
-use crate::server::ServeOptions;
+use crate::server::{GuardOptions, MediaOptions, ServeOptions, TlsFiles};
 use crate::{Error, Result};
 
 /// The default SIP listener (UDP and TCP) when none is configured.
 pub const DEFAULT_SIP_ADDR: &str = "127.0.0.1:5060";
+/// Where `pbx demo` serves the admin API (plain HTTP: loopback only).
+pub const DEMO_API_ADDR: &str = "127.0.0.1:8080";
 
 /// The whole configuration file.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     /// Sent as `Server`/`User-Agent`; nothing is sent when absent.
@@ -62,6 +92,12 @@ pub struct FileConfig {
     pub calls: CallsSection,
     #[serde(default)]
     pub log: LogSection,
+    #[serde(default)]
+    pub guard: GuardSection,
+    #[serde(default)]
+    pub media: MediaSection,
+    /// `[api]`: the admin API's own settings ([`pbx_api::ApiConfig`]).
+    pub api: Option<pbx_api::ApiConfig>,
 }
 
 /// `[sip]`
@@ -72,7 +108,28 @@ pub struct SipSection {
     pub udp: Vec<SocketAddr>,
     #[serde(default)]
     pub tcp: Vec<SocketAddr>,
+    /// SIP over TLS listeners.
+    #[serde(default)]
+    pub tls: Vec<SocketAddr>,
+    /// PEM certificate chain and key for the TLS listeners.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates that TLS connections to trunks are verified against.
+    pub tls_ca: Option<PathBuf>,
     pub advertise: Option<String>,
+}
+
+/// `[media]`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaSection {
+    /// Anchor media (default true); false passes SDP through untouched.
+    pub enabled: Option<bool>,
+    pub bind_ip: Option<IpAddr>,
+    pub advertise_ip: Option<IpAddr>,
+    pub port_min: Option<u16>,
+    pub port_max: Option<u16>,
+    pub idle_timeout_secs: Option<u64>,
 }
 
 /// `[registrar]`
@@ -100,6 +157,20 @@ pub struct AuthSection {
 pub struct CallsSection {
     pub ring_timeout_secs: Option<u64>,
     pub max_duration_secs: Option<u64>,
+}
+
+/// `[guard]`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardSection {
+    pub enabled: Option<bool>,
+    pub max_failures: Option<u32>,
+    pub window_secs: Option<u64>,
+    pub ban_secs: Option<u64>,
+    pub messages_per_second: Option<u32>,
+    pub burst: Option<u32>,
+    /// CIDR networks or single addresses; replaces the default (loopback).
+    pub trusted: Option<Vec<String>>,
 }
 
 /// `[log]`
@@ -142,6 +213,8 @@ impl FileConfig {
 pub struct Settings {
     pub serve: ServeOptions,
     pub log_format: LogFormat,
+    /// The admin API, when `[api]` or `--api` asks for it.
+    pub api: Option<pbx_api::ApiConfig>,
 }
 
 impl Settings {
@@ -155,9 +228,26 @@ impl Settings {
     }
 
     /// Like [`Settings::load`]; the demo always serves somewhere, by default on
-    /// 127.0.0.1:5060.
+    /// 127.0.0.1:5060, and always serves the admin API, by default on
+    /// [`DEMO_API_ADDR`] over plain HTTP (loopback).
     pub fn load_demo(args: &ServeArgs) -> Result<Settings> {
-        Settings::load(args)
+        let mut settings = Settings::load(args)?;
+        match settings.api.as_mut() {
+            None => {
+                let listen = DEMO_API_ADDR
+                    .parse()
+                    .map_err(|_| Error::Config("bad built-in API address".into()))?;
+                settings.api = Some(pbx_api::ApiConfig {
+                    listen,
+                    plain_http: true,
+                    ..pbx_api::ApiConfig::default()
+                });
+            }
+            // `--api` in the demo: plain HTTP where that is allowed.
+            Some(api) if args.api.is_some() => api.plain_http = api.listen.ip().is_loopback(),
+            Some(_) => {}
+        }
+        Ok(settings)
     }
 
     /// Merges flags over a parsed file and checks the result.
@@ -171,14 +261,15 @@ impl Settings {
         };
         let mut udp = pick(&args.sip_udp, &file.sip.udp);
         let mut tcp = pick(&args.sip_tcp, &file.sip.tcp);
-        if udp.is_empty() && tcp.is_empty() {
+        let mut tls = pick(&args.sip_tls, &file.sip.tls);
+        if udp.is_empty() && tcp.is_empty() && tls.is_empty() {
             let default: SocketAddr = DEFAULT_SIP_ADDR
                 .parse()
                 .map_err(|_| Error::Config("bad built-in default address".into()))?;
             udp.push(default);
             tcp.push(default);
         }
-        for list in [&mut udp, &mut tcp] {
+        for list in [&mut udp, &mut tcp, &mut tls] {
             let mut seen = std::collections::HashSet::new();
             list.retain(|a| seen.insert(*a));
         }
@@ -192,14 +283,82 @@ impl Settings {
             check_host(host)?;
         }
 
+        let mut api = file.api.clone();
+        if let Some(addr) = args.api {
+            api.get_or_insert_with(pbx_api::ApiConfig::default).listen = addr;
+        }
+        if let Some(api) = &api
+            && api.plain_http
+            && !api.listen.ip().is_loopback()
+        {
+            return Err(Error::Config(format!(
+                "api.plain_http is only allowed on a loopback address, not {}",
+                api.listen
+            )));
+        }
+
         let core = core_config(&file)?;
         let mut serve = ServeOptions::new(udp, tcp, core);
         serve.advertise = advertise;
+        serve.guard = guard_options(&file.guard)?;
+        serve.tls_files = tls_files(&file.sip, args)?;
+        serve.tls_ca = args.tls_ca.clone().or_else(|| file.sip.tls_ca.clone());
+        if !tls.is_empty() && serve.tls_files.is_none() {
+            return Err(Error::Config(
+                "SIP over TLS needs --tls-cert and --tls-key (sip.tls_cert, sip.tls_key)".into(),
+            ));
+        }
+        serve.tls = tls;
+        serve.media = media_options(&file.media)?;
         Ok(Settings {
             serve,
             log_format: args.log_format.or(file.log.format).unwrap_or_default(),
+            api,
         })
     }
+}
+
+/// The TLS files from the flags over the file; a certificate needs its key.
+fn tls_files(sip: &SipSection, args: &ServeArgs) -> Result<Option<TlsFiles>> {
+    let cert = args.tls_cert.clone().or_else(|| sip.tls_cert.clone());
+    let key = args.tls_key.clone().or_else(|| sip.tls_key.clone());
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(TlsFiles { cert, key })),
+        (None, None) => Ok(None),
+        _ => Err(Error::Config(
+            "a TLS certificate needs its key and a key its certificate".into(),
+        )),
+    }
+}
+
+/// The `[media]` section over the defaults; `None` when anchoring is off.
+fn media_options(m: &MediaSection) -> Result<Option<MediaOptions>> {
+    if m.enabled == Some(false) {
+        return Ok(None);
+    }
+    let d = MediaOptions::default();
+    let opts = MediaOptions {
+        bind_ip: m.bind_ip,
+        advertise_ip: m.advertise_ip,
+        port_min: m.port_min.unwrap_or(d.port_min),
+        port_max: m.port_max.unwrap_or(d.port_max),
+        idle_timeout: match m.idle_timeout_secs {
+            Some(secs) => positive_secs("media.idle_timeout_secs", secs)?,
+            None => d.idle_timeout,
+        },
+    };
+    if opts.port_min == 0 || opts.port_max <= opts.port_min {
+        return Err(Error::Config(format!(
+            "media: need 0 < port_min < port_max, got {} / {}",
+            opts.port_min, opts.port_max
+        )));
+    }
+    if opts.advertise_ip.is_some_and(|ip| ip.is_unspecified()) {
+        return Err(Error::Config(
+            "media.advertise_ip must be a concrete address".into(),
+        ));
+    }
+    Ok(Some(opts))
 }
 
 /// Maps the file's protocol settings onto the SIP core's configuration.
@@ -274,6 +433,54 @@ fn core_config(file: &FileConfig) -> Result<CoreConfig> {
         core.user_agent = (!ua.is_empty()).then(|| ua.to_owned());
     }
     Ok(core)
+}
+
+/// Maps `[guard]` onto the server's abuse-defense options.
+fn guard_options(section: &GuardSection) -> Result<GuardOptions> {
+    let mut guard = GuardOptions::default();
+    if let Some(enabled) = section.enabled {
+        guard.enabled = enabled;
+    }
+    if let Some(n) = section.max_failures {
+        if n == 0 {
+            return Err(Error::Config(
+                "guard.max_failures must be at least 1".into(),
+            ));
+        }
+        guard.bans.max_failures = n;
+    }
+    if let Some(secs) = section.window_secs {
+        guard.bans.window = positive_secs("guard.window_secs", secs)?;
+    }
+    if let Some(secs) = section.ban_secs {
+        guard.bans.base_ban = positive_secs("guard.ban_secs", secs)?;
+        guard.bans.max_ban = guard.bans.max_ban.max(guard.bans.base_ban);
+    }
+    if let Some(n) = section.messages_per_second {
+        if n == 0 {
+            return Err(Error::Config(
+                "guard.messages_per_second must be at least 1".into(),
+            ));
+        }
+        guard.rate.per_second = n;
+    }
+    if let Some(n) = section.burst {
+        if n == 0 {
+            return Err(Error::Config("guard.burst must be at least 1".into()));
+        }
+        guard.rate.burst = n;
+    }
+    if let Some(list) = &section.trusted {
+        let nets = list
+            .iter()
+            .map(|n| {
+                pbx_guard::acl::parse_net(n)
+                    .map_err(|e| Error::Config(format!("guard.trusted: `{n}`: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        guard.set_trusted(nets);
+    }
+    Ok(guard)
 }
 
 fn positive_secs(key: &str, secs: u64) -> Result<Duration> {
@@ -431,6 +638,78 @@ format = "json"
         let s = Settings::resolve(FileConfig::default(), &args).unwrap();
         assert!(s.serve.udp.is_empty());
         assert_eq!(s.serve.tcp.len(), 1);
+    }
+
+    #[test]
+    fn api_section_and_flag() {
+        let file =
+            FileConfig::parse("[api]\nlisten = \"127.0.0.1:9443\"\nplain_http = true\n").unwrap();
+        let s = Settings::resolve(file.clone(), &ServeArgs::default()).unwrap();
+        let api = s.api.expect("api");
+        assert_eq!(api.listen, "127.0.0.1:9443".parse().unwrap());
+        assert!(api.plain_http);
+        let args = ServeArgs {
+            api: Some("[::1]:7443".parse().unwrap()),
+            ..ServeArgs::default()
+        };
+        let s = Settings::resolve(file, &args).unwrap();
+        assert_eq!(s.api.unwrap().listen, "[::1]:7443".parse().unwrap());
+        // The flag alone serves TLS with the defaults.
+        let s = Settings::resolve(FileConfig::default(), &args).unwrap();
+        assert!(!s.api.unwrap().plain_http);
+        assert!(
+            Settings::resolve(FileConfig::default(), &ServeArgs::default())
+                .unwrap()
+                .api
+                .is_none()
+        );
+        for text in [
+            "[api]\nlisen = \"127.0.0.1:1\"",
+            "[api]\nlisten = \"0.0.0.0:8443\"\nplain_http = true",
+        ] {
+            let res =
+                FileConfig::parse(text).and_then(|f| Settings::resolve(f, &ServeArgs::default()));
+            assert!(res.is_err(), "{text} accepted");
+        }
+    }
+
+    #[test]
+    fn demo_serves_the_api_on_loopback_over_plain_http() {
+        let s = Settings::load_demo(&ServeArgs::default()).unwrap();
+        let api = s.api.unwrap();
+        assert_eq!(api.listen, DEMO_API_ADDR.parse().unwrap());
+        assert!(api.plain_http);
+    }
+
+    #[test]
+    fn guard_section_maps_onto_the_options() {
+        let s = Settings::resolve(FileConfig::default(), &ServeArgs::default()).unwrap();
+        assert_eq!(s.serve.guard, GuardOptions::default());
+        let text = "[guard]\nmax_failures = 3\nwindow_secs = 60\nban_secs = 120\n\
+            messages_per_second = 5\nburst = 9\ntrusted = [\"10.0.0.0/8\", \"192.0.2.1\"]\n";
+        let s = Settings::resolve(FileConfig::parse(text).unwrap(), &ServeArgs::default()).unwrap();
+        let g = &s.serve.guard;
+        assert!(g.enabled);
+        assert_eq!(g.bans.max_failures, 3);
+        assert_eq!(g.bans.window, Duration::from_secs(60));
+        assert_eq!(g.bans.base_ban, Duration::from_secs(120));
+        assert_eq!((g.rate.per_second, g.rate.burst), (5, 9));
+        assert_eq!(g.trusted().len(), 2);
+        assert_eq!(g.scanner.exempt, g.trusted());
+        let none = FileConfig::parse("[guard]\ntrusted = []\nenabled = false").unwrap();
+        let s = Settings::resolve(none, &ServeArgs::default()).unwrap();
+        assert!(s.serve.guard.trusted().is_empty());
+        assert!(!s.serve.guard.enabled);
+        for text in [
+            "[guard]\nmax_failures = 0",
+            "[guard]\ntrusted = [\"not-a-net\"]",
+            "[guard]\nban_secs = 0",
+            "[guard]\nbanned = 1",
+        ] {
+            let res =
+                FileConfig::parse(text).and_then(|f| Settings::resolve(f, &ServeArgs::default()));
+            assert!(res.is_err(), "{text} accepted");
+        }
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! This crate is the edge of the system. It parses the command line ([`cli`]) and the
 //! TOML configuration ([`config`]) once into typed values, provisions tenants and
 //! extensions straight into the store ([`provision`]), and runs the SIP server
-//! ([`server`]) around the socket-free state machines of `pbx-core`.
+//! ([`server`]) around the socket-free state machines of `pbx-core`, with the
+//! admin REST API (`pbx-api`) next to it when configured.
 //!
 //! # Design
 //! - `main.rs` is thin: it parses arguments, reads the environment (`RUST_LOG`),
@@ -44,13 +45,17 @@ pub async fn run(cli: Cli, log_filter: Option<String>) -> anyhow::Result<()> {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
     match cli.command {
         Command::Serve(args) => {
-            let settings = config::Settings::load(&args)?;
+            let mut settings = config::Settings::load(&args)?;
             logging::init(settings.log_format, log_filter.as_deref())?;
             let store = open_store(&data_dir).await?;
+            settings.serve.api = settings.api.take().map(|config| server::ApiOptions {
+                config,
+                data_dir: data_dir.clone(),
+            });
             server::serve(settings.serve, store, server::shutdown_signal()).await
         }
         Command::Demo(args) => {
-            let settings = config::Settings::load_demo(&args)?;
+            let mut settings = config::Settings::load_demo(&args)?;
             logging::init(settings.log_format, log_filter.as_deref())?;
             // The temporary directory lives until the server stops.
             let (dir, _temp) = match cli.data_dir {
@@ -64,7 +69,12 @@ pub async fn run(cli: Cli, log_filter: Option<String>) -> anyhow::Result<()> {
                 }
             };
             let store = open_store(&dir).await?;
-            let demo = provision::demo(&store).await?;
+            let mut demo = provision::demo(&store).await?;
+            demo.admin_password = provision::demo_admin(&store).await?;
+            settings.serve.api = settings.api.take().map(|config| server::ApiOptions {
+                config,
+                data_dir: dir.clone(),
+            });
             let mut out = std::io::stdout().lock();
             demo.print(&mut out, &dir, &settings.serve)?;
             drop(out);

@@ -1,5 +1,5 @@
 //! The provisioning commands (`tenant`, `extension`, `cdr`, `plugin`, `policy`,
-//! `trunk`, `did`) and the demo set-up, run straight against the store. Plugin
+//! `trunk`, `did`, `user`, `audit`, `ban`, `approval`) and the demo set-up, run straight against the store. Plugin
 //! files are validated by the plugin runtime before anything is stored. A running server notices the changes through
 //! the store's generation counter.
 
@@ -12,8 +12,9 @@ use rand::Rng;
 use store::{Cdr, CdrFilter, Store, Tenant};
 
 use crate::cli::{
-    CdrCommand, CdrFormat, Command, DidCommand, ExtensionCommand, PluginCommand, PolicyCommand,
-    TenantCommand, TrunkCommand,
+    ApprovalCommand, AuditCommand, BanCommand, CdrCommand, CdrFormat, Command, DidCommand,
+    ExtensionCommand, PluginCommand, PolicyCommand, RoleArg, TenantCommand, TrunkCommand,
+    UserCommand,
 };
 use crate::server::ServeOptions;
 use crate::{Error, Result};
@@ -54,6 +55,45 @@ pub async fn execute(
                 domain.to_ascii_lowercase(),
                 t.name
             )?;
+        }
+        Command::Tenant(TenantCommand::Limits {
+            tenant,
+            max_concurrent,
+            max_concurrent_extension,
+            max_calls_per_second,
+            daily_cap_cents,
+        }) => {
+            let t = tenant_named(store, &tenant).await?;
+            let limits = store::TenantLimits {
+                max_concurrent,
+                max_concurrent_extension,
+                max_calls_per_second,
+                daily_cap_cents,
+            };
+            store.set_tenant_limits(t.id, &limits).await?;
+            let show = |v: Option<u64>| v.map_or_else(|| "default".to_string(), |v| v.to_string());
+            writeln!(
+                out,
+                "limits of {}: concurrent {}, per extension {}, per second {}, daily cap {} cents",
+                t.name,
+                show(max_concurrent.map(u64::from)),
+                show(max_concurrent_extension.map(u64::from)),
+                show(max_calls_per_second.map(u64::from)),
+                show(daily_cap_cents),
+            )?;
+        }
+        Command::Tenant(TenantCommand::Set {
+            tenant,
+            media_encryption,
+        }) => {
+            let t = tenant_named(store, &tenant).await?;
+            match media_encryption {
+                Some(policy) => {
+                    store.set_media_encryption(t.id, policy).await?;
+                    writeln!(out, "tenant {tenant}: media encryption {}", policy.as_str())?;
+                }
+                None => writeln!(out, "tenant {tenant}: nothing to change")?,
+            }
         }
         Command::Tenant(TenantCommand::List) => {
             for t in store.list_tenants().await? {
@@ -119,11 +159,173 @@ pub async fn execute(
         Command::Policy(command) => policy(store, command, out).await?,
         Command::Trunk(command) => trunk(store, command, input, out).await?,
         Command::Did(command) => did(store, command, out).await?,
+        Command::User(UserCommand::Add {
+            username,
+            role,
+            tenant,
+            password_stdin: _,
+        }) => {
+            let password = read_password(input)?;
+            let role = match role {
+                RoleArg::ProviderAdmin => store::UserRole::ProviderAdmin,
+                RoleArg::TenantAdmin => store::UserRole::TenantAdmin,
+                RoleArg::User => store::UserRole::User,
+            };
+            pbx_api::add_user(store, &username, role, tenant.as_deref(), &password)
+                .await
+                .map_err(|e| Error::Invalid(e.to_string()))?;
+            writeln!(out, "added user {username} ({})", role.as_str())?;
+        }
+        Command::Audit(AuditCommand::Verify) => {
+            let report = pbx_api::verify_audit(store)
+                .await
+                .map_err(|e| Error::Invalid(format!("cannot read the audit log: {e}")))?;
+            if !report.is_intact() {
+                return Err(Error::Invalid(format!(
+                    "audit log is broken ({} entries read): {}",
+                    report.entries,
+                    report.problems.join("; ")
+                )));
+            }
+            writeln!(out, "audit log intact: {} entries", report.entries)?;
+        }
+        Command::Ban(command) => ban(store, command, out).await?,
+        Command::Approval(command) => approval(store, command, out).await?,
         Command::Serve(_) | Command::Demo(_) => {
             return Err(Error::Invalid("not a provisioning command".into()));
         }
     }
     Ok(())
+}
+
+async fn ban(store: &Store, command: BanCommand, out: &mut dyn Write) -> Result<()> {
+    match command {
+        BanCommand::List => {
+            for b in store.list_bans(now_ms()).await? {
+                writeln!(
+                    out,
+                    "{}\t{}\tcount={}\tfirst={}\tlast={}\tuntil={}\ttried={}",
+                    b.ip,
+                    b.reason,
+                    b.count,
+                    format_utc(b.first_ms),
+                    format_utc(b.last_ms),
+                    format_utc(b.until_ms),
+                    b.tried.join(",")
+                )?;
+            }
+        }
+        BanCommand::Remove { addr } => {
+            if !store.remove_ban(addr).await? {
+                return Err(Error::Invalid(format!("{addr} is not banned")));
+            }
+            writeln!(out, "lifted the ban of {}", addr.to_canonical())?;
+        }
+    }
+    Ok(())
+}
+
+async fn approval(store: &Store, command: ApprovalCommand, out: &mut dyn Write) -> Result<()> {
+    let names: HashMap<store::TenantId, String> = store
+        .list_tenants()
+        .await?
+        .into_iter()
+        .map(|t| (t.id, t.name))
+        .collect();
+    let name = |id: store::TenantId| names.get(&id).cloned().unwrap_or_else(|| id.to_string());
+    let (id, by, grant) = match command {
+        ApprovalCommand::List { tenant } => {
+            let list = match tenant {
+                Some(t) => {
+                    store
+                        .list_approvals(tenant_named(store, &t).await?.id)
+                        .await?
+                }
+                None => store.list_pending_approvals().await?,
+            };
+            for a in list {
+                let (kind, target) = match &a.target {
+                    store::ApprovalTarget::Class(c) => ("class", c),
+                    store::ApprovalTarget::Prefix(p) => ("prefix", p),
+                };
+                writeln!(
+                    out,
+                    "{}\t{}\t{kind}:{target}\t{}\tsample={}\trequested={}\tdecided_by={}",
+                    a.id,
+                    name(a.tenant),
+                    a.status.as_str(),
+                    a.sample_number.as_deref().unwrap_or("-"),
+                    format_utc(a.requested_ms),
+                    a.decided_by.as_deref().unwrap_or("-"),
+                )?;
+            }
+            return Ok(());
+        }
+        ApprovalCommand::Grant { id, by } => (id, by, true),
+        ApprovalCommand::Deny { id, by } => (id, by, false),
+    };
+    let by = by.trim();
+    if by.is_empty() || by.len() > 128 || by.chars().any(char::is_control) {
+        return Err(Error::Invalid(
+            "--by must name who decides (1 to 128 printable characters)".into(),
+        ));
+    }
+    let pending = store
+        .list_pending_approvals()
+        .await?
+        .into_iter()
+        .find(|a| a.id == id)
+        .ok_or_else(|| Error::Invalid(format!("no pending approval {id}")))?;
+    let now = now_ms();
+    let decided = if grant {
+        store.grant_approval(pending.tenant, id, by, now).await?
+    } else {
+        store.deny_approval(pending.tenant, id, by, now).await?
+    };
+    let action = if grant {
+        "approval.grant"
+    } else {
+        "approval.deny"
+    };
+    let record = store::AuditRecord {
+        at_ms: now,
+        actor: by.to_owned(),
+        role: "cli".into(),
+        tenant: Some(decided.tenant),
+        source: "local".into(),
+        action: action.into(),
+        detail: serde_json::json!({ "id": id, "target": decided.target }).to_string(),
+    };
+    store.append_audit(&record, audit_chain_hash).await?;
+    writeln!(
+        out,
+        "{} approval {id} of tenant {}",
+        decided.status.as_str(),
+        name(decided.tenant)
+    )?;
+    Ok(())
+}
+
+/// The audit chain's entry hash, the same as the admin API's (so `audit
+/// verify` checks CLI entries too): `hex(sha256(prev_hash || canonical row))`
+/// with the row as the JSON array `[id, at_ms, actor, role, tenant, source,
+/// action, detail]`.
+fn audit_chain_hash(id: i64, prev_hash: &str, r: &store::AuditRecord) -> String {
+    use sha2::Digest;
+    let canonical = serde_json::json!([
+        id,
+        r.at_ms,
+        r.actor,
+        r.role,
+        r.tenant.map(|t| t.0),
+        r.source,
+        r.action,
+        r.detail
+    ]);
+    let mut h = sha2::Sha256::new();
+    h.update(prev_hash.as_bytes());
+    h.update(canonical.to_string().as_bytes());
+    hex::encode(h.finalize())
 }
 
 async fn plugin(store: &Store, command: PluginCommand, out: &mut dyn Write) -> Result<()> {
@@ -313,15 +515,19 @@ fn read_valid_plugin(world: World, path: &Path) -> Result<Vec<u8>> {
         path: path.to_path_buf(),
         source,
     })?;
+    validate_plugin(world, &wasm, &path.display().to_string())?;
+    Ok(wasm)
+}
+
+/// Checks a component the way the server will load it (for `world`); `what`
+/// names it in the error. Compiling takes a while: call it off the async path.
+pub(crate) fn validate_plugin(world: World, wasm: &[u8], what: &str) -> Result<()> {
     let runtime = PluginRuntime::new(RuntimeConfig::default())
         .map_err(|e| Error::Invalid(format!("cannot start the plugin runtime: {e}")))?;
-    runtime.load(world, &wasm).map_err(|e| {
-        Error::Invalid(format!(
-            "{} refused as a {world} plugin: {e}",
-            path.display()
-        ))
-    })?;
-    Ok(wasm)
+    runtime
+        .load(world, wasm)
+        .map_err(|e| Error::Invalid(format!("{what} refused as a {world} plugin: {e}")))?;
+    Ok(())
 }
 
 /// The first 12 hex digits of a content hash, as listings show it.
@@ -506,11 +712,42 @@ pub fn generate_password(len: usize) -> String {
     }
 }
 
+/// The provider admin `pbx demo` creates.
+pub const DEMO_ADMIN: &str = "admin";
+
+/// Creates the demo provider admin with a generated password that meets the
+/// API's password policy, unless a provider admin exists already; returns the
+/// password when one was made.
+pub async fn demo_admin(store: &Store) -> Result<Option<String>> {
+    if !store.list_provider_admins().await?.is_empty() {
+        return Ok(None);
+    }
+    let password = loop {
+        let candidate = generate_password(GENERATED_PASSWORD_LEN + 4);
+        if pbx_api::check_policy(DEMO_ADMIN, &candidate).is_ok() {
+            break candidate;
+        }
+    };
+    pbx_api::add_user(
+        store,
+        DEMO_ADMIN,
+        store::UserRole::ProviderAdmin,
+        None,
+        &password,
+    )
+    .await
+    .map_err(|e| Error::Invalid(format!("cannot create the demo admin: {e}")))?;
+    Ok(Some(password))
+}
+
 /// What `pbx demo` provisioned.
 #[derive(Debug, Clone)]
 pub struct Demo {
     /// `(extension, password)` for each demo extension.
     pub credentials: Vec<(String, String)>,
+    /// The password of the provider admin [`DEMO_ADMIN`], when the demo made it
+    /// ([`demo_admin`]).
+    pub admin_password: Option<String>,
 }
 
 /// Creates the demo tenant and its extensions with fresh passwords. Fails if the
@@ -528,7 +765,10 @@ pub async fn demo(store: &Store) -> Result<Demo> {
         store.add_extension(tenant.id, ext, &password).await?;
         credentials.push((ext.to_owned(), password));
     }
-    Ok(Demo { credentials })
+    Ok(Demo {
+        credentials,
+        admin_password: None,
+    })
 }
 
 impl Demo {
@@ -550,6 +790,21 @@ impl Demo {
         }
         for addr in &serve.tcp {
             writeln!(out, "  SIP over TCP on {addr}")?;
+        }
+        if let Some(api) = &serve.api {
+            let scheme = if api.config.plain_http {
+                "http"
+            } else {
+                "https"
+            };
+            writeln!(
+                out,
+                "  admin API on {scheme}://{}/api/v1",
+                api.config.listen
+            )?;
+        }
+        if let Some(password) = &self.admin_password {
+            writeln!(out, "  provider admin {DEMO_ADMIN}  password {password}")?;
         }
         writeln!(out, "Press Ctrl-C to stop.")?;
         out.flush()?;
@@ -755,6 +1010,52 @@ mod tests {
         let exts = store.list_extensions(tenant.id).await.unwrap();
         assert_eq!(exts.len(), 1);
         assert_eq!(tenant.realm, "acme.example");
+    }
+
+    #[tokio::test]
+    async fn demo_admin_is_made_once_with_a_policy_password() {
+        let store = Store::open_in_memory().await.unwrap();
+        let password = demo_admin(&store).await.unwrap().expect("made");
+        assert!(pbx_api::check_policy(DEMO_ADMIN, &password).is_ok());
+        let admins = store.list_provider_admins().await.unwrap();
+        assert_eq!(admins.len(), 1);
+        assert_eq!(admins[0].username, DEMO_ADMIN);
+        assert_eq!(demo_admin(&store).await.unwrap(), None, "not twice");
+    }
+
+    #[tokio::test]
+    async fn user_add_reads_stdin_and_applies_the_policy() {
+        let store = Store::open_in_memory().await.unwrap();
+        let add = || {
+            Command::User(UserCommand::Add {
+                username: "root".into(),
+                role: RoleArg::ProviderAdmin,
+                tenant: None,
+                password_stdin: true,
+            })
+        };
+        let mut out = Vec::new();
+        let mut weak: &[u8] = b"short-pw\n";
+        let err = execute(&store, add(), &mut weak, &mut out)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("password refused"), "{err}");
+        let mut strong: &[u8] = b"Corr3ct-Horse-Battery\n";
+        execute(&store, add(), &mut strong, &mut out).await.unwrap();
+        assert!(store.user_by_name("root").await.unwrap().is_some());
+        let mut out = Vec::new();
+        execute(
+            &store,
+            Command::Audit(AuditCommand::Verify),
+            &mut &b""[..],
+            &mut out,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "audit log intact: 1 entries\n"
+        );
     }
 
     #[tokio::test]

@@ -515,3 +515,226 @@ fn did_add_list_and_remove() {
         "+4930123456\n"
     );
 }
+
+const STRONG: &str = "Corr3ct-Horse-Battery\n";
+
+#[test]
+fn user_add_applies_the_password_policy() {
+    let dir = data_dir_with_acme();
+    let add = |name: &str, role: &str, tenant: Option<&str>, password: &str| {
+        let mut args = vec!["user", "add", name, "--role", role];
+        if let Some(t) = tenant {
+            args.extend(["--tenant", t]);
+        }
+        args.push("--password-stdin");
+        pbx_with_stdin(dir.path(), &args, Some(password))
+    };
+    for weak in ["password123\n", "short1A!\n", "rootroot-Root-1\n", "\n"] {
+        let err = fails(&add("root", "provider-admin", None, weak));
+        assert!(err.contains("password"), "{weak:?}: {err}");
+    }
+    let out = ok(&add("root", "provider-admin", None, STRONG));
+    assert!(out.contains("added user root (provider-admin)"), "{out}");
+    // The same name twice, a tenant role without a tenant, an unknown tenant.
+    fails(&add("root", "provider-admin", None, STRONG));
+    fails(&add("ann", "tenant-admin", None, STRONG));
+    let err = fails(&add("ann", "tenant-admin", Some("nobody"), STRONG));
+    assert!(err.contains("nobody"), "{err}");
+    ok(&add("ann", "tenant-admin", Some("acme"), STRONG));
+}
+
+/// Runs one SQL statement against the data directory's database.
+fn raw_sql(dir: &Path, sql: &'static str) {
+    let db = dir.join("pbx.db");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use sqlx::ConnectOptions as _;
+        let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&db)
+            .connect()
+            .await
+            .unwrap();
+        sqlx::query(sql).execute(&mut conn).await.unwrap();
+    });
+}
+
+#[test]
+fn audit_verify_detects_an_edited_entry() {
+    let dir = data_dir_with_acme();
+    for name in ["root", "ops"] {
+        ok(&pbx_with_stdin(
+            dir.path(),
+            &[
+                "user",
+                "add",
+                name,
+                "--role",
+                "provider-admin",
+                "--password-stdin",
+            ],
+            Some(STRONG),
+        ));
+    }
+    let out = ok(&pbx(dir.path(), &["audit", "verify"]));
+    assert_eq!(out, "audit log intact: 2 entries\n");
+
+    raw_sql(
+        dir.path(),
+        "UPDATE audit_log SET actor = 'someone-else' WHERE id = 1",
+    );
+    let err = fails(&pbx(dir.path(), &["audit", "verify"]));
+    assert!(
+        err.contains("entry 1 was changed after it was written"),
+        "{err}"
+    );
+
+    raw_sql(dir.path(), "DELETE FROM audit_log WHERE id = 1");
+    let err = fails(&pbx(dir.path(), &["audit", "verify"]));
+    assert!(err.contains("entries 1..1 are missing"), "{err}");
+}
+
+#[test]
+fn tenant_limits_are_set_and_an_unknown_tenant_is_refused() {
+    let dir = data_dir_with_acme();
+    let out = ok(&pbx(
+        dir.path(),
+        &[
+            "tenant",
+            "limits",
+            "acme",
+            "--max-concurrent",
+            "20",
+            "--max-calls-per-second",
+            "5",
+        ],
+    ));
+    assert!(out.contains("concurrent 20"), "{out}");
+    assert!(out.contains("per second 5"), "{out}");
+    assert!(out.contains("per extension default"), "{out}");
+    let err = fails(&pbx(
+        dir.path(),
+        &["tenant", "limits", "nobody", "--max-concurrent", "1"],
+    ));
+    assert!(err.contains("nobody"), "{err}");
+}
+
+/// Runs `f` against the data directory's store (the binary is not running).
+fn with_store<T>(dir: &Path, f: impl AsyncFnOnce(&store::Store) -> T) -> T {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let store = store::Store::open(dir).await.expect("open store");
+        f(&store).await
+    })
+}
+
+#[test]
+fn ban_list_and_remove() {
+    let dir = data_dir_with_acme();
+    let far = 4_102_444_800_000; // 2100-01-01
+    with_store(dir.path(), async |s| {
+        s.upsert_ban(&store::BanRecord {
+            ip: "192.0.2.66".parse().unwrap(),
+            reason: "10 authentication failures".into(),
+            count: 10,
+            strikes: 1,
+            first_ms: 1_700_000_000_000,
+            last_ms: 1_700_000_060_000,
+            tried: vec!["REGISTER 1000@acme.example".into()],
+            until_ms: far,
+        })
+        .await
+        .unwrap();
+    });
+    let list = ok(&pbx(dir.path(), &["ban", "list"]));
+    assert!(
+        list.contains("192.0.2.66\t10 authentication failures\tcount=10"),
+        "{list}"
+    );
+    assert!(list.contains("first=2023-11-14T22:13:20Z"), "{list}");
+    assert!(list.contains("until=2100-01-01T00:00:00Z"), "{list}");
+    assert!(list.contains("tried=REGISTER 1000@acme.example"), "{list}");
+    let out = ok(&pbx(dir.path(), &["ban", "remove", "192.0.2.66"]));
+    assert!(out.contains("lifted the ban of 192.0.2.66"), "{out}");
+    assert_eq!(ok(&pbx(dir.path(), &["ban", "list"])), "");
+    let err = fails(&pbx(dir.path(), &["ban", "remove", "192.0.2.66"]));
+    assert!(err.contains("not banned"), "{err}");
+    fails(&pbx(dir.path(), &["ban", "remove", "not-an-ip"]));
+}
+
+#[test]
+fn approval_list_grant_deny_are_audited() {
+    let dir = data_dir_with_acme();
+    let (first, second) = with_store(dir.path(), async |s| {
+        let acme = s.tenant_by_name("acme").await.unwrap().unwrap().id;
+        let class = store::ApprovalTarget::Class("international".into());
+        let prefix = store::ApprovalTarget::Prefix("44".into());
+        let a = s
+            .request_approval(acme, &class, Some("+442079460018"), 1_000)
+            .await
+            .unwrap();
+        let b = s
+            .request_approval(acme, &prefix, None, 2_000)
+            .await
+            .unwrap();
+        (a.id, b.id)
+    });
+    let pending = ok(&pbx(dir.path(), &["approval", "list"]));
+    assert!(
+        pending.contains(&format!(
+            "{first}\tacme\tclass:international\tpending\tsample=+442079460018"
+        )),
+        "{pending}"
+    );
+    assert!(
+        pending.contains(&format!("{second}\tacme\tprefix:44\tpending")),
+        "{pending}"
+    );
+    let out = ok(&pbx(
+        dir.path(),
+        &["approval", "grant", &first.to_string(), "--by", "alice"],
+    ));
+    assert!(
+        out.contains(&format!("granted approval {first} of tenant acme")),
+        "{out}"
+    );
+    ok(&pbx(
+        dir.path(),
+        &["approval", "deny", &second.to_string(), "--by", "bob"],
+    ));
+    let all = ok(&pbx(dir.path(), &["approval", "list", "acme"]));
+    assert!(
+        all.contains("granted") && all.contains("decided_by=alice"),
+        "{all}"
+    );
+    assert!(
+        all.contains("denied") && all.contains("decided_by=bob"),
+        "{all}"
+    );
+    assert_eq!(ok(&pbx(dir.path(), &["approval", "list"])), "");
+    // Decided once: a second decision fails; the audit chain holds both.
+    fails(&pbx(
+        dir.path(),
+        &["approval", "grant", &second.to_string(), "--by", "alice"],
+    ));
+    fails(&pbx(dir.path(), &["approval", "grant", "1", "--by", ""]));
+    let audit = ok(&pbx(dir.path(), &["audit", "verify"]));
+    assert!(audit.contains("audit log intact: 2 entries"), "{audit}");
+    let actions = with_store(dir.path(), async |s| {
+        s.list_audit(None, None, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.record.action, e.record.actor))
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(
+        actions,
+        vec![
+            ("approval.deny".to_string(), "bob".to_string()),
+            ("approval.grant".to_string(), "alice".to_string()),
+        ]
+    );
+}

@@ -210,10 +210,58 @@ pub(super) async fn add_did(
             &source,
             "did.create",
             Some(tenant),
-            json!({ "number": did.number, "extension": did.extension }),
+            json!({ "number": did.number }),
         )
         .await?;
     Ok((StatusCode::CREATED, Json(did)))
+}
+
+pub(super) async fn remove_trunk(
+    State(state): State<ApiState>,
+    Extension(p): Extension<Principal>,
+    Source(source): Source,
+    P((tenant, name)): P<(i64, String)>,
+) -> ApiResult<StatusCode> {
+    let tenant = TenantId(tenant);
+    state
+        .inner
+        .control
+        .remove_trunk(tenant, name.clone())
+        .await?;
+    state
+        .audit(
+            &p,
+            &source,
+            "trunk.remove",
+            Some(tenant),
+            json!({ "name": name }),
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(super) async fn remove_did(
+    State(state): State<ApiState>,
+    Extension(p): Extension<Principal>,
+    Source(source): Source,
+    P((tenant, number)): P<(i64, String)>,
+) -> ApiResult<StatusCode> {
+    let tenant = TenantId(tenant);
+    state
+        .inner
+        .control
+        .remove_did(tenant, number.clone())
+        .await?;
+    state
+        .audit(
+            &p,
+            &source,
+            "did.remove",
+            Some(tenant),
+            json!({ "number": number }),
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 pub(super) async fn bans(State(state): State<ApiState>) -> ApiResult<Json<Vec<Ban>>> {

@@ -327,6 +327,13 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             post(control::add_trunk),
         ),
         route(
+            M::DELETE,
+            "/api/v1/tenants/{tenant}/trunks/{name}",
+            "Remove a trunk",
+            tenant(R::ADMINS, "trunks:write"),
+            delete(control::remove_trunk),
+        ),
+        route(
             M::GET,
             "/api/v1/tenants/{tenant}/dids",
             "List DIDs",
@@ -339,6 +346,13 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Assign a DID",
             tenant(R::PROVIDER, "trunks:write"),
             post(control::add_did),
+        ),
+        route(
+            M::DELETE,
+            "/api/v1/tenants/{tenant}/dids/{number}",
+            "Take a DID away from the tenant",
+            tenant(R::PROVIDER, "trunks:write"),
+            delete(control::remove_did),
         ),
         route(
             M::GET,

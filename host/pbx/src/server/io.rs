@@ -4,6 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use bytes::Bytes;
 use dashmap::DashMap;
@@ -15,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::Limits;
+use super::guard::{Guard, Shed};
 
 /// The sending side of one TCP connection.
 #[derive(Debug, Clone)]
@@ -25,6 +27,7 @@ pub(crate) struct Conn {
 
 pub(crate) struct Io {
     shared: Arc<Shared>,
+    guard: Arc<Guard>,
     shards: Vec<mpsc::Sender<Inbound>>,
     udp: Vec<(Arc<UdpSocket>, SocketAddr)>,
     conns: DashMap<ConnId, Conn>,
@@ -37,11 +40,15 @@ pub(crate) struct Io {
     pub(crate) stop_receiving: CancellationToken,
     pub(crate) close_connections: CancellationToken,
     connections: TaskTracker,
+    /// How outgoing TLS connections verify their peer (set at start when the
+    /// server speaks TLS).
+    pub(crate) tls_client: std::sync::OnceLock<Arc<rustls::ClientConfig>>,
 }
 
 impl Io {
     pub(crate) fn new(
         shared: Arc<Shared>,
+        guard: Arc<Guard>,
         shards: Vec<mpsc::Sender<Inbound>>,
         udp: Vec<(Arc<UdpSocket>, SocketAddr)>,
         limits: Limits,
@@ -50,6 +57,7 @@ impl Io {
     ) -> Io {
         Io {
             shared,
+            guard,
             shards,
             udp,
             conns: DashMap::new(),
@@ -62,22 +70,83 @@ impl Io {
             stop_receiving,
             close_connections,
             connections: TaskTracker::new(),
+            tls_client: std::sync::OnceLock::new(),
         }
     }
 
-    /// Hands a message to its shard; drops it (and counts) when the shard's queue
-    /// is full, so a flood cannot grow memory or stall the receive loops.
+    /// Hands a message to its shard. Before any parsing the guard drops messages
+    /// of banned, flooding and scanning sources; under overload a new request
+    /// gets a stateless `503` with `Retry-After`. A message that finds its
+    /// shard's queue full is dropped (and counted) — after a `503` when it is a
+    /// new request — so a flood cannot grow memory or stall the receive loops.
     pub(crate) fn dispatch(&self, inbound: Inbound) {
         if self.shards.is_empty() {
             return;
         }
+        let now = Instant::now();
+        if !self
+            .guard
+            .admit(inbound.peer.addr.ip(), &inbound.bytes, now)
+        {
+            return;
+        }
+        let backlog = self
+            .shards
+            .iter()
+            .map(|tx| tx.max_capacity() - tx.capacity())
+            .max()
+            .unwrap_or(0);
+        if let Shed::Reject(secs) = self.guard.shed(&inbound.bytes, backlog, now) {
+            self.unavailable(&inbound, secs);
+            return;
+        }
         let index = self.shared.shard_for(&inbound.bytes) % self.shards.len();
-        if self.shards[index].try_send(inbound).is_err() {
+        if let Err(e) = self.shards[index].try_send(inbound) {
+            let inbound = e.into_inner();
             let n = self.dropped_inbound.fetch_add(1, Ordering::Relaxed) + 1;
             if n == 1 || n.is_multiple_of(1000) {
                 tracing::warn!(dropped = n, shard = index, "shard queue full, dropping");
             }
+            if super::guard::is_new_request(&inbound.bytes)
+                && let Some(secs) = self.guard.retry_after()
+            {
+                self.unavailable(&inbound, secs);
+            }
         }
+    }
+
+    /// Answers `inbound` with `503 Service Unavailable` and `Retry-After`, without
+    /// parsing it or waiting for the socket (a full socket drops the answer).
+    fn unavailable(&self, inbound: &Inbound, retry_after_secs: u64) {
+        let secs = retry_after_secs.to_string();
+        let Some(reply) = sip::error_response_with(
+            &inbound.bytes,
+            503,
+            "Service Unavailable",
+            &[("Retry-After", &secs)],
+        ) else {
+            return;
+        };
+        let dest = inbound.peer;
+        match dest.transport {
+            TransportKind::Udp => {
+                if let Some(socket) = self.udp_for(Some(inbound.local), dest.addr) {
+                    let _ = socket.try_send_to(&reply, dest.addr);
+                }
+            }
+            TransportKind::Tcp | TransportKind::Tls => {
+                let tx = dest
+                    .conn
+                    .and_then(|id| self.conns.get(&id).map(|c| c.tx.clone()));
+                if let Some(tx) = tx {
+                    self.queue(&tx, Bytes::from(reply));
+                }
+            }
+        }
+    }
+
+    pub(crate) fn guard(&self) -> &Arc<Guard> {
+        &self.guard
     }
 
     pub(crate) fn dropped_inbound(&self) -> u64 {
@@ -101,10 +170,7 @@ impl Io {
                     tracing::debug!(dest = %dest.addr, error = %e, "UDP send failed");
                 }
             }
-            TransportKind::Tcp => self.send_tcp(dest, bytes),
-            TransportKind::Tls => {
-                tracing::debug!(dest = %dest.addr, "TLS is not served yet; message dropped");
-            }
+            TransportKind::Tcp | TransportKind::Tls => self.send_tcp(dest, bytes),
         }
     }
 
@@ -128,7 +194,7 @@ impl Io {
             });
         match known {
             Some(tx) => self.queue(&tx, bytes),
-            None => self.connect(dest.addr, bytes),
+            None => self.connect(dest.addr, dest.transport, bytes),
         }
     }
 
@@ -143,7 +209,7 @@ impl Io {
 
     /// Opens an outgoing connection to `addr`, sending `first` once connected;
     /// messages sent meanwhile queue behind it.
-    fn connect(self: &Arc<Self>, addr: SocketAddr, first: Bytes) {
+    fn connect(self: &Arc<Self>, addr: SocketAddr, transport: TransportKind, first: Bytes) {
         if self.stop_receiving.is_cancelled() {
             return;
         }
@@ -173,6 +239,9 @@ impl Io {
         self.connections.spawn(async move {
             let timeout = io.limits.connect_timeout;
             match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
+                Ok(Ok(stream)) if transport == TransportKind::Tls => {
+                    super::tls::connected(io, id, stream, tx, rx).await;
+                }
                 Ok(Ok(stream)) => {
                     super::tcp::connection(io, id, stream, tx, rx, None).await;
                 }

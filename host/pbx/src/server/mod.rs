@@ -11,26 +11,39 @@
 //! - `persist`: the write-behind task that batches registrar changes and call
 //!   records into the store.
 //! - `plugins`: runs each new call's dial plan and policies on worker threads
-//!   and hands the decision back to the call's shard; `usage` keeps the call
-//!   counters plugins read.
+//!   and hands the decision back to the call's shard; `fraud` applies the
+//!   host's own limits, destination approvals and usage-pattern alerts.
+//! - `control`: the admin API's view of the running server
+//!   ([`pbx_api::Control`]): live calls through a command queue per shard,
+//!   the rest through the store.
+//! - `guard`: transport-level abuse defenses run before parsing (bans, rate
+//!   limits, scanner detection, `503` under overload) and the task that
+//!   stores bans and their alerts.
 //! - `reload`: polls the store's generation and swaps in a new directory,
-//!   trunks and plugins when the provisioning changed.
+//!   trunks and plugins when the provisioning changed, and lifts bans removed
+//!   from the store.
 //!
 //! Shutdown: stop receiving, end every shard's calls ([`pbx_core::Shard::shutdown`])
 //! and send what that produces, close connections, then flush every pending
 //! database write.
 
+mod control;
+mod fraud;
+mod guard;
 mod io;
+mod media;
 mod persist;
 mod plugins;
 mod reload;
 mod shard;
 mod tcp;
+pub mod tls;
+mod trunk_reg;
 mod udp;
-mod usage;
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -42,7 +55,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use fraud::FraudConfig;
+pub use guard::{GuardOptions, default_trusted};
 use io::Io;
+pub use media::MediaOptions;
 
 /// How long a new call may wait for its dial plan and policies.
 const ROUTE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -110,6 +126,49 @@ pub struct ServeOptions {
     /// The plugin runtime's settings; `None` routes calls without plugins (the
     /// dialled extension rings).
     pub plugins: Option<pbx_plugin::RuntimeConfig>,
+    /// The host's call-level fraud controls (with plugins only).
+    pub fraud: FraudConfig,
+    /// Transport-level abuse defenses (bans, rate limits, scanners, overload).
+    pub guard: GuardOptions,
+    /// The admin API, served next to SIP; `None` serves none.
+    pub api: Option<ApiOptions>,
+    /// SIP over TLS listeners (need `tls_files`).
+    pub tls: Vec<SocketAddr>,
+    /// The TLS listeners' certificate and key.
+    pub tls_files: Option<TlsFiles>,
+    /// CA certificates that outgoing TLS connections (trunks) verify against;
+    /// without one, outgoing TLS trusts nobody.
+    pub tls_ca: Option<PathBuf>,
+    /// Media anchoring; `None` passes SDP through untouched.
+    pub media: Option<MediaOptions>,
+}
+
+/// PEM files for SIP over TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The server's certificate chain.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+}
+
+/// How the admin API runs inside the server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiOptions {
+    pub config: pbx_api::ApiConfig,
+    /// Where the API keeps its signing keys and self-signed certificate (the
+    /// data directory).
+    pub data_dir: PathBuf,
+}
+
+/// The admin API as it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiInfo {
+    /// Where it listens (port 0 resolved).
+    pub addr: SocketAddr,
+    /// SHA-256 fingerprint of its certificate when the server made a
+    /// self-signed one.
+    pub self_signed_fingerprint: Option<String>,
 }
 
 impl ServeOptions {
@@ -123,6 +182,13 @@ impl ServeOptions {
             shards: default_shards(),
             limits: Limits::default(),
             plugins: Some(pbx_plugin::RuntimeConfig::default()),
+            fraud: FraudConfig::default(),
+            guard: GuardOptions::default(),
+            api: None,
+            tls: Vec::new(),
+            tls_files: None,
+            tls_ca: None,
+            media: Some(MediaOptions::default()),
         }
     }
 }
@@ -140,6 +206,8 @@ pub fn default_shards() -> usize {
 pub struct Listeners {
     pub udp: Vec<UdpSocket>,
     pub tcp: Vec<TcpListener>,
+    /// TCP listeners that speak TLS.
+    pub tls: Vec<TcpListener>,
 }
 
 /// The addresses the server actually listens on (port 0 resolved).
@@ -155,6 +223,7 @@ impl Listeners {
         let mut listeners = Listeners {
             udp: Vec::with_capacity(udp.len()),
             tcp: Vec::with_capacity(tcp.len()),
+            tls: Vec::new(),
         };
         for addr in udp {
             let socket = UdpSocket::bind(addr)
@@ -169,6 +238,22 @@ impl Listeners {
             listeners.tcp.push(listener);
         }
         Ok(listeners)
+    }
+
+    /// Binds the SIP over TLS listeners too.
+    pub async fn bind_tls(&mut self, tls: &[SocketAddr]) -> anyhow::Result<()> {
+        for addr in tls {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for SIP TLS on {addr}"))?;
+            self.tls.push(listener);
+        }
+        Ok(())
+    }
+
+    /// The bound TLS addresses.
+    pub fn tls_addrs(&self) -> std::io::Result<Vec<SocketAddr>> {
+        self.tls.iter().map(TcpListener::local_addr).collect()
     }
 
     /// The bound addresses.
@@ -194,10 +279,11 @@ pub async fn serve(
     store: Store,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    if opts.udp.is_empty() && opts.tcp.is_empty() {
+    if opts.udp.is_empty() && opts.tcp.is_empty() && opts.tls.is_empty() {
         anyhow::bail!("no SIP listener configured");
     }
-    let listeners = Listeners::bind(&opts.udp, &opts.tcp).await?;
+    let mut listeners = Listeners::bind(&opts.udp, &opts.tcp).await?;
+    listeners.bind_tls(&opts.tls).await?;
     run(listeners, opts, store, shutdown).await
 }
 
@@ -205,6 +291,8 @@ pub async fn serve(
 #[derive(Debug)]
 pub struct ServerHandle {
     addrs: BoundAddrs,
+    tls: Vec<SocketAddr>,
+    api: Option<ApiInfo>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -213,6 +301,16 @@ impl ServerHandle {
     /// Where the server listens.
     pub fn addrs(&self) -> &BoundAddrs {
         &self.addrs
+    }
+
+    /// Where the server listens for SIP over TLS.
+    pub fn tls_addrs(&self) -> &[SocketAddr] {
+        &self.tls
+    }
+
+    /// The admin API, when one was configured.
+    pub fn api(&self) -> Option<&ApiInfo> {
+        self.api.as_ref()
     }
 
     /// Stops the server and waits until every pending write is in the store.
@@ -226,14 +324,25 @@ impl ServerHandle {
 
 /// Binds `opts`' addresses (port 0 allowed) and runs the server in a task.
 pub async fn start(opts: ServeOptions, store: Store) -> anyhow::Result<ServerHandle> {
-    let listeners = Listeners::bind(&opts.udp, &opts.tcp).await?;
+    let mut listeners = Listeners::bind(&opts.udp, &opts.tcp).await?;
+    listeners.bind_tls(&opts.tls).await?;
     let addrs = listeners.addrs()?;
+    let tls = listeners.tls_addrs()?;
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(run(listeners, opts, store, async move {
+    let (ready, api) = oneshot::channel();
+    let shutdown = async move {
         let _ = stopped.await;
-    }));
+    };
+    let task = tokio::spawn(run_reporting(listeners, opts, store, shutdown, Some(ready)));
+    let Ok(api) = api.await else {
+        // It stopped before it was up: report why.
+        task.await.context("server task failed")??;
+        anyhow::bail!("the server stopped while starting");
+    };
     Ok(ServerHandle {
         addrs,
+        tls,
+        api,
         stop: Some(stop),
         task,
     })
@@ -247,9 +356,34 @@ pub async fn run(
     store: Store,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    run_reporting(listeners, opts, store, shutdown, None).await
+}
+
+/// [`run`], telling `ready` about the admin API once everything is up.
+async fn run_reporting(
+    listeners: Listeners,
+    opts: ServeOptions,
+    store: Store,
+    shutdown: impl Future<Output = ()>,
+    ready: Option<oneshot::Sender<Option<ApiInfo>>>,
+) -> anyhow::Result<()> {
     let addrs = listeners.addrs()?;
+    let tls_addrs = listeners.tls_addrs()?;
     let mut core = opts.core.clone();
     core.advertise = advertise_list(opts.advertise.as_deref(), &addrs).await?;
+    let tls_listeners = tls_addrs.iter().map(|a| (TransportKind::Tls, *a)).collect();
+    core.advertise
+        .extend(advertise_entries(opts.advertise.as_deref(), tls_listeners).await?);
+    let tls_acceptor = match (&opts.tls_files, tls_addrs.is_empty()) {
+        (Some(files), false) => Some(tokio_rustls::TlsAcceptor::from(
+            tls::server_config(&files.cert, &files.key).context("loading the TLS certificate")?,
+        )),
+        (None, false) => anyhow::bail!("SIP over TLS needs a certificate and a key"),
+        (_, true) => None,
+    };
+    let advertised = core.advertise.clone();
+    let tls_client =
+        tls::client_config(opts.tls_ca.as_deref()).context("loading the TLS CA file")?;
 
     let generation = store
         .generation()
@@ -270,7 +404,10 @@ pub async fn run(
     let shard_count = opts.shards.max(1);
     let plugin_host = match opts.plugins.clone() {
         Some(config) => {
-            let host = plugins::PluginHost::new(&store, config)
+            let fraud = Arc::new(
+                fraud::Fraud::new(&store, &opts.fraud).context("starting fraud controls")?,
+            );
+            let host = plugins::PluginHost::new(&store, config, fraud)
                 .await
                 .context("starting the plugin runtime")?;
             host.reload(&store).await.context("loading plugins")?;
@@ -287,10 +424,47 @@ pub async fn run(
             .await
             .context("loading trunks")?,
     );
+    let trunk_registrar = trunk_reg::TrunkRegistrar::new(
+        advertise_list(opts.advertise.as_deref(), &addrs).await?,
+        &addrs,
+        opts.core.user_agent.clone(),
+        &opts.limits,
+    );
+    trunk_registrar.sync(store.all_trunks().await.context("loading trunks")?);
 
     let stop_receiving = CancellationToken::new();
     let close_connections = CancellationToken::new();
     let limits = opts.limits.clone();
+
+    let mut command_txs = Vec::with_capacity(shard_count);
+    let mut command_rxs = Vec::with_capacity(shard_count);
+    for _ in 0..shard_count {
+        let (tx, rx) = mpsc::channel(control::COMMAND_QUEUE);
+        command_txs.push(tx);
+        command_rxs.push(rx);
+    }
+    let api = match &opts.api {
+        Some(api) => {
+            let control = Arc::new(control::ServerControl::new(store.clone(), command_txs));
+            let handle = pbx_api::serve(
+                api.config.clone(),
+                &api.data_dir,
+                store.clone(),
+                control,
+                stop_receiving.clone().cancelled_owned(),
+            )
+            .await
+            .context("starting the admin API")?;
+            if let Some(fp) = &handle.self_signed_fingerprint {
+                println!("admin API certificate (self-signed) SHA-256 fingerprint: {fp}");
+            }
+            Some(handle)
+        }
+        None => {
+            drop(command_txs);
+            None
+        }
+    };
 
     let (persist_tx, persist_rx) = mpsc::channel(limits.persist_queue.max(1));
     let persist_task = tokio::spawn(persist::run(store.clone(), persist_rx, limits.clone()));
@@ -303,8 +477,21 @@ pub async fn run(
         shard_rxs.push(rx);
     }
     let udp: Vec<Arc<UdpSocket>> = listeners.udp.into_iter().map(Arc::new).collect();
+    let (guard, guard_task) = guard::Guard::new(&opts.guard, (clock, now_ms));
+    let guard = Arc::new(guard);
+    let restored = guard.restore(&store).await.context("loading bans")?;
+    if restored > 0 {
+        tracing::info!(bans = restored, "bans restored");
+    }
+    let guard_writer = tokio::spawn(guard::run(
+        guard.clone(),
+        guard_task,
+        store.clone(),
+        close_connections.clone(),
+    ));
     let io = Arc::new(Io::new(
         shared.clone(),
+        guard.clone(),
         shard_txs,
         udp.iter().cloned().zip(addrs.udp.iter().copied()).collect(),
         limits.clone(),
@@ -327,8 +514,28 @@ pub async fn run(
         ))
     });
 
+    let _ = io.tls_client.set(tls_client);
+    let (media_txs, media_rxs): (Vec<_>, Vec<_>) =
+        (0..shard_count).map(|_| mpsc::unbounded_channel()).unzip();
+    let media_events = match &opts.media {
+        Some(m) => {
+            let config = media_config(m, &opts, &addrs, &tls_addrs, &advertised);
+            let (anchor, events) =
+                media::RelayAnchor::new(config).context("starting the media relay")?;
+            let task = tokio::spawn(anchor.route_events(events, media_txs));
+            shared.set_media_anchor(Arc::new(anchor));
+            Some(task)
+        }
+        None => None,
+    };
+    let mut media_rxs = media_rxs.into_iter();
+
     let mut shard_tasks = Vec::with_capacity(shard_count);
-    for (index, (rx, decisions)) in shard_rxs.into_iter().zip(decision_rxs).enumerate() {
+    let shard_inputs = shard_rxs.into_iter().zip(decision_rxs).zip(command_rxs);
+    for (index, ((rx, decisions), commands)) in shard_inputs.enumerate() {
+        let media_idle = media_rxs
+            .next()
+            .unwrap_or_else(|| mpsc::unbounded_channel().1);
         let shard = Shard::new(index, shared.clone());
         let routing = plugin_host
             .as_ref()
@@ -341,6 +548,8 @@ pub async fn run(
         shard_tasks.push(tokio::spawn(shard::run(
             shard,
             rx,
+            commands,
+            media_idle,
             routing,
             io.clone(),
             persist_tx.clone(),
@@ -356,13 +565,20 @@ pub async fn run(
     for listener in listeners.tcp {
         receivers.spawn(tcp::accept(io.clone(), listener));
     }
+    if let Some(acceptor) = tls_acceptor {
+        for listener in listeners.tls {
+            receivers.spawn(tls::accept(io.clone(), listener, acceptor.clone()));
+        }
+    }
     receivers.spawn(reload::run(
         store.clone(),
         shared.clone(),
         plugin_host.clone(),
+        guard.clone(),
         generation,
         limits.reload_interval,
         stop_receiving.clone(),
+        trunk_registrar.clone(),
     ));
     receivers.close();
     for addr in &addrs.udp {
@@ -371,17 +587,40 @@ pub async fn run(
     for addr in &addrs.tcp {
         tracing::info!(%addr, "listening for SIP over TCP");
     }
+    for addr in &tls_addrs {
+        tracing::info!(%addr, "listening for SIP over TLS");
+    }
+    if let Some(ready) = ready {
+        let _ = ready.send(api.as_ref().map(|a| ApiInfo {
+            addr: a.local_addr,
+            self_signed_fingerprint: a.self_signed_fingerprint.clone(),
+        }));
+    }
 
     shutdown.await;
     tracing::info!("shutting down");
     stop_receiving.cancel();
     receivers.wait().await;
+    trunk_registrar.shutdown().await;
+    if let Some(api) = api
+        && tokio::time::timeout(limits.drain_timeout, api.wait())
+            .await
+            .is_err()
+    {
+        tracing::warn!("the admin API did not stop in time");
+    }
     for task in shard_tasks {
         if let Err(e) = task.await {
             tracing::error!(error = %e, "a shard task failed");
         }
     }
     close_connections.cancel();
+    if let Some(task) = media_events {
+        task.abort();
+    }
+    if let Err(e) = guard_writer.await {
+        tracing::error!(error = %e, "the ban writer failed");
+    }
     io.drop_connections();
     io.connections().close();
     if tokio::time::timeout(limits.drain_timeout, io.connections().wait())
@@ -454,7 +693,56 @@ async fn advertise_list(
         .udp
         .iter()
         .map(|a| (TransportKind::Udp, *a))
-        .chain(addrs.tcp.iter().map(|a| (TransportKind::Tcp, *a)));
+        .chain(addrs.tcp.iter().map(|a| (TransportKind::Tcp, *a)))
+        .collect();
+    advertise_entries(advertise, listeners).await
+}
+
+/// The relay's settings: the configured ones, with the bind address defaulting
+/// to the first SIP listener's and the advertised address to the one SIP
+/// advertises when the relay binds to the unspecified address.
+fn media_config(
+    m: &MediaOptions,
+    opts: &ServeOptions,
+    addrs: &BoundAddrs,
+    tls: &[SocketAddr],
+    advertised: &[(TransportKind, SocketAddr)],
+) -> pbx_media::MediaConfig {
+    let first = addrs.udp.iter().chain(&addrs.tcp).chain(tls).next();
+    let bind_ip = m
+        .bind_ip
+        .or_else(|| first.map(|a| a.ip()))
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let advertise_ip = m.advertise_ip.or_else(|| {
+        (bind_ip.is_unspecified() || opts.advertise.is_some())
+            .then(|| advertised.first().map(|(_, a)| a.ip()))
+            .flatten()
+    });
+    pbx_media::MediaConfig {
+        bind_ip,
+        advertise_ip,
+        port_min: m.port_min,
+        port_max: m.port_max,
+        idle_timeout: m.idle_timeout,
+    }
+}
+
+/// Advertised `(transport, address)` pairs for these listeners.
+async fn advertise_entries(
+    advertise: Option<&str>,
+    listeners: Vec<(TransportKind, SocketAddr)>,
+) -> anyhow::Result<Vec<(TransportKind, SocketAddr)>> {
+    let resolved: Vec<IpAddr> = match advertise {
+        None => Vec::new(),
+        Some(host) => match host.parse::<IpAddr>() {
+            Ok(ip) => vec![ip],
+            Err(_) => tokio::net::lookup_host((host, 0))
+                .await
+                .with_context(|| format!("cannot resolve the advertised host {host}"))?
+                .map(|a| a.ip())
+                .collect(),
+        },
+    };
     let mut out = Vec::new();
     for (kind, bound) in listeners {
         let ip = match resolved

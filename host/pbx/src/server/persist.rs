@@ -154,6 +154,7 @@ mod tests {
             hangup_by: "caller".into(),
             caller_call_id: format!("call-{i}"),
             callee_call_id: String::new(),
+            media: store::CdrMedia::default(),
         }
     }
 

@@ -23,14 +23,14 @@ use std::time::Duration;
 use parking_lot::{Mutex, RwLock};
 use pbx_core::{RingStep, RouteDecision, RouteRequest};
 use pbx_plugin::{
-    Alert, AlertSink, Call, Decision, DestinationClass, LoadedPlugin, PluginError, PluginLog,
-    PluginRuntime, RingStrategy, RuntimeConfig, Severity, Storage, StorageError, TenantCaps,
-    Verdict, World,
+    Action, Alert, AlertSink, Call, Decision, DestinationClass, LoadedPlugin, PluginError,
+    PluginLog, PluginRuntime, RingStrategy, RuntimeConfig, Severity, Storage, StorageError,
+    TenantCaps, Verdict, World,
 };
 use store::{Cdr, Store, TenantId};
 use tokio::sync::mpsc;
 
-use super::usage::{TenantUsage, UsageBook, classify};
+use super::fraud::{CallUsage, Fraud, plugin_class};
 
 /// Bytes of keys plus values a tenant's plugins may keep in storage.
 const STORAGE_QUOTA: usize = 1 << 20;
@@ -84,8 +84,7 @@ pub(crate) struct PluginHost {
     compiled: Mutex<HashMap<(World, String), Arc<LoadedPlugin>>>,
     storage: Mutex<HashMap<TenantId, Arc<KvStorage>>>,
     logs: Mutex<HashMap<TenantId, Arc<PluginLog>>>,
-    usage: Arc<UsageBook>,
-    alerts: Arc<AlertLog>,
+    fraud: Arc<Fraud>,
     kv_writes: mpsc::Sender<(TenantId, String, Option<Vec<u8>>)>,
 }
 
@@ -95,23 +94,25 @@ impl PluginHost {
     pub(crate) async fn new(
         store: &Store,
         config: RuntimeConfig,
+        fraud: Arc<Fraud>,
     ) -> anyhow::Result<Arc<PluginHost>> {
-        let (runtime, default_dialplan, shipped_policies) = tokio::task::spawn_blocking(move || {
-            let runtime = PluginRuntime::new(config)?;
-            let dialplan = runtime
-                .load(World::Dialplan, pbx_plugin::shipped::DEFAULT_DIALPLAN)
-                .map_err(|e| anyhow::anyhow!("shipped dial plan: {e}"))?;
-            let mut policies = Vec::new();
-            for (name, wasm) in pbx_plugin::shipped::POLICIES {
-                policies.push(
-                    runtime
-                        .load(World::Policy, wasm)
-                        .map_err(|e| anyhow::anyhow!("shipped policy {name}: {e}"))?,
-                );
-            }
-            anyhow::Ok((Arc::new(runtime), dialplan, policies))
-        })
-        .await??;
+        let (runtime, default_dialplan, shipped_policies) =
+            tokio::task::spawn_blocking(move || {
+                let runtime = PluginRuntime::new(config)?;
+                let dialplan = runtime
+                    .load(World::Dialplan, pbx_plugin::shipped::DEFAULT_DIALPLAN)
+                    .map_err(|e| anyhow::anyhow!("shipped dial plan: {e}"))?;
+                let mut policies = Vec::new();
+                for (name, wasm) in pbx_plugin::shipped::POLICIES {
+                    policies.push(
+                        runtime
+                            .load(World::Policy, wasm)
+                            .map_err(|e| anyhow::anyhow!("shipped policy {name}: {e}"))?,
+                    );
+                }
+                anyhow::Ok((Arc::new(runtime), dialplan, policies))
+            })
+            .await??;
         let mut storage: HashMap<TenantId, HashMap<String, Vec<u8>>> = HashMap::new();
         for (tenant, key, value) in store.plugin_kv_all().await? {
             storage.entry(tenant).or_default().insert(key, value);
@@ -126,8 +127,7 @@ impl PluginHost {
             compiled: Mutex::new(HashMap::new()),
             storage: Mutex::new(HashMap::new()),
             logs: Mutex::new(HashMap::new()),
-            usage: Arc::new(UsageBook::default()),
-            alerts: Arc::new(AlertLog::default()),
+            fraud,
             kv_writes,
         });
         {
@@ -184,7 +184,7 @@ impl PluginHost {
                     active.dialplans.insert(tenant, plugin);
                 }
                 Err(e) => self.runtime_alert(
-                    names.get(&tenant),
+                    Some(tenant),
                     format!("dial plan v{} not loaded: {e}", version.version),
                 ),
             }
@@ -199,11 +199,13 @@ impl PluginHost {
                         .or_default()
                         .push((policy.name, plugin)),
                 },
-                Err(e) => {
-                    self.runtime_alert(None, format!("policy {} not loaded: {e}", policy.name))
-                }
+                Err(e) => self.runtime_alert(
+                    policy.tenant,
+                    format!("policy {} not loaded: {e}", policy.name),
+                ),
             }
         }
+        self.fraud.reload(store, &names).await?;
         tracing::info!(
             dialplans = active.dialplans.len(),
             provider_policies = active.provider_policies.len(),
@@ -235,15 +237,9 @@ impl PluginHost {
         Ok(plugin)
     }
 
-    fn runtime_alert(&self, tenant: Option<&String>, message: String) {
-        self.alerts.raise_for(
-            tenant.map(String::as_str),
-            Alert {
-                severity: Severity::Critical,
-                from_runtime: true,
-                message,
-            },
-        );
+    fn runtime_alert(&self, tenant: Option<TenantId>, message: String) {
+        self.fraud
+            .alert(tenant, "critical", "plugin.load_failed", message);
     }
 
     fn storage_for(&self, tenant: TenantId) -> Arc<KvStorage> {
@@ -268,15 +264,20 @@ impl PluginHost {
             .clone()
     }
 
-    fn caps(&self, tenant: TenantId, view: &TenantView) -> TenantCaps {
+    fn caps(&self, tenant: TenantId, view: &TenantView, number: Option<&str>) -> TenantCaps {
         TenantCaps {
             tenant: view.name.clone(),
             directory: view.directory.clone(),
             storage: self.storage_for(tenant),
-            usage: Arc::new(TenantUsage::new(self.usage.clone(), tenant)),
+            usage: Arc::new(CallUsage {
+                fraud: self.fraud.clone(),
+                tenant,
+                tenant_name: view.name.clone(),
+                number: number.map(str::to_string),
+            }),
             alerts: Arc::new(TenantAlerts {
-                log: self.alerts.clone(),
-                tenant: view.name.clone(),
+                fraud: self.fraud.clone(),
+                tenant,
             }),
             log: self.log_for(tenant),
         }
@@ -288,17 +289,19 @@ impl PluginHost {
         let Some(view) = active.tenants.get(&req.tenant) else {
             return RouteDecision::reject(404, "Not Found");
         };
-        let caps = self.caps(req.tenant, view);
-        let class = classify(
-            &req.dialled,
-            view.directory.extension(&req.dialled).is_some(),
+        let is_extension = view.directory.extension(&req.dialled).is_some();
+        let class = self.fraud.classify(&req.dialled, is_extension);
+        let caps = self.caps(
+            req.tenant,
+            view,
+            (!is_extension).then_some(req.dialled.as_str()),
         );
         let call = Call {
             call_id: req.call_id.clone(),
             caller: req.caller.clone(),
             caller_extension: req.caller_extension.clone(),
             dialled: req.dialled.clone(),
-            destination_class: class,
+            destination_class: plugin_class(class),
         };
         let plan = active
             .dialplans
@@ -314,27 +317,75 @@ impl PluginHost {
             }
             Err(e) => return self.plan_failed(&caps, &e),
         };
+        let who = req
+            .caller_extension
+            .as_deref()
+            .or(req.inbound_trunk.as_deref())
+            .unwrap_or(&req.caller);
+        // Built-in destination control first: costly classes need an approval.
+        let class = match &decision {
+            Decision::Trunk(t) => {
+                let class = self.fraud.classify_number(&t.number);
+                if let Err((status, reason)) = self
+                    .fraud
+                    .check_destination(req.tenant, who, class, &t.number)
+                {
+                    return RouteDecision::reject(status, reason);
+                }
+                class
+            }
+            _ => class,
+        };
         for policy in active.policies_for(&self.shipped_policies, req.tenant) {
             if let Verdict::Deny(reason) = self.runtime.check_call(policy, &caps, &call, &decision)
             {
-                caps.alerts.raise(Alert {
-                    severity: Severity::Warning,
-                    from_runtime: true,
-                    message: format!("call {} to {} denied: {reason}", call.caller, call.dialled),
-                });
+                self.fraud.alert(
+                    Some(req.tenant),
+                    "warning",
+                    "policy.deny",
+                    format!("call {} to {} denied: {reason}", call.caller, call.dialled),
+                );
                 return RouteDecision::reject(403, short_reason(&reason));
             }
         }
         let decision = convert(decision, &view.directory);
-        if !matches!(decision, RouteDecision::Reject { .. }) {
-            self.usage.started(
-                &req.call_id,
-                req.tenant,
-                req.caller_extension.as_deref(),
-                class,
-            );
+        if matches!(decision, RouteDecision::Reject { .. }) {
+            return decision;
+        }
+        // The host's limits count only calls that will be placed.
+        if let Err((status, reason)) = self.fraud.admit(
+            &req.call_id,
+            req.tenant,
+            &view.name,
+            who,
+            class,
+            &req.dialled,
+        ) {
+            return RouteDecision::reject(status, reason);
         }
         decision
+    }
+
+    /// Carries out what a policy's `call-ended` asked for.
+    fn act(&self, tenant: TenantId, action: Action) {
+        match action {
+            Action::Alert((severity, message)) => {
+                self.fraud.alert(
+                    Some(tenant),
+                    severity_name(severity),
+                    "policy.alert",
+                    message,
+                );
+            }
+            Action::SuspendExtension((extension, reason)) => {
+                tracing::warn!(%tenant, %extension, %reason, "policy suspends an extension");
+                self.fraud.suspend_extension(tenant, &extension);
+            }
+            Action::SuspendTenant(reason) => {
+                tracing::warn!(%tenant, %reason, "policy suspends the tenant");
+                self.fraud.suspend_tenant(tenant);
+            }
+        }
     }
 
     fn plan_failed(&self, caps: &TenantCaps, error: &PluginError) -> RouteDecision {
@@ -356,7 +407,12 @@ impl PluginHost {
     /// destination class when the call had been routed by plugins (then the
     /// policies are to hear of it through [`PluginHost::ended`]).
     pub(crate) fn release(&self, cdr: &Cdr) -> Option<DestinationClass> {
-        self.usage.ended(&cdr.caller_call_id)
+        let talk = cdr.answered_at_ms.map_or(Duration::ZERO, |a| {
+            Duration::from_millis(u64::try_from(cdr.ended_at_ms - a).unwrap_or(0))
+        });
+        self.fraud
+            .release(&cdr.caller_call_id, talk)
+            .map(plugin_class)
     }
 
     /// Tells the policies that a call ended.
@@ -365,7 +421,7 @@ impl PluginHost {
         let Some(view) = active.tenants.get(&cdr.tenant) else {
             return;
         };
-        let caps = self.caps(cdr.tenant, view);
+        let caps = self.caps(cdr.tenant, view, None);
         let duration_secs = cdr.answered_at_ms.map_or(0, |a| {
             u32::try_from((cdr.ended_at_ms - a).max(0) / 1000).unwrap_or(u32::MAX)
         });
@@ -381,11 +437,10 @@ impl PluginHost {
         };
         for policy in active.policies_for(&self.shipped_policies, cdr.tenant) {
             for action in self.runtime.call_ended(policy, &caps, &record) {
-                tracing::info!(event = "plugin.action", tenant = %view.name, ?action, "policy action");
+                self.act(cdr.tenant, action);
             }
         }
     }
-
 }
 
 /// Keeps a deny reason fit for a SIP reason phrase.
@@ -531,42 +586,33 @@ async fn write_kv(store: Store, mut rx: mpsc::Receiver<(TenantId, String, Option
     }
 }
 
-/// Alerts raised by plugins and by the runtime about them, kept (bounded) and
-/// logged with a stable event name.
-#[derive(Default)]
-pub(crate) struct AlertLog {
-    recent: Mutex<std::collections::VecDeque<(Option<String>, Alert)>>,
-}
-
-const MAX_ALERTS: usize = 1000;
-
-impl AlertLog {
-    fn raise_for(&self, tenant: Option<&str>, alert: Alert) {
-        tracing::warn!(
-            event = "plugin.alert",
-            tenant = tenant.unwrap_or("-"),
-            severity = ?alert.severity,
-            from_runtime = alert.from_runtime,
-            message = %alert.message,
-            "alert"
-        );
-        let mut recent = self.recent.lock();
-        if recent.len() == MAX_ALERTS {
-            recent.pop_front();
-        }
-        recent.push_back((tenant.map(str::to_string), alert));
-    }
-
-}
-
+/// A tenant's plugin alerts: logged and stored with the host's alerts.
 struct TenantAlerts {
-    log: Arc<AlertLog>,
-    tenant: Arc<str>,
+    fraud: Arc<Fraud>,
+    tenant: TenantId,
 }
 
 impl AlertSink for TenantAlerts {
     fn raise(&self, alert: Alert) {
-        self.log.raise_for(Some(&self.tenant), alert);
+        let event = if alert.from_runtime {
+            "plugin.failure"
+        } else {
+            "plugin.alert"
+        };
+        self.fraud.alert(
+            Some(self.tenant),
+            severity_name(alert.severity),
+            event,
+            alert.message,
+        );
+    }
+}
+
+fn severity_name(severity: Severity) -> &'static str {
+    match severity {
+        Severity::Info => "info",
+        Severity::Warning => "warning",
+        Severity::Critical => "critical",
     }
 }
 

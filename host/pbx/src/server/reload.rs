@@ -8,7 +8,9 @@ use pbx_core::{Peer, Shared, TrunkEntry, Trunks};
 use store::Store;
 use tokio_util::sync::CancellationToken;
 
+use super::guard::Guard;
 use super::plugins::PluginHost;
+use super::trunk_reg::TrunkRegistrar;
 
 /// Every tenant's trunks, with their hosts resolved (a trunk whose host does not
 /// resolve is left out, with a warning), and the inbound numbers.
@@ -40,13 +42,19 @@ pub(crate) async fn load_trunks(store: &Store) -> anyhow::Result<Trunks> {
     Ok(Trunks::new(entries, store.all_dids().await?))
 }
 
+#[allow(
+    clippy::too_many_arguments,
+    reason = "each is one independent piece the reload swaps"
+)]
 pub(crate) async fn run(
     store: Store,
     shared: Arc<Shared>,
     plugins: Option<Arc<PluginHost>>,
+    guard: Arc<Guard>,
     mut generation: i64,
     every: Duration,
     stop: CancellationToken,
+    trunk_registrar: TrunkRegistrar,
 ) {
     let mut tick = tokio::time::interval(every.max(Duration::from_millis(10)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -80,10 +88,18 @@ pub(crate) async fn run(
                     Ok(trunks) => shared.replace_trunks(trunks),
                     Err(e) => tracing::warn!(error = %e, "cannot reload trunks"),
                 }
+                match store.all_trunks().await {
+                    Ok(trunks) => trunk_registrar.sync(trunks),
+                    Err(e) => tracing::warn!(error = %e, "cannot reload trunk registrations"),
+                }
                 if let Some(plugins) = &plugins
                     && let Err(e) = plugins.reload(&store).await
                 {
                     tracing::warn!(error = %e, "cannot reload plugins");
+                }
+                // A ban removed from the store (CLI, API) is lifted here.
+                if let Err(e) = guard.sync_bans(&store).await {
+                    tracing::warn!(error = %e, "cannot reload bans");
                 }
                 generation = current;
             }

@@ -8,6 +8,7 @@ use pbx_core::{Inbound, Output, RouteDecision, Shard};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::control::{self, ShardCommand};
 use super::io::Io;
 use super::persist::Persist;
 use super::plugins::{Job, PluginHost, Workers};
@@ -22,9 +23,15 @@ pub(crate) struct Routing {
 /// Messages taken from the queue per wake-up.
 const BATCH: usize = 64;
 
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the task owns one queue per kind of input, plus its outlets"
+)]
 pub(crate) async fn run(
     mut shard: Shard,
     mut rx: mpsc::Receiver<Inbound>,
+    mut commands: mpsc::Receiver<ShardCommand>,
+    mut media_idle: mpsc::UnboundedReceiver<u64>,
     mut routing: Option<Routing>,
     io: Arc<Io>,
     persist: mpsc::Sender<Persist>,
@@ -60,6 +67,8 @@ pub(crate) async fn run(
             Some((call, decision)) = next_decision(&mut routing) => {
                 shard.route_decided(Instant::now(), call, decision);
             }
+            Some(command) = commands.recv() => control::apply(&mut shard, Instant::now(), command),
+            Some(call) = media_idle.recv() => shard.media_idle(Instant::now(), call),
             () = sleep => shard.handle_timeout(Instant::now()),
         }
         drain(&mut shard, routing.as_ref(), &io, &persist).await;
@@ -99,6 +108,22 @@ async fn drain(
                     let busy = RouteDecision::reject(503, "Service Unavailable");
                     shard.route_decided(Instant::now(), call, busy);
                 }
+                continue;
+            }
+            Output::AuthFailure {
+                source,
+                domain,
+                user,
+                method,
+                tenant,
+            } => {
+                let now = Instant::now();
+                io.guard()
+                    .auth_failure(source.ip(), &domain, &user, &method, tenant, now);
+                continue;
+            }
+            Output::Authenticated { source } => {
+                io.guard().authenticated(source.ip(), Instant::now());
                 continue;
             }
             Output::Registration(change) => Persist::Registration(change),

@@ -1,5 +1,6 @@
 //! SIP over TCP: the accept loop and, per connection, a reader that frames
-//! messages and a writer fed by a bounded queue.
+//! messages and a writer fed by a bounded queue. The connection code is generic
+//! over the byte stream, so TLS (see `tls`) runs the same framing over rustls.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -8,8 +9,7 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use pbx_core::{ConnId, Inbound, Peer, TransportKind};
 use sip::framer::{Frame, next_frame};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
@@ -36,6 +36,10 @@ pub(crate) async fn accept(io: Arc<Io>, listener: TcpListener) {
                 }
             }
         };
+        if io.guard().refuses(peer.ip(), std::time::Instant::now()) {
+            drop(stream);
+            continue;
+        }
         if !io.acquire_source(peer.ip()) {
             tracing::debug!(%peer, "too many connections from this address; refused");
             drop(stream);
@@ -76,9 +80,39 @@ pub(crate) async fn connection(
             return;
         }
     };
-    let (mut reader, writer) = stream.into_split();
+    let ends = Ends {
+        peer,
+        local,
+        transport: TransportKind::Tcp,
+    };
+    stream_connection(io, id, stream, ends, tx, rx, source).await;
+}
+
+/// The addresses and transport of a connected stream.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ends {
+    pub(crate) peer: SocketAddr,
+    pub(crate) local: SocketAddr,
+    pub(crate) transport: TransportKind,
+}
+
+/// Runs one registered connection over any byte stream (TCP, or TLS over TCP)
+/// until it closes.
+pub(crate) async fn stream_connection<S>(
+    io: Arc<Io>,
+    id: ConnId,
+    stream: S,
+    ends: Ends,
+    tx: mpsc::Sender<Bytes>,
+    rx: mpsc::Receiver<Bytes>,
+    source: Option<IpAddr>,
+) where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let Ends { peer, .. } = ends;
+    let (mut reader, writer) = tokio::io::split(stream);
     let writer_task = io.connections().spawn(write_loop(writer, rx));
-    let end = read_loop(&io, id, &mut reader, &tx, peer, local).await;
+    let end = read_loop(&io, id, &mut reader, &tx, ends).await;
     if end == ReadEnd::Stopped {
         // Keep the connection usable for what shutdown still sends.
         io.close_connections.cancelled().await;
@@ -97,7 +131,7 @@ fn release(io: &Io, source: Option<IpAddr>) {
 }
 
 /// Writes queued messages until every sender is gone or the socket fails.
-async fn write_loop(mut writer: OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>) {
+async fn write_loop<S: AsyncWrite>(mut writer: WriteHalf<S>, mut rx: mpsc::Receiver<Bytes>) {
     while let Some(bytes) = rx.recv().await {
         if writer.write_all(&bytes).await.is_err() {
             return;
@@ -119,14 +153,18 @@ enum ReadEnd {
     Stopped,
 }
 
-async fn read_loop(
+async fn read_loop<S: AsyncRead>(
     io: &Io,
     id: ConnId,
-    reader: &mut tokio::net::tcp::OwnedReadHalf,
+    reader: &mut ReadHalf<S>,
     tx: &mpsc::Sender<Bytes>,
-    peer: SocketAddr,
-    local: SocketAddr,
+    ends: Ends,
 ) -> ReadEnd {
+    let Ends {
+        peer,
+        local,
+        transport,
+    } = ends;
     let max = io.limits.max_message;
     let idle_deadline = tokio::time::Instant::now() + io.limits.tcp_idle_timeout;
     let mut seen_message = false;
@@ -139,7 +177,7 @@ async fn read_loop(
                     let bytes = buf.split_to(len).freeze();
                     io.dispatch(Inbound {
                         peer: Peer {
-                            transport: TransportKind::Tcp,
+                            transport,
                             addr: peer,
                             conn: Some(id),
                         },

@@ -1,0 +1,483 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark of the PBX against Kamailio (SIP) and libsrtp (SRTP) on this
+# machine, in one run; writes BENCHMARKS.md at the repository root.
+#
+#   bench/run.sh [--quick] [--soak-minutes N] [--out FILE] [--keep]
+#
+#   --quick            smoke run: tiny ladders, short benches, a 1-minute soak
+#   --soak-minutes N   length of the steady-load memory soak (default 10)
+#   --out FILE         where the report goes (default: BENCHMARKS.md in the repo)
+#   --keep             keep the temporary data directory (logs are always kept)
+#
+# Needs: cargo, sipp, kamailio, gcc with libsrtp2 headers (libsrtp2-dev), python3,
+# timeout, ss; and ../shared/bench next to the repository (or BENCH_SHARED=DIR).
+# Binds 127.0.0.1 only: PBX on :5060, Kamailio on :5070, the answering sipp on :5999.
+# Everything it starts is stopped on exit, also on failure or Ctrl-C.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/.." && pwd)
+SHARED=${BENCH_SHARED:-$(cd "$REPO/.." && pwd)/shared/bench}
+STATS="$HERE/stats.py"
+
+QUICK=0
+SOAK_MIN=10
+OUT="$REPO/BENCHMARKS.md"
+KEEP=0
+ARGS_GIVEN="$*"
+while [[ $# -gt 0 ]]; do
+    case $1 in
+        --quick) QUICK=1 ;;
+        --soak-minutes)
+            SOAK_MIN=${2:?--soak-minutes needs a number}
+            shift
+            ;;
+        --out)
+            OUT=${2:?--out needs a file}
+            shift
+            ;;
+        --keep) KEEP=1 ;;
+        -h | --help)
+            sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+            exit 0
+            ;;
+        *)
+            echo "run.sh: unknown argument '$1' (try --help)" >&2
+            exit 2
+            ;;
+    esac
+    shift
+done
+[[ $SOAK_MIN =~ ^[0-9]+$ && $SOAK_MIN -ge 1 ]] || {
+    echo "run.sh: --soak-minutes must be a whole number >= 1" >&2
+    exit 2
+}
+
+# The ladders: each step is STEP_S seconds' worth of attempts at that rate.
+if [[ $QUICK == 1 ]]; then
+    [[ $ARGS_GIVEN == *--soak-minutes* ]] || SOAK_MIN=1
+    REG_RATES=(1000 2000)
+    CALL_RATES=(50 100)
+    STEP_S=3
+    LATENCY_ARGS=(5000)
+    CRITERION_ARGS=(--warm-up-time 1 --measurement-time 2)
+else
+    REG_RATES=(2000 4000 6000 8000 10000 12000 14000 16000)
+    CALL_RATES=(200 400 600 800 1000 1200 1500 2000)
+    STEP_S=10
+    LATENCY_ARGS=()
+    CRITERION_ARGS=()
+fi
+FILL_RATE=2000   # the 20,000-user registration pass before the call load
+USERS_N=20000
+PBX_ADDR=127.0.0.1:5060
+KAM_ADDR=127.0.0.1:5070
+UAS_PORT=5999
+SIPP_LIMIT=6000  # sipp's cap on calls in progress; above any ladder rate x call length
+
+log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() {
+    log "FAILED: $*"
+    exit 1
+}
+
+# ---- preflight: every tool, file and port, before anything starts -------------
+need() { command -v "$1" >/dev/null 2>&1 || die "'$1' is not installed ($2)"; }
+need cargo "install Rust"
+need sipp "apt-get install -y sip-tester"
+need kamailio "apt-get install -y kamailio"
+need gcc "apt-get install -y gcc"
+need python3 "apt-get install -y python3"
+need timeout "coreutils"
+need ss "apt-get install -y iproute2"
+[[ -f /usr/include/srtp2/srtp.h ]] || die "libsrtp2 headers missing (apt-get install -y libsrtp2-dev)"
+for f in sipp/register.xml sipp/call.xml sipp/uas.xml kamailio/kamailio.cfg \
+    make_users.py srtp/libsrtp_bench.c; do
+    [[ -f $SHARED/$f ]] || die "$SHARED/$f not found (set BENCH_SHARED to the shared bench folder)"
+done
+for port in 5060 5070 $UAS_PORT 6001 7000 7100; do
+    if ss -Hlun "sport = :$port" | grep -q .; then
+        die "UDP port $port on this host is in use (an earlier run or another server?)"
+    fi
+done
+
+WORK=$(mktemp -d /tmp/pbx-bench.XXXXXX)
+DATA=$WORK/data
+mkdir -p "$DATA" "$WORK/sipp"
+log "work directory (logs): $WORK"
+
+# ---- cleanup: stop everything we started, whatever happens ----------------------
+PIDS=()
+PBX_PID=
+KAM_PIDFILE=$WORK/kamailio.pid
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    if [[ -s $KAM_PIDFILE ]]; then
+        kill "$(cat "$KAM_PIDFILE")" 2>/dev/null || true
+    fi
+    for pid in "${PIDS[@]}"; do
+        # SIGTERM lets the PBX write its call records; give it a moment, then insist.
+        for _ in 1 2 3 4 5 6 7 8 9 10; do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.5
+        done
+        kill -9 "$pid" 2>/dev/null || true
+    done
+    if [[ -s $KAM_PIDFILE ]]; then
+        local kp
+        kp=$(cat "$KAM_PIDFILE")
+        for _ in 1 2 3 4 5 6 7 8 9 10; do
+            kill -0 "$kp" 2>/dev/null || break
+            sleep 0.5
+        done
+        pkill -9 -P "$kp" 2>/dev/null || true
+        kill -9 "$kp" 2>/dev/null || true
+    fi
+    [[ $KEEP == 1 ]] || rm -rf "$DATA"
+    [[ $rc == 0 ]] || log "stopped with an error; logs are in $WORK"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+forget() { # drop a finished pid from the cleanup list
+    local keep=() p
+    for p in "${PIDS[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done
+    PIDS=("${keep[@]}")
+}
+
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo n/a; }
+mib() { [[ $1 =~ ^[0-9]+$ ]] && awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}' || echo n/a; }
+alive_pbx() { kill -0 "$PBX_PID" 2>/dev/null || die "the PBX exited; see $WORK/pbx.log"; }
+
+# Waits until something answers a SIP OPTIONS on ADDR (any response will do).
+wait_sip() {
+    python3 - "$1" <<'PY' || die "nothing answers SIP on $1"
+import socket, sys, time
+host, port = sys.argv[1].rsplit(":", 1)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 0))
+s.settimeout(0.5)
+lport = s.getsockname()[1]
+for i in range(120):
+    msg = (f"OPTIONS sip:ping@{host} SIP/2.0\r\n"
+           f"Via: SIP/2.0/UDP 127.0.0.1:{lport};branch=z9hG4bKready{i}\r\n"
+           f"From: <sip:ping@127.0.0.1>;tag=r{i}\r\nTo: <sip:ping@{host}>\r\n"
+           f"Call-ID: ready{i}@127.0.0.1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n"
+           "Content-Length: 0\r\n\r\n")
+    s.sendto(msg.encode(), (host, int(port)))
+    try:
+        if s.recv(4096).startswith(b"SIP/2.0"):
+            sys.exit(0)
+    except OSError:
+        time.sleep(0.5)
+sys.exit(1)
+PY
+}
+
+# run_sipp LABEL SCENARIO TARGET RATE TOTAL [PID_TO_SAMPLE]
+# One sipp load at a fixed rate. Sets R_OK R_FAILED R_ACH R_ELAPSED, and, when a pid
+# is given, R_RSS (its VmRSS in KiB) and R_CUR (calls in progress) half way through.
+run_sipp() {
+    local label=$1 sf=$2 target=$3 rate=$4 total=$5 sample=${6:-}
+    local stat="$WORK/sipp/$label.csv" out="$WORK/sipp/$label.log"
+    local secs=$(((total + rate - 1) / rate))
+    rm -f "$stat"
+    # Bounded: lost messages fail after sipp's UDP retransmissions (~32 s).
+    timeout -k 5 $((secs + 60)) sipp -sf "$sf" -inf "$WORK/users.csv" "$target" \
+        -i 127.0.0.1 -p 6001 -mp 7100 -r "$rate" -l "$SIPP_LIMIT" -m "$total" \
+        -nostdin -trace_stat -stf "$stat" -fd 1 >"$out" 2>&1 &
+    local pid=$!
+    PIDS+=("$pid")
+    R_RSS=n/a
+    R_CUR=n/a
+    if [[ -n $sample ]]; then
+        sleep "$(awk -v s="$secs" 'BEGIN {printf "%.1f", s / 2 + 0.5}')"
+        R_RSS=$(rss_kib "$sample")
+        R_CUR=$(python3 "$STATS" current "$stat")
+    fi
+    wait "$pid" || true
+    forget "$pid"
+    read -r R_OK R_FAILED R_ACH R_ELAPSED < <(python3 "$STATS" sipp "$stat" "$total")
+}
+
+# ladder SYSTEM KIND SCENARIO TARGET RATE... : steps up until a step has failures.
+# Appends rows to $WORK/ladder.md; sets BEST (highest rate held, 0 if none), BEST_ACH,
+# and for the PBX's call ladder BEST_RSS/BEST_CUR (sampled during the best step).
+ladder() {
+    local sys=$1 kind=$2 sf=$3 target=$4
+    shift 4
+    BEST=0
+    BEST_ACH=0
+    BEST_RSS=n/a
+    BEST_CUR=n/a
+    local rate sample held
+    for rate in "$@"; do
+        sample=
+        [[ $sys == PBX && $kind == call ]] && sample=$PBX_PID
+        log "$sys $kind at $rate/s, $((rate * STEP_S)) attempts"
+        run_sipp "${sys}-${kind}-${rate}" "$sf" "$target" "$rate" $((rate * STEP_S)) "$sample"
+        held=no
+        [[ $R_FAILED == 0 && $R_OK == $((rate * STEP_S)) ]] && held=yes
+        log "  ok=$R_OK failed=$R_FAILED achieved=$R_ACH/s elapsed=${R_ELAPSED}s held=$held"
+        printf '| %s | %s | %s/s | %s | %s | %s | %s/s | %s |\n' "$sys" "$kind" "$rate" \
+            $((rate * STEP_S)) "$R_OK" "$R_FAILED" "$R_ACH" "$held" >>"$WORK/ladder.md"
+        [[ $sys == PBX ]] && alive_pbx
+        [[ $held == yes ]] || break
+        BEST=$rate
+        BEST_ACH=$R_ACH
+        BEST_RSS=$R_RSS
+        BEST_CUR=$R_CUR
+    done
+}
+
+# ---- 1. build ---------------------------------------------------------------------
+cd "$REPO"
+START_DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+log "building: cargo build --release -p pbx"
+cargo build --release -p pbx >"$WORK/build.log" 2>&1 || die "cargo build failed; see $WORK/build.log"
+PBX_BIN=$(cargo metadata --format-version 1 --no-deps 2>/dev/null |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/pbx
+[[ -x $PBX_BIN ]] || die "no binary at $PBX_BIN"
+
+# ---- 2. micro-benchmarks (before any SIP load, so they have the cores) ------------
+BENCH_LATENCY="cargo bench -p pbx-plugin --bench latency${LATENCY_ARGS[*]:+ -- ${LATENCY_ARGS[*]}}"
+BENCH_SRTP="cargo bench -p pbx-media --bench srtp${CRITERION_ARGS[*]:+ -- ${CRITERION_ARGS[*]}}"
+LIBSRTP_CMD="gcc -O2 ../shared/bench/srtp/libsrtp_bench.c -lsrtp2 -o libsrtp_bench && ./libsrtp_bench"
+log "plugin latency: $BENCH_LATENCY"
+cargo bench -p pbx-plugin --bench latency -- "${LATENCY_ARGS[@]}" >"$WORK/latency.log" 2>&1 ||
+    log "  the latency bench failed; see $WORK/latency.log"
+read -r LAT1_P50 LAT1_P99 < <(python3 "$STATS" latency "$WORK/latency.log" "route + check_call")
+read -r LAT2_P50 LAT2_P99 < <(python3 "$STATS" latency "$WORK/latency.log" "route + 2 × check_call")
+log "  route+check_call p50 $LAT1_P50 µs p99 $LAT1_P99 µs"
+
+log "SRTP and relay: $BENCH_SRTP"
+cargo bench -p pbx-media --bench srtp -- "${CRITERION_ARGS[@]}" >"$WORK/srtp.log" 2>&1 ||
+    log "  the srtp bench failed; see $WORK/srtp.log"
+SRTP_PBX=$(python3 "$STATS" criterion "$WORK/srtp.log" "srtp/protect+unprotect")
+RELAY_PPS=$(python3 "$STATS" criterion "$WORK/srtp.log" "relay/plain_pps")
+log "  pbx-media protect+unprotect $SRTP_PBX pkt/s, relay $RELAY_PPS pkt/s"
+
+log "libsrtp: $LIBSRTP_CMD"
+if gcc -O2 "$SHARED/srtp/libsrtp_bench.c" -lsrtp2 -o "$WORK/libsrtp_bench" >"$WORK/libsrtp.log" 2>&1; then
+    "$WORK/libsrtp_bench" >>"$WORK/libsrtp.log" 2>&1 || log "  libsrtp bench failed; see $WORK/libsrtp.log"
+else
+    log "  libsrtp bench did not compile; see $WORK/libsrtp.log"
+fi
+read -r LIB_PROT LIB_UNPROT LIB_RT < <(python3 "$STATS" libsrtp "$WORK/libsrtp.log")
+LIB_VERSION=$(grep -o '^libsrtp[^:]*' "$WORK/libsrtp.log" | head -1 || true)
+SRTP_RATIO=$(python3 "$STATS" ratio "$SRTP_PBX" "$LIB_RT")
+log "  libsrtp round trip $LIB_RT pkt/s; PBX/libsrtp $SRTP_RATIO"
+
+# ---- 3. provision and start both servers -----------------------------------------
+log "provisioning tenant bench (bench.example) with $USERS_N extensions"
+python3 "$SHARED/make_users.py" bench.example 1000 "$USERS_N" >"$WORK/users.csv"
+{
+    echo "extension,password"
+    seq 1000 $((1000 + USERS_N - 1)) | awk '{print $1 ",pw" $1}'
+} >"$WORK/extensions.csv"
+pbx() { "$PBX_BIN" --data-dir "$DATA" "$@"; }
+{
+    pbx tenant add bench --domain bench.example
+    pbx extension import bench "$WORK/extensions.csv"
+    pbx tenant limits bench --max-concurrent 100000 --max-concurrent-extension 100 \
+        --max-calls-per-second 100000
+} >"$WORK/provision.log" 2>&1 || die "provisioning failed; see $WORK/provision.log"
+
+log "starting pbx serve on $PBX_ADDR"
+"$PBX_BIN" --data-dir "$DATA" serve --sip-udp "$PBX_ADDR" >"$WORK/pbx.log" 2>&1 &
+PBX_PID=$!
+PIDS+=("$PBX_PID")
+wait_sip "$PBX_ADDR"
+alive_pbx
+
+log "starting kamailio on $KAM_ADDR"
+kamailio -f "$SHARED/kamailio/kamailio.cfg" -P "$KAM_PIDFILE" -w "$WORK" -m 1024 -M 64 \
+    >"$WORK/kamailio.log" 2>&1 || die "kamailio did not start; see $WORK/kamailio.log"
+wait_sip "$KAM_ADDR"
+KAM_VERSION=$(kamailio -v 2>/dev/null | head -1 | sed 's/^version: //')
+
+log "starting the answering sipp on 127.0.0.1:$UAS_PORT"
+sipp -sf "$SHARED/sipp/uas.xml" -i 127.0.0.1 -p "$UAS_PORT" -mp 7000 -nostdin \
+    -trace_stat -stf "$WORK/sipp/uas.csv" -fd 5 >"$WORK/sipp/uas.log" 2>&1 &
+PIDS+=("$!")
+
+sleep 2
+RSS_IDLE=$(rss_kib "$PBX_PID")
+log "PBX idle VmRSS $RSS_IDLE KiB"
+
+# ---- 4. register every user on both servers (and memory per registration) ---------
+: >"$WORK/ladder.md"
+log "PBX: registering all $USERS_N users at $FILL_RATE/s"
+run_sipp PBX-fill "$SHARED/sipp/register.xml" "$PBX_ADDR" "$FILL_RATE" "$USERS_N"
+PBX_FILL="$R_OK ok, $R_FAILED failed"
+alive_pbx
+sleep 2
+RSS_REG=$(rss_kib "$PBX_PID")
+RSS_PER_10K=$(awk -v a="$RSS_REG" -v b="$RSS_IDLE" -v n="$USERS_N" \
+    'BEGIN {if (a ~ /^[0-9]+$/ && b ~ /^[0-9]+$/) printf "%.1f", (a - b) / 1024 / (n / 10000); else print "n/a"}')
+log "  $PBX_FILL; VmRSS $RSS_REG KiB, $RSS_PER_10K MiB per 10,000 registrations"
+
+log "Kamailio: registering all $USERS_N users at $FILL_RATE/s"
+run_sipp KAM-fill "$SHARED/sipp/register.xml" "$KAM_ADDR" "$FILL_RATE" "$USERS_N"
+KAM_FILL="$R_OK ok, $R_FAILED failed"
+log "  $KAM_FILL"
+
+# ---- 5. ladders: calls, then REGISTER, each server in turn ----------------------
+ladder PBX call "$SHARED/sipp/call.xml" "$PBX_ADDR" "${CALL_RATES[@]}"
+PBX_CALL=$BEST
+PBX_CALL_ACH=$BEST_ACH
+RSS_CALLS=$BEST_RSS
+CALLS_IN_PROGRESS=$BEST_CUR
+# Per 1,000 calls: the growth over the registered state while the best step ran
+# (lower steps ran before it, on memory the allocator may have kept: a lower bound).
+RSS_PER_1K_CALLS=$(awk -v a="$RSS_CALLS" -v b="$RSS_REG" -v c="$CALLS_IN_PROGRESS" \
+    'BEGIN {if (a ~ /^[0-9]+$/ && b ~ /^[0-9]+$/ && c ~ /^[0-9]+$/ && c > 0) printf "%.1f", (a - b) / 1024 / (c / 1000); else print "n/a"}')
+ladder Kamailio call "$SHARED/sipp/call.xml" "$KAM_ADDR" "${CALL_RATES[@]}"
+KAM_CALL=$BEST
+KAM_CALL_ACH=$BEST_ACH
+CALL_RATIO=$(python3 "$STATS" ratio "$PBX_CALL" "$KAM_CALL")
+
+ladder PBX register "$SHARED/sipp/register.xml" "$PBX_ADDR" "${REG_RATES[@]}"
+PBX_REG=$BEST
+PBX_REG_ACH=$BEST_ACH
+ladder Kamailio register "$SHARED/sipp/register.xml" "$KAM_ADDR" "${REG_RATES[@]}"
+KAM_REG=$BEST
+KAM_REG_ACH=$BEST_ACH
+REG_RATIO=$(python3 "$STATS" ratio "$PBX_REG" "$KAM_REG")
+RSS_AFTER_LADDERS=$(rss_kib "$PBX_PID")
+
+# ---- 6. soak: steady call load at about half the PBX's rate ------------------------
+SOAK_RATE=$((PBX_CALL / 2))
+[[ $SOAK_RATE -ge 1 ]] || SOAK_RATE=$((CALL_RATES[0] / 2))
+SOAK_S=$((SOAK_MIN * 60))
+log "soak: PBX calls at $SOAK_RATE/s for $SOAK_MIN min, VmRSS every 10 s"
+SOAK_STAT=$WORK/sipp/soak.csv
+: >"$WORK/soak_rss.txt"
+timeout -k 5 $((SOAK_S + 90)) sipp -sf "$SHARED/sipp/call.xml" -inf "$WORK/users.csv" "$PBX_ADDR" \
+    -i 127.0.0.1 -p 6001 -mp 7100 -r "$SOAK_RATE" -l "$SIPP_LIMIT" -m $((SOAK_RATE * SOAK_S)) \
+    -nostdin -trace_stat -stf "$SOAK_STAT" -fd 1 >"$WORK/sipp/soak.log" 2>&1 &
+SOAK_PID=$!
+PIDS+=("$SOAK_PID")
+SOAK_T0=$SECONDS
+while kill -0 "$SOAK_PID" 2>/dev/null && ((SECONDS - SOAK_T0 < SOAK_S)); do
+    sleep 10
+    alive_pbx
+    echo "$((SECONDS - SOAK_T0)) $(rss_kib "$PBX_PID") $(python3 "$STATS" current "$SOAK_STAT")" \
+        >>"$WORK/soak_rss.txt"
+done
+wait "$SOAK_PID" || true
+forget "$SOAK_PID"
+read -r SOAK_OK SOAK_FAILED _ _ < <(python3 "$STATS" sipp "$SOAK_STAT" $((SOAK_RATE * SOAK_S)))
+read -r SOAK_N SOAK_FIRST SOAK_LAST SOAK_MAX SOAK_SLOPE < <(python3 "$STATS" soak "$WORK/soak_rss.txt")
+log "  $SOAK_OK ok, $SOAK_FAILED failed; VmRSS first $SOAK_FIRST last $SOAK_LAST max $SOAK_MAX KiB, slope $SOAK_SLOPE KiB/min"
+alive_pbx
+RSS_END=$(rss_kib "$PBX_PID")
+
+# ---- 7. BENCHMARKS.md ---------------------------------------------------------------
+LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+CPU=$(grep -m1 '^model name' /proc/cpuinfo | sed 's/^model name[[:space:]]*:[[:space:]]*//')
+MODE=full
+[[ $QUICK == 1 ]] && MODE="quick (smoke run: tiny ladders, short benches; not representative)"
+top_note() { # "16000" -> "16000 (top of the ladder)" when nothing failed
+    if [[ $1 == "$2" ]]; then echo "$1/s (top of the ladder, no failure seen)"; else echo "$1/s"; fi
+}
+verdict() { # value target op -> met/missed
+    python3 -c 'import sys
+v, t, op = sys.argv[1:4]
+try: v, t = float(v), float(t)
+except ValueError: print("n/a"); sys.exit()
+ok = v >= t if op == "ge" else v < t
+print("met" if ok else "missed")' "$1" "$2" "$3"
+}
+soak_flat() {
+    python3 -c 'import sys
+try: first, last, mx, slope, mins = map(float, sys.argv[1:6])
+except ValueError: print("n/a"); sys.exit()
+# Flat: the fitted growth over the soak stays under 5% of the first sample.
+print("flat" if slope * mins < 0.05 * first else "growing")' "$SOAK_FIRST" "$SOAK_LAST" "$SOAK_MAX" "$SOAK_SLOPE" "$SOAK_MIN"
+}
+last_reg=${REG_RATES[-1]}
+last_call=${CALL_RATES[-1]}
+ksep() { [[ $1 =~ ^[0-9]+$ ]] && printf "%'d" "$1" 2>/dev/null || echo "$1"; }
+
+cat >"$OUT" <<EOF
+# Benchmarks
+
+Generated by \`bench/run.sh${ARGS_GIVEN:+ $ARGS_GIVEN}\` on $START_DATE; rerun it to
+regenerate this file. Mode: $MODE.
+
+Machine: $(nproc) cores, $CPU, Linux $(uname -r); load average at start
+$LOAD_START, at end $LOAD_END (other work on the machine shares the cores).
+$(rustc --version), sipp $(sipp -v 2>/dev/null | grep -o 'v[0-9][0-9.]*' | head -1),
+Kamailio ${KAM_VERSION:-?}, ${LIB_VERSION:-libsrtp ?}. sipp, the PBX and Kamailio run on the
+same cores; both servers run throughout, only one is under load at a time.
+
+## Results
+
+| measure | PBX | reference | PBX / reference | target |
+| --- | --- | --- | --- | --- |
+| authenticated REGISTER, highest rate with 0 failures | $(top_note "$PBX_REG" "$last_reg") (achieved $PBX_REG_ACH/s) | Kamailio $(top_note "$KAM_REG" "$last_reg") (achieved $KAM_REG_ACH/s) | $REG_RATIO | ≥ 1.0: $(verdict "$REG_RATIO" 1.0 ge) |
+| authenticated call (dial plan + policies), highest rate with 0 failures | $(top_note "$PBX_CALL" "$last_call") (achieved $PBX_CALL_ACH/s) | Kamailio $(top_note "$KAM_CALL" "$last_call") (achieved $KAM_CALL_ACH/s) | $CALL_RATIO | ≥ 1.0: $(verdict "$CALL_RATIO" 1.0 ge) |
+| SRTP protect+unprotect, 160-byte payload, one core | $(ksep "$SRTP_PBX") pkt/s | libsrtp $(ksep "$LIB_RT") pkt/s (protect $(ksep "$LIB_PROT"), unprotect $(ksep "$LIB_UNPROT")) | $SRTP_RATIO | ≥ 1.0: $(verdict "$SRTP_RATIO" 1.0 ge) |
+| plugin path: instantiate + route + check_call | p50 $LAT1_P50 µs, p99 $LAT1_P99 µs | | | p99 < 50 µs: $(verdict "$LAT1_P99" 50 lt) |
+| plugin path: route + restrictions + fraud check_call | p50 $LAT2_P50 µs, p99 $LAT2_P99 µs | | | |
+| RTP relay, plain, one call, single-threaded runtime | $(ksep "$RELAY_PPS") pkt/s | | | |
+| resident memory, idle (20,000 extensions provisioned) | $(mib "$RSS_IDLE") MiB | | | |
+| resident memory per 10,000 registrations | $RSS_PER_10K MiB ($(mib "$RSS_REG") MiB with 20,000 registered) | | | |
+| resident memory per 1,000 calls in progress | $RSS_PER_1K_CALLS MiB ($(mib "$RSS_CALLS") MiB with $CALLS_IN_PROGRESS calls in progress) | | | |
+| soak: $SOAK_RATE calls/s for $SOAK_MIN min, VmRSS every 10 s | first $(mib "$SOAK_FIRST"), last $(mib "$SOAK_LAST"), max $(mib "$SOAK_MAX") MiB; slope $SOAK_SLOPE KiB/min over $SOAK_N samples; $SOAK_OK ok, $SOAK_FAILED failed | | | flat: $(soak_flat) |
+
+A rate is held when every attempt of its step succeeded (sipp counted no failure and
+all $STEP_S seconds' worth of attempts completed). The ratio is of held ladder rates;
+"achieved" is sipp's own average over the step (for calls it includes the 1 s talk time,
+so it reads below the asked rate). Registration pass before the ladders (all 20,000
+users at $FILL_RATE/s): PBX $PBX_FILL, Kamailio $KAM_FILL. The call ladders run
+before the REGISTER ladders. PBX VmRSS after all ladders $(mib "$RSS_AFTER_LADDERS") MiB,
+at the end $(mib "$RSS_END") MiB. Memory per 1,000 calls is the growth over the
+registered state, sampled half way through the highest held call step, divided by the
+calls sipp had in progress at that moment.
+
+### Ladder steps
+
+| system | load | rate | attempts | ok | failed | achieved | held |
+| --- | --- | --- | --- | --- | --- | --- | --- |
+$(cat "$WORK/ladder.md")
+
+## Commands
+
+Run from the repository root; the harness does all of this and stops what it started.
+
+\`\`\`sh
+cargo build --release -p pbx
+pbx --data-dir D tenant add bench --domain bench.example
+pbx --data-dir D extension import bench extensions.csv        # 1000..20999, password pw<user>
+pbx --data-dir D tenant limits bench --max-concurrent 100000 --max-concurrent-extension 100 --max-calls-per-second 100000
+pbx --data-dir D serve --sip-udp $PBX_ADDR                   # shipped dial plan and policies
+kamailio -f ../shared/bench/kamailio/kamailio.cfg -P kam.pid -w D -m 1024 -M 64   # $KAM_ADDR
+python3 ../shared/bench/make_users.py bench.example 1000 20000 > users.csv
+sipp -sf ../shared/bench/sipp/uas.xml -i 127.0.0.1 -p $UAS_PORT -mp 7000 -nostdin
+# each ladder step (RATE: REGISTER ${REG_RATES[*]}; calls ${CALL_RATES[*]}), for each server:
+sipp -sf ../shared/bench/sipp/register.xml -inf users.csv TARGET -i 127.0.0.1 -p 6001 -mp 7100 \\
+     -r RATE -l $SIPP_LIMIT -m \$((RATE * $STEP_S)) -nostdin -trace_stat -stf stat.csv -fd 1
+sipp -sf ../shared/bench/sipp/call.xml     -inf users.csv TARGET -i 127.0.0.1 -p 6001 -mp 7100 \\
+     -r RATE -l $SIPP_LIMIT -m \$((RATE * $STEP_S)) -nostdin -trace_stat -stf stat.csv -fd 1
+$BENCH_LATENCY
+$BENCH_SRTP
+$LIBSRTP_CMD
+grep VmRSS /proc/\$(pidof pbx)/status
+\`\`\`
+EOF
+log "wrote $OUT"
+log "REGISTER: PBX $PBX_REG/s, Kamailio $KAM_REG/s, ratio $REG_RATIO"
+log "calls:    PBX $PBX_CALL/s, Kamailio $KAM_CALL/s, ratio $CALL_RATIO"
+log "SRTP:     PBX $SRTP_PBX pkt/s, libsrtp $LIB_RT pkt/s, ratio $SRTP_RATIO"
+log "plugin:   p50 $LAT1_P50 µs, p99 $LAT1_P99 µs (route + check_call)"
+log "relay:    $RELAY_PPS pkt/s"
+log "memory:   idle $(mib "$RSS_IDLE") MiB, $RSS_PER_10K MiB per 10k registrations, $RSS_PER_1K_CALLS MiB per 1k calls"
+log "soak:     first $(mib "$SOAK_FIRST") last $(mib "$SOAK_LAST") max $(mib "$SOAK_MAX") MiB, slope $SOAK_SLOPE KiB/min"

@@ -1,0 +1,477 @@
+//! The host's own call-level fraud controls, applied to every call a dial plan
+//! routes, before and independently of any policy plugin:
+//! destination classes (a well-kept numbering library plus configured
+//! prefixes), international/premium-rate/high-risk calls denied until a provider
+//! admin approves them (the denial files the approval request), per-tenant and
+//! per-extension concurrency, calls per second and a daily spend cap, and usage
+//! pattern alerts that can suspend an extension or a tenant.
+//!
+//! # Design
+//! The counting and detection logic is `pbx_guard`'s (sans-IO, bounded). This
+//! module holds one instance of each for the host, keeps each admitted call's
+//! [`CallGuard`] until the call's record is written (so a counter is released
+//! exactly once), and hands everything that touches the database (alerts,
+//! suspensions, approval requests) to one background task, never blocking the
+//! plugin workers on it.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+use pbx_guard::{
+    AutoSuspend, CallGuard, CallInfo, CallStart, Classifier, ClassifierConfig,
+    DestinationClass as Class, Limits, PatternConfig, Patterns, Usage, UsageConfig,
+};
+use pbx_plugin::DestinationClass;
+use store::{
+    ApprovalStatus, ApprovalTarget, NewAlert, Store, TenantId, TenantLimits, TenantStatus,
+};
+use tokio::sync::mpsc;
+
+use super::unix_ms;
+
+/// Work for the database, queued by the call path.
+enum Action {
+    Alert(NewAlert),
+    SuspendExtension(TenantId, String),
+    SuspendTenant(TenantId),
+    RequestApproval(TenantId, ApprovalTarget, String),
+}
+
+/// A call admitted and counted.
+struct Live {
+    tenant: TenantId,
+    tenant_name: Arc<str>,
+    extension: String,
+    dialled: String,
+    class: Class,
+    _guard: CallGuard,
+}
+
+/// What one tenant has been approved for.
+#[derive(Default)]
+struct Approved {
+    classes: HashSet<String>,
+    prefixes: Vec<String>,
+}
+
+/// Settings of the host's fraud controls.
+#[derive(Debug, Clone)]
+pub struct FraudConfig {
+    pub classifier: ClassifierConfig,
+    pub usage: UsageConfig,
+    pub patterns: PatternConfig,
+}
+
+impl Default for FraudConfig {
+    /// `pbx_guard`'s defaults, except that approval (not a zero quota) is what
+    /// gates premium-rate and high-risk destinations: once approved, an
+    /// extension may call 10 (premium) or 5 (high-risk) of them an hour.
+    fn default() -> Self {
+        let mut usage = UsageConfig::default();
+        usage.defaults.per_class_in_window = vec![
+            (Class::International, 20),
+            (Class::PremiumRate, 10),
+            (Class::HighRisk, 5),
+        ];
+        FraudConfig {
+            classifier: ClassifierConfig::default(),
+            usage,
+            patterns: PatternConfig::default(),
+        }
+    }
+}
+
+/// The host's call-level fraud controls.
+pub(crate) struct Fraud {
+    classifier: Classifier,
+    usage: Usage,
+    default_limits: Limits,
+    patterns: Mutex<Patterns>,
+    live: Mutex<HashMap<String, Live>>,
+    approved: RwLock<HashMap<TenantId, Approved>>,
+    actions: mpsc::Sender<Action>,
+}
+
+/// Queued database actions.
+const ACTIONS: usize = 1024;
+
+impl Fraud {
+    pub(crate) fn new(store: &Store, config: &FraudConfig) -> anyhow::Result<Fraud> {
+        let (actions, rx) = mpsc::channel(ACTIONS);
+        tokio::spawn(run_actions(store.clone(), rx));
+        Ok(Fraud {
+            classifier: Classifier::new(&config.classifier)
+                .map_err(|e| anyhow::anyhow!("fraud classifier: {e}"))?,
+            usage: Usage::new(config.usage.clone()),
+            default_limits: config.usage.defaults.clone(),
+            patterns: Mutex::new(Patterns::new(config.patterns.clone())),
+            live: Mutex::new(HashMap::new()),
+            approved: RwLock::new(HashMap::new()),
+            actions,
+        })
+    }
+
+    /// Re-reads every tenant's limits and granted approvals.
+    pub(crate) async fn reload(
+        &self,
+        store: &Store,
+        tenants: &HashMap<TenantId, String>,
+    ) -> anyhow::Result<()> {
+        let own: HashMap<TenantId, TenantLimits> =
+            store.all_tenant_limits().await?.into_iter().collect();
+        for (tenant, name) in tenants {
+            let mut limits = self.default_limits.clone();
+            if let Some(l) = own.get(tenant) {
+                limits.max_concurrent_tenant = l.max_concurrent.or(limits.max_concurrent_tenant);
+                limits.max_concurrent_extension = l
+                    .max_concurrent_extension
+                    .or(limits.max_concurrent_extension);
+                limits.max_calls_per_second =
+                    l.max_calls_per_second.or(limits.max_calls_per_second);
+                limits.daily_cap_cents = l.daily_cap_cents.or(limits.daily_cap_cents);
+            }
+            if let Err(e) = self.usage.set_limits(name, limits) {
+                tracing::warn!(tenant = %name, error = %e, "limits not applied");
+            }
+        }
+        let mut approved: HashMap<TenantId, Approved> = HashMap::new();
+        for &tenant in tenants.keys() {
+            for a in store.list_approvals(tenant).await? {
+                if a.status != ApprovalStatus::Granted {
+                    continue;
+                }
+                let entry = approved.entry(tenant).or_default();
+                match a.target {
+                    ApprovalTarget::Class(c) => {
+                        entry.classes.insert(c);
+                    }
+                    ApprovalTarget::Prefix(p) => entry.prefixes.push(p),
+                }
+            }
+        }
+        *self.approved.write() = approved;
+        Ok(())
+    }
+
+    /// The destination class of what was dialled (`9` is the outside-line
+    /// prefix of the shipped dial plan and is ignored here).
+    pub(crate) fn classify(&self, dialled: &str, is_extension: bool) -> Class {
+        if is_extension {
+            return Class::Internal;
+        }
+        let number = match dialled.strip_prefix('9') {
+            Some(rest) if rest.len() > 3 => rest,
+            _ => dialled,
+        };
+        self.classifier
+            .classify(number)
+            .map(|c| c.class)
+            .unwrap_or(Class::International)
+    }
+
+    /// The destination class of a number as it goes out a trunk.
+    pub(crate) fn classify_number(&self, number: &str) -> Class {
+        self.classifier
+            .classify(number)
+            .map(|c| c.class)
+            .unwrap_or(Class::International)
+    }
+
+    /// Whether the tenant may call `class` (and, for a number, its prefix).
+    pub(crate) fn approved(&self, tenant: TenantId, class: Class, number: Option<&str>) -> bool {
+        if !class.is_costly() {
+            return true;
+        }
+        let approved = self.approved.read();
+        let Some(a) = approved.get(&tenant) else {
+            return false;
+        };
+        let digits = number.map(|n| n.trim_start_matches('+').trim_start_matches("00"));
+        a.classes.contains(class.as_str())
+            || digits.is_some_and(|d| a.prefixes.iter().any(|p| d.starts_with(p.as_str())))
+    }
+
+    /// The built-in destination check for a call going out a trunk to `number`
+    /// of `class`: costly classes need an approval; a denial files the request
+    /// for a provider admin. Emergency calls always pass.
+    pub(crate) fn check_destination(
+        &self,
+        tenant: TenantId,
+        caller: &str,
+        class: Class,
+        number: &str,
+    ) -> Result<(), (u16, String)> {
+        if class == Class::Emergency || self.approved(tenant, class, Some(number)) {
+            return Ok(());
+        }
+        self.alert(
+            Some(tenant),
+            "warning",
+            "fraud.approval_requested",
+            format!(
+                "{} call from {caller} to {number} denied until approved",
+                class.as_str()
+            ),
+        );
+        self.queue(Action::RequestApproval(
+            tenant,
+            ApprovalTarget::Class(class.as_str().to_string()),
+            number.to_string(),
+        ));
+        Err((403, "Destination Not Approved".into()))
+    }
+
+    /// Counts a call that will be placed, within the tenant's limits; on
+    /// refusal, returns the SIP status and reason to reject with.
+    pub(crate) fn admit(
+        &self,
+        call_id: &str,
+        tenant: TenantId,
+        tenant_name: &Arc<str>,
+        extension: &str,
+        class: Class,
+        dialled: &str,
+    ) -> Result<(), (u16, String)> {
+        let now = Instant::now();
+        let now_ms = unix_ms(std::time::SystemTime::now());
+        let guard = self
+            .usage
+            .start_call(&CallStart {
+                tenant: tenant_name,
+                extension,
+                class,
+                now,
+                unix_ms: now_ms,
+            })
+            .map_err(|denial| {
+                self.alert(
+                    Some(tenant),
+                    "warning",
+                    "fraud.limit",
+                    format!("call from {extension} to {dialled} refused: {denial}"),
+                );
+                (403, "Call Limit Reached".to_string())
+            })?;
+        let concurrent = self.usage.concurrent(tenant_name);
+        let fired = self.patterns.lock().call_started(&CallInfo {
+            tenant: tenant_name,
+            extension,
+            class,
+            concurrent,
+            now,
+            unix_ms: now_ms,
+        });
+        for alert in fired {
+            self.pattern_alert(tenant, &alert);
+        }
+        self.live.lock().insert(
+            call_id.to_string(),
+            Live {
+                tenant,
+                tenant_name: tenant_name.clone(),
+                extension: extension.to_string(),
+                dialled: dialled.to_string(),
+                class,
+                _guard: guard,
+            },
+        );
+        Ok(())
+    }
+
+    /// A call's record was written: releases its counters, charges its talk
+    /// time, runs the end-of-call patterns. Returns its class when it had been
+    /// admitted.
+    pub(crate) fn release(&self, call_id: &str, talk: Duration) -> Option<Class> {
+        let live = self.live.lock().remove(call_id)?;
+        let now_ms = unix_ms(std::time::SystemTime::now());
+        if let Err(e) = self
+            .usage
+            .charge(&live.tenant_name, live.class, talk, now_ms)
+        {
+            tracing::debug!(error = %e, "spend not charged");
+        }
+        let fired = self.patterns.lock().call_ended(
+            &live.tenant_name,
+            &live.extension,
+            &live.dialled,
+            talk,
+            Instant::now(),
+        );
+        if let Some(alert) = fired {
+            self.pattern_alert(live.tenant, &alert);
+        }
+        Some(live.class)
+    }
+
+    fn pattern_alert(&self, tenant: TenantId, alert: &pbx_guard::PatternAlert) {
+        let severity = match alert.severity {
+            pbx_guard::Severity::Info => "info",
+            pbx_guard::Severity::Warning => "warning",
+            pbx_guard::Severity::Critical => "critical",
+        };
+        self.alert(Some(tenant), severity, alert.event, alert.message.clone());
+        match (alert.action, &alert.extension) {
+            (Some(AutoSuspend::Extension), Some(ext)) => {
+                self.suspend_extension(tenant, ext);
+            }
+            (Some(AutoSuspend::Tenant), _) => self.suspend_tenant(tenant),
+            _ => {}
+        }
+    }
+
+    pub(crate) fn suspend_extension(&self, tenant: TenantId, extension: &str) {
+        self.alert(
+            Some(tenant),
+            "critical",
+            "fraud.suspend_extension",
+            format!("extension {extension} suspended"),
+        );
+        self.queue(Action::SuspendExtension(tenant, extension.to_string()));
+    }
+
+    pub(crate) fn suspend_tenant(&self, tenant: TenantId) {
+        self.alert(
+            Some(tenant),
+            "critical",
+            "fraud.suspend_tenant",
+            "tenant suspended".into(),
+        );
+        self.queue(Action::SuspendTenant(tenant));
+    }
+
+    /// Logs an alert with its stable event name and stores it.
+    pub(crate) fn alert(
+        &self,
+        tenant: Option<TenantId>,
+        severity: &str,
+        event: &str,
+        message: String,
+    ) {
+        tracing::warn!(event, tenant = ?tenant.map(|t| t.0), severity, message = %message, "alert");
+        self.queue(Action::Alert(NewAlert {
+            tenant,
+            severity: severity.to_string(),
+            event: event.to_string(),
+            message,
+            created_ms: unix_ms(std::time::SystemTime::now()),
+        }));
+    }
+
+    fn queue(&self, action: Action) {
+        if self.actions.try_send(action).is_err() {
+            tracing::error!("fraud action queue full; an alert or suspension was dropped");
+        }
+    }
+
+    pub(crate) fn concurrent(&self, tenant: &str) -> u32 {
+        self.usage.concurrent(tenant)
+    }
+
+    pub(crate) fn concurrent_extension(&self, tenant: &str, extension: &str) -> u32 {
+        self.usage.concurrent_extension(tenant, extension)
+    }
+
+    pub(crate) fn calls_in_window(&self, tenant: &str, extension: &str, class: Class) -> u32 {
+        self.usage
+            .calls_in_window(tenant, extension, class, Instant::now())
+    }
+}
+
+async fn run_actions(store: Store, mut rx: mpsc::Receiver<Action>) {
+    while let Some(action) = rx.recv().await {
+        let result = match action {
+            Action::Alert(alert) => store.insert_alert(&alert).await.map(|_| ()),
+            Action::SuspendExtension(tenant, ext) => {
+                store.set_extension_enabled(tenant, &ext, false).await
+            }
+            Action::SuspendTenant(tenant) => {
+                store
+                    .set_tenant_status(tenant, TenantStatus::Suspended)
+                    .await
+            }
+            Action::RequestApproval(tenant, target, sample) => store
+                .request_approval(
+                    tenant,
+                    &target,
+                    Some(&sample),
+                    unix_ms(std::time::SystemTime::now()),
+                )
+                .await
+                .map(|_| ()),
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "fraud action not stored");
+        }
+    }
+}
+
+/// The plugin-facing class of a host class.
+pub(crate) fn plugin_class(class: Class) -> DestinationClass {
+    match class {
+        Class::Emergency => DestinationClass::Emergency,
+        Class::Internal => DestinationClass::Internal,
+        Class::National => DestinationClass::National,
+        Class::Mobile => DestinationClass::Mobile,
+        Class::International | Class::HighRisk => DestinationClass::International,
+        Class::PremiumRate => DestinationClass::Premium,
+    }
+}
+
+/// The host class a plugin asks about.
+fn host_class(class: DestinationClass) -> Option<Class> {
+    Some(match class {
+        DestinationClass::Emergency => Class::Emergency,
+        DestinationClass::Internal => Class::Internal,
+        DestinationClass::National => Class::National,
+        DestinationClass::Mobile => Class::Mobile,
+        DestinationClass::International => Class::International,
+        DestinationClass::Premium => Class::PremiumRate,
+        DestinationClass::Unknown => return None,
+    })
+}
+
+/// One call's view of the counters, as the `usage` capability shows them.
+pub(crate) struct CallUsage {
+    pub(crate) fraud: Arc<Fraud>,
+    pub(crate) tenant: TenantId,
+    pub(crate) tenant_name: Arc<str>,
+    /// The number being called, for prefix approvals.
+    pub(crate) number: Option<String>,
+}
+
+impl pbx_plugin::Usage for CallUsage {
+    fn concurrent_calls(&self) -> u32 {
+        self.fraud.concurrent(&self.tenant_name)
+    }
+
+    fn concurrent_calls_by_extension(&self, extension: &str) -> u32 {
+        self.fraud
+            .concurrent_extension(&self.tenant_name, extension)
+    }
+
+    fn calls_in_window(
+        &self,
+        _window: Duration,
+        extension: Option<&str>,
+        class: Option<DestinationClass>,
+    ) -> u32 {
+        // The host counts per extension and class over the tenant's window.
+        let Some(extension) = extension else {
+            return self.fraud.concurrent(&self.tenant_name);
+        };
+        match class.and_then(host_class) {
+            Some(c) => self.fraud.calls_in_window(&self.tenant_name, extension, c),
+            None => Class::ALL
+                .into_iter()
+                .map(|c| self.fraud.calls_in_window(&self.tenant_name, extension, c))
+                .sum(),
+        }
+    }
+
+    fn class_approved(&self, class: DestinationClass) -> bool {
+        host_class(class)
+            .is_some_and(|c| self.fraud.approved(self.tenant, c, self.number.as_deref()))
+    }
+}
