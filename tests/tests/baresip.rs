@@ -42,6 +42,7 @@ struct Client {
     ctrl: TcpStream,
     buf: Vec<u8>,
     name: String,
+    log: std::path::PathBuf,
 }
 
 impl Client {
@@ -62,6 +63,7 @@ impl Client {
              module\t\t\taubridge.so\n\
              module\t\t\tsrtp.so\n\
              module_app\t\taccount.so\n\
+             module_app\t\tmenu.so\n\
              module_app\t\tctrl_tcp.so\n\
              ctrl_tcp_listen\t\t127.0.0.1:{ctrl_port}\n\
              net_interface\t\t127.0.0.1\n",
@@ -69,8 +71,10 @@ impl Client {
         );
         std::fs::write(home.join("config"), config).expect("config");
         std::fs::write(home.join("accounts"), format!("{account}\n")).expect("accounts");
-        let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("log");
+        let log_path = dir.join(format!("{name}.log"));
+        let log = std::fs::File::create(&log_path).expect("log");
         let child = Command::new("baresip")
+            .arg("-s")
             .arg("-f")
             .arg(&home)
             .stdin(Stdio::null())
@@ -95,6 +99,7 @@ impl Client {
             ctrl,
             buf: Vec::new(),
             name: name.into(),
+            log: log_path,
         }
     }
 
@@ -147,10 +152,11 @@ impl Client {
             Err("control connection closed".to_string())
         })
         .await;
+        let log = || std::fs::read_to_string(&self.log).unwrap_or_default();
         match found {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => panic!("{name}: waiting for {kind}: {e}"),
-            Err(_) => panic!("{name}: no {kind} within {WAIT:?}"),
+            Ok(Err(e)) => panic!("{name}: waiting for {kind}: {e}\n{}", log()),
+            Err(_) => panic!("{name}: no {kind} within {WAIT:?}\n{}", log()),
         }
     }
 }
@@ -213,8 +219,32 @@ async fn two_baresip_phones_call_over_tls_with_srtp() {
     )
     .await;
     let mut caller = Client::start(dir.path(), "caller", &account("1000", ""), &cert_path).await;
-    callee.expect_event("REGISTER_OK", &["REGISTER_FAIL"]).await;
-    caller.expect_event("REGISTER_OK", &["REGISTER_FAIL"]).await;
+    // Both register at start-up (before their control ports can report it):
+    // wait until the PBX has stored both bindings.
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0);
+            let regs = store
+                .load_registrations(now_ms)
+                .await
+                .expect("registrations");
+            let registered = |ext: &str| regs.iter().any(|r| r.extension == ext);
+            if registered("1000") && registered("1001") {
+                assert!(
+                    regs.iter()
+                        .all(|r| r.transport == store::TransportKind::Tls),
+                    "{regs:?}"
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("both phones register over TLS");
 
     caller.command("dial", &format!("sip:1001@{ACME}")).await;
     caller

@@ -19,7 +19,10 @@ async fn carrier_invite(carrier: &mut Phone, wait: Duration) -> Option<SipMsg> {
         match m.method() {
             Some("INVITE") => return Some(m),
             Some("REGISTER") => {
-                carrier.respond(&m, 200, "OK", Some("reg"), false).await.ok()?;
+                carrier
+                    .respond(&m, 200, "OK", Some("reg"), false)
+                    .await
+                    .ok()?;
             }
             _ => {}
         }

@@ -36,6 +36,13 @@
 //! burst = 200
 //! trusted = ["10.0.0.0/8"]         # never limited or banned; default: loopback
 //!
+//! [fraud]                          # call-level controls (limits: `pbx tenant limits`)
+//! home_country = "US"              # national vs international
+//! premium_prefixes = ["1900"]      # E.164 digits, on top of the numbering library
+//! high_risk_prefixes = ["882", "883"]
+//! webhook_url = "http://127.0.0.1:9000/alerts"   # alerts POSTed, HMAC-signed
+//! webhook_secret = "change-me"     # or PBX_WEBHOOK_SECRET
+//!
 //! [media]                          # media anchoring (SDP rewritten to the relay)
 //! enabled = true
 //! bind_ip = "0.0.0.0"              # default: the first SIP listener's address
@@ -96,6 +103,8 @@ pub struct FileConfig {
     pub guard: GuardSection,
     #[serde(default)]
     pub media: MediaSection,
+    #[serde(default)]
+    pub fraud: FraudSection,
     /// `[api]`: the admin API's own settings ([`pbx_api::ApiConfig`]).
     pub api: Option<pbx_api::ApiConfig>,
 }
@@ -171,6 +180,22 @@ pub struct GuardSection {
     pub burst: Option<u32>,
     /// CIDR networks or single addresses; replaces the default (loopback).
     pub trusted: Option<Vec<String>>,
+}
+
+/// `[fraud]`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FraudSection {
+    /// ISO country the host's numbers are national in (default "US").
+    pub home_country: Option<String>,
+    /// Number prefixes (E.164 digits) treated as premium-rate.
+    pub premium_prefixes: Option<Vec<String>>,
+    /// Number prefixes (E.164 digits) treated as high-risk.
+    pub high_risk_prefixes: Option<Vec<String>>,
+    /// `http://HOST[:PORT]/PATH` that alerts are POSTed to, signed.
+    pub webhook_url: Option<String>,
+    /// The HMAC secret; `PBX_WEBHOOK_SECRET` in the environment wins.
+    pub webhook_secret: Option<String>,
 }
 
 /// `[log]`
@@ -301,6 +326,7 @@ impl Settings {
         let mut serve = ServeOptions::new(udp, tcp, core);
         serve.advertise = advertise;
         serve.guard = guard_options(&file.guard)?;
+        serve.fraud = fraud_options(&file.fraud)?;
         serve.tls_files = tls_files(&file.sip, args)?;
         serve.tls_ca = args.tls_ca.clone().or_else(|| file.sip.tls_ca.clone());
         if !tls.is_empty() && serve.tls_files.is_none() {
@@ -433,6 +459,35 @@ fn core_config(file: &FileConfig) -> Result<CoreConfig> {
         core.user_agent = (!ua.is_empty()).then(|| ua.to_owned());
     }
     Ok(core)
+}
+
+/// Maps `[fraud]` onto the host's call-level fraud controls.
+fn fraud_options(section: &FraudSection) -> Result<crate::server::FraudConfig> {
+    let mut fraud = crate::server::FraudConfig::default();
+    if let Some(country) = &section.home_country {
+        fraud.classifier.home_country = country.clone();
+    }
+    if let Some(p) = &section.premium_prefixes {
+        fraud.classifier.premium_prefixes = p.clone();
+    }
+    if let Some(p) = &section.high_risk_prefixes {
+        fraud.classifier.high_risk_prefixes = p.clone();
+    }
+    if let Some(url) = &section.webhook_url {
+        let secret = std::env::var("PBX_WEBHOOK_SECRET")
+            .ok()
+            .or_else(|| section.webhook_secret.clone())
+            .ok_or_else(|| {
+                Error::Config("fraud.webhook_url needs a secret (PBX_WEBHOOK_SECRET)".into())
+            })?;
+        fraud.webhook = Some(
+            crate::server::Webhook::new(url, &secret)
+                .map_err(|e| Error::Config(format!("fraud.webhook_url: {e}")))?,
+        );
+    }
+    pbx_guard::Classifier::new(&fraud.classifier)
+        .map_err(|e| Error::Config(format!("fraud: {e}")))?;
+    Ok(fraud)
 }
 
 /// Maps `[guard]` onto the server's abuse-defense options.

@@ -30,6 +30,7 @@ use store::{
 use tokio::sync::mpsc;
 
 use super::unix_ms;
+use super::webhook::Webhook;
 
 /// Work for the database, queued by the call path.
 enum Action {
@@ -62,6 +63,8 @@ pub struct FraudConfig {
     pub classifier: ClassifierConfig,
     pub usage: UsageConfig,
     pub patterns: PatternConfig,
+    /// Where alerts are pushed, signed (none: stored and logged only).
+    pub webhook: Option<Webhook>,
 }
 
 impl Default for FraudConfig {
@@ -79,6 +82,7 @@ impl Default for FraudConfig {
             classifier: ClassifierConfig::default(),
             usage,
             patterns: PatternConfig::default(),
+            webhook: None,
         }
     }
 }
@@ -91,7 +95,9 @@ pub(crate) struct Fraud {
     patterns: Mutex<Patterns>,
     live: Mutex<HashMap<String, Live>>,
     approved: RwLock<HashMap<TenantId, Approved>>,
+    names: RwLock<HashMap<TenantId, String>>,
     actions: mpsc::Sender<Action>,
+    webhook: Option<mpsc::Sender<pbx_guard::Alert>>,
 }
 
 /// Queued database actions.
@@ -101,6 +107,11 @@ impl Fraud {
     pub(crate) fn new(store: &Store, config: &FraudConfig) -> anyhow::Result<Fraud> {
         let (actions, rx) = mpsc::channel(ACTIONS);
         tokio::spawn(run_actions(store.clone(), rx));
+        let webhook = config.webhook.clone().map(|hook| {
+            let (tx, rx) = mpsc::channel(ACTIONS);
+            tokio::spawn(run_webhook(hook, rx));
+            tx
+        });
         Ok(Fraud {
             classifier: Classifier::new(&config.classifier)
                 .map_err(|e| anyhow::anyhow!("fraud classifier: {e}"))?,
@@ -109,7 +120,9 @@ impl Fraud {
             patterns: Mutex::new(Patterns::new(config.patterns.clone())),
             live: Mutex::new(HashMap::new()),
             approved: RwLock::new(HashMap::new()),
+            names: RwLock::new(HashMap::new()),
             actions,
+            webhook,
         })
     }
 
@@ -152,6 +165,7 @@ impl Fraud {
             }
         }
         *self.approved.write() = approved;
+        *self.names.write() = tenants.clone();
         Ok(())
     }
 
@@ -346,10 +360,26 @@ impl Fraud {
         &self,
         tenant: Option<TenantId>,
         severity: &str,
-        event: &str,
+        event: &'static str,
         message: String,
     ) {
         tracing::warn!(event, tenant = ?tenant.map(|t| t.0), severity, message = %message, "alert");
+        if let Some(hook) = &self.webhook {
+            let alert = pbx_guard::Alert {
+                tenant: tenant.and_then(|t| self.names.read().get(&t).cloned()),
+                severity: match severity {
+                    "critical" => pbx_guard::Severity::Critical,
+                    "info" => pbx_guard::Severity::Info,
+                    _ => pbx_guard::Severity::Warning,
+                },
+                event,
+                message: message.clone(),
+                at_ms: unix_ms(std::time::SystemTime::now()),
+            };
+            if hook.try_send(alert).is_err() {
+                tracing::warn!("webhook queue full; an alert was not pushed");
+            }
+        }
         self.queue(Action::Alert(NewAlert {
             tenant,
             severity: severity.to_string(),
@@ -403,6 +433,16 @@ async fn run_actions(store: Store, mut rx: mpsc::Receiver<Action>) {
         };
         if let Err(e) = result {
             tracing::warn!(error = %e, "fraud action not stored");
+        }
+    }
+}
+
+async fn run_webhook(hook: Webhook, mut rx: mpsc::Receiver<pbx_guard::Alert>) {
+    while let Some(alert) = rx.recv().await {
+        match hook.deliver(&alert).await {
+            Ok(status) if (200..300).contains(&status) => {}
+            Ok(status) => tracing::warn!(status, event = alert.event, "webhook refused an alert"),
+            Err(e) => tracing::warn!(error = %e, event = alert.event, "webhook delivery failed"),
         }
     }
 }

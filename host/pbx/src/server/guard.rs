@@ -517,7 +517,7 @@ fn uri_target(value: &str) -> &str {
     };
     let rest = value.get(from..).unwrap_or_default();
     let end = rest
-        .find(|c: char| matches!(c, '>' | ';' | '?' | ' ' | ':' | ','))
+        .find(['>', ';', '?', ' ', ':', ','])
         .unwrap_or(rest.len());
     // `user@host:port`: keep the port out, but a `:` in the user part is a
     // password and cuts it too.

@@ -40,6 +40,7 @@ mod tcp;
 pub mod tls;
 mod trunk_reg;
 mod udp;
+mod webhook;
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -59,6 +60,7 @@ pub use fraud::FraudConfig;
 pub use guard::{GuardOptions, default_trusted};
 use io::Io;
 pub use media::MediaOptions;
+pub use webhook::Webhook;
 
 /// How long a new call may wait for its dial plan and policies.
 const ROUTE_TIMEOUT: Duration = Duration::from_secs(2);
