@@ -375,9 +375,9 @@ async fn sipp_flood_from_one_address_leaves_another_working() {
         return;
     }
     let mut pbx = guarded(true).await;
-    // 1000 INVITEs a second without credentials, at most 6000, for at most 20 s.
+    // 500 INVITEs a second without credentials, at most 4000, for at most 20 s.
     let args: Vec<String> = [
-        "-sn", "uac", "-i", ATTACKER, "-p", "0", "-r", "1000", "-m", "6000", "-l", "2000",
+        "-sn", "uac", "-i", ATTACKER, "-p", "0", "-r", "500", "-m", "4000", "-l", "2000",
         "-timeout", "20s", "-nostdin",
     ]
     .iter()

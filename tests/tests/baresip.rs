@@ -56,6 +56,8 @@ impl Client {
              sip_cafile\t\t{ca}\n\
              audio_player\t\taubridge,{name}\n\
              audio_source\t\tausine,440\n\
+             ausrc_srate\t\t48000\n\
+             auplay_srate\t\t48000\n\
              audio_alert\t\taubridge,{name}-alert\n\
              module_path\t\t/usr/lib/baresip/modules\n\
              module\t\t\tg711.so\n\
@@ -247,10 +249,10 @@ async fn two_baresip_phones_call_over_tls_with_srtp() {
     .expect("both phones register over TLS");
 
     caller.command("dial", &format!("sip:1001@{ACME}")).await;
-    caller
+    callee
         .expect_event("CALL_ESTABLISHED", &["CALL_CLOSED"])
         .await;
-    callee
+    caller
         .expect_event("CALL_ESTABLISHED", &["CALL_CLOSED"])
         .await;
     // Let audio flow for a while in both directions (real time: media is paced).
