@@ -58,6 +58,7 @@ impl Client {
              audio_source\t\tausine,440\n\
              ausrc_srate\t\t48000\n\
              auplay_srate\t\t48000\n\
+             ausrc_channels\t\t2\n\
              audio_alert\t\taubridge,{name}-alert\n\
              module_path\t\t/usr/lib/baresip/modules\n\
              module\t\t\tg711.so\n\

@@ -326,7 +326,10 @@ impl Shard {
         match transport {
             TransportKind::Udp => format!("<sip:pbx@{adv}>"),
             TransportKind::Tcp => format!("<sip:pbx@{adv};transport=tcp>"),
-            TransportKind::Tls => format!("<sips:pbx@{adv}>"),
+            // `sip:` with `transport=tls` rather than `sips:`: deployed phones
+            // (baresip among them) cannot route in-dialog requests to a `sips:`
+            // target, and the hop is TLS either way.
+            TransportKind::Tls => format!("<sip:pbx@{adv};transport=tls>"),
         }
     }
 
@@ -354,7 +357,7 @@ impl Shard {
                     .from()
                     .ok()
                     .and_then(|f| {
-                        msg::uri_parts(&f.uri.to_string()).and_then(|p| p.user.map(str::to_string))
+                        msg::uri_parts(f.uri).and_then(|p| p.user.map(str::to_string))
                     })
                     .unwrap_or_else(|| "anonymous".into());
                 (tenant, from_user, None, Some(trunk))

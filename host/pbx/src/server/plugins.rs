@@ -668,10 +668,8 @@ impl Workers {
         Workers { tx }
     }
 
-    /// Queues a job; gives it back when the queue is full.
-    pub(crate) fn submit(&self, job: Job) -> Result<(), Job> {
-        self.tx.try_send(job).map_err(|e| match e {
-            std_mpsc::TrySendError::Full(j) | std_mpsc::TrySendError::Disconnected(j) => j,
-        })
+    /// Queues a job; false when the queue is full (or the workers are gone).
+    pub(crate) fn submit(&self, job: Job) -> bool {
+        self.tx.try_send(job).is_ok()
     }
 }

@@ -100,7 +100,7 @@ async fn drain(
             Output::Route(req) => {
                 let call = req.call;
                 let refused = match routing {
-                    Some(r) => r.workers.submit(Job::Route(req)).is_err(),
+                    Some(r) => !r.workers.submit(Job::Route(req)),
                     None => true,
                 };
                 if refused {
@@ -130,7 +130,7 @@ async fn drain(
             Output::Cdr(cdr) => {
                 if let Some(r) = routing
                     && let Some(class) = r.host.release(&cdr)
-                    && r.workers.submit(Job::Ended(cdr.clone(), class)).is_err()
+                    && !r.workers.submit(Job::Ended(cdr.clone(), class))
                 {
                     tracing::warn!("plugin queue full; call-ended not delivered");
                 }
