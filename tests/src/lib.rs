@@ -390,8 +390,9 @@ impl Phone {
     pub fn invite_text(&mut self, call: &OutCall, auth: Option<&str>) -> String {
         let cseq = self.next_cseq();
         let sdp = format!(
-            "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n",
-            ip = self.local.ip()
+            "v=0\r\no=- 1 1 IN {fam} {ip}\r\ns=-\r\nc=IN {fam} {ip}\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n",
+            ip = self.local.ip(),
+            fam = if self.local.is_ipv4() { "IP4" } else { "IP6" },
         );
         let mut s = format!(
             "INVITE {uri} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\n\
@@ -561,8 +562,9 @@ impl Phone {
         ));
         if sdp {
             let body = format!(
-                "v=0\r\no=- 2 2 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio 4002 RTP/AVP 0\r\n",
-                ip = self.local.ip()
+                "v=0\r\no=- 2 2 IN {fam} {ip}\r\ns=-\r\nc=IN {fam} {ip}\r\nt=0 0\r\nm=audio 4002 RTP/AVP 0\r\n",
+                ip = self.local.ip(),
+                fam = if self.local.is_ipv4() { "IP4" } else { "IP6" },
             );
             s.push_str(&format!(
                 "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",

@@ -356,9 +356,7 @@ impl Shard {
                 let from_user = msg
                     .from()
                     .ok()
-                    .and_then(|f| {
-                        msg::uri_parts(f.uri).and_then(|p| p.user.map(str::to_string))
-                    })
+                    .and_then(|f| msg::uri_parts(f.uri).and_then(|p| p.user.map(str::to_string)))
                     .unwrap_or_else(|| "anonymous".into());
                 (tenant, from_user, None, Some(trunk))
             }

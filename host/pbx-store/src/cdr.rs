@@ -86,9 +86,8 @@ impl Store {
 
     /// The tenant's CDRs matching `filter`, newest first.
     pub async fn list_cdrs(&self, tenant: TenantId, filter: &CdrFilter) -> Result<Vec<Cdr>> {
-        let mut q = QueryBuilder::<Sqlite>::new(format!(
-            "SELECT {COLUMNS} FROM cdrs WHERE tenant_id = "
-        ));
+        let mut q =
+            QueryBuilder::<Sqlite>::new(format!("SELECT {COLUMNS} FROM cdrs WHERE tenant_id = "));
         q.push_bind(tenant.0);
         if let Some(since) = filter.since_ms {
             q.push(" AND started_at_ms >= ").push_bind(since);
@@ -193,8 +192,14 @@ pub(crate) mod tests {
         };
         c.media.callee.packets_in = 498;
         c.media.callee.bytes_out = u64::MAX;
-        store.insert_cdrs(std::slice::from_ref(&c)).await.expect("insert");
-        let got = store.list_cdrs(a, &CdrFilter::default()).await.expect("list");
+        store
+            .insert_cdrs(std::slice::from_ref(&c))
+            .await
+            .expect("insert");
+        let got = store
+            .list_cdrs(a, &CdrFilter::default())
+            .await
+            .expect("list");
         assert_eq!(got[0].media.caller, c.media.caller);
         assert_eq!(got[0].media.callee.packets_in, 498);
         // saturated rather than wrapped

@@ -72,7 +72,11 @@ mod tests {
         assert_eq!(policy(a), Some(MediaEncryption::Required));
         assert_eq!(policy(b), Some(MediaEncryption::Optional));
         assert_eq!(
-            store.tenant(a).await.expect("tenant").map(|t| t.media_encryption),
+            store
+                .tenant(a)
+                .await
+                .expect("tenant")
+                .map(|t| t.media_encryption),
             Some(MediaEncryption::Required)
         );
         assert!(matches!(

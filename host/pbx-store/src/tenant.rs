@@ -65,10 +65,11 @@ impl Store {
     /// The tenant with this id, if any.
     pub async fn tenant(&self, id: TenantId) -> Result<Option<Tenant>> {
         let mut conn = self.pool.acquire().await?;
-        let row = sqlx::query("SELECT id, name, status, media_encryption FROM tenants WHERE id = ?")
-            .bind(id.0)
-            .fetch_optional(&mut *conn)
-            .await?;
+        let row =
+            sqlx::query("SELECT id, name, status, media_encryption FROM tenants WHERE id = ?")
+                .bind(id.0)
+                .fetch_optional(&mut *conn)
+                .await?;
         match row {
             Some(row) => Ok(Some(with_domains(&mut conn, &row).await?)),
             None => Ok(None),
@@ -78,10 +79,11 @@ impl Store {
     /// The tenant with this exact name, if any.
     pub async fn tenant_by_name(&self, name: &str) -> Result<Option<Tenant>> {
         let mut conn = self.pool.acquire().await?;
-        let row = sqlx::query("SELECT id, name, status, media_encryption FROM tenants WHERE name = ?")
-            .bind(name)
-            .fetch_optional(&mut *conn)
-            .await?;
+        let row =
+            sqlx::query("SELECT id, name, status, media_encryption FROM tenants WHERE name = ?")
+                .bind(name)
+                .fetch_optional(&mut *conn)
+                .await?;
         match row {
             Some(row) => Ok(Some(with_domains(&mut conn, &row).await?)),
             None => Ok(None),
@@ -210,9 +212,10 @@ async fn with_domains(conn: &mut SqliteConnection, row: &SqliteRow) -> Result<Te
 
 /// Every tenant with its domains (primary first), in id order.
 pub(crate) async fn load_all(conn: &mut SqliteConnection) -> Result<Vec<Tenant>> {
-    let tenant_rows = sqlx::query("SELECT id, name, status, media_encryption FROM tenants ORDER BY id")
-        .fetch_all(&mut *conn)
-        .await?;
+    let tenant_rows =
+        sqlx::query("SELECT id, name, status, media_encryption FROM tenants ORDER BY id")
+            .fetch_all(&mut *conn)
+            .await?;
     let domain_rows =
         sqlx::query("SELECT tenant_id, domain FROM tenant_domains ORDER BY tenant_id, position")
             .fetch_all(&mut *conn)

@@ -34,7 +34,7 @@
 //! ban_secs = 900                   # the first ban; repeat offenders get longer ones
 //! messages_per_second = 50         # per source address
 //! burst = 200
-//! trusted = ["10.0.0.0/8"]         # never limited or banned; default: loopback
+//! trusted = ["10.0.0.0/8"]         # never limited or banned; default: none
 //!
 //! [fraud]                          # call-level controls (limits: `pbx tenant limits`)
 //! home_country = "US"              # national vs international
@@ -178,7 +178,7 @@ pub struct GuardSection {
     pub ban_secs: Option<u64>,
     pub messages_per_second: Option<u32>,
     pub burst: Option<u32>,
-    /// CIDR networks or single addresses; replaces the default (loopback).
+    /// CIDR networks or single addresses never limited or banned (none by default).
     pub trusted: Option<Vec<String>>,
 }
 

@@ -63,14 +63,13 @@ impl Default for GuardOptions {
             scanner: ScannerConfig::default(),
             overload,
         };
-        options.set_trusted(default_trusted());
         options
     }
 }
 
 impl GuardOptions {
     /// Networks never counted, limited, judged or banned (trunks, admin
-    /// networks); replaces the default (loopback).
+    /// networks). None by default: every source is judged, loopback included.
     pub fn set_trusted(&mut self, nets: Vec<IpNet>) {
         self.bans.exempt = nets.clone();
         self.rate.exempt = nets.clone();
@@ -83,8 +82,9 @@ impl GuardOptions {
     }
 }
 
-/// 127.0.0.0/8 and ::1: the host itself (a local proxy or monitoring).
-pub fn default_trusted() -> Vec<IpNet> {
+/// 127.0.0.0/8 and ::1: the host itself. Trusting it suits test fixtures and
+/// local load benchmarks, whose traffic all comes from loopback.
+pub fn loopback_nets() -> Vec<IpNet> {
     ["127.0.0.0/8", "::1/128"]
         .iter()
         .filter_map(|n| n.parse().ok())
@@ -591,12 +591,13 @@ mod tests {
     }
 
     #[test]
-    fn defaults_are_on_and_trust_only_loopback() {
+    fn defaults_are_on_and_trust_nothing() {
         let o = GuardOptions::default();
         assert!(o.enabled);
         assert_eq!(o.bans.max_failures, 10);
         assert_eq!(o.bans.window, Duration::from_secs(300));
-        assert_eq!(o.trusted(), default_trusted().as_slice());
+        assert!(o.trusted().is_empty());
+        assert_eq!(loopback_nets().len(), 2);
         assert_eq!(o.rate.exempt, o.scanner.exempt);
     }
 

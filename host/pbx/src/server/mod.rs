@@ -57,7 +57,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use fraud::FraudConfig;
-pub use guard::{GuardOptions, default_trusted};
+pub use guard::{GuardOptions, loopback_nets};
 use io::Io;
 pub use media::MediaOptions;
 pub use webhook::Webhook;

@@ -46,8 +46,8 @@ impl Webhook {
             None => (rest, "/"),
         };
         let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) if !h.is_empty() => (h, p.parse::<u16>()?),
-            _ => (authority, 80),
+            Some((h, p)) => (h, p.parse::<u16>()?),
+            None => (authority, 80),
         };
         if host.is_empty() || path.chars().any(|c| c.is_control() || c == ' ') {
             anyhow::bail!("bad webhook URL {url}");
