@@ -31,7 +31,11 @@ impl Store {
         .bind(limits.max_concurrent.map(i64::from))
         .bind(limits.max_concurrent_extension.map(i64::from))
         .bind(limits.max_calls_per_second.map(i64::from))
-        .bind(limits.daily_cap_cents.map(|c| i64::try_from(c).unwrap_or(i64::MAX)))
+        .bind(
+            limits
+                .daily_cap_cents
+                .map(|c| i64::try_from(c).unwrap_or(i64::MAX)),
+        )
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -47,7 +51,9 @@ impl Store {
         .bind(tenant.0)
         .fetch_optional(&self.pool)
         .await?;
-        row.map_or(Ok(TenantLimits::default()), |r| from_row(&r).map(|(_, l)| l))
+        row.map_or(Ok(TenantLimits::default()), |r| {
+            from_row(&r).map(|(_, l)| l)
+        })
     }
 
     /// Every tenant that has limits of its own.
@@ -87,7 +93,10 @@ mod tests {
     async fn limits_round_trip_and_bump_the_generation() {
         let store = Store::open_in_memory().await.unwrap();
         let t = store.add_tenant("acme", "acme.example").await.unwrap().id;
-        assert_eq!(store.tenant_limits(t).await.unwrap(), TenantLimits::default());
+        assert_eq!(
+            store.tenant_limits(t).await.unwrap(),
+            TenantLimits::default()
+        );
         let before = store.generation().await.unwrap();
         let limits = TenantLimits {
             max_concurrent: Some(50),
@@ -104,6 +113,11 @@ mod tests {
         };
         store.set_tenant_limits(t, &again).await.unwrap();
         assert_eq!(store.all_tenant_limits().await.unwrap(), vec![(t, again)]);
-        assert!(store.set_tenant_limits(TenantId(999), &again).await.is_err());
+        assert!(
+            store
+                .set_tenant_limits(TenantId(999), &again)
+                .await
+                .is_err()
+        );
     }
 }

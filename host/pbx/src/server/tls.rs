@@ -98,6 +98,10 @@ pub(crate) async fn accept(io: Arc<Io>, listener: TcpListener, acceptor: TlsAcce
                 }
             }
         };
+        // A banned source gets no handshake (which would cost us the most).
+        if io.guard().refuses(peer.ip(), std::time::Instant::now()) {
+            continue;
+        }
         if !io.acquire_source(peer.ip()) {
             tracing::debug!(%peer, "too many connections from this address; refused");
             continue;
