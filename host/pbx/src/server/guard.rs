@@ -56,14 +56,13 @@ impl Default for GuardOptions {
             burst: u32::MAX,
             ..OverloadConfig::default()
         };
-        let mut options = GuardOptions {
+        GuardOptions {
             enabled: true,
             bans: BanConfig::default(),
             rate: RateConfig::default(),
             scanner: ScannerConfig::default(),
             overload,
-        };
-        options
+        }
     }
 }
 
