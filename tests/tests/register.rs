@@ -188,3 +188,38 @@ async fn a_second_domain_of_the_tenant_reaches_the_same_extensions() {
     callee.expect_request("INVITE").await.unwrap();
     pbx.stop().await;
 }
+
+#[tokio::test]
+async fn an_extension_limited_to_a_network_is_refused_elsewhere() {
+    let pbx = Pbx::start().await;
+    pbx.store
+        .allow_network(pbx.acme, Some("1000"), "127.0.0.2/32")
+        .await
+        .unwrap();
+    // The server picks the change up on its next poll: retry until refused.
+    let mut refused = None;
+    for _ in 0..100 {
+        let mut p = pbx.phone(Transport::Udp, ACME, "1000").await;
+        let r = p.register(300).await.unwrap();
+        if r.status() == Some(403) {
+            refused = Some(r);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(refused.is_some(), "registration from 127.0.0.1 refused");
+    let mut from_allowed = Phone::new(
+        Transport::Udp,
+        "127.0.0.2",
+        pbx.udp,
+        "1000",
+        &common::password(ACME, "1000"),
+        ACME,
+    )
+    .await
+    .unwrap();
+    let r = from_allowed.register(300).await.unwrap();
+    assert_eq!(r.status(), Some(200), "{}", r.raw);
+    // Other extensions and tenants are not limited.
+    pbx.registered(Transport::Udp, ACME, "1001").await;
+}

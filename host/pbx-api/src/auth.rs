@@ -38,6 +38,7 @@ pub(crate) const GRANTABLE: &[&str] = &[
     "trunks:read",
     "trunks:write",
     "alerts:read",
+    "approvals:read",
 ];
 
 /// How the bearer authenticated.

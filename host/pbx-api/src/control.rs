@@ -1,5 +1,5 @@
-//! The running server's side of the API: live calls, plugins, trunks and DIDs,
-//! alerts and bans. The host implements [`Control`]; the API only routes to it.
+//! The running server's side of the API: live calls, plugins (tenants' dial
+//! plans and the provider's policies), trunks and DIDs, alerts and bans. The host implements [`Control`]; the API only routes to it.
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -49,6 +49,18 @@ pub struct PluginInfo {
     pub hash: String,
     pub uploaded_at_ms: i64,
     pub active: bool,
+}
+
+/// An installed policy component.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyInfo {
+    /// Unique across the provider.
+    pub name: String,
+    /// The tenant it applies to; `None` for a provider-wide policy.
+    pub tenant: Option<TenantId>,
+    /// hex SHA-256 of the component.
+    pub hash: String,
+    pub installed_at_ms: i64,
 }
 
 /// An alert raised by policy or by the host.
@@ -120,6 +132,19 @@ pub trait Control: Send + Sync + 'static {
     fn activate_plugin(&self, tenant: TenantId, version: u32) -> BoxFuture<'_, ControlResult<()>>;
     /// Goes back to the version active before the current one; returns it.
     fn rollback_plugin(&self, tenant: TenantId) -> BoxFuture<'_, ControlResult<PluginInfo>>;
+    /// Installed policies, by name.
+    fn list_policies(&self) -> BoxFuture<'_, ControlResult<Vec<PolicyInfo>>>;
+    /// Validates a policy component (as `pbx policy install` does) and
+    /// installs it under `name`, replacing any policy of that name; `tenant:
+    /// None` makes it apply to every tenant.
+    fn install_policy(
+        &self,
+        name: String,
+        tenant: Option<TenantId>,
+        wasm: Vec<u8>,
+    ) -> BoxFuture<'_, ControlResult<PolicyInfo>>;
+    /// Removes the named policy.
+    fn remove_policy(&self, name: String) -> BoxFuture<'_, ControlResult<()>>;
     /// Alerts of one tenant, or of all when `None`.
     fn list_alerts(&self, tenant: Option<TenantId>) -> BoxFuture<'_, ControlResult<Vec<Alert>>>;
     /// Current bans.
@@ -159,6 +184,7 @@ pub(crate) mod fake {
         pub(crate) plugins: Mutex<HashMap<TenantId, Vec<PluginInfo>>>,
         pub(crate) hung_up: Mutex<Vec<(TenantId, String)>>,
         pub(crate) trunks: Mutex<HashMap<TenantId, Vec<TrunkInfo>>>,
+        pub(crate) policies: Mutex<Vec<PolicyInfo>>,
     }
 
     fn ready<T: Send + 'static>(v: T) -> BoxFuture<'static, T> {
@@ -233,6 +259,43 @@ pub(crate) mod fake {
             list[i].active = false;
             list[i - 1].active = true;
             ready(Ok(list[i - 1].clone()))
+        }
+        fn list_policies(&self) -> BoxFuture<'_, ControlResult<Vec<PolicyInfo>>> {
+            let mut all = self.policies.lock().clone();
+            all.sort_by(|a, b| a.name.cmp(&b.name));
+            ready(Ok(all))
+        }
+        fn install_policy(
+            &self,
+            name: String,
+            tenant: Option<TenantId>,
+            wasm: Vec<u8>,
+        ) -> BoxFuture<'_, ControlResult<PolicyInfo>> {
+            if !wasm.starts_with(b"\0asm") {
+                return ready(Err(ControlError::Invalid("not a policy component".into())));
+            }
+            if name.is_empty() || name.contains('/') {
+                return ready(Err(ControlError::Invalid(format!("policy name {name:?}"))));
+            }
+            let info = PolicyInfo {
+                name,
+                tenant,
+                hash: "11".into(),
+                installed_at_ms: 0,
+            };
+            let mut all = self.policies.lock();
+            all.retain(|p| p.name != info.name);
+            all.push(info.clone());
+            ready(Ok(info))
+        }
+        fn remove_policy(&self, name: String) -> BoxFuture<'_, ControlResult<()>> {
+            let mut all = self.policies.lock();
+            let before = all.len();
+            all.retain(|p| p.name != name);
+            if all.len() == before {
+                return ready(Err(ControlError::NotFound(format!("policy {name}"))));
+            }
+            ready(Ok(()))
         }
         fn list_alerts(
             &self,

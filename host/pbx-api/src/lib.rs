@@ -1,6 +1,8 @@
 //! The admin REST API of the PBX: provisioning (tenants, domains, extensions,
-//! users), integration tokens, call records, the audit log, and the endpoints
-//! the running server answers (live calls, plugins, trunks, DIDs, alerts, bans).
+//! users, limits, media encryption), integration tokens, call records,
+//! destination approvals, the audit log, and the endpoints the running server
+//! answers (live calls, dial-plan and policy plugins, trunks, DIDs, alerts,
+//! bans).
 //!
 //! # Design
 //! - axum under `/api/v1`, JSON in and out; every error is
@@ -61,7 +63,7 @@ pub use audit::{AuditReport, verify_audit};
 pub use config::{ApiConfig, OidcConfig};
 pub use control::{
     Alert, Ban, BoxFuture, CallInfo, Control, ControlError, ControlResult, Did, NewTrunk,
-    PluginInfo, TrunkInfo,
+    PluginInfo, PolicyInfo, TrunkInfo,
 };
 pub use error::{Error, Result};
 pub use password::check_policy;

@@ -12,7 +12,10 @@ use axum::http::{Method, Request, StatusCode, header};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
-use store::{Cdr, Disposition, NewApiToken, NewUser, Store, TenantId, User, UserRole};
+use store::{
+    ApprovalStatus, ApprovalTarget, Cdr, Disposition, MediaEncryption, NewApiToken, NewUser, Store,
+    TenantId, TenantLimits, User, UserRole,
+};
 use tower::ServiceExt;
 
 use crate::auth::{ALL_SCOPES, GRANTABLE, token_hash};
@@ -49,6 +52,8 @@ struct Fx {
     api_a: String,
     api_a_id: i64,
     api_b: String,
+    /// A pending destination approval of tenant A.
+    approval_a: i64,
 }
 
 async fn add_user(
@@ -105,6 +110,20 @@ impl Fx {
                 .expect("plugin");
         }
         control.activate_plugin(a, 2).await.expect("activate");
+        control
+            .install_policy("fraud".into(), None, b"\0asm-p".to_vec())
+            .await
+            .expect("policy");
+        let approval_a = store
+            .request_approval(
+                a,
+                &ApprovalTarget::Class("international".into()),
+                Some("+442079460018"),
+                T0,
+            )
+            .await
+            .expect("approval")
+            .id;
         let control: Arc<dyn Control> = control;
 
         let clock = Arc::new(AtomicI64::new(T0));
@@ -129,6 +148,7 @@ impl Fx {
             api_a: String::new(),
             api_a_id: 0,
             api_b: String::new(),
+            approval_a,
         };
         let scopes: Vec<String> = GRANTABLE.iter().map(|s| s.to_string()).collect();
         let (tok, id) = fx.api_token(a, &scopes, 3600).await;
@@ -377,6 +397,27 @@ fn matrix_cases() -> Vec<Case> {
             N,
         ),
         case(
+            M::GET,
+            "/api/v1/tenants/{tenant}/limits",
+            T("PT", true),
+            200,
+            N,
+        ),
+        case(
+            M::PUT,
+            "/api/v1/tenants/{tenant}/limits",
+            T("P", false),
+            200,
+            J(json!({"max_concurrent":5})),
+        ),
+        case(
+            M::PUT,
+            "/api/v1/tenants/{tenant}/media-encryption",
+            T("PT", false),
+            200,
+            J(json!({"policy":"required"})),
+        ),
+        case(
             M::POST,
             "/api/v1/tenants/{tenant}/domains",
             T("P", false),
@@ -520,6 +561,37 @@ fn matrix_cases() -> Vec<Case> {
             200,
             N,
         ),
+        case(M::GET, "/api/v1/policies", G("P", false), 200, N),
+        case(
+            M::POST,
+            "/api/v1/policies?name=restrict",
+            G("P", false),
+            201,
+            Raw(b"\0asm-policy"),
+        ),
+        case(M::DELETE, "/api/v1/policies/fraud", G("P", false), 204, N),
+        case(M::GET, "/api/v1/approvals", G("P", false), 200, N),
+        case(
+            M::GET,
+            "/api/v1/tenants/{tenant}/approvals",
+            T("PT", true),
+            200,
+            N,
+        ),
+        case(
+            M::POST,
+            "/api/v1/approvals/{approval_id}/grant",
+            G("P", false),
+            200,
+            N,
+        ),
+        case(
+            M::POST,
+            "/api/v1/approvals/{approval_id}/deny",
+            G("P", false),
+            200,
+            N,
+        ),
         case(
             M::GET,
             "/api/v1/tenants/{tenant}/alerts",
@@ -621,7 +693,8 @@ async fn authorization_matrix() {
             let path = c
                 .path
                 .replace("{tenant}", &fx.a.to_string())
-                .replace("{token_id}", &fx.api_a_id.to_string());
+                .replace("{token_id}", &fx.api_a_id.to_string())
+                .replace("{approval_id}", &fx.approval_a.to_string());
             let body = match &c.body {
                 Payload::None => None,
                 Payload::Json(v) => Some(v.to_string().into_bytes()),
@@ -1734,4 +1807,307 @@ async fn serves_over_tls_with_a_self_signed_certificate() {
     };
     let refused = crate::serve(open, dir.path(), store, control, async {}).await;
     assert!(matches!(refused, Err(crate::Error::Config(_))));
+}
+
+// ---------------------------------------------------------------------------
+// Policies, destination approvals, tenant settings
+// ---------------------------------------------------------------------------
+
+impl Fx {
+    /// Audit entries with this action, oldest first.
+    async fn audited(&self, action: &str) -> Vec<store::AuditRecord> {
+        let mut found: Vec<store::AuditRecord> = self
+            .store
+            .list_audit(None, None, 1000)
+            .await
+            .expect("audit")
+            .into_iter()
+            .filter(|e| e.record.action == action)
+            .map(|e| e.record)
+            .collect();
+        found.reverse();
+        found
+    }
+
+    async fn upload(&self, uri: &str, token: &str, bytes: &[u8]) -> (StatusCode, Value) {
+        let req = request(
+            Method::POST,
+            uri,
+            Some(token),
+            Some(bytes.to_vec()),
+            "203.0.113.9",
+        );
+        let (status, _, body) = self.send(req).await;
+        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+}
+
+#[tokio::test]
+async fn policies_are_uploaded_listed_and_removed_by_the_provider() {
+    let fx = Fx::new().await;
+    let root = fx.session(&fx.root);
+    let uri = format!("/api/v1/policies?name=restrict&tenant={}", fx.a);
+    let (s, v) = fx.upload(&uri, &root, b"\0asm-policy").await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["name"], "restrict");
+    assert_eq!(v["tenant"], json!(fx.a.0));
+    let entries = fx.audited("policy.install").await;
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].actor, "root");
+    assert_eq!(entries[0].tenant, Some(fx.a));
+    assert!(entries[0].detail.contains("\"bytes\":11"), "{entries:?}");
+
+    let (s, v) = fx
+        .call(Method::GET, "/api/v1/policies", Some(&root), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let names: Vec<&str> = v
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert_eq!(names, ["fraud", "restrict"]);
+
+    // refused: garbage, an empty body, no name, a tenant that does not exist
+    let (s, v) = fx
+        .upload("/api/v1/policies?name=junk", &root, b"not wasm")
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "invalid"));
+    let (s, v) = fx.upload("/api/v1/policies?name=junk", &root, b"").await;
+    assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "invalid_body"));
+    let (s, v) = fx.upload("/api/v1/policies", &root, b"\0asm-x").await;
+    assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "invalid_query"));
+    let (s, _) = fx
+        .upload("/api/v1/policies?name=x&tenant=999", &root, b"\0asm-x")
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(fx.audited("policy.install").await.len(), 1);
+
+    // tenant admins may neither list nor upload
+    let admin_a = fx.session(&fx.admin_a);
+    let (s, _) = fx
+        .call(Method::GET, "/api/v1/policies", Some(&admin_a), None)
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = fx.upload(&uri, &admin_a, b"\0asm-policy").await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+
+    let (s, _) = fx
+        .call(
+            Method::DELETE,
+            "/api/v1/policies/restrict",
+            Some(&root),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let removed = fx.audited("policy.remove").await;
+    assert_eq!(removed.len(), 1);
+    assert_eq!(removed[0].tenant, Some(fx.a));
+    let (s, v) = fx
+        .call(
+            Method::DELETE,
+            "/api/v1/policies/restrict",
+            Some(&root),
+            None,
+        )
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "not_found"));
+}
+
+#[tokio::test]
+async fn approvals_are_listed_and_decided_by_the_provider_only() {
+    let fx = Fx::new().await;
+    let root = fx.session(&fx.root);
+    let admin_a = fx.session(&fx.admin_a);
+    let uk = fx
+        .store
+        .request_approval(fx.b, &ApprovalTarget::Prefix("44".into()), None, T0 + 1)
+        .await
+        .expect("request")
+        .id;
+
+    let (s, v) = fx
+        .call(Method::GET, "/api/v1/approvals", Some(&root), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let ids: Vec<i64> = v
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|a| a["id"].as_i64())
+        .collect();
+    assert_eq!(ids, [fx.approval_a, uk]);
+    let uri = format!("/api/v1/approvals?tenant={}", fx.b);
+    let (_, v) = fx.call(Method::GET, &uri, Some(&root), None).await;
+    assert_eq!(v.as_array().expect("array").len(), 1);
+    assert_eq!(v[0]["kind"], "prefix");
+    assert_eq!(v[0]["target"], "44");
+
+    // a tenant admin reads their own tenant's requests, not another's
+    let own = format!("/api/v1/tenants/{}/approvals", fx.a);
+    let (s, v) = fx.call(Method::GET, &own, Some(&admin_a), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v[0]["id"], json!(fx.approval_a));
+    assert_eq!(v[0]["status"], "pending");
+    let other = format!("/api/v1/tenants/{}/approvals", fx.b);
+    let (s, _) = fx.call(Method::GET, &other, Some(&admin_a), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // nor can they (or their integration token) grant it
+    let grant = format!("/api/v1/approvals/{}/grant", fx.approval_a);
+    for tok in [&admin_a, &fx.api_a] {
+        let (s, _) = fx.call(Method::POST, &grant, Some(tok), None).await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
+    }
+    assert!(fx.audited("approval.grant").await.is_empty());
+    assert!(
+        !fx.store
+            .approved(fx.a, "international", "442079460018")
+            .await
+            .expect("approved")
+    );
+
+    let (s, v) = fx.call(Method::POST, &grant, Some(&root), None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["status"], "granted");
+    assert_eq!(v["decided_by"], "root");
+    assert_eq!(v["decided_ms"], json!(T0));
+    assert!(
+        fx.store
+            .approved(fx.a, "international", "442079460018")
+            .await
+            .expect("approved")
+    );
+    let entries = fx.audited("approval.grant").await;
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].actor, "root");
+    assert_eq!(entries[0].tenant, Some(fx.a));
+    assert!(entries[0].detail.contains("international"));
+    // decided once only
+    let (s, _) = fx.call(Method::POST, &grant, Some(&root), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // naming the wrong tenant finds nothing; a malformed body is refused
+    let deny = format!("/api/v1/approvals/{uk}/deny");
+    let wrong = json!({ "tenant": fx.a.0 });
+    let (s, _) = fx.call(Method::POST, &deny, Some(&root), Some(wrong)).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, v) = fx
+        .call(Method::POST, &deny, Some(&root), Some(json!({"who": 1})))
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "invalid_body"));
+    let right = json!({ "tenant": fx.b.0 });
+    let (s, v) = fx.call(Method::POST, &deny, Some(&root), Some(right)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["status"], "denied");
+    let denied = fx.audited("approval.deny").await;
+    assert_eq!(denied.len(), 1);
+    assert_eq!(denied[0].tenant, Some(fx.b));
+    let listed = fx.store.list_approvals(fx.b).await.expect("list");
+    assert_eq!(listed[0].status, ApprovalStatus::Denied);
+    let (_, v) = fx
+        .call(Method::GET, "/api/v1/approvals", Some(&root), None)
+        .await;
+    assert_eq!(v, json!([]));
+}
+
+#[tokio::test]
+async fn limits_and_media_encryption_round_trip() {
+    let fx = Fx::new().await;
+    let root = fx.session(&fx.root);
+    let admin_a = fx.session(&fx.admin_a);
+    let uri = format!("/api/v1/tenants/{}/limits", fx.a);
+    let (s, v) = fx.call(Method::GET, &uri, Some(&admin_a), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["max_concurrent"], Value::Null);
+
+    let limits = json!({"max_concurrent": 5, "max_calls_per_second": 2, "daily_cap_cents": 10_000});
+    let (s, v) = fx
+        .call(Method::PUT, &uri, Some(&root), Some(limits.clone()))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, v) = fx.call(Method::GET, &uri, Some(&admin_a), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["max_concurrent"], 5);
+    assert_eq!(v["max_concurrent_extension"], Value::Null);
+    assert_eq!(v["daily_cap_cents"], 10_000);
+    assert_eq!(
+        fx.store.tenant_limits(fx.a).await.expect("limits"),
+        TenantLimits {
+            max_concurrent: Some(5),
+            max_concurrent_extension: None,
+            max_calls_per_second: Some(2),
+            daily_cap_cents: Some(10_000),
+        }
+    );
+    assert_eq!(
+        fx.store.tenant_limits(fx.b).await.expect("limits"),
+        TenantLimits::default()
+    );
+    let entries = fx.audited("tenant.limits").await;
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].tenant, Some(fx.a));
+
+    // tenant admins read but do not set; unknown fields and negatives are refused
+    let (s, _) = fx
+        .call(Method::PUT, &uri, Some(&admin_a), Some(limits))
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    for bad in [json!({"max_calls": 1}), json!({"max_concurrent": -1})] {
+        let (s, v) = fx.call(Method::PUT, &uri, Some(&root), Some(bad)).await;
+        assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "invalid_body"));
+    }
+
+    let media = format!("/api/v1/tenants/{}/media-encryption", fx.a);
+    let (s, v) = fx
+        .call(
+            Method::PUT,
+            &media,
+            Some(&admin_a),
+            Some(json!({"policy": "required"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["policy"], "required");
+    assert_eq!(
+        fx.store.media_encryption(fx.a).await.expect("policy"),
+        MediaEncryption::Required
+    );
+    let (_, t) = fx
+        .call(
+            Method::GET,
+            &format!("/api/v1/tenants/{}", fx.a),
+            Some(&admin_a),
+            None,
+        )
+        .await;
+    assert_eq!(t["media_encryption"], "required");
+    let (s, v) = fx
+        .call(
+            Method::PUT,
+            &media,
+            Some(&root),
+            Some(json!({"policy": "sometimes"})),
+        )
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "invalid_body"));
+    let (s, _) = fx
+        .call(
+            Method::PUT,
+            &media,
+            Some(&fx.session(&fx.admin_b)),
+            Some(json!({"policy": "disabled"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(
+        fx.store.media_encryption(fx.a).await.expect("policy"),
+        MediaEncryption::Required
+    );
+    let entries = fx.audited("tenant.media_encryption").await;
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].actor, "admin-a");
+    assert!(entries[0].detail.contains("required"));
 }

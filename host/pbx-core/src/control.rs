@@ -125,6 +125,7 @@ mod tests {
                 media_encryption: Default::default(),
             }],
             extensions: Vec::new(),
+            acls: Vec::new(),
         };
         let config = CoreConfig {
             routing: Routing::External {

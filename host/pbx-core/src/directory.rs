@@ -3,7 +3,9 @@
 //! swapped whole when provisioning changes.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 
+use ipnet::IpNet;
 use store::{Directory, MediaEncryption, TenantId, TenantStatus};
 
 #[derive(Debug, Clone)]
@@ -28,6 +30,8 @@ pub(crate) struct Index {
     /// allocated key).
     extensions: HashMap<TenantId, HashMap<String, Credentials>>,
     media: HashMap<TenantId, MediaEncryption>,
+    /// Networks per tenant that has any (unparsable entries are skipped).
+    acls: HashMap<TenantId, pbx_guard::TenantAcls>,
 }
 
 impl Index {
@@ -56,11 +60,43 @@ impl Index {
                 },
             );
         }
+        let mut nets: HashMap<TenantId, (Vec<IpNet>, HashMap<&str, Vec<IpNet>>)> = HashMap::new();
+        for a in &dir.acls {
+            let Ok(net) = a.cidr.parse::<IpNet>() else {
+                tracing::warn!(tenant = %a.tenant, cidr = %a.cidr, "unusable network entry skipped");
+                continue;
+            };
+            let entry = nets.entry(a.tenant).or_default();
+            match &a.extension {
+                None => entry.0.push(net),
+                Some(ext) => entry.1.entry(ext.as_str()).or_default().push(net),
+            }
+        }
+        let acls = nets
+            .into_iter()
+            .map(|(tenant, (own, per_ext))| {
+                let mut acls = pbx_guard::TenantAcls::new(pbx_guard::Acl::from_nets(own));
+                for (ext, list) in per_ext {
+                    acls.set_extension(ext, pbx_guard::Acl::from_nets(list));
+                }
+                (tenant, acls)
+            })
+            .collect();
         Index {
             by_domain,
             extensions,
             media,
+            acls,
         }
+    }
+
+    /// Whether the extension may be used from `ip`: inside the tenant's networks
+    /// and, if the extension has its own, inside those too; an empty list allows
+    /// any address.
+    pub(crate) fn network_allowed(&self, tenant: TenantId, extension: &str, ip: IpAddr) -> bool {
+        self.acls
+            .get(&tenant)
+            .is_none_or(|acls| acls.allows(extension, ip))
     }
 
     /// The tenant owning `domain` (case-insensitive).
@@ -124,8 +160,34 @@ mod tests {
                     enabled: true,
                 },
             ],
+            acls: vec![
+                store::NetworkAcl {
+                    tenant: TenantId(1),
+                    extension: None,
+                    cidr: "10.0.0.0/8".into(),
+                },
+                store::NetworkAcl {
+                    tenant: TenantId(1),
+                    extension: Some("1000".into()),
+                    cidr: "10.9.0.0/16".into(),
+                },
+                store::NetworkAcl {
+                    tenant: TenantId(1),
+                    extension: None,
+                    cidr: "garbage".into(),
+                },
+            ],
         };
         let idx = Index::build(&dir);
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        // 1000 has its own list, which narrows the tenant's.
+        assert!(idx.network_allowed(TenantId(1), "1000", ip("10.9.1.1")));
+        assert!(!idx.network_allowed(TenantId(1), "1000", ip("10.1.1.1")));
+        // Other extensions of tenant 1 follow the tenant list.
+        assert!(idx.network_allowed(TenantId(1), "1001", ip("10.1.1.1")));
+        assert!(!idx.network_allowed(TenantId(1), "1001", ip("192.0.2.7")));
+        // Tenant 2 has no list: any address.
+        assert!(idx.network_allowed(TenantId(2), "1000", ip("203.0.113.9")));
         assert_eq!(
             idx.tenant_for_domain("ALT.a.example").unwrap().id,
             TenantId(1)

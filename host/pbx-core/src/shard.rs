@@ -512,6 +512,19 @@ impl Shard {
             Outcome::Ok { tenant, extension } => {
                 self.out
                     .push_back(Output::Authenticated { source: peer.addr });
+                // The credential is right; the network must be one the tenant (or
+                // this extension) allows. Past authentication, a 403 reveals nothing.
+                if !index.network_allowed(tenant, &extension, peer.addr.ip()) {
+                    tracing::info!(
+                        event = "sip.acl.denied",
+                        source = %peer.addr,
+                        %tenant,
+                        extension = %extension,
+                        "request from a network the extension may not use"
+                    );
+                    self.reply_stateless(msg, peer, local, 403, "Forbidden", &[]);
+                    return None;
+                }
                 Some((tenant, extension))
             }
             Outcome::Challenge {

@@ -32,6 +32,7 @@ fn directory() -> Directory {
             media_encryption: store::MediaEncryption::default(),
         }],
         extensions: vec![ext("1000"), ext("1001")],
+        acls: Vec::new(),
     }
 }
 

@@ -28,6 +28,7 @@
 //!   queries are runtime-checked (`sqlx::query`), and the store has no clock:
 //!   callers pass `now_ms` where time matters.
 
+mod acl;
 mod alert;
 mod api_token;
 mod approval;
@@ -49,6 +50,7 @@ mod types;
 mod user;
 mod validate;
 
+pub use acl::NetworkAcl;
 pub use alert::{AlertRecord, MAX_ALERTS, NewAlert};
 pub use api_token::{ApiToken, NewApiToken};
 pub use approval::{Approval, ApprovalStatus, ApprovalTarget};
@@ -161,16 +163,18 @@ impl Store {
         Ok(row.try_get("value")?)
     }
 
-    /// Every tenant (domains primary first) and every extension, read in one
-    /// transaction so the two halves agree.
+    /// Every tenant (domains primary first), every extension and every allowed
+    /// network, read in one transaction so they agree.
     pub async fn directory(&self) -> Result<Directory> {
         let mut tx = self.pool.begin().await?;
         let tenants = tenant::load_all(&mut tx).await?;
         let extensions = extension::load_all(&mut tx).await?;
+        let acls = acl::load_all(&mut tx).await?;
         tx.commit().await?;
         Ok(Directory {
             tenants,
             extensions,
+            acls,
         })
     }
 

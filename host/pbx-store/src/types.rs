@@ -104,6 +104,8 @@ pub struct Extension {
 pub struct Directory {
     pub tenants: Vec<Tenant>,
     pub extensions: Vec<Extension>,
+    /// Networks the tenants' phones are limited to (none listed: any).
+    pub acls: Vec<crate::NetworkAcl>,
 }
 
 /// The transport a registration arrived over.

@@ -200,6 +200,30 @@ pub enum TenantCommand {
         #[arg(long, value_parser = parse_media_encryption, value_name = "POLICY")]
         media_encryption: Option<store::MediaEncryption>,
     },
+    /// Allow a network (address or CIDR) for the tenant's phones, or with
+    /// `--extension` for one extension (which must then pass both lists). A tenant
+    /// with no networks listed accepts any address.
+    Allow {
+        /// The tenant's name.
+        tenant: String,
+        /// An address or CIDR network, e.g. 203.0.113.0/24.
+        network: String,
+        #[arg(long)]
+        extension: Option<String>,
+    },
+    /// Remove an allowed network.
+    Disallow {
+        /// The tenant's name.
+        tenant: String,
+        network: String,
+        #[arg(long)]
+        extension: Option<String>,
+    },
+    /// List the tenant's allowed networks.
+    Networks {
+        /// The tenant's name.
+        tenant: String,
+    },
     /// Set a tenant's call limits (provider-controlled; omitted ones keep the
     /// host default). Takes effect on a running server.
     Limits {

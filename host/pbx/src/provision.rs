@@ -56,6 +56,40 @@ pub async fn execute(
                 t.name
             )?;
         }
+        Command::Tenant(TenantCommand::Allow {
+            tenant,
+            network,
+            extension,
+        }) => {
+            let t = tenant_named(store, &tenant).await?;
+            let acl = store
+                .allow_network(t.id, extension.as_deref(), &network)
+                .await?;
+            writeln!(
+                out,
+                "allowed {} for {}",
+                acl.cidr,
+                scope(&t.name, &acl.extension)
+            )?;
+        }
+        Command::Tenant(TenantCommand::Disallow {
+            tenant,
+            network,
+            extension,
+        }) => {
+            let t = tenant_named(store, &tenant).await?;
+            store
+                .disallow_network(t.id, extension.as_deref(), &network)
+                .await?;
+            writeln!(out, "removed {network} from {}", scope(&t.name, &extension))?;
+        }
+        Command::Tenant(TenantCommand::Networks { tenant }) => {
+            let t = tenant_named(store, &tenant).await?;
+            for acl in store.list_networks(t.id).await? {
+                let ext = acl.extension.as_deref().unwrap_or("*");
+                writeln!(out, "{ext}\t{}", acl.cidr)?;
+            }
+        }
         Command::Tenant(TenantCommand::Limits {
             tenant,
             max_concurrent,
@@ -575,6 +609,14 @@ fn civil_date(days: i64) -> (i64, i64, i64) {
     };
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     (year, month, day)
+}
+
+/// "tenant acme" or "extension 1000 of acme".
+fn scope(tenant: &str, extension: &Option<String>) -> String {
+    match extension {
+        Some(ext) => format!("extension {ext} of {tenant}"),
+        None => format!("tenant {tenant}"),
+    }
 }
 
 async fn tenant_named(store: &Store, name: &str) -> Result<Tenant> {

@@ -738,3 +738,36 @@ fn approval_list_grant_deny_are_audited() {
         ]
     );
 }
+
+#[test]
+fn networks_are_allowed_listed_and_removed() {
+    let dir = data_dir_with_acme();
+    let out = ok(&pbx(dir.path(), &["tenant", "allow", "acme", "10.1.2.3/8"]));
+    assert!(out.contains("allowed 10.0.0.0/8 for tenant acme"), "{out}");
+    ok(&pbx(
+        dir.path(),
+        &[
+            "tenant",
+            "allow",
+            "acme",
+            "192.0.2.7",
+            "--extension",
+            "1000",
+        ],
+    ));
+    let list = ok(&pbx(dir.path(), &["tenant", "networks", "acme"]));
+    assert!(list.contains("*\t10.0.0.0/8"), "{list}");
+    assert!(list.contains("1000\t192.0.2.7/32"), "{list}");
+    let err = fails(&pbx(dir.path(), &["tenant", "allow", "acme", "ten.0.0.0"]));
+    assert!(err.contains("ten.0.0.0"), "{err}");
+    ok(&pbx(
+        dir.path(),
+        &["tenant", "disallow", "acme", "10.0.0.0/8"],
+    ));
+    let list = ok(&pbx(dir.path(), &["tenant", "networks", "acme"]));
+    assert!(!list.contains("10.0.0.0/8"), "{list}");
+    fails(&pbx(
+        dir.path(),
+        &["tenant", "disallow", "acme", "10.0.0.0/8"],
+    ));
+}

@@ -65,13 +65,8 @@ pub(super) async fn plugins(
     ))
 }
 
-pub(super) async fn install(
-    State(state): State<ApiState>,
-    Extension(p): Extension<Principal>,
-    Source(source): Source,
-    P(tenant): P<i64>,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult<(StatusCode, Json<PluginInfo>)> {
+/// A component upload's body: not empty, within the plugin size limit.
+pub(super) fn wasm_body(body: Result<Bytes, BytesRejection>) -> ApiResult<Bytes> {
     let wasm = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(e.status(), "body_too_large", "plugin is too large")
@@ -82,6 +77,17 @@ pub(super) async fn install(
     if wasm.is_empty() {
         return Err(ApiError::bad_request("invalid_body", "empty plugin"));
     }
+    Ok(wasm)
+}
+
+pub(super) async fn install(
+    State(state): State<ApiState>,
+    Extension(p): Extension<Principal>,
+    Source(source): Source,
+    P(tenant): P<i64>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<(StatusCode, Json<PluginInfo>)> {
+    let wasm = wasm_body(body)?;
     let tenant = TenantId(tenant);
     let size = wasm.len();
     let info = state

@@ -15,11 +15,14 @@ use crate::auth::{Access, Roles, authorize, per_address};
 use crate::error::ApiError;
 use crate::state::ApiState;
 
+mod approvals;
 mod audit;
 mod auth;
 mod cdrs;
 mod control;
 mod extensions;
+mod policies;
+mod settings;
 mod system;
 mod tenants;
 mod tokens;
@@ -150,6 +153,27 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Resume a tenant",
             tenant(R::PROVIDER, "tenants:write"),
             post(tenants::resume),
+        ),
+        route(
+            M::GET,
+            "/api/v1/tenants/{tenant}/limits",
+            "Show a tenant's call limits (null: the host default)",
+            tenant(R::ADMINS, "tenants:read"),
+            get(settings::limits),
+        ),
+        route(
+            M::PUT,
+            "/api/v1/tenants/{tenant}/limits",
+            "Replace a tenant's call limits",
+            tenant(R::PROVIDER, "tenants:write"),
+            put(settings::set_limits),
+        ),
+        route(
+            M::PUT,
+            "/api/v1/tenants/{tenant}/media-encryption",
+            "Set a tenant's SRTP policy (required, optional or disabled)",
+            tenant(R::ADMINS, "tenants:write"),
+            put(settings::set_media_encryption),
         ),
         route(
             M::POST,
@@ -304,6 +328,55 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Roll back to the previous plugin version",
             tenant(R::ADMINS, "plugins:write"),
             post(control::rollback),
+        ),
+        route(
+            M::GET,
+            "/api/v1/policies",
+            "List policy plugins",
+            global(R::PROVIDER, "plugins:read"),
+            get(policies::list),
+        ),
+        route(
+            M::POST,
+            "/api/v1/policies",
+            "Upload a policy component (application/wasm; ?name=NAME[&tenant=ID])",
+            global(R::PROVIDER, "plugins:write"),
+            post(policies::install).layer(plugin_limit),
+        ),
+        route(
+            M::DELETE,
+            "/api/v1/policies/{name}",
+            "Remove a policy plugin",
+            global(R::PROVIDER, "plugins:write"),
+            delete(policies::remove),
+        ),
+        route(
+            M::GET,
+            "/api/v1/approvals",
+            "List pending destination approvals (?tenant=ID narrows)",
+            global(R::PROVIDER, "approvals:read"),
+            get(approvals::queue),
+        ),
+        route(
+            M::GET,
+            "/api/v1/tenants/{tenant}/approvals",
+            "List a tenant's destination approvals",
+            tenant(R::ADMINS, "approvals:read"),
+            get(approvals::list),
+        ),
+        route(
+            M::POST,
+            "/api/v1/approvals/{id}/grant",
+            "Grant a pending destination approval",
+            global(R::PROVIDER, "approvals:write"),
+            post(approvals::grant),
+        ),
+        route(
+            M::POST,
+            "/api/v1/approvals/{id}/deny",
+            "Deny a pending destination approval",
+            global(R::PROVIDER, "approvals:write"),
+            post(approvals::deny),
         ),
         route(
             M::GET,

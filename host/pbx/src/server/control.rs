@@ -2,7 +2,8 @@
 //!
 //! Live calls belong to the shards, so listing and hanging up go to every
 //! shard task as a [`ShardCommand`] over its command queue, and the answers
-//! are gathered here. Plugins, trunks, DIDs, alerts and bans are store rows:
+//! are gathered here. Dial plans, policies, trunks, DIDs, alerts and bans are
+//! store rows (components are validated first, as the CLI does):
 //! writes bump the store's generation and the server's reload task picks them
 //! up, exactly as after a CLI command.
 
@@ -11,11 +12,11 @@ use std::time::{Instant, SystemTime};
 
 use pbx_api::{
     Alert, Ban, BoxFuture, CallInfo, Control, ControlError, ControlResult, Did, NewTrunk,
-    PluginInfo, TrunkInfo,
+    PluginInfo, PolicyInfo, TrunkInfo,
 };
 use pbx_core::{CallSummary, Shard};
 use pbx_plugin::World;
-use store::{MAX_ALERTS, PluginVersion, Store, TenantId, Trunk};
+use store::{MAX_ALERTS, PluginVersion, Policy, Store, TenantId, Trunk};
 use tokio::sync::{mpsc, oneshot};
 
 use super::unix_ms;
@@ -124,12 +125,7 @@ impl ServerControl {
         {
             return Err(ControlError::NotFound(format!("tenant {tenant}")));
         }
-        let wasm = tokio::task::spawn_blocking(move || {
-            validate_plugin(World::Dialplan, &wasm, "the component").map(|()| wasm)
-        })
-        .await
-        .map_err(|e| ControlError::Internal(format!("plugin validation task: {e}")))?
-        .map_err(|e| ControlError::Invalid(e.to_string()))?;
+        let wasm = validated(World::Dialplan, wasm).await?;
         let now = unix_ms(SystemTime::now());
         let v = self
             .store
@@ -139,12 +135,53 @@ impl ServerControl {
         plugin_info(v)
     }
 
+    async fn install_policy(
+        &self,
+        name: String,
+        tenant: Option<TenantId>,
+        wasm: Vec<u8>,
+    ) -> ControlResult<PolicyInfo> {
+        if let Some(t) = tenant
+            && self.store.tenant(t).await.map_err(store_error)?.is_none()
+        {
+            return Err(ControlError::NotFound(format!("tenant {t}")));
+        }
+        let wasm = validated(World::Policy, wasm).await?;
+        let now = unix_ms(SystemTime::now());
+        let p = self
+            .store
+            .install_policy(&name, tenant, &wasm, now)
+            .await
+            .map_err(store_error)?;
+        Ok(policy_info(p))
+    }
+
     async fn remove_did(&self, tenant: TenantId, number: String) -> ControlResult<()> {
         let owned = self.store.list_dids(tenant).await.map_err(store_error)?;
         if !owned.contains(&number) {
             return Err(ControlError::NotFound(format!("DID {number}")));
         }
         self.store.remove_did(&number).await.map_err(store_error)
+    }
+}
+
+/// Compiles the component off the async threads and checks it is a plugin of
+/// `world`, as `pbx plugin install` and `pbx policy install` do.
+async fn validated(world: World, wasm: Vec<u8>) -> ControlResult<Vec<u8>> {
+    tokio::task::spawn_blocking(move || {
+        validate_plugin(world, &wasm, "the component").map(|()| wasm)
+    })
+    .await
+    .map_err(|e| ControlError::Internal(format!("plugin validation task: {e}")))?
+    .map_err(|e| ControlError::Invalid(e.to_string()))
+}
+
+fn policy_info(p: Policy) -> PolicyInfo {
+    PolicyInfo {
+        name: p.name,
+        tenant: p.tenant,
+        hash: p.hash,
+        installed_at_ms: p.installed_at_ms,
     }
 }
 
@@ -226,6 +263,26 @@ impl Control for ServerControl {
                 .map_err(store_error)?;
             plugin_info(v)
         })
+    }
+
+    fn list_policies(&self) -> BoxFuture<'_, ControlResult<Vec<PolicyInfo>>> {
+        Box::pin(async move {
+            let policies = self.store.list_policies().await.map_err(store_error)?;
+            Ok(policies.into_iter().map(policy_info).collect())
+        })
+    }
+
+    fn install_policy(
+        &self,
+        name: String,
+        tenant: Option<TenantId>,
+        wasm: Vec<u8>,
+    ) -> BoxFuture<'_, ControlResult<PolicyInfo>> {
+        Box::pin(self.install_policy(name, tenant, wasm))
+    }
+
+    fn remove_policy(&self, name: String) -> BoxFuture<'_, ControlResult<()>> {
+        Box::pin(async move { self.store.remove_policy(&name).await.map_err(store_error) })
     }
 
     fn list_alerts(&self, tenant: Option<TenantId>) -> BoxFuture<'_, ControlResult<Vec<Alert>>> {
@@ -400,6 +457,61 @@ mod tests {
             c.install_plugin(TenantId(999), Vec::new()).await,
             Err(ControlError::NotFound(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn policies_are_validated_installed_and_removed() {
+        let (c, a, _) = control_with_tenants().await;
+        let wasm = pbx_plugin::shipped::DEFAULT_POLICY.to_vec();
+        let global = Control::install_policy(&c, "fraud".into(), None, wasm.clone())
+            .await
+            .unwrap();
+        assert_eq!(global.name, "fraud");
+        assert_eq!(global.tenant, None);
+        assert_eq!(global.hash.len(), 64);
+        let own = Control::install_policy(&c, "acme-only".into(), Some(a), wasm.clone())
+            .await
+            .unwrap();
+        assert_eq!(own.tenant, Some(a));
+        let names: Vec<String> = c
+            .list_policies()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
+        assert_eq!(names, ["acme-only", "fraud"]);
+
+        // garbage, a dial plan in place of a policy, a bad name, a missing
+        // tenant: all refused, nothing stored
+        let refused = [
+            ("junk", None, b"\0asm-not-really".to_vec()),
+            (
+                "dialplan",
+                None,
+                pbx_plugin::shipped::DEFAULT_DIALPLAN.to_vec(),
+            ),
+            ("bad/name", None, wasm.clone()),
+        ];
+        for (name, tenant, bytes) in refused {
+            let err = Control::install_policy(&c, name.into(), tenant, bytes).await;
+            assert!(
+                matches!(err, Err(ControlError::Invalid(_))),
+                "{name}: {err:?}"
+            );
+        }
+        assert!(matches!(
+            Control::install_policy(&c, "x".into(), Some(TenantId(999)), wasm).await,
+            Err(ControlError::NotFound(_))
+        ));
+        assert_eq!(c.list_policies().await.unwrap().len(), 2);
+
+        assert_eq!(c.remove_policy("fraud".into()).await, Ok(()));
+        assert!(matches!(
+            c.remove_policy("fraud".into()).await,
+            Err(ControlError::NotFound(_))
+        ));
+        assert_eq!(c.list_policies().await.unwrap(), vec![own]);
     }
 
     #[tokio::test]

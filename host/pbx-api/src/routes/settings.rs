@@ -1,0 +1,85 @@
+//! A tenant's settings: call limits (set by the provider) and its media
+//! encryption policy (set by the provider or the tenant's admins).
+
+use axum::extract::State;
+use axum::{Extension, Json};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use store::{MediaEncryption, TenantId, TenantLimits};
+
+use crate::auth::{Body, P, Principal, Source};
+use crate::error::ApiResult;
+use crate::state::ApiState;
+
+/// The limits as sent: every field optional (absent or null: the host default).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LimitsBody {
+    #[serde(default)]
+    max_concurrent: Option<u32>,
+    #[serde(default)]
+    max_concurrent_extension: Option<u32>,
+    #[serde(default)]
+    max_calls_per_second: Option<u32>,
+    #[serde(default)]
+    daily_cap_cents: Option<u64>,
+}
+
+/// A media encryption policy: `required`, `optional` or `disabled`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MediaBody {
+    policy: MediaEncryption,
+}
+
+pub(super) async fn limits(
+    State(state): State<ApiState>,
+    P(tenant): P<i64>,
+) -> ApiResult<Json<TenantLimits>> {
+    Ok(Json(state.store().tenant_limits(TenantId(tenant)).await?))
+}
+
+pub(super) async fn set_limits(
+    State(state): State<ApiState>,
+    Extension(p): Extension<Principal>,
+    Source(source): Source,
+    P(tenant): P<i64>,
+    Body(req): Body<LimitsBody>,
+) -> ApiResult<Json<TenantLimits>> {
+    let tenant = TenantId(tenant);
+    let limits = TenantLimits {
+        max_concurrent: req.max_concurrent,
+        max_concurrent_extension: req.max_concurrent_extension,
+        max_calls_per_second: req.max_calls_per_second,
+        daily_cap_cents: req.daily_cap_cents,
+    };
+    state.store().set_tenant_limits(tenant, &limits).await?;
+    state
+        .audit(&p, &source, "tenant.limits", Some(tenant), json!(limits))
+        .await?;
+    Ok(Json(limits))
+}
+
+pub(super) async fn set_media_encryption(
+    State(state): State<ApiState>,
+    Extension(p): Extension<Principal>,
+    Source(source): Source,
+    P(tenant): P<i64>,
+    Body(req): Body<MediaBody>,
+) -> ApiResult<Json<MediaBody>> {
+    let tenant = TenantId(tenant);
+    state
+        .store()
+        .set_media_encryption(tenant, req.policy)
+        .await?;
+    state
+        .audit(
+            &p,
+            &source,
+            "tenant.media_encryption",
+            Some(tenant),
+            json!({ "policy": req.policy.as_str() }),
+        )
+        .await?;
+    Ok(Json(req))
+}
