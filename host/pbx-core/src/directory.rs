@@ -8,6 +8,9 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use store::{Directory, MediaEncryption, TenantId, TenantStatus};
 
+/// A tenant's own networks and its extensions' networks, while building.
+type NetLists<'a> = (Vec<IpNet>, HashMap<&'a str, Vec<IpNet>>);
+
 #[derive(Debug, Clone)]
 pub(crate) struct TenantEntry {
     pub(crate) id: TenantId,
@@ -60,7 +63,7 @@ impl Index {
                 },
             );
         }
-        let mut nets: HashMap<TenantId, (Vec<IpNet>, HashMap<&str, Vec<IpNet>>)> = HashMap::new();
+        let mut nets: HashMap<TenantId, NetLists<'_>> = HashMap::new();
         for a in &dir.acls {
             let Ok(net) = a.cidr.parse::<IpNet>() else {
                 tracing::warn!(tenant = %a.tenant, cidr = %a.cidr, "unusable network entry skipped");
