@@ -69,10 +69,15 @@ pub struct FraudConfig {
 
 impl Default for FraudConfig {
     /// `pbx_guard`'s defaults, except that approval (not a zero quota) is what
-    /// gates premium-rate and high-risk destinations: once approved, an
-    /// extension may call 10 (premium) or 5 (high-risk) of them an hour.
+    /// gates premium-rate and high-risk destinations (once approved, an
+    /// extension may call 10 premium-rate or 5 high-risk numbers an hour), and
+    /// that up to 200,000 extensions per tenant are tracked.
     fn default() -> Self {
         let mut usage = UsageConfig::default();
+        // A host serves tenants with tens of thousands of extensions; these bound
+        // memory, they must not refuse calls of a large tenant.
+        usage.max_extensions_per_tenant = 200_000;
+        usage.max_tenants = 100_000;
         usage.defaults.per_class_in_window = vec![
             (Class::International, 20),
             (Class::PremiumRate, 10),
