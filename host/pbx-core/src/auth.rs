@@ -50,6 +50,10 @@ impl Kind {
 pub(crate) enum Outcome {
     /// Authenticated as this extension of this tenant.
     Ok { tenant: TenantId, extension: String },
+    /// Right credentials whose nonce count was already used: a retransmission of
+    /// a request that passed (stateless REGISTER has no transaction to absorb
+    /// it), or a replay. The caller decides which.
+    Repeated { tenant: TenantId, extension: String },
     /// Challenge the sender. `failure` is set when credentials were presented and
     /// were wrong (feeds brute-force detection); `stale` asks for a fresh nonce only.
     Challenge {
@@ -103,6 +107,7 @@ pub(crate) fn check(
             },
         };
     };
+    let mut repeated = false;
     match nonces.check(&creds.nonce, creds.nc, now_ms) {
         NonceCheck::Valid => {}
         NonceCheck::Stale => {
@@ -120,14 +125,7 @@ pub(crate) fn check(
                 failure: failure("invalid nonce", &creds.username),
             };
         }
-        NonceCheck::Replay => {
-            creds.verify_dummy(method);
-            return Outcome::Challenge {
-                realm,
-                stale: false,
-                failure: failure("nonce count replayed", &creds.username),
-            };
-        }
+        NonceCheck::Replay => repeated = true,
     }
     let found = tenant.filter(|t| t.active).and_then(|t| {
         index
@@ -142,9 +140,17 @@ pub(crate) fn check(
                 Algorithm::Sha256 => &ext.ha1_sha256,
             };
             if creds.verify(method, ha1) {
-                Outcome::Ok {
-                    tenant: tenant_id,
-                    extension: creds.username.clone(),
+                let extension = creds.username.clone();
+                if repeated {
+                    Outcome::Repeated {
+                        tenant: tenant_id,
+                        extension,
+                    }
+                } else {
+                    Outcome::Ok {
+                        tenant: tenant_id,
+                        extension,
+                    }
                 }
             } else {
                 Outcome::Challenge {

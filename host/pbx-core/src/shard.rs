@@ -527,6 +527,35 @@ impl Shard {
                 }
                 Some((tenant, extension))
             }
+            Outcome::Repeated { tenant, extension } => {
+                if self.answer_register_retransmission(msg, peer, local, tenant, &extension, now_ms)
+                {
+                    return None;
+                }
+                let values = auth::challenges(
+                    &self.shared.nonces,
+                    &self.shared.config.digest_algorithms,
+                    &index
+                        .tenant_for_domain(&domain)
+                        .map_or_else(|| domain.clone(), |t| t.realm.clone()),
+                    false,
+                    now_ms,
+                );
+                self.out.push_back(Output::AuthFailure {
+                    source: peer.addr,
+                    domain: domain.clone(),
+                    user: extension,
+                    method: msg.method().unwrap_or("").to_string(),
+                    tenant: Some(tenant),
+                });
+                let (status, phrase) = kind.status();
+                let extra: Vec<(&str, String)> = values
+                    .into_iter()
+                    .map(|v| (kind.challenge_header(), v))
+                    .collect();
+                self.reply_stateless(msg, peer, local, status, phrase, &extra);
+                None
+            }
             Outcome::Challenge {
                 realm,
                 stale,
@@ -567,6 +596,43 @@ impl Shard {
                 None
             }
         }
+    }
+
+    /// A REGISTER whose credentials were used already: when it repeats the
+    /// request that made the extension's current binding (same Call-ID and
+    /// CSeq), it is a retransmission and gets the same 200 again.
+    fn answer_register_retransmission(
+        &mut self,
+        msg: &Msg,
+        peer: Peer,
+        local: SocketAddr,
+        tenant: store::TenantId,
+        extension: &str,
+        now_ms: i64,
+    ) -> bool {
+        if msg.method() != Some("REGISTER") {
+            return false;
+        }
+        let cseq = msg
+            .header("CSeq")
+            .and_then(|c| c.split_whitespace().next())
+            .and_then(|n| n.parse::<u32>().ok());
+        let bindings = self.shared.bindings.lookup(tenant, extension, now_ms);
+        let same = bindings
+            .iter()
+            .any(|b| b.call_id == msg.call_id() && Some(b.cseq) == cseq);
+        if !same {
+            return false;
+        }
+        let extra: Vec<(&str, String)> = bindings
+            .iter()
+            .map(|b| {
+                let secs = ((b.expires_at_ms - now_ms).max(0) / 1000).to_string();
+                ("Contact", format!("<{}>;expires={secs}", b.contact))
+            })
+            .collect();
+        self.reply_stateless(msg, peer, local, 200, "OK", &extra);
+        true
     }
 
     fn on_register(&mut self, now: Instant, msg: &Msg, peer: Peer, local: SocketAddr) {

@@ -989,3 +989,48 @@ mod anchoring {
         assert_eq!(cdr.hangup_by, "system");
     }
 }
+
+#[test]
+fn a_retransmitted_register_gets_200_again_but_a_replay_is_challenged() {
+    let mut h = Harness::new(CoreConfig::default());
+    let sent = std::cell::RefCell::new(String::new());
+    let uri = format!("sip:{DOMAIN}");
+    let out = h.authorize(
+        "127.0.0.1:7001",
+        |auth| {
+            let text = format!(
+                "REGISTER sip:{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:7001;branch=z9hG4bKr{}\r\nFrom: <sip:1001@{DOMAIN}>;tag=r\r\nTo: <sip:1001@{DOMAIN}>\r\nCall-ID: reg-1001\r\nCSeq: {} REGISTER\r\nContact: <sip:1001@127.0.0.1:7001>\r\nExpires: 3600\r\n{}Content-Length: 0\r\n\r\n",
+                auth.is_some() as u8,
+                1 + auth.is_some() as u8,
+                auth.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default()
+            );
+            *sent.borrow_mut() = text.clone();
+            text
+        },
+        "WWW-Authenticate",
+        "REGISTER",
+        &uri,
+        "1001",
+    );
+    assert_eq!(out[0].1.status(), Some(200));
+    let retransmission = sent.borrow().clone();
+    h.feed("127.0.0.1:7001", &retransmission);
+    let out = h.take();
+    assert_eq!(
+        statuses(&out),
+        vec![200],
+        "the retransmission is answered alike"
+    );
+    assert!(
+        out[0]
+            .1
+            .header("Contact")
+            .unwrap()
+            .contains("sip:1001@127.0.0.1:7001")
+    );
+    // The same credentials on a different request are a replay.
+    let replay = retransmission.replace("CSeq: 2 REGISTER", "CSeq: 3 REGISTER");
+    h.feed("127.0.0.1:7001", &replay);
+    let out = h.take();
+    assert_eq!(statuses(&out), vec![401], "a replay is challenged");
+}
