@@ -73,11 +73,13 @@ impl Default for FraudConfig {
     /// extension may call 10 premium-rate or 5 high-risk numbers an hour), and
     /// that up to 200,000 extensions per tenant are tracked.
     fn default() -> Self {
-        let mut usage = UsageConfig::default();
         // A host serves tenants with tens of thousands of extensions; these bound
         // memory, they must not refuse calls of a large tenant.
-        usage.max_extensions_per_tenant = 200_000;
-        usage.max_tenants = 100_000;
+        let mut usage = UsageConfig {
+            max_extensions_per_tenant: 200_000,
+            max_tenants: 100_000,
+            ..UsageConfig::default()
+        };
         usage.defaults.per_class_in_window = vec![
             (Class::International, 20),
             (Class::PremiumRate, 10),
