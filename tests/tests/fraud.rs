@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{ACME, Pbx};
+use common::{ACME, Pbx, eventually};
 use pbx_e2e::{Phone, SipMsg, Transport};
 use store::{ApprovalStatus, TenantLimits};
 
@@ -63,22 +63,6 @@ async fn dial(caller: &mut Phone, carrier: &mut Phone, number: &str) -> (SipMsg,
         _ => false,
     };
     (caller.final_response(&call).await.unwrap(), reached)
-}
-
-/// Repeats `check` until it holds (the server applies store changes on its
-/// next poll); fails after a bounded number of tries.
-async fn eventually<F, Fut>(mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..100 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("condition never held");
 }
 
 #[tokio::test]

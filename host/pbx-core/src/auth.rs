@@ -53,7 +53,11 @@ pub(crate) enum Outcome {
     /// Right credentials whose nonce count was already used: a retransmission of
     /// a request that passed (stateless REGISTER has no transaction to absorb
     /// it), or a replay. The caller decides which.
-    Repeated { tenant: TenantId, extension: String },
+    Repeated {
+        tenant: TenantId,
+        extension: String,
+        realm: String,
+    },
     /// Challenge the sender. `failure` is set when credentials were presented and
     /// were wrong (feeds brute-force detection); `stale` asks for a fresh nonce only.
     Challenge {
@@ -71,7 +75,7 @@ pub(crate) struct Failure {
     pub(crate) user: String,
 }
 
-fn failure(reason: &'static str, user: &str) -> Option<Failure> {
+pub(crate) fn failure(reason: &'static str, user: &str) -> Option<Failure> {
     Some(Failure {
         reason,
         user: user.to_owned(),
@@ -145,6 +149,7 @@ pub(crate) fn check(
                     Outcome::Repeated {
                         tenant: tenant_id,
                         extension,
+                        realm,
                     }
                 } else {
                     Outcome::Ok {

@@ -499,7 +499,7 @@ impl Shard {
         let domain = Self::request_domain(msg);
         let index = self.shared.index();
         let tenant = index.tenant_for_domain(&domain);
-        let outcome = auth::check(
+        let outcome = match auth::check(
             &self.shared.nonces,
             &index,
             tenant,
@@ -507,7 +507,27 @@ impl Shard {
             msg,
             kind,
             now_ms,
-        );
+        ) {
+            // Right credentials, nonce count already used: a retransmitted
+            // REGISTER gets its 200 again; anything else is a replay, challenged
+            // and reported like any failure.
+            Outcome::Repeated {
+                tenant,
+                extension,
+                realm,
+            } => {
+                if self.answer_register_retransmission(msg, peer, local, tenant, &extension, now_ms)
+                {
+                    return None;
+                }
+                Outcome::Challenge {
+                    realm,
+                    stale: false,
+                    failure: auth::failure("nonce count replayed", &extension),
+                }
+            }
+            other => other,
+        };
         match outcome {
             Outcome::Ok { tenant, extension } => {
                 self.out
@@ -526,35 +546,6 @@ impl Shard {
                     return None;
                 }
                 Some((tenant, extension))
-            }
-            Outcome::Repeated { tenant, extension } => {
-                if self.answer_register_retransmission(msg, peer, local, tenant, &extension, now_ms)
-                {
-                    return None;
-                }
-                let values = auth::challenges(
-                    &self.shared.nonces,
-                    &self.shared.config.digest_algorithms,
-                    &index
-                        .tenant_for_domain(&domain)
-                        .map_or_else(|| domain.clone(), |t| t.realm.clone()),
-                    false,
-                    now_ms,
-                );
-                self.out.push_back(Output::AuthFailure {
-                    source: peer.addr,
-                    domain: domain.clone(),
-                    user: extension,
-                    method: msg.method().unwrap_or("").to_string(),
-                    tenant: Some(tenant),
-                });
-                let (status, phrase) = kind.status();
-                let extra: Vec<(&str, String)> = values
-                    .into_iter()
-                    .map(|v| (kind.challenge_header(), v))
-                    .collect();
-                self.reply_stateless(msg, peer, local, status, phrase, &extra);
-                None
             }
             Outcome::Challenge {
                 realm,
@@ -595,6 +586,8 @@ impl Shard {
                 self.reply_stateless(msg, peer, local, status, phrase, &extra);
                 None
             }
+            // Turned into a challenge or answered above.
+            Outcome::Repeated { .. } => None,
         }
     }
 
@@ -624,15 +617,30 @@ impl Shard {
         if !same {
             return false;
         }
-        let extra: Vec<(&str, String)> = bindings
-            .iter()
+        let contacts = bindings
+            .into_iter()
             .map(|b| {
-                let secs = ((b.expires_at_ms - now_ms).max(0) / 1000).to_string();
-                ("Contact", format!("<{}>;expires={secs}", b.contact))
+                let secs = u32::try_from((b.expires_at_ms - now_ms).max(0) / 1000).unwrap_or(0);
+                (b.contact, secs)
             })
             .collect();
-        self.reply_stateless(msg, peer, local, 200, "OK", &extra);
+        self.reply_bindings(msg, peer, local, contacts);
         true
+    }
+
+    /// 200 OK to a REGISTER, listing the contacts with their remaining seconds.
+    fn reply_bindings(
+        &mut self,
+        msg: &Msg,
+        peer: Peer,
+        local: SocketAddr,
+        contacts: Vec<(String, u32)>,
+    ) {
+        let extra: Vec<(&str, String)> = contacts
+            .into_iter()
+            .map(|(c, secs)| ("Contact", format!("<{c}>;expires={secs}")))
+            .collect();
+        self.reply_stateless(msg, peer, local, 200, "OK", &extra);
     }
 
     fn on_register(&mut self, now: Instant, msg: &Msg, peer: Peer, local: SocketAddr) {
@@ -668,13 +676,7 @@ impl Shard {
             self.out.push_back(Output::Registration(c));
         }
         match reply {
-            Reply::Ok(contacts) => {
-                let extra: Vec<(&str, String)> = contacts
-                    .into_iter()
-                    .map(|(c, secs)| ("Contact", format!("<{c}>;expires={secs}")))
-                    .collect();
-                self.reply_stateless(msg, peer, local, 200, "OK", &extra);
-            }
+            Reply::Ok(contacts) => self.reply_bindings(msg, peer, local, contacts),
             Reply::TooBrief(min) => {
                 let extra = [("Min-Expires", min.to_string())];
                 self.reply_stateless(msg, peer, local, 423, "Interval Too Brief", &extra);

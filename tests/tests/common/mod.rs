@@ -127,3 +127,19 @@ impl Pbx {
         p
     }
 }
+
+/// Repeats `check` until it holds (the server applies store changes on its
+/// next poll); fails after a bounded number of tries.
+pub(crate) async fn eventually<F, Fut>(mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..100 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("condition never held");
+}
