@@ -1,5 +1,7 @@
-//! The reference sipp scenarios (`../shared/bench/sipp/`) against the PBX:
-//! 1,000 authenticated REGISTERs and 500 authenticated calls, with zero failures.
+//! sipp against the PBX: 1,000 authenticated REGISTERs and 500 authenticated
+//! calls, with zero failures. The scenarios (`tests/sipp/`) follow the shapes of
+//! the reference benchmarks (`bench/run.sh` drives those) and live in the
+//! repository, so this test needs nothing beside the checkout.
 //! Needs `sipp` (Debian package `sip-tester`), installed by `.ci/run`.
 
 mod common;
@@ -12,7 +14,7 @@ use common::Pbx;
 const DOMAIN: &str = "bench.example";
 
 fn bench_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/bench/sipp")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("sipp")
 }
 
 fn sipp_available() -> bool {
@@ -60,7 +62,7 @@ async fn sipp_registers_and_calls_without_failures() {
     let scenarios = bench_dir();
     assert!(
         scenarios.join("register.xml").exists(),
-        "missing {}: the shared bench harness must sit beside the checkout",
+        "missing {}",
         scenarios.display()
     );
     let mut pbx = Pbx::start().await;

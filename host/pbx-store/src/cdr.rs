@@ -32,8 +32,11 @@ const INSERT: &str = "INSERT INTO cdrs \
      caller_packets_in, caller_bytes_in, caller_packets_out, caller_bytes_out, \
      caller_srtp_auth_failures, caller_packets_lost, \
      callee_packets_in, callee_bytes_in, callee_packets_out, callee_bytes_out, \
-     callee_srtp_auth_failures, callee_packets_lost) \
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+     callee_srtp_auth_failures, callee_packets_lost) ";
+
+/// Records per statement: 23 parameters each keeps a statement far below SQLite's
+/// limit of 32,766 bound parameters.
+const CHUNK: usize = 400;
 
 /// The columns a CDR is read from (after `id`).
 pub(crate) const COLUMNS: &str = "tenant_id, caller, callee, started_at_ms, answered_at_ms, \
@@ -49,36 +52,40 @@ fn count(n: u64) -> i64 {
 }
 
 impl Store {
-    /// Writes a batch of CDRs in one transaction; when this returns `Ok` they are
-    /// on disk.
+    /// Writes a batch of CDRs in one transaction, a few hundred per statement;
+    /// when this returns `Ok` they are on disk.
     pub async fn insert_cdrs(&self, cdrs: &[Cdr]) -> Result<()> {
         if cdrs.is_empty() {
             return Ok(());
         }
         let mut tx = self.write_tx().await?;
-        for c in cdrs {
-            let mut q = sqlx::query(INSERT)
-                .bind(c.tenant.0)
-                .bind(&c.caller)
-                .bind(&c.callee)
-                .bind(c.started_at_ms)
-                .bind(c.answered_at_ms)
-                .bind(c.ended_at_ms)
-                .bind(c.disposition.as_str())
-                .bind(i64::from(c.sip_code))
-                .bind(&c.hangup_by)
-                .bind(&c.caller_call_id)
-                .bind(&c.callee_call_id);
-            for leg in [&c.media.caller, &c.media.callee] {
-                q = q
-                    .bind(count(leg.packets_in))
-                    .bind(count(leg.bytes_in))
-                    .bind(count(leg.packets_out))
-                    .bind(count(leg.bytes_out))
-                    .bind(count(leg.srtp_auth_failures))
-                    .bind(count(leg.packets_lost));
-            }
-            q.execute(&mut *tx).await?;
+        for chunk in cdrs.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new(INSERT);
+            q.push_values(chunk, |mut row, c| {
+                row.push_bind(c.tenant.0)
+                    .push_bind(c.caller.as_str())
+                    .push_bind(c.callee.as_str())
+                    .push_bind(c.started_at_ms)
+                    .push_bind(c.answered_at_ms)
+                    .push_bind(c.ended_at_ms)
+                    .push_bind(c.disposition.as_str())
+                    .push_bind(i64::from(c.sip_code))
+                    .push_bind(c.hangup_by.as_str())
+                    .push_bind(c.caller_call_id.as_str())
+                    .push_bind(c.callee_call_id.as_str());
+                for leg in [&c.media.caller, &c.media.callee] {
+                    row.push_bind(count(leg.packets_in))
+                        .push_bind(count(leg.bytes_in))
+                        .push_bind(count(leg.packets_out))
+                        .push_bind(count(leg.bytes_out))
+                        .push_bind(count(leg.srtp_auth_failures))
+                        .push_bind(count(leg.packets_lost));
+                }
+            });
+            q.build()
+                .persistent(chunk.len() == CHUNK)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -330,5 +337,22 @@ pub(crate) mod tests {
                 .expect("list")
                 .is_empty()
         );
+    }
+
+    #[tokio::test]
+    async fn a_batch_larger_than_a_statement_is_written_whole() {
+        let store = Store::open_in_memory().await.expect("open");
+        let a = store.add_tenant("a", "a.example").await.expect("t").id;
+        let n = super::CHUNK * 2 + 3;
+        let batch: Vec<Cdr> = (0..n)
+            .map(|i| cdr(a, "100", "101", 1_000 + i as i64))
+            .collect();
+        store.insert_cdrs(&batch).await.expect("insert");
+        let mut all = store
+            .list_cdrs(a, &CdrFilter::default())
+            .await
+            .expect("list");
+        all.reverse();
+        assert_eq!(all, batch);
     }
 }

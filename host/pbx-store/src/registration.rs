@@ -2,67 +2,104 @@
 
 use std::net::SocketAddr;
 
-use sqlx::Row;
+use std::collections::HashMap;
+
 use sqlx::sqlite::SqliteRow;
+use sqlx::{QueryBuilder, Row, Sqlite};
 
 use crate::{Error, Registration, RegistrationChange, Result, Store, TenantId, TransportKind};
 
-/// Upsert keyed by (tenant, extension, contact). The `WHERE EXISTS` guard skips
-/// bindings of extensions removed meanwhile instead of failing the whole batch.
-const UPSERT: &str = "INSERT INTO registrations \
-    (tenant_id, extension, contact, source, transport, local_addr, call_id, cseq, \
-     expires_at_ms, user_agent) \
-    SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \
-    WHERE EXISTS (SELECT 1 FROM extensions WHERE tenant_id = ? AND number = ?) \
-    ON CONFLICT (tenant_id, extension, contact) DO UPDATE SET \
-    source = excluded.source, transport = excluded.transport, \
-    local_addr = excluded.local_addr, call_id = excluded.call_id, cseq = excluded.cseq, \
-    expires_at_ms = excluded.expires_at_ms, user_agent = excluded.user_agent";
-
-const REMOVE: &str =
-    "DELETE FROM registrations WHERE tenant_id = ? AND extension = ? AND contact = ?";
+/// Rows per statement: 10 parameters each keeps a statement far below SQLite's
+/// limit of 32,766 bound parameters.
+const CHUNK: usize = 500;
 
 impl Store {
-    /// Applies a batch of binding changes in one transaction, in order.
+    /// Applies a batch of binding changes in one transaction.
     ///
-    /// Upserts for an extension that no longer exists are skipped.
+    /// Changes to the same binding (tenant, extension, contact) are coalesced, the
+    /// last one winning, which leaves the same state as applying them in order;
+    /// the rest goes in a few multi-row statements rather than one per change.
+    /// Upserts for an extension that no longer exists are skipped (the join with
+    /// `extensions`) instead of failing the whole batch.
     pub async fn apply_registrations(&self, changes: &[RegistrationChange]) -> Result<()> {
         if changes.is_empty() {
             return Ok(());
         }
-        let mut tx = self.write_tx().await?;
+        let mut last = HashMap::with_capacity(changes.len());
         for change in changes {
-            match change {
+            let key = match change {
                 RegistrationChange::Upsert(r) => {
-                    sqlx::query(UPSERT)
-                        .bind(r.tenant.0)
-                        .bind(&r.extension)
-                        .bind(&r.contact)
-                        .bind(r.source.to_string())
-                        .bind(r.transport.as_str())
-                        .bind(r.local.to_string())
-                        .bind(&r.call_id)
-                        .bind(i64::from(r.cseq))
-                        .bind(r.expires_at_ms)
-                        .bind(r.user_agent.as_deref())
-                        .bind(r.tenant.0)
-                        .bind(&r.extension)
-                        .execute(&mut *tx)
-                        .await?;
+                    (r.tenant, r.extension.as_str(), r.contact.as_str())
                 }
                 RegistrationChange::Remove {
                     tenant,
                     extension,
                     contact,
-                } => {
-                    sqlx::query(REMOVE)
-                        .bind(tenant.0)
-                        .bind(extension)
-                        .bind(contact)
-                        .execute(&mut *tx)
-                        .await?;
-                }
+                } => (*tenant, extension.as_str(), contact.as_str()),
+            };
+            last.insert(key, change);
+        }
+        let (mut upserts, mut removals) = (Vec::new(), Vec::new());
+        for change in last.into_values() {
+            match change {
+                RegistrationChange::Upsert(r) => upserts.push(r),
+                RegistrationChange::Remove {
+                    tenant,
+                    extension,
+                    contact,
+                } => removals.push((*tenant, extension.as_str(), contact.as_str())),
             }
+        }
+        let mut tx = self.write_tx().await?;
+        for chunk in removals.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "DELETE FROM registrations WHERE (tenant_id, extension, contact) IN (",
+            );
+            q.push_values(chunk, |mut row, (tenant, extension, contact)| {
+                row.push_bind(tenant.0)
+                    .push_bind(*extension)
+                    .push_bind(*contact);
+            });
+            q.push(")");
+            q.build()
+                .persistent(chunk.len() == CHUNK)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for chunk in upserts.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO registrations (tenant_id, extension, contact, source, transport, \
+                 local_addr, call_id, cseq, expires_at_ms, user_agent) \
+                 SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, \
+                 v.column7, v.column8, v.column9, v.column10 FROM (",
+            );
+            q.push_values(chunk, |mut row, r| {
+                row.push_bind(r.tenant.0)
+                    .push_bind(r.extension.as_str())
+                    .push_bind(r.contact.as_str())
+                    .push_bind(r.source.to_string())
+                    .push_bind(r.transport.as_str())
+                    .push_bind(r.local.to_string())
+                    .push_bind(r.call_id.as_str())
+                    .push_bind(i64::from(r.cseq))
+                    .push_bind(r.expires_at_ms)
+                    .push_bind(r.user_agent.as_deref());
+            });
+            // `WHERE true` tells SQLite's parser that ON CONFLICT is not a join
+            // constraint.
+            q.push(
+                ") AS v JOIN extensions AS e ON e.tenant_id = v.column1 AND e.number = v.column2 \
+                 WHERE true \
+                 ON CONFLICT (tenant_id, extension, contact) DO UPDATE SET \
+                 source = excluded.source, transport = excluded.transport, \
+                 local_addr = excluded.local_addr, call_id = excluded.call_id, \
+                 cseq = excluded.cseq, expires_at_ms = excluded.expires_at_ms, \
+                 user_agent = excluded.user_agent",
+            );
+            q.build()
+                .persistent(chunk.len() == CHUNK)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -207,5 +244,74 @@ pub(crate) mod tests {
         assert_eq!(store.load_registrations(0).await.expect("load"), vec![ok]);
         store.remove_extension(t, "100").await.expect("rm");
         assert!(store.load_registrations(0).await.expect("load").is_empty());
+    }
+
+    #[tokio::test]
+    async fn changes_to_one_binding_leave_the_last_one_in_place() {
+        let store = Store::open_in_memory().await.expect("open");
+        let t = store.add_tenant("a", "a.example").await.expect("t").id;
+        store.add_extension(t, "100", "pw").await.expect("ext");
+        store.add_extension(t, "101", "pw").await.expect("ext");
+        let remove = |ext: &str, contact: &str| RegistrationChange::Remove {
+            tenant: t,
+            extension: ext.into(),
+            contact: contact.into(),
+        };
+        let first = binding(t, "100", "sip:100@h", 10_000);
+        let mut second = first.clone();
+        second.cseq = 2;
+        second.expires_at_ms = 20_000;
+        let gone = binding(t, "101", "sip:101@h", 10_000);
+        store
+            .apply_registrations(&[
+                RegistrationChange::Upsert(first.clone()),
+                remove("100", "sip:100@h"),
+                RegistrationChange::Upsert(second.clone()),
+                RegistrationChange::Upsert(gone.clone()),
+                remove("101", "sip:101@h"),
+            ])
+            .await
+            .expect("apply");
+        assert_eq!(
+            store.load_registrations(0).await.expect("load"),
+            vec![second]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_batch_larger_than_a_statement_is_written_whole() {
+        let store = Store::open_in_memory().await.expect("open");
+        let t = store.add_tenant("a", "a.example").await.expect("t").id;
+        let n = super::CHUNK * 2 + 7;
+        let rows: Vec<(String, String)> = (0..n)
+            .map(|i| (format!("{}", 1000 + i), "secret-pw".to_string()))
+            .collect();
+        store.import_extensions(t, &rows).await.expect("import");
+        let bindings: Vec<Registration> = (0..n)
+            .map(|i| binding(t, &format!("{}", 1000 + i), &format!("sip:{i}@h"), 10_000))
+            .collect();
+        let changes: Vec<RegistrationChange> = bindings
+            .iter()
+            .cloned()
+            .map(RegistrationChange::Upsert)
+            .collect();
+        store.apply_registrations(&changes).await.expect("apply");
+        let mut stored = store.load_registrations(0).await.expect("load");
+        stored.sort_by(|a, b| a.extension.cmp(&b.extension));
+        assert_eq!(stored, bindings);
+
+        let removals: Vec<RegistrationChange> = bindings
+            .iter()
+            .filter(|b| b.extension.ends_with('1'))
+            .map(|b| RegistrationChange::Remove {
+                tenant: t,
+                extension: b.extension.clone(),
+                contact: b.contact.clone(),
+            })
+            .collect();
+        store.apply_registrations(&removals).await.expect("remove");
+        let left = store.load_registrations(0).await.expect("load");
+        assert_eq!(left.len(), n - removals.len());
+        assert!(left.iter().all(|b| !b.extension.ends_with('1')));
     }
 }

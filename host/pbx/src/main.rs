@@ -5,6 +5,12 @@ use std::process::ExitCode;
 use clap::Parser;
 use pbx::cli::Cli;
 
+// The message path allocates and frees many small buffers on several threads;
+// mimalloc's thread-local free lists cost less than the system allocator's arenas
+// there, and give memory back to the system sooner (see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
