@@ -50,13 +50,15 @@ impl Kind {
 pub(crate) enum Outcome {
     /// Authenticated as this extension of this tenant.
     Ok { tenant: TenantId, extension: String },
-    /// Right credentials whose nonce count was already used: a retransmission of
-    /// a request that passed (stateless REGISTER has no transaction to absorb
-    /// it), or a replay. The caller decides which.
+    /// Right credentials whose nonce count was already used. `retransmission`
+    /// when the request is the one that used it (same Call-ID, CSeq and branch:
+    /// a stateless REGISTER has no transaction to absorb its retransmissions);
+    /// otherwise a replay.
     Repeated {
         tenant: TenantId,
         extension: String,
         realm: String,
+        retransmission: bool,
     },
     /// Challenge the sender. `failure` is set when credentials were presented and
     /// were wrong (feeds brute-force detection); `stale` asks for a fresh nonce only.
@@ -111,8 +113,17 @@ pub(crate) fn check(
             },
         };
     };
-    let mut repeated = false;
-    match nonces.check(&creds.nonce, creds.nc, now_ms) {
+    let request = nonces.fingerprint(&[
+        msg.call_id().as_bytes(),
+        msg.header("CSeq").unwrap_or("").as_bytes(),
+        msg.top_via()
+            .ok()
+            .and_then(|v| v.branch)
+            .unwrap_or("")
+            .as_bytes(),
+    ]);
+    let mut repeated = None;
+    match nonces.check_request(&creds.nonce, creds.nc, Some(request), now_ms) {
         NonceCheck::Valid => {}
         NonceCheck::Stale => {
             return Outcome::Challenge {
@@ -129,7 +140,8 @@ pub(crate) fn check(
                 failure: failure("invalid nonce", &creds.username),
             };
         }
-        NonceCheck::Replay => repeated = true,
+        NonceCheck::Replay => repeated = Some(false),
+        NonceCheck::Retransmission => repeated = Some(true),
     }
     let found = tenant.filter(|t| t.active).and_then(|t| {
         index
@@ -145,11 +157,12 @@ pub(crate) fn check(
             };
             if creds.verify(method, ha1) {
                 let extension = creds.username.clone();
-                if repeated {
+                if let Some(retransmission) = repeated {
                     Outcome::Repeated {
                         tenant: tenant_id,
                         extension,
                         realm,
+                        retransmission,
                     }
                 } else {
                     Outcome::Ok {

@@ -509,15 +509,18 @@ impl Shard {
             now_ms,
         ) {
             // Right credentials, nonce count already used: a retransmitted
-            // REGISTER gets its 200 again; anything else is a replay, challenged
-            // and reported like any failure.
+            // REGISTER gets its 200 again (nothing is applied twice); anything
+            // else is a replay, challenged and reported like any failure.
             Outcome::Repeated {
                 tenant,
                 extension,
                 realm,
+                retransmission,
             } => {
-                if self.answer_register_retransmission(msg, peer, local, tenant, &extension, now_ms)
-                {
+                if retransmission && msg.method() == Some("REGISTER") {
+                    self.answer_register_retransmission(
+                        msg, peer, local, tenant, &extension, now_ms,
+                    );
                     return None;
                 }
                 Outcome::Challenge {
@@ -591,9 +594,8 @@ impl Shard {
         }
     }
 
-    /// A REGISTER whose credentials were used already: when it repeats the
-    /// request that made the extension's current binding (same Call-ID and
-    /// CSeq), it is a retransmission and gets the same 200 again.
+    /// Answers a retransmitted REGISTER with the current bindings, as its
+    /// original was answered; the bindings are not touched.
     fn answer_register_retransmission(
         &mut self,
         msg: &Msg,
@@ -602,22 +604,11 @@ impl Shard {
         tenant: store::TenantId,
         extension: &str,
         now_ms: i64,
-    ) -> bool {
-        if msg.method() != Some("REGISTER") {
-            return false;
-        }
-        let cseq = msg
-            .header("CSeq")
-            .and_then(|c| c.split_whitespace().next())
-            .and_then(|n| n.parse::<u32>().ok());
-        let bindings = self.shared.bindings.lookup(tenant, extension, now_ms);
-        let same = bindings
-            .iter()
-            .any(|b| b.call_id == msg.call_id() && Some(b.cseq) == cseq);
-        if !same {
-            return false;
-        }
-        let contacts = bindings
+    ) {
+        let contacts = self
+            .shared
+            .bindings
+            .lookup(tenant, extension, now_ms)
             .into_iter()
             .map(|b| {
                 let secs = u32::try_from((b.expires_at_ms - now_ms).max(0) / 1000).unwrap_or(0);
@@ -625,7 +616,6 @@ impl Shard {
             })
             .collect();
         self.reply_bindings(msg, peer, local, contacts);
-        true
     }
 
     /// 200 OK to a REGISTER, listing the contacts with their remaining seconds.

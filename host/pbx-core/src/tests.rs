@@ -1028,6 +1028,33 @@ fn a_retransmitted_register_gets_200_again_but_a_replay_is_challenged() {
             .unwrap()
             .contains("sip:1001@127.0.0.1:7001")
     );
+    // The phone registers again (a new Call-ID) before a late retransmission of
+    // the first REGISTER arrives: that is still answered alike, and changes
+    // nothing.
+    let out = h.authorize(
+        "127.0.0.1:7001",
+        |auth| {
+            format!(
+                "REGISTER sip:{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:7001;branch=z9hG4bKn{}\r\nFrom: <sip:1001@{DOMAIN}>;tag=n\r\nTo: <sip:1001@{DOMAIN}>\r\nCall-ID: reg-1001-again\r\nCSeq: {} REGISTER\r\nContact: <sip:1001@127.0.0.1:7001>\r\nExpires: 1800\r\n{}Content-Length: 0\r\n\r\n",
+                auth.is_some() as u8,
+                1 + auth.is_some() as u8,
+                auth.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default()
+            )
+        },
+        "WWW-Authenticate",
+        "REGISTER",
+        &uri,
+        "1001",
+    );
+    assert_eq!(out[0].1.status(), Some(200));
+    h.feed("127.0.0.1:7001", &retransmission);
+    let out = h.take();
+    assert_eq!(statuses(&out), vec![200], "a late retransmission");
+    let contact = out[0].1.header("Contact").unwrap().to_string();
+    assert!(
+        contact.contains("expires=1800") || contact.contains("expires=1799"),
+        "the newer binding stands: {contact}"
+    );
     // The same credentials on a different request are a replay.
     let replay = retransmission.replace("CSeq: 2 REGISTER", "CSeq: 3 REGISTER");
     h.feed("127.0.0.1:7001", &replay);

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
+use std::hash::{BuildHasher, Hasher, RandomState};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use base64::Engine;
@@ -40,6 +41,10 @@ pub enum NonceCheck {
     Invalid,
     /// `nc` is not greater than one already accepted for this nonce.
     Replay,
+    /// `nc` equals the highest accepted for this nonce and the request carries
+    /// the same fingerprint as the one accepted with it (see
+    /// [`Nonces::check_request`]): the same request again, not a new one.
+    Retransmission,
 }
 
 /// Issues and checks nonces; shared by all threads through `&self`.
@@ -61,6 +66,9 @@ pub enum NonceCheck {
 /// window.
 pub struct Nonces {
     mac: HmacSha256,
+    /// Keys the request fingerprints: random per process, so nobody can craft a
+    /// different request with the fingerprint of one they captured.
+    fingerprints: RandomState,
     lifetime_ms: i64,
     per_shard_cap: usize,
     shards: Box<[Mutex<Shard>]>,
@@ -77,8 +85,12 @@ impl fmt::Debug for Nonces {
     }
 }
 
+/// The highest `nc` accepted for a nonce and the fingerprint of the request that
+/// presented it (`None` when checked without one).
+type Accepted = (u32, Option<u64>);
+
 struct Shard {
-    highest_nc: HashMap<NonceId, u32>,
+    highest_nc: HashMap<NonceId, Accepted>,
     by_age: BTreeSet<(i64, NonceId)>,
     /// Every untracked nonce issued at or before this time was forgotten (purged
     /// or evicted), so its replay history is unknown.
@@ -131,6 +143,7 @@ impl Nonces {
         block[..32].copy_from_slice(&key);
         Nonces {
             mac: <HmacSha256 as KeyInit>::new(&block.into()),
+            fingerprints: RandomState::new(),
             lifetime_ms: lifetime_ms.max(0),
             per_shard_cap: (max_entries / SHARDS).max(1),
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::new())).collect(),
@@ -174,6 +187,33 @@ impl Nonces {
     /// A nonce is valid from its issue time until `lifetime_ms` later inclusive.
     /// `nc` counts from 1, so `nc = 0` is a [`NonceCheck::Replay`].
     pub fn check(&self, nonce: &str, nc: Option<u32>, now_ms: i64) -> NonceCheck {
+        self.check_request(nonce, nc, None, now_ms)
+    }
+
+    /// The fingerprint of a request made of `parts` (for a SIP request: its
+    /// Call-ID, CSeq and top Via branch, which a retransmission repeats and a new
+    /// request changes), keyed by this nonce source.
+    pub fn fingerprint(&self, parts: &[&[u8]]) -> u64 {
+        let mut h = self.fingerprints.build_hasher();
+        for part in parts {
+            h.write_usize(part.len());
+            h.write(part);
+        }
+        h.finish()
+    }
+
+    /// Like [`Nonces::check`], remembering `request` (a [`Nonces::fingerprint`])
+    /// with the accepted `nc`: presenting the same `nc` again with the same
+    /// fingerprint is a [`NonceCheck::Retransmission`] rather than a
+    /// [`NonceCheck::Replay`]. A stateless server answers a retransmission as it
+    /// answered the original, without acting on it again.
+    pub fn check_request(
+        &self,
+        nonce: &str,
+        nc: Option<u32>,
+        request: Option<u64>,
+        now_ms: i64,
+    ) -> NonceCheck {
         if nonce.len() != ENCODED_LEN {
             return NonceCheck::Invalid;
         }
@@ -203,11 +243,14 @@ impl Nonces {
 
         let mut shard = self.shard(&id).lock();
         shard.purge(now_ms, self.lifetime_ms, PURGE_BUDGET);
-        if let Some(highest) = shard.highest_nc.get_mut(&id) {
-            if nc <= *highest {
+        if let Some(accepted) = shard.highest_nc.get_mut(&id) {
+            if nc == accepted.0 && request.is_some() && request == accepted.1 {
+                return NonceCheck::Retransmission;
+            }
+            if nc <= accepted.0 {
                 return NonceCheck::Replay;
             }
-            *highest = nc;
+            *accepted = (nc, request);
             return NonceCheck::Valid;
         }
         if issued <= shard.forgotten_upto {
@@ -216,7 +259,7 @@ impl Nonces {
         if nc == 0 {
             return NonceCheck::Replay;
         }
-        shard.highest_nc.insert(id, nc);
+        shard.highest_nc.insert(id, (nc, request));
         shard.by_age.insert((issued, id));
         if shard.highest_nc.len() > self.per_shard_cap && shard.forget_oldest() == Some(id) {
             return NonceCheck::Stale;
@@ -245,6 +288,53 @@ mod tests {
     const KEY: [u8; 32] = [0x42; 32];
     const T0: i64 = 1_700_000_000_000;
     const LIFE: i64 = 30_000;
+
+    #[test]
+    fn the_same_request_again_is_a_retransmission_not_a_replay() {
+        let n = Nonces::new(KEY, LIFE);
+        let a = n.issue(T0);
+        let first = n.fingerprint(&[b"call-1", b"2 REGISTER", b"z9hG4bK1"]);
+        let other = n.fingerprint(&[b"call-1", b"3 REGISTER", b"z9hG4bK2"]);
+        assert_ne!(first, other);
+        assert_eq!(
+            n.check_request(&a, Some(1), Some(first), T0),
+            NonceCheck::Valid
+        );
+        assert_eq!(
+            n.check_request(&a, Some(1), Some(first), T0 + 1),
+            NonceCheck::Retransmission
+        );
+        // A different request with the used count, or one without a fingerprint,
+        // is a replay.
+        assert_eq!(
+            n.check_request(&a, Some(1), Some(other), T0 + 2),
+            NonceCheck::Replay
+        );
+        assert_eq!(n.check(&a, Some(1), T0 + 2), NonceCheck::Replay);
+        // A higher count moves the remembered request on.
+        assert_eq!(
+            n.check_request(&a, Some(2), Some(other), T0 + 3),
+            NonceCheck::Valid
+        );
+        assert_eq!(
+            n.check_request(&a, Some(1), Some(first), T0 + 4),
+            NonceCheck::Replay
+        );
+        assert_eq!(
+            n.check_request(&a, Some(2), Some(other), T0 + 4),
+            NonceCheck::Retransmission
+        );
+    }
+
+    #[test]
+    fn fingerprints_depend_on_the_key_and_on_part_boundaries() {
+        let n = Nonces::new(KEY, LIFE);
+        let m = Nonces::new(KEY, LIFE);
+        let parts: [&[u8]; 2] = [b"ab", b"c"];
+        assert_eq!(n.fingerprint(&parts), n.fingerprint(&parts));
+        assert_ne!(n.fingerprint(&parts), m.fingerprint(&parts));
+        assert_ne!(n.fingerprint(&parts), n.fingerprint(&[b"a", b"bc"]));
+    }
 
     #[test]
     fn issued_nonce_is_valid_and_unique() {
