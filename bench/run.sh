@@ -206,37 +206,50 @@ run_sipp() {
     read -r R_OK R_FAILED R_ACH R_ELAPSED < <(python3 "$STATS" sipp "$stat" "$total")
 }
 
-# ladder SYSTEM KIND SCENARIO TARGET RATE... : steps up until a step has failures.
-# Appends rows to $WORK/ladder.md; sets BEST_ACH (the highest rate sipp achieved in a
-# step with no failure, 0 if none) and BEST (that step's asked rate), and for the
-# PBX's call ladder BEST_RSS/BEST_CUR (sampled during that step).
+# ladder SYSTEM KIND SCENARIO TARGET RATE... : steps up while a step has at most
+# 0.1% failures. Appends rows to $WORK/ladder.md; sets BEST_ACH (the highest rate
+# sipp achieved in a step with no failure, 0 if none) and BEST (that step's asked
+# rate), TOL_ACH/TOL (the same over steps with at most 0.1% failures), and for the
+# PBX's call ladder BEST_RSS/BEST_CUR (sampled during the BEST step).
 ladder() {
     local sys=$1 kind=$2 sf=$3 target=$4
     shift 4
     BEST=0
     BEST_ACH=0
+    TOL=0
+    TOL_ACH=0
     BEST_RSS=n/a
     BEST_CUR=n/a
-    local rate sample held
+    local rate sample held tolerable total
     for rate in "$@"; do
         sample=
         [[ $sys == PBX && $kind == call ]] && sample=$PBX_PID
-        log "$sys $kind at $rate/s, $((rate * STEP_S)) attempts"
-        run_sipp "${sys}-${kind}-${rate}" "$sf" "$target" "$rate" $((rate * STEP_S)) "$sample"
+        total=$((rate * STEP_S))
+        log "$sys $kind at $rate/s, $total attempts"
+        run_sipp "${sys}-${kind}-${rate}" "$sf" "$target" "$rate" "$total" "$sample"
         held=no
-        [[ $R_FAILED == 0 && $R_OK == $((rate * STEP_S)) ]] && held=yes
+        tolerable=no
+        # Every attempt must have finished (succeeded or failed): none hung.
+        if [[ $R_OK =~ ^[0-9]+$ && $R_FAILED =~ ^[0-9]+$ ]] && ((R_OK + R_FAILED == total)); then
+            ((R_FAILED == 0)) && held=yes
+            ((R_FAILED * 1000 <= total)) && tolerable=yes
+        fi
         log "  ok=$R_OK failed=$R_FAILED achieved=$R_ACH/s elapsed=${R_ELAPSED}s held=$held"
-        printf '| %s | %s | %s/s | %s | %s | %s | %s/s | %s |\n' "$sys" "$kind" "$rate" \
-            $((rate * STEP_S)) "$R_OK" "$R_FAILED" "$R_ACH" "$held" >>"$WORK/ladder.md"
+        printf '| %s | %s | %s/s | %s | %s | %s | %s/s | %s | %s |\n' "$sys" "$kind" "$rate" \
+            "$total" "$R_OK" "$R_FAILED" "$R_ACH" "$held" "$tolerable" >>"$WORK/ladder.md"
         [[ $sys == PBX ]] && alive_pbx
-        [[ $held == yes ]] || break
+        [[ $tolerable == yes ]] || break
         # A server (or sipp) that is saturated still "holds" a step, just slower:
-        # the figure is the highest rate actually achieved with no failure.
-        if ((R_ACH > BEST_ACH)); then
+        # the figure is the highest rate actually achieved.
+        if [[ $held == yes ]] && ((R_ACH > BEST_ACH)); then
             BEST=$rate
             BEST_ACH=$R_ACH
             BEST_RSS=$R_RSS
             BEST_CUR=$R_CUR
+        fi
+        if ((R_ACH > TOL_ACH)); then
+            TOL=$rate
+            TOL_ACH=$R_ACH
         fi
     done
 }
@@ -383,6 +396,8 @@ SIPP_INF=$WORK/callers.csv
 ladder PBX call "$SHARED/sipp/call.xml" "$PBX_ADDR" "${CALL_RATES[@]}"
 PBX_CALL=$BEST
 PBX_CALL_ACH=$BEST_ACH
+PBX_CALL_TOL=$TOL
+PBX_CALL_TOL_ACH=$TOL_ACH
 RSS_CALLS=$BEST_RSS
 CALLS_IN_PROGRESS=$BEST_CUR
 # Per 1,000 calls: the growth over the registered state while the best step ran
@@ -393,15 +408,23 @@ ladder Kamailio call "$SHARED/sipp/call.xml" "$KAM_ADDR" "${CALL_RATES[@]}"
 KAM_CALL=$BEST
 KAM_CALL_ACH=$BEST_ACH
 CALL_RATIO=$(python3 "$STATS" ratio "$PBX_CALL_ACH" "$KAM_CALL_ACH")
+KAM_CALL_TOL=$TOL
+KAM_CALL_TOL_ACH=$TOL_ACH
 
 SIPP_INF=$WORK/users.csv
 ladder PBX register "$SHARED/sipp/register.xml" "$PBX_ADDR" "${REG_RATES[@]}"
 PBX_REG=$BEST
 PBX_REG_ACH=$BEST_ACH
+PBX_REG_TOL=$TOL
+PBX_REG_TOL_ACH=$TOL_ACH
 ladder Kamailio register "$SHARED/sipp/register.xml" "$KAM_ADDR" "${REG_RATES[@]}"
 KAM_REG=$BEST
 KAM_REG_ACH=$BEST_ACH
 REG_RATIO=$(python3 "$STATS" ratio "$PBX_REG_ACH" "$KAM_REG_ACH")
+KAM_REG_TOL=$TOL
+KAM_REG_TOL_ACH=$TOL_ACH
+REG_TOL_RATIO=$(python3 "$STATS" ratio "$PBX_REG_TOL_ACH" "$KAM_REG_TOL_ACH")
+CALL_TOL_RATIO=$(python3 "$STATS" ratio "$PBX_CALL_TOL_ACH" "$KAM_CALL_TOL_ACH")
 RSS_AFTER_LADDERS=$(rss_kib "$PBX_PID")
 
 # ---- 6. soak: steady call load at about half the PBX's rate ------------------------
@@ -478,6 +501,8 @@ same cores; both servers run throughout, only one is under load at a time.
 | --- | --- | --- | --- | --- |
 | authenticated REGISTER, highest rate achieved with 0 failures | $(held_rate "$PBX_REG_ACH" "$PBX_REG" "$last_reg") | Kamailio $(held_rate "$KAM_REG_ACH" "$KAM_REG" "$last_reg") | $REG_RATIO | ≥ 1.0: $(verdict "$REG_RATIO" 1.0 ge) |
 | authenticated call (dial plan + policies), highest rate achieved with 0 failures | $(held_rate "$PBX_CALL_ACH" "$PBX_CALL" "$last_call") | Kamailio $(held_rate "$KAM_CALL_ACH" "$KAM_CALL" "$last_call") | $CALL_RATIO | ≥ 1.0: $(verdict "$CALL_RATIO" 1.0 ge) |
+| authenticated REGISTER, highest rate achieved with ≤ 0.1% failures | $(held_rate "$PBX_REG_TOL_ACH" "$PBX_REG_TOL" "$last_reg") | Kamailio $(held_rate "$KAM_REG_TOL_ACH" "$KAM_REG_TOL" "$last_reg") | $REG_TOL_RATIO | (for context) |
+| authenticated call, highest rate achieved with ≤ 0.1% failures | $(held_rate "$PBX_CALL_TOL_ACH" "$PBX_CALL_TOL" "$last_call") | Kamailio $(held_rate "$KAM_CALL_TOL_ACH" "$KAM_CALL_TOL" "$last_call") | $CALL_TOL_RATIO | (for context) |
 | SRTP protect+unprotect, 160-byte payload, one core | $(ksep "$SRTP_PBX") pkt/s | libsrtp $(ksep "$LIB_BOTH") pkt/s (protect $(ksep "$LIB_PROT"), unprotect $(ksep "$LIB_UNPROT"), its loop's round trip $(ksep "$LIB_RT")) | $SRTP_RATIO | ≥ 1.0: $(verdict "$SRTP_RATIO" 1.0 ge) |
 | plugin path: instantiate + route + check_call | p50 $LAT1_P50 µs, p99 $LAT1_P99 µs | | | p99 < 50 µs: $(verdict "$LAT1_P99" 50 lt) |
 | plugin path: route + restrictions + fraud check_call | p50 $LAT2_P50 µs, p99 $LAT2_P99 µs | | | |
@@ -488,10 +513,14 @@ same cores; both servers run throughout, only one is under load at a time.
 | soak: $SOAK_RATE calls/s for $SOAK_MIN min, VmRSS every 10 s | first $(mib "$SOAK_FIRST"), last $(mib "$SOAK_LAST"), max $(mib "$SOAK_MAX") MiB; slope $SOAK_SLOPE KiB/min over $SOAK_N samples; $SOAK_OK ok, $SOAK_FAILED failed | | | flat: $(soak_flat) |
 
 A step is held when every attempt succeeded (sipp counted no failure and all
-$STEP_S seconds' worth of attempts completed); each server climbs until a step is not
-held. Its figure is the highest rate sipp achieved (its own average over the step) in
-a held step, and the ratio is of those figures: a saturated server (or sipp) still
-holds a step, only slower than asked, so the asked rate alone would flatter it. For
+$STEP_S seconds' worth of attempts completed); it is tolerable when at most 0.1% of
+them failed. Each server climbs until a step is not tolerable. The target figure is
+the highest rate sipp achieved (its own average over the step) in a held step, and
+the ratio is of those figures: a saturated server (or sipp) still holds a step, only
+slower than asked, so the asked rate alone would flatter it. The ≤ 0.1% rows show
+the same over tolerable steps, for context: one stray failure (for Kamailio, a 180
+that its other worker process forwarded after the 200, which sipp takes as
+unexpected) otherwise ends a ladder early. For
 calls the average includes the 1 s talk time of the last calls, so it reads about 10%
 below the asked rate for both servers alike. Registration pass before the ladders (all 20,000
 users at $FILL_RATE/s): PBX $PBX_FILL, Kamailio $KAM_FILL. The call ladders run
@@ -510,8 +539,8 @@ All 20,000 users register; the call loads use users 1000..10999 calling each oth
 
 ### Ladder steps
 
-| system | load | rate | attempts | ok | failed | achieved | held |
-| --- | --- | --- | --- | --- | --- | --- | --- |
+| system | load | rate | attempts | ok | failed | achieved | held | ≤ 0.1% failed |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- |
 $(cat "$WORK/ladder.md")
 
 ## Commands
