@@ -449,8 +449,8 @@ done
 wait "$SOAK_PID" || true
 forget "$SOAK_PID"
 read -r SOAK_OK SOAK_FAILED _ _ < <(python3 "$STATS" sipp "$SOAK_STAT" $((SOAK_RATE * SOAK_S)))
-read -r SOAK_N SOAK_FIRST SOAK_LAST SOAK_MAX SOAK_SLOPE < <(python3 "$STATS" soak "$WORK/soak_rss.txt")
-log "  $SOAK_OK ok, $SOAK_FAILED failed; VmRSS first $SOAK_FIRST last $SOAK_LAST max $SOAK_MAX KiB, slope $SOAK_SLOPE KiB/min"
+read -r SOAK_N SOAK_FIRST SOAK_LAST SOAK_MAX SOAK_SLOPE SOAK_LATE < <(python3 "$STATS" soak "$WORK/soak_rss.txt")
+log "  $SOAK_OK ok, $SOAK_FAILED failed; VmRSS first $SOAK_FIRST last $SOAK_LAST max $SOAK_MAX KiB, slope $SOAK_SLOPE KiB/min, second half $SOAK_LATE KiB/min"
 alive_pbx
 RSS_END=$(rss_kib "$PBX_PID")
 
@@ -472,12 +472,12 @@ except ValueError: print("n/a"); sys.exit()
 ok = v >= t if op == "ge" else v < t
 print("met" if ok else "missed")' "$1" "$2" "$3"
 }
-soak_flat() {
+soak_flat() { # SLOPE (KiB/min) over MINUTES -> flat/growing
     python3 -c 'import sys
-try: first, last, mx, slope, mins = map(float, sys.argv[1:6])
+try: first, slope, mins = map(float, sys.argv[1:4])
 except ValueError: print("n/a"); sys.exit()
-# Flat: the fitted growth over the soak stays under 5% of the first sample.
-print("flat" if slope * mins < 0.05 * first else "growing")' "$SOAK_FIRST" "$SOAK_LAST" "$SOAK_MAX" "$SOAK_SLOPE" "$SOAK_MIN"
+# Flat: the fitted growth over the span stays under 5% of the first sample.
+print("flat" if slope * mins < 0.05 * first else "growing")' "$SOAK_FIRST" "$1" "$2"
 }
 last_reg=${REG_RATES[-1]}
 last_call=${CALL_RATES[-1]}
@@ -510,7 +510,7 @@ same cores; both servers run throughout, only one is under load at a time.
 | resident memory, idle (20,000 extensions provisioned) | $(mib "$RSS_IDLE") MiB | | | |
 | resident memory per 10,000 registrations | $RSS_PER_10K MiB ($(mib "$RSS_REG") MiB with 20,000 registered) | | | |
 | resident memory per 1,000 calls in progress | $RSS_PER_1K_CALLS MiB ($(mib "$RSS_CALLS") MiB with $CALLS_IN_PROGRESS calls in progress) | | | |
-| soak: $SOAK_RATE calls/s for $SOAK_MIN min, VmRSS every 10 s | first $(mib "$SOAK_FIRST"), last $(mib "$SOAK_LAST"), max $(mib "$SOAK_MAX") MiB; slope $SOAK_SLOPE KiB/min over $SOAK_N samples; $SOAK_OK ok, $SOAK_FAILED failed | | | flat: $(soak_flat) |
+| soak: $SOAK_RATE calls/s for $SOAK_MIN min, VmRSS every 10 s | first $(mib "$SOAK_FIRST"), last $(mib "$SOAK_LAST"), max $(mib "$SOAK_MAX") MiB; slope $SOAK_SLOPE KiB/min over $SOAK_N samples, $SOAK_LATE KiB/min over the second half; $SOAK_OK ok, $SOAK_FAILED failed | | | whole soak: $(soak_flat "$SOAK_SLOPE" "$SOAK_MIN"); second half: $(soak_flat "$SOAK_LATE" "$(awk -v m="$SOAK_MIN" 'BEGIN {print m / 2}')") |
 
 A step is held when every attempt succeeded (sipp counted no failure and all
 $STEP_S seconds' worth of attempts completed); it is tolerable when at most 0.1% of
@@ -579,4 +579,4 @@ log "SRTP:     PBX $SRTP_PBX pkt/s, libsrtp $LIB_BOTH pkt/s, ratio $SRTP_RATIO"
 log "plugin:   p50 $LAT1_P50 µs, p99 $LAT1_P99 µs (route + check_call)"
 log "relay:    $RELAY_PPS pkt/s"
 log "memory:   idle $(mib "$RSS_IDLE") MiB, $RSS_PER_10K MiB per 10k registrations, $RSS_PER_1K_CALLS MiB per 1k calls"
-log "soak:     first $(mib "$SOAK_FIRST") last $(mib "$SOAK_LAST") max $(mib "$SOAK_MAX") MiB, slope $SOAK_SLOPE KiB/min"
+log "soak:     first $(mib "$SOAK_FIRST") last $(mib "$SOAK_LAST") max $(mib "$SOAK_MAX") MiB, slope $SOAK_SLOPE KiB/min, second half $SOAK_LATE KiB/min"

@@ -6,7 +6,9 @@
   stats.py criterion LOG NAME         -> elements per second of a criterion bench
   stats.py latency LOG NAME           -> "p50_us p99_us" of a pbx-plugin latency line
   stats.py libsrtp LOG                -> "protect unprotect round_trip" packets per second
-  stats.py soak SAMPLES.csv           -> "n first_kib last_kib max_kib slope_kib_per_min"
+  stats.py soak SAMPLES.csv           -> "n first_kib last_kib max_kib slope_kib_per_min
+                                          late_slope_kib_per_min" (the second: over the
+                                          second half of the samples, after warm-up)
   stats.py ratio A B                  -> A/B with two decimals, or n/a
 
 Anything missing or unreadable prints "n/a" fields instead of failing, so one
@@ -112,6 +114,18 @@ def cmd_libsrtp(path):
     print(" ".join(m.groups()) if m else "n/a n/a n/a")
 
 
+def slope_per_min(pts):
+    """Least-squares slope of (seconds, KiB) points, in KiB per minute."""
+    if len(pts) < 2:
+        return 0.0
+    mt = sum(t for t, _ in pts) / len(pts)
+    mr = sum(r for _, r in pts) / len(pts)
+    var = sum((t - mt) ** 2 for t, _ in pts)
+    if var == 0:
+        return 0.0
+    return sum((t - mt) * (r - mr) for t, r in pts) / var * 60.0
+
+
 def cmd_soak(path):
     pts = []
     try:
@@ -123,17 +137,12 @@ def cmd_soak(path):
     except OSError:
         pass
     if not pts:
-        print("0 n/a n/a n/a n/a")
+        print("0 n/a n/a n/a n/a n/a")
         return
     rss = [r for _, r in pts]
-    slope = 0.0
-    if len(pts) > 1:
-        mt = sum(t for t, _ in pts) / len(pts)
-        mr = sum(rss) / len(rss)
-        var = sum((t - mt) ** 2 for t, _ in pts)
-        if var > 0:
-            slope = sum((t - mt) * (r - mr) for t, r in pts) / var * 60.0
-    print(f"{len(pts)} {rss[0]} {rss[-1]} {max(rss)} {slope:.0f}")
+    slope = slope_per_min(pts)
+    late = slope_per_min(pts[len(pts) // 2 :])
+    print(f"{len(pts)} {rss[0]} {rss[-1]} {max(rss)} {slope:.0f} {late:.0f}")
 
 
 def cmd_ratio(a, b):
