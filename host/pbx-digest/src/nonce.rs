@@ -1,6 +1,6 @@
 //! Self-validating nonces with expiry and per-nonce `nc` replay tracking.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::hash::{BuildHasher, Hasher, RandomState};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -54,10 +54,11 @@ pub enum NonceCheck {
 /// issued it and the embedded time says whether it is stale. State is kept only
 /// for replay protection: the highest `nc` accepted per nonce, in sharded maps.
 ///
-/// The table stays bounded. Entries older than the lifetime are purged a few at
-/// a time on every `issue` and every `check` with an `nc` (and all at once by
-/// [`Nonces::purge`]); beyond the hard cap the oldest entries are dropped. A
-/// nonce whose entry was dropped (or that is older than one dropped) answers
+/// The table stays bounded. Entries are kept in the order they were first
+/// accepted and purged from the front, a few at a time on every `issue` and
+/// every `check` with an `nc` (and all at once by [`Nonces::purge`]), once older
+/// than the lifetime; beyond the hard cap the first-accepted entries are
+/// dropped. A nonce whose entry was dropped (or issued before one dropped) answers
 /// [`NonceCheck::Stale`], never `Valid`, so dropping an entry cannot reopen a
 /// replay; the client simply re-authenticates with a fresh nonce.
 ///
@@ -91,7 +92,10 @@ type Accepted = (u32, Option<u64>);
 
 struct Shard {
     highest_nc: HashMap<NonceId, Accepted>,
-    by_age: BTreeSet<(i64, NonceId)>,
+    /// Tracked nonces in the order they were first accepted, with their issue
+    /// time: one contiguous buffer, where a tree would scatter a small
+    /// long-lived node per few entries over the allocator's pages.
+    by_age: VecDeque<(i64, NonceId)>,
     /// Every untracked nonce issued at or before this time was forgotten (purged
     /// or evicted), so its replay history is unknown.
     forgotten_upto: i64,
@@ -101,13 +105,13 @@ impl Shard {
     fn new() -> Shard {
         Shard {
             highest_nc: HashMap::new(),
-            by_age: BTreeSet::new(),
+            by_age: VecDeque::new(),
             forgotten_upto: i64::MIN,
         }
     }
 
     fn forget_oldest(&mut self) -> Option<NonceId> {
-        let (issued, id) = self.by_age.pop_first()?;
+        let (issued, id) = self.by_age.pop_front()?;
         self.highest_nc.remove(&id);
         self.forgotten_upto = self.forgotten_upto.max(issued);
         Some(id)
@@ -115,7 +119,7 @@ impl Shard {
 
     fn purge(&mut self, now_ms: i64, lifetime_ms: i64, budget: usize) {
         for _ in 0..budget {
-            match self.by_age.first() {
+            match self.by_age.front() {
                 Some(&(issued, _)) if now_ms.saturating_sub(issued) > lifetime_ms => {
                     self.forget_oldest();
                 }
@@ -260,7 +264,7 @@ impl Nonces {
             return NonceCheck::Replay;
         }
         shard.highest_nc.insert(id, (nc, request));
-        shard.by_age.insert((issued, id));
+        shard.by_age.push_back((issued, id));
         if shard.highest_nc.len() > self.per_shard_cap && shard.forget_oldest() == Some(id) {
             return NonceCheck::Stale;
         }
