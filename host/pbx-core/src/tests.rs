@@ -144,16 +144,10 @@ impl Harness {
 
     fn register(&mut self, user: &str, addr: &str) {
         let uri = format!("sip:{DOMAIN}");
+        let call_id = format!("reg-{user}");
         let out = self.authorize(
             addr,
-            |auth| {
-                format!(
-                    "REGISTER sip:{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {addr};branch=z9hG4bKr{}\r\nFrom: <sip:{user}@{DOMAIN}>;tag=r\r\nTo: <sip:{user}@{DOMAIN}>\r\nCall-ID: reg-{user}\r\nCSeq: {} REGISTER\r\nContact: <sip:{user}@{addr}>\r\nExpires: 3600\r\n{}Content-Length: 0\r\n\r\n",
-                    auth.is_some() as u8,
-                    1 + auth.is_some() as u8,
-                    auth.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default()
-                )
-            },
+            |auth| register_request(user, addr, &call_id, 3600, auth),
             "WWW-Authenticate",
             "REGISTER",
             &uri,
@@ -181,6 +175,24 @@ impl Harness {
             "1000",
         )
     }
+}
+
+/// A REGISTER of `user`'s contact at `addr`: CSeq 1 without credentials, 2 with
+/// `auth` (an Authorization value), a branch of its own for each.
+fn register_request(
+    user: &str,
+    addr: &str,
+    call_id: &str,
+    expires: u32,
+    auth: Option<&str>,
+) -> String {
+    format!(
+        "REGISTER sip:{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {addr};branch=z9hG4bK{call_id}-{}\r\nFrom: <sip:{user}@{DOMAIN}>;tag=r\r\nTo: <sip:{user}@{DOMAIN}>\r\nCall-ID: {call_id}\r\nCSeq: {} REGISTER\r\nContact: <sip:{user}@{addr}>\r\nExpires: {expires}\r\n{}Content-Length: 0\r\n\r\n",
+        auth.is_some() as u8,
+        1 + auth.is_some() as u8,
+        auth.map(|a| format!("Authorization: {a}\r\n"))
+            .unwrap_or_default()
+    )
 }
 
 /// A response from the callee phone to the host's INVITE.
@@ -998,12 +1010,7 @@ fn a_retransmitted_register_gets_200_again_but_a_replay_is_challenged() {
     let out = h.authorize(
         "127.0.0.1:7001",
         |auth| {
-            let text = format!(
-                "REGISTER sip:{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:7001;branch=z9hG4bKr{}\r\nFrom: <sip:1001@{DOMAIN}>;tag=r\r\nTo: <sip:1001@{DOMAIN}>\r\nCall-ID: reg-1001\r\nCSeq: {} REGISTER\r\nContact: <sip:1001@127.0.0.1:7001>\r\nExpires: 3600\r\n{}Content-Length: 0\r\n\r\n",
-                auth.is_some() as u8,
-                1 + auth.is_some() as u8,
-                auth.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default()
-            );
+            let text = register_request("1001", "127.0.0.1:7001", "reg-1001", 3600, auth);
             *sent.borrow_mut() = text.clone();
             text
         },
@@ -1033,14 +1040,7 @@ fn a_retransmitted_register_gets_200_again_but_a_replay_is_challenged() {
     // nothing.
     let out = h.authorize(
         "127.0.0.1:7001",
-        |auth| {
-            format!(
-                "REGISTER sip:{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:7001;branch=z9hG4bKn{}\r\nFrom: <sip:1001@{DOMAIN}>;tag=n\r\nTo: <sip:1001@{DOMAIN}>\r\nCall-ID: reg-1001-again\r\nCSeq: {} REGISTER\r\nContact: <sip:1001@127.0.0.1:7001>\r\nExpires: 1800\r\n{}Content-Length: 0\r\n\r\n",
-                auth.is_some() as u8,
-                1 + auth.is_some() as u8,
-                auth.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default()
-            )
-        },
+        |auth| register_request("1001", "127.0.0.1:7001", "reg-1001-again", 1800, auth),
         "WWW-Authenticate",
         "REGISTER",
         &uri,

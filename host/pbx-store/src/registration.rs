@@ -40,14 +40,10 @@ impl Store {
             last.insert(key, change);
         }
         let (mut upserts, mut removals) = (Vec::new(), Vec::new());
-        for change in last.into_values() {
+        for (key, change) in last {
             match change {
                 RegistrationChange::Upsert(r) => upserts.push(r),
-                RegistrationChange::Remove {
-                    tenant,
-                    extension,
-                    contact,
-                } => removals.push((*tenant, extension.as_str(), contact.as_str())),
+                RegistrationChange::Remove { .. } => removals.push(key),
             }
         }
         let mut tx = self.write_tx().await?;

@@ -18,34 +18,46 @@ use super::io::{Conn, Io};
 /// The pong to a CRLFCRLF keep-alive ping (RFC 5626 §4.4.1).
 const PONG: &[u8] = b"\r\n";
 
-/// Accepts connections until the server stops receiving.
-pub(crate) async fn accept(io: Arc<Io>, listener: TcpListener) {
+/// The next connection on `listener` that the guard admits, `None` once the
+/// server stops receiving. Accept errors (usually out of file descriptors) back
+/// off instead of spinning; a banned source, or one already holding its share of
+/// connections, is closed at once, before any work is done for it. The source of
+/// a returned connection holds a slot, given back with `Io::release_source`.
+pub(crate) async fn admit_next(
+    io: &Io,
+    listener: &TcpListener,
+    what: &str,
+) -> Option<(TcpStream, SocketAddr)> {
     loop {
         let accepted = tokio::select! {
-            () = io.stop_receiving.cancelled() => return,
+            () = io.stop_receiving.cancelled() => return None,
             r = listener.accept() => r,
         };
         let (stream, peer) = match accepted {
             Ok(x) => x,
             Err(e) => {
-                // Usually out of file descriptors: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
+                tracing::warn!(error = %e, "{what} accept failed");
                 tokio::select! {
-                    () = io.stop_receiving.cancelled() => return,
+                    () = io.stop_receiving.cancelled() => return None,
                     () = tokio::time::sleep(Duration::from_millis(100)) => continue,
                 }
             }
         };
         if io.guard().refuses(peer.ip(), std::time::Instant::now()) {
-            drop(stream);
             continue;
         }
         if !io.acquire_source(peer.ip()) {
             tracing::debug!(%peer, "too many connections from this address; refused");
-            drop(stream);
             continue;
         }
         let _ = stream.set_nodelay(true);
+        return Some((stream, peer));
+    }
+}
+
+/// Accepts connections until the server stops receiving.
+pub(crate) async fn accept(io: Arc<Io>, listener: TcpListener) {
+    while let Some((stream, peer)) = admit_next(&io, &listener, "TCP").await {
         let id = io.next_id();
         let (tx, rx) = mpsc::channel(io.limits.conn_queue.max(1));
         io.register(

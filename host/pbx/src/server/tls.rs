@@ -12,7 +12,6 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use bytes::Bytes;
@@ -24,7 +23,7 @@ use tokio::sync::mpsc;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use super::io::{Conn, Io};
-use super::tcp::{Ends, stream_connection};
+use super::tcp::{Ends, admit_next, stream_connection};
 
 /// TLS versions offered and accepted.
 const VERSIONS: &[&rustls::SupportedProtocolVersion] =
@@ -83,30 +82,8 @@ pub fn client_config(ca: Option<&Path>) -> anyhow::Result<Arc<ClientConfig>> {
 /// Accepts TLS connections until the server stops receiving. Each handshake runs
 /// in its own task and must finish within the idle timeout.
 pub(crate) async fn accept(io: Arc<Io>, listener: TcpListener, acceptor: TlsAcceptor) {
-    loop {
-        let accepted = tokio::select! {
-            () = io.stop_receiving.cancelled() => return,
-            r = listener.accept() => r,
-        };
-        let (stream, peer) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!(error = %e, "TLS accept failed");
-                tokio::select! {
-                    () = io.stop_receiving.cancelled() => return,
-                    () = tokio::time::sleep(Duration::from_millis(100)) => continue,
-                }
-            }
-        };
-        // A banned source gets no handshake (which would cost us the most).
-        if io.guard().refuses(peer.ip(), std::time::Instant::now()) {
-            continue;
-        }
-        if !io.acquire_source(peer.ip()) {
-            tracing::debug!(%peer, "too many connections from this address; refused");
-            continue;
-        }
-        let _ = stream.set_nodelay(true);
+    // A banned source gets no handshake (which would cost us the most).
+    while let Some((stream, peer)) = admit_next(&io, &listener, "TLS").await {
         let task_io = io.clone();
         let acceptor = acceptor.clone();
         io.connections().spawn(async move {
