@@ -152,17 +152,31 @@ fn write_constants(artifacts: &Path, plugins: &[Plugin], file: &Path) {
         .unwrap_or_else(|e| panic!("could not write {}: {e}", file.display()));
 }
 
-/// Fail early, with the fix, when the wasm32-wasip2 standard library is missing.
+/// Makes sure the wasm32-wasip2 standard library is there. rustup does not add a
+/// `rust-toolchain.toml` target to a toolchain that is already installed, so on a
+/// machine with only the stable toolchain this adds it (once, through rustup, for
+/// the toolchain running this build); without rustup it fails with the fix.
 fn check_target_installed(rustc: &std::ffi::OsStr) {
-    let sysroot = Command::new(rustc)
-        .args(["--print", "sysroot"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
-    if let Some(sysroot) = sysroot
-        && !sysroot.join("lib/rustlib").join(TARGET).is_dir()
-    {
+    let installed = || {
+        Command::new(rustc)
+            .args(["--print", "sysroot"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+            .is_none_or(|sysroot| sysroot.join("lib/rustlib").join(TARGET).is_dir())
+    };
+    if installed() {
+        return;
+    }
+    println!("cargo:warning=adding the Rust target {TARGET} with rustup (shipped plugins need it)");
+    let mut rustup = Command::new("rustup");
+    rustup.args(["target", "add", TARGET]);
+    if let Some(toolchain) = env::var_os("RUSTUP_TOOLCHAIN") {
+        rustup.arg("--toolchain").arg(toolchain);
+    }
+    let added = rustup.status().is_ok_and(|s| s.success());
+    if !added || !installed() {
         panic!(
             "the Rust target {TARGET} is not installed (needed to build the shipped plugins); \
              install it with `rustup target add {TARGET}`"
