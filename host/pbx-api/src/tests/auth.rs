@@ -1,0 +1,236 @@
+//! Login, TOTP enrollment, backoff and lockout, the password policy.
+
+use super::*;
+
+#[tokio::test]
+async fn totp_enrollment_and_login() {
+    let config = ApiConfig {
+        require_totp_for_provider_admins: true,
+        ..ApiConfig::default()
+    };
+    let fx = Fx::with(config, None, Store::open_in_memory().await.expect("store")).await;
+    // without TOTP, a provider admin's login only allows enrollment
+    let (s, v) = login(&fx, "root", PW, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["totp_enrollment_required"], true);
+    let limited = v["token"].as_str().expect("token").to_owned();
+    let (s, v) = fx
+        .call(Method::GET, "/api/v1/tenants", Some(&limited), None)
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "missing_scope"));
+    // tenant admins are not forced
+    let (_, v) = login(&fx, "admin-a", PW, None).await;
+    assert_eq!(v["totp_enrollment_required"], false);
+
+    let (s, v) = fx
+        .call(
+            Method::POST,
+            "/api/v1/auth/totp/enroll",
+            Some(&limited),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let secret = v["secret"].as_str().expect("secret").to_owned();
+    assert!(
+        v["otpauth_url"]
+            .as_str()
+            .expect("url")
+            .starts_with("otpauth://totp/")
+    );
+    let generator = crate::routes::totp_for(&secret, "root").expect("totp");
+    let wrong = fx
+        .call(
+            Method::POST,
+            "/api/v1/auth/totp/confirm",
+            Some(&limited),
+            Some(json!({"code":"000000"})),
+        )
+        .await;
+    assert_eq!(code(&wrong.1), "invalid_totp");
+    let code_now = generator
+        .generate(u64::try_from(fx.now_s()).expect("time"))
+        .to_string();
+    let (s, _) = fx
+        .call(
+            Method::POST,
+            "/api/v1/auth/totp/confirm",
+            Some(&limited),
+            Some(json!({"code": code_now})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+
+    // from now on the password alone is not enough
+    let (s, v) = login(&fx, "root", PW, None).await;
+    assert_eq!((s, code(&v)), (StatusCode::UNAUTHORIZED, "totp_required"));
+    // the code used to confirm cannot be used again
+    let (s, _) = login(&fx, "root", PW, Some(&code_now)).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    fx.advance_ms(30_000);
+    let next = generator
+        .generate(u64::try_from(fx.now_s()).expect("time"))
+        .to_string();
+    let (s, v) = login(&fx, "root", PW, Some(&next)).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["totp_enrollment_required"], false);
+    let full = v["token"].as_str().expect("token");
+    assert_eq!(
+        fx.call(Method::GET, "/api/v1/tenants", Some(full), None)
+            .await
+            .0,
+        StatusCode::OK
+    );
+    // enrollment cannot be restarted once confirmed
+    assert_eq!(
+        fx.call(Method::POST, "/api/v1/auth/totp/enroll", Some(full), None)
+            .await
+            .0,
+        StatusCode::CONFLICT
+    );
+}
+
+#[tokio::test]
+async fn login_backoff_and_lockout() {
+    let fx = Fx::new().await;
+    let (s, v) = login(&fx, "admin-a", PW, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(v["token"].as_str().is_some());
+    for _ in 0..3 {
+        let (s, v) = login(&fx, "admin-a", "Wrong-password-1", None).await;
+        assert_eq!(
+            (s, code(&v)),
+            (StatusCode::UNAUTHORIZED, "invalid_credentials")
+        );
+    }
+    // the fourth attempt must wait, even with the right password
+    let req = request(
+        Method::POST,
+        "/api/v1/auth/login",
+        None,
+        Some(
+            json!({"username":"admin-a","password":PW})
+                .to_string()
+                .into_bytes(),
+        ),
+        "203.0.113.9",
+    );
+    let (s, headers, _) = fx.send(req).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        headers
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    // other users are not affected
+    assert_eq!(login(&fx, "admin-b", PW, None).await.0, StatusCode::OK);
+    fx.advance_ms(1_000);
+    assert_eq!(
+        login(&fx, "admin-a", PW, None).await.0,
+        StatusCode::OK,
+        "success resets"
+    );
+    assert_eq!(
+        login(&fx, "admin-a", "Wrong-password-1", None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // keep failing: waits double, then a 15-minute lockout
+    for _ in 0..15 {
+        fx.advance_ms(16 * 60_000);
+        login(&fx, "bob", "Wrong-password-1", None).await;
+    }
+    let req = request(
+        Method::POST,
+        "/api/v1/auth/login",
+        None,
+        Some(
+            json!({"username":"bob","password":PW})
+                .to_string()
+                .into_bytes(),
+        ),
+        "203.0.113.9",
+    );
+    let (s, headers, _) = fx.send(req).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        headers
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok()),
+        Some("900")
+    );
+
+    // an unknown user fails the same way
+    let (s, v) = login(&fx, "nobody", PW, None).await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::UNAUTHORIZED, "invalid_credentials")
+    );
+
+    // every attempt is audited, and no password appears in the log
+    let log = fx.store.list_audit(None, None, 1000).await.expect("audit");
+    assert!(log.iter().any(|e| e.record.action == "login.success"));
+    assert!(
+        log.iter()
+            .filter(|e| e.record.action == "login.failure")
+            .count()
+            >= 19
+    );
+    let text = serde_json::to_string(&log).expect("json");
+    assert!(!text.contains(PW) && !text.contains("Wrong-password-1"));
+}
+
+#[tokio::test]
+async fn per_address_login_backoff() {
+    let fx = Fx::new().await;
+    for i in 0..20 {
+        let (s, _) = login(&fx, &format!("user{i}"), "Wrong-password-1", None).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+    }
+    // the address is now throttled, whatever user it tries
+    assert_eq!(
+        login(&fx, "admin-a", PW, None).await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+#[tokio::test]
+async fn weak_passwords_are_refused() {
+    let fx = Fx::new().await;
+    let root = fx.session(&fx.root);
+    for pw in [
+        "short1A!",
+        "alllowercasepassword",
+        "Carol-is-the-Best-1",
+        "Password1234",
+    ] {
+        let (s, v) = fx
+            .call(
+                Method::POST,
+                &format!("/api/v1/tenants/{}/users", fx.a),
+                Some(&root),
+                Some(json!({"username":"carol","password":pw,"role":"tenant-admin"})),
+            )
+            .await;
+        assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "invalid"), "{pw}");
+    }
+    assert!(fx.store.user_by_name("carol").await.expect("get").is_none());
+    let weak = crate::add_user(&fx.store, "eve", UserRole::ProviderAdmin, None, "password").await;
+    assert!(matches!(weak, Err(crate::Error::Invalid(_))));
+    crate::add_user(
+        &fx.store,
+        "eve",
+        UserRole::ProviderAdmin,
+        None,
+        "Str0ng-Passphrase-x",
+    )
+    .await
+    .expect("cli user");
+    let log = fx.store.list_audit(None, None, 10).await.expect("audit");
+    assert_eq!(log[0].record.actor, "cli");
+    assert_eq!(
+        login(&fx, "eve", "Str0ng-Passphrase-x", None).await.0,
+        StatusCode::OK
+    );
+}

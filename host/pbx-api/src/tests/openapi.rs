@@ -1,0 +1,46 @@
+//! The OpenAPI document.
+
+use super::*;
+
+#[tokio::test]
+async fn openapi_lists_every_route() {
+    let fx = Fx::new().await;
+    let (s, doc) = fx
+        .call(Method::GET, "/api/v1/openapi.json", None, None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(doc["openapi"], "3.0.3");
+    let table = crate::routes::table(&ApiConfig::default());
+    let mut count = 0;
+    for r in &table {
+        let op = &doc["paths"][r.path][r.method.as_str().to_lowercase()];
+        assert!(
+            op.is_object(),
+            "{} {} missing from the document",
+            r.method,
+            r.path
+        );
+        if r.path.contains('{') {
+            assert!(op["parameters"].is_array(), "{} has no parameters", r.path);
+        }
+    }
+    // and everything the document lists is served (never the router's fallback)
+    for (path, methods) in doc["paths"].as_object().expect("paths") {
+        for method in methods.as_object().expect("methods").keys() {
+            count += 1;
+            let uri = path
+                .replace("{tenant}", "1")
+                .replace("{number}", "100")
+                .replace("{username}", "x")
+                .replace("{id}", "1")
+                .replace("{call_id}", "c1")
+                .replace("{version}", "1")
+                .replace("{address}", "192.0.2.1");
+            let m = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
+            let (s, v) = fx.call(m, &uri, None, None).await;
+            assert_ne!(s, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+            assert_ne!(v["error"]["message"], "no such route", "{method} {path}");
+        }
+    }
+    assert_eq!(count, table.len());
+}

@@ -1,0 +1,102 @@
+//! Tenant settings: limits and media encryption.
+
+use super::*;
+
+#[tokio::test]
+async fn limits_and_media_encryption_round_trip() {
+    let fx = Fx::new().await;
+    let root = fx.session(&fx.root);
+    let admin_a = fx.session(&fx.admin_a);
+    let uri = format!("/api/v1/tenants/{}/limits", fx.a);
+    let (s, v) = fx.call(Method::GET, &uri, Some(&admin_a), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["max_concurrent"], Value::Null);
+
+    let limits = json!({"max_concurrent": 5, "max_calls_per_second": 2, "daily_cap_cents": 10_000});
+    let (s, v) = fx
+        .call(Method::PUT, &uri, Some(&root), Some(limits.clone()))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, v) = fx.call(Method::GET, &uri, Some(&admin_a), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["max_concurrent"], 5);
+    assert_eq!(v["max_concurrent_extension"], Value::Null);
+    assert_eq!(v["daily_cap_cents"], 10_000);
+    assert_eq!(
+        fx.store.tenant_limits(fx.a).await.expect("limits"),
+        TenantLimits {
+            max_concurrent: Some(5),
+            max_concurrent_extension: None,
+            max_calls_per_second: Some(2),
+            daily_cap_cents: Some(10_000),
+        }
+    );
+    assert_eq!(
+        fx.store.tenant_limits(fx.b).await.expect("limits"),
+        TenantLimits::default()
+    );
+    let entries = fx.audited("tenant.limits").await;
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].tenant, Some(fx.a));
+
+    // tenant admins read but do not set; unknown fields and negatives are refused
+    let (s, _) = fx
+        .call(Method::PUT, &uri, Some(&admin_a), Some(limits))
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    for bad in [json!({"max_calls": 1}), json!({"max_concurrent": -1})] {
+        let (s, v) = fx.call(Method::PUT, &uri, Some(&root), Some(bad)).await;
+        assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "invalid_body"));
+    }
+
+    let media = format!("/api/v1/tenants/{}/media-encryption", fx.a);
+    let (s, v) = fx
+        .call(
+            Method::PUT,
+            &media,
+            Some(&admin_a),
+            Some(json!({"policy": "required"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["policy"], "required");
+    assert_eq!(
+        fx.store.media_encryption(fx.a).await.expect("policy"),
+        MediaEncryption::Required
+    );
+    let (_, t) = fx
+        .call(
+            Method::GET,
+            &format!("/api/v1/tenants/{}", fx.a),
+            Some(&admin_a),
+            None,
+        )
+        .await;
+    assert_eq!(t["media_encryption"], "required");
+    let (s, v) = fx
+        .call(
+            Method::PUT,
+            &media,
+            Some(&root),
+            Some(json!({"policy": "sometimes"})),
+        )
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "invalid_body"));
+    let (s, _) = fx
+        .call(
+            Method::PUT,
+            &media,
+            Some(&fx.session(&fx.admin_b)),
+            Some(json!({"policy": "disabled"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(
+        fx.store.media_encryption(fx.a).await.expect("policy"),
+        MediaEncryption::Required
+    );
+    let entries = fx.audited("tenant.media_encryption").await;
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].actor, "admin-a");
+    assert!(entries[0].detail.contains("required"));
+}
