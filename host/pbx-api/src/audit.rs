@@ -1,16 +1,28 @@
-//! The hash chain of the audit log: how an entry's hash is computed, and
+//! The keyed chain of the audit log: how an entry's MAC is computed, and
 //! [`verify_audit`], which walks the whole log.
+//!
+//! Each entry stores `m1:` + hex HMAC-SHA256 over the previous entry's hash and
+//! the canonical row, keyed with [`Store::audit_key`], which is derived from the
+//! data directory's secret key file and never stored in the database. Someone
+//! who can edit the database but not read that file cannot rewrite an entry and
+//! recompute the chain. Entries written before the chain was keyed (plain
+//! SHA-256, no prefix) are accepted only up to the entry the store recorded,
+//! under the same key, when it first opened the log with keying on.
 
+use hmac::{Hmac, Mac};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use store::{AuditEntry, AuditRecord, Store};
 
 use crate::Result;
 
-/// `hex(sha256(prev_hash || canonical row))`, the canonical row being the JSON
-/// array `[id, at_ms, actor, role, tenant, source, action, detail]`.
-pub(crate) fn chain_hash(id: i64, prev_hash: &str, r: &AuditRecord) -> String {
-    let canonical = serde_json::json!([
+/// Marks a keyed entry.
+const KEYED: &str = "m1:";
+
+/// The canonical row: the JSON array
+/// `[id, at_ms, actor, role, tenant, source, action, detail]`.
+fn canonical(id: i64, r: &AuditRecord) -> String {
+    serde_json::json!([
         id,
         r.at_ms,
         r.actor,
@@ -19,16 +31,34 @@ pub(crate) fn chain_hash(id: i64, prev_hash: &str, r: &AuditRecord) -> String {
         r.source,
         r.action,
         r.detail
-    ]);
+    ])
+    .to_string()
+}
+
+/// `m1:` + `hex(hmac_sha256(key, prev_hash || canonical row))`.
+pub(crate) fn chain_mac(key: &[u8; 32], id: i64, prev_hash: &str, r: &AuditRecord) -> String {
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key) else {
+        unreachable!("HMAC takes a key of any length")
+    };
+    mac.update(prev_hash.as_bytes());
+    mac.update(canonical(id, r).as_bytes());
+    format!("{KEYED}{}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// The unkeyed hash of entries written before the chain was keyed.
+fn legacy_hash(id: i64, prev_hash: &str, r: &AuditRecord) -> String {
     let mut h = Sha256::new();
     h.update(prev_hash.as_bytes());
-    h.update(canonical.to_string().as_bytes());
+    h.update(canonical(id, r).as_bytes());
     hex::encode(h.finalize())
 }
 
 /// Appends one entry to the chain.
 pub(crate) async fn append(store: &Store, record: &AuditRecord) -> Result<AuditEntry> {
-    Ok(store.append_audit(record, chain_hash).await?)
+    let key = store.audit_key();
+    Ok(store
+        .append_audit(record, move |id, prev, r| chain_mac(&key, id, prev, r))
+        .await?)
 }
 
 /// What [`verify_audit`] found.
@@ -36,6 +66,8 @@ pub(crate) async fn append(store: &Store, record: &AuditRecord) -> Result<AuditE
 pub struct AuditReport {
     /// Entries read.
     pub entries: u64,
+    /// Entries at the start of the log written before the chain was keyed.
+    pub unkeyed: u64,
     /// Every break found, in log order; empty when the chain is intact.
     pub problems: Vec<String>,
 }
@@ -47,12 +79,24 @@ impl AuditReport {
     }
 }
 
-/// Walks the whole audit log, recomputing every hash. Detects an edited entry
-/// (its hash no longer matches), a deleted one (a gap in the ids and a broken
-/// link) and entries removed from the end (the head row disagrees).
+/// Walks the whole audit log, recomputing every MAC with the data directory's
+/// key. Detects an edited entry (its MAC no longer matches, even when the
+/// editor recomputed plain hashes), a deleted one (a gap in the ids and a
+/// broken link), an unkeyed entry after a keyed one, and entries removed from
+/// the end (the head row disagrees).
 pub async fn verify_audit(store: &Store) -> Result<AuditReport> {
-    const PAGE: u32 = 1000;
     let mut report = AuditReport::default();
+    let key = store.audit_key();
+    let unkeyed_until = match store.audit_unkeyed_until().await? {
+        Some(n) => n,
+        None => {
+            report
+                .problems
+                .push("the record of when the chain became keyed is missing or was changed".into());
+            0
+        }
+    };
+    const PAGE: u32 = 1000;
     let mut expected_id = 1;
     let mut prev_hash = String::new();
     loop {
@@ -73,7 +117,19 @@ pub async fn verify_audit(store: &Store) -> Result<AuditReport> {
                     e.id
                 ));
             }
-            if chain_hash(e.id, &e.prev_hash, &e.record) != e.hash {
+            let intact = if e.hash.starts_with(KEYED) {
+                chain_mac(&key, e.id, &e.prev_hash, &e.record) == e.hash
+            } else if e.id > unkeyed_until {
+                report.problems.push(format!(
+                    "entry {} is not keyed but was written after the chain was",
+                    e.id
+                ));
+                true
+            } else {
+                report.unkeyed += 1;
+                legacy_hash(e.id, &e.prev_hash, &e.record) == e.hash
+            };
+            if !intact {
                 report
                     .problems
                     .push(format!("entry {} was changed after it was written", e.id));

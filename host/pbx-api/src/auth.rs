@@ -6,11 +6,12 @@ use std::net::SocketAddr;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, RawPathParams, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
-use store::{TenantId, UserRole};
+use store::{TenantId, TenantStatus, UserRole};
 use subtle::ConstantTimeEq;
 
 use crate::error::{ApiError, ApiResult};
@@ -94,7 +95,7 @@ impl Roles {
         user: true,
     };
 
-    fn admits(self, role: UserRole) -> bool {
+    pub(crate) fn admits(self, role: UserRole) -> bool {
         match role {
             UserRole::ProviderAdmin => true,
             UserRole::TenantAdmin => self.tenant_admin,
@@ -151,9 +152,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(Body(v)),
-            Err(e) if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => Err(
-                ApiError::new(e.status(), "body_too_large", "request body is too large"),
-            ),
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::new(
+                e.status(),
+                "body_too_large",
+                "request body is too large",
+            )),
             Err(e) => Err(ApiError::bad_request("invalid_body", e.body_text())),
         }
     }
@@ -216,7 +219,14 @@ pub(crate) async fn authenticate(state: &ApiState, token: &str) -> ApiResult<Opt
                 let Some(user) = state.store().user_by_id(user_id).await? else {
                     return Ok(None);
                 };
-                if user.role != c.role || user.tenant != c.tenant {
+                // Ids are never reused, and the epoch binds the session to the
+                // user's state when it was issued: any change since (password,
+                // role, disabling, logout, suspension of the tenant) ends it.
+                if user.disabled
+                    || user.session_epoch != c.epoch
+                    || user.role != c.role
+                    || user.tenant != c.tenant
+                {
                     return Ok(None);
                 }
                 Ok(Some(Principal {
@@ -318,13 +328,81 @@ pub(crate) async fn authorize(
     next: Next,
 ) -> Response {
     let token = bearer(&req).map(str::to_owned);
-    match check(&state, access, &params, token.as_deref()).await {
+    let read_only = matches!(*req.method(), Method::GET | Method::HEAD);
+    let mut who = None;
+    match check(
+        &state,
+        access,
+        &params,
+        token.as_deref(),
+        read_only,
+        &mut who,
+    )
+    .await
+    {
         Ok(Some(p)) => {
             req.extensions_mut().insert(p);
             next.run(req).await
         }
         Ok(None) => next.run(req).await,
-        Err(e) => e.into_response(),
+        Err(e) => {
+            let status = e.status();
+            if matches!(
+                status,
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::NOT_FOUND
+            ) {
+                let source = source_of(req.extensions().get::<ConnectInfo<SocketAddr>>());
+                let method = req.method().as_str().to_owned();
+                let path = req.uri().path().to_owned();
+                audit_denied(&state, who.as_ref(), &source, &method, path, status).await;
+            }
+            e.into_response()
+        }
+    }
+}
+
+/// Longest request path kept in an audit entry of a denied request.
+const MAX_AUDITED_PATH: usize = 256;
+
+/// Records a request the access rule refused, with its source and (when the
+/// token was valid) its principal. The entry belongs to the principal's tenant,
+/// so a tenant sees what its own tokens tried; the path is cut short so that
+/// unauthenticated input stays bounded.
+async fn audit_denied(
+    state: &ApiState,
+    who: Option<&Principal>,
+    source: &str,
+    method: &str,
+    mut path: String,
+    status: StatusCode,
+) {
+    if path.len() > MAX_AUDITED_PATH {
+        let mut cut = MAX_AUDITED_PATH;
+        while !path.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        path.truncate(cut);
+        path.push('…');
+    }
+    let detail = serde_json::json!({
+        "method": method,
+        "path": path,
+        "status": status.as_u16(),
+    });
+    let result = match who {
+        Some(p) => {
+            state
+                .audit(p, source, "access.denied", p.tenant, detail)
+                .await
+        }
+        None => {
+            state
+                .audit_anonymous("anonymous", source, "access.denied", None, detail)
+                .await
+        }
+    };
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "could not audit a denied request");
     }
 }
 
@@ -333,6 +411,8 @@ async fn check(
     access: Access,
     params: &RawPathParams,
     token: Option<&str>,
+    read_only: bool,
+    who: &mut Option<Principal>,
 ) -> ApiResult<Option<Principal>> {
     if access.is_public() {
         return Ok(None);
@@ -341,9 +421,25 @@ async fn check(
     let p = authenticate(state, token)
         .await?
         .ok_or_else(ApiError::unauthorized)?;
+    *who = Some(p.clone());
     if let Err(wait) = state.inner.by_token.check(&p.limit_key, state.now_ms()) {
         state.inner.metrics.rate_limited();
         return Err(ApiError::too_many("rate_limited", wait));
+    }
+    // A suspended tenant's own principals may still look, but not change.
+    if !read_only && let Some(t) = p.tenant {
+        let suspended = state
+            .store()
+            .tenant(t)
+            .await?
+            .is_none_or(|t| t.status == TenantStatus::Suspended);
+        if suspended {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "tenant_suspended",
+                "the tenant is suspended: its data can be read but not changed",
+            ));
+        }
     }
     match access {
         Access::Public => {}
@@ -385,7 +481,7 @@ fn require_scope(p: &Principal, scope: &str) -> ApiResult<()> {
         Ok(())
     } else {
         Err(ApiError::new(
-            axum::http::StatusCode::FORBIDDEN,
+            StatusCode::FORBIDDEN,
             "missing_scope",
             format!("the token lacks the scope {scope}"),
         ))

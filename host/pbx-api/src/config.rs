@@ -38,8 +38,25 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// Largest plugin upload, bytes.
     pub max_plugin_bytes: usize,
-    /// Time allowed to produce a response's head, seconds.
+    /// Time allowed to read a request and produce a response's head, seconds.
+    /// A client whose body stalls gets the JSON error `timeout` (408).
     pub request_timeout_s: u64,
+    /// Time a client has to send a request head, and the longest a kept-alive
+    /// connection may sit idle between requests, seconds.
+    pub header_read_timeout_s: u64,
+    /// Time a client has to finish the TLS handshake, seconds.
+    pub tls_handshake_timeout_s: u64,
+    /// Open connections at most, in all.
+    pub max_connections: usize,
+    /// Open connections at most from one source address.
+    pub max_connections_per_source: usize,
+    /// Password hashes or checks (argon2id, 19 MiB each) running at once.
+    pub max_concurrent_password_hashes: usize,
+    /// Dial-plan plugin bytes a tenant may keep stored, over all its versions.
+    pub plugin_quota_bytes: u64,
+    /// Dial-plan versions a tenant keeps: older ones are pruned at upload,
+    /// except the active version and the one before it.
+    pub plugin_versions_kept: usize,
 }
 
 impl Default for ApiConfig {
@@ -58,6 +75,13 @@ impl Default for ApiConfig {
             max_body_bytes: 1 << 20,
             max_plugin_bytes: 16 << 20,
             request_timeout_s: 30,
+            header_read_timeout_s: 10,
+            tls_handshake_timeout_s: 10,
+            max_connections: 1024,
+            max_connections_per_source: 32,
+            max_concurrent_password_hashes: 2,
+            plugin_quota_bytes: 64 << 20,
+            plugin_versions_kept: 10,
         }
     }
 }
@@ -83,6 +107,14 @@ pub struct OidcConfig {
     /// names (`provider-admin`, `tenant-admin`, `user`).
     #[serde(default)]
     pub roles: BTreeMap<String, UserRole>,
+    /// Longest lifetime (`exp` - `iat`) of a token accepted from the issuer,
+    /// seconds; longer-lived tokens, and tokens without `iat`, are refused.
+    #[serde(default = "default_max_token_lifetime_s")]
+    pub max_token_lifetime_s: u64,
+}
+
+fn default_max_token_lifetime_s() -> u64 {
+    3600
 }
 
 fn default_role_claim() -> String {

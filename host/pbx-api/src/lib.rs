@@ -24,8 +24,20 @@
 //! - Passwords: argon2id, a policy (length, classes, not the username, not in
 //!   the bundled list of common passwords), backoff then lockout per user and
 //!   per source address, TOTP (RFC 6238) enrollment and single-use codes.
-//! - Every login, token issue/revocation and change is appended to the
-//!   hash-chained audit log ([`verify_audit`] walks it). Secrets never go in.
+//! - Sessions are bound to the user's current state: ids are never reused and
+//!   a token carries the user's session epoch, which any change to the user
+//!   (password, role, disabling, logout, suspension of its tenant) moves on.
+//! - Grants are a subset of the granter's rights (module `grant`): the rights of a
+//!   role are read from the route table, so a narrowed token can only create,
+//!   change or remove principals and tokens it could be itself.
+//! - Logins reserve their attempt atomically before hashing; argon2 runs are
+//!   capped by a semaphore; throttle rows expire. Connections are capped in
+//!   all and per source, and every request head and TLS handshake has a
+//!   deadline (module `conn`).
+//! - Every login, token issue/revocation, change and denied request is
+//!   appended to the audit log, chained with an HMAC keyed outside the
+//!   database ([`verify_audit`] walks it). Secrets never go in; every
+//!   response is `Cache-Control: no-store`, and HSTS over TLS.
 //! - The server side (calls, plugins, trunks, ...) is the [`Control`] trait the
 //!   host implements; the API only checks access and routes to it.
 //! - Time is a parameter ([`Clock`]); tests drive the router in-process with
@@ -34,8 +46,11 @@
 mod audit;
 mod auth;
 mod config;
+mod conn;
 mod control;
+mod custom_sections;
 mod error;
+mod grant;
 mod limits;
 mod metrics;
 mod openapi;
@@ -53,7 +68,6 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use axum::serve::ListenerExt;
 use serde_json::json;
 use store::{AuditRecord, NewUser, Store, UserRole};
 use tokio::net::TcpListener;
@@ -69,7 +83,7 @@ pub use error::{Error, Result};
 pub use password::check_policy;
 pub use routes::router;
 pub use state::{ApiState, Clock, system_clock};
-pub use token::rotate_signing_key;
+pub use token::{Rotation, rotate_signing_key};
 
 /// A running API server.
 #[derive(Debug)]
@@ -117,45 +131,46 @@ pub async fn serve(
         )?)
     };
     let state = ApiState::new(config.clone(), data_dir, store, control)?;
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let mut app = router(state);
     let tcp = TcpListener::bind(config.listen)
         .await
         .map_err(|e| Error::io(format!("binding {}", config.listen), e))?;
     let local_addr = tcp
         .local_addr()
         .map_err(|e| Error::io("reading the bound address", e))?;
-    let Some(identity) = identity else {
-        tracing::info!(%local_addr, "admin API listening (plain HTTP, loopback)");
-        let task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(tcp, app).with_graceful_shutdown(shutdown).await {
-                tracing::error!(error = %e, "admin API stopped");
-            }
-        });
-        return Ok(ApiHandle {
-            local_addr,
-            self_signed_fingerprint: None,
-            task,
-        });
-    };
-    let fingerprint = identity.self_signed_fingerprint.clone();
-    if let Some(fp) = &fingerprint {
-        tracing::info!(fingerprint = %fp, "admin API uses a self-signed certificate (SHA-256)");
-    }
-    let listener = tls::TlsListener::new(tcp, tls::server_config(identity)?)?.tap_io(|_| {});
-    tracing::info!(%local_addr, "admin API listening (TLS)");
-    let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::error!(error = %e, "admin API stopped");
+    let mut fingerprint = None;
+    let acceptor = match identity {
+        None => {
+            tracing::info!(%local_addr, "admin API listening (plain HTTP, loopback)");
+            None
         }
-    });
+        Some(identity) => {
+            fingerprint = identity.self_signed_fingerprint.clone();
+            if let Some(fp) = &fingerprint {
+                tracing::info!(fingerprint = %fp, "admin API uses a self-signed certificate (SHA-256)");
+            }
+            tracing::info!(%local_addr, "admin API listening (TLS)");
+            app = app.layer(axum::middleware::map_response(hsts));
+            Some(tokio_rustls::TlsAcceptor::from(tls::server_config(
+                identity,
+            )?))
+        }
+    };
+    let task = tokio::spawn(conn::run(tcp, acceptor, app, config, shutdown));
     Ok(ApiHandle {
         local_addr,
         self_signed_fingerprint: fingerprint,
         task,
     })
+}
+
+/// Browsers that reached the API over TLS must never fall back to plain HTTP.
+async fn hsts(mut resp: axum::response::Response) -> axum::response::Response {
+    resp.headers_mut().insert(
+        axum::http::header::STRICT_TRANSPORT_SECURITY,
+        axum::http::HeaderValue::from_static("max-age=31536000"),
+    );
+    resp
 }
 
 /// Creates a user from the command line: the password policy applies, and the
@@ -179,6 +194,8 @@ pub async fn add_user(
         None => None,
     };
     password::check_policy(username, password)?;
+    let username = store::normalize_name("username", username, store::MAX_USERNAME)?;
+    let username = username.as_str();
     let pw = password.to_owned();
     let hash = tokio::task::spawn_blocking(move || password::hash(&pw))
         .await

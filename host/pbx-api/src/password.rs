@@ -2,9 +2,9 @@
 //! secrets (SIP passwords, TOTP secrets).
 
 use argon2::Argon2;
-use argon2::password_hash::phc::PasswordHash;
-use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
 use rand::Rng;
+use subtle::ConstantTimeEq;
 
 use crate::{Error, Result};
 
@@ -77,23 +77,88 @@ fn is_common(lower: &str) -> bool {
         .any(|l| l.to_lowercase() == lower)
 }
 
-/// Hashes a password with argon2id (default parameters, random salt).
-pub(crate) fn hash(password: &str) -> Result<String> {
-    Argon2::default()
-        .hash_password(password.as_bytes())
-        .map(|h| h.to_string())
-        .map_err(|e| Error::Crypto(format!("hashing a password: {e}")))
+/// Most argon2 memory a stored hash may ask for, in 1 KiB blocks (64 MiB):
+/// a hash asking for more does not verify.
+const MAX_BLOCKS: usize = 64 * 1024;
+
+/// argon2id with memory it allocates once and reuses: the hashing workers each
+/// own one, so the memory password checks take is fixed by their number.
+#[derive(Default)]
+pub(crate) struct Hasher {
+    blocks: Vec<argon2::Block>,
 }
 
-/// Whether `password` matches the stored PHC string. A malformed hash never
-/// matches.
-pub(crate) fn verify(password: &str, phc: &str) -> bool {
-    match PasswordHash::new(phc) {
-        Ok(parsed) => Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok(),
-        Err(_) => false,
+impl Hasher {
+    fn memory(&mut self, count: usize) -> Option<&mut [argon2::Block]> {
+        if count > MAX_BLOCKS {
+            return None;
+        }
+        if self.blocks.len() < count {
+            self.blocks.resize(count, argon2::Block::default());
+        }
+        self.blocks.get_mut(..count)
     }
+
+    /// Hashes a password with argon2id (default parameters, random salt) into
+    /// a PHC string.
+    pub(crate) fn hash(&mut self, password: &str) -> Result<String> {
+        let crypto = |e: &dyn std::fmt::Display| Error::Crypto(format!("hashing a password: {e}"));
+        let params = argon2::Params::default();
+        let argon = Argon2::new(
+            argon2::Algorithm::Argon2id,
+            argon2::Version::V0x13,
+            params.clone(),
+        );
+        let salt: [u8; 16] = rand::random();
+        let mut out = [0u8; argon2::Params::DEFAULT_OUTPUT_LEN];
+        let memory = self
+            .memory(params.block_count())
+            .ok_or_else(|| crypto(&"too much memory"))?;
+        argon
+            .hash_password_into_with_memory(password.as_bytes(), &salt, &mut out, memory)
+            .map_err(|e| crypto(&e))?;
+        let phc = PasswordHash {
+            algorithm: argon2::Algorithm::Argon2id.ident(),
+            version: Some(argon2::Version::V0x13.into()),
+            params: ParamsString::try_from(&params).map_err(|e| crypto(&e))?,
+            salt: Some(Salt::new(&salt).map_err(|e| crypto(&e))?),
+            hash: Some(Output::new(&out).map_err(|e| crypto(&e))?),
+        };
+        Ok(phc.to_string())
+    }
+
+    /// Whether `password` matches the stored PHC string. A malformed hash, or
+    /// one asking for more than 64 MiB, never matches.
+    pub(crate) fn verify(&mut self, password: &str, phc: &str) -> bool {
+        let mut check = || -> Option<bool> {
+            let parsed = PasswordHash::new(phc).ok()?;
+            let algorithm = argon2::Algorithm::try_from(parsed.algorithm.as_str()).ok()?;
+            let version = argon2::Version::try_from(parsed.version?).ok()?;
+            let params = argon2::Params::try_from(&parsed).ok()?;
+            let salt = parsed.salt?;
+            let expected = parsed.hash?;
+            let mut out = vec![0u8; expected.len()];
+            let argon = Argon2::new(algorithm, version, params.clone());
+            let memory = self.memory(params.block_count())?;
+            argon
+                .hash_password_into_with_memory(password.as_bytes(), &salt, &mut out, memory)
+                .ok()?;
+            Some(bool::from(out.as_slice().ct_eq(expected.as_bytes())))
+        };
+        check().unwrap_or(false)
+    }
+}
+
+/// Hashes a password with argon2id (default parameters, random salt), with
+/// memory of its own (the CLI; the API uses its hashing workers).
+pub(crate) fn hash(password: &str) -> Result<String> {
+    Hasher::default().hash(password)
+}
+
+/// Whether `password` matches the stored PHC string (see [`Hasher::verify`]).
+#[cfg(test)]
+pub(crate) fn verify(password: &str, phc: &str) -> bool {
+    Hasher::default().verify(password, phc)
 }
 
 /// A random password of `len` characters from an unambiguous alphabet.
@@ -135,6 +200,33 @@ mod tests {
         assert!(verify("correct-Horse-battery-7", &h));
         assert!(!verify("correct-Horse-battery-8", &h));
         assert!(!verify("x", "not a hash"));
+        // Hashes made by the argon2 crate's own hasher (stored by earlier
+        // versions) verify too, and a hash asking for 1 GiB does not.
+        use argon2::password_hash::PasswordHasher;
+        let theirs = Argon2::default()
+            .hash_password(b"correct-Horse-battery-7")
+            .expect("hash")
+            .to_string();
+        assert!(verify("correct-Horse-battery-7", &theirs));
+        assert!(!verify("correct-Horse-battery-8", &theirs));
+        let greedy = theirs.replace("m=19456", "m=1048576");
+        assert!(!verify("correct-Horse-battery-7", &greedy));
+    }
+
+    #[test]
+    fn the_unknown_user_hash_costs_what_a_real_one_does() {
+        let dummy = PasswordHash::new(crate::routes::DUMMY_HASH).expect("parses");
+        let real_hash = hash("x").expect("hash");
+        let real = PasswordHash::new(&real_hash).expect("parses");
+        assert_eq!(
+            argon2::Params::try_from(&dummy).expect("params"),
+            argon2::Params::try_from(&real).expect("params")
+        );
+        assert_eq!(dummy.algorithm, real.algorithm);
+        assert!(!verify(
+            "no-such-user-Placeholder-1",
+            crate::routes::DUMMY_HASH
+        ));
     }
 
     #[test]

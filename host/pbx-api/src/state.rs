@@ -1,5 +1,6 @@
 //! Shared state of the API handlers.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -8,10 +9,12 @@ use store::{AuditRecord, Store, TenantId};
 use crate::auth::Principal;
 use crate::config::ApiConfig;
 use crate::control::Control;
+use crate::error::{ApiError, ApiResult};
+use crate::grant::Grants;
 use crate::limits::RateLimiter;
 use crate::metrics::Metrics;
 use crate::token::{KeyRing, Oidc};
-use crate::{Result, audit};
+use crate::{Error, Result, audit, password};
 
 /// The clock: Unix milliseconds. Tests pass a manual one.
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
@@ -38,6 +41,59 @@ pub(crate) struct Inner {
     pub(crate) by_address: RateLimiter,
     pub(crate) by_token: RateLimiter,
     pub(crate) metrics: Metrics,
+    /// The scopes each role can use, from the route table.
+    pub(crate) grants: Grants,
+    /// One permit per argon2 run allowed at once: each takes the argon2
+    /// memory cost (19 MiB), so this caps the memory password checks can use
+    /// whatever the number of concurrent logins.
+    pub(crate) hash_slots: tokio::sync::Semaphore,
+    /// The threads argon2 runs on, as many as there are slots: memory an
+    /// allocator keeps per thread stays bounded by their number too.
+    hash_workers: HashWorkers,
+    /// One plugin upload per tenant at a time (quota check, install, prune).
+    plugin_uploads: parking_lot::Mutex<HashMap<TenantId, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+type HashJob = Box<dyn FnOnce(&mut password::Hasher) + Send>;
+
+/// A fixed set of threads running password hashing jobs in turn. They end
+/// when the state holding them is dropped.
+struct HashWorkers {
+    jobs: parking_lot::Mutex<std::sync::mpsc::Sender<HashJob>>,
+}
+
+impl HashWorkers {
+    fn new(threads: usize) -> HashWorkers {
+        let (tx, rx) = std::sync::mpsc::channel::<HashJob>();
+        let rx = Arc::new(parking_lot::Mutex::new(rx));
+        for _ in 0..threads {
+            let rx = rx.clone();
+            let spawned = std::thread::Builder::new()
+                .name("pbx-api-hash".into())
+                .spawn(move || {
+                    // This worker's argon2 memory, allocated once.
+                    let mut hasher = password::Hasher::default();
+                    loop {
+                        let job = rx.lock().recv();
+                        let Ok(job) = job else { break };
+                        // A panicking job loses its answer (the caller sees
+                        // an internal error), not the worker.
+                        let run = std::panic::AssertUnwindSafe(|| job(&mut hasher));
+                        let _ = std::panic::catch_unwind(run);
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start a password hashing thread");
+            }
+        }
+        HashWorkers {
+            jobs: parking_lot::Mutex::new(tx),
+        }
+    }
+
+    fn run(&self, job: HashJob) {
+        let _ = self.jobs.lock().send(job);
+    }
 }
 
 /// Everything a handler needs; cheap to clone.
@@ -79,6 +135,10 @@ impl ApiState {
         clock: Clock,
     ) -> ApiState {
         let inner = Inner {
+            grants: Grants::from_table(&config),
+            plugin_uploads: parking_lot::Mutex::new(HashMap::new()),
+            hash_slots: tokio::sync::Semaphore::new(config.max_concurrent_password_hashes.max(1)),
+            hash_workers: HashWorkers::new(config.max_concurrent_password_hashes.max(1)),
             by_address: RateLimiter::new(config.rate_per_address_per_min, RATE_TABLE_KEYS),
             by_token: RateLimiter::new(config.rate_per_token_per_min, RATE_TABLE_KEYS),
             config,
@@ -110,6 +170,58 @@ impl ApiState {
 
     pub(crate) fn config(&self) -> &ApiConfig {
         &self.inner.config
+    }
+
+    /// Runs `work` (an argon2 hash or check) on the blocking pool once a hash
+    /// slot is free; a caller that waits longer than the request timeout gets
+    /// 503 instead of queueing without bound.
+    async fn with_hash_slot<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut password::Hasher) -> T + Send + 'static,
+    ) -> ApiResult<T> {
+        let wait = std::time::Duration::from_secs(self.config().request_timeout_s.max(1));
+        let permit = match tokio::time::timeout(wait, self.inner.hash_slots.acquire()).await {
+            Ok(Ok(p)) => p,
+            _ => {
+                return Err(ApiError::new(
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    "busy",
+                    "too many password checks at once; try again",
+                ));
+            }
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.inner.hash_workers.run(Box::new(move |hasher| {
+            let _ = tx.send(work(hasher));
+        }));
+        let out = rx
+            .await
+            .map_err(|_| ApiError::internal("a password hashing job failed"));
+        drop(permit);
+        out
+    }
+
+    /// The lock a tenant's plugin uploads take in turn.
+    pub(crate) fn plugin_upload_lock(&self, tenant: TenantId) -> Arc<tokio::sync::Mutex<()>> {
+        self.inner
+            .plugin_uploads
+            .lock()
+            .entry(tenant)
+            .or_default()
+            .clone()
+    }
+
+    /// argon2id hash of `password`, within the hash-slot limit.
+    pub(crate) async fn hash_password(&self, password: String) -> ApiResult<String> {
+        self.with_hash_slot(move |h| h.hash(&password))
+            .await?
+            .map_err(|e: Error| e.into())
+    }
+
+    /// Whether `password` matches `phc`, within the hash-slot limit.
+    pub(crate) async fn verify_password(&self, password: String, phc: String) -> ApiResult<bool> {
+        self.with_hash_slot(move |h| h.verify(&password, &phc))
+            .await
     }
 
     /// Records what `who` did. `detail` never holds a secret.

@@ -49,6 +49,9 @@ pub(crate) struct Claims {
     pub(crate) tenant: Option<TenantId>,
     pub(crate) scopes: Vec<String>,
     pub(crate) typ: TokenKind,
+    /// For sessions: the user's session epoch when it was issued.
+    #[serde(default)]
+    pub(crate) epoch: i64,
 }
 
 /// Checks `exp`, `nbf` and `iat` against `now_s`.
@@ -118,15 +121,64 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
         .map_err(|e| Error::io(format!("writing {}", path.display()), e))
 }
 
+/// The longest lifetime of any token this API issues (integration tokens: a
+/// year). A key stops verifying this long after its successor was made, when
+/// every token it signed has expired.
+pub(crate) const MAX_TOKEN_LIFETIME_S: u64 = 365 * 24 * 3600;
+
+/// When the key named `kid` was made, Unix ms (the `kid` starts with it).
+fn made_at_ms(kid: &str) -> Option<i64> {
+    kid.split_once('-')?.0.parse().ok()
+}
+
+/// Which of the sorted `kids` are retired at `now_ms`: those whose successor
+/// was made at least [`MAX_TOKEN_LIFETIME_S`] ago. The newest never is.
+fn retired(kids: &[&str], now_ms: i64) -> Vec<bool> {
+    let life_ms = i64::try_from(MAX_TOKEN_LIFETIME_S * 1000).unwrap_or(i64::MAX);
+    (0..kids.len())
+        .map(|i| {
+            kids.get(i + 1)
+                .and_then(|next| made_at_ms(next))
+                .is_some_and(|t| t.saturating_add(life_ms) <= now_ms)
+        })
+        .collect()
+}
+
+/// What [`rotate_signing_key`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rotation {
+    /// The new key's `kid`: the API signs with it from its next start.
+    pub kid: String,
+    /// Keys deleted because every token they signed has expired.
+    pub retired: Vec<String>,
+}
+
 /// Makes a new signing key in `data_dir`; the API signs with it from its next
-/// start, and keeps accepting tokens of the older keys. Returns its `kid`.
-pub fn rotate_signing_key(data_dir: &Path, now_ms: i64) -> Result<String> {
+/// start, and keeps accepting tokens of the older keys until the longest token
+/// lifetime has passed since their successor was made. Keys past that are
+/// deleted now.
+pub fn rotate_signing_key(data_dir: &Path, now_ms: i64) -> Result<Rotation> {
     let dir = data_dir.join(KEY_DIR);
     std::fs::create_dir_all(&dir)
         .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
     let key = generate_key(now_ms)?;
     write_private(&dir.join(format!("{}.pk8", key.kid)), &key.pkcs8)?;
-    Ok(key.kid)
+    let mut files = read_keys(data_dir)?;
+    files.sort_by(|a, b| a.kid.cmp(&b.kid));
+    let kids: Vec<&str> = files.iter().map(|f| f.kid.as_str()).collect();
+    let mut gone = Vec::new();
+    for (kid, old) in kids.iter().zip(retired(&kids, now_ms)) {
+        if old {
+            let path = dir.join(format!("{kid}.pk8"));
+            std::fs::remove_file(&path)
+                .map_err(|e| Error::io(format!("removing {}", path.display()), e))?;
+            gone.push((*kid).to_owned());
+        }
+    }
+    Ok(Rotation {
+        kid: key.kid,
+        retired: gone,
+    })
 }
 
 fn read_keys(data_dir: &Path) -> Result<Vec<KeyFile>> {
@@ -153,8 +205,12 @@ fn read_keys(data_dir: &Path) -> Result<Vec<KeyFile>> {
 }
 
 impl KeyRing {
-    fn from_files(mut files: Vec<KeyFile>) -> Result<KeyRing> {
+    fn from_files(mut files: Vec<KeyFile>, now_ms: i64) -> Result<KeyRing> {
         files.sort_by(|a, b| a.kid.cmp(&b.kid));
+        let kids: Vec<&str> = files.iter().map(|f| f.kid.as_str()).collect();
+        let old = retired(&kids, now_ms);
+        let mut old = old.into_iter();
+        files.retain(|_| !old.next().unwrap_or(false));
         let newest = files
             .last()
             .ok_or_else(|| Error::Crypto("no signing key".into()))?;
@@ -182,13 +238,13 @@ impl KeyRing {
             rotate_signing_key(data_dir, now_ms)?;
             files = read_keys(data_dir)?;
         }
-        KeyRing::from_files(files)
+        KeyRing::from_files(files, now_ms)
     }
 
     /// A key ring that lives in memory only (tests).
     #[cfg(test)]
     pub(crate) fn in_memory(now_ms: i64) -> Result<KeyRing> {
-        KeyRing::from_files(vec![generate_key(now_ms)?])
+        KeyRing::from_files(vec![generate_key(now_ms)?], now_ms)
     }
 
     /// Signs with this ring's key but names `kid` (to forge tokens in tests).
@@ -352,7 +408,13 @@ impl Oidc {
         let c = data.claims;
         let exp = c.get("exp")?.as_i64()?;
         let nbf = c.get("nbf").and_then(|v| v.as_i64()).unwrap_or(i64::MIN);
-        let iat = c.get("iat").and_then(|v| v.as_i64()).unwrap_or(i64::MIN);
+        // The lifetime must be known and within the configured maximum, so a
+        // token leaked from the issuer cannot serve for longer than that.
+        let iat = c.get("iat")?.as_i64()?;
+        let max = i64::try_from(self.config.max_token_lifetime_s).unwrap_or(i64::MAX);
+        if exp.saturating_sub(iat) > max || exp.saturating_sub(now_s) > max {
+            return None;
+        }
         if !times_ok(exp, nbf, iat, now_s) {
             return None;
         }
@@ -395,6 +457,7 @@ mod tests {
             tenant: Some(TenantId(1)),
             scopes: vec!["*".into()],
             typ: TokenKind::Session,
+            epoch: 0,
         }
     }
 
@@ -420,7 +483,7 @@ mod tests {
         let old = ring.sign(&c).expect("sign");
         let again = KeyRing::load_or_create(dir.path(), 6).expect("ring");
         assert_eq!(again.current, ring.current);
-        let kid = rotate_signing_key(dir.path(), 7).expect("rotate");
+        let kid = rotate_signing_key(dir.path(), 7).expect("rotate").kid;
         let rotated = KeyRing::load_or_create(dir.path(), 8).expect("ring");
         assert_eq!(rotated.current, kid);
         assert!(
@@ -431,5 +494,29 @@ mod tests {
         let header = jsonwebtoken::decode_header(&new).expect("header");
         assert_eq!(header.kid.as_deref(), Some(kid.as_str()));
         assert_eq!(header.alg, Algorithm::EdDSA);
+    }
+
+    #[test]
+    fn old_keys_retire_after_the_longest_token_lifetime() {
+        let dir = tempfile::tempdir().expect("dir");
+        let t0 = 1_700_000_000_000;
+        let first = KeyRing::load_or_create(dir.path(), t0).expect("ring");
+        let old_token = first.sign(&claims(t0 / 1000)).expect("sign");
+        let t1 = t0 + 1000;
+        let second = rotate_signing_key(dir.path(), t1).expect("rotate");
+        assert!(second.retired.is_empty());
+        let life_ms = i64::try_from(MAX_TOKEN_LIFETIME_S * 1000).expect("ms");
+        // Just before the successor is a lifetime old, the first key verifies.
+        let ring = KeyRing::load_or_create(dir.path(), t1 + life_ms - 1).expect("ring");
+        assert!(ring.knows(&first.current));
+        // From then on it does not, and the next rotation deletes it.
+        let ring = KeyRing::load_or_create(dir.path(), t1 + life_ms).expect("ring");
+        assert!(!ring.knows(&first.current));
+        assert_eq!(ring.verify(&old_token, "pbx", t0 / 1000), None);
+        let third = rotate_signing_key(dir.path(), t1 + life_ms).expect("rotate");
+        assert_eq!(third.retired, vec![first.current.clone()]);
+        let ring = KeyRing::load_or_create(dir.path(), t1 + life_ms).expect("ring");
+        assert!(ring.knows(&second.kid) && ring.knows(&third.kid));
+        assert_eq!(ring.current, third.kid);
     }
 }

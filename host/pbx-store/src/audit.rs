@@ -165,6 +165,65 @@ impl Store {
     }
 }
 
+/// `N:hex(hmac_sha256(key, "audit chain keyed after entry N"))`.
+fn keying_mark(key: &[u8; 32], after: i64) -> String {
+    use hmac::{Hmac, Mac};
+    let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(key) else {
+        unreachable!("HMAC takes a key of any length")
+    };
+    mac.update(format!("audit chain keyed after entry {after}").as_bytes());
+    format!("{after}:{}", hex::encode(mac.finalize().into_bytes()))
+}
+
+impl Store {
+    /// Records once, MACed with [`Store::audit_key`], how many entries the log
+    /// held when its chain became keyed (run at open).
+    pub(crate) async fn mark_audit_keying(&self) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        let row = sqlx::query("SELECT last_id, keyed_after FROM audit_head WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await?;
+        let mark: Option<String> = row.try_get("keyed_after")?;
+        if mark.is_none() {
+            let last_id: i64 = row.try_get("last_id")?;
+            sqlx::query("UPDATE audit_head SET keyed_after = ? WHERE id = 1")
+                .bind(keying_mark(self.secrets.audit_key(), last_id))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// How many entries at the start of the log were written before its chain
+    /// was keyed (they carry plain SHA-256 hashes). `None` when that record is
+    /// missing or was not made with this data directory's key: then no entry
+    /// may be unkeyed, and the caller reports the record as tampered with.
+    pub async fn audit_unkeyed_until(&self) -> Result<Option<i64>> {
+        let mark: Option<String> =
+            sqlx::query_scalar("SELECT keyed_after FROM audit_head WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await?;
+        let Some(mark) = mark else {
+            return Ok(None);
+        };
+        let Some(after) = mark
+            .split_once(':')
+            .and_then(|(n, _)| n.parse::<i64>().ok())
+        else {
+            return Ok(None);
+        };
+        let expected = keying_mark(self.secrets.audit_key(), after);
+        let same: bool = subtle_eq(expected.as_bytes(), mark.as_bytes());
+        Ok(same.then_some(after))
+    }
+}
+
+/// Constant-time equality of two byte strings.
+fn subtle_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 fn entry_row(row: &SqliteRow) -> Result<AuditEntry> {
     Ok(AuditEntry {
         id: row.try_get("id")?,

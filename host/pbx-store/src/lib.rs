@@ -64,12 +64,20 @@ pub use plugin::{PluginVersion, Policy};
 pub use secret::SECRET_KEY_FILE;
 pub use trunk::Trunk;
 pub use types::*;
-pub use user::{LoginFailures, NewUser, TotpState, User, UserRole};
+pub use user::{LoginFailures, MAX_USERNAME, NewUser, TotpState, User, UserChange, UserRole};
 
 /// Checks an extension number the way every store write does (1-32 characters of
 /// `[0-9A-Za-z._-]`), so callers can report a bad one before writing anything.
 pub fn validate_extension_number(number: &str) -> Result<()> {
     validate::extension_number(number)
+}
+
+/// NFKC-normalises a name shown to people (usernames, token, tenant and trunk
+/// names) and checks it: 1 to `max` characters, no surrounding spaces, no
+/// control, format or otherwise invisible characters, so that `root\u{200b}`
+/// cannot pose as `root`. `what` names the field in the error.
+pub fn normalize_name(what: &str, name: &str, max: usize) -> Result<String> {
+    validate::name(what, name, max)
 }
 
 /// Checks a SIP password the way every store write does (1-128 bytes, no control
@@ -143,10 +151,20 @@ impl Store {
 
     async fn migrated(pool: SqlitePool, secrets: secret::SecretKey) -> Result<Store> {
         MIGRATOR.run(&pool).await?;
-        Ok(Store {
+        let store = Store {
             pool,
             secrets: Arc::new(secrets),
-        })
+        };
+        store.seal_plain_totp_secrets().await?;
+        store.mark_audit_keying().await?;
+        Ok(store)
+    }
+
+    /// The key of the audit log's MAC chain. It is derived from the data
+    /// directory's secret key ([`SECRET_KEY_FILE`]), so someone who can edit the
+    /// database alone cannot recompute the chain.
+    pub fn audit_key(&self) -> [u8; 32] {
+        *self.secrets.audit_key()
     }
 
     /// Closes the pool, waiting for connections to be returned and checkpointed.

@@ -240,6 +240,69 @@ impl Store {
         Ok(())
     }
 
+    /// Bytes the tenant's dial-plan versions take, each version counting its
+    /// component's size (what a per-tenant upload quota is checked against).
+    pub async fn dialplan_bytes(&self, tenant: TenantId) -> Result<i64> {
+        let row = sqlx::query(
+            "SELECT COALESCE(SUM(b.size), 0) AS total FROM dialplan_versions v \
+             JOIN plugin_blobs b ON b.hash = v.hash WHERE v.tenant_id = ?",
+        )
+        .bind(tenant.0)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("total")?)
+    }
+
+    /// Deletes the tenant's old dial-plan versions beyond the newest `keep`
+    /// (at least 1), never the active version nor the one before it (what a
+    /// rollback goes to), and the component bytes nothing uses any more.
+    /// Returns the pruned version numbers.
+    pub async fn prune_dialplans(&self, tenant: TenantId, keep: usize) -> Result<Vec<i64>> {
+        let keep = i64::try_from(keep.max(1)).unwrap_or(i64::MAX);
+        let mut tx = self.write_tx().await?;
+        let active: Option<i64> =
+            sqlx::query_scalar("SELECT version FROM dialplan_active WHERE tenant_id = ?")
+                .bind(tenant.0)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let before_active: Option<i64> = match active {
+            Some(a) => sqlx::query_scalar(
+                "SELECT MAX(version) FROM dialplan_versions WHERE tenant_id = ? AND version < ?",
+            )
+            .bind(tenant.0)
+            .bind(a)
+            .fetch_one(&mut *tx)
+            .await?,
+            None => None,
+        };
+        let rows = sqlx::query(
+            "SELECT version, hash FROM dialplan_versions WHERE tenant_id = ? \
+             ORDER BY version DESC LIMIT -1 OFFSET ?",
+        )
+        .bind(tenant.0)
+        .bind(keep)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut pruned = Vec::new();
+        for row in rows {
+            let version: i64 = row.try_get("version")?;
+            if Some(version) == active || Some(version) == before_active {
+                continue;
+            }
+            let hash: String = row.try_get("hash")?;
+            sqlx::query("DELETE FROM dialplan_versions WHERE tenant_id = ? AND version = ?")
+                .bind(tenant.0)
+                .bind(version)
+                .execute(&mut *tx)
+                .await?;
+            drop_blob_if_unused(&mut tx, &hash).await?;
+            pruned.push(version);
+        }
+        tx.commit().await?;
+        pruned.sort_unstable();
+        Ok(pruned)
+    }
+
     /// Every installed policy, by name.
     pub async fn list_policies(&self) -> Result<Vec<Policy>> {
         let rows =
@@ -700,5 +763,39 @@ mod tests {
         // A failed activation leaves it alone too.
         assert!(store.activate_dialplan(a, 9).await.is_err());
         assert_eq!(store.generation().await.expect("g"), g4);
+    }
+
+    #[tokio::test]
+    async fn pruning_keeps_the_newest_the_active_and_the_one_before() {
+        let store = Store::open_in_memory().await.expect("open");
+        let t = store.add_tenant("a", "a.example").await.expect("t").id;
+        for i in 0..6u8 {
+            store
+                .install_dialplan(t, &[0, b'a', b's', b'm', i], 1)
+                .await
+                .expect("install");
+        }
+        assert_eq!(store.dialplan_bytes(t).await.expect("bytes"), 30);
+        store.activate_dialplan(t, 3).await.expect("activate");
+        let pruned = store.prune_dialplans(t, 2).await.expect("prune");
+        assert_eq!(pruned, vec![1, 4]);
+        let left: Vec<i64> = store
+            .list_dialplans(t)
+            .await
+            .expect("list")
+            .iter()
+            .map(|v| v.version)
+            .collect();
+        assert_eq!(left, vec![2, 3, 5, 6]);
+        assert_eq!(store.dialplan_bytes(t).await.expect("bytes"), 20);
+        store
+            .rollback_dialplan(t, None)
+            .await
+            .expect("rollback to 2");
+        let next = store
+            .install_dialplan(t, b"\0asm-new", 2)
+            .await
+            .expect("install");
+        assert_eq!(next.version, 7, "version numbers are not reused");
     }
 }

@@ -27,6 +27,9 @@ const NONCE_LEN: usize = 12;
 /// The data directory's secret key. Its `Debug` output never shows the key.
 pub(crate) struct SecretKey {
     cipher: ChaCha20Poly1305,
+    /// `SHA-256("pbx audit chain v1" || key)`: the key of the audit log's HMAC
+    /// chain, kept outside the database like the key it comes from.
+    audit: [u8; KEY_LEN],
 }
 
 impl fmt::Debug for SecretKey {
@@ -44,9 +47,19 @@ impl SecretKey {
     }
 
     fn from_bytes(key: &[u8; KEY_LEN]) -> SecretKey {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"pbx audit chain v1");
+        h.update(key);
         SecretKey {
             cipher: ChaCha20Poly1305::new(&(*key).into()),
+            audit: h.finalize().into(),
         }
+    }
+
+    /// The audit chain's MAC key (derived; never stored in the database).
+    pub(crate) fn audit_key(&self) -> &[u8; KEY_LEN] {
+        &self.audit
     }
 
     /// Reads the key from `path`, or creates the file (mode 0600 on unix) with a

@@ -11,7 +11,7 @@ impl Store {
     /// The domain is lower-cased and must be a host name. A name or domain that is
     /// already taken gives [`Error::Conflict`].
     pub async fn add_tenant(&self, name: &str, domain: &str) -> Result<Tenant> {
-        validate::tenant_name(name)?;
+        let name = &validate::tenant_name(name)?;
         let domain = validate::domain(domain)?;
         let mut tx = self.write_tx().await?;
         if sqlx::query("SELECT id FROM tenants WHERE name = ?")
@@ -98,16 +98,25 @@ impl Store {
         Ok(tenants)
     }
 
-    /// Activates or suspends a tenant.
+    /// Activates or suspends a tenant. Suspending also ends the sessions of
+    /// every user of the tenant (their session epochs go up in the same write).
     pub async fn set_tenant_status(&self, tenant: TenantId, status: TenantStatus) -> Result<()> {
+        let mut tx = self.write_tx().await?;
         let done = sqlx::query("UPDATE tenants SET status = ? WHERE id = ?")
             .bind(status.as_str())
             .bind(tenant.0)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
         if done.rows_affected() == 0 {
             return Err(not_found(tenant));
         }
+        if status == TenantStatus::Suspended {
+            sqlx::query("UPDATE users SET session_epoch = session_epoch + 1 WHERE tenant_id = ?")
+                .bind(tenant.0)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 }

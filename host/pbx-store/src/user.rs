@@ -62,6 +62,26 @@ pub struct User {
     #[serde(skip_serializing)]
     pub password_hash: String,
     pub created_at_ms: i64,
+    /// Goes up whenever the user's sessions must end (password or role change,
+    /// disabling, logout, suspension of the tenant); a session token carries
+    /// the epoch it was issued at.
+    #[serde(skip)]
+    pub session_epoch: i64,
+    /// A disabled user cannot log in and has no valid session.
+    #[serde(default)]
+    pub disabled: bool,
+}
+
+/// Longest username, in characters (after NFKC normalisation).
+pub const MAX_USERNAME: usize = 64;
+
+/// A change to a user; every change ends the user's sessions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserChange {
+    pub role: Option<UserRole>,
+    pub disabled: Option<bool>,
+    /// A new argon2id PHC string.
+    pub password_hash: Option<String>,
 }
 
 /// A user's TOTP secret and whether enrollment was confirmed.
@@ -83,7 +103,8 @@ pub struct LoginFailures {
 
 macro_rules! columns {
     () => {
-        "id, username, role, tenant_id, extension, password_hash, created_at_ms"
+        "id, username, role, tenant_id, extension, password_hash, created_at_ms, session_epoch, \
+         disabled"
     };
 }
 
@@ -92,13 +113,19 @@ impl Store {
     /// tenant that do not fit (provider admin with a tenant, anyone else without
     /// one), an unknown tenant or an unknown extension give [`Error::Invalid`] or
     /// [`Error::NotFound`].
+    ///
+    /// The username is NFKC-normalised and checked by [`crate::normalize_name`]
+    /// (and may not hold `:`); the stored user has the normalised name. The
+    /// conflict error does not repeat the name.
     pub async fn add_user(&self, user: &NewUser) -> Result<User> {
-        if user.username.is_empty()
-            || user.username.len() > 64
-            || user.username.chars().any(|c| c.is_control() || c == ':')
-        {
-            return Err(Error::Invalid("username must be 1-64 characters".into()));
+        let username = crate::validate::name("username", &user.username, MAX_USERNAME)?;
+        if username.contains(':') {
+            return Err(Error::Invalid("username may not contain ':'".into()));
         }
+        let user = &NewUser {
+            username,
+            ..user.clone()
+        };
         if (user.role == UserRole::ProviderAdmin) != user.tenant.is_none() {
             return Err(Error::Invalid(
                 "provider admins have no tenant; other users need one".into(),
@@ -136,9 +163,7 @@ impl Store {
         .bind(user.created_at_ms)
         .fetch_one(&mut *tx)
         .await
-        .map_err(|e| {
-            Error::conflict_on_unique(e, || format!("username {:?} is taken", user.username))
-        })?;
+        .map_err(|e| Error::conflict_on_unique(e, || "that username is not available".into()))?;
         let id: i64 = row.try_get("id")?;
         tx.commit().await?;
         Ok(User {
@@ -149,11 +174,17 @@ impl Store {
             extension: user.extension.clone(),
             password_hash: user.password_hash.clone(),
             created_at_ms: user.created_at_ms,
+            session_epoch: 0,
+            disabled: false,
         })
     }
 
     /// The user with this username, whatever its tenant (logins name no tenant).
+    /// The name is normalised first; one that cannot be a username finds nobody.
     pub async fn user_by_name(&self, username: &str) -> Result<Option<User>> {
+        let Ok(username) = crate::validate::name("username", username, MAX_USERNAME) else {
+            return Ok(None);
+        };
         let row = sqlx::query(concat!(
             "SELECT ",
             columns!(),
@@ -199,26 +230,115 @@ impl Store {
         rows.iter().map(user_row).collect()
     }
 
+    /// The user of `tenant` (`None`: a provider admin) with this username.
+    pub async fn user_in(&self, tenant: Option<TenantId>, username: &str) -> Result<Option<User>> {
+        Ok(self
+            .user_by_name(username)
+            .await?
+            .filter(|u| u.tenant == tenant))
+    }
+
     /// Removes a user of a tenant. [`Error::NotFound`] when the tenant has no
     /// user of that name.
     pub async fn remove_user(&self, tenant: TenantId, username: &str) -> Result<()> {
-        let done = sqlx::query("DELETE FROM users WHERE tenant_id = ? AND username = ?")
+        let Some(user) = self.user_in(Some(tenant), username).await? else {
+            return Err(Error::NotFound(format!("user of tenant {tenant}")));
+        };
+        let done = sqlx::query("DELETE FROM users WHERE id = ? AND tenant_id = ?")
+            .bind(user.id)
             .bind(tenant.0)
-            .bind(username)
             .execute(&self.pool)
             .await?;
         if done.rows_affected() == 0 {
-            return Err(Error::NotFound(format!(
-                "user {username} of tenant {tenant}"
-            )));
+            return Err(Error::NotFound(format!("user of tenant {tenant}")));
         }
         Ok(())
     }
 
-    /// Replaces a user's password hash.
+    /// Removes a provider admin. The last one cannot be removed
+    /// ([`Error::Conflict`]), so the provider never locks itself out.
+    pub async fn remove_provider_admin(&self, username: &str) -> Result<()> {
+        let Some(user) = self.user_in(None, username).await? else {
+            return Err(Error::NotFound("provider admin".into()));
+        };
+        let mut tx = self.write_tx().await?;
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM users WHERE role = 'provider-admin'")
+            .fetch_one(&mut *tx)
+            .await?;
+        let admins: i64 = row.try_get("n")?;
+        if admins <= 1 {
+            return Err(Error::Conflict(
+                "the last provider admin cannot be removed".into(),
+            ));
+        }
+        sqlx::query("DELETE FROM users WHERE id = ? AND role = 'provider-admin'")
+            .bind(user.id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Applies `change` to a user and ends its sessions (the session epoch goes
+    /// up in the same write). Returns the changed user.
+    pub async fn change_user(&self, user_id: i64, change: &UserChange) -> Result<User> {
+        let mut tx = self.write_tx().await?;
+        let row = sqlx::query(concat!("SELECT ", columns!(), " FROM users WHERE id = ?"))
+            .bind(user_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(mut user) = row.as_ref().map(user_row).transpose()? else {
+            return Err(Error::NotFound(format!("user {user_id}")));
+        };
+        if let Some(role) = change.role {
+            if (role == UserRole::ProviderAdmin) != (user.role == UserRole::ProviderAdmin) {
+                return Err(Error::Invalid(
+                    "a user cannot move between the provider and a tenant".into(),
+                ));
+            }
+            if role != UserRole::User && user.extension.is_some() {
+                return Err(Error::Invalid("only a user is tied to an extension".into()));
+            }
+            user.role = role;
+        }
+        if let Some(disabled) = change.disabled {
+            user.disabled = disabled;
+        }
+        if let Some(hash) = &change.password_hash {
+            user.password_hash = hash.clone();
+        }
+        user.session_epoch += 1;
+        sqlx::query(
+            "UPDATE users SET role = ?, disabled = ?, password_hash = ?, session_epoch = ? \
+             WHERE id = ?",
+        )
+        .bind(user.role.as_str())
+        .bind(i64::from(user.disabled))
+        .bind(&user.password_hash)
+        .bind(user.session_epoch)
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(user)
+    }
+
+    /// Replaces a user's password hash; this ends the user's sessions.
     pub async fn set_user_password_hash(&self, user_id: i64, password_hash: &str) -> Result<()> {
-        let done = sqlx::query("UPDATE users SET password_hash = ? WHERE id = ?")
-            .bind(password_hash)
+        self.change_user(
+            user_id,
+            &UserChange {
+                password_hash: Some(password_hash.to_owned()),
+                ..UserChange::default()
+            },
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Ends every session of the user (logout).
+    pub async fn end_sessions(&self, user_id: i64) -> Result<()> {
+        let done = sqlx::query("UPDATE users SET session_epoch = session_epoch + 1 WHERE id = ?")
             .bind(user_id)
             .execute(&self.pool)
             .await?;
@@ -236,7 +356,7 @@ impl Store {
             .await?;
         match row {
             Some(row) => Ok(Some(TotpState {
-                secret: row.try_get("secret")?,
+                secret: self.open_totp_secret(user_id, &row.try_get::<String, _>("secret")?)?,
                 confirmed: row.try_get::<i64, _>("confirmed")? != 0,
                 last_step: row.try_get("last_step")?,
             })),
@@ -245,8 +365,12 @@ impl Store {
     }
 
     /// Starts (or restarts) TOTP enrollment with a new, unconfirmed secret.
-    /// Refused with [`Error::Conflict`] once enrollment was confirmed.
+    /// Refused with [`Error::Conflict`] once enrollment was confirmed. The
+    /// secret is stored encrypted with the data directory's secret key, bound
+    /// to the user, like trunk passwords.
     pub async fn begin_totp(&self, user_id: i64, secret: &str) -> Result<()> {
+        let sealed = self.seal_totp_secret(user_id, secret)?;
+        let secret = sealed.as_str();
         let mut tx = self.write_tx().await?;
         let row = sqlx::query("SELECT confirmed FROM totp WHERE user_id = ?")
             .bind(user_id)
@@ -287,6 +411,101 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    fn seal_totp_secret(&self, user_id: i64, secret: &str) -> Result<String> {
+        Ok(format!(
+            "{SEALED}{}",
+            self.secrets.seal(&totp_aad(user_id), secret.as_bytes())?
+        ))
+    }
+
+    fn open_totp_secret(&self, user_id: i64, stored: &str) -> Result<String> {
+        let bad = || {
+            Error::Invalid(format!(
+                "stored TOTP secret of user {user_id} does not open"
+            ))
+        };
+        let sealed = stored.strip_prefix(SEALED).ok_or_else(bad)?;
+        let plain = self
+            .secrets
+            .open(&totp_aad(user_id), sealed)
+            .ok_or_else(bad)?;
+        String::from_utf8(plain).map_err(|_| bad())
+    }
+
+    /// Encrypts TOTP secrets stored in clear by earlier versions (run at open).
+    pub(crate) async fn seal_plain_totp_secrets(&self) -> Result<()> {
+        let rows = sqlx::query("SELECT user_id, secret FROM totp WHERE secret NOT LIKE 'sealed:%'")
+            .fetch_all(&self.pool)
+            .await?;
+        for row in rows {
+            let user_id: i64 = row.try_get("user_id")?;
+            let secret: String = row.try_get("secret")?;
+            sqlx::query("UPDATE totp SET secret = ? WHERE user_id = ? AND secret = ?")
+                .bind(self.seal_totp_secret(user_id, &secret)?)
+                .bind(user_id)
+                .bind(&secret)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Counts one login attempt under each of `keys` before the password is
+    /// checked, so concurrent attempts cannot all pass the limit: in one write
+    /// transaction, rows older than `expire_before_ms` are dropped, the wait of
+    /// every key is computed with `wait_ms(key_index, failures, last_failure_ms)`,
+    /// and unless one must wait, every key's count goes up by one. Returns the
+    /// longest wait (0: the attempt may go ahead and was counted). A successful
+    /// login then clears its keys with [`Store::clear_login_failures`].
+    pub async fn reserve_login_attempt(
+        &self,
+        keys: &[&str],
+        now_ms: i64,
+        expire_before_ms: i64,
+        wait_ms: impl Fn(usize, LoginFailures) -> i64 + Send,
+    ) -> Result<i64> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query("DELETE FROM login_attempts WHERE last_failure_ms < ?")
+            .bind(expire_before_ms)
+            .execute(&mut *tx)
+            .await?;
+        let mut wait = 0;
+        for (i, key) in keys.iter().enumerate() {
+            let row =
+                sqlx::query("SELECT failures, last_failure_ms FROM login_attempts WHERE key = ?")
+                    .bind(key)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if let Some(row) = row {
+                wait = wait.max(wait_ms(i, failures_row(&row)?));
+            }
+        }
+        if wait > 0 {
+            return Ok(wait);
+        }
+        for key in keys {
+            sqlx::query(
+                "INSERT INTO login_attempts (key, failures, last_failure_ms) VALUES (?, 1, ?) \
+                 ON CONFLICT (key) DO UPDATE SET failures = login_attempts.failures + 1, \
+                 last_failure_ms = excluded.last_failure_ms",
+            )
+            .bind(key)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(0)
+    }
+
+    /// Rows in the login throttle table (to check it stays bounded).
+    pub async fn login_attempt_rows(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM login_attempts")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("n")?)
+    }
+
     /// Failed logins recorded under `key`.
     pub async fn login_failures(&self, key: &str) -> Result<Option<LoginFailures>> {
         let row = sqlx::query("SELECT failures, last_failure_ms FROM login_attempts WHERE key = ?")
@@ -321,6 +540,13 @@ impl Store {
     }
 }
 
+/// Marks a sealed TOTP secret.
+const SEALED: &str = "sealed:";
+
+fn totp_aad(user_id: i64) -> Vec<u8> {
+    format!("totp:{user_id}").into_bytes()
+}
+
 fn failures_row(row: &SqliteRow) -> Result<LoginFailures> {
     let failures: i64 = row.try_get("failures")?;
     Ok(LoginFailures {
@@ -342,6 +568,8 @@ fn user_row(row: &SqliteRow) -> Result<User> {
         extension: row.try_get("extension")?,
         password_hash: row.try_get("password_hash")?,
         created_at_ms: row.try_get("created_at_ms")?,
+        session_epoch: row.try_get("session_epoch")?,
+        disabled: row.try_get::<i64, _>("disabled")? != 0,
     })
 }
 
@@ -462,5 +690,238 @@ mod tests {
         );
         store.clear_login_failures("user:a").await.expect("clear");
         assert_eq!(store.login_failures("user:a").await.expect("get"), None);
+    }
+
+    #[tokio::test]
+    async fn ids_of_deleted_users_tenants_and_tokens_are_never_handed_out_again() {
+        let store = Store::open_in_memory().await.expect("open");
+        let t1 = store.add_tenant("t1", "t1.example").await.expect("t1").id;
+        let u1 = store
+            .add_user(&new_user("u1", UserRole::TenantAdmin, Some(t1)))
+            .await
+            .expect("u1");
+        let token = |jti: &str| NewApiToken {
+            jti: jti.into(),
+            name: "n".into(),
+            scopes: vec!["cdrs:read".into()],
+            token_hash: "h".into(),
+            created_by: "x".into(),
+            created_at_ms: 1,
+            expires_at_ms: 2,
+        };
+        let k1 = store.add_api_token(t1, &token("j1")).await.expect("k1");
+        // The newest of each is deleted: a plain INTEGER PRIMARY KEY would hand
+        // its id to the next row.
+        store.remove_user(t1, "u1").await.expect("rm user");
+        store.delete_tenant(t1).await.expect("rm tenant");
+        let t2 = store.add_tenant("t2", "t2.example").await.expect("t2").id;
+        let u2 = store
+            .add_user(&new_user("u1", UserRole::TenantAdmin, Some(t2)))
+            .await
+            .expect("u2");
+        let k2 = store.add_api_token(t2, &token("j2")).await.expect("k2");
+        assert!(t2.0 > t1.0, "tenant id {t1} came back");
+        assert!(u2.id > u1.id, "user id {} came back", u1.id);
+        assert!(k2.id > k1.id, "token id {} came back", k1.id);
+        assert_eq!(store.user_by_id(u1.id).await.expect("get"), None);
+    }
+
+    #[tokio::test]
+    async fn changes_end_sessions_and_suspension_ends_the_tenants_sessions() {
+        let store = Store::open_in_memory().await.expect("open");
+        let t = store.add_tenant("a", "a.example").await.expect("t").id;
+        let u = store
+            .add_user(&new_user("alice", UserRole::TenantAdmin, Some(t)))
+            .await
+            .expect("u");
+        assert_eq!((u.session_epoch, u.disabled), (0, false));
+        store.set_user_password_hash(u.id, "h2").await.expect("pw");
+        let epoch = |store: Store| async move {
+            store
+                .user_by_id(u.id)
+                .await
+                .expect("get")
+                .expect("some")
+                .session_epoch
+        };
+        assert_eq!(epoch(store.clone()).await, 1);
+        let changed = store
+            .change_user(
+                u.id,
+                &UserChange {
+                    role: Some(UserRole::User),
+                    disabled: Some(true),
+                    ..UserChange::default()
+                },
+            )
+            .await
+            .expect("change");
+        assert_eq!(
+            (changed.role, changed.disabled, changed.session_epoch),
+            (UserRole::User, true, 2)
+        );
+        assert!(matches!(
+            store
+                .change_user(
+                    u.id,
+                    &UserChange {
+                        role: Some(UserRole::ProviderAdmin),
+                        ..UserChange::default()
+                    }
+                )
+                .await,
+            Err(Error::Invalid(_))
+        ));
+        store.end_sessions(u.id).await.expect("logout");
+        assert_eq!(epoch(store.clone()).await, 3);
+        store
+            .set_tenant_status(t, TenantStatus::Suspended)
+            .await
+            .expect("suspend");
+        assert_eq!(epoch(store.clone()).await, 4);
+        store
+            .set_tenant_status(t, TenantStatus::Active)
+            .await
+            .expect("resume");
+        assert_eq!(epoch(store.clone()).await, 4);
+    }
+
+    #[tokio::test]
+    async fn the_last_provider_admin_stays() {
+        let store = Store::open_in_memory().await.expect("open");
+        for n in ["r1", "r2"] {
+            store
+                .add_user(&new_user(n, UserRole::ProviderAdmin, None))
+                .await
+                .expect("admin");
+        }
+        store.remove_provider_admin("r1").await.expect("rm");
+        assert!(matches!(
+            store.remove_provider_admin("r2").await,
+            Err(Error::Conflict(_))
+        ));
+        assert!(matches!(
+            store.remove_provider_admin("r1").await,
+            Err(Error::NotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn usernames_are_normalised_and_conflicts_do_not_echo_them() {
+        let store = Store::open_in_memory().await.expect("open");
+        let a = store.add_tenant("a", "a.example").await.expect("a").id;
+        let b = store.add_tenant("b", "b.example").await.expect("b").id;
+        let u = store
+            .add_user(&new_user("ｒｏｏｔ", UserRole::TenantAdmin, Some(a)))
+            .await
+            .expect("add");
+        assert_eq!(u.username, "root");
+        assert_eq!(
+            store
+                .user_by_name("ｒｏｏｔ")
+                .await
+                .expect("get")
+                .map(|u| u.id),
+            Some(u.id)
+        );
+        assert!(matches!(
+            store
+                .add_user(&new_user("root\u{200b}", UserRole::TenantAdmin, Some(b)))
+                .await,
+            Err(Error::Invalid(_))
+        ));
+        match store
+            .add_user(&new_user("root", UserRole::TenantAdmin, Some(b)))
+            .await
+        {
+            Err(Error::Conflict(msg)) => assert!(!msg.contains("root"), "{msg}"),
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+        assert_eq!(store.user_in(Some(b), "root").await.expect("in"), None);
+    }
+
+    #[tokio::test]
+    async fn totp_secrets_are_encrypted_at_rest() {
+        let store = Store::open_in_memory().await.expect("open");
+        let root = store
+            .add_user(&new_user("root", UserRole::ProviderAdmin, None))
+            .await
+            .expect("root");
+        store
+            .begin_totp(root.id, "JBSWY3DPEHPK3PXP")
+            .await
+            .expect("begin");
+        let raw: String = sqlx::query_scalar("SELECT secret FROM totp WHERE user_id = ?")
+            .bind(root.id)
+            .fetch_one(&store.pool)
+            .await
+            .expect("raw");
+        assert!(!raw.contains("JBSWY3DPEHPK3PXP"), "{raw}");
+        assert_eq!(
+            store
+                .totp(root.id)
+                .await
+                .expect("totp")
+                .expect("some")
+                .secret,
+            "JBSWY3DPEHPK3PXP"
+        );
+        // A secret another version stored in clear is sealed at the next open.
+        sqlx::query("UPDATE totp SET secret = 'KRSXG5CTMVRXEZLU' WHERE user_id = ?")
+            .bind(root.id)
+            .execute(&store.pool)
+            .await
+            .expect("plain");
+        store.seal_plain_totp_secrets().await.expect("seal");
+        assert_eq!(
+            store
+                .totp(root.id)
+                .await
+                .expect("totp")
+                .expect("some")
+                .secret,
+            "KRSXG5CTMVRXEZLU"
+        );
+    }
+
+    #[tokio::test]
+    async fn login_reservations_count_before_checking_and_rows_expire() {
+        let store = Store::open_in_memory().await.expect("open");
+        let free = |_: usize, f: LoginFailures| if f.failures >= 3 { 1_000 } else { 0 };
+        for _ in 0..3 {
+            assert_eq!(
+                store
+                    .reserve_login_attempt(&["user:a", "addr:x"], 10, 0, free)
+                    .await
+                    .expect("reserve"),
+                0
+            );
+        }
+        assert_eq!(
+            store
+                .reserve_login_attempt(&["user:a", "addr:x"], 11, 0, free)
+                .await
+                .expect("reserve"),
+            1_000
+        );
+        assert_eq!(
+            store
+                .login_failures("user:a")
+                .await
+                .expect("get")
+                .map(|f| f.failures),
+            Some(3),
+            "a refused attempt is not counted"
+        );
+        assert_eq!(store.login_attempt_rows().await.expect("rows"), 2);
+        store
+            .reserve_login_attempt(&["user:b"], 5_000, 100, free)
+            .await
+            .expect("reserve");
+        assert_eq!(
+            store.login_attempt_rows().await.expect("rows"),
+            1,
+            "old rows expire"
+        );
     }
 }

@@ -9,20 +9,88 @@ const MAX_PASSWORD: usize = 128;
 /// Longest extension number accepted.
 const MAX_EXTENSION: usize = 32;
 
-/// A tenant name: 1-64 characters, no surrounding spaces, no control characters.
-pub(crate) fn tenant_name(name: &str) -> Result<()> {
-    let len = name.chars().count();
-    if len == 0 || len > MAX_TENANT_NAME {
+/// A tenant name: see [`name`]; at most 64 characters.
+pub(crate) fn tenant_name(name: &str) -> Result<String> {
+    self::name("tenant name", name, MAX_TENANT_NAME)
+}
+
+/// Longest input [`name`] looks at, bytes: anything longer is refused before
+/// it is normalised.
+const MAX_NAME_INPUT: usize = 1024;
+
+/// Characters that show nothing (or nothing on their own) but are not control
+/// or format characters: Hangul fillers, the combining grapheme joiner, Khmer
+/// inherent vowels, the braille blank, variation selectors.
+fn invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{034F}'
+            | '\u{115F}'
+            | '\u{1160}'
+            | '\u{17B4}'
+            | '\u{17B5}'
+            | '\u{2800}'
+            | '\u{3164}'
+            | '\u{FFA0}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{E0100}'..='\u{E01EF}'
+    )
+}
+
+/// Format characters (Unicode category Cf): zero-width spaces and joiners,
+/// direction marks and overrides, the byte-order mark, tags and the like.
+fn format_char(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{0600}'..='\u{0605}'
+            | '\u{061C}'
+            | '\u{06DD}'
+            | '\u{070F}'
+            | '\u{0890}'..='\u{0891}'
+            | '\u{08E2}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{110BD}'
+            | '\u{110CD}'
+            | '\u{13430}'..='\u{1343F}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0001}'
+            | '\u{E0020}'..='\u{E007F}'
+    )
+}
+
+/// A name people read: NFKC-normalised, 1 to `max` characters, no surrounding
+/// spaces, no whitespace but the plain space, no control, format or invisible
+/// characters. Returns the normalised form, which is what gets stored and
+/// compared.
+pub(crate) fn name(what: &str, name: &str, max: usize) -> Result<String> {
+    use unicode_normalization::UnicodeNormalization;
+    if name.len() > MAX_NAME_INPUT {
+        return Err(Error::Invalid(format!("{what} must be 1-{max} characters")));
+    }
+    let n: String = name.nfkc().collect();
+    let len = n.chars().count();
+    if len == 0 || len > max {
+        return Err(Error::Invalid(format!("{what} must be 1-{max} characters")));
+    }
+    if n.trim() != n {
+        return Err(Error::Invalid(format!("{what} has surrounding spaces")));
+    }
+    if n.chars().any(|c| {
+        c.is_control() || format_char(c) || invisible(c) || (c.is_whitespace() && c != ' ')
+    }) {
         return Err(Error::Invalid(format!(
-            "tenant name must be 1-{MAX_TENANT_NAME} characters"
+            "{what} has control, format or invisible characters"
         )));
     }
-    if name.trim() != name || name.chars().any(char::is_control) {
-        return Err(Error::Invalid(
-            "tenant name has surrounding spaces or control characters".into(),
-        ));
-    }
-    Ok(())
+    Ok(n)
 }
 
 /// Lower-cases `domain` and checks it is a DNS host name (RFC 1123 labels).
@@ -129,5 +197,29 @@ mod tests {
         assert!(tenant_name(" acme").is_err());
         assert!(tenant_name("a\tb").is_err());
         assert!(tenant_name(&"n".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn names_are_normalised_and_invisible_characters_refused() {
+        // Full-width letters and ligatures fold to their plain forms.
+        assert_eq!(name("n", "ｒｏｏｔ", 64).expect("nfkc"), "root");
+        assert_eq!(name("n", "ﬁle", 64).expect("nfkc"), "file");
+        for bad in [
+            "root\u{200b}",
+            "ro\u{200d}ot",
+            "\u{202e}toor",
+            "root\u{feff}",
+            "ro\u{00ad}ot",
+            "root\u{3164}",
+            "root\u{e0041}",
+            "a\u{a0}b\u{2028}",
+            "root\u{fe0f}",
+        ] {
+            assert!(name("n", bad, 64).is_err(), "{bad:?} accepted");
+        }
+        assert!(name("n", "Zoë Müller", 64).is_ok());
+        assert!(name("n", &"é".repeat(64), 64).is_ok());
+        assert!(name("n", &"é".repeat(65), 64).is_err());
+        assert!(name("n", &"x".repeat(700_000), 64).is_err());
     }
 }

@@ -83,6 +83,9 @@ pub enum Command {
     /// Check the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Manage the admin API's signing keys.
+    #[command(subcommand)]
+    Api(ApiCommand),
     /// List and lift bans of abusive source addresses.
     #[command(subcommand)]
     Ban(BanCommand),
@@ -164,11 +167,21 @@ pub enum ApprovalCommand {
     },
 }
 
+/// `pbx api ...`
+#[derive(Debug, Subcommand)]
+pub enum ApiCommand {
+    /// Make a new token-signing key (the API signs with it from its next start;
+    /// tokens of older keys keep working until they expire) and delete keys
+    /// whose successor is older than the longest token lifetime (a year).
+    RotateKey,
+}
+
 /// `pbx audit ...`
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Recompute the audit log's hash chain; fails naming every edited,
-    /// deleted or missing entry.
+    /// Recompute the audit log's keyed chain (HMAC with a key derived from
+    /// DATA_DIR/secret.key); fails naming every edited, deleted or missing
+    /// entry, even if the editor recomputed plain hashes.
     Verify,
 }
 

@@ -80,6 +80,21 @@ pub async fn run(cli: Cli, log_filter: Option<String>) -> anyhow::Result<()> {
             drop(out);
             server::serve(settings.serve, store, server::shutdown_signal()).await
         }
+        Command::Api(cli::ApiCommand::RotateKey) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+                .unwrap_or(0);
+            let rotation = pbx_api::rotate_signing_key(&data_dir, now)?;
+            println!(
+                "new signing key {}: the API signs with it from its next start",
+                rotation.kid
+            );
+            for kid in rotation.retired {
+                println!("retired signing key {kid}: every token it signed has expired");
+            }
+            Ok(())
+        }
         command => {
             logging::init(
                 logging::LogFormat::Text,

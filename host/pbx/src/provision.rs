@@ -221,11 +221,19 @@ pub async fn execute(
                     report.problems.join("; ")
                 )));
             }
-            writeln!(out, "audit log intact: {} entries", report.entries)?;
+            if report.unkeyed > 0 {
+                writeln!(
+                    out,
+                    "audit log intact: {} entries ({} written before the chain was keyed)",
+                    report.entries, report.unkeyed
+                )?;
+            } else {
+                writeln!(out, "audit log intact: {} entries", report.entries)?;
+            }
         }
         Command::Ban(command) => ban(store, command, out).await?,
         Command::Approval(command) => approval(store, command, out).await?,
-        Command::Serve(_) | Command::Demo(_) => {
+        Command::Serve(_) | Command::Demo(_) | Command::Api(_) => {
             return Err(Error::Invalid("not a provisioning command".into()));
         }
     }

@@ -1,7 +1,5 @@
 //! Login and TOTP enrollment.
 
-use std::sync::OnceLock;
-
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
@@ -35,12 +33,9 @@ pub(crate) struct LoginResponse {
     totp_enrollment_required: bool,
 }
 
-/// An argon2id hash of nothing anyone knows, checked when the username is
-/// unknown so that both cases cost the same.
-fn dummy_hash() -> &'static str {
-    static HASH: OnceLock<String> = OnceLock::new();
-    HASH.get_or_init(|| password::hash("no-such-user-Placeholder-1").unwrap_or_default())
-}
+/// An argon2id hash (the default parameters) that no password matches,
+/// checked when the username is unknown so that both cases cost the same.
+pub(crate) const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 
 /// The TOTP generator for a stored base32 secret (RFC 6238: SHA-1, 6 digits,
 /// 30 s, one step of skew).
@@ -58,44 +53,42 @@ fn secs(ms: i64) -> u64 {
     u64::try_from(ms.div_euclid(1000)).unwrap_or(0)
 }
 
+/// Longest username a login looks at, bytes: longer ones are refused before
+/// anything is stored or audited.
+const MAX_LOGIN_NAME_BYTES: usize = 256;
+/// Longest TOTP code a login looks at, bytes.
+const MAX_TOTP_BYTES: usize = 16;
+/// Throttle rows whose last failure is older than this are dropped.
+const THROTTLE_MEMORY_MS: i64 = 24 * 3600 * 1000;
+
+fn invalid_credentials() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+        "wrong username, password or code",
+    )
+}
+
+/// Audits a failed login. It belongs to the tenant of the user it named, when
+/// that user exists, so the tenant sees attempts on its accounts.
 async fn login_failed(
     state: &ApiState,
     source: &str,
     username: &str,
+    tenant: Option<store::TenantId>,
     reason: &str,
 ) -> ApiResult<ApiError> {
-    let now = state.now_ms();
-    state
-        .store()
-        .record_login_failure(&format!("user:{username}"), now)
-        .await?;
-    state
-        .store()
-        .record_login_failure(&format!("addr:{source}"), now)
-        .await?;
     state.inner.metrics.login(false);
     state
         .audit_anonymous(
             username,
             source,
             "login.failure",
-            None,
+            tenant,
             json!({ "reason": reason }),
         )
         .await?;
-    Ok(ApiError::new(
-        StatusCode::UNAUTHORIZED,
-        "invalid_credentials",
-        "wrong username, password or code",
-    ))
-}
-
-/// How long `key` must still wait before its next attempt, ms.
-async fn wait_ms(state: &ApiState, key: &str, free: u32, now: i64) -> ApiResult<i64> {
-    Ok(match state.store().login_failures(key).await? {
-        Some(f) => (f.last_failure_ms + backoff_ms(f.failures, free) - now).max(0),
-        None => 0,
-    })
+    Ok(invalid_credentials())
 }
 
 pub(super) async fn login(
@@ -104,19 +97,54 @@ pub(super) async fn login(
     Body(req): Body<LoginRequest>,
 ) -> ApiResult<Json<LoginResponse>> {
     let now = state.now_ms();
-    let user_key = format!("user:{}", req.username);
+    // Unauthenticated input is bounded before it is stored, audited or hashed.
+    if req.username.len() > MAX_LOGIN_NAME_BYTES
+        || req.password.len() > password::MAX_LEN
+        || req.totp.as_ref().is_some_and(|t| t.len() > MAX_TOTP_BYTES)
+    {
+        state.inner.metrics.login(false);
+        return Err(ApiError::bad_request(
+            "invalid_credentials",
+            "username, password or code is too long",
+        ));
+    }
+    // A name that cannot be a username is throttled under the address only
+    // and audited as such, never verbatim.
+    let username = store::normalize_name("username", &req.username, store::MAX_USERNAME).ok();
+    let shown = username
+        .clone()
+        .unwrap_or_else(|| "(not a username)".into());
     let addr_key = format!("addr:{source}");
-    let wait = wait_ms(&state, &user_key, USER_FREE_FAILURES, now)
-        .await?
-        .max(wait_ms(&state, &addr_key, ADDRESS_FREE_FAILURES, now).await?);
+    let user_key = username.as_ref().map(|u| format!("user:{u}"));
+    let mut keys = vec![addr_key.as_str()];
+    keys.extend(user_key.as_deref());
+    let user = match &username {
+        Some(u) => state.store().user_by_name(u).await?,
+        None => None,
+    };
+    let tenant = user.as_ref().and_then(|u| u.tenant);
+
+    // The attempt is counted before the password is checked, atomically with
+    // the limit check, so concurrent attempts cannot all slip under the limit.
+    let wait = state
+        .store()
+        .reserve_login_attempt(&keys, now, now - THROTTLE_MEMORY_MS, |i, f| {
+            let free = if i == 0 {
+                ADDRESS_FREE_FAILURES
+            } else {
+                USER_FREE_FAILURES
+            };
+            (f.last_failure_ms + backoff_ms(f.failures, free) - now).max(0)
+        })
+        .await?;
     if wait > 0 {
         state.inner.metrics.login(false);
         state
             .audit_anonymous(
-                &req.username,
+                &shown,
                 &source,
                 "login.failure",
-                None,
+                tenant,
                 json!({ "reason": "locked" }),
             )
             .await?;
@@ -124,18 +152,14 @@ pub(super) async fn login(
         return Err(ApiError::too_many("login_locked", wait_s));
     }
 
-    let user = state.store().user_by_name(&req.username).await?;
     let hash = user
         .as_ref()
         .map(|u| u.password_hash.clone())
-        .unwrap_or_else(|| dummy_hash().to_owned());
-    let pw = req.password.clone();
-    let ok = tokio::task::spawn_blocking(move || password::verify(&pw, &hash))
-        .await
-        .unwrap_or(false);
+        .unwrap_or_else(|| DUMMY_HASH.to_owned());
+    let ok = state.verify_password(req.password.clone(), hash).await?;
     let user = match (ok, user) {
-        (true, Some(u)) => u,
-        _ => return Err(login_failed(&state, &source, &req.username, "password").await?),
+        (true, Some(u)) if !u.disabled => u,
+        _ => return Err(login_failed(&state, &source, &shown, tenant, "password").await?),
     };
 
     let mut scopes = vec![ALL_SCOPES.to_owned()];
@@ -155,7 +179,7 @@ pub(super) async fn login(
                 None => false,
             };
             if !fresh {
-                return Err(login_failed(&state, &source, &req.username, "totp").await?);
+                return Err(login_failed(&state, &source, &shown, tenant, "totp").await?);
             }
         }
         _ => {
@@ -168,8 +192,9 @@ pub(super) async fn login(
         }
     }
 
-    state.store().clear_login_failures(&user_key).await?;
-    state.store().clear_login_failures(&addr_key).await?;
+    for key in keys {
+        state.store().clear_login_failures(key).await?;
+    }
     let now_s = now.div_euclid(1000);
     let ttl = i64::try_from(state.config().session_ttl_s).unwrap_or(900);
     let claims = Claims {
@@ -184,6 +209,7 @@ pub(super) async fn login(
         tenant: user.tenant,
         scopes,
         typ: TokenKind::Session,
+        epoch: user.session_epoch,
     };
     let token = state.inner.keys.sign(&claims)?;
     state.inner.metrics.login(true);
@@ -292,4 +318,70 @@ pub(super) async fn totp_confirm(
         .audit(&p, &source, "totp.confirm", p.tenant, json!({}))
         .await?;
     Ok(Json(json!({ "confirmed": true })))
+}
+
+pub(super) async fn logout(
+    State(state): State<ApiState>,
+    Extension(p): Extension<Principal>,
+    Source(source): Source,
+) -> ApiResult<StatusCode> {
+    let user_id = session_user(&p)?;
+    state.store().end_sessions(user_id).await?;
+    state
+        .audit(&p, &source, "logout", p.tenant, json!({}))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PasswordChange {
+    current_password: String,
+    new_password: String,
+}
+
+pub(super) async fn change_password(
+    State(state): State<ApiState>,
+    Extension(p): Extension<Principal>,
+    Source(source): Source,
+    Body(req): Body<PasswordChange>,
+) -> ApiResult<StatusCode> {
+    let user_id = session_user(&p)?;
+    if req.current_password.len() > password::MAX_LEN {
+        return Err(invalid_credentials());
+    }
+    let user = state
+        .store()
+        .user_by_id(user_id)
+        .await?
+        .ok_or_else(ApiError::unauthorized)?;
+    if !state
+        .verify_password(req.current_password, user.password_hash.clone())
+        .await?
+    {
+        state
+            .audit(
+                &p,
+                &source,
+                "password.change",
+                p.tenant,
+                json!({ "ok": false }),
+            )
+            .await?;
+        return Err(invalid_credentials());
+    }
+    password::check_policy(&user.username, &req.new_password)?;
+    let hash = state.hash_password(req.new_password).await?;
+    // Every session of the user ends, this one included.
+    state.store().set_user_password_hash(user_id, &hash).await?;
+    state
+        .audit(
+            &p,
+            &source,
+            "password.change",
+            p.tenant,
+            json!({ "ok": true }),
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }

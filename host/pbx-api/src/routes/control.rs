@@ -13,6 +13,7 @@ use store::TenantId;
 
 use crate::auth::{Body, P, Principal, Source};
 use crate::control::{Alert, Ban, CallInfo, ControlError, Did, NewTrunk, PluginInfo, TrunkInfo};
+use crate::custom_sections;
 use crate::error::{ApiError, ApiResult};
 use crate::state::ApiState;
 
@@ -90,18 +91,54 @@ pub(super) async fn install(
     let wasm = wasm_body(body)?;
     let tenant = TenantId(tenant);
     let size = wasm.len();
+    let custom = custom_sections::scan(&wasm);
+    if custom.count > custom_sections::MAX_CUSTOM_SECTIONS
+        || custom.bytes > custom_sections::MAX_CUSTOM_BYTES
+    {
+        return Err(ApiError::bad_request(
+            "too_many_custom_sections",
+            format!(
+                "the component has {} custom sections of {} bytes; at most {} of {} bytes in \
+                 all are accepted (strip debug information before uploading)",
+                custom.count,
+                custom.bytes,
+                custom_sections::MAX_CUSTOM_SECTIONS,
+                custom_sections::MAX_CUSTOM_BYTES
+            ),
+        ));
+    }
+    // One upload per tenant at a time, so the quota check and the install
+    // cannot interleave with another upload of the same tenant.
+    let lock = state.plugin_upload_lock(tenant);
+    let _held = lock.lock().await;
+    let keep = state.config().plugin_versions_kept;
+    let mut pruned = state.store().prune_dialplans(tenant, keep).await?;
+    let used = u64::try_from(state.store().dialplan_bytes(tenant).await?).unwrap_or(u64::MAX);
+    let quota = state.config().plugin_quota_bytes;
+    if used.saturating_add(size as u64) > quota {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "quota_exceeded",
+            format!(
+                "the tenant's plugins take {used} bytes; this upload of {size} bytes would pass \
+                 its quota of {quota} bytes"
+            ),
+        ));
+    }
     let info = state
         .inner
         .control
         .install_plugin(tenant, wasm.to_vec())
         .await?;
+    pruned.extend(state.store().prune_dialplans(tenant, keep).await?);
     state
         .audit(
             &p,
             &source,
             "plugin.install",
             Some(tenant),
-            json!({ "version": info.version, "hash": info.hash, "bytes": size }),
+            json!({ "version": info.version, "hash": info.hash, "bytes": size,
+                    "pruned_versions": pruned }),
         )
         .await?;
     Ok((StatusCode::CREATED, Json(info)))

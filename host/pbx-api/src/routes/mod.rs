@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{Method, StatusCode};
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::{from_fn_with_state, map_response};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, delete, get, post, put};
+use axum::routing::{MethodRouter, delete, get, patch, post, put};
 use tower_http::timeout::TimeoutLayer;
 
 use crate::auth::{Access, Roles, authorize, per_address};
@@ -29,7 +29,7 @@ mod tokens;
 mod users;
 
 #[cfg(test)]
-pub(crate) use auth::totp_for;
+pub(crate) use auth::{DUMMY_HASH, totp_for};
 
 /// One route.
 pub(crate) struct Route {
@@ -111,6 +111,20 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Confirm TOTP enrollment with a code",
             Access::Session,
             post(auth::totp_confirm),
+        ),
+        route(
+            M::POST,
+            "/api/v1/auth/logout",
+            "Log out: every session of the caller ends",
+            Access::Session,
+            post(auth::logout),
+        ),
+        route(
+            M::POST,
+            "/api/v1/auth/password",
+            "Change one's own password (every session ends)",
+            Access::Session,
+            post(auth::change_password),
         ),
         route(
             M::GET,
@@ -225,6 +239,13 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             post(users::create_any),
         ),
         route(
+            M::DELETE,
+            "/api/v1/users/{username}",
+            "Remove a provider admin (never the last one)",
+            global(R::PROVIDER, "users:write"),
+            delete(users::remove_admin),
+        ),
+        route(
             M::GET,
             "/api/v1/tenants/{tenant}/users",
             "List a tenant's users",
@@ -244,6 +265,13 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Delete a tenant user",
             tenant(R::ADMINS, "users:write"),
             delete(users::remove),
+        ),
+        route(
+            M::PATCH,
+            "/api/v1/tenants/{tenant}/users/{username}",
+            "Change a tenant user's role, password or disabled flag (its sessions end)",
+            tenant(R::ADMINS, "users:write"),
+            patch(users::change),
         ),
         route(
             M::GET,
@@ -473,6 +501,16 @@ async fn json_timeout(resp: Response) -> Response {
     resp
 }
 
+/// Every answer of the API may carry a secret (a token, a TOTP seed, a
+/// generated password) or tenant data, so none may be cached anywhere.
+async fn no_store(mut resp: Response) -> Response {
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    resp
+}
+
 /// The API's router. Tests drive it in-process with `tower::ServiceExt::oneshot`.
 pub fn router(state: ApiState) -> Router {
     let config = state.config().clone();
@@ -483,14 +521,18 @@ pub fn router(state: ApiState) -> Router {
             .route_layer(from_fn_with_state((state.clone(), rt.access), authorize));
         r = r.route(rt.path, layered);
     }
+    // Layers run outside in: the per-address limit, then `no_store` and
+    // `json_timeout` (outside the timeout, so its bare 408 becomes our JSON
+    // error), then the timeout, which also covers reading a stalled body.
     r.fallback(no_route)
         .method_not_allowed_fallback(no_method)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
-        .layer(map_response(json_timeout))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(config.request_timeout_s.max(1)),
         ))
+        .layer(map_response(json_timeout))
+        .layer(map_response(no_store))
         .layer(from_fn_with_state(state.clone(), per_address))
         .with_state(state)
 }

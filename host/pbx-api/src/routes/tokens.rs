@@ -15,8 +15,8 @@ use crate::token::{AUDIENCE, Claims, TokenKind, new_jti};
 
 /// Default lifetime: 90 days.
 const DEFAULT_TTL_S: u64 = 90 * 24 * 3600;
-/// Longest lifetime: a year.
-const MAX_TTL_S: u64 = 365 * 24 * 3600;
+/// Longest lifetime: a year (signing keys retire after it).
+const MAX_TTL_S: u64 = crate::token::MAX_TOKEN_LIFETIME_S;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -51,12 +51,7 @@ pub(super) async fn create(
     Body(req): Body<NewTokenRequest>,
 ) -> ApiResult<(StatusCode, Json<IssuedToken>)> {
     let tenant = TenantId(tenant);
-    if req.name.is_empty() || req.name.len() > 64 {
-        return Err(ApiError::bad_request(
-            "invalid",
-            "name must be 1-64 characters",
-        ));
-    }
+    let name = store::normalize_name("token name", &req.name, 64)?;
     if req.scopes.is_empty() {
         return Err(ApiError::bad_request(
             "invalid",
@@ -69,6 +64,8 @@ pub(super) async fn create(
             format!("unknown scope {bad:?}"),
         ));
     }
+    // A token carries at most the rights of whoever issues it.
+    state.inner.grants.may_issue(&p, &req.scopes)?;
     let ttl = req.expires_in_s.unwrap_or(DEFAULT_TTL_S);
     if ttl == 0 || ttl > MAX_TTL_S {
         return Err(ApiError::bad_request(
@@ -82,7 +79,7 @@ pub(super) async fn create(
     let claims = Claims {
         iss: state.config().issuer.clone(),
         aud: AUDIENCE.into(),
-        sub: format!("token:{}", req.name),
+        sub: format!("token:{name}"),
         iat: now_s,
         nbf: now_s,
         exp: now_s + ttl,
@@ -91,6 +88,7 @@ pub(super) async fn create(
         tenant: Some(tenant),
         scopes: req.scopes.clone(),
         typ: TokenKind::Api,
+        epoch: 0,
     };
     let token = state.inner.keys.sign(&claims)?;
     let stored = state
@@ -99,7 +97,7 @@ pub(super) async fn create(
             tenant,
             &NewApiToken {
                 jti: claims.jti.clone(),
-                name: req.name.clone(),
+                name,
                 scopes: req.scopes.clone(),
                 token_hash: token_hash(&token),
                 created_by: p.subject.clone(),

@@ -1,16 +1,19 @@
-//! API users: provider admins, tenant admins and extension users.
+//! API users: provider admins, tenant admins and extension users. Every route
+//! that creates, changes or removes a user first asks [`crate::grant::Grants`]
+//! whether the caller holds every right of the user's role, so a narrowed
+//! integration token cannot mint (or remove) someone with more rights than it.
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::json;
-use store::{NewUser, TenantId, User, UserRole};
+use store::{NewUser, TenantId, User, UserChange, UserRole};
 
 use crate::auth::{Body, P, Principal, Source};
 use crate::error::{ApiError, ApiResult};
+use crate::password;
 use crate::state::ApiState;
-use crate::{Error, Result, password};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -25,21 +28,34 @@ pub(crate) struct NewUserRequest {
     extension: Option<String>,
 }
 
-/// Checks the password policy, hashes, stores and audits a new user.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UserChangeRequest {
+    #[serde(default)]
+    role: Option<UserRole>,
+    #[serde(default)]
+    disabled: Option<bool>,
+    #[serde(default)]
+    password: Option<String>,
+}
+
+/// Checks the caller may grant the role, the password policy, hashes, stores
+/// and audits a new user.
 pub(crate) async fn create_user(
     state: &ApiState,
     actor: &Principal,
     source: &str,
     new: NewUser,
     password: String,
-) -> Result<User> {
-    password::check_policy(&new.username, &password)?;
-    let hash = tokio::task::spawn_blocking(move || password::hash(&password))
-        .await
-        .map_err(|e| Error::Crypto(format!("hashing task: {e}")))??;
+) -> ApiResult<User> {
+    state.inner.grants.may_act_on(actor, new.role)?;
+    let username = store::normalize_name("username", &new.username, store::MAX_USERNAME)?;
+    password::check_policy(&username, &password)?;
+    let hash = state.hash_password(password).await?;
     let user = state
         .store()
         .add_user(&NewUser {
+            username,
             password_hash: hash,
             ..new
         })
@@ -50,7 +66,8 @@ pub(crate) async fn create_user(
             source,
             "user.create",
             user.tenant,
-            json!({ "username": user.username, "role": user.role.as_str(), "extension": user.extension }),
+            json!({ "id": user.id, "username": user.username, "role": user.role.as_str(),
+                    "extension": user.extension }),
         )
         .await?;
     Ok(user)
@@ -117,6 +134,23 @@ pub(super) async fn create(
     Ok((StatusCode::CREATED, Json(user)))
 }
 
+/// The user `username` of `tenant` (`None`: a provider admin), once the caller
+/// is known to hold every right the user has.
+async fn target(
+    state: &ApiState,
+    p: &Principal,
+    tenant: Option<TenantId>,
+    username: &str,
+) -> ApiResult<User> {
+    let user = state
+        .store()
+        .user_in(tenant, username)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    state.inner.grants.may_act_on(p, user.role)?;
+    Ok(user)
+}
+
 pub(super) async fn remove(
     State(state): State<ApiState>,
     Extension(p): Extension<Principal>,
@@ -124,15 +158,79 @@ pub(super) async fn remove(
     P((tenant, username)): P<(i64, String)>,
 ) -> ApiResult<StatusCode> {
     let tenant = TenantId(tenant);
-    state.store().remove_user(tenant, &username).await?;
+    let user = target(&state, &p, Some(tenant), &username).await?;
+    state.store().remove_user(tenant, &user.username).await?;
     state
         .audit(
             &p,
             &source,
             "user.delete",
             Some(tenant),
-            json!({ "username": username }),
+            json!({ "id": user.id, "username": user.username }),
         )
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+pub(super) async fn remove_admin(
+    State(state): State<ApiState>,
+    Extension(p): Extension<Principal>,
+    Source(source): Source,
+    P(username): P<String>,
+) -> ApiResult<StatusCode> {
+    let user = target(&state, &p, None, &username).await?;
+    state.store().remove_provider_admin(&user.username).await?;
+    state
+        .audit(
+            &p,
+            &source,
+            "user.delete",
+            None,
+            json!({ "id": user.id, "username": user.username }),
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(super) async fn change(
+    State(state): State<ApiState>,
+    Extension(p): Extension<Principal>,
+    Source(source): Source,
+    P((tenant, username)): P<(i64, String)>,
+    Body(req): Body<UserChangeRequest>,
+) -> ApiResult<Json<User>> {
+    let tenant = TenantId(tenant);
+    let user = target(&state, &p, Some(tenant), &username).await?;
+    if let Some(role) = req.role {
+        state.inner.grants.may_act_on(&p, role)?;
+    }
+    let password_hash = match req.password {
+        Some(pw) => {
+            password::check_policy(&user.username, &pw)?;
+            Some(state.hash_password(pw).await?)
+        }
+        None => None,
+    };
+    let changed = state
+        .store()
+        .change_user(
+            user.id,
+            &UserChange {
+                role: req.role,
+                disabled: req.disabled,
+                password_hash: password_hash.clone(),
+            },
+        )
+        .await?;
+    state
+        .audit(
+            &p,
+            &source,
+            "user.change",
+            Some(tenant),
+            json!({ "id": user.id, "username": user.username, "role": changed.role.as_str(),
+                    "disabled": changed.disabled, "password_changed": password_hash.is_some() }),
+        )
+        .await?;
+    Ok(Json(changed))
 }

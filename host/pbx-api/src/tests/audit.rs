@@ -117,3 +117,168 @@ async fn audit_chain_detects_edits_and_deletions() {
     );
     conn.close().await.expect("close");
 }
+
+#[tokio::test]
+async fn rewriting_the_chain_without_the_key_is_detected() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().expect("dir");
+    let store = Store::open(dir.path()).await.expect("store");
+    let fx = Fx::with(ApiConfig::default(), None, store).await;
+    let admin = fx.session(&fx.admin_a);
+    for n in 700..704 {
+        let uri = format!("/api/v1/tenants/{}/extensions", fx.a);
+        let (s, _) = fx
+            .call(
+                Method::POST,
+                &uri,
+                Some(&admin),
+                Some(json!({"number": n.to_string()})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED);
+    }
+    assert!(verify_audit(&fx.store).await.expect("verify").is_intact());
+    // Someone who can edit the database rewrites entry 2 and recomputes every
+    // hash after it, both as plain SHA-256 (the old, unkeyed scheme) and as an
+    // HMAC under a key of their own; the head row is fixed up too.
+    let url = format!("sqlite://{}", dir.path().join(store::DB_FILE).display());
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.expect("raw");
+    for forged_key in [None, Some([7u8; 32])] {
+        let mut entries = fx.store.audit_chain(0, 100).await.expect("chain");
+        entries[1].record.actor = "someone-else".into();
+        let mut prev = String::new();
+        for e in &mut entries {
+            e.prev_hash = prev.clone();
+            e.hash = match forged_key {
+                Some(k) => crate::audit::chain_mac(&k, e.id, &prev, &e.record),
+                None => {
+                    use sha2::{Digest, Sha256};
+                    let canonical = json!([
+                        e.id,
+                        e.record.at_ms,
+                        e.record.actor,
+                        e.record.role,
+                        e.record.tenant.map(|t| t.0),
+                        e.record.source,
+                        e.record.action,
+                        e.record.detail
+                    ]);
+                    let mut h = Sha256::new();
+                    h.update(prev.as_bytes());
+                    h.update(canonical.to_string().as_bytes());
+                    hex::encode(h.finalize())
+                }
+            };
+            prev = e.hash.clone();
+            sqlx::query("UPDATE audit_log SET actor = ?, prev_hash = ?, hash = ? WHERE id = ?")
+                .bind(&e.record.actor)
+                .bind(&e.prev_hash)
+                .bind(&e.hash)
+                .bind(e.id)
+                .execute(&mut conn)
+                .await
+                .expect("rewrite");
+        }
+        sqlx::query("UPDATE audit_head SET hash = ? WHERE id = 1")
+            .bind(&prev)
+            .execute(&mut conn)
+            .await
+            .expect("head");
+        let report = verify_audit(&fx.store).await.expect("verify");
+        assert!(
+            !report.is_intact(),
+            "forged with {forged_key:?} went unnoticed"
+        );
+    }
+    // The record of when the chain became keyed cannot be moved either.
+    sqlx::query("UPDATE audit_head SET keyed_after = '99:00' WHERE id = 1")
+        .execute(&mut conn)
+        .await
+        .expect("mark");
+    let report = verify_audit(&fx.store).await.expect("verify");
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.contains("record of when the chain became keyed")),
+        "{:?}",
+        report.problems
+    );
+    conn.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn denied_requests_and_failed_logins_reach_the_right_audit_views() {
+    let fx = Fx::new().await;
+    // A tenant B admin probes tenant A; a narrowed token of A oversteps; an
+    // anonymous caller knocks.
+    let admin_b = fx.session(&fx.admin_b);
+    let cdrs_only = vec!["cdrs:read".to_string()];
+    let (narrow, _) = fx.api_token(fx.a, &cdrs_only, 3600).await;
+    let probes = [
+        (
+            Some(admin_b.as_str()),
+            format!("/api/v1/tenants/{}/users", fx.a),
+            404,
+        ),
+        (
+            Some(narrow.as_str()),
+            format!("/api/v1/tenants/{}/users", fx.a),
+            403,
+        ),
+        (None, format!("/api/v1/tenants/{}/users", fx.a), 401),
+        (Some("not-a-token"), "/api/v1/tenants".to_owned(), 401),
+    ];
+    for (token, path, want) in &probes {
+        let (s, _) = fx.call(Method::GET, path, *token, None).await;
+        assert_eq!(s.as_u16(), *want, "{path}");
+    }
+    let denied = fx.audited("access.denied").await;
+    assert_eq!(denied.len(), 4, "{denied:?}");
+    assert_eq!(
+        (
+            denied[0].actor.as_str(),
+            denied[0].tenant,
+            denied[0].source.as_str()
+        ),
+        ("admin-b", Some(fx.b), "203.0.113.9")
+    );
+    assert!(denied[0].detail.contains("404"), "{}", denied[0].detail);
+    assert!(denied[1].actor.starts_with("token:"));
+    assert_eq!(denied[1].tenant, Some(fx.a));
+    assert_eq!(
+        (denied[2].actor.as_str(), denied[2].tenant),
+        ("anonymous", None)
+    );
+
+    // A failed login for tenant A's user shows in tenant A's view, not B's.
+    let (s, _) = login(&fx, "bob", "Wrong-password-1", None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let view = |token: String| {
+        let fx = &fx;
+        async move {
+            let (s, v) = fx
+                .call(Method::GET, "/api/v1/audit", Some(&token), None)
+                .await;
+            assert_eq!(s, StatusCode::OK);
+            v.as_array().expect("entries").clone()
+        }
+    };
+    let a_view = view(fx.session(&fx.admin_a)).await;
+    assert!(
+        a_view
+            .iter()
+            .any(|e| e["action"] == "login.failure" && e["actor"] == "bob"),
+        "{a_view:?}"
+    );
+    assert!(a_view.iter().any(|e| e["action"] == "access.denied"
+        && e["actor"].as_str().is_some_and(|a| a.starts_with("token:"))));
+    let b_view = view(fx.session(&fx.admin_b)).await;
+    assert!(!b_view.iter().any(|e| e["action"] == "login.failure"));
+    // A path of any length is kept short.
+    let long = format!("/api/v1/tenants/{}/users", "9".repeat(20_000));
+    let (s, _) = fx.call(Method::GET, &long, Some("junk"), None).await;
+    assert!(s.is_client_error());
+    let last = fx.audited("access.denied").await;
+    assert!(last.iter().all(|e| e.detail.len() < 1_000));
+}

@@ -234,3 +234,45 @@ async fn weak_passwords_are_refused() {
         StatusCode::OK
     );
 }
+
+#[tokio::test]
+async fn oversized_login_fields_are_refused_before_anything_is_stored() {
+    let fx = Fx::new().await;
+    let audit_before = fx.store.audit_head().await.expect("head").last_id;
+    let huge = "x".repeat(700_000);
+    for body in [
+        json!({"username": huge, "password": "Wrong-password-1"}),
+        json!({"username": "admin-a", "password": "p".repeat(10_000)}),
+        json!({"username": "admin-a", "password": PW, "totp": "1".repeat(1000)}),
+    ] {
+        let (s, v) = fx
+            .call(Method::POST, "/api/v1/auth/login", None, Some(body))
+            .await;
+        assert_eq!(
+            (s, code(&v)),
+            (StatusCode::BAD_REQUEST, "invalid_credentials")
+        );
+    }
+    assert_eq!(
+        fx.store.audit_head().await.expect("head").last_id,
+        audit_before,
+        "nothing audited"
+    );
+    assert_eq!(fx.store.login_attempt_rows().await.expect("rows"), 0);
+    // A name that cannot be a username is throttled by address only and never
+    // stored verbatim.
+    let (s, _) = login(&fx, "evil\u{200b}name", "Wrong-password-1", None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let log = fx.store.list_audit(None, None, 10).await.expect("audit");
+    assert!(!serde_json::to_string(&log).expect("json").contains("evil"));
+    assert_eq!(fx.store.login_attempt_rows().await.expect("rows"), 1);
+    // Throttle rows expire a day after their last failure.
+    fx.advance_ms(25 * 3600 * 1000);
+    let (s, _) = login(&fx, "nobody", "Wrong-password-1", None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        fx.store.login_attempt_rows().await.expect("rows"),
+        2,
+        "the old address row was dropped and the new attempt counted under address and user"
+    );
+}

@@ -86,6 +86,14 @@ fn matrix_cases() -> Vec<Case> {
             400,
             J(json!({"code":"000000"})),
         ),
+        case(M::POST, "/api/v1/auth/logout", Session, 204, N),
+        case(
+            M::POST,
+            "/api/v1/auth/password",
+            Session,
+            204,
+            J(json!({"current_password":PW,"new_password":"An0ther-Passphrase-x"})),
+        ),
         case(M::GET, "/api/v1/tenants", G("P", false), 200, N),
         case(
             M::POST,
@@ -174,6 +182,7 @@ fn matrix_cases() -> Vec<Case> {
             201,
             J(json!({"username":"dave","password":"Str0ng-Passphrase-x","role":"provider-admin"})),
         ),
+        case(M::DELETE, "/api/v1/users/ops", G("P", false), 204, N),
         case(
             M::GET,
             "/api/v1/tenants/{tenant}/users",
@@ -196,6 +205,13 @@ fn matrix_cases() -> Vec<Case> {
             T("PT", true),
             204,
             N,
+        ),
+        case(
+            M::PATCH,
+            "/api/v1/tenants/{tenant}/users/bob",
+            T("PT", true),
+            200,
+            J(json!({"disabled":true})),
         ),
         case(
             M::GET,

@@ -112,6 +112,7 @@ impl Fx {
                 .expect("ext");
         }
         let root = add_user(&store, "root", UserRole::ProviderAdmin, None, None).await;
+        add_user(&store, "ops", UserRole::ProviderAdmin, None, None).await;
         let admin_a = add_user(&store, "admin-a", UserRole::TenantAdmin, Some(a), None).await;
         let admin_b = add_user(&store, "admin-b", UserRole::TenantAdmin, Some(b), None).await;
         let alice_a = add_user(&store, "alice-a", UserRole::User, Some(a), Some("100")).await;
@@ -196,6 +197,7 @@ impl Fx {
             tenant: u.tenant,
             scopes: vec![ALL_SCOPES.into()],
             typ: TokenKind::Session,
+            epoch: u.session_epoch,
         }
     }
 
@@ -221,6 +223,7 @@ impl Fx {
             tenant: Some(tenant),
             scopes: scopes.to_vec(),
             typ: TokenKind::Api,
+            epoch: 0,
         };
         let token = self.state.inner.keys.sign(&claims).expect("sign");
         let stored = self

@@ -20,6 +20,7 @@ async fn oidc_tokens_are_accepted_and_checked() {
         roles: [("pbx-admins".to_string(), UserRole::TenantAdmin)]
             .into_iter()
             .collect(),
+        max_token_lifetime_s: 3600,
     };
     let oidc = Oidc::from_jwks(&config, &jwks.to_string()).expect("jwks");
     let fx = Fx::with(
@@ -70,6 +71,21 @@ async fn oidc_tokens_are_accepted_and_checked() {
         bad.push((field, sign(c, "idp-1")));
     }
     bad.push(("unknown kid", sign(good.clone(), "idp-2")));
+    // Lifetimes beyond the configured maximum (an hour), or unknown ones.
+    let mut long = good.clone();
+    long["exp"] = json!(now + 3601);
+    bad.push(("exp more than an hour after iat", sign(long, "idp-1")));
+    let mut backdated = good.clone();
+    backdated["iat"] = json!(now - 86_400);
+    backdated["exp"] = json!(now + 60);
+    bad.push(("a day-long lifetime", sign(backdated, "idp-1")));
+    let mut no_iat = good.clone();
+    no_iat.as_object_mut().expect("object").remove("iat");
+    bad.push(("no iat", sign(no_iat, "idp-1")));
+    let mut lying = good.clone();
+    lying["iat"] = json!(now + 86_000);
+    lying["exp"] = json!(now + 86_400);
+    bad.push(("iat in the future to hide a long exp", sign(lying, "idp-1")));
     for (what, token) in bad {
         assert_eq!(
             fx.call(Method::GET, &uri_a, Some(&token), None).await.0,
