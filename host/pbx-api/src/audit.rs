@@ -2,63 +2,22 @@
 //! [`verify_audit`], which walks the whole log.
 //!
 //! Each entry stores `m1:` + hex HMAC-SHA256 over the previous entry's hash and
-//! the canonical row, keyed with [`Store::audit_key`], which is derived from the
-//! data directory's secret key file and never stored in the database. Someone
+//! the canonical row ([`store::audit_mac`], computed by the store on append),
+//! keyed with [`Store::audit_key`], which is derived from the data directory's
+//! secret key file and never stored in the database. Someone
 //! who can edit the database but not read that file cannot rewrite an entry and
 //! recompute the chain. Entries written before the chain was keyed (plain
 //! SHA-256, no prefix) are accepted only up to the entry the store recorded,
 //! under the same key, when it first opened the log with keying on.
 
-use hmac::{Hmac, Mac};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
-use store::{AuditEntry, AuditRecord, Store};
+use store::{AUDIT_KEYED, AuditEntry, AuditRecord, Store, audit_legacy_hash, audit_mac};
 
 use crate::Result;
 
-/// Marks a keyed entry.
-const KEYED: &str = "m1:";
-
-/// The canonical row: the JSON array
-/// `[id, at_ms, actor, role, tenant, source, action, detail]`.
-fn canonical(id: i64, r: &AuditRecord) -> String {
-    serde_json::json!([
-        id,
-        r.at_ms,
-        r.actor,
-        r.role,
-        r.tenant.map(|t| t.0),
-        r.source,
-        r.action,
-        r.detail
-    ])
-    .to_string()
-}
-
-/// `m1:` + `hex(hmac_sha256(key, prev_hash || canonical row))`.
-pub(crate) fn chain_mac(key: &[u8; 32], id: i64, prev_hash: &str, r: &AuditRecord) -> String {
-    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key) else {
-        unreachable!("HMAC takes a key of any length")
-    };
-    mac.update(prev_hash.as_bytes());
-    mac.update(canonical(id, r).as_bytes());
-    format!("{KEYED}{}", hex::encode(mac.finalize().into_bytes()))
-}
-
-/// The unkeyed hash of entries written before the chain was keyed.
-fn legacy_hash(id: i64, prev_hash: &str, r: &AuditRecord) -> String {
-    let mut h = Sha256::new();
-    h.update(prev_hash.as_bytes());
-    h.update(canonical(id, r).as_bytes());
-    hex::encode(h.finalize())
-}
-
 /// Appends one entry to the chain.
 pub(crate) async fn append(store: &Store, record: &AuditRecord) -> Result<AuditEntry> {
-    let key = store.audit_key();
-    Ok(store
-        .append_audit(record, move |id, prev, r| chain_mac(&key, id, prev, r))
-        .await?)
+    Ok(store.append_audit(record).await?)
 }
 
 /// What [`verify_audit`] found.
@@ -117,8 +76,8 @@ pub async fn verify_audit(store: &Store) -> Result<AuditReport> {
                     e.id
                 ));
             }
-            let intact = if e.hash.starts_with(KEYED) {
-                chain_mac(&key, e.id, &e.prev_hash, &e.record) == e.hash
+            let intact = if e.hash.starts_with(AUDIT_KEYED) {
+                audit_mac(&key, e.id, &e.prev_hash, &e.record) == e.hash
             } else if e.id > unkeyed_until {
                 report.problems.push(format!(
                     "entry {} is not keyed but was written after the chain was",
@@ -127,7 +86,7 @@ pub async fn verify_audit(store: &Store) -> Result<AuditReport> {
                 true
             } else {
                 report.unkeyed += 1;
-                legacy_hash(e.id, &e.prev_hash, &e.record) == e.hash
+                audit_legacy_hash(e.id, &e.prev_hash, &e.record) == e.hash
             };
             if !intact {
                 report

@@ -1,5 +1,8 @@
-//! The append-only, hash-chained audit log. The store keeps the chain in order;
-//! the caller supplies the hash function, so the store stays free of crypto.
+//! The append-only audit log, chained with an HMAC. Each entry stores `m1:` +
+//! hex HMAC-SHA256 over the previous entry's hash and the canonical row, keyed
+//! with [`Store::audit_key`] (derived from the data directory's secret key
+//! file, never stored in the database). The store computes it on every
+//! append, so no writer can chain entries any other way.
 
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
@@ -52,14 +55,11 @@ macro_rules! columns {
 }
 
 impl Store {
-    /// Appends `record` as the next entry. `chain(id, prev_hash, record)` computes
-    /// the entry's hash; it runs inside the write transaction so the chain never
-    /// forks.
-    pub async fn append_audit(
-        &self,
-        record: &AuditRecord,
-        chain: impl FnOnce(i64, &str, &AuditRecord) -> String + Send,
-    ) -> Result<AuditEntry> {
+    /// Appends `record` as the next entry, chained with [`audit_mac`] inside
+    /// the write transaction so the chain never forks.
+    pub async fn append_audit(&self, record: &AuditRecord) -> Result<AuditEntry> {
+        let key = *self.secrets.audit_key();
+        let chain = move |id: i64, prev: &str, r: &AuditRecord| audit_mac(&key, id, prev, r);
         let mut tx = self.write_tx().await?;
         let head = sqlx::query("SELECT last_id, hash FROM audit_head WHERE id = 1")
             .fetch_one(&mut *tx)
@@ -165,6 +165,47 @@ impl Store {
     }
 }
 
+/// Marks a keyed entry's hash.
+pub const AUDIT_KEYED: &str = "m1:";
+
+/// The canonical row an entry's hash covers: the JSON array
+/// `[id, at_ms, actor, role, tenant, source, action, detail]`.
+fn canonical(id: i64, r: &AuditRecord) -> String {
+    serde_json::json!([
+        id,
+        r.at_ms,
+        r.actor,
+        r.role,
+        r.tenant.map(|t| t.0),
+        r.source,
+        r.action,
+        r.detail
+    ])
+    .to_string()
+}
+
+/// `m1:` + `hex(hmac_sha256(key, prev_hash || canonical row))`: the hash of a
+/// keyed entry.
+pub fn audit_mac(key: &[u8; 32], id: i64, prev_hash: &str, r: &AuditRecord) -> String {
+    use hmac::{Hmac, Mac};
+    let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(key) else {
+        unreachable!("HMAC takes a key of any length")
+    };
+    mac.update(prev_hash.as_bytes());
+    mac.update(canonical(id, r).as_bytes());
+    format!("{AUDIT_KEYED}{}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// `hex(sha256(prev_hash || canonical row))`: the unkeyed hash of entries
+/// written before the chain was keyed.
+pub fn audit_legacy_hash(id: i64, prev_hash: &str, r: &AuditRecord) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(prev_hash.as_bytes());
+    h.update(canonical(id, r).as_bytes());
+    hex::encode(h.finalize())
+}
+
 /// `N:hex(hmac_sha256(key, "audit chain keyed after entry N"))`.
 fn keying_mark(key: &[u8; 32], after: i64) -> String {
     use hmac::{Hmac, Mac};
@@ -260,18 +301,19 @@ mod tests {
     #[tokio::test]
     async fn entries_chain_and_filter_by_tenant() {
         let store = Store::open_in_memory().await.expect("open");
-        let chain = |id: i64, prev: &str, r: &AuditRecord| format!("{prev}/{id}:{}", r.action);
         let a = store
-            .append_audit(&record("one", None), chain)
+            .append_audit(&record("one", None))
             .await
             .expect("1");
         assert_eq!((a.id, a.prev_hash.as_str()), (1, ""));
         let b = store
-            .append_audit(&record("two", Some(TenantId(4))), chain)
+            .append_audit(&record("two", Some(TenantId(4))))
             .await
             .expect("2");
         assert_eq!(b.prev_hash, a.hash);
-        assert_eq!(b.hash, "/1:one/2:two");
+        let key = store.audit_key();
+        assert_eq!(b.hash, audit_mac(&key, 2, &a.hash, &b.record));
+        assert_ne!(b.hash, audit_mac(&[0; 32], 2, &a.hash, &b.record));
         assert_eq!(
             store.audit_head().await.expect("head"),
             AuditHead {

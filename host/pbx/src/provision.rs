@@ -338,7 +338,7 @@ async fn approval(store: &Store, command: ApprovalCommand, out: &mut dyn Write) 
         action: action.into(),
         detail: serde_json::json!({ "id": id, "target": decided.target }).to_string(),
     };
-    store.append_audit(&record, audit_chain_hash).await?;
+    store.append_audit(&record).await?;
     writeln!(
         out,
         "{} approval {id} of tenant {}",
@@ -346,28 +346,6 @@ async fn approval(store: &Store, command: ApprovalCommand, out: &mut dyn Write) 
         name(decided.tenant)
     )?;
     Ok(())
-}
-
-/// The audit chain's entry hash, the same as the admin API's (so `audit
-/// verify` checks CLI entries too): `hex(sha256(prev_hash || canonical row))`
-/// with the row as the JSON array `[id, at_ms, actor, role, tenant, source,
-/// action, detail]`.
-fn audit_chain_hash(id: i64, prev_hash: &str, r: &store::AuditRecord) -> String {
-    use sha2::Digest;
-    let canonical = serde_json::json!([
-        id,
-        r.at_ms,
-        r.actor,
-        r.role,
-        r.tenant.map(|t| t.0),
-        r.source,
-        r.action,
-        r.detail
-    ]);
-    let mut h = sha2::Sha256::new();
-    h.update(prev_hash.as_bytes());
-    h.update(canonical.to_string().as_bytes());
-    hex::encode(h.finalize())
 }
 
 async fn plugin(store: &Store, command: PluginCommand, out: &mut dyn Write) -> Result<()> {

@@ -150,24 +150,8 @@ async fn rewriting_the_chain_without_the_key_is_detected() {
         for e in &mut entries {
             e.prev_hash = prev.clone();
             e.hash = match forged_key {
-                Some(k) => crate::audit::chain_mac(&k, e.id, &prev, &e.record),
-                None => {
-                    use sha2::{Digest, Sha256};
-                    let canonical = json!([
-                        e.id,
-                        e.record.at_ms,
-                        e.record.actor,
-                        e.record.role,
-                        e.record.tenant.map(|t| t.0),
-                        e.record.source,
-                        e.record.action,
-                        e.record.detail
-                    ]);
-                    let mut h = Sha256::new();
-                    h.update(prev.as_bytes());
-                    h.update(canonical.to_string().as_bytes());
-                    hex::encode(h.finalize())
-                }
+                Some(k) => store::audit_mac(&k, e.id, &prev, &e.record),
+                None => store::audit_legacy_hash(e.id, &prev, &e.record),
             };
             prev = e.hash.clone();
             sqlx::query("UPDATE audit_log SET actor = ?, prev_hash = ?, hash = ? WHERE id = ?")
