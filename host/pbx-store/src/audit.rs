@@ -301,10 +301,7 @@ mod tests {
     #[tokio::test]
     async fn entries_chain_and_filter_by_tenant() {
         let store = Store::open_in_memory().await.expect("open");
-        let a = store
-            .append_audit(&record("one", None))
-            .await
-            .expect("1");
+        let a = store.append_audit(&record("one", None)).await.expect("1");
         assert_eq!((a.id, a.prev_hash.as_str()), (1, ""));
         let b = store
             .append_audit(&record("two", Some(TenantId(4))))

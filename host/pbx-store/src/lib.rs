@@ -54,9 +54,7 @@ pub use acl::NetworkAcl;
 pub use alert::{AlertRecord, MAX_ALERTS, NewAlert};
 pub use api_token::{ApiToken, NewApiToken};
 pub use approval::{Approval, ApprovalStatus, ApprovalTarget};
-pub use audit::{
-    AUDIT_KEYED, AuditEntry, AuditHead, AuditRecord, audit_legacy_hash, audit_mac,
-};
+pub use audit::{AUDIT_KEYED, AuditEntry, AuditHead, AuditRecord, audit_legacy_hash, audit_mac};
 pub use ban::BanRecord;
 pub use cdr::CdrFilter;
 pub use cdr_export::CdrCursor;

@@ -924,4 +924,85 @@ mod tests {
             "old rows expire"
         );
     }
+
+    #[tokio::test]
+    async fn upgrading_keeps_the_data_and_stops_reusing_ids() {
+        use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+        // A database as the previous release left it: migrations up to 0008.
+        let dir = tempfile::tempdir().expect("dir");
+        let old = dir.path().join("old-migrations");
+        std::fs::create_dir(&old).expect("mkdir");
+        let all = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations/sqlite");
+        for entry in std::fs::read_dir(&all).expect("migrations") {
+            let path = entry.expect("entry").path();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("")
+                .to_owned();
+            if name.as_str() < "0009" {
+                std::fs::copy(&path, old.join(&name)).expect("copy");
+            }
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(dir.path().join(crate::DB_FILE))
+            .create_if_missing(true)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .expect("pool");
+        sqlx::migrate::Migrator::new(old.as_path())
+            .await
+            .expect("migrator")
+            .run(&pool)
+            .await
+            .expect("old migrations");
+        for sql in [
+            "INSERT INTO tenants (id, name) VALUES (1, 'a'), (2, 'b')",
+            "INSERT INTO tenant_domains (domain, tenant_id, position) VALUES ('a.example', 1, 0), ('b.example', 2, 0)",
+            "INSERT INTO extensions (tenant_id, number, ha1_md5, ha1_sha256) VALUES (2, '100', 'x', 'y')",
+            "INSERT INTO users (id, username, role, tenant_id, password_hash, created_at_ms) VALUES (7, 'root', 'provider-admin', NULL, 'h', 1), (8, 'bob', 'user', 2, 'h', 1)",
+            "INSERT INTO totp (user_id, secret, confirmed, last_step) VALUES (7, 'JBSWY3DPEHPK3PXP', 1, 5)",
+            "INSERT INTO api_tokens (id, tenant_id, jti, name, scopes, token_hash, created_by, created_at_ms, expires_at_ms) VALUES (3, 2, 'j', 'n', 'cdrs:read', 'h', 'root', 1, 2)",
+            "INSERT INTO approvals (id, tenant_id, kind, target, requested_ms) VALUES (4, 2, 'class', 'international', 1)",
+        ] {
+            sqlx::query(sql).execute(&pool).await.expect(sql);
+        }
+        pool.close().await;
+
+        let store = Store::open(dir.path()).await.expect("upgrade");
+        let b = store.tenant_by_name("b").await.expect("get").expect("b");
+        assert_eq!(b.id, TenantId(2));
+        let bob = store.user_by_name("bob").await.expect("get").expect("bob");
+        assert_eq!((bob.id, bob.tenant, bob.session_epoch), (8, Some(b.id), 0));
+        assert_eq!(store.list_extensions(b.id).await.expect("ext").len(), 1);
+        assert_eq!(
+            store.totp(7).await.expect("totp").expect("some").secret,
+            "JBSWY3DPEHPK3PXP",
+            "the clear secret was sealed and still opens"
+        );
+        assert_eq!(store.list_api_tokens(b.id).await.expect("tokens")[0].id, 3);
+        let violations: Vec<(String,)> =
+            sqlx::query_as("SELECT \"table\" FROM pragma_foreign_key_check")
+                .fetch_all(&store.pool)
+                .await
+                .expect("fk check");
+        assert!(violations.is_empty(), "{violations:?}");
+        // The newest of each goes; the next one gets a new id.
+        store.delete_tenant(b.id).await.expect("rm");
+        let c = store.add_tenant("c", "c.example").await.expect("c");
+        assert_eq!(c.id, TenantId(3));
+        let u = store
+            .add_user(&new_user("carol", UserRole::TenantAdmin, Some(c.id)))
+            .await
+            .expect("carol");
+        assert_eq!(
+            u.id, 9,
+            "user 8 was deleted with its tenant; its id stays used"
+        );
+        // Deleting a tenant still cascades to its rows.
+        assert_eq!(store.user_by_name("bob").await.expect("get"), None);
+    }
 }
