@@ -597,6 +597,85 @@ fn audit_verify_detects_an_edited_entry() {
 }
 
 #[test]
+fn audit_verify_detects_a_chain_recomputed_without_the_key() {
+    let dir = data_dir_with_acme();
+    for name in ["root", "ops", "sec"] {
+        ok(&pbx_with_stdin(
+            dir.path(),
+            &[
+                "user",
+                "add",
+                name,
+                "--role",
+                "provider-admin",
+                "--password-stdin",
+            ],
+            Some(STRONG),
+        ));
+    }
+    assert_eq!(
+        ok(&pbx(dir.path(), &["audit", "verify"])),
+        "audit log intact: 3 entries\n"
+    );
+    // Someone with write access to pbx.db (not to secret.key) changes entry 1
+    // and recomputes every hash after it: as plain SHA-256 (the unkeyed scheme
+    // of earlier versions), then as an HMAC under a key of their own.
+    for forged_key in [None, Some([9u8; 32])] {
+        with_store(dir.path(), async |s| {
+            let mut entries = s.audit_chain(0, 100).await.unwrap();
+            entries[0].record.actor = "someone-else".into();
+            let mut prev = String::new();
+            let rt_sql =
+                sqlx::sqlite::SqliteConnectOptions::new().filename(dir.path().join("pbx.db"));
+            use sqlx::ConnectOptions as _;
+            let mut conn = rt_sql.connect().await.unwrap();
+            for e in &mut entries {
+                e.hash = match forged_key {
+                    Some(k) => store::audit_mac(&k, e.id, &prev, &e.record),
+                    None => store::audit_legacy_hash(e.id, &prev, &e.record),
+                };
+                sqlx::query("UPDATE audit_log SET actor = ?, prev_hash = ?, hash = ? WHERE id = ?")
+                    .bind(&e.record.actor)
+                    .bind(&prev)
+                    .bind(&e.hash)
+                    .bind(e.id)
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                prev = e.hash.clone();
+            }
+            sqlx::query("UPDATE audit_head SET hash = ? WHERE id = 1")
+                .bind(&prev)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        });
+        let err = fails(&pbx(dir.path(), &["audit", "verify"]));
+        assert!(err.contains("audit log is broken"), "{forged_key:?}: {err}");
+    }
+}
+
+#[test]
+fn api_rotate_key_adds_a_signing_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = ok(&pbx(dir.path(), &["api", "rotate-key"]));
+    let second = ok(&pbx(dir.path(), &["api", "rotate-key"]));
+    for out in [&first, &second] {
+        assert!(out.starts_with("new signing key "), "{out}");
+        assert!(!out.contains("retired"), "{out}");
+    }
+    assert_ne!(first, second);
+    let keys = std::fs::read_dir(dir.path().join("api-keys"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "pk8"))
+        })
+        .count();
+    assert_eq!(keys, 2);
+}
+
+#[test]
 fn tenant_limits_are_set_and_an_unknown_tenant_is_refused() {
     let dir = data_dir_with_acme();
     let out = ok(&pbx(

@@ -69,3 +69,62 @@ async fn errors_are_json_with_stable_codes() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn secret_bearing_responses_are_never_cached() {
+    let fx = Fx::new().await;
+    let admin = fx.session(&fx.admin_a);
+    let root = fx.session(&fx.root);
+    let t = fx.a;
+    let cases: Vec<(Method, String, Option<&str>, Option<Value>)> = vec![
+        (
+            Method::POST,
+            "/api/v1/auth/login".into(),
+            None,
+            Some(json!({"username":"admin-a","password":PW})),
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/tenants/{t}/tokens"),
+            Some(&admin),
+            Some(json!({"name":"n","scopes":["cdrs:read"]})),
+        ),
+        (
+            Method::POST,
+            "/api/v1/auth/totp/enroll".into(),
+            Some(&root),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/tenants/{t}/extensions"),
+            Some(&admin),
+            Some(json!({"number":"555"})),
+        ),
+        (
+            Method::PUT,
+            format!("/api/v1/tenants/{t}/extensions/555/password"),
+            Some(&admin),
+            Some(json!({})),
+        ),
+        (Method::GET, "/api/v1/tenants".into(), None, None),
+    ];
+    for (m, path, token, body) in cases {
+        let req = request(
+            m.clone(),
+            &path,
+            token,
+            body.map(|b| b.to_string().into_bytes()),
+            "203.0.113.9",
+        );
+        let (s, headers, _) = fx.send(req).await;
+        assert!(s.as_u16() < 500, "{m} {path}: {s}");
+        assert_eq!(
+            headers
+                .get(header::CACHE_CONTROL)
+                .and_then(|v| v.to_str().ok()),
+            Some("no-store"),
+            "{m} {path}"
+        );
+    }
+}
