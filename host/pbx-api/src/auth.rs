@@ -366,7 +366,8 @@ const MAX_AUDITED_PATH: usize = 256;
 
 /// Records a request the access rule refused, with its source and (when the
 /// token was valid) its principal. The entry belongs to the principal's tenant,
-/// so a tenant sees what its own tokens tried; the path is cut short so that
+/// so a tenant sees what its own tokens tried; the path is cut short, and
+/// anonymous denials are audited at most 30 a minute per source address, so
 /// unauthenticated input stays bounded.
 async fn audit_denied(
     state: &ApiState,
@@ -396,6 +397,14 @@ async fn audit_denied(
                 .await
         }
         None => {
+            if state
+                .inner
+                .anonymous_denials
+                .check(source, state.now_ms())
+                .is_err()
+            {
+                return;
+            }
             state
                 .audit_anonymous("anonymous", source, "access.denied", None, detail)
                 .await

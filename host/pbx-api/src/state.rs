@@ -31,6 +31,8 @@ pub fn system_clock() -> Clock {
 
 /// Most keys each rate-limit table holds.
 const RATE_TABLE_KEYS: usize = 10_000;
+/// Denied anonymous requests audited per source address and minute.
+const ANONYMOUS_DENIALS_AUDITED_PER_MIN: u32 = 30;
 
 pub(crate) struct Inner {
     pub(crate) config: ApiConfig,
@@ -40,6 +42,10 @@ pub(crate) struct Inner {
     pub(crate) oidc: Option<Oidc>,
     pub(crate) by_address: RateLimiter,
     pub(crate) by_token: RateLimiter,
+    /// Audit entries of denied anonymous requests per source address and
+    /// minute: past it they are only counted, so unauthenticated callers
+    /// cannot grow the audit log without bound.
+    pub(crate) anonymous_denials: RateLimiter,
     pub(crate) metrics: Metrics,
     /// The scopes each role can use, from the route table.
     pub(crate) grants: Grants,
@@ -50,6 +56,10 @@ pub(crate) struct Inner {
     /// The threads argon2 runs on, as many as there are slots: memory an
     /// allocator keeps per thread stays bounded by their number too.
     hash_workers: HashWorkers,
+    /// Each tenant's share of the hash slots (half of them, at least one), so
+    /// a login flood against one tenant's users, or against unknown names
+    /// (the tenant-less share, with provider admins), leaves slots to others.
+    hash_shares: parking_lot::Mutex<HashMap<Option<TenantId>, Arc<tokio::sync::Semaphore>>>,
     /// One plugin upload per tenant at a time (quota check, install, prune).
     plugin_uploads: parking_lot::Mutex<HashMap<TenantId, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -139,8 +149,10 @@ impl ApiState {
             plugin_uploads: parking_lot::Mutex::new(HashMap::new()),
             hash_slots: tokio::sync::Semaphore::new(config.max_concurrent_password_hashes.max(1)),
             hash_workers: HashWorkers::new(config.max_concurrent_password_hashes.max(1)),
+            hash_shares: parking_lot::Mutex::new(HashMap::new()),
             by_address: RateLimiter::new(config.rate_per_address_per_min, RATE_TABLE_KEYS),
             by_token: RateLimiter::new(config.rate_per_token_per_min, RATE_TABLE_KEYS),
+            anonymous_denials: RateLimiter::new(ANONYMOUS_DENIALS_AUDITED_PER_MIN, RATE_TABLE_KEYS),
             config,
             store,
             control,
@@ -172,23 +184,41 @@ impl ApiState {
         &self.inner.config
     }
 
-    /// Runs `work` (an argon2 hash or check) on the blocking pool once a hash
-    /// slot is free; a caller that waits longer than the request timeout gets
-    /// 503 instead of queueing without bound.
+    /// Runs `work` (an argon2 hash or check) on a hashing worker once a slot
+    /// of `tenant`'s share and a slot in all are free; a caller that waits
+    /// longer than the request timeout gets 503 instead of queueing without
+    /// bound.
     async fn with_hash_slot<T: Send + 'static>(
         &self,
+        tenant: Option<TenantId>,
         work: impl FnOnce(&mut password::Hasher) -> T + Send + 'static,
     ) -> ApiResult<T> {
+        let busy = || {
+            ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "too many password checks at once; try again",
+            )
+        };
         let wait = std::time::Duration::from_secs(self.config().request_timeout_s.max(1));
-        let permit = match tokio::time::timeout(wait, self.inner.hash_slots.acquire()).await {
-            Ok(Ok(p)) => p,
-            _ => {
-                return Err(ApiError::new(
-                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                    "busy",
-                    "too many password checks at once; try again",
-                ));
-            }
+        let deadline = tokio::time::Instant::now() + wait;
+        let share = {
+            let slots = self.config().max_concurrent_password_hashes.max(1);
+            self.inner
+                .hash_shares
+                .lock()
+                .entry(tenant)
+                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new((slots / 2).max(1))))
+                .clone()
+        };
+        let Ok(Ok(_share_permit)) = tokio::time::timeout_at(deadline, share.acquire_owned()).await
+        else {
+            return Err(busy());
+        };
+        let Ok(Ok(permit)) =
+            tokio::time::timeout_at(deadline, self.inner.hash_slots.acquire()).await
+        else {
+            return Err(busy());
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.inner.hash_workers.run(Box::new(move |hasher| {
@@ -211,16 +241,27 @@ impl ApiState {
             .clone()
     }
 
-    /// argon2id hash of `password`, within the hash-slot limit.
-    pub(crate) async fn hash_password(&self, password: String) -> ApiResult<String> {
-        self.with_hash_slot(move |h| h.hash(&password))
+    /// argon2id hash of `password` for a user of `tenant`, within the
+    /// hash-slot limits.
+    pub(crate) async fn hash_password(
+        &self,
+        tenant: Option<TenantId>,
+        password: String,
+    ) -> ApiResult<String> {
+        self.with_hash_slot(tenant, move |h| h.hash(&password))
             .await?
             .map_err(|e: Error| e.into())
     }
 
-    /// Whether `password` matches `phc`, within the hash-slot limit.
-    pub(crate) async fn verify_password(&self, password: String, phc: String) -> ApiResult<bool> {
-        self.with_hash_slot(move |h| h.verify(&password, &phc))
+    /// Whether `password` matches `phc` (of a user of `tenant`), within the
+    /// hash-slot limits.
+    pub(crate) async fn verify_password(
+        &self,
+        tenant: Option<TenantId>,
+        password: String,
+        phc: String,
+    ) -> ApiResult<bool> {
+        self.with_hash_slot(tenant, move |h| h.verify(&password, &phc))
             .await
     }
 
@@ -266,5 +307,52 @@ impl ApiState {
         };
         audit::append(self.store(), &record).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::fake::FakeControl;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_tenant_cannot_take_every_hash_slot() {
+        // One second of patience, so the refused caller is answered quickly.
+        let config = ApiConfig {
+            request_timeout_s: 1,
+            ..ApiConfig::default()
+        };
+        let store = Store::open_in_memory().await.expect("store");
+        let state = ApiState::build(
+            config,
+            store,
+            Arc::new(FakeControl::default()),
+            KeyRing::in_memory(0).expect("keys"),
+            None,
+            system_clock(),
+        );
+        let (a, b) = (Some(TenantId(1)), Some(TenantId(2)));
+        // Tenant A's share (one of the two slots) is held by a job that waits.
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let holder = {
+            let state = state.clone();
+            tokio::spawn(async move {
+                state
+                    .with_hash_slot(a, move |_| {
+                        let _ = started_tx.send(());
+                        let _ = release_rx.recv();
+                    })
+                    .await
+            })
+        };
+        started_rx.await.expect("started");
+        // B is served at once; A's next check is refused as busy.
+        assert_eq!(state.with_hash_slot(b, |_| 7).await.ok(), Some(7));
+        let refused = state.with_hash_slot(a, |_| 8).await;
+        assert_eq!(refused.err().map(|e| e.status().as_u16()), Some(503));
+        release_tx.send(()).expect("release");
+        assert!(holder.await.expect("join").is_ok());
+        assert_eq!(state.with_hash_slot(a, |_| 9).await.ok(), Some(9));
     }
 }

@@ -156,7 +156,9 @@ pub(super) async fn login(
         .as_ref()
         .map(|u| u.password_hash.clone())
         .unwrap_or_else(|| DUMMY_HASH.to_owned());
-    let ok = state.verify_password(req.password.clone(), hash).await?;
+    let ok = state
+        .verify_password(tenant, req.password.clone(), hash)
+        .await?;
     let user = match (ok, user) {
         (true, Some(u)) if !u.disabled => u,
         _ => return Err(login_failed(&state, &source, &shown, tenant, "password").await?),
@@ -356,7 +358,11 @@ pub(super) async fn change_password(
         .await?
         .ok_or_else(ApiError::unauthorized)?;
     if !state
-        .verify_password(req.current_password, user.password_hash.clone())
+        .verify_password(
+            user.tenant,
+            req.current_password,
+            user.password_hash.clone(),
+        )
         .await?
     {
         state
@@ -371,7 +377,7 @@ pub(super) async fn change_password(
         return Err(invalid_credentials());
     }
     password::check_policy(&user.username, &req.new_password)?;
-    let hash = state.hash_password(req.new_password).await?;
+    let hash = state.hash_password(user.tenant, req.new_password).await?;
     // Every session of the user ends, this one included.
     state.store().set_user_password_hash(user_id, &hash).await?;
     state

@@ -51,7 +51,7 @@ pub(crate) async fn create_user(
     state.inner.grants.may_act_on(actor, new.role)?;
     let username = store::normalize_name("username", &new.username, store::MAX_USERNAME)?;
     password::check_policy(&username, &password)?;
-    let hash = state.hash_password(password).await?;
+    let hash = state.hash_password(new.tenant, password).await?;
     let user = state
         .store()
         .add_user(&NewUser {
@@ -207,7 +207,7 @@ pub(super) async fn change(
     let password_hash = match req.password {
         Some(pw) => {
             password::check_policy(&user.username, &pw)?;
-            Some(state.hash_password(pw).await?)
+            Some(state.hash_password(user.tenant, pw).await?)
         }
         None => None,
     };

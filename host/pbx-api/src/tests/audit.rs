@@ -265,4 +265,16 @@ async fn denied_requests_and_failed_logins_reach_the_right_audit_views() {
     assert!(s.is_client_error());
     let last = fx.audited("access.denied").await;
     assert!(last.iter().all(|e| e.detail.len() < 1_000));
+    // Anonymous knocking is audited up to 30 times a minute per address.
+    for _ in 0..100 {
+        fx.call(Method::GET, "/api/v1/tenants", Some("junk"), None)
+            .await;
+    }
+    let anonymous = fx
+        .audited("access.denied")
+        .await
+        .into_iter()
+        .filter(|e| e.actor == "anonymous")
+        .count();
+    assert_eq!(anonymous, 30);
 }
