@@ -435,8 +435,13 @@ async fn check(
         state.inner.metrics.rate_limited();
         return Err(ApiError::too_many("rate_limited", wait));
     }
-    // A suspended tenant's own principals may still look, but not change.
-    if !read_only && let Some(t) = p.tenant {
+    // A suspended tenant's own principals may still look, but not change
+    // anything; looking after their own sign-in (logout, password, TOTP:
+    // the session routes) stays open.
+    if !read_only
+        && access != Access::Session
+        && let Some(t) = p.tenant
+    {
         let suspended = state
             .store()
             .tenant(t)

@@ -244,6 +244,12 @@ async fn sessions_end_on_password_role_disable_logout_and_suspension() {
             );
         }
     }
+    // Signing out stays possible.
+    let (s, _) = fx
+        .call(Method::POST, "/api/v1/auth/logout", Some(&again), None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert_eq!(alive(again).await, StatusCode::UNAUTHORIZED);
     // The provider still manages the suspended tenant.
     let (s, _) = fx
         .call(
