@@ -367,8 +367,8 @@ const MAX_AUDITED_PATH: usize = 256;
 /// Records a request the access rule refused, with its source and (when the
 /// token was valid) its principal. The entry belongs to the principal's tenant,
 /// so a tenant sees what its own tokens tried; the path is cut short, and
-/// anonymous denials are audited at most 30 a minute per source address, so
-/// unauthenticated input stays bounded.
+/// denials are audited at most 30 a minute per token (per source address for
+/// anonymous callers), so no caller can grow the audit log without bound.
 async fn audit_denied(
     state: &ApiState,
     who: Option<&Principal>,
@@ -390,6 +390,14 @@ async fn audit_denied(
         "path": path,
         "status": status.as_u16(),
     });
+    let key = match who {
+        Some(p) => p.limit_key.as_str(),
+        None => source,
+    };
+    if state.inner.denials.check(key, state.now_ms()).is_err() {
+        tracing::debug!(%source, "denied request not audited: over the per-minute limit");
+        return;
+    }
     let result = match who {
         Some(p) => {
             state
@@ -397,14 +405,6 @@ async fn audit_denied(
                 .await
         }
         None => {
-            if state
-                .inner
-                .anonymous_denials
-                .check(source, state.now_ms())
-                .is_err()
-            {
-                return;
-            }
             state
                 .audit_anonymous("anonymous", source, "access.denied", None, detail)
                 .await

@@ -31,8 +31,9 @@ pub fn system_clock() -> Clock {
 
 /// Most keys each rate-limit table holds.
 const RATE_TABLE_KEYS: usize = 10_000;
-/// Denied anonymous requests audited per source address and minute.
-const ANONYMOUS_DENIALS_AUDITED_PER_MIN: u32 = 30;
+/// Denied requests audited per token (or anonymous source address) and
+/// minute.
+const DENIALS_AUDITED_PER_MIN: u32 = 30;
 
 pub(crate) struct Inner {
     pub(crate) config: ApiConfig,
@@ -42,10 +43,10 @@ pub(crate) struct Inner {
     pub(crate) oidc: Option<Oidc>,
     pub(crate) by_address: RateLimiter,
     pub(crate) by_token: RateLimiter,
-    /// Audit entries of denied anonymous requests per source address and
-    /// minute: past it they are only counted, so unauthenticated callers
-    /// cannot grow the audit log without bound.
-    pub(crate) anonymous_denials: RateLimiter,
+    /// Audit entries of denied requests per token (per source address for
+    /// anonymous callers) and minute: past it they are only counted, so no
+    /// caller can grow the audit log without bound.
+    pub(crate) denials: RateLimiter,
     pub(crate) metrics: Metrics,
     /// The scopes each role can use, from the route table.
     pub(crate) grants: Grants,
@@ -152,7 +153,7 @@ impl ApiState {
             hash_shares: parking_lot::Mutex::new(HashMap::new()),
             by_address: RateLimiter::new(config.rate_per_address_per_min, RATE_TABLE_KEYS),
             by_token: RateLimiter::new(config.rate_per_token_per_min, RATE_TABLE_KEYS),
-            anonymous_denials: RateLimiter::new(ANONYMOUS_DENIALS_AUDITED_PER_MIN, RATE_TABLE_KEYS),
+            denials: RateLimiter::new(DENIALS_AUDITED_PER_MIN, RATE_TABLE_KEYS),
             config,
             store,
             control,
