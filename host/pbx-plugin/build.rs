@@ -66,6 +66,21 @@ const EXAMPLES: &[Plugin] = &[
         "example_counter",
         "A dial plan that rejects with `<calls seen by this instance>/<calls counted in storage>`.",
     ),
+    (
+        "SLEEP",
+        "example_sleep",
+        "A dial plan that sleeps for an hour (blocks in `wasi:io/poll`).",
+    ),
+    (
+        "RANDOM_BOMB",
+        "example_random_bomb",
+        "A dial plan that asks `wasi:random` for 64 MiB in one call.",
+    ),
+    (
+        "LOG_BOMB",
+        "example_log_bomb",
+        "A dial plan that writes 2 MiB log lines, through the log interface and stdout.",
+    ),
 ];
 
 fn main() {

@@ -49,6 +49,19 @@ pub enum ValidationError {
     /// Imports are allowed by name but do not match the host's types.
     #[error("plugin imports do not match the pbx:plugin@0.1.0 interfaces: {0}")]
     ImportMismatch(String),
+    /// Over one of the [`CompileLimits`](crate::CompileLimits) checked before compiling.
+    #[error("plugin is over a compile limit: {0}")]
+    OverLimit(String),
+    /// Compiling it in the sandbox ran out of CPU time, memory or wall time.
+    #[error("compiling the plugin exceeded its {0} limit")]
+    CompileExhausted(&'static str),
+    /// The compile sandbox refused it; the text is the sandbox's
+    /// [`ValidationError`] message.
+    #[error("{0}")]
+    Refused(String),
+    /// The compile sandbox could not be run or did not answer.
+    #[error("the plugin compiler failed: {0}")]
+    Sandbox(String),
     /// Does not export the world's functions with the right types.
     #[error(
         "plugin does not export the `{world}` world's functions with the right types: {detail}"
@@ -122,6 +135,10 @@ pub enum PluginError {
     Quarantined,
 }
 
+/// The reason phrase of a call refused because a policy failed (trapped, ran
+/// out of time or memory, or is quarantined): policies fail closed with 403.
+pub const POLICY_FAILED: &str = "Policy Failed";
+
 impl PluginError {
     /// The SIP status a dial-plan failure turns into: `503` when the caller
     /// should retry later (overload, quarantine), `500` otherwise.
@@ -129,6 +146,19 @@ impl PluginError {
         match self {
             PluginError::Instantiate(_) | PluginError::Quarantined => 503,
             _ => 500,
+        }
+    }
+
+    /// The reason phrase a dial-plan failure is answered with: a fixed text
+    /// per kind of failure (documented in `docs/plugins.md`), never the
+    /// failure's details, which go to the tenant's alerts.
+    pub fn reason_phrase(&self) -> &'static str {
+        match self {
+            PluginError::Deadline => "Dial Plan Timeout",
+            PluginError::MemoryExhausted => "Dial Plan Out Of Memory",
+            PluginError::InvalidDecision(_) => "Invalid Dial Plan Decision",
+            PluginError::Quarantined | PluginError::Instantiate(_) => "Dial Plan Unavailable",
+            PluginError::Trap(_) | PluginError::WrongWorld(_) => "Dial Plan Failed",
         }
     }
 }
@@ -141,6 +171,12 @@ mod tests {
     fn dial_plan_failures_map_to_server_errors() {
         assert_eq!(PluginError::Deadline.sip_status(), 500);
         assert_eq!(PluginError::Quarantined.sip_status(), 503);
+        let leaky = PluginError::Instantiate("maximum concurrent memory limit of 128".into());
+        assert_eq!(leaky.reason_phrase(), "Dial Plan Unavailable");
+        assert_eq!(
+            PluginError::Trap("wasm backtrace: 0x1f".into()).reason_phrase(),
+            "Dial Plan Failed"
+        );
         let msg = ValidationError::ForbiddenImport("wasi:sockets/tcp@0.2.6".into()).to_string();
         assert!(msg.contains("wasi:sockets/tcp"), "{msg}");
     }

@@ -37,24 +37,74 @@
 //!   failures a plugin is quarantined for that tenant and calls get
 //!   [`PluginError::Quarantined`], telling the caller to run the shipped default.
 //! - Synchronous: no async runtime is needed to call a plugin.
+//!
+//! ## Deadlines across host calls
+//!
+//! The epoch deadline interrupts guest code only: a guest blocked inside a
+//! host call is not running wasm. Two ways out were weighed: running every
+//! call asynchronously (a fiber per call; the host abandons the future at the
+//! deadline) or linking no host call that can wait. This runtime does the
+//! latter. Every host call it links returns without waiting: the WASI
+//! functions that wait (`wasi:io/poll`'s `poll` and `pollable.block`, which
+//! `std::thread::sleep` and clock subscriptions end in) are shadowed by
+//! functions that trap at once ("would block"), and the streams the empty
+//! WASI context has (in-memory stdout/stderr, closed stdin) never report
+//! "not ready", so the blocking stream writes and reads return at once too.
+//! Guests still import those interfaces (Rust's standard library does for
+//! wasm32-wasip2), so the shipped plugins and examples load unchanged; only a
+//! guest that actually waits fails, like any trap. The cost on the call path
+//! is nil (no fiber stack, no future polling; measured in BENCHMARKS.md),
+//! where async calls would add a fiber switch and stack to every invocation.
+//!
+//! ## What one instance and one upload may take
+//!
+//! - Per instance: at most 2 memories, 8 tables, 16 core instances, tables of
+//!   65,536 elements, and [`RuntimeConfig::memory_limit_bytes`] of linear
+//!   memory across all its memories (counted from creation). The pool holds
+//!   [`RuntimeConfig::max_instances`] instances at those caps, so no instance
+//!   takes another's slots.
+//! - Host-side allocations a guest can cause: `wasi:random` gives at most
+//!   4 KiB per call; strings and lists lifted out of the guest live only for
+//!   the host call (bounded by the guest's own memory cap); log lines are cut
+//!   to 512 bytes and their allocation given back, and each tenant's
+//!   [`PluginLog`] keeps at most 64 KiB; stdout/stderr keep 4 KiB a call.
+//! - Uploads: [`CompileLimits`] (modules, functions, body size, locals,
+//!   branches, locals × branches) are checked by one linear parse before any
+//!   compiling; with a [`CompileSandbox`] the upload is then compiled in a
+//!   child process under `RLIMIT_CPU` and `RLIMIT_AS`, which leaves the code
+//!   in the content-hash cache that the serving process then loads.
+//! - Workers: [`pool::FairQueue`] gives each tenant a bounded share of the
+//!   plugin threads and queue.
+//! - Quarantine ends after [`RuntimeConfig::quarantine_backoff`], or when
+//!   released ([`PluginRuntime::release_quarantine_of`]); a new upload has a
+//!   new hash and starts with a clean record. [`PluginRuntime::quarantines`]
+//!   lists each with its reason.
+//! - Failures reach SIP as fixed reason phrases
+//!   ([`PluginError::reason_phrase`], [`POLICY_FAILED`]); details go to the
+//!   tenant's alerts only.
 
 mod bindings;
 pub mod caps;
 mod error;
+pub mod pool;
 mod runtime;
+mod sandbox;
 pub mod shipped;
 pub mod types;
+mod validate;
 
 pub use caps::{
     Alert, AlertSink, FixedUsage, LogLine, MemoryAlerts, MemoryStorage, PluginLog, Storage,
     StorageError, TenantCaps, Usage,
 };
-pub use error::{Error, InvalidDecision, PluginError, Result, ValidationError};
-pub use runtime::{LoadedPlugin, PluginRuntime, RuntimeConfig, World};
+pub use error::{Error, InvalidDecision, POLICY_FAILED, PluginError, Result, ValidationError};
+pub use runtime::{LoadedPlugin, PluginRuntime, Quarantine, RuntimeConfig, World};
+pub use sandbox::{CompileRequest, CompileSandbox, serve_compile_request};
 pub use types::{
     Action, Call, Cdr, Decision, DestinationClass, Directory, ExtensionInfo, Reject, Ring,
     RingStrategy, RingTarget, Severity, TrunkRoute, Verdict,
 };
+pub use validate::CompileLimits;
 
 /// The log levels of `pbx:plugin/log`.
 pub use bindings::log::Level as LogLevel;

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
@@ -38,6 +38,29 @@ const PBX_INTERFACES: &[&str] = &["types", "directory", "storage", "usage", "ale
 const KEEP_RESIDENT_BYTES: usize = 1 << 20;
 /// WASI packages the host provides, with an empty context.
 const WASI_PACKAGES: &[&str] = &["wasi:cli/", "wasi:io/", "wasi:clocks/", "wasi:random/"];
+/// The WASI functions that wait (for a clock or a stream): the epoch deadline
+/// interrupts guest code only, so a guest blocked in one of these would hold its
+/// worker for as long as it asked. They trap instead (see the crate's `# Design`).
+/// The version is the one `wasmtime-wasi` links; guests importing an older
+/// 0.2.x are matched to it by semver.
+const BLOCKING_WASI: &[(&str, &str)] = &[
+    ("wasi:io/poll@0.2.12", "poll"),
+    ("wasi:io/poll@0.2.12", "[method]pollable.block"),
+];
+/// Most bytes one `wasi:random` call may ask for (wasmtime's default is 64 MiB,
+/// allocated on the host). Guest toolchains ask for 16 to 32 bytes.
+pub(crate) const MAX_RANDOM_BYTES: u64 = 4096;
+/// Most linear memories one instance may have, counting every core module of
+/// the component (a Rust or JavaScript plugin has one).
+pub(crate) const MAX_MEMORIES_PER_INSTANCE: u32 = 2;
+/// Most tables one instance may have (a Rust plugin has 2 or 3: its own and
+/// the adapter's shims).
+pub(crate) const MAX_TABLES_PER_INSTANCE: u32 = 8;
+/// Most core instances one component may create (a Rust plugin has 4 or 5:
+/// itself, the WASI adapter and the shims wiring them).
+pub(crate) const MAX_CORE_INSTANCES_PER_INSTANCE: u32 = 16;
+/// Most elements of one table, at creation and when grown.
+pub(crate) const MAX_TABLE_ELEMENTS: usize = 65_536;
 
 /// Which world a plugin implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -62,7 +85,7 @@ impl fmt::Display for World {
 pub struct RuntimeConfig {
     /// Wall-clock budget of one invocation (instantiation plus the call).
     pub deadline: Duration,
-    /// Most linear memory one instance may use.
+    /// Most linear memory one instance may use, all its memories together.
     pub memory_limit_bytes: usize,
     /// Largest component accepted by [`PluginRuntime::load`]. Rust plugins
     /// are tens of KiB; JavaScript ones carry a JS engine and are over 10 MiB.
@@ -71,13 +94,27 @@ pub struct RuntimeConfig {
     pub quarantine_after: u32,
     /// Where compiled artifacts are cached by content hash (none: no disk cache).
     pub cache_dir: Option<PathBuf>,
-    /// Instances that may run at the same time (pool size).
+    /// Compile uploads in a child process with CPU and memory limits (needs
+    /// `cache_dir`, through which the compiled code comes back). `None`
+    /// compiles in this process, after the [`CompileLimits`](crate::CompileLimits).
+    pub sandbox: Option<crate::CompileSandbox>,
+    /// Instances that may run at the same time (pool size). Each instance
+    /// takes at most its per-instance caps of memories, tables and core
+    /// instances from the pool, so the pool holds `max_instances` of the
+    /// largest plugins at once: keep it at or above the number of threads
+    /// that run plugins.
     pub max_instances: u32,
+    /// How long a quarantine lasts before the plugin gets another chance
+    /// (its failure count starts again from zero).
+    pub quarantine_backoff: Duration,
+    /// Caps checked on every core module of an upload before compiling it.
+    pub compile_limits: crate::validate::CompileLimits,
 }
 
 impl Default for RuntimeConfig {
-    /// 10 ms, 16 MiB of memory, 16 MiB components, quarantine after 5, no
-    /// disk cache, 64 concurrent instances.
+    /// 10 ms, 16 MiB of memory, 16 MiB components, quarantine after 5 for
+    /// 5 minutes, no disk cache, 64 concurrent instances, the default
+    /// [`CompileLimits`](crate::CompileLimits).
     fn default() -> Self {
         Self {
             deadline: Duration::from_millis(10),
@@ -85,7 +122,10 @@ impl Default for RuntimeConfig {
             max_component_bytes: 16 << 20,
             quarantine_after: 5,
             cache_dir: None,
+            sandbox: None,
             max_instances: 64,
+            quarantine_backoff: Duration::from_secs(300),
+            compile_limits: crate::validate::CompileLimits::default(),
         }
     }
 }
@@ -151,6 +191,7 @@ impl Wasi {
         let ctx = WasiCtxBuilder::new()
             .stdout(stdout.clone())
             .stderr(stderr.clone())
+            .max_random_size(MAX_RANDOM_BYTES)
             .build();
         Self {
             ctx,
@@ -169,24 +210,39 @@ impl WasiView for HostState {
     }
 }
 
-/// Refuses memory growth past the cap and remembers that it did, so the
+/// Caps what one instance may hold: its linear memories together (creation
+/// counts as growth from zero), the number of memories, tables and core
+/// instances, and table sizes. Remembers a refused memory growth, so the
 /// resulting trap is reported as memory exhaustion.
 struct MemoryCap {
     limit: usize,
+    used: usize,
     hit: bool,
+}
+
+impl MemoryCap {
+    fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            used: 0,
+            hit: false,
+        }
+    }
 }
 
 impl ResourceLimiter for MemoryCap {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.limit {
+        let total = self.used.saturating_sub(current).saturating_add(desired);
+        if total > self.limit {
             self.hit = true;
             return Ok(false);
         }
+        self.used = total;
         Ok(true)
     }
 
@@ -196,12 +252,49 @@ impl ResourceLimiter for MemoryCap {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= 100_000)
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+
+    fn instances(&self) -> usize {
+        MAX_CORE_INSTANCES_PER_INSTANCE as usize
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES_PER_INSTANCE as usize
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES_PER_INSTANCE as usize
     }
 }
 
 /// Tenant key and plugin hash; both shared, so building a key never allocates.
 type HealthKey = (Arc<str>, Arc<str>);
+
+/// A plugin's recent failures for one tenant.
+struct Health {
+    /// Consecutive failures.
+    failures: u32,
+    /// The last failure.
+    reason: String,
+    /// When the quarantine began, once `failures` reached the threshold.
+    since: Option<Instant>,
+}
+
+/// A plugin quarantined for one tenant (see [`PluginRuntime::quarantines`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quarantine {
+    /// The tenant's host-side key ([`TenantCaps::tenant`]).
+    pub tenant: Arc<str>,
+    /// The plugin's content hash.
+    pub hash: Arc<str>,
+    /// The failure that completed the quarantine, as alerted.
+    pub reason: String,
+    /// How long it has lasted.
+    pub age: Duration,
+    /// How long until the back-off lifts it.
+    pub lifts_in: Duration,
+}
 
 /// Runs plugins. One engine (pooling allocator, epoch interruption) per
 /// runtime, shared by all tenants; one background thread ("pbx-plugin-epoch")
@@ -212,7 +305,7 @@ pub struct PluginRuntime {
     config: RuntimeConfig,
     deadline_ticks: u64,
     loaded: Mutex<HashMap<(World, String), Weak<LoadedPlugin>>>,
-    failures: Mutex<HashMap<HealthKey, u32>>,
+    failures: Mutex<HashMap<HealthKey, Health>>,
     stop: Arc<AtomicBool>,
     ticker: Option<JoinHandle<()>>,
 }
@@ -241,12 +334,38 @@ fn detail(e: impl fmt::Display) -> String {
 impl PluginRuntime {
     /// Build the engine and linker and start the epoch ticker thread.
     pub fn new(config: RuntimeConfig) -> Result<Self> {
+        if config.sandbox.is_some() && config.cache_dir.is_none() {
+            return Err(Error::Config(
+                "a compile sandbox needs a cache directory to hand compiled code back".into(),
+            ));
+        }
+        Self::build(config, true)
+    }
+
+    /// The runtime a compile sandbox runs: the same compiler settings (so the
+    /// code it caches is what [`PluginRuntime::new`]'s engine looks up), but
+    /// instances allocated on demand, since the pool's address-space
+    /// reservation would not fit under the sandbox's memory limit.
+    pub(crate) fn for_compiling(mut config: RuntimeConfig) -> Result<Self> {
+        config.sandbox = None;
+        Self::build(config, false)
+    }
+
+    fn build(config: RuntimeConfig, pooling: bool) -> Result<Self> {
         let mut pool = PoolingAllocationConfig::default();
         let instances = config.max_instances.max(1);
-        pool.total_component_instances(instances)
-            .total_core_instances(instances.saturating_mul(8))
-            .total_memories(instances.saturating_mul(2))
-            .total_tables(instances.saturating_mul(8))
+        // Per-instance caps first, then totals that fit `instances` plugins
+        // at those caps: no plugin can take more than its own share.
+        pool.max_memories_per_component(MAX_MEMORIES_PER_INSTANCE)
+            .max_memories_per_module(MAX_MEMORIES_PER_INSTANCE)
+            .max_tables_per_component(MAX_TABLES_PER_INSTANCE)
+            .max_tables_per_module(MAX_TABLES_PER_INSTANCE)
+            .max_core_instances_per_component(MAX_CORE_INSTANCES_PER_INSTANCE)
+            .table_elements(MAX_TABLE_ELEMENTS)
+            .total_component_instances(instances)
+            .total_core_instances(instances.saturating_mul(MAX_CORE_INSTANCES_PER_INSTANCE))
+            .total_memories(instances.saturating_mul(MAX_MEMORIES_PER_INSTANCE))
+            .total_tables(instances.saturating_mul(MAX_TABLES_PER_INSTANCE))
             .total_stacks(instances)
             .max_memory_size(config.memory_limit_bytes)
             // Reset the first pages of a slot with memset/memcpy instead of
@@ -257,9 +376,10 @@ impl PluginRuntime {
             .pagemap_scan(Enabled::Auto);
 
         let mut wasm = Config::new();
-        wasm.wasm_component_model(true)
-            .epoch_interruption(true)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        wasm.wasm_component_model(true).epoch_interruption(true);
+        if pooling {
+            wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        }
         if let Some(dir) = &config.cache_dir {
             let mut cache = CacheConfig::new();
             cache.with_directory(dir);
@@ -269,6 +389,21 @@ impl PluginRuntime {
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(config_err)?;
+        linker.allow_shadowing(true);
+        for (interface, function) in BLOCKING_WASI {
+            let name = format!("{interface}#{function}");
+            linker
+                .instance(interface)
+                .and_then(|mut i| {
+                    i.func_new(function, move |_, _, _, _| {
+                        Err(wasmtime::Error::msg(format!(
+                            "{name} would block; plugins may not wait (no sleeps or polls)"
+                        )))
+                    })
+                })
+                .map_err(config_err)?;
+        }
+        linker.allow_shadowing(false);
         Dialplan::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
             &mut linker,
             |s| s,
@@ -326,6 +461,12 @@ impl PluginRuntime {
         }
         if wasm.len() >= 8 && wasm[..4] == *b"\0asm" && wasm[4..8] == [1, 0, 0, 0] {
             return Err(ValidationError::CoreModule);
+        }
+        crate::validate::check(wasm, &self.config.compile_limits)?;
+        if let Some(sandbox) = &self.config.sandbox {
+            // Compiled (and checked) in the child, which leaves the code in the
+            // shared cache: the compile below loads it from there.
+            crate::sandbox::compile(sandbox, &self.config, world, wasm)?;
         }
         let component = Component::new(&self.engine, wasm)
             .map_err(|e| ValidationError::NotAComponent(detail(e)))?;
@@ -396,7 +537,8 @@ impl PluginRuntime {
         })
     }
 
-    /// Run a policy's `check-call`; any failure (including quarantine) denies.
+    /// Run a policy's `check-call`; any failure (including quarantine) denies
+    /// with [`POLICY_FAILED`](crate::POLICY_FAILED) (the details are alerted).
     pub fn check_call(
         &self,
         plugin: &LoadedPlugin,
@@ -405,7 +547,7 @@ impl PluginRuntime {
         decision: &Decision,
     ) -> Verdict {
         self.try_check_call(plugin, caps, call, decision)
-            .unwrap_or_else(|e| Verdict::Deny(format!("policy failed: {e}")))
+            .unwrap_or_else(|_| Verdict::Deny(crate::error::POLICY_FAILED.to_string()))
     }
 
     /// Run a policy's `call-ended`; a failure yields no actions (it is alerted
@@ -423,20 +565,48 @@ impl PluginRuntime {
         .unwrap_or_default()
     }
 
-    /// Whether `plugin` is quarantined for `tenant`.
+    /// Whether `plugin` is quarantined for `tenant` (and its back-off has not
+    /// run out).
     pub fn is_quarantined(&self, tenant: &str, plugin: &LoadedPlugin) -> bool {
         self.failures
             .lock()
             .get(&(Arc::from(tenant), Arc::clone(&plugin.hash)))
-            .is_some_and(|n| *n >= self.config.quarantine_after.max(1))
+            .and_then(|h| h.since)
+            .is_some_and(|since| since.elapsed() < self.config.quarantine_backoff)
+    }
+
+    /// Every quarantine in force, with its reason.
+    pub fn quarantines(&self) -> Vec<Quarantine> {
+        let backoff = self.config.quarantine_backoff;
+        self.failures
+            .lock()
+            .iter()
+            .filter_map(|((tenant, hash), health)| {
+                let age = health.since?.elapsed();
+                (age < backoff).then(|| Quarantine {
+                    tenant: Arc::clone(tenant),
+                    hash: Arc::clone(hash),
+                    reason: health.reason.clone(),
+                    age,
+                    lifts_in: backoff - age,
+                })
+            })
+            .collect()
     }
 
     /// Lift a quarantine (for example after the tenant uploads a fix or an
     /// operator intervenes) and reset the failure count.
     pub fn release_quarantine(&self, tenant: &str, plugin: &LoadedPlugin) {
+        self.release_quarantine_of(tenant, &plugin.hash);
+    }
+
+    /// [`PluginRuntime::release_quarantine`] by content hash; true when there
+    /// was a quarantine or failure count to clear.
+    pub fn release_quarantine_of(&self, tenant: &str, hash: &str) -> bool {
         self.failures
             .lock()
-            .remove(&(Arc::from(tenant), Arc::clone(&plugin.hash)));
+            .remove(&(Arc::from(tenant), Arc::from(hash)))
+            .is_some()
     }
 
     fn new_store(&self, caps: &TenantCaps) -> Store<HostState> {
@@ -445,10 +615,7 @@ impl PluginRuntime {
             alerts_raised: 0,
             wasi: None,
             table: ResourceTable::new(),
-            memory: MemoryCap {
-                limit: self.config.memory_limit_bytes,
-                hit: false,
-            },
+            memory: MemoryCap::new(self.config.memory_limit_bytes),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.memory);
@@ -466,13 +633,25 @@ impl PluginRuntime {
     ) -> Result<R, PluginError> {
         let key: HealthKey = (Arc::clone(&caps.tenant), Arc::clone(&plugin.hash));
         let threshold = self.config.quarantine_after.max(1);
-        if self
-            .failures
-            .lock()
-            .get(&key)
-            .is_some_and(|n| *n >= threshold)
         {
-            return Err(PluginError::Quarantined);
+            let mut failures = self.failures.lock();
+            if let Some(since) = failures.get(&key).and_then(|h| h.since) {
+                if since.elapsed() < self.config.quarantine_backoff {
+                    return Err(PluginError::Quarantined);
+                }
+                // The back-off ran out: a fresh start, and a fresh count.
+                failures.remove(&key);
+                drop(failures);
+                caps.alerts.raise(Alert {
+                    severity: Severity::Info,
+                    from_runtime: true,
+                    message: format!(
+                        "{} plugin {} released from quarantine after its back-off",
+                        plugin.world,
+                        short(&plugin.hash)
+                    ),
+                });
+            }
         }
         let mut store = self.new_store(caps);
         let outcome = run(&mut store);
@@ -501,9 +680,17 @@ impl PluginRuntime {
         };
         let count = {
             let mut failures = self.failures.lock();
-            let count = failures.entry(key).or_insert(0);
-            *count += 1;
-            *count
+            let health = failures.entry(key).or_insert_with(|| Health {
+                failures: 0,
+                reason: String::new(),
+                since: None,
+            });
+            health.failures += 1;
+            health.reason = format!("failed in {entry}: {error}");
+            if health.failures >= threshold && health.since.is_none() {
+                health.since = Some(Instant::now());
+            }
+            health.failures
         };
         caps.alerts.raise(Alert {
             severity: Severity::Warning,
@@ -560,7 +747,9 @@ fn classify(e: &wasmtime::Error, memory_hit: bool) -> PluginError {
     match e.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => PluginError::Deadline,
         Some(trap) => PluginError::Trap(detail(trap)),
-        None => PluginError::Trap(detail(e)),
+        // A host function's error (a refused blocking call, an oversized
+        // request): its own message, not the backtrace wrapped around it.
+        None => PluginError::Trap(detail(e.root_cause())),
     }
 }
 

@@ -679,3 +679,138 @@ fn walk(dir: &std::path::Path) -> usize {
         })
         .unwrap_or(0)
 }
+
+#[test]
+fn a_plugin_that_sleeps_traps_at_once_instead_of_holding_its_thread() {
+    let rt = runtime_with(RuntimeConfig {
+        deadline: Duration::from_millis(20),
+        max_instances: 2,
+        ..RuntimeConfig::default()
+    });
+    let t = acme();
+    let plan = rt.load(World::Dialplan, examples::SLEEP).unwrap();
+    let started = Instant::now();
+    let err = rt
+        .route(&plan, &t.caps, &call("100", DestinationClass::Internal))
+        .unwrap_err();
+    // It asked for an hour; blocking host calls trap instead of waiting.
+    assert!(
+        matches!(&err, PluginError::Trap(m) if m.contains("would block")),
+        "{err:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn a_random_bomb_is_refused_without_allocating_it() {
+    let rt = runtime();
+    let t = acme();
+    let plan = rt.load(World::Dialplan, examples::RANDOM_BOMB).unwrap();
+    let err = rt
+        .route(&plan, &t.caps, &call("100", DestinationClass::Internal))
+        .unwrap_err();
+    assert!(
+        matches!(&err, PluginError::Trap(m) if m.contains("exceeds limit 4096")),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn a_log_bomb_keeps_only_the_tenants_byte_budget() {
+    let rt = runtime();
+    let t = acme();
+    let plan = rt.load(World::Dialplan, examples::LOG_BOMB).unwrap();
+    for _ in 0..8 {
+        // Its stdout is full after 4 KiB, so the guest's `println!` fails.
+        let _ = rt.route(&plan, &t.caps, &call("100", DestinationClass::Internal));
+    }
+    let lines = t.log.lines();
+    assert!(!lines.is_empty());
+    assert!(
+        lines.iter().all(|l| l.message.capacity() <= 512),
+        "a cut line kept its allocation"
+    );
+    assert!(t.log.bytes() <= 64 << 10, "{} bytes", t.log.bytes());
+}
+
+#[test]
+fn components_over_the_per_instance_caps_are_refused_at_load() {
+    let rt = runtime();
+    // 100 is the most the binary format's parser accepts in one module.
+    for memories in [3, 100] {
+        let err = rt
+            .load(
+                World::Dialplan,
+                &shipped::generated::many_memories(memories),
+            )
+            .unwrap_err();
+        assert!(
+            matches!(&err, ValidationError::NotAComponent(m) if m.contains("memor")),
+            "{memories} memories: {err}"
+        );
+    }
+}
+
+#[test]
+fn compile_bombs_are_refused_before_compiling() {
+    let rt = runtime();
+    for (locals, branches, cap) in [(5000, 10, "locals"), (2000, 2000, "product")] {
+        let bomb = shipped::generated::compile_bomb(1, locals, branches);
+        let started = Instant::now();
+        let err = rt.load(World::Dialplan, &bomb).unwrap_err();
+        assert!(
+            matches!(&err, ValidationError::OverLimit(m) if m.contains(cap)),
+            "{locals} x {branches}: {err}"
+        );
+        // Only that nothing compiled it (that would take seconds).
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+}
+
+#[test]
+fn a_quarantine_ends_after_its_back_off_and_says_why() {
+    let c = call("100", DestinationClass::Internal);
+    let long = runtime_with(RuntimeConfig {
+        quarantine_after: 2,
+        max_instances: 2,
+        ..config()
+    });
+    let t = acme();
+    let plan = long.load(World::Dialplan, examples::TRAP).unwrap();
+    for _ in 0..2 {
+        assert!(long.route(&plan, &t.caps, &c).is_err());
+    }
+    let quarantines = long.quarantines();
+    assert_eq!(quarantines.len(), 1, "{quarantines:?}");
+    assert_eq!(&*quarantines[0].tenant, "acme");
+    assert!(quarantines[0].reason.contains("trapped"), "{quarantines:?}");
+    assert!(long.release_quarantine_of("acme", plan.hash()));
+    assert!(long.quarantines().is_empty());
+
+    // A zero back-off lifts it at the next call, which runs the plugin again.
+    let short = runtime_with(RuntimeConfig {
+        quarantine_after: 2,
+        quarantine_backoff: Duration::ZERO,
+        max_instances: 2,
+        ..config()
+    });
+    let t = acme();
+    for _ in 0..3 {
+        assert!(matches!(
+            short.route(&plan_in(&short), &t.caps, &c),
+            Err(PluginError::Trap(_))
+        ));
+    }
+    assert!(
+        t.alerts
+            .all()
+            .iter()
+            .any(|a| a.message.contains("released")),
+        "{:?}",
+        t.alerts.all()
+    );
+}
+
+fn plan_in(rt: &PluginRuntime) -> Arc<crate::LoadedPlugin> {
+    rt.load(World::Dialplan, examples::TRAP).unwrap()
+}

@@ -99,6 +99,14 @@ pub enum Command {
     /// the admin API on http://127.0.0.1:8080 (a provider admin `admin` is made,
     /// its password printed, when there is none).
     Demo(ServeArgs),
+    /// Internal: compile one uploaded plugin (read from stdin) under CPU and
+    /// memory limits, for the server or the CLI that started this process.
+    #[command(name = "compile-plugin", hide = true)]
+    CompilePlugin {
+        /// The request, as the plugin runtime writes it.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        request: Vec<std::ffi::OsString>,
+    },
 }
 
 /// `pbx user ...`

@@ -43,9 +43,26 @@ pub async fn run(cli: Cli, log_filter: Option<String>) -> anyhow::Result<()> {
         .data_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    if let Command::CompilePlugin { request } = &cli.command {
+        let request = pbx_plugin::CompileRequest::from_args(request)
+            .map_err(|e| anyhow::anyhow!("compile-plugin: {e}"))?;
+        // The answer (or the refusal) is on stdout; the exit status only says
+        // whether it could be written.
+        return match pbx_plugin::serve_compile_request(&request) {
+            code if code == std::process::ExitCode::SUCCESS => Ok(()),
+            _ => Err(anyhow::anyhow!("compile-plugin: could not answer")),
+        };
+    }
     match cli.command {
         Command::Serve(args) => {
             let mut settings = config::Settings::load(&args)?;
+            // Uploads (CLI and API) and stored plugins compile in a child process.
+            let sandboxed = sandboxed_plugins(&data_dir);
+            provision::compile_uploads_with(sandboxed.clone());
+            if let Some(plugins) = &mut settings.serve.plugins {
+                plugins.cache_dir = sandboxed.cache_dir.clone();
+                plugins.sandbox = sandboxed.sandbox.clone();
+            }
             logging::init(settings.log_format, log_filter.as_deref())?;
             let store = open_store(&data_dir).await?;
             settings.serve.api = settings.api.take().map(|config| server::ApiOptions {
@@ -68,6 +85,12 @@ pub async fn run(cli: Cli, log_filter: Option<String>) -> anyhow::Result<()> {
                     (temp.path().to_path_buf(), Some(temp))
                 }
             };
+            let sandboxed = sandboxed_plugins(&dir);
+            provision::compile_uploads_with(sandboxed.clone());
+            if let Some(plugins) = &mut settings.serve.plugins {
+                plugins.cache_dir = sandboxed.cache_dir;
+                plugins.sandbox = sandboxed.sandbox;
+            }
             let store = open_store(&dir).await?;
             let mut demo = provision::demo(&store).await?;
             demo.admin_password = provision::demo_admin(&store).await?;
@@ -100,6 +123,7 @@ pub async fn run(cli: Cli, log_filter: Option<String>) -> anyhow::Result<()> {
                 logging::LogFormat::Text,
                 Some(log_filter.as_deref().unwrap_or("warn")),
             )?;
+            provision::compile_uploads_with(sandboxed_plugins(&data_dir));
             let store = open_store(&data_dir).await?;
             let mut out = std::io::stdout().lock();
             let stdin = std::io::stdin();
@@ -107,6 +131,23 @@ pub async fn run(cli: Cli, log_filter: Option<String>) -> anyhow::Result<()> {
             provision::execute(&store, command, &mut input, &mut out).await?;
             Ok(())
         }
+    }
+}
+
+/// The plugin runtime settings of the `pbx` program: compiled code cached
+/// under `DATA_DIR/plugin-cache` by content hash (restarts load it instead of
+/// compiling again), and every upload or stored plugin compiled first by this
+/// same program's hidden `compile-plugin` command in a child process with CPU
+/// and memory limits. Without a path to this program (which should not
+/// happen), plugins compile in-process after the compile limits.
+pub fn sandboxed_plugins(data_dir: &Path) -> pbx_plugin::RuntimeConfig {
+    let sandbox = std::env::current_exe()
+        .ok()
+        .map(|exe| pbx_plugin::CompileSandbox::new(exe, vec!["compile-plugin".into()]));
+    pbx_plugin::RuntimeConfig {
+        cache_dir: Some(data_dir.join("plugin-cache")),
+        sandbox,
+        ..pbx_plugin::RuntimeConfig::default()
     }
 }
 

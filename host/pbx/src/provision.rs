@@ -233,7 +233,7 @@ pub async fn execute(
         }
         Command::Ban(command) => ban(store, command, out).await?,
         Command::Approval(command) => approval(store, command, out).await?,
-        Command::Serve(_) | Command::Demo(_) | Command::Api(_) => {
+        Command::Serve(_) | Command::Demo(_) | Command::Api(_) | Command::CompilePlugin { .. } => {
             return Err(Error::Invalid("not a provisioning command".into()));
         }
     }
@@ -539,10 +539,21 @@ fn read_valid_plugin(world: World, path: &Path) -> Result<Vec<u8>> {
     Ok(wasm)
 }
 
+/// How uploads are compiled; set once by the program ([`crate::run`]).
+static UPLOADS: std::sync::OnceLock<RuntimeConfig> = std::sync::OnceLock::new();
+
+/// Compile uploads (CLI and API) with `config` (the `pbx` program sets a
+/// compile sandbox and cache; without this call, uploads compile in-process
+/// after the compile limits, as in-process tests do). The first call wins.
+pub fn compile_uploads_with(config: RuntimeConfig) {
+    let _ = UPLOADS.set(config);
+}
+
 /// Checks a component the way the server will load it (for `world`); `what`
 /// names it in the error. Compiling takes a while: call it off the async path.
 pub(crate) fn validate_plugin(world: World, wasm: &[u8], what: &str) -> Result<()> {
-    let runtime = PluginRuntime::new(RuntimeConfig::default())
+    let config = UPLOADS.get().cloned().unwrap_or_default();
+    let runtime = PluginRuntime::new(config)
         .map_err(|e| Error::Invalid(format!("cannot start the plugin runtime: {e}")))?;
     runtime
         .load(world, wasm)

@@ -850,3 +850,66 @@ fn networks_are_allowed_listed_and_removed() {
         &["tenant", "disallow", "acme", "10.0.0.0/8"],
     ));
 }
+
+/// Files under `dir`, recursively.
+fn files_under(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .flatten()
+            .map(|e| {
+                if e.path().is_dir() {
+                    files_under(&e.path())
+                } else {
+                    1
+                }
+            })
+            .sum()
+    })
+}
+
+#[test]
+fn uploads_compile_in_a_limited_child_and_are_cached_by_hash() {
+    let dir = data_dir_with_acme();
+    let plan = write_file(
+        dir.path(),
+        "plan.wasm",
+        pbx_plugin::shipped::DEFAULT_DIALPLAN,
+    );
+    ok(&pbx(dir.path(), &["plugin", "install", "acme", &plan]));
+    // The child left the compiled code where the server looks it up.
+    assert!(files_under(&dir.path().join("plugin-cache")) > 0);
+
+    // Over a compile cap: refused before any compiling.
+    let bomb = pbx_plugin::shipped::generated::compile_bomb(1, 5000, 10);
+    let bomb = write_file(dir.path(), "bomb.wasm", &bomb);
+    let err = fails(&pbx(dir.path(), &["plugin", "install", "acme", &bomb]));
+    assert!(err.contains("compile limit"), "{err}");
+    assert_eq!(plugin_versions(dir.path(), "acme").len(), 1);
+}
+
+#[test]
+fn a_compile_child_out_of_cpu_time_refuses_the_upload() {
+    use pbx_plugin::{CompileSandbox, PluginRuntime, RuntimeConfig, ValidationError, World};
+    let dir = tempfile::tempdir().unwrap();
+    // Within every compile cap, but hundreds of functions at the largest
+    // allowed cost: more than the one CPU second this sandbox allows.
+    let heavy = pbx_plugin::shipped::generated::compile_bomb(400, 1000, 1000);
+    let mut sandbox = CompileSandbox::new(
+        env!("CARGO_BIN_EXE_pbx").into(),
+        vec!["compile-plugin".into()],
+    );
+    sandbox.cpu_secs = 1;
+    let runtime = PluginRuntime::new(RuntimeConfig {
+        cache_dir: Some(dir.path().to_path_buf()),
+        sandbox: Some(sandbox),
+        max_instances: 1,
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    let err = runtime.load(World::Dialplan, &heavy).unwrap_err();
+    assert_eq!(err, ValidationError::CompileExhausted("CPU time or memory"));
+    // The shipped dial plan goes through the same child.
+    runtime
+        .load(World::Dialplan, pbx_plugin::shipped::DEFAULT_DIALPLAN)
+        .unwrap();
+}

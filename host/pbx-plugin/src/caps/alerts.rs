@@ -54,6 +54,9 @@ pub(crate) fn truncate(mut text: String, max: usize) -> String {
             end -= 1;
         }
         text.truncate(end);
+        // Give back what the cut-off part took: a guest's 2 MiB line cut to a
+        // few hundred bytes must not keep 2 MiB alive.
+        text.shrink_to_fit();
     }
     text
 }

@@ -511,7 +511,7 @@ async fn run_reporting(
     let workers = plugin_host.as_ref().map(|host| {
         Arc::new(plugins::Workers::start(
             host.clone(),
-            default_shards(),
+            plugins::worker_count(),
             decision_txs,
         ))
     });

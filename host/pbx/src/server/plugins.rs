@@ -17,11 +17,11 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 use pbx_core::{RingStep, RouteDecision, RouteRequest};
+use pbx_plugin::pool::{FairQueue, Refused, Shares};
 use pbx_plugin::{
     Action, Alert, AlertSink, Call, Decision, DestinationClass, LoadedPlugin, PluginError,
     PluginLog, PluginRuntime, RingStrategy, RuntimeConfig, Severity, Storage, StorageError,
@@ -34,7 +34,7 @@ use super::fraud::{CallUsage, Fraud, plugin_class};
 
 /// Bytes of keys plus values a tenant's plugins may keep in storage.
 const STORAGE_QUOTA: usize = 1 << 20;
-/// Routing requests waiting for a worker.
+/// Storage writes waiting for the database.
 const QUEUE: usize = 1024;
 
 /// Everything plugins run with, swapped whole on reload.
@@ -337,16 +337,24 @@ impl PluginHost {
             _ => class,
         };
         for policy in active.policies_for(&self.shipped_policies, req.tenant) {
-            if let Verdict::Deny(reason) = self.runtime.check_call(policy, &caps, &call, &decision)
-            {
-                self.fraud.alert(
-                    Some(req.tenant),
-                    "warning",
-                    "policy.deny",
-                    format!("call {} to {} denied: {reason}", call.caller, call.dialled),
-                );
-                return RouteDecision::reject(403, short_reason(&reason));
-            }
+            // A failing policy denies with a fixed phrase; its details are in
+            // the alert the runtime raised, never in the SIP reason.
+            let (reason, phrase) =
+                match self.runtime.try_check_call(policy, &caps, &call, &decision) {
+                    Ok(Verdict::Allow) => continue,
+                    Ok(Verdict::Deny(reason)) => {
+                        let phrase = short_reason(&reason);
+                        (reason, phrase)
+                    }
+                    Err(e) => (e.to_string(), pbx_plugin::POLICY_FAILED.to_string()),
+                };
+            self.fraud.alert(
+                Some(req.tenant),
+                "warning",
+                "policy.deny",
+                format!("call {} to {} denied: {reason}", call.caller, call.dialled),
+            );
+            return RouteDecision::reject(403, phrase);
         }
         let decision = convert(decision, &view.directory);
         if matches!(decision, RouteDecision::Reject { .. }) {
@@ -394,13 +402,7 @@ impl PluginHost {
             from_runtime: true,
             message: format!("dial plan failed: {error}"),
         });
-        let reason = match error {
-            PluginError::Deadline => "Dial Plan Timeout",
-            PluginError::InvalidDecision(_) => "Invalid Dial Plan Decision",
-            PluginError::Quarantined | PluginError::Instantiate(_) => "Dial Plan Unavailable",
-            _ => "Dial Plan Failed",
-        };
-        RouteDecision::reject(error.sip_status(), reason)
+        RouteDecision::reject(error.sip_status(), error.reason_phrase())
     }
 
     /// A call's record was written: releases its usage counters. Returns its
@@ -622,9 +624,18 @@ pub(crate) enum Job {
     Ended(Cdr, DestinationClass),
 }
 
-/// A pool of threads running plugins.
+/// A pool of threads running plugins, fed through per-tenant queues: a
+/// tenant runs on at most half of the workers and queues a bounded number of
+/// jobs, so one tenant's slow or flooding plugins never delay another's
+/// calls by more than one job's deadline ([`pbx_plugin::pool`]).
 pub(crate) struct Workers {
-    tx: std_mpsc::SyncSender<Job>,
+    queue: Arc<FairQueue<TenantId, Job>>,
+}
+
+/// Threads that run plugins: at least four, so that a tenant's half of
+/// them is still two on a small machine.
+pub(crate) fn worker_count() -> usize {
+    super::default_shards().max(4)
 }
 
 impl Workers {
@@ -634,20 +645,16 @@ impl Workers {
         n: usize,
         decisions: Vec<mpsc::Sender<(u64, RouteDecision)>>,
     ) -> Workers {
-        let (tx, rx) = std_mpsc::sync_channel::<Job>(QUEUE);
-        let rx = Arc::new(Mutex::new(rx));
-        for i in 0..n.max(1) {
-            let rx = rx.clone();
+        let n = n.max(1);
+        let queue = Arc::new(FairQueue::new(Shares::for_workers(n)));
+        for i in 0..n {
+            let queue = queue.clone();
             let host = host.clone();
             let decisions = decisions.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("plugins-{i}"))
                 .spawn(move || {
-                    loop {
-                        let job = rx.lock().recv();
-                        let Ok(job) = job else {
-                            return;
-                        };
+                    while let Some((tenant, job)) = queue.pop() {
                         match job {
                             Job::Route(req) => {
                                 let decision = host.decide(&req);
@@ -659,17 +666,32 @@ impl Workers {
                             }
                             Job::Ended(cdr, class) => host.ended(&cdr, class),
                         }
+                        queue.done(&tenant);
                     }
                 });
             if let Err(e) = spawned {
                 tracing::error!(error = %e, "cannot start a plugin worker");
             }
         }
-        Workers { tx }
+        Workers { queue }
     }
 
-    /// Queues a job; false when the queue is full (or the workers are gone).
-    pub(crate) fn submit(&self, job: Job) -> bool {
-        self.tx.try_send(job).is_ok()
+    /// Queues a job in its tenant's share, or says why not.
+    pub(crate) fn submit(&self, job: Job) -> Result<(), Refused> {
+        let tenant = match &job {
+            Job::Route(req) => req.tenant,
+            Job::Ended(cdr, _) => cdr.tenant,
+        };
+        self.queue.push(tenant, job)
     }
 }
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.queue.close();
+    }
+}
+
+/// The reason phrase of a call refused because its tenant's share of plugin
+/// workers is full (503; other tenants are not affected).
+pub(crate) const SHARE_EXHAUSTED: &str = "Plugin Share Exhausted";

@@ -11,7 +11,8 @@ use tokio_util::sync::CancellationToken;
 use super::control::{self, ShardCommand};
 use super::io::Io;
 use super::persist::Persist;
-use super::plugins::{Job, PluginHost, Workers};
+use super::plugins::{self, Job, PluginHost, Workers};
+use pbx_plugin::pool::Refused;
 
 /// The plugin side of the call path, when plugins route calls.
 pub(crate) struct Routing {
@@ -100,13 +101,16 @@ async fn drain(
             Output::Route(req) => {
                 let call = req.call;
                 let refused = match routing {
-                    Some(r) => !r.workers.submit(Job::Route(req)),
-                    None => true,
+                    Some(r) => r.workers.submit(Job::Route(req)).err(),
+                    None => Some(Refused::Closed),
                 };
-                if refused {
-                    tracing::warn!(call, "plugin queue full; call refused");
-                    let busy = RouteDecision::reject(503, "Service Unavailable");
-                    shard.route_decided(Instant::now(), call, busy);
+                if let Some(why) = refused {
+                    tracing::warn!(call, %why, "call refused before routing");
+                    let phrase = match why {
+                        Refused::TenantShare => plugins::SHARE_EXHAUSTED,
+                        Refused::Full | Refused::Closed => "Service Unavailable",
+                    };
+                    shard.route_decided(Instant::now(), call, RouteDecision::reject(503, phrase));
                 }
                 continue;
             }
@@ -130,9 +134,9 @@ async fn drain(
             Output::Cdr(cdr) => {
                 if let Some(r) = routing
                     && let Some(class) = r.host.release(&cdr)
-                    && !r.workers.submit(Job::Ended(cdr.clone(), class))
+                    && let Err(why) = r.workers.submit(Job::Ended(cdr.clone(), class))
                 {
-                    tracing::warn!("plugin queue full; call-ended not delivered");
+                    tracing::warn!(%why, "call-ended not delivered");
                 }
                 Persist::Cdr(cdr)
             }
