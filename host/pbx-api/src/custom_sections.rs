@@ -4,11 +4,13 @@
 //! framing is read (id, LEB128 size); judging the code is the plugin
 //! runtime's job, and bytes that do not frame as wasm are left to it.
 
-/// Custom sections an upload may carry, at every nesting level together.
-pub(crate) const MAX_CUSTOM_SECTIONS: usize = 64;
-/// Bytes the custom sections of an upload may take together (names and
-/// producers fit; debug information does not: strip it before uploading).
-pub(crate) const MAX_CUSTOM_BYTES: usize = 1 << 20;
+/// Custom sections an upload may carry, at every nesting level together (the
+/// shipped plugins carry 3 to 5).
+pub(crate) const MAX_CUSTOM_SECTIONS: usize = 16;
+/// Bytes the custom sections of an upload may take together (the shipped
+/// plugins' names and producers take 0.4 to 15 KiB; debug information does not
+/// fit: strip it before uploading).
+pub(crate) const MAX_CUSTOM_BYTES: usize = 64 << 10;
 /// Deepest nesting of components and modules looked into.
 const MAX_DEPTH: usize = 8;
 

@@ -90,15 +90,19 @@ async fn components_with_too_many_or_too_large_custom_sections_are_refused() {
     let admin = fx.session(&fx.admin_a);
     let uri = format!("/api/v1/tenants/{}/plugins", fx.a);
     let component = b"\0asm\x0d\0\x01\0".to_vec();
+    let over = crate::custom_sections::MAX_CUSTOM_SECTIONS + 1;
     let mut many = component.clone();
-    for _ in 0..65 {
+    for _ in 0..over {
         many.extend(section(0, b"\x01x"));
     }
     let mut large = component.clone();
-    large.extend(section(0, &vec![0u8; (1 << 20) + 1]));
+    large.extend(section(
+        0,
+        &vec![0u8; crate::custom_sections::MAX_CUSTOM_BYTES + 1],
+    ));
     // Nested in a core module inside the component, the count is the same.
     let mut module = b"\0asm\x01\0\0\0".to_vec();
-    for _ in 0..65 {
+    for _ in 0..over {
         module.extend(section(0, b"\x01y"));
     }
     let mut nested = component.clone();
