@@ -5,8 +5,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+pub mod tap;
+
 use anyhow::{Context, Result, anyhow, bail};
 use md5::{Digest, Md5};
+use sha2::Sha256;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
@@ -131,11 +134,25 @@ fn param(challenge: &str, name: &str) -> Option<String> {
     }
 }
 
-fn md5_hex(s: &str) -> String {
-    hex::encode(Md5::digest(s.as_bytes()))
+/// The digest algorithm a challenge names (`MD5` when it names none).
+pub fn challenge_algorithm(challenge: &str) -> String {
+    param(challenge, "algorithm")
+        .unwrap_or_else(|| "MD5".into())
+        .to_ascii_uppercase()
 }
 
-/// The Authorization value answering an MD5 `challenge` (qop=auth).
+/// hex(H(s)) for a digest algorithm name (`MD5` or `SHA-256`), computed here
+/// independently of the host's digest crate.
+fn hash_hex(algorithm: &str, s: &str) -> String {
+    if algorithm == "SHA-256" {
+        hex::encode(Sha256::digest(s.as_bytes()))
+    } else {
+        hex::encode(Md5::digest(s.as_bytes()))
+    }
+}
+
+/// The Authorization value answering an MD5 or SHA-256 `challenge`
+/// (qop=auth), in the algorithm the challenge names.
 pub fn digest_answer(
     challenge: &str,
     user: &str,
@@ -144,16 +161,20 @@ pub fn digest_answer(
     uri: &str,
     nc: u32,
 ) -> String {
+    let algorithm = challenge_algorithm(challenge);
     let realm = param(challenge, "realm").unwrap_or_default();
     let nonce = param(challenge, "nonce").unwrap_or_default();
     let cnonce = format!("{:08x}", rand::random::<u32>());
-    let ha1 = md5_hex(&format!("{user}:{realm}:{password}"));
-    let ha2 = md5_hex(&format!("{method}:{uri}"));
+    let ha1 = hash_hex(&algorithm, &format!("{user}:{realm}:{password}"));
+    let ha2 = hash_hex(&algorithm, &format!("{method}:{uri}"));
     let nc = format!("{nc:08x}");
-    let response = md5_hex(&format!("{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}"));
+    let response = hash_hex(
+        &algorithm,
+        &format!("{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}"),
+    );
     format!(
         "Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", \
-         response=\"{response}\", algorithm=MD5, cnonce=\"{cnonce}\", qop=auth, nc={nc}"
+         response=\"{response}\", algorithm={algorithm}, cnonce=\"{cnonce}\", qop=auth, nc={nc}"
     )
 }
 
@@ -173,6 +194,12 @@ pub struct Phone {
     io: Io,
     cseq: u32,
     pub reg_call_id: String,
+    /// Digest algorithms this phone answers (`MD5`, `SHA-256`); it answers
+    /// the first offered challenge among them (RFC 8760 §2.4). MD5 only unless
+    /// set otherwise.
+    pub algorithms: Vec<String>,
+    /// The algorithm of the challenge last answered.
+    pub answered_algorithm: Option<String>,
 }
 
 /// A fresh random token.
@@ -220,7 +247,27 @@ impl Phone {
             io,
             cseq: 0,
             reg_call_id: token(),
+            algorithms: vec!["MD5".into()],
+            answered_algorithm: None,
         })
+    }
+
+    /// The first challenge in `r` (header `header`) this phone understands.
+    fn pick_challenge(&mut self, r: &SipMsg, header: &str) -> Result<String> {
+        let found = r
+            .headers_named(header)
+            .find(|c| self.algorithms.contains(&challenge_algorithm(c)))
+            .map(str::to_string)
+            .ok_or_else(|| {
+                anyhow!(
+                    "no challenge in {:?} among {}: {}",
+                    self.algorithms,
+                    r.start,
+                    r.raw
+                )
+            })?;
+        self.answered_algorithm = Some(challenge_algorithm(&found));
+        Ok(found)
     }
 
     pub fn contact(&self) -> String {
@@ -378,7 +425,7 @@ impl Phone {
         if r.status() != Some(401) {
             return Ok(r);
         }
-        let challenge = md5_challenge(&r, "WWW-Authenticate")?;
+        let challenge = self.pick_challenge(&r, "WWW-Authenticate")?;
         let uri = format!("sip:{}", self.domain);
         let auth = digest_answer(&challenge, &self.user, &self.password, "REGISTER", &uri, 1);
         let text = self.register_text(expires, Some(&auth), contact);
@@ -439,7 +486,7 @@ impl Phone {
             bail!("expected 407, got {}", r.start);
         }
         self.ack_non_2xx(&call, &r).await?;
-        let challenge = md5_challenge(&r, "Proxy-Authenticate")?;
+        let challenge = self.pick_challenge(&r, "Proxy-Authenticate")?;
         let auth = digest_answer(
             &challenge,
             &self.user,
@@ -600,13 +647,6 @@ impl OutCall {
         self.to_tag = ok.to_tag();
         self.target = ok.contact_uri();
     }
-}
-
-fn md5_challenge(r: &SipMsg, header: &str) -> Result<String> {
-    r.headers_named(header)
-        .find(|c| c.contains("algorithm=MD5") || !c.contains("algorithm="))
-        .map(str::to_string)
-        .ok_or_else(|| anyhow!("no MD5 challenge in {}", r.start))
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {

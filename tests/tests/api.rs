@@ -7,7 +7,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use pbx::server::{ApiOptions, ServeOptions, start};
+use pbx::server::{ApiOptions, ServerHandle, start};
 use pbx_e2e::{Phone, Transport};
 use serde_json::{Value, json};
 use store::{Store, UserRole};
@@ -57,17 +57,11 @@ async fn http(
     (status, json)
 }
 
-/// Registers `phone`, retrying while the server has not yet loaded the
-/// extension the API just created.
-async fn register_when_provisioned(phone: &mut Phone) {
-    for _ in 0..100 {
-        let r = phone.register(300).await.expect("REGISTER answered");
-        if r.status() == Some(200) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{} never registered", phone.user);
+/// Registers `phone` once the server has applied what the API provisioned.
+async fn register_when_provisioned(phone: &mut Phone, handle: &ServerHandle, store: &Store) {
+    common::applied(handle, store).await;
+    let r = phone.register(300).await.expect("REGISTER answered");
+    assert_eq!(r.status(), Some(200), "{} registers: {}", phone.user, r.raw);
 }
 
 #[tokio::test]
@@ -78,12 +72,8 @@ async fn provision_register_call_and_hang_up_through_the_api() {
         .await
         .expect("provider admin");
 
-    let mut opts = ServeOptions::new(
-        vec!["127.0.0.1:0".parse().unwrap()],
-        vec!["127.0.0.1:0".parse().unwrap()],
-        common::core_config(),
-    );
-    opts.limits.reload_interval = Duration::from_millis(50);
+    let mut opts = common::shipped_options(&["127.0.0.1:0"], &["127.0.0.1:0"], None);
+    // The API on plain HTTP, allowed on loopback: `[api] plain_http = true`.
     opts.api = Some(ApiOptions {
         config: pbx_api::ApiConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
@@ -92,6 +82,7 @@ async fn provision_register_call_and_hang_up_through_the_api() {
         },
         data_dir: dir.path().to_path_buf(),
     });
+    let reader = store.clone();
     let handle = start(opts, store).await.expect("server starts");
     let api = handle.api().expect("API is served").clone();
     assert_ne!(api.addr.port(), 0);
@@ -199,8 +190,8 @@ async fn provision_register_call_and_hang_up_through_the_api() {
     )
     .await
     .expect("phone");
-    register_when_provisioned(&mut callee).await;
-    register_when_provisioned(&mut caller).await;
+    register_when_provisioned(&mut callee, &handle, &reader).await;
+    register_when_provisioned(&mut caller, &handle, &reader).await;
 
     // An answered call between them.
     let mut call = caller.call("2001").await.expect("INVITE");

@@ -1,9 +1,10 @@
 //! Abuse defenses against real attack tools: Debian's `sipvicious` (svmap,
 //! svwar, svcrack) and a sipp flood, all from 127.0.0.1, while a legitimate
 //! phone on 127.0.0.2 keeps registering and calling. The server under attack
-//! trusts nothing (its default trusts loopback). A missing tool skips its test
-//! with a notice, or fails it when `PBX_REQUIRE_TOOLS=1` (CI installs them).
-//! Every external process runs under a time limit and is killed at the end.
+//! runs the shipped guard (on, trusting nothing, 10 failures ban a source).
+//! A missing tool skips its test with a notice, or fails it when
+//! `PBX_REQUIRE_TOOLS=1` (CI installs them). Every external process runs
+//! under a time limit and is killed at the end.
 
 mod common;
 
@@ -12,14 +13,17 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::{ACME, Pbx, password};
-use pbx::server::{ServeOptions, start};
+use pbx::server::start;
 use pbx_e2e::{Phone, SipMsg, Transport};
 use store::Store;
 
 const ATTACKER: &str = "127.0.0.1";
 const LEGIT: &str = "127.0.0.2";
-/// Failures that ban a source in these tests.
-const MAX_FAILURES: u32 = 5;
+
+/// Failures that ban a source: the shipped default.
+fn max_failures() -> u32 {
+    pbx::server::GuardOptions::default().bans.max_failures
+}
 
 /// Whether `tool` is installed; otherwise a notice (or a failure when
 /// `PBX_REQUIRE_TOOLS=1`).
@@ -68,24 +72,17 @@ async fn run_bounded(program: &str, args: &[String], limit: Duration) -> String 
     text
 }
 
-/// The fixture's PBX restarted with the guard on and nothing trusted.
+/// The fixture's PBX: the shipped guard, or (`enabled` false) the guard
+/// switched off, to show what the tools find without it.
 async fn guarded(enabled: bool) -> Pbx {
     let mut pbx = Pbx::start().await;
-    pbx.stop().await;
-    let mut opts = ServeOptions::new(
-        vec!["127.0.0.1:0".parse().unwrap()],
-        vec!["127.0.0.1:0".parse().unwrap()],
-        common::core_config(),
-    );
-    opts.limits.reload_interval = Duration::from_millis(50);
-    opts.guard.enabled = enabled;
-    opts.guard.set_trusted(Vec::new());
-    opts.guard.bans.max_failures = MAX_FAILURES;
-    let store = Store::open(pbx.dir.path()).await.expect("reopen store");
-    let handle = start(opts, store).await.expect("server starts");
-    pbx.udp = handle.addrs().udp[0];
-    pbx.tcp = handle.addrs().tcp[0];
-    pbx.handle = Some(handle);
+    if !enabled {
+        pbx.stop().await;
+        let mut opts = common::shipped_options(&["127.0.0.1:0"], &["127.0.0.1:0"], None);
+        // The guard's switch is what the comparison is about.
+        opts.guard.enabled = false;
+        pbx.serve_with(opts).await;
+    }
     pbx
 }
 
@@ -258,7 +255,7 @@ async fn svcrack_is_banned_and_gets_no_answers_while_127_0_0_2_keeps_working() {
         "svcrack cracked the password: {out}"
     );
     let ban = stored_ban(&pbx, ATTACKER).await;
-    assert!(ban.count <= MAX_FAILURES, "{ban:?}");
+    assert!(ban.count <= max_failures(), "{ban:?}");
     // Banned: a request from 127.0.0.1 gets no answer, while 127.0.0.2 still does.
     let mut attacker = pbx.phone(Transport::Udp, ACME, "1000").await;
     assert!(
@@ -278,7 +275,7 @@ async fn renamed_brute_force_is_banned_after_the_configured_failures() {
         .await
         .unwrap();
     let mut answered = 0;
-    for _ in 0..MAX_FAILURES + 3 {
+    for _ in 0..max_failures() + 3 {
         match attacker.register(300).await {
             Ok(r) => {
                 assert_eq!(r.status(), Some(401), "{}", r.raw);
@@ -287,16 +284,16 @@ async fn renamed_brute_force_is_banned_after_the_configured_failures() {
             Err(_) => break,
         }
     }
-    assert_eq!(answered, MAX_FAILURES, "answers before the ban");
+    assert_eq!(answered, max_failures(), "answers before the ban");
     let ban = stored_ban(&pbx, ATTACKER).await;
-    assert_eq!(ban.count, MAX_FAILURES);
+    assert_eq!(ban.count, max_failures());
     assert!(
         ban.tried.iter().any(|t| t.contains("1000@acme.example")),
         "{ban:?}"
     );
     // The first challenge of a login is never a failure: the phone on
     // 127.0.0.2 logs in many times without being banned.
-    for _ in 0..(MAX_FAILURES + 2) {
+    for _ in 0..(max_failures() + 2) {
         let mut p = legit_phone(&pbx, "1002").await;
         assert_eq!(p.register(300).await.unwrap().status(), Some(200));
     }
@@ -326,18 +323,13 @@ async fn bans_are_restored_at_start() {
     let mut attacker = Phone::new(Transport::Udp, ATTACKER, pbx.udp, "1000", "wrong", ACME)
         .await
         .unwrap();
-    for _ in 0..MAX_FAILURES {
+    for _ in 0..max_failures() {
         let _ = attacker.register(300).await;
     }
     stored_ban(&pbx, ATTACKER).await;
     pbx.stop().await;
     let dir = pbx.dir;
-    let mut opts = ServeOptions::new(
-        vec!["127.0.0.1:0".parse().unwrap()],
-        vec![],
-        common::core_config(),
-    );
-    opts.guard.set_trusted(Vec::new());
+    let opts = common::shipped_options(&["127.0.0.1:0"], &[], None);
     let store = Store::open(dir.path()).await.unwrap();
     let handle = start(opts, store).await.unwrap();
     let udp = handle.addrs().udp[0];

@@ -6,11 +6,12 @@ mod common;
 use std::time::Duration;
 
 use common::{ACME, BETA, Pbx, password};
-use pbx::server::{MediaOptions, ServeOptions, start};
+use pbx::server::{MediaOptions, start};
 use pbx_e2e::{Phone, SipMsg, Transport};
 use store::{CdrFilter, MediaEncryption, Store};
 
-/// A PBX like the shared fixture's, with the media relay's idle timeout set.
+/// A PBX like the shared fixture's, with the media relay's idle timeout set
+/// (the idle timeout is what the test using it is about).
 async fn pbx_with_idle(idle: Duration) -> Pbx {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Store::open(dir.path()).await.expect("open store");
@@ -24,11 +25,7 @@ async fn pbx_with_idle(idle: Duration) -> Pbx {
                 .expect("extension");
         }
     }
-    let mut opts = ServeOptions::new(
-        vec!["127.0.0.1:0".parse().unwrap()],
-        vec!["127.0.0.1:0".parse().unwrap()],
-        common::core_config(),
-    );
+    let mut opts = common::shipped_options(&["127.0.0.1:0"], &["127.0.0.1:0"], None);
     opts.media = Some(MediaOptions {
         idle_timeout: idle,
         ..MediaOptions::default()
@@ -81,7 +78,7 @@ async fn answer(caller: &mut Phone, callee: &mut Phone) -> (SipMsg, SipMsg) {
 
 #[tokio::test]
 async fn each_phone_sees_sdp_pointing_at_the_relay() {
-    let mut pbx = pbx_with_idle(Duration::from_secs(60)).await;
+    let mut pbx = Pbx::start().await;
     let mut callee = pbx.registered(Transport::Udp, ACME, "1001").await;
     let mut caller = pbx.registered(Transport::Udp, ACME, "1000").await;
     let (invite, ok) = answer(&mut caller, &mut callee).await;
@@ -100,7 +97,7 @@ async fn each_phone_sees_sdp_pointing_at_the_relay() {
 
 #[tokio::test]
 async fn a_plaintext_offer_is_refused_under_required() {
-    let mut pbx = pbx_with_idle(Duration::from_secs(60)).await;
+    let mut pbx = Pbx::start().await;
     pbx.stop().await;
     pbx.store
         .set_media_encryption(pbx.acme, MediaEncryption::Required)

@@ -130,11 +130,7 @@ async fn registrations_survive_a_restart() {
 async fn register_and_call_over_ipv6() {
     let mut pbx = Pbx::start().await;
     // A second server on the IPv6 loopback, same data directory.
-    let opts = pbx::server::ServeOptions::new(
-        vec!["[::1]:0".parse().unwrap()],
-        vec![],
-        common::core_config(),
-    );
+    let opts = common::shipped_options(&["[::1]:0"], &[], None);
     let store = store::Store::open(&pbx.data_dir()).await.unwrap();
     let v6 = pbx::server::start(opts, store).await.unwrap();
     let server = v6.addrs().udp[0];
@@ -222,4 +218,91 @@ async fn an_extension_limited_to_a_network_is_refused_elsewhere() {
     assert_eq!(r.status(), Some(200), "{}", r.raw);
     // Other extensions and tenants are not limited.
     pbx.registered(Transport::Udp, ACME, "1001").await;
+}
+
+/// The first REGISTER of a phone on the defaults gets one challenge, MD5:
+/// what every phone answers.
+#[tokio::test]
+async fn the_default_challenge_is_one_md5_challenge() {
+    let mut pbx = Pbx::start().await;
+    let mut p = pbx.phone(Transport::Udp, ACME, "1000").await;
+    let req = format!(
+        "REGISTER sip:{ACME} SIP/2.0\r\nVia: {}\r\nMax-Forwards: 70\r\nFrom: <sip:1000@{ACME}>;tag=a1\r\n\
+         To: <sip:1000@{ACME}>\r\nCall-ID: first-contact\r\nCSeq: 1 REGISTER\r\n\
+         Contact: {}\r\nContent-Length: 0\r\n\r\n",
+        p.via(),
+        p.contact()
+    );
+    p.send(&req).await.unwrap();
+    let r = p.expect_final("REGISTER").await.unwrap();
+    assert_eq!(r.status(), Some(401));
+    let challenges: Vec<&str> = r.headers_named("WWW-Authenticate").collect();
+    assert_eq!(challenges.len(), 1, "{}", r.raw);
+    assert!(challenges[0].contains("algorithm=MD5"), "{}", r.raw);
+    pbx.stop().await;
+}
+
+/// SHA-256 where the provider turned it on: per extension (1001: SHA-256
+/// only, so a phone that answers only MD5 cannot log in) and per tenant
+/// (both offered, SHA-256 first: each phone answers what it knows).
+#[tokio::test]
+async fn sha256_is_offered_where_the_provider_turned_it_on() {
+    let mut pbx = Pbx::start().await;
+    let sha = store::DigestAlgorithms::parse("SHA-256").unwrap();
+    pbx.store
+        .set_extension_digest(pbx.acme, "1001", Some(&sha))
+        .await
+        .unwrap();
+    let pw = common::password(ACME, "1001");
+    let mut modern = Phone::new(Transport::Udp, "127.0.0.1", pbx.udp, "1001", &pw, ACME)
+        .await
+        .unwrap();
+    modern.algorithms = vec!["SHA-256".into(), "MD5".into()];
+    // The server picks the change up on its next directory reload.
+    assert!(
+        registers_with(&mut modern, "SHA-256").await,
+        "1001 never offered SHA-256"
+    );
+    let mut old = pbx.phone(Transport::Udp, ACME, "1001").await;
+    let err = old
+        .register(300)
+        .await
+        .expect_err("no MD5 challenge for 1001");
+    assert!(err.to_string().contains("no challenge"), "{err}");
+    // 1000 has no choice of its own: still MD5 alone.
+    let mut p = pbx.registered(Transport::Udp, ACME, "1000").await;
+    assert_eq!(p.answered_algorithm.as_deref(), Some("MD5"));
+
+    let both = store::DigestAlgorithms::parse("SHA-256,MD5").unwrap();
+    pbx.store
+        .set_tenant_digest(pbx.acme, Some(&both))
+        .await
+        .unwrap();
+    p.algorithms = vec!["SHA-256".into()];
+    assert!(
+        registers_with(&mut p, "SHA-256").await,
+        "the tenant never offered SHA-256"
+    );
+    // A phone that knows only MD5 answers the second challenge.
+    let mut old = pbx.registered(Transport::Udp, ACME, "1000").await;
+    assert_eq!(old.answered_algorithm.as_deref(), Some("MD5"));
+    let r = old.register(300).await.unwrap();
+    assert_eq!(r.status(), Some(200));
+    pbx.stop().await;
+}
+
+/// Registers `phone` until it succeeds answering an `algorithm` challenge
+/// (the server applies provisioning changes within a second); bounded.
+async fn registers_with(phone: &mut Phone, algorithm: &str) -> bool {
+    for _ in 0..100 {
+        let ok = phone
+            .register(300)
+            .await
+            .is_ok_and(|r| r.status() == Some(200));
+        if ok && phone.answered_algorithm.as_deref() == Some(algorithm) {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    false
 }

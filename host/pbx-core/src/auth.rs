@@ -5,11 +5,16 @@
 //! for a missing HA1), so neither the answer nor its timing enumerates anything.
 //! A missing or stale credential is the normal first step of a login and is not
 //! counted as a failure.
+//!
+//! Which algorithms a phone is challenged with is the provider's choice per
+//! extension, else per tenant, else the configured default (MD5 alone as
+//! shipped); an answer in an algorithm its extension is not offered fails.
+//! An unknown user gets what an extension without its own choice gets, so
+//! only an extension given its own choice can be told apart by its challenge.
 
-use digest_auth::{Algorithm, Challenge, Credentials, NonceCheck, Nonces};
-use store::TenantId;
+use digest_auth::{Challenge, Credentials, NonceCheck, Nonces};
+use store::{DigestAlgorithms, TenantId};
 
-use crate::DigestAlgorithm;
 use crate::directory::{Index, TenantEntry};
 use crate::msg::Msg;
 
@@ -60,6 +65,10 @@ pub(crate) enum Outcome {
         realm: String,
         retransmission: bool,
     },
+    /// Right credentials of a disabled extension or a suspended tenant: refused
+    /// (403) without counting as a failure, so a suspended phone that keeps
+    /// retrying does not get its address (and the office behind it) banned.
+    Suspended { tenant: TenantId, extension: String },
     /// Challenge the sender. `failure` is set when credentials were presented and
     /// were wrong (feeds brute-force detection); `stale` asks for a fresh nonce only.
     Challenge {
@@ -84,7 +93,10 @@ pub(crate) fn failure(reason: &'static str, user: &str) -> Option<Failure> {
     })
 }
 
-/// Checks the credentials in `msg` for the tenant found from the request's domain.
+/// Checks the credentials in `msg` for the tenant found from the request's
+/// domain; `default` is what is offered where neither the extension nor its
+/// tenant chose.
+#[allow(clippy::too_many_arguments)] // one call site; each argument is a distinct input
 pub(crate) fn check(
     nonces: &Nonces,
     index: &Index,
@@ -92,6 +104,7 @@ pub(crate) fn check(
     domain: &str,
     msg: &Msg,
     kind: Kind,
+    default: &DigestAlgorithms,
     now_ms: i64,
 ) -> Outcome {
     let realm = tenant.map_or_else(|| domain.to_ascii_lowercase(), |t| t.realm.clone());
@@ -143,19 +156,38 @@ pub(crate) fn check(
         NonceCheck::Replay => repeated = Some(false),
         NonceCheck::Retransmission => repeated = Some(true),
     }
-    let found = tenant.filter(|t| t.active).and_then(|t| {
+    let found = tenant.and_then(|t| {
         index
             .extension(t.id, &creds.username)
-            .filter(|e| e.enabled)
-            .map(|e| (t.id, e))
+            .map(|e| (t.id, t.active && e.enabled, e))
     });
     match found {
-        Some((tenant_id, ext)) => {
+        Some((tenant_id, usable, ext)) => {
             let ha1 = match creds.algorithm {
-                Algorithm::Md5 => &ext.ha1_md5,
-                Algorithm::Sha256 => &ext.ha1_sha256,
+                digest_auth::Algorithm::Md5 => &ext.ha1_md5,
+                digest_auth::Algorithm::Sha256 => &ext.ha1_sha256,
             };
-            if creds.verify(method, ha1) {
+            let verified = creds.verify(method, ha1);
+            let offered = index
+                .digest_algorithms(tenant, &creds.username, default)
+                .offers(creds.algorithm);
+            if verified && !offered {
+                return Outcome::Challenge {
+                    realm,
+                    stale: false,
+                    failure: failure("algorithm not offered", &creds.username),
+                };
+            }
+            if verified && !usable {
+                // The right password of a suspended extension (or tenant): a
+                // phone to stop, not a guess; nothing is revealed to anyone
+                // without the password.
+                return Outcome::Suspended {
+                    tenant: tenant_id,
+                    extension: creds.username.clone(),
+                };
+            }
+            if verified {
                 let extension = creds.username.clone();
                 if let Some(retransmission) = repeated {
                     Outcome::Repeated {
@@ -189,25 +221,36 @@ pub(crate) fn check(
     }
 }
 
-/// The challenge header values, one per configured algorithm, most preferred first.
+/// The user a challenge is for: the username of presented credentials, else
+/// the From user (the one who authenticates, for REGISTER and INVITE alike).
+pub(crate) fn challenged_user(msg: &Msg, kind: Kind) -> String {
+    msg.headers_named(kind.request_header())
+        .find_map(|v| Credentials::parse(v).ok())
+        .map(|c| c.username)
+        .or_else(|| {
+            let from = msg.from().ok()?;
+            crate::msg::uri_parts(from.uri).and_then(|p| p.user.map(str::to_owned))
+        })
+        .unwrap_or_default()
+}
+
+/// The challenge header values, one per offered algorithm, most preferred first.
 pub(crate) fn challenges(
     nonces: &Nonces,
-    algorithms: &[DigestAlgorithm],
+    algorithms: &DigestAlgorithms,
     realm: &str,
     stale: bool,
     now_ms: i64,
 ) -> Vec<String> {
     let nonce = nonces.issue(now_ms);
     algorithms
+        .as_slice()
         .iter()
-        .map(|a| {
+        .map(|&algorithm| {
             Challenge {
                 realm: realm.to_string(),
                 nonce: nonce.clone(),
-                algorithm: match a {
-                    DigestAlgorithm::Md5 => Algorithm::Md5,
-                    DigestAlgorithm::Sha256 => Algorithm::Sha256,
-                },
+                algorithm,
                 stale,
                 opaque: None,
             }

@@ -123,6 +123,7 @@ mod tests {
                 realm: "acme.example".into(),
                 domains: vec!["acme.example".into()],
                 media_encryption: Default::default(),
+                digest: None,
             }],
             extensions: Vec::new(),
             acls: Vec::new(),

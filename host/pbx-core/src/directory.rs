@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use store::{Directory, MediaEncryption, TenantId, TenantStatus};
+use store::{DigestAlgorithms, Directory, MediaEncryption, TenantId, TenantStatus};
 
 /// A tenant's own networks and its extensions' networks, while building.
 type NetLists<'a> = (Vec<IpNet>, HashMap<&'a str, Vec<IpNet>>);
@@ -16,6 +16,8 @@ pub(crate) struct TenantEntry {
     pub(crate) id: TenantId,
     pub(crate) realm: String,
     pub(crate) active: bool,
+    /// Digest algorithms offered to its phones; `None`: the configured default.
+    pub(crate) digest: Option<DigestAlgorithms>,
 }
 
 #[derive(Debug, Clone)]
@@ -23,6 +25,8 @@ pub(crate) struct Credentials {
     pub(crate) ha1_md5: String,
     pub(crate) ha1_sha256: String,
     pub(crate) enabled: bool,
+    /// Digest algorithms offered to this phone; `None`: its tenant's.
+    pub(crate) digest: Option<DigestAlgorithms>,
 }
 
 /// An immutable, indexed directory snapshot.
@@ -47,6 +51,7 @@ impl Index {
                 id: t.id,
                 realm: t.realm.clone(),
                 active: t.status == TenantStatus::Active,
+                digest: t.digest.clone(),
             };
             for d in &t.domains {
                 by_domain.insert(d.to_ascii_lowercase(), entry.clone());
@@ -60,6 +65,7 @@ impl Index {
                     ha1_md5: e.ha1_md5.clone(),
                     ha1_sha256: e.ha1_sha256.clone(),
                     enabled: e.enabled,
+                    digest: e.digest.clone(),
                 },
             );
         }
@@ -119,6 +125,22 @@ impl Index {
     pub(crate) fn extension(&self, tenant: TenantId, number: &str) -> Option<&Credentials> {
         self.extensions.get(&tenant)?.get(number)
     }
+
+    /// The digest algorithms offered to `user` of `tenant`: the extension's
+    /// own choice, else its tenant's, else `default`. An unknown user (or
+    /// tenant) gets what an extension without a choice of its own gets.
+    pub(crate) fn digest_algorithms<'a>(
+        &'a self,
+        tenant: Option<&'a TenantEntry>,
+        user: &str,
+        default: &'a DigestAlgorithms,
+    ) -> &'a DigestAlgorithms {
+        let Some(t) = tenant else { return default };
+        self.extension(t.id, user)
+            .and_then(|e| e.digest.as_ref())
+            .or(t.digest.as_ref())
+            .unwrap_or(default)
+    }
 }
 
 #[cfg(test)]
@@ -137,6 +159,7 @@ mod tests {
                     realm: "a.example".into(),
                     domains: vec!["a.example".into(), "alt.a.example".into()],
                     media_encryption: store::MediaEncryption::Required,
+                    digest: Some(DigestAlgorithms::parse("SHA-256,MD5").unwrap()),
                 },
                 Tenant {
                     id: TenantId(2),
@@ -145,6 +168,7 @@ mod tests {
                     realm: "b.example".into(),
                     domains: vec!["b.example".into()],
                     media_encryption: store::MediaEncryption::default(),
+                    digest: None,
                 },
             ],
             extensions: vec![
@@ -154,6 +178,7 @@ mod tests {
                     ha1_md5: "m1".into(),
                     ha1_sha256: "s1".into(),
                     enabled: true,
+                    digest: Some(DigestAlgorithms::parse("SHA-256").unwrap()),
                 },
                 Extension {
                     tenant: TenantId(2),
@@ -161,6 +186,7 @@ mod tests {
                     ha1_md5: "m2".into(),
                     ha1_sha256: "s2".into(),
                     enabled: true,
+                    digest: None,
                 },
             ],
             acls: vec![
@@ -203,5 +229,15 @@ mod tests {
         assert_eq!(idx.media_encryption(TenantId(1)), MediaEncryption::Required);
         assert_eq!(idx.media_encryption(TenantId(2)), MediaEncryption::Optional);
         assert_eq!(idx.media_encryption(TenantId(9)), MediaEncryption::Optional);
+        // Digest algorithms: the extension's, else the tenant's, else the default.
+        let md5 = DigestAlgorithms::md5();
+        let offered = |domain: &str, user: &str| {
+            idx.digest_algorithms(idx.tenant_for_domain(domain), user, &md5)
+                .to_string()
+        };
+        assert_eq!(offered("a.example", "1000"), "SHA-256");
+        assert_eq!(offered("a.example", "1001"), "SHA-256,MD5");
+        assert_eq!(offered("b.example", "1000"), "MD5");
+        assert_eq!(offered("c.example", "1000"), "MD5");
     }
 }

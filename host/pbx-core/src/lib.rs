@@ -119,12 +119,7 @@ impl Default for RegistrarConfig {
     }
 }
 
-/// Digest algorithms offered in challenges, in order of preference.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DigestAlgorithm {
-    Md5,
-    Sha256,
-}
+pub use store::{DigestAlgorithm, DigestAlgorithms};
 
 /// Everything the SIP core is configured with, parsed once at the edge.
 #[derive(Debug, Clone)]
@@ -134,11 +129,13 @@ pub struct CoreConfig {
     /// concrete one.
     pub advertise: Vec<(TransportKind, SocketAddr)>,
     pub registrar: RegistrarConfig,
-    /// Challenges offered, one header each, in this order (RFC 8760 §2.4: a client
-    /// answers the first it supports). MD5 leads by default because many deployed
-    /// phones and test tools answer only the first challenge; SHA-256 is offered
-    /// too, and put first by configuration where every client handles it.
-    pub digest_algorithms: Vec<DigestAlgorithm>,
+    /// Challenges offered, one header each, in this order (RFC 8760 §2.4: a
+    /// client answers the first it supports), to phones whose tenant or
+    /// extension has no choice of its own. MD5 alone by default: every phone
+    /// answers it, while some (Debian's baresip among them) give up when a
+    /// SHA-256 challenge is offered too. The provider turns SHA-256 on per
+    /// tenant or per extension for phones known to handle it.
+    pub digest_algorithms: DigestAlgorithms,
     /// How long a nonce is good for before `stale=true`.
     pub nonce_lifetime: Duration,
     /// RFC 3261 timer T1.
@@ -162,7 +159,7 @@ impl Default for CoreConfig {
         CoreConfig {
             advertise: Vec::new(),
             registrar: RegistrarConfig::default(),
-            digest_algorithms: vec![DigestAlgorithm::Md5, DigestAlgorithm::Sha256],
+            digest_algorithms: DigestAlgorithms::md5(),
             nonce_lifetime: Duration::from_secs(300),
             t1: Duration::from_millis(500),
             t2: Duration::from_secs(4),

@@ -506,6 +506,7 @@ impl Shard {
             &domain,
             msg,
             kind,
+            &self.shared.config.digest_algorithms,
             now_ms,
         ) {
             // Right credentials, nonce count already used: a retransmitted
@@ -574,19 +575,27 @@ impl Shard {
                         tenant: tenant.map(|t| t.id),
                     });
                 }
-                let values = auth::challenges(
-                    &self.shared.nonces,
-                    &self.shared.config.digest_algorithms,
-                    &realm,
-                    stale,
-                    now_ms,
-                );
+                let user = auth::challenged_user(msg, kind);
+                let offered =
+                    index.digest_algorithms(tenant, &user, &self.shared.config.digest_algorithms);
+                let values = auth::challenges(&self.shared.nonces, offered, &realm, stale, now_ms);
                 let (status, phrase) = kind.status();
                 let extra: Vec<(&str, String)> = values
                     .into_iter()
                     .map(|v| (kind.challenge_header(), v))
                     .collect();
                 self.reply_stateless(msg, peer, local, status, phrase, &extra);
+                None
+            }
+            Outcome::Suspended { tenant, extension } => {
+                tracing::info!(
+                    event = "sip.auth.suspended",
+                    source = %peer.addr,
+                    %tenant,
+                    extension = %extension,
+                    "request from a suspended extension or tenant"
+                );
+                self.reply_stateless(msg, peer, local, 403, "Forbidden", &[]);
                 None
             }
             // Turned into a challenge or answered above.

@@ -21,6 +21,7 @@ fn directory() -> Directory {
         ha1_md5: ha1(Algorithm::Md5, n, DOMAIN, &format!("pw{n}")),
         ha1_sha256: ha1(Algorithm::Sha256, n, DOMAIN, &format!("pw{n}")),
         enabled: true,
+        digest: None,
     };
     Directory {
         tenants: vec![Tenant {
@@ -30,6 +31,7 @@ fn directory() -> Directory {
             realm: DOMAIN.into(),
             domains: vec![DOMAIN.into()],
             media_encryption: store::MediaEncryption::default(),
+            digest: None,
         }],
         extensions: vec![ext("1000"), ext("1001")],
         acls: Vec::new(),
@@ -54,8 +56,12 @@ fn peer(addr: &str) -> Peer {
 
 impl Harness {
     fn new(config: CoreConfig) -> Harness {
+        Harness::with_directory(config, directory())
+    }
+
+    fn with_directory(config: CoreConfig, directory: Directory) -> Harness {
         let now = Instant::now();
-        let shared = Shared::new(config, directory(), Vec::new(), (now, 1_700_000_000_000), 1);
+        let shared = Shared::new(config, directory, Vec::new(), (now, 1_700_000_000_000), 1);
         Harness {
             shard: Shard::new(0, shared.clone()),
             shared,
@@ -193,6 +199,111 @@ fn register_request(
         auth.map(|a| format!("Authorization: {a}\r\n"))
             .unwrap_or_default()
     )
+}
+
+/// The challenges a REGISTER of `user` gets, in order.
+fn register_challenges(h: &mut Harness, user: &str) -> Vec<digest_auth::Challenge> {
+    let addr = "127.0.0.1:7100";
+    h.feed(
+        addr,
+        &register_request(user, addr, &format!("alg-{user}"), 3600, None),
+    );
+    let (_, reply) = h.take().pop().expect("challenge");
+    assert_eq!(reply.status(), Some(401));
+    reply
+        .headers_named("WWW-Authenticate")
+        .map(|v| digest_auth::Challenge::parse(v).expect("challenge parses"))
+        .collect()
+}
+
+/// The status of a REGISTER of `user` answering `challenge` in `algorithm`.
+fn register_with(
+    h: &mut Harness,
+    user: &str,
+    challenge: &digest_auth::Challenge,
+    algorithm: Algorithm,
+) -> Option<u16> {
+    let addr = "127.0.0.1:7100";
+    let mut c = challenge.clone();
+    c.algorithm = algorithm;
+    let uri = format!("sip:{DOMAIN}");
+    let creds = digest_auth::Credentials::answer(
+        &c,
+        "REGISTER",
+        &uri,
+        user,
+        &format!("pw{user}"),
+        "c0ffee",
+    );
+    let call_id = format!("alg-{user}-{}", algorithm.as_str());
+    h.feed(
+        addr,
+        &register_request(user, addr, &call_id, 3600, Some(&creds.header_value())),
+    );
+    h.take().pop().and_then(|(_, m)| m.status())
+}
+
+/// One challenge, MD5, unless the provider chose otherwise: per extension,
+/// else per tenant, else in the configuration. An answer in an algorithm the
+/// extension is not offered fails.
+#[test]
+fn digest_algorithms_follow_extension_then_tenant_then_default() {
+    let algs = |s: &str| store::DigestAlgorithms::parse(s).expect("algorithms");
+    let names = |cs: &[digest_auth::Challenge]| {
+        cs.iter()
+            .map(|c| c.algorithm.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let mut dir = directory();
+    dir.extensions[1].digest = Some(algs("SHA-256"));
+    let mut h = Harness::with_directory(CoreConfig::default(), dir.clone());
+    // shipped default: MD5 alone
+    let c = register_challenges(&mut h, "1000");
+    assert_eq!(names(&c), "MD5");
+    assert_eq!(
+        register_with(&mut h, "1000", &c[0], Algorithm::Md5),
+        Some(200)
+    );
+    // an unknown user gets what an extension without a choice gets
+    assert_eq!(names(&register_challenges(&mut h, "4711")), "MD5");
+    // 1001 was given SHA-256 alone: only that is offered and accepted
+    let c = register_challenges(&mut h, "1001");
+    assert_eq!(names(&c), "SHA-256");
+    assert_eq!(
+        register_with(&mut h, "1001", &c[0], Algorithm::Md5),
+        Some(401)
+    );
+    let c = register_challenges(&mut h, "1001");
+    assert_eq!(
+        register_with(&mut h, "1001", &c[0], Algorithm::Sha256),
+        Some(200)
+    );
+
+    // the tenant's choice applies to extensions without their own
+    dir.tenants[0].digest = Some(algs("SHA-256,MD5"));
+    let mut h = Harness::with_directory(CoreConfig::default(), dir.clone());
+    let c = register_challenges(&mut h, "1000");
+    assert_eq!(names(&c), "SHA-256,MD5");
+    assert_eq!(
+        register_with(&mut h, "1000", &c[0], Algorithm::Sha256),
+        Some(200)
+    );
+    let c = register_challenges(&mut h, "1000");
+    assert_eq!(
+        register_with(&mut h, "1000", &c[1], Algorithm::Md5),
+        Some(200)
+    );
+    assert_eq!(names(&register_challenges(&mut h, "1001")), "SHA-256");
+
+    // the configured default applies where nobody chose
+    dir.tenants[0].digest = None;
+    let config = CoreConfig {
+        digest_algorithms: algs("MD5,SHA-256"),
+        ..CoreConfig::default()
+    };
+    let mut h = Harness::with_directory(config, dir);
+    assert_eq!(names(&register_challenges(&mut h, "1000")), "MD5,SHA-256");
 }
 
 /// A response from the callee phone to the host's INVITE.
@@ -767,6 +878,35 @@ fn auth_failures_and_successes_are_reported_but_first_challenges_are_not() {
     let (out, status) = register_outputs(&mut h, "1000", DOMAIN, Some("pw1000"));
     assert_eq!(status, Some(200));
     assert_eq!(out, vec![Output::Authenticated { source }]);
+}
+
+/// A disabled extension's right password gets 403 and is no failure (its
+/// phone retrying must not get the address banned); a wrong one is a failure.
+/// The same for a suspended tenant.
+#[test]
+fn suspended_extensions_and_tenants_are_refused_without_failures() {
+    let source: SocketAddr = "127.0.0.1:7100".parse().unwrap();
+    let mut dir = directory();
+    dir.extensions[0].enabled = false;
+    let mut h = Harness::with_directory(CoreConfig::default(), dir.clone());
+    let (out, status) = register_outputs(&mut h, "1000", DOMAIN, Some("pw1000"));
+    assert_eq!((out, status), (vec![], Some(403)));
+    let (out, status) = register_outputs(&mut h, "1000", DOMAIN, Some("wrong"));
+    assert_eq!(status, Some(401));
+    assert!(
+        matches!(out.as_slice(), [Output::AuthFailure { .. }]),
+        "{out:?}"
+    );
+    let (out, status) = register_outputs(&mut h, "1001", DOMAIN, Some("pw1001"));
+    assert_eq!(
+        (out, status),
+        (vec![Output::Authenticated { source }], Some(200))
+    );
+
+    dir.tenants[0].status = TenantStatus::Suspended;
+    let mut h = Harness::with_directory(CoreConfig::default(), dir);
+    let (out, status) = register_outputs(&mut h, "1001", DOMAIN, Some("pw1001"));
+    assert_eq!((out, status), (vec![], Some(403)));
 }
 
 /// Media anchoring with a stand-in anchor: rewrites the `c=` line to the relay's

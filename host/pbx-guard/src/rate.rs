@@ -14,12 +14,26 @@ use crate::bans::evict_oldest_batch;
 const UNIT: u64 = 1_000_000;
 
 /// Settings of [`RateLimiter`].
+///
+/// A source starts on the low allowance (`per_second`, `burst`): a scanner or
+/// a flood never gets more. Once a request from it passes digest
+/// authentication ([`RateLimiter::vouch`]) it is known to front real phones (an
+/// office router, an SBC) and gets the high allowance (`authenticated_*`) for
+/// `authenticated_for` after its latest authentication, so that a whole
+/// office re-registering at once after a power cut gets through.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateConfig {
     /// Sustained messages per second per source.
     pub per_second: u32,
     /// Messages a source may send at once after being quiet.
     pub burst: u32,
+    /// Sustained messages per second of a source whose phones authenticate.
+    pub authenticated_per_second: u32,
+    /// Messages at once of a source whose phones authenticate.
+    pub authenticated_burst: u32,
+    /// How long after its latest authentication a source keeps the high
+    /// allowance.
+    pub authenticated_for: Duration,
     /// Most sources tracked; the idle ones go first when full.
     pub max_tracked: usize,
     /// Sources that are never limited (trunks, load balancers).
@@ -31,6 +45,11 @@ impl Default for RateConfig {
         RateConfig {
             per_second: 50,
             burst: 200,
+            // 1,000 phones behind one address re-registering within a few
+            // seconds send a few hundred REGISTERs (two messages each) a second.
+            authenticated_per_second: 2_000,
+            authenticated_burst: 4_000,
+            authenticated_for: Duration::from_secs(3600),
             max_tracked: 100_000,
             exempt: Vec::new(),
         }
@@ -41,6 +60,8 @@ impl Default for RateConfig {
 struct Bucket {
     tokens: u64,
     last: Instant,
+    /// Until when the source has the authenticated allowance.
+    vouched_until: Option<Instant>,
 }
 
 /// A token bucket per source address, in a bounded table.
@@ -58,8 +79,31 @@ impl RateLimiter {
         }
     }
 
-    fn capacity(&self) -> u64 {
-        u64::from(self.config.burst.max(1)) * UNIT
+    /// (capacity in token units, refill in messages per second) of a bucket.
+    fn allowance(&self, vouched: bool) -> (u64, u64) {
+        let (burst, per_second) = if vouched {
+            (
+                self.config.authenticated_burst.max(self.config.burst),
+                self.config
+                    .authenticated_per_second
+                    .max(self.config.per_second),
+            )
+        } else {
+            (self.config.burst, self.config.per_second)
+        };
+        (u64::from(burst.max(1)) * UNIT, u64::from(per_second))
+    }
+
+    fn bucket(&mut self, ip: IpAddr, now: Instant) -> &mut Bucket {
+        if !self.buckets.contains_key(&ip) {
+            self.make_room(now);
+        }
+        let (capacity, _) = self.allowance(false);
+        self.buckets.entry(ip).or_insert(Bucket {
+            tokens: capacity,
+            last: now,
+            vouched_until: None,
+        })
     }
 
     /// Takes one message's token for `ip`; `false` means drop the message.
@@ -68,15 +112,12 @@ impl RateLimiter {
         if contains_any(&self.config.exempt, ip) {
             return true;
         }
-        let capacity = self.capacity();
-        let per_second = u64::from(self.config.per_second);
-        if !self.buckets.contains_key(&ip) {
-            self.make_room(now);
-        }
-        let b = self.buckets.entry(ip).or_insert(Bucket {
-            tokens: capacity,
-            last: now,
-        });
+        let vouched = self
+            .bucket(ip, now)
+            .vouched_until
+            .is_some_and(|until| now < until);
+        let (capacity, per_second) = self.allowance(vouched);
+        let b = self.bucket(ip, now);
         let elapsed = now.saturating_duration_since(b.last);
         // micro-seconds times messages per second = millionths of a message
         let refill = u64::try_from(elapsed.as_micros())
@@ -94,8 +135,22 @@ impl RateLimiter {
         }
     }
 
+    /// A request from `ip` passed digest authentication: the source gets the
+    /// authenticated allowance until `authenticated_for` from now. Its tokens
+    /// are not topped up; they refill faster from here on.
+    pub fn vouch(&mut self, ip: IpAddr, now: Instant) {
+        let ip = ip.to_canonical();
+        if contains_any(&self.config.exempt, ip) {
+            return;
+        }
+        let until = now.checked_add(self.config.authenticated_for);
+        let b = self.bucket(ip, now);
+        b.vouched_until = until.or(b.vouched_until);
+    }
+
     /// How long a bucket takes to refill completely: a source idle that long is
-    /// the same as one never seen.
+    /// the same as one never seen (a vouched one keeps its bucket while its
+    /// allowance lasts).
     fn full_after(&self) -> Duration {
         let per_second = u64::from(self.config.per_second.max(1));
         Duration::from_micros(u64::from(self.config.burst.max(1)) * 1_000_000 / per_second)
@@ -107,8 +162,10 @@ impl RateLimiter {
             return;
         }
         let idle = self.full_after();
-        self.buckets
-            .retain(|_, b| now.saturating_duration_since(b.last) < idle);
+        self.buckets.retain(|_, b| {
+            now.saturating_duration_since(b.last) < idle
+                || b.vouched_until.is_some_and(|until| now < until)
+        });
         evict_oldest_batch(&mut self.buckets, cap, |b| b.last);
     }
 
@@ -246,7 +303,7 @@ mod tests {
             per_second: 10,
             burst: 5,
             max_tracked: 10,
-            exempt: vec![],
+            ..RateConfig::default()
         });
         let a: IpAddr = "192.0.2.1".parse().expect("ip");
         let allowed = (0..20).filter(|_| r.allow(a, t0)).count();
@@ -270,6 +327,7 @@ mod tests {
             burst: 1,
             max_tracked: 10,
             exempt: vec!["10.0.0.0/8".parse().expect("net")],
+            ..RateConfig::default()
         });
         assert!((0..100).all(|_| r.allow("10.9.9.9".parse().expect("ip"), t0)));
         assert_eq!(r.tracked(), 0);
@@ -282,7 +340,7 @@ mod tests {
             per_second: 1,
             burst: 2,
             max_tracked: 16,
-            exempt: vec![],
+            ..RateConfig::default()
         });
         let hot: IpAddr = "198.51.100.1".parse().expect("ip");
         assert!(r.allow(hot, t0));
@@ -301,7 +359,8 @@ mod tests {
             per_second: 1,
             burst: 1,
             max_tracked: 2,
-            exempt: vec![],
+            authenticated_for: Duration::ZERO,
+            ..RateConfig::default()
         });
         let a: IpAddr = "192.0.2.1".parse().expect("ip");
         let b: IpAddr = "192.0.2.2".parse().expect("ip");
@@ -310,6 +369,57 @@ mod tests {
         assert!(!r.allow(b, t0 + ms(1500)));
         assert!(r.allow("192.0.2.3".parse().expect("ip"), t0 + ms(1600)));
         assert!(!r.allow(b, t0 + ms(1600)), "b kept its empty bucket");
+    }
+
+    /// An office behind one address: a few hundred REGISTERs a second pass
+    /// once its phones authenticate, a flood from an address whose phones never
+    /// authenticate stays on the low allowance, and the high allowance ends
+    /// when authentications stop.
+    #[test]
+    fn authenticated_sources_get_the_office_allowance() {
+        let t0 = Instant::now();
+        let config = RateConfig::default();
+        let mut r = RateLimiter::new(config.clone());
+        let office: IpAddr = "203.0.113.10".parse().expect("ip");
+        let flood: IpAddr = "198.51.100.66".parse().expect("ip");
+        r.vouch(office, t0);
+        // 10 s at 600 messages a second (300 REGISTERs with their challenges)
+        let mut dropped = (0, 0);
+        for i in 0..6_000u64 {
+            let now = t0 + Duration::from_micros(i * 1_000_000 / 600);
+            if !r.allow(office, now) {
+                dropped.0 += 1;
+            }
+            if !r.allow(flood, now) {
+                dropped.1 += 1;
+            }
+        }
+        assert_eq!(dropped.0, 0, "the office's messages all pass");
+        // the flood got its burst and 50 a second, no more
+        let flood_passed = 6_000 - dropped.1;
+        assert!(
+            (200 + 490..=200 + 501).contains(&flood_passed),
+            "{flood_passed}"
+        );
+        // vouching gives no instant burst: an empty bucket stays empty
+        let mut r = RateLimiter::new(RateConfig {
+            per_second: 1,
+            burst: 2,
+            authenticated_per_second: 10,
+            authenticated_burst: 100,
+            ..config
+        });
+        let a: IpAddr = "192.0.2.5".parse().expect("ip");
+        assert_eq!((0..10).filter(|_| r.allow(a, t0)).count(), 2);
+        r.vouch(a, t0);
+        assert!(!r.allow(a, t0));
+        // then it refills at the high rate, up to the high burst
+        assert!(r.allow(a, t0 + ms(100)));
+        let later = t0 + Duration::from_secs(20);
+        assert_eq!((0..200).filter(|_| r.allow(a, later)).count(), 100);
+        // an hour after the latest authentication the low allowance is back
+        let expired = t0 + Duration::from_secs(3600 + 30);
+        assert_eq!((0..200).filter(|_| r.allow(a, expired)).count(), 2);
     }
 
     #[test]

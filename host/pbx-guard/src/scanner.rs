@@ -1,4 +1,11 @@
 //! SIP scanner detection: known scanner user agents and scanning behaviour.
+//!
+//! What tells an office from a scanner: an office's phones authenticate. So
+//! the distinct users a source tries count only when they fail (credentials
+//! presented and wrong, for an unknown user or domain or a wrong password),
+//! reported by [`ScannerDetector::failed`]; a thousand phones behind one NAT
+//! address logging in as a thousand users count nothing. A source that keeps
+//! sending requests and never authenticates is a scanner (or a flood) too.
 
 use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
@@ -37,7 +44,8 @@ const MAX_AGENT_LEN: usize = 256;
 pub struct ScannerConfig {
     /// The window behaviour is judged over.
     pub window: Duration,
-    /// Distinct target users (or user@domain) one source may try in the window.
+    /// Distinct users (user@domain) one source may fail to authenticate as
+    /// in the window.
     pub max_distinct_targets: usize,
     /// Requests one source may send in the window without ever authenticating.
     pub max_unauthenticated: u32,
@@ -67,7 +75,8 @@ impl Default for ScannerConfig {
 pub enum ScanReason {
     /// The User-Agent contains this known scanner fragment.
     KnownAgent(String),
-    /// It tried this many distinct users/domains within the window.
+    /// It failed to authenticate as this many distinct users/domains within
+    /// the window.
     ManyTargets(usize),
     /// It sent this many requests within the window and never authenticated.
     NeverAuthenticates(u32),
@@ -77,7 +86,7 @@ impl std::fmt::Display for ScanReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ScanReason::KnownAgent(a) => write!(f, "scanner user agent {a:?}"),
-            ScanReason::ManyTargets(n) => write!(f, "tried {n} distinct users"),
+            ScanReason::ManyTargets(n) => write!(f, "failed as {n} distinct users"),
             ScanReason::NeverAuthenticates(n) => {
                 write!(f, "{n} requests without authenticating")
             }
@@ -102,8 +111,8 @@ struct Seen {
     authenticated: bool,
 }
 
-/// Watches requests per source. Memory per source is bounded by
-/// `max_distinct_targets` hashes.
+/// Watches requests and authentication failures per source. Memory per
+/// source is bounded by `max_distinct_targets` hashes.
 #[derive(Debug)]
 pub struct ScannerDetector {
     config: ScannerConfig,
@@ -142,14 +151,12 @@ impl ScannerDetector {
             .map(String::as_str)
     }
 
-    /// Looks at one request from `ip`: its User-Agent, method and the user (or
-    /// user@domain) it is addressed to.
+    /// Looks at one request from `ip`: its User-Agent and method.
     pub fn observe(
         &mut self,
         ip: IpAddr,
         user_agent: Option<&str>,
         method: &str,
-        to_user: &str,
         now: Instant,
     ) -> ScanVerdict {
         let ip = ip.to_canonical();
@@ -165,13 +172,47 @@ impl ScannerDetector {
         if method.eq_ignore_ascii_case("ACK") || method.eq_ignore_ascii_case("CANCEL") {
             return ScanVerdict::Allow;
         }
+        let max = self.config.max_unauthenticated;
+        let seen = self.seen(ip, now);
+        seen.requests = seen.requests.saturating_add(1);
+        if !seen.authenticated && seen.requests > max {
+            let n = seen.requests;
+            self.sources.remove(&ip);
+            return ScanVerdict::Ban(ScanReason::NeverAuthenticates(n));
+        }
+        ScanVerdict::Allow
+    }
+
+    /// A request from `ip` presented credentials for `target` (user@domain)
+    /// that did not pass. Failing as too many distinct users in the window
+    /// is a scan.
+    pub fn failed(&mut self, ip: IpAddr, target: &str, now: Instant) -> ScanVerdict {
+        let ip = ip.to_canonical();
+        if contains_any(&self.config.exempt, ip) {
+            return ScanVerdict::Allow;
+        }
         let target = self
             .hasher
-            .hash_one(crate::truncate(to_user, 128).to_ascii_lowercase());
-        let window = self.config.window;
+            .hash_one(crate::truncate(target, 128).to_ascii_lowercase());
+        let max = self.config.max_distinct_targets;
+        let seen = self.seen(ip, now);
+        if !seen.targets.contains(&target) {
+            seen.targets.push(target);
+        }
+        if seen.targets.len() > max {
+            let n = seen.targets.len();
+            self.sources.remove(&ip);
+            return ScanVerdict::Ban(ScanReason::ManyTargets(n));
+        }
+        ScanVerdict::Allow
+    }
+
+    /// The source's entry, its counts restarted when its window is over.
+    fn seen(&mut self, ip: IpAddr, now: Instant) -> &mut Seen {
         if !self.sources.contains_key(&ip) {
             self.make_room(now);
         }
+        let window = self.config.window;
         let seen = self.sources.entry(ip).or_insert(Seen {
             start: now,
             last: now,
@@ -189,39 +230,17 @@ impl ScannerDetector {
             };
         }
         seen.last = now;
-        seen.requests = seen.requests.saturating_add(1);
-        if !seen.targets.contains(&target) {
-            seen.targets.push(target);
-        }
-        if seen.targets.len() > self.config.max_distinct_targets {
-            let n = seen.targets.len();
-            self.sources.remove(&ip);
-            return ScanVerdict::Ban(ScanReason::ManyTargets(n));
-        }
-        if !seen.authenticated && seen.requests > self.config.max_unauthenticated {
-            let n = seen.requests;
-            self.sources.remove(&ip);
-            return ScanVerdict::Ban(ScanReason::NeverAuthenticates(n));
-        }
-        ScanVerdict::Allow
+        seen
     }
 
     /// The source passed digest authentication: its requests no longer count as
     /// never authenticating.
     pub fn authenticated(&mut self, ip: IpAddr, now: Instant) {
         let ip = ip.to_canonical();
-        if !self.sources.contains_key(&ip) {
-            self.make_room(now);
+        if contains_any(&self.config.exempt, ip) {
+            return;
         }
-        let seen = self.sources.entry(ip).or_insert(Seen {
-            start: now,
-            last: now,
-            requests: 0,
-            targets: Vec::new(),
-            authenticated: true,
-        });
-        seen.authenticated = true;
-        seen.last = now;
+        self.seen(ip, now).authenticated = true;
     }
 
     /// How many sources are tracked.
@@ -275,7 +294,7 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    d.observe(ip("192.0.2.1"), Some(ua), "OPTIONS", "100", t0),
+                    d.observe(ip("192.0.2.1"), Some(ua), "OPTIONS", t0),
                     ScanVerdict::Ban(ScanReason::KnownAgent(_))
                 ),
                 "{ua}"
@@ -288,7 +307,7 @@ mod tests {
             "baresip v3",
         ] {
             assert_eq!(
-                d.observe(ip("192.0.2.2"), Some(ua), "REGISTER", "100", t0),
+                d.observe(ip("192.0.2.2"), Some(ua), "REGISTER", t0),
                 ScanVerdict::Allow,
                 "{ua}"
             );
@@ -301,41 +320,57 @@ mod tests {
     }
 
     #[test]
-    fn many_distinct_users_is_a_scan() {
+    fn failing_as_many_distinct_users_is_a_scan() {
         let t0 = Instant::now();
         let mut d = ScannerDetector::new(config());
         let a = ip("198.51.100.7");
         for i in 0..5 {
-            let user = format!("{}", 100 + i);
-            assert_eq!(
-                d.observe(a, None, "REGISTER", &user, t0),
-                ScanVerdict::Allow
-            );
+            let user = format!("{}@acme.example", 100 + i);
+            assert_eq!(d.failed(a, &user, t0), ScanVerdict::Allow);
         }
         // the same users again do not count
+        assert_eq!(d.failed(a, "100@ACME.example", t0), ScanVerdict::Allow);
         assert_eq!(
-            d.observe(a, None, "REGISTER", "100", t0),
-            ScanVerdict::Allow
-        );
-        assert_eq!(
-            d.observe(a, None, "INVITE", "200", t0),
+            d.failed(a, "200@nowhere.example", t0),
             ScanVerdict::Ban(ScanReason::ManyTargets(6))
         );
     }
 
+    /// An office: a thousand phones behind one address log in as a thousand
+    /// users within seconds; none fails, so nothing counts towards a scan.
     #[test]
-    fn targets_spread_over_windows_are_fine() {
+    fn many_users_that_authenticate_are_an_office() {
+        let t0 = Instant::now();
+        let mut d = ScannerDetector::new(config());
+        let office = ip("203.0.113.20");
+        for i in 0..1000u64 {
+            let now = t0 + Duration::from_millis(i * 3);
+            // the challenge, then the authenticated request
+            assert_eq!(
+                d.observe(office, Some("Yealink SIP-T46S"), "REGISTER", now),
+                ScanVerdict::Allow
+            );
+            assert_eq!(
+                d.observe(office, Some("Yealink SIP-T46S"), "REGISTER", now),
+                ScanVerdict::Allow
+            );
+            d.authenticated(office, now);
+        }
+        // a few phones with stale passwords are not a scan either
+        for user in ["1001@acme.example", "1002@acme.example"] {
+            assert_eq!(d.failed(office, user, t0), ScanVerdict::Allow);
+        }
+    }
+
+    #[test]
+    fn failures_spread_over_windows_are_fine() {
         let t0 = Instant::now();
         let mut d = ScannerDetector::new(config());
         let a = ip("198.51.100.8");
         for i in 0..30u64 {
             let user = format!("{i}");
             let now = t0 + Duration::from_secs(i * 20);
-            assert_eq!(
-                d.observe(a, None, "REGISTER", &user, now),
-                ScanVerdict::Allow
-            );
-            d.authenticated(a, now);
+            assert_eq!(d.failed(a, &user, now), ScanVerdict::Allow);
         }
     }
 
@@ -345,19 +380,19 @@ mod tests {
         let mut d = ScannerDetector::new(config());
         let a = ip("203.0.113.1");
         for _ in 0..10 {
-            assert_eq!(d.observe(a, None, "OPTIONS", "100", t0), ScanVerdict::Allow);
+            assert_eq!(d.observe(a, None, "OPTIONS", t0), ScanVerdict::Allow);
         }
         // retransmission-style ACKs are ignored
-        assert_eq!(d.observe(a, None, "ACK", "100", t0), ScanVerdict::Allow);
+        assert_eq!(d.observe(a, None, "ACK", t0), ScanVerdict::Allow);
         assert_eq!(
-            d.observe(a, None, "OPTIONS", "100", t0),
+            d.observe(a, None, "OPTIONS", t0),
             ScanVerdict::Ban(ScanReason::NeverAuthenticates(11))
         );
 
         let b = ip("203.0.113.2");
         d.authenticated(b, t0);
         for _ in 0..50 {
-            assert_eq!(d.observe(b, None, "OPTIONS", "100", t0), ScanVerdict::Allow);
+            assert_eq!(d.observe(b, None, "OPTIONS", t0), ScanVerdict::Allow);
         }
     }
 
@@ -366,16 +401,16 @@ mod tests {
         let t0 = Instant::now();
         let mut d = ScannerDetector::new(config());
         assert_eq!(
-            d.observe(ip("10.0.0.1"), Some("friendly-scanner"), "OPTIONS", "1", t0),
+            d.observe(ip("10.0.0.1"), Some("friendly-scanner"), "OPTIONS", t0),
             ScanVerdict::Allow
         );
         for i in 0..1000u32 {
-            d.observe(IpAddr::from(i.to_be_bytes()), None, "OPTIONS", "1", t0);
+            d.observe(IpAddr::from(i.to_be_bytes()), None, "OPTIONS", t0);
             assert!(d.tracked() <= 100);
         }
         assert_eq!(
             ScanReason::ManyTargets(3).to_string(),
-            "tried 3 distinct users"
+            "failed as 3 distinct users"
         );
     }
 }

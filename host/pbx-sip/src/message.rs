@@ -81,6 +81,100 @@ fn ipv6_fallback(value: &str, via: bool) -> bool {
     }
 }
 
+/// rsip's Contact grammar refuses a quoted parameter value holding `<` or `>`,
+/// such as RFC 5626's `+sip.instance="<urn:uuid:...>"`, which linphone and many
+/// desk phones send in every REGISTER. Such a Contact is accepted when it is a
+/// bracketed SIP URI (after an optional display name) followed by well-formed
+/// parameters; the host reads it with its own accessors.
+fn contact_fallback(value: &str) -> bool {
+    let value = value.trim();
+    let Some(open) = unquoted(value, b'<') else {
+        return false;
+    };
+    let Some(close) = value[open..].find('>').map(|i| open + i) else {
+        return false;
+    };
+    let uri = &value[open + 1..close];
+    let Some((scheme, rest)) = uri.split_once(':') else {
+        return false;
+    };
+    let hostport = rest.rsplit('@').next().unwrap_or(rest);
+    let hostport = hostport.split([';', '?']).next().unwrap_or(hostport);
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) if !p.contains(']') => (h, Some(p)),
+        _ => (hostport, None),
+    };
+    (scheme.eq_ignore_ascii_case("sip") || scheme.eq_ignore_ascii_case("sips"))
+        && !host.is_empty()
+        && port.is_none_or(|p| p.parse::<u16>().is_ok())
+        && !uri.contains(['<', '"', ' '])
+        && params_well_formed(&value[close + 1..])
+}
+
+/// The position of `needle` outside double quotes.
+fn unquoted(s: &str, needle: u8) -> Option<usize> {
+    let (mut quoted, mut escaped) = (false, false);
+    for (i, b) in s.bytes().enumerate() {
+        match b {
+            _ if escaped => escaped = false,
+            b'\\' if quoted => escaped = true,
+            b'"' => quoted = !quoted,
+            _ if b == needle && !quoted => return Some(i),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// `;name[=token|"quoted"]` repeated (RFC 3261 `generic-param`), nothing else.
+fn params_well_formed(params: &str) -> bool {
+    let is_token = |c: char| c.is_ascii_alphanumeric() || "-.!%*_+`'~:[]/".contains(c);
+    let mut rest = params.trim_start();
+    while !rest.is_empty() {
+        let Some(after) = rest.strip_prefix(';') else {
+            return false;
+        };
+        let after = after.trim_start();
+        let name_len = after.find(|c| !is_token(c)).unwrap_or(after.len());
+        if name_len == 0 {
+            return false;
+        }
+        let mut tail = after[name_len..].trim_start();
+        if let Some(value) = tail.strip_prefix('=') {
+            let value = value.trim_start();
+            if let Some(quoted) = value.strip_prefix('"') {
+                let Some(end) = closing_quote(quoted) else {
+                    return false;
+                };
+                tail = &quoted[end + 1..];
+            } else {
+                let len = value.find(|c| !is_token(c)).unwrap_or(value.len());
+                if len == 0 {
+                    return false;
+                }
+                tail = &value[len..];
+            }
+        }
+        rest = tail.trim_start();
+    }
+    true
+}
+
+/// The position of the quote closing a quoted string whose opening quote was
+/// just before `s` (backslash escapes honoured).
+fn closing_quote(s: &str) -> Option<usize> {
+    let mut escaped = false;
+    for (i, b) in s.bytes().enumerate() {
+        match b {
+            _ if escaped => escaped = false,
+            b'\\' => escaped = true,
+            b'"' => return Some(i),
+            _ => {}
+        }
+    }
+    None
+}
+
 #[derive(Default)]
 struct Seen {
     via: usize,
@@ -112,7 +206,11 @@ fn validate(message: &rsip::SipMessage, method: Option<&[u8]>) -> Result<()> {
                     return Err(Error::InvalidHeader("To"));
                 }
             }
-            Header::Contact(h) if h.typed().is_err() && !ipv6_fallback(h.value(), false) => {
+            Header::Contact(h)
+                if h.typed().is_err()
+                    && !ipv6_fallback(h.value(), false)
+                    && !contact_fallback(h.value()) =>
+            {
                 return Err(Error::InvalidHeader("Contact"));
             }
             Header::CallId(h) => {
@@ -254,6 +352,46 @@ mod tests {
             "a84b4c76e66710@pc33.example.com"
         );
         assert_eq!(req.cseq_header().unwrap().typed().unwrap().seq, 314_159);
+    }
+
+    /// linphone's REGISTER (RFC 5626 instance id in the Contact) parses; a
+    /// Contact that is not a SIP name-addr with sound parameters still fails.
+    #[test]
+    fn contacts_with_an_instance_id_parse() {
+        let raw = "REGISTER sip:acme.example SIP/2.0\r\n\
+            Via: SIP/2.0/UDP 127.0.0.1:47100;branch=z9hG4bK.T6KeoIvrC;rport\r\n\
+            From: <sip:1000@acme.example>;tag=Rzhfui02k\r\n\
+            To: sip:1000@acme.example\r\n\
+            CSeq: 20 REGISTER\r\n\
+            Call-ID: YQWMeXHcIr\r\n\
+            Max-Forwards: 70\r\n\
+            Supported: replaces, outbound, gruu\r\n\
+            Accept: application/sdp\r\n\
+            Accept: text/plain\r\n\
+            Contact: <sip:1000@127.0.0.1:47100;transport=udp>;+sip.instance=\"<urn:uuid:274bf1c1-d64f-007b-9d43-023302f8db7f>\"\r\n\
+            Expires: 3600\r\n\
+            User-Agent: Unknown\r\n\
+            Content-Length: 0\r\n\r\n";
+        assert!(parse(raw.as_bytes()).is_ok());
+        for good in [
+            "<sip:1000@127.0.0.1:5060>;+sip.instance=\"<urn:uuid:1>\";reg-id=1;expires=600",
+            "\"Desk <7>\" <sips:1000@h>;+sip.instance=\"<urn:uuid:\\\"x>\"",
+        ] {
+            assert!(contact_fallback(good), "{good}");
+        }
+        for bad in [
+            "<tel:1000>;+sip.instance=\"<urn:uuid:1>\"",
+            "<sip:1000@h>;+sip.instance=\"<urn:uuid:1>",
+            "<sip:1000@h>;=x",
+            "<sip:1000@h> junk",
+            "<sip:1000@h>;a=",
+            "sip:1000@h;+sip.instance=\"<urn:uuid:1>\"",
+            "<sip:10\"00@h>",
+            "<sip:a@b:99999>;+sip.instance=\"<urn:uuid:1>\"",
+            "<sip:@>",
+        ] {
+            assert!(!contact_fallback(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
 use crate::ha1::{Algorithm, compute_ha1};
-use crate::{Error, Extension, Result, Store, TenantId, tenant, validate};
+use crate::{DigestAlgorithms, Error, Extension, Result, Store, TenantId, tenant, validate};
 
 const INSERT: &str = "INSERT INTO extensions (tenant_id, number, ha1_md5, ha1_sha256, enabled) \
                       VALUES (?, ?, ?, ?, 1)";
@@ -78,6 +78,29 @@ impl Store {
         Ok(())
     }
 
+    /// Sets the digest algorithms offered to the extension's phone (`None`:
+    /// its tenant's choice). Running servers pick it up on their next
+    /// directory reload.
+    pub async fn set_extension_digest(
+        &self,
+        tenant: TenantId,
+        number: &str,
+        digest: Option<&DigestAlgorithms>,
+    ) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE extensions SET digest_algorithms = ? WHERE tenant_id = ? AND number = ?",
+        )
+        .bind(digest.map(ToString::to_string))
+        .bind(tenant.0)
+        .bind(number)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(not_found(tenant, number));
+        }
+        Ok(())
+    }
+
     /// Removes an extension (and its registrar bindings).
     pub async fn remove_extension(&self, tenant: TenantId, number: &str) -> Result<()> {
         let done = sqlx::query("DELETE FROM extensions WHERE tenant_id = ? AND number = ?")
@@ -97,8 +120,8 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         tenant::ensure_tenant(&mut tx, tenant).await?;
         let rows = sqlx::query(
-            "SELECT tenant_id, number, ha1_md5, ha1_sha256, enabled FROM extensions \
-             WHERE tenant_id = ? ORDER BY number",
+            "SELECT tenant_id, number, ha1_md5, ha1_sha256, enabled, digest_algorithms \
+             FROM extensions WHERE tenant_id = ? ORDER BY number",
         )
         .bind(tenant.0)
         .fetch_all(&mut *tx)
@@ -151,6 +174,7 @@ fn credentials(tenant: TenantId, number: &str, realm: &str, password: &str) -> E
         ha1_md5: compute_ha1(Algorithm::Md5, number, realm, password),
         ha1_sha256: compute_ha1(Algorithm::Sha256, number, realm, password),
         enabled: true,
+        digest: None,
     }
 }
 
@@ -170,20 +194,25 @@ async fn insert(conn: &mut SqliteConnection, ext: &Extension) -> Result<()> {
 
 fn from_row(row: &SqliteRow) -> Result<Extension> {
     let enabled: i64 = row.try_get("enabled")?;
+    let tenant = TenantId(row.try_get("tenant_id")?);
+    let number: String = row.try_get("number")?;
+    let digest =
+        crate::types::stored_digest(row, || format!("extension {number:?} of tenant {tenant}"))?;
     Ok(Extension {
-        tenant: TenantId(row.try_get("tenant_id")?),
-        number: row.try_get("number")?,
+        tenant,
+        number,
         ha1_md5: row.try_get("ha1_md5")?,
         ha1_sha256: row.try_get("ha1_sha256")?,
         enabled: enabled != 0,
+        digest,
     })
 }
 
 /// Every extension of every tenant, ordered by tenant then number.
 pub(crate) async fn load_all(conn: &mut SqliteConnection) -> Result<Vec<Extension>> {
     let rows = sqlx::query(
-        "SELECT tenant_id, number, ha1_md5, ha1_sha256, enabled FROM extensions \
-         ORDER BY tenant_id, number",
+        "SELECT tenant_id, number, ha1_md5, ha1_sha256, enabled, digest_algorithms \
+         FROM extensions ORDER BY tenant_id, number",
     )
     .fetch_all(conn)
     .await?;
@@ -201,6 +230,75 @@ mod tests {
             .await
             .expect("tenant");
         (store, t.id)
+    }
+
+    /// SHA-256 is turned on per tenant or per extension; `None` inherits, and
+    /// the directory (what the SIP path reads) carries both choices.
+    #[tokio::test]
+    async fn digest_algorithms_per_tenant_and_extension() {
+        let (store, t) = store_with_tenant().await;
+        store.add_extension(t, "1000", "secret").await.expect("ext");
+        store.add_extension(t, "1001", "secret").await.expect("ext");
+        let dir = store.directory().await.expect("directory");
+        assert_eq!(dir.tenants[0].digest, None, "inherits the server's default");
+        assert!(dir.extensions.iter().all(|e| e.digest.is_none()));
+
+        let g0 = store.generation().await.expect("generation");
+        let both = DigestAlgorithms::parse("sha-256, MD5").expect("parse");
+        store
+            .set_tenant_digest(t, Some(&both))
+            .await
+            .expect("tenant");
+        let sha = DigestAlgorithms::parse("SHA-256").expect("parse");
+        store
+            .set_extension_digest(t, "1001", Some(&sha))
+            .await
+            .expect("extension");
+        assert_ne!(store.generation().await.expect("generation"), g0);
+        let dir = store.directory().await.expect("directory");
+        assert_eq!(dir.tenants[0].digest.as_ref(), Some(&both));
+        assert_eq!(both.to_string(), "SHA-256,MD5");
+        let of = |n: &str| {
+            dir.extensions
+                .iter()
+                .find(|e| e.number == n)
+                .and_then(|e| e.digest.clone())
+        };
+        assert_eq!(of("1000"), None);
+        assert_eq!(of("1001"), Some(sha.clone()));
+        let listed = store.list_extensions(t).await.expect("list");
+        assert_eq!(listed[1].digest, Some(sha));
+        assert_eq!(
+            store.tenant(t).await.expect("tenant").map(|x| x.digest),
+            Some(Some(both))
+        );
+
+        store.set_tenant_digest(t, None).await.expect("clear");
+        store
+            .set_extension_digest(t, "1001", None)
+            .await
+            .expect("clear");
+        let dir = store.directory().await.expect("directory");
+        assert_eq!(dir.tenants[0].digest, None);
+        assert!(dir.extensions.iter().all(|e| e.digest.is_none()));
+
+        assert!(matches!(
+            store
+                .set_extension_digest(t, "4711", Some(&DigestAlgorithms::md5()))
+                .await,
+            Err(Error::NotFound(_))
+        ));
+        assert!(matches!(
+            store.set_tenant_digest(TenantId(99), None).await,
+            Err(Error::NotFound(_))
+        ));
+        for bad in ["", "SHA-512", "MD5,MD5", "MD5-sess", "MD5,,SHA-256"] {
+            assert!(DigestAlgorithms::parse(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            String::from(DigestAlgorithms::parse("md5,sha-256").expect("parse")),
+            "MD5,SHA-256"
+        );
     }
 
     #[tokio::test]

@@ -57,7 +57,7 @@ pub use approval::{Approval, ApprovalStatus, ApprovalTarget};
 pub use audit::{AUDIT_KEYED, AuditEntry, AuditHead, AuditRecord, audit_legacy_hash, audit_mac};
 pub use ban::BanRecord;
 pub use cdr::CdrFilter;
-pub use cdr_export::CdrCursor;
+pub use cdr_export::{CDR_CSV_HEADER, CdrCursor, write_cdr_csv};
 pub use error::{Error, Result};
 pub use limits::TenantLimits;
 pub use plugin::{PluginVersion, Policy};

@@ -3,7 +3,10 @@
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
-use crate::{Error, MediaEncryption, Result, Store, Tenant, TenantId, TenantStatus, validate};
+use crate::{
+    DigestAlgorithms, Error, MediaEncryption, Result, Store, Tenant, TenantId, TenantStatus,
+    validate,
+};
 
 impl Store {
     /// Creates a tenant with its primary domain (which becomes the digest realm).
@@ -41,7 +44,27 @@ impl Store {
             realm: domain.clone(),
             domains: vec![domain],
             media_encryption: MediaEncryption::default(),
+            digest: None,
         })
+    }
+
+    /// Sets the digest algorithms offered to the tenant's phones (`None`: the
+    /// server's default). Running servers pick it up on their next directory
+    /// reload.
+    pub async fn set_tenant_digest(
+        &self,
+        tenant: TenantId,
+        digest: Option<&DigestAlgorithms>,
+    ) -> Result<()> {
+        let done = sqlx::query("UPDATE tenants SET digest_algorithms = ? WHERE id = ?")
+            .bind(digest.map(ToString::to_string))
+            .bind(tenant.0)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(Error::NotFound(format!("tenant {tenant}")));
+        }
+        Ok(())
     }
 
     /// Adds another SIP domain to a tenant. The realm (primary domain) is unchanged.
@@ -66,7 +89,7 @@ impl Store {
     pub async fn tenant(&self, id: TenantId) -> Result<Option<Tenant>> {
         let mut conn = self.pool.acquire().await?;
         let row =
-            sqlx::query("SELECT id, name, status, media_encryption FROM tenants WHERE id = ?")
+            sqlx::query("SELECT id, name, status, media_encryption, digest_algorithms FROM tenants WHERE id = ?")
                 .bind(id.0)
                 .fetch_optional(&mut *conn)
                 .await?;
@@ -80,7 +103,7 @@ impl Store {
     pub async fn tenant_by_name(&self, name: &str) -> Result<Option<Tenant>> {
         let mut conn = self.pool.acquire().await?;
         let row =
-            sqlx::query("SELECT id, name, status, media_encryption FROM tenants WHERE name = ?")
+            sqlx::query("SELECT id, name, status, media_encryption, digest_algorithms FROM tenants WHERE name = ?")
                 .bind(name)
                 .fetch_optional(&mut *conn)
                 .await?;
@@ -177,7 +200,8 @@ async fn insert_domain(
     Ok(())
 }
 
-/// Reads the `id, name, status, media_encryption` columns of a tenants row.
+/// Reads the `id, name, status, media_encryption, digest_algorithms` columns
+/// of a tenants row.
 fn tenant_row(row: &SqliteRow) -> Result<Tenant> {
     let id = TenantId(row.try_get("id")?);
     let name: String = row.try_get("name")?;
@@ -188,6 +212,7 @@ fn tenant_row(row: &SqliteRow) -> Result<Tenant> {
     let media_encryption = MediaEncryption::parse(&media).ok_or_else(|| {
         Error::Invalid(format!("stored tenant {id} has media encryption {media:?}"))
     })?;
+    let digest = crate::types::stored_digest(row, || format!("tenant {id}"))?;
     Ok(Tenant {
         id,
         name,
@@ -195,6 +220,7 @@ fn tenant_row(row: &SqliteRow) -> Result<Tenant> {
         realm: String::new(),
         domains: Vec::new(),
         media_encryption,
+        digest,
     })
 }
 
@@ -221,10 +247,11 @@ async fn with_domains(conn: &mut SqliteConnection, row: &SqliteRow) -> Result<Te
 
 /// Every tenant with its domains (primary first), in id order.
 pub(crate) async fn load_all(conn: &mut SqliteConnection) -> Result<Vec<Tenant>> {
-    let tenant_rows =
-        sqlx::query("SELECT id, name, status, media_encryption FROM tenants ORDER BY id")
-            .fetch_all(&mut *conn)
-            .await?;
+    let tenant_rows = sqlx::query(
+        "SELECT id, name, status, media_encryption, digest_algorithms FROM tenants ORDER BY id",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
     let domain_rows =
         sqlx::query("SELECT tenant_id, domain FROM tenant_domains ORDER BY tenant_id, position")
             .fetch_all(&mut *conn)

@@ -51,6 +51,112 @@ pub struct Tenant {
     /// Whether the tenant's calls must, may or must not use SRTP.
     #[serde(default)]
     pub media_encryption: MediaEncryption,
+    /// Digest algorithms offered to the tenant's phones; `None`: the server's
+    /// configured default (MD5 alone as shipped).
+    #[serde(default)]
+    pub digest: Option<DigestAlgorithms>,
+}
+
+/// Digest algorithms offered in challenges (one challenge each), most
+/// preferred first: a non-empty list without repeats. Written and read as
+/// `MD5`, `SHA-256` or both comma-separated (`SHA-256,MD5`), any case.
+///
+/// MD5 alone is what every phone answers; SHA-256 (RFC 8760) is for phones
+/// known to handle it, since some clients give up when offered a challenge
+/// they do not know.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct DigestAlgorithms(Vec<DigestAlgorithm>);
+
+pub use digest_auth::Algorithm as DigestAlgorithm;
+
+impl DigestAlgorithms {
+    /// MD5 alone: the shipped default, answered by old and new phones.
+    pub fn md5() -> DigestAlgorithms {
+        DigestAlgorithms(vec![DigestAlgorithm::Md5])
+    }
+
+    /// A list from algorithms in order; empty or repeated lists are refused.
+    pub fn new(list: Vec<DigestAlgorithm>) -> Result<DigestAlgorithms, String> {
+        if list.is_empty() {
+            return Err("no digest algorithm given (use MD5, SHA-256 or both)".into());
+        }
+        for (i, a) in list.iter().enumerate() {
+            if list[..i].contains(a) {
+                return Err(format!("digest algorithm {} listed twice", a.as_str()));
+            }
+        }
+        Ok(DigestAlgorithms(list))
+    }
+
+    /// Parses `MD5`, `SHA-256`, `SHA-256,MD5` or `MD5,SHA-256` (any case,
+    /// spaces allowed around the commas).
+    pub fn parse(text: &str) -> Result<DigestAlgorithms, String> {
+        let list = text
+            .split(',')
+            .map(|name| {
+                let name = name.trim();
+                DigestAlgorithm::parse(name).map_err(|_| {
+                    let shown: String = name.chars().take(32).collect();
+                    format!("unknown digest algorithm {shown:?} (use MD5 or SHA-256)")
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        DigestAlgorithms::new(list)
+    }
+
+    /// The algorithms, most preferred first.
+    pub fn as_slice(&self) -> &[DigestAlgorithm] {
+        &self.0
+    }
+
+    /// Whether `algorithm` is one of them.
+    pub fn offers(&self, algorithm: DigestAlgorithm) -> bool {
+        self.0.contains(&algorithm)
+    }
+}
+
+impl std::fmt::Display for DigestAlgorithms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, a) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            f.write_str(a.as_str())?;
+        }
+        Ok(())
+    }
+}
+
+impl From<DigestAlgorithms> for String {
+    fn from(d: DigestAlgorithms) -> String {
+        d.to_string()
+    }
+}
+
+/// The `digest_algorithms` column of a tenants or extensions row.
+pub(crate) fn stored_digest(
+    row: &sqlx::sqlite::SqliteRow,
+    whose: impl FnOnce() -> String,
+) -> crate::Result<Option<DigestAlgorithms>> {
+    use sqlx::Row;
+    let text: Option<String> = row.try_get("digest_algorithms")?;
+    text.map(|t| {
+        DigestAlgorithms::parse(&t).map_err(|e| {
+            crate::Error::Invalid(format!(
+                "stored {} has digest algorithms {t:?}: {e}",
+                whose()
+            ))
+        })
+    })
+    .transpose()
+}
+
+impl TryFrom<String> for DigestAlgorithms {
+    type Error = String;
+    fn try_from(s: String) -> Result<DigestAlgorithms, String> {
+        DigestAlgorithms::parse(&s)
+    }
 }
 
 /// A tenant's SRTP policy for anchored media.
@@ -96,6 +202,10 @@ pub struct Extension {
     /// hex(SHA-256(number ":" realm ":" password))
     pub ha1_sha256: String,
     pub enabled: bool,
+    /// Digest algorithms offered to this extension's phone; `None`: its
+    /// tenant's choice.
+    #[serde(default)]
+    pub digest: Option<DigestAlgorithms>,
 }
 
 /// Everything the SIP core needs to resolve tenants and check credentials, loaded

@@ -3,9 +3,11 @@
 //! ```text
 //! pbx --data-dir DIR tenant add NAME --domain DOMAIN
 //! pbx --data-dir DIR tenant list
+//! pbx --data-dir DIR tenant set TENANT [--media-encryption POLICY] [--digest ALGS|default]
 //! pbx --data-dir DIR extension add TENANT EXT (--password PASS | --password-stdin)
 //! pbx --data-dir DIR extension import TENANT FILE.csv
 //! pbx --data-dir DIR extension list TENANT
+//! pbx --data-dir DIR extension set TENANT EXT --digest SHA-256|MD5|SHA-256,MD5|default
 //! pbx --data-dir DIR cdr list TENANT [--limit N] [--format csv|json]
 //! pbx --data-dir DIR plugin install TENANT FILE.wasm
 //! pbx --data-dir DIR plugin list TENANT
@@ -35,6 +37,44 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::logging::LogFormat;
+
+/// A digest choice on the command line: `MD5`, `SHA-256`, both in order, or
+/// `default` (inherit).
+fn parse_digest(s: &str) -> Result<DigestChoice, String> {
+    if s.eq_ignore_ascii_case("default") {
+        Ok(DigestChoice::Default)
+    } else {
+        store::DigestAlgorithms::parse(s).map(DigestChoice::Algorithms)
+    }
+}
+
+/// The digest algorithms offered to a tenant's or an extension's phones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DigestChoice {
+    /// Inherit: an extension its tenant's, a tenant the server's `[auth]`.
+    Default,
+    /// These, most preferred first.
+    Algorithms(store::DigestAlgorithms),
+}
+
+impl DigestChoice {
+    /// The stored form: `None` inherits.
+    pub fn stored(&self) -> Option<&store::DigestAlgorithms> {
+        match self {
+            DigestChoice::Default => None,
+            DigestChoice::Algorithms(a) => Some(a),
+        }
+    }
+}
+
+impl std::fmt::Display for DigestChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DigestChoice::Default => f.write_str("default"),
+            DigestChoice::Algorithms(a) => a.fmt(f),
+        }
+    }
+}
 
 fn parse_media_encryption(s: &str) -> Result<store::MediaEncryption, String> {
     store::MediaEncryption::parse(s)
@@ -220,6 +260,12 @@ pub enum TenantCommand {
         /// SRTP policy: required (a plaintext offer gets 488), optional, disabled.
         #[arg(long, value_parser = parse_media_encryption, value_name = "POLICY")]
         media_encryption: Option<store::MediaEncryption>,
+        /// Digest challenges for the tenant's phones: MD5, SHA-256, or both in
+        /// order of preference (SHA-256,MD5); `default` follows `[auth]
+        /// algorithms` (MD5 as shipped). Offer SHA-256 only to phones known to
+        /// handle it.
+        #[arg(long, value_parser = parse_digest, value_name = "ALGORITHMS")]
+        digest: Option<DigestChoice>,
     },
     /// Allow a network (address or CIDR) for the tenant's phones, or with
     /// `--extension` for one extension (which must then pass both lists). A tenant
@@ -292,10 +338,22 @@ pub enum ExtensionCommand {
         /// The CSV file; a header line `extension,password` and blank lines are skipped.
         file: PathBuf,
     },
-    /// List a tenant's extensions.
+    /// List a tenant's extensions: number, enabled or disabled, digest
+    /// algorithms (`default`: the tenant's).
     List {
         /// The tenant's name.
         tenant: String,
+    },
+    /// Change an extension's settings.
+    Set {
+        /// The tenant's name.
+        tenant: String,
+        /// The extension number.
+        extension: String,
+        /// Digest challenges for this extension's phone: MD5, SHA-256, or both
+        /// in order of preference; `default` follows the tenant's choice.
+        #[arg(long, value_parser = parse_digest, value_name = "ALGORITHMS")]
+        digest: DigestChoice,
     },
 }
 
@@ -606,6 +664,31 @@ mod tests {
             panic!("not serve");
         };
         assert_eq!(args.api, Some("127.0.0.1:8443".parse().unwrap()));
+    }
+
+    #[test]
+    fn digest_choices_parse() {
+        let cli = parse(&["tenant", "set", "acme", "--digest", "sha-256,md5"]).unwrap();
+        let Command::Tenant(TenantCommand::Set { digest, .. }) = cli.command else {
+            panic!("not tenant set");
+        };
+        assert_eq!(
+            digest.map(|d| d.to_string()).as_deref(),
+            Some("SHA-256,MD5")
+        );
+        let cli = parse(&["extension", "set", "acme", "1000", "--digest", "default"]).unwrap();
+        let Command::Extension(ExtensionCommand::Set { digest, .. }) = cli.command else {
+            panic!("not extension set");
+        };
+        assert_eq!(digest, DigestChoice::Default);
+        assert_eq!(digest.stored(), None);
+        for bad in ["SHA-512", "MD5,MD5", ""] {
+            assert!(
+                parse(&["extension", "set", "acme", "1000", "--digest", bad]).is_err(),
+                "{bad:?}"
+            );
+        }
+        assert!(parse(&["extension", "set", "acme", "1000"]).is_err());
     }
 
     #[test]

@@ -20,7 +20,8 @@
 //! max_contacts = 5
 //!
 //! [auth]
-//! algorithms = ["SHA-256", "MD5"]  # offered in this order
+//! algorithms = ["MD5"]             # offered in this order where the tenant or
+//!                                  # extension has no choice (`pbx tenant set --digest`)
 //! nonce_lifetime_secs = 300
 //!
 //! [calls]
@@ -32,8 +33,10 @@
 //! max_failures = 10                # authentication failures that ban a source ...
 //! window_secs = 300                # ... within this window
 //! ban_secs = 900                   # the first ban; repeat offenders get longer ones
-//! messages_per_second = 50         # per source address
+//! messages_per_second = 50         # per source address ...
 //! burst = 200
+//! authenticated_messages_per_second = 2000  # ... once its phones authenticate
+//! authenticated_burst = 4000
 //! trusted = ["10.0.0.0/8"]         # never limited or banned; default: none
 //!
 //! [fraud]                          # call-level controls (limits: `pbx tenant limits`)
@@ -70,7 +73,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use pbx_core::{CoreConfig, DigestAlgorithm, RegistrarConfig};
+use pbx_core::{CoreConfig, DigestAlgorithm, DigestAlgorithms, RegistrarConfig};
 use serde::Deserialize;
 
 use crate::cli::ServeArgs;
@@ -178,6 +181,9 @@ pub struct GuardSection {
     pub ban_secs: Option<u64>,
     pub messages_per_second: Option<u32>,
     pub burst: Option<u32>,
+    /// Per source whose phones authenticated within the hour.
+    pub authenticated_messages_per_second: Option<u32>,
+    pub authenticated_burst: Option<u32>,
     /// CIDR networks or single addresses never limited or banned (none by default).
     pub trusted: Option<Vec<String>>,
 }
@@ -417,28 +423,18 @@ fn core_config(file: &FileConfig) -> Result<CoreConfig> {
     }
 
     if let Some(names) = &file.auth.algorithms {
-        let mut algorithms = Vec::with_capacity(names.len());
-        for name in names {
-            let alg = match name.to_ascii_uppercase().as_str() {
-                "SHA-256" => DigestAlgorithm::Sha256,
-                "MD5" => DigestAlgorithm::Md5,
-                _ => {
-                    return Err(Error::Config(format!(
-                        "auth.algorithms: unknown algorithm `{name}` (use \"SHA-256\" or \"MD5\")"
-                    )));
-                }
-            };
-            if algorithms.contains(&alg) {
-                return Err(Error::Config(format!(
-                    "auth.algorithms: `{name}` listed twice"
-                )));
-            }
-            algorithms.push(alg);
-        }
-        if algorithms.is_empty() {
-            return Err(Error::Config("auth.algorithms must not be empty".into()));
-        }
-        core.digest_algorithms = algorithms;
+        let algorithms = names
+            .iter()
+            .map(|name| {
+                DigestAlgorithm::parse(name).map_err(|_| {
+                    Error::Config(format!(
+                        "auth.algorithms: unknown algorithm `{name}` (use \"MD5\" or \"SHA-256\")"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        core.digest_algorithms = DigestAlgorithms::new(algorithms)
+            .map_err(|e| Error::Config(format!("auth.algorithms: {e}")))?;
     }
     if let Some(secs) = file.auth.nonce_lifetime_secs {
         core.nonce_lifetime = positive_secs("auth.nonce_lifetime_secs", secs)?;
@@ -524,6 +520,22 @@ fn guard_options(section: &GuardSection) -> Result<GuardOptions> {
             return Err(Error::Config("guard.burst must be at least 1".into()));
         }
         guard.rate.burst = n;
+    }
+    if let Some(n) = section.authenticated_messages_per_second {
+        if n == 0 {
+            return Err(Error::Config(
+                "guard.authenticated_messages_per_second must be at least 1".into(),
+            ));
+        }
+        guard.rate.authenticated_per_second = n;
+    }
+    if let Some(n) = section.authenticated_burst {
+        if n == 0 {
+            return Err(Error::Config(
+                "guard.authenticated_burst must be at least 1".into(),
+            ));
+        }
+        guard.rate.authenticated_burst = n;
     }
     if let Some(list) = &section.trusted {
         let nets = list
@@ -611,7 +623,7 @@ format = "json"
         assert_eq!(core.registrar.max_expires, 600);
         assert_eq!(core.registrar.default_expires, 300);
         assert_eq!(core.registrar.max_contacts, 3);
-        assert_eq!(core.digest_algorithms, vec![DigestAlgorithm::Md5]);
+        assert_eq!(core.digest_algorithms.as_slice(), [DigestAlgorithm::Md5]);
         assert_eq!(core.nonce_lifetime, Duration::from_secs(120));
         assert_eq!(core.ring_timeout, Duration::from_secs(20));
         assert_eq!(core.max_call_duration, Duration::from_secs(3600));
@@ -741,7 +753,8 @@ format = "json"
         let s = Settings::resolve(FileConfig::default(), &ServeArgs::default()).unwrap();
         assert_eq!(s.serve.guard, GuardOptions::default());
         let text = "[guard]\nmax_failures = 3\nwindow_secs = 60\nban_secs = 120\n\
-            messages_per_second = 5\nburst = 9\ntrusted = [\"10.0.0.0/8\", \"192.0.2.1\"]\n";
+            messages_per_second = 5\nburst = 9\nauthenticated_messages_per_second = 700\n\
+            authenticated_burst = 1400\ntrusted = [\"10.0.0.0/8\", \"192.0.2.1\"]\n";
         let s = Settings::resolve(FileConfig::parse(text).unwrap(), &ServeArgs::default()).unwrap();
         let g = &s.serve.guard;
         assert!(g.enabled);
@@ -749,6 +762,10 @@ format = "json"
         assert_eq!(g.bans.window, Duration::from_secs(60));
         assert_eq!(g.bans.base_ban, Duration::from_secs(120));
         assert_eq!((g.rate.per_second, g.rate.burst), (5, 9));
+        assert_eq!(
+            (g.rate.authenticated_per_second, g.rate.authenticated_burst),
+            (700, 1400)
+        );
         assert_eq!(g.trusted().len(), 2);
         assert_eq!(g.scanner.exempt, g.trusted());
         let none = FileConfig::parse("[guard]\ntrusted = []\nenabled = false").unwrap();
@@ -759,6 +776,7 @@ format = "json"
             "[guard]\nmax_failures = 0",
             "[guard]\ntrusted = [\"not-a-net\"]",
             "[guard]\nban_secs = 0",
+            "[guard]\nauthenticated_burst = 0",
             "[guard]\nbanned = 1",
         ] {
             let res =

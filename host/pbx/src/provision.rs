@@ -119,14 +119,19 @@ pub async fn execute(
         Command::Tenant(TenantCommand::Set {
             tenant,
             media_encryption,
+            digest,
         }) => {
             let t = tenant_named(store, &tenant).await?;
-            match media_encryption {
-                Some(policy) => {
-                    store.set_media_encryption(t.id, policy).await?;
-                    writeln!(out, "tenant {tenant}: media encryption {}", policy.as_str())?;
-                }
-                None => writeln!(out, "tenant {tenant}: nothing to change")?,
+            if let Some(policy) = media_encryption {
+                store.set_media_encryption(t.id, policy).await?;
+                writeln!(out, "tenant {tenant}: media encryption {}", policy.as_str())?;
+            }
+            if let Some(digest) = &digest {
+                store.set_tenant_digest(t.id, digest.stored()).await?;
+                writeln!(out, "tenant {tenant}: digest {digest}")?;
+            }
+            if media_encryption.is_none() && digest.is_none() {
+                writeln!(out, "tenant {tenant}: nothing to change")?;
             }
         }
         Command::Tenant(TenantCommand::List) => {
@@ -166,8 +171,22 @@ pub async fn execute(
             let tenant = tenant_named(store, &tenant).await?;
             for ext in store.list_extensions(tenant.id).await? {
                 let state = if ext.enabled { "enabled" } else { "disabled" };
-                writeln!(out, "{}\t{state}", ext.number)?;
+                let digest = ext
+                    .digest
+                    .map_or_else(|| "default".to_owned(), |d| d.to_string());
+                writeln!(out, "{}\t{state}\t{digest}", ext.number)?;
             }
+        }
+        Command::Extension(ExtensionCommand::Set {
+            tenant,
+            extension,
+            digest,
+        }) => {
+            let t = tenant_named(store, &tenant).await?;
+            store
+                .set_extension_digest(t.id, &extension, digest.stored())
+                .await?;
+            writeln!(out, "extension {extension} of {tenant}: digest {digest}")?;
         }
         Command::Cdr(CdrCommand::List {
             tenant,
@@ -694,39 +713,13 @@ pub fn parse_import(text: &str) -> std::result::Result<Vec<(String, String)>, (u
     Ok(rows)
 }
 
-/// The CSV columns of `cdr list`.
-const CDR_HEADER: &str = "started_at_ms,answered_at_ms,ended_at_ms,caller,callee,disposition,\
-                          sip_code,hangup_by,caller_call_id,callee_call_id";
-
 fn write_cdrs_csv(out: &mut dyn Write, cdrs: &[Cdr]) -> Result<()> {
-    writeln!(out, "{CDR_HEADER}")?;
+    let mut text = String::from(store::CDR_CSV_HEADER);
     for c in cdrs {
-        let answered = c.answered_at_ms.map(|t| t.to_string()).unwrap_or_default();
-        writeln!(
-            out,
-            "{},{},{},{},{},{},{},{},{},{}",
-            c.started_at_ms,
-            answered,
-            c.ended_at_ms,
-            csv_field(&c.caller),
-            csv_field(&c.callee),
-            c.disposition.as_str(),
-            c.sip_code,
-            csv_field(&c.hangup_by),
-            csv_field(&c.caller_call_id),
-            csv_field(&c.callee_call_id),
-        )?;
+        store::write_cdr_csv(&mut text, c);
     }
+    out.write_all(text.as_bytes())?;
     Ok(())
-}
-
-/// Quotes a CSV field when it needs it (RFC 4180).
-fn csv_field(s: &str) -> std::borrow::Cow<'_, str> {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\"")).into()
-    } else {
-        s.into()
-    }
 }
 
 /// A strong random password: letters and digits (about 95 bits for 16
@@ -897,13 +890,6 @@ mod tests {
     }
 
     #[test]
-    fn csv_fields_are_quoted_when_needed() {
-        assert_eq!(csv_field("abc"), "abc");
-        assert_eq!(csv_field("a,b"), "\"a,b\"");
-        assert_eq!(csv_field("a\"b"), "\"a\"\"b\"");
-    }
-
-    #[test]
     fn timestamps_print_as_utc() {
         assert_eq!(format_utc(0), "1970-01-01T00:00:00Z");
         assert_eq!(format_utc(951_782_400_000), "2000-02-29T00:00:00Z");
@@ -1044,7 +1030,10 @@ mod tests {
         )
         .await
         .unwrap();
-        assert_eq!(String::from_utf8(listing).unwrap(), "1000\tenabled\n");
+        assert_eq!(
+            String::from_utf8(listing).unwrap(),
+            "1000\tenabled\tdefault\n"
+        );
         let tenant = store.tenant_by_name("acme").await.unwrap().unwrap();
         let exts = store.list_extensions(tenant.id).await.unwrap();
         assert_eq!(exts.len(), 1);

@@ -709,6 +709,130 @@ fn with_store<T>(dir: &Path, f: impl AsyncFnOnce(&store::Store) -> T) -> T {
     })
 }
 
+/// `cdr list` prints each leg's media figures in both formats.
+#[test]
+fn cdr_list_shows_media_per_leg() {
+    let dir = data_dir_with_acme();
+    with_store(dir.path(), async |s| {
+        let tenant = s.tenant_by_name("acme").await.unwrap().unwrap().id;
+        let leg = |n: u64| store::LegMedia {
+            packets_in: n,
+            bytes_in: n * 172,
+            packets_out: n + 1,
+            bytes_out: (n + 1) * 172,
+            srtp_auth_failures: n % 7,
+            packets_lost: n % 5,
+        };
+        s.insert_cdrs(&[store::Cdr {
+            tenant,
+            caller: "1000".into(),
+            callee: "1001".into(),
+            started_at_ms: 1_700_000_000_000,
+            answered_at_ms: Some(1_700_000_001_000),
+            ended_at_ms: 1_700_000_031_000,
+            disposition: store::Disposition::Answered,
+            sip_code: 200,
+            hangup_by: "caller".into(),
+            caller_call_id: "a@x".into(),
+            callee_call_id: "b@x".into(),
+            media: store::CdrMedia {
+                caller: leg(1503),
+                callee: leg(1497),
+            },
+        }])
+        .await
+        .unwrap();
+    });
+    let csv = ok(&pbx(dir.path(), &["cdr", "list", "acme"]));
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 2, "{csv}");
+    let head: Vec<&str> = lines[0].split(',').collect();
+    let row: Vec<&str> = lines[1].split(',').collect();
+    let field = |name: &str| row[head.iter().position(|h| *h == name).expect(name)];
+    assert_eq!(field("caller_packets_in"), "1503", "{csv}");
+    assert_eq!(field("caller_bytes_out"), (1504 * 172).to_string(), "{csv}");
+    assert_eq!(field("caller_srtp_auth_failures"), (1503 % 7).to_string());
+    assert_eq!(field("callee_packets_out"), "1498", "{csv}");
+    assert_eq!(field("callee_packets_lost"), (1497 % 5).to_string());
+    let json = ok(&pbx(
+        dir.path(),
+        &["cdr", "list", "acme", "--format", "json"],
+    ));
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v[0]["media"]["caller"]["packets_in"], 1503, "{json}");
+    assert_eq!(v[0]["media"]["callee"]["bytes_in"], 1497 * 172, "{json}");
+}
+
+/// SHA-256 is turned on per tenant or per extension and back to the default.
+#[test]
+fn digest_algorithms_are_set_per_tenant_and_extension() {
+    let dir = data_dir_with_acme();
+    ok(&pbx(
+        dir.path(),
+        &[
+            "extension",
+            "add",
+            "acme",
+            "1000",
+            "--password",
+            "Pw-1000-x9!",
+        ],
+    ));
+    ok(&pbx(
+        dir.path(),
+        &[
+            "extension",
+            "add",
+            "acme",
+            "1001",
+            "--password",
+            "Pw-1001-x9!",
+        ],
+    ));
+    let out = ok(&pbx(
+        dir.path(),
+        &["tenant", "set", "acme", "--digest", "sha-256,md5"],
+    ));
+    assert!(out.contains("digest SHA-256,MD5"), "{out}");
+    let out = ok(&pbx(
+        dir.path(),
+        &["extension", "set", "acme", "1001", "--digest", "SHA-256"],
+    ));
+    assert!(out.contains("digest SHA-256"), "{out}");
+    let list = ok(&pbx(dir.path(), &["extension", "list", "acme"]));
+    assert_eq!(list, "1000\tenabled\tdefault\n1001\tenabled\tSHA-256\n");
+    let (tenant, ext) = with_store(dir.path(), async |s| {
+        let t = s.tenant_by_name("acme").await.unwrap().unwrap();
+        let e = s.list_extensions(t.id).await.unwrap();
+        (t.digest, e[1].digest.clone())
+    });
+    assert_eq!(
+        tenant.map(|d| d.to_string()).as_deref(),
+        Some("SHA-256,MD5")
+    );
+    assert_eq!(ext.map(|d| d.to_string()).as_deref(), Some("SHA-256"));
+    ok(&pbx(
+        dir.path(),
+        &["tenant", "set", "acme", "--digest", "default"],
+    ));
+    ok(&pbx(
+        dir.path(),
+        &["extension", "set", "acme", "1001", "--digest", "default"],
+    ));
+    let list = ok(&pbx(dir.path(), &["extension", "list", "acme"]));
+    assert_eq!(list, "1000\tenabled\tdefault\n1001\tenabled\tdefault\n");
+    let err = fails(&pbx(
+        dir.path(),
+        &["extension", "set", "acme", "4711", "--digest", "MD5"],
+    ));
+    assert!(err.contains("4711"), "{err}");
+    let err = fails(&pbx(
+        dir.path(),
+        &["tenant", "set", "acme", "--digest", "SHA-512"],
+    ));
+    assert!(err.contains("SHA-512"), "{err}");
+}
+
 #[test]
 fn ban_list_and_remove() {
     let dir = data_dir_with_acme();

@@ -164,4 +164,15 @@ fn the_shipped_example_configuration_parses() {
     let file = pbx::config::FileConfig::load(&path).expect("examples/pbx.toml parses");
     assert_eq!(file.sip.tcp, vec!["0.0.0.0:5060".parse().unwrap()]);
     assert_eq!(file.registrar.max_contacts, Some(5));
+    // The example shows the shipped digest default, not a different one.
+    let settings = Settings::resolve(file, &Default::default()).expect("resolves");
+    assert_eq!(
+        settings.serve.core.digest_algorithms,
+        pbx_core::CoreConfig::default().digest_algorithms
+    );
+    assert_eq!(
+        settings.serve.core.digest_algorithms.to_string(),
+        "MD5",
+        "shipped default"
+    );
 }

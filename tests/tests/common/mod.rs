@@ -1,10 +1,20 @@
 //! Shared fixture: a PBX on 127.0.0.1 (UDP and TCP, ephemeral ports) with two
 //! tenants that use the same extension numbers.
+//!
+//! The server runs the shipped defaults: its options are exactly what
+//! `pbx serve --sip-udp 127.0.0.1:0 --sip-tcp 127.0.0.1:0` builds without a
+//! configuration file (one MD5 challenge, the guard on and trusting nothing,
+//! provisioning reloaded every second). A test that changes a default does so
+//! only when that default is what it tests, and says so where it does.
 #![allow(dead_code)] // each scenario file uses a different part of the fixture
+
+pub(crate) mod softphone;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use pbx::cli::ServeArgs;
+use pbx::config::{FileConfig, Settings};
 use pbx::server::{ServeOptions, ServerHandle, start};
 use pbx_core::CoreConfig;
 use pbx_e2e::{Phone, Transport};
@@ -28,11 +38,34 @@ pub(crate) struct Pbx {
     pub(crate) beta: TenantId,
 }
 
-pub(crate) fn core_config() -> CoreConfig {
-    CoreConfig {
-        digest_algorithms: vec![pbx_core::DigestAlgorithm::Md5],
-        ..CoreConfig::default()
+/// What `pbx serve` runs with no configuration file and these listeners
+/// (`--sip-udp`, `--sip-tcp`, `--sip-tls` with its certificate files).
+pub(crate) fn shipped_options(
+    udp: &[&str],
+    tcp: &[&str],
+    tls: Option<(&[&str], pbx::server::TlsFiles)>,
+) -> ServeOptions {
+    let addrs = |list: &[&str]| -> Vec<SocketAddr> {
+        list.iter().map(|a| a.parse().expect("address")).collect()
+    };
+    let mut args = ServeArgs {
+        sip_udp: addrs(udp),
+        sip_tcp: addrs(tcp),
+        ..ServeArgs::default()
+    };
+    if let Some((listen, files)) = tls {
+        args.sip_tls = addrs(listen);
+        args.tls_cert = Some(files.cert);
+        args.tls_key = Some(files.key);
     }
+    Settings::resolve(FileConfig::default(), &args)
+        .expect("the shipped defaults resolve")
+        .serve
+}
+
+/// The SIP core's shipped configuration.
+pub(crate) fn core_config() -> CoreConfig {
+    shipped_options(&["127.0.0.1:0"], &[], None).core
 }
 
 impl Pbx {
@@ -71,23 +104,27 @@ impl Pbx {
         pbx
     }
 
-    /// (Re)starts the server on the same data directory and store.
+    /// (Re)starts the server on the same data directory and store, with the
+    /// shipped defaults.
     pub(crate) async fn serve(&mut self) {
-        let mut opts = ServeOptions::new(
-            vec!["127.0.0.1:0".parse().unwrap()],
-            vec!["127.0.0.1:0".parse().unwrap()],
-            core_config(),
-        );
-        // Provisioning changes show up quickly, so tests wait little for them.
-        opts.limits.reload_interval = std::time::Duration::from_millis(50);
-        // Every test phone and load tool sends from loopback: trust it, so only
-        // the abuse tests (which clear this) meet bans and rate limits.
-        opts.guard.set_trusted(pbx::server::loopback_nets());
+        let opts = shipped_options(&["127.0.0.1:0"], &["127.0.0.1:0"], None);
+        self.serve_with(opts).await;
+    }
+
+    /// (Re)starts the server with `opts` (the shipped defaults with what a
+    /// test is about changed: see [`shipped_options`]).
+    pub(crate) async fn serve_with(&mut self, opts: ServeOptions) {
         let store = Store::open(self.dir.path()).await.expect("reopen store");
         let handle = start(opts, store).await.expect("server starts");
         self.udp = handle.addrs().udp[0];
         self.tcp = handle.addrs().tcp[0];
         self.handle = Some(handle);
+    }
+
+    /// Waits until the running server has applied every provisioning change
+    /// made so far (it polls the store every second).
+    pub(crate) async fn applied(&self) {
+        applied(self.handle.as_ref().expect("server running"), &self.store).await;
     }
 
     /// Stops the server, waiting until every record is written.
@@ -128,8 +165,24 @@ impl Pbx {
     }
 }
 
+/// Waits (bounded: 5 s) until `handle`'s server has applied the provisioning
+/// generation `store` is at now.
+pub(crate) async fn applied(handle: &ServerHandle, store: &Store) {
+    let wanted = store.generation().await.expect("generation");
+    for _ in 0..100 {
+        if handle.applied_generation() >= wanted {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!(
+        "the server never applied generation {wanted} (at {})",
+        handle.applied_generation()
+    );
+}
+
 /// Repeats `check` until it holds (the server applies store changes on its
-/// next poll); fails after a bounded number of tries.
+/// next poll, within a second); fails after a bounded number of tries (5 s).
 pub(crate) async fn eventually<F, Fut>(mut check: F)
 where
     F: FnMut() -> Fut,

@@ -1,7 +1,5 @@
 //! Call records: filtered listing, and CSV/JSON export streamed page by page.
 
-use std::fmt::Write;
-
 use axum::Extension;
 use axum::Json;
 use axum::body::{Body as HttpBody, Bytes};
@@ -9,7 +7,10 @@ use axum::extract::State;
 use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use store::{Cdr, CdrCursor, CdrFilter, Disposition, Store, TenantId, UserRole};
+use store::{
+    CDR_CSV_HEADER, Cdr, CdrCursor, CdrFilter, Disposition, Store, TenantId, UserRole,
+    write_cdr_csv,
+};
 
 use crate::auth::{P, Principal, Q};
 use crate::error::{ApiError, ApiResult};
@@ -71,56 +72,6 @@ pub(super) async fn list(
     ))
 }
 
-/// Quotes a CSV field when needed and defuses spreadsheet formulas.
-fn csv_field(out: &mut String, s: &str) {
-    let formula = match s.chars().next() {
-        Some('=' | '@' | '\t' | '\r') => true,
-        Some('+' | '-') => !s[1..].chars().all(|c| c.is_ascii_digit()),
-        _ => false,
-    };
-    let needs_quotes = formula || s.contains([',', '"', '\n', '\r']);
-    if needs_quotes {
-        out.push('"');
-        if formula {
-            out.push('\'');
-        }
-        out.push_str(&s.replace('"', "\"\""));
-        out.push('"');
-    } else {
-        out.push_str(s);
-    }
-}
-
-const CSV_HEADER: &str = "started_at_ms,answered_at_ms,ended_at_ms,caller,callee,disposition,\
-                          sip_code,hangup_by,caller_call_id,callee_call_id\n";
-
-fn csv_row(out: &mut String, c: &Cdr) {
-    let _ = write!(
-        out,
-        "{},{},{},",
-        c.started_at_ms,
-        c.answered_at_ms.map(|a| a.to_string()).unwrap_or_default(),
-        c.ended_at_ms
-    );
-    for (i, f) in [&c.caller, &c.callee].into_iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        csv_field(out, f);
-    }
-    let _ = write!(out, ",{},{},", c.disposition.as_str(), c.sip_code);
-    for (i, f) in [&c.hangup_by, &c.caller_call_id, &c.callee_call_id]
-        .into_iter()
-        .enumerate()
-    {
-        if i > 0 {
-            out.push(',');
-        }
-        csv_field(out, f);
-    }
-    out.push('\n');
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Format {
     Csv,
@@ -159,9 +110,9 @@ impl Export {
             match self.format {
                 Format::Csv => {
                     if !self.started {
-                        out.push_str(CSV_HEADER);
+                        out.push_str(CDR_CSV_HEADER);
                     }
-                    csv_row(&mut out, c);
+                    write_cdr_csv(&mut out, c);
                 }
                 Format::Json => {
                     out.push_str(if self.started { ",\n" } else { "[\n" });
@@ -173,7 +124,7 @@ impl Export {
         if next.is_none() {
             self.done = true;
             match (self.format, self.started) {
-                (Format::Csv, false) => out.push_str(CSV_HEADER),
+                (Format::Csv, false) => out.push_str(CDR_CSV_HEADER),
                 (Format::Json, false) => out.push_str("[]\n"),
                 (Format::Json, true) => out.push_str("\n]\n"),
                 (Format::Csv, true) => {}
@@ -227,22 +178,4 @@ pub(super) async fn export(
         HttpBody::from_stream(stream),
     )
         .into_response())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn csv_fields_are_quoted_and_defused() {
-        let mut s = String::new();
-        csv_field(&mut s, "+15551234");
-        assert_eq!(s, "+15551234");
-        s.clear();
-        csv_field(&mut s, "a,\"b\"");
-        assert_eq!(s, "\"a,\"\"b\"\"\"");
-        s.clear();
-        csv_field(&mut s, "=cmd()");
-        assert_eq!(s, "\"'=cmd()\"");
-    }
 }

@@ -190,6 +190,20 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             put(settings::set_media_encryption),
         ),
         route(
+            M::PUT,
+            "/api/v1/tenants/{tenant}/digest",
+            "Set the digest algorithms offered to a tenant's phones (null: the server default, MD5)",
+            tenant(R::PROVIDER, "tenants:write"),
+            put(settings::set_tenant_digest),
+        ),
+        route(
+            M::PUT,
+            "/api/v1/tenants/{tenant}/extensions/{number}/digest",
+            "Set the digest algorithms offered to one extension (null: its tenant's)",
+            tenant(R::PROVIDER, "extensions:write"),
+            put(settings::set_extension_digest),
+        ),
+        route(
             M::POST,
             "/api/v1/tenants/{tenant}/domains",
             "Add a SIP domain",

@@ -1,11 +1,13 @@
-//! A tenant's settings: call limits (set by the provider) and its media
-//! encryption policy (set by the provider or the tenant's admins).
+//! A tenant's settings: call limits (set by the provider), its media
+//! encryption policy (set by the provider or the tenant's admins) and the
+//! digest algorithms its phones are challenged with (set by the provider, per
+//! tenant or per extension).
 
 use axum::extract::State;
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use store::{MediaEncryption, TenantId, TenantLimits};
+use store::{DigestAlgorithms, MediaEncryption, TenantId, TenantLimits};
 
 use crate::auth::{Body, P, Principal, Source};
 use crate::error::ApiResult;
@@ -30,6 +32,57 @@ pub(crate) struct LimitsBody {
 #[serde(deny_unknown_fields)]
 pub(crate) struct MediaBody {
     policy: MediaEncryption,
+}
+
+/// Digest algorithms offered: `"MD5"`, `"SHA-256"`, `"SHA-256,MD5"` or
+/// `"MD5,SHA-256"`; `null` inherits (an extension its tenant's choice, a
+/// tenant the server's `[auth] algorithms`, MD5 as shipped).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DigestBody {
+    algorithms: Option<DigestAlgorithms>,
+}
+
+pub(super) async fn set_tenant_digest(
+    State(state): State<ApiState>,
+    Extension(p): Extension<Principal>,
+    Source(source): Source,
+    P(tenant): P<i64>,
+    Body(req): Body<DigestBody>,
+) -> ApiResult<Json<DigestBody>> {
+    let tenant = TenantId(tenant);
+    state
+        .store()
+        .set_tenant_digest(tenant, req.algorithms.as_ref())
+        .await?;
+    state
+        .audit(&p, &source, "tenant.digest", Some(tenant), json!(req))
+        .await?;
+    Ok(Json(req))
+}
+
+pub(super) async fn set_extension_digest(
+    State(state): State<ApiState>,
+    Extension(p): Extension<Principal>,
+    Source(source): Source,
+    P((tenant, number)): P<(i64, String)>,
+    Body(req): Body<DigestBody>,
+) -> ApiResult<Json<DigestBody>> {
+    let tenant = TenantId(tenant);
+    state
+        .store()
+        .set_extension_digest(tenant, &number, req.algorithms.as_ref())
+        .await?;
+    state
+        .audit(
+            &p,
+            &source,
+            "extension.digest",
+            Some(tenant),
+            json!({ "number": number, "algorithms": req.algorithms }),
+        )
+        .await?;
+    Ok(Json(req))
 }
 
 pub(super) async fn limits(

@@ -140,6 +140,20 @@ fn matrix_cases() -> Vec<Case> {
             J(json!({"policy":"required"})),
         ),
         case(
+            M::PUT,
+            "/api/v1/tenants/{tenant}/digest",
+            T("P", false),
+            200,
+            J(json!({"algorithms":"SHA-256,MD5"})),
+        ),
+        case(
+            M::PUT,
+            "/api/v1/tenants/{tenant}/extensions/100/digest",
+            T("P", false),
+            200,
+            J(json!({"algorithms":"SHA-256"})),
+        ),
+        case(
             M::POST,
             "/api/v1/tenants/{tenant}/domains",
             T("P", false),

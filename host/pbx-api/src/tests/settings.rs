@@ -99,4 +99,90 @@ async fn limits_and_media_encryption_round_trip() {
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0].actor, "admin-a");
     assert!(entries[0].detail.contains("required"));
+
+    // Digest algorithms: the provider's choice, per tenant or extension.
+    let digest = format!("/api/v1/tenants/{}/digest", fx.a);
+    let (s, v) = fx
+        .call(
+            Method::PUT,
+            &digest,
+            Some(&root),
+            Some(json!({"algorithms": "sha-256,md5"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["algorithms"], "SHA-256,MD5");
+    let (_, t) = fx
+        .call(
+            Method::GET,
+            &format!("/api/v1/tenants/{}", fx.a),
+            Some(&root),
+            None,
+        )
+        .await;
+    assert_eq!(t["digest"], "SHA-256,MD5", "{t}");
+    let ext_digest = format!("/api/v1/tenants/{}/extensions/100/digest", fx.a);
+    let (s, v) = fx
+        .call(
+            Method::PUT,
+            &ext_digest,
+            Some(&root),
+            Some(json!({"algorithms": "SHA-256"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let exts = fx.store.list_extensions(fx.a).await.expect("extensions");
+    let e100 = exts.iter().find(|e| e.number == "100").expect("100");
+    assert_eq!(
+        e100.digest.as_ref().map(ToString::to_string).as_deref(),
+        Some("SHA-256")
+    );
+    // a tenant admin cannot choose; bad values and unknown extensions are refused
+    let (s, _) = fx
+        .call(
+            Method::PUT,
+            &digest,
+            Some(&admin_a),
+            Some(json!({"algorithms": null})),
+        )
+        .await;
+    assert!(s.is_client_error(), "{s}");
+    for bad in [
+        json!({"algorithms": "SHA-512"}),
+        json!({"algorithms": ""}),
+        json!({"x": 1}),
+    ] {
+        let (s, v) = fx.call(Method::PUT, &digest, Some(&root), Some(bad)).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    }
+    let missing = format!("/api/v1/tenants/{}/extensions/4711/digest", fx.a);
+    let (s, _) = fx
+        .call(
+            Method::PUT,
+            &missing,
+            Some(&root),
+            Some(json!({"algorithms": "MD5"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, v) = fx
+        .call(
+            Method::PUT,
+            &digest,
+            Some(&root),
+            Some(json!({"algorithms": null})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        fx.store
+            .tenant(fx.a)
+            .await
+            .expect("tenant")
+            .expect("a")
+            .digest,
+        None
+    );
+    assert_eq!(fx.audited("tenant.digest").await.len(), 2);
+    assert_eq!(fx.audited("extension.digest").await.len(), 1);
 }

@@ -46,6 +46,7 @@ use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
@@ -295,8 +296,16 @@ pub struct ServerHandle {
     addrs: BoundAddrs,
     tls: Vec<SocketAddr>,
     api: Option<ApiInfo>,
+    applied: Arc<AtomicI64>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// What a starting server reports once it is up.
+struct Ready {
+    api: Option<ApiInfo>,
+    /// The store generation whose provisioning is in effect.
+    applied: Arc<AtomicI64>,
 }
 
 impl ServerHandle {
@@ -315,6 +324,13 @@ impl ServerHandle {
         self.api.as_ref()
     }
 
+    /// The store generation ([`Store::generation`]) whose provisioning the
+    /// running server has applied: a change is in effect once this reaches
+    /// the generation read after making it.
+    pub fn applied_generation(&self) -> i64 {
+        self.applied.load(Ordering::Acquire)
+    }
+
     /// Stops the server and waits until every pending write is in the store.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
         if let Some(stop) = self.stop.take() {
@@ -331,12 +347,12 @@ pub async fn start(opts: ServeOptions, store: Store) -> anyhow::Result<ServerHan
     let addrs = listeners.addrs()?;
     let tls = listeners.tls_addrs()?;
     let (stop, stopped) = oneshot::channel::<()>();
-    let (ready, api) = oneshot::channel();
+    let (ready, up) = oneshot::channel();
     let shutdown = async move {
         let _ = stopped.await;
     };
     let task = tokio::spawn(run_reporting(listeners, opts, store, shutdown, Some(ready)));
-    let Ok(api) = api.await else {
+    let Ok(Ready { api, applied }) = up.await else {
         // It stopped before it was up: report why.
         task.await.context("server task failed")??;
         anyhow::bail!("the server stopped while starting");
@@ -345,6 +361,7 @@ pub async fn start(opts: ServeOptions, store: Store) -> anyhow::Result<ServerHan
         addrs,
         tls,
         api,
+        applied,
         stop: Some(stop),
         task,
     })
@@ -361,13 +378,14 @@ pub async fn run(
     run_reporting(listeners, opts, store, shutdown, None).await
 }
 
-/// [`run`], telling `ready` about the admin API once everything is up.
+/// [`run`], telling `ready` about the admin API and the applied generation
+/// once everything is up.
 async fn run_reporting(
     listeners: Listeners,
     opts: ServeOptions,
     store: Store,
     shutdown: impl Future<Output = ()>,
-    ready: Option<oneshot::Sender<Option<ApiInfo>>>,
+    ready: Option<oneshot::Sender<Ready>>,
 ) -> anyhow::Result<()> {
     let addrs = listeners.addrs()?;
     let tls_addrs = listeners.tls_addrs()?;
@@ -572,12 +590,13 @@ async fn run_reporting(
             receivers.spawn(tls::accept(io.clone(), listener, acceptor.clone()));
         }
     }
+    let applied = Arc::new(AtomicI64::new(generation));
     receivers.spawn(reload::run(
         store.clone(),
         shared.clone(),
         plugin_host.clone(),
         guard.clone(),
-        generation,
+        applied.clone(),
         limits.reload_interval,
         stop_receiving.clone(),
         trunk_registrar.clone(),
@@ -593,10 +612,13 @@ async fn run_reporting(
         tracing::info!(%addr, "listening for SIP over TLS");
     }
     if let Some(ready) = ready {
-        let _ = ready.send(api.as_ref().map(|a| ApiInfo {
-            addr: a.local_addr,
-            self_signed_fingerprint: a.self_signed_fingerprint.clone(),
-        }));
+        let _ = ready.send(Ready {
+            api: api.as_ref().map(|a| ApiInfo {
+                addr: a.local_addr,
+                self_signed_fingerprint: a.self_signed_fingerprint.clone(),
+            }),
+            applied,
+        });
     }
 
     shutdown.await;

@@ -2,6 +2,7 @@
 //! API) by polling the store's generation counter.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use pbx_core::{Peer, Shared, TrunkEntry, Trunks};
@@ -51,11 +52,12 @@ pub(crate) async fn run(
     shared: Arc<Shared>,
     plugins: Option<Arc<PluginHost>>,
     guard: Arc<Guard>,
-    mut generation: i64,
+    applied: Arc<AtomicI64>,
     every: Duration,
     stop: CancellationToken,
     trunk_registrar: TrunkRegistrar,
 ) {
+    let mut generation = applied.load(Ordering::Acquire);
     let mut tick = tokio::time::interval(every.max(Duration::from_millis(10)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -102,6 +104,7 @@ pub(crate) async fn run(
                     tracing::warn!(error = %e, "cannot reload bans");
                 }
                 generation = current;
+                applied.store(current, Ordering::Release);
             }
             Err(e) => tracing::warn!(error = %e, "cannot reload the directory"),
         }
