@@ -81,6 +81,11 @@ const EXAMPLES: &[Plugin] = &[
         "example_log_bomb",
         "A dial plan that writes 2 MiB log lines, through the log interface and stdout.",
     ),
+    (
+        "DECISION_BOMB",
+        "example_decision_bomb",
+        "A dial plan ringing 50,000 targets whose names all alias one 1 MiB string.",
+    ),
 ];
 
 fn main() {

@@ -129,6 +129,7 @@ fn assert_documented(finals: &[SipMsg]) {
                 "Dial Plan Failed",
                 "Dial Plan Timeout",
                 "Dial Plan Out Of Memory",
+                "Invalid Dial Plan Decision",
             ]
             .iter()
             .any(|p| r.start.contains(p)),
@@ -211,4 +212,20 @@ async fn many_memories_and_compile_bombs_never_load_and_the_default_plan_runs() 
         let grown = rss_bytes().saturating_sub(rss);
         assert!(grown < GROWTH_BOUND, "grew {} MiB", grown >> 20);
     }
+}
+
+#[tokio::test]
+async fn a_decision_aliasing_one_string_is_refused_before_the_host_copies_it() {
+    let mut scene = Scene::new(examples::DECISION_BOMB).await;
+    let rss = rss_bytes();
+    // Each decision names 50,000 targets that all point at one 1 MiB string.
+    let finals = scene.attack(4).await;
+    assert_documented(&finals);
+    assert!(
+        finals
+            .iter()
+            .any(|r| r.start.contains("Invalid Dial Plan Decision"))
+    );
+    let grown = rss_bytes().saturating_sub(rss);
+    assert!(grown < GROWTH_BOUND, "grew {} MiB", grown >> 20);
 }

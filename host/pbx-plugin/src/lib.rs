@@ -86,6 +86,7 @@
 mod bindings;
 pub mod caps;
 mod error;
+mod lift;
 pub mod pool;
 mod runtime;
 mod sandbox;

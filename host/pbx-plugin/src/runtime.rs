@@ -24,6 +24,7 @@ use crate::bindings::log::Level;
 use crate::bindings::policy::PolicyPre;
 use crate::caps::{Alert, TenantCaps};
 use crate::error::{Error, PluginError, Result, ValidationError};
+use crate::lift::{LiftError, RawDecision};
 use crate::types::{Action, Call, Cdr, Decision, Severity, Verdict};
 
 /// Most alerts one invocation may raise through `pbx:plugin/alerts`.
@@ -508,10 +509,19 @@ impl PluginRuntime {
             return Err(PluginError::WrongWorld(plugin.world));
         };
         self.invoke(plugin, caps, "route", |store| {
-            let instance = pre.instantiate(&mut *store).map_err(Failure::Instantiate)?;
-            let decision = instance
-                .call_route(&mut *store, call)
+            let instance = pre
+                .instance_pre()
+                .instantiate(&mut *store)
+                .map_err(Failure::Instantiate)?;
+            // The decision stays in guest memory until its sizes are checked.
+            let route = instance
+                .get_typed_func::<(&Call,), (RawDecision,)>(&mut *store, "route")
                 .map_err(Failure::Wasm)?;
+            let (raw,) = route.call(&mut *store, (call,)).map_err(Failure::Wasm)?;
+            let decision = raw.into_decision(store).map_err(|e| match e {
+                LiftError::Invalid(e) => Failure::Invalid(e),
+                LiftError::Wasm(e) => Failure::Wasm(e),
+            })?;
             decision.validate(&caps.directory)?;
             Ok(decision)
         })

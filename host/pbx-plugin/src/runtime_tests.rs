@@ -814,3 +814,18 @@ fn a_quarantine_ends_after_its_back_off_and_says_why() {
 fn plan_in(rt: &PluginRuntime) -> Arc<crate::LoadedPlugin> {
     rt.load(World::Dialplan, examples::TRAP).unwrap()
 }
+
+#[test]
+fn a_decision_aliasing_one_big_string_is_refused_before_copying_it() {
+    let rt = runtime();
+    let t = acme();
+    let plan = rt.load(World::Dialplan, examples::DECISION_BOMB).unwrap();
+    // Copying its strings would take 50,000 × 1 MiB of host memory.
+    let err = rt
+        .route(&plan, &t.caps, &call("1", DestinationClass::Internal))
+        .unwrap_err();
+    assert_eq!(
+        err,
+        PluginError::InvalidDecision(InvalidDecision::TooManyTargets(50_000))
+    );
+}
