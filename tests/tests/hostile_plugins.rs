@@ -52,7 +52,8 @@ struct Scene {
 }
 
 impl Scene {
-    async fn new(attacker: &[u8]) -> Scene {
+    /// `loads`: whether the attacker passes upload checks (then wait until it runs).
+    async fn new(attacker: &[u8], loads: bool) -> Scene {
         let pbx = Pbx::start().await;
         pbx.store
             .install_dialplan(pbx.beta, examples::COUNTER, 1)
@@ -75,6 +76,16 @@ impl Scene {
         let mut acme = Vec::new();
         for ext in ["1000", "1001", "1002"] {
             acme.push(pbx.phone(Transport::Udp, ACME, ext).await);
+        }
+        if loads {
+            // Until the attacker is loaded, acme's calls get the default plan's 404.
+            for _ in 0..200 {
+                let r = final_status(&mut acme[0], "1009").await;
+                if r.status() != Some(404) {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
         }
         Scene {
             _pbx: pbx,
@@ -148,7 +159,7 @@ fn assert_documented(finals: &[SipMsg]) {
 
 #[tokio::test]
 async fn a_sleeping_plan_holds_no_worker() {
-    let mut scene = Scene::new(examples::SLEEP).await;
+    let mut scene = Scene::new(examples::SLEEP, true).await;
     let rss = rss_bytes();
     let finals = scene.attack(8).await;
     assert_documented(&finals);
@@ -165,7 +176,7 @@ async fn a_sleeping_plan_holds_no_worker() {
 
 #[tokio::test]
 async fn a_spinning_plan_flood_leaves_the_other_tenant_its_workers() {
-    let mut scene = Scene::new(examples::SPIN).await;
+    let mut scene = Scene::new(examples::SPIN, true).await;
     let rss = rss_bytes();
     let finals = scene.attack(10).await;
     assert_documented(&finals);
@@ -174,7 +185,7 @@ async fn a_spinning_plan_flood_leaves_the_other_tenant_its_workers() {
 
 #[tokio::test]
 async fn a_log_bomb_grows_the_server_by_its_budget_only() {
-    let mut scene = Scene::new(examples::LOG_BOMB).await;
+    let mut scene = Scene::new(examples::LOG_BOMB, true).await;
     let rss = rss_bytes();
     // Each call writes 8 MiB of log lines and 2 MiB to stdout.
     let finals = scene.attack(10).await;
@@ -185,7 +196,7 @@ async fn a_log_bomb_grows_the_server_by_its_budget_only() {
 
 #[tokio::test]
 async fn a_random_bomb_allocates_nothing_on_the_host() {
-    let mut scene = Scene::new(examples::RANDOM_BOMB).await;
+    let mut scene = Scene::new(examples::RANDOM_BOMB, true).await;
     let rss = rss_bytes();
     // Each call asks for 64 MiB of random bytes.
     let finals = scene.attack(6).await;
@@ -201,7 +212,7 @@ async fn many_memories_and_compile_bombs_never_load_and_the_default_plan_runs() 
         generated::many_memories(100),
         generated::compile_bomb(1, 8000, 8000),
     ] {
-        let mut scene = Scene::new(&attacker).await;
+        let mut scene = Scene::new(&attacker, false).await;
         let rss = rss_bytes();
         let finals = scene.attack(4).await;
         // The stored plan is refused at load (alerted); acme keeps the
@@ -216,7 +227,7 @@ async fn many_memories_and_compile_bombs_never_load_and_the_default_plan_runs() 
 
 #[tokio::test]
 async fn a_decision_aliasing_one_string_is_refused_before_the_host_copies_it() {
-    let mut scene = Scene::new(examples::DECISION_BOMB).await;
+    let mut scene = Scene::new(examples::DECISION_BOMB, true).await;
     let rss = rss_bytes();
     // Each decision names 50,000 targets that all point at one 1 MiB string.
     let finals = scene.attack(4).await;
