@@ -321,23 +321,13 @@ pbx() { "$PBX_BIN" --data-dir "$DATA" "$@"; }
     pbx tenant limits bench --max-concurrent 100000 --max-concurrent-extension 100 \
         --max-calls-per-second 100000
 } >"$WORK/provision.log" 2>&1 || die "provisioning failed; see $WORK/provision.log"
-# The shipped fraud policy keeps its own limits in the tenant's plugin storage
-# (default 10 concurrent calls, 20 calls a minute per extension). No command sets
-# plugin storage, so they are lifted in the database before the server starts,
-# where the server reads plugin storage.
-python3 - "$DATA/pbx.db" <<'PY' >>"$WORK/provision.log" 2>&1 || die "cannot lift the fraud policy's limits; see $WORK/provision.log"
-import sqlite3, sys
-db = sqlite3.connect(sys.argv[1])
-(tenant,) = db.execute("SELECT id FROM tenants WHERE name = 'bench'").fetchone()
-for key in ("policy.max-concurrent-calls", "policy.max-calls-per-minute"):
-    db.execute(
-        "INSERT INTO plugin_kv (tenant_id, key, value) VALUES (?, ?, ?) "
-        "ON CONFLICT (tenant_id, key) DO UPDATE SET value = excluded.value",
-        (tenant, key, b"100000"),
-    )
-db.commit()
-print("fraud policy limits lifted for tenant", tenant)
-PY
+# The shipped fraud policy's own limits (default 10 concurrent calls, 20 calls a
+# minute per extension) are the provider's configuration of `default-policy`,
+# lifted for this tenant through the CLI like any operator would.
+{
+    pbx policy config set default-policy max-concurrent-calls 100000 --tenant bench
+    pbx policy config set default-policy max-calls-per-minute 100000 --tenant bench
+} >>"$WORK/provision.log" 2>&1 || die "cannot lift the fraud policy's limits; see $WORK/provision.log"
 
 # The load comes from one address, which the guard would otherwise ban as a scanner
 # (many users from one source): trust it, as an operator trusts a known load tester.
@@ -533,7 +523,8 @@ Bench programs: plugin latency $LAT_STATUS; pbx-media srtp $SRTP_STATUS.
 The PBX ran with \`[guard] trusted = ["127.0.0.1"]\` (all load comes from one address,
 which the guard would otherwise ban as a scanner) and a relay port range of
 10000-32767; the shipped fraud policy's own limits (10 concurrent calls, 20 calls a
-minute per extension, kept in tenant plugin storage) were lifted like the tenant's.
+minute per extension; the provider's configuration of \`default-policy\`) were
+lifted for the tenant with \`pbx policy config set\`.
 All 20,000 users register; the call loads use users 1000..10999 calling each other
 (the same caller set in every run, so figures compare).
 
@@ -552,9 +543,8 @@ cargo build --release -p pbx
 pbx --data-dir D tenant add bench --domain bench.example
 pbx --data-dir D extension import bench extensions.csv        # 1000..20999, password pw<user>
 pbx --data-dir D tenant limits bench --max-concurrent 100000 --max-concurrent-extension 100 --max-calls-per-second 100000
-# the shipped fraud policy's own limits (tenant plugin storage; no command sets it):
-sqlite3 D/pbx.db "INSERT INTO plugin_kv SELECT id, 'policy.max-concurrent-calls', CAST('100000' AS BLOB) FROM tenants WHERE name = 'bench'"
-sqlite3 D/pbx.db "INSERT INTO plugin_kv SELECT id, 'policy.max-calls-per-minute', CAST('100000' AS BLOB) FROM tenants WHERE name = 'bench'"
+pbx --data-dir D policy config set default-policy max-concurrent-calls 100000 --tenant bench
+pbx --data-dir D policy config set default-policy max-calls-per-minute 100000 --tenant bench
 printf '[guard]\ntrusted = ["127.0.0.1"]\n\n[media]\nport_min = 10000\nport_max = 32767\n' > pbx.toml
 pbx --data-dir D serve --config pbx.toml --sip-udp $PBX_ADDR   # shipped dial plan and policies
 kamailio -f ../shared/bench/kamailio/kamailio.cfg -P kam.pid -w D -m 1024 -M 64   # $KAM_ADDR

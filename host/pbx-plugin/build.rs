@@ -86,6 +86,12 @@ const EXAMPLES: &[Plugin] = &[
         "example_decision_bomb",
         "A dial plan ringing 50,000 targets whose names all alias one 1 MiB string.",
     ),
+    (
+        "STORAGE_WRITER",
+        "example_storage_writer",
+        "A dial plan that writes the fraud policy's limit names into its storage (or, \
+         dialled `flood...`, thousands of keys) and reports how far it got.",
+    ),
 ];
 
 fn main() {

@@ -28,7 +28,7 @@
 //! contract with the host. This crate generates the guest bindings for both of
 //! its worlds once, shares the record types between them, and adds small
 //! helpers on top. Every capability ([`directory`], [`storage`], [`usage`],
-//! [`alerts`], [`log`]) is already bound by the host to the tenant whose call
+//! [`alerts`], [`log`], and for policies [`config`]) is already bound by the host to the tenant whose call
 //! is being handled: there is no tenant id anywhere in this API, and no way to
 //! reach another tenant's data.
 //!
@@ -124,6 +124,25 @@ pub mod storage {
     /// Store `value` under `key` as decimal text.
     pub fn set_u64(key: &str, value: u64) -> Result<(), StorageError> {
         set(key, value.to_string().as_bytes())
+    }
+}
+
+/// The running policy's configuration, read-only (policies only).
+///
+/// The host binds it to this policy and the tenant whose call is being
+/// handled. A provider policy reads what the provider set (a per-tenant
+/// override wins over the provider-wide value); a tenant's own policy reads
+/// what that tenant's admins set. Nothing here can write, and a tenant's
+/// plugins cannot change a provider policy's values. A dial plan that calls
+/// these functions imports `pbx:plugin/config`, which the host refuses for the
+/// `dialplan` world at upload.
+pub mod config {
+    pub use crate::bindings::policy::pbx::plugin::config::{entries, get};
+
+    /// The value under `key` read as a decimal `u64`; `None` when missing or
+    /// not a number.
+    pub fn get_u64(key: &str) -> Option<u64> {
+        get(key)?.trim().parse().ok()
     }
 }
 

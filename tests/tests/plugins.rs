@@ -214,11 +214,12 @@ async fn calls_to_a_did_from_the_trunk_reach_the_tenants_dial_plan() {
         .await
         .unwrap();
     pbx.store.add_did(pbx.acme, "+15550001").await.unwrap();
-    pbx.store
-        .plugin_kv_put(pbx.acme, "did:+15550001", Some(b"1001"))
-        .await
-        .unwrap();
-    // Plugin storage is the running server's (written behind); it is read at start.
+    common::cli(
+        &pbx.store,
+        &["storage", "set", "acme", "did:+15550001", "1001"],
+    )
+    .await;
+    // Restart so the call below need not wait for the next reload.
     pbx.stop().await;
     pbx.serve().await;
     carrier.server = pbx.udp;

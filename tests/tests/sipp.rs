@@ -87,10 +87,23 @@ async fn sipp_registers_and_calls_without_failures() {
         )
         .await
         .unwrap();
-    pbx.store
-        .plugin_kv_put(tenant, "policy.max-concurrent-calls", Some(b"100000"))
-        .await
-        .unwrap();
+    // The shipped fraud policy's own limits, as an operator lifts them.
+    for key in ["max-concurrent-calls", "max-calls-per-minute"] {
+        common::cli(
+            &pbx.store,
+            &[
+                "policy",
+                "config",
+                "set",
+                "default-policy",
+                key,
+                "100000",
+                "--tenant",
+                "bench",
+            ],
+        )
+        .await;
+    }
     // Restart so the server starts with the bench tenant in its directory.
     pbx.stop().await;
     pbx.serve().await;

@@ -145,6 +145,17 @@ pub trait Control: Send + Sync + 'static {
     ) -> BoxFuture<'_, ControlResult<PolicyInfo>>;
     /// Removes the named policy.
     fn remove_policy(&self, name: String) -> BoxFuture<'_, ControlResult<()>>;
+    /// Validates a policy component (as [`Control::install_policy`] does) and
+    /// installs it as one of `tenant`'s own policies under `name`, in the
+    /// tenant's own name space, replacing the tenant's policy of that name.
+    /// It runs after every provider policy and reads only the tenant's own
+    /// configuration.
+    fn install_tenant_policy(
+        &self,
+        tenant: TenantId,
+        name: String,
+        wasm: Vec<u8>,
+    ) -> BoxFuture<'_, ControlResult<store::TenantPolicy>>;
     /// Alerts of one tenant, or of all when `None`.
     fn list_alerts(&self, tenant: Option<TenantId>) -> BoxFuture<'_, ControlResult<Vec<Alert>>>;
     /// Current bans.
@@ -287,6 +298,22 @@ pub(crate) mod fake {
             all.retain(|p| p.name != info.name);
             all.push(info.clone());
             ready(Ok(info))
+        }
+        fn install_tenant_policy(
+            &self,
+            tenant: TenantId,
+            name: String,
+            wasm: Vec<u8>,
+        ) -> BoxFuture<'_, ControlResult<store::TenantPolicy>> {
+            if !wasm.starts_with(b"\0asm") {
+                return ready(Err(ControlError::Invalid("not a policy component".into())));
+            }
+            ready(Ok(store::TenantPolicy {
+                tenant,
+                name,
+                hash: "22".into(),
+                installed_at_ms: 0,
+            }))
         }
         fn remove_policy(&self, name: String) -> BoxFuture<'_, ControlResult<()>> {
             let mut all = self.policies.lock();

@@ -56,6 +56,14 @@ impl Control for Nothing {
     fn remove_policy(&self, _: String) -> BoxFuture<'_, ControlResult<()>> {
         none()
     }
+    fn install_tenant_policy(
+        &self,
+        _: TenantId,
+        _: String,
+        _: Vec<u8>,
+    ) -> BoxFuture<'_, ControlResult<store::TenantPolicy>> {
+        none()
+    }
     fn list_alerts(&self, _: Option<TenantId>) -> BoxFuture<'_, ControlResult<Vec<Alert>>> {
         none()
     }

@@ -16,6 +16,8 @@ use crate::DestinationClass;
 
 /// Window entries kept per extension (counts saturate there).
 const MAX_WINDOW_ENTRIES: usize = 4096;
+/// Window entries kept per tenant for tenant-wide counts (they saturate there).
+const MAX_TENANT_WINDOW_ENTRIES: usize = 16_384;
 const DAY_MS: i64 = 86_400_000;
 
 /// Limits of one tenant (and of each of its extensions). `None` is unlimited.
@@ -148,6 +150,8 @@ struct ExtensionUsage {
 struct TenantUsage {
     active: Arc<AtomicU32>,
     starts: VecDeque<Instant>,
+    /// Every call started within the tenant's window, for tenant-wide counts.
+    recent: VecDeque<(Instant, DestinationClass)>,
     spend_day: i64,
     spend_cents: u64,
     extensions: HashMap<String, ExtensionUsage>,
@@ -281,6 +285,17 @@ impl Usage {
             t.starts.pop_front();
         }
         t.starts.push_back(now);
+        while t
+            .recent
+            .front()
+            .is_some_and(|(s, _)| now.saturating_duration_since(*s) >= limits.window)
+        {
+            t.recent.pop_front();
+        }
+        if t.recent.len() >= MAX_TENANT_WINDOW_ENTRIES {
+            t.recent.pop_front();
+        }
+        t.recent.push_back((now, call.class));
         t.last = Some(now);
         t.active.fetch_add(1, Ordering::AcqRel);
         Ok(CallGuard {
@@ -309,27 +324,36 @@ impl Usage {
             .map_or(0, |e| e.active.load(Ordering::Acquire))
     }
 
-    /// Calls of `class` the extension started within the tenant's window.
+    /// Calls started within `window` before `now`: by one extension or by the
+    /// whole tenant (`extension: None`), of one class or of any (`class:
+    /// None`). Starts are kept for the tenant's usage window ([`Limits::window`],
+    /// an hour by default), so a longer `window` counts that much; counts
+    /// saturate at the entries kept (4,096 per extension, 16,384 per tenant).
     pub fn calls_in_window(
         &self,
         tenant: &str,
-        extension: &str,
-        class: DestinationClass,
+        extension: Option<&str>,
+        class: Option<DestinationClass>,
+        window: Duration,
         now: Instant,
     ) -> u32 {
         let inner = self.inner.lock();
         let Some(t) = inner.tenants.get(tenant) else {
             return 0;
         };
-        let window = t.limits.as_ref().unwrap_or(&inner.config.defaults).window;
-        t.extensions.get(extension).map_or(0, |e| {
-            let n = e
-                .window
-                .iter()
-                .filter(|(s, c)| *c == class && now.saturating_duration_since(*s) < window)
-                .count();
-            u32::try_from(n).unwrap_or(u32::MAX)
-        })
+        let kept = t.limits.as_ref().unwrap_or(&inner.config.defaults).window;
+        let window = window.min(kept);
+        let counts = |(s, c): &&(Instant, DestinationClass)| {
+            class.is_none_or(|want| *c == want) && now.saturating_duration_since(*s) < window
+        };
+        let n = match extension {
+            Some(ext) => t
+                .extensions
+                .get(ext)
+                .map_or(0, |e| e.window.iter().filter(counts).count()),
+            None => t.recent.iter().filter(counts).count(),
+        };
+        u32::try_from(n).unwrap_or(u32::MAX)
     }
 
     /// The price of `billed` talk time of `class`, cents, rounded up.
@@ -545,6 +569,46 @@ mod tests {
         }
     }
 
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    #[test]
+    fn counts_the_window_asked_for() {
+        let t0 = Instant::now();
+        let u = usage();
+        // Calls at 0 s, 100 s, 200 s and 300 s; the last one by another extension.
+        for (i, ext) in [(0u64, "100"), (100, "100"), (200, "100"), (300, "101")] {
+            drop(
+                u.start_call(&call("acme", ext, National, t0 + Duration::from_secs(i)))
+                    .expect("national"),
+            );
+        }
+        let now = t0 + Duration::from_secs(330);
+        let minute = Duration::from_secs(60);
+        assert_eq!(u.calls_in_window("acme", Some("100"), None, minute, now), 0);
+        assert_eq!(
+            u.calls_in_window("acme", Some("100"), None, Duration::from_secs(200), now),
+            1
+        );
+        assert_eq!(u.calls_in_window("acme", Some("100"), None, HOUR, now), 3);
+        assert_eq!(u.calls_in_window("acme", None, None, minute, now), 1);
+        assert_eq!(u.calls_in_window("acme", None, None, HOUR, now), 4);
+        assert_eq!(
+            u.calls_in_window("acme", None, Some(International), HOUR, now),
+            0
+        );
+        assert_eq!(
+            u.calls_in_window("acme", Some("101"), Some(National), minute, now),
+            1
+        );
+        // Longer than the tenant's window: counts what is kept.
+        let day = Duration::from_secs(86_400);
+        assert_eq!(
+            u.calls_in_window("acme", None, None, day, t0 + Duration::from_secs(3650)),
+            3
+        );
+        assert_eq!(u.calls_in_window("nobody", None, None, HOUR, now), 0);
+    }
+
     #[test]
     fn class_window_slides() {
         let t0 = Instant::now();
@@ -561,7 +625,13 @@ mod tests {
             drop(g);
         }
         assert_eq!(
-            u.calls_in_window("acme", "100", International, t0 + Duration::from_secs(2)),
+            u.calls_in_window(
+                "acme",
+                Some("100"),
+                Some(International),
+                HOUR,
+                t0 + Duration::from_secs(2)
+            ),
             2
         );
         assert_eq!(
@@ -588,7 +658,10 @@ mod tests {
         ));
         // an hour after the first call, one slot is free again
         let later = t0 + Duration::from_secs(3600);
-        assert_eq!(u.calls_in_window("acme", "100", International, later), 1);
+        assert_eq!(
+            u.calls_in_window("acme", Some("100"), Some(International), HOUR, later),
+            1
+        );
         assert!(
             u.start_call(&call("acme", "100", International, later))
                 .is_ok()

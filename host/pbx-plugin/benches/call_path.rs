@@ -34,6 +34,7 @@ fn call_path(c: &mut Criterion) {
         usage: Arc::new(FixedUsage::default()),
         alerts: Arc::new(MemoryAlerts::default()),
         log: Arc::new(PluginLog::default()),
+        config: Arc::new(pbx_plugin::EmptyConfig),
     };
     let call = Call {
         call_id: "bench@host".into(),

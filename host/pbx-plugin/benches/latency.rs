@@ -35,6 +35,7 @@ fn caps() -> TenantCaps {
         usage: Arc::new(FixedUsage::default()),
         alerts: Arc::new(MemoryAlerts::default()),
         log: Arc::new(PluginLog::default()),
+        config: Arc::new(pbx_plugin::EmptyConfig),
     }
 }
 

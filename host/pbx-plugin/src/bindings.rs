@@ -33,3 +33,4 @@ pub(crate) mod policy {
 }
 
 pub(crate) use dialplan::pbx::plugin::{alerts, directory, log, storage, types, usage};
+pub(crate) use policy::pbx::plugin::config;

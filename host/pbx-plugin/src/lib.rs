@@ -20,7 +20,9 @@
 //!   ([`shipped`]): the default dial plan, the destination-class
 //!   restrictions and the fraud policy.
 //! - Capabilities ([`caps`]) are bound per invocation to one tenant through
-//!   [`TenantCaps`]; no import takes or reveals a tenant id. WASI is linked with
+//!   [`TenantCaps`]; no import takes or reveals a tenant id. The policy
+//!   world's read-only `config` is bound to (policy, tenant) by the host
+//!   ([`TenantCaps::with_config`]); its owner, not the tenant, writes it. WASI is linked with
 //!   an empty context (no files, environment or network; stdout/stderr go into
 //!   the tenant's bounded [`PluginLog`]), built only if the guest calls WASI.
 //! - [`PluginRuntime::load`] refuses oversize files, core modules, non-components,
@@ -95,8 +97,8 @@ pub mod types;
 mod validate;
 
 pub use caps::{
-    Alert, AlertSink, FixedUsage, LogLine, MemoryAlerts, MemoryStorage, PluginLog, Storage,
-    StorageError, TenantCaps, Usage,
+    Alert, AlertSink, ConfigMap, EmptyConfig, FixedUsage, LayeredConfig, LogLine, MemoryAlerts,
+    MemoryStorage, PluginLog, PolicyConfig, Storage, StorageError, TenantCaps, Usage,
 };
 pub use error::{Error, InvalidDecision, POLICY_FAILED, PluginError, Result, ValidationError};
 pub use runtime::{LoadedPlugin, PluginRuntime, Quarantine, RuntimeConfig, World};

@@ -35,6 +35,8 @@ const STDIO_CAPACITY: usize = 4096;
 const MAX_DETAIL_LEN: usize = 300;
 /// Interfaces of `pbx:plugin` a component may import.
 const PBX_INTERFACES: &[&str] = &["types", "directory", "storage", "usage", "alerts", "log"];
+/// Interfaces of `pbx:plugin` only the `policy` world imports.
+const POLICY_ONLY_INTERFACES: &[&str] = &["config"];
 /// Bytes of each pooled memory and table slot kept mapped between calls.
 const KEEP_RESIDENT_BYTES: usize = 1 << 20;
 /// WASI packages the host provides, with an empty context.
@@ -410,6 +412,12 @@ impl PluginRuntime {
             |s| s,
         )
         .map_err(config_err)?;
+        // The policy world's own import; `check_imports` keeps dial plans off it.
+        crate::bindings::config::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(config_err)?;
 
         let tick = tick_for(config.deadline);
         let deadline_ticks = u64::try_from(config.deadline.as_nanos() / tick.as_nanos())
@@ -471,7 +479,7 @@ impl PluginRuntime {
         }
         let component = Component::new(&self.engine, wasm)
             .map_err(|e| ValidationError::NotAComponent(detail(e)))?;
-        check_imports(&self.engine, &component)?;
+        check_imports(&self.engine, &component, world)?;
         let instance_pre = self
             .linker
             .instantiate_pre(&component)
@@ -780,13 +788,19 @@ fn short(hash: &str) -> &str {
     hash.get(..12).unwrap_or(hash)
 }
 
-/// Refuse imports outside `pbx:plugin` and the WASI subset with an empty context.
-fn check_imports(engine: &Engine, component: &Component) -> Result<(), ValidationError> {
+/// Refuse imports outside `world`'s part of `pbx:plugin` and the WASI subset
+/// with an empty context.
+fn check_imports(
+    engine: &Engine,
+    component: &Component,
+    world: World,
+) -> Result<(), ValidationError> {
     let ty = component.component_type();
     for (name, _) in ty.imports(engine) {
         let allowed = if let Some(rest) = name.strip_prefix("pbx:plugin/") {
             let iface = rest.split('@').next().unwrap_or_default();
             PBX_INTERFACES.contains(&iface)
+                || (world == World::Policy && POLICY_ONLY_INTERFACES.contains(&iface))
         } else {
             WASI_PACKAGES.iter().any(|p| name.starts_with(p))
         };

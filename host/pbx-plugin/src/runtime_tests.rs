@@ -25,6 +25,7 @@ fn tenant_with(name: &str, directory: Directory, usage: FixedUsage, quota: usize
         usage: Arc::new(usage),
         alerts: alerts.clone(),
         log: log.clone(),
+        config: Arc::new(crate::caps::EmptyConfig),
     };
     Tenant { caps, alerts, log }
 }
@@ -316,9 +317,7 @@ fn core_modules_garbage_and_oversize_files_are_refused() {
 #[test]
 fn a_component_for_the_other_world_is_refused() {
     let rt = runtime();
-    let err = rt
-        .load(World::Dialplan, shipped::DEFAULT_POLICY)
-        .unwrap_err();
+    let err = rt.load(World::Dialplan, shipped::RESTRICTIONS).unwrap_err();
     assert!(
         matches!(
             err,
@@ -327,6 +326,14 @@ fn a_component_for_the_other_world_is_refused() {
                 ..
             }
         ),
+        "{err:?}"
+    );
+    // `config` is the policy world's own import: a dial plan may not have it.
+    let err = rt
+        .load(World::Dialplan, shipped::DEFAULT_POLICY)
+        .unwrap_err();
+    assert!(
+        matches!(&err, ValidationError::ForbiddenImport(name) if name.contains("pbx:plugin/config")),
         "{err:?}"
     );
     let err = rt
@@ -496,30 +503,78 @@ fn default_policy_denies_excess_concurrency_and_call_rate() {
         Verdict::Allow
     );
 
+    // The limit is the provider's configuration, bound by the host.
     let busy = FixedUsage {
-        concurrent: 4,
+        concurrent: 3,
         ..FixedUsage::default()
     };
-    let limited = tenant_with("t3", dir.clone(), busy, 4096);
+    let limited = tenant_with("t3", dir.clone(), busy.clone(), 4096);
+    let provider: crate::caps::ConfigMap =
+        [("max-concurrent-calls".to_string(), "3".to_string())].into();
+    let configured = limited
+        .caps
+        .with_config(Arc::new(crate::caps::LayeredConfig::new(
+            Some(Arc::new(provider)),
+            None,
+        )));
+    assert!(matches!(
+        rt.check_call(&policy, &configured, &national, &out),
+        Verdict::Deny(r) if r.contains("concurrent")
+    ));
+    // Below the limit (3 in progress, default 10) the call passes; what the
+    // tenant's own storage says changes nothing.
     limited
         .caps
         .storage
-        .set("policy.max-concurrent-calls", b"3")
+        .set("max-concurrent-calls", b"1")
+        .unwrap();
+    limited
+        .caps
+        .storage
+        .set("policy.max-concurrent-calls", b"1")
+        .unwrap();
+    assert_eq!(
+        rt.check_call(&policy, &limited.caps, &national, &out),
+        Verdict::Allow
+    );
+    let at_default = tenant_with(
+        "t5",
+        dir.clone(),
+        FixedUsage {
+            concurrent: 10,
+            ..FixedUsage::default()
+        },
+        4096,
+    );
+    at_default
+        .caps
+        .storage
+        .set("policy.max-concurrent-calls", b"1000000")
         .unwrap();
     assert!(matches!(
-        rt.check_call(&policy, &limited.caps, &national, &out),
+        rt.check_call(&policy, &at_default.caps, &national, &out),
         Verdict::Deny(r) if r.contains("concurrent")
     ));
 
+    // 20 calls in the minute already: the 21st is denied, the 20th was not.
     let chatty = FixedUsage {
-        in_window: 21,
+        in_window: 20,
         ..FixedUsage::default()
     };
-    let rapid = tenant_with("t4", dir, chatty, 4096);
+    let rapid = tenant_with("t4", dir.clone(), chatty, 4096);
     assert!(matches!(
         rt.check_call(&policy, &rapid.caps, &national, &out),
         Verdict::Deny(r) if r.contains("calls in a minute")
     ));
+    let steady = FixedUsage {
+        in_window: 19,
+        ..FixedUsage::default()
+    };
+    let fine = tenant_with("t6", dir, steady, 4096);
+    assert_eq!(
+        rt.check_call(&policy, &fine.caps, &national, &out),
+        Verdict::Allow
+    );
 }
 
 #[test]

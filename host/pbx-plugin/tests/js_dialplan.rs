@@ -50,6 +50,7 @@ fn caps(directory: Directory, log: &Arc<PluginLog>) -> TenantCaps {
         usage: Arc::new(FixedUsage::default()),
         alerts: Arc::new(MemoryAlerts::default()),
         log: Arc::clone(log),
+        config: Arc::new(pbx_plugin::EmptyConfig),
     }
 }
 

@@ -11,7 +11,8 @@
 //!   host needs at start-up and on reload: [`Store::directory`],
 //!   [`Store::load_registrations`], [`Store::list_tenants`],
 //!   [`Store::active_dialplans`], [`Store::all_trunks`], [`Store::all_dids`] and
-//!   [`Store::plugin_kv_all`].
+//!   [`Store::plugin_kv_all`], [`Store::all_tenant_policies`] and
+//!   [`Store::all_policy_config`].
 //! - Writes that belong together run in one transaction: provisioning steps, bulk
 //!   imports (validated before anything is written), batches of registration
 //!   changes and of CDRs.
@@ -42,6 +43,7 @@ mod ha1;
 mod limits;
 mod media_policy;
 mod plugin;
+mod policy_config;
 mod registration;
 mod secret;
 mod tenant;
@@ -60,7 +62,11 @@ pub use cdr::CdrFilter;
 pub use cdr_export::{CDR_CSV_HEADER, CdrCursor, write_cdr_csv};
 pub use error::{Error, Result};
 pub use limits::TenantLimits;
-pub use plugin::{PluginVersion, Policy};
+pub use plugin::{MAX_TENANT_POLICIES, PluginVersion, Policy, TenantPolicy};
+pub use policy_config::{
+    ConfigEntry, ConfigScope, MAX_CONFIG_KEY, MAX_CONFIG_KEYS, MAX_CONFIG_VALUE, MAX_KV_KEY,
+    PLUGIN_KV_QUOTA_BYTES,
+};
 pub use secret::SECRET_KEY_FILE;
 pub use trunk::Trunk;
 pub use types::*;

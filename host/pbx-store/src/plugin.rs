@@ -15,8 +15,8 @@ use crate::{Error, Result, Store, TenantId};
 
 /// Longest policy name accepted.
 const MAX_POLICY_NAME: usize = 64;
-/// Longest plugin storage key accepted (the plugin runtime's own limit).
-const MAX_KV_KEY: usize = 256;
+/// Most policies one tenant's admins may install for the tenant.
+pub const MAX_TENANT_POLICIES: i64 = 8;
 
 /// One uploaded version of a tenant's dial plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +41,19 @@ pub struct Policy {
     pub name: String,
     /// The tenant it applies to; `None` for a provider-wide policy.
     pub tenant: Option<TenantId>,
+    /// Lower-case hex SHA-256 of the component bytes ([`Store::plugin_blob`]).
+    pub hash: String,
+    /// Unix milliseconds.
+    pub installed_at_ms: i64,
+}
+
+/// A policy a tenant's admins installed for the tenant's own calls. Names are
+/// the tenant's own: another tenant (or the provider) may use the same name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantPolicy {
+    pub tenant: TenantId,
+    /// Unique within the tenant.
+    pub name: String,
     /// Lower-case hex SHA-256 of the component bytes ([`Store::plugin_blob`]).
     pub hash: String,
     /// Unix milliseconds.
@@ -321,6 +334,96 @@ impl Store {
             .collect()
     }
 
+    /// Installs one of the tenant's own policies under `name` (1-64 characters
+    /// of `[A-Za-z0-9._-]`), replacing the tenant's policy of that name; a
+    /// tenant has at most [`MAX_TENANT_POLICIES`].
+    pub async fn install_tenant_policy(
+        &self,
+        tenant: TenantId,
+        name: &str,
+        wasm: &[u8],
+        now_ms: i64,
+    ) -> Result<TenantPolicy> {
+        policy_name(name)?;
+        let mut tx = self.write_tx().await?;
+        ensure_tenant(&mut tx, tenant).await?;
+        let previous = tenant_policy_hash(&mut tx, tenant, name).await?;
+        if previous.is_none() {
+            let row = sqlx::query("SELECT COUNT(*) AS n FROM tenant_policies WHERE tenant_id = ?")
+                .bind(tenant.0)
+                .fetch_one(&mut *tx)
+                .await?;
+            let n: i64 = row.try_get("n")?;
+            if n >= MAX_TENANT_POLICIES {
+                return Err(Error::Invalid(format!(
+                    "a tenant may install at most {MAX_TENANT_POLICIES} policies"
+                )));
+            }
+        }
+        let hash = put_blob(&mut tx, wasm, now_ms).await?;
+        sqlx::query(
+            "INSERT INTO tenant_policies (tenant_id, name, hash, installed_ms) \
+             VALUES (?, ?, ?, ?) ON CONFLICT (tenant_id, name) DO UPDATE SET \
+             hash = excluded.hash, installed_ms = excluded.installed_ms",
+        )
+        .bind(tenant.0)
+        .bind(name)
+        .bind(&hash)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        if let Some(old) = previous {
+            drop_blob_if_unused(&mut tx, &old).await?;
+        }
+        tx.commit().await?;
+        Ok(TenantPolicy {
+            tenant,
+            name: name.to_owned(),
+            hash,
+            installed_at_ms: now_ms,
+        })
+    }
+
+    /// Removes one of the tenant's own policies; [`Error::NotFound`] when the
+    /// tenant has none of that name.
+    pub async fn remove_tenant_policy(&self, tenant: TenantId, name: &str) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        let hash = tenant_policy_hash(&mut tx, tenant, name)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("policy {name:?}")))?;
+        sqlx::query("DELETE FROM tenant_policies WHERE tenant_id = ? AND name = ?")
+            .bind(tenant.0)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        drop_blob_if_unused(&mut tx, &hash).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The tenant's own policies, by name.
+    pub async fn list_tenant_policies(&self, tenant: TenantId) -> Result<Vec<TenantPolicy>> {
+        let rows = sqlx::query(
+            "SELECT tenant_id, name, hash, installed_ms FROM tenant_policies \
+             WHERE tenant_id = ? ORDER BY name",
+        )
+        .bind(tenant.0)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(tenant_policy_from_row).collect()
+    }
+
+    /// Every tenant's own policies, by tenant and name (the server's reload).
+    pub async fn all_tenant_policies(&self) -> Result<Vec<TenantPolicy>> {
+        let rows = sqlx::query(
+            "SELECT tenant_id, name, hash, installed_ms FROM tenant_policies \
+             ORDER BY tenant_id, name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(tenant_policy_from_row).collect()
+    }
+
     /// Every tenant's plugin storage entries, by tenant and key (loaded once at
     /// start-up; the host keeps them in memory and writes changes back).
     pub async fn plugin_kv_all(&self) -> Result<Vec<(TenantId, String, Vec<u8>)>> {
@@ -338,49 +441,10 @@ impl Store {
             })
             .collect()
     }
-
-    /// Sets (`Some`) or deletes (`None`) one key of the tenant's plugin storage.
-    /// Keys are 1-256 bytes.
-    pub async fn plugin_kv_put(
-        &self,
-        tenant: TenantId,
-        key: &str,
-        value: Option<&[u8]>,
-    ) -> Result<()> {
-        if key.is_empty() || key.len() > MAX_KV_KEY {
-            return Err(Error::Invalid(format!(
-                "plugin storage keys must be 1-{MAX_KV_KEY} bytes"
-            )));
-        }
-        match value {
-            Some(value) => {
-                let mut tx = self.write_tx().await?;
-                ensure_tenant(&mut tx, tenant).await?;
-                sqlx::query(
-                    "INSERT INTO plugin_kv (tenant_id, key, value) VALUES (?, ?, ?) \
-                     ON CONFLICT (tenant_id, key) DO UPDATE SET value = excluded.value",
-                )
-                .bind(tenant.0)
-                .bind(key)
-                .bind(value)
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await?;
-            }
-            None => {
-                sqlx::query("DELETE FROM plugin_kv WHERE tenant_id = ? AND key = ?")
-                    .bind(tenant.0)
-                    .bind(key)
-                    .execute(&self.pool)
-                    .await?;
-            }
-        }
-        Ok(())
-    }
 }
 
 /// A policy name: 1-64 characters of `[A-Za-z0-9._-]`.
-fn policy_name(name: &str) -> Result<()> {
+pub(crate) fn policy_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= MAX_POLICY_NAME
         && name
@@ -422,14 +486,41 @@ async fn drop_blob_if_unused(conn: &mut SqliteConnection, hash: &str) -> Result<
     sqlx::query(
         "DELETE FROM plugin_blobs WHERE hash = ? \
          AND NOT EXISTS (SELECT 1 FROM dialplan_versions WHERE hash = ?) \
-         AND NOT EXISTS (SELECT 1 FROM policies WHERE hash = ?)",
+         AND NOT EXISTS (SELECT 1 FROM policies WHERE hash = ?) \
+         AND NOT EXISTS (SELECT 1 FROM tenant_policies WHERE hash = ?)",
     )
+    .bind(hash)
     .bind(hash)
     .bind(hash)
     .bind(hash)
     .execute(conn)
     .await?;
     Ok(())
+}
+
+fn tenant_policy_from_row(row: &SqliteRow) -> Result<TenantPolicy> {
+    Ok(TenantPolicy {
+        tenant: TenantId(row.try_get("tenant_id")?),
+        name: row.try_get("name")?,
+        hash: row.try_get("hash")?,
+        installed_at_ms: row.try_get("installed_ms")?,
+    })
+}
+
+async fn tenant_policy_hash(
+    conn: &mut SqliteConnection,
+    tenant: TenantId,
+    name: &str,
+) -> Result<Option<String>> {
+    let row = sqlx::query("SELECT hash FROM tenant_policies WHERE tenant_id = ? AND name = ?")
+        .bind(tenant.0)
+        .bind(name)
+        .fetch_optional(conn)
+        .await?;
+    Ok(match row {
+        Some(row) => Some(row.try_get("hash")?),
+        None => None,
+    })
 }
 
 async fn policy_hash(conn: &mut SqliteConnection, name: &str) -> Result<Option<String>> {
@@ -695,26 +786,22 @@ mod tests {
         ));
     }
 
+    /// One call-time write; whether it was applied.
+    async fn put(store: &Store, tenant: TenantId, key: &str, value: Option<&[u8]>) -> bool {
+        store
+            .plugin_kv_apply(&[(tenant, key.to_owned(), value.map(<[u8]>::to_vec))])
+            .await
+            .expect("apply")[0]
+    }
+
     #[tokio::test]
     async fn plugin_storage_is_per_tenant() {
         let (store, a, b) = two_tenants().await;
-        store
-            .plugin_kv_put(a, "count", Some(b"1"))
-            .await
-            .expect("put");
-        store
-            .plugin_kv_put(a, "count", Some(b"2"))
-            .await
-            .expect("put");
-        store
-            .plugin_kv_put(b, "count", Some(b"9"))
-            .await
-            .expect("put");
-        store
-            .plugin_kv_put(b, "gone", Some(b"x"))
-            .await
-            .expect("put");
-        store.plugin_kv_put(b, "gone", None).await.expect("delete");
+        assert!(put(&store, a, "count", Some(b"1")).await);
+        assert!(put(&store, a, "count", Some(b"2")).await);
+        assert!(put(&store, b, "count", Some(b"9")).await);
+        assert!(put(&store, b, "gone", Some(b"x")).await);
+        assert!(put(&store, b, "gone", None).await);
         assert_eq!(
             store.plugin_kv_all().await.expect("all"),
             vec![
@@ -722,19 +809,9 @@ mod tests {
                 (b, "count".to_owned(), b"9".to_vec())
             ]
         );
-        assert!(store.plugin_kv_put(a, "", Some(b"x")).await.is_err());
-        assert!(
-            store
-                .plugin_kv_put(a, &"k".repeat(257), Some(b"x"))
-                .await
-                .is_err()
-        );
-        assert!(
-            store
-                .plugin_kv_put(TenantId(99), "k", Some(b"x"))
-                .await
-                .is_err()
-        );
+        assert!(!put(&store, a, "", Some(b"x")).await);
+        assert!(!put(&store, a, &"k".repeat(257), Some(b"x")).await);
+        assert!(!put(&store, TenantId(99), "k", Some(b"x")).await);
     }
 
     #[tokio::test]
@@ -757,8 +834,8 @@ mod tests {
         store.remove_policy("p").await.expect("remove");
         let g4 = store.generation().await.expect("g");
         assert!(g4 > g3);
-        store.plugin_kv_put(a, "k", Some(b"v")).await.expect("put");
-        store.plugin_kv_put(a, "k", None).await.expect("delete");
+        assert!(put(&store, a, "k", Some(b"v")).await);
+        assert!(put(&store, a, "k", None).await);
         assert_eq!(store.generation().await.expect("g"), g4);
         // A failed activation leaves it alone too.
         assert!(store.activate_dialplan(a, 9).await.is_err());
@@ -797,5 +874,51 @@ mod tests {
             .await
             .expect("install");
         assert_eq!(next.version, 7, "version numbers are not reused");
+    }
+
+    #[tokio::test]
+    async fn tenant_policies_have_their_own_names_and_bound() {
+        let (store, a, b) = two_tenants().await;
+        store
+            .install_policy("fraud", None, b"provider", 1)
+            .await
+            .expect("provider policy");
+        let g0 = store.generation().await.expect("g");
+        // The same name in a tenant's own space leaves the provider's alone.
+        store
+            .install_tenant_policy(a, "fraud", b"mine", 2)
+            .await
+            .expect("tenant policy");
+        assert!(store.generation().await.expect("g") > g0);
+        assert_eq!(store.list_policies().await.expect("list").len(), 1);
+        assert_eq!(store.list_tenant_policies(a).await.expect("a").len(), 1);
+        assert!(store.list_tenant_policies(b).await.expect("b").is_empty());
+        // Another tenant cannot remove it.
+        assert!(matches!(
+            store.remove_tenant_policy(b, "fraud").await,
+            Err(Error::NotFound(_))
+        ));
+        // Replacing keeps one row and drops the old bytes.
+        store
+            .install_tenant_policy(a, "fraud", b"mine-2", 3)
+            .await
+            .expect("replace");
+        assert_eq!(store.all_tenant_policies().await.expect("all").len(), 1);
+        assert_eq!(blob_count(&store).await, 2);
+        for i in 1..MAX_TENANT_POLICIES {
+            store
+                .install_tenant_policy(a, &format!("p{i}"), b"x", 4)
+                .await
+                .expect("within the bound");
+        }
+        assert!(matches!(
+            store.install_tenant_policy(a, "one-more", b"x", 5).await,
+            Err(Error::Invalid(_))
+        ));
+        store
+            .remove_tenant_policy(a, "fraud")
+            .await
+            .expect("remove");
+        assert_eq!(blob_count(&store).await, 2, "provider bytes and x stay");
     }
 }

@@ -15,6 +15,14 @@
 //! pbx --data-dir DIR policy install NAME FILE.wasm [--tenant TENANT]
 //! pbx --data-dir DIR policy remove NAME
 //! pbx --data-dir DIR policy list
+//! pbx --data-dir DIR policy config set NAME KEY VALUE [--tenant TENANT]
+//! pbx --data-dir DIR policy config get NAME KEY [--tenant TENANT]
+//! pbx --data-dir DIR policy config list NAME [--tenant TENANT]
+//! pbx --data-dir DIR policy config delete NAME KEY [--tenant TENANT]
+//! pbx --data-dir DIR storage set TENANT KEY VALUE
+//! pbx --data-dir DIR storage get TENANT KEY
+//! pbx --data-dir DIR storage list TENANT
+//! pbx --data-dir DIR storage delete TENANT KEY
 //! pbx --data-dir DIR trunk add TENANT NAME --uri URI [--username USER [--password-stdin]]
 //! pbx --data-dir DIR trunk list TENANT
 //! pbx --data-dir DIR trunk remove TENANT NAME
@@ -111,6 +119,9 @@ pub enum Command {
     /// Manage policy plugins (provider-wide or for one tenant).
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Read and write a tenant's plugin storage (what its plugins keep).
+    #[command(subcommand)]
+    Storage(StorageCommand),
     /// Manage a tenant's outbound SIP trunks.
     #[command(subcommand)]
     Trunk(TrunkCommand),
@@ -418,6 +429,90 @@ pub enum PolicyCommand {
     },
     /// List the installed policies.
     List,
+    /// The provider's configuration of a policy (the shipped `default-policy`
+    /// included): provider-wide, or overridden for one tenant with `--tenant`.
+    /// Tenants and their plugins can neither read nor change it.
+    #[command(subcommand)]
+    Config(PolicyConfigCommand),
+}
+
+/// `pbx policy config ...`
+#[derive(Debug, Subcommand)]
+pub enum PolicyConfigCommand {
+    /// Set a key (replacing its value).
+    Set {
+        /// The policy's name.
+        name: String,
+        /// The key (1-128 characters of A-Z a-z 0-9 . _ : -).
+        key: String,
+        /// The value (printable text, at most 1024 bytes).
+        value: String,
+        /// Set this tenant's override [default: the provider-wide value].
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Print a key's value in exactly that scope (exits non-zero when unset).
+    Get {
+        /// The policy's name.
+        name: String,
+        /// The key.
+        key: String,
+        /// Read this tenant's override [default: the provider-wide value].
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// List the keys and values of one scope (`KEY<TAB>VALUE` lines).
+    List {
+        /// The policy's name.
+        name: String,
+        /// List this tenant's overrides [default: the provider-wide values].
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Remove a key from one scope.
+    Delete {
+        /// The policy's name.
+        name: String,
+        /// The key.
+        key: String,
+        /// Remove this tenant's override [default: the provider-wide value].
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+}
+
+/// `pbx storage ...`
+#[derive(Debug, Subcommand)]
+pub enum StorageCommand {
+    /// Set a key of the tenant's plugin storage (within its 1 MiB quota).
+    Set {
+        /// The tenant's name.
+        tenant: String,
+        /// The key (1-256 bytes).
+        key: String,
+        /// The value, stored as its UTF-8 bytes.
+        value: String,
+    },
+    /// Print a key's value (exits non-zero when unset).
+    Get {
+        /// The tenant's name.
+        tenant: String,
+        /// The key.
+        key: String,
+    },
+    /// List the tenant's keys and values (`KEY<TAB>VALUE` lines; values that
+    /// are not UTF-8 text are shown as hex with a `hex:` prefix).
+    List {
+        /// The tenant's name.
+        tenant: String,
+    },
+    /// Remove a key.
+    Delete {
+        /// The tenant's name.
+        tenant: String,
+        /// The key.
+        key: String,
+    },
 }
 
 /// `pbx trunk ...`

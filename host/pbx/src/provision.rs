@@ -13,8 +13,8 @@ use store::{Cdr, CdrFilter, Store, Tenant};
 
 use crate::cli::{
     ApprovalCommand, AuditCommand, BanCommand, CdrCommand, CdrFormat, Command, DidCommand,
-    ExtensionCommand, PluginCommand, PolicyCommand, RoleArg, TenantCommand, TrunkCommand,
-    UserCommand,
+    ExtensionCommand, PluginCommand, PolicyCommand, PolicyConfigCommand, RoleArg, StorageCommand,
+    TenantCommand, TrunkCommand, UserCommand,
 };
 use crate::server::ServeOptions;
 use crate::{Error, Result};
@@ -210,6 +210,7 @@ pub async fn execute(
         }
         Command::Plugin(command) => plugin(store, command, out).await?,
         Command::Policy(command) => policy(store, command, out).await?,
+        Command::Storage(command) => storage(store, command, out).await?,
         Command::Trunk(command) => trunk(store, command, input, out).await?,
         Command::Did(command) => did(store, command, out).await?,
         Command::User(UserCommand::Add {
@@ -427,6 +428,7 @@ async fn policy(store: &Store, command: PolicyCommand, out: &mut dyn Write) -> R
                 p.name, p.hash
             )?;
         }
+        PolicyCommand::Config(command) => policy_config(store, command, out).await?,
         PolicyCommand::Remove { name } => {
             store.remove_policy(&name).await?;
             writeln!(out, "removed policy {name}")?;
@@ -454,6 +456,168 @@ async fn policy(store: &Store, command: PolicyCommand, out: &mut dyn Write) -> R
         }
     }
     Ok(())
+}
+
+/// Appends a CLI change to the audit log (actor `cli`, source `local`).
+async fn audit_cli(
+    store: &Store,
+    action: &str,
+    tenant: Option<store::TenantId>,
+    detail: serde_json::Value,
+) -> Result<()> {
+    let record = store::AuditRecord {
+        at_ms: now_ms(),
+        actor: "cli".into(),
+        role: "cli".into(),
+        tenant,
+        source: "local".into(),
+        action: action.into(),
+        detail: detail.to_string(),
+    };
+    store.append_audit(&record).await?;
+    Ok(())
+}
+
+/// `pbx policy config ...`: the provider's configuration of a policy.
+async fn policy_config(
+    store: &Store,
+    command: PolicyConfigCommand,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let scope_of =
+        |tenant: &Option<Tenant>| store::ConfigScope::Provider(tenant.as_ref().map(|t| t.id));
+    let label = |tenant: &Option<Tenant>| match tenant {
+        Some(t) => format!("tenant {}", t.name),
+        None => "every tenant".to_owned(),
+    };
+    match command {
+        PolicyConfigCommand::Set {
+            name,
+            key,
+            value,
+            tenant,
+        } => {
+            let tenant = optional_tenant(store, tenant.as_deref()).await?;
+            store
+                .policy_config_set(scope_of(&tenant), &name, &key, &value)
+                .await?;
+            audit_cli(
+                store,
+                "policy.config.set",
+                tenant.as_ref().map(|t| t.id),
+                serde_json::json!({ "policy": name, "key": key, "value": value }),
+            )
+            .await?;
+            writeln!(out, "{name}: {key} = {value} for {}", label(&tenant))?;
+        }
+        PolicyConfigCommand::Get { name, key, tenant } => {
+            let tenant = optional_tenant(store, tenant.as_deref()).await?;
+            match store
+                .policy_config_get(scope_of(&tenant), &name, &key)
+                .await?
+            {
+                Some(value) => writeln!(out, "{value}")?,
+                None => {
+                    return Err(Error::Invalid(format!(
+                        "{name}: {key} is not set for {}",
+                        label(&tenant)
+                    )));
+                }
+            }
+        }
+        PolicyConfigCommand::List { name, tenant } => {
+            let tenant = optional_tenant(store, tenant.as_deref()).await?;
+            for (key, value) in store.policy_config_list(scope_of(&tenant), &name).await? {
+                writeln!(out, "{key}\t{value}")?;
+            }
+        }
+        PolicyConfigCommand::Delete { name, key, tenant } => {
+            let tenant = optional_tenant(store, tenant.as_deref()).await?;
+            if !store
+                .policy_config_delete(scope_of(&tenant), &name, &key)
+                .await?
+            {
+                return Err(Error::Invalid(format!(
+                    "{name}: {key} is not set for {}",
+                    label(&tenant)
+                )));
+            }
+            audit_cli(
+                store,
+                "policy.config.delete",
+                tenant.as_ref().map(|t| t.id),
+                serde_json::json!({ "policy": name, "key": key }),
+            )
+            .await?;
+            writeln!(out, "{name}: {key} removed for {}", label(&tenant))?;
+        }
+    }
+    Ok(())
+}
+
+/// `pbx storage ...`: a tenant's plugin storage.
+async fn storage(store: &Store, command: StorageCommand, out: &mut dyn Write) -> Result<()> {
+    match command {
+        StorageCommand::Set { tenant, key, value } => {
+            let t = tenant_named(store, &tenant).await?;
+            store
+                .plugin_kv_admin_put(t.id, &key, Some(value.as_bytes()))
+                .await?;
+            audit_cli(
+                store,
+                "storage.set",
+                Some(t.id),
+                serde_json::json!({ "key": key, "bytes": value.len() }),
+            )
+            .await?;
+            writeln!(out, "{}: {key} set ({} bytes)", t.name, value.len())?;
+        }
+        StorageCommand::Get { tenant, key } => {
+            let t = tenant_named(store, &tenant).await?;
+            match store.plugin_kv_get(t.id, &key).await? {
+                Some(value) => writeln!(out, "{}", show_bytes(&value))?,
+                None => {
+                    return Err(Error::Invalid(format!("{}: {key} is not set", t.name)));
+                }
+            }
+        }
+        StorageCommand::List { tenant } => {
+            let t = tenant_named(store, &tenant).await?;
+            for (key, value) in store.plugin_kv_list(t.id).await? {
+                writeln!(out, "{key}\t{}", show_bytes(&value))?;
+            }
+        }
+        StorageCommand::Delete { tenant, key } => {
+            let t = tenant_named(store, &tenant).await?;
+            if !store.plugin_kv_admin_put(t.id, &key, None).await? {
+                return Err(Error::Invalid(format!("{}: {key} is not set", t.name)));
+            }
+            audit_cli(
+                store,
+                "storage.delete",
+                Some(t.id),
+                serde_json::json!({ "key": key }),
+            )
+            .await?;
+            writeln!(out, "{}: {key} removed", t.name)?;
+        }
+    }
+    Ok(())
+}
+
+/// A stored value as text: itself when it is printable UTF-8, else `hex:...`.
+fn show_bytes(value: &[u8]) -> String {
+    match std::str::from_utf8(value) {
+        Ok(text) if !text.chars().any(char::is_control) => text.to_owned(),
+        _ => format!("hex:{}", hex::encode(value)),
+    }
+}
+
+async fn optional_tenant(store: &Store, name: Option<&str>) -> Result<Option<Tenant>> {
+    match name {
+        Some(name) => Ok(Some(tenant_named(store, name).await?)),
+        None => Ok(None),
+    }
 }
 
 async fn trunk(
@@ -1095,5 +1259,176 @@ mod tests {
         assert_eq!(tenant.domains, vec![DEMO_DOMAIN.to_owned()]);
         assert_eq!(store.list_extensions(tenant.id).await.unwrap().len(), 2);
         assert!(super::demo(&store).await.is_err());
+    }
+
+    /// Runs one command line against `store`, returning its output or error.
+    async fn run(store: &Store, args: &[&str]) -> Result<String> {
+        let mut argv = vec!["pbx"];
+        argv.extend_from_slice(args);
+        let cli = <crate::cli::Cli as clap::Parser>::try_parse_from(argv).expect("parses");
+        let mut none: &[u8] = b"";
+        let mut out = Vec::new();
+        execute(store, cli.command, &mut none, &mut out).await?;
+        Ok(String::from_utf8(out).unwrap())
+    }
+
+    #[tokio::test]
+    async fn policy_config_commands_keep_scopes_apart_and_audit() {
+        let store = Store::open_in_memory().await.unwrap();
+        store.add_tenant("acme", "acme.example").await.unwrap();
+        let g0 = store.generation().await.unwrap();
+        run(
+            &store,
+            &[
+                "policy",
+                "config",
+                "set",
+                "default-policy",
+                "max-calls-per-minute",
+                "20",
+            ],
+        )
+        .await
+        .unwrap();
+        run(
+            &store,
+            &[
+                "policy",
+                "config",
+                "set",
+                "default-policy",
+                "max-calls-per-minute",
+                "3",
+                "--tenant",
+                "acme",
+            ],
+        )
+        .await
+        .unwrap();
+        assert!(store.generation().await.unwrap() > g0);
+        let get = |tenant: Option<&'static str>| {
+            let store = store.clone();
+            async move {
+                let mut args = vec![
+                    "policy",
+                    "config",
+                    "get",
+                    "default-policy",
+                    "max-calls-per-minute",
+                ];
+                if let Some(t) = tenant {
+                    args.extend(["--tenant", t]);
+                }
+                run(&store, &args).await
+            }
+        };
+        assert_eq!(get(None).await.unwrap(), "20\n");
+        assert_eq!(get(Some("acme")).await.unwrap(), "3\n");
+        assert_eq!(
+            run(
+                &store,
+                &[
+                    "policy",
+                    "config",
+                    "list",
+                    "default-policy",
+                    "--tenant",
+                    "acme"
+                ]
+            )
+            .await
+            .unwrap(),
+            "max-calls-per-minute\t3\n"
+        );
+        run(
+            &store,
+            &[
+                "policy",
+                "config",
+                "delete",
+                "default-policy",
+                "max-calls-per-minute",
+                "--tenant",
+                "acme",
+            ],
+        )
+        .await
+        .unwrap();
+        assert!(get(Some("acme")).await.is_err(), "the override is gone");
+        assert_eq!(get(None).await.unwrap(), "20\n");
+        assert!(matches!(
+            run(
+                &store,
+                &[
+                    "policy", "config", "set", "p", "k", "v", "--tenant", "nobody"
+                ]
+            )
+            .await,
+            Err(Error::NoSuchTenant(_))
+        ));
+        assert!(
+            run(&store, &["policy", "config", "set", "p", "bad key", "v"])
+                .await
+                .is_err()
+        );
+        let actions: Vec<String> = store
+            .audit_chain(0, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.record.action)
+            .collect();
+        assert_eq!(
+            actions,
+            vec![
+                "policy.config.set",
+                "policy.config.set",
+                "policy.config.delete"
+            ]
+        );
+        assert!(pbx_api::verify_audit(&store).await.unwrap().is_intact());
+    }
+
+    #[tokio::test]
+    async fn storage_commands_write_the_tenants_storage() {
+        let store = Store::open_in_memory().await.unwrap();
+        let acme = store.add_tenant("acme", "acme.example").await.unwrap().id;
+        run(
+            &store,
+            &["storage", "set", "acme", "ring-group:sales", "1000,1001"],
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            run(&store, &["storage", "get", "acme", "ring-group:sales"])
+                .await
+                .unwrap(),
+            "1000,1001\n"
+        );
+        store
+            .plugin_kv_apply(&[(acme, "bin".into(), Some(vec![0, 1]))])
+            .await
+            .unwrap();
+        assert_eq!(
+            run(&store, &["storage", "list", "acme"]).await.unwrap(),
+            "bin\thex:0001\nring-group:sales\t1000,1001\n"
+        );
+        run(&store, &["storage", "delete", "acme", "ring-group:sales"])
+            .await
+            .unwrap();
+        assert!(
+            run(&store, &["storage", "get", "acme", "ring-group:sales"])
+                .await
+                .is_err()
+        );
+        assert!(
+            run(&store, &["storage", "delete", "acme", "ring-group:sales"])
+                .await
+                .is_err()
+        );
+        assert!(matches!(
+            run(&store, &["storage", "list", "nobody"]).await,
+            Err(Error::NoSuchTenant(_))
+        ));
     }
 }

@@ -1,27 +1,39 @@
 //! The provider's default fraud policy, run for every tenant next to the
 //! `restrictions` policy (which denies unapproved destination classes).
 //!
+//! Its limits are the provider's configuration of the policy `default-policy`
+//! (`pbx policy config set default-policy KEY VALUE [--tenant T]`), read through
+//! the read-only `config` capability; a tenant's override wins over the
+//! provider-wide value. Tenants and their plugins cannot change them (the
+//! tenant's own plugin storage is not read).
+//!
+//! | key | default | meaning |
+//! | --- | --- | --- |
+//! | `max-concurrent-calls` | 10 | calls of the tenant in progress at once |
+//! | `max-calls-per-minute` | 20 | calls one extension may start in 60 s |
+//! | `max-international-per-hour` | 30 | costly calls of one extension in an hour before it is suspended |
+//!
 //! `check-call` denies, in this order:
 //! - nothing for rejects and emergency calls (always allowed);
-//! - a call that takes the tenant over its concurrent-call limit (storage key
-//!   `policy.max-concurrent-calls`, default 10);
-//! - a call from an extension that started more than `policy.max-calls-per-minute`
-//!   calls (default 20) in the last minute.
+//! - a call that takes the tenant over `max-concurrent-calls`;
+//! - a call from an extension that started more than `max-calls-per-minute`
+//!   calls in the last minute.
 //!
 //! `call-ended` raises a warning for a long (over an hour) international or
 //! premium call and suspends an extension that made more than
-//! `policy.max-international-per-hour` (default 30) such calls in an hour.
+//! `max-international-per-hour` such calls in an hour.
 
 use pbx_sdk::{Action, Call, Cdr, Decision, DestinationClass, Policy, Severity, Verdict};
-use pbx_sdk::{storage, usage};
+use pbx_sdk::{config, usage};
 
 const DEFAULT_MAX_CONCURRENT: u64 = 10;
 const DEFAULT_MAX_PER_MINUTE: u64 = 20;
 const DEFAULT_MAX_INTERNATIONAL_PER_HOUR: u64 = 30;
 const LONG_CALL_SECS: u32 = 3600;
 
+/// The provider's value of `key`, or `default` when unset or not a number.
 fn limit(key: &str, default: u64) -> u64 {
-    storage::get_u64(key).unwrap_or(default)
+    config::get_u64(key).unwrap_or(default)
 }
 
 fn costly(class: DestinationClass) -> bool {
@@ -40,17 +52,18 @@ impl Policy for DefaultPolicy {
         {
             return Verdict::Allow;
         }
-        let max_concurrent = limit("policy.max-concurrent-calls", DEFAULT_MAX_CONCURRENT);
+        let max_concurrent = limit("max-concurrent-calls", DEFAULT_MAX_CONCURRENT);
         let concurrent = u64::from(usage::concurrent_calls());
-        if concurrent > max_concurrent {
+        // This call is not counted yet: it would be one more.
+        if concurrent >= max_concurrent {
             return Verdict::deny(format!(
-                "concurrent calls {concurrent} over the limit of {max_concurrent}"
+                "concurrent calls {concurrent} at the limit of {max_concurrent}"
             ));
         }
         if let Some(ext) = &call.caller_extension {
-            let max_per_minute = limit("policy.max-calls-per-minute", DEFAULT_MAX_PER_MINUTE);
+            let max_per_minute = limit("max-calls-per-minute", DEFAULT_MAX_PER_MINUTE);
             let recent = u64::from(usage::calls_in_window(60, Some(ext), None));
-            if recent > max_per_minute {
+            if recent >= max_per_minute {
                 return Verdict::deny(format!(
                     "extension {ext} made {recent} calls in a minute (limit {max_per_minute})"
                 ));
@@ -75,7 +88,7 @@ impl Policy for DefaultPolicy {
         }
         if let Some(ext) = &cdr.caller_extension {
             let max = limit(
-                "policy.max-international-per-hour",
+                "max-international-per-hour",
                 DEFAULT_MAX_INTERNATIONAL_PER_HOUR,
             );
             let count = u64::from(usage::calls_in_window(

@@ -196,3 +196,17 @@ where
     }
     panic!("condition never held");
 }
+
+/// Runs one `pbx` command line (`args` without the program name) against
+/// `store`, in-process, exactly as the CLI does; returns what it printed.
+pub(crate) async fn cli(store: &Store, args: &[&str]) -> String {
+    let mut argv = vec!["pbx"];
+    argv.extend_from_slice(args);
+    let parsed = <pbx::cli::Cli as clap::Parser>::try_parse_from(argv).expect("parses");
+    let mut none: &[u8] = b"";
+    let mut out = Vec::new();
+    pbx::provision::execute(store, parsed.command, &mut none, &mut out)
+        .await
+        .unwrap_or_else(|e| panic!("pbx {}: {e}", args.join(" ")));
+    String::from_utf8(out).expect("utf-8")
+}

@@ -21,6 +21,7 @@ mod auth;
 mod cdrs;
 mod control;
 mod extensions;
+mod plugin_config;
 mod policies;
 mod settings;
 mod system;
@@ -391,6 +392,104 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Remove a policy plugin",
             global(R::PROVIDER, "plugins:write"),
             delete(policies::remove),
+        ),
+        route(
+            M::GET,
+            "/api/v1/policies/{name}/config",
+            "List the provider's configuration of a policy (?tenant=ID: that tenant's overrides)",
+            global(R::PROVIDER, "plugins:read"),
+            get(plugin_config::provider_list),
+        ),
+        route(
+            M::GET,
+            "/api/v1/policies/{name}/config/{key}",
+            "Read one key of a policy's configuration (?tenant=ID: the override)",
+            global(R::PROVIDER, "plugins:read"),
+            get(plugin_config::provider_get),
+        ),
+        route(
+            M::PUT,
+            "/api/v1/policies/{name}/config/{key}",
+            "Set one key of a policy's configuration ({\"value\": ...}; ?tenant=ID: an override)",
+            global(R::PROVIDER, "plugins:write"),
+            put(plugin_config::provider_set),
+        ),
+        route(
+            M::DELETE,
+            "/api/v1/policies/{name}/config/{key}",
+            "Remove one key of a policy's configuration (?tenant=ID: the override)",
+            global(R::PROVIDER, "plugins:write"),
+            delete(plugin_config::provider_delete),
+        ),
+        route(
+            M::GET,
+            "/api/v1/tenants/{tenant}/storage",
+            "List a tenant's plugin storage",
+            tenant(R::ADMINS, "plugins:read"),
+            get(plugin_config::storage_list),
+        ),
+        route(
+            M::GET,
+            "/api/v1/tenants/{tenant}/storage/{key}",
+            "Read one key of a tenant's plugin storage",
+            tenant(R::ADMINS, "plugins:read"),
+            get(plugin_config::storage_get),
+        ),
+        route(
+            M::PUT,
+            "/api/v1/tenants/{tenant}/storage/{key}",
+            "Set one key of a tenant's plugin storage ({\"value\": ...})",
+            tenant(R::ADMINS, "plugins:write"),
+            put(plugin_config::storage_set),
+        ),
+        route(
+            M::DELETE,
+            "/api/v1/tenants/{tenant}/storage/{key}",
+            "Remove one key of a tenant's plugin storage",
+            tenant(R::ADMINS, "plugins:write"),
+            delete(plugin_config::storage_delete),
+        ),
+        route(
+            M::GET,
+            "/api/v1/tenants/{tenant}/policies",
+            "List the tenant's own policies",
+            tenant(R::ADMINS, "plugins:read"),
+            get(plugin_config::tenant_policies),
+        ),
+        route(
+            M::POST,
+            "/api/v1/tenants/{tenant}/policies",
+            "Upload one of the tenant's own policies (application/wasm; ?name=NAME); runs after the provider's",
+            tenant(R::ADMINS, "plugins:write"),
+            post(plugin_config::tenant_policy_install).layer(plugin_limit),
+        ),
+        route(
+            M::DELETE,
+            "/api/v1/tenants/{tenant}/policies/{name}",
+            "Remove one of the tenant's own policies",
+            tenant(R::ADMINS, "plugins:write"),
+            delete(plugin_config::tenant_policy_remove),
+        ),
+        route(
+            M::GET,
+            "/api/v1/tenants/{tenant}/policies/{name}/config",
+            "List the tenant's configuration of its own policy",
+            tenant(R::ADMINS, "plugins:read"),
+            get(plugin_config::tenant_config_list),
+        ),
+        route(
+            M::PUT,
+            "/api/v1/tenants/{tenant}/policies/{name}/config/{key}",
+            "Set one key of the tenant's own policy's configuration ({\"value\": ...})",
+            tenant(R::ADMINS, "plugins:write"),
+            put(plugin_config::tenant_config_set),
+        ),
+        route(
+            M::DELETE,
+            "/api/v1/tenants/{tenant}/policies/{name}/config/{key}",
+            "Remove one key of the tenant's own policy's configuration",
+            tenant(R::ADMINS, "plugins:write"),
+            delete(plugin_config::tenant_config_delete),
         ),
         route(
             M::GET,

@@ -12,6 +12,7 @@ mod limits;
 mod matrix;
 mod oidc;
 mod openapi;
+mod plugin_config;
 mod policies;
 mod settings;
 mod tls;
@@ -29,8 +30,8 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 use store::{
-    ApprovalStatus, ApprovalTarget, Cdr, Disposition, MediaEncryption, NewApiToken, NewUser, Store,
-    TenantId, TenantLimits, User, UserRole,
+    ApprovalStatus, ApprovalTarget, Cdr, ConfigScope, Disposition, MediaEncryption, NewApiToken,
+    NewUser, Store, TenantId, TenantLimits, User, UserRole,
 };
 use tower::ServiceExt;
 
@@ -141,6 +142,23 @@ impl Fx {
             .await
             .expect("approval")
             .id;
+        // Plugin configuration and storage the routes can read and remove.
+        store
+            .policy_config_set(ConfigScope::Provider(None), "fraud", "limit", "5")
+            .await
+            .expect("provider config");
+        store
+            .plugin_kv_admin_put(a, "k", Some(b"v"))
+            .await
+            .expect("storage");
+        store
+            .install_tenant_policy(a, "own", b"\0asm-own", T0)
+            .await
+            .expect("tenant policy");
+        store
+            .policy_config_set(ConfigScope::Tenant(a), "own", "limit", "1")
+            .await
+            .expect("tenant config");
         let control: Arc<dyn Control> = control;
 
         let clock = Arc::new(AtomicI64::new(T0));

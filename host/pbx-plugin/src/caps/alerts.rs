@@ -46,16 +46,16 @@ impl AlertSink for MemoryAlerts {
     }
 }
 
-/// Cut `text` to at most `max` bytes on a char boundary.
-pub(crate) fn truncate(mut text: String, max: usize) -> String {
+/// Cut `text` to at most `max` bytes on a char boundary, giving back what the
+/// cut-off part took: a guest's 2 MiB line cut to a few hundred bytes must not
+/// keep 2 MiB alive.
+pub fn truncate(mut text: String, max: usize) -> String {
     if text.len() > max {
         let mut end = max;
         while !text.is_char_boundary(end) {
             end -= 1;
         }
         text.truncate(end);
-        // Give back what the cut-off part took: a guest's 2 MiB line cut to a
-        // few hundred bytes must not keep 2 MiB alive.
         text.shrink_to_fit();
     }
     text
@@ -72,5 +72,20 @@ impl Host for HostState {
             from_runtime: false,
             message: truncate(message, MAX_ALERT_LEN),
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncation_cuts_on_char_boundaries_and_frees_the_rest() {
+        assert_eq!(truncate("short".into(), 10), "short");
+        let cut = truncate("x".repeat(1 << 20), 512);
+        assert_eq!(cut.len(), 512);
+        assert!(cut.capacity() < 1024, "capacity {}", cut.capacity());
+        // 'é' is two bytes: a cut in its middle backs off to before it.
+        assert_eq!(truncate("aé".into(), 2), "a");
     }
 }

@@ -8,12 +8,14 @@
 use std::sync::Arc;
 
 pub mod alerts;
+pub mod config;
 pub mod directory;
 pub mod log;
 pub mod storage;
 pub mod usage;
 
 pub use alerts::{Alert, AlertSink, MemoryAlerts};
+pub use config::{ConfigMap, EmptyConfig, LayeredConfig, PolicyConfig};
 pub use log::{LogLine, PluginLog};
 pub use storage::{MemoryStorage, Storage, StorageError};
 pub use usage::{FixedUsage, Usage};
@@ -35,6 +37,19 @@ pub struct TenantCaps {
     pub alerts: Arc<dyn AlertSink>,
     /// The tenant's bounded plugin log.
     pub log: Arc<PluginLog>,
+    /// The configuration the running policy reads (`pbx:plugin/config`):
+    /// bound per policy by the host, [`EmptyConfig`] for dial plans.
+    pub config: Arc<dyn PolicyConfig>,
+}
+
+impl TenantCaps {
+    /// The same capabilities with `config` bound for one policy.
+    pub fn with_config(&self, config: Arc<dyn PolicyConfig>) -> Self {
+        Self {
+            config,
+            ..self.clone()
+        }
+    }
 }
 
 impl std::fmt::Debug for TenantCaps {

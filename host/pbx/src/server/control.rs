@@ -156,6 +156,29 @@ impl ServerControl {
         Ok(policy_info(p))
     }
 
+    async fn install_tenant_policy(
+        &self,
+        tenant: TenantId,
+        name: String,
+        wasm: Vec<u8>,
+    ) -> ControlResult<store::TenantPolicy> {
+        if self
+            .store
+            .tenant(tenant)
+            .await
+            .map_err(store_error)?
+            .is_none()
+        {
+            return Err(ControlError::NotFound(format!("tenant {tenant}")));
+        }
+        let wasm = validated(World::Policy, wasm).await?;
+        let now = unix_ms(SystemTime::now());
+        self.store
+            .install_tenant_policy(tenant, &name, &wasm, now)
+            .await
+            .map_err(store_error)
+    }
+
     async fn remove_did(&self, tenant: TenantId, number: String) -> ControlResult<()> {
         let owned = self.store.list_dids(tenant).await.map_err(store_error)?;
         if !owned.contains(&number) {
@@ -279,6 +302,15 @@ impl Control for ServerControl {
         wasm: Vec<u8>,
     ) -> BoxFuture<'_, ControlResult<PolicyInfo>> {
         Box::pin(self.install_policy(name, tenant, wasm))
+    }
+
+    fn install_tenant_policy(
+        &self,
+        tenant: TenantId,
+        name: String,
+        wasm: Vec<u8>,
+    ) -> BoxFuture<'_, ControlResult<store::TenantPolicy>> {
+        Box::pin(self.install_tenant_policy(tenant, name, wasm))
     }
 
     fn remove_policy(&self, name: String) -> BoxFuture<'_, ControlResult<()>> {

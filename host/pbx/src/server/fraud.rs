@@ -12,7 +12,10 @@
 //! [`CallGuard`] until the call's record is written (so a counter is released
 //! exactly once), and hands everything that touches the database (alerts,
 //! suspensions, approval requests) to one background task, never blocking the
-//! plugin workers on it.
+//! plugin workers on it. That task's queue is a [`FairQueue`] with a share per
+//! tenant ([`TENANT_ACTIONS`]) and one for the provider's own events: a tenant
+//! whose share is full loses its own next alert (counted and logged), never
+//! another tenant's.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -27,8 +30,8 @@ use pbx_plugin::DestinationClass;
 use store::{
     ApprovalStatus, ApprovalTarget, NewAlert, Store, TenantId, TenantLimits, TenantStatus,
 };
-use tokio::sync::mpsc;
 
+use super::fair::FairQueue;
 use super::unix_ms;
 use super::webhook::Webhook;
 
@@ -103,21 +106,26 @@ pub(crate) struct Fraud {
     live: Mutex<HashMap<String, Live>>,
     approved: RwLock<HashMap<TenantId, Approved>>,
     names: RwLock<HashMap<TenantId, String>>,
-    actions: mpsc::Sender<Action>,
-    webhook: Option<mpsc::Sender<pbx_guard::Alert>>,
+    actions: Arc<FairQueue<Option<TenantId>, Action>>,
+    /// Actions refused because their owner's share was full.
+    dropped: std::sync::atomic::AtomicU64,
+    webhook: Option<Arc<FairQueue<Option<TenantId>, pbx_guard::Alert>>>,
 }
 
-/// Queued database actions.
-const ACTIONS: usize = 1024;
+/// Database actions (alerts, suspensions, approval requests) one tenant, or
+/// the provider's own events, may have waiting.
+pub(crate) const TENANT_ACTIONS: usize = 64;
+/// Actions of one owner stored per round of the background task.
+const ACTIONS_PER_ROUND: usize = 8;
 
 impl Fraud {
     pub(crate) fn new(store: &Store, config: &FraudConfig) -> anyhow::Result<Fraud> {
-        let (actions, rx) = mpsc::channel(ACTIONS);
-        tokio::spawn(run_actions(store.clone(), rx));
+        let actions = Arc::new(FairQueue::new(TENANT_ACTIONS));
+        tokio::spawn(run_actions(store.clone(), actions.clone()));
         let webhook = config.webhook.clone().map(|hook| {
-            let (tx, rx) = mpsc::channel(ACTIONS);
-            tokio::spawn(run_webhook(hook, rx));
-            tx
+            let queue = Arc::new(FairQueue::new(TENANT_ACTIONS));
+            tokio::spawn(run_webhook(hook, queue.clone()));
+            queue
         });
         Ok(Fraud {
             classifier: Classifier::new(&config.classifier)
@@ -129,6 +137,7 @@ impl Fraud {
             approved: RwLock::new(HashMap::new()),
             names: RwLock::new(HashMap::new()),
             actions,
+            dropped: std::sync::atomic::AtomicU64::new(0),
             webhook,
         })
     }
@@ -371,6 +380,17 @@ impl Fraud {
         message: String,
     ) {
         tracing::warn!(event, tenant = ?tenant.map(|t| t.0), severity, message = %message, "alert");
+        let stored = NewAlert {
+            tenant,
+            severity: severity.to_string(),
+            event: event.to_string(),
+            message: message.clone(),
+            created_ms: unix_ms(std::time::SystemTime::now()),
+        };
+        // An alert over the tenant's share is neither stored nor pushed.
+        if !self.queue(Action::Alert(stored)) {
+            return;
+        }
         if let Some(hook) = &self.webhook {
             let alert = pbx_guard::Alert {
                 tenant: tenant.and_then(|t| self.names.read().get(&t).cloned()),
@@ -380,26 +400,37 @@ impl Fraud {
                     _ => pbx_guard::Severity::Warning,
                 },
                 event,
-                message: message.clone(),
+                message,
                 at_ms: unix_ms(std::time::SystemTime::now()),
             };
-            if hook.try_send(alert).is_err() {
-                tracing::warn!("webhook queue full; an alert was not pushed");
+            if hook.push(tenant, alert).is_err() {
+                tracing::warn!(tenant = ?tenant.map(|t| t.0), "this tenant's share of the webhook queue is full; an alert was not pushed");
             }
         }
-        self.queue(Action::Alert(NewAlert {
-            tenant,
-            severity: severity.to_string(),
-            event: event.to_string(),
-            message,
-            created_ms: unix_ms(std::time::SystemTime::now()),
-        }));
     }
 
-    fn queue(&self, action: Action) {
-        if self.actions.try_send(action).is_err() {
-            tracing::error!("fraud action queue full; an alert or suspension was dropped");
+    /// Queues a database action in its owner's share; false when the share
+    /// was full and the action was dropped.
+    fn queue(&self, action: Action) -> bool {
+        let owner = match &action {
+            Action::Alert(a) => a.tenant,
+            Action::SuspendExtension(t, _)
+            | Action::SuspendTenant(t)
+            | Action::RequestApproval(t, _, _) => Some(*t),
+        };
+        let queued = self.actions.push(owner, action).is_ok();
+        if !queued {
+            let dropped = self
+                .dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                + 1;
+            tracing::warn!(
+                tenant = ?owner.map(|t| t.0),
+                dropped,
+                "this tenant's share of the fraud action queue is full; its action was dropped"
+            );
         }
+        queued
     }
 
     pub(crate) fn concurrent(&self, tenant: &str) -> u32 {
@@ -410,46 +441,83 @@ impl Fraud {
         self.usage.concurrent_extension(tenant, extension)
     }
 
-    pub(crate) fn calls_in_window(&self, tenant: &str, extension: &str, class: Class) -> u32 {
+    /// Calls the tenant (or one extension) started within `window`, of one
+    /// class or of any.
+    pub(crate) fn calls_in_window(
+        &self,
+        tenant: &str,
+        extension: Option<&str>,
+        class: Option<Class>,
+        window: Duration,
+    ) -> u32 {
         self.usage
-            .calls_in_window(tenant, extension, class, Instant::now())
+            .calls_in_window(tenant, extension, class, window, Instant::now())
     }
 }
 
-async fn run_actions(store: Store, mut rx: mpsc::Receiver<Action>) {
-    while let Some(action) = rx.recv().await {
-        let result = match action {
-            Action::Alert(alert) => store.insert_alert(&alert).await.map(|_| ()),
-            Action::SuspendExtension(tenant, ext) => {
-                store.set_extension_enabled(tenant, &ext, false).await
+async fn run_actions(store: Store, queue: Arc<FairQueue<Option<TenantId>, Action>>) {
+    loop {
+        let round = queue.take(ACTIONS_PER_ROUND, 256);
+        if round.is_empty() {
+            // Everything is stored; once the host is gone, so is this task.
+            if Arc::strong_count(&queue) == 1 {
+                return;
             }
-            Action::SuspendTenant(tenant) => {
-                store
-                    .set_tenant_status(tenant, TenantStatus::Suspended)
-                    .await
-            }
-            Action::RequestApproval(tenant, target, sample) => store
-                .request_approval(
-                    tenant,
-                    &target,
-                    Some(&sample),
-                    unix_ms(std::time::SystemTime::now()),
-                )
-                .await
-                .map(|_| ()),
-        };
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "fraud action not stored");
+            let _ = tokio::time::timeout(Duration::from_secs(1), queue.ready()).await;
+            continue;
+        }
+        for (_, action) in round {
+            store_action(&store, action).await;
         }
     }
 }
 
-async fn run_webhook(hook: Webhook, mut rx: mpsc::Receiver<pbx_guard::Alert>) {
-    while let Some(alert) = rx.recv().await {
-        match hook.deliver(&alert).await {
-            Ok(status) if (200..300).contains(&status) => {}
-            Ok(status) => tracing::warn!(status, event = alert.event, "webhook refused an alert"),
-            Err(e) => tracing::warn!(error = %e, event = alert.event, "webhook delivery failed"),
+async fn store_action(store: &Store, action: Action) {
+    let result = match action {
+        Action::Alert(alert) => store.insert_alert(&alert).await.map(|_| ()),
+        Action::SuspendExtension(tenant, ext) => {
+            store.set_extension_enabled(tenant, &ext, false).await
+        }
+        Action::SuspendTenant(tenant) => {
+            store
+                .set_tenant_status(tenant, TenantStatus::Suspended)
+                .await
+        }
+        Action::RequestApproval(tenant, target, sample) => store
+            .request_approval(
+                tenant,
+                &target,
+                Some(&sample),
+                unix_ms(std::time::SystemTime::now()),
+            )
+            .await
+            .map(|_| ()),
+    };
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "fraud action not stored");
+    }
+}
+
+async fn run_webhook(hook: Webhook, queue: Arc<FairQueue<Option<TenantId>, pbx_guard::Alert>>) {
+    loop {
+        let round = queue.take(ACTIONS_PER_ROUND, 64);
+        if round.is_empty() {
+            if Arc::strong_count(&queue) == 1 {
+                return;
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(1), queue.ready()).await;
+            continue;
+        }
+        for (_, alert) in round {
+            match hook.deliver(&alert).await {
+                Ok(status) if (200..300).contains(&status) => {}
+                Ok(status) => {
+                    tracing::warn!(status, event = alert.event, "webhook refused an alert");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, event = alert.event, "webhook delivery failed")
+                }
+            }
         }
     }
 }
@@ -500,25 +568,81 @@ impl pbx_plugin::Usage for CallUsage {
 
     fn calls_in_window(
         &self,
-        _window: Duration,
+        window: Duration,
         extension: Option<&str>,
         class: Option<DestinationClass>,
     ) -> u32 {
-        // The host counts per extension and class over the tenant's window.
-        let Some(extension) = extension else {
-            return self.fraud.concurrent(&self.tenant_name);
-        };
-        match class.and_then(host_class) {
-            Some(c) => self.fraud.calls_in_window(&self.tenant_name, extension, c),
-            None => Class::ALL
+        // Plugins see high-risk numbers as international: count both.
+        if class == Some(DestinationClass::International) {
+            return [Class::International, Class::HighRisk]
                 .into_iter()
-                .map(|c| self.fraud.calls_in_window(&self.tenant_name, extension, c))
-                .sum(),
+                .map(|c| {
+                    self.fraud
+                        .calls_in_window(&self.tenant_name, extension, Some(c), window)
+                })
+                .fold(0u32, u32::saturating_add);
         }
+        // `unknown` is no host class: nothing is counted under it.
+        let class = match class {
+            Some(c) => match host_class(c) {
+                Some(c) => Some(c),
+                None => return 0,
+            },
+            None => None,
+        };
+        self.fraud
+            .calls_in_window(&self.tenant_name, extension, class, window)
     }
 
     fn class_approved(&self, class: DestinationClass) -> bool {
         host_class(class)
             .is_some_and(|c| self.fraud.approved(self.tenant, c, self.number.as_deref()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn one_tenants_alert_flood_leaves_the_others_alone() {
+        let store = Store::open_in_memory().await.unwrap();
+        let a = store.add_tenant("a", "a.example").await.unwrap().id;
+        let b = store.add_tenant("b", "b.example").await.unwrap().id;
+        let fraud = Fraud::new(&store, &FraudConfig::default()).unwrap();
+        // On this single-threaded runtime the storing task cannot run until
+        // the test yields: the whole flood meets a's share at once.
+        for i in 0..1000 {
+            fraud.alert(Some(a), "warning", "plugin.alert", format!("flood {i}"));
+        }
+        fraud.alert(Some(b), "critical", "plugin.alert", "b's own".into());
+        fraud.suspend_extension(b, "1000");
+        let mut stored_b = Vec::new();
+        for _ in 0..200 {
+            stored_b = store.list_alerts(b, 100).await.unwrap();
+            if stored_b.len() == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            stored_b.len(),
+            2,
+            "b's alert and suspension notice are stored"
+        );
+        // a's share is stored too, in turns with b's; the rest was dropped.
+        let mut stored_a = 0;
+        for _ in 0..200 {
+            stored_a = store.list_alerts(a, 2000).await.unwrap().len();
+            if stored_a >= TENANT_ACTIONS {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(stored_a, TENANT_ACTIONS);
+        assert_eq!(
+            fraud.dropped.load(std::sync::atomic::Ordering::Relaxed),
+            1000 - TENANT_ACTIONS as u64
+        );
     }
 }

@@ -28,11 +28,13 @@
 //! database write.
 
 mod control;
+mod fair;
 mod fraud;
 mod guard;
 mod io;
 mod media;
 mod persist;
+mod plugin_kv;
 mod plugins;
 mod reload;
 mod shard;
@@ -87,7 +89,9 @@ pub struct Limits {
     pub flush_interval: Duration,
     /// ... or as soon as this many items are waiting.
     pub flush_batch: usize,
-    /// How often the store's provisioning generation is polled.
+    /// How often the store's provisioning generation is polled (one small
+    /// read); a change made with the CLI or the API reaches the running
+    /// server within this plus the reload itself, well under a second.
     pub reload_interval: Duration,
     /// How long shutdown waits for connections to send their last bytes.
     pub drain_timeout: Duration,
@@ -105,7 +109,7 @@ impl Default for Limits {
             persist_queue: 8192,
             flush_interval: Duration::from_millis(100),
             flush_batch: 500,
-            reload_interval: Duration::from_secs(1),
+            reload_interval: Duration::from_millis(250),
             drain_timeout: Duration::from_secs(5),
         }
     }

@@ -5,8 +5,12 @@
 //! # Design
 //! - [`PluginHost`] holds what is active: per tenant the dial plan (the shipped
 //!   default when none was installed, or when the tenant's is quarantined), the
-//!   shipped restrictions policy, provider-wide policies and the tenant's own
-//!   policies, and the tenant view each capability is bound to. [`PluginHost::reload`]
+//!   shipped policies, provider-wide policies, the provider's policies for one
+//!   tenant and then the tenant's own policies (installed by its admins), and
+//!   the tenant view each capability is bound to. Each policy reads the
+//!   configuration of its owner through `config`: a provider policy the
+//!   provider's values (a tenant override wins over the provider-wide value),
+//!   a tenant's own policy only that tenant's values. [`PluginHost::reload`]
 //!   swaps all of it at once when the store's generation moves; components are
 //!   compiled once per content hash and reused across reloads.
 //! - [`Workers`] is a small pool of OS threads fed by a bounded queue. A plugin
@@ -23,47 +27,107 @@ use parking_lot::{Mutex, RwLock};
 use pbx_core::{RingStep, RouteDecision, RouteRequest};
 use pbx_plugin::pool::{FairQueue, Refused, Shares};
 use pbx_plugin::{
-    Action, Alert, AlertSink, Call, Decision, DestinationClass, LoadedPlugin, PluginError,
-    PluginLog, PluginRuntime, RingStrategy, RuntimeConfig, Severity, Storage, StorageError,
-    TenantCaps, Verdict, World,
+    Action, Alert, AlertSink, Call, ConfigMap, Decision, DestinationClass, LayeredConfig,
+    LoadedPlugin, PluginError, PluginLog, PluginRuntime, PolicyConfig, RingStrategy, RuntimeConfig,
+    Severity, TenantCaps, Verdict, World,
 };
-use store::{Cdr, Store, TenantId};
+use store::{Cdr, ConfigScope, Store, TenantId};
 use tokio::sync::mpsc;
 
 use super::fraud::{CallUsage, Fraud, plugin_class};
+use super::plugin_kv::KvStore;
 
-/// Bytes of keys plus values a tenant's plugins may keep in storage.
-const STORAGE_QUOTA: usize = 1 << 20;
-/// Storage writes waiting for the database.
-const QUEUE: usize = 1024;
+/// Most actions one policy's `call-ended` may ask for; the rest are dropped.
+pub(crate) const MAX_ACTIONS_PER_CALL: usize = 4;
+/// Longest alert or suspension reason kept from a policy, in bytes.
+const MAX_ACTION_TEXT: usize = pbx_plugin::caps::alerts::MAX_ALERT_LEN;
+/// Longest extension number a policy may name in a suspension.
+const MAX_EXTENSION_LEN: usize = 64;
+
+/// Whose a policy is, which decides the configuration it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    /// Shipped or installed by the provider: reads the provider's values.
+    Provider,
+    /// Installed by the tenant's admins: reads only the tenant's own values.
+    Tenant,
+}
+
+/// A policy that runs, with its name and owner.
+struct ActivePolicy {
+    name: Arc<str>,
+    owner: Owner,
+    plugin: Arc<LoadedPlugin>,
+}
+
+/// Every policy's configuration, by owner.
+#[derive(Default)]
+struct Configs {
+    /// The provider's provider-wide values, by policy name.
+    provider: HashMap<String, Arc<ConfigMap>>,
+    /// The provider's per-tenant overrides, by policy name and tenant.
+    overrides: HashMap<(String, TenantId), Arc<ConfigMap>>,
+    /// The tenants' values for their own policies.
+    tenant_own: HashMap<(String, TenantId), Arc<ConfigMap>>,
+}
+
+impl Configs {
+    fn load(entries: Vec<store::ConfigEntry>) -> Configs {
+        let mut provider: HashMap<String, ConfigMap> = HashMap::new();
+        let mut overrides: HashMap<(String, TenantId), ConfigMap> = HashMap::new();
+        let mut tenant_own: HashMap<(String, TenantId), ConfigMap> = HashMap::new();
+        for e in entries {
+            let map = match e.scope {
+                ConfigScope::Provider(None) => provider.entry(e.policy).or_default(),
+                ConfigScope::Provider(Some(t)) => overrides.entry((e.policy, t)).or_default(),
+                ConfigScope::Tenant(t) => tenant_own.entry((e.policy, t)).or_default(),
+            };
+            map.insert(e.key, e.value);
+        }
+        let share = |m: ConfigMap| Arc::new(m);
+        Configs {
+            provider: provider.into_iter().map(|(k, m)| (k, share(m))).collect(),
+            overrides: overrides.into_iter().map(|(k, m)| (k, share(m))).collect(),
+            tenant_own: tenant_own.into_iter().map(|(k, m)| (k, share(m))).collect(),
+        }
+    }
+
+    /// What `policy` reads on a call of `tenant`.
+    fn bind(&self, policy: &ActivePolicy, tenant: TenantId) -> Arc<dyn PolicyConfig> {
+        let key = (policy.name.to_string(), tenant);
+        Arc::new(match policy.owner {
+            Owner::Provider => LayeredConfig::new(
+                self.provider.get(&*policy.name).cloned(),
+                self.overrides.get(&key).cloned(),
+            ),
+            Owner::Tenant => LayeredConfig::new(self.tenant_own.get(&key).cloned(), None),
+        })
+    }
+}
 
 /// Everything plugins run with, swapped whole on reload.
 #[derive(Default)]
 struct Active {
     dialplans: HashMap<TenantId, Arc<LoadedPlugin>>,
-    provider_policies: Vec<(String, Arc<LoadedPlugin>)>,
-    tenant_policies: HashMap<TenantId, Vec<(String, Arc<LoadedPlugin>)>>,
+    provider_policies: Vec<ActivePolicy>,
+    /// Per tenant: the provider's policies for that tenant, then its own.
+    tenant_policies: HashMap<TenantId, Vec<ActivePolicy>>,
     tenants: HashMap<TenantId, Arc<TenantView>>,
+    configs: Configs,
 }
 
 impl Active {
     /// Every policy a tenant's calls pass: the shipped ones, the provider's, then
-    /// the tenant's own.
+    /// the tenant's own. Any deny wins.
     fn policies_for<'a>(
         &'a self,
-        shipped: &'a [Arc<LoadedPlugin>],
+        shipped: &'a [ActivePolicy],
         tenant: TenantId,
-    ) -> impl Iterator<Item = &'a Arc<LoadedPlugin>> {
+    ) -> impl Iterator<Item = &'a ActivePolicy> {
         shipped
             .iter()
-            .chain(self.provider_policies.iter().map(|(_, p)| p))
-            .chain(
-                self.tenant_policies
-                    .get(&tenant)
-                    .into_iter()
-                    .flatten()
-                    .map(|(_, p)| p),
-            )
+            .chain(self.provider_policies.iter())
+            .chain(self.tenant_policies.get(&tenant).into_iter().flatten())
     }
 }
 
@@ -78,14 +142,13 @@ pub(crate) struct PluginHost {
     runtime: Arc<PluginRuntime>,
     default_dialplan: Arc<LoadedPlugin>,
     /// The shipped provider policies (destination restrictions, fraud limits).
-    shipped_policies: Vec<Arc<LoadedPlugin>>,
+    shipped_policies: Vec<ActivePolicy>,
     active: RwLock<Arc<Active>>,
     /// Compiled components by world and content hash.
     compiled: Mutex<HashMap<(World, String), Arc<LoadedPlugin>>>,
-    storage: Mutex<HashMap<TenantId, Arc<KvStorage>>>,
+    storage: Arc<KvStore>,
     logs: Mutex<HashMap<TenantId, Arc<PluginLog>>>,
     fraud: Arc<Fraud>,
-    kv_writes: mpsc::Sender<(TenantId, String, Option<Vec<u8>>)>,
 }
 
 impl PluginHost {
@@ -96,6 +159,7 @@ impl PluginHost {
         config: RuntimeConfig,
         fraud: Arc<Fraud>,
     ) -> anyhow::Result<Arc<PluginHost>> {
+        let deadline = config.deadline;
         let (runtime, default_dialplan, shipped_policies) =
             tokio::task::spawn_blocking(move || {
                 let runtime = PluginRuntime::new(config)?;
@@ -104,42 +168,30 @@ impl PluginHost {
                     .map_err(|e| anyhow::anyhow!("shipped dial plan: {e}"))?;
                 let mut policies = Vec::new();
                 for (name, wasm) in pbx_plugin::shipped::POLICIES {
-                    policies.push(
-                        runtime
+                    policies.push(ActivePolicy {
+                        name: Arc::from(*name),
+                        owner: Owner::Provider,
+                        plugin: runtime
                             .load(World::Policy, wasm)
                             .map_err(|e| anyhow::anyhow!("shipped policy {name}: {e}"))?,
-                    );
+                    });
                 }
                 anyhow::Ok((Arc::new(runtime), dialplan, policies))
             })
             .await??;
-        let mut storage: HashMap<TenantId, HashMap<String, Vec<u8>>> = HashMap::new();
-        for (tenant, key, value) in store.plugin_kv_all().await? {
-            storage.entry(tenant).or_default().insert(key, value);
-        }
-        let (kv_writes, kv_rx) = mpsc::channel(QUEUE);
-        tokio::spawn(write_kv(store.clone(), kv_rx));
-        let host = Arc::new(PluginHost {
+        // A storage write waits for its commit at most as long as the plugin
+        // may run.
+        let storage = KvStore::start(store, deadline).await?;
+        Ok(Arc::new(PluginHost {
             runtime,
             default_dialplan,
             shipped_policies,
             active: RwLock::new(Arc::new(Active::default())),
             compiled: Mutex::new(HashMap::new()),
-            storage: Mutex::new(HashMap::new()),
+            storage,
             logs: Mutex::new(HashMap::new()),
             fraud,
-            kv_writes,
-        });
-        {
-            let mut map = host.storage.lock();
-            for (tenant, data) in storage {
-                map.insert(
-                    tenant,
-                    Arc::new(KvStorage::with(tenant, data, host.kv_writes.clone())),
-                );
-            }
-        }
-        Ok(host)
+        }))
     }
 
     /// Reads what is active from the store and swaps it in. A component that no
@@ -148,9 +200,16 @@ impl PluginHost {
         let directory = store.directory().await?;
         let dialplans = store.active_dialplans().await?;
         let policies = store.list_policies().await?;
+        let own_policies = store.all_tenant_policies().await?;
         let trunks = store.all_trunks().await?;
+        // Admins' storage changes (ring groups among them) made outside the
+        // server, in turn with the plugins' own writes.
+        self.storage.resync().await?;
 
-        let mut active = Active::default();
+        let mut active = Active {
+            configs: Configs::load(store.all_policy_config().await?),
+            ..Active::default()
+        };
         let mut names: HashMap<TenantId, String> = HashMap::new();
         for tenant in &directory.tenants {
             names.insert(tenant.id, tenant.name.clone());
@@ -191,17 +250,38 @@ impl PluginHost {
         }
         for policy in policies {
             match self.compile(store, World::Policy, &policy.hash).await {
-                Ok(plugin) => match policy.tenant {
-                    None => active.provider_policies.push((policy.name, plugin)),
-                    Some(t) => active
-                        .tenant_policies
-                        .entry(t)
-                        .or_default()
-                        .push((policy.name, plugin)),
-                },
+                Ok(plugin) => {
+                    let entry = ActivePolicy {
+                        name: Arc::from(policy.name.as_str()),
+                        owner: Owner::Provider,
+                        plugin,
+                    };
+                    match policy.tenant {
+                        None => active.provider_policies.push(entry),
+                        Some(t) => active.tenant_policies.entry(t).or_default().push(entry),
+                    }
+                }
                 Err(e) => self.runtime_alert(
                     policy.tenant,
                     format!("policy {} not loaded: {e}", policy.name),
+                ),
+            }
+        }
+        // The tenants' own policies run after every provider policy.
+        for policy in own_policies {
+            match self.compile(store, World::Policy, &policy.hash).await {
+                Ok(plugin) => active
+                    .tenant_policies
+                    .entry(policy.tenant)
+                    .or_default()
+                    .push(ActivePolicy {
+                        name: Arc::from(policy.name.as_str()),
+                        owner: Owner::Tenant,
+                        plugin,
+                    }),
+                Err(e) => self.runtime_alert(
+                    Some(policy.tenant),
+                    format!("tenant policy {} not loaded: {e}", policy.name),
                 ),
             }
         }
@@ -242,18 +322,8 @@ impl PluginHost {
             .alert(tenant, "critical", "plugin.load_failed", message);
     }
 
-    fn storage_for(&self, tenant: TenantId) -> Arc<KvStorage> {
-        self.storage
-            .lock()
-            .entry(tenant)
-            .or_insert_with(|| {
-                Arc::new(KvStorage::with(
-                    tenant,
-                    HashMap::new(),
-                    self.kv_writes.clone(),
-                ))
-            })
-            .clone()
+    fn storage_for(&self, tenant: TenantId) -> Arc<super::plugin_kv::KvStorage> {
+        self.storage.tenant(tenant)
     }
 
     fn log_for(&self, tenant: TenantId) -> Arc<PluginLog> {
@@ -280,6 +350,7 @@ impl PluginHost {
                 tenant,
             }),
             log: self.log_for(tenant),
+            config: Arc::new(pbx_plugin::EmptyConfig),
         }
     }
 
@@ -337,10 +408,14 @@ impl PluginHost {
             _ => class,
         };
         for policy in active.policies_for(&self.shipped_policies, req.tenant) {
+            let caps = caps.with_config(active.configs.bind(policy, req.tenant));
             // A failing policy denies with a fixed phrase; its details are in
             // the alert the runtime raised, never in the SIP reason.
             let (reason, phrase) =
-                match self.runtime.try_check_call(policy, &caps, &call, &decision) {
+                match self
+                    .runtime
+                    .try_check_call(&policy.plugin, &caps, &call, &decision)
+                {
                     Ok(Verdict::Allow) => continue,
                     Ok(Verdict::Deny(reason)) => {
                         let phrase = short_reason(&reason);
@@ -374,7 +449,8 @@ impl PluginHost {
         decision
     }
 
-    /// Carries out what a policy's `call-ended` asked for.
+    /// Carries out what a policy's `call-ended` asked for (already bounded by
+    /// [`bounded_actions`]).
     fn act(&self, tenant: TenantId, action: Action) {
         match action {
             Action::Alert((severity, message)) => {
@@ -438,7 +514,22 @@ impl PluginHost {
             final_status: cdr.sip_code,
         };
         for policy in active.policies_for(&self.shipped_policies, cdr.tenant) {
-            for action in self.runtime.call_ended(policy, &caps, &record) {
+            let caps = caps.with_config(active.configs.bind(policy, cdr.tenant));
+            let actions = self.runtime.call_ended(&policy.plugin, &caps, &record);
+            let asked = actions.len();
+            if asked > MAX_ACTIONS_PER_CALL {
+                self.fraud.alert(
+                    Some(cdr.tenant),
+                    "warning",
+                    "policy.actions_dropped",
+                    format!(
+                        "policy {} asked for {asked} actions after one call; \
+                         the first {MAX_ACTIONS_PER_CALL} were carried out",
+                        policy.name
+                    ),
+                );
+            }
+            for action in bounded_actions(actions) {
                 self.act(cdr.tenant, action);
             }
         }
@@ -500,92 +591,21 @@ fn convert(decision: Decision, directory: &pbx_plugin::Directory) -> RouteDecisi
     }
 }
 
-/// A tenant's plugin storage: in memory for the call path, written behind to
-/// the store.
-struct KvStorage {
-    tenant: TenantId,
-    data: Mutex<(HashMap<String, Vec<u8>>, usize)>,
-    writes: mpsc::Sender<(TenantId, String, Option<Vec<u8>>)>,
-}
-
-impl KvStorage {
-    fn with(
-        tenant: TenantId,
-        data: HashMap<String, Vec<u8>>,
-        writes: mpsc::Sender<(TenantId, String, Option<Vec<u8>>)>,
-    ) -> KvStorage {
-        let used = data.iter().map(|(k, v)| k.len() + v.len()).sum();
-        KvStorage {
-            tenant,
-            data: Mutex::new((data, used)),
-            writes,
-        }
-    }
-
-    /// Ring groups kept in the tenant's storage: `ring-group:NAME` = member
-    /// extensions separated by commas or spaces.
-    fn groups(&self) -> Vec<(String, Vec<String>)> {
-        let data = self.data.lock();
-        data.0
-            .iter()
-            .filter_map(|(k, v)| {
-                let name = k.strip_prefix("ring-group:")?;
-                let members = std::str::from_utf8(v)
-                    .ok()?
-                    .split([',', ' '])
-                    .filter(|m| !m.is_empty())
-                    .map(str::to_string)
-                    .collect();
-                Some((name.to_string(), members))
-            })
-            .collect()
-    }
-}
-
-impl Storage for KvStorage {
-    fn get(&self, key: &str) -> Option<Vec<u8>> {
-        self.data.lock().0.get(key).cloned()
-    }
-
-    fn set(&self, key: &str, value: &[u8]) -> Result<(), StorageError> {
-        if key.len() > pbx_plugin::caps::storage::MAX_KEY_LEN {
-            return Err(StorageError::QuotaExceeded);
-        }
-        let mut data = self.data.lock();
-        let old = data.0.get(key).map_or(0, |v| key.len() + v.len());
-        let used = data.1 - old + key.len() + value.len();
-        if used > STORAGE_QUOTA {
-            return Err(StorageError::QuotaExceeded);
-        }
-        self.writes
-            .try_send((self.tenant, key.to_string(), Some(value.to_vec())))
-            .map_err(|_| StorageError::Unavailable)?;
-        data.0.insert(key.to_string(), value.to_vec());
-        data.1 = used;
-        Ok(())
-    }
-
-    fn delete(&self, key: &str) {
-        let mut data = self.data.lock();
-        if let Some(v) = data.0.remove(key) {
-            data.1 -= key.len() + v.len();
-            if self
-                .writes
-                .try_send((self.tenant, key.to_string(), None))
-                .is_err()
-            {
-                tracing::warn!(tenant = %self.tenant, "plugin storage delete not persisted");
-            }
-        }
-    }
-}
-
-async fn write_kv(store: Store, mut rx: mpsc::Receiver<(TenantId, String, Option<Vec<u8>>)>) {
-    while let Some((tenant, key, value)) = rx.recv().await {
-        if let Err(e) = store.plugin_kv_put(tenant, &key, value.as_deref()).await {
-            tracing::warn!(%tenant, error = %e, "plugin storage write failed");
-        }
-    }
+/// The first [`MAX_ACTIONS_PER_CALL`] actions, with texts cut to
+/// [`MAX_ACTION_TEXT`] bytes; a suspension naming an over-long extension is
+/// dropped (no extension has such a number).
+fn bounded_actions(actions: Vec<Action>) -> Vec<Action> {
+    let cut = |text: String| pbx_plugin::caps::alerts::truncate(text, MAX_ACTION_TEXT);
+    actions
+        .into_iter()
+        .take(MAX_ACTIONS_PER_CALL)
+        .filter_map(|action| match action {
+            Action::Alert((severity, message)) => Some(Action::Alert((severity, cut(message)))),
+            Action::SuspendExtension((extension, reason)) => (extension.len() <= MAX_EXTENSION_LEN)
+                .then(|| Action::SuspendExtension((extension, cut(reason)))),
+            Action::SuspendTenant(reason) => Some(Action::SuspendTenant(cut(reason))),
+        })
+        .collect()
 }
 
 /// A tenant's plugin alerts: logged and stored with the host's alerts.
@@ -695,3 +715,87 @@ impl Drop for Workers {
 /// The reason phrase of a call refused because its tenant's share of plugin
 /// workers is full (503; other tenants are not affected).
 pub(crate) const SHARE_EXHAUSTED: &str = "Plugin Share Exhausted";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(scope: ConfigScope, policy: &str, key: &str, value: &str) -> store::ConfigEntry {
+        store::ConfigEntry {
+            scope,
+            policy: policy.into(),
+            key: key.into(),
+            value: value.into(),
+        }
+    }
+
+    fn policy(name: &str, owner: Owner) -> ActivePolicy {
+        let rt = PluginRuntime::new(RuntimeConfig {
+            max_instances: 1,
+            ..RuntimeConfig::default()
+        })
+        .unwrap();
+        ActivePolicy {
+            name: Arc::from(name),
+            owner,
+            plugin: rt
+                .load(World::Policy, pbx_plugin::shipped::DEFAULT_POLICY)
+                .unwrap(),
+        }
+    }
+
+    #[test]
+    fn each_owner_reads_only_its_own_configuration() {
+        let (a, b) = (TenantId(1), TenantId(2));
+        let configs = Configs::load(vec![
+            entry(ConfigScope::Provider(None), "fraud", "limit", "20"),
+            entry(ConfigScope::Provider(Some(a)), "fraud", "limit", "5"),
+            entry(ConfigScope::Tenant(a), "fraud", "limit", "1000000"),
+            entry(ConfigScope::Tenant(a), "mine", "limit", "7"),
+        ]);
+        let provider = policy("fraud", Owner::Provider);
+        assert_eq!(
+            configs.bind(&provider, a).get("limit").as_deref(),
+            Some("5")
+        );
+        assert_eq!(
+            configs.bind(&provider, b).get("limit").as_deref(),
+            Some("20")
+        );
+        // A tenant's own policy of the same name sees the tenant's values only.
+        let own = policy("fraud", Owner::Tenant);
+        assert_eq!(
+            configs.bind(&own, a).get("limit").as_deref(),
+            Some("1000000")
+        );
+        assert_eq!(configs.bind(&own, b).get("limit"), None);
+        let mine = policy("mine", Owner::Tenant);
+        assert_eq!(configs.bind(&mine, a).list().len(), 1);
+        // The provider's values never include the tenant's own.
+        assert_eq!(configs.bind(&provider, a).list().len(), 1);
+    }
+
+    #[test]
+    fn call_ended_actions_are_bounded_and_cut() {
+        let long = "x".repeat(100_000);
+        let mut asked = vec![Action::SuspendExtension(("9".repeat(65), "r".into()))];
+        asked.extend((0..100).map(|_| Action::Alert((Severity::Info, long.clone()))));
+        let kept = bounded_actions(asked);
+        // The over-long extension is dropped, and only the first few count.
+        assert_eq!(kept.len(), MAX_ACTIONS_PER_CALL - 1);
+        for action in &kept {
+            let Action::Alert((_, message)) = action else {
+                panic!("unexpected {action:?}");
+            };
+            assert_eq!(message.len(), MAX_ACTION_TEXT);
+        }
+        let kept = bounded_actions(vec![
+            Action::SuspendTenant(long.clone()),
+            Action::SuspendExtension(("1000".into(), long)),
+        ]);
+        assert!(matches!(&kept[0], Action::SuspendTenant(r) if r.len() == MAX_ACTION_TEXT));
+        assert!(
+            matches!(&kept[1], Action::SuspendExtension((e, r)) if e == "1000" && r.len() == MAX_ACTION_TEXT)
+        );
+    }
+}
