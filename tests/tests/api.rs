@@ -269,3 +269,103 @@ async fn provision_register_call_and_hang_up_through_the_api() {
 
     handle.shutdown().await.expect("clean shutdown");
 }
+
+/// A dial plan that fails every call is quarantined after five failures; the
+/// tenant's admin sees why through the API and lifts it, and the next call
+/// runs the plan again.
+#[tokio::test]
+async fn a_quarantined_dial_plan_is_shown_and_lifted_through_the_api() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Store::open(dir.path()).await.expect("open store");
+    let tenant = store.add_tenant("globex", DOMAIN).await.expect("tenant").id;
+    let password = "Ext-2000-pass-x9";
+    pbx_api::add_user(
+        &store,
+        "boss",
+        UserRole::TenantAdmin,
+        Some("globex"),
+        ROOT_PASSWORD,
+    )
+    .await
+    .expect("tenant admin");
+    store
+        .add_extension(tenant, "2000", password)
+        .await
+        .expect("extension");
+    let mut opts = common::shipped_options(&["127.0.0.1:0"], &["127.0.0.1:0"], None);
+    // The API on plain HTTP, allowed on loopback: `[api] plain_http = true`.
+    opts.api = Some(ApiOptions {
+        config: pbx_api::ApiConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            plain_http: true,
+            ..pbx_api::ApiConfig::default()
+        },
+        data_dir: dir.path().to_path_buf(),
+    });
+    let reader = store.clone();
+    let handle = start(opts, store).await.expect("server starts");
+    let api = handle.api().expect("API is served").addr;
+    let sip = handle.addrs().udp[0];
+    let (s, v) = http(
+        api,
+        "POST",
+        "/api/v1/auth/login",
+        None,
+        Some(json!({ "username": "boss", "password": ROOT_PASSWORD })),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let token = v["token"].as_str().expect("token").to_owned();
+    let token = Some(token.as_str());
+
+    reader
+        .install_dialplan(tenant, pbx_plugin::shipped::examples::SPIN, 1)
+        .await
+        .expect("spinning dial plan");
+    let mut phone = Phone::new(Transport::Udp, "127.0.0.1", sip, "2000", password, DOMAIN)
+        .await
+        .expect("phone");
+    register_when_provisioned(&mut phone, &handle, &reader).await;
+
+    let quarantine = format!("/api/v1/tenants/{tenant}/plugins/quarantine");
+    let mut failed = 0;
+    let listed = loop {
+        let call = phone.call("2999").await.expect("INVITE");
+        let r = phone.final_response(&call).await.expect("final response");
+        if r.status() == Some(500) {
+            assert!(r.start.contains("Dial Plan Timeout"), "{}", r.start);
+            failed += 1;
+        }
+        let (s, v) = http(api, "GET", &quarantine, token, None).await;
+        assert_eq!(s, 200, "{v}");
+        if v.as_array().is_some_and(|a| !a.is_empty()) {
+            break v;
+        }
+        assert!(failed < 20, "no quarantine after {failed} failed calls");
+    };
+    assert_eq!(failed, 5, "quarantined on the fifth failure");
+    assert_eq!(listed[0]["plugin"], "dialplan", "{listed}");
+    assert_eq!(listed[0]["provider_owned"], false, "{listed}");
+    assert!(
+        listed[0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("deadline")),
+        "{listed}"
+    );
+    // While quarantined, the shipped default plan answers (no such extension).
+    let call = phone.call("2999").await.expect("INVITE");
+    let r = phone.final_response(&call).await.expect("final response");
+    assert_eq!(r.status(), Some(404), "{}", r.start);
+
+    let hash = listed[0]["hash"].as_str().expect("hash");
+    let (s, v) = http(api, "DELETE", &format!("{quarantine}/{hash}"), token, None).await;
+    assert_eq!(s, 204, "{v}");
+    let (s, v) = http(api, "GET", &quarantine, token, None).await;
+    assert_eq!((s, v), (200, json!([])));
+    // The plan runs again (and fails again).
+    let call = phone.call("2999").await.expect("INVITE");
+    let r = phone.final_response(&call).await.expect("final response");
+    assert_eq!(r.status(), Some(500), "{}", r.start);
+
+    handle.shutdown().await.expect("clean shutdown");
+}

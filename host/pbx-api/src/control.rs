@@ -111,6 +111,27 @@ pub struct Did {
     pub number: String,
 }
 
+/// A plugin quarantined for one tenant after repeated failures: its calls get
+/// the documented fallback (the shipped dial plan, or a fail-closed deny for a
+/// policy) until the back-off runs out, a new version is uploaded, or an
+/// admin lifts it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuarantineInfo {
+    /// What it is for this tenant: `dialplan`, `policy:<name>` (the
+    /// provider's) or `tenant-policy:<name>` (the tenant's own).
+    pub plugin: String,
+    /// hex SHA-256 of the component.
+    pub hash: String,
+    /// Whether the provider owns it: only the provider may lift it.
+    pub provider_owned: bool,
+    /// The failure that completed the quarantine (a documented text).
+    pub reason: String,
+    /// Seconds since it began.
+    pub since_s: u64,
+    /// Seconds until the back-off lifts it.
+    pub lifts_in_s: u64,
+}
+
 /// Operations on the running server. Every method that concerns a tenant takes
 /// its id; the API has already checked the caller may act on it.
 pub trait Control: Send + Sync + 'static {
@@ -178,6 +199,14 @@ pub trait Control: Send + Sync + 'static {
     fn add_did(&self, tenant: TenantId, did: Did) -> BoxFuture<'_, ControlResult<Did>>;
     /// Takes one of the tenant's DIDs away from it.
     fn remove_did(&self, tenant: TenantId, number: String) -> BoxFuture<'_, ControlResult<()>>;
+    /// Plugins quarantined for the tenant, with the reason.
+    fn list_quarantines(
+        &self,
+        tenant: TenantId,
+    ) -> BoxFuture<'_, ControlResult<Vec<QuarantineInfo>>>;
+    /// Lifts the tenant's quarantine of the plugin with this hash (its
+    /// failure count starts again from zero).
+    fn lift_quarantine(&self, tenant: TenantId, hash: String) -> BoxFuture<'_, ControlResult<()>>;
 }
 
 #[cfg(test)]
@@ -196,6 +225,7 @@ pub(crate) mod fake {
         pub(crate) hung_up: Mutex<Vec<(TenantId, String)>>,
         pub(crate) trunks: Mutex<HashMap<TenantId, Vec<TrunkInfo>>>,
         pub(crate) policies: Mutex<Vec<PolicyInfo>>,
+        pub(crate) quarantines: Mutex<HashMap<TenantId, Vec<QuarantineInfo>>>,
     }
 
     fn ready<T: Send + 'static>(v: T) -> BoxFuture<'static, T> {
@@ -401,6 +431,32 @@ pub(crate) mod fake {
             } else {
                 ready(Err(ControlError::NotFound(number)))
             }
+        }
+        fn list_quarantines(
+            &self,
+            tenant: TenantId,
+        ) -> BoxFuture<'_, ControlResult<Vec<QuarantineInfo>>> {
+            ready(Ok(self
+                .quarantines
+                .lock()
+                .get(&tenant)
+                .cloned()
+                .unwrap_or_default()))
+        }
+        fn lift_quarantine(
+            &self,
+            tenant: TenantId,
+            hash: String,
+        ) -> BoxFuture<'_, ControlResult<()>> {
+            let mut all = self.quarantines.lock();
+            let list = all.entry(tenant).or_default();
+            let before = list.len();
+            list.retain(|q| q.hash != hash);
+            ready(if list.len() < before {
+                Ok(())
+            } else {
+                Err(ControlError::NotFound(hash))
+            })
         }
     }
 }

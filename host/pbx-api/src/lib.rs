@@ -77,7 +77,7 @@ pub use audit::{AuditReport, verify_audit};
 pub use config::{ApiConfig, OidcConfig};
 pub use control::{
     Alert, Ban, BoxFuture, CallInfo, Control, ControlError, ControlResult, Did, NewTrunk,
-    PluginInfo, PolicyInfo, TrunkInfo,
+    PluginInfo, PolicyInfo, QuarantineInfo, TrunkInfo,
 };
 pub use error::{Error, Result};
 pub use password::check_policy;

@@ -11,7 +11,7 @@ use axum::extract::ConnectInfo;
 use axum::http::{Method, Request, StatusCode, header};
 use pbx_api::{
     Alert, ApiConfig, ApiState, Ban, BoxFuture, CallInfo, Control, ControlError, ControlResult,
-    Did, NewTrunk, PluginInfo, PolicyInfo, TrunkInfo,
+    Did, NewTrunk, PluginInfo, PolicyInfo, QuarantineInfo, TrunkInfo,
 };
 use store::{Store, TenantId, UserRole};
 use tower::ServiceExt;
@@ -89,6 +89,12 @@ impl Control for Nothing {
         none()
     }
     fn remove_did(&self, _: TenantId, _: String) -> BoxFuture<'_, ControlResult<()>> {
+        none()
+    }
+    fn list_quarantines(&self, _: TenantId) -> BoxFuture<'_, ControlResult<Vec<QuarantineInfo>>> {
+        none()
+    }
+    fn lift_quarantine(&self, _: TenantId, _: String) -> BoxFuture<'_, ControlResult<()>> {
         none()
     }
 }

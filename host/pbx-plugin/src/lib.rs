@@ -32,8 +32,9 @@
 //!   when [`RuntimeConfig::cache_dir`] is set) and pre-links an `InstancePre`.
 //! - Every invocation gets a fresh instance from the pooling allocator (the
 //!   first MiB of each memory and table slot stays resident and is reset in
-//!   place, so a small plugin's call takes no page faults), an epoch
-//!   deadline (a background thread advances the epoch) and a memory cap. Traps,
+//!   place, so a small plugin's call takes no page faults), a CPU-time
+//!   deadline and wall-clock cap (a background thread advances the epoch;
+//!   see below) and a memory cap. Traps,
 //!   timeouts, memory exhaustion and invalid decisions become [`PluginError`]s;
 //!   policies fail closed. After [`RuntimeConfig::quarantine_after`] consecutive
 //!   failures a plugin is quarantined for that tenant and calls get
@@ -57,6 +58,18 @@
 //! guest that actually waits fails, like any trap. The cost on the call path
 //! is nil (no fiber stack, no future polling; measured in BENCHMARKS.md),
 //! where async calls would add a fiber switch and stack to every invocation.
+//! The one host call that waits by design, a storage write waiting for its
+//! commit, waits at most until the invocation's wall-clock cap.
+//!
+//! ## CPU budget and wall-clock cap
+//!
+//! [`RuntimeConfig::deadline`] is CPU time on the thread running the call:
+//! when the epoch deadline comes, the runtime reads the thread's CPU clock and
+//! either interrupts the guest or moves the deadline on by what is left. A
+//! loaded host (more runnable threads than cores) then does not fail, and
+//! eventually quarantine, a well-behaved plugin for time it spent waiting for
+//! a core. [`RuntimeConfig::wall_limit`] caps the same call in wall-clock
+//! time, so a worker is never held longer than that plus one epoch tick.
 //!
 //! ## What one instance and one upload may take
 //!

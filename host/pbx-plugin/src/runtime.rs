@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{
     Cache, CacheConfig, Config, Enabled, Engine, InstanceAllocationStrategy,
-    PoolingAllocationConfig, ResourceLimiter, Store, Trap,
+    PoolingAllocationConfig, ResourceLimiter, Store, Trap, UpdateDeadline,
 };
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -86,8 +86,13 @@ impl fmt::Display for World {
 /// Runtime limits and settings.
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
-    /// Wall-clock budget of one invocation (instantiation plus the call).
+    /// CPU-time budget of one invocation (instantiation plus the call),
+    /// counted on the thread that runs it: time the scheduler gives to other
+    /// threads on a loaded host is not charged to the plugin.
     pub deadline: Duration,
+    /// Wall-clock cap of one invocation, whatever the scheduler does: a
+    /// worker is never held longer than this (plus one epoch tick).
+    pub wall_limit: Duration,
     /// Most linear memory one instance may use, all its memories together.
     pub memory_limit_bytes: usize,
     /// Largest component accepted by [`PluginRuntime::load`]. Rust plugins
@@ -115,12 +120,13 @@ pub struct RuntimeConfig {
 }
 
 impl Default for RuntimeConfig {
-    /// 10 ms, 16 MiB of memory, 16 MiB components, quarantine after 5 for
+    /// 10 ms of CPU within 50 ms of wall clock, 16 MiB of memory, 16 MiB components, quarantine after 5 for
     /// 5 minutes, no disk cache, 64 concurrent instances, the default
     /// [`CompileLimits`](crate::CompileLimits).
     fn default() -> Self {
         Self {
             deadline: Duration::from_millis(10),
+            wall_limit: Duration::from_millis(50),
             memory_limit_bytes: 16 << 20,
             max_component_bytes: 16 << 20,
             quarantine_after: 5,
@@ -175,6 +181,15 @@ pub(crate) struct HostState {
     wasi: Option<Wasi>,
     table: ResourceTable,
     memory: MemoryCap,
+    budget: Budget,
+}
+
+impl HostState {
+    /// When this invocation's wall-clock cap runs out: host calls that wait
+    /// (a storage write waiting for its commit) wait no longer than this.
+    pub(crate) fn wall_deadline(&self) -> Instant {
+        self.budget.started + self.budget.wall
+    }
 }
 
 /// The empty WASI context and the pipes that catch the guest's stdout and
@@ -307,6 +322,7 @@ pub struct PluginRuntime {
     linker: Linker<HostState>,
     config: RuntimeConfig,
     deadline_ticks: u64,
+    tick: Duration,
     loaded: Mutex<HashMap<(World, String), Weak<LoadedPlugin>>>,
     failures: Mutex<HashMap<HealthKey, Health>>,
     stop: Arc<AtomicBool>,
@@ -319,6 +335,60 @@ impl fmt::Debug for PluginRuntime {
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
+}
+
+/// One invocation's budget: CPU time on its own thread and a wall-clock cap.
+///
+/// The epoch ticker only says "look again": when the store's epoch deadline
+/// comes, [`Budget::check`] reads the thread's CPU clock. A plugin that has
+/// used its CPU budget, or has run past the wall-clock cap, is interrupted;
+/// otherwise the deadline moves on by what is left. On an idle host the two
+/// agree; on a loaded one, time spent waiting for a core is not the
+/// plugin's, so a well-behaved plugin is not failed (and quarantined) for the
+/// host's load, while a worker is still never held past the wall cap.
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    cpu: Duration,
+    wall: Duration,
+    cpu_at_start: Duration,
+    started: Instant,
+}
+
+impl Budget {
+    fn start(cpu: Duration, wall: Duration) -> Budget {
+        Budget {
+            cpu,
+            wall: wall.max(cpu),
+            cpu_at_start: thread_cpu_time(),
+            started: Instant::now(),
+        }
+    }
+
+    /// What to do when the epoch deadline is reached at `now`, with the
+    /// thread's CPU clock reading `cpu_now`.
+    fn check(&self, now: Instant, cpu_now: Duration, tick: Duration) -> UpdateDeadline {
+        let cpu_used = cpu_now.saturating_sub(self.cpu_at_start);
+        let wall_used = now.saturating_duration_since(self.started);
+        let left = self
+            .cpu
+            .saturating_sub(cpu_used)
+            .min(self.wall.saturating_sub(wall_used));
+        if left.is_zero() {
+            return UpdateDeadline::Interrupt;
+        }
+        let ticks = u64::try_from(left.as_nanos() / tick.as_nanos().max(1)).unwrap_or(u64::MAX);
+        UpdateDeadline::Continue(ticks.max(1))
+    }
+}
+
+/// CPU time consumed by the calling thread (wasmtime runs a synchronous
+/// call on the thread that makes it).
+fn thread_cpu_time() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or(0),
+        u32::try_from(t.tv_nsec).unwrap_or(0),
+    )
 }
 
 /// The epoch tick for a deadline: a tenth of it, between 50 µs and 1 ms.
@@ -441,6 +511,7 @@ impl PluginRuntime {
             linker,
             config,
             deadline_ticks,
+            tick,
             loaded: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
             stop,
@@ -634,11 +705,18 @@ impl PluginRuntime {
             wasi: None,
             table: ResourceTable::new(),
             memory: MemoryCap::new(self.config.memory_limit_bytes),
+            budget: Budget::start(self.config.deadline, self.config.wall_limit),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.memory);
         store.set_epoch_deadline(self.deadline_ticks);
-        store.epoch_deadline_trap();
+        let tick = self.tick;
+        store.epoch_deadline_callback(move |ctx| {
+            Ok(ctx
+                .data()
+                .budget
+                .check(Instant::now(), thread_cpu_time(), tick))
+        });
         store
     }
 
@@ -827,6 +905,68 @@ mod tests {
         );
         assert_eq!(tick_for(Duration::from_secs(5)), Duration::from_millis(1));
         assert_eq!(tick_for(Duration::ZERO), Duration::from_micros(50));
+    }
+
+    const MS: Duration = Duration::from_millis(1);
+
+    /// A budget of 10 ms CPU and 50 ms wall, and a check on it after the
+    /// given use: `check(tick)` as the epoch callback would call it.
+    fn budget_after(
+        cpu_used: Duration,
+        wall_used: Duration,
+    ) -> impl Fn(Duration) -> UpdateDeadline {
+        let now = Instant::now();
+        let cpu_at_start = Duration::from_secs(7);
+        let budget = Budget {
+            cpu: 10 * MS,
+            wall: 50 * MS,
+            cpu_at_start,
+            started: now,
+        };
+        move |tick| budget.check(now + wall_used, cpu_at_start + cpu_used, tick)
+    }
+
+    #[test]
+    fn time_spent_waiting_for_a_core_is_not_charged_to_the_plugin() {
+        // 20 ms of wall clock have passed but the thread ran for almost none
+        // of it: the deadline moves on by what is left of the CPU budget.
+        let check = budget_after(Duration::ZERO, 20 * MS);
+        match check(MS) {
+            UpdateDeadline::Continue(ticks) => assert!((1..=10).contains(&ticks), "{ticks}"),
+            _ => panic!("interrupted a plugin that has used no CPU"),
+        }
+    }
+
+    #[test]
+    fn a_plugin_that_used_its_cpu_budget_is_interrupted() {
+        let check = budget_after(10 * MS, 10 * MS);
+        assert!(matches!(check(MS), UpdateDeadline::Interrupt));
+    }
+
+    #[test]
+    fn the_wall_clock_cap_holds_whatever_the_cpu_clock_says() {
+        let check = budget_after(Duration::ZERO, 50 * MS);
+        assert!(matches!(check(MS), UpdateDeadline::Interrupt));
+        // Close to the cap, the next look comes no later than the cap.
+        let check = budget_after(Duration::ZERO, 48 * MS);
+        match check(MS) {
+            UpdateDeadline::Continue(ticks) => assert!(ticks <= 2, "{ticks}"),
+            _ => panic!("interrupted before the wall cap"),
+        }
+    }
+
+    #[test]
+    fn the_thread_cpu_clock_counts_this_threads_work_only() {
+        let cpu = thread_cpu_time();
+        let wall = Instant::now();
+        let mut x = 0u64;
+        while wall.elapsed() < 2 * MS {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        let (used, elapsed) = (thread_cpu_time() - cpu, wall.elapsed());
+        assert!(!used.is_zero());
+        // A thread cannot run for longer than the wall clock it had.
+        assert!(used <= elapsed + MS, "{used:?} of CPU in {elapsed:?}");
     }
 
     #[test]

@@ -172,14 +172,20 @@ fn default_dialplan_rings_groups_by_name_or_by_number_in_storage() {
         unmapped,
         Decision::Reject(Reject { status: 404, .. })
     ));
-    t.caps.storage.set("group:600", b"sales").unwrap();
+    t.caps
+        .storage
+        .set("group:600", b"sales", Instant::now())
+        .unwrap();
     let by_number = rt
         .route(&plan, &t.caps, &call("600", DestinationClass::Internal))
         .unwrap();
     assert_eq!(by_number, Decision::RingGroup("sales".into()));
 
     // A mapping to a group the tenant does not have routes nowhere.
-    t.caps.storage.set("group:601", b"other-sales").unwrap();
+    t.caps
+        .storage
+        .set("group:601", b"other-sales", Instant::now())
+        .unwrap();
     let dangling = rt
         .route(&plan, &t.caps, &call("601", DestinationClass::Internal))
         .unwrap();
@@ -526,12 +532,12 @@ fn default_policy_denies_excess_concurrency_and_call_rate() {
     limited
         .caps
         .storage
-        .set("max-concurrent-calls", b"1")
+        .set("max-concurrent-calls", b"1", Instant::now())
         .unwrap();
     limited
         .caps
         .storage
-        .set("policy.max-concurrent-calls", b"1")
+        .set("policy.max-concurrent-calls", b"1", Instant::now())
         .unwrap();
     assert_eq!(
         rt.check_call(&policy, &limited.caps, &national, &out),
@@ -549,7 +555,7 @@ fn default_policy_denies_excess_concurrency_and_call_rate() {
     at_default
         .caps
         .storage
-        .set("policy.max-concurrent-calls", b"1000000")
+        .set("policy.max-concurrent-calls", b"1000000", Instant::now())
         .unwrap();
     assert!(matches!(
         rt.check_call(&policy, &at_default.caps, &national, &out),

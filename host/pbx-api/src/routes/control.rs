@@ -9,10 +9,12 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde_json::json;
-use store::TenantId;
+use store::{TenantId, UserRole};
 
 use crate::auth::{Body, P, Principal, Source};
-use crate::control::{Alert, Ban, CallInfo, ControlError, Did, NewTrunk, PluginInfo, TrunkInfo};
+use crate::control::{
+    Alert, Ban, CallInfo, ControlError, Did, NewTrunk, PluginInfo, QuarantineInfo, TrunkInfo,
+};
 use crate::custom_sections;
 use crate::error::{ApiError, ApiResult};
 use crate::state::ApiState;
@@ -64,6 +66,53 @@ pub(super) async fn plugins(
     Ok(Json(
         state.inner.control.list_plugins(TenantId(tenant)).await?,
     ))
+}
+
+pub(super) async fn quarantines(
+    State(state): State<ApiState>,
+    P(tenant): P<i64>,
+) -> ApiResult<Json<Vec<QuarantineInfo>>> {
+    Ok(Json(
+        state
+            .inner
+            .control
+            .list_quarantines(TenantId(tenant))
+            .await?,
+    ))
+}
+
+/// Lifts a quarantine. A tenant's admins may lift their own plugins'
+/// (dial plan, tenant policies); a provider policy's is the provider's call.
+pub(super) async fn lift_quarantine(
+    State(state): State<ApiState>,
+    Extension(p): Extension<Principal>,
+    Source(source): Source,
+    P((tenant, hash)): P<(i64, String)>,
+) -> ApiResult<StatusCode> {
+    let tenant = TenantId(tenant);
+    let control = &state.inner.control;
+    let found = control
+        .list_quarantines(tenant)
+        .await?
+        .into_iter()
+        .find(|q| q.hash == hash)
+        .ok_or_else(ApiError::not_found)?;
+    if found.provider_owned && p.role != UserRole::ProviderAdmin {
+        return Err(ApiError::forbidden(
+            "the provider's policy quarantine is lifted by the provider",
+        ));
+    }
+    control.lift_quarantine(tenant, hash).await?;
+    state
+        .audit(
+            &p,
+            &source,
+            "plugin.quarantine.lift",
+            Some(tenant),
+            json!({ "plugin": found.plugin, "hash": found.hash, "reason": found.reason }),
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// A component upload's body: not empty, within the plugin size limit.

@@ -374,6 +374,20 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         ),
         route(
             M::GET,
+            "/api/v1/tenants/{tenant}/plugins/quarantine",
+            "Plugins quarantined for the tenant, with the reason",
+            tenant(R::ADMINS, "plugins:read"),
+            get(control::quarantines),
+        ),
+        route(
+            M::DELETE,
+            "/api/v1/tenants/{tenant}/plugins/quarantine/{hash}",
+            "Lift a plugin's quarantine (a provider policy's: provider only)",
+            tenant(R::ADMINS, "plugins:write"),
+            delete(control::lift_quarantine),
+        ),
+        route(
+            M::GET,
             "/api/v1/policies",
             "List policy plugins",
             global(R::PROVIDER, "plugins:read"),

@@ -305,6 +305,20 @@ fn matrix_cases() -> Vec<Case> {
             200,
             N,
         ),
+        case(
+            M::GET,
+            "/api/v1/tenants/{tenant}/plugins/quarantine",
+            T("PT", true),
+            200,
+            N,
+        ),
+        case(
+            M::DELETE,
+            "/api/v1/tenants/{tenant}/plugins/quarantine/feed01",
+            T("PT", true),
+            204,
+            N,
+        ),
         case(M::GET, "/api/v1/policies", G("P", false), 200, N),
         case(
             M::POST,

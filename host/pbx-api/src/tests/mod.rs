@@ -128,6 +128,29 @@ impl Fx {
                 .expect("plugin");
         }
         control.activate_plugin(a, 2).await.expect("activate");
+        // Tenant A's dial plan (its own) and the provider's policy
+        // (provider-owned) are quarantined.
+        control.quarantines.lock().insert(
+            a,
+            vec![
+                crate::control::QuarantineInfo {
+                    plugin: "dialplan".into(),
+                    hash: "feed01".into(),
+                    provider_owned: false,
+                    reason: "failed in route: plugin ran past its deadline".into(),
+                    since_s: 3,
+                    lifts_in_s: 297,
+                },
+                crate::control::QuarantineInfo {
+                    plugin: "policy:fraud".into(),
+                    hash: "feed02".into(),
+                    provider_owned: true,
+                    reason: "failed in check-call: plugin trapped".into(),
+                    since_s: 3,
+                    lifts_in_s: 297,
+                },
+            ],
+        );
         control
             .install_policy("fraud".into(), None, b"\0asm-p".to_vec())
             .await

@@ -120,3 +120,57 @@ async fn components_with_too_many_or_too_large_custom_sections_are_refused() {
     let (s, _) = fx.upload(&uri, &admin, &fine).await;
     assert_eq!(s, StatusCode::CREATED);
 }
+
+#[tokio::test]
+async fn quarantines_are_listed_and_lifted_by_their_owner() {
+    let fx = Fx::new().await;
+    let admin = fx.session(&fx.admin_a);
+    let root = fx.session(&fx.root);
+    let list = format!("/api/v1/tenants/{}/plugins/quarantine", fx.a);
+    let (s, v) = fx.call(Method::GET, &list, Some(&admin), None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let plugins: Vec<&str> = v
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|q| q["plugin"].as_str())
+        .collect();
+    assert_eq!(plugins, ["dialplan", "policy:fraud"]);
+    assert_eq!(
+        v[0]["reason"],
+        "failed in route: plugin ran past its deadline"
+    );
+
+    // The provider's policy: not the tenant's to lift.
+    let provider_owned = format!("{list}/feed02");
+    let (s, _) = fx
+        .call(Method::DELETE, &provider_owned, Some(&admin), None)
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert!(fx.audited("plugin.quarantine.lift").await.is_empty());
+    // Its own dial plan: lifted, and audited with the reason.
+    let (s, _) = fx
+        .call(Method::DELETE, &format!("{list}/feed01"), Some(&admin), None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let entries = fx.audited("plugin.quarantine.lift").await;
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].actor, "admin-a");
+    assert!(entries[0].detail.contains("deadline"), "{entries:?}");
+    // Gone from the list; lifting it again finds nothing.
+    let (_, v) = fx.call(Method::GET, &list, Some(&admin), None).await;
+    assert_eq!(v.as_array().map(Vec::len), Some(1));
+    let (s, _) = fx
+        .call(Method::DELETE, &format!("{list}/feed01"), Some(&admin), None)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // The provider lifts its own policy's.
+    let (s, _) = fx
+        .call(Method::DELETE, &provider_owned, Some(&root), None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    // Another tenant's admin sees neither the list nor the entries.
+    let other = fx.session(&fx.admin_b);
+    let (s, _) = fx.call(Method::GET, &list, Some(&other), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}

@@ -1,6 +1,7 @@
 //! `pbx:plugin/storage`: the tenant's key-value data, with a byte quota.
 
 use std::collections::HashMap;
+use std::time::Instant;
 
 use parking_lot::Mutex;
 
@@ -26,10 +27,12 @@ pub enum StorageError {
 pub trait Storage: Send + Sync {
     /// The value under `key`.
     fn get(&self, key: &str) -> Option<Vec<u8>>;
-    /// Store `value` under `key`, within the tenant's quota.
-    fn set(&self, key: &str, value: &[u8]) -> Result<(), StorageError>;
-    /// Remove `key`.
-    fn delete(&self, key: &str);
+    /// Store `value` under `key`, within the tenant's quota. `until` is when
+    /// the invocation's wall-clock cap runs out: a write that cannot be made
+    /// durable by then fails with [`StorageError::Unavailable`].
+    fn set(&self, key: &str, value: &[u8], until: Instant) -> Result<(), StorageError>;
+    /// Remove `key` (kept when that cannot be made durable by `until`).
+    fn delete(&self, key: &str, until: Instant);
 }
 
 /// In-memory storage with a byte quota (keys plus values).
@@ -59,7 +62,7 @@ impl Storage for MemoryStorage {
         self.inner.lock().0.get(key).cloned()
     }
 
-    fn set(&self, key: &str, value: &[u8]) -> Result<(), StorageError> {
+    fn set(&self, key: &str, value: &[u8], _until: Instant) -> Result<(), StorageError> {
         if key.len() > MAX_KEY_LEN {
             return Err(StorageError::QuotaExceeded);
         }
@@ -75,7 +78,7 @@ impl Storage for MemoryStorage {
         Ok(())
     }
 
-    fn delete(&self, key: &str) {
+    fn delete(&self, key: &str, _until: Instant) {
         let mut guard = self.inner.lock();
         let (map, used) = &mut *guard;
         if let Some(v) = map.remove(key) {
@@ -90,14 +93,19 @@ impl wit::Host for HostState {
     }
 
     fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), wit::StorageError> {
-        self.caps.storage.set(&key, &value).map_err(|e| match e {
-            StorageError::QuotaExceeded => wit::StorageError::QuotaExceeded,
-            StorageError::Unavailable => wit::StorageError::Unavailable,
-        })
+        let until = self.wall_deadline();
+        self.caps
+            .storage
+            .set(&key, &value, until)
+            .map_err(|e| match e {
+                StorageError::QuotaExceeded => wit::StorageError::QuotaExceeded,
+                StorageError::Unavailable => wit::StorageError::Unavailable,
+            })
     }
 
     fn delete(&mut self, key: String) {
-        self.caps.storage.delete(&key);
+        let until = self.wall_deadline();
+        self.caps.storage.delete(&key, until);
     }
 }
 
@@ -105,19 +113,26 @@ impl wit::Host for HostState {
 mod tests {
     use super::*;
 
+    fn now() -> Instant {
+        Instant::now()
+    }
+
     #[test]
     fn quota_counts_keys_and_values_and_frees_on_delete() {
         let s = MemoryStorage::new(10);
-        assert_eq!(s.set("k", b"12345"), Ok(()));
+        assert_eq!(s.set("k", b"12345", now()), Ok(()));
         assert_eq!(s.used_bytes(), 6);
-        assert_eq!(s.set("j", b"12345"), Err(StorageError::QuotaExceeded));
+        assert_eq!(
+            s.set("j", b"12345", now()),
+            Err(StorageError::QuotaExceeded)
+        );
         // Replacing a value counts only the difference.
-        assert_eq!(s.set("k", b"123456789"), Ok(()));
+        assert_eq!(s.set("k", b"123456789", now()), Ok(()));
         assert_eq!(s.used_bytes(), 10);
-        s.delete("k");
+        s.delete("k", now());
         assert_eq!(s.used_bytes(), 0);
         assert_eq!(s.get("k"), None);
-        assert_eq!(s.set("j", b"12345"), Ok(()));
+        assert_eq!(s.set("j", b"12345", now()), Ok(()));
         assert_eq!(s.get("j").as_deref(), Some(&b"12345"[..]));
     }
 
@@ -125,6 +140,6 @@ mod tests {
     fn long_keys_are_refused() {
         let s = MemoryStorage::new(10_000);
         let key = "k".repeat(MAX_KEY_LEN + 1);
-        assert_eq!(s.set(&key, b""), Err(StorageError::QuotaExceeded));
+        assert_eq!(s.set(&key, b"", now()), Err(StorageError::QuotaExceeded));
     }
 }

@@ -8,17 +8,19 @@
 //! up, exactly as after a CLI command.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use pbx_api::{
     Alert, Ban, BoxFuture, CallInfo, Control, ControlError, ControlResult, Did, NewTrunk,
-    PluginInfo, PolicyInfo, TrunkInfo,
+    PluginInfo, PolicyInfo, QuarantineInfo, TrunkInfo,
 };
 use pbx_core::{CallSummary, Shard};
 use pbx_plugin::World;
 use store::{MAX_ALERTS, PluginVersion, Policy, Store, TenantId, Trunk};
 use tokio::sync::{mpsc, oneshot};
 
+use super::plugins::PluginHost;
 use super::unix_ms;
 use crate::provision::validate_plugin;
 
@@ -57,15 +59,25 @@ pub(crate) fn apply(shard: &mut Shard, now: Instant, command: ShardCommand) {
 }
 
 /// [`Control`] over the running server's shards and store.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct ServerControl {
     store: Store,
     shards: Vec<mpsc::Sender<ShardCommand>>,
+    /// The plugin host, when the server runs plugins (quarantines).
+    plugins: Option<Arc<PluginHost>>,
 }
 
 impl ServerControl {
-    pub(crate) fn new(store: Store, shards: Vec<mpsc::Sender<ShardCommand>>) -> ServerControl {
-        ServerControl { store, shards }
+    pub(crate) fn new(
+        store: Store,
+        shards: Vec<mpsc::Sender<ShardCommand>>,
+        plugins: Option<Arc<PluginHost>>,
+    ) -> ServerControl {
+        ServerControl {
+            store,
+            shards,
+            plugins,
+        }
     }
 
     async fn calls(&self, tenant: TenantId) -> ControlResult<Vec<CallInfo>> {
@@ -419,6 +431,30 @@ impl Control for ServerControl {
     fn remove_did(&self, tenant: TenantId, number: String) -> BoxFuture<'_, ControlResult<()>> {
         Box::pin(self.remove_did(tenant, number))
     }
+
+    fn list_quarantines(
+        &self,
+        tenant: TenantId,
+    ) -> BoxFuture<'_, ControlResult<Vec<QuarantineInfo>>> {
+        let list = self
+            .plugins
+            .as_ref()
+            .map(|p| p.quarantines(tenant))
+            .unwrap_or_default();
+        Box::pin(std::future::ready(Ok(list)))
+    }
+
+    fn lift_quarantine(&self, tenant: TenantId, hash: String) -> BoxFuture<'_, ControlResult<()>> {
+        let lifted = self
+            .plugins
+            .as_ref()
+            .is_some_and(|p| p.lift_quarantine(tenant, &hash));
+        Box::pin(std::future::ready(if lifted {
+            Ok(())
+        } else {
+            Err(ControlError::NotFound(hash))
+        }))
+    }
 }
 
 #[cfg(test)]
@@ -429,7 +465,7 @@ mod tests {
         let store = Store::open_in_memory().await.unwrap();
         let a = store.add_tenant("acme", "acme.example").await.unwrap().id;
         let b = store.add_tenant("beta", "beta.example").await.unwrap().id;
-        (ServerControl::new(store, Vec::new()), a, b)
+        (ServerControl::new(store, Vec::new(), None), a, b)
     }
 
     #[tokio::test]
@@ -591,7 +627,7 @@ mod tests {
     async fn calls_need_a_running_shard() {
         let (tx, mut rx) = mpsc::channel(1);
         let (c, a, _) = control_with_tenants().await;
-        let c = ServerControl::new(c.store, vec![tx]);
+        let c = ServerControl::new(c.store, vec![tx], None);
         // A stand-in shard that holds no calls.
         let shard = tokio::spawn(async move {
             while let Some(cmd) = rx.recv().await {

@@ -469,7 +469,11 @@ async fn run_reporting(
     }
     let api = match &opts.api {
         Some(api) => {
-            let control = Arc::new(control::ServerControl::new(store.clone(), command_txs));
+            let control = Arc::new(control::ServerControl::new(
+                store.clone(),
+                command_txs,
+                plugin_host.clone(),
+            ));
             let handle = pbx_api::serve(
                 api.config.clone(),
                 &api.data_dir,

@@ -6,8 +6,9 @@
 //!   changes the maps, and only after the database committed the change, so
 //!   memory never holds a write or a delete the disk does not.
 //! - A plugin's `set` or `delete` queues one entry in the tenant's share of a
-//!   [`FairQueue`] ([`TENANT_SHARE`] entries) and waits, at most the plugin's
-//!   deadline, for the commit. A full share is a tenant-local
+//!   [`FairQueue`] ([`TENANT_SHARE`] entries) and waits for the commit, at
+//!   most until the invocation's wall-clock cap (waiting spends no CPU, so it
+//!   does not count against the plugin's CPU budget). A full share is a tenant-local
 //!   `unavailable`; other tenants' writes still go in. The writer commits
 //!   rounds of a few entries per tenant in one transaction, so one tenant's
 //!   backlog delays another's write by at most one round.
@@ -22,7 +23,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
-use std::time::Duration;
+use std::time::Instant;
 
 use parking_lot::Mutex;
 use pbx_plugin::{Storage, StorageError};
@@ -52,19 +53,16 @@ pub(crate) struct KvStore {
     tenants: Mutex<HashMap<TenantId, Arc<KvStorage>>>,
     queue: Arc<FairQueue<TenantId, Pending>>,
     resync: mpsc::Sender<oneshot::Sender<()>>,
-    wait: Duration,
 }
 
 impl KvStore {
-    /// Loads every tenant's storage and starts the writer. A write waits at
-    /// most `wait` (the plugins' deadline) for its commit.
-    pub(crate) async fn start(store: &Store, wait: Duration) -> anyhow::Result<Arc<KvStore>> {
+    /// Loads every tenant's storage and starts the writer.
+    pub(crate) async fn start(store: &Store) -> anyhow::Result<Arc<KvStore>> {
         let (resync, resync_rx) = mpsc::channel(4);
         let kv = Arc::new(KvStore {
             tenants: Mutex::new(HashMap::new()),
             queue: Arc::new(FairQueue::new(TENANT_SHARE)),
             resync,
-            wait,
         });
         kv.replace_all(store).await?;
         // The writer has a thread of its own, so how soon a write is committed
@@ -90,7 +88,6 @@ impl KvStore {
                     tenant,
                     data: Mutex::new((HashMap::new(), 0)),
                     queue: self.queue.clone(),
-                    wait: self.wait,
                 })
             })
             .clone()
@@ -130,7 +127,6 @@ pub(crate) struct KvStorage {
     tenant: TenantId,
     data: Mutex<Data>,
     queue: Arc<FairQueue<TenantId, Pending>>,
-    wait: Duration,
 }
 
 impl KvStorage {
@@ -154,7 +150,7 @@ impl KvStorage {
     }
 
     /// Queues one change and waits for its commit.
-    fn write(&self, key: &str, value: Option<Vec<u8>>) -> Result<(), StorageError> {
+    fn write(&self, key: &str, value: Option<Vec<u8>>, until: Instant) -> Result<(), StorageError> {
         let (reply, done) = std_mpsc::sync_channel(1);
         let pending = Pending {
             key: key.to_string(),
@@ -165,7 +161,7 @@ impl KvStorage {
             tracing::debug!(tenant = %self.tenant, "plugin storage write share full");
             return Err(StorageError::Unavailable);
         }
-        done.recv_timeout(self.wait)
+        done.recv_timeout(until.saturating_duration_since(Instant::now()))
             .unwrap_or(Err(StorageError::Unavailable))
     }
 }
@@ -175,7 +171,7 @@ impl Storage for KvStorage {
         self.data.lock().0.get(key).cloned()
     }
 
-    fn set(&self, key: &str, value: &[u8]) -> Result<(), StorageError> {
+    fn set(&self, key: &str, value: &[u8], until: Instant) -> Result<(), StorageError> {
         if key.is_empty() || key.len() > pbx_plugin::caps::storage::MAX_KEY_LEN {
             return Err(StorageError::QuotaExceeded);
         }
@@ -187,14 +183,14 @@ impl Storage for KvStorage {
                 return Err(StorageError::QuotaExceeded);
             }
         }
-        self.write(key, Some(value.to_vec()))
+        self.write(key, Some(value.to_vec()), until)
     }
 
-    fn delete(&self, key: &str) {
+    fn delete(&self, key: &str, until: Instant) {
         if !self.data.lock().0.contains_key(key) {
             return;
         }
-        if let Err(e) = self.write(key, None) {
+        if let Err(e) = self.write(key, None, until) {
             // The key stays, in memory and on disk.
             tracing::debug!(tenant = %self.tenant, error = %e, "plugin storage delete not done");
         }
@@ -316,6 +312,12 @@ async fn commit_round(store: &Store, kv: &KvStore, round: Vec<(TenantId, Pending
 mod tests {
     use super::*;
 
+    /// A generous wall-clock cap: these tests are about durability and
+    /// shares, not about the wait.
+    fn soon() -> Instant {
+        Instant::now() + std::time::Duration::from_secs(5)
+    }
+
     async fn two_tenants() -> (Store, TenantId, TenantId) {
         let store = Store::open_in_memory().await.unwrap();
         let a = store.add_tenant("a", "a.example").await.unwrap().id;
@@ -331,11 +333,9 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn acknowledged_writes_and_deletes_are_on_disk() {
         let (store, a, b) = two_tenants().await;
-        let kv = KvStore::start(&store, Duration::from_secs(5))
-            .await
-            .unwrap();
+        let kv = KvStore::start(&store).await.unwrap();
         let sa = kv.tenant(a);
-        let set = blocking(move || sa.set("k", b"v")).await;
+        let set = blocking(move || sa.set("k", b"v", soon())).await;
         assert_eq!(set, Ok(()));
         assert_eq!(
             store.plugin_kv_get(a, "k").await.unwrap().as_deref(),
@@ -344,7 +344,7 @@ mod tests {
         assert_eq!(kv.tenant(a).get("k").as_deref(), Some(&b"v"[..]));
         assert_eq!(kv.tenant(b).get("k"), None);
         let sa = kv.tenant(a);
-        blocking(move || sa.delete("k")).await;
+        blocking(move || sa.delete("k", soon())).await;
         assert_eq!(store.plugin_kv_get(a, "k").await.unwrap(), None);
         assert_eq!(kv.tenant(a).get("k"), None);
     }
@@ -352,16 +352,14 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_quota_holds_across_a_round() {
         let (store, a, _) = two_tenants().await;
-        let kv = KvStore::start(&store, Duration::from_secs(5))
-            .await
-            .unwrap();
+        let kv = KvStore::start(&store).await.unwrap();
         let half = vec![0u8; PLUGIN_KV_QUOTA_BYTES / 2];
         let mut handles = Vec::new();
         for i in 0..3 {
             let s = kv.tenant(a);
             let value = half.clone();
             handles.push(tokio::task::spawn_blocking(move || {
-                s.set(&format!("k{i}"), &value)
+                s.set(&format!("k{i}"), &value, soon())
             }));
         }
         let mut ok = 0;
@@ -378,9 +376,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_full_share_is_tenant_local() {
         let (store, a, b) = two_tenants().await;
-        let kv = KvStore::start(&store, Duration::from_secs(5))
-            .await
-            .unwrap();
+        let kv = KvStore::start(&store).await.unwrap();
         // Fill a's share directly, as if its writes were all in flight; the
         // writer is woken only by a later push, so they stay queued until then.
         let mut waiters = Vec::new();
@@ -403,7 +399,7 @@ mod tests {
         let (a_result, b_result) = blocking(move || {
             // Either a's share is still full (refused at once) or the writer
             // already took some of it; b's write goes through either way.
-            (sa.set("more", b"x"), sb.set("mine", b"y"))
+            (sa.set("more", b"x", soon()), sb.set("mine", b"y", soon()))
         })
         .await;
         assert!(matches!(a_result, Ok(()) | Err(StorageError::Unavailable)));
@@ -414,7 +410,7 @@ mod tests {
         );
         for done in waiters {
             assert_eq!(
-                blocking(move || done.recv_timeout(Duration::from_secs(5))).await,
+                blocking(move || done.recv_timeout(std::time::Duration::from_secs(5))).await,
                 Ok(Ok(()))
             );
         }
@@ -423,9 +419,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn resync_picks_up_admin_writes() {
         let (store, a, _) = two_tenants().await;
-        let kv = KvStore::start(&store, Duration::from_secs(5))
-            .await
-            .unwrap();
+        let kv = KvStore::start(&store).await.unwrap();
         store
             .plugin_kv_admin_put(a, "ring-group:sales", Some(b"1000,1001"))
             .await

@@ -159,7 +159,6 @@ impl PluginHost {
         config: RuntimeConfig,
         fraud: Arc<Fraud>,
     ) -> anyhow::Result<Arc<PluginHost>> {
-        let deadline = config.deadline;
         let (runtime, default_dialplan, shipped_policies) =
             tokio::task::spawn_blocking(move || {
                 let runtime = PluginRuntime::new(config)?;
@@ -179,9 +178,7 @@ impl PluginHost {
                 anyhow::Ok((Arc::new(runtime), dialplan, policies))
             })
             .await??;
-        // A storage write waits for its commit at most as long as the plugin
-        // may run.
-        let storage = KvStore::start(store, deadline).await?;
+        let storage = KvStore::start(store).await?;
         Ok(Arc::new(PluginHost {
             runtime,
             default_dialplan,
@@ -479,6 +476,63 @@ impl PluginHost {
             message: format!("dial plan failed: {error}"),
         });
         RouteDecision::reject(error.sip_status(), error.reason_phrase())
+    }
+
+    /// The plugins quarantined for `tenant`: what each is to the tenant, who
+    /// owns it, and why it is quarantined.
+    pub(crate) fn quarantines(&self, tenant: TenantId) -> Vec<pbx_api::QuarantineInfo> {
+        let active = self.active.read().clone();
+        let Some(view) = active.tenants.get(&tenant) else {
+            return Vec::new();
+        };
+        self.runtime
+            .quarantines()
+            .into_iter()
+            .filter(|q| q.tenant == view.name)
+            .map(|q| {
+                let (plugin, provider_owned) = self.describe(&active, tenant, &q.hash);
+                pbx_api::QuarantineInfo {
+                    plugin,
+                    hash: q.hash.to_string(),
+                    provider_owned,
+                    reason: q.reason,
+                    since_s: q.age.as_secs(),
+                    lifts_in_s: q.lifts_in.as_secs(),
+                }
+            })
+            .collect()
+    }
+
+    /// Lifts `tenant`'s quarantine of the plugin `hash`; false when there
+    /// was none.
+    pub(crate) fn lift_quarantine(&self, tenant: TenantId, hash: &str) -> bool {
+        let active = self.active.read().clone();
+        active
+            .tenants
+            .get(&tenant)
+            .is_some_and(|view| self.runtime.release_quarantine_of(&view.name, hash))
+    }
+
+    /// What the plugin `hash` is to `tenant`, and whether the provider owns it.
+    fn describe(&self, active: &Active, tenant: TenantId, hash: &str) -> (String, bool) {
+        if active
+            .dialplans
+            .get(&tenant)
+            .is_some_and(|p| p.hash() == hash)
+        {
+            return ("dialplan".into(), false);
+        }
+        active
+            .policies_for(&self.shipped_policies, tenant)
+            .find(|p| p.plugin.hash() == hash)
+            .map_or_else(
+                // No longer installed: nobody's decision depends on it.
+                || ("replaced".into(), false),
+                |p| match p.owner {
+                    Owner::Provider => (format!("policy:{}", p.name), true),
+                    Owner::Tenant => (format!("tenant-policy:{}", p.name), false),
+                },
+            )
     }
 
     /// A call's record was written: releases its usage counters. Returns its
