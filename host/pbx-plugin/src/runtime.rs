@@ -120,13 +120,13 @@ pub struct RuntimeConfig {
 }
 
 impl Default for RuntimeConfig {
-    /// 10 ms of CPU within 50 ms of wall clock, 16 MiB of memory, 16 MiB components, quarantine after 5 for
+    /// 10 ms of CPU within 100 ms of wall clock, 16 MiB of memory, 16 MiB components, quarantine after 5 for
     /// 5 minutes, no disk cache, 64 concurrent instances, the default
     /// [`CompileLimits`](crate::CompileLimits).
     fn default() -> Self {
         Self {
             deadline: Duration::from_millis(10),
-            wall_limit: Duration::from_millis(50),
+            wall_limit: Duration::from_millis(100),
             memory_limit_bytes: 16 << 20,
             max_component_bytes: 16 << 20,
             quarantine_after: 5,
