@@ -80,7 +80,8 @@
 //!   takes another's slots.
 //! - Host-side allocations a guest can cause: `wasi:random` gives at most
 //!   4 KiB per call; strings and lists lifted out of the guest live only for
-//!   the host call (bounded by the guest's own memory cap); log lines are cut
+//!   the host call, and one lift copies at most 4 MiB (the store's hostcall
+//!   fuel: a decision aliasing one big string many times traps there); log lines are cut
 //!   to 512 bytes and their allocation given back, and each tenant's
 //!   [`PluginLog`] keeps at most 64 KiB; stdout/stderr keep 4 KiB a call.
 //! - Uploads: [`CompileLimits`] (modules, functions, body size, locals,
@@ -101,7 +102,6 @@
 mod bindings;
 pub mod caps;
 mod error;
-mod lift;
 pub mod pool;
 mod runtime;
 mod sandbox;

@@ -24,8 +24,10 @@ use crate::bindings::log::Level;
 use crate::bindings::policy::PolicyPre;
 use crate::caps::{Alert, TenantCaps};
 use crate::error::{Error, PluginError, Result, ValidationError};
-use crate::lift::{LiftError, RawDecision};
 use crate::types::{Action, Call, Cdr, Decision, Severity, Verdict};
+
+/// Most bytes one lift out of guest memory may copy to the host.
+const MAX_LIFT_BYTES: usize = 4 << 20;
 
 /// Most alerts one invocation may raise through `pbx:plugin/alerts`.
 pub(crate) const MAX_ALERTS_PER_CALL: u32 = 8;
@@ -588,19 +590,12 @@ impl PluginRuntime {
             return Err(PluginError::WrongWorld(plugin.world));
         };
         self.invoke(plugin, caps, "route", |store| {
-            let instance = pre
-                .instance_pre()
-                .instantiate(&mut *store)
-                .map_err(Failure::Instantiate)?;
-            // The decision stays in guest memory until its sizes are checked.
-            let route = instance
-                .get_typed_func::<(&Call,), (RawDecision,)>(&mut *store, "route")
+            let instance = pre.instantiate(&mut *store).map_err(Failure::Instantiate)?;
+            // Lifted whole before the guest's post-return frees it; what the
+            // lift may copy is capped by the store's hostcall fuel.
+            let decision = instance
+                .call_route(&mut *store, call)
                 .map_err(Failure::Wasm)?;
-            let (raw,) = route.call(&mut *store, (call,)).map_err(Failure::Wasm)?;
-            let decision = raw.into_decision(store).map_err(|e| match e {
-                LiftError::Invalid(e) => Failure::Invalid(e),
-                LiftError::Wasm(e) => Failure::Wasm(e),
-            })?;
             decision.validate(&caps.directory)?;
             Ok(decision)
         })
@@ -711,6 +706,10 @@ impl PluginRuntime {
         store.limiter(|s| &mut s.memory);
         store.set_epoch_deadline(self.deadline_ticks);
         let tick = self.tick;
+        // Bytes one lift out of the guest may copy (a decision, a log line, a
+        // storage value): a decision aliasing one big string many times
+        // traps at this bound instead of being copied whole.
+        store.set_hostcall_fuel(MAX_LIFT_BYTES);
         store.epoch_deadline_callback(move |ctx| {
             Ok(ctx
                 .data()

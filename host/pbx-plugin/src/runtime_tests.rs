@@ -885,8 +885,7 @@ fn a_decision_aliasing_one_big_string_is_refused_before_copying_it() {
     let err = rt
         .route(&plan, &t.caps, &call("1", DestinationClass::Internal))
         .unwrap_err();
-    assert_eq!(
-        err,
-        PluginError::InvalidDecision(InvalidDecision::TooManyTargets(50_000))
-    );
+    // The lift stops at its byte bound (the guest's post-return frees the
+    // decision, so it cannot be checked in guest memory after the call).
+    assert!(matches!(err, PluginError::Trap(_)), "{err:?}");
 }
