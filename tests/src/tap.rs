@@ -9,14 +9,14 @@
 
 use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-/// Most packets kept (the rest are counted, not stored).
+/// Most packets kept (the rest are not stored).
 const MAX_KEPT: usize = 50_000;
 /// `ETH_P_ALL`: every protocol.
 const ETH_P_ALL: u16 = 0x0003;
@@ -44,10 +44,12 @@ impl Captured {
     }
 }
 
-/// A running capture; [`Tap::stop`] returns what it kept.
+/// A running capture; [`Tap::stop`] returns what it kept, [`Tap::count`]
+/// looks at it while it runs.
 pub struct Tap {
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<Vec<Captured>>>,
+    kept: Arc<Mutex<Vec<Captured>>>,
+    thread: Option<JoinHandle<()>>,
 }
 
 impl Tap {
@@ -61,21 +63,30 @@ impl Tap {
         )?;
         socket.set_read_timeout(Some(Duration::from_millis(50)))?;
         let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || capture(&socket, &ports, &flag));
+        let kept = Arc::new(Mutex::new(Vec::new()));
+        let (flag, into) = (stop.clone(), kept.clone());
+        let thread = std::thread::spawn(move || capture(&socket, &ports, &flag, &into));
         Ok(Tap {
             stop,
+            kept,
             thread: Some(thread),
         })
+    }
+
+    /// How many of the packets kept so far match `filter` (for a test that
+    /// waits until some traffic has been seen).
+    pub fn count(&self, filter: impl Fn(&Captured) -> bool) -> usize {
+        let kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+        kept.iter().filter(|c| filter(c)).count()
     }
 
     /// Stops capturing and returns the packets kept, in arrival order.
     pub fn stop(mut self) -> Vec<Captured> {
         self.stop.store(true, Ordering::Relaxed);
-        self.thread
-            .take()
-            .and_then(|t| t.join().ok())
-            .unwrap_or_default()
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        std::mem::take(&mut *self.kept.lock().unwrap_or_else(PoisonError::into_inner))
     }
 }
 
@@ -85,8 +96,7 @@ impl Drop for Tap {
     }
 }
 
-fn capture(socket: &Socket, ports: &[u16], stop: &AtomicBool) -> Vec<Captured> {
-    let mut kept = Vec::new();
+fn capture(socket: &Socket, ports: &[u16], stop: &AtomicBool, kept: &Mutex<Vec<Captured>>) {
     let mut frame = vec![0u8; 65_536];
     let mut reader = socket;
     while !stop.load(Ordering::Relaxed) {
@@ -107,12 +117,13 @@ fn capture(socket: &Socket, ports: &[u16], stop: &AtomicBool) -> Vec<Captured> {
         if let Some(c) = parse_frame(frame.get(..n).unwrap_or_default())
             && c.src.ip().is_loopback()
             && c.touches(ports)
-            && kept.len() < MAX_KEPT
         {
-            kept.push(c);
+            let mut kept = kept.lock().unwrap_or_else(PoisonError::into_inner);
+            if kept.len() < MAX_KEPT {
+                kept.push(c);
+            }
         }
     }
-    kept
 }
 
 /// An Ethernet frame (loopback frames carry a zeroed Ethernet header)

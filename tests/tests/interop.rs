@@ -1,16 +1,18 @@
 //! Interoperability with real SIP clients from Debian packages, against a
-//! server on its shipped defaults: baresip (libre) phones register and call
-//! each other over UDP, and over TLS with SRTP (the tenant's media encryption
-//! set to required); audio flows both ways through the relay, and the call
-//! record shows it. Over TLS with SRTP a passive tap on loopback (a
-//! raw packet socket: root or CAP_NET_RAW) sees no SIP in clear and no plain
-//! RTP; over UDP the same tap sees both, which shows it can tell.
+//! server on its shipped defaults: two independent SIP stacks, baresip (libre)
+//! and linphone (liblinphone and belle-sip, `linphone-cli`), register and call
+//! each other, and themselves, over UDP, and over TLS with SRTP (the tenant's
+//! media encryption set to required); audio flows both ways through the
+//! relay, and the call record shows it. Over TLS with SRTP a passive tap on
+//! loopback (a raw packet socket: root or CAP_NET_RAW) sees no SIP in clear
+//! and no plain RTP; over UDP the same tap sees both, which shows it can tell.
 //!
 //! Also: a baresip phone registers against `pbx demo` as it ships and calls
 //! another.
 //!
 //! A missing client or tap privilege skips a test with a notice, and fails it
-//! on CI (`PBX_REQUIRE_TOOLS=1`; `PBX_REQUIRE_BARESIP=1` for baresip).
+//! on CI (`PBX_REQUIRE_TOOLS=1`; `PBX_REQUIRE_BARESIP=1` for baresip,
+//! `PBX_REQUIRE_LINPHONE=1` for linphone).
 
 mod common;
 
@@ -20,12 +22,13 @@ use std::time::Duration;
 use common::softphone::{Link, PhoneSpec, Softphone, free_udp_range, installed};
 use common::{ACME, password};
 use pbx::server::{ServerHandle, TlsFiles, start};
-use pbx_e2e::tap::{Tap, media_view, sip_in_clear};
+use pbx_e2e::tap::{Proto, Tap, media_view, sip_in_clear};
 use store::{CdrFilter, Disposition, MediaEncryption, Store, TenantId, TransportKind};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Client {
     Baresip,
+    Linphone,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +44,7 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 fn available(client: Client) -> bool {
     match client {
         Client::Baresip => installed("baresip", "baresip", "PBX_REQUIRE_BARESIP"),
+        Client::Linphone => installed("linphonec", "linphone-cli", "PBX_REQUIRE_LINPHONE"),
     }
 }
 
@@ -154,9 +158,38 @@ impl Server {
     }
 }
 
+/// Waits until each phone's RTP ports (`phones`, inclusive ranges) have sent
+/// and received at least `packets` UDP packets.
+async fn media_flowed(tap: &Tap, phones: &[(u16, u16)], packets: usize, logs: &[&Softphone]) {
+    let deadline = tokio::time::Instant::now() + common::softphone::WAIT;
+    loop {
+        let counts: Vec<(usize, usize)> = phones
+            .iter()
+            .map(|(lo, hi)| {
+                let ours = |p: u16| (*lo..=*hi).contains(&p);
+                let sent = tap.count(|c| c.proto == Proto::Udp && ours(c.src.port()));
+                let received = tap.count(|c| c.proto == Proto::Udp && ours(c.dst.port()));
+                (sent, received)
+            })
+            .collect();
+        if counts.iter().all(|(s, r)| *s >= packets && *r >= packets) {
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            let logs: Vec<String> = logs.iter().map(|p| p.log()).collect();
+            panic!(
+                "media did not flow both ways (sent, received per phone): {counts:?}\n{}",
+                logs.join("\n----\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn start_phone(client: Client, spec: &PhoneSpec<'_>) -> Softphone {
     match client {
         Client::Baresip => Softphone::start_baresip(spec).await,
+        Client::Linphone => Softphone::start_linphone(spec).await,
     }
 }
 
@@ -217,8 +250,9 @@ async fn call(caller_client: Client, callee_client: Client, transport: Transport
     caller.dial(&format!("sip:1001@{ACME}")).await;
     callee.established().await;
     caller.established().await;
-    // Audio flows for a while in both directions (real time: media is paced).
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Audio flows for a while in both directions (a second of 20 ms packets
+    // each way at each phone, as the tap sees it).
+    media_flowed(&tap, &[caller_rtp, callee_rtp], 50, &[&caller, &callee]).await;
     caller.hang_up().await;
     caller.closed().await;
     callee.closed().await;
@@ -285,6 +319,36 @@ async fn baresip_calls_baresip_over_udp() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn baresip_calls_baresip_over_tls_with_srtp() {
     call(Client::Baresip, Client::Baresip, Transport::TlsSrtp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linphone_calls_baresip_over_udp() {
+    call(Client::Linphone, Client::Baresip, Transport::Udp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baresip_calls_linphone_over_udp() {
+    call(Client::Baresip, Client::Linphone, Transport::Udp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linphone_calls_baresip_over_tls_with_srtp() {
+    call(Client::Linphone, Client::Baresip, Transport::TlsSrtp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baresip_calls_linphone_over_tls_with_srtp() {
+    call(Client::Baresip, Client::Linphone, Transport::TlsSrtp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linphone_calls_linphone_over_udp() {
+    call(Client::Linphone, Client::Linphone, Transport::Udp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linphone_calls_linphone_over_tls_with_srtp() {
+    call(Client::Linphone, Client::Linphone, Transport::TlsSrtp).await;
 }
 
 /// `pbx demo` as it ships (only its listening addresses moved to free ports):
