@@ -58,6 +58,21 @@ async fn http(
 }
 
 /// Registers `phone` once the server has applied what the API provisioned.
+/// The shipped options with the API on plain HTTP, allowed on loopback
+/// (`[api] plain_http = true`): the API is what these tests are about.
+fn options_with_api(data_dir: &std::path::Path) -> pbx::server::ServeOptions {
+    let mut opts = common::shipped_options(&["127.0.0.1:0"], &["127.0.0.1:0"], None);
+    opts.api = Some(ApiOptions {
+        config: pbx_api::ApiConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            plain_http: true,
+            ..pbx_api::ApiConfig::default()
+        },
+        data_dir: data_dir.to_path_buf(),
+    });
+    opts
+}
+
 async fn register_when_provisioned(phone: &mut Phone, handle: &ServerHandle, store: &Store) {
     common::applied(handle, store).await;
     let r = phone.register(300).await.expect("REGISTER answered");
@@ -72,16 +87,7 @@ async fn provision_register_call_and_hang_up_through_the_api() {
         .await
         .expect("provider admin");
 
-    let mut opts = common::shipped_options(&["127.0.0.1:0"], &["127.0.0.1:0"], None);
-    // The API on plain HTTP, allowed on loopback: `[api] plain_http = true`.
-    opts.api = Some(ApiOptions {
-        config: pbx_api::ApiConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            plain_http: true,
-            ..pbx_api::ApiConfig::default()
-        },
-        data_dir: dir.path().to_path_buf(),
-    });
+    let opts = options_with_api(dir.path());
     let reader = store.clone();
     let handle = start(opts, store).await.expect("server starts");
     let api = handle.api().expect("API is served").clone();
@@ -292,16 +298,7 @@ async fn a_quarantined_dial_plan_is_shown_and_lifted_through_the_api() {
         .add_extension(tenant, "2000", password)
         .await
         .expect("extension");
-    let mut opts = common::shipped_options(&["127.0.0.1:0"], &["127.0.0.1:0"], None);
-    // The API on plain HTTP, allowed on loopback: `[api] plain_http = true`.
-    opts.api = Some(ApiOptions {
-        config: pbx_api::ApiConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            plain_http: true,
-            ..pbx_api::ApiConfig::default()
-        },
-        data_dir: dir.path().to_path_buf(),
-    });
+    let opts = options_with_api(dir.path());
     let reader = store.clone();
     let handle = start(opts, store).await.expect("server starts");
     let api = handle.api().expect("API is served").addr;
