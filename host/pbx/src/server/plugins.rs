@@ -475,13 +475,13 @@ impl PluginHost {
     /// owns it, and why it is quarantined.
     pub(crate) fn quarantines(&self, tenant: TenantId) -> Vec<pbx_api::QuarantineInfo> {
         let active = self.active.read().clone();
-        let Some(view) = active.tenants.get(&tenant) else {
+        if !active.tenants.contains_key(&tenant) {
             return Vec::new();
-        };
+        }
         self.runtime
             .quarantines()
             .into_iter()
-            .filter(|q| q.tenant == view.name)
+            .filter(|q| q.tenant == tenant)
             .map(|q| {
                 let (plugin, provider_owned) = self.describe(&active, tenant, &q.hash);
                 pbx_api::QuarantineInfo {
@@ -500,10 +500,7 @@ impl PluginHost {
     /// was none.
     pub(crate) fn lift_quarantine(&self, tenant: TenantId, hash: &str) -> bool {
         let active = self.active.read().clone();
-        active
-            .tenants
-            .get(&tenant)
-            .is_some_and(|view| self.runtime.release_quarantine_of(&view.name, hash))
+        active.tenants.contains_key(&tenant) && self.runtime.release_quarantine_of(tenant, hash)
     }
 
     /// What the plugin `hash` is to `tenant`, and whether the provider owns it.
@@ -567,7 +564,7 @@ impl PluginHost {
             if asked > MAX_ACTIONS_PER_CALL {
                 self.fraud.alert(
                     Some(cdr.tenant),
-                    "warning",
+                    store::Severity::Warning,
                     "policy.actions_dropped",
                     format!(
                         "policy {} asked for {asked} actions after one call; \
