@@ -428,11 +428,11 @@ fn cost(config: &UsageConfig, class: DestinationClass, billed: Duration) -> u64 
     rate.saturating_mul(ms).div_ceil(60_000)
 }
 
-fn tenant_entry<'a>(
-    inner: &'a mut Inner,
+fn tenant_entry(
+    inner: &mut Inner,
     tenant: TenantId,
     now: Option<Instant>,
-) -> Result<&'a mut TenantUsage, Denial> {
+) -> Result<&mut TenantUsage, Denial> {
     let cap = inner.config.max_tenants.max(1);
     if !inner.tenants.contains_key(&tenant) && inner.tenants.len() >= cap {
         let window = inner.config.defaults.window;

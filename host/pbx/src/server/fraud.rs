@@ -389,10 +389,10 @@ impl Fraud {
         if !self.queue(Action::Alert(stored)) {
             return;
         }
-        if let (Some(hook), Some(alert)) = (&self.webhook, pushed) {
-            if hook.push(tenant, alert).is_err() {
-                tracing::warn!(tenant = ?tenant.map(|t| t.0), "this tenant's share of the webhook queue is full; an alert was not pushed");
-            }
+        if let (Some(hook), Some(alert)) = (&self.webhook, pushed)
+            && hook.push(tenant, alert).is_err()
+        {
+            tracing::warn!(tenant = ?tenant.map(|t| t.0), "this tenant's share of the webhook queue is full; an alert was not pushed");
         }
     }
 
