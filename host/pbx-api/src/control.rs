@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::pin::Pin;
 
 use serde::{Deserialize, Serialize};
-use store::TenantId;
+use store::{Severity, TenantId};
 
 /// A boxed future, so [`Control`] can be used as `Arc<dyn Control>`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -69,7 +69,7 @@ pub struct Alert {
     pub id: i64,
     pub tenant: Option<TenantId>,
     pub at_ms: i64,
-    pub severity: String,
+    pub severity: Severity,
     pub message: String,
 }
 
@@ -362,7 +362,7 @@ pub(crate) mod fake {
                 id: 1,
                 tenant,
                 at_ms: 0,
-                severity: "warning".into(),
+                severity: Severity::Warning,
                 message: "test".into(),
             }]))
         }

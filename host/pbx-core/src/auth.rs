@@ -13,7 +13,7 @@
 //! only an extension given its own choice can be told apart by its challenge.
 
 use digest_auth::{Challenge, Credentials, NonceCheck, Nonces};
-use store::{DigestAlgorithms, TenantId};
+use model::{DigestAlgorithms, TenantId};
 
 use crate::directory::{Index, TenantEntry};
 use crate::msg::Msg;

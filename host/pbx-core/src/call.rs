@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use store::{Cdr, Disposition, MediaEncryption, TenantId};
+use model::{Cdr, Disposition, MediaEncryption, TenantId};
 use transaction::Key;
 
 use crate::auth::Kind;

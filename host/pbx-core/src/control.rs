@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use store::TenantId;
+use model::TenantId;
 
 use crate::call::State;
 use crate::{Output, Shard};
@@ -87,7 +87,7 @@ mod tests {
     use std::sync::Arc;
 
     use bytes::Bytes;
-    use store::{Directory, Disposition, Tenant, TenantStatus, TransportKind};
+    use model::{Directory, Disposition, Tenant, TenantStatus, TransportKind};
 
     use super::*;
     use crate::msg::Msg;
@@ -100,7 +100,7 @@ mod tests {
         shard: Shard,
         now: Instant,
         sent: Vec<Msg>,
-        cdrs: Vec<store::Cdr>,
+        cdrs: Vec<model::Cdr>,
     }
 
     fn carrier_peer() -> Peer {

@@ -1,12 +1,12 @@
 //! The tenant directory as the SIP path reads it: domain → tenant, and
-//! (tenant, extension) → credentials. Built from a [`store::Directory`] snapshot and
+//! (tenant, extension) → credentials. Built from a [`model::Directory`] snapshot and
 //! swapped whole when provisioning changes.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use store::{DigestAlgorithms, Directory, MediaEncryption, TenantId, TenantStatus};
+use model::{DigestAlgorithms, Directory, MediaEncryption, TenantId, TenantStatus};
 
 /// A tenant's own networks and its extensions' networks, while building.
 type NetLists<'a> = (Vec<IpNet>, HashMap<&'a str, Vec<IpNet>>);
@@ -146,7 +146,7 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use store::{Extension, Tenant};
+    use model::{Extension, Tenant};
 
     #[test]
     fn same_number_in_two_tenants_is_two_extensions() {
@@ -158,7 +158,7 @@ mod tests {
                     status: TenantStatus::Active,
                     realm: "a.example".into(),
                     domains: vec!["a.example".into(), "alt.a.example".into()],
-                    media_encryption: store::MediaEncryption::Required,
+                    media_encryption: model::MediaEncryption::Required,
                     digest: Some(DigestAlgorithms::parse("SHA-256,MD5").unwrap()),
                 },
                 Tenant {
@@ -167,7 +167,7 @@ mod tests {
                     status: TenantStatus::Suspended,
                     realm: "b.example".into(),
                     domains: vec!["b.example".into()],
-                    media_encryption: store::MediaEncryption::default(),
+                    media_encryption: model::MediaEncryption::default(),
                     digest: None,
                 },
             ],
@@ -190,17 +190,17 @@ mod tests {
                 },
             ],
             acls: vec![
-                store::NetworkAcl {
+                model::NetworkAcl {
                     tenant: TenantId(1),
                     extension: None,
                     cidr: "10.0.0.0/8".into(),
                 },
-                store::NetworkAcl {
+                model::NetworkAcl {
                     tenant: TenantId(1),
                     extension: Some("1000".into()),
                     cidr: "10.9.0.0/16".into(),
                 },
-                store::NetworkAcl {
+                model::NetworkAcl {
                     tenant: TenantId(1),
                     extension: None,
                     cidr: "garbage".into(),

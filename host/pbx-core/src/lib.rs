@@ -11,6 +11,10 @@
 //!
 //! State shared by all shards (tenant directory, registrar bindings, nonce keys)
 //! lives in [`Shared`], behind sharded maps and an atomically swapped snapshot.
+//!
+//! Tenants, extensions, registrations and call records are `pbx-model`'s types
+//! (re-exported here where callers need them); this crate does not depend on
+//! the store.
 
 mod auth;
 mod call;
@@ -35,10 +39,10 @@ pub use media::{
     CallMediaHandle, CdrMedia, LegMedia, MediaAnchor, MediaEncryption, MediaLeg, MediaRefusal,
     MediaSecurity,
 };
+pub use model::{Cdr, Directory, Registration, RegistrationChange, TransportKind};
 use parking_lot::RwLock;
 pub use route::{RingStep, RouteDecision, RouteRequest, Routing, TrunkEntry, Trunks};
 pub use shard::Shard;
-pub use store::{Cdr, Directory, Registration, RegistrationChange, TransportKind};
 pub use trunk_reg::{RegState, RegTimers, TrunkRegConfig, TrunkRegistration};
 
 /// A stream connection's id, assigned by the transport layer.
@@ -92,7 +96,7 @@ pub enum Output {
         user: String,
         method: String,
         /// The tenant the domain belongs to, when it names one.
-        tenant: Option<store::TenantId>,
+        tenant: Option<model::TenantId>,
     },
     /// A request from `source` passed digest authentication.
     Authenticated { source: SocketAddr },
@@ -119,7 +123,7 @@ impl Default for RegistrarConfig {
     }
 }
 
-pub use store::{DigestAlgorithm, DigestAlgorithms};
+pub use model::{DigestAlgorithm, DigestAlgorithms};
 
 /// Everything the SIP core is configured with, parsed once at the edge.
 #[derive(Debug, Clone)]
@@ -262,7 +266,7 @@ impl Shared {
     }
 
     /// Live registrations of an extension (for tests and the API).
-    pub fn registrations(&self, tenant: store::TenantId, extension: &str, now: Instant) -> usize {
+    pub fn registrations(&self, tenant: model::TenantId, extension: &str, now: Instant) -> usize {
         self.bindings
             .lookup(tenant, extension, self.unix_ms(now))
             .len()

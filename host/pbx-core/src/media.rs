@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-pub use store::{CdrMedia, LegMedia, MediaEncryption};
+pub use model::{CdrMedia, LegMedia, MediaEncryption};
 
 /// Which leg an SDP body came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

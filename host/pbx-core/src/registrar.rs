@@ -11,7 +11,7 @@
 use std::net::SocketAddr;
 
 use dashmap::DashMap;
-use store::{Registration, RegistrationChange, TenantId, TransportKind};
+use model::{Registration, RegistrationChange, TenantId, TransportKind};
 
 use crate::msg::{Msg, NameAddr};
 use crate::{ConnId, Peer, RegistrarConfig};

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use store::TenantId;
+use model::TenantId;
 
 use crate::Peer;
 

@@ -494,7 +494,7 @@ impl Shard {
         peer: Peer,
         local: SocketAddr,
         kind: Kind,
-    ) -> Option<(store::TenantId, String)> {
+    ) -> Option<(model::TenantId, String)> {
         let now_ms = self.shared.unix_ms(now);
         let domain = Self::request_domain(msg);
         let index = self.shared.index();
@@ -610,7 +610,7 @@ impl Shard {
         msg: &Msg,
         peer: Peer,
         local: SocketAddr,
-        tenant: store::TenantId,
+        tenant: model::TenantId,
         extension: &str,
         now_ms: i64,
     ) {

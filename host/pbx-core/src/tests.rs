@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use digest_auth::{Algorithm, ha1};
-use store::{Directory, Extension, Tenant, TenantId, TenantStatus, TransportKind};
+use model::{Directory, Extension, Tenant, TenantId, TenantStatus, TransportKind};
 
 use crate::msg::Msg;
 use crate::{CoreConfig, Inbound, Output, Peer, Shard, Shared};
@@ -30,7 +30,7 @@ fn directory() -> Directory {
             status: TenantStatus::Active,
             realm: DOMAIN.into(),
             domains: vec![DOMAIN.into()],
-            media_encryption: store::MediaEncryption::default(),
+            media_encryption: model::MediaEncryption::default(),
             digest: None,
         }],
         extensions: vec![ext("1000"), ext("1001")],
@@ -248,7 +248,7 @@ fn register_with(
 /// extension is not offered fails.
 #[test]
 fn digest_algorithms_follow_extension_then_tenant_then_default() {
-    let algs = |s: &str| store::DigestAlgorithms::parse(s).expect("algorithms");
+    let algs = |s: &str| model::DigestAlgorithms::parse(s).expect("algorithms");
     let names = |cs: &[digest_auth::Challenge]| {
         cs.iter()
             .map(|c| c.algorithm.as_str())

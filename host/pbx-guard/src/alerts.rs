@@ -26,37 +26,34 @@ pub mod events {
     pub const LIMIT_DENIED: &str = "limit.denied";
 }
 
-/// How urgent an alert is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Info,
-    Warning,
-    Critical,
-}
+pub use model::{Alert, Severity};
 
-impl Severity {
-    /// The lower-case name stored and sent in webhooks.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Info => "info",
-            Severity::Warning => "warning",
-            Severity::Critical => "critical",
-        }
-    }
-}
-
-/// Something a provider or tenant should know about.
+/// The JSON body a webhook receives: an [`Alert`] with its tenant shown by
+/// name, the way webhook receivers know tenants.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Alert {
-    /// The tenant concerned; `None` for provider-wide alerts (bans, scanners).
+pub struct WebhookAlert {
+    /// The tenant's display name; `None` for provider-wide alerts (bans,
+    /// scanners) or when the name is not known.
     pub tenant: Option<String>,
     pub severity: Severity,
     /// A stable name from [`events`].
-    pub event: &'static str,
+    pub event: String,
     pub message: String,
     /// When it happened, Unix milliseconds.
     pub at_ms: i64,
+}
+
+impl WebhookAlert {
+    /// The payload of `alert`, whose tenant is called `tenant_name`.
+    pub fn new(alert: &Alert, tenant_name: Option<String>) -> WebhookAlert {
+        WebhookAlert {
+            tenant: tenant_name,
+            severity: alert.severity,
+            event: alert.event.clone(),
+            message: alert.message.clone(),
+            at_ms: alert.at_ms,
+        }
+    }
 }
 
 /// The HTTP header that carries [`WebhookSigner::sign`]'s value.
@@ -120,7 +117,7 @@ impl WebhookSigner {
     }
 
     /// Encodes `alert` as JSON and signs it.
-    pub fn payload(&self, alert: &Alert) -> Result<SignedPayload> {
+    pub fn payload(&self, alert: &WebhookAlert) -> Result<SignedPayload> {
         let body = serde_json::to_vec(alert).map_err(|e| Error::Json(e.to_string()))?;
         let signature = self.sign(&body);
         Ok(SignedPayload { body, signature })
@@ -144,12 +141,13 @@ mod tests {
     fn payload_is_json_and_verifies() {
         let signer = WebhookSigner::new(b"s3cret").expect("signer");
         let alert = Alert {
-            tenant: Some("acme".into()),
+            tenant: Some(model::TenantId(7)),
             severity: Severity::Critical,
-            event: events::FRAUD_BURST,
+            event: events::FRAUD_BURST.into(),
             message: "120 calls in an hour".into(),
             at_ms: 1_700_000_000_000,
         };
+        let alert = WebhookAlert::new(&alert, Some("acme".into()));
         let p = signer.payload(&alert).expect("payload");
         let v: serde_json::Value = serde_json::from_slice(&p.body).expect("json");
         assert_eq!(v["event"], "fraud.burst");
@@ -174,10 +172,11 @@ mod tests {
         let alert = Alert {
             tenant: None,
             severity: Severity::Warning,
-            event: events::SIP_BAN,
+            event: events::SIP_BAN.into(),
             message: "m".into(),
             at_ms: 1,
         };
+        let alert = WebhookAlert::new(&alert, None);
         let v = serde_json::to_value(&alert).expect("json");
         assert!(v["tenant"].is_null());
         assert!(WebhookSigner::new(b"").is_err());

@@ -34,7 +34,7 @@ pub mod scanner;
 pub mod usage;
 
 pub use acl::{Acl, TenantAcls};
-pub use alerts::{Alert, Severity, WebhookSigner};
+pub use alerts::{Alert, Severity, WebhookAlert, WebhookSigner};
 pub use bans::{Ban, BanConfig, BanEvent, Bans};
 pub use classify::{Classification, Classifier, ClassifierConfig, DestinationClass};
 pub use error::{Error, Result};

@@ -12,6 +12,8 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::time::{Duration, Instant};
 
+use model::TenantId;
+
 use crate::DestinationClass;
 use crate::alerts::{Alert, Severity, events};
 use crate::bans::evict_oldest_batch;
@@ -159,7 +161,7 @@ impl Default for PatternConfig {
 pub struct PatternAlert {
     /// Stable event name from [`events`], e.g. `"fraud.burst"`.
     pub event: &'static str,
-    pub tenant: String,
+    pub tenant: TenantId,
     /// The extension concerned; `None` for tenant-wide rules.
     pub extension: Option<String>,
     pub severity: Severity,
@@ -171,9 +173,9 @@ impl PatternAlert {
     /// The alert record for the store and webhooks.
     pub fn to_alert(&self, at_ms: i64) -> Alert {
         Alert {
-            tenant: Some(self.tenant.clone()),
+            tenant: Some(self.tenant),
             severity: self.severity,
-            event: self.event,
+            event: self.event.to_owned(),
             message: self.message.clone(),
             at_ms,
         }
@@ -183,7 +185,7 @@ impl PatternAlert {
 /// A call that just started.
 #[derive(Debug, Clone, Copy)]
 pub struct CallInfo<'a> {
-    pub tenant: &'a str,
+    pub tenant: TenantId,
     pub extension: &'a str,
     pub class: DestinationClass,
     /// The tenant's calls in progress, this one included.
@@ -234,8 +236,8 @@ struct State {
 #[derive(Debug)]
 pub struct Patterns {
     config: PatternConfig,
-    states: HashMap<(String, Option<String>), State>,
-    hours: HashMap<String, BusinessHours>,
+    states: HashMap<(TenantId, Option<String>), State>,
+    hours: HashMap<TenantId, BusinessHours>,
     hasher: RandomState,
 }
 
@@ -250,9 +252,9 @@ impl Patterns {
     }
 
     /// Gives `tenant` its own business hours.
-    pub fn set_business_hours(&mut self, tenant: &str, hours: BusinessHours) {
-        if self.hours.len() < self.config.max_tracked.max(1) || self.hours.contains_key(tenant) {
-            self.hours.insert(crate::truncate(tenant, 128), hours);
+    pub fn set_business_hours(&mut self, tenant: TenantId, hours: BusinessHours) {
+        if self.hours.len() < self.config.max_tracked.max(1) || self.hours.contains_key(&tenant) {
+            self.hours.insert(tenant, hours);
         }
     }
 
@@ -265,11 +267,8 @@ impl Patterns {
         }
     }
 
-    fn state(&mut self, tenant: &str, extension: Option<&str>, now: Instant) -> &mut State {
-        let key = (
-            crate::truncate(tenant, 128),
-            extension.map(|e| crate::truncate(e, 64)),
-        );
+    fn state(&mut self, tenant: TenantId, extension: Option<&str>, now: Instant) -> &mut State {
+        let key = (tenant, extension.map(|e| crate::truncate(e, 64)));
         if !self.states.contains_key(&key) {
             evict_oldest_batch(&mut self.states, self.config.max_tracked.max(1), |s| {
                 s.last.unwrap_or(now)
@@ -300,7 +299,7 @@ impl Patterns {
                     extension.map_or_else(|| "tenant".to_owned(), |e| format!("extension {e}"));
                 out.push(PatternAlert {
                     event: events::FRAUD_BURST,
-                    tenant: call.tenant.to_owned(),
+                    tenant: call.tenant,
                     extension: extension.map(str::to_owned),
                     severity: Severity::Warning,
                     message: format!(
@@ -321,7 +320,7 @@ impl Patterns {
                     h.concurrency_alerted = Some(hour);
                     out.push(PatternAlert {
                         event: events::FRAUD_CONCURRENCY,
-                        tenant: call.tenant.to_owned(),
+                        tenant: call.tenant,
                         extension: None,
                         severity: Severity::Warning,
                         message: format!(
@@ -336,7 +335,7 @@ impl Patterns {
 
         let hours = self
             .hours
-            .get(call.tenant)
+            .get(&call.tenant)
             .copied()
             .unwrap_or(self.config.business_hours);
         if self.config.off_hours.enabled && call.class.is_costly() && !hours.contains(call.unix_ms)
@@ -347,7 +346,7 @@ impl Patterns {
                 s.hourly.off_hours_alerted = Some(hour);
                 out.push(PatternAlert {
                     event: events::FRAUD_OFF_HOURS,
-                    tenant: call.tenant.to_owned(),
+                    tenant: call.tenant,
                     extension: Some(call.extension.to_owned()),
                     severity: Severity::Warning,
                     message: format!(
@@ -365,7 +364,7 @@ impl Patterns {
     /// Looks at a call that ended after `talk` time to `destination`.
     pub fn call_ended(
         &mut self,
-        tenant: &str,
+        tenant: TenantId,
         extension: &str,
         destination: &str,
         talk: Duration,
@@ -398,7 +397,7 @@ impl Patterns {
         s.short.clear();
         Some(PatternAlert {
             event: events::FRAUD_SHORT_CALLS,
-            tenant: tenant.to_owned(),
+            tenant,
             extension: Some(extension.to_owned()),
             severity: Severity::Critical,
             message: format!(
@@ -410,9 +409,9 @@ impl Patterns {
     }
 
     /// The hourly call baseline of a tenant (`extension = None`) or extension.
-    pub fn baseline(&self, tenant: &str, extension: Option<&str>) -> Option<f64> {
+    pub fn baseline(&self, tenant: TenantId, extension: Option<&str>) -> Option<f64> {
         self.states
-            .get(&(tenant.to_owned(), extension.map(str::to_owned)))
+            .get(&(tenant, extension.map(str::to_owned)))
             .map(|s| s.hourly.calls_ewma)
     }
 
@@ -425,6 +424,8 @@ impl Patterns {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const ACME: TenantId = TenantId(1);
 
     /// Monday 2024-01-01 00:00 UTC.
     const MONDAY: i64 = 1_704_067_200_000;
@@ -468,7 +469,7 @@ mod tests {
         unix_ms: i64,
     ) -> CallInfo<'_> {
         CallInfo {
-            tenant: "acme",
+            tenant: ACME,
             extension: ext,
             class,
             concurrent,
@@ -554,7 +555,7 @@ mod tests {
         }
         let next = start + 6 * HOUR_MS;
         p.call_started(&call("100", DestinationClass::National, 1, t0, next));
-        let base = p.baseline("acme", Some("100")).expect("baseline");
+        let base = p.baseline(ACME, Some("100")).expect("baseline");
         assert!(base > 15.0 && base <= 20.0, "{base}");
         let mut p2 = Patterns::new(config());
         for hour in 0..6 {
@@ -619,7 +620,7 @@ mod tests {
                 .is_empty()
         );
         p.set_business_hours(
-            "acme",
+            ACME,
             BusinessHours {
                 weekdays: [true; 7],
                 start_hour: 0,
@@ -640,19 +641,19 @@ mod tests {
         let short = Duration::from_secs(3);
         // long calls and repeats of one destination do not count
         assert!(
-            p.call_ended("acme", "100", "+4420", Duration::from_secs(60), t0)
+            p.call_ended(ACME, "100", "+4420", Duration::from_secs(60), t0)
                 .is_none()
         );
         for i in 0..5 {
             assert!(
-                p.call_ended("acme", "100", "+4420", short, t0 + Duration::from_secs(i))
+                p.call_ended(ACME, "100", "+4420", short, t0 + Duration::from_secs(i))
                     .is_none()
             );
         }
         let mut fired = None;
         for (i, d) in ["+881", "+882", "+883"].iter().enumerate() {
             fired = p.call_ended(
-                "acme",
+                ACME,
                 "100",
                 d,
                 short,
@@ -662,13 +663,13 @@ mod tests {
         let alert = fired.expect("alert");
         assert_eq!(alert.event, events::FRAUD_SHORT_CALLS);
         assert_eq!(alert.action, Some(AutoSuspend::Extension));
-        assert_eq!(alert.to_alert(5).tenant.as_deref(), Some("acme"));
+        assert_eq!(alert.to_alert(5).tenant, Some(ACME));
         // spread beyond the window: no alert
         let mut p = Patterns::new(config());
         for i in 0..10u64 {
             let d = format!("+4420{i}");
             assert!(
-                p.call_ended("acme", "100", &d, short, t0 + Duration::from_secs(i * 300))
+                p.call_ended(ACME, "100", &d, short, t0 + Duration::from_secs(i * 300))
                     .is_none()
             );
         }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use model::{TenantId, TenantLimits, limits};
 use parking_lot::Mutex;
 
 use crate::DestinationClass;
@@ -21,6 +22,10 @@ const MAX_TENANT_WINDOW_ENTRIES: usize = 16_384;
 const DAY_MS: i64 = 86_400_000;
 
 /// Limits of one tenant (and of each of its extensions). `None` is unlimited.
+///
+/// The defaults of the concurrent-call, call-rate and spend limits, and how
+/// they relate to the shipped policy's limit, are documented once, in
+/// `pbx_model::limits`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     pub max_concurrent_tenant: Option<u32>,
@@ -38,17 +43,31 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
-            max_concurrent_tenant: Some(100),
-            max_concurrent_extension: Some(4),
-            max_calls_per_second: Some(10),
+            max_concurrent_tenant: Some(limits::DEFAULT_MAX_CONCURRENT_TENANT),
+            max_concurrent_extension: Some(limits::DEFAULT_MAX_CONCURRENT_EXTENSION),
+            max_calls_per_second: Some(limits::DEFAULT_MAX_CALLS_PER_SECOND),
             window: Duration::from_secs(3600),
             per_class_in_window: vec![
                 (DestinationClass::International, 20),
                 (DestinationClass::PremiumRate, 0),
                 (DestinationClass::HighRisk, 0),
             ],
-            daily_cap_cents: Some(10_000),
+            daily_cap_cents: Some(limits::DEFAULT_DAILY_CAP_CENTS),
         }
+    }
+}
+
+impl Limits {
+    /// These limits with the tenant's own values where it has them (a `None`
+    /// in `own` keeps the value here).
+    pub fn overridden_by(mut self, own: &TenantLimits) -> Limits {
+        self.max_concurrent_tenant = own.max_concurrent.or(self.max_concurrent_tenant);
+        self.max_concurrent_extension = own
+            .max_concurrent_extension
+            .or(self.max_concurrent_extension);
+        self.max_calls_per_second = own.max_calls_per_second.or(self.max_calls_per_second);
+        self.daily_cap_cents = own.daily_cap_cents.or(self.daily_cap_cents);
+        self
     }
 }
 
@@ -85,7 +104,7 @@ impl Default for UsageConfig {
 /// A new call to check and count.
 #[derive(Debug, Clone, Copy)]
 pub struct CallStart<'a> {
-    pub tenant: &'a str,
+    pub tenant: TenantId,
     /// The calling extension.
     pub extension: &'a str,
     pub class: DestinationClass,
@@ -162,7 +181,7 @@ struct TenantUsage {
 #[derive(Debug)]
 struct Inner {
     config: UsageConfig,
-    tenants: HashMap<String, TenantUsage>,
+    tenants: HashMap<TenantId, TenantUsage>,
 }
 
 /// Usage counters shared between threads; clones share the same counters.
@@ -186,7 +205,7 @@ impl Usage {
     }
 
     /// Gives `tenant` its own limits instead of the defaults.
-    pub fn set_limits(&self, tenant: &str, limits: Limits) -> Result<(), Denial> {
+    pub fn set_limits(&self, tenant: TenantId, limits: Limits) -> Result<(), Denial> {
         let mut inner = self.inner.lock();
         let t = tenant_entry(&mut inner, tenant, None)?;
         t.limits = Some(limits);
@@ -306,20 +325,20 @@ impl Usage {
     }
 
     /// Calls in progress for the tenant.
-    pub fn concurrent(&self, tenant: &str) -> u32 {
+    pub fn concurrent(&self, tenant: TenantId) -> u32 {
         let inner = self.inner.lock();
         inner
             .tenants
-            .get(tenant)
+            .get(&tenant)
             .map_or(0, |t| t.active.load(Ordering::Acquire))
     }
 
     /// Calls in progress for one extension.
-    pub fn concurrent_extension(&self, tenant: &str, extension: &str) -> u32 {
+    pub fn concurrent_extension(&self, tenant: TenantId, extension: &str) -> u32 {
         let inner = self.inner.lock();
         inner
             .tenants
-            .get(tenant)
+            .get(&tenant)
             .and_then(|t| t.extensions.get(extension))
             .map_or(0, |e| e.active.load(Ordering::Acquire))
     }
@@ -331,14 +350,14 @@ impl Usage {
     /// saturate at the entries kept (4,096 per extension, 16,384 per tenant).
     pub fn calls_in_window(
         &self,
-        tenant: &str,
+        tenant: TenantId,
         extension: Option<&str>,
         class: Option<DestinationClass>,
         window: Duration,
         now: Instant,
     ) -> u32 {
         let inner = self.inner.lock();
-        let Some(t) = inner.tenants.get(tenant) else {
+        let Some(t) = inner.tenants.get(&tenant) else {
             return 0;
         };
         let kept = t.limits.as_ref().unwrap_or(&inner.config.defaults).window;
@@ -366,7 +385,7 @@ impl Usage {
     /// `unix_ms`; returns the day's spend so far.
     pub fn charge(
         &self,
-        tenant: &str,
+        tenant: TenantId,
         class: DestinationClass,
         billed: Duration,
         unix_ms: i64,
@@ -384,11 +403,11 @@ impl Usage {
     }
 
     /// The tenant's spend on the UTC day of `unix_ms`, cents.
-    pub fn spend_today(&self, tenant: &str, unix_ms: i64) -> u64 {
+    pub fn spend_today(&self, tenant: TenantId, unix_ms: i64) -> u64 {
         let inner = self.inner.lock();
         inner
             .tenants
-            .get(tenant)
+            .get(&tenant)
             .filter(|t| t.spend_day == unix_ms.div_euclid(DAY_MS))
             .map_or(0, |t| t.spend_cents)
     }
@@ -409,13 +428,13 @@ fn cost(config: &UsageConfig, class: DestinationClass, billed: Duration) -> u64 
     rate.saturating_mul(ms).div_ceil(60_000)
 }
 
-fn tenant_entry<'a>(
-    inner: &'a mut Inner,
-    tenant: &str,
+fn tenant_entry(
+    inner: &mut Inner,
+    tenant: TenantId,
     now: Option<Instant>,
-) -> Result<&'a mut TenantUsage, Denial> {
+) -> Result<&mut TenantUsage, Denial> {
     let cap = inner.config.max_tenants.max(1);
-    if !inner.tenants.contains_key(tenant) && inner.tenants.len() >= cap {
+    if !inner.tenants.contains_key(&tenant) && inner.tenants.len() >= cap {
         let window = inner.config.defaults.window;
         // drop tenants with nothing running, no limits of their own and no
         // recent calls (their spend is gone with them, so keep recent ones)
@@ -430,10 +449,7 @@ fn tenant_entry<'a>(
             return Err(Denial::TooManyTracked);
         }
     }
-    Ok(inner
-        .tenants
-        .entry(crate::truncate(tenant, 128))
-        .or_default())
+    Ok(inner.tenants.entry(tenant).or_default())
 }
 
 #[cfg(test)]
@@ -441,8 +457,17 @@ mod tests {
     use super::*;
     use DestinationClass::*;
 
+    const ACME: TenantId = TenantId(1);
+    const BETA: TenantId = TenantId(2);
+    const NOBODY: TenantId = TenantId(3);
+    const FAST: TenantId = TenantId(4);
+    const A: TenantId = TenantId(11);
+    const B: TenantId = TenantId(12);
+    const C: TenantId = TenantId(13);
+    const D: TenantId = TenantId(14);
+
     fn call<'a>(
-        tenant: &'a str,
+        tenant: TenantId,
         extension: &'a str,
         class: DestinationClass,
         now: Instant,
@@ -454,6 +479,30 @@ mod tests {
             now,
             unix_ms: 1_700_000_000_000,
         }
+    }
+
+    #[test]
+    fn a_tenants_own_limits_override_only_what_they_name() {
+        let own = TenantLimits {
+            max_concurrent: Some(7),
+            daily_cap_cents: Some(0),
+            ..TenantLimits::default()
+        };
+        let l = Limits::default().overridden_by(&own);
+        assert_eq!(l.max_concurrent_tenant, Some(7));
+        assert_eq!(l.daily_cap_cents, Some(0));
+        assert_eq!(
+            l.max_concurrent_extension,
+            Some(limits::DEFAULT_MAX_CONCURRENT_EXTENSION)
+        );
+        assert_eq!(
+            l.max_calls_per_second,
+            Some(limits::DEFAULT_MAX_CALLS_PER_SECOND)
+        );
+        assert_eq!(
+            Limits::default().overridden_by(&TenantLimits::default()),
+            Limits::default()
+        );
     }
 
     fn limits() -> Limits {
@@ -478,32 +527,32 @@ mod tests {
     fn concurrent_limits_and_guards() {
         let t0 = Instant::now();
         let u = usage();
-        let a = u.start_call(&call("acme", "100", National, t0)).expect("1");
-        let b = u.start_call(&call("acme", "100", National, t0)).expect("2");
+        let a = u.start_call(&call(ACME, "100", National, t0)).expect("1");
+        let b = u.start_call(&call(ACME, "100", National, t0)).expect("2");
         assert_eq!(
-            u.start_call(&call("acme", "100", National, t0)).err(),
+            u.start_call(&call(ACME, "100", National, t0)).err(),
             Some(Denial::ExtensionConcurrent { limit: 2 })
         );
-        let c = u.start_call(&call("acme", "101", National, t0)).expect("3");
+        let c = u.start_call(&call(ACME, "101", National, t0)).expect("3");
         assert_eq!(
-            u.start_call(&call("acme", "102", National, t0)).err(),
+            u.start_call(&call(ACME, "102", National, t0)).err(),
             Some(Denial::TenantConcurrent { limit: 3 })
         );
         // other tenants are not affected
         let other = u
-            .start_call(&call("beta", "100", National, t0))
+            .start_call(&call(BETA, "100", National, t0))
             .expect("beta");
-        assert_eq!(u.concurrent("acme"), 3);
-        assert_eq!(u.concurrent_extension("acme", "100"), 2);
+        assert_eq!(u.concurrent(ACME), 3);
+        assert_eq!(u.concurrent_extension(ACME, "100"), 2);
         drop(b);
-        assert_eq!(u.concurrent("acme"), 2);
-        assert_eq!(u.concurrent_extension("acme", "100"), 1);
+        assert_eq!(u.concurrent(ACME), 2);
+        assert_eq!(u.concurrent_extension(ACME, "100"), 1);
         drop(c);
         drop(a);
         drop(other);
-        assert_eq!(u.concurrent("acme"), 0);
-        assert_eq!(u.concurrent("beta"), 0);
-        assert_eq!(u.concurrent_extension("acme", "101"), 0);
+        assert_eq!(u.concurrent(ACME), 0);
+        assert_eq!(u.concurrent(BETA), 0);
+        assert_eq!(u.concurrent_extension(ACME, "101"), 0);
     }
 
     #[test]
@@ -530,10 +579,10 @@ mod tests {
                     let mut held = Vec::new();
                     let mut admitted = 0u32;
                     for i in 0..2000u32 {
-                        if let Ok(g) = u.start_call(&call("acme", &ext, National, t0)) {
+                        if let Ok(g) = u.start_call(&call(ACME, &ext, National, t0)) {
                             admitted += 1;
                             held.push(g);
-                            peak.fetch_max(u.concurrent("acme"), Ordering::AcqRel);
+                            peak.fetch_max(u.concurrent(ACME), Ordering::AcqRel);
                         }
                         // drop guards in a scrambled order
                         if !held.is_empty() && (i * 7 + thread) % 3 != 0 {
@@ -563,9 +612,9 @@ mod tests {
             }
         });
         dropper.join().expect("dropper");
-        assert_eq!(u.concurrent("acme"), 0);
+        assert_eq!(u.concurrent(ACME), 0);
         for ext in ["100", "101", "102"] {
-            assert_eq!(u.concurrent_extension("acme", ext), 0);
+            assert_eq!(u.concurrent_extension(ACME, ext), 0);
         }
     }
 
@@ -578,35 +627,35 @@ mod tests {
         // Calls at 0 s, 100 s, 200 s and 300 s; the last one by another extension.
         for (i, ext) in [(0u64, "100"), (100, "100"), (200, "100"), (300, "101")] {
             drop(
-                u.start_call(&call("acme", ext, National, t0 + Duration::from_secs(i)))
+                u.start_call(&call(ACME, ext, National, t0 + Duration::from_secs(i)))
                     .expect("national"),
             );
         }
         let now = t0 + Duration::from_secs(330);
         let minute = Duration::from_secs(60);
-        assert_eq!(u.calls_in_window("acme", Some("100"), None, minute, now), 0);
+        assert_eq!(u.calls_in_window(ACME, Some("100"), None, minute, now), 0);
         assert_eq!(
-            u.calls_in_window("acme", Some("100"), None, Duration::from_secs(200), now),
+            u.calls_in_window(ACME, Some("100"), None, Duration::from_secs(200), now),
             1
         );
-        assert_eq!(u.calls_in_window("acme", Some("100"), None, HOUR, now), 3);
-        assert_eq!(u.calls_in_window("acme", None, None, minute, now), 1);
-        assert_eq!(u.calls_in_window("acme", None, None, HOUR, now), 4);
+        assert_eq!(u.calls_in_window(ACME, Some("100"), None, HOUR, now), 3);
+        assert_eq!(u.calls_in_window(ACME, None, None, minute, now), 1);
+        assert_eq!(u.calls_in_window(ACME, None, None, HOUR, now), 4);
         assert_eq!(
-            u.calls_in_window("acme", None, Some(International), HOUR, now),
+            u.calls_in_window(ACME, None, Some(International), HOUR, now),
             0
         );
         assert_eq!(
-            u.calls_in_window("acme", Some("101"), Some(National), minute, now),
+            u.calls_in_window(ACME, Some("101"), Some(National), minute, now),
             1
         );
         // Longer than the tenant's window: counts what is kept.
         let day = Duration::from_secs(86_400);
         assert_eq!(
-            u.calls_in_window("acme", None, None, day, t0 + Duration::from_secs(3650)),
+            u.calls_in_window(ACME, None, None, day, t0 + Duration::from_secs(3650)),
             3
         );
-        assert_eq!(u.calls_in_window("nobody", None, None, HOUR, now), 0);
+        assert_eq!(u.calls_in_window(NOBODY, None, None, HOUR, now), 0);
     }
 
     #[test]
@@ -616,7 +665,7 @@ mod tests {
         for i in 0..2u64 {
             let g = u
                 .start_call(&call(
-                    "acme",
+                    ACME,
                     "100",
                     International,
                     t0 + Duration::from_secs(i),
@@ -626,7 +675,7 @@ mod tests {
         }
         assert_eq!(
             u.calls_in_window(
-                "acme",
+                ACME,
                 Some("100"),
                 Some(International),
                 HOUR,
@@ -636,7 +685,7 @@ mod tests {
         );
         assert_eq!(
             u.start_call(&call(
-                "acme",
+                ACME,
                 "100",
                 International,
                 t0 + Duration::from_secs(10)
@@ -648,22 +697,19 @@ mod tests {
             })
         );
         // another extension has its own window; premium is never allowed
-        assert!(
-            u.start_call(&call("acme", "101", International, t0))
-                .is_ok()
-        );
+        assert!(u.start_call(&call(ACME, "101", International, t0)).is_ok());
         assert!(matches!(
-            u.start_call(&call("acme", "101", PremiumRate, t0)),
+            u.start_call(&call(ACME, "101", PremiumRate, t0)),
             Err(Denial::ClassWindow { limit: 0, .. })
         ));
         // an hour after the first call, one slot is free again
         let later = t0 + Duration::from_secs(3600);
         assert_eq!(
-            u.calls_in_window("acme", Some("100"), Some(International), HOUR, later),
+            u.calls_in_window(ACME, Some("100"), Some(International), HOUR, later),
             1
         );
         assert!(
-            u.start_call(&call("acme", "100", International, later))
+            u.start_call(&call(ACME, "100", International, later))
                 .is_ok()
         );
     }
@@ -673,7 +719,7 @@ mod tests {
         let t0 = Instant::now();
         let u = usage();
         u.set_limits(
-            "fast",
+            FAST,
             Limits {
                 max_calls_per_second: Some(2),
                 max_concurrent_tenant: None,
@@ -682,20 +728,15 @@ mod tests {
             },
         )
         .expect("limits");
-        assert!(u.start_call(&call("fast", "1", National, t0)).is_ok());
-        assert!(u.start_call(&call("fast", "2", National, t0)).is_ok());
+        assert!(u.start_call(&call(FAST, "1", National, t0)).is_ok());
+        assert!(u.start_call(&call(FAST, "2", National, t0)).is_ok());
         assert_eq!(
-            u.start_call(&call(
-                "fast",
-                "3",
-                National,
-                t0 + Duration::from_millis(999)
-            ))
-            .err(),
+            u.start_call(&call(FAST, "3", National, t0 + Duration::from_millis(999)))
+                .err(),
             Some(Denial::CallsPerSecond { limit: 2 })
         );
         assert!(
-            u.start_call(&call("fast", "3", National, t0 + Duration::from_secs(1)))
+            u.start_call(&call(FAST, "3", National, t0 + Duration::from_secs(1)))
                 .is_ok()
         );
     }
@@ -710,17 +751,17 @@ mod tests {
         assert_eq!(u.cost_cents(International, Duration::from_millis(1)), 1);
         assert_eq!(u.cost_cents(Internal, Duration::from_secs(600)), 0);
         assert_eq!(
-            u.charge("acme", International, Duration::from_secs(270), day),
+            u.charge(ACME, International, Duration::from_secs(270), day),
             Ok(90)
         );
-        assert!(u.start_call(&call("acme", "100", National, t0)).is_ok());
+        assert!(u.start_call(&call(ACME, "100", National, t0)).is_ok());
         assert_eq!(
-            u.charge("acme", National, Duration::from_secs(600), day),
+            u.charge(ACME, National, Duration::from_secs(600), day),
             Ok(100)
         );
-        assert_eq!(u.spend_today("acme", day), 100);
+        assert_eq!(u.spend_today(ACME, day), 100);
         assert_eq!(
-            u.start_call(&call("acme", "100", National, t0)).err(),
+            u.start_call(&call(ACME, "100", National, t0)).err(),
             Some(Denial::SpendCap {
                 spent: 100,
                 cap: 100
@@ -728,10 +769,10 @@ mod tests {
         );
         let tomorrow = CallStart {
             unix_ms: day + DAY_MS,
-            ..call("acme", "100", National, t0)
+            ..call(ACME, "100", National, t0)
         };
         assert!(u.start_call(&tomorrow).is_ok());
-        assert_eq!(u.spend_today("acme", day + DAY_MS), 0);
+        assert_eq!(u.spend_today(ACME, day + DAY_MS), 0);
     }
 
     #[test]
@@ -743,21 +784,21 @@ mod tests {
             max_extensions_per_tenant: 2,
             ..UsageConfig::default()
         });
-        let _held = u.start_call(&call("a", "1", National, t0)).expect("a");
-        assert!(u.start_call(&call("b", "1", National, t0)).is_ok());
-        assert!(u.start_call(&call("c", "1", National, t0)).is_ok());
+        let _held = u.start_call(&call(A, "1", National, t0)).expect("a");
+        assert!(u.start_call(&call(B, "1", National, t0)).is_ok());
+        assert!(u.start_call(&call(C, "1", National, t0)).is_ok());
         assert_eq!(
-            u.start_call(&call("d", "1", National, t0)).err(),
+            u.start_call(&call(D, "1", National, t0)).err(),
             Some(Denial::TooManyTracked)
         );
         // a day later the idle tenants make room; the busy one stays
         let later = t0 + Duration::from_secs(86_400);
-        assert!(u.start_call(&call("d", "1", National, later)).is_ok());
-        assert_eq!(u.concurrent("a"), 1);
+        assert!(u.start_call(&call(D, "1", National, later)).is_ok());
+        assert_eq!(u.concurrent(A), 1);
         assert!(u.tracked_tenants() <= 3);
-        assert!(u.start_call(&call("a", "2", National, t0)).is_ok());
+        assert!(u.start_call(&call(A, "2", National, t0)).is_ok());
         assert_eq!(
-            u.start_call(&call("a", "3", National, t0)).err(),
+            u.start_call(&call(A, "3", National, t0)).err(),
             Some(Denial::TooManyTracked)
         );
     }

@@ -23,7 +23,7 @@ fn call_path(c: &mut Criterion) {
         .load(World::Policy, shipped::RESTRICTIONS)
         .expect("policy");
     let caps = TenantCaps {
-        tenant: Arc::from("bench"),
+        tenant: model::TenantId(1),
         directory: Arc::new(
             Directory::new()
                 .with_extension("100", "Alice", true)

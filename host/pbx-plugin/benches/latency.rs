@@ -24,7 +24,7 @@ const WARM_UP: usize = 2_000;
 
 fn caps() -> TenantCaps {
     TenantCaps {
-        tenant: Arc::from("bench"),
+        tenant: model::TenantId(1),
         directory: Arc::new(
             Directory::new()
                 .with_extension("100", "Alice", true)

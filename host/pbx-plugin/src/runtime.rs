@@ -9,6 +9,7 @@ use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use model::{Severity, TenantId};
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker, ResourceTable};
@@ -24,7 +25,7 @@ use crate::bindings::log::Level;
 use crate::bindings::policy::PolicyPre;
 use crate::caps::{Alert, TenantCaps};
 use crate::error::{Error, PluginError, Result, ValidationError};
-use crate::types::{Action, Call, Cdr, Decision, Severity, Verdict};
+use crate::types::{Action, Call, Cdr, Decision, Verdict};
 
 /// Most bytes one lift out of guest memory may copy to the host.
 const MAX_LIFT_BYTES: usize = 4 << 20;
@@ -289,7 +290,7 @@ impl ResourceLimiter for MemoryCap {
 }
 
 /// Tenant key and plugin hash; both shared, so building a key never allocates.
-type HealthKey = (Arc<str>, Arc<str>);
+type HealthKey = (TenantId, Arc<str>);
 
 /// A plugin's recent failures for one tenant.
 struct Health {
@@ -304,8 +305,8 @@ struct Health {
 /// A plugin quarantined for one tenant (see [`PluginRuntime::quarantines`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Quarantine {
-    /// The tenant's host-side key ([`TenantCaps::tenant`]).
-    pub tenant: Arc<str>,
+    /// The tenant ([`TenantCaps::tenant`]).
+    pub tenant: TenantId,
     /// The plugin's content hash.
     pub hash: Arc<str>,
     /// The failure that completed the quarantine, as alerted.
@@ -651,10 +652,10 @@ impl PluginRuntime {
 
     /// Whether `plugin` is quarantined for `tenant` (and its back-off has not
     /// run out).
-    pub fn is_quarantined(&self, tenant: &str, plugin: &LoadedPlugin) -> bool {
+    pub fn is_quarantined(&self, tenant: TenantId, plugin: &LoadedPlugin) -> bool {
         self.failures
             .lock()
-            .get(&(Arc::from(tenant), Arc::clone(&plugin.hash)))
+            .get(&(tenant, Arc::clone(&plugin.hash)))
             .and_then(|h| h.since)
             .is_some_and(|since| since.elapsed() < self.config.quarantine_backoff)
     }
@@ -668,7 +669,7 @@ impl PluginRuntime {
             .filter_map(|((tenant, hash), health)| {
                 let age = health.since?.elapsed();
                 (age < backoff).then(|| Quarantine {
-                    tenant: Arc::clone(tenant),
+                    tenant: *tenant,
                     hash: Arc::clone(hash),
                     reason: health.reason.clone(),
                     age,
@@ -680,16 +681,16 @@ impl PluginRuntime {
 
     /// Lift a quarantine (for example after the tenant uploads a fix or an
     /// operator intervenes) and reset the failure count.
-    pub fn release_quarantine(&self, tenant: &str, plugin: &LoadedPlugin) {
+    pub fn release_quarantine(&self, tenant: TenantId, plugin: &LoadedPlugin) {
         self.release_quarantine_of(tenant, &plugin.hash);
     }
 
     /// [`PluginRuntime::release_quarantine`] by content hash; true when there
     /// was a quarantine or failure count to clear.
-    pub fn release_quarantine_of(&self, tenant: &str, hash: &str) -> bool {
+    pub fn release_quarantine_of(&self, tenant: TenantId, hash: &str) -> bool {
         self.failures
             .lock()
-            .remove(&(Arc::from(tenant), Arc::from(hash)))
+            .remove(&(tenant, Arc::from(hash)))
             .is_some()
     }
 
@@ -726,7 +727,7 @@ impl PluginRuntime {
         entry: &str,
         run: impl FnOnce(&mut Store<HostState>) -> Result<R, Failure>,
     ) -> Result<R, PluginError> {
-        let key: HealthKey = (Arc::clone(&caps.tenant), Arc::clone(&plugin.hash));
+        let key: HealthKey = (caps.tenant, Arc::clone(&plugin.hash));
         let threshold = self.config.quarantine_after.max(1);
         {
             let mut failures = self.failures.lock();

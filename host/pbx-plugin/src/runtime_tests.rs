@@ -15,11 +15,20 @@ struct Tenant {
     log: Arc<PluginLog>,
 }
 
+/// The id of the test tenant called `name`: distinct names, distinct ids.
+fn id_of(name: &str) -> model::TenantId {
+    const NAMES: &[&str] = &[
+        "acme", "other", "small", "tiny", "t1", "t2", "t3", "t4", "t5", "t6", "t7", "t8",
+    ];
+    let at = NAMES.iter().position(|n| *n == name);
+    model::TenantId(at.map_or(1_000, |i| i as i64 + 1))
+}
+
 fn tenant_with(name: &str, directory: Directory, usage: FixedUsage, quota: usize) -> Tenant {
     let alerts = Arc::new(MemoryAlerts::default());
     let log = Arc::new(PluginLog::default());
     let caps = TenantCaps {
-        tenant: Arc::from(name),
+        tenant: id_of(name),
         directory: Arc::new(directory),
         storage: Arc::new(MemoryStorage::new(quota)),
         usage: Arc::new(usage),
@@ -543,11 +552,26 @@ fn default_policy_denies_excess_concurrency_and_call_rate() {
         rt.check_call(&policy, &limited.caps, &national, &out),
         Verdict::Allow
     );
+    // The unconfigured limit is the one `pbx_model::limits` documents.
+    let default = model::limits::SHIPPED_POLICY_MAX_CONCURRENT;
+    let under_default = tenant_with(
+        "t7",
+        dir.clone(),
+        FixedUsage {
+            concurrent: default - 1,
+            ..FixedUsage::default()
+        },
+        4096,
+    );
+    assert_eq!(
+        rt.check_call(&policy, &under_default.caps, &national, &out),
+        Verdict::Allow
+    );
     let at_default = tenant_with(
         "t5",
         dir.clone(),
         FixedUsage {
-            concurrent: 10,
+            concurrent: default,
             ..FixedUsage::default()
         },
         4096,
@@ -600,7 +624,7 @@ fn repeated_failures_quarantine_the_plugin_for_that_tenant_only() {
             Err(PluginError::Trap(_))
         ));
     }
-    assert!(rt.is_quarantined("acme", &plan));
+    assert!(rt.is_quarantined(id_of("acme"), &plan));
     let err = rt.route(&plan, &t.caps, &c).unwrap_err();
     assert_eq!(err, PluginError::Quarantined);
     assert_eq!(err.sip_status(), 503);
@@ -608,7 +632,7 @@ fn repeated_failures_quarantine_the_plugin_for_that_tenant_only() {
     assert!(
         alerts
             .iter()
-            .any(|a| a.severity == Severity::Critical && a.message.contains("quarantined")),
+            .any(|a| a.severity == model::Severity::Critical && a.message.contains("quarantined")),
         "{alerts:?}"
     );
     // Another tenant running the same plugin is not affected.
@@ -616,8 +640,8 @@ fn repeated_failures_quarantine_the_plugin_for_that_tenant_only() {
         rt.route(&plan, &other.caps, &c),
         Err(PluginError::Trap(_))
     ));
-    rt.release_quarantine("acme", &plan);
-    assert!(!rt.is_quarantined("acme", &plan));
+    rt.release_quarantine(id_of("acme"), &plan);
+    assert!(!rt.is_quarantined(id_of("acme"), &plan));
     assert!(matches!(
         rt.route(&plan, &t.caps, &c),
         Err(PluginError::Trap(_))
@@ -638,7 +662,7 @@ fn success_resets_the_failure_count() {
         rt.route(&plan, &t.caps, &call("ext", DestinationClass::Unknown))
             .is_err()
     );
-    assert!(!rt.is_quarantined("acme", &plan));
+    assert!(!rt.is_quarantined(id_of("acme"), &plan));
     // A different plugin's success does not reset this one's count.
     assert!(
         rt.route(&own, &t.caps, &call("100", DestinationClass::Internal))
@@ -648,7 +672,7 @@ fn success_resets_the_failure_count() {
         rt.route(&plan, &t.caps, &call("ext", DestinationClass::Unknown))
             .is_err()
     );
-    assert!(rt.is_quarantined("acme", &plan));
+    assert!(rt.is_quarantined(id_of("acme"), &plan));
 }
 
 #[test]
@@ -843,9 +867,9 @@ fn a_quarantine_ends_after_its_back_off_and_says_why() {
     }
     let quarantines = long.quarantines();
     assert_eq!(quarantines.len(), 1, "{quarantines:?}");
-    assert_eq!(&*quarantines[0].tenant, "acme");
+    assert_eq!(quarantines[0].tenant, id_of("acme"));
     assert!(quarantines[0].reason.contains("trapped"), "{quarantines:?}");
-    assert!(long.release_quarantine_of("acme", plan.hash()));
+    assert!(long.release_quarantine_of(id_of("acme"), plan.hash()));
     assert!(long.quarantines().is_empty());
 
     // A zero back-off lifts it at the next call, which runs the plugin again.

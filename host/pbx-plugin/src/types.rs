@@ -11,6 +11,18 @@ pub use crate::bindings::types::{
     Severity, TrunkRoute, Verdict,
 };
 
+/// The severity a plugin names (the WIT enum) is the model's [`model::Severity`]
+/// once it reaches the host.
+impl From<Severity> for model::Severity {
+    fn from(severity: Severity) -> model::Severity {
+        match severity {
+            Severity::Info => model::Severity::Info,
+            Severity::Warning => model::Severity::Warning,
+            Severity::Critical => model::Severity::Critical,
+        }
+    }
+}
+
 /// Most targets one ring decision may name.
 pub const MAX_RING_TARGETS: usize = 32;
 /// Longest ring timeout a decision may ask for, in seconds.

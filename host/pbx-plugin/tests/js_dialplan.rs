@@ -44,7 +44,7 @@ fn component() -> Option<Vec<u8>> {
 
 fn caps(directory: Directory, log: &Arc<PluginLog>) -> TenantCaps {
     TenantCaps {
-        tenant: Arc::from("js-tenant"),
+        tenant: model::TenantId(1),
         directory: Arc::new(directory),
         storage: Arc::new(MemoryStorage::new(4096)),
         usage: Arc::new(FixedUsage::default()),

@@ -1,18 +1,8 @@
 //! Networks a tenant's phones may register and call from.
 
-use serde::{Deserialize, Serialize};
 use sqlx::{Row, SqliteConnection};
 
-use crate::{Error, Result, Store, TenantId};
-
-/// One allowed network, for the whole tenant or one extension.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NetworkAcl {
-    pub tenant: TenantId,
-    pub extension: Option<String>,
-    /// An address or CIDR network, in canonical form.
-    pub cidr: String,
-}
+use crate::{Error, NetworkAcl, Result, Store, TenantId};
 
 /// Parses `10.0.0.0/8`, `2001:db8::/32` or a single address into canonical form.
 fn canonical(cidr: &str) -> Result<String> {

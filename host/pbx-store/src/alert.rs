@@ -4,44 +4,23 @@ use serde::{Deserialize, Serialize};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite};
 
-use crate::{Error, Result, Store, TenantId};
+use crate::{Alert, Error, Result, Severity, Store, TenantId};
 
 /// Most alerts one listing returns.
 pub const MAX_ALERTS: u32 = 1_000;
-
-/// An alert to store.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NewAlert {
-    /// `None` for provider-wide alerts.
-    pub tenant: Option<TenantId>,
-    /// "info", "warning" or "critical".
-    pub severity: String,
-    /// A stable event name such as "fraud.burst" or "sip.ban".
-    pub event: String,
-    pub message: String,
-    pub created_ms: i64,
-}
 
 /// A stored alert.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AlertRecord {
     pub id: i64,
     #[serde(flatten)]
-    pub alert: NewAlert,
+    pub alert: Alert,
     pub acknowledged: bool,
 }
 
-const SEVERITIES: [&str; 3] = ["info", "warning", "critical"];
-
 impl Store {
     /// Stores an alert and returns its id.
-    pub async fn insert_alert(&self, alert: &NewAlert) -> Result<i64> {
-        if !SEVERITIES.contains(&alert.severity.as_str()) {
-            return Err(Error::Invalid(format!(
-                "alert severity {:?}",
-                alert.severity
-            )));
-        }
+    pub async fn insert_alert(&self, alert: &Alert) -> Result<i64> {
         if alert.event.is_empty() || alert.event.len() > 64 {
             return Err(Error::Invalid("alert event name".into()));
         }
@@ -50,10 +29,10 @@ impl Store {
              VALUES (?, ?, ?, ?, ?) RETURNING id",
         )
         .bind(alert.tenant.map(|t| t.0))
-        .bind(&alert.severity)
+        .bind(alert.severity.as_str())
         .bind(&alert.event)
         .bind(&alert.message)
-        .bind(alert.created_ms)
+        .bind(alert.at_ms)
         .fetch_one(&self.pool)
         .await?;
         Ok(row.try_get("id")?)
@@ -103,28 +82,36 @@ fn from_row(row: &SqliteRow) -> Result<AlertRecord> {
     let acknowledged: i64 = row.try_get("acknowledged")?;
     Ok(AlertRecord {
         id: row.try_get("id")?,
-        alert: NewAlert {
+        alert: Alert {
             tenant: tenant.map(TenantId),
-            severity: row.try_get("severity")?,
+            severity: stored_severity(row)?,
             event: row.try_get("event")?,
             message: row.try_get("message")?,
-            created_ms: row.try_get("created_ms")?,
+            at_ms: row.try_get("created_ms")?,
         },
         acknowledged: acknowledged != 0,
     })
+}
+
+/// The `severity` column: the names of [`Severity::as_str`]; any other text is
+/// an error, never a default.
+fn stored_severity(row: &SqliteRow) -> Result<Severity> {
+    let text: String = row.try_get("severity")?;
+    Severity::parse(&text)
+        .ok_or_else(|| Error::Invalid(format!("stored alert has severity {text:?}")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn alert(tenant: Option<TenantId>, event: &str, created_ms: i64) -> NewAlert {
-        NewAlert {
+    fn alert(tenant: Option<TenantId>, event: &str, at_ms: i64) -> Alert {
+        Alert {
             tenant,
-            severity: "warning".into(),
+            severity: Severity::Warning,
             event: event.into(),
-            message: format!("{event} at {created_ms}"),
-            created_ms,
+            message: format!("{event} at {at_ms}"),
+            at_ms,
         }
     }
 
@@ -159,7 +146,7 @@ mod tests {
         );
 
         let all = store.list_all_alerts(100).await.expect("all");
-        let times: Vec<i64> = all.iter().map(|r| r.alert.created_ms).collect();
+        let times: Vec<i64> = all.iter().map(|r| r.alert.at_ms).collect();
         assert_eq!(times, [4_000, 3_000, 2_000, 1_000]);
         assert_eq!(all[0].alert.tenant, None);
         assert_eq!(store.list_all_alerts(2).await.expect("all").len(), 2);
@@ -172,12 +159,38 @@ mod tests {
         assert!(of_b[0].acknowledged);
         assert!(!store.acknowledge_alert(None, 999).await.expect("ack"));
 
-        let mut bad = alert(Some(a), "x", 1);
-        bad.severity = "panic".into();
-        assert!(matches!(
-            store.insert_alert(&bad).await,
-            Err(Error::Invalid(_))
-        ));
+        // the column holds only the model's names ([`stored_severity`] refuses
+        // any other text instead of guessing)
+        for name in Severity::ALL.map(Severity::as_str) {
+            sqlx::query(
+                "INSERT INTO alerts (tenant_id, severity, event, message, created_ms) \
+                 VALUES (?, ?, 'x', 'm', 9000)",
+            )
+            .bind(b.0)
+            .bind(name)
+            .execute(&store.pool)
+            .await
+            .expect("a known severity");
+        }
+        let shown: Vec<Severity> = store
+            .list_alerts(b, 3)
+            .await
+            .expect("list")
+            .iter()
+            .map(|r| r.alert.severity)
+            .collect();
+        assert_eq!(shown.len(), 3);
+        assert!(Severity::ALL.iter().all(|s| shown.contains(s)));
+        assert!(
+            sqlx::query(
+                "INSERT INTO alerts (tenant_id, severity, event, message, created_ms) \
+                 VALUES (?, 'panic', 'x', 'm', 9000)",
+            )
+            .bind(b.0)
+            .execute(&store.pool)
+            .await
+            .is_err()
+        );
         assert!(
             store
                 .insert_alert(&alert(Some(TenantId(99)), "x", 1))

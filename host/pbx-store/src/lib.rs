@@ -52,16 +52,21 @@ mod types;
 mod user;
 mod validate;
 
-pub use acl::NetworkAcl;
-pub use alert::{AlertRecord, MAX_ALERTS, NewAlert};
+pub use alert::{AlertRecord, MAX_ALERTS};
 pub use api_token::{ApiToken, NewApiToken};
 pub use approval::{Approval, ApprovalStatus, ApprovalTarget};
-pub use audit::{AUDIT_KEYED, AuditEntry, AuditHead, AuditRecord, audit_legacy_hash, audit_mac};
+pub use audit::{
+    AUDIT_KEYED, AuditEntry, AuditHead, AuditRecord, AuditReport, audit_legacy_hash, audit_mac,
+};
 pub use ban::BanRecord;
 pub use cdr::CdrFilter;
 pub use cdr_export::{CDR_CSV_HEADER, CdrCursor, write_cdr_csv};
 pub use error::{Error, Result};
-pub use limits::TenantLimits;
+pub use model::{
+    Alert, Cdr, CdrMedia, DigestAlgorithm, DigestAlgorithms, Directory, Disposition, Extension,
+    LegMedia, MediaEncryption, NetworkAcl, Registration, RegistrationChange, Severity, Tenant,
+    TenantId, TenantLimits, TenantStatus, TransportKind,
+};
 pub use plugin::{MAX_TENANT_POLICIES, PluginVersion, Policy, TenantPolicy};
 pub use policy_config::{
     ConfigEntry, ConfigScope, MAX_CONFIG_KEY, MAX_CONFIG_KEYS, MAX_CONFIG_VALUE, MAX_KV_KEY,
@@ -69,7 +74,6 @@ pub use policy_config::{
 };
 pub use secret::SECRET_KEY_FILE;
 pub use trunk::Trunk;
-pub use types::*;
 pub use user::{LoginFailures, MAX_USERNAME, NewUser, TotpState, User, UserChange, UserRole};
 
 /// Checks an extension number the way every store write does (1-32 characters of

@@ -1,18 +1,9 @@
-//! Per-tenant call limits set by the provider.
+//! Per-tenant call limits set by the provider, stored. The type and the
+//! defaults it overrides are the model's (`pbx_model::limits`).
 
-use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
-use crate::{Result, Store, TenantId};
-
-/// A tenant's limits; `None` leaves the host default in force.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TenantLimits {
-    pub max_concurrent: Option<u32>,
-    pub max_concurrent_extension: Option<u32>,
-    pub max_calls_per_second: Option<u32>,
-    pub daily_cap_cents: Option<u64>,
-}
+use crate::{Result, Store, TenantId, TenantLimits};
 
 impl Store {
     /// Replaces the tenant's limits (all four columns).

@@ -26,6 +26,9 @@
 use pbx_sdk::{Action, Call, Cdr, Decision, DestinationClass, Policy, Severity, Verdict};
 use pbx_sdk::{config, usage};
 
+/// `pbx_model::limits::SHIPPED_POLICY_MAX_CONCURRENT`, which documents how
+/// this limit relates to the host's built-in ones (a `pbx-plugin` test checks
+/// that the two agree).
 const DEFAULT_MAX_CONCURRENT: u64 = 10;
 const DEFAULT_MAX_PER_MINUTE: u64 = 20;
 const DEFAULT_MAX_INTERNATIONAL_PER_HOUR: u64 = 30;

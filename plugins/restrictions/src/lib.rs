@@ -12,6 +12,12 @@
 //!
 //! Ringing extensions or groups and rejecting are always allowed. `call-ended`
 //! does nothing; fraud limits are the default policy's job.
+//!
+//! Approval itself is the host's: it grants and revokes approvals, checks every
+//! call out a trunk before any policy runs (and files the approval request), and
+//! answers `usage.class-approved` from the same record. This policy is a caller
+//! of that check, kept as a provider-editable second line (see
+//! `docs/ARCHITECTURE.md`, "A call, end to end").
 
 use pbx_sdk::{Call, Decision, DestinationClass, Policy, Verdict, usage};
 

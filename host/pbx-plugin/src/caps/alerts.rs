@@ -2,9 +2,10 @@
 
 use parking_lot::Mutex;
 
+use model::Severity;
+
 use crate::bindings::alerts::Host;
 use crate::runtime::HostState;
-use crate::types::Severity;
 
 /// Longest alert message kept, in bytes; longer ones are cut.
 pub const MAX_ALERT_LEN: usize = 512;
@@ -62,13 +63,13 @@ pub fn truncate(mut text: String, max: usize) -> String {
 }
 
 impl Host for HostState {
-    fn raise(&mut self, severity: Severity, message: String) {
+    fn raise(&mut self, severity: crate::types::Severity, message: String) {
         if self.alerts_raised >= crate::runtime::MAX_ALERTS_PER_CALL {
             return;
         }
         self.alerts_raised += 1;
         self.caps.alerts.raise(Alert {
-            severity,
+            severity: severity.into(),
             from_runtime: false,
             message: truncate(message, MAX_ALERT_LEN),
         });

@@ -2,10 +2,12 @@
 //!
 //! Each capability is one module with its host impl of the matching WIT
 //! interface. Nothing here carries a tenant id into the guest: the
-//! [`TenantCaps::tenant`] key only identifies the tenant to the host (for
+//! [`TenantCaps::tenant`] id only identifies the tenant to the host (for
 //! quarantine bookkeeping).
 
 use std::sync::Arc;
+
+use model::TenantId;
 
 pub mod alerts;
 pub mod config;
@@ -25,8 +27,8 @@ use crate::types::Directory;
 /// Everything the host binds for one tenant. Cheap to clone (all shared).
 #[derive(Clone)]
 pub struct TenantCaps {
-    /// The tenant's key on the host side (never visible to plugins).
-    pub tenant: Arc<str>,
+    /// The tenant, on the host side (never visible to plugins).
+    pub tenant: TenantId,
     /// The tenant's directory.
     pub directory: Arc<Directory>,
     /// The tenant's key-value store.

@@ -341,7 +341,7 @@ impl Control for ServerControl {
                 .map(|r| Alert {
                     id: r.id,
                     tenant: r.alert.tenant,
-                    at_ms: r.alert.created_ms,
+                    at_ms: r.alert.at_ms,
                     severity: r.alert.severity,
                     message: r.alert.message,
                 })
@@ -609,12 +609,12 @@ mod tests {
             Err(ControlError::NotFound(_))
         ));
         c.store
-            .insert_alert(&store::NewAlert {
+            .insert_alert(&store::Alert {
                 tenant: Some(a),
-                severity: "warning".into(),
+                severity: store::Severity::Warning,
                 event: "fraud.burst".into(),
                 message: "many calls".into(),
-                created_ms: now,
+                at_ms: now,
             })
             .await
             .unwrap();

@@ -6,6 +6,12 @@
 //! per-extension concurrency, calls per second and a daily spend cap, and usage
 //! pattern alerts that can suspend an extension or a tenant.
 //!
+//! Destination approval is owned here: [`Fraud::approved`] is the one answer
+//! to whether a tenant may call a class or prefix; [`Fraud::check_destination`]
+//! enforces it and the shipped `restrictions` policy asks it through the
+//! `usage.class-approved` capability ([`CallUsage`]). The limits' defaults and
+//! which limit applies where are documented in `pbx_model::limits`.
+//!
 //! # Design
 //! The counting and detection logic is `pbx_guard`'s (sans-IO, bounded). This
 //! module holds one instance of each for the host, keeps each admitted call's
@@ -28,7 +34,7 @@ use pbx_guard::{
 };
 use pbx_plugin::DestinationClass;
 use store::{
-    ApprovalStatus, ApprovalTarget, NewAlert, Store, TenantId, TenantLimits, TenantStatus,
+    Alert, ApprovalStatus, ApprovalTarget, Severity, Store, TenantId, TenantLimits, TenantStatus,
 };
 
 use super::fair::FairQueue;
@@ -37,7 +43,7 @@ use super::webhook::Webhook;
 
 /// Work for the database, queued by the call path.
 enum Action {
-    Alert(NewAlert),
+    Alert(Alert),
     SuspendExtension(TenantId, String),
     SuspendTenant(TenantId),
     RequestApproval(TenantId, ApprovalTarget, String),
@@ -46,7 +52,6 @@ enum Action {
 /// A call admitted and counted.
 struct Live {
     tenant: TenantId,
-    tenant_name: Arc<str>,
     extension: String,
     dialled: String,
     class: Class,
@@ -109,7 +114,7 @@ pub(crate) struct Fraud {
     actions: Arc<FairQueue<Option<TenantId>, Action>>,
     /// Actions refused because their owner's share was full.
     dropped: std::sync::atomic::AtomicU64,
-    webhook: Option<Arc<FairQueue<Option<TenantId>, pbx_guard::Alert>>>,
+    webhook: Option<Arc<FairQueue<Option<TenantId>, pbx_guard::WebhookAlert>>>,
 }
 
 /// Database actions (alerts, suspensions, approval requests) one tenant, or
@@ -151,17 +156,11 @@ impl Fraud {
         let own: HashMap<TenantId, TenantLimits> =
             store.all_tenant_limits().await?.into_iter().collect();
         for (tenant, name) in tenants {
-            let mut limits = self.default_limits.clone();
-            if let Some(l) = own.get(tenant) {
-                limits.max_concurrent_tenant = l.max_concurrent.or(limits.max_concurrent_tenant);
-                limits.max_concurrent_extension = l
-                    .max_concurrent_extension
-                    .or(limits.max_concurrent_extension);
-                limits.max_calls_per_second =
-                    l.max_calls_per_second.or(limits.max_calls_per_second);
-                limits.daily_cap_cents = l.daily_cap_cents.or(limits.daily_cap_cents);
-            }
-            if let Err(e) = self.usage.set_limits(name, limits) {
+            let limits = match own.get(tenant) {
+                Some(l) => self.default_limits.clone().overridden_by(l),
+                None => self.default_limits.clone(),
+            };
+            if let Err(e) = self.usage.set_limits(*tenant, limits) {
                 tracing::warn!(tenant = %name, error = %e, "limits not applied");
             }
         }
@@ -238,7 +237,7 @@ impl Fraud {
         }
         self.alert(
             Some(tenant),
-            "warning",
+            Severity::Warning,
             "fraud.approval_requested",
             format!(
                 "{} call from {caller} to {number} denied until approved",
@@ -259,7 +258,6 @@ impl Fraud {
         &self,
         call_id: &str,
         tenant: TenantId,
-        tenant_name: &Arc<str>,
         extension: &str,
         class: Class,
         dialled: &str,
@@ -269,7 +267,7 @@ impl Fraud {
         let guard = self
             .usage
             .start_call(&CallStart {
-                tenant: tenant_name,
+                tenant,
                 extension,
                 class,
                 now,
@@ -278,15 +276,15 @@ impl Fraud {
             .map_err(|denial| {
                 self.alert(
                     Some(tenant),
-                    "warning",
+                    Severity::Warning,
                     "fraud.limit",
                     format!("call from {extension} to {dialled} refused: {denial}"),
                 );
                 (403, "Call Limit Reached".to_string())
             })?;
-        let concurrent = self.usage.concurrent(tenant_name);
+        let concurrent = self.usage.concurrent(tenant);
         let fired = self.patterns.lock().call_started(&CallInfo {
-            tenant: tenant_name,
+            tenant,
             extension,
             class,
             concurrent,
@@ -300,7 +298,6 @@ impl Fraud {
             call_id.to_string(),
             Live {
                 tenant,
-                tenant_name: tenant_name.clone(),
                 extension: extension.to_string(),
                 dialled: dialled.to_string(),
                 class,
@@ -316,14 +313,11 @@ impl Fraud {
     pub(crate) fn release(&self, call_id: &str, talk: Duration) -> Option<Class> {
         let live = self.live.lock().remove(call_id)?;
         let now_ms = unix_ms(std::time::SystemTime::now());
-        if let Err(e) = self
-            .usage
-            .charge(&live.tenant_name, live.class, talk, now_ms)
-        {
+        if let Err(e) = self.usage.charge(live.tenant, live.class, talk, now_ms) {
             tracing::debug!(error = %e, "spend not charged");
         }
         let fired = self.patterns.lock().call_ended(
-            &live.tenant_name,
+            live.tenant,
             &live.extension,
             &live.dialled,
             talk,
@@ -336,12 +330,12 @@ impl Fraud {
     }
 
     fn pattern_alert(&self, tenant: TenantId, alert: &pbx_guard::PatternAlert) {
-        let severity = match alert.severity {
-            pbx_guard::Severity::Info => "info",
-            pbx_guard::Severity::Warning => "warning",
-            pbx_guard::Severity::Critical => "critical",
-        };
-        self.alert(Some(tenant), severity, alert.event, alert.message.clone());
+        self.alert(
+            Some(tenant),
+            alert.severity,
+            alert.event,
+            alert.message.clone(),
+        );
         match (alert.action, &alert.extension) {
             (Some(AutoSuspend::Extension), Some(ext)) => {
                 self.suspend_extension(tenant, ext);
@@ -354,7 +348,7 @@ impl Fraud {
     pub(crate) fn suspend_extension(&self, tenant: TenantId, extension: &str) {
         self.alert(
             Some(tenant),
-            "critical",
+            Severity::Critical,
             "fraud.suspend_extension",
             format!("extension {extension} suspended"),
         );
@@ -364,7 +358,7 @@ impl Fraud {
     pub(crate) fn suspend_tenant(&self, tenant: TenantId) {
         self.alert(
             Some(tenant),
-            "critical",
+            Severity::Critical,
             "fraud.suspend_tenant",
             "tenant suspended".into(),
         );
@@ -375,37 +369,30 @@ impl Fraud {
     pub(crate) fn alert(
         &self,
         tenant: Option<TenantId>,
-        severity: &str,
+        severity: Severity,
         event: &'static str,
         message: String,
     ) {
-        tracing::warn!(event, tenant = ?tenant.map(|t| t.0), severity, message = %message, "alert");
-        let stored = NewAlert {
+        tracing::warn!(event, tenant = ?tenant.map(|t| t.0), severity = severity.as_str(), message = %message, "alert");
+        let stored = Alert {
             tenant,
-            severity: severity.to_string(),
+            severity,
             event: event.to_string(),
-            message: message.clone(),
-            created_ms: unix_ms(std::time::SystemTime::now()),
+            message,
+            at_ms: unix_ms(std::time::SystemTime::now()),
         };
+        let pushed = self.webhook.as_ref().map(|_| {
+            let name = tenant.and_then(|t| self.names.read().get(&t).cloned());
+            pbx_guard::WebhookAlert::new(&stored, name)
+        });
         // An alert over the tenant's share is neither stored nor pushed.
         if !self.queue(Action::Alert(stored)) {
             return;
         }
-        if let Some(hook) = &self.webhook {
-            let alert = pbx_guard::Alert {
-                tenant: tenant.and_then(|t| self.names.read().get(&t).cloned()),
-                severity: match severity {
-                    "critical" => pbx_guard::Severity::Critical,
-                    "info" => pbx_guard::Severity::Info,
-                    _ => pbx_guard::Severity::Warning,
-                },
-                event,
-                message,
-                at_ms: unix_ms(std::time::SystemTime::now()),
-            };
-            if hook.push(tenant, alert).is_err() {
-                tracing::warn!(tenant = ?tenant.map(|t| t.0), "this tenant's share of the webhook queue is full; an alert was not pushed");
-            }
+        if let (Some(hook), Some(alert)) = (&self.webhook, pushed)
+            && hook.push(tenant, alert).is_err()
+        {
+            tracing::warn!(tenant = ?tenant.map(|t| t.0), "this tenant's share of the webhook queue is full; an alert was not pushed");
         }
     }
 
@@ -433,11 +420,11 @@ impl Fraud {
         queued
     }
 
-    pub(crate) fn concurrent(&self, tenant: &str) -> u32 {
+    pub(crate) fn concurrent(&self, tenant: TenantId) -> u32 {
         self.usage.concurrent(tenant)
     }
 
-    pub(crate) fn concurrent_extension(&self, tenant: &str, extension: &str) -> u32 {
+    pub(crate) fn concurrent_extension(&self, tenant: TenantId, extension: &str) -> u32 {
         self.usage.concurrent_extension(tenant, extension)
     }
 
@@ -445,7 +432,7 @@ impl Fraud {
     /// class or of any.
     pub(crate) fn calls_in_window(
         &self,
-        tenant: &str,
+        tenant: TenantId,
         extension: Option<&str>,
         class: Option<Class>,
         window: Duration,
@@ -498,7 +485,10 @@ async fn store_action(store: &Store, action: Action) {
     }
 }
 
-async fn run_webhook(hook: Webhook, queue: Arc<FairQueue<Option<TenantId>, pbx_guard::Alert>>) {
+async fn run_webhook(
+    hook: Webhook,
+    queue: Arc<FairQueue<Option<TenantId>, pbx_guard::WebhookAlert>>,
+) {
     loop {
         let round = queue.take(ACTIONS_PER_ROUND, 64);
         if round.is_empty() {
@@ -512,10 +502,10 @@ async fn run_webhook(hook: Webhook, queue: Arc<FairQueue<Option<TenantId>, pbx_g
             match hook.deliver(&alert).await {
                 Ok(status) if (200..300).contains(&status) => {}
                 Ok(status) => {
-                    tracing::warn!(status, event = alert.event, "webhook refused an alert");
+                    tracing::warn!(status, event = %alert.event, "webhook refused an alert");
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, event = alert.event, "webhook delivery failed")
+                    tracing::warn!(error = %e, event = %alert.event, "webhook delivery failed")
                 }
             }
         }
@@ -551,19 +541,17 @@ fn host_class(class: DestinationClass) -> Option<Class> {
 pub(crate) struct CallUsage {
     pub(crate) fraud: Arc<Fraud>,
     pub(crate) tenant: TenantId,
-    pub(crate) tenant_name: Arc<str>,
     /// The number being called, for prefix approvals.
     pub(crate) number: Option<String>,
 }
 
 impl pbx_plugin::Usage for CallUsage {
     fn concurrent_calls(&self) -> u32 {
-        self.fraud.concurrent(&self.tenant_name)
+        self.fraud.concurrent(self.tenant)
     }
 
     fn concurrent_calls_by_extension(&self, extension: &str) -> u32 {
-        self.fraud
-            .concurrent_extension(&self.tenant_name, extension)
+        self.fraud.concurrent_extension(self.tenant, extension)
     }
 
     fn calls_in_window(
@@ -578,7 +566,7 @@ impl pbx_plugin::Usage for CallUsage {
                 .into_iter()
                 .map(|c| {
                     self.fraud
-                        .calls_in_window(&self.tenant_name, extension, Some(c), window)
+                        .calls_in_window(self.tenant, extension, Some(c), window)
                 })
                 .fold(0u32, u32::saturating_add);
         }
@@ -591,7 +579,7 @@ impl pbx_plugin::Usage for CallUsage {
             None => None,
         };
         self.fraud
-            .calls_in_window(&self.tenant_name, extension, class, window)
+            .calls_in_window(self.tenant, extension, class, window)
     }
 
     fn class_approved(&self, class: DestinationClass) -> bool {
@@ -613,9 +601,19 @@ mod tests {
         // On this single-threaded runtime the storing task cannot run until
         // the test yields: the whole flood meets a's share at once.
         for i in 0..1000 {
-            fraud.alert(Some(a), "warning", "plugin.alert", format!("flood {i}"));
+            fraud.alert(
+                Some(a),
+                Severity::Warning,
+                "plugin.alert",
+                format!("flood {i}"),
+            );
         }
-        fraud.alert(Some(b), "critical", "plugin.alert", "b's own".into());
+        fraud.alert(
+            Some(b),
+            Severity::Critical,
+            "plugin.alert",
+            "b's own".into(),
+        );
         fraud.suspend_extension(b, "1000");
         let mut stored_b = Vec::new();
         for _ in 0..200 {

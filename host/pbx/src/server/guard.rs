@@ -31,7 +31,7 @@ use pbx_guard::{
     Admission, Ban, BanConfig, BanEvent, Bans, OverloadConfig, OverloadGate, RateConfig,
     RateLimiter, RequestKind, ScanVerdict, ScannerConfig, ScannerDetector,
 };
-use store::{BanRecord, NewAlert, Store, TenantId};
+use store::{Alert, BanRecord, Severity, Store, TenantId};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -111,7 +111,7 @@ pub(crate) enum Shed {
 #[derive(Debug)]
 enum Notice {
     Banned(Ban),
-    Alert(NewAlert),
+    Alert(Alert),
 }
 
 /// Counters for logs and tests.
@@ -314,14 +314,14 @@ impl Guard {
                     sources,
                     "one extension is failing authentication from many sources"
                 );
-                self.notify(Notice::Alert(NewAlert {
+                self.notify(Notice::Alert(Alert {
                     tenant,
-                    severity: "warning".into(),
+                    severity: Severity::Warning,
                     event: "sip.extension_attacked".into(),
                     message: format!(
                         "extension {extension}@{domain}: {failures} authentication failures from {sources} sources"
                     ),
-                    created_ms: self.unix_ms(now),
+                    at_ms: self.unix_ms(now),
                 }));
             }
         }
@@ -347,9 +347,9 @@ impl Guard {
             tried = ?ban.tried,
             "source banned"
         );
-        let alert = NewAlert {
+        let alert = Alert {
             tenant: None,
-            severity: "warning".into(),
+            severity: Severity::Warning,
             event: "sip.ban".into(),
             message: format!(
                 "{} banned for {secs} s: {} (tried: {})",
@@ -357,7 +357,7 @@ impl Guard {
                 ban.reason,
                 ban.tried.join(", ")
             ),
-            created_ms: self.unix_ms(now),
+            at_ms: self.unix_ms(now),
         };
         self.notify(Notice::Banned(ban));
         self.notify(Notice::Alert(alert));

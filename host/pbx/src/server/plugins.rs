@@ -29,7 +29,7 @@ use pbx_plugin::pool::{FairQueue, Refused, Shares};
 use pbx_plugin::{
     Action, Alert, AlertSink, Call, ConfigMap, Decision, DestinationClass, LayeredConfig,
     LoadedPlugin, PluginError, PluginLog, PluginRuntime, PolicyConfig, RingStrategy, RuntimeConfig,
-    Severity, TenantCaps, Verdict, World,
+    TenantCaps, Verdict, World,
 };
 use store::{Cdr, ConfigScope, Store, TenantId};
 use tokio::sync::mpsc;
@@ -133,7 +133,6 @@ impl Active {
 
 /// One tenant as its plugins see it.
 struct TenantView {
-    name: Arc<str>,
     directory: Arc<pbx_plugin::Directory>,
 }
 
@@ -220,7 +219,7 @@ impl PluginHost {
             let dir = dirs.remove(&trunk.tenant).unwrap_or_default();
             dirs.insert(trunk.tenant, dir.with_trunk(&trunk.name));
         }
-        for (tenant, name) in &names {
+        for tenant in names.keys() {
             let mut dir = dirs.remove(tenant).unwrap_or_default();
             for (group, members) in self.storage_for(*tenant).groups() {
                 let members: Vec<&str> = members.iter().map(String::as_str).collect();
@@ -229,7 +228,6 @@ impl PluginHost {
             active.tenants.insert(
                 *tenant,
                 Arc::new(TenantView {
-                    name: Arc::from(name.as_str()),
                     directory: Arc::new(dir),
                 }),
             );
@@ -315,8 +313,12 @@ impl PluginHost {
     }
 
     fn runtime_alert(&self, tenant: Option<TenantId>, message: String) {
-        self.fraud
-            .alert(tenant, "critical", "plugin.load_failed", message);
+        self.fraud.alert(
+            tenant,
+            store::Severity::Critical,
+            "plugin.load_failed",
+            message,
+        );
     }
 
     fn storage_for(&self, tenant: TenantId) -> Arc<super::plugin_kv::KvStorage> {
@@ -333,13 +335,12 @@ impl PluginHost {
 
     fn caps(&self, tenant: TenantId, view: &TenantView, number: Option<&str>) -> TenantCaps {
         TenantCaps {
-            tenant: view.name.clone(),
+            tenant,
             directory: view.directory.clone(),
             storage: self.storage_for(tenant),
             usage: Arc::new(CallUsage {
                 fraud: self.fraud.clone(),
                 tenant,
-                tenant_name: view.name.clone(),
                 number: number.map(str::to_string),
             }),
             alerts: Arc::new(TenantAlerts {
@@ -422,7 +423,7 @@ impl PluginHost {
                 };
             self.fraud.alert(
                 Some(req.tenant),
-                "warning",
+                store::Severity::Warning,
                 "policy.deny",
                 format!("call {} to {} denied: {reason}", call.caller, call.dialled),
             );
@@ -433,14 +434,10 @@ impl PluginHost {
             return decision;
         }
         // The host's limits count only calls that will be placed.
-        if let Err((status, reason)) = self.fraud.admit(
-            &req.call_id,
-            req.tenant,
-            &view.name,
-            who,
-            class,
-            &req.dialled,
-        ) {
+        if let Err((status, reason)) =
+            self.fraud
+                .admit(&req.call_id, req.tenant, who, class, &req.dialled)
+        {
             return RouteDecision::reject(status, reason);
         }
         decision
@@ -451,12 +448,8 @@ impl PluginHost {
     fn act(&self, tenant: TenantId, action: Action) {
         match action {
             Action::Alert((severity, message)) => {
-                self.fraud.alert(
-                    Some(tenant),
-                    severity_name(severity),
-                    "policy.alert",
-                    message,
-                );
+                self.fraud
+                    .alert(Some(tenant), severity.into(), "policy.alert", message);
             }
             Action::SuspendExtension((extension, reason)) => {
                 tracing::warn!(%tenant, %extension, %reason, "policy suspends an extension");
@@ -471,7 +464,7 @@ impl PluginHost {
 
     fn plan_failed(&self, caps: &TenantCaps, error: &PluginError) -> RouteDecision {
         caps.alerts.raise(Alert {
-            severity: Severity::Critical,
+            severity: store::Severity::Critical,
             from_runtime: true,
             message: format!("dial plan failed: {error}"),
         });
@@ -482,13 +475,13 @@ impl PluginHost {
     /// owns it, and why it is quarantined.
     pub(crate) fn quarantines(&self, tenant: TenantId) -> Vec<pbx_api::QuarantineInfo> {
         let active = self.active.read().clone();
-        let Some(view) = active.tenants.get(&tenant) else {
+        if !active.tenants.contains_key(&tenant) {
             return Vec::new();
-        };
+        }
         self.runtime
             .quarantines()
             .into_iter()
-            .filter(|q| q.tenant == view.name)
+            .filter(|q| q.tenant == tenant)
             .map(|q| {
                 let (plugin, provider_owned) = self.describe(&active, tenant, &q.hash);
                 pbx_api::QuarantineInfo {
@@ -507,10 +500,7 @@ impl PluginHost {
     /// was none.
     pub(crate) fn lift_quarantine(&self, tenant: TenantId, hash: &str) -> bool {
         let active = self.active.read().clone();
-        active
-            .tenants
-            .get(&tenant)
-            .is_some_and(|view| self.runtime.release_quarantine_of(&view.name, hash))
+        active.tenants.contains_key(&tenant) && self.runtime.release_quarantine_of(tenant, hash)
     }
 
     /// What the plugin `hash` is to `tenant`, and whether the provider owns it.
@@ -574,7 +564,7 @@ impl PluginHost {
             if asked > MAX_ACTIONS_PER_CALL {
                 self.fraud.alert(
                     Some(cdr.tenant),
-                    "warning",
+                    store::Severity::Warning,
                     "policy.actions_dropped",
                     format!(
                         "policy {} asked for {asked} actions after one call; \
@@ -675,20 +665,8 @@ impl AlertSink for TenantAlerts {
         } else {
             "plugin.alert"
         };
-        self.fraud.alert(
-            Some(self.tenant),
-            severity_name(alert.severity),
-            event,
-            alert.message,
-        );
-    }
-}
-
-fn severity_name(severity: Severity) -> &'static str {
-    match severity {
-        Severity::Info => "info",
-        Severity::Warning => "warning",
-        Severity::Critical => "critical",
+        self.fraud
+            .alert(Some(self.tenant), alert.severity, event, alert.message);
     }
 }
 
@@ -833,7 +811,7 @@ mod tests {
     fn call_ended_actions_are_bounded_and_cut() {
         let long = "x".repeat(100_000);
         let mut asked = vec![Action::SuspendExtension(("9".repeat(65), "r".into()))];
-        asked.extend((0..100).map(|_| Action::Alert((Severity::Info, long.clone()))));
+        asked.extend((0..100).map(|_| Action::Alert((pbx_plugin::Severity::Info, long.clone()))));
         let kept = bounded_actions(asked);
         // The over-long extension is dropped, and only the first few count.
         assert_eq!(kept.len(), MAX_ACTIONS_PER_CALL - 1);

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use pbx_guard::{Alert, WebhookSigner};
+use pbx_guard::{WebhookAlert, WebhookSigner};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -63,7 +63,7 @@ impl Webhook {
     }
 
     /// Delivers one alert; returns the receiver's HTTP status.
-    pub(crate) async fn deliver(&self, alert: &Alert) -> anyhow::Result<u16> {
+    pub(crate) async fn deliver(&self, alert: &WebhookAlert) -> anyhow::Result<u16> {
         let payload = self
             .signer
             .payload(alert)
@@ -156,10 +156,10 @@ mod tests {
             }
         });
         let hook = Webhook::new(&format!("http://{addr}/alerts"), "shared-secret").unwrap();
-        let alert = Alert {
+        let alert = WebhookAlert {
             tenant: Some("acme".into()),
             severity: pbx_guard::Severity::Critical,
-            event: "fraud.burst",
+            event: "fraud.burst".into(),
             message: "burst".into(),
             at_ms: 1,
         };

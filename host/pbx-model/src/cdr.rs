@@ -1,0 +1,91 @@
+//! Call detail records as the SIP core writes them and `pbx-store`'s `cdr`
+//! module persists them.
+
+use serde::{Deserialize, Serialize};
+
+use crate::TenantId;
+
+/// How a call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Disposition {
+    /// Answered, then hung up by either side.
+    Answered,
+    /// The callee was busy (486/600).
+    Busy,
+    /// Nobody answered before the caller gave up (CANCEL) or the timeout.
+    NoAnswer,
+    /// The caller cancelled before an answer.
+    Cancelled,
+    /// Refused or failed (unknown extension, unregistered callee, error).
+    Failed,
+}
+
+impl Disposition {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Disposition::Answered => "answered",
+            Disposition::Busy => "busy",
+            Disposition::NoAnswer => "no-answer",
+            Disposition::Cancelled => "cancelled",
+            Disposition::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Disposition> {
+        Some(match s {
+            "answered" => Disposition::Answered,
+            "busy" => Disposition::Busy,
+            "no-answer" => Disposition::NoAnswer,
+            "cancelled" => Disposition::Cancelled,
+            "failed" => Disposition::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// One call detail record, tagged by tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cdr {
+    pub tenant: TenantId,
+    pub caller: String,
+    pub callee: String,
+    /// Unix milliseconds.
+    pub started_at_ms: i64,
+    pub answered_at_ms: Option<i64>,
+    pub ended_at_ms: i64,
+    pub disposition: Disposition,
+    /// The final SIP status of the call attempt (200 when answered).
+    pub sip_code: u16,
+    /// Who ended the call: "caller", "callee", "system".
+    pub hangup_by: String,
+    pub caller_call_id: String,
+    /// The Call-ID of the outbound leg (empty when none was created).
+    pub callee_call_id: String,
+    /// Media counters of both legs (zero when no media was anchored).
+    #[serde(default)]
+    pub media: CdrMedia,
+}
+
+/// Media counters of one leg of a call. "in" is what the leg sent the host,
+/// "out" what the host sent it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LegMedia {
+    pub packets_in: u64,
+    pub bytes_in: u64,
+    pub packets_out: u64,
+    pub bytes_out: u64,
+    /// SRTP/SRTCP packets from the leg that failed authentication.
+    pub srtp_auth_failures: u64,
+    /// RTP packets missing from the leg's sequence numbers.
+    pub packets_lost: u64,
+}
+
+/// Media counters of a call, per leg.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CdrMedia {
+    /// The caller's leg.
+    pub caller: LegMedia,
+    /// The callee's leg.
+    pub callee: LegMedia,
+}
