@@ -16,6 +16,7 @@ mod auth;
 mod call;
 mod control;
 mod directory;
+mod error;
 mod media;
 mod msg;
 mod registrar;
@@ -31,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 pub use control::CallSummary;
+pub use error::Error;
 pub use media::{
     CallMediaHandle, CdrMedia, LegMedia, MediaAnchor, MediaEncryption, MediaLeg, MediaRefusal,
     MediaSecurity,
