@@ -143,16 +143,8 @@ impl Msg {
 
     pub(crate) fn cseq(&self) -> Result<(u32, Method), Invalid> {
         let v = self.header("CSeq").ok_or(Invalid("missing CSeq"))?;
-        let mut it = v.split_whitespace();
-        let n = it
-            .next()
-            .and_then(|n| n.parse().ok())
-            .ok_or(Invalid("bad CSeq"))?;
-        let m = it
-            .next()
-            .and_then(|m| m.parse().ok())
-            .ok_or(Invalid("bad CSeq"))?;
-        Ok((n, m))
+        let cseq = sip::CSeq::parse(v).ok_or(Invalid("bad CSeq"))?;
+        Ok((cseq.seq, cseq.method))
     }
 
     pub(crate) fn top_via(&self) -> Result<Via<'_>, Invalid> {

@@ -42,7 +42,8 @@
 //! Once parsed, headers are read with the typed accessors here rather than by
 //! hand: [`SipUri`] (RFC 3261 §19.1, where rsip's reader is wrong about users
 //! with dots or parameters and IPv6 hosts), [`NameAddr`] (From/To/Contact with
-//! tag, `expires`, `+sip.instance`) and [`Via`] (branch, received, rport).
+//! tag, `expires`, `+sip.instance`), [`Via`] (branch, received, rport) and
+//! [`CSeq`].
 //!
 //! Errors are values sorted by fault ([`Error`]); no input makes any function
 //! here panic (property tests and a fuzz target check that).
@@ -58,7 +59,7 @@ pub mod uri;
 
 pub use error::{Error, Result};
 pub use message::{parse, peek_call_id, peek_header};
-pub use params::{NameAddr, Via};
+pub use params::{CSeq, NameAddr, Via};
 pub use reply::{error_response, error_response_with};
 pub use rsip;
 pub use uri::SipUri;

@@ -170,6 +170,33 @@ impl<'a> Via<'a> {
     }
 }
 
+/// A CSeq value (`314159 INVITE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CSeq {
+    /// The sequence number.
+    pub seq: u32,
+    /// The method, spelled as RFC 3261 requires (methods are case-sensitive).
+    pub method: rsip::Method,
+}
+
+impl CSeq {
+    /// Reads a CSeq value; `None` unless it is a number and a known method
+    /// written in capitals.
+    pub fn parse(value: &str) -> Option<CSeq> {
+        let mut parts = value.split_ascii_whitespace();
+        let (seq, name) = (parts.next()?, parts.next()?);
+        if parts.next().is_some() || !seq.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let method: rsip::Method = name.parse().ok()?;
+        // rsip reads methods case-insensitively; its Display is the RFC spelling.
+        (method.to_string() == name).then_some(CSeq {
+            seq: seq.parse().ok()?,
+            method,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,6 +232,32 @@ mod tests {
             Some(("10.0.0.5", Some(5062)))
         );
         assert_eq!(NameAddr::parse("<sip:a@b>;expires=soon").expires(), None);
+    }
+
+    #[test]
+    fn cseq_values() {
+        assert_eq!(
+            CSeq::parse(" 314159  INVITE "),
+            Some(CSeq {
+                seq: 314_159,
+                method: rsip::Method::Invite
+            })
+        );
+        assert_eq!(
+            CSeq::parse("2 PRACK").map(|c| c.method),
+            Some(rsip::Method::PRack)
+        );
+        for bad in [
+            "1 invite",
+            "x INVITE",
+            "1",
+            "1 FOO",
+            "1 INVITE x",
+            "-1 BYE",
+            "99999999999 BYE",
+        ] {
+            assert_eq!(CSeq::parse(bad), None, "{bad}");
+        }
     }
 
     #[test]
