@@ -295,34 +295,10 @@ pub(crate) fn host_port(addr: SocketAddr) -> String {
     }
 }
 
-/// The top Via as it goes back in a response: `received` and `rport` filled in
-/// (RFC 3261 §18.2.1, RFC 3581 §4) from where the request came from.
+/// The top Via as it goes back in a response ([`Via::for_response`]); a value
+/// that is not a Via goes back as it came.
 pub(crate) fn via_for_response(top: &str, source: SocketAddr) -> String {
-    let Some(via) = Via::parse(top) else {
-        return top.to_string();
-    };
-    let host = via.host_port().map(|(h, _)| h).unwrap_or("");
-    let ip = source.ip().to_string();
-    let mut out = String::with_capacity(top.len() + 40);
-    let mut has_received = false;
-    for (i, part) in top.split(';').enumerate() {
-        if i > 0 {
-            out.push(';');
-        }
-        let key = part.split('=').next().unwrap_or("").trim();
-        if i > 0 && key.eq_ignore_ascii_case("rport") {
-            let _ = write!(out, "rport={}", source.port());
-        } else if i > 0 && key.eq_ignore_ascii_case("received") {
-            has_received = true;
-            let _ = write!(out, "received={ip}");
-        } else {
-            out.push_str(part);
-        }
-    }
-    if !has_received && (via.rport() || host != ip) {
-        let _ = write!(out, ";received={ip}");
-    }
-    out
+    Via::for_response(top, source).unwrap_or_else(|| top.to_string())
 }
 
 #[cfg(test)]

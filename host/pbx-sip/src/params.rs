@@ -4,6 +4,8 @@
 //! Values reaching these readers have passed [`crate::parse`], so the readers
 //! never fail on structure; they only answer "absent" when a part is missing.
 
+use std::net::SocketAddr;
+
 /// Finds a byte outside double quotes (backslash escapes inside quotes kept).
 fn find_unquoted(s: &str, needle: u8) -> Option<usize> {
     let (mut quoted, mut escaped) = (false, false);
@@ -168,6 +170,44 @@ impl<'a> Via<'a> {
     pub fn rport_value(&self) -> Option<u16> {
         find(self.params, "rport").and_then(|p| p.parse().ok())
     }
+
+    /// A request's top Via `value` as it goes back in the response (RFC 3261
+    /// §18.2.1, RFC 3581 §4): `rport` filled in with the source port,
+    /// `received` set to the source address when it was present, when `rport`
+    /// was asked for, or when sent-by names another address; everything else
+    /// as sent. `None` when `value` is not a Via.
+    pub fn for_response(value: &str, source: SocketAddr) -> Option<String> {
+        use std::fmt::Write as _;
+        let via = Via::parse(value)?;
+        let host = via.host_port().map_or("", |(h, _)| h);
+        let ip = source.ip().to_string();
+        let (head, mut rest) = match value.find(';') {
+            Some(i) => (&value[..i], &value[i..]),
+            None => (value, ""),
+        };
+        let mut out = String::with_capacity(value.len() + 40);
+        out.push_str(head);
+        let mut has_received = false;
+        while let Some(after) = rest.strip_prefix(';') {
+            let end = find_unquoted(after, b';').unwrap_or(after.len());
+            let (part, tail) = after.split_at(end);
+            rest = tail;
+            out.push(';');
+            let key = part.split('=').next().unwrap_or("").trim();
+            if key.eq_ignore_ascii_case("rport") {
+                let _ = write!(out, "rport={}", source.port());
+            } else if key.eq_ignore_ascii_case("received") {
+                has_received = true;
+                let _ = write!(out, "received={ip}");
+            } else {
+                out.push_str(part);
+            }
+        }
+        if !has_received && (via.rport() || host != ip) {
+            let _ = write!(out, ";received={ip}");
+        }
+        Some(out)
+    }
 }
 
 /// A CSeq value (`314159 INVITE`).
@@ -276,5 +316,31 @@ mod tests {
         assert_eq!(v.rport_value(), Some(4000));
         assert_eq!(v.branch(), Some("x"));
         assert!(Via::parse("SIP/2.0/UDP").is_none());
+    }
+
+    #[test]
+    fn via_for_response() {
+        let src: SocketAddr = "192.0.2.7:40000".parse().unwrap();
+        let out = Via::for_response("SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1;rport", src);
+        assert_eq!(
+            out.as_deref(),
+            Some("SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1;rport=40000;received=192.0.2.7")
+        );
+        let same: SocketAddr = "10.0.0.1:5060".parse().unwrap();
+        let out = Via::for_response("SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1", same);
+        assert_eq!(
+            out.as_deref(),
+            Some("SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1")
+        );
+        // A stale received is replaced; a quoted ';' stays inside its parameter.
+        let out = Via::for_response(
+            "SIP/2.0/TCP [2001:db8::1]:5070;received=1.1.1.1;x=\"a;rport\";branch=b",
+            "[2001:db8::1]:5070".parse().unwrap(),
+        );
+        assert_eq!(
+            out.as_deref(),
+            Some("SIP/2.0/TCP [2001:db8::1]:5070;received=2001:db8::1;x=\"a;rport\";branch=b")
+        );
+        assert_eq!(Via::for_response("garbage", src), None);
     }
 }
