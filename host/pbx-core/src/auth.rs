@@ -16,7 +16,7 @@ use digest_auth::{Challenge, Credentials, NonceCheck, Nonces};
 use model::{DigestAlgorithms, TenantId};
 
 use crate::directory::{Index, TenantEntry};
-use crate::msg::Msg;
+use crate::msg::{Msg, SipUri};
 
 /// Which header pair a challenge uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,10 +28,11 @@ pub(crate) enum Kind {
 }
 
 impl Kind {
-    pub(crate) fn status(self) -> (u16, &'static str) {
+    /// The refusal a request without valid credentials gets.
+    pub(crate) fn refusal(self) -> crate::Error {
         match self {
-            Kind::Www => (401, "Unauthorized"),
-            Kind::Proxy => (407, "Proxy Authentication Required"),
+            Kind::Www => crate::Error::Unauthorized,
+            Kind::Proxy => crate::Error::ProxyAuthenticationRequired,
         }
     }
 
@@ -108,7 +109,7 @@ pub(crate) fn check(
     now_ms: i64,
 ) -> Outcome {
     let realm = tenant.map_or_else(|| domain.to_ascii_lowercase(), |t| t.realm.clone());
-    let method = msg.method().unwrap_or("");
+    let method = msg.method().map_or("", crate::msg::method_name);
     // Pick the credentials for our realm (a request may carry several).
     let creds = msg
         .headers_named(kind.request_header())
@@ -131,7 +132,7 @@ pub(crate) fn check(
         msg.header("CSeq").unwrap_or("").as_bytes(),
         msg.top_via()
             .ok()
-            .and_then(|v| v.branch)
+            .and_then(|v| v.branch())
             .unwrap_or("")
             .as_bytes(),
     ]);
@@ -229,7 +230,7 @@ pub(crate) fn challenged_user(msg: &Msg, kind: Kind) -> String {
         .map(|c| c.username)
         .or_else(|| {
             let from = msg.from().ok()?;
-            crate::msg::uri_parts(from.uri).and_then(|p| p.user.map(str::to_owned))
+            SipUri::parse(from.uri).and_then(|p| p.user.map(str::to_owned))
         })
         .unwrap_or_default()
 }

@@ -23,10 +23,11 @@ use transaction::Key;
 
 use crate::auth::Kind;
 use crate::media::{self, CallMediaHandle, MediaLeg, MediaRefusal, MediaSecurity};
-use crate::msg::{self, Msg, NameAddr, Writer};
+use crate::msg::{self, Method, Msg, NameAddr, SipUri, Writer};
 use crate::shard::{ALLOW, ClientEntry, ReqCtx, SentInvite, ServerEntry, ServerTx, TimerKey};
 use crate::{
-    Output, Peer, RingStep, RouteDecision, RouteRequest, Routing, Shard, TransportKind, TrunkEntry,
+    Error, Output, Peer, RingStep, RouteDecision, RouteRequest, Routing, Shard, TransportKind,
+    TrunkEntry,
 };
 
 /// Which side of a call.
@@ -271,7 +272,7 @@ impl Shard {
     fn leg_request(
         &self,
         leg: &Leg,
-        method: &str,
+        method: Method,
         cseq: u32,
         branch: &str,
         content: Option<(&str, &[u8])>,
@@ -294,11 +295,11 @@ impl Shard {
             .header("From", &from)
             .header("To", &to)
             .header("Call-ID", &leg.call_id)
-            .header("CSeq", format_args!("{cseq} {method}"));
+            .header("CSeq", format_args!("{cseq} {}", msg::method_name(method)));
         for r in &leg.route_set {
             w.header("Route", r);
         }
-        if method == "INVITE" {
+        if method == Method::Invite {
             w.header("Contact", self.contact(transport, leg.local))
                 .header("Allow", ALLOW);
         }
@@ -344,7 +345,7 @@ impl Shard {
         local: SocketAddr,
         key: Key,
     ) {
-        let dialled = msg::uri_parts(msg.request_uri())
+        let dialled = SipUri::parse(msg.request_uri())
             .and_then(|p| p.user.map(str::to_string))
             .unwrap_or_default();
         let trunks = self.shared.trunks();
@@ -356,7 +357,7 @@ impl Shard {
                 let from_user = msg
                     .from()
                     .ok()
-                    .and_then(|f| msg::uri_parts(f.uri).and_then(|p| p.user.map(str::to_string)))
+                    .and_then(|f| SipUri::parse(f.uri).and_then(|p| p.user.map(str::to_string)))
                     .unwrap_or_else(|| "anonymous".into());
                 (tenant, from_user, None, Some(trunk))
             }
@@ -369,7 +370,7 @@ impl Shard {
             }
         };
         if self.dialogs.contains_key(msg.call_id()) {
-            self.reply_stateless(&msg, peer, local, 482, "Loop Detected", &[]);
+            self.refuse(&msg, peer, local, &Error::LoopDetected, &[]);
             return;
         }
         let ctx = ReqCtx::new(&msg, peer.addr);
@@ -476,7 +477,7 @@ impl Shard {
                     if let Some(call) = self.calls.get_mut(&id) {
                         call.state = State::Ringing;
                     }
-                    self.fail_call(now, id, refusal.status, refusal.phrase());
+                    self.refuse_call(now, id, &refusal.error());
                     return;
                 }
             }
@@ -490,7 +491,7 @@ impl Shard {
                         timeout: self.shared.config.ring_timeout,
                     }])
                 } else {
-                    RouteDecision::reject(404, "Not Found")
+                    RouteDecision::reject(Error::NotFound.status(), Error::NotFound.reason())
                 };
                 self.route_decided(now, id, decision);
             }
@@ -543,7 +544,7 @@ impl Shard {
                 let tenant = call.tenant;
                 match self.shared.trunks().get(tenant, &trunk).cloned() {
                     Some(entry) => self.start_trunk(now, id, &entry, &number),
-                    None => self.fail_call(now, id, 503, "Trunk Unavailable"),
+                    None => self.refuse_call(now, id, &Error::TrunkUnavailable),
                 }
             }
         }
@@ -555,6 +556,11 @@ impl Shard {
         self.finish_call(now, id, disposition_for(status), status, "system");
     }
 
+    /// Rejects a call that never rang anywhere, for a reason the core decided.
+    fn refuse_call(&mut self, now: Instant, id: u64, error: &Error) {
+        self.fail_call(now, id, error.status(), error.reason());
+    }
+
     /// Starts the next ring step that has a registered phone; when none is left,
     /// answers the caller with the best failure seen (480 when nothing rang).
     fn next_step(&mut self, now: Instant, id: u64) {
@@ -564,10 +570,10 @@ impl Shard {
                 return;
             };
             let Some(step) = call.steps.pop_front() else {
-                let (code, reason) = call
-                    .best_final
-                    .clone()
-                    .unwrap_or((480, "Temporarily Unavailable".into()));
+                let (code, reason) = call.best_final.clone().unwrap_or_else(|| {
+                    let none = Error::TemporarilyUnavailable;
+                    (none.status(), none.reason().into())
+                });
                 let by = if call.forks.is_empty() {
                     "system"
                 } else {
@@ -679,7 +685,7 @@ impl Shard {
             }
             Err(refusal) => {
                 tracing::info!(call = id, reason = %refusal.reason, "caller's offer refused");
-                self.fail_call(now, id, refusal.status, refusal.phrase());
+                self.refuse_call(now, id, &refusal.error());
                 false
             }
         }
@@ -723,7 +729,7 @@ impl Shard {
         let offer = call.offer.clone();
         let content = offer.as_ref().map(|(ct, body)| (ct.as_str(), &body[..]));
         let branch = transaction::new_branch();
-        let (bytes, sent) = self.leg_request(leg, "INVITE", leg.cseq, &branch, content, auth);
+        let (bytes, sent) = self.leg_request(leg, Method::Invite, leg.cseq, &branch, content, auth);
         let (dest, local) = (leg.peer, leg.local);
         let Some(call) = self.calls.get_mut(&id) else {
             return;
@@ -771,21 +777,17 @@ impl Shard {
         } else {
             ("Proxy-Authenticate", "Proxy-Authorization")
         };
-        let Some(challenge) = msg
-            .header(challenge_header)
-            .and_then(|v| digest_auth::Challenge::parse(v).ok())
-        else {
-            return false;
-        };
         let uri = call.forks[i].invite.uri.clone();
-        let credentials = digest_auth::Credentials::answer(
-            &challenge,
+        let Some((_, credentials)) = digest_auth::answer_challenges(
+            msg.headers_named(challenge_header),
             "INVITE",
             &uri,
             &username,
             &password,
             &token(8),
-        );
+        ) else {
+            return false;
+        };
         call.b.cseq += 1;
         let leg = call.b.clone();
         let value = credentials.header_value();
@@ -931,8 +933,15 @@ impl Shard {
         }
         call.cancelled = true;
         self.cancel_forks(now, id, None);
-        self.answer_a(now, id, 487, "Request Terminated", None);
-        self.finish_call(now, id, Disposition::Cancelled, 487, "caller");
+        let cancelled = Error::RequestTerminated;
+        self.answer_a(now, id, cancelled.status(), cancelled.reason(), None);
+        self.finish_call(
+            now,
+            id,
+            Disposition::Cancelled,
+            cancelled.status(),
+            "caller",
+        );
     }
 
     fn send_bye(&mut self, now: Instant, id: u64, side: Side) {
@@ -943,7 +952,7 @@ impl Shard {
         leg.cseq += 1;
         let leg = leg.clone();
         let branch = transaction::new_branch();
-        let (bytes, _) = self.leg_request(&leg, "BYE", leg.cseq, &branch, None, None);
+        let (bytes, _) = self.leg_request(&leg, Method::Bye, leg.cseq, &branch, None, None);
         let (dest, local) = (leg.peer, leg.local);
         self.send_request(
             now,
@@ -994,7 +1003,8 @@ impl Shard {
                 Err(refusal) => {
                     tracing::info!(call = id, reason = %refusal.reason, "caller's answer refused");
                     let branch = transaction::new_branch();
-                    let (ack, _) = self.leg_request(&leg, "ACK", leg.cseq, &branch, None, None);
+                    let (ack, _) =
+                        self.leg_request(&leg, Method::Ack, leg.cseq, &branch, None, None);
                     if let Some(call) = self.calls.get_mut(&id) {
                         call.b_ack = Some(ack.clone());
                     }
@@ -1009,7 +1019,7 @@ impl Shard {
                 None => msg.content(),
             };
             let branch = transaction::new_branch();
-            let (bytes, _) = self.leg_request(&leg, "ACK", leg.cseq, &branch, content, None);
+            let (bytes, _) = self.leg_request(&leg, Method::Ack, leg.cseq, &branch, content, None);
             if let Some(call) = self.calls.get_mut(&id) {
                 call.b_ack = Some(bytes.clone());
             }
@@ -1055,20 +1065,15 @@ impl Shard {
         let tags_match = to_tag.as_deref() == Some(leg.local_tag.as_str())
             && (leg.remote_tag.is_none() || from_tag == leg.remote_tag);
         if !tags_match || call.state == State::Ended {
-            self.reply_stateless(
-                &msg,
-                peer,
-                local,
-                481,
-                "Call/Transaction Does Not Exist",
-                &[],
-            );
+            self.refuse(&msg, peer, local, &Error::NoSuchCall, &[]);
             return;
         }
-        let method = msg.method().unwrap_or("").to_string();
+        let Some(method) = msg.method() else {
+            return;
+        };
         let ctx = ReqCtx::new(&msg, peer.addr);
         let state = call.state;
-        if method == "BYE" {
+        if method == Method::Bye {
             let ok = ctx
                 .response(200, "OK", None, self.user_agent())
                 .finish(None);
@@ -1083,8 +1088,15 @@ impl Shard {
                         c.cancelled = true;
                     }
                     self.cancel_forks(now, id, None);
-                    self.answer_a(now, id, 487, "Request Terminated", None);
-                    self.finish_call(now, id, Disposition::Cancelled, 487, "caller");
+                    let cancelled = Error::RequestTerminated;
+                    self.answer_a(now, id, cancelled.status(), cancelled.reason(), None);
+                    self.finish_call(
+                        now,
+                        id,
+                        Disposition::Cancelled,
+                        cancelled.status(),
+                        "caller",
+                    );
                 }
                 _ => {}
             }
@@ -1092,29 +1104,30 @@ impl Shard {
         }
         if state != State::Answered {
             let bytes = ctx
-                .response(491, "Request Pending", None, self.user_agent())
+                .refusal(&Error::RequestPending, self.user_agent())
                 .finish(None);
             self.respond_new_server(
                 now,
                 key,
-                method == "INVITE",
+                method == Method::Invite,
                 peer,
                 local,
                 Some(id),
-                491,
+                Error::RequestPending.status(),
                 bytes,
             );
             return;
         }
-        let invite = method == "INVITE";
+        let invite = method == Method::Invite;
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
         if invite && call.pending.values().any(|p| p.invite) {
             let bytes = ctx
-                .response(491, "Request Pending", None, self.user_agent())
+                .refusal(&Error::RequestPending, self.user_agent())
                 .finish(None);
-            self.respond_new_server(now, key, true, peer, local, Some(id), 491, bytes);
+            let pending = Error::RequestPending.status();
+            self.respond_new_server(now, key, true, peer, local, Some(id), pending, bytes);
             return;
         }
         // Relay into the other dialog.
@@ -1144,7 +1157,7 @@ impl Shard {
             return;
         };
         // A new offer in the dialog (re-INVITE, UPDATE) goes through the media.
-        let offer = (invite || method == "UPDATE")
+        let offer = (invite || method == Method::Update)
             && msg
                 .content()
                 .is_some_and(|(ct, b)| media::is_sdp(ct) && !b.is_empty());
@@ -1158,7 +1171,7 @@ impl Shard {
                 Err(refusal) => {
                     tracing::info!(call = id, reason = %refusal.reason, "offer in dialog refused");
                     let bytes = ctx
-                        .response(refusal.status, refusal.phrase(), None, self.user_agent())
+                        .refusal(&refusal.error(), self.user_agent())
                         .finish(None);
                     self.respond(now, &key, refusal.status, bytes);
                     return;
@@ -1179,7 +1192,7 @@ impl Shard {
             Some(body) => Some((ct, &body[..])),
             None => msg.content(),
         };
-        let (bytes, sent) = self.leg_request(&leg, &method, leg.cseq, &branch, content, None);
+        let (bytes, sent) = self.leg_request(&leg, method, leg.cseq, &branch, content, None);
         if let Some(call) = self.calls.get_mut(&id) {
             call.pending.insert(
                 branch.clone(),
@@ -1326,7 +1339,7 @@ impl Shard {
         if let Some(call) = self.calls.get_mut(&id) {
             call.cancelled = true;
         }
-        self.fail_call(now, id, refusal.status, refusal.phrase());
+        self.refuse_call(now, id, &refusal.error());
     }
 
     fn on_answer(&mut self, now: Instant, id: u64, i: usize, msg: &Msg) {
@@ -1352,7 +1365,7 @@ impl Shard {
         let leg = call.b.clone();
         if offer_in_invite {
             let branch = transaction::new_branch();
-            let (ack, _) = self.leg_request(&leg, "ACK", leg.cseq, &branch, None, None);
+            let (ack, _) = self.leg_request(&leg, Method::Ack, leg.cseq, &branch, None, None);
             if let Some(call) = self.calls.get_mut(&id) {
                 call.b_ack = Some(ack.clone());
             }
@@ -1384,10 +1397,10 @@ impl Shard {
         };
         let leg = answered_leg(&call.b, &call.forks[i], msg);
         let ack_branch = transaction::new_branch();
-        let (ack, _) = self.leg_request(&leg, "ACK", leg.cseq, &ack_branch, None, None);
+        let (ack, _) = self.leg_request(&leg, Method::Ack, leg.cseq, &ack_branch, None, None);
         self.transmit(leg.peer, leg.local, ack);
         let bye_branch = transaction::new_branch();
-        let (bye, _) = self.leg_request(&leg, "BYE", leg.cseq + 1, &bye_branch, None, None);
+        let (bye, _) = self.leg_request(&leg, Method::Bye, leg.cseq + 1, &bye_branch, None, None);
         let dest = leg.peer;
         self.send_request(
             now,
@@ -1425,7 +1438,7 @@ impl Shard {
         if p.invite && (200..300).contains(&status) {
             // Acknowledge the 2xx on the far leg ourselves.
             let ack_branch = transaction::new_branch();
-            let (ack, _) = self.leg_request(&far, "ACK", p.cseq, &ack_branch, None, None);
+            let (ack, _) = self.leg_request(&far, Method::Ack, p.cseq, &ack_branch, None, None);
             self.transmit(far.peer, far.local, ack);
         }
         let mut w = p
@@ -1493,7 +1506,8 @@ impl Shard {
                 };
                 if call.forks.get(i).is_some_and(|f| f.final_status.is_none()) {
                     call.forks[i].final_status = Some(408);
-                    self.fork_failed(now, id, 408, "Request Timeout");
+                    let timeout = Error::RequestTimeout;
+                    self.fork_failed(now, id, timeout.status(), timeout.reason());
                 }
             }
             ClientRole::Relay => {
@@ -1503,9 +1517,9 @@ impl Shard {
                 if let Some(p) = call.pending.remove(branch) {
                     let bytes = p
                         .ctx
-                        .response(408, "Request Timeout", None, self.user_agent())
+                        .refusal(&Error::RequestTimeout, self.user_agent())
                         .finish(None);
-                    self.respond(now, &p.server, 408, bytes);
+                    self.respond(now, &p.server, Error::RequestTimeout.status(), bytes);
                 }
             }
             ClientRole::Bye | ClientRole::Cancel => {}
@@ -1528,7 +1542,7 @@ impl Shard {
             State::Routing if now >= call.ring_deadline => {
                 tracing::warn!(call = id, "no routing decision in time");
                 call.state = State::Ringing;
-                self.fail_call(now, id, 503, "Routing Timeout");
+                self.refuse_call(now, id, &Error::RoutingTimeout);
             }
             State::Ringing if now >= call.ring_deadline => {
                 // This step rang out: stop its forks and try the next one.
@@ -1579,8 +1593,9 @@ impl Shard {
                 State::Routing | State::Ringing => {
                     call.cancelled = true;
                     self.cancel_forks(now, id, None);
-                    self.answer_a(now, id, 503, "Service Unavailable", None);
-                    self.finish_call(now, id, Disposition::Failed, 503, "system");
+                    let down = Error::ServiceUnavailable;
+                    self.answer_a(now, id, down.status(), down.reason(), None);
+                    self.finish_call(now, id, Disposition::Failed, down.status(), "system");
                 }
                 State::Ended => {}
             }

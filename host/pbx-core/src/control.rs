@@ -204,7 +204,7 @@ mod tests {
             let invite = self
                 .sent
                 .iter()
-                .find(|m| m.method() == Some("INVITE"))
+                .find(|m| m.method() == Some(crate::msg::Method::Invite))
                 .expect("INVITE out the trunk")
                 .clone();
             let ringing = reply(&invite, 180, "Ringing");
@@ -246,7 +246,11 @@ mod tests {
         r.sent.clear();
         assert!(r.shard.hang_up_call(r.now, TENANT, "in-1"));
         r.drain();
-        assert!(r.sent.iter().any(|m| m.method() == Some("CANCEL")));
+        assert!(
+            r.sent
+                .iter()
+                .any(|m| m.method() == Some(crate::msg::Method::Cancel))
+        );
         assert!(r.sent.iter().any(|m| m.status() == Some(487)));
         assert!(r.shard.calls().is_empty(), "an ended call is not listed");
         assert_eq!(r.cdrs.len(), 1);
@@ -268,7 +272,11 @@ mod tests {
         r.sent.clear();
         assert!(r.shard.hang_up_call(r.now, TENANT, "in-1"));
         r.drain();
-        let byes = r.sent.iter().filter(|m| m.method() == Some("BYE")).count();
+        let byes = r
+            .sent
+            .iter()
+            .filter(|m| m.method() == Some(crate::msg::Method::Bye))
+            .count();
         assert_eq!(byes, 2);
         assert_eq!(r.cdrs.len(), 1);
         assert_eq!(r.cdrs[0].disposition, Disposition::Answered);

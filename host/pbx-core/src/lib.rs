@@ -20,6 +20,7 @@ mod auth;
 mod call;
 mod control;
 mod directory;
+mod error;
 mod media;
 mod msg;
 mod registrar;
@@ -35,6 +36,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 pub use control::CallSummary;
+pub use error::Error;
 pub use media::{
     CallMediaHandle, CdrMedia, LegMedia, MediaAnchor, MediaEncryption, MediaLeg, MediaRefusal,
     MediaSecurity,

@@ -42,14 +42,9 @@ impl MediaRefusal {
         }
     }
 
-    /// The reason phrase of the status line.
-    pub(crate) fn phrase(&self) -> &'static str {
-        match self.status {
-            400 => "Bad Request",
-            488 => "Not Acceptable Here",
-            503 => "Service Unavailable",
-            _ => "Server Internal Error",
-        }
+    /// The refusal the caller is answered with.
+    pub(crate) fn error(&self) -> crate::Error {
+        crate::Error::Media(self.status)
     }
 }
 

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use dashmap::DashMap;
 use model::{Registration, RegistrationChange, TenantId, TransportKind};
 
-use crate::msg::{Msg, NameAddr};
+use crate::msg::{Msg, NameAddr, SipUri};
 use crate::{ConnId, Peer, RegistrarConfig};
 
 /// One contact binding.
@@ -60,7 +60,7 @@ pub(crate) enum Reply {
     /// 423 Interval Too Brief with Min-Expires.
     TooBrief(u32),
     /// Any other refusal.
-    Error(u16, &'static str),
+    Error(crate::Error),
 }
 
 /// A REGISTER's contact set, read from the message.
@@ -151,7 +151,7 @@ impl Bindings {
         };
         let call_id = msg.call_id();
         let Ok((cseq, _)) = msg.cseq() else {
-            return Reply::Error(400, "Bad CSeq");
+            return Reply::Error(crate::Error::BadCSeq);
         };
         let user_agent = msg
             .header("User-Agent")
@@ -164,7 +164,7 @@ impl Bindings {
             Request::Fetch => {}
             Request::RemoveAll => {
                 if list.iter().any(|b| b.call_id == call_id && b.cseq > cseq) {
-                    return Reply::Error(500, "Out Of Order");
+                    return Reply::Error(crate::Error::OutOfOrder);
                 }
                 for b in list.drain(..) {
                     changes.push(RegistrationChange::Remove {
@@ -181,7 +181,7 @@ impl Bindings {
                         && b.call_id == call_id
                         && b.cseq > cseq
                     {
-                        return Reply::Error(500, "Out Of Order");
+                        return Reply::Error(crate::Error::OutOfOrder);
                     }
                 }
                 for (c, expires) in contacts {
@@ -254,7 +254,7 @@ fn route_to(source: Peer, contact: &str, behind_nat: bool) -> Peer {
     if behind_nat || source.transport != TransportKind::Udp {
         return source;
     }
-    let Some(parts) = crate::msg::uri_parts(contact) else {
+    let Some(parts) = SipUri::parse(contact) else {
         return source;
     };
     match parts.host.parse::<std::net::IpAddr>() {
@@ -270,7 +270,7 @@ fn route_to(source: Peer, contact: &str, behind_nat: bool) -> Peer {
 /// Whether a request's top Via names another address than the one its packet came
 /// from (RFC 3581 §4: the client is behind a NAT).
 pub(crate) fn behind_nat(sent_by: &str, source: SocketAddr) -> bool {
-    match crate::msg::split_host_port(sent_by) {
+    match sip::uri::host_port(sent_by) {
         Some((host, port)) => match host.parse::<std::net::IpAddr>() {
             Ok(ip) => ip != source.ip() || port.unwrap_or(5060) != source.port(),
             Err(_) => true,
@@ -293,20 +293,20 @@ fn read_contacts<'a>(cfg: &RegistrarConfig, msg: &'a Msg) -> Result<Request<'a>,
     }
     if values.iter().any(|v| v.trim() == "*") {
         if values.len() != 1 || header_expires != Some(0) {
-            return Err(Reply::Error(400, "Invalid Wildcard Contact"));
+            return Err(Reply::Error(crate::Error::InvalidWildcardContact));
         }
         return Ok(Request::RemoveAll);
     }
     let mut out = Vec::with_capacity(values.len());
     for v in values {
         let c = NameAddr::parse(v);
-        if crate::msg::uri_parts(c.uri).is_none() {
-            return Err(Reply::Error(400, "Bad Contact"));
+        if SipUri::parse(c.uri).is_none() {
+            return Err(Reply::Error(crate::Error::BadContact));
         }
         let requested = match c.param("expires") {
             Some(e) => e
                 .parse::<u32>()
-                .map_err(|_| Reply::Error(400, "Bad Expires"))?,
+                .map_err(|_| Reply::Error(crate::Error::BadExpires))?,
             None => header_expires.unwrap_or(cfg.default_expires),
         };
         if requested != 0 && requested < cfg.min_expires {
@@ -416,7 +416,7 @@ mod tests {
             false,
             10,
         );
-        assert_eq!(reply, Reply::Error(500, "Out Of Order"));
+        assert_eq!(reply, Reply::Error(crate::Error::OutOfOrder));
     }
 
     #[test]

@@ -18,9 +18,9 @@ use transaction::{
 
 use crate::auth::{self, Kind, Outcome};
 use crate::call::{Call, ClientRole};
-use crate::msg::{self, Msg, NameAddr, Writer};
+use crate::msg::{self, Method, Msg, NameAddr, SipUri, Writer};
 use crate::registrar::Reply;
-use crate::{Inbound, Output, Peer, Shared, TransportKind};
+use crate::{Error, Inbound, Output, Peer, Shared, TransportKind};
 
 /// Methods the host understands; anything else gets 501.
 pub(crate) const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE";
@@ -124,14 +124,14 @@ pub(crate) struct SentInvite {
 
 impl SentInvite {
     pub(crate) fn cancel(&self) -> Bytes {
-        self.with_method("CANCEL", &self.to)
+        self.with_method(Method::Cancel, &self.to)
     }
 
     pub(crate) fn ack(&self, to: &str) -> Bytes {
-        self.with_method("ACK", to)
+        self.with_method(Method::Ack, to)
     }
 
-    fn with_method(&self, method: &str, to: &str) -> Bytes {
+    fn with_method(&self, method: Method, to: &str) -> Bytes {
         let mut w = Writer::request(method, &self.uri);
         w.header("Via", &self.via)
             .header("Max-Forwards", 70)
@@ -177,6 +177,11 @@ impl ReqCtx {
             call_id: msg.call_id().to_string(),
             cseq: msg.header("CSeq").unwrap_or("").to_string(),
         }
+    }
+
+    /// The answer refusing the request with `error` (no To tag of ours).
+    pub(crate) fn refusal(&self, error: &Error, user_agent: Option<&str>) -> Writer {
+        self.response(error.status(), error.reason(), None, user_agent)
     }
 
     /// A response writer with Via, From, To (tagged when `to_tag` is given and the
@@ -352,6 +357,18 @@ impl Shard {
         }
     }
 
+    /// Answers `msg` statelessly with the status and phrase of `error`.
+    pub(crate) fn refuse(
+        &mut self,
+        msg: &Msg,
+        peer: Peer,
+        local: SocketAddr,
+        error: &Error,
+        extra: &[(&str, String)],
+    ) {
+        self.reply_stateless(msg, peer, local, error.status(), error.reason(), extra);
+    }
+
     /// Answers a request statelessly.
     pub(crate) fn reply_stateless(
         &mut self,
@@ -373,17 +390,19 @@ impl Shard {
     }
 
     fn on_request(&mut self, now: Instant, msg: Msg, peer: Peer, local: SocketAddr) {
-        let method = msg.method().unwrap_or("").to_string();
+        let Some(method) = msg.method() else {
+            return;
+        };
         let Ok(via) = msg.top_via() else {
             return;
         };
-        let branch = via.branch.unwrap_or("").to_string();
+        let branch = via.branch().unwrap_or("").to_string();
         let sent_by = via.sent_by.to_string();
         // RFC 3261 §17.2.3 matching needs a magic-cookie branch; older clients are
         // matched by the same key, which is unique enough for their retransmissions.
-        let key = Key::server(&branch, &sent_by, &method);
+        let key = Key::server(&branch, &sent_by, msg::method_name(method));
 
-        if method == "ACK" {
+        if method == Method::Ack {
             if let Some(entry) = self.servers.get_mut(&key)
                 && let ServerTx::Invite(tx) = &mut entry.tx
             {
@@ -405,7 +424,7 @@ impl Shard {
             return;
         }
 
-        if method == "CANCEL" {
+        if method == Method::Cancel {
             self.on_cancel(now, &msg, peer, local, &branch, &sent_by);
             return;
         }
@@ -418,8 +437,8 @@ impl Shard {
             return;
         }
 
-        if msg.max_forwards() == Some(0) && method != "REGISTER" && method != "OPTIONS" {
-            self.reply_stateless(&msg, peer, local, 483, "Too Many Hops", &[]);
+        if msg.max_forwards() == Some(0) && !matches!(method, Method::Register | Method::Options) {
+            self.refuse(&msg, peer, local, &Error::TooManyHops, &[]);
             return;
         }
 
@@ -427,42 +446,35 @@ impl Shard {
         if let Some(_to_tag) = in_dialog {
             match self.dialogs.get(msg.call_id()).copied() {
                 Some(call) => self.on_in_dialog(now, call, msg, peer, local, key),
-                None => self.reply_stateless(
-                    &msg,
-                    peer,
-                    local,
-                    481,
-                    "Call/Transaction Does Not Exist",
-                    &[],
-                ),
+                None => self.refuse(&msg, peer, local, &Error::NoSuchCall, &[]),
             }
             return;
         }
 
-        match method.as_str() {
-            "REGISTER" => self.on_register(now, &msg, peer, local),
-            "INVITE" => self.on_invite(now, msg, peer, local, key),
-            "OPTIONS" => {
+        match method {
+            Method::Register => self.on_register(now, &msg, peer, local),
+            Method::Invite => self.on_invite(now, msg, peer, local, key),
+            Method::Options => {
                 let extra = [
                     ("Allow", ALLOW.to_string()),
                     ("Accept", "application/sdp".to_string()),
                 ];
                 self.reply_stateless(&msg, peer, local, 200, "OK", &extra);
             }
-            "BYE" => self.reply_stateless(
-                &msg,
-                peer,
-                local,
-                481,
-                "Call/Transaction Does Not Exist",
-                &[],
-            ),
-            "INFO" | "UPDATE" | "PRACK" | "MESSAGE" | "SUBSCRIBE" | "NOTIFY" | "PUBLISH"
-            | "REFER" => {
+            Method::Bye => self.refuse(&msg, peer, local, &Error::NoSuchCall, &[]),
+            Method::Info
+            | Method::Update
+            | Method::PRack
+            | Method::Message
+            | Method::Subscribe
+            | Method::Notify
+            | Method::Publish
+            | Method::Refer => {
                 let extra = [("Allow", ALLOW.to_string())];
-                self.reply_stateless(&msg, peer, local, 405, "Method Not Allowed", &extra);
+                self.refuse(&msg, peer, local, &Error::MethodNotAllowed, &extra);
             }
-            _ => self.reply_stateless(&msg, peer, local, 501, "Not Implemented", &[]),
+            // ACK and CANCEL were handled above.
+            Method::Ack | Method::Cancel => {}
         }
     }
 
@@ -475,7 +487,7 @@ impl Shard {
         ];
         let mut first = None;
         for uri in candidates.into_iter().flatten() {
-            if let Some(p) = msg::uri_parts(uri) {
+            if let Some(p) = SipUri::parse(uri) {
                 let host = p.host.to_ascii_lowercase();
                 if host.parse::<std::net::IpAddr>().is_err() {
                     return host;
@@ -518,7 +530,7 @@ impl Shard {
                 realm,
                 retransmission,
             } => {
-                if retransmission && msg.method() == Some("REGISTER") {
+                if retransmission && msg.method() == Some(Method::Register) {
                     self.answer_register_retransmission(
                         msg, peer, local, tenant, &extension, now_ms,
                     );
@@ -546,7 +558,7 @@ impl Shard {
                         extension = %extension,
                         "request from a network the extension may not use"
                     );
-                    self.reply_stateless(msg, peer, local, 403, "Forbidden", &[]);
+                    self.refuse(msg, peer, local, &Error::Forbidden, &[]);
                     return None;
                 }
                 Some((tenant, extension))
@@ -557,7 +569,7 @@ impl Shard {
                 failure,
             } => {
                 if let Some(failure) = failure {
-                    let method = msg.method().unwrap_or("");
+                    let method = msg.method().map_or("", msg::method_name);
                     tracing::info!(
                         event = "sip.auth.failure",
                         source = %peer.addr,
@@ -579,12 +591,11 @@ impl Shard {
                 let offered =
                     index.digest_algorithms(tenant, &user, &self.shared.config.digest_algorithms);
                 let values = auth::challenges(&self.shared.nonces, offered, &realm, stale, now_ms);
-                let (status, phrase) = kind.status();
                 let extra: Vec<(&str, String)> = values
                     .into_iter()
                     .map(|v| (kind.challenge_header(), v))
                     .collect();
-                self.reply_stateless(msg, peer, local, status, phrase, &extra);
+                self.refuse(msg, peer, local, &kind.refusal(), &extra);
                 None
             }
             Outcome::Suspended { tenant, extension } => {
@@ -595,7 +606,7 @@ impl Shard {
                     extension = %extension,
                     "request from a suspended extension or tenant"
                 );
-                self.reply_stateless(msg, peer, local, 403, "Forbidden", &[]);
+                self.refuse(msg, peer, local, &Error::Forbidden, &[]);
                 None
             }
             // Turned into a challenge or answered above.
@@ -650,9 +661,9 @@ impl Shard {
         let aor_user = msg
             .to()
             .ok()
-            .and_then(|t| msg::uri_parts(t.uri).and_then(|p| p.user.map(str::to_string)));
+            .and_then(|t| SipUri::parse(t.uri).and_then(|p| p.user.map(str::to_string)));
         if aor_user.as_deref() != Some(extension.as_str()) {
-            self.reply_stateless(msg, peer, local, 403, "Forbidden", &[]);
+            self.refuse(msg, peer, local, &Error::Forbidden, &[]);
             return;
         }
         let now_ms = self.shared.unix_ms(now);
@@ -678,11 +689,9 @@ impl Shard {
             Reply::Ok(contacts) => self.reply_bindings(msg, peer, local, contacts),
             Reply::TooBrief(min) => {
                 let extra = [("Min-Expires", min.to_string())];
-                self.reply_stateless(msg, peer, local, 423, "Interval Too Brief", &extra);
+                self.refuse(msg, peer, local, &Error::IntervalTooBrief, &extra);
             }
-            Reply::Error(status, reason) => {
-                self.reply_stateless(msg, peer, local, status, reason, &[]);
-            }
+            Reply::Error(error) => self.refuse(msg, peer, local, &error, &[]),
         }
     }
 
@@ -697,14 +706,7 @@ impl Shard {
     ) {
         let invite_key = Key::server(branch, sent_by, "INVITE");
         let Some(call) = self.servers.get(&invite_key).and_then(|e| e.call) else {
-            self.reply_stateless(
-                msg,
-                peer,
-                local,
-                481,
-                "Call/Transaction Does Not Exist",
-                &[],
-            );
+            self.refuse(msg, peer, local, &Error::NoSuchCall, &[]);
             return;
         };
         // The CANCEL is its own non-INVITE transaction (§9.2).
@@ -879,12 +881,12 @@ impl Shard {
         let Ok(via) = msg.top_via() else {
             return;
         };
-        let Some(branch) = via.branch else {
+        let Some(branch) = via.branch() else {
             return;
         };
         // A CANCEL shares its INVITE's branch but is a transaction of its own.
         let branch = match msg.cseq() {
-            Ok((_, "CANCEL")) => format!("{branch}|CANCEL"),
+            Ok((_, Method::Cancel)) => format!("{branch}|CANCEL"),
             _ => branch.to_string(),
         };
         let status = msg.status().unwrap_or(0);

@@ -337,7 +337,7 @@ fn unanswered_call_times_out_with_480_and_cancel() {
     let out = h.invite();
     let invite = out
         .iter()
-        .find(|(a, m)| m.method() == Some("INVITE") && a.port() == 7001)
+        .find(|(a, m)| m.method() == Some(crate::msg::Method::Invite) && a.port() == 7001)
         .expect("INVITE to the callee")
         .1
         .clone();
@@ -355,7 +355,7 @@ fn unanswered_call_times_out_with_480_and_cancel() {
     assert!(statuses(&out).contains(&480), "caller told nobody answered");
     assert!(
         out.iter()
-            .any(|(a, m)| m.method() == Some("CANCEL") && a.port() == 7001)
+            .any(|(a, m)| m.method() == Some(crate::msg::Method::Cancel) && a.port() == 7001)
     );
     assert_eq!(
         h.shard.active_calls(),
@@ -377,7 +377,7 @@ fn answered_call_is_ended_at_the_maximum_duration() {
     let out = h.invite();
     let invite = out
         .iter()
-        .find(|(_, m)| m.method() == Some("INVITE"))
+        .find(|(_, m)| m.method() == Some(crate::msg::Method::Invite))
         .unwrap()
         .1
         .clone();
@@ -416,7 +416,7 @@ fn answered_call_is_ended_at_the_maximum_duration() {
     let out = h.take();
     let byes: Vec<u16> = out
         .iter()
-        .filter(|(_, m)| m.method() == Some("BYE"))
+        .filter(|(_, m)| m.method() == Some(crate::msg::Method::Bye))
         .map(|(a, _)| a.port())
         .collect();
     assert!(
@@ -452,7 +452,7 @@ fn ack_reusing_the_invite_branch_still_confirms_the_call() {
     let out = h.invite();
     let invite = out
         .iter()
-        .find(|(_, m)| m.method() == Some("INVITE"))
+        .find(|(_, m)| m.method() == Some(crate::msg::Method::Invite))
         .unwrap()
         .1
         .clone();
@@ -477,7 +477,8 @@ fn ack_reusing_the_invite_branch_still_confirms_the_call() {
         "no 200 retransmission"
     );
     assert!(
-        out.iter().all(|(_, m)| m.method() != Some("BYE")),
+        out.iter()
+            .all(|(_, m)| m.method() != Some(crate::msg::Method::Bye)),
         "the call stays up"
     );
     assert_eq!(h.shard.active_calls(), 1);
@@ -502,7 +503,7 @@ impl Harness {
 
 fn sent_to<'a>(out: &'a [(SocketAddr, Msg)], port: u16, method: &str) -> Option<&'a Msg> {
     out.iter()
-        .find(|(a, m)| a.port() == port && m.method() == Some(method))
+        .find(|(a, m)| a.port() == port && m.method().map(crate::msg::method_name) == Some(method))
         .map(|(_, m)| m)
 }
 
@@ -719,8 +720,8 @@ fn trunk_calls_answer_the_carriers_challenge_once() {
         &resp
             .replace(&first.header("CSeq").unwrap().to_string(), "2 INVITE")
             .replace(
-                first.top_via().unwrap().branch.unwrap(),
-                second.top_via().unwrap().branch.unwrap(),
+                first.top_via().unwrap().branch().unwrap(),
+                second.top_via().unwrap().branch().unwrap(),
             ),
     );
     let out = h.take();
@@ -1030,7 +1031,7 @@ mod anchoring {
         let out = invite_with(&mut h, SDP);
         let invite = &out
             .iter()
-            .find(|(_, m)| m.method() == Some("INVITE"))
+            .find(|(_, m)| m.method() == Some(crate::msg::Method::Invite))
             .expect("fork")
             .1;
         let body = String::from_utf8_lossy(&invite.body).to_string();
@@ -1059,7 +1060,7 @@ mod anchoring {
         let out = h.take();
         let byes: Vec<u16> = out
             .iter()
-            .filter(|(_, m)| m.method() == Some("BYE"))
+            .filter(|(_, m)| m.method() == Some(crate::msg::Method::Bye))
             .map(|(a, _)| a.port())
             .collect();
         assert!(byes.contains(&7000) && byes.contains(&7001), "{byes:?}");
@@ -1071,7 +1072,10 @@ mod anchoring {
         h.register("1001", "127.0.0.1:7001");
         let out = invite_with(&mut h, &format!("{SDP}a=refuse\r\n"));
         assert!(statuses(&out).contains(&488), "{:?}", statuses(&out));
-        assert!(out.iter().all(|(_, m)| m.method() != Some("INVITE")));
+        assert!(
+            out.iter()
+                .all(|(_, m)| m.method() != Some(crate::msg::Method::Invite))
+        );
     }
 
     #[test]
@@ -1081,7 +1085,7 @@ mod anchoring {
         let out = h.invite();
         let invite = out
             .iter()
-            .find(|(_, m)| m.method() == Some("INVITE"))
+            .find(|(_, m)| m.method() == Some(crate::msg::Method::Invite))
             .expect("fork")
             .1
             .clone();
@@ -1107,7 +1111,7 @@ mod anchoring {
         let out = h.take();
         let ack_b = &out
             .iter()
-            .find(|(a, m)| m.method() == Some("ACK") && a.port() == 7001)
+            .find(|(a, m)| m.method() == Some(crate::msg::Method::Ack) && a.port() == 7001)
             .expect("ACK to the callee")
             .1;
         assert!(String::from_utf8_lossy(&ack_b.body).contains("(answer from Caller)"));
@@ -1120,7 +1124,7 @@ mod anchoring {
         let out = invite_with(&mut h, SDP);
         let invite = out
             .iter()
-            .find(|(_, m)| m.method() == Some("INVITE"))
+            .find(|(_, m)| m.method() == Some(crate::msg::Method::Invite))
             .expect("fork")
             .1
             .clone();
@@ -1200,4 +1204,132 @@ fn a_retransmitted_register_gets_200_again_but_a_replay_is_challenged() {
     h.feed("127.0.0.1:7001", &replay);
     let out = h.take();
     assert_eq!(statuses(&out), vec![401], "a replay is challenged");
+}
+
+/// The tenant a request belongs to is the host of its Request-URI as the URI
+/// grammar reads it (RFC 3261 §19.1), over the URI forms of RFC 4475.
+mod tenant_from_uri {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::Shard;
+
+    /// A request to `uri` whose To and From name `fallback` (a host name), so a
+    /// wrong reading of the Request-URI shows as the wrong tenant.
+    fn request(uri: &str, fallback: &str) -> Msg {
+        let text = format!(
+            "OPTIONS {uri} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bKt\r\nFrom: <sip:caller@{fallback}>;tag=a\r\nTo: <sip:callee@{fallback}>\r\nCall-ID: t-1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        );
+        Msg::parse(text.as_bytes()).unwrap_or_else(|e| panic!("{uri}: {e}"))
+    }
+
+    #[test]
+    fn user_part_with_parameters_names_the_host_tenant() {
+        // RFC 3261 §19.1.4: the user is `alice;day=tuesday`, the host atlanta.com.
+        let msg = request("sip:alice;day=tuesday@atlanta.com", "fallback.example");
+        assert_eq!(Shard::request_domain(&msg), "atlanta.com");
+        let uri = crate::msg::SipUri::parse(msg.request_uri()).expect("a SIP URI");
+        assert_eq!(uri.user, Some("alice;day=tuesday"));
+    }
+
+    #[test]
+    fn an_invite_to_a_user_with_parameters_is_challenged_by_its_tenant() {
+        // Before the URI was read by its grammar the host came out as `1001`,
+        // an unknown tenant; now the call is challenged in acme's realm.
+        let mut h = Harness::new(CoreConfig::default());
+        h.feed(
+            "127.0.0.1:7000",
+            &format!(
+                "INVITE sip:1001;day=tuesday@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bKu1\r\nFrom: <sip:1000@192.0.2.1>;tag=a\r\nTo: <sip:1001@192.0.2.1>\r\nCall-ID: user-params-1\r\nCSeq: 1 INVITE\r\nContact: <sip:1000@127.0.0.1:7000>\r\nContent-Length: 0\r\n\r\n"
+            ),
+        );
+        let reply = h
+            .take()
+            .into_iter()
+            .map(|(_, m)| m)
+            .find(|m| m.status().is_some_and(|s| s >= 400))
+            .expect("a final answer");
+        assert_eq!(reply.status(), Some(407));
+        let challenge =
+            digest_auth::Challenge::parse(reply.header("Proxy-Authenticate").expect("a challenge"))
+                .expect("challenge parses");
+        assert_eq!(challenge.realm, DOMAIN);
+    }
+
+    /// A host name: labels of letters, digits and inner hyphens, any case.
+    fn host_name() -> impl Strategy<Value = String> {
+        proptest::collection::vec("[a-zA-Z]([a-zA-Z0-9-]{0,8}[a-zA-Z0-9])?", 1..4)
+            .prop_map(|labels| format!("{}.example", labels.join(".")))
+    }
+
+    /// A user part: plain, with dots, `%`-escaped, with parameters (§19.1.4),
+    /// a telephone number, with a password.
+    fn user_part() -> impl Strategy<Value = Option<String>> {
+        prop_oneof![
+            Just(None),
+            "[a-zA-Z0-9]{1,10}".prop_map(Some),
+            "[a-z]{1,5}\\.[a-z]{1,5}".prop_map(Some),
+            "(%[0-9A-F]{2}|[a-z]){1,6}".prop_map(Some),
+            ("[a-z]{1,6}", "[a-z]{1,6}", "[a-z0-9]{1,6}")
+                .prop_map(|(u, k, v)| Some(format!("{u};{k}={v}"))),
+            "\\+[0-9]{4,12}".prop_map(Some),
+            ("[a-z]{1,6}", "[a-z0-9]{1,6}").prop_map(|(u, p)| Some(format!("{u}:{p}"))),
+            Just(Some("sips%3Auser%40example.com".to_string())),
+        ]
+    }
+
+    /// The host as written in the URI, and whether it is an IP address.
+    fn host() -> impl Strategy<Value = (String, bool)> {
+        prop_oneof![
+            4 => host_name().prop_map(|h| (h, false)),
+            1 => any::<[u8; 4]>().prop_map(|o| (std::net::Ipv4Addr::from(o).to_string(), true)),
+            1 => any::<[u16; 8]>()
+                .prop_map(|s| (format!("[{}]", std::net::Ipv6Addr::from(s)), true)),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn tenant_is_the_request_uri_host(
+            secure in any::<bool>(),
+            scheme_upper in any::<bool>(),
+            user in user_part(),
+            (host, is_ip) in host(),
+            port in proptest::option::of(1u16..),
+            params in proptest::collection::vec("[a-z]{1,6}(=[a-z0-9]{1,6})?", 0..3),
+            fallback in host_name(),
+        ) {
+            let scheme = match (secure, scheme_upper) {
+                (false, false) => "sip",
+                (false, true) => "SIP",
+                (true, false) => "sips",
+                (true, true) => "SIPS",
+            };
+            let mut uri = format!("{scheme}:");
+            if let Some(user) = &user {
+                uri.push_str(user);
+                uri.push('@');
+            }
+            uri.push_str(&host);
+            if let Some(port) = port {
+                uri.push_str(&format!(":{port}"));
+            }
+            for p in &params {
+                uri.push(';');
+                uri.push_str(p);
+            }
+            let msg = request(&uri, &fallback);
+            // A name in the Request-URI is the tenant; an address is not, and
+            // the To host is used instead.
+            let expected = if is_ip { fallback } else { host.clone() };
+            prop_assert_eq!(Shard::request_domain(&msg), expected.to_ascii_lowercase(), "{}", uri);
+            let parsed = crate::msg::SipUri::parse(msg.request_uri());
+            prop_assert!(parsed.is_some(), "{}", uri);
+            let parsed = parsed.unwrap();
+            let user_only = user.as_deref().map(|u| u.split(':').next().unwrap_or(u));
+            prop_assert_eq!(parsed.user, user_only);
+            prop_assert_eq!(parsed.port, port);
+            prop_assert_eq!(parsed.secure, secure);
+        }
+    }
 }

@@ -13,18 +13,21 @@
 //! CSeq; each has a new branch. A 2xx schedules a refresh at about 80 % of the
 //! granted expiry; any other failure, or no final answer within the transaction
 //! timeout, schedules a new attempt after a back-off that doubles up to a cap.
-//! Over UDP a request is retransmitted from T1, doubling up to T2 (RFC 3261
-//! §17.1.2.2 Timer E); over streams it is sent once.
+//! Each REGISTER runs in a [`transaction::ClientNonInvite`] (RFC 3261 §17.1.2):
+//! over UDP it is retransmitted from T1, doubling up to T2 (Timer E, every T2
+//! once a provisional answer came); over streams it is sent once; Timer F
+//! (64*T1) ends an unanswered attempt.
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use transaction::{ClientNonInvite, TimerEvent};
 
 use crate::TransportKind;
 use crate::call::token;
-use crate::msg::{Msg, NameAddr, Writer, via_transport};
+use crate::msg::{Method, Msg, NameAddr, Writer, via_transport};
 
 /// Longest expiry a registration is asked for or believed, in seconds (one week);
 /// anything a carrier says beyond this is cut to it.
@@ -38,10 +41,9 @@ const MAX_AUTH_ROUNDS: u32 = 4;
 pub struct RegTimers {
     /// First UDP retransmission interval (T1).
     pub t1: Duration,
-    /// Longest UDP retransmission interval (T2).
+    /// Longest UDP retransmission interval (T2). A REGISTER unanswered for
+    /// 64*T1 (Timer F) fails the attempt.
     pub t2: Duration,
-    /// How long a REGISTER may go unanswered before the attempt fails (64*T1).
-    pub transaction_timeout: Duration,
     /// Back-off after the first failure; it doubles with each further one ...
     pub retry_min: Duration,
     /// ... up to this.
@@ -57,7 +59,6 @@ impl Default for RegTimers {
         RegTimers {
             t1: Duration::from_millis(500),
             t2: Duration::from_secs(4),
-            transaction_timeout: Duration::from_secs(32),
             retry_min: Duration::from_secs(30),
             retry_max: Duration::from_secs(600),
             min_refresh: Duration::from_secs(1),
@@ -126,13 +127,12 @@ pub enum RegState {
 struct Pending {
     branch: String,
     cseq: u32,
-    bytes: Bytes,
     expires: u32,
     /// The nonce this request answered, if it carried credentials.
     nonce: Option<String>,
-    retransmit_at: Option<Instant>,
-    interval: Duration,
-    give_up: Instant,
+    /// Its client transaction (retransmissions and Timer F); dropped with the
+    /// final answer, after which a retransmitted answer no longer matches.
+    tx: ClientNonInvite,
 }
 
 /// The client side of registering one trunk to its carrier.
@@ -200,10 +200,7 @@ impl TrunkRegistration {
             }
         };
         match &self.pending {
-            Some(p) => {
-                consider(p.retransmit_at);
-                consider(Some(p.give_up));
-            }
+            Some(p) => consider(p.tx.poll_timeout()),
             None => {
                 consider(self.refresh_at);
                 if let RegState::Failed { retry_at, .. } = &self.state {
@@ -221,7 +218,19 @@ impl TrunkRegistration {
     /// refresh, retry, and the end of a binding.
     pub fn handle_timeout(&mut self, now: Instant) {
         if let Some(p) = &mut self.pending {
-            if now >= p.give_up {
+            let mut timed_out = false;
+            while let Some(event) = p.tx.handle_timeout(now) {
+                match event {
+                    TimerEvent::Retransmit(bytes) => self.outbox.push_back(bytes),
+                    TimerEvent::TimedOut => {
+                        timed_out = true;
+                        break;
+                    }
+                    // Only after a final answer, when the transaction is gone.
+                    TimerEvent::Terminated => break,
+                }
+            }
+            if timed_out {
                 self.pending = None;
                 if self.state == RegState::Unregistering {
                     self.state = RegState::Unregistered;
@@ -229,13 +238,6 @@ impl TrunkRegistration {
                     self.fail(now, "no response from the carrier".into(), None);
                 }
                 return;
-            }
-            if let Some(at) = p.retransmit_at
-                && now >= at
-            {
-                self.outbox.push_back(p.bytes.clone());
-                p.interval = (p.interval * 2).min(self.config.timers.t2);
-                p.retransmit_at = Some(now + p.interval);
             }
         }
         if let RegState::Registered { until } = self.state
@@ -273,19 +275,16 @@ impl TrunkRegistration {
         let ours = msg.call_id() == self.call_id
             && msg
                 .cseq()
-                .is_ok_and(|(n, m)| n == pending.cseq && m == "REGISTER")
+                .is_ok_and(|(n, m)| n == pending.cseq && m == Method::Register)
             && msg
                 .top_via()
-                .is_ok_and(|v| v.branch == Some(pending.branch.as_str()));
+                .is_ok_and(|v| v.branch() == Some(pending.branch.as_str()));
         if !ours {
             return false;
         }
         if status < 200 {
-            // Proceeding: retransmit at T2 only (Timer E in "Proceeding").
-            if pending.retransmit_at.is_some() {
-                pending.interval = self.config.timers.t2;
-                pending.retransmit_at = Some(now + pending.interval);
-            }
+            // Proceeding: from its next firing Timer E waits T2.
+            pending.tx.on_response(now, status);
             return true;
         }
         let Some(pending) = self.pending.take() else {
@@ -300,7 +299,7 @@ impl TrunkRegistration {
                     if unregistering {
                         self.state = RegState::Unregistered;
                     } else {
-                        self.fail(now, reason, None);
+                        self.fail(now, reason.to_string(), None);
                     }
                 }
             }
@@ -379,11 +378,10 @@ impl TrunkRegistration {
         let ours = NameAddr::parse(&self.config.contact).uri.to_owned();
         let contacts: Vec<NameAddr<'_>> =
             ok.headers_named("Contact").map(NameAddr::parse).collect();
-        let param = |c: &NameAddr<'_>| c.param("expires").and_then(|e| e.parse::<u32>().ok());
         if let Some(e) = contacts
             .iter()
             .find(|c| c.uri.eq_ignore_ascii_case(&ours))
-            .and_then(param)
+            .and_then(NameAddr::expires)
         {
             return Some(e);
         }
@@ -391,7 +389,7 @@ impl TrunkRegistration {
             return Some(e);
         }
         match contacts.as_slice() {
-            [only] => param(only),
+            [only] => only.expires(),
             _ => None,
         }
     }
@@ -405,31 +403,28 @@ impl TrunkRegistration {
         status: u16,
         pending: &Pending,
         now: Instant,
-    ) -> Result<(), String> {
+    ) -> Result<(), crate::Error> {
         let (challenge_header, answer_header) = if status == 401 {
             ("WWW-Authenticate", "Authorization")
         } else {
             ("Proxy-Authenticate", "Proxy-Authorization")
         };
-        let challenge = msg
-            .headers_named(challenge_header)
-            .find_map(|v| digest_auth::Challenge::parse(v).ok())
-            .ok_or_else(|| format!("{status} with no digest challenge we can answer"))?;
-        if pending.nonce.as_deref() == Some(challenge.nonce.as_str()) && !challenge.stale {
-            return Err(format!("{status} credentials rejected"));
-        }
-        self.auth_rounds += 1;
-        if self.auth_rounds > MAX_AUTH_ROUNDS {
-            return Err(format!("{status} challenged too many times"));
-        }
-        let credentials = digest_auth::Credentials::answer(
-            &challenge,
+        let (challenge, credentials) = digest_auth::answer_challenges(
+            msg.headers_named(challenge_header),
             "REGISTER",
             &self.request_uri(),
             &self.config.username,
             &self.config.password,
             &token(8),
-        );
+        )
+        .ok_or(crate::Error::ChallengeUnanswerable(status))?;
+        if pending.nonce.as_deref() == Some(challenge.nonce.as_str()) && !challenge.stale {
+            return Err(crate::Error::CredentialsRejected(status));
+        }
+        self.auth_rounds += 1;
+        if self.auth_rounds > MAX_AUTH_ROUNDS {
+            return Err(crate::Error::TooManyChallenges(status));
+        }
         self.send_register(
             now,
             Some((answer_header, credentials.header_value(), challenge.nonce)),
@@ -485,7 +480,7 @@ impl TrunkRegistration {
         } else {
             format!("<{}>", cfg.contact)
         };
-        let mut w = Writer::request("REGISTER", &self.request_uri());
+        let mut w = Writer::request(Method::Register, &self.request_uri());
         w.header(
             "Via",
             format_args!(
@@ -510,18 +505,20 @@ impl TrunkRegistration {
             w.header("User-Agent", ua);
         }
         let bytes = w.finish(None);
-        let udp = cfg.transport == TransportKind::Udp;
-        let t1 = cfg.timers.t1;
-        self.outbox.push_back(bytes.clone());
+        let reliable = cfg.transport != TransportKind::Udp;
+        let timers = transaction::Timers {
+            t1: cfg.timers.t1,
+            t2: cfg.timers.t2,
+            ..transaction::Timers::default()
+        };
+        let (tx, first) = ClientNonInvite::new(now, bytes, reliable, timers);
+        self.outbox.push_back(first);
         self.pending = Some(Pending {
             branch,
             cseq,
-            bytes,
             expires,
             nonce,
-            retransmit_at: udp.then(|| now + t1),
-            interval: t1,
-            give_up: now + cfg.timers.transaction_timeout,
+            tx,
         });
     }
 }
@@ -601,14 +598,14 @@ mod tests {
         assert_eq!(reg.state(), &RegState::Registering);
         let req = sent(&mut reg);
         assert!(reg.poll_transmit().is_none(), "one REGISTER only");
-        assert_eq!(req.method(), Some("REGISTER"));
+        assert_eq!(req.method(), Some(Method::Register));
         assert_eq!(req.request_uri(), "sip:gw.carrier.example:5060");
-        assert_eq!(req.cseq().unwrap(), (1, "REGISTER"));
+        assert_eq!(req.cseq().unwrap(), (1, Method::Register));
         assert_eq!(req.call_id(), reg.call_id());
         let via = req.top_via().unwrap();
         assert_eq!(via.transport, "UDP");
         assert_eq!(via.sent_by, "192.0.2.10:40000");
-        assert!(via.branch.unwrap().starts_with("z9hG4bK"));
+        assert!(via.branch().unwrap().starts_with("z9hG4bK"));
         assert!(req.from().unwrap().tag().is_some());
         assert_eq!(req.to().unwrap().uri, "sip:acct@gw.carrier.example");
         assert_eq!(req.header("Contact"), Some("<sip:acct@192.0.2.10:5060>"));
@@ -623,13 +620,13 @@ mod tests {
         let now = Instant::now();
         let mut reg = TrunkRegistration::new(config(TransportKind::Udp), now);
         let first = sent(&mut reg);
-        let first_branch = first.top_via().unwrap().branch.unwrap().to_owned();
+        let first_branch = first.top_via().unwrap().branch().unwrap().to_owned();
         assert!(reg.handle_response(&reply(&first, 401, "Unauthorized", &challenge("n1")), now));
         let second = sent(&mut reg);
         assert_eq!(second.call_id(), first.call_id());
-        assert_eq!(second.cseq().unwrap(), (2, "REGISTER"));
+        assert_eq!(second.cseq().unwrap(), (2, Method::Register));
         assert_eq!(second.from().unwrap().tag(), first.from().unwrap().tag());
-        assert_ne!(second.top_via().unwrap().branch.unwrap(), first_branch);
+        assert_ne!(second.top_via().unwrap().branch().unwrap(), first_branch);
         let creds = Credentials::parse(second.header("Authorization").unwrap()).unwrap();
         assert_eq!(creds.username, "acct");
         assert_eq!(creds.uri, "sip:gw.carrier.example:5060");
@@ -677,7 +674,7 @@ mod tests {
         assert!(reg.poll_transmit().is_none(), "nothing before the refresh");
         reg.handle_timeout(refresh);
         let again = sent(&mut reg);
-        assert_eq!(again.cseq().unwrap(), (3, "REGISTER"));
+        assert_eq!(again.cseq().unwrap(), (3, Method::Register));
         assert_eq!(again.call_id(), reg.call_id());
         assert!(again.header("Authorization").is_none(), "a fresh attempt");
         assert_eq!(
@@ -821,8 +818,20 @@ mod tests {
         let now = Instant::now();
         let mut reg = TrunkRegistration::new(config(TransportKind::Udp), now);
         let req = sent(&mut reg);
-        assert!(reg.handle_response(&reply(&req, 100, "Trying", ""), now));
-        assert_eq!(reg.poll_timeout(), Some(now + Duration::from_secs(4)));
+        let proceeding = now + Duration::from_millis(200);
+        assert!(reg.handle_response(&reply(&req, 100, "Trying", ""), proceeding));
+        // RFC 3261 §17.1.2.2: Timer E still fires at T1, then every T2.
+        let first = now + Duration::from_millis(500);
+        assert_eq!(reg.poll_timeout(), Some(first));
+        reg.handle_timeout(first);
+        let again = reg.poll_transmit().expect("a retransmission");
+        let again = Msg::parse(&again).expect("parses");
+        assert_eq!(again.cseq().unwrap(), req.cseq().unwrap());
+        assert_eq!(
+            again.top_via().unwrap().branch(),
+            req.top_via().unwrap().branch()
+        );
+        assert_eq!(reg.poll_timeout(), Some(first + Duration::from_secs(4)));
 
         let mut tcp = TrunkRegistration::new(config(TransportKind::Tcp), now);
         let req = sent(&mut tcp);

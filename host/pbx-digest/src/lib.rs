@@ -6,6 +6,8 @@
 //! depends on time takes `now_ms` (milliseconds since the Unix epoch) as a parameter.
 //!
 //! - [`Challenge`] renders a `WWW-Authenticate` / `Proxy-Authenticate` value.
+//! - [`answer_challenges`] is the client side: it answers the strongest of the
+//!   challenges in a `401`/`407` (used for trunk registration and trunk calls).
 //! - [`Credentials::parse`] reads an `Authorization` / `Proxy-Authorization` value.
 //! - [`ha1`] computes the stored secret; passwords are never kept.
 //! - [`Credentials::verify`] checks a response against a stored HA1 in constant time;
@@ -52,10 +54,12 @@
 //! ```
 
 mod challenge;
+mod client;
 mod credentials;
 mod nonce;
 
 pub use challenge::{Algorithm, Challenge, ha1};
+pub use client::{answer_challenges, choose_challenge};
 pub use credentials::Credentials;
 pub use nonce::{DEFAULT_MAX_ENTRIES, NonceCheck, Nonces};
 

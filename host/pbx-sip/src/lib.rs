@@ -39,6 +39,12 @@
 //! Version and method are judged from the request line before rsip sees it,
 //! so they map to 505 and 501 rather than a generic 400.
 //!
+//! Once parsed, headers are read with the typed accessors here rather than by
+//! hand: [`SipUri`] (RFC 3261 §19.1, where rsip's reader is wrong about users
+//! with dots or parameters and IPv6 hosts), [`NameAddr`] (From/To/Contact with
+//! tag, `expires`, `+sip.instance`), [`Via`] (branch, received, rport) and
+//! [`CSeq`].
+//!
 //! Errors are values sorted by fault ([`Error`]); no input makes any function
 //! here panic (property tests and a fuzz target check that).
 
@@ -46,10 +52,14 @@ pub mod error;
 pub mod framer;
 mod message;
 pub mod normalize;
+pub mod params;
 mod reply;
 mod scan;
+pub mod uri;
 
 pub use error::{Error, Result};
 pub use message::{parse, peek_call_id, peek_header};
+pub use params::{CSeq, NameAddr, Via};
 pub use reply::{error_response, error_response_with};
 pub use rsip;
+pub use uri::SipUri;

@@ -51,11 +51,50 @@ pub fn parse(raw: &[u8]) -> Result<rsip::SipMessage> {
     {
         return Err(Error::UnknownMethod);
     }
-    let message = rsip::SipMessage::try_from(normalized.as_bytes())
-        .map_err(|_| Error::Malformed("rejected by the SIP grammar"))?;
+    let message = match rsip::SipMessage::try_from(normalized.as_bytes()) {
+        Ok(message) => message,
+        Err(_) => ipv6_request_uri(normalized.as_bytes())
+            .ok_or(Error::Malformed("rejected by the SIP grammar"))?,
+    };
     validate(&message, method)?;
     Ok(message)
 }
+
+/// rsip cannot read an IPv6 reference in the Request-URI either
+/// (`INVITE sip:1001@[2001:db8::1]:5060 SIP/2.0`). When the URI is sound by
+/// [`crate::SipUri`], rsip reads the request with a stand-in host in the
+/// brackets' place, and the typed URI gets the address back; everything else
+/// (user, port, parameters, every header) is rsip's own reading.
+fn ipv6_request_uri(normalized: &[u8]) -> Option<rsip::SipMessage> {
+    let line_end = normalized.iter().position(|&b| b == b'\r')?;
+    let line = std::str::from_utf8(&normalized[..line_end]).ok()?;
+    let mut parts = line.split(' ');
+    let (method, uri, version) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    let ip: std::net::Ipv6Addr = crate::SipUri::parse(uri)?.host.parse().ok()?;
+    let open = uri.find('[')?;
+    let close = open + uri[open..].find(']')?;
+    let stand_in = format!(
+        "{method} {}{STAND_IN_HOST}{} {version}",
+        &uri[..open],
+        &uri[close + 1..]
+    );
+    let mut bytes = stand_in.into_bytes();
+    bytes.extend_from_slice(&normalized[line_end..]);
+    let mut message = rsip::SipMessage::try_from(bytes.as_slice()).ok()?;
+    match &mut message {
+        rsip::SipMessage::Request(request) => {
+            request.uri.host_with_port.host = std::net::IpAddr::V6(ip).into();
+        }
+        rsip::SipMessage::Response(_) => return None,
+    }
+    Some(message)
+}
+
+/// The host rsip is shown in place of an IPv6 reference (RFC 2606 `.invalid`).
+const STAND_IN_HOST: &str = "ipv6.invalid";
 
 /// rsip cannot parse IPv6 references (`[2001:db8::1]:5060`); such a Via, From, To
 /// or Contact is accepted when its structure is sound, and the host reads it with
@@ -399,6 +438,24 @@ mod tests {
         let raw = b"REGISTER sip:acme.example SIP/2.0\r\nVia: SIP/2.0/UDP [2001:db8::1]:5060;branch=z9hG4bKv6\r\nFrom: <sip:1000@acme.example>;tag=a\r\nTo: <sip:1000@acme.example>\r\nCall-ID: v6\r\nCSeq: 1 REGISTER\r\nContact: <sip:1000@[2001:db8::1]:5060>\r\nContent-Length: 0\r\n\r\n";
         assert!(parse(raw).is_ok());
         assert!(!ipv6_fallback("SIP/2.0/UDP [zz::1]:5060", true));
+        // ... and in the Request-URI, whose typed form keeps the address.
+        let raw = String::from_utf8_lossy(raw).replace(
+            "REGISTER sip:acme.example SIP/2.0",
+            "REGISTER sip:1000@[2001:db8::1]:5070;transport=udp SIP/2.0",
+        );
+        let Ok(rsip::SipMessage::Request(request)) = parse(raw.as_bytes()) else {
+            panic!("an IPv6 Request-URI is refused");
+        };
+        assert_eq!(
+            request.uri.host_with_port.host,
+            rsip::Host::IpAddr("2001:db8::1".parse().unwrap())
+        );
+        assert_eq!(request.uri.user(), Some("1000"));
+        assert_eq!(request.uri.host_with_port.port.map(u16::from), Some(5070));
+        for bad in ["sip:[2001:db8::1", "sip:[zz::1]", "sip:a@b@[::1]"] {
+            let raw = raw.replace("sip:1000@[2001:db8::1]:5070;transport=udp", bad);
+            assert!(parse(raw.as_bytes()).is_err(), "{bad}");
+        }
         assert!(!ipv6_fallback("<mailto:x@[::1]>", false));
     }
 

@@ -136,38 +136,12 @@ fn copy_line(out: &mut Vec<u8>, header: &scan::RawHeader<'_>) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Whether a To value carries a `tag` parameter outside quotes and `<...>`.
+/// Whether a To value carries a `tag` parameter, read as a name-addr
+/// ([`crate::NameAddr`]); a value that is not text has none.
 fn has_tag(to: &scan::RawHeader<'_>) -> bool {
-    let value = to.value;
-    let (mut in_quotes, mut escaped, mut in_angle) = (false, false, false);
-    for (i, &b) in value.iter().enumerate() {
-        if in_quotes {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_quotes = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' if !in_angle => in_quotes = true,
-            b'<' => in_angle = true,
-            b'>' => in_angle = false,
-            b';' if !in_angle => {
-                let param = scan::trim(value.get(i + 1..).unwrap_or_default());
-                if param
-                    .get(..3)
-                    .is_some_and(|p| p.eq_ignore_ascii_case(b"tag"))
-                    && scan::trim(param.get(3..).unwrap_or_default()).first() == Some(&b'=')
-                {
-                    return true;
-                }
-            }
-            _ => {}
-        }
-    }
-    false
+    let mut value = Vec::with_capacity(to.value.len());
+    to.unfold_into(&mut value);
+    std::str::from_utf8(&value).is_ok_and(|v| crate::NameAddr::parse(v).param("tag").is_some())
 }
 
 /// FNV-1a over several slices: a stable, cheap tag for stateless answers.

@@ -204,8 +204,9 @@ impl Guard {
         match verdict {
             ScanVerdict::Allow => true,
             ScanVerdict::Ban(reason) => {
-                let tried =
-                    (!peek.to_user.is_empty()).then(|| format!("{} {}", peek.method, peek.to_user));
+                let tried = peek
+                    .callee_target()
+                    .map(|target| format!("{} {target}", peek.method));
                 self.scanner_ban(ip, &reason, tried, now);
                 false
             }
@@ -497,13 +498,15 @@ async fn write(guard: &Guard, store: &Store, notice: Notice) {
     }
 }
 
-/// What the scanner detector looks at, borrowed from the raw request.
+/// What the scanner detector looks at, borrowed from the raw request before it
+/// is parsed (flood resistance: a banned scanner costs a header scan, not a
+/// parse). The To value is read with `pbx_sip`'s typed accessors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Peek<'a> {
     method: &'a str,
     user_agent: Option<&'a str>,
-    /// `user@host` of the To URI (or what there is of it).
-    to_user: &'a str,
+    /// The To header value, when it is text.
+    to: Option<&'a str>,
 }
 
 impl<'a> Peek<'a> {
@@ -518,36 +521,33 @@ impl<'a> Peek<'a> {
         }
         let text = |v: &'a [u8]| std::str::from_utf8(v).ok();
         let user_agent = sip::peek_header(bytes, "User-Agent", None).and_then(text);
-        let to_user = sip::peek_header(bytes, "To", Some(b't'))
-            .and_then(text)
-            .map_or("", uri_target);
+        let to = sip::peek_header(bytes, "To", Some(b't')).and_then(text);
         Some(Peek {
             method,
             user_agent,
-            to_user,
+            to,
         })
     }
-}
 
-/// `user@host` of the first SIP URI in a To value, else the value itself.
-fn uri_target(value: &str) -> &str {
-    let lower_find = |pat: &str| {
-        value
-            .as_bytes()
-            .windows(pat.len())
-            .position(|w| w.eq_ignore_ascii_case(pat.as_bytes()))
-            .map(|i| i + pat.len())
-    };
-    let Some(from) = lower_find("sips:").or_else(|| lower_find("sip:")) else {
-        return value;
-    };
-    let rest = value.get(from..).unwrap_or_default();
-    let end = rest
-        .find(['>', ';', '?', ' ', ':', ','])
-        .unwrap_or(rest.len());
-    // `user@host:port`: keep the port out, but a `:` in the user part is a
-    // password and cuts it too.
-    rest.get(..end).unwrap_or(rest)
+    /// `user@host` of the To URI (`host` without a user part), else the To
+    /// value as sent; `None` without a To.
+    fn callee_target(&self) -> Option<String> {
+        let to = self.to?.trim();
+        let target = match sip::NameAddr::parse(to).sip_uri() {
+            Some(uri) => match uri.user {
+                Some(user) => format!("{user}@{}", uri.host),
+                None => uri.host.to_owned(),
+            },
+            None => to.to_owned(),
+        };
+        (!target.is_empty()).then_some(target)
+    }
+
+    /// Whether the To header carries a tag (the request is inside a dialog).
+    fn has_to_tag(&self) -> bool {
+        self.to
+            .is_some_and(|to| sip::NameAddr::parse(to).tag().is_some())
+    }
 }
 
 /// New requests can be refused under overload; responses, ACK, CANCEL, BYE
@@ -562,8 +562,7 @@ fn request_kind(bytes: &[u8]) -> RequestKind {
     {
         return RequestKind::InDialog;
     }
-    let to = sip::peek_header(bytes, "To", Some(b't')).unwrap_or_default();
-    if has_tag(to) {
+    if peek.has_to_tag() {
         RequestKind::InDialog
     } else {
         RequestKind::New
@@ -573,20 +572,6 @@ fn request_kind(bytes: &[u8]) -> RequestKind {
 /// Whether `bytes` is a request that starts something new (see [`Shed`]).
 pub(crate) fn is_new_request(bytes: &[u8]) -> bool {
     request_kind(bytes) == RequestKind::New
-}
-
-/// Whether a To value has a `tag` parameter after its URI.
-fn has_tag(to: &[u8]) -> bool {
-    let params = match to.iter().rposition(|&b| b == b'>') {
-        Some(i) => to.get(i + 1..).unwrap_or_default(),
-        None => to,
-    };
-    params.split(|&b| b == b';').skip(1).any(|p| {
-        let p = p.trim_ascii_start();
-        p.get(..3).is_some_and(|t| t.eq_ignore_ascii_case(b"tag"))
-            && p.get(3..)
-                .is_some_and(|r| r.trim_ascii_start().starts_with(b"="))
-    })
 }
 
 #[cfg(test)]
@@ -806,18 +791,29 @@ mod tests {
             Some("X"),
         );
         let p = Peek::request(&req).unwrap();
-        assert_eq!(
-            (p.method, p.user_agent, p.to_user),
-            ("INVITE", Some("X"), "1001@acme.example")
-        );
+        assert_eq!((p.method, p.user_agent), ("INVITE", Some("X")));
+        assert_eq!(p.callee_target().as_deref(), Some("1001@acme.example"));
+        assert!(!p.has_to_tag());
         assert_eq!(Peek::request(b"SIP/2.0 200 OK\r\n\r\n"), None);
         assert_eq!(Peek::request(b"\x00\xff"), None);
-        assert_eq!(uri_target("garbage"), "garbage");
-        assert_eq!(uri_target("<SIP:100@h>"), "100@h");
-        assert!(has_tag(b"<sip:a@b>;tag=1"));
-        assert!(has_tag(b"sip:a@b ; TAG = 1"));
-        assert!(!has_tag(b"<sip:a@b;tag=1>"));
-        assert!(!has_tag(b"<sip:a@b>;tagx"));
+        let to = |value: &'static str| Peek {
+            method: "INVITE",
+            user_agent: None,
+            to: Some(value),
+        };
+        assert_eq!(to("garbage").callee_target().as_deref(), Some("garbage"));
+        assert_eq!(to("<SIP:100@h>").callee_target().as_deref(), Some("100@h"));
+        assert_eq!(
+            to("<sip:alice;day=tuesday@atlanta.com>")
+                .callee_target()
+                .as_deref(),
+            Some("alice;day=tuesday@atlanta.com")
+        );
+        assert!(to("<sip:a@b>;tag=1").has_to_tag());
+        assert!(to("sip:a@b ; TAG = 1").has_to_tag());
+        assert!(!to("<sip:a@b;tag=1>").has_to_tag());
+        assert!(!to("<sip:a@b>;tagx").has_to_tag());
+        assert!(!to("\";tag=1\" <sip:a@b>").has_to_tag());
         assert_eq!(
             request_kind(&request("ACK", "<sip:a@b>", None)),
             RequestKind::InDialog
