@@ -19,6 +19,7 @@
 mod auth;
 mod call;
 mod control;
+pub mod decision;
 mod directory;
 mod error;
 mod media;
@@ -84,7 +85,8 @@ pub enum Output {
     /// Persist a finished call's record.
     Cdr(Cdr),
     /// Decide where a new call goes, then call [`Shard::route_decided`] (only with
-    /// [`Routing::External`]).
+    /// [`Routing::External`]). [`decision::decide`] takes the decision, with the
+    /// dial plan, policies and counters the I/O layer provides.
     Route(RouteRequest),
     /// Credentials were presented and did not pass: a wrong password, or a user
     /// or domain that does not exist (the sender got the usual challenge). Never

@@ -56,15 +56,19 @@ pub enum RouteDecision {
 impl RouteDecision {
     /// A reject, with the status kept to a final failure class.
     pub fn reject(status: u16, reason: impl Into<String>) -> RouteDecision {
-        let status = if (400..700).contains(&status) {
-            status
-        } else {
-            500
-        };
         RouteDecision::Reject {
-            status,
+            status: final_status(status),
             reason: reason.into(),
         }
+    }
+}
+
+/// `status` when it is a final failure (400-699), else 500.
+pub(crate) fn final_status(status: u16) -> u16 {
+    if (400..700).contains(&status) {
+        status
+    } else {
+        500
     }
 }
 

@@ -1333,3 +1333,87 @@ mod tenant_from_uri {
         }
     }
 }
+
+/// The decision and the shard together: a dial plan's sequential ring goes
+/// through `decision::decide` and rings each target for its own timeout, the
+/// last one (no timeout of its own) for the host's ring timeout.
+#[test]
+fn a_decided_sequential_plan_rings_each_step_for_its_timeout() {
+    use crate::decision::fakes::{FakeCounters, FakePlan, FakePolicies};
+    use crate::decision::{
+        Admission, Approvals, Deciders, Destinations, Now, Plan, RingStrategy, RingTarget,
+    };
+
+    let mut h = Harness::new(CoreConfig {
+        ring_timeout: Duration::from_secs(20),
+        ..external()
+    });
+    h.register("1001", "127.0.0.1:7001");
+    h.register("1000", "127.0.0.1:7002");
+    h.invite();
+    let req = h.routes.last().expect("routing request").clone();
+    let plan = FakePlan::answering(Plan::Ring {
+        strategy: RingStrategy::Sequential,
+        targets: vec![
+            RingTarget {
+                extension: "1001".into(),
+                timeout_secs: 3,
+            },
+            RingTarget {
+                extension: "1000".into(),
+                timeout_secs: 0,
+            },
+        ],
+    });
+    let admission = Admission::new(
+        std::sync::Arc::new(FakeCounters::new(10, 10)),
+        pbx_guard::PatternConfig::default(),
+    );
+    let outcome = crate::decision::decide(
+        &req,
+        Now {
+            at: h.now,
+            // A weekday morning, UTC: no off-hours alert.
+            unix_ms: 1_796_205_600_000,
+        },
+        &Deciders {
+            dial_plan: &plan,
+            policies: &FakePolicies::default(),
+            destinations: &Destinations::new(&pbx_guard::ClassifierConfig::default()).unwrap(),
+            approvals: &Approvals::default(),
+            admission: &admission,
+        },
+    );
+    assert!(outcome.events.is_empty(), "{:?}", outcome.events);
+    h.decide(outcome.into_route());
+    let out = h.take();
+    let first = sent_to(&out, 7001, "INVITE")
+        .expect("step 1 rings 1001")
+        .clone();
+    h.feed("127.0.0.1:7001", &answer(&first, 180, "Ringing"));
+    h.take();
+    let start = h.now;
+    h.run_until(start + Duration::from_millis(2900));
+    assert!(
+        sent_to(&h.take(), 7001, "CANCEL").is_none(),
+        "not before 3 s"
+    );
+    h.run_until(start + Duration::from_millis(3100));
+    let out = h.take();
+    assert!(
+        sent_to(&out, 7001, "CANCEL").is_some(),
+        "step 1 ends at 3 s"
+    );
+    let second = sent_to(&out, 7002, "INVITE")
+        .expect("step 2 rings 1000")
+        .clone();
+    h.feed("127.0.0.1:7002", &answer(&second, 180, "Ringing"));
+    h.take();
+    let start = h.now;
+    h.run_until(start + Duration::from_secs(19));
+    assert!(!statuses(&h.take()).contains(&480), "step 2 rings 20 s");
+    h.run_until(start + Duration::from_secs(21));
+    let out = h.take();
+    assert!(statuses(&out).contains(&480), "then the caller hears 480");
+    assert!(sent_to(&out, 7002, "CANCEL").is_some());
+}

@@ -107,6 +107,7 @@ mod runtime;
 mod sandbox;
 pub mod shipped;
 pub mod types;
+pub mod upload;
 mod validate;
 
 pub use caps::{
@@ -120,6 +121,7 @@ pub use types::{
     Action, Call, Cdr, Decision, DestinationClass, Directory, ExtensionInfo, Reject, Ring,
     RingStrategy, RingTarget, Severity, TrunkRoute, Verdict,
 };
+pub use upload::{UploadCheck, UploadError};
 pub use validate::CompileLimits;
 
 /// The log levels of `pbx:plugin/log`.

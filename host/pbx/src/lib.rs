@@ -25,6 +25,7 @@ mod error;
 pub mod logging;
 pub mod provision;
 pub mod server;
+mod uploads;
 
 pub use error::{Error, Result};
 

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::path::Path;
 
-use pbx_plugin::{PluginRuntime, RuntimeConfig, World};
+use pbx_plugin::World;
 use rand::Rng;
 use store::{Cdr, CdrFilter, Store, Tenant};
 
@@ -722,26 +722,12 @@ fn read_valid_plugin(world: World, path: &Path) -> Result<Vec<u8>> {
     Ok(wasm)
 }
 
-/// How uploads are compiled; set once by the program ([`crate::run`]).
-static UPLOADS: std::sync::OnceLock<RuntimeConfig> = std::sync::OnceLock::new();
-
-/// Compile uploads (CLI and API) with `config` (the `pbx` program sets a
-/// compile sandbox and cache; without this call, uploads compile in-process
-/// after the compile limits, as in-process tests do). The first call wins.
-pub fn compile_uploads_with(config: RuntimeConfig) {
-    let _ = UPLOADS.set(config);
-}
+pub use crate::uploads::compile_uploads_with;
 
 /// Checks a component the way the server will load it (for `world`); `what`
 /// names it in the error. Compiling takes a while: call it off the async path.
-pub(crate) fn validate_plugin(world: World, wasm: &[u8], what: &str) -> Result<()> {
-    let config = UPLOADS.get().cloned().unwrap_or_default();
-    let runtime = PluginRuntime::new(config)
-        .map_err(|e| Error::Invalid(format!("cannot start the plugin runtime: {e}")))?;
-    runtime
-        .load(world, wasm)
-        .map_err(|e| Error::Invalid(format!("{what} refused as a {world} plugin: {e}")))?;
-    Ok(())
+fn validate_plugin(world: World, wasm: &[u8], what: &str) -> Result<()> {
+    crate::uploads::check(world, wasm, what).map_err(|e| Error::Invalid(e.to_string()))
 }
 
 /// The first 12 hex digits of a content hash, as listings show it.

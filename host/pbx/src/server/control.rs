@@ -22,7 +22,6 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::plugins::PluginHost;
 use super::unix_ms;
-use crate::provision::validate_plugin;
 
 /// Commands queued per shard; an operator rarely has more than a few in flight.
 pub(crate) const COMMAND_QUEUE: usize = 64;
@@ -204,7 +203,7 @@ impl ServerControl {
 /// `world`, as `pbx plugin install` and `pbx policy install` do.
 async fn validated(world: World, wasm: Vec<u8>) -> ControlResult<Vec<u8>> {
     tokio::task::spawn_blocking(move || {
-        validate_plugin(world, &wasm, "the component").map(|()| wasm)
+        crate::uploads::check(world, &wasm, "the component").map(|()| wasm)
     })
     .await
     .map_err(|e| ControlError::Internal(format!("plugin validation task: {e}")))?

@@ -6,31 +6,31 @@
 //! per-extension concurrency, calls per second and a daily spend cap, and usage
 //! pattern alerts that can suspend an extension or a tenant.
 //!
-//! Destination approval is owned here: [`Fraud::approved`] is the one answer
-//! to whether a tenant may call a class or prefix; [`Fraud::check_destination`]
-//! enforces it and the shipped `restrictions` policy asks it through the
+//! Destination approval has one answer, `pbx_core::decision::Approvals`:
+//! the decision enforces it for every call out a trunk, and the shipped
+//! `restrictions` policy asks the same table through the
 //! `usage.class-approved` capability ([`CallUsage`]). The limits' defaults and
 //! which limit applies where are documented in `pbx_model::limits`.
 //!
 //! # Design
-//! The counting and detection logic is `pbx_guard`'s (sans-IO, bounded). This
-//! module holds one instance of each for the host, keeps each admitted call's
-//! [`CallGuard`] until the call's record is written (so a counter is released
-//! exactly once), and hands everything that touches the database (alerts,
-//! suspensions, approval requests) to one background task, never blocking the
-//! plugin workers on it. That task's queue is a [`FairQueue`] with a share per
+//! The decisions are `pbx_core::decision`'s (classification, approvals,
+//! admission, patterns; sans-IO, on `pbx_guard`'s counters). This module holds
+//! one instance of each for the host, loads the limits and approvals from the
+//! store, gives the decision the time, and hands everything the decision asks
+//! to record (alerts, suspensions, approval requests) to one background task,
+//! never blocking the plugin workers on it. That task's queue is a [`FairQueue`] with a share per
 //! tenant ([`TENANT_ACTIONS`]) and one for the provider's own events: a tenant
 //! whose share is full loses its own next alert (counted and logged), never
 //! another tenant's.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
+use pbx_core::decision::{Admission, Approvals, Destinations, Event, Now};
 use pbx_guard::{
-    AutoSuspend, CallGuard, CallInfo, CallStart, Classifier, ClassifierConfig,
-    DestinationClass as Class, Limits, PatternConfig, Patterns, Usage, UsageConfig,
+    ClassifierConfig, DestinationClass as Class, Limits, PatternConfig, Usage, UsageConfig,
 };
 use pbx_plugin::DestinationClass;
 use store::{
@@ -47,22 +47,6 @@ enum Action {
     SuspendExtension(TenantId, String),
     SuspendTenant(TenantId),
     RequestApproval(TenantId, ApprovalTarget, String),
-}
-
-/// A call admitted and counted.
-struct Live {
-    tenant: TenantId,
-    extension: String,
-    dialled: String,
-    class: Class,
-    _guard: CallGuard,
-}
-
-/// What one tenant has been approved for.
-#[derive(Default)]
-struct Approved {
-    classes: HashSet<String>,
-    prefixes: Vec<String>,
 }
 
 /// Settings of the host's fraud controls.
@@ -104,12 +88,11 @@ impl Default for FraudConfig {
 
 /// The host's call-level fraud controls.
 pub(crate) struct Fraud {
-    classifier: Classifier,
-    usage: Usage,
+    destinations: Destinations,
+    usage: Arc<Usage>,
     default_limits: Limits,
-    patterns: Mutex<Patterns>,
-    live: Mutex<HashMap<String, Live>>,
-    approved: RwLock<HashMap<TenantId, Approved>>,
+    admission: Admission,
+    approvals: RwLock<Arc<Approvals>>,
     names: RwLock<HashMap<TenantId, String>>,
     actions: Arc<FairQueue<Option<TenantId>, Action>>,
     /// Actions refused because their owner's share was full.
@@ -132,14 +115,14 @@ impl Fraud {
             tokio::spawn(run_webhook(hook, queue.clone()));
             queue
         });
+        let usage = Arc::new(Usage::new(config.usage.clone()));
         Ok(Fraud {
-            classifier: Classifier::new(&config.classifier)
+            destinations: Destinations::new(&config.classifier)
                 .map_err(|e| anyhow::anyhow!("fraud classifier: {e}"))?,
-            usage: Usage::new(config.usage.clone()),
+            admission: Admission::new(usage.clone(), config.patterns.clone()),
+            usage,
             default_limits: config.usage.defaults.clone(),
-            patterns: Mutex::new(Patterns::new(config.patterns.clone())),
-            live: Mutex::new(HashMap::new()),
-            approved: RwLock::new(HashMap::new()),
+            approvals: RwLock::new(Arc::new(Approvals::default())),
             names: RwLock::new(HashMap::new()),
             actions,
             dropped: std::sync::atomic::AtomicU64::new(0),
@@ -164,185 +147,83 @@ impl Fraud {
                 tracing::warn!(tenant = %name, error = %e, "limits not applied");
             }
         }
-        let mut approved: HashMap<TenantId, Approved> = HashMap::new();
+        let mut approvals = Approvals::default();
         for &tenant in tenants.keys() {
             for a in store.list_approvals(tenant).await? {
                 if a.status != ApprovalStatus::Granted {
                     continue;
                 }
-                let entry = approved.entry(tenant).or_default();
                 match a.target {
+                    // A class name no class has approves nothing.
                     ApprovalTarget::Class(c) => {
-                        entry.classes.insert(c);
+                        if let Some(class) = Class::parse(&c) {
+                            approvals.grant_class(tenant, class);
+                        }
                     }
-                    ApprovalTarget::Prefix(p) => entry.prefixes.push(p),
+                    ApprovalTarget::Prefix(p) => approvals.grant_prefix(tenant, p),
                 }
             }
         }
-        *self.approved.write() = approved;
+        *self.approvals.write() = Arc::new(approvals);
         *self.names.write() = tenants.clone();
         Ok(())
     }
 
-    /// The destination class of what was dialled (`9` is the outside-line
-    /// prefix of the shipped dial plan and is ignored here).
-    pub(crate) fn classify(&self, dialled: &str, is_extension: bool) -> Class {
-        if is_extension {
-            return Class::Internal;
+    /// The time, for a decision.
+    pub(crate) fn now(&self) -> Now {
+        Now {
+            at: Instant::now(),
+            unix_ms: unix_ms(std::time::SystemTime::now()),
         }
-        let number = match dialled.strip_prefix('9') {
-            Some(rest) if rest.len() > 3 => rest,
-            _ => dialled,
-        };
-        self.classifier
-            .classify(number)
-            .map(|c| c.class)
-            .unwrap_or(Class::International)
     }
 
-    /// The destination class of a number as it goes out a trunk.
-    pub(crate) fn classify_number(&self, number: &str) -> Class {
-        self.classifier
-            .classify(number)
-            .map(|c| c.class)
-            .unwrap_or(Class::International)
+    pub(crate) fn destinations(&self) -> &Destinations {
+        &self.destinations
+    }
+
+    pub(crate) fn admission(&self) -> &Admission {
+        &self.admission
+    }
+
+    /// The granted approvals, as of the last reload.
+    pub(crate) fn approvals(&self) -> Arc<Approvals> {
+        self.approvals.read().clone()
     }
 
     /// Whether the tenant may call `class` (and, for a number, its prefix).
     pub(crate) fn approved(&self, tenant: TenantId, class: Class, number: Option<&str>) -> bool {
-        if !class.is_costly() {
-            return true;
-        }
-        let approved = self.approved.read();
-        let Some(a) = approved.get(&tenant) else {
-            return false;
-        };
-        let digits = number.map(|n| n.trim_start_matches('+').trim_start_matches("00"));
-        a.classes.contains(class.as_str())
-            || digits.is_some_and(|d| a.prefixes.iter().any(|p| d.starts_with(p.as_str())))
+        self.approvals().approved(tenant, class, number)
     }
 
-    /// The built-in destination check for a call going out a trunk to `number`
-    /// of `class`: costly classes need an approval; a denial files the request
-    /// for a provider admin. Emergency calls always pass.
-    pub(crate) fn check_destination(
-        &self,
-        tenant: TenantId,
-        caller: &str,
-        class: Class,
-        number: &str,
-    ) -> Result<(), (u16, String)> {
-        if class == Class::Emergency || self.approved(tenant, class, Some(number)) {
-            return Ok(());
+    /// Records and carries out what a decision asked for, in order.
+    pub(crate) fn carry_out(&self, tenant: TenantId, events: &[Event]) {
+        for event in events {
+            match event {
+                Event::Alert {
+                    severity,
+                    event,
+                    message,
+                } => self.alert(Some(tenant), *severity, event, message.clone()),
+                Event::RequestApproval { class, number } => {
+                    self.queue(Action::RequestApproval(
+                        tenant,
+                        ApprovalTarget::Class(class.as_str().to_string()),
+                        number.clone(),
+                    ));
+                }
+                Event::SuspendExtension(extension) => self.suspend_extension(tenant, extension),
+                Event::SuspendTenant => self.suspend_tenant(tenant),
+            }
         }
-        self.alert(
-            Some(tenant),
-            Severity::Warning,
-            "fraud.approval_requested",
-            format!(
-                "{} call from {caller} to {number} denied until approved",
-                class.as_str()
-            ),
-        );
-        self.queue(Action::RequestApproval(
-            tenant,
-            ApprovalTarget::Class(class.as_str().to_string()),
-            number.to_string(),
-        ));
-        Err((403, "Destination Not Approved".into()))
-    }
-
-    /// Counts a call that will be placed, within the tenant's limits; on
-    /// refusal, returns the SIP status and reason to reject with.
-    pub(crate) fn admit(
-        &self,
-        call_id: &str,
-        tenant: TenantId,
-        extension: &str,
-        class: Class,
-        dialled: &str,
-    ) -> Result<(), (u16, String)> {
-        let now = Instant::now();
-        let now_ms = unix_ms(std::time::SystemTime::now());
-        let guard = self
-            .usage
-            .start_call(&CallStart {
-                tenant,
-                extension,
-                class,
-                now,
-                unix_ms: now_ms,
-            })
-            .map_err(|denial| {
-                self.alert(
-                    Some(tenant),
-                    Severity::Warning,
-                    "fraud.limit",
-                    format!("call from {extension} to {dialled} refused: {denial}"),
-                );
-                (403, "Call Limit Reached".to_string())
-            })?;
-        let concurrent = self.usage.concurrent(tenant);
-        let fired = self.patterns.lock().call_started(&CallInfo {
-            tenant,
-            extension,
-            class,
-            concurrent,
-            now,
-            unix_ms: now_ms,
-        });
-        for alert in fired {
-            self.pattern_alert(tenant, &alert);
-        }
-        self.live.lock().insert(
-            call_id.to_string(),
-            Live {
-                tenant,
-                extension: extension.to_string(),
-                dialled: dialled.to_string(),
-                class,
-                _guard: guard,
-            },
-        );
-        Ok(())
     }
 
     /// A call's record was written: releases its counters, charges its talk
     /// time, runs the end-of-call patterns. Returns its class when it had been
     /// admitted.
-    pub(crate) fn release(&self, call_id: &str, talk: Duration) -> Option<Class> {
-        let live = self.live.lock().remove(call_id)?;
-        let now_ms = unix_ms(std::time::SystemTime::now());
-        if let Err(e) = self.usage.charge(live.tenant, live.class, talk, now_ms) {
-            tracing::debug!(error = %e, "spend not charged");
-        }
-        let fired = self.patterns.lock().call_ended(
-            live.tenant,
-            &live.extension,
-            &live.dialled,
-            talk,
-            Instant::now(),
-        );
-        if let Some(alert) = fired {
-            self.pattern_alert(live.tenant, &alert);
-        }
-        Some(live.class)
-    }
-
-    fn pattern_alert(&self, tenant: TenantId, alert: &pbx_guard::PatternAlert) {
-        self.alert(
-            Some(tenant),
-            alert.severity,
-            alert.event,
-            alert.message.clone(),
-        );
-        match (alert.action, &alert.extension) {
-            (Some(AutoSuspend::Extension), Some(ext)) => {
-                self.suspend_extension(tenant, ext);
-            }
-            (Some(AutoSuspend::Tenant), _) => self.suspend_tenant(tenant),
-            _ => {}
-        }
+    pub(crate) fn release(&self, tenant: TenantId, call_id: &str, talk: Duration) -> Option<Class> {
+        let (class, events) = self.admission.release(call_id, talk, self.now())?;
+        self.carry_out(tenant, &events);
+        Some(class)
     }
 
     pub(crate) fn suspend_extension(&self, tenant: TenantId, extension: &str) {

@@ -16,15 +16,22 @@
 //! - [`Workers`] is a small pool of OS threads fed by a bounded queue. A plugin
 //!   that runs to its deadline holds one worker for that long and never a shard;
 //!   when the queue is full the call gets 503 at once.
-//! - Any dial-plan failure rejects the call with the runtime's status and raises an
-//!   alert; any policy denial or failure rejects with 403 (fail closed).
+//! - The decision itself (its order, the destination checks, any deny wins,
+//!   admission) is `pbx_core::decision`'s; [`CallPlugins`] is how it asks
+//!   this host's plugins, and the host's fraud controls carry out the events
+//!   it returns.
 
+use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
-use pbx_core::{RingStep, RouteDecision, RouteRequest};
+use pbx_core::decision::{
+    self, Deciders, DialPlan, NewCall, Plan, PlanError, Policies, PolicyOwner, PolicyVerdict,
+    Refusal,
+};
+use pbx_core::{RouteDecision, RouteRequest};
 use pbx_plugin::pool::{FairQueue, Refused, Shares};
 use pbx_plugin::{
     Action, Alert, AlertSink, Call, ConfigMap, Decision, DestinationClass, LayeredConfig,
@@ -352,95 +359,40 @@ impl PluginHost {
         }
     }
 
-    /// Runs the dial plan and the policies for one new call.
+    /// Decides one new call ([`pbx_core::decision::decide`]) with the
+    /// tenant's plugins and the host's fraud controls, and queues what it
+    /// asks to record.
     pub(crate) fn decide(&self, req: &RouteRequest) -> RouteDecision {
         let active = self.active.read().clone();
         let Some(view) = active.tenants.get(&req.tenant) else {
-            return RouteDecision::reject(404, "Not Found");
+            return Refusal::UnknownTenant.into();
         };
         let is_extension = view.directory.extension(&req.dialled).is_some();
-        let class = self.fraud.classify(&req.dialled, is_extension);
-        let caps = self.caps(
+        let plugins = CallPlugins::new(
+            self,
+            &active,
             req.tenant,
             view,
-            (!is_extension).then_some(req.dialled.as_str()),
+            self.caps(
+                req.tenant,
+                view,
+                (!is_extension).then_some(req.dialled.as_str()),
+            ),
         );
-        let call = Call {
-            call_id: req.call_id.clone(),
-            caller: req.caller.clone(),
-            caller_extension: req.caller_extension.clone(),
-            dialled: req.dialled.clone(),
-            destination_class: plugin_class(class),
-        };
-        let plan = active
-            .dialplans
-            .get(&req.tenant)
-            .unwrap_or(&self.default_dialplan);
-        let decision = match self.runtime.route(plan, &caps, &call) {
-            Ok(d) => d,
-            Err(PluginError::Quarantined) => {
-                match self.runtime.route(&self.default_dialplan, &caps, &call) {
-                    Ok(d) => d,
-                    Err(e) => return self.plan_failed(&caps, &e),
-                }
-            }
-            Err(e) => return self.plan_failed(&caps, &e),
-        };
-        let who = req
-            .caller_extension
-            .as_deref()
-            .or(req.inbound_trunk.as_deref())
-            .unwrap_or(&req.caller);
-        // Built-in destination control first: costly classes need an approval.
-        let class = match &decision {
-            Decision::Trunk(t) => {
-                let class = self.fraud.classify_number(&t.number);
-                if let Err((status, reason)) = self
-                    .fraud
-                    .check_destination(req.tenant, who, class, &t.number)
-                {
-                    return RouteDecision::reject(status, reason);
-                }
-                class
-            }
-            _ => class,
-        };
-        for policy in active.policies_for(&self.shipped_policies, req.tenant) {
-            let caps = caps.with_config(active.configs.bind(policy, req.tenant));
-            // A failing policy denies with a fixed phrase; its details are in
-            // the alert the runtime raised, never in the SIP reason.
-            let (reason, phrase) =
-                match self
-                    .runtime
-                    .try_check_call(&policy.plugin, &caps, &call, &decision)
-                {
-                    Ok(Verdict::Allow) => continue,
-                    Ok(Verdict::Deny(reason)) => {
-                        let phrase = short_reason(&reason);
-                        (reason, phrase)
-                    }
-                    Err(e) => (e.to_string(), pbx_plugin::POLICY_FAILED.to_string()),
-                };
-            self.fraud.alert(
-                Some(req.tenant),
-                store::Severity::Warning,
-                "policy.deny",
-                format!("call {} to {} denied: {reason}", call.caller, call.dialled),
-            );
-            return RouteDecision::reject(403, phrase);
-        }
-        let decision = convert(decision, &view.directory);
-        if matches!(decision, RouteDecision::Reject { .. }) {
-            return decision;
-        }
-        // The host's limits count only calls that will be placed.
-        if let Err((status, reason)) =
-            self.fraud
-                .admit(&req.call_id, req.tenant, who, class, &req.dialled)
-        {
-            return RouteDecision::reject(status, reason);
-        }
-        decision
+        let approvals = self.fraud.approvals();
+        let outcome = decision::decide(
+            req,
+            self.fraud.now(),
+            &Deciders {
+                dial_plan: &plugins,
+                policies: &plugins,
+                destinations: self.fraud.destinations(),
+                approvals: &approvals,
+                admission: self.fraud.admission(),
+            },
+        );
+        self.fraud.carry_out(req.tenant, &outcome.events);
+        outcome.into_route()
     }
 
     /// Carries out what a policy's `call-ended` asked for (already bounded by
@@ -460,15 +412,6 @@ impl PluginHost {
                 self.fraud.suspend_tenant(tenant);
             }
         }
-    }
-
-    fn plan_failed(&self, caps: &TenantCaps, error: &PluginError) -> RouteDecision {
-        caps.alerts.raise(Alert {
-            severity: store::Severity::Critical,
-            from_runtime: true,
-            message: format!("dial plan failed: {error}"),
-        });
-        RouteDecision::reject(error.sip_status(), error.reason_phrase())
     }
 
     /// The plugins quarantined for `tenant`: what each is to the tenant, who
@@ -533,7 +476,7 @@ impl PluginHost {
             Duration::from_millis(u64::try_from(cdr.ended_at_ms - a).unwrap_or(0))
         });
         self.fraud
-            .release(&cdr.caller_call_id, talk)
+            .release(cdr.tenant, &cdr.caller_call_id, talk)
             .map(plugin_class)
     }
 
@@ -580,58 +523,189 @@ impl PluginHost {
     }
 }
 
-/// Keeps a deny reason fit for a SIP reason phrase.
-fn short_reason(reason: &str) -> String {
-    let clean: String = reason
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(64)
-        .collect();
-    if clean.is_empty() {
-        "Forbidden".into()
-    } else {
-        clean
+/// One call's view of the tenant's plugins, as the decision asks them: the
+/// dial plan (the shipped default when the tenant's is quarantined) and the
+/// policies, provider's first.
+struct CallPlugins<'a> {
+    host: &'a PluginHost,
+    active: &'a Active,
+    tenant: TenantId,
+    view: &'a TenantView,
+    caps: TenantCaps,
+    provider: Vec<&'a ActivePolicy>,
+    own: Vec<&'a ActivePolicy>,
+    /// The call as plugins see it, built once.
+    call: OnceCell<Call>,
+    /// The plan as policies see it, built once.
+    decision: OnceCell<Decision>,
+}
+
+impl<'a> CallPlugins<'a> {
+    fn new(
+        host: &'a PluginHost,
+        active: &'a Active,
+        tenant: TenantId,
+        view: &'a TenantView,
+        caps: TenantCaps,
+    ) -> CallPlugins<'a> {
+        let (provider, own): (Vec<_>, Vec<_>) = active
+            .policies_for(&host.shipped_policies, tenant)
+            .partition(|p| p.owner == Owner::Provider);
+        CallPlugins {
+            host,
+            active,
+            tenant,
+            view,
+            caps,
+            provider,
+            own,
+            call: OnceCell::new(),
+            decision: OnceCell::new(),
+        }
+    }
+
+    fn call(&self, call: &NewCall<'_>) -> &Call {
+        self.call.get_or_init(|| {
+            let req = call.request;
+            Call {
+                call_id: req.call_id.clone(),
+                caller: req.caller.clone(),
+                caller_extension: req.caller_extension.clone(),
+                dialled: req.dialled.clone(),
+                destination_class: plugin_class(call.class),
+            }
+        })
+    }
+
+    fn run_plan(&self, plan: &LoadedPlugin, call: &NewCall<'_>) -> Result<Plan, PlanError> {
+        match self.host.runtime.route(plan, &self.caps, self.call(call)) {
+            Ok(decision) => Ok(plan_of(decision)),
+            Err(e) => Err(PlanError {
+                quarantined: matches!(e, PluginError::Quarantined),
+                status: e.sip_status(),
+                reason: e.reason_phrase().to_string(),
+                detail: e.to_string(),
+            }),
+        }
     }
 }
 
-/// The plugin decision in the SIP core's terms (already validated against the
+impl DialPlan for CallPlugins<'_> {
+    fn route(&self, call: &NewCall<'_>) -> Result<Plan, PlanError> {
+        let plan = self
+            .active
+            .dialplans
+            .get(&self.tenant)
+            .unwrap_or(&self.host.default_dialplan);
+        self.run_plan(plan, call)
+    }
+
+    fn route_default(&self, call: &NewCall<'_>) -> Result<Plan, PlanError> {
+        self.run_plan(&self.host.default_dialplan, call)
+    }
+
+    fn is_extension(&self, number: &str) -> bool {
+        self.view.directory.extension(number).is_some()
+    }
+
+    fn group_members(&self, name: &str) -> Option<Vec<String>> {
+        self.view
+            .directory
+            .group_members(name)
+            .map(<[String]>::to_vec)
+    }
+}
+
+impl Policies for CallPlugins<'_> {
+    fn count(&self, owner: PolicyOwner) -> usize {
+        match owner {
+            PolicyOwner::Provider => self.provider.len(),
+            PolicyOwner::Tenant => self.own.len(),
+        }
+    }
+
+    fn check(
+        &self,
+        owner: PolicyOwner,
+        index: usize,
+        call: &NewCall<'_>,
+        plan: &Plan,
+    ) -> PolicyVerdict {
+        let list = match owner {
+            PolicyOwner::Provider => &self.provider,
+            PolicyOwner::Tenant => &self.own,
+        };
+        let Some(policy) = list.get(index) else {
+            return PolicyVerdict::Allow;
+        };
+        let caps = self
+            .caps
+            .with_config(self.active.configs.bind(policy, self.tenant));
+        let decision = self.decision.get_or_init(|| decision_of(plan.clone()));
+        match self
+            .host
+            .runtime
+            .try_check_call(&policy.plugin, &caps, self.call(call), decision)
+        {
+            Ok(Verdict::Allow) => PolicyVerdict::Allow,
+            Ok(Verdict::Deny(reason)) => PolicyVerdict::Deny(reason),
+            Err(e) => PolicyVerdict::Failed {
+                detail: e.to_string(),
+                phrase: pbx_plugin::POLICY_FAILED.to_string(),
+            },
+        }
+    }
+}
+
+/// A dial plan's decision in the core's terms (already validated against the
 /// tenant's directory by the runtime).
-fn convert(decision: Decision, directory: &pbx_plugin::Directory) -> RouteDecision {
-    let secs = |s: u32| Duration::from_secs(u64::from(s));
+fn plan_of(decision: Decision) -> Plan {
     match decision {
-        Decision::Ring(ring) => match ring.strategy {
-            RingStrategy::Simultaneous => RouteDecision::Ring(vec![RingStep {
-                timeout: secs(
-                    ring.targets
-                        .iter()
-                        .map(|t| t.timeout_secs)
-                        .max()
-                        .unwrap_or(0),
-                ),
-                extensions: ring.targets.into_iter().map(|t| t.extension).collect(),
-            }]),
-            RingStrategy::Sequential => RouteDecision::Ring(
-                ring.targets
-                    .into_iter()
-                    .map(|t| RingStep {
-                        extensions: vec![t.extension],
-                        timeout: secs(t.timeout_secs),
-                    })
-                    .collect(),
-            ),
+        Decision::Ring(ring) => Plan::Ring {
+            strategy: match ring.strategy {
+                RingStrategy::Simultaneous => decision::RingStrategy::Simultaneous,
+                RingStrategy::Sequential => decision::RingStrategy::Sequential,
+            },
+            targets: ring
+                .targets
+                .into_iter()
+                .map(|t| decision::RingTarget {
+                    extension: t.extension,
+                    timeout_secs: t.timeout_secs,
+                })
+                .collect(),
         },
-        Decision::RingGroup(name) => match directory.group_members(&name) {
-            Some(members) => RouteDecision::Ring(vec![RingStep {
-                extensions: members.to_vec(),
-                timeout: Duration::ZERO,
-            }]),
-            None => RouteDecision::reject(404, "Not Found"),
-        },
-        Decision::Trunk(t) => RouteDecision::Trunk {
+        Decision::RingGroup(name) => Plan::RingGroup(name),
+        Decision::Trunk(t) => Plan::Trunk {
             trunk: t.trunk,
             number: t.number,
         },
-        Decision::Reject(r) => RouteDecision::reject(r.status, short_reason(&r.reason)),
+        Decision::Reject(r) => Plan::Reject {
+            status: r.status,
+            reason: r.reason,
+        },
+    }
+}
+
+/// The plan as the policies see it: the dial plan's decision back.
+fn decision_of(plan: Plan) -> Decision {
+    match plan {
+        Plan::Ring { strategy, targets } => Decision::Ring(pbx_plugin::Ring {
+            strategy: match strategy {
+                decision::RingStrategy::Simultaneous => RingStrategy::Simultaneous,
+                decision::RingStrategy::Sequential => RingStrategy::Sequential,
+            },
+            targets: targets
+                .into_iter()
+                .map(|t| pbx_plugin::RingTarget {
+                    extension: t.extension,
+                    timeout_secs: t.timeout_secs,
+                })
+                .collect(),
+        }),
+        Plan::RingGroup(name) => Decision::RingGroup(name),
+        Plan::Trunk { trunk, number } => Decision::Trunk(pbx_plugin::TrunkRoute { trunk, number }),
+        Plan::Reject { status, reason } => Decision::Reject(pbx_plugin::Reject { status, reason }),
     }
 }
 
