@@ -1,6 +1,9 @@
 //! The audit log as the API writes and checks it. The chain itself (how an
 //! entry's MAC is computed, how the log is walked and checked) is the store's:
 //! [`Store::append_audit`] and [`Store::verify_audit`].
+//!
+//! The same concept as `pbx-store`'s `audit.rs` at another layer: this one records
+//! what API callers did, that one owns the hash chain.
 
 use store::{AuditEntry, AuditRecord, Store};
 

@@ -1,4 +1,7 @@
 //! The API's configuration, parsed once at the edge.
+//!
+//! The same concept as `pbx`'s `config.rs` at another layer: that one is the whole
+//! configuration file, this one the API's typed part of it.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

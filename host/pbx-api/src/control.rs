@@ -1,5 +1,8 @@
 //! The running server's side of the API: live calls, plugins (tenants' dial
 //! plans and the provider's policies), trunks and DIDs, alerts and bans. The host implements [`Control`]; the API only routes to it.
+//!
+//! The same concept as `pbx`'s `server/control.rs` at another layer: this one
+//! declares the `Control` trait, that one implements it in the running server.
 
 use std::future::Future;
 use std::net::IpAddr;

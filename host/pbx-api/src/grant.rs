@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use store::UserRole;
 
-use crate::auth::{Access, Principal};
+use crate::access::{Access, Principal};
 use crate::error::{ApiError, ApiResult};
 
 /// The scopes each role can use, computed once from the route table.

@@ -43,18 +43,18 @@
 //! - Time is a parameter ([`Clock`]); tests drive the router in-process with
 //!   `tower::ServiceExt::oneshot`.
 
+mod access;
 mod audit;
-mod auth;
 mod config;
 mod conn;
 mod control;
 mod custom_sections;
 mod error;
 mod grant;
-mod limits;
 mod metrics;
 mod openapi;
 mod password;
+mod request_limits;
 mod routes;
 mod state;
 mod tls;

@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::auth::Access;
+use crate::access::Access;
 use crate::config::ApiConfig;
 use crate::routes::table;
 

@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use store::{AuditRecord, Store, TenantId};
 
-use crate::auth::Principal;
+use crate::access::Principal;
 use crate::config::ApiConfig;
 use crate::control::Control;
 use crate::error::{ApiError, ApiResult};
 use crate::grant::Grants;
-use crate::limits::RateLimiter;
 use crate::metrics::Metrics;
+use crate::request_limits::RateLimiter;
 use crate::token::{KeyRing, Oidc};
 use crate::{Error, Result, audit, password};
 

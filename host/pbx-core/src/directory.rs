@@ -1,6 +1,9 @@
 //! The tenant directory as the SIP path reads it: domain → tenant, and
 //! (tenant, extension) → credentials. Built from a [`model::Directory`] snapshot and
 //! swapped whole when provisioning changes.
+//!
+//! The same concept as `pbx-plugin`'s `caps/directory.rs` at another layer: this
+//! one is the SIP path's directory, that one the read-only view a plugin gets.
 
 use std::collections::HashMap;
 use std::net::IpAddr;

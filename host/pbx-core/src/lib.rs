@@ -18,10 +18,10 @@
 
 mod auth;
 mod call;
-mod control;
 pub mod decision;
 mod directory;
 mod error;
+mod live_calls;
 mod media;
 mod msg;
 mod registrar;
@@ -36,8 +36,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-pub use control::CallSummary;
 pub use error::Error;
+pub use live_calls::CallSummary;
 pub use media::{
     CallMediaHandle, CdrMedia, LegMedia, MediaAnchor, MediaEncryption, MediaLeg, MediaRefusal,
     MediaSecurity,

@@ -2,6 +2,9 @@
 //! implements with its relay. The core asks for one handle per call, passes every
 //! SDP offer and answer through it (getting back the SDP for the other leg), and
 //! reads the counters when the call ends.
+//!
+//! The same concept as `pbx`'s `server/media.rs` at another layer: this one is the
+//! trait the B2BUA asks, that one implements it over the relay.
 
 use std::time::Instant;
 

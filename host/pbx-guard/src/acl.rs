@@ -1,4 +1,7 @@
 //! CIDR allow-lists for tenants and extensions.
+//!
+//! The same concept as `pbx-store`'s `acl.rs` at another layer: this one enforces
+//! the network ACLs, that one stores them.
 
 use std::collections::HashMap;
 use std::net::IpAddr;

@@ -1,4 +1,7 @@
 //! Alerts and the webhook payload signer.
+//!
+//! The same concept as `pbx-plugin`'s `caps/alerts.rs` at another layer: this one
+//! signs and pushes alerts out of the host, that one lets a plugin raise them.
 
 use hmac::{Hmac, Mac};
 use serde::Serialize;

@@ -4,6 +4,9 @@
 //! [`Usage`] is shared by every call task. [`Usage::start_call`] checks all
 //! limits and counts the call under one lock; the [`CallGuard`] it returns gives
 //! the concurrent-call slots back when dropped, on any thread, in any order.
+//!
+//! The same concept as `pbx-plugin`'s `caps/usage.rs` at another layer: this one
+//! counts, that one lets a plugin read the counts.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;

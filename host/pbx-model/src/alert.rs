@@ -1,6 +1,9 @@
 //! Alerts: something a provider or tenant should know about, raised by the
 //! guard's detectors, the fraud checks and policy plugins, stored by
 //! `pbx-store`'s `alert` module and pushed to webhooks.
+//!
+//! The same concept as `pbx-store`'s `alert.rs` at another layer: this one defines
+//! an alert, that one stores it.
 
 use serde::{Deserialize, Serialize};
 

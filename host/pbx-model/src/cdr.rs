@@ -1,5 +1,8 @@
 //! Call detail records as the SIP core writes them and `pbx-store`'s `cdr`
 //! module persists them.
+//!
+//! The same concept as `pbx-store`'s `cdr.rs` at another layer: this one defines a
+//! call record, that one stores and exports it.
 
 use serde::{Deserialize, Serialize};
 

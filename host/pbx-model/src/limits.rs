@@ -30,6 +30,9 @@
 //! With the shipped defaults a tenant therefore has at most 10 calls at once;
 //! raising the policy's value lets a tenant up to its built-in cap (100 unless
 //! overridden), which bounds what any policy configuration allows.
+//!
+//! The same concept as `pbx-store`'s `limits.rs` at another layer: this one defines
+//! the limits and their defaults, that one stores a tenant's own.
 
 use serde::{Deserialize, Serialize};
 

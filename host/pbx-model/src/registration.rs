@@ -1,5 +1,8 @@
 //! Registrar bindings (RFC 3261 §10) as the SIP core keeps them and
 //! `pbx-store`'s `registration` module persists them.
+//!
+//! The same concept as `pbx-store`'s `registration.rs` at another layer: this one
+//! defines a binding, that one persists it.
 
 use serde::{Deserialize, Serialize};
 

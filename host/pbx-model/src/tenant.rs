@@ -2,6 +2,9 @@
 //! allowed networks and media and digest settings. `pbx-store`'s `tenant`,
 //! `extension` and `acl` modules persist these; this is the same concept
 //! without the rows.
+//!
+//! The same concept as `pbx-store`'s `tenant.rs` at another layer: this one defines
+//! a tenant, that one stores it.
 
 use serde::{Deserialize, Serialize};
 

@@ -1,4 +1,7 @@
 //! Networks a tenant's phones may register and call from.
+//!
+//! The same concept as `pbx-guard`'s `acl.rs` at another layer: this one stores the
+//! network ACLs, that one enforces them.
 
 use sqlx::{Row, SqliteConnection};
 
@@ -25,7 +28,7 @@ impl Store {
     ) -> Result<NetworkAcl> {
         let cidr = canonical(cidr)?;
         if let Some(ext) = extension {
-            crate::validate::extension_number(ext)?;
+            crate::checks::extension_number(ext)?;
         }
         let mut tx = self.write_tx().await?;
         crate::tenant::ensure_tenant(&mut tx, tenant).await?;

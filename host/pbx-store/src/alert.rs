@@ -1,4 +1,7 @@
 //! Stored alerts: per tenant, or provider-wide with no tenant.
+//!
+//! The same concept as `pbx-model`'s `alert.rs` at another layer: that one defines
+//! an alert, this one stores it.
 
 use serde::{Deserialize, Serialize};
 use sqlx::sqlite::SqliteRow;

@@ -1,6 +1,9 @@
 //! Approvals of costly destinations: a tenant asks to call a destination class
 //! (e.g. "international") or an E.164 prefix (a country code is a prefix), and
 //! the provider grants or denies it.
+//!
+//! The same concept as `pbx-core`'s `decision/approval.rs` at another layer: this
+//! one stores approval requests and grants, that one applies them to calls.
 
 use serde::{Deserialize, Serialize};
 use sqlx::sqlite::SqliteRow;

@@ -3,6 +3,10 @@
 //! with [`Store::audit_key`] (derived from the data directory's secret key
 //! file, never stored in the database). The store computes it on every
 //! append, so no writer can chain entries any other way.
+//!
+//! The same concept as `pbx-api`'s `audit.rs` at another layer: this one owns the
+//! hash chain (appended and verified only here), that one records what API callers
+//! did.
 
 use serde::{Deserialize, Serialize};
 use sqlx::Row;

@@ -1,4 +1,7 @@
 //! Call detail records.
+//!
+//! The same concept as `pbx-model`'s `cdr.rs` at another layer: that one defines a
+//! call record, this one stores and exports it.
 
 use serde::{Deserialize, Serialize};
 use sqlx::sqlite::SqliteRow;

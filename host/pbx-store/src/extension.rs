@@ -6,7 +6,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
 use crate::ha1::{Algorithm, compute_ha1};
-use crate::{DigestAlgorithms, Error, Extension, Result, Store, TenantId, tenant, validate};
+use crate::{DigestAlgorithms, Error, Extension, Result, Store, TenantId, checks, tenant};
 
 const INSERT: &str = "INSERT INTO extensions (tenant_id, number, ha1_md5, ha1_sha256, enabled) \
                       VALUES (?, ?, ?, ?, 1)";
@@ -20,8 +20,8 @@ impl Store {
         number: &str,
         password: &str,
     ) -> Result<Extension> {
-        validate::extension_number(number)?;
-        validate::password(password)?;
+        checks::extension_number(number)?;
+        checks::password(password)?;
         let mut tx = self.write_tx().await?;
         let realm = tenant::realm(&mut tx, tenant).await?;
         let ext = credentials(tenant, number, &realm, password);
@@ -37,8 +37,8 @@ impl Store {
         number: &str,
         password: &str,
     ) -> Result<()> {
-        validate::extension_number(number)?;
-        validate::password(password)?;
+        checks::extension_number(number)?;
+        checks::password(password)?;
         let mut tx = self.write_tx().await?;
         let realm = tenant::realm(&mut tx, tenant).await?;
         let ext = credentials(tenant, number, &realm, password);
@@ -141,8 +141,8 @@ impl Store {
         let mut seen = HashSet::with_capacity(rows.len());
         for (i, (number, password)) in rows.iter().enumerate() {
             let line = i + 1;
-            validate::extension_number(number)
-                .and_then(|()| validate::password(password))
+            checks::extension_number(number)
+                .and_then(|()| checks::password(password))
                 .map_err(|e| match e {
                     Error::Invalid(msg) => Error::Invalid(format!("row {line}: {msg}")),
                     other => other,
@@ -197,7 +197,7 @@ fn from_row(row: &SqliteRow) -> Result<Extension> {
     let tenant = TenantId(row.try_get("tenant_id")?);
     let number: String = row.try_get("number")?;
     let digest =
-        crate::types::stored_digest(row, || format!("extension {number:?} of tenant {tenant}"))?;
+        crate::rows::stored_digest(row, || format!("extension {number:?} of tenant {tenant}"))?;
     Ok(Extension {
         tenant,
         number,

@@ -37,6 +37,7 @@ mod audit;
 mod ban;
 mod cdr;
 mod cdr_export;
+mod checks;
 mod error;
 mod extension;
 mod ha1;
@@ -45,12 +46,11 @@ mod media_policy;
 mod plugin;
 mod policy_config;
 mod registration;
+mod rows;
 mod secret;
 mod tenant;
 mod trunk;
-mod types;
 mod user;
-mod validate;
 
 pub use alert::{AlertRecord, MAX_ALERTS};
 pub use api_token::{ApiToken, NewApiToken};
@@ -79,7 +79,7 @@ pub use user::{LoginFailures, MAX_USERNAME, NewUser, TotpState, User, UserChange
 /// Checks an extension number the way every store write does (1-32 characters of
 /// `[0-9A-Za-z._-]`), so callers can report a bad one before writing anything.
 pub fn validate_extension_number(number: &str) -> Result<()> {
-    validate::extension_number(number)
+    checks::extension_number(number)
 }
 
 /// NFKC-normalises a name shown to people (usernames, token, tenant and trunk
@@ -87,13 +87,13 @@ pub fn validate_extension_number(number: &str) -> Result<()> {
 /// control, format or otherwise invisible characters, so that `root\u{200b}`
 /// cannot pose as `root`. `what` names the field in the error.
 pub fn normalize_name(what: &str, name: &str, max: usize) -> Result<String> {
-    validate::name(what, name, max)
+    checks::name(what, name, max)
 }
 
 /// Checks a SIP password the way every store write does (1-128 bytes, no control
 /// characters).
 pub fn validate_password(password: &str) -> Result<()> {
-    validate::password(password)
+    checks::password(password)
 }
 
 use std::path::Path;

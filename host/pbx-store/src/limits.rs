@@ -1,5 +1,8 @@
 //! Per-tenant call limits set by the provider, stored. The type and the
 //! defaults it overrides are the model's (`pbx_model::limits`).
+//!
+//! The same concept as `pbx-model`'s `limits.rs` at another layer: that one defines
+//! the limits and their defaults, this one stores a tenant's own.
 
 use sqlx::Row;
 

@@ -1,4 +1,7 @@
 //! Registrar bindings, persisted so they survive a restart.
+//!
+//! The same concept as `pbx-model`'s `registration.rs` at another layer: that one
+//! defines a binding, this one persists it.
 
 use std::net::SocketAddr;
 

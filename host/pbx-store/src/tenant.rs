@@ -1,11 +1,13 @@
 //! Tenants and their SIP domains.
+//!
+//! The same concept as `pbx-model`'s `tenant.rs` at another layer: that one defines
+//! a tenant, this one stores it.
 
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
 use crate::{
-    DigestAlgorithms, Error, MediaEncryption, Result, Store, Tenant, TenantId, TenantStatus,
-    validate,
+    DigestAlgorithms, Error, MediaEncryption, Result, Store, Tenant, TenantId, TenantStatus, checks,
 };
 
 impl Store {
@@ -14,8 +16,8 @@ impl Store {
     /// The domain is lower-cased and must be a host name. A name or domain that is
     /// already taken gives [`Error::Conflict`].
     pub async fn add_tenant(&self, name: &str, domain: &str) -> Result<Tenant> {
-        let name = &validate::tenant_name(name)?;
-        let domain = validate::domain(domain)?;
+        let name = &checks::tenant_name(name)?;
+        let domain = checks::domain(domain)?;
         let mut tx = self.write_tx().await?;
         if sqlx::query("SELECT id FROM tenants WHERE name = ?")
             .bind(name)
@@ -69,7 +71,7 @@ impl Store {
 
     /// Adds another SIP domain to a tenant. The realm (primary domain) is unchanged.
     pub async fn add_domain(&self, tenant: TenantId, domain: &str) -> Result<()> {
-        let domain = validate::domain(domain)?;
+        let domain = checks::domain(domain)?;
         let mut tx = self.write_tx().await?;
         ensure_tenant(&mut tx, tenant).await?;
         ensure_domain_free(&mut tx, &domain).await?;
@@ -212,7 +214,7 @@ fn tenant_row(row: &SqliteRow) -> Result<Tenant> {
     let media_encryption = MediaEncryption::parse(&media).ok_or_else(|| {
         Error::Invalid(format!("stored tenant {id} has media encryption {media:?}"))
     })?;
-    let digest = crate::types::stored_digest(row, || format!("tenant {id}"))?;
+    let digest = crate::rows::stored_digest(row, || format!("tenant {id}"))?;
     Ok(Tenant {
         id,
         name,

@@ -8,7 +8,7 @@ use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
 use crate::tenant::ensure_tenant;
-use crate::{Error, Result, Store, TenantId, TransportKind, validate};
+use crate::{Error, Result, Store, TenantId, TransportKind, checks};
 
 /// Longest trunk name accepted.
 const MAX_TRUNK_NAME: usize = 32;
@@ -102,7 +102,7 @@ impl Store {
             if username.is_none() {
                 return Err(Error::Invalid("a trunk password needs a user name".into()));
             }
-            validate::password(pw)?;
+            checks::password(pw)?;
         }
         let password_enc = password
             .map(|pw| self.secrets.seal(&aad(tenant, name), pw.as_bytes()))
@@ -349,11 +349,8 @@ fn parse_trunk_uri(uri: &str) -> Result<(String, u16, TransportKind)> {
         (addr.to_string(), port)
     } else {
         match hostport.split_once(':') {
-            Some((h, p)) => (validate::domain(h).map_err(|_| bad("bad host"))?, Some(p)),
-            None => (
-                validate::domain(hostport).map_err(|_| bad("bad host"))?,
-                None,
-            ),
+            Some((h, p)) => (checks::domain(h).map_err(|_| bad("bad host"))?, Some(p)),
+            None => (checks::domain(hostport).map_err(|_| bad("bad host"))?, None),
         }
     };
     let port = match port {

@@ -118,7 +118,7 @@ impl Store {
     /// (and may not hold `:`); the stored user has the normalised name. The
     /// conflict error does not repeat the name.
     pub async fn add_user(&self, user: &NewUser) -> Result<User> {
-        let username = crate::validate::name("username", &user.username, MAX_USERNAME)?;
+        let username = crate::checks::name("username", &user.username, MAX_USERNAME)?;
         if username.contains(':') {
             return Err(Error::Invalid("username may not contain ':'".into()));
         }
@@ -182,7 +182,7 @@ impl Store {
     /// The user with this username, whatever its tenant (logins name no tenant).
     /// The name is normalised first; one that cannot be a username finds nobody.
     pub async fn user_by_name(&self, username: &str) -> Result<Option<User>> {
-        let Ok(username) = crate::validate::name("username", username, MAX_USERNAME) else {
+        let Ok(username) = crate::checks::name("username", username, MAX_USERNAME) else {
             return Ok(None);
         };
         let row = sqlx::query(concat!(

@@ -68,6 +68,9 @@
 //! file's lists, `--advertise`, `--log-format` and `--api` (the API's address)
 //! its values. With no listener named
 //! anywhere the server listens on 127.0.0.1:5060 over UDP and TCP.
+//!
+//! The same concept as `pbx-api`'s `config.rs` at another layer: this one is the
+//! whole file, that one the API's typed part of it.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};

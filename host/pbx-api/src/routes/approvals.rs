@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::json;
 use store::{Approval, ApprovalStatus, ApprovalTarget, TenantId};
 
-use crate::auth::{P, Principal, Q, Source};
+use crate::access::{P, Principal, Q, Source};
 use crate::error::{ApiError, ApiResult};
 use crate::state::ApiState;
 

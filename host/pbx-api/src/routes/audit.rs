@@ -6,7 +6,7 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 use store::{AuditEntry, TenantId, UserRole};
 
-use crate::auth::{Principal, Q};
+use crate::access::{Principal, Q};
 use crate::error::{ApiError, ApiResult};
 use crate::state::ApiState;
 

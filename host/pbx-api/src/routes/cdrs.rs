@@ -12,7 +12,7 @@ use store::{
     write_cdr_csv,
 };
 
-use crate::auth::{P, Principal, Q};
+use crate::access::{P, Principal, Q};
 use crate::error::{ApiError, ApiResult};
 use crate::state::ApiState;
 

@@ -11,7 +11,7 @@ use axum::{Extension, Json};
 use serde_json::json;
 use store::{TenantId, UserRole};
 
-use crate::auth::{Body, P, Principal, Source};
+use crate::access::{Body, P, Principal, Source};
 use crate::control::{
     Alert, Ban, CallInfo, ControlError, Did, NewTrunk, PluginInfo, QuarantineInfo, TrunkInfo,
 };

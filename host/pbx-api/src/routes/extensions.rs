@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use store::{TenantId, UserRole};
 
-use crate::auth::{Body, P, Principal, Source};
+use crate::access::{Body, P, Principal, Source};
 use crate::error::{ApiError, ApiResult};
 use crate::password;
 use crate::state::ApiState;

@@ -11,16 +11,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, delete, get, patch, post, put};
 use tower_http::timeout::TimeoutLayer;
 
-use crate::auth::{Access, Roles, authorize, per_address};
+use crate::access::{Access, Roles, authorize, per_address};
 use crate::error::ApiError;
 use crate::state::ApiState;
 
 mod approvals;
 mod audit;
-mod auth;
 mod cdrs;
 mod control;
 mod extensions;
+mod login;
 mod plugin_config;
 mod policies;
 mod settings;
@@ -30,7 +30,7 @@ mod tokens;
 mod users;
 
 #[cfg(test)]
-pub(crate) use auth::{DUMMY_HASH, totp_for};
+pub(crate) use login::{DUMMY_HASH, totp_for};
 
 /// One route.
 pub(crate) struct Route {
@@ -97,35 +97,35 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "/api/v1/auth/login",
             "Log in; returns a short-lived token",
             Access::Public,
-            post(auth::login),
+            post(login::login),
         ),
         route(
             M::POST,
             "/api/v1/auth/totp/enroll",
             "Start TOTP enrollment",
             Access::Session,
-            post(auth::totp_enroll),
+            post(login::totp_enroll),
         ),
         route(
             M::POST,
             "/api/v1/auth/totp/confirm",
             "Confirm TOTP enrollment with a code",
             Access::Session,
-            post(auth::totp_confirm),
+            post(login::totp_confirm),
         ),
         route(
             M::POST,
             "/api/v1/auth/logout",
             "Log out: every session of the caller ends",
             Access::Session,
-            post(auth::logout),
+            post(login::logout),
         ),
         route(
             M::POST,
             "/api/v1/auth/password",
             "Change one's own password (every session ends)",
             Access::Session,
-            post(auth::change_password),
+            post(login::change_password),
         ),
         route(
             M::GET,

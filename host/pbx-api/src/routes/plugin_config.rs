@@ -21,7 +21,7 @@ use serde_json::json;
 use store::{ConfigScope, TenantId, TenantPolicy};
 
 use super::control::wasm_body;
-use crate::auth::{Body, P, Principal, Q, Source};
+use crate::access::{Body, P, Principal, Q, Source};
 use crate::error::{ApiError, ApiResult};
 use crate::state::ApiState;
 

@@ -11,7 +11,7 @@ use serde_json::json;
 use store::TenantId;
 
 use super::control::wasm_body;
-use crate::auth::{P, Principal, Q, Source};
+use crate::access::{P, Principal, Q, Source};
 use crate::control::PolicyInfo;
 use crate::error::{ApiError, ApiResult};
 use crate::state::ApiState;

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use store::{DigestAlgorithms, MediaEncryption, TenantId, TenantLimits};
 
-use crate::auth::{Body, P, Principal, Source};
+use crate::access::{Body, P, Principal, Source};
 use crate::error::ApiResult;
 use crate::state::ApiState;
 

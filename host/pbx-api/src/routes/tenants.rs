@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::json;
 use store::{Tenant, TenantId, TenantStatus};
 
-use crate::auth::{Body, P, Principal, Source};
+use crate::access::{Body, P, Principal, Source};
 use crate::error::{ApiError, ApiResult};
 use crate::state::ApiState;
 

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use store::{ApiToken, NewApiToken, TenantId, UserRole};
 
-use crate::auth::{Body, GRANTABLE, P, Principal, Source, token_hash};
+use crate::access::{Body, GRANTABLE, P, Principal, Source, token_hash};
 use crate::error::{ApiError, ApiResult};
 use crate::state::ApiState;
 use crate::token::{AUDIENCE, Claims, TokenKind, new_jti};

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::json;
 use store::{NewUser, TenantId, User, UserChange, UserRole};
 
-use crate::auth::{Body, P, Principal, Source};
+use crate::access::{Body, P, Principal, Source};
 use crate::error::{ApiError, ApiResult};
 use crate::password;
 use crate::state::ApiState;

@@ -4,16 +4,16 @@
 
 mod approvals;
 mod audit;
-mod auth;
 mod cdrs;
 mod errors;
 mod extensions;
-mod limits;
+mod login;
 mod matrix;
 mod oidc;
 mod openapi;
 mod plugin_config;
 mod policies;
+mod request_limits;
 mod settings;
 mod tls;
 mod tokens;
@@ -35,7 +35,7 @@ use store::{
 };
 use tower::ServiceExt;
 
-use crate::auth::{ALL_SCOPES, GRANTABLE, token_hash};
+use crate::access::{ALL_SCOPES, GRANTABLE, token_hash};
 use crate::config::{ApiConfig, OidcConfig};
 use crate::control::Control;
 use crate::control::fake::FakeControl;

@@ -3,6 +3,9 @@
 //! class, or a prefix of the number, for the tenant. Until then the call is
 //! held back: refused with 403, and the refusal files the approval request.
 //! Emergency calls always pass.
+//!
+//! The same concept as `pbx-store`'s `approval.rs` at another layer: this one
+//! answers whether a call is approved, that one stores the requests and grants.
 
 use std::collections::{HashMap, HashSet};
 

@@ -1,4 +1,7 @@
 //! `pbx:plugin/alerts`: alerts raised by plugins, and by the runtime about them.
+//!
+//! The same concept as `pbx-guard`'s `alerts.rs` at another layer: this one lets a
+//! plugin raise alerts, that one signs and pushes them out of the host.
 
 use parking_lot::Mutex;
 

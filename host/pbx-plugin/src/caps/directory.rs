@@ -1,4 +1,7 @@
 //! `pbx:plugin/directory`: a read-only view of the tenant's directory.
+//!
+//! The same concept as `pbx-core`'s `directory.rs` at another layer: that one is
+//! the SIP path's directory, this one the read-only view a plugin gets.
 
 use crate::bindings::directory::{ExtensionInfo, Host};
 use crate::runtime::HostState;

@@ -10,15 +10,15 @@ use std::sync::Arc;
 use model::TenantId;
 
 pub mod alerts;
-pub mod config;
 pub mod directory;
 pub mod log;
+pub mod policy_config;
 pub mod storage;
 pub mod usage;
 
 pub use alerts::{Alert, AlertSink, MemoryAlerts};
-pub use config::{ConfigMap, EmptyConfig, LayeredConfig, PolicyConfig};
 pub use log::{LogLine, PluginLog};
+pub use policy_config::{ConfigMap, EmptyConfig, LayeredConfig, PolicyConfig};
 pub use storage::{MemoryStorage, Storage, StorageError};
 pub use usage::{FixedUsage, Usage};
 

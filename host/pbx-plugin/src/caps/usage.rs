@@ -1,4 +1,7 @@
 //! `pbx:plugin/usage`: the tenant's live call counters.
+//!
+//! The same concept as `pbx-guard`'s `usage.rs` at another layer: that one counts,
+//! this one lets a plugin read the counts.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;

@@ -6,6 +6,9 @@
 //! store rows (components are validated first, as the CLI does):
 //! writes bump the store's generation and the server's reload task picks them
 //! up, exactly as after a CLI command.
+//!
+//! The same concept as `pbx-api`'s `control.rs` at another layer: that one declares
+//! the `Control` trait, this one implements it in the running server.
 
 use std::net::IpAddr;
 use std::sync::Arc;

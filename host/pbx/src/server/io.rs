@@ -240,7 +240,7 @@ impl Io {
             let timeout = io.limits.connect_timeout;
             match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
                 Ok(Ok(stream)) if transport == TransportKind::Tls => {
-                    super::tls::connected(io, id, stream, tx, rx).await;
+                    super::sip_tls::connected(io, id, stream, tx, rx).await;
                 }
                 Ok(Ok(stream)) => {
                     super::tcp::connection(io, id, stream, tx, rx, None).await;

@@ -1,6 +1,9 @@
 //! The media anchor the SIP core uses, over `pbx-media`'s relay: one relay call
 //! per SIP call, SDP passed through its session, and the relay's idle reports
 //! routed back to the shard that owns the call.
+//!
+//! The same concept as `pbx-core`'s `media.rs` at another layer: that one is the
+//! trait the B2BUA asks, this one implements it over the relay.
 
 use std::net::IpAddr;
 use std::sync::Arc;

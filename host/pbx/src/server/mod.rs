@@ -37,10 +37,10 @@ mod persist;
 mod plugin_kv;
 mod plugins;
 mod reload;
-mod shard;
+mod shard_task;
+pub mod sip_tls;
 mod tcp;
-pub mod tls;
-mod trunk_reg;
+mod trunk_reg_task;
 mod udp;
 mod webhook;
 
@@ -400,14 +400,15 @@ async fn run_reporting(
         .extend(advertise_entries(opts.advertise.as_deref(), tls_listeners).await?);
     let tls_acceptor = match (&opts.tls_files, tls_addrs.is_empty()) {
         (Some(files), false) => Some(tokio_rustls::TlsAcceptor::from(
-            tls::server_config(&files.cert, &files.key).context("loading the TLS certificate")?,
+            sip_tls::server_config(&files.cert, &files.key)
+                .context("loading the TLS certificate")?,
         )),
         (None, false) => anyhow::bail!("SIP over TLS needs a certificate and a key"),
         (_, true) => None,
     };
     let advertised = core.advertise.clone();
     let tls_client =
-        tls::client_config(opts.tls_ca.as_deref()).context("loading the TLS CA file")?;
+        sip_tls::client_config(opts.tls_ca.as_deref()).context("loading the TLS CA file")?;
 
     let generation = store
         .generation()
@@ -448,7 +449,7 @@ async fn run_reporting(
             .await
             .context("loading trunks")?,
     );
-    let trunk_registrar = trunk_reg::TrunkRegistrar::new(
+    let trunk_registrar = trunk_reg_task::TrunkRegistrar::new(
         advertise_list(opts.advertise.as_deref(), &addrs).await?,
         &addrs,
         opts.core.user_agent.clone(),
@@ -568,12 +569,12 @@ async fn run_reporting(
         let routing = plugin_host
             .as_ref()
             .zip(workers.as_ref())
-            .map(|(host, workers)| shard::Routing {
+            .map(|(host, workers)| shard_task::Routing {
                 host: host.clone(),
                 workers: workers.clone(),
                 decisions,
             });
-        shard_tasks.push(tokio::spawn(shard::run(
+        shard_tasks.push(tokio::spawn(shard_task::run(
             shard,
             rx,
             commands,
@@ -595,7 +596,7 @@ async fn run_reporting(
     }
     if let Some(acceptor) = tls_acceptor {
         for listener in listeners.tls {
-            receivers.spawn(tls::accept(io.clone(), listener, acceptor.clone()));
+            receivers.spawn(sip_tls::accept(io.clone(), listener, acceptor.clone()));
         }
     }
     let applied = Arc::new(AtomicI64::new(generation));

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::guard::Guard;
 use super::plugins::PluginHost;
-use super::trunk_reg::TrunkRegistrar;
+use super::trunk_reg_task::TrunkRegistrar;
 
 /// Every tenant's trunks, with their hosts resolved (a trunk whose host does not
 /// resolve is left out, with a warning), and the inbound numbers.

@@ -8,10 +8,10 @@ use serde_json::json;
 use store::UserRole;
 use totp_rs::{Builder, Secret, Totp};
 
-use crate::auth::{ALL_SCOPES, Body, Principal, Source, TOTP_ONLY, Via};
+use crate::access::{ALL_SCOPES, Body, Principal, Source, TOTP_ONLY, Via};
 use crate::error::{ApiError, ApiResult};
-use crate::limits::{ADDRESS_FREE_FAILURES, USER_FREE_FAILURES, backoff_ms};
 use crate::password;
+use crate::request_limits::{ADDRESS_FREE_FAILURES, USER_FREE_FAILURES, backoff_ms};
 use crate::state::ApiState;
 use crate::token::{AUDIENCE, Claims, TokenKind, new_jti};
 
