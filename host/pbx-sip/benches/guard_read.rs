@@ -1,8 +1,9 @@
 //! What the flood guard reads from a raw request before anything is parsed.
 //!
 //! Run: `cargo bench -p pbx-sip --bench guard_read`. `peek_to_tag` is the
-//! guard's per-request cost (find the To header, read it as a name-addr, look
-//! for a tag); `peek_to_target` is what it does once, when it bans; `byte_scan`
+//! guard's per-request cost ([`pbx_sip::RequestPeek`]: the method, the
+//! User-Agent and the To header, the To read as a name-addr for a tag);
+//! `peek_to_target` is what it does once, when it bans; `byte_scan`
 //! is a hand-written tag scan over the raw To bytes (the guard's reading before
 //! it used `NameAddr`), kept here only as a yardstick; `full_parse` is the
 //! whole normaliser + rsip + validation the guard avoids.
@@ -41,9 +42,8 @@ fn guard_read(c: &mut Criterion) {
     let mut g = c.benchmark_group("guard_read");
     g.bench_function("peek_to_tag", |b| {
         b.iter(|| {
-            let to = pbx_sip::peek_header(black_box(INVITE), "To", Some(b't'))
-                .and_then(|v| std::str::from_utf8(v).ok());
-            black_box(to.is_some_and(|to| pbx_sip::NameAddr::parse(to).tag().is_some()))
+            let peek = pbx_sip::RequestPeek::of(black_box(INVITE)).expect("a request");
+            black_box((peek.user_agent, peek.has_to_tag()))
         })
     });
     g.bench_function("byte_scan", |b| {
@@ -54,11 +54,8 @@ fn guard_read(c: &mut Criterion) {
     });
     g.bench_function("peek_to_target", |b| {
         b.iter(|| {
-            let to = pbx_sip::peek_header(black_box(INVITE), "To", Some(b't'))
-                .and_then(|v| std::str::from_utf8(v).ok())
-                .unwrap_or_default();
-            let uri = pbx_sip::NameAddr::parse(to).sip_uri().expect("a SIP URI");
-            black_box(format!("{}@{}", uri.user.unwrap_or_default(), uri.host))
+            let peek = pbx_sip::RequestPeek::of(black_box(INVITE)).expect("a request");
+            black_box(peek.callee_target())
         })
     });
     g.bench_function("full_parse", |b| {

@@ -194,7 +194,7 @@ impl Guard {
             }
             return false;
         }
-        let Some(peek) = Peek::request(bytes) else {
+        let Some(peek) = sip::RequestPeek::of(bytes) else {
             return true;
         };
         let verdict = self
@@ -498,71 +498,13 @@ async fn write(guard: &Guard, store: &Store, notice: Notice) {
     }
 }
 
-/// What the scanner detector looks at, borrowed from the raw request before it
-/// is parsed (flood resistance: a banned scanner costs a header scan, not a
-/// parse). The To value is read with `pbx_sip`'s typed accessors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Peek<'a> {
-    method: &'a str,
-    user_agent: Option<&'a str>,
-    /// The To header value, when it is text.
-    to: Option<&'a str>,
-}
-
-impl<'a> Peek<'a> {
-    /// `None` for responses and for bytes that do not start like a request.
-    fn request(bytes: &'a [u8]) -> Option<Peek<'a>> {
-        let start = bytes.iter().position(|&b| b != b'\r' && b != b'\n')?;
-        let line = bytes.get(start..)?;
-        let method_len = line.iter().position(|&b| b == b' ')?;
-        let method = std::str::from_utf8(line.get(..method_len)?).ok()?;
-        if method.starts_with("SIP/") || method.is_empty() {
-            return None;
-        }
-        let text = |v: &'a [u8]| std::str::from_utf8(v).ok();
-        let user_agent = sip::peek_header(bytes, "User-Agent", None).and_then(text);
-        let to = sip::peek_header(bytes, "To", Some(b't')).and_then(text);
-        Some(Peek {
-            method,
-            user_agent,
-            to,
-        })
-    }
-
-    /// `user@host` of the To URI (`host` without a user part), else the To
-    /// value as sent; `None` without a To.
-    fn callee_target(&self) -> Option<String> {
-        let to = self.to?.trim();
-        let target = match sip::NameAddr::parse(to).sip_uri() {
-            Some(uri) => match uri.user {
-                Some(user) => format!("{user}@{}", uri.host),
-                None => uri.host.to_owned(),
-            },
-            None => to.to_owned(),
-        };
-        (!target.is_empty()).then_some(target)
-    }
-
-    /// Whether the To header carries a tag (the request is inside a dialog).
-    fn has_to_tag(&self) -> bool {
-        self.to
-            .is_some_and(|to| sip::NameAddr::parse(to).tag().is_some())
-    }
-}
-
 /// New requests can be refused under overload; responses, ACK, CANCEL, BYE
 /// and anything with a To tag belong to something already going on.
 fn request_kind(bytes: &[u8]) -> RequestKind {
-    let Some(peek) = Peek::request(bytes) else {
+    let Some(peek) = sip::RequestPeek::of(bytes) else {
         return RequestKind::InDialog;
     };
-    if ["ACK", "CANCEL", "BYE"]
-        .iter()
-        .any(|m| peek.method.eq_ignore_ascii_case(m))
-    {
-        return RequestKind::InDialog;
-    }
-    if peek.has_to_tag() {
+    if peek.is_in_dialog_method() || peek.has_to_tag() {
         RequestKind::InDialog
     } else {
         RequestKind::New
@@ -784,36 +726,7 @@ mod tests {
     }
 
     #[test]
-    fn peeks_and_kinds() {
-        let req = request(
-            "INVITE",
-            "\"Bob\" <sip:1001@acme.example:5060;user=phone>",
-            Some("X"),
-        );
-        let p = Peek::request(&req).unwrap();
-        assert_eq!((p.method, p.user_agent), ("INVITE", Some("X")));
-        assert_eq!(p.callee_target().as_deref(), Some("1001@acme.example"));
-        assert!(!p.has_to_tag());
-        assert_eq!(Peek::request(b"SIP/2.0 200 OK\r\n\r\n"), None);
-        assert_eq!(Peek::request(b"\x00\xff"), None);
-        let to = |value: &'static str| Peek {
-            method: "INVITE",
-            user_agent: None,
-            to: Some(value),
-        };
-        assert_eq!(to("garbage").callee_target().as_deref(), Some("garbage"));
-        assert_eq!(to("<SIP:100@h>").callee_target().as_deref(), Some("100@h"));
-        assert_eq!(
-            to("<sip:alice;day=tuesday@atlanta.com>")
-                .callee_target()
-                .as_deref(),
-            Some("alice;day=tuesday@atlanta.com")
-        );
-        assert!(to("<sip:a@b>;tag=1").has_to_tag());
-        assert!(to("sip:a@b ; TAG = 1").has_to_tag());
-        assert!(!to("<sip:a@b;tag=1>").has_to_tag());
-        assert!(!to("<sip:a@b>;tagx").has_to_tag());
-        assert!(!to("\";tag=1\" <sip:a@b>").has_to_tag());
+    fn request_kinds() {
         assert_eq!(
             request_kind(&request("ACK", "<sip:a@b>", None)),
             RequestKind::InDialog
