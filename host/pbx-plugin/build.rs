@@ -92,6 +92,11 @@ const EXAMPLES: &[Plugin] = &[
         "A dial plan that writes the fraud policy's limit names into its storage (or, \
          dialled `flood...`, thousands of keys) and reports how far it got.",
     ),
+    (
+        "OFFICE_HOURS",
+        "example_office_hours",
+        "A call handler (`pbx:plugin@0.2.0`): business hours, a hunt group, a forward to a mobile.",
+    ),
 ];
 
 fn main() {
@@ -108,6 +113,7 @@ fn main() {
         "wit",
         "sdk/src",
         "sdk/Cargo.toml",
+        "sdk/call-handler",
         "plugins/Cargo.toml",
         "plugins/Cargo.lock",
         "plugins/default-dialplan",

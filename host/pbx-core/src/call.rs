@@ -26,8 +26,8 @@ use crate::media::{self, CallMediaHandle, MediaLeg, MediaRefusal, MediaSecurity}
 use crate::msg::{self, Method, Msg, NameAddr, SipUri, Writer};
 use crate::shard::{ALLOW, ClientEntry, ReqCtx, SentInvite, ServerEntry, ServerTx, TimerKey};
 use crate::{
-    Error, Output, Peer, RingStep, RouteDecision, RouteRequest, Routing, Shard, TransportKind,
-    TrunkEntry,
+    CallEvent, DialResult, Error, MAX_CALL_STEPS, Output, Peer, RingStep, RouteDecision,
+    RouteRequest, Routing, Shard, TransportKind, TrunkEntry,
 };
 
 /// Which side of a call.
@@ -178,6 +178,13 @@ pub(crate) struct Call {
     pub(crate) reap_at: Option<Instant>,
     pub(crate) pending: HashMap<String, Pending>,
     pub(crate) cdr_written: bool,
+    /// The call's routing request as last handed out (its event and step
+    /// updated for each further decision); `None` under built-in routing.
+    pub(crate) route: Option<RouteRequest>,
+    /// The current ring step ran out of time (no answer).
+    pub(crate) rang_out: bool,
+    /// Every extension rung so far, for loop detection across decisions.
+    pub(crate) rung: Vec<String>,
 }
 
 impl Call {
@@ -456,6 +463,9 @@ impl Shard {
             reap_at: None,
             pending: HashMap::new(),
             cdr_written: false,
+            route: None,
+            rang_out: false,
+            rung: Vec::new(),
         };
         tracing::debug!(call = id, caller = %call.caller, dialled = %call.callee, "call routing");
         if let Some(e) = self.servers.get_mut(&key) {
@@ -496,7 +506,7 @@ impl Shard {
                 self.route_decided(now, id, decision);
             }
             Routing::External { .. } => {
-                self.out.push_back(Output::Route(RouteRequest {
+                let request = RouteRequest {
                     shard: self.index,
                     call: id,
                     tenant,
@@ -506,7 +516,13 @@ impl Shard {
                     dialled,
                     inbound_trunk,
                     source: peer.addr,
-                }));
+                    event: CallEvent::Started,
+                    step: 1,
+                };
+                if let Some(call) = self.calls.get_mut(&id) {
+                    call.route = Some(request.clone());
+                }
+                self.out.push_back(Output::Route(request));
                 self.schedule_call(id);
             }
         }
@@ -523,9 +539,29 @@ impl Shard {
             return;
         }
         call.state = State::Ringing;
+        if matches!(
+            decision,
+            RouteDecision::Ring(_) | RouteDecision::Trunk { .. }
+        ) {
+            // A new dial attempt: its own outcome is what the next step sees.
+            call.best_final = None;
+            call.rang_out = false;
+        }
         match decision {
             RouteDecision::Reject { status, reason } => {
                 self.fail_call(now, id, status, &reason);
+            }
+            RouteDecision::Finish => self.end_with_best_failure(now, id),
+            RouteDecision::Ring(steps)
+                if call.route.as_ref().is_some_and(|r| r.step > 1)
+                    && steps
+                        .iter()
+                        .flat_map(|s| &s.extensions)
+                        .all(|e| call.rung.contains(e)) =>
+            {
+                // Ringing again only who already rang is a forwarding loop.
+                tracing::info!(call = id, "forwarding loop stopped");
+                self.refuse_call(now, id, &Error::LoopDetected);
             }
             RouteDecision::Ring(steps) => {
                 call.steps = steps
@@ -570,17 +606,9 @@ impl Shard {
                 return;
             };
             let Some(step) = call.steps.pop_front() else {
-                let (code, reason) = call.best_final.clone().unwrap_or_else(|| {
-                    let none = Error::TemporarilyUnavailable;
-                    (none.status(), none.reason().into())
-                });
-                let by = if call.forks.is_empty() {
-                    "system"
-                } else {
-                    "callee"
-                };
-                self.answer_a(now, id, code, &reason, None);
-                self.finish_call(now, id, disposition_for(code), code, by);
+                if !self.ask_next_route(now, id) {
+                    self.end_with_best_failure(now, id);
+                }
                 return;
             };
             let tenant = call.tenant;
@@ -609,7 +637,13 @@ impl Shard {
             };
             call.step_start = call.forks.len();
             call.ring_deadline = now + step.timeout;
+            call.rang_out = false;
             call.b.cseq += 1;
+            for ext in &step.extensions {
+                if !call.rung.contains(ext) {
+                    call.rung.push(ext.clone());
+                }
+            }
             for (ext, binding) in targets {
                 let Some(call) = self.calls.get(&id) else {
                     return;
@@ -624,6 +658,69 @@ impl Shard {
             self.schedule_call(id);
             return;
         }
+    }
+
+    /// Answers the caller with the most telling failure of the last dial
+    /// attempt (480 when nothing rang) and ends the call.
+    fn end_with_best_failure(&mut self, now: Instant, id: u64) {
+        let Some(call) = self.calls.get(&id) else {
+            return;
+        };
+        let (code, reason) = call.best_final.clone().unwrap_or_else(|| {
+            let none = Error::TemporarilyUnavailable;
+            (none.status(), none.reason().into())
+        });
+        let by = if call.forks.is_empty() {
+            "system"
+        } else {
+            "callee"
+        };
+        self.answer_a(now, id, code, &reason, None);
+        self.finish_call(now, id, disposition_for(code), code, by);
+    }
+
+    /// The last dial attempt ended unanswered: hands the call back to the
+    /// dial plan with how it ended ([`CallEvent::DialEnded`]), unless routing
+    /// is built in, the caller gave up, or the call used up its
+    /// [`MAX_CALL_STEPS`]. Returns whether a decision was asked for.
+    fn ask_next_route(&mut self, now: Instant, id: u64) -> bool {
+        let Routing::External { timeout } = self.shared.config.routing else {
+            return false;
+        };
+        let Some(call) = self.calls.get_mut(&id) else {
+            return false;
+        };
+        if call.state != State::Ringing || call.cancelled {
+            return false;
+        }
+        let result = if call.rang_out {
+            DialResult::NoAnswer
+        } else {
+            match call.best_final.as_ref().map(|(s, _)| *s) {
+                None => DialResult::Unavailable,
+                Some(486 | 600) => DialResult::Busy,
+                Some(status) => DialResult::Failed { status },
+            }
+        };
+        let Some(request) = call.route.as_mut() else {
+            return false;
+        };
+        if request.step >= MAX_CALL_STEPS {
+            tracing::info!(
+                call = id,
+                steps = request.step,
+                "call used up its routing steps"
+            );
+            return false;
+        }
+        request.step += 1;
+        request.event = CallEvent::DialEnded(result);
+        let request = request.clone();
+        call.state = State::Routing;
+        call.ring_deadline = now + timeout;
+        self.out.push_back(Output::Route(request));
+        self.schedule_call(id);
+        true
     }
 
     /// Sends the call out through a trunk.
@@ -655,6 +752,7 @@ impl Shard {
             .zip(trunk.password.clone().or(Some(String::new())));
         call.step_start = call.forks.len();
         call.ring_deadline = now + ring_timeout;
+        call.rang_out = false;
         let leg = call.b.clone();
         self.send_fork(now, id, &leg, None);
         self.schedule_call(id);
@@ -1546,6 +1644,7 @@ impl Shard {
             }
             State::Ringing if now >= call.ring_deadline => {
                 // This step rang out: stop its forks and try the next one.
+                call.rang_out = true;
                 self.cancel_forks(now, id, None);
                 self.next_step(now, id);
                 return;

@@ -44,7 +44,10 @@ pub use media::{
 };
 pub use model::{Cdr, Directory, Registration, RegistrationChange, TransportKind};
 use parking_lot::RwLock;
-pub use route::{RingStep, RouteDecision, RouteRequest, Routing, TrunkEntry, Trunks};
+pub use route::{
+    CallEvent, DialResult, MAX_CALL_STEPS, RingStep, RouteDecision, RouteRequest, Routing,
+    TrunkEntry, Trunks,
+};
 pub use shard::Shard;
 pub use trunk_reg::{RegState, RegTimers, TrunkRegConfig, TrunkRegistration};
 

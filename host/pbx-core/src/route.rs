@@ -14,7 +14,9 @@ use model::TenantId;
 
 use crate::Peer;
 
-/// A new call waiting for its routing decision.
+/// A call waiting for its next routing decision: when it arrives, and again
+/// each time a dial attempt ends without an answer (the dial plan may then
+/// ring someone else, go out a trunk, or end the call).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteRequest {
     /// The shard that holds the call; the decision goes back to it.
@@ -33,6 +35,38 @@ pub struct RouteRequest {
     /// The trunk an inbound call arrived on.
     pub inbound_trunk: Option<String>,
     pub source: SocketAddr,
+    /// What happened: the call started, or its last dial attempt ended.
+    pub event: CallEvent,
+    /// Which decision of the call this is, from 1 (at most [`MAX_CALL_STEPS`]).
+    pub step: u32,
+}
+
+/// Most routing decisions one call may take: each further decision after a
+/// dial attempt is a step, so a dial plan that keeps forwarding (or two that
+/// forward to each other) ends the call here.
+pub const MAX_CALL_STEPS: u32 = 8;
+
+/// Why a routing decision is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallEvent {
+    /// The call arrived.
+    Started,
+    /// The last dial attempt ended without an answer.
+    DialEnded(DialResult),
+}
+
+/// How a dial attempt (a ring or a trunk call) ended without an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DialResult {
+    /// Every target was busy (486 or 600).
+    Busy,
+    /// Nobody answered before the attempt's timeout.
+    NoAnswer,
+    /// Nothing could be rung: no target had a registered device.
+    Unavailable,
+    /// The targets refused the call with `status` (the most telling of their
+    /// answers, RFC 3261 §16.7).
+    Failed { status: u16 },
 }
 
 /// Ring these extensions at the same time, for up to `timeout`.
@@ -51,6 +85,9 @@ pub enum RouteDecision {
     Trunk { trunk: String, number: String },
     /// Refuse the call.
     Reject { status: u16, reason: String },
+    /// End the call with the outcome of its last dial attempt: the caller hears
+    /// the most telling failure its targets gave (480 when nothing rang).
+    Finish,
 }
 
 impl RouteDecision {

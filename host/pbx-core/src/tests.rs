@@ -33,7 +33,7 @@ fn directory() -> Directory {
             media_encryption: model::MediaEncryption::default(),
             digest: None,
         }],
-        extensions: vec![ext("1000"), ext("1001")],
+        extensions: vec![ext("1000"), ext("1001"), ext("1002")],
         acls: Vec::new(),
     }
 }
@@ -725,7 +725,16 @@ fn trunk_calls_answer_the_carriers_challenge_once() {
             ),
     );
     let out = h.take();
-    assert!(statuses(&out).contains(&407));
+    assert!(sent_to(&out, 9000, "ACK").is_some());
+    // The dial plan hears how the attempt ended, and ends the call.
+    assert_eq!(
+        h.routes.last().map(|r| r.event),
+        Some(crate::CallEvent::DialEnded(crate::DialResult::Failed {
+            status: 407
+        }))
+    );
+    h.decide(crate::RouteDecision::Finish);
+    assert!(statuses(&h.take()).contains(&407));
 }
 
 #[test]
@@ -1414,6 +1423,213 @@ fn a_decided_sequential_plan_rings_each_step_for_its_timeout() {
     assert!(!statuses(&h.take()).contains(&480), "step 2 rings 20 s");
     h.run_until(start + Duration::from_secs(21));
     let out = h.take();
-    assert!(statuses(&out).contains(&480), "then the caller hears 480");
     assert!(sent_to(&out, 7002, "CANCEL").is_some());
+    // The plan (one decision per call) ends it: the caller hears 480.
+    let again = h.routes.last().expect("asked again").clone();
+    assert_eq!(
+        again.event,
+        crate::CallEvent::DialEnded(crate::DialResult::NoAnswer)
+    );
+    let finish = crate::decision::decide(
+        &again,
+        Now {
+            at: h.now,
+            unix_ms: 1_796_205_600_000,
+        },
+        &Deciders {
+            dial_plan: &plan,
+            policies: &FakePolicies::default(),
+            destinations: &Destinations::new(&pbx_guard::ClassifierConfig::default()).unwrap(),
+            approvals: &Approvals::default(),
+            admission: &admission,
+        },
+    );
+    assert_eq!(finish.route, Ok(crate::RouteDecision::Finish));
+    h.decide(finish.into_route());
+    assert!(
+        statuses(&h.take()).contains(&480),
+        "then the caller hears 480"
+    );
+}
+
+/// A call is routed again after each unanswered dial attempt
+/// ([`crate::CallEvent::DialEnded`]), within [`crate::MAX_CALL_STEPS`].
+mod call_steps {
+    use super::*;
+    use crate::{CallEvent, DialResult, RingStep, RouteDecision};
+
+    fn ring(ext: &str, secs: u64) -> RouteDecision {
+        RouteDecision::Ring(vec![RingStep {
+            extensions: vec![ext.into()],
+            timeout: Duration::from_secs(secs),
+        }])
+    }
+
+    /// A shard routing externally with 1001 on :7001 and 1002 on :7003.
+    fn harness() -> Harness {
+        let mut h = Harness::new(CoreConfig {
+            ring_timeout: Duration::from_secs(30),
+            ..external()
+        });
+        h.register("1001", "127.0.0.1:7001");
+        h.register("1002", "127.0.0.1:7003");
+        h.register("1000", "127.0.0.1:7002");
+        h.invite();
+        h
+    }
+
+    /// The next routing request, which must be about a dial attempt.
+    fn dial_ended(h: &Harness) -> (DialResult, u32) {
+        let req = h.routes.last().expect("asked to route again");
+        match req.event {
+            CallEvent::DialEnded(result) => (result, req.step),
+            CallEvent::Started => panic!("a new call, not a further step"),
+        }
+    }
+
+    #[test]
+    fn busy_goes_on_to_a_second_target() {
+        let mut h = harness();
+        assert_eq!(h.routes.last().unwrap().event, CallEvent::Started);
+        assert_eq!(h.routes.last().unwrap().step, 1);
+        h.decide(ring("1001", 20));
+        let out = h.take();
+        let first = sent_to(&out, 7001, "INVITE").expect("1001 rings").clone();
+        h.feed("127.0.0.1:7001", &answer(&first, 486, "Busy Here"));
+        let out = h.take();
+        assert!(
+            !statuses(&out).contains(&486),
+            "the caller does not hear busy while the plan decides"
+        );
+        assert_eq!(dial_ended(&h), (DialResult::Busy, 2));
+        h.decide(ring("1002", 20));
+        let out = h.take();
+        let second = sent_to(&out, 7003, "INVITE").expect("1002 rings").clone();
+        h.feed("127.0.0.1:7003", &answer(&second, 200, "OK"));
+        let out = h.take();
+        assert!(statuses(&out).contains(&200), "the caller is connected");
+    }
+
+    #[test]
+    fn no_answer_forwards_then_goes_out_a_trunk() {
+        let mut h = harness();
+        h.shared.replace_trunks(carrier(None));
+        h.decide(ring("1001", 5));
+        let first = sent_to(&h.take(), 7001, "INVITE").unwrap().clone();
+        h.feed("127.0.0.1:7001", &answer(&first, 180, "Ringing"));
+        h.take();
+        let start = h.now;
+        h.run_until(start + Duration::from_millis(4900));
+        assert!(h.routes.is_empty(), "still ringing at 4.9 s");
+        h.run_until(start + Duration::from_millis(5100));
+        assert!(
+            sent_to(&h.take(), 7001, "CANCEL").is_some(),
+            "1001 rang out"
+        );
+        assert_eq!(dial_ended(&h), (DialResult::NoAnswer, 2));
+
+        h.decide(ring("1002", 5));
+        let second = sent_to(&h.take(), 7003, "INVITE").unwrap().clone();
+        h.feed("127.0.0.1:7003", &answer(&second, 180, "Ringing"));
+        h.take();
+        let start = h.now;
+        h.run_until(start + Duration::from_millis(5100));
+        h.take();
+        assert_eq!(dial_ended(&h), (DialResult::NoAnswer, 3));
+
+        h.decide(RouteDecision::Trunk {
+            trunk: "carrier".into(),
+            number: "15551234567".into(),
+        });
+        let out = h.take();
+        let out_trunk = sent_to(&out, 9000, "INVITE").expect("out the trunk");
+        assert_eq!(
+            out_trunk.request_uri(),
+            "sip:15551234567@carrier.example:9000"
+        );
+    }
+
+    #[test]
+    fn finish_gives_the_caller_the_last_attempts_failure() {
+        let mut h = harness();
+        h.decide(ring("1001", 20));
+        let first = sent_to(&h.take(), 7001, "INVITE").unwrap().clone();
+        h.feed("127.0.0.1:7001", &answer(&first, 486, "Busy Here"));
+        h.take();
+        h.decide(RouteDecision::Finish);
+        assert!(statuses(&h.take()).contains(&486), "the caller hears busy");
+        assert!(h.routes.is_empty());
+    }
+
+    #[test]
+    fn nothing_to_ring_is_unavailable_and_a_refusal_is_failed() {
+        let mut h = harness();
+        h.decide(ring("1099", 20));
+        assert_eq!(dial_ended(&h), (DialResult::Unavailable, 2));
+        h.decide(ring("1001", 20));
+        let first = sent_to(&h.take(), 7001, "INVITE").unwrap().clone();
+        h.feed("127.0.0.1:7001", &answer(&first, 603, "Decline"));
+        h.take();
+        assert_eq!(dial_ended(&h), (DialResult::Failed { status: 603 }, 3));
+    }
+
+    #[test]
+    fn a_forward_loop_between_two_extensions_is_stopped() {
+        let mut h = harness();
+        h.decide(ring("1001", 20));
+        let first = sent_to(&h.take(), 7001, "INVITE").unwrap().clone();
+        h.feed("127.0.0.1:7001", &answer(&first, 486, "Busy Here"));
+        h.take();
+        // 1001 forwards on busy to 1002 ...
+        h.decide(ring("1002", 20));
+        let second = sent_to(&h.take(), 7003, "INVITE").unwrap().clone();
+        h.feed("127.0.0.1:7003", &answer(&second, 486, "Busy Here"));
+        h.take();
+        // ... and 1002 back to 1001.
+        h.decide(ring("1001", 20));
+        let out = h.take();
+        assert!(
+            sent_to(&out, 7001, "INVITE").is_none(),
+            "1001 is not rung again"
+        );
+        assert!(
+            statuses(&out).contains(&482),
+            "the caller hears Loop Detected"
+        );
+        assert!(h.routes.is_empty());
+    }
+
+    #[test]
+    fn a_call_ends_when_its_steps_are_used_up() {
+        let mut h = harness();
+        let mut steps = 0;
+        while let Some(req) = h.routes.last() {
+            steps = req.step;
+            // A plan that keeps ringing someone nobody can reach: each step is
+            // new to the loop check, but every one costs a step.
+            h.decide(ring(&format!("2{steps:03}"), 20));
+        }
+        assert_eq!(steps, crate::MAX_CALL_STEPS);
+        assert!(statuses(&h.take()).contains(&480));
+    }
+
+    #[test]
+    fn a_caller_who_hangs_up_between_steps_ends_the_call() {
+        let mut h = harness();
+        h.decide(ring("1001", 20));
+        let first = sent_to(&h.take(), 7001, "INVITE").unwrap().clone();
+        h.feed("127.0.0.1:7001", &answer(&first, 486, "Busy Here"));
+        h.take();
+        // The caller's INVITE (the authenticated one, branch ...i1) is cancelled.
+        h.feed(
+            "127.0.0.1:7000",
+            &format!(
+                "CANCEL sip:1001@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bKi1\r\nFrom: <sip:1000@{DOMAIN}>;tag=a\r\nTo: <sip:1001@{DOMAIN}>\r\nCall-ID: call-1\r\nCSeq: 2 CANCEL\r\nContent-Length: 0\r\n\r\n"
+            ),
+        );
+        let out = h.take();
+        assert!(statuses(&out).contains(&487));
+        h.decide(ring("1002", 20));
+        assert!(sent_to(&h.take(), 7003, "INVITE").is_none(), "too late");
+    }
 }

@@ -35,6 +35,8 @@ fn call_path(c: &mut Criterion) {
         alerts: Arc::new(MemoryAlerts::default()),
         log: Arc::new(PluginLog::default()),
         config: Arc::new(pbx_plugin::EmptyConfig),
+        clock: Arc::new(pbx_plugin::TenantClock::utc()),
+        call_info: Arc::new(pbx_plugin::CallInfo::default()),
     };
     let call = Call {
         call_id: "bench@host".into(),

@@ -36,6 +36,8 @@ fn caps() -> TenantCaps {
         alerts: Arc::new(MemoryAlerts::default()),
         log: Arc::new(PluginLog::default()),
         config: Arc::new(pbx_plugin::EmptyConfig),
+        clock: Arc::new(pbx_plugin::TenantClock::utc()),
+        call_info: Arc::new(pbx_plugin::CallInfo::default()),
     }
 }
 

@@ -105,6 +105,18 @@ pub enum InvalidDecision {
     /// A reject reason that is too long or has control characters.
     #[error("reject reason is too long or has control characters")]
     BadReason,
+    /// A call handler's state over its size cap.
+    #[error("call handler state of {0} bytes is over the cap")]
+    StateTooLarge(usize),
+    /// A call handler step with too many actions.
+    #[error("call handler step has {0} actions, too many")]
+    TooManyActions(usize),
+    /// An action after one that dials or ends the call.
+    #[error("an action follows one that dials or ends the call")]
+    ActionAfterEnd,
+    /// A call-record tag that is empty, too long or has control characters.
+    #[error("tag is empty, too long or has control characters")]
+    BadTag,
 }
 
 /// A plugin invocation failed. The call path turns a dial plan's failure into a

@@ -102,6 +102,7 @@
 mod bindings;
 pub mod caps;
 mod error;
+pub mod handler;
 pub mod pool;
 mod runtime;
 mod sandbox;
@@ -111,8 +112,9 @@ pub mod upload;
 mod validate;
 
 pub use caps::{
-    Alert, AlertSink, ConfigMap, EmptyConfig, FixedUsage, LayeredConfig, LogLine, MemoryAlerts,
-    MemoryStorage, PluginLog, PolicyConfig, Storage, StorageError, TenantCaps, Usage,
+    Alert, AlertSink, CallInfo, ConfigMap, EmptyConfig, FixedUsage, LayeredConfig, LogLine,
+    MemoryAlerts, MemoryStorage, PluginLog, PolicyConfig, Storage, StorageError, TenantCaps,
+    TenantClock, Usage,
 };
 pub use error::{Error, InvalidDecision, POLICY_FAILED, PluginError, Result, ValidationError};
 pub use runtime::{LoadedPlugin, PluginRuntime, Quarantine, RuntimeConfig, World};

@@ -20,11 +20,13 @@ use wasmtime::{
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+use crate::bindings::call_handler::CallHandlerPre;
 use crate::bindings::dialplan::{Dialplan, DialplanPre};
 use crate::bindings::log::Level;
 use crate::bindings::policy::PolicyPre;
 use crate::caps::{Alert, TenantCaps};
 use crate::error::{Error, PluginError, Result, ValidationError};
+use crate::handler::{Event, HandlerCall, Step};
 use crate::types::{Action, Call, Cdr, Decision, Verdict};
 
 /// Most bytes one lift out of guest memory may copy to the host.
@@ -40,6 +42,8 @@ const MAX_DETAIL_LEN: usize = 300;
 const PBX_INTERFACES: &[&str] = &["types", "directory", "storage", "usage", "alerts", "log"];
 /// Interfaces of `pbx:plugin` only the `policy` world imports.
 const POLICY_ONLY_INTERFACES: &[&str] = &["config"];
+/// Interfaces of `pbx:plugin` only the `call-handler` world (0.2.0) imports.
+const CALL_HANDLER_ONLY_INTERFACES: &[&str] = &["call-types", "clock", "call-info"];
 /// Bytes of each pooled memory and table slot kept mapped between calls.
 const KEEP_RESIDENT_BYTES: usize = 1 << 20;
 /// WASI packages the host provides, with an empty context.
@@ -75,6 +79,9 @@ pub enum World {
     Dialplan,
     /// `pbx:plugin/policy`: exports `check-call` and `call-ended`.
     Policy,
+    /// `pbx:plugin/call-handler@0.2.0`: exports `handle`, one call step at a
+    /// time.
+    CallHandler,
 }
 
 impl fmt::Display for World {
@@ -82,6 +89,7 @@ impl fmt::Display for World {
         f.write_str(match self {
             World::Dialplan => "dialplan",
             World::Policy => "policy",
+            World::CallHandler => "call-handler",
         })
     }
 }
@@ -153,6 +161,7 @@ pub struct LoadedPlugin {
 enum Pre {
     Dialplan(DialplanPre<HostState>),
     Policy(PolicyPre<HostState>),
+    CallHandler(CallHandlerPre<HostState>),
 }
 
 impl LoadedPlugin {
@@ -491,6 +500,16 @@ impl PluginRuntime {
             |s| s,
         )
         .map_err(config_err)?;
+        // The call handler's own imports (0.2.0); its 0.1.0 capabilities are
+        // the ones linked above.
+        {
+            use crate::bindings::call_handler::pbx::plugin0_2_0::{call_info, clock};
+            use wasmtime::component::HasSelf;
+            clock::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+                .map_err(config_err)?;
+            call_info::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+                .map_err(config_err)?;
+        }
 
         let tick = tick_for(config.deadline);
         let deadline_ticks = u64::try_from(config.deadline.as_nanos() / tick.as_nanos())
@@ -565,6 +584,9 @@ impl PluginRuntime {
         let pre = match world {
             World::Dialplan => Pre::Dialplan(DialplanPre::new(instance_pre).map_err(exports)?),
             World::Policy => Pre::Policy(PolicyPre::new(instance_pre).map_err(exports)?),
+            World::CallHandler => {
+                Pre::CallHandler(CallHandlerPre::new(instance_pre).map_err(exports)?)
+            }
         };
         let plugin = Arc::new(LoadedPlugin {
             world,
@@ -599,6 +621,30 @@ impl PluginRuntime {
                 .map_err(Failure::Wasm)?;
             decision.validate(&caps.directory)?;
             Ok(decision)
+        })
+    }
+
+    /// Run one step of a call handler: `state` is what its last step
+    /// returned (empty at the start), `event` what happened since. The step is
+    /// checked ([`crate::handler::validate_step`]) before it is returned.
+    pub fn handle(
+        &self,
+        plugin: &LoadedPlugin,
+        caps: &TenantCaps,
+        call: &HandlerCall,
+        state: &[u8],
+        event: &Event,
+    ) -> Result<Step, PluginError> {
+        let Pre::CallHandler(pre) = &plugin.pre else {
+            return Err(PluginError::WrongWorld(plugin.world));
+        };
+        self.invoke(plugin, caps, "handle", |store| {
+            let instance = pre.instantiate(&mut *store).map_err(Failure::Instantiate)?;
+            let step = instance
+                .call_handle(&mut *store, call, state, event)
+                .map_err(Failure::Wasm)?;
+            crate::handler::validate_step(&step, &caps.directory)?;
+            Ok(step)
         })
     }
 
@@ -879,6 +925,7 @@ fn check_imports(
             let iface = rest.split('@').next().unwrap_or_default();
             PBX_INTERFACES.contains(&iface)
                 || (world == World::Policy && POLICY_ONLY_INTERFACES.contains(&iface))
+                || (world == World::CallHandler && CALL_HANDLER_ONLY_INTERFACES.contains(&iface))
         } else {
             WASI_PACKAGES.iter().any(|p| name.starts_with(p))
         };

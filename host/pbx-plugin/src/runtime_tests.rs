@@ -35,6 +35,8 @@ fn tenant_with(name: &str, directory: Directory, usage: FixedUsage, quota: usize
         alerts: alerts.clone(),
         log: log.clone(),
         config: Arc::new(crate::caps::EmptyConfig),
+        clock: Arc::new(crate::caps::TenantClock::utc()),
+        call_info: Arc::new(crate::caps::CallInfo::default()),
     };
     Tenant { caps, alerts, log }
 }
@@ -912,4 +914,149 @@ fn a_decision_aliasing_one_big_string_is_refused_before_copying_it() {
     // The lift stops at its byte bound (the guest's post-return frees the
     // decision, so it cannot be checked in guest memory after the call).
     assert!(matches!(err, PluginError::Trap(_)), "{err:?}");
+}
+
+/// The worked call-handler example (`pbx:plugin@0.2.0`) runs step by step:
+/// business hours from the tenant's clock, the hunt group, the mobile.
+mod call_handler {
+    use super::*;
+    use crate::caps::TenantClock;
+    use crate::caps::clock::Instant as ClockInstant;
+    use crate::handler::{Action, DialOut, DialResult, Event, HandlerCall, RingGroup};
+
+    // 2026-12-02, a Wednesday: 10:00 and 20:00 in Paris (UTC+1).
+    const WEDNESDAY_10H: i64 = 1_796_202_000;
+    const WEDNESDAY_20H: i64 = WEDNESDAY_10H + 10 * 3600;
+
+    fn at(unix: i64, holidays: &[(&str, &str)]) -> Tenant {
+        let mut t = acme();
+        t.caps.clock = Arc::new(
+            TenantClock::new("Europe/Paris", holidays.iter().copied())
+                .unwrap()
+                .at(ClockInstant::Fixed(unix)),
+        );
+        t.caps
+            .storage
+            .set(
+                "forward.mobile",
+                b"+33612345678",
+                Instant::now() + Duration::from_secs(1),
+            )
+            .unwrap();
+        t
+    }
+
+    fn call(dialled: &str, step: u32) -> HandlerCall {
+        HandlerCall {
+            call_id: "c-1".into(),
+            caller: "+15551230000".into(),
+            caller_extension: None,
+            dialled: dialled.into(),
+            destination_class: DestinationClass::National,
+            step,
+        }
+    }
+
+    fn group() -> Action {
+        Action::RingGroup(RingGroup {
+            name: "sales".into(),
+            timeout_secs: 20,
+        })
+    }
+
+    fn mobile() -> Action {
+        Action::DialOut(DialOut {
+            trunk: "acme-carrier".into(),
+            number: "+33612345678".into(),
+            timeout_secs: 30,
+        })
+    }
+
+    #[test]
+    fn open_rings_the_group_then_the_mobile_then_finishes() {
+        let rt = runtime();
+        let plugin = rt.load(World::CallHandler, examples::OFFICE_HOURS).unwrap();
+        let t = at(WEDNESDAY_10H, &[]);
+        let first = rt
+            .handle(&plugin, &t.caps, &call("0", 1), &[], &Event::CallStarted)
+            .unwrap();
+        assert_eq!(first.actions, [group()]);
+        let second = rt
+            .handle(
+                &plugin,
+                &t.caps,
+                &call("0", 2),
+                &first.state,
+                &Event::DialEnded(DialResult::NoAnswer),
+            )
+            .unwrap();
+        assert_eq!(second.actions, [mobile()]);
+        let third = rt
+            .handle(
+                &plugin,
+                &t.caps,
+                &call("0", 3),
+                &second.state,
+                &Event::DialEnded(DialResult::Busy),
+            )
+            .unwrap();
+        assert_eq!(third.actions, [Action::Finish]);
+    }
+
+    #[test]
+    fn closed_and_holidays_go_to_the_mobile_tagged() {
+        let rt = runtime();
+        let plugin = rt.load(World::CallHandler, examples::OFFICE_HOURS).unwrap();
+        for t in [
+            at(WEDNESDAY_20H, &[]),
+            at(WEDNESDAY_10H, &[("2026-12-02", "Company day")]),
+        ] {
+            let step = rt
+                .handle(&plugin, &t.caps, &call("0", 1), &[], &Event::CallStarted)
+                .unwrap();
+            assert_eq!(step.actions, [Action::Tag("after-hours".into()), mobile()]);
+        }
+    }
+
+    #[test]
+    fn an_extension_rings_first_and_forwards_to_the_group() {
+        let rt = runtime();
+        let plugin = rt.load(World::CallHandler, examples::OFFICE_HOURS).unwrap();
+        let t = at(WEDNESDAY_10H, &[]);
+        let first = rt
+            .handle(&plugin, &t.caps, &call("100", 1), &[], &Event::CallStarted)
+            .unwrap();
+        assert!(matches!(&first.actions[..], [Action::Ring(r)] if r.targets[0].extension == "100"));
+        let second = rt
+            .handle(
+                &plugin,
+                &t.caps,
+                &call("100", 2),
+                &first.state,
+                &Event::DialEnded(DialResult::Busy),
+            )
+            .unwrap();
+        assert_eq!(second.actions, [group()]);
+    }
+
+    #[test]
+    fn a_call_handler_is_not_a_dial_plan_and_needs_its_world() {
+        let rt = runtime();
+        // It imports `clock`, which no dial plan may.
+        assert!(matches!(
+            rt.load(World::Dialplan, examples::OFFICE_HOURS),
+            Err(ValidationError::ForbiddenImport(_))
+        ));
+        let plan = rt.load(World::Dialplan, shipped::DEFAULT_DIALPLAN).unwrap();
+        let t = at(WEDNESDAY_10H, &[]);
+        assert_eq!(
+            rt.handle(&plan, &t.caps, &call("0", 1), &[], &Event::CallStarted),
+            Err(PluginError::WrongWorld(World::Dialplan))
+        );
+        // A 0.1 dial plan cannot be loaded as a call handler either.
+        assert!(
+            rt.load(World::CallHandler, shipped::DEFAULT_DIALPLAN)
+                .is_err()
+        );
+    }
 }

@@ -108,12 +108,12 @@ impl Directory {
 }
 
 /// Text that will end up in a SIP message: bounded, printable, no line breaks.
-fn safe_text(text: &str) -> bool {
+pub(crate) fn safe_text(text: &str) -> bool {
     text.len() <= MAX_TEXT_LEN && !text.chars().any(char::is_control)
 }
 
 /// A dialable number: digits, `+` (leading only), `*` and `#`.
-fn dialable(number: &str) -> bool {
+pub(crate) fn dialable(number: &str) -> bool {
     !number.is_empty()
         && number.len() <= MAX_TEXT_LEN
         && number
@@ -173,7 +173,7 @@ impl Decision {
 }
 
 /// A guest-supplied name, shortened for error messages and logs.
-fn clip(text: &str) -> String {
+pub(crate) fn clip(text: &str) -> String {
     let mut end = text.len().min(64);
     while !text.is_char_boundary(end) {
         end -= 1;

@@ -51,6 +51,8 @@ fn caps(directory: Directory, log: &Arc<PluginLog>) -> TenantCaps {
         alerts: Arc::new(MemoryAlerts::default()),
         log: Arc::clone(log),
         config: Arc::new(pbx_plugin::EmptyConfig),
+        clock: Arc::new(pbx_plugin::TenantClock::utc()),
+        call_info: Arc::new(pbx_plugin::CallInfo::default()),
     }
 }
 

@@ -111,7 +111,9 @@ pub(super) struct Admit<'a> {
 pub struct Admission {
     counters: Arc<dyn Counters>,
     patterns: Mutex<Patterns>,
-    live: Mutex<HashMap<String, Live>>,
+    /// Admitted calls by tenant and Call-ID (a Call-ID is the caller's
+    /// choice: two tenants' calls may share one).
+    live: Mutex<HashMap<(TenantId, String), Live>>,
 }
 
 impl Admission {
@@ -135,6 +137,12 @@ impl Admission {
         now: Now,
         events: &mut Vec<Event>,
     ) -> Result<(), Refusal> {
+        // A call is counted once, at its first leg; later legs (a forward, a
+        // failover) are the same call.
+        let key = (call.tenant, call.call_id.to_string());
+        if self.live.lock().contains_key(&key) {
+            return Ok(());
+        }
         let slot = self
             .counters
             .start_call(&CallStart {
@@ -168,7 +176,7 @@ impl Admission {
             pattern_events(alert, events);
         }
         self.live.lock().insert(
-            call.call_id.to_string(),
+            key,
             Live {
                 tenant: call.tenant,
                 extension: call.extension.to_string(),
@@ -186,11 +194,12 @@ impl Admission {
     /// been admitted (once only).
     pub fn release(
         &self,
+        tenant: TenantId,
         call_id: &str,
         talk: Duration,
         now: Now,
     ) -> Option<(DestinationClass, Vec<Event>)> {
-        let live = self.live.lock().remove(call_id)?;
+        let live = self.live.lock().remove(&(tenant, call_id.to_string()))?;
         if let Err(e) = self
             .counters
             .charge(live.tenant, live.class, talk, now.unix_ms)

@@ -37,6 +37,20 @@ pub enum Plan {
     Trunk { trunk: String, number: String },
     /// Reject the call.
     Reject { status: u16, reason: String },
+    /// After a dial attempt ([`crate::CallEvent::DialEnded`]): end the call with
+    /// that attempt's outcome. A plan written for one decision per call gives
+    /// this for every later event.
+    Finish,
+}
+
+impl Plan {
+    /// Whether the plan places a call leg (rings or dials out).
+    pub fn places_a_leg(&self) -> bool {
+        matches!(
+            self,
+            Plan::Ring { .. } | Plan::RingGroup(_) | Plan::Trunk { .. }
+        )
+    }
 }
 
 /// Why a dial plan gave no plan.
@@ -122,6 +136,7 @@ impl Plan {
                 None => return Err(Refusal::UnknownGroup),
             },
             Plan::Trunk { trunk, number } => RouteDecision::Trunk { trunk, number },
+            Plan::Finish => RouteDecision::Finish,
             Plan::Reject { status, reason } => {
                 return Err(Refusal::Rejected {
                     status: crate::route::final_status(status),

@@ -1,13 +1,15 @@
 //! Stand-ins for the dial plan, the policies and the counters, for tests.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use pbx_guard::{CallStart, Denial, DestinationClass};
+
+use crate::CallEvent;
 
 use super::{
     CallSlot, Counters, DialPlan, NewCall, Plan, PlanError, Policies, PolicyOwner, PolicyVerdict,
@@ -24,6 +26,11 @@ pub(crate) struct FakePlan {
     pub(crate) default_runs: Cell<u32>,
     /// The class of the last call the plan saw.
     pub(crate) seen_class: Cell<Option<DestinationClass>>,
+    /// Answers to the events after the call started, in order; once used up,
+    /// [`Plan::Finish`].
+    pub(crate) later: RefCell<VecDeque<Plan>>,
+    /// Every event the plan was asked about.
+    pub(crate) seen_events: RefCell<Vec<CallEvent>>,
 }
 
 impl FakePlan {
@@ -39,7 +46,15 @@ impl FakePlan {
             runs: Cell::new(0),
             default_runs: Cell::new(0),
             seen_class: Cell::new(None),
+            later: RefCell::new(VecDeque::new()),
+            seen_events: RefCell::new(Vec::new()),
         }
+    }
+
+    /// Answers `plan` to the next event after the earlier ones.
+    pub(crate) fn then(self, plan: Plan) -> FakePlan {
+        self.later.borrow_mut().push_back(plan);
+        self
     }
 }
 
@@ -47,6 +62,10 @@ impl DialPlan for FakePlan {
     fn route(&self, call: &NewCall<'_>) -> Result<Plan, PlanError> {
         self.runs.set(self.runs.get() + 1);
         self.seen_class.set(Some(call.class));
+        self.seen_events.borrow_mut().push(call.request.event);
+        if call.request.event != CallEvent::Started {
+            return Ok(self.later.borrow_mut().pop_front().unwrap_or(Plan::Finish));
+        }
         self.answer.clone()
     }
 

@@ -210,8 +210,16 @@ fn decide_into(
         }
         _ => call.class,
     };
-    policy::run(with.policies, &call, &plan, events)?;
+    // Every leg a call places is checked, not only its first: toll fraud
+    // cannot hide behind a forward.
+    if plan != Plan::Finish {
+        policy::run(with.policies, &call, &plan, events)?;
+    }
+    let places_a_leg = plan.places_a_leg();
     let route = plan.into_route(with.dial_plan)?;
+    if !places_a_leg {
+        return Ok(route);
+    }
     // The limits count only calls that will be placed.
     with.admission.admit(
         &admission::Admit {

@@ -12,7 +12,7 @@ use pbx_guard::{
 
 use super::fakes::{FakeCounters, FakePlan, FakePolicies};
 use super::*;
-use crate::{RingStep, RouteDecision, RouteRequest};
+use crate::{CallEvent, DialResult, RingStep, RouteDecision, RouteRequest};
 
 const TENANT: TenantId = TenantId(7);
 const NATIONAL: &str = "+12125550100";
@@ -30,6 +30,8 @@ fn request(n: u64, dialled: &str) -> RouteRequest {
         dialled: dialled.into(),
         inbound_trunk: None,
         source: SocketAddr::from(([127, 0, 0, 1], 5060)),
+        event: CallEvent::Started,
+        step: 1,
     }
 }
 
@@ -457,17 +459,17 @@ fn a_burst_is_admitted_up_to_the_limits_and_the_rest_refused() {
     let now = w.at(Duration::from_millis(100));
     let (class, _) = w
         .admission
-        .release("call-0", Duration::from_secs(30), now)
+        .release(TENANT, "call-0", Duration::from_secs(30), now)
         .expect("call-0 was admitted");
     assert_eq!(class, DestinationClass::Internal);
     assert!(
         w.admission
-            .release("call-0", Duration::from_secs(30), now)
+            .release(TENANT, "call-0", Duration::from_secs(30), now)
             .is_none()
     );
     assert!(
         w.admission
-            .release("call-5", Duration::from_secs(30), now)
+            .release(TENANT, "call-5", Duration::from_secs(30), now)
             .is_none()
     );
     assert_eq!(w.counters.concurrent(TENANT), 2);
@@ -485,6 +487,7 @@ fn a_burst_is_admitted_up_to_the_limits_and_the_rest_refused() {
     for n in [21, 22] {
         w.admission
             .release(
+                TENANT,
                 &format!("call-{}", n - 20),
                 Duration::ZERO,
                 w.at(Duration::from_millis(300)),
@@ -582,7 +585,12 @@ fn a_run_of_short_calls_suspends_the_extension() {
         assert!(out.route.is_ok(), "{out:?}");
         let (class, events) = w
             .admission
-            .release(&format!("call-{n}"), Duration::from_secs(2), w.at(offset))
+            .release(
+                TENANT,
+                &format!("call-{n}"),
+                Duration::from_secs(2),
+                w.at(offset),
+            )
             .expect("admitted");
         assert_eq!(class, DestinationClass::National);
         if events.contains(&Event::SuspendExtension("1000".into())) {
@@ -601,5 +609,141 @@ fn a_run_of_short_calls_suspends_the_extension() {
             }
         ),
         "the alert comes first: {events:?}"
+    );
+}
+
+/// The request for step `step` of call `n`, after a dial attempt ended.
+fn after(n: u64, dialled: &str, step: u32, result: DialResult) -> RouteRequest {
+    RouteRequest {
+        event: CallEvent::DialEnded(result),
+        step,
+        ..request(n, dialled)
+    }
+}
+
+#[test]
+fn a_forward_out_a_trunk_is_held_for_approval_like_a_first_leg() {
+    let w = World::new();
+    // 1001 does not answer; the plan forwards abroad.
+    let plan = FakePlan::answering(ring(RingStrategy::Sequential, &[("1001", 5)]))
+        .then(trunk(INTERNATIONAL));
+    let policies = FakePolicies {
+        provider: vec![PolicyVerdict::Allow],
+        ..FakePolicies::default()
+    };
+    let first = w.decide(&request(1, "1001"), &plan, &policies);
+    assert!(first.route.is_ok());
+    let out = w.decide(&after(1, "1001", 2, DialResult::NoAnswer), &plan, &policies);
+    assert_eq!(out.refusal(), Some(&Refusal::NotApproved));
+    assert_eq!(
+        out.events[1],
+        Event::RequestApproval {
+            class: DestinationClass::International,
+            number: INTERNATIONAL.into(),
+        }
+    );
+    assert_eq!(
+        *plan.seen_events.borrow(),
+        [
+            CallEvent::Started,
+            CallEvent::DialEnded(DialResult::NoAnswer)
+        ]
+    );
+}
+
+#[test]
+fn every_leg_of_a_call_is_shown_to_the_policies_and_counted_once() {
+    let w = World::with_counters(FakeCounters::new(1, 5));
+    let plan = FakePlan::answering(ring(RingStrategy::Sequential, &[("1001", 5)]))
+        .then(ring(RingStrategy::Sequential, &[("1002", 5)]))
+        .then(trunk(NATIONAL));
+    let policies = FakePolicies {
+        provider: vec![PolicyVerdict::Allow],
+        tenant: vec![PolicyVerdict::Allow],
+        ..FakePolicies::default()
+    };
+    for (step, req) in [
+        request(1, "1001"),
+        after(1, "1001", 2, DialResult::Busy),
+        after(1, "1001", 3, DialResult::NoAnswer),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let out = w.decide(req, &plan, &policies);
+        // One call at a time is allowed: a later leg of the same call is
+        // not a second call.
+        assert!(out.route.is_ok(), "step {}: {out:?}", step + 1);
+        assert_eq!(policies.asked.borrow().len(), 2 * (step + 1));
+    }
+    assert_eq!(w.counters.started.lock().len(), 1);
+    assert_eq!(w.counters.concurrent(TENANT), 1);
+    // Another call is a second call.
+    let other = w.decide(&request(2, "1001"), &plan, &policies);
+    assert!(matches!(other.refusal(), Some(Refusal::LimitReached(_))));
+}
+
+#[test]
+fn a_policy_denies_a_later_leg() {
+    let w = World::new();
+    let plan =
+        FakePlan::answering(ring(RingStrategy::Sequential, &[("1001", 5)])).then(trunk(NATIONAL));
+    let allow = FakePolicies {
+        provider: vec![PolicyVerdict::Allow],
+        ..FakePolicies::default()
+    };
+    assert!(w.decide(&request(1, "1001"), &plan, &allow).route.is_ok());
+    let deny = FakePolicies {
+        provider: vec![PolicyVerdict::Deny("no forwards out".into())],
+        ..FakePolicies::default()
+    };
+    let out = w.decide(&after(1, "1001", 2, DialResult::Busy), &plan, &deny);
+    assert!(matches!(out.refusal(), Some(Refusal::PolicyDenied { .. })));
+    assert_eq!(events_named(&out), ["policy.deny"]);
+}
+
+#[test]
+fn finishing_places_nothing_and_asks_no_policy() {
+    let w = World::new();
+    let plan = FakePlan::answering(ring(RingStrategy::Sequential, &[("1001", 5)]));
+    let policies = FakePolicies {
+        provider: vec![PolicyVerdict::Deny("never".into())],
+        ..FakePolicies::default()
+    };
+    // No answer for later events: the fake, like a `pbx:plugin@0.1.0` plan,
+    // finishes the call.
+    let out = w.decide(&after(1, "1001", 2, DialResult::Busy), &plan, &policies);
+    assert_eq!(out.route, Ok(RouteDecision::Finish));
+    assert!(policies.asked.borrow().is_empty());
+    assert!(out.events.is_empty());
+    assert_eq!(w.counters.started.lock().len(), 0);
+}
+
+#[test]
+fn two_tenants_calls_with_one_call_id_are_two_calls() {
+    let w = World::with_counters(FakeCounters::new(5, 5));
+    let plan = FakePlan::answering(ring(RingStrategy::Sequential, &[("1001", 5)]));
+    let policies = FakePolicies::default();
+    assert!(
+        w.decide(&request(1, "1001"), &plan, &policies)
+            .route
+            .is_ok()
+    );
+    // Another tenant's call with the same Call-ID is admitted on its own.
+    let theirs = RouteRequest {
+        tenant: TenantId(8),
+        ..request(1, "1001")
+    };
+    assert!(w.decide(&theirs, &plan, &policies).route.is_ok());
+    assert_eq!(w.counters.started.lock().len(), 2);
+    assert!(
+        w.admission
+            .release(TenantId(8), "call-1", Duration::ZERO, w.at(Duration::ZERO))
+            .is_some()
+    );
+    assert!(
+        w.admission
+            .release(TENANT, "call-1", Duration::ZERO, w.at(Duration::ZERO))
+            .is_some()
     );
 }

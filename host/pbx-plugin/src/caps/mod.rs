@@ -10,6 +10,8 @@ use std::sync::Arc;
 use model::TenantId;
 
 pub mod alerts;
+pub mod call_info;
+pub mod clock;
 pub mod directory;
 pub mod log;
 pub mod policy_config;
@@ -17,6 +19,8 @@ pub mod storage;
 pub mod usage;
 
 pub use alerts::{Alert, AlertSink, MemoryAlerts};
+pub use call_info::{CallInfo, CallerDevice};
+pub use clock::{ClockError, TenantClock};
 pub use log::{LogLine, PluginLog};
 pub use policy_config::{ConfigMap, EmptyConfig, LayeredConfig, PolicyConfig};
 pub use storage::{MemoryStorage, Storage, StorageError};
@@ -42,6 +46,11 @@ pub struct TenantCaps {
     /// The configuration the running policy reads (`pbx:plugin/config`):
     /// bound per policy by the host, [`EmptyConfig`] for dial plans.
     pub config: Arc<dyn PolicyConfig>,
+    /// The tenant's clock (`pbx:plugin/clock`, call handlers only).
+    pub clock: Arc<TenantClock>,
+    /// What the host knows of the call (`pbx:plugin/call-info`, call
+    /// handlers only).
+    pub call_info: Arc<CallInfo>,
 }
 
 impl TenantCaps {

@@ -221,7 +221,7 @@ impl Fraud {
     /// time, runs the end-of-call patterns. Returns its class when it had been
     /// admitted.
     pub(crate) fn release(&self, tenant: TenantId, call_id: &str, talk: Duration) -> Option<Class> {
-        let (class, events) = self.admission.release(call_id, talk, self.now())?;
+        let (class, events) = self.admission.release(tenant, call_id, talk, self.now())?;
         self.carry_out(tenant, &events);
         Some(class)
     }

@@ -31,7 +31,7 @@ use pbx_core::decision::{
     self, Deciders, DialPlan, NewCall, Plan, PlanError, Policies, PolicyOwner, PolicyVerdict,
     Refusal,
 };
-use pbx_core::{RouteDecision, RouteRequest};
+use pbx_core::{CallEvent, RouteDecision, RouteRequest};
 use pbx_plugin::pool::{FairQueue, Refused, Shares};
 use pbx_plugin::{
     Action, Alert, AlertSink, Call, ConfigMap, Decision, DestinationClass, LayeredConfig,
@@ -356,6 +356,8 @@ impl PluginHost {
             }),
             log: self.log_for(tenant),
             config: Arc::new(pbx_plugin::EmptyConfig),
+            clock: Arc::new(pbx_plugin::TenantClock::utc()),
+            call_info: Arc::new(pbx_plugin::CallInfo::default()),
         }
     }
 
@@ -578,6 +580,11 @@ impl<'a> CallPlugins<'a> {
     }
 
     fn run_plan(&self, plan: &LoadedPlugin, call: &NewCall<'_>) -> Result<Plan, PlanError> {
+        // A `pbx:plugin@0.1.0` dial plan decides once per call: after a dial
+        // attempt the call ends with that attempt's outcome, as it always did.
+        if call.request.event != CallEvent::Started {
+            return Ok(Plan::Finish);
+        }
         match self.host.runtime.route(plan, &self.caps, self.call(call)) {
             Ok(decision) => Ok(plan_of(decision)),
             Err(e) => Err(PlanError {
@@ -706,6 +713,11 @@ fn decision_of(plan: Plan) -> Decision {
         Plan::RingGroup(name) => Decision::RingGroup(name),
         Plan::Trunk { trunk, number } => Decision::Trunk(pbx_plugin::TrunkRoute { trunk, number }),
         Plan::Reject { status, reason } => Decision::Reject(pbx_plugin::Reject { status, reason }),
+        // Never shown to a policy (it places nothing); kept total.
+        Plan::Finish => Decision::Reject(pbx_plugin::Reject {
+            status: 480,
+            reason: "Temporarily Unavailable".into(),
+        }),
     }
 }
 

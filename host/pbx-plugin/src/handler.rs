@@ -1,0 +1,256 @@
+//! Call handlers (`pbx:plugin@0.2.0`, world `call-handler`): the records of
+//! one step and the check every step passes before the host acts on it.
+//!
+//! A step is refused whole when any action names something that is not the
+//! tenant's, when the state is over [`MAX_STATE_BYTES`], or when its actions
+//! are not one run of instant actions ending in at most one action that dials
+//! or ends the call.
+
+use crate::World;
+use crate::bindings::call_handler::pbx::plugin0_2_0::call_types;
+use crate::error::InvalidDecision;
+use crate::types::{Decision, Directory, MAX_RING_SECS, Reject, clip, dialable, safe_text};
+
+pub use call_types::{
+    Action, Call as HandlerCall, DialOut, DialResult, Event, RingGroup, Step, TransferResult,
+    TransferTarget,
+};
+
+/// Most bytes of state a handler may keep for one call.
+pub const MAX_STATE_BYTES: usize = 4096;
+/// Most actions in one step.
+pub const MAX_ACTIONS_PER_STEP: usize = 8;
+/// Longest call-record tag, in bytes.
+pub const MAX_TAG_BYTES: usize = 64;
+
+impl Action {
+    /// Whether the action dials or ends the call (it must come last; its
+    /// outcome is the next event).
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            Action::Ring(_)
+                | Action::RingGroup(_)
+                | Action::DialOut(_)
+                | Action::Reject(_)
+                | Action::Finish
+                | Action::HangUp
+                | Action::Transfer(_)
+        )
+    }
+}
+
+/// Which world a tenant's dial plan is: a call handler (`pbx:plugin@0.2.0`,
+/// its component exports `handle`) or a 0.1 dial plan (anything else; loading
+/// then checks it for real). One pass over the component's top level.
+pub fn dial_plan_world(wasm: &[u8]) -> World {
+    use wasmparser::{Parser, Payload};
+    let mut depth = 0usize;
+    for payload in Parser::new(0).parse_all(wasm) {
+        let Ok(payload) = payload else {
+            break;
+        };
+        match payload {
+            Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
+            Payload::End(_) if depth == 0 => break,
+            Payload::End(_) => depth -= 1,
+            Payload::ComponentExportSection(exports)
+                if depth == 0
+                    && exports
+                        .clone()
+                        .into_iter()
+                        .flatten()
+                        .any(|export| export.name.name == "handle") =>
+            {
+                return World::CallHandler;
+            }
+            _ => {}
+        }
+    }
+    World::Dialplan
+}
+
+/// Checks a step against the tenant's directory.
+pub fn validate_step(step: &Step, directory: &Directory) -> Result<(), InvalidDecision> {
+    if step.state.len() > MAX_STATE_BYTES {
+        return Err(InvalidDecision::StateTooLarge(step.state.len()));
+    }
+    if step.actions.len() > MAX_ACTIONS_PER_STEP {
+        return Err(InvalidDecision::TooManyActions(step.actions.len()));
+    }
+    if let Some(last_final) = step.actions.iter().position(Action::is_final)
+        && last_final + 1 != step.actions.len()
+    {
+        return Err(InvalidDecision::ActionAfterEnd);
+    }
+    for action in &step.actions {
+        validate_action(action, directory)?;
+    }
+    Ok(())
+}
+
+fn validate_action(action: &Action, directory: &Directory) -> Result<(), InvalidDecision> {
+    let timeout = |secs: u32| {
+        if secs > MAX_RING_SECS {
+            Err(InvalidDecision::BadTimeout(secs))
+        } else {
+            Ok(())
+        }
+    };
+    match action {
+        Action::Ring(ring) => Decision::Ring(ring.clone()).validate(directory),
+        Action::RingGroup(group) => {
+            timeout(group.timeout_secs)?;
+            Decision::RingGroup(group.name.clone()).validate(directory)
+        }
+        Action::DialOut(out) => {
+            timeout(out.timeout_secs)?;
+            if !directory.has_trunk(&out.trunk) {
+                return Err(InvalidDecision::UnknownTrunk(clip(&out.trunk)));
+            }
+            if !dialable(&out.number) {
+                return Err(InvalidDecision::BadNumber(clip(&out.number)));
+            }
+            Ok(())
+        }
+        Action::Reject(Reject { status, reason }) => Decision::Reject(Reject {
+            status: *status,
+            reason: reason.clone(),
+        })
+        .validate(directory),
+        Action::Transfer(TransferTarget::Extension(ext)) => {
+            if directory.extension(ext).is_none() {
+                return Err(InvalidDecision::UnknownExtension(clip(ext)));
+            }
+            Ok(())
+        }
+        Action::Transfer(TransferTarget::Number(number)) | Action::SetCallerId(number) => {
+            if !dialable(number) {
+                return Err(InvalidDecision::BadNumber(clip(number)));
+            }
+            Ok(())
+        }
+        Action::Tag(tag) => {
+            if tag.is_empty() || tag.len() > MAX_TAG_BYTES || !safe_text(tag) {
+                return Err(InvalidDecision::BadTag);
+            }
+            Ok(())
+        }
+        Action::Finish | Action::Answer | Action::HangUp => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{Ring, RingStrategy, RingTarget};
+
+    fn dir() -> Directory {
+        Directory::new()
+            .with_extension("100", "Alice", true)
+            .with_group("sales", &["100"])
+            .with_trunk("carrier")
+    }
+
+    fn step(actions: Vec<Action>) -> Step {
+        Step {
+            actions,
+            state: Vec::new(),
+        }
+    }
+
+    fn ring(ext: &str) -> Action {
+        Action::Ring(Ring {
+            targets: vec![RingTarget {
+                extension: ext.into(),
+                timeout_secs: 20,
+            }],
+            strategy: RingStrategy::Simultaneous,
+        })
+    }
+
+    #[test]
+    fn a_dial_plans_world_is_read_from_its_exports() {
+        use crate::shipped::{self, examples};
+        assert_eq!(dial_plan_world(examples::OFFICE_HOURS), World::CallHandler);
+        assert_eq!(dial_plan_world(shipped::DEFAULT_DIALPLAN), World::Dialplan);
+        assert_eq!(dial_plan_world(b"not wasm"), World::Dialplan);
+    }
+
+    #[test]
+    fn a_step_names_only_the_tenants_own_things() {
+        let d = dir();
+        assert_eq!(validate_step(&step(vec![ring("100")]), &d), Ok(()));
+        assert_eq!(
+            validate_step(&step(vec![ring("999")]), &d),
+            Err(InvalidDecision::UnknownExtension("999".into()))
+        );
+        let out = |trunk: &str, number: &str| {
+            step(vec![Action::DialOut(DialOut {
+                trunk: trunk.into(),
+                number: number.into(),
+                timeout_secs: 30,
+            })])
+        };
+        assert_eq!(validate_step(&out("carrier", "+15551234567"), &d), Ok(()));
+        assert_eq!(
+            validate_step(&out("theirs", "+15551234567"), &d),
+            Err(InvalidDecision::UnknownTrunk("theirs".into()))
+        );
+        assert_eq!(
+            validate_step(&out("carrier", "sip:evil@x"), &d),
+            Err(InvalidDecision::BadNumber("sip:evil@x".into()))
+        );
+        let group = |name: &str| {
+            step(vec![Action::RingGroup(RingGroup {
+                name: name.into(),
+                timeout_secs: 0,
+            })])
+        };
+        assert_eq!(validate_step(&group("sales"), &d), Ok(()));
+        assert_eq!(
+            validate_step(&group("support"), &d),
+            Err(InvalidDecision::UnknownGroup("support".into()))
+        );
+        assert_eq!(
+            validate_step(
+                &step(vec![Action::Transfer(TransferTarget::Extension(
+                    "7".into()
+                ))]),
+                &d
+            ),
+            Err(InvalidDecision::UnknownExtension("7".into()))
+        );
+    }
+
+    #[test]
+    fn a_step_is_bounded_and_ends_with_its_one_final_action() {
+        let d = dir();
+        let tagged = step(vec![Action::Tag("vip".into()), ring("100")]);
+        assert_eq!(validate_step(&tagged, &d), Ok(()));
+        assert_eq!(
+            validate_step(&step(vec![ring("100"), Action::Tag("late".into())]), &d),
+            Err(InvalidDecision::ActionAfterEnd)
+        );
+        assert_eq!(
+            validate_step(&step(vec![Action::Finish, ring("100")]), &d),
+            Err(InvalidDecision::ActionAfterEnd)
+        );
+        assert_eq!(
+            validate_step(&step(vec![Action::Tag("x".into()); 9]), &d),
+            Err(InvalidDecision::TooManyActions(9))
+        );
+        assert_eq!(
+            validate_step(&step(vec![Action::Tag("a\r\nb".into())]), &d),
+            Err(InvalidDecision::BadTag)
+        );
+        let big = Step {
+            actions: vec![Action::Finish],
+            state: vec![0; MAX_STATE_BYTES + 1],
+        };
+        assert_eq!(
+            validate_step(&big, &d),
+            Err(InvalidDecision::StateTooLarge(MAX_STATE_BYTES + 1))
+        );
+    }
+}

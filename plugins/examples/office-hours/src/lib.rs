@@ -1,0 +1,101 @@
+//! Worked example of a call handler (`pbx:plugin@0.2.0`): business hours, a
+//! hunt group and a forward to a mobile number.
+//!
+//! - A call to one of the tenant's extensions rings it for 20 s. Busy, no
+//!   answer or nobody registered: the `sales` hunt group rings for 20 s; still
+//!   nobody: the on-call mobile, out the tenant's first trunk. Then the call
+//!   ends with the outcome of that last attempt.
+//! - A call to any other number (the company's number) in business hours
+//!   (Monday to Friday, 09:00 to 17:00 in the tenant's time zone, not on one of
+//!   its holidays) rings the `sales` group, then the mobile.
+//! - Out of hours it goes straight to the mobile, and the call record is
+//!   tagged `after-hours`.
+//!
+//! The mobile number is the tenant's storage key `forward.mobile`; without it
+//! (or without a trunk) the call ends after the group. Every leg is checked by
+//! the host: the group and the trunk must be the tenant's, and the provider's
+//! policies see the forward to the mobile like any other call out a trunk.
+//!
+//! The state carried between steps is the name of the attempt that rang.
+
+use pbx_sdk::{directory, storage};
+use pbx_sdk_call_handler::clock::{self, Weekday};
+use pbx_sdk_call_handler::{
+    Action, Call, CallHandler, DialOut, Event, Ring, RingGroup, RingStrategy, RingTarget, Step,
+};
+
+/// The hunt group that takes the company's calls.
+const GROUP: &str = "sales";
+/// How long each attempt rings, in seconds.
+const RING_SECS: u32 = 20;
+
+struct OfficeHours;
+
+fn in_business_hours() -> bool {
+    let now = clock::now();
+    let weekday = !matches!(now.weekday, Weekday::Saturday | Weekday::Sunday);
+    weekday && (9..17).contains(&now.hour) && clock::holiday().is_none()
+}
+
+fn ring_extension(number: &str) -> Step {
+    Step::new(
+        vec![Action::Ring(Ring {
+            targets: vec![RingTarget {
+                extension: number.into(),
+                timeout_secs: RING_SECS,
+            }],
+            strategy: RingStrategy::Simultaneous,
+        })],
+        "extension",
+    )
+}
+
+fn ring_group() -> Step {
+    if directory::group_members(GROUP).is_none() {
+        return to_mobile(Vec::new());
+    }
+    Step::new(
+        vec![Action::RingGroup(RingGroup {
+            name: GROUP.into(),
+            timeout_secs: RING_SECS,
+        })],
+        "group",
+    )
+}
+
+/// The mobile, after `first` (instant actions such as tags); the call ends
+/// when there is no mobile number or no trunk.
+fn to_mobile(mut first: Vec<Action>) -> Step {
+    let mobile = storage::get("forward.mobile").and_then(|v| String::from_utf8(v).ok());
+    match (mobile, directory::first_trunk()) {
+        (Some(number), Some(trunk)) => {
+            first.push(Action::DialOut(DialOut {
+                trunk,
+                number: number.trim().to_string(),
+                timeout_secs: 30,
+            }));
+            Step::new(first, "mobile")
+        }
+        _ => {
+            first.push(Action::Finish);
+            Step::new(first, "")
+        }
+    }
+}
+
+impl CallHandler for OfficeHours {
+    fn handle(call: &Call, state: &[u8], event: &Event) -> Step {
+        match (event, state) {
+            (Event::CallStarted, _) if directory::is_extension(&call.dialled) => {
+                ring_extension(&call.dialled)
+            }
+            (Event::CallStarted, _) if in_business_hours() => ring_group(),
+            (Event::CallStarted, _) => to_mobile(vec![Action::Tag("after-hours".into())]),
+            (Event::DialEnded(_), b"extension") => ring_group(),
+            (Event::DialEnded(_), b"group") => to_mobile(Vec::new()),
+            _ => Step::finish(),
+        }
+    }
+}
+
+pbx_sdk_call_handler::export_call_handler!(OfficeHours);
