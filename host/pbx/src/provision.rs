@@ -718,6 +718,11 @@ fn read_valid_plugin(world: World, path: &Path) -> Result<Vec<u8>> {
         path: path.to_path_buf(),
         source,
     })?;
+    // A tenant's dial plan slot takes a 0.1 dial plan or a 0.2 call handler.
+    let world = match world {
+        World::Dialplan => pbx_plugin::handler::dial_plan_world(&wasm),
+        other => other,
+    };
     validate_plugin(world, &wasm, &path.display().to_string())?;
     Ok(wasm)
 }

@@ -139,7 +139,10 @@ impl ServerControl {
         {
             return Err(ControlError::NotFound(format!("tenant {tenant}")));
         }
-        let wasm = validated(World::Dialplan, wasm).await?;
+        // A dial plan (0.1) or a call handler (0.2): both fill the tenant's dial
+        // plan slot.
+        let world = pbx_plugin::handler::dial_plan_world(&wasm);
+        let wasm = validated(world, wasm).await?;
         let now = unix_ms(SystemTime::now());
         let v = self
             .store

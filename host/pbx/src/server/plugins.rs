@@ -155,6 +155,57 @@ pub(crate) struct PluginHost {
     storage: Arc<KvStore>,
     logs: Mutex<HashMap<TenantId, Arc<PluginLog>>>,
     fraud: Arc<Fraud>,
+    /// What each call's handler keeps between its steps.
+    handler_states: Mutex<HandlerStates>,
+}
+
+/// Most calls of one tenant whose call-handler state the host keeps at once
+/// (each at most [`pbx_plugin::handler::MAX_STATE_BYTES`]); beyond it a
+/// handler's next step sees an empty state.
+const MAX_HANDLER_STATES_PER_TENANT: usize = 10_000;
+
+/// Call handlers' states by tenant and Call-ID, with a count per tenant so
+/// one tenant's calls cannot take another's room.
+#[derive(Default)]
+struct HandlerStates {
+    by_call: HashMap<(TenantId, String), Vec<u8>>,
+    per_tenant: HashMap<TenantId, usize>,
+}
+
+impl HandlerStates {
+    fn get(&self, tenant: TenantId, call_id: &str) -> Vec<u8> {
+        self.by_call
+            .get(&(tenant, call_id.to_string()))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Keeps `state` for the call; false when the tenant's share is full.
+    fn set(&mut self, tenant: TenantId, call_id: &str, state: Vec<u8>) -> bool {
+        let key = (tenant, call_id.to_string());
+        if let Some(slot) = self.by_call.get_mut(&key) {
+            *slot = state;
+            return true;
+        }
+        let count = self.per_tenant.entry(tenant).or_default();
+        if *count >= MAX_HANDLER_STATES_PER_TENANT {
+            return false;
+        }
+        *count += 1;
+        self.by_call.insert(key, state);
+        true
+    }
+
+    fn remove(&mut self, tenant: TenantId, call_id: &str) {
+        if self
+            .by_call
+            .remove(&(tenant, call_id.to_string()))
+            .is_some()
+            && let Some(count) = self.per_tenant.get_mut(&tenant)
+        {
+            *count = count.saturating_sub(1);
+        }
+    }
 }
 
 impl PluginHost {
@@ -194,6 +245,7 @@ impl PluginHost {
             storage,
             logs: Mutex::new(HashMap::new()),
             fraud,
+            handler_states: Mutex::new(HandlerStates::default()),
         }))
     }
 
@@ -311,6 +363,11 @@ impl PluginHost {
             .plugin_blob(hash)
             .await?
             .ok_or_else(|| anyhow::anyhow!("blob {hash} is missing"))?;
+        // A tenant's dial plan is a 0.1 dial plan or a 0.2 call handler.
+        let world = match world {
+            World::Dialplan => pbx_plugin::handler::dial_plan_world(&bytes),
+            other => other,
+        };
         let runtime = self.runtime.clone();
         let plugin = tokio::task::spawn_blocking(move || runtime.load(world, &bytes))
             .await?
@@ -474,6 +531,9 @@ impl PluginHost {
     /// destination class when the call had been routed by plugins (then the
     /// policies are to hear of it through [`PluginHost::ended`]).
     pub(crate) fn release(&self, cdr: &Cdr) -> Option<DestinationClass> {
+        self.handler_states
+            .lock()
+            .remove(cdr.tenant, &cdr.caller_call_id);
         let talk = cdr.answered_at_ms.map_or(Duration::ZERO, |a| {
             Duration::from_millis(u64::try_from(cdr.ended_at_ms - a).unwrap_or(0))
         });
@@ -580,6 +640,9 @@ impl<'a> CallPlugins<'a> {
     }
 
     fn run_plan(&self, plan: &LoadedPlugin, call: &NewCall<'_>) -> Result<Plan, PlanError> {
+        if plan.world() == World::CallHandler {
+            return self.run_handler(plan, call);
+        }
         // A `pbx:plugin@0.1.0` dial plan decides once per call: after a dial
         // attempt the call ends with that attempt's outcome, as it always did.
         if call.request.event != CallEvent::Started {
@@ -594,6 +657,105 @@ impl<'a> CallPlugins<'a> {
                 detail: e.to_string(),
             }),
         }
+    }
+}
+
+impl CallPlugins<'_> {
+    /// One step of a call handler (`pbx:plugin@0.2.0`), with the state its
+    /// last step kept for this call.
+    fn run_handler(&self, plan: &LoadedPlugin, call: &NewCall<'_>) -> Result<Plan, PlanError> {
+        use pbx_plugin::handler::{DialResult, Event, HandlerCall};
+        let req = call.request;
+        let state = self
+            .host
+            .handler_states
+            .lock()
+            .get(self.tenant, &req.call_id);
+        let handler_call = HandlerCall {
+            call_id: req.call_id.clone(),
+            caller: req.caller.clone(),
+            caller_extension: req.caller_extension.clone(),
+            dialled: req.dialled.clone(),
+            destination_class: plugin_class(call.class),
+            step: req.step,
+        };
+        let event = match req.event {
+            CallEvent::Started => Event::CallStarted,
+            CallEvent::DialEnded(result) => Event::DialEnded(match result {
+                pbx_core::DialResult::Busy => DialResult::Busy,
+                pbx_core::DialResult::NoAnswer => DialResult::NoAnswer,
+                pbx_core::DialResult::Unavailable => DialResult::Unavailable,
+                pbx_core::DialResult::Failed { status } => DialResult::Rejected(status),
+            }),
+        };
+        let step = self
+            .host
+            .runtime
+            .handle(plan, &self.caps, &handler_call, &state, &event)
+            .map_err(|e| PlanError {
+                quarantined: matches!(e, PluginError::Quarantined),
+                status: e.sip_status(),
+                reason: e.reason_phrase().to_string(),
+                detail: e.to_string(),
+            })?;
+        let plan = self.plan_of_step(step.actions);
+        let mut states = self.host.handler_states.lock();
+        if plan.places_a_leg() {
+            if !states.set(self.tenant, &req.call_id, step.state) {
+                tracing::warn!(tenant = %self.tenant, "call handler state not kept: the tenant's share is full");
+            }
+        } else {
+            states.remove(self.tenant, &req.call_id);
+        }
+        Ok(plan)
+    }
+
+    /// A handler step's actions (already validated) as a plan: its last
+    /// action decides; the instant actions before it are logged.
+    fn plan_of_step(&self, actions: Vec<pbx_plugin::handler::Action>) -> Plan {
+        use pbx_plugin::handler::Action as Step;
+        let mut plan = Plan::Finish;
+        for action in actions {
+            plan = match action {
+                Step::Ring(ring) => plan_of(Decision::Ring(ring)),
+                // The group's members, ringing together for the step's timeout.
+                Step::RingGroup(group) => match self.view.directory.group_members(&group.name) {
+                    Some(members) => Plan::Ring {
+                        strategy: decision::RingStrategy::Simultaneous,
+                        targets: members
+                            .iter()
+                            .map(|m| decision::RingTarget {
+                                extension: m.clone(),
+                                timeout_secs: group.timeout_secs,
+                            })
+                            .collect(),
+                    },
+                    None => Plan::RingGroup(group.name),
+                },
+                Step::DialOut(out) => Plan::Trunk {
+                    trunk: out.trunk,
+                    number: out.number,
+                },
+                Step::Reject(r) => plan_of(Decision::Reject(r)),
+                Step::Finish => Plan::Finish,
+                Step::Tag(tag) => {
+                    self.caps
+                        .log
+                        .push(pbx_plugin::LogLevel::Info, format!("call tagged {tag:?}"));
+                    continue;
+                }
+                other => {
+                    // Answer, hang-up, transfer and caller ID come with media
+                    // and REFER support; until then the call ends here.
+                    self.caps.log.push(
+                        pbx_plugin::LogLevel::Warn,
+                        format!("call handler action not carried out yet: {other:?}"),
+                    );
+                    Plan::Finish
+                }
+            };
+        }
+        plan
     }
 }
 

@@ -12,7 +12,8 @@
 //!   tagged `after-hours`.
 //!
 //! The mobile number is the tenant's storage key `forward.mobile`; without it
-//! (or without a trunk) the call ends after the group. Every leg is checked by
+//! (or without a trunk) the call ends after the group. Each attempt rings for
+//! `ring.secs` seconds (storage; 20 when unset). Every leg is checked by
 //! the host: the group and the trunk must be the tenant's, and the provider's
 //! policies see the forward to the mobile like any other call out a trunk.
 //!
@@ -26,8 +27,15 @@ use pbx_sdk_call_handler::{
 
 /// The hunt group that takes the company's calls.
 const GROUP: &str = "sales";
-/// How long each attempt rings, in seconds.
+/// How long each attempt rings unless `ring.secs` says otherwise, in seconds.
 const RING_SECS: u32 = 20;
+
+fn ring_secs() -> u32 {
+    storage::get_u64("ring.secs")
+        .and_then(|s| u32::try_from(s).ok())
+        .filter(|s| (1..=600).contains(s))
+        .unwrap_or(RING_SECS)
+}
 
 struct OfficeHours;
 
@@ -42,7 +50,7 @@ fn ring_extension(number: &str) -> Step {
         vec![Action::Ring(Ring {
             targets: vec![RingTarget {
                 extension: number.into(),
-                timeout_secs: RING_SECS,
+                timeout_secs: ring_secs(),
             }],
             strategy: RingStrategy::Simultaneous,
         })],
@@ -57,7 +65,7 @@ fn ring_group() -> Step {
     Step::new(
         vec![Action::RingGroup(RingGroup {
             name: GROUP.into(),
-            timeout_secs: RING_SECS,
+            timeout_secs: ring_secs(),
         })],
         "group",
     )

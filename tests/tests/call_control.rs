@@ -1,0 +1,192 @@
+//! Call control (`pbx:plugin@0.2.0`) end to end: a tenant's call handler runs
+//! every step of its calls over real SIP. The handler is the worked example
+//! `plugins/examples/office-hours` (ring the extension, then the `sales`
+//! group, then the on-call mobile out the tenant's trunk).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{ACME, Pbx};
+use pbx_e2e::{Phone, SipMsg, Transport};
+
+/// Acme's dial plan is the office-hours call handler, its `sales` group is
+/// `group`, each attempt rings `ring_secs`, and its mobile is `mobile`.
+async fn office_hours(pbx: &Pbx, group: &str, ring_secs: u32, mobile: Option<&str>) {
+    pbx.store
+        .install_dialplan(pbx.acme, pbx_plugin::shipped::examples::OFFICE_HOURS, 1)
+        .await
+        .expect("the call handler installs as acme's dial plan");
+    let kv = |key: &'static str, value: String| async move {
+        pbx.store
+            .plugin_kv_admin_put(pbx.acme, key, Some(value.as_bytes()))
+            .await
+            .expect("tenant storage");
+    };
+    kv("ring-group:sales", group.to_string()).await;
+    kv("ring.secs", ring_secs.to_string()).await;
+    if let Some(number) = mobile {
+        kv("forward.mobile", number.to_string()).await;
+    }
+    pbx.applied().await;
+}
+
+/// The next INVITE `phone` receives within `wait` (answering trunk
+/// registrations on the way, for a carrier).
+async fn next_invite(phone: &mut Phone, wait: Duration) -> Option<SipMsg> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let m = phone.recv_within(left).await.ok()?;
+        match m.method() {
+            Some("INVITE") => return Some(m),
+            Some("REGISTER") => phone
+                .respond(&m, 200, "OK", Some("reg"), false)
+                .await
+                .ok()?,
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn busy_goes_on_to_the_hunt_group() {
+    let pbx = Pbx::start().await;
+    office_hours(&pbx, "1002", 20, None).await;
+    let mut caller = pbx.registered(Transport::Udp, ACME, "1000").await;
+    let mut busy = pbx.registered(Transport::Udp, ACME, "1001").await;
+    let mut group = pbx.registered(Transport::Udp, ACME, "1002").await;
+
+    let call = caller.call("1001").await.unwrap();
+    let first = next_invite(&mut busy, Duration::from_secs(5))
+        .await
+        .expect("the handler rings 1001 first");
+    busy.respond(&first, 486, "Busy Here", Some("b1"), false)
+        .await
+        .unwrap();
+    let second = next_invite(&mut group, Duration::from_secs(5))
+        .await
+        .expect("busy: the handler rings the sales group");
+    group
+        .respond(&second, 200, "OK", Some("g1"), true)
+        .await
+        .unwrap();
+    let answer = caller.final_response(&call).await.unwrap();
+    assert_eq!(answer.status(), Some(200), "{}", answer.raw);
+}
+
+#[tokio::test]
+async fn no_answer_forwards_to_the_group_then_out_the_trunk_to_the_mobile() {
+    let pbx = Pbx::start().await;
+    let mut carrier = Phone::new(
+        Transport::Udp,
+        "127.0.0.1",
+        pbx.udp,
+        "carrier",
+        "unused",
+        "carrier.example",
+    )
+    .await
+    .unwrap();
+    pbx.store
+        .add_trunk(
+            pbx.acme,
+            "carrier",
+            &format!("sip:{}", carrier.local),
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    // One second per attempt: what the test is about is what happens after
+    // nobody answers, not the shipped ring time.
+    office_hours(&pbx, "1002", 1, Some("+12125550100")).await;
+    let mut caller = pbx.registered(Transport::Udp, ACME, "1000").await;
+    let mut first = pbx.registered(Transport::Udp, ACME, "1001").await;
+    let mut group = pbx.registered(Transport::Udp, ACME, "1002").await;
+
+    let call = caller.call("1001").await.unwrap();
+    let ring1 = next_invite(&mut first, Duration::from_secs(5))
+        .await
+        .expect("1001 rings");
+    first
+        .respond(&ring1, 180, "Ringing", Some("f1"), false)
+        .await
+        .unwrap();
+    first
+        .expect_request("CANCEL")
+        .await
+        .expect("1001 rang out and is cancelled");
+    let ring2 = next_invite(&mut group, Duration::from_secs(5))
+        .await
+        .expect("then the sales group rings");
+    group
+        .respond(&ring2, 180, "Ringing", Some("g1"), false)
+        .await
+        .unwrap();
+    group
+        .expect_request("CANCEL")
+        .await
+        .expect("the group rang out and is cancelled");
+    let out = next_invite(&mut carrier, Duration::from_secs(5))
+        .await
+        .expect("then the mobile, out the trunk");
+    assert!(
+        out.start.starts_with("INVITE sip:+12125550100@"),
+        "{}",
+        out.start
+    );
+    carrier
+        .respond(&out, 200, "OK", Some("c1"), true)
+        .await
+        .unwrap();
+    let answer = caller.final_response(&call).await.unwrap();
+    assert_eq!(answer.status(), Some(200), "{}", answer.raw);
+}
+
+#[tokio::test]
+async fn a_forward_out_a_trunk_needs_the_destinations_approval() {
+    let pbx = Pbx::start().await;
+    let mut carrier = Phone::new(
+        Transport::Udp,
+        "127.0.0.1",
+        pbx.udp,
+        "carrier",
+        "unused",
+        "carrier.example",
+    )
+    .await
+    .unwrap();
+    pbx.store
+        .add_trunk(
+            pbx.acme,
+            "carrier",
+            &format!("sip:{}", carrier.local),
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    // The on-call "mobile" is abroad: a forward must not be a way around the
+    // approval a direct call would need.
+    office_hours(&pbx, "1002", 1, Some("+442079460018")).await;
+    let mut caller = pbx.registered(Transport::Udp, ACME, "1000").await;
+
+    // Nobody is registered at 1001 or 1002: straight on to the forward.
+    let call = caller.call("1001").await.unwrap();
+    let answer = caller.final_response(&call).await.unwrap();
+    assert_eq!(answer.status(), Some(403), "{}", answer.raw);
+    assert!(
+        answer.start.contains("Destination Not Approved"),
+        "{}",
+        answer.start
+    );
+    assert!(
+        next_invite(&mut carrier, Duration::from_millis(300))
+            .await
+            .is_none(),
+        "nothing went out the trunk"
+    );
+    let requests = pbx.store.list_approvals(pbx.acme).await.unwrap();
+    assert_eq!(requests.len(), 1, "the approval request is filed");
+}
