@@ -190,3 +190,107 @@ async fn a_forward_out_a_trunk_needs_the_destinations_approval() {
     let requests = pbx.store.list_approvals(pbx.acme).await.unwrap();
     assert_eq!(requests.len(), 1, "the approval request is filed");
 }
+
+/// Today and tomorrow in UTC, `YYYY-MM-DD` (both, so a test running across
+/// midnight still sees a holiday).
+fn today_and_tomorrow_utc() -> [String; 2] {
+    let today = jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .date();
+    let tomorrow = today.tomorrow().expect("a tomorrow");
+    [today.to_string(), tomorrow.to_string()]
+}
+
+#[tokio::test]
+async fn business_hours_follow_the_tenants_calendar() {
+    let pbx = Pbx::start().await;
+    let mut carrier = Phone::new(
+        Transport::Udp,
+        "127.0.0.1",
+        pbx.udp,
+        "carrier",
+        "unused",
+        "carrier.example",
+    )
+    .await
+    .unwrap();
+    pbx.store
+        .add_trunk(
+            pbx.acme,
+            "carrier",
+            &format!("sip:{}", carrier.local),
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    // Open all day, every day: the tenant's calendar alone decides.
+    for (key, value) in [
+        ("hours.open", "0"),
+        ("hours.close", "24"),
+        ("hours.weekends", "1"),
+    ] {
+        pbx.store
+            .plugin_kv_admin_put(pbx.acme, key, Some(value.as_bytes()))
+            .await
+            .unwrap();
+    }
+    office_hours(&pbx, "1002", 20, Some("+12125550100")).await;
+    let mut caller = pbx.registered(Transport::Udp, ACME, "1000").await;
+    let mut group = pbx.registered(Transport::Udp, ACME, "1002").await;
+
+    // Open: the company number rings the sales group.
+    let call = caller.call("0").await.unwrap();
+    let ring = next_invite(&mut group, Duration::from_secs(5))
+        .await
+        .expect("open: the group rings");
+    group
+        .respond(&ring, 486, "Busy Here", Some("g1"), false)
+        .await
+        .unwrap();
+    let out = next_invite(&mut carrier, Duration::from_secs(5))
+        .await
+        .expect("the group is busy: the mobile");
+    carrier
+        .respond(&out, 603, "Decline", Some("c1"), false)
+        .await
+        .unwrap();
+    let answer = caller.final_response(&call).await.unwrap();
+    assert_eq!(answer.status(), Some(603), "{}", answer.raw);
+
+    // Today is a holiday in the tenant's calendar: closed, straight to the
+    // mobile; the group does not ring.
+    let holidays = today_and_tomorrow_utc()
+        .map(|date| store::Holiday {
+            date,
+            name: "Company day".into(),
+        })
+        .to_vec();
+    pbx.store
+        .set_calendar(
+            pbx.acme,
+            &store::Calendar {
+                time_zone: "UTC".into(),
+                holidays,
+            },
+        )
+        .await
+        .unwrap();
+    pbx.applied().await;
+    let call = caller.call("0").await.unwrap();
+    let out = next_invite(&mut carrier, Duration::from_secs(5))
+        .await
+        .expect("closed: the mobile at once");
+    carrier
+        .respond(&out, 200, "OK", Some("c2"), true)
+        .await
+        .unwrap();
+    let answer = caller.final_response(&call).await.unwrap();
+    assert_eq!(answer.status(), Some(200), "{}", answer.raw);
+    assert!(
+        next_invite(&mut group, Duration::from_millis(200))
+            .await
+            .is_none(),
+        "the group did not ring"
+    );
+}

@@ -22,12 +22,14 @@
 //! name them through either crate; there is one definition.
 
 pub mod alert;
+pub mod calendar;
 pub mod cdr;
 pub mod limits;
 pub mod registration;
 pub mod tenant;
 
 pub use alert::{Alert, Severity};
+pub use calendar::{Calendar, CalendarError, Holiday};
 pub use cdr::{Cdr, CdrMedia, Disposition, LegMedia};
 pub use limits::TenantLimits;
 pub use registration::{Registration, RegistrationChange, TransportKind};

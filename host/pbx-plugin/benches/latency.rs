@@ -9,6 +9,9 @@
 //! `cargo bench -p pbx-plugin --bench latency -- <samples>` changes the count.
 //! When `plugins/examples/js-dialplan/dist/dialplan.wasm` has been built, the
 //! JavaScript dial plan's `route` is measured too (a tenth of the samples).
+//! Last, a three-step call through the worked call handler
+//! (`pbx:plugin@0.2.0`, `office-hours`): call started, the extension busy, the
+//! group unanswered; each step timed on its own, then the three together.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -29,6 +32,7 @@ fn caps() -> TenantCaps {
             Directory::new()
                 .with_extension("100", "Alice", true)
                 .with_extension("101", "Bob", true)
+                .with_group("sales", &["100", "101"])
                 .with_trunk("carrier"),
         ),
         storage: Arc::new(MemoryStorage::new(4096)),
@@ -145,4 +149,71 @@ fn main() {
         });
         report("route (JavaScript)", &mut route);
     }
+
+    three_step_call(&runtime, &caps, n);
+}
+
+/// Steps of one call through the office-hours call handler, timed one by one.
+fn three_step_call(runtime: &PluginRuntime, caps: &TenantCaps, n: usize) {
+    use pbx_plugin::handler::{Action, DialResult, Event, HandlerCall};
+    use pbx_plugin::shipped::examples;
+
+    let handler = runtime
+        .load(World::CallHandler, examples::OFFICE_HOURS)
+        .expect("call handler");
+    let storage_write = std::time::Instant::now() + Duration::from_secs(1);
+    caps.storage
+        .set("forward.mobile", b"+12125550100", storage_write)
+        .expect("storage");
+    let call = |step| HandlerCall {
+        call_id: "bench@host".into(),
+        caller: "100".into(),
+        caller_extension: Some("100".into()),
+        dialled: "101".into(),
+        destination_class: DestinationClass::Internal,
+        step,
+    };
+    let events = [
+        Event::CallStarted,
+        Event::DialEnded(DialResult::Busy),
+        Event::DialEnded(DialResult::NoAnswer),
+    ];
+    let mut per_step: [Vec<Duration>; 3] = Default::default();
+    let mut whole = Vec::with_capacity(n);
+    for i in 0..WARM_UP + n {
+        let started = Instant::now();
+        let mut state = Vec::new();
+        for (k, event) in events.iter().enumerate() {
+            let at = Instant::now();
+            let step = runtime
+                .handle(&handler, caps, &call(k as u32 + 1), &state, event)
+                .expect("step");
+            if i >= WARM_UP {
+                per_step[k].push(at.elapsed());
+            }
+            state = step.state;
+            black_box(&step.actions);
+        }
+        if i >= WARM_UP {
+            whole.push(started.elapsed());
+        }
+    }
+    let last = runtime
+        .handle(&handler, caps, &call(3), b"group", &events[2])
+        .expect("step");
+    assert!(
+        matches!(&last.actions[..], [Action::DialOut(_)]),
+        "{last:?}"
+    );
+    for (k, name) in [
+        "handle: call-started",
+        "handle: dial-ended (busy)",
+        "handle: dial-ended (no answer)",
+    ]
+    .iter()
+    .enumerate()
+    {
+        report(name, &mut per_step[k]);
+    }
+    report("handle: three steps", &mut whole);
 }

@@ -35,6 +35,7 @@ mod api_token;
 mod approval;
 mod audit;
 mod ban;
+mod calendar;
 mod cdr;
 mod cdr_export;
 mod checks;
@@ -63,9 +64,9 @@ pub use cdr::CdrFilter;
 pub use cdr_export::{CDR_CSV_HEADER, CdrCursor, write_cdr_csv};
 pub use error::{Error, Result};
 pub use model::{
-    Alert, Cdr, CdrMedia, DigestAlgorithm, DigestAlgorithms, Directory, Disposition, Extension,
-    LegMedia, MediaEncryption, NetworkAcl, Registration, RegistrationChange, Severity, Tenant,
-    TenantId, TenantLimits, TenantStatus, TransportKind,
+    Alert, Calendar, Cdr, CdrMedia, DigestAlgorithm, DigestAlgorithms, Directory, Disposition,
+    Extension, Holiday, LegMedia, MediaEncryption, NetworkAcl, Registration, RegistrationChange,
+    Severity, Tenant, TenantId, TenantLimits, TenantStatus, TransportKind,
 };
 pub use plugin::{MAX_TENANT_POLICIES, PluginVersion, Policy, TenantPolicy};
 pub use policy_config::{

@@ -278,6 +278,19 @@ pub enum TenantCommand {
         #[arg(long, value_parser = parse_digest, value_name = "ALGORITHMS")]
         digest: Option<DigestChoice>,
     },
+    /// Replace a tenant's calendar (read by its call handlers): its time zone
+    /// and its holidays. Without arguments, show it.
+    Calendar {
+        /// The tenant's name.
+        tenant: String,
+        /// An IANA time zone, e.g. Europe/Paris.
+        #[arg(long, value_name = "ZONE")]
+        time_zone: Option<String>,
+        /// A holiday, DATE=NAME (e.g. 2026-12-25=Christmas); repeat for more.
+        /// Replaces the holidays listed before.
+        #[arg(long, value_name = "DATE=NAME")]
+        holiday: Vec<String>,
+    },
     /// Allow a network (address or CIDR) for the tenant's phones, or with
     /// `--extension` for one extension (which must then pass both lists). A tenant
     /// with no networks listed accepts any address.

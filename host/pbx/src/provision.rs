@@ -134,6 +134,38 @@ pub async fn execute(
                 writeln!(out, "tenant {tenant}: nothing to change")?;
             }
         }
+        Command::Tenant(TenantCommand::Calendar {
+            tenant,
+            time_zone,
+            holiday,
+        }) => {
+            let t = tenant_named(store, &tenant).await?;
+            let mut calendar = store.calendar(t.id).await?;
+            if time_zone.is_some() || !holiday.is_empty() {
+                if let Some(zone) = time_zone {
+                    calendar.time_zone = zone;
+                }
+                if !holiday.is_empty() {
+                    calendar.holidays = holiday
+                        .iter()
+                        .map(|h| match h.split_once('=') {
+                            Some((date, name)) => Ok(store::Holiday {
+                                date: date.trim().to_string(),
+                                name: name.trim().to_string(),
+                            }),
+                            None => Err(Error::Invalid(format!(
+                                "holiday {h:?}: expected DATE=NAME, e.g. 2026-12-25=Christmas"
+                            ))),
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                }
+                store.set_calendar(t.id, &calendar).await?;
+            }
+            writeln!(out, "tenant {tenant}: time zone {}", calendar.time_zone)?;
+            for h in &calendar.holidays {
+                writeln!(out, "{}\t{}", h.date, h.name)?;
+            }
+        }
         Command::Tenant(TenantCommand::List) => {
             for t in store.list_tenants().await? {
                 let status = t.status.as_str();

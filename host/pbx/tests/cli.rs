@@ -1037,3 +1037,44 @@ fn a_compile_child_out_of_cpu_time_refuses_the_upload() {
         .load(World::Dialplan, pbx_plugin::shipped::DEFAULT_DIALPLAN)
         .unwrap();
 }
+
+#[test]
+fn a_tenants_calendar_is_set_and_shown() {
+    let dir = data_dir_with_acme();
+    let out = ok(&pbx(dir.path(), &["tenant", "calendar", "acme"]));
+    assert_eq!(out, "tenant acme: time zone UTC\n");
+    let out = ok(&pbx(
+        dir.path(),
+        &[
+            "tenant",
+            "calendar",
+            "acme",
+            "--time-zone",
+            "Europe/Paris",
+            "--holiday",
+            "2026-12-25=Christmas Day",
+            "--holiday",
+            "2027-01-01=New Year",
+        ],
+    ));
+    assert_eq!(
+        out,
+        "tenant acme: time zone Europe/Paris\n2026-12-25\tChristmas Day\n2027-01-01\tNew Year\n"
+    );
+    let stored = with_store(dir.path(), async |s| {
+        let t = s.tenant_by_name("acme").await.unwrap().unwrap();
+        s.calendar(t.id).await.unwrap()
+    });
+    assert_eq!(stored.time_zone, "Europe/Paris");
+    assert_eq!(stored.holidays.len(), 2);
+    let err = fails(&pbx(
+        dir.path(),
+        &["tenant", "calendar", "acme", "--time-zone", "Mars/Olympus"],
+    ));
+    assert!(err.contains("Mars/Olympus"), "{err}");
+    let err = fails(&pbx(
+        dir.path(),
+        &["tenant", "calendar", "acme", "--holiday", "tomorrow"],
+    ));
+    assert!(err.contains("DATE=NAME"), "{err}");
+}

@@ -184,6 +184,20 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             put(settings::set_limits),
         ),
         route(
+            M::GET,
+            "/api/v1/tenants/{tenant}/calendar",
+            "Show a tenant's calendar: time zone and holidays, as its call handlers read them",
+            tenant(R::ADMINS, "tenants:read"),
+            get(settings::calendar),
+        ),
+        route(
+            M::PUT,
+            "/api/v1/tenants/{tenant}/calendar",
+            "Replace a tenant's calendar (an IANA time zone and up to 1,000 holidays)",
+            tenant(R::ADMINS, "tenants:write"),
+            put(settings::set_calendar),
+        ),
+        route(
             M::PUT,
             "/api/v1/tenants/{tenant}/media-encryption",
             "Set a tenant's SRTP policy (required, optional or disabled)",

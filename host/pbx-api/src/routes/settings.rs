@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use store::{DigestAlgorithms, MediaEncryption, TenantId, TenantLimits};
+use store::{Calendar, DigestAlgorithms, MediaEncryption, TenantId, TenantLimits};
 
 use crate::access::{Body, P, Principal, Source};
 use crate::error::ApiResult;
@@ -132,6 +132,36 @@ pub(super) async fn set_media_encryption(
             "tenant.media_encryption",
             Some(tenant),
             json!({ "policy": req.policy.as_str() }),
+        )
+        .await?;
+    Ok(Json(req))
+}
+
+pub(super) async fn calendar(
+    State(state): State<ApiState>,
+    P(tenant): P<i64>,
+) -> ApiResult<Json<Calendar>> {
+    Ok(Json(state.store().calendar(TenantId(tenant)).await?))
+}
+
+/// Replaces the tenant's calendar (time zone and holidays) that its call
+/// handlers read through `pbx:plugin/clock`.
+pub(super) async fn set_calendar(
+    State(state): State<ApiState>,
+    Extension(p): Extension<Principal>,
+    Source(source): Source,
+    P(tenant): P<i64>,
+    Body(req): Body<Calendar>,
+) -> ApiResult<Json<Calendar>> {
+    let tenant = TenantId(tenant);
+    state.store().set_calendar(tenant, &req).await?;
+    state
+        .audit(
+            &p,
+            &source,
+            "tenant.calendar",
+            Some(tenant),
+            json!({ "time_zone": req.time_zone, "holidays": req.holidays.len() }),
         )
         .await?;
     Ok(Json(req))

@@ -1,4 +1,4 @@
-//! Tenant settings: limits and media encryption.
+//! Tenant settings: limits, media encryption and the calendar.
 
 use super::*;
 
@@ -185,4 +185,50 @@ async fn limits_and_media_encryption_round_trip() {
     );
     assert_eq!(fx.audited("tenant.digest").await.len(), 2);
     assert_eq!(fx.audited("extension.digest").await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_tenants_calendar_is_set_by_its_admins_checked_and_kept_apart() {
+    let fx = Fx::new().await;
+    let admin_a = fx.session(&fx.admin_a);
+    let uri = format!("/api/v1/tenants/{}/calendar", fx.a);
+    let (s, v) = fx.call(Method::GET, &uri, Some(&admin_a), None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["time_zone"], "UTC");
+    let paris = json!({
+        "time_zone": "Europe/Paris",
+        "holidays": [{"date": "2026-12-25", "name": "Noël"}]
+    });
+    let (s, v) = fx
+        .call(Method::PUT, &uri, Some(&admin_a), Some(paris.clone()))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, v) = fx.call(Method::GET, &uri, Some(&admin_a), None).await;
+    assert_eq!(v, paris);
+    for bad in [
+        json!({"time_zone": "Mars/Olympus"}),
+        json!({"time_zone": "UTC", "holidays": [{"date": "2026-02-30", "name": "x"}]}),
+        json!({"time_zone": "UTC", "holidays": [{"date": "2026-01-01", "name": ""}]}),
+        json!({"time_zone": "UTC", "extra": 1}),
+    ] {
+        let (s, v) = fx.call(Method::PUT, &uri, Some(&admin_a), Some(bad)).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    }
+    let (_, v) = fx.call(Method::GET, &uri, Some(&admin_a), None).await;
+    assert_eq!(v, paris, "a refused calendar changes nothing");
+    // Another tenant's admin can neither read nor write it (nor learn that
+    // the tenant exists).
+    let admin_b = fx.session(&fx.admin_b);
+    let (s, _) = fx.call(Method::GET, &uri, Some(&admin_b), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = fx
+        .call(
+            Method::PUT,
+            &uri,
+            Some(&admin_b),
+            Some(json!({"time_zone": "UTC"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(fx.audited("tenant.calendar").await.len(), 1);
 }

@@ -86,6 +86,17 @@ impl TenantClock {
         })
     }
 
+    /// The clock of a tenant's stored calendar.
+    pub fn of(calendar: &model::Calendar) -> Result<TenantClock, ClockError> {
+        TenantClock::new(
+            &calendar.time_zone,
+            calendar
+                .holidays
+                .iter()
+                .map(|h| (h.date.as_str(), h.name.as_str())),
+        )
+    }
+
     /// The same clock, reading `instant` instead of the system clock.
     pub fn at(mut self, instant: Instant) -> TenantClock {
         self.instant = instant;

@@ -141,6 +141,8 @@ impl Active {
 /// One tenant as its plugins see it.
 struct TenantView {
     directory: Arc<pbx_plugin::Directory>,
+    /// The tenant's clock (its calendar), for call handlers.
+    clock: Arc<pbx_plugin::TenantClock>,
 }
 
 /// The plugins of every tenant, and the capabilities they are bound to.
@@ -284,10 +286,21 @@ impl PluginHost {
                 let members: Vec<&str> = members.iter().map(String::as_str).collect();
                 dir = dir.with_group(&group, &members);
             }
+            let clock = match store.calendar(*tenant).await {
+                Ok(calendar) => pbx_plugin::TenantClock::of(&calendar).unwrap_or_else(|e| {
+                    tracing::warn!(%tenant, error = %e, "stored calendar unusable; UTC");
+                    pbx_plugin::TenantClock::utc()
+                }),
+                Err(e) => {
+                    tracing::warn!(%tenant, error = %e, "calendar not read; UTC");
+                    pbx_plugin::TenantClock::utc()
+                }
+            };
             active.tenants.insert(
                 *tenant,
                 Arc::new(TenantView {
                     directory: Arc::new(dir),
+                    clock: Arc::new(clock),
                 }),
             );
         }
@@ -413,7 +426,7 @@ impl PluginHost {
             }),
             log: self.log_for(tenant),
             config: Arc::new(pbx_plugin::EmptyConfig),
-            clock: Arc::new(pbx_plugin::TenantClock::utc()),
+            clock: view.clock.clone(),
             call_info: Arc::new(pbx_plugin::CallInfo::default()),
         }
     }

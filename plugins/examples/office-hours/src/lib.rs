@@ -7,7 +7,9 @@
 //!   ends with the outcome of that last attempt.
 //! - A call to any other number (the company's number) in business hours
 //!   (Monday to Friday, 09:00 to 17:00 in the tenant's time zone, not on one of
-//!   its holidays) rings the `sales` group, then the mobile.
+//!   its holidays; storage keys `hours.open`, `hours.close` and
+//!   `hours.weekends` = `1` change that) rings the `sales` group, then the
+//!   mobile.
 //! - Out of hours it goes straight to the mobile, and the call record is
 //!   tagged `after-hours`.
 //!
@@ -39,10 +41,21 @@ fn ring_secs() -> u32 {
 
 struct OfficeHours;
 
+/// An hour (0 to 24) from storage, or `default`.
+fn hour(key: &str, default: u8) -> u8 {
+    storage::get_u64(key)
+        .and_then(|h| u8::try_from(h).ok())
+        .filter(|h| *h <= 24)
+        .unwrap_or(default)
+}
+
 fn in_business_hours() -> bool {
     let now = clock::now();
-    let weekday = !matches!(now.weekday, Weekday::Saturday | Weekday::Sunday);
-    weekday && (9..17).contains(&now.hour) && clock::holiday().is_none()
+    let weekend = matches!(now.weekday, Weekday::Saturday | Weekday::Sunday);
+    let open_weekends = storage::get_u64("hours.weekends") == Some(1);
+    (open_weekends || !weekend)
+        && (hour("hours.open", 9)..hour("hours.close", 17)).contains(&now.hour)
+        && clock::holiday().is_none()
 }
 
 fn ring_extension(number: &str) -> Step {
