@@ -133,6 +133,20 @@ fn matrix_cases() -> Vec<Case> {
             J(json!({"max_concurrent":5})),
         ),
         case(
+            M::GET,
+            "/api/v1/tenants/{tenant}/calendar",
+            T("PT", true),
+            200,
+            N,
+        ),
+        case(
+            M::PUT,
+            "/api/v1/tenants/{tenant}/calendar",
+            T("PT", false),
+            200,
+            J(json!({"time_zone":"Europe/Paris"})),
+        ),
+        case(
             M::PUT,
             "/api/v1/tenants/{tenant}/media-encryption",
             T("PT", false),
