@@ -31,31 +31,6 @@ async fn office_hours(pbx: &Pbx, group: &str, ring_secs: u32, mobile: Option<&st
     pbx.applied().await;
 }
 
-/// A carrier on loopback, and acme's trunk `carrier` to it (no credentials).
-async fn carrier_trunk(pbx: &Pbx) -> Phone {
-    let carrier = Phone::new(
-        Transport::Udp,
-        "127.0.0.1",
-        pbx.udp,
-        "carrier",
-        "unused",
-        "carrier.example",
-    )
-    .await
-    .unwrap();
-    pbx.store
-        .add_trunk(
-            pbx.acme,
-            "carrier",
-            &format!("sip:{}", carrier.local),
-            None,
-            None,
-        )
-        .await
-        .unwrap();
-    carrier
-}
-
 /// The next INVITE `phone` receives within `wait` (answering trunk
 /// registrations on the way, for a carrier).
 async fn next_invite(phone: &mut Phone, wait: Duration) -> Option<SipMsg> {
@@ -103,7 +78,7 @@ async fn busy_goes_on_to_the_hunt_group() {
 #[tokio::test]
 async fn no_answer_forwards_to_the_group_then_out_the_trunk_to_the_mobile() {
     let pbx = Pbx::start().await;
-    let mut carrier = carrier_trunk(&pbx).await;
+    let mut carrier = pbx.carrier_trunk("carrier").await;
     // One second per attempt: what the test is about is what happens after
     // nobody answers, not the shipped ring time.
     office_hours(&pbx, "1002", 1, Some("+12125550100")).await;
@@ -153,7 +128,7 @@ async fn no_answer_forwards_to_the_group_then_out_the_trunk_to_the_mobile() {
 #[tokio::test]
 async fn a_forward_out_a_trunk_needs_the_destinations_approval() {
     let pbx = Pbx::start().await;
-    let mut carrier = carrier_trunk(&pbx).await;
+    let mut carrier = pbx.carrier_trunk("carrier").await;
     // The on-call "mobile" is abroad: a forward must not be a way around the
     // approval a direct call would need.
     office_hours(&pbx, "1002", 1, Some("+442079460018")).await;
@@ -191,7 +166,7 @@ fn today_and_tomorrow_utc() -> [String; 2] {
 #[tokio::test]
 async fn business_hours_follow_the_tenants_calendar() {
     let pbx = Pbx::start().await;
-    let mut carrier = carrier_trunk(&pbx).await;
+    let mut carrier = pbx.carrier_trunk("carrier").await;
     // Open all day, every day: the tenant's calendar alone decides.
     for (key, value) in [
         ("hours.open", "0"),

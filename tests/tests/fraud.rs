@@ -12,26 +12,7 @@ use store::{ApprovalStatus, TenantLimits};
 
 /// A fake carrier on its own UDP port, added as acme's trunk.
 async fn carrier(pbx: &Pbx) -> Phone {
-    let carrier = Phone::new(
-        Transport::Udp,
-        "127.0.0.1",
-        pbx.udp,
-        "carrier",
-        "unused",
-        "carrier.example",
-    )
-    .await
-    .unwrap();
-    pbx.store
-        .add_trunk(
-            pbx.acme,
-            "carrier",
-            &format!("sip:{}", carrier.local),
-            None,
-            None,
-        )
-        .await
-        .unwrap();
+    let carrier = pbx.carrier_trunk("carrier").await;
     // Generous rates so only the rule under test can refuse a call.
     pbx.store
         .set_tenant_limits(

@@ -193,26 +193,7 @@ async fn outbound_calls_go_out_the_tenants_trunk_with_its_credentials() {
 #[tokio::test]
 async fn calls_to_a_did_from_the_trunk_reach_the_tenants_dial_plan() {
     let mut pbx = Pbx::start().await;
-    let mut carrier = Phone::new(
-        Transport::Udp,
-        "127.0.0.1",
-        pbx.udp,
-        "+4930123456",
-        "unused",
-        "carrier.example",
-    )
-    .await
-    .unwrap();
-    pbx.store
-        .add_trunk(
-            pbx.acme,
-            "carrier",
-            &format!("sip:{}", carrier.local),
-            None,
-            None,
-        )
-        .await
-        .unwrap();
+    let mut carrier = pbx.carrier_trunk("+4930123456").await;
     pbx.store.add_did(pbx.acme, "+15550001").await.unwrap();
     common::cli(
         &pbx.store,

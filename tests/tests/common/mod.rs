@@ -157,6 +157,32 @@ impl Pbx {
     }
 
     /// A registered phone.
+    /// A carrier on loopback (a phone whose user is `user`), added as acme's
+    /// trunk `carrier` without credentials.
+    pub(crate) async fn carrier_trunk(&self, user: &str) -> Phone {
+        let carrier = Phone::new(
+            Transport::Udp,
+            "127.0.0.1",
+            self.udp,
+            user,
+            "unused",
+            "carrier.example",
+        )
+        .await
+        .expect("carrier phone");
+        self.store
+            .add_trunk(
+                self.acme,
+                "carrier",
+                &format!("sip:{}", carrier.local),
+                None,
+                None,
+            )
+            .await
+            .expect("carrier trunk");
+        carrier
+    }
+
     pub(crate) async fn registered(&self, transport: Transport, domain: &str, ext: &str) -> Phone {
         let mut p = self.phone(transport, domain, ext).await;
         let r = p.register(300).await.expect("register");
