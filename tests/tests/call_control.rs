@@ -7,8 +7,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{ACME, Pbx};
-use pbx_e2e::{Phone, SipMsg, Transport};
+use common::{ACME, Pbx, next_invite};
+use pbx_e2e::Transport;
 
 /// Acme's dial plan is the office-hours call handler, its `sales` group is
 /// `group`, each attempt rings `ring_secs`, and its mobile is `mobile`.
@@ -29,24 +29,6 @@ async fn office_hours(pbx: &Pbx, group: &str, ring_secs: u32, mobile: Option<&st
         kv("forward.mobile", number.to_string()).await;
     }
     pbx.applied().await;
-}
-
-/// The next INVITE `phone` receives within `wait` (answering trunk
-/// registrations on the way, for a carrier).
-async fn next_invite(phone: &mut Phone, wait: Duration) -> Option<SipMsg> {
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let m = phone.recv_within(left).await.ok()?;
-        match m.method() {
-            Some("INVITE") => return Some(m),
-            Some("REGISTER") => phone
-                .respond(&m, 200, "OK", Some("reg"), false)
-                .await
-                .ok()?,
-            _ => {}
-        }
-    }
 }
 
 #[tokio::test]

@@ -6,28 +6,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{ACME, BETA, Pbx};
+use common::{ACME, BETA, Pbx, next_invite};
 use pbx_e2e::{Phone, SipMsg, Transport};
-
-/// The next INVITE the carrier receives within `wait`, answering the PBX's
-/// trunk registrations (200 OK) on the way.
-async fn carrier_invite(carrier: &mut Phone, wait: Duration) -> Option<SipMsg> {
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let m = carrier.recv_within(left).await.ok()?;
-        match m.method() {
-            Some("INVITE") => return Some(m),
-            Some("REGISTER") => {
-                carrier
-                    .respond(&m, 200, "OK", Some("reg"), false)
-                    .await
-                    .ok()?;
-            }
-            _ => {}
-        }
-    }
-}
 
 /// Calls `callee` and returns the first final response, answering nothing.
 async fn final_status(caller: &mut Phone, callee: &str) -> SipMsg {
@@ -141,7 +121,7 @@ async fn outbound_calls_go_out_the_tenants_trunk_with_its_credentials() {
     let mut invite = None;
     for _ in 0..100 {
         let call = caller.call("95551234567").await.unwrap();
-        if let Some(r) = carrier_invite(&mut carrier, Duration::from_millis(300)).await {
+        if let Some(r) = next_invite(&mut carrier, Duration::from_millis(300)).await {
             invite = Some(r);
             break;
         }
@@ -169,7 +149,7 @@ async fn outbound_calls_go_out_the_tenants_trunk_with_its_credentials() {
     carrier.send(&challenge).await.unwrap();
     let ack = carrier.expect_request("ACK").await.unwrap();
     assert_eq!(ack.call_id(), invite.call_id());
-    let retry = carrier_invite(&mut carrier, Duration::from_secs(5))
+    let retry = next_invite(&mut carrier, Duration::from_secs(5))
         .await
         .expect("INVITE with credentials");
     let creds = digest_auth::Credentials::parse(retry.header("Proxy-Authorization").unwrap())

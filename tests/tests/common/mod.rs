@@ -12,12 +12,13 @@ pub(crate) mod softphone;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use pbx::cli::ServeArgs;
 use pbx::config::{FileConfig, Settings};
 use pbx::server::{ServeOptions, ServerHandle, start};
 use pbx_core::CoreConfig;
-use pbx_e2e::{Phone, Transport};
+use pbx_e2e::{Phone, SipMsg, Transport};
 use store::{Store, TenantId};
 
 pub(crate) const ACME: &str = "acme.example";
@@ -235,4 +236,22 @@ pub(crate) async fn cli(store: &Store, args: &[&str]) -> String {
         .await
         .unwrap_or_else(|e| panic!("pbx {}: {e}", args.join(" ")));
     String::from_utf8(out).expect("utf-8")
+}
+
+/// The next INVITE `phone` receives within `wait` (answering trunk
+/// registrations on the way, for a carrier).
+pub(crate) async fn next_invite(phone: &mut Phone, wait: Duration) -> Option<SipMsg> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let m = phone.recv_within(left).await.ok()?;
+        match m.method() {
+            Some("INVITE") => return Some(m),
+            Some("REGISTER") => phone
+                .respond(&m, 200, "OK", Some("reg"), false)
+                .await
+                .ok()?,
+            _ => {}
+        }
+    }
 }
