@@ -663,12 +663,7 @@ impl<'a> CallPlugins<'a> {
         }
         match self.host.runtime.route(plan, &self.caps, self.call(call)) {
             Ok(decision) => Ok(plan_of(decision)),
-            Err(e) => Err(PlanError {
-                quarantined: matches!(e, PluginError::Quarantined),
-                status: e.sip_status(),
-                reason: e.reason_phrase().to_string(),
-                detail: e.to_string(),
-            }),
+            Err(e) => Err(plan_error(&e)),
         }
     }
 }
@@ -705,12 +700,7 @@ impl CallPlugins<'_> {
             .host
             .runtime
             .handle(plan, &self.caps, &handler_call, &state, &event)
-            .map_err(|e| PlanError {
-                quarantined: matches!(e, PluginError::Quarantined),
-                status: e.sip_status(),
-                reason: e.reason_phrase().to_string(),
-                detail: e.to_string(),
-            })?;
+            .map_err(|e| plan_error(&e))?;
         let plan = self.plan_of_step(step.actions);
         let mut states = self.host.handler_states.lock();
         if plan.places_a_leg() {
@@ -836,6 +826,16 @@ impl Policies for CallPlugins<'_> {
                 phrase: pbx_plugin::POLICY_FAILED.to_string(),
             },
         }
+    }
+}
+
+/// A dial plan's (or call handler's) failure in the core's terms.
+fn plan_error(e: &PluginError) -> PlanError {
+    PlanError {
+        quarantined: matches!(e, PluginError::Quarantined),
+        status: e.sip_status(),
+        reason: e.reason_phrase().to_string(),
+        detail: e.to_string(),
     }
 }
 
