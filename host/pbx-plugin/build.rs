@@ -16,7 +16,8 @@ const DEFAULTS: &[Plugin] = &[
     (
         "DEFAULT_DIALPLAN",
         "default_dialplan",
-        "The dial plan a tenant runs until it uploads its own (world `dialplan`).",
+        "The dial plan a tenant runs until it uploads its own: a call handler (world \
+         `call-handler@0.2.0`) following each extension's forwarding and do-not-disturb.",
     ),
     (
         "RESTRICTIONS",

@@ -4,75 +4,17 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use pbx::server::{ApiOptions, ServerHandle, start};
+use common::{ROOT_PASSWORD, http, options_with_api};
+use pbx::server::{ServerHandle, start};
 use pbx_e2e::{Phone, Transport};
 use serde_json::{Value, json};
 use store::{Store, UserRole};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
-const ROOT_PASSWORD: &str = "Corr3ct-Horse-Battery";
 const DOMAIN: &str = "globex.example";
 
-/// One HTTP/1.0 request (the server closes the connection after answering);
-/// returns the status and the JSON body (`Null` when empty).
-async fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let body = body.map(|v| v.to_string()).unwrap_or_default();
-    let mut req = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n");
-    if let Some(t) = token {
-        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
-    }
-    if !body.is_empty() {
-        req.push_str("Content-Type: application/json\r\n");
-    }
-    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    let mut stream = TcpStream::connect(addr).await.expect("connect to the API");
-    stream.write_all(req.as_bytes()).await.expect("send");
-    let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
-        .await
-        .expect("API answers in time")
-        .expect("read");
-    let text = String::from_utf8(raw).expect("utf-8 response");
-    let (head, body) = text.split_once("\r\n\r\n").expect("response head");
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status code");
-    let json = if body.trim().is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(body).unwrap_or_else(|e| panic!("JSON body ({e}): {body}"))
-    };
-    (status, json)
-}
-
 /// Registers `phone` once the server has applied what the API provisioned.
-/// The shipped options with the API on plain HTTP, allowed on loopback
-/// (`[api] plain_http = true`): the API is what these tests are about.
-fn options_with_api(data_dir: &std::path::Path) -> pbx::server::ServeOptions {
-    let mut opts = common::shipped_options(&["127.0.0.1:0"], &["127.0.0.1:0"], None);
-    opts.api = Some(ApiOptions {
-        config: pbx_api::ApiConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            plain_http: true,
-            ..pbx_api::ApiConfig::default()
-        },
-        data_dir: data_dir.to_path_buf(),
-    });
-    opts
-}
-
 async fn register_when_provisioned(phone: &mut Phone, handle: &ServerHandle, store: &Store) {
     common::applied(handle, store).await;
     let r = phone.register(300).await.expect("REGISTER answered");

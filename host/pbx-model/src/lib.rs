@@ -14,6 +14,9 @@
 //! - [`alert`]: [`Severity`] and [`Alert`].
 //! - [`limits`]: [`TenantLimits`] and the default call limits, with which
 //!   limit applies where.
+//! - [`calendar`]: a tenant's time zone and holidays; [`forwarding`]: an
+//!   extension's call forwarding and do-not-disturb. Both are read by call
+//!   handlers and checked here once.
 //!
 //! # Design
 //! Plain data with serde derives and no I/O: no database, no runtime, no clock.
@@ -24,6 +27,7 @@
 pub mod alert;
 pub mod calendar;
 pub mod cdr;
+pub mod forwarding;
 pub mod limits;
 pub mod registration;
 pub mod tenant;
@@ -31,6 +35,7 @@ pub mod tenant;
 pub use alert::{Alert, Severity};
 pub use calendar::{Calendar, CalendarError, Holiday};
 pub use cdr::{Cdr, CdrMedia, Disposition, LegMedia};
+pub use forwarding::{Forwarding, ForwardingError};
 pub use limits::TenantLimits;
 pub use registration::{Registration, RegistrationChange, TransportKind};
 pub use tenant::{

@@ -34,7 +34,8 @@ pub(crate) mod policy {
 
 /// `pbx:plugin@0.2.0`'s call handler: the 0.1 capabilities are the same
 /// interfaces (imported at 0.1.0), so they reuse the `dialplan` world's types
-/// and host impls; only `call-types`, `clock` and `call-info` are new.
+/// and host impls; only `call-types`, `clock`, `call-info` and `features`
+/// are new.
 pub(crate) mod call_handler {
     wasmtime::component::bindgen!({
         world: "pbx:plugin/call-handler@0.2.0",

@@ -112,9 +112,9 @@ pub mod upload;
 mod validate;
 
 pub use caps::{
-    Alert, AlertSink, CallInfo, ConfigMap, EmptyConfig, FixedUsage, LayeredConfig, LogLine,
-    MemoryAlerts, MemoryStorage, PluginLog, PolicyConfig, Storage, StorageError, TenantCaps,
-    TenantClock, Usage,
+    Alert, AlertSink, CallInfo, ConfigMap, EmptyConfig, Features, FeaturesError, FixedUsage,
+    LayeredConfig, LogLine, MemoryAlerts, MemoryFeatures, MemoryStorage, PluginLog, PolicyConfig,
+    Storage, StorageError, TenantCaps, TenantClock, Usage,
 };
 pub use error::{Error, InvalidDecision, POLICY_FAILED, PluginError, Result, ValidationError};
 pub use runtime::{LoadedPlugin, PluginRuntime, Quarantine, RuntimeConfig, World};

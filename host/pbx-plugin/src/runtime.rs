@@ -43,7 +43,7 @@ const PBX_INTERFACES: &[&str] = &["types", "directory", "storage", "usage", "ale
 /// Interfaces of `pbx:plugin` only the `policy` world imports.
 const POLICY_ONLY_INTERFACES: &[&str] = &["config"];
 /// Interfaces of `pbx:plugin` only the `call-handler` world (0.2.0) imports.
-const CALL_HANDLER_ONLY_INTERFACES: &[&str] = &["call-types", "clock", "call-info"];
+const CALL_HANDLER_ONLY_INTERFACES: &[&str] = &["call-types", "clock", "call-info", "features"];
 /// Bytes of each pooled memory and table slot kept mapped between calls.
 const KEEP_RESIDENT_BYTES: usize = 1 << 20;
 /// WASI packages the host provides, with an empty context.
@@ -503,11 +503,13 @@ impl PluginRuntime {
         // The call handler's own imports (0.2.0); its 0.1.0 capabilities are
         // the ones linked above.
         {
-            use crate::bindings::call_handler::pbx::plugin0_2_0::{call_info, clock};
+            use crate::bindings::call_handler::pbx::plugin0_2_0::{call_info, clock, features};
             use wasmtime::component::HasSelf;
             clock::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
                 .map_err(config_err)?;
             call_info::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+                .map_err(config_err)?;
+            features::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
                 .map_err(config_err)?;
         }
 

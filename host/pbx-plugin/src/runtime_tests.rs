@@ -4,7 +4,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::caps::{FixedUsage, MemoryAlerts, MemoryStorage, PluginLog, TenantCaps};
+use crate::caps::{
+    FixedUsage, MemoryAlerts, MemoryFeatures, MemoryStorage, PluginLog, TenantCaps,
+};
 use crate::shipped::{self, examples};
 use crate::types::*;
 use crate::{InvalidDecision, PluginError, PluginRuntime, RuntimeConfig, ValidationError, World};
@@ -13,6 +15,7 @@ struct Tenant {
     caps: TenantCaps,
     alerts: Arc<MemoryAlerts>,
     log: Arc<PluginLog>,
+    features: Arc<MemoryFeatures>,
 }
 
 /// The id of the test tenant called `name`: distinct names, distinct ids.
@@ -27,6 +30,7 @@ fn id_of(name: &str) -> model::TenantId {
 fn tenant_with(name: &str, directory: Directory, usage: FixedUsage, quota: usize) -> Tenant {
     let alerts = Arc::new(MemoryAlerts::default());
     let log = Arc::new(PluginLog::default());
+    let features = Arc::new(MemoryFeatures::default());
     let caps = TenantCaps {
         tenant: id_of(name),
         directory: Arc::new(directory),
@@ -37,8 +41,14 @@ fn tenant_with(name: &str, directory: Directory, usage: FixedUsage, quota: usize
         config: Arc::new(crate::caps::EmptyConfig),
         clock: Arc::new(crate::caps::TenantClock::utc()),
         call_info: Arc::new(crate::caps::CallInfo::default()),
+        features: features.clone(),
     };
-    Tenant { caps, alerts, log }
+    Tenant {
+        caps,
+        alerts,
+        log,
+        features,
+    }
 }
 
 fn acme() -> Tenant {
@@ -80,130 +90,6 @@ fn config() -> RuntimeConfig {
 
 fn runtime_with(config: RuntimeConfig) -> PluginRuntime {
     PluginRuntime::new(config).expect("runtime")
-}
-
-#[test]
-fn default_dialplan_routes_to_own_extension_trunk_or_rejects() {
-    let rt = runtime();
-    let t = acme();
-    let plan = rt.load(World::Dialplan, shipped::DEFAULT_DIALPLAN).unwrap();
-    let d = rt
-        .route(&plan, &t.caps, &call("101", DestinationClass::Internal))
-        .unwrap();
-    let Decision::Ring(ring) = d else {
-        panic!("expected ring, got {d:?}")
-    };
-    assert_eq!(ring.targets[0].extension, "101");
-
-    let out = rt
-        .route(
-            &plan,
-            &t.caps,
-            &call("+4420123", DestinationClass::International),
-        )
-        .unwrap();
-    assert_eq!(
-        out,
-        Decision::Trunk(TrunkRoute {
-            trunk: "acme-carrier".into(),
-            number: "+4420123".into()
-        })
-    );
-
-    // `9` is the outside-line code: stripped before the trunk.
-    let nine = rt
-        .route(
-            &plan,
-            &t.caps,
-            &call("9+4420123", DestinationClass::Unknown),
-        )
-        .unwrap();
-    assert_eq!(
-        nine,
-        Decision::Trunk(TrunkRoute {
-            trunk: "acme-carrier".into(),
-            number: "+4420123".into()
-        })
-    );
-    for not_a_number in ["9", "9abc", "0x12", "+", "555"] {
-        let d = rt
-            .route(
-                &plan,
-                &t.caps,
-                &call(not_a_number, DestinationClass::Unknown),
-            )
-            .unwrap();
-        assert!(
-            matches!(d, Decision::Reject(Reject { status: 404, .. })),
-            "{not_a_number}: {d:?}"
-        );
-    }
-
-    let unknown = rt
-        .route(&plan, &t.caps, &call("555", DestinationClass::Unknown))
-        .unwrap();
-    assert!(matches!(
-        unknown,
-        Decision::Reject(Reject { status: 404, .. })
-    ));
-
-    let no_trunks = tenant_with(
-        "small",
-        Directory::new().with_extension("100", "", true),
-        FixedUsage::default(),
-        0,
-    );
-    let refused = rt
-        .route(
-            &plan,
-            &no_trunks.caps,
-            &call("0800", DestinationClass::National),
-        )
-        .unwrap();
-    assert!(matches!(
-        refused,
-        Decision::Reject(Reject { status: 403, .. })
-    ));
-}
-
-#[test]
-fn default_dialplan_rings_groups_by_name_or_by_number_in_storage() {
-    let rt = runtime();
-    let t = acme();
-    let plan = rt.load(World::Dialplan, shipped::DEFAULT_DIALPLAN).unwrap();
-    let by_name = rt
-        .route(&plan, &t.caps, &call("sales", DestinationClass::Internal))
-        .unwrap();
-    assert_eq!(by_name, Decision::RingGroup("sales".into()));
-
-    let unmapped = rt
-        .route(&plan, &t.caps, &call("600", DestinationClass::Internal))
-        .unwrap();
-    assert!(matches!(
-        unmapped,
-        Decision::Reject(Reject { status: 404, .. })
-    ));
-    t.caps
-        .storage
-        .set("group:600", b"sales", Instant::now())
-        .unwrap();
-    let by_number = rt
-        .route(&plan, &t.caps, &call("600", DestinationClass::Internal))
-        .unwrap();
-    assert_eq!(by_number, Decision::RingGroup("sales".into()));
-
-    // A mapping to a group the tenant does not have routes nowhere.
-    t.caps
-        .storage
-        .set("group:601", b"other-sales", Instant::now())
-        .unwrap();
-    let dangling = rt
-        .route(&plan, &t.caps, &call("601", DestinationClass::Internal))
-        .unwrap();
-    assert!(matches!(
-        dangling,
-        Decision::Reject(Reject { status: 404, .. })
-    ));
 }
 
 #[test]
@@ -353,9 +239,7 @@ fn a_component_for_the_other_world_is_refused() {
         matches!(&err, ValidationError::ForbiddenImport(name) if name.contains("pbx:plugin/config")),
         "{err:?}"
     );
-    let err = rt
-        .load(World::Policy, shipped::DEFAULT_DIALPLAN)
-        .unwrap_err();
+    let err = rt.load(World::Policy, examples::COUNTER).unwrap_err();
     assert!(
         matches!(
             err,
@@ -659,7 +543,7 @@ fn success_resets_the_failure_count() {
     });
     let t = acme();
     let plan = rt.load(World::Dialplan, examples::CROSS_TENANT).unwrap();
-    let own = rt.load(World::Dialplan, shipped::DEFAULT_DIALPLAN).unwrap();
+    let own = rt.load(World::Dialplan, examples::COUNTER).unwrap();
     assert!(
         rt.route(&plan, &t.caps, &call("ext", DestinationClass::Unknown))
             .is_err()
@@ -741,14 +625,18 @@ fn compiled_artifacts_are_cached_on_disk() {
     let t = acme();
     {
         let rt = runtime_with(config.clone());
-        rt.load(World::Dialplan, shipped::DEFAULT_DIALPLAN).unwrap();
+        rt.load(World::CallHandler, shipped::DEFAULT_DIALPLAN)
+            .unwrap();
     }
     let files = walk(dir.path());
     assert!(files > 0, "nothing cached");
     let rt = runtime_with(config);
-    let plan = rt.load(World::Dialplan, shipped::DEFAULT_DIALPLAN).unwrap();
+    let plan = rt
+        .load(World::CallHandler, shipped::DEFAULT_DIALPLAN)
+        .unwrap();
+    let started = crate::handler::Event::CallStarted;
     assert!(
-        rt.route(&plan, &t.caps, &call("100", DestinationClass::Internal))
+        rt.handle(&plan, &t.caps, &default_dialplan::call("100"), &[], &started)
             .is_ok()
     );
 }
@@ -1047,16 +935,473 @@ mod call_handler {
             rt.load(World::Dialplan, examples::OFFICE_HOURS),
             Err(ValidationError::ForbiddenImport(_))
         ));
-        let plan = rt.load(World::Dialplan, shipped::DEFAULT_DIALPLAN).unwrap();
+        let plan = rt.load(World::Dialplan, examples::COUNTER).unwrap();
         let t = at(WEDNESDAY_10H, &[]);
         assert_eq!(
             rt.handle(&plan, &t.caps, &call("0", 1), &[], &Event::CallStarted),
             Err(PluginError::WrongWorld(World::Dialplan))
         );
-        // A 0.1 dial plan cannot be loaded as a call handler either.
+        // A 0.1 dial plan cannot be loaded as a call handler either, nor the
+        // shipped call handler as a 0.1 dial plan (it imports `features`).
+        assert!(rt.load(World::CallHandler, examples::COUNTER).is_err());
+        assert!(matches!(
+            rt.load(World::Dialplan, shipped::DEFAULT_DIALPLAN),
+            Err(ValidationError::ForbiddenImport(_))
+        ));
+    }
+}
+
+/// The shipped dial plan, a call handler (`pbx:plugin@0.2.0`), step by step:
+/// what it routes, and each extension's forwarding and do-not-disturb read
+/// (and, for feature codes, written) through `pbx:plugin/features`.
+mod default_dialplan {
+    use super::*;
+    use crate::caps::Features;
+    use crate::handler::{Action, DialOut, DialResult, Event, HandlerCall, RingGroup, Step};
+    use model::Forwarding;
+
+    fn tenant() -> Tenant {
+        let dir = Directory::new()
+            .with_extension("100", "Alice", true)
+            .with_extension("101", "Bob", true)
+            .with_extension("102", "Carol", false)
+            .with_group("sales", &["101", "102"])
+            .with_group("support", &["102"])
+            .with_trunk("carrier");
+        tenant_with("acme", dir, FixedUsage::default(), 4096)
+    }
+
+    /// A call from extension 100.
+    pub(super) fn call(dialled: &str) -> HandlerCall {
+        HandlerCall {
+            call_id: "c-1".into(),
+            caller: "100".into(),
+            caller_extension: Some("100".into()),
+            dialled: dialled.into(),
+            destination_class: DestinationClass::Internal,
+            step: 1,
+        }
+    }
+
+    /// A call from outside, through a trunk.
+    fn inbound(dialled: &str) -> HandlerCall {
+        HandlerCall {
+            caller: "+15551230000".into(),
+            caller_extension: None,
+            ..call(dialled)
+        }
+    }
+
+    struct Plan {
+        rt: PluginRuntime,
+        plugin: Arc<crate::LoadedPlugin>,
+        t: Tenant,
+    }
+
+    impl Plan {
+        fn new(t: Tenant) -> Plan {
+            let rt = runtime();
+            let plugin = rt
+                .load(World::CallHandler, shipped::DEFAULT_DIALPLAN)
+                .unwrap();
+            Plan { rt, plugin, t }
+        }
+
+        fn start(&self, call: &HandlerCall) -> Step {
+            self.rt
+                .handle(&self.plugin, &self.t.caps, call, &[], &Event::CallStarted)
+                .unwrap()
+        }
+
+        /// The step after `last` ended with `result`.
+        fn then(&self, call: &HandlerCall, last: &Step, result: DialResult) -> Step {
+            self.rt
+                .handle(
+                    &self.plugin,
+                    &self.t.caps,
+                    call,
+                    &last.state,
+                    &Event::DialEnded(result),
+                )
+                .unwrap()
+        }
+
+        fn set(&self, ext: &str, settings: Forwarding) {
+            self.t
+                .features
+                .set_forwarding(ext, &settings, Instant::now())
+                .unwrap();
+        }
+
+        fn kv(&self, key: &str, value: &str) {
+            self.t
+                .caps
+                .storage
+                .set(key, value.as_bytes(), Instant::now())
+                .unwrap();
+        }
+    }
+
+    fn ring(ext: &str, secs: u32) -> Action {
+        Action::Ring(Ring {
+            targets: vec![RingTarget {
+                extension: ext.into(),
+                timeout_secs: secs,
+            }],
+            strategy: RingStrategy::Simultaneous,
+        })
+    }
+
+    fn group(name: &str) -> Action {
+        Action::RingGroup(RingGroup {
+            name: name.into(),
+            timeout_secs: 0,
+        })
+    }
+
+    fn out(number: &str) -> Action {
+        Action::DialOut(DialOut {
+            trunk: "carrier".into(),
+            number: number.into(),
+            timeout_secs: 0,
+        })
+    }
+
+    fn reject(status: u16, reason: &str) -> Action {
+        Action::Reject(Reject {
+            status,
+            reason: reason.into(),
+        })
+    }
+
+    fn always(target: &str) -> Forwarding {
+        Forwarding {
+            always: Some(target.into()),
+            ..Forwarding::default()
+        }
+    }
+
+    #[test]
+    fn it_routes_what_the_dial_plan_before_it_routed() {
+        let p = Plan::new(tenant());
+        assert_eq!(p.start(&call("101")).actions, [ring("101", 30)]);
+        assert_eq!(p.start(&call(" 101 ")).actions, [ring("101", 30)]);
+        assert_eq!(p.start(&call("+4420123")).actions, [out("+4420123")]);
+        assert_eq!(p.start(&call("0441234")).actions, [out("0441234")]);
+        // `9` is the outside-line code: stripped before the trunk.
+        assert_eq!(p.start(&call("9+4420123")).actions, [out("+4420123")]);
+        assert_eq!(p.start(&call("95551234")).actions, [out("5551234")]);
+        for not_a_number in ["9", "9abc", "0x12", "+", "555", ""] {
+            assert_eq!(
+                p.start(&call(not_a_number)).actions,
+                [reject(404, "Not Found")],
+                "{not_a_number:?}"
+            );
+        }
+        // Groups by name, or by a number mapped in storage.
+        assert_eq!(p.start(&call("sales")).actions, [group("sales")]);
+        p.kv("group:600", "sales");
+        assert_eq!(p.start(&call("600")).actions, [group("sales")]);
+        p.kv("group:601", "other-sales");
+        assert_eq!(
+            p.start(&call("601")).actions,
+            [reject(404, "Not Found")],
+            "a mapping to a group the tenant does not have"
+        );
+        // Calls from outside go where `did:` says, never straight out a trunk.
+        assert_eq!(
+            p.start(&inbound("+15550001")).actions,
+            [reject(404, "Not Found")]
+        );
+        p.kv("did:+15550001", "101");
+        p.kv("did:+15550002", "support");
+        p.kv("did:+15550003", "9999");
+        assert_eq!(p.start(&inbound("+15550001")).actions, [ring("101", 30)]);
+        assert_eq!(p.start(&inbound("+15550002")).actions, [group("support")]);
+        assert_eq!(
+            p.start(&inbound("+15550003")).actions,
+            [reject(404, "Not Found")]
+        );
+        assert_eq!(
+            p.start(&inbound("101")).actions,
+            [reject(404, "Not Found")]
+        );
+
+        let no_trunks = Plan::new(tenant_with(
+            "small",
+            Directory::new().with_extension("100", "", true),
+            FixedUsage::default(),
+            0,
+        ));
+        assert_eq!(
+            no_trunks.start(&call("0800")).actions,
+            [reject(403, "No Outbound Route")]
+        );
+        // After an attempt without a forward, the call ends with its outcome.
+        let rang = p.start(&call("101"));
+        assert_eq!(
+            p.then(&call("101"), &rang, DialResult::Busy).actions,
+            [Action::Finish]
+        );
+    }
+
+    #[test]
+    fn unconditional_forwards_and_dnd_are_followed_within_one_step() {
+        let p = Plan::new(tenant());
+        p.set("101", always("102"));
+        assert_eq!(p.start(&call("101")).actions, [ring("102", 30)]);
+        // A chain is followed as far as needed: 101 → 102 → the sales group.
+        p.set("102", always("sales"));
+        assert_eq!(p.start(&call("101")).actions, [group("sales")]);
+        // A number goes out the first trunk as written.
+        p.set("102", always("+12125550100"));
+        assert_eq!(p.start(&call("101")).actions, [out("+12125550100")]);
+        // Calls from outside follow forwards too.
+        p.kv("did:+15550001", "101");
+        assert_eq!(
+            p.start(&inbound("+15550001")).actions,
+            [out("+12125550100")]
+        );
+        // A target that is nothing of the tenant's is ignored: 101 rings.
+        p.set("101", always("nowhere"));
+        assert_eq!(p.start(&call("101")).actions, [ring("101", 30)]);
         assert!(
-            rt.load(World::CallHandler, shipped::DEFAULT_DIALPLAN)
-                .is_err()
+            p.t.log.lines().iter().any(|l| l.message.contains("nowhere")),
+            "{:?}",
+            p.t.log.lines()
+        );
+
+        // Do not disturb: not rung; the busy forward, else 486.
+        p.set(
+            "101",
+            Forwarding {
+                dnd: true,
+                busy: Some("102".into()),
+                ..Forwarding::default()
+            },
+        );
+        p.set("102", Forwarding::default());
+        assert_eq!(p.start(&call("101")).actions, [ring("102", 30)]);
+        p.set(
+            "101",
+            Forwarding {
+                dnd: true,
+                ..Forwarding::default()
+            },
+        );
+        assert_eq!(p.start(&call("101")).actions, [reject(486, "Busy Here")]);
+        // `always` comes before do-not-disturb.
+        p.set(
+            "101",
+            Forwarding {
+                dnd: true,
+                always: Some("support".into()),
+                ..Forwarding::default()
+            },
+        );
+        assert_eq!(p.start(&call("101")).actions, [group("support")]);
+    }
+
+    #[test]
+    fn busy_and_no_answer_forwards_follow_the_attempts_outcome() {
+        let p = Plan::new(tenant());
+        p.set(
+            "101",
+            Forwarding {
+                busy: Some("102".into()),
+                no_answer: Some("+12125550100".into()),
+                no_answer_secs: 7,
+                ..Forwarding::default()
+            },
+        );
+        let c = call("101");
+        // With a no-answer forward, 101 rings for its own time.
+        let first = p.start(&c);
+        assert_eq!(first.actions, [ring("101", 7)]);
+        let busy = p.then(&c, &first, DialResult::Busy);
+        assert_eq!(busy.actions, [ring("102", 30)]);
+        // 102 has no forward: the call ends with its outcome.
+        assert_eq!(
+            p.then(&c, &busy, DialResult::NoAnswer).actions,
+            [Action::Finish]
+        );
+        for nobody in [DialResult::NoAnswer, DialResult::Unavailable] {
+            assert_eq!(
+                p.then(&c, &first, nobody).actions,
+                [out("+12125550100")]
+            );
+        }
+        for other in [
+            DialResult::Rejected(603),
+            DialResult::Cancelled,
+            DialResult::AnsweredAndEnded,
+        ] {
+            assert_eq!(p.then(&c, &first, other).actions, [Action::Finish]);
+        }
+        // A trunk leg that fails ends the call.
+        let out_leg = p.then(&c, &first, DialResult::NoAnswer);
+        assert_eq!(
+            p.then(&c, &out_leg, DialResult::Busy).actions,
+            [Action::Finish]
+        );
+        // State the plan cannot read ends the call rather than guess.
+        let garbage = Step {
+            actions: Vec::new(),
+            state: vec![0xff, 0x00],
+        };
+        assert_eq!(
+            p.then(&c, &garbage, DialResult::Busy).actions,
+            [Action::Finish]
+        );
+    }
+
+    #[test]
+    fn loops_and_overlong_chains_end_with_482() {
+        let p = Plan::new(tenant());
+        // Within one step: 101 → 102 → 101.
+        p.set("101", always("102"));
+        p.set("102", always("101"));
+        assert_eq!(
+            p.start(&call("101")).actions,
+            [reject(482, "Loop Detected")]
+        );
+        // Across steps: 101 does not answer → 102, which is busy → 101.
+        p.set(
+            "101",
+            Forwarding {
+                no_answer: Some("102".into()),
+                ..Forwarding::default()
+            },
+        );
+        p.set(
+            "102",
+            Forwarding {
+                busy: Some("101".into()),
+                ..Forwarding::default()
+            },
+        );
+        let c = call("101");
+        let first = p.start(&c);
+        let second = p.then(&c, &first, DialResult::NoAnswer);
+        assert_eq!(second.actions, [ring("102", 30)]);
+        assert_eq!(
+            p.then(&c, &second, DialResult::Busy).actions,
+            [reject(482, "Loop Detected")]
+        );
+
+        // Eleven extensions forwarding each to the next: past ten, the chain
+        // ends like a loop, and the state stays small on the way.
+        let mut dir = Directory::new();
+        for n in 200..=211 {
+            dir = dir.with_extension(&n.to_string(), "", true);
+        }
+        let long = Plan::new(tenant_with("other", dir, FixedUsage::default(), 4096));
+        for n in 200..211 {
+            long.set(&n.to_string(), always(&(n + 1).to_string()));
+        }
+        assert_eq!(
+            long.start(&call("202")).actions,
+            [ring("211", 30)],
+            "nine hops are fine"
+        );
+        assert!(long.start(&call("202")).state.len() < 200);
+        assert_eq!(
+            long.start(&call("200")).actions,
+            [reject(482, "Loop Detected")]
+        );
+    }
+
+    #[test]
+    fn an_unanswered_group_fails_over_where_storage_says() {
+        let p = Plan::new(tenant());
+        let c = call("sales");
+        let rang = p.start(&c);
+        assert_eq!(rang.actions, [group("sales")]);
+        // No failover: the call ends with the group's outcome.
+        assert_eq!(
+            p.then(&c, &rang, DialResult::NoAnswer).actions,
+            [Action::Finish]
+        );
+        p.kv("failover:sales", "100");
+        for unanswered in [
+            DialResult::Busy,
+            DialResult::NoAnswer,
+            DialResult::Unavailable,
+            DialResult::Rejected(480),
+        ] {
+            assert_eq!(
+                p.then(&c, &rang, unanswered).actions,
+                [ring("100", 30)]
+            );
+        }
+        assert_eq!(
+            p.then(&c, &rang, DialResult::Cancelled).actions,
+            [Action::Finish]
+        );
+        // Another group, then a number out the trunk.
+        p.kv("failover:sales", "support");
+        p.kv("failover:support", "+12125550100");
+        let second = p.then(&c, &rang, DialResult::NoAnswer);
+        assert_eq!(second.actions, [group("support")]);
+        assert_eq!(
+            p.then(&c, &second, DialResult::Busy).actions,
+            [out("+12125550100")]
+        );
+        // Groups failing over to each other loop.
+        p.kv("failover:support", "sales");
+        assert_eq!(
+            p.then(&c, &second, DialResult::Busy).actions,
+            [reject(482, "Loop Detected")]
+        );
+    }
+
+    #[test]
+    fn feature_codes_set_the_calling_extensions_forwarding() {
+        let p = Plan::new(tenant());
+        let confirmed = [Action::Answer, Action::HangUp];
+        assert_eq!(p.start(&call("*72102")).actions, confirmed);
+        assert_eq!(p.t.features.forwarding("100"), always("102"));
+        assert_eq!(p.start(&call("100")).actions, [ring("102", 30)]);
+        assert_eq!(p.start(&call("*78")).actions, confirmed);
+        assert_eq!(
+            p.t.features.forwarding("100"),
+            Forwarding {
+                dnd: true,
+                ..always("102")
+            }
+        );
+        assert_eq!(p.start(&call("*73")).actions, confirmed);
+        assert_eq!(
+            p.t.features.forwarding("100"),
+            Forwarding {
+                dnd: true,
+                ..Forwarding::default()
+            }
+        );
+        assert_eq!(p.start(&call("*79")).actions, confirmed);
+        assert_eq!(p.t.features.forwarding("100"), Forwarding::default());
+
+        // Bad codes and targets the host refuses: 404, nothing changes.
+        p.set("100", always("sales"));
+        for bad in ["*72", "*72100", "*72a-b", "*72sip:x@y", "*7", "*99", "*", "*7899"] {
+            assert_eq!(
+                p.start(&call(bad)).actions,
+                [reject(404, "Not Found")],
+                "{bad}"
+            );
+        }
+        assert_eq!(p.t.features.forwarding("100"), always("sales"));
+        // Only a calling extension of the tenant's own has features: a caller
+        // the directory does not know, or a call from outside, changes nothing.
+        let stranger = HandlerCall {
+            caller_extension: Some("999".into()),
+            ..call("*78")
+        };
+        assert_eq!(p.start(&stranger).actions, [reject(404, "Not Found")]);
+        assert_eq!(p.t.features.forwarding("999"), Forwarding::default());
+        assert_eq!(
+            p.start(&inbound("*78")).actions,
+            [reject(404, "Not Found")]
         );
     }
 }

@@ -2,7 +2,8 @@
 //! bytes: the shipped defaults, and (for tests) hostile examples.
 //!
 //! The shipped set is one dial plan and two provider policies:
-//! - [`DEFAULT_DIALPLAN`] (world `dialplan`) for tenants without their own;
+//! - [`DEFAULT_DIALPLAN`] (a call handler, world `call-handler@0.2.0`) for
+//!   tenants without their own;
 //! - [`RESTRICTIONS`] and [`DEFAULT_POLICY`] (world `policy`), listed in
 //!   [`POLICIES`], run for every tenant's calls; any deny wins.
 

@@ -53,6 +53,7 @@ fn caps(directory: Directory, log: &Arc<PluginLog>) -> TenantCaps {
         config: Arc::new(pbx_plugin::EmptyConfig),
         clock: Arc::new(pbx_plugin::TenantClock::utc()),
         call_info: Arc::new(pbx_plugin::CallInfo::default()),
+        features: Arc::new(pbx_plugin::MemoryFeatures::default()),
     }
 }
 

@@ -11,8 +11,8 @@
 //!   host needs at start-up and on reload: [`Store::directory`],
 //!   [`Store::load_registrations`], [`Store::list_tenants`],
 //!   [`Store::active_dialplans`], [`Store::all_trunks`], [`Store::all_dids`] and
-//!   [`Store::plugin_kv_all`], [`Store::all_tenant_policies`] and
-//!   [`Store::all_policy_config`].
+//!   [`Store::plugin_kv_all`], [`Store::all_tenant_policies`],
+//!   [`Store::all_policy_config`] and [`Store::all_forwarding`].
 //! - Writes that belong together run in one transaction: provisioning steps, bulk
 //!   imports (validated before anything is written), batches of registration
 //!   changes and of CDRs.
@@ -41,6 +41,7 @@ mod cdr_export;
 mod checks;
 mod error;
 mod extension;
+mod forwarding;
 mod ha1;
 mod limits;
 mod media_policy;
@@ -65,7 +66,7 @@ pub use cdr_export::{CDR_CSV_HEADER, CdrCursor, write_cdr_csv};
 pub use error::{Error, Result};
 pub use model::{
     Alert, Calendar, Cdr, CdrMedia, DigestAlgorithm, DigestAlgorithms, Directory, Disposition,
-    Extension, Holiday, LegMedia, MediaEncryption, NetworkAcl, Registration, RegistrationChange,
+    Extension, Forwarding, Holiday, LegMedia, MediaEncryption, NetworkAcl, Registration, RegistrationChange,
     Severity, Tenant, TenantId, TenantLimits, TenantStatus, TransportKind,
 };
 pub use plugin::{MAX_TENANT_POLICIES, PluginVersion, Policy, TenantPolicy};

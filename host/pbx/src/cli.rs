@@ -84,6 +84,14 @@ impl std::fmt::Display for DigestChoice {
     }
 }
 
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("`{s}` is not on or off")),
+    }
+}
+
 fn parse_media_encryption(s: &str) -> Result<store::MediaEncryption, String> {
     store::MediaEncryption::parse(s)
         .ok_or_else(|| format!("`{s}` is not one of required, optional, disabled"))
@@ -378,6 +386,43 @@ pub enum ExtensionCommand {
         /// in order of preference; `default` follows the tenant's choice.
         #[arg(long, value_parser = parse_digest, value_name = "ALGORITHMS")]
         digest: DigestChoice,
+    },
+    /// Change an extension's call forwarding and do-not-disturb, then show
+    /// them. Options not given keep their value; an empty TARGET ('') removes
+    /// that forward. A TARGET is one of the tenant's extensions, one of its
+    /// groups, or a number (letters and digits, optionally after a leading +).
+    Forward {
+        /// The tenant's name.
+        tenant: String,
+        /// The extension number.
+        extension: String,
+        /// Forward every call here; the extension does not ring.
+        #[arg(long, value_name = "TARGET")]
+        always: Option<String>,
+        /// Forward here when the extension is busy (or in do-not-disturb).
+        #[arg(long, value_name = "TARGET")]
+        busy: Option<String>,
+        /// Forward here when nobody answers in --no-answer-secs.
+        #[arg(long, value_name = "TARGET")]
+        no_answer: Option<String>,
+        /// How long the extension rings before the no-answer forward (1 to 300;
+        /// 20 until set).
+        #[arg(long, value_name = "SECS")]
+        no_answer_secs: Option<u32>,
+        /// Do not disturb: the extension is not rung.
+        #[arg(long, value_parser = parse_on_off, value_name = "on|off")]
+        dnd: Option<bool>,
+        /// Start from nothing forwarded and do-not-disturb off, then apply the
+        /// other options.
+        #[arg(long)]
+        clear: bool,
+    },
+    /// Show an extension's call forwarding and do-not-disturb.
+    Forwarding {
+        /// The tenant's name.
+        tenant: String,
+        /// The extension number.
+        extension: String,
     },
 }
 

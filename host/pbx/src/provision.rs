@@ -220,6 +220,51 @@ pub async fn execute(
                 .await?;
             writeln!(out, "extension {extension} of {tenant}: digest {digest}")?;
         }
+        Command::Extension(ExtensionCommand::Forward {
+            tenant,
+            extension,
+            always,
+            busy,
+            no_answer,
+            no_answer_secs,
+            dnd,
+            clear,
+        }) => {
+            let t = tenant_named(store, &tenant).await?;
+            let mut forwarding = if clear {
+                store::Forwarding::default()
+            } else {
+                store.forwarding(t.id, &extension).await?
+            };
+            // Given: replaces; given empty: removes.
+            let target = |given: Option<String>, slot: &mut Option<String>| {
+                if let Some(target) = given {
+                    *slot = Some(target).filter(|t| !t.is_empty());
+                }
+            };
+            target(always, &mut forwarding.always);
+            target(busy, &mut forwarding.busy);
+            target(no_answer, &mut forwarding.no_answer);
+            if let Some(secs) = no_answer_secs {
+                forwarding.no_answer_secs = secs;
+            }
+            if let Some(dnd) = dnd {
+                forwarding.dnd = dnd;
+            }
+            store.set_forwarding(t.id, &extension, &forwarding).await?;
+            audit_cli(
+                store,
+                "extension.forwarding",
+                Some(t.id),
+                serde_json::json!({ "number": extension, "forwarding": forwarding }),
+            )
+            .await?;
+            show_forwarding(out, &forwarding)?;
+        }
+        Command::Extension(ExtensionCommand::Forwarding { tenant, extension }) => {
+            let t = tenant_named(store, &tenant).await?;
+            show_forwarding(out, &store.forwarding(t.id, &extension).await?)?;
+        }
         Command::Cdr(CdrCommand::List {
             tenant,
             limit,
@@ -487,6 +532,17 @@ async fn policy(store: &Store, command: PolicyCommand, out: &mut dyn Write) -> R
             }
         }
     }
+    Ok(())
+}
+
+/// An extension's forwarding, one `name\tvalue` line each (`-`: not set).
+fn show_forwarding(out: &mut dyn Write, f: &store::Forwarding) -> Result<()> {
+    let target = |t: &Option<String>| t.clone().unwrap_or_else(|| "-".into());
+    writeln!(out, "always\t{}", target(&f.always))?;
+    writeln!(out, "busy\t{}", target(&f.busy))?;
+    writeln!(out, "no-answer\t{}", target(&f.no_answer))?;
+    writeln!(out, "no-answer-secs\t{}", f.no_answer_secs)?;
+    writeln!(out, "dnd\t{}", if f.dnd { "on" } else { "off" })?;
     Ok(())
 }
 

@@ -1034,7 +1034,7 @@ fn a_compile_child_out_of_cpu_time_refuses_the_upload() {
     assert_eq!(err, ValidationError::CompileExhausted("CPU time or memory"));
     // The shipped dial plan goes through the same child.
     runtime
-        .load(World::Dialplan, pbx_plugin::shipped::DEFAULT_DIALPLAN)
+        .load(World::CallHandler, pbx_plugin::shipped::DEFAULT_DIALPLAN)
         .unwrap();
 }
 
@@ -1077,4 +1077,100 @@ fn a_tenants_calendar_is_set_and_shown() {
         &["tenant", "calendar", "acme", "--holiday", "tomorrow"],
     ));
     assert!(err.contains("DATE=NAME"), "{err}");
+}
+
+#[test]
+fn an_extensions_forwarding_is_set_shown_and_audited() {
+    let dir = data_dir_with_acme();
+    for ext in ["1001", "1002"] {
+        ok(&pbx(
+            dir.path(),
+            &["extension", "add", "acme", ext, "--password", "s3cret-pass"],
+        ));
+    }
+    let shown = ok(&pbx(dir.path(), &["extension", "forwarding", "acme", "1001"]));
+    assert_eq!(
+        shown,
+        "always\t-\nbusy\t-\nno-answer\t-\nno-answer-secs\t20\ndnd\toff\n"
+    );
+    let out = ok(&pbx(
+        dir.path(),
+        &[
+            "extension",
+            "forward",
+            "acme",
+            "1001",
+            "--busy",
+            "1002",
+            "--no-answer",
+            "+12125550100",
+            "--no-answer-secs",
+            "15",
+            "--dnd",
+            "on",
+        ],
+    ));
+    assert_eq!(
+        out,
+        "always\t-\nbusy\t1002\nno-answer\t+12125550100\nno-answer-secs\t15\ndnd\ton\n"
+    );
+    // Options not given keep their value; an empty target removes a forward.
+    let out = ok(&pbx(
+        dir.path(),
+        &["extension", "forward", "acme", "1001", "--always", "sales", "--busy", ""],
+    ));
+    assert_eq!(
+        out,
+        "always\tsales\nbusy\t-\nno-answer\t+12125550100\nno-answer-secs\t15\ndnd\ton\n"
+    );
+    assert_eq!(
+        ok(&pbx(dir.path(), &["extension", "forwarding", "acme", "1001"])),
+        out
+    );
+    let stored = with_store(dir.path(), async |s| {
+        let t = s.tenant_by_name("acme").await.unwrap().unwrap();
+        s.forwarding(t.id, "1001").await.unwrap()
+    });
+    assert_eq!(stored.always.as_deref(), Some("sales"));
+    assert!(stored.dnd);
+
+    // Refused: a SIP URI, a forward to itself, a bad time, an unknown
+    // extension; nothing changes.
+    for (args, says) in [
+        (vec!["--always", "sip:evil@example.com"], "always forward"),
+        (vec!["--no-answer", "1001"], "itself"),
+        (vec!["--no-answer-secs", "0"], "no_answer_secs"),
+    ] {
+        let mut argv = vec!["extension", "forward", "acme", "1001"];
+        argv.extend(args);
+        let err = fails(&pbx(dir.path(), &argv));
+        assert!(err.contains(says), "{err}");
+    }
+    let err = fails(&pbx(
+        dir.path(),
+        &["extension", "forward", "acme", "1999", "--dnd", "on"],
+    ));
+    assert!(err.contains("1999"), "{err}");
+    fails(&pbx(
+        dir.path(),
+        &["extension", "forward", "acme", "1001", "--dnd", "maybe"],
+    ));
+    // --clear starts from nothing.
+    let out = ok(&pbx(
+        dir.path(),
+        &["extension", "forward", "acme", "1001", "--clear"],
+    ));
+    assert_eq!(
+        out,
+        "always\t-\nbusy\t-\nno-answer\t-\nno-answer-secs\t20\ndnd\toff\n"
+    );
+    let audited = with_store(dir.path(), async |s| {
+        s.list_audit(None, None, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.record.action == "extension.forwarding")
+            .count()
+    });
+    assert_eq!(audited, 3, "each accepted change is audited");
 }

@@ -25,9 +25,10 @@
 //!
 //! The 0.1 capabilities ([`pbx_sdk::directory`], [`pbx_sdk::storage`],
 //! [`pbx_sdk::usage`], [`pbx_sdk::alerts`], [`pbx_sdk::log`]) are the same
-//! interfaces and are used from `pbx_sdk`; 0.2 adds [`clock`] and
-//! [`call_info`]. [`Machine`] is a small helper for handlers written as a
-//! state machine over a one-word state.
+//! interfaces and are used from `pbx_sdk`; 0.2 adds [`clock`],
+//! [`call_info`] and [`features`] (the extensions' call forwarding and
+//! do-not-disturb, kept by the host). [`Machine`] is a small helper for
+//! handlers written as a state machine over a one-word state.
 
 /// Raw bindings of the `call-handler` world; plugin code uses the re-exports.
 pub mod bindings {
@@ -65,6 +66,7 @@ pub use wit2::call_types::{
     Action, Call, DialOut, DialResult, Event, RingGroup, Step, TransferResult, TransferTarget,
 };
 pub use wit2::clock;
+pub use wit2::features;
 
 impl Step {
     /// A step that does `actions` and keeps `state` for the next event.

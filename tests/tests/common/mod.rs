@@ -20,6 +20,7 @@ use pbx::server::{ServeOptions, ServerHandle, start};
 use pbx_core::CoreConfig;
 use pbx_e2e::{Phone, SipMsg, Transport};
 use store::{Store, TenantId};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub(crate) const ACME: &str = "acme.example";
 pub(crate) const BETA: &str = "beta.example";
@@ -64,6 +65,21 @@ pub(crate) fn shipped_options(
         .serve
 }
 
+/// The shipped options with the admin API on plain HTTP, allowed on loopback
+/// (`[api] plain_http = true`): for the tests whose subject includes the API.
+pub(crate) fn options_with_api(data_dir: &std::path::Path) -> ServeOptions {
+    let mut opts = shipped_options(&["127.0.0.1:0"], &["127.0.0.1:0"], None);
+    opts.api = Some(pbx::server::ApiOptions {
+        config: pbx_api::ApiConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            plain_http: true,
+            ..pbx_api::ApiConfig::default()
+        },
+        data_dir: data_dir.to_path_buf(),
+    });
+    opts
+}
+
 /// The SIP core's shipped configuration.
 pub(crate) fn core_config() -> CoreConfig {
     shipped_options(&["127.0.0.1:0"], &[], None).core
@@ -72,6 +88,59 @@ pub(crate) fn core_config() -> CoreConfig {
 impl Pbx {
     /// Provisions the tenants and starts serving.
     pub(crate) async fn start() -> Pbx {
+        let mut pbx = Pbx::provisioned().await;
+        pbx.serve().await;
+        pbx
+    }
+
+    /// Provisions the tenants and a provider admin `root` ([`ROOT_PASSWORD`])
+    /// and starts serving, with the admin API ([`options_with_api`]).
+    pub(crate) async fn start_with_api() -> Pbx {
+        let mut pbx = Pbx::provisioned().await;
+        pbx_api::add_user(
+            &pbx.store,
+            "root",
+            store::UserRole::ProviderAdmin,
+            None,
+            ROOT_PASSWORD,
+        )
+        .await
+        .expect("provider admin");
+        pbx.serve_with_api().await;
+        pbx
+    }
+
+    /// (Re)starts the server on the same data directory, with the admin API.
+    pub(crate) async fn serve_with_api(&mut self) {
+        let opts = options_with_api(self.dir.path());
+        self.serve_with(opts).await;
+    }
+
+    /// Where the admin API listens (after [`Pbx::start_with_api`]).
+    pub(crate) fn api(&self) -> SocketAddr {
+        self.handle
+            .as_ref()
+            .and_then(|h| h.api())
+            .expect("the API is served")
+            .addr
+    }
+
+    /// A session token of the provider admin `root`, by logging in.
+    pub(crate) async fn root_token(&self) -> String {
+        let (s, v) = http(
+            self.api(),
+            "POST",
+            "/api/v1/auth/login",
+            None,
+            Some(serde_json::json!({ "username": "root", "password": ROOT_PASSWORD })),
+        )
+        .await;
+        assert_eq!(s, 200, "root logs in: {v}");
+        v["token"].as_str().expect("token").to_owned()
+    }
+
+    /// The tenants and their extensions, stored; nothing served yet.
+    async fn provisioned() -> Pbx {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::open(dir.path()).await.expect("open store");
         let acme = store
@@ -92,7 +161,7 @@ impl Pbx {
                     .expect("extension");
             }
         }
-        let mut pbx = Pbx {
+        Pbx {
             dir,
             store,
             handle: None,
@@ -100,9 +169,7 @@ impl Pbx {
             tcp: "127.0.0.1:0".parse().unwrap(),
             acme,
             beta,
-        };
-        pbx.serve().await;
-        pbx
+        }
     }
 
     /// (Re)starts the server on the same data directory and store, with the
@@ -190,6 +257,50 @@ impl Pbx {
         assert_eq!(r.status(), Some(200), "{} registers: {}", ext, r.raw);
         p
     }
+}
+
+/// The provider admin's password in [`Pbx::start_with_api`] (and the API
+/// tests that add one).
+pub(crate) const ROOT_PASSWORD: &str = "Corr3ct-Horse-Battery";
+
+/// One HTTP/1.0 request (the server closes the connection after answering);
+/// returns the status and the JSON body (`Null` when empty).
+pub(crate) async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let body = body.map(|v| v.to_string()).unwrap_or_default();
+    let mut req = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n");
+    if let Some(t) = token {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    if !body.is_empty() {
+        req.push_str("Content-Type: application/json\r\n");
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect to the API");
+    stream.write_all(req.as_bytes()).await.expect("send");
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
+        .await
+        .expect("API answers in time")
+        .expect("read");
+    let text = String::from_utf8(raw).expect("utf-8 response");
+    let (head, body) = text.split_once("\r\n\r\n").expect("response head");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
+    let json = if body.trim().is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("JSON body ({e}): {body}"))
+    };
+    (status, json)
 }
 
 /// Waits (bounded: 5 s) until `handle`'s server has applied the provisioning

@@ -1,11 +1,12 @@
-//! Extensions and their SIP passwords (set, or generated and shown once).
+//! Extensions, their SIP passwords (set, or generated and shown once) and
+//! their call forwarding and do-not-disturb.
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use store::{TenantId, UserRole};
+use store::{Forwarding, TenantId, UserRole};
 
 use crate::access::{Body, P, Principal, Source};
 use crate::error::{ApiError, ApiResult};
@@ -154,4 +155,39 @@ pub(super) async fn set_password(
         number,
         password: shown,
     }))
+}
+
+pub(super) async fn forwarding(
+    State(state): State<ApiState>,
+    P((tenant, number)): P<(i64, String)>,
+) -> ApiResult<Json<Forwarding>> {
+    Ok(Json(
+        state
+            .store()
+            .forwarding(TenantId(tenant), &number)
+            .await?,
+    ))
+}
+
+/// Replaces an extension's forwarding and do-not-disturb (checked by the
+/// store as `pbx:plugin/features` checks a call handler's).
+pub(super) async fn set_forwarding(
+    State(state): State<ApiState>,
+    Extension(p): Extension<Principal>,
+    Source(source): Source,
+    P((tenant, number)): P<(i64, String)>,
+    Body(req): Body<Forwarding>,
+) -> ApiResult<Json<Forwarding>> {
+    let tenant = TenantId(tenant);
+    state.store().set_forwarding(tenant, &number, &req).await?;
+    state
+        .audit(
+            &p,
+            &source,
+            "extension.forwarding",
+            Some(tenant),
+            json!({ "number": number, "forwarding": req }),
+        )
+        .await?;
+    Ok(Json(req))
 }

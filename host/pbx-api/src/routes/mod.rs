@@ -255,6 +255,20 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         ),
         route(
             M::GET,
+            "/api/v1/tenants/{tenant}/extensions/{number}/forwarding",
+            "Show an extension's call forwarding and do-not-disturb",
+            tenant(R::ADMINS, "extensions:read"),
+            get(extensions::forwarding),
+        ),
+        route(
+            M::PUT,
+            "/api/v1/tenants/{tenant}/extensions/{number}/forwarding",
+            "Replace an extension's call forwarding (always, busy, no answer after N seconds) and do-not-disturb",
+            tenant(R::ADMINS, "extensions:write"),
+            put(extensions::set_forwarding),
+        ),
+        route(
+            M::GET,
             "/api/v1/users",
             "List provider admins",
             global(R::PROVIDER, "users:read"),

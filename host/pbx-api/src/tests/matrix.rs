@@ -202,6 +202,20 @@ fn matrix_cases() -> Vec<Case> {
             200,
             J(json!({})),
         ),
+        case(
+            M::GET,
+            "/api/v1/tenants/{tenant}/extensions/100/forwarding",
+            T("PT", true),
+            200,
+            N,
+        ),
+        case(
+            M::PUT,
+            "/api/v1/tenants/{tenant}/extensions/100/forwarding",
+            T("PT", true),
+            200,
+            J(json!({"busy":"sales","dnd":true})),
+        ),
         case(M::GET, "/api/v1/users", G("P", false), 200, N),
         case(
             M::POST,

@@ -13,6 +13,7 @@ pub mod alerts;
 pub mod call_info;
 pub mod clock;
 pub mod directory;
+pub mod features;
 pub mod log;
 pub mod policy_config;
 pub mod storage;
@@ -21,6 +22,7 @@ pub mod usage;
 pub use alerts::{Alert, AlertSink, MemoryAlerts};
 pub use call_info::{CallInfo, CallerDevice};
 pub use clock::{ClockError, TenantClock};
+pub use features::{Features, FeaturesError, MemoryFeatures};
 pub use log::{LogLine, PluginLog};
 pub use policy_config::{ConfigMap, EmptyConfig, LayeredConfig, PolicyConfig};
 pub use storage::{MemoryStorage, Storage, StorageError};
@@ -51,6 +53,9 @@ pub struct TenantCaps {
     /// What the host knows of the call (`pbx:plugin/call-info`, call
     /// handlers only).
     pub call_info: Arc<CallInfo>,
+    /// The tenant's extensions' forwarding and do-not-disturb
+    /// (`pbx:plugin/features`, call handlers only).
+    pub features: Arc<dyn Features>,
 }
 
 impl TenantCaps {

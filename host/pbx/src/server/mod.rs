@@ -34,6 +34,7 @@ mod guard;
 mod io;
 mod media;
 mod persist;
+mod plugin_features;
 mod plugin_kv;
 mod plugins;
 mod reload;

@@ -42,6 +42,7 @@ use store::{Cdr, ConfigScope, Store, TenantId};
 use tokio::sync::mpsc;
 
 use super::fraud::{CallUsage, Fraud, plugin_class};
+use super::plugin_features::FeatureStore;
 use super::plugin_kv::KvStore;
 
 /// Most actions one policy's `call-ended` may ask for; the rest are dropped.
@@ -155,6 +156,8 @@ pub(crate) struct PluginHost {
     /// Compiled components by world and content hash.
     compiled: Mutex<HashMap<(World, String), Arc<LoadedPlugin>>>,
     storage: Arc<KvStore>,
+    /// The extensions' forwarding and do-not-disturb (`pbx:plugin/features`).
+    features: Arc<FeatureStore>,
     logs: Mutex<HashMap<TenantId, Arc<PluginLog>>>,
     fraud: Arc<Fraud>,
     /// What each call's handler keeps between its steps.
@@ -222,7 +225,7 @@ impl PluginHost {
             tokio::task::spawn_blocking(move || {
                 let runtime = PluginRuntime::new(config)?;
                 let dialplan = runtime
-                    .load(World::Dialplan, pbx_plugin::shipped::DEFAULT_DIALPLAN)
+                    .load(World::CallHandler, pbx_plugin::shipped::DEFAULT_DIALPLAN)
                     .map_err(|e| anyhow::anyhow!("shipped dial plan: {e}"))?;
                 let mut policies = Vec::new();
                 for (name, wasm) in pbx_plugin::shipped::POLICIES {
@@ -238,6 +241,7 @@ impl PluginHost {
             })
             .await??;
         let storage = KvStore::start(store).await?;
+        let features = FeatureStore::start(store).await?;
         Ok(Arc::new(PluginHost {
             runtime,
             default_dialplan,
@@ -245,6 +249,7 @@ impl PluginHost {
             active: RwLock::new(Arc::new(Active::default())),
             compiled: Mutex::new(HashMap::new()),
             storage,
+            features,
             logs: Mutex::new(HashMap::new()),
             fraud,
             handler_states: Mutex::new(HandlerStates::default()),
@@ -262,6 +267,8 @@ impl PluginHost {
         // Admins' storage changes (ring groups among them) made outside the
         // server, in turn with the plugins' own writes.
         self.storage.resync().await?;
+        // Forwarding set by admins, in turn with the call handlers' own.
+        self.features.resync().await?;
 
         let mut active = Active {
             configs: Configs::load(store.all_policy_config().await?),
@@ -428,6 +435,7 @@ impl PluginHost {
             config: Arc::new(pbx_plugin::EmptyConfig),
             clock: view.clock.clone(),
             call_info: Arc::new(pbx_plugin::CallInfo::default()),
+            features: self.features.tenant(tenant),
         }
     }
 
