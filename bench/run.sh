@@ -265,12 +265,12 @@ PBX_BIN=$(cargo metadata --format-version 1 --no-deps 2>/dev/null |
 [[ -x $PBX_BIN ]] || die "no binary at $PBX_BIN"
 
 # ---- 2. micro-benchmarks (before any SIP load, so they have the cores) ------------
-BENCH_LATENCY="cargo bench -p pbx-plugin --bench latency${LATENCY_ARGS[*]:+ -- ${LATENCY_ARGS[*]}}"
+BENCH_LATENCY="cargo bench -p pbx-plugin --features test-plugins --bench latency${LATENCY_ARGS[*]:+ -- ${LATENCY_ARGS[*]}}"
 BENCH_SRTP="cargo bench -p pbx-media --bench srtp${CRITERION_ARGS[*]:+ -- ${CRITERION_ARGS[*]}}"
 LIBSRTP_CMD="gcc -O2 ../shared/bench/srtp/libsrtp_bench.c -lsrtp2 -o libsrtp_bench && ./libsrtp_bench"
 log "plugin latency: $BENCH_LATENCY"
 LAT_STATUS=ok
-cargo bench -p pbx-plugin --bench latency -- "${LATENCY_ARGS[@]}" >"$WORK/latency.log" 2>&1 || {
+cargo bench -p pbx-plugin --features test-plugins --bench latency -- "${LATENCY_ARGS[@]}" >"$WORK/latency.log" 2>&1 || {
     LAT_STATUS="exited with an error (figures are from the lines printed before it)"
     log "  the latency bench failed; see $WORK/latency.log"
 }

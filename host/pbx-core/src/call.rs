@@ -26,9 +26,19 @@ use crate::media::{self, CallMediaHandle, MediaLeg, MediaRefusal, MediaSecurity}
 use crate::msg::{self, Method, Msg, NameAddr, SipUri, Writer};
 use crate::shard::{ALLOW, ClientEntry, ReqCtx, SentInvite, ServerEntry, ServerTx, TimerKey};
 use crate::{
-    CallEvent, DialResult, Error, MAX_CALL_STEPS, Output, Peer, RingStep, RouteDecision,
-    RouteRequest, Routing, Shard, TransportKind, TrunkEntry,
+    CallEvent, CallerDevice, DialResult, Error, MAX_CALL_STEPS, MAX_EXPOSED_HEADERS,
+    MAX_EXPOSED_VALUE, Output, Peer, RingStep, RouteDecision, RouteRequest, Routing, Shard,
+    TransportKind, TrunkEntry,
 };
+
+/// A trunk call about to be placed.
+struct TrunkDial<'a> {
+    number: &'a str,
+    /// How long it may ring (already bounded by the host's ring timeout).
+    timeout: Duration,
+    /// The caller ID to present (already checked as the tenant's).
+    caller_id: Option<&'a str>,
+}
 
 /// Which side of a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +81,8 @@ pub(crate) enum ClientRole {
     Bye,
     /// A relayed in-dialog request (re-INVITE, INFO, UPDATE, ...).
     Relay,
+    /// A NOTIFY about a transfer (its answer changes nothing).
+    Notify,
 }
 
 /// One dialog's state as the host holds it.
@@ -104,6 +116,8 @@ pub(crate) struct Fork {
     pub(crate) provisional: bool,
     pub(crate) final_status: Option<u16>,
     pub(crate) cancel_pending: bool,
+    /// The extension this fork rings (`None` out a trunk).
+    pub(crate) extension: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,6 +199,21 @@ pub(crate) struct Call {
     pub(crate) rang_out: bool,
     /// Every extension rung so far, for loop detection across decisions.
     pub(crate) rung: Vec<String>,
+    /// The host answered the call itself ([`RouteDecision::Answer`]): the
+    /// SDP answer it gave; the call then has no callee leg.
+    pub(crate) host_answer: Option<Bytes>,
+    /// End the host-answered call as soon as the caller's ACK arrives.
+    pub(crate) hang_up_on_ack: bool,
+    /// The extension whose phone answered (none out a trunk).
+    pub(crate) answered_by: Option<String>,
+    /// A blind transfer in progress ([`crate::transfer`]).
+    pub(crate) transfer: Option<crate::transfer::Transfer>,
+    /// The callee's leg is gone: its phone hung up after transferring, and
+    /// the transfer failed.
+    pub(crate) transferor_left: bool,
+    /// Call-IDs of legs the call placed besides `a` and `b` (transfer
+    /// attempts, the transferor's leg), forgotten with the call.
+    pub(crate) other_dialogs: Vec<String>,
 }
 
 impl Call {
@@ -214,11 +243,21 @@ impl Call {
             State::Answered => {
                 consider(self.max_deadline);
                 consider(self.ok_retransmit.as_ref().map(|r| r.next));
+                consider(self.transfer.as_ref().map(|t| t.deadline));
             }
             State::Ended => consider(self.reap_at),
         }
         d
     }
+}
+
+/// `text` cut to at most `max` bytes, at a character boundary.
+fn cut(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
 }
 
 /// A random token for tags and Call-IDs.
@@ -231,7 +270,7 @@ pub(crate) fn token(bytes: usize) -> String {
 /// The callee leg as the 2xx from `fork` establishes it (RFC 3261 §12.1.2): the
 /// remote tag and target from the response, the route set from its Record-Route in
 /// reverse, and the fork's address.
-fn answered_leg(base: &Leg, fork: &Fork, ok: &Msg) -> Leg {
+pub(crate) fn answered_leg(base: &Leg, fork: &Fork, ok: &Msg) -> Leg {
     let mut route_set: Vec<String> = ok
         .headers_named("Record-Route")
         .map(str::to_string)
@@ -276,7 +315,22 @@ fn better_final(new: u16, old: u16) -> bool {
 }
 
 impl Shard {
-    fn leg_request(
+    /// A request in `leg`'s dialog with extra headers (a NOTIFY's Event and
+    /// Subscription-State).
+    pub(crate) fn leg_request_with(
+        &self,
+        leg: &Leg,
+        method: Method,
+        cseq: u32,
+        branch: &str,
+        content: Option<(&str, &[u8])>,
+        extra: &[(&str, &str)],
+    ) -> Bytes {
+        self.build_leg_request(leg, method, cseq, branch, content, None, extra)
+            .0
+    }
+
+    pub(crate) fn leg_request(
         &self,
         leg: &Leg,
         method: Method,
@@ -284,6 +338,20 @@ impl Shard {
         branch: &str,
         content: Option<(&str, &[u8])>,
         auth: Option<(&str, &str)>,
+    ) -> (Bytes, SentInvite) {
+        self.build_leg_request(leg, method, cseq, branch, content, auth, &[])
+    }
+
+    #[allow(clippy::too_many_arguments, reason = "one request's parts")]
+    fn build_leg_request(
+        &self,
+        leg: &Leg,
+        method: Method,
+        cseq: u32,
+        branch: &str,
+        content: Option<(&str, &[u8])>,
+        auth: Option<(&str, &str)>,
+        extra: &[(&str, &str)],
     ) -> (Bytes, SentInvite) {
         let transport = leg.peer.transport;
         let adv = self.advertised(transport, leg.local);
@@ -311,6 +379,9 @@ impl Shard {
                 .header("Allow", ALLOW);
         }
         if let Some((name, value)) = auth {
+            w.header(name, value);
+        }
+        for (name, value) in extra {
             w.header(name, value);
         }
         if let Some(ua) = self.user_agent() {
@@ -466,6 +537,12 @@ impl Shard {
             route: None,
             rang_out: false,
             rung: Vec::new(),
+            host_answer: None,
+            hang_up_on_ack: false,
+            answered_by: None,
+            transfer: None,
+            transferor_left: false,
+            other_dialogs: Vec::new(),
         };
         tracing::debug!(call = id, caller = %call.caller, dialled = %call.callee, "call routing");
         if let Some(e) = self.servers.get_mut(&key) {
@@ -506,6 +583,24 @@ impl Shard {
                 self.route_decided(now, id, decision);
             }
             Routing::External { .. } => {
+                let caller_device = caller_extension.as_ref().map(|_| CallerDevice {
+                    contact: cut(
+                        &msg.header("Contact")
+                            .map(|c| NameAddr::parse(c).uri.to_string())
+                            .unwrap_or_default(),
+                        MAX_EXPOSED_VALUE,
+                    ),
+                    user_agent: cut(msg.header("User-Agent").unwrap_or(""), 256),
+                    transport: peer.transport,
+                });
+                let exposed = &self.shared.config.exposed_headers;
+                let headers = msg
+                    .headers
+                    .iter()
+                    .filter(|(name, _)| exposed.iter().any(|e| e.eq_ignore_ascii_case(name)))
+                    .take(MAX_EXPOSED_HEADERS)
+                    .map(|(name, value)| (name.to_ascii_lowercase(), cut(value, MAX_EXPOSED_VALUE)))
+                    .collect();
                 let request = RouteRequest {
                     shard: self.index,
                     call: id,
@@ -518,6 +613,8 @@ impl Shard {
                     source: peer.addr,
                     event: CallEvent::Started,
                     step: 1,
+                    caller_device,
+                    headers,
                 };
                 if let Some(call) = self.calls.get_mut(&id) {
                     call.route = Some(request.clone());
@@ -535,6 +632,10 @@ impl Shard {
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
+        if call.transfer.as_ref().is_some_and(|t| t.deciding) {
+            self.transfer_decided(now, id, decision);
+            return;
+        }
         if call.state != State::Routing {
             return;
         }
@@ -576,14 +677,94 @@ impl Shard {
                     .collect();
                 self.next_step(now, id);
             }
-            RouteDecision::Trunk { trunk, number } => {
+            RouteDecision::Trunk {
+                trunk,
+                number,
+                timeout,
+                caller_id,
+            } => {
                 let tenant = call.tenant;
-                match self.shared.trunks().get(tenant, &trunk).cloned() {
-                    Some(entry) => self.start_trunk(now, id, &entry, &number),
+                let trunks = self.shared.trunks();
+                if let Some(presented) = &caller_id
+                    && !trunks.owns_number(tenant, presented)
+                {
+                    tracing::info!(call = id, caller_id = %presented, "caller ID refused: not the tenant's number");
+                    self.refuse_call(now, id, &Error::CallerIdNotOwned);
+                    return;
+                }
+                let timeout = if timeout.is_zero() {
+                    ring_timeout
+                } else {
+                    timeout.min(ring_timeout)
+                };
+                match trunks.get(tenant, &trunk).cloned() {
+                    Some(entry) => {
+                        let dial = TrunkDial {
+                            number: &number,
+                            timeout,
+                            caller_id: caller_id.as_deref(),
+                        };
+                        self.start_trunk(now, id, &entry, &dial);
+                    }
                     None => self.refuse_call(now, id, &Error::TrunkUnavailable),
                 }
             }
+            RouteDecision::Answer { hang_up } => self.answer_at_host(now, id, hang_up),
         }
+    }
+
+    /// The host answers the call itself: 200 OK with the media's answer to the
+    /// caller's offer (the caller's media ends at the relay). With `hang_up`
+    /// the call ends once the caller's ACK confirms the answer (RFC 3261
+    /// §15: no BYE before the ACK).
+    fn answer_at_host(&mut self, now: Instant, id: u64, hang_up: bool) {
+        let t1 = self.shared.config.t1;
+        let max = self.shared.config.max_call_duration;
+        let now_ms = self.shared.unix_ms(now);
+        let Some(call) = self.calls.get(&id) else {
+            return;
+        };
+        let offer = call
+            .caller_offer
+            .as_ref()
+            .filter(|(ct, body)| media::is_sdp(ct) && !body.is_empty());
+        let (Some(handle), Some((_, sdp))) = (call.media.as_ref(), offer) else {
+            tracing::info!(
+                call = id,
+                "cannot answer at the host: no offer or no anchored media"
+            );
+            self.refuse_call(now, id, &Error::NoOfferToAnswer);
+            return;
+        };
+        let from_secure = call.a.peer.transport == TransportKind::Tls;
+        let answer = match handle.answer_here(MediaLeg::Caller, sdp, from_secure, call.media_policy)
+        {
+            Ok(answer) => Bytes::from(answer),
+            Err(refusal) => {
+                tracing::info!(call = id, reason = %refusal.reason, "caller's offer refused");
+                self.refuse_call(now, id, &refusal.error());
+                return;
+            }
+        };
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        call.state = State::Answered;
+        call.answered_ms = Some(now_ms);
+        call.max_deadline = Some(now + max);
+        call.host_answer = Some(answer.clone());
+        call.hang_up_on_ack = hang_up;
+        let ok = self.answer_a(now, id, 200, "OK", Some(("application/sdp", &answer)));
+        if let (Some(ok), Some(call)) = (ok, self.calls.get_mut(&id)) {
+            call.ok_retransmit = Some(Retransmit {
+                bytes: ok,
+                next: now + t1,
+                interval: t1,
+                give_up: now + t1 * 64,
+            });
+        }
+        tracing::debug!(call = id, hang_up, "call answered by the host");
+        self.schedule_call(id);
     }
 
     /// Rejects a call that never rang anywhere.
@@ -654,6 +835,9 @@ impl Shard {
                 leg.peer = binding.peer;
                 leg.local = Some(binding.local);
                 self.send_fork(now, id, &leg, None);
+                if let Some(fork) = self.calls.get_mut(&id).and_then(|c| c.forks.last_mut()) {
+                    fork.extension = Some(ext);
+                }
             }
             self.schedule_call(id);
             return;
@@ -724,8 +908,8 @@ impl Shard {
     }
 
     /// Sends the call out through a trunk.
-    fn start_trunk(&mut self, now: Instant, id: u64, trunk: &TrunkEntry, number: &str) {
-        let ring_timeout = self.shared.config.ring_timeout;
+    fn start_trunk(&mut self, now: Instant, id: u64, trunk: &TrunkEntry, dial: &TrunkDial<'_>) {
+        let number = dial.number;
         if !self.prepare_offer(now, id, trunk.peer.transport == TransportKind::Tls) {
             return;
         }
@@ -737,7 +921,8 @@ impl Shard {
             TransportKind::Tcp => ";transport=tcp",
             TransportKind::Tls => ";transport=tls",
         };
-        call.b.local_uri = format!("<sip:{}@{}>", call.caller, trunk.host);
+        let presented = dial.caller_id.unwrap_or(&call.caller);
+        call.b.local_uri = format!("<sip:{presented}@{}>", trunk.host);
         call.b.remote_uri = format!("<sip:{number}@{}>", trunk.host);
         call.b.remote_target = format!(
             "sip:{number}@{}:{}{transport_param}",
@@ -751,7 +936,7 @@ impl Shard {
             .clone()
             .zip(trunk.password.clone().or(Some(String::new())));
         call.step_start = call.forks.len();
-        call.ring_deadline = now + ring_timeout;
+        call.ring_deadline = now + dial.timeout;
         call.rang_out = false;
         let leg = call.b.clone();
         self.send_fork(now, id, &leg, None);
@@ -820,7 +1005,13 @@ impl Shard {
     }
 
     /// Sends one fork of the initial INVITE on `leg` (with `leg.cseq`).
-    fn send_fork(&mut self, now: Instant, id: u64, leg: &Leg, auth: Option<(&str, &str)>) {
+    pub(crate) fn send_fork(
+        &mut self,
+        now: Instant,
+        id: u64,
+        leg: &Leg,
+        auth: Option<(&str, &str)>,
+    ) {
         let Some(call) = self.calls.get(&id) else {
             return;
         };
@@ -842,6 +1033,7 @@ impl Shard {
             provisional: false,
             final_status: None,
             cancel_pending: false,
+            extension: None,
         });
         self.send_request(
             now,
@@ -934,6 +1126,7 @@ impl Shard {
                 caller_call_id: call.a.call_id.clone(),
                 callee_call_id: call.b.call_id.clone(),
                 media,
+                tags: Vec::new(),
             };
             tracing::debug!(
                 call = id,
@@ -950,6 +1143,9 @@ impl Shard {
         if let Some(call) = self.calls.remove(&id) {
             self.dialogs.remove(&call.a.call_id);
             self.dialogs.remove(&call.b.call_id);
+            for other in &call.other_dialogs {
+                self.dialogs.remove(other);
+            }
         }
     }
 
@@ -978,7 +1174,7 @@ impl Shard {
         Some(bytes)
     }
 
-    fn send_cancel(&mut self, now: Instant, id: u64, fork: usize) {
+    pub(crate) fn send_cancel(&mut self, now: Instant, id: u64, fork: usize) {
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
@@ -1012,7 +1208,7 @@ impl Shard {
         );
     }
 
-    fn cancel_forks(&mut self, now: Instant, id: u64, except: Option<usize>) {
+    pub(crate) fn cancel_forks(&mut self, now: Instant, id: u64, except: Option<usize>) {
         let n = self.calls.get(&id).map_or(0, |c| c.forks.len());
         for i in 0..n {
             if Some(i) != except {
@@ -1072,8 +1268,15 @@ impl Shard {
     /// Hangs up an answered call from the host's side.
     pub(crate) fn hang_up(&mut self, now: Instant, id: u64, reason: &str) {
         tracing::info!(call = id, reason, "host hangs up call");
+        self.abandon_transfer(now, id);
         self.send_bye(now, id, Side::A);
-        self.send_bye(now, id, Side::B);
+        if self
+            .calls
+            .get(&id)
+            .is_some_and(|c| c.host_answer.is_none() && !c.transferor_left)
+        {
+            self.send_bye(now, id, Side::B);
+        }
         self.finish_call(now, id, Disposition::Answered, 200, "system");
     }
 
@@ -1089,6 +1292,15 @@ impl Shard {
             return;
         }
         call.ok_retransmit = None;
+        if call.host_answer.is_some() {
+            if call.state == State::Answered && call.hang_up_on_ack {
+                call.hang_up_on_ack = false;
+                self.send_bye(now, id, Side::A);
+                self.finish_call(now, id, Disposition::Answered, 200, "system");
+            }
+            self.schedule_call(id);
+            return;
+        }
         if call.state == State::Answered && call.b_ack.is_none() {
             // Late offer: the caller's answer travels in its ACK.
             let leg = call.b.clone();
@@ -1177,8 +1389,22 @@ impl Shard {
                 .finish(None);
             self.respond_new_server(now, key, false, peer, local, Some(id), 200, ok);
             match state {
+                State::Answered if side == Side::B && self.transferring(id) => {
+                    // The transferor hangs up after its REFER was accepted:
+                    // the caller waits for the transfer target.
+                    if let Some(t) = self.calls.get_mut(&id).and_then(|c| c.transfer.as_mut()) {
+                        t.transferor_gone = true;
+                    }
+                }
                 State::Answered => {
-                    self.send_bye(now, id, side.other());
+                    self.abandon_transfer(now, id);
+                    let gone = self
+                        .calls
+                        .get(&id)
+                        .is_some_and(|c| c.host_answer.is_some() || c.transferor_left);
+                    if !gone {
+                        self.send_bye(now, id, side.other());
+                    }
                     self.finish_call(now, id, Disposition::Answered, 200, side.name());
                 }
                 State::Routing | State::Ringing if side == Side::A => {
@@ -1220,6 +1446,14 @@ impl Shard {
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
+        if let Some(answer) = call.host_answer.clone() {
+            self.answer_in_host_dialog(now, id, &ctx, method, answer, (peer, local, key));
+            return;
+        }
+        if method == Method::Refer {
+            self.on_refer(now, id, side, &msg, &ctx, (peer, local, key));
+            return;
+        }
         if invite && call.pending.values().any(|p| p.invite) {
             let bytes = ctx
                 .refusal(&Error::RequestPending, self.user_agent())
@@ -1322,6 +1556,30 @@ impl Shard {
         );
     }
 
+    /// A request in the dialog of a call the host answered itself: a
+    /// re-INVITE or UPDATE (a session refresh, hold) gets the host's answer
+    /// again; anything else is acknowledged with 200.
+    fn answer_in_host_dialog(
+        &mut self,
+        now: Instant,
+        id: u64,
+        ctx: &ReqCtx,
+        method: Method,
+        answer: Bytes,
+        (peer, local, key): (Peer, SocketAddr, Key),
+    ) {
+        let invite = method == Method::Invite;
+        let mut w = ctx.response(200, "OK", None, self.user_agent());
+        let content = if invite || method == Method::Update {
+            w.header("Contact", self.contact(peer.transport, Some(local)));
+            Some(("application/sdp", &answer[..]))
+        } else {
+            None
+        };
+        let ok = w.finish(content);
+        self.respond_new_server(now, key, invite, peer, local, Some(id), 200, ok);
+    }
+
     /// A response (passed up by its client transaction) on one of the call's legs.
     pub(crate) fn on_call_response(
         &mut self,
@@ -1334,11 +1592,15 @@ impl Shard {
         match role {
             ClientRole::Fork(i) => self.on_fork_response(now, id, i, msg),
             ClientRole::Relay => self.on_relay_response(now, id, branch, msg),
-            ClientRole::Cancel | ClientRole::Bye => {}
+            ClientRole::Cancel | ClientRole::Bye | ClientRole::Notify => {}
         }
     }
 
     fn on_fork_response(&mut self, now: Instant, id: u64, i: usize, msg: &Msg) {
+        if self.is_transfer_fork(id, i) {
+            self.on_transfer_response(now, id, i, msg);
+            return;
+        }
         let status = msg.status().unwrap_or(0);
         let Some(call) = self.calls.get_mut(&id) else {
             return;
@@ -1413,7 +1675,12 @@ impl Shard {
 
     /// Passes the SDP of fork `i`'s response through the call's media: an answer
     /// to the caller's offer, or (no offer in the INVITE) the callee's offer.
-    fn fork_sdp(&self, id: u64, i: usize, msg: &Msg) -> Result<Option<Bytes>, MediaRefusal> {
+    pub(crate) fn fork_sdp(
+        &self,
+        id: u64,
+        i: usize,
+        msg: &Msg,
+    ) -> Result<Option<Bytes>, MediaRefusal> {
         let Some(call) = self.calls.get(&id) else {
             return Ok(None);
         };
@@ -1440,7 +1707,7 @@ impl Shard {
         self.refuse_call(now, id, &refusal.error());
     }
 
-    fn on_answer(&mut self, now: Instant, id: u64, i: usize, msg: &Msg) {
+    pub(crate) fn on_answer(&mut self, now: Instant, id: u64, i: usize, msg: &Msg) {
         let rewritten = match self.fork_sdp(id, i, msg) {
             Ok(r) => r,
             Err(refusal) => {
@@ -1459,6 +1726,7 @@ impl Shard {
         call.answered_ms = Some(now_ms);
         call.max_deadline = Some(now + max);
         call.b = answered_leg(&call.b, &fork, msg);
+        call.answered_by = fork.extension.clone();
         let offer_in_invite = call.offer_in_invite;
         let leg = call.b.clone();
         if offer_in_invite {
@@ -1489,7 +1757,7 @@ impl Shard {
     }
 
     /// A second fork answered, or an answer raced a CANCEL: acknowledge and end it.
-    fn drop_late_answer(&mut self, now: Instant, id: u64, i: usize, msg: &Msg) {
+    pub(crate) fn drop_late_answer(&mut self, now: Instant, id: u64, i: usize, msg: &Msg) {
         let Some(call) = self.calls.get(&id) else {
             return;
         };
@@ -1620,7 +1888,7 @@ impl Shard {
                     self.respond(now, &p.server, Error::RequestTimeout.status(), bytes);
                 }
             }
-            ClientRole::Bye | ClientRole::Cancel => {}
+            ClientRole::Bye | ClientRole::Cancel | ClientRole::Notify => {}
         }
     }
 
@@ -1662,6 +1930,14 @@ impl Shard {
                         let (bytes, p, l) = (r.bytes.clone(), call.a.peer, call.a.local);
                         self.transmit(p, l, bytes);
                     }
+                }
+                if self
+                    .calls
+                    .get(&id)
+                    .and_then(|c| c.transfer.as_ref())
+                    .is_some_and(|t| now >= t.deadline)
+                {
+                    self.transfer_timeout(now, id);
                 }
                 if let Some(call) = self.calls.get(&id)
                     && call.max_deadline.is_some_and(|d| now >= d)

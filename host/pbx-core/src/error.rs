@@ -64,6 +64,13 @@ pub enum Error {
     /// The dial plan named a trunk the tenant does not have.
     #[error("trunk unavailable")]
     TrunkUnavailable,
+    /// A plan asked to present a caller ID that is not one of the tenant's
+    /// own numbers.
+    #[error("caller ID not owned by the tenant")]
+    CallerIdNotOwned,
+    /// The host cannot answer a call that carries no SDP offer.
+    #[error("no offer to answer")]
+    NoOfferToAnswer,
     /// The dial plan did not decide in time.
     #[error("routing timed out")]
     RoutingTimeout,
@@ -117,6 +124,8 @@ impl Error {
             Error::BadContact => (400, "Bad Contact"),
             Error::BadExpires => (400, "Bad Expires"),
             Error::TrunkUnavailable => (503, "Trunk Unavailable"),
+            Error::CallerIdNotOwned => (403, "Caller ID Not Allowed"),
+            Error::NoOfferToAnswer => (488, "Not Acceptable Here"),
             Error::RoutingTimeout => (503, "Routing Timeout"),
             Error::ServiceUnavailable => (503, "Service Unavailable"),
             Error::Media(s) => (
@@ -163,6 +172,8 @@ mod tests {
             Error::BadContact,
             Error::BadExpires,
             Error::TrunkUnavailable,
+            Error::CallerIdNotOwned,
+            Error::NoOfferToAnswer,
             Error::RoutingTimeout,
             Error::ServiceUnavailable,
         ];

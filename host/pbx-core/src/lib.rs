@@ -29,6 +29,7 @@ mod route;
 mod shard;
 #[cfg(test)]
 mod tests;
+mod transfer;
 mod trunk_reg;
 
 use std::net::SocketAddr;
@@ -45,8 +46,8 @@ pub use media::{
 pub use model::{Cdr, Directory, Registration, RegistrationChange, TransportKind};
 use parking_lot::RwLock;
 pub use route::{
-    CallEvent, DialResult, MAX_CALL_STEPS, RingStep, RouteDecision, RouteRequest, Routing,
-    TrunkEntry, Trunks,
+    CallEvent, CallerDevice, DialResult, MAX_CALL_STEPS, RingStep, RouteDecision, RouteRequest,
+    Routing, TrunkEntry, Trunks,
 };
 pub use shard::Shard;
 pub use trunk_reg::{RegState, RegTimers, TrunkRegConfig, TrunkRegistration};
@@ -163,7 +164,16 @@ pub struct CoreConfig {
     pub user_agent: Option<String>,
     /// Who decides where calls go.
     pub routing: Routing,
+    /// Headers of a caller's INVITE that plugins may read (`call-info`), by
+    /// name, at most [`MAX_EXPOSED_HEADERS`]; none by default.
+    pub exposed_headers: Vec<String>,
 }
+
+/// Most INVITE headers a provider may expose to plugins.
+pub const MAX_EXPOSED_HEADERS: usize = 16;
+/// Longest exposed header value handed on, in bytes (cut at a character
+/// boundary).
+pub const MAX_EXPOSED_VALUE: usize = 1024;
 
 impl Default for CoreConfig {
     fn default() -> Self {
@@ -179,6 +189,7 @@ impl Default for CoreConfig {
             max_call_duration: Duration::from_secs(4 * 3600),
             user_agent: None,
             routing: Routing::Builtin,
+            exposed_headers: Vec::new(),
         }
     }
 }

@@ -176,10 +176,7 @@ mod tests {
                         self.sent.push(Msg::parse(&bytes).expect("valid SIP"));
                     }
                     Output::Route(req) => {
-                        let decision = RouteDecision::Trunk {
-                            trunk: "carrier".into(),
-                            number: "15551234567".into(),
-                        };
+                        let decision = RouteDecision::trunk("carrier", "15551234567");
                         self.shard.route_decided(self.now, req.call, decision);
                     }
                     Output::Cdr(cdr) => self.cdrs.push(cdr),

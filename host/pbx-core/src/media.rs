@@ -77,6 +77,15 @@ pub trait CallMediaHandle: Send + std::fmt::Debug {
         security: MediaSecurity,
         policy: MediaEncryption,
     ) -> Result<Vec<u8>, MediaRefusal>;
+    /// Answers an offer from `from` at the host itself (the PBX answers the
+    /// call; nothing is forwarded to the other leg) and returns the answer.
+    fn answer_here(
+        &self,
+        from: MediaLeg,
+        sdp: &[u8],
+        from_secure: bool,
+        policy: MediaEncryption,
+    ) -> Result<Vec<u8>, MediaRefusal>;
     /// Counters of both legs so far.
     fn stats(&self) -> CdrMedia;
     /// When media last arrived.

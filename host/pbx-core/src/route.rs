@@ -39,6 +39,23 @@ pub struct RouteRequest {
     pub event: CallEvent,
     /// Which decision of the call this is, from 1 (at most [`MAX_CALL_STEPS`]).
     pub step: u32,
+    /// The device the caller called from, when it is one of the tenant's
+    /// phones (from its INVITE).
+    pub caller_device: Option<CallerDevice>,
+    /// The headers of the caller's INVITE the provider exposes to plugins
+    /// (lower-case name, value; bounded by [`crate::MAX_EXPOSED_HEADERS`] and
+    /// [`crate::MAX_EXPOSED_VALUE`]).
+    pub headers: Vec<(String, String)>,
+}
+
+/// A phone placing a call, as its INVITE shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallerDevice {
+    /// Its Contact URI.
+    pub contact: String,
+    /// Its User-Agent (empty when it sent none).
+    pub user_agent: String,
+    pub transport: crate::TransportKind,
 }
 
 /// Most routing decisions one call may take: each further decision after a
@@ -53,6 +70,10 @@ pub enum CallEvent {
     Started,
     /// The last dial attempt ended without an answer.
     DialEnded(DialResult),
+    /// The phone that answered asked to transfer the call (REFER, RFC 3515):
+    /// `dialled` is the transfer target and `caller_extension` the
+    /// transferring extension. The plan routes the target like a new call.
+    TransferRequested,
 }
 
 /// How a dial attempt (a ring or a trunk call) ended without an answer.
@@ -81,16 +102,40 @@ pub struct RingStep {
 pub enum RouteDecision {
     /// Ring in steps: each step's extensions in parallel; on no answer, the next.
     Ring(Vec<RingStep>),
-    /// Out through one of the tenant's trunks, to `number`.
-    Trunk { trunk: String, number: String },
+    /// Out through one of the tenant's trunks, to `number`, for up to
+    /// `timeout` (zero: the host's ring timeout; never more than it),
+    /// presenting `caller_id` when set (it must be one of the tenant's own
+    /// numbers, checked by the shard; otherwise the call is refused).
+    Trunk {
+        trunk: String,
+        number: String,
+        timeout: Duration,
+        caller_id: Option<String>,
+    },
     /// Refuse the call.
     Reject { status: u16, reason: String },
     /// End the call with the outcome of its last dial attempt: the caller hears
     /// the most telling failure its targets gave (480 when nothing rang).
     Finish,
+    /// The host answers the call itself (200 OK; its media ends at the host's
+    /// relay). With `hang_up` it then ends the call as soon as the caller has
+    /// acknowledged the answer (a feature code's confirmation); without, the
+    /// call stays up until the caller hangs up or its maximum duration.
+    Answer { hang_up: bool },
 }
 
 impl RouteDecision {
+    /// Out `trunk` to `number` for the host's ring timeout, with the call's
+    /// own caller ID.
+    pub fn trunk(trunk: impl Into<String>, number: impl Into<String>) -> RouteDecision {
+        RouteDecision::Trunk {
+            trunk: trunk.into(),
+            number: number.into(),
+            timeout: Duration::ZERO,
+            caller_id: None,
+        }
+    }
+
     /// A reject, with the status kept to a final failure class.
     pub fn reject(status: u16, reason: impl Into<String>) -> RouteDecision {
         RouteDecision::Reject {
@@ -173,6 +218,12 @@ impl Trunks {
         self.by_name.get(&(tenant, name.to_string()))
     }
 
+    /// Whether `number` is one of `tenant`'s own numbers (its DIDs), the only
+    /// caller IDs its calls may present on a trunk.
+    pub fn owns_number(&self, tenant: TenantId, number: &str) -> bool {
+        self.dids.get(did_key(number)) == Some(&tenant)
+    }
+
     /// An inbound call to `number` from `source`: the DID's tenant and the trunk it
     /// came through, when the source is one of that tenant's trunks.
     pub(crate) fn inbound(&self, source: IpAddr, number: &str) -> Option<(TenantId, &str)> {
@@ -234,6 +285,11 @@ mod tests {
         // Tenant 2's trunk cannot deliver tenant 1's number.
         assert_eq!(t.inbound(b, "15550001"), None);
         assert_eq!(t.inbound(a, "15550002"), None);
+        // Only the owner may present the number as its caller ID.
+        assert!(t.owns_number(TenantId(1), "+15550001"));
+        assert!(t.owns_number(TenantId(1), "15550001"));
+        assert!(!t.owns_number(TenantId(2), "+15550001"));
+        assert!(!t.owns_number(TenantId(1), "+15550002"));
     }
 
     #[test]

@@ -23,7 +23,8 @@ use crate::registrar::Reply;
 use crate::{Error, Inbound, Output, Peer, Shared, TransportKind};
 
 /// Methods the host understands; anything else gets 501.
-pub(crate) const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE";
+pub(crate) const ALLOW: &str =
+    "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE, REFER, NOTIFY";
 
 pub(crate) enum ServerTx {
     Invite(ServerInvite),

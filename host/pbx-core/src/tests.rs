@@ -44,6 +44,7 @@ struct Harness {
     now: Instant,
     sent: Vec<(SocketAddr, Msg)>,
     routes: Vec<crate::RouteRequest>,
+    cdrs: Vec<model::Cdr>,
 }
 
 fn peer(addr: &str) -> Peer {
@@ -68,6 +69,7 @@ impl Harness {
             now,
             sent: Vec::new(),
             routes: Vec::new(),
+            cdrs: Vec::new(),
         }
     }
 
@@ -90,6 +92,7 @@ impl Harness {
                     .sent
                     .push((dest.addr, Msg::parse(&bytes).expect("host sends valid SIP"))),
                 Output::Route(req) => self.routes.push(req),
+                Output::Cdr(cdr) => self.cdrs.push(cdr),
                 _ => {}
             }
         }
@@ -664,14 +667,97 @@ fn carrier(username: Option<&str>) -> crate::Trunks {
 }
 
 #[test]
-fn trunk_calls_answer_the_carriers_challenge_once() {
+fn the_routing_request_carries_the_calling_device_and_only_exposed_headers() {
+    let config = CoreConfig {
+        exposed_headers: vec!["X-Customer-Id".into()],
+        ..external()
+    };
+    let mut h = Harness::new(config);
+    let uri = format!("sip:1001@{DOMAIN}");
+    h.authorize(
+        "127.0.0.1:7000",
+        |auth| {
+            format!(
+                "INVITE sip:1001@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bKx{}\r\nFrom: <sip:1000@{DOMAIN}>;tag=a\r\nTo: <sip:1001@{DOMAIN}>\r\nCall-ID: call-x\r\nCSeq: {} INVITE\r\nContact: <sip:1000@127.0.0.1:7000>\r\nUser-Agent: DeskPhone/2.1\r\nx-customer-id: 4711\r\nX-Secret: hidden\r\n{}Content-Length: 0\r\n\r\n",
+                auth.is_some() as u8,
+                1 + auth.is_some() as u8,
+                auth.map(|a| format!("Proxy-Authorization: {a}\r\n")).unwrap_or_default()
+            )
+        },
+        "Proxy-Authenticate",
+        "INVITE",
+        &uri,
+        "1000",
+    );
+    let req = h.routes.pop().expect("a routing request");
+    let device = req.caller_device.expect("a phone called");
+    assert_eq!(device.contact, "sip:1000@127.0.0.1:7000");
+    assert_eq!(device.user_agent, "DeskPhone/2.1");
+    assert_eq!(device.transport, TransportKind::Udp);
+    assert_eq!(
+        req.headers,
+        [("x-customer-id".to_string(), "4711".to_string())]
+    );
+}
+
+#[test]
+fn a_trunk_call_presents_only_the_tenants_own_number_and_rings_for_its_timeout() {
     let mut h = Harness::new(external());
-    h.shared.replace_trunks(carrier(Some("acct")));
+    h.shared.replace_trunks(carrier(None));
     h.invite();
     h.decide(crate::RouteDecision::Trunk {
         trunk: "carrier".into(),
         number: "15551234567".into(),
+        timeout: Duration::from_secs(7),
+        caller_id: Some("+15550001".into()),
     });
+    let start = h.now;
+    let out = h.take();
+    let invite = sent_to(&out, 9000, "INVITE")
+        .expect("out the trunk")
+        .clone();
+    assert!(
+        invite
+            .header("From")
+            .unwrap()
+            .contains("sip:+15550001@carrier.example"),
+        "{:?}",
+        invite.header("From")
+    );
+    h.feed("127.0.0.1:9000", &answer(&invite, 180, "Ringing"));
+    h.run_until(start + Duration::from_millis(6900));
+    assert!(sent_to(&h.take(), 9000, "CANCEL").is_none());
+    h.run_until(start + Duration::from_millis(7100));
+    assert!(
+        sent_to(&h.take(), 9000, "CANCEL").is_some(),
+        "the dial-out's own timeout ends it"
+    );
+
+    // A number the tenant does not own is refused before anything is sent.
+    let mut h = Harness::new(external());
+    h.shared.replace_trunks(carrier(None));
+    h.invite();
+    h.decide(crate::RouteDecision::Trunk {
+        trunk: "carrier".into(),
+        number: "15551234567".into(),
+        timeout: Duration::ZERO,
+        caller_id: Some("+15559999".into()),
+    });
+    let out = h.take();
+    assert!(sent_to(&out, 9000, "INVITE").is_none());
+    let refusal = out
+        .iter()
+        .find(|(_, m)| m.status() == Some(403))
+        .expect("403");
+    assert_eq!(refusal.1.reason(), "Caller ID Not Allowed");
+}
+
+#[test]
+fn trunk_calls_answer_the_carriers_challenge_once() {
+    let mut h = Harness::new(external());
+    h.shared.replace_trunks(carrier(Some("acct")));
+    h.invite();
+    h.decide(crate::RouteDecision::trunk("carrier", "15551234567"));
     let out = h.take();
     let first = sent_to(&out, 9000, "INVITE")
         .expect("INVITE to the carrier")
@@ -753,10 +839,7 @@ fn a_decision_cannot_use_another_tenants_trunk() {
         vec![],
     ));
     h.invite();
-    h.decide(crate::RouteDecision::Trunk {
-        trunk: "theirs".into(),
-        number: "15551234567".into(),
-    });
+    h.decide(crate::RouteDecision::trunk("theirs", "15551234567"));
     let out = h.take();
     assert!(sent_to(&out, 9001, "INVITE").is_none());
     assert!(statuses(&out).contains(&503));
@@ -974,6 +1057,16 @@ mod anchoring {
             self.seen.fetch_add(1, Ordering::Relaxed);
             rewrite(sdp, from, "answer")
         }
+        fn answer_here(
+            &self,
+            from: MediaLeg,
+            sdp: &[u8],
+            _: bool,
+            _: MediaEncryption,
+        ) -> Result<Vec<u8>, MediaRefusal> {
+            self.seen.fetch_add(1, Ordering::Relaxed);
+            rewrite(sdp, from, "host answer")
+        }
         fn stats(&self) -> CdrMedia {
             let mut m = CdrMedia::default();
             m.caller.packets_in = self.seen.load(Ordering::Relaxed);
@@ -1152,6 +1245,98 @@ mod anchoring {
         // offer + answer passed through the handle
         assert_eq!(cdr.media.caller.packets_in, 2);
         assert_eq!(cdr.hangup_by, "system");
+    }
+
+    fn ack_for(ok: &Msg) -> String {
+        format!(
+            "ACK sip:pbx@{SERVER} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bKack\r\nFrom: <sip:1000@{DOMAIN}>;tag=a\r\nTo: {}\r\nCall-ID: call-1\r\nCSeq: 2 ACK\r\nContent-Length: 0\r\n\r\n",
+            ok.header("To").unwrap()
+        )
+    }
+
+    fn external_harness() -> Harness {
+        let h = Harness::new(external());
+        assert!(h.shared.set_media_anchor(Arc::new(Anchor::default())));
+        h
+    }
+
+    #[test]
+    fn the_host_answers_and_hangs_up_only_after_the_ack() {
+        let mut h = external_harness();
+        invite_with(&mut h, SDP);
+        h.decide(crate::RouteDecision::Answer { hang_up: true });
+        let out = h.take();
+        let ok = out
+            .iter()
+            .find(|(_, m)| m.status() == Some(200))
+            .map(|(_, m)| m.clone())
+            .expect("the host answers");
+        let body = String::from_utf8_lossy(&ok.body).to_string();
+        assert!(body.contains("(host answer from Caller)"), "{body}");
+        assert!(ok.header("Contact").is_some());
+        assert!(
+            out.iter()
+                .all(|(_, m)| m.method() != Some(crate::msg::Method::Bye)),
+            "no BYE before the ACK (RFC 3261 §15)"
+        );
+        assert!(h.cdrs.is_empty());
+        h.feed("127.0.0.1:7000", &ack_for(&ok));
+        let bye = sent_to(&h.take(), 7000, "BYE")
+            .expect("BYE to the caller")
+            .clone();
+        assert_eq!(bye.call_id(), "call-1");
+        let cdr = h.cdrs.pop().expect("record written");
+        assert_eq!(cdr.disposition, model::Disposition::Answered);
+        assert_eq!(cdr.hangup_by, "system");
+        assert!(cdr.answered_at_ms.is_some());
+    }
+
+    #[test]
+    fn a_host_answered_call_stays_up_and_answers_in_dialog_requests_itself() {
+        let mut h = external_harness();
+        invite_with(&mut h, SDP);
+        h.decide(crate::RouteDecision::Answer { hang_up: false });
+        let ok = h
+            .take()
+            .into_iter()
+            .find(|(_, m)| m.status() == Some(200))
+            .map(|(_, m)| m)
+            .expect("answered");
+        h.feed("127.0.0.1:7000", &ack_for(&ok));
+        assert!(
+            sent_to(&h.take(), 7000, "BYE").is_none(),
+            "the call stays up"
+        );
+        let to = ok.header("To").unwrap().to_string();
+        let reinvite = format!(
+            "INVITE sip:pbx@{SERVER} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bKre\r\nFrom: <sip:1000@{DOMAIN}>;tag=a\r\nTo: {to}\r\nCall-ID: call-1\r\nCSeq: 3 INVITE\r\nContact: <sip:1000@127.0.0.1:7000>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
+            SDP.len()
+        );
+        h.feed("127.0.0.1:7000", &reinvite);
+        let out = h.take();
+        let again = out
+            .iter()
+            .find(|(_, m)| m.status() == Some(200))
+            .expect("a refresh is answered by the host")
+            .1
+            .clone();
+        assert_eq!(again.body, ok.body, "with the same answer");
+        let bye = format!(
+            "BYE sip:pbx@{SERVER} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bKbye\r\nFrom: <sip:1000@{DOMAIN}>;tag=a\r\nTo: {to}\r\nCall-ID: call-1\r\nCSeq: 4 BYE\r\nContent-Length: 0\r\n\r\n"
+        );
+        h.feed("127.0.0.1:7000", &bye);
+        let out = h.take();
+        assert_eq!(statuses(&out), vec![200]);
+        assert_eq!(out.len(), 1, "no BYE goes anywhere else: {out:?}");
+        assert_eq!(h.cdrs.pop().expect("record").hangup_by, "caller");
+    }
+
+    #[test]
+    fn the_host_cannot_answer_without_an_offer() {
+        let mut h = external_harness();
+        h.invite();
+        h.decide(crate::RouteDecision::Answer { hang_up: true });
+        assert!(statuses(&h.take()).contains(&488));
     }
 }
 
@@ -1483,7 +1668,7 @@ mod call_steps {
         let req = h.routes.last().expect("asked to route again");
         match req.event {
             CallEvent::DialEnded(result) => (result, req.step),
-            CallEvent::Started => panic!("a new call, not a further step"),
+            other => panic!("not a dial attempt's end: {other:?}"),
         }
     }
 
@@ -1537,10 +1722,7 @@ mod call_steps {
         h.take();
         assert_eq!(dial_ended(&h), (DialResult::NoAnswer, 3));
 
-        h.decide(RouteDecision::Trunk {
-            trunk: "carrier".into(),
-            number: "15551234567".into(),
-        });
+        h.decide(RouteDecision::trunk("carrier", "15551234567"));
         let out = h.take();
         let out_trunk = sent_to(&out, 9000, "INVITE").expect("out the trunk");
         assert_eq!(

@@ -236,6 +236,19 @@ impl CallMedia {
         self.session.lock().answer_from(leg, sdp, security, policy)
     }
 
+    /// See [`MediaSession::answer_here`].
+    pub fn answer_here(
+        &self,
+        leg: Leg,
+        sdp: &[u8],
+        from_secure: bool,
+        policy: EncryptionPolicy,
+    ) -> Result<Vec<u8>> {
+        self.session
+            .lock()
+            .answer_here(leg, sdp, from_secure, policy)
+    }
+
     /// Counters of both legs.
     pub fn stats(&self) -> CallMediaStats {
         self.session.lock().stats()

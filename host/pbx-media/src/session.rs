@@ -17,7 +17,7 @@ use bytes::Bytes;
 use crate::error::{Error, Result};
 use crate::rtp::{self, Channel, LossCounter};
 use crate::sdes::{self, Chosen, KeyMaterial, Suite};
-use crate::sdp::{CryptoAttr, Media, Sdp};
+use crate::sdp::{CryptoAttr, Direction, Line, Media, Sdp};
 use crate::srtp::{SrtpReceiver, SrtpSender};
 
 /// One side of a call.
@@ -290,6 +290,36 @@ fn rewrite(sdp: &Sdp, index: usize, ip: IpAddr, port: u16) -> Sdp {
     out
 }
 
+/// Keeps the first offered format of `m` and any `telephone-event` format,
+/// with their `a=rtpmap`/`a=fmtp` lines; drops the rest.
+fn keep_first_format(m: &mut Media) {
+    let encoding = |pt: &str| {
+        m.lines.iter().find_map(|l| match l.attr() {
+            Some(("rtpmap", Some(v))) => {
+                let (p, enc) = v.split_once(' ')?;
+                (p == pt).then(|| enc.split('/').next().unwrap_or("").to_ascii_lowercase())
+            }
+            _ => None,
+        })
+    };
+    let events: Vec<String> = m
+        .formats
+        .iter()
+        .filter(|f| encoding(f).as_deref() == Some("telephone-event"))
+        .cloned()
+        .collect();
+    let first = m.formats.iter().find(|f| !events.contains(f)).cloned();
+    let kept: Vec<String> = first.into_iter().chain(events).collect();
+    m.lines.retain(|l| match l.attr() {
+        Some(("rtpmap" | "fmtp", Some(v))) => {
+            let pt = v.split(' ').next().unwrap_or("");
+            kept.iter().any(|k| k == pt)
+        }
+        _ => true,
+    });
+    m.formats = kept;
+}
+
 fn anchored(sdp: &mut Sdp, index: usize) -> Result<&mut Media> {
     sdp.media
         .get_mut(index)
@@ -496,6 +526,96 @@ impl MediaSession {
         if otx.as_ref().map(SrtpSender::keys) != o.tx.as_ref().map(SrtpSender::keys) {
             o.tx = otx;
         }
+        Ok(out.to_bytes())
+    }
+
+    /// Answers an offer from `from` at the host itself (the call is answered by
+    /// the PBX, not by the other leg): our address and the port facing `from`,
+    /// the first of the offered formats plus `telephone-event` (RFC 4733), the
+    /// direction that complements the offer's, and SRTP as `policy` and the
+    /// offerer's transport allow. Nothing is forwarded to the other leg; what
+    /// the host plays into the call goes to `from` through the same keys.
+    pub fn answer_here(
+        &mut self,
+        from: Leg,
+        sdp: &[u8],
+        from_secure: bool,
+        policy: EncryptionPolicy,
+    ) -> Result<Vec<u8>> {
+        let parsed = Sdp::parse(sdp)?;
+        let index = anchored_index(&parsed)?;
+        let m = &parsed.media[index];
+        let savp = m.is_savp();
+        let chosen = sdes::negotiate(&m.cryptos())?;
+        let srtp = match policy {
+            EncryptionPolicy::Disabled if savp => {
+                return Err(Error::NotAcceptable("SRTP offered but disabled"));
+            }
+            EncryptionPolicy::Disabled => None,
+            EncryptionPolicy::Required if !from_secure => {
+                return Err(Error::EncryptionRequired(
+                    "the caller is not on a secure transport",
+                ));
+            }
+            EncryptionPolicy::Required => {
+                Some(chosen.ok_or(Error::EncryptionRequired("no supported a=crypto"))?)
+            }
+            EncryptionPolicy::Optional => match chosen {
+                Some(c) if from_secure => Some(c),
+                _ if savp => {
+                    return Err(Error::NotAcceptable(
+                        "RTP/SAVP offer without a usable key on a secure transport",
+                    ));
+                }
+                _ => None,
+            },
+        };
+        let mut out = rewrite(&parsed, index, self.local.ip, self.local.port(from));
+        for line in &mut out.session {
+            if line.kind == 'o' {
+                let family = if self.local.ip.is_ipv4() {
+                    "IP4"
+                } else {
+                    "IP6"
+                };
+                line.value = format!(
+                    "pbx {} 1 IN {family} {}",
+                    rand::random::<u32>(),
+                    self.local.ip
+                );
+            }
+        }
+        let om = anchored(&mut out, index)?;
+        keep_first_format(om);
+        let direction = match m.direction() {
+            Direction::SendOnly => Some("recvonly"),
+            Direction::RecvOnly => Some("sendonly"),
+            Direction::Inactive => Some("inactive"),
+            Direction::SendRecv => None,
+        };
+        om.remove_attrs(&["sendrecv", "sendonly", "recvonly", "inactive"]);
+        if let Some(d) = direction {
+            om.lines.push(Line {
+                kind: 'a',
+                value: d.to_owned(),
+            });
+        }
+        let (rx, tx) = match &srtp {
+            Some(c) => {
+                let ours = KeyMaterial::generate(c.remote.suite());
+                om.set_cryptos(&[ours.to_attr(c.tag)]);
+                (
+                    Some(SrtpReceiver::new(&c.remote)?),
+                    Some(SrtpSender::new(&ours)?),
+                )
+            }
+            None => (None, None),
+        };
+        let (rtp, rtcp) = remote_addrs(&parsed, index);
+        let leg = self.leg(from);
+        leg.set_remote(rtp, rtcp);
+        leg.set_keys(rx, tx);
+        self.offer = None;
         Ok(out.to_bytes())
     }
 
@@ -952,5 +1072,75 @@ mod tests {
         assert_eq!((tag, k.suite()), (1, Suite::AesCm128HmacSha1_80));
         let st = s.stats();
         assert!(st.a.srtp && st.b.srtp);
+    }
+
+    #[test]
+    fn the_host_answers_with_one_codec_and_events_on_the_callers_port() {
+        let mut offer_sdp = String::from_utf8(offer("RTP/AVP", None)).unwrap();
+        offer_sdp = offer_sdp
+            .replace("RTP/AVP 0 101", "RTP/AVP 8 0 101")
+            .replace(
+                "a=rtpmap:0 PCMU/8000\r\n",
+                "a=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\n\
+                 a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=sendonly\r\n",
+            );
+        let mut s = MediaSession::new(LOCAL, Instant::now());
+        let out = s
+            .answer_here(
+                Leg::A,
+                offer_sdp.as_bytes(),
+                false,
+                EncryptionPolicy::Optional,
+            )
+            .unwrap();
+        let answer = Sdp::parse(&out).unwrap();
+        let m = &answer.media[0];
+        assert_eq!(m.port, LOCAL.a);
+        assert_eq!(m.formats, ["8", "101"]);
+        assert_eq!(m.direction(), Direction::RecvOnly);
+        assert!(m.cryptos().is_empty());
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert!(!text.contains("PCMU"), "{text}");
+        assert!(text.contains("a=fmtp:101 0-16"), "{text}");
+        assert!(
+            !text.contains("o=a "),
+            "the answer has our own origin: {text}"
+        );
+        assert_eq!(answer.media[1].port, 0, "other streams are refused");
+        // Media from the caller is taken in, not forwarded anywhere.
+        let from = "192.0.2.10:4000".parse().unwrap();
+        assert!(
+            s.handle(Instant::now(), Leg::A, Channel::Rtp, from, &rtp(1, 1))
+                .is_none()
+        );
+        assert_eq!(s.stats().a.packets_in, 1);
+    }
+
+    #[test]
+    fn the_host_answer_keeps_to_the_encryption_policy() {
+        let key = KeyMaterial::generate(Suite::AesCm128HmacSha1_80);
+        let keyed = offer("RTP/SAVP", Some(&key.to_attr(3).to_value()));
+        let mut s = MediaSession::new(LOCAL, Instant::now());
+        // Keys offered over plain signalling are never taken.
+        assert!(
+            s.answer_here(Leg::A, &keyed, false, EncryptionPolicy::Optional)
+                .is_err()
+        );
+        assert!(
+            s.answer_here(
+                Leg::A,
+                &offer("RTP/AVP", None),
+                true,
+                EncryptionPolicy::Required
+            )
+            .is_err()
+        );
+        let out = s
+            .answer_here(Leg::A, &keyed, true, EncryptionPolicy::Required)
+            .unwrap();
+        let (tag, ours) = find_key(&out);
+        assert_eq!((tag, ours.suite()), (3, Suite::AesCm128HmacSha1_80));
+        assert_ne!(ours, key, "the host sends with its own key");
+        assert!(s.stats().a.srtp);
     }
 }

@@ -68,6 +68,10 @@ pub struct Cdr {
     /// Media counters of both legs (zero when no media was anchored).
     #[serde(default)]
     pub media: CdrMedia,
+    /// Tags the tenant's call handler put on the call (at most 8, each at
+    /// most 64 bytes).
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 /// Media counters of one leg of a call. "in" is what the leg sent the host,

@@ -114,8 +114,9 @@ pub enum InvalidDecision {
     /// An action after one that dials or ends the call.
     #[error("an action follows one that dials or ends the call")]
     ActionAfterEnd,
-    /// A call-record tag that is empty, too long or has control characters.
-    #[error("tag is empty, too long or has control characters")]
+    /// A call-record tag that is empty, too long or holds anything but
+    /// letters, digits and `-_.:/`.
+    #[error("tag is empty, too long or holds characters other than letters, digits and -_.:/")]
     BadTag,
 }
 

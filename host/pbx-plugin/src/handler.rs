@@ -9,7 +9,7 @@
 use crate::World;
 use crate::bindings::call_handler::pbx::plugin0_2_0::call_types;
 use crate::error::InvalidDecision;
-use crate::types::{Decision, Directory, MAX_RING_SECS, Reject, clip, dialable, safe_text};
+use crate::types::{Decision, Directory, MAX_RING_SECS, Reject, clip, dialable};
 
 pub use call_types::{
     Action, Call as HandlerCall, DialOut, DialResult, Event, RingGroup, Step, TransferResult,
@@ -68,6 +68,12 @@ pub fn dial_plan_world(wasm: &[u8]) -> World {
         }
     }
     World::Dialplan
+}
+
+/// A tag is letters, digits and `-_.:/` (so it is safe in any export).
+fn tag_text(tag: &str) -> bool {
+    tag.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-_.:/".contains(&b))
 }
 
 /// Checks a step against the tenant's directory.
@@ -131,7 +137,7 @@ fn validate_action(action: &Action, directory: &Directory) -> Result<(), Invalid
             Ok(())
         }
         Action::Tag(tag) => {
-            if tag.is_empty() || tag.len() > MAX_TAG_BYTES || !safe_text(tag) {
+            if tag.is_empty() || tag.len() > MAX_TAG_BYTES || !tag_text(tag) {
                 return Err(InvalidDecision::BadTag);
             }
             Ok(())
@@ -244,6 +250,14 @@ mod tests {
         assert_eq!(
             validate_step(&step(vec![Action::Tag("a\r\nb".into())]), &d),
             Err(InvalidDecision::BadTag)
+        );
+        assert_eq!(
+            validate_step(&step(vec![Action::Tag("a;b".into())]), &d),
+            Err(InvalidDecision::BadTag)
+        );
+        assert_eq!(
+            validate_step(&step(vec![Action::Tag("after-hours:v1".into())]), &d),
+            Ok(())
         );
         let big = Step {
             actions: vec![Action::Finish],

@@ -35,9 +35,9 @@ const INSERT: &str = "INSERT INTO cdrs \
      caller_packets_in, caller_bytes_in, caller_packets_out, caller_bytes_out, \
      caller_srtp_auth_failures, caller_packets_lost, \
      callee_packets_in, callee_bytes_in, callee_packets_out, callee_bytes_out, \
-     callee_srtp_auth_failures, callee_packets_lost) ";
+     callee_srtp_auth_failures, callee_packets_lost, tags) ";
 
-/// Records per statement: 23 parameters each keeps a statement far below SQLite's
+/// Records per statement: 24 parameters each keeps a statement far below SQLite's
 /// limit of 32,766 bound parameters.
 const CHUNK: usize = 400;
 
@@ -47,7 +47,7 @@ pub(crate) const COLUMNS: &str = "tenant_id, caller, callee, started_at_ms, answ
     caller_packets_in, caller_bytes_in, caller_packets_out, caller_bytes_out, \
     caller_srtp_auth_failures, caller_packets_lost, \
     callee_packets_in, callee_bytes_in, callee_packets_out, callee_bytes_out, \
-    callee_srtp_auth_failures, callee_packets_lost";
+    callee_srtp_auth_failures, callee_packets_lost, tags";
 
 /// SQLite integers are signed: counters saturate at `i64::MAX`.
 fn count(n: u64) -> i64 {
@@ -84,6 +84,7 @@ impl Store {
                         .push_bind(count(leg.srtp_auth_failures))
                         .push_bind(count(leg.packets_lost));
                 }
+                row.push_bind(serde_json::to_string(&c.tags).unwrap_or_else(|_| "[]".into()));
             });
             q.build()
                 .persistent(chunk.len() == CHUNK)
@@ -148,6 +149,7 @@ pub(crate) fn from_row(row: &SqliteRow) -> Result<Cdr> {
             caller: leg_media(row, "caller")?,
             callee: leg_media(row, "callee")?,
         },
+        tags: serde_json::from_str(&row.try_get::<String, _>("tags")?).map_err(|_| bad("tags"))?,
     })
 }
 
@@ -184,6 +186,7 @@ pub(crate) mod tests {
             caller_call_id: format!("a-{started_at_ms}"),
             callee_call_id: format!("b-{started_at_ms}"),
             media: CdrMedia::default(),
+            tags: Vec::new(),
         }
     }
 

@@ -16,7 +16,7 @@ disposition,sip_code,hangup_by,caller_call_id,callee_call_id,\
 caller_packets_in,caller_bytes_in,caller_packets_out,caller_bytes_out,\
 caller_srtp_auth_failures,caller_packets_lost,\
 callee_packets_in,callee_bytes_in,callee_packets_out,callee_bytes_out,\
-callee_srtp_auth_failures,callee_packets_lost\n";
+callee_srtp_auth_failures,callee_packets_lost,tags\n";
 
 /// Appends `cdr` as one CSV line (RFC 4180 quoting; text that a spreadsheet
 /// would run as a formula is quoted and prefixed with `'`).
@@ -49,6 +49,9 @@ pub fn write_cdr_csv(out: &mut String, cdr: &Cdr) {
             ",{packets_in},{bytes_in},{packets_out},{bytes_out},{srtp_auth_failures},{packets_lost}"
         );
     }
+    // One field: the tags joined by `;` (a tag never holds one).
+    out.push(',');
+    csv_field(out, &cdr.tags.join(";"));
     out.push('\n');
 }
 

@@ -27,6 +27,8 @@
 //! [calls]
 //! ring_timeout_secs = 60
 //! max_duration_secs = 14400
+//! plugin_headers = []              # INVITE headers call handlers may read
+//!                                  # (`call-info`), e.g. ["X-Customer-Id"]
 //!
 //! [guard]                          # abuse defenses, on by default
 //! enabled = true
@@ -172,6 +174,9 @@ pub struct AuthSection {
 pub struct CallsSection {
     pub ring_timeout_secs: Option<u64>,
     pub max_duration_secs: Option<u64>,
+    /// INVITE headers a call handler may read through `call-info` (none by
+    /// default; at most 16 names).
+    pub plugin_headers: Option<Vec<String>>,
 }
 
 /// `[guard]`
@@ -447,6 +452,37 @@ fn core_config(file: &FileConfig) -> Result<CoreConfig> {
     }
     if let Some(secs) = file.calls.max_duration_secs {
         core.max_call_duration = positive_secs("calls.max_duration_secs", secs)?;
+    }
+    if let Some(names) = &file.calls.plugin_headers {
+        if names.len() > pbx_core::MAX_EXPOSED_HEADERS {
+            return Err(Error::Config(format!(
+                "calls.plugin_headers lists {} names; at most {}",
+                names.len(),
+                pbx_core::MAX_EXPOSED_HEADERS
+            )));
+        }
+        let token = |n: &str| {
+            !n.is_empty()
+                && n.len() <= 64
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.!%*+`'~".contains(&b))
+        };
+        if let Some(bad) = names.iter().find(|n| !token(n)) {
+            return Err(Error::Config(format!(
+                "calls.plugin_headers: {bad:?} is not a header name"
+            )));
+        }
+        // Credentials never reach a plugin, whatever the list says.
+        let secret = ["authorization", "proxy-authorization"];
+        if let Some(bad) = names
+            .iter()
+            .find(|n| secret.contains(&n.to_ascii_lowercase().as_str()))
+        {
+            return Err(Error::Config(format!(
+                "calls.plugin_headers: {bad} carries credentials and cannot be exposed"
+            )));
+        }
+        core.exposed_headers = names.clone();
     }
     if let Some(ua) = &file.user_agent {
         let ua = ua.trim();

@@ -739,6 +739,7 @@ fn cdr_list_shows_media_per_leg() {
                 caller: leg(1503),
                 callee: leg(1497),
             },
+            tags: vec!["after-hours".into(), "vip".into()],
         }])
         .await
         .unwrap();
@@ -754,6 +755,7 @@ fn cdr_list_shows_media_per_leg() {
     assert_eq!(field("caller_srtp_auth_failures"), (1503 % 7).to_string());
     assert_eq!(field("callee_packets_out"), "1498", "{csv}");
     assert_eq!(field("callee_packets_lost"), (1497 % 5).to_string());
+    assert_eq!(field("tags"), "after-hours;vip", "{csv}");
     let json = ok(&pbx(
         dir.path(),
         &["cdr", "list", "acme", "--format", "json"],

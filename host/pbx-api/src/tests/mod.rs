@@ -372,6 +372,7 @@ fn cdr(tenant: TenantId, caller: &str, callee: &str, started_at_ms: i64) -> Cdr 
         caller_call_id: format!("call-{started_at_ms}"),
         callee_call_id: String::new(),
         media: store::CdrMedia::default(),
+        tags: Vec::new(),
     }
 }
 

@@ -87,6 +87,14 @@ impl Counters for Usage {
     }
 }
 
+/// Where `class` stands from cheapest to costliest (the declaration order).
+fn cost_rank(class: DestinationClass) -> usize {
+    DestinationClass::ALL
+        .iter()
+        .position(|c| *c == class)
+        .unwrap_or(usize::MAX)
+}
+
 /// A call admitted and counted.
 struct Live {
     tenant: TenantId,
@@ -138,12 +146,23 @@ impl Admission {
         events: &mut Vec<Event>,
     ) -> Result<(), Refusal> {
         // A call is counted once, at its first leg; later legs (a forward, a
-        // failover) are the same call.
+        // failover, a transfer) are the same call. A later leg to a costlier
+        // class is counted again under that class (its limits checked, its
+        // spend charged at that class), so a forward or a transfer abroad
+        // meets the limits a direct call abroad would.
         let key = (call.tenant, call.call_id.to_string());
-        if self.live.lock().contains_key(&key) {
-            return Ok(());
-        }
-        let slot = self
+        let earlier = {
+            let mut live = self.live.lock();
+            match live.get(&key) {
+                Some(l) if cost_rank(call.class) <= cost_rank(l.class) => return Ok(()),
+                Some(_) => live.remove(&key),
+                None => None,
+            }
+        };
+        // The earlier legs' hold is let go first, so the call is not counted
+        // twice against the concurrency limits.
+        let earlier = earlier.map(|l| (l.tenant, l.extension, l.dialled, l.class));
+        let started = self
             .counters
             .start_call(&CallStart {
                 tenant: call.tenant,
@@ -162,7 +181,35 @@ impl Admission {
                     ),
                 ));
                 Refusal::LimitReached(denial)
-            })?;
+            });
+        let slot = match started {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                // The call keeps counting as what its earlier legs were (the
+                // room it just let go of is there to take back).
+                if let Some((tenant, extension, dialled, class)) = earlier
+                    && let Ok(slot) = self.counters.start_call(&CallStart {
+                        tenant,
+                        extension: &extension,
+                        class,
+                        now: now.at,
+                        unix_ms: now.unix_ms,
+                    })
+                {
+                    self.live.lock().insert(
+                        key,
+                        Live {
+                            tenant,
+                            extension,
+                            dialled,
+                            class,
+                            _slot: slot,
+                        },
+                    );
+                }
+                return Err(refusal);
+            }
+        };
         let concurrent = self.counters.concurrent(call.tenant);
         let fired = self.patterns.lock().call_started(&CallInfo {
             tenant: call.tenant,

@@ -33,17 +33,38 @@ pub enum Plan {
     },
     /// Ring one of the tenant's groups, by name.
     RingGroup(String),
-    /// Out through one of the tenant's trunks, to `number`.
-    Trunk { trunk: String, number: String },
+    /// Out through one of the tenant's trunks, to `number`, ringing for up to
+    /// `timeout_secs` (0: the host's ring timeout), presenting `caller_id`
+    /// when set (only one of the tenant's own numbers; the shard checks).
+    Trunk {
+        trunk: String,
+        number: String,
+        timeout_secs: u32,
+        caller_id: Option<String>,
+    },
     /// Reject the call.
     Reject { status: u16, reason: String },
     /// After a dial attempt ([`crate::CallEvent::DialEnded`]): end the call with
     /// that attempt's outcome. A plan written for one decision per call gives
     /// this for every later event.
     Finish,
+    /// The host answers the call itself, then hangs up at once (`hang_up`)
+    /// or keeps it up until the caller hangs up.
+    Answer { hang_up: bool },
 }
 
 impl Plan {
+    /// Out `trunk` to `number` for the host's ring timeout, with the call's
+    /// own caller ID.
+    pub fn trunk(trunk: impl Into<String>, number: impl Into<String>) -> Plan {
+        Plan::Trunk {
+            trunk: trunk.into(),
+            number: number.into(),
+            timeout_secs: 0,
+            caller_id: None,
+        }
+    }
+
     /// Whether the plan places a call leg (rings or dials out).
     pub fn places_a_leg(&self) -> bool {
         matches!(
@@ -135,8 +156,19 @@ impl Plan {
                 }]),
                 None => return Err(Refusal::UnknownGroup),
             },
-            Plan::Trunk { trunk, number } => RouteDecision::Trunk { trunk, number },
+            Plan::Trunk {
+                trunk,
+                number,
+                timeout_secs,
+                caller_id,
+            } => RouteDecision::Trunk {
+                trunk,
+                number,
+                timeout: secs(timeout_secs),
+                caller_id,
+            },
             Plan::Finish => RouteDecision::Finish,
+            Plan::Answer { hang_up } => RouteDecision::Answer { hang_up },
             Plan::Reject { status, reason } => {
                 return Err(Refusal::Rejected {
                     status: crate::route::final_status(status),

@@ -63,7 +63,10 @@ impl DialPlan for FakePlan {
         self.runs.set(self.runs.get() + 1);
         self.seen_class.set(Some(call.class));
         self.seen_events.borrow_mut().push(call.request.event);
-        if call.request.event != CallEvent::Started {
+        if !matches!(
+            call.request.event,
+            CallEvent::Started | CallEvent::TransferRequested
+        ) {
             return Ok(self.later.borrow_mut().pop_front().unwrap_or(Plan::Finish));
         }
         self.answer.clone()

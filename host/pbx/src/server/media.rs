@@ -200,6 +200,18 @@ impl CallMediaHandle for Handle {
             .map_err(refusal)
     }
 
+    fn answer_here(
+        &self,
+        from: MediaLeg,
+        sdp: &[u8],
+        from_secure: bool,
+        p: MediaEncryption,
+    ) -> Result<Vec<u8>, MediaRefusal> {
+        self.media
+            .answer_here(leg(from), sdp, from_secure, policy(p))
+            .map_err(refusal)
+    }
+
     fn stats(&self) -> CdrMedia {
         let s = self.media.stats();
         CdrMedia {

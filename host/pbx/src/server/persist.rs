@@ -155,6 +155,7 @@ mod tests {
             caller_call_id: format!("call-{i}"),
             callee_call_id: String::new(),
             media: store::CdrMedia::default(),
+            tags: Vec::new(),
         }
     }
 

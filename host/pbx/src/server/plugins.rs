@@ -24,7 +24,7 @@
 use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 use pbx_core::decision::{
@@ -169,27 +169,49 @@ pub(crate) struct PluginHost {
 /// handler's next step sees an empty state.
 const MAX_HANDLER_STATES_PER_TENANT: usize = 10_000;
 
-/// Call handlers' states by tenant and Call-ID, with a count per tenant so
-/// one tenant's calls cannot take another's room.
+/// Most tags one call's record carries; later ones are dropped.
+pub(crate) const MAX_TAGS_PER_CALL: usize = 8;
+
+/// What the host keeps of one call between its handler's steps, until the
+/// call's record is written.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct HandlerCall {
+    /// The state the last step returned.
+    state: Vec<u8>,
+    /// Tags for the call's record.
+    tags: Vec<String>,
+    /// The caller ID to present on the call's trunk legs (`set-caller-id`).
+    caller_id: Option<String>,
+    /// Time the handler's steps took so far, against [`CALL_PLUGIN_BUDGET`].
+    spent: Duration,
+}
+
+/// Most time one call's handler steps may take together (each step also has
+/// the per-invocation limits): a plan that burns its whole deadline at every
+/// step ends the call long before its 8 steps are used up.
+pub(crate) const CALL_PLUGIN_BUDGET: Duration = Duration::from_millis(40);
+
+/// Call handlers' per-call data by tenant and Call-ID, with a count per
+/// tenant so one tenant's calls cannot take another's room.
 #[derive(Default)]
 struct HandlerStates {
-    by_call: HashMap<(TenantId, String), Vec<u8>>,
+    by_call: HashMap<(TenantId, String), HandlerCall>,
     per_tenant: HashMap<TenantId, usize>,
 }
 
 impl HandlerStates {
-    fn get(&self, tenant: TenantId, call_id: &str) -> Vec<u8> {
+    fn get(&self, tenant: TenantId, call_id: &str) -> HandlerCall {
         self.by_call
             .get(&(tenant, call_id.to_string()))
             .cloned()
             .unwrap_or_default()
     }
 
-    /// Keeps `state` for the call; false when the tenant's share is full.
-    fn set(&mut self, tenant: TenantId, call_id: &str, state: Vec<u8>) -> bool {
+    /// Keeps `call` for the call; false when the tenant's share is full.
+    fn set(&mut self, tenant: TenantId, call_id: &str, call: HandlerCall) -> bool {
         let key = (tenant, call_id.to_string());
         if let Some(slot) = self.by_call.get_mut(&key) {
-            *slot = state;
+            *slot = call;
             return true;
         }
         let count = self.per_tenant.entry(tenant).or_default();
@@ -197,19 +219,18 @@ impl HandlerStates {
             return false;
         }
         *count += 1;
-        self.by_call.insert(key, state);
+        self.by_call.insert(key, call);
         true
     }
 
-    fn remove(&mut self, tenant: TenantId, call_id: &str) {
-        if self
-            .by_call
-            .remove(&(tenant, call_id.to_string()))
-            .is_some()
+    fn remove(&mut self, tenant: TenantId, call_id: &str) -> Option<HandlerCall> {
+        let removed = self.by_call.remove(&(tenant, call_id.to_string()));
+        if removed.is_some()
             && let Some(count) = self.per_tenant.get_mut(&tenant)
         {
             *count = count.saturating_sub(1);
         }
+        removed
     }
 }
 
@@ -448,17 +469,13 @@ impl PluginHost {
             return Refusal::UnknownTenant.into();
         };
         let is_extension = view.directory.extension(&req.dialled).is_some();
-        let plugins = CallPlugins::new(
-            self,
-            &active,
+        let mut caps = self.caps(
             req.tenant,
             view,
-            self.caps(
-                req.tenant,
-                view,
-                (!is_extension).then_some(req.dialled.as_str()),
-            ),
+            (!is_extension).then_some(req.dialled.as_str()),
         );
+        caps.call_info = Arc::new(call_info_of(req));
+        let plugins = CallPlugins::new(self, &active, req.tenant, view, caps);
         let approvals = self.fraud.approvals();
         let outcome = decision::decide(
             req,
@@ -551,10 +568,15 @@ impl PluginHost {
     /// A call's record was written: releases its usage counters. Returns its
     /// destination class when the call had been routed by plugins (then the
     /// policies are to hear of it through [`PluginHost::ended`]).
-    pub(crate) fn release(&self, cdr: &Cdr) -> Option<DestinationClass> {
-        self.handler_states
+    /// The tags the call's handler put on it go into the record here.
+    pub(crate) fn release(&self, cdr: &mut Cdr) -> Option<DestinationClass> {
+        if let Some(kept) = self
+            .handler_states
             .lock()
-            .remove(cdr.tenant, &cdr.caller_call_id);
+            .remove(cdr.tenant, &cdr.caller_call_id)
+        {
+            cdr.tags = kept.tags;
+        }
         let talk = cdr.answered_at_ms.map_or(Duration::ZERO, |a| {
             Duration::from_millis(u64::try_from(cdr.ended_at_ms - a).unwrap_or(0))
         });
@@ -666,7 +688,10 @@ impl<'a> CallPlugins<'a> {
         }
         // A `pbx:plugin@0.1.0` dial plan decides once per call: after a dial
         // attempt the call ends with that attempt's outcome, as it always did.
-        if call.request.event != CallEvent::Started {
+        if !matches!(
+            call.request.event,
+            CallEvent::Started | CallEvent::TransferRequested
+        ) {
             return Ok(Plan::Finish);
         }
         match self.host.runtime.route(plan, &self.caps, self.call(call)) {
@@ -680,14 +705,14 @@ impl CallPlugins<'_> {
     /// One step of a call handler (`pbx:plugin@0.2.0`), with the state its
     /// last step kept for this call.
     fn run_handler(&self, plan: &LoadedPlugin, call: &NewCall<'_>) -> Result<Plan, PlanError> {
-        use pbx_plugin::handler::{DialResult, Event, HandlerCall};
+        use pbx_plugin::handler::{DialResult, Event, HandlerCall as Seen};
         let req = call.request;
-        let state = self
+        let mut kept = self
             .host
             .handler_states
             .lock()
             .get(self.tenant, &req.call_id);
-        let handler_call = HandlerCall {
+        let handler_call = Seen {
             call_id: req.call_id.clone(),
             caller: req.caller.clone(),
             caller_extension: req.caller_extension.clone(),
@@ -697,6 +722,11 @@ impl CallPlugins<'_> {
         };
         let event = match req.event {
             CallEvent::Started => Event::CallStarted,
+            // A transfer target is routed like a new call, from a fresh state.
+            CallEvent::TransferRequested => {
+                kept.state.clear();
+                Event::CallStarted
+            }
             CallEvent::DialEnded(result) => Event::DialEnded(match result {
                 pbx_core::DialResult::Busy => DialResult::Busy,
                 pbx_core::DialResult::NoAnswer => DialResult::NoAnswer,
@@ -704,28 +734,61 @@ impl CallPlugins<'_> {
                 pbx_core::DialResult::Failed { status } => DialResult::Rejected(status),
             }),
         };
+        if kept.spent >= CALL_PLUGIN_BUDGET {
+            return Err(PlanError {
+                quarantined: false,
+                status: 500,
+                reason: "Call Handler Budget Spent".into(),
+                detail: format!(
+                    "the call's handler steps took {} ms, over the per-call budget of {} ms",
+                    kept.spent.as_millis(),
+                    CALL_PLUGIN_BUDGET.as_millis()
+                ),
+            });
+        }
+        let started = Instant::now();
         let step = self
             .host
             .runtime
-            .handle(plan, &self.caps, &handler_call, &state, &event)
-            .map_err(|e| plan_error(&e))?;
-        let plan = self.plan_of_step(step.actions);
-        let mut states = self.host.handler_states.lock();
-        if plan.places_a_leg() {
-            if !states.set(self.tenant, &req.call_id, step.state) {
-                tracing::warn!(tenant = %self.tenant, "call handler state not kept: the tenant's share is full");
+            .handle(plan, &self.caps, &handler_call, &kept.state, &event);
+        kept.spent += started.elapsed();
+        let step = step.map_err(|e| plan_error(&e));
+        let step = match step {
+            Ok(step) => step,
+            Err(e) => {
+                self.host
+                    .handler_states
+                    .lock()
+                    .set(self.tenant, &req.call_id, kept);
+                return Err(e);
             }
-        } else {
-            states.remove(self.tenant, &req.call_id);
+        };
+        kept.state = step.state;
+        let plan = self.plan_of_step(step.actions, &mut kept);
+        // Kept until the call's record is written (its tags go there).
+        if !self
+            .host
+            .handler_states
+            .lock()
+            .set(self.tenant, &req.call_id, kept)
+        {
+            tracing::warn!(tenant = %self.tenant, "call handler state not kept: the tenant's share is full");
         }
         Ok(plan)
     }
 
-    /// A handler step's actions (already validated) as a plan: its last
-    /// action decides; the instant actions before it are logged.
-    fn plan_of_step(&self, actions: Vec<pbx_plugin::handler::Action>) -> Plan {
+    /// A handler step's actions (already validated) as a plan. Instant
+    /// actions update what the host keeps for the call (tags, caller ID); the
+    /// last action decides. `answer` then `hang-up` is a confirmation (the
+    /// host answers and ends the call); `answer` last keeps the call up.
+    fn plan_of_step(
+        &self,
+        actions: Vec<pbx_plugin::handler::Action>,
+        kept: &mut HandlerCall,
+    ) -> Plan {
         use pbx_plugin::handler::Action as Step;
         let mut plan = Plan::Finish;
+        let mut answered = false;
         for action in actions {
             plan = match action {
                 Step::Ring(ring) => plan_of(Decision::Ring(ring)),
@@ -746,21 +809,33 @@ impl CallPlugins<'_> {
                 Step::DialOut(out) => Plan::Trunk {
                     trunk: out.trunk,
                     number: out.number,
+                    timeout_secs: out.timeout_secs,
+                    caller_id: kept.caller_id.clone(),
                 },
                 Step::Reject(r) => plan_of(Decision::Reject(r)),
                 Step::Finish => Plan::Finish,
+                Step::Answer => {
+                    answered = true;
+                    Plan::Answer { hang_up: false }
+                }
+                Step::HangUp if answered => Plan::Answer { hang_up: true },
+                Step::HangUp => Plan::Finish,
                 Step::Tag(tag) => {
-                    self.caps
-                        .log
-                        .push(pbx_plugin::LogLevel::Info, format!("call tagged {tag:?}"));
+                    if kept.tags.len() < MAX_TAGS_PER_CALL && !kept.tags.contains(&tag) {
+                        kept.tags.push(tag);
+                    }
                     continue;
                 }
-                other => {
-                    // Answer, hang-up, transfer and caller ID come with media
-                    // and REFER support; until then the call ends here.
+                Step::SetCallerId(number) => {
+                    kept.caller_id = Some(number);
+                    continue;
+                }
+                Step::Transfer(target) => {
+                    // A handler's own transfer comes with media applications
+                    // (a call the host answered); until then the call ends.
                     self.caps.log.push(
                         pbx_plugin::LogLevel::Warn,
-                        format!("call handler action not carried out yet: {other:?}"),
+                        format!("transfer by a call handler is not carried out yet: {target:?}"),
                     );
                     Plan::Finish
                 }
@@ -847,6 +922,23 @@ fn plan_error(e: &PluginError) -> PlanError {
     }
 }
 
+/// What `pbx:plugin/call-info` answers for a call: the calling phone as its
+/// INVITE showed it, and the INVITE headers the provider exposes (the shard
+/// already kept only those, bounded).
+fn call_info_of(req: &RouteRequest) -> pbx_plugin::CallInfo {
+    pbx_plugin::CallInfo {
+        caller_device: req
+            .caller_device
+            .as_ref()
+            .map(|d| pbx_plugin::caps::CallerDevice {
+                contact: d.contact.clone(),
+                user_agent: d.user_agent.clone(),
+                transport: d.transport.as_str().to_string(),
+            }),
+        headers: req.headers.clone(),
+    }
+}
+
 /// A dial plan's decision in the core's terms (already validated against the
 /// tenant's directory by the runtime).
 fn plan_of(decision: Decision) -> Plan {
@@ -866,10 +958,7 @@ fn plan_of(decision: Decision) -> Plan {
                 .collect(),
         },
         Decision::RingGroup(name) => Plan::RingGroup(name),
-        Decision::Trunk(t) => Plan::Trunk {
-            trunk: t.trunk,
-            number: t.number,
-        },
+        Decision::Trunk(t) => Plan::trunk(t.trunk, t.number),
         Decision::Reject(r) => Plan::Reject {
             status: r.status,
             reason: r.reason,
@@ -894,10 +983,12 @@ fn decision_of(plan: Plan) -> Decision {
                 .collect(),
         }),
         Plan::RingGroup(name) => Decision::RingGroup(name),
-        Plan::Trunk { trunk, number } => Decision::Trunk(pbx_plugin::TrunkRoute { trunk, number }),
+        Plan::Trunk { trunk, number, .. } => {
+            Decision::Trunk(pbx_plugin::TrunkRoute { trunk, number })
+        }
         Plan::Reject { status, reason } => Decision::Reject(pbx_plugin::Reject { status, reason }),
-        // Never shown to a policy (it places nothing); kept total.
-        Plan::Finish => Decision::Reject(pbx_plugin::Reject {
+        // Never shown to a policy (they place nothing); kept total.
+        Plan::Finish | Plan::Answer { .. } => Decision::Reject(pbx_plugin::Reject {
             status: 480,
             reason: "Temporarily Unavailable".into(),
         }),

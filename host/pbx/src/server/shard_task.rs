@@ -131,9 +131,9 @@ async fn drain(
                 continue;
             }
             Output::Registration(change) => Persist::Registration(change),
-            Output::Cdr(cdr) => {
+            Output::Cdr(mut cdr) => {
                 if let Some(r) = routing
-                    && let Some(class) = r.host.release(&cdr)
+                    && let Some(class) = r.host.release(&mut cdr)
                     && let Err(why) = r.workers.submit(Job::Ended(cdr.clone(), class))
                 {
                     tracing::warn!(%why, "call-ended not delivered");
