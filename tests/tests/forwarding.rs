@@ -86,7 +86,11 @@ async fn an_unconditional_forward_set_through_the_api_is_followed() {
 
     let call = caller.call("1001").await.unwrap();
     let invite = rings_and_answers(&mut target, 200, "OK").await;
-    assert!(invite.start.starts_with("INVITE sip:1002@"), "{}", invite.start);
+    assert!(
+        invite.start.starts_with("INVITE sip:1002@"),
+        "{}",
+        invite.start
+    );
     let answer = caller.final_response(&call).await.unwrap();
     assert_eq!(answer.status(), Some(200), "{}", answer.raw);
     does_not_ring(&mut forwarder).await;
@@ -300,7 +304,11 @@ async fn star_72_from_a_phone_forwards_its_calls_and_shows_in_the_api() {
     let (s, v) = http(pbx.api(), "GET", &uri, Some(&token), None).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["always"], "1002", "{v}");
-    let audit = pbx.store.list_audit(Some(pbx.acme), None, 10).await.unwrap();
+    let audit = pbx
+        .store
+        .list_audit(Some(pbx.acme), None, 10)
+        .await
+        .unwrap();
     assert!(
         audit
             .iter()

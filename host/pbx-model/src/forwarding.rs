@@ -173,10 +173,7 @@ mod tests {
             always(&long).validate("1001"),
             Err(ForwardingError::BadTarget(..))
         ));
-        assert_eq!(
-            always(&"1".repeat(MAX_TARGET_LEN)).validate("1001"),
-            Ok(())
-        );
+        assert_eq!(always(&"1".repeat(MAX_TARGET_LEN)).validate("1001"), Ok(()));
     }
 
     #[test]
@@ -206,7 +203,10 @@ mod tests {
             no_answer_secs,
             ..Forwarding::default()
         };
-        assert_eq!(secs(0).validate("1"), Err(ForwardingError::BadNoAnswerSecs(0)));
+        assert_eq!(
+            secs(0).validate("1"),
+            Err(ForwardingError::BadNoAnswerSecs(0))
+        );
         assert_eq!(
             secs(MAX_NO_ANSWER_SECS + 1).validate("1"),
             Err(ForwardingError::BadNoAnswerSecs(MAX_NO_ANSWER_SECS + 1))

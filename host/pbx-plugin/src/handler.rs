@@ -179,7 +179,10 @@ mod tests {
     fn a_dial_plans_world_is_read_from_its_exports() {
         use crate::shipped::{self, examples};
         assert_eq!(dial_plan_world(examples::OFFICE_HOURS), World::CallHandler);
-        assert_eq!(dial_plan_world(shipped::DEFAULT_DIALPLAN), World::CallHandler);
+        assert_eq!(
+            dial_plan_world(shipped::DEFAULT_DIALPLAN),
+            World::CallHandler
+        );
         assert_eq!(dial_plan_world(examples::COUNTER), World::Dialplan);
         assert_eq!(dial_plan_world(b"not wasm"), World::Dialplan);
     }

@@ -4,9 +4,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::caps::{
-    FixedUsage, MemoryAlerts, MemoryFeatures, MemoryStorage, PluginLog, TenantCaps,
-};
+use crate::caps::{FixedUsage, MemoryAlerts, MemoryFeatures, MemoryStorage, PluginLog, TenantCaps};
 use crate::shipped::{self, examples};
 use crate::types::*;
 use crate::{InvalidDecision, PluginError, PluginRuntime, RuntimeConfig, ValidationError, World};
@@ -636,8 +634,14 @@ fn compiled_artifacts_are_cached_on_disk() {
         .unwrap();
     let started = crate::handler::Event::CallStarted;
     assert!(
-        rt.handle(&plan, &t.caps, &default_dialplan::call("100"), &[], &started)
-            .is_ok()
+        rt.handle(
+            &plan,
+            &t.caps,
+            &default_dialplan::call("100"),
+            &[],
+            &started
+        )
+        .is_ok()
     );
 }
 
@@ -1122,10 +1126,7 @@ mod default_dialplan {
             p.start(&inbound("+15550003")).actions,
             [reject(404, "Not Found")]
         );
-        assert_eq!(
-            p.start(&inbound("101")).actions,
-            [reject(404, "Not Found")]
-        );
+        assert_eq!(p.start(&inbound("101")).actions, [reject(404, "Not Found")]);
 
         let no_trunks = Plan::new(tenant_with(
             "small",
@@ -1166,7 +1167,10 @@ mod default_dialplan {
         p.set("101", always("nowhere"));
         assert_eq!(p.start(&call("101")).actions, [ring("101", 30)]);
         assert!(
-            p.t.log.lines().iter().any(|l| l.message.contains("nowhere")),
+            p.t.log
+                .lines()
+                .iter()
+                .any(|l| l.message.contains("nowhere")),
             "{:?}",
             p.t.log.lines()
         );
@@ -1226,10 +1230,7 @@ mod default_dialplan {
             [Action::Finish]
         );
         for nobody in [DialResult::NoAnswer, DialResult::Unavailable] {
-            assert_eq!(
-                p.then(&c, &first, nobody).actions,
-                [out("+12125550100")]
-            );
+            assert_eq!(p.then(&c, &first, nobody).actions, [out("+12125550100")]);
         }
         for other in [
             DialResult::Rejected(603),
@@ -1329,10 +1330,7 @@ mod default_dialplan {
             DialResult::Unavailable,
             DialResult::Rejected(480),
         ] {
-            assert_eq!(
-                p.then(&c, &rang, unanswered).actions,
-                [ring("100", 30)]
-            );
+            assert_eq!(p.then(&c, &rang, unanswered).actions, [ring("100", 30)]);
         }
         assert_eq!(
             p.then(&c, &rang, DialResult::Cancelled).actions,
@@ -1383,7 +1381,16 @@ mod default_dialplan {
 
         // Bad codes and targets the host refuses: 404, nothing changes.
         p.set("100", always("sales"));
-        for bad in ["*72", "*72100", "*72a-b", "*72sip:x@y", "*7", "*99", "*", "*7899"] {
+        for bad in [
+            "*72",
+            "*72100",
+            "*72a-b",
+            "*72sip:x@y",
+            "*7",
+            "*99",
+            "*",
+            "*7899",
+        ] {
             assert_eq!(
                 p.start(&call(bad)).actions,
                 [reject(404, "Not Found")],
@@ -1399,9 +1406,6 @@ mod default_dialplan {
         };
         assert_eq!(p.start(&stranger).actions, [reject(404, "Not Found")]);
         assert_eq!(p.t.features.forwarding("999"), Forwarding::default());
-        assert_eq!(
-            p.start(&inbound("*78")).actions,
-            [reject(404, "Not Found")]
-        );
+        assert_eq!(p.start(&inbound("*78")).actions, [reject(404, "Not Found")]);
     }
 }

@@ -204,7 +204,10 @@ mod tests {
         assert!(store.all_forwarding().await.unwrap().is_empty());
 
         // The settings go with their extension.
-        store.set_forwarding(a, "101", &always("100")).await.unwrap();
+        store
+            .set_forwarding(a, "101", &always("100"))
+            .await
+            .unwrap();
         store.remove_extension(a, "101").await.unwrap();
         assert!(store.all_forwarding().await.unwrap().is_empty());
         store.add_extension(a, "101", "pw-101-xx").await.unwrap();

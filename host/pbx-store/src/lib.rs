@@ -66,8 +66,8 @@ pub use cdr_export::{CDR_CSV_HEADER, CdrCursor, write_cdr_csv};
 pub use error::{Error, Result};
 pub use model::{
     Alert, Calendar, Cdr, CdrMedia, DigestAlgorithm, DigestAlgorithms, Directory, Disposition,
-    Extension, Forwarding, Holiday, LegMedia, MediaEncryption, NetworkAcl, Registration, RegistrationChange,
-    Severity, Tenant, TenantId, TenantLimits, TenantStatus, TransportKind,
+    Extension, Forwarding, Holiday, LegMedia, MediaEncryption, NetworkAcl, Registration,
+    RegistrationChange, Severity, Tenant, TenantId, TenantLimits, TenantStatus, TransportKind,
 };
 pub use plugin::{MAX_TENANT_POLICIES, PluginVersion, Policy, TenantPolicy};
 pub use policy_config::{

@@ -1090,7 +1090,10 @@ fn an_extensions_forwarding_is_set_shown_and_audited() {
             &["extension", "add", "acme", ext, "--password", "s3cret-pass"],
         ));
     }
-    let shown = ok(&pbx(dir.path(), &["extension", "forwarding", "acme", "1001"]));
+    let shown = ok(&pbx(
+        dir.path(),
+        &["extension", "forwarding", "acme", "1001"],
+    ));
     assert_eq!(
         shown,
         "always\t-\nbusy\t-\nno-answer\t-\nno-answer-secs\t20\ndnd\toff\n"
@@ -1119,14 +1122,26 @@ fn an_extensions_forwarding_is_set_shown_and_audited() {
     // Options not given keep their value; an empty target removes a forward.
     let out = ok(&pbx(
         dir.path(),
-        &["extension", "forward", "acme", "1001", "--always", "sales", "--busy", ""],
+        &[
+            "extension",
+            "forward",
+            "acme",
+            "1001",
+            "--always",
+            "sales",
+            "--busy",
+            "",
+        ],
     ));
     assert_eq!(
         out,
         "always\tsales\nbusy\t-\nno-answer\t+12125550100\nno-answer-secs\t15\ndnd\ton\n"
     );
     assert_eq!(
-        ok(&pbx(dir.path(), &["extension", "forwarding", "acme", "1001"])),
+        ok(&pbx(
+            dir.path(),
+            &["extension", "forwarding", "acme", "1001"]
+        )),
         out
     );
     let stored = with_store(dir.path(), async |s| {

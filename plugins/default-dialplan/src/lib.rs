@@ -87,7 +87,7 @@
 //! so it is decoded by hand.)
 
 use pbx_sdk::{directory, log, storage};
-use pbx_sdk_call_handler::features::{self, Forwarding, ForwardingError};
+use pbx_sdk_call_handler::features::{self, ForwardingError, ForwardingSettings as Forwarding};
 use pbx_sdk_call_handler::{
     Action, Call, CallHandler, DialOut, DialResult, Event, Reject, Ring, RingGroup, RingStrategy,
     RingTarget, Step,

@@ -281,7 +281,9 @@ pub(crate) async fn http(
         req.push_str("Content-Type: application/json\r\n");
     }
     req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect to the API");
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to the API");
     stream.write_all(req.as_bytes()).await.expect("send");
     let mut raw = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))

@@ -162,10 +162,7 @@ pub(super) async fn forwarding(
     P((tenant, number)): P<(i64, String)>,
 ) -> ApiResult<Json<Forwarding>> {
     Ok(Json(
-        state
-            .store()
-            .forwarding(TenantId(tenant), &number)
-            .await?,
+        state.store().forwarding(TenantId(tenant), &number).await?,
     ))
 }
 

@@ -107,7 +107,12 @@ async fn forwarding_is_set_by_the_tenants_admins_checked_and_kept_apart() {
     let (s, _) = fx.call(Method::GET, &missing, Some(&admin_a), None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, _) = fx
-        .call(Method::PUT, &missing, Some(&admin_a), Some(json!({"dnd": true})))
+        .call(
+            Method::PUT,
+            &missing,
+            Some(&admin_a),
+            Some(json!({"dnd": true})),
+        )
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 
@@ -144,5 +149,9 @@ async fn forwarding_is_set_by_the_tenants_admins_checked_and_kept_apart() {
     assert_eq!(audited.len(), 1, "one accepted change, one entry");
     assert_eq!(audited[0].actor, "admin-a");
     assert_eq!(audited[0].tenant, Some(fx.a));
-    assert!(audited[0].detail.contains("+12125550100"), "{}", audited[0].detail);
+    assert!(
+        audited[0].detail.contains("+12125550100"),
+        "{}",
+        audited[0].detail
+    );
 }

@@ -72,9 +72,9 @@ impl Features for MemoryFeatures {
     }
 }
 
-impl From<Forwarding> for wit::Forwarding {
-    fn from(f: Forwarding) -> wit::Forwarding {
-        wit::Forwarding {
+impl From<Forwarding> for wit::ForwardingSettings {
+    fn from(f: Forwarding) -> wit::ForwardingSettings {
+        wit::ForwardingSettings {
             always: f.always,
             busy: f.busy,
             no_answer: f.no_answer,
@@ -84,8 +84,8 @@ impl From<Forwarding> for wit::Forwarding {
     }
 }
 
-impl From<wit::Forwarding> for Forwarding {
-    fn from(f: wit::Forwarding) -> Forwarding {
+impl From<wit::ForwardingSettings> for Forwarding {
+    fn from(f: wit::ForwardingSettings) -> Forwarding {
         Forwarding {
             always: f.always,
             busy: f.busy,
@@ -97,7 +97,7 @@ impl From<wit::Forwarding> for Forwarding {
 }
 
 impl wit::Host for HostState {
-    fn forwarding(&mut self, extension: String) -> Option<wit::Forwarding> {
+    fn forwarding(&mut self, extension: String) -> Option<wit::ForwardingSettings> {
         self.caps.directory.extension(&extension)?;
         Some(self.caps.features.forwarding(&extension).into())
     }
@@ -105,7 +105,7 @@ impl wit::Host for HostState {
     fn set_forwarding(
         &mut self,
         extension: String,
-        settings: wit::Forwarding,
+        settings: wit::ForwardingSettings,
     ) -> Result<(), wit::ForwardingError> {
         if self.caps.directory.extension(&extension).is_none() {
             return Err(wit::ForwardingError::UnknownExtension);
@@ -151,6 +151,9 @@ mod tests {
             no_answer_secs: 7,
             dnd: true,
         };
-        assert_eq!(Forwarding::from(wit::Forwarding::from(f.clone())), f);
+        assert_eq!(
+            Forwarding::from(wit::ForwardingSettings::from(f.clone())),
+            f
+        );
     }
 }

@@ -102,7 +102,10 @@ impl FeatureStore {
     async fn replace_all(&self, store: &Store) -> anyhow::Result<()> {
         let mut loaded: HashMap<TenantId, HashMap<String, Forwarding>> = HashMap::new();
         for (tenant, extension, settings) in store.all_forwarding().await? {
-            loaded.entry(tenant).or_default().insert(extension, settings);
+            loaded
+                .entry(tenant)
+                .or_default()
+                .insert(extension, settings);
         }
         let known: Vec<TenantId> = self.tenants.lock().keys().copied().collect();
         for tenant in known {
