@@ -101,6 +101,7 @@ impl CompileRequest {
         let world = match text(world)?.as_str() {
             "dialplan" => World::Dialplan,
             "policy" => World::Policy,
+            "call-handler" => World::CallHandler,
             other => return Err(format!("unknown world {other:?}")),
         };
         let size =
@@ -273,7 +274,13 @@ mod tests {
             cpu_secs: 20,
             memory_bytes: 1 << 30,
         };
-        assert_eq!(CompileRequest::from_args(&request.to_args()), Ok(request));
+        for world in [World::Dialplan, World::Policy, World::CallHandler] {
+            let request = CompileRequest {
+                world,
+                ..request.clone()
+            };
+            assert_eq!(CompileRequest::from_args(&request.to_args()), Ok(request));
+        }
         assert!(CompileRequest::from_args(&[]).is_err());
     }
 
