@@ -98,6 +98,11 @@ const EXAMPLES: &[Plugin] = &[
         "example_office_hours",
         "A call handler (`pbx:plugin@0.2.0`): business hours, a hunt group, a forward to a mobile.",
     ),
+    (
+        "CLASSIC_DIALPLAN",
+        "example_classic_dialplan",
+        "A dial plan written for `pbx:plugin@0.1.0` (the shipped default before call handlers).",
+    ),
 ];
 
 fn main() {

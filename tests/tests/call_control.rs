@@ -219,3 +219,47 @@ async fn business_hours_follow_the_tenants_calendar() {
         "the group did not ring"
     );
 }
+
+/// A dial plan written for `pbx:plugin@0.1.0` still routes: asked once when
+/// the call starts; after a busy attempt the call ends with that outcome
+/// (no further step).
+#[tokio::test]
+async fn a_0_1_dial_plan_still_routes() {
+    let pbx = Pbx::start().await;
+    let mut carrier = pbx.carrier_trunk("carrier").await;
+    pbx.store
+        .install_dialplan(pbx.acme, pbx_plugin::shipped::examples::CLASSIC_DIALPLAN, 1)
+        .await
+        .expect("a 0.1 dial plan installs as acme's");
+    pbx.applied().await;
+    let mut caller = pbx.registered(Transport::Udp, ACME, "1000").await;
+    let mut callee = pbx.registered(Transport::Udp, ACME, "1001").await;
+
+    let call = caller.call("1001").await.unwrap();
+    let ring = next_invite(&mut callee, Duration::from_secs(5))
+        .await
+        .expect("the 0.1 plan rings the extension");
+    callee
+        .respond(&ring, 486, "Busy Here", Some("c1"), false)
+        .await
+        .unwrap();
+    let answer = caller.final_response(&call).await.unwrap();
+    assert_eq!(answer.status(), Some(486), "{}", answer.raw);
+
+    // An outside number goes out the tenant's trunk, without the 9.
+    let call = caller.call("912125550100").await.unwrap();
+    let out = next_invite(&mut carrier, Duration::from_secs(5))
+        .await
+        .expect("out the trunk");
+    assert!(
+        out.start.starts_with("INVITE sip:12125550100@"),
+        "{}",
+        out.start
+    );
+    carrier
+        .respond(&out, 200, "OK", Some("c2"), true)
+        .await
+        .unwrap();
+    let answer = caller.final_response(&call).await.unwrap();
+    assert_eq!(answer.status(), Some(200), "{}", answer.raw);
+}

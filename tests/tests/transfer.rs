@@ -8,15 +8,27 @@ mod common;
 use std::time::Duration;
 
 use common::{ACME, Pbx, eventually, next_invite};
-use pbx_e2e::{Phone, SipMsg, Transport};
+use pbx_e2e::{OutCall, Phone, SipMsg, Transport};
 
-/// The callee answers `invite` (its tag `tag`) and takes the host's ACK.
-async fn answer(callee: &mut Phone, invite: &SipMsg, tag: &str) {
+/// 1000 calls 1001, which answers (its tag `t1`): the caller and callee
+/// phones, the caller's call and the INVITE the callee got.
+async fn answered_call(pbx: &Pbx) -> (Phone, Phone, OutCall, SipMsg) {
+    let mut caller = pbx.registered(Transport::Udp, ACME, "1000").await;
+    let mut callee = pbx.registered(Transport::Udp, ACME, "1001").await;
+    let mut call = caller.call("1001").await.unwrap();
+    let invite = next_invite(&mut callee, Duration::from_secs(5))
+        .await
+        .expect("1001 rings");
     callee
-        .respond(invite, 200, "OK", Some(tag), true)
+        .respond(&invite, 200, "OK", Some("t1"), true)
         .await
         .unwrap();
     callee.expect_request("ACK").await.expect("the host's ACK");
+    let ok = caller.final_response(&call).await.unwrap();
+    assert_eq!(ok.status(), Some(200), "{}", ok.raw);
+    call.answered(&ok);
+    caller.ack_2xx(&call).await.unwrap();
+    (caller, callee, call, invite)
 }
 
 /// Sends REFER in the dialog `invite` set up at the callee (which answered
@@ -76,18 +88,7 @@ async fn a_transfer_to_a_premium_number_is_refused_and_the_call_goes_on() {
     let pbx = Pbx::start().await;
     let mut carrier = pbx.carrier_trunk("carrier").await;
     pbx.applied().await;
-    let mut caller = pbx.registered(Transport::Udp, ACME, "1000").await;
-    let mut callee = pbx.registered(Transport::Udp, ACME, "1001").await;
-
-    let mut call = caller.call("1001").await.unwrap();
-    let invite = next_invite(&mut callee, Duration::from_secs(5))
-        .await
-        .expect("1001 rings");
-    answer(&mut callee, &invite, "t1").await;
-    let ok = caller.final_response(&call).await.unwrap();
-    assert_eq!(ok.status(), Some(200), "{}", ok.raw);
-    call.answered(&ok);
-    caller.ack_2xx(&call).await.unwrap();
+    let (mut caller, mut callee, call, invite) = answered_call(&pbx).await;
 
     // A Referred-By naming someone else is refused outright.
     let forged = refer(
@@ -141,18 +142,8 @@ async fn a_transfer_to_a_premium_number_is_refused_and_the_call_goes_on() {
 #[tokio::test]
 async fn a_transfer_to_another_extension_replaces_the_transferor() {
     let pbx = Pbx::start().await;
-    let mut caller = pbx.registered(Transport::Udp, ACME, "1000").await;
-    let mut callee = pbx.registered(Transport::Udp, ACME, "1001").await;
     let mut target = pbx.registered(Transport::Udp, ACME, "1002").await;
-
-    let mut call = caller.call("1001").await.unwrap();
-    let invite = next_invite(&mut callee, Duration::from_secs(5))
-        .await
-        .expect("1001 rings");
-    answer(&mut callee, &invite, "t1").await;
-    let ok = caller.final_response(&call).await.unwrap();
-    call.answered(&ok);
-    caller.ack_2xx(&call).await.unwrap();
+    let (mut caller, mut callee, call, invite) = answered_call(&pbx).await;
 
     // No Referred-By: the dialog itself says who transfers.
     let accepted = refer(&mut callee, &invite, "t1", "sip:1002@acme.example", None).await;

@@ -668,10 +668,7 @@ impl Shard {
                 call.steps = steps
                     .into_iter()
                     .map(|mut s| {
-                        if s.timeout.is_zero() {
-                            s.timeout = ring_timeout;
-                        }
-                        s.timeout = s.timeout.min(ring_timeout);
+                        s.timeout = crate::transfer::bounded_ring(s.timeout, ring_timeout);
                         s
                     })
                     .collect();
@@ -692,11 +689,7 @@ impl Shard {
                     self.refuse_call(now, id, &Error::CallerIdNotOwned);
                     return;
                 }
-                let timeout = if timeout.is_zero() {
-                    ring_timeout
-                } else {
-                    timeout.min(ring_timeout)
-                };
+                let timeout = crate::transfer::bounded_ring(timeout, ring_timeout);
                 match trunks.get(tenant, &trunk).cloned() {
                     Some(entry) => {
                         let dial = TrunkDial {
@@ -825,19 +818,9 @@ impl Shard {
                     call.rung.push(ext.clone());
                 }
             }
+            let (template, domain) = (call.b.clone(), call.domain.clone());
             for (ext, binding) in targets {
-                let Some(call) = self.calls.get(&id) else {
-                    return;
-                };
-                let mut leg = call.b.clone();
-                leg.remote_uri = format!("<sip:{ext}@{}>", call.domain);
-                leg.remote_target = binding.contact.clone();
-                leg.peer = binding.peer;
-                leg.local = Some(binding.local);
-                self.send_fork(now, id, &leg, None);
-                if let Some(fork) = self.calls.get_mut(&id).and_then(|c| c.forks.last_mut()) {
-                    fork.extension = Some(ext);
-                }
+                self.fork_to_extension(now, id, &template, &domain, &ext, vec![binding]);
             }
             self.schedule_call(id);
             return;
@@ -916,20 +899,8 @@ impl Shard {
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
-        let transport_param = match trunk.peer.transport {
-            TransportKind::Udp => "",
-            TransportKind::Tcp => ";transport=tcp",
-            TransportKind::Tls => ";transport=tls",
-        };
-        let presented = dial.caller_id.unwrap_or(&call.caller);
-        call.b.local_uri = format!("<sip:{presented}@{}>", trunk.host);
-        call.b.remote_uri = format!("<sip:{number}@{}>", trunk.host);
-        call.b.remote_target = format!(
-            "sip:{number}@{}:{}{transport_param}",
-            trunk.host, trunk.port
-        );
-        call.b.peer = trunk.peer;
-        call.b.local = None;
+        let presented = dial.caller_id.unwrap_or(&call.caller).to_string();
+        Shard::aim_at_trunk(&mut call.b, trunk, number, &presented);
         call.b.cseq += 1;
         call.trunk_auth = trunk
             .username
@@ -1247,6 +1218,20 @@ impl Shard {
         let leg = leg.clone();
         let branch = transaction::new_branch();
         let (bytes, _) = self.leg_request(&leg, Method::Bye, leg.cseq, &branch, None, None);
+        self.send_on_leg(now, &leg, branch, bytes, Some(id), ClientRole::Bye);
+    }
+
+    /// Sends a non-INVITE request already written for `leg`'s dialog, in a
+    /// client transaction of `role` (of call `call`, when its answer matters).
+    pub(crate) fn send_on_leg(
+        &mut self,
+        now: Instant,
+        leg: &Leg,
+        branch: String,
+        bytes: Bytes,
+        call: Option<u64>,
+        role: ClientRole,
+    ) {
         let (dest, local) = (leg.peer, leg.local);
         self.send_request(
             now,
@@ -1256,13 +1241,55 @@ impl Shard {
                 tx,
                 dest,
                 local,
-                call: Some(id),
-                role: ClientRole::Bye,
+                call,
+                role,
                 invite: None,
             },
             false,
             dest,
         );
+    }
+
+    /// Points `leg` at `number` on `trunk`, presenting `presented` as the
+    /// caller.
+    pub(crate) fn aim_at_trunk(leg: &mut Leg, trunk: &TrunkEntry, number: &str, presented: &str) {
+        let transport_param = match trunk.peer.transport {
+            TransportKind::Udp => "",
+            TransportKind::Tcp => ";transport=tcp",
+            TransportKind::Tls => ";transport=tls",
+        };
+        leg.local_uri = format!("<sip:{presented}@{}>", trunk.host);
+        leg.remote_uri = format!("<sip:{number}@{}>", trunk.host);
+        leg.remote_target = format!(
+            "sip:{number}@{}:{}{transport_param}",
+            trunk.host, trunk.port
+        );
+        leg.peer = trunk.peer;
+        leg.local = None;
+    }
+
+    /// Forks `template` to `bindings`, the registered phones of extension
+    /// `ext`, each fork remembering the extension it rings.
+    pub(crate) fn fork_to_extension(
+        &mut self,
+        now: Instant,
+        id: u64,
+        template: &Leg,
+        domain: &str,
+        ext: &str,
+        bindings: Vec<crate::registrar::Binding>,
+    ) {
+        for binding in bindings {
+            let mut leg = template.clone();
+            leg.remote_uri = format!("<sip:{ext}@{domain}>");
+            leg.remote_target = binding.contact.clone();
+            leg.peer = binding.peer;
+            leg.local = Some(binding.local);
+            self.send_fork(now, id, &leg, None);
+            if let Some(fork) = self.calls.get_mut(&id).and_then(|c| c.forks.last_mut()) {
+                fork.extension = Some(ext.to_string());
+            }
+        }
     }
 
     /// Hangs up an answered call from the host's side.

@@ -43,11 +43,11 @@ pub use media::{
     CallMediaHandle, CdrMedia, LegMedia, MediaAnchor, MediaEncryption, MediaLeg, MediaRefusal,
     MediaSecurity,
 };
-pub use model::{Cdr, Directory, Registration, RegistrationChange, TransportKind};
+pub use model::{CallerDevice, Cdr, Directory, Registration, RegistrationChange, TransportKind};
 use parking_lot::RwLock;
 pub use route::{
-    CallEvent, CallerDevice, DialResult, MAX_CALL_STEPS, RingStep, RouteDecision, RouteRequest,
-    Routing, TrunkEntry, Trunks,
+    CallEvent, DialResult, MAX_CALL_STEPS, RingStep, RouteDecision, RouteRequest, Routing,
+    TrunkEntry, Trunks,
 };
 pub use shard::Shard;
 pub use trunk_reg::{RegState, RegTimers, TrunkRegConfig, TrunkRegistration};

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use model::TenantId;
+use model::{CallerDevice, TenantId};
 
 use crate::Peer;
 
@@ -46,16 +46,6 @@ pub struct RouteRequest {
     /// (lower-case name, value; bounded by [`crate::MAX_EXPOSED_HEADERS`] and
     /// [`crate::MAX_EXPOSED_VALUE`]).
     pub headers: Vec<(String, String)>,
-}
-
-/// A phone placing a call, as its INVITE shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CallerDevice {
-    /// Its Contact URI.
-    pub contact: String,
-    /// Its User-Agent (empty when it sent none).
-    pub user_agent: String,
-    pub transport: crate::TransportKind,
 }
 
 /// Most routing decisions one call may take: each further decision after a

@@ -24,10 +24,8 @@ use std::time::{Duration, Instant};
 
 use crate::call::{ClientRole, Leg, Side, State, token};
 use crate::msg::{Method, Msg, NameAddr, SipUri};
-use crate::shard::{ClientEntry, ReqCtx};
-use crate::{
-    CallEvent, Error, MAX_CALL_STEPS, Output, Peer, RouteDecision, Routing, Shard, TransportKind,
-};
+use crate::shard::ReqCtx;
+use crate::{CallEvent, Error, MAX_CALL_STEPS, Output, Peer, RouteDecision, Routing, Shard};
 
 /// A transfer in progress on an answered call.
 #[derive(Debug, Clone)]
@@ -46,6 +44,16 @@ pub(crate) struct Transfer {
     /// The transferor hung up meanwhile (no more NOTIFYs; a failure then
     /// ends the call).
     pub(crate) transferor_gone: bool,
+}
+
+/// A dial attempt's own timeout within the host's ring timeout (zero: the
+/// ring timeout).
+pub(crate) fn bounded_ring(timeout: Duration, ring_timeout: Duration) -> Duration {
+    if timeout.is_zero() {
+        ring_timeout
+    } else {
+        timeout.min(ring_timeout)
+    }
 }
 
 /// How long a transfer waits for its routing decision or its target.
@@ -260,28 +268,10 @@ impl Shard {
                 let Some(transfer) = call.transfer.as_mut() else {
                     return;
                 };
-                let transport_param = match entry.peer.transport {
-                    TransportKind::Udp => "",
-                    TransportKind::Tcp => ";transport=tcp",
-                    TransportKind::Tls => ";transport=tls",
-                };
                 let presented = caller_id.unwrap_or_else(|| call.caller.clone());
-                let leg = &mut transfer.leg;
-                leg.local_uri = format!("<sip:{presented}@{}>", entry.host);
-                leg.remote_uri = format!("<sip:{number}@{}>", entry.host);
-                leg.remote_target = format!(
-                    "sip:{number}@{}:{}{transport_param}",
-                    entry.host, entry.port
-                );
-                leg.peer = entry.peer;
-                leg.local = None;
-                leg.cseq = 1;
-                let timeout = if timeout.is_zero() {
-                    ring_timeout
-                } else {
-                    timeout.min(ring_timeout)
-                };
-                transfer.deadline = now + timeout;
+                Shard::aim_at_trunk(&mut transfer.leg, &entry, &number, &presented);
+                transfer.leg.cseq = 1;
+                transfer.deadline = now + bounded_ring(timeout, ring_timeout);
                 transfer.first_fork = call.forks.len();
                 let leg = transfer.leg.clone();
                 let call_id = leg.call_id.clone();
@@ -299,33 +289,20 @@ impl Shard {
         let Some(transfer) = call.transfer.as_mut() else {
             return;
         };
-        let timeout = if timeout.is_zero() {
-            ring_timeout
-        } else {
-            timeout.min(ring_timeout)
-        };
-        transfer.deadline = now + timeout;
+        transfer.deadline = now + bounded_ring(timeout, ring_timeout);
         transfer.first_fork = call.forks.len();
         transfer.leg.cseq = 1;
         let template = transfer.leg.clone();
         call.other_dialogs.push(template.call_id.clone());
         self.dialogs.insert(template.call_id.clone(), id);
         let index = self.shared.index();
+        let domain = call_domain(self, id);
         for ext in extensions {
             if index.extension(tenant, &ext).is_none() {
                 continue;
             }
-            for binding in self.shared.bindings.lookup(tenant, &ext, now_ms) {
-                let mut leg = template.clone();
-                leg.remote_uri = format!("<sip:{ext}@{}>", call_domain(self, id));
-                leg.remote_target = binding.contact.clone();
-                leg.peer = binding.peer;
-                leg.local = Some(binding.local);
-                self.send_fork(now, id, &leg, None);
-                if let Some(fork) = self.calls.get_mut(&id).and_then(|c| c.forks.last_mut()) {
-                    fork.extension = Some(ext.clone());
-                }
-            }
+            let bindings = self.shared.bindings.lookup(tenant, &ext, now_ms);
+            self.fork_to_extension(now, id, &template, &domain, &ext, bindings);
         }
         self.schedule_call(id);
     }
@@ -435,7 +412,7 @@ impl Shard {
         tracing::info!(call = id, target = %transfer.target, "transfer completed");
         if !transfer.transferor_gone {
             self.send_notify(now, id, &old_b, 200, "OK", true);
-            self.send_bye_on(now, id, &old_b);
+            self.send_bye_on(now, &old_b);
         }
         self.schedule_call(id);
     }
@@ -517,47 +494,17 @@ impl Shard {
             Some(("message/sipfrag;version=2.0", body.as_bytes())),
             &extra,
         );
-        let (dest, local) = (leg.peer, leg.local);
-        self.send_request(
-            now,
-            branch,
-            bytes,
-            |tx| ClientEntry {
-                tx,
-                dest,
-                local,
-                call: Some(id),
-                role: ClientRole::Notify,
-                invite: None,
-            },
-            false,
-            dest,
-        );
+        self.send_on_leg(now, &leg, branch, bytes, Some(id), ClientRole::Notify);
     }
 
-    /// BYE on a leg that is no longer the call's (the transferor's).
-    fn send_bye_on(&mut self, now: Instant, id: u64, leg: &Leg) {
+    /// BYE on a leg that is no longer the call's (the transferor's, whose
+    /// last request was the final NOTIFY).
+    fn send_bye_on(&mut self, now: Instant, leg: &Leg) {
         let mut leg = leg.clone();
         leg.cseq += 2;
         let branch = transaction::new_branch();
         let (bytes, _) = self.leg_request(&leg, Method::Bye, leg.cseq, &branch, None, None);
-        let (dest, local) = (leg.peer, leg.local);
-        let _ = id;
-        self.send_request(
-            now,
-            branch,
-            bytes,
-            |tx| ClientEntry {
-                tx,
-                dest,
-                local,
-                call: None,
-                role: ClientRole::Bye,
-                invite: None,
-            },
-            false,
-            dest,
-        );
+        self.send_on_leg(now, &leg, branch, bytes, None, ClientRole::Bye);
     }
 }
 

@@ -243,6 +243,37 @@ fn set_secure(proto: &str, secure: bool) -> String {
     .to_owned()
 }
 
+/// The key an offer's sender uses, as `policy` and the transports allow: none
+/// (plain RTP), or the first supported `a=crypto` of the offer; an offer the
+/// policy cannot take is an error.
+fn offerer_srtp(m: &Media, policy: EncryptionPolicy, security: Security) -> Result<Option<Chosen>> {
+    let savp = m.is_savp();
+    let chosen = sdes::negotiate(&m.cryptos())?;
+    Ok(match policy {
+        EncryptionPolicy::Disabled if savp => {
+            return Err(Error::NotAcceptable("SRTP offered but disabled"));
+        }
+        EncryptionPolicy::Disabled => None,
+        EncryptionPolicy::Required => {
+            if !security.from_secure || !security.to_secure {
+                return Err(Error::EncryptionRequired(
+                    "a leg is not on a secure transport",
+                ));
+            }
+            Some(chosen.ok_or(Error::EncryptionRequired("no supported a=crypto"))?)
+        }
+        EncryptionPolicy::Optional => match chosen {
+            Some(c) if security.from_secure => Some(c),
+            _ if savp => {
+                return Err(Error::NotAcceptable(
+                    "RTP/SAVP offer without a usable key on a secure transport",
+                ));
+            }
+            _ => None,
+        },
+    })
+}
+
 fn anchored_index(sdp: &Sdp) -> Result<usize> {
     sdp.media
         .iter()
@@ -360,30 +391,7 @@ impl MediaSession {
         let index = anchored_index(&parsed)?;
         let m = &parsed.media[index];
         let savp = m.is_savp();
-        let chosen = sdes::negotiate(&m.cryptos())?;
-        let from_srtp: Option<Chosen> = match policy {
-            EncryptionPolicy::Disabled if savp => {
-                return Err(Error::NotAcceptable("SRTP offered but disabled"));
-            }
-            EncryptionPolicy::Disabled => None,
-            EncryptionPolicy::Required => {
-                if !security.from_secure || !security.to_secure {
-                    return Err(Error::EncryptionRequired(
-                        "a leg is not on a secure transport",
-                    ));
-                }
-                Some(chosen.ok_or(Error::EncryptionRequired("no supported a=crypto"))?)
-            }
-            EncryptionPolicy::Optional => match chosen {
-                Some(c) if security.from_secure => Some(c),
-                _ if savp => {
-                    return Err(Error::NotAcceptable(
-                        "RTP/SAVP offer without a usable key on a secure transport",
-                    ));
-                }
-                _ => None,
-            },
-        };
+        let from_srtp = offerer_srtp(m, policy, security)?;
         let to_srtp = policy != EncryptionPolicy::Disabled && security.to_secure;
         let offered: Vec<(u32, KeyMaterial)> = if to_srtp {
             (1u32..)
@@ -545,31 +553,12 @@ impl MediaSession {
         let parsed = Sdp::parse(sdp)?;
         let index = anchored_index(&parsed)?;
         let m = &parsed.media[index];
-        let savp = m.is_savp();
-        let chosen = sdes::negotiate(&m.cryptos())?;
-        let srtp = match policy {
-            EncryptionPolicy::Disabled if savp => {
-                return Err(Error::NotAcceptable("SRTP offered but disabled"));
-            }
-            EncryptionPolicy::Disabled => None,
-            EncryptionPolicy::Required if !from_secure => {
-                return Err(Error::EncryptionRequired(
-                    "the caller is not on a secure transport",
-                ));
-            }
-            EncryptionPolicy::Required => {
-                Some(chosen.ok_or(Error::EncryptionRequired("no supported a=crypto"))?)
-            }
-            EncryptionPolicy::Optional => match chosen {
-                Some(c) if from_secure => Some(c),
-                _ if savp => {
-                    return Err(Error::NotAcceptable(
-                        "RTP/SAVP offer without a usable key on a secure transport",
-                    ));
-                }
-                _ => None,
-            },
+        // The host is the other end: its side is as secure as it needs.
+        let security = Security {
+            from_secure,
+            to_secure: true,
         };
+        let srtp = offerer_srtp(m, policy, security)?;
         let mut out = rewrite(&parsed, index, self.local.ip, self.local.port(from));
         for line in &mut out.session {
             if line.kind == 'o' {

@@ -37,7 +37,7 @@ pub use calendar::{Calendar, CalendarError, Holiday};
 pub use cdr::{Cdr, CdrMedia, Disposition, LegMedia};
 pub use forwarding::{Forwarding, ForwardingError};
 pub use limits::TenantLimits;
-pub use registration::{Registration, RegistrationChange, TransportKind};
+pub use registration::{CallerDevice, Registration, RegistrationChange, TransportKind};
 pub use tenant::{
     DigestAlgorithm, DigestAlgorithms, Directory, Extension, MediaEncryption, NetworkAcl, Tenant,
     TenantId, TenantStatus,

@@ -17,6 +17,17 @@ pub enum TransportKind {
     Tls,
 }
 
+/// A phone placing a call, as its INVITE shows it (what a call handler's
+/// `call-info` reads).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallerDevice {
+    /// Its Contact URI.
+    pub contact: String,
+    /// Its User-Agent (empty when it sent none).
+    pub user_agent: String,
+    pub transport: TransportKind,
+}
+
 impl TransportKind {
     pub fn as_str(self) -> &'static str {
         match self {

@@ -4,58 +4,15 @@
 //! Without `dist/dialplan.wasm` the test prints a notice and passes, unless
 //! `PBX_REQUIRE_JS_PLUGIN=1` is set (as in CI), when a missing file fails it.
 
-use std::path::PathBuf;
+mod common;
+
 use std::sync::Arc;
-use std::time::Duration;
 
 use pbx_plugin::{
-    Call, Decision, DestinationClass, Directory, FixedUsage, MemoryAlerts, MemoryStorage,
-    PluginLog, PluginRuntime, Reject, RingStrategy, RuntimeConfig, TenantCaps, TrunkRoute, World,
+    Call, Decision, DestinationClass, Directory, PluginLog, Reject, RingStrategy, TrunkRoute, World,
 };
 
-fn wasm_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../plugins/examples/js-dialplan/dist/dialplan.wasm")
-}
-
-/// The built component, or `None` (with a notice) when it is absent and not
-/// required.
-fn component() -> Option<Vec<u8>> {
-    let path = wasm_path();
-    match std::fs::read(&path) {
-        Ok(bytes) => Some(bytes),
-        Err(e) => {
-            let required = std::env::var("PBX_REQUIRE_JS_PLUGIN").is_ok_and(|v| v == "1");
-            assert!(
-                !required,
-                "PBX_REQUIRE_JS_PLUGIN=1 but {} cannot be read ({e}); run \
-                 plugins/examples/js-dialplan/build.sh first",
-                path.display()
-            );
-            eprintln!(
-                "skipping the JavaScript dial plan test: {} not found ({e}); \
-                 build it with plugins/examples/js-dialplan/build.sh",
-                path.display()
-            );
-            None
-        }
-    }
-}
-
-fn caps(directory: Directory, log: &Arc<PluginLog>) -> TenantCaps {
-    TenantCaps {
-        tenant: model::TenantId(1),
-        directory: Arc::new(directory),
-        storage: Arc::new(MemoryStorage::new(4096)),
-        usage: Arc::new(FixedUsage::default()),
-        alerts: Arc::new(MemoryAlerts::default()),
-        log: Arc::clone(log),
-        config: Arc::new(pbx_plugin::EmptyConfig),
-        clock: Arc::new(pbx_plugin::TenantClock::utc()),
-        call_info: Arc::new(pbx_plugin::CallInfo::default()),
-        features: Arc::new(pbx_plugin::MemoryFeatures::default()),
-    }
-}
+use common::{caps, js_component, runtime};
 
 fn call(dialled: &str) -> Call {
     Call {
@@ -69,16 +26,10 @@ fn call(dialled: &str) -> Call {
 
 #[test]
 fn javascript_dial_plan_routes_like_its_source_says() {
-    let Some(wasm) = component() else {
+    let Some(wasm) = js_component("js-dialplan", "dialplan.wasm") else {
         return;
     };
-    let runtime = PluginRuntime::new(RuntimeConfig {
-        // Generous for a loaded test machine; the first instance maps a
-        // multi-megabyte engine snapshot.
-        deadline: Duration::from_secs(2),
-        ..RuntimeConfig::default()
-    })
-    .expect("runtime");
+    let runtime = runtime();
     let plan = runtime
         .load(World::Dialplan, &wasm)
         .expect("the JavaScript component loads under the default limits");

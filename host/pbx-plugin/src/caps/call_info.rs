@@ -22,13 +22,7 @@ pub struct CallInfo {
     pub headers: Vec<(String, String)>,
 }
 
-/// A registered device.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CallerDevice {
-    pub contact: String,
-    pub user_agent: String,
-    pub transport: String,
-}
+pub use model::CallerDevice;
 
 impl CallInfo {
     /// The exposed header `name` (any case), if the INVITE had it.
@@ -70,7 +64,7 @@ impl Host for HostState {
         self.caps.call_info.caller_device.as_ref().map(|d| Device {
             contact: d.contact.clone(),
             user_agent: d.user_agent.clone(),
-            transport: d.transport.clone(),
+            transport: d.transport.as_str().to_string(),
         })
     }
 

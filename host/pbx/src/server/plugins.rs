@@ -927,14 +927,7 @@ fn plan_error(e: &PluginError) -> PlanError {
 /// already kept only those, bounded).
 fn call_info_of(req: &RouteRequest) -> pbx_plugin::CallInfo {
     pbx_plugin::CallInfo {
-        caller_device: req
-            .caller_device
-            .as_ref()
-            .map(|d| pbx_plugin::caps::CallerDevice {
-                contact: d.contact.clone(),
-                user_agent: d.user_agent.clone(),
-                transport: d.transport.as_str().to_string(),
-            }),
+        caller_device: req.caller_device.clone(),
         headers: req.headers.clone(),
     }
 }
