@@ -41,7 +41,11 @@
 //! # Ok(()) }
 //! ```
 
+pub mod dtmf;
 mod error;
+pub mod g711;
+pub mod play;
+pub mod prompt;
 pub mod relay;
 pub(crate) mod rtp;
 pub mod sdes;
@@ -49,11 +53,16 @@ pub mod sdp;
 pub mod session;
 pub mod srtp;
 
+pub use dtmf::{Digit, DtmfReceiver};
 pub use error::{Error, MediaError, Result};
-pub use relay::{CallId, CallMedia, MediaConfig, MediaEvent, MediaRelay};
+pub use g711::G711;
+pub use play::Player;
+pub use prompt::Prompt;
+pub use relay::{CallId, CallMedia, MediaConfig, MediaEvent, MediaRelay, Pacing};
 pub use rtp::Channel;
 pub use sdes::{KeyMaterial, Suite};
 pub use session::{
-    CallMediaStats, EncryptionPolicy, Leg, LegStats, LocalPorts, MediaSession, Security, Transmit,
+    AnsweredFormat, CallMediaStats, EncryptionPolicy, Leg, LegStats, LocalPorts, MediaSession,
+    Security, SessionEvent, Transmit,
 };
 pub use srtp::{SrtpCounters, SrtpReceiver, SrtpSender};

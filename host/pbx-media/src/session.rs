@@ -8,13 +8,28 @@
 //!
 //! Only the first active audio stream of an offer is anchored; every other stream
 //! is disabled (port 0) in the SDP passed on, so the answer disables it too.
+//!
+//! # The host as an endpoint
+//! A leg answered by [`MediaSession::answer_here`] ends at the host: its media
+//! is never forwarded (nor is the other leg's forwarded to it) until an answer
+//! from the other leg ([`MediaSession::answer_from`]) connects the two. On such
+//! a leg the host plays prompts ([`MediaSession::play`], paced by
+//! [`MediaSession::poll_transmit`] and [`MediaSession::poll_timeout`]) in the
+//! format its answer chose ([`AnsweredFormat`]), SRTP-protected with the key
+//! that answer gave, and hears RFC 4733 key presses. What happens is told by
+//! [`SessionEvent`]s from [`MediaSession::poll_event`].
 
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use bytes::Bytes;
 
+use crate::dtmf::DtmfReceiver;
 use crate::error::{Error, Result};
+use crate::g711::G711;
+use crate::play::Player;
+use crate::prompt::Prompt;
 use crate::rtp::{self, Channel, LossCounter};
 use crate::sdes::{self, Chosen, KeyMaterial, Suite};
 use crate::sdp::{CryptoAttr, Direction, Line, Media, Sdp};
@@ -99,7 +114,47 @@ pub struct Transmit {
     pub to: SocketAddr,
     /// The bytes.
     pub data: Bytes,
+    /// For a packet the host plays, when it was due (the driver may measure
+    /// how late it leaves); `None` for relayed packets.
+    pub due: Option<Instant>,
 }
+
+/// The audio format the host's own answer ([`MediaSession::answer_here`]) kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnsweredFormat {
+    /// Payload type of the audio format.
+    pub payload_type: u8,
+    /// Its clock rate, from the offer's `a=rtpmap` or RFC 3551's static table.
+    pub clock_rate: Option<u32>,
+    /// The G.711 law, when the format is PCMU or PCMA at 8000 Hz: what the
+    /// host can play.
+    pub g711: Option<G711>,
+    /// Payload type and clock rate of the `telephone-event` format kept.
+    pub telephone_event: Option<(u8, u32)>,
+}
+
+/// Something that happened on a leg the host answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionEvent {
+    /// The last packet of a prompt was sent (or, on a leg whose answer does
+    /// not let the host send, its time passed).
+    PromptFinished {
+        /// The leg it played on.
+        leg: Leg,
+    },
+    /// A key press arrived as an RFC 4733 telephone event.
+    Digit {
+        /// The leg it came from.
+        leg: Leg,
+        /// `0`–`9`, `*`, `#`, `A`–`D`.
+        digit: char,
+        /// How long the key was held.
+        duration_ms: u32,
+    },
+}
+
+/// Events a session holds until polled; more are dropped and counted.
+pub const MAX_SESSION_EVENTS: usize = 64;
 
 /// Per-leg counters. "in" is what the leg sent us, "out" what we sent it.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -125,6 +180,8 @@ pub struct LegStats {
     pub latched: Option<SocketAddr>,
     /// Whether the leg uses SRTP.
     pub srtp: bool,
+    /// Key presses heard from the leg (host-answered legs only).
+    pub digits: u64,
 }
 
 /// Counters of both legs of a call.
@@ -144,6 +201,25 @@ struct LegState {
     tx: Option<SrtpSender>,
     stats: LegStats,
     loss: LossCounter,
+    /// Set while the leg ends at the host.
+    here: Option<HostEnd>,
+}
+
+/// The host's end of a leg it answered.
+struct HostEnd {
+    format: Option<AnsweredFormat>,
+    /// Whether the answer lets the host send (not `recvonly` or `inactive`).
+    sends: bool,
+    player: Option<Player>,
+    dtmf: Option<DtmfReceiver>,
+}
+
+fn push_event(events: &mut VecDeque<SessionEvent>, dropped: &mut u64, event: SessionEvent) {
+    if events.len() >= MAX_SESSION_EVENTS {
+        *dropped += 1;
+    } else {
+        events.push_back(event);
+    }
 }
 
 fn ch(channel: Channel) -> usize {
@@ -203,6 +279,8 @@ pub struct MediaSession {
     legs: [LegState; 2],
     offer: Option<PendingOffer>,
     last_media: Instant,
+    events: VecDeque<SessionEvent>,
+    events_dropped: u64,
 }
 
 impl std::fmt::Debug for MediaSession {
@@ -321,26 +399,85 @@ fn rewrite(sdp: &Sdp, index: usize, ip: IpAddr, port: u16) -> Sdp {
     out
 }
 
-/// Keeps the first offered format of `m` and any `telephone-event` format,
-/// with their `a=rtpmap`/`a=fmtp` lines; drops the rest.
-fn keep_first_format(m: &mut Media) {
-    let encoding = |pt: &str| {
-        m.lines.iter().find_map(|l| match l.attr() {
+/// RFC 3551 table 4: the audio payload types with a static encoding.
+fn static_format(pt: &str) -> Option<(&'static str, u32)> {
+    Some(match pt {
+        "0" => ("PCMU", 8000),
+        "3" => ("GSM", 8000),
+        "4" => ("G723", 8000),
+        "5" => ("DVI4", 8000),
+        "6" => ("DVI4", 16000),
+        "7" => ("LPC", 8000),
+        "8" => ("PCMA", 8000),
+        "9" => ("G722", 8000),
+        "10" | "11" => ("L16", 44100),
+        "12" => ("QCELP", 8000),
+        "13" => ("CN", 8000),
+        "14" => ("MPA", 90000),
+        "15" => ("G728", 8000),
+        "16" => ("DVI4", 11025),
+        "17" => ("DVI4", 22050),
+        "18" => ("G729", 8000),
+        _ => return None,
+    })
+}
+
+/// The encoding name and clock rate of format `pt` of `m`: its `a=rtpmap`, else
+/// the static assignment.
+fn rtpmap(m: &Media, pt: &str) -> Option<(String, u32)> {
+    m.lines
+        .iter()
+        .find_map(|l| match l.attr() {
             Some(("rtpmap", Some(v))) => {
                 let (p, enc) = v.split_once(' ')?;
-                (p == pt).then(|| enc.split('/').next().unwrap_or("").to_ascii_lowercase())
+                let mut parts = enc.trim().split('/');
+                let name = parts.next()?;
+                let rate = parts.next()?.parse().ok()?;
+                (p == pt).then(|| (name.to_owned(), rate))
             }
             _ => None,
         })
-    };
-    let events: Vec<String> = m
+        .or_else(|| static_format(pt).map(|(n, r)| (n.to_owned(), r)))
+}
+
+fn payload_type(format: &str) -> Option<u8> {
+    format.parse().ok().filter(|pt| *pt < 128)
+}
+
+/// Keeps one audio format of `m` — the first PCMU or PCMA at 8000 Hz offered
+/// (what the host can play), else the first offered — and one
+/// `telephone-event` format (at the audio's clock rate when there is one),
+/// with their `a=rtpmap`/`a=fmtp` lines; drops the rest. Returns what was kept.
+fn keep_first_format(m: &mut Media) -> Option<AnsweredFormat> {
+    let maps: Vec<(String, Option<(String, u32)>)> = m
         .formats
         .iter()
-        .filter(|f| encoding(f).as_deref() == Some("telephone-event"))
-        .cloned()
+        .map(|f| (f.clone(), rtpmap(m, f)))
         .collect();
-    let first = m.formats.iter().find(|f| !events.contains(f)).cloned();
-    let kept: Vec<String> = first.into_iter().chain(events).collect();
+    let is_event = |map: &Option<(String, u32)>| {
+        map.as_ref()
+            .is_some_and(|(n, _)| n.eq_ignore_ascii_case("telephone-event"))
+    };
+    let g711 = |map: &Option<(String, u32)>| {
+        map.as_ref()
+            .filter(|(_, rate)| *rate == 8000)
+            .and_then(|(n, _)| G711::from_encoding(n))
+    };
+    let audio = maps
+        .iter()
+        .find(|(_, map)| g711(map).is_some())
+        .or_else(|| maps.iter().find(|(_, map)| !is_event(map)));
+    let rate = audio.and_then(|(_, map)| map.as_ref().map(|(_, r)| *r));
+    let mut events = maps.iter().filter(|(_, map)| is_event(map));
+    let event = events
+        .clone()
+        .find(|(_, map)| map.as_ref().map(|(_, r)| *r) == rate)
+        .or_else(|| events.next());
+    let kept: Vec<String> = audio
+        .iter()
+        .chain(event.iter())
+        .map(|(f, _)| f.clone())
+        .collect();
     m.lines.retain(|l| match l.attr() {
         Some(("rtpmap" | "fmtp", Some(v))) => {
             let pt = v.split(' ').next().unwrap_or("");
@@ -349,6 +486,13 @@ fn keep_first_format(m: &mut Media) {
         _ => true,
     });
     m.formats = kept;
+    let (format, map) = audio?;
+    Some(AnsweredFormat {
+        payload_type: payload_type(format)?,
+        clock_rate: rate,
+        g711: g711(map),
+        telephone_event: event.and_then(|(f, map)| Some((payload_type(f)?, map.as_ref()?.1))),
+    })
 }
 
 fn anchored(sdp: &mut Sdp, index: usize) -> Result<&mut Media> {
@@ -365,6 +509,8 @@ impl MediaSession {
             legs: Default::default(),
             offer: None,
             last_media: now,
+            events: VecDeque::new(),
+            events_dropped: 0,
         }
     }
 
@@ -534,6 +680,10 @@ impl MediaSession {
         if otx.as_ref().map(SrtpSender::keys) != o.tx.as_ref().map(SrtpSender::keys) {
             o.tx = otx;
         }
+        // The answer connects the legs: neither ends at the host any more.
+        for leg in &mut self.legs {
+            leg.here = None;
+        }
         Ok(out.to_bytes())
     }
 
@@ -575,7 +725,8 @@ impl MediaSession {
             }
         }
         let om = anchored(&mut out, index)?;
-        keep_first_format(om);
+        let format = keep_first_format(om);
+        let sends = matches!(m.direction(), Direction::SendRecv | Direction::RecvOnly);
         let direction = match m.direction() {
             Direction::SendOnly => Some("recvonly"),
             Direction::RecvOnly => Some("sendonly"),
@@ -604,8 +755,177 @@ impl MediaSession {
         let leg = self.leg(from);
         leg.set_remote(rtp, rtcp);
         leg.set_keys(rx, tx);
+        let mut end = leg.here.take().unwrap_or(HostEnd {
+            format: None,
+            sends,
+            player: None,
+            dtmf: None,
+        });
+        end.sends = sends;
+        end.format = format;
+        // A new answer keeps the stream going in the format it chose.
+        match (
+            format.and_then(|f| f.g711.map(|g| (g, f.payload_type))),
+            &mut end.player,
+        ) {
+            (Some((g711, pt)), Some(player)) => player.set_format(g711, pt),
+            (None, player) => *player = None,
+            (Some(_), None) => {}
+        }
+        let event = format.and_then(|f| f.telephone_event);
+        if end.dtmf.as_ref().map(|d| d.payload_type()) != event.map(|(pt, _)| pt) {
+            end.dtmf = event.map(|(pt, rate)| DtmfReceiver::new(pt, rate));
+        }
+        leg.here = Some(end);
         self.offer = None;
         Ok(out.to_bytes())
+    }
+
+    /// The format the host's answer on `leg` kept; `None` unless the host
+    /// answered that leg ([`MediaSession::answer_here`]).
+    pub fn answered_format(&self, leg: Leg) -> Option<AnsweredFormat> {
+        self.legs[leg.index()].here.as_ref()?.format
+    }
+
+    /// Queues `prompt` on `leg`, which the host answered; it starts at `now`
+    /// when nothing plays there, else after what is queued. Errors: the host
+    /// did not answer `leg` (`Protocol`), its answer chose a format other than
+    /// PCMU or PCMA (`NotAcceptable`), or the queue is full (`Prompt`).
+    pub fn play(&mut self, leg: Leg, prompt: Prompt, now: Instant) -> Result<()> {
+        let end = self.legs[leg.index()]
+            .here
+            .as_mut()
+            .ok_or(Error::Protocol("play on a leg the host did not answer"))?;
+        let (g711, pt) = end
+            .format
+            .and_then(|f| Some((f.g711?, f.payload_type)))
+            .ok_or(Error::NotAcceptable(
+                "the host's answer chose neither PCMU nor PCMA",
+            ))?;
+        end.player
+            .get_or_insert_with(|| Player::new(g711, pt))
+            .play(prompt, now)
+    }
+
+    /// Stops what plays on `leg` and drops what is queued (barge-in); no
+    /// [`SessionEvent::PromptFinished`] follows. Returns whether anything played.
+    pub fn stop_playing(&mut self, leg: Leg) -> bool {
+        self.legs[leg.index()]
+            .here
+            .as_mut()
+            .and_then(|e| e.player.as_mut())
+            .is_some_and(Player::stop)
+    }
+
+    /// Whether a prompt plays on `leg`.
+    pub fn is_playing(&self, leg: Leg) -> bool {
+        self.legs[leg.index()]
+            .here
+            .as_ref()
+            .and_then(|e| e.player.as_ref())
+            .is_some_and(Player::is_playing)
+    }
+
+    /// The next packet the host plays that is due by `now`, SRTP-protected
+    /// when its leg is; call until `None`. A packet with nowhere to go (no
+    /// address yet, or a failed protection) is dropped and counted; one the
+    /// answer does not let the host send is skipped, so prompts keep time.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
+        for leg in [Leg::A, Leg::B] {
+            let st = &mut self.legs[leg.index()];
+            let Some(end) = st.here.as_mut() else {
+                continue;
+            };
+            let Some(player) = end.player.as_mut() else {
+                continue;
+            };
+            while let Some(played) = player.poll_packet(now) {
+                if played.finished_prompt {
+                    push_event(
+                        &mut self.events,
+                        &mut self.events_dropped,
+                        SessionEvent::PromptFinished { leg },
+                    );
+                }
+                if !end.sends {
+                    continue;
+                }
+                let Some(to) = st.latched[0].or(st.remote[0]) else {
+                    st.stats.dropped += 1;
+                    continue;
+                };
+                let data = match &mut st.tx {
+                    Some(tx) => match tx.protect(Channel::Rtp, &played.packet) {
+                        Some(b) => b,
+                        None => {
+                            st.stats.dropped += 1;
+                            continue;
+                        }
+                    },
+                    None => played.packet,
+                };
+                st.stats.packets_out += 1;
+                st.stats.bytes_out += data.len() as u64;
+                return Some(Transmit {
+                    leg,
+                    channel: Channel::Rtp,
+                    to,
+                    data,
+                    due: Some(played.due),
+                });
+            }
+        }
+        None
+    }
+
+    /// When the session next needs [`MediaSession::poll_transmit`] (a packet
+    /// to play is due) or [`MediaSession::handle_timeout`] (a key press whose
+    /// end packets were lost is to be reported).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.legs
+            .iter()
+            .filter_map(|l| l.here.as_ref())
+            .flat_map(|e| {
+                [
+                    e.player.as_ref().and_then(Player::poll_timeout),
+                    e.dtmf.as_ref().and_then(DtmfReceiver::poll_timeout),
+                ]
+            })
+            .flatten()
+            .min()
+    }
+
+    /// Reports key presses whose end packets never came, once they are stale.
+    /// Packets due are handed out by [`MediaSession::poll_transmit`].
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for leg in [Leg::A, Leg::B] {
+            let st = &mut self.legs[leg.index()];
+            let Some(rx) = st.here.as_mut().and_then(|e| e.dtmf.as_mut()) else {
+                continue;
+            };
+            if let Some(d) = rx.handle_timeout(now) {
+                st.stats.digits += 1;
+                push_event(
+                    &mut self.events,
+                    &mut self.events_dropped,
+                    SessionEvent::Digit {
+                        leg,
+                        digit: d.digit,
+                        duration_ms: d.duration_ms,
+                    },
+                );
+            }
+        }
+    }
+
+    /// The next event, oldest first.
+    pub fn poll_event(&mut self) -> Option<SessionEvent> {
+        self.events.pop_front()
+    }
+
+    /// Events dropped because [`MAX_SESSION_EVENTS`] were waiting.
+    pub fn events_dropped(&self) -> u64 {
+        self.events_dropped
     }
 
     /// Handles one datagram that arrived from `from` on our socket facing `leg`
@@ -647,9 +967,34 @@ impl MediaSession {
         {
             src.loss.on_packet(ssrc, seq);
         }
+        // A leg that ends at the host: heard here, never forwarded.
+        if let Some(end) = &mut src.here {
+            if kind == Channel::Rtp
+                && let Some(rx) = &mut end.dtmf
+            {
+                for d in rx.on_rtp(now, &plain).into_iter().flatten() {
+                    src.stats.digits += 1;
+                    push_event(
+                        &mut self.events,
+                        &mut self.events_dropped,
+                        SessionEvent::Digit {
+                            leg,
+                            digit: d.digit,
+                            duration_ms: d.duration_ms,
+                        },
+                    );
+                }
+            }
+            return None;
+        }
 
         let dst_leg = leg.other();
         let dst = &mut self.legs[dst_leg.index()];
+        if dst.here.is_some() {
+            // The host answered the other leg itself: nothing goes to it.
+            self.legs[leg.index()].stats.dropped += 1;
+            return None;
+        }
         let Some(to) = dst.latched[ch(kind)].or(dst.remote[ch(kind)]) else {
             dst.stats.dropped += 1;
             return None;
@@ -671,6 +1016,7 @@ impl MediaSession {
             channel: kind,
             to,
             data,
+            due: None,
         })
     }
 
