@@ -142,6 +142,9 @@ impl Pacing {
         for (i, c) in self.counts.iter().enumerate() {
             seen += c;
             if seen >= rank {
+                if i + 1 == self.counts.len() {
+                    break; // the last bucket is open-ended
+                }
                 return Some((PACING_BUCKET * (i as u32 + 1)).min(self.max));
             }
         }
@@ -834,5 +837,117 @@ mod tests {
         // Not reported again while it stays idle.
         let again = tokio::time::timeout(Duration::from_secs(3600), events.recv()).await;
         assert!(again.is_err());
+    }
+
+    #[tokio::test]
+    async fn the_host_plays_paced_packets_and_hears_key_presses() {
+        let (relay, mut events) =
+            MediaRelay::with_event_capacity(config(21400, 21409), 16).unwrap();
+        let call = relay.open_call().unwrap();
+        let caller = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let port = caller.local_addr().unwrap().port();
+        let offer = format!(
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=audio {port} RTP/AVP 8 101\r\na=rtpmap:8 PCMA/8000\r\n\
+             a=rtpmap:101 telephone-event/8000\r\n"
+        );
+        let answer = call
+            .answer_here(Leg::A, offer.as_bytes(), false, EncryptionPolicy::Optional)
+            .unwrap();
+        assert_eq!(Sdp::parse(&answer).unwrap().media[0].formats, ["8", "101"]);
+        assert!(matches!(
+            call.play(Leg::B, Prompt::beep()),
+            Err(Error::Protocol(_))
+        ));
+
+        let started = tokio::time::Instant::now();
+        call.play(
+            Leg::A,
+            Prompt::dtmf('5', Duration::from_millis(200)).unwrap(),
+        )
+        .unwrap();
+        let mut got = Vec::new();
+        for _ in 0..10 {
+            got.push(recv(&caller).await);
+        }
+        let last = started.elapsed();
+        assert!(
+            last >= Duration::from_millis(180),
+            "paced, not a burst: {last:?}"
+        );
+        assert!(last < Duration::from_secs(2), "{last:?}");
+        for (i, p) in got.iter().enumerate() {
+            assert_eq!(p.len(), 172);
+            assert_eq!(p[1], if i == 0 { 0x80 | 8 } else { 8 });
+            let seq = u16::from_be_bytes([p[2], p[3]]);
+            let ts = u32::from_be_bytes([p[4], p[5], p[6], p[7]]);
+            let seq0 = u16::from_be_bytes([got[0][2], got[0][3]]);
+            let ts0 = u32::from_be_bytes([got[0][4], got[0][5], got[0][6], got[0][7]]);
+            assert_eq!(seq, seq0.wrapping_add(i as u16));
+            assert_eq!(ts, ts0.wrapping_add(160 * i as u32));
+        }
+        let finished = tokio::time::timeout(Duration::from_secs(5), events.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            finished,
+            MediaEvent::PromptFinished {
+                call: call.id(),
+                leg: Leg::A
+            }
+        );
+        let pacing = relay.pacing();
+        assert_eq!(pacing.packets(), 10);
+        assert!(pacing.percentile(0.5).unwrap() <= pacing.max());
+
+        // The caller presses 7: updates, then the end three times.
+        let to = SocketAddr::new(call.local().ip, call.local().a);
+        for (seq, end, duration) in [
+            (1u16, false, 400u16),
+            (2, true, 640),
+            (3, true, 640),
+            (4, true, 640),
+        ] {
+            let mut p = vec![0x80, 101];
+            p.extend_from_slice(&seq.to_be_bytes());
+            p.extend_from_slice(&4000u32.to_be_bytes());
+            p.extend_from_slice(&0x0a0b_0c0du32.to_be_bytes());
+            p.extend_from_slice(&[7, if end { 0x8a } else { 0x0a }]);
+            p.extend_from_slice(&duration.to_be_bytes());
+            caller.send_to(&p, to).await.unwrap();
+        }
+        let digit = tokio::time::timeout(Duration::from_secs(5), events.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            digit,
+            MediaEvent::Digit {
+                call: call.id(),
+                leg: Leg::A,
+                digit: '7',
+                duration_ms: 80
+            }
+        );
+        assert_eq!(call.stats().a.digits, 1);
+        assert_eq!(relay.events_dropped(), 0);
+    }
+
+    #[test]
+    fn pacing_percentiles() {
+        let h = PacingHistogram::new();
+        assert_eq!(h.snapshot().percentile(0.5), None);
+        for us in [10u64, 30, 30, 40, 1000] {
+            h.record(Duration::from_micros(us));
+        }
+        h.record(Duration::from_secs(1));
+        let p = h.snapshot();
+        assert_eq!(p.packets(), 6);
+        assert_eq!(p.percentile(0.0), Some(Duration::from_micros(25)));
+        assert_eq!(p.percentile(0.5), Some(Duration::from_micros(50)));
+        assert_eq!(p.percentile(0.8), Some(Duration::from_micros(1025)));
+        assert_eq!(p.percentile(1.0), Some(Duration::from_secs(1)));
+        assert_eq!(p.max(), Duration::from_secs(1));
     }
 }

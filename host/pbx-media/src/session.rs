@@ -1478,4 +1478,353 @@ mod tests {
         assert_ne!(ours, key, "the host sends with its own key");
         assert!(s.stats().a.srtp);
     }
+
+    /// A caller's offer to the host: `formats` on the audio line, with the
+    /// given `a=rtpmap` lines, the caller at 192.0.2.10:4000.
+    fn caller_offer(formats: &str, maps: &str, extra: &str) -> Vec<u8> {
+        format!(
+            "v=0\r\no=a 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\n\
+             m=audio 4000 RTP/AVP {formats}\r\n{maps}{extra}"
+        )
+        .into_bytes()
+    }
+
+    const EVENTS_101: &str = "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n";
+
+    fn answered(formats: &str, maps: &str) -> MediaSession {
+        let mut s = MediaSession::new(LOCAL, Instant::now());
+        s.answer_here(
+            Leg::A,
+            &caller_offer(formats, maps, ""),
+            false,
+            EncryptionPolicy::Optional,
+        )
+        .unwrap();
+        s
+    }
+
+    /// Drives the session on a virtual clock from `t0` until nothing is due.
+    fn play_out(s: &mut MediaSession, t0: Instant) -> Vec<(Instant, Transmit)> {
+        let mut out = Vec::new();
+        let mut now = t0;
+        while let Some(next) = s.poll_timeout() {
+            assert!(next >= now, "time never goes back");
+            now = next;
+            while let Some(t) = s.poll_transmit(now) {
+                out.push((now, t));
+            }
+            s.handle_timeout(now);
+        }
+        out
+    }
+
+    fn events(s: &mut MediaSession) -> Vec<SessionEvent> {
+        std::iter::from_fn(|| s.poll_event()).collect()
+    }
+
+    #[test]
+    fn a_one_second_prompt_is_fifty_paced_packets_to_the_caller() {
+        let mut s = answered("0 101", EVENTS_101);
+        assert_eq!(
+            s.answered_format(Leg::A),
+            Some(AnsweredFormat {
+                payload_type: 0,
+                clock_rate: Some(8000),
+                g711: Some(G711::Pcmu),
+                telephone_event: Some((101, 8000)),
+            })
+        );
+        assert_eq!(s.answered_format(Leg::B), None);
+        let t0 = Instant::now();
+        s.play(Leg::A, Prompt::beep(), t0).unwrap();
+        assert!(s.is_playing(Leg::A));
+        assert_eq!(s.poll_timeout(), Some(t0));
+        let sent = play_out(&mut s, t0);
+        assert_eq!(sent.len(), 50);
+        let first = &sent[0].1.data;
+        let ssrc = rtp::ssrc(first, Channel::Rtp).unwrap();
+        let seq0 = rtp::seq(first).unwrap();
+        let ts0 = u32::from_be_bytes([first[4], first[5], first[6], first[7]]);
+        for (i, (at, t)) in sent.iter().enumerate() {
+            let i = i as u32;
+            assert_eq!(*at, t0 + Duration::from_millis(20) * i);
+            assert_eq!(t.due, Some(*at));
+            assert_eq!((t.leg, t.channel), (Leg::A, Channel::Rtp));
+            assert_eq!(t.to, "192.0.2.10:4000".parse().unwrap());
+            assert_eq!(t.data.len(), 172);
+            assert_eq!(t.data[1], if i == 0 { 0x80 } else { 0 }, "marker, PCMU");
+            assert_eq!(rtp::ssrc(&t.data, Channel::Rtp), Some(ssrc));
+            assert_eq!(rtp::seq(&t.data), Some(seq0.wrapping_add(i as u16)));
+            let ts = u32::from_be_bytes([t.data[4], t.data[5], t.data[6], t.data[7]]);
+            assert_eq!(ts, ts0.wrapping_add(160 * i));
+        }
+        assert_eq!(
+            events(&mut s),
+            [SessionEvent::PromptFinished { leg: Leg::A }]
+        );
+        assert!(!s.is_playing(Leg::A));
+        assert_eq!(s.stats().a.packets_out, 50);
+
+        // The next prompt continues the stream; media latched from a NAT
+        // address redirects it.
+        let nat: SocketAddr = "192.0.2.99:31000".parse().unwrap();
+        assert!(
+            s.handle(t0, Leg::A, Channel::Rtp, nat, &rtp(5, 1))
+                .is_none()
+        );
+        let t1 = t0 + Duration::from_secs(3);
+        s.play(
+            Leg::A,
+            Prompt::silence(Duration::from_millis(40)).unwrap(),
+            t1,
+        )
+        .unwrap();
+        let more = play_out(&mut s, t1);
+        assert_eq!(more.len(), 2);
+        assert_eq!(more[0].1.to, nat);
+        assert_eq!(rtp::seq(&more[0].1.data), Some(seq0.wrapping_add(50)));
+        assert_eq!(more[0].1.data[1], 0x80, "a new talkspurt");
+        assert_eq!(more[1].1.data[12..], [0xff; 160], "µ-law silence");
+    }
+
+    #[test]
+    fn the_law_played_follows_the_answer() {
+        for (formats, maps, pt, law) in [
+            ("8 0 101", EVENTS_101, 8, G711::Pcma),
+            ("0 8", "", 0, G711::Pcmu),
+            // Opus first: the host keeps the G.711 it can play.
+            (
+                "96 8 0",
+                "a=rtpmap:96 opus/48000/2\r\na=rtpmap:8 PCMA/8000\r\n",
+                8,
+                G711::Pcma,
+            ),
+            // A dynamic payload type for PCMU.
+            ("97", "a=rtpmap:97 pcmu/8000\r\n", 97, G711::Pcmu),
+        ] {
+            let mut s = answered(formats, maps);
+            assert_eq!(
+                s.answered_format(Leg::A).and_then(|f| f.g711),
+                Some(law),
+                "{formats}"
+            );
+            let t0 = Instant::now();
+            let tone = Prompt::dtmf('1', Duration::from_millis(40)).unwrap();
+            s.play(Leg::A, tone.clone(), t0).unwrap();
+            let sent = play_out(&mut s, t0);
+            assert_eq!(sent.len(), 2);
+            assert_eq!(sent[0].1.data[1] & 0x7f, pt, "{formats}");
+            let mut want = [0u8; 160];
+            law.encode_frame(tone.chunk(160, 160), &mut want);
+            assert_eq!(sent[1].1.data[12..], want, "{formats}");
+        }
+        // A format the host cannot play: the answer stands, playing is refused.
+        let mut s = answered("9", "a=rtpmap:9 G722/8000\r\n");
+        assert_eq!(
+            s.answered_format(Leg::A).map(|f| (f.payload_type, f.g711)),
+            Some((9, None))
+        );
+        assert!(matches!(
+            s.play(Leg::A, Prompt::beep(), Instant::now()),
+            Err(Error::NotAcceptable(_))
+        ));
+        // Only a leg the host answered plays.
+        assert!(matches!(
+            s.play(Leg::B, Prompt::beep(), Instant::now()),
+            Err(Error::Protocol(_))
+        ));
+    }
+
+    #[test]
+    fn an_answer_that_does_not_let_the_host_send_keeps_time_silently() {
+        let mut s = MediaSession::new(LOCAL, Instant::now());
+        s.answer_here(
+            Leg::A,
+            &caller_offer("0", "", "a=sendonly\r\n"),
+            false,
+            EncryptionPolicy::Optional,
+        )
+        .unwrap();
+        let t0 = Instant::now();
+        s.play(Leg::A, Prompt::beep(), t0).unwrap();
+        assert!(play_out(&mut s, t0).is_empty());
+        assert_eq!(
+            events(&mut s),
+            [SessionEvent::PromptFinished { leg: Leg::A }]
+        );
+        assert_eq!(s.stats().a.packets_out, 0);
+    }
+
+    #[test]
+    fn stop_playing_is_barge_in() {
+        let mut s = answered("0", "");
+        let t0 = Instant::now();
+        s.play(Leg::A, Prompt::beep(), t0).unwrap();
+        s.play(Leg::A, Prompt::beep(), t0).unwrap();
+        assert!(s.poll_transmit(t0).is_some());
+        assert!(s.stop_playing(Leg::A));
+        assert!(!s.stop_playing(Leg::A));
+        assert_eq!(s.poll_timeout(), None);
+        assert!(s.poll_transmit(t0 + Duration::from_secs(1)).is_none());
+        assert!(
+            events(&mut s).is_empty(),
+            "no PromptFinished for a stopped prompt"
+        );
+    }
+
+    #[test]
+    fn srtp_leg_hears_the_host_with_the_key_the_answer_gave() {
+        let caller_key = KeyMaterial::generate(Suite::AesCm128HmacSha1_80);
+        let offer_sdp = caller_offer(
+            "8 101",
+            EVENTS_101,
+            &format!("a=crypto:{}\r\n", caller_key.to_attr(1).to_value()),
+        );
+        let offer_sdp = String::from_utf8(offer_sdp)
+            .unwrap()
+            .replace("RTP/AVP", "RTP/SAVP");
+        let mut s = MediaSession::new(LOCAL, Instant::now());
+        let answer = s
+            .answer_here(
+                Leg::A,
+                offer_sdp.as_bytes(),
+                true,
+                EncryptionPolicy::Required,
+            )
+            .unwrap();
+        let (_, host_key) = find_key(&answer);
+        let mut caller_rx = SrtpReceiver::new(&host_key).unwrap();
+        let t0 = Instant::now();
+        s.play(Leg::A, Prompt::beep(), t0).unwrap();
+        let sent = play_out(&mut s, t0);
+        assert_eq!(sent.len(), 50);
+        for (_, t) in &sent {
+            assert_eq!(t.data.len(), 172 + 10, "an 80-bit tag");
+            let plain = caller_rx
+                .unprotect(Channel::Rtp, &t.data)
+                .expect("decrypts");
+            assert_eq!(plain[1] & 0x7f, 8);
+            assert_eq!(plain.len(), 172);
+        }
+        assert_eq!(caller_rx.counters(), crate::SrtpCounters::default());
+
+        // The caller's key presses arrive encrypted with its own key.
+        let mut caller_tx = SrtpSender::new(&caller_key).unwrap();
+        let from: SocketAddr = "192.0.2.10:4000".parse().unwrap();
+        let mut seq = 1;
+        for p in crate::dtmf::tests::press(&mut seq, 8000, 11, 960) {
+            let enc = caller_tx.protect(Channel::Rtp, &p).unwrap();
+            assert!(s.handle(t0, Leg::A, Channel::Rtp, from, &enc).is_none());
+        }
+        // Plaintext forged into the SRTP leg is not heard.
+        let forged = crate::dtmf::tests::event(100, 20000, 1, true, 800);
+        assert!(s.handle(t0, Leg::A, Channel::Rtp, from, &forged).is_none());
+        assert_eq!(
+            events(&mut s)[1..],
+            [SessionEvent::Digit {
+                leg: Leg::A,
+                digit: '#',
+                duration_ms: 120
+            }]
+        );
+    }
+
+    #[test]
+    fn key_presses_on_the_answered_leg_are_heard_not_forwarded() {
+        let mut s = answered("0 101", EVENTS_101);
+        let t0 = Instant::now();
+        let from: SocketAddr = "192.0.2.10:4000".parse().unwrap();
+        let mut seq = 500;
+        let mut pkts = Vec::new();
+        for (i, code) in [1u8, 2, 3].into_iter().enumerate() {
+            pkts.extend(crate::dtmf::tests::press(
+                &mut seq,
+                16000 * (i as u32 + 1),
+                code,
+                800,
+            ));
+        }
+        // Audio between them, a foreign payload type, garbage.
+        let mut foreign = crate::dtmf::tests::event(9, 90000, 4, true, 800);
+        foreign[1] = 100;
+        pkts.insert(2, rtp(0x1234_5678, 40));
+        pkts.insert(4, foreign);
+        pkts.push(vec![0x80, 101, 0, 1]);
+        pkts.push(crate::dtmf::tests::event(10, 99999, 200, true, 800));
+        for p in &pkts {
+            assert!(s.handle(t0, Leg::A, Channel::Rtp, from, p).is_none());
+        }
+        let digits: String = events(&mut s)
+            .into_iter()
+            .map(|e| match e {
+                SessionEvent::Digit {
+                    leg: Leg::A,
+                    digit,
+                    duration_ms: 100,
+                } => digit,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(digits, "123");
+        let st = s.stats();
+        assert_eq!((st.a.digits, st.b.packets_out, st.b.dropped), (3, 0, 0));
+
+        // A press whose ends are lost is reported when it goes stale.
+        let mut lost = crate::dtmf::tests::press(&mut seq, 80000, 9, 1200);
+        lost.truncate(2);
+        for p in &lost {
+            s.handle(t0, Leg::A, Channel::Rtp, from, p);
+        }
+        assert!(events(&mut s).is_empty());
+        let stale = s.poll_timeout().unwrap();
+        assert_eq!(stale, t0 + crate::dtmf::EVENT_STALE);
+        s.handle_timeout(stale);
+        assert!(matches!(
+            events(&mut s)[..],
+            [SessionEvent::Digit { digit: '9', .. }]
+        ));
+        assert_eq!(s.poll_timeout(), None);
+    }
+
+    #[test]
+    fn session_events_are_bounded() {
+        let mut s = answered("0 101", EVENTS_101);
+        let from: SocketAddr = "192.0.2.10:4000".parse().unwrap();
+        let t0 = Instant::now();
+        // 25 digits a second for four seconds, never polled.
+        for i in 0..100u32 {
+            let t = t0 + Duration::from_millis(40) * i;
+            let p = crate::dtmf::tests::event(i as u16, 1000 + 800 * i, 5, true, 400);
+            s.handle(t, Leg::A, Channel::Rtp, from, &p);
+        }
+        assert_eq!(s.events_dropped(), 100 - MAX_SESSION_EVENTS as u64);
+        assert_eq!(events(&mut s).len(), MAX_SESSION_EVENTS);
+    }
+
+    #[test]
+    fn an_answer_from_the_other_leg_connects_the_legs() {
+        let mut s = answered("0 101", EVENTS_101);
+        s.play(Leg::A, Prompt::beep(), Instant::now()).unwrap();
+        s.offer_from(
+            Leg::A,
+            &offer("RTP/AVP", None),
+            PLAIN,
+            EncryptionPolicy::Optional,
+        )
+        .unwrap();
+        s.answer_from(
+            Leg::B,
+            &answer("RTP/AVP", None),
+            PLAIN,
+            EncryptionPolicy::Optional,
+        )
+        .unwrap();
+        assert_eq!(s.answered_format(Leg::A), None);
+        assert_eq!((s.poll_timeout(), s.is_playing(Leg::A)), (None, false));
+        let from: SocketAddr = "192.0.2.10:4000".parse().unwrap();
+        let out = s
+            .handle(Instant::now(), Leg::A, Channel::Rtp, from, &rtp(1, 1))
+            .unwrap();
+        assert_eq!(out.leg, Leg::B);
+    }
 }
