@@ -148,6 +148,15 @@ fn main() {
         "playback pacing: lateness of each send (send_to returned - due), {} s prompt per call, {workers} worker threads",
         PROMPT.as_secs()
     );
+    // Other work on the machine shows in the tail: say how busy it was.
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "load average at start: {}",
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     println!("calls  start    packets        p50        p99      p99.9        max  received   cpu");
     // Each run on ports of its own, so none waits for the last run's sockets to close.
     let mut port = 30000u16;
