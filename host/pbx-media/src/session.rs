@@ -448,7 +448,7 @@ fn payload_type(format: &str) -> Option<u8> {
 /// (what the host can play), else the first offered — and one
 /// `telephone-event` format (at the audio's clock rate when there is one),
 /// with their `a=rtpmap`/`a=fmtp` lines; drops the rest. Returns what was kept.
-fn keep_first_format(m: &mut Media) -> Option<AnsweredFormat> {
+fn keep_playable_format(m: &mut Media) -> Option<AnsweredFormat> {
     let maps: Vec<(String, Option<(String, u32)>)> = m
         .formats
         .iter()
@@ -725,7 +725,7 @@ impl MediaSession {
             }
         }
         let om = anchored(&mut out, index)?;
-        let format = keep_first_format(om);
+        let format = keep_playable_format(om);
         let sends = matches!(m.direction(), Direction::SendRecv | Direction::RecvOnly);
         let direction = match m.direction() {
             Direction::SendOnly => Some("recvonly"),
