@@ -1,7 +1,8 @@
 //! Playback pacing: N calls playing at once through the real relay on loopback.
 //!
 //! Run: `cargo bench -p pbx-media --bench playback` (the session counts default
-//! to 100, 300 and 500; name others after `--`, e.g. `-- 50 1000`).
+//! to 100, 300 and 500; name others after `--`, e.g. `-- 50 1000`, and the
+//! runtime's worker threads with `workers=N`, one per core by default).
 //!
 //! For each N the bench opens N calls on a multi-threaded runtime with one
 //! worker per core, answers each caller (a loopback socket) at the host, and
@@ -138,7 +139,9 @@ fn main() {
     if counts.is_empty() {
         counts = vec![100, 300, 500];
     }
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = std::env::args()
+        .find_map(|a| a.strip_prefix("workers=")?.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
         .enable_all()

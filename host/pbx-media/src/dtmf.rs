@@ -413,6 +413,24 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn random_packets_never_panic() {
+        let t = Instant::now();
+        let mut rx = DtmfReceiver::new(101, 8000);
+        for i in 0..20_000u32 {
+            let len = rand::random_range(0..40);
+            let mut p: Vec<u8> = (0..len).map(|_| rand::random()).collect();
+            if len > 1 {
+                // Mostly well-formed RTP of the right payload type.
+                p[0] = 0x80 | (p[0] & 0x3f);
+                p[1] = (p[1] & 0x80) | 101;
+            }
+            let now = t + Duration::from_millis(u64::from(i));
+            let _ = rx.on_rtp(now, &p);
+            let _ = rx.handle_timeout(now);
+        }
+    }
+
+    #[test]
     fn a_flood_of_events_is_rate_limited() {
         let t = Instant::now();
         let mut rx = DtmfReceiver::new(101, 8000);

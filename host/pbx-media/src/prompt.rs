@@ -439,6 +439,25 @@ mod tests {
         assert!(Prompt::read_wav(Path::new("/nonexistent/prompt.wav")).is_err());
     }
 
+    #[test]
+    fn mutated_files_never_panic() {
+        let files = [
+            wav(spec(8000, 1, 16), 300),
+            g711_file(7, false, &[0x55; 300]),
+            g711_file(6, true, &[0x55; 300]),
+        ];
+        for _ in 0..3000 {
+            let mut f = files[rand::random_range(0..files.len())].clone();
+            for _ in 0..rand::random_range(1..4) {
+                let at = rand::random_range(0..f.len());
+                f[at] = rand::random();
+            }
+            if let Ok(p) = Prompt::from_wav(&f) {
+                assert!(p.samples() > 0 && p.samples() <= MAX_PROMPT_SAMPLES);
+            }
+        }
+    }
+
     /// Power of `pcm` at `freq` (Goertzel).
     fn power(pcm: &[i16], freq: f64) -> f64 {
         let k = std::f64::consts::TAU * freq / f64::from(SAMPLE_RATE);
