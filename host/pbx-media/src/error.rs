@@ -7,7 +7,8 @@
 /// (`NotAcceptable`, `EncryptionRequired`), the caller used the API out of
 /// order (`Protocol`), or a local resource failed (`PortsExhausted`, `Io`,
 /// `Srtp`, `Config`). A SIP layer maps the first group to `400`/`488`, the
-/// second to `488` and the rest to `500`.
+/// second to `488` and the rest to `500`. `Prompt` and `Wav` concern audio the
+/// host was asked to play (an operator's file, a tone), never the peer.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The SDP body is malformed; `line` is 1-based.
@@ -41,6 +42,13 @@ pub enum Error {
     /// Creating an SRTP context failed.
     #[error("SRTP: {0}")]
     Srtp(#[from] webrtc_srtp::Error),
+    /// A prompt cannot be played: an unsupported WAV format, a malformed or
+    /// oversized file, an empty or too long prompt, or a full play queue.
+    #[error("prompt: {0}")]
+    Prompt(String),
+    /// `hound` could not read a WAV file.
+    #[error("WAV: {0}")]
+    Wav(#[from] hound::Error),
     /// A socket operation failed.
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),

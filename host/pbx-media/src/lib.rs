@@ -1,6 +1,7 @@
 //! Media anchoring for the PBX: both legs of a call send their media to the host,
 //! which relays RTP and RTCP between them, terminates SRTP per leg and re-keys it,
-//! and reports calls whose media stopped.
+//! and reports calls whose media stopped. On a leg the host answers itself it is
+//! the endpoint: it plays prompts and hears key presses.
 //!
 //! # Design
 //! Protocol logic is sans-IO and clock-free; only [`relay`] does I/O.
@@ -11,14 +12,24 @@
 //!   a suite from an offer.
 //! - [`srtp`]: per-leg SRTP contexts over `webrtc-srtp` with replay protection, SSRC
 //!   pinning and drop counters.
+//! - [`g711`]: PCMU and PCMA, per sample and per 20 ms frame.
+//! - [`prompt`]: what the host plays — 8 kHz mono PCM from WAV files (16-bit PCM
+//!   or G.711), tones (a beep, DTMF per Q.23) and silence; bounded in length.
+//! - [`play`]: [`Player`], prompts as one paced G.711 RTP stream (20 ms packets,
+//!   absolute schedule, continuous sequence and timestamp).
+//! - [`dtmf`]: the Q.23 keypad and [`DtmfReceiver`], RFC 4733 telephone events
+//!   to one digit per key press.
 //! - [`session`]: [`MediaSession`], the state of one call: offer/answer rewriting
 //!   (`offer_from`/`answer_from` return the SDP for the other leg), latching
 //!   (symmetric RTP), decrypt/re-encrypt, statistics, and `idle_since()`; fed
-//!   datagrams and `now`, it returns what to send.
+//!   datagrams and `now`, it returns what to send. On a leg answered with
+//!   `answer_here` it plays (`play`, `poll_transmit`, `poll_timeout`) and hears
+//!   digits, reported as [`SessionEvent`]s.
 //! - [`relay`]: [`MediaRelay`] owns the UDP port range (even RTP port, RTCP next),
-//!   [`MediaRelay::open_call`] reserves a pair per leg and runs one task per call;
-//!   [`CallMedia`] is the synchronous handle the B2BUA uses, and idle calls are
-//!   reported as [`MediaEvent::Idle`].
+//!   [`MediaRelay::open_call`] reserves a pair per leg and runs one task per call,
+//!   which also sends what its session has due to play;
+//!   [`CallMedia`] is the synchronous handle the B2BUA uses, and idle calls,
+//!   finished prompts and digits are reported as [`MediaEvent`]s.
 //!
 //! Keys for a leg are only ever written into SDP sent to that leg, and only when
 //! its signalling is secure ([`Security`]); [`EncryptionPolicy`] decides whether
@@ -37,11 +48,27 @@
 //! let call = relay.open_call()?;
 //! let security = Security { from_secure: true, to_secure: false };
 //! let to_callee = call.offer_from(Leg::A, offer, security, EncryptionPolicy::Optional)?;
-//! # let _ = (to_callee, events.recv().await);
+//!
+//! // Or the host answers the caller itself, beeps and listens for digits.
+//! let ivr = relay.open_call()?;
+//! let answer = ivr.answer_here(Leg::A, offer, true, EncryptionPolicy::Optional)?;
+//! ivr.play(Leg::A, Prompt::beep())?;
+//! while let Some(event) = events.recv().await {
+//!     match event {
+//!         MediaEvent::PromptFinished { .. } => { /* play the next, or hang up */ }
+//!         MediaEvent::Digit { digit: _, .. } => { /* barge in: */ ivr.stop_playing(Leg::A); }
+//!         _ => {}
+//!     }
+//! }
+//! # let _ = (to_callee, answer);
 //! # Ok(()) }
 //! ```
 
+pub mod dtmf;
 mod error;
+pub mod g711;
+pub mod play;
+pub mod prompt;
 pub mod relay;
 pub(crate) mod rtp;
 pub mod sdes;
@@ -49,11 +76,16 @@ pub mod sdp;
 pub mod session;
 pub mod srtp;
 
+pub use dtmf::{Digit, DtmfReceiver};
 pub use error::{Error, MediaError, Result};
-pub use relay::{CallId, CallMedia, MediaConfig, MediaEvent, MediaRelay};
+pub use g711::G711;
+pub use play::Player;
+pub use prompt::Prompt;
+pub use relay::{CallId, CallMedia, MediaConfig, MediaEvent, MediaRelay, Pacing};
 pub use rtp::Channel;
 pub use sdes::{KeyMaterial, Suite};
 pub use session::{
-    CallMediaStats, EncryptionPolicy, Leg, LegStats, LocalPorts, MediaSession, Security, Transmit,
+    AnsweredFormat, CallMediaStats, EncryptionPolicy, Leg, LegStats, LocalPorts, MediaSession,
+    Security, SessionEvent, Transmit,
 };
 pub use srtp::{SrtpCounters, SrtpReceiver, SrtpSender};

@@ -1,5 +1,29 @@
 //! The tokio layer: a port pool, one task per call that moves datagrams between
-//! the call's four sockets through its [`MediaSession`], and idle reporting.
+//! the call's four sockets through its [`MediaSession`], plays what the session
+//! has due, and reports idle calls, finished prompts and key presses.
+//!
+//! # Pacing
+//! Each call's task sleeps until its session's `poll_timeout()` (the next
+//! packet to play, or a key press to time out) and sends what is due from the
+//! socket of the leg it goes to. The timer is one `Sleep` per task, reset
+//! rather than re-created, so a playing call costs one timer-wheel entry and
+//! 50 wake-ups a second; tokio's wheel has millisecond resolution, so packets
+//! leave a millisecond or two after they are due, never before. How late they
+//! left is kept in a histogram ([`MediaRelay::pacing`]); `benches/playback.rs`
+//! measures it for hundreds of calls. Tasks per call rather than one timer task
+//! for all: the sends of calls due at the same instant then spread over every
+//! worker thread instead of queueing on one (the bench with `workers=1` shows
+//! the tail that costs).
+//!
+//! # Events
+//! [`MediaRelay::new`] reports on an unbounded channel (kept for its current
+//! callers); [`MediaRelay::with_event_capacity`] on a bounded one, where an
+//! event that finds it full is dropped and counted
+//! ([`MediaRelay::events_dropped`]) and an idle report is retried a second
+//! later. Each session holds at most
+//! [`MAX_SESSION_EVENTS`](crate::session::MAX_SESSION_EVENTS) events and
+//! reports at most [`MAX_DIGITS_PER_SECOND`](crate::dtmf::MAX_DIGITS_PER_SECOND)
+//! digits a second, so a caller cannot flood either channel.
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
@@ -9,12 +33,16 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
+use crate::prompt::Prompt;
 use crate::rtp::Channel;
-use crate::session::{CallMediaStats, EncryptionPolicy, Leg, LocalPorts, MediaSession, Security};
+use crate::session::{
+    AnsweredFormat, CallMediaStats, EncryptionPolicy, Leg, LocalPorts, MediaSession, Security,
+    SessionEvent, Transmit,
+};
 
 /// Relay configuration, parsed once at the edge.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +65,7 @@ pub struct CallId(pub u64);
 
 /// Something the owner of the relay should act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum MediaEvent {
     /// No media arrived on the call since `since` for at least the idle timeout;
     /// the owner usually hangs the call up. Reported once per idle period.
@@ -46,6 +75,156 @@ pub enum MediaEvent {
         /// When media last arrived.
         since: Instant,
     },
+    /// The last packet of a prompt played on a leg the host answered was sent
+    /// ([`CallMedia::play`]).
+    PromptFinished {
+        /// The call.
+        call: CallId,
+        /// The leg.
+        leg: Leg,
+    },
+    /// A key press (RFC 4733) arrived on a leg the host answered.
+    Digit {
+        /// The call.
+        call: CallId,
+        /// The leg.
+        leg: Leg,
+        /// `0`–`9`, `*`, `#`, `A`–`D`.
+        digit: char,
+        /// How long the key was held.
+        duration_ms: u32,
+    },
+}
+
+impl MediaEvent {
+    fn from_session(call: CallId, event: SessionEvent) -> Self {
+        match event {
+            SessionEvent::PromptFinished { leg } => MediaEvent::PromptFinished { call, leg },
+            SessionEvent::Digit {
+                leg,
+                digit,
+                duration_ms,
+            } => MediaEvent::Digit {
+                call,
+                leg,
+                digit,
+                duration_ms,
+            },
+        }
+    }
+}
+
+/// Width of one bucket of the pacing histogram.
+const PACING_BUCKET: Duration = Duration::from_micros(25);
+
+/// Buckets of the pacing histogram: 50 ms; the last also holds anything later.
+const PACING_BUCKETS: usize = 2000;
+
+/// How late played packets left: the instant `send_to` returned minus the
+/// instant the packet was due, counted in 25 µs buckets up to 50 ms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pacing {
+    counts: Vec<u64>,
+    max: Duration,
+}
+
+impl Pacing {
+    /// Packets counted.
+    pub fn packets(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// The lateness at or below which a fraction `q` (0.0–1.0) of the packets
+    /// left, to the bucket's upper edge; `None` before any packet.
+    pub fn percentile(&self, q: f64) -> Option<Duration> {
+        let total = self.packets();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (i, c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                if i + 1 == self.counts.len() {
+                    break; // the last bucket is open-ended
+                }
+                return Some((PACING_BUCKET * (i as u32 + 1)).min(self.max));
+            }
+        }
+        Some(self.max)
+    }
+
+    /// The latest packet's lateness.
+    pub fn max(&self) -> Duration {
+        self.max
+    }
+}
+
+struct PacingHistogram {
+    counts: Box<[AtomicU64]>,
+    max_ns: AtomicU64,
+}
+
+impl PacingHistogram {
+    fn new() -> Self {
+        Self {
+            counts: (0..PACING_BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            max_ns: AtomicU64::new(0),
+        }
+    }
+
+    fn record(&self, late: Duration) {
+        let ns = u64::try_from(late.as_nanos()).unwrap_or(u64::MAX);
+        let bucket = (ns / PACING_BUCKET.as_nanos() as u64).min(PACING_BUCKETS as u64 - 1);
+        self.counts[bucket as usize].fetch_add(1, Ordering::Relaxed);
+        self.max_ns.fetch_max(ns, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> Pacing {
+        Pacing {
+            counts: self
+                .counts
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .collect(),
+            max: Duration::from_nanos(self.max_ns.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+enum EventSink {
+    Unbounded(mpsc::UnboundedSender<MediaEvent>),
+    Bounded(mpsc::Sender<MediaEvent>),
+}
+
+/// What every call task of a relay shares.
+struct Shared {
+    events: EventSink,
+    events_dropped: AtomicU64,
+    pacing: PacingHistogram,
+}
+
+impl Shared {
+    /// Queues `event`; false (and counted) when a bounded channel is full. A
+    /// receiver that is gone takes nothing and is not an error.
+    fn emit(&self, event: MediaEvent) -> bool {
+        let closed = match &self.events {
+            EventSink::Unbounded(tx) => tx.send(event).is_err(),
+            EventSink::Bounded(tx) => match tx.try_send(event) {
+                Ok(()) => false,
+                Err(mpsc::error::TrySendError::Closed(_)) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    self.events_dropped.fetch_add(1, Ordering::Relaxed);
+                    return false;
+                }
+            },
+        };
+        if closed {
+            tracing::debug!("media event receiver gone");
+        }
+        true
+    }
 }
 
 struct Pool {
@@ -69,7 +248,7 @@ struct RelayInner {
     advertise: IpAddr,
     pool: Arc<Pool>,
     next_id: AtomicU64,
-    events: mpsc::UnboundedSender<MediaEvent>,
+    shared: Arc<Shared>,
 }
 
 /// Owns the media port range and opens calls.
@@ -88,8 +267,27 @@ impl std::fmt::Debug for MediaRelay {
 }
 
 impl MediaRelay {
-    /// A relay over `config`'s port range, and the receiver of its events.
+    /// A relay over `config`'s port range, and the (unbounded) receiver of its
+    /// events.
     pub fn new(config: MediaConfig) -> Result<(Self, mpsc::UnboundedReceiver<MediaEvent>)> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Ok((Self::build(config, EventSink::Unbounded(tx))?, rx))
+    }
+
+    /// A relay over `config`'s port range, and the receiver of its events,
+    /// which holds at most `capacity` of them (see the module docs).
+    pub fn with_event_capacity(
+        config: MediaConfig,
+        capacity: usize,
+    ) -> Result<(Self, mpsc::Receiver<MediaEvent>)> {
+        if capacity == 0 {
+            return Err(Error::Config("event capacity must be positive"));
+        }
+        let (tx, rx) = mpsc::channel(capacity);
+        Ok((Self::build(config, EventSink::Bounded(tx))?, rx))
+    }
+
+    fn build(config: MediaConfig, events: EventSink) -> Result<Self> {
         let advertise = config.advertise_ip.unwrap_or(config.bind_ip);
         if advertise.is_unspecified() {
             return Err(Error::Config(
@@ -107,7 +305,6 @@ impl MediaRelay {
         if free.is_empty() {
             return Err(Error::Config("port range holds no even/odd pair"));
         }
-        let (tx, rx) = mpsc::unbounded_channel();
         let inner = RelayInner {
             config,
             advertise,
@@ -115,14 +312,25 @@ impl MediaRelay {
                 free: Mutex::new(free),
             }),
             next_id: AtomicU64::new(1),
-            events: tx,
+            shared: Arc::new(Shared {
+                events,
+                events_dropped: AtomicU64::new(0),
+                pacing: PacingHistogram::new(),
+            }),
         };
-        Ok((
-            Self {
-                inner: Arc::new(inner),
-            },
-            rx,
-        ))
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// How late the packets played so far left (all calls).
+    pub fn pacing(&self) -> Pacing {
+        self.inner.shared.pacing.snapshot()
+    }
+
+    /// Events dropped because the bounded event channel was full.
+    pub fn events_dropped(&self) -> u64 {
+        self.inner.shared.events_dropped.load(Ordering::Relaxed)
     }
 
     /// Port pairs currently free.
@@ -164,15 +372,22 @@ impl MediaRelay {
         let id = CallId(self.inner.next_id.fetch_add(1, Ordering::Relaxed));
         let now = tokio::time::Instant::now().into_std();
         let session = Arc::new(Mutex::new(MediaSession::new(local, now)));
+        let wake = Arc::new(Notify::new());
         let task = runtime.spawn(run_call(CallTask {
             id,
             session: session.clone(),
             sockets: [sa, sb],
             idle_timeout: self.inner.config.idle_timeout,
-            events: self.inner.events.clone(),
+            shared: self.inner.shared.clone(),
+            wake: wake.clone(),
             _ports: [pa, pb],
         }));
-        Ok(CallMedia { id, session, task })
+        Ok(CallMedia {
+            id,
+            session,
+            wake,
+            task,
+        })
     }
 }
 
@@ -192,6 +407,8 @@ fn bind_pair(ip: IpAddr, port: u16) -> Result<[UdpSocket; 2]> {
 pub struct CallMedia {
     id: CallId,
     session: Arc<Mutex<MediaSession>>,
+    /// Tells the call's task that the session's timeout changed.
+    wake: Arc<Notify>,
     task: JoinHandle<()>,
 }
 
@@ -249,6 +466,31 @@ impl CallMedia {
             .answer_here(leg, sdp, from_secure, policy)
     }
 
+    /// See [`MediaSession::answered_format`].
+    pub fn answered_format(&self, leg: Leg) -> Option<AnsweredFormat> {
+        self.session.lock().answered_format(leg)
+    }
+
+    /// Plays `prompt` on `leg`, which the host answered, after what is queued
+    /// there; [`MediaEvent::PromptFinished`] follows its last packet. See
+    /// [`MediaSession::play`] for the errors.
+    pub fn play(&self, leg: Leg, prompt: Prompt) -> Result<()> {
+        let now = tokio::time::Instant::now().into_std();
+        self.session.lock().play(leg, prompt, now)?;
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// See [`MediaSession::stop_playing`].
+    pub fn stop_playing(&self, leg: Leg) -> bool {
+        self.session.lock().stop_playing(leg)
+    }
+
+    /// See [`MediaSession::is_playing`].
+    pub fn is_playing(&self, leg: Leg) -> bool {
+        self.session.lock().is_playing(leg)
+    }
+
     /// Counters of both legs.
     pub fn stats(&self) -> CallMediaStats {
         self.session.lock().stats()
@@ -274,45 +516,115 @@ struct CallTask {
     session: Arc<Mutex<MediaSession>>,
     sockets: [[UdpSocket; 2]; 2],
     idle_timeout: Duration,
-    events: mpsc::UnboundedSender<MediaEvent>,
+    shared: Arc<Shared>,
+    wake: Arc<Notify>,
     // Dropped after the sockets (field order), so a freed port is closed.
     _ports: [PortPair; 2],
 }
 
 const BUF: usize = 2048;
 
+/// How long an idle report that found the bounded event channel full waits
+/// before it is tried again.
+const IDLE_RETRY: Duration = Duration::from_secs(1);
+
+impl CallTask {
+    async fn send(&self, t: &Transmit) {
+        let socket =
+            &self.sockets[usize::from(t.leg == Leg::B)][usize::from(t.channel == Channel::Rtcp)];
+        if let Err(e) = socket.send_to(&t.data, t.to).await {
+            tracing::debug!(call = self.id.0, error = %e, "media send failed");
+        }
+    }
+
+    /// Passes the session's events on.
+    fn report(&self, session: &mut MediaSession) {
+        while let Some(event) = session.poll_event() {
+            self.shared.emit(MediaEvent::from_session(self.id, event));
+        }
+    }
+
+    /// Sends what the session has due and runs its timeouts.
+    async fn on_timeout(&self) {
+        let now = tokio::time::Instant::now().into_std();
+        loop {
+            let t = self.session.lock().poll_transmit(now);
+            let Some(t) = t else { break };
+            self.send(&t).await;
+            if let Some(due) = t.due {
+                let sent = tokio::time::Instant::now().into_std();
+                self.shared
+                    .pacing
+                    .record(sent.saturating_duration_since(due));
+            }
+        }
+        let mut session = self.session.lock();
+        session.handle_timeout(now);
+        self.report(&mut session);
+    }
+}
+
 async fn run_call(task: CallTask) {
     let [[a_rtp, a_rtcp], [b_rtp, b_rtcp]] = &task.sockets;
     let (mut b0, mut b1, mut b2, mut b3) = ([0u8; BUF], [0u8; BUF], [0u8; BUF], [0u8; BUF]);
     let mut reported: Option<Instant> = None;
+    let mut idle_not_before = tokio::time::Instant::now();
+    // Both timers are reset, not re-created, each turn.
+    let idle = tokio::time::sleep(Duration::ZERO);
+    let timer = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(idle, timer);
+    let (mut idle_at, mut timer_at) = (None, None);
     loop {
-        let since = task.session.lock().idle_since();
+        let (since, due) = {
+            let s = task.session.lock();
+            (s.idle_since(), s.poll_timeout())
+        };
         let armed = reported != Some(since);
-        let deadline = tokio::time::Instant::from_std(since) + task.idle_timeout;
+        let idle_deadline =
+            (tokio::time::Instant::from_std(since) + task.idle_timeout).max(idle_not_before);
+        if armed && idle_at != Some(idle_deadline) {
+            idle.as_mut().reset(idle_deadline);
+            idle_at = Some(idle_deadline);
+        }
+        let due = due.map(tokio::time::Instant::from_std);
+        if let Some(d) = due
+            && timer_at != Some(d)
+        {
+            timer.as_mut().reset(d);
+            timer_at = Some(d);
+        }
         let (leg, channel, res) = tokio::select! {
             r = a_rtp.recv_from(&mut b0) => (Leg::A, Channel::Rtp, r.map(|(n, f)| (&b0[..n], f))),
             r = a_rtcp.recv_from(&mut b1) => (Leg::A, Channel::Rtcp, r.map(|(n, f)| (&b1[..n], f))),
             r = b_rtp.recv_from(&mut b2) => (Leg::B, Channel::Rtp, r.map(|(n, f)| (&b2[..n], f))),
             r = b_rtcp.recv_from(&mut b3) => (Leg::B, Channel::Rtcp, r.map(|(n, f)| (&b3[..n], f))),
-            () = tokio::time::sleep_until(deadline), if armed => {
-                reported = Some(since);
-                let event = MediaEvent::Idle { call: task.id, since };
-                if task.events.send(event).is_err() {
-                    tracing::debug!(call = task.id.0, "media event receiver gone");
+            () = &mut timer, if due.is_some() => {
+                timer_at = None;
+                task.on_timeout().await;
+                continue;
+            }
+            () = &mut idle, if armed => {
+                idle_at = None;
+                if task.shared.emit(MediaEvent::Idle { call: task.id, since }) {
+                    reported = Some(since);
+                } else {
+                    idle_not_before = tokio::time::Instant::now() + IDLE_RETRY;
                 }
                 continue;
             }
+            () = task.wake.notified() => continue,
         };
         // Receive errors on UDP (e.g. ICMP port unreachable surfaced) are not fatal.
         let Ok((data, from)) = res else { continue };
         let now = tokio::time::Instant::now().into_std();
-        let out = task.session.lock().handle(now, leg, channel, from, data);
+        let out = {
+            let mut session = task.session.lock();
+            let out = session.handle(now, leg, channel, from, data);
+            task.report(&mut session);
+            out
+        };
         if let Some(t) = out {
-            let socket = &task.sockets[usize::from(t.leg == Leg::B)]
-                [usize::from(t.channel == Channel::Rtcp)];
-            if let Err(e) = socket.send_to(&t.data, t.to).await {
-                tracing::debug!(call = task.id.0, error = %e, "media send failed");
-            }
+            task.send(&t).await;
         }
     }
 }
@@ -529,5 +841,117 @@ mod tests {
         // Not reported again while it stays idle.
         let again = tokio::time::timeout(Duration::from_secs(3600), events.recv()).await;
         assert!(again.is_err());
+    }
+
+    #[tokio::test]
+    async fn the_host_plays_paced_packets_and_hears_key_presses() {
+        let (relay, mut events) =
+            MediaRelay::with_event_capacity(config(21400, 21409), 16).unwrap();
+        let call = relay.open_call().unwrap();
+        let caller = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let port = caller.local_addr().unwrap().port();
+        let offer = format!(
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=audio {port} RTP/AVP 8 101\r\na=rtpmap:8 PCMA/8000\r\n\
+             a=rtpmap:101 telephone-event/8000\r\n"
+        );
+        let answer = call
+            .answer_here(Leg::A, offer.as_bytes(), false, EncryptionPolicy::Optional)
+            .unwrap();
+        assert_eq!(Sdp::parse(&answer).unwrap().media[0].formats, ["8", "101"]);
+        assert!(matches!(
+            call.play(Leg::B, Prompt::beep()),
+            Err(Error::Protocol(_))
+        ));
+
+        let started = tokio::time::Instant::now();
+        call.play(
+            Leg::A,
+            Prompt::dtmf('5', Duration::from_millis(200)).unwrap(),
+        )
+        .unwrap();
+        let mut got = Vec::new();
+        for _ in 0..10 {
+            got.push(recv(&caller).await);
+        }
+        let last = started.elapsed();
+        assert!(
+            last >= Duration::from_millis(180),
+            "paced, not a burst: {last:?}"
+        );
+        assert!(last < Duration::from_secs(2), "{last:?}");
+        for (i, p) in got.iter().enumerate() {
+            assert_eq!(p.len(), 172);
+            assert_eq!(p[1], if i == 0 { 0x80 | 8 } else { 8 });
+            let seq = u16::from_be_bytes([p[2], p[3]]);
+            let ts = u32::from_be_bytes([p[4], p[5], p[6], p[7]]);
+            let seq0 = u16::from_be_bytes([got[0][2], got[0][3]]);
+            let ts0 = u32::from_be_bytes([got[0][4], got[0][5], got[0][6], got[0][7]]);
+            assert_eq!(seq, seq0.wrapping_add(i as u16));
+            assert_eq!(ts, ts0.wrapping_add(160 * i as u32));
+        }
+        let finished = tokio::time::timeout(Duration::from_secs(5), events.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            finished,
+            MediaEvent::PromptFinished {
+                call: call.id(),
+                leg: Leg::A
+            }
+        );
+        let pacing = relay.pacing();
+        assert_eq!(pacing.packets(), 10);
+        assert!(pacing.percentile(0.5).unwrap() <= pacing.max());
+
+        // The caller presses 7: updates, then the end three times.
+        let to = SocketAddr::new(call.local().ip, call.local().a);
+        for (seq, end, duration) in [
+            (1u16, false, 400u16),
+            (2, true, 640),
+            (3, true, 640),
+            (4, true, 640),
+        ] {
+            let mut p = vec![0x80, 101];
+            p.extend_from_slice(&seq.to_be_bytes());
+            p.extend_from_slice(&4000u32.to_be_bytes());
+            p.extend_from_slice(&0x0a0b_0c0du32.to_be_bytes());
+            p.extend_from_slice(&[7, if end { 0x8a } else { 0x0a }]);
+            p.extend_from_slice(&duration.to_be_bytes());
+            caller.send_to(&p, to).await.unwrap();
+        }
+        let digit = tokio::time::timeout(Duration::from_secs(5), events.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            digit,
+            MediaEvent::Digit {
+                call: call.id(),
+                leg: Leg::A,
+                digit: '7',
+                duration_ms: 80
+            }
+        );
+        assert_eq!(call.stats().a.digits, 1);
+        assert_eq!(relay.events_dropped(), 0);
+    }
+
+    #[test]
+    fn pacing_percentiles() {
+        let h = PacingHistogram::new();
+        assert_eq!(h.snapshot().percentile(0.5), None);
+        for us in [10u64, 30, 30, 40, 1000] {
+            h.record(Duration::from_micros(us));
+        }
+        h.record(Duration::from_secs(1));
+        let p = h.snapshot();
+        assert_eq!(p.packets(), 6);
+        assert_eq!(p.percentile(0.0), Some(Duration::from_micros(25)));
+        assert_eq!(p.percentile(0.5), Some(Duration::from_micros(50)));
+        assert_eq!(p.percentile(0.8), Some(Duration::from_micros(1025)));
+        assert_eq!(p.percentile(1.0), Some(Duration::from_secs(1)));
+        assert_eq!(p.max(), Duration::from_secs(1));
     }
 }

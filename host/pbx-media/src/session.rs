@@ -8,13 +8,28 @@
 //!
 //! Only the first active audio stream of an offer is anchored; every other stream
 //! is disabled (port 0) in the SDP passed on, so the answer disables it too.
+//!
+//! # The host as an endpoint
+//! A leg answered by [`MediaSession::answer_here`] ends at the host: its media
+//! is never forwarded (nor is the other leg's forwarded to it) until an answer
+//! from the other leg ([`MediaSession::answer_from`]) connects the two. On such
+//! a leg the host plays prompts ([`MediaSession::play`], paced by
+//! [`MediaSession::poll_transmit`] and [`MediaSession::poll_timeout`]) in the
+//! format its answer chose ([`AnsweredFormat`]), SRTP-protected with the key
+//! that answer gave, and hears RFC 4733 key presses. What happens is told by
+//! [`SessionEvent`]s from [`MediaSession::poll_event`].
 
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use bytes::Bytes;
 
+use crate::dtmf::DtmfReceiver;
 use crate::error::{Error, Result};
+use crate::g711::G711;
+use crate::play::Player;
+use crate::prompt::Prompt;
 use crate::rtp::{self, Channel, LossCounter};
 use crate::sdes::{self, Chosen, KeyMaterial, Suite};
 use crate::sdp::{CryptoAttr, Direction, Line, Media, Sdp};
@@ -99,7 +114,47 @@ pub struct Transmit {
     pub to: SocketAddr,
     /// The bytes.
     pub data: Bytes,
+    /// For a packet the host plays, when it was due (the driver may measure
+    /// how late it leaves); `None` for relayed packets.
+    pub due: Option<Instant>,
 }
+
+/// The audio format the host's own answer ([`MediaSession::answer_here`]) kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnsweredFormat {
+    /// Payload type of the audio format.
+    pub payload_type: u8,
+    /// Its clock rate, from the offer's `a=rtpmap` or RFC 3551's static table.
+    pub clock_rate: Option<u32>,
+    /// The G.711 law, when the format is PCMU or PCMA at 8000 Hz: what the
+    /// host can play.
+    pub g711: Option<G711>,
+    /// Payload type and clock rate of the `telephone-event` format kept.
+    pub telephone_event: Option<(u8, u32)>,
+}
+
+/// Something that happened on a leg the host answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionEvent {
+    /// The last packet of a prompt was sent (or, on a leg whose answer does
+    /// not let the host send, its time passed).
+    PromptFinished {
+        /// The leg it played on.
+        leg: Leg,
+    },
+    /// A key press arrived as an RFC 4733 telephone event.
+    Digit {
+        /// The leg it came from.
+        leg: Leg,
+        /// `0`–`9`, `*`, `#`, `A`–`D`.
+        digit: char,
+        /// How long the key was held.
+        duration_ms: u32,
+    },
+}
+
+/// Events a session holds until polled; more are dropped and counted.
+pub const MAX_SESSION_EVENTS: usize = 64;
 
 /// Per-leg counters. "in" is what the leg sent us, "out" what we sent it.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -125,6 +180,8 @@ pub struct LegStats {
     pub latched: Option<SocketAddr>,
     /// Whether the leg uses SRTP.
     pub srtp: bool,
+    /// Key presses heard from the leg (host-answered legs only).
+    pub digits: u64,
 }
 
 /// Counters of both legs of a call.
@@ -144,6 +201,25 @@ struct LegState {
     tx: Option<SrtpSender>,
     stats: LegStats,
     loss: LossCounter,
+    /// Set while the leg ends at the host.
+    here: Option<HostEnd>,
+}
+
+/// The host's end of a leg it answered.
+struct HostEnd {
+    format: Option<AnsweredFormat>,
+    /// Whether the answer lets the host send (not `recvonly` or `inactive`).
+    sends: bool,
+    player: Option<Player>,
+    dtmf: Option<DtmfReceiver>,
+}
+
+fn push_event(events: &mut VecDeque<SessionEvent>, dropped: &mut u64, event: SessionEvent) {
+    if events.len() >= MAX_SESSION_EVENTS {
+        *dropped += 1;
+    } else {
+        events.push_back(event);
+    }
 }
 
 fn ch(channel: Channel) -> usize {
@@ -203,6 +279,8 @@ pub struct MediaSession {
     legs: [LegState; 2],
     offer: Option<PendingOffer>,
     last_media: Instant,
+    events: VecDeque<SessionEvent>,
+    events_dropped: u64,
 }
 
 impl std::fmt::Debug for MediaSession {
@@ -321,26 +399,85 @@ fn rewrite(sdp: &Sdp, index: usize, ip: IpAddr, port: u16) -> Sdp {
     out
 }
 
-/// Keeps the first offered format of `m` and any `telephone-event` format,
-/// with their `a=rtpmap`/`a=fmtp` lines; drops the rest.
-fn keep_first_format(m: &mut Media) {
-    let encoding = |pt: &str| {
-        m.lines.iter().find_map(|l| match l.attr() {
+/// RFC 3551 table 4: the audio payload types with a static encoding.
+fn static_format(pt: &str) -> Option<(&'static str, u32)> {
+    Some(match pt {
+        "0" => ("PCMU", 8000),
+        "3" => ("GSM", 8000),
+        "4" => ("G723", 8000),
+        "5" => ("DVI4", 8000),
+        "6" => ("DVI4", 16000),
+        "7" => ("LPC", 8000),
+        "8" => ("PCMA", 8000),
+        "9" => ("G722", 8000),
+        "10" | "11" => ("L16", 44100),
+        "12" => ("QCELP", 8000),
+        "13" => ("CN", 8000),
+        "14" => ("MPA", 90000),
+        "15" => ("G728", 8000),
+        "16" => ("DVI4", 11025),
+        "17" => ("DVI4", 22050),
+        "18" => ("G729", 8000),
+        _ => return None,
+    })
+}
+
+/// The encoding name and clock rate of format `pt` of `m`: its `a=rtpmap`, else
+/// the static assignment.
+fn rtpmap(m: &Media, pt: &str) -> Option<(String, u32)> {
+    m.lines
+        .iter()
+        .find_map(|l| match l.attr() {
             Some(("rtpmap", Some(v))) => {
                 let (p, enc) = v.split_once(' ')?;
-                (p == pt).then(|| enc.split('/').next().unwrap_or("").to_ascii_lowercase())
+                let mut parts = enc.trim().split('/');
+                let name = parts.next()?;
+                let rate = parts.next()?.parse().ok()?;
+                (p == pt).then(|| (name.to_owned(), rate))
             }
             _ => None,
         })
-    };
-    let events: Vec<String> = m
+        .or_else(|| static_format(pt).map(|(n, r)| (n.to_owned(), r)))
+}
+
+fn payload_type(format: &str) -> Option<u8> {
+    format.parse().ok().filter(|pt| *pt < 128)
+}
+
+/// Keeps one audio format of `m` — the first PCMU or PCMA at 8000 Hz offered
+/// (what the host can play), else the first offered — and one
+/// `telephone-event` format (at the audio's clock rate when there is one),
+/// with their `a=rtpmap`/`a=fmtp` lines; drops the rest. Returns what was kept.
+fn keep_playable_format(m: &mut Media) -> Option<AnsweredFormat> {
+    let maps: Vec<(String, Option<(String, u32)>)> = m
         .formats
         .iter()
-        .filter(|f| encoding(f).as_deref() == Some("telephone-event"))
-        .cloned()
+        .map(|f| (f.clone(), rtpmap(m, f)))
         .collect();
-    let first = m.formats.iter().find(|f| !events.contains(f)).cloned();
-    let kept: Vec<String> = first.into_iter().chain(events).collect();
+    let is_event = |map: &Option<(String, u32)>| {
+        map.as_ref()
+            .is_some_and(|(n, _)| n.eq_ignore_ascii_case("telephone-event"))
+    };
+    let g711 = |map: &Option<(String, u32)>| {
+        map.as_ref()
+            .filter(|(_, rate)| *rate == 8000)
+            .and_then(|(n, _)| G711::from_encoding(n))
+    };
+    let audio = maps
+        .iter()
+        .find(|(_, map)| g711(map).is_some())
+        .or_else(|| maps.iter().find(|(_, map)| !is_event(map)));
+    let rate = audio.and_then(|(_, map)| map.as_ref().map(|(_, r)| *r));
+    let mut events = maps.iter().filter(|(_, map)| is_event(map));
+    let event = events
+        .clone()
+        .find(|(_, map)| map.as_ref().map(|(_, r)| *r) == rate)
+        .or_else(|| events.next());
+    let kept: Vec<String> = audio
+        .iter()
+        .chain(event.iter())
+        .map(|(f, _)| f.clone())
+        .collect();
     m.lines.retain(|l| match l.attr() {
         Some(("rtpmap" | "fmtp", Some(v))) => {
             let pt = v.split(' ').next().unwrap_or("");
@@ -349,6 +486,13 @@ fn keep_first_format(m: &mut Media) {
         _ => true,
     });
     m.formats = kept;
+    let (format, map) = audio?;
+    Some(AnsweredFormat {
+        payload_type: payload_type(format)?,
+        clock_rate: rate,
+        g711: g711(map),
+        telephone_event: event.and_then(|(f, map)| Some((payload_type(f)?, map.as_ref()?.1))),
+    })
 }
 
 fn anchored(sdp: &mut Sdp, index: usize) -> Result<&mut Media> {
@@ -365,6 +509,8 @@ impl MediaSession {
             legs: Default::default(),
             offer: None,
             last_media: now,
+            events: VecDeque::new(),
+            events_dropped: 0,
         }
     }
 
@@ -534,6 +680,10 @@ impl MediaSession {
         if otx.as_ref().map(SrtpSender::keys) != o.tx.as_ref().map(SrtpSender::keys) {
             o.tx = otx;
         }
+        // The answer connects the legs: neither ends at the host any more.
+        for leg in &mut self.legs {
+            leg.here = None;
+        }
         Ok(out.to_bytes())
     }
 
@@ -575,7 +725,8 @@ impl MediaSession {
             }
         }
         let om = anchored(&mut out, index)?;
-        keep_first_format(om);
+        let format = keep_playable_format(om);
+        let sends = matches!(m.direction(), Direction::SendRecv | Direction::RecvOnly);
         let direction = match m.direction() {
             Direction::SendOnly => Some("recvonly"),
             Direction::RecvOnly => Some("sendonly"),
@@ -604,8 +755,177 @@ impl MediaSession {
         let leg = self.leg(from);
         leg.set_remote(rtp, rtcp);
         leg.set_keys(rx, tx);
+        let mut end = leg.here.take().unwrap_or(HostEnd {
+            format: None,
+            sends,
+            player: None,
+            dtmf: None,
+        });
+        end.sends = sends;
+        end.format = format;
+        // A new answer keeps the stream going in the format it chose.
+        match (
+            format.and_then(|f| f.g711.map(|g| (g, f.payload_type))),
+            &mut end.player,
+        ) {
+            (Some((g711, pt)), Some(player)) => player.set_format(g711, pt),
+            (None, player) => *player = None,
+            (Some(_), None) => {}
+        }
+        let event = format.and_then(|f| f.telephone_event);
+        if end.dtmf.as_ref().map(|d| d.payload_type()) != event.map(|(pt, _)| pt) {
+            end.dtmf = event.map(|(pt, rate)| DtmfReceiver::new(pt, rate));
+        }
+        leg.here = Some(end);
         self.offer = None;
         Ok(out.to_bytes())
+    }
+
+    /// The format the host's answer on `leg` kept; `None` unless the host
+    /// answered that leg ([`MediaSession::answer_here`]).
+    pub fn answered_format(&self, leg: Leg) -> Option<AnsweredFormat> {
+        self.legs[leg.index()].here.as_ref()?.format
+    }
+
+    /// Queues `prompt` on `leg`, which the host answered; it starts at `now`
+    /// when nothing plays there, else after what is queued. Errors: the host
+    /// did not answer `leg` (`Protocol`), its answer chose a format other than
+    /// PCMU or PCMA (`NotAcceptable`), or the queue is full (`Prompt`).
+    pub fn play(&mut self, leg: Leg, prompt: Prompt, now: Instant) -> Result<()> {
+        let end = self.legs[leg.index()]
+            .here
+            .as_mut()
+            .ok_or(Error::Protocol("play on a leg the host did not answer"))?;
+        let (g711, pt) = end
+            .format
+            .and_then(|f| Some((f.g711?, f.payload_type)))
+            .ok_or(Error::NotAcceptable(
+                "the host's answer chose neither PCMU nor PCMA",
+            ))?;
+        end.player
+            .get_or_insert_with(|| Player::new(g711, pt))
+            .play(prompt, now)
+    }
+
+    /// Stops what plays on `leg` and drops what is queued (barge-in); no
+    /// [`SessionEvent::PromptFinished`] follows. Returns whether anything played.
+    pub fn stop_playing(&mut self, leg: Leg) -> bool {
+        self.legs[leg.index()]
+            .here
+            .as_mut()
+            .and_then(|e| e.player.as_mut())
+            .is_some_and(Player::stop)
+    }
+
+    /// Whether a prompt plays on `leg`.
+    pub fn is_playing(&self, leg: Leg) -> bool {
+        self.legs[leg.index()]
+            .here
+            .as_ref()
+            .and_then(|e| e.player.as_ref())
+            .is_some_and(Player::is_playing)
+    }
+
+    /// The next packet the host plays that is due by `now`, SRTP-protected
+    /// when its leg is; call until `None`. A packet with nowhere to go (no
+    /// address yet, or a failed protection) is dropped and counted; one the
+    /// answer does not let the host send is skipped, so prompts keep time.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
+        for leg in [Leg::A, Leg::B] {
+            let st = &mut self.legs[leg.index()];
+            let Some(end) = st.here.as_mut() else {
+                continue;
+            };
+            let Some(player) = end.player.as_mut() else {
+                continue;
+            };
+            while let Some(played) = player.poll_packet(now) {
+                if played.finished_prompt {
+                    push_event(
+                        &mut self.events,
+                        &mut self.events_dropped,
+                        SessionEvent::PromptFinished { leg },
+                    );
+                }
+                if !end.sends {
+                    continue;
+                }
+                let Some(to) = st.latched[0].or(st.remote[0]) else {
+                    st.stats.dropped += 1;
+                    continue;
+                };
+                let data = match &mut st.tx {
+                    Some(tx) => match tx.protect(Channel::Rtp, &played.packet) {
+                        Some(b) => b,
+                        None => {
+                            st.stats.dropped += 1;
+                            continue;
+                        }
+                    },
+                    None => played.packet,
+                };
+                st.stats.packets_out += 1;
+                st.stats.bytes_out += data.len() as u64;
+                return Some(Transmit {
+                    leg,
+                    channel: Channel::Rtp,
+                    to,
+                    data,
+                    due: Some(played.due),
+                });
+            }
+        }
+        None
+    }
+
+    /// When the session next needs [`MediaSession::poll_transmit`] (a packet
+    /// to play is due) or [`MediaSession::handle_timeout`] (a key press whose
+    /// end packets were lost is to be reported).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.legs
+            .iter()
+            .filter_map(|l| l.here.as_ref())
+            .flat_map(|e| {
+                [
+                    e.player.as_ref().and_then(Player::poll_timeout),
+                    e.dtmf.as_ref().and_then(DtmfReceiver::poll_timeout),
+                ]
+            })
+            .flatten()
+            .min()
+    }
+
+    /// Reports key presses whose end packets never came, once they are stale.
+    /// Packets due are handed out by [`MediaSession::poll_transmit`].
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for leg in [Leg::A, Leg::B] {
+            let st = &mut self.legs[leg.index()];
+            let Some(rx) = st.here.as_mut().and_then(|e| e.dtmf.as_mut()) else {
+                continue;
+            };
+            if let Some(d) = rx.handle_timeout(now) {
+                st.stats.digits += 1;
+                push_event(
+                    &mut self.events,
+                    &mut self.events_dropped,
+                    SessionEvent::Digit {
+                        leg,
+                        digit: d.digit,
+                        duration_ms: d.duration_ms,
+                    },
+                );
+            }
+        }
+    }
+
+    /// The next event, oldest first.
+    pub fn poll_event(&mut self) -> Option<SessionEvent> {
+        self.events.pop_front()
+    }
+
+    /// Events dropped because [`MAX_SESSION_EVENTS`] were waiting.
+    pub fn events_dropped(&self) -> u64 {
+        self.events_dropped
     }
 
     /// Handles one datagram that arrived from `from` on our socket facing `leg`
@@ -647,9 +967,34 @@ impl MediaSession {
         {
             src.loss.on_packet(ssrc, seq);
         }
+        // A leg that ends at the host: heard here, never forwarded.
+        if let Some(end) = &mut src.here {
+            if kind == Channel::Rtp
+                && let Some(rx) = &mut end.dtmf
+            {
+                for d in rx.on_rtp(now, &plain).into_iter().flatten() {
+                    src.stats.digits += 1;
+                    push_event(
+                        &mut self.events,
+                        &mut self.events_dropped,
+                        SessionEvent::Digit {
+                            leg,
+                            digit: d.digit,
+                            duration_ms: d.duration_ms,
+                        },
+                    );
+                }
+            }
+            return None;
+        }
 
         let dst_leg = leg.other();
         let dst = &mut self.legs[dst_leg.index()];
+        if dst.here.is_some() {
+            // The host answered the other leg itself: nothing goes to it.
+            self.legs[leg.index()].stats.dropped += 1;
+            return None;
+        }
         let Some(to) = dst.latched[ch(kind)].or(dst.remote[ch(kind)]) else {
             dst.stats.dropped += 1;
             return None;
@@ -671,6 +1016,7 @@ impl MediaSession {
             channel: kind,
             to,
             data,
+            due: None,
         })
     }
 
@@ -1131,5 +1477,354 @@ mod tests {
         assert_eq!((tag, ours.suite()), (3, Suite::AesCm128HmacSha1_80));
         assert_ne!(ours, key, "the host sends with its own key");
         assert!(s.stats().a.srtp);
+    }
+
+    /// A caller's offer to the host: `formats` on the audio line, with the
+    /// given `a=rtpmap` lines, the caller at 192.0.2.10:4000.
+    fn caller_offer(formats: &str, maps: &str, extra: &str) -> Vec<u8> {
+        format!(
+            "v=0\r\no=a 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\n\
+             m=audio 4000 RTP/AVP {formats}\r\n{maps}{extra}"
+        )
+        .into_bytes()
+    }
+
+    const EVENTS_101: &str = "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n";
+
+    fn answered(formats: &str, maps: &str) -> MediaSession {
+        let mut s = MediaSession::new(LOCAL, Instant::now());
+        s.answer_here(
+            Leg::A,
+            &caller_offer(formats, maps, ""),
+            false,
+            EncryptionPolicy::Optional,
+        )
+        .unwrap();
+        s
+    }
+
+    /// Drives the session on a virtual clock from `t0` until nothing is due.
+    fn play_out(s: &mut MediaSession, t0: Instant) -> Vec<(Instant, Transmit)> {
+        let mut out = Vec::new();
+        let mut now = t0;
+        while let Some(next) = s.poll_timeout() {
+            assert!(next >= now, "time never goes back");
+            now = next;
+            while let Some(t) = s.poll_transmit(now) {
+                out.push((now, t));
+            }
+            s.handle_timeout(now);
+        }
+        out
+    }
+
+    fn events(s: &mut MediaSession) -> Vec<SessionEvent> {
+        std::iter::from_fn(|| s.poll_event()).collect()
+    }
+
+    #[test]
+    fn a_one_second_prompt_is_fifty_paced_packets_to_the_caller() {
+        let mut s = answered("0 101", EVENTS_101);
+        assert_eq!(
+            s.answered_format(Leg::A),
+            Some(AnsweredFormat {
+                payload_type: 0,
+                clock_rate: Some(8000),
+                g711: Some(G711::Pcmu),
+                telephone_event: Some((101, 8000)),
+            })
+        );
+        assert_eq!(s.answered_format(Leg::B), None);
+        let t0 = Instant::now();
+        s.play(Leg::A, Prompt::beep(), t0).unwrap();
+        assert!(s.is_playing(Leg::A));
+        assert_eq!(s.poll_timeout(), Some(t0));
+        let sent = play_out(&mut s, t0);
+        assert_eq!(sent.len(), 50);
+        let first = &sent[0].1.data;
+        let ssrc = rtp::ssrc(first, Channel::Rtp).unwrap();
+        let seq0 = rtp::seq(first).unwrap();
+        let ts0 = u32::from_be_bytes([first[4], first[5], first[6], first[7]]);
+        for (i, (at, t)) in sent.iter().enumerate() {
+            let i = i as u32;
+            assert_eq!(*at, t0 + Duration::from_millis(20) * i);
+            assert_eq!(t.due, Some(*at));
+            assert_eq!((t.leg, t.channel), (Leg::A, Channel::Rtp));
+            assert_eq!(t.to, "192.0.2.10:4000".parse().unwrap());
+            assert_eq!(t.data.len(), 172);
+            assert_eq!(t.data[1], if i == 0 { 0x80 } else { 0 }, "marker, PCMU");
+            assert_eq!(rtp::ssrc(&t.data, Channel::Rtp), Some(ssrc));
+            assert_eq!(rtp::seq(&t.data), Some(seq0.wrapping_add(i as u16)));
+            let ts = u32::from_be_bytes([t.data[4], t.data[5], t.data[6], t.data[7]]);
+            assert_eq!(ts, ts0.wrapping_add(160 * i));
+        }
+        assert_eq!(
+            events(&mut s),
+            [SessionEvent::PromptFinished { leg: Leg::A }]
+        );
+        assert!(!s.is_playing(Leg::A));
+        assert_eq!(s.stats().a.packets_out, 50);
+
+        // The next prompt continues the stream; media latched from a NAT
+        // address redirects it.
+        let nat: SocketAddr = "192.0.2.99:31000".parse().unwrap();
+        assert!(
+            s.handle(t0, Leg::A, Channel::Rtp, nat, &rtp(5, 1))
+                .is_none()
+        );
+        let t1 = t0 + Duration::from_secs(3);
+        s.play(
+            Leg::A,
+            Prompt::silence(Duration::from_millis(40)).unwrap(),
+            t1,
+        )
+        .unwrap();
+        let more = play_out(&mut s, t1);
+        assert_eq!(more.len(), 2);
+        assert_eq!(more[0].1.to, nat);
+        assert_eq!(rtp::seq(&more[0].1.data), Some(seq0.wrapping_add(50)));
+        assert_eq!(more[0].1.data[1], 0x80, "a new talkspurt");
+        assert_eq!(more[1].1.data[12..], [0xff; 160], "µ-law silence");
+    }
+
+    #[test]
+    fn the_law_played_follows_the_answer() {
+        for (formats, maps, pt, law) in [
+            ("8 0 101", EVENTS_101, 8, G711::Pcma),
+            ("0 8", "", 0, G711::Pcmu),
+            // Opus first: the host keeps the G.711 it can play.
+            (
+                "96 8 0",
+                "a=rtpmap:96 opus/48000/2\r\na=rtpmap:8 PCMA/8000\r\n",
+                8,
+                G711::Pcma,
+            ),
+            // A dynamic payload type for PCMU.
+            ("97", "a=rtpmap:97 pcmu/8000\r\n", 97, G711::Pcmu),
+        ] {
+            let mut s = answered(formats, maps);
+            assert_eq!(
+                s.answered_format(Leg::A).and_then(|f| f.g711),
+                Some(law),
+                "{formats}"
+            );
+            let t0 = Instant::now();
+            let tone = Prompt::dtmf('1', Duration::from_millis(40)).unwrap();
+            s.play(Leg::A, tone.clone(), t0).unwrap();
+            let sent = play_out(&mut s, t0);
+            assert_eq!(sent.len(), 2);
+            assert_eq!(sent[0].1.data[1] & 0x7f, pt, "{formats}");
+            let mut want = [0u8; 160];
+            law.encode_frame(tone.chunk(160, 160), &mut want);
+            assert_eq!(sent[1].1.data[12..], want, "{formats}");
+        }
+        // A format the host cannot play: the answer stands, playing is refused.
+        let mut s = answered("9", "a=rtpmap:9 G722/8000\r\n");
+        assert_eq!(
+            s.answered_format(Leg::A).map(|f| (f.payload_type, f.g711)),
+            Some((9, None))
+        );
+        assert!(matches!(
+            s.play(Leg::A, Prompt::beep(), Instant::now()),
+            Err(Error::NotAcceptable(_))
+        ));
+        // Only a leg the host answered plays.
+        assert!(matches!(
+            s.play(Leg::B, Prompt::beep(), Instant::now()),
+            Err(Error::Protocol(_))
+        ));
+    }
+
+    #[test]
+    fn an_answer_that_does_not_let_the_host_send_keeps_time_silently() {
+        let mut s = MediaSession::new(LOCAL, Instant::now());
+        s.answer_here(
+            Leg::A,
+            &caller_offer("0", "", "a=sendonly\r\n"),
+            false,
+            EncryptionPolicy::Optional,
+        )
+        .unwrap();
+        let t0 = Instant::now();
+        s.play(Leg::A, Prompt::beep(), t0).unwrap();
+        assert!(play_out(&mut s, t0).is_empty());
+        assert_eq!(
+            events(&mut s),
+            [SessionEvent::PromptFinished { leg: Leg::A }]
+        );
+        assert_eq!(s.stats().a.packets_out, 0);
+    }
+
+    #[test]
+    fn stop_playing_is_barge_in() {
+        let mut s = answered("0", "");
+        let t0 = Instant::now();
+        s.play(Leg::A, Prompt::beep(), t0).unwrap();
+        s.play(Leg::A, Prompt::beep(), t0).unwrap();
+        assert!(s.poll_transmit(t0).is_some());
+        assert!(s.stop_playing(Leg::A));
+        assert!(!s.stop_playing(Leg::A));
+        assert_eq!(s.poll_timeout(), None);
+        assert!(s.poll_transmit(t0 + Duration::from_secs(1)).is_none());
+        assert!(
+            events(&mut s).is_empty(),
+            "no PromptFinished for a stopped prompt"
+        );
+    }
+
+    #[test]
+    fn srtp_leg_hears_the_host_with_the_key_the_answer_gave() {
+        let caller_key = KeyMaterial::generate(Suite::AesCm128HmacSha1_80);
+        let offer_sdp = caller_offer(
+            "8 101",
+            EVENTS_101,
+            &format!("a=crypto:{}\r\n", caller_key.to_attr(1).to_value()),
+        );
+        let offer_sdp = String::from_utf8(offer_sdp)
+            .unwrap()
+            .replace("RTP/AVP", "RTP/SAVP");
+        let mut s = MediaSession::new(LOCAL, Instant::now());
+        let answer = s
+            .answer_here(
+                Leg::A,
+                offer_sdp.as_bytes(),
+                true,
+                EncryptionPolicy::Required,
+            )
+            .unwrap();
+        let (_, host_key) = find_key(&answer);
+        let mut caller_rx = SrtpReceiver::new(&host_key).unwrap();
+        let t0 = Instant::now();
+        s.play(Leg::A, Prompt::beep(), t0).unwrap();
+        let sent = play_out(&mut s, t0);
+        assert_eq!(sent.len(), 50);
+        for (_, t) in &sent {
+            assert_eq!(t.data.len(), 172 + 10, "an 80-bit tag");
+            let plain = caller_rx
+                .unprotect(Channel::Rtp, &t.data)
+                .expect("decrypts");
+            assert_eq!(plain[1] & 0x7f, 8);
+            assert_eq!(plain.len(), 172);
+        }
+        assert_eq!(caller_rx.counters(), crate::SrtpCounters::default());
+
+        // The caller's key presses arrive encrypted with its own key.
+        let mut caller_tx = SrtpSender::new(&caller_key).unwrap();
+        let from: SocketAddr = "192.0.2.10:4000".parse().unwrap();
+        let mut seq = 1;
+        for p in crate::dtmf::tests::press(&mut seq, 8000, 11, 960) {
+            let enc = caller_tx.protect(Channel::Rtp, &p).unwrap();
+            assert!(s.handle(t0, Leg::A, Channel::Rtp, from, &enc).is_none());
+        }
+        // Plaintext forged into the SRTP leg is not heard.
+        let forged = crate::dtmf::tests::event(100, 20000, 1, true, 800);
+        assert!(s.handle(t0, Leg::A, Channel::Rtp, from, &forged).is_none());
+        assert_eq!(
+            events(&mut s)[1..],
+            [SessionEvent::Digit {
+                leg: Leg::A,
+                digit: '#',
+                duration_ms: 120
+            }]
+        );
+    }
+
+    #[test]
+    fn key_presses_on_the_answered_leg_are_heard_not_forwarded() {
+        let mut s = answered("0 101", EVENTS_101);
+        let t0 = Instant::now();
+        let from: SocketAddr = "192.0.2.10:4000".parse().unwrap();
+        let mut seq = 500;
+        let mut pkts = Vec::new();
+        for (i, code) in [1u8, 2, 3].into_iter().enumerate() {
+            pkts.extend(crate::dtmf::tests::press(
+                &mut seq,
+                16000 * (i as u32 + 1),
+                code,
+                800,
+            ));
+        }
+        // Audio between them, a foreign payload type, garbage.
+        let mut foreign = crate::dtmf::tests::event(9, 90000, 4, true, 800);
+        foreign[1] = 100;
+        pkts.insert(2, rtp(0x1234_5678, 40));
+        pkts.insert(4, foreign);
+        pkts.push(vec![0x80, 101, 0, 1]);
+        pkts.push(crate::dtmf::tests::event(10, 99999, 200, true, 800));
+        for p in &pkts {
+            assert!(s.handle(t0, Leg::A, Channel::Rtp, from, p).is_none());
+        }
+        let digits: String = events(&mut s)
+            .into_iter()
+            .map(|e| match e {
+                SessionEvent::Digit {
+                    leg: Leg::A,
+                    digit,
+                    duration_ms: 100,
+                } => digit,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(digits, "123");
+        let st = s.stats();
+        assert_eq!((st.a.digits, st.b.packets_out, st.b.dropped), (3, 0, 0));
+
+        // A press whose ends are lost is reported when it goes stale.
+        let mut lost = crate::dtmf::tests::press(&mut seq, 80000, 9, 1200);
+        lost.truncate(2);
+        for p in &lost {
+            s.handle(t0, Leg::A, Channel::Rtp, from, p);
+        }
+        assert!(events(&mut s).is_empty());
+        let stale = s.poll_timeout().unwrap();
+        assert_eq!(stale, t0 + crate::dtmf::EVENT_STALE);
+        s.handle_timeout(stale);
+        assert!(matches!(
+            events(&mut s)[..],
+            [SessionEvent::Digit { digit: '9', .. }]
+        ));
+        assert_eq!(s.poll_timeout(), None);
+    }
+
+    #[test]
+    fn session_events_are_bounded() {
+        let mut s = answered("0 101", EVENTS_101);
+        let from: SocketAddr = "192.0.2.10:4000".parse().unwrap();
+        let t0 = Instant::now();
+        // 25 digits a second for four seconds, never polled.
+        for i in 0..100u32 {
+            let t = t0 + Duration::from_millis(40) * i;
+            let p = crate::dtmf::tests::event(i as u16, 1000 + 800 * i, 5, true, 400);
+            s.handle(t, Leg::A, Channel::Rtp, from, &p);
+        }
+        assert_eq!(s.events_dropped(), 100 - MAX_SESSION_EVENTS as u64);
+        assert_eq!(events(&mut s).len(), MAX_SESSION_EVENTS);
+    }
+
+    #[test]
+    fn an_answer_from_the_other_leg_connects_the_legs() {
+        let mut s = answered("0 101", EVENTS_101);
+        s.play(Leg::A, Prompt::beep(), Instant::now()).unwrap();
+        s.offer_from(
+            Leg::A,
+            &offer("RTP/AVP", None),
+            PLAIN,
+            EncryptionPolicy::Optional,
+        )
+        .unwrap();
+        s.answer_from(
+            Leg::B,
+            &answer("RTP/AVP", None),
+            PLAIN,
+            EncryptionPolicy::Optional,
+        )
+        .unwrap();
+        assert_eq!(s.answered_format(Leg::A), None);
+        assert_eq!((s.poll_timeout(), s.is_playing(Leg::A)), (None, false));
+        let from: SocketAddr = "192.0.2.10:4000".parse().unwrap();
+        let out = s
+            .handle(Instant::now(), Leg::A, Channel::Rtp, from, &rtp(1, 1))
+            .unwrap();
+        assert_eq!(out.leg, Leg::B);
     }
 }
