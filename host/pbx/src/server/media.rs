@@ -84,7 +84,11 @@ impl RelayAnchor {
         let owners = self.owners.clone();
         async move {
             while let Some(event) = events.recv().await {
-                let MediaEvent::Idle { call, .. } = event;
+                // Prompt and digit events matter once call control plays
+                // and gathers (media applications); only idleness ends calls.
+                let MediaEvent::Idle { call, .. } = event else {
+                    continue;
+                };
                 let Some((shard, id)) = owners.get(&call).map(|o| *o) else {
                     continue;
                 };
