@@ -103,6 +103,11 @@ const EXAMPLES: &[Plugin] = &[
         "example_classic_dialplan",
         "A dial plan written for `pbx:plugin@0.1.0` (the shipped default before call handlers).",
     ),
+    (
+        "IVR",
+        "example_ivr",
+        "A call handler with media: a business-hours greeting, a key menu, a group, voicemail.",
+    ),
 ];
 
 fn main() {

@@ -83,6 +83,7 @@ async fn sipp_registers_and_calls_without_failures() {
                 max_concurrent_extension: Some(100),
                 max_calls_per_second: Some(100_000),
                 daily_cap_cents: None,
+                media_storage_bytes: None,
             },
         )
         .await

@@ -40,6 +40,10 @@ pub(crate) const GRANTABLE: &[&str] = &[
     "trunks:write",
     "alerts:read",
     "approvals:read",
+    "voicemail:read",
+    "voicemail:write",
+    "prompts:read",
+    "prompts:write",
 ];
 
 /// How the bearer authenticated.

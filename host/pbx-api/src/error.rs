@@ -112,6 +112,9 @@ impl From<store::Error> for ApiError {
             store::Error::NotFound(_) => ApiError::not_found(),
             store::Error::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
             store::Error::Invalid(m) => ApiError::bad_request("invalid", m),
+            store::Error::QuotaExceeded(m) => {
+                ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "quota_exceeded", m)
+            }
             other => ApiError::internal(other),
         }
     }

@@ -214,6 +214,15 @@ pub(crate) struct Call {
     /// Call-IDs of legs the call placed besides `a` and `b` (transfer
     /// attempts, the transferor's leg), forgotten with the call.
     pub(crate) other_dialogs: Vec<String>,
+    /// The caller got a 2xx to its INVITE: no other final response follows.
+    pub(crate) a_answered: bool,
+    /// The host answered the caller itself at some point of the call (the
+    /// caller may since have been connected to a phone).
+    pub(crate) host_answered: bool,
+    /// The caller's dialog is over (a BYE went or came).
+    pub(crate) a_bye: bool,
+    /// What the host's media does on a call it answered ([`crate::app`]).
+    pub(crate) app: Option<crate::app::App>,
 }
 
 impl Call {
@@ -244,6 +253,7 @@ impl Call {
                 consider(self.max_deadline);
                 consider(self.ok_retransmit.as_ref().map(|r| r.next));
                 consider(self.transfer.as_ref().map(|t| t.deadline));
+                consider(self.app.as_ref().and_then(crate::app::App::deadline));
             }
             State::Ended => consider(self.reap_at),
         }
@@ -543,6 +553,10 @@ impl Shard {
             transfer: None,
             transferor_left: false,
             other_dialogs: Vec::new(),
+            a_answered: false,
+            host_answered: false,
+            a_bye: false,
+            app: None,
         };
         tracing::debug!(call = id, caller = %call.caller, dialled = %call.callee, "call routing");
         if let Some(e) = self.servers.get_mut(&key) {
@@ -553,7 +567,7 @@ impl Shard {
         let call_id = call.a.call_id.clone();
         self.calls.insert(id, call);
         if let Some(anchor) = self.shared.media_anchor() {
-            match anchor.open(self.index, id) {
+            match anchor.open(self.index, id, tenant) {
                 Ok(handle) => {
                     if let Some(call) = self.calls.get_mut(&id) {
                         call.media = Some(handle);
@@ -702,7 +716,17 @@ impl Shard {
                     None => self.refuse_call(now, id, &Error::TrunkUnavailable),
                 }
             }
-            RouteDecision::Answer { hang_up } => self.answer_at_host(now, id, hang_up),
+            RouteDecision::Answer { hang_up } => {
+                if !call.a_answered {
+                    self.answer_at_host(now, id, hang_up);
+                } else if hang_up {
+                    self.hang_up(now, id, "the call handler hung up");
+                } else {
+                    call.state = State::Answered;
+                    self.schedule_call(id);
+                }
+            }
+            RouteDecision::Media(media) => self.start_host_media(now, id, media),
         }
     }
 
@@ -710,7 +734,7 @@ impl Shard {
     /// caller's offer (the caller's media ends at the relay). With `hang_up`
     /// the call ends once the caller's ACK confirms the answer (RFC 3261
     /// §15: no BYE before the ACK).
-    fn answer_at_host(&mut self, now: Instant, id: u64, hang_up: bool) {
+    pub(crate) fn answer_at_host(&mut self, now: Instant, id: u64, hang_up: bool) {
         let t1 = self.shared.config.t1;
         let max = self.shared.config.max_call_duration;
         let now_ms = self.shared.unix_ms(now);
@@ -746,6 +770,7 @@ impl Shard {
         call.answered_ms = Some(now_ms);
         call.max_deadline = Some(now + max);
         call.host_answer = Some(answer.clone());
+        call.host_answered = true;
         call.hang_up_on_ack = hang_up;
         let ok = self.answer_a(now, id, 200, "OK", Some(("application/sdp", &answer)));
         if let (Some(ok), Some(call)) = (ok, self.calls.get_mut(&id)) {
@@ -829,7 +854,7 @@ impl Shard {
 
     /// Answers the caller with the most telling failure of the last dial
     /// attempt (480 when nothing rang) and ends the call.
-    fn end_with_best_failure(&mut self, now: Instant, id: u64) {
+    pub(crate) fn end_with_best_failure(&mut self, now: Instant, id: u64) {
         let Some(call) = self.calls.get(&id) else {
             return;
         };
@@ -925,6 +950,9 @@ impl Shard {
             from_secure: call.a.peer.transport == TransportKind::Tls,
             to_secure,
         };
+        if call.host_answer.is_some() {
+            return self.prepare_offer_from_host(now, id, to_secure);
+        }
         let offer = call.caller_offer.clone();
         let content = offer.as_ref().map(|(ct, b)| (ct.as_str(), &b[..]));
         match self.media_sdp(id, Side::A, true, content, security) {
@@ -939,6 +967,36 @@ impl Shard {
             }
             Err(refusal) => {
                 tracing::info!(call = id, reason = %refusal.reason, "caller's offer refused");
+                self.refuse_call(now, id, &refusal.error());
+                false
+            }
+        }
+    }
+
+    /// The offer for the forks of a call whose caller the host answered: the
+    /// format the caller already talks, so whoever answers is connected to
+    /// the caller without a new offer to it.
+    fn prepare_offer_from_host(&mut self, now: Instant, id: u64, to_secure: bool) -> bool {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return false;
+        };
+        let offer = match call.media.as_ref() {
+            Some(handle) => handle.offer_from_host(to_secure, call.media_policy),
+            None => Err(MediaRefusal::new(488, "no media to connect the caller")),
+        };
+        match offer {
+            Ok(sdp) => {
+                call.offer = Some(("application/sdp".into(), Bytes::from(sdp)));
+                call.offer_in_invite = true;
+                // The caller hears ringing until someone answers.
+                if let Some(handle) = call.media.as_ref() {
+                    let ringing = vec![crate::PromptRef::Tone(crate::Tone::Ringback); 30];
+                    let _ = handle.play(&ringing);
+                }
+                true
+            }
+            Err(refusal) => {
+                tracing::info!(call = id, reason = %refusal.reason, "cannot connect the caller");
                 self.refuse_call(now, id, &refusal.error());
                 false
             }
@@ -967,6 +1025,12 @@ impl Shard {
         };
         let _ = ct;
         let policy = call.media_policy;
+        if from == Side::B && !offer && call.host_answer.is_some() {
+            // The answer to the host's offer: the caller, already answered,
+            // is connected and hears nothing new in SIP.
+            handle.answer_to_host_offer(body, security, policy)?;
+            return Ok(None);
+        }
         let out = if offer {
             handle.offer(from.media(), body, security, policy)?
         } else {
@@ -1077,8 +1141,23 @@ impl Shard {
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
+        let (disposition, code) = if call.host_answered {
+            // The caller was answered (by the host): whatever ends the call
+            // now, the caller's dialog is hung up and the call was answered.
+            (Disposition::Answered, 200)
+        } else {
+            (disposition, code)
+        };
+        if call.host_answered && !call.a_bye && call.state != State::Ended {
+            call.state = State::Ended;
+            self.send_bye(now, id, Side::A);
+        }
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
         call.state = State::Ended;
         call.ok_retransmit = None;
+        call.app = None;
         call.reap_at = Some(now + linger);
         // Dropping the handle stops the relay and frees the ports.
         let media = call.media.take().map(|m| m.stats()).unwrap_or_default();
@@ -1129,6 +1208,12 @@ impl Shard {
         reason: &str,
         content: Option<(&str, &[u8])>,
     ) -> Option<Bytes> {
+        let call = self.calls.get_mut(&id)?;
+        if call.a_answered {
+            // The caller's INVITE has its 2xx: nothing else answers it.
+            return None;
+        }
+        call.a_answered = (200..300).contains(&status);
         let call = self.calls.get(&id)?;
         let mut w =
             call.a_invite
@@ -1213,6 +1298,12 @@ impl Shard {
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
+        if side == Side::A {
+            if call.a_bye {
+                return;
+            }
+            call.a_bye = true;
+        }
         let leg = call.leg_mut(side);
         leg.cseq += 1;
         let leg = leg.clone();
@@ -1411,6 +1502,11 @@ impl Shard {
         let ctx = ReqCtx::new(&msg, peer.addr);
         let state = call.state;
         if method == Method::Bye {
+            if side == Side::A
+                && let Some(call) = self.calls.get_mut(&id)
+            {
+                call.a_bye = true;
+            }
             let ok = ctx
                 .response(200, "OK", None, self.user_agent())
                 .finish(None);
@@ -1474,7 +1570,14 @@ impl Shard {
             return;
         };
         if let Some(answer) = call.host_answer.clone() {
-            self.answer_in_host_dialog(now, id, &ctx, method, answer, (peer, local, key));
+            self.answer_in_host_dialog(
+                now,
+                id,
+                (&ctx, msg.content()),
+                method,
+                answer,
+                (peer, local, key),
+            );
             return;
         }
         if method == Method::Refer {
@@ -1590,7 +1693,7 @@ impl Shard {
         &mut self,
         now: Instant,
         id: u64,
-        ctx: &ReqCtx,
+        (ctx, ctx_content): (&ReqCtx, Option<(&str, &[u8])>),
         method: Method,
         answer: Bytes,
         (peer, local, key): (Peer, SocketAddr, Key),
@@ -1605,6 +1708,9 @@ impl Shard {
         };
         let ok = w.finish(content);
         self.respond_new_server(now, key, invite, peer, local, Some(id), 200, ok);
+        if method == Method::Info {
+            self.info_key(now, id, ctx_content);
+        }
     }
 
     /// A response (passed up by its client transaction) on one of the call's legs.
@@ -1750,8 +1856,14 @@ impl Shard {
         };
         let fork = call.forks[i].clone();
         call.state = State::Answered;
-        call.answered_ms = Some(now_ms);
-        call.max_deadline = Some(now + max);
+        if call.host_answer.take().is_some() {
+            // The caller, answered by the host, is now connected to the
+            // phone: the call keeps its answer time and its duration limit.
+            call.app = None;
+        } else {
+            call.answered_ms = Some(now_ms);
+            call.max_deadline = Some(now + max);
+        }
         call.b = answered_leg(&call.b, &fork, msg);
         call.answered_by = fork.extension.clone();
         let offer_in_invite = call.offer_in_invite;
@@ -1945,6 +2057,16 @@ impl Shard {
                 return;
             }
             State::Answered => {
+                if call.app.is_some() {
+                    self.host_media_timeout(now, id);
+                }
+                let Some(call) = self.calls.get_mut(&id) else {
+                    return;
+                };
+                if call.state != State::Answered {
+                    self.schedule_call(id);
+                    return;
+                }
                 if let Some(r) = call.ok_retransmit.as_mut() {
                     if now >= r.give_up {
                         call.ok_retransmit = None;

@@ -36,6 +36,8 @@ pub(crate) struct Credentials {
 #[derive(Debug, Default)]
 pub(crate) struct Index {
     by_domain: HashMap<String, TenantEntry>,
+    /// Each tenant's realm (its first domain).
+    realms: HashMap<TenantId, String>,
     /// Per tenant, its extensions by number (nested so a lookup by `&str` needs no
     /// allocated key).
     extensions: HashMap<TenantId, HashMap<String, Credentials>>,
@@ -48,8 +50,10 @@ impl Index {
     pub(crate) fn build(dir: &Directory) -> Index {
         let mut by_domain = HashMap::new();
         let mut media = HashMap::new();
+        let mut realms = HashMap::new();
         for t in &dir.tenants {
             media.insert(t.id, t.media_encryption);
+            realms.insert(t.id, t.realm.clone());
             let entry = TenantEntry {
                 id: t.id,
                 realm: t.realm.clone(),
@@ -96,6 +100,7 @@ impl Index {
             .collect();
         Index {
             by_domain,
+            realms,
             extensions,
             media,
             acls,
@@ -109,6 +114,11 @@ impl Index {
         self.acls
             .get(&tenant)
             .is_none_or(|acls| acls.allows(extension, ip))
+    }
+
+    /// The tenant's realm, the domain its phones register in.
+    pub(crate) fn realm(&self, tenant: TenantId) -> Option<&str> {
+        self.realms.get(&tenant).map(String::as_str)
     }
 
     /// The tenant owning `domain` (case-insensitive).

@@ -16,6 +16,7 @@
 //! (re-exported here where callers need them); this crate does not depend on
 //! the store.
 
+mod app;
 mod auth;
 mod call;
 pub mod decision;
@@ -40,13 +41,14 @@ use bytes::Bytes;
 pub use error::Error;
 pub use live_calls::CallSummary;
 pub use media::{
-    CallMediaHandle, CdrMedia, LegMedia, MediaAnchor, MediaEncryption, MediaLeg, MediaRefusal,
-    MediaSecurity,
+    CallMediaHandle, CdrMedia, LegMedia, MediaAnchor, MediaEncryption, MediaLeg, MediaNotice,
+    MediaRefusal, MediaSecurity,
 };
 pub use model::{CallerDevice, Cdr, Directory, Registration, RegistrationChange, TransportKind};
 use parking_lot::RwLock;
 pub use route::{
-    CallEvent, DialResult, MAX_CALL_STEPS, RingStep, RouteDecision, RouteRequest, Routing,
+    CallEvent, DialResult, Gather, HostMedia, MAX_CALL_STEPS, MAX_GATHER_DIGITS, MAX_RECORDING,
+    MAX_SILENCE, PromptRef, Record, RingStep, RouteDecision, RouteRequest, Routing, Tone,
     TrunkEntry, Trunks,
 };
 pub use shard::Shard;

@@ -53,9 +53,36 @@ impl MediaRefusal {
 
 /// Opens the media of new calls.
 pub trait MediaAnchor: Send + Sync {
-    /// Reserves media for call `call` of shard `shard`; idle reports for it come
-    /// back through [`crate::Shard::media_idle`] with the same call id.
-    fn open(&self, shard: usize, call: u64) -> Result<Box<dyn CallMediaHandle>, MediaRefusal>;
+    /// Reserves media for call `call` of `tenant` on shard `shard`; idle
+    /// reports and the notices of what the host plays and hears come back
+    /// through [`crate::Shard::media_idle`] and [`crate::Shard::media_notice`]
+    /// with the same call id. The tenant scopes the prompts and mailboxes the
+    /// call's media may name.
+    fn open(
+        &self,
+        shard: usize,
+        call: u64,
+        tenant: model::TenantId,
+    ) -> Result<Box<dyn CallMediaHandle>, MediaRefusal>;
+}
+
+/// What the media of a call the host answered reports back to the call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaNotice {
+    /// Everything [`CallMediaHandle::play`] queued has been played (or could
+    /// not be: a prompt the tenant does not have is skipped).
+    PromptFinished,
+    /// The caller pressed a key (RFC 4733 event).
+    Digit(char),
+    /// A recording ended and was stored in the mailbox: its id and length
+    /// (the mailbox's phones hear of it through [`crate::Shard::notify_mailbox`]).
+    RecordingStored {
+        id: String,
+        duration: std::time::Duration,
+    },
+    /// A recording ended and nothing was stored (nothing said, mailbox full,
+    /// storage failed), for this reason.
+    RecordingFailed(String),
 }
 
 /// The media of one call. Dropping it releases the ports.
@@ -86,6 +113,32 @@ pub trait CallMediaHandle: Send + std::fmt::Debug {
         from_secure: bool,
         policy: MediaEncryption,
     ) -> Result<Vec<u8>, MediaRefusal>;
+    /// Plays `prompts` in order to the caller, whose leg the host answered
+    /// ([`CallMediaHandle::answer_here`]); one [`MediaNotice::PromptFinished`]
+    /// follows the last. Replaces anything still playing.
+    fn play(&self, prompts: &[crate::PromptRef]) -> Result<(), MediaRefusal>;
+    /// Stops what plays (barge-in); no notice follows.
+    fn stop_playing(&self);
+    /// Records the caller (`caller`, as the message's sender) into
+    /// `record.mailbox`; [`MediaNotice::RecordingStored`] or
+    /// [`MediaNotice::RecordingFailed`] follows.
+    fn record(&self, record: &crate::Record, caller: &str) -> Result<(), MediaRefusal>;
+    /// An offer to the callee while the caller's leg ends at the host: the
+    /// format the host's answer chose, so that the caller can be connected
+    /// to whoever answers without a new offer to the caller.
+    fn offer_from_host(
+        &self,
+        to_secure: bool,
+        policy: MediaEncryption,
+    ) -> Result<Vec<u8>, MediaRefusal>;
+    /// The callee's answer to [`CallMediaHandle::offer_from_host`]: the host
+    /// stops playing and recording, and the two legs talk through the relay.
+    fn answer_to_host_offer(
+        &self,
+        sdp: &[u8],
+        security: MediaSecurity,
+        policy: MediaEncryption,
+    ) -> Result<(), MediaRefusal>;
     /// Counters of both legs so far.
     fn stats(&self) -> CdrMedia;
     /// When media last arrived.

@@ -54,7 +54,7 @@ pub struct RouteRequest {
 pub const MAX_CALL_STEPS: u32 = 8;
 
 /// Why a routing decision is asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallEvent {
     /// The call arrived.
     Started,
@@ -64,6 +64,16 @@ pub enum CallEvent {
     /// `dialled` is the transfer target and `caller_extension` the
     /// transferring extension. The plan routes the target like a new call.
     TransferRequested,
+    /// What the host played to a call it answered ([`HostMedia::Play`]) has
+    /// finished.
+    PromptFinished,
+    /// A [`HostMedia::Gather`] ended with these digits (empty: nothing was
+    /// pressed before the timeout).
+    DigitsGathered(String),
+    /// A [`HostMedia::Record`] (or the recording of a voicemail) ended: the
+    /// stored message's id, or `None` when nothing could be stored (the
+    /// mailbox is full, or nothing was said).
+    RecordingFinished { id: Option<String> },
 }
 
 /// How a dial attempt (a ring or a trunk call) ended without an answer.
@@ -112,6 +122,96 @@ pub enum RouteDecision {
     /// acknowledged the answer (a feature code's confirmation); without, the
     /// call stays up until the caller hangs up or its maximum duration.
     Answer { hang_up: bool },
+    /// The host plays to, listens to, or records the caller, answering the
+    /// call first if nobody has ([`HostMedia`]); the next step hears how it
+    /// ended.
+    Media(HostMedia),
+}
+
+/// Something the host plays to a caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PromptRef {
+    /// One of the call's tenant's uploaded prompts, by name (another tenant's
+    /// prompt of the same name is never found).
+    Tenant(String),
+    /// A built-in tone.
+    Tone(Tone),
+    /// Digits, each as its key's tone pair (no recorded voice is shipped).
+    Digits(String),
+    /// Silence, at most [`MAX_SILENCE`].
+    Silence(Duration),
+}
+
+/// Longest silence one [`PromptRef::Silence`] plays.
+pub const MAX_SILENCE: Duration = Duration::from_secs(30);
+
+/// The built-in tones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tone {
+    /// A short beep (before a recording).
+    Beep,
+    /// Two seconds of ringing tone.
+    Ringback,
+    /// Two seconds of busy tone.
+    Busy,
+    /// Three rising tones: something could not be done.
+    Error,
+}
+
+/// Play prompts while reading key presses (RFC 4733 events or SIP INFO).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gather {
+    pub prompts: Vec<PromptRef>,
+    /// Most digits to read (1 to [`MAX_GATHER_DIGITS`]); the gather ends when
+    /// that many arrived.
+    pub max_digits: u8,
+    /// A key that ends the gather (it is not part of the digits).
+    pub terminator: Option<char>,
+    /// How long to wait for the first key once the prompts have finished.
+    pub timeout: Duration,
+    /// How long to wait for each further key.
+    pub inter_digit: Duration,
+    /// A key press stops the prompts.
+    pub barge_in: bool,
+}
+
+/// Most digits one gather reads.
+pub const MAX_GATHER_DIGITS: u8 = 32;
+
+/// Record the caller into one of the tenant's mailboxes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The extension whose mailbox keeps the recording.
+    pub mailbox: String,
+    /// Longest recording (at most [`MAX_RECORDING`]).
+    pub max: Duration,
+    /// Play a beep first.
+    pub beep: bool,
+    /// A key that ends the recording.
+    pub finish_key: Option<char>,
+    /// End after this much silence.
+    pub silence: Option<Duration>,
+}
+
+/// Longest recording one [`Record`] takes.
+pub const MAX_RECORDING: Duration = Duration::from_secs(300);
+
+/// What the host does on a call it answers itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMedia {
+    /// Play prompts; ends with [`CallEvent::PromptFinished`].
+    Play(Vec<PromptRef>),
+    /// Read digits; ends with [`CallEvent::DigitsGathered`].
+    Gather(Gather),
+    /// Record; ends with [`CallEvent::RecordingFinished`].
+    Record(Record),
+    /// The voicemail of `mailbox`: its greeting (the tenant's prompt
+    /// `greeting-<mailbox>`, else a built-in one), a beep, a recording of up
+    /// to two minutes ended by `#` or silence, message-waiting indication to
+    /// the mailbox's phones; ends with [`CallEvent::RecordingFinished`].
+    Voicemail { mailbox: String },
+    /// Hang up the call the host answered.
+    HangUp,
 }
 
 impl RouteDecision {

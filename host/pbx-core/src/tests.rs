@@ -814,7 +814,7 @@ fn trunk_calls_answer_the_carriers_challenge_once() {
     assert!(sent_to(&out, 9000, "ACK").is_some());
     // The dial plan hears how the attempt ended, and ends the call.
     assert_eq!(
-        h.routes.last().map(|r| r.event),
+        h.routes.last().map(|r| r.event.clone()),
         Some(crate::CallEvent::DialEnded(crate::DialResult::Failed {
             status: 407
         }))
@@ -1014,13 +1014,16 @@ mod anchoring {
     use std::sync::atomic::{AtomicU64, Ordering};
 
     #[derive(Default)]
-    struct Anchor {
+    pub(super) struct Anchor {
         opened: AtomicU64,
+        /// What the calls' media were asked to do besides SDP, in order.
+        pub(super) asked: Arc<parking_lot::Mutex<Vec<String>>>,
     }
 
     #[derive(Debug)]
     struct Handle {
         seen: AtomicU64,
+        asked: Arc<parking_lot::Mutex<Vec<String>>>,
     }
 
     fn rewrite(sdp: &[u8], leg: MediaLeg, kind: &str) -> Result<Vec<u8>, MediaRefusal> {
@@ -1067,6 +1070,30 @@ mod anchoring {
             self.seen.fetch_add(1, Ordering::Relaxed);
             rewrite(sdp, from, "host answer")
         }
+        fn play(&self, prompts: &[crate::PromptRef]) -> Result<(), MediaRefusal> {
+            self.asked.lock().push(format!("play {prompts:?}"));
+            Ok(())
+        }
+        fn stop_playing(&self) {
+            self.asked.lock().push("stop".into());
+        }
+        fn record(&self, record: &crate::Record, _: &str) -> Result<(), MediaRefusal> {
+            self.asked.lock().push(format!("record {}", record.mailbox));
+            Ok(())
+        }
+        fn offer_from_host(&self, _: bool, _: MediaEncryption) -> Result<Vec<u8>, MediaRefusal> {
+            self.asked.lock().push("offer from host".into());
+            Ok(SDP.replace("127.0.0.1", "192.0.2.99").into_bytes())
+        }
+        fn answer_to_host_offer(
+            &self,
+            _: &[u8],
+            _: MediaSecurity,
+            _: MediaEncryption,
+        ) -> Result<(), MediaRefusal> {
+            self.asked.lock().push("connected".into());
+            Ok(())
+        }
         fn stats(&self) -> CdrMedia {
             let mut m = CdrMedia::default();
             m.caller.packets_in = self.seen.load(Ordering::Relaxed);
@@ -1078,10 +1105,16 @@ mod anchoring {
     }
 
     impl MediaAnchor for Anchor {
-        fn open(&self, _: usize, _: u64) -> Result<Box<dyn CallMediaHandle>, MediaRefusal> {
+        fn open(
+            &self,
+            _: usize,
+            _: u64,
+            _: model::TenantId,
+        ) -> Result<Box<dyn CallMediaHandle>, MediaRefusal> {
             self.opened.fetch_add(1, Ordering::Relaxed);
             Ok(Box::new(Handle {
                 seen: AtomicU64::new(0),
+                asked: self.asked.clone(),
             }))
         }
     }
@@ -1337,6 +1370,214 @@ mod anchoring {
         h.invite();
         h.decide(crate::RouteDecision::Answer { hang_up: true });
         assert!(statuses(&h.take()).contains(&488));
+    }
+
+    /// A shard routing externally with an anchor whose requests the test
+    /// reads, 1001 registered on :7001, and 1000 calling 1001 with an offer.
+    fn media_harness() -> (Harness, Arc<Anchor>, u64) {
+        let mut h = Harness::new(external());
+        let anchor = Arc::new(Anchor::default());
+        assert!(h.shared.set_media_anchor(anchor.clone()));
+        h.register("1001", "127.0.0.1:7001");
+        h.take();
+        invite_with(&mut h, SDP);
+        let call = h.routes.last().expect("asked to route").call;
+        (h, anchor, call)
+    }
+
+    fn menu() -> crate::HostMedia {
+        crate::HostMedia::Gather(crate::Gather {
+            prompts: vec![crate::PromptRef::Tenant("menu".into())],
+            max_digits: 1,
+            terminator: Some('#'),
+            timeout: Duration::from_secs(5),
+            inter_digit: Duration::from_secs(3),
+            barge_in: true,
+        })
+    }
+
+    fn last_event(h: &Harness) -> crate::CallEvent {
+        h.routes
+            .last()
+            .expect("asked for the next step")
+            .event
+            .clone()
+    }
+
+    #[test]
+    fn an_ivr_answers_gathers_a_key_and_connects_the_caller_to_a_phone() {
+        let (mut h, anchor, call) = media_harness();
+        h.decide(crate::RouteDecision::Media(menu()));
+        let out = h.take();
+        let ok = out
+            .iter()
+            .find(|(_, m)| m.status() == Some(200))
+            .map(|(_, m)| m.clone())
+            .expect("the host answers before it plays");
+        assert_eq!(anchor.asked.lock().as_slice(), ["play [Tenant(\"menu\")]"]);
+        h.feed("127.0.0.1:7000", &ack_for(&ok));
+        // The caller presses 2 while the menu plays: it stops (barge-in).
+        h.shard
+            .media_notice(h.now, call, crate::MediaNotice::Digit('2'));
+        h.drain();
+        assert_eq!(anchor.asked.lock().last().map(String::as_str), Some("stop"));
+        assert_eq!(last_event(&h), crate::CallEvent::DigitsGathered("2".into()));
+        assert_eq!(h.routes.last().unwrap().step, 2);
+        h.decide(crate::RouteDecision::Ring(vec![crate::RingStep {
+            extensions: vec!["1001".into()],
+            timeout: Duration::from_secs(20),
+        }]));
+        let out = h.take();
+        let invite = sent_to(&out, 7001, "INVITE")
+            .expect("the phone rings")
+            .clone();
+        assert!(
+            String::from_utf8_lossy(&invite.body).contains("192.0.2.99"),
+            "offered from the host's media"
+        );
+        assert!(anchor.asked.lock().contains(&"offer from host".to_string()));
+        h.feed("127.0.0.1:7001", &answer(&invite, 180, "Ringing"));
+        h.feed(
+            "127.0.0.1:7001",
+            &with_body(&answer(&invite, 200, "OK"), SDP),
+        );
+        let out = h.take();
+        assert!(
+            sent_to(&out, 7001, "ACK").is_some(),
+            "the phone's answer is acknowledged"
+        );
+        assert!(
+            out.iter().all(|(a, _)| a.port() != 7000),
+            "the caller, answered already, hears nothing in SIP: {out:?}"
+        );
+        assert_eq!(
+            anchor.asked.lock().last().map(String::as_str),
+            Some("connected")
+        );
+        // The caller hangs up: the phone gets the BYE, one record is written.
+        let bye = format!(
+            "BYE sip:pbx@{SERVER} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bKbye\r\nFrom: <sip:1000@{DOMAIN}>;tag=a\r\nTo: {}\r\nCall-ID: call-1\r\nCSeq: 4 BYE\r\nContent-Length: 0\r\n\r\n",
+            ok.header("To").unwrap()
+        );
+        h.feed("127.0.0.1:7000", &bye);
+        assert!(sent_to(&h.take(), 7001, "BYE").is_some());
+        let cdr = h.cdrs.pop().expect("record");
+        assert_eq!(cdr.disposition, model::Disposition::Answered);
+        assert_eq!(cdr.hangup_by, "caller");
+        assert!(h.cdrs.is_empty());
+    }
+
+    #[test]
+    fn a_gather_without_keys_times_out_empty_and_info_keys_count() {
+        let (mut h, _anchor, call) = media_harness();
+        h.decide(crate::RouteDecision::Media(menu()));
+        let ok = h
+            .take()
+            .into_iter()
+            .find(|(_, m)| m.status() == Some(200))
+            .map(|(_, m)| m)
+            .expect("answered");
+        h.feed("127.0.0.1:7000", &ack_for(&ok));
+        h.shard
+            .media_notice(h.now, call, crate::MediaNotice::PromptFinished);
+        h.drain();
+        assert!(h.routes.is_empty(), "waits for a key");
+        let until = h.now + Duration::from_secs(5);
+        h.run_until(until);
+        assert_eq!(
+            last_event(&h),
+            crate::CallEvent::DigitsGathered(String::new())
+        );
+        // The next gather hears a key sent as SIP INFO.
+        h.decide(crate::RouteDecision::Media(menu()));
+        let again = h.take();
+        assert!(again.is_empty(), "answered once only: {again:?}");
+        let to = format!("<sip:1001@{DOMAIN}>;tag={}", {
+            let c = h.shard.calls.get(&call).unwrap();
+            c.a.local_tag.clone()
+        });
+        let body = "Signal=7\r\nDuration=160\r\n";
+        let info = format!(
+            "INFO sip:pbx@{SERVER} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bKinfo\r\nFrom: <sip:1000@{DOMAIN}>;tag=a\r\nTo: {to}\r\nCall-ID: call-1\r\nCSeq: 5 INFO\r\nContent-Type: application/dtmf-relay\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        h.feed("127.0.0.1:7000", &info);
+        assert_eq!(statuses(&h.take()), vec![200]);
+        assert_eq!(last_event(&h), crate::CallEvent::DigitsGathered("7".into()));
+    }
+
+    #[test]
+    fn voicemail_greets_records_and_lights_the_phone() {
+        let (mut h, anchor, call) = media_harness();
+        h.decide(crate::RouteDecision::Media(crate::HostMedia::Voicemail {
+            mailbox: "1001".into(),
+        }));
+        assert!(statuses(&h.take()).contains(&200));
+        assert_eq!(
+            anchor.asked.lock().as_slice(),
+            ["play [Tenant(\"greeting-1001\")]"]
+        );
+        h.shard
+            .media_notice(h.now, call, crate::MediaNotice::PromptFinished);
+        h.drain();
+        assert_eq!(
+            anchor.asked.lock().last().map(String::as_str),
+            Some("record 1001")
+        );
+        h.shard.media_notice(
+            h.now,
+            call,
+            crate::MediaNotice::RecordingStored {
+                id: "m1".into(),
+                duration: Duration::from_secs(5),
+            },
+        );
+        h.shard
+            .notify_mailbox(h.now, model::TenantId(1), "1001", (1, 2));
+        h.drain();
+        let out = h.take();
+        let notify = sent_to(&out, 7001, "NOTIFY").expect("MWI to the mailbox's phone");
+        assert_eq!(notify.header("Event"), Some("message-summary"));
+        let body = String::from_utf8_lossy(&notify.body).to_string();
+        assert!(body.contains("Messages-Waiting: yes"), "{body}");
+        assert!(body.contains("Voice-Message: 1/2"), "{body}");
+        assert_eq!(
+            last_event(&h),
+            crate::CallEvent::RecordingFinished {
+                id: Some("m1".into())
+            }
+        );
+        h.decide(crate::RouteDecision::Media(crate::HostMedia::HangUp));
+        assert!(
+            sent_to(&h.take(), 7000, "BYE").is_some(),
+            "the host hangs up"
+        );
+        assert_eq!(
+            h.cdrs.pop().expect("record").disposition,
+            model::Disposition::Answered
+        );
+    }
+
+    #[test]
+    fn a_refused_connection_after_the_host_answered_hangs_up_the_caller() {
+        let (mut h, _anchor, _call) = media_harness();
+        h.decide(crate::RouteDecision::Media(crate::HostMedia::Play(vec![])));
+        assert!(statuses(&h.take()).contains(&200));
+        let call = h.routes.is_empty();
+        assert!(call, "waits for the prompt");
+        let id = h.shard.calls.keys().copied().next().unwrap();
+        h.shard
+            .media_notice(h.now, id, crate::MediaNotice::PromptFinished);
+        h.drain();
+        assert_eq!(last_event(&h), crate::CallEvent::PromptFinished);
+        h.decide(crate::RouteDecision::reject(403, "Policy Denied"));
+        let out = h.take();
+        assert!(
+            sent_to(&out, 7000, "BYE").is_some(),
+            "BYE, not a 403 after 200"
+        );
+        assert!(statuses(&out).iter().all(|s| *s != 403), "{out:?}");
+        assert_eq!(h.cdrs.len(), 1);
     }
 }
 
@@ -1666,8 +1907,8 @@ mod call_steps {
     /// The next routing request, which must be about a dial attempt.
     fn dial_ended(h: &Harness) -> (DialResult, u32) {
         let req = h.routes.last().expect("asked to route again");
-        match req.event {
-            CallEvent::DialEnded(result) => (result, req.step),
+        match &req.event {
+            CallEvent::DialEnded(result) => (*result, req.step),
             other => panic!("not a dial attempt's end: {other:?}"),
         }
     }

@@ -223,7 +223,7 @@ impl Shard {
             RouteDecision::Reject { status, reason } => {
                 return self.transfer_failed(now, id, status, &reason);
             }
-            RouteDecision::Finish | RouteDecision::Answer { .. } => {
+            RouteDecision::Finish | RouteDecision::Answer { .. } | RouteDecision::Media(_) => {
                 let e = Error::TemporarilyUnavailable;
                 return self.transfer_failed(now, id, e.status(), e.reason());
             }

@@ -205,21 +205,15 @@ impl DtmfReceiver {
     }
 
     fn parse(&self, pkt: &[u8]) -> Option<(u32, u32, u8, bool, u16)> {
-        let header = rtp::rtp_header_len(pkt)?;
+        let payload = rtp::payload(pkt)?;
         if pkt[1] & 0x7f != self.payload_type {
             return None;
         }
-        let padding = if pkt[0] & 0x20 != 0 {
-            usize::from(*pkt.last()?)
-        } else {
-            0
-        };
-        let payload = pkt.get(header..pkt.len().checked_sub(padding)?)?;
         let &[code, flags, d0, d1, ..] = payload else {
             return None;
         };
         event_digit(code)?;
-        let ts = u32::from_be_bytes([pkt[4], pkt[5], pkt[6], pkt[7]]);
+        let ts = rtp::timestamp(pkt)?;
         let ssrc = rtp::ssrc(pkt, rtp::Channel::Rtp)?;
         Some((
             ssrc,

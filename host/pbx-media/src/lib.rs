@@ -1,7 +1,8 @@
 //! Media anchoring for the PBX: both legs of a call send their media to the host,
 //! which relays RTP and RTCP between them, terminates SRTP per leg and re-keys it,
 //! and reports calls whose media stopped. On a leg the host answers itself it is
-//! the endpoint: it plays prompts and hears key presses.
+//! the endpoint: it plays prompts, hears key presses and records; such a leg can
+//! later be connected to the other one without a new offer to it.
 //!
 //! # Design
 //! Protocol logic is sans-IO and clock-free; only [`relay`] does I/O.
@@ -19,17 +20,23 @@
 //!   absolute schedule, continuous sequence and timestamp).
 //! - [`dtmf`]: the Q.23 keypad and [`DtmfReceiver`], RFC 4733 telephone events
 //!   to one digit per key press.
+//! - [`record`]: [`RecordSpec`] and [`Recording`], what a leg sends as 8 kHz
+//!   PCM placed by RTP timestamp, ended by length, silence, a key or a stop;
+//!   bounded by [`record::MAX_RECORDING`].
 //! - [`session`]: [`MediaSession`], the state of one call: offer/answer rewriting
 //!   (`offer_from`/`answer_from` return the SDP for the other leg), latching
 //!   (symmetric RTP), decrypt/re-encrypt, statistics, and `idle_since()`; fed
 //!   datagrams and `now`, it returns what to send. On a leg answered with
-//!   `answer_here` it plays (`play`, `poll_transmit`, `poll_timeout`) and hears
-//!   digits, reported as [`SessionEvent`]s.
+//!   `answer_here` it plays (`play`, `poll_transmit`, `poll_timeout`), hears
+//!   digits and records (`record`), reported as [`SessionEvent`]s;
+//!   `offer_from_host`/`answer_to_host_offer` then connect it to the other leg.
 //! - [`relay`]: [`MediaRelay`] owns the UDP port range (even RTP port, RTCP next),
 //!   [`MediaRelay::open_call`] reserves a pair per leg and runs one task per call,
 //!   which also sends what its session has due to play;
-//!   [`CallMedia`] is the synchronous handle the B2BUA uses, and idle calls,
-//!   finished prompts and digits are reported as [`MediaEvent`]s.
+//!   [`CallMedia`] is the synchronous handle the B2BUA uses, [`MediaControl`]
+//!   a cloneable one for playing and recording from other tasks, and idle
+//!   calls, finished prompts, digits and recordings are reported as
+//!   [`MediaEvent`]s.
 //!
 //! Keys for a leg are only ever written into SDP sent to that leg, and only when
 //! its signalling is secure ([`Security`]); [`EncryptionPolicy`] decides whether
@@ -57,6 +64,7 @@
 //!     match event {
 //!         MediaEvent::PromptFinished { .. } => { /* play the next, or hang up */ }
 //!         MediaEvent::Digit { digit: _, .. } => { /* barge in: */ ivr.stop_playing(Leg::A); }
+//!         MediaEvent::RecordingFinished { recording, .. } => { let _wav = recording.to_wav(); }
 //!         _ => {}
 //!     }
 //! }
@@ -69,6 +77,7 @@ mod error;
 pub mod g711;
 pub mod play;
 pub mod prompt;
+pub mod record;
 pub mod relay;
 pub(crate) mod rtp;
 pub mod sdes;
@@ -81,7 +90,8 @@ pub use error::{Error, MediaError, Result};
 pub use g711::G711;
 pub use play::Player;
 pub use prompt::Prompt;
-pub use relay::{CallId, CallMedia, MediaConfig, MediaEvent, MediaRelay, Pacing};
+pub use record::{RecordSpec, Recording, RecordingEnd};
+pub use relay::{CallId, CallMedia, MediaConfig, MediaControl, MediaEvent, MediaRelay, Pacing};
 pub use rtp::Channel;
 pub use sdes::{KeyMaterial, Suite};
 pub use session::{

@@ -165,6 +165,12 @@ impl Player {
         was
     }
 
+    /// Prompts queued, the one playing included; each is followed by one
+    /// packet with [`Played::finished_prompt`] unless stopped.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
     /// Whether a prompt is playing.
     pub fn is_playing(&self) -> bool {
         self.next_due.is_some()
@@ -323,8 +329,10 @@ mod tests {
             p.play(tone.clone(), t0).unwrap();
         }
         assert!(matches!(p.play(tone.clone(), t0), Err(Error::Prompt(_))));
+        assert_eq!(p.queued(), MAX_QUEUED_PROMPTS + 1);
         assert!(p.poll_packet(t0).is_some());
         assert!(p.stop());
+        assert_eq!(p.queued(), 0);
         assert!(!p.stop());
         assert_eq!((p.poll_timeout(), p.poll_packet(t0 + PTIME)), (None, None));
         // Playing again starts with the prompt's first packet.

@@ -34,7 +34,7 @@ pub const MAX_WAV_BYTES: usize = 2 * MAX_PROMPT_SAMPLES + 64 * 1024;
 
 /// The peak of a sine at 0 dBm0 in 16-bit linear PCM: G.711 µ-law overloads at
 /// +3.17 dBm0, a peak of 32 636.
-const DBM0_PEAK: f64 = 22_662.0;
+pub(crate) const DBM0_PEAK: f64 = 22_662.0;
 
 /// Level of each frequency of a DTMF tone, in dBm0.
 pub const DTMF_LEVEL_DBM0: f64 = -7.0;
@@ -71,10 +71,16 @@ impl std::fmt::Debug for Prompt {
     }
 }
 
-fn samples_in(d: Duration) -> usize {
+/// Whole samples at [`SAMPLE_RATE`] in `d` (rounded down).
+pub(crate) fn samples_in(d: Duration) -> usize {
     (d.as_nanos() * u128::from(SAMPLE_RATE) / 1_000_000_000)
         .try_into()
         .unwrap_or(usize::MAX)
+}
+
+/// The time `n` samples at [`SAMPLE_RATE`] last.
+pub(crate) fn duration_of(n: usize) -> Duration {
+    Duration::from_nanos(n as u64 * 1_000_000_000 / u64::from(SAMPLE_RATE))
 }
 
 fn check_len(n: usize) -> Result<()> {
@@ -211,7 +217,7 @@ impl Prompt {
 
     /// Length in time.
     pub fn duration(&self) -> Duration {
-        Duration::from_nanos(self.samples() as u64 * 1_000_000_000 / u64::from(SAMPLE_RATE))
+        duration_of(self.samples())
     }
 
     /// Up to `n` samples from `at`; silence reads as no samples (the encoder

@@ -1,6 +1,15 @@
 //! The tokio layer: a port pool, one task per call that moves datagrams between
 //! the call's four sockets through its [`MediaSession`], plays what the session
-//! has due, and reports idle calls, finished prompts and key presses.
+//! has due, and reports idle calls, finished prompts, key presses and
+//! recordings.
+//!
+//! # Handles
+//! [`CallMedia`] owns a call's media: dropping it stops the task and frees the
+//! ports. [`MediaControl`] ([`CallMedia::control`]) is a cloneable handle to
+//! the same session for what the host does on a leg it answered (play, record)
+//! from other tasks, e.g. one that loads a prompt from storage first. Once the
+//! call's media is closed its methods do nothing (`play` and `record` say so
+//! with an error): nothing would be sent or heard.
 //!
 //! # Pacing
 //! Each call's task sleeps until its session's `poll_timeout()` (the next
@@ -28,7 +37,7 @@
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -38,6 +47,7 @@ use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
 use crate::prompt::Prompt;
+use crate::record::{RecordSpec, Recording};
 use crate::rtp::Channel;
 use crate::session::{
     AnsweredFormat, CallMediaStats, EncryptionPolicy, Leg, LocalPorts, MediaSession, Security,
@@ -94,6 +104,15 @@ pub enum MediaEvent {
         /// How long the key was held.
         duration_ms: u32,
     },
+    /// A recording on a leg the host answered ended ([`CallMedia::record`]).
+    RecordingFinished {
+        /// The call.
+        call: CallId,
+        /// The leg.
+        leg: Leg,
+        /// The audio and why it ended.
+        recording: Recording,
+    },
 }
 
 impl MediaEvent {
@@ -109,6 +128,11 @@ impl MediaEvent {
                 leg,
                 digit,
                 duration_ms,
+            },
+            SessionEvent::RecordingFinished { leg, recording } => MediaEvent::RecordingFinished {
+                call,
+                leg,
+                recording,
             },
         }
     }
@@ -370,9 +394,10 @@ impl MediaRelay {
             b: pb.rtp,
         };
         let id = CallId(self.inner.next_id.fetch_add(1, Ordering::Relaxed));
-        let now = tokio::time::Instant::now().into_std();
+        let now = now();
         let session = Arc::new(Mutex::new(MediaSession::new(local, now)));
         let wake = Arc::new(Notify::new());
+        let closed = Arc::new(AtomicBool::new(false));
         let task = runtime.spawn(run_call(CallTask {
             id,
             session: session.clone(),
@@ -383,9 +408,12 @@ impl MediaRelay {
             _ports: [pa, pb],
         }));
         Ok(CallMedia {
-            id,
-            session,
-            wake,
+            control: MediaControl {
+                id,
+                session,
+                wake,
+                closed,
+            },
             task,
         })
     }
@@ -405,17 +433,14 @@ fn bind_pair(ip: IpAddr, port: u16) -> Result<[UdpSocket; 2]> {
 /// The media of one call. Dropping it (or [`CallMedia::close`]) stops the relay
 /// task; the ports return to the pool once the task has ended.
 pub struct CallMedia {
-    id: CallId,
-    session: Arc<Mutex<MediaSession>>,
-    /// Tells the call's task that the session's timeout changed.
-    wake: Arc<Notify>,
+    control: MediaControl,
     task: JoinHandle<()>,
 }
 
 impl std::fmt::Debug for CallMedia {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CallMedia")
-            .field("id", &self.id)
+            .field("id", &self.control.id)
             .finish_non_exhaustive()
     }
 }
@@ -423,12 +448,22 @@ impl std::fmt::Debug for CallMedia {
 impl CallMedia {
     /// The call's id (as reported in [`MediaEvent`]s).
     pub fn id(&self) -> CallId {
-        self.id
+        self.control.id
+    }
+
+    fn session(&self) -> parking_lot::MutexGuard<'_, MediaSession> {
+        self.control.session.lock()
+    }
+
+    /// A cloneable handle for playing and recording on this call from other
+    /// tasks (see the module docs).
+    pub fn control(&self) -> MediaControl {
+        self.control.clone()
     }
 
     /// Our address and the ports facing each leg.
     pub fn local(&self) -> LocalPorts {
-        self.session.lock().local()
+        self.session().local()
     }
 
     /// See [`MediaSession::offer_from`].
@@ -439,7 +474,7 @@ impl CallMedia {
         security: Security,
         policy: EncryptionPolicy,
     ) -> Result<Vec<u8>> {
-        self.session.lock().offer_from(leg, sdp, security, policy)
+        self.session().offer_from(leg, sdp, security, policy)
     }
 
     /// See [`MediaSession::answer_from`].
@@ -450,7 +485,9 @@ impl CallMedia {
         security: Security,
         policy: EncryptionPolicy,
     ) -> Result<Vec<u8>> {
-        self.session.lock().answer_from(leg, sdp, security, policy)
+        let out = self.session().answer_from(leg, sdp, security, policy)?;
+        self.control.wake.notify_one();
+        Ok(out)
     }
 
     /// See [`MediaSession::answer_here`].
@@ -461,44 +498,78 @@ impl CallMedia {
         from_secure: bool,
         policy: EncryptionPolicy,
     ) -> Result<Vec<u8>> {
-        self.session
-            .lock()
-            .answer_here(leg, sdp, from_secure, policy)
+        self.session().answer_here(leg, sdp, from_secure, policy)
+    }
+
+    /// See [`MediaSession::offer_from_host`].
+    pub fn offer_from_host(
+        &self,
+        to: Leg,
+        to_secure: bool,
+        policy: EncryptionPolicy,
+    ) -> Result<Vec<u8>> {
+        self.session().offer_from_host(to, to_secure, policy)
+    }
+
+    /// See [`MediaSession::answer_to_host_offer`]; what played or recorded on
+    /// the other leg stops without events.
+    pub fn answer_to_host_offer(
+        &self,
+        from: Leg,
+        sdp: &[u8],
+        security: Security,
+        policy: EncryptionPolicy,
+    ) -> Result<()> {
+        self.session()
+            .answer_to_host_offer(from, sdp, security, policy)?;
+        self.control.wake.notify_one();
+        Ok(())
     }
 
     /// See [`MediaSession::answered_format`].
     pub fn answered_format(&self, leg: Leg) -> Option<AnsweredFormat> {
-        self.session.lock().answered_format(leg)
+        self.session().answered_format(leg)
     }
 
-    /// Plays `prompt` on `leg`, which the host answered, after what is queued
-    /// there; [`MediaEvent::PromptFinished`] follows its last packet. See
-    /// [`MediaSession::play`] for the errors.
+    /// See [`MediaControl::play`].
     pub fn play(&self, leg: Leg, prompt: Prompt) -> Result<()> {
-        let now = tokio::time::Instant::now().into_std();
-        self.session.lock().play(leg, prompt, now)?;
-        self.wake.notify_one();
-        Ok(())
+        self.control.play(leg, prompt)
     }
 
-    /// See [`MediaSession::stop_playing`].
+    /// See [`MediaControl::stop_playing`].
     pub fn stop_playing(&self, leg: Leg) -> bool {
-        self.session.lock().stop_playing(leg)
+        self.control.stop_playing(leg)
     }
 
-    /// See [`MediaSession::is_playing`].
+    /// See [`MediaControl::is_playing`].
     pub fn is_playing(&self, leg: Leg) -> bool {
-        self.session.lock().is_playing(leg)
+        self.control.is_playing(leg)
+    }
+
+    /// See [`MediaControl::record`].
+    pub fn record(&self, leg: Leg, spec: RecordSpec) -> Result<()> {
+        self.control.record(leg, spec)
+    }
+
+    /// See [`MediaControl::stop_recording`].
+    pub fn stop_recording(&self, leg: Leg) -> bool {
+        self.control.stop_recording(leg)
+    }
+
+    /// See [`MediaSession::take_recording`].
+    pub fn take_recording(&self, leg: Leg) -> Option<crate::Recording> {
+        let now = tokio::time::Instant::now().into_std();
+        self.session().take_recording(leg, now)
     }
 
     /// Counters of both legs.
     pub fn stats(&self) -> CallMediaStats {
-        self.session.lock().stats()
+        self.session().stats()
     }
 
     /// When media last arrived.
     pub fn idle_since(&self) -> Instant {
-        self.session.lock().idle_since()
+        self.session().idle_since()
     }
 
     /// Stops relaying and frees the ports.
@@ -507,7 +578,101 @@ impl CallMedia {
 
 impl Drop for CallMedia {
     fn drop(&mut self) {
+        self.control.closed.store(true, Ordering::Release);
         self.task.abort();
+    }
+}
+
+/// A cloneable handle to a call's session for what the host does on a leg it
+/// answered: play prompts and record. `Send` and `Sync`; see the module docs
+/// for what it does once the call's media is closed.
+#[derive(Clone)]
+pub struct MediaControl {
+    id: CallId,
+    session: Arc<Mutex<MediaSession>>,
+    /// Tells the call's task that the session's timeout changed or it has
+    /// events to report.
+    wake: Arc<Notify>,
+    /// Set when the [`CallMedia`] is dropped.
+    closed: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for MediaControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MediaControl")
+            .field("id", &self.id)
+            .field("closed", &self.is_closed())
+            .finish_non_exhaustive()
+    }
+}
+
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+impl MediaControl {
+    /// The call's id (as reported in [`MediaEvent`]s).
+    pub fn id(&self) -> CallId {
+        self.id
+    }
+
+    /// Whether the call's media is closed.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    fn open(&self) -> Result<parking_lot::MutexGuard<'_, MediaSession>> {
+        if self.is_closed() {
+            return Err(Error::Protocol("the call's media is closed"));
+        }
+        Ok(self.session.lock())
+    }
+
+    /// Plays `prompt` on `leg`, which the host answered, after what is queued
+    /// there; [`MediaEvent::PromptFinished`] follows its last packet. See
+    /// [`MediaSession::play`] for the errors; `Protocol` once the call's media
+    /// is closed.
+    pub fn play(&self, leg: Leg, prompt: Prompt) -> Result<()> {
+        self.open()?.play(leg, prompt, now())?;
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// See [`MediaSession::stop_playing`].
+    pub fn stop_playing(&self, leg: Leg) -> bool {
+        let stopped = self.open().is_ok_and(|mut s| s.stop_playing(leg));
+        self.wake.notify_one();
+        stopped
+    }
+
+    /// See [`MediaSession::is_playing`]; false once the call's media is closed.
+    pub fn is_playing(&self, leg: Leg) -> bool {
+        self.open().is_ok_and(|s| s.is_playing(leg))
+    }
+
+    /// Records what `leg`, which the host answered, sends;
+    /// [`MediaEvent::RecordingFinished`] follows its end. See
+    /// [`MediaSession::record`] for the errors; `Protocol` once the call's
+    /// media is closed.
+    pub fn record(&self, leg: Leg, spec: RecordSpec) -> Result<()> {
+        self.open()?.record(leg, spec, now())?;
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Ends the recording on `leg` early; returns whether one was running.
+    /// [`MediaEvent::RecordingFinished`] follows (not once the call's media
+    /// is closed: then nothing runs).
+    pub fn stop_recording(&self, leg: Leg) -> bool {
+        let stopped = self.open().is_ok_and(|mut s| s.stop_recording(leg, now()));
+        self.wake.notify_one();
+        stopped
+    }
+
+    /// See [`MediaSession::is_recording`]; false once the call's media is
+    /// closed.
+    pub fn is_recording(&self, leg: Leg) -> bool {
+        self.open().is_ok_and(|s| s.is_recording(leg))
     }
 }
 
@@ -540,13 +705,19 @@ impl CallTask {
     /// Passes the session's events on.
     fn report(&self, session: &mut MediaSession) {
         while let Some(event) = session.poll_event() {
-            self.shared.emit(MediaEvent::from_session(self.id, event));
+            let recording = matches!(event, SessionEvent::RecordingFinished { .. });
+            if !self.shared.emit(MediaEvent::from_session(self.id, event)) && recording {
+                tracing::warn!(
+                    call = self.id.0,
+                    "a finished recording was dropped: the event channel is full"
+                );
+            }
         }
     }
 
     /// Sends what the session has due and runs its timeouts.
     async fn on_timeout(&self) {
-        let now = tokio::time::Instant::now().into_std();
+        let now = now();
         loop {
             let t = self.session.lock().poll_transmit(now);
             let Some(t) = t else { break };
@@ -612,11 +783,14 @@ async fn run_call(task: CallTask) {
                 }
                 continue;
             }
-            () = task.wake.notified() => continue,
+            () = task.wake.notified() => {
+                task.report(&mut task.session.lock());
+                continue;
+            }
         };
         // Receive errors on UDP (e.g. ICMP port unreachable surfaced) are not fatal.
         let Ok((data, from)) = res else { continue };
-        let now = tokio::time::Instant::now().into_std();
+        let now = now();
         let out = {
             let mut session = task.session.lock();
             let out = session.handle(now, leg, channel, from, data);
@@ -936,6 +1110,231 @@ mod tests {
         );
         assert_eq!(call.stats().a.digits, 1);
         assert_eq!(relay.events_dropped(), 0);
+    }
+
+    /// A call whose caller (a loopback socket) the host answered with PCMA
+    /// and telephone events.
+    async fn answered_call(relay: &MediaRelay) -> (CallMedia, UdpSocket, SocketAddr) {
+        let call = relay.open_call().unwrap();
+        let caller = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let port = caller.local_addr().unwrap().port();
+        let offer = format!(
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=audio {port} RTP/AVP 8 101\r\na=rtpmap:8 PCMA/8000\r\n\
+             a=rtpmap:101 telephone-event/8000\r\n"
+        );
+        call.answer_here(Leg::A, offer.as_bytes(), false, EncryptionPolicy::Optional)
+            .unwrap();
+        let to = SocketAddr::new(call.local().ip, call.local().a);
+        (call, caller, to)
+    }
+
+    async fn next_event<T>(events: &mut mpsc::Receiver<T>) -> T {
+        tokio::time::timeout(Duration::from_secs(5), events.recv())
+            .await
+            .expect("an event")
+            .expect("the relay is alive")
+    }
+
+    fn spec(max: Duration) -> RecordSpec {
+        RecordSpec {
+            max,
+            beep: false,
+            finish_key: Some('#'),
+            silence: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_host_records_the_caller_until_the_finish_key() {
+        use crate::g711::G711;
+        use crate::record::{
+            RecordingEnd,
+            tests::{packets, through, tone},
+        };
+        let (relay, mut events) =
+            MediaRelay::with_event_capacity(config(21500, 21509), 16).unwrap();
+        let (call, caller, to) = answered_call(&relay).await;
+        assert!(matches!(
+            call.record(Leg::B, spec(Duration::from_secs(10))),
+            Err(Error::Protocol(_))
+        ));
+        call.record(Leg::A, spec(Duration::from_secs(10))).unwrap();
+        let pcm = tone(500);
+        for p in packets(G711::Pcma, 8, 0x0a0b_0c0d, 1000, &pcm) {
+            caller.send_to(&p, to).await.unwrap();
+        }
+        // The caller presses # (the end three times).
+        for seq in [100u16, 101, 102] {
+            let mut p = vec![0x80, 101];
+            p.extend_from_slice(&seq.to_be_bytes());
+            p.extend_from_slice(&9000u32.to_be_bytes());
+            p.extend_from_slice(&0x0a0b_0c0du32.to_be_bytes());
+            p.extend_from_slice(&[11, 0x8a, 3, 32]);
+            caller.send_to(&p, to).await.unwrap();
+        }
+        let MediaEvent::RecordingFinished {
+            call: id,
+            leg,
+            recording,
+        } = next_event(&mut events).await
+        else {
+            panic!("the recording first, and no digit");
+        };
+        assert_eq!((id, leg), (call.id(), Leg::A));
+        assert_eq!(recording.end, RecordingEnd::FinishKey);
+        assert_eq!(recording.samples, through(G711::Pcma, &pcm));
+        assert_eq!(call.stats().a.digits, 1);
+
+        // Stopped from outside: the task reports it without waiting for media.
+        call.record(Leg::A, spec(Duration::from_secs(10))).unwrap();
+        assert!(call.stop_recording(Leg::A));
+        let MediaEvent::RecordingFinished { recording, .. } = next_event(&mut events).await else {
+            panic!("a recording");
+        };
+        assert_eq!(
+            (recording.end, recording.samples.len()),
+            (RecordingEnd::Stopped, 0)
+        );
+        assert!(!call.stop_recording(Leg::A));
+        assert_eq!(relay.events_dropped(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_recording_without_media_ends_at_max() {
+        let (relay, mut events) =
+            MediaRelay::with_event_capacity(config(21600, 21609), 16).unwrap();
+        let (call, _caller, _) = answered_call(&relay).await;
+        let started = tokio::time::Instant::now();
+        call.record(Leg::A, spec(Duration::from_secs(20))).unwrap();
+        // The paused clock jumps to the deadline.
+        let MediaEvent::RecordingFinished { recording, .. } = events.recv().await.unwrap() else {
+            panic!("a recording");
+        };
+        assert_eq!(recording.end, crate::RecordingEnd::MaxLength);
+        assert!(recording.samples.is_empty());
+        assert_eq!(started.elapsed(), Duration::from_secs(20));
+    }
+
+    #[tokio::test]
+    async fn a_control_handle_plays_from_another_task_and_is_harmless_after_close() {
+        fn send_sync<T: Send + Sync + Clone + 'static>() {}
+        send_sync::<MediaControl>();
+        let (relay, mut events) =
+            MediaRelay::with_event_capacity(config(21700, 21709), 16).unwrap();
+        let (call, caller, _) = answered_call(&relay).await;
+        let control = call.control();
+        assert_eq!(control.id(), call.id());
+        let task = tokio::spawn({
+            let control = control.clone();
+            async move {
+                // As if the prompt were loaded from storage first.
+                tokio::task::yield_now().await;
+                control.play(Leg::A, Prompt::silence(Duration::from_millis(60))?)
+            }
+        });
+        task.await.unwrap().unwrap();
+        for _ in 0..3 {
+            let p = recv(&caller).await;
+            assert_eq!((p.len(), p[1] & 0x7f), (172, 8));
+        }
+        assert_eq!(
+            next_event(&mut events).await,
+            MediaEvent::PromptFinished {
+                call: call.id(),
+                leg: Leg::A
+            }
+        );
+        control
+            .record(Leg::A, spec(Duration::from_secs(30)))
+            .unwrap();
+        assert!(control.is_recording(Leg::A));
+        control.play(Leg::A, Prompt::beep()).unwrap();
+        assert!(control.is_playing(Leg::A));
+
+        call.close();
+        assert!(control.is_closed());
+        assert!(!control.is_playing(Leg::A) && !control.is_recording(Leg::A));
+        assert!(matches!(
+            control.play(Leg::A, Prompt::beep()),
+            Err(Error::Protocol(_))
+        ));
+        assert!(matches!(
+            control.record(Leg::A, spec(Duration::from_secs(1))),
+            Err(Error::Protocol(_))
+        ));
+        assert!(!control.stop_playing(Leg::A) && !control.stop_recording(Leg::A));
+        // Nothing is sent once the task is gone, and the ports are freed
+        // although the handle lives on.
+        let mut buf = [0u8; 2048];
+        for _ in 0..100 {
+            if relay.free_port_pairs() == 5 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(relay.free_port_pairs(), 5);
+        while let Ok(Ok(_)) =
+            tokio::time::timeout(Duration::from_millis(100), caller.recv_from(&mut buf)).await
+        {
+            // packets sent before the close
+        }
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), caller.recv_from(&mut buf))
+                .await
+                .is_err()
+        );
+        drop(control);
+    }
+
+    #[tokio::test]
+    async fn a_caller_answered_at_the_host_is_connected_to_the_callee() {
+        let (relay, _events) = MediaRelay::new(config(21800, 21809)).unwrap();
+        let (call, caller, to_a) = answered_call(&relay).await;
+        let callee = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let callee_port = callee.local_addr().unwrap().port();
+        call.play(Leg::A, Prompt::beep()).unwrap();
+        let played = recv(&caller).await;
+        let host_ssrc = crate::rtp::ssrc(&played, Channel::Rtp).unwrap();
+
+        let offer = call
+            .offer_from_host(Leg::B, false, EncryptionPolicy::Optional)
+            .unwrap();
+        let offer = Sdp::parse(&offer).unwrap();
+        assert_eq!(offer.media[0].formats, ["8", "101"]);
+        assert_eq!(offer.media[0].port, call.local().b);
+        let answer = format!(
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=audio {callee_port} RTP/AVP 8 101\r\n"
+        );
+        call.answer_to_host_offer(
+            Leg::B,
+            answer.as_bytes(),
+            Security {
+                from_secure: false,
+                to_secure: false,
+            },
+            EncryptionPolicy::Optional,
+        )
+        .unwrap();
+        assert!(!call.is_playing(Leg::A));
+
+        let to_b = SocketAddr::new(call.local().ip, call.local().b);
+        let mut from_a = rtp(0xaaaa, 1);
+        from_a[1] = 8;
+        caller.send_to(&from_a, to_a).await.unwrap();
+        assert_eq!(recv(&callee).await, from_a);
+        let mut from_b = rtp(0xbbbb, 1);
+        from_b[1] = 8;
+        callee.send_to(&from_b, to_b).await.unwrap();
+        // Prompt packets sent before the answer may still be queued.
+        loop {
+            let got = recv(&caller).await;
+            if crate::rtp::ssrc(&got, Channel::Rtp) != Some(host_ssrc) {
+                assert_eq!(got, from_b);
+                break;
+            }
+        }
     }
 
     #[test]

@@ -35,6 +35,24 @@ pub(crate) fn rtp_header_len(pkt: &[u8]) -> Option<usize> {
     (len <= pkt.len()).then_some(len)
 }
 
+/// The payload of an RTP packet: after the header, before any padding (RFC 3550
+/// §5.1: the last octet counts the padding); `None` when malformed.
+pub(crate) fn payload(pkt: &[u8]) -> Option<&[u8]> {
+    let header = rtp_header_len(pkt)?;
+    let padding = if pkt[0] & 0x20 != 0 {
+        usize::from(*pkt.last()?)
+    } else {
+        0
+    };
+    pkt.get(header..pkt.len().checked_sub(padding)?)
+}
+
+/// RTP timestamp.
+pub(crate) fn timestamp(pkt: &[u8]) -> Option<u32> {
+    let b = pkt.get(4..8)?;
+    Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+}
+
 /// RTP SSRC (bytes 8..12) or RTCP sender SSRC (bytes 4..8).
 pub(crate) fn ssrc(pkt: &[u8], channel: Channel) -> Option<u32> {
     let at = match channel {
@@ -115,6 +133,23 @@ mod tests {
         assert_eq!(classify(&p), None);
         assert_eq!(ssrc(&rtp(1), Channel::Rtp), Some(0x01020304));
         assert_eq!(seq(&rtp(513)), Some(513));
+    }
+
+    #[test]
+    fn payload_skips_header_and_padding() {
+        let mut p = rtp(1);
+        p[4..8].copy_from_slice(&7u32.to_be_bytes());
+        assert_eq!(timestamp(&p), Some(7));
+        assert_eq!(payload(&p).map(<[u8]>::len), Some(20));
+        // CSRC count 1: four more header bytes.
+        p[0] |= 1;
+        assert_eq!(payload(&p).map(<[u8]>::len), Some(16));
+        // Padding of 3 (the count included).
+        p[0] = 0x80 | 0x20;
+        *p.last_mut().unwrap() = 3;
+        assert_eq!(payload(&p).map(<[u8]>::len), Some(17));
+        *p.last_mut().unwrap() = 200;
+        assert_eq!(payload(&p), None, "padding longer than the packet");
     }
 
     #[test]

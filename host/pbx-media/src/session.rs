@@ -16,8 +16,17 @@
 //! a leg the host plays prompts ([`MediaSession::play`], paced by
 //! [`MediaSession::poll_transmit`] and [`MediaSession::poll_timeout`]) in the
 //! format its answer chose ([`AnsweredFormat`]), SRTP-protected with the key
-//! that answer gave, and hears RFC 4733 key presses. What happens is told by
-//! [`SessionEvent`]s from [`MediaSession::poll_event`].
+//! that answer gave, hears RFC 4733 key presses, and records what the leg
+//! sends ([`MediaSession::record`], see [`crate::record`]). What happens is
+//! told by [`SessionEvent`]s from [`MediaSession::poll_event`].
+//!
+//! # Connecting a leg the host answered
+//! When the host answered leg A itself (an IVR) and the call then goes on to
+//! leg B, [`MediaSession::offer_from_host`] makes the offer for B from the
+//! host's own answer to A: the one format it kept, with the same payload type
+//! numbers, so A needs no new offer/answer. B's answer
+//! ([`MediaSession::answer_to_host_offer`]) ends the host's end of A and the
+//! legs are relayed as in any call; A keeps the keys of the host's answer.
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
@@ -25,11 +34,12 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::dtmf::DtmfReceiver;
+use crate::dtmf::{self, Digit, DtmfReceiver};
 use crate::error::{Error, Result};
 use crate::g711::G711;
 use crate::play::Player;
 use crate::prompt::Prompt;
+use crate::record::{RecordSpec, Recorder, Recording, RecordingEnd};
 use crate::rtp::{self, Channel, LossCounter};
 use crate::sdes::{self, Chosen, KeyMaterial, Suite};
 use crate::sdp::{CryptoAttr, Direction, Line, Media, Sdp};
@@ -134,7 +144,7 @@ pub struct AnsweredFormat {
 }
 
 /// Something that happened on a leg the host answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionEvent {
     /// The last packet of a prompt was sent (or, on a leg whose answer does
     /// not let the host send, its time passed).
@@ -151,9 +161,18 @@ pub enum SessionEvent {
         /// How long the key was held.
         duration_ms: u32,
     },
+    /// A recording ([`MediaSession::record`]) ended.
+    RecordingFinished {
+        /// The leg it was made on.
+        leg: Leg,
+        /// The audio and why it ended.
+        recording: Recording,
+    },
 }
 
-/// Events a session holds until polled; more are dropped and counted.
+/// Events a session holds until polled; more are dropped and counted. A
+/// [`SessionEvent::RecordingFinished`] is never dropped: there is at most one
+/// per call of [`MediaSession::record`].
 pub const MAX_SESSION_EVENTS: usize = 64;
 
 /// Per-leg counters. "in" is what the leg sent us, "out" what we sent it.
@@ -208,10 +227,120 @@ struct LegState {
 /// The host's end of a leg it answered.
 struct HostEnd {
     format: Option<AnsweredFormat>,
+    /// The `a=rtpmap`/`a=fmtp` lines of the formats the answer kept, and the
+    /// transport it answered on: what an offer to the other leg repeats.
+    kept: Vec<Line>,
+    proto: String,
     /// Whether the answer lets the host send (not `recvonly` or `inactive`).
     sends: bool,
     player: Option<Player>,
+    /// When the player last handed out a packet.
+    last_played: Option<Instant>,
     dtmf: Option<DtmfReceiver>,
+    capture: Option<Capture>,
+}
+
+/// A recording on a leg the host answered.
+struct Capture {
+    recorder: Recorder,
+    /// The key that ends it, as [`dtmf::event_digit`] names it.
+    finish_key: Option<char>,
+    /// While its beep is to play: the prompts still to finish before the beep.
+    beep_ahead: Option<usize>,
+}
+
+impl HostEnd {
+    /// The law and payload type the host plays and records in.
+    fn g711(&self) -> Result<(G711, u8)> {
+        self.format
+            .and_then(|f| Some((f.g711?, f.payload_type)))
+            .ok_or(Error::NotAcceptable(
+                "the host's answer chose neither PCMU nor PCMA",
+            ))
+    }
+
+    /// The beep of a recording will not play (stopped, or the player is gone):
+    /// the recording starts where playing stopped.
+    fn beep_cut(&mut self) {
+        if let Some(c) = &mut self.capture
+            && c.beep_ahead.take().is_some()
+        {
+            c.recorder
+                .start(self.last_played.unwrap_or(c.recorder.created()));
+        }
+    }
+
+    /// Ends the recording, if one runs, with `how` and queues its event; a
+    /// beep still to play stops with what plays. Returns whether one ran.
+    fn end_recording(
+        &mut self,
+        leg: Leg,
+        how: RecordingEnd,
+        events: &mut VecDeque<SessionEvent>,
+    ) -> bool {
+        let Some(c) = self.capture.take() else {
+            return false;
+        };
+        if c.beep_ahead.is_some()
+            && let Some(p) = &mut self.player
+        {
+            p.stop();
+        }
+        events.push_back(SessionEvent::RecordingFinished {
+            leg,
+            recording: c.recorder.finish(how),
+        });
+        true
+    }
+
+    /// A key press: the recording's finish key ends it, any other is reported.
+    fn heard(
+        &mut self,
+        leg: Leg,
+        d: Digit,
+        stats: &mut LegStats,
+        events: &mut VecDeque<SessionEvent>,
+        dropped: &mut u64,
+    ) {
+        stats.digits += 1;
+        if self
+            .capture
+            .as_ref()
+            .is_some_and(|c| c.finish_key == Some(d.digit))
+        {
+            self.end_recording(leg, RecordingEnd::FinishKey, events);
+        } else {
+            push_event(
+                events,
+                dropped,
+                SessionEvent::Digit {
+                    leg,
+                    digit: d.digit,
+                    duration_ms: d.duration_ms,
+                },
+            );
+        }
+    }
+}
+
+/// Counts a finished prompt against the beep of `capture`; true when it was
+/// the beep, which starts the recording at `now`.
+fn beep_finished(capture: &mut Option<Capture>, now: Instant) -> bool {
+    let Some(c) = capture else {
+        return false;
+    };
+    match c.beep_ahead {
+        Some(0) => {
+            c.beep_ahead = None;
+            c.recorder.start(now);
+            true
+        }
+        Some(n) => {
+            c.beep_ahead = Some(n - 1);
+            false
+        }
+        None => false,
+    }
 }
 
 fn push_event(events: &mut VecDeque<SessionEvent>, dropped: &mut u64, event: SessionEvent) {
@@ -273,11 +402,24 @@ struct PendingOffer {
     offered: Vec<(u32, KeyMaterial)>,
 }
 
+/// An offer the host made ([`MediaSession::offer_from_host`]) to the leg
+/// `to`, whose answer connects it with the leg the host answered.
+struct HostOffer {
+    to: Leg,
+    /// The audio format offered: payload type and its encoding and rate.
+    audio: (u8, Option<(String, u32)>),
+    /// The telephone-event payload type offered.
+    events: Option<u8>,
+    /// Keys offered, by tag.
+    offered: Vec<(u32, KeyMaterial)>,
+}
+
 /// The media state of one call. See the module docs.
 pub struct MediaSession {
     local: LocalPorts,
     legs: [LegState; 2],
     offer: Option<PendingOffer>,
+    host_offer: Option<HostOffer>,
     last_media: Instant,
     events: VecDeque<SessionEvent>,
     events_dropped: u64,
@@ -495,6 +637,80 @@ fn keep_playable_format(m: &mut Media) -> Option<AnsweredFormat> {
     })
 }
 
+/// The answerer's key and ours for it: the `a=crypto` of answer `m` that
+/// takes one of the keys `offered` (none offered: plain RTP), as `policy` and
+/// the answerer's transport allow.
+fn answered_keys(
+    offered: &[(u32, KeyMaterial)],
+    m: &Media,
+    security: Security,
+    policy: EncryptionPolicy,
+) -> Result<Option<(KeyMaterial, KeyMaterial)>> {
+    let cryptos = m.cryptos();
+    let mut answerer_keys = None;
+    if offered.is_empty() {
+        if !cryptos.is_empty() {
+            return Err(Error::Protocol(
+                "a=crypto in an answer to a plaintext offer",
+            ));
+        }
+    } else {
+        for c in &cryptos {
+            let Some(ours) = offered.iter().find(|(t, _)| *t == c.tag) else {
+                continue;
+            };
+            if let Some(theirs) = KeyMaterial::from_attr(c)?
+                && theirs.suite() == ours.1.suite()
+            {
+                answerer_keys = Some((theirs, ours.1.clone()));
+                break;
+            }
+        }
+        if answerer_keys.is_none() {
+            if policy == EncryptionPolicy::Required {
+                return Err(Error::EncryptionRequired("answer has no usable a=crypto"));
+            }
+            if m.is_savp() {
+                return Err(Error::NotAcceptable("RTP/SAVP answer without a usable key"));
+            }
+        }
+    }
+    if answerer_keys.is_some() && !security.from_secure {
+        return Err(Error::NotAcceptable(
+            "keys answered on an insecure transport",
+        ));
+    }
+    Ok(answerer_keys)
+}
+
+/// A fresh key for each suite we support, tagged from 1: what an offer to a
+/// leg that gets SRTP carries.
+fn offer_keys() -> Vec<(u32, KeyMaterial)> {
+    (1u32..)
+        .zip(Suite::ALL)
+        .map(|(tag, s)| (tag, KeyMaterial::generate(s)))
+        .collect()
+}
+
+/// The receiver and sender of a leg keyed by `keys` (its key, ours).
+fn srtp_pair(
+    keys: Option<&(KeyMaterial, KeyMaterial)>,
+) -> Result<(Option<SrtpReceiver>, Option<SrtpSender>)> {
+    Ok(match keys {
+        Some((theirs, ours)) => (
+            Some(SrtpReceiver::new(theirs)?),
+            Some(SrtpSender::new(ours)?),
+        ),
+        None => (None, None),
+    })
+}
+
+/// Our `o=` line's value: a fresh session id, version 1, our address.
+fn origin(ip: IpAddr) -> String {
+    let family = if ip.is_ipv4() { "IP4" } else { "IP6" };
+    format!("pbx {} 1 IN {family} {ip}", rand::random::<u32>())
+}
+
 fn anchored(sdp: &mut Sdp, index: usize) -> Result<&mut Media> {
     sdp.media
         .get_mut(index)
@@ -508,6 +724,7 @@ impl MediaSession {
             local,
             legs: Default::default(),
             offer: None,
+            host_offer: None,
             last_media: now,
             events: VecDeque::new(),
             events_dropped: 0,
@@ -539,14 +756,7 @@ impl MediaSession {
         let savp = m.is_savp();
         let from_srtp = offerer_srtp(m, policy, security)?;
         let to_srtp = policy != EncryptionPolicy::Disabled && security.to_secure;
-        let offered: Vec<(u32, KeyMaterial)> = if to_srtp {
-            (1u32..)
-                .zip(Suite::ALL)
-                .map(|(tag, s)| (tag, KeyMaterial::generate(s)))
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let offered = if to_srtp { offer_keys() } else { Vec::new() };
         let to_offerer = from_srtp
             .as_ref()
             .map(|c| (c.tag, KeyMaterial::generate(c.remote.suite())));
@@ -570,6 +780,7 @@ impl MediaSession {
         if leg.rx.as_ref().map(SrtpReceiver::keys) != rx.as_ref().map(SrtpReceiver::keys) {
             leg.rx = rx;
         }
+        self.host_offer = None;
         self.offer = Some(PendingOffer {
             from,
             index,
@@ -605,40 +816,7 @@ impl MediaSession {
         if m.port == 0 || !m.is_rtp() || m.kind != "audio" {
             return Err(Error::NotAcceptable("answer rejected the audio stream"));
         }
-        let cryptos = m.cryptos();
-        let mut answerer_keys: Option<(KeyMaterial, KeyMaterial)> = None;
-        if pending.offered.is_empty() {
-            if !cryptos.is_empty() {
-                return Err(Error::Protocol(
-                    "a=crypto in an answer to a plaintext offer",
-                ));
-            }
-        } else {
-            for c in &cryptos {
-                let Some(ours) = pending.offered.iter().find(|(t, _)| *t == c.tag) else {
-                    continue;
-                };
-                if let Some(theirs) = KeyMaterial::from_attr(c)?
-                    && theirs.suite() == ours.1.suite()
-                {
-                    answerer_keys = Some((theirs, ours.1.clone()));
-                    break;
-                }
-            }
-            if answerer_keys.is_none() {
-                if policy == EncryptionPolicy::Required {
-                    return Err(Error::EncryptionRequired("answer has no usable a=crypto"));
-                }
-                if m.is_savp() {
-                    return Err(Error::NotAcceptable("RTP/SAVP answer without a usable key"));
-                }
-            }
-        }
-        if answerer_keys.is_some() && !security.from_secure {
-            return Err(Error::NotAcceptable(
-                "keys answered on an insecure transport",
-            ));
-        }
+        let answerer_keys = answered_keys(&pending.offered, m, security, policy)?;
         if pending.to_offerer.is_some() && !security.to_secure {
             return Err(Error::EncryptionRequired(
                 "the offerer's transport is no longer secure",
@@ -660,13 +838,7 @@ impl MediaSession {
             .collect();
         om.set_cryptos(&back);
 
-        let (arx, atx) = match &answerer_keys {
-            Some((theirs, ours)) => (
-                Some(SrtpReceiver::new(theirs)?),
-                Some(SrtpSender::new(ours)?),
-            ),
-            None => (None, None),
-        };
+        let (arx, atx) = srtp_pair(answerer_keys.as_ref())?;
         let otx = match &pending.to_offerer {
             Some((_, k)) => Some(SrtpSender::new(k)?),
             None => None,
@@ -712,20 +884,17 @@ impl MediaSession {
         let mut out = rewrite(&parsed, index, self.local.ip, self.local.port(from));
         for line in &mut out.session {
             if line.kind == 'o' {
-                let family = if self.local.ip.is_ipv4() {
-                    "IP4"
-                } else {
-                    "IP6"
-                };
-                line.value = format!(
-                    "pbx {} 1 IN {family} {}",
-                    rand::random::<u32>(),
-                    self.local.ip
-                );
+                line.value = origin(self.local.ip);
             }
         }
         let om = anchored(&mut out, index)?;
         let format = keep_playable_format(om);
+        let kept: Vec<Line> = om
+            .lines
+            .iter()
+            .filter(|l| matches!(l.attr(), Some(("rtpmap" | "fmtp", Some(_)))))
+            .cloned()
+            .collect();
         let sends = matches!(m.direction(), Direction::SendRecv | Direction::RecvOnly);
         let direction = match m.direction() {
             Direction::SendOnly => Some("recvonly"),
@@ -757,12 +926,18 @@ impl MediaSession {
         leg.set_keys(rx, tx);
         let mut end = leg.here.take().unwrap_or(HostEnd {
             format: None,
+            kept: Vec::new(),
+            proto: String::new(),
             sends,
             player: None,
+            last_played: None,
             dtmf: None,
+            capture: None,
         });
         end.sends = sends;
         end.format = format;
+        end.kept = kept;
+        end.proto = m.proto.clone();
         // A new answer keeps the stream going in the format it chose.
         match (
             format.and_then(|f| f.g711.map(|g| (g, f.payload_type))),
@@ -772,6 +947,9 @@ impl MediaSession {
             (None, player) => *player = None,
             (Some(_), None) => {}
         }
+        if end.player.is_none() {
+            end.beep_cut();
+        }
         let event = format.and_then(|f| f.telephone_event);
         if end.dtmf.as_ref().map(|d| d.payload_type()) != event.map(|(pt, _)| pt) {
             end.dtmf = event.map(|(pt, rate)| DtmfReceiver::new(pt, rate));
@@ -779,6 +957,163 @@ impl MediaSession {
         leg.here = Some(end);
         self.offer = None;
         Ok(out.to_bytes())
+    }
+
+    /// An SDP offer toward `to` while the other leg ends at the host
+    /// ([`MediaSession::answer_here`]): our address and the port facing `to`,
+    /// the one format the host's answer on the other leg kept (same payload
+    /// type number, `a=rtpmap` and `a=fmtp`) plus its `telephone-event`,
+    /// `sendrecv`, and SDES keys when `policy` allows SRTP and `to_secure`
+    /// (on `RTP/SAVP` when `policy` requires SRTP or the other leg uses it),
+    /// as [`MediaSession::offer_from`] offers to a secure leg. The answer goes
+    /// to [`MediaSession::answer_to_host_offer`]. Errors: `to` ends at the host
+    /// or the other leg does not (`Protocol`), the host's answer kept no
+    /// format (`NotAcceptable`), SRTP is required and `to` is not secure
+    /// (`EncryptionRequired`).
+    pub fn offer_from_host(
+        &mut self,
+        to: Leg,
+        to_secure: bool,
+        policy: EncryptionPolicy,
+    ) -> Result<Vec<u8>> {
+        if self.legs[to.index()].here.is_some() {
+            return Err(Error::Protocol("the leg to offer to ends at the host"));
+        }
+        let end = self.legs[to.other().index()]
+            .here
+            .as_ref()
+            .ok_or(Error::Protocol("the other leg does not end at the host"))?;
+        let format = end.format.ok_or(Error::NotAcceptable(
+            "the host's answer kept no audio format",
+        ))?;
+        let to_srtp = match policy {
+            EncryptionPolicy::Disabled => false,
+            EncryptionPolicy::Required if !to_secure => {
+                return Err(Error::EncryptionRequired(
+                    "a leg is not on a secure transport",
+                ));
+            }
+            _ => to_secure,
+        };
+        let offered = if to_srtp { offer_keys() } else { Vec::new() };
+        let secure_proto = to_srtp
+            && (policy == EncryptionPolicy::Required
+                || matches!(end.proto.as_str(), "RTP/SAVP" | "RTP/SAVPF"));
+
+        let audio = format.payload_type.to_string();
+        let mut formats = vec![audio.clone()];
+        formats.extend(format.telephone_event.map(|(pt, _)| pt.to_string()));
+        let mut lines = Vec::new();
+        let mapped = end
+            .kept
+            .iter()
+            .any(|l| matches!(l.attr(), Some(("rtpmap", Some(v))) if v.split(' ').next() == Some(&audio)));
+        if !mapped && let Some((name, rate)) = static_format(&audio) {
+            lines.push(Line {
+                kind: 'a',
+                value: format!("rtpmap:{audio} {name}/{rate}"),
+            });
+        }
+        lines.extend(end.kept.iter().cloned());
+        lines.push(Line {
+            kind: 'a',
+            value: "sendrecv".to_owned(),
+        });
+        let ip = self.local.ip;
+        let connection = format!("IN {} {ip}", if ip.is_ipv4() { "IP4" } else { "IP6" });
+        let mut media = Media {
+            kind: "audio".to_owned(),
+            port: self.local.port(to),
+            port_count: None,
+            proto: set_secure(&end.proto, secure_proto),
+            formats,
+            lines,
+        };
+        let attrs: Vec<CryptoAttr> = offered.iter().map(|(t, k)| k.to_attr(*t)).collect();
+        media.set_cryptos(&attrs);
+        let line = |kind: char, value: String| Line { kind, value };
+        let sdp = Sdp {
+            session: vec![
+                line('v', "0".to_owned()),
+                line('o', origin(ip)),
+                line('s', "-".to_owned()),
+                line('c', connection),
+                line('t', "0 0".to_owned()),
+            ],
+            media: vec![media],
+        };
+        self.host_offer = Some(HostOffer {
+            to,
+            audio: (format.payload_type, rtpmap(&sdp.media[0], &audio)),
+            events: format.telephone_event.map(|(pt, _)| pt),
+            offered,
+        });
+        self.offer = None;
+        Ok(sdp.to_bytes())
+    }
+
+    /// Takes the answer from `from` to [`MediaSession::offer_from_host`]. It
+    /// must keep the offered format (same payload type, no other format but
+    /// the offered `telephone-event`) and SRTP as [`MediaSession::answer_from`]
+    /// requires; then `from`'s address and keys are set, the host's end of the
+    /// other leg ends (what plays or records there stops, without events), and
+    /// from then on the legs are relayed as in any call. The other leg keeps
+    /// the keys of the host's answer. May be called again with the same answer
+    /// (183 then 200): keys in use are kept.
+    pub fn answer_to_host_offer(
+        &mut self,
+        from: Leg,
+        sdp: &[u8],
+        security: Security,
+        policy: EncryptionPolicy,
+    ) -> Result<()> {
+        let pending = self
+            .host_offer
+            .as_ref()
+            .filter(|p| p.to == from)
+            .ok_or(Error::Protocol("answer without an offer from the host"))?;
+        let parsed = Sdp::parse(sdp)?;
+        let m = parsed
+            .media
+            .first()
+            .ok_or(Error::NotAcceptable("answer lacks the audio stream"))?;
+        if m.port == 0 || !m.is_rtp() || m.kind != "audio" {
+            return Err(Error::NotAcceptable("answer rejected the audio stream"));
+        }
+        let (pt, map) = &pending.audio;
+        let audio = pt.to_string();
+        let events = pending.events.map(|pt| pt.to_string());
+        if !m.formats.contains(&audio) {
+            return Err(Error::NotAcceptable(
+                "the answer does not take the offered format",
+            ));
+        }
+        if m.formats
+            .iter()
+            .any(|f| *f != audio && Some(f) != events.as_ref())
+        {
+            return Err(Error::NotAcceptable(
+                "the answer has a format that was not offered",
+            ));
+        }
+        if let (Some((name, rate)), Some((their_name, their_rate))) = (map, rtpmap(m, &audio))
+            && (!name.eq_ignore_ascii_case(&their_name) || *rate != their_rate)
+        {
+            return Err(Error::NotAcceptable(
+                "the answer maps the offered payload type to another format",
+            ));
+        }
+        let keys = answered_keys(&pending.offered, m, security, policy)?;
+        let (rx, tx) = srtp_pair(keys.as_ref())?;
+        let (rtp, rtcp) = remote_addrs(&parsed, 0);
+        let answerer = self.leg(from);
+        answerer.set_remote(rtp, rtcp);
+        answerer.set_keys(rx, tx);
+        // The answer connects the legs: neither ends at the host any more.
+        for leg in &mut self.legs {
+            leg.here = None;
+        }
+        Ok(())
     }
 
     /// The format the host's answer on `leg` kept; `None` unless the host
@@ -796,12 +1131,7 @@ impl MediaSession {
             .here
             .as_mut()
             .ok_or(Error::Protocol("play on a leg the host did not answer"))?;
-        let (g711, pt) = end
-            .format
-            .and_then(|f| Some((f.g711?, f.payload_type)))
-            .ok_or(Error::NotAcceptable(
-                "the host's answer chose neither PCMU nor PCMA",
-            ))?;
+        let (g711, pt) = end.g711()?;
         end.player
             .get_or_insert_with(|| Player::new(g711, pt))
             .play(prompt, now)
@@ -809,12 +1139,100 @@ impl MediaSession {
 
     /// Stops what plays on `leg` and drops what is queued (barge-in); no
     /// [`SessionEvent::PromptFinished`] follows. Returns whether anything played.
+    /// A recording's beep stops too, and the recording starts at once.
     pub fn stop_playing(&mut self, leg: Leg) -> bool {
-        self.legs[leg.index()]
+        let Some(end) = self.legs[leg.index()].here.as_mut() else {
+            return false;
+        };
+        let stopped = end.player.as_mut().is_some_and(Player::stop);
+        end.beep_cut();
+        stopped
+    }
+
+    /// Starts recording what `leg` (which the host answered) sends; see
+    /// [`crate::record`] for how audio is placed and what ends a recording.
+    /// With `beep`, [`Prompt::beep`] plays first, after any prompt queued, and
+    /// the recording starts when it has finished (its
+    /// [`SessionEvent::PromptFinished`] is not reported). The end is reported
+    /// as [`SessionEvent::RecordingFinished`]. Errors like
+    /// [`MediaSession::play`], and `Protocol` when a recording already runs on
+    /// `leg` or the finish key is not a DTMF key.
+    pub fn record(&mut self, leg: Leg, spec: RecordSpec, now: Instant) -> Result<()> {
+        let end = self.legs[leg.index()]
             .here
             .as_mut()
-            .and_then(|e| e.player.as_mut())
-            .is_some_and(Player::stop)
+            .ok_or(Error::Protocol("record on a leg the host did not answer"))?;
+        let (g711, pt) = end.g711()?;
+        if end.capture.is_some() {
+            return Err(Error::Protocol("a recording already runs on the leg"));
+        }
+        let finish_key = match spec.finish_key {
+            Some(k) => Some(
+                dtmf::digit_event(k)
+                    .and_then(dtmf::event_digit)
+                    .ok_or(Error::Protocol("the finish key is not a DTMF key"))?,
+            ),
+            None => None,
+        };
+        let capture = if spec.beep {
+            let player = end.player.get_or_insert_with(|| Player::new(g711, pt));
+            let ahead = player.queued();
+            player.play(Prompt::beep(), now)?;
+            Capture {
+                recorder: Recorder::pending(&spec, now),
+                finish_key,
+                beep_ahead: Some(ahead),
+            }
+        } else {
+            Capture {
+                recorder: Recorder::new(&spec, now),
+                finish_key,
+                beep_ahead: None,
+            }
+        };
+        end.capture = Some(capture);
+        Ok(())
+    }
+
+    /// Ends the recording on `leg` early: [`RecordingEnd::Stopped`], or the
+    /// end a deadline passed by `now` brought. A recording stopped during its
+    /// beep stops the beep (and what is queued with it). Returns whether one
+    /// was running; its [`SessionEvent::RecordingFinished`] follows.
+    pub fn stop_recording(&mut self, leg: Leg, now: Instant) -> bool {
+        let Some(end) = self.legs[leg.index()].here.as_mut() else {
+            return false;
+        };
+        let how = end
+            .capture
+            .as_mut()
+            .and_then(|c| c.recorder.handle_timeout(now))
+            .unwrap_or(RecordingEnd::Stopped);
+        end.end_recording(leg, how, &mut self.events)
+    }
+
+    /// Ends the recording on `leg` (as [`MediaSession::stop_recording`]) and
+    /// hands it over instead of reporting it: for an owner closing the call
+    /// while its caller was still leaving a message. `None` when none ran,
+    /// or when the caller left during the beep.
+    pub fn take_recording(&mut self, leg: Leg, now: Instant) -> Option<Recording> {
+        let end = self.legs[leg.index()].here.as_mut()?;
+        let mut capture = end.capture.take()?;
+        if capture.beep_ahead.is_some() {
+            return None;
+        }
+        let how = capture
+            .recorder
+            .handle_timeout(now)
+            .unwrap_or(RecordingEnd::Stopped);
+        Some(capture.recorder.finish(how))
+    }
+
+    /// Whether a recording runs (or waits for its beep) on `leg`.
+    pub fn is_recording(&self, leg: Leg) -> bool {
+        self.legs[leg.index()]
+            .here
+            .as_ref()
+            .is_some_and(|e| e.capture.is_some())
     }
 
     /// Whether a prompt plays on `leg`.
@@ -840,7 +1258,8 @@ impl MediaSession {
                 continue;
             };
             while let Some(played) = player.poll_packet(now) {
-                if played.finished_prompt {
+                end.last_played = Some(now);
+                if played.finished_prompt && !beep_finished(&mut end.capture, now) {
                     push_event(
                         &mut self.events,
                         &mut self.events_dropped,
@@ -880,7 +1299,8 @@ impl MediaSession {
 
     /// When the session next needs [`MediaSession::poll_transmit`] (a packet
     /// to play is due) or [`MediaSession::handle_timeout`] (a key press whose
-    /// end packets were lost is to be reported).
+    /// end packets were lost is to be reported, a recording reaches its
+    /// length or its silence).
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.legs
             .iter()
@@ -889,31 +1309,37 @@ impl MediaSession {
                 [
                     e.player.as_ref().and_then(Player::poll_timeout),
                     e.dtmf.as_ref().and_then(DtmfReceiver::poll_timeout),
+                    e.capture.as_ref().and_then(|c| c.recorder.poll_timeout()),
                 ]
             })
             .flatten()
             .min()
     }
 
-    /// Reports key presses whose end packets never came, once they are stale.
-    /// Packets due are handed out by [`MediaSession::poll_transmit`].
+    /// Reports key presses whose end packets never came, once they are stale,
+    /// and ends recordings whose deadline passed. Packets due are handed out
+    /// by [`MediaSession::poll_transmit`].
     pub fn handle_timeout(&mut self, now: Instant) {
         for leg in [Leg::A, Leg::B] {
             let st = &mut self.legs[leg.index()];
-            let Some(rx) = st.here.as_mut().and_then(|e| e.dtmf.as_mut()) else {
+            let Some(end) = st.here.as_mut() else {
                 continue;
             };
-            if let Some(d) = rx.handle_timeout(now) {
-                st.stats.digits += 1;
-                push_event(
+            if let Some(d) = end.dtmf.as_mut().and_then(|rx| rx.handle_timeout(now)) {
+                end.heard(
+                    leg,
+                    d,
+                    &mut st.stats,
                     &mut self.events,
                     &mut self.events_dropped,
-                    SessionEvent::Digit {
-                        leg,
-                        digit: d.digit,
-                        duration_ms: d.duration_ms,
-                    },
                 );
+            }
+            if let Some(how) = end
+                .capture
+                .as_mut()
+                .and_then(|c| c.recorder.handle_timeout(now))
+            {
+                end.end_recording(leg, how, &mut self.events);
             }
         }
     }
@@ -969,19 +1395,33 @@ impl MediaSession {
         }
         // A leg that ends at the host: heard here, never forwarded.
         if let Some(end) = &mut src.here {
-            if kind == Channel::Rtp
-                && let Some(rx) = &mut end.dtmf
-            {
-                for d in rx.on_rtp(now, &plain).into_iter().flatten() {
-                    src.stats.digits += 1;
-                    push_event(
+            if kind == Channel::Rtp {
+                let recorded = match (&mut end.capture, end.format) {
+                    (
+                        Some(c),
+                        Some(AnsweredFormat {
+                            payload_type,
+                            g711: Some(law),
+                            ..
+                        }),
+                    ) => c.recorder.on_rtp(now, &plain, payload_type, law),
+                    _ => None,
+                };
+                if let Some(how) = recorded {
+                    end.end_recording(leg, how, &mut self.events);
+                }
+                let digits = end
+                    .dtmf
+                    .as_mut()
+                    .map(|rx| rx.on_rtp(now, &plain))
+                    .unwrap_or_default();
+                for d in digits.into_iter().flatten() {
+                    end.heard(
+                        leg,
+                        d,
+                        &mut src.stats,
                         &mut self.events,
                         &mut self.events_dropped,
-                        SessionEvent::Digit {
-                            leg,
-                            digit: d.digit,
-                            duration_ms: d.duration_ms,
-                        },
                     );
                 }
             }
@@ -1826,5 +2266,660 @@ mod tests {
             .handle(Instant::now(), Leg::A, Channel::Rtp, from, &rtp(1, 1))
             .unwrap();
         assert_eq!(out.leg, Leg::B);
+    }
+
+    // Recording and connecting a host-answered leg.
+
+    use crate::record::tests::{packets, through, tone};
+
+    const CALLER: &str = "192.0.2.10:4000";
+    const MS20: Duration = Duration::from_millis(20);
+
+    fn caller() -> SocketAddr {
+        CALLER.parse().unwrap()
+    }
+
+    fn spec(max_s: u64) -> RecordSpec {
+        RecordSpec {
+            max: Duration::from_secs(max_s),
+            beep: false,
+            finish_key: None,
+            silence: None,
+        }
+    }
+
+    /// Runs what falls due up to `until` on a virtual clock; returns what was sent.
+    fn run_until(s: &mut MediaSession, until: Instant) -> Vec<(Instant, Transmit)> {
+        let mut out = Vec::new();
+        while let Some(next) = s.poll_timeout().filter(|t| *t <= until) {
+            while let Some(t) = s.poll_transmit(next) {
+                out.push((next, t));
+            }
+            s.handle_timeout(next);
+        }
+        out
+    }
+
+    /// The caller sends `pkts` 20 ms apart from `t0`, the session driven
+    /// between them; returns what the host sent meanwhile.
+    fn feed(s: &mut MediaSession, t0: Instant, pkts: &[Vec<u8>]) -> Vec<(Instant, Transmit)> {
+        let mut sent = Vec::new();
+        for (i, p) in pkts.iter().enumerate() {
+            let at = t0 + MS20 * i as u32;
+            sent.extend(run_until(s, at));
+            assert!(s.handle(at, Leg::A, Channel::Rtp, caller(), p).is_none());
+        }
+        sent
+    }
+
+    fn recordings(s: &mut MediaSession) -> Vec<Recording> {
+        events(s)
+            .into_iter()
+            .map(|e| match e {
+                SessionEvent::RecordingFinished {
+                    leg: Leg::A,
+                    recording,
+                } => recording,
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_five_second_stream_is_recorded_as_the_caller_sent_it() {
+        let mut s = answered("0 101", EVENTS_101);
+        let t0 = Instant::now();
+        s.record(Leg::A, spec(60), t0).unwrap();
+        assert!(s.is_recording(Leg::A));
+        let pcm = tone(5000);
+        feed(&mut s, t0, &packets(G711::Pcmu, 0, 77, 123_456, &pcm));
+        assert!(events(&mut s).is_empty());
+        assert!(s.stop_recording(Leg::A, t0 + Duration::from_secs(5)));
+        assert!(!s.stop_recording(Leg::A, t0 + Duration::from_secs(5)));
+        assert!(!s.is_recording(Leg::A));
+        let got = recordings(&mut s);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].end, RecordingEnd::Stopped);
+        assert_eq!(got[0].duration(), Duration::from_secs(5));
+        assert_eq!(got[0].samples, through(G711::Pcmu, &pcm));
+        assert_eq!(s.stats().a.packets_in, 250);
+    }
+
+    #[test]
+    fn max_length_cuts_the_recording() {
+        let mut s = answered("8 101", EVENTS_101);
+        let t0 = Instant::now();
+        s.record(Leg::A, spec(3), t0).unwrap();
+        let pcm = tone(5000);
+        let pkts = packets(G711::Pcma, 8, 1, 0, &pcm);
+        feed(&mut s, t0, &pkts[..150]);
+        assert!(!s.is_recording(Leg::A), "ended by the 150th packet");
+        feed(&mut s, t0 + MS20 * 150, &pkts[150..]);
+        let got = recordings(&mut s);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].end, RecordingEnd::MaxLength);
+        assert_eq!(got[0].samples, through(G711::Pcma, &pcm[..24000]));
+    }
+
+    #[test]
+    fn silence_ends_the_recording_and_is_trimmed() {
+        let mut s = answered("0 101", EVENTS_101);
+        let t0 = Instant::now();
+        let quiet = RecordSpec {
+            silence: Some(Duration::from_secs(1)),
+            ..spec(60)
+        };
+        s.record(Leg::A, quiet, t0).unwrap();
+        let mut pcm = tone(1000);
+        pcm.extend(std::iter::repeat_n(0i16, 8000 * 3));
+        let pkts = packets(G711::Pcmu, 0, 1, 0, &pcm);
+        feed(&mut s, t0, &pkts[..100]);
+        assert!(!s.is_recording(Leg::A), "a second of silence after voice");
+        let got = recordings(&mut s);
+        assert_eq!(got[0].end, RecordingEnd::Silence);
+        assert_eq!(got[0].samples, through(G711::Pcmu, &pcm[..8000]));
+
+        // Nothing but silence (here: no packets): ends `silence` after the
+        // start, with no audio.
+        s.record(Leg::A, quiet, t0 + Duration::from_secs(10))
+            .unwrap();
+        assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(11)));
+        run_until(&mut s, t0 + Duration::from_secs(11));
+        let got = recordings(&mut s);
+        assert_eq!(
+            (got[0].end, got[0].samples.len()),
+            (RecordingEnd::Silence, 0)
+        );
+    }
+
+    #[test]
+    fn the_finish_key_ends_the_recording_and_is_not_a_digit() {
+        let mut s = answered("0 101", EVENTS_101);
+        let t0 = Instant::now();
+        let keyed = RecordSpec {
+            finish_key: Some('#'),
+            ..spec(60)
+        };
+        s.record(Leg::A, keyed, t0).unwrap();
+        let pcm = tone(1000);
+        let mut pkts = packets(G711::Pcmu, 0, 1, 0, &pcm);
+        let mut seq = 1;
+        // '5' halfway, '#' at the end: key presses between the audio.
+        let five = crate::dtmf::tests::press(&mut seq, 4000, 5, 800);
+        let hash = crate::dtmf::tests::press(&mut seq, 8000, 11, 800);
+        pkts.splice(25..25, five);
+        pkts.extend(hash);
+        feed(&mut s, t0, &pkts);
+        assert!(!s.is_recording(Leg::A));
+        let evs = events(&mut s);
+        assert_eq!(evs.len(), 2, "{evs:?}");
+        assert_eq!(
+            evs[0],
+            SessionEvent::Digit {
+                leg: Leg::A,
+                digit: '5',
+                duration_ms: 100
+            }
+        );
+        let SessionEvent::RecordingFinished { recording, .. } = &evs[1] else {
+            panic!("{evs:?}");
+        };
+        assert_eq!(recording.end, RecordingEnd::FinishKey);
+        assert_eq!(recording.samples, through(G711::Pcmu, &pcm));
+        assert_eq!(s.stats().a.digits, 2);
+        // Without a recording the key is a digit again.
+        feed(
+            &mut s,
+            t0 + Duration::from_secs(5),
+            &crate::dtmf::tests::press(&mut seq, 16000, 11, 800),
+        );
+        assert!(matches!(
+            events(&mut s)[..],
+            [SessionEvent::Digit { digit: '#', .. }]
+        ));
+    }
+
+    #[test]
+    fn the_beep_plays_before_the_recording_starts() {
+        let mut s = answered("0 101", EVENTS_101);
+        let t0 = Instant::now();
+        let beeped = RecordSpec {
+            beep: true,
+            ..spec(60)
+        };
+        s.record(Leg::A, beeped, t0).unwrap();
+        assert!(s.is_playing(Leg::A));
+        // A signal that differs packet to packet.
+        let pcm: Vec<i16> = (0..16000).map(|i| (i % 4000) as i16 * 4 - 8000).collect();
+        let sent = feed(&mut s, t0, &packets(G711::Pcmu, 0, 1, 0, &pcm));
+        assert_eq!(sent.len(), 50, "the beep's packets");
+        let last_beep = sent.last().unwrap().0;
+        assert_eq!(last_beep, t0 + MS20 * 49);
+        let mut want = [0u8; 160];
+        G711::Pcmu.encode_frame(Prompt::beep().chunk(160, 160), &mut want);
+        assert_eq!(sent[1].1.data[12..], want);
+        assert!(s.stop_recording(Leg::A, t0 + Duration::from_secs(2)));
+        // No PromptFinished for the beep; the audio from its last packet on.
+        let got = recordings(&mut s);
+        assert_eq!(got[0].samples, through(G711::Pcmu, &pcm[49 * 160..]));
+
+        // After a prompt queued ahead, whose end is reported.
+        let t1 = t0 + Duration::from_secs(10);
+        s.play(
+            Leg::A,
+            Prompt::silence(Duration::from_millis(100)).unwrap(),
+            t1,
+        )
+        .unwrap();
+        s.record(Leg::A, beeped, t1).unwrap();
+        let sent = run_until(&mut s, t1 + Duration::from_secs(2));
+        assert_eq!(sent.len(), 5 + 50);
+        assert_eq!(
+            events(&mut s),
+            [SessionEvent::PromptFinished { leg: Leg::A }]
+        );
+        assert_eq!(
+            s.poll_timeout(),
+            Some(t1 + MS20 * 54 + Duration::from_secs(60)),
+            "recording since the beep's last packet"
+        );
+
+        // Stopped during its beep: the beep stops, nothing recorded.
+        s.stop_recording(Leg::A, t1 + Duration::from_secs(3));
+        recordings(&mut s);
+        let t2 = t1 + Duration::from_secs(20);
+        s.record(Leg::A, beeped, t2).unwrap();
+        assert!(s.poll_transmit(t2).is_some());
+        assert!(s.stop_recording(Leg::A, t2));
+        assert!(!s.is_playing(Leg::A));
+        assert_eq!(recordings(&mut s)[0].samples.len(), 0);
+        assert!(events(&mut s).is_empty());
+
+        // Barge-in on the beep starts the recording at once.
+        s.record(Leg::A, beeped, t2).unwrap();
+        assert!(s.stop_playing(Leg::A));
+        assert!(s.is_recording(Leg::A));
+        assert_eq!(s.poll_timeout(), Some(t2 + Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn a_lost_packet_leaves_a_gap_of_silence() {
+        let mut s = answered("0 101", EVENTS_101);
+        let t0 = Instant::now();
+        s.record(Leg::A, spec(60), t0).unwrap();
+        let pcm = tone(1000);
+        let mut pkts = packets(G711::Pcmu, 0, 1, 0, &pcm);
+        pkts.remove(10);
+        let dup = pkts[20].clone();
+        pkts.insert(21, dup);
+        feed(&mut s, t0, &pkts);
+        s.stop_recording(Leg::A, t0 + Duration::from_secs(1));
+        let mut want = through(G711::Pcmu, &pcm);
+        want[1600..1760].fill(0);
+        assert_eq!(recordings(&mut s)[0].samples, want);
+    }
+
+    #[test]
+    fn no_packets_at_all_still_end_at_max() {
+        let mut s = answered("0 101", EVENTS_101);
+        let t0 = Instant::now();
+        s.record(Leg::A, spec(2), t0).unwrap();
+        assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(2)));
+        run_until(&mut s, t0 + Duration::from_millis(1999));
+        assert!(s.is_recording(Leg::A));
+        run_until(&mut s, t0 + Duration::from_secs(2));
+        let got = recordings(&mut s);
+        assert_eq!(
+            (got[0].end, got[0].samples.len()),
+            (RecordingEnd::MaxLength, 0)
+        );
+        assert_eq!(s.poll_timeout(), None);
+    }
+
+    #[test]
+    fn an_srtp_leg_is_recorded_after_unprotect() {
+        let caller_key = KeyMaterial::generate(Suite::AeadAes128Gcm);
+        let offer_sdp = String::from_utf8(caller_offer(
+            "8 101",
+            EVENTS_101,
+            &format!("a=crypto:{}\r\n", caller_key.to_attr(1).to_value()),
+        ))
+        .unwrap()
+        .replace("RTP/AVP", "RTP/SAVP");
+        let mut s = MediaSession::new(LOCAL, Instant::now());
+        s.answer_here(
+            Leg::A,
+            offer_sdp.as_bytes(),
+            true,
+            EncryptionPolicy::Required,
+        )
+        .unwrap();
+        let t0 = Instant::now();
+        s.record(Leg::A, spec(60), t0).unwrap();
+        let pcm = tone(400);
+        let mut tx = SrtpSender::new(&caller_key).unwrap();
+        let mut pkts: Vec<Vec<u8>> = packets(G711::Pcma, 8, 5, 0, &pcm)
+            .iter()
+            .map(|p| tx.protect(Channel::Rtp, p).unwrap().to_vec())
+            .collect();
+        // Plaintext forged into the SRTP leg is not recorded.
+        pkts.insert(3, packets(G711::Pcma, 8, 5, 480, &[20000; 160])[0].clone());
+        feed(&mut s, t0, &pkts);
+        s.stop_recording(Leg::A, t0 + Duration::from_secs(1));
+        assert_eq!(recordings(&mut s)[0].samples, through(G711::Pcma, &pcm));
+    }
+
+    #[test]
+    fn recording_is_refused_like_playing() {
+        let t0 = Instant::now();
+        let mut s = answered("9", "a=rtpmap:9 G722/8000\r\n");
+        assert!(matches!(
+            s.record(Leg::A, spec(5), t0),
+            Err(Error::NotAcceptable(_))
+        ));
+        assert!(matches!(
+            s.record(Leg::B, spec(5), t0),
+            Err(Error::Protocol(_))
+        ));
+        assert!(!s.stop_recording(Leg::B, t0));
+        let mut s = answered("0", "");
+        let bad_key = RecordSpec {
+            finish_key: Some('x'),
+            ..spec(5)
+        };
+        assert!(matches!(
+            s.record(Leg::A, bad_key, t0),
+            Err(Error::Protocol(_))
+        ));
+        s.record(Leg::A, spec(5), t0).unwrap();
+        assert!(matches!(
+            s.record(Leg::A, spec(5), t0),
+            Err(Error::Protocol(_))
+        ));
+        // A lowercase key is the same key.
+        let mut s = answered("0 101", EVENTS_101);
+        let lower = RecordSpec {
+            finish_key: Some('d'),
+            ..spec(5)
+        };
+        s.record(Leg::A, lower, t0).unwrap();
+        let mut seq = 1;
+        feed(&mut s, t0, &crate::dtmf::tests::press(&mut seq, 0, 15, 800));
+        assert_eq!(recordings(&mut s)[0].end, RecordingEnd::FinishKey);
+    }
+
+    /// The callee's answer: `formats` on the audio line from 198.51.100.20:6000.
+    fn callee_answer(proto: &str, formats: &str, extra: &str) -> Vec<u8> {
+        format!(
+            "v=0\r\no=b 7 7 IN IP4 198.51.100.20\r\ns=-\r\nc=IN IP4 198.51.100.20\r\nt=0 0\r\n\
+             m=audio 6000 {proto} {formats}\r\n{extra}"
+        )
+        .into_bytes()
+    }
+
+    const PCMA_PCMU_EVENTS: &str = "a=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n";
+
+    fn callee() -> SocketAddr {
+        "198.51.100.20:6000".parse().unwrap()
+    }
+
+    fn rtp_pt(pt: u8, ssrc: u32, seq: u16) -> Vec<u8> {
+        let mut p = rtp(ssrc, seq);
+        p[1] = pt;
+        p
+    }
+
+    #[test]
+    fn the_host_offers_its_format_to_the_callee_and_connects_the_legs() {
+        let mut s = answered("8 0 101", PCMA_PCMU_EVENTS);
+        let t0 = Instant::now();
+        s.play(Leg::A, Prompt::beep(), t0).unwrap();
+        assert!(s.poll_transmit(t0).is_some());
+        s.record(Leg::A, spec(60), t0).unwrap();
+
+        let out = s
+            .offer_from_host(Leg::B, false, EncryptionPolicy::Optional)
+            .unwrap();
+        let text = String::from_utf8(out.clone()).unwrap();
+        let sdp = Sdp::parse(&out).unwrap();
+        assert_eq!(sdp.connection(), Some(LOCAL.ip));
+        assert_eq!(sdp.media.len(), 1);
+        let m = &sdp.media[0];
+        assert_eq!((m.port, m.proto.as_str()), (LOCAL.b, "RTP/AVP"));
+        assert_eq!(m.formats, ["8", "101"]);
+        assert!(text.contains("a=rtpmap:8 PCMA/8000\r\n"), "{text}");
+        assert!(
+            text.contains("a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n"),
+            "{text}"
+        );
+        assert!(!text.contains("PCMU") && !text.contains("crypto"), "{text}");
+        assert_eq!(m.direction(), Direction::SendRecv);
+        assert!(text.contains("a=sendrecv"), "{text}");
+        // Nothing changes until the answer.
+        assert!(s.is_playing(Leg::A) && s.is_recording(Leg::A));
+
+        s.answer_to_host_offer(
+            Leg::B,
+            &callee_answer("RTP/AVP", "8 101", "a=rtpmap:8 PCMA/8000\r\n"),
+            PLAIN,
+            EncryptionPolicy::Optional,
+        )
+        .unwrap();
+        // The prompt and the recording stop without events.
+        assert!(!s.is_playing(Leg::A) && !s.is_recording(Leg::A));
+        assert_eq!(s.poll_timeout(), None);
+        assert!(s.poll_transmit(t0 + Duration::from_secs(1)).is_none());
+        assert!(events(&mut s).is_empty());
+        assert_eq!(s.answered_format(Leg::A), None);
+
+        let t1 = t0 + Duration::from_secs(1);
+        let out = s
+            .handle(t1, Leg::A, Channel::Rtp, caller(), &rtp_pt(8, 1, 1))
+            .unwrap();
+        assert_eq!((out.leg, out.to), (Leg::B, callee()));
+        assert_eq!(&out.data[..], &rtp_pt(8, 1, 1)[..]);
+        let out = s
+            .handle(t1, Leg::B, Channel::Rtp, callee(), &rtp_pt(8, 2, 1))
+            .unwrap();
+        assert_eq!((out.leg, out.to), (Leg::A, caller()));
+        assert_eq!(&out.data[..], &rtp_pt(8, 2, 1)[..]);
+        // Key presses are relayed now, not heard.
+        let press = crate::dtmf::tests::event(3, 800, 1, true, 800);
+        assert_eq!(
+            s.handle(t1, Leg::A, Channel::Rtp, caller(), &press)
+                .map(|t| t.leg),
+            Some(Leg::B)
+        );
+        assert!(events(&mut s).is_empty());
+
+        // The same answer again (183, then 200).
+        s.answer_to_host_offer(
+            Leg::B,
+            &callee_answer("RTP/AVP", "8 101", ""),
+            PLAIN,
+            EncryptionPolicy::Optional,
+        )
+        .unwrap();
+        assert!(
+            s.handle(t1, Leg::B, Channel::Rtp, callee(), &rtp_pt(8, 2, 2))
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn an_answer_to_the_host_offer_must_keep_its_format() {
+        let mut s = answered("8 0 101", PCMA_PCMU_EVENTS);
+        let plain = |s: &mut MediaSession, formats: &str, extra: &str| {
+            s.answer_to_host_offer(
+                Leg::B,
+                &callee_answer("RTP/AVP", formats, extra),
+                PLAIN,
+                EncryptionPolicy::Optional,
+            )
+        };
+        assert!(matches!(plain(&mut s, "8", ""), Err(Error::Protocol(_))));
+        assert!(matches!(
+            s.offer_from_host(Leg::A, false, EncryptionPolicy::Optional),
+            Err(Error::Protocol(_))
+        ));
+        s.offer_from_host(Leg::B, false, EncryptionPolicy::Optional)
+            .unwrap();
+        for (formats, extra) in [
+            ("0", ""),
+            ("0 101", ""),
+            ("8 0 101", ""),
+            ("8 96", "a=rtpmap:96 opus/48000/2\r\n"),
+            ("8", "a=rtpmap:8 PCMU/8000\r\n"),
+        ] {
+            assert!(
+                matches!(plain(&mut s, formats, extra), Err(Error::NotAcceptable(_))),
+                "{formats} {extra}"
+            );
+        }
+        let rejected =
+            b"v=0\r\no=b 7 7 IN IP4 198.51.100.20\r\ns=-\r\nt=0 0\r\nm=audio 0 RTP/AVP 8\r\n";
+        assert!(matches!(
+            s.answer_to_host_offer(Leg::B, rejected, PLAIN, EncryptionPolicy::Optional),
+            Err(Error::NotAcceptable(_))
+        ));
+        assert!(matches!(
+            s.answer_to_host_offer(
+                Leg::A,
+                &callee_answer("RTP/AVP", "8", ""),
+                PLAIN,
+                EncryptionPolicy::Optional
+            ),
+            Err(Error::Protocol(_))
+        ));
+        // Refused answers leave the caller at the host.
+        assert!(s.answered_format(Leg::A).is_some());
+        // The events format may be left out.
+        plain(&mut s, "8", "").unwrap();
+        assert_eq!(s.answered_format(Leg::A), None);
+
+        // No leg at the host, or the host's answer kept a format it cannot
+        // play: the offer still follows the answer.
+        let mut s = MediaSession::new(LOCAL, Instant::now());
+        assert!(matches!(
+            s.offer_from_host(Leg::B, false, EncryptionPolicy::Optional),
+            Err(Error::Protocol(_))
+        ));
+        let mut s = answered("97", "a=rtpmap:97 G722/8000\r\na=fmtp:97 x=1\r\n");
+        let out = s
+            .offer_from_host(Leg::B, false, EncryptionPolicy::Optional)
+            .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("m=audio 20002 RTP/AVP 97\r\na=rtpmap:97 G722/8000\r\na=fmtp:97 x=1\r\n"),
+            "{text}"
+        );
+        // A static type without a=rtpmap in the caller's offer gets one.
+        let mut s = answered("0", "");
+        let out = s
+            .offer_from_host(Leg::B, false, EncryptionPolicy::Optional)
+            .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("m=audio 20002 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn an_srtp_caller_at_the_host_is_connected_to_a_plain_callee() {
+        let caller_key = KeyMaterial::generate(Suite::AesCm128HmacSha1_80);
+        let offer_sdp = String::from_utf8(caller_offer(
+            "8 0 101",
+            PCMA_PCMU_EVENTS,
+            &format!("a=crypto:{}\r\n", caller_key.to_attr(1).to_value()),
+        ))
+        .unwrap()
+        .replace("RTP/AVP", "RTP/SAVP");
+        let mut s = MediaSession::new(LOCAL, Instant::now());
+        let answer = s
+            .answer_here(
+                Leg::A,
+                offer_sdp.as_bytes(),
+                true,
+                EncryptionPolicy::Optional,
+            )
+            .unwrap();
+        let (_, host_key) = find_key(&answer);
+        let t0 = Instant::now();
+        s.play(Leg::A, Prompt::beep(), t0).unwrap();
+        let mut a_rx = SrtpReceiver::new(&host_key).unwrap();
+        let mut a_tx = SrtpSender::new(&caller_key).unwrap();
+        let prompt = s.poll_transmit(t0).unwrap();
+        assert!(a_rx.unprotect(Channel::Rtp, &prompt.data).is_some());
+
+        // SRTP is required but the callee is not on a secure transport.
+        assert!(matches!(
+            s.offer_from_host(Leg::B, false, EncryptionPolicy::Required),
+            Err(Error::EncryptionRequired(_))
+        ));
+        // A secure callee is offered keys on RTP/SAVP, as the caller uses.
+        let secure = s
+            .offer_from_host(Leg::B, true, EncryptionPolicy::Optional)
+            .unwrap();
+        let m = &Sdp::parse(&secure).unwrap().media[0];
+        assert_eq!(m.proto, "RTP/SAVP");
+        assert_eq!(m.cryptos().len(), Suite::ALL.len());
+
+        let to_b = s
+            .offer_from_host(Leg::B, false, EncryptionPolicy::Optional)
+            .unwrap();
+        let m = &Sdp::parse(&to_b).unwrap().media[0];
+        assert_eq!((m.proto.as_str(), m.cryptos().len()), ("RTP/AVP", 0));
+        // Keys in an answer to a plain offer are out of order.
+        let keyed = format!(
+            "a=crypto:{}\r\n",
+            KeyMaterial::generate(Suite::AesCm128HmacSha1_80)
+                .to_attr(1)
+                .to_value()
+        );
+        assert!(matches!(
+            s.answer_to_host_offer(
+                Leg::B,
+                &callee_answer("RTP/AVP", "8 101", &keyed),
+                Security {
+                    from_secure: true,
+                    to_secure: true
+                },
+                EncryptionPolicy::Optional
+            ),
+            Err(Error::Protocol(_))
+        ));
+        s.answer_to_host_offer(
+            Leg::B,
+            &callee_answer("RTP/AVP", "8 101", ""),
+            PLAIN,
+            EncryptionPolicy::Optional,
+        )
+        .unwrap();
+
+        let t1 = t0 + Duration::from_secs(1);
+        let enc = a_tx.protect(Channel::Rtp, &rtp_pt(8, 1, 1)).unwrap();
+        let out = s.handle(t1, Leg::A, Channel::Rtp, caller(), &enc).unwrap();
+        assert_eq!(out.leg, Leg::B);
+        assert_eq!(&out.data[..], &rtp_pt(8, 1, 1)[..], "plain to the callee");
+        let out = s
+            .handle(t1, Leg::B, Channel::Rtp, callee(), &rtp_pt(8, 2, 1))
+            .unwrap();
+        assert_eq!(out.leg, Leg::A);
+        // A new SSRC for the caller (the callee's), under the same key; our
+        // receiver pins one SSRC, so a fresh one stands for the phone.
+        assert!(a_rx.unprotect(Channel::Rtp, &out.data).is_none());
+        let mut a_rx = SrtpReceiver::new(&host_key).unwrap();
+        let plain = a_rx
+            .unprotect(Channel::Rtp, &out.data)
+            .expect("the caller decrypts with the key of the host's answer");
+        assert_eq!(&plain[..], &rtp_pt(8, 2, 1)[..]);
+        let st = s.stats();
+        assert!(st.a.srtp && !st.b.srtp);
+
+        // A secure callee that answers with a key gets SRTP both ways.
+        let mut s2 = MediaSession::new(LOCAL, Instant::now());
+        s2.answer_here(
+            Leg::A,
+            offer_sdp.as_bytes(),
+            true,
+            EncryptionPolicy::Required,
+        )
+        .unwrap();
+        let to_b = s2
+            .offer_from_host(Leg::B, true, EncryptionPolicy::Required)
+            .unwrap();
+        let offered = Sdp::parse(&to_b).unwrap().media[0].cryptos();
+        let line = offered
+            .iter()
+            .find(|c| c.suite == "AES_CM_128_HMAC_SHA1_32")
+            .unwrap();
+        let relay_to_b = KeyMaterial::from_attr(line).unwrap().unwrap();
+        let b_key = KeyMaterial::generate(Suite::AesCm128HmacSha1_32);
+        s2.answer_to_host_offer(
+            Leg::B,
+            &callee_answer(
+                "RTP/SAVP",
+                "8",
+                &format!("a=crypto:{}\r\n", b_key.to_attr(line.tag).to_value()),
+            ),
+            TLS,
+            EncryptionPolicy::Required,
+        )
+        .unwrap();
+        let mut b_tx = SrtpSender::new(&b_key).unwrap();
+        let mut b_rx = SrtpReceiver::new(&relay_to_b).unwrap();
+        let mut a_tx = SrtpSender::new(&caller_key).unwrap();
+        let enc = a_tx.protect(Channel::Rtp, &rtp_pt(8, 1, 1)).unwrap();
+        let out = s2.handle(t1, Leg::A, Channel::Rtp, caller(), &enc).unwrap();
+        assert_eq!(
+            &b_rx.unprotect(Channel::Rtp, &out.data).unwrap()[..],
+            &rtp_pt(8, 1, 1)[..]
+        );
+        let enc = b_tx.protect(Channel::Rtp, &rtp_pt(8, 2, 1)).unwrap();
+        assert!(
+            s2.handle(t1, Leg::B, Channel::Rtp, callee(), &enc)
+                .is_some()
+        );
     }
 }

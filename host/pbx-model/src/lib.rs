@@ -12,8 +12,8 @@
 //!   SIP path.
 //! - [`cdr`]: call detail records and their media counters.
 //! - [`alert`]: [`Severity`] and [`Alert`].
-//! - [`limits`]: [`TenantLimits`] and the default call limits, with which
-//!   limit applies where.
+//! - [`limits`]: [`TenantLimits`], the default call limits (with which limit
+//!   applies where) and the bounds of a tenant's stored audio.
 //! - [`calendar`]: a tenant's time zone and holidays; [`forwarding`]: an
 //!   extension's call forwarding and do-not-disturb. Both are read by call
 //!   handlers and checked here once.

@@ -1,4 +1,5 @@
-//! Call limits: what a tenant may do at once, and the defaults.
+//! Tenant limits: the calls a tenant may make at once, the audio it may keep,
+//! and the defaults.
 //!
 //! # Which limit applies where
 //! A new call that a dial plan sends somewhere passes two independent layers,
@@ -31,6 +32,20 @@
 //! raising the policy's value lets a tenant up to its built-in cap (100 unless
 //! overridden), which bounds what any policy configuration allows.
 //!
+//! # Tenant media (prompts and voicemail)
+//! Audio a tenant keeps (`pbx-store`'s `audio.rs`) is bounded per tenant:
+//!
+//! | limit | default | counted over |
+//! | --- | --- | --- |
+//! | media storage of the tenant | [`DEFAULT_MEDIA_STORAGE_BYTES`] (200 MiB), or its [`TenantLimits::media_storage_bytes`] | prompts and voicemail messages, as 8 kHz mono WAV bytes |
+//! | one prompt | [`MAX_PROMPT_BYTES`] (5 MiB) and [`MAX_PROMPT_MS`] (5 minutes) | the prompt stored |
+//! | one voicemail message | [`MAX_VOICEMAIL_BYTES`] (10 MiB, about 10 minutes) | the message stored |
+//! | messages in one mailbox | [`MAX_VOICEMAIL_MESSAGES`] (100) | messages kept, heard or not |
+//!
+//! A tenant's admins choose how long voicemail is kept (1 to
+//! [`MAX_VOICEMAIL_RETENTION_DAYS`] days, [`DEFAULT_VOICEMAIL_RETENTION_DAYS`]
+//! until they do); older messages are deleted by the server's hourly sweep.
+//!
 //! The same concept as `pbx-store`'s `limits.rs` at another layer: this one defines
 //! the limits and their defaults, that one stores a tenant's own.
 
@@ -48,6 +63,25 @@ pub const DEFAULT_DAILY_CAP_CENTS: u64 = 10_000;
 /// provider has not configured it.
 pub const SHIPPED_POLICY_MAX_CONCURRENT: u32 = 10;
 
+/// Audio bytes (prompts and voicemail) one tenant may keep, unless the
+/// provider sets [`TenantLimits::media_storage_bytes`].
+pub const DEFAULT_MEDIA_STORAGE_BYTES: u64 = 200 << 20;
+/// The largest prompt stored (its 8 kHz mono 16-bit WAV): room for
+/// [`MAX_PROMPT_MS`] of audio and its header.
+pub const MAX_PROMPT_BYTES: u64 = 5 << 20;
+/// The longest prompt stored; the media engine plays no longer a prompt
+/// (`pbx-media`'s `MAX_PROMPT`, checked to agree by a test there).
+pub const MAX_PROMPT_MS: u64 = 300_000;
+/// The largest voicemail message stored (its 8 kHz mono 16-bit WAV).
+pub const MAX_VOICEMAIL_BYTES: u64 = 10 << 20;
+/// Messages one mailbox keeps; a caller reaching a full mailbox cannot leave
+/// one.
+pub const MAX_VOICEMAIL_MESSAGES: u32 = 100;
+/// Days voicemail is kept until a tenant's admins choose otherwise.
+pub const DEFAULT_VOICEMAIL_RETENTION_DAYS: u32 = 60;
+/// The longest retention a tenant may choose, days (ten years).
+pub const MAX_VOICEMAIL_RETENTION_DAYS: u32 = 3650;
+
 /// A tenant's own values of the host's built-in limits; `None` leaves the
 /// default in force (see the [module docs](self)).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,4 +90,16 @@ pub struct TenantLimits {
     pub max_concurrent_extension: Option<u32>,
     pub max_calls_per_second: Option<u32>,
     pub daily_cap_cents: Option<u64>,
+    /// Audio bytes the tenant may keep (prompts and voicemail);
+    /// [`DEFAULT_MEDIA_STORAGE_BYTES`] when `None`.
+    #[serde(default)]
+    pub media_storage_bytes: Option<u64>,
+}
+
+impl TenantLimits {
+    /// The media storage quota in force: the tenant's own or the default.
+    pub fn media_storage_quota(&self) -> u64 {
+        self.media_storage_bytes
+            .unwrap_or(DEFAULT_MEDIA_STORAGE_BYTES)
+    }
 }

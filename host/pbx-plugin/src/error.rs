@@ -118,6 +118,10 @@ pub enum InvalidDecision {
     /// letters, digits and `-_.:/`.
     #[error("tag is empty, too long or holds characters other than letters, digits and -_.:/")]
     BadTag,
+    /// A media action outside its bounds (a prompt name, digits, a key, a
+    /// length or a count), saying which.
+    #[error("media action out of bounds: {0}")]
+    BadMedia(&'static str),
 }
 
 /// A plugin invocation failed. The call path turns a dial plan's failure into a

@@ -12,8 +12,8 @@ use crate::error::InvalidDecision;
 use crate::types::{Decision, Directory, MAX_RING_SECS, Reject, clip, dialable};
 
 pub use call_types::{
-    Action, Call as HandlerCall, DialOut, DialResult, Event, RingGroup, Step, TransferResult,
-    TransferTarget,
+    Action, Call as HandlerCall, DialOut, DialResult, Event, Gather, Prompt, Recording, RingGroup,
+    Step, Tone, TransferResult, TransferTarget,
 };
 
 /// Most bytes of state a handler may keep for one call.
@@ -22,6 +22,18 @@ pub const MAX_STATE_BYTES: usize = 4096;
 pub const MAX_ACTIONS_PER_STEP: usize = 8;
 /// Longest call-record tag, in bytes.
 pub const MAX_TAG_BYTES: usize = 64;
+/// Most prompts one `play` or `gather` names.
+pub const MAX_PROMPTS: usize = 8;
+/// Longest prompt name, in bytes.
+pub const MAX_PROMPT_NAME: usize = 64;
+/// Longest silence prompt, in milliseconds.
+pub const MAX_SILENCE_MS: u32 = 30_000;
+/// Most digits a `gather` reads or a `digits` prompt plays.
+pub const MAX_DIGITS: usize = 32;
+/// Longest wait a `gather` allows, in milliseconds.
+pub const MAX_GATHER_MS: u32 = 60_000;
+/// Longest recording, in seconds.
+pub const MAX_RECORDING_SECS: u32 = 300;
 
 impl Action {
     /// Whether the action dials or ends the call (it must come last; its
@@ -36,7 +48,86 @@ impl Action {
                 | Action::Finish
                 | Action::HangUp
                 | Action::Transfer(_)
+                | Action::Play(_)
+                | Action::Gather(_)
+                | Action::Record(_)
+                | Action::Voicemail(_)
         )
+    }
+}
+
+/// A key of the telephone keypad (RFC 4733 events 0-15).
+pub fn is_key(c: char) -> bool {
+    matches!(c, '0'..='9' | '*' | '#' | 'A'..='D')
+}
+
+/// A prompt's name: 1 to 64 of letters, digits and `-_.`.
+pub fn prompt_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_PROMPT_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+fn validate_prompts(prompts: &[Prompt]) -> Result<(), InvalidDecision> {
+    if prompts.len() > MAX_PROMPTS {
+        return Err(InvalidDecision::BadMedia("too many prompts"));
+    }
+    for prompt in prompts {
+        match prompt {
+            Prompt::File(name) if !prompt_name(name) => {
+                return Err(InvalidDecision::BadMedia("prompt name"));
+            }
+            Prompt::Digits(d) if d.len() > MAX_DIGITS || !d.chars().all(is_key) => {
+                return Err(InvalidDecision::BadMedia("digits to play"));
+            }
+            Prompt::SilenceMs(ms) if *ms > MAX_SILENCE_MS => {
+                return Err(InvalidDecision::BadMedia("silence length"));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn validate_media(action: &Action, directory: &Directory) -> Result<(), InvalidDecision> {
+    let mailbox = |m: &str| {
+        if directory.extension(m).is_none() {
+            return Err(InvalidDecision::UnknownExtension(clip(m)));
+        }
+        Ok(())
+    };
+    match action {
+        Action::Play(prompts) => validate_prompts(prompts),
+        Action::Gather(g) => {
+            validate_prompts(&g.prompts)?;
+            if g.max_digits == 0 || usize::from(g.max_digits) > MAX_DIGITS {
+                return Err(InvalidDecision::BadMedia("max digits"));
+            }
+            if g.terminator.is_some_and(|c| !is_key(c)) {
+                return Err(InvalidDecision::BadMedia("terminator"));
+            }
+            if g.timeout_ms > MAX_GATHER_MS || g.inter_digit_ms > MAX_GATHER_MS {
+                return Err(InvalidDecision::BadMedia("gather timeout"));
+            }
+            Ok(())
+        }
+        Action::Record(r) => {
+            mailbox(&r.mailbox)?;
+            if r.max_secs == 0 || r.max_secs > MAX_RECORDING_SECS {
+                return Err(InvalidDecision::BadMedia("recording length"));
+            }
+            if r.silence_secs > r.max_secs {
+                return Err(InvalidDecision::BadMedia("silence length"));
+            }
+            if r.finish_key.is_some_and(|c| !is_key(c)) {
+                return Err(InvalidDecision::BadMedia("finish key"));
+            }
+            Ok(())
+        }
+        Action::Voicemail(m) => mailbox(m),
+        _ => Ok(()),
     }
 }
 
@@ -143,6 +234,9 @@ fn validate_action(action: &Action, directory: &Directory) -> Result<(), Invalid
             Ok(())
         }
         Action::Finish | Action::Answer | Action::HangUp => Ok(()),
+        Action::Play(_) | Action::Gather(_) | Action::Record(_) | Action::Voicemail(_) => {
+            validate_media(action, directory)
+        }
     }
 }
 
@@ -269,6 +363,100 @@ mod tests {
         assert_eq!(
             validate_step(&big, &d),
             Err(InvalidDecision::StateTooLarge(MAX_STATE_BYTES + 1))
+        );
+    }
+
+    fn gather(max_digits: u8, prompts: Vec<Prompt>) -> Action {
+        Action::Gather(Gather {
+            prompts,
+            max_digits,
+            terminator: Some('#'),
+            timeout_ms: 5000,
+            inter_digit_ms: 3000,
+            barge_in: true,
+        })
+    }
+
+    #[test]
+    fn media_actions_are_bounded_and_name_only_the_tenants_mailboxes() {
+        let d = dir();
+        let menu = vec![
+            Prompt::File("main-menu".into()),
+            Prompt::Tone(Tone::Beep),
+            Prompt::Digits("12#".into()),
+            Prompt::SilenceMs(500),
+        ];
+        assert_eq!(
+            validate_step(&step(vec![gather(1, menu.clone())]), &d),
+            Ok(())
+        );
+        assert_eq!(
+            validate_step(&step(vec![Action::Play(menu), ring("100")]), &d),
+            Err(InvalidDecision::ActionAfterEnd),
+            "a play ends its step"
+        );
+        let bad = [
+            (
+                Action::Play(vec![Prompt::File("../etc/passwd".into())]),
+                "prompt name",
+            ),
+            (
+                Action::Play(vec![Prompt::File(String::new())]),
+                "prompt name",
+            ),
+            (
+                Action::Play(vec![Prompt::Digits("12x".into())]),
+                "digits to play",
+            ),
+            (
+                Action::Play(vec![Prompt::SilenceMs(30_001)]),
+                "silence length",
+            ),
+            (
+                Action::Play(vec![Prompt::Tone(Tone::Beep); 9]),
+                "too many prompts",
+            ),
+            (gather(0, vec![]), "max digits"),
+            (gather(33, vec![]), "max digits"),
+        ];
+        for (action, why) in bad {
+            assert_eq!(
+                validate_step(&step(vec![action]), &d),
+                Err(InvalidDecision::BadMedia(why))
+            );
+        }
+        let record = |mailbox: &str, max_secs: u32, key: char| {
+            Action::Record(Recording {
+                mailbox: mailbox.into(),
+                max_secs,
+                beep: true,
+                finish_key: Some(key),
+                silence_secs: 5,
+            })
+        };
+        assert_eq!(
+            validate_step(&step(vec![record("100", 60, '#')]), &d),
+            Ok(())
+        );
+        assert_eq!(
+            validate_step(&step(vec![record("999", 60, '#')]), &d),
+            Err(InvalidDecision::UnknownExtension("999".into()))
+        );
+        assert_eq!(
+            validate_step(&step(vec![record("100", 301, '#')]), &d),
+            Err(InvalidDecision::BadMedia("recording length"))
+        );
+        assert_eq!(
+            validate_step(&step(vec![record("100", 60, 'x')]), &d),
+            Err(InvalidDecision::BadMedia("finish key"))
+        );
+        assert_eq!(
+            validate_step(&step(vec![Action::Voicemail("100".into())]), &d),
+            Ok(())
+        );
+        assert_eq!(
+            validate_step(&step(vec![Action::Voicemail("200".into())]), &d),
+            Err(InvalidDecision::UnknownExtension("200".into()))
         );
     }
 }

@@ -1088,8 +1088,8 @@ mod default_dialplan {
     #[test]
     fn it_routes_what_the_dial_plan_before_it_routed() {
         let p = Plan::new(tenant());
-        assert_eq!(p.start(&call("101")).actions, [ring("101", 30)]);
-        assert_eq!(p.start(&call(" 101 ")).actions, [ring("101", 30)]);
+        assert_eq!(p.start(&call("101")).actions, [ring("101", 20)]);
+        assert_eq!(p.start(&call(" 101 ")).actions, [ring("101", 20)]);
         assert_eq!(p.start(&call("+4420123")).actions, [out("+4420123")]);
         assert_eq!(p.start(&call("0441234")).actions, [out("0441234")]);
         // `9` is the outside-line code: stripped before the trunk.
@@ -1120,7 +1120,7 @@ mod default_dialplan {
         p.kv("did:+15550001", "101");
         p.kv("did:+15550002", "support");
         p.kv("did:+15550003", "9999");
-        assert_eq!(p.start(&inbound("+15550001")).actions, [ring("101", 30)]);
+        assert_eq!(p.start(&inbound("+15550001")).actions, [ring("101", 20)]);
         assert_eq!(p.start(&inbound("+15550002")).actions, [group("support")]);
         assert_eq!(
             p.start(&inbound("+15550003")).actions,
@@ -1150,7 +1150,7 @@ mod default_dialplan {
     fn unconditional_forwards_and_dnd_are_followed_within_one_step() {
         let p = Plan::new(tenant());
         p.set("101", always("102"));
-        assert_eq!(p.start(&call("101")).actions, [ring("102", 30)]);
+        assert_eq!(p.start(&call("101")).actions, [ring("102", 20)]);
         // A chain is followed as far as needed: 101 → 102 → the sales group.
         p.set("102", always("sales"));
         assert_eq!(p.start(&call("101")).actions, [group("sales")]);
@@ -1165,7 +1165,7 @@ mod default_dialplan {
         );
         // A target that is nothing of the tenant's is ignored: 101 rings.
         p.set("101", always("nowhere"));
-        assert_eq!(p.start(&call("101")).actions, [ring("101", 30)]);
+        assert_eq!(p.start(&call("101")).actions, [ring("101", 20)]);
         assert!(
             p.t.log
                 .lines()
@@ -1185,7 +1185,7 @@ mod default_dialplan {
             },
         );
         p.set("102", Forwarding::default());
-        assert_eq!(p.start(&call("101")).actions, [ring("102", 30)]);
+        assert_eq!(p.start(&call("101")).actions, [ring("102", 20)]);
         p.set(
             "101",
             Forwarding {
@@ -1223,12 +1223,16 @@ mod default_dialplan {
         let first = p.start(&c);
         assert_eq!(first.actions, [ring("101", 7)]);
         let busy = p.then(&c, &first, DialResult::Busy);
-        assert_eq!(busy.actions, [ring("102", 30)]);
-        // 102 has no forward: the call ends with its outcome.
+        assert_eq!(busy.actions, [ring("102", 20)]);
+        // 102 has no forward: unanswered, its voicemail; busy or nothing
+        // registered, the call ends with that outcome.
         assert_eq!(
             p.then(&c, &busy, DialResult::NoAnswer).actions,
-            [Action::Finish]
+            [Action::Voicemail("102".into())]
         );
+        for kept in [DialResult::Busy, DialResult::Unavailable] {
+            assert_eq!(p.then(&c, &busy, kept).actions, [Action::Finish]);
+        }
         for nobody in [DialResult::NoAnswer, DialResult::Unavailable] {
             assert_eq!(p.then(&c, &first, nobody).actions, [out("+12125550100")]);
         }
@@ -1284,7 +1288,7 @@ mod default_dialplan {
         let c = call("101");
         let first = p.start(&c);
         let second = p.then(&c, &first, DialResult::NoAnswer);
-        assert_eq!(second.actions, [ring("102", 30)]);
+        assert_eq!(second.actions, [ring("102", 20)]);
         assert_eq!(
             p.then(&c, &second, DialResult::Busy).actions,
             [reject(482, "Loop Detected")]
@@ -1302,7 +1306,7 @@ mod default_dialplan {
         }
         assert_eq!(
             long.start(&call("202")).actions,
-            [ring("211", 30)],
+            [ring("211", 20)],
             "nine hops are fine"
         );
         assert!(long.start(&call("202")).state.len() < 200);
@@ -1330,7 +1334,7 @@ mod default_dialplan {
             DialResult::Unavailable,
             DialResult::Rejected(480),
         ] {
-            assert_eq!(p.then(&c, &rang, unanswered).actions, [ring("100", 30)]);
+            assert_eq!(p.then(&c, &rang, unanswered).actions, [ring("100", 20)]);
         }
         assert_eq!(
             p.then(&c, &rang, DialResult::Cancelled).actions,
@@ -1359,7 +1363,7 @@ mod default_dialplan {
         let confirmed = [Action::Answer, Action::HangUp];
         assert_eq!(p.start(&call("*72102")).actions, confirmed);
         assert_eq!(p.t.features.forwarding("100"), always("102"));
-        assert_eq!(p.start(&call("100")).actions, [ring("102", 30)]);
+        assert_eq!(p.start(&call("100")).actions, [ring("102", 20)]);
         assert_eq!(p.start(&call("*78")).actions, confirmed);
         assert_eq!(
             p.t.features.forwarding("100"),

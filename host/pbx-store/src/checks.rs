@@ -131,6 +131,53 @@ pub(crate) fn extension_number(number: &str) -> Result<()> {
     }
 }
 
+/// Longest prompt name accepted.
+const MAX_PROMPT_NAME: usize = 64;
+/// Longest caller identity kept with a voicemail message (bytes).
+const MAX_CALLER: usize = 256;
+/// Digits a voicemail PIN has at least and at most.
+pub(crate) const PIN_DIGITS: std::ops::RangeInclusive<usize> = 4..=12;
+
+/// A prompt name: 1-64 characters of `[0-9A-Za-z._-]`.
+pub(crate) fn prompt_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_PROMPT_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "prompt name must be 1-{MAX_PROMPT_NAME} characters of [0-9A-Za-z._-]: {name:?}"
+        )))
+    }
+}
+
+/// Who left a voicemail message, as the call showed it: at most 256 bytes, no
+/// control characters (it may be empty for an anonymous caller).
+pub(crate) fn caller(caller: &str) -> Result<()> {
+    if caller.len() > MAX_CALLER || caller.chars().any(char::is_control) {
+        return Err(Error::Invalid(format!(
+            "caller must be at most {MAX_CALLER} bytes without control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// A voicemail PIN: 4-12 ASCII digits.
+pub(crate) fn pin(pin: &str) -> Result<()> {
+    if PIN_DIGITS.contains(&pin.len()) && pin.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "a voicemail PIN is {} to {} digits",
+            PIN_DIGITS.start(),
+            PIN_DIGITS.end()
+        )))
+    }
+}
+
 /// A password: 1-128 bytes, no control characters.
 pub(crate) fn password(password: &str) -> Result<()> {
     if password.is_empty() || password.len() > MAX_PASSWORD {
@@ -221,5 +268,23 @@ mod tests {
         assert!(name("n", &"é".repeat(64), 64).is_ok());
         assert!(name("n", &"é".repeat(65), 64).is_err());
         assert!(name("n", &"x".repeat(700_000), 64).is_err());
+    }
+
+    #[test]
+    fn prompt_names_callers_and_pins() {
+        assert!(prompt_name("main-menu_v2.en").is_ok());
+        assert!(prompt_name(&"p".repeat(64)).is_ok());
+        for bad in ["", "a/b", "menu wav", "é", &"p".repeat(65)] {
+            assert!(prompt_name(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(caller("").is_ok());
+        assert!(caller("\"Ann\" <sip:+4930123@a.example>").is_ok());
+        assert!(caller("a\r\nb").is_err());
+        assert!(caller(&"1".repeat(257)).is_err());
+        assert!(pin("1234").is_ok());
+        assert!(pin("123456789012").is_ok());
+        for bad in ["123", "1234567890123", "12a4", " 1234", "１２３４"] {
+            assert!(pin(bad).is_err(), "{bad:?} accepted");
+        }
     }
 }

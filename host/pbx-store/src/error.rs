@@ -20,12 +20,25 @@ pub enum Error {
     /// stored row could not be read back.
     #[error("invalid: {0}")]
     Invalid(String),
+    /// The write would pass one of the tenant's quotas: its media storage, or
+    /// the messages one mailbox keeps (a full mailbox).
+    #[error("quota exceeded: {0}")]
+    QuotaExceeded(String),
 }
 
 /// Result with the store's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// An I/O failure on `what` (a file of the data directory), reported the way
+    /// the store reports the database's own I/O failures.
+    pub(crate) fn io(what: impl std::fmt::Display, err: std::io::Error) -> Error {
+        Error::Db(sqlx::Error::Io(std::io::Error::new(
+            err.kind(),
+            format!("{what}: {err}"),
+        )))
+    }
+
     /// Turns a unique-constraint failure into [`Error::Conflict`] with `what` as the
     /// message; any other database error stays [`Error::Db`].
     pub(crate) fn conflict_on_unique(err: sqlx::Error, what: impl FnOnce() -> String) -> Error {

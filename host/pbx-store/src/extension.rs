@@ -101,16 +101,21 @@ impl Store {
         Ok(())
     }
 
-    /// Removes an extension (and its registrar bindings).
+    /// Removes an extension (and its registrar bindings, its voicemail and
+    /// their files).
     pub async fn remove_extension(&self, tenant: TenantId, number: &str) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        let files = crate::voicemail::take_mailbox_files(&mut tx, tenant, number).await?;
         let done = sqlx::query("DELETE FROM extensions WHERE tenant_id = ? AND number = ?")
             .bind(tenant.0)
             .bind(number)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
         if done.rows_affected() == 0 {
             return Err(not_found(tenant, number));
         }
+        tx.commit().await?;
+        self.remove_files(files).await;
         Ok(())
     }
 

@@ -1,6 +1,7 @@
 //! Durable state of the PBX: tenants and their SIP domains, extensions (as HA1
 //! digests), registrar bindings and call detail records, kept in one SQLite file
-//! through sqlx.
+//! through sqlx; and tenants' audio (prompts, voicemail), kept encrypted in files
+//! beside it.
 //!
 //! # Design
 //! - [`Store`] is a cheap-to-clone handle around a connection pool. [`Store::open`]
@@ -12,7 +13,9 @@
 //!   [`Store::load_registrations`], [`Store::list_tenants`],
 //!   [`Store::active_dialplans`], [`Store::all_trunks`], [`Store::all_dids`] and
 //!   [`Store::plugin_kv_all`], [`Store::all_tenant_policies`],
-//!   [`Store::all_policy_config`] and [`Store::all_forwarding`].
+//!   [`Store::all_policy_config`] and [`Store::all_forwarding`]; and the
+//!   server's maintenance: [`Store::sweep_voicemail`] and
+//!   [`Store::remove_orphan_media`].
 //! - Writes that belong together run in one transaction: provisioning steps, bulk
 //!   imports (validated before anything is written), batches of registration
 //!   changes and of CDRs.
@@ -25,6 +28,11 @@
 //!   `DATA_DIR/secret.key` ([`SECRET_KEY_FILE`]), bound to their tenant and trunk.
 //! - Plugins are stored by content hash; a tenant's dial plans are numbered
 //!   versions with one active pointer, so activation and rollback are one write.
+//! - Tenant audio (`audio`: prompts, voicemail) lives in files under
+//!   `DATA_DIR/media/<tenant id>/` ([`MEDIA_DIR`]), each encrypted with its
+//!   tenant's own key, which is stored sealed with `secret.key`; the rows that
+//!   describe them, the tenant's quota and its voicemail PINs are in the
+//!   database. An in-memory store keeps the files in memory.
 //! - SQL is plain and portable (no SQLite-only syntax where a portable form exists),
 //!   queries are runtime-checked (`sqlx::query`), and the store has no clock:
 //!   callers pass `now_ms` where time matters.
@@ -33,6 +41,7 @@ mod acl;
 mod alert;
 mod api_token;
 mod approval;
+mod audio;
 mod audit;
 mod ban;
 mod calendar;
@@ -47,16 +56,20 @@ mod limits;
 mod media_policy;
 mod plugin;
 mod policy_config;
+mod prompt;
 mod registration;
 mod rows;
 mod secret;
 mod tenant;
 mod trunk;
 mod user;
+mod voicemail;
+mod voicemail_box;
 
 pub use alert::{AlertRecord, MAX_ALERTS};
 pub use api_token::{ApiToken, NewApiToken};
 pub use approval::{Approval, ApprovalStatus, ApprovalTarget};
+pub use audio::{MEDIA_DIR, MediaUsage};
 pub use audit::{
     AUDIT_KEYED, AuditEntry, AuditHead, AuditRecord, AuditReport, audit_legacy_hash, audit_mac,
 };
@@ -64,6 +77,10 @@ pub use ban::BanRecord;
 pub use cdr::CdrFilter;
 pub use cdr_export::{CDR_CSV_HEADER, CdrCursor, write_cdr_csv};
 pub use error::{Error, Result};
+pub use model::limits::{
+    DEFAULT_MEDIA_STORAGE_BYTES, DEFAULT_VOICEMAIL_RETENTION_DAYS, MAX_PROMPT_BYTES, MAX_PROMPT_MS,
+    MAX_VOICEMAIL_BYTES, MAX_VOICEMAIL_MESSAGES, MAX_VOICEMAIL_RETENTION_DAYS,
+};
 pub use model::{
     Alert, Calendar, Cdr, CdrMedia, DigestAlgorithm, DigestAlgorithms, Directory, Disposition,
     Extension, Forwarding, Holiday, LegMedia, MediaEncryption, NetworkAcl, Registration,
@@ -74,9 +91,12 @@ pub use policy_config::{
     ConfigEntry, ConfigScope, MAX_CONFIG_KEY, MAX_CONFIG_KEYS, MAX_CONFIG_VALUE, MAX_KV_KEY,
     PLUGIN_KV_QUOTA_BYTES,
 };
+pub use prompt::PromptInfo;
 pub use secret::SECRET_KEY_FILE;
 pub use trunk::Trunk;
 pub use user::{LoginFailures, MAX_USERNAME, NewUser, TotpState, User, UserChange, UserRole};
+pub use voicemail::VoicemailMessage;
+pub use voicemail_box::{MAX_PIN_ATTEMPTS, PIN_LOCKOUT_MS, PinCheck};
 
 /// Checks an extension number the way every store write does (1-32 characters of
 /// `[0-9A-Za-z._-]`), so callers can report a bad one before writing anything.
@@ -118,6 +138,8 @@ pub struct Store {
     pool: SqlitePool,
     /// Encrypts trunk passwords; read from `DATA_DIR/secret.key`.
     secrets: Arc<secret::SecretKey>,
+    /// Where tenant audio lives: `DATA_DIR/media`, or memory.
+    audio: Arc<audio::AudioFiles>,
 }
 
 impl Store {
@@ -139,10 +161,11 @@ impl Store {
             .max_connections(4)
             .connect_with(options)
             .await?;
-        Store::migrated(pool, secrets).await
+        Store::migrated(pool, secrets, audio::AudioFiles::in_dir(data_dir)).await
     }
 
-    /// Opens a private in-memory database (for tests and throw-away runs).
+    /// Opens a private in-memory database (for tests and throw-away runs);
+    /// tenant audio is kept in memory too, under a random secret key.
     ///
     /// The pool holds exactly one connection that never expires, so every query
     /// sees the same database for the life of the store.
@@ -158,14 +181,24 @@ impl Store {
             .max_lifetime(None)
             .connect_with(options)
             .await?;
-        Store::migrated(pool, secret::SecretKey::random()).await
+        Store::migrated(
+            pool,
+            secret::SecretKey::random(),
+            audio::AudioFiles::in_memory(),
+        )
+        .await
     }
 
-    async fn migrated(pool: SqlitePool, secrets: secret::SecretKey) -> Result<Store> {
+    async fn migrated(
+        pool: SqlitePool,
+        secrets: secret::SecretKey,
+        audio: audio::AudioFiles,
+    ) -> Result<Store> {
         MIGRATOR.run(&pool).await?;
         let store = Store {
             pool,
             secrets: Arc::new(secrets),
+            audio: Arc::new(audio),
         };
         store.seal_plain_totp_secrets().await?;
         store.mark_audit_keying().await?;

@@ -9,17 +9,19 @@ use sqlx::Row;
 use crate::{Result, Store, TenantId, TenantLimits};
 
 impl Store {
-    /// Replaces the tenant's limits (all four columns).
+    /// Replaces the tenant's limits (every column).
     pub async fn set_tenant_limits(&self, tenant: TenantId, limits: &TenantLimits) -> Result<()> {
         let mut tx = self.write_tx().await?;
         crate::tenant::ensure_tenant(&mut tx, tenant).await?;
         sqlx::query(
             "INSERT INTO tenant_limits (tenant_id, max_concurrent, max_concurrent_extension, \
-             max_calls_per_second, daily_cap_cents) VALUES (?, ?, ?, ?, ?) \
+             max_calls_per_second, daily_cap_cents, media_storage_bytes) \
+             VALUES (?, ?, ?, ?, ?, ?) \
              ON CONFLICT (tenant_id) DO UPDATE SET max_concurrent = excluded.max_concurrent, \
              max_concurrent_extension = excluded.max_concurrent_extension, \
              max_calls_per_second = excluded.max_calls_per_second, \
-             daily_cap_cents = excluded.daily_cap_cents",
+             daily_cap_cents = excluded.daily_cap_cents, \
+             media_storage_bytes = excluded.media_storage_bytes",
         )
         .bind(tenant.0)
         .bind(limits.max_concurrent.map(i64::from))
@@ -29,6 +31,11 @@ impl Store {
             limits
                 .daily_cap_cents
                 .map(|c| i64::try_from(c).unwrap_or(i64::MAX)),
+        )
+        .bind(
+            limits
+                .media_storage_bytes
+                .map(|b| i64::try_from(b).unwrap_or(i64::MAX)),
         )
         .execute(&mut *tx)
         .await?;
@@ -40,7 +47,7 @@ impl Store {
     pub async fn tenant_limits(&self, tenant: TenantId) -> Result<TenantLimits> {
         let row = sqlx::query(
             "SELECT tenant_id, max_concurrent, max_concurrent_extension, max_calls_per_second, \
-             daily_cap_cents FROM tenant_limits WHERE tenant_id = ?",
+             daily_cap_cents, media_storage_bytes FROM tenant_limits WHERE tenant_id = ?",
         )
         .bind(tenant.0)
         .fetch_optional(&self.pool)
@@ -54,7 +61,7 @@ impl Store {
     pub async fn all_tenant_limits(&self) -> Result<Vec<(TenantId, TenantLimits)>> {
         let rows = sqlx::query(
             "SELECT tenant_id, max_concurrent, max_concurrent_extension, max_calls_per_second, \
-             daily_cap_cents FROM tenant_limits ORDER BY tenant_id",
+             daily_cap_cents, media_storage_bytes FROM tenant_limits ORDER BY tenant_id",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -67,14 +74,18 @@ fn from_row(row: &sqlx::sqlite::SqliteRow) -> Result<(TenantId, TenantLimits)> {
         let v: Option<i64> = row.try_get(name)?;
         Ok(v.and_then(|v| u32::try_from(v).ok()))
     };
-    let cap: Option<i64> = row.try_get("daily_cap_cents")?;
+    let u64_col = |name: &str| -> Result<Option<u64>> {
+        let v: Option<i64> = row.try_get(name)?;
+        Ok(v.and_then(|v| u64::try_from(v).ok()))
+    };
     Ok((
         TenantId(row.try_get("tenant_id")?),
         TenantLimits {
             max_concurrent: u32_col("max_concurrent")?,
             max_concurrent_extension: u32_col("max_concurrent_extension")?,
             max_calls_per_second: u32_col("max_calls_per_second")?,
-            daily_cap_cents: cap.and_then(|c| u64::try_from(c).ok()),
+            daily_cap_cents: u64_col("daily_cap_cents")?,
+            media_storage_bytes: u64_col("media_storage_bytes")?,
         },
     ))
 }
@@ -97,6 +108,7 @@ mod tests {
             max_concurrent_extension: None,
             max_calls_per_second: Some(5),
             daily_cap_cents: Some(2500),
+            media_storage_bytes: Some(1 << 20),
         };
         store.set_tenant_limits(t, &limits).await.unwrap();
         assert_eq!(store.tenant_limits(t).await.unwrap(), limits);

@@ -379,8 +379,10 @@ mod tests {
 
 impl Store {
     /// Deletes a tenant and purges everything it owns: domains, extensions,
-    /// registrations, call records, API users and tokens, in one transaction.
-    /// Audit entries stay (they name the tenant by id only).
+    /// registrations, call records, API users and tokens, prompts, voicemail
+    /// and its audio key, in one transaction; then its audio files (unreadable
+    /// from the moment the key is gone). Audit entries stay (they name the
+    /// tenant by id only).
     pub async fn delete_tenant(&self, tenant: TenantId) -> Result<()> {
         let mut tx = self.write_tx().await?;
         ensure_tenant(&mut tx, tenant).await?;
@@ -392,6 +394,7 @@ impl Store {
             sqlx::query(sql).bind(tenant.0).execute(&mut *tx).await?;
         }
         tx.commit().await?;
+        self.remove_tenant_files(tenant).await;
         Ok(())
     }
 }

@@ -340,6 +340,9 @@ pub enum TenantCommand {
         /// Spend per UTC day, in cents.
         #[arg(long)]
         daily_cap_cents: Option<u64>,
+        /// Bytes of prompts and voicemail the tenant may keep.
+        #[arg(long)]
+        media_storage_bytes: Option<u64>,
     },
 }
 

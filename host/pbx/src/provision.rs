@@ -96,6 +96,7 @@ pub async fn execute(
             max_concurrent_extension,
             max_calls_per_second,
             daily_cap_cents,
+            media_storage_bytes,
         }) => {
             let t = tenant_named(store, &tenant).await?;
             let limits = store::TenantLimits {
@@ -103,6 +104,7 @@ pub async fn execute(
                 max_concurrent_extension,
                 max_calls_per_second,
                 daily_cap_cents,
+                media_storage_bytes,
             };
             store.set_tenant_limits(t.id, &limits).await?;
             let show = |v: Option<u64>| v.map_or_else(|| "default".to_string(), |v| v.to_string());

@@ -9,8 +9,8 @@
 //! call from one of the tenant's extensions:
 //! 1. a feature code (`*…`, below);
 //! 2. one of the tenant's extensions: that extension, as its forwarding says
-//!    (below); it rings for 30 s, or for its `no_answer_secs` when it has a
-//!    no-answer forward;
+//!    (below); it rings for its `no_answer_secs` (20 s unless the tenant set
+//!    another time), then goes on to its no-answer forward or voicemail;
 //! 3. the name of one of the tenant's ring groups (`directory.groups()`): ring
 //!    that group (for the host's ring time), then its failover (below);
 //! 4. a number the tenant mapped to a group in storage: the key
@@ -40,8 +40,13 @@
 //!   `busy` target, else gets `486 Busy Here`;
 //! - otherwise it rings. Busy (486/600): its `busy` target. Nobody answered in
 //!   time, or no phone of it is registered: its `no_answer` target. Without the
-//!   target (or after any other outcome) the call ends with that attempt's
-//!   outcome.
+//!   target, a call that rang out unanswered goes to the extension's
+//!   **voicemail** (action `voicemail`: its greeting, a beep, a message of up
+//!   to two minutes, message-waiting indication to its phones), and the host
+//!   hangs up once the message is recorded; busy and nothing registered keep
+//!   their outcome (486, 480), as does any other outcome. (The host keeps the
+//!   attempt's failure for the caller when it cannot answer: no media
+//!   anchored, no SDP offer.)
 //!
 //! A target is one of the tenant's extensions (whose own forwarding is then
 //! followed), one of its groups, or else a number (digits after an optional
@@ -93,8 +98,9 @@ use pbx_sdk_call_handler::{
     RingTarget, Step,
 };
 
-/// How long an extension without a no-answer forward rings.
-const RING_SECS: u32 = 30;
+/// How long an extension rings when the host has no settings for it (the
+/// host's default `no_answer_secs`).
+const RING_SECS: u32 = 20;
 /// The outside-line access code, stripped before the number goes to the trunk.
 const OUTSIDE_LINE: char = '9';
 /// Storage key prefix mapping a dialled number to a ring group's name.
@@ -257,11 +263,9 @@ fn to_extension(number: &str, mut state: State) -> Step {
             _ => reject(486, "Busy Here"),
         };
     }
-    let secs = if settings.no_answer.is_some() {
-        settings.no_answer_secs
-    } else {
-        RING_SECS
-    };
+    // The extension's ring time: before its no-answer forward, or its
+    // voicemail.
+    let secs = settings.no_answer_secs;
     state.rang = format!("x:{number}");
     Step::new(
         vec![Action::Ring(Ring {
@@ -302,11 +306,16 @@ fn next_or_finish(target: Option<String>, state: State) -> Step {
 fn after_dial(result: &DialResult, state: State) -> Step {
     if let Some(number) = state.rang.strip_prefix("x:") {
         let settings = forwarding_of(number);
-        let target = match result {
-            DialResult::Busy => settings.busy,
-            DialResult::NoAnswer | DialResult::Unavailable => settings.no_answer,
-            _ => None,
+        let (target, rang_out) = match result {
+            DialResult::Busy => (settings.busy, false),
+            DialResult::NoAnswer => (settings.no_answer, true),
+            DialResult::Unavailable => (settings.no_answer, false),
+            _ => (None, false),
         };
+        if target.is_none() && rang_out {
+            let mailbox = number.to_string();
+            return Step::new(vec![Action::Voicemail(mailbox)], state.encode());
+        }
         return next_or_finish(target, state);
     }
     if let Some(group) = state.rang.strip_prefix("g:") {
@@ -393,6 +402,8 @@ impl CallHandler for DefaultDialPlan {
         match event {
             Event::CallStarted => started(call),
             Event::DialEnded(result) => after_dial(result, State::decode(state)),
+            // The message is recorded (or could not be): goodbye.
+            Event::RecordingFinished(_) => Step::new(vec![Action::HangUp], Vec::new()),
             _ => Step::finish(),
         }
     }

@@ -1,8 +1,8 @@
 //! Write PBX call handlers (`pbx:plugin@0.2.0`) in Rust.
 //!
 //! A call handler runs a tenant's whole call: the host asks it once when the
-//! call starts and again after each event (a dial attempt ended, a transfer
-//! ended...), and it answers with the next actions and the state it wants
+//! call starts and again after each event (a dial attempt ended, a prompt
+//! finished, keys were gathered, a message was recorded...), and it answers with the next actions and the state it wants
 //! back next time. Implement [`CallHandler`] and name the type with
 //! [`export_call_handler!`]:
 //!
@@ -63,7 +63,8 @@ pub use pbx_sdk;
 pub use pbx_sdk::{Reject, Ring, RingStrategy, RingTarget};
 pub use wit2::call_info;
 pub use wit2::call_types::{
-    Action, Call, DialOut, DialResult, Event, RingGroup, Step, TransferResult, TransferTarget,
+    Action, Call, DialOut, DialResult, Event, Gather, Prompt, Recording, RingGroup, Step, Tone,
+    TransferResult, TransferTarget,
 };
 pub use wit2::clock;
 pub use wit2::features;

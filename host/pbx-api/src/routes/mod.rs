@@ -23,11 +23,13 @@ mod extensions;
 mod login;
 mod plugin_config;
 mod policies;
+mod prompts;
 mod settings;
 mod system;
 mod tenants;
 mod tokens;
 mod users;
+mod voicemail;
 
 #[cfg(test)]
 pub(crate) use login::{DUMMY_HASH, totp_for};
@@ -266,6 +268,69 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Replace an extension's call forwarding (always, busy, no answer after N seconds) and do-not-disturb",
             tenant(R::ADMINS, "extensions:write"),
             put(extensions::set_forwarding),
+        ),
+        route(
+            M::GET,
+            "/api/v1/tenants/{tenant}/prompts",
+            "List the tenant's prompts",
+            tenant(R::ADMINS, "prompts:read"),
+            get(prompts::list),
+        ),
+        route(
+            M::PUT,
+            "/api/v1/tenants/{tenant}/prompts/{name}",
+            "Upload a prompt (audio/wav 16-bit 8 kHz mono, audio/basic PCMU, audio/pcma), counted against the media quota",
+            tenant(R::ADMINS, "prompts:write"),
+            put(prompts::put).layer(DefaultBodyLimit::max(store::MAX_PROMPT_BYTES as usize)),
+        ),
+        route(
+            M::GET,
+            "/api/v1/tenants/{tenant}/prompts/{name}",
+            "Download a prompt as WAV",
+            tenant(R::ADMINS, "prompts:read"),
+            get(prompts::get),
+        ),
+        route(
+            M::DELETE,
+            "/api/v1/tenants/{tenant}/prompts/{name}",
+            "Delete a prompt",
+            tenant(R::ADMINS, "prompts:write"),
+            delete(prompts::delete),
+        ),
+        route(
+            M::GET,
+            "/api/v1/tenants/{tenant}/voicemail/{mailbox}/messages",
+            "List a mailbox's voicemail messages (a user: their own extension's only)",
+            tenant(R::ALL, "voicemail:read"),
+            get(voicemail::list),
+        ),
+        route(
+            M::GET,
+            "/api/v1/tenants/{tenant}/voicemail/{mailbox}/messages/{id}",
+            "Download a voicemail message as WAV",
+            tenant(R::ALL, "voicemail:read"),
+            get(voicemail::download),
+        ),
+        route(
+            M::PATCH,
+            "/api/v1/tenants/{tenant}/voicemail/{mailbox}/messages/{id}",
+            "Mark a voicemail message heard or saved",
+            tenant(R::ALL, "voicemail:write"),
+            patch(voicemail::mark),
+        ),
+        route(
+            M::DELETE,
+            "/api/v1/tenants/{tenant}/voicemail/{mailbox}/messages/{id}",
+            "Delete a voicemail message",
+            tenant(R::ALL, "voicemail:write"),
+            delete(voicemail::delete),
+        ),
+        route(
+            M::PUT,
+            "/api/v1/tenants/{tenant}/voicemail/{mailbox}/pin",
+            "Set a mailbox's PIN (4 to 12 digits, stored hashed)",
+            tenant(R::ALL, "voicemail:write"),
+            put(voicemail::set_pin),
         ),
         route(
             M::GET,

@@ -25,6 +25,10 @@ pub(crate) struct LimitsBody {
     max_calls_per_second: Option<u32>,
     #[serde(default)]
     daily_cap_cents: Option<u64>,
+    /// Bytes of prompts and voicemail the tenant may keep (the default
+    /// quota when unset).
+    #[serde(default)]
+    media_storage_bytes: Option<u64>,
 }
 
 /// A media encryption policy: `required`, `optional` or `disabled`.
@@ -105,6 +109,7 @@ pub(super) async fn set_limits(
         max_concurrent_extension: req.max_concurrent_extension,
         max_calls_per_second: req.max_calls_per_second,
         daily_cap_cents: req.daily_cap_cents,
+        media_storage_bytes: req.media_storage_bytes,
     };
     state.store().set_tenant_limits(tenant, &limits).await?;
     state

@@ -29,6 +29,7 @@ async fn limits_and_media_encryption_round_trip() {
             max_concurrent_extension: None,
             max_calls_per_second: Some(2),
             daily_cap_cents: Some(10_000),
+            media_storage_bytes: None,
         }
     );
     assert_eq!(

@@ -51,6 +51,9 @@ pub enum Plan {
     /// The host answers the call itself, then hangs up at once (`hang_up`)
     /// or keeps it up until the caller hangs up.
     Answer { hang_up: bool },
+    /// The host plays to, listens to or records the caller (answering
+    /// first if nobody has).
+    Media(crate::HostMedia),
 }
 
 impl Plan {
@@ -169,6 +172,7 @@ impl Plan {
             },
             Plan::Finish => RouteDecision::Finish,
             Plan::Answer { hang_up } => RouteDecision::Answer { hang_up },
+            Plan::Media(media) => RouteDecision::Media(media),
             Plan::Reject { status, reason } => {
                 return Err(Refusal::Rejected {
                     status: crate::route::final_status(status),

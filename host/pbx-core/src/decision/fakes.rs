@@ -62,7 +62,9 @@ impl DialPlan for FakePlan {
     fn route(&self, call: &NewCall<'_>) -> Result<Plan, PlanError> {
         self.runs.set(self.runs.get() + 1);
         self.seen_class.set(Some(call.class));
-        self.seen_events.borrow_mut().push(call.request.event);
+        self.seen_events
+            .borrow_mut()
+            .push(call.request.event.clone());
         if !matches!(
             call.request.event,
             CallEvent::Started | CallEvent::TransferRequested

@@ -212,7 +212,7 @@ fn decide_into(
     };
     // Every leg a call places is checked, not only its first: toll fraud
     // cannot hide behind a forward.
-    if !matches!(plan, Plan::Finish | Plan::Answer { .. }) {
+    if !matches!(plan, Plan::Finish | Plan::Answer { .. } | Plan::Media(_)) {
         policy::run(with.policies, &call, &plan, events)?;
     }
     let places_a_leg = plan.places_a_leg();

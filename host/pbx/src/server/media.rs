@@ -1,6 +1,8 @@
 //! The media anchor the SIP core uses, over `pbx-media`'s relay: one relay call
-//! per SIP call, SDP passed through its session, and the relay's idle reports
-//! routed back to the shard that owns the call.
+//! per SIP call, SDP passed through its session, and the relay's reports
+//! (idleness, prompts played, keys pressed, recordings) routed back to the
+//! shard that owns the call. Prompts are loaded from the call's tenant's
+//! storage and recordings stored in its mailboxes here, off the SIP path.
 //!
 //! The same concept as `pbx-core`'s `media.rs` at another layer: that one is the
 //! trait the B2BUA asks, this one implements it over the relay.
@@ -11,13 +13,14 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use pbx_core::{
-    CallMediaHandle, CdrMedia, LegMedia, MediaAnchor, MediaEncryption, MediaLeg, MediaRefusal,
-    MediaSecurity,
+    CallMediaHandle, CdrMedia, LegMedia, MediaAnchor, MediaEncryption, MediaLeg, MediaNotice,
+    MediaRefusal, MediaSecurity, PromptRef, Record, Tone,
 };
 use pbx_media::{
-    CallId, CallMedia, EncryptionPolicy, Leg, LegStats, MediaConfig, MediaError, MediaEvent,
-    MediaRelay, Security,
+    CallId, CallMedia, EncryptionPolicy, Leg, LegStats, MediaConfig, MediaControl, MediaError,
+    MediaEvent, MediaRelay, Prompt, RecordSpec, Recording, Security,
 };
+use store::{Store, TenantId};
 use tokio::sync::mpsc;
 
 /// Media relay settings; the defaults suit a host with one address.
@@ -49,65 +52,314 @@ impl Default for MediaOptions {
     }
 }
 
+/// What a shard hears from the media of its calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ToShard {
+    /// No media on the call for the idle timeout.
+    Idle(u64),
+    /// A prompt, key or recording of a call the host answered.
+    Notice(u64, MediaNotice),
+    /// A message arrived in a mailbox: its new and old message counts, for
+    /// the mailbox's phones.
+    Mailbox(TenantId, String, (u32, u32)),
+}
+
+/// Whom a relay call belongs to, and what its host end is doing.
+#[derive(Debug, Clone)]
+struct Owner {
+    shard: usize,
+    call: u64,
+    tenant: TenantId,
+    /// Prompts queued by the last play and not yet finished.
+    prompts: usize,
+    /// Goes up with every play and stop, so that a play whose prompts were
+    /// still loading when it was replaced plays nothing.
+    generation: u64,
+    /// The mailbox and caller of the recording under way.
+    recording: Option<(String, String)>,
+}
+
 /// Which shard and core call a relay call belongs to.
-type Owners = Arc<DashMap<CallId, (usize, u64)>>;
+type Owners = Arc<DashMap<CallId, Owner>>;
+
+/// Each shard's queue of what the media reports.
+type Shards = Arc<Vec<mpsc::UnboundedSender<ToShard>>>;
 
 /// [`MediaAnchor`] over a [`MediaRelay`].
 pub(crate) struct RelayAnchor {
     relay: MediaRelay,
     owners: Owners,
+    store: Store,
+    runtime: tokio::runtime::Handle,
+    shards: Shards,
 }
 
+/// Shortest recording kept as a message: less is a caller who hung up at
+/// the beep.
+const MIN_MESSAGE: Duration = Duration::from_millis(500);
+
 impl RelayAnchor {
-    /// Builds the relay; idle calls are reported on the returned channel as
-    /// `(shard, call)`, fed by the task [`RelayAnchor::route_events`] runs.
+    /// Builds the relay; what it reports goes to the owning shards through
+    /// the task [`RelayAnchor::route_events`] runs. Must be called within
+    /// the runtime that loads prompts and stores recordings.
     pub(crate) fn new(
         config: MediaConfig,
+        store: Store,
+        shards: Vec<mpsc::UnboundedSender<ToShard>>,
     ) -> Result<(RelayAnchor, mpsc::UnboundedReceiver<MediaEvent>), MediaError> {
         let (relay, events) = MediaRelay::new(config)?;
         Ok((
             RelayAnchor {
                 relay,
                 owners: Arc::new(DashMap::new()),
+                store,
+                runtime: tokio::runtime::Handle::current(),
+                shards: Arc::new(shards),
             },
             events,
         ))
     }
 
-    /// Forwards idle reports to the owning shard's queue until the relay is gone
-    /// or `stop` fires.
+    /// Forwards the relay's reports to the owning shard's queue until the
+    /// relay is gone. A recording is stored first (in its own task) and the
+    /// shard hears where it went.
     pub(crate) fn route_events(
         &self,
         mut events: mpsc::UnboundedReceiver<MediaEvent>,
-        shards: Vec<mpsc::UnboundedSender<u64>>,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let owners = self.owners.clone();
+        let store = self.store.clone();
+        let shards = self.shards.clone();
         async move {
             while let Some(event) = events.recv().await {
-                // Prompt and digit events matter once call control plays
-                // and gathers (media applications); only idleness ends calls.
-                let MediaEvent::Idle { call, .. } = event else {
-                    continue;
+                let (call, message) = match event {
+                    MediaEvent::Idle { call, .. } => {
+                        let Some(o) = owners.get(&call) else { continue };
+                        tracing::info!(shard = o.shard, call = o.call, "media stopped");
+                        (call, ToShard::Idle(o.call))
+                    }
+                    MediaEvent::PromptFinished { call, leg: Leg::A } => {
+                        let Some(mut o) = owners.get_mut(&call) else {
+                            continue;
+                        };
+                        if o.prompts == 0 {
+                            continue;
+                        }
+                        o.prompts -= 1;
+                        if o.prompts > 0 {
+                            continue;
+                        }
+                        (call, ToShard::Notice(o.call, MediaNotice::PromptFinished))
+                    }
+                    MediaEvent::Digit {
+                        call,
+                        leg: Leg::A,
+                        digit,
+                        ..
+                    } => {
+                        let Some(o) = owners.get(&call) else { continue };
+                        (call, ToShard::Notice(o.call, MediaNotice::Digit(digit)))
+                    }
+                    MediaEvent::RecordingFinished {
+                        call,
+                        leg: Leg::A,
+                        recording,
+                    } => {
+                        let Some(mut o) = owners.get_mut(&call) else {
+                            continue;
+                        };
+                        let Some((mailbox, caller)) = o.recording.take() else {
+                            continue;
+                        };
+                        let (shard, id, tenant) = (o.shard, o.call, o.tenant);
+                        drop(o);
+                        let (store, shards) = (store.clone(), shards.clone());
+                        tokio::spawn(async move {
+                            let notice = store_recording(
+                                &store,
+                                &shards[shard],
+                                tenant,
+                                (&mailbox, &caller),
+                                recording,
+                            )
+                            .await;
+                            if let Some(tx) = shards.get(shard) {
+                                let _ = tx.send(ToShard::Notice(id, notice));
+                            }
+                        });
+                        continue;
+                    }
+                    _ => continue,
                 };
-                let Some((shard, id)) = owners.get(&call).map(|o| *o) else {
-                    continue;
-                };
-                tracing::info!(shard, call = id, "media stopped");
-                if let Some(tx) = shards.get(shard) {
-                    let _ = tx.send(id);
+                let shard = owners.get(&call).map(|o| o.shard);
+                if let Some(tx) = shard.and_then(|s| shards.get(s)) {
+                    let _ = tx.send(message);
                 }
             }
         }
     }
 }
 
+/// Stores a finished recording as a message of `mailbox` and tells the
+/// mailbox's phones through `shard`.
+async fn store_recording(
+    store: &Store,
+    shard: &mpsc::UnboundedSender<ToShard>,
+    tenant: TenantId,
+    (mailbox, caller): (&str, &str),
+    recording: Recording,
+) -> MediaNotice {
+    let duration = recording.duration();
+    if duration < MIN_MESSAGE {
+        return MediaNotice::RecordingFailed("nothing was recorded".into());
+    }
+    let wav = recording.to_wav();
+    let ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+    let saved = match store
+        .save_voicemail(tenant, mailbox, caller, &wav, ms)
+        .await
+    {
+        Ok(message) => message,
+        Err(e) => {
+            tracing::warn!(%tenant, mailbox, error = %e, "recording not stored");
+            return MediaNotice::RecordingFailed(e.to_string());
+        }
+    };
+    match store.mailbox_counts(tenant, mailbox).await {
+        Ok(counts) => {
+            let _ = shard.send(ToShard::Mailbox(tenant, mailbox.to_string(), counts));
+        }
+        Err(e) => tracing::warn!(%tenant, mailbox, error = %e, "mailbox not counted"),
+    }
+    MediaNotice::RecordingStored {
+        id: saved.id,
+        duration,
+    }
+}
+
+/// Two seconds of a tone pattern: `on` of the tone pair, then `off` of
+/// silence, repeated.
+fn cadence(freqs: &[u32], on: Duration, off: Duration) -> Vec<Prompt> {
+    let mut out = Vec::new();
+    let mut total = Duration::ZERO;
+    while total < Duration::from_secs(2) {
+        out.extend(Prompt::tone(freqs, -13.0, on).ok());
+        out.extend(Prompt::silence(off).ok());
+        total += on + off;
+    }
+    out
+}
+
+/// The audio of a built-in prompt (nothing for a bad one).
+fn builtin(prompt: &PromptRef) -> Vec<Prompt> {
+    match prompt {
+        PromptRef::Tone(Tone::Beep) => vec![Prompt::beep()],
+        // North American ringback and busy (ITU-T E.180 lists each country's).
+        PromptRef::Tone(Tone::Ringback) => cadence(
+            &[440, 480],
+            Duration::from_millis(1000),
+            Duration::from_millis(1000),
+        ),
+        PromptRef::Tone(Tone::Busy) => cadence(
+            &[480, 620],
+            Duration::from_millis(500),
+            Duration::from_millis(500),
+        ),
+        PromptRef::Tone(Tone::Error) => [950, 1400, 1800]
+            .iter()
+            .filter_map(|f| Prompt::tone(&[*f], -13.0, Duration::from_millis(330)).ok())
+            .collect(),
+        PromptRef::Digits(digits) => digits
+            .chars()
+            .take(32)
+            .flat_map(|d| {
+                [
+                    Prompt::dtmf(d, Duration::from_millis(100)).ok(),
+                    Prompt::silence(Duration::from_millis(100)).ok(),
+                ]
+            })
+            .flatten()
+            .collect(),
+        PromptRef::Silence(d) => Prompt::silence((*d).min(pbx_core::MAX_SILENCE))
+            .into_iter()
+            .collect(),
+        PromptRef::Tenant(_) => Vec::new(),
+    }
+}
+
+/// Loads `prompts` (the tenant's own from its storage) and plays them in
+/// order on the caller's leg, unless a newer play or a stop came meanwhile.
+async fn load_and_play(
+    store: Store,
+    owners: Owners,
+    call: CallId,
+    control: MediaControl,
+    prompts: Vec<PromptRef>,
+    generation: u64,
+    shards: Shards,
+) {
+    let Some(tenant) = owners.get(&call).map(|o| o.tenant) else {
+        return;
+    };
+    let mut audio = Vec::new();
+    for prompt in &prompts {
+        match prompt {
+            PromptRef::Tenant(name) => match store.prompt_audio(tenant, name).await {
+                Ok(Some(wav)) => match Prompt::from_wav(&wav) {
+                    Ok(p) => audio.push(p),
+                    Err(e) => tracing::warn!(%tenant, name, error = %e, "prompt unreadable"),
+                },
+                Ok(None) => tracing::debug!(%tenant, name, "no such prompt: skipped"),
+                Err(e) => tracing::warn!(%tenant, name, error = %e, "prompt not loaded"),
+            },
+            other => audio.extend(builtin(other)),
+        }
+    }
+    let Some(mut owner) = owners.get_mut(&call) else {
+        return;
+    };
+    if owner.generation != generation {
+        return;
+    }
+    let queued = audio
+        .into_iter()
+        .filter(|p| control.play(Leg::A, p.clone()).is_ok())
+        .count();
+    owner.prompts = queued;
+    let (shard, id) = (owner.shard, owner.call);
+    drop(owner);
+    if queued == 0
+        && let Some(tx) = shards.get(shard)
+    {
+        let _ = tx.send(ToShard::Notice(id, MediaNotice::PromptFinished));
+    }
+}
+
 impl MediaAnchor for RelayAnchor {
-    fn open(&self, shard: usize, call: u64) -> Result<Box<dyn CallMediaHandle>, MediaRefusal> {
+    fn open(
+        &self,
+        shard: usize,
+        call: u64,
+        tenant: TenantId,
+    ) -> Result<Box<dyn CallMediaHandle>, MediaRefusal> {
         let media = self.relay.open_call().map_err(refusal)?;
-        self.owners.insert(media.id(), (shard, call));
+        self.owners.insert(
+            media.id(),
+            Owner {
+                shard,
+                call,
+                tenant,
+                prompts: 0,
+                generation: 0,
+                recording: None,
+            },
+        );
         Ok(Box::new(Handle {
             media,
             owners: self.owners.clone(),
+            store: self.store.clone(),
+            runtime: self.runtime.clone(),
+            shards: self.shards.clone(),
         }))
     }
 }
@@ -116,6 +368,9 @@ impl MediaAnchor for RelayAnchor {
 struct Handle {
     media: CallMedia,
     owners: Owners,
+    store: Store,
+    runtime: tokio::runtime::Handle,
+    shards: Shards,
 }
 
 impl std::fmt::Debug for Handle {
@@ -127,8 +382,28 @@ impl std::fmt::Debug for Handle {
 }
 
 impl Drop for Handle {
+    /// The call is over. A recording still under way (the caller hung up
+    /// instead of pressing the finish key, as most do) is kept: what was
+    /// said is stored and the mailbox's phones hear of it.
     fn drop(&mut self) {
-        self.owners.remove(&self.media.id());
+        let Some((_, owner)) = self.owners.remove(&self.media.id()) else {
+            return;
+        };
+        let Some((mailbox, caller)) = owner.recording else {
+            return;
+        };
+        let Some(recording) = self.media.take_recording(Leg::A) else {
+            return;
+        };
+        let Some(shard) = self.shards.get(owner.shard).cloned() else {
+            return;
+        };
+        let store = self.store.clone();
+        self.runtime.spawn(async move {
+            let notice =
+                store_recording(&store, &shard, owner.tenant, (&mailbox, &caller), recording).await;
+            tracing::debug!(?notice, "recording of a finished call");
+        });
     }
 }
 
@@ -216,6 +491,77 @@ impl CallMediaHandle for Handle {
             .map_err(refusal)
     }
 
+    fn play(&self, prompts: &[PromptRef]) -> Result<(), MediaRefusal> {
+        let id = self.media.id();
+        let generation = {
+            let Some(mut owner) = self.owners.get_mut(&id) else {
+                return Err(MediaRefusal::new(500, "the call's media is gone"));
+            };
+            owner.generation += 1;
+            owner.prompts = 0;
+            owner.generation
+        };
+        self.media.stop_playing(Leg::A);
+        self.runtime.spawn(load_and_play(
+            self.store.clone(),
+            self.owners.clone(),
+            id,
+            self.media.control(),
+            prompts.to_vec(),
+            generation,
+            self.shards.clone(),
+        ));
+        Ok(())
+    }
+
+    fn stop_playing(&self) {
+        if let Some(mut owner) = self.owners.get_mut(&self.media.id()) {
+            owner.generation += 1;
+            owner.prompts = 0;
+        }
+        self.media.stop_playing(Leg::A);
+    }
+
+    fn record(&self, record: &Record, caller: &str) -> Result<(), MediaRefusal> {
+        let spec = RecordSpec {
+            max: record.max,
+            beep: record.beep,
+            finish_key: record.finish_key,
+            silence: record.silence,
+        };
+        self.media.record(Leg::A, spec).map_err(refusal)?;
+        if let Some(mut owner) = self.owners.get_mut(&self.media.id()) {
+            owner.recording = Some((record.mailbox.clone(), caller.to_string()));
+        }
+        Ok(())
+    }
+
+    fn offer_from_host(
+        &self,
+        to_secure: bool,
+        p: MediaEncryption,
+    ) -> Result<Vec<u8>, MediaRefusal> {
+        self.media
+            .offer_from_host(Leg::B, to_secure, policy(p))
+            .map_err(refusal)
+    }
+
+    fn answer_to_host_offer(
+        &self,
+        sdp: &[u8],
+        sec: MediaSecurity,
+        p: MediaEncryption,
+    ) -> Result<(), MediaRefusal> {
+        if let Some(mut owner) = self.owners.get_mut(&self.media.id()) {
+            owner.generation += 1;
+            owner.prompts = 0;
+            owner.recording = None;
+        }
+        self.media
+            .answer_to_host_offer(Leg::B, sdp, security(sec), policy(p))
+            .map_err(refusal)
+    }
+
     fn stats(&self) -> CdrMedia {
         let s = self.media.stats();
         CdrMedia {
@@ -256,11 +602,12 @@ mod tests {
 
     #[tokio::test]
     async fn offers_point_at_the_relay_and_idle_calls_reach_their_shard() {
-        let (anchor, events) = RelayAnchor::new(config()).expect("relay");
+        let store = Store::open_in_memory().await.expect("store");
         let (tx0, _rx0) = mpsc::unbounded_channel();
         let (tx1, mut rx1) = mpsc::unbounded_channel();
-        tokio::spawn(anchor.route_events(events, vec![tx0, tx1]));
-        let handle = anchor.open(1, 42).expect("open");
+        let (anchor, events) = RelayAnchor::new(config(), store, vec![tx0, tx1]).expect("relay");
+        tokio::spawn(anchor.route_events(events));
+        let handle = anchor.open(1, 42, TenantId(1)).expect("open");
         let plain = MediaSecurity {
             from_secure: false,
             to_secure: false,
@@ -293,8 +640,101 @@ mod tests {
         let idle = tokio::time::timeout(Duration::from_secs(5), rx1.recv())
             .await
             .expect("idle report");
-        assert_eq!(idle, Some(42));
+        assert_eq!(idle, Some(ToShard::Idle(42)));
         drop(handle);
         assert!(anchor.owners.is_empty(), "owner forgotten with the handle");
+    }
+
+    /// A caller's offer to the relay from a socket of the test.
+    fn offer_from(port: u16) -> Vec<u8> {
+        format!(
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=audio {port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n\
+             a=rtpmap:101 telephone-event/8000\r\n"
+        )
+        .into_bytes()
+    }
+
+    #[tokio::test]
+    async fn the_tenants_prompt_plays_and_its_end_reaches_the_shard() {
+        let store = Store::open_in_memory().await.expect("store");
+        let tenant = store
+            .add_tenant("acme", "acme.example")
+            .await
+            .expect("tenant")
+            .id;
+        let wav = Recording {
+            samples: vec![1000; 1600],
+            end: pbx_media::RecordingEnd::Stopped,
+        }
+        .to_wav();
+        store
+            .put_prompt(tenant, "hello", &wav, 200)
+            .await
+            .expect("prompt");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (anchor, events) = RelayAnchor::new(config(), store, vec![tx]).expect("relay");
+        tokio::spawn(anchor.route_events(events));
+        let phone = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let port = phone.local_addr().unwrap().port();
+        // Another tenant's call cannot name it: nothing plays, the end comes.
+        let other = anchor.open(0, 7, TenantId(tenant.0 + 1)).expect("open");
+        other
+            .answer_here(
+                MediaLeg::Caller,
+                &offer_from(port),
+                false,
+                MediaEncryption::Optional,
+            )
+            .expect("answer");
+        other
+            .play(&[PromptRef::Tenant("hello".into())])
+            .expect("play");
+        assert_eq!(
+            next_notice(&mut rx).await,
+            ToShard::Notice(7, MediaNotice::PromptFinished)
+        );
+        drop(other);
+        // Its own call plays it: packets arrive, then the end.
+        let handle = anchor.open(0, 8, tenant).expect("open");
+        handle
+            .answer_here(
+                MediaLeg::Caller,
+                &offer_from(port),
+                false,
+                MediaEncryption::Optional,
+            )
+            .expect("answer");
+        handle
+            .play(&[PromptRef::Tenant("hello".into())])
+            .expect("play");
+        let mut buf = [0u8; 2048];
+        let mut packets = 0;
+        while packets < 10 {
+            let (n, _) = tokio::time::timeout(Duration::from_secs(5), phone.recv_from(&mut buf))
+                .await
+                .expect("RTP")
+                .unwrap();
+            assert!(n > 12);
+            packets += 1;
+        }
+        assert_eq!(
+            next_notice(&mut rx).await,
+            ToShard::Notice(8, MediaNotice::PromptFinished)
+        );
+    }
+
+    /// The next report that is not about idleness (the test's calls send no
+    /// media, and the test relay's idle timeout is short).
+    async fn next_notice(rx: &mut mpsc::UnboundedReceiver<ToShard>) -> ToShard {
+        loop {
+            let report = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .expect("a report in time")
+                .expect("the relay runs");
+            if !matches!(report, ToShard::Idle(_)) {
+                return report;
+            }
+        }
     }
 }

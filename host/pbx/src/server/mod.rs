@@ -550,9 +550,9 @@ async fn run_reporting(
     let media_events = match &opts.media {
         Some(m) => {
             let config = media_config(m, &opts, &addrs, &tls_addrs, &advertised);
-            let (anchor, events) =
-                media::RelayAnchor::new(config).context("starting the media relay")?;
-            let task = tokio::spawn(anchor.route_events(events, media_txs));
+            let (anchor, events) = media::RelayAnchor::new(config, store.clone(), media_txs)
+                .context("starting the media relay")?;
+            let task = tokio::spawn(anchor.route_events(events));
             shared.set_media_anchor(Arc::new(anchor));
             Some(task)
         }
@@ -563,7 +563,7 @@ async fn run_reporting(
     let mut shard_tasks = Vec::with_capacity(shard_count);
     let shard_inputs = shard_rxs.into_iter().zip(decision_rxs).zip(command_rxs);
     for (index, ((rx, decisions), commands)) in shard_inputs.enumerate() {
-        let media_idle = media_rxs
+        let media_reports = media_rxs
             .next()
             .unwrap_or_else(|| mpsc::unbounded_channel().1);
         let shard = Shard::new(index, shared.clone());
@@ -579,7 +579,7 @@ async fn run_reporting(
             shard,
             rx,
             commands,
-            media_idle,
+            media_reports,
             routing,
             io.clone(),
             persist_tx.clone(),

@@ -31,7 +31,7 @@ use pbx_core::decision::{
     self, Deciders, DialPlan, NewCall, Plan, PlanError, Policies, PolicyOwner, PolicyVerdict,
     Refusal,
 };
-use pbx_core::{CallEvent, RouteDecision, RouteRequest};
+use pbx_core::{CallEvent, HostMedia, PromptRef, RouteDecision, RouteRequest, Tone};
 use pbx_plugin::pool::{FairQueue, Refused, Shares};
 use pbx_plugin::{
     Action, Alert, AlertSink, Call, ConfigMap, Decision, DestinationClass, LayeredConfig,
@@ -720,7 +720,7 @@ impl CallPlugins<'_> {
             destination_class: plugin_class(call.class),
             step: req.step,
         };
-        let event = match req.event {
+        let event = match &req.event {
             CallEvent::Started => Event::CallStarted,
             // A transfer target is routed like a new call, from a fresh state.
             CallEvent::TransferRequested => {
@@ -731,8 +731,11 @@ impl CallPlugins<'_> {
                 pbx_core::DialResult::Busy => DialResult::Busy,
                 pbx_core::DialResult::NoAnswer => DialResult::NoAnswer,
                 pbx_core::DialResult::Unavailable => DialResult::Unavailable,
-                pbx_core::DialResult::Failed { status } => DialResult::Rejected(status),
+                pbx_core::DialResult::Failed { status } => DialResult::Rejected(*status),
             }),
+            CallEvent::PromptFinished => Event::PromptFinished,
+            CallEvent::DigitsGathered(digits) => Event::DigitsGathered(digits.clone()),
+            CallEvent::RecordingFinished { id } => Event::RecordingFinished(id.clone()),
         };
         if kept.spent >= CALL_PLUGIN_BUDGET {
             return Err(PlanError {
@@ -819,7 +822,25 @@ impl CallPlugins<'_> {
                     Plan::Answer { hang_up: false }
                 }
                 Step::HangUp if answered => Plan::Answer { hang_up: true },
-                Step::HangUp => Plan::Finish,
+                Step::HangUp => Plan::Media(HostMedia::HangUp),
+                Step::Play(prompts) => Plan::Media(HostMedia::Play(host_prompts(prompts))),
+                Step::Gather(g) => Plan::Media(HostMedia::Gather(pbx_core::Gather {
+                    prompts: host_prompts(g.prompts),
+                    max_digits: g.max_digits,
+                    terminator: g.terminator,
+                    timeout: Duration::from_millis(u64::from(g.timeout_ms)),
+                    inter_digit: Duration::from_millis(u64::from(g.inter_digit_ms)),
+                    barge_in: g.barge_in,
+                })),
+                Step::Record(r) => Plan::Media(HostMedia::Record(pbx_core::Record {
+                    mailbox: r.mailbox,
+                    max: Duration::from_secs(u64::from(r.max_secs)),
+                    beep: r.beep,
+                    finish_key: r.finish_key,
+                    silence: (r.silence_secs > 0)
+                        .then(|| Duration::from_secs(u64::from(r.silence_secs))),
+                })),
+                Step::Voicemail(mailbox) => Plan::Media(HostMedia::Voicemail { mailbox }),
                 Step::Tag(tag) => {
                     if kept.tags.len() < MAX_TAGS_PER_CALL && !kept.tags.contains(&tag) {
                         kept.tags.push(tag);
@@ -913,6 +934,25 @@ impl Policies for CallPlugins<'_> {
 }
 
 /// A dial plan's (or call handler's) failure in the core's terms.
+/// A handler's prompts in the host's terms (already validated).
+fn host_prompts(prompts: Vec<pbx_plugin::handler::Prompt>) -> Vec<PromptRef> {
+    use pbx_plugin::handler::{Prompt, Tone as T};
+    prompts
+        .into_iter()
+        .map(|p| match p {
+            Prompt::File(name) => PromptRef::Tenant(name),
+            Prompt::Tone(t) => PromptRef::Tone(match t {
+                T::Beep => Tone::Beep,
+                T::Ringback => Tone::Ringback,
+                T::Busy => Tone::Busy,
+                T::Error => Tone::Error,
+            }),
+            Prompt::Digits(d) => PromptRef::Digits(d),
+            Prompt::SilenceMs(ms) => PromptRef::Silence(Duration::from_millis(u64::from(ms))),
+        })
+        .collect()
+}
+
 fn plan_error(e: &PluginError) -> PlanError {
     PlanError {
         quarantined: matches!(e, PluginError::Quarantined),
@@ -981,10 +1021,12 @@ fn decision_of(plan: Plan) -> Decision {
         }
         Plan::Reject { status, reason } => Decision::Reject(pbx_plugin::Reject { status, reason }),
         // Never shown to a policy (they place nothing); kept total.
-        Plan::Finish | Plan::Answer { .. } => Decision::Reject(pbx_plugin::Reject {
-            status: 480,
-            reason: "Temporarily Unavailable".into(),
-        }),
+        Plan::Finish | Plan::Answer { .. } | Plan::Media(_) => {
+            Decision::Reject(pbx_plugin::Reject {
+                status: 480,
+                reason: "Temporarily Unavailable".into(),
+            })
+        }
     }
 }
 

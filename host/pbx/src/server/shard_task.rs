@@ -32,7 +32,7 @@ pub(crate) async fn run(
     mut shard: Shard,
     mut rx: mpsc::Receiver<Inbound>,
     mut commands: mpsc::Receiver<ShardCommand>,
-    mut media_idle: mpsc::UnboundedReceiver<u64>,
+    mut media: mpsc::UnboundedReceiver<super::media::ToShard>,
     mut routing: Option<Routing>,
     io: Arc<Io>,
     persist: mpsc::Sender<Persist>,
@@ -69,7 +69,15 @@ pub(crate) async fn run(
                 shard.route_decided(Instant::now(), call, decision);
             }
             Some(command) = commands.recv() => control::apply(&mut shard, Instant::now(), command),
-            Some(call) = media_idle.recv() => shard.media_idle(Instant::now(), call),
+            Some(report) = media.recv() => match report {
+                super::media::ToShard::Idle(call) => shard.media_idle(Instant::now(), call),
+                super::media::ToShard::Notice(call, notice) => {
+                    shard.media_notice(Instant::now(), call, notice);
+                }
+                super::media::ToShard::Mailbox(tenant, mailbox, counts) => {
+                    shard.notify_mailbox(Instant::now(), tenant, &mailbox, counts);
+                }
+            },
             () = sleep => shard.handle_timeout(Instant::now()),
         }
         drain(&mut shard, routing.as_ref(), &io, &persist).await;

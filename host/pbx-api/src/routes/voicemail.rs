@@ -1,0 +1,165 @@
+//! Voicemail mailboxes: list, download (WAV), mark, delete messages, and set a
+//! mailbox's PIN. A `user` reaches only the mailbox of their own extension, a
+//! tenant admin every mailbox of their tenant; anything else (another tenant's
+//! mailbox, someone else's, a message that does not exist) is the same 404.
+
+use axum::Extension;
+use axum::Json;
+use axum::extract::State;
+use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+use store::{TenantId, UserRole, VoicemailMessage};
+
+use crate::access::{Body, P, Principal, Source};
+use crate::error::{ApiError, ApiResult};
+use crate::state::ApiState;
+
+/// A user may open only their own extension's mailbox; everyone the route
+/// admits otherwise may open any of the tenant's. Refused the same way as a
+/// mailbox that does not exist.
+fn reachable(p: &Principal, mailbox: &str) -> ApiResult<()> {
+    if p.role == UserRole::User && p.extension.as_deref() != Some(mailbox) {
+        return Err(ApiError::not_found());
+    }
+    Ok(())
+}
+
+pub(super) async fn list(
+    State(state): State<ApiState>,
+    Extension(p): Extension<Principal>,
+    P((tenant, mailbox)): P<(i64, String)>,
+) -> ApiResult<Json<Vec<VoicemailMessage>>> {
+    reachable(&p, &mailbox)?;
+    let messages = state
+        .store()
+        .voicemail_messages(TenantId(tenant), &mailbox)
+        .await?;
+    Ok(Json(messages))
+}
+
+pub(super) async fn download(
+    State(state): State<ApiState>,
+    Extension(p): Extension<Principal>,
+    P((tenant, mailbox, id)): P<(i64, String, String)>,
+) -> ApiResult<Response> {
+    reachable(&p, &mailbox)?;
+    let Some(wav) = state
+        .store()
+        .voicemail_audio(TenantId(tenant), &mailbox, &id)
+        .await?
+    else {
+        return Err(ApiError::not_found());
+    };
+    Ok((
+        [
+            (CONTENT_TYPE, "audio/wav".to_string()),
+            (
+                CONTENT_DISPOSITION,
+                format!("attachment; filename=\"voicemail-{mailbox}-{id}.wav\""),
+            ),
+        ],
+        wav,
+    )
+        .into_response())
+}
+
+/// What a message is marked as.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MarkBody {
+    heard: bool,
+    #[serde(default)]
+    saved: bool,
+}
+
+pub(super) async fn mark(
+    State(state): State<ApiState>,
+    Extension(p): Extension<Principal>,
+    Source(source): Source,
+    P((tenant, mailbox, id)): P<(i64, String, String)>,
+    Body(req): Body<MarkBody>,
+) -> ApiResult<Json<serde_json::Value>> {
+    reachable(&p, &mailbox)?;
+    let tenant = TenantId(tenant);
+    if !state
+        .store()
+        .mark_voicemail(tenant, &mailbox, &id, req.heard, req.saved)
+        .await?
+    {
+        return Err(ApiError::not_found());
+    }
+    state
+        .audit(
+            &p,
+            &source,
+            "voicemail.mark",
+            Some(tenant),
+            json!({ "mailbox": mailbox, "id": id, "heard": req.heard, "saved": req.saved }),
+        )
+        .await?;
+    Ok(Json(
+        json!({ "id": id, "heard": req.heard, "saved": req.saved }),
+    ))
+}
+
+pub(super) async fn delete(
+    State(state): State<ApiState>,
+    Extension(p): Extension<Principal>,
+    Source(source): Source,
+    P((tenant, mailbox, id)): P<(i64, String, String)>,
+) -> ApiResult<Json<serde_json::Value>> {
+    reachable(&p, &mailbox)?;
+    let tenant = TenantId(tenant);
+    if !state
+        .store()
+        .delete_voicemail(tenant, &mailbox, &id)
+        .await?
+    {
+        return Err(ApiError::not_found());
+    }
+    state
+        .audit(
+            &p,
+            &source,
+            "voicemail.delete",
+            Some(tenant),
+            json!({ "mailbox": mailbox, "id": id }),
+        )
+        .await?;
+    Ok(Json(json!({ "deleted": id })))
+}
+
+/// A mailbox PIN: 4 to 12 digits.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PinBody {
+    pin: String,
+}
+
+pub(super) async fn set_pin(
+    State(state): State<ApiState>,
+    Extension(p): Extension<Principal>,
+    Source(source): Source,
+    P((tenant, mailbox)): P<(i64, String)>,
+    Body(req): Body<PinBody>,
+) -> ApiResult<Json<serde_json::Value>> {
+    reachable(&p, &mailbox)?;
+    let tenant = TenantId(tenant);
+    state
+        .store()
+        .set_voicemail_pin(tenant, &mailbox, &req.pin)
+        .await?;
+    // The PIN itself is never logged.
+    state
+        .audit(
+            &p,
+            &source,
+            "voicemail.pin",
+            Some(tenant),
+            json!({ "mailbox": mailbox }),
+        )
+        .await?;
+    Ok(Json(json!({ "mailbox": mailbox, "pin_set": true })))
+}
