@@ -1,0 +1,234 @@
+//! Voicemail end to end, real SIP and RTP over sockets: the shipped default
+//! dial plan sends a call that rang out to the callee's voicemail; the
+//! caller speaks and hangs up; the message is stored, the callee's phone gets
+//! message-waiting indication (RFC 3842), the message downloads through the
+//! API as a WAV of the expected length, another tenant gets the same 404 as
+//! for a message that does not exist, and the file on disk is encrypted.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{ACME, Pbx, http, next_invite};
+use pbx_e2e::{SipMsg, Transport};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UdpSocket;
+
+/// How long to wait for something that should happen at once.
+const SOON: Duration = Duration::from_secs(10);
+
+/// The `(address, port)` the host's SDP answer points the caller's media at.
+fn media_target(ok: &SipMsg) -> std::net::SocketAddr {
+    let body = ok.raw.split("\r\n\r\n").nth(1).expect("SDP");
+    let ip = body
+        .lines()
+        .find_map(|l| l.strip_prefix("c=IN IP4 "))
+        .expect("c= line");
+    let port = body
+        .lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("m= line");
+    format!("{}:{port}", ip.trim()).parse().expect("address")
+}
+
+/// Sends `secs` seconds of a 400 Hz PCMU tone to `to`, paced at 20 ms as a
+/// phone sends it.
+async fn talk(to: std::net::SocketAddr, secs: u32) {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let mut t = 0u32;
+    for seq in 0..secs * 50 {
+        tick.tick().await;
+        let mut packet = vec![0x80, 0x00];
+        packet.extend_from_slice(&(seq as u16).to_be_bytes());
+        packet.extend_from_slice(&(seq * 160).to_be_bytes());
+        packet.extend_from_slice(&0x1234_5678u32.to_be_bytes());
+        for _ in 0..160 {
+            let phase = f64::from(t) * 400.0 * std::f64::consts::TAU / 8000.0;
+            let sample = (phase.sin() * 8000.0) as i16;
+            packet.push(pbx_media::G711::Pcmu.encode(sample));
+            t += 1;
+        }
+        socket.send_to(&packet, to).await.unwrap();
+    }
+}
+
+/// A GET on the API returning the raw status and body.
+async fn get_raw(api: std::net::SocketAddr, path: &str, token: &str) -> (u16, Vec<u8>) {
+    let mut stream = tokio::net::TcpStream::connect(api).await.unwrap();
+    let req =
+        format!("GET {path} HTTP/1.0\r\nHost: {api}\r\nAuthorization: Bearer {token}\r\n\r\n");
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(SOON, stream.read_to_end(&mut raw))
+        .await
+        .expect("API answers in time")
+        .unwrap();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("response head");
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap();
+    (status, raw[split + 4..].to_vec())
+}
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_caller_leaves_a_message_that_lights_the_phone_and_downloads() {
+    let pbx = Pbx::start_with_api().await;
+    // The extension rings for one second before voicemail: the test is about
+    // what happens after nobody answers, not the shipped ring time.
+    pbx.store
+        .set_forwarding(
+            pbx.acme,
+            "1001",
+            &store::Forwarding {
+                no_answer_secs: 1,
+                ..store::Forwarding::default()
+            },
+        )
+        .await
+        .expect("ring time stored");
+    pbx.applied().await;
+    let mut caller = pbx.registered(Transport::Udp, ACME, "1000").await;
+    let mut callee = pbx.registered(Transport::Udp, ACME, "1001").await;
+
+    let mut call = caller.call("1001").await.unwrap();
+    let invite = next_invite(&mut callee, SOON).await.expect("1001 rings");
+    callee
+        .respond(&invite, 180, "Ringing", Some("r1"), false)
+        .await
+        .unwrap();
+    callee
+        .expect_request("CANCEL")
+        .await
+        .expect("nobody answers; the ringing stops");
+    let ok = caller.final_response(&call).await.unwrap();
+    assert_eq!(ok.status(), Some(200), "voicemail answers: {}", ok.raw);
+    call.answered(&ok);
+    caller.ack_2xx(&call).await.unwrap();
+    // The caller speaks for six seconds (the beep takes the first part),
+    // then hangs up.
+    talk(media_target(&ok), 6).await;
+    caller.in_dialog(&call, "BYE", None).await.unwrap();
+    caller.expect_status("BYE", 200).await.unwrap();
+
+    // The callee's phone hears that a message waits (RFC 3842).
+    let notify = callee
+        .expect_request("NOTIFY")
+        .await
+        .expect("message-waiting NOTIFY");
+    assert_eq!(notify.header("Event"), Some("message-summary"));
+    assert!(
+        notify.raw.contains("Messages-Waiting: yes"),
+        "{}",
+        notify.raw
+    );
+    assert!(notify.raw.contains("Voice-Message: 1/0"), "{}", notify.raw);
+    callee
+        .respond(&notify, 200, "OK", None, false)
+        .await
+        .unwrap();
+
+    // The message lists and downloads through the API, as a WAV of about
+    // the length spoken after the beep.
+    let token = pbx.root_token().await;
+    let list = format!("/api/v1/tenants/{}/voicemail/1001/messages", pbx.acme);
+    let (s, v) = http(pbx.api(), "GET", &list, Some(&token), None).await;
+    assert_eq!(s, 200, "{v}");
+    let messages = v.as_array().cloned().unwrap_or_else(|| {
+        v["messages"]
+            .as_array()
+            .cloned()
+            .expect("a list of messages")
+    });
+    assert_eq!(messages.len(), 1, "{v}");
+    let id = messages[0]["id"].as_str().expect("message id").to_string();
+    assert_eq!(messages[0]["caller"], json!("1000"), "{v}");
+    let path = format!("{list}/{id}");
+    let (s, wav) = get_raw(pbx.api(), &path, &token).await;
+    assert_eq!(s, 200);
+    let reader = hound::WavReader::new(std::io::Cursor::new(&wav)).expect("a WAV file");
+    assert_eq!(reader.spec().sample_rate, 8000);
+    assert_eq!(reader.spec().channels, 1);
+    let secs = f64::from(reader.duration()) / 8000.0;
+    assert!(
+        (4.5..=6.1).contains(&secs),
+        "the message is about the six seconds spoken, less the beep: {secs} s"
+    );
+    let samples: Vec<i16> = reader.into_samples().map(Result::unwrap).collect();
+    let loud = samples.iter().filter(|s| s.unsigned_abs() > 2000).count();
+    assert!(loud > samples.len() / 4, "the tone was recorded");
+
+    // Another tenant's admin gets the same 404 as for a message that does
+    // not exist.
+    pbx_api::add_user(
+        &pbx.store,
+        "beta-admin",
+        store::UserRole::TenantAdmin,
+        Some("beta"),
+        common::ROOT_PASSWORD,
+    )
+    .await
+    .expect("beta's admin");
+    let (s, v) = http(
+        pbx.api(),
+        "POST",
+        "/api/v1/auth/login",
+        None,
+        Some(json!({ "username": "beta-admin", "password": common::ROOT_PASSWORD })),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let beta_token = v["token"].as_str().unwrap().to_string();
+    let theirs = format!("/api/v1/tenants/{}/voicemail/1001/messages/{id}", pbx.acme);
+    let (s_other, body_other) = get_raw(pbx.api(), &theirs, &beta_token).await;
+    let own_path = format!("/api/v1/tenants/{}/voicemail/1001/messages/{id}", pbx.beta);
+    let (s_own, body_own) = get_raw(pbx.api(), &own_path, &beta_token).await;
+    let missing = format!("/api/v1/tenants/{}/voicemail/1001/messages/nope", pbx.beta);
+    let (s_missing, body_missing) = get_raw(pbx.api(), &missing, &beta_token).await;
+    assert_eq!((s_other, s_own, s_missing), (404, 404, 404));
+    assert_eq!(body_own, body_missing, "no existence oracle");
+    assert!(!body_other.starts_with(b"RIFF"));
+
+    // On disk the message is not a WAV: it is encrypted with acme's key.
+    let stored: Vec<_> = files_under(&pbx.data_dir())
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains(&id))
+        .collect();
+    assert!(
+        !stored.is_empty(),
+        "the message is a file in the data directory"
+    );
+    for file in stored {
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(bytes.len() > 1000, "{} holds the audio", file.display());
+        assert!(
+            !bytes.starts_with(b"RIFF"),
+            "{} is encrypted",
+            file.display()
+        );
+        assert!(hound::WavReader::new(std::io::Cursor::new(&bytes)).is_err());
+    }
+}
