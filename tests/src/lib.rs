@@ -546,14 +546,41 @@ impl Phone {
         method: &str,
         cseq: Option<u32>,
     ) -> Result<()> {
+        self.in_dialog_with(call, method, cseq, None).await
+    }
+
+    /// Sends a key press as SIP INFO (`application/dtmf-relay`) in an
+    /// answered call's dialog.
+    pub async fn send_key(&mut self, call: &OutCall, key: char) -> Result<()> {
+        let body = format!("Signal={key}\r\nDuration=160\r\n");
+        self.in_dialog_with(call, "INFO", None, Some(("application/dtmf-relay", &body)))
+            .await
+    }
+
+    /// Sends a request, with an optional body, inside an answered call's
+    /// dialog.
+    pub async fn in_dialog_with(
+        &mut self,
+        call: &OutCall,
+        method: &str,
+        cseq: Option<u32>,
+        body: Option<(&str, &str)>,
+    ) -> Result<()> {
         let n = match cseq {
             Some(n) => n,
             None => self.next_cseq(),
         };
         let target = call.target.clone().unwrap_or_else(|| call.uri.clone());
+        let content = match body {
+            Some((ct, b)) => format!(
+                "Content-Type: {ct}\r\nContent-Length: {}\r\n\r\n{b}",
+                b.len()
+            ),
+            None => "Content-Length: 0\r\n\r\n".to_string(),
+        };
         let text = format!(
             "{method} {target} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\nFrom: <sip:{u}@{d}>;tag={tag}\r\n\
-             To: <{uri}>;tag={tt}\r\nCall-ID: {cid}\r\nCSeq: {n} {method}\r\nContent-Length: 0\r\n\r\n",
+             To: <{uri}>;tag={tt}\r\nCall-ID: {cid}\r\nCSeq: {n} {method}\r\n{content}",
             via = self.via(),
             u = self.user,
             d = self.domain,

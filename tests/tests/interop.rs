@@ -311,6 +311,92 @@ async fn call(caller_client: Client, callee_client: Client, transport: Transport
     }
 }
 
+/// baresip presses 2 at the auto attendant (`plugins/examples/ivr`) over TLS
+/// with SRTP (the tenant requires it): the host answers, hears the RFC 4733
+/// key through SRTP, and connects the caller to the baresip of extension
+/// 1001, whose audio then flows through the relay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baresip_keys_reach_the_ivr_over_tls_with_srtp() {
+    if !available(Client::Baresip) {
+        return;
+    }
+    let _one_at_a_time = SERIAL.lock().await;
+    let mut server = Server::start(MediaEncryption::Required).await;
+    server
+        .store
+        .install_dialplan(server.acme, pbx_plugin::shipped::examples::IVR, 1)
+        .await
+        .expect("the IVR installs as acme's dial plan");
+    // Open around the clock: the test is about the keys, not the hour.
+    for (key, value) in [
+        ("ivr.2", "1001"),
+        ("hours.open", "0"),
+        ("hours.close", "24"),
+        ("hours.weekends", "1"),
+    ] {
+        server
+            .store
+            .plugin_kv_admin_put(server.acme, key, Some(value.as_bytes()))
+            .await
+            .expect("tenant storage");
+    }
+    common::applied(server.handle.as_ref().expect("running"), &server.store).await;
+    let logs = server.dir.path().to_path_buf();
+    let (pw0, pw1) = (password(ACME, "1000"), password(ACME, "1001"));
+    let callee_spec = PhoneSpec {
+        dir: &logs,
+        name: "callee",
+        extension: "1001",
+        password: &pw1,
+        domain: ACME,
+        link: Link::Tls(server.tls),
+        ca: Some(server.cert.as_path()),
+        auto_answer: true,
+        rtp_ports: free_udp_range(4),
+    };
+    let caller_spec = PhoneSpec {
+        name: "caller",
+        extension: "1000",
+        password: &pw0,
+        auto_answer: false,
+        rtp_ports: free_udp_range(4),
+        ..callee_spec
+    };
+    let mut callee = start_phone(Client::Baresip, &callee_spec).await;
+    let mut caller = start_phone(Client::Baresip, &caller_spec).await;
+    server
+        .registered(&["1000", "1001"], TransportKind::Tls, &[&caller, &callee])
+        .await;
+
+    caller.dial(&format!("sip:5000@{ACME}")).await;
+    caller.established().await;
+    caller.press('2').await;
+    callee.established().await;
+    caller.hang_up().await;
+    caller.closed().await;
+    callee.closed().await;
+    let handle = server.handle.take().expect("running");
+    handle.shutdown().await.expect("clean shutdown");
+    let logs = format!("{}\n----\n{}", caller.log(), callee.log());
+    caller.stop().await;
+    callee.stop().await;
+
+    let cdrs = server
+        .store
+        .list_cdrs(server.acme, &CdrFilter::default())
+        .await
+        .expect("cdrs");
+    assert_eq!(cdrs.len(), 1, "{cdrs:?}\n{logs}");
+    let cdr = &cdrs[0];
+    assert!(cdr.tags.contains(&"ivr:2".to_string()), "{cdr:?}\n{logs}");
+    assert_eq!(cdr.disposition, Disposition::Answered);
+    assert_eq!(cdr.media.caller.srtp_auth_failures, 0, "{cdr:?}");
+    assert!(
+        cdr.media.caller.packets_in > 10,
+        "the caller's SRTP reached the host: {cdr:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn baresip_calls_baresip_over_udp() {
     call(Client::Baresip, Client::Baresip, Transport::Udp).await;

@@ -121,14 +121,16 @@ async fn the_ivr_routes_by_the_key_sipp_presses() {
             .is_none(),
         "key 2 does not ring sales"
     );
-    // The record says which key routed the call.
+    // The record says which key routed the call, and (from the handler's
+    // last step, `caller-hung-up`) how it ended.
     common::eventually(|| async {
         let cdrs = pbx
             .store
             .list_cdrs(pbx.acme, &store::CdrFilter::default())
             .await
             .unwrap_or_default();
-        cdrs.iter().any(|c| c.tags.iter().any(|t| t == "ivr:2"))
+        cdrs.iter()
+            .any(|c| c.tags == ["ivr:2".to_string(), "ended:caller".to_string()])
     })
     .await;
 }

@@ -3,7 +3,8 @@
 //! caller speaks and hangs up; the message is stored, the callee's phone gets
 //! message-waiting indication (RFC 3842), the message downloads through the
 //! API as a WAV of the expected length, another tenant gets the same 404 as
-//! for a message that does not exist, and the file on disk is encrypted.
+//! for a message that does not exist, and the file on disk is encrypted. The
+//! mailbox menu (`*97`) stops a caller guessing its PIN.
 
 mod common;
 
@@ -11,7 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{ACME, Pbx, http, next_invite};
-use pbx_e2e::{SipMsg, Transport};
+use pbx_e2e::{Phone, SipMsg, Transport};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UdpSocket;
@@ -231,4 +232,55 @@ async fn an_unanswered_caller_leaves_a_message_that_lights_the_phone_and_downloa
         );
         assert!(hound::WavReader::new(std::io::Cursor::new(&bytes)).is_err());
     }
+}
+
+/// Calls `*97` from `phone`, keys in each of `pins` with `#` (SIP INFO) as
+/// the menu asks, and answers the host's BYE when the menu ends.
+async fn try_pins(phone: &mut Phone, pins: &[&str]) {
+    let mut call = phone.call("*97").await.unwrap();
+    let ok = phone.final_response(&call).await.unwrap();
+    assert_eq!(ok.status(), Some(200), "the host answers *97: {}", ok.raw);
+    call.answered(&ok);
+    phone.ack_2xx(&call).await.unwrap();
+    for pin in pins {
+        for key in pin.chars().chain(['#']) {
+            phone.send_key(&call, key).await.unwrap();
+            phone.expect_status("INFO", 200).await.unwrap();
+        }
+    }
+    let bye = phone
+        .expect_request("BYE")
+        .await
+        .expect("the menu ends and the host hangs up");
+    phone.respond(&bye, 200, "OK", None, false).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guessing_a_mailbox_pin_from_the_phone_is_stopped() {
+    let pbx = Pbx::start().await;
+    pbx.store
+        .set_voicemail_pin(pbx.acme, "1001", "4826")
+        .await
+        .expect("PIN set");
+    let mut phone = pbx.registered(Transport::Udp, ACME, "1001").await;
+    // One call gets three tries, then the menu ends.
+    try_pins(&mut phone, &["1111", "2222", "3333"]).await;
+    // The mailbox counts tries across calls: two more lock it.
+    try_pins(&mut phone, &["4444", "5555"]).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    assert!(
+        matches!(
+            pbx.store
+                .check_voicemail_pin(pbx.acme, "1001", "4826", now)
+                .await
+                .unwrap(),
+            store::PinCheck::Locked { .. }
+        ),
+        "after five wrong PINs even the right one is refused"
+    );
+    // While locked, the right PIN from the phone ends the menu at once too.
+    try_pins(&mut phone, &["4826"]).await;
 }

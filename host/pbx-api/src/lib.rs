@@ -81,6 +81,7 @@ pub use control::{
 };
 pub use error::{Error, Result};
 pub use password::check_policy;
+pub use routes::prompts::{prompt_wav, valid_prompt_name};
 pub use routes::router;
 pub use state::{ApiState, Clock, system_clock};
 pub use token::{Rotation, rotate_signing_key};

@@ -42,6 +42,8 @@ pub(crate) enum App {
     Greeting(Record),
     /// Recording into `mailbox`.
     Recording { mailbox: String },
+    /// A mailbox menu runs; keys go to it.
+    Menu,
 }
 
 /// A gather under way.
@@ -190,6 +192,7 @@ impl Shard {
                 };
                 (App::Greeting(record), handle.play(&[greeting]))
             }
+            HostMedia::VoicemailMenu { mailbox } => (App::Menu, handle.voicemail_menu(&mailbox)),
             HostMedia::HangUp => unreachable!("handled above"),
         };
         if let Err(refusal) = started {
@@ -242,6 +245,15 @@ impl Shard {
                 }
             }
             (MediaNotice::Digit(d), Some(App::Gathering(_))) => self.gathered_digit(now, id, d),
+            (MediaNotice::Digit(d), Some(App::Menu)) => {
+                if let Some(h) = call.media.as_ref() {
+                    h.menu_key(d);
+                }
+            }
+            (MediaNotice::PromptFinished, Some(App::Menu)) => {
+                call.app = None;
+                self.ask_after_media(now, id, CallEvent::PromptFinished);
+            }
             (MediaNotice::RecordingStored { id: message, .. }, Some(App::Recording { .. })) => {
                 call.app = None;
                 let event = CallEvent::RecordingFinished { id: Some(message) };

@@ -123,6 +123,12 @@ pub trait CallMediaHandle: Send + std::fmt::Debug {
     /// `record.mailbox`; [`MediaNotice::RecordingStored`] or
     /// [`MediaNotice::RecordingFailed`] follows.
     fn record(&self, record: &crate::Record, caller: &str) -> Result<(), MediaRefusal>;
+    /// Runs the mailbox menu of `mailbox` on the caller's leg (the caller's
+    /// keys come through [`CallMediaHandle::menu_key`]);
+    /// [`MediaNotice::PromptFinished`] follows its end.
+    fn voicemail_menu(&self, mailbox: &str) -> Result<(), MediaRefusal>;
+    /// A key the caller pressed, for the menu running on the call.
+    fn menu_key(&self, key: char);
     /// An offer to the callee while the caller's leg ends at the host: the
     /// format the host's answer chose, so that the caller can be connected
     /// to whoever answers without a new offer to the caller.

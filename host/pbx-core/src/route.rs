@@ -210,6 +210,11 @@ pub enum HostMedia {
     /// to two minutes ended by `#` or silence, message-waiting indication to
     /// the mailbox's phones; ends with [`CallEvent::RecordingFinished`].
     Voicemail { mailbox: String },
+    /// The mailbox menu of `mailbox` for its owner: the PIN, then each
+    /// message played in turn with keys to keep, delete or replay it (run
+    /// by the media, [`crate::CallMediaHandle::voicemail_menu`]); ends with
+    /// [`CallEvent::PromptFinished`] when the caller is done.
+    VoicemailMenu { mailbox: String },
     /// Hang up the call the host answered.
     HangUp,
 }

@@ -1081,6 +1081,13 @@ mod anchoring {
             self.asked.lock().push(format!("record {}", record.mailbox));
             Ok(())
         }
+        fn voicemail_menu(&self, mailbox: &str) -> Result<(), MediaRefusal> {
+            self.asked.lock().push(format!("menu {mailbox}"));
+            Ok(())
+        }
+        fn menu_key(&self, key: char) {
+            self.asked.lock().push(format!("key {key}"));
+        }
         fn offer_from_host(&self, _: bool, _: MediaEncryption) -> Result<Vec<u8>, MediaRefusal> {
             self.asked.lock().push("offer from host".into());
             Ok(SDP.replace("127.0.0.1", "192.0.2.99").into_bytes())
@@ -1556,6 +1563,42 @@ mod anchoring {
             h.cdrs.pop().expect("record").disposition,
             model::Disposition::Answered
         );
+    }
+
+    #[test]
+    fn the_mailbox_menu_hears_the_callers_keys_from_media_and_info() {
+        let (mut h, anchor, call) = media_harness();
+        h.decide(crate::RouteDecision::Media(
+            crate::HostMedia::VoicemailMenu {
+                mailbox: "1000".into(),
+            },
+        ));
+        let ok = h
+            .take()
+            .into_iter()
+            .find(|(_, m)| m.status() == Some(200))
+            .map(|(_, m)| m)
+            .expect("answered");
+        h.feed("127.0.0.1:7000", &ack_for(&ok));
+        h.shard
+            .media_notice(h.now, call, crate::MediaNotice::Digit('4'));
+        let to = ok.header("To").unwrap().to_string();
+        let body = "Signal=#\r\n";
+        let info = format!(
+            "INFO sip:pbx@{SERVER} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bKinfo2\r\nFrom: <sip:1000@{DOMAIN}>;tag=a\r\nTo: {to}\r\nCall-ID: call-1\r\nCSeq: 5 INFO\r\nContent-Type: application/dtmf-relay\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        h.feed("127.0.0.1:7000", &info);
+        assert_eq!(statuses(&h.take()), vec![200]);
+        assert_eq!(
+            anchor.asked.lock().as_slice(),
+            ["menu 1000", "key 4", "key #"]
+        );
+        assert!(h.routes.is_empty(), "the menu runs until it is done");
+        h.shard
+            .media_notice(h.now, call, crate::MediaNotice::PromptFinished);
+        h.drain();
+        assert_eq!(last_event(&h), crate::CallEvent::PromptFinished);
     }
 
     #[test]

@@ -52,6 +52,7 @@ impl Action {
                 | Action::Gather(_)
                 | Action::Record(_)
                 | Action::Voicemail(_)
+                | Action::VoicemailMenu(_)
         )
     }
 }
@@ -126,7 +127,7 @@ fn validate_media(action: &Action, directory: &Directory) -> Result<(), InvalidD
             }
             Ok(())
         }
-        Action::Voicemail(m) => mailbox(m),
+        Action::Voicemail(m) | Action::VoicemailMenu(m) => mailbox(m),
         _ => Ok(()),
     }
 }
@@ -234,9 +235,11 @@ fn validate_action(action: &Action, directory: &Directory) -> Result<(), Invalid
             Ok(())
         }
         Action::Finish | Action::Answer | Action::HangUp => Ok(()),
-        Action::Play(_) | Action::Gather(_) | Action::Record(_) | Action::Voicemail(_) => {
-            validate_media(action, directory)
-        }
+        Action::Play(_)
+        | Action::Gather(_)
+        | Action::Record(_)
+        | Action::Voicemail(_)
+        | Action::VoicemailMenu(_) => validate_media(action, directory),
     }
 }
 

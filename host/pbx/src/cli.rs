@@ -151,6 +151,12 @@ pub enum Command {
     /// Review tenants' requests to call restricted destinations.
     #[command(subcommand)]
     Approval(ApprovalCommand),
+    /// Manage a tenant's prompts (audio its call handlers play by name).
+    #[command(subcommand)]
+    Prompt(PromptCommand),
+    /// Read, delete and protect voicemail.
+    #[command(subcommand)]
+    Voicemail(VoicemailCommand),
     /// Run the SIP server (and the admin API with `--api` or `[api]`).
     Serve(ServeArgs),
     /// Provision a demo tenant `acme` (domain acme.example) with extensions 1000 and
@@ -165,6 +171,75 @@ pub enum Command {
         /// The request, as the plugin runtime writes it.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         request: Vec<std::ffi::OsString>,
+    },
+}
+
+/// `pbx prompt ...`
+#[derive(Debug, Subcommand)]
+pub enum PromptCommand {
+    /// Upload a prompt: a `.wav` (16-bit PCM, 8 kHz, mono), or raw G.711 at
+    /// 8 kHz (`.ul`/`.pcmu` for PCMU, `.al`/`.pcma` for PCMA). Replaces a
+    /// prompt of the same name; counted against the tenant's media quota.
+    Upload {
+        /// The tenant's name.
+        tenant: String,
+        /// The prompt's name (1 to 64 letters, digits and `-_.`).
+        name: String,
+        /// The audio file.
+        file: std::path::PathBuf,
+    },
+    /// List a tenant's prompts.
+    List {
+        /// The tenant's name.
+        tenant: String,
+    },
+    /// Delete a prompt.
+    Delete {
+        /// The tenant's name.
+        tenant: String,
+        /// The prompt's name.
+        name: String,
+    },
+}
+
+/// `pbx voicemail ...`
+#[derive(Debug, Subcommand)]
+pub enum VoicemailCommand {
+    /// List a mailbox's messages.
+    List {
+        /// The tenant's name.
+        tenant: String,
+        /// The mailbox (an extension number).
+        mailbox: String,
+    },
+    /// Write a message's audio to a WAV file.
+    Download {
+        /// The tenant's name.
+        tenant: String,
+        /// The mailbox.
+        mailbox: String,
+        /// The message's id (`voicemail list` shows it).
+        id: String,
+        /// Where the WAV goes.
+        out: std::path::PathBuf,
+    },
+    /// Delete a message.
+    Delete {
+        /// The tenant's name.
+        tenant: String,
+        /// The mailbox.
+        mailbox: String,
+        /// The message's id.
+        id: String,
+    },
+    /// Set a mailbox's PIN (4 to 12 digits; stored hashed).
+    Pin {
+        /// The tenant's name.
+        tenant: String,
+        /// The mailbox.
+        mailbox: String,
+        /// The PIN.
+        pin: String,
     },
 }
 

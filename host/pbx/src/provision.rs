@@ -13,8 +13,8 @@ use store::{Cdr, CdrFilter, Store, Tenant};
 
 use crate::cli::{
     ApprovalCommand, AuditCommand, BanCommand, CdrCommand, CdrFormat, Command, DidCommand,
-    ExtensionCommand, PluginCommand, PolicyCommand, PolicyConfigCommand, RoleArg, StorageCommand,
-    TenantCommand, TrunkCommand, UserCommand,
+    ExtensionCommand, PluginCommand, PolicyCommand, PolicyConfigCommand, PromptCommand, RoleArg,
+    StorageCommand, TenantCommand, TrunkCommand, UserCommand, VoicemailCommand,
 };
 use crate::server::ServeOptions;
 use crate::{Error, Result};
@@ -292,6 +292,8 @@ pub async fn execute(
         Command::Storage(command) => storage(store, command, out).await?,
         Command::Trunk(command) => trunk(store, command, input, out).await?,
         Command::Did(command) => did(store, command, out).await?,
+        Command::Prompt(command) => prompt(store, command, out).await?,
+        Command::Voicemail(command) => voicemail(store, command, out).await?,
         Command::User(UserCommand::Add {
             username,
             role,
@@ -798,6 +800,127 @@ async fn did(store: &Store, command: DidCommand, out: &mut dyn Write) -> Result<
     Ok(())
 }
 
+/// The content type a prompt file's extension names.
+fn prompt_type(path: &Path) -> Result<&'static str> {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    match ext.as_deref() {
+        Some("wav") => Ok("audio/wav"),
+        Some("ul" | "pcmu" | "ulaw") => Ok("audio/basic"),
+        Some("al" | "pcma" | "alaw") => Ok("audio/pcma"),
+        _ => Err(Error::Invalid(format!(
+            "{}: a prompt is a .wav (16-bit PCM, 8 kHz, mono) or raw G.711 (.ul, .al)",
+            path.display()
+        ))),
+    }
+}
+
+async fn prompt(store: &Store, command: PromptCommand, out: &mut dyn Write) -> Result<()> {
+    match command {
+        PromptCommand::Upload { tenant, name, file } => {
+            let tenant = tenant_named(store, &tenant).await?;
+            if !pbx_api::valid_prompt_name(&name) {
+                return Err(Error::Invalid(
+                    "a prompt name is 1 to 64 letters, digits and -_.".into(),
+                ));
+            }
+            let kind = prompt_type(&file)?;
+            let bytes = std::fs::read(&file).map_err(|source| Error::File {
+                path: file.clone(),
+                source,
+            })?;
+            let (wav, ms) = pbx_api::prompt_wav(kind, &bytes)
+                .map_err(|why| Error::Invalid(format!("{}: {why}", file.display())))?;
+            let info = store.put_prompt(tenant.id, &name, &wav, ms).await?;
+            writeln!(
+                out,
+                "prompt {} of {}: {} ms, {} bytes",
+                info.name, tenant.name, info.duration_ms, info.bytes
+            )?;
+        }
+        PromptCommand::List { tenant } => {
+            let tenant = tenant_named(store, &tenant).await?;
+            for p in store.prompts(tenant.id).await? {
+                writeln!(out, "{}\t{} ms\t{} bytes", p.name, p.duration_ms, p.bytes)?;
+            }
+        }
+        PromptCommand::Delete { tenant, name } => {
+            let tenant = tenant_named(store, &tenant).await?;
+            if !store.delete_prompt(tenant.id, &name).await? {
+                return Err(Error::Invalid(format!(
+                    "{} has no prompt {name}",
+                    tenant.name
+                )));
+            }
+            writeln!(out, "deleted prompt {name} of {}", tenant.name)?;
+        }
+    }
+    Ok(())
+}
+
+async fn voicemail(store: &Store, command: VoicemailCommand, out: &mut dyn Write) -> Result<()> {
+    match command {
+        VoicemailCommand::List { tenant, mailbox } => {
+            let tenant = tenant_named(store, &tenant).await?;
+            for m in store.voicemail_messages(tenant.id, &mailbox).await? {
+                let state = match (m.heard, m.saved) {
+                    (_, true) => "saved",
+                    (true, false) => "heard",
+                    (false, false) => "new",
+                };
+                writeln!(
+                    out,
+                    "{}\t{}\t{} ms\tfrom {}\t{state}",
+                    m.id, m.created_at_ms, m.duration_ms, m.caller
+                )?;
+            }
+        }
+        VoicemailCommand::Download {
+            tenant,
+            mailbox,
+            id,
+            out: path,
+        } => {
+            let tenant = tenant_named(store, &tenant).await?;
+            let Some(wav) = store.voicemail_audio(tenant.id, &mailbox, &id).await? else {
+                return Err(Error::Invalid(format!(
+                    "mailbox {mailbox} has no message {id}"
+                )));
+            };
+            std::fs::write(&path, &wav).map_err(|source| Error::File {
+                path: path.clone(),
+                source,
+            })?;
+            writeln!(out, "wrote {} ({} bytes)", path.display(), wav.len())?;
+        }
+        VoicemailCommand::Delete {
+            tenant,
+            mailbox,
+            id,
+        } => {
+            let tenant = tenant_named(store, &tenant).await?;
+            if !store.delete_voicemail(tenant.id, &mailbox, &id).await? {
+                return Err(Error::Invalid(format!(
+                    "mailbox {mailbox} has no message {id}"
+                )));
+            }
+            writeln!(out, "deleted message {id} of mailbox {mailbox}")?;
+        }
+        VoicemailCommand::Pin {
+            tenant,
+            mailbox,
+            pin,
+        } => {
+            let tenant = tenant_named(store, &tenant).await?;
+            store.set_voicemail_pin(tenant.id, &mailbox, &pin).await?;
+            writeln!(out, "PIN of mailbox {mailbox} set")?;
+        }
+    }
+    Ok(())
+}
+
 /// How `policy list` shows a provider-wide policy.
 const ALL_TENANTS: &str = "(all tenants)";
 
@@ -1143,6 +1266,111 @@ mod tests {
         assert_eq!(format_utc(-1_000), "1969-12-31T23:59:59Z");
         assert_eq!(hash_prefix("0123456789abcdef"), "0123456789ab");
         assert_eq!(hash_prefix("short"), "short");
+    }
+
+    #[tokio::test]
+    async fn prompt_and_voicemail_commands_against_an_in_memory_store() {
+        let store = Store::open_in_memory().await.unwrap();
+        let acme = store.add_tenant("acme", "acme.example").await.unwrap().id;
+        store
+            .add_extension(acme, "1001", "Ext-1001-pass-x9")
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let run = |command: Command| {
+            let store = store.clone();
+            async move {
+                let mut none: &[u8] = b"";
+                let mut out = Vec::new();
+                execute(&store, command, &mut none, &mut out)
+                    .await
+                    .map(|()| String::from_utf8(out).unwrap())
+            }
+        };
+        // Half a second of raw PCMU.
+        let raw = dir.path().join("hello.ul");
+        std::fs::write(&raw, vec![0xffu8; 4000]).unwrap();
+        let said = run(Command::Prompt(PromptCommand::Upload {
+            tenant: "acme".into(),
+            name: "hello".into(),
+            file: raw,
+        }))
+        .await
+        .unwrap();
+        assert!(said.starts_with("prompt hello of acme: 500 ms"), "{said}");
+        let listing = run(Command::Prompt(PromptCommand::List {
+            tenant: "acme".into(),
+        }))
+        .await
+        .unwrap();
+        assert!(listing.starts_with("hello\t500 ms\t"), "{listing}");
+        let text = dir.path().join("notes.txt");
+        std::fs::write(&text, b"not audio").unwrap();
+        let refused = run(Command::Prompt(PromptCommand::Upload {
+            tenant: "acme".into(),
+            name: "notes".into(),
+            file: text,
+        }))
+        .await;
+        assert!(matches!(refused, Err(Error::Invalid(_))), "{refused:?}");
+        // A stored message lists and downloads as the WAV it was.
+        let wav = pbx_media::Recording {
+            samples: vec![500; 8000],
+            end: pbx_media::RecordingEnd::Stopped,
+        }
+        .to_wav();
+        let m = store
+            .save_voicemail(acme, "1001", "1000", &wav, 1000)
+            .await
+            .unwrap();
+        let listing = run(Command::Voicemail(VoicemailCommand::List {
+            tenant: "acme".into(),
+            mailbox: "1001".into(),
+        }))
+        .await
+        .unwrap();
+        assert!(
+            listing.starts_with(&m.id) && listing.contains("from 1000\tnew"),
+            "{listing}"
+        );
+        let out = dir.path().join("m.wav");
+        run(Command::Voicemail(VoicemailCommand::Download {
+            tenant: "acme".into(),
+            mailbox: "1001".into(),
+            id: m.id.clone(),
+            out: out.clone(),
+        }))
+        .await
+        .unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), wav);
+        run(Command::Voicemail(VoicemailCommand::Pin {
+            tenant: "acme".into(),
+            mailbox: "1001".into(),
+            pin: "4826".into(),
+        }))
+        .await
+        .unwrap();
+        assert_eq!(
+            store
+                .check_voicemail_pin(acme, "1001", "4826", 0)
+                .await
+                .unwrap(),
+            store::PinCheck::Accepted
+        );
+        run(Command::Voicemail(VoicemailCommand::Delete {
+            tenant: "acme".into(),
+            mailbox: "1001".into(),
+            id: m.id,
+        }))
+        .await
+        .unwrap();
+        assert!(
+            store
+                .voicemail_messages(acme, "1001")
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[tokio::test]

@@ -75,6 +75,7 @@
 //! | `*73` | unconditional forwarding off |
 //! | `*78` | do-not-disturb on |
 //! | `*79` | do-not-disturb off |
+//! | `*97` | the extension's voicemail: its PIN, then its messages (action `voicemail-menu`) |
 //!
 //! The change is saved before the phone hears the confirmation: the host
 //! answers and hangs up at once (actions `answer`, `hang-up`). Any other `*`
@@ -341,6 +342,8 @@ fn feature_code(me: &str, code: &str) -> Step {
         "73" => settings.always = None,
         "78" => settings.dnd = true,
         "79" => settings.dnd = false,
+        // The caller's own mailbox menu (the host asks for its PIN).
+        "97" => return Step::new(vec![Action::VoicemailMenu(me.to_string())], Vec::new()),
         _ => match code.strip_prefix("72") {
             Some(target) if !target.is_empty() => settings.always = Some(target.to_string()),
             _ => return reject(404, "Not Found"),
@@ -402,8 +405,11 @@ impl CallHandler for DefaultDialPlan {
         match event {
             Event::CallStarted => started(call),
             Event::DialEnded(result) => after_dial(result, State::decode(state)),
-            // The message is recorded (or could not be): goodbye.
-            Event::RecordingFinished(_) => Step::new(vec![Action::HangUp], Vec::new()),
+            // The message is recorded (or could not be), or the caller is
+            // done with the mailbox menu: goodbye.
+            Event::RecordingFinished(_) | Event::PromptFinished => {
+                Step::new(vec![Action::HangUp], Vec::new())
+            }
             _ => Step::finish(),
         }
     }

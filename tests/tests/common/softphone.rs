@@ -129,6 +129,15 @@ impl Softphone {
         }
     }
 
+    /// Presses `key` in the phone's call (an RFC 4733 telephone event when
+    /// the call negotiated them).
+    pub(crate) async fn press(&mut self, key: char) {
+        match self {
+            Softphone::Baresip(b) => b.command("sndcode", &key.to_string()).await,
+            Softphone::Linphone(l) => l.command(&format!("dtmf {key}")).await,
+        }
+    }
+
     /// Hangs up the phone's call.
     pub(crate) async fn hang_up(&mut self) {
         match self {

@@ -23,7 +23,7 @@ mod extensions;
 mod login;
 mod plugin_config;
 mod policies;
-mod prompts;
+pub(crate) mod prompts;
 mod settings;
 mod system;
 mod tenants;
@@ -296,6 +296,20 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Delete a prompt",
             tenant(R::ADMINS, "prompts:write"),
             delete(prompts::delete),
+        ),
+        route(
+            M::GET,
+            "/api/v1/tenants/{tenant}/voicemail/retention",
+            "Show how many days the tenant keeps voicemail",
+            tenant(R::ADMINS, "voicemail:read"),
+            get(voicemail::retention),
+        ),
+        route(
+            M::PUT,
+            "/api/v1/tenants/{tenant}/voicemail/retention",
+            "Set how many days the tenant keeps voicemail (null: the default)",
+            tenant(R::ADMINS, "voicemail:write"),
+            put(voicemail::set_retention),
         ),
         route(
             M::GET,

@@ -22,7 +22,7 @@ use crate::state::ApiState;
 
 /// A prompt's name: 1 to 64 letters, digits and `-_.` (what a call handler
 /// may name).
-fn valid_name(name: &str) -> bool {
+pub fn valid_prompt_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name
@@ -30,44 +30,45 @@ fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
-/// The upload as an 8 kHz mono 16-bit WAV and its length in milliseconds.
-fn normalised(content_type: &str, body: &[u8]) -> ApiResult<(Vec<u8>, u64)> {
+/// An upload as an 8 kHz mono 16-bit WAV and its length in milliseconds,
+/// from its content type (`audio/wav` 16-bit PCM at 8 kHz mono,
+/// `audio/basic` raw PCMU, `audio/pcma` raw PCMA); or why it is refused.
+/// The API and `pbx prompt upload` both use it.
+pub fn prompt_wav(content_type: &str, body: &[u8]) -> Result<(Vec<u8>, u64), String> {
     let kind = content_type
         .split(';')
         .next()
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    let unsupported =
-        |why: String| ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_audio", why);
     let law = match kind.as_str() {
         "audio/wav" | "audio/x-wav" | "audio/wave" => {
-            let prompt = Prompt::from_wav(body).map_err(|e| unsupported(e.to_string()))?;
+            let prompt = Prompt::from_wav(body).map_err(|e| e.to_string())?;
             let ms = u64::try_from(prompt.duration().as_millis()).unwrap_or(u64::MAX);
-            // A G.711 WAV is accepted by the engine; it is stored as PCM.
-            let samples = hound::WavReader::new(std::io::Cursor::new(body))
+            // The engine also reads G.711 WAV; storage keeps 16-bit PCM.
+            let pcm = hound::WavReader::new(std::io::Cursor::new(body))
                 .ok()
                 .filter(|r| r.spec().bits_per_sample == 16)
                 .map(|r| r.into_samples::<i16>().collect::<Result<Vec<_>, _>>());
-            return match samples {
+            return match pcm {
                 Some(Ok(_)) => Ok((body.to_vec(), ms)),
-                _ => Err(unsupported(
+                _ => Err(
                     "send 16-bit PCM WAV at 8 kHz mono, or raw G.711 (audio/basic, audio/pcma)"
                         .into(),
-                )),
+                ),
             };
         }
         "audio/basic" | "audio/pcmu" => G711::Pcmu,
         "audio/pcma" => G711::Pcma,
         other => {
-            return Err(unsupported(format!(
+            return Err(format!(
                 "{other:?} is not a prompt format: send audio/wav (16-bit PCM, 8 kHz, mono), \
                  audio/basic (PCMU) or audio/pcma"
-            )));
+            ));
         }
     };
     let samples: Vec<i16> = body.iter().map(|b| law.decode(*b)).collect();
-    let prompt = Prompt::from_pcm(samples.clone()).map_err(|e| unsupported(e.to_string()))?;
+    let prompt = Prompt::from_pcm(samples.clone()).map_err(|e| e.to_string())?;
     let ms = u64::try_from(prompt.duration().as_millis()).unwrap_or(u64::MAX);
     let wav = Recording {
         samples,
@@ -75,6 +76,12 @@ fn normalised(content_type: &str, body: &[u8]) -> ApiResult<(Vec<u8>, u64)> {
     }
     .to_wav();
     Ok((wav, ms))
+}
+
+/// [`prompt_wav`], refusals as 415.
+fn normalised(content_type: &str, body: &[u8]) -> ApiResult<(Vec<u8>, u64)> {
+    prompt_wav(content_type, body)
+        .map_err(|why| ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_audio", why))
 }
 
 pub(super) async fn put(
@@ -85,7 +92,7 @@ pub(super) async fn put(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Json<PromptInfo>> {
-    if !valid_name(&name) {
+    if !valid_prompt_name(&name) {
         return Err(ApiError::bad_request(
             "invalid_name",
             "a prompt name is 1 to 64 letters, digits and -_.",
@@ -174,8 +181,8 @@ mod tests {
             normalised("text/plain", b"hello").map_err(|e| e.status()),
             Err(StatusCode::UNSUPPORTED_MEDIA_TYPE)
         );
-        assert!(valid_name("main-menu.v2"));
-        assert!(!valid_name("../secret"));
-        assert!(!valid_name(""));
+        assert!(valid_prompt_name("main-menu.v2"));
+        assert!(!valid_prompt_name("../secret"));
+        assert!(!valid_prompt_name(""));
     }
 }

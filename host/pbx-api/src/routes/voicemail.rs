@@ -163,3 +163,42 @@ pub(super) async fn set_pin(
         .await?;
     Ok(Json(json!({ "mailbox": mailbox, "pin_set": true })))
 }
+
+/// How long the tenant keeps voicemail, in days (`null`: the default).
+#[derive(Debug, serde::Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RetentionBody {
+    days: Option<u32>,
+}
+
+pub(super) async fn retention(
+    State(state): State<ApiState>,
+    P(tenant): P<i64>,
+) -> ApiResult<Json<RetentionBody>> {
+    let days = state.store().voicemail_retention(TenantId(tenant)).await?;
+    Ok(Json(RetentionBody { days }))
+}
+
+pub(super) async fn set_retention(
+    State(state): State<ApiState>,
+    Extension(p): Extension<Principal>,
+    Source(source): Source,
+    P(tenant): P<i64>,
+    Body(req): Body<RetentionBody>,
+) -> ApiResult<Json<RetentionBody>> {
+    let tenant = TenantId(tenant);
+    state
+        .store()
+        .set_voicemail_retention(tenant, req.days)
+        .await?;
+    state
+        .audit(
+            &p,
+            &source,
+            "voicemail.retention",
+            Some(tenant),
+            json!({ "days": req.days }),
+        )
+        .await?;
+    Ok(Json(req))
+}

@@ -245,6 +245,20 @@ fn matrix_cases() -> Vec<Case> {
             404,
             N,
         ),
+        case(
+            M::GET,
+            "/api/v1/tenants/{tenant}/voicemail/retention",
+            T("PT", true),
+            200,
+            N,
+        ),
+        case(
+            M::PUT,
+            "/api/v1/tenants/{tenant}/voicemail/retention",
+            T("PT", true),
+            200,
+            J(json!({"days": 14})),
+        ),
         // Mailbox 100 is the user's own extension.
         case(
             M::GET,

@@ -52,6 +52,15 @@ impl Default for MediaOptions {
     }
 }
 
+/// What the mailbox menu of a call hears.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MenuInput {
+    /// The caller pressed a key.
+    Key(char),
+    /// A prompt it queued has been played.
+    Played,
+}
+
 /// What a shard hears from the media of its calls.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ToShard {
@@ -77,6 +86,8 @@ struct Owner {
     generation: u64,
     /// The mailbox and caller of the recording under way.
     recording: Option<(String, String)>,
+    /// The mailbox menu running on the call: what it plays and hears.
+    menu: Option<mpsc::UnboundedSender<MenuInput>>,
 }
 
 /// Which shard and core call a relay call belongs to.
@@ -142,6 +153,10 @@ impl RelayAnchor {
                         let Some(mut o) = owners.get_mut(&call) else {
                             continue;
                         };
+                        if let Some(menu) = &o.menu {
+                            let _ = menu.send(MenuInput::Played);
+                            continue;
+                        }
                         if o.prompts == 0 {
                             continue;
                         }
@@ -287,6 +302,26 @@ fn builtin(prompt: &PromptRef) -> Vec<Prompt> {
     }
 }
 
+/// The audio of `prompts`: the tenant's own from its storage (one it does
+/// not have, or cannot read, is skipped), the built-in ones made here.
+pub(super) async fn resolve(store: &Store, tenant: TenantId, prompts: &[PromptRef]) -> Vec<Prompt> {
+    let mut audio = Vec::new();
+    for prompt in prompts {
+        match prompt {
+            PromptRef::Tenant(name) => match store.prompt_audio(tenant, name).await {
+                Ok(Some(wav)) => match Prompt::from_wav(&wav) {
+                    Ok(p) => audio.push(p),
+                    Err(e) => tracing::warn!(%tenant, name, error = %e, "prompt unreadable"),
+                },
+                Ok(None) => tracing::debug!(%tenant, name, "no such prompt: skipped"),
+                Err(e) => tracing::warn!(%tenant, name, error = %e, "prompt not loaded"),
+            },
+            other => audio.extend(builtin(other)),
+        }
+    }
+    audio
+}
+
 /// Loads `prompts` (the tenant's own from its storage) and plays them in
 /// order on the caller's leg, unless a newer play or a stop came meanwhile.
 async fn load_and_play(
@@ -301,20 +336,7 @@ async fn load_and_play(
     let Some(tenant) = owners.get(&call).map(|o| o.tenant) else {
         return;
     };
-    let mut audio = Vec::new();
-    for prompt in &prompts {
-        match prompt {
-            PromptRef::Tenant(name) => match store.prompt_audio(tenant, name).await {
-                Ok(Some(wav)) => match Prompt::from_wav(&wav) {
-                    Ok(p) => audio.push(p),
-                    Err(e) => tracing::warn!(%tenant, name, error = %e, "prompt unreadable"),
-                },
-                Ok(None) => tracing::debug!(%tenant, name, "no such prompt: skipped"),
-                Err(e) => tracing::warn!(%tenant, name, error = %e, "prompt not loaded"),
-            },
-            other => audio.extend(builtin(other)),
-        }
-    }
+    let audio = resolve(&store, tenant, &prompts).await;
     let Some(mut owner) = owners.get_mut(&call) else {
         return;
     };
@@ -352,6 +374,7 @@ impl MediaAnchor for RelayAnchor {
                 prompts: 0,
                 generation: 0,
                 recording: None,
+                menu: None,
             },
         );
         Ok(Box::new(Handle {
@@ -534,6 +557,45 @@ impl CallMediaHandle for Handle {
             owner.recording = Some((record.mailbox.clone(), caller.to_string()));
         }
         Ok(())
+    }
+
+    fn voicemail_menu(&self, mailbox: &str) -> Result<(), MediaRefusal> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (tenant, shard, call) = {
+            let Some(mut owner) = self.owners.get_mut(&self.media.id()) else {
+                return Err(MediaRefusal::new(500, "the call's media is gone"));
+            };
+            owner.menu = Some(tx);
+            owner.generation += 1;
+            owner.prompts = 0;
+            (owner.tenant, owner.shard, owner.call)
+        };
+        let Some(shard) = self.shards.get(shard).cloned() else {
+            return Err(MediaRefusal::new(500, "no shard for the call"));
+        };
+        self.media.stop_playing(Leg::A);
+        self.runtime.spawn(super::voicemail_menu::run(
+            super::voicemail_menu::Menu {
+                store: self.store.clone(),
+                control: self.media.control(),
+                tenant,
+                mailbox: mailbox.to_string(),
+                inputs: rx,
+            },
+            shard,
+            call,
+        ));
+        Ok(())
+    }
+
+    fn menu_key(&self, key: char) {
+        if let Some(menu) = self
+            .owners
+            .get(&self.media.id())
+            .and_then(|o| o.menu.clone())
+        {
+            let _ = menu.send(MenuInput::Key(key));
+        }
     }
 
     fn offer_from_host(

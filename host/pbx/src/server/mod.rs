@@ -38,11 +38,13 @@ mod plugin_features;
 mod plugin_kv;
 mod plugins;
 mod reload;
+mod retention;
 mod shard_task;
 pub mod sip_tls;
 mod tcp;
 mod trunk_reg_task;
 mod udp;
+mod voicemail_menu;
 mod webhook;
 
 use std::future::Future;
@@ -611,6 +613,7 @@ async fn run_reporting(
         stop_receiving.clone(),
         trunk_registrar.clone(),
     ));
+    receivers.spawn(retention::run(store.clone(), stop_receiving.clone()));
     receivers.close();
     for addr in &addrs.udp {
         tracing::info!(%addr, "listening for SIP over UDP");

@@ -169,6 +169,9 @@ pub(crate) struct PluginHost {
 /// handler's next step sees an empty state.
 const MAX_HANDLER_STATES_PER_TENANT: usize = 10_000;
 
+/// What the host kept of an answered call for its handler's last step.
+pub(crate) struct FinalStep(HandlerCall, DestinationClass);
+
 /// Most tags one call's record carries; later ones are dropped.
 pub(crate) const MAX_TAGS_PER_CALL: usize = 8;
 
@@ -184,6 +187,10 @@ struct HandlerCall {
     caller_id: Option<String>,
     /// Time the handler's steps took so far, against [`CALL_PLUGIN_BUDGET`].
     spent: Duration,
+    /// The step the handler last ran.
+    step: u32,
+    /// A call handler ran the call (not a 0.1 dial plan).
+    handler: bool,
 }
 
 /// Most time one call's handler steps may take together (each step also has
@@ -567,22 +574,78 @@ impl PluginHost {
 
     /// A call's record was written: releases its usage counters. Returns its
     /// destination class when the call had been routed by plugins (then the
-    /// policies are to hear of it through [`PluginHost::ended`]).
-    /// The tags the call's handler put on it go into the record here.
-    pub(crate) fn release(&self, cdr: &mut Cdr) -> Option<DestinationClass> {
-        if let Some(kept) = self
+    /// policies are to hear of it through [`PluginHost::ended`]), and what
+    /// the host kept for the call's handler when the handler is to hear how
+    /// the answered call ended ([`PluginHost::final_step`]) before the
+    /// record is stored. The tags the call's handler put on it go into the
+    /// record here.
+    pub(crate) fn release(&self, cdr: &mut Cdr) -> (Option<DestinationClass>, Option<FinalStep>) {
+        let kept = self
             .handler_states
             .lock()
-            .remove(cdr.tenant, &cdr.caller_call_id)
-        {
-            cdr.tags = kept.tags;
+            .remove(cdr.tenant, &cdr.caller_call_id);
+        let mut last = None;
+        if let Some(kept) = kept {
+            cdr.tags = kept.tags.clone();
+            if kept.handler && cdr.answered_at_ms.is_some() && kept.spent < CALL_PLUGIN_BUDGET {
+                last = Some(kept);
+            }
         }
         let talk = cdr.answered_at_ms.map_or(Duration::ZERO, |a| {
             Duration::from_millis(u64::try_from(cdr.ended_at_ms - a).unwrap_or(0))
         });
-        self.fraud
+        let class = self
+            .fraud
             .release(cdr.tenant, &cdr.caller_call_id, talk)
-            .map(plugin_class)
+            .map(plugin_class);
+        let last = last.map(|kept| FinalStep(kept, class.unwrap_or(DestinationClass::Internal)));
+        (class, last)
+    }
+
+    /// The call handler's last step of an answered call: `caller-hung-up`
+    /// when the caller ended it, else `dial-ended(answered-and-ended)`. Only
+    /// its tags are carried out, into `cdr`.
+    pub(crate) fn final_step(&self, cdr: &mut Cdr, FinalStep(kept, class): FinalStep) {
+        use pbx_plugin::handler::{Action as Step, DialResult, Event, HandlerCall as Seen};
+        let active = self.active.read().clone();
+        let Some(view) = active.tenants.get(&cdr.tenant) else {
+            return;
+        };
+        let plan = active
+            .dialplans
+            .get(&cdr.tenant)
+            .unwrap_or(&self.default_dialplan);
+        if plan.world() != World::CallHandler {
+            return;
+        }
+        let caps = self.caps(cdr.tenant, view, None);
+        let call = Seen {
+            call_id: cdr.caller_call_id.clone(),
+            caller: cdr.caller.clone(),
+            caller_extension: view
+                .directory
+                .extension(&cdr.caller)
+                .map(|_| cdr.caller.clone()),
+            dialled: cdr.callee.clone(),
+            destination_class: class,
+            step: kept.step + 1,
+        };
+        let event = if cdr.hangup_by == "caller" {
+            Event::CallerHungUp
+        } else {
+            Event::DialEnded(DialResult::AnsweredAndEnded)
+        };
+        let Ok(step) = self.runtime.handle(plan, &caps, &call, &kept.state, &event) else {
+            return;
+        };
+        for action in step.actions {
+            if let Step::Tag(tag) = action
+                && cdr.tags.len() < MAX_TAGS_PER_CALL
+                && !cdr.tags.contains(&tag)
+            {
+                cdr.tags.push(tag);
+            }
+        }
     }
 
     /// Tells the policies that a call ended.
@@ -767,6 +830,8 @@ impl CallPlugins<'_> {
             }
         };
         kept.state = step.state;
+        kept.step = req.step;
+        kept.handler = true;
         let plan = self.plan_of_step(step.actions, &mut kept);
         // Kept until the call's record is written (its tags go there).
         if !self
@@ -789,7 +854,7 @@ impl CallPlugins<'_> {
         actions: Vec<pbx_plugin::handler::Action>,
         kept: &mut HandlerCall,
     ) -> Plan {
-        use pbx_plugin::handler::Action as Step;
+        use pbx_plugin::handler::{Action as Step, TransferTarget};
         let mut plan = Plan::Finish;
         let mut answered = false;
         for action in actions {
@@ -841,6 +906,7 @@ impl CallPlugins<'_> {
                         .then(|| Duration::from_secs(u64::from(r.silence_secs))),
                 })),
                 Step::Voicemail(mailbox) => Plan::Media(HostMedia::Voicemail { mailbox }),
+                Step::VoicemailMenu(mailbox) => Plan::Media(HostMedia::VoicemailMenu { mailbox }),
                 Step::Tag(tag) => {
                     if kept.tags.len() < MAX_TAGS_PER_CALL && !kept.tags.contains(&tag) {
                         kept.tags.push(tag);
@@ -851,14 +917,30 @@ impl CallPlugins<'_> {
                     kept.caller_id = Some(number);
                     continue;
                 }
-                Step::Transfer(target) => {
-                    // A handler's own transfer comes with media applications
-                    // (a call the host answered); until then the call ends.
-                    self.caps.log.push(
-                        pbx_plugin::LogLevel::Warn,
-                        format!("transfer by a call handler is not carried out yet: {target:?}"),
-                    );
-                    Plan::Finish
+                // The host carries the transfer out itself: the caller is
+                // connected to the target (after the host answered, without
+                // a new offer to the caller); the next event is the
+                // attempt's `dial-ended`.
+                Step::Transfer(TransferTarget::Extension(extension)) => Plan::Ring {
+                    strategy: decision::RingStrategy::Simultaneous,
+                    targets: vec![decision::RingTarget {
+                        extension,
+                        timeout_secs: 0,
+                    }],
+                },
+                Step::Transfer(TransferTarget::Number(number)) => {
+                    match self.view.directory.trunks().first() {
+                        Some(trunk) => Plan::Trunk {
+                            trunk: trunk.clone(),
+                            number,
+                            timeout_secs: 0,
+                            caller_id: kept.caller_id.clone(),
+                        },
+                        None => Plan::Reject {
+                            status: 403,
+                            reason: "No Outbound Route".into(),
+                        },
+                    }
                 }
             };
         }
@@ -1069,6 +1151,9 @@ impl AlertSink for TenantAlerts {
 pub(crate) enum Job {
     Route(RouteRequest),
     Ended(Cdr, DestinationClass),
+    /// The handler's last step of an answered call; the record, with its
+    /// tags, goes back on the sender.
+    Final(Cdr, FinalStep, tokio::sync::oneshot::Sender<Cdr>),
 }
 
 /// A pool of threads running plugins, fed through per-tenant queues: a
@@ -1112,6 +1197,10 @@ impl Workers {
                                 }
                             }
                             Job::Ended(cdr, class) => host.ended(&cdr, class),
+                            Job::Final(mut cdr, last, reply) => {
+                                host.final_step(&mut cdr, last);
+                                let _ = reply.send(cdr);
+                            }
                         }
                         queue.done(&tenant);
                     }
@@ -1127,7 +1216,7 @@ impl Workers {
     pub(crate) fn submit(&self, job: Job) -> Result<(), Refused> {
         let tenant = match &job {
             Job::Route(req) => req.tenant,
-            Job::Ended(cdr, _) => cdr.tenant,
+            Job::Ended(cdr, _) | Job::Final(cdr, ..) => cdr.tenant,
         };
         self.queue.push(tenant, job)
     }

@@ -24,6 +24,10 @@ pub(crate) struct Routing {
 /// Messages taken from the queue per wake-up.
 const BATCH: usize = 64;
 
+/// Longest a call's record waits for its handler's last step (the step has
+/// the plugin deadlines; this covers a full worker queue).
+const FINAL_STEP_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 #[allow(
     clippy::too_many_arguments,
     reason = "the task owns one queue per kind of input, plus its outlets"
@@ -140,13 +144,43 @@ async fn drain(
             }
             Output::Registration(change) => Persist::Registration(change),
             Output::Cdr(mut cdr) => {
-                if let Some(r) = routing
-                    && let Some(class) = r.host.release(&mut cdr)
+                let Some(r) = routing else {
+                    if persist.send(Persist::Cdr(cdr)).await.is_err() {
+                        tracing::error!("write-behind task is gone; a record was lost");
+                    }
+                    continue;
+                };
+                let (class, last) = r.host.release(&mut cdr);
+                if let Some(class) = class
                     && let Err(why) = r.workers.submit(Job::Ended(cdr.clone(), class))
                 {
                     tracing::warn!(%why, "call-ended not delivered");
                 }
-                Persist::Cdr(cdr)
+                match last {
+                    Some(last) => {
+                        // The handler hears how the answered call ended (its
+                        // tags go into the record) on the tenant's share of
+                        // the workers, never holding up this shard.
+                        let (reply, tagged) = tokio::sync::oneshot::channel();
+                        let plain = cdr.clone();
+                        if let Err(why) = r.workers.submit(Job::Final(cdr, last, reply)) {
+                            tracing::warn!(%why, "call handler's last step not run");
+                        }
+                        let persist = persist.clone();
+                        tokio::spawn(async move {
+                            let cdr = tokio::time::timeout(FINAL_STEP_WAIT, tagged)
+                                .await
+                                .ok()
+                                .and_then(Result::ok)
+                                .unwrap_or(plain);
+                            if persist.send(Persist::Cdr(cdr)).await.is_err() {
+                                tracing::error!("write-behind task is gone; a record was lost");
+                            }
+                        });
+                        continue;
+                    }
+                    None => Persist::Cdr(cdr),
+                }
             }
         };
         // Waiting here is the back-pressure: a slow database slows the shard,

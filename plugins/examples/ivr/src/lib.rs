@@ -24,12 +24,15 @@
 //! to two minutes, and lights the mailbox's phones. Without a mailbox the
 //! call ends. The call is hung up once the message is recorded.
 //!
+//! When an answered call ends, its record is tagged `ended:caller` (the
+//! caller hung up) or `ended:answered` (the other side did).
+//!
 //! The state carried between steps is a word: where the call is.
 
 use pbx_sdk::{directory, storage};
 use pbx_sdk_call_handler::clock::{self, Weekday};
 use pbx_sdk_call_handler::{
-    Action, Call, CallHandler, Event, Gather, Machine, Prompt, Ring, RingGroup, RingStrategy,
+    Action, Call, CallHandler, DialResult, Event, Gather, Machine, Prompt, Ring, RingGroup, RingStrategy,
     RingTarget, Step, Tone,
 };
 
@@ -123,6 +126,14 @@ struct Ivr;
 
 impl CallHandler for Ivr {
     fn handle(call: &Call, state: &[u8], event: &Event) -> Step {
+        // How an answered call ended goes into its record.
+        match event {
+            Event::CallerHungUp => return Step::new(vec![Action::Tag("ended:caller".into())], ""),
+            Event::DialEnded(DialResult::AnsweredAndEnded) => {
+                return Step::new(vec![Action::Tag("ended:answered".into())], "");
+            }
+            _ => {}
+        }
         let machine = Machine::from(state);
         if let (Event::CallStarted, true) = (event, directory::is_extension(&call.dialled)) {
             return Step::new(vec![ring(&call.dialled)], "extension");
