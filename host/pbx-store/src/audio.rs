@@ -279,24 +279,6 @@ fn create_private_dirs(dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)
 }
 
-#[cfg(unix)]
-fn create_private_file(path: &Path) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-}
-
-#[cfg(not(unix))]
-fn create_private_file(path: &Path) -> std::io::Result<std::fs::File> {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-}
-
 /// Writes `bytes` to `path` atomically: a temporary file beside it, synced,
 /// then renamed over it (and the directory synced, so the rename lasts).
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -306,7 +288,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     create_private_dirs(dir)?;
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let tmp = dir.join(format!(".{name}.tmp-{}", new_id()));
-    let written = create_private_file(&tmp).and_then(|mut f| {
+    let written = crate::secret::create_new_private(&tmp).and_then(|mut f| {
         f.write_all(bytes)?;
         f.sync_all()
     });

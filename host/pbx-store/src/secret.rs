@@ -138,8 +138,9 @@ impl SecretKey {
     }
 }
 
+/// Creates `path`, which must not exist, readable by the owner only.
 #[cfg(unix)]
-fn create_new_private(path: &Path) -> std::io::Result<std::fs::File> {
+pub(crate) fn create_new_private(path: &Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
         .write(true)
@@ -149,7 +150,7 @@ fn create_new_private(path: &Path) -> std::io::Result<std::fs::File> {
 }
 
 #[cfg(not(unix))]
-fn create_new_private(path: &Path) -> std::io::Result<std::fs::File> {
+pub(crate) fn create_new_private(path: &Path) -> std::io::Result<std::fs::File> {
     std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
