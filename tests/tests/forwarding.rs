@@ -3,7 +3,8 @@
 //! or the phone's feature codes) and the shipped dial plan, a call handler,
 //! follows them over real SIP: unconditional, busy and no-answer forwards
 //! (on to another extension, then out the carrier trunk), do-not-disturb, a
-//! forward loop stopped with 482, and `*72` from a phone.
+//! forward loop stopped with 482, `*72` from a phone, and a ringing call
+//! picked up by a phone of the same ring group with `*8`.
 
 mod common;
 
@@ -334,4 +335,133 @@ async fn star_72_from_a_phone_forwards_its_calls_and_shows_in_the_api() {
     let bad = phone.call("*99").await.unwrap();
     let answer = phone.final_response(&bad).await.unwrap();
     assert_eq!(answer.status(), Some(404), "{}", answer.raw);
+}
+
+/// The RTP address in an SDP body.
+fn media_addr(body: &str) -> std::net::SocketAddr {
+    let ip = body
+        .lines()
+        .find_map(|l| l.strip_prefix("c=IN IP4 "))
+        .expect("c= line")
+        .trim();
+    let port = body
+        .lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .and_then(|r| r.split_whitespace().next())
+        .expect("m= line");
+    format!("{ip}:{port}").parse().expect("an address")
+}
+
+/// One PCMU packet with sequence number `seq`.
+fn rtp(seq: u16) -> Vec<u8> {
+    let mut p = vec![
+        0x80,
+        0,
+        (seq >> 8) as u8,
+        seq as u8,
+        0,
+        0,
+        0,
+        160,
+        0,
+        0,
+        0,
+        7,
+    ];
+    p.extend([0xff; 160]);
+    p
+}
+
+/// Sends from `from` to the relay (which latches on it) until `to` hears
+/// the audio; every wait is bounded.
+async fn audio_flows(
+    from: &tokio::net::UdpSocket,
+    relay: std::net::SocketAddr,
+    to: &tokio::net::UdpSocket,
+) -> bool {
+    let mut buf = [0u8; 2048];
+    for seq in 0..50u16 {
+        from.send_to(&rtp(seq), relay).await.expect("sent");
+        if let Ok(Ok((n, _))) =
+            tokio::time::timeout(Duration::from_millis(100), to.recv_from(&mut buf)).await
+        {
+            return n == 172;
+        }
+    }
+    false
+}
+
+#[tokio::test]
+async fn a_group_mate_picks_up_a_ringing_call_with_star_8() {
+    let pbx = Pbx::start().await;
+    pbx.store
+        .plugin_kv_admin_put(pbx.acme, "ring-group:sales", Some(b"1001,1002"))
+        .await
+        .expect("tenant storage");
+    pbx.applied().await;
+    let mut caller = pbx.registered(Transport::Udp, ACME, "1000").await;
+    let mut ringing = pbx.registered(Transport::Udp, ACME, "1001").await;
+    let mut picker = pbx.registered(Transport::Udp, ACME, "1002").await;
+    let mut outsider = pbx.registered(Transport::Udp, ACME, "1000").await;
+
+    let mut call = caller.call("1001").await.unwrap();
+    let invite = next_invite(&mut ringing, SOON).await.expect("1001 rings");
+    ringing
+        .respond(&invite, 180, "Ringing", Some("r1"), false)
+        .await
+        .unwrap();
+
+    // 1000 is in no group with 1001: nothing to pick up.
+    let nothing = outsider.call("*8").await.unwrap();
+    let refused = outsider.final_response(&nothing).await.unwrap();
+    assert_eq!(refused.status(), Some(480), "{}", refused.raw);
+
+    // 1002 shares the sales group with 1001 and takes the call.
+    let mut pick = picker.call("*8").await.unwrap();
+    let to_picker = picker.final_response(&pick).await.unwrap();
+    assert_eq!(to_picker.status(), Some(200), "{}", to_picker.raw);
+    pick.answered(&to_picker);
+    picker.ack_2xx(&pick).await.unwrap();
+    ringing
+        .expect_request("CANCEL")
+        .await
+        .expect("the ringing phone stops");
+    let to_caller = caller.final_response(&call).await.unwrap();
+    assert_eq!(to_caller.status(), Some(200), "{}", to_caller.raw);
+    call.answered(&to_caller);
+    caller.ack_2xx(&call).await.unwrap();
+
+    // Caller and picker hear each other through the relay.
+    let caller_rtp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let picker_rtp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let caller_relay = media_addr(&to_caller.body);
+    let picker_relay = media_addr(&to_picker.body);
+    picker_rtp.send_to(&rtp(0), picker_relay).await.unwrap();
+    assert!(
+        audio_flows(&caller_rtp, caller_relay, &picker_rtp).await,
+        "caller to picker"
+    );
+    assert!(
+        audio_flows(&picker_rtp, picker_relay, &caller_rtp).await,
+        "picker to caller"
+    );
+
+    // The picker hangs up; the caller is hung up, and the record says the
+    // call was picked up from 1001 and answered by 1002's phone.
+    picker.in_dialog(&pick, "BYE", None).await.unwrap();
+    caller
+        .expect_request("BYE")
+        .await
+        .expect("the caller is hung up");
+    common::eventually(|| async {
+        let cdrs = pbx
+            .store
+            .list_cdrs(pbx.acme, &store::CdrFilter::default())
+            .await
+            .unwrap_or_default();
+        cdrs.iter().any(|c| {
+            c.callee_call_id == pick.call_id && c.tags.contains(&"picked-up-from:1001".to_string())
+        })
+    })
+    .await;
 }

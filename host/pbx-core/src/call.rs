@@ -150,6 +150,18 @@ pub(crate) struct Retransmit {
     pub(crate) give_up: Instant,
 }
 
+impl Retransmit {
+    /// A 2xx sent at `now`, retransmitted from T1 on and given up after 64·T1.
+    pub(crate) fn new(bytes: Bytes, now: Instant, t1: Duration) -> Retransmit {
+        Retransmit {
+            bytes,
+            next: now + t1,
+            interval: t1,
+            give_up: now + t1 * 64,
+        }
+    }
+}
+
 /// One call.
 #[derive(Debug)]
 pub(crate) struct Call {
@@ -223,6 +235,11 @@ pub(crate) struct Call {
     pub(crate) a_bye: bool,
     /// What the host's media does on a call it answered ([`crate::app`]).
     pub(crate) app: Option<crate::app::App>,
+    /// The extension that was ringing when another phone picked the call up
+    /// ([`crate::pickup`]).
+    pub(crate) picked_up_from: Option<String>,
+    /// Our 2xx to the picker's INVITE, retransmitted until its ACK.
+    pub(crate) picker_ok: Option<Retransmit>,
 }
 
 impl Call {
@@ -252,6 +269,7 @@ impl Call {
             State::Answered => {
                 consider(self.max_deadline);
                 consider(self.ok_retransmit.as_ref().map(|r| r.next));
+                consider(self.picker_ok.as_ref().map(|r| r.next));
                 consider(self.transfer.as_ref().map(|t| t.deadline));
                 consider(self.app.as_ref().and_then(crate::app::App::deadline));
             }
@@ -410,7 +428,7 @@ impl Shard {
         (bytes, sent)
     }
 
-    fn contact(&self, transport: TransportKind, local: Option<SocketAddr>) -> String {
+    pub(crate) fn contact(&self, transport: TransportKind, local: Option<SocketAddr>) -> String {
         let adv = self.advertised(transport, local);
         match transport {
             TransportKind::Udp => format!("<sip:pbx@{adv}>"),
@@ -429,6 +447,7 @@ impl Shard {
         &mut self,
         now: Instant,
         msg: Msg,
+        bytes: &Bytes,
         peer: Peer,
         local: SocketAddr,
         key: Key,
@@ -454,6 +473,10 @@ impl Shard {
                 else {
                     return;
                 };
+                if dialled == crate::PICKUP_CODE {
+                    self.on_pickup_code(now, msg, bytes, (peer, local), key, tenant, ext);
+                    return;
+                }
                 (tenant, ext.clone(), Some(ext), None)
             }
         };
@@ -557,6 +580,8 @@ impl Shard {
             host_answered: false,
             a_bye: false,
             app: None,
+            picked_up_from: None,
+            picker_ok: None,
         };
         tracing::debug!(call = id, caller = %call.caller, dialled = %call.callee, "call routing");
         if let Some(e) = self.servers.get_mut(&key) {
@@ -774,12 +799,7 @@ impl Shard {
         call.hang_up_on_ack = hang_up;
         let ok = self.answer_a(now, id, 200, "OK", Some(("application/sdp", &answer)));
         if let (Some(ok), Some(call)) = (ok, self.calls.get_mut(&id)) {
-            call.ok_retransmit = Some(Retransmit {
-                bytes: ok,
-                next: now + t1,
-                interval: t1,
-                give_up: now + t1 * 64,
-            });
+            call.ok_retransmit = Some(Retransmit::new(ok, now, t1));
         }
         tracing::debug!(call = id, hang_up, "call answered by the host");
         self.schedule_call(id);
@@ -844,9 +864,16 @@ impl Shard {
                 }
             }
             let (template, domain) = (call.b.clone(), call.domain.clone());
+            let mut ringing: Vec<String> = Vec::new();
             for (ext, binding) in targets {
                 self.fork_to_extension(now, id, &template, &domain, &ext, vec![binding]);
+                if !ringing.contains(&ext) {
+                    ringing.push(ext);
+                }
             }
+            self.shared
+                .pickup
+                .set_ringing(tenant, self.index, id, &ringing);
             self.schedule_call(id);
             return;
         }
@@ -905,6 +932,9 @@ impl Shard {
             );
             return false;
         }
+        self.shared
+            .pickup
+            .clear_ringing(call.tenant, self.index, id);
         request.step += 1;
         request.event = CallEvent::DialEnded(result);
         let request = request.clone();
@@ -1157,7 +1187,11 @@ impl Shard {
         };
         call.state = State::Ended;
         call.ok_retransmit = None;
+        call.picker_ok = None;
         call.app = None;
+        self.shared
+            .pickup
+            .clear_ringing(call.tenant, self.index, id);
         call.reap_at = Some(now + linger);
         // Dropping the handle stops the relay and frees the ports.
         let media = call.media.take().map(|m| m.stats()).unwrap_or_default();
@@ -1176,7 +1210,11 @@ impl Shard {
                 caller_call_id: call.a.call_id.clone(),
                 callee_call_id: call.b.call_id.clone(),
                 media,
-                tags: Vec::new(),
+                tags: call
+                    .picked_up_from
+                    .iter()
+                    .map(|ext| format!("picked-up-from:{ext}"))
+                    .collect(),
             };
             tracing::debug!(
                 call = id,
@@ -1200,7 +1238,7 @@ impl Shard {
     }
 
     /// Sends a final or provisional response to the caller's INVITE.
-    fn answer_a(
+    pub(crate) fn answer_a(
         &mut self,
         now: Instant,
         id: u64,
@@ -1406,6 +1444,11 @@ impl Shard {
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
+        if call.picker_ok.is_some() && msg.call_id() == call.b.call_id {
+            call.picker_ok = None;
+            self.schedule_call(id);
+            return;
+        }
         if msg.call_id() != call.a.call_id {
             return;
         }
@@ -1856,6 +1899,9 @@ impl Shard {
         };
         let fork = call.forks[i].clone();
         call.state = State::Answered;
+        self.shared
+            .pickup
+            .clear_ringing(call.tenant, self.index, id);
         if call.host_answer.take().is_some() {
             // The caller, answered by the host, is now connected to the
             // phone: the call keeps its answer time and its duration limit.
@@ -1884,12 +1930,7 @@ impl Shard {
         };
         let ok = self.answer_a(now, id, msg.status().unwrap_or(200), msg.reason(), content);
         if let (Some(ok), Some(call)) = (ok, self.calls.get_mut(&id)) {
-            call.ok_retransmit = Some(Retransmit {
-                bytes: ok,
-                next: now + t1,
-                interval: t1,
-                give_up: now + t1 * 64,
-            });
+            call.ok_retransmit = Some(Retransmit::new(ok, now, t1));
         }
         tracing::debug!(call = id, fork = i, "call answered");
         self.schedule_call(id);
@@ -2067,16 +2108,30 @@ impl Shard {
                     self.schedule_call(id);
                     return;
                 }
-                if let Some(r) = call.ok_retransmit.as_mut() {
+                for side in [Side::A, Side::B] {
+                    let Some(call) = self.calls.get_mut(&id) else {
+                        return;
+                    };
+                    let (leg, ok) = match side {
+                        Side::A => (&call.a, &mut call.ok_retransmit),
+                        Side::B => (&call.b, &mut call.picker_ok),
+                    };
+                    let Some(r) = ok.as_mut() else {
+                        continue;
+                    };
                     if now >= r.give_up {
-                        call.ok_retransmit = None;
-                        self.hang_up(now, id, "caller never acknowledged 200 OK");
+                        *ok = None;
+                        let who = match side {
+                            Side::A => "caller never acknowledged 200 OK",
+                            Side::B => "picker never acknowledged 200 OK",
+                        };
+                        self.hang_up(now, id, who);
                         return;
                     }
                     if now >= r.next {
                         r.interval = (r.interval * 2).min(t2);
                         r.next = now + r.interval;
-                        let (bytes, p, l) = (r.bytes.clone(), call.a.peer, call.a.local);
+                        let (bytes, p, l) = (r.bytes.clone(), leg.peer, leg.local);
                         self.transmit(p, l, bytes);
                     }
                 }

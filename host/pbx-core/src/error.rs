@@ -77,6 +77,9 @@ pub enum Error {
     /// The host is shutting down or overloaded.
     #[error("service unavailable")]
     ServiceUnavailable,
+    /// A pickup code was dialled and no call rings in the phone's groups.
+    #[error("nothing to pick up")]
+    NothingToPickUp,
     /// The media could not be anchored; the status is the media layer's (400
     /// malformed SDP, 488 unacceptable offer, 500/503 local failures).
     #[error("media refused with {0}")]
@@ -128,6 +131,7 @@ impl Error {
             Error::NoOfferToAnswer => (488, "Not Acceptable Here"),
             Error::RoutingTimeout => (503, "Routing Timeout"),
             Error::ServiceUnavailable => (503, "Service Unavailable"),
+            Error::NothingToPickUp => (480, "Nothing To Pick Up"),
             Error::Media(s) => (
                 *s,
                 match s {
@@ -176,6 +180,7 @@ mod tests {
             Error::NoOfferToAnswer,
             Error::RoutingTimeout,
             Error::ServiceUnavailable,
+            Error::NothingToPickUp,
         ];
         for e in &all {
             assert!((400..700).contains(&e.status()), "{e:?}");

@@ -25,6 +25,7 @@ mod error;
 mod live_calls;
 mod media;
 mod msg;
+mod pickup;
 mod registrar;
 mod route;
 mod shard;
@@ -46,6 +47,7 @@ pub use media::{
 };
 pub use model::{CallerDevice, Cdr, Directory, Registration, RegistrationChange, TransportKind};
 use parking_lot::RwLock;
+pub use pickup::{Handoff, PICKUP_CODE, PickupGroups};
 pub use route::{
     CallEvent, DialResult, Gather, HostMedia, MAX_CALL_STEPS, MAX_GATHER_DIGITS, MAX_RECORDING,
     MAX_SILENCE, PromptRef, Record, RingStep, RouteDecision, RouteRequest, Routing, Tone,
@@ -69,12 +71,28 @@ pub struct Peer {
 }
 
 /// One SIP message as it arrived: a UDP datagram or one framed stream message.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Inbound {
     pub peer: Peer,
     /// The host address it arrived on.
     pub local: SocketAddr,
     pub bytes: Bytes,
+    /// Set only on a message one shard hands to another ([`Output::Forward`]):
+    /// a call-pickup INVITE with the identity its digest proved. `None` for
+    /// everything that arrives from the network.
+    pub handoff: Option<Handoff>,
+}
+
+impl Inbound {
+    /// A message as it arrived from the network.
+    pub fn new(peer: Peer, local: SocketAddr, bytes: Bytes) -> Inbound {
+        Inbound {
+            peer,
+            local,
+            bytes,
+            handoff: None,
+        }
+    }
 }
 
 /// What a shard asks the I/O layer to do.
@@ -110,6 +128,9 @@ pub enum Output {
     },
     /// A request from `source` passed digest authentication.
     Authenticated { source: SocketAddr },
+    /// Queue this message on shard `shard`, which holds the call it belongs
+    /// to (call pickup, [`PICKUP_CODE`]).
+    Forward { shard: usize, inbound: Inbound },
 }
 
 /// Registrar limits (RFC 3261 §10.3).
@@ -208,6 +229,8 @@ pub struct Shared {
     shards: usize,
     /// Anchors the media of new calls; calls keep their SDP as is without one.
     media: std::sync::OnceLock<Arc<dyn MediaAnchor>>,
+    /// Ringing calls and pinned Call-IDs, for call pickup.
+    pub(crate) pickup: pickup::Board,
 }
 
 impl Shared {
@@ -232,6 +255,7 @@ impl Shared {
             clock,
             shards: shards.max(1),
             media: std::sync::OnceLock::new(),
+            pickup: pickup::Board::default(),
         })
     }
 
@@ -239,6 +263,12 @@ impl Shared {
     /// already set.
     pub fn set_media_anchor(&self, anchor: Arc<dyn MediaAnchor>) -> bool {
         self.media.set(anchor).is_ok()
+    }
+
+    /// Sets where call pickup reads the tenants' ring groups, once; `false`
+    /// when already set. Without it nothing can be picked up.
+    pub fn set_pickup_groups(&self, groups: Arc<dyn PickupGroups>) -> bool {
+        self.pickup.set_groups(groups)
     }
 
     pub(crate) fn media_anchor(&self) -> Option<Arc<dyn MediaAnchor>> {
@@ -275,6 +305,9 @@ impl Shared {
             return 0;
         };
         if let Some(n) = own_shard_tag(call_id) {
+            return n % self.shards;
+        }
+        if let Some(n) = self.pickup.pinned(call_id) {
             return n % self.shards;
         }
         let h = msg::fnv1a(call_id);

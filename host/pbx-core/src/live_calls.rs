@@ -160,11 +160,7 @@ mod tests {
             let local: SocketAddr = "127.0.0.1:5060".parse().unwrap();
             self.shard.handle(
                 self.now,
-                Inbound {
-                    peer: carrier_peer(),
-                    local,
-                    bytes: Bytes::from(text.to_owned()),
-                },
+                Inbound::new(carrier_peer(), local, Bytes::from(text.to_owned())),
             );
             self.drain();
         }
@@ -182,7 +178,8 @@ mod tests {
                     Output::Cdr(cdr) => self.cdrs.push(cdr),
                     Output::Registration(_)
                     | Output::AuthFailure { .. }
-                    | Output::Authenticated { .. } => {}
+                    | Output::Authenticated { .. }
+                    | Output::Forward { .. } => {}
                 }
             }
         }

@@ -145,6 +145,18 @@ pub trait CallMediaHandle: Send + std::fmt::Debug {
         security: MediaSecurity,
         policy: MediaEncryption,
     ) -> Result<(), MediaRefusal>;
+    /// Call pickup: connects a phone that picks the ringing call up (its
+    /// offer `picker`, on the callee's leg) to the caller, answering the
+    /// caller's offer at the host too when `caller` gives it (the offer and
+    /// whether the caller's signalling is secure). Returns the answers for
+    /// the caller (when asked) and for the picker; on error nothing changed.
+    fn answer_pickup(
+        &self,
+        caller: Option<(&[u8], bool)>,
+        picker: &[u8],
+        picker_secure: bool,
+        policy: MediaEncryption,
+    ) -> Result<(Option<Vec<u8>>, Vec<u8>), MediaRefusal>;
     /// Counters of both legs so far.
     fn stats(&self) -> CdrMedia;
     /// When media last arrived.

@@ -252,7 +252,18 @@ impl Shard {
 
     /// Feeds one inbound message.
     pub fn handle(&mut self, now: Instant, inbound: Inbound) {
-        let Inbound { peer, local, bytes } = inbound;
+        // A message that raced its Call-ID's pin to another shard follows it
+        // there (call pickup).
+        if let Some(shard) = self.pinned_elsewhere(&inbound.bytes) {
+            self.out.push_back(Output::Forward { shard, inbound });
+            return;
+        }
+        let Inbound {
+            peer,
+            local,
+            bytes,
+            handoff,
+        } = inbound;
         let msg = match Msg::parse(&bytes) {
             Ok(m) => m,
             Err(e) => {
@@ -265,7 +276,7 @@ impl Shard {
             }
         };
         match msg.method() {
-            Some(_) => self.on_request(now, msg, peer, local),
+            Some(_) => self.on_request(now, msg, (&bytes, handoff), peer, local),
             None => self.on_response(now, msg, peer),
         }
     }
@@ -279,7 +290,14 @@ impl Shard {
                 TimerKey::Client(b) => self.client_timeout(now, b),
                 TimerKey::Call(id) => self.call_timeout(now, id),
                 TimerKey::Sweep => {
-                    let gone = self.shared.bindings.sweep(self.shared.unix_ms(now));
+                    let now_ms = self.shared.unix_ms(now);
+                    let linger =
+                        i64::try_from((self.shared.config.t1 * 64).as_millis()).unwrap_or(i64::MAX);
+                    let dialogs = &self.dialogs;
+                    self.shared
+                        .pickup
+                        .sweep_pins(self.index, now_ms, linger, |id| dialogs.contains_key(id));
+                    let gone = self.shared.bindings.sweep(now_ms);
                     if gone > 0 {
                         tracing::debug!(gone, "expired registrations swept");
                     }
@@ -390,7 +408,14 @@ impl Shard {
         self.transmit(peer, Some(local), bytes);
     }
 
-    fn on_request(&mut self, now: Instant, msg: Msg, peer: Peer, local: SocketAddr) {
+    fn on_request(
+        &mut self,
+        now: Instant,
+        msg: Msg,
+        (bytes, handoff): (&Bytes, Option<crate::Handoff>),
+        peer: Peer,
+        local: SocketAddr,
+    ) {
         let Some(method) = msg.method() else {
             return;
         };
@@ -454,7 +479,10 @@ impl Shard {
 
         match method {
             Method::Register => self.on_register(now, &msg, peer, local),
-            Method::Invite => self.on_invite(now, msg, peer, local, key),
+            Method::Invite => match handoff {
+                Some(h) => self.pick_up(now, msg, peer, local, key, h),
+                None => self.on_invite(now, msg, bytes, peer, local, key),
+            },
             Method::Options => {
                 let extra = [
                     ("Allow", ALLOW.to_string()),

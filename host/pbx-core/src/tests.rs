@@ -45,6 +45,8 @@ struct Harness {
     sent: Vec<(SocketAddr, Msg)>,
     routes: Vec<crate::RouteRequest>,
     cdrs: Vec<model::Cdr>,
+    /// Messages handed to another shard ([`Output::Forward`]).
+    forwards: Vec<(usize, Inbound)>,
 }
 
 fn peer(addr: &str) -> Peer {
@@ -70,17 +72,18 @@ impl Harness {
             sent: Vec::new(),
             routes: Vec::new(),
             cdrs: Vec::new(),
+            forwards: Vec::new(),
         }
     }
 
     fn feed(&mut self, from: &str, text: &str) {
         self.shard.handle(
             self.now,
-            Inbound {
-                peer: peer(from),
-                local: SERVER.parse().unwrap(),
-                bytes: Bytes::from(text.to_string()),
-            },
+            Inbound::new(
+                peer(from),
+                SERVER.parse().unwrap(),
+                Bytes::from(text.to_string()),
+            ),
         );
         self.drain();
     }
@@ -93,6 +96,7 @@ impl Harness {
                     .push((dest.addr, Msg::parse(&bytes).expect("host sends valid SIP"))),
                 Output::Route(req) => self.routes.push(req),
                 Output::Cdr(cdr) => self.cdrs.push(cdr),
+                Output::Forward { shard, inbound } => self.forwards.push((shard, inbound)),
                 _ => {}
             }
         }
@@ -894,11 +898,7 @@ fn register_outputs(
     let feed = |h: &mut Harness, text: String| {
         h.shard.handle(
             h.now,
-            Inbound {
-                peer: peer(from),
-                local: SERVER.parse().unwrap(),
-                bytes: Bytes::from(text),
-            },
+            Inbound::new(peer(from), SERVER.parse().unwrap(), Bytes::from(text)),
         );
         let (mut guard, mut reply) = (Vec::new(), None);
         while let Some(o) = h.shard.poll_output() {
@@ -1100,6 +1100,23 @@ mod anchoring {
         ) -> Result<(), MediaRefusal> {
             self.asked.lock().push("connected".into());
             Ok(())
+        }
+        fn answer_pickup(
+            &self,
+            caller: Option<(&[u8], bool)>,
+            picker: &[u8],
+            _: bool,
+            _: MediaEncryption,
+        ) -> Result<(Option<Vec<u8>>, Vec<u8>), MediaRefusal> {
+            self.asked.lock().push("pickup".into());
+            let to_caller = match caller {
+                Some((sdp, _)) => Some(rewrite(sdp, MediaLeg::Caller, "pickup answer")?),
+                None => None,
+            };
+            Ok((
+                to_caller,
+                rewrite(picker, MediaLeg::Callee, "pickup answer")?,
+            ))
         }
         fn stats(&self) -> CdrMedia {
             let mut m = CdrMedia::default();
@@ -1599,6 +1616,165 @@ mod anchoring {
             .media_notice(h.now, call, crate::MediaNotice::PromptFinished);
         h.drain();
         assert_eq!(last_event(&h), crate::CallEvent::PromptFinished);
+    }
+
+    /// 1001 and 1002 share a ring group; 1000 is in none.
+    struct Sales;
+    impl crate::PickupGroups for Sales {
+        fn mates(&self, _: model::TenantId, extension: &str) -> Vec<String> {
+            match extension {
+                "1001" => vec!["1002".into()],
+                "1002" => vec!["1001".into()],
+                _ => Vec::new(),
+            }
+        }
+    }
+
+    fn pickup_invite(
+        h: &mut Harness,
+        from: &str,
+        user: &str,
+        call_id: &str,
+    ) -> Vec<(SocketAddr, Msg)> {
+        let uri = format!("sip:*8@{DOMAIN}");
+        let port = from.rsplit(':').next().unwrap().to_string();
+        h.authorize(
+            from,
+            |auth| {
+                format!(
+                    "INVITE sip:*8@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bKp{port}{}\r\nFrom: <sip:{user}@{DOMAIN}>;tag=p\r\nTo: <sip:*8@{DOMAIN}>\r\nCall-ID: {call_id}\r\nCSeq: {} INVITE\r\nContact: <sip:{user}@{from}>\r\n{}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
+                    auth.is_some() as u8,
+                    1 + auth.is_some() as u8,
+                    auth.map(|a| format!("Proxy-Authorization: {a}\r\n")).unwrap_or_default(),
+                    SDP.len()
+                )
+            },
+            "Proxy-Authenticate",
+            "INVITE",
+            &uri,
+            user,
+        )
+    }
+
+    #[test]
+    fn a_group_mate_picks_up_a_call_ringing_on_another_shard() {
+        let mut h = Harness::new(CoreConfig::default());
+        let shared = Shared::new(
+            CoreConfig::default(),
+            directory(),
+            Vec::new(),
+            (h.now, 1_700_000_000_000),
+            2,
+        );
+        let anchor = Arc::new(Anchor::default());
+        assert!(shared.set_media_anchor(anchor.clone()));
+        assert!(shared.set_pickup_groups(Arc::new(Sales)));
+        h.shared = shared.clone();
+        h.shard = Shard::new(0, shared.clone());
+        let mut other = Shard::new(1, shared.clone());
+        h.register("1001", "127.0.0.1:7001");
+        h.register("1002", "127.0.0.1:7002");
+
+        // Shard 0: 1000 calls 1001, whose phone rings.
+        let out = invite_with(&mut h, SDP);
+        let fork = sent_to(&out, 7001, "INVITE").expect("1001 rings").clone();
+        h.feed("127.0.0.1:7001", &answer(&fork, 180, "Ringing"));
+        assert!(statuses(&h.take()).contains(&180));
+
+        // Shard 1: 1000 is in no group with 1001 and finds nothing to pick up.
+        std::mem::swap(&mut h.shard, &mut other);
+        let out = pickup_invite(&mut h, "127.0.0.1:7000", "1000", "pick-0");
+        assert_eq!(statuses(&out), vec![480], "nothing to pick up for 1000");
+        assert!(h.forwards.is_empty());
+
+        // 1002 dials *8 on shard 1: once authenticated, the INVITE goes to
+        // shard 0 with 1002's identity, and its Call-ID follows.
+        let out = pickup_invite(&mut h, "127.0.0.1:7002", "1002", "pick-1");
+        assert!(
+            out.is_empty(),
+            "shard 1 answers nothing itself: {:?}",
+            statuses(&out)
+        );
+        let (to, inbound) = h.forwards.pop().expect("handed over");
+        assert_eq!(to, 0);
+        assert_eq!(
+            shared.shard_for(&inbound.bytes),
+            0,
+            "pinned to the call's shard"
+        );
+
+        // A retransmission that still reaches shard 1 follows it too.
+        let again = Inbound::new(inbound.peer, inbound.local, inbound.bytes.clone());
+        h.shard.handle(h.now, again);
+        h.drain();
+        assert_eq!(
+            h.forwards.pop().map(|(s, i)| (s, i.handoff)),
+            Some((0, None))
+        );
+
+        // Shard 0 picks up: 1001's phone is cancelled, the caller and the
+        // picker are answered through the media and connected.
+        std::mem::swap(&mut h.shard, &mut other);
+        h.shard.handle(h.now, inbound);
+        h.drain();
+        let out = h.take();
+        assert!(
+            sent_to(&out, 7001, "CANCEL").is_some(),
+            "the ringing phone stops"
+        );
+        let to_caller = out
+            .iter()
+            .find(|(a, m)| a.port() == 7000 && m.status() == Some(200))
+            .expect("caller answered")
+            .1
+            .clone();
+        assert!(String::from_utf8_lossy(&to_caller.body).contains("(pickup answer from Caller)"));
+        let to_picker = out
+            .iter()
+            .find(|(a, m)| a.port() == 7002 && m.status() == Some(200))
+            .expect("picker answered")
+            .1
+            .clone();
+        assert!(String::from_utf8_lossy(&to_picker.body).contains("(pickup answer from Callee)"));
+        assert!(anchor.asked.lock().contains(&"pickup".to_string()));
+
+        // The picker's 200 is repeated until its ACK.
+        let later = h.now + Duration::from_millis(600);
+        h.run_until(later);
+        assert!(
+            h.take()
+                .iter()
+                .any(|(a, m)| a.port() == 7002 && m.status() == Some(200)),
+            "200 retransmitted to the picker"
+        );
+        let tag = to_picker.to().unwrap().tag().unwrap().to_string();
+        let in_dialog = |method: &str, cseq: u32| {
+            format!(
+                "{method} sip:*8@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:7002;branch=z9hG4bK{method}{cseq}\r\nFrom: <sip:1002@{DOMAIN}>;tag=p\r\nTo: <sip:*8@{DOMAIN}>;tag={tag}\r\nCall-ID: pick-1\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n"
+            )
+        };
+        h.feed("127.0.0.1:7002", &in_dialog("ACK", 2));
+        let later = h.now + Duration::from_secs(2);
+        h.run_until(later);
+        assert!(
+            !h.take()
+                .iter()
+                .any(|(a, m)| a.port() == 7002 && m.status() == Some(200)),
+            "no 200 after the ACK"
+        );
+
+        // The picker hangs up: the caller gets a BYE, and the record says
+        // who picked the call up from whom.
+        h.feed("127.0.0.1:7002", &in_dialog("BYE", 3));
+        let out = h.take();
+        assert!(
+            sent_to(&out, 7000, "BYE").is_some(),
+            "the caller is hung up"
+        );
+        let cdr = h.cdrs.pop().expect("record");
+        assert_eq!(cdr.disposition, model::Disposition::Answered);
+        assert_eq!(cdr.callee_call_id, "pick-1");
+        assert_eq!(cdr.tags, vec!["picked-up-from:1001".to_string()]);
     }
 
     #[test]

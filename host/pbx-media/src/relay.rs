@@ -526,6 +526,22 @@ impl CallMedia {
         Ok(())
     }
 
+    /// See [`MediaSession::answer_pickup`]; what played to the caller stops
+    /// without events.
+    pub fn answer_pickup(
+        &self,
+        caller: Option<(&[u8], bool)>,
+        picker: &[u8],
+        picker_secure: bool,
+        policy: EncryptionPolicy,
+    ) -> Result<(Option<Vec<u8>>, Vec<u8>)> {
+        let answers = self
+            .session()
+            .answer_pickup(caller, picker, picker_secure, policy)?;
+        self.control.wake.notify_one();
+        Ok(answers)
+    }
+
     /// See [`MediaSession::answered_format`].
     pub fn answered_format(&self, leg: Leg) -> Option<AnsweredFormat> {
         self.session().answered_format(leg)

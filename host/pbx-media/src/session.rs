@@ -959,6 +959,89 @@ impl MediaSession {
         Ok(out.to_bytes())
     }
 
+    /// Call pickup: connects a phone that asks for a ringing call (`picker`,
+    /// its offer, on the callee's leg) to the caller. The caller's leg is
+    /// answered at the host from `caller` (its offer, and whether its
+    /// signalling is secure), or was already (`None`: the host answered it
+    /// before the call rang). The picker's offer must include the caller's
+    /// G.711 law, which both answers keep, so the legs are relayed without
+    /// transcoding; then neither leg ends at the host. Returns the answers
+    /// for the caller (when `caller` was given) and for the picker. Every
+    /// check runs before anything changes: on error the ringing call's media
+    /// is as it was.
+    pub fn answer_pickup(
+        &mut self,
+        caller: Option<(&[u8], bool)>,
+        picker: &[u8],
+        picker_secure: bool,
+        policy: EncryptionPolicy,
+    ) -> Result<(Option<Vec<u8>>, Vec<u8>)> {
+        let checked = |sdp: &Sdp, secure: bool| -> Result<usize> {
+            let index = anchored_index(sdp)?;
+            let security = Security {
+                from_secure: secure,
+                to_secure: true,
+            };
+            offerer_srtp(&sdp.media[index], policy, security)?;
+            Ok(index)
+        };
+        let law = match caller {
+            Some((sdp, secure)) => {
+                let parsed = Sdp::parse(sdp)?;
+                let index = checked(&parsed, secure)?;
+                let mut m = parsed.media[index].clone();
+                keep_playable_format(&mut m).and_then(|f| f.g711)
+            }
+            None => self.legs[Leg::A.index()]
+                .here
+                .as_ref()
+                .ok_or(Error::Protocol("the caller's leg was not answered"))?
+                .format
+                .and_then(|f| f.g711),
+        }
+        .ok_or(Error::NotAcceptable("the caller talks no G.711"))?;
+        let mut parsed = Sdp::parse(picker)?;
+        let index = checked(&parsed, picker_secure)?;
+        let m = &mut parsed.media[index];
+        let same_law = |f: &str| {
+            rtpmap(m, f)
+                .is_some_and(|(name, rate)| rate == 8000 && G711::from_encoding(&name) == Some(law))
+        };
+        let is_event = |f: &str| {
+            rtpmap(m, f).is_some_and(|(name, _)| name.eq_ignore_ascii_case("telephone-event"))
+        };
+        let keep: Vec<String> = match m.formats.iter().find(|f| same_law(f)) {
+            Some(audio) => std::iter::once(audio.clone())
+                .chain(m.formats.iter().filter(|f| is_event(f)).cloned())
+                .collect(),
+            None => {
+                return Err(Error::NotAcceptable(
+                    "the picking phone does not offer the caller's codec",
+                ));
+            }
+        };
+        m.lines.retain(|l| match l.attr() {
+            Some(("rtpmap" | "fmtp", Some(v))) => {
+                keep.iter().any(|k| v.split(' ').next() == Some(k))
+            }
+            _ => true,
+        });
+        m.formats = keep;
+        let picker = parsed.to_bytes();
+
+        let to_caller = match caller {
+            Some((sdp, secure)) => Some(self.answer_here(Leg::A, sdp, secure, policy)?),
+            None => None,
+        };
+        let to_picker = self.answer_here(Leg::B, &picker, picker_secure, policy)?;
+        // The answers connect the legs: neither ends at the host any more.
+        for leg in &mut self.legs {
+            leg.here = None;
+        }
+        self.host_offer = None;
+        Ok((to_caller, to_picker))
+    }
+
     /// An SDP offer toward `to` while the other leg ends at the host
     /// ([`MediaSession::answer_here`]): our address and the port facing `to`,
     /// the one format the host's answer on the other leg kept (same payload
@@ -2266,6 +2349,55 @@ mod tests {
             .handle(Instant::now(), Leg::A, Channel::Rtp, from, &rtp(1, 1))
             .unwrap();
         assert_eq!(out.leg, Leg::B);
+    }
+
+    #[test]
+    fn a_pickup_answers_both_legs_in_the_callers_law_and_connects_them() {
+        let mut s = MediaSession::new(LOCAL, Instant::now());
+        let ringing = caller_offer("8 0 101", "a=rtpmap:8 PCMA/8000\r\n", EVENTS_101);
+        // A picker without the caller's law is refused and nothing changes.
+        let pcmu_only = callee_answer("RTP/AVP", "0", "");
+        assert!(matches!(
+            s.answer_pickup(
+                Some((&ringing, false)),
+                &pcmu_only,
+                false,
+                EncryptionPolicy::Optional
+            ),
+            Err(Error::NotAcceptable(_))
+        ));
+        assert_eq!(
+            s.answered_format(Leg::A),
+            None,
+            "the caller's leg untouched"
+        );
+
+        let picker = callee_answer("RTP/AVP", "0 8 101", PCMA_PCMU_EVENTS);
+        let (to_caller, to_picker) = s
+            .answer_pickup(
+                Some((&ringing, false)),
+                &picker,
+                false,
+                EncryptionPolicy::Optional,
+            )
+            .unwrap();
+        let to_caller = String::from_utf8(to_caller.expect("caller answered")).unwrap();
+        let to_picker = String::from_utf8(to_picker).unwrap();
+        assert!(
+            to_caller.contains("m=audio 20000 RTP/AVP 8 101"),
+            "{to_caller}"
+        );
+        assert!(
+            to_picker.contains("m=audio 20002 RTP/AVP 8 101"),
+            "{to_picker}"
+        );
+        assert!(!to_picker.contains("PCMU"), "{to_picker}");
+        // Neither leg ends at the host: the caller's audio goes to the picker.
+        assert_eq!(s.answered_format(Leg::A), None);
+        let out = s
+            .handle(Instant::now(), Leg::A, Channel::Rtp, caller(), &rtp(1, 1))
+            .unwrap();
+        assert_eq!((out.leg, out.to), (Leg::B, callee()));
     }
 
     // Recording and connecting a host-answered leg.

@@ -77,6 +77,9 @@
 //! | `*79` | do-not-disturb off |
 //! | `*97` | the extension's voicemail: its PIN, then its messages (action `voicemail-menu`) |
 //!
+//! (`*8`, call pickup of a call ringing in one of the extension's ring groups,
+//! is the host's: the dial plan never sees it.)
+//!
 //! The change is saved before the phone hears the confirmation: the host
 //! answers and hangs up at once (actions `answer`, `hang-up`). Any other `*`
 //! code, or a target the host refuses (not letters and digits, the extension

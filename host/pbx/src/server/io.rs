@@ -79,6 +79,18 @@ impl Io {
     /// gets a stateless `503` with `Retry-After`. A message that finds its
     /// shard's queue full is dropped (and counted) — after a `503` when it is a
     /// new request — so a flood cannot grow memory or stall the receive loops.
+    /// Queues a message one shard hands to another (call pickup). A full
+    /// queue drops it as it would a message from the network: the phone
+    /// retransmits, and its Call-ID now leads to that shard.
+    pub(crate) fn forward(&self, shard: usize, inbound: Inbound) {
+        let Some(tx) = self.shards.get(shard) else {
+            return;
+        };
+        if tx.try_send(inbound).is_err() {
+            tracing::warn!(shard, "shard queue full, handed-over message dropped");
+        }
+    }
+
     pub(crate) fn dispatch(&self, inbound: Inbound) {
         if self.shards.is_empty() {
             return;

@@ -608,6 +608,25 @@ impl CallMediaHandle for Handle {
             .map_err(refusal)
     }
 
+    fn answer_pickup(
+        &self,
+        caller: Option<(&[u8], bool)>,
+        picker: &[u8],
+        picker_secure: bool,
+        p: MediaEncryption,
+    ) -> Result<(Option<Vec<u8>>, Vec<u8>), MediaRefusal> {
+        let answers = self
+            .media
+            .answer_pickup(caller, picker, picker_secure, policy(p))
+            .map_err(refusal)?;
+        if let Some(mut owner) = self.owners.get_mut(&self.media.id()) {
+            owner.generation += 1;
+            owner.prompts = 0;
+            owner.recording = None;
+        }
+        Ok(answers)
+    }
+
     fn answer_to_host_offer(
         &self,
         sdp: &[u8],

@@ -447,6 +447,9 @@ async fn run_reporting(
         None => None,
     };
     let shared = Shared::new(core, directory, registrations, (clock, now_ms), shard_count);
+    if let Some(host) = &plugin_host {
+        shared.set_pickup_groups(host.clone());
+    }
     shared.replace_trunks(
         reload::load_trunks(&store)
             .await

@@ -433,6 +433,21 @@ impl PluginHost {
         );
     }
 
+    /// The extensions sharing a ring group with `extension` (call pickup).
+    fn group_mates(&self, tenant: TenantId, extension: &str) -> Vec<String> {
+        let mut mates: Vec<String> = Vec::new();
+        for (_, members) in self.storage_for(tenant).groups() {
+            if members.iter().any(|m| m == extension) {
+                for m in members {
+                    if m != extension && !mates.contains(&m) {
+                        mates.push(m);
+                    }
+                }
+            }
+        }
+        mates
+    }
+
     fn storage_for(&self, tenant: TenantId) -> Arc<super::plugin_kv::KvStorage> {
         self.storage.tenant(tenant)
     }
@@ -586,7 +601,13 @@ impl PluginHost {
             .remove(cdr.tenant, &cdr.caller_call_id);
         let mut last = None;
         if let Some(kept) = kept {
-            cdr.tags = kept.tags.clone();
+            // The handler's tags, then what the host itself noted (a pickup).
+            let host_tags = std::mem::replace(&mut cdr.tags, kept.tags.clone());
+            for tag in host_tags {
+                if !cdr.tags.contains(&tag) {
+                    cdr.tags.push(tag);
+                }
+            }
             if kept.handler && cdr.answered_at_ms.is_some() && kept.spent < CALL_PLUGIN_BUDGET {
                 last = Some(kept);
             }
@@ -1231,6 +1252,12 @@ impl Drop for Workers {
 /// The reason phrase of a call refused because its tenant's share of plugin
 /// workers is full (503; other tenants are not affected).
 pub(crate) const SHARE_EXHAUSTED: &str = "Plugin Share Exhausted";
+
+impl pbx_core::PickupGroups for PluginHost {
+    fn mates(&self, tenant: TenantId, extension: &str) -> Vec<String> {
+        self.group_mates(tenant, extension)
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -138,6 +138,10 @@ async fn drain(
                     .auth_failure(source.ip(), &domain, &user, &method, tenant, now);
                 continue;
             }
+            Output::Forward { shard, inbound } => {
+                io.forward(shard, inbound);
+                continue;
+            }
             Output::Authenticated { source } => {
                 io.guard().authenticated(source.ip(), Instant::now());
                 continue;

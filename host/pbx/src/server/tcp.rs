@@ -187,15 +187,15 @@ async fn read_loop<S: AsyncRead>(
                 Ok(Frame::Message(len)) => {
                     seen_message = true;
                     let bytes = buf.split_to(len).freeze();
-                    io.dispatch(Inbound {
-                        peer: Peer {
+                    io.dispatch(Inbound::new(
+                        Peer {
                             transport,
                             addr: peer,
                             conn: Some(id),
                         },
                         local,
                         bytes,
-                    });
+                    ));
                 }
                 Ok(Frame::KeepAlive(len)) => {
                     let is_ping = buf[..len.min(buf.len())]

@@ -32,15 +32,15 @@ pub(crate) async fn receive(io: Arc<Io>, socket: Arc<UdpSocket>, local: SocketAd
         if !looks_like_sip(datagram) {
             continue;
         }
-        io.dispatch(Inbound {
-            peer: Peer {
+        io.dispatch(Inbound::new(
+            Peer {
                 transport: TransportKind::Udp,
                 addr: from,
                 conn: None,
             },
             local,
-            bytes: Bytes::copy_from_slice(datagram),
-        });
+            Bytes::copy_from_slice(datagram),
+        ));
     }
 }
 
