@@ -84,6 +84,7 @@ pub mod sdes;
 pub mod sdp;
 pub mod session;
 pub mod srtp;
+pub mod upload;
 
 pub use dtmf::{Digit, DtmfReceiver};
 pub use error::{Error, MediaError, Result};

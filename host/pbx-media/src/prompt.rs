@@ -207,6 +207,14 @@ impl Prompt {
         Self::from_wav(&bytes)
     }
 
+    /// The audio as 16-bit PCM samples.
+    pub fn pcm(&self) -> Vec<i16> {
+        match &self.audio {
+            Audio::Pcm(s) => s.to_vec(),
+            Audio::Silence(n) => vec![0; *n],
+        }
+    }
+
     /// Length in samples.
     pub fn samples(&self) -> usize {
         match &self.audio {

@@ -281,7 +281,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "/api/v1/tenants/{tenant}/prompts/{name}",
             "Upload a prompt (audio/wav 16-bit 8 kHz mono, audio/basic PCMU, audio/pcma), counted against the media quota",
             tenant(R::ADMINS, "prompts:write"),
-            put(prompts::put).layer(DefaultBodyLimit::max(store::MAX_PROMPT_BYTES as usize)),
+            put(prompts::put).layer(DefaultBodyLimit::max(pbx_media::upload::MAX_UPLOAD_BYTES)),
         ),
         route(
             M::GET,

@@ -31,9 +31,10 @@ pub fn valid_prompt_name(name: &str) -> bool {
 }
 
 /// An upload as an 8 kHz mono 16-bit WAV and its length in milliseconds,
-/// from its content type (`audio/wav` 16-bit PCM at 8 kHz mono,
-/// `audio/basic` raw PCMU, `audio/pcma` raw PCMA); or why it is refused.
-/// The API and `pbx prompt upload` both use it.
+/// from its content type (`audio/wav`: PCM or float, mono or stereo, 8 to
+/// 48 kHz, resampled to 8 kHz; G.711 WAV; `audio/basic` raw PCMU,
+/// `audio/pcma` raw PCMA); or why it is refused. The API and `pbx prompt
+/// upload` both use it.
 pub fn prompt_wav(content_type: &str, body: &[u8]) -> Result<(Vec<u8>, u64), String> {
     let kind = content_type
         .split(';')
@@ -41,33 +42,19 @@ pub fn prompt_wav(content_type: &str, body: &[u8]) -> Result<(Vec<u8>, u64), Str
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    let law = match kind.as_str() {
+    let samples: Vec<i16> = match kind.as_str() {
         "audio/wav" | "audio/x-wav" | "audio/wave" => {
-            let prompt = Prompt::from_wav(body).map_err(|e| e.to_string())?;
-            let ms = u64::try_from(prompt.duration().as_millis()).unwrap_or(u64::MAX);
-            // The engine also reads G.711 WAV; storage keeps 16-bit PCM.
-            let pcm = hound::WavReader::new(std::io::Cursor::new(body))
-                .ok()
-                .filter(|r| r.spec().bits_per_sample == 16)
-                .map(|r| r.into_samples::<i16>().collect::<Result<Vec<_>, _>>());
-            return match pcm {
-                Some(Ok(_)) => Ok((body.to_vec(), ms)),
-                _ => Err(
-                    "send 16-bit PCM WAV at 8 kHz mono, or raw G.711 (audio/basic, audio/pcma)"
-                        .into(),
-                ),
-            };
+            pbx_media::upload::wav_to_8k_mono(body).map_err(|e| e.to_string())?
         }
-        "audio/basic" | "audio/pcmu" => G711::Pcmu,
-        "audio/pcma" => G711::Pcma,
+        "audio/basic" | "audio/pcmu" => body.iter().map(|b| G711::Pcmu.decode(*b)).collect(),
+        "audio/pcma" => body.iter().map(|b| G711::Pcma.decode(*b)).collect(),
         other => {
             return Err(format!(
-                "{other:?} is not a prompt format: send audio/wav (16-bit PCM, 8 kHz, mono), \
-                 audio/basic (PCMU) or audio/pcma"
+                "{other:?} is not a prompt format: send audio/wav (PCM or float, mono or \
+                 stereo, 8 to 48 kHz), audio/basic (PCMU) or audio/pcma"
             ));
         }
     };
-    let samples: Vec<i16> = body.iter().map(|b| law.decode(*b)).collect();
     let prompt = Prompt::from_pcm(samples.clone()).map_err(|e| e.to_string())?;
     let ms = u64::try_from(prompt.duration().as_millis()).unwrap_or(u64::MAX);
     let wav = Recording {
@@ -184,5 +171,36 @@ mod tests {
         assert!(valid_prompt_name("main-menu.v2"));
         assert!(!valid_prompt_name("../secret"));
         assert!(!valid_prompt_name(""));
+    }
+
+    #[test]
+    fn a_cd_quality_stereo_wav_is_stored_as_8k_mono_of_the_same_length() {
+        let spec = hound::WavSpec {
+            channels: 2,
+            sample_rate: 44_100,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut upload = std::io::Cursor::new(Vec::new());
+        let mut w = hound::WavWriter::new(&mut upload, spec).unwrap();
+        // Two seconds of 440 Hz on both channels.
+        for i in 0..88_200u32 {
+            let v =
+                (8_000.0 * (f64::from(i) * 440.0 * std::f64::consts::TAU / 44_100.0).sin()) as i16;
+            w.write_sample(v).unwrap();
+            w.write_sample(v).unwrap();
+        }
+        w.finalize().unwrap();
+        let (wav, ms) = prompt_wav("audio/wav", upload.get_ref()).unwrap();
+        assert!((1_990..=2_010).contains(&ms), "{ms}");
+        let stored = hound::WavReader::new(std::io::Cursor::new(wav)).unwrap();
+        let spec = stored.spec();
+        assert_eq!(
+            (spec.channels, spec.sample_rate, spec.bits_per_sample),
+            (1, 8000, 16)
+        );
+        // A format outside what is accepted is refused with the reason.
+        let why = prompt_wav("audio/ogg", b"OggS").unwrap_err();
+        assert!(why.contains("audio/wav"), "{why}");
     }
 }

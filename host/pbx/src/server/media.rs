@@ -284,22 +284,31 @@ fn builtin(prompt: &PromptRef) -> Vec<Prompt> {
             .iter()
             .filter_map(|f| Prompt::tone(&[*f], -13.0, Duration::from_millis(330)).ok())
             .collect(),
-        PromptRef::Digits(digits) => digits
-            .chars()
-            .take(32)
-            .flat_map(|d| {
-                [
-                    Prompt::dtmf(d, Duration::from_millis(100)).ok(),
-                    Prompt::silence(Duration::from_millis(100)).ok(),
-                ]
-            })
-            .flatten()
-            .collect(),
         PromptRef::Silence(d) => Prompt::silence((*d).min(pbx_core::MAX_SILENCE))
             .into_iter()
             .collect(),
-        PromptRef::Tenant(_) => Vec::new(),
+        // Read from the store by `resolve`.
+        PromptRef::Tenant(_) | PromptRef::Digits(_) => Vec::new(),
     }
+}
+
+/// The tenant's recording of `digit` (its prompt `digit-0` to `digit-9`,
+/// `digit-star`, `digit-hash`), else the digit's DTMF tone; then a pause.
+async fn spoken_digit(store: &Store, tenant: TenantId, digit: char) -> Vec<Prompt> {
+    let name = match digit {
+        '*' => "digit-star".to_string(),
+        '#' => "digit-hash".to_string(),
+        d => format!("digit-{}", d.to_ascii_lowercase()),
+    };
+    let spoken = match store.prompt_audio(tenant, &name).await {
+        Ok(Some(wav)) => Prompt::from_wav(&wav).ok(),
+        _ => None,
+    };
+    let digit = spoken.or_else(|| Prompt::dtmf(digit, Duration::from_millis(100)).ok());
+    digit
+        .into_iter()
+        .chain(Prompt::silence(Duration::from_millis(100)).ok())
+        .collect()
 }
 
 /// The audio of `prompts`: the tenant's own from its storage (one it does
@@ -308,6 +317,11 @@ pub(super) async fn resolve(store: &Store, tenant: TenantId, prompts: &[PromptRe
     let mut audio = Vec::new();
     for prompt in prompts {
         match prompt {
+            PromptRef::Digits(digits) => {
+                for digit in digits.chars().take(32) {
+                    audio.extend(spoken_digit(store, tenant, digit).await);
+                }
+            }
             PromptRef::Tenant(name) => match store.prompt_audio(tenant, name).await {
                 Ok(Some(wav)) => match Prompt::from_wav(&wav) {
                     Ok(p) => audio.push(p),
@@ -734,6 +748,38 @@ mod tests {
              a=rtpmap:101 telephone-event/8000\r\n"
         )
         .into_bytes()
+    }
+
+    #[tokio::test]
+    async fn digits_are_spoken_from_the_tenants_digit_prompts_else_keyed() {
+        let store = Store::open_in_memory().await.expect("store");
+        let add = |name: &'static str| {
+            let store = store.clone();
+            async move {
+                store
+                    .add_tenant(name, &format!("{name}.example"))
+                    .await
+                    .expect("tenant")
+                    .id
+            }
+        };
+        let (acme, beta) = (add("acme").await, add("beta").await);
+        let spoken_one = Recording {
+            samples: vec![1000; 2400],
+            end: pbx_media::RecordingEnd::Stopped,
+        }
+        .to_wav();
+        store
+            .put_prompt(acme, "digit-1", &spoken_one, 300)
+            .await
+            .expect("prompt");
+        let lengths = |audio: Vec<Prompt>| audio.iter().map(Prompt::samples).collect::<Vec<_>>();
+        // Acme's "1" is its own 300 ms recording; it has no "2": the key's tones.
+        let acme_says = resolve(&store, acme, &[PromptRef::Digits("12".into())]).await;
+        assert_eq!(lengths(acme_says), vec![2400, 800, 800, 800]);
+        // Beta has no digit prompts, and never hears acme's.
+        let beta_says = resolve(&store, beta, &[PromptRef::Digits("1".into())]).await;
+        assert_eq!(lengths(beta_says), vec![800, 800]);
     }
 
     #[tokio::test]
