@@ -241,6 +241,20 @@ impl Store {
         })
     }
 
+    /// Writes a consistent copy of the whole database to `path` (a new file),
+    /// while the store stays in use: SQLite's `VACUUM INTO` reads one
+    /// snapshot of the database and writes it compacted.
+    pub async fn snapshot_into(&self, path: &Path) -> Result<()> {
+        let target = path
+            .to_str()
+            .ok_or_else(|| Error::Invalid(format!("{} is not a UTF-8 path", path.display())))?;
+        sqlx::query("VACUUM INTO ?")
+            .bind(target)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Starts a transaction that writes. SQLite takes the write lock up front so a
     /// read-then-write transaction cannot fail half-way on a lock upgrade.
     async fn write_tx(&self) -> Result<Transaction<'static, Sqlite>> {

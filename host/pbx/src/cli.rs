@@ -157,6 +157,10 @@ pub enum Command {
     /// Read, delete and protect voicemail.
     #[command(subcommand)]
     Voicemail(VoicemailCommand),
+    /// Encrypted backups of the data directory (database snapshot, keys,
+    /// tenant audio), made while the server runs.
+    #[command(subcommand)]
+    Backup(BackupCommand),
     /// Run the SIP server (and the admin API with `--api` or `[api]`).
     Serve(ServeArgs),
     /// Provision a demo tenant `acme` (domain acme.example) with extensions 1000 and
@@ -325,6 +329,57 @@ pub enum AuditCommand {
     /// DATA_DIR/secret.key); fails naming every edited, deleted or missing
     /// entry, even if the editor recomputed plain hashes.
     Verify,
+}
+
+/// `pbx backup ...`: archives are age files, to a passphrase (read from
+/// standard input, one line) or to X25519 recipients (`age1…`).
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Write an encrypted backup of DIR to a new file.
+    Create {
+        /// The archive to write (never overwritten).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Encrypt to the passphrase on standard input.
+        #[arg(
+            long,
+            conflicts_with = "recipients",
+            required_unless_present = "recipients"
+        )]
+        passphrase_stdin: bool,
+        /// Encrypt to this age public key (repeatable).
+        #[arg(long = "recipient", value_name = "AGE1…")]
+        recipients: Vec<String>,
+    },
+    /// Check that an archive decrypts and every file in it is intact,
+    /// restoring nothing.
+    Verify {
+        file: PathBuf,
+        /// The passphrase, on standard input.
+        #[arg(
+            long,
+            conflicts_with = "identity",
+            required_unless_present = "identity"
+        )]
+        passphrase_stdin: bool,
+        /// An age identity file holding the key of a recipient.
+        #[arg(long, value_name = "FILE")]
+        identity: Option<PathBuf>,
+    },
+    /// Restore an archive into --data-dir, a new or empty directory.
+    Restore {
+        file: PathBuf,
+        /// The passphrase, on standard input.
+        #[arg(
+            long,
+            conflicts_with = "identity",
+            required_unless_present = "identity"
+        )]
+        passphrase_stdin: bool,
+        /// An age identity file holding the key of a recipient.
+        #[arg(long, value_name = "FILE")]
+        identity: Option<PathBuf>,
+    },
 }
 
 /// `pbx tenant ...`

@@ -19,6 +19,7 @@
 //!   so tests bind `127.0.0.1:0`, read the addresses back and stop the server
 //!   in-process.
 
+pub mod backup;
 pub mod cli;
 pub mod config;
 mod error;
@@ -104,6 +105,7 @@ pub async fn run(cli: Cli, log_filter: Option<String>) -> anyhow::Result<()> {
             drop(out);
             server::serve(settings.serve, store, server::shutdown_signal()).await
         }
+        Command::Backup(command) => run_backup(command, &data_dir).await,
         Command::Api(cli::ApiCommand::RotateKey) => {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -188,4 +190,76 @@ mod tests {
         let e = anyhow::anyhow!("inner\nline").context("outer");
         assert_eq!(error_line(&e), "outer: inner line");
     }
+}
+
+/// `pbx backup ...`. A restore touches nothing but its new directory, so it
+/// runs before any store is opened.
+async fn run_backup(command: cli::BackupCommand, data_dir: &Path) -> anyhow::Result<()> {
+    use cli::BackupCommand;
+    let passphrase = || -> anyhow::Result<age::secrecy::SecretString> {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        let line = line.trim_end_matches(['\r', '\n']).to_string();
+        anyhow::ensure!(!line.is_empty(), "an empty passphrase");
+        Ok(line.into())
+    };
+    let unseal =
+        |passphrase_stdin: bool, identity: Option<PathBuf>| -> anyhow::Result<backup::Unseal> {
+            Ok(match identity {
+                Some(file) if !passphrase_stdin => {
+                    let text = std::fs::read_to_string(&file)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+                    backup::Unseal::identities(&text)?
+                }
+                _ => backup::Unseal::Passphrase(passphrase()?),
+            })
+        };
+    let summary = |m: &backup::Manifest| {
+        format!(
+            "{} files, {} bytes, made by pbx {}",
+            m.files.len(),
+            m.total_bytes(),
+            m.pbx_version
+        )
+    };
+    match command {
+        BackupCommand::Create {
+            out,
+            passphrase_stdin,
+            recipients,
+        } => {
+            let seal = if passphrase_stdin {
+                backup::Seal::Passphrase(passphrase()?)
+            } else {
+                backup::Seal::recipients(&recipients)?
+            };
+            let store = open_store(data_dir).await?;
+            let made = backup::create(&store, data_dir, &out, seal).await?;
+            println!("backup {}: {}", out.display(), summary(&made));
+        }
+        BackupCommand::Verify {
+            file,
+            passphrase_stdin,
+            identity,
+        } => {
+            let unseal = unseal(passphrase_stdin, identity)?;
+            let checked = backup::verify(&file, &unseal)?;
+            println!("backup {} intact: {}", file.display(), summary(&checked));
+        }
+        BackupCommand::Restore {
+            file,
+            passphrase_stdin,
+            identity,
+        } => {
+            let unseal = unseal(passphrase_stdin, identity)?;
+            let restored = backup::restore(&file, &unseal, data_dir)?;
+            println!(
+                "restored {} into {}: {}",
+                file.display(),
+                data_dir.display(),
+                summary(&restored)
+            );
+        }
+    }
+    Ok(())
 }

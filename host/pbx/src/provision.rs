@@ -334,7 +334,11 @@ pub async fn execute(
         }
         Command::Ban(command) => ban(store, command, out).await?,
         Command::Approval(command) => approval(store, command, out).await?,
-        Command::Serve(_) | Command::Demo(_) | Command::Api(_) | Command::CompilePlugin { .. } => {
+        Command::Serve(_)
+        | Command::Demo(_)
+        | Command::Api(_)
+        | Command::Backup(_)
+        | Command::CompilePlugin { .. } => {
             return Err(Error::Invalid("not a provisioning command".into()));
         }
     }

@@ -172,6 +172,21 @@ impl Pbx {
         }
     }
 
+    /// A PBX on a data directory made elsewhere (a restored backup) with the
+    /// fixture's tenants; nothing served yet.
+    pub(crate) async fn on_dir(dir: tempfile::TempDir, acme: TenantId, beta: TenantId) -> Pbx {
+        let store = Store::open(dir.path()).await.expect("open store");
+        Pbx {
+            dir,
+            store,
+            handle: None,
+            udp: "127.0.0.1:0".parse().unwrap(),
+            tcp: "127.0.0.1:0".parse().unwrap(),
+            acme,
+            beta,
+        }
+    }
+
     /// (Re)starts the server on the same data directory and store, with the
     /// shipped defaults.
     pub(crate) async fn serve(&mut self) {

@@ -1,0 +1,144 @@
+//! Encrypted backups end to end: a serving PBX with a call up is backed up,
+//! the archive restores into a fresh directory with its registrations, call
+//! records, plugins, voicemail and audit chain, and the restored copy takes
+//! calls. A wrong passphrase is refused with a clear error.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{ACME, Pbx, http, next_invite};
+use pbx::backup::{self, BackupError, Seal, Unseal};
+use pbx_e2e::{Phone, Transport};
+use serde_json::json;
+
+const PASSPHRASE: &str = "correct horse battery staple";
+
+fn passphrase(p: &str) -> backup::SecretString {
+    p.to_string().into()
+}
+
+/// `caller` calls `callee`'s extension, which answers; the call stays up.
+async fn answered(caller: &mut Phone, callee: &mut Phone, ext: &str) -> pbx_e2e::OutCall {
+    let mut call = caller.call(ext).await.unwrap();
+    let invite = next_invite(callee, Duration::from_secs(5))
+        .await
+        .expect("the callee rings");
+    callee
+        .respond(&invite, 200, "OK", Some("b1"), true)
+        .await
+        .unwrap();
+    let ok = caller.final_response(&call).await.unwrap();
+    assert_eq!(ok.status(), Some(200), "{}", ok.raw);
+    call.answered(&ok);
+    caller.ack_2xx(&call).await.unwrap();
+    call
+}
+
+#[tokio::test]
+async fn a_serving_pbx_is_backed_up_under_calls_and_restored_whole() {
+    let mut pbx = Pbx::start_with_api().await;
+    let token = pbx.root_token().await;
+    // An audited change, a dial plan version, a voicemail message.
+    let uri = format!("/api/v1/tenants/{}/extensions/1001/forwarding", pbx.acme);
+    let (s, v) = http(
+        pbx.api(),
+        "PUT",
+        &uri,
+        Some(&token),
+        Some(json!({"busy": "1002"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    pbx.store
+        .install_dialplan(pbx.acme, pbx_plugin::shipped::examples::OFFICE_HOURS, 1)
+        .await
+        .expect("a dial plan version");
+    let wav = pbx_media::Recording {
+        samples: vec![500; 8000],
+        end: pbx_media::RecordingEnd::Stopped,
+    }
+    .to_wav();
+    pbx.store
+        .save_voicemail(pbx.acme, "1001", "1000", &wav, 1000)
+        .await
+        .expect("a message");
+    pbx.applied().await;
+
+    // One finished call (its record written), and one still up.
+    let mut caller = pbx.registered(Transport::Udp, ACME, "1000").await;
+    let mut callee = pbx.registered(Transport::Udp, ACME, "1002").await;
+    let done = answered(&mut caller, &mut callee, "1002").await;
+    caller.in_dialog(&done, "BYE", None).await.unwrap();
+    callee.expect_request("BYE").await.expect("hung up");
+    let up = answered(&mut caller, &mut callee, "1002").await;
+    let store = pbx.store.clone();
+    let acme = pbx.acme;
+    common::eventually(|| async {
+        let cdrs = store.list_cdrs(acme, &store::CdrFilter::default()).await;
+        let regs = store.load_registrations(0).await;
+        cdrs.is_ok_and(|c| !c.is_empty()) && regs.is_ok_and(|r| r.len() >= 2)
+    })
+    .await;
+
+    let out_dir = tempfile::tempdir().unwrap();
+    let archive = out_dir.path().join("pbx.age");
+    let made = backup::create(
+        &pbx.store,
+        &pbx.data_dir(),
+        &archive,
+        Seal::Passphrase(passphrase(PASSPHRASE)),
+    )
+    .await
+    .expect("a backup while serving");
+    assert!(
+        made.files.iter().any(|f| f.path.starts_with("media/")),
+        "{:?}",
+        made.files
+    );
+    caller.in_dialog(&up, "BYE", None).await.unwrap();
+    pbx.stop().await;
+
+    assert!(matches!(
+        backup::verify(&archive, &Unseal::Passphrase(passphrase("guess"))),
+        Err(BackupError::WrongKey)
+    ));
+    let unseal = Unseal::Passphrase(passphrase(PASSPHRASE));
+    backup::verify(&archive, &unseal).expect("intact");
+    let fresh = tempfile::tempdir().unwrap();
+    backup::restore(&archive, &unseal, fresh.path()).expect("restored");
+
+    let mut restored = Pbx::on_dir(fresh, pbx.acme, pbx.beta).await;
+    let r = &restored.store;
+    assert!(
+        r.load_registrations(0).await.unwrap().len() >= 2,
+        "registrations"
+    );
+    assert!(
+        !r.list_cdrs(pbx.acme, &store::CdrFilter::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        r.list_dialplans(pbx.acme).await.unwrap().len(),
+        1,
+        "the dial plan"
+    );
+    let messages = r.voicemail_messages(pbx.acme, "1001").await.unwrap();
+    assert_eq!(messages.len(), 1);
+    let audio = r
+        .voicemail_audio(pbx.acme, "1001", &messages[0].id)
+        .await
+        .unwrap()
+        .expect("the message decrypts with the restored key");
+    assert_eq!(audio, wav);
+    let report = pbx_api::verify_audit(r).await.unwrap();
+    assert!(report.is_intact() && report.entries > 0, "{report:?}");
+
+    // The restored copy takes calls.
+    restored.serve().await;
+    let mut caller = restored.registered(Transport::Udp, ACME, "1000").await;
+    let mut callee = restored.registered(Transport::Udp, ACME, "1002").await;
+    answered(&mut caller, &mut callee, "1002").await;
+}
