@@ -410,7 +410,7 @@ impl Shard {
         (bytes, sent)
     }
 
-    fn contact(&self, transport: TransportKind, local: Option<SocketAddr>) -> String {
+    pub(crate) fn contact(&self, transport: TransportKind, local: Option<SocketAddr>) -> String {
         let adv = self.advertised(transport, local);
         match transport {
             TransportKind::Udp => format!("<sip:pbx@{adv}>"),
