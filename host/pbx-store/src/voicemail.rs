@@ -342,6 +342,31 @@ impl Store {
         Ok((count("new")?, count("old")?))
     }
 
+    /// The (new, old) message counts of every mailbox that holds messages,
+    /// of every tenant (the host loads them at start for message-waiting
+    /// subscriptions).
+    pub async fn all_mailbox_counts(&self) -> Result<Vec<(TenantId, String, (u32, u32))>> {
+        let rows = sqlx::query(
+            "SELECT tenant_id, mailbox, SUM(heard = 0) AS new, SUM(heard = 1) AS old \
+             FROM voicemail_messages GROUP BY tenant_id, mailbox ORDER BY tenant_id, mailbox",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let count = |row: &SqliteRow, name: &str| -> Result<u32> {
+            let n: i64 = row.try_get(name)?;
+            Ok(u32::try_from(n).unwrap_or(u32::MAX))
+        };
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    TenantId(r.try_get("tenant_id")?),
+                    r.try_get("mailbox")?,
+                    (count(r, "new")?, count(r, "old")?),
+                ))
+            })
+            .collect()
+    }
+
     /// How many days the tenant keeps voicemail: its own choice, or `None`
     /// for the default ([`DEFAULT_VOICEMAIL_RETENTION_DAYS`]).
     /// [`Error::NotFound`] for an unknown tenant.
@@ -497,6 +522,11 @@ mod tests {
         assert_eq!(
             store.mailbox_counts(a, "nobody").await.expect("counts"),
             (0, 0)
+        );
+        assert_eq!(
+            store.all_mailbox_counts().await.expect("all counts"),
+            vec![(a, "100".to_string(), (1, 1))],
+            "only mailboxes with messages"
         );
         let marked = store
             .voicemail_message(a, "100", &m.id)

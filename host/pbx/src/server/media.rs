@@ -68,9 +68,40 @@ pub(crate) enum ToShard {
     Idle(u64),
     /// A prompt, key or recording of a call the host answered.
     Notice(u64, MediaNotice),
-    /// A message arrived in a mailbox: its new and old message counts, for
-    /// the mailbox's phones.
+    /// A mailbox changed: its new and old message counts, for the
+    /// mailbox's phones (every shard hears it: see [`Mailboxes`]).
     Mailbox(TenantId, String, (u32, u32)),
+}
+
+/// Tells the SIP core that a mailbox changed (a message recorded, deleted,
+/// saved or heard), so that the extension's phones hear its new counts.
+#[derive(Clone)]
+pub(crate) struct Mailboxes {
+    store: Store,
+    shards: Shards,
+}
+
+impl Mailboxes {
+    pub(crate) fn new(store: Store, shards: Vec<mpsc::UnboundedSender<ToShard>>) -> Mailboxes {
+        Mailboxes {
+            store,
+            shards: Arc::new(shards),
+        }
+    }
+
+    /// Counts the mailbox as stored now and gives the counts to every shard:
+    /// its subscriptions may live on any of them, and shard 0 tells the
+    /// phones without one.
+    pub(crate) async fn changed(&self, tenant: TenantId, mailbox: &str) {
+        match self.store.mailbox_counts(tenant, mailbox).await {
+            Ok(counts) => {
+                for shard in self.shards.iter() {
+                    let _ = shard.send(ToShard::Mailbox(tenant, mailbox.to_string(), counts));
+                }
+            }
+            Err(e) => tracing::warn!(%tenant, mailbox, error = %e, "mailbox not counted"),
+        }
+    }
 }
 
 /// Whom a relay call belongs to, and what its host end is doing.
@@ -103,6 +134,7 @@ pub(crate) struct RelayAnchor {
     store: Store,
     runtime: tokio::runtime::Handle,
     shards: Shards,
+    mailboxes: Mailboxes,
 }
 
 /// Shortest recording kept as a message: less is a caller who hung up at
@@ -115,17 +147,17 @@ impl RelayAnchor {
     /// the runtime that loads prompts and stores recordings.
     pub(crate) fn new(
         config: MediaConfig,
-        store: Store,
-        shards: Vec<mpsc::UnboundedSender<ToShard>>,
+        mailboxes: Mailboxes,
     ) -> Result<(RelayAnchor, mpsc::UnboundedReceiver<MediaEvent>), MediaError> {
         let (relay, events) = MediaRelay::new(config)?;
         Ok((
             RelayAnchor {
                 relay,
                 owners: Arc::new(DashMap::new()),
-                store,
+                store: mailboxes.store.clone(),
                 runtime: tokio::runtime::Handle::current(),
-                shards: Arc::new(shards),
+                shards: mailboxes.shards.clone(),
+                mailboxes,
             },
             events,
         ))
@@ -141,6 +173,7 @@ impl RelayAnchor {
         let owners = self.owners.clone();
         let store = self.store.clone();
         let shards = self.shards.clone();
+        let mailboxes = self.mailboxes.clone();
         async move {
             while let Some(event) = events.recv().await {
                 let (call, message) = match event {
@@ -189,10 +222,11 @@ impl RelayAnchor {
                         let (shard, id, tenant) = (o.shard, o.call, o.tenant);
                         drop(o);
                         let (store, shards) = (store.clone(), shards.clone());
+                        let mailboxes = mailboxes.clone();
                         tokio::spawn(async move {
                             let notice = store_recording(
                                 &store,
-                                &shards[shard],
+                                &mailboxes,
                                 tenant,
                                 (&mailbox, &caller),
                                 recording,
@@ -216,10 +250,10 @@ impl RelayAnchor {
 }
 
 /// Stores a finished recording as a message of `mailbox` and tells the
-/// mailbox's phones through `shard`.
+/// mailbox's phones.
 async fn store_recording(
     store: &Store,
-    shard: &mpsc::UnboundedSender<ToShard>,
+    mailboxes: &Mailboxes,
     tenant: TenantId,
     (mailbox, caller): (&str, &str),
     recording: Recording,
@@ -240,12 +274,7 @@ async fn store_recording(
             return MediaNotice::RecordingFailed(e.to_string());
         }
     };
-    match store.mailbox_counts(tenant, mailbox).await {
-        Ok(counts) => {
-            let _ = shard.send(ToShard::Mailbox(tenant, mailbox.to_string(), counts));
-        }
-        Err(e) => tracing::warn!(%tenant, mailbox, error = %e, "mailbox not counted"),
-    }
+    mailboxes.changed(tenant, mailbox).await;
     MediaNotice::RecordingStored {
         id: saved.id,
         duration,
@@ -383,6 +412,7 @@ impl MediaAnchor for RelayAnchor {
             store: self.store.clone(),
             runtime: self.runtime.clone(),
             shards: self.shards.clone(),
+            mailboxes: self.mailboxes.clone(),
         }))
     }
 }
@@ -394,6 +424,7 @@ struct Handle {
     store: Store,
     runtime: tokio::runtime::Handle,
     shards: Shards,
+    mailboxes: Mailboxes,
 }
 
 impl std::fmt::Debug for Handle {
@@ -418,13 +449,16 @@ impl Drop for Handle {
         let Some(recording) = self.media.take_recording(Leg::A) else {
             return;
         };
-        let Some(shard) = self.shards.get(owner.shard).cloned() else {
-            return;
-        };
-        let store = self.store.clone();
+        let (store, mailboxes) = (self.store.clone(), self.mailboxes.clone());
         self.runtime.spawn(async move {
-            let notice =
-                store_recording(&store, &shard, owner.tenant, (&mailbox, &caller), recording).await;
+            let notice = store_recording(
+                &store,
+                &mailboxes,
+                owner.tenant,
+                (&mailbox, &caller),
+                recording,
+            )
+            .await;
             tracing::debug!(?notice, "recording of a finished call");
         });
     }
@@ -583,6 +617,7 @@ impl CallMediaHandle for Handle {
                 inputs: rx,
             },
             shard,
+            self.mailboxes.clone(),
             call,
         ));
         Ok(())
@@ -667,7 +702,8 @@ mod tests {
         let store = Store::open_in_memory().await.expect("store");
         let (tx0, _rx0) = mpsc::unbounded_channel();
         let (tx1, mut rx1) = mpsc::unbounded_channel();
-        let (anchor, events) = RelayAnchor::new(config(), store, vec![tx0, tx1]).expect("relay");
+        let (anchor, events) =
+            RelayAnchor::new(config(), Mailboxes::new(store, vec![tx0, tx1])).expect("relay");
         tokio::spawn(anchor.route_events(events));
         let handle = anchor.open(1, 42, TenantId(1)).expect("open");
         let plain = MediaSecurity {
@@ -735,7 +771,8 @@ mod tests {
             .await
             .expect("prompt");
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let (anchor, events) = RelayAnchor::new(config(), store, vec![tx]).expect("relay");
+        let (anchor, events) =
+            RelayAnchor::new(config(), Mailboxes::new(store, vec![tx])).expect("relay");
         tokio::spawn(anchor.route_events(events));
         let phone = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let port = phone.local_addr().unwrap().port();
