@@ -11,8 +11,8 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{ACME, BETA, Pbx, http, next_invite};
-use pbx_e2e::{Phone, SipMsg, Transport};
+use common::{ACME, BETA, Pbx, eventually, http, next_invite};
+use pbx_e2e::{OutCall, Phone, SipMsg, Transport};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UdpSocket;
@@ -95,14 +95,24 @@ fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-/// `caller` calls extension `ext`, whose phone `callee` rings for one
-/// second (the test is about what happens after nobody answers, not the
-/// shipped ring time) until voicemail answers; the caller speaks for `secs`
-/// seconds and hangs up.
-async fn leave_message(pbx: &Pbx, caller: &mut Phone, callee: &mut Phone, ext: &str, secs: u32) {
+/// `caller` calls extension `ext` of its tenant, whose phone `callee` rings
+/// for one second (the test is about what happens after nobody answers, not
+/// the shipped ring time) until voicemail answers; returns the call and the
+/// answer, acknowledged.
+async fn reach_voicemail(
+    pbx: &Pbx,
+    caller: &mut Phone,
+    callee: &mut Phone,
+    ext: &str,
+) -> (OutCall, SipMsg) {
+    let tenant = if callee.domain == ACME {
+        pbx.acme
+    } else {
+        pbx.beta
+    };
     pbx.store
         .set_forwarding(
-            pbx.acme,
+            tenant,
             ext,
             &store::Forwarding {
                 no_answer_secs: 1,
@@ -128,6 +138,13 @@ async fn leave_message(pbx: &Pbx, caller: &mut Phone, callee: &mut Phone, ext: &
     assert_eq!(ok.status(), Some(200), "voicemail answers: {}", ok.raw);
     call.answered(&ok);
     caller.ack_2xx(&call).await.unwrap();
+    (call, ok)
+}
+
+/// `caller` reaches the voicemail of extension `ext` ([`reach_voicemail`]),
+/// speaks for `secs` seconds and hangs up.
+async fn leave_message(pbx: &Pbx, caller: &mut Phone, callee: &mut Phone, ext: &str, secs: u32) {
+    let (call, ok) = reach_voicemail(pbx, caller, callee, ext).await;
     talk(media_target(&ok), secs).await;
     caller.in_dialog(&call, "BYE", None).await.unwrap();
     caller.expect_status("BYE", 200).await.unwrap();
@@ -387,4 +404,66 @@ async fn a_subscribed_phone_hears_a_new_message_and_its_deletion_and_other_tenan
         .unwrap();
     assert_eq!(theirs.status(), Some(403), "{}", theirs.raw);
     assert_eq!(theirs.start, missing.start, "no existence oracle");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_mailbox_is_told_to_the_caller_and_records_nothing_and_other_tenants_still_record() {
+    let pbx = Pbx::start().await;
+    // The provider leaves acme no room for a message (what this test is
+    // about); beta keeps the default quota.
+    pbx.store
+        .set_tenant_limits(
+            pbx.acme,
+            &store::TenantLimits {
+                media_storage_bytes: Some(1000),
+                ..store::TenantLimits::default()
+            },
+        )
+        .await
+        .expect("quota set");
+    let mut caller = pbx.registered(Transport::Udp, ACME, "1000").await;
+    let mut callee = pbx.registered(Transport::Udp, ACME, "1001").await;
+    let (call, _) = reach_voicemail(&pbx, &mut caller, &mut callee, "1001").await;
+    // The caller hears the mailbox-full prompt, then the host hangs up.
+    let bye = caller
+        .expect_request("BYE")
+        .await
+        .expect("the host hangs up after the prompt");
+    assert_eq!(bye.call_id(), call.call_id);
+    caller.respond(&bye, 200, "OK", None, false).await.unwrap();
+    let acme_records = || async {
+        pbx.store
+            .list_cdrs(pbx.acme, &store::CdrFilter::default())
+            .await
+            .unwrap()
+    };
+    eventually(|| async { !acme_records().await.is_empty() }).await;
+    let record = acme_records().await.pop().expect("the call's record");
+    assert_eq!(record.tags, [pbx_core::MAILBOX_FULL_TAG], "{record:?}");
+    assert!(
+        pbx.store
+            .voicemail_messages(pbx.acme, "1001")
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing recorded"
+    );
+
+    // Beta's storage is its own: its voicemail still takes a message.
+    let mut beta_caller = pbx.registered(Transport::Udp, BETA, "1000").await;
+    let mut beta_callee = pbx.registered(Transport::Udp, BETA, "1001").await;
+    leave_message(&pbx, &mut beta_caller, &mut beta_callee, "1001", 3).await;
+    let notify = beta_callee
+        .expect_request("NOTIFY")
+        .await
+        .expect("the message lights beta's phone");
+    assert!(notify.raw.contains("Voice-Message: 1/0"), "{}", notify.raw);
+    assert_eq!(
+        pbx.store
+            .voicemail_messages(pbx.beta, "1001")
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }

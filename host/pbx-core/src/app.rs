@@ -25,6 +25,9 @@ const MAX_GATHER_WAIT: Duration = Duration::from_secs(60);
 /// How long a voicemail message may be.
 const VOICEMAIL_LENGTH: Duration = Duration::from_secs(120);
 
+/// The tag a call's record gets when voicemail found no room for a message.
+pub const MAILBOX_FULL_TAG: &str = "mailbox-full";
+
 /// Silence that ends a voicemail message.
 const VOICEMAIL_SILENCE: Duration = Duration::from_secs(5);
 
@@ -187,7 +190,8 @@ impl Shard {
                     finish_key: Some('#'),
                     silence: Some(VOICEMAIL_SILENCE),
                 };
-                (App::Greeting(record), handle.play(&[greeting]))
+                let started = handle.voicemail_greeting(&record.mailbox, &[greeting]);
+                (App::Greeting(record), started)
             }
             HostMedia::VoicemailMenu { mailbox } => (App::Menu, handle.voicemail_menu(&mailbox)),
             HostMedia::HangUp => unreachable!("handled above"),
@@ -240,6 +244,12 @@ impl Shard {
                         self.ask_after_media(now, id, CallEvent::RecordingFinished { id: None });
                     }
                 }
+            }
+            (MediaNotice::MailboxFull, Some(App::Greeting(record))) => {
+                tracing::info!(call = id, mailbox = %record.mailbox, "mailbox full: nothing recorded");
+                call.app = None;
+                call.tags.push(MAILBOX_FULL_TAG.to_string());
+                self.hang_up(now, id, "mailbox full");
             }
             (MediaNotice::Digit(d), Some(App::Gathering(_))) => self.gathered_digit(now, id, d),
             (MediaNotice::Digit(d), Some(App::Menu)) => {

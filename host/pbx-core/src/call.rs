@@ -192,6 +192,9 @@ pub(crate) struct Call {
     pub(crate) reap_at: Option<Instant>,
     pub(crate) pending: HashMap<String, Pending>,
     pub(crate) cdr_written: bool,
+    /// Tags the host puts on the call's record (`mailbox-full`); a call
+    /// handler's own are added when the record is written.
+    pub(crate) tags: Vec<String>,
     /// The call's routing request as last handed out (its event and step
     /// updated for each further decision); `None` under built-in routing.
     pub(crate) route: Option<RouteRequest>,
@@ -544,6 +547,7 @@ impl Shard {
             reap_at: None,
             pending: HashMap::new(),
             cdr_written: false,
+            tags: Vec::new(),
             route: None,
             rang_out: false,
             rung: Vec::new(),
@@ -1176,7 +1180,7 @@ impl Shard {
                 caller_call_id: call.a.call_id.clone(),
                 callee_call_id: call.b.call_id.clone(),
                 media,
-                tags: Vec::new(),
+                tags: call.tags.clone(),
             };
             tracing::debug!(
                 call = id,

@@ -38,6 +38,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use app::MAILBOX_FULL_TAG;
 use bytes::Bytes;
 pub use error::Error;
 pub use live_calls::CallSummary;

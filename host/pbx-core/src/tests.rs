@@ -1099,6 +1099,16 @@ mod anchoring {
             self.asked.lock().push(format!("menu {mailbox}"));
             Ok(())
         }
+        fn voicemail_greeting(
+            &self,
+            mailbox: &str,
+            greeting: &[crate::PromptRef],
+        ) -> Result<(), MediaRefusal> {
+            self.asked
+                .lock()
+                .push(format!("greet {mailbox} {greeting:?}"));
+            Ok(())
+        }
         fn menu_key(&self, key: char) {
             self.asked.lock().push(format!("key {key}"));
         }
@@ -1536,7 +1546,7 @@ mod anchoring {
         assert!(statuses(&h.take()).contains(&200));
         assert_eq!(
             anchor.asked.lock().as_slice(),
-            ["play [Tenant(\"greeting-1001\")]"]
+            ["greet 1001 [Tenant(\"greeting-1001\")]"]
         );
         h.shard
             .media_notice(h.now, call, crate::MediaNotice::PromptFinished);
@@ -1577,6 +1587,30 @@ mod anchoring {
             h.cdrs.pop().expect("record").disposition,
             model::Disposition::Answered
         );
+    }
+
+    #[test]
+    fn a_full_mailbox_hangs_up_without_recording_and_tags_the_record() {
+        let (mut h, anchor, call) = media_harness();
+        h.decide(crate::RouteDecision::Media(crate::HostMedia::Voicemail {
+            mailbox: "1001".into(),
+        }));
+        assert!(statuses(&h.take()).contains(&200));
+        h.shard
+            .media_notice(h.now, call, crate::MediaNotice::MailboxFull);
+        h.drain();
+        assert!(
+            sent_to(&h.take(), 7000, "BYE").is_some(),
+            "the host hangs up"
+        );
+        assert!(
+            !anchor.asked.lock().iter().any(|a| a.starts_with("record")),
+            "nothing is recorded: {:?}",
+            anchor.asked.lock()
+        );
+        let cdr = h.cdrs.pop().expect("record");
+        assert_eq!(cdr.tags, [crate::MAILBOX_FULL_TAG]);
+        assert_eq!(cdr.disposition, model::Disposition::Answered);
     }
 
     #[test]

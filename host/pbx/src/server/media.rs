@@ -119,6 +119,9 @@ struct Owner {
     recording: Option<(String, String)>,
     /// The mailbox menu running on the call: what it plays and hears.
     menu: Option<mpsc::UnboundedSender<MenuInput>>,
+    /// What the shard hears when the prompts queued by the last play end:
+    /// `PromptFinished`, or `MailboxFull` after the mailbox-full prompt.
+    at_end: MediaNotice,
 }
 
 /// Which shard and core call a relay call belongs to.
@@ -140,6 +143,20 @@ pub(crate) struct RelayAnchor {
 /// Shortest recording kept as a message: less is a caller who hung up at
 /// the beep.
 const MIN_MESSAGE: Duration = Duration::from_millis(500);
+
+/// The bytes of a [`MIN_MESSAGE`] as stored (8 kHz 16-bit WAV): a tenant's
+/// storage with less room than this is a full mailbox.
+const MIN_MESSAGE_BYTES: u64 = 44 + 16 * MIN_MESSAGE.as_millis() as u64;
+
+/// What a caller hears instead of the greeting when the tenant's storage
+/// has no room for a message: the tenant's own `vm-mailbox-full` prompt
+/// when it has one, then two seconds of reorder tone.
+fn mailbox_full_prompts() -> Vec<PromptRef> {
+    vec![
+        PromptRef::Tenant("vm-mailbox-full".into()),
+        PromptRef::Tone(Tone::Reorder),
+    ]
+}
 
 impl RelayAnchor {
     /// Builds the relay; what it reports goes to the owning shards through
@@ -197,7 +214,7 @@ impl RelayAnchor {
                         if o.prompts > 0 {
                             continue;
                         }
-                        (call, ToShard::Notice(o.call, MediaNotice::PromptFinished))
+                        (call, ToShard::Notice(o.call, o.at_end.clone()))
                     }
                     MediaEvent::Digit {
                         call,
@@ -309,6 +326,11 @@ fn builtin(prompt: &PromptRef) -> Vec<Prompt> {
             Duration::from_millis(500),
             Duration::from_millis(500),
         ),
+        PromptRef::Tone(Tone::Reorder) => cadence(
+            &[480, 620],
+            Duration::from_millis(250),
+            Duration::from_millis(250),
+        ),
         PromptRef::Tone(Tone::Error) => [950, 1400, 1800]
             .iter()
             .filter_map(|f| Prompt::tone(&[*f], -13.0, Duration::from_millis(330)).ok())
@@ -377,12 +399,12 @@ async fn load_and_play(
         .filter(|p| control.play(Leg::A, p.clone()).is_ok())
         .count();
     owner.prompts = queued;
-    let (shard, id) = (owner.shard, owner.call);
+    let (shard, id, at_end) = (owner.shard, owner.call, owner.at_end.clone());
     drop(owner);
     if queued == 0
         && let Some(tx) = shards.get(shard)
     {
-        let _ = tx.send(ToShard::Notice(id, MediaNotice::PromptFinished));
+        let _ = tx.send(ToShard::Notice(id, at_end));
     }
 }
 
@@ -404,6 +426,7 @@ impl MediaAnchor for RelayAnchor {
                 generation: 0,
                 recording: None,
                 menu: None,
+                at_end: MediaNotice::PromptFinished,
             },
         );
         Ok(Box::new(Handle {
@@ -556,6 +579,7 @@ impl CallMediaHandle for Handle {
             };
             owner.generation += 1;
             owner.prompts = 0;
+            owner.at_end = MediaNotice::PromptFinished;
             owner.generation
         };
         self.media.stop_playing(Leg::A);
@@ -590,6 +614,53 @@ impl CallMediaHandle for Handle {
         if let Some(mut owner) = self.owners.get_mut(&self.media.id()) {
             owner.recording = Some((record.mailbox.clone(), caller.to_string()));
         }
+        Ok(())
+    }
+
+    fn voicemail_greeting(
+        &self,
+        mailbox: &str,
+        greeting: &[PromptRef],
+    ) -> Result<(), MediaRefusal> {
+        let id = self.media.id();
+        let (generation, tenant) = {
+            let Some(mut owner) = self.owners.get_mut(&id) else {
+                return Err(MediaRefusal::new(500, "the call's media is gone"));
+            };
+            owner.generation += 1;
+            owner.prompts = 0;
+            owner.at_end = MediaNotice::PromptFinished;
+            (owner.generation, owner.tenant)
+        };
+        self.media.stop_playing(Leg::A);
+        let (store, owners, shards) =
+            (self.store.clone(), self.owners.clone(), self.shards.clone());
+        let control = self.media.control();
+        let (mailbox, greeting) = (mailbox.to_string(), greeting.to_vec());
+        self.runtime.spawn(async move {
+            // Only this tenant's quota counts: another tenant's full storage
+            // changes nothing here.
+            let full = match store.media_usage(tenant).await {
+                Ok(usage) => !usage.has_room_for(MIN_MESSAGE_BYTES),
+                Err(e) => {
+                    tracing::warn!(%tenant, error = %e, "media usage not read; recording anyway");
+                    false
+                }
+            };
+            let prompts = if full {
+                tracing::info!(%tenant, mailbox, "mailbox full: the caller is told so");
+                match owners.get_mut(&id) {
+                    Some(mut o) if o.generation == generation => {
+                        o.at_end = MediaNotice::MailboxFull
+                    }
+                    _ => return,
+                }
+                mailbox_full_prompts()
+            } else {
+                greeting
+            };
+            load_and_play(store, owners, id, control, prompts, generation, shards).await;
+        });
         Ok(())
     }
 
