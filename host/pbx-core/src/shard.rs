@@ -953,6 +953,9 @@ impl Shard {
             self.schedule_client(&branch);
         }
         let _ = peer;
+        if pass && call.is_none() && role == ClientRole::Notify && status == 481 {
+            self.subscription_refused(&msg);
+        }
         if pass && let Some(call) = call {
             self.on_call_response(now, call, role, &branch, &msg);
         }

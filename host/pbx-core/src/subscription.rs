@@ -458,6 +458,27 @@ impl Shard {
         }
     }
 
+    /// A subscriber answered a NOTIFY with 481: it no longer has the
+    /// subscription, which goes (RFC 6665 §4.2.2).
+    pub(crate) fn subscription_refused(&mut self, response: &Msg) {
+        let Some(local_tag) = response
+            .from()
+            .ok()
+            .and_then(|f| f.tag().map(str::to_string))
+        else {
+            return;
+        };
+        let key = DialogKey {
+            call_id: response.call_id().to_string(),
+            local_tag,
+        };
+        let shard = self.index;
+        if self.shared.subscriptions.with(&key, |s| s.shard == shard) == Some(true) {
+            self.timers.cancel(&TimerKey::Subscription(key.clone()));
+            self.shared.subscriptions.remove(&key);
+        }
+    }
+
     /// Whether the mailbox a SUBSCRIBE names (Request-URI user, else To
     /// user; in the tenant of the first domain among them) is `extension`
     /// of `tenant`.

@@ -2548,6 +2548,25 @@ mod subscribe {
     }
 
     #[test]
+    fn a_subscriber_that_answers_481_loses_its_subscription() {
+        let mut h = Harness::new(CoreConfig::default());
+        let out = h.subscribe(&Sub::own("1000", "127.0.0.1:7000", "sub-g"));
+        let notify = notifies(&out)[0].clone();
+        assert_eq!(h.shared.subscriptions(TenantId(1), "1000"), 1);
+        let gone = format!(
+            "SIP/2.0 481 Call/Transaction Does Not Exist\r\nVia: {}\r\nFrom: {}\r\nTo: {}\r\n\
+             Call-ID: {}\r\nCSeq: {}\r\nContent-Length: 0\r\n\r\n",
+            notify.header("Via").unwrap(),
+            notify.header("From").unwrap(),
+            notify.header("To").unwrap(),
+            notify.call_id(),
+            notify.header("CSeq").unwrap(),
+        );
+        h.feed("127.0.0.1:7000", &gone);
+        assert_eq!(h.shared.subscriptions(TenantId(1), "1000"), 0);
+    }
+
+    #[test]
     fn a_mailbox_change_reaches_each_phone_once() {
         let mut h = Harness::new(CoreConfig::default());
         h.register("1000", "127.0.0.1:7000");
