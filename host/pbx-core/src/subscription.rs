@@ -280,7 +280,7 @@ impl Shard {
                 extension = %extension,
                 "subscription to a mailbox not the extension's own"
             );
-            self.refuse(msg, peer, local, &Error::Forbidden, &[]);
+            self.refuse_subscribe(now, msg, peer, local, key, &Error::Forbidden, &[]);
             return;
         }
         let cfg = self.shared.config.subscriptions.clone();
@@ -288,7 +288,7 @@ impl Shard {
             Ok(e) => e,
             Err(min) => {
                 let extra = [("Min-Expires", min.to_string())];
-                self.refuse(msg, peer, local, &Error::IntervalTooBrief, &extra);
+                self.refuse_subscribe(now, msg, peer, local, key, &Error::IntervalTooBrief, &extra);
                 return;
             }
         };
@@ -300,7 +300,7 @@ impl Shard {
             .map(|c| NameAddr::parse(c).uri)
             .filter(|uri| SipUri::parse(uri).is_some());
         let Some(contact) = contact else {
-            self.refuse(msg, peer, local, &Error::BadContact, &[]);
+            self.refuse_subscribe(now, msg, peer, local, key, &Error::BadContact, &[]);
             return;
         };
         let now_ms = self.shared.unix_ms(now);
@@ -348,7 +348,7 @@ impl Shard {
                     "subscription refused"
                 );
                 let extra = [("Retry-After", cfg.min_expires.to_string())];
-                self.refuse(msg, peer, local, &error, &extra);
+                self.refuse_subscribe(now, msg, peer, local, key, &error, &extra);
                 return;
             }
         }
@@ -502,6 +502,38 @@ impl Shard {
             // Addressed by IP alone: the subscriber's own tenant.
             None => true,
         }
+    }
+
+    /// Refuses an authenticated SUBSCRIBE in a server transaction of its
+    /// own, so that a retransmission gets the same answer rather than
+    /// counting as a replayed credential.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "a request's identity and its answer"
+    )]
+    fn refuse_subscribe(
+        &mut self,
+        now: Instant,
+        msg: &Msg,
+        peer: Peer,
+        local: SocketAddr,
+        key: Key,
+        error: &Error,
+        extra: &[(&str, String)],
+    ) {
+        let ctx = ReqCtx::new(msg, peer.addr);
+        let tag = crate::shard::stateless_tag(&ctx.call_id);
+        let mut w = ctx.response(
+            error.status(),
+            error.reason(),
+            Some(&tag),
+            self.user_agent(),
+        );
+        for (name, value) in extra {
+            w.header(name, value);
+        }
+        let bytes = w.finish(None);
+        self.respond_new_server(now, key, false, peer, local, None, error.status(), bytes);
     }
 
     /// 200 to a SUBSCRIBE (a new server transaction), granting `expires`.

@@ -2338,6 +2338,37 @@ mod subscribe {
     }
 
     #[test]
+    fn a_retransmitted_refused_subscribe_gets_the_same_answer() {
+        let mut h = Harness::new(CoreConfig::default());
+        let sub = Sub {
+            target: format!("sip:1001@{DOMAIN}"),
+            ..Sub::own("1000", "127.0.0.1:7000", "sub-t")
+        };
+        let sent = std::cell::RefCell::new(String::new());
+        let out = h.authorize(
+            sub.addr,
+            |auth| {
+                let text = sub.request(auth);
+                *sent.borrow_mut() = text.clone();
+                text
+            },
+            "WWW-Authenticate",
+            "SUBSCRIBE",
+            &sub.target,
+            "1000",
+        );
+        assert_eq!(response(&out).status(), Some(403));
+        let again = sent.borrow().clone();
+        h.feed(sub.addr, &again);
+        let out = h.take();
+        assert_eq!(
+            response(&out).status(),
+            Some(403),
+            "absorbed by the transaction, not challenged as a replay"
+        );
+    }
+
+    #[test]
     fn an_unknown_event_package_is_489_with_allow_events() {
         let mut h = Harness::new(CoreConfig::default());
         let sub = Sub {
