@@ -562,8 +562,8 @@ async fn run_reporting(
     let media_events = match &opts.media {
         Some(m) => {
             let config = media_config(m, &opts, &addrs, &tls_addrs, &advertised);
-            let (anchor, events) =
-                media::RelayAnchor::new(config, mailboxes).context("starting the media relay")?;
+            let (anchor, events) = media::RelayAnchor::new(config, mailboxes.clone())
+                .context("starting the media relay")?;
             let task = tokio::spawn(anchor.route_events(events));
             shared.set_media_anchor(Arc::new(anchor));
             Some(task)
@@ -623,7 +623,11 @@ async fn run_reporting(
         stop_receiving.clone(),
         trunk_registrar.clone(),
     ));
-    receivers.spawn(retention::run(store.clone(), stop_receiving.clone()));
+    receivers.spawn(retention::run(
+        store.clone(),
+        mailboxes.clone(),
+        stop_receiving.clone(),
+    ));
     receivers.close();
     for addr in &addrs.udp {
         tracing::info!(%addr, "listening for SIP over UDP");
