@@ -1,4 +1,5 @@
-//! The PBX's SIP logic: multi-tenant registrar and back-to-back user agent.
+//! The PBX's SIP logic: multi-tenant registrar, back-to-back user agent and
+//! message-waiting notifier (`subscription.rs`).
 //!
 //! # Design
 //! Nothing here touches a socket, a clock or the database. A [`Shard`] is fed

@@ -4,7 +4,8 @@
 //! (RFC 3261 §17.1.3, §17.2.3) and otherwise handed to the registrar or the B2BUA.
 //! Challenges, registrations and OPTIONS are answered statelessly: nothing is
 //! allocated for a request before it is authenticated, and a retransmitted REGISTER
-//! simply gets the same answer again.
+//! simply gets the same answer again. A SUBSCRIBE, once authenticated, is
+//! answered in a server transaction (`subscription.rs`).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
