@@ -433,6 +433,46 @@ impl Phone {
         self.expect_final("REGISTER").await
     }
 
+    /// SUBSCRIBEs to the message-waiting state (RFC 3842) of the mailbox
+    /// `target` (a SIP URI), answering the 401 with this phone's credentials,
+    /// and returns the final response; the NOTIFYs are left for the test.
+    /// The subscription's Call-ID is the response's.
+    pub async fn subscribe_mwi(&mut self, target: &str, expires: u32) -> Result<SipMsg> {
+        let (call_id, from_tag) = (token(), token());
+        let mut auth = None;
+        loop {
+            let cseq = self.next_cseq();
+            let mut s = format!(
+                "SUBSCRIBE {target} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\n\
+                 From: <sip:{u}@{d}>;tag={from_tag}\r\nTo: <{target}>\r\nCall-ID: {call_id}\r\n\
+                 CSeq: {cseq} SUBSCRIBE\r\nContact: {contact}\r\nEvent: message-summary\r\n\
+                 Accept: application/simple-message-summary\r\nExpires: {expires}\r\n",
+                via = self.via(),
+                u = self.user,
+                d = self.domain,
+                contact = self.contact(),
+            );
+            if let Some(a) = &auth {
+                s.push_str(&format!("Authorization: {a}\r\n"));
+            }
+            s.push_str("Content-Length: 0\r\n\r\n");
+            self.send(&s).await?;
+            let r = self.expect_final("SUBSCRIBE").await?;
+            if r.status() != Some(401) || auth.is_some() {
+                return Ok(r);
+            }
+            let challenge = self.pick_challenge(&r, "WWW-Authenticate")?;
+            auth = Some(digest_answer(
+                &challenge,
+                &self.user,
+                &self.password,
+                "SUBSCRIBE",
+                target,
+                1,
+            ));
+        }
+    }
+
     /// Builds an INVITE to `callee` on this phone's domain.
     pub fn invite_text(&mut self, call: &OutCall, auth: Option<&str>) -> String {
         let cseq = self.next_cseq();

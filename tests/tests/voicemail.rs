@@ -11,8 +11,8 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{ACME, Pbx, http, next_invite};
-use pbx_e2e::{Phone, SipMsg, Transport};
+use common::{ACME, BETA, Pbx, eventually, http, next_invite};
+use pbx_e2e::{OutCall, Phone, SipMsg, Transport};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UdpSocket;
@@ -95,15 +95,25 @@ fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unanswered_caller_leaves_a_message_that_lights_the_phone_and_downloads() {
-    let pbx = Pbx::start_with_api().await;
-    // The extension rings for one second before voicemail: the test is about
-    // what happens after nobody answers, not the shipped ring time.
+/// `caller` calls extension `ext` of its tenant, whose phone `callee` rings
+/// for one second (the test is about what happens after nobody answers, not
+/// the shipped ring time) until voicemail answers; returns the call and the
+/// answer, acknowledged.
+async fn reach_voicemail(
+    pbx: &Pbx,
+    caller: &mut Phone,
+    callee: &mut Phone,
+    ext: &str,
+) -> (OutCall, SipMsg) {
+    let tenant = if callee.domain == ACME {
+        pbx.acme
+    } else {
+        pbx.beta
+    };
     pbx.store
         .set_forwarding(
-            pbx.acme,
-            "1001",
+            tenant,
+            ext,
             &store::Forwarding {
                 no_answer_secs: 1,
                 ..store::Forwarding::default()
@@ -112,11 +122,10 @@ async fn an_unanswered_caller_leaves_a_message_that_lights_the_phone_and_downloa
         .await
         .expect("ring time stored");
     pbx.applied().await;
-    let mut caller = pbx.registered(Transport::Udp, ACME, "1000").await;
-    let mut callee = pbx.registered(Transport::Udp, ACME, "1001").await;
-
-    let mut call = caller.call("1001").await.unwrap();
-    let invite = next_invite(&mut callee, SOON).await.expect("1001 rings");
+    let mut call = caller.call(ext).await.unwrap();
+    let invite = next_invite(callee, SOON)
+        .await
+        .expect("the extension rings");
     callee
         .respond(&invite, 180, "Ringing", Some("r1"), false)
         .await
@@ -129,11 +138,25 @@ async fn an_unanswered_caller_leaves_a_message_that_lights_the_phone_and_downloa
     assert_eq!(ok.status(), Some(200), "voicemail answers: {}", ok.raw);
     call.answered(&ok);
     caller.ack_2xx(&call).await.unwrap();
-    // The caller speaks for six seconds (the beep takes the first part),
-    // then hangs up.
-    talk(media_target(&ok), 6).await;
+    (call, ok)
+}
+
+/// `caller` reaches the voicemail of extension `ext` ([`reach_voicemail`]),
+/// speaks for `secs` seconds and hangs up.
+async fn leave_message(pbx: &Pbx, caller: &mut Phone, callee: &mut Phone, ext: &str, secs: u32) {
+    let (call, ok) = reach_voicemail(pbx, caller, callee, ext).await;
+    talk(media_target(&ok), secs).await;
     caller.in_dialog(&call, "BYE", None).await.unwrap();
     caller.expect_status("BYE", 200).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_caller_leaves_a_message_that_lights_the_phone_and_downloads() {
+    let pbx = Pbx::start_with_api().await;
+    let mut caller = pbx.registered(Transport::Udp, ACME, "1000").await;
+    let mut callee = pbx.registered(Transport::Udp, ACME, "1001").await;
+    // The caller speaks for six seconds (the beep takes the first part).
+    leave_message(&pbx, &mut caller, &mut callee, "1001", 6).await;
 
     // The callee's phone hears that a message waits (RFC 3842).
     let notify = callee
@@ -283,4 +306,164 @@ async fn guessing_a_mailbox_pin_from_the_phone_is_stopped() {
     );
     // While locked, the right PIN from the phone ends the menu at once too.
     try_pins(&mut phone, &["4826"]).await;
+}
+
+/// The next message-waiting NOTIFY `phone` receives, answered with 200.
+async fn next_summary(phone: &mut Phone) -> SipMsg {
+    let notify = phone
+        .expect_request("NOTIFY")
+        .await
+        .expect("message-waiting NOTIFY");
+    assert_eq!(notify.header("Event"), Some("message-summary"));
+    assert_eq!(
+        notify.header("Content-Type"),
+        Some("application/simple-message-summary")
+    );
+    phone
+        .respond(&notify, 200, "OK", None, false)
+        .await
+        .unwrap();
+    notify
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscribed_phone_hears_a_new_message_and_its_deletion_and_other_tenants_are_refused() {
+    let pbx = Pbx::start_with_api().await;
+    let mut caller = pbx.registered(Transport::Udp, ACME, "1000").await;
+    // The mailbox's phone talks TCP: its NOTIFYs come over its connection.
+    let mut phone = pbx.registered(Transport::Tcp, ACME, "1001").await;
+    let mailbox = format!("sip:1001@{ACME}");
+    let ok = phone.subscribe_mwi(&mailbox, 600).await.unwrap();
+    assert_eq!(ok.status(), Some(200), "{}", ok.raw);
+    assert_eq!(ok.header("Expires"), Some("600"));
+    let dialog = ok.call_id().to_string();
+
+    // At once: the mailbox is empty.
+    let notify = next_summary(&mut phone).await;
+    assert_eq!(notify.call_id(), dialog, "in the subscription's dialog");
+    assert_eq!(
+        notify.header("Subscription-State"),
+        Some("active;expires=600")
+    );
+    assert!(
+        notify.raw.contains("Messages-Waiting: no"),
+        "{}",
+        notify.raw
+    );
+    assert!(
+        notify
+            .raw
+            .contains(&format!("Message-Account: sip:1001@{ACME}")),
+        "{}",
+        notify.raw
+    );
+
+    // A caller leaves a message: the subscription hears of it.
+    leave_message(&pbx, &mut caller, &mut phone, "1001", 3).await;
+    let notify = next_summary(&mut phone).await;
+    assert_eq!(notify.call_id(), dialog, "{}", notify.raw);
+    assert!(
+        notify.raw.contains("Messages-Waiting: yes"),
+        "{}",
+        notify.raw
+    );
+    assert!(notify.raw.contains("Voice-Message: 1/0"), "{}", notify.raw);
+
+    // Deleted through the API: the light goes out. Had the phone also been
+    // sent an unsolicited NOTIFY for the message, it would come first.
+    let token = pbx.root_token().await;
+    let list = format!("/api/v1/tenants/{}/voicemail/1001/messages", pbx.acme);
+    let (s, v) = http(pbx.api(), "GET", &list, Some(&token), None).await;
+    assert_eq!(s, 200, "{v}");
+    let id = v[0]["id"].as_str().expect("message id").to_string();
+    let (s, v) = http(
+        pbx.api(),
+        "DELETE",
+        &format!("{list}/{id}"),
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let notify = next_summary(&mut phone).await;
+    assert_eq!(notify.call_id(), dialog, "{}", notify.raw);
+    assert!(
+        notify.raw.contains("Messages-Waiting: no"),
+        "{}",
+        notify.raw
+    );
+    assert!(notify.raw.contains("Voice-Message: 0/0"), "{}", notify.raw);
+
+    // Another tenant's phone may not subscribe to acme's mailbox; a mailbox
+    // that does not exist gets the same answer.
+    let mut other = pbx.registered(Transport::Udp, BETA, "1001").await;
+    let theirs = other.subscribe_mwi(&mailbox, 600).await.unwrap();
+    let missing = other
+        .subscribe_mwi(&format!("sip:1999@{ACME}"), 600)
+        .await
+        .unwrap();
+    assert_eq!(theirs.status(), Some(403), "{}", theirs.raw);
+    assert_eq!(theirs.start, missing.start, "no existence oracle");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_mailbox_is_told_to_the_caller_and_records_nothing_and_other_tenants_still_record() {
+    let pbx = Pbx::start().await;
+    // The provider leaves acme no room for a message (what this test is
+    // about); beta keeps the default quota.
+    pbx.store
+        .set_tenant_limits(
+            pbx.acme,
+            &store::TenantLimits {
+                media_storage_bytes: Some(1000),
+                ..store::TenantLimits::default()
+            },
+        )
+        .await
+        .expect("quota set");
+    let mut caller = pbx.registered(Transport::Udp, ACME, "1000").await;
+    let mut callee = pbx.registered(Transport::Udp, ACME, "1001").await;
+    let (call, _) = reach_voicemail(&pbx, &mut caller, &mut callee, "1001").await;
+    // The caller hears the mailbox-full prompt, then the host hangs up.
+    let bye = caller
+        .expect_request("BYE")
+        .await
+        .expect("the host hangs up after the prompt");
+    assert_eq!(bye.call_id(), call.call_id);
+    caller.respond(&bye, 200, "OK", None, false).await.unwrap();
+    let acme_records = || async {
+        pbx.store
+            .list_cdrs(pbx.acme, &store::CdrFilter::default())
+            .await
+            .unwrap()
+    };
+    eventually(|| async { !acme_records().await.is_empty() }).await;
+    let record = acme_records().await.pop().expect("the call's record");
+    assert_eq!(record.tags, [pbx_core::MAILBOX_FULL_TAG], "{record:?}");
+    assert!(
+        pbx.store
+            .voicemail_messages(pbx.acme, "1001")
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing recorded"
+    );
+
+    // Beta's storage is its own: its voicemail still takes a message.
+    let mut beta_caller = pbx.registered(Transport::Udp, BETA, "1000").await;
+    let mut beta_callee = pbx.registered(Transport::Udp, BETA, "1001").await;
+    leave_message(&pbx, &mut beta_caller, &mut beta_callee, "1001", 3).await;
+    let notify = beta_callee
+        .expect_request("NOTIFY")
+        .await
+        .expect("the message lights beta's phone");
+    assert!(notify.raw.contains("Voice-Message: 1/0"), "{}", notify.raw);
+    assert_eq!(
+        pbx.store
+            .voicemail_messages(pbx.beta, "1001")
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }

@@ -210,6 +210,10 @@ pub trait Control: Send + Sync + 'static {
     /// Lifts the tenant's quarantine of the plugin with this hash (its
     /// failure count starts again from zero).
     fn lift_quarantine(&self, tenant: TenantId, hash: String) -> BoxFuture<'_, ControlResult<()>>;
+    /// The messages of a mailbox changed (deleted or marked through the
+    /// API): the extension's phones hear its new counts (message-waiting
+    /// indication). Best effort: a stopped server tells nobody.
+    fn mailbox_changed(&self, tenant: TenantId, mailbox: String) -> BoxFuture<'_, ()>;
 }
 
 #[cfg(test)]
@@ -229,6 +233,7 @@ pub(crate) mod fake {
         pub(crate) trunks: Mutex<HashMap<TenantId, Vec<TrunkInfo>>>,
         pub(crate) policies: Mutex<Vec<PolicyInfo>>,
         pub(crate) quarantines: Mutex<HashMap<TenantId, Vec<QuarantineInfo>>>,
+        pub(crate) mailboxes_changed: Mutex<Vec<(TenantId, String)>>,
     }
 
     fn ready<T: Send + 'static>(v: T) -> BoxFuture<'static, T> {
@@ -460,6 +465,10 @@ pub(crate) mod fake {
             } else {
                 Err(ControlError::NotFound(hash))
             })
+        }
+        fn mailbox_changed(&self, tenant: TenantId, mailbox: String) -> BoxFuture<'_, ()> {
+            self.mailboxes_changed.lock().push((tenant, mailbox));
+            ready(())
         }
     }
 }

@@ -97,6 +97,9 @@ impl Control for Nothing {
     fn lift_quarantine(&self, _: TenantId, _: String) -> BoxFuture<'_, ControlResult<()>> {
         none()
     }
+    fn mailbox_changed(&self, _: TenantId, _: String) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// The process's peak resident memory (VmHWM), KiB.

@@ -1,7 +1,7 @@
 //! The host's own end of a call it answered: prompts played to the caller,
 //! key presses gathered (RFC 4733 events from the media, or SIP INFO),
-//! recordings into a mailbox, and message-waiting indication (RFC 3842) when
-//! a message arrives.
+//! recordings into a mailbox (message-waiting indication is
+//! `subscription.rs`).
 //!
 //! Each [`HostMedia`] action starts here and ends with an event for the
 //! call's next decision ([`CallEvent::PromptFinished`],
@@ -13,10 +13,7 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-
-use crate::call::{ClientRole, Leg, State, token};
-use crate::msg::Method;
+use crate::call::State;
 use crate::{
     CallEvent, Gather, HostMedia, MAX_CALL_STEPS, MAX_GATHER_DIGITS, MAX_RECORDING, MediaNotice,
     Output, PromptRef, Record, Routing, Shard,
@@ -27,6 +24,9 @@ const MAX_GATHER_WAIT: Duration = Duration::from_secs(60);
 
 /// How long a voicemail message may be.
 const VOICEMAIL_LENGTH: Duration = Duration::from_secs(120);
+
+/// The tag a call's record gets when voicemail found no room for a message.
+pub const MAILBOX_FULL_TAG: &str = "mailbox-full";
 
 /// Silence that ends a voicemail message.
 const VOICEMAIL_SILENCE: Duration = Duration::from_secs(5);
@@ -190,7 +190,8 @@ impl Shard {
                     finish_key: Some('#'),
                     silence: Some(VOICEMAIL_SILENCE),
                 };
-                (App::Greeting(record), handle.play(&[greeting]))
+                let started = handle.voicemail_greeting(&record.mailbox, &[greeting]);
+                (App::Greeting(record), started)
             }
             HostMedia::VoicemailMenu { mailbox } => (App::Menu, handle.voicemail_menu(&mailbox)),
             HostMedia::HangUp => unreachable!("handled above"),
@@ -243,6 +244,12 @@ impl Shard {
                         self.ask_after_media(now, id, CallEvent::RecordingFinished { id: None });
                     }
                 }
+            }
+            (MediaNotice::MailboxFull, Some(App::Greeting(record))) => {
+                tracing::info!(call = id, mailbox = %record.mailbox, "mailbox full: nothing recorded");
+                call.app = None;
+                call.tags.push(MAILBOX_FULL_TAG.to_string());
+                self.hang_up(now, id, "mailbox full");
             }
             (MediaNotice::Digit(d), Some(App::Gathering(_))) => self.gathered_digit(now, id, d),
             (MediaNotice::Digit(d), Some(App::Menu)) => {
@@ -354,56 +361,6 @@ impl Shard {
         call.ring_deadline = now + timeout;
         self.out.push_back(Output::Route(request));
         self.schedule_call(id);
-    }
-
-    /// Message-waiting indication (RFC 3842) to every registered phone of
-    /// the tenant's extension `mailbox`, unsolicited: a NOTIFY with the
-    /// mailbox's new and old message counts. Sent whenever a message
-    /// arrives, whatever became of the call that left it.
-    pub fn notify_mailbox(
-        &mut self,
-        now: Instant,
-        tenant: model::TenantId,
-        mailbox: &str,
-        (new, old): (u32, u32),
-    ) {
-        let now_ms = self.shared.unix_ms(now);
-        let index = self.shared.index();
-        let Some(domain) = index.realm(tenant) else {
-            return;
-        };
-        let waiting = if new > 0 { "yes" } else { "no" };
-        let body = format!(
-            "Messages-Waiting: {waiting}\r\nMessage-Account: sip:{mailbox}@{domain}\r\n\
-             Voice-Message: {new}/{old} (0/0)\r\n"
-        );
-        for binding in self.shared.bindings.lookup(tenant, mailbox, now_ms) {
-            let leg = Leg {
-                call_id: token(16),
-                local_tag: token(8),
-                remote_tag: None,
-                local_uri: format!("<sip:{mailbox}@{domain}>"),
-                remote_uri: format!("<sip:{mailbox}@{domain}>"),
-                remote_target: binding.contact.clone(),
-                route_set: Vec::new(),
-                peer: binding.peer,
-                local: Some(binding.local),
-                cseq: 1,
-            };
-            let branch = transaction::new_branch();
-            let bytes: Bytes = self.leg_request_with(
-                &leg,
-                Method::Notify,
-                1,
-                &branch,
-                Some(("application/simple-message-summary", body.as_bytes())),
-                &[
-                    ("Event", "message-summary"),
-                    ("Subscription-State", "active"),
-                ],
-            );
-            self.send_on_leg(now, &leg, branch, bytes, None, ClientRole::Notify);
-        }
     }
 }
 

@@ -204,6 +204,9 @@ pub(crate) struct Call {
     pub(crate) reap_at: Option<Instant>,
     pub(crate) pending: HashMap<String, Pending>,
     pub(crate) cdr_written: bool,
+    /// Tags the host puts on the call's record (`mailbox-full`); a call
+    /// handler's own are added when the record is written.
+    pub(crate) tags: Vec<String>,
     /// The call's routing request as last handed out (its event and step
     /// updated for each further decision); `None` under built-in routing.
     pub(crate) route: Option<RouteRequest>,
@@ -235,9 +238,6 @@ pub(crate) struct Call {
     pub(crate) a_bye: bool,
     /// What the host's media does on a call it answered ([`crate::app`]).
     pub(crate) app: Option<crate::app::App>,
-    /// The extension that was ringing when another phone picked the call up
-    /// ([`crate::pickup`]).
-    pub(crate) picked_up_from: Option<String>,
     /// Our 2xx to the picker's INVITE, retransmitted until its ACK.
     pub(crate) picker_ok: Option<Retransmit>,
 }
@@ -567,6 +567,7 @@ impl Shard {
             reap_at: None,
             pending: HashMap::new(),
             cdr_written: false,
+            tags: Vec::new(),
             route: None,
             rang_out: false,
             rung: Vec::new(),
@@ -580,7 +581,6 @@ impl Shard {
             host_answered: false,
             a_bye: false,
             app: None,
-            picked_up_from: None,
             picker_ok: None,
         };
         tracing::debug!(call = id, caller = %call.caller, dialled = %call.callee, "call routing");
@@ -1210,11 +1210,7 @@ impl Shard {
                 caller_call_id: call.a.call_id.clone(),
                 callee_call_id: call.b.call_id.clone(),
                 media,
-                tags: call
-                    .picked_up_from
-                    .iter()
-                    .map(|ext| format!("picked-up-from:{ext}"))
-                    .collect(),
+                tags: call.tags.clone(),
             };
             tracing::debug!(
                 call = id,

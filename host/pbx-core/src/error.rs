@@ -80,6 +80,15 @@ pub enum Error {
     /// A pickup code was dialled and no call rings in the phone's groups.
     #[error("nothing to pick up")]
     NothingToPickUp,
+    /// A SUBSCRIBE for an event package the host does not serve.
+    #[error("bad event")]
+    BadEvent,
+    /// The tenant holds its whole share of subscriptions.
+    #[error("tenant's subscriptions full")]
+    TenantSubscriptionsFull,
+    /// The host holds as many subscriptions as it keeps.
+    #[error("subscriptions full")]
+    SubscriptionsFull,
     /// The media could not be anchored; the status is the media layer's (400
     /// malformed SDP, 488 unacceptable offer, 500/503 local failures).
     #[error("media refused with {0}")]
@@ -132,6 +141,9 @@ impl Error {
             Error::RoutingTimeout => (503, "Routing Timeout"),
             Error::ServiceUnavailable => (503, "Service Unavailable"),
             Error::NothingToPickUp => (480, "Nothing To Pick Up"),
+            Error::BadEvent => (489, "Bad Event"),
+            Error::TenantSubscriptionsFull => (480, "Too Many Subscriptions"),
+            Error::SubscriptionsFull => (503, "Too Many Subscriptions"),
             Error::Media(s) => (
                 *s,
                 match s {
@@ -181,6 +193,9 @@ mod tests {
             Error::RoutingTimeout,
             Error::ServiceUnavailable,
             Error::NothingToPickUp,
+            Error::BadEvent,
+            Error::TenantSubscriptionsFull,
+            Error::SubscriptionsFull,
         ];
         for e in &all {
             assert!((400..700).contains(&e.status()), "{e:?}");

@@ -1,4 +1,5 @@
-//! The PBX's SIP logic: multi-tenant registrar and back-to-back user agent.
+//! The PBX's SIP logic: multi-tenant registrar, back-to-back user agent and
+//! message-waiting notifier (`subscription.rs`).
 //!
 //! # Design
 //! Nothing here touches a socket, a clock or the database. A [`Shard`] is fed
@@ -29,6 +30,7 @@ mod pickup;
 mod registrar;
 mod route;
 mod shard;
+mod subscription;
 #[cfg(test)]
 mod tests;
 mod transfer;
@@ -38,6 +40,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use app::MAILBOX_FULL_TAG;
 use bytes::Bytes;
 pub use error::Error;
 pub use live_calls::CallSummary;
@@ -54,6 +57,7 @@ pub use route::{
     TrunkEntry, Trunks,
 };
 pub use shard::Shard;
+pub use subscription::MESSAGE_SUMMARY;
 pub use trunk_reg::{RegState, RegTimers, TrunkRegConfig, TrunkRegistration};
 
 /// A stream connection's id, assigned by the transport layer.
@@ -154,6 +158,40 @@ impl Default for RegistrarConfig {
     }
 }
 
+/// Limits on message-waiting subscriptions (RFC 3842 `message-summary` over
+/// RFC 6665): how long one lasts, and how many are kept. A phone subscribes
+/// only to its own extension's mailbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionConfig {
+    /// Shortest subscription granted; a shorter one gets 423 with Min-Expires.
+    pub min_expires: u32,
+    /// Longest subscription granted; a longer request is cut to this.
+    pub max_expires: u32,
+    /// What a SUBSCRIBE without Expires gets.
+    pub default_expires: u32,
+    /// Subscriptions kept per extension; a further one replaces the oldest
+    /// (a rebooted phone is not locked out by the subscription it forgot).
+    pub max_per_extension: usize,
+    /// Subscriptions kept per tenant: its share of the total. A tenant at its
+    /// share gets 480 and nobody else notices.
+    pub max_per_tenant: usize,
+    /// Subscriptions kept in all; beyond it, 503.
+    pub max_total: usize,
+}
+
+impl Default for SubscriptionConfig {
+    fn default() -> Self {
+        SubscriptionConfig {
+            min_expires: 60,
+            max_expires: 3600,
+            default_expires: 3600,
+            max_per_extension: 8,
+            max_per_tenant: 1000,
+            max_total: 20_000,
+        }
+    }
+}
+
 pub use model::{DigestAlgorithm, DigestAlgorithms};
 
 /// Everything the SIP core is configured with, parsed once at the edge.
@@ -164,6 +202,8 @@ pub struct CoreConfig {
     /// concrete one.
     pub advertise: Vec<(TransportKind, SocketAddr)>,
     pub registrar: RegistrarConfig,
+    /// Message-waiting subscriptions.
+    pub subscriptions: SubscriptionConfig,
     /// Challenges offered, one header each, in this order (RFC 8760 §2.4: a
     /// client answers the first it supports), to phones whose tenant or
     /// extension has no choice of its own. MD5 alone by default: every phone
@@ -203,6 +243,7 @@ impl Default for CoreConfig {
         CoreConfig {
             advertise: Vec::new(),
             registrar: RegistrarConfig::default(),
+            subscriptions: SubscriptionConfig::default(),
             digest_algorithms: DigestAlgorithms::md5(),
             nonce_lifetime: Duration::from_secs(300),
             t1: Duration::from_millis(500),
@@ -223,6 +264,9 @@ pub struct Shared {
     directory: RwLock<Arc<directory::Index>>,
     trunks: RwLock<Arc<Trunks>>,
     pub(crate) bindings: registrar::Bindings,
+    /// Message-waiting subscriptions of every shard, and the mailbox counts
+    /// they report.
+    pub(crate) subscriptions: subscription::Subscriptions,
     pub(crate) nonces: digest_auth::Nonces,
     /// Monotonic instant and the Unix milliseconds it corresponds to.
     pub(crate) clock: (Instant, i64),
@@ -252,6 +296,7 @@ impl Shared {
             directory: RwLock::new(Arc::new(directory::Index::build(&directory))),
             trunks: RwLock::new(Arc::new(Trunks::default())),
             bindings: registrar::Bindings::restore(registrations),
+            subscriptions: subscription::Subscriptions::default(),
             clock,
             shards: shards.max(1),
             media: std::sync::OnceLock::new(),
@@ -323,6 +368,19 @@ impl Shared {
         self.bindings
             .lookup(tenant, extension, self.unix_ms(now))
             .len()
+    }
+
+    /// Sets what a mailbox holds (new, old messages), as the store counts
+    /// them: at start-up for every mailbox with messages, and after every
+    /// change. New subscriptions report it; see [`Shard::notify_mailbox`].
+    pub fn set_mailbox_counts(&self, tenant: model::TenantId, mailbox: &str, counts: (u32, u32)) {
+        self.subscriptions.set_counts(tenant, mailbox, counts);
+    }
+
+    /// Message-waiting subscriptions kept for an extension (for tests and
+    /// the API).
+    pub fn subscriptions(&self, tenant: model::TenantId, extension: &str) -> usize {
+        self.subscriptions.of_mailbox(tenant, extension).len()
     }
 
     pub(crate) fn unix_ms(&self, now: Instant) -> i64 {

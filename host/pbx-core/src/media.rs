@@ -83,6 +83,10 @@ pub enum MediaNotice {
     /// A recording ended and nothing was stored (nothing said, mailbox full,
     /// storage failed), for this reason.
     RecordingFailed(String),
+    /// The tenant's storage has no room for a voicemail message: the
+    /// mailbox-full prompt was played instead of the greeting
+    /// ([`CallMediaHandle::voicemail_greeting`]).
+    MailboxFull,
 }
 
 /// The media of one call. Dropping it releases the ports.
@@ -123,6 +127,15 @@ pub trait CallMediaHandle: Send + std::fmt::Debug {
     /// `record.mailbox`; [`MediaNotice::RecordingStored`] or
     /// [`MediaNotice::RecordingFailed`] follows.
     fn record(&self, record: &crate::Record, caller: &str) -> Result<(), MediaRefusal>;
+    /// Plays `greeting` before a message is recorded into `mailbox`, when
+    /// the tenant's media storage has room for one:
+    /// [`MediaNotice::PromptFinished`] follows. Without room, plays the
+    /// mailbox-full prompt instead and [`MediaNotice::MailboxFull`] follows.
+    fn voicemail_greeting(
+        &self,
+        mailbox: &str,
+        greeting: &[crate::PromptRef],
+    ) -> Result<(), MediaRefusal>;
     /// Runs the mailbox menu of `mailbox` on the caller's leg (the caller's
     /// keys come through [`CallMediaHandle::menu_key`]);
     /// [`MediaNotice::PromptFinished`] follows its end.

@@ -382,7 +382,7 @@ impl Shard {
             call.max_deadline = Some(now + max);
         }
         call.answered_by = Some(extension);
-        call.picked_up_from = Some(rung);
+        call.tags.push(format!("picked-up-from:{rung}"));
         let old_b = std::mem::replace(&mut call.b, picker_leg.clone());
         call.other_dialogs.push(old_b.call_id);
         self.dialogs.insert(picker_leg.call_id.clone(), id);

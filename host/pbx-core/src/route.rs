@@ -156,6 +156,10 @@ pub enum Tone {
     Busy,
     /// Three rising tones: something could not be done.
     Error,
+    /// Two seconds of reorder (fast busy, 480 + 620 Hz, 250 ms on and off):
+    /// the call cannot go on, as when a mailbox is full. Not offered to
+    /// plugins; the host plays it.
+    Reorder,
 }
 
 /// Play prompts while reading key presses (RFC 4733 events or SIP INFO).

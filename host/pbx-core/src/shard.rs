@@ -4,7 +4,8 @@
 //! (RFC 3261 §17.1.3, §17.2.3) and otherwise handed to the registrar or the B2BUA.
 //! Challenges, registrations and OPTIONS are answered statelessly: nothing is
 //! allocated for a request before it is authenticated, and a retransmitted REGISTER
-//! simply gets the same answer again.
+//! simply gets the same answer again. A SUBSCRIBE, once authenticated, is
+//! answered in a server transaction (`subscription.rs`).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -24,7 +25,7 @@ use crate::{Error, Inbound, Output, Peer, Shared, TransportKind};
 
 /// Methods the host understands; anything else gets 501.
 pub(crate) const ALLOW: &str =
-    "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE, REFER, NOTIFY";
+    "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE, REFER, NOTIFY, SUBSCRIBE";
 
 pub(crate) enum ServerTx {
     Invite(ServerInvite),
@@ -152,6 +153,8 @@ pub(crate) enum TimerKey {
     Server(Key),
     Client(String),
     Call(u64),
+    /// A message-waiting subscription's expiry.
+    Subscription(crate::subscription::DialogKey),
     Sweep,
 }
 
@@ -289,6 +292,7 @@ impl Shard {
                 TimerKey::Server(k) => self.server_timeout(now, k),
                 TimerKey::Client(b) => self.client_timeout(now, b),
                 TimerKey::Call(id) => self.call_timeout(now, id),
+                TimerKey::Subscription(key) => self.subscription_timeout(now, &key),
                 TimerKey::Sweep => {
                     let now_ms = self.shared.unix_ms(now);
                     let linger =
@@ -332,6 +336,7 @@ impl Shard {
     pub fn connection_closed(&mut self, conn: crate::ConnId) {
         if self.index == 0 {
             self.shared.bindings.connection_closed(conn);
+            self.shared.subscriptions.connection_closed(conn);
         }
     }
 
@@ -470,6 +475,10 @@ impl Shard {
 
         let in_dialog = msg.to().ok().and_then(|t| t.tag().map(str::to_string));
         if let Some(_to_tag) = in_dialog {
+            if method == Method::Subscribe {
+                self.on_subscribe_refresh(now, &msg, peer, local, key);
+                return;
+            }
             match self.dialogs.get(msg.call_id()).copied() {
                 Some(call) => self.on_in_dialog(now, call, msg, peer, local, key),
                 None => self.refuse(&msg, peer, local, &Error::NoSuchCall, &[]),
@@ -483,10 +492,12 @@ impl Shard {
                 Some(h) => self.pick_up(now, msg, peer, local, key, h),
                 None => self.on_invite(now, msg, bytes, peer, local, key),
             },
+            Method::Subscribe => self.on_subscribe(now, &msg, peer, local, key),
             Method::Options => {
                 let extra = [
                     ("Allow", ALLOW.to_string()),
                     ("Accept", "application/sdp".to_string()),
+                    ("Allow-Events", crate::MESSAGE_SUMMARY.to_string()),
                 ];
                 self.reply_stateless(&msg, peer, local, 200, "OK", &extra);
             }
@@ -495,7 +506,6 @@ impl Shard {
             | Method::Update
             | Method::PRack
             | Method::Message
-            | Method::Subscribe
             | Method::Notify
             | Method::Publish
             | Method::Refer => {
@@ -527,7 +537,8 @@ impl Shard {
         first.unwrap_or_default()
     }
 
-    /// Authenticates `msg`, answering with a challenge when it does not pass.
+    /// Authenticates `msg` in the tenant its domain names, answering with a
+    /// challenge when it does not pass.
     pub(crate) fn authenticate(
         &mut self,
         now: Instant,
@@ -536,8 +547,22 @@ impl Shard {
         local: SocketAddr,
         kind: Kind,
     ) -> Option<(model::TenantId, String)> {
-        let now_ms = self.shared.unix_ms(now);
         let domain = Self::request_domain(msg);
+        self.authenticate_in(now, msg, peer, local, kind, domain)
+    }
+
+    /// Authenticates `msg` in the tenant of `domain` (lower-case), answering
+    /// with a challenge when it does not pass.
+    pub(crate) fn authenticate_in(
+        &mut self,
+        now: Instant,
+        msg: &Msg,
+        peer: Peer,
+        local: SocketAddr,
+        kind: Kind,
+        domain: String,
+    ) -> Option<(model::TenantId, String)> {
+        let now_ms = self.shared.unix_ms(now);
         let index = self.shared.index();
         let tenant = index.tenant_for_domain(&domain);
         let outcome = match auth::check(
@@ -957,6 +982,9 @@ impl Shard {
             self.schedule_client(&branch);
         }
         let _ = peer;
+        if pass && call.is_none() && role == ClientRole::Notify && status == 481 {
+            self.subscription_refused(&msg);
+        }
         if pass && let Some(call) = call {
             self.on_call_response(now, call, role, &branch, &msg);
         }

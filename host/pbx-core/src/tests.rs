@@ -128,6 +128,20 @@ impl Harness {
         uri: &str,
         user: &str,
     ) -> Vec<(SocketAddr, Msg)> {
+        self.authorize_in_realm(from, request, header, method, uri, user, DOMAIN)
+    }
+
+    #[allow(clippy::too_many_arguments, reason = "one digest exchange's inputs")]
+    fn authorize_in_realm(
+        &mut self,
+        from: &str,
+        request: impl Fn(Option<&str>) -> String,
+        header: &str,
+        method: &str,
+        uri: &str,
+        user: &str,
+        realm: &str,
+    ) -> Vec<(SocketAddr, Msg)> {
         self.feed(from, &request(None));
         let challenge = self.take().pop().expect("challenge").1;
         let value = challenge
@@ -141,7 +155,7 @@ impl Harness {
             .split('"')
             .next()
             .unwrap();
-        let h1 = ha1(Algorithm::Md5, user, DOMAIN, &format!("pw{user}"));
+        let h1 = ha1(Algorithm::Md5, user, realm, &format!("pw{user}"));
         let md5 = |s: String| {
             use md5::Digest;
             hex::encode(md5::Md5::digest(s.as_bytes()))
@@ -149,7 +163,7 @@ impl Harness {
         let h2 = md5(format!("{method}:{uri}"));
         let resp = md5(format!("{h1}:{nonce}:00000001:c0ffee:auth:{h2}"));
         let auth = format!(
-            "Digest username=\"{user}\", realm=\"{DOMAIN}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{resp}\", algorithm=MD5, cnonce=\"c0ffee\", qop=auth, nc=00000001"
+            "Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{resp}\", algorithm=MD5, cnonce=\"c0ffee\", qop=auth, nc=00000001"
         );
         self.feed(from, &request(Some(&auth)));
         self.take()
@@ -1085,6 +1099,16 @@ mod anchoring {
             self.asked.lock().push(format!("menu {mailbox}"));
             Ok(())
         }
+        fn voicemail_greeting(
+            &self,
+            mailbox: &str,
+            greeting: &[crate::PromptRef],
+        ) -> Result<(), MediaRefusal> {
+            self.asked
+                .lock()
+                .push(format!("greet {mailbox} {greeting:?}"));
+            Ok(())
+        }
         fn menu_key(&self, key: char) {
             self.asked.lock().push(format!("key {key}"));
         }
@@ -1539,7 +1563,7 @@ mod anchoring {
         assert!(statuses(&h.take()).contains(&200));
         assert_eq!(
             anchor.asked.lock().as_slice(),
-            ["play [Tenant(\"greeting-1001\")]"]
+            ["greet 1001 [Tenant(\"greeting-1001\")]"]
         );
         h.shard
             .media_notice(h.now, call, crate::MediaNotice::PromptFinished);
@@ -1580,6 +1604,30 @@ mod anchoring {
             h.cdrs.pop().expect("record").disposition,
             model::Disposition::Answered
         );
+    }
+
+    #[test]
+    fn a_full_mailbox_hangs_up_without_recording_and_tags_the_record() {
+        let (mut h, anchor, call) = media_harness();
+        h.decide(crate::RouteDecision::Media(crate::HostMedia::Voicemail {
+            mailbox: "1001".into(),
+        }));
+        assert!(statuses(&h.take()).contains(&200));
+        h.shard
+            .media_notice(h.now, call, crate::MediaNotice::MailboxFull);
+        h.drain();
+        assert!(
+            sent_to(&h.take(), 7000, "BYE").is_some(),
+            "the host hangs up"
+        );
+        assert!(
+            !anchor.asked.lock().iter().any(|a| a.starts_with("record")),
+            "nothing is recorded: {:?}",
+            anchor.asked.lock()
+        );
+        let cdr = h.cdrs.pop().expect("record");
+        assert_eq!(cdr.tags, [crate::MAILBOX_FULL_TAG]);
+        assert_eq!(cdr.disposition, model::Disposition::Answered);
     }
 
     #[test]
@@ -2273,5 +2321,493 @@ mod call_steps {
         assert!(statuses(&out).contains(&487));
         h.decide(ring("1002", 20));
         assert!(sent_to(&h.take(), 7003, "INVITE").is_none(), "too late");
+    }
+}
+
+/// Message-waiting subscriptions (RFC 3842 over RFC 6665).
+mod subscribe {
+    use super::*;
+    use crate::SubscriptionConfig;
+
+    /// A SUBSCRIBE from `user`'s phone at `addr`.
+    struct Sub<'a> {
+        user: &'a str,
+        addr: &'a str,
+        call_id: &'a str,
+        /// The Request-URI: the mailbox subscribed to.
+        target: String,
+        event: &'a str,
+        expires: Option<u32>,
+        /// The host's tag, for a refresh in the dialog.
+        to_tag: Option<String>,
+        cseq: u32,
+    }
+
+    impl<'a> Sub<'a> {
+        fn own(user: &'a str, addr: &'a str, call_id: &'a str) -> Sub<'a> {
+            Sub {
+                user,
+                addr,
+                call_id,
+                target: format!("sip:{user}@{DOMAIN}"),
+                event: "message-summary",
+                expires: Some(600),
+                to_tag: None,
+                cseq: 1,
+            }
+        }
+
+        /// CSeq `cseq` without credentials, the next with `auth`.
+        fn request(&self, auth: Option<&str>) -> String {
+            let cseq = self.cseq + u32::from(auth.is_some());
+            let to_tag = self
+                .to_tag
+                .as_ref()
+                .map(|t| format!(";tag={t}"))
+                .unwrap_or_default();
+            let expires = self
+                .expires
+                .map(|e| format!("Expires: {e}\r\n"))
+                .unwrap_or_default();
+            let auth = auth
+                .map(|a| format!("Authorization: {a}\r\n"))
+                .unwrap_or_default();
+            format!(
+                "SUBSCRIBE {target} SIP/2.0\r\nVia: SIP/2.0/UDP {addr};branch=z9hG4bK{call_id}-{cseq}\r\n\
+                 From: <sip:{user}@{DOMAIN}>;tag=s{call_id}\r\nTo: <{target}>{to_tag}\r\n\
+                 Call-ID: {call_id}\r\nCSeq: {cseq} SUBSCRIBE\r\nContact: <sip:{user}@{addr}>\r\n\
+                 Event: {event}\r\nAccept: application/simple-message-summary\r\n{expires}{auth}\
+                 Content-Length: 0\r\n\r\n",
+                target = self.target,
+                addr = self.addr,
+                call_id = self.call_id,
+                user = self.user,
+                event = self.event,
+            )
+        }
+    }
+
+    impl Harness {
+        /// Sends `sub` with credentials (after the challenge); what came back.
+        fn subscribe(&mut self, sub: &Sub<'_>) -> Vec<(SocketAddr, Msg)> {
+            let target = sub.target.clone();
+            self.authorize(
+                sub.addr,
+                |auth| sub.request(auth),
+                "WWW-Authenticate",
+                "SUBSCRIBE",
+                &target,
+                sub.user,
+            )
+        }
+    }
+
+    fn response(out: &[(SocketAddr, Msg)]) -> &Msg {
+        &out.iter()
+            .find(|(_, m)| m.status().is_some())
+            .expect("a response")
+            .1
+    }
+
+    fn notifies(out: &[(SocketAddr, Msg)]) -> Vec<&Msg> {
+        out.iter()
+            .filter(|(_, m)| m.method() == Some(crate::msg::Method::Notify))
+            .map(|(_, m)| m)
+            .collect()
+    }
+
+    fn body(m: &Msg) -> String {
+        String::from_utf8_lossy(&m.body).into_owned()
+    }
+
+    fn to_tag(m: &Msg) -> String {
+        m.to().unwrap().tag().expect("a To tag").to_string()
+    }
+
+    /// Tenant 1 (acme) and tenant 2 (globex, with its own 1000).
+    fn two_tenants() -> Directory {
+        let mut d = directory();
+        d.tenants.push(Tenant {
+            id: TenantId(2),
+            name: "globex".into(),
+            status: TenantStatus::Active,
+            realm: "globex.example".into(),
+            domains: vec!["globex.example".into()],
+            media_encryption: model::MediaEncryption::default(),
+            digest: None,
+        });
+        d.extensions.push(Extension {
+            tenant: TenantId(2),
+            number: "1000".into(),
+            ha1_md5: ha1(Algorithm::Md5, "1000", "globex.example", "pw1000"),
+            ha1_sha256: ha1(Algorithm::Sha256, "1000", "globex.example", "pw1000"),
+            enabled: true,
+            digest: None,
+        });
+        d
+    }
+
+    #[test]
+    fn a_phone_subscribes_to_its_own_mailbox_and_hears_its_state() {
+        let mut h = Harness::new(CoreConfig::default());
+        h.shared.set_mailbox_counts(TenantId(1), "1000", (2, 1));
+        let sub = Sub::own("1000", "127.0.0.1:7000", "sub-1");
+        h.feed(sub.addr, &sub.request(None));
+        let challenge = h.take();
+        assert_eq!(response(&challenge).status(), Some(401));
+        assert!(response(&challenge).header("WWW-Authenticate").is_some());
+        assert_eq!(h.shared.subscriptions(TenantId(1), "1000"), 0);
+
+        let out = h.subscribe(&sub);
+        let ok = response(&out);
+        assert_eq!(ok.status(), Some(200));
+        assert_eq!(ok.header("Expires"), Some("600"));
+        assert!(ok.header("Contact").is_some());
+        let tag = to_tag(ok);
+        let notify = notifies(&out);
+        assert_eq!(notify.len(), 1);
+        let n = notify[0];
+        assert_eq!(n.call_id(), "sub-1");
+        assert_eq!(n.from().unwrap().tag(), Some(tag.as_str()));
+        assert_eq!(n.to().unwrap().tag(), Some("ssub-1"));
+        assert_eq!(n.header("Event"), Some("message-summary"));
+        assert_eq!(n.header("Subscription-State"), Some("active;expires=600"));
+        assert_eq!(
+            n.header("Content-Type"),
+            Some("application/simple-message-summary")
+        );
+        let text = body(n);
+        assert!(text.starts_with("Messages-Waiting: yes\r\n"), "{text}");
+        assert!(
+            text.contains("Message-Account: sip:1000@acme.example"),
+            "{text}"
+        );
+        assert!(text.contains("Voice-Message: 2/1 (0/0)"), "{text}");
+        assert_eq!(h.shared.subscriptions(TenantId(1), "1000"), 1);
+    }
+
+    #[test]
+    fn another_extensions_or_another_tenants_mailbox_is_forbidden_alike() {
+        let mut h = Harness::with_directory(CoreConfig::default(), two_tenants());
+        let targets = [
+            format!("sip:1001@{DOMAIN}"),
+            "sip:1000@globex.example".to_string(),
+            "sip:1009@globex.example".to_string(),
+            "sip:1000@nowhere.example".to_string(),
+        ];
+        for target in targets {
+            let sub = Sub {
+                target: target.clone(),
+                ..Sub::own("1000", "127.0.0.1:7000", "sub-x")
+            };
+            let out = h.subscribe(&sub);
+            let r = response(&out);
+            assert_eq!(
+                (r.status(), r.reason()),
+                (Some(403), "Forbidden"),
+                "{target}"
+            );
+            assert!(notifies(&out).is_empty(), "{target}");
+        }
+        assert_eq!(h.shared.subscriptions(TenantId(1), "1001"), 0);
+        assert_eq!(h.shared.subscriptions(TenantId(2), "1000"), 0);
+    }
+
+    #[test]
+    fn a_retransmitted_refused_subscribe_gets_the_same_answer() {
+        let mut h = Harness::new(CoreConfig::default());
+        let sub = Sub {
+            target: format!("sip:1001@{DOMAIN}"),
+            ..Sub::own("1000", "127.0.0.1:7000", "sub-t")
+        };
+        let sent = std::cell::RefCell::new(String::new());
+        let out = h.authorize(
+            sub.addr,
+            |auth| {
+                let text = sub.request(auth);
+                *sent.borrow_mut() = text.clone();
+                text
+            },
+            "WWW-Authenticate",
+            "SUBSCRIBE",
+            &sub.target,
+            "1000",
+        );
+        assert_eq!(response(&out).status(), Some(403));
+        let again = sent.borrow().clone();
+        h.feed(sub.addr, &again);
+        let out = h.take();
+        assert_eq!(
+            response(&out).status(),
+            Some(403),
+            "absorbed by the transaction, not challenged as a replay"
+        );
+    }
+
+    #[test]
+    fn an_unknown_event_package_is_489_with_allow_events() {
+        let mut h = Harness::new(CoreConfig::default());
+        let sub = Sub {
+            event: "presence",
+            ..Sub::own("1000", "127.0.0.1:7000", "sub-p")
+        };
+        h.feed(sub.addr, &sub.request(None));
+        let out = h.take();
+        let r = response(&out);
+        assert_eq!(r.status(), Some(489));
+        assert_eq!(r.header("Allow-Events"), Some("message-summary"));
+    }
+
+    #[test]
+    fn expiry_below_the_minimum_is_423_and_above_the_maximum_is_cut() {
+        let mut h = Harness::new(CoreConfig::default());
+        let short = Sub {
+            expires: Some(10),
+            ..Sub::own("1000", "127.0.0.1:7000", "sub-s")
+        };
+        let out = h.subscribe(&short);
+        assert_eq!(response(&out).status(), Some(423));
+        assert_eq!(response(&out).header("Min-Expires"), Some("60"));
+        let long = Sub {
+            expires: Some(86_400),
+            ..Sub::own("1000", "127.0.0.1:7000", "sub-l")
+        };
+        let out = h.subscribe(&long);
+        assert_eq!(response(&out).header("Expires"), Some("3600"));
+        assert_eq!(
+            notifies(&out)[0].header("Subscription-State"),
+            Some("active;expires=3600")
+        );
+    }
+
+    #[test]
+    fn a_refresh_extends_the_subscription_and_expires_zero_ends_it() {
+        let mut h = Harness::new(CoreConfig::default());
+        let mut sub = Sub {
+            expires: Some(120),
+            ..Sub::own("1000", "127.0.0.1:7000", "sub-r")
+        };
+        let out = h.subscribe(&sub);
+        sub.to_tag = Some(to_tag(response(&out)));
+        sub.cseq = 3;
+        sub.expires = Some(600);
+        h.feed(sub.addr, &sub.request(None));
+        let out = h.take();
+        assert_eq!(
+            response(&out).status(),
+            Some(200),
+            "no new challenge in the dialog"
+        );
+        assert_eq!(response(&out).header("Expires"), Some("600"));
+        let refreshed = notifies(&out);
+        assert_eq!(
+            refreshed[0].header("Subscription-State"),
+            Some("active;expires=600")
+        );
+
+        // Past the first expiry, the subscription is still there.
+        let later = h.now + Duration::from_secs(300);
+        h.run_until(later);
+        let states: Vec<String> = notifies(&h.take())
+            .iter()
+            .filter_map(|n| n.header("Subscription-State").map(str::to_string))
+            .collect();
+        assert!(
+            states.iter().all(|s| !s.starts_with("terminated")),
+            "{states:?}"
+        );
+        assert_eq!(h.shared.subscriptions(TenantId(1), "1000"), 1);
+
+        sub.cseq = 4;
+        sub.expires = Some(0);
+        h.feed(sub.addr, &sub.request(None));
+        let out = h.take();
+        assert_eq!(response(&out).status(), Some(200));
+        assert_eq!(
+            notifies(&out)[0].header("Subscription-State"),
+            Some("terminated;reason=timeout")
+        );
+        assert_eq!(h.shared.subscriptions(TenantId(1), "1000"), 0);
+
+        // The dialog is gone.
+        sub.cseq = 5;
+        sub.expires = Some(600);
+        h.feed(sub.addr, &sub.request(None));
+        assert_eq!(response(&h.take()).status(), Some(481));
+    }
+
+    #[test]
+    fn an_unrefreshed_subscription_expires_with_a_final_notify() {
+        let mut h = Harness::new(CoreConfig::default());
+        let sub = Sub {
+            expires: Some(60),
+            ..Sub::own("1000", "127.0.0.1:7000", "sub-e")
+        };
+        h.subscribe(&sub);
+        let before = h.now + Duration::from_secs(59);
+        h.run_until(before);
+        assert_eq!(h.shared.subscriptions(TenantId(1), "1000"), 1);
+        h.take();
+        let after = h.now + Duration::from_secs(2);
+        h.run_until(after);
+        let out = h.take();
+        // One NOTIFY (unanswered here, so retransmitted with the same CSeq).
+        let mut ended: Vec<&Msg> = notifies(&out)
+            .into_iter()
+            .filter(|n| n.header("Subscription-State") == Some("terminated;reason=timeout"))
+            .collect();
+        ended.dedup_by_key(|n| n.header("CSeq").map(str::to_string));
+        assert_eq!(ended.len(), 1);
+        assert_eq!(ended[0].call_id(), "sub-e");
+        assert_eq!(h.shared.subscriptions(TenantId(1), "1000"), 0);
+    }
+
+    #[test]
+    fn an_extension_keeps_its_newest_subscriptions_and_a_full_tenant_gets_480() {
+        let config = CoreConfig {
+            subscriptions: SubscriptionConfig {
+                max_per_extension: 2,
+                max_per_tenant: 3,
+                ..SubscriptionConfig::default()
+            },
+            ..CoreConfig::default()
+        };
+        let mut h = Harness::new(config);
+        for call_id in ["a", "b", "c"] {
+            let out = h.subscribe(&Sub::own("1000", "127.0.0.1:7000", call_id));
+            assert_eq!(response(&out).status(), Some(200));
+        }
+        assert_eq!(h.shared.subscriptions(TenantId(1), "1000"), 2);
+        let out = h.subscribe(&Sub::own("1001", "127.0.0.1:7001", "d"));
+        assert_eq!(response(&out).status(), Some(200));
+        let out = h.subscribe(&Sub::own("1002", "127.0.0.1:7002", "e"));
+        let r = response(&out);
+        assert_eq!(
+            (r.status(), r.reason()),
+            (Some(480), "Too Many Subscriptions")
+        );
+        assert!(notifies(&out).is_empty());
+        assert_eq!(h.shared.subscriptions(TenantId(1), "1002"), 0);
+    }
+
+    #[test]
+    fn beyond_the_total_another_tenant_gets_503_and_a_tenant_past_its_share_480() {
+        let config = CoreConfig {
+            subscriptions: SubscriptionConfig {
+                max_per_tenant: 2,
+                max_total: 3,
+                ..SubscriptionConfig::default()
+            },
+            ..CoreConfig::default()
+        };
+        let mut h = Harness::with_directory(config, two_tenants());
+        for (user, call_id) in [("1000", "a"), ("1001", "b")] {
+            let out = h.subscribe(&Sub::own(user, "127.0.0.1:7000", call_id));
+            assert_eq!(response(&out).status(), Some(200));
+        }
+        let out = h.subscribe(&Sub::own("1002", "127.0.0.1:7000", "c"));
+        assert_eq!(
+            response(&out).status(),
+            Some(480),
+            "tenant 1 used its share"
+        );
+        // Tenant 2 still has room for one, then the host is full.
+        h.shared.set_mailbox_counts(TenantId(2), "1000", (1, 0));
+        let globex = |call_id: &'static str| {
+            move |auth: Option<&str>| {
+                Sub {
+                    target: "sip:1000@globex.example".into(),
+                    ..Sub::own("1000", "127.0.0.1:7100", call_id)
+                }
+                .request(auth)
+                .replace(DOMAIN, "globex.example")
+            }
+        };
+        let uri = "sip:1000@globex.example";
+        let out = h.authorize_in_realm(
+            "127.0.0.1:7100",
+            globex("g1"),
+            "WWW-Authenticate",
+            "SUBSCRIBE",
+            uri,
+            "1000",
+            "globex.example",
+        );
+        assert_eq!(response(&out).status(), Some(200));
+        assert!(body(notifies(&out)[0]).contains("Message-Account: sip:1000@globex.example"));
+        assert!(body(notifies(&out)[0]).starts_with("Messages-Waiting: yes"));
+        let out = h.authorize_in_realm(
+            "127.0.0.1:7100",
+            globex("g2"),
+            "WWW-Authenticate",
+            "SUBSCRIBE",
+            uri,
+            "1000",
+            "globex.example",
+        );
+        let r = response(&out);
+        assert_eq!(
+            (r.status(), r.reason()),
+            (Some(503), "Too Many Subscriptions")
+        );
+        assert!(r.header("Retry-After").is_some());
+        assert_eq!(h.shared.subscriptions(TenantId(2), "1000"), 1);
+    }
+
+    #[test]
+    fn a_subscriber_that_answers_481_loses_its_subscription() {
+        let mut h = Harness::new(CoreConfig::default());
+        let out = h.subscribe(&Sub::own("1000", "127.0.0.1:7000", "sub-g"));
+        let notify = notifies(&out)[0].clone();
+        assert_eq!(h.shared.subscriptions(TenantId(1), "1000"), 1);
+        let gone = format!(
+            "SIP/2.0 481 Call/Transaction Does Not Exist\r\nVia: {}\r\nFrom: {}\r\nTo: {}\r\n\
+             Call-ID: {}\r\nCSeq: {}\r\nContent-Length: 0\r\n\r\n",
+            notify.header("Via").unwrap(),
+            notify.header("From").unwrap(),
+            notify.header("To").unwrap(),
+            notify.call_id(),
+            notify.header("CSeq").unwrap(),
+        );
+        h.feed("127.0.0.1:7000", &gone);
+        assert_eq!(h.shared.subscriptions(TenantId(1), "1000"), 0);
+    }
+
+    #[test]
+    fn a_mailbox_change_reaches_each_phone_once() {
+        let mut h = Harness::new(CoreConfig::default());
+        h.register("1000", "127.0.0.1:7000");
+        h.register("1000", "127.0.0.1:7001");
+        let out = h.subscribe(&Sub::own("1000", "127.0.0.1:7000", "sub-m"));
+        assert_eq!(
+            body(notifies(&out)[0]).lines().next(),
+            Some("Messages-Waiting: no")
+        );
+
+        h.shard.notify_mailbox(h.now, TenantId(1), "1000", (1, 0));
+        h.drain();
+        let out = h.take();
+        let to_7000: Vec<&Msg> = out
+            .iter()
+            .filter(|(a, m)| a.port() == 7000 && m.method() == Some(crate::msg::Method::Notify))
+            .map(|(_, m)| m)
+            .collect();
+        assert_eq!(to_7000.len(), 1, "the subscriber hears once, in its dialog");
+        assert_eq!(to_7000[0].call_id(), "sub-m");
+        assert!(
+            to_7000[0]
+                .header("Subscription-State")
+                .unwrap()
+                .starts_with("active;expires=")
+        );
+        assert!(body(to_7000[0]).starts_with("Messages-Waiting: yes"));
+        let other = sent_to(&out, 7001, "NOTIFY").expect("the phone without a subscription");
+        assert_eq!(other.header("Subscription-State"), Some("active"));
+        assert!(body(other).starts_with("Messages-Waiting: yes"));
+        assert_eq!(notifies(&out).len(), 2);
+
+        // A new subscription hears the latest counts.
+        let out = h.subscribe(&Sub::own("1000", "127.0.0.1:7001", "sub-n"));
+        assert!(body(notifies(&out)[0]).contains("Voice-Message: 1/0"));
     }
 }

@@ -81,6 +81,13 @@ pub struct MediaUsage {
     pub voicemail_messages: u32,
 }
 
+impl MediaUsage {
+    /// Whether `bytes` more fit within the quota.
+    pub fn has_room_for(&self, bytes: u64) -> bool {
+        self.used_bytes.saturating_add(bytes) <= self.quota_bytes
+    }
+}
+
 /// Where audio files live: a directory, or memory for an in-memory store.
 pub(crate) enum AudioFiles {
     Dir(PathBuf),
@@ -706,6 +713,23 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn room_is_what_the_quota_leaves() {
+        let usage = MediaUsage {
+            used_bytes: 900,
+            quota_bytes: 1000,
+            prompts: 0,
+            voicemail_messages: 1,
+        };
+        assert!(usage.has_room_for(100));
+        assert!(!usage.has_room_for(101));
+        let over = MediaUsage {
+            used_bytes: 2000,
+            ..usage
+        };
+        assert!(!over.has_room_for(0));
+    }
 
     #[test]
     fn sealed_audio_opens_only_with_its_key_and_associated_data() {

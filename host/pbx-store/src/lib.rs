@@ -13,7 +13,8 @@
 //!   [`Store::load_registrations`], [`Store::list_tenants`],
 //!   [`Store::active_dialplans`], [`Store::all_trunks`], [`Store::all_dids`] and
 //!   [`Store::plugin_kv_all`], [`Store::all_tenant_policies`],
-//!   [`Store::all_policy_config`] and [`Store::all_forwarding`]; and the
+//!   [`Store::all_policy_config`], [`Store::all_forwarding`] and
+//!   [`Store::all_mailbox_counts`]; and the
 //!   server's maintenance: [`Store::sweep_voicemail`] and
 //!   [`Store::remove_orphan_media`].
 //! - Writes that belong together run in one transaction: provisioning steps, bulk

@@ -342,6 +342,31 @@ impl Store {
         Ok((count("new")?, count("old")?))
     }
 
+    /// The (new, old) message counts of every mailbox that holds messages,
+    /// of every tenant (the host loads them at start for message-waiting
+    /// subscriptions).
+    pub async fn all_mailbox_counts(&self) -> Result<Vec<(TenantId, String, (u32, u32))>> {
+        let rows = sqlx::query(
+            "SELECT tenant_id, mailbox, SUM(heard = 0) AS new, SUM(heard = 1) AS old \
+             FROM voicemail_messages GROUP BY tenant_id, mailbox ORDER BY tenant_id, mailbox",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let count = |row: &SqliteRow, name: &str| -> Result<u32> {
+            let n: i64 = row.try_get(name)?;
+            Ok(u32::try_from(n).unwrap_or(u32::MAX))
+        };
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    TenantId(r.try_get("tenant_id")?),
+                    r.try_get("mailbox")?,
+                    (count(r, "new")?, count(r, "old")?),
+                ))
+            })
+            .collect()
+    }
+
     /// How many days the tenant keeps voicemail: its own choice, or `None`
     /// for the default ([`DEFAULT_VOICEMAIL_RETENTION_DAYS`]).
     /// [`Error::NotFound`] for an unknown tenant.
@@ -377,35 +402,32 @@ impl Store {
     }
 
     /// Deletes every message (and its file) older at `now_ms` than its
-    /// tenant's retention, saved or not; returns how many. Reads every
-    /// tenant's messages: one of the store's cross-tenant reads, for the
-    /// server's maintenance task.
-    pub async fn sweep_voicemail(&self, now_ms: i64) -> Result<u64> {
+    /// tenant's retention, saved or not; returns the mailbox of each message
+    /// deleted (for message-waiting indication). Reads every tenant's
+    /// messages: one of the store's cross-tenant reads, for the server's
+    /// maintenance task.
+    pub async fn sweep_voicemail(&self, now_ms: i64) -> Result<Vec<(TenantId, String)>> {
         let rows = sqlx::query(
             "DELETE FROM voicemail_messages WHERE id IN ( \
                SELECT m.id FROM voicemail_messages m JOIN tenants t ON t.id = m.tenant_id \
                WHERE m.created_at_ms <= ? - COALESCE(t.voicemail_retention_days, ?) * ?) \
-             RETURNING id, tenant_id",
+             RETURNING id, tenant_id, mailbox",
         )
         .bind(now_ms)
         .bind(i64::from(DEFAULT_VOICEMAIL_RETENTION_DAYS))
         .bind(DAY_MS)
         .fetch_all(&self.pool)
         .await?;
-        let files = rows
-            .iter()
-            .map(|r| {
-                let id: String = r.try_get("id")?;
-                Ok(AudioFile::new(
-                    TenantId(r.try_get("tenant_id")?),
-                    Kind::Voicemail,
-                    &id,
-                ))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let swept = files.len() as u64;
+        let mut files = Vec::with_capacity(rows.len());
+        let mut mailboxes = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let id: String = r.try_get("id")?;
+            let tenant = TenantId(r.try_get("tenant_id")?);
+            files.push(AudioFile::new(tenant, Kind::Voicemail, &id));
+            mailboxes.push((tenant, r.try_get("mailbox")?));
+        }
         self.remove_files(files).await;
-        Ok(swept)
+        Ok(mailboxes)
     }
 }
 
@@ -497,6 +519,11 @@ mod tests {
         assert_eq!(
             store.mailbox_counts(a, "nobody").await.expect("counts"),
             (0, 0)
+        );
+        assert_eq!(
+            store.all_mailbox_counts().await.expect("all counts"),
+            vec![(a, "100".to_string(), (1, 1))],
+            "only mailboxes with messages"
         );
         let marked = store
             .voicemail_message(a, "100", &m.id)
@@ -625,9 +652,12 @@ mod tests {
         // retention; B keeps its messages for the default 60 days.
         assert_eq!(
             store.sweep_voicemail(t0 + DAY_MS - 1).await.expect("sweep"),
-            0
+            []
         );
-        assert_eq!(store.sweep_voicemail(t0 + DAY_MS).await.expect("sweep"), 1);
+        assert_eq!(
+            store.sweep_voicemail(t0 + DAY_MS).await.expect("sweep"),
+            [(a, "100".to_string())]
+        );
         let left: Vec<_> = store
             .voicemail_messages(a, "100")
             .await
@@ -643,7 +673,8 @@ mod tests {
             store
                 .sweep_voicemail(t0 + sixty_days - 1)
                 .await
-                .expect("sweep"),
+                .expect("sweep")
+                .len(),
             1
         );
         assert_eq!(
@@ -652,7 +683,7 @@ mod tests {
         );
         assert_eq!(
             store.sweep_voicemail(t0 + sixty_days).await.expect("sweep"),
-            1
+            [(b, "100".to_string())]
         );
         assert!(
             store

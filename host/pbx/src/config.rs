@@ -19,6 +19,14 @@
 //! default_expires = 3600
 //! max_contacts = 5
 //!
+//! [subscriptions]                  # message-waiting SUBSCRIBE (RFC 3842)
+//! min_expires = 60                 # shorter: 423
+//! max_expires = 3600               # longer: cut to this
+//! default_expires = 3600
+//! max_per_extension = 8            # a further one replaces the oldest
+//! max_per_tenant = 1000            # a tenant's share; beyond it 480
+//! max_total = 20000                # beyond it 503
+//!
 //! [auth]
 //! algorithms = ["MD5"]             # offered in this order where the tenant or
 //!                                  # extension has no choice (`pbx tenant set --digest`)
@@ -78,7 +86,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use pbx_core::{CoreConfig, DigestAlgorithm, DigestAlgorithms, RegistrarConfig};
+use pbx_core::{
+    CoreConfig, DigestAlgorithm, DigestAlgorithms, RegistrarConfig, SubscriptionConfig,
+};
 use serde::Deserialize;
 
 use crate::cli::ServeArgs;
@@ -101,6 +111,8 @@ pub struct FileConfig {
     pub sip: SipSection,
     #[serde(default)]
     pub registrar: RegistrarSection,
+    #[serde(default)]
+    pub subscriptions: SubscriptionsSection,
     #[serde(default)]
     pub auth: AuthSection,
     #[serde(default)]
@@ -157,6 +169,18 @@ pub struct RegistrarSection {
     pub max_expires: Option<u32>,
     pub default_expires: Option<u32>,
     pub max_contacts: Option<usize>,
+}
+
+/// `[subscriptions]`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionsSection {
+    pub min_expires: Option<u32>,
+    pub max_expires: Option<u32>,
+    pub default_expires: Option<u32>,
+    pub max_per_extension: Option<usize>,
+    pub max_per_tenant: Option<usize>,
+    pub max_total: Option<usize>,
 }
 
 /// `[auth]`
@@ -401,6 +425,34 @@ fn media_options(m: &MediaSection) -> Result<Option<MediaOptions>> {
     Ok(Some(opts))
 }
 
+/// `[subscriptions]` over the core's defaults, checked.
+fn subscription_config(s: &SubscriptionsSection) -> Result<SubscriptionConfig> {
+    let d = SubscriptionConfig::default();
+    let c = SubscriptionConfig {
+        min_expires: s.min_expires.unwrap_or(d.min_expires),
+        max_expires: s.max_expires.unwrap_or(d.max_expires),
+        default_expires: s.default_expires.unwrap_or(d.default_expires),
+        max_per_extension: s.max_per_extension.unwrap_or(d.max_per_extension),
+        max_per_tenant: s.max_per_tenant.unwrap_or(d.max_per_tenant),
+        max_total: s.max_total.unwrap_or(d.max_total),
+    };
+    if c.min_expires == 0
+        || !(c.min_expires <= c.default_expires && c.default_expires <= c.max_expires)
+    {
+        return Err(Error::Config(format!(
+            "subscriptions: need 1 <= min_expires <= default_expires <= max_expires, got {} / {} / {}",
+            c.min_expires, c.default_expires, c.max_expires
+        )));
+    }
+    if c.max_per_extension == 0 || c.max_per_tenant == 0 || c.max_total == 0 {
+        return Err(Error::Config(
+            "subscriptions: max_per_extension, max_per_tenant and max_total must be at least 1"
+                .into(),
+        ));
+    }
+    Ok(c)
+}
+
 /// Maps the file's protocol settings onto the SIP core's configuration.
 fn core_config(file: &FileConfig) -> Result<CoreConfig> {
     let mut core = CoreConfig::default();
@@ -429,6 +481,7 @@ fn core_config(file: &FileConfig) -> Result<CoreConfig> {
             "registrar.max_contacts must be at least 1".into(),
         ));
     }
+    core.subscriptions = subscription_config(&file.subscriptions)?;
 
     if let Some(names) = &file.auth.algorithms {
         let algorithms = names
@@ -637,6 +690,14 @@ max_expires = 600
 default_expires = 300
 max_contacts = 3
 
+[subscriptions]
+min_expires = 120
+max_expires = 1800
+default_expires = 900
+max_per_extension = 4
+max_per_tenant = 50
+max_total = 500
+
 [auth]
 algorithms = ["MD5"]
 nonce_lifetime_secs = 120
@@ -662,6 +723,15 @@ format = "json"
         assert_eq!(core.registrar.max_expires, 600);
         assert_eq!(core.registrar.default_expires, 300);
         assert_eq!(core.registrar.max_contacts, 3);
+        let subs = &core.subscriptions;
+        assert_eq!(
+            (subs.min_expires, subs.max_expires, subs.default_expires),
+            (120, 1800, 900)
+        );
+        assert_eq!(
+            (subs.max_per_extension, subs.max_per_tenant, subs.max_total),
+            (4, 50, 500)
+        );
         assert_eq!(core.digest_algorithms.as_slice(), [DigestAlgorithm::Md5]);
         assert_eq!(core.nonce_lifetime, Duration::from_secs(120));
         assert_eq!(core.ring_timeout, Duration::from_secs(20));
@@ -675,6 +745,7 @@ format = "json"
             "colour = 1",
             "[sip]\nupd = [\"127.0.0.1:5060\"]",
             "[registrar]\nmax_expire = 5",
+            "[subscriptions]\nmax = 5",
             "[nonsense]\n",
             "[log]\nlevel = \"debug\"",
         ] {
@@ -696,6 +767,8 @@ format = "json"
             "[auth]\nalgorithms = [\"MD5\", \"md5\"]",
             "[registrar]\nmin_expires = 100\nmax_expires = 50",
             "[registrar]\nmax_contacts = 0",
+            "[subscriptions]\nmin_expires = 100\nmax_expires = 50",
+            "[subscriptions]\nmax_per_tenant = 0",
             "[calls]\nring_timeout_secs = 0",
             "[registrar]\nmin_expires = -1",
             "[log]\nformat = \"xml\"",

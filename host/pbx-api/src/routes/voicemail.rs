@@ -1,7 +1,8 @@
-//! Voicemail mailboxes: list, download (WAV), mark, delete messages, and set a
-//! mailbox's PIN. A `user` reaches only the mailbox of their own extension, a
-//! tenant admin every mailbox of their tenant; anything else (another tenant's
-//! mailbox, someone else's, a message that does not exist) is the same 404.
+//! Voicemail mailboxes: list, download (WAV), mark, delete messages (the
+//! extension's phones then hear the new counts), and set a mailbox's PIN. A
+//! `user` reaches only the mailbox of their own extension, a tenant admin
+//! every mailbox of their tenant; anything else (another tenant's mailbox,
+//! someone else's, a message that does not exist) is the same 404.
 
 use axum::Extension;
 use axum::Json;
@@ -91,6 +92,11 @@ pub(super) async fn mark(
         return Err(ApiError::not_found());
     }
     state
+        .inner
+        .control
+        .mailbox_changed(tenant, mailbox.clone())
+        .await;
+    state
         .audit(
             &p,
             &source,
@@ -119,6 +125,11 @@ pub(super) async fn delete(
     {
         return Err(ApiError::not_found());
     }
+    state
+        .inner
+        .control
+        .mailbox_changed(tenant, mailbox.clone())
+        .await;
     state
         .audit(
             &p,

@@ -17,6 +17,7 @@ mod request_limits;
 mod settings;
 mod tls;
 mod tokens;
+mod voicemail;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -71,6 +72,8 @@ struct Fx {
     api_b: String,
     /// A pending destination approval of tenant A.
     approval_a: i64,
+    /// The running server the API talks to, faked.
+    control: Arc<FakeControl>,
 }
 
 async fn add_user(
@@ -182,6 +185,7 @@ impl Fx {
             .policy_config_set(ConfigScope::Tenant(a), "own", "limit", "1")
             .await
             .expect("tenant config");
+        let fake = control.clone();
         let control: Arc<dyn Control> = control;
 
         let clock = Arc::new(AtomicI64::new(T0));
@@ -207,6 +211,7 @@ impl Fx {
             api_a_id: 0,
             api_b: String::new(),
             approval_a,
+            control: fake,
         };
         let scopes: Vec<String> = GRANTABLE.iter().map(|s| s.to_string()).collect();
         let (tok, id) = fx.api_token(a, &scopes, 3600).await;

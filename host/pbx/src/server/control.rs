@@ -23,6 +23,7 @@ use pbx_plugin::World;
 use store::{MAX_ALERTS, PluginVersion, Policy, Store, TenantId, Trunk};
 use tokio::sync::{mpsc, oneshot};
 
+use super::media::Mailboxes;
 use super::plugins::PluginHost;
 use super::unix_ms;
 
@@ -67,6 +68,7 @@ pub(crate) struct ServerControl {
     shards: Vec<mpsc::Sender<ShardCommand>>,
     /// The plugin host, when the server runs plugins (quarantines).
     plugins: Option<Arc<PluginHost>>,
+    mailboxes: Mailboxes,
 }
 
 impl ServerControl {
@@ -74,11 +76,13 @@ impl ServerControl {
         store: Store,
         shards: Vec<mpsc::Sender<ShardCommand>>,
         plugins: Option<Arc<PluginHost>>,
+        mailboxes: Mailboxes,
     ) -> ServerControl {
         ServerControl {
             store,
             shards,
             plugins,
+            mailboxes,
         }
     }
 
@@ -257,6 +261,10 @@ fn trunk_info(t: &Trunk) -> TrunkInfo {
 }
 
 impl Control for ServerControl {
+    fn mailbox_changed(&self, tenant: TenantId, mailbox: String) -> BoxFuture<'_, ()> {
+        Box::pin(async move { self.mailboxes.changed(tenant, &mailbox).await })
+    }
+
     fn list_calls(&self, tenant: TenantId) -> BoxFuture<'_, ControlResult<Vec<CallInfo>>> {
         Box::pin(self.calls(tenant))
     }
@@ -470,7 +478,16 @@ mod tests {
         let store = Store::open_in_memory().await.unwrap();
         let a = store.add_tenant("acme", "acme.example").await.unwrap().id;
         let b = store.add_tenant("beta", "beta.example").await.unwrap().id;
-        (ServerControl::new(store, Vec::new(), None), a, b)
+        (
+            ServerControl::new(
+                store.clone(),
+                Vec::new(),
+                None,
+                Mailboxes::new(store, Vec::new()),
+            ),
+            a,
+            b,
+        )
     }
 
     #[tokio::test]
@@ -632,7 +649,8 @@ mod tests {
     async fn calls_need_a_running_shard() {
         let (tx, mut rx) = mpsc::channel(1);
         let (c, a, _) = control_with_tenants().await;
-        let c = ServerControl::new(c.store, vec![tx], None);
+        let mailboxes = Mailboxes::new(c.store.clone(), Vec::new());
+        let c = ServerControl::new(c.store, vec![tx], None, mailboxes);
         // A stand-in shard that holds no calls.
         let shard = tokio::spawn(async move {
             while let Some(cmd) = rx.recv().await {

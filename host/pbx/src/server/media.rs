@@ -68,9 +68,40 @@ pub(crate) enum ToShard {
     Idle(u64),
     /// A prompt, key or recording of a call the host answered.
     Notice(u64, MediaNotice),
-    /// A message arrived in a mailbox: its new and old message counts, for
-    /// the mailbox's phones.
+    /// A mailbox changed: its new and old message counts, for the
+    /// mailbox's phones (every shard hears it: see [`Mailboxes`]).
     Mailbox(TenantId, String, (u32, u32)),
+}
+
+/// Tells the SIP core that a mailbox changed (a message recorded, deleted,
+/// saved or heard), so that the extension's phones hear its new counts.
+#[derive(Clone)]
+pub(crate) struct Mailboxes {
+    store: Store,
+    shards: Shards,
+}
+
+impl Mailboxes {
+    pub(crate) fn new(store: Store, shards: Vec<mpsc::UnboundedSender<ToShard>>) -> Mailboxes {
+        Mailboxes {
+            store,
+            shards: Arc::new(shards),
+        }
+    }
+
+    /// Counts the mailbox as stored now and gives the counts to every shard:
+    /// its subscriptions may live on any of them, and shard 0 tells the
+    /// phones without one.
+    pub(crate) async fn changed(&self, tenant: TenantId, mailbox: &str) {
+        match self.store.mailbox_counts(tenant, mailbox).await {
+            Ok(counts) => {
+                for shard in self.shards.iter() {
+                    let _ = shard.send(ToShard::Mailbox(tenant, mailbox.to_string(), counts));
+                }
+            }
+            Err(e) => tracing::warn!(%tenant, mailbox, error = %e, "mailbox not counted"),
+        }
+    }
 }
 
 /// Whom a relay call belongs to, and what its host end is doing.
@@ -88,6 +119,9 @@ struct Owner {
     recording: Option<(String, String)>,
     /// The mailbox menu running on the call: what it plays and hears.
     menu: Option<mpsc::UnboundedSender<MenuInput>>,
+    /// What the shard hears when the prompts queued by the last play end:
+    /// `PromptFinished`, or `MailboxFull` after the mailbox-full prompt.
+    at_end: MediaNotice,
 }
 
 /// Which shard and core call a relay call belongs to.
@@ -103,11 +137,26 @@ pub(crate) struct RelayAnchor {
     store: Store,
     runtime: tokio::runtime::Handle,
     shards: Shards,
+    mailboxes: Mailboxes,
 }
 
 /// Shortest recording kept as a message: less is a caller who hung up at
 /// the beep.
 const MIN_MESSAGE: Duration = Duration::from_millis(500);
+
+/// The bytes of a [`MIN_MESSAGE`] as stored (8 kHz 16-bit WAV): a tenant's
+/// storage with less room than this is a full mailbox.
+const MIN_MESSAGE_BYTES: u64 = 44 + 16 * MIN_MESSAGE.as_millis() as u64;
+
+/// What a caller hears instead of the greeting when the tenant's storage
+/// has no room for a message: the tenant's own `vm-mailbox-full` prompt
+/// when it has one, then two seconds of reorder tone.
+fn mailbox_full_prompts() -> Vec<PromptRef> {
+    vec![
+        PromptRef::Tenant("vm-mailbox-full".into()),
+        PromptRef::Tone(Tone::Reorder),
+    ]
+}
 
 impl RelayAnchor {
     /// Builds the relay; what it reports goes to the owning shards through
@@ -115,17 +164,17 @@ impl RelayAnchor {
     /// the runtime that loads prompts and stores recordings.
     pub(crate) fn new(
         config: MediaConfig,
-        store: Store,
-        shards: Vec<mpsc::UnboundedSender<ToShard>>,
+        mailboxes: Mailboxes,
     ) -> Result<(RelayAnchor, mpsc::UnboundedReceiver<MediaEvent>), MediaError> {
         let (relay, events) = MediaRelay::new(config)?;
         Ok((
             RelayAnchor {
                 relay,
                 owners: Arc::new(DashMap::new()),
-                store,
+                store: mailboxes.store.clone(),
                 runtime: tokio::runtime::Handle::current(),
-                shards: Arc::new(shards),
+                shards: mailboxes.shards.clone(),
+                mailboxes,
             },
             events,
         ))
@@ -141,6 +190,7 @@ impl RelayAnchor {
         let owners = self.owners.clone();
         let store = self.store.clone();
         let shards = self.shards.clone();
+        let mailboxes = self.mailboxes.clone();
         async move {
             while let Some(event) = events.recv().await {
                 let (call, message) = match event {
@@ -164,7 +214,7 @@ impl RelayAnchor {
                         if o.prompts > 0 {
                             continue;
                         }
-                        (call, ToShard::Notice(o.call, MediaNotice::PromptFinished))
+                        (call, ToShard::Notice(o.call, o.at_end.clone()))
                     }
                     MediaEvent::Digit {
                         call,
@@ -189,10 +239,11 @@ impl RelayAnchor {
                         let (shard, id, tenant) = (o.shard, o.call, o.tenant);
                         drop(o);
                         let (store, shards) = (store.clone(), shards.clone());
+                        let mailboxes = mailboxes.clone();
                         tokio::spawn(async move {
                             let notice = store_recording(
                                 &store,
-                                &shards[shard],
+                                &mailboxes,
                                 tenant,
                                 (&mailbox, &caller),
                                 recording,
@@ -216,10 +267,10 @@ impl RelayAnchor {
 }
 
 /// Stores a finished recording as a message of `mailbox` and tells the
-/// mailbox's phones through `shard`.
+/// mailbox's phones.
 async fn store_recording(
     store: &Store,
-    shard: &mpsc::UnboundedSender<ToShard>,
+    mailboxes: &Mailboxes,
     tenant: TenantId,
     (mailbox, caller): (&str, &str),
     recording: Recording,
@@ -240,12 +291,7 @@ async fn store_recording(
             return MediaNotice::RecordingFailed(e.to_string());
         }
     };
-    match store.mailbox_counts(tenant, mailbox).await {
-        Ok(counts) => {
-            let _ = shard.send(ToShard::Mailbox(tenant, mailbox.to_string(), counts));
-        }
-        Err(e) => tracing::warn!(%tenant, mailbox, error = %e, "mailbox not counted"),
-    }
+    mailboxes.changed(tenant, mailbox).await;
     MediaNotice::RecordingStored {
         id: saved.id,
         duration,
@@ -279,6 +325,11 @@ fn builtin(prompt: &PromptRef) -> Vec<Prompt> {
             &[480, 620],
             Duration::from_millis(500),
             Duration::from_millis(500),
+        ),
+        PromptRef::Tone(Tone::Reorder) => cadence(
+            &[480, 620],
+            Duration::from_millis(250),
+            Duration::from_millis(250),
         ),
         PromptRef::Tone(Tone::Error) => [950, 1400, 1800]
             .iter()
@@ -362,12 +413,12 @@ async fn load_and_play(
         .filter(|p| control.play(Leg::A, p.clone()).is_ok())
         .count();
     owner.prompts = queued;
-    let (shard, id) = (owner.shard, owner.call);
+    let (shard, id, at_end) = (owner.shard, owner.call, owner.at_end.clone());
     drop(owner);
     if queued == 0
         && let Some(tx) = shards.get(shard)
     {
-        let _ = tx.send(ToShard::Notice(id, MediaNotice::PromptFinished));
+        let _ = tx.send(ToShard::Notice(id, at_end));
     }
 }
 
@@ -389,6 +440,7 @@ impl MediaAnchor for RelayAnchor {
                 generation: 0,
                 recording: None,
                 menu: None,
+                at_end: MediaNotice::PromptFinished,
             },
         );
         Ok(Box::new(Handle {
@@ -397,6 +449,7 @@ impl MediaAnchor for RelayAnchor {
             store: self.store.clone(),
             runtime: self.runtime.clone(),
             shards: self.shards.clone(),
+            mailboxes: self.mailboxes.clone(),
         }))
     }
 }
@@ -408,6 +461,7 @@ struct Handle {
     store: Store,
     runtime: tokio::runtime::Handle,
     shards: Shards,
+    mailboxes: Mailboxes,
 }
 
 impl std::fmt::Debug for Handle {
@@ -432,13 +486,16 @@ impl Drop for Handle {
         let Some(recording) = self.media.take_recording(Leg::A) else {
             return;
         };
-        let Some(shard) = self.shards.get(owner.shard).cloned() else {
-            return;
-        };
-        let store = self.store.clone();
+        let (store, mailboxes) = (self.store.clone(), self.mailboxes.clone());
         self.runtime.spawn(async move {
-            let notice =
-                store_recording(&store, &shard, owner.tenant, (&mailbox, &caller), recording).await;
+            let notice = store_recording(
+                &store,
+                &mailboxes,
+                owner.tenant,
+                (&mailbox, &caller),
+                recording,
+            )
+            .await;
             tracing::debug!(?notice, "recording of a finished call");
         });
     }
@@ -536,6 +593,7 @@ impl CallMediaHandle for Handle {
             };
             owner.generation += 1;
             owner.prompts = 0;
+            owner.at_end = MediaNotice::PromptFinished;
             owner.generation
         };
         self.media.stop_playing(Leg::A);
@@ -573,6 +631,53 @@ impl CallMediaHandle for Handle {
         Ok(())
     }
 
+    fn voicemail_greeting(
+        &self,
+        mailbox: &str,
+        greeting: &[PromptRef],
+    ) -> Result<(), MediaRefusal> {
+        let id = self.media.id();
+        let (generation, tenant) = {
+            let Some(mut owner) = self.owners.get_mut(&id) else {
+                return Err(MediaRefusal::new(500, "the call's media is gone"));
+            };
+            owner.generation += 1;
+            owner.prompts = 0;
+            owner.at_end = MediaNotice::PromptFinished;
+            (owner.generation, owner.tenant)
+        };
+        self.media.stop_playing(Leg::A);
+        let (store, owners, shards) =
+            (self.store.clone(), self.owners.clone(), self.shards.clone());
+        let control = self.media.control();
+        let (mailbox, greeting) = (mailbox.to_string(), greeting.to_vec());
+        self.runtime.spawn(async move {
+            // Only this tenant's quota counts: another tenant's full storage
+            // changes nothing here.
+            let full = match store.media_usage(tenant).await {
+                Ok(usage) => !usage.has_room_for(MIN_MESSAGE_BYTES),
+                Err(e) => {
+                    tracing::warn!(%tenant, error = %e, "media usage not read; recording anyway");
+                    false
+                }
+            };
+            let prompts = if full {
+                tracing::info!(%tenant, mailbox, "mailbox full: the caller is told so");
+                match owners.get_mut(&id) {
+                    Some(mut o) if o.generation == generation => {
+                        o.at_end = MediaNotice::MailboxFull
+                    }
+                    _ => return,
+                }
+                mailbox_full_prompts()
+            } else {
+                greeting
+            };
+            load_and_play(store, owners, id, control, prompts, generation, shards).await;
+        });
+        Ok(())
+    }
+
     fn voicemail_menu(&self, mailbox: &str) -> Result<(), MediaRefusal> {
         let (tx, rx) = mpsc::unbounded_channel();
         let (tenant, shard, call) = {
@@ -597,6 +702,7 @@ impl CallMediaHandle for Handle {
                 inputs: rx,
             },
             shard,
+            self.mailboxes.clone(),
             call,
         ));
         Ok(())
@@ -700,7 +806,8 @@ mod tests {
         let store = Store::open_in_memory().await.expect("store");
         let (tx0, _rx0) = mpsc::unbounded_channel();
         let (tx1, mut rx1) = mpsc::unbounded_channel();
-        let (anchor, events) = RelayAnchor::new(config(), store, vec![tx0, tx1]).expect("relay");
+        let (anchor, events) =
+            RelayAnchor::new(config(), Mailboxes::new(store, vec![tx0, tx1])).expect("relay");
         tokio::spawn(anchor.route_events(events));
         let handle = anchor.open(1, 42, TenantId(1)).expect("open");
         let plain = MediaSecurity {
@@ -800,7 +907,8 @@ mod tests {
             .await
             .expect("prompt");
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let (anchor, events) = RelayAnchor::new(config(), store, vec![tx]).expect("relay");
+        let (anchor, events) =
+            RelayAnchor::new(config(), Mailboxes::new(store, vec![tx])).expect("relay");
         tokio::spawn(anchor.route_events(events));
         let phone = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let port = phone.local_addr().unwrap().port();

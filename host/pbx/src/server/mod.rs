@@ -450,6 +450,13 @@ async fn run_reporting(
     if let Some(host) = &plugin_host {
         shared.set_pickup_groups(host.clone());
     }
+    for (tenant, mailbox, counts) in store
+        .all_mailbox_counts()
+        .await
+        .context("counting voicemail")?
+    {
+        shared.set_mailbox_counts(tenant, &mailbox, counts);
+    }
     shared.replace_trunks(
         reload::load_trunks(&store)
             .await
@@ -474,12 +481,17 @@ async fn run_reporting(
         command_txs.push(tx);
         command_rxs.push(rx);
     }
+    // What each shard hears from the media and of mailbox changes.
+    let (media_txs, media_rxs): (Vec<_>, Vec<_>) =
+        (0..shard_count).map(|_| mpsc::unbounded_channel()).unzip();
+    let mailboxes = media::Mailboxes::new(store.clone(), media_txs);
     let api = match &opts.api {
         Some(api) => {
             let control = Arc::new(control::ServerControl::new(
                 store.clone(),
                 command_txs,
                 plugin_host.clone(),
+                mailboxes.clone(),
             ));
             let handle = pbx_api::serve(
                 api.config.clone(),
@@ -550,12 +562,10 @@ async fn run_reporting(
     });
 
     let _ = io.tls_client.set(tls_client);
-    let (media_txs, media_rxs): (Vec<_>, Vec<_>) =
-        (0..shard_count).map(|_| mpsc::unbounded_channel()).unzip();
     let media_events = match &opts.media {
         Some(m) => {
             let config = media_config(m, &opts, &addrs, &tls_addrs, &advertised);
-            let (anchor, events) = media::RelayAnchor::new(config, store.clone(), media_txs)
+            let (anchor, events) = media::RelayAnchor::new(config, mailboxes.clone())
                 .context("starting the media relay")?;
             let task = tokio::spawn(anchor.route_events(events));
             shared.set_media_anchor(Arc::new(anchor));
@@ -616,7 +626,11 @@ async fn run_reporting(
         stop_receiving.clone(),
         trunk_registrar.clone(),
     ));
-    receivers.spawn(retention::run(store.clone(), stop_receiving.clone()));
+    receivers.spawn(retention::run(
+        store.clone(),
+        mailboxes.clone(),
+        stop_receiving.clone(),
+    ));
     receivers.close();
     for addr in &addrs.udp {
         tracing::info!(%addr, "listening for SIP over UDP");

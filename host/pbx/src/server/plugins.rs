@@ -601,11 +601,10 @@ impl PluginHost {
             .remove(cdr.tenant, &cdr.caller_call_id);
         let mut last = None;
         if let Some(kept) = kept {
-            // The handler's tags, then what the host itself noted (a pickup).
-            let host_tags = std::mem::replace(&mut cdr.tags, kept.tags.clone());
-            for tag in host_tags {
-                if !cdr.tags.contains(&tag) {
-                    cdr.tags.push(tag);
+            // The host's own tags (`mailbox-full`) come first.
+            for tag in &kept.tags {
+                if cdr.tags.len() < MAX_TAGS_PER_CALL && !cdr.tags.contains(tag) {
+                    cdr.tags.push(tag.clone());
                 }
             }
             if kept.handler && cdr.answered_at_ms.is_some() && kept.spent < CALL_PLUGIN_BUDGET {

@@ -1,11 +1,14 @@
 //! Keeping tenant audio to its retention: voicemail older than its tenant's
-//! retention is deleted, and audio files a crash left without their row are
-//! removed, when the server starts and every hour after.
+//! retention is deleted (the mailboxes' phones hear their new counts), and
+//! audio files a crash left without their row are removed, when the server
+//! starts and every hour after.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use store::Store;
 use tokio_util::sync::CancellationToken;
+
+use super::media::Mailboxes;
 
 /// How often the sweep runs.
 const EVERY: Duration = Duration::from_secs(3600);
@@ -17,11 +20,17 @@ fn unix_ms() -> i64 {
 }
 
 /// One sweep; returns how many messages and files went.
-pub(crate) async fn sweep(store: &Store, now_ms: i64) -> (u64, u64) {
-    let messages = store.sweep_voicemail(now_ms).await.unwrap_or_else(|e| {
+pub(crate) async fn sweep(store: &Store, mailboxes: &Mailboxes, now_ms: i64) -> (u64, u64) {
+    let mut swept = store.sweep_voicemail(now_ms).await.unwrap_or_else(|e| {
         tracing::warn!(error = %e, "voicemail retention sweep failed");
-        0
+        Vec::new()
     });
+    let messages = swept.len() as u64;
+    swept.sort();
+    swept.dedup();
+    for (tenant, mailbox) in swept {
+        mailboxes.changed(tenant, &mailbox).await;
+    }
     let orphans = store.remove_orphan_media(now_ms).await.unwrap_or_else(|e| {
         tracing::warn!(error = %e, "orphan audio sweep failed");
         0
@@ -33,7 +42,7 @@ pub(crate) async fn sweep(store: &Store, now_ms: i64) -> (u64, u64) {
 }
 
 /// Sweeps until `stop` fires.
-pub(crate) async fn run(store: Store, stop: CancellationToken) {
+pub(crate) async fn run(store: Store, mailboxes: Mailboxes, stop: CancellationToken) {
     let mut tick = tokio::time::interval(EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -41,6 +50,6 @@ pub(crate) async fn run(store: Store, stop: CancellationToken) {
             () = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        sweep(&store, unix_ms()).await;
+        sweep(&store, &mailboxes, unix_ms()).await;
     }
 }

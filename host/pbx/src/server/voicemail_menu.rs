@@ -17,7 +17,7 @@ use pbx_media::{Leg, MediaControl, Prompt};
 use store::{PinCheck, Store, TenantId};
 use tokio::sync::mpsc;
 
-use super::media::{MenuInput, ToShard, resolve};
+use super::media::{Mailboxes, MenuInput, ToShard, resolve};
 
 /// Longest a menu runs.
 pub(crate) const MENU_LIMIT: Duration = Duration::from_secs(15 * 60);
@@ -45,14 +45,17 @@ fn unix_ms() -> i64 {
 
 /// Runs `menu` for call `call` of `shard`, then tells the shard (the call's
 /// next step) and the mailbox's phones (its counts may have changed).
-pub(crate) async fn run(mut menu: Menu, shard: mpsc::UnboundedSender<ToShard>, call: u64) {
+pub(crate) async fn run(
+    mut menu: Menu,
+    shard: mpsc::UnboundedSender<ToShard>,
+    mailboxes: Mailboxes,
+    call: u64,
+) {
     if tokio::time::timeout(MENU_LIMIT, menu.body()).await.is_err() {
         tracing::info!(call, "mailbox menu ran out of time");
     }
     menu.control.stop_playing(Leg::A);
-    if let Ok(counts) = menu.store.mailbox_counts(menu.tenant, &menu.mailbox).await {
-        let _ = shard.send(ToShard::Mailbox(menu.tenant, menu.mailbox.clone(), counts));
-    }
+    mailboxes.changed(menu.tenant, &menu.mailbox).await;
     let _ = shard.send(ToShard::Notice(call, MediaNotice::PromptFinished));
 }
 

@@ -1,0 +1,55 @@
+//! Voicemail: a change made through the API reaches the phones.
+
+use super::*;
+
+/// The shortest WAV the store takes: 8 kHz 16-bit mono, a tenth of a second.
+fn wav() -> Vec<u8> {
+    let mut out = Vec::new();
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 8000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::new(std::io::Cursor::new(&mut out), spec).expect("wav");
+    for _ in 0..800 {
+        w.write_sample(0i16).expect("sample");
+    }
+    w.finalize().expect("wav");
+    out
+}
+
+#[tokio::test]
+async fn deleting_or_marking_a_message_refreshes_the_mailboxs_phones() {
+    let fx = Fx::new().await;
+    let message = fx
+        .store
+        .save_voicemail(fx.a, "100", "200", &wav(), 100)
+        .await
+        .expect("message");
+    let admin = fx.session(&fx.admin_a);
+    let uri = format!(
+        "/api/v1/tenants/{}/voicemail/100/messages/{}",
+        fx.a, message.id
+    );
+
+    // Another tenant's admin changes nothing, and nobody is told.
+    let other = fx.session(&fx.admin_b);
+    let theirs = format!(
+        "/api/v1/tenants/{}/voicemail/100/messages/{}",
+        fx.b, message.id
+    );
+    let (s, _) = fx.call(Method::DELETE, &theirs, Some(&other), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(fx.control.mailboxes_changed.lock().is_empty());
+
+    let body = json!({ "heard": true });
+    let (s, v) = fx.call(Method::PATCH, &uri, Some(&admin), Some(body)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, v) = fx.call(Method::DELETE, &uri, Some(&admin), None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        fx.control.mailboxes_changed.lock().as_slice(),
+        [(fx.a, "100".to_string()), (fx.a, "100".to_string())]
+    );
+}
