@@ -437,6 +437,70 @@ fn private_dir(path: &Path) -> io::Result<()> {
     builder.create(path)
 }
 
+/// `[backup]`: an archive every `every` into `dir`, encrypted to
+/// `recipients`, the newest `keep` kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schedule {
+    pub data_dir: PathBuf,
+    pub dir: PathBuf,
+    pub every: std::time::Duration,
+    pub keep: usize,
+    pub recipients: Vec<String>,
+}
+
+/// Scheduled archives are named `pbx-<UTC time>.age`.
+const SCHEDULED_PREFIX: &str = "pbx-";
+
+/// Makes one scheduled backup now and deletes the oldest beyond `keep`.
+/// Returns the new archive's path.
+pub async fn scheduled(store: &Store, schedule: &Schedule) -> Result<PathBuf> {
+    private_dir(&schedule.dir)?;
+    let stamp = jiff::Timestamp::now()
+        .strftime("%Y%m%dT%H%M%S%.3fZ")
+        .to_string();
+    let out = schedule.dir.join(format!("{SCHEDULED_PREFIX}{stamp}.age"));
+    let seal = Seal::recipients(&schedule.recipients)?;
+    create(store, &schedule.data_dir, &out, seal).await?;
+    let mut archives: Vec<PathBuf> = std::fs::read_dir(&schedule.dir)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(SCHEDULED_PREFIX) && n.ends_with(".age"))
+        })
+        .collect();
+    // The names sort by time.
+    archives.sort();
+    let extra = archives.len().saturating_sub(schedule.keep);
+    for old in &archives[..extra] {
+        std::fs::remove_file(old)?;
+    }
+    Ok(out)
+}
+
+/// Runs [`scheduled`] every `schedule.every` until `stop`; a failure is
+/// logged and tried again at the next time.
+pub async fn run_schedule(
+    store: Store,
+    schedule: Schedule,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(schedule.every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is at once: the server starts with a fresh backup.
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match scheduled(&store, &schedule).await {
+            Ok(path) => tracing::info!(archive = %path.display(), "backup written"),
+            Err(e) => tracing::error!(error = %e, "scheduled backup failed"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -540,6 +604,32 @@ mod tests {
     fn secret_text(key: &age::x25519::Identity) -> String {
         use age::secrecy::ExposeSecret;
         key.to_string().expose_secret().to_string()
+    }
+
+    #[tokio::test]
+    async fn scheduled_backups_keep_the_newest() {
+        let (dir, store) = data_dir().await;
+        let key = age::x25519::Identity::generate();
+        let out = tempfile::tempdir().unwrap();
+        let schedule = Schedule {
+            data_dir: dir.path().to_path_buf(),
+            dir: out.path().join("backups"),
+            every: std::time::Duration::from_secs(3600),
+            keep: 2,
+            recipients: vec![key.to_public().to_string()],
+        };
+        let mut made = Vec::new();
+        for _ in 0..3 {
+            made.push(scheduled(&store, &schedule).await.unwrap());
+        }
+        let mut left: Vec<PathBuf> = std::fs::read_dir(&schedule.dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        left.sort();
+        assert_eq!(left, made[1..].to_vec(), "the oldest is gone");
+        let unseal = Unseal::identities(&secret_text(&key)).unwrap();
+        verify(&made[2], &unseal).unwrap();
     }
 
     #[test]

@@ -67,6 +67,12 @@
 //! [log]
 //! format = "text"                  # or "json"
 //!
+//! [backup]                         # scheduled encrypted backups; absent: none
+//! dir = "/var/backups/pbx"         # pbx-<UTC time>.age files
+//! every_hours = 24                 # the first at start-up
+//! keep = 7                         # older archives are deleted
+//! recipients = ["age1…"]           # age public keys; the server holds no key that opens them
+//!
 //! [api]                            # the admin REST API; absent: not served
 //! listen = "127.0.0.1:8443"
 //! # tls_cert = "/etc/pbx/api.pem"  # absent: a self-signed one in the data dir
@@ -127,6 +133,23 @@ pub struct FileConfig {
     pub fraud: FraudSection,
     /// `[api]`: the admin API's own settings ([`pbx_api::ApiConfig`]).
     pub api: Option<pbx_api::ApiConfig>,
+    /// `[backup]`: scheduled encrypted backups; none without it.
+    pub backup: Option<BackupSection>,
+}
+
+/// `[backup]`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupSection {
+    /// Where the archives go.
+    pub dir: PathBuf,
+    /// Hours between backups (default 24).
+    pub every_hours: Option<u64>,
+    /// Archives kept; older ones are deleted (default 7).
+    pub keep: Option<usize>,
+    /// age public keys (`age1…`) the archives are encrypted to: the server
+    /// holds no secret that opens them.
+    pub recipients: Vec<String>,
 }
 
 /// `[sip]`
@@ -374,6 +397,7 @@ impl Settings {
         }
         serve.tls = tls;
         serve.media = media_options(&file.media)?;
+        serve.backup = file.backup.as_ref().map(backup_schedule).transpose()?;
         Ok(Settings {
             serve,
             log_format: args.log_format.or(file.log.format).unwrap_or_default(),
@@ -396,6 +420,26 @@ fn tls_files(sip: &SipSection, args: &ServeArgs) -> Result<Option<TlsFiles>> {
 }
 
 /// The `[media]` section over the defaults; `None` when anchoring is off.
+/// `[backup]`, checked; the data directory is filled in by the caller.
+fn backup_schedule(b: &BackupSection) -> Result<crate::backup::Schedule> {
+    crate::backup::Seal::recipients(&b.recipients)
+        .map_err(|e| Error::Config(format!("backup: {e}")))?;
+    let every_hours = b.every_hours.unwrap_or(24);
+    let keep = b.keep.unwrap_or(7);
+    if every_hours == 0 || keep == 0 {
+        return Err(Error::Config(
+            "backup: every_hours and keep must be at least 1".into(),
+        ));
+    }
+    Ok(crate::backup::Schedule {
+        data_dir: PathBuf::new(),
+        dir: b.dir.clone(),
+        every: std::time::Duration::from_secs(every_hours * 3600),
+        keep,
+        recipients: b.recipients.clone(),
+    })
+}
+
 fn media_options(m: &MediaSection) -> Result<Option<MediaOptions>> {
     if m.enabled == Some(false) {
         return Ok(None);

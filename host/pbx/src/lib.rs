@@ -67,6 +67,9 @@ pub async fn run(cli: Cli, log_filter: Option<String>) -> anyhow::Result<()> {
             }
             logging::init(settings.log_format, log_filter.as_deref())?;
             let store = open_store(&data_dir).await?;
+            if let Some(backup) = &mut settings.serve.backup {
+                backup.data_dir = data_dir.clone();
+            }
             settings.serve.api = settings.api.take().map(|config| server::ApiOptions {
                 config,
                 data_dir: data_dir.clone(),
@@ -94,6 +97,9 @@ pub async fn run(cli: Cli, log_filter: Option<String>) -> anyhow::Result<()> {
                 plugins.sandbox = sandboxed.sandbox;
             }
             let store = open_store(&dir).await?;
+            if let Some(backup) = &mut settings.serve.backup {
+                backup.data_dir = dir.clone();
+            }
             let mut demo = provision::demo(&store).await?;
             demo.admin_password = provision::demo_admin(&store).await?;
             settings.serve.api = settings.api.take().map(|config| server::ApiOptions {
@@ -175,23 +181,6 @@ async fn open_store(dir: &Path) -> Result<Store> {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn error_line_does_not_repeat_causes() {
-        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
-        let e = anyhow::Error::from(Error::File {
-            path: PathBuf::from("/x.toml"),
-            source: io,
-        });
-        assert_eq!(error_line(&e), "/x.toml: no such file");
-        let e = anyhow::anyhow!("inner\nline").context("outer");
-        assert_eq!(error_line(&e), "outer: inner line");
-    }
-}
-
 /// `pbx backup ...`. A restore touches nothing but its new directory, so it
 /// runs before any store is opened.
 async fn run_backup(command: cli::BackupCommand, data_dir: &Path) -> anyhow::Result<()> {
@@ -262,4 +251,21 @@ async fn run_backup(command: cli::BackupCommand, data_dir: &Path) -> anyhow::Res
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_line_does_not_repeat_causes() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let e = anyhow::Error::from(Error::File {
+            path: PathBuf::from("/x.toml"),
+            source: io,
+        });
+        assert_eq!(error_line(&e), "/x.toml: no such file");
+        let e = anyhow::anyhow!("inner\nline").context("outer");
+        assert_eq!(error_line(&e), "outer: inner line");
+    }
 }

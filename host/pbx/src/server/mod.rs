@@ -151,6 +151,8 @@ pub struct ServeOptions {
     pub tls_ca: Option<PathBuf>,
     /// Media anchoring; `None` passes SDP through untouched.
     pub media: Option<MediaOptions>,
+    /// Scheduled encrypted backups (`[backup]`); none by default.
+    pub backup: Option<crate::backup::Schedule>,
 }
 
 /// PEM files for SIP over TLS.
@@ -199,6 +201,7 @@ impl ServeOptions {
             tls_files: None,
             tls_ca: None,
             media: Some(MediaOptions::default()),
+            backup: None,
         }
     }
 }
@@ -396,6 +399,7 @@ async fn run_reporting(
 ) -> anyhow::Result<()> {
     let addrs = listeners.addrs()?;
     let tls_addrs = listeners.tls_addrs()?;
+    let backup_schedule = opts.backup.clone();
     let mut core = opts.core.clone();
     core.advertise = advertise_list(opts.advertise.as_deref(), &addrs).await?;
     let tls_listeners = tls_addrs.iter().map(|a| (TransportKind::Tls, *a)).collect();
@@ -631,6 +635,13 @@ async fn run_reporting(
         mailboxes.clone(),
         stop_receiving.clone(),
     ));
+    if let Some(schedule) = backup_schedule {
+        receivers.spawn(crate::backup::run_schedule(
+            store.clone(),
+            schedule,
+            stop_receiving.clone(),
+        ));
+    }
     receivers.close();
     for addr in &addrs.udp {
         tracing::info!(%addr, "listening for SIP over UDP");
