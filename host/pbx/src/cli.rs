@@ -286,6 +286,21 @@ pub enum BanCommand {
         /// The banned IP address.
         addr: std::net::IpAddr,
     },
+    /// Print the bans in force for the kernel's firewall, each with the time
+    /// it has left: an `nft -f` script that refills the sets `banned4` and
+    /// `banned6` of table `inet pbx`, or an `ipset restore` script for the
+    /// sets `pbx-banned4` and `pbx-banned6`.
+    Export {
+        #[arg(long, value_enum, default_value = "nft")]
+        format: BanExportFormat,
+    },
+}
+
+/// `pbx ban export --format`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BanExportFormat {
+    Nft,
+    Ipset,
 }
 
 /// `pbx approval ...`

@@ -12,9 +12,9 @@ use rand::Rng;
 use store::{Cdr, CdrFilter, Store, Tenant};
 
 use crate::cli::{
-    ApprovalCommand, AuditCommand, BanCommand, CdrCommand, CdrFormat, Command, DidCommand,
-    ExtensionCommand, PluginCommand, PolicyCommand, PolicyConfigCommand, PromptCommand, RoleArg,
-    StorageCommand, TenantCommand, TrunkCommand, UserCommand, VoicemailCommand,
+    ApprovalCommand, AuditCommand, BanCommand, BanExportFormat, CdrCommand, CdrFormat, Command,
+    DidCommand, ExtensionCommand, PluginCommand, PolicyCommand, PolicyConfigCommand, PromptCommand,
+    RoleArg, StorageCommand, TenantCommand, TrunkCommand, UserCommand, VoicemailCommand,
 };
 use crate::server::ServeOptions;
 use crate::{Error, Result};
@@ -368,8 +368,63 @@ async fn ban(store: &Store, command: BanCommand, out: &mut dyn Write) -> Result<
             }
             writeln!(out, "lifted the ban of {}", addr.to_canonical())?;
         }
+        BanCommand::Export { format } => {
+            let now = now_ms();
+            let bans: Vec<(std::net::IpAddr, i64)> = store
+                .list_bans(now)
+                .await?
+                .into_iter()
+                .map(|b| {
+                    (
+                        b.ip.to_canonical(),
+                        ((b.until_ms - now).max(1000) + 999) / 1000,
+                    )
+                })
+                .collect();
+            out.write_all(firewall_script(format, &bans).as_bytes())?;
+        }
     }
     Ok(())
+}
+
+/// The bans (address, seconds left) as a script for the kernel's firewall;
+/// each run replaces the sets' contents, and the kernel drops each entry
+/// when its ban ends. The sets and the rule that drops their sources are
+/// made once by the operator (`docs/ARCHITECTURE.md`, "Firewall").
+pub(crate) fn firewall_script(format: BanExportFormat, bans: &[(std::net::IpAddr, i64)]) -> String {
+    let (v4, v6): (Vec<_>, Vec<_>) = bans.iter().partition(|(ip, _)| ip.is_ipv4());
+    let mut s = String::new();
+    match format {
+        BanExportFormat::Nft => {
+            s.push_str("# pbx bans for `nft -f`: table inet pbx, sets banned4 and banned6\n");
+            for (set, list) in [("banned4", &v4), ("banned6", &v6)] {
+                s.push_str(&format!("flush set inet pbx {set}\n"));
+                if !list.is_empty() {
+                    let elements: Vec<String> = list
+                        .iter()
+                        .map(|(ip, secs)| format!("{ip} timeout {secs}s"))
+                        .collect();
+                    s.push_str(&format!(
+                        "add element inet pbx {set} {{ {} }}\n",
+                        elements.join(", ")
+                    ));
+                }
+            }
+        }
+        BanExportFormat::Ipset => {
+            s.push_str("# pbx bans for `ipset restore`\n");
+            for (set, family, list) in [("pbx-banned4", "inet", &v4), ("pbx-banned6", "inet6", &v6)]
+            {
+                s.push_str(&format!(
+                    "create {set} hash:ip family {family} timeout 0 -exist\nflush {set}\n"
+                ));
+                for (ip, secs) in list.iter() {
+                    s.push_str(&format!("add {set} {ip} timeout {secs} -exist\n"));
+                }
+            }
+        }
+    }
+    s
 }
 
 async fn approval(store: &Store, command: ApprovalCommand, out: &mut dyn Write) -> Result<()> {
@@ -1575,6 +1630,37 @@ mod tests {
     }
 
     /// Runs one command line against `store`, returning its output or error.
+    #[test]
+    fn bans_export_for_nft_and_ipset_with_their_time_left() {
+        let bans = [
+            ("198.51.100.7".parse().unwrap(), 842),
+            ("2001:db8::1".parse().unwrap(), 60),
+        ];
+        let nft = firewall_script(BanExportFormat::Nft, &bans);
+        assert!(nft.contains("flush set inet pbx banned4\n"), "{nft}");
+        assert!(
+            nft.contains("add element inet pbx banned4 { 198.51.100.7 timeout 842s }"),
+            "{nft}"
+        );
+        assert!(
+            nft.contains("add element inet pbx banned6 { 2001:db8::1 timeout 60s }"),
+            "{nft}"
+        );
+        let ipset = firewall_script(BanExportFormat::Ipset, &bans);
+        assert!(
+            ipset.contains("add pbx-banned4 198.51.100.7 timeout 842 -exist"),
+            "{ipset}"
+        );
+        assert!(
+            ipset.contains("create pbx-banned6 hash:ip family inet6"),
+            "{ipset}"
+        );
+        // No bans: the sets are emptied, nothing added.
+        let empty = firewall_script(BanExportFormat::Nft, &[]);
+        assert!(!empty.contains("add element"), "{empty}");
+        assert_eq!(empty.matches("flush set").count(), 2);
+    }
+
     async fn run(store: &Store, args: &[&str]) -> Result<String> {
         let mut argv = vec!["pbx"];
         argv.extend_from_slice(args);
