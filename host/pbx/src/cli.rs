@@ -161,6 +161,13 @@ pub enum Command {
     /// tenant audio), made while the server runs.
     #[command(subcommand)]
     Backup(BackupCommand),
+    /// The build: version, git commit and every dependency's version (to
+    /// match against security advisories).
+    Version {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the SIP server (and the admin API with `--api` or `[api]`).
     Serve(ServeArgs),
     /// Provision a demo tenant `acme` (domain acme.example) with extensions 1000 and

@@ -27,9 +27,11 @@ pub mod logging;
 pub mod provision;
 pub mod server;
 mod uploads;
+pub mod version;
 
 pub use error::{Error, Result};
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use cli::{Cli, Command};
@@ -112,6 +114,23 @@ pub async fn run(cli: Cli, log_filter: Option<String>) -> anyhow::Result<()> {
             server::serve(settings.serve, store, server::shutdown_signal()).await
         }
         Command::Backup(command) => run_backup(command, &data_dir).await,
+        Command::Version { json } => {
+            let build = version::Build::current();
+            let mut out = std::io::stdout().lock();
+            if json {
+                serde_json::to_writer_pretty(&mut out, &build)?;
+                writeln!(out)?;
+            } else {
+                writeln!(
+                    out,
+                    "pbx {} (commit {}, {} dependencies)",
+                    build.version,
+                    build.commit,
+                    build.dependencies.len()
+                )?;
+            }
+            Ok(())
+        }
         Command::Api(cli::ApiCommand::RotateKey) => {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

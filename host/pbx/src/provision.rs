@@ -338,6 +338,7 @@ pub async fn execute(
         | Command::Demo(_)
         | Command::Api(_)
         | Command::Backup(_)
+        | Command::Version { .. }
         | Command::CompilePlugin { .. } => {
             return Err(Error::Invalid("not a provisioning command".into()));
         }
