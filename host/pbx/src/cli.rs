@@ -161,6 +161,23 @@ pub enum Command {
     /// tenant audio), made while the server runs.
     #[command(subcommand)]
     Backup(BackupCommand),
+    /// Audit the configuration: insecure listeners, tenants without required
+    /// SRTP, admins without TOTP, long-lived tokens, trunks without TLS,
+    /// readable key files, demo credentials, over-trusted networks,
+    /// quarantined plugins, missing or old backups, a broken audit chain, a
+    /// known-vulnerable version. Exits 1 on any high or critical finding.
+    Doctor {
+        /// The configuration file the server runs with.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Print the findings as JSON.
+        #[arg(long)]
+        json: bool,
+        /// A provider-published list of known-vulnerable versions or commits,
+        /// one per line.
+        #[arg(long, value_name = "FILE")]
+        vulnerable_versions: Option<PathBuf>,
+    },
     /// The build: version, git commit and every dependency's version (to
     /// match against security advisories).
     Version {

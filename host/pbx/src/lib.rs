@@ -22,6 +22,7 @@
 pub mod backup;
 pub mod cli;
 pub mod config;
+pub mod doctor;
 mod error;
 pub mod logging;
 pub mod provision;
@@ -114,6 +115,47 @@ pub async fn run(cli: Cli, log_filter: Option<String>) -> anyhow::Result<()> {
             server::serve(settings.serve, store, server::shutdown_signal()).await
         }
         Command::Backup(command) => run_backup(command, &data_dir).await,
+        Command::Doctor {
+            config,
+            json,
+            vulnerable_versions,
+        } => {
+            let file = match &config {
+                Some(path) => config::FileConfig::load(path)?,
+                None => config::FileConfig::default(),
+            };
+            let vulnerable = match &vulnerable_versions {
+                Some(path) => Some(
+                    std::fs::read_to_string(path)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+                ),
+                None => None,
+            };
+            let store = open_store(&data_dir).await?;
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+                .unwrap_or(0);
+            let findings = doctor::audit(&doctor::Inputs {
+                store: &store,
+                data_dir: &data_dir,
+                config: &file,
+                vulnerable: vulnerable.as_deref(),
+                now_ms,
+            })
+            .await?;
+            let mut out = std::io::stdout().lock();
+            if json {
+                serde_json::to_writer_pretty(&mut out, &findings)?;
+                writeln!(out)?;
+            } else {
+                write!(out, "{}", doctor::human(&findings))?;
+            }
+            if doctor::failing(&findings) {
+                anyhow::bail!("high-severity findings");
+            }
+            Ok(())
+        }
         Command::Version { json } => {
             let build = version::Build::current();
             let mut out = std::io::stdout().lock();

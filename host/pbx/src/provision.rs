@@ -339,6 +339,7 @@ pub async fn execute(
         | Command::Api(_)
         | Command::Backup(_)
         | Command::Version { .. }
+        | Command::Doctor { .. }
         | Command::CompilePlugin { .. } => {
             return Err(Error::Invalid("not a provisioning command".into()));
         }
