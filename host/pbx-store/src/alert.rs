@@ -66,6 +66,20 @@ impl Store {
         rows.iter().map(from_row).collect()
     }
 
+    /// Alerts with an id above `after_id`, oldest first, at most `limit`
+    /// (capped at [`MAX_ALERTS`]): every alert once, for forwarding.
+    pub async fn alerts_after(&self, after_id: i64, limit: u32) -> Result<Vec<AlertRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, tenant_id, severity, event, message, created_ms, acknowledged \
+             FROM alerts WHERE id > ? ORDER BY id LIMIT ?",
+        )
+        .bind(after_id)
+        .bind(i64::from(limit.min(MAX_ALERTS)))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(from_row).collect()
+    }
+
     /// Marks an alert as seen. With a tenant, only that tenant's alerts can be
     /// acknowledged; `None` (a provider) may acknowledge any. `false` when no
     /// such alert is visible.

@@ -67,6 +67,11 @@
 //! [log]
 //! format = "text"                  # or "json"
 //!
+//! [siem]                           # security events as RFC 5424 syslog; absent: none
+//! syslog = "tls://siem.example:6514"   # or udp://, tcp:// (octet counting)
+//! ca = "/etc/pbx/siem-ca.pem"      # needed for tls://
+//! facility = 10                    # security/authorization
+//!
 //! [backup]                         # scheduled encrypted backups; absent: none
 //! dir = "/var/backups/pbx"         # pbx-<UTC time>.age files
 //! every_hours = 24                 # the first at start-up
@@ -135,6 +140,20 @@ pub struct FileConfig {
     pub api: Option<pbx_api::ApiConfig>,
     /// `[backup]`: scheduled encrypted backups; none without it.
     pub backup: Option<BackupSection>,
+    /// `[siem]`: security events to a syslog collector; none without it.
+    pub siem: Option<SiemSection>,
+}
+
+/// `[siem]`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiemSection {
+    /// `udp://HOST:PORT`, `tcp://HOST:PORT` or `tls://HOST:PORT`.
+    pub syslog: String,
+    /// CA certificates a `tls://` collector is checked against.
+    pub ca: Option<PathBuf>,
+    /// Syslog facility, 0 to 23 (default 10, security/authorization).
+    pub facility: Option<u8>,
 }
 
 /// `[backup]`
@@ -398,6 +417,7 @@ impl Settings {
         serve.tls = tls;
         serve.media = media_options(&file.media)?;
         serve.backup = file.backup.as_ref().map(backup_schedule).transpose()?;
+        serve.siem = file.siem.as_ref().map(siem_options).transpose()?;
         Ok(Settings {
             serve,
             log_format: args.log_format.or(file.log.format).unwrap_or_default(),
@@ -420,6 +440,27 @@ fn tls_files(sip: &SipSection, args: &ServeArgs) -> Result<Option<TlsFiles>> {
 }
 
 /// The `[media]` section over the defaults; `None` when anchoring is off.
+/// `[siem]`, checked; the data directory is filled in by the caller.
+fn siem_options(s: &SiemSection) -> Result<crate::server::SiemOptions> {
+    let target = crate::server::SiemTarget::parse(&s.syslog)
+        .map_err(|e| Error::Config(format!("siem.syslog: {e}")))?;
+    if matches!(target, crate::server::SiemTarget::Tls { .. }) && s.ca.is_none() {
+        return Err(Error::Config(
+            "siem: a tls:// collector needs `ca`, the CA certificates it is checked against".into(),
+        ));
+    }
+    let facility = s.facility.unwrap_or(10);
+    if facility > 23 {
+        return Err(Error::Config("siem.facility is 0 to 23".into()));
+    }
+    Ok(crate::server::SiemOptions {
+        target,
+        ca: s.ca.clone(),
+        facility,
+        data_dir: PathBuf::new(),
+    })
+}
+
 /// `[backup]`, checked; the data directory is filled in by the caller.
 fn backup_schedule(b: &BackupSection) -> Result<crate::backup::Schedule> {
     crate::backup::Seal::recipients(&b.recipients)

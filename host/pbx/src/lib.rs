@@ -73,6 +73,9 @@ pub async fn run(cli: Cli, log_filter: Option<String>) -> anyhow::Result<()> {
             if let Some(backup) = &mut settings.serve.backup {
                 backup.data_dir = data_dir.clone();
             }
+            if let Some(siem) = &mut settings.serve.siem {
+                siem.data_dir = data_dir.clone();
+            }
             settings.serve.api = settings.api.take().map(|config| server::ApiOptions {
                 config,
                 data_dir: data_dir.clone(),
@@ -102,6 +105,9 @@ pub async fn run(cli: Cli, log_filter: Option<String>) -> anyhow::Result<()> {
             let store = open_store(&dir).await?;
             if let Some(backup) = &mut settings.serve.backup {
                 backup.data_dir = dir.clone();
+            }
+            if let Some(siem) = &mut settings.serve.siem {
+                siem.data_dir = dir.clone();
             }
             let mut demo = provision::demo(&store).await?;
             demo.admin_password = provision::demo_admin(&store).await?;

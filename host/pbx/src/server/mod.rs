@@ -40,6 +40,7 @@ mod plugins;
 mod reload;
 mod retention;
 mod shard_task;
+pub mod siem;
 pub mod sip_tls;
 mod tcp;
 mod trunk_reg_task;
@@ -66,6 +67,7 @@ pub use fraud::FraudConfig;
 pub use guard::{GuardOptions, loopback_nets};
 use io::Io;
 pub use media::MediaOptions;
+pub use siem::{SiemOptions, SiemTarget};
 pub use webhook::Webhook;
 
 /// How long a new call may wait for its dial plan and policies.
@@ -153,6 +155,8 @@ pub struct ServeOptions {
     pub media: Option<MediaOptions>,
     /// Scheduled encrypted backups (`[backup]`); none by default.
     pub backup: Option<crate::backup::Schedule>,
+    /// Security events to a SIEM (`[siem]`); none by default.
+    pub siem: Option<SiemOptions>,
 }
 
 /// PEM files for SIP over TLS.
@@ -202,6 +206,7 @@ impl ServeOptions {
             tls_ca: None,
             media: Some(MediaOptions::default()),
             backup: None,
+            siem: None,
         }
     }
 }
@@ -400,6 +405,7 @@ async fn run_reporting(
     let addrs = listeners.addrs()?;
     let tls_addrs = listeners.tls_addrs()?;
     let backup_schedule = opts.backup.clone();
+    let siem = opts.siem.clone();
     let mut core = opts.core.clone();
     core.advertise = advertise_list(opts.advertise.as_deref(), &addrs).await?;
     let tls_listeners = tls_addrs.iter().map(|a| (TransportKind::Tls, *a)).collect();
@@ -641,6 +647,9 @@ async fn run_reporting(
             schedule,
             stop_receiving.clone(),
         ));
+    }
+    if let Some(siem) = siem {
+        receivers.spawn(siem::run(store.clone(), siem, stop_receiving.clone()));
     }
     receivers.close();
     for addr in &addrs.udp {
