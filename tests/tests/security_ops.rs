@@ -159,7 +159,10 @@ async fn next_syslog(socket: &tokio::net::UdpSocket) -> Option<(Vec<String>, ser
     let line = String::from_utf8(buf[..n].to_vec()).expect("UTF-8");
     let (head, json) = line.split_once(" - ").expect("NILVALUE structured data");
     let fields = head.split(' ').map(str::to_string).collect();
-    Some((fields, serde_json::from_str(json).expect("the message is JSON")))
+    Some((
+        fields,
+        serde_json::from_str(json).expect("the message is JSON"),
+    ))
 }
 
 #[tokio::test]
@@ -189,18 +192,43 @@ async fn security_events_reach_a_syslog_listener_in_the_documented_schema() {
     assert_eq!(s, 401);
     let token = pbx.root_token().await;
     let uri = format!("/api/v1/tenants/{}/extensions/1001/forwarding", pbx.acme);
-    let (s, v) = http(pbx.api(), "PUT", &uri, Some(&token), Some(json!({"busy": "1002"}))).await;
+    let (s, v) = http(
+        pbx.api(),
+        "PUT",
+        &uri,
+        Some(&token),
+        Some(json!({"busy": "1002"})),
+    )
+    .await;
     assert_eq!(s, 200, "{v}");
 
     let mut seen = Vec::new();
     while let Some((fields, event)) = next_syslog(&listener).await {
         // <PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID
         assert_eq!(fields.len(), 6, "{fields:?}");
-        assert!(fields[0].starts_with('<') && fields[0].ends_with(">1"), "{fields:?}");
-        assert!(fields[1].ends_with('Z') && fields[1].contains('T'), "{fields:?}");
+        assert!(
+            fields[0].starts_with('<') && fields[0].ends_with(">1"),
+            "{fields:?}"
+        );
+        assert!(
+            fields[1].ends_with('Z') && fields[1].contains('T'),
+            "{fields:?}"
+        );
         assert_eq!(fields[3], "pbx");
-        assert_eq!(fields[5], event["event"].as_str().unwrap(), "MSGID is the event");
-        for key in ["v", "event", "at_ms", "severity", "tenant_id", "tenant", "id"] {
+        assert_eq!(
+            fields[5],
+            event["event"].as_str().unwrap(),
+            "MSGID is the event"
+        );
+        for key in [
+            "v",
+            "event",
+            "at_ms",
+            "severity",
+            "tenant_id",
+            "tenant",
+            "id",
+        ] {
             assert!(event.get(key).is_some(), "{key} missing from {event}");
         }
         let name = event["event"].as_str().unwrap().to_string();
@@ -211,7 +239,10 @@ async fn security_events_reach_a_syslog_listener_in_the_documented_schema() {
     }
     let named = |n: &str| seen.iter().find(|e| e["event"] == n).cloned();
     let failure = named("audit.login.failure").expect("the failed login");
-    assert_eq!((failure["severity"].as_str(), failure["role"].is_string()), (Some("warning"), true));
+    assert_eq!(
+        (failure["severity"].as_str(), failure["role"].is_string()),
+        (Some("warning"), true)
+    );
     let change = named("audit.extension.forwarding").expect("the change");
     assert_eq!(change["tenant"], "acme");
     assert_eq!(change["tenant_id"], json!(pbx.acme.0));

@@ -442,4 +442,99 @@ mod purge_tests {
             Err(Error::NotFound(_))
         ));
     }
+
+    /// Every table with a `tenant_id` column, read from the schema.
+    async fn tenant_tables(store: &Store) -> Vec<String> {
+        let tables: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table'")
+                .fetch_all(&store.pool)
+                .await
+                .expect("tables");
+        let mut with_tenant = Vec::new();
+        for table in tables {
+            let columns: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info(?)")
+                .bind(&table)
+                .fetch_all(&store.pool)
+                .await
+                .expect("columns");
+            if columns.iter().any(|c| c == "tenant_id") {
+                with_tenant.push(table);
+            }
+        }
+        with_tenant
+    }
+
+    #[tokio::test]
+    async fn deleting_a_tenant_leaves_no_row_or_file_of_it() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(dir.path()).await.expect("open");
+        let a = store.add_tenant("a", "a.example").await.expect("a").id;
+        let b = store.add_tenant("b", "b.example").await.expect("b").id;
+        let wav = crate::prompt::tests::wav(800);
+        for t in [a, b] {
+            store
+                .add_extension(t, "100", "pw-long-enough")
+                .await
+                .expect("ext");
+            store
+                .insert_cdrs(&[crate::cdr::tests::cdr(t, "100", "101", 1_000)])
+                .await
+                .expect("cdr");
+            store
+                .put_prompt(t, "menu", &wav, 100)
+                .await
+                .expect("prompt");
+            store
+                .save_voicemail(t, "100", "101", &wav, 100)
+                .await
+                .expect("voicemail");
+            store
+                .plugin_kv_admin_put(t, "ring-group:sales", Some(b"100"))
+                .await
+                .expect("storage");
+            store
+                .add_trunk(t, "carrier", "sip:gw.example.net", Some("u"), Some("p"))
+                .await
+                .expect("trunk");
+            store
+                .insert_alert(&Alert {
+                    tenant: Some(t),
+                    severity: Severity::Warning,
+                    event: "fraud.burst".into(),
+                    message: "m".into(),
+                    at_ms: 1,
+                })
+                .await
+                .expect("alert");
+        }
+        store.delete_tenant(a).await.expect("delete");
+        // The audit log is the provider's record and stays whole (its chain
+        // must verify); every other table is checked.
+        let mut left = Vec::new();
+        for table in tenant_tables(&store).await {
+            if table == "audit_log" {
+                continue;
+            }
+            let rows: i64 =
+                // The names come from the schema itself.
+                sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                    "SELECT COUNT(*) FROM \"{table}\" WHERE tenant_id = ?"
+                )))
+                    .bind(a.0)
+                    .fetch_one(&store.pool)
+                    .await
+                    .expect("count");
+            if rows > 0 {
+                left.push(format!("{table}: {rows}"));
+            }
+        }
+        assert!(left.is_empty(), "rows of the deleted tenant: {left:?}");
+        let media = dir.path().join("media");
+        assert!(!media.join(a.0.to_string()).exists(), "its files are gone");
+        assert!(
+            media.join(b.0.to_string()).exists(),
+            "the other tenant's stay"
+        );
+        assert_eq!(store.list_extensions(b).await.expect("b").len(), 1);
+    }
 }
