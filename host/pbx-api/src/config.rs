@@ -60,6 +60,9 @@ pub struct ApiConfig {
     /// Dial-plan versions a tenant keeps: older ones are pruned at upload,
     /// except the active version and the one before it.
     pub plugin_versions_kept: usize,
+    /// A MaxMind-format GeoIP database (country or city), for login anomaly
+    /// alerts by country and network; without one, by /24 or /48.
+    pub geoip_db: Option<PathBuf>,
 }
 
 impl Default for ApiConfig {
@@ -85,6 +88,7 @@ impl Default for ApiConfig {
             max_concurrent_password_hashes: 2,
             plugin_quota_bytes: 64 << 20,
             plugin_versions_kept: 10,
+            geoip_db: None,
         }
     }
 }

@@ -44,6 +44,7 @@
 //!   `tower::ServiceExt::oneshot`.
 
 mod access;
+mod anomaly;
 mod audit;
 mod config;
 mod conn;

@@ -61,6 +61,8 @@ pub(crate) struct Inner {
     /// a login flood against one tenant's users, or against unknown names
     /// (the tenant-less share, with provider admins), leaves slots to others.
     hash_shares: parking_lot::Mutex<HashMap<Option<TenantId>, Arc<tokio::sync::Semaphore>>>,
+    /// Login anomalies (new networks, failures from many addresses).
+    pub(crate) logins: crate::anomaly::LoginWatch,
     /// One plugin upload per tenant at a time (quota check, install, prune).
     plugin_uploads: parking_lot::Mutex<HashMap<TenantId, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -134,7 +136,10 @@ impl ApiState {
         let clock = system_clock();
         let keys = KeyRing::load_or_create(data_dir, clock())?;
         let oidc = config.oidc.as_ref().map(Oidc::load).transpose()?;
-        Ok(ApiState::build(config, store, control, keys, oidc, clock))
+        let logins =
+            crate::anomaly::LoginWatch::open(config.geoip_db.as_deref()).map_err(Error::Config)?;
+        let state = ApiState::build(config, store, control, keys, oidc, clock);
+        Ok(state.with_logins(logins))
     }
 
     pub(crate) fn build(
@@ -146,6 +151,7 @@ impl ApiState {
         clock: Clock,
     ) -> ApiState {
         let inner = Inner {
+            logins: crate::anomaly::LoginWatch::open(None).expect("no database to open"),
             grants: Grants::from_table(&config),
             plugin_uploads: parking_lot::Mutex::new(HashMap::new()),
             hash_slots: tokio::sync::Semaphore::new(config.max_concurrent_password_hashes.max(1)),
@@ -165,6 +171,15 @@ impl ApiState {
             inner: Arc::new(inner),
             clock,
         }
+    }
+
+    /// Sets the login watch (with the GeoIP database); only before the state
+    /// is shared.
+    fn with_logins(mut self, logins: crate::anomaly::LoginWatch) -> ApiState {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.logins = logins;
+        }
+        self
     }
 
     /// Replaces the clock (tests drive time by hand).

@@ -95,7 +95,9 @@ pub use policy_config::{
 pub use prompt::PromptInfo;
 pub use secret::SECRET_KEY_FILE;
 pub use trunk::Trunk;
-pub use user::{LoginFailures, MAX_USERNAME, NewUser, TotpState, User, UserChange, UserRole};
+pub use user::{
+    LoginFailures, MAX_LOGIN_NETWORKS, MAX_USERNAME, NewUser, TotpState, User, UserChange, UserRole,
+};
 pub use voicemail::VoicemailMessage;
 pub use voicemail_box::{MAX_PIN_ATTEMPTS, PIN_LOCKOUT_MS, PinCheck};
 

@@ -72,6 +72,9 @@ pub struct User {
     pub disabled: bool,
 }
 
+/// Networks remembered per user for login anomaly alerts.
+pub const MAX_LOGIN_NETWORKS: i64 = 64;
+
 /// Longest username, in characters (after NFKC normalisation).
 pub const MAX_USERNAME: usize = 64;
 
@@ -346,6 +349,56 @@ impl Store {
             return Err(Error::NotFound(format!("user {user_id}")));
         }
         Ok(())
+    }
+
+    /// Notes that `user_id` logged in from `network` at `now_ms`. Returns
+    /// whether the network is new for the user and how many others it had
+    /// (a first login ever has none, and is not an anomaly). At most
+    /// [`MAX_LOGIN_NETWORKS`] are kept per user, the least recent dropped.
+    pub async fn note_login_network(
+        &self,
+        user_id: i64,
+        network: &str,
+        now_ms: i64,
+    ) -> Result<(bool, u64)> {
+        let mut tx = self.write_tx().await?;
+        let known: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM login_networks WHERE user_id = ?")
+                .bind(user_id)
+                .fetch_one(&mut *tx)
+                .await?;
+        let inserted = sqlx::query(
+            "INSERT INTO login_networks (user_id, network, first_ms, last_ms) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (user_id, network) DO NOTHING",
+        )
+        .bind(user_id)
+        .bind(network)
+        .bind(now_ms)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if inserted {
+            sqlx::query(
+                "DELETE FROM login_networks WHERE user_id = ? AND network NOT IN \
+                 (SELECT network FROM login_networks WHERE user_id = ? ORDER BY last_ms DESC LIMIT ?)",
+            )
+            .bind(user_id)
+            .bind(user_id)
+            .bind(MAX_LOGIN_NETWORKS)
+            .execute(&mut *tx)
+            .await?;
+        } else {
+            sqlx::query("UPDATE login_networks SET last_ms = ? WHERE user_id = ? AND network = ?")
+                .bind(now_ms)
+                .bind(user_id)
+                .bind(network)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok((inserted, u64::try_from(known).unwrap_or(0)))
     }
 
     /// The user's TOTP state, if enrollment was started.

@@ -88,7 +88,74 @@ async fn login_failed(
             json!({ "reason": reason }),
         )
         .await?;
+    watch_failure(state, username, source, tenant).await?;
     Ok(invalid_credentials())
+}
+
+/// Counts a failed (or locked-out) attempt on `username` towards
+/// `login.distributed_failures`.
+async fn watch_failure(
+    state: &ApiState,
+    username: &str,
+    source: &str,
+    tenant: Option<store::TenantId>,
+) -> ApiResult<()> {
+    if state.inner.logins.failed(username, source, state.now_ms()) {
+        let message = format!(
+            "failed logins for {username} from {} or more addresses within {} minutes",
+            crate::anomaly::DISTINCT_SOURCES,
+            crate::anomaly::WINDOW_MS / 60_000
+        );
+        raise(state, tenant, "login.distributed_failures", message).await?;
+    }
+    Ok(())
+}
+
+/// Stores an alert about a login (the API's alert feed and the SIEM show it).
+async fn raise(
+    state: &ApiState,
+    tenant: Option<store::TenantId>,
+    event: &str,
+    message: String,
+) -> ApiResult<()> {
+    state
+        .store()
+        .insert_alert(&store::Alert {
+            tenant,
+            severity: store::Severity::Warning,
+            event: event.into(),
+            message,
+            at_ms: state.now_ms(),
+        })
+        .await?;
+    Ok(())
+}
+
+/// A successful login from a network the user never logged in from (and
+/// not its first login) raises `login.new_network`.
+async fn check_network(state: &ApiState, user: &store::User, source: &str) -> ApiResult<()> {
+    let Ok(ip) = source.parse::<std::net::IpAddr>() else {
+        return Ok(());
+    };
+    let network = state.inner.logins.network(ip);
+    let (new, known) = state
+        .store()
+        .note_login_network(user.id, &network.key, state.now_ms())
+        .await?;
+    if new && known > 0 {
+        let message = format!(
+            "{} ({}) logged in from {source}, a network not seen for this user: {}{}",
+            user.username,
+            user.role.as_str(),
+            network.key,
+            network
+                .country
+                .map(|c| format!(", country {c}"))
+                .unwrap_or_default()
+        );
+        raise(state, user.tenant, "login.new_network", message).await?;
+    }
+    Ok(())
 }
 
 pub(super) async fn login(
@@ -148,6 +215,7 @@ pub(super) async fn login(
                 json!({ "reason": "locked" }),
             )
             .await?;
+        watch_failure(&state, &shown, &source, tenant).await?;
         let wait_s = u64::try_from(wait).unwrap_or(1).div_ceil(1000);
         return Err(ApiError::too_many("login_locked", wait_s));
     }
@@ -197,6 +265,7 @@ pub(super) async fn login(
     for key in keys {
         state.store().clear_login_failures(key).await?;
     }
+    check_network(&state, &user, &source).await?;
     let now_s = now.div_euclid(1000);
     let ttl = i64::try_from(state.config().session_ttl_s).unwrap_or(900);
     let claims = Claims {

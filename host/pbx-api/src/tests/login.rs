@@ -276,3 +276,79 @@ async fn oversized_login_fields_are_refused_before_anything_is_stored() {
         "the old address row was dropped and the new attempt counted under address and user"
     );
 }
+
+/// Logs in from `source`; the status.
+async fn login_from(fx: &Fx, source: &str, user: &str, password: &str) -> StatusCode {
+    let body = json!({"username": user, "password": password}).to_string();
+    let req = request(
+        Method::POST,
+        "/api/v1/auth/login",
+        None,
+        Some(body.into_bytes()),
+        source,
+    );
+    fx.send(req).await.0
+}
+
+async fn alert_events(fx: &Fx) -> Vec<String> {
+    fx.store
+        .list_all_alerts(100)
+        .await
+        .expect("alerts")
+        .into_iter()
+        .map(|a| a.alert.event)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_login_from_a_new_network_and_failures_from_many_addresses_raise_alerts() {
+    let fx = Fx::new().await;
+    // The first login ever, then another address of the same /24: nothing.
+    assert_eq!(
+        login_from(&fx, "203.0.113.9", "root", PW).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        login_from(&fx, "203.0.113.200", "root", PW).await,
+        StatusCode::OK
+    );
+    assert!(alert_events(&fx).await.is_empty());
+    // Another network: one alert, naming it.
+    assert_eq!(
+        login_from(&fx, "198.51.100.7", "root", PW).await,
+        StatusCode::OK
+    );
+    let alerts = fx.store.list_all_alerts(10).await.expect("alerts");
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].alert.event, "login.new_network");
+    assert!(
+        alerts[0].alert.message.contains("198.51.100.0/24"),
+        "{}",
+        alerts[0].alert.message
+    );
+    // Seen now: no second alert.
+    assert_eq!(
+        login_from(&fx, "198.51.100.7", "root", PW).await,
+        StatusCode::OK
+    );
+    assert_eq!(alert_events(&fx).await.len(), 1);
+
+    // Wrong passwords for admin-a from five addresses: one alert.
+    for i in 1..=6 {
+        let s = login_from(&fx, &format!("192.0.2.{i}"), "admin-a", "Wrong-password-1").await;
+        // Refused, or already locked out by the account's back-off.
+        assert!(
+            [StatusCode::UNAUTHORIZED, StatusCode::TOO_MANY_REQUESTS].contains(&s),
+            "{s}"
+        );
+    }
+    let events = alert_events(&fx).await;
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| *e == "login.distributed_failures")
+            .count(),
+        1,
+        "{events:?}"
+    );
+}
