@@ -22,6 +22,9 @@ use crate::token::TokenKind;
 pub(crate) const ALL_SCOPES: &str = "*";
 /// The only scope of a provider admin who must enroll TOTP first.
 pub(crate) const TOTP_ONLY: &str = "totp:enroll";
+/// The only scope of a user whose password is past its maximum age: the
+/// session can change the password and nothing else.
+pub(crate) const PASSWORD_ONLY: &str = "password:change";
 
 /// Scopes an integration token may be given.
 pub(crate) const GRANTABLE: &[&str] = &[

@@ -60,6 +60,12 @@ pub struct ApiConfig {
     /// Dial-plan versions a tenant keeps: older ones are pruned at upload,
     /// except the active version and the one before it.
     pub plugin_versions_kept: usize,
+    /// Maximum age of an API user's password, in days; past it the user can
+    /// log in only to change it. `None` (the default): passwords do not age.
+    pub password_max_age_days: Option<u32>,
+    /// How many days before expiry the login answer starts saying when the
+    /// password expires.
+    pub password_warn_days: u32,
     /// A MaxMind-format GeoIP database (country or city), for login anomaly
     /// alerts by country and network; without one, by /24 or /48.
     pub geoip_db: Option<PathBuf>,
@@ -89,6 +95,8 @@ impl Default for ApiConfig {
             plugin_quota_bytes: 64 << 20,
             plugin_versions_kept: 10,
             geoip_db: None,
+            password_max_age_days: None,
+            password_warn_days: 14,
         }
     }
 }

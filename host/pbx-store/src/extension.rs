@@ -30,6 +30,27 @@ impl Store {
         Ok(ext)
     }
 
+    /// Every enabled extension with when its password was last set (Unix
+    /// milliseconds), for password ageing.
+    pub async fn extension_password_ages(&self) -> Result<Vec<(TenantId, String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT tenant_id, number, password_changed_ms FROM extensions WHERE enabled = 1 \
+             ORDER BY tenant_id, number",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    TenantId(r.try_get("tenant_id")?),
+                    r.try_get("number")?,
+                    r.try_get::<Option<i64>, _>("password_changed_ms")?
+                        .unwrap_or(0),
+                ))
+            })
+            .collect()
+    }
+
     /// Replaces an extension's password (its HA1 digests).
     pub async fn set_extension_password(
         &self,
@@ -450,5 +471,47 @@ mod tests {
                 "pw-42"
             )
         );
+    }
+
+    #[tokio::test]
+    async fn a_password_is_dated_when_set_and_when_changed() {
+        let store = Store::open_in_memory().await.expect("open");
+        let t = store.add_tenant("a", "a.example").await.expect("tenant").id;
+        let before = crate::audio::system_now_ms();
+        store
+            .add_extension(t, "100", "pw-long-enough")
+            .await
+            .expect("ext");
+        let ages = store.extension_password_ages().await.expect("ages");
+        assert_eq!(ages.len(), 1);
+        let set = ages[0].2;
+        assert!(set >= before - 1_000 && set <= crate::audio::system_now_ms() + 1_000);
+        // Changing something else keeps the date; a new password moves it.
+        store
+            .set_extension_password(t, "100", "pw-another-long")
+            .await
+            .expect("password");
+        let changed = store.extension_password_ages().await.expect("ages")[0].2;
+        assert!(changed >= set);
+        let user = store
+            .add_user(&crate::NewUser {
+                username: "old".into(),
+                role: crate::UserRole::TenantAdmin,
+                tenant: Some(t),
+                extension: None,
+                password_hash: "h1".into(),
+                created_at_ms: 1_000,
+            })
+            .await
+            .expect("user");
+        assert_eq!(
+            store.user_password_changed_ms(user.id).await.expect("at"),
+            1_000
+        );
+        store
+            .set_user_password_hash(user.id, "h2")
+            .await
+            .expect("hash");
+        assert!(store.user_password_changed_ms(user.id).await.expect("at") >= before - 1_000);
     }
 }

@@ -339,6 +339,17 @@ impl Store {
         .map(|_| ())
     }
 
+    /// When the user's password was last set (Unix milliseconds).
+    pub async fn user_password_changed_ms(&self, user_id: i64) -> Result<i64> {
+        let at: Option<i64> =
+            sqlx::query_scalar("SELECT password_changed_ms FROM users WHERE id = ?")
+                .bind(user_id)
+                .fetch_optional(&self.pool)
+                .await?
+                .ok_or_else(|| Error::NotFound(format!("user {user_id}")))?;
+        Ok(at.unwrap_or(0))
+    }
+
     /// Ends every session of the user (logout).
     pub async fn end_sessions(&self, user_id: i64) -> Result<()> {
         let done = sqlx::query("UPDATE users SET session_epoch = session_epoch + 1 WHERE id = ?")

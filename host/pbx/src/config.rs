@@ -67,6 +67,10 @@
 //! [log]
 //! format = "text"                  # or "json"
 //!
+//! [extensions]                     # SIP password ageing; off by default
+//! password_max_age_days = 90       # older: an alert to the tenant (phones keep working)
+//! password_warn_days = 14
+//!
 //! [siem]                           # security events as RFC 5424 syslog; absent: none
 //! syslog = "tls://siem.example:6514"   # or udp://, tcp:// (octet counting)
 //! ca = "/etc/pbx/siem-ca.pem"      # needed for tls://
@@ -142,6 +146,18 @@ pub struct FileConfig {
     pub backup: Option<BackupSection>,
     /// `[siem]`: security events to a syslog collector; none without it.
     pub siem: Option<SiemSection>,
+    #[serde(default)]
+    pub extensions: ExtensionsSection,
+}
+
+/// `[extensions]`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtensionsSection {
+    /// Maximum age of a SIP password in days; absent (the default): no ageing.
+    pub password_max_age_days: Option<u32>,
+    /// Days before expiry the tenant is warned (default 14).
+    pub password_warn_days: Option<u32>,
 }
 
 /// `[siem]`
@@ -418,6 +434,20 @@ impl Settings {
         serve.media = media_options(&file.media)?;
         serve.backup = file.backup.as_ref().map(backup_schedule).transpose()?;
         serve.siem = file.siem.as_ref().map(siem_options).transpose()?;
+        serve.sip_password_age = match file.extensions.password_max_age_days {
+            Some(0) => {
+                return Err(Error::Config(
+                    "extensions.password_max_age_days must be at least 1".into(),
+                ));
+            }
+            Some(days) => Some(crate::server::password_age::PasswordAge {
+                max: std::time::Duration::from_secs(u64::from(days) * 86_400),
+                warn: std::time::Duration::from_secs(
+                    u64::from(file.extensions.password_warn_days.unwrap_or(14)) * 86_400,
+                ),
+            }),
+            None => None,
+        };
         Ok(Settings {
             serve,
             log_format: args.log_format.or(file.log.format).unwrap_or_default(),

@@ -8,7 +8,7 @@ use serde_json::json;
 use store::UserRole;
 use totp_rs::{Builder, Secret, Totp};
 
-use crate::access::{ALL_SCOPES, Body, Principal, Source, TOTP_ONLY, Via};
+use crate::access::{ALL_SCOPES, Body, PASSWORD_ONLY, Principal, Source, TOTP_ONLY, Via};
 use crate::error::{ApiError, ApiResult};
 use crate::password;
 use crate::request_limits::{ADDRESS_FREE_FAILURES, USER_FREE_FAILURES, backoff_ms};
@@ -31,6 +31,12 @@ pub(crate) struct LoginResponse {
     expires_at_ms: i64,
     /// The token only allows TOTP enrollment until it is confirmed.
     totp_enrollment_required: bool,
+    /// The password is past its maximum age: the token only allows changing
+    /// it (`POST /api/v1/auth/password`).
+    password_change_required: bool,
+    /// When the password expires, once that is within the warning period.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    password_expires_at_ms: Option<i64>,
 }
 
 /// An argon2id hash (the default parameters) that no password matches,
@@ -60,6 +66,7 @@ const MAX_LOGIN_NAME_BYTES: usize = 256;
 const MAX_TOTP_BYTES: usize = 16;
 /// Throttle rows whose last failure is older than this are dropped.
 const THROTTLE_MEMORY_MS: i64 = 24 * 3600 * 1000;
+const DAY_MS: i64 = 24 * 3600 * 1000;
 
 fn invalid_credentials() -> ApiError {
     ApiError::new(
@@ -266,6 +273,19 @@ pub(super) async fn login(
         state.store().clear_login_failures(key).await?;
     }
     check_network(&state, &user, &source).await?;
+    let (password_change_required, password_expires_at_ms) =
+        match state.config().password_max_age_days {
+            Some(days) => {
+                let changed = state.store().user_password_changed_ms(user.id).await?;
+                let expires = changed + i64::from(days) * DAY_MS;
+                let warn_from = expires - i64::from(state.config().password_warn_days) * DAY_MS;
+                (now >= expires, (now >= warn_from).then_some(expires))
+            }
+            None => (false, None),
+        };
+    if password_change_required {
+        scopes = vec![PASSWORD_ONLY.to_owned()];
+    }
     let now_s = now.div_euclid(1000);
     let ttl = i64::try_from(state.config().session_ttl_s).unwrap_or(900);
     let claims = Claims {
@@ -299,7 +319,11 @@ pub(super) async fn login(
             &source,
             "login.success",
             user.tenant,
-            json!({ "jti": claims.jti, "totp_enrollment_required": enrollment_required }),
+            json!({
+                "jti": claims.jti,
+                "totp_enrollment_required": enrollment_required,
+                "password_change_required": password_change_required,
+            }),
         )
         .await?;
     Ok(Json(LoginResponse {
@@ -307,6 +331,8 @@ pub(super) async fn login(
         token_type: "Bearer",
         expires_at_ms: claims.exp * 1000,
         totp_enrollment_required: enrollment_required,
+        password_change_required,
+        password_expires_at_ms,
     }))
 }
 

@@ -352,3 +352,39 @@ async fn a_login_from_a_new_network_and_failures_from_many_addresses_raise_alert
         "{events:?}"
     );
 }
+
+#[tokio::test]
+async fn an_aged_password_logs_in_only_to_be_changed_and_is_warned_before() {
+    let config = ApiConfig {
+        password_max_age_days: Some(90),
+        ..ApiConfig::default()
+    };
+    let fx = Fx::with(config, None, Store::open_in_memory().await.expect("store")).await;
+    // Fresh: no warning, full scopes.
+    let (s, v) = login(&fx, "admin-a", PW, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["password_change_required"], false);
+    assert!(v.get("password_expires_at_ms").is_none(), "{v}");
+    // Eighty days on: warned, still in.
+    fx.advance_ms(80 * 24 * 3600 * 1000);
+    let (_, v) = login(&fx, "admin-a", PW, None).await;
+    assert_eq!(v["password_change_required"], false);
+    assert!(v["password_expires_at_ms"].as_i64().is_some(), "{v}");
+    // Past ninety days: the token can change the password and nothing else.
+    fx.advance_ms(11 * 24 * 3600 * 1000);
+    let (_, v) = login(&fx, "admin-a", PW, None).await;
+    assert_eq!(v["password_change_required"], true);
+    let limited = v["token"].as_str().expect("token").to_owned();
+    let uri = format!("/api/v1/tenants/{}/extensions", fx.a);
+    let (s, v) = fx.call(Method::GET, &uri, Some(&limited), None).await;
+    assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "missing_scope"));
+    let (s, _) = fx
+        .call(
+            Method::POST,
+            "/api/v1/auth/password",
+            Some(&limited),
+            Some(json!({"current_password": PW, "new_password": "A-fresh-Passw0rd-2027"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+}

@@ -33,6 +33,7 @@ mod fraud;
 mod guard;
 mod io;
 mod media;
+pub mod password_age;
 mod persist;
 mod plugin_features;
 mod plugin_kv;
@@ -157,6 +158,8 @@ pub struct ServeOptions {
     pub backup: Option<crate::backup::Schedule>,
     /// Security events to a SIEM (`[siem]`); none by default.
     pub siem: Option<SiemOptions>,
+    /// SIP password ageing (`[extensions]`); off by default.
+    pub sip_password_age: Option<password_age::PasswordAge>,
 }
 
 /// PEM files for SIP over TLS.
@@ -207,6 +210,7 @@ impl ServeOptions {
             media: Some(MediaOptions::default()),
             backup: None,
             siem: None,
+            sip_password_age: None,
         }
     }
 }
@@ -406,6 +410,7 @@ async fn run_reporting(
     let tls_addrs = listeners.tls_addrs()?;
     let backup_schedule = opts.backup.clone();
     let siem = opts.siem.clone();
+    let sip_password_age = opts.sip_password_age;
     let mut core = opts.core.clone();
     core.advertise = advertise_list(opts.advertise.as_deref(), &addrs).await?;
     let tls_listeners = tls_addrs.iter().map(|a| (TransportKind::Tls, *a)).collect();
@@ -645,6 +650,13 @@ async fn run_reporting(
         receivers.spawn(crate::backup::run_schedule(
             store.clone(),
             schedule,
+            stop_receiving.clone(),
+        ));
+    }
+    if let Some(policy) = sip_password_age {
+        receivers.spawn(password_age::run(
+            store.clone(),
+            policy,
             stop_receiving.clone(),
         ));
     }
