@@ -40,21 +40,26 @@ async fn answered(caller: &mut Phone, callee: &mut Phone, ext: &str) -> pbx_e2e:
     call
 }
 
-#[tokio::test]
-async fn a_serving_pbx_is_backed_up_under_calls_and_restored_whole() {
-    let mut pbx = Pbx::start_with_api().await;
-    let token = pbx.root_token().await;
-    // An audited change, a dial plan version, a voicemail message.
+/// An audited change to acme's extension 1001 (its busy forward), as `root`.
+async fn audited_change(pbx: &Pbx, token: &str) {
     let uri = format!("/api/v1/tenants/{}/extensions/1001/forwarding", pbx.acme);
     let (s, v) = http(
         pbx.api(),
         "PUT",
         &uri,
-        Some(&token),
+        Some(token),
         Some(json!({"busy": "1002"})),
     )
     .await;
     assert_eq!(s, 200, "{v}");
+}
+
+#[tokio::test]
+async fn a_serving_pbx_is_backed_up_under_calls_and_restored_whole() {
+    let mut pbx = Pbx::start_with_api().await;
+    let token = pbx.root_token().await;
+    // An audited change, a dial plan version, a voicemail message.
+    audited_change(&pbx, &token).await;
     pbx.store
         .install_dialplan(pbx.acme, pbx_plugin::shipped::examples::OFFICE_HOURS, 1)
         .await
@@ -191,16 +196,7 @@ async fn security_events_reach_a_syslog_listener_in_the_documented_schema() {
     .await;
     assert_eq!(s, 401);
     let token = pbx.root_token().await;
-    let uri = format!("/api/v1/tenants/{}/extensions/1001/forwarding", pbx.acme);
-    let (s, v) = http(
-        pbx.api(),
-        "PUT",
-        &uri,
-        Some(&token),
-        Some(json!({"busy": "1002"})),
-    )
-    .await;
-    assert_eq!(s, 200, "{v}");
+    audited_change(&pbx, &token).await;
 
     let mut seen = Vec::new();
     while let Some((fields, event)) = next_syslog(&listener).await {

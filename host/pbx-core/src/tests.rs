@@ -1178,12 +1178,25 @@ mod anchoring {
     }
 
     fn invite_with(h: &mut Harness, body: &str) -> Vec<(SocketAddr, Msg)> {
-        let uri = format!("sip:1001@{DOMAIN}");
+        invite_from(h, ("127.0.0.1:7000", "1000"), "1001", "call-1", body)
+    }
+
+    /// `user` at `from` calls `target` with `body` as its offer, answering
+    /// the challenge; what the host sent after the authenticated INVITE.
+    fn invite_from(
+        h: &mut Harness,
+        (from, user): (&str, &str),
+        target: &str,
+        call_id: &str,
+        body: &str,
+    ) -> Vec<(SocketAddr, Msg)> {
+        let uri = format!("sip:{target}@{DOMAIN}");
+        let port = from.rsplit(':').next().unwrap_or_default().to_string();
         h.authorize(
-            "127.0.0.1:7000",
+            from,
             |auth| {
                 format!(
-                    "INVITE sip:1001@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bKi{}\r\nFrom: <sip:1000@{DOMAIN}>;tag=a\r\nTo: <sip:1001@{DOMAIN}>\r\nCall-ID: call-1\r\nCSeq: {} INVITE\r\nContact: <sip:1000@127.0.0.1:7000>\r\n{}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+                    "INVITE {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bKi{port}{}\r\nFrom: <sip:{user}@{DOMAIN}>;tag=a\r\nTo: <{uri}>\r\nCall-ID: {call_id}\r\nCSeq: {} INVITE\r\nContact: <sip:{user}@{from}>\r\n{}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
                     auth.is_some() as u8,
                     1 + auth.is_some() as u8,
                     auth.map(|a| format!("Proxy-Authorization: {a}\r\n")).unwrap_or_default(),
@@ -1193,7 +1206,7 @@ mod anchoring {
             "Proxy-Authenticate",
             "INVITE",
             &uri,
-            "1000",
+            user,
         )
     }
 
@@ -1684,24 +1697,7 @@ mod anchoring {
         user: &str,
         call_id: &str,
     ) -> Vec<(SocketAddr, Msg)> {
-        let uri = format!("sip:*8@{DOMAIN}");
-        let port = from.rsplit(':').next().unwrap().to_string();
-        h.authorize(
-            from,
-            |auth| {
-                format!(
-                    "INVITE sip:*8@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bKp{port}{}\r\nFrom: <sip:{user}@{DOMAIN}>;tag=p\r\nTo: <sip:*8@{DOMAIN}>\r\nCall-ID: {call_id}\r\nCSeq: {} INVITE\r\nContact: <sip:{user}@{from}>\r\n{}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
-                    auth.is_some() as u8,
-                    1 + auth.is_some() as u8,
-                    auth.map(|a| format!("Proxy-Authorization: {a}\r\n")).unwrap_or_default(),
-                    SDP.len()
-                )
-            },
-            "Proxy-Authenticate",
-            "INVITE",
-            &uri,
-            user,
-        )
+        invite_from(h, (from, user), "*8", call_id, SDP)
     }
 
     #[test]
@@ -1798,7 +1794,7 @@ mod anchoring {
         let tag = to_picker.to().unwrap().tag().unwrap().to_string();
         let in_dialog = |method: &str, cseq: u32| {
             format!(
-                "{method} sip:*8@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:7002;branch=z9hG4bK{method}{cseq}\r\nFrom: <sip:1002@{DOMAIN}>;tag=p\r\nTo: <sip:*8@{DOMAIN}>;tag={tag}\r\nCall-ID: pick-1\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n"
+                "{method} sip:*8@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:7002;branch=z9hG4bK{method}{cseq}\r\nFrom: <sip:1002@{DOMAIN}>;tag=a\r\nTo: <sip:*8@{DOMAIN}>;tag={tag}\r\nCall-ID: pick-1\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n"
             )
         };
         h.feed("127.0.0.1:7002", &in_dialog("ACK", 2));

@@ -394,31 +394,30 @@ pub enum BackupCommand {
     /// restoring nothing.
     Verify {
         file: PathBuf,
-        /// The passphrase, on standard input.
-        #[arg(
-            long,
-            conflicts_with = "identity",
-            required_unless_present = "identity"
-        )]
-        passphrase_stdin: bool,
-        /// An age identity file holding the key of a recipient.
-        #[arg(long, value_name = "FILE")]
-        identity: Option<PathBuf>,
+        #[command(flatten)]
+        key: UnlockArgs,
     },
     /// Restore an archive into --data-dir, a new or empty directory.
     Restore {
         file: PathBuf,
-        /// The passphrase, on standard input.
-        #[arg(
-            long,
-            conflicts_with = "identity",
-            required_unless_present = "identity"
-        )]
-        passphrase_stdin: bool,
-        /// An age identity file holding the key of a recipient.
-        #[arg(long, value_name = "FILE")]
-        identity: Option<PathBuf>,
+        #[command(flatten)]
+        key: UnlockArgs,
     },
+}
+
+/// What opens a backup archive.
+#[derive(Debug, clap::Args)]
+pub struct UnlockArgs {
+    /// The passphrase, on standard input.
+    #[arg(
+        long,
+        conflicts_with = "identity",
+        required_unless_present = "identity"
+    )]
+    pub passphrase_stdin: bool,
+    /// An age identity file holding the key of a recipient.
+    #[arg(long, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
 }
 
 /// `pbx tenant ...`

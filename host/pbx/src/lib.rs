@@ -259,17 +259,16 @@ async fn run_backup(command: cli::BackupCommand, data_dir: &Path) -> anyhow::Res
         anyhow::ensure!(!line.is_empty(), "an empty passphrase");
         Ok(line.into())
     };
-    let unseal =
-        |passphrase_stdin: bool, identity: Option<PathBuf>| -> anyhow::Result<backup::Unseal> {
-            Ok(match identity {
-                Some(file) if !passphrase_stdin => {
-                    let text = std::fs::read_to_string(&file)
-                        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-                    backup::Unseal::identities(&text)?
-                }
-                _ => backup::Unseal::Passphrase(passphrase()?),
-            })
-        };
+    let unseal = |key: cli::UnlockArgs| -> anyhow::Result<backup::Unseal> {
+        Ok(match key.identity {
+            Some(file) if !key.passphrase_stdin => {
+                let text = std::fs::read_to_string(&file)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+                backup::Unseal::identities(&text)?
+            }
+            _ => backup::Unseal::Passphrase(passphrase()?),
+        })
+    };
     let summary = |m: &backup::Manifest| {
         format!(
             "{} files, {} bytes, made by pbx {}",
@@ -293,21 +292,13 @@ async fn run_backup(command: cli::BackupCommand, data_dir: &Path) -> anyhow::Res
             let made = backup::create(&store, data_dir, &out, seal).await?;
             println!("backup {}: {}", out.display(), summary(&made));
         }
-        BackupCommand::Verify {
-            file,
-            passphrase_stdin,
-            identity,
-        } => {
-            let unseal = unseal(passphrase_stdin, identity)?;
+        BackupCommand::Verify { file, key } => {
+            let unseal = unseal(key)?;
             let checked = backup::verify(&file, &unseal)?;
             println!("backup {} intact: {}", file.display(), summary(&checked));
         }
-        BackupCommand::Restore {
-            file,
-            passphrase_stdin,
-            identity,
-        } => {
-            let unseal = unseal(passphrase_stdin, identity)?;
+        BackupCommand::Restore { file, key } => {
+            let unseal = unseal(key)?;
             let restored = backup::restore(&file, &unseal, data_dir)?;
             println!(
                 "restored {} into {}: {}",
