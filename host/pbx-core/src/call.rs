@@ -22,7 +22,7 @@ use model::{Cdr, Disposition, MediaEncryption, TenantId};
 use transaction::Key;
 
 use crate::auth::Kind;
-use crate::media::{self, CallMediaHandle, MediaLeg, MediaRefusal, MediaSecurity};
+use crate::media::{self, CallMediaHandle, HostMediaFull, MediaLeg, MediaRefusal, MediaSecurity};
 use crate::msg::{self, Method, Msg, NameAddr, SipUri, Writer};
 use crate::shard::{ALLOW, ClientEntry, ReqCtx, SentInvite, ServerEntry, ServerTx, TimerKey};
 use crate::{
@@ -223,6 +223,8 @@ pub(crate) struct Call {
     pub(crate) a_bye: bool,
     /// What the host's media does on a call it answered ([`crate::app`]).
     pub(crate) app: Option<crate::app::App>,
+    /// Tags the host puts on the call's record (why a limit refused it).
+    pub(crate) tags: Vec<String>,
 }
 
 impl Call {
@@ -557,6 +559,7 @@ impl Shard {
             host_answered: false,
             a_bye: false,
             app: None,
+            tags: Vec::new(),
         };
         tracing::debug!(call = id, caller = %call.caller, dialled = %call.callee, "call routing");
         if let Some(e) = self.servers.get_mut(&key) {
@@ -783,6 +786,33 @@ impl Shard {
         }
         tracing::debug!(call = id, hang_up, "call answered by the host");
         self.schedule_call(id);
+    }
+
+    /// The host cannot run media for the call (its tenant or the host holds
+    /// all the host media sessions it may): an unanswered caller gets 486 or
+    /// 503 with a `Warning` (RFC 3261 §20.43) and a `Reason` (RFC 3326)
+    /// saying which, an answered one a BYE; the record is tagged
+    /// [`HostMediaFull::TAG`].
+    pub(crate) fn refuse_host_media(&mut self, now: Instant, id: u64, full: HostMediaFull) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if !call.tags.iter().any(|t| t == HostMediaFull::TAG) {
+            call.tags.push(HostMediaFull::TAG.to_string());
+        }
+        let text = full.text();
+        tracing::info!(call = id, %text, "no host media session");
+        if call.a_answered {
+            self.hang_up(now, id, "no host media session");
+            return;
+        }
+        let (status, phrase) = full.status();
+        let headers = [
+            ("Warning", format!("399 {} \"{text}\"", call.domain)),
+            ("Reason", format!("SIP ;cause={status} ;text=\"{text}\"")),
+        ];
+        self.answer_a_with(now, id, (status, phrase), &headers, None);
+        self.finish_call(now, id, disposition_for(status), status, "system");
     }
 
     /// Rejects a call that never rang anywhere.
@@ -1176,7 +1206,7 @@ impl Shard {
                 caller_call_id: call.a.call_id.clone(),
                 callee_call_id: call.b.call_id.clone(),
                 media,
-                tags: Vec::new(),
+                tags: call.tags.clone(),
             };
             tracing::debug!(
                 call = id,
@@ -1208,6 +1238,18 @@ impl Shard {
         reason: &str,
         content: Option<(&str, &[u8])>,
     ) -> Option<Bytes> {
+        self.answer_a_with(now, id, (status, reason), &[], content)
+    }
+
+    /// [`Shard::answer_a`] with `headers` added.
+    pub(crate) fn answer_a_with(
+        &mut self,
+        now: Instant,
+        id: u64,
+        (status, reason): (u16, &str),
+        headers: &[(&str, String)],
+        content: Option<(&str, &[u8])>,
+    ) -> Option<Bytes> {
         let call = self.calls.get_mut(&id)?;
         if call.a_answered {
             // The caller's INVITE has its 2xx: nothing else answers it.
@@ -1223,6 +1265,9 @@ impl Shard {
         }
         if (200..300).contains(&status) {
             w.header("Allow", ALLOW);
+        }
+        for (name, value) in headers {
+            w.header(name, value);
         }
         let bytes = w.finish(content);
         let key = call.a_key.clone();

@@ -418,6 +418,12 @@ pub enum TenantCommand {
         /// Bytes of prompts and voicemail the tenant may keep.
         #[arg(long)]
         media_storage_bytes: Option<u64>,
+        /// Host media sessions (IVR, voicemail, mailbox menu) at once.
+        #[arg(long)]
+        max_media_sessions: Option<u32>,
+        /// Minutes of recorded audio (voicemail) the tenant may keep.
+        #[arg(long)]
+        recording_minutes: Option<u32>,
     },
 }
 

@@ -29,6 +29,14 @@ pub(crate) struct LimitsBody {
     /// quota when unset).
     #[serde(default)]
     media_storage_bytes: Option<u64>,
+    /// Host media sessions (IVR, voicemail) the tenant may hold at once
+    /// (the provider's configured default when unset).
+    #[serde(default)]
+    max_media_sessions: Option<u32>,
+    /// Minutes of recorded audio the tenant may keep (the default when
+    /// unset).
+    #[serde(default)]
+    recording_minutes: Option<u32>,
 }
 
 /// A media encryption policy: `required`, `optional` or `disabled`.
@@ -110,6 +118,8 @@ pub(super) async fn set_limits(
         max_calls_per_second: req.max_calls_per_second,
         daily_cap_cents: req.daily_cap_cents,
         media_storage_bytes: req.media_storage_bytes,
+        max_media_sessions: req.max_media_sessions,
+        recording_minutes: req.recording_minutes,
     };
     state.store().set_tenant_limits(tenant, &limits).await?;
     state

@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use pbx_core::{
-    CallMediaHandle, CdrMedia, LegMedia, MediaAnchor, MediaEncryption, MediaLeg, MediaNotice,
-    MediaRefusal, MediaSecurity, PromptRef, Record, Tone,
+    CallMediaHandle, CdrMedia, HostMediaFull, LegMedia, MediaAnchor, MediaEncryption, MediaLeg,
+    MediaNotice, MediaRefusal, MediaSecurity, PromptRef, Record, Tone,
 };
+use pbx_guard::{MediaSessions, SessionCaps, SessionGuard, SessionsFull};
 use pbx_media::{
     CallId, CallMedia, EncryptionPolicy, Leg, LegStats, MediaConfig, MediaControl, MediaError,
     MediaEvent, MediaRelay, Prompt, RecordSpec, Recording, Security,
@@ -38,6 +39,9 @@ pub struct MediaOptions {
     pub port_max: u16,
     /// A call with no media for this long is hung up.
     pub idle_timeout: Duration,
+    /// Host media sessions (IVR, voicemail, mailbox menu) of the whole host
+    /// and of a tenant without its own cap (`pbx_model::limits`).
+    pub sessions: SessionCaps,
 }
 
 impl Default for MediaOptions {
@@ -48,6 +52,7 @@ impl Default for MediaOptions {
             port_min: 20000,
             port_max: 29999,
             idle_timeout: Duration::from_secs(60),
+            sessions: SessionCaps::default(),
         }
     }
 }
@@ -74,7 +79,7 @@ pub(crate) enum ToShard {
 }
 
 /// Whom a relay call belongs to, and what its host end is doing.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Owner {
     shard: usize,
     call: u64,
@@ -88,6 +93,12 @@ struct Owner {
     recording: Option<(String, String)>,
     /// The mailbox menu running on the call: what it plays and hears.
     menu: Option<mpsc::UnboundedSender<MenuInput>>,
+    /// The host media session the call holds while the host plays, gathers
+    /// or records on it.
+    session: Option<SessionGuard>,
+    /// A recording was refused for want of recording minutes: the end of
+    /// the prompt saying so reports it.
+    minutes_full: bool,
 }
 
 /// Which shard and core call a relay call belongs to.
@@ -99,6 +110,7 @@ type Shards = Arc<Vec<mpsc::UnboundedSender<ToShard>>>;
 /// [`MediaAnchor`] over a [`MediaRelay`].
 pub(crate) struct RelayAnchor {
     relay: MediaRelay,
+    sessions: Arc<MediaSessions>,
     owners: Owners,
     store: Store,
     runtime: tokio::runtime::Handle,
@@ -115,6 +127,7 @@ impl RelayAnchor {
     /// the runtime that loads prompts and stores recordings.
     pub(crate) fn new(
         config: MediaConfig,
+        sessions: Arc<MediaSessions>,
         store: Store,
         shards: Vec<mpsc::UnboundedSender<ToShard>>,
     ) -> Result<(RelayAnchor, mpsc::UnboundedReceiver<MediaEvent>), MediaError> {
@@ -122,6 +135,7 @@ impl RelayAnchor {
         Ok((
             RelayAnchor {
                 relay,
+                sessions,
                 owners: Arc::new(DashMap::new()),
                 store,
                 runtime: tokio::runtime::Handle::current(),
@@ -164,7 +178,12 @@ impl RelayAnchor {
                         if o.prompts > 0 {
                             continue;
                         }
-                        (call, ToShard::Notice(o.call, MediaNotice::PromptFinished))
+                        let notice = if std::mem::take(&mut o.minutes_full) {
+                            MediaNotice::RecordingMinutesFull
+                        } else {
+                            MediaNotice::PromptFinished
+                        };
+                        (call, ToShard::Notice(o.call, notice))
                     }
                     MediaEvent::Digit {
                         call,
@@ -222,11 +241,23 @@ async fn store_recording(
     shard: &mpsc::UnboundedSender<ToShard>,
     tenant: TenantId,
     (mailbox, caller): (&str, &str),
-    recording: Recording,
+    mut recording: Recording,
 ) -> MediaNotice {
+    if recording.duration() < MIN_MESSAGE {
+        return MediaNotice::RecordingFailed("nothing was recorded".into());
+    }
+    // Whatever else the tenant recorded meanwhile, the message fits in the
+    // minutes left now (the store checks again as it adds the row).
+    match store.recording_ms_left(tenant).await {
+        Ok(left) => {
+            let samples = usize::try_from(left.saturating_mul(8)).unwrap_or(usize::MAX);
+            recording.samples.truncate(samples);
+        }
+        Err(e) => return MediaNotice::RecordingFailed(e.to_string()),
+    }
     let duration = recording.duration();
     if duration < MIN_MESSAGE {
-        return MediaNotice::RecordingFailed("nothing was recorded".into());
+        return MediaNotice::RecordingMinutesFull;
     }
     let wav = recording.to_wav();
     let ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
@@ -322,6 +353,97 @@ pub(super) async fn resolve(store: &Store, tenant: TenantId, prompts: &[PromptRe
     audio
 }
 
+/// The tenant's prompt `name` when it has one, else the built-in `fallback`:
+/// how the host speaks without recorded voice of its own.
+pub(super) async fn resolve_or(
+    store: &Store,
+    tenant: TenantId,
+    name: &str,
+    fallback: &[PromptRef],
+) -> Vec<Prompt> {
+    let own = resolve(store, tenant, &[PromptRef::Tenant(name.to_string())]).await;
+    if own.is_empty() {
+        resolve(store, tenant, fallback).await
+    } else {
+        own
+    }
+}
+
+/// The tenant's prompt telling a caller that no recording can be made (its
+/// recording minutes are used up); the error tone when it has none.
+pub(crate) const RECORDING_FULL_PROMPT: &str = "recording-full";
+
+/// Starts recording the caller once the tenant's recording minutes left are
+/// known: cut at what is left, or, with none left, the caller hears
+/// [`RECORDING_FULL_PROMPT`] and the shard hears
+/// [`MediaNotice::RecordingMinutesFull`] at its end.
+async fn start_recording(
+    store: Store,
+    owners: Owners,
+    call: CallId,
+    control: MediaControl,
+    mut spec: RecordSpec,
+    generation: u64,
+    shards: Shards,
+) {
+    let Some((tenant, shard, id)) = owners.get(&call).map(|o| (o.tenant, o.shard, o.call)) else {
+        return;
+    };
+    let report = |notice| {
+        if let Some(tx) = shards.get(shard) {
+            let _ = tx.send(ToShard::Notice(id, notice));
+        }
+    };
+    let left = match store.recording_ms_left(tenant).await {
+        Ok(ms) => Duration::from_millis(ms),
+        Err(e) => {
+            tracing::warn!(%tenant, error = %e, "recording minutes not read");
+            report(MediaNotice::RecordingFailed(e.to_string()));
+            return;
+        }
+    };
+    if left >= MIN_MESSAGE {
+        let Some(owner) = owners.get(&call) else {
+            return;
+        };
+        if owner.generation != generation {
+            return;
+        }
+        spec.max = spec.max.min(left);
+        let started = control.record(Leg::A, spec);
+        drop(owner);
+        if let Err(e) = started {
+            report(MediaNotice::RecordingFailed(e.to_string()));
+        }
+        return;
+    }
+    tracing::info!(%tenant, "recording minutes used up: not recording");
+    let audio = resolve_or(
+        &store,
+        tenant,
+        RECORDING_FULL_PROMPT,
+        &[PromptRef::Tone(Tone::Error)],
+    )
+    .await;
+    let Some(mut owner) = owners.get_mut(&call) else {
+        return;
+    };
+    if owner.generation != generation {
+        return;
+    }
+    owner.recording = None;
+    let queued = audio
+        .into_iter()
+        .filter(|p| control.play(Leg::A, p.clone()).is_ok())
+        .count();
+    owner.prompts = queued;
+    owner.minutes_full = queued > 0;
+    drop(owner);
+    if queued == 0 {
+        report(MediaNotice::RecordingMinutesFull);
+    }
+}
+
 /// Loads `prompts` (the tenant's own from its storage) and plays them in
 /// order on the caller's leg, unless a newer play or a stop came meanwhile.
 async fn load_and_play(
@@ -375,10 +497,13 @@ impl MediaAnchor for RelayAnchor {
                 generation: 0,
                 recording: None,
                 menu: None,
+                session: None,
+                minutes_full: false,
             },
         );
         Ok(Box::new(Handle {
             media,
+            sessions: self.sessions.clone(),
             owners: self.owners.clone(),
             store: self.store.clone(),
             runtime: self.runtime.clone(),
@@ -387,9 +512,11 @@ impl MediaAnchor for RelayAnchor {
     }
 }
 
-/// One call's relay; forgets its owner when dropped.
+/// One call's relay; forgets its owner (and gives back its host media
+/// session) when dropped.
 struct Handle {
     media: CallMedia,
+    sessions: Arc<MediaSessions>,
     owners: Owners,
     store: Store,
     runtime: tokio::runtime::Handle,
@@ -522,6 +649,7 @@ impl CallMediaHandle for Handle {
             };
             owner.generation += 1;
             owner.prompts = 0;
+            owner.minutes_full = false;
             owner.generation
         };
         self.media.stop_playing(Leg::A);
@@ -552,10 +680,27 @@ impl CallMediaHandle for Handle {
             finish_key: record.finish_key,
             silence: record.silence,
         };
-        self.media.record(Leg::A, spec).map_err(refusal)?;
-        if let Some(mut owner) = self.owners.get_mut(&self.media.id()) {
+        let id = self.media.id();
+        let generation = {
+            let Some(mut owner) = self.owners.get_mut(&id) else {
+                return Err(MediaRefusal::new(500, "the call's media is gone"));
+            };
+            owner.generation += 1;
+            owner.prompts = 0;
+            owner.minutes_full = false;
             owner.recording = Some((record.mailbox.clone(), caller.to_string()));
-        }
+            owner.generation
+        };
+        self.media.stop_playing(Leg::A);
+        self.runtime.spawn(start_recording(
+            self.store.clone(),
+            self.owners.clone(),
+            id,
+            self.media.control(),
+            spec,
+            generation,
+            self.shards.clone(),
+        ));
         Ok(())
     }
 
@@ -618,10 +763,26 @@ impl CallMediaHandle for Handle {
             owner.generation += 1;
             owner.prompts = 0;
             owner.recording = None;
+            // Relayed from now on: the concurrent-call limits bound it.
+            owner.session = None;
         }
         self.media
             .answer_to_host_offer(Leg::B, sdp, security(sec), policy(p))
             .map_err(refusal)
+    }
+
+    fn hold_host_session(&self) -> Result<(), HostMediaFull> {
+        let Some(mut owner) = self.owners.get_mut(&self.media.id()) else {
+            return Ok(());
+        };
+        if owner.session.is_none() {
+            let guard = self.sessions.acquire(owner.tenant).map_err(|e| match e {
+                SessionsFull::Tenant { limit } => HostMediaFull::Tenant { limit },
+                SessionsFull::Host { limit } => HostMediaFull::Host { limit },
+            })?;
+            owner.session = Some(guard);
+        }
+        Ok(())
     }
 
     fn stats(&self) -> CdrMedia {
@@ -667,7 +828,13 @@ mod tests {
         let store = Store::open_in_memory().await.expect("store");
         let (tx0, _rx0) = mpsc::unbounded_channel();
         let (tx1, mut rx1) = mpsc::unbounded_channel();
-        let (anchor, events) = RelayAnchor::new(config(), store, vec![tx0, tx1]).expect("relay");
+        let (anchor, events) = RelayAnchor::new(
+            config(),
+            MediaSessions::new(SessionCaps::default()),
+            store,
+            vec![tx0, tx1],
+        )
+        .expect("relay");
         tokio::spawn(anchor.route_events(events));
         let handle = anchor.open(1, 42, TenantId(1)).expect("open");
         let plain = MediaSecurity {
@@ -735,7 +902,13 @@ mod tests {
             .await
             .expect("prompt");
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let (anchor, events) = RelayAnchor::new(config(), store, vec![tx]).expect("relay");
+        let (anchor, events) = RelayAnchor::new(
+            config(),
+            MediaSessions::new(SessionCaps::default()),
+            store,
+            vec![tx],
+        )
+        .expect("relay");
         tokio::spawn(anchor.route_events(events));
         let phone = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let port = phone.local_addr().unwrap().port();
@@ -783,6 +956,96 @@ mod tests {
         assert_eq!(
             next_notice(&mut rx).await,
             ToShard::Notice(8, MediaNotice::PromptFinished)
+        );
+    }
+
+    #[tokio::test]
+    async fn host_media_sessions_are_held_per_tenant_until_the_call_goes() {
+        let store = Store::open_in_memory().await.expect("store");
+        let sessions = MediaSessions::new(SessionCaps {
+            total: 10,
+            per_tenant: 1,
+        });
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let (anchor, _events) =
+            RelayAnchor::new(config(), sessions.clone(), store, vec![tx]).expect("relay");
+        let (a, b) = (TenantId(1), TenantId(2));
+        let first = anchor.open(0, 1, a).expect("open");
+        first.hold_host_session().expect("a's one session");
+        first.hold_host_session().expect("holding again is a no-op");
+        let second = anchor.open(0, 2, a).expect("open");
+        assert_eq!(
+            second.hold_host_session(),
+            Err(HostMediaFull::Tenant { limit: 1 })
+        );
+        let other = anchor.open(0, 3, b).expect("open");
+        other.hold_host_session().expect("b is not affected");
+        drop(first);
+        second
+            .hold_host_session()
+            .expect("a's session is free again");
+        assert_eq!(sessions.snapshot(), vec![(a, 1), (b, 1)]);
+    }
+
+    #[tokio::test]
+    async fn a_recording_without_minutes_left_says_so_instead() {
+        let store = Store::open_in_memory().await.expect("store");
+        let tenant = store
+            .add_tenant("acme", "acme.example")
+            .await
+            .expect("tenant")
+            .id;
+        store
+            .set_tenant_limits(
+                tenant,
+                &store::TenantLimits {
+                    recording_minutes: Some(0),
+                    ..store::TenantLimits::default()
+                },
+            )
+            .await
+            .expect("limits");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (anchor, events) = RelayAnchor::new(
+            config(),
+            MediaSessions::new(SessionCaps::default()),
+            store,
+            vec![tx],
+        )
+        .expect("relay");
+        tokio::spawn(anchor.route_events(events));
+        let phone = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let port = phone.local_addr().unwrap().port();
+        let handle = anchor.open(0, 9, tenant).expect("open");
+        handle
+            .answer_here(
+                MediaLeg::Caller,
+                &offer_from(port),
+                false,
+                MediaEncryption::Optional,
+            )
+            .expect("answer");
+        let record = Record {
+            mailbox: "100".into(),
+            max: Duration::from_secs(60),
+            beep: true,
+            finish_key: Some('#'),
+            silence: None,
+        };
+        handle.record(&record, "1000").expect("asked");
+        // The caller hears the error tone (no `recording-full` prompt), and
+        // then the shard hears why nothing was recorded.
+        let mut buf = [0u8; 2048];
+        for _ in 0..10 {
+            let (n, _) = tokio::time::timeout(Duration::from_secs(5), phone.recv_from(&mut buf))
+                .await
+                .expect("RTP")
+                .unwrap();
+            assert!(n > 12);
+        }
+        assert_eq!(
+            next_notice(&mut rx).await,
+            ToShard::Notice(9, MediaNotice::RecordingMinutesFull)
         );
     }
 

@@ -549,16 +549,24 @@ async fn run_reporting(
     let _ = io.tls_client.set(tls_client);
     let (media_txs, media_rxs): (Vec<_>, Vec<_>) =
         (0..shard_count).map(|_| mpsc::unbounded_channel()).unzip();
-    let media_events = match &opts.media {
-        Some(m) => {
+    let media_sessions = opts
+        .media
+        .as_ref()
+        .map(|m| pbx_guard::MediaSessions::new(m.sessions));
+    if let Some(sessions) = &media_sessions {
+        sessions.set_tenant_limits(&store.all_tenant_limits().await?);
+    }
+    let media_events = match (&opts.media, &media_sessions) {
+        (Some(m), Some(sessions)) => {
             let config = media_config(m, &opts, &addrs, &tls_addrs, &advertised);
-            let (anchor, events) = media::RelayAnchor::new(config, store.clone(), media_txs)
-                .context("starting the media relay")?;
+            let (anchor, events) =
+                media::RelayAnchor::new(config, sessions.clone(), store.clone(), media_txs)
+                    .context("starting the media relay")?;
             let task = tokio::spawn(anchor.route_events(events));
             shared.set_media_anchor(Arc::new(anchor));
             Some(task)
         }
-        None => None,
+        _ => None,
     };
     let mut media_rxs = media_rxs.into_iter();
 
@@ -612,6 +620,7 @@ async fn run_reporting(
         limits.reload_interval,
         stop_receiving.clone(),
         trunk_registrar.clone(),
+        media_sessions.clone(),
     ));
     receivers.spawn(retention::run(store.clone(), stop_receiving.clone()));
     receivers.close();

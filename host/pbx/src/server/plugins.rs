@@ -586,7 +586,13 @@ impl PluginHost {
             .remove(cdr.tenant, &cdr.caller_call_id);
         let mut last = None;
         if let Some(kept) = kept {
-            cdr.tags = kept.tags.clone();
+            // The host's own tags (a limit that refused the call) come
+            // first; the handler's follow, within the same bound.
+            for tag in &kept.tags {
+                if cdr.tags.len() < MAX_TAGS_PER_CALL && !cdr.tags.contains(tag) {
+                    cdr.tags.push(tag.clone());
+                }
+            }
             if kept.handler && cdr.answered_at_ms.is_some() && kept.spent < CALL_PLUGIN_BUDGET {
                 last = Some(kept);
             }

@@ -56,6 +56,7 @@ pub(crate) async fn run(
     every: Duration,
     stop: CancellationToken,
     trunk_registrar: TrunkRegistrar,
+    media_sessions: Option<Arc<pbx_guard::MediaSessions>>,
 ) {
     let mut generation = applied.load(Ordering::Acquire);
     let mut tick = tokio::time::interval(every.max(Duration::from_millis(10)));
@@ -98,6 +99,12 @@ pub(crate) async fn run(
                     && let Err(e) = plugins.reload(&store).await
                 {
                     tracing::warn!(error = %e, "cannot reload plugins");
+                }
+                if let Some(sessions) = &media_sessions {
+                    match store.all_tenant_limits().await {
+                        Ok(limits) => sessions.set_tenant_limits(&limits),
+                        Err(e) => tracing::warn!(error = %e, "cannot reload media limits"),
+                    }
                 }
                 // A ban removed from the store (CLI, API) is lifted here.
                 if let Err(e) = guard.sync_bans(&store).await {
