@@ -41,6 +41,7 @@
 //! | one prompt | [`MAX_PROMPT_BYTES`] (5 MiB) and [`MAX_PROMPT_MS`] (5 minutes) | the prompt stored |
 //! | one voicemail message | [`MAX_VOICEMAIL_BYTES`] (10 MiB, about 10 minutes) | the message stored |
 //! | messages in one mailbox | [`MAX_VOICEMAIL_MESSAGES`] (100) | messages kept, heard or not |
+//! | one call recording | [`MAX_CALL_RECORDING_BYTES`] (64 MiB, about 70 minutes) | the recording stored |
 //!
 //! | recorded audio of the tenant | [`DEFAULT_RECORDING_MINUTES`] (180 minutes), or its [`TenantLimits::recording_minutes`] | voicemail messages by their length |
 //!
@@ -101,6 +102,9 @@ pub const MAX_PROMPT_BYTES: u64 = 5 << 20;
 pub const MAX_PROMPT_MS: u64 = 300_000;
 /// The largest voicemail message stored (its 8 kHz mono 16-bit WAV).
 pub const MAX_VOICEMAIL_BYTES: u64 = 10 << 20;
+/// The largest call recording stored (its 8 kHz mono 16-bit WAV): about an
+/// hour and ten minutes; a longer call keeps its first part.
+pub const MAX_CALL_RECORDING_BYTES: u64 = 64 << 20;
 /// Messages one mailbox keeps; a caller reaching a full mailbox cannot leave
 /// one.
 pub const MAX_VOICEMAIL_MESSAGES: u32 = 100;

@@ -6,7 +6,8 @@
 //! # Layout
 //! A store opened on a data directory keeps audio under
 //! `DATA_DIR/media/<tenant id>/` ([`MEDIA_DIR`]): `prompts/<file>`, a fresh
-//! random name per upload, and `voicemail/<message id>`. Directories are made
+//! random name per upload, `voicemail/<message id>` and
+//! `recordings/<recording id>`. Directories are made
 //! 0700 and files 0600 on unix. An in-memory store
 //! ([`Store::open_in_memory`]) keeps the same files in memory.
 //!
@@ -34,7 +35,7 @@
 //! [`crate::TenantLimits::media_storage_bytes`] (pbx-model's
 //! `DEFAULT_MEDIA_STORAGE_BYTES` when not set). The check runs inside the
 //! transaction that adds the row, so two writes cannot both pass it. The
-//! lengths of its recordings (voicemail messages) count the same way against
+//! lengths of its recordings (voicemail messages and recorded calls) count the same way against
 //! its [`crate::TenantLimits::recording_minutes`] (pbx-model's
 //! `DEFAULT_RECORDING_MINUTES` when not set); [`Store::recording_ms_left`]
 //! tells a recording about to start how long it may be.
@@ -111,6 +112,8 @@ impl fmt::Debug for AudioFiles {
 pub(crate) enum Kind {
     Prompt,
     Voicemail,
+    /// A recorded call (`recording.rs`).
+    Recording,
 }
 
 impl Kind {
@@ -118,6 +121,7 @@ impl Kind {
         match self {
             Kind::Prompt => "prompts",
             Kind::Voicemail => "voicemail",
+            Kind::Recording => "recordings",
         }
     }
 }
@@ -220,6 +224,10 @@ pub(crate) fn prompt_aad(tenant: TenantId, file: &str) -> Vec<u8> {
 /// The associated data of a voicemail message's file.
 pub(crate) fn voicemail_aad(tenant: TenantId, mailbox: &str, id: &str) -> Vec<u8> {
     aad(tenant, Kind::Voicemail, &[mailbox, id])
+}
+
+pub(crate) fn recording_aad(tenant: TenantId, id: &str) -> Vec<u8> {
+    aad(tenant, Kind::Recording, &[id])
 }
 
 fn key_aad(tenant: TenantId) -> Vec<u8> {
@@ -585,6 +593,10 @@ impl Store {
                 "SELECT tenant_id, id AS name FROM voicemail_messages",
                 Kind::Voicemail,
             ),
+            (
+                "SELECT tenant_id, id AS name FROM call_recordings",
+                Kind::Recording,
+            ),
         ] {
             for row in sqlx::query(sql).fetch_all(&mut *tx).await? {
                 named.insert((row.try_get("tenant_id")?, kind.dir(), row.try_get("name")?));
@@ -635,7 +647,7 @@ fn remove_orphans(
         else {
             continue;
         };
-        for kind in [Kind::Prompt, Kind::Voicemail] {
+        for kind in [Kind::Prompt, Kind::Voicemail, Kind::Recording] {
             let dir = tenant_dir.path().join(kind.dir());
             for file in entries(&dir) {
                 let name = file.file_name().to_string_lossy().into_owned();
@@ -668,8 +680,10 @@ fn remove_orphans(
 pub(crate) async fn bytes_used(conn: &mut SqliteConnection, tenant: TenantId) -> Result<u64> {
     let row = sqlx::query(
         "SELECT (SELECT COALESCE(SUM(bytes), 0) FROM prompts WHERE tenant_id = ?) \
-         + (SELECT COALESCE(SUM(bytes), 0) FROM voicemail_messages WHERE tenant_id = ?) AS used",
+         + (SELECT COALESCE(SUM(bytes), 0) FROM voicemail_messages WHERE tenant_id = ?) \
+         + (SELECT COALESCE(SUM(bytes), 0) FROM call_recordings WHERE tenant_id = ?) AS used",
     )
+    .bind(tenant.0)
     .bind(tenant.0)
     .bind(tenant.0)
     .fetch_one(conn)
@@ -678,11 +692,16 @@ pub(crate) async fn bytes_used(conn: &mut SqliteConnection, tenant: TenantId) ->
     Ok(u64::try_from(used).unwrap_or(0))
 }
 
-/// Milliseconds of the tenant's recordings (its voicemail messages).
+/// Milliseconds of the tenant's recordings (voicemail messages and recorded
+/// calls).
 pub(crate) async fn recorded_ms(conn: &mut SqliteConnection, tenant: TenantId) -> Result<u64> {
     let row = sqlx::query(
-        "SELECT COALESCE(SUM(duration_ms), 0) AS used FROM voicemail_messages WHERE tenant_id = ?",
+        "SELECT (SELECT COALESCE(SUM(duration_ms), 0) FROM voicemail_messages \
+           WHERE tenant_id = ?) \
+         + (SELECT COALESCE(SUM(duration_ms), 0) FROM call_recordings WHERE tenant_id = ?) \
+         AS used",
     )
+    .bind(tenant.0)
     .bind(tenant.0)
     .fetch_one(conn)
     .await?;

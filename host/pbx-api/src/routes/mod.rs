@@ -24,6 +24,7 @@ mod login;
 mod plugin_config;
 mod policies;
 pub(crate) mod prompts;
+mod recordings;
 mod settings;
 mod system;
 mod tenants;
@@ -296,6 +297,27 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Delete a prompt",
             tenant(R::ADMINS, "prompts:write"),
             delete(prompts::delete),
+        ),
+        route(
+            M::GET,
+            "/api/v1/tenants/{tenant}/recordings",
+            "List the tenant's call recordings",
+            tenant(R::ADMINS, "recordings:read"),
+            get(recordings::list),
+        ),
+        route(
+            M::GET,
+            "/api/v1/tenants/{tenant}/recordings/{id}",
+            "Download a call recording as WAV",
+            tenant(R::ADMINS, "recordings:read"),
+            get(recordings::download),
+        ),
+        route(
+            M::DELETE,
+            "/api/v1/tenants/{tenant}/recordings/{id}",
+            "Delete a call recording",
+            tenant(R::ADMINS, "recordings:write"),
+            delete(recordings::delete),
         ),
         route(
             M::GET,

@@ -247,6 +247,27 @@ fn matrix_cases() -> Vec<Case> {
         ),
         case(
             M::GET,
+            "/api/v1/tenants/{tenant}/recordings",
+            T("PT", true),
+            200,
+            N,
+        ),
+        case(
+            M::GET,
+            "/api/v1/tenants/{tenant}/recordings/nope",
+            T("PT", true),
+            404,
+            N,
+        ),
+        case(
+            M::DELETE,
+            "/api/v1/tenants/{tenant}/recordings/nope",
+            T("PT", true),
+            404,
+            N,
+        ),
+        case(
+            M::GET,
             "/api/v1/tenants/{tenant}/voicemail/retention",
             T("PT", true),
             200,

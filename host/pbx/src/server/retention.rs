@@ -1,5 +1,5 @@
-//! Keeping tenant audio to its retention: voicemail older than its tenant's
-//! retention is deleted, and audio files a crash left without their row are
+//! Keeping tenant audio to its retention: voicemail and call recordings
+//! older than their tenant's retention are deleted, and audio files a crash left without their row are
 //! removed, when the server starts and every hour after.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -16,12 +16,21 @@ fn unix_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// One sweep; returns how many messages and files went.
+/// One sweep; returns how many messages and recordings, and how many
+/// orphaned files, went.
 pub(crate) async fn sweep(store: &Store, now_ms: i64) -> (u64, u64) {
-    let messages = store.sweep_voicemail(now_ms).await.unwrap_or_else(|e| {
+    let voicemail = store.sweep_voicemail(now_ms).await.unwrap_or_else(|e| {
         tracing::warn!(error = %e, "voicemail retention sweep failed");
         0
     });
+    let recordings = store
+        .sweep_call_recordings(now_ms)
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "call recording retention sweep failed");
+            0
+        });
+    let messages = voicemail + recordings;
     let orphans = store.remove_orphan_media(now_ms).await.unwrap_or_else(|e| {
         tracing::warn!(error = %e, "orphan audio sweep failed");
         0
