@@ -72,6 +72,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod call_record;
 pub mod dtmf;
 mod error;
 pub mod g711;
@@ -85,6 +86,7 @@ pub mod sdp;
 pub mod session;
 pub mod srtp;
 
+pub use call_record::CallRecorder;
 pub use dtmf::{Digit, DtmfReceiver};
 pub use error::{Error, MediaError, Result};
 pub use g711::G711;

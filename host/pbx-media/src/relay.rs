@@ -104,6 +104,12 @@ pub enum MediaEvent {
         /// How long the key was held.
         duration_ms: u32,
     },
+    /// The announcement to both legs ([`CallMedia::announce`]) has been
+    /// played.
+    AnnouncementFinished {
+        /// The call.
+        call: CallId,
+    },
     /// A recording on a leg the host answered ended ([`CallMedia::record`]).
     RecordingFinished {
         /// The call.
@@ -129,6 +135,7 @@ impl MediaEvent {
                 digit,
                 duration_ms,
             },
+            SessionEvent::AnnouncementFinished => MediaEvent::AnnouncementFinished { call },
             SessionEvent::RecordingFinished { leg, recording } => MediaEvent::RecordingFinished {
                 call,
                 leg,
@@ -562,6 +569,22 @@ impl CallMedia {
         self.session().take_recording(leg, now)
     }
 
+    /// See [`MediaSession::record_call`].
+    pub fn record_call(&self, max: Duration) {
+        let now = tokio::time::Instant::now().into_std();
+        self.session().record_call(max, now);
+    }
+
+    /// See [`MediaSession::take_call_recording`].
+    pub fn take_call_recording(&self) -> Option<crate::Recording> {
+        self.session().take_call_recording()
+    }
+
+    /// See [`MediaControl::announce`].
+    pub fn announce(&self, prompts: &[Prompt], record: Option<Duration>) -> Result<()> {
+        self.control.announce(prompts, record)
+    }
+
     /// Counters of both legs.
     pub fn stats(&self) -> CallMediaStats {
         self.session().stats()
@@ -656,6 +679,14 @@ impl MediaControl {
     /// media is closed.
     pub fn record(&self, leg: Leg, spec: RecordSpec) -> Result<()> {
         self.open()?.record(leg, spec, now())?;
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// See [`MediaSession::announce`]; [`MediaEvent::AnnouncementFinished`]
+    /// follows its end. `Protocol` once the call's media is closed.
+    pub fn announce(&self, prompts: &[Prompt], record: Option<Duration>) -> Result<()> {
+        self.open()?.announce(prompts, record, now())?;
         self.wake.notify_one();
         Ok(())
     }
