@@ -1936,6 +1936,11 @@ impl Shard {
                 give_up: now + t1 * 64,
             });
         }
+        if let Some(call) = self.calls.get(&id)
+            && let Some(media) = call.media.as_ref()
+        {
+            media.connected(&call.caller, &call.callee);
+        }
         tracing::debug!(call = id, fork = i, "call answered");
         self.schedule_call(id);
     }

@@ -191,6 +191,11 @@ pub trait CallMediaHandle: Send + std::fmt::Debug {
         security: MediaSecurity,
         policy: MediaEncryption,
     ) -> Result<(), MediaRefusal>;
+    /// The caller and the callee talk through the relay from now on (a phone
+    /// or a trunk answered; `caller` and `callee` as the call's record names
+    /// them). The anchor may announce and record the call here. The default
+    /// does nothing.
+    fn connected(&self, _caller: &str, _callee: &str) {}
     /// Takes one of the tenant's host media sessions for this call, before
     /// the host answers it to play, gather or record; held until the handle
     /// is dropped or the call is connected to a phone

@@ -1104,6 +1104,9 @@ mod anchoring {
             self.asked.lock().push("connected".into());
             Ok(())
         }
+        fn connected(&self, caller: &str, callee: &str) {
+            self.asked.lock().push(format!("bridged {caller} {callee}"));
+        }
         fn hold_host_session(&self) -> Result<(), crate::HostMediaFull> {
             match *self.full.lock() {
                 Some(full) => Err(full),
@@ -1204,6 +1207,11 @@ mod anchoring {
             let body = String::from_utf8_lossy(&m.body).to_string();
             assert!(body.contains("(answer from Callee)"), "{status}: {body}");
         }
+        assert_eq!(
+            anchor.asked.lock().as_slice(),
+            ["bridged 1000 1001"],
+            "the media hears once that the legs talk"
+        );
 
         // The relay reports the call idle: both legs get a BYE, and the record
         // carries the media counters.
@@ -1468,8 +1476,9 @@ mod anchoring {
             "the caller, answered already, hears nothing in SIP: {out:?}"
         );
         assert_eq!(
-            anchor.asked.lock().last().map(String::as_str),
-            Some("connected")
+            anchor.asked.lock().as_slice().last_chunk::<2>(),
+            Some(&["connected".to_string(), "bridged 1000 1001".to_string()]),
+            "connected to the phone, then told the legs talk"
         );
         // The caller hangs up: the phone gets the BYE, one record is written.
         let bye = format!(

@@ -1133,6 +1133,10 @@ impl MediaSession {
         let keys = answered_keys(&pending.offered, m, security, policy)?;
         let (rx, tx) = srtp_pair(keys.as_ref())?;
         let (rtp, rtcp) = remote_addrs(&parsed, 0);
+        let relayed_format = rtpmap(m, &audio)
+            .filter(|(_, rate)| *rate == 8000)
+            .and_then(|(name, _)| G711::from_encoding(&name))
+            .map(|law| (law, *pt));
         let answerer = self.leg(from);
         answerer.set_remote(rtp, rtcp);
         answerer.set_keys(rx, tx);
@@ -1140,6 +1144,7 @@ impl MediaSession {
         for leg in &mut self.legs {
             leg.here = None;
         }
+        self.relayed_format = relayed_format;
         Ok(())
     }
 

@@ -130,8 +130,14 @@ pub async fn execute(
             tenant,
             media_encryption,
             digest,
+            call_recording,
         }) => {
             let t = tenant_named(store, &tenant).await?;
+            if let Some(on) = call_recording {
+                store.set_call_recording(t.id, on).await?;
+                let state = if on { "on" } else { "off" };
+                writeln!(out, "tenant {tenant}: call recording {state}")?;
+            }
             if let Some(policy) = media_encryption {
                 store.set_media_encryption(t.id, policy).await?;
                 writeln!(out, "tenant {tenant}: media encryption {}", policy.as_str())?;
@@ -140,7 +146,7 @@ pub async fn execute(
                 store.set_tenant_digest(t.id, digest.stored()).await?;
                 writeln!(out, "tenant {tenant}: digest {digest}")?;
             }
-            if media_encryption.is_none() && digest.is_none() {
+            if media_encryption.is_none() && digest.is_none() && call_recording.is_none() {
                 writeln!(out, "tenant {tenant}: nothing to change")?;
             }
         }

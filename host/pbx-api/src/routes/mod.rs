@@ -201,6 +201,20 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             put(settings::set_calendar),
         ),
         route(
+            M::GET,
+            "/api/v1/tenants/{tenant}/call-recording",
+            "Show whether the tenant's answered calls are recorded",
+            tenant(R::ADMINS, "tenants:read"),
+            get(settings::call_recording),
+        ),
+        route(
+            M::PUT,
+            "/api/v1/tenants/{tenant}/call-recording",
+            "Record (or stop recording) the tenant's answered calls; both parties hear the recording-notice prompt first",
+            tenant(R::ADMINS, "tenants:write"),
+            put(settings::set_call_recording),
+        ),
+        route(
             M::PUT,
             "/api/v1/tenants/{tenant}/media-encryption",
             "Set a tenant's SRTP policy (required, optional or disabled)",

@@ -152,6 +152,45 @@ pub(super) async fn set_media_encryption(
     Ok(Json(req))
 }
 
+/// Whether the tenant's answered calls are recorded.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CallRecordingBody {
+    enabled: bool,
+}
+
+pub(super) async fn call_recording(
+    State(state): State<ApiState>,
+    P(tenant): P<i64>,
+) -> ApiResult<Json<CallRecordingBody>> {
+    let enabled = state.store().call_recording(TenantId(tenant)).await?;
+    Ok(Json(CallRecordingBody { enabled }))
+}
+
+pub(super) async fn set_call_recording(
+    State(state): State<ApiState>,
+    Extension(p): Extension<Principal>,
+    Source(source): Source,
+    P(tenant): P<i64>,
+    Body(req): Body<CallRecordingBody>,
+) -> ApiResult<Json<CallRecordingBody>> {
+    let tenant = TenantId(tenant);
+    state
+        .store()
+        .set_call_recording(tenant, req.enabled)
+        .await?;
+    state
+        .audit(
+            &p,
+            &source,
+            "tenant.call_recording",
+            Some(tenant),
+            json!({ "enabled": req.enabled }),
+        )
+        .await?;
+    Ok(Json(req))
+}
+
 pub(super) async fn calendar(
     State(state): State<ApiState>,
     P(tenant): P<i64>,

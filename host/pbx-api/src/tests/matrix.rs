@@ -247,6 +247,20 @@ fn matrix_cases() -> Vec<Case> {
         ),
         case(
             M::GET,
+            "/api/v1/tenants/{tenant}/call-recording",
+            T("PT", true),
+            200,
+            N,
+        ),
+        case(
+            M::PUT,
+            "/api/v1/tenants/{tenant}/call-recording",
+            T("PT", false),
+            200,
+            J(json!({"enabled": true})),
+        ),
+        case(
+            M::GET,
             "/api/v1/tenants/{tenant}/recordings",
             T("PT", true),
             200,

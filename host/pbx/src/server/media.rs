@@ -99,6 +99,9 @@ struct Owner {
     /// A recording was refused for want of recording minutes: the end of
     /// the prompt saying so reports it.
     minutes_full: bool,
+    /// The caller and callee of the call being recorded (the tenant's
+    /// `call_recording` setting), stored when the call ends.
+    recorded_call: Option<(String, String)>,
 }
 
 /// Which shard and core call a relay call belongs to.
@@ -280,6 +283,112 @@ async fn store_recording(
     MediaNotice::RecordingStored {
         id: saved.id,
         duration,
+    }
+}
+
+/// The tenant's prompt both parties of a recorded call hear before they
+/// hear each other; without one, the built-in [`recording_tone`].
+pub(crate) const RECORDING_NOTICE_PROMPT: &str = "recording-notice";
+
+/// The longest call recording kept: what [`store::MAX_CALL_RECORDING_BYTES`]
+/// holds at 16 bytes a millisecond.
+const MAX_CALL_RECORDING: Duration =
+    Duration::from_millis((store::MAX_CALL_RECORDING_BYTES - 44) / 16);
+
+/// The built-in notice that a call is recorded: two 1400 Hz tones of half
+/// a second, a fifth of a second apart.
+fn recording_tone() -> Vec<Prompt> {
+    let tone = || Prompt::tone(&[1400], -13.0, Duration::from_millis(500)).ok();
+    [
+        tone(),
+        Prompt::silence(Duration::from_millis(200)).ok(),
+        tone(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// The tenant records its calls: both parties hear the notice, then the
+/// recording starts, at most what the tenant's recording minutes leave.
+/// A tenant without minutes left, or a call whose legs do not talk G.711,
+/// is neither announced nor recorded (and says so in the log).
+async fn announce_and_record(
+    store: Store,
+    owners: Owners,
+    call: CallId,
+    control: MediaControl,
+    parties: (String, String),
+) {
+    let Some(tenant) = owners.get(&call).map(|o| o.tenant) else {
+        return;
+    };
+    match store.call_recording(tenant).await {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(e) => {
+            tracing::warn!(%tenant, error = %e, "call recording setting not read");
+            return;
+        }
+    }
+    let left = match store.recording_ms_left(tenant).await {
+        Ok(ms) => Duration::from_millis(ms),
+        Err(e) => {
+            tracing::warn!(%tenant, error = %e, "recording minutes not read");
+            return;
+        }
+    };
+    if left < MIN_MESSAGE {
+        tracing::info!(%tenant, "recording minutes used up: call not recorded");
+        return;
+    }
+    let mut notice = resolve(
+        &store,
+        tenant,
+        &[PromptRef::Tenant(RECORDING_NOTICE_PROMPT.into())],
+    )
+    .await;
+    if notice.is_empty() {
+        notice = recording_tone();
+    }
+    let Some(mut owner) = owners.get_mut(&call) else {
+        return;
+    };
+    match control.announce(&notice, Some(MAX_CALL_RECORDING.min(left))) {
+        Ok(()) => owner.recorded_call = Some(parties),
+        Err(e) => tracing::info!(%tenant, error = %e, "call not recorded"),
+    }
+}
+
+/// Stores what a recorded call's media kept, within the tenant's recording
+/// minutes left now.
+async fn store_call_recording(
+    store: &Store,
+    tenant: TenantId,
+    (caller, callee): (String, String),
+    mut recording: Recording,
+) {
+    match store.recording_ms_left(tenant).await {
+        Ok(left) => {
+            let samples = usize::try_from(left.saturating_mul(8)).unwrap_or(usize::MAX);
+            recording.samples.truncate(samples);
+        }
+        Err(e) => {
+            tracing::warn!(%tenant, error = %e, "call recording not stored");
+            return;
+        }
+    }
+    if recording.duration() < MIN_MESSAGE {
+        tracing::info!(%tenant, "call recording empty or without minutes: not stored");
+        return;
+    }
+    let ms = u64::try_from(recording.duration().as_millis()).unwrap_or(u64::MAX);
+    match store
+        .save_call_recording(tenant, (&caller, &callee), &recording.to_wav(), ms)
+        .await
+    {
+        Ok(saved) => tracing::info!(%tenant, id = %saved.id, ms, "call recording stored"),
+        Err(e) => tracing::warn!(%tenant, error = %e, "call recording not stored"),
     }
 }
 
@@ -499,6 +608,7 @@ impl MediaAnchor for RelayAnchor {
                 menu: None,
                 session: None,
                 minutes_full: false,
+                recorded_call: None,
             },
         );
         Ok(Box::new(Handle {
@@ -539,6 +649,15 @@ impl Drop for Handle {
         let Some((_, owner)) = self.owners.remove(&self.media.id()) else {
             return;
         };
+        if let Some(parties) = owner.recorded_call
+            && let Some(recording) = self.media.take_call_recording()
+        {
+            let store = self.store.clone();
+            let tenant = owner.tenant;
+            self.runtime.spawn(async move {
+                store_call_recording(&store, tenant, parties, recording).await;
+            });
+        }
         let Some((mailbox, caller)) = owner.recording else {
             return;
         };
@@ -769,6 +888,16 @@ impl CallMediaHandle for Handle {
         self.media
             .answer_to_host_offer(Leg::B, sdp, security(sec), policy(p))
             .map_err(refusal)
+    }
+
+    fn connected(&self, caller: &str, callee: &str) {
+        self.runtime.spawn(announce_and_record(
+            self.store.clone(),
+            self.owners.clone(),
+            self.media.id(),
+            self.media.control(),
+            (caller.to_string(), callee.to_string()),
+        ));
     }
 
     fn hold_host_session(&self) -> Result<(), HostMediaFull> {
