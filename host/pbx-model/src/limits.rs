@@ -37,13 +37,13 @@
 //!
 //! | limit | default | counted over |
 //! | --- | --- | --- |
-//! | media storage of the tenant | [`DEFAULT_MEDIA_STORAGE_BYTES`] (200 MiB), or its [`TenantLimits::media_storage_bytes`] | prompts and voicemail messages, as 8 kHz mono WAV bytes |
+//! | media storage of the tenant | [`DEFAULT_MEDIA_STORAGE_BYTES`] (200 MiB), or its [`TenantLimits::media_storage_bytes`] | prompts, voicemail messages and call recordings, as 8 kHz mono WAV bytes |
 //! | one prompt | [`MAX_PROMPT_BYTES`] (5 MiB) and [`MAX_PROMPT_MS`] (5 minutes) | the prompt stored |
 //! | one voicemail message | [`MAX_VOICEMAIL_BYTES`] (10 MiB, about 10 minutes) | the message stored |
 //! | messages in one mailbox | [`MAX_VOICEMAIL_MESSAGES`] (100) | messages kept, heard or not |
 //! | one call recording | [`MAX_CALL_RECORDING_BYTES`] (64 MiB, about 70 minutes) | the recording stored |
 //!
-//! | recorded audio of the tenant | [`DEFAULT_RECORDING_MINUTES`] (180 minutes), or its [`TenantLimits::recording_minutes`] | voicemail messages by their length |
+//! | recorded audio of the tenant | [`DEFAULT_RECORDING_MINUTES`] (180 minutes), or its [`TenantLimits::recording_minutes`] | voicemail messages and call recordings by their length |
 //!
 //! Both quotas are checked in the transaction that stores a message. A
 //! recording does not start when the tenant has less than half a second of
@@ -119,7 +119,7 @@ pub const MAX_VOICEMAIL_RETENTION_DAYS: u32 = 3650;
 pub const DEFAULT_MAX_MEDIA_SESSIONS_TENANT: u32 = 20;
 /// Host media sessions the whole host holds at once, unless configured.
 pub const DEFAULT_MAX_MEDIA_SESSIONS: u32 = 1_000;
-/// Minutes of recorded audio (voicemail) one tenant may keep, unless the
+/// Minutes of recorded audio (voicemail and recorded calls) one tenant may keep, unless the
 /// provider sets [`TenantLimits::recording_minutes`]. Below what
 /// [`DEFAULT_MEDIA_STORAGE_BYTES`] holds (about 218 minutes of 8 kHz 16-bit
 /// audio), so that it is the limit a tenant meets first.
