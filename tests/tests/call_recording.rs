@@ -120,6 +120,7 @@ async fn a_recorded_call_is_announced_to_both_and_downloads_as_a_wav() {
     )
     .await;
     assert!(set.contains("call recording on"), "{set}");
+    pbx.applied().await;
 
     // Beta keeps the shipped default: off.
     let mut beta_caller = pbx.registered(Transport::Udp, BETA, "1000").await;

@@ -580,6 +580,11 @@ impl CallMedia {
         self.session().take_call_recording()
     }
 
+    /// See [`MediaSession::hold`].
+    pub fn hold(&self, on: bool) {
+        self.session().hold(on);
+    }
+
     /// See [`MediaControl::announce`].
     pub fn announce(&self, prompts: &[Prompt], record: Option<Duration>) -> Result<()> {
         self.control.announce(prompts, record)
@@ -689,6 +694,13 @@ impl MediaControl {
         self.open()?.announce(prompts, record, now())?;
         self.wake.notify_one();
         Ok(())
+    }
+
+    /// See [`MediaSession::hold`]; nothing once the call's media is closed.
+    pub fn hold(&self, on: bool) {
+        if let Ok(mut s) = self.open() {
+            s.hold(on);
+        }
     }
 
     /// Ends the recording on `leg` early; returns whether one was running.

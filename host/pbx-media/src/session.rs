@@ -434,6 +434,8 @@ pub struct MediaSession {
     relayed_format: Option<(G711, u8)>,
     /// An announcement playing to both legs ([`MediaSession::announce`]).
     announcement: Option<Announcement>,
+    /// The legs do not hear each other yet ([`MediaSession::hold`]).
+    held: bool,
 }
 
 /// Prompts played to both legs of a relayed call before they hear each
@@ -749,6 +751,7 @@ impl MediaSession {
             call_record: None,
             relayed_format: None,
             announcement: None,
+            held: false,
         }
     }
 
@@ -1469,7 +1472,7 @@ impl MediaSession {
         }
 
         let dst_leg = leg.other();
-        if self.announcement.is_some() {
+        if self.held || self.announcement.is_some() {
             // The legs hear the announcement, not each other, until it ends.
             return None;
         }
@@ -1543,8 +1546,16 @@ impl MediaSession {
             }
         }
         self.announcement = Some(Announcement { players, record });
+        self.held = false;
         self.finish_announcement(now);
         Ok(())
+    }
+
+    /// Holds back what the legs send each other (neither forwarded nor
+    /// recorded) while an announcement is being prepared; it ends with
+    /// [`MediaSession::announce`] or `hold(false)`.
+    pub fn hold(&mut self, on: bool) {
+        self.held = on;
     }
 
     /// Ends the announcement once neither leg has anything left to hear.
@@ -1694,8 +1705,14 @@ mod tests {
         )
         .unwrap();
         assert!(s.take_call_recording().is_none(), "nothing recorded yet");
-        s.record_call(Duration::from_secs(60), t0);
+        s.hold(true);
         let a: SocketAddr = "192.0.2.10:4000".parse().unwrap();
+        assert!(
+            s.handle(t0, Leg::A, Channel::Rtp, a, &rtp(1, 1)).is_none(),
+            "held back"
+        );
+        s.hold(false);
+        s.record_call(Duration::from_secs(60), t0);
         let b: SocketAddr = "198.51.100.20:6000".parse().unwrap();
         // Relaying is unchanged by the recording.
         let out = s.handle(t0, Leg::A, Channel::Rtp, a, &rtp(1, 1)).unwrap();

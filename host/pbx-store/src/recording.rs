@@ -70,6 +70,18 @@ impl Store {
         Ok(row.try_get("call_recording")?)
     }
 
+    /// Every tenant whose answered calls are recorded. One of the store's
+    /// cross-tenant reads, for the server's reload (a change to the setting
+    /// moves the provisioning generation).
+    pub async fn call_recording_tenants(&self) -> Result<Vec<TenantId>> {
+        let rows = sqlx::query("SELECT id FROM tenants WHERE call_recording = 1 ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok(TenantId(r.try_get("id")?)))
+            .collect()
+    }
+
     /// Turns recording of the tenant's answered calls on or off.
     pub async fn set_call_recording(&self, tenant: TenantId, on: bool) -> Result<()> {
         let done = sqlx::query("UPDATE tenants SET call_recording = ? WHERE id = ?")
@@ -285,6 +297,7 @@ mod tests {
         store.set_call_recording(a, true).await.expect("on");
         assert!(store.call_recording(a).await.expect("setting"));
         assert!(!store.call_recording(b).await.expect("b's own"));
+        assert_eq!(store.call_recording_tenants().await.expect("all"), vec![a]);
         assert!(matches!(
             store.set_call_recording(TenantId(999), true).await,
             Err(Error::NotFound(_))

@@ -110,10 +110,40 @@ type Owners = Arc<DashMap<CallId, Owner>>;
 /// Each shard's queue of what the media reports.
 type Shards = Arc<Vec<mpsc::UnboundedSender<ToShard>>>;
 
+/// What the media of calls reads of each tenant's settings, kept in memory
+/// and replaced on every reload: the host media session caps and which
+/// tenants record their calls.
+#[derive(Debug, Clone)]
+pub(crate) struct TenantMedia {
+    pub(crate) sessions: Arc<MediaSessions>,
+    recording: Arc<parking_lot::RwLock<std::collections::HashSet<TenantId>>>,
+}
+
+impl TenantMedia {
+    pub(crate) fn new(caps: SessionCaps) -> TenantMedia {
+        TenantMedia {
+            sessions: MediaSessions::new(caps),
+            recording: Arc::default(),
+        }
+    }
+
+    /// Reads every tenant's media limits and call recording setting.
+    pub(crate) async fn reload(&self, store: &Store) -> store::Result<()> {
+        self.sessions
+            .set_tenant_limits(&store.all_tenant_limits().await?);
+        *self.recording.write() = store.call_recording_tenants().await?.into_iter().collect();
+        Ok(())
+    }
+
+    fn records(&self, tenant: TenantId) -> bool {
+        self.recording.read().contains(&tenant)
+    }
+}
+
 /// [`MediaAnchor`] over a [`MediaRelay`].
 pub(crate) struct RelayAnchor {
     relay: MediaRelay,
-    sessions: Arc<MediaSessions>,
+    tenants: TenantMedia,
     owners: Owners,
     store: Store,
     runtime: tokio::runtime::Handle,
@@ -130,7 +160,7 @@ impl RelayAnchor {
     /// the runtime that loads prompts and stores recordings.
     pub(crate) fn new(
         config: MediaConfig,
-        sessions: Arc<MediaSessions>,
+        tenants: TenantMedia,
         store: Store,
         shards: Vec<mpsc::UnboundedSender<ToShard>>,
     ) -> Result<(RelayAnchor, mpsc::UnboundedReceiver<MediaEvent>), MediaError> {
@@ -138,7 +168,7 @@ impl RelayAnchor {
         Ok((
             RelayAnchor {
                 relay,
-                sessions,
+                tenants,
                 owners: Arc::new(DashMap::new()),
                 store,
                 runtime: tokio::runtime::Handle::current(),
@@ -309,8 +339,10 @@ fn recording_tone() -> Vec<Prompt> {
     .collect()
 }
 
-/// The tenant records its calls: both parties hear the notice, then the
-/// recording starts, at most what the tenant's recording minutes leave.
+/// The tenant records its calls (as of the last reload) and the call's legs
+/// are held: both parties hear the notice, then the recording starts, at
+/// most what the tenant's recording minutes leave. Whatever prevents that
+/// releases the legs, unrecorded.
 /// A tenant without minutes left, or a call whose legs do not talk G.711,
 /// is neither announced nor recorded (and says so in the log).
 async fn announce_and_record(
@@ -323,23 +355,17 @@ async fn announce_and_record(
     let Some(tenant) = owners.get(&call).map(|o| o.tenant) else {
         return;
     };
-    match store.call_recording(tenant).await {
-        Ok(true) => {}
-        Ok(false) => return,
-        Err(e) => {
-            tracing::warn!(%tenant, error = %e, "call recording setting not read");
-            return;
-        }
-    }
     let left = match store.recording_ms_left(tenant).await {
         Ok(ms) => Duration::from_millis(ms),
         Err(e) => {
             tracing::warn!(%tenant, error = %e, "recording minutes not read");
+            control.hold(false);
             return;
         }
     };
     if left < MIN_MESSAGE {
         tracing::info!(%tenant, "recording minutes used up: call not recorded");
+        control.hold(false);
         return;
     }
     let mut notice = resolve(
@@ -356,7 +382,10 @@ async fn announce_and_record(
     };
     match control.announce(&notice, Some(MAX_CALL_RECORDING.min(left))) {
         Ok(()) => owner.recorded_call = Some(parties),
-        Err(e) => tracing::info!(%tenant, error = %e, "call not recorded"),
+        Err(e) => {
+            tracing::info!(%tenant, error = %e, "call not recorded");
+            control.hold(false);
+        }
     }
 }
 
@@ -613,7 +642,7 @@ impl MediaAnchor for RelayAnchor {
         );
         Ok(Box::new(Handle {
             media,
-            sessions: self.sessions.clone(),
+            tenants: self.tenants.clone(),
             owners: self.owners.clone(),
             store: self.store.clone(),
             runtime: self.runtime.clone(),
@@ -626,7 +655,7 @@ impl MediaAnchor for RelayAnchor {
 /// session) when dropped.
 struct Handle {
     media: CallMedia,
-    sessions: Arc<MediaSessions>,
+    tenants: TenantMedia,
     owners: Owners,
     store: Store,
     runtime: tokio::runtime::Handle,
@@ -891,6 +920,15 @@ impl CallMediaHandle for Handle {
     }
 
     fn connected(&self, caller: &str, callee: &str) {
+        let records = self
+            .owners
+            .get(&self.media.id())
+            .is_some_and(|o| self.tenants.records(o.tenant));
+        if !records {
+            return;
+        }
+        // The parties hear nothing of each other until the notice plays.
+        self.media.hold(true);
         self.runtime.spawn(announce_and_record(
             self.store.clone(),
             self.owners.clone(),
@@ -905,10 +943,14 @@ impl CallMediaHandle for Handle {
             return Ok(());
         };
         if owner.session.is_none() {
-            let guard = self.sessions.acquire(owner.tenant).map_err(|e| match e {
-                SessionsFull::Tenant { limit } => HostMediaFull::Tenant { limit },
-                SessionsFull::Host { limit } => HostMediaFull::Host { limit },
-            })?;
+            let guard = self
+                .tenants
+                .sessions
+                .acquire(owner.tenant)
+                .map_err(|e| match e {
+                    SessionsFull::Tenant { limit } => HostMediaFull::Tenant { limit },
+                    SessionsFull::Host { limit } => HostMediaFull::Host { limit },
+                })?;
             owner.session = Some(guard);
         }
         Ok(())
@@ -959,7 +1001,7 @@ mod tests {
         let (tx1, mut rx1) = mpsc::unbounded_channel();
         let (anchor, events) = RelayAnchor::new(
             config(),
-            MediaSessions::new(SessionCaps::default()),
+            TenantMedia::new(SessionCaps::default()),
             store,
             vec![tx0, tx1],
         )
@@ -1033,7 +1075,7 @@ mod tests {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let (anchor, events) = RelayAnchor::new(
             config(),
-            MediaSessions::new(SessionCaps::default()),
+            TenantMedia::new(SessionCaps::default()),
             store,
             vec![tx],
         )
@@ -1091,13 +1133,14 @@ mod tests {
     #[tokio::test]
     async fn host_media_sessions_are_held_per_tenant_until_the_call_goes() {
         let store = Store::open_in_memory().await.expect("store");
-        let sessions = MediaSessions::new(SessionCaps {
+        let tenants = TenantMedia::new(SessionCaps {
             total: 10,
             per_tenant: 1,
         });
+        let sessions = tenants.sessions.clone();
         let (tx, _rx) = mpsc::unbounded_channel();
         let (anchor, _events) =
-            RelayAnchor::new(config(), sessions.clone(), store, vec![tx]).expect("relay");
+            RelayAnchor::new(config(), tenants, store, vec![tx]).expect("relay");
         let (a, b) = (TenantId(1), TenantId(2));
         let first = anchor.open(0, 1, a).expect("open");
         first.hold_host_session().expect("a's one session");
@@ -1137,7 +1180,7 @@ mod tests {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let (anchor, events) = RelayAnchor::new(
             config(),
-            MediaSessions::new(SessionCaps::default()),
+            TenantMedia::new(SessionCaps::default()),
             store,
             vec![tx],
         )

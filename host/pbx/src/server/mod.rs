@@ -549,18 +549,18 @@ async fn run_reporting(
     let _ = io.tls_client.set(tls_client);
     let (media_txs, media_rxs): (Vec<_>, Vec<_>) =
         (0..shard_count).map(|_| mpsc::unbounded_channel()).unzip();
-    let media_sessions = opts
+    let tenant_media = opts
         .media
         .as_ref()
-        .map(|m| pbx_guard::MediaSessions::new(m.sessions));
-    if let Some(sessions) = &media_sessions {
-        sessions.set_tenant_limits(&store.all_tenant_limits().await?);
+        .map(|m| media::TenantMedia::new(m.sessions));
+    if let Some(tenant_media) = &tenant_media {
+        tenant_media.reload(&store).await?;
     }
-    let media_events = match (&opts.media, &media_sessions) {
-        (Some(m), Some(sessions)) => {
+    let media_events = match (&opts.media, &tenant_media) {
+        (Some(m), Some(tenant_media)) => {
             let config = media_config(m, &opts, &addrs, &tls_addrs, &advertised);
             let (anchor, events) =
-                media::RelayAnchor::new(config, sessions.clone(), store.clone(), media_txs)
+                media::RelayAnchor::new(config, tenant_media.clone(), store.clone(), media_txs)
                     .context("starting the media relay")?;
             let task = tokio::spawn(anchor.route_events(events));
             shared.set_media_anchor(Arc::new(anchor));
@@ -620,7 +620,7 @@ async fn run_reporting(
         limits.reload_interval,
         stop_receiving.clone(),
         trunk_registrar.clone(),
-        media_sessions.clone(),
+        tenant_media.clone(),
     ));
     receivers.spawn(retention::run(store.clone(), stop_receiving.clone()));
     receivers.close();

@@ -56,7 +56,7 @@ pub(crate) async fn run(
     every: Duration,
     stop: CancellationToken,
     trunk_registrar: TrunkRegistrar,
-    media_sessions: Option<Arc<pbx_guard::MediaSessions>>,
+    tenant_media: Option<super::media::TenantMedia>,
 ) {
     let mut generation = applied.load(Ordering::Acquire);
     let mut tick = tokio::time::interval(every.max(Duration::from_millis(10)));
@@ -100,11 +100,10 @@ pub(crate) async fn run(
                 {
                     tracing::warn!(error = %e, "cannot reload plugins");
                 }
-                if let Some(sessions) = &media_sessions {
-                    match store.all_tenant_limits().await {
-                        Ok(limits) => sessions.set_tenant_limits(&limits),
-                        Err(e) => tracing::warn!(error = %e, "cannot reload media limits"),
-                    }
+                if let Some(tenant_media) = &tenant_media
+                    && let Err(e) = tenant_media.reload(&store).await
+                {
+                    tracing::warn!(error = %e, "cannot reload tenants' media settings");
                 }
                 // A ban removed from the store (CLI, API) is lifted here.
                 if let Err(e) = guard.sync_bans(&store).await {
