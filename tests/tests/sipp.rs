@@ -84,6 +84,7 @@ async fn sipp_registers_and_calls_without_failures() {
                 max_calls_per_second: Some(100_000),
                 daily_cap_cents: None,
                 media_storage_bytes: None,
+                ..store::TenantLimits::default()
             },
         )
         .await

@@ -8,13 +8,11 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
-use common::{ACME, BETA, Pbx, eventually, http, next_invite};
+use common::{ACME, BETA, Pbx, eventually, files_under, get_raw, http, next_invite};
 use pbx_e2e::{OutCall, Phone, SipMsg, Transport};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UdpSocket;
 
 /// How long to wait for something that should happen at once.
@@ -55,44 +53,6 @@ async fn talk(to: std::net::SocketAddr, secs: u32) {
         }
         socket.send_to(&packet, to).await.unwrap();
     }
-}
-
-/// A GET on the API returning the raw status and body.
-async fn get_raw(api: std::net::SocketAddr, path: &str, token: &str) -> (u16, Vec<u8>) {
-    let mut stream = tokio::net::TcpStream::connect(api).await.unwrap();
-    let req =
-        format!("GET {path} HTTP/1.0\r\nHost: {api}\r\nAuthorization: Bearer {token}\r\n\r\n");
-    stream.write_all(req.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    tokio::time::timeout(SOON, stream.read_to_end(&mut raw))
-        .await
-        .expect("API answers in time")
-        .unwrap();
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("response head");
-    let head = String::from_utf8_lossy(&raw[..split]).to_string();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap();
-    (status, raw[split + 4..].to_vec())
-}
-
-/// Every file under `dir`, recursively.
-fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(files_under(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
 }
 
 /// `caller` calls extension `ext` of its tenant, whose phone `callee` rings

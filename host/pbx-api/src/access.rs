@@ -47,6 +47,8 @@ pub(crate) const GRANTABLE: &[&str] = &[
     "voicemail:write",
     "prompts:read",
     "prompts:write",
+    "recordings:read",
+    "recordings:write",
 ];
 
 /// How the bearer authenticated.

@@ -124,6 +124,10 @@ impl Shard {
             }
             return;
         }
+        if let Some(Err(full)) = call.media.as_ref().map(|h| h.hold_host_session()) {
+            self.refuse_host_media(now, id, full);
+            return;
+        }
         if !answered {
             let can_answer = call.media.is_some()
                 && call
@@ -265,6 +269,15 @@ impl Shard {
                 call.app = None;
                 let event = CallEvent::RecordingFinished { id: Some(message) };
                 self.ask_after_media(now, id, event);
+            }
+            (MediaNotice::RecordingMinutesFull, Some(App::Recording { .. })) => {
+                tracing::info!(call = id, "recording minutes used up");
+                let tag = MediaNotice::RECORDING_MINUTES_FULL.to_string();
+                if !call.tags.contains(&tag) {
+                    call.tags.push(tag);
+                }
+                call.app = None;
+                self.ask_after_media(now, id, CallEvent::RecordingFinished { id: None });
             }
             (MediaNotice::RecordingFailed(reason), Some(App::Recording { .. })) => {
                 tracing::info!(call = id, %reason, "recording not stored");

@@ -22,7 +22,7 @@ use model::{Cdr, Disposition, MediaEncryption, TenantId};
 use transaction::Key;
 
 use crate::auth::Kind;
-use crate::media::{self, CallMediaHandle, MediaLeg, MediaRefusal, MediaSecurity};
+use crate::media::{self, CallMediaHandle, HostMediaFull, MediaLeg, MediaRefusal, MediaSecurity};
 use crate::msg::{self, Method, Msg, NameAddr, SipUri, Writer};
 use crate::shard::{ALLOW, ClientEntry, ReqCtx, SentInvite, ServerEntry, ServerTx, TimerKey};
 use crate::{
@@ -805,6 +805,33 @@ impl Shard {
         self.schedule_call(id);
     }
 
+    /// The host cannot run media for the call (its tenant or the host holds
+    /// all the host media sessions it may): an unanswered caller gets 486 or
+    /// 503 with a `Warning` (RFC 3261 §20.43) and a `Reason` (RFC 3326)
+    /// saying which, an answered one a BYE; the record is tagged
+    /// [`HostMediaFull::TAG`].
+    pub(crate) fn refuse_host_media(&mut self, now: Instant, id: u64, full: HostMediaFull) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if !call.tags.iter().any(|t| t == HostMediaFull::TAG) {
+            call.tags.push(HostMediaFull::TAG.to_string());
+        }
+        let text = full.text();
+        tracing::info!(call = id, %text, "no host media session");
+        if call.a_answered {
+            self.hang_up(now, id, "no host media session");
+            return;
+        }
+        let (status, phrase) = full.status();
+        let headers = [
+            ("Warning", format!("399 {} \"{text}\"", call.domain)),
+            ("Reason", format!("SIP ;cause={status} ;text=\"{text}\"")),
+        ];
+        self.answer_a_with(now, id, (status, phrase), &headers, None);
+        self.finish_call(now, id, disposition_for(status), status, "system");
+    }
+
     /// Rejects a call that never rang anywhere.
     fn fail_call(&mut self, now: Instant, id: u64, status: u16, reason: &str) {
         self.answer_a(now, id, status, reason, None);
@@ -1242,6 +1269,18 @@ impl Shard {
         reason: &str,
         content: Option<(&str, &[u8])>,
     ) -> Option<Bytes> {
+        self.answer_a_with(now, id, (status, reason), &[], content)
+    }
+
+    /// [`Shard::answer_a`] with `headers` added.
+    pub(crate) fn answer_a_with(
+        &mut self,
+        now: Instant,
+        id: u64,
+        (status, reason): (u16, &str),
+        headers: &[(&str, String)],
+        content: Option<(&str, &[u8])>,
+    ) -> Option<Bytes> {
         let call = self.calls.get_mut(&id)?;
         if call.a_answered {
             // The caller's INVITE has its 2xx: nothing else answers it.
@@ -1257,6 +1296,9 @@ impl Shard {
         }
         if (200..300).contains(&status) {
             w.header("Allow", ALLOW);
+        }
+        for (name, value) in headers {
+            w.header(name, value);
         }
         let bytes = w.finish(content);
         let key = call.a_key.clone();
@@ -1927,6 +1969,11 @@ impl Shard {
         let ok = self.answer_a(now, id, msg.status().unwrap_or(200), msg.reason(), content);
         if let (Some(ok), Some(call)) = (ok, self.calls.get_mut(&id)) {
             call.ok_retransmit = Some(Retransmit::new(ok, now, t1));
+        }
+        if let Some(call) = self.calls.get(&id)
+            && let Some(media) = call.media.as_ref()
+        {
+            media.connected(&call.caller, &call.callee);
         }
         tracing::debug!(call = id, fork = i, "call answered");
         self.schedule_call(id);

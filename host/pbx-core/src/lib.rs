@@ -45,8 +45,8 @@ use bytes::Bytes;
 pub use error::Error;
 pub use live_calls::CallSummary;
 pub use media::{
-    CallMediaHandle, CdrMedia, LegMedia, MediaAnchor, MediaEncryption, MediaLeg, MediaNotice,
-    MediaRefusal, MediaSecurity,
+    CallMediaHandle, CdrMedia, HostMediaFull, LegMedia, MediaAnchor, MediaEncryption, MediaLeg,
+    MediaNotice, MediaRefusal, MediaSecurity,
 };
 pub use model::{CallerDevice, Cdr, Directory, Registration, RegistrationChange, TransportKind};
 use parking_lot::RwLock;

@@ -51,6 +51,42 @@ impl MediaRefusal {
     }
 }
 
+/// Why the host cannot run its own media (play, gather, record) for one more
+/// call: its tenant, or the whole host, holds all the host media sessions it
+/// may (`pbx_model::limits` documents both caps).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostMediaFull {
+    /// The tenant's share is in use: the caller hears busy (486).
+    Tenant { limit: u32 },
+    /// The host's total is in use (503).
+    Host { limit: u32 },
+}
+
+impl HostMediaFull {
+    /// The tag the call's record carries.
+    pub const TAG: &'static str = "media-sessions-full";
+
+    /// The status and reason phrase the caller is answered with.
+    pub fn status(self) -> (u16, &'static str) {
+        match self {
+            HostMediaFull::Tenant { .. } => (486, "Busy Here"),
+            HostMediaFull::Host { .. } => (503, "Service Unavailable"),
+        }
+    }
+
+    /// What the `Warning` and `Reason` headers say.
+    pub fn text(self) -> String {
+        match self {
+            HostMediaFull::Tenant { limit } => {
+                format!("the tenant's {limit} host media sessions are in use")
+            }
+            HostMediaFull::Host { limit } => {
+                format!("the host's {limit} media sessions are in use")
+            }
+        }
+    }
+}
+
 /// Opens the media of new calls.
 pub trait MediaAnchor: Send + Sync {
     /// Reserves media for call `call` of `tenant` on shard `shard`; idle
@@ -87,6 +123,16 @@ pub enum MediaNotice {
     /// mailbox-full prompt was played instead of the greeting
     /// ([`CallMediaHandle::voicemail_greeting`]).
     MailboxFull,
+    /// No recording was made: the tenant's recording minutes are used up.
+    /// The caller has heard so (the tenant's `recording-full` prompt, or the
+    /// error tone); the call's record is tagged
+    /// [`MediaNotice::RECORDING_MINUTES_FULL`].
+    RecordingMinutesFull,
+}
+
+impl MediaNotice {
+    /// The tag of a call whose recording found no minutes left.
+    pub const RECORDING_MINUTES_FULL: &'static str = "recording-minutes-full";
 }
 
 /// The media of one call. Dropping it releases the ports.
@@ -170,6 +216,19 @@ pub trait CallMediaHandle: Send + std::fmt::Debug {
         picker_secure: bool,
         policy: MediaEncryption,
     ) -> Result<(Option<Vec<u8>>, Vec<u8>), MediaRefusal>;
+    /// The caller and the callee talk through the relay from now on (a phone
+    /// or a trunk answered; `caller` and `callee` as the call's record names
+    /// them). The anchor may announce and record the call here. The default
+    /// does nothing.
+    fn connected(&self, _caller: &str, _callee: &str) {}
+    /// Takes one of the tenant's host media sessions for this call, before
+    /// the host answers it to play, gather or record; held until the handle
+    /// is dropped or the call is connected to a phone
+    /// ([`CallMediaHandle::answer_to_host_offer`]). Asking again while one is
+    /// held is a no-op. The default holds nothing (an anchor without caps).
+    fn hold_host_session(&self) -> Result<(), HostMediaFull> {
+        Ok(())
+    }
     /// Counters of both legs so far.
     fn stats(&self) -> CdrMedia;
     /// When media last arrived.

@@ -403,6 +403,11 @@ impl Shard {
         self.respond(now, &key, 200, ok.clone());
         if let Some(call) = self.calls.get_mut(&id) {
             call.picker_ok = Some(Retransmit::new(ok, now, t1));
+            // As for any answered call: the tenant's call recording (and its
+            // notice) starts here.
+            if let Some(media) = call.media.as_ref() {
+                media.connected(&call.caller, &call.callee);
+            }
         }
         self.schedule_call(id);
     }

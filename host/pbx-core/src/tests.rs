@@ -1032,12 +1032,15 @@ mod anchoring {
         opened: AtomicU64,
         /// What the calls' media were asked to do besides SDP, in order.
         pub(super) asked: Arc<parking_lot::Mutex<Vec<String>>>,
+        /// Host media sessions refused this way while set.
+        pub(super) full: Arc<parking_lot::Mutex<Option<crate::HostMediaFull>>>,
     }
 
     #[derive(Debug)]
     struct Handle {
         seen: AtomicU64,
         asked: Arc<parking_lot::Mutex<Vec<String>>>,
+        full: Arc<parking_lot::Mutex<Option<crate::HostMediaFull>>>,
     }
 
     fn rewrite(sdp: &[u8], leg: MediaLeg, kind: &str) -> Result<Vec<u8>, MediaRefusal> {
@@ -1142,6 +1145,15 @@ mod anchoring {
                 rewrite(picker, MediaLeg::Callee, "pickup answer")?,
             ))
         }
+        fn connected(&self, caller: &str, callee: &str) {
+            self.asked.lock().push(format!("bridged {caller} {callee}"));
+        }
+        fn hold_host_session(&self) -> Result<(), crate::HostMediaFull> {
+            match *self.full.lock() {
+                Some(full) => Err(full),
+                None => Ok(()),
+            }
+        }
         fn stats(&self) -> CdrMedia {
             let mut m = CdrMedia::default();
             m.caller.packets_in = self.seen.load(Ordering::Relaxed);
@@ -1163,6 +1175,7 @@ mod anchoring {
             Ok(Box::new(Handle {
                 seen: AtomicU64::new(0),
                 asked: self.asked.clone(),
+                full: self.full.clone(),
             }))
         }
     }
@@ -1248,6 +1261,11 @@ mod anchoring {
             let body = String::from_utf8_lossy(&m.body).to_string();
             assert!(body.contains("(answer from Callee)"), "{status}: {body}");
         }
+        assert_eq!(
+            anchor.asked.lock().as_slice(),
+            ["bridged 1000 1001"],
+            "the media hears once that the legs talk"
+        );
 
         // The relay reports the call idle: both legs get a BYE, and the record
         // carries the media counters.
@@ -1512,8 +1530,9 @@ mod anchoring {
             "the caller, answered already, hears nothing in SIP: {out:?}"
         );
         assert_eq!(
-            anchor.asked.lock().last().map(String::as_str),
-            Some("connected")
+            anchor.asked.lock().as_slice().last_chunk::<2>(),
+            Some(&["connected".to_string(), "bridged 1000 1001".to_string()]),
+            "connected to the phone, then told the legs talk"
         );
         // The caller hangs up: the phone gets the BYE, one record is written.
         let bye = format!(
@@ -1641,6 +1660,35 @@ mod anchoring {
         let cdr = h.cdrs.pop().expect("record");
         assert_eq!(cdr.tags, [crate::MAILBOX_FULL_TAG]);
         assert_eq!(cdr.disposition, model::Disposition::Answered);
+    }
+
+    #[test]
+    fn a_recording_without_minutes_left_ends_the_step_and_tags_the_record() {
+        let (mut h, anchor, call) = media_harness();
+        h.decide(crate::RouteDecision::Media(crate::HostMedia::Voicemail {
+            mailbox: "1001".into(),
+        }));
+        assert!(statuses(&h.take()).contains(&200));
+        h.shard
+            .media_notice(h.now, call, crate::MediaNotice::PromptFinished);
+        h.drain();
+        assert_eq!(
+            anchor.asked.lock().last().map(String::as_str),
+            Some("record 1001")
+        );
+        h.shard
+            .media_notice(h.now, call, crate::MediaNotice::RecordingMinutesFull);
+        h.drain();
+        assert_eq!(
+            last_event(&h),
+            crate::CallEvent::RecordingFinished { id: None }
+        );
+        h.decide(crate::RouteDecision::Media(crate::HostMedia::HangUp));
+        h.take();
+        assert_eq!(
+            h.cdrs.pop().expect("record").tags,
+            vec![crate::MediaNotice::RECORDING_MINUTES_FULL.to_string()]
+        );
     }
 
     #[test]
@@ -1819,6 +1867,36 @@ mod anchoring {
         assert_eq!(cdr.disposition, model::Disposition::Answered);
         assert_eq!(cdr.callee_call_id, "pick-1");
         assert_eq!(cdr.tags, vec!["picked-up-from:1001".to_string()]);
+    }
+
+    #[test]
+    fn a_call_that_finds_no_host_media_session_is_refused_with_the_reason() {
+        for (full, status) in [
+            (crate::HostMediaFull::Tenant { limit: 2 }, 486),
+            (crate::HostMediaFull::Host { limit: 9 }, 503),
+        ] {
+            let (mut h, anchor, _call) = media_harness();
+            *anchor.full.lock() = Some(full);
+            h.decide(crate::RouteDecision::Media(menu()));
+            let out = h.take();
+            let refusal = out
+                .iter()
+                .find(|(a, m)| a.port() == 7000 && m.status() == Some(status))
+                .map(|(_, m)| m.clone())
+                .unwrap_or_else(|| panic!("{status} to the caller: {out:?}"));
+            assert!(statuses(&out).iter().all(|s| *s != 200), "never answered");
+            let warning = refusal.header("Warning").expect("Warning").to_string();
+            assert!(
+                warning.starts_with("399 ") && warning.contains(&full.text()),
+                "{warning}"
+            );
+            let reason = refusal.header("Reason").expect("Reason").to_string();
+            assert!(reason.contains(&format!("cause={status}")), "{reason}");
+            assert!(anchor.asked.lock().is_empty(), "nothing played");
+            let cdr = h.cdrs.pop().expect("record");
+            assert_eq!(cdr.tags, vec![crate::HostMediaFull::TAG.to_string()]);
+            assert_eq!(cdr.sip_code, status);
+        }
     }
 
     #[test]

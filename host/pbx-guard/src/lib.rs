@@ -10,6 +10,8 @@
 //!   national, mobile, international, premium-rate, high-risk).
 //! - [`usage`]: concurrent-call guards, windowed call counts, calls per second
 //!   and daily spend per tenant and extension.
+//! - [`sessions`]: host media sessions (IVR, voicemail) per tenant and for
+//!   the whole host.
 //! - [`patterns`]: baselines of normal calling and alerts when calls stray from
 //!   them (bursts, off-hours international calls, IRSF/wangiri, concurrency).
 //! - [`alerts`]: the alert record and the webhook payload signer.
@@ -31,6 +33,7 @@ mod error;
 pub mod patterns;
 pub mod rate;
 pub mod scanner;
+pub mod sessions;
 pub mod usage;
 
 pub use acl::{Acl, TenantAcls};
@@ -41,6 +44,7 @@ pub use error::{Error, Result};
 pub use patterns::{AutoSuspend, BusinessHours, CallInfo, PatternAlert, PatternConfig, Patterns};
 pub use rate::{Admission, OverloadConfig, OverloadGate, RateConfig, RateLimiter, RequestKind};
 pub use scanner::{ScanReason, ScanVerdict, ScannerConfig, ScannerDetector};
+pub use sessions::{MediaSessions, SessionCaps, SessionGuard, SessionsFull};
 pub use usage::{CallGuard, CallStart, Denial, Limits, Usage, UsageConfig};
 
 /// At most `max` bytes of `s`, cut on a character boundary.

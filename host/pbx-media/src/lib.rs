@@ -23,6 +23,8 @@
 //! - [`record`]: [`RecordSpec`] and [`Recording`], what a leg sends as 8 kHz
 //!   PCM placed by RTP timestamp, ended by length, silence, a key or a stop;
 //!   bounded by [`record::MAX_RECORDING`].
+//! - [`call_record`]: [`CallRecorder`], what both legs of a relayed call send,
+//!   mixed into one 8 kHz mono track placed by RTP timestamps.
 //! - [`session`]: [`MediaSession`], the state of one call: offer/answer rewriting
 //!   (`offer_from`/`answer_from` return the SDP for the other leg), latching
 //!   (symmetric RTP), decrypt/re-encrypt, statistics, and `idle_since()`; fed
@@ -30,6 +32,8 @@
 //!   `answer_here` it plays (`play`, `poll_transmit`, `poll_timeout`), hears
 //!   digits and records (`record`), reported as [`SessionEvent`]s;
 //!   `offer_from_host`/`answer_to_host_offer` then connect it to the other leg.
+//!   Between two relayed legs it can `announce` prompts to both before they
+//!   hear each other and then record the call (`record_call`).
 //! - [`relay`]: [`MediaRelay`] owns the UDP port range (even RTP port, RTCP next),
 //!   [`MediaRelay::open_call`] reserves a pair per leg and runs one task per call,
 //!   which also sends what its session has due to play;
@@ -72,6 +76,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod call_record;
 pub mod dtmf;
 mod error;
 pub mod g711;
@@ -86,6 +91,7 @@ pub mod session;
 pub mod srtp;
 pub mod upload;
 
+pub use call_record::CallRecorder;
 pub use dtmf::{Digit, DtmfReceiver};
 pub use error::{Error, MediaError, Result};
 pub use g711::G711;

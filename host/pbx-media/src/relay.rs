@@ -104,6 +104,12 @@ pub enum MediaEvent {
         /// How long the key was held.
         duration_ms: u32,
     },
+    /// The announcement to both legs ([`CallMedia::announce`]) has been
+    /// played.
+    AnnouncementFinished {
+        /// The call.
+        call: CallId,
+    },
     /// A recording on a leg the host answered ended ([`CallMedia::record`]).
     RecordingFinished {
         /// The call.
@@ -129,6 +135,7 @@ impl MediaEvent {
                 digit,
                 duration_ms,
             },
+            SessionEvent::AnnouncementFinished => MediaEvent::AnnouncementFinished { call },
             SessionEvent::RecordingFinished { leg, recording } => MediaEvent::RecordingFinished {
                 call,
                 leg,
@@ -578,6 +585,27 @@ impl CallMedia {
         self.session().take_recording(leg, now)
     }
 
+    /// See [`MediaSession::record_call`].
+    pub fn record_call(&self, max: Duration) {
+        let now = tokio::time::Instant::now().into_std();
+        self.session().record_call(max, now);
+    }
+
+    /// See [`MediaSession::take_call_recording`].
+    pub fn take_call_recording(&self) -> Option<crate::Recording> {
+        self.session().take_call_recording()
+    }
+
+    /// See [`MediaSession::hold`].
+    pub fn hold(&self, on: bool) {
+        self.session().hold(on);
+    }
+
+    /// See [`MediaControl::announce`].
+    pub fn announce(&self, prompts: &[Prompt], record: Option<Duration>) -> Result<()> {
+        self.control.announce(prompts, record)
+    }
+
     /// Counters of both legs.
     pub fn stats(&self) -> CallMediaStats {
         self.session().stats()
@@ -674,6 +702,21 @@ impl MediaControl {
         self.open()?.record(leg, spec, now())?;
         self.wake.notify_one();
         Ok(())
+    }
+
+    /// See [`MediaSession::announce`]; [`MediaEvent::AnnouncementFinished`]
+    /// follows its end. `Protocol` once the call's media is closed.
+    pub fn announce(&self, prompts: &[Prompt], record: Option<Duration>) -> Result<()> {
+        self.open()?.announce(prompts, record, now())?;
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// See [`MediaSession::hold`]; nothing once the call's media is closed.
+    pub fn hold(&self, on: bool) {
+        if let Ok(mut s) = self.open() {
+            s.hold(on);
+        }
     }
 
     /// Ends the recording on `leg` early; returns whether one was running.

@@ -34,6 +34,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use crate::call_record::CallRecorder;
 use crate::dtmf::{self, Digit, DtmfReceiver};
 use crate::error::{Error, Result};
 use crate::g711::G711;
@@ -161,6 +162,9 @@ pub enum SessionEvent {
         /// How long the key was held.
         duration_ms: u32,
     },
+    /// An announcement to both legs ([`MediaSession::announce`]) has been
+    /// played; the legs hear each other from now on.
+    AnnouncementFinished,
     /// A recording ([`MediaSession::record`]) ended.
     RecordingFinished {
         /// The leg it was made on.
@@ -423,6 +427,22 @@ pub struct MediaSession {
     last_media: Instant,
     events: VecDeque<SessionEvent>,
     events_dropped: u64,
+    /// The recording of the relayed call ([`MediaSession::record_call`]).
+    call_record: Option<CallRecorder>,
+    /// The G.711 format of the last answer between the legs, for
+    /// announcements to both.
+    relayed_format: Option<(G711, u8)>,
+    /// An announcement playing to both legs ([`MediaSession::announce`]).
+    announcement: Option<Announcement>,
+    /// The legs do not hear each other yet ([`MediaSession::hold`]).
+    held: bool,
+}
+
+/// Prompts played to both legs of a relayed call before they hear each
+/// other, and the recording that starts when they end.
+struct Announcement {
+    players: [Player; 2],
+    record: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for MediaSession {
@@ -728,6 +748,10 @@ impl MediaSession {
             last_media: now,
             events: VecDeque::new(),
             events_dropped: 0,
+            call_record: None,
+            relayed_format: None,
+            announcement: None,
+            held: false,
         }
     }
 
@@ -817,6 +841,11 @@ impl MediaSession {
             return Err(Error::NotAcceptable("answer rejected the audio stream"));
         }
         let answerer_keys = answered_keys(&pending.offered, m, security, policy)?;
+        let relayed_format = m.formats.iter().find_map(|f| {
+            let (name, rate) = rtpmap(m, f)?;
+            let law = G711::from_encoding(&name).filter(|_| rate == 8000)?;
+            Some((law, payload_type(f)?))
+        });
         if pending.to_offerer.is_some() && !security.to_secure {
             return Err(Error::EncryptionRequired(
                 "the offerer's transport is no longer secure",
@@ -856,6 +885,7 @@ impl MediaSession {
         for leg in &mut self.legs {
             leg.here = None;
         }
+        self.relayed_format = relayed_format;
         Ok(out.to_bytes())
     }
 
@@ -1189,6 +1219,10 @@ impl MediaSession {
         let keys = answered_keys(&pending.offered, m, security, policy)?;
         let (rx, tx) = srtp_pair(keys.as_ref())?;
         let (rtp, rtcp) = remote_addrs(&parsed, 0);
+        let relayed_format = rtpmap(m, &audio)
+            .filter(|(_, rate)| *rate == 8000)
+            .and_then(|(name, _)| G711::from_encoding(&name))
+            .map(|law| (law, *pt));
         let answerer = self.leg(from);
         answerer.set_remote(rtp, rtcp);
         answerer.set_keys(rx, tx);
@@ -1196,6 +1230,7 @@ impl MediaSession {
         for leg in &mut self.legs {
             leg.here = None;
         }
+        self.relayed_format = relayed_format;
         Ok(())
     }
 
@@ -1332,6 +1367,9 @@ impl MediaSession {
     /// address yet, or a failed protection) is dropped and counted; one the
     /// answer does not let the host send is skipped, so prompts keep time.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
+        if let Some(t) = self.poll_announcement(now) {
+            return Some(t);
+        }
         for leg in [Leg::A, Leg::B] {
             let st = &mut self.legs[leg.index()];
             let Some(end) = st.here.as_mut() else {
@@ -1396,6 +1434,11 @@ impl MediaSession {
                 ]
             })
             .flatten()
+            .chain(
+                self.announcement
+                    .iter()
+                    .flat_map(|a| a.players.iter().filter_map(Player::poll_timeout)),
+            )
             .min()
     }
 
@@ -1512,6 +1555,16 @@ impl MediaSession {
         }
 
         let dst_leg = leg.other();
+        if self.held || self.announcement.is_some() {
+            // The legs hear the announcement, not each other, until it ends.
+            return None;
+        }
+        if kind == Channel::Rtp
+            && self.legs[dst_leg.index()].here.is_none()
+            && let Some(r) = &mut self.call_record
+        {
+            r.on_rtp(now, leg, &plain);
+        }
         let dst = &mut self.legs[dst_leg.index()];
         if dst.here.is_some() {
             // The host answered the other leg itself: nothing goes to it.
@@ -1541,6 +1594,110 @@ impl MediaSession {
             data,
             due: None,
         })
+    }
+
+    /// Starts recording what the two legs send each other, mixed
+    /// ([`crate::call_record`]), at most `max` of it; replaces a recording
+    /// already running. Taken with [`MediaSession::take_call_recording`].
+    pub fn record_call(&mut self, max: std::time::Duration, now: Instant) {
+        self.call_record = Some(CallRecorder::new(now, max));
+    }
+
+    /// Plays `prompts` to both legs of the relayed call, in the format their
+    /// answer chose (PCMU or PCMA), before they hear each other: what either
+    /// leg sends meanwhile is neither forwarded nor recorded. When the last
+    /// packet has gone to both, [`SessionEvent::AnnouncementFinished`] is
+    /// reported and, with `record`, the call's recording starts
+    /// ([`MediaSession::record_call`]). `Protocol` while a leg ends at the
+    /// host; `NotAcceptable` when the legs do not talk G.711.
+    pub fn announce(
+        &mut self,
+        prompts: &[Prompt],
+        record: Option<std::time::Duration>,
+        now: Instant,
+    ) -> Result<()> {
+        if self.legs.iter().any(|l| l.here.is_some()) {
+            return Err(Error::Protocol("announce on a leg the host answered"));
+        }
+        let (law, pt) = self
+            .relayed_format
+            .ok_or(Error::NotAcceptable("the legs do not talk PCMU or PCMA"))?;
+        let mut players = [Player::new(law, pt), Player::new(law, pt)];
+        for player in &mut players {
+            for prompt in prompts {
+                player.play(prompt.clone(), now)?;
+            }
+        }
+        self.announcement = Some(Announcement { players, record });
+        self.held = false;
+        self.finish_announcement(now);
+        Ok(())
+    }
+
+    /// Holds back what the legs send each other (neither forwarded nor
+    /// recorded) while an announcement is being prepared; it ends with
+    /// [`MediaSession::announce`] or `hold(false)`.
+    pub fn hold(&mut self, on: bool) {
+        self.held = on;
+    }
+
+    /// Ends the announcement once neither leg has anything left to hear.
+    fn finish_announcement(&mut self, now: Instant) {
+        if self
+            .announcement
+            .as_ref()
+            .is_none_or(|a| a.players.iter().any(Player::is_playing))
+        {
+            return;
+        }
+        if let Some(max) = self.announcement.take().and_then(|a| a.record) {
+            self.call_record = Some(CallRecorder::new(now, max));
+        }
+        push_event(
+            &mut self.events,
+            &mut self.events_dropped,
+            SessionEvent::AnnouncementFinished,
+        );
+    }
+
+    /// The next packet of the announcement, if one is due.
+    fn poll_announcement(&mut self, now: Instant) -> Option<Transmit> {
+        let announcement = self.announcement.as_mut()?;
+        for leg in [Leg::A, Leg::B] {
+            let st = &mut self.legs[leg.index()];
+            while let Some(played) = announcement.players[leg.index()].poll_packet(now) {
+                let Some(to) = st.latched[0].or(st.remote[0]) else {
+                    st.stats.dropped += 1;
+                    continue;
+                };
+                let data = match &mut st.tx {
+                    Some(tx) => match tx.protect(Channel::Rtp, &played.packet) {
+                        Some(b) => b,
+                        None => {
+                            st.stats.dropped += 1;
+                            continue;
+                        }
+                    },
+                    None => played.packet,
+                };
+                st.stats.packets_out += 1;
+                st.stats.bytes_out += data.len() as u64;
+                return Some(Transmit {
+                    leg,
+                    channel: Channel::Rtp,
+                    to,
+                    data,
+                    due: Some(played.due),
+                });
+            }
+        }
+        self.finish_announcement(now);
+        None
+    }
+
+    /// The call's recording so far, ending it; `None` when none runs.
+    pub fn take_call_recording(&mut self) -> Option<Recording> {
+        self.call_record.take().map(CallRecorder::finish)
     }
 
     /// When media last arrived (or when the session was created).
@@ -1611,6 +1768,96 @@ mod tests {
         from_secure: true,
         to_secure: true,
     };
+
+    #[test]
+    fn a_recorded_call_mixes_what_both_legs_relay() {
+        let t0 = Instant::now();
+        let mut s = MediaSession::new(LOCAL, t0);
+        s.offer_from(
+            Leg::A,
+            &offer("RTP/AVP", None),
+            PLAIN,
+            EncryptionPolicy::Optional,
+        )
+        .unwrap();
+        s.answer_from(
+            Leg::B,
+            &answer("RTP/AVP", None),
+            PLAIN,
+            EncryptionPolicy::Optional,
+        )
+        .unwrap();
+        assert!(s.take_call_recording().is_none(), "nothing recorded yet");
+        s.hold(true);
+        let a: SocketAddr = "192.0.2.10:4000".parse().unwrap();
+        assert!(
+            s.handle(t0, Leg::A, Channel::Rtp, a, &rtp(1, 1)).is_none(),
+            "held back"
+        );
+        s.hold(false);
+        s.record_call(Duration::from_secs(60), t0);
+        let b: SocketAddr = "198.51.100.20:6000".parse().unwrap();
+        // Relaying is unchanged by the recording.
+        let out = s.handle(t0, Leg::A, Channel::Rtp, a, &rtp(1, 1)).unwrap();
+        assert_eq!(&out.data[..], &rtp(1, 1)[..]);
+        let t1 = t0 + Duration::from_millis(20);
+        assert!(s.handle(t1, Leg::B, Channel::Rtp, b, &rtp(9, 1)).is_some());
+        let recording = s.take_call_recording().expect("recorded");
+        assert_eq!(recording.samples.len(), 320, "A's 20 ms, then B's");
+        assert!(s.take_call_recording().is_none(), "taken once");
+    }
+
+    #[test]
+    fn an_announcement_plays_to_both_legs_before_they_hear_each_other() {
+        let t0 = Instant::now();
+        let mut s = MediaSession::new(LOCAL, t0);
+        let notice = Prompt::tone(&[440], -13.0, Duration::from_millis(100)).unwrap();
+        s.offer_from(
+            Leg::A,
+            &offer("RTP/AVP", None),
+            PLAIN,
+            EncryptionPolicy::Optional,
+        )
+        .unwrap();
+        assert!(
+            s.announce(std::slice::from_ref(&notice), None, t0).is_err(),
+            "nothing to announce to before the answer"
+        );
+        s.answer_from(
+            Leg::B,
+            &answer("RTP/AVP", None),
+            PLAIN,
+            EncryptionPolicy::Optional,
+        )
+        .unwrap();
+        s.announce(&[notice], Some(Duration::from_secs(60)), t0)
+            .unwrap();
+        let a: SocketAddr = "192.0.2.10:4000".parse().unwrap();
+        let b: SocketAddr = "198.51.100.20:6000".parse().unwrap();
+        // Meanwhile neither leg hears the other.
+        assert!(s.handle(t0, Leg::A, Channel::Rtp, a, &rtp(1, 1)).is_none());
+        let mut to = [0, 0];
+        let mut now = t0;
+        loop {
+            while let Some(t) = s.poll_transmit(now) {
+                assert_eq!(t.data[1] & 0x7f, 0, "in the answer's PCMU");
+                to[t.leg.index()] += 1;
+            }
+            if let Some(event) = s.poll_event() {
+                assert_eq!(event, SessionEvent::AnnouncementFinished);
+                break;
+            }
+            now = s.poll_timeout().unwrap_or(now + Duration::from_millis(20));
+            assert!(now < t0 + Duration::from_secs(1), "the announcement ends");
+        }
+        assert_eq!(to, [5, 5], "100 ms to each leg");
+        // Then the legs talk, and the recording holds only that.
+        let out = s.handle(now, Leg::A, Channel::Rtp, a, &rtp(1, 2)).unwrap();
+        assert_eq!(out.leg, Leg::B);
+        assert!(s.handle(now, Leg::B, Channel::Rtp, b, &rtp(9, 1)).is_some());
+        let recording = s.take_call_recording().expect("recording");
+        assert_eq!(recording.samples.len(), 160);
+    }
 
     #[test]
     fn plain_call_rewrites_sdp_and_relays_with_latching() {

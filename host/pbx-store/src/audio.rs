@@ -6,7 +6,8 @@
 //! # Layout
 //! A store opened on a data directory keeps audio under
 //! `DATA_DIR/media/<tenant id>/` ([`MEDIA_DIR`]): `prompts/<file>`, a fresh
-//! random name per upload, and `voicemail/<message id>`. Directories are made
+//! random name per upload, `voicemail/<message id>` and
+//! `recordings/<recording id>`. Directories are made
 //! 0700 and files 0600 on unix. An in-memory store
 //! ([`Store::open_in_memory`]) keeps the same files in memory.
 //!
@@ -33,7 +34,11 @@
 //! A tenant's prompts and messages count by their WAV size against its
 //! [`crate::TenantLimits::media_storage_bytes`] (pbx-model's
 //! `DEFAULT_MEDIA_STORAGE_BYTES` when not set). The check runs inside the
-//! transaction that adds the row, so two writes cannot both pass it.
+//! transaction that adds the row, so two writes cannot both pass it. The
+//! lengths of its recordings (voicemail messages and recorded calls) count the same way against
+//! its [`crate::TenantLimits::recording_minutes`] (pbx-model's
+//! `DEFAULT_RECORDING_MINUTES` when not set); [`Store::recording_ms_left`]
+//! tells a recording about to start how long it may be.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -79,6 +84,12 @@ pub struct MediaUsage {
     pub prompts: u32,
     /// Voicemail messages kept, in all its mailboxes.
     pub voicemail_messages: u32,
+    /// Length of its recordings (voicemail messages), milliseconds.
+    #[serde(default)]
+    pub recorded_ms: u64,
+    /// Its recording quota, milliseconds.
+    #[serde(default)]
+    pub recording_quota_ms: u64,
 }
 
 impl MediaUsage {
@@ -108,6 +119,8 @@ impl fmt::Debug for AudioFiles {
 pub(crate) enum Kind {
     Prompt,
     Voicemail,
+    /// A recorded call (`recording.rs`).
+    Recording,
 }
 
 impl Kind {
@@ -115,6 +128,7 @@ impl Kind {
         match self {
             Kind::Prompt => "prompts",
             Kind::Voicemail => "voicemail",
+            Kind::Recording => "recordings",
         }
     }
 }
@@ -217,6 +231,10 @@ pub(crate) fn prompt_aad(tenant: TenantId, file: &str) -> Vec<u8> {
 /// The associated data of a voicemail message's file.
 pub(crate) fn voicemail_aad(tenant: TenantId, mailbox: &str, id: &str) -> Vec<u8> {
     aad(tenant, Kind::Voicemail, &[mailbox, id])
+}
+
+pub(crate) fn recording_aad(tenant: TenantId, id: &str) -> Vec<u8> {
+    aad(tenant, Kind::Recording, &[id])
 }
 
 fn key_aad(tenant: TenantId) -> Vec<u8> {
@@ -524,7 +542,8 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         tenant::ensure_tenant(&mut tx, tenant).await?;
         let used_bytes = bytes_used(&mut tx, tenant).await?;
-        let quota_bytes = quota(&mut tx, tenant).await?;
+        let own = own_limits(&mut tx, tenant).await?;
+        let recorded_ms = recorded_ms(&mut tx, tenant).await?;
         let row = sqlx::query(
             "SELECT (SELECT COUNT(*) FROM prompts WHERE tenant_id = ?) AS prompts, \
              (SELECT COUNT(*) FROM voicemail_messages WHERE tenant_id = ?) AS messages",
@@ -540,10 +559,21 @@ impl Store {
         };
         Ok(MediaUsage {
             used_bytes,
-            quota_bytes,
+            quota_bytes: own.media_storage_quota(),
             prompts: count("prompts")?,
             voicemail_messages: count("messages")?,
+            recorded_ms,
+            recording_quota_ms: own.recording_quota_ms(),
         })
+    }
+
+    /// How long a recording of the tenant starting now may be before its
+    /// recording minutes are used up (0 when they are).
+    pub async fn recording_ms_left(&self, tenant: TenantId) -> Result<u64> {
+        let mut conn = self.pool.acquire().await?;
+        let quota = own_limits(&mut conn, tenant).await?.recording_quota_ms();
+        let used = recorded_ms(&mut conn, tenant).await?;
+        Ok(quota.saturating_sub(used))
     }
 
     /// Deletes audio files that no row names and that are at least an hour
@@ -569,6 +599,10 @@ impl Store {
             (
                 "SELECT tenant_id, id AS name FROM voicemail_messages",
                 Kind::Voicemail,
+            ),
+            (
+                "SELECT tenant_id, id AS name FROM call_recordings",
+                Kind::Recording,
             ),
         ] {
             for row in sqlx::query(sql).fetch_all(&mut *tx).await? {
@@ -620,7 +654,7 @@ fn remove_orphans(
         else {
             continue;
         };
-        for kind in [Kind::Prompt, Kind::Voicemail] {
+        for kind in [Kind::Prompt, Kind::Voicemail, Kind::Recording] {
             let dir = tenant_dir.path().join(kind.dir());
             for file in entries(&dir) {
                 let name = file.file_name().to_string_lossy().into_owned();
@@ -653,7 +687,26 @@ fn remove_orphans(
 pub(crate) async fn bytes_used(conn: &mut SqliteConnection, tenant: TenantId) -> Result<u64> {
     let row = sqlx::query(
         "SELECT (SELECT COALESCE(SUM(bytes), 0) FROM prompts WHERE tenant_id = ?) \
-         + (SELECT COALESCE(SUM(bytes), 0) FROM voicemail_messages WHERE tenant_id = ?) AS used",
+         + (SELECT COALESCE(SUM(bytes), 0) FROM voicemail_messages WHERE tenant_id = ?) \
+         + (SELECT COALESCE(SUM(bytes), 0) FROM call_recordings WHERE tenant_id = ?) AS used",
+    )
+    .bind(tenant.0)
+    .bind(tenant.0)
+    .bind(tenant.0)
+    .fetch_one(conn)
+    .await?;
+    let used: i64 = row.try_get("used")?;
+    Ok(u64::try_from(used).unwrap_or(0))
+}
+
+/// Milliseconds of the tenant's recordings (voicemail messages and recorded
+/// calls).
+pub(crate) async fn recorded_ms(conn: &mut SqliteConnection, tenant: TenantId) -> Result<u64> {
+    let row = sqlx::query(
+        "SELECT (SELECT COALESCE(SUM(duration_ms), 0) FROM voicemail_messages \
+           WHERE tenant_id = ?) \
+         + (SELECT COALESCE(SUM(duration_ms), 0) FROM call_recordings WHERE tenant_id = ?) \
+         AS used",
     )
     .bind(tenant.0)
     .bind(tenant.0)
@@ -663,21 +716,42 @@ pub(crate) async fn bytes_used(conn: &mut SqliteConnection, tenant: TenantId) ->
     Ok(u64::try_from(used).unwrap_or(0))
 }
 
-/// The tenant's media storage quota: its own, or the default.
-async fn quota(conn: &mut SqliteConnection, tenant: TenantId) -> Result<u64> {
-    let own: Option<i64> =
-        sqlx::query("SELECT media_storage_bytes FROM tenant_limits WHERE tenant_id = ?")
-            .bind(tenant.0)
-            .fetch_optional(conn)
-            .await?
-            .map(|r| r.try_get("media_storage_bytes"))
-            .transpose()?
-            .flatten();
-    let limits = TenantLimits {
-        media_storage_bytes: own.and_then(|b| u64::try_from(b).ok()),
-        ..TenantLimits::default()
+/// The tenant's own media quotas (`None` where it has none).
+async fn own_limits(conn: &mut SqliteConnection, tenant: TenantId) -> Result<TenantLimits> {
+    let row = sqlx::query(
+        "SELECT media_storage_bytes, recording_minutes FROM tenant_limits WHERE tenant_id = ?",
+    )
+    .bind(tenant.0)
+    .fetch_optional(conn)
+    .await?;
+    let Some(row) = row else {
+        return Ok(TenantLimits::default());
     };
-    Ok(limits.media_storage_quota())
+    let bytes: Option<i64> = row.try_get("media_storage_bytes")?;
+    let minutes: Option<i64> = row.try_get("recording_minutes")?;
+    Ok(TenantLimits {
+        media_storage_bytes: bytes.and_then(|b| u64::try_from(b).ok()),
+        recording_minutes: minutes.and_then(|m| u32::try_from(m).ok()),
+        ..TenantLimits::default()
+    })
+}
+
+/// Fails with [`Error::QuotaExceeded`] unless the tenant's recordings, with
+/// `adding_ms` more, stay within its recording minutes.
+pub(crate) async fn check_recording_quota(
+    conn: &mut SqliteConnection,
+    tenant: TenantId,
+    adding_ms: u64,
+) -> Result<()> {
+    let used = recorded_ms(conn, tenant).await?;
+    let quota = own_limits(conn, tenant).await?.recording_quota_ms();
+    if used.saturating_add(adding_ms) > quota {
+        return Err(Error::QuotaExceeded(format!(
+            "the tenant's recording minutes are used up: {used} of its {quota} ms are recorded \
+             and this needs {adding_ms} more"
+        )));
+    }
+    Ok(())
 }
 
 /// Fails with [`Error::QuotaExceeded`] unless the tenant's audio, with
@@ -689,7 +763,7 @@ pub(crate) async fn check_quota(
     freeing: u64,
 ) -> Result<()> {
     let used = bytes_used(conn, tenant).await?;
-    let quota = quota(conn, tenant).await?;
+    let quota = own_limits(conn, tenant).await?.media_storage_quota();
     if used.saturating_sub(freeing).saturating_add(adding) > quota {
         return Err(Error::QuotaExceeded(format!(
             "the tenant's media storage is full: {used} of its {quota} bytes are used and \
@@ -721,6 +795,8 @@ mod tests {
             quota_bytes: 1000,
             prompts: 0,
             voicemail_messages: 1,
+            recorded_ms: 0,
+            recording_quota_ms: 60_000,
         };
         assert!(usage.has_room_for(100));
         assert!(!usage.has_room_for(101));

@@ -58,6 +58,7 @@ mod media_policy;
 mod plugin;
 mod policy_config;
 mod prompt;
+mod recording;
 mod registration;
 mod rows;
 mod secret;
@@ -79,8 +80,9 @@ pub use cdr::CdrFilter;
 pub use cdr_export::{CDR_CSV_HEADER, CdrCursor, write_cdr_csv};
 pub use error::{Error, Result};
 pub use model::limits::{
-    DEFAULT_MEDIA_STORAGE_BYTES, DEFAULT_VOICEMAIL_RETENTION_DAYS, MAX_PROMPT_BYTES, MAX_PROMPT_MS,
-    MAX_VOICEMAIL_BYTES, MAX_VOICEMAIL_MESSAGES, MAX_VOICEMAIL_RETENTION_DAYS,
+    DEFAULT_MEDIA_STORAGE_BYTES, DEFAULT_VOICEMAIL_RETENTION_DAYS, MAX_CALL_RECORDING_BYTES,
+    MAX_PROMPT_BYTES, MAX_PROMPT_MS, MAX_VOICEMAIL_BYTES, MAX_VOICEMAIL_MESSAGES,
+    MAX_VOICEMAIL_RETENTION_DAYS,
 };
 pub use model::{
     Alert, Calendar, Cdr, CdrMedia, DigestAlgorithm, DigestAlgorithms, Directory, Disposition,
@@ -93,6 +95,7 @@ pub use policy_config::{
     PLUGIN_KV_QUOTA_BYTES,
 };
 pub use prompt::PromptInfo;
+pub use recording::CallRecording;
 pub use secret::SECRET_KEY_FILE;
 pub use trunk::Trunk;
 pub use user::{

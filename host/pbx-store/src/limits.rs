@@ -15,13 +15,16 @@ impl Store {
         crate::tenant::ensure_tenant(&mut tx, tenant).await?;
         sqlx::query(
             "INSERT INTO tenant_limits (tenant_id, max_concurrent, max_concurrent_extension, \
-             max_calls_per_second, daily_cap_cents, media_storage_bytes) \
-             VALUES (?, ?, ?, ?, ?, ?) \
+             max_calls_per_second, daily_cap_cents, media_storage_bytes, max_media_sessions, \
+             recording_minutes) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
              ON CONFLICT (tenant_id) DO UPDATE SET max_concurrent = excluded.max_concurrent, \
              max_concurrent_extension = excluded.max_concurrent_extension, \
              max_calls_per_second = excluded.max_calls_per_second, \
              daily_cap_cents = excluded.daily_cap_cents, \
-             media_storage_bytes = excluded.media_storage_bytes",
+             media_storage_bytes = excluded.media_storage_bytes, \
+             max_media_sessions = excluded.max_media_sessions, \
+             recording_minutes = excluded.recording_minutes",
         )
         .bind(tenant.0)
         .bind(limits.max_concurrent.map(i64::from))
@@ -37,6 +40,8 @@ impl Store {
                 .media_storage_bytes
                 .map(|b| i64::try_from(b).unwrap_or(i64::MAX)),
         )
+        .bind(limits.max_media_sessions.map(i64::from))
+        .bind(limits.recording_minutes.map(i64::from))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -47,7 +52,8 @@ impl Store {
     pub async fn tenant_limits(&self, tenant: TenantId) -> Result<TenantLimits> {
         let row = sqlx::query(
             "SELECT tenant_id, max_concurrent, max_concurrent_extension, max_calls_per_second, \
-             daily_cap_cents, media_storage_bytes FROM tenant_limits WHERE tenant_id = ?",
+             daily_cap_cents, media_storage_bytes, max_media_sessions, recording_minutes \
+             FROM tenant_limits WHERE tenant_id = ?",
         )
         .bind(tenant.0)
         .fetch_optional(&self.pool)
@@ -61,7 +67,8 @@ impl Store {
     pub async fn all_tenant_limits(&self) -> Result<Vec<(TenantId, TenantLimits)>> {
         let rows = sqlx::query(
             "SELECT tenant_id, max_concurrent, max_concurrent_extension, max_calls_per_second, \
-             daily_cap_cents, media_storage_bytes FROM tenant_limits ORDER BY tenant_id",
+             daily_cap_cents, media_storage_bytes, max_media_sessions, recording_minutes \
+             FROM tenant_limits ORDER BY tenant_id",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -86,6 +93,8 @@ fn from_row(row: &sqlx::sqlite::SqliteRow) -> Result<(TenantId, TenantLimits)> {
             max_calls_per_second: u32_col("max_calls_per_second")?,
             daily_cap_cents: u64_col("daily_cap_cents")?,
             media_storage_bytes: u64_col("media_storage_bytes")?,
+            max_media_sessions: u32_col("max_media_sessions")?,
+            recording_minutes: u32_col("recording_minutes")?,
         },
     ))
 }
@@ -109,6 +118,8 @@ mod tests {
             max_calls_per_second: Some(5),
             daily_cap_cents: Some(2500),
             media_storage_bytes: Some(1 << 20),
+            max_media_sessions: Some(3),
+            recording_minutes: Some(30),
         };
         store.set_tenant_limits(t, &limits).await.unwrap();
         assert_eq!(store.tenant_limits(t).await.unwrap(), limits);

@@ -4,7 +4,8 @@
 //!
 //! A mailbox is an extension number of the tenant; its messages go with the
 //! extension. A mailbox keeps at most [`MAX_VOICEMAIL_MESSAGES`]; the
-//! tenant's audio counts against its media quota; messages older than the
+//! tenant's audio counts against its media quota and its messages' lengths
+//! against its recording minutes; messages older than the
 //! tenant's retention are deleted by [`Store::sweep_voicemail`], saved or not.
 //! The mailbox's PIN is `voicemail_box.rs`'s.
 
@@ -77,13 +78,14 @@ pub(crate) async fn ensure_mailbox(
 }
 
 /// Checks that the mailbox exists and has room for one more message of
-/// `bytes`: [`Error::QuotaExceeded`] when it is full or the tenant's media
-/// storage is.
+/// `bytes` and `duration_ms`: [`Error::QuotaExceeded`] when it is full or
+/// the tenant's media storage or recording minutes are.
 async fn room_for(
     conn: &mut SqliteConnection,
     tenant: TenantId,
     mailbox: &str,
     bytes: u64,
+    duration_ms: u64,
 ) -> Result<()> {
     ensure_mailbox(conn, tenant, mailbox).await?;
     let row = sqlx::query(
@@ -99,7 +101,8 @@ async fn room_for(
             "mailbox {mailbox} is full: it keeps at most {MAX_VOICEMAIL_MESSAGES} messages"
         )));
     }
-    audio::check_quota(conn, tenant, bytes, 0).await
+    audio::check_quota(conn, tenant, bytes, 0).await?;
+    audio::check_recording_quota(conn, tenant, duration_ms).await
 }
 
 /// Deletes the messages of the extension `mailbox`, about to be removed, in
@@ -164,7 +167,14 @@ impl Store {
         audio::check_wav(wav, MAX_VOICEMAIL_BYTES, "voicemail")?;
         let bytes = wav.len() as u64;
         // Refuse before writing anything when it cannot fit.
-        room_for(&mut *self.pool.acquire().await?, tenant, mailbox, bytes).await?;
+        room_for(
+            &mut *self.pool.acquire().await?,
+            tenant,
+            mailbox,
+            bytes,
+            duration_ms,
+        )
+        .await?;
         let key = self.tenant_key_or_create(tenant).await?;
         let id = audio::new_id();
         let file = AudioFile::new(tenant, Kind::Voicemail, &id);
@@ -182,7 +192,7 @@ impl Store {
         };
         let row = async {
             let mut tx = self.write_tx().await?;
-            room_for(&mut tx, tenant, mailbox, bytes).await?;
+            room_for(&mut tx, tenant, mailbox, bytes, duration_ms).await?;
             sqlx::query(
                 "INSERT INTO voicemail_messages (id, tenant_id, mailbox, caller, created_at_ms, \
                  duration_ms, bytes) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -609,6 +619,52 @@ mod tests {
             store.memory_files(),
             usize::try_from(MAX_VOICEMAIL_MESSAGES).expect("small") + 1
         );
+    }
+
+    #[tokio::test]
+    async fn recording_minutes_bound_each_tenants_messages() {
+        let (store, a, b) = fixture().await;
+        let quota = TenantLimits::default().recording_quota_ms();
+        assert_eq!(store.recording_ms_left(a).await.expect("left"), quota);
+        store
+            .set_tenant_limits(
+                a,
+                &TenantLimits {
+                    recording_minutes: Some(1),
+                    ..TenantLimits::default()
+                },
+            )
+            .await
+            .expect("limits");
+        assert_eq!(store.recording_ms_left(a).await.expect("left"), 60_000);
+        store
+            .save_voicemail_at(a, "100", "x", &wav(8), 45_000, 0)
+            .await
+            .expect("fits");
+        assert_eq!(store.recording_ms_left(a).await.expect("left"), 15_000);
+        let usage = store.media_usage(a).await.expect("usage");
+        assert_eq!(
+            (usage.recorded_ms, usage.recording_quota_ms),
+            (45_000, 60_000)
+        );
+        let over = store
+            .save_voicemail_at(a, "101", "x", &wav(8), 15_001, 0)
+            .await;
+        assert!(
+            matches!(&over, Err(Error::QuotaExceeded(m)) if m.contains("recording minutes")),
+            "{over:?}"
+        );
+        store
+            .save_voicemail_at(a, "101", "x", &wav(8), 15_000, 0)
+            .await
+            .expect("exactly what is left");
+        assert_eq!(store.recording_ms_left(a).await.expect("left"), 0);
+        // The other tenant's minutes are its own.
+        assert_eq!(store.recording_ms_left(b).await.expect("left"), quota);
+        store
+            .save_voicemail_at(b, "100", "x", &wav(8), 60_000, 0)
+            .await
+            .expect("b records");
     }
 
     #[tokio::test]

@@ -453,6 +453,11 @@ pub enum TenantCommand {
         /// handle it.
         #[arg(long, value_parser = parse_digest, value_name = "ALGORITHMS")]
         digest: Option<DigestChoice>,
+        /// Record every answered call between phones or trunks (`on`), both
+        /// parties hearing the `recording-notice` prompt (a tone without
+        /// one) first; `off` as shipped.
+        #[arg(long, value_parser = parse_on_off, value_name = "on|off")]
+        call_recording: Option<bool>,
     },
     /// Replace a tenant's calendar (read by its call handlers): its time zone
     /// and its holidays. Without arguments, show it.
@@ -511,6 +516,12 @@ pub enum TenantCommand {
         /// Bytes of prompts and voicemail the tenant may keep.
         #[arg(long)]
         media_storage_bytes: Option<u64>,
+        /// Host media sessions (IVR, voicemail, mailbox menu) at once.
+        #[arg(long)]
+        max_media_sessions: Option<u32>,
+        /// Minutes of recorded audio (voicemail) the tenant may keep.
+        #[arg(long)]
+        recording_minutes: Option<u32>,
     },
 }
 

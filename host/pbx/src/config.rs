@@ -63,6 +63,8 @@
 //! port_min = 20000
 //! port_max = 29999
 //! idle_timeout_secs = 60           # a call without media this long is hung up
+//! max_sessions = 1000              # host media sessions (IVR, voicemail) of the host
+//! max_sessions_per_tenant = 20     # ... of a tenant, unless `pbx tenant limits` sets its own
 //!
 //! [log]
 //! format = "text"                  # or "json"
@@ -217,6 +219,10 @@ pub struct MediaSection {
     pub port_min: Option<u16>,
     pub port_max: Option<u16>,
     pub idle_timeout_secs: Option<u64>,
+    /// Host media sessions of the whole host (`pbx_model::limits`).
+    pub max_sessions: Option<u32>,
+    /// Host media sessions of a tenant without its own cap.
+    pub max_sessions_per_tenant: Option<u32>,
 }
 
 /// `[registrar]`
@@ -524,6 +530,10 @@ fn media_options(m: &MediaSection) -> Result<Option<MediaOptions>> {
         idle_timeout: match m.idle_timeout_secs {
             Some(secs) => positive_secs("media.idle_timeout_secs", secs)?,
             None => d.idle_timeout,
+        },
+        sessions: pbx_guard::SessionCaps {
+            total: m.max_sessions.unwrap_or(d.sessions.total),
+            per_tenant: m.max_sessions_per_tenant.unwrap_or(d.sessions.per_tenant),
         },
     };
     if opts.port_min == 0 || opts.port_max <= opts.port_min {
@@ -852,6 +862,27 @@ format = "json"
         assert_eq!(core.ring_timeout, Duration::from_secs(20));
         assert_eq!(core.max_call_duration, Duration::from_secs(3600));
         assert_eq!(core.user_agent.as_deref(), Some("acme-pbx"));
+    }
+
+    #[test]
+    fn media_section_sets_the_host_media_session_caps() {
+        let file =
+            FileConfig::parse("[media]\nmax_sessions = 40\nmax_sessions_per_tenant = 4").unwrap();
+        let s = Settings::resolve(file, &ServeArgs::default()).unwrap();
+        let media = s.serve.media.expect("media on");
+        assert_eq!(
+            media.sessions,
+            pbx_guard::SessionCaps {
+                total: 40,
+                per_tenant: 4
+            }
+        );
+        let file = FileConfig::parse("[media]\nidle_timeout_secs = 30").unwrap();
+        let s = Settings::resolve(file, &ServeArgs::default()).unwrap();
+        assert_eq!(
+            s.serve.media.expect("media on").sessions,
+            pbx_guard::SessionCaps::default()
+        );
     }
 
     #[test]

@@ -97,6 +97,8 @@ pub async fn execute(
             max_calls_per_second,
             daily_cap_cents,
             media_storage_bytes,
+            max_media_sessions,
+            recording_minutes,
         }) => {
             let t = tenant_named(store, &tenant).await?;
             let limits = store::TenantLimits {
@@ -105,25 +107,37 @@ pub async fn execute(
                 max_calls_per_second,
                 daily_cap_cents,
                 media_storage_bytes,
+                max_media_sessions,
+                recording_minutes,
             };
             store.set_tenant_limits(t.id, &limits).await?;
             let show = |v: Option<u64>| v.map_or_else(|| "default".to_string(), |v| v.to_string());
             writeln!(
                 out,
-                "limits of {}: concurrent {}, per extension {}, per second {}, daily cap {} cents",
+                "limits of {}: concurrent {}, per extension {}, per second {}, daily cap {} cents, \
+                 media storage {} bytes, media sessions {}, recording {} minutes",
                 t.name,
                 show(max_concurrent.map(u64::from)),
                 show(max_concurrent_extension.map(u64::from)),
                 show(max_calls_per_second.map(u64::from)),
                 show(daily_cap_cents),
+                show(media_storage_bytes),
+                show(max_media_sessions.map(u64::from)),
+                show(recording_minutes.map(u64::from)),
             )?;
         }
         Command::Tenant(TenantCommand::Set {
             tenant,
             media_encryption,
             digest,
+            call_recording,
         }) => {
             let t = tenant_named(store, &tenant).await?;
+            if let Some(on) = call_recording {
+                store.set_call_recording(t.id, on).await?;
+                let state = if on { "on" } else { "off" };
+                writeln!(out, "tenant {tenant}: call recording {state}")?;
+            }
             if let Some(policy) = media_encryption {
                 store.set_media_encryption(t.id, policy).await?;
                 writeln!(out, "tenant {tenant}: media encryption {}", policy.as_str())?;
@@ -132,7 +146,7 @@ pub async fn execute(
                 store.set_tenant_digest(t.id, digest.stored()).await?;
                 writeln!(out, "tenant {tenant}: digest {digest}")?;
             }
-            if media_encryption.is_none() && digest.is_none() {
+            if media_encryption.is_none() && digest.is_none() && call_recording.is_none() {
                 writeln!(out, "tenant {tenant}: nothing to change")?;
             }
         }

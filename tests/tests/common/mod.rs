@@ -320,6 +320,69 @@ pub(crate) async fn http(
     (status, json)
 }
 
+/// A session token of a new admin of tenant `tenant` (by name), logged in
+/// through the API.
+pub(crate) async fn tenant_admin_token(pbx: &Pbx, tenant: &str) -> String {
+    let username = format!("{tenant}-admin");
+    pbx_api::add_user(
+        &pbx.store,
+        &username,
+        store::UserRole::TenantAdmin,
+        Some(tenant),
+        ROOT_PASSWORD,
+    )
+    .await
+    .expect("the tenant's admin");
+    let (s, v) = http(
+        pbx.api(),
+        "POST",
+        "/api/v1/auth/login",
+        None,
+        Some(serde_json::json!({ "username": username, "password": ROOT_PASSWORD })),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    v["token"].as_str().expect("a token").to_string()
+}
+
+/// A GET on the API returning the raw status and body.
+pub(crate) async fn get_raw(api: std::net::SocketAddr, path: &str, token: &str) -> (u16, Vec<u8>) {
+    let mut stream = tokio::net::TcpStream::connect(api).await.unwrap();
+    let req =
+        format!("GET {path} HTTP/1.0\r\nHost: {api}\r\nAuthorization: Bearer {token}\r\n\r\n");
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
+        .await
+        .expect("API answers in time")
+        .unwrap();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("response head");
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap();
+    (status, raw[split + 4..].to_vec())
+}
+
+/// Every file under `dir`, recursively.
+pub(crate) fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
 /// Waits (bounded: 5 s) until `handle`'s server has applied the provisioning
 /// generation `store` is at now.
 pub(crate) async fn applied(handle: &ServerHandle, store: &Store) {

@@ -24,6 +24,7 @@ mod login;
 mod plugin_config;
 mod policies;
 pub(crate) mod prompts;
+mod recordings;
 mod settings;
 mod system;
 mod tenants;
@@ -200,6 +201,20 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             put(settings::set_calendar),
         ),
         route(
+            M::GET,
+            "/api/v1/tenants/{tenant}/call-recording",
+            "Show whether the tenant's answered calls are recorded",
+            tenant(R::ADMINS, "tenants:read"),
+            get(settings::call_recording),
+        ),
+        route(
+            M::PUT,
+            "/api/v1/tenants/{tenant}/call-recording",
+            "Record (or stop recording) the tenant's answered calls; both parties hear the recording-notice prompt first",
+            tenant(R::ADMINS, "tenants:write"),
+            put(settings::set_call_recording),
+        ),
+        route(
             M::PUT,
             "/api/v1/tenants/{tenant}/media-encryption",
             "Set a tenant's SRTP policy (required, optional or disabled)",
@@ -296,6 +311,27 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Delete a prompt",
             tenant(R::ADMINS, "prompts:write"),
             delete(prompts::delete),
+        ),
+        route(
+            M::GET,
+            "/api/v1/tenants/{tenant}/recordings",
+            "List the tenant's call recordings",
+            tenant(R::ADMINS, "recordings:read"),
+            get(recordings::list),
+        ),
+        route(
+            M::GET,
+            "/api/v1/tenants/{tenant}/recordings/{id}",
+            "Download a call recording as WAV",
+            tenant(R::ADMINS, "recordings:read"),
+            get(recordings::download),
+        ),
+        route(
+            M::DELETE,
+            "/api/v1/tenants/{tenant}/recordings/{id}",
+            "Delete a call recording",
+            tenant(R::ADMINS, "recordings:write"),
+            delete(recordings::delete),
         ),
         route(
             M::GET,

@@ -29,6 +29,14 @@ pub(crate) struct LimitsBody {
     /// quota when unset).
     #[serde(default)]
     media_storage_bytes: Option<u64>,
+    /// Host media sessions (IVR, voicemail) the tenant may hold at once
+    /// (the provider's configured default when unset).
+    #[serde(default)]
+    max_media_sessions: Option<u32>,
+    /// Minutes of recorded audio the tenant may keep (the default when
+    /// unset).
+    #[serde(default)]
+    recording_minutes: Option<u32>,
 }
 
 /// A media encryption policy: `required`, `optional` or `disabled`.
@@ -110,6 +118,8 @@ pub(super) async fn set_limits(
         max_calls_per_second: req.max_calls_per_second,
         daily_cap_cents: req.daily_cap_cents,
         media_storage_bytes: req.media_storage_bytes,
+        max_media_sessions: req.max_media_sessions,
+        recording_minutes: req.recording_minutes,
     };
     state.store().set_tenant_limits(tenant, &limits).await?;
     state
@@ -137,6 +147,45 @@ pub(super) async fn set_media_encryption(
             "tenant.media_encryption",
             Some(tenant),
             json!({ "policy": req.policy.as_str() }),
+        )
+        .await?;
+    Ok(Json(req))
+}
+
+/// Whether the tenant's answered calls are recorded.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CallRecordingBody {
+    enabled: bool,
+}
+
+pub(super) async fn call_recording(
+    State(state): State<ApiState>,
+    P(tenant): P<i64>,
+) -> ApiResult<Json<CallRecordingBody>> {
+    let enabled = state.store().call_recording(TenantId(tenant)).await?;
+    Ok(Json(CallRecordingBody { enabled }))
+}
+
+pub(super) async fn set_call_recording(
+    State(state): State<ApiState>,
+    Extension(p): Extension<Principal>,
+    Source(source): Source,
+    P(tenant): P<i64>,
+    Body(req): Body<CallRecordingBody>,
+) -> ApiResult<Json<CallRecordingBody>> {
+    let tenant = TenantId(tenant);
+    state
+        .store()
+        .set_call_recording(tenant, req.enabled)
+        .await?;
+    state
+        .audit(
+            &p,
+            &source,
+            "tenant.call_recording",
+            Some(tenant),
+            json!({ "enabled": req.enabled }),
         )
         .await?;
     Ok(Json(req))

@@ -13,6 +13,7 @@ mod oidc;
 mod openapi;
 mod plugin_config;
 mod policies;
+mod recordings;
 mod request_limits;
 mod settings;
 mod tls;

@@ -12,7 +12,8 @@ async fn limits_and_media_encryption_round_trip() {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["max_concurrent"], Value::Null);
 
-    let limits = json!({"max_concurrent": 5, "max_calls_per_second": 2, "daily_cap_cents": 10_000});
+    let limits = json!({"max_concurrent": 5, "max_calls_per_second": 2, "daily_cap_cents": 10_000,
+        "max_media_sessions": 3, "recording_minutes": 45});
     let (s, v) = fx
         .call(Method::PUT, &uri, Some(&root), Some(limits.clone()))
         .await;
@@ -30,6 +31,8 @@ async fn limits_and_media_encryption_round_trip() {
             max_calls_per_second: Some(2),
             daily_cap_cents: Some(10_000),
             media_storage_bytes: None,
+            max_media_sessions: Some(3),
+            recording_minutes: Some(45),
         }
     );
     assert_eq!(

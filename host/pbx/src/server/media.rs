@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use pbx_core::{
-    CallMediaHandle, CdrMedia, LegMedia, MediaAnchor, MediaEncryption, MediaLeg, MediaNotice,
-    MediaRefusal, MediaSecurity, PromptRef, Record, Tone,
+    CallMediaHandle, CdrMedia, HostMediaFull, LegMedia, MediaAnchor, MediaEncryption, MediaLeg,
+    MediaNotice, MediaRefusal, MediaSecurity, PromptRef, Record, Tone,
 };
+use pbx_guard::{MediaSessions, SessionCaps, SessionGuard, SessionsFull};
 use pbx_media::{
     CallId, CallMedia, EncryptionPolicy, Leg, LegStats, MediaConfig, MediaControl, MediaError,
     MediaEvent, MediaRelay, Prompt, RecordSpec, Recording, Security,
@@ -38,6 +39,9 @@ pub struct MediaOptions {
     pub port_max: u16,
     /// A call with no media for this long is hung up.
     pub idle_timeout: Duration,
+    /// Host media sessions (IVR, voicemail, mailbox menu) of the whole host
+    /// and of a tenant without its own cap (`pbx_model::limits`).
+    pub sessions: SessionCaps,
 }
 
 impl Default for MediaOptions {
@@ -48,6 +52,7 @@ impl Default for MediaOptions {
             port_min: 20000,
             port_max: 29999,
             idle_timeout: Duration::from_secs(60),
+            sessions: SessionCaps::default(),
         }
     }
 }
@@ -105,7 +110,7 @@ impl Mailboxes {
 }
 
 /// Whom a relay call belongs to, and what its host end is doing.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Owner {
     shard: usize,
     call: u64,
@@ -122,6 +127,12 @@ struct Owner {
     /// What the shard hears when the prompts queued by the last play end:
     /// `PromptFinished`, or `MailboxFull` after the mailbox-full prompt.
     at_end: MediaNotice,
+    /// The host media session the call holds while the host plays, gathers
+    /// or records on it.
+    session: Option<SessionGuard>,
+    /// The caller and callee of the call being recorded (the tenant's
+    /// `call_recording` setting), stored when the call ends.
+    recorded_call: Option<(String, String)>,
 }
 
 /// Which shard and core call a relay call belongs to.
@@ -130,9 +141,40 @@ type Owners = Arc<DashMap<CallId, Owner>>;
 /// Each shard's queue of what the media reports.
 type Shards = Arc<Vec<mpsc::UnboundedSender<ToShard>>>;
 
+/// What the media of calls reads of each tenant's settings, kept in memory
+/// and replaced on every reload: the host media session caps and which
+/// tenants record their calls.
+#[derive(Debug, Clone)]
+pub(crate) struct TenantMedia {
+    pub(crate) sessions: Arc<MediaSessions>,
+    recording: Arc<parking_lot::RwLock<std::collections::HashSet<TenantId>>>,
+}
+
+impl TenantMedia {
+    pub(crate) fn new(caps: SessionCaps) -> TenantMedia {
+        TenantMedia {
+            sessions: MediaSessions::new(caps),
+            recording: Arc::default(),
+        }
+    }
+
+    /// Reads every tenant's media limits and call recording setting.
+    pub(crate) async fn reload(&self, store: &Store) -> store::Result<()> {
+        self.sessions
+            .set_tenant_limits(&store.all_tenant_limits().await?);
+        *self.recording.write() = store.call_recording_tenants().await?.into_iter().collect();
+        Ok(())
+    }
+
+    fn records(&self, tenant: TenantId) -> bool {
+        self.recording.read().contains(&tenant)
+    }
+}
+
 /// [`MediaAnchor`] over a [`MediaRelay`].
 pub(crate) struct RelayAnchor {
     relay: MediaRelay,
+    tenants: TenantMedia,
     owners: Owners,
     store: Store,
     runtime: tokio::runtime::Handle,
@@ -164,12 +206,14 @@ impl RelayAnchor {
     /// the runtime that loads prompts and stores recordings.
     pub(crate) fn new(
         config: MediaConfig,
+        tenants: TenantMedia,
         mailboxes: Mailboxes,
     ) -> Result<(RelayAnchor, mpsc::UnboundedReceiver<MediaEvent>), MediaError> {
         let (relay, events) = MediaRelay::new(config)?;
         Ok((
             RelayAnchor {
                 relay,
+                tenants,
                 owners: Arc::new(DashMap::new()),
                 store: mailboxes.store.clone(),
                 runtime: tokio::runtime::Handle::current(),
@@ -214,7 +258,8 @@ impl RelayAnchor {
                         if o.prompts > 0 {
                             continue;
                         }
-                        (call, ToShard::Notice(o.call, o.at_end.clone()))
+                        let notice = std::mem::replace(&mut o.at_end, MediaNotice::PromptFinished);
+                        (call, ToShard::Notice(o.call, notice))
                     }
                     MediaEvent::Digit {
                         call,
@@ -273,11 +318,23 @@ async fn store_recording(
     mailboxes: &Mailboxes,
     tenant: TenantId,
     (mailbox, caller): (&str, &str),
-    recording: Recording,
+    mut recording: Recording,
 ) -> MediaNotice {
+    if recording.duration() < MIN_MESSAGE {
+        return MediaNotice::RecordingFailed("nothing was recorded".into());
+    }
+    // Whatever else the tenant recorded meanwhile, the message fits in the
+    // minutes left now (the store checks again as it adds the row).
+    match store.recording_ms_left(tenant).await {
+        Ok(left) => {
+            let samples = usize::try_from(left.saturating_mul(8)).unwrap_or(usize::MAX);
+            recording.samples.truncate(samples);
+        }
+        Err(e) => return MediaNotice::RecordingFailed(e.to_string()),
+    }
     let duration = recording.duration();
     if duration < MIN_MESSAGE {
-        return MediaNotice::RecordingFailed("nothing was recorded".into());
+        return MediaNotice::RecordingMinutesFull;
     }
     let wav = recording.to_wav();
     let ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
@@ -295,6 +352,111 @@ async fn store_recording(
     MediaNotice::RecordingStored {
         id: saved.id,
         duration,
+    }
+}
+
+/// The tenant's prompt both parties of a recorded call hear before they
+/// hear each other; without one, the built-in [`recording_tone`].
+pub(crate) const RECORDING_NOTICE_PROMPT: &str = "recording-notice";
+
+/// The longest call recording kept: what [`store::MAX_CALL_RECORDING_BYTES`]
+/// holds at 16 bytes a millisecond.
+const MAX_CALL_RECORDING: Duration =
+    Duration::from_millis((store::MAX_CALL_RECORDING_BYTES - 44) / 16);
+
+/// The built-in notice that a call is recorded: two 1400 Hz tones of half
+/// a second, a fifth of a second apart.
+fn recording_tone() -> Vec<Prompt> {
+    let tone = || Prompt::tone(&[1400], -13.0, Duration::from_millis(500)).ok();
+    [
+        tone(),
+        Prompt::silence(Duration::from_millis(200)).ok(),
+        tone(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// The tenant records its calls (as of the last reload) and the call's legs
+/// are held: both parties hear the notice, then the recording starts, at
+/// most what the tenant's recording minutes leave. Whatever prevents that
+/// releases the legs, unrecorded.
+/// A tenant without minutes left, or a call whose legs do not talk G.711,
+/// is neither announced nor recorded (and says so in the log).
+async fn announce_and_record(
+    store: Store,
+    owners: Owners,
+    call: CallId,
+    control: MediaControl,
+    parties: (String, String),
+) {
+    let Some(tenant) = owners.get(&call).map(|o| o.tenant) else {
+        return;
+    };
+    let left = match store.recording_ms_left(tenant).await {
+        Ok(ms) => Duration::from_millis(ms),
+        Err(e) => {
+            tracing::warn!(%tenant, error = %e, "recording minutes not read");
+            control.hold(false);
+            return;
+        }
+    };
+    if left < MIN_MESSAGE {
+        tracing::info!(%tenant, "recording minutes used up: call not recorded");
+        control.hold(false);
+        return;
+    }
+    let mut notice = resolve(
+        &store,
+        tenant,
+        &[PromptRef::Tenant(RECORDING_NOTICE_PROMPT.into())],
+    )
+    .await;
+    if notice.is_empty() {
+        notice = recording_tone();
+    }
+    let Some(mut owner) = owners.get_mut(&call) else {
+        return;
+    };
+    match control.announce(&notice, Some(MAX_CALL_RECORDING.min(left))) {
+        Ok(()) => owner.recorded_call = Some(parties),
+        Err(e) => {
+            tracing::info!(%tenant, error = %e, "call not recorded");
+            control.hold(false);
+        }
+    }
+}
+
+/// Stores what a recorded call's media kept, within the tenant's recording
+/// minutes left now.
+async fn store_call_recording(
+    store: &Store,
+    tenant: TenantId,
+    (caller, callee): (String, String),
+    mut recording: Recording,
+) {
+    match store.recording_ms_left(tenant).await {
+        Ok(left) => {
+            let samples = usize::try_from(left.saturating_mul(8)).unwrap_or(usize::MAX);
+            recording.samples.truncate(samples);
+        }
+        Err(e) => {
+            tracing::warn!(%tenant, error = %e, "call recording not stored");
+            return;
+        }
+    }
+    if recording.duration() < MIN_MESSAGE {
+        tracing::info!(%tenant, "call recording empty or without minutes: not stored");
+        return;
+    }
+    let ms = u64::try_from(recording.duration().as_millis()).unwrap_or(u64::MAX);
+    match store
+        .save_call_recording(tenant, (&caller, &callee), &recording.to_wav(), ms)
+        .await
+    {
+        Ok(saved) => tracing::info!(%tenant, id = %saved.id, ms, "call recording stored"),
+        Err(e) => tracing::warn!(%tenant, error = %e, "call recording not stored"),
     }
 }
 
@@ -387,6 +549,99 @@ pub(super) async fn resolve(store: &Store, tenant: TenantId, prompts: &[PromptRe
     audio
 }
 
+/// The tenant's prompt `name` when it has one, else the built-in `fallback`:
+/// how the host speaks without recorded voice of its own.
+pub(super) async fn resolve_or(
+    store: &Store,
+    tenant: TenantId,
+    name: &str,
+    fallback: &[PromptRef],
+) -> Vec<Prompt> {
+    let own = resolve(store, tenant, &[PromptRef::Tenant(name.to_string())]).await;
+    if own.is_empty() {
+        resolve(store, tenant, fallback).await
+    } else {
+        own
+    }
+}
+
+/// The tenant's prompt telling a caller that no recording can be made (its
+/// recording minutes are used up); the error tone when it has none.
+pub(crate) const RECORDING_FULL_PROMPT: &str = "recording-full";
+
+/// Starts recording the caller once the tenant's recording minutes left are
+/// known: cut at what is left, or, with none left, the caller hears
+/// [`RECORDING_FULL_PROMPT`] and the shard hears
+/// [`MediaNotice::RecordingMinutesFull`] at its end.
+async fn start_recording(
+    store: Store,
+    owners: Owners,
+    call: CallId,
+    control: MediaControl,
+    mut spec: RecordSpec,
+    generation: u64,
+    shards: Shards,
+) {
+    let Some((tenant, shard, id)) = owners.get(&call).map(|o| (o.tenant, o.shard, o.call)) else {
+        return;
+    };
+    let report = |notice| {
+        if let Some(tx) = shards.get(shard) {
+            let _ = tx.send(ToShard::Notice(id, notice));
+        }
+    };
+    let left = match store.recording_ms_left(tenant).await {
+        Ok(ms) => Duration::from_millis(ms),
+        Err(e) => {
+            tracing::warn!(%tenant, error = %e, "recording minutes not read");
+            report(MediaNotice::RecordingFailed(e.to_string()));
+            return;
+        }
+    };
+    if left >= MIN_MESSAGE {
+        let Some(owner) = owners.get(&call) else {
+            return;
+        };
+        if owner.generation != generation {
+            return;
+        }
+        spec.max = spec.max.min(left);
+        let started = control.record(Leg::A, spec);
+        drop(owner);
+        if let Err(e) = started {
+            report(MediaNotice::RecordingFailed(e.to_string()));
+        }
+        return;
+    }
+    tracing::info!(%tenant, "recording minutes used up: not recording");
+    let audio = resolve_or(
+        &store,
+        tenant,
+        RECORDING_FULL_PROMPT,
+        &[PromptRef::Tone(Tone::Error)],
+    )
+    .await;
+    let Some(mut owner) = owners.get_mut(&call) else {
+        return;
+    };
+    if owner.generation != generation {
+        return;
+    }
+    owner.recording = None;
+    let queued = audio
+        .into_iter()
+        .filter(|p| control.play(Leg::A, p.clone()).is_ok())
+        .count();
+    owner.prompts = queued;
+    if queued > 0 {
+        owner.at_end = MediaNotice::RecordingMinutesFull;
+    }
+    drop(owner);
+    if queued == 0 {
+        report(MediaNotice::RecordingMinutesFull);
+    }
+}
+
 /// Loads `prompts` (the tenant's own from its storage) and plays them in
 /// order on the caller's leg, unless a newer play or a stop came meanwhile.
 async fn load_and_play(
@@ -441,10 +696,13 @@ impl MediaAnchor for RelayAnchor {
                 recording: None,
                 menu: None,
                 at_end: MediaNotice::PromptFinished,
+                session: None,
+                recorded_call: None,
             },
         );
         Ok(Box::new(Handle {
             media,
+            tenants: self.tenants.clone(),
             owners: self.owners.clone(),
             store: self.store.clone(),
             runtime: self.runtime.clone(),
@@ -454,9 +712,11 @@ impl MediaAnchor for RelayAnchor {
     }
 }
 
-/// One call's relay; forgets its owner when dropped.
+/// One call's relay; forgets its owner (and gives back its host media
+/// session) when dropped.
 struct Handle {
     media: CallMedia,
+    tenants: TenantMedia,
     owners: Owners,
     store: Store,
     runtime: tokio::runtime::Handle,
@@ -480,6 +740,15 @@ impl Drop for Handle {
         let Some((_, owner)) = self.owners.remove(&self.media.id()) else {
             return;
         };
+        if let Some(parties) = owner.recorded_call
+            && let Some(recording) = self.media.take_call_recording()
+        {
+            let store = self.store.clone();
+            let tenant = owner.tenant;
+            self.runtime.spawn(async move {
+                store_call_recording(&store, tenant, parties, recording).await;
+            });
+        }
         let Some((mailbox, caller)) = owner.recording else {
             return;
         };
@@ -624,10 +893,27 @@ impl CallMediaHandle for Handle {
             finish_key: record.finish_key,
             silence: record.silence,
         };
-        self.media.record(Leg::A, spec).map_err(refusal)?;
-        if let Some(mut owner) = self.owners.get_mut(&self.media.id()) {
+        let id = self.media.id();
+        let generation = {
+            let Some(mut owner) = self.owners.get_mut(&id) else {
+                return Err(MediaRefusal::new(500, "the call's media is gone"));
+            };
+            owner.generation += 1;
+            owner.prompts = 0;
+            owner.at_end = MediaNotice::PromptFinished;
             owner.recording = Some((record.mailbox.clone(), caller.to_string()));
-        }
+            owner.generation
+        };
+        self.media.stop_playing(Leg::A);
+        self.runtime.spawn(start_recording(
+            self.store.clone(),
+            self.owners.clone(),
+            id,
+            self.media.control(),
+            spec,
+            generation,
+            self.shards.clone(),
+        ));
         Ok(())
     }
 
@@ -757,10 +1043,49 @@ impl CallMediaHandle for Handle {
             owner.generation += 1;
             owner.prompts = 0;
             owner.recording = None;
+            // Relayed from now on: the concurrent-call limits bound it.
+            owner.session = None;
         }
         self.media
             .answer_to_host_offer(Leg::B, sdp, security(sec), policy(p))
             .map_err(refusal)
+    }
+
+    fn connected(&self, caller: &str, callee: &str) {
+        let records = self
+            .owners
+            .get(&self.media.id())
+            .is_some_and(|o| self.tenants.records(o.tenant));
+        if !records {
+            return;
+        }
+        // The parties hear nothing of each other until the notice plays.
+        self.media.hold(true);
+        self.runtime.spawn(announce_and_record(
+            self.store.clone(),
+            self.owners.clone(),
+            self.media.id(),
+            self.media.control(),
+            (caller.to_string(), callee.to_string()),
+        ));
+    }
+
+    fn hold_host_session(&self) -> Result<(), HostMediaFull> {
+        let Some(mut owner) = self.owners.get_mut(&self.media.id()) else {
+            return Ok(());
+        };
+        if owner.session.is_none() {
+            let guard = self
+                .tenants
+                .sessions
+                .acquire(owner.tenant)
+                .map_err(|e| match e {
+                    SessionsFull::Tenant { limit } => HostMediaFull::Tenant { limit },
+                    SessionsFull::Host { limit } => HostMediaFull::Host { limit },
+                })?;
+            owner.session = Some(guard);
+        }
+        Ok(())
     }
 
     fn stats(&self) -> CdrMedia {
@@ -806,8 +1131,12 @@ mod tests {
         let store = Store::open_in_memory().await.expect("store");
         let (tx0, _rx0) = mpsc::unbounded_channel();
         let (tx1, mut rx1) = mpsc::unbounded_channel();
-        let (anchor, events) =
-            RelayAnchor::new(config(), Mailboxes::new(store, vec![tx0, tx1])).expect("relay");
+        let (anchor, events) = RelayAnchor::new(
+            config(),
+            TenantMedia::new(SessionCaps::default()),
+            Mailboxes::new(store, vec![tx0, tx1]),
+        )
+        .expect("relay");
         tokio::spawn(anchor.route_events(events));
         let handle = anchor.open(1, 42, TenantId(1)).expect("open");
         let plain = MediaSecurity {
@@ -907,8 +1236,12 @@ mod tests {
             .await
             .expect("prompt");
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let (anchor, events) =
-            RelayAnchor::new(config(), Mailboxes::new(store, vec![tx])).expect("relay");
+        let (anchor, events) = RelayAnchor::new(
+            config(),
+            TenantMedia::new(SessionCaps::default()),
+            Mailboxes::new(store, vec![tx]),
+        )
+        .expect("relay");
         tokio::spawn(anchor.route_events(events));
         let phone = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let port = phone.local_addr().unwrap().port();
@@ -956,6 +1289,96 @@ mod tests {
         assert_eq!(
             next_notice(&mut rx).await,
             ToShard::Notice(8, MediaNotice::PromptFinished)
+        );
+    }
+
+    #[tokio::test]
+    async fn host_media_sessions_are_held_per_tenant_until_the_call_goes() {
+        let store = Store::open_in_memory().await.expect("store");
+        let tenants = TenantMedia::new(SessionCaps {
+            total: 10,
+            per_tenant: 1,
+        });
+        let sessions = tenants.sessions.clone();
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let (anchor, _events) =
+            RelayAnchor::new(config(), tenants, Mailboxes::new(store, vec![tx])).expect("relay");
+        let (a, b) = (TenantId(1), TenantId(2));
+        let first = anchor.open(0, 1, a).expect("open");
+        first.hold_host_session().expect("a's one session");
+        first.hold_host_session().expect("holding again is a no-op");
+        let second = anchor.open(0, 2, a).expect("open");
+        assert_eq!(
+            second.hold_host_session(),
+            Err(HostMediaFull::Tenant { limit: 1 })
+        );
+        let other = anchor.open(0, 3, b).expect("open");
+        other.hold_host_session().expect("b is not affected");
+        drop(first);
+        second
+            .hold_host_session()
+            .expect("a's session is free again");
+        assert_eq!(sessions.snapshot(), vec![(a, 1), (b, 1)]);
+    }
+
+    #[tokio::test]
+    async fn a_recording_without_minutes_left_says_so_instead() {
+        let store = Store::open_in_memory().await.expect("store");
+        let tenant = store
+            .add_tenant("acme", "acme.example")
+            .await
+            .expect("tenant")
+            .id;
+        store
+            .set_tenant_limits(
+                tenant,
+                &store::TenantLimits {
+                    recording_minutes: Some(0),
+                    ..store::TenantLimits::default()
+                },
+            )
+            .await
+            .expect("limits");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (anchor, events) = RelayAnchor::new(
+            config(),
+            TenantMedia::new(SessionCaps::default()),
+            Mailboxes::new(store, vec![tx]),
+        )
+        .expect("relay");
+        tokio::spawn(anchor.route_events(events));
+        let phone = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let port = phone.local_addr().unwrap().port();
+        let handle = anchor.open(0, 9, tenant).expect("open");
+        handle
+            .answer_here(
+                MediaLeg::Caller,
+                &offer_from(port),
+                false,
+                MediaEncryption::Optional,
+            )
+            .expect("answer");
+        let record = Record {
+            mailbox: "100".into(),
+            max: Duration::from_secs(60),
+            beep: true,
+            finish_key: Some('#'),
+            silence: None,
+        };
+        handle.record(&record, "1000").expect("asked");
+        // The caller hears the error tone (no `recording-full` prompt), and
+        // then the shard hears why nothing was recorded.
+        let mut buf = [0u8; 2048];
+        for _ in 0..10 {
+            let (n, _) = tokio::time::timeout(Duration::from_secs(5), phone.recv_from(&mut buf))
+                .await
+                .expect("RTP")
+                .unwrap();
+            assert!(n > 12);
+        }
+        assert_eq!(
+            next_notice(&mut rx).await,
+            ToShard::Notice(9, MediaNotice::RecordingMinutesFull)
         );
     }
 

@@ -577,16 +577,24 @@ async fn run_reporting(
     });
 
     let _ = io.tls_client.set(tls_client);
-    let media_events = match &opts.media {
-        Some(m) => {
+    let tenant_media = opts
+        .media
+        .as_ref()
+        .map(|m| media::TenantMedia::new(m.sessions));
+    if let Some(tenant_media) = &tenant_media {
+        tenant_media.reload(&store).await?;
+    }
+    let media_events = match (&opts.media, &tenant_media) {
+        (Some(m), Some(tenant_media)) => {
             let config = media_config(m, &opts, &addrs, &tls_addrs, &advertised);
-            let (anchor, events) = media::RelayAnchor::new(config, mailboxes.clone())
-                .context("starting the media relay")?;
+            let (anchor, events) =
+                media::RelayAnchor::new(config, tenant_media.clone(), mailboxes.clone())
+                    .context("starting the media relay")?;
             let task = tokio::spawn(anchor.route_events(events));
             shared.set_media_anchor(Arc::new(anchor));
             Some(task)
         }
-        None => None,
+        _ => None,
     };
     let mut media_rxs = media_rxs.into_iter();
 
@@ -640,6 +648,7 @@ async fn run_reporting(
         limits.reload_interval,
         stop_receiving.clone(),
         trunk_registrar.clone(),
+        tenant_media.clone(),
     ));
     receivers.spawn(retention::run(
         store.clone(),

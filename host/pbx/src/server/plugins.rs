@@ -601,7 +601,8 @@ impl PluginHost {
             .remove(cdr.tenant, &cdr.caller_call_id);
         let mut last = None;
         if let Some(kept) = kept {
-            // The host's own tags (`mailbox-full`) come first.
+            // The host's own tags (mailbox full, a limit that refused the
+            // call) come first; the handler's follow, within the same bound.
             for tag in &kept.tags {
                 if cdr.tags.len() < MAX_TAGS_PER_CALL && !cdr.tags.contains(tag) {
                     cdr.tags.push(tag.clone());

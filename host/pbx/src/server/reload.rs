@@ -56,6 +56,7 @@ pub(crate) async fn run(
     every: Duration,
     stop: CancellationToken,
     trunk_registrar: TrunkRegistrar,
+    tenant_media: Option<super::media::TenantMedia>,
 ) {
     let mut generation = applied.load(Ordering::Acquire);
     let mut tick = tokio::time::interval(every.max(Duration::from_millis(10)));
@@ -98,6 +99,11 @@ pub(crate) async fn run(
                     && let Err(e) = plugins.reload(&store).await
                 {
                     tracing::warn!(error = %e, "cannot reload plugins");
+                }
+                if let Some(tenant_media) = &tenant_media
+                    && let Err(e) = tenant_media.reload(&store).await
+                {
+                    tracing::warn!(error = %e, "cannot reload tenants' media settings");
                 }
                 // A ban removed from the store (CLI, API) is lifted here.
                 if let Err(e) = guard.sync_bans(&store).await {

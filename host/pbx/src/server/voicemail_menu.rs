@@ -17,7 +17,7 @@ use pbx_media::{Leg, MediaControl, Prompt};
 use store::{PinCheck, Store, TenantId};
 use tokio::sync::mpsc;
 
-use super::media::{Mailboxes, MenuInput, ToShard, resolve};
+use super::media::{Mailboxes, MenuInput, ToShard, resolve, resolve_or};
 
 /// Longest a menu runs.
 pub(crate) const MENU_LIMIT: Duration = Duration::from_secs(15 * 60);
@@ -145,17 +145,13 @@ impl Menu {
             let first = match typed_ahead.take() {
                 Some(k) => Some(k),
                 None => {
-                    let ask = resolve(
+                    let ask = resolve_or(
                         &self.store,
                         self.tenant,
-                        &[PromptRef::Tenant("vm-enter-pin".into())],
+                        "vm-enter-pin",
+                        &[PromptRef::Tone(Tone::Beep)],
                     )
                     .await;
-                    let ask = if ask.is_empty() {
-                        vec![Prompt::beep()]
-                    } else {
-                        ask
-                    };
                     self.play(ask).await
                 }
             };
