@@ -379,16 +379,15 @@ pub enum BackupCommand {
         /// The archive to write (never overwritten).
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
-        /// Encrypt to the passphrase on standard input.
-        #[arg(
-            long,
-            conflicts_with = "recipients",
-            required_unless_present = "recipients"
-        )]
+        /// Encrypt to the passphrase on standard input (one line; the default
+        /// without --recipient or PBX_BACKUP_PASSPHRASE).
+        #[arg(long, conflicts_with = "recipients")]
         passphrase_stdin: bool,
         /// Encrypt to this age public key (repeatable).
         #[arg(long = "recipient", value_name = "AGE1…")]
         recipients: Vec<String>,
+        #[command(flatten)]
+        env: PassphraseEnv,
     },
     /// Check that an archive decrypts and every file in it is intact,
     /// restoring nothing.
@@ -408,16 +407,29 @@ pub enum BackupCommand {
 /// What opens a backup archive.
 #[derive(Debug, clap::Args)]
 pub struct UnlockArgs {
-    /// The passphrase, on standard input.
-    #[arg(
-        long,
-        conflicts_with = "identity",
-        required_unless_present = "identity"
-    )]
+    /// The passphrase, on standard input (one line; the default without
+    /// --identity or PBX_BACKUP_PASSPHRASE).
+    #[arg(long, conflicts_with = "identity")]
     pub passphrase_stdin: bool,
     /// An age identity file holding the key of a recipient.
     #[arg(long, value_name = "FILE")]
     pub identity: Option<PathBuf>,
+    #[command(flatten)]
+    pub env: PassphraseEnv,
+}
+
+/// A backup passphrase from the environment, for scripts and cron
+/// (`PBX_BACKUP_PASSPHRASE`); never a command-line argument, which other
+/// users could read.
+#[derive(Debug, clap::Args)]
+pub struct PassphraseEnv {
+    #[arg(
+        long = "passphrase-from-env",
+        env = "PBX_BACKUP_PASSPHRASE",
+        hide = true,
+        hide_env_values = true
+    )]
+    pub passphrase: Option<String>,
 }
 
 /// `pbx tenant ...`

@@ -252,7 +252,11 @@ async fn open_store(dir: &Path) -> Result<Store> {
 /// runs before any store is opened.
 async fn run_backup(command: cli::BackupCommand, data_dir: &Path) -> anyhow::Result<()> {
     use cli::BackupCommand;
-    let passphrase = || -> anyhow::Result<age::secrecy::SecretString> {
+    // The environment's passphrase (read by clap), else one line of stdin.
+    let passphrase = |env: cli::PassphraseEnv| -> anyhow::Result<age::secrecy::SecretString> {
+        if let Some(p) = env.passphrase.filter(|p| !p.is_empty()) {
+            return Ok(p.into());
+        }
         let mut line = String::new();
         std::io::stdin().read_line(&mut line)?;
         let line = line.trim_end_matches(['\r', '\n']).to_string();
@@ -266,7 +270,7 @@ async fn run_backup(command: cli::BackupCommand, data_dir: &Path) -> anyhow::Res
                     .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
                 backup::Unseal::identities(&text)?
             }
-            _ => backup::Unseal::Passphrase(passphrase()?),
+            _ => backup::Unseal::Passphrase(passphrase(key.env)?),
         })
     };
     let summary = |m: &backup::Manifest| {
@@ -280,11 +284,12 @@ async fn run_backup(command: cli::BackupCommand, data_dir: &Path) -> anyhow::Res
     match command {
         BackupCommand::Create {
             out,
-            passphrase_stdin,
+            passphrase_stdin: _,
             recipients,
+            env,
         } => {
-            let seal = if passphrase_stdin {
-                backup::Seal::Passphrase(passphrase()?)
+            let seal = if recipients.is_empty() {
+                backup::Seal::Passphrase(passphrase(env)?)
             } else {
                 backup::Seal::recipients(&recipients)?
             };
