@@ -21,6 +21,27 @@ pub struct AlertRecord {
     pub acknowledged: bool,
 }
 
+/// The header of [`write_alert_csv`]'s rows.
+pub const ALERT_CSV_HEADER: &str = "id,at_ms,severity,event,message,acknowledged\n";
+
+/// One alert as a CSV row (fields quoted and defused like the call records').
+pub fn write_alert_csv(out: &mut String, a: &AlertRecord) {
+    out.push_str(&format!(
+        "{},{},{},",
+        a.id,
+        a.alert.at_ms,
+        a.alert.severity.as_str()
+    ));
+    crate::cdr_export::csv_field(out, &a.alert.event);
+    out.push(',');
+    crate::cdr_export::csv_field(out, &a.alert.message);
+    out.push_str(if a.acknowledged {
+        ",true\n"
+    } else {
+        ",false\n"
+    });
+}
+
 impl Store {
     /// Stores an alert and returns its id.
     pub async fn insert_alert(&self, alert: &Alert) -> Result<i64> {
@@ -74,6 +95,31 @@ impl Store {
              FROM alerts WHERE id > ? ORDER BY id LIMIT ?",
         )
         .bind(after_id)
+        .bind(i64::from(limit.min(MAX_ALERTS)))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(from_row).collect()
+    }
+
+    /// One tenant's alerts with id above `after_id` and time in
+    /// `[since_ms, until_ms)`, oldest first, at most `limit` (capped at
+    /// [`MAX_ALERTS`]): a tenant's export, page by page.
+    pub async fn tenant_alerts_page(
+        &self,
+        tenant: TenantId,
+        (since_ms, until_ms): (i64, i64),
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<AlertRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, tenant_id, severity, event, message, created_ms, acknowledged \
+             FROM alerts WHERE tenant_id = ? AND id > ? AND created_ms >= ? AND created_ms < ? \
+             ORDER BY id LIMIT ?",
+        )
+        .bind(tenant.0)
+        .bind(after_id)
+        .bind(since_ms)
+        .bind(until_ms)
         .bind(i64::from(limit.min(MAX_ALERTS)))
         .fetch_all(&self.pool)
         .await?;

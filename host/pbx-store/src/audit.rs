@@ -58,6 +58,31 @@ macro_rules! columns {
     };
 }
 
+/// The header of [`write_audit_csv`]'s rows.
+pub const AUDIT_CSV_HEADER: &str = "id,at_ms,actor,role,source,action,detail\n";
+
+/// One audit entry as a CSV row (fields quoted and defused like the call
+/// records').
+pub fn write_audit_csv(out: &mut String, e: &AuditEntry) {
+    out.push_str(&format!("{},{},", e.id, e.record.at_ms));
+    for (i, field) in [
+        &e.record.actor,
+        &e.record.role,
+        &e.record.source,
+        &e.record.action,
+        &e.record.detail,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        if i > 0 {
+            out.push(',');
+        }
+        crate::cdr_export::csv_field(out, field);
+    }
+    out.push('\n');
+}
+
 impl Store {
     /// Appends `record` as the next entry, chained with [`audit_mac`] inside
     /// the write transaction so the chain never forks.
@@ -139,6 +164,32 @@ impl Store {
                 .await?
             }
         };
+        rows.iter().map(entry_row).collect()
+    }
+
+    /// One tenant's entries with id above `after_id` and time in
+    /// `[since_ms, until_ms)`, oldest first, at most `limit`: a tenant's
+    /// export, page by page.
+    pub async fn tenant_audit_page(
+        &self,
+        tenant: TenantId,
+        (since_ms, until_ms): (i64, i64),
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM audit_log WHERE tenant_id = ? AND id > ? AND at_ms >= ? AND at_ms < ? \
+             ORDER BY id LIMIT ?"
+        ))
+        .bind(tenant.0)
+        .bind(after_id)
+        .bind(since_ms)
+        .bind(until_ms)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(entry_row).collect()
     }
 

@@ -56,7 +56,7 @@ pub fn write_cdr_csv(out: &mut String, cdr: &Cdr) {
 }
 
 /// Quotes a CSV field when needed and defuses spreadsheet formulas.
-fn csv_field(out: &mut String, s: &str) {
+pub(crate) fn csv_field(out: &mut String, s: &str) {
     let formula = match s.chars().next() {
         Some('=' | '@' | '\t' | '\r') => true,
         Some('+' | '-') => !s[1..].chars().all(|c| c.is_ascii_digit()),

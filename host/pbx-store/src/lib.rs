@@ -68,12 +68,13 @@ mod user;
 mod voicemail;
 mod voicemail_box;
 
-pub use alert::{AlertRecord, MAX_ALERTS};
+pub use alert::{ALERT_CSV_HEADER, AlertRecord, MAX_ALERTS, write_alert_csv};
 pub use api_token::{ApiToken, NewApiToken};
 pub use approval::{Approval, ApprovalStatus, ApprovalTarget};
 pub use audio::{MEDIA_DIR, MediaUsage};
 pub use audit::{
-    AUDIT_KEYED, AuditEntry, AuditHead, AuditRecord, AuditReport, audit_legacy_hash, audit_mac,
+    AUDIT_CSV_HEADER, AUDIT_KEYED, AuditEntry, AuditHead, AuditRecord, AuditReport,
+    audit_legacy_hash, audit_mac, write_audit_csv,
 };
 pub use ban::BanRecord;
 pub use cdr::CdrFilter;

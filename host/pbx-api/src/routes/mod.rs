@@ -19,6 +19,7 @@ mod approvals;
 mod audit;
 mod cdrs;
 mod control;
+mod export;
 mod extensions;
 mod login;
 mod plugin_config;
@@ -682,6 +683,20 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "List a tenant's alerts",
             tenant(R::ADMINS, "alerts:read"),
             get(control::tenant_alerts),
+        ),
+        route(
+            M::GET,
+            "/api/v1/tenants/{tenant}/alerts/export",
+            "Export a tenant's alerts as CSV or JSON (?since_ms&until_ms&format, streamed)",
+            tenant(R::ADMINS, "alerts:read"),
+            get(export::alerts),
+        ),
+        route(
+            M::GET,
+            "/api/v1/tenants/{tenant}/audit/export",
+            "Export a tenant's audit entries as CSV or JSON (?since_ms&until_ms&format, streamed)",
+            tenant(R::ADMINS, "audit:read"),
+            get(export::audit),
         ),
         route(
             M::GET,

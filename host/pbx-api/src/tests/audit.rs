@@ -278,3 +278,83 @@ async fn denied_requests_and_failed_logins_reach_the_right_audit_views() {
         .count();
     assert_eq!(anonymous, 30);
 }
+
+#[tokio::test]
+async fn a_tenant_exports_its_own_audit_entries_and_alerts_as_csv_and_json() {
+    let fx = Fx::new().await;
+    // Something audited for each tenant, and an alert each.
+    for (t, u) in [(fx.a, &fx.admin_a), (fx.b, &fx.admin_b)] {
+        let tok = fx.session(u);
+        let uri = format!("/api/v1/tenants/{t}/extensions");
+        let (s, v) = fx
+            .call(
+                Method::POST,
+                &uri,
+                Some(&tok),
+                Some(json!({"number": "777", "password": "Exported-Passw0rd-1"})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        fx.store
+            .insert_alert(&store::Alert {
+                tenant: Some(t),
+                severity: store::Severity::Warning,
+                event: "fraud.burst".into(),
+                message: format!("=cmd|' /C calc'!A0 for {t}"),
+                at_ms: T0,
+            })
+            .await
+            .expect("alert");
+    }
+    let token = fx.session(&fx.admin_a);
+    let get = |uri: String| {
+        let req = request(Method::GET, &uri, Some(&token), None, "203.0.113.9");
+        fx.send(req)
+    };
+    let (s, headers, body) = get(format!("/api/v1/tenants/{}/audit/export", fx.a)).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    let csv = String::from_utf8(body).unwrap();
+    assert!(csv.starts_with(store::AUDIT_CSV_HEADER), "{csv}");
+    assert!(csv.contains("extension.create"), "{csv}");
+    // JSON over a range: every entry in it, and only tenant A's.
+    let uri = format!(
+        "/api/v1/tenants/{}/audit/export?format=json&since_ms={}",
+        fx.a,
+        T0 - 1
+    );
+    let (s, _, body) = get(uri).await;
+    assert_eq!(s, StatusCode::OK);
+    let entries: Vec<Value> = serde_json::from_slice(&body).expect("a JSON array");
+    assert!(!entries.is_empty());
+    assert!(
+        entries.iter().all(|e| e["tenant"] == json!(fx.a.0)),
+        "{entries:?}"
+    );
+    let later = format!(
+        "/api/v1/tenants/{}/audit/export?format=json&since_ms=9000000000000",
+        fx.a
+    );
+    let (_, _, body) = get(later).await;
+    assert_eq!(
+        serde_json::from_slice::<Vec<Value>>(&body).unwrap().len(),
+        0
+    );
+
+    let (s, _, body) = get(format!("/api/v1/tenants/{}/alerts/export", fx.a)).await;
+    assert_eq!(s, StatusCode::OK);
+    let csv = String::from_utf8(body).unwrap();
+    assert!(csv.starts_with(store::ALERT_CSV_HEADER), "{csv}");
+    assert!(csv.contains(&format!("for {}", fx.a)) && !csv.contains(&format!("for {}", fx.b)));
+    assert!(csv.contains("\"'=cmd"), "a formula is defused: {csv}");
+    // Another tenant's export is "not found", like a missing tenant.
+    let (s, _, _) = get(format!("/api/v1/tenants/{}/alerts/export", fx.b)).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _, _) = get(format!("/api/v1/tenants/{}/audit/export?format=xml", fx.a)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+}

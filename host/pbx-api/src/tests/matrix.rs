@@ -599,6 +599,20 @@ fn matrix_cases() -> Vec<Case> {
         ),
         case(
             M::GET,
+            "/api/v1/tenants/{tenant}/alerts/export",
+            T("PT", true),
+            200,
+            N,
+        ),
+        case(
+            M::GET,
+            "/api/v1/tenants/{tenant}/audit/export",
+            T("PT", true),
+            200,
+            N,
+        ),
+        case(
+            M::GET,
             "/api/v1/tenants/{tenant}/trunks",
             T("PT", true),
             200,
