@@ -63,6 +63,7 @@ mod registration;
 mod rows;
 mod secret;
 mod tenant;
+pub use tenant::RecordRetention;
 mod trunk;
 mod user;
 mod voicemail;

@@ -10,6 +10,16 @@ use crate::{
     DigestAlgorithms, Error, MediaEncryption, Result, Store, Tenant, TenantId, TenantStatus, checks,
 };
 
+/// The provider's retention of call records and alerts, in days (`None`:
+/// kept), and the most a tenant may keep them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecordRetention {
+    pub cdr_days: Option<u32>,
+    pub alert_days: Option<u32>,
+    pub max_cdr_days: Option<u32>,
+    pub max_alert_days: Option<u32>,
+}
+
 impl Store {
     /// Creates a tenant with its primary domain (which becomes the digest realm).
     ///
@@ -378,6 +388,92 @@ mod tests {
 }
 
 impl Store {
+    /// Sets how long the tenant's call records and alerts are kept, in days
+    /// (`None`: the provider's default).
+    pub async fn set_record_retention(
+        &self,
+        tenant: TenantId,
+        cdr_days: Option<u32>,
+        alert_days: Option<u32>,
+    ) -> Result<()> {
+        if cdr_days == Some(0) || alert_days == Some(0) {
+            return Err(Error::Invalid("a retention is at least one day".into()));
+        }
+        let done = sqlx::query(
+            "UPDATE tenants SET cdr_retention_days = ?, alert_retention_days = ? WHERE id = ?",
+        )
+        .bind(cdr_days.map(i64::from))
+        .bind(alert_days.map(i64::from))
+        .bind(tenant.0)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(Error::NotFound(format!("tenant {tenant}")));
+        }
+        Ok(())
+    }
+
+    /// The tenant's own call-record and alert retention, in days.
+    pub async fn record_retention(&self, tenant: TenantId) -> Result<(Option<u32>, Option<u32>)> {
+        let row = sqlx::query(
+            "SELECT cdr_retention_days, alert_retention_days FROM tenants WHERE id = ?",
+        )
+        .bind(tenant.0)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("tenant {tenant}")))?;
+        let days = |c: &str| -> Result<Option<u32>> {
+            Ok(row
+                .try_get::<Option<i64>, _>(c)?
+                .and_then(|d| u32::try_from(d).ok()))
+        };
+        Ok((days("cdr_retention_days")?, days("alert_retention_days")?))
+    }
+
+    /// Deletes call records and alerts older than each tenant's retention at
+    /// `now_ms`: its own, else `policy`'s default, never longer than
+    /// `policy`'s maximum (no retention at all: kept). Returns, per tenant
+    /// that lost any, how many records and alerts went.
+    pub async fn purge_records(
+        &self,
+        now_ms: i64,
+        policy: &RecordRetention,
+    ) -> Result<Vec<(TenantId, u64, u64)>> {
+        const DAY_MS: i64 = 24 * 3600 * 1000;
+        let effective =
+            |own: Option<u32>, default: Option<u32>, max: Option<u32>| match (own.or(default), max)
+            {
+                (Some(d), Some(m)) => Some(d.min(m)),
+                (Some(d), None) => Some(d),
+                (None, m) => m,
+            };
+        let mut out = Vec::new();
+        for t in self.list_tenants().await? {
+            let (cdr, alert) = self.record_retention(t.id).await?;
+            let mut gone = (0, 0);
+            if let Some(days) = effective(cdr, policy.cdr_days, policy.max_cdr_days) {
+                gone.0 = sqlx::query("DELETE FROM cdrs WHERE tenant_id = ? AND started_at_ms < ?")
+                    .bind(t.id.0)
+                    .bind(now_ms - i64::from(days) * DAY_MS)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+            }
+            if let Some(days) = effective(alert, policy.alert_days, policy.max_alert_days) {
+                gone.1 = sqlx::query("DELETE FROM alerts WHERE tenant_id = ? AND created_ms < ?")
+                    .bind(t.id.0)
+                    .bind(now_ms - i64::from(days) * DAY_MS)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+            }
+            if gone != (0, 0) {
+                out.push((t.id, gone.0, gone.1));
+            }
+        }
+        Ok(out)
+    }
+
     /// Deletes a tenant and purges everything it owns: domains, extensions,
     /// registrations, call records, API users and tokens, prompts, voicemail
     /// and its audio key, in one transaction; then its audio files (unreadable
@@ -536,5 +632,67 @@ mod purge_tests {
             "the other tenant's stay"
         );
         assert_eq!(store.list_extensions(b).await.expect("b").len(), 1);
+    }
+
+    #[tokio::test]
+    async fn records_and_alerts_are_purged_by_each_tenants_retention() {
+        let store = Store::open_in_memory().await.expect("open");
+        let a = store.add_tenant("a", "a.example").await.expect("a").id;
+        let b = store.add_tenant("b", "b.example").await.expect("b").id;
+        let day = 24 * 3600 * 1000i64;
+        let now = 1_000 * day;
+        for t in [a, b] {
+            for age in [5, 40, 400] {
+                store
+                    .insert_cdrs(&[crate::cdr::tests::cdr(t, "100", "101", now - age * day)])
+                    .await
+                    .expect("cdr");
+                store
+                    .insert_alert(&Alert {
+                        tenant: Some(t),
+                        severity: Severity::Info,
+                        event: "fraud.burst".into(),
+                        message: "m".into(),
+                        at_ms: now - age * day,
+                    })
+                    .await
+                    .expect("alert");
+            }
+        }
+        // A keeps 30 days of records; B the default, 365, within the 100-day
+        // maximum; alerts have no default, so only the maximum (90) applies.
+        store
+            .set_record_retention(a, Some(30), None)
+            .await
+            .expect("set");
+        assert!(store.set_record_retention(a, Some(0), None).await.is_err());
+        let policy = RecordRetention {
+            cdr_days: Some(365),
+            alert_days: None,
+            max_cdr_days: Some(100),
+            max_alert_days: Some(90),
+        };
+        let gone = store.purge_records(now, &policy).await.expect("purge");
+        assert_eq!(gone, vec![(a, 2, 1), (b, 1, 1)]);
+        let left = |t| {
+            let store = store.clone();
+            async move {
+                store
+                    .list_cdrs(t, &CdrFilter::default())
+                    .await
+                    .expect("cdrs")
+                    .len()
+            }
+        };
+        assert_eq!((left(a).await, left(b).await), (1, 2));
+        assert_eq!(store.list_alerts(a, 10).await.expect("alerts").len(), 2);
+        // Nothing more the second time.
+        assert!(
+            store
+                .purge_records(now, &policy)
+                .await
+                .expect("again")
+                .is_empty()
+        );
     }
 }

@@ -535,6 +535,20 @@ pub enum TenantCommand {
         #[arg(long)]
         recording_minutes: Option<u32>,
     },
+    /// Show or set how long a tenant's call records and alerts are kept, in
+    /// days (never longer than the provider's `[retention]` maximum);
+    /// without options, show it.
+    Retention {
+        /// The tenant's name.
+        tenant: String,
+        #[arg(long)]
+        cdr_days: Option<u32>,
+        #[arg(long)]
+        alert_days: Option<u32>,
+        /// Back to the provider's default for both.
+        #[arg(long, conflicts_with_all = ["cdr_days", "alert_days"])]
+        default: bool,
+    },
 }
 
 /// `pbx extension ...`

@@ -69,6 +69,12 @@
 //! [log]
 //! format = "text"                  # or "json"
 //!
+//! [retention]                      # call records and alerts; absent: kept
+//! cdr_days = 365                   # for tenants without their own (`pbx tenant retention`)
+//! alert_days = 180
+//! max_cdr_days = 2555              # the most any tenant keeps them
+//! max_alert_days = 365
+//!
 //! [extensions]                     # SIP password ageing; off by default
 //! password_max_age_days = 90       # older: an alert to the tenant (phones keep working)
 //! password_warn_days = 14
@@ -150,6 +156,20 @@ pub struct FileConfig {
     pub siem: Option<SiemSection>,
     #[serde(default)]
     pub extensions: ExtensionsSection,
+    #[serde(default)]
+    pub retention: RetentionSection,
+}
+
+/// `[retention]`: how long call records and alerts are kept, in days.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSection {
+    /// The default for tenants without their own; absent: kept.
+    pub cdr_days: Option<u32>,
+    pub alert_days: Option<u32>,
+    /// The most any tenant keeps them.
+    pub max_cdr_days: Option<u32>,
+    pub max_alert_days: Option<u32>,
 }
 
 /// `[extensions]`
@@ -440,6 +460,16 @@ impl Settings {
         serve.media = media_options(&file.media)?;
         serve.backup = file.backup.as_ref().map(backup_schedule).transpose()?;
         serve.siem = file.siem.as_ref().map(siem_options).transpose()?;
+        let r = &file.retention;
+        if [r.cdr_days, r.alert_days, r.max_cdr_days, r.max_alert_days].contains(&Some(0)) {
+            return Err(Error::Config("retention: days must be at least 1".into()));
+        }
+        serve.record_retention = store::RecordRetention {
+            cdr_days: r.cdr_days,
+            alert_days: r.alert_days,
+            max_cdr_days: r.max_cdr_days,
+            max_alert_days: r.max_alert_days,
+        };
         serve.sip_password_age = match file.extensions.password_max_age_days {
             Some(0) => {
                 return Err(Error::Config(

@@ -90,6 +90,42 @@ pub async fn execute(
                 writeln!(out, "{ext}\t{}", acl.cidr)?;
             }
         }
+        Command::Tenant(TenantCommand::Retention {
+            tenant,
+            cdr_days,
+            alert_days,
+            default,
+        }) => {
+            let t = tenant_named(store, &tenant).await?;
+            let (mut cdr, mut alert) = store.record_retention(t.id).await?;
+            if default || cdr_days.is_some() || alert_days.is_some() {
+                if default {
+                    (cdr, alert) = (None, None);
+                }
+                cdr = cdr_days.or(cdr);
+                alert = alert_days.or(alert);
+                store.set_record_retention(t.id, cdr, alert).await?;
+                let record = store::AuditRecord {
+                    at_ms: now_ms(),
+                    actor: "cli".into(),
+                    role: "cli".into(),
+                    tenant: Some(t.id),
+                    source: "local".into(),
+                    action: "tenant.retention".into(),
+                    detail: serde_json::json!({ "cdr_days": cdr, "alert_days": alert }).to_string(),
+                };
+                store.append_audit(&record).await?;
+            }
+            let shown =
+                |d: Option<u32>| d.map_or("provider default".to_string(), |d| format!("{d} days"));
+            writeln!(
+                out,
+                "tenant {}: call records {}, alerts {}",
+                t.name,
+                shown(cdr),
+                shown(alert)
+            )?;
+        }
         Command::Tenant(TenantCommand::Limits {
             tenant,
             max_concurrent,
@@ -1646,6 +1682,38 @@ mod tests {
     }
 
     /// Runs one command line against `store`, returning its output or error.
+    #[tokio::test]
+    async fn tenant_retention_is_set_shown_and_reset() {
+        let store = Store::open_in_memory().await.unwrap();
+        run(
+            &store,
+            &["tenant", "add", "acme", "--domain", "acme.example"],
+        )
+        .await
+        .unwrap();
+        let shown = run(&store, &["tenant", "retention", "acme", "--cdr-days", "30"])
+            .await
+            .unwrap();
+        assert_eq!(
+            shown,
+            "tenant acme: call records 30 days, alerts provider default\n"
+        );
+        let t = store.tenant_by_name("acme").await.unwrap().unwrap();
+        assert_eq!(
+            store.record_retention(t.id).await.unwrap(),
+            (Some(30), None)
+        );
+        let shown = run(&store, &["tenant", "retention", "acme", "--default"])
+            .await
+            .unwrap();
+        assert!(shown.contains("call records provider default"), "{shown}");
+        assert!(
+            run(&store, &["tenant", "retention", "acme", "--cdr-days", "0"])
+                .await
+                .is_err()
+        );
+    }
+
     #[test]
     fn bans_export_for_nft_and_ipset_with_their_time_left() {
         let bans = [

@@ -160,6 +160,9 @@ pub struct ServeOptions {
     pub siem: Option<SiemOptions>,
     /// SIP password ageing (`[extensions]`); off by default.
     pub sip_password_age: Option<password_age::PasswordAge>,
+    /// How long call records and alerts are kept (`[retention]`); by
+    /// default for ever.
+    pub record_retention: store::RecordRetention,
 }
 
 /// PEM files for SIP over TLS.
@@ -211,6 +214,7 @@ impl ServeOptions {
             backup: None,
             siem: None,
             sip_password_age: None,
+            record_retention: store::RecordRetention::default(),
         }
     }
 }
@@ -653,6 +657,7 @@ async fn run_reporting(
     receivers.spawn(retention::run(
         store.clone(),
         mailboxes.clone(),
+        opts.record_retention,
         stop_receiving.clone(),
     ));
     if let Some(schedule) = backup_schedule {

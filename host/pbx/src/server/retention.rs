@@ -50,8 +50,41 @@ pub(crate) async fn sweep(store: &Store, mailboxes: &Mailboxes, now_ms: i64) -> 
     (messages, orphans)
 }
 
+/// Deletes call records and alerts past their tenant's retention, and
+/// audits each tenant's purge (`retention.purge`, by `system`). The audit
+/// log itself is never purged, so its chain keeps verifying.
+pub(crate) async fn purge_records(store: &Store, policy: &store::RecordRetention, now_ms: i64) {
+    let purged = match store.purge_records(now_ms, policy).await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(error = %e, "call record and alert retention sweep failed");
+            return;
+        }
+    };
+    for (tenant, cdrs, alerts) in purged {
+        tracing::info!(%tenant, cdrs, alerts, "records past their retention deleted");
+        let record = store::AuditRecord {
+            at_ms: now_ms,
+            actor: "system".into(),
+            role: "system".into(),
+            tenant: Some(tenant),
+            source: "local".into(),
+            action: "retention.purge".into(),
+            detail: serde_json::json!({ "cdrs": cdrs, "alerts": alerts }).to_string(),
+        };
+        if let Err(e) = store.append_audit(&record).await {
+            tracing::warn!(error = %e, "retention purge not audited");
+        }
+    }
+}
+
 /// Sweeps until `stop` fires.
-pub(crate) async fn run(store: Store, mailboxes: Mailboxes, stop: CancellationToken) {
+pub(crate) async fn run(
+    store: Store,
+    mailboxes: Mailboxes,
+    records: store::RecordRetention,
+    stop: CancellationToken,
+) {
     let mut tick = tokio::time::interval(EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -59,6 +92,58 @@ pub(crate) async fn run(store: Store, mailboxes: Mailboxes, stop: CancellationTo
             () = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        sweep(&store, &mailboxes, unix_ms()).await;
+        let now_ms = unix_ms();
+        sweep(&store, &mailboxes, now_ms).await;
+        purge_records(&store, &records, now_ms).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_purge_is_audited_and_the_audit_chain_still_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let t = store.add_tenant("acme", "acme.example").await.unwrap().id;
+        let day = 24 * 3600 * 1000i64;
+        let now = unix_ms();
+        for (i, age) in [1, 50, 100].into_iter().enumerate() {
+            let record = store::AuditRecord {
+                at_ms: now - age * day,
+                actor: "root".into(),
+                role: "provider-admin".into(),
+                tenant: Some(t),
+                source: "local".into(),
+                action: "extension.create".into(),
+                detail: format!("{{\"n\":{i}}}"),
+            };
+            store.append_audit(&record).await.unwrap();
+            store
+                .insert_alert(&store::Alert {
+                    tenant: Some(t),
+                    severity: store::Severity::Info,
+                    event: "fraud.burst".into(),
+                    message: "m".into(),
+                    at_ms: now - age * day,
+                })
+                .await
+                .unwrap();
+        }
+        let policy = store::RecordRetention {
+            alert_days: Some(30),
+            ..Default::default()
+        };
+        purge_records(&store, &policy, now).await;
+        assert_eq!(store.list_alerts(t, 10).await.unwrap().len(), 1);
+        let entries = store.list_audit(Some(t), None, 10).await.unwrap();
+        let purge = entries
+            .iter()
+            .find(|e| e.record.action == "retention.purge")
+            .expect("the purge is audited");
+        assert_eq!(purge.record.detail, r#"{"alerts":2,"cdrs":0}"#);
+        let report = pbx_api::verify_audit(&store).await.unwrap();
+        assert!(report.is_intact(), "{report:?}");
     }
 }
