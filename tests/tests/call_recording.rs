@@ -43,6 +43,24 @@ struct Heard {
     first_peer: Option<Instant>,
 }
 
+/// The tone each phone sends: its own frequency, so that the recording can
+/// be checked for each (two equal tones could cancel out in the mix).
+fn tone_hz(ssrc: u32) -> f64 {
+    if ssrc == 0xA { 500.0 } else { 1100.0 }
+}
+
+/// How strongly `samples` (8 kHz) carry a tone of `hz`: about half the
+/// tone's amplitude where it is present throughout, near zero where absent.
+fn tone_level(samples: &[i16], hz: f64) -> f64 {
+    let (mut re, mut im) = (0.0, 0.0);
+    for (i, s) in samples.iter().enumerate() {
+        let t = std::f64::consts::TAU * hz * i as f64 / 8000.0;
+        re += f64::from(*s) * t.cos();
+        im += f64::from(*s) * t.sin();
+    }
+    (re * re + im * im).sqrt() / samples.len().max(1) as f64
+}
+
 /// Sends [`TALK`] of a PCMU tone from `socket` to `to` as `ssrc`, paced at
 /// 20 ms, while reading what comes back; the other phone sends as
 /// `peer_ssrc`. The first packet makes the relay latch to `socket`.
@@ -60,7 +78,7 @@ async fn talk_and_listen(socket: UdpSocket, to: SocketAddr, ssrc: u32, peer_ssrc
                 packet.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
                 packet.extend_from_slice(&ssrc.to_be_bytes());
                 for i in 0..160u32 {
-                    let phase = f64::from(u32::from(seq) * 160 + i) * 500.0 * std::f64::consts::TAU / 8000.0;
+                    let phase = f64::from(u32::from(seq) * 160 + i) * tone_hz(ssrc) * std::f64::consts::TAU / 8000.0;
                     packet.push(pbx_media::G711::Pcmu.encode((phase.sin() * 6000.0) as i16));
                 }
                 seq = seq.wrapping_add(1);
@@ -176,8 +194,17 @@ async fn a_recorded_call_is_announced_to_both_and_downloads_as_a_wav() {
         "the recording is the bridged talk ({talked:.2} s), not {secs:.2} s"
     );
     let samples: Vec<i16> = reader.into_samples().map(Result::unwrap).collect();
-    let loud = samples.iter().filter(|s| s.unsigned_abs() > 3000).count();
-    assert!(loud > samples.len() / 4, "both tones are in it");
+    // Each phone's tone (amplitude 6000) is in the mix; a frequency neither
+    // sent is not.
+    let (a, b, none) = (
+        tone_level(&samples, tone_hz(0xA)),
+        tone_level(&samples, tone_hz(0xB)),
+        tone_level(&samples, 1700.0),
+    );
+    assert!(
+        a > 1000.0 && b > 1000.0 && none < 300.0,
+        "both tones are in it: {a:.0} {b:.0} {none:.0}"
+    );
 
     // Another tenant's admin: the same 404 as for a recording that does
     // not exist, through acme's path or its own.
