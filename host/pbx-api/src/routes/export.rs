@@ -148,28 +148,42 @@ where
         .into_response()
 }
 
+/// The export of `kind` for `tenant` as `q` asks, `page(store, tenant,
+/// range, after_id)` reading each page.
+fn export<R, F, Fut>(
+    state: &ApiState,
+    tenant: i64,
+    q: &ExportQuery,
+    kind: Kind<R>,
+    page: F,
+) -> ApiResult<Response>
+where
+    R: Serialize + Send + 'static,
+    F: Fn(store::Store, TenantId, (i64, i64), i64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = store::Result<Vec<R>>> + Send + 'static,
+{
+    let (format, range) = (q.format()?, q.range());
+    let store = state.store().clone();
+    Ok(download(kind, format, move |after| {
+        page(store.clone(), TenantId(tenant), range, after)
+    }))
+}
+
 pub(super) async fn audit(
     State(state): State<ApiState>,
     Extension(_): Extension<Principal>,
     P(tenant): P<i64>,
     Q(q): Q<ExportQuery>,
 ) -> ApiResult<Response> {
-    let (format, range) = (q.format()?, q.range());
-    let store = state.store().clone();
     let kind = Kind {
         name: "audit",
         csv_header: store::AUDIT_CSV_HEADER,
         csv_row: store::write_audit_csv,
         id: |e: &store::AuditEntry| e.id,
     };
-    Ok(download(kind, format, move |after| {
-        let store = store.clone();
-        async move {
-            store
-                .tenant_audit_page(TenantId(tenant), range, after, PAGE)
-                .await
-        }
-    }))
+    export(&state, tenant, &q, kind, |s, t, range, after| async move {
+        s.tenant_audit_page(t, range, after, PAGE).await
+    })
 }
 
 pub(super) async fn alerts(
@@ -178,20 +192,13 @@ pub(super) async fn alerts(
     P(tenant): P<i64>,
     Q(q): Q<ExportQuery>,
 ) -> ApiResult<Response> {
-    let (format, range) = (q.format()?, q.range());
-    let store = state.store().clone();
     let kind = Kind {
         name: "alerts",
         csv_header: store::ALERT_CSV_HEADER,
         csv_row: store::write_alert_csv,
         id: |a: &store::AlertRecord| a.id,
     };
-    Ok(download(kind, format, move |after| {
-        let store = store.clone();
-        async move {
-            store
-                .tenant_alerts_page(TenantId(tenant), range, after, PAGE)
-                .await
-        }
-    }))
+    export(&state, tenant, &q, kind, |s, t, range, after| async move {
+        s.tenant_alerts_page(t, range, after, PAGE).await
+    })
 }
