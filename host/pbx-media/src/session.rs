@@ -38,7 +38,7 @@ use crate::call_record::CallRecorder;
 use crate::dtmf::{self, Digit, DtmfReceiver};
 use crate::error::{Error, Result};
 use crate::g711::G711;
-use crate::play::Player;
+use crate::play::{Played, Player};
 use crate::prompt::Prompt;
 use crate::record::{RecordSpec, Recorder, Recording, RecordingEnd};
 use crate::rtp::{self, Channel, LossCounter};
@@ -360,6 +360,42 @@ fn ch(channel: Channel) -> usize {
         Channel::Rtp => 0,
         Channel::Rtcp => 1,
     }
+}
+
+/// A packet the host plays to `leg`, sent to `to` (the leg's latched or
+/// signalled address) and protected with the leg's `tx`, and counted in
+/// `stats`; `None` (counted as dropped) without an address or when
+/// protection fails.
+fn send_played(
+    leg: Leg,
+    played: Played,
+    to: Option<SocketAddr>,
+    tx: &mut Option<SrtpSender>,
+    stats: &mut LegStats,
+) -> Option<Transmit> {
+    let Some(to) = to else {
+        stats.dropped += 1;
+        return None;
+    };
+    let data = match tx {
+        Some(tx) => match tx.protect(Channel::Rtp, &played.packet) {
+            Some(b) => b,
+            None => {
+                stats.dropped += 1;
+                return None;
+            }
+        },
+        None => played.packet,
+    };
+    stats.packets_out += 1;
+    stats.bytes_out += data.len() as u64;
+    Some(Transmit {
+        leg,
+        channel: Channel::Rtp,
+        to,
+        data,
+        due: Some(played.due),
+    })
 }
 
 impl LegState {
@@ -1371,8 +1407,15 @@ impl MediaSession {
             return Some(t);
         }
         for leg in [Leg::A, Leg::B] {
-            let st = &mut self.legs[leg.index()];
-            let Some(end) = st.here.as_mut() else {
+            let LegState {
+                here,
+                tx,
+                stats,
+                latched,
+                remote,
+                ..
+            } = &mut self.legs[leg.index()];
+            let Some(end) = here.as_mut() else {
                 continue;
             };
             let Some(player) = end.player.as_mut() else {
@@ -1390,29 +1433,9 @@ impl MediaSession {
                 if !end.sends {
                     continue;
                 }
-                let Some(to) = st.latched[0].or(st.remote[0]) else {
-                    st.stats.dropped += 1;
-                    continue;
-                };
-                let data = match &mut st.tx {
-                    Some(tx) => match tx.protect(Channel::Rtp, &played.packet) {
-                        Some(b) => b,
-                        None => {
-                            st.stats.dropped += 1;
-                            continue;
-                        }
-                    },
-                    None => played.packet,
-                };
-                st.stats.packets_out += 1;
-                st.stats.bytes_out += data.len() as u64;
-                return Some(Transmit {
-                    leg,
-                    channel: Channel::Rtp,
-                    to,
-                    data,
-                    due: Some(played.due),
-                });
+                if let Some(out) = send_played(leg, played, latched[0].or(remote[0]), tx, stats) {
+                    return Some(out);
+                }
             }
         }
         None
@@ -1666,29 +1689,10 @@ impl MediaSession {
         for leg in [Leg::A, Leg::B] {
             let st = &mut self.legs[leg.index()];
             while let Some(played) = announcement.players[leg.index()].poll_packet(now) {
-                let Some(to) = st.latched[0].or(st.remote[0]) else {
-                    st.stats.dropped += 1;
-                    continue;
-                };
-                let data = match &mut st.tx {
-                    Some(tx) => match tx.protect(Channel::Rtp, &played.packet) {
-                        Some(b) => b,
-                        None => {
-                            st.stats.dropped += 1;
-                            continue;
-                        }
-                    },
-                    None => played.packet,
-                };
-                st.stats.packets_out += 1;
-                st.stats.bytes_out += data.len() as u64;
-                return Some(Transmit {
-                    leg,
-                    channel: Channel::Rtp,
-                    to,
-                    data,
-                    due: Some(played.due),
-                });
+                let to = st.latched[0].or(st.remote[0]);
+                if let Some(out) = send_played(leg, played, to, &mut st.tx, &mut st.stats) {
+                    return Some(out);
+                }
             }
         }
         self.finish_announcement(now);
