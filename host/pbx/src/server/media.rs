@@ -1126,18 +1126,25 @@ mod tests {
         assert_eq!(refusal(MediaError::Config("x")).status, 500);
     }
 
+    /// A relay anchor with the shipped session caps, telling `shards`, its
+    /// events routed.
+    fn running(store: Store, shards: Vec<mpsc::UnboundedSender<ToShard>>) -> RelayAnchor {
+        let (anchor, events) = RelayAnchor::new(
+            config(),
+            TenantMedia::new(SessionCaps::default()),
+            Mailboxes::new(store, shards),
+        )
+        .expect("relay");
+        tokio::spawn(anchor.route_events(events));
+        anchor
+    }
+
     #[tokio::test]
     async fn offers_point_at_the_relay_and_idle_calls_reach_their_shard() {
         let store = Store::open_in_memory().await.expect("store");
         let (tx0, _rx0) = mpsc::unbounded_channel();
         let (tx1, mut rx1) = mpsc::unbounded_channel();
-        let (anchor, events) = RelayAnchor::new(
-            config(),
-            TenantMedia::new(SessionCaps::default()),
-            Mailboxes::new(store, vec![tx0, tx1]),
-        )
-        .expect("relay");
-        tokio::spawn(anchor.route_events(events));
+        let anchor = running(store, vec![tx0, tx1]);
         let handle = anchor.open(1, 42, TenantId(1)).expect("open");
         let plain = MediaSecurity {
             from_secure: false,
@@ -1236,13 +1243,7 @@ mod tests {
             .await
             .expect("prompt");
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let (anchor, events) = RelayAnchor::new(
-            config(),
-            TenantMedia::new(SessionCaps::default()),
-            Mailboxes::new(store, vec![tx]),
-        )
-        .expect("relay");
-        tokio::spawn(anchor.route_events(events));
+        let anchor = running(store, vec![tx]);
         let phone = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let port = phone.local_addr().unwrap().port();
         // Another tenant's call cannot name it: nothing plays, the end comes.
@@ -1340,13 +1341,7 @@ mod tests {
             .await
             .expect("limits");
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let (anchor, events) = RelayAnchor::new(
-            config(),
-            TenantMedia::new(SessionCaps::default()),
-            Mailboxes::new(store, vec![tx]),
-        )
-        .expect("relay");
-        tokio::spawn(anchor.route_events(events));
+        let anchor = running(store, vec![tx]);
         let phone = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let port = phone.local_addr().unwrap().port();
         let handle = anchor.open(0, 9, tenant).expect("open");
