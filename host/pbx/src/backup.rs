@@ -212,19 +212,31 @@ fn write_archive(data_dir: &Path, snapshot: &Path, out: &Path, seal: Seal) -> Re
     };
     for (name, path) in files_of(data_dir, snapshot)? {
         // A file that vanished since the listing (a message deleted) is
-        // simply not in this backup.
-        let Ok(bytes) = std::fs::read(&path) else {
+        // simply not in this backup. Files stream through: a large
+        // database is never held in memory.
+        let Ok(file) = File::open(&path) else {
             continue;
         };
-        append(&mut tar, &name, &bytes)?;
+        let len = file.metadata()?.len();
+        let mut hashed = Hashing {
+            inner: BufReader::new(file).take(len),
+            hash: Sha256::new(),
+            read: 0,
+        };
+        append(&mut tar, &name, len, &mut hashed)?;
+        if hashed.read != len {
+            return Err(BackupError::Invalid(format!(
+                "{name} changed while it was archived"
+            )));
+        }
         manifest.files.push(FileEntry {
             path: name,
-            bytes: bytes.len() as u64,
-            sha256: hex::encode(Sha256::digest(&bytes)),
+            bytes: len,
+            sha256: hex::encode(hashed.hash.finalize()),
         });
     }
     let listing = serde_json::to_vec_pretty(&manifest).map_err(io::Error::other)?;
-    append(&mut tar, MANIFEST, &listing)?;
+    append(&mut tar, MANIFEST, listing.len() as u64, &listing[..])?;
     let sealed = tar.into_inner()?;
     let mut file = sealed.finish()?;
     file.flush()?;
@@ -232,14 +244,36 @@ fn write_archive(data_dir: &Path, snapshot: &Path, out: &Path, seal: Seal) -> Re
     Ok(manifest)
 }
 
-fn append<W: Write>(tar: &mut tar::Builder<W>, name: &str, bytes: &[u8]) -> Result<()> {
+/// Adds `len` bytes read from `data` to the archive as file `name`.
+fn append<W: Write>(
+    tar: &mut tar::Builder<W>,
+    name: &str,
+    len: u64,
+    data: impl Read,
+) -> Result<()> {
     let mut header = tar::Header::new_gnu();
-    header.set_size(bytes.len() as u64);
+    header.set_size(len);
     header.set_mode(0o600);
     header.set_mtime(0);
     header.set_entry_type(tar::EntryType::Regular);
-    tar.append_data(&mut header, name, bytes)?;
+    tar.append_data(&mut header, name, data)?;
     Ok(())
+}
+
+/// A reader that hashes and counts what passes through it.
+struct Hashing<R> {
+    inner: R,
+    hash: Sha256,
+    read: u64,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        self.read += n as u64;
+        Ok(n)
+    }
 }
 
 /// Checks `archive` without restoring it: it decrypts, and every file
@@ -322,23 +356,23 @@ fn read_archive(archive: &Path, unseal: &Unseal, target: Option<&Path>) -> Resul
             }
             None => Box::new(io::sink()),
         };
-        let mut hasher = Sha256::new();
+        let mut hashed = Hashing {
+            inner: &mut entry,
+            hash: Sha256::new(),
+            read: 0,
+        };
         let mut buf = vec![0u8; 64 * 1024];
-        let mut bytes = 0u64;
         loop {
-            let n = entry.read(&mut buf).map_err(damaged)?;
+            // A read that fails is a damaged archive; a write, our disk.
+            let n = hashed.read(&mut buf).map_err(damaged)?;
             if n == 0 {
                 break;
             }
-            hasher.update(&buf[..n]);
             sink.write_all(&buf[..n])?;
-            bytes += n as u64;
         }
         sink.flush()?;
-        if seen
-            .insert(name.clone(), (bytes, hex::encode(hasher.finalize())))
-            .is_some()
-        {
+        let (bytes, sha256) = (hashed.read, hex::encode(hashed.hash.finalize()));
+        if seen.insert(name.clone(), (bytes, sha256)).is_some() {
             return Err(BackupError::Damaged(format!("{name} twice")));
         }
     }
