@@ -101,6 +101,15 @@ impl Store {
         rows.iter().map(from_row).collect()
     }
 
+    /// The id of the newest alert stored (0 when there is none).
+    pub async fn last_alert_id(&self) -> Result<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM alerts")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
     /// One tenant's alerts with id above `after_id` and time in
     /// `[since_ms, until_ms)`, oldest first, at most `limit` (capped at
     /// [`MAX_ALERTS`]): a tenant's export, page by page.

@@ -277,7 +277,7 @@ fn save_cursor(opts: &SiemOptions, cursor: Cursor) -> std::io::Result<()> {
 /// history stays in the database and the API; the SIEM gets what follows).
 async fn current_heads(store: &Store) -> anyhow::Result<Cursor> {
     let audit = store.audit_head().await?.last_id;
-    let alerts = store.list_all_alerts(1).await?.first().map_or(0, |a| a.id);
+    let alerts = store.last_alert_id().await?;
     Ok(Cursor { audit, alerts })
 }
 
