@@ -64,6 +64,11 @@ mod rows;
 mod secret;
 mod tenant;
 pub use tenant::RecordRetention;
+mod tenant_transfer;
+pub use tenant_transfer::{
+    AudioRef, Cell, ImportedTenant, STAYS, TENANT_CHUNK_ROWS, TENANT_EXPORT_FORMAT, TenantChunk,
+    TenantExport, TenantExportHeader, TenantImport,
+};
 mod trunk;
 mod user;
 mod voicemail;

@@ -254,7 +254,7 @@ impl Store {
 }
 
 /// Associated data of a trunk password: the row it belongs to.
-fn aad(tenant: TenantId, name: &str) -> Vec<u8> {
+pub(crate) fn aad(tenant: TenantId, name: &str) -> Vec<u8> {
     format!("trunk:{tenant}:{name}").into_bytes()
 }
 

@@ -475,14 +475,14 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    fn seal_totp_secret(&self, user_id: i64, secret: &str) -> Result<String> {
+    pub(crate) fn seal_totp_secret(&self, user_id: i64, secret: &str) -> Result<String> {
         Ok(format!(
             "{SEALED}{}",
             self.secrets.seal(&totp_aad(user_id), secret.as_bytes())?
         ))
     }
 
-    fn open_totp_secret(&self, user_id: i64, stored: &str) -> Result<String> {
+    pub(crate) fn open_totp_secret(&self, user_id: i64, stored: &str) -> Result<String> {
         let bad = || {
             Error::Invalid(format!(
                 "stored TOTP secret of user {user_id} does not open"

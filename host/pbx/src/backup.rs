@@ -194,16 +194,7 @@ fn files_of(data_dir: &Path, snapshot: &Path) -> Result<BTreeMap<String, PathBuf
 }
 
 fn write_archive(data_dir: &Path, snapshot: &Path, out: &Path, seal: Seal) -> Result<Manifest> {
-    let encryptor = match seal {
-        Seal::Passphrase(p) => age::Encryptor::with_user_passphrase(p),
-        Seal::Recipients(keys) => {
-            age::Encryptor::with_recipients(keys.iter().map(|k| k as &dyn age::Recipient))
-                .map_err(|e| BackupError::Invalid(e.to_string()))?
-        }
-    };
-    let file = private_file(out)?;
-    let sealed = encryptor.wrap_output(BufWriter::new(file))?;
-    let mut tar = tar::Builder::new(sealed);
+    let mut tar = tar::Builder::new(sealed_file(out, seal)?);
     let mut manifest = Manifest {
         format: FORMAT.into(),
         pbx_version: env!("CARGO_PKG_VERSION").into(),
@@ -244,8 +235,40 @@ fn write_archive(data_dir: &Path, snapshot: &Path, out: &Path, seal: Seal) -> Re
     Ok(manifest)
 }
 
+/// A new private file at `out` that what is written to is encrypted to
+/// `seal`; `finish()` ends the age stream.
+pub(crate) fn sealed_file(
+    out: &Path,
+    seal: Seal,
+) -> Result<age::stream::StreamWriter<BufWriter<File>>> {
+    let encryptor = match seal {
+        Seal::Passphrase(p) => age::Encryptor::with_user_passphrase(p),
+        Seal::Recipients(keys) => {
+            age::Encryptor::with_recipients(keys.iter().map(|k| k as &dyn age::Recipient))
+                .map_err(|e| BackupError::Invalid(e.to_string()))?
+        }
+    };
+    Ok(encryptor.wrap_output(BufWriter::new(private_file(out)?))?)
+}
+
+/// The decrypted contents of the age file `archive`; a wrong key is
+/// [`BackupError::WrongKey`], and reading fails on any altered or missing
+/// chunk.
+pub(crate) fn opened_file(archive: &Path, unseal: &Unseal) -> Result<impl Read + use<>> {
+    let file = BufReader::new(File::open(archive)?);
+    let decryptor = age::Decryptor::new(file).map_err(decrypt_error)?;
+    match unseal {
+        Unseal::Passphrase(p) => {
+            let identity = age::scrypt::Identity::new(p.clone());
+            decryptor.decrypt(std::iter::once(&identity as &dyn age::Identity))
+        }
+        Unseal::Identities(ids) => decryptor.decrypt(ids.iter().map(|i| i as &dyn age::Identity)),
+    }
+    .map_err(decrypt_error)
+}
+
 /// Adds `len` bytes read from `data` to the archive as file `name`.
-fn append<W: Write>(
+pub(crate) fn append<W: Write>(
     tar: &mut tar::Builder<W>,
     name: &str,
     len: u64,
@@ -311,17 +334,7 @@ pub fn restore(archive: &Path, unseal: &Unseal, target: &Path) -> Result<Manifes
 /// Decrypts and reads `archive`, writing its files under `target` when
 /// given, and checks them against the manifest.
 fn read_archive(archive: &Path, unseal: &Unseal, target: Option<&Path>) -> Result<Manifest> {
-    let file = BufReader::new(File::open(archive)?);
-    let decryptor = age::Decryptor::new(file).map_err(decrypt_error)?;
-    let reader = match unseal {
-        Unseal::Passphrase(p) => {
-            let identity = age::scrypt::Identity::new(p.clone());
-            decryptor.decrypt(std::iter::once(&identity as &dyn age::Identity))
-        }
-        Unseal::Identities(ids) => decryptor.decrypt(ids.iter().map(|i| i as &dyn age::Identity)),
-    }
-    .map_err(decrypt_error)?;
-    let mut tar = tar::Archive::new(reader);
+    let mut tar = tar::Archive::new(opened_file(archive, unseal)?);
     let mut seen: BTreeMap<String, (u64, String)> = BTreeMap::new();
     let mut manifest: Option<Manifest> = None;
     for entry in tar.entries().map_err(damaged)? {
@@ -436,11 +449,11 @@ fn decrypt_error(e: age::DecryptError) -> BackupError {
     }
 }
 
-fn damaged(e: io::Error) -> BackupError {
+pub(crate) fn damaged(e: io::Error) -> BackupError {
     BackupError::Damaged(e.to_string())
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

@@ -452,6 +452,34 @@ pub enum TenantCommand {
     },
     /// List every tenant.
     List,
+    /// Write one tenant (rows, plugins, prompts, voicemail, recordings) to an
+    /// encrypted file that `pbx tenant import` reads on another PBX.
+    Export {
+        /// The tenant's name.
+        tenant: String,
+        /// The file to write (never overwritten).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Encrypt to the passphrase on standard input (one line; the default
+        /// without --recipient or PBX_BACKUP_PASSPHRASE).
+        #[arg(long, conflicts_with = "recipients")]
+        passphrase_stdin: bool,
+        /// Encrypt to this age public key (repeatable).
+        #[arg(long = "recipient", value_name = "AGE1…")]
+        recipients: Vec<String>,
+        #[command(flatten)]
+        env: PassphraseEnv,
+    },
+    /// Add the tenant of an export file to this PBX, with new ids; its
+    /// domains, numbers and user names must be free here.
+    Import {
+        file: PathBuf,
+        /// The name to give the tenant here (the exported name by default).
+        #[arg(long = "as", value_name = "NAME")]
+        as_name: Option<String>,
+        #[command(flatten)]
+        key: UnlockArgs,
+    },
     /// Change a tenant's settings.
     Set {
         /// The tenant's name.

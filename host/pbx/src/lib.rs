@@ -27,6 +27,7 @@ mod error;
 pub mod logging;
 pub mod provision;
 pub mod server;
+pub mod tenant_move;
 mod uploads;
 pub mod version;
 
@@ -35,7 +36,7 @@ pub use error::{Error, Result};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use cli::{Cli, Command};
+use cli::{Cli, Command, TenantCommand};
 use store::Store;
 
 /// The data directory used when neither `--data-dir` nor `PBX_DATA_DIR` names one.
@@ -121,6 +122,9 @@ pub async fn run(cli: Cli, log_filter: Option<String>) -> anyhow::Result<()> {
             server::serve(settings.serve, store, server::shutdown_signal()).await
         }
         Command::Backup(command) => run_backup(command, &data_dir).await,
+        Command::Tenant(
+            command @ (TenantCommand::Export { .. } | TenantCommand::Import { .. }),
+        ) => move_tenant(command, &data_dir).await,
         Command::Doctor {
             config,
             json,
@@ -248,31 +252,108 @@ async fn open_store(dir: &Path) -> Result<Store> {
     })
 }
 
+/// The backup passphrase: the environment's (read by clap), else one line of
+/// standard input.
+fn passphrase(env: cli::PassphraseEnv) -> anyhow::Result<age::secrecy::SecretString> {
+    if let Some(p) = env.passphrase.filter(|p| !p.is_empty()) {
+        return Ok(p.into());
+    }
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    let line = line.trim_end_matches(['\r', '\n']).to_string();
+    anyhow::ensure!(!line.is_empty(), "an empty passphrase");
+    Ok(line.into())
+}
+
+/// Whom a new archive is encrypted to: `recipients`, else the passphrase.
+fn seal(recipients: &[String], env: cli::PassphraseEnv) -> anyhow::Result<backup::Seal> {
+    Ok(if recipients.is_empty() {
+        backup::Seal::Passphrase(passphrase(env)?)
+    } else {
+        backup::Seal::recipients(recipients)?
+    })
+}
+
+/// What opens an archive: an identity file, else the passphrase.
+fn unseal(key: cli::UnlockArgs) -> anyhow::Result<backup::Unseal> {
+    Ok(match key.identity {
+        Some(file) if !key.passphrase_stdin => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            backup::Unseal::identities(&text)?
+        }
+        _ => backup::Unseal::Passphrase(passphrase(key.env)?),
+    })
+}
+
+/// `pbx tenant export | import`.
+async fn move_tenant(command: TenantCommand, data_dir: &Path) -> anyhow::Result<()> {
+    let store = open_store(data_dir).await?;
+    let audit =
+        |action: &str, tenant: store::TenantId, detail: serde_json::Value| store::AuditRecord {
+            at_ms: backup::now_ms(),
+            actor: "cli".into(),
+            role: "cli".into(),
+            tenant: Some(tenant),
+            source: "local".into(),
+            action: action.into(),
+            detail: detail.to_string(),
+        };
+    match command {
+        TenantCommand::Export {
+            tenant,
+            out,
+            passphrase_stdin: _,
+            recipients,
+            env,
+        } => {
+            let seal = seal(&recipients, env)?;
+            let t = store
+                .tenant_by_name(&tenant)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no tenant named {tenant:?}"))?;
+            let totals = tenant_move::export(&store, t.id, &out, seal).await?;
+            let rows: u64 = totals.rows.values().sum();
+            store
+                .append_audit(&audit(
+                    "tenant.export",
+                    t.id,
+                    serde_json::json!({ "file": out.display().to_string(), "rows": rows, "audio": totals.audio }),
+                ))
+                .await?;
+            println!(
+                "exported tenant {} to {}: {rows} rows, {} audio files",
+                t.name,
+                out.display(),
+                totals.audio
+            );
+        }
+        TenantCommand::Import { file, as_name, key } => {
+            let unseal = unseal(key)?;
+            let (done, totals) =
+                tenant_move::import(&store, &file, unseal, as_name.as_deref()).await?;
+            let rows: u64 = totals.rows.values().sum();
+            store
+                .append_audit(&audit(
+                    "tenant.import",
+                    done.tenant,
+                    serde_json::json!({ "file": file.display().to_string(), "rows": rows, "audio": totals.audio }),
+                ))
+                .await?;
+            println!(
+                "imported tenant {} (id {}): {rows} rows, {} audio files",
+                done.name, done.tenant, totals.audio
+            );
+        }
+        _ => unreachable!("move_tenant runs export and import only"),
+    }
+    Ok(())
+}
+
 /// `pbx backup ...`. A restore touches nothing but its new directory, so it
 /// runs before any store is opened.
 async fn run_backup(command: cli::BackupCommand, data_dir: &Path) -> anyhow::Result<()> {
     use cli::BackupCommand;
-    // The environment's passphrase (read by clap), else one line of stdin.
-    let passphrase = |env: cli::PassphraseEnv| -> anyhow::Result<age::secrecy::SecretString> {
-        if let Some(p) = env.passphrase.filter(|p| !p.is_empty()) {
-            return Ok(p.into());
-        }
-        let mut line = String::new();
-        std::io::stdin().read_line(&mut line)?;
-        let line = line.trim_end_matches(['\r', '\n']).to_string();
-        anyhow::ensure!(!line.is_empty(), "an empty passphrase");
-        Ok(line.into())
-    };
-    let unseal = |key: cli::UnlockArgs| -> anyhow::Result<backup::Unseal> {
-        Ok(match key.identity {
-            Some(file) if !key.passphrase_stdin => {
-                let text = std::fs::read_to_string(&file)
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-                backup::Unseal::identities(&text)?
-            }
-            _ => backup::Unseal::Passphrase(passphrase(key.env)?),
-        })
-    };
     let summary = |m: &backup::Manifest| {
         format!(
             "{} files, {} bytes, made by pbx {}",
@@ -288,11 +369,7 @@ async fn run_backup(command: cli::BackupCommand, data_dir: &Path) -> anyhow::Res
             recipients,
             env,
         } => {
-            let seal = if recipients.is_empty() {
-                backup::Seal::Passphrase(passphrase(env)?)
-            } else {
-                backup::Seal::recipients(&recipients)?
-            };
+            let seal = seal(&recipients, env)?;
             let store = open_store(data_dir).await?;
             let made = backup::create(&store, data_dir, &out, seal).await?;
             println!("backup {}: {}", out.display(), summary(&made));

@@ -1191,3 +1191,255 @@ fn an_extensions_forwarding_is_set_shown_and_audited() {
     });
     assert_eq!(audited, 3, "each accepted change is audited");
 }
+
+/// A WAV file of `samples` 8 kHz mono 16-bit samples (a ramp).
+fn wav(samples: usize) -> Vec<u8> {
+    let data = u32::try_from(samples * 2).expect("small");
+    let mut w = b"RIFF".to_vec();
+    w.extend_from_slice(&(36 + data).to_le_bytes());
+    w.extend_from_slice(b"WAVEfmt ");
+    for field in [16u32.to_le_bytes().to_vec(), 1u16.to_le_bytes().to_vec()] {
+        w.extend_from_slice(&field);
+    }
+    w.extend_from_slice(&1u16.to_le_bytes());
+    w.extend_from_slice(&8000u32.to_le_bytes());
+    w.extend_from_slice(&16000u32.to_le_bytes());
+    w.extend_from_slice(&2u16.to_le_bytes());
+    w.extend_from_slice(&16u16.to_le_bytes());
+    w.extend_from_slice(b"data");
+    w.extend_from_slice(&data.to_le_bytes());
+    for i in 0..samples {
+        w.extend_from_slice(&((i as i16).wrapping_mul(31)).to_le_bytes());
+    }
+    w
+}
+
+/// Runs `pbx` with the export passphrase in the environment.
+fn pbx_with_passphrase(dir: &Path, args: &[&str], passphrase: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pbx"))
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .env_remove("PBX_DATA_DIR")
+        .env_remove("RUST_LOG")
+        .env("PBX_BACKUP_PASSPHRASE", passphrase)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run pbx")
+}
+
+/// The database's bytes, WAL included.
+fn database_bytes(dir: &Path) -> Vec<u8> {
+    let mut bytes = std::fs::read(dir.join("pbx.db")).unwrap();
+    bytes.extend(std::fs::read(dir.join("pbx.db-wal")).unwrap_or_default());
+    bytes
+}
+
+/// `tenant export` on one PBX and `tenant import --as` on another: the
+/// tenant arrives with its extensions, trunk password, user, call records,
+/// storage and voicemail, under new ids, and nothing of the first PBX's
+/// other tenant comes with it. A wrong passphrase is refused and writes
+/// nothing.
+#[test]
+fn a_tenant_moves_to_another_pbx_under_a_new_name() {
+    let a = data_dir_with_acme();
+    ok(&pbx(
+        a.path(),
+        &["tenant", "add", "zeta", "--domain", "zeta-private.example"],
+    ));
+    for (tenant, n) in [("acme", "100"), ("acme", "101"), ("zeta", "100")] {
+        ok(&pbx_with_stdin(
+            a.path(),
+            &["extension", "add", tenant, n, "--password-stdin"],
+            Some("ext-password-long\n"),
+        ));
+    }
+    ok(&pbx_with_stdin(
+        a.path(),
+        &[
+            "trunk",
+            "add",
+            "acme",
+            "carrier",
+            "--uri",
+            "sip:gw.example.net",
+            "--username",
+            "u7",
+            "--password-stdin",
+        ],
+        Some("trunk secret pw\n"),
+    ));
+    ok(&pbx_with_stdin(
+        a.path(),
+        &[
+            "user",
+            "add",
+            "acme-admin",
+            "--role",
+            "tenant-admin",
+            "--tenant",
+            "acme",
+            "--password-stdin",
+        ],
+        Some(STRONG),
+    ));
+    let audio = wav(4000);
+    let (acme_a, zeta_a) = with_store(a.path(), async |s| {
+        let acme = s.tenant_by_name("acme").await.unwrap().unwrap().id;
+        let zeta = s.tenant_by_name("zeta").await.unwrap().unwrap().id;
+        for t in [acme, zeta] {
+            let mut cdr = store::Cdr {
+                tenant: t,
+                caller: "100".into(),
+                callee: "101".into(),
+                started_at_ms: 1_000,
+                answered_at_ms: Some(2_000),
+                ended_at_ms: 9_000,
+                disposition: store::Disposition::Answered,
+                sip_code: 200,
+                hangup_by: "caller".into(),
+                caller_call_id: format!("zeta-call-{t}"),
+                callee_call_id: "b".into(),
+                media: Default::default(),
+                tags: Vec::new(),
+            };
+            if t == acme {
+                cdr.caller_call_id = "acme-call".into();
+            }
+            s.insert_cdrs(&[cdr]).await.unwrap();
+        }
+        s.save_voicemail(acme, "100", "5551234", &audio, 250)
+            .await
+            .unwrap();
+        s.plugin_kv_admin_put(acme, "ring-group:sales", Some(b"100,101"))
+            .await
+            .unwrap();
+        (acme, zeta)
+    });
+    let file = a.path().join("acme.tenant");
+    let out = ok(&pbx_with_passphrase(
+        a.path(),
+        &["tenant", "export", "acme", "--out", file.to_str().unwrap()],
+        "move words",
+    ));
+    assert!(out.contains("1 audio files"), "{out}");
+    // The file is encrypted: nothing of the tenant reads in it.
+    let sealed = std::fs::read(&file).unwrap();
+    for clear in [&b"acme.example"[..], b"trunk secret pw", b"acme-call"] {
+        assert!(!sealed.windows(clear.len()).any(|w| w == clear));
+    }
+
+    let b = tempfile::tempdir().unwrap();
+    for n in 0..3 {
+        ok(&pbx(
+            b.path(),
+            &[
+                "tenant",
+                "add",
+                &format!("b{n}"),
+                "--domain",
+                &format!("b{n}.example"),
+            ],
+        ));
+    }
+    let err = fails(&pbx_with_passphrase(
+        b.path(),
+        &["tenant", "import", file.to_str().unwrap(), "--as", "acme2"],
+        "wrong words",
+    ));
+    assert!(err.contains("wrong passphrase"), "{err}");
+    let out = ok(&pbx_with_passphrase(
+        b.path(),
+        &["tenant", "import", file.to_str().unwrap(), "--as", "acme2"],
+        "move words",
+    ));
+    assert!(out.contains("imported tenant acme2"), "{out}");
+    let listed = ok(&pbx(b.path(), &["tenant", "list"]));
+    assert!(
+        listed.contains("acme2") && !listed.contains("zeta"),
+        "{listed}"
+    );
+    assert_eq!(extensions(b.path(), "acme2"), ["100", "101"]);
+
+    let original = with_store_id(a.path(), acme_a);
+    assert_eq!(original.len(), 1);
+    with_store(b.path(), async |s| {
+        let t = s.tenant_by_name("acme2").await.unwrap().unwrap();
+        assert_eq!(t.status, store::TenantStatus::Active);
+        assert_eq!(t.domains, ["acme.example"]);
+        let others: Vec<_> = s
+            .list_tenants()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|o| o.id != t.id)
+            .collect();
+        assert_eq!(others.len(), 3);
+        assert!(others.iter().all(|o| o.id != t.id));
+        let trunks = s.list_trunks(t.id).await.unwrap();
+        assert_eq!(trunks[0].password.as_deref(), Some("trunk secret pw"));
+        let admin = s.user_by_name("acme-admin").await.unwrap().expect("user");
+        assert_eq!(admin.tenant, Some(t.id));
+        let cdrs = s
+            .list_cdrs(t.id, &store::CdrFilter::default())
+            .await
+            .unwrap();
+        assert_eq!(cdrs.len(), 1);
+        assert_eq!(cdrs[0].caller_call_id, "acme-call");
+        let messages = s.voicemail_messages(t.id, "100").await.unwrap();
+        assert_eq!(messages.len(), 1);
+        let heard = s
+            .voicemail_audio(t.id, "100", &messages[0].id)
+            .await
+            .unwrap();
+        assert_eq!(heard, Some(audio.clone()));
+        assert_eq!(
+            s.plugin_kv_get(t.id, "ring-group:sales").await.unwrap(),
+            Some(b"100,101".to_vec())
+        );
+        // New ids: the message's id is not the one it had on the first PBX.
+        assert!(!original.contains(&messages[0].id));
+        s.close().await;
+    });
+    // Nothing of the other tenant of the first PBX is anywhere in the second.
+    let db = database_bytes(b.path());
+    for theirs in [&b"zeta-private.example"[..], b"zeta-call"] {
+        assert!(
+            !db.windows(theirs.len()).any(|w| w == theirs),
+            "{}",
+            String::from_utf8_lossy(theirs)
+        );
+    }
+    let _ = zeta_a;
+    let audit = ok(&pbx(b.path(), &["audit", "verify"]));
+    assert!(audit.contains("intact"), "{audit}");
+    let actions: Vec<String> = with_store(a.path(), async |s| {
+        s.audit_chain(0, 1000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.record.action)
+            .collect()
+    });
+    assert!(actions.iter().any(|a| a == "tenant.export"), "{actions:?}");
+    // The same file again: its domain is taken now, and nothing is added.
+    let err = fails(&pbx_with_passphrase(
+        b.path(),
+        &["tenant", "import", file.to_str().unwrap(), "--as", "acme3"],
+        "move words",
+    ));
+    assert!(err.contains("acme.example"), "{err}");
+    assert!(!ok(&pbx(b.path(), &["tenant", "list"])).contains("acme3"));
+}
+
+/// The ids of the voicemail messages of `tenant` in `dir`.
+fn with_store_id(dir: &Path, tenant: store::TenantId) -> Vec<String> {
+    with_store(dir, async |s| {
+        s.voicemail_messages(tenant, "100")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.id)
+            .collect()
+    })
+}
