@@ -227,6 +227,11 @@ pub struct AuditReport {
     pub entries: u64,
     /// Entries at the start of the log written before the chain was keyed.
     pub unkeyed: u64,
+    /// Purge checkpoints read (each verified).
+    pub checkpoints: u64,
+    /// The last entry purged by retention (0 when none was): the log starts
+    /// after it, linked to the newest checkpoint.
+    pub purged_through: i64,
     /// Every break found, in log order; empty when the chain is intact.
     pub problems: Vec<String>,
 }
@@ -259,6 +264,34 @@ impl Store {
         const PAGE: u32 = 1000;
         let mut expected_id = 1;
         let mut prev_hash = String::new();
+        let mut prev_mac = String::new();
+        for (n, c) in self.audit_checkpoints().await?.iter().enumerate() {
+            report.checkpoints += 1;
+            if c.id != n as i64 + 1 {
+                report
+                    .problems
+                    .push(format!("purge checkpoint {} is missing", n + 1));
+            }
+            if !subtle_eq(
+                checkpoint_mac(&key, c, &prev_mac).as_bytes(),
+                c.mac.as_bytes(),
+            ) {
+                report.problems.push(format!(
+                    "purge checkpoint {} was changed or not made with this key",
+                    c.id
+                ));
+            }
+            if c.through_id < expected_id {
+                report.problems.push(format!(
+                    "purge checkpoint {} goes back to entry {}",
+                    c.id, c.through_id
+                ));
+            }
+            expected_id = c.through_id + 1;
+            prev_hash = c.hash.clone();
+            prev_mac = c.mac.clone();
+            report.purged_through = c.through_id;
+        }
         loop {
             let page = self.audit_chain(expected_id - 1, PAGE).await?;
             let Some(last) = page.last().map(|e| e.id) else {
@@ -412,6 +445,143 @@ impl Store {
     }
 }
 
+/// A point up to which the audit log was verified and then purged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditCheckpoint {
+    /// 1, 2, 3, ... without gaps.
+    pub id: i64,
+    /// Entries up to this one were purged.
+    pub through_id: i64,
+    /// The hash of entry `through_id`, which the first remaining entry links to.
+    pub hash: String,
+    /// Entries this purge deleted.
+    pub entries: i64,
+    pub at_ms: i64,
+    /// `hex(hmac_sha256(audit key, previous checkpoint's mac || fields))`.
+    pub mac: String,
+}
+
+/// The MAC of checkpoint `c`, chained to the previous checkpoint's `prev_mac`
+/// ("" for the first).
+fn checkpoint_mac(key: &[u8; 32], c: &AuditCheckpoint, prev_mac: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(key) else {
+        unreachable!("HMAC takes a key of any length")
+    };
+    mac.update(b"audit checkpoint\0");
+    mac.update(prev_mac.as_bytes());
+    mac.update(
+        serde_json::json!([c.id, c.through_id, c.hash, c.entries, c.at_ms])
+            .to_string()
+            .as_bytes(),
+    );
+    hex::encode(mac.finalize().into_bytes())
+}
+
+impl Store {
+    /// The purge checkpoints, oldest first.
+    pub async fn audit_checkpoints(&self) -> Result<Vec<AuditCheckpoint>> {
+        let rows = sqlx::query(
+            "SELECT id, through_id, hash, entries, at_ms, mac FROM audit_checkpoints ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditCheckpoint {
+                    id: r.try_get("id")?,
+                    through_id: r.try_get("through_id")?,
+                    hash: r.try_get("hash")?,
+                    entries: r.try_get("entries")?,
+                    at_ms: r.try_get("at_ms")?,
+                    mac: r.try_get("mac")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Deletes the audit entries written before `before_ms` (from the oldest
+    /// up to the first newer one), after verifying the whole log, and
+    /// records a checkpoint that the remaining log links to, so
+    /// [`Store::verify_audit`] keeps passing. A log that does not verify is
+    /// not purged ([`Error::Invalid`] naming the breaks). `None` when nothing
+    /// is old enough.
+    pub async fn purge_audit(
+        &self,
+        before_ms: i64,
+        now_ms: i64,
+    ) -> Result<Option<AuditCheckpoint>> {
+        let report = self.verify_audit().await?;
+        if !report.is_intact() {
+            return Err(crate::Error::Invalid(format!(
+                "the audit log does not verify, so nothing of it is purged: {}",
+                report.problems.join("; ")
+            )));
+        }
+        let mut tx = self.write_tx().await?;
+        let first: Option<i64> = sqlx::query_scalar("SELECT MIN(id) FROM audit_log")
+            .fetch_one(&mut *tx)
+            .await?;
+        let kept: Option<i64> =
+            sqlx::query_scalar("SELECT MIN(id) FROM audit_log WHERE at_ms >= $1")
+                .bind(before_ms)
+                .fetch_one(&mut *tx)
+                .await?;
+        let last: i64 = sqlx::query_scalar("SELECT last_id FROM audit_head WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await?;
+        let Some(first) = first else {
+            return Ok(None);
+        };
+        let through = kept.map_or(last, |k| k - 1);
+        if through < first {
+            return Ok(None);
+        }
+        let hash: String = sqlx::query_scalar("SELECT hash FROM audit_log WHERE id = $1")
+            .bind(through)
+            .fetch_one(&mut *tx)
+            .await?;
+        let previous =
+            sqlx::query("SELECT id, mac FROM audit_checkpoints ORDER BY id DESC LIMIT 1")
+                .fetch_optional(&mut *tx)
+                .await?;
+        let (prev_id, prev_mac) = match previous {
+            Some(row) => (
+                row.try_get::<i64, _>("id")?,
+                row.try_get::<String, _>("mac")?,
+            ),
+            None => (0, String::new()),
+        };
+        let mut checkpoint = AuditCheckpoint {
+            id: prev_id + 1,
+            through_id: through,
+            hash,
+            entries: through - first + 1,
+            at_ms: now_ms,
+            mac: String::new(),
+        };
+        checkpoint.mac = checkpoint_mac(self.secrets.audit_key(), &checkpoint, &prev_mac);
+        sqlx::query(
+            "INSERT INTO audit_checkpoints (id, through_id, hash, entries, at_ms, mac) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(checkpoint.id)
+        .bind(checkpoint.through_id)
+        .bind(&checkpoint.hash)
+        .bind(checkpoint.entries)
+        .bind(checkpoint.at_ms)
+        .bind(&checkpoint.mac)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM audit_log WHERE id <= $1")
+            .bind(through)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(checkpoint))
+    }
+}
+
 /// Constant-time equality of two byte strings.
 fn subtle_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -489,5 +659,106 @@ mod tests {
             vec![a.clone()]
         );
         assert_eq!(store.audit_chain(1, 10).await.expect("chain"), vec![b]);
+    }
+
+    async fn log_of(ages: &[i64]) -> Store {
+        let store = Store::open_in_memory().await.expect("open");
+        for (i, at) in ages.iter().enumerate() {
+            let mut r = record(&format!("a{i}"), Some(TenantId(1)));
+            r.at_ms = *at;
+            store.append_audit(&r).await.expect("append");
+        }
+        store
+    }
+
+    /// Purges cut the log at the first entry new enough, leave a checkpoint it
+    /// links to, and the log keeps verifying across several purges.
+    #[tokio::test]
+    async fn purges_leave_checkpoints_the_log_verifies_through() {
+        let store = log_of(&[10, 20, 30, 40, 50]).await;
+        let first = store
+            .purge_audit(25, 1_000)
+            .await
+            .expect("purge")
+            .expect("some");
+        assert_eq!((first.id, first.through_id, first.entries), (1, 2, 2));
+        let chain = store.audit_chain(0, 10).await.expect("chain");
+        assert_eq!(chain.first().map(|e| e.id), Some(3));
+        assert_eq!(chain[0].prev_hash, first.hash);
+        let report = store.verify_audit().await.expect("verify");
+        assert!(report.is_intact(), "{:?}", report.problems);
+        assert_eq!(
+            (report.entries, report.checkpoints, report.purged_through),
+            (3, 1, 2)
+        );
+        // Nothing old enough: no checkpoint.
+        assert_eq!(store.purge_audit(25, 2_000).await.expect("again"), None);
+        store
+            .append_audit(&record("later", None))
+            .await
+            .expect("append");
+        let second = store
+            .purge_audit(1_000, 3_000)
+            .await
+            .expect("purge")
+            .expect("some");
+        assert_eq!((second.id, second.through_id), (2, 6));
+        let report = store.verify_audit().await.expect("verify");
+        assert!(report.is_intact(), "{:?}", report.problems);
+        assert_eq!(report.entries, 0);
+        // The chain goes on after an empty log.
+        store
+            .append_audit(&record("next", None))
+            .await
+            .expect("append");
+        assert!(store.verify_audit().await.expect("verify").is_intact());
+    }
+
+    /// An edited or deleted checkpoint, and a log that does not verify, are
+    /// found; a broken log is not purged.
+    #[tokio::test]
+    async fn tampering_with_checkpoints_is_found_and_a_broken_log_is_not_purged() {
+        let store = log_of(&[10, 20, 30, 40]).await;
+        store.purge_audit(15, 100).await.expect("purge");
+        store.purge_audit(35, 200).await.expect("purge");
+        sqlx::query("UPDATE audit_checkpoints SET entries = 9 WHERE id = 1")
+            .execute(&store.pool)
+            .await
+            .expect("edit");
+        let report = store.verify_audit().await.expect("verify");
+        assert!(
+            report
+                .problems
+                .iter()
+                .any(|p| p.contains("checkpoint 1 was changed")),
+            "{:?}",
+            report.problems
+        );
+
+        let store = log_of(&[10, 20, 30, 40]).await;
+        store.purge_audit(15, 100).await.expect("purge");
+        store.purge_audit(35, 200).await.expect("purge");
+        sqlx::query("DELETE FROM audit_checkpoints WHERE id = 2")
+            .execute(&store.pool)
+            .await
+            .expect("delete");
+        let report = store.verify_audit().await.expect("verify");
+        assert!(
+            report
+                .problems
+                .iter()
+                .any(|p| p.contains("entries 2..3 are missing")),
+            "{:?}",
+            report.problems
+        );
+
+        let store = log_of(&[10, 20, 30, 40]).await;
+        sqlx::query("UPDATE audit_log SET detail = '{\"x\":1}' WHERE id = 1")
+            .execute(&store.pool)
+            .await
+            .expect("edit");
+        let err = store.purge_audit(35, 100).await.expect_err("refused");
+        assert!(err.to_string().contains("does not verify"), "{err}");
+        assert_eq!(store.audit_chain(0, 10).await.expect("chain").len(), 4);
     }
 }

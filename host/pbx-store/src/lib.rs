@@ -79,8 +79,8 @@ pub use api_token::{ApiToken, NewApiToken};
 pub use approval::{Approval, ApprovalStatus, ApprovalTarget};
 pub use audio::{MEDIA_DIR, MediaUsage};
 pub use audit::{
-    AUDIT_CSV_HEADER, AUDIT_KEYED, AuditEntry, AuditHead, AuditRecord, AuditReport,
-    audit_legacy_hash, audit_mac, write_audit_csv,
+    AUDIT_CSV_HEADER, AUDIT_KEYED, AuditCheckpoint, AuditEntry, AuditHead, AuditRecord,
+    AuditReport, audit_legacy_hash, audit_mac, write_audit_csv,
 };
 pub use ban::BanRecord;
 pub use cdr::CdrFilter;

@@ -14,6 +14,9 @@ use crate::{
 /// kept), and the most a tenant may keep them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RecordRetention {
+    /// Days the audit log keeps its entries (the provider's alone; `None`:
+    /// kept). A purge leaves a checkpoint the log keeps verifying through.
+    pub audit_days: Option<u32>,
     pub cdr_days: Option<u32>,
     pub alert_days: Option<u32>,
     pub max_cdr_days: Option<u32>,
@@ -671,6 +674,7 @@ mod purge_tests {
             alert_days: None,
             max_cdr_days: Some(100),
             max_alert_days: Some(90),
+            audit_days: None,
         };
         let gone = store.purge_records(now, &policy).await.expect("purge");
         assert_eq!(gone, vec![(a, 2, 1), (b, 1, 1)]);

@@ -368,6 +368,13 @@ pub enum AuditCommand {
     /// DATA_DIR/secret.key); fails naming every edited, deleted or missing
     /// entry, even if the editor recomputed plain hashes.
     Verify,
+    /// Delete the entries older than N days, after verifying the whole log,
+    /// behind a keyed checkpoint the rest of the log links to (what
+    /// `[retention] audit_days` does every hour).
+    Purge {
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        older_than_days: u32,
+    },
 }
 
 /// `pbx backup ...`: archives are age files, to a passphrase (read from

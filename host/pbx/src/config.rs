@@ -74,6 +74,7 @@
 //! alert_days = 180
 //! max_cdr_days = 2555              # the most any tenant keeps them
 //! max_alert_days = 365
+//! audit_days = 2555                # the audit log (purged behind a keyed checkpoint)
 //!
 //! [extensions]                     # SIP password ageing; off by default
 //! password_max_age_days = 90       # older: an alert to the tenant (phones keep working)
@@ -170,6 +171,8 @@ pub struct RetentionSection {
     /// The most any tenant keeps them.
     pub max_cdr_days: Option<u32>,
     pub max_alert_days: Option<u32>,
+    /// Days the audit log keeps its entries; absent: kept.
+    pub audit_days: Option<u32>,
 }
 
 /// `[extensions]`
@@ -461,10 +464,19 @@ impl Settings {
         serve.backup = file.backup.as_ref().map(backup_schedule).transpose()?;
         serve.siem = file.siem.as_ref().map(siem_options).transpose()?;
         let r = &file.retention;
-        if [r.cdr_days, r.alert_days, r.max_cdr_days, r.max_alert_days].contains(&Some(0)) {
+        if [
+            r.cdr_days,
+            r.alert_days,
+            r.max_cdr_days,
+            r.max_alert_days,
+            r.audit_days,
+        ]
+        .contains(&Some(0))
+        {
             return Err(Error::Config("retention: days must be at least 1".into()));
         }
         serve.record_retention = store::RecordRetention {
+            audit_days: r.audit_days,
             cdr_days: r.cdr_days,
             alert_days: r.alert_days,
             max_cdr_days: r.max_cdr_days,

@@ -381,6 +381,39 @@ pub async fn execute(
             } else {
                 writeln!(out, "audit log intact: {} entries", report.entries)?;
             }
+            if report.checkpoints > 0 {
+                writeln!(
+                    out,
+                    "entries 1..{} purged by retention behind {} verified checkpoints",
+                    report.purged_through, report.checkpoints
+                )?;
+            }
+        }
+        Command::Audit(AuditCommand::Purge { older_than_days }) => {
+            let now = now_ms();
+            let before = now - i64::from(older_than_days) * 86_400_000;
+            match store.purge_audit(before, now).await? {
+                Some(c) => {
+                    audit_cli(
+                        store,
+                        "audit.purge",
+                        None,
+                        serde_json::json!({
+                            "checkpoint": c.id,
+                            "through_id": c.through_id,
+                            "entries": c.entries,
+                            "hash": c.hash,
+                        }),
+                    )
+                    .await?;
+                    writeln!(
+                        out,
+                        "purged audit entries up to {} ({} entries), checkpoint {}",
+                        c.through_id, c.entries, c.id
+                    )?;
+                }
+                None => writeln!(out, "no audit entry is older than {older_than_days} days")?,
+            }
         }
         Command::Ban(command) => ban(store, command, out).await?,
         Command::Approval(command) => approval(store, command, out).await?,

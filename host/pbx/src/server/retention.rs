@@ -51,9 +51,52 @@ pub(crate) async fn sweep(store: &Store, mailboxes: &Mailboxes, now_ms: i64) -> 
 }
 
 /// Deletes call records and alerts past their tenant's retention, and
-/// audits each tenant's purge (`retention.purge`, by `system`). The audit
-/// log itself is never purged, so its chain keeps verifying.
+/// audits each tenant's purge (`retention.purge`, by `system`); then the
+/// audit entries past `audit_days`, behind a checkpoint the log keeps
+/// verifying through (`audit.purge`, the first entry after it).
 pub(crate) async fn purge_records(store: &Store, policy: &store::RecordRetention, now_ms: i64) {
+    purge_tenant_records(store, policy, now_ms).await;
+    if let Some(days) = policy.audit_days {
+        purge_audit(store, now_ms - i64::from(days) * 86_400_000, now_ms).await;
+    }
+}
+
+/// Deletes the audit entries written before `before_ms` and audits that.
+pub(crate) async fn purge_audit(store: &Store, before_ms: i64, now_ms: i64) {
+    let checkpoint = match store.purge_audit(before_ms, now_ms).await {
+        Ok(Some(c)) => c,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::error!(error = %e, "audit log retention purge refused");
+            return;
+        }
+    };
+    tracing::info!(
+        through = checkpoint.through_id,
+        entries = checkpoint.entries,
+        "audit entries past their retention deleted"
+    );
+    let record = store::AuditRecord {
+        at_ms: now_ms,
+        actor: "system".into(),
+        role: "system".into(),
+        tenant: None,
+        source: "local".into(),
+        action: "audit.purge".into(),
+        detail: serde_json::json!({
+            "checkpoint": checkpoint.id,
+            "through_id": checkpoint.through_id,
+            "entries": checkpoint.entries,
+            "hash": checkpoint.hash,
+        })
+        .to_string(),
+    };
+    if let Err(e) = store.append_audit(&record).await {
+        tracing::warn!(error = %e, "audit purge not audited");
+    }
+}
+
+async fn purge_tenant_records(store: &Store, policy: &store::RecordRetention, now_ms: i64) {
     let purged = match store.purge_records(now_ms, policy).await {
         Ok(p) => p,
         Err(e) => {
@@ -145,5 +188,46 @@ mod tests {
         assert_eq!(purge.record.detail, r#"{"alerts":2,"cdrs":0}"#);
         let report = pbx_api::verify_audit(&store).await.unwrap();
         assert!(report.is_intact(), "{report:?}");
+    }
+
+    /// With `audit_days`, the sweep purges the audit entries past it behind a
+    /// checkpoint, audits that, and the log still verifies.
+    #[tokio::test]
+    async fn the_audit_log_is_purged_behind_a_checkpoint_and_still_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let day = 24 * 3600 * 1000i64;
+        let now = unix_ms();
+        for age in [100, 50, 1] {
+            let record = store::AuditRecord {
+                at_ms: now - age * day,
+                actor: "root".into(),
+                role: "provider-admin".into(),
+                tenant: None,
+                source: "local".into(),
+                action: "tenant.create".into(),
+                detail: format!("{{\"age\":{age}}}"),
+            };
+            store.append_audit(&record).await.unwrap();
+        }
+        let policy = store::RecordRetention {
+            audit_days: Some(30),
+            ..Default::default()
+        };
+        purge_records(&store, &policy, now).await;
+        let left = store.audit_chain(0, 10).await.unwrap();
+        let actions: Vec<_> = left
+            .iter()
+            .map(|e| (e.id, e.record.action.as_str()))
+            .collect();
+        assert_eq!(actions, [(3, "tenant.create"), (4, "audit.purge")]);
+        assert!(
+            left[1].record.detail.contains("\"through_id\":2"),
+            "{}",
+            left[1].record.detail
+        );
+        let report = pbx_api::verify_audit(&store).await.unwrap();
+        assert!(report.is_intact(), "{report:?}");
+        assert_eq!((report.checkpoints, report.purged_through), (1, 2));
     }
 }
