@@ -181,6 +181,7 @@ async fn security_events_reach_a_syslog_listener_in_the_documented_schema() {
         target: pbx::server::SiemTarget::Udp(listener.local_addr().unwrap().to_string()),
         ca: None,
         facility: 10,
+        token: None,
         data_dir: pbx.data_dir(),
     });
     pbx.serve_with(opts).await;

@@ -82,7 +82,9 @@
 //!
 //! [siem]                           # security events as RFC 5424 syslog; absent: none
 //! syslog = "tls://siem.example:6514"   # or udp://, tcp:// (octet counting)
-//! ca = "/etc/pbx/siem-ca.pem"      # needed for tls://
+//! ca = "/etc/pbx/siem-ca.pem"      # needed for tls:// and https://
+//! # https = "https://siem.example/ingest"  # instead of syslog: NDJSON batches by POST
+//! # token_file = "/etc/pbx/siem-token"     # its bearer token
 //! facility = 10                    # security/authorization
 //!
 //! [backup]                         # scheduled encrypted backups; absent: none
@@ -190,7 +192,11 @@ pub struct ExtensionsSection {
 #[serde(deny_unknown_fields)]
 pub struct SiemSection {
     /// `udp://HOST:PORT`, `tcp://HOST:PORT` or `tls://HOST:PORT`.
-    pub syslog: String,
+    pub syslog: Option<String>,
+    /// `https://HOST[:PORT]/PATH`: an HTTPS collector instead of syslog.
+    pub https: Option<String>,
+    /// A file holding the bearer token for the HTTPS collector.
+    pub token_file: Option<PathBuf>,
     /// CA certificates a `tls://` collector is checked against.
     pub ca: Option<PathBuf>,
     /// Syslog facility, 0 to 23 (default 10, security/authorization).
@@ -520,13 +526,64 @@ fn tls_files(sip: &SipSection, args: &ServeArgs) -> Result<Option<TlsFiles>> {
 /// The `[media]` section over the defaults; `None` when anchoring is off.
 /// `[siem]`, checked; the data directory is filled in by the caller.
 fn siem_options(s: &SiemSection) -> Result<crate::server::SiemOptions> {
-    let target = crate::server::SiemTarget::parse(&s.syslog)
-        .map_err(|e| Error::Config(format!("siem.syslog: {e}")))?;
-    if matches!(target, crate::server::SiemTarget::Tls { .. }) && s.ca.is_none() {
+    let (key, url) = match (&s.syslog, &s.https) {
+        (Some(url), None) => ("siem.syslog", url),
+        (None, Some(url)) => ("siem.https", url),
+        _ => {
+            return Err(Error::Config(
+                "siem: set exactly one of `syslog` and `https`".into(),
+            ));
+        }
+    };
+    let target =
+        crate::server::SiemTarget::parse(url).map_err(|e| Error::Config(format!("{key}: {e}")))?;
+    match (&target, key) {
+        (crate::server::SiemTarget::Https { .. }, "siem.https") => {}
+        (crate::server::SiemTarget::Https { .. }, _) | (_, "siem.https") => {
+            return Err(Error::Config(format!(
+                "{key}: {url} belongs in {}",
+                if key == "siem.https" {
+                    "siem.syslog"
+                } else {
+                    "siem.https"
+                }
+            )));
+        }
+        _ => {}
+    }
+    let encrypted = matches!(
+        target,
+        crate::server::SiemTarget::Tls { .. } | crate::server::SiemTarget::Https { .. }
+    );
+    if encrypted && s.ca.is_none() {
         return Err(Error::Config(
-            "siem: a tls:// collector needs `ca`, the CA certificates it is checked against".into(),
+            "siem: a tls:// or https:// collector needs `ca`, the CA certificates it is checked \
+             against"
+                .into(),
         ));
     }
+    let token = match &s.token_file {
+        None => None,
+        Some(_) if key != "siem.https" => {
+            return Err(Error::Config(
+                "siem.token_file is for an https collector".into(),
+            ));
+        }
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| Error::File {
+                path: path.clone(),
+                source,
+            })?;
+            let token = text.trim().to_string();
+            if token.is_empty() || token.chars().any(|c| c.is_control() || c == ' ') {
+                return Err(Error::Config(format!(
+                    "siem.token_file: {} holds no usable token",
+                    path.display()
+                )));
+            }
+            Some(token)
+        }
+    };
     let facility = s.facility.unwrap_or(10);
     if facility > 23 {
         return Err(Error::Config("siem.facility is 0 to 23".into()));
@@ -535,6 +592,7 @@ fn siem_options(s: &SiemSection) -> Result<crate::server::SiemOptions> {
         target,
         ca: s.ca.clone(),
         facility,
+        token,
         data_dir: PathBuf::new(),
     })
 }
@@ -1089,5 +1147,56 @@ format = "json"
     fn missing_file_is_a_clear_error() {
         let err = FileConfig::load(Path::new("/nonexistent/pbx.toml")).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/pbx.toml"), "{err}");
+    }
+
+    #[test]
+    fn siem_takes_syslog_or_https_with_a_token_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "abc123\n").unwrap();
+        let section = |syslog: Option<&str>, https: Option<&str>, token_file: bool| SiemSection {
+            syslog: syslog.map(str::to_string),
+            https: https.map(str::to_string),
+            token_file: token_file.then(|| token.clone()),
+            ca: Some(PathBuf::from("/etc/ca.pem")),
+            facility: None,
+        };
+        let opts = siem_options(&section(None, Some("https://siem.example/in"), true)).unwrap();
+        assert_eq!(opts.token.as_deref(), Some("abc123"));
+        assert!(matches!(
+            opts.target,
+            crate::server::SiemTarget::Https { .. }
+        ));
+        assert!(siem_options(&section(Some("udp://x:514"), None, false)).is_ok());
+        for (bad, why) in [
+            (section(None, None, false), "exactly one"),
+            (
+                section(Some("udp://x:514"), Some("https://x/"), false),
+                "exactly one",
+            ),
+            (
+                section(Some("https://x/"), None, false),
+                "belongs in siem.https",
+            ),
+            (
+                section(None, Some("tls://x:6514"), false),
+                "belongs in siem.syslog",
+            ),
+            (
+                section(Some("udp://x:514"), None, true),
+                "token_file is for",
+            ),
+        ] {
+            let err = siem_options(&bad).unwrap_err().to_string();
+            assert!(err.contains(why), "{err}");
+        }
+        let mut no_ca = section(None, Some("https://x/"), false);
+        no_ca.ca = None;
+        assert!(
+            siem_options(&no_ca)
+                .unwrap_err()
+                .to_string()
+                .contains("needs `ca`")
+        );
     }
 }

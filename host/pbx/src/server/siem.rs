@@ -1,5 +1,7 @@
 //! Security events to a SIEM over syslog (RFC 5424; over UDP, TCP with
-//! octet counting (RFC 6587), or TLS (RFC 5425)), as configured in `[siem]`.
+//! octet counting (RFC 6587), or TLS (RFC 5425)), or to an HTTPS collector
+//! (one POST of newline-delimited JSON events per batch, a bearer token if
+//! configured), as configured in `[siem]`.
 //!
 //! The forwarder reads what the host already stores durably, the audit log
 //! (logins, configuration changes, approvals, suspensions, …) and the alerts
@@ -33,14 +35,44 @@ pub enum SiemTarget {
     /// `tls://HOST:PORT`: octet-counted frames over TLS, the server checked
     /// against `ca`.
     Tls { host: String, port: u16 },
+    /// `https://HOST[:PORT]/PATH`: batches POSTed as `application/x-ndjson`,
+    /// the server checked against `ca`.
+    Https {
+        host: String,
+        port: u16,
+        path: String,
+    },
 }
 
 impl SiemTarget {
-    /// Parses `udp://`, `tcp://` or `tls://HOST:PORT`.
+    /// Parses `udp://`, `tcp://` or `tls://HOST:PORT`, or
+    /// `https://HOST[:PORT]/PATH`.
     pub fn parse(url: &str) -> Result<SiemTarget, String> {
         let (scheme, rest) = url
             .split_once("://")
             .ok_or_else(|| format!("{url}: expected udp://, tcp:// or tls://HOST:PORT"))?;
+        if scheme == "https" {
+            let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+            let (host, port) = match authority.rsplit_once(':') {
+                Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
+                    let port = p
+                        .parse::<u16>()
+                        .ok()
+                        .filter(|p| *p != 0)
+                        .ok_or_else(|| format!("{url}: bad port"))?;
+                    (h.trim_matches(['[', ']']), port)
+                }
+                _ => (authority.trim_matches(['[', ']']), 443),
+            };
+            if host.is_empty() || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(format!("{url}: expected https://HOST[:PORT]/PATH"));
+            }
+            return Ok(SiemTarget::Https {
+                host: host.to_string(),
+                port,
+                path: format!("/{path}"),
+            });
+        }
         let (host, port) = rest
             .rsplit_once(':')
             .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse::<u16>().ok()?)))
@@ -71,6 +103,8 @@ pub struct SiemOptions {
     pub ca: Option<PathBuf>,
     /// Syslog facility (default 10, security/authorization).
     pub facility: u8,
+    /// Sent as `Authorization: Bearer …` to an HTTPS collector.
+    pub token: Option<String>,
     /// Where the cursor is kept (filled in with the data directory).
     pub data_dir: PathBuf,
 }
@@ -213,6 +247,20 @@ enum Conn {
     Udp(tokio::net::UdpSocket),
     Tcp(tokio::net::TcpStream),
     Tls(Box<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>),
+    Https(hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>),
+}
+
+/// Opens a TLS connection to `host:port`, the server checked against `ca`.
+async fn tls_connect(
+    opts: &SiemOptions,
+    host: &str,
+    port: u16,
+) -> anyhow::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let config = super::sip_tls::client_config(opts.ca.as_deref())?;
+    let connector = tokio_rustls::TlsConnector::from(Arc::clone(&config));
+    let name = rustls::pki_types::ServerName::try_from(host.to_string())?;
+    let tcp = tokio::net::TcpStream::connect((host, port)).await?;
+    Ok(connector.connect(name, tcp).await?)
 }
 
 impl Conn {
@@ -230,29 +278,93 @@ impl Conn {
             }
             SiemTarget::Tcp(addr) => Conn::Tcp(tokio::net::TcpStream::connect(addr).await?),
             SiemTarget::Tls { host, port } => {
-                let config = super::sip_tls::client_config(opts.ca.as_deref())?;
-                let connector = tokio_rustls::TlsConnector::from(Arc::clone(&config));
-                let name = rustls::pki_types::ServerName::try_from(host.clone())?;
-                let tcp = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
-                Conn::Tls(Box::new(connector.connect(name, tcp).await?))
+                Conn::Tls(Box::new(tls_connect(opts, host, *port).await?))
+            }
+            SiemTarget::Https { host, port, .. } => {
+                let tls = tls_connect(opts, host, *port).await?;
+                let (sender, connection) =
+                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                        .await?;
+                // Drives the connection; it ends when the sender is dropped
+                // or the collector closes it (the next send then fails and
+                // the forwarder connects again).
+                tokio::spawn(async move {
+                    if let Err(e) = connection.await {
+                        tracing::debug!(error = %e, "SIEM collector connection closed");
+                    }
+                });
+                Conn::Https(sender)
             }
         })
     }
 
-    async fn send(&mut self, line: &str) -> std::io::Result<()> {
+    /// Sends one batch: a syslog line per event, or one POST.
+    async fn send_batch(
+        &mut self,
+        batch: &[Event],
+        opts: &SiemOptions,
+        host: &str,
+    ) -> anyhow::Result<()> {
+        let lines = batch
+            .iter()
+            .map(|event| syslog_line(event, opts.facility, host));
         match self {
-            Conn::Udp(s) => s.send(line.as_bytes()).await.map(drop),
-            Conn::Tcp(s) => s.write_all(framed(line).as_bytes()).await,
-            Conn::Tls(s) => s.write_all(framed(line).as_bytes()).await,
+            Conn::Udp(s) => {
+                for line in lines {
+                    s.send(line.as_bytes()).await?;
+                }
+            }
+            Conn::Tcp(s) => {
+                for line in lines {
+                    s.write_all(framed(&line).as_bytes()).await?;
+                }
+                s.flush().await?;
+            }
+            Conn::Tls(s) => {
+                for line in lines {
+                    s.write_all(framed(&line).as_bytes()).await?;
+                }
+                s.flush().await?;
+            }
+            Conn::Https(sender) => {
+                let SiemTarget::Https { host, port, path } = &opts.target else {
+                    anyhow::bail!("an HTTPS connection to a syslog target");
+                };
+                let mut body = Vec::new();
+                for event in batch {
+                    serde_json::to_writer(&mut body, event)?;
+                    body.push(b'\n');
+                }
+                let authority = if host.contains(':') {
+                    format!("[{host}]:{port}")
+                } else {
+                    format!("{host}:{port}")
+                };
+                let mut request = hyper::Request::post(path.as_str())
+                    .header(hyper::header::HOST, authority)
+                    .header(hyper::header::CONTENT_TYPE, "application/x-ndjson")
+                    .header(hyper::header::USER_AGENT, "pbx-siem");
+                if let Some(token) = &opts.token {
+                    request =
+                        request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+                }
+                let request = request.body(http_body_util::Full::new(bytes::Bytes::from(body)))?;
+                sender.ready().await?;
+                let response = sender.send_request(request).await?;
+                let status = response.status();
+                // The body is read (bounded) so the connection can be reused.
+                let _ = http_body_util::BodyExt::collect(http_body_util::Limited::new(
+                    response.into_body(),
+                    64 * 1024,
+                ))
+                .await;
+                anyhow::ensure!(
+                    status.is_success(),
+                    "the collector answered {status}; the batch will be sent again"
+                );
+            }
         }
-    }
-
-    async fn flush(&mut self) -> std::io::Result<()> {
-        match self {
-            Conn::Udp(_) => Ok(()),
-            Conn::Tcp(s) => s.flush().await,
-            Conn::Tls(s) => s.flush().await,
-        }
+        Ok(())
     }
 }
 
@@ -341,13 +453,7 @@ async fn forward_round(
             return Ok(());
         };
         let batch = events(&audit, &alerts, &names);
-        tokio::time::timeout(SEND_TIMEOUT, async {
-            for event in &batch {
-                c.send(&syslog_line(event, opts.facility, host)).await?;
-            }
-            c.flush().await
-        })
-        .await??;
+        tokio::time::timeout(SEND_TIMEOUT, c.send_batch(&batch, opts, host)).await??;
         let next = Cursor {
             audit: audit.last().map_or(cursor.audit, |e| e.id),
             alerts: alerts.last().map_or(cursor.alerts, |a| a.id),
@@ -414,5 +520,143 @@ mod tests {
         assert_eq!(v["tenant"], "acme");
         assert_eq!(v["event"], "alert.sip.ban");
         assert_eq!(framed("abc"), "3 abc");
+    }
+
+    #[test]
+    fn https_targets_parse() {
+        assert_eq!(
+            SiemTarget::parse("https://siem.example/services/collector"),
+            Ok(SiemTarget::Https {
+                host: "siem.example".into(),
+                port: 443,
+                path: "/services/collector".into()
+            })
+        );
+        assert_eq!(
+            SiemTarget::parse("https://[::1]:8443"),
+            Ok(SiemTarget::Https {
+                host: "::1".into(),
+                port: 8443,
+                path: "/".into()
+            })
+        );
+        for bad in ["https://", "https://x:0/", "https://x:y/", "https://x/a b"] {
+            assert!(SiemTarget::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// A batch goes to an HTTPS collector as one POST of NDJSON events with
+    /// the bearer token; a refusal (503) leaves the cursor where it was, so
+    /// the same events go again, once, on the next round.
+    #[tokio::test]
+    async fn an_https_collector_gets_batches_and_a_refusal_sends_them_again() {
+        use http_body_util::BodyExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = super::super::sip_tls::tests::self_signed(dir.path());
+        let acceptor = tokio_rustls::TlsAcceptor::from(
+            super::super::sip_tls::server_config(&cert, &key).unwrap(),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // The collector: answers 503 to the first request, 200 after; hands
+        // every request's token and body to the test.
+        let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
+        tokio::spawn(async move {
+            let answered = Arc::new(std::sync::atomic::AtomicU32::new(0));
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let tls = acceptor.accept(tcp).await.unwrap();
+                let seen_tx = seen_tx.clone();
+                let answered = answered.clone();
+                let service = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let seen_tx = seen_tx.clone();
+                        let answered = answered.clone();
+                        async move {
+                            let auth = req
+                                .headers()
+                                .get(hyper::header::AUTHORIZATION)
+                                .map(|v| v.to_str().unwrap().to_string())
+                                .unwrap_or_default();
+                            let body = req.into_body().collect().await.unwrap().to_bytes();
+                            seen_tx
+                                .send((auth, String::from_utf8(body.to_vec()).unwrap()))
+                                .unwrap();
+                            let status = if answered
+                                .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                                == 0
+                            {
+                                503
+                            } else {
+                                200
+                            };
+                            Ok::<_, std::convert::Infallible>(
+                                hyper::Response::builder()
+                                    .status(status)
+                                    .body(http_body_util::Full::new(bytes::Bytes::new()))
+                                    .unwrap(),
+                            )
+                        }
+                    },
+                );
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), service),
+                );
+            }
+        });
+
+        let store = Store::open(dir.path()).await.unwrap();
+        let t = store.add_tenant("acme", "acme.example").await.unwrap().id;
+        for action in ["login.failure", "extension.create"] {
+            store
+                .append_audit(&store::AuditRecord {
+                    at_ms: 1_000,
+                    actor: "root".into(),
+                    role: "provider-admin".into(),
+                    tenant: Some(t),
+                    source: "192.0.2.9".into(),
+                    action: action.into(),
+                    detail: "{}".into(),
+                })
+                .await
+                .unwrap();
+        }
+        let opts = SiemOptions {
+            target: SiemTarget::parse(&format!("https://localhost:{port}/ingest")).unwrap(),
+            ca: Some(cert.clone()),
+            facility: 10,
+            token: Some("t0ken".into()),
+            data_dir: dir.path().to_path_buf(),
+        };
+        let mut conn = None;
+        let mut cursor = Cursor::default();
+        let refused = forward_round(&store, &opts, "pbx1", &mut conn, &mut cursor).await;
+        assert!(refused.unwrap_err().to_string().contains("503"));
+        assert_eq!(cursor, Cursor::default());
+        let (auth, first) = seen.recv().await.unwrap();
+        assert_eq!(auth, "Bearer t0ken");
+        forward_round(&store, &opts, "pbx1", &mut conn, &mut cursor)
+            .await
+            .unwrap();
+        assert_eq!(cursor.audit, 2);
+        let (_, second) = seen.recv().await.unwrap();
+        assert_eq!(first, second, "the refused batch is sent again as it was");
+        let events: Vec<serde_json::Value> = second
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let names: Vec<_> = events
+            .iter()
+            .map(|e| e["event"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["audit.login.failure", "audit.extension.create"]);
+        assert_eq!(events[0]["tenant"], "acme");
+        assert_eq!(events[0]["severity"], "warning");
+        // Nothing new: no request at all.
+        forward_round(&store, &opts, "pbx1", &mut conn, &mut cursor)
+            .await
+            .unwrap();
+        assert!(seen.try_recv().is_err());
     }
 }
