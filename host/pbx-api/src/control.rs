@@ -114,6 +114,35 @@ pub struct Did {
     pub number: String,
 }
 
+/// One line of a tenant's plugin log (what its plugins wrote with
+/// `pbx:plugin/log`, and their stdout and stderr). The log is kept in memory,
+/// the newest 256 lines (64 KiB) per tenant, and is not kept across restarts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginLogLine {
+    /// 1, 2, 3, ... in writing order since the server started (lines pushed
+    /// out leave gaps).
+    pub seq: u64,
+    pub at_ms: i64,
+    /// `debug`, `info`, `warn` or `error`.
+    pub level: String,
+    /// The text, as the plugin wrote it (at most 512 bytes): shown as text,
+    /// never interpreted.
+    pub message: String,
+}
+
+/// The header of [`write_plugin_log_csv`]'s rows.
+pub const PLUGIN_LOG_CSV_HEADER: &str = "seq,at_ms,level,message\n";
+
+/// One plugin log line as a CSV row (fields quoted and defused like the call
+/// records').
+pub fn write_plugin_log_csv(out: &mut String, line: &PluginLogLine) {
+    out.push_str(&format!("{},{},", line.seq, line.at_ms));
+    store::write_csv_field(out, &line.level);
+    out.push(',');
+    store::write_csv_field(out, &line.message);
+    out.push('\n');
+}
+
 /// A plugin quarantined for one tenant after repeated failures: its calls get
 /// the documented fallback (the shipped dial plan, or a fail-closed deny for a
 /// policy) until the back-off runs out, a new version is uploaded, or an
@@ -210,6 +239,8 @@ pub trait Control: Send + Sync + 'static {
     /// Lifts the tenant's quarantine of the plugin with this hash (its
     /// failure count starts again from zero).
     fn lift_quarantine(&self, tenant: TenantId, hash: String) -> BoxFuture<'_, ControlResult<()>>;
+    /// The tenant's plugin log, oldest line first.
+    fn plugin_log(&self, tenant: TenantId) -> BoxFuture<'_, ControlResult<Vec<PluginLogLine>>>;
     /// The messages of a mailbox changed (deleted or marked through the
     /// API): the extension's phones hear its new counts (message-waiting
     /// indication). Best effort: a stopped server tells nobody.
@@ -233,6 +264,7 @@ pub(crate) mod fake {
         pub(crate) trunks: Mutex<HashMap<TenantId, Vec<TrunkInfo>>>,
         pub(crate) policies: Mutex<Vec<PolicyInfo>>,
         pub(crate) quarantines: Mutex<HashMap<TenantId, Vec<QuarantineInfo>>>,
+        pub(crate) plugin_logs: Mutex<HashMap<TenantId, Vec<PluginLogLine>>>,
         pub(crate) mailboxes_changed: Mutex<Vec<(TenantId, String)>>,
     }
 
@@ -446,6 +478,14 @@ pub(crate) mod fake {
         ) -> BoxFuture<'_, ControlResult<Vec<QuarantineInfo>>> {
             ready(Ok(self
                 .quarantines
+                .lock()
+                .get(&tenant)
+                .cloned()
+                .unwrap_or_default()))
+        }
+        fn plugin_log(&self, tenant: TenantId) -> BoxFuture<'_, ControlResult<Vec<PluginLogLine>>> {
+            ready(Ok(self
+                .plugin_logs
                 .lock()
                 .get(&tenant)
                 .cloned()

@@ -97,6 +97,9 @@ impl Control for Nothing {
     fn lift_quarantine(&self, _: TenantId, _: String) -> BoxFuture<'_, ControlResult<()>> {
         none()
     }
+    fn plugin_log(&self, _: TenantId) -> BoxFuture<'_, ControlResult<Vec<pbx_api::PluginLogLine>>> {
+        none()
+    }
     fn mailbox_changed(&self, _: TenantId, _: String) -> BoxFuture<'_, ()> {
         Box::pin(async {})
     }

@@ -125,6 +125,13 @@ pub fn normalize_name(what: &str, name: &str, max: usize) -> Result<String> {
     checks::name(what, name, max)
 }
 
+/// Appends `field` to a CSV line the way every export writes text: quoted
+/// when needed (RFC 4180), and prefixed with `'` when a spreadsheet would
+/// run it as a formula.
+pub fn write_csv_field(out: &mut String, field: &str) {
+    cdr_export::csv_field(out, field)
+}
+
 /// Checks a SIP password the way every store write does (1-128 bytes, no control
 /// characters).
 pub fn validate_password(password: &str) -> Result<()> {

@@ -81,6 +81,16 @@ pub(super) async fn quarantines(
     ))
 }
 
+/// The tenant's plugin log.
+pub(super) async fn plugin_log(
+    State(state): State<ApiState>,
+    P(tenant): P<i64>,
+) -> ApiResult<Json<Vec<crate::control::PluginLogLine>>> {
+    Ok(Json(
+        state.inner.control.plugin_log(TenantId(tenant)).await?,
+    ))
+}
+
 /// Lifts a quarantine. A tenant's admins may lift their own plugins'
 /// (dial plan, tenant policies); a provider policy's is the provider's call.
 pub(super) async fn lift_quarantine(

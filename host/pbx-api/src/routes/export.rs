@@ -186,6 +186,35 @@ pub(super) async fn audit(
     })
 }
 
+/// The plugin log (in memory, at most a few hundred lines) in the same
+/// formats; `since_ms`/`until_ms` select by the time each line was written.
+pub(super) async fn plugin_log(
+    State(state): State<ApiState>,
+    Extension(_): Extension<Principal>,
+    P(tenant): P<i64>,
+    Q(q): Q<ExportQuery>,
+) -> ApiResult<Response> {
+    let (format, (since, until)) = (q.format()?, q.range());
+    let lines = state.inner.control.plugin_log(TenantId(tenant)).await?;
+    let kind = Kind {
+        name: "plugin-log",
+        csv_header: crate::control::PLUGIN_LOG_CSV_HEADER,
+        csv_row: crate::control::write_plugin_log_csv,
+        id: |l: &crate::control::PluginLogLine| i64::try_from(l.seq).unwrap_or(i64::MAX),
+    };
+    let lines = std::sync::Arc::new(lines);
+    Ok(download(kind, format, move |after| {
+        let page: Vec<_> = lines
+            .iter()
+            .filter(|l| i64::try_from(l.seq).unwrap_or(i64::MAX) > after)
+            .filter(|l| (since..until).contains(&l.at_ms))
+            .take(PAGE as usize)
+            .cloned()
+            .collect();
+        std::future::ready(Ok(page))
+    }))
+}
+
 pub(super) async fn alerts(
     State(state): State<ApiState>,
     Extension(_): Extension<Principal>,

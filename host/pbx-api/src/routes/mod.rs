@@ -524,6 +524,20 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             get(control::quarantines),
         ),
         route(
+            M::GET,
+            "/api/v1/tenants/{tenant}/plugins/log",
+            "The tenant's plugin log, oldest line first (the newest 256 lines, kept in memory)",
+            tenant(R::ADMINS, "plugins:read"),
+            get(control::plugin_log),
+        ),
+        route(
+            M::GET,
+            "/api/v1/tenants/{tenant}/plugins/log/export",
+            "Export the tenant's plugin log as CSV or JSON (?since_ms&until_ms&format)",
+            tenant(R::ADMINS, "plugins:read"),
+            get(export::plugin_log),
+        ),
+        route(
             M::DELETE,
             "/api/v1/tenants/{tenant}/plugins/quarantine/{hash}",
             "Lift a plugin's quarantine (a provider policy's: provider only)",

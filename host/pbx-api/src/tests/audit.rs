@@ -358,3 +358,71 @@ async fn a_tenant_exports_its_own_audit_entries_and_alerts_as_csv_and_json() {
     let (s, _, _) = get(format!("/api/v1/tenants/{}/audit/export?format=xml", fx.a)).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn a_tenant_exports_its_plugin_log_over_a_time_range() {
+    let fx = Fx::new().await;
+    let line = |seq: u64, at_ms: i64, message: &str| crate::control::PluginLogLine {
+        seq,
+        at_ms,
+        level: "warn".into(),
+        message: message.into(),
+    };
+    fx.control.plugin_logs.lock().insert(
+        fx.a,
+        vec![
+            line(3, 1_000, "=HYPERLINK(\"http://x\")"),
+            line(4, 2_000, "<script>alert(1)</script>"),
+            line(7, 3_000, "late"),
+        ],
+    );
+    fx.control
+        .plugin_logs
+        .lock()
+        .insert(fx.b, vec![line(1, 1_500, "tenant b's secret")]);
+    let token = fx.session(&fx.admin_a);
+    let get = |uri: String| {
+        let req = request(Method::GET, &uri, Some(&token), None, "203.0.113.9");
+        fx.send(req)
+    };
+    let (s, _, body) = get(format!("/api/v1/tenants/{}/plugins/log", fx.a)).await;
+    assert_eq!(s, StatusCode::OK);
+    let lines: Vec<Value> = serde_json::from_slice(&body).unwrap();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[1]["message"], "<script>alert(1)</script>");
+
+    let uri = format!(
+        "/api/v1/tenants/{}/plugins/log/export?since_ms=1500&until_ms=3000",
+        fx.a
+    );
+    let (s, headers, body) = get(uri).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        headers["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains("plugin-log.csv")
+    );
+    let csv = String::from_utf8(body).unwrap();
+    assert_eq!(
+        csv,
+        format!(
+            "{}4,2000,warn,<script>alert(1)</script>\n",
+            crate::control::PLUGIN_LOG_CSV_HEADER
+        )
+    );
+    let (_, _, body) = get(format!(
+        "/api/v1/tenants/{}/plugins/log/export?format=json",
+        fx.a
+    ))
+    .await;
+    let all: Vec<Value> = serde_json::from_slice(&body).unwrap();
+    assert_eq!(all.len(), 3);
+    let (_, _, body) = get(format!("/api/v1/tenants/{}/plugins/log/export", fx.a)).await;
+    assert!(
+        String::from_utf8(body).unwrap().contains("\"'=HYPERLINK"),
+        "formula defused"
+    );
+    let (s, _, _) = get(format!("/api/v1/tenants/{}/plugins/log/export", fx.b)).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}

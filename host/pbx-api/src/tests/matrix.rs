@@ -455,6 +455,20 @@ fn matrix_cases() -> Vec<Case> {
             N,
         ),
         case(
+            M::GET,
+            "/api/v1/tenants/{tenant}/plugins/log",
+            T("PT", true),
+            200,
+            N,
+        ),
+        case(
+            M::GET,
+            "/api/v1/tenants/{tenant}/plugins/log/export?format=json",
+            T("PT", true),
+            200,
+            N,
+        ),
+        case(
             M::DELETE,
             "/api/v1/tenants/{tenant}/plugins/quarantine/feed01",
             T("PT", true),

@@ -11,6 +11,11 @@ use crate::runtime::HostState;
 /// One log line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogLine {
+    /// 1, 2, 3, ... in the order lines were written to this log (lines that
+    /// dropped out leave gaps).
+    pub seq: u64,
+    /// When it was written, Unix milliseconds.
+    pub at_ms: i64,
     /// How important.
     pub level: Level,
     /// The text, cut to the log's line limit.
@@ -34,6 +39,7 @@ struct Ring {
     lines: VecDeque<LogLine>,
     bytes: usize,
     dropped: u64,
+    written: u64,
 }
 
 /// What one kept line costs in the byte budget.
@@ -64,15 +70,24 @@ impl PluginLog {
             return;
         }
         let line = LogLine {
+            seq: 0,
+            at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
             level,
             message: super::alerts::truncate(message, self.max_line_len),
         };
         let size = cost(&line);
+        let mut ring = self.inner.lock();
+        ring.written += 1;
         if size > self.max_bytes {
-            self.inner.lock().dropped += 1;
+            ring.dropped += 1;
             return;
         }
-        let mut ring = self.inner.lock();
+        let line = LogLine {
+            seq: ring.written,
+            ..line
+        };
         while ring.lines.len() >= self.max_lines || ring.bytes + size > self.max_bytes {
             let Some(old) = ring.lines.pop_front() else {
                 break;
@@ -131,6 +146,9 @@ mod tests {
         assert_eq!(lines[0].message, "two");
         assert_eq!(lines[1].message, "thre");
         assert_eq!(log.dropped(), 1);
+        // Numbered in writing order; the dropped first line leaves a gap.
+        assert_eq!((lines[0].seq, lines[1].seq), (2, 3));
+        assert!(lines[0].at_ms > 0 && lines[0].at_ms <= lines[1].at_ms);
     }
 
     #[test]

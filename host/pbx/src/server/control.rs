@@ -457,6 +457,18 @@ impl Control for ServerControl {
         Box::pin(std::future::ready(Ok(list)))
     }
 
+    fn plugin_log(
+        &self,
+        tenant: TenantId,
+    ) -> BoxFuture<'_, ControlResult<Vec<pbx_api::PluginLogLine>>> {
+        let lines = self
+            .plugins
+            .as_ref()
+            .map(|p| p.log_lines(tenant))
+            .unwrap_or_default();
+        Box::pin(std::future::ready(Ok(lines)))
+    }
+
     fn lift_quarantine(&self, tenant: TenantId, hash: String) -> BoxFuture<'_, ControlResult<()>> {
         let lifted = self
             .plugins

@@ -535,6 +535,29 @@ impl PluginHost {
 
     /// The plugins quarantined for `tenant`: what each is to the tenant, who
     /// owns it, and why it is quarantined.
+    /// The tenant's plugin log, oldest line first (empty before any of its
+    /// plugins wrote).
+    pub(crate) fn log_lines(&self, tenant: TenantId) -> Vec<pbx_api::PluginLogLine> {
+        let Some(log) = self.logs.lock().get(&tenant).cloned() else {
+            return Vec::new();
+        };
+        log.lines()
+            .into_iter()
+            .map(|l| pbx_api::PluginLogLine {
+                seq: l.seq,
+                at_ms: l.at_ms,
+                level: match l.level {
+                    pbx_plugin::LogLevel::Debug => "debug",
+                    pbx_plugin::LogLevel::Info => "info",
+                    pbx_plugin::LogLevel::Warn => "warn",
+                    pbx_plugin::LogLevel::Error => "error",
+                }
+                .into(),
+                message: l.message,
+            })
+            .collect()
+    }
+
     pub(crate) fn quarantines(&self, tenant: TenantId) -> Vec<pbx_api::QuarantineInfo> {
         let active = self.active.read().clone();
         if !active.tenants.contains_key(&tenant) {
