@@ -168,4 +168,41 @@ mod tests {
             .collect();
         assert_eq!(again.last(), Some(&true));
     }
+
+    /// With a MaxMind-format database (written here in that format), a
+    /// network is named by its country and the database's network; an
+    /// address the database does not know falls back to its /24.
+    #[test]
+    fn networks_with_a_geoip_database_name_the_country() {
+        use std::collections::BTreeMap;
+        #[derive(serde::Serialize)]
+        struct Country {
+            iso_code: String,
+        }
+        let mut writer = mmdb_writer::Writer::new("GeoLite2-Country");
+        for (net, code) in [("203.0.113.0/25", "NL"), ("2001:db8::/32", "JP")] {
+            let record = BTreeMap::from([(
+                "country".to_string(),
+                Country {
+                    iso_code: code.into(),
+                },
+            )]);
+            writer
+                .insert(net.parse::<ipnet::IpNet>().unwrap(), &record)
+                .unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("country.mmdb");
+        std::fs::write(&path, writer.to_bytes().unwrap()).unwrap();
+        let w = LoginWatch::open(Some(&path)).unwrap();
+        let n = |ip: &str| w.network(ip.parse().unwrap());
+        assert_eq!(n("203.0.113.77").key, "NL/203.0.113.0/25");
+        assert_eq!(n("203.0.113.77").country.as_deref(), Some("NL"));
+        assert_eq!(n("2001:db8:5::1").key, "JP/2001:db8::/32");
+        assert_eq!(n("203.0.113.200").key, "--/203.0.113.0/24");
+        assert_eq!(n("203.0.113.200").country, None);
+        // A file that is not a database is refused at start-up.
+        std::fs::write(&path, b"not a database").unwrap();
+        assert!(LoginWatch::open(Some(&path)).is_err());
+    }
 }
