@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rustls::ServerConfig;
+use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest, Sha256};
 
@@ -28,7 +29,7 @@ fn read_pem(path: &Path) -> Result<Vec<u8>> {
 }
 
 fn parse_certs(pem: &[u8], path: &Path) -> Result<Vec<CertificateDer<'static>>> {
-    let certs = rustls_pemfile::certs(&mut &pem[..])
+    let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
     if certs.is_empty() {
@@ -38,9 +39,12 @@ fn parse_certs(pem: &[u8], path: &Path) -> Result<Vec<CertificateDer<'static>>> 
 }
 
 fn parse_key(pem: &[u8], path: &Path) -> Result<PrivateKeyDer<'static>> {
-    rustls_pemfile::private_key(&mut &pem[..])
-        .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?
-        .ok_or_else(|| Error::Config(format!("{}: no private key", path.display())))
+    PrivateKeyDer::from_pem_slice(pem).map_err(|e| match e {
+        rustls::pki_types::pem::Error::NoItemsFound => {
+            Error::Config(format!("{}: no private key", path.display()))
+        }
+        e => Error::Config(format!("{}: {e}", path.display())),
+    })
 }
 
 /// The certificate chain and key to serve, and the fingerprint of a

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use bytes::Bytes;
 use pbx_core::{ConnId, TransportKind};
+use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use tokio::net::{TcpListener, TcpStream};
@@ -35,7 +36,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 fn read_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
     let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let certs = rustls_pemfile::certs(&mut &pem[..])
+    let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
         .with_context(|| format!("{}: bad PEM", path.display()))?;
     if certs.is_empty() {
@@ -48,9 +49,13 @@ fn read_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
 pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<ServerConfig>> {
     let certs = read_certs(cert)?;
     let pem = std::fs::read(key).with_context(|| format!("cannot read {}", key.display()))?;
-    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut &pem[..])
-        .with_context(|| format!("{}: bad PEM", key.display()))?
-        .ok_or_else(|| anyhow::anyhow!("{}: no private key in the file", key.display()))?;
+    let key: PrivateKeyDer<'static> = match PrivateKeyDer::from_pem_slice(&pem) {
+        Ok(k) => k,
+        Err(rustls::pki_types::pem::Error::NoItemsFound) => {
+            anyhow::bail!("{}: no private key in the file", key.display())
+        }
+        Err(e) => return Err(anyhow::anyhow!("{}: bad PEM: {e}", key.display())),
+    };
     let config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(VERSIONS)
         .context("TLS versions")?
