@@ -318,6 +318,24 @@ pub enum BanCommand {
         #[arg(long, value_enum, default_value = "nft")]
         format: BanExportFormat,
     },
+    /// Keep the kernel's sets in step with the bans: whenever they change
+    /// (checked every --every seconds), feed the script `export` prints to
+    /// `nft -f -` (or `ipset restore`). Run it as its own service with only
+    /// CAP_NET_ADMIN; the PBX itself needs no privilege.
+    Sync {
+        #[arg(long, value_enum, default_value = "nft")]
+        format: BanExportFormat,
+        /// Seconds between checks.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        every: u64,
+        /// The program that reads the script on standard input (default
+        /// `nft -f -`, or `ipset restore`).
+        #[arg(long, value_name = "PROGRAM")]
+        command: Option<std::path::PathBuf>,
+        /// Apply once and exit (for cron, and to try the set-up).
+        #[arg(long)]
+        once: bool,
+    },
 }
 
 /// `pbx ban export --format`

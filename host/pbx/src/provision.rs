@@ -455,20 +455,109 @@ async fn ban(store: &Store, command: BanCommand, out: &mut dyn Write) -> Result<
             writeln!(out, "lifted the ban of {}", addr.to_canonical())?;
         }
         BanCommand::Export { format } => {
-            let now = now_ms();
-            let bans: Vec<(std::net::IpAddr, i64)> = store
-                .list_bans(now)
-                .await?
-                .into_iter()
-                .map(|b| {
-                    (
-                        b.ip.to_canonical(),
-                        ((b.until_ms - now).max(1000) + 999) / 1000,
-                    )
-                })
-                .collect();
+            let bans = bans_left(store, now_ms()).await?;
             out.write_all(firewall_script(format, &bans).as_bytes())?;
         }
+        BanCommand::Sync {
+            format,
+            every,
+            command,
+            once,
+        } => ban_sync(store, format, every, command, once, out).await?,
+    }
+    Ok(())
+}
+
+/// The bans in force at `now`, each with the whole seconds it has left.
+async fn bans_left(store: &Store, now: i64) -> Result<Vec<(std::net::IpAddr, i64)>> {
+    Ok(store
+        .list_bans(now)
+        .await?
+        .into_iter()
+        .map(|b| {
+            (
+                b.ip.to_canonical(),
+                ((b.until_ms - now).max(1000) + 999) / 1000,
+            )
+        })
+        .collect())
+}
+
+/// `pbx ban sync`: applies the firewall script whenever the bans (address
+/// and end) change, and at the start; a failed apply is retried at the next
+/// check. Runs until interrupted, or once.
+async fn ban_sync(
+    store: &Store,
+    format: BanExportFormat,
+    every: u64,
+    command: Option<std::path::PathBuf>,
+    once: bool,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let (program, args): (std::path::PathBuf, Vec<&str>) = match (command, format) {
+        (Some(p), _) => (p, Vec::new()),
+        (None, BanExportFormat::Nft) => ("nft".into(), vec!["-f", "-"]),
+        (None, BanExportFormat::Ipset) => ("ipset".into(), vec!["restore"]),
+    };
+    let mut applied: Option<Vec<(std::net::IpAddr, i64)>> = None;
+    loop {
+        let now = now_ms();
+        let mut ends: Vec<(std::net::IpAddr, i64)> = store
+            .list_bans(now)
+            .await?
+            .into_iter()
+            .map(|b| (b.ip.to_canonical(), b.until_ms))
+            .collect();
+        ends.sort();
+        if applied.as_ref() != Some(&ends) {
+            let script = firewall_script(format, &bans_left(store, now).await?);
+            match apply_script(&program, &args, &script).await {
+                Ok(()) => {
+                    writeln!(out, "applied {} bans", ends.len())?;
+                    out.flush()?;
+                    applied = Some(ends);
+                }
+                Err(e) if once => return Err(e),
+                Err(e) => {
+                    tracing::error!(error = %e, "ban sync failed; retrying");
+                }
+            }
+        }
+        if once {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            () = tokio::time::sleep(std::time::Duration::from_secs(every)) => {}
+        }
+    }
+}
+
+/// Runs `program args` with `script` on its standard input; an exit other
+/// than success is an error naming its output.
+async fn apply_script(program: &std::path::Path, args: &[&str], script: &str) -> Result<()> {
+    use tokio::io::AsyncWriteExt as _;
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| Error::Invalid(format!("cannot run {}: {e}", program.display())))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(script.as_bytes()).await?;
+    }
+    let done = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait_with_output())
+        .await
+        .map_err(|_| Error::Invalid(format!("{} did not finish in 30 s", program.display())))??;
+    if !done.status.success() {
+        return Err(Error::Invalid(format!(
+            "{} failed ({}): {}",
+            program.display(),
+            done.status,
+            String::from_utf8_lossy(&done.stderr).trim()
+        )));
     }
     Ok(())
 }

@@ -1496,3 +1496,60 @@ fn audit_purge_keeps_the_log_verifying() {
         &["audit", "purge", "--older-than-days", "0"],
     ));
 }
+
+/// `ban sync --once` feeds the firewall script to the firewall program (here
+/// a stand-in that keeps what it reads); a program that fails is a clear
+/// error.
+#[test]
+fn ban_sync_feeds_the_firewall_program() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = data_dir_with_acme();
+    with_store(dir.path(), async |s| {
+        s.upsert_ban(&store::BanRecord {
+            ip: "198.51.100.7".parse().unwrap(),
+            reason: "scanner".into(),
+            count: 1,
+            strikes: 1,
+            first_ms: 1_700_000_000_000,
+            last_ms: 1_700_000_000_000,
+            tried: Vec::new(),
+            until_ms: 4_102_444_800_000,
+        })
+        .await
+        .unwrap();
+    });
+    let seen = dir.path().join("nft-input");
+    let fake = dir.path().join("fake-nft");
+    std::fs::write(&fake, format!("#!/bin/sh\ncat > '{}'\n", seen.display())).unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = ok(&pbx(
+        dir.path(),
+        &["ban", "sync", "--once", "--command", fake.to_str().unwrap()],
+    ));
+    assert!(out.contains("applied 1 bans"), "{out}");
+    let script = std::fs::read_to_string(&seen).unwrap();
+    assert!(script.contains("flush set inet pbx banned4"), "{script}");
+    assert!(
+        script.contains("add element inet pbx banned4 { 198.51.100.7 timeout "),
+        "{script}"
+    );
+
+    let failing = dir.path().join("failing-nft");
+    std::fs::write(
+        &failing,
+        "#!/bin/sh\necho 'Operation not permitted' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&failing, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let err = fails(&pbx(
+        dir.path(),
+        &[
+            "ban",
+            "sync",
+            "--once",
+            "--command",
+            failing.to_str().unwrap(),
+        ],
+    ));
+    assert!(err.contains("Operation not permitted"), "{err}");
+}

@@ -26,7 +26,10 @@ async fn serves_over_tls_with_a_self_signed_certificate() {
     .expect("serve");
     let fp = handle.self_signed_fingerprint.clone().expect("self-signed");
     let pem = std::fs::read(dir.path().join("api-tls/cert.pem")).expect("cert");
-    let cert = <rustls::pki_types::CertificateDer as rustls::pki_types::pem::PemObject>::pem_slice_iter(&pem)
+    let cert =
+        <rustls::pki_types::CertificateDer as rustls::pki_types::pem::PemObject>::pem_slice_iter(
+            &pem,
+        )
         .next()
         .expect("one")
         .expect("pem");
@@ -77,7 +80,10 @@ async fn serves_over_tls_with_a_self_signed_certificate() {
 /// A TLS client that trusts the server's self-signed certificate.
 fn connector(dir: &std::path::Path) -> tokio_rustls::TlsConnector {
     let pem = std::fs::read(dir.join("api-tls/cert.pem")).expect("cert");
-    let cert = <rustls::pki_types::CertificateDer as rustls::pki_types::pem::PemObject>::pem_slice_iter(&pem)
+    let cert =
+        <rustls::pki_types::CertificateDer as rustls::pki_types::pem::PemObject>::pem_slice_iter(
+            &pem,
+        )
         .next()
         .expect("one")
         .expect("pem");
