@@ -301,6 +301,66 @@ pub(crate) async fn authenticate(state: &ApiState, token: &str) -> ApiResult<Opt
     }))
 }
 
+/// The console's session cookie: the session token, `HttpOnly`.
+pub(crate) const SESSION_COOKIE: &str = "pbx_session";
+/// The console's CSRF cookie, readable by its script, which sends it back as
+/// [`CSRF_HEADER`] on every request that changes something.
+pub(crate) const CSRF_COOKIE: &str = "pbx_csrf";
+pub(crate) const CSRF_HEADER: &str = "x-csrf-token";
+
+/// The CSRF value of a session token: bound to it, so it cannot be guessed
+/// or carried to another session.
+pub(crate) fn csrf_for(token: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(format!("pbx csrf\0{token}").as_bytes());
+    hex::encode(&digest[..16])
+}
+
+/// A cookie's value from the request's `Cookie` headers.
+pub(crate) fn cookie<'r>(req: &'r Request, name: &str) -> Option<&'r str> {
+    req.headers()
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+        .filter(|v| !v.is_empty())
+}
+
+/// The token a request carries: its bearer token, else the console's
+/// session cookie. A cookie session must show its CSRF value on anything
+/// that is not a read.
+fn request_token(req: &Request, read_only: bool) -> ApiResult<Option<String>> {
+    if let Some(t) = bearer(req) {
+        return Ok(Some(t.to_owned()));
+    }
+    let Some(token) = cookie(req, SESSION_COOKIE) else {
+        return Ok(None);
+    };
+    if !read_only {
+        let shown = req
+            .headers()
+            .get(CSRF_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let expected = csrf_for(token);
+        let same = shown.len() == expected.len()
+            && shown
+                .bytes()
+                .zip(expected.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        if !same {
+            return Err(ApiError::forbidden(
+                "a console request that changes something needs its CSRF token",
+            ));
+        }
+    }
+    Ok(Some(token.to_owned()))
+}
+
 fn bearer(req: &Request) -> Option<&str> {
     let value = req.headers().get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
@@ -336,8 +396,11 @@ pub(crate) async fn authorize(
     mut req: Request,
     next: Next,
 ) -> Response {
-    let token = bearer(&req).map(str::to_owned);
     let read_only = matches!(*req.method(), Method::GET | Method::HEAD);
+    let token = match request_token(&req, read_only) {
+        Ok(t) => t,
+        Err(e) => return e.into_response(),
+    };
     let mut who = None;
     match check(
         &state,

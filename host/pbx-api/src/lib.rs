@@ -48,6 +48,7 @@ mod anomaly;
 mod audit;
 mod config;
 mod conn;
+pub mod console;
 mod control;
 mod custom_sections;
 mod error;

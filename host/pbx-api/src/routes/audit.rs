@@ -34,3 +34,10 @@ pub(super) async fn list(
         .await?;
     Ok(Json(entries))
 }
+
+/// Walks the whole chain now: what `pbx audit verify` reports.
+pub(super) async fn verify(
+    State(state): State<ApiState>,
+) -> ApiResult<Json<crate::audit::AuditReport>> {
+    Ok(Json(crate::audit::verify_audit(state.store()).await?))
+}

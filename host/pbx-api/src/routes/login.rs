@@ -2,6 +2,7 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::IntoResponse as _;
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -22,10 +23,16 @@ pub(crate) struct LoginRequest {
     password: String,
     #[serde(default)]
     totp: Option<String>,
+    /// For the web console: the session is set as cookies (`HttpOnly` token,
+    /// CSRF value for the script) and the token is left out of the answer.
+    #[serde(default)]
+    cookie: bool,
 }
 
 #[derive(Debug, Serialize)]
 pub(crate) struct LoginResponse {
+    /// Absent when the session went into cookies.
+    #[serde(skip_serializing_if = "String::is_empty")]
     token: String,
     token_type: &'static str,
     expires_at_ms: i64,
@@ -169,7 +176,7 @@ pub(super) async fn login(
     State(state): State<ApiState>,
     Source(source): Source,
     Body(req): Body<LoginRequest>,
-) -> ApiResult<Json<LoginResponse>> {
+) -> ApiResult<axum::response::Response> {
     let now = state.now_ms();
     // Unauthenticated input is bounded before it is stored, audited or hashed.
     if req.username.len() > MAX_LOGIN_NAME_BYTES
@@ -326,14 +333,42 @@ pub(super) async fn login(
             }),
         )
         .await?;
-    Ok(Json(LoginResponse {
-        token,
+    let answer = LoginResponse {
+        token: if req.cookie {
+            String::new()
+        } else {
+            token.clone()
+        },
         token_type: "Bearer",
         expires_at_ms: claims.exp * 1000,
         totp_enrollment_required: enrollment_required,
         password_change_required,
         password_expires_at_ms,
-    }))
+    };
+    if !req.cookie {
+        return Ok(Json(answer).into_response());
+    }
+    let csrf = crate::access::csrf_for(&token);
+    let cookies = [
+        session_cookie(crate::access::SESSION_COOKIE, &token, ttl, true),
+        session_cookie(crate::access::CSRF_COOKIE, &csrf, ttl, false),
+    ];
+    let mut resp = Json(answer).into_response();
+    for c in cookies {
+        if let Ok(v) = axum::http::HeaderValue::from_str(&c) {
+            resp.headers_mut().append(axum::http::header::SET_COOKIE, v);
+        }
+    }
+    Ok(resp)
+}
+
+/// A console cookie: `Secure`, `SameSite=Strict`, for the whole site, for
+/// `ttl_s` seconds (0 deletes it); `HttpOnly` unless the script must read it.
+pub(crate) fn session_cookie(name: &str, value: &str, ttl_s: i64, http_only: bool) -> String {
+    format!(
+        "{name}={value}; Path=/; Max-Age={ttl_s}; Secure; SameSite=Strict{}",
+        if http_only { "; HttpOnly" } else { "" }
+    )
 }
 
 #[derive(Debug, Serialize)]
@@ -342,6 +377,23 @@ pub(crate) struct EnrollResponse {
     secret: String,
     /// For authenticator apps (as a QR code).
     otpauth_url: String,
+    /// `otpauth_url` as a QR code: an SVG image as a `data:` URL.
+    qr_code: String,
+}
+
+/// `text` as a QR code, an SVG `data:` URL (an image: nothing in it runs).
+fn qr_data_url(text: &str) -> ApiResult<String> {
+    use base64::Engine as _;
+    let code =
+        qrcode::QrCode::new(text.as_bytes()).map_err(|e| ApiError::internal(e.to_string()))?;
+    let svg = code
+        .render::<qrcode::render::svg::Color<'_>>()
+        .min_dimensions(200, 200)
+        .build();
+    Ok(format!(
+        "data:image/svg+xml;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(svg)
+    ))
 }
 
 fn session_user(p: &Principal) -> ApiResult<i64> {
@@ -366,9 +418,11 @@ pub(super) async fn totp_enroll(
     state
         .audit(&p, &source, "totp.enroll", p.tenant, json!({}))
         .await?;
+    let qr_code = qr_data_url(&otpauth_url)?;
     Ok(Json(EnrollResponse {
         secret,
         otpauth_url,
+        qr_code,
     }))
 }
 
@@ -417,17 +471,34 @@ pub(super) async fn totp_confirm(
     Ok(Json(json!({ "confirmed": true })))
 }
 
+/// The caller's session, for the console.
+pub(super) async fn whoami(Extension(p): Extension<Principal>) -> Json<serde_json::Value> {
+    Json(json!({
+        "username": p.subject,
+        "role": p.role,
+        "tenant": p.tenant,
+        "extension": p.extension,
+        "scopes": p.scopes,
+    }))
+}
+
 pub(super) async fn logout(
     State(state): State<ApiState>,
     Extension(p): Extension<Principal>,
     Source(source): Source,
-) -> ApiResult<StatusCode> {
+) -> ApiResult<axum::response::Response> {
     let user_id = session_user(&p)?;
     state.store().end_sessions(user_id).await?;
     state
         .audit(&p, &source, "logout", p.tenant, json!({}))
         .await?;
-    Ok(StatusCode::NO_CONTENT)
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    for name in [crate::access::SESSION_COOKIE, crate::access::CSRF_COOKIE] {
+        if let Ok(v) = axum::http::HeaderValue::from_str(&session_cookie(name, "", 0, true)) {
+            resp.headers_mut().append(axum::http::header::SET_COOKIE, v);
+        }
+    }
+    Ok(resp)
 }
 
 #[derive(Debug, Deserialize)]

@@ -118,6 +118,13 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             post(login::totp_confirm),
         ),
         route(
+            M::GET,
+            "/api/v1/auth/session",
+            "Who the caller's session is: username, role, tenant, scopes",
+            Access::Session,
+            get(login::whoami),
+        ),
+        route(
             M::POST,
             "/api/v1/auth/logout",
             "Log out: every session of the caller ends",
@@ -475,6 +482,13 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             get(audit::list),
         ),
         route(
+            M::POST,
+            "/api/v1/audit/verify",
+            "Verify the whole audit chain (and its purge checkpoints) with the data directory's key",
+            global(R::PROVIDER, "audit:read"),
+            post(audit::verify),
+        ),
+        route(
             M::GET,
             "/api/v1/tenants/{tenant}/calls",
             "List calls in progress",
@@ -823,6 +837,11 @@ pub fn router(state: ApiState) -> Router {
     // Layers run outside in: the per-address limit, then `no_store` and
     // `json_timeout` (outside the timeout, so its bare 408 becomes our JSON
     // error), then the timeout, which also covers reading a stalled body.
+    // The web console: public static files; everything it shows comes from
+    // the routes above, under their access rules.
+    r = r
+        .route("/", get(crate::console::page))
+        .route("/console/{file}", get(crate::console::file));
     r.fallback(no_route)
         .method_not_allowed_fallback(no_method)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))

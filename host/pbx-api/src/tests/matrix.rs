@@ -86,6 +86,7 @@ fn matrix_cases() -> Vec<Case> {
             400,
             J(json!({"code":"000000"})),
         ),
+        case(M::GET, "/api/v1/auth/session", Session, 200, N),
         case(M::POST, "/api/v1/auth/logout", Session, 204, N),
         case(
             M::POST,
@@ -405,6 +406,7 @@ fn matrix_cases() -> Vec<Case> {
             N,
         ),
         case(M::GET, "/api/v1/audit", G("PT", true), 200, N),
+        case(M::POST, "/api/v1/audit/verify", G("P", false), 200, N),
         case(
             M::GET,
             "/api/v1/tenants/{tenant}/calls",

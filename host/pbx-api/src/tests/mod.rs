@@ -12,12 +12,15 @@ mod matrix;
 mod oidc;
 mod openapi;
 mod plugin_config;
+mod plugins;
 mod policies;
 mod recordings;
 mod request_limits;
+mod sessions;
 mod settings;
 mod tls;
 mod tokens;
+mod users;
 mod voicemail;
 
 use std::net::SocketAddr;

@@ -28,12 +28,7 @@ async fn uploads_count_against_a_quota_and_old_versions_are_pruned() {
         plugin_versions_kept: 2,
         ..ApiConfig::default()
     };
-    let fx = Fx::with(
-        config,
-        None,
-        Store::open_in_memory().await.expect("store"),
-    )
-    .await;
+    let fx = Fx::with(config, None, Store::open_in_memory().await.expect("store")).await;
     let admin = fx.session(&fx.admin_a);
     let uri = format!("/api/v1/tenants/{}/plugins", fx.a);
     // Versions the running server stored (the fake control keeps its own list,
@@ -50,7 +45,10 @@ async fn uploads_count_against_a_quota_and_old_versions_are_pruned() {
     // An upload prunes first: 5 and 4 are the newest, 2 is active, 1 the one
     // before it; 3 goes. Then 4,000 bytes are used: the upload is over quota.
     let (s, v) = fx.upload(&uri, &admin, &[b'\0'; 10]).await;
-    assert_eq!((s, code(&v)), (StatusCode::PAYLOAD_TOO_LARGE, "quota_exceeded"));
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::PAYLOAD_TOO_LARGE, "quota_exceeded")
+    );
     let left: Vec<i64> = fx
         .store
         .list_dialplans(fx.a)
@@ -150,7 +148,12 @@ async fn quarantines_are_listed_and_lifted_by_their_owner() {
     assert!(fx.audited("plugin.quarantine.lift").await.is_empty());
     // Its own dial plan: lifted, and audited with the reason.
     let (s, _) = fx
-        .call(Method::DELETE, &format!("{list}/feed01"), Some(&admin), None)
+        .call(
+            Method::DELETE,
+            &format!("{list}/feed01"),
+            Some(&admin),
+            None,
+        )
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     let entries = fx.audited("plugin.quarantine.lift").await;
@@ -161,7 +164,12 @@ async fn quarantines_are_listed_and_lifted_by_their_owner() {
     let (_, v) = fx.call(Method::GET, &list, Some(&admin), None).await;
     assert_eq!(v.as_array().map(Vec::len), Some(1));
     let (s, _) = fx
-        .call(Method::DELETE, &format!("{list}/feed01"), Some(&admin), None)
+        .call(
+            Method::DELETE,
+            &format!("{list}/feed01"),
+            Some(&admin),
+            None,
+        )
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     // The provider lifts its own policy's.

@@ -113,11 +113,7 @@ async fn a_deleted_user_or_tenant_never_comes_back_through_a_reused_id() {
                 ),
             ] {
                 let (s, _) = fx.call(m.clone(), &path, Some(token), body).await;
-                assert_eq!(
-                    s,
-                    StatusCode::UNAUTHORIZED,
-                    "{who}'s old token: {m} {path}"
-                );
+                assert_eq!(s, StatusCode::UNAUTHORIZED, "{who}'s old token: {m} {path}");
             }
         }
     }
@@ -191,7 +187,10 @@ async fn sessions_end_on_password_role_disable_logout_and_suspension() {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(alive(s3).await, StatusCode::UNAUTHORIZED);
     let (s, v) = login(&fx, "alice-a", "An0ther-Passphrase-x", None).await;
-    assert_eq!((s, code(&v)), (StatusCode::UNAUTHORIZED, "invalid_credentials"));
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::UNAUTHORIZED, "invalid_credentials")
+    );
 
     // Logout.
     let bob = session_of(&fx, "bob", PW).await;
@@ -283,12 +282,164 @@ async fn provider_admins_can_be_removed_but_not_the_last() {
     assert_eq!((s, code(&v)), (StatusCode::CONFLICT, "conflict"));
     // A tenant admin is no provider admin, whatever the path says.
     let (s, _) = fx
-        .call(
-            Method::DELETE,
-            "/api/v1/users/admin-a",
-            Some(&root),
+        .call(Method::DELETE, "/api/v1/users/admin-a", Some(&root), None)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+/// The console's cookie session: the login sets an `HttpOnly` token cookie
+/// and a CSRF cookie and leaves the token out of its answer; reads work with
+/// the cookie alone, changes need the CSRF value as a header, and logout
+/// clears both cookies.
+#[tokio::test]
+async fn a_cookie_session_needs_its_csrf_value_to_change_anything() {
+    let fx = Fx::new().await;
+    let body = json!({"username": "admin-a", "password": PW, "cookie": true});
+    let req = request(
+        Method::POST,
+        "/api/v1/auth/login",
+        None,
+        Some(body.to_string().into_bytes()),
+        "198.51.100.4",
+    );
+    let (s, headers, answer) = fx.send(req).await;
+    assert_eq!(s, StatusCode::OK);
+    let answer: Value = serde_json::from_slice(&answer).unwrap();
+    assert!(answer.get("token").is_none(), "{answer}");
+    let cookies: Vec<String> = headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    let session = cookies
+        .iter()
+        .find(|c| c.starts_with("pbx_session="))
+        .expect("session cookie");
+    let csrf = cookies
+        .iter()
+        .find(|c| c.starts_with("pbx_csrf="))
+        .expect("csrf cookie");
+    for flag in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/"] {
+        assert!(session.contains(flag), "{session}");
+    }
+    assert!(
+        !csrf.contains("HttpOnly") && csrf.contains("SameSite=Strict"),
+        "{csrf}"
+    );
+    let value = |c: &str| c.split(';').next().unwrap().to_string();
+    let (session, csrf) = (value(session), value(csrf));
+    let csrf_value = csrf.split_once('=').unwrap().1.to_string();
+
+    let with_cookies =
+        |method: Method, uri: &str, body: Option<Value>, csrf_header: Option<&str>| {
+            let mut req = request(
+                method,
+                uri,
+                None,
+                body.map(|b| b.to_string().into_bytes()),
+                "198.51.100.4",
+            );
+            req.headers_mut().insert(
+                header::COOKIE,
+                format!("{session}; {csrf}").parse().unwrap(),
+            );
+            if let Some(h) = csrf_header {
+                req.headers_mut().insert("x-csrf-token", h.parse().unwrap());
+            }
+            req
+        };
+    let (s, _, who) = fx
+        .send(with_cookies(
+            Method::GET,
+            "/api/v1/auth/session",
             None,
-        )
+            None,
+        ))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let who: Value = serde_json::from_slice(&who).unwrap();
+    assert_eq!(who["username"], "admin-a");
+    assert_eq!(who["tenant"], json!(fx.a.0));
+
+    let uri = format!("/api/v1/tenants/{}/extensions", fx.a);
+    let new = json!({"number": "4242"});
+    for wrong in [None, Some("00112233445566778899aabbccddeeff")] {
+        let (s, _, _) = fx
+            .send(with_cookies(Method::POST, &uri, Some(new.clone()), wrong))
+            .await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "CSRF value {wrong:?}");
+    }
+    let (s, _, _) = fx
+        .send(with_cookies(
+            Method::POST,
+            &uri,
+            Some(new),
+            Some(&csrf_value),
+        ))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+
+    let (s, headers, _) = fx
+        .send(with_cookies(
+            Method::POST,
+            "/api/v1/auth/logout",
+            None,
+            Some(&csrf_value),
+        ))
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let cleared: Vec<&str> = headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(cleared.len(), 2);
+    assert!(
+        cleared.iter().all(|c| c.contains("Max-Age=0")),
+        "{cleared:?}"
+    );
+    // The session ended with the logout: the old cookie reads nothing.
+    let (s, _, _) = fx
+        .send(with_cookies(
+            Method::GET,
+            "/api/v1/auth/session",
+            None,
+            None,
+        ))
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+}
+
+/// The console page and its files come with a strict Content-Security-Policy.
+#[tokio::test]
+async fn the_console_is_served_with_a_strict_policy() {
+    let fx = Fx::new().await;
+    for (uri, kind) in [
+        ("/", "text/html"),
+        ("/console/app.js", "text/javascript"),
+        ("/console/app.css", "text/css"),
+    ] {
+        let (s, headers, body) = fx
+            .send(request(Method::GET, uri, None, None, "198.51.100.5"))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{uri}");
+        assert!(headers["content-type"].to_str().unwrap().starts_with(kind));
+        let csp = headers["content-security-policy"].to_str().unwrap();
+        assert!(
+            csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+            "{csp}"
+        );
+        assert!(!csp.contains("unsafe-inline"), "{csp}");
+        assert!(!body.is_empty());
+    }
+    let (s, _, _) = fx
+        .send(request(
+            Method::GET,
+            "/console/../secret.key",
+            None,
+            None,
+            "198.51.100.5",
+        ))
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }

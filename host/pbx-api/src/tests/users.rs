@@ -89,9 +89,15 @@ async fn narrowed_tokens_cannot_grant_more_than_they_hold() {
     assert_eq!(names, ["admin-a:tenant-admin", "alice-a:user", "bob:user"]);
 
     // With exactly the rights of a `user` (and users:write) a token may make one.
-    let enough: Vec<String> = ["users:write", "cdrs:read", "extensions:write"]
-        .map(String::from)
-        .to_vec();
+    let enough: Vec<String> = [
+        "users:write",
+        "cdrs:read",
+        "extensions:write",
+        "voicemail:read",
+        "voicemail:write",
+    ]
+    .map(String::from)
+    .to_vec();
     let (wide, _) = fx.api_token(fx.a, &enough, 3600).await;
     let (s, v) = fx
         .call(
@@ -130,7 +136,13 @@ async fn names_cannot_pose_as_others_and_conflicts_reveal_nothing() {
     let fx = Fx::new().await;
     let admin_b = fx.session(&fx.admin_b);
     let uri = format!("/api/v1/tenants/{}/users", fx.b);
-    for name in ["root\u{200b}", "ro\u{202e}ot", "root\u{3164}", "r\u{0}oot", ""] {
+    for name in [
+        "root\u{200b}",
+        "ro\u{202e}ot",
+        "root\u{3164}",
+        "r\u{0}oot",
+        "",
+    ] {
         let (s, v) = fx
             .call(
                 Method::POST,
@@ -139,7 +151,11 @@ async fn names_cannot_pose_as_others_and_conflicts_reveal_nothing() {
                 Some(json!({"username": name, "password": PW, "role": "user"})),
             )
             .await;
-        assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "invalid"), "{name:?}");
+        assert_eq!(
+            (s, code(&v)),
+            (StatusCode::BAD_REQUEST, "invalid"),
+            "{name:?}"
+        );
     }
     let (s, _) = fx
         .call(

@@ -1,0 +1,405 @@
+// The PBX web console: one ES module, no dependencies, no build step.
+//
+// Every value from the API reaches the page through text nodes (the `el`
+// helper below), never as markup. The session is a cookie the script cannot
+// read; requests that change something carry the CSRF value the login set.
+
+const API = "/api/v1";
+
+// ---- small DOM helpers --------------------------------------------------
+
+/** An element with attributes (`on*` keys are listeners) and children
+ *  (strings become text nodes). */
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else if (key === "text") node.textContent = String(value);
+    else node.setAttribute(key, value === true ? "" : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === undefined || child === null || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+function show(...nodes) {
+  const main = document.getElementById("main");
+  main.replaceChildren(...nodes);
+  main.focus();
+}
+
+function status(text) {
+  document.getElementById("status").textContent = text;
+}
+
+function when(ms) {
+  return ms ? new Date(ms).toISOString().replace("T", " ").slice(0, 19) : "";
+}
+
+function table(headers, rows) {
+  return el("table", {},
+    el("thead", {}, el("tr", {}, headers.map((h) => el("th", { scope: "col" }, h)))),
+    el("tbody", {}, rows.map((cells) => el("tr", {}, cells.map((c) => el("td", {}, c))))));
+}
+
+// ---- the API ------------------------------------------------------------
+
+class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+function csrf() {
+  const found = document.cookie.split(";").map((c) => c.trim()).find((c) => c.startsWith("pbx_csrf="));
+  return found ? found.slice("pbx_csrf=".length) : "";
+}
+
+async function api(method, path, body, contentType = "application/json") {
+  const headers = {};
+  if (method !== "GET") headers["X-CSRF-Token"] = csrf();
+  let payload;
+  if (body !== undefined) {
+    headers["Content-Type"] = contentType;
+    payload = contentType === "application/json" ? JSON.stringify(body) : body;
+  }
+  const resp = await fetch(API + path, { method, headers, body: payload, credentials: "same-origin" });
+  const text = await resp.text();
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch { data = text; }
+  if (!resp.ok) {
+    const err = data && data.error ? data.error : {};
+    throw new ApiError(resp.status, err.code || "error", err.message || resp.statusText);
+  }
+  return data;
+}
+
+// ---- session ------------------------------------------------------------
+
+let me = null;
+
+async function loadSession() {
+  try {
+    me = await api("GET", "/auth/session");
+  } catch {
+    me = null;
+  }
+  renderChrome();
+}
+
+function renderChrome() {
+  const nav = document.getElementById("nav");
+  const who = document.getElementById("who");
+  const links = [];
+  if (me && me.role === "provider-admin") {
+    links.push(["#/tenants", "Tenants"], ["#/approvals", "Approvals"], ["#/alerts", "Alerts"],
+      ["#/bans", "Bans"], ["#/audit", "Audit"]);
+  } else if (me && me.tenant !== null) {
+    const t = `#/t/${me.tenant}`;
+    links.push([`${t}/extensions`, "Extensions"], [`${t}/plugins`, "Dial plan"],
+      [`${t}/cdrs`, "Call records"], [`${t}/alerts`, "Alerts"]);
+  }
+  nav.replaceChildren(...links.map(([href, label]) =>
+    el("a", { href, "aria-current": location.hash.startsWith(href) ? "page" : null }, label)));
+  who.replaceChildren();
+  if (me) {
+    who.append(`${me.username} (${me.role}) `,
+      el("button", { class: "secondary", type: "button", onclick: logout }, "Log out"));
+  }
+}
+
+async function logout() {
+  try { await api("POST", "/auth/logout"); } catch { /* the session may be gone already */ }
+  me = null;
+  location.hash = "#/login";
+}
+
+// ---- views --------------------------------------------------------------
+
+function loginView() {
+  const error = el("p", { class: "error", role: "alert" });
+  const totp = el("label", { hidden: true }, "Code from your authenticator",
+    el("input", { name: "totp", inputmode: "numeric", autocomplete: "one-time-code" }));
+  const form = el("form", { "aria-label": "Log in" },
+    el("label", {}, "User name", el("input", { name: "username", autocomplete: "username", required: true })),
+    el("label", {}, "Password", el("input", { name: "password", type: "password", autocomplete: "current-password", required: true })),
+    totp,
+    el("button", { type: "submit" }, "Log in"));
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const f = new FormData(form);
+    const body = { username: f.get("username"), password: f.get("password"), cookie: true };
+    if (f.get("totp")) body.totp = f.get("totp");
+    try {
+      const answer = await api("POST", "/auth/login", body);
+      await loadSession();
+      if (answer.totp_enrollment_required) location.hash = "#/enroll";
+      else if (answer.password_change_required) location.hash = "#/password";
+      else location.hash = me && me.role === "provider-admin" ? "#/tenants" : `#/t/${me.tenant}/extensions`;
+    } catch (err) {
+      if (err.code === "totp_required") {
+        totp.hidden = false;
+        totp.querySelector("input").focus();
+        error.textContent = "Enter the code from your authenticator.";
+      } else {
+        error.textContent = err.message;
+      }
+    }
+  });
+  show(el("h1", {}, "Log in"), form, error);
+}
+
+async function enrollView() {
+  const secret = await api("POST", "/auth/totp/enroll");
+  const error = el("p", { class: "error", role: "alert" });
+  const form = el("form", { "aria-label": "Confirm the authenticator" },
+    el("label", {}, "Code", el("input", { name: "code", inputmode: "numeric", required: true })),
+    el("button", { type: "submit" }, "Confirm"));
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    try {
+      await api("POST", "/auth/totp/confirm", { code: new FormData(form).get("code") });
+      await logout();
+      status("The authenticator is confirmed: log in again with a code.");
+    } catch (err) {
+      error.textContent = err.message;
+    }
+  });
+  show(el("h1", {}, "Set up your authenticator"),
+    el("p", {}, "Add this account to an authenticator app (scan the code, or type the key), then enter the code it shows."),
+    el("img", { src: secret.qr_code, alt: "QR code of the authenticator key", width: 200, height: 200 }),
+    el("p", {}, "Key: ", el("span", { class: "secret", "data-testid": "totp-secret" }, secret.secret)),
+    form, error);
+}
+
+async function tenantsView() {
+  const tenants = await api("GET", "/tenants");
+  const error = el("p", { class: "error", role: "alert" });
+  const form = el("form", { "aria-label": "New tenant" },
+    el("label", {}, "Name", el("input", { name: "name", required: true })),
+    el("label", {}, "SIP domain", el("input", { name: "domain", required: true })),
+    el("button", { type: "submit" }, "Create tenant"));
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const f = new FormData(form);
+    try {
+      await api("POST", "/tenants", { name: f.get("name"), domain: f.get("domain") });
+      status(`Tenant ${f.get("name")} created.`);
+      route();
+    } catch (err) {
+      error.textContent = err.message;
+    }
+  });
+  const rows = tenants.map((t) => [
+    el("a", { href: `#/t/${t.id}/extensions` }, t.name),
+    (t.domains || []).join(", "),
+    t.status,
+    t.media_encryption || "",
+    el("button", {
+      type: "button", class: "secondary",
+      onclick: async () => {
+        try {
+          await api("POST", `/tenants/${t.id}/${t.status === "suspended" ? "resume" : "suspend"}`);
+          route();
+        } catch (err) { error.textContent = err.message; }
+      },
+    }, t.status === "suspended" ? "Resume" : "Suspend"),
+  ]);
+  show(el("h1", {}, "Tenants"), form, error, table(["Name", "Domains", "Status", "Media encryption", ""], rows));
+}
+
+async function approvalsView() {
+  const list = await api("GET", "/approvals");
+  const error = el("p", { class: "error", role: "alert" });
+  const decide = (a, verb) => async () => {
+    try {
+      await api("POST", `/approvals/${a.id}/${verb}`);
+      status(`Approval ${a.id} ${verb === "grant" ? "granted" : "denied"}.`);
+      route();
+    } catch (err) { error.textContent = err.message; }
+  };
+  const rows = list.map((a) => [
+    String(a.tenant), a.kind, a.target, a.sample_number || "", a.status, when(a.requested_ms),
+    a.status === "pending"
+      ? el("span", {},
+        el("button", { type: "button", onclick: decide(a, "grant") }, "Grant"), " ",
+        el("button", { type: "button", class: "secondary", onclick: decide(a, "deny") }, "Deny"))
+      : (a.decided_by || ""),
+  ]);
+  show(el("h1", {}, "Approvals"), error,
+    list.length ? table(["Tenant", "Kind", "Destination", "Number", "Status", "Requested", ""], rows)
+      : el("p", {}, "Nothing waits for approval."));
+}
+
+async function alertsView(tenant) {
+  const list = await api("GET", tenant ? `/tenants/${tenant}/alerts` : "/alerts");
+  const rows = list.map((a) => [when(a.at_ms || a.created_ms), a.severity, a.event, a.message]);
+  show(el("h1", {}, "Alerts"),
+    list.length ? table(["When", "Severity", "Event", "Message"], rows) : el("p", {}, "No alerts."));
+}
+
+async function bansView() {
+  const list = await api("GET", "/bans");
+  const error = el("p", { class: "error", role: "alert" });
+  const rows = list.map((b) => [
+    el("span", { class: "mono" }, b.address || b.ip), b.reason, String(b.count ?? ""),
+    when(b.until_ms),
+    el("button", {
+      type: "button", class: "secondary",
+      onclick: async () => {
+        try { await api("DELETE", `/bans/${encodeURIComponent(b.address || b.ip)}`); route(); } catch (err) { error.textContent = err.message; }
+      },
+    }, "Unban"),
+  ]);
+  show(el("h1", {}, "Bans"), error,
+    list.length ? table(["Address", "Why", "Offences", "Until", ""], rows) : el("p", {}, "Nobody is banned."));
+}
+
+async function auditView() {
+  const list = await api("GET", "/audit?limit=200");
+  const result = el("p", { role: "status" });
+  const verify = el("button", {
+    type: "button",
+    onclick: async () => {
+      result.textContent = "Verifying…";
+      try {
+        const r = await api("POST", "/audit/verify");
+        result.textContent = r.problems.length
+          ? `Broken: ${r.problems.join("; ")}`
+          : `Intact: ${r.entries} entries${r.checkpoints ? `, after ${r.checkpoints} purge checkpoints` : ""}.`;
+      } catch (err) { result.textContent = err.message; }
+    },
+  }, "Verify the chain");
+  const rows = list.map((e) => [String(e.id), when(e.at_ms), e.actor, e.action, e.tenant === null ? "" : String(e.tenant), el("span", { class: "mono" }, e.detail)]);
+  show(el("h1", {}, "Audit log"), verify, result, table(["#", "When", "Who", "Action", "Tenant", "Detail"], rows));
+}
+
+async function extensionsView(tenant) {
+  const list = await api("GET", `/tenants/${tenant}/extensions`);
+  const error = el("p", { class: "error", role: "alert" });
+  const shown = el("div", { "aria-live": "polite" });
+  const form = el("form", { "aria-label": "New extension" },
+    el("label", {}, "Number", el("input", { name: "number", required: true, pattern: "[0-9A-Za-z._-]{1,32}" })),
+    el("button", { type: "submit" }, "Add extension"));
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const number = new FormData(form).get("number");
+    try {
+      const made = await api("POST", `/tenants/${tenant}/extensions`, { number });
+      await renderExtensions();
+      shown.replaceChildren(el("p", { class: "notice" }, `Extension ${made.number} added. Its SIP password, shown this once: `,
+        el("span", { class: "secret", "data-testid": "secret" }, made.password)));
+    } catch (err) { error.textContent = err.message; }
+  });
+  const holder = el("div");
+  async function renderExtensions() {
+    const now = await api("GET", `/tenants/${tenant}/extensions`);
+    holder.replaceChildren(table(["Number", "Enabled"], now.map((x) => [x.number, x.enabled ? "yes" : "no"])));
+  }
+  holder.append(table(["Number", "Enabled"], list.map((x) => [x.number, x.enabled ? "yes" : "no"])));
+  show(el("h1", {}, "Extensions"), form, error, shown, holder);
+}
+
+async function pluginsView(tenant) {
+  const [versions, quarantine, log] = await Promise.all([
+    api("GET", `/tenants/${tenant}/plugins`),
+    api("GET", `/tenants/${tenant}/plugins/quarantine`),
+    api("GET", `/tenants/${tenant}/plugins/log`),
+  ]);
+  const error = el("p", { class: "error", role: "alert" });
+  const upload = el("form", { "aria-label": "Upload a dial plan" },
+    el("label", {}, "Dial plan component (.wasm)", el("input", { name: "file", type: "file", accept: ".wasm,application/wasm", required: true })),
+    el("button", { type: "submit" }, "Upload and activate"));
+  upload.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const file = new FormData(upload).get("file");
+    try {
+      const v = await api("POST", `/tenants/${tenant}/plugins`, await file.arrayBuffer(), "application/wasm");
+      status(`Version ${v.version} is active.`);
+      route();
+    } catch (err) { error.textContent = err.message; }
+  });
+  const rollback = el("button", {
+    type: "button", class: "secondary",
+    onclick: async () => {
+      try {
+        const v = await api("POST", `/tenants/${tenant}/plugins/rollback`);
+        status(`Rolled back to version ${v.version}.`);
+        route();
+      } catch (err) { error.textContent = err.message; }
+    },
+  }, "Roll back");
+  const rows = versions.map((v) => [String(v.version), v.active ? "active" : "", when(v.uploaded_at_ms), el("span", { class: "mono" }, v.hash.slice(0, 16))]);
+  show(el("h1", {}, "Dial plan"), upload, rollback, error,
+    versions.length ? table(["Version", "", "Uploaded", "Hash"], rows) : el("p", {}, "The shipped default dial plan runs."),
+    el("h2", {}, "Quarantine"),
+    quarantine.length ? table(["Plugin", "Reason", "Lifts in (s)"], quarantine.map((q) => [q.plugin, q.reason, String(q.lifts_in_s)]))
+      : el("p", {}, "Nothing is quarantined."),
+    el("h2", {}, "Plugin log"),
+    log.length ? table(["When", "Level", "Message"], log.map((l) => [when(l.at_ms), l.level, el("span", { class: "mono" }, l.message)]))
+      : el("p", {}, "The plugins wrote nothing."));
+}
+
+async function cdrsView(tenant) {
+  const list = await api("GET", `/tenants/${tenant}/cdrs?limit=100`);
+  const rows = list.map((c) => [when(c.started_at_ms), c.caller, c.callee, c.disposition, String(c.sip_code),
+    c.answered_at_ms ? `${Math.round((c.ended_at_ms - c.answered_at_ms) / 1000)} s` : ""]);
+  show(el("h1", {}, "Call records"),
+    el("p", {}, el("a", { href: `${API}/tenants/${tenant}/cdrs/export?format=csv` }, "Export as CSV")),
+    list.length ? table(["Started", "From", "To", "Outcome", "SIP", "Talk"], rows) : el("p", {}, "No calls yet."));
+}
+
+function notFound() {
+  show(el("h1", {}, "Not found"), el("p", {}, "There is nothing here, or it is not yours to see."));
+}
+
+// ---- routing ------------------------------------------------------------
+
+const routes = [
+  [/^#\/login$/, loginView, false],
+  [/^#\/enroll$/, enrollView, true],
+  [/^#\/tenants$/, tenantsView, true],
+  [/^#\/approvals$/, approvalsView, true],
+  [/^#\/alerts$/, () => alertsView(null), true],
+  [/^#\/bans$/, bansView, true],
+  [/^#\/audit$/, auditView, true],
+  [/^#\/t\/(\d+)\/extensions$/, extensionsView, true],
+  [/^#\/t\/(\d+)\/plugins$/, pluginsView, true],
+  [/^#\/t\/(\d+)\/cdrs$/, cdrsView, true],
+  [/^#\/t\/(\d+)\/alerts$/, alertsView, true],
+];
+
+async function route() {
+  const hash = location.hash || "#/";
+  if (!me && hash !== "#/login") {
+    await loadSession();
+    if (!me) { location.hash = "#/login"; return; }
+  }
+  if (hash === "#/" || hash === "#") {
+    location.hash = me.role === "provider-admin" ? "#/tenants" : `#/t/${me.tenant}/extensions`;
+    return;
+  }
+  renderChrome();
+  status("");
+  for (const [pattern, view] of routes) {
+    const m = hash.match(pattern);
+    if (!m) continue;
+    try {
+      await view(...m.slice(1));
+    } catch (err) {
+      if (err instanceof ApiError && (err.status === 404 || err.status === 403)) notFound();
+      else if (err instanceof ApiError && err.status === 401) { me = null; location.hash = "#/login"; }
+      else show(el("h1", {}, "Something went wrong"), el("p", { class: "error" }, err.message));
+    }
+    return;
+  }
+  notFound();
+}
+
+window.addEventListener("hashchange", route);
+route();
