@@ -189,8 +189,8 @@ async function tenantsView() {
     const f = new FormData(form);
     try {
       await api("POST", "/tenants", { name: f.get("name"), domain: f.get("domain") });
+      await route();
       status(`Tenant ${f.get("name")} created.`);
-      route();
     } catch (err) {
       error.textContent = err.message;
     }
@@ -219,8 +219,8 @@ async function approvalsView() {
   const decide = (a, verb) => async () => {
     try {
       await api("POST", `/approvals/${a.id}/${verb}`);
+      await route();
       status(`Approval ${a.id} ${verb === "grant" ? "granted" : "denied"}.`);
-      route();
     } catch (err) { error.textContent = err.message; }
   };
   const rows = list.map((a) => [
@@ -284,7 +284,7 @@ async function extensionsView(tenant) {
   const error = el("p", { class: "error", role: "alert" });
   const shown = el("div", { "aria-live": "polite" });
   const form = el("form", { "aria-label": "New extension" },
-    el("label", {}, "Number", el("input", { name: "number", required: true, pattern: "[0-9A-Za-z._-]{1,32}" })),
+    el("label", {}, "Number", el("input", { name: "number", required: true, pattern: "[0-9A-Za-z._\\-]{1,32}" })),
     el("button", { type: "submit" }, "Add extension"));
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
@@ -320,8 +320,8 @@ async function pluginsView(tenant) {
     const file = new FormData(upload).get("file");
     try {
       const v = await api("POST", `/tenants/${tenant}/plugins`, await file.arrayBuffer(), "application/wasm");
+      await route();
       status(`Version ${v.version} is active.`);
-      route();
     } catch (err) { error.textContent = err.message; }
   });
   const rollback = el("button", {
@@ -329,8 +329,8 @@ async function pluginsView(tenant) {
     onclick: async () => {
       try {
         const v = await api("POST", `/tenants/${tenant}/plugins/rollback`);
+        await route();
         status(`Rolled back to version ${v.version}.`);
-        route();
       } catch (err) { error.textContent = err.message; }
     },
   }, "Roll back");
