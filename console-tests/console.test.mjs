@@ -137,6 +137,11 @@ async function noXss(page) {
   await page.getByText(/^Approval \d+ granted\.$/).waitFor();
   await page.getByText("Nothing waits for approval.").waitFor();
 
+  await page.getByRole("link", { name: "Policies" }).click();
+  await page.getByRole("heading", { name: "Provider policies" }).waitFor();
+  await page.getByRole("button", { name: "Install" }).waitFor();
+  await shot(page, "policies");
+
   // The audit log verifies.
   await page.getByRole("link", { name: "Audit" }).click();
   await page.getByRole("button", { name: "Verify the chain" }).click();
@@ -175,6 +180,37 @@ async function noXss(page) {
   const active = page.getByRole("row").filter({ hasText: "active" });
   assert.equal((await active.first().locator("td").first().textContent()).trim(), "1");
   await shot(page, "dial-plan");
+
+  // The other tenant views: ring groups, trunks, hours, forwarding, calls,
+  // voicemail and recordings.
+  await page.goto(`${url}/#/t/${acme}/groups`);
+  await page.getByLabel("Group", { exact: true }).fill("sales");
+  await page.getByLabel("Extensions (comma-separated)").fill("100, 101");
+  await page.getByRole("button", { name: "Save group" }).click();
+  await page.getByRole("cell", { name: "100,101", exact: true }).waitFor();
+  await shot(page, "ring-groups");
+  await page.goto(`${url}/#/t/${acme}/trunks`);
+  await page.getByLabel("Name", { exact: true }).fill(XSS);
+  await page.getByLabel("URI").fill("sip:carrier.example:5061;transport=tls");
+  await page.getByRole("button", { name: "Add trunk" }).click();
+  // A markup name is either refused with a reason or shown as text.
+  await page.locator("p.error:not(:empty)").or(page.getByRole("cell", { name: XSS, exact: true })).first().waitFor();
+  assert.equal(await page.locator("main img").count(), 0);
+  await noXss(page);
+  await page.getByLabel("Name", { exact: true }).fill("carrier");
+  await page.getByRole("button", { name: "Add trunk" }).click();
+  await page.getByRole("cell", { name: "carrier", exact: true }).waitFor();
+  await page.goto(`${url}/#/t/${acme}/hours`);
+  await page.getByLabel("Date").fill("2026-12-25");
+  await page.getByLabel("Holiday", { exact: true }).fill("Christmas");
+  await page.getByRole("button", { name: "Add holiday" }).click();
+  await page.getByRole("cell", { name: "Christmas", exact: true }).waitFor();
+  for (const [view, heading] of [["forwarding", "Forwarding"], ["calls", "Live calls"],
+    ["media", "Voicemail and recordings"], ["cdrs", "Call records"]]) {
+    await page.goto(`${url}/#/t/${acme}/${view}`);
+    await page.getByRole("heading", { name: heading, exact: true }).waitFor();
+  }
+  await shot(page, "call-records");
 
   // The alert whose message is a script shows as text.
   await page.goto(`${url}/#/t/${acme}/alerts`);

@@ -98,11 +98,13 @@ function renderChrome() {
   const links = [];
   if (me && me.role === "provider-admin") {
     links.push(["#/tenants", "Tenants"], ["#/approvals", "Approvals"], ["#/alerts", "Alerts"],
-      ["#/bans", "Bans"], ["#/audit", "Audit"]);
+      ["#/bans", "Bans"], ["#/policies", "Policies"], ["#/audit", "Audit"]);
   } else if (me && me.tenant !== null) {
     const t = `#/t/${me.tenant}`;
-    links.push([`${t}/extensions`, "Extensions"], [`${t}/plugins`, "Dial plan"],
-      [`${t}/cdrs`, "Call records"], [`${t}/alerts`, "Alerts"]);
+    links.push([`${t}/extensions`, "Extensions"], [`${t}/groups`, "Ring groups"], [`${t}/trunks`, "Trunks"],
+      [`${t}/plugins`, "Dial plan"], [`${t}/hours`, "Hours"], [`${t}/forwarding`, "Forwarding"],
+      [`${t}/calls`, "Live calls"], [`${t}/cdrs`, "Call records"], [`${t}/media`, "Voicemail"],
+      [`${t}/alerts`, "Alerts"]);
   }
   nav.replaceChildren(...links.map(([href, label]) =>
     el("a", { href, "aria-current": location.hash.startsWith(href) ? "page" : null }, label)));
@@ -354,6 +356,181 @@ async function cdrsView(tenant) {
     list.length ? table(["Started", "From", "To", "Outcome", "SIP", "Talk"], rows) : el("p", {}, "No calls yet."));
 }
 
+/** A small form whose submit runs `action(values)` then redraws the view. */
+function actionForm(label, fields, button, action, error) {
+  const form = el("form", { "aria-label": label },
+    fields.map(([name, text, attrs = {}]) => el("label", {}, text, el("input", { name, ...attrs }))),
+    el("button", { type: "submit" }, button));
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const values = Object.fromEntries(new FormData(form));
+    try {
+      const done = await action(values);
+      await route();
+      if (done) status(done);
+    } catch (err) { error.textContent = err.message; }
+  });
+  return form;
+}
+
+function removeButton(label, action, error) {
+  return el("button", {
+    type: "button", class: "secondary",
+    onclick: async () => {
+      try { await action(); await route(); } catch (err) { error.textContent = err.message; }
+    },
+  }, label);
+}
+
+async function trunksView(tenant) {
+  const [trunks, dids] = await Promise.all([
+    api("GET", `/tenants/${tenant}/trunks`),
+    api("GET", `/tenants/${tenant}/dids`),
+  ]);
+  const error = el("p", { class: "error", role: "alert" });
+  const add = actionForm("New trunk", [
+    ["name", "Name", { required: true }],
+    ["uri", "URI", { required: true, placeholder: "sip:carrier.example:5061;transport=tls" }],
+    ["username", "User name"],
+    ["password", "Password", { type: "password", autocomplete: "new-password" }],
+  ], "Add trunk", async (v) => {
+    const body = { name: v.name, uri: v.uri };
+    if (v.username) body.username = v.username;
+    if (v.password) body.password = v.password;
+    await api("POST", `/tenants/${tenant}/trunks`, body);
+    return `Trunk ${v.name} added.`;
+  }, error);
+  show(el("h1", {}, "Trunks and numbers"), add, error,
+    trunks.length ? table(["Name", "URI", "User name", ""], trunks.map((t) => [t.name, t.uri, t.username || "",
+      removeButton("Remove", () => api("DELETE", `/tenants/${tenant}/trunks/${encodeURIComponent(t.name)}`), error)]))
+      : el("p", {}, "No trunks."),
+    el("h2", {}, "Numbers (DIDs)"),
+    dids.length ? table(["Number"], dids.map((d) => [d.number])) : el("p", {}, "No numbers: the provider assigns them."));
+}
+
+async function ringGroupsView(tenant) {
+  const items = (await api("GET", `/tenants/${tenant}/storage`)).filter((i) => i.key.startsWith("ring-group:"));
+  const error = el("p", { class: "error", role: "alert" });
+  const add = actionForm("Ring group", [
+    ["name", "Group", { required: true, pattern: "[A-Za-z0-9._\\-]{1,48}" }],
+    ["members", "Extensions (comma-separated)", { required: true }],
+  ], "Save group", async (v) => {
+    const members = v.members.split(",").map((m) => m.trim()).filter(Boolean).join(",");
+    await api("PUT", `/tenants/${tenant}/storage/${encodeURIComponent(`ring-group:${v.name}`)}`, { value: members });
+    return `Ring group ${v.name} saved.`;
+  }, error);
+  show(el("h1", {}, "Ring groups"),
+    el("p", {}, "A ring group's extensions ring together, and pick up each other's calls with *8."),
+    add, error,
+    items.length ? table(["Group", "Extensions", ""], items.map((i) => [i.key.slice("ring-group:".length), i.value || "",
+      removeButton("Remove", () => api("DELETE", `/tenants/${tenant}/storage/${encodeURIComponent(i.key)}`), error)]))
+      : el("p", {}, "No ring groups."));
+}
+
+async function callsView(tenant) {
+  const calls = await api("GET", `/tenants/${tenant}/calls`);
+  const error = el("p", { class: "error", role: "alert" });
+  show(el("h1", {}, "Live calls"), error,
+    el("button", { type: "button", class: "secondary", onclick: () => route() }, "Refresh"),
+    calls.length ? table(["From", "To", "Started", "Answered", ""], calls.map((c) => [c.caller, c.callee, when(c.started_at_ms),
+      when(c.answered_at_ms), removeButton("Hang up", () => api("DELETE", `/tenants/${tenant}/calls/${encodeURIComponent(c.call_id)}`), error)]))
+      : el("p", {}, "No calls right now."));
+}
+
+async function forwardingView(tenant) {
+  const extensions = await api("GET", `/tenants/${tenant}/extensions`);
+  const error = el("p", { class: "error", role: "alert" });
+  const rows = await Promise.all(extensions.map(async (x) => {
+    const f = await api("GET", `/tenants/${tenant}/extensions/${encodeURIComponent(x.number)}/forwarding`);
+    return [x.number, f.always || "", f.busy || "", f.no_answer ? `${f.no_answer} after ${f.no_answer_secs} s` : "", f.dnd ? "on" : "off"];
+  }));
+  const set = actionForm("Forwarding", [
+    ["number", "Extension", { required: true }],
+    ["always", "Always to"],
+    ["busy", "When busy to"],
+    ["no_answer", "No answer to"],
+    ["no_answer_secs", "After (s)", { type: "number", min: 5, max: 120, value: 20 }],
+  ], "Set forwarding", async (v) => {
+    const body = { always: v.always || null, busy: v.busy || null, no_answer: v.no_answer || null,
+      no_answer_secs: Number(v.no_answer_secs || 20), dnd: false };
+    await api("PUT", `/tenants/${tenant}/extensions/${encodeURIComponent(v.number)}/forwarding`, body);
+    return `Forwarding of ${v.number} saved.`;
+  }, error);
+  show(el("h1", {}, "Forwarding"), set, error,
+    table(["Extension", "Always", "Busy", "No answer", "Do not disturb"], rows));
+}
+
+async function hoursView(tenant) {
+  const cal = await api("GET", `/tenants/${tenant}/calendar`);
+  const error = el("p", { class: "error", role: "alert" });
+  const add = actionForm("New holiday", [
+    ["date", "Date", { type: "date", required: true }],
+    ["name", "Holiday", { required: true }],
+  ], "Add holiday", async (v) => {
+    const holidays = [...cal.holidays.filter((h) => h.date !== v.date), { date: v.date, name: v.name }];
+    await api("PUT", `/tenants/${tenant}/calendar`, { time_zone: cal.time_zone, holidays });
+    return `Holiday ${v.date} added.`;
+  }, error);
+  show(el("h1", {}, "Business hours"),
+    el("p", {}, `Time zone: ${cal.time_zone}. Opening hours are the dial plan's; the holidays below close the business all day.`),
+    add, error,
+    cal.holidays.length ? table(["Date", "Holiday", ""], cal.holidays.map((h) => [h.date, h.name,
+      removeButton("Remove", () => api("PUT", `/tenants/${tenant}/calendar`, { time_zone: cal.time_zone, holidays: cal.holidays.filter((o) => o.date !== h.date) }), error)]))
+      : el("p", {}, "No holidays."));
+}
+
+async function mediaView(tenant) {
+  const [recordings, extensions] = await Promise.all([
+    api("GET", `/tenants/${tenant}/recordings`),
+    api("GET", `/tenants/${tenant}/extensions`),
+  ]);
+  const error = el("p", { class: "error", role: "alert" });
+  const player = (href) => el("span", {},
+    el("audio", { controls: true, preload: "none", src: href }), " ",
+    el("a", { href, download: "" }, "Download"));
+  const mailboxes = await Promise.all(extensions.map(async (x) => {
+    try { return [x.number, await api("GET", `/tenants/${tenant}/voicemail/${encodeURIComponent(x.number)}/messages`)]; } catch { return [x.number, []]; }
+  }));
+  const messages = mailboxes.flatMap(([box, list]) => list.map((m) => [box, m]));
+  show(el("h1", {}, "Voicemail and recordings"), error,
+    el("h2", {}, "Voicemail"),
+    messages.length ? table(["Mailbox", "From", "Left", "Length", "", ""], messages.map(([box, m]) => {
+      const href = `${API}/tenants/${tenant}/voicemail/${encodeURIComponent(box)}/messages/${encodeURIComponent(m.id)}`;
+      return [box, m.caller, when(m.created_at_ms), `${Math.round(m.duration_ms / 1000)} s`, player(href),
+        removeButton("Delete", () => api("DELETE", href.slice(API.length)), error)];
+    })) : el("p", {}, "No messages."),
+    el("h2", {}, "Call recordings"),
+    recordings.length ? table(["From", "To", "Recorded", "Length", "", ""], recordings.map((r) => {
+      const href = `${API}/tenants/${tenant}/recordings/${encodeURIComponent(r.id)}`;
+      return [r.caller, r.callee, when(r.created_at_ms), `${Math.round(r.duration_ms / 1000)} s`, player(href),
+        removeButton("Delete", () => api("DELETE", href.slice(API.length)), error)];
+    })) : el("p", {}, "No recordings."));
+}
+
+async function policiesView() {
+  const list = await api("GET", "/policies");
+  const error = el("p", { class: "error", role: "alert" });
+  const upload = el("form", { "aria-label": "Install a policy" },
+    el("label", {}, "Name", el("input", { name: "name", required: true })),
+    el("label", {}, "Policy component (.wasm)", el("input", { name: "file", type: "file", accept: ".wasm,application/wasm", required: true })),
+    el("button", { type: "submit" }, "Install"));
+  upload.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const f = new FormData(upload);
+    try {
+      await api("POST", `/policies?name=${encodeURIComponent(f.get("name"))}`, await f.get("file").arrayBuffer(), "application/wasm");
+      await route();
+      status(`Policy ${f.get("name")} installed.`);
+    } catch (err) { error.textContent = err.message; }
+  });
+  show(el("h1", {}, "Provider policies"),
+    el("p", {}, "Policies run for every tenant's calls (or one tenant's); any deny wins, and no tenant can change them."),
+    upload, error,
+    table(["Name", "Tenant", "Hash", ""], list.map((p) => [p.name, p.tenant === null || p.tenant === undefined ? "all" : String(p.tenant),
+      el("span", { class: "mono" }, (p.hash || "").slice(0, 16)),
+      removeButton("Remove", () => api("DELETE", `/policies/${encodeURIComponent(p.name)}`), error)])));
+}
+
 function notFound() {
   show(el("h1", {}, "Not found"), el("p", {}, "There is nothing here, or it is not yours to see."));
 }
@@ -372,6 +549,13 @@ const routes = [
   [/^#\/t\/(\d+)\/plugins$/, pluginsView, true],
   [/^#\/t\/(\d+)\/cdrs$/, cdrsView, true],
   [/^#\/t\/(\d+)\/alerts$/, alertsView, true],
+  [/^#\/t\/(\d+)\/trunks$/, trunksView, true],
+  [/^#\/t\/(\d+)\/groups$/, ringGroupsView, true],
+  [/^#\/t\/(\d+)\/calls$/, callsView, true],
+  [/^#\/t\/(\d+)\/forwarding$/, forwardingView, true],
+  [/^#\/t\/(\d+)\/hours$/, hoursView, true],
+  [/^#\/t\/(\d+)\/media$/, mediaView, true],
+  [/^#\/policies$/, policiesView, true],
 ];
 
 async function route() {
