@@ -137,6 +137,10 @@ async function noXss(page) {
   await page.getByText(/^Approval \d+ granted\.$/).waitFor();
   await page.getByText("Nothing waits for approval.").waitFor();
 
+  await page.getByRole("link", { name: "Overview" }).click();
+  await page.getByRole("img", { name: /^Alerts per hour, last 24 hours/ }).waitFor();
+  await shot(page, "provider-overview");
+
   await page.getByRole("link", { name: "Policies" }).click();
   await page.getByRole("heading", { name: "Provider policies" }).waitFor();
   await page.getByRole("button", { name: "Install" }).waitFor();
@@ -205,6 +209,12 @@ async function noXss(page) {
   await page.getByLabel("Holiday", { exact: true }).fill("Christmas");
   await page.getByRole("button", { name: "Add holiday" }).click();
   await page.getByRole("cell", { name: "Christmas", exact: true }).waitFor();
+  // The overview: calls in progress and spend against the limits in force.
+  await page.goto(`${url}/#/t/${acme}/overview`);
+  await page.getByRole("img", { name: /^Calls in progress: 0 of \d+$/ }).waitFor();
+  await page.getByRole("img", { name: /^Spend today: 0\.00 of [\d.]+$/ }).waitFor();
+  await page.getByRole("img", { name: /^Calls per hour, last 24 hours/ }).waitFor();
+  await shot(page, "tenant-overview");
   for (const [view, heading] of [["forwarding", "Forwarding"], ["calls", "Live calls"],
     ["media", "Voicemail and recordings"], ["cdrs", "Call records"]]) {
     await page.goto(`${url}/#/t/${acme}/${view}`);

@@ -97,11 +97,11 @@ function renderChrome() {
   const who = document.getElementById("who");
   const links = [];
   if (me && me.role === "provider-admin") {
-    links.push(["#/tenants", "Tenants"], ["#/approvals", "Approvals"], ["#/alerts", "Alerts"],
+    links.push(["#/overview", "Overview"], ["#/tenants", "Tenants"], ["#/approvals", "Approvals"], ["#/alerts", "Alerts"],
       ["#/bans", "Bans"], ["#/policies", "Policies"], ["#/audit", "Audit"]);
   } else if (me && me.tenant !== null) {
     const t = `#/t/${me.tenant}`;
-    links.push([`${t}/extensions`, "Extensions"], [`${t}/groups`, "Ring groups"], [`${t}/trunks`, "Trunks"],
+    links.push([`${t}/overview`, "Overview"], [`${t}/extensions`, "Extensions"], [`${t}/groups`, "Ring groups"], [`${t}/trunks`, "Trunks"],
       [`${t}/plugins`, "Dial plan"], [`${t}/hours`, "Hours"], [`${t}/forwarding`, "Forwarding"],
       [`${t}/calls`, "Live calls"], [`${t}/cdrs`, "Call records"], [`${t}/media`, "Voicemail"],
       [`${t}/alerts`, "Alerts"]);
@@ -119,6 +119,115 @@ async function logout() {
   try { await api("POST", "/auth/logout"); } catch { /* the session may be gone already */ }
   me = null;
   location.hash = "#/login";
+}
+
+// ---- pictures -----------------------------------------------------------
+
+const SVG = "http://www.w3.org/2000/svg";
+
+function svgEl(tag, attrs = {}, ...children) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
+  for (const c of children.flat()) node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return node;
+}
+
+/** Stacked bars per bucket: `buckets` are [label, [value per series]]. */
+function barChart(caption, buckets, series) {
+  const width = 720, height = 180, pad = 28;
+  const max = Math.max(1, ...buckets.map(([, v]) => v.reduce((a, b) => a + b, 0)));
+  const bw = (width - pad) / Math.max(1, buckets.length);
+  const colours = ["#1f5fbf", "#d9822b", "#a4262c"];
+  const bars = buckets.flatMap(([label, values], i) => {
+    let y = height - pad;
+    return values.map((v, j) => {
+      const h = (v / max) * (height - 2 * pad);
+      y -= h;
+      return svgEl("rect", { x: pad + i * bw + 1, y, width: Math.max(1, bw - 2), height: h, fill: colours[j] },
+        svgEl("title", {}, `${label}: ${series[j]} ${v}`));
+    });
+  });
+  const ticks = buckets.map(([label], i) => (i % Math.ceil(buckets.length / 8) === 0
+    ? svgEl("text", { x: pad + i * bw, y: height - 8, "font-size": 11, fill: "#5b6475" }, label) : null)).filter(Boolean);
+  const total = buckets.reduce((a, [, v]) => a + v.reduce((x, y) => x + y, 0), 0);
+  const summary = `${caption}: ${total} in all, at most ${max} in one bucket`;
+  return el("figure", {},
+    svgEl("svg", { viewBox: `0 0 ${width} ${height}`, width: "100%", role: "img", "aria-label": summary },
+      svgEl("text", { x: 0, y: 14, "font-size": 11, fill: "#5b6475" }, String(max)),
+      svgEl("line", { x1: pad, y1: height - pad, x2: width, y2: height - pad, stroke: "#d8dce4" }),
+      bars, ticks),
+    el("figcaption", {}, caption, " — ", series.map((name, j) => el("span", { class: `key key${j}` }, name)), "."));
+}
+
+/** A bar filled to `value` of `cap` (no cap: unlimited). */
+function gauge(label, value, cap, unit = "") {
+  const ratio = cap ? Math.min(1, value / cap) : 0;
+  const text = cap ? `${label}: ${value}${unit} of ${cap}${unit}` : `${label}: ${value}${unit} (no limit)`;
+  return el("figure", {},
+    svgEl("svg", { viewBox: "0 0 300 18", width: 300, height: 18, role: "img", "aria-label": text },
+      svgEl("rect", { x: 0, y: 0, width: 300, height: 18, fill: "#e8ebf0" }),
+      svgEl("rect", { x: 0, y: 0, width: 300 * ratio, height: 18, fill: ratio >= 0.9 ? "#a4262c" : "#1f5fbf" })),
+    el("figcaption", {}, text));
+}
+
+/** Hourly buckets over the last 24 h: [label, start ms]. */
+function lastDayHours() {
+  const hour = 3_600_000;
+  const end = Math.ceil(Date.now() / hour) * hour;
+  return Array.from({ length: 24 }, (_, i) => {
+    const start = end - (24 - i) * hour;
+    return [new Date(start).toISOString().slice(11, 13) + "h", start];
+  });
+}
+
+function bucketed(items, at, classify, nSeries) {
+  const hours = lastDayHours();
+  return hours.map(([label, start]) => {
+    const values = new Array(nSeries).fill(0);
+    for (const item of items) {
+      const t = at(item);
+      if (t >= start && t < start + 3_600_000) values[classify(item)] += 1;
+    }
+    return [label, values];
+  });
+}
+
+async function overviewView(tenant) {
+  const since = Date.now() - 24 * 3_600_000;
+  const [usage, cdrs] = await Promise.all([
+    api("GET", `/tenants/${tenant}/usage`),
+    api("GET", `/tenants/${tenant}/cdrs?since_ms=${since}&limit=1000`),
+  ]);
+  const live = el("div");
+  const samples = [];
+  const draw = (u) => {
+    samples.push(u.concurrent_calls);
+    if (samples.length > 60) samples.shift();
+    live.replaceChildren(
+      gauge("Calls in progress", u.concurrent_calls, u.max_concurrent),
+      gauge("Spend today", (u.spend_today_cents / 100).toFixed(2), u.daily_cap_cents === null ? null : (u.daily_cap_cents / 100).toFixed(2)),
+      barChart("Concurrent calls, sampled every 5 s while this page is open",
+        samples.map((n, i) => [`${i * 5}s`, [n]]), ["calls"]));
+  };
+  draw(usage);
+  const timer = setInterval(async () => {
+    if (!document.body.contains(live)) { clearInterval(timer); return; }
+    try { draw(await api("GET", `/tenants/${tenant}/usage`)); } catch { clearInterval(timer); }
+  }, 5000);
+  const perHour = bucketed(cdrs, (c) => c.started_at_ms, (c) => (c.disposition === "answered" ? 0 : 1), 2);
+  show(el("h1", {}, "Overview"), live,
+    barChart("Calls per hour, last 24 hours (UTC)", perHour, ["answered", "not answered"]));
+}
+
+async function providerOverviewView() {
+  const [alerts, audit] = await Promise.all([api("GET", "/alerts"), api("GET", "/audit?limit=1000")]);
+  const failures = audit.filter((e) => e.action === "login.failure");
+  const banLike = (a) => /ban|scanner|auth/.test(a.message || "");
+  show(el("h1", {}, "Overview"),
+    barChart("Alerts per hour, last 24 hours (UTC)",
+      bucketed(alerts, (a) => a.at_ms, (a) => (a.severity === "critical" ? 2 : banLike(a) ? 1 : 0), 3),
+      ["other", "bans and scanners", "critical"]),
+    barChart("Failed admin logins per hour", bucketed(failures, (e) => e.at_ms, () => 0, 1), ["failed logins"]));
 }
 
 // ---- views --------------------------------------------------------------
@@ -556,6 +665,8 @@ const routes = [
   [/^#\/t\/(\d+)\/hours$/, hoursView, true],
   [/^#\/t\/(\d+)\/media$/, mediaView, true],
   [/^#\/policies$/, policiesView, true],
+  [/^#\/overview$/, providerOverviewView, true],
+  [/^#\/t\/(\d+)\/overview$/, overviewView, true],
 ];
 
 async function route() {

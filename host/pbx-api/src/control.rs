@@ -130,6 +130,17 @@ pub struct PluginLogLine {
     pub message: String,
 }
 
+/// A tenant's usage now, against its limits in force.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantUsage {
+    pub concurrent_calls: u32,
+    /// `None`: unlimited.
+    pub max_concurrent: Option<u32>,
+    /// Spend since midnight UTC, cents.
+    pub spend_today_cents: u64,
+    pub daily_cap_cents: Option<u64>,
+}
+
 /// The header of [`write_plugin_log_csv`]'s rows.
 pub const PLUGIN_LOG_CSV_HEADER: &str = "seq,at_ms,level,message\n";
 
@@ -241,6 +252,8 @@ pub trait Control: Send + Sync + 'static {
     fn lift_quarantine(&self, tenant: TenantId, hash: String) -> BoxFuture<'_, ControlResult<()>>;
     /// The tenant's plugin log, oldest line first.
     fn plugin_log(&self, tenant: TenantId) -> BoxFuture<'_, ControlResult<Vec<PluginLogLine>>>;
+    /// The tenant's calls in progress and spend today, with its limits.
+    fn usage(&self, tenant: TenantId) -> BoxFuture<'_, ControlResult<TenantUsage>>;
     /// The messages of a mailbox changed (deleted or marked through the
     /// API): the extension's phones hear its new counts (message-waiting
     /// indication). Best effort: a stopped server tells nobody.
@@ -490,6 +503,14 @@ pub(crate) mod fake {
                 .get(&tenant)
                 .cloned()
                 .unwrap_or_default()))
+        }
+        fn usage(&self, _tenant: TenantId) -> BoxFuture<'_, ControlResult<TenantUsage>> {
+            ready(Ok(TenantUsage {
+                concurrent_calls: 1,
+                max_concurrent: Some(10),
+                spend_today_cents: 250,
+                daily_cap_cents: Some(5_000),
+            }))
         }
         fn lift_quarantine(
             &self,

@@ -79,8 +79,8 @@ pub use audit::{AuditReport, verify_audit};
 pub use config::{ApiConfig, OidcConfig};
 pub use control::{
     Alert, Ban, BoxFuture, CallInfo, Control, ControlError, ControlResult, Did, NewTrunk,
-    PLUGIN_LOG_CSV_HEADER, PluginInfo, PluginLogLine, PolicyInfo, QuarantineInfo, TrunkInfo,
-    write_plugin_log_csv,
+    PLUGIN_LOG_CSV_HEADER, PluginInfo, PluginLogLine, PolicyInfo, QuarantineInfo, TenantUsage,
+    TrunkInfo, write_plugin_log_csv,
 };
 pub use error::{Error, Result};
 pub use password::check_policy;

@@ -100,6 +100,9 @@ impl Control for Nothing {
     fn plugin_log(&self, _: TenantId) -> BoxFuture<'_, ControlResult<Vec<pbx_api::PluginLogLine>>> {
         none()
     }
+    fn usage(&self, _: TenantId) -> BoxFuture<'_, ControlResult<pbx_api::TenantUsage>> {
+        none()
+    }
     fn mailbox_changed(&self, _: TenantId, _: String) -> BoxFuture<'_, ()> {
         Box::pin(async {})
     }

@@ -81,6 +81,14 @@ pub(super) async fn quarantines(
     ))
 }
 
+/// The tenant's usage now.
+pub(super) async fn usage(
+    State(state): State<ApiState>,
+    P(tenant): P<i64>,
+) -> ApiResult<Json<crate::control::TenantUsage>> {
+    Ok(Json(state.inner.control.usage(TenantId(tenant)).await?))
+}
+
 /// The tenant's plugin log.
 pub(super) async fn plugin_log(
     State(state): State<ApiState>,

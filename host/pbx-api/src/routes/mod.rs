@@ -539,6 +539,13 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         ),
         route(
             M::GET,
+            "/api/v1/tenants/{tenant}/usage",
+            "The tenant's calls in progress and spend today, against its limits in force",
+            tenant(R::ADMINS, "calls:read"),
+            get(control::usage),
+        ),
+        route(
+            M::GET,
             "/api/v1/tenants/{tenant}/plugins/log",
             "The tenant's plugin log, oldest line first (the newest 256 lines, kept in memory)",
             tenant(R::ADMINS, "plugins:read"),

@@ -458,6 +458,13 @@ fn matrix_cases() -> Vec<Case> {
         ),
         case(
             M::GET,
+            "/api/v1/tenants/{tenant}/usage",
+            T("PT", true),
+            200,
+            N,
+        ),
+        case(
+            M::GET,
             "/api/v1/tenants/{tenant}/plugins/log",
             T("PT", true),
             200,

@@ -457,6 +457,22 @@ impl Control for ServerControl {
         Box::pin(std::future::ready(Ok(list)))
     }
 
+    fn usage(&self, tenant: TenantId) -> BoxFuture<'_, ControlResult<pbx_api::TenantUsage>> {
+        Box::pin(async move {
+            let own = self
+                .store
+                .tenant_limits(tenant)
+                .await
+                .map_err(|e| ControlError::Internal(e.to_string()))?;
+            let Some(plugins) = self.plugins.as_ref() else {
+                return Err(ControlError::Internal(
+                    "the server runs no call policy".into(),
+                ));
+            };
+            Ok(plugins.usage(tenant, &own))
+        })
+    }
+
     fn plugin_log(
         &self,
         tenant: TenantId,

@@ -305,6 +305,16 @@ impl Fraud {
         self.usage.concurrent(tenant)
     }
 
+    /// What the tenant spent today (UTC), cents.
+    pub(crate) fn spend_today(&self, tenant: TenantId, unix_ms: i64) -> u64 {
+        self.usage.spend_today(tenant, unix_ms)
+    }
+
+    /// The limits in force for a tenant whose own are `own`.
+    pub(crate) fn limits_for(&self, own: &store::TenantLimits) -> Limits {
+        self.default_limits.clone().overridden_by(own)
+    }
+
     pub(crate) fn concurrent_extension(&self, tenant: TenantId, extension: &str) -> u32 {
         self.usage.concurrent_extension(tenant, extension)
     }

@@ -535,6 +535,25 @@ impl PluginHost {
 
     /// The plugins quarantined for `tenant`: what each is to the tenant, who
     /// owns it, and why it is quarantined.
+    /// The tenant's calls in progress and spend today, with the limits in
+    /// force for a tenant whose own are `own`.
+    pub(crate) fn usage(
+        &self,
+        tenant: TenantId,
+        own: &store::TenantLimits,
+    ) -> pbx_api::TenantUsage {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let limits = self.fraud.limits_for(own);
+        pbx_api::TenantUsage {
+            concurrent_calls: self.fraud.concurrent(tenant),
+            max_concurrent: limits.max_concurrent_tenant,
+            spend_today_cents: self.fraud.spend_today(tenant, now_ms),
+            daily_cap_cents: limits.daily_cap_cents,
+        }
+    }
+
     /// The tenant's plugin log, oldest line first (empty before any of its
     /// plugins wrote).
     pub(crate) fn log_lines(&self, tenant: TenantId) -> Vec<pbx_api::PluginLogLine> {
