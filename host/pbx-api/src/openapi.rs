@@ -34,16 +34,7 @@ pub(crate) fn document(config: &ApiConfig) -> Value {
     for r in table(config) {
         let mut op = Map::new();
         op.insert("summary".into(), json!(r.summary));
-        op.insert(
-            "operationId".into(),
-            json!(format!(
-                "{}_{}",
-                r.method.as_str().to_lowercase(),
-                r.path
-                    .trim_start_matches('/')
-                    .replace(['/', '{', '}', '.'], "_")
-            )),
-        );
+        op.insert("operationId".into(), json!(r.operation));
         let params = path_params(r.path);
         if !params.is_empty() {
             op.insert("parameters".into(), Value::Array(params));

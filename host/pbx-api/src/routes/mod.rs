@@ -40,6 +40,8 @@ pub(crate) use login::{DUMMY_HASH, totp_for};
 pub(crate) struct Route {
     pub(crate) method: Method,
     pub(crate) path: &'static str,
+    /// The OpenAPI `operationId`: what the call does, in camelCase.
+    pub(crate) operation: &'static str,
     pub(crate) summary: &'static str,
     pub(crate) access: Access,
     handler: MethodRouter<ApiState>,
@@ -48,6 +50,7 @@ pub(crate) struct Route {
 fn route(
     method: Method,
     path: &'static str,
+    operation: &'static str,
     summary: &'static str,
     access: Access,
     handler: MethodRouter<ApiState>,
@@ -55,6 +58,7 @@ fn route(
     Route {
         method,
         path,
+        operation,
         summary,
         access,
         handler,
@@ -78,6 +82,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::GET,
             "/healthz",
+            "getHealth",
             "Liveness check",
             Access::Public,
             get(system::healthz),
@@ -85,6 +90,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::GET,
             "/metrics",
+            "getMetrics",
             "Prometheus metrics",
             Access::Public,
             get(system::metrics),
@@ -92,6 +98,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::GET,
             "/api/v1/openapi.json",
+            "getOpenApiDocument",
             "This document",
             Access::Public,
             get(system::openapi),
@@ -99,6 +106,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::POST,
             "/api/v1/auth/login",
+            "login",
             "Log in; returns a short-lived token",
             Access::Public,
             post(login::login),
@@ -106,6 +114,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::POST,
             "/api/v1/auth/totp/enroll",
+            "enrollTotp",
             "Start TOTP enrollment",
             Access::Session,
             post(login::totp_enroll),
@@ -113,6 +122,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::POST,
             "/api/v1/auth/totp/confirm",
+            "confirmTotp",
             "Confirm TOTP enrollment with a code",
             Access::Session,
             post(login::totp_confirm),
@@ -120,6 +130,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::GET,
             "/api/v1/auth/session",
+            "getSession",
             "Who the caller's session is: username, role, tenant, scopes",
             Access::Session,
             get(login::whoami),
@@ -127,6 +138,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::POST,
             "/api/v1/auth/logout",
+            "logout",
             "Log out: every session of the caller ends",
             Access::Session,
             post(login::logout),
@@ -134,6 +146,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::POST,
             "/api/v1/auth/password",
+            "changePassword",
             "Change one's own password (every session ends)",
             Access::Session,
             post(login::change_password),
@@ -141,6 +154,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::GET,
             "/api/v1/tenants",
+            "listTenants",
             "List tenants",
             global(R::PROVIDER, "tenants:read"),
             get(tenants::list),
@@ -148,6 +162,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::POST,
             "/api/v1/tenants",
+            "createTenant",
             "Create a tenant",
             global(R::PROVIDER, "tenants:write"),
             post(tenants::create),
@@ -155,6 +170,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::GET,
             "/api/v1/tenants/{tenant}",
+            "getTenant",
             "Show a tenant",
             tenant(R::ADMINS, "tenants:read"),
             get(tenants::show),
@@ -162,6 +178,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::DELETE,
             "/api/v1/tenants/{tenant}",
+            "deleteTenant",
             "Delete a tenant and purge its data",
             tenant(R::PROVIDER, "tenants:write"),
             delete(tenants::remove),
@@ -169,6 +186,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::POST,
             "/api/v1/tenants/{tenant}/suspend",
+            "suspendTenant",
             "Suspend a tenant",
             tenant(R::PROVIDER, "tenants:write"),
             post(tenants::suspend),
@@ -176,6 +194,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::POST,
             "/api/v1/tenants/{tenant}/resume",
+            "resumeTenant",
             "Resume a tenant",
             tenant(R::PROVIDER, "tenants:write"),
             post(tenants::resume),
@@ -183,6 +202,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/limits",
+            "getTenantLimits",
             "Show a tenant's call limits (null: the host default)",
             tenant(R::ADMINS, "tenants:read"),
             get(settings::limits),
@@ -190,6 +210,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::PUT,
             "/api/v1/tenants/{tenant}/limits",
+            "setTenantLimits",
             "Replace a tenant's call limits",
             tenant(R::PROVIDER, "tenants:write"),
             put(settings::set_limits),
@@ -197,6 +218,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/calendar",
+            "getTenantCalendar",
             "Show a tenant's calendar: time zone and holidays, as its call handlers read them",
             tenant(R::ADMINS, "tenants:read"),
             get(settings::calendar),
@@ -204,6 +226,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::PUT,
             "/api/v1/tenants/{tenant}/calendar",
+            "setTenantCalendar",
             "Replace a tenant's calendar (an IANA time zone and up to 1,000 holidays)",
             tenant(R::ADMINS, "tenants:write"),
             put(settings::set_calendar),
@@ -211,6 +234,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/call-recording",
+            "getCallRecording",
             "Show whether the tenant's answered calls are recorded",
             tenant(R::ADMINS, "tenants:read"),
             get(settings::call_recording),
@@ -218,6 +242,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::PUT,
             "/api/v1/tenants/{tenant}/call-recording",
+            "setCallRecording",
             "Record (or stop recording) the tenant's answered calls; both parties hear the recording-notice prompt first",
             tenant(R::ADMINS, "tenants:write"),
             put(settings::set_call_recording),
@@ -225,6 +250,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::PUT,
             "/api/v1/tenants/{tenant}/media-encryption",
+            "setMediaEncryption",
             "Set a tenant's SRTP policy (required, optional or disabled)",
             tenant(R::ADMINS, "tenants:write"),
             put(settings::set_media_encryption),
@@ -232,6 +258,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::PUT,
             "/api/v1/tenants/{tenant}/digest",
+            "setTenantDigest",
             "Set the digest algorithms offered to a tenant's phones (null: the server default, MD5)",
             tenant(R::PROVIDER, "tenants:write"),
             put(settings::set_tenant_digest),
@@ -239,6 +266,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::PUT,
             "/api/v1/tenants/{tenant}/extensions/{number}/digest",
+            "setExtensionDigest",
             "Set the digest algorithms offered to one extension (null: its tenant's)",
             tenant(R::PROVIDER, "extensions:write"),
             put(settings::set_extension_digest),
@@ -246,6 +274,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::POST,
             "/api/v1/tenants/{tenant}/domains",
+            "addTenantDomain",
             "Add a SIP domain",
             tenant(R::PROVIDER, "tenants:write"),
             post(tenants::add_domain),
@@ -253,6 +282,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/extensions",
+            "listExtensions",
             "List extensions",
             tenant(R::ADMINS, "extensions:read"),
             get(extensions::list),
@@ -260,6 +290,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::POST,
             "/api/v1/tenants/{tenant}/extensions",
+            "createExtension",
             "Create an extension (a generated password is shown once)",
             tenant(R::ADMINS, "extensions:write"),
             post(extensions::create),
@@ -267,6 +298,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::DELETE,
             "/api/v1/tenants/{tenant}/extensions/{number}",
+            "deleteExtension",
             "Delete an extension",
             tenant(R::ADMINS, "extensions:write"),
             delete(extensions::remove),
@@ -274,6 +306,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::PUT,
             "/api/v1/tenants/{tenant}/extensions/{number}/password",
+            "setExtensionPassword",
             "Set or generate an extension's SIP password",
             tenant(R::ALL, "extensions:write"),
             put(extensions::set_password),
@@ -281,6 +314,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/extensions/{number}/forwarding",
+            "getForwarding",
             "Show an extension's call forwarding and do-not-disturb",
             tenant(R::ADMINS, "extensions:read"),
             get(extensions::forwarding),
@@ -288,6 +322,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::PUT,
             "/api/v1/tenants/{tenant}/extensions/{number}/forwarding",
+            "setForwarding",
             "Replace an extension's call forwarding (always, busy, no answer after N seconds) and do-not-disturb",
             tenant(R::ADMINS, "extensions:write"),
             put(extensions::set_forwarding),
@@ -295,6 +330,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/prompts",
+            "listPrompts",
             "List the tenant's prompts",
             tenant(R::ADMINS, "prompts:read"),
             get(prompts::list),
@@ -302,6 +338,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::PUT,
             "/api/v1/tenants/{tenant}/prompts/{name}",
+            "putPrompt",
             "Upload a prompt (audio/wav 16-bit 8 kHz mono, audio/basic PCMU, audio/pcma), counted against the media quota",
             tenant(R::ADMINS, "prompts:write"),
             put(prompts::put).layer(DefaultBodyLimit::max(pbx_media::upload::MAX_UPLOAD_BYTES)),
@@ -309,6 +346,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/prompts/{name}",
+            "downloadPrompt",
             "Download a prompt as WAV",
             tenant(R::ADMINS, "prompts:read"),
             get(prompts::get),
@@ -316,6 +354,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::DELETE,
             "/api/v1/tenants/{tenant}/prompts/{name}",
+            "deletePrompt",
             "Delete a prompt",
             tenant(R::ADMINS, "prompts:write"),
             delete(prompts::delete),
@@ -323,6 +362,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/recordings",
+            "listRecordings",
             "List the tenant's call recordings",
             tenant(R::ADMINS, "recordings:read"),
             get(recordings::list),
@@ -330,6 +370,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/recordings/{id}",
+            "downloadRecording",
             "Download a call recording as WAV",
             tenant(R::ADMINS, "recordings:read"),
             get(recordings::download),
@@ -337,6 +378,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::DELETE,
             "/api/v1/tenants/{tenant}/recordings/{id}",
+            "deleteRecording",
             "Delete a call recording",
             tenant(R::ADMINS, "recordings:write"),
             delete(recordings::delete),
@@ -344,6 +386,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/voicemail/retention",
+            "getVoicemailRetention",
             "Show how many days the tenant keeps voicemail",
             tenant(R::ADMINS, "voicemail:read"),
             get(voicemail::retention),
@@ -351,6 +394,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::PUT,
             "/api/v1/tenants/{tenant}/voicemail/retention",
+            "setVoicemailRetention",
             "Set how many days the tenant keeps voicemail (null: the default)",
             tenant(R::ADMINS, "voicemail:write"),
             put(voicemail::set_retention),
@@ -358,6 +402,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/voicemail/{mailbox}/messages",
+            "listVoicemailMessages",
             "List a mailbox's voicemail messages (a user: their own extension's only)",
             tenant(R::ALL, "voicemail:read"),
             get(voicemail::list),
@@ -365,6 +410,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/voicemail/{mailbox}/messages/{id}",
+            "downloadVoicemailMessage",
             "Download a voicemail message as WAV",
             tenant(R::ALL, "voicemail:read"),
             get(voicemail::download),
@@ -372,6 +418,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::PATCH,
             "/api/v1/tenants/{tenant}/voicemail/{mailbox}/messages/{id}",
+            "markVoicemailMessage",
             "Mark a voicemail message heard or saved",
             tenant(R::ALL, "voicemail:write"),
             patch(voicemail::mark),
@@ -379,6 +426,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::DELETE,
             "/api/v1/tenants/{tenant}/voicemail/{mailbox}/messages/{id}",
+            "deleteVoicemailMessage",
             "Delete a voicemail message",
             tenant(R::ALL, "voicemail:write"),
             delete(voicemail::delete),
@@ -386,6 +434,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::PUT,
             "/api/v1/tenants/{tenant}/voicemail/{mailbox}/pin",
+            "setVoicemailPin",
             "Set a mailbox's PIN (4 to 12 digits, stored hashed)",
             tenant(R::ALL, "voicemail:write"),
             put(voicemail::set_pin),
@@ -393,6 +442,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::GET,
             "/api/v1/users",
+            "listUsers",
             "List provider admins",
             global(R::PROVIDER, "users:read"),
             get(users::list_admins),
@@ -400,6 +450,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::POST,
             "/api/v1/users",
+            "createUser",
             "Create a user of any role",
             global(R::PROVIDER, "users:write"),
             post(users::create_any),
@@ -407,6 +458,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::DELETE,
             "/api/v1/users/{username}",
+            "deleteUser",
             "Remove a provider admin (never the last one)",
             global(R::PROVIDER, "users:write"),
             delete(users::remove_admin),
@@ -414,6 +466,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/users",
+            "listTenantUsers",
             "List a tenant's users",
             tenant(R::ADMINS, "users:read"),
             get(users::list),
@@ -421,6 +474,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::POST,
             "/api/v1/tenants/{tenant}/users",
+            "createTenantUser",
             "Create a tenant user",
             tenant(R::ADMINS, "users:write"),
             post(users::create),
@@ -428,6 +482,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::DELETE,
             "/api/v1/tenants/{tenant}/users/{username}",
+            "deleteTenantUser",
             "Delete a tenant user",
             tenant(R::ADMINS, "users:write"),
             delete(users::remove),
@@ -435,6 +490,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::PATCH,
             "/api/v1/tenants/{tenant}/users/{username}",
+            "updateTenantUser",
             "Change a tenant user's role, password or disabled flag (its sessions end)",
             tenant(R::ADMINS, "users:write"),
             patch(users::change),
@@ -442,6 +498,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/tokens",
+            "listTokens",
             "List integration tokens",
             tenant(R::ADMINS, "tokens:write"),
             get(tokens::list),
@@ -449,6 +506,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::POST,
             "/api/v1/tenants/{tenant}/tokens",
+            "createToken",
             "Issue an integration token (shown once)",
             tenant(R::ADMINS, "tokens:write"),
             post(tokens::create),
@@ -456,6 +514,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::DELETE,
             "/api/v1/tenants/{tenant}/tokens/{id}",
+            "revokeToken",
             "Revoke an integration token",
             tenant(R::ADMINS, "tokens:write"),
             delete(tokens::revoke),
@@ -463,6 +522,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/cdrs",
+            "listCdrs",
             "List call records",
             tenant(R::ALL, "cdrs:read"),
             get(cdrs::list),
@@ -470,6 +530,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/cdrs/export",
+            "exportCdrs",
             "Export call records as CSV or JSON (streamed)",
             tenant(R::ALL, "cdrs:read"),
             get(cdrs::export),
@@ -477,6 +538,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::GET,
             "/api/v1/audit",
+            "listAudit",
             "Read the audit log",
             global(R::ADMINS, "audit:read"),
             get(audit::list),
@@ -484,6 +546,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::POST,
             "/api/v1/audit/verify",
+            "verifyAudit",
             "Verify the whole audit chain (and its purge checkpoints) with the data directory's key",
             global(R::PROVIDER, "audit:read"),
             post(audit::verify),
@@ -491,6 +554,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/calls",
+            "listCalls",
             "List calls in progress",
             tenant(R::ADMINS, "calls:read"),
             get(control::calls),
@@ -498,6 +562,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::DELETE,
             "/api/v1/tenants/{tenant}/calls/{call_id}",
+            "hangUpCall",
             "Hang up a call",
             tenant(R::ADMINS, "calls:control"),
             delete(control::hangup),
@@ -505,6 +570,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/plugins",
+            "listPlugins",
             "List dial-plan plugin versions",
             tenant(R::ADMINS, "plugins:read"),
             get(control::plugins),
@@ -512,6 +578,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::POST,
             "/api/v1/tenants/{tenant}/plugins",
+            "uploadPlugin",
             "Upload a dial-plan component (application/wasm)",
             tenant(R::ADMINS, "plugins:write"),
             post(control::install).layer(plugin_limit),
@@ -519,6 +586,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::POST,
             "/api/v1/tenants/{tenant}/plugins/{version}/activate",
+            "activatePlugin",
             "Activate a plugin version",
             tenant(R::ADMINS, "plugins:write"),
             post(control::activate),
@@ -526,6 +594,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::POST,
             "/api/v1/tenants/{tenant}/plugins/rollback",
+            "rollbackPlugin",
             "Roll back to the previous plugin version",
             tenant(R::ADMINS, "plugins:write"),
             post(control::rollback),
@@ -533,6 +602,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/plugins/quarantine",
+            "listQuarantines",
             "Plugins quarantined for the tenant, with the reason",
             tenant(R::ADMINS, "plugins:read"),
             get(control::quarantines),
@@ -540,6 +610,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/usage",
+            "getTenantUsage",
             "The tenant's calls in progress and spend today, against its limits in force",
             tenant(R::ADMINS, "calls:read"),
             get(control::usage),
@@ -547,6 +618,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/plugins/log",
+            "getPluginLog",
             "The tenant's plugin log, oldest line first (the newest 256 lines, kept in memory)",
             tenant(R::ADMINS, "plugins:read"),
             get(control::plugin_log),
@@ -554,6 +626,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/plugins/log/export",
+            "exportPluginLog",
             "Export the tenant's plugin log as CSV or JSON (?since_ms&until_ms&format)",
             tenant(R::ADMINS, "plugins:read"),
             get(export::plugin_log),
@@ -561,6 +634,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::DELETE,
             "/api/v1/tenants/{tenant}/plugins/quarantine/{hash}",
+            "liftQuarantine",
             "Lift a plugin's quarantine (a provider policy's: provider only)",
             tenant(R::ADMINS, "plugins:write"),
             delete(control::lift_quarantine),
@@ -568,6 +642,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::GET,
             "/api/v1/policies",
+            "listPolicies",
             "List policy plugins",
             global(R::PROVIDER, "plugins:read"),
             get(policies::list),
@@ -575,6 +650,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::POST,
             "/api/v1/policies",
+            "installPolicy",
             "Upload a policy component (application/wasm; ?name=NAME[&tenant=ID])",
             global(R::PROVIDER, "plugins:write"),
             post(policies::install).layer(plugin_limit),
@@ -582,6 +658,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::DELETE,
             "/api/v1/policies/{name}",
+            "removePolicy",
             "Remove a policy plugin",
             global(R::PROVIDER, "plugins:write"),
             delete(policies::remove),
@@ -589,6 +666,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::GET,
             "/api/v1/policies/{name}/config",
+            "listPolicyConfig",
             "List the provider's configuration of a policy (?tenant=ID: that tenant's overrides)",
             global(R::PROVIDER, "plugins:read"),
             get(plugin_config::provider_list),
@@ -596,6 +674,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::GET,
             "/api/v1/policies/{name}/config/{key}",
+            "getPolicyConfig",
             "Read one key of a policy's configuration (?tenant=ID: the override)",
             global(R::PROVIDER, "plugins:read"),
             get(plugin_config::provider_get),
@@ -603,6 +682,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::PUT,
             "/api/v1/policies/{name}/config/{key}",
+            "setPolicyConfig",
             "Set one key of a policy's configuration ({\"value\": ...}; ?tenant=ID: an override)",
             global(R::PROVIDER, "plugins:write"),
             put(plugin_config::provider_set),
@@ -610,6 +690,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::DELETE,
             "/api/v1/policies/{name}/config/{key}",
+            "deletePolicyConfig",
             "Remove one key of a policy's configuration (?tenant=ID: the override)",
             global(R::PROVIDER, "plugins:write"),
             delete(plugin_config::provider_delete),
@@ -617,6 +698,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/storage",
+            "listStorage",
             "List a tenant's plugin storage",
             tenant(R::ADMINS, "plugins:read"),
             get(plugin_config::storage_list),
@@ -624,6 +706,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/storage/{key}",
+            "getStorageKey",
             "Read one key of a tenant's plugin storage",
             tenant(R::ADMINS, "plugins:read"),
             get(plugin_config::storage_get),
@@ -631,6 +714,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::PUT,
             "/api/v1/tenants/{tenant}/storage/{key}",
+            "setStorageKey",
             "Set one key of a tenant's plugin storage ({\"value\": ...})",
             tenant(R::ADMINS, "plugins:write"),
             put(plugin_config::storage_set),
@@ -638,6 +722,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::DELETE,
             "/api/v1/tenants/{tenant}/storage/{key}",
+            "deleteStorageKey",
             "Remove one key of a tenant's plugin storage",
             tenant(R::ADMINS, "plugins:write"),
             delete(plugin_config::storage_delete),
@@ -645,6 +730,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/policies",
+            "listTenantPolicies",
             "List the tenant's own policies",
             tenant(R::ADMINS, "plugins:read"),
             get(plugin_config::tenant_policies),
@@ -652,6 +738,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::POST,
             "/api/v1/tenants/{tenant}/policies",
+            "installTenantPolicy",
             "Upload one of the tenant's own policies (application/wasm; ?name=NAME); runs after the provider's",
             tenant(R::ADMINS, "plugins:write"),
             post(plugin_config::tenant_policy_install).layer(plugin_limit),
@@ -659,6 +746,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::DELETE,
             "/api/v1/tenants/{tenant}/policies/{name}",
+            "removeTenantPolicy",
             "Remove one of the tenant's own policies",
             tenant(R::ADMINS, "plugins:write"),
             delete(plugin_config::tenant_policy_remove),
@@ -666,6 +754,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/policies/{name}/config",
+            "listTenantPolicyConfig",
             "List the tenant's configuration of its own policy",
             tenant(R::ADMINS, "plugins:read"),
             get(plugin_config::tenant_config_list),
@@ -673,6 +762,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::PUT,
             "/api/v1/tenants/{tenant}/policies/{name}/config/{key}",
+            "setTenantPolicyConfig",
             "Set one key of the tenant's own policy's configuration ({\"value\": ...})",
             tenant(R::ADMINS, "plugins:write"),
             put(plugin_config::tenant_config_set),
@@ -680,6 +770,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::DELETE,
             "/api/v1/tenants/{tenant}/policies/{name}/config/{key}",
+            "deleteTenantPolicyConfig",
             "Remove one key of the tenant's own policy's configuration",
             tenant(R::ADMINS, "plugins:write"),
             delete(plugin_config::tenant_config_delete),
@@ -687,6 +778,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::GET,
             "/api/v1/approvals",
+            "listApprovals",
             "List pending destination approvals (?tenant=ID narrows)",
             global(R::PROVIDER, "approvals:read"),
             get(approvals::queue),
@@ -694,6 +786,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/approvals",
+            "listTenantApprovals",
             "List a tenant's destination approvals",
             tenant(R::ADMINS, "approvals:read"),
             get(approvals::list),
@@ -701,6 +794,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::POST,
             "/api/v1/approvals/{id}/grant",
+            "grantApproval",
             "Grant a pending destination approval",
             global(R::PROVIDER, "approvals:write"),
             post(approvals::grant),
@@ -708,6 +802,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::POST,
             "/api/v1/approvals/{id}/deny",
+            "denyApproval",
             "Deny a pending destination approval",
             global(R::PROVIDER, "approvals:write"),
             post(approvals::deny),
@@ -715,6 +810,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/alerts",
+            "listTenantAlerts",
             "List a tenant's alerts",
             tenant(R::ADMINS, "alerts:read"),
             get(control::tenant_alerts),
@@ -722,6 +818,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/alerts/export",
+            "exportTenantAlerts",
             "Export a tenant's alerts as CSV or JSON (?since_ms&until_ms&format, streamed)",
             tenant(R::ADMINS, "alerts:read"),
             get(export::alerts),
@@ -729,6 +826,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/audit/export",
+            "exportTenantAudit",
             "Export a tenant's audit entries as CSV or JSON (?since_ms&until_ms&format, streamed)",
             tenant(R::ADMINS, "audit:read"),
             get(export::audit),
@@ -736,6 +834,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/trunks",
+            "listTrunks",
             "List trunks",
             tenant(R::ADMINS, "trunks:read"),
             get(control::trunks),
@@ -743,6 +842,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::POST,
             "/api/v1/tenants/{tenant}/trunks",
+            "addTrunk",
             "Add a trunk",
             tenant(R::ADMINS, "trunks:write"),
             post(control::add_trunk),
@@ -750,6 +850,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::DELETE,
             "/api/v1/tenants/{tenant}/trunks/{name}",
+            "removeTrunk",
             "Remove a trunk",
             tenant(R::ADMINS, "trunks:write"),
             delete(control::remove_trunk),
@@ -757,6 +858,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/dids",
+            "listDids",
             "List DIDs",
             tenant(R::ADMINS, "trunks:read"),
             get(control::dids),
@@ -764,6 +866,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::POST,
             "/api/v1/tenants/{tenant}/dids",
+            "addDid",
             "Assign a DID",
             tenant(R::PROVIDER, "trunks:write"),
             post(control::add_did),
@@ -771,6 +874,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::DELETE,
             "/api/v1/tenants/{tenant}/dids/{number}",
+            "removeDid",
             "Take a DID away from the tenant",
             tenant(R::PROVIDER, "trunks:write"),
             delete(control::remove_did),
@@ -778,6 +882,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::GET,
             "/api/v1/alerts",
+            "listAlerts",
             "List all alerts",
             global(R::PROVIDER, "alerts:read"),
             get(control::all_alerts),
@@ -785,6 +890,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::GET,
             "/api/v1/bans",
+            "listBans",
             "List banned addresses",
             global(R::PROVIDER, "bans:read"),
             get(control::bans),
@@ -792,6 +898,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         route(
             M::DELETE,
             "/api/v1/bans/{address}",
+            "liftBan",
             "Lift a ban",
             global(R::PROVIDER, "bans:write"),
             delete(control::unban),

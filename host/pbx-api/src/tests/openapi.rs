@@ -44,3 +44,25 @@ async fn openapi_lists_every_route() {
     }
     assert_eq!(count, table.len());
 }
+
+/// Operations have intent names (`listExtensions`), each unique, in
+/// camelCase.
+#[test]
+fn operations_have_unique_intent_names() {
+    let table = crate::routes::table(&crate::ApiConfig::default());
+    let mut seen = std::collections::HashSet::new();
+    for r in &table {
+        let name = r.operation;
+        assert!(
+            name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+                && name.chars().all(|c| c.is_ascii_alphanumeric()),
+            "{name} is not camelCase"
+        );
+        assert!(seen.insert(name), "{name} names two operations");
+    }
+    let doc = crate::openapi::document(&crate::ApiConfig::default());
+    assert_eq!(
+        doc["paths"]["/api/v1/tenants/{tenant}/extensions"]["get"]["operationId"],
+        "listExtensions"
+    );
+}
