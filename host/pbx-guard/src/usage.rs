@@ -327,6 +327,16 @@ impl Usage {
         })
     }
 
+    /// The limits in force for `tenant`: its own, else the defaults.
+    pub fn limits(&self, tenant: TenantId) -> Limits {
+        let inner = self.inner.lock();
+        inner
+            .tenants
+            .get(&tenant)
+            .and_then(|t| t.limits.clone())
+            .unwrap_or_else(|| inner.config.defaults.clone())
+    }
+
     /// Calls in progress for the tenant.
     pub fn concurrent(&self, tenant: TenantId) -> u32 {
         let inner = self.inner.lock();

@@ -76,6 +76,10 @@
 //! max_alert_days = 365
 //! audit_days = 2555                # the audit log (purged behind a keyed checkpoint)
 //!
+//! [cluster]                        # several nodes; absent: one node
+//! redis = "redis://127.0.0.1:6379" # where per-tenant limits are counted for all nodes
+//! node = "pbx-1"                   # this node's id (default: the host name)
+//!
 //! [extensions]                     # SIP password ageing; off by default
 //! password_max_age_days = 90       # older: an alert to the tenant (phones keep working)
 //! password_warn_days = 14
@@ -161,6 +165,19 @@ pub struct FileConfig {
     pub extensions: ExtensionsSection,
     #[serde(default)]
     pub retention: RetentionSection,
+    /// `[cluster]`: what several nodes share; none without it.
+    pub cluster: Option<ClusterSection>,
+}
+
+/// `[cluster]`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// The Redis (or Valkey) that per-tenant limits are counted in across
+    /// nodes: `redis://HOST:PORT` or `unix:///path/redis.sock`.
+    pub redis: String,
+    /// This node's id, unique in the cluster (default: the host name).
+    pub node: Option<String>,
 }
 
 /// `[retention]`: how long call records and alerts are kept, in days.
@@ -458,6 +475,21 @@ impl Settings {
         serve.advertise = advertise;
         serve.guard = guard_options(&file.guard)?;
         serve.fraud = fraud_options(&file.fraud)?;
+        if let Some(cluster) = &file.cluster {
+            let node = match &cluster.node {
+                Some(n) => n.clone(),
+                None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|h| h.trim().to_string())
+                    .unwrap_or_default(),
+            };
+            if node.is_empty() {
+                return Err(Error::Config("cluster.node: give this node an id".into()));
+            }
+            serve.fraud.shared_counters = Some(crate::server::SharedCountersConfig {
+                url: cluster.redis.clone(),
+                node,
+            });
+        }
         serve.tls_files = tls_files(&file.sip, args)?;
         serve.tls_ca = args.tls_ca.clone().or_else(|| file.sip.tls_ca.clone());
         if !tls.is_empty() && serve.tls_files.is_none() {

@@ -140,7 +140,7 @@ impl Pbx {
     }
 
     /// The tenants and their extensions, stored; nothing served yet.
-    async fn provisioned() -> Pbx {
+    pub(crate) async fn provisioned() -> Pbx {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::open(dir.path()).await.expect("open store");
         let acme = store

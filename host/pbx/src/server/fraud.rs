@@ -57,6 +57,16 @@ pub struct FraudConfig {
     pub patterns: PatternConfig,
     /// Where alerts are pushed, signed (none: stored and logged only).
     pub webhook: Option<Webhook>,
+    /// Count per-tenant limits in a Redis shared by the cluster's nodes
+    /// (none: in this process).
+    pub shared_counters: Option<SharedCountersConfig>,
+}
+
+/// `[cluster]`: the shared counters' Redis and this node's id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedCountersConfig {
+    pub url: String,
+    pub node: String,
 }
 
 impl Default for FraudConfig {
@@ -82,6 +92,7 @@ impl Default for FraudConfig {
             usage,
             patterns: PatternConfig::default(),
             webhook: None,
+            shared_counters: None,
         }
     }
 }
@@ -116,10 +127,19 @@ impl Fraud {
             queue
         });
         let usage = Arc::new(Usage::new(config.usage.clone()));
+        let counters: Arc<dyn pbx_core::decision::Counters> = match &config.shared_counters {
+            Some(shared) => super::shared_counters::SharedCounters::start(
+                &shared.url,
+                &shared.node,
+                usage.clone(),
+            )
+            .map_err(|e| anyhow::anyhow!("cluster counters at {}: {e}", shared.url))?,
+            None => usage.clone(),
+        };
         Ok(Fraud {
             destinations: Destinations::new(&config.classifier)
                 .map_err(|e| anyhow::anyhow!("fraud classifier: {e}"))?,
-            admission: Admission::new(usage.clone(), config.patterns.clone()),
+            admission: Admission::new(counters, config.patterns.clone()),
             usage,
             default_limits: config.usage.defaults.clone(),
             approvals: RwLock::new(Arc::new(Approvals::default())),

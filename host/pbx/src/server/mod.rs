@@ -41,6 +41,7 @@ mod plugins;
 mod reload;
 mod retention;
 mod shard_task;
+pub mod shared_counters;
 pub mod siem;
 pub mod sip_tls;
 mod tcp;
@@ -64,7 +65,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use fraud::FraudConfig;
+pub use fraud::{FraudConfig, SharedCountersConfig};
 pub use guard::{GuardOptions, loopback_nets};
 use io::Io;
 pub use media::MediaOptions;

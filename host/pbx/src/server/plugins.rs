@@ -533,8 +533,6 @@ impl PluginHost {
         }
     }
 
-    /// The plugins quarantined for `tenant`: what each is to the tenant, who
-    /// owns it, and why it is quarantined.
     /// The tenant's calls in progress and spend today, with the limits in
     /// force for a tenant whose own are `own`.
     pub(crate) fn usage(
@@ -577,6 +575,8 @@ impl PluginHost {
             .collect()
     }
 
+    /// The plugins quarantined for `tenant`: what each is to the tenant, who
+    /// owns it, and why it is quarantined.
     pub(crate) fn quarantines(&self, tenant: TenantId) -> Vec<pbx_api::QuarantineInfo> {
         let active = self.active.read().clone();
         if !active.tenants.contains_key(&tenant) {
