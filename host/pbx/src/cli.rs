@@ -404,15 +404,8 @@ pub enum BackupCommand {
         /// The archive to write (never overwritten).
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
-        /// Encrypt to the passphrase on standard input (one line; the default
-        /// without --recipient or PBX_BACKUP_PASSPHRASE).
-        #[arg(long, conflicts_with = "recipients")]
-        passphrase_stdin: bool,
-        /// Encrypt to this age public key (repeatable).
-        #[arg(long = "recipient", value_name = "AGE1…")]
-        recipients: Vec<String>,
         #[command(flatten)]
-        env: PassphraseEnv,
+        seal: SealArgs,
     },
     /// Check that an archive decrypts and every file in it is intact,
     /// restoring nothing.
@@ -427,6 +420,20 @@ pub enum BackupCommand {
         #[command(flatten)]
         key: UnlockArgs,
     },
+}
+
+/// Whom a new archive (a backup, a tenant export) is encrypted to.
+#[derive(Debug, clap::Args)]
+pub struct SealArgs {
+    /// Encrypt to the passphrase on standard input (one line; the default
+    /// without --recipient or PBX_BACKUP_PASSPHRASE).
+    #[arg(long, conflicts_with = "recipients")]
+    pub passphrase_stdin: bool,
+    /// Encrypt to this age public key (repeatable).
+    #[arg(long = "recipient", value_name = "AGE1…")]
+    pub recipients: Vec<String>,
+    #[command(flatten)]
+    pub env: PassphraseEnv,
 }
 
 /// What opens a backup archive.
@@ -485,15 +492,8 @@ pub enum TenantCommand {
         /// The file to write (never overwritten).
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
-        /// Encrypt to the passphrase on standard input (one line; the default
-        /// without --recipient or PBX_BACKUP_PASSPHRASE).
-        #[arg(long, conflicts_with = "recipients")]
-        passphrase_stdin: bool,
-        /// Encrypt to this age public key (repeatable).
-        #[arg(long = "recipient", value_name = "AGE1…")]
-        recipients: Vec<String>,
         #[command(flatten)]
-        env: PassphraseEnv,
+        seal: SealArgs,
     },
     /// Add the tenant of an export file to this PBX, with new ids; its
     /// domains, numbers and user names must be free here.

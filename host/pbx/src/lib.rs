@@ -265,12 +265,12 @@ fn passphrase(env: cli::PassphraseEnv) -> anyhow::Result<age::secrecy::SecretStr
     Ok(line.into())
 }
 
-/// Whom a new archive is encrypted to: `recipients`, else the passphrase.
-fn seal(recipients: &[String], env: cli::PassphraseEnv) -> anyhow::Result<backup::Seal> {
-    Ok(if recipients.is_empty() {
-        backup::Seal::Passphrase(passphrase(env)?)
+/// Whom a new archive is encrypted to: its recipients, else the passphrase.
+fn seal(args: cli::SealArgs) -> anyhow::Result<backup::Seal> {
+    Ok(if args.recipients.is_empty() {
+        backup::Seal::Passphrase(passphrase(args.env)?)
     } else {
-        backup::Seal::recipients(recipients)?
+        backup::Seal::recipients(&args.recipients)?
     })
 }
 
@@ -303,11 +303,9 @@ async fn move_tenant(command: TenantCommand, data_dir: &Path) -> anyhow::Result<
         TenantCommand::Export {
             tenant,
             out,
-            passphrase_stdin: _,
-            recipients,
-            env,
+            seal: args,
         } => {
-            let seal = seal(&recipients, env)?;
+            let seal = seal(args)?;
             let t = store
                 .tenant_by_name(&tenant)
                 .await?
@@ -363,13 +361,8 @@ async fn run_backup(command: cli::BackupCommand, data_dir: &Path) -> anyhow::Res
         )
     };
     match command {
-        BackupCommand::Create {
-            out,
-            passphrase_stdin: _,
-            recipients,
-            env,
-        } => {
-            let seal = seal(&recipients, env)?;
+        BackupCommand::Create { out, seal: args } => {
+            let seal = seal(args)?;
             let store = open_store(data_dir).await?;
             let made = backup::create(&store, data_dir, &out, seal).await?;
             println!("backup {}: {}", out.display(), summary(&made));
