@@ -1518,14 +1518,29 @@ fn ban_sync_feeds_the_firewall_program() {
         .await
         .unwrap();
     });
+    // A script written just now can be "busy" to exec while another test's
+    // fork still holds it open (before that child's exec closes it): run
+    // again then.
+    let run = |args: &[&str]| {
+        for _ in 0..50 {
+            let out = pbx(dir.path(), args);
+            if !String::from_utf8_lossy(&out.stderr).contains("Text file busy") {
+                return out;
+            }
+        }
+        panic!("the script stayed busy");
+    };
     let seen = dir.path().join("nft-input");
     let fake = dir.path().join("fake-nft");
     std::fs::write(&fake, format!("#!/bin/sh\ncat > '{}'\n", seen.display())).unwrap();
     std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let out = ok(&pbx(
-        dir.path(),
-        &["ban", "sync", "--once", "--command", fake.to_str().unwrap()],
-    ));
+    let out = ok(&run(&[
+        "ban",
+        "sync",
+        "--once",
+        "--command",
+        fake.to_str().unwrap(),
+    ]));
     assert!(out.contains("applied 1 bans"), "{out}");
     let script = std::fs::read_to_string(&seen).unwrap();
     assert!(script.contains("flush set inet pbx banned4"), "{script}");
@@ -1541,15 +1556,12 @@ fn ban_sync_feeds_the_firewall_program() {
     )
     .unwrap();
     std::fs::set_permissions(&failing, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let err = fails(&pbx(
-        dir.path(),
-        &[
-            "ban",
-            "sync",
-            "--once",
-            "--command",
-            failing.to_str().unwrap(),
-        ],
-    ));
+    let err = fails(&run(&[
+        "ban",
+        "sync",
+        "--once",
+        "--command",
+        failing.to_str().unwrap(),
+    ]));
     assert!(err.contains("Operation not permitted"), "{err}");
 }
