@@ -546,7 +546,12 @@ async fn apply_script(program: &std::path::Path, args: &[&str], script: &str) ->
         .spawn()
         .map_err(|e| Error::Invalid(format!("cannot run {}: {e}", program.display())))?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(script.as_bytes()).await?;
+        // A program that stops reading early (it failed) closes the pipe:
+        // its exit status and output say why.
+        match stdin.write_all(script.as_bytes()).await {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
+            _ => {}
+        }
     }
     let done = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait_with_output())
         .await
