@@ -227,6 +227,20 @@ async function noXss(page) {
   await page.getByText("<script>window.__xss=1</script>", { exact: false }).first().waitFor();
   await noXss(page);
 
+  // The tenant's own records download, for its compliance audits.
+  for (const view of ["alerts", "cdrs"]) {
+    await page.goto(`${url}/#/t/${acme}/${view}`);
+    const href = await page.getByRole("link", { name: "CSV", exact: true }).getAttribute("href");
+    const got = await page.evaluate(async (h) => {
+      const r = await fetch(h);
+      return [r.status, r.headers.get("content-type")];
+    }, href);
+    assert.deepEqual([got[0], got[1].split(";")[0]], [200, "text/csv"], href);
+  }
+  await page.goto(`${url}/#/audit`);
+  await page.getByRole("heading", { name: "Audit log" }).waitFor();
+  await page.getByRole("link", { name: "JSON", exact: true }).waitFor();
+
   // Another tenant's pages are "not found", like pages that do not exist.
   for (const view of ["extensions", "plugins", "cdrs", "alerts"]) {
     await page.goto(`${url}/#/t/${beta}/${view}`);

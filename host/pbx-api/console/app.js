@@ -27,7 +27,7 @@ function el(tag, attrs = {}, ...children) {
 
 function show(...nodes) {
   const main = document.getElementById("main");
-  main.replaceChildren(...nodes);
+  main.replaceChildren(...nodes.flat().filter((n) => n !== null && n !== undefined));
   main.focus();
 }
 
@@ -104,7 +104,7 @@ function renderChrome() {
     links.push([`${t}/overview`, "Overview"], [`${t}/extensions`, "Extensions"], [`${t}/groups`, "Ring groups"], [`${t}/trunks`, "Trunks"],
       [`${t}/plugins`, "Dial plan"], [`${t}/hours`, "Hours"], [`${t}/forwarding`, "Forwarding"],
       [`${t}/calls`, "Live calls"], [`${t}/cdrs`, "Call records"], [`${t}/media`, "Voicemail"],
-      [`${t}/alerts`, "Alerts"]);
+      [`${t}/alerts`, "Alerts"], ["#/audit", "Audit"]);
   }
   nav.replaceChildren(...links.map(([href, label]) =>
     el("a", { href, "aria-current": location.hash.startsWith(href) ? "page" : null }, label)));
@@ -288,6 +288,13 @@ async function enrollView() {
     form, error);
 }
 
+/** Download links of an export route, as CSV and as JSON. */
+function exportLinks(path) {
+  return el("p", {}, "Export: ",
+    el("a", { href: `${API}${path}?format=csv`, download: "" }, "CSV"), " · ",
+    el("a", { href: `${API}${path}?format=json`, download: "" }, "JSON"));
+}
+
 async function tenantsView() {
   const tenants = await api("GET", "/tenants");
   const error = el("p", { class: "error", role: "alert" });
@@ -351,6 +358,7 @@ async function alertsView(tenant) {
   const list = await api("GET", tenant ? `/tenants/${tenant}/alerts` : "/alerts");
   const rows = list.map((a) => [when(a.at_ms || a.created_ms), a.severity, a.event, a.message]);
   show(el("h1", {}, "Alerts"),
+    tenant ? exportLinks(`/tenants/${tenant}/alerts/export`) : null,
     list.length ? table(["When", "Severity", "Event", "Message"], rows) : el("p", {}, "No alerts."));
 }
 
@@ -387,7 +395,9 @@ async function auditView() {
     },
   }, "Verify the chain");
   const rows = list.map((e) => [String(e.id), when(e.at_ms), e.actor, e.action, e.tenant === null ? "" : String(e.tenant), el("span", { class: "mono" }, e.detail)]);
-  show(el("h1", {}, "Audit log"), verify, result, table(["#", "When", "Who", "Action", "Tenant", "Detail"], rows));
+  const tenant = me && me.role !== "provider-admin" ? me.tenant : null;
+  show(el("h1", {}, "Audit log"),
+    tenant === null ? [verify, result] : exportLinks(`/tenants/${tenant}/audit/export`), table(["#", "When", "Who", "Action", "Tenant", "Detail"], rows));
 }
 
 async function extensionsView(tenant) {
@@ -452,6 +462,7 @@ async function pluginsView(tenant) {
     quarantine.length ? table(["Plugin", "Reason", "Lifts in (s)"], quarantine.map((q) => [q.plugin, q.reason, String(q.lifts_in_s)]))
       : el("p", {}, "Nothing is quarantined."),
     el("h2", {}, "Plugin log"),
+    exportLinks(`/tenants/${tenant}/plugins/log/export`),
     log.length ? table(["When", "Level", "Message"], log.map((l) => [when(l.at_ms), l.level, el("span", { class: "mono" }, l.message)]))
       : el("p", {}, "The plugins wrote nothing."));
 }
@@ -461,7 +472,7 @@ async function cdrsView(tenant) {
   const rows = list.map((c) => [when(c.started_at_ms), c.caller, c.callee, c.disposition, String(c.sip_code),
     c.answered_at_ms ? `${Math.round((c.ended_at_ms - c.answered_at_ms) / 1000)} s` : ""]);
   show(el("h1", {}, "Call records"),
-    el("p", {}, el("a", { href: `${API}/tenants/${tenant}/cdrs/export?format=csv` }, "Export as CSV")),
+    exportLinks(`/tenants/${tenant}/cdrs/export`),
     list.length ? table(["Started", "From", "To", "Outcome", "SIP", "Talk"], rows) : el("p", {}, "No calls yet."));
 }
 
