@@ -3,7 +3,7 @@
 //! The same concept as `pbx-guard`'s `acl.rs` at another layer: this one stores the
 //! network ACLs, that one enforces them.
 
-use sqlx::{Row, SqliteConnection};
+use sqlx::{AnyConnection, Row};
 
 use crate::{Error, NetworkAcl, Result, Store, TenantId};
 
@@ -33,7 +33,7 @@ impl Store {
         let mut tx = self.write_tx().await?;
         crate::tenant::ensure_tenant(&mut tx, tenant).await?;
         sqlx::query(
-            "INSERT INTO network_acls (tenant_id, extension, cidr) VALUES (?, ?, ?) \
+            "INSERT INTO network_acls (tenant_id, extension, cidr) VALUES ($1, $2, $3) \
              ON CONFLICT DO NOTHING",
         )
         .bind(tenant.0)
@@ -58,7 +58,7 @@ impl Store {
     ) -> Result<()> {
         let cidr = canonical(cidr)?;
         let done = sqlx::query(
-            "DELETE FROM network_acls WHERE tenant_id = ? AND cidr = ? AND extension = ?",
+            "DELETE FROM network_acls WHERE tenant_id = $1 AND cidr = $2 AND extension = $3",
         )
         .bind(tenant.0)
         .bind(&cidr)
@@ -74,7 +74,7 @@ impl Store {
     /// The tenant's allowed networks.
     pub async fn list_networks(&self, tenant: TenantId) -> Result<Vec<NetworkAcl>> {
         let rows = sqlx::query(
-            "SELECT tenant_id, extension, cidr FROM network_acls WHERE tenant_id = ? \
+            "SELECT tenant_id, extension, cidr FROM network_acls WHERE tenant_id = $1 \
              ORDER BY extension, cidr",
         )
         .bind(tenant.0)
@@ -85,7 +85,7 @@ impl Store {
 }
 
 /// Every tenant's allowed networks (for the directory).
-pub(crate) async fn load_all(conn: &mut SqliteConnection) -> Result<Vec<NetworkAcl>> {
+pub(crate) async fn load_all(conn: &mut AnyConnection) -> Result<Vec<NetworkAcl>> {
     let rows = sqlx::query(
         "SELECT tenant_id, extension, cidr FROM network_acls ORDER BY tenant_id, extension, cidr",
     )
@@ -94,7 +94,7 @@ pub(crate) async fn load_all(conn: &mut SqliteConnection) -> Result<Vec<NetworkA
     rows.iter().map(from_row).collect()
 }
 
-fn from_row(row: &sqlx::sqlite::SqliteRow) -> Result<NetworkAcl> {
+fn from_row(row: &sqlx::any::AnyRow) -> Result<NetworkAcl> {
     let extension: String = row.try_get("extension")?;
     Ok(NetworkAcl {
         tenant: TenantId(row.try_get("tenant_id")?),

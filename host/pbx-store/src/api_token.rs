@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
 use crate::{Error, Result, Store, TenantId};
 
@@ -55,7 +55,7 @@ impl Store {
         crate::tenant::ensure_tenant(&mut tx, tenant).await?;
         let row = sqlx::query(
             "INSERT INTO api_tokens (tenant_id, jti, name, scopes, token_hash, created_by, \
-             created_at_ms, expires_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+             created_at_ms, expires_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
         )
         .bind(tenant.0)
         .bind(&token.jti)
@@ -90,7 +90,7 @@ impl Store {
         let row = sqlx::query(concat!(
             "SELECT ",
             columns!(),
-            " FROM api_tokens WHERE jti = ?"
+            " FROM api_tokens WHERE jti = $1"
         ))
         .bind(jti)
         .fetch_optional(&self.pool)
@@ -103,7 +103,7 @@ impl Store {
         let rows = sqlx::query(concat!(
             "SELECT ",
             columns!(),
-            " FROM api_tokens WHERE tenant_id = ? ORDER BY id"
+            " FROM api_tokens WHERE tenant_id = $1 ORDER BY id"
         ))
         .bind(tenant.0)
         .fetch_all(&self.pool)
@@ -115,8 +115,8 @@ impl Store {
     /// another tenant's token is [`Error::NotFound`].
     pub async fn revoke_api_token(&self, tenant: TenantId, id: i64, now_ms: i64) -> Result<()> {
         let done = sqlx::query(
-            "UPDATE api_tokens SET revoked_at_ms = COALESCE(revoked_at_ms, ?) \
-             WHERE tenant_id = ? AND id = ?",
+            "UPDATE api_tokens SET revoked_at_ms = COALESCE(revoked_at_ms, $1) \
+             WHERE tenant_id = $2 AND id = $3",
         )
         .bind(now_ms)
         .bind(tenant.0)
@@ -130,7 +130,7 @@ impl Store {
     }
 }
 
-fn token_row(row: &SqliteRow) -> Result<ApiToken> {
+fn token_row(row: &AnyRow) -> Result<ApiToken> {
     let scopes: String = row.try_get("scopes")?;
     Ok(ApiToken {
         id: row.try_get("id")?,

@@ -6,8 +6,8 @@
 //! one stores approval requests and grants, that one applies them to calls.
 
 use serde::{Deserialize, Serialize};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
 
 use crate::{Error, Result, Store, TenantId};
 
@@ -132,7 +132,7 @@ impl Store {
         let existing = sqlx::query(concat!(
             "SELECT ",
             approval_columns!(),
-            " FROM approvals WHERE tenant_id = ? AND kind = ? AND target = ? \
+            " FROM approvals WHERE tenant_id = $1 AND kind = $2 AND target = $3 \
              AND status IN ('pending', 'granted') ORDER BY id DESC LIMIT 1"
         ))
         .bind(tenant.0)
@@ -146,7 +146,7 @@ impl Store {
         }
         let row = sqlx::query(concat!(
             "INSERT INTO approvals (tenant_id, kind, target, status, sample_number, requested_ms) \
-             VALUES (?, ?, ?, 'pending', ?, ?) RETURNING ",
+             VALUES ($1, $2, $3, 'pending', $4, $5) RETURNING ",
             approval_columns!()
         ))
         .bind(tenant.0)
@@ -166,7 +166,7 @@ impl Store {
         let rows = sqlx::query(concat!(
             "SELECT ",
             approval_columns!(),
-            " FROM approvals WHERE tenant_id = ? ORDER BY id DESC"
+            " FROM approvals WHERE tenant_id = $1 ORDER BY id DESC"
         ))
         .bind(tenant.0)
         .fetch_all(&self.pool)
@@ -218,10 +218,10 @@ impl Store {
         decided_by: &str,
         now_ms: i64,
     ) -> Result<Approval> {
-        let mut tx: Transaction<'static, Sqlite> = self.write_tx().await?;
+        let mut tx: Transaction<'static, Any> = self.write_tx().await?;
         let row = sqlx::query(concat!(
-            "UPDATE approvals SET status = ?, decided_ms = ?, decided_by = ? \
-             WHERE id = ? AND tenant_id = ? AND status = 'pending' RETURNING ",
+            "UPDATE approvals SET status = $1, decided_ms = $2, decided_by = $3 \
+             WHERE id = $4 AND tenant_id = $5 AND status = 'pending' RETURNING ",
             approval_columns!()
         ))
         .bind(status.as_str())
@@ -244,9 +244,9 @@ impl Store {
     pub async fn approved(&self, tenant: TenantId, class: &str, e164: &str) -> Result<bool> {
         let digits = e164.strip_prefix('+').unwrap_or(e164);
         let row = sqlx::query(
-            "SELECT 1 AS ok FROM approvals WHERE tenant_id = ? AND status = 'granted' \
-             AND ((kind = 'class' AND target = ?) \
-               OR (kind = 'prefix' AND substr(?, 1, length(target)) = target)) \
+            "SELECT 1 AS ok FROM approvals WHERE tenant_id = $1 AND status = 'granted' \
+             AND ((kind = 'class' AND target = $2) \
+               OR (kind = 'prefix' AND substr($3, 1, length(target)) = target)) \
              LIMIT 1",
         )
         .bind(tenant.0)
@@ -258,7 +258,7 @@ impl Store {
     }
 }
 
-fn from_row(row: &SqliteRow) -> Result<Approval> {
+fn from_row(row: &AnyRow) -> Result<Approval> {
     let id: i64 = row.try_get("id")?;
     let bad = |what: &str| Error::Invalid(format!("stored approval {id}: {what}"));
     let kind: String = row.try_get("kind")?;

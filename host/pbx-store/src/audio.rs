@@ -53,7 +53,7 @@ use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use sqlx::{Row, SqliteConnection};
+use sqlx::{AnyConnection, Row};
 
 use crate::{Error, Result, Store, TenantId, TenantLimits, tenant};
 
@@ -422,7 +422,7 @@ impl Store {
         tenant::ensure_tenant(&mut tx, tenant).await?;
         // A concurrent first write may have made one: the first stays.
         sqlx::query(
-            "INSERT INTO tenant_media_keys (tenant_id, sealed_key) VALUES (?, ?) \
+            "INSERT INTO tenant_media_keys (tenant_id, sealed_key) VALUES ($1, $2) \
              ON CONFLICT (tenant_id) DO NOTHING",
         )
         .bind(tenant.0)
@@ -437,7 +437,7 @@ impl Store {
 
     /// The tenant's audio key, if it has one.
     pub(crate) async fn tenant_key(&self, tenant: TenantId) -> Result<Option<TenantKey>> {
-        let row = sqlx::query("SELECT sealed_key FROM tenant_media_keys WHERE tenant_id = ?")
+        let row = sqlx::query("SELECT sealed_key FROM tenant_media_keys WHERE tenant_id = $1")
             .bind(tenant.0)
             .fetch_optional(&self.pool)
             .await?;
@@ -545,8 +545,8 @@ impl Store {
         let own = own_limits(&mut tx, tenant).await?;
         let recorded_ms = recorded_ms(&mut tx, tenant).await?;
         let row = sqlx::query(
-            "SELECT (SELECT COUNT(*) FROM prompts WHERE tenant_id = ?) AS prompts, \
-             (SELECT COUNT(*) FROM voicemail_messages WHERE tenant_id = ?) AS messages",
+            "SELECT (SELECT COUNT(*) FROM prompts WHERE tenant_id = $1) AS prompts, \
+             (SELECT COUNT(*) FROM voicemail_messages WHERE tenant_id = $2) AS messages",
         )
         .bind(tenant.0)
         .bind(tenant.0)
@@ -684,11 +684,11 @@ fn remove_orphans(
 }
 
 /// Bytes of the tenant's prompts and messages.
-pub(crate) async fn bytes_used(conn: &mut SqliteConnection, tenant: TenantId) -> Result<u64> {
+pub(crate) async fn bytes_used(conn: &mut AnyConnection, tenant: TenantId) -> Result<u64> {
     let row = sqlx::query(
-        "SELECT (SELECT COALESCE(SUM(bytes), 0) FROM prompts WHERE tenant_id = ?) \
-         + (SELECT COALESCE(SUM(bytes), 0) FROM voicemail_messages WHERE tenant_id = ?) \
-         + (SELECT COALESCE(SUM(bytes), 0) FROM call_recordings WHERE tenant_id = ?) AS used",
+        "SELECT (SELECT COALESCE(SUM(bytes), 0) FROM prompts WHERE tenant_id = $1) \
+         + (SELECT COALESCE(SUM(bytes), 0) FROM voicemail_messages WHERE tenant_id = $2) \
+         + (SELECT COALESCE(SUM(bytes), 0) FROM call_recordings WHERE tenant_id = $3) AS used",
     )
     .bind(tenant.0)
     .bind(tenant.0)
@@ -701,11 +701,11 @@ pub(crate) async fn bytes_used(conn: &mut SqliteConnection, tenant: TenantId) ->
 
 /// Milliseconds of the tenant's recordings (voicemail messages and recorded
 /// calls).
-pub(crate) async fn recorded_ms(conn: &mut SqliteConnection, tenant: TenantId) -> Result<u64> {
+pub(crate) async fn recorded_ms(conn: &mut AnyConnection, tenant: TenantId) -> Result<u64> {
     let row = sqlx::query(
         "SELECT (SELECT COALESCE(SUM(duration_ms), 0) FROM voicemail_messages \
-           WHERE tenant_id = ?) \
-         + (SELECT COALESCE(SUM(duration_ms), 0) FROM call_recordings WHERE tenant_id = ?) \
+           WHERE tenant_id = $1) \
+         + (SELECT COALESCE(SUM(duration_ms), 0) FROM call_recordings WHERE tenant_id = $2) \
          AS used",
     )
     .bind(tenant.0)
@@ -717,9 +717,9 @@ pub(crate) async fn recorded_ms(conn: &mut SqliteConnection, tenant: TenantId) -
 }
 
 /// The tenant's own media quotas (`None` where it has none).
-async fn own_limits(conn: &mut SqliteConnection, tenant: TenantId) -> Result<TenantLimits> {
+async fn own_limits(conn: &mut AnyConnection, tenant: TenantId) -> Result<TenantLimits> {
     let row = sqlx::query(
-        "SELECT media_storage_bytes, recording_minutes FROM tenant_limits WHERE tenant_id = ?",
+        "SELECT media_storage_bytes, recording_minutes FROM tenant_limits WHERE tenant_id = $1",
     )
     .bind(tenant.0)
     .fetch_optional(conn)
@@ -739,7 +739,7 @@ async fn own_limits(conn: &mut SqliteConnection, tenant: TenantId) -> Result<Ten
 /// Fails with [`Error::QuotaExceeded`] unless the tenant's recordings, with
 /// `adding_ms` more, stay within its recording minutes.
 pub(crate) async fn check_recording_quota(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     tenant: TenantId,
     adding_ms: u64,
 ) -> Result<()> {
@@ -757,7 +757,7 @@ pub(crate) async fn check_recording_quota(
 /// Fails with [`Error::QuotaExceeded`] unless the tenant's audio, with
 /// `adding` bytes more and `freeing` bytes less, stays within its quota.
 pub(crate) async fn check_quota(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     tenant: TenantId,
     adding: u64,
     freeing: u64,

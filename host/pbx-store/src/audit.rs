@@ -10,7 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
 use crate::{Result, Store, TenantId};
 
@@ -99,7 +99,7 @@ impl Store {
         let hash = chain(id, &prev_hash, record);
         sqlx::query(
             "INSERT INTO audit_log (id, at_ms, actor, role, tenant_id, source, action, detail, \
-             prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(id)
         .bind(record.at_ms)
@@ -113,7 +113,7 @@ impl Store {
         .bind(&hash)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("UPDATE audit_head SET last_id = ?, hash = ? WHERE id = 1")
+        sqlx::query("UPDATE audit_head SET last_id = $1, hash = $2 WHERE id = 1")
             .bind(id)
             .bind(&hash)
             .execute(&mut *tx)
@@ -143,8 +143,8 @@ impl Store {
                 sqlx::query(concat!(
                     "SELECT ",
                     columns!(),
-                    " FROM audit_log WHERE tenant_id = ? AND id < ? \
-                     ORDER BY id DESC LIMIT ?"
+                    " FROM audit_log WHERE tenant_id = $1 AND id < $2 \
+                     ORDER BY id DESC LIMIT $3"
                 ))
                 .bind(t.0)
                 .bind(before)
@@ -156,7 +156,7 @@ impl Store {
                 sqlx::query(concat!(
                     "SELECT ",
                     columns!(),
-                    " FROM audit_log WHERE id < ? ORDER BY id DESC LIMIT ?"
+                    " FROM audit_log WHERE id < $1 ORDER BY id DESC LIMIT $2"
                 ))
                 .bind(before)
                 .bind(limit)
@@ -180,8 +180,8 @@ impl Store {
         let rows = sqlx::query(concat!(
             "SELECT ",
             columns!(),
-            " FROM audit_log WHERE tenant_id = ? AND id > ? AND at_ms >= ? AND at_ms < ? \
-             ORDER BY id LIMIT ?"
+            " FROM audit_log WHERE tenant_id = $1 AND id > $2 AND at_ms >= $3 AND at_ms < $4 \
+             ORDER BY id LIMIT $5"
         ))
         .bind(tenant.0)
         .bind(after_id)
@@ -199,7 +199,7 @@ impl Store {
         let rows = sqlx::query(concat!(
             "SELECT ",
             columns!(),
-            " FROM audit_log WHERE id > ? ORDER BY id LIMIT ?"
+            " FROM audit_log WHERE id > $1 ORDER BY id LIMIT $2"
         ))
         .bind(after_id)
         .bind(i64::from(limit))
@@ -379,7 +379,7 @@ impl Store {
         let mark: Option<String> = row.try_get("keyed_after")?;
         if mark.is_none() {
             let last_id: i64 = row.try_get("last_id")?;
-            sqlx::query("UPDATE audit_head SET keyed_after = ? WHERE id = 1")
+            sqlx::query("UPDATE audit_head SET keyed_after = $1 WHERE id = 1")
                 .bind(keying_mark(self.secrets.audit_key(), last_id))
                 .execute(&mut *tx)
                 .await?;
@@ -417,7 +417,7 @@ fn subtle_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn entry_row(row: &SqliteRow) -> Result<AuditEntry> {
+fn entry_row(row: &AnyRow) -> Result<AuditEntry> {
     Ok(AuditEntry {
         id: row.try_get("id")?,
         record: AuditRecord {

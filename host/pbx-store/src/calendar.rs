@@ -10,13 +10,13 @@ use crate::{Calendar, Error, Holiday, Result, Store, TenantId};
 impl Store {
     /// The tenant's calendar (UTC and no holidays until set).
     pub async fn calendar(&self, tenant: TenantId) -> Result<Calendar> {
-        let row = sqlx::query("SELECT time_zone FROM tenants WHERE id = ?")
+        let row = sqlx::query("SELECT time_zone FROM tenants WHERE id = $1")
             .bind(tenant.0)
             .fetch_optional(&self.pool)
             .await?
             .ok_or_else(|| Error::NotFound(format!("tenant {tenant}")))?;
         let holidays =
-            sqlx::query("SELECT day, name FROM tenant_holidays WHERE tenant_id = ? ORDER BY day")
+            sqlx::query("SELECT day, name FROM tenant_holidays WHERE tenant_id = $1 ORDER BY day")
                 .bind(tenant.0)
                 .fetch_all(&self.pool)
                 .await?
@@ -41,7 +41,7 @@ impl Store {
             .validate()
             .map_err(|e| Error::Invalid(e.to_string()))?;
         let mut tx = self.pool.begin().await?;
-        let done = sqlx::query("UPDATE tenants SET time_zone = ? WHERE id = ?")
+        let done = sqlx::query("UPDATE tenants SET time_zone = $1 WHERE id = $2")
             .bind(&calendar.time_zone)
             .bind(tenant.0)
             .execute(&mut *tx)
@@ -49,12 +49,12 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(Error::NotFound(format!("tenant {tenant}")));
         }
-        sqlx::query("DELETE FROM tenant_holidays WHERE tenant_id = ?")
+        sqlx::query("DELETE FROM tenant_holidays WHERE tenant_id = $1")
             .bind(tenant.0)
             .execute(&mut *tx)
             .await?;
         for h in &calendar.holidays {
-            sqlx::query("INSERT INTO tenant_holidays (tenant_id, day, name) VALUES (?, ?, ?)")
+            sqlx::query("INSERT INTO tenant_holidays (tenant_id, day, name) VALUES ($1, $2, $3)")
                 .bind(tenant.0)
                 .bind(&h.date)
                 .bind(&h.name)

@@ -3,9 +3,10 @@
 //! The same concept as `pbx-model`'s `cdr.rs` at another layer: that one defines a
 //! call record, this one stores and exports it.
 
+use crate::sql::QueryBuilder;
 use serde::{Deserialize, Serialize};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::Row;
+use sqlx::any::AnyRow;
 
 use crate::{Cdr, CdrMedia, Disposition, Error, LegMedia, Result, Store, TenantId};
 
@@ -63,7 +64,7 @@ impl Store {
         }
         let mut tx = self.write_tx().await?;
         for chunk in cdrs.chunks(CHUNK) {
-            let mut q = QueryBuilder::<Sqlite>::new(INSERT);
+            let mut q = QueryBuilder::new(INSERT);
             q.push_values(chunk, |mut row, c| {
                 row.push_bind(c.tenant.0)
                     .push_bind(c.caller.as_str())
@@ -86,7 +87,7 @@ impl Store {
                 }
                 row.push_bind(serde_json::to_string(&c.tags).unwrap_or_else(|_| "[]".into()));
             });
-            q.build()
+            q.build()?
                 .persistent(chunk.len() == CHUNK)
                 .execute(&mut *tx)
                 .await?;
@@ -97,8 +98,7 @@ impl Store {
 
     /// The tenant's CDRs matching `filter`, newest first.
     pub async fn list_cdrs(&self, tenant: TenantId, filter: &CdrFilter) -> Result<Vec<Cdr>> {
-        let mut q =
-            QueryBuilder::<Sqlite>::new(format!("SELECT {COLUMNS} FROM cdrs WHERE tenant_id = "));
+        let mut q = QueryBuilder::new(format!("SELECT {COLUMNS} FROM cdrs WHERE tenant_id = "));
         q.push_bind(tenant.0);
         if let Some(since) = filter.since_ms {
             q.push(" AND started_at_ms >= ").push_bind(since);
@@ -122,13 +122,13 @@ impl Store {
             .min(CdrFilter::MAX_LIMIT);
         q.push(" ORDER BY started_at_ms DESC, id DESC LIMIT ")
             .push_bind(i64::from(limit));
-        let rows = q.build().fetch_all(&self.pool).await?;
+        let rows = q.build()?.fetch_all(&self.pool).await?;
         rows.iter().map(from_row).collect()
     }
 }
 
 /// Reads one record from a row holding [`COLUMNS`].
-pub(crate) fn from_row(row: &SqliteRow) -> Result<Cdr> {
+pub(crate) fn from_row(row: &AnyRow) -> Result<Cdr> {
     let tenant = TenantId(row.try_get("tenant_id")?);
     let bad = |what: &str| Error::Invalid(format!("stored CDR of tenant {tenant}: {what}"));
     let disposition: String = row.try_get("disposition")?;
@@ -153,7 +153,7 @@ pub(crate) fn from_row(row: &SqliteRow) -> Result<Cdr> {
     })
 }
 
-fn leg_media(row: &SqliteRow, leg: &str) -> Result<LegMedia> {
+fn leg_media(row: &AnyRow, leg: &str) -> Result<LegMedia> {
     let get = |what: &str| -> Result<u64> {
         let n: i64 = row.try_get(format!("{leg}_{what}").as_str())?;
         Ok(u64::try_from(n).unwrap_or(0))

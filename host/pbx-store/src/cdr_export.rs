@@ -3,7 +3,8 @@
 
 use std::fmt::Write;
 
-use sqlx::{QueryBuilder, Row, Sqlite};
+use crate::sql::QueryBuilder;
+use sqlx::Row;
 
 use crate::cdr::{COLUMNS, from_row};
 use crate::{Cdr, CdrFilter, LegMedia, Result, Store, TenantId};
@@ -96,9 +97,7 @@ impl Store {
         page: u32,
     ) -> Result<(Vec<Cdr>, Option<CdrCursor>)> {
         let page = page.clamp(1, CdrFilter::MAX_LIMIT);
-        let mut q = QueryBuilder::<Sqlite>::new(format!(
-            "SELECT id, {COLUMNS} FROM cdrs WHERE tenant_id = "
-        ));
+        let mut q = QueryBuilder::new(format!("SELECT id, {COLUMNS} FROM cdrs WHERE tenant_id = "));
         q.push_bind(tenant.0);
         if let Some(since) = filter.since_ms {
             q.push(" AND started_at_ms >= ").push_bind(since);
@@ -127,7 +126,7 @@ impl Store {
         }
         q.push(" ORDER BY started_at_ms DESC, id DESC LIMIT ")
             .push_bind(i64::from(page));
-        let rows = q.build().fetch_all(&self.pool).await?;
+        let rows = q.build()?.fetch_all(&self.pool).await?;
         let mut out = Vec::with_capacity(rows.len());
         let mut last = None;
         for row in &rows {

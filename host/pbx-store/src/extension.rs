@@ -2,14 +2,14 @@
 
 use std::collections::HashSet;
 
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
 
 use crate::ha1::{Algorithm, compute_ha1};
 use crate::{DigestAlgorithms, Error, Extension, Result, Store, TenantId, checks, tenant};
 
 const INSERT: &str = "INSERT INTO extensions (tenant_id, number, ha1_md5, ha1_sha256, enabled) \
-                      VALUES (?, ?, ?, ?, 1)";
+                      VALUES ($1, $2, $3, $4, 1)";
 
 impl Store {
     /// Adds an extension to a tenant. Its HA1 digests are computed for the
@@ -64,7 +64,7 @@ impl Store {
         let realm = tenant::realm(&mut tx, tenant).await?;
         let ext = credentials(tenant, number, &realm, password);
         let done = sqlx::query(
-            "UPDATE extensions SET ha1_md5 = ?, ha1_sha256 = ? WHERE tenant_id = ? AND number = ?",
+            "UPDATE extensions SET ha1_md5 = $1, ha1_sha256 = $2 WHERE tenant_id = $3 AND number = $4",
         )
         .bind(&ext.ha1_md5)
         .bind(&ext.ha1_sha256)
@@ -87,7 +87,7 @@ impl Store {
         enabled: bool,
     ) -> Result<()> {
         let done =
-            sqlx::query("UPDATE extensions SET enabled = ? WHERE tenant_id = ? AND number = ?")
+            sqlx::query("UPDATE extensions SET enabled = $1 WHERE tenant_id = $2 AND number = $3")
                 .bind(i64::from(enabled))
                 .bind(tenant.0)
                 .bind(number)
@@ -109,7 +109,7 @@ impl Store {
         digest: Option<&DigestAlgorithms>,
     ) -> Result<()> {
         let done = sqlx::query(
-            "UPDATE extensions SET digest_algorithms = ? WHERE tenant_id = ? AND number = ?",
+            "UPDATE extensions SET digest_algorithms = $1 WHERE tenant_id = $2 AND number = $3",
         )
         .bind(digest.map(ToString::to_string))
         .bind(tenant.0)
@@ -127,7 +127,7 @@ impl Store {
     pub async fn remove_extension(&self, tenant: TenantId, number: &str) -> Result<()> {
         let mut tx = self.write_tx().await?;
         let files = crate::voicemail::take_mailbox_files(&mut tx, tenant, number).await?;
-        let done = sqlx::query("DELETE FROM extensions WHERE tenant_id = ? AND number = ?")
+        let done = sqlx::query("DELETE FROM extensions WHERE tenant_id = $1 AND number = $2")
             .bind(tenant.0)
             .bind(number)
             .execute(&mut *tx)
@@ -147,7 +147,7 @@ impl Store {
         tenant::ensure_tenant(&mut tx, tenant).await?;
         let rows = sqlx::query(
             "SELECT tenant_id, number, ha1_md5, ha1_sha256, enabled, digest_algorithms \
-             FROM extensions WHERE tenant_id = ? ORDER BY number",
+             FROM extensions WHERE tenant_id = $1 ORDER BY number",
         )
         .bind(tenant.0)
         .fetch_all(&mut *tx)
@@ -204,7 +204,7 @@ fn credentials(tenant: TenantId, number: &str, realm: &str, password: &str) -> E
     }
 }
 
-async fn insert(conn: &mut SqliteConnection, ext: &Extension) -> Result<()> {
+async fn insert(conn: &mut AnyConnection, ext: &Extension) -> Result<()> {
     sqlx::query(INSERT)
         .bind(ext.tenant.0)
         .bind(&ext.number)
@@ -218,7 +218,7 @@ async fn insert(conn: &mut SqliteConnection, ext: &Extension) -> Result<()> {
     Ok(())
 }
 
-fn from_row(row: &SqliteRow) -> Result<Extension> {
+fn from_row(row: &AnyRow) -> Result<Extension> {
     let enabled: i64 = row.try_get("enabled")?;
     let tenant = TenantId(row.try_get("tenant_id")?);
     let number: String = row.try_get("number")?;
@@ -235,7 +235,7 @@ fn from_row(row: &SqliteRow) -> Result<Extension> {
 }
 
 /// Every extension of every tenant, ordered by tenant then number.
-pub(crate) async fn load_all(conn: &mut SqliteConnection) -> Result<Vec<Extension>> {
+pub(crate) async fn load_all(conn: &mut AnyConnection) -> Result<Vec<Extension>> {
     let rows = sqlx::query(
         "SELECT tenant_id, number, ha1_md5, ha1_sha256, enabled, digest_algorithms \
          FROM extensions ORDER BY tenant_id, number",

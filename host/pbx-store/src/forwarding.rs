@@ -5,7 +5,7 @@
 //! extension that set anything; the row goes with its extension).
 
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
 use crate::{Error, Forwarding, Result, Store, TenantId};
 
@@ -17,7 +17,7 @@ impl Store {
         ensure_extension(&mut tx, tenant, number).await?;
         let row = sqlx::query(
             "SELECT always_to, busy_to, no_answer_to, no_answer_secs, dnd \
-             FROM extension_forwarding WHERE tenant_id = ? AND number = ?",
+             FROM extension_forwarding WHERE tenant_id = $1 AND number = $2",
         )
         .bind(tenant.0)
         .bind(number)
@@ -43,7 +43,7 @@ impl Store {
         let mut tx = self.write_tx().await?;
         ensure_extension(&mut tx, tenant, number).await?;
         if forwarding.is_default() {
-            sqlx::query("DELETE FROM extension_forwarding WHERE tenant_id = ? AND number = ?")
+            sqlx::query("DELETE FROM extension_forwarding WHERE tenant_id = $1 AND number = $2")
                 .bind(tenant.0)
                 .bind(number)
                 .execute(&mut *tx)
@@ -52,7 +52,7 @@ impl Store {
             sqlx::query(
                 "INSERT INTO extension_forwarding \
                  (tenant_id, number, always_to, busy_to, no_answer_to, no_answer_secs, dnd) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) \
                  ON CONFLICT (tenant_id, number) DO UPDATE SET \
                  always_to = excluded.always_to, busy_to = excluded.busy_to, \
                  no_answer_to = excluded.no_answer_to, \
@@ -64,7 +64,7 @@ impl Store {
             .bind(forwarding.busy.as_deref())
             .bind(forwarding.no_answer.as_deref())
             .bind(i64::from(forwarding.no_answer_secs))
-            .bind(forwarding.dnd)
+            .bind(i64::from(forwarding.dnd))
             .execute(&mut *tx)
             .await?;
         }
@@ -95,11 +95,11 @@ impl Store {
 
 /// [`Error::NotFound`] unless `tenant` has the extension `number`.
 async fn ensure_extension(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut sqlx::AnyConnection,
     tenant: TenantId,
     number: &str,
 ) -> Result<()> {
-    let found = sqlx::query("SELECT 1 FROM extensions WHERE tenant_id = ? AND number = ?")
+    let found = sqlx::query("SELECT 1 FROM extensions WHERE tenant_id = $1 AND number = $2")
         .bind(tenant.0)
         .bind(number)
         .fetch_optional(conn)
@@ -112,7 +112,7 @@ async fn ensure_extension(
     }
 }
 
-fn from_row(r: &SqliteRow) -> Result<Forwarding> {
+fn from_row(r: &AnyRow) -> Result<Forwarding> {
     let secs: i64 = r.try_get("no_answer_secs")?;
     Ok(Forwarding {
         always: r.try_get("always_to")?,
@@ -120,7 +120,7 @@ fn from_row(r: &SqliteRow) -> Result<Forwarding> {
         no_answer: r.try_get("no_answer_to")?,
         no_answer_secs: u32::try_from(secs)
             .map_err(|_| Error::Invalid(format!("stored no_answer_secs {secs}")))?,
-        dnd: r.try_get("dnd")?,
+        dnd: crate::rows::flag(r, "dnd")?,
     })
 }
 

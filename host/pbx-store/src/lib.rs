@@ -62,6 +62,7 @@ mod recording;
 mod registration;
 mod rows;
 mod secret;
+mod sql;
 mod tenant;
 pub use tenant::RecordRetention;
 mod trunk;
@@ -128,22 +129,40 @@ pub fn validate_password(password: &str) -> Result<()> {
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::AnyPool;
+use sqlx::any::AnyPoolOptions;
+use sqlx::{Any, Executor, Row, Transaction};
 
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "pbx.db";
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
+static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
+
+/// Which database a [`Store`] runs on. The SQL is shared; the few statements
+/// that must differ match on this in one place each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// One SQLite file in the data directory (or memory): the default.
+    Sqlite,
+    /// A PostgreSQL database named by a `postgres://` URL.
+    Postgres,
+}
+
+impl Backend {
+    fn migrator(self) -> &'static sqlx::migrate::Migrator {
+        match self {
+            Backend::Sqlite => &SQLITE_MIGRATOR,
+            Backend::Postgres => &SQLITE_MIGRATOR,
+        }
+    }
+}
 
 /// Handle to the PBX database. Clones share one connection pool.
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: AnyPool,
+    backend: Backend,
     /// Encrypts trunk passwords; read from `DATA_DIR/secret.key`.
     secrets: Arc<secret::SecretKey>,
     /// Where tenant audio lives: `DATA_DIR/media`, or memory.
@@ -158,18 +177,36 @@ impl Store {
     pub async fn open(data_dir: &Path) -> Result<Store> {
         create_private_dir(data_dir)?;
         let secrets = secret::SecretKey::load_or_create(&data_dir.join(SECRET_KEY_FILE))?;
-        let options = SqliteConnectOptions::new()
-            .filename(data_dir.join(DB_FILE))
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await?;
-        Store::migrated(pool, secrets, audio::AudioFiles::in_dir(data_dir)).await
+        let pool = sqlite_pool(&sqlite_url(&data_dir.join(DB_FILE))?, 4, "WAL").await?;
+        Store::migrated(
+            pool,
+            Backend::Sqlite,
+            secrets,
+            audio::AudioFiles::in_dir(data_dir),
+        )
+        .await
+    }
+
+    /// Opens the database named by `url` and applies pending migrations:
+    /// `postgres://…` (or `postgresql://…`) for PostgreSQL, or `sqlite://PATH`
+    /// for an SQLite file (as [`Store::open`] does for `data_dir/pbx.db`).
+    /// `data_dir` holds what is not in the database: [`SECRET_KEY_FILE`] and
+    /// the tenants' audio ([`MEDIA_DIR`]).
+    pub async fn connect(url: &str, data_dir: &Path) -> Result<Store> {
+        let backend = backend_of(url)?;
+        create_private_dir(data_dir)?;
+        let secrets = secret::SecretKey::load_or_create(&data_dir.join(SECRET_KEY_FILE))?;
+        let pool = match backend {
+            Backend::Sqlite => sqlite_pool(url, 4, "WAL").await?,
+            Backend::Postgres => {
+                sqlx::any::install_default_drivers();
+                AnyPoolOptions::new()
+                    .max_connections(8)
+                    .connect(url)
+                    .await?
+            }
+        };
+        Store::migrated(pool, backend, secrets, audio::AudioFiles::in_dir(data_dir)).await
     }
 
     /// Opens a private in-memory database (for tests and throw-away runs);
@@ -178,19 +215,10 @@ impl Store {
     /// The pool holds exactly one connection that never expires, so every query
     /// sees the same database for the life of the store.
     pub async fn open_in_memory() -> Result<Store> {
-        let options = SqliteConnectOptions::new()
-            .in_memory(true)
-            .journal_mode(SqliteJournalMode::Memory)
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(options)
-            .await?;
+        let pool = sqlite_pool("sqlite::memory:", 1, "MEMORY").await?;
         Store::migrated(
             pool,
+            Backend::Sqlite,
             secret::SecretKey::random(),
             audio::AudioFiles::in_memory(),
         )
@@ -198,19 +226,37 @@ impl Store {
     }
 
     async fn migrated(
-        pool: SqlitePool,
+        pool: AnyPool,
+        backend: Backend,
         secrets: secret::SecretKey,
         audio: audio::AudioFiles,
     ) -> Result<Store> {
-        MIGRATOR.run(&pool).await?;
+        backend.migrator().run(&pool).await?;
         let store = Store {
             pool,
+            backend,
             secrets: Arc::new(secrets),
             audio: Arc::new(audio),
         };
         store.seal_plain_totp_secrets().await?;
         store.mark_audit_keying().await?;
         Ok(store)
+    }
+
+    /// The database this store runs on.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The newest migration applied to the database (its number, e.g. 52 for
+    /// `0052_record_retention.sql`).
+    pub async fn schema_version(&self) -> Result<i64> {
+        let row = sqlx::query(
+            "SELECT COALESCE(MAX(version), 0) AS version FROM _sqlx_migrations WHERE success",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("version")?)
     }
 
     /// The key of the audit log's MAC chain. It is derived from the data
@@ -237,7 +283,7 @@ impl Store {
     /// Every tenant (domains primary first), every extension and every allowed
     /// network, read in one transaction so they agree.
     pub async fn directory(&self) -> Result<Directory> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.read_tx().await?;
         let tenants = tenant::load_all(&mut tx).await?;
         let extensions = extension::load_all(&mut tx).await?;
         let acls = acl::load_all(&mut tx).await?;
@@ -251,12 +297,18 @@ impl Store {
 
     /// Writes a consistent copy of the whole database to `path` (a new file),
     /// while the store stays in use: SQLite's `VACUUM INTO` reads one
-    /// snapshot of the database and writes it compacted.
+    /// snapshot of the database and writes it compacted. On PostgreSQL this is
+    /// [`Error::Invalid`]: back it up with the server's own tools (`pg_dump`).
     pub async fn snapshot_into(&self, path: &Path) -> Result<()> {
+        if self.backend != Backend::Sqlite {
+            return Err(Error::Invalid(
+                "a snapshot copies an SQLite database; back up PostgreSQL with pg_dump".into(),
+            ));
+        }
         let target = path
             .to_str()
             .ok_or_else(|| Error::Invalid(format!("{} is not a UTF-8 path", path.display())))?;
-        sqlx::query("VACUUM INTO ?")
+        sqlx::query("VACUUM INTO $1")
             .bind(target)
             .execute(&self.pool)
             .await?;
@@ -264,10 +316,89 @@ impl Store {
     }
 
     /// Starts a transaction that writes. SQLite takes the write lock up front so a
-    /// read-then-write transaction cannot fail half-way on a lock upgrade.
-    async fn write_tx(&self) -> Result<Transaction<'static, Sqlite>> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    /// read-then-write transaction cannot fail half-way on a lock upgrade. On
+    /// PostgreSQL the transaction takes one transaction-scoped advisory lock
+    /// first, so write transactions run one at a time there too: what a
+    /// transaction read (a quota, the audit chain's head, the next version
+    /// number) still holds when it writes.
+    async fn write_tx(&self) -> Result<Transaction<'static, Any>> {
+        match self.backend {
+            Backend::Sqlite => Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?),
+            Backend::Postgres => {
+                let mut tx = self.pool.begin().await?;
+                tx.execute(sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(WRITE_LOCK))
+                    .await?;
+                Ok(tx)
+            }
+        }
     }
+
+    /// Starts a transaction that only reads and sees one snapshot throughout
+    /// (SQLite's default; PostgreSQL needs `REPEATABLE READ` for that).
+    async fn read_tx(&self) -> Result<Transaction<'static, Any>> {
+        match self.backend {
+            Backend::Sqlite => Ok(self.pool.begin().await?),
+            Backend::Postgres => Ok(self
+                .pool
+                .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                .await?),
+        }
+    }
+}
+
+/// The key of the PostgreSQL advisory lock that [`Store::write_tx`] holds
+/// ("pbxstore" in ASCII).
+const WRITE_LOCK: i64 = 0x7062_7873_746f_7265;
+
+/// Which backend a database URL names.
+fn backend_of(url: &str) -> Result<Backend> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Backend::Postgres)
+    } else if url.starts_with("sqlite:") {
+        Ok(Backend::Sqlite)
+    } else {
+        Err(Error::Invalid(format!(
+            "database URL must start with postgres:// or sqlite:// (got {:?})",
+            url.split(':').next().unwrap_or_default()
+        )))
+    }
+}
+
+/// The `sqlite://` URL of the database file `path`, created if missing.
+fn sqlite_url(path: &Path) -> Result<String> {
+    let path = path
+        .to_str()
+        .ok_or_else(|| Error::Invalid(format!("{} is not a UTF-8 path", path.display())))?;
+    // sqlx percent-decodes the path, and `?` would start the parameters.
+    let escaped = path
+        .replace('%', "%25")
+        .replace('?', "%3F")
+        .replace('#', "%23");
+    Ok(format!("sqlite://{escaped}?mode=rwc"))
+}
+
+/// A pool on an SQLite URL: foreign keys on and a 5 s busy timeout (sqlx's
+/// defaults), `synchronous=NORMAL` and the given journal mode.
+async fn sqlite_pool(url: &str, connections: u32, journal_mode: &'static str) -> Result<AnyPool> {
+    sqlx::any::install_default_drivers();
+    let mut options = AnyPoolOptions::new()
+        .max_connections(connections)
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                conn.execute(sqlx::AssertSqlSafe(format!(
+                    "PRAGMA journal_mode = {journal_mode}; PRAGMA synchronous = NORMAL"
+                )))
+                .await?;
+                Ok(())
+            })
+        });
+    if connections == 1 {
+        options = options
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None);
+    }
+    Ok(options.connect(url).await?)
 }
 
 #[cfg(unix)]

@@ -17,7 +17,7 @@ impl Store {
             "INSERT INTO tenant_limits (tenant_id, max_concurrent, max_concurrent_extension, \
              max_calls_per_second, daily_cap_cents, media_storage_bytes, max_media_sessions, \
              recording_minutes) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
              ON CONFLICT (tenant_id) DO UPDATE SET max_concurrent = excluded.max_concurrent, \
              max_concurrent_extension = excluded.max_concurrent_extension, \
              max_calls_per_second = excluded.max_calls_per_second, \
@@ -53,7 +53,7 @@ impl Store {
         let row = sqlx::query(
             "SELECT tenant_id, max_concurrent, max_concurrent_extension, max_calls_per_second, \
              daily_cap_cents, media_storage_bytes, max_media_sessions, recording_minutes \
-             FROM tenant_limits WHERE tenant_id = ?",
+             FROM tenant_limits WHERE tenant_id = $1",
         )
         .bind(tenant.0)
         .fetch_optional(&self.pool)
@@ -76,7 +76,7 @@ impl Store {
     }
 }
 
-fn from_row(row: &sqlx::sqlite::SqliteRow) -> Result<(TenantId, TenantLimits)> {
+fn from_row(row: &sqlx::any::AnyRow) -> Result<(TenantId, TenantLimits)> {
     let u32_col = |name: &str| -> Result<Option<u32>> {
         let v: Option<i64> = row.try_get(name)?;
         Ok(v.and_then(|v| u32::try_from(v).ok()))

@@ -7,7 +7,7 @@ use crate::{Error, MediaEncryption, Result, Store, TenantId};
 impl Store {
     /// The tenant's media encryption policy.
     pub async fn media_encryption(&self, tenant: TenantId) -> Result<MediaEncryption> {
-        let row = sqlx::query("SELECT media_encryption FROM tenants WHERE id = ?")
+        let row = sqlx::query("SELECT media_encryption FROM tenants WHERE id = $1")
             .bind(tenant.0)
             .fetch_optional(&self.pool)
             .await?
@@ -27,7 +27,7 @@ impl Store {
         tenant: TenantId,
         policy: MediaEncryption,
     ) -> Result<()> {
-        let done = sqlx::query("UPDATE tenants SET media_encryption = ? WHERE id = ?")
+        let done = sqlx::query("UPDATE tenants SET media_encryption = $1 WHERE id = $2")
             .bind(policy.as_str())
             .bind(tenant.0)
             .execute(&self.pool)

@@ -7,8 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
 
 use crate::tenant::ensure_tenant;
 use crate::{Error, Result, Store, TenantId};
@@ -89,7 +89,7 @@ impl Store {
         let hash = put_blob(&mut tx, wasm, now_ms).await?;
         let row = sqlx::query(
             "SELECT COALESCE(MAX(version), 0) + 1 AS next FROM dialplan_versions \
-             WHERE tenant_id = ?",
+             WHERE tenant_id = $1",
         )
         .bind(tenant.0)
         .fetch_one(&mut *tx)
@@ -97,7 +97,7 @@ impl Store {
         let version: i64 = row.try_get("next")?;
         sqlx::query(
             "INSERT INTO dialplan_versions (tenant_id, version, hash, uploaded_ms) \
-             VALUES (?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4)",
         )
         .bind(tenant.0)
         .bind(version)
@@ -113,7 +113,7 @@ impl Store {
 
     /// The tenant's dial-plan versions, oldest first.
     pub async fn list_dialplans(&self, tenant: TenantId) -> Result<Vec<PluginVersion>> {
-        let rows = sqlx::query(versions_query!("WHERE v.tenant_id = ? ORDER BY v.version"))
+        let rows = sqlx::query(versions_query!("WHERE v.tenant_id = $1 ORDER BY v.version"))
             .bind(tenant.0)
             .fetch_all(&self.pool)
             .await?;
@@ -143,17 +143,18 @@ impl Store {
         let target = match version {
             Some(v) => v,
             None => {
-                let active = sqlx::query("SELECT version FROM dialplan_active WHERE tenant_id = ?")
-                    .bind(tenant.0)
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .ok_or_else(|| {
-                        Error::NotFound(format!("tenant {tenant} has no active dial plan"))
-                    })?;
+                let active =
+                    sqlx::query("SELECT version FROM dialplan_active WHERE tenant_id = $1")
+                        .bind(tenant.0)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .ok_or_else(|| {
+                            Error::NotFound(format!("tenant {tenant} has no active dial plan"))
+                        })?;
                 let active: i64 = active.try_get("version")?;
                 let row = sqlx::query(
                     "SELECT MAX(version) AS previous FROM dialplan_versions \
-                     WHERE tenant_id = ? AND version < ?",
+                     WHERE tenant_id = $1 AND version < $2",
                 )
                 .bind(tenant.0)
                 .bind(active)
@@ -189,7 +190,7 @@ impl Store {
 
     /// The component bytes stored under `hash`, if any.
     pub async fn plugin_blob(&self, hash: &str) -> Result<Option<Vec<u8>>> {
-        let row = sqlx::query("SELECT bytes FROM plugin_blobs WHERE hash = ?")
+        let row = sqlx::query("SELECT bytes FROM plugin_blobs WHERE hash = $1")
             .bind(hash)
             .fetch_optional(&self.pool)
             .await?;
@@ -216,7 +217,7 @@ impl Store {
         let previous = policy_hash(&mut tx, name).await?;
         let hash = put_blob(&mut tx, wasm, now_ms).await?;
         sqlx::query(
-            "INSERT INTO policies (name, tenant_id, hash, installed_ms) VALUES (?, ?, ?, ?) \
+            "INSERT INTO policies (name, tenant_id, hash, installed_ms) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (name) DO UPDATE SET tenant_id = excluded.tenant_id, \
              hash = excluded.hash, installed_ms = excluded.installed_ms",
         )
@@ -244,7 +245,7 @@ impl Store {
         let hash = policy_hash(&mut tx, name)
             .await?
             .ok_or_else(|| Error::NotFound(format!("policy {name:?}")))?;
-        sqlx::query("DELETE FROM policies WHERE name = ?")
+        sqlx::query("DELETE FROM policies WHERE name = $1")
             .bind(name)
             .execute(&mut *tx)
             .await?;
@@ -258,7 +259,7 @@ impl Store {
     pub async fn dialplan_bytes(&self, tenant: TenantId) -> Result<i64> {
         let row = sqlx::query(
             "SELECT COALESCE(SUM(b.size), 0) AS total FROM dialplan_versions v \
-             JOIN plugin_blobs b ON b.hash = v.hash WHERE v.tenant_id = ?",
+             JOIN plugin_blobs b ON b.hash = v.hash WHERE v.tenant_id = $1",
         )
         .bind(tenant.0)
         .fetch_one(&self.pool)
@@ -274,13 +275,13 @@ impl Store {
         let keep = i64::try_from(keep.max(1)).unwrap_or(i64::MAX);
         let mut tx = self.write_tx().await?;
         let active: Option<i64> =
-            sqlx::query_scalar("SELECT version FROM dialplan_active WHERE tenant_id = ?")
+            sqlx::query_scalar("SELECT version FROM dialplan_active WHERE tenant_id = $1")
                 .bind(tenant.0)
                 .fetch_optional(&mut *tx)
                 .await?;
         let before_active: Option<i64> = match active {
             Some(a) => sqlx::query_scalar(
-                "SELECT MAX(version) FROM dialplan_versions WHERE tenant_id = ? AND version < ?",
+                "SELECT MAX(version) FROM dialplan_versions WHERE tenant_id = $1 AND version < $2",
             )
             .bind(tenant.0)
             .bind(a)
@@ -289,8 +290,8 @@ impl Store {
             None => None,
         };
         let rows = sqlx::query(
-            "SELECT version, hash FROM dialplan_versions WHERE tenant_id = ? \
-             ORDER BY version DESC LIMIT -1 OFFSET ?",
+            "SELECT version, hash FROM dialplan_versions WHERE tenant_id = $1 \
+             ORDER BY version DESC LIMIT -1 OFFSET $2",
         )
         .bind(tenant.0)
         .bind(keep)
@@ -303,7 +304,7 @@ impl Store {
                 continue;
             }
             let hash: String = row.try_get("hash")?;
-            sqlx::query("DELETE FROM dialplan_versions WHERE tenant_id = ? AND version = ?")
+            sqlx::query("DELETE FROM dialplan_versions WHERE tenant_id = $1 AND version = $2")
                 .bind(tenant.0)
                 .bind(version)
                 .execute(&mut *tx)
@@ -349,7 +350,7 @@ impl Store {
         ensure_tenant(&mut tx, tenant).await?;
         let previous = tenant_policy_hash(&mut tx, tenant, name).await?;
         if previous.is_none() {
-            let row = sqlx::query("SELECT COUNT(*) AS n FROM tenant_policies WHERE tenant_id = ?")
+            let row = sqlx::query("SELECT COUNT(*) AS n FROM tenant_policies WHERE tenant_id = $1")
                 .bind(tenant.0)
                 .fetch_one(&mut *tx)
                 .await?;
@@ -363,7 +364,7 @@ impl Store {
         let hash = put_blob(&mut tx, wasm, now_ms).await?;
         sqlx::query(
             "INSERT INTO tenant_policies (tenant_id, name, hash, installed_ms) \
-             VALUES (?, ?, ?, ?) ON CONFLICT (tenant_id, name) DO UPDATE SET \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, name) DO UPDATE SET \
              hash = excluded.hash, installed_ms = excluded.installed_ms",
         )
         .bind(tenant.0)
@@ -391,7 +392,7 @@ impl Store {
         let hash = tenant_policy_hash(&mut tx, tenant, name)
             .await?
             .ok_or_else(|| Error::NotFound(format!("policy {name:?}")))?;
-        sqlx::query("DELETE FROM tenant_policies WHERE tenant_id = ? AND name = ?")
+        sqlx::query("DELETE FROM tenant_policies WHERE tenant_id = $1 AND name = $2")
             .bind(tenant.0)
             .bind(name)
             .execute(&mut *tx)
@@ -405,7 +406,7 @@ impl Store {
     pub async fn list_tenant_policies(&self, tenant: TenantId) -> Result<Vec<TenantPolicy>> {
         let rows = sqlx::query(
             "SELECT tenant_id, name, hash, installed_ms FROM tenant_policies \
-             WHERE tenant_id = ? ORDER BY name",
+             WHERE tenant_id = $1 ORDER BY name",
         )
         .bind(tenant.0)
         .fetch_all(&self.pool)
@@ -461,7 +462,7 @@ pub(crate) fn policy_name(name: &str) -> Result<()> {
 
 /// Stores `wasm` under its SHA-256 unless those bytes are already there; returns
 /// the hash.
-async fn put_blob(conn: &mut SqliteConnection, wasm: &[u8], now_ms: i64) -> Result<String> {
+async fn put_blob(conn: &mut AnyConnection, wasm: &[u8], now_ms: i64) -> Result<String> {
     if wasm.is_empty() {
         return Err(Error::Invalid("plugin file is empty".into()));
     }
@@ -469,7 +470,7 @@ async fn put_blob(conn: &mut SqliteConnection, wasm: &[u8], now_ms: i64) -> Resu
         i64::try_from(wasm.len()).map_err(|_| Error::Invalid("plugin file is too large".into()))?;
     let hash = hex::encode(Sha256::digest(wasm));
     sqlx::query(
-        "INSERT INTO plugin_blobs (hash, bytes, size, created_ms) VALUES (?, ?, ?, ?) \
+        "INSERT INTO plugin_blobs (hash, bytes, size, created_ms) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (hash) DO NOTHING",
     )
     .bind(&hash)
@@ -482,12 +483,12 @@ async fn put_blob(conn: &mut SqliteConnection, wasm: &[u8], now_ms: i64) -> Resu
 }
 
 /// Deletes a blob that no dial-plan version and no policy refers to any more.
-async fn drop_blob_if_unused(conn: &mut SqliteConnection, hash: &str) -> Result<()> {
+async fn drop_blob_if_unused(conn: &mut AnyConnection, hash: &str) -> Result<()> {
     sqlx::query(
-        "DELETE FROM plugin_blobs WHERE hash = ? \
-         AND NOT EXISTS (SELECT 1 FROM dialplan_versions WHERE hash = ?) \
-         AND NOT EXISTS (SELECT 1 FROM policies WHERE hash = ?) \
-         AND NOT EXISTS (SELECT 1 FROM tenant_policies WHERE hash = ?)",
+        "DELETE FROM plugin_blobs WHERE hash = $1 \
+         AND NOT EXISTS (SELECT 1 FROM dialplan_versions WHERE hash = $2) \
+         AND NOT EXISTS (SELECT 1 FROM policies WHERE hash = $3) \
+         AND NOT EXISTS (SELECT 1 FROM tenant_policies WHERE hash = $4)",
     )
     .bind(hash)
     .bind(hash)
@@ -498,7 +499,7 @@ async fn drop_blob_if_unused(conn: &mut SqliteConnection, hash: &str) -> Result<
     Ok(())
 }
 
-fn tenant_policy_from_row(row: &SqliteRow) -> Result<TenantPolicy> {
+fn tenant_policy_from_row(row: &AnyRow) -> Result<TenantPolicy> {
     Ok(TenantPolicy {
         tenant: TenantId(row.try_get("tenant_id")?),
         name: row.try_get("name")?,
@@ -508,11 +509,11 @@ fn tenant_policy_from_row(row: &SqliteRow) -> Result<TenantPolicy> {
 }
 
 async fn tenant_policy_hash(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     tenant: TenantId,
     name: &str,
 ) -> Result<Option<String>> {
-    let row = sqlx::query("SELECT hash FROM tenant_policies WHERE tenant_id = ? AND name = ?")
+    let row = sqlx::query("SELECT hash FROM tenant_policies WHERE tenant_id = $1 AND name = $2")
         .bind(tenant.0)
         .bind(name)
         .fetch_optional(conn)
@@ -523,8 +524,8 @@ async fn tenant_policy_hash(
     })
 }
 
-async fn policy_hash(conn: &mut SqliteConnection, name: &str) -> Result<Option<String>> {
-    let row = sqlx::query("SELECT hash FROM policies WHERE name = ?")
+async fn policy_hash(conn: &mut AnyConnection, name: &str) -> Result<Option<String>> {
+    let row = sqlx::query("SELECT hash FROM policies WHERE name = $1")
         .bind(name)
         .fetch_optional(conn)
         .await?;
@@ -534,9 +535,9 @@ async fn policy_hash(conn: &mut SqliteConnection, name: &str) -> Result<Option<S
     })
 }
 
-async fn set_active(conn: &mut SqliteConnection, tenant: TenantId, version: i64) -> Result<()> {
+async fn set_active(conn: &mut AnyConnection, tenant: TenantId, version: i64) -> Result<()> {
     sqlx::query(
-        "INSERT INTO dialplan_active (tenant_id, version) VALUES (?, ?) \
+        "INSERT INTO dialplan_active (tenant_id, version) VALUES ($1, $2) \
          ON CONFLICT (tenant_id) DO UPDATE SET version = excluded.version",
     )
     .bind(tenant.0)
@@ -549,11 +550,11 @@ async fn set_active(conn: &mut SqliteConnection, tenant: TenantId, version: i64)
 /// One of the tenant's versions; [`Error::NotFound`] when the tenant has no such
 /// version (whether or not another tenant does).
 async fn version_row(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     tenant: TenantId,
     version: i64,
 ) -> Result<PluginVersion> {
-    let row = sqlx::query(versions_query!("WHERE v.tenant_id = ? AND v.version = ?"))
+    let row = sqlx::query(versions_query!("WHERE v.tenant_id = $1 AND v.version = $2"))
         .bind(tenant.0)
         .bind(version)
         .fetch_optional(conn)
@@ -564,7 +565,7 @@ async fn version_row(
     version_from_row(&row)
 }
 
-fn version_from_row(row: &SqliteRow) -> Result<PluginVersion> {
+fn version_from_row(row: &AnyRow) -> Result<PluginVersion> {
     let active: i64 = row.try_get("active")?;
     Ok(PluginVersion {
         tenant: TenantId(row.try_get("tenant_id")?),

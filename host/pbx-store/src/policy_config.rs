@@ -14,7 +14,7 @@
 //! storage per tenant.
 
 use serde::{Deserialize, Serialize};
-use sqlx::{Row, SqliteConnection};
+use sqlx::{AnyConnection, Row};
 
 use crate::tenant::ensure_tenant;
 use crate::{Error, Result, Store, TenantId};
@@ -114,7 +114,7 @@ impl Store {
                 }
                 config_delete(&mut tx, scope, policy, key).await?;
                 sqlx::query(
-                    "INSERT INTO policy_config (policy, tenant_id, key, value) VALUES (?, ?, ?, ?)",
+                    "INSERT INTO policy_config (policy, tenant_id, key, value) VALUES ($1, $2, $3, $4)",
                 )
                 .bind(policy)
                 .bind(tenant.map(|t| t.0))
@@ -127,7 +127,7 @@ impl Store {
                 ensure_tenant(&mut tx, t).await?;
                 sqlx::query(
                     "INSERT INTO tenant_policy_config (tenant_id, policy, key, value) \
-                     VALUES (?, ?, ?, ?) ON CONFLICT (tenant_id, policy, key) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, policy, key) \
                      DO UPDATE SET value = excluded.value",
                 )
                 .bind(t.0)
@@ -164,7 +164,7 @@ impl Store {
             ConfigScope::Provider(None) => {
                 sqlx::query(
                     "SELECT key, value FROM policy_config \
-                     WHERE policy = ? AND tenant_id IS NULL ORDER BY key",
+                     WHERE policy = $1 AND tenant_id IS NULL ORDER BY key",
                 )
                 .bind(policy)
                 .fetch_all(&self.pool)
@@ -173,7 +173,7 @@ impl Store {
             ConfigScope::Provider(Some(t)) => {
                 sqlx::query(
                     "SELECT key, value FROM policy_config \
-                     WHERE policy = ? AND tenant_id = ? ORDER BY key",
+                     WHERE policy = $1 AND tenant_id = $2 ORDER BY key",
                 )
                 .bind(policy)
                 .bind(t.0)
@@ -183,7 +183,7 @@ impl Store {
             ConfigScope::Tenant(t) => {
                 sqlx::query(
                     "SELECT key, value FROM tenant_policy_config \
-                     WHERE tenant_id = ? AND policy = ? ORDER BY key",
+                     WHERE tenant_id = $1 AND policy = $2 ORDER BY key",
                 )
                 .bind(t.0)
                 .bind(policy)
@@ -249,7 +249,7 @@ impl Store {
 
     /// One key of the tenant's plugin storage.
     pub async fn plugin_kv_get(&self, tenant: TenantId, key: &str) -> Result<Option<Vec<u8>>> {
-        let row = sqlx::query("SELECT value FROM plugin_kv WHERE tenant_id = ? AND key = ?")
+        let row = sqlx::query("SELECT value FROM plugin_kv WHERE tenant_id = $1 AND key = $2")
             .bind(tenant.0)
             .bind(key)
             .fetch_optional(&self.pool)
@@ -262,10 +262,11 @@ impl Store {
 
     /// The tenant's plugin storage, by key.
     pub async fn plugin_kv_list(&self, tenant: TenantId) -> Result<Vec<(String, Vec<u8>)>> {
-        let rows = sqlx::query("SELECT key, value FROM plugin_kv WHERE tenant_id = ? ORDER BY key")
-            .bind(tenant.0)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT key, value FROM plugin_kv WHERE tenant_id = $1 ORDER BY key")
+                .bind(tenant.0)
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter()
             .map(|r| Ok((r.try_get("key")?, r.try_get("value")?)))
             .collect()
@@ -289,7 +290,7 @@ impl Store {
             Some(value) => {
                 let row = sqlx::query(
                     "SELECT COALESCE(SUM(LENGTH(CAST(key AS BLOB)) + LENGTH(value)), 0) AS used \
-                     FROM plugin_kv WHERE tenant_id = ? AND key <> ?",
+                     FROM plugin_kv WHERE tenant_id = $1 AND key <> $2",
                 )
                 .bind(tenant.0)
                 .bind(key)
@@ -304,7 +305,7 @@ impl Store {
                     )));
                 }
                 sqlx::query(
-                    "INSERT INTO plugin_kv (tenant_id, key, value) VALUES (?, ?, ?) \
+                    "INSERT INTO plugin_kv (tenant_id, key, value) VALUES ($1, $2, $3) \
                      ON CONFLICT (tenant_id, key) DO UPDATE SET value = excluded.value",
                 )
                 .bind(tenant.0)
@@ -315,7 +316,7 @@ impl Store {
                 true
             }
             None => {
-                sqlx::query("DELETE FROM plugin_kv WHERE tenant_id = ? AND key = ?")
+                sqlx::query("DELETE FROM plugin_kv WHERE tenant_id = $1 AND key = $2")
                     .bind(tenant.0)
                     .bind(key)
                     .execute(&mut *tx)
@@ -352,7 +353,7 @@ impl Store {
                 Some(value) => {
                     sqlx::query(
                         "INSERT INTO plugin_kv (tenant_id, key, value) \
-                         SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM tenants WHERE id = ?) \
+                         SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM tenants WHERE id = $4) \
                          ON CONFLICT (tenant_id, key) DO UPDATE SET value = excluded.value",
                     )
                     .bind(tenant.0)
@@ -365,7 +366,7 @@ impl Store {
                         > 0
                 }
                 None => {
-                    sqlx::query("DELETE FROM plugin_kv WHERE tenant_id = ? AND key = ?")
+                    sqlx::query("DELETE FROM plugin_kv WHERE tenant_id = $1 AND key = $2")
                         .bind(tenant.0)
                         .bind(key)
                         .execute(&mut *tx)
@@ -381,7 +382,7 @@ impl Store {
 }
 
 async fn config_get(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     scope: ConfigScope,
     policy: &str,
     key: &str,
@@ -391,7 +392,7 @@ async fn config_get(
             ConfigScope::Provider(None) => {
                 sqlx::query(
                     "SELECT value FROM policy_config \
-                 WHERE policy = ? AND tenant_id IS NULL AND key = ?",
+                 WHERE policy = $1 AND tenant_id IS NULL AND key = $2",
                 )
                 .bind(policy)
                 .bind(key)
@@ -399,7 +400,7 @@ async fn config_get(
                 .await?
             }
             ConfigScope::Provider(Some(t)) => sqlx::query(
-                "SELECT value FROM policy_config WHERE policy = ? AND tenant_id = ? AND key = ?",
+                "SELECT value FROM policy_config WHERE policy = $1 AND tenant_id = $2 AND key = $3",
             )
             .bind(policy)
             .bind(t.0)
@@ -409,7 +410,7 @@ async fn config_get(
             ConfigScope::Tenant(t) => {
                 sqlx::query(
                     "SELECT value FROM tenant_policy_config \
-                 WHERE tenant_id = ? AND policy = ? AND key = ?",
+                 WHERE tenant_id = $1 AND policy = $2 AND key = $3",
                 )
                 .bind(t.0)
                 .bind(policy)
@@ -424,41 +425,38 @@ async fn config_get(
     })
 }
 
-async fn config_count(
-    conn: &mut SqliteConnection,
-    scope: ConfigScope,
-    policy: &str,
-) -> Result<i64> {
-    let row =
-        match scope {
-            ConfigScope::Provider(None) => sqlx::query(
-                "SELECT COUNT(*) AS n FROM policy_config WHERE policy = ? AND tenant_id IS NULL",
+async fn config_count(conn: &mut AnyConnection, scope: ConfigScope, policy: &str) -> Result<i64> {
+    let row = match scope {
+        ConfigScope::Provider(None) => {
+            sqlx::query(
+                "SELECT COUNT(*) AS n FROM policy_config WHERE policy = $1 AND tenant_id IS NULL",
             )
             .bind(policy)
             .fetch_one(conn)
-            .await?,
-            ConfigScope::Provider(Some(t)) => {
-                sqlx::query(
-                    "SELECT COUNT(*) AS n FROM policy_config WHERE policy = ? AND tenant_id = ?",
-                )
-                .bind(policy)
-                .bind(t.0)
-                .fetch_one(conn)
-                .await?
-            }
-            ConfigScope::Tenant(t) => sqlx::query(
-                "SELECT COUNT(*) AS n FROM tenant_policy_config WHERE tenant_id = ? AND policy = ?",
+            .await?
+        }
+        ConfigScope::Provider(Some(t)) => {
+            sqlx::query(
+                "SELECT COUNT(*) AS n FROM policy_config WHERE policy = $1 AND tenant_id = $2",
             )
+            .bind(policy)
             .bind(t.0)
-            .bind(policy)
             .fetch_one(conn)
-            .await?,
-        };
+            .await?
+        }
+        ConfigScope::Tenant(t) => sqlx::query(
+            "SELECT COUNT(*) AS n FROM tenant_policy_config WHERE tenant_id = $1 AND policy = $2",
+        )
+        .bind(t.0)
+        .bind(policy)
+        .fetch_one(conn)
+        .await?,
+    };
     Ok(row.try_get("n")?)
 }
 
 async fn config_delete(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     scope: ConfigScope,
     policy: &str,
     key: &str,
@@ -466,7 +464,7 @@ async fn config_delete(
     let done = match scope {
         ConfigScope::Provider(None) => {
             sqlx::query(
-                "DELETE FROM policy_config WHERE policy = ? AND tenant_id IS NULL AND key = ?",
+                "DELETE FROM policy_config WHERE policy = $1 AND tenant_id IS NULL AND key = $2",
             )
             .bind(policy)
             .bind(key)
@@ -474,23 +472,23 @@ async fn config_delete(
             .await?
         }
         ConfigScope::Provider(Some(t)) => {
-            sqlx::query("DELETE FROM policy_config WHERE policy = ? AND tenant_id = ? AND key = ?")
-                .bind(policy)
-                .bind(t.0)
-                .bind(key)
-                .execute(conn)
-                .await?
-        }
-        ConfigScope::Tenant(t) => {
             sqlx::query(
-                "DELETE FROM tenant_policy_config WHERE tenant_id = ? AND policy = ? AND key = ?",
+                "DELETE FROM policy_config WHERE policy = $1 AND tenant_id = $2 AND key = $3",
             )
-            .bind(t.0)
             .bind(policy)
+            .bind(t.0)
             .bind(key)
             .execute(conn)
             .await?
         }
+        ConfigScope::Tenant(t) => sqlx::query(
+            "DELETE FROM tenant_policy_config WHERE tenant_id = $1 AND policy = $2 AND key = $3",
+        )
+        .bind(t.0)
+        .bind(policy)
+        .bind(key)
+        .execute(conn)
+        .await?,
     };
     Ok(done.rows_affected() > 0)
 }

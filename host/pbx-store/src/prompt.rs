@@ -6,7 +6,7 @@
 //! audio the media engine plays, this one keeps a tenant's named prompts.
 
 use serde::{Deserialize, Serialize};
-use sqlx::{Row, SqliteConnection};
+use sqlx::{AnyConnection, Row};
 
 use crate::audio::{self, AudioFile, Kind};
 use crate::{Error, MAX_PROMPT_BYTES, MAX_PROMPT_MS, Result, Store, TenantId, checks, tenant};
@@ -78,7 +78,7 @@ impl Store {
             let replaced = room_for(&mut tx, tenant, name, bytes).await?;
             sqlx::query(
                 "INSERT INTO prompts (tenant_id, name, file, bytes, duration_ms, created_at_ms) \
-                 VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, name) DO UPDATE SET \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, name) DO UPDATE SET \
                  file = excluded.file, bytes = excluded.bytes, \
                  duration_ms = excluded.duration_ms, created_at_ms = excluded.created_at_ms",
             )
@@ -120,7 +120,7 @@ impl Store {
         if checks::prompt_name(name).is_err() {
             return Ok(None);
         }
-        let Some(row) = sqlx::query("SELECT file FROM prompts WHERE tenant_id = ? AND name = ?")
+        let Some(row) = sqlx::query("SELECT file FROM prompts WHERE tenant_id = $1 AND name = $2")
             .bind(tenant.0)
             .bind(name)
             .fetch_optional(&self.pool)
@@ -145,7 +145,7 @@ impl Store {
         tenant::ensure_tenant(&mut tx, tenant).await?;
         let rows = sqlx::query(
             "SELECT name, bytes, duration_ms, created_at_ms FROM prompts \
-             WHERE tenant_id = ? ORDER BY name",
+             WHERE tenant_id = $1 ORDER BY name",
         )
         .bind(tenant.0)
         .fetch_all(&mut *tx)
@@ -172,7 +172,7 @@ impl Store {
             return Ok(false);
         }
         let row =
-            sqlx::query("DELETE FROM prompts WHERE tenant_id = ? AND name = ? RETURNING file")
+            sqlx::query("DELETE FROM prompts WHERE tenant_id = $1 AND name = $2 RETURNING file")
                 .bind(tenant.0)
                 .bind(name)
                 .fetch_optional(&self.pool)
@@ -190,13 +190,13 @@ impl Store {
 /// Checks that the tenant exists and that `bytes` more (less the prompt it
 /// replaces) fit its quota; returns the file of the prompt it replaces.
 async fn room_for(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     tenant: TenantId,
     name: &str,
     bytes: u64,
 ) -> Result<Option<String>> {
     tenant::ensure_tenant(conn, tenant).await?;
-    let old = sqlx::query("SELECT file, bytes FROM prompts WHERE tenant_id = ? AND name = ?")
+    let old = sqlx::query("SELECT file, bytes FROM prompts WHERE tenant_id = $1 AND name = $2")
         .bind(tenant.0)
         .bind(name)
         .fetch_optional(&mut *conn)

@@ -7,8 +7,9 @@ use std::net::SocketAddr;
 
 use std::collections::HashMap;
 
-use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite};
+use crate::sql::QueryBuilder;
+use sqlx::Row;
+use sqlx::any::AnyRow;
 
 use crate::{Error, Registration, RegistrationChange, Result, Store, TenantId, TransportKind};
 
@@ -51,7 +52,7 @@ impl Store {
         }
         let mut tx = self.write_tx().await?;
         for chunk in removals.chunks(CHUNK) {
-            let mut q = QueryBuilder::<Sqlite>::new(
+            let mut q = QueryBuilder::new(
                 "DELETE FROM registrations WHERE (tenant_id, extension, contact) IN (",
             );
             q.push_values(chunk, |mut row, (tenant, extension, contact)| {
@@ -60,13 +61,13 @@ impl Store {
                     .push_bind(*contact);
             });
             q.push(")");
-            q.build()
+            q.build()?
                 .persistent(chunk.len() == CHUNK)
                 .execute(&mut *tx)
                 .await?;
         }
         for chunk in upserts.chunks(CHUNK) {
-            let mut q = QueryBuilder::<Sqlite>::new(
+            let mut q = QueryBuilder::new(
                 "INSERT INTO registrations (tenant_id, extension, contact, source, transport, \
                  local_addr, call_id, cseq, expires_at_ms, user_agent) \
                  SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, \
@@ -95,7 +96,7 @@ impl Store {
                  cseq = excluded.cseq, expires_at_ms = excluded.expires_at_ms, \
                  user_agent = excluded.user_agent",
             );
-            q.build()
+            q.build()?
                 .persistent(chunk.len() == CHUNK)
                 .execute(&mut *tx)
                 .await?;
@@ -108,7 +109,7 @@ impl Store {
     /// ordered by tenant, extension and contact.
     pub async fn load_registrations(&self, now_ms: i64) -> Result<Vec<Registration>> {
         let mut tx = self.write_tx().await?;
-        sqlx::query("DELETE FROM registrations WHERE expires_at_ms <= ?")
+        sqlx::query("DELETE FROM registrations WHERE expires_at_ms <= $1")
             .bind(now_ms)
             .execute(&mut *tx)
             .await?;
@@ -124,7 +125,7 @@ impl Store {
     }
 }
 
-fn from_row(row: &SqliteRow) -> Result<Registration> {
+fn from_row(row: &AnyRow) -> Result<Registration> {
     let tenant = TenantId(row.try_get("tenant_id")?);
     let bad =
         |what: &str| Error::Invalid(format!("stored registration of tenant {tenant}: {what}"));

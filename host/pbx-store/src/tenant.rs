@@ -3,8 +3,8 @@
 //! The same concept as `pbx-model`'s `tenant.rs` at another layer: that one defines
 //! a tenant, this one stores it.
 
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
 
 use crate::{
     DigestAlgorithms, Error, MediaEncryption, Result, Store, Tenant, TenantId, TenantStatus, checks,
@@ -29,7 +29,7 @@ impl Store {
         let name = &checks::tenant_name(name)?;
         let domain = checks::domain(domain)?;
         let mut tx = self.write_tx().await?;
-        if sqlx::query("SELECT id FROM tenants WHERE name = ?")
+        if sqlx::query("SELECT id FROM tenants WHERE name = $1")
             .bind(name)
             .fetch_optional(&mut *tx)
             .await?
@@ -38,7 +38,7 @@ impl Store {
             return Err(Error::Conflict(format!("tenant name {name:?} is taken")));
         }
         ensure_domain_free(&mut tx, &domain).await?;
-        let row = sqlx::query("INSERT INTO tenants (name, status) VALUES (?, ?) RETURNING id")
+        let row = sqlx::query("INSERT INTO tenants (name, status) VALUES ($1, $2) RETURNING id")
             .bind(name)
             .bind(TenantStatus::Active.as_str())
             .fetch_one(&mut *tx)
@@ -68,7 +68,7 @@ impl Store {
         tenant: TenantId,
         digest: Option<&DigestAlgorithms>,
     ) -> Result<()> {
-        let done = sqlx::query("UPDATE tenants SET digest_algorithms = ? WHERE id = ?")
+        let done = sqlx::query("UPDATE tenants SET digest_algorithms = $1 WHERE id = $2")
             .bind(digest.map(ToString::to_string))
             .bind(tenant.0)
             .execute(&self.pool)
@@ -86,7 +86,7 @@ impl Store {
         ensure_tenant(&mut tx, tenant).await?;
         ensure_domain_free(&mut tx, &domain).await?;
         let row = sqlx::query(
-            "SELECT COALESCE(MAX(position), -1) + 1 AS next FROM tenant_domains WHERE tenant_id = ?",
+            "SELECT COALESCE(MAX(position), -1) + 1 AS next FROM tenant_domains WHERE tenant_id = $1",
         )
         .bind(tenant.0)
         .fetch_one(&mut *tx)
@@ -101,7 +101,7 @@ impl Store {
     pub async fn tenant(&self, id: TenantId) -> Result<Option<Tenant>> {
         let mut conn = self.pool.acquire().await?;
         let row =
-            sqlx::query("SELECT id, name, status, media_encryption, digest_algorithms FROM tenants WHERE id = ?")
+            sqlx::query("SELECT id, name, status, media_encryption, digest_algorithms FROM tenants WHERE id = $1")
                 .bind(id.0)
                 .fetch_optional(&mut *conn)
                 .await?;
@@ -115,7 +115,7 @@ impl Store {
     pub async fn tenant_by_name(&self, name: &str) -> Result<Option<Tenant>> {
         let mut conn = self.pool.acquire().await?;
         let row =
-            sqlx::query("SELECT id, name, status, media_encryption, digest_algorithms FROM tenants WHERE name = ?")
+            sqlx::query("SELECT id, name, status, media_encryption, digest_algorithms FROM tenants WHERE name = $1")
                 .bind(name)
                 .fetch_optional(&mut *conn)
                 .await?;
@@ -137,7 +137,7 @@ impl Store {
     /// every user of the tenant (their session epochs go up in the same write).
     pub async fn set_tenant_status(&self, tenant: TenantId, status: TenantStatus) -> Result<()> {
         let mut tx = self.write_tx().await?;
-        let done = sqlx::query("UPDATE tenants SET status = ? WHERE id = ?")
+        let done = sqlx::query("UPDATE tenants SET status = $1 WHERE id = $2")
             .bind(status.as_str())
             .bind(tenant.0)
             .execute(&mut *tx)
@@ -146,7 +146,7 @@ impl Store {
             return Err(not_found(tenant));
         }
         if status == TenantStatus::Suspended {
-            sqlx::query("UPDATE users SET session_epoch = session_epoch + 1 WHERE tenant_id = ?")
+            sqlx::query("UPDATE users SET session_epoch = session_epoch + 1 WHERE tenant_id = $1")
                 .bind(tenant.0)
                 .execute(&mut *tx)
                 .await?;
@@ -161,8 +161,8 @@ fn not_found(tenant: TenantId) -> Error {
 }
 
 /// Fails with [`Error::NotFound`] unless the tenant exists.
-pub(crate) async fn ensure_tenant(conn: &mut SqliteConnection, tenant: TenantId) -> Result<()> {
-    let row = sqlx::query("SELECT id FROM tenants WHERE id = ?")
+pub(crate) async fn ensure_tenant(conn: &mut AnyConnection, tenant: TenantId) -> Result<()> {
+    let row = sqlx::query("SELECT id FROM tenants WHERE id = $1")
         .bind(tenant.0)
         .fetch_optional(conn)
         .await?;
@@ -171,9 +171,9 @@ pub(crate) async fn ensure_tenant(conn: &mut SqliteConnection, tenant: TenantId)
 
 /// The tenant's digest realm: its primary domain. [`Error::NotFound`] when the
 /// tenant does not exist.
-pub(crate) async fn realm(conn: &mut SqliteConnection, tenant: TenantId) -> Result<String> {
+pub(crate) async fn realm(conn: &mut AnyConnection, tenant: TenantId) -> Result<String> {
     let row = sqlx::query(
-        "SELECT domain FROM tenant_domains WHERE tenant_id = ? ORDER BY position LIMIT 1",
+        "SELECT domain FROM tenant_domains WHERE tenant_id = $1 ORDER BY position LIMIT 1",
     )
     .bind(tenant.0)
     .fetch_optional(conn)
@@ -184,8 +184,8 @@ pub(crate) async fn realm(conn: &mut SqliteConnection, tenant: TenantId) -> Resu
     }
 }
 
-async fn ensure_domain_free(conn: &mut SqliteConnection, domain: &str) -> Result<()> {
-    let taken = sqlx::query("SELECT tenant_id FROM tenant_domains WHERE domain = ?")
+async fn ensure_domain_free(conn: &mut AnyConnection, domain: &str) -> Result<()> {
+    let taken = sqlx::query("SELECT tenant_id FROM tenant_domains WHERE domain = $1")
         .bind(domain)
         .fetch_optional(conn)
         .await?
@@ -197,12 +197,12 @@ async fn ensure_domain_free(conn: &mut SqliteConnection, domain: &str) -> Result
 }
 
 async fn insert_domain(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     tenant: TenantId,
     domain: &str,
     position: i64,
 ) -> Result<()> {
-    sqlx::query("INSERT INTO tenant_domains (domain, tenant_id, position) VALUES (?, ?, ?)")
+    sqlx::query("INSERT INTO tenant_domains (domain, tenant_id, position) VALUES ($1, $2, $3)")
         .bind(domain)
         .bind(tenant.0)
         .bind(position)
@@ -214,7 +214,7 @@ async fn insert_domain(
 
 /// Reads the `id, name, status, media_encryption, digest_algorithms` columns
 /// of a tenants row.
-fn tenant_row(row: &SqliteRow) -> Result<Tenant> {
+fn tenant_row(row: &AnyRow) -> Result<Tenant> {
     let id = TenantId(row.try_get("id")?);
     let name: String = row.try_get("name")?;
     let status: String = row.try_get("status")?;
@@ -243,10 +243,10 @@ fn assemble(mut tenant: Tenant, domains: Vec<String>) -> Tenant {
     tenant
 }
 
-async fn with_domains(conn: &mut SqliteConnection, row: &SqliteRow) -> Result<Tenant> {
+async fn with_domains(conn: &mut AnyConnection, row: &AnyRow) -> Result<Tenant> {
     let tenant = tenant_row(row)?;
     let rows =
-        sqlx::query("SELECT domain FROM tenant_domains WHERE tenant_id = ? ORDER BY position")
+        sqlx::query("SELECT domain FROM tenant_domains WHERE tenant_id = $1 ORDER BY position")
             .bind(tenant.id.0)
             .fetch_all(conn)
             .await?;
@@ -258,7 +258,7 @@ async fn with_domains(conn: &mut SqliteConnection, row: &SqliteRow) -> Result<Te
 }
 
 /// Every tenant with its domains (primary first), in id order.
-pub(crate) async fn load_all(conn: &mut SqliteConnection) -> Result<Vec<Tenant>> {
+pub(crate) async fn load_all(conn: &mut AnyConnection) -> Result<Vec<Tenant>> {
     let tenant_rows = sqlx::query(
         "SELECT id, name, status, media_encryption, digest_algorithms FROM tenants ORDER BY id",
     )
@@ -400,7 +400,7 @@ impl Store {
             return Err(Error::Invalid("a retention is at least one day".into()));
         }
         let done = sqlx::query(
-            "UPDATE tenants SET cdr_retention_days = ?, alert_retention_days = ? WHERE id = ?",
+            "UPDATE tenants SET cdr_retention_days = $1, alert_retention_days = $2 WHERE id = $3",
         )
         .bind(cdr_days.map(i64::from))
         .bind(alert_days.map(i64::from))
@@ -416,7 +416,7 @@ impl Store {
     /// The tenant's own call-record and alert retention, in days.
     pub async fn record_retention(&self, tenant: TenantId) -> Result<(Option<u32>, Option<u32>)> {
         let row = sqlx::query(
-            "SELECT cdr_retention_days, alert_retention_days FROM tenants WHERE id = ?",
+            "SELECT cdr_retention_days, alert_retention_days FROM tenants WHERE id = $1",
         )
         .bind(tenant.0)
         .fetch_optional(&self.pool)
@@ -452,15 +452,16 @@ impl Store {
             let (cdr, alert) = self.record_retention(t.id).await?;
             let mut gone = (0, 0);
             if let Some(days) = effective(cdr, policy.cdr_days, policy.max_cdr_days) {
-                gone.0 = sqlx::query("DELETE FROM cdrs WHERE tenant_id = ? AND started_at_ms < ?")
-                    .bind(t.id.0)
-                    .bind(now_ms - i64::from(days) * DAY_MS)
-                    .execute(&self.pool)
-                    .await?
-                    .rows_affected();
+                gone.0 =
+                    sqlx::query("DELETE FROM cdrs WHERE tenant_id = $1 AND started_at_ms < $2")
+                        .bind(t.id.0)
+                        .bind(now_ms - i64::from(days) * DAY_MS)
+                        .execute(&self.pool)
+                        .await?
+                        .rows_affected();
             }
             if let Some(days) = effective(alert, policy.alert_days, policy.max_alert_days) {
-                gone.1 = sqlx::query("DELETE FROM alerts WHERE tenant_id = ? AND created_ms < ?")
+                gone.1 = sqlx::query("DELETE FROM alerts WHERE tenant_id = $1 AND created_ms < $2")
                     .bind(t.id.0)
                     .bind(now_ms - i64::from(days) * DAY_MS)
                     .execute(&self.pool)
@@ -483,9 +484,9 @@ impl Store {
         let mut tx = self.write_tx().await?;
         ensure_tenant(&mut tx, tenant).await?;
         for sql in [
-            "DELETE FROM cdrs WHERE tenant_id = ?",
-            "DELETE FROM registrations WHERE tenant_id = ?",
-            "DELETE FROM tenants WHERE id = ?",
+            "DELETE FROM cdrs WHERE tenant_id = $1",
+            "DELETE FROM registrations WHERE tenant_id = $1",
+            "DELETE FROM tenants WHERE id = $1",
         ] {
             sqlx::query(sql).bind(tenant.0).execute(&mut *tx).await?;
         }
@@ -548,7 +549,7 @@ mod purge_tests {
                 .expect("tables");
         let mut with_tenant = Vec::new();
         for table in tables {
-            let columns: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info(?)")
+            let columns: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info($1)")
                 .bind(&table)
                 .fetch_all(&store.pool)
                 .await
@@ -614,7 +615,7 @@ mod purge_tests {
             let rows: i64 =
                 // The names come from the schema itself.
                 sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-                    "SELECT COUNT(*) FROM \"{table}\" WHERE tenant_id = ?"
+                    "SELECT COUNT(*) FROM \"{table}\" WHERE tenant_id = $1"
                 )))
                     .bind(a.0)
                     .fetch_one(&store.pool)

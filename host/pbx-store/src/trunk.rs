@@ -5,7 +5,7 @@ use std::fmt;
 use std::net::Ipv6Addr;
 
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
 use crate::tenant::ensure_tenant;
 use crate::{Error, Result, Store, TenantId, TransportKind, checks};
@@ -122,7 +122,7 @@ impl Store {
         sqlx::query(
             "INSERT INTO trunks \
              (tenant_id, name, host, port, transport, username, password_enc, register) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(tenant.0)
         .bind(&trunk.name)
@@ -141,7 +141,7 @@ impl Store {
 
     /// The tenant's trunks, by name, passwords decrypted.
     pub async fn list_trunks(&self, tenant: TenantId) -> Result<Vec<Trunk>> {
-        let rows = sqlx::query(trunks_query!("WHERE tenant_id = ? ORDER BY name"))
+        let rows = sqlx::query(trunks_query!("WHERE tenant_id = $1 ORDER BY name"))
             .bind(tenant.0)
             .fetch_all(&self.pool)
             .await?;
@@ -160,7 +160,7 @@ impl Store {
     /// Removes one of the tenant's trunks; [`Error::NotFound`] when it has none of
     /// that name.
     pub async fn remove_trunk(&self, tenant: TenantId, name: &str) -> Result<()> {
-        let done = sqlx::query("DELETE FROM trunks WHERE tenant_id = ? AND name = ?")
+        let done = sqlx::query("DELETE FROM trunks WHERE tenant_id = $1 AND name = $2")
             .bind(tenant.0)
             .bind(name)
             .execute(&self.pool)
@@ -179,7 +179,7 @@ impl Store {
         did_number(number)?;
         let mut tx = self.write_tx().await?;
         ensure_tenant(&mut tx, tenant).await?;
-        sqlx::query("INSERT INTO dids (number, tenant_id) VALUES (?, ?)")
+        sqlx::query("INSERT INTO dids (number, tenant_id) VALUES ($1, $2)")
             .bind(number)
             .bind(tenant.0)
             .execute(&mut *tx)
@@ -191,7 +191,7 @@ impl Store {
 
     /// The tenant's DIDs, sorted.
     pub async fn list_dids(&self, tenant: TenantId) -> Result<Vec<String>> {
-        let rows = sqlx::query("SELECT number FROM dids WHERE tenant_id = ? ORDER BY number")
+        let rows = sqlx::query("SELECT number FROM dids WHERE tenant_id = $1 ORDER BY number")
             .bind(tenant.0)
             .fetch_all(&self.pool)
             .await?;
@@ -210,7 +210,7 @@ impl Store {
 
     /// Removes a DID; [`Error::NotFound`] when no tenant has it.
     pub async fn remove_did(&self, number: &str) -> Result<()> {
-        let done = sqlx::query("DELETE FROM dids WHERE number = ?")
+        let done = sqlx::query("DELETE FROM dids WHERE number = $1")
             .bind(number)
             .execute(&self.pool)
             .await?;
@@ -220,7 +220,7 @@ impl Store {
         Ok(())
     }
 
-    fn trunk_from_row(&self, row: &SqliteRow) -> Result<Trunk> {
+    fn trunk_from_row(&self, row: &AnyRow) -> Result<Trunk> {
         let tenant = TenantId(row.try_get("tenant_id")?);
         let name: String = row.try_get("name")?;
         let bad = |what: &str| {
@@ -475,7 +475,7 @@ mod tests {
             vec![t.clone(), plain.clone()]
         );
 
-        let row = sqlx::query("SELECT password_enc FROM trunks WHERE tenant_id = ?")
+        let row = sqlx::query("SELECT password_enc FROM trunks WHERE tenant_id = $1")
             .bind(a.0)
             .fetch_one(&store.pool)
             .await
@@ -485,7 +485,7 @@ mod tests {
         assert!(stored.len() > "very-secret-pw".len());
 
         // Moved to another row, the ciphertext no longer decrypts.
-        sqlx::query("UPDATE trunks SET password_enc = ? WHERE tenant_id = ?")
+        sqlx::query("UPDATE trunks SET password_enc = $1 WHERE tenant_id = $2")
             .bind(&stored)
             .bind(b.0)
             .execute(&store.pool)

@@ -10,8 +10,8 @@
 //! The mailbox's PIN is `voicemail_box.rs`'s.
 
 use serde::{Deserialize, Serialize};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
 
 use crate::audio::{self, AudioFile, Kind};
 use crate::{
@@ -41,7 +41,7 @@ pub struct VoicemailMessage {
     pub saved: bool,
 }
 
-fn from_row(row: &SqliteRow) -> Result<VoicemailMessage> {
+fn from_row(row: &AnyRow) -> Result<VoicemailMessage> {
     let duration_ms: i64 = row.try_get("duration_ms")?;
     Ok(VoicemailMessage {
         id: row.try_get("id")?,
@@ -49,8 +49,8 @@ fn from_row(row: &SqliteRow) -> Result<VoicemailMessage> {
         caller: row.try_get("caller")?,
         created_at_ms: row.try_get("created_at_ms")?,
         duration_ms: u64::try_from(duration_ms).unwrap_or(0),
-        heard: row.try_get("heard")?,
-        saved: row.try_get("saved")?,
+        heard: crate::rows::flag(row, "heard")?,
+        saved: crate::rows::flag(row, "saved")?,
     })
 }
 
@@ -61,14 +61,14 @@ fn mailbox_not_found(tenant: TenantId, mailbox: &str) -> Error {
 /// Fails with [`Error::NotFound`] unless the tenant has the extension
 /// `mailbox`.
 pub(crate) async fn ensure_mailbox(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     tenant: TenantId,
     mailbox: &str,
 ) -> Result<()> {
     if checks::extension_number(mailbox).is_err() {
         return Err(mailbox_not_found(tenant, mailbox));
     }
-    sqlx::query("SELECT 1 FROM extensions WHERE tenant_id = ? AND number = ?")
+    sqlx::query("SELECT 1 FROM extensions WHERE tenant_id = $1 AND number = $2")
         .bind(tenant.0)
         .bind(mailbox)
         .fetch_optional(conn)
@@ -81,7 +81,7 @@ pub(crate) async fn ensure_mailbox(
 /// `bytes` and `duration_ms`: [`Error::QuotaExceeded`] when it is full or
 /// the tenant's media storage or recording minutes are.
 async fn room_for(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     tenant: TenantId,
     mailbox: &str,
     bytes: u64,
@@ -89,7 +89,7 @@ async fn room_for(
 ) -> Result<()> {
     ensure_mailbox(conn, tenant, mailbox).await?;
     let row = sqlx::query(
-        "SELECT COUNT(*) AS n FROM voicemail_messages WHERE tenant_id = ? AND mailbox = ?",
+        "SELECT COUNT(*) AS n FROM voicemail_messages WHERE tenant_id = $1 AND mailbox = $2",
     )
     .bind(tenant.0)
     .bind(mailbox)
@@ -108,12 +108,12 @@ async fn room_for(
 /// Deletes the messages of the extension `mailbox`, about to be removed, in
 /// `conn`'s transaction; returns their files, to remove once it commits.
 pub(crate) async fn take_mailbox_files(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     tenant: TenantId,
     mailbox: &str,
 ) -> Result<Vec<AudioFile>> {
     let rows = sqlx::query(
-        "DELETE FROM voicemail_messages WHERE tenant_id = ? AND mailbox = ? RETURNING id",
+        "DELETE FROM voicemail_messages WHERE tenant_id = $1 AND mailbox = $2 RETURNING id",
     )
     .bind(tenant.0)
     .bind(mailbox)
@@ -195,7 +195,7 @@ impl Store {
             room_for(&mut tx, tenant, mailbox, bytes, duration_ms).await?;
             sqlx::query(
                 "INSERT INTO voicemail_messages (id, tenant_id, mailbox, caller, created_at_ms, \
-                 duration_ms, bytes) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                 duration_ms, bytes) VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
             .bind(&message.id)
             .bind(tenant.0)
@@ -228,7 +228,7 @@ impl Store {
         ensure_mailbox(&mut tx, tenant, mailbox).await?;
         let rows = sqlx::query(
             "SELECT id, mailbox, caller, created_at_ms, duration_ms, heard, saved \
-             FROM voicemail_messages WHERE tenant_id = ? AND mailbox = ? \
+             FROM voicemail_messages WHERE tenant_id = $1 AND mailbox = $2 \
              ORDER BY created_at_ms, id",
         )
         .bind(tenant.0)
@@ -251,7 +251,7 @@ impl Store {
         }
         let row = sqlx::query(
             "SELECT id, mailbox, caller, created_at_ms, duration_ms, heard, saved \
-             FROM voicemail_messages WHERE tenant_id = ? AND mailbox = ? AND id = ?",
+             FROM voicemail_messages WHERE tenant_id = $1 AND mailbox = $2 AND id = $3",
         )
         .bind(tenant.0)
         .bind(mailbox)
@@ -294,11 +294,11 @@ impl Store {
         saved: bool,
     ) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE voicemail_messages SET heard = ?, saved = ? \
-             WHERE tenant_id = ? AND mailbox = ? AND id = ?",
+            "UPDATE voicemail_messages SET heard = $1, saved = $2 \
+             WHERE tenant_id = $3 AND mailbox = $4 AND id = $5",
         )
-        .bind(heard)
-        .bind(saved)
+        .bind(i64::from(heard))
+        .bind(i64::from(saved))
         .bind(tenant.0)
         .bind(mailbox)
         .bind(id)
@@ -319,7 +319,7 @@ impl Store {
             return Ok(false);
         }
         let done = sqlx::query(
-            "DELETE FROM voicemail_messages WHERE tenant_id = ? AND mailbox = ? AND id = ?",
+            "DELETE FROM voicemail_messages WHERE tenant_id = $1 AND mailbox = $2 AND id = $3",
         )
         .bind(tenant.0)
         .bind(mailbox)
@@ -339,7 +339,7 @@ impl Store {
     pub async fn mailbox_counts(&self, tenant: TenantId, mailbox: &str) -> Result<(u32, u32)> {
         let row = sqlx::query(
             "SELECT COALESCE(SUM(heard = 0), 0) AS new, COALESCE(SUM(heard = 1), 0) AS old \
-             FROM voicemail_messages WHERE tenant_id = ? AND mailbox = ?",
+             FROM voicemail_messages WHERE tenant_id = $1 AND mailbox = $2",
         )
         .bind(tenant.0)
         .bind(mailbox)
@@ -362,7 +362,7 @@ impl Store {
         )
         .fetch_all(&self.pool)
         .await?;
-        let count = |row: &SqliteRow, name: &str| -> Result<u32> {
+        let count = |row: &AnyRow, name: &str| -> Result<u32> {
             let n: i64 = row.try_get(name)?;
             Ok(u32::try_from(n).unwrap_or(u32::MAX))
         };
@@ -381,7 +381,7 @@ impl Store {
     /// for the default ([`DEFAULT_VOICEMAIL_RETENTION_DAYS`]).
     /// [`Error::NotFound`] for an unknown tenant.
     pub async fn voicemail_retention(&self, tenant: TenantId) -> Result<Option<u32>> {
-        let row = sqlx::query("SELECT voicemail_retention_days FROM tenants WHERE id = ?")
+        let row = sqlx::query("SELECT voicemail_retention_days FROM tenants WHERE id = $1")
             .bind(tenant.0)
             .fetch_optional(&self.pool)
             .await?
@@ -400,7 +400,7 @@ impl Store {
                 "voicemail is kept 1 to {MAX_VOICEMAIL_RETENTION_DAYS} days"
             )));
         }
-        let done = sqlx::query("UPDATE tenants SET voicemail_retention_days = ? WHERE id = ?")
+        let done = sqlx::query("UPDATE tenants SET voicemail_retention_days = $1 WHERE id = $2")
             .bind(days.map(i64::from))
             .bind(tenant.0)
             .execute(&self.pool)
@@ -420,7 +420,7 @@ impl Store {
         let rows = sqlx::query(
             "DELETE FROM voicemail_messages WHERE id IN ( \
                SELECT m.id FROM voicemail_messages m JOIN tenants t ON t.id = m.tenant_id \
-               WHERE m.created_at_ms <= ? - COALESCE(t.voicemail_retention_days, ?) * ?) \
+               WHERE m.created_at_ms <= $1 - COALESCE(t.voicemail_retention_days, $2) * $3) \
              RETURNING id, tenant_id, mailbox",
         )
         .bind(now_ms)

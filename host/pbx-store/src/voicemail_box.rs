@@ -91,7 +91,7 @@ impl Store {
         ensure_mailbox(&mut tx, tenant, mailbox).await?;
         sqlx::query(
             "INSERT INTO voicemail_boxes (tenant_id, mailbox, pin_hash, failed_attempts, \
-             locked_until_ms) VALUES (?, ?, ?, 0, NULL) ON CONFLICT (tenant_id, mailbox) \
+             locked_until_ms) VALUES ($1, $2, $3, 0, NULL) ON CONFLICT (tenant_id, mailbox) \
              DO UPDATE SET pin_hash = excluded.pin_hash, failed_attempts = 0, \
              locked_until_ms = NULL",
         )
@@ -118,7 +118,7 @@ impl Store {
         let mut tx = self.write_tx().await?;
         let row = sqlx::query(
             "SELECT pin_hash, failed_attempts, locked_until_ms FROM voicemail_boxes \
-             WHERE tenant_id = ? AND mailbox = ?",
+             WHERE tenant_id = $1 AND mailbox = $2",
         )
         .bind(tenant.0)
         .bind(mailbox)
@@ -143,7 +143,7 @@ impl Store {
         }
         sqlx::query(
             "UPDATE voicemail_boxes SET failed_attempts = failed_attempts + 1 \
-             WHERE tenant_id = ? AND mailbox = ?",
+             WHERE tenant_id = $1 AND mailbox = $2",
         )
         .bind(tenant.0)
         .bind(mailbox)
@@ -167,8 +167,8 @@ impl Store {
         };
         if let Some(failed) = failed_after {
             sqlx::query(
-                "UPDATE voicemail_boxes SET failed_attempts = ?, locked_until_ms = ? \
-                 WHERE tenant_id = ? AND mailbox = ?",
+                "UPDATE voicemail_boxes SET failed_attempts = $1, locked_until_ms = $2 \
+                 WHERE tenant_id = $3 AND mailbox = $4",
             )
             .bind(failed)
             .bind(locked_until)
@@ -302,7 +302,7 @@ mod tests {
             .await
             .expect("set");
         let stored: String =
-            sqlx::query("SELECT pin_hash FROM voicemail_boxes WHERE tenant_id = ?")
+            sqlx::query("SELECT pin_hash FROM voicemail_boxes WHERE tenant_id = $1")
                 .bind(a.0)
                 .fetch_one(&store.pool)
                 .await
