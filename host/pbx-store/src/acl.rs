@@ -105,37 +105,36 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<NetworkAcl> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn networks_are_kept_per_tenant_and_extension() {
-        let store = Store::open_in_memory().await.unwrap();
-        let a = store.add_tenant("acme", "acme.example").await.unwrap().id;
-        let b = store.add_tenant("beta", "beta.example").await.unwrap().id;
-        let before = store.generation().await.unwrap();
-        let n = store.allow_network(a, None, "10.1.2.3/8").await.unwrap();
-        assert_eq!(n.cidr, "10.0.0.0/8");
-        store
-            .allow_network(a, Some("1000"), "192.0.2.7")
-            .await
-            .unwrap();
-        store.allow_network(a, None, "10.0.0.0/8").await.unwrap();
-        assert!(store.generation().await.unwrap() > before);
-        let list = store.list_networks(a).await.unwrap();
-        assert_eq!(list.len(), 2);
-        assert!(
-            list.iter()
-                .any(|n| n.extension.as_deref() == Some("1000") && n.cidr == "192.0.2.7/32")
-        );
-        assert!(store.list_networks(b).await.unwrap().is_empty());
-        assert_eq!(store.directory().await.unwrap().acls.len(), 2);
-        assert!(store.allow_network(a, None, "not-a-net").await.is_err());
-        assert!(store.disallow_network(b, None, "10.0.0.0/8").await.is_err());
-        store.disallow_network(a, None, "10.0.0.0/8").await.unwrap();
-        store
-            .disallow_network(a, Some("1000"), "192.0.2.7")
-            .await
-            .unwrap();
-        assert!(store.list_networks(a).await.unwrap().is_empty());
+    backend_test! {
+        async fn networks_are_kept_per_tenant_and_extension() {
+            let store = crate::testdb::store().await.unwrap();
+            let a = store.add_tenant("acme", "acme.example").await.unwrap().id;
+            let b = store.add_tenant("beta", "beta.example").await.unwrap().id;
+            let before = store.generation().await.unwrap();
+            let n = store.allow_network(a, None, "10.1.2.3/8").await.unwrap();
+            assert_eq!(n.cidr, "10.0.0.0/8");
+            store
+                .allow_network(a, Some("1000"), "192.0.2.7")
+                .await
+                .unwrap();
+            store.allow_network(a, None, "10.0.0.0/8").await.unwrap();
+            assert!(store.generation().await.unwrap() > before);
+            let list = store.list_networks(a).await.unwrap();
+            assert_eq!(list.len(), 2);
+            assert!(
+                list.iter()
+                    .any(|n| n.extension.as_deref() == Some("1000") && n.cidr == "192.0.2.7/32")
+            );
+            assert!(store.list_networks(b).await.unwrap().is_empty());
+            assert_eq!(store.directory().await.unwrap().acls.len(), 2);
+            assert!(store.allow_network(a, None, "not-a-net").await.is_err());
+            assert!(store.disallow_network(b, None, "10.0.0.0/8").await.is_err());
+            store.disallow_network(a, None, "10.0.0.0/8").await.unwrap();
+            store
+                .disallow_network(a, Some("1000"), "192.0.2.7")
+                .await
+                .unwrap();
+            assert!(store.list_networks(a).await.unwrap().is_empty());
+        }
     }
 }

@@ -188,87 +188,88 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn per_tenant_and_provider_wide_alerts() {
-        let store = Store::open_in_memory().await.expect("open");
-        let a = store.add_tenant("a", "a.example").await.expect("a").id;
-        let b = store.add_tenant("b", "b.example").await.expect("b").id;
-        let a1 = store
-            .insert_alert(&alert(Some(a), "fraud.burst", 1_000))
-            .await
-            .expect("a1");
-        store
-            .insert_alert(&alert(Some(a), "fraud.off-hours", 3_000))
-            .await
-            .expect("a2");
-        let b1 = store
-            .insert_alert(&alert(Some(b), "fraud.burst", 2_000))
-            .await
-            .expect("b1");
-        store
-            .insert_alert(&alert(None, "sip.ban", 4_000))
-            .await
-            .expect("p");
-
-        let of_a = store.list_alerts(a, 100).await.expect("list");
-        let events: Vec<&str> = of_a.iter().map(|r| r.alert.event.as_str()).collect();
-        assert_eq!(events, ["fraud.off-hours", "fraud.burst"]);
-        assert!(
-            of_a.iter()
-                .all(|r| r.alert.tenant == Some(a) && !r.acknowledged)
-        );
-
-        let all = store.list_all_alerts(100).await.expect("all");
-        let times: Vec<i64> = all.iter().map(|r| r.alert.at_ms).collect();
-        assert_eq!(times, [4_000, 3_000, 2_000, 1_000]);
-        assert_eq!(all[0].alert.tenant, None);
-        assert_eq!(store.list_all_alerts(2).await.expect("all").len(), 2);
-
-        // a tenant cannot acknowledge another tenant's alert
-        assert!(!store.acknowledge_alert(Some(a), b1).await.expect("ack"));
-        assert!(store.acknowledge_alert(Some(a), a1).await.expect("ack"));
-        assert!(store.acknowledge_alert(None, b1).await.expect("ack"));
-        let of_b = store.list_alerts(b, 10).await.expect("list");
-        assert!(of_b[0].acknowledged);
-        assert!(!store.acknowledge_alert(None, 999).await.expect("ack"));
-
-        // the column holds only the model's names ([`stored_severity`] refuses
-        // any other text instead of guessing)
-        for name in Severity::ALL.map(Severity::as_str) {
-            sqlx::query(
-                "INSERT INTO alerts (tenant_id, severity, event, message, created_ms) \
-                 VALUES ($1, $2, 'x', 'm', 9000)",
-            )
-            .bind(b.0)
-            .bind(name)
-            .execute(&store.pool)
-            .await
-            .expect("a known severity");
-        }
-        let shown: Vec<Severity> = store
-            .list_alerts(b, 3)
-            .await
-            .expect("list")
-            .iter()
-            .map(|r| r.alert.severity)
-            .collect();
-        assert_eq!(shown.len(), 3);
-        assert!(Severity::ALL.iter().all(|s| shown.contains(s)));
-        assert!(
-            sqlx::query(
-                "INSERT INTO alerts (tenant_id, severity, event, message, created_ms) \
-                 VALUES ($1, 'panic', 'x', 'm', 9000)",
-            )
-            .bind(b.0)
-            .execute(&store.pool)
-            .await
-            .is_err()
-        );
-        assert!(
+    backend_test! {
+        async fn per_tenant_and_provider_wide_alerts() {
+            let store = crate::testdb::store().await.expect("open");
+            let a = store.add_tenant("a", "a.example").await.expect("a").id;
+            let b = store.add_tenant("b", "b.example").await.expect("b").id;
+            let a1 = store
+                .insert_alert(&alert(Some(a), "fraud.burst", 1_000))
+                .await
+                .expect("a1");
             store
-                .insert_alert(&alert(Some(TenantId(99)), "x", 1))
+                .insert_alert(&alert(Some(a), "fraud.off-hours", 3_000))
+                .await
+                .expect("a2");
+            let b1 = store
+                .insert_alert(&alert(Some(b), "fraud.burst", 2_000))
+                .await
+                .expect("b1");
+            store
+                .insert_alert(&alert(None, "sip.ban", 4_000))
+                .await
+                .expect("p");
+
+            let of_a = store.list_alerts(a, 100).await.expect("list");
+            let events: Vec<&str> = of_a.iter().map(|r| r.alert.event.as_str()).collect();
+            assert_eq!(events, ["fraud.off-hours", "fraud.burst"]);
+            assert!(
+                of_a.iter()
+                    .all(|r| r.alert.tenant == Some(a) && !r.acknowledged)
+            );
+
+            let all = store.list_all_alerts(100).await.expect("all");
+            let times: Vec<i64> = all.iter().map(|r| r.alert.at_ms).collect();
+            assert_eq!(times, [4_000, 3_000, 2_000, 1_000]);
+            assert_eq!(all[0].alert.tenant, None);
+            assert_eq!(store.list_all_alerts(2).await.expect("all").len(), 2);
+
+            // a tenant cannot acknowledge another tenant's alert
+            assert!(!store.acknowledge_alert(Some(a), b1).await.expect("ack"));
+            assert!(store.acknowledge_alert(Some(a), a1).await.expect("ack"));
+            assert!(store.acknowledge_alert(None, b1).await.expect("ack"));
+            let of_b = store.list_alerts(b, 10).await.expect("list");
+            assert!(of_b[0].acknowledged);
+            assert!(!store.acknowledge_alert(None, 999).await.expect("ack"));
+
+            // the column holds only the model's names ([`stored_severity`] refuses
+            // any other text instead of guessing)
+            for name in Severity::ALL.map(Severity::as_str) {
+                sqlx::query(
+                    "INSERT INTO alerts (tenant_id, severity, event, message, created_ms) \
+                     VALUES ($1, $2, 'x', 'm', 9000)",
+                )
+                .bind(b.0)
+                .bind(name)
+                .execute(&store.pool)
+                .await
+                .expect("a known severity");
+            }
+            let shown: Vec<Severity> = store
+                .list_alerts(b, 3)
+                .await
+                .expect("list")
+                .iter()
+                .map(|r| r.alert.severity)
+                .collect();
+            assert_eq!(shown.len(), 3);
+            assert!(Severity::ALL.iter().all(|s| shown.contains(s)));
+            assert!(
+                sqlx::query(
+                    "INSERT INTO alerts (tenant_id, severity, event, message, created_ms) \
+                     VALUES ($1, 'panic', 'x', 'm', 9000)",
+                )
+                .bind(b.0)
+                .execute(&store.pool)
                 .await
                 .is_err()
-        );
+            );
+            assert!(
+                store
+                    .insert_alert(&alert(Some(TenantId(99)), "x", 1))
+                    .await
+                    .is_err()
+            );
+        }
     }
 }

@@ -150,46 +150,47 @@ fn token_row(row: &AnyRow) -> Result<ApiToken> {
 mod tests {
     use crate::*;
 
-    #[tokio::test]
-    async fn tokens_are_tenant_bound_and_revocable() {
-        let store = Store::open_in_memory().await.expect("open");
-        let a = store.add_tenant("a", "a.example").await.expect("a").id;
-        let b = store.add_tenant("b", "b.example").await.expect("b").id;
-        let new = NewApiToken {
-            jti: "j1".into(),
-            name: "billing".into(),
-            scopes: vec!["cdrs:read".into(), "extensions:read".into()],
-            token_hash: "ab".into(),
-            created_by: "root".into(),
-            created_at_ms: 1,
-            expires_at_ms: 100,
-        };
-        let t = store.add_api_token(a, &new).await.expect("add");
-        assert_eq!(
-            store.api_token_by_jti("j1").await.expect("get"),
-            Some(t.clone())
-        );
-        assert_eq!(
-            store.list_api_tokens(a).await.expect("list"),
-            vec![t.clone()]
-        );
-        assert!(store.list_api_tokens(b).await.expect("list").is_empty());
-        assert!(matches!(
-            store.add_api_token(a, &new).await,
-            Err(Error::Conflict(_))
-        ));
-        assert!(matches!(
-            store.revoke_api_token(b, t.id, 5).await,
-            Err(Error::NotFound(_))
-        ));
-        store.revoke_api_token(a, t.id, 5).await.expect("revoke");
-        store.revoke_api_token(a, t.id, 9).await.expect("again");
-        let got = store
-            .api_token_by_jti("j1")
-            .await
-            .expect("get")
-            .expect("some");
-        assert_eq!(got.revoked_at_ms, Some(5));
-        assert_eq!(got.scopes, new.scopes);
+    backend_test! {
+        async fn tokens_are_tenant_bound_and_revocable() {
+            let store = crate::testdb::store().await.expect("open");
+            let a = store.add_tenant("a", "a.example").await.expect("a").id;
+            let b = store.add_tenant("b", "b.example").await.expect("b").id;
+            let new = NewApiToken {
+                jti: "j1".into(),
+                name: "billing".into(),
+                scopes: vec!["cdrs:read".into(), "extensions:read".into()],
+                token_hash: "ab".into(),
+                created_by: "root".into(),
+                created_at_ms: 1,
+                expires_at_ms: 100,
+            };
+            let t = store.add_api_token(a, &new).await.expect("add");
+            assert_eq!(
+                store.api_token_by_jti("j1").await.expect("get"),
+                Some(t.clone())
+            );
+            assert_eq!(
+                store.list_api_tokens(a).await.expect("list"),
+                vec![t.clone()]
+            );
+            assert!(store.list_api_tokens(b).await.expect("list").is_empty());
+            assert!(matches!(
+                store.add_api_token(a, &new).await,
+                Err(Error::Conflict(_))
+            ));
+            assert!(matches!(
+                store.revoke_api_token(b, t.id, 5).await,
+                Err(Error::NotFound(_))
+            ));
+            store.revoke_api_token(a, t.id, 5).await.expect("revoke");
+            store.revoke_api_token(a, t.id, 9).await.expect("again");
+            let got = store
+                .api_token_by_jti("j1")
+                .await
+                .expect("get")
+                .expect("some");
+            assert_eq!(got.revoked_at_ms, Some(5));
+            assert_eq!(got.scopes, new.scopes);
+        }
     }
 }

@@ -450,44 +450,45 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn entries_chain_and_filter_by_tenant() {
-        let store = Store::open_in_memory().await.expect("open");
-        let a = store.append_audit(&record("one", None)).await.expect("1");
-        assert_eq!((a.id, a.prev_hash.as_str()), (1, ""));
-        let b = store
-            .append_audit(&record("two", Some(TenantId(4))))
-            .await
-            .expect("2");
-        assert_eq!(b.prev_hash, a.hash);
-        let key = store.audit_key();
-        assert_eq!(b.hash, audit_mac(&key, 2, &a.hash, &b.record));
-        assert_ne!(b.hash, audit_mac(&[0; 32], 2, &a.hash, &b.record));
-        assert_eq!(
-            store.audit_head().await.expect("head"),
-            AuditHead {
-                last_id: 2,
-                hash: b.hash.clone()
-            }
-        );
-        let all = store.list_audit(None, None, 10).await.expect("all");
-        assert_eq!(all, vec![b.clone(), a.clone()]);
-        let mine = store
-            .list_audit(Some(TenantId(4)), None, 10)
-            .await
-            .expect("t");
-        assert_eq!(mine, vec![b.clone()]);
-        assert!(
-            store
-                .list_audit(Some(TenantId(5)), None, 10)
+    backend_test! {
+        async fn entries_chain_and_filter_by_tenant() {
+            let store = crate::testdb::store().await.expect("open");
+            let a = store.append_audit(&record("one", None)).await.expect("1");
+            assert_eq!((a.id, a.prev_hash.as_str()), (1, ""));
+            let b = store
+                .append_audit(&record("two", Some(TenantId(4))))
                 .await
-                .expect("t")
-                .is_empty()
-        );
-        assert_eq!(
-            store.list_audit(None, Some(2), 10).await.expect("p"),
-            vec![a.clone()]
-        );
-        assert_eq!(store.audit_chain(1, 10).await.expect("chain"), vec![b]);
+                .expect("2");
+            assert_eq!(b.prev_hash, a.hash);
+            let key = store.audit_key();
+            assert_eq!(b.hash, audit_mac(&key, 2, &a.hash, &b.record));
+            assert_ne!(b.hash, audit_mac(&[0; 32], 2, &a.hash, &b.record));
+            assert_eq!(
+                store.audit_head().await.expect("head"),
+                AuditHead {
+                    last_id: 2,
+                    hash: b.hash.clone()
+                }
+            );
+            let all = store.list_audit(None, None, 10).await.expect("all");
+            assert_eq!(all, vec![b.clone(), a.clone()]);
+            let mine = store
+                .list_audit(Some(TenantId(4)), None, 10)
+                .await
+                .expect("t");
+            assert_eq!(mine, vec![b.clone()]);
+            assert!(
+                store
+                    .list_audit(Some(TenantId(5)), None, 10)
+                    .await
+                    .expect("t")
+                    .is_empty()
+            );
+            assert_eq!(
+                store.list_audit(None, Some(2), 10).await.expect("p"),
+                vec![a.clone()]
+            );
+            assert_eq!(store.audit_chain(1, 10).await.expect("chain"), vec![b]);
+        }
     }
 }

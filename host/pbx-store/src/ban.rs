@@ -137,50 +137,51 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn upsert_list_remove_and_purge() {
-        let store = Store::open_in_memory().await.expect("open");
-        store
-            .upsert_ban(&ban("203.0.113.5", 10_000))
-            .await
-            .expect("a");
-        store
-            .upsert_ban(&ban("2001:db8::1", 5_000))
-            .await
-            .expect("b");
-        store
-            .upsert_ban(&ban("198.51.100.1", 1_000))
-            .await
-            .expect("c");
-
-        let active = store.list_bans(2_000).await.expect("list");
-        let ips: Vec<String> = active.iter().map(|b| b.ip.to_string()).collect();
-        assert_eq!(ips, ["2001:db8::1", "203.0.113.5"]);
-        assert_eq!(active[1].tried, vec!["1000@acme", "line break"]);
-        assert_eq!(active[1].count, 10);
-
-        // a repeat ban replaces the row
-        let mut again = ban("203.0.113.5", 50_000);
-        again.strikes = 2;
-        again.tried.clear();
-        store.upsert_ban(&again).await.expect("again");
-        let active = store.list_bans(20_000).await.expect("list");
-        assert_eq!(active, vec![again]);
-
-        // mapped IPv6 addresses are the IPv4 row
-        assert!(
+    backend_test! {
+        async fn upsert_list_remove_and_purge() {
+            let store = crate::testdb::store().await.expect("open");
             store
-                .remove_ban("::ffff:203.0.113.5".parse().expect("ip"))
+                .upsert_ban(&ban("203.0.113.5", 10_000))
                 .await
-                .expect("rm")
-        );
-        assert!(
-            !store
-                .remove_ban("203.0.113.5".parse().expect("ip"))
+                .expect("a");
+            store
+                .upsert_ban(&ban("2001:db8::1", 5_000))
                 .await
-                .expect("rm")
-        );
-        assert_eq!(store.purge_bans(6_000).await.expect("purge"), 2);
-        assert!(store.list_bans(0).await.expect("list").is_empty());
+                .expect("b");
+            store
+                .upsert_ban(&ban("198.51.100.1", 1_000))
+                .await
+                .expect("c");
+
+            let active = store.list_bans(2_000).await.expect("list");
+            let ips: Vec<String> = active.iter().map(|b| b.ip.to_string()).collect();
+            assert_eq!(ips, ["2001:db8::1", "203.0.113.5"]);
+            assert_eq!(active[1].tried, vec!["1000@acme", "line break"]);
+            assert_eq!(active[1].count, 10);
+
+            // a repeat ban replaces the row
+            let mut again = ban("203.0.113.5", 50_000);
+            again.strikes = 2;
+            again.tried.clear();
+            store.upsert_ban(&again).await.expect("again");
+            let active = store.list_bans(20_000).await.expect("list");
+            assert_eq!(active, vec![again]);
+
+            // mapped IPv6 addresses are the IPv4 row
+            assert!(
+                store
+                    .remove_ban("::ffff:203.0.113.5".parse().expect("ip"))
+                    .await
+                    .expect("rm")
+            );
+            assert!(
+                !store
+                    .remove_ban("203.0.113.5".parse().expect("ip"))
+                    .await
+                    .expect("rm")
+            );
+            assert_eq!(store.purge_bans(6_000).await.expect("purge"), 2);
+            assert!(store.list_bans(0).await.expect("list").is_empty());
+        }
     }
 }

@@ -70,40 +70,41 @@ impl Store {
 mod tests {
     use crate::*;
 
-    #[tokio::test]
-    async fn a_calendar_is_stored_checked_and_kept_per_tenant() {
-        let store = Store::open_in_memory().await.expect("open");
-        let a = store.add_tenant("a", "a.example").await.expect("a").id;
-        let b = store.add_tenant("b", "b.example").await.expect("b").id;
-        assert_eq!(store.calendar(a).await.unwrap(), Calendar::default());
-        let paris = Calendar {
-            time_zone: "Europe/Paris".into(),
-            holidays: vec![Holiday {
-                date: "2026-12-25".into(),
-                name: "Noël".into(),
-            }],
-        };
-        let g0 = store.generation().await.unwrap();
-        store.set_calendar(a, &paris).await.unwrap();
-        assert_ne!(store.generation().await.unwrap(), g0, "servers reload");
-        assert_eq!(store.calendar(a).await.unwrap(), paris);
-        assert_eq!(store.calendar(b).await.unwrap(), Calendar::default());
-        let bad = Calendar {
-            time_zone: "Nowhere/Land".into(),
-            holidays: Vec::new(),
-        };
-        assert!(matches!(
-            store.set_calendar(a, &bad).await,
-            Err(Error::Invalid(_))
-        ));
-        assert_eq!(
-            store.calendar(a).await.unwrap(),
-            paris,
-            "nothing half-written"
-        );
-        assert!(matches!(
-            store.set_calendar(TenantId(999), &paris).await,
-            Err(Error::NotFound(_))
-        ));
+    backend_test! {
+        async fn a_calendar_is_stored_checked_and_kept_per_tenant() {
+            let store = crate::testdb::store().await.expect("open");
+            let a = store.add_tenant("a", "a.example").await.expect("a").id;
+            let b = store.add_tenant("b", "b.example").await.expect("b").id;
+            assert_eq!(store.calendar(a).await.unwrap(), Calendar::default());
+            let paris = Calendar {
+                time_zone: "Europe/Paris".into(),
+                holidays: vec![Holiday {
+                    date: "2026-12-25".into(),
+                    name: "Noël".into(),
+                }],
+            };
+            let g0 = store.generation().await.unwrap();
+            store.set_calendar(a, &paris).await.unwrap();
+            assert_ne!(store.generation().await.unwrap(), g0, "servers reload");
+            assert_eq!(store.calendar(a).await.unwrap(), paris);
+            assert_eq!(store.calendar(b).await.unwrap(), Calendar::default());
+            let bad = Calendar {
+                time_zone: "Nowhere/Land".into(),
+                holidays: Vec::new(),
+            };
+            assert!(matches!(
+                store.set_calendar(a, &bad).await,
+                Err(Error::Invalid(_))
+            ));
+            assert_eq!(
+                store.calendar(a).await.unwrap(),
+                paris,
+                "nothing half-written"
+            );
+            assert!(matches!(
+                store.set_calendar(TenantId(999), &paris).await,
+                Err(Error::NotFound(_))
+            ));
+        }
     }
 }

@@ -135,85 +135,86 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn forwarding_is_stored_checked_and_kept_per_tenant_and_extension() {
-        let store = Store::open_in_memory().await.expect("open");
-        let a = store.add_tenant("a", "a.example").await.expect("a").id;
-        let b = store.add_tenant("b", "b.example").await.expect("b").id;
-        for t in [a, b] {
-            store.add_extension(t, "100", "pw-100-xx").await.unwrap();
-        }
-        store.add_extension(a, "101", "pw-101-xx").await.unwrap();
-        assert_eq!(
-            store.forwarding(a, "100").await.unwrap(),
-            Forwarding::default()
-        );
-        let set = Forwarding {
-            always: None,
-            busy: Some("101".into()),
-            no_answer: Some("+12125550100".into()),
-            no_answer_secs: 15,
-            dnd: true,
-        };
-        let g0 = store.generation().await.unwrap();
-        store.set_forwarding(a, "100", &set).await.unwrap();
-        assert_ne!(store.generation().await.unwrap(), g0, "servers reload");
-        assert_eq!(store.forwarding(a, "100").await.unwrap(), set);
-        // The same number in another tenant, and another extension, untouched.
-        assert_eq!(
-            store.forwarding(b, "100").await.unwrap(),
-            Forwarding::default()
-        );
-        assert_eq!(
-            store.forwarding(a, "101").await.unwrap(),
-            Forwarding::default()
-        );
-        assert_eq!(
-            store.all_forwarding().await.unwrap(),
-            vec![(a, "100".to_string(), set.clone())]
-        );
+    backend_test! {
+        async fn forwarding_is_stored_checked_and_kept_per_tenant_and_extension() {
+            let store = crate::testdb::store().await.expect("open");
+            let a = store.add_tenant("a", "a.example").await.expect("a").id;
+            let b = store.add_tenant("b", "b.example").await.expect("b").id;
+            for t in [a, b] {
+                store.add_extension(t, "100", "pw-100-xx").await.unwrap();
+            }
+            store.add_extension(a, "101", "pw-101-xx").await.unwrap();
+            assert_eq!(
+                store.forwarding(a, "100").await.unwrap(),
+                Forwarding::default()
+            );
+            let set = Forwarding {
+                always: None,
+                busy: Some("101".into()),
+                no_answer: Some("+12125550100".into()),
+                no_answer_secs: 15,
+                dnd: true,
+            };
+            let g0 = store.generation().await.unwrap();
+            store.set_forwarding(a, "100", &set).await.unwrap();
+            assert_ne!(store.generation().await.unwrap(), g0, "servers reload");
+            assert_eq!(store.forwarding(a, "100").await.unwrap(), set);
+            // The same number in another tenant, and another extension, untouched.
+            assert_eq!(
+                store.forwarding(b, "100").await.unwrap(),
+                Forwarding::default()
+            );
+            assert_eq!(
+                store.forwarding(a, "101").await.unwrap(),
+                Forwarding::default()
+            );
+            assert_eq!(
+                store.all_forwarding().await.unwrap(),
+                vec![(a, "100".to_string(), set.clone())]
+            );
 
-        // Refused settings change nothing.
-        assert!(matches!(
-            store.set_forwarding(a, "100", &always("sip:x@y")).await,
-            Err(Error::Invalid(_))
-        ));
-        assert!(matches!(
-            store.set_forwarding(a, "100", &always("100")).await,
-            Err(Error::Invalid(_))
-        ));
-        assert_eq!(store.forwarding(a, "100").await.unwrap(), set);
-
-        // Unknown extensions and tenants are not found, for reads and writes.
-        for (t, n) in [(a, "999"), (TenantId(999), "100")] {
+            // Refused settings change nothing.
             assert!(matches!(
-                store.forwarding(t, n).await,
-                Err(Error::NotFound(_))
+                store.set_forwarding(a, "100", &always("sip:x@y")).await,
+                Err(Error::Invalid(_))
             ));
             assert!(matches!(
-                store.set_forwarding(t, n, &always("101")).await,
-                Err(Error::NotFound(_))
+                store.set_forwarding(a, "100", &always("100")).await,
+                Err(Error::Invalid(_))
             ));
+            assert_eq!(store.forwarding(a, "100").await.unwrap(), set);
+
+            // Unknown extensions and tenants are not found, for reads and writes.
+            for (t, n) in [(a, "999"), (TenantId(999), "100")] {
+                assert!(matches!(
+                    store.forwarding(t, n).await,
+                    Err(Error::NotFound(_))
+                ));
+                assert!(matches!(
+                    store.set_forwarding(t, n, &always("101")).await,
+                    Err(Error::NotFound(_))
+                ));
+            }
+
+            // Back to the defaults: no row is kept.
+            store
+                .set_forwarding(a, "100", &Forwarding::default())
+                .await
+                .unwrap();
+            assert!(store.all_forwarding().await.unwrap().is_empty());
+
+            // The settings go with their extension.
+            store
+                .set_forwarding(a, "101", &always("100"))
+                .await
+                .unwrap();
+            store.remove_extension(a, "101").await.unwrap();
+            assert!(store.all_forwarding().await.unwrap().is_empty());
+            store.add_extension(a, "101", "pw-101-xx").await.unwrap();
+            assert_eq!(
+                store.forwarding(a, "101").await.unwrap(),
+                Forwarding::default()
+            );
         }
-
-        // Back to the defaults: no row is kept.
-        store
-            .set_forwarding(a, "100", &Forwarding::default())
-            .await
-            .unwrap();
-        assert!(store.all_forwarding().await.unwrap().is_empty());
-
-        // The settings go with their extension.
-        store
-            .set_forwarding(a, "101", &always("100"))
-            .await
-            .unwrap();
-        store.remove_extension(a, "101").await.unwrap();
-        assert!(store.all_forwarding().await.unwrap().is_empty());
-        store.add_extension(a, "101", "pw-101-xx").await.unwrap();
-        assert_eq!(
-            store.forwarding(a, "101").await.unwrap(),
-            Forwarding::default()
-        );
     }
 }

@@ -38,6 +38,10 @@
 //!   queries are runtime-checked (`sqlx::query`), and the store has no clock:
 //!   callers pass `now_ms` where time matters.
 
+#[cfg(any(test, feature = "test-support"))]
+#[macro_use]
+pub mod testdb;
+
 mod acl;
 mod alert;
 mod api_token;
@@ -138,6 +142,7 @@ use sqlx::{Any, Executor, Row, Transaction};
 pub const DB_FILE: &str = "pbx.db";
 
 static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
+static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
 
 /// Which database a [`Store`] runs on. The SQL is shared; the few statements
 /// that must differ match on this in one place each.
@@ -153,7 +158,7 @@ impl Backend {
     fn migrator(self) -> &'static sqlx::migrate::Migrator {
         match self {
             Backend::Sqlite => &SQLITE_MIGRATOR,
-            Backend::Postgres => &SQLITE_MIGRATOR,
+            Backend::Postgres => &POSTGRES_MIGRATOR,
         }
     }
 }
@@ -219,6 +224,30 @@ impl Store {
         Store::migrated(
             pool,
             Backend::Sqlite,
+            secret::SecretKey::random(),
+            audio::AudioFiles::in_memory(),
+        )
+        .await
+    }
+
+    /// Opens the PostgreSQL database named by `url` for a test: migrations
+    /// applied, a random secret key, tenant audio in memory (what
+    /// [`Store::open_in_memory`] is on SQLite).
+    #[cfg(any(test, feature = "test-support"))]
+    pub async fn connect_ephemeral(url: &str) -> Result<Store> {
+        if backend_of(url)? != Backend::Postgres {
+            return Err(Error::Invalid(
+                "an ephemeral store on SQLite is Store::open_in_memory".into(),
+            ));
+        }
+        sqlx::any::install_default_drivers();
+        let pool = AnyPoolOptions::new()
+            .max_connections(4)
+            .connect(url)
+            .await?;
+        Store::migrated(
+            pool,
+            Backend::Postgres,
             secret::SecretKey::random(),
             audio::AudioFiles::in_memory(),
         )
@@ -460,72 +489,74 @@ mod tests {
         store.close().await;
     }
 
-    #[tokio::test]
-    async fn directory_lists_tenants_domains_and_extensions() {
-        let store = Store::open_in_memory().await.expect("open");
-        let a = store.add_tenant("a", "a.example").await.expect("a");
-        store.add_domain(a.id, "Alt.A.Example").await.expect("dom");
-        let b = store.add_tenant("b", "b.example").await.expect("b");
-        store.add_extension(a.id, "100", "pw1").await.expect("ext");
-        store.add_extension(b.id, "200", "pw2").await.expect("ext");
+    backend_test! {
+        async fn directory_lists_tenants_domains_and_extensions() {
+            let store = crate::testdb::store().await.expect("open");
+            let a = store.add_tenant("a", "a.example").await.expect("a");
+            store.add_domain(a.id, "Alt.A.Example").await.expect("dom");
+            let b = store.add_tenant("b", "b.example").await.expect("b");
+            store.add_extension(a.id, "100", "pw1").await.expect("ext");
+            store.add_extension(b.id, "200", "pw2").await.expect("ext");
 
-        let d = store.directory().await.expect("directory");
-        assert_eq!(d.tenants.len(), 2);
-        assert_eq!(d.tenants[0].name, "a");
-        assert_eq!(d.tenants[0].domains, vec!["a.example", "alt.a.example"]);
-        assert_eq!(d.tenants[0].realm, "a.example");
-        assert_eq!(d.tenants[1].domains, vec!["b.example"]);
-        let numbers: Vec<_> = d
-            .extensions
-            .iter()
-            .map(|e| (e.tenant, e.number.as_str()))
-            .collect();
-        assert_eq!(numbers, vec![(a.id, "100"), (b.id, "200")]);
+            let d = store.directory().await.expect("directory");
+            assert_eq!(d.tenants.len(), 2);
+            assert_eq!(d.tenants[0].name, "a");
+            assert_eq!(d.tenants[0].domains, vec!["a.example", "alt.a.example"]);
+            assert_eq!(d.tenants[0].realm, "a.example");
+            assert_eq!(d.tenants[1].domains, vec!["b.example"]);
+            let numbers: Vec<_> = d
+                .extensions
+                .iter()
+                .map(|e| (e.tenant, e.number.as_str()))
+                .collect();
+            assert_eq!(numbers, vec![(a.id, "100"), (b.id, "200")]);
+        }
     }
 
-    #[tokio::test]
-    async fn generation_moves_on_provisioning_only() {
-        let store = Store::open_in_memory().await.expect("open");
-        let g0 = store.generation().await.expect("g");
-        let t = store.add_tenant("a", "a.example").await.expect("a");
-        let g1 = store.generation().await.expect("g");
-        assert!(g1 > g0);
-        store.add_domain(t.id, "b.example").await.expect("dom");
-        let g2 = store.generation().await.expect("g");
-        assert!(g2 > g1);
-        store.add_extension(t.id, "100", "pw").await.expect("ext");
-        let g3 = store.generation().await.expect("g");
-        assert!(g3 > g2);
-        store
-            .set_extension_password(t.id, "100", "pw2")
-            .await
-            .expect("pw");
-        let g4 = store.generation().await.expect("g");
-        assert!(g4 > g3);
-        store
-            .set_tenant_status(t.id, TenantStatus::Suspended)
-            .await
-            .expect("status");
-        let g5 = store.generation().await.expect("g");
-        assert!(g5 > g4);
+    backend_test! {
+        async fn generation_moves_on_provisioning_only() {
+            let store = crate::testdb::store().await.expect("open");
+            let g0 = store.generation().await.expect("g");
+            let t = store.add_tenant("a", "a.example").await.expect("a");
+            let g1 = store.generation().await.expect("g");
+            assert!(g1 > g0);
+            store.add_domain(t.id, "b.example").await.expect("dom");
+            let g2 = store.generation().await.expect("g");
+            assert!(g2 > g1);
+            store.add_extension(t.id, "100", "pw").await.expect("ext");
+            let g3 = store.generation().await.expect("g");
+            assert!(g3 > g2);
+            store
+                .set_extension_password(t.id, "100", "pw2")
+                .await
+                .expect("pw");
+            let g4 = store.generation().await.expect("g");
+            assert!(g4 > g3);
+            store
+                .set_tenant_status(t.id, TenantStatus::Suspended)
+                .await
+                .expect("status");
+            let g5 = store.generation().await.expect("g");
+            assert!(g5 > g4);
 
-        store
-            .apply_registrations(&[RegistrationChange::Upsert(registration::tests::binding(
-                t.id,
-                "100",
-                "sip:100@10.0.0.1",
-                10_000,
-            ))])
-            .await
-            .expect("reg");
-        store
-            .insert_cdrs(&[cdr::tests::cdr(t.id, "100", "101", 1_000)])
-            .await
-            .expect("cdr");
-        store.load_registrations(0).await.expect("load");
-        assert_eq!(store.generation().await.expect("g"), g5);
+            store
+                .apply_registrations(&[RegistrationChange::Upsert(registration::tests::binding(
+                    t.id,
+                    "100",
+                    "sip:100@10.0.0.1",
+                    10_000,
+                ))])
+                .await
+                .expect("reg");
+            store
+                .insert_cdrs(&[cdr::tests::cdr(t.id, "100", "101", 1_000)])
+                .await
+                .expect("cdr");
+            store.load_registrations(0).await.expect("load");
+            assert_eq!(store.generation().await.expect("g"), g5);
 
-        store.remove_extension(t.id, "100").await.expect("rm");
-        assert!(store.generation().await.expect("g") > g5);
+            store.remove_extension(t.id, "100").await.expect("rm");
+            assert!(store.generation().await.expect("g") > g5);
+        }
     }
 }

@@ -289,7 +289,7 @@ impl Store {
         let changed = match value {
             Some(value) => {
                 let row = sqlx::query(
-                    "SELECT COALESCE(SUM(LENGTH(CAST(key AS BLOB)) + LENGTH(value)), 0) AS used \
+                    "SELECT CAST(COALESCE(SUM(OCTET_LENGTH(key) + LENGTH(value)), 0) AS BIGINT) AS used \
                      FROM plugin_kv WHERE tenant_id = $1 AND key <> $2",
                 )
                 .bind(tenant.0)
@@ -498,7 +498,7 @@ mod tests {
     use super::*;
 
     async fn store_with_two_tenants() -> (Store, TenantId, TenantId) {
-        let store = Store::open_in_memory().await.expect("store");
+        let store = crate::testdb::store().await.expect("store");
         let a = store
             .add_tenant("acme", "acme.example")
             .await
@@ -512,193 +512,197 @@ mod tests {
         (store, a, b)
     }
 
-    #[tokio::test]
-    async fn provider_scopes_are_apart_and_overrides_are_per_tenant() {
-        let (store, a, b) = store_with_two_tenants().await;
-        let g0 = store.generation().await.unwrap();
-        let global = ConfigScope::Provider(None);
-        store
-            .policy_config_set(global, "default-policy", "max-calls-per-minute", "20")
-            .await
-            .unwrap();
-        store
-            .policy_config_set(
-                ConfigScope::Provider(Some(a)),
-                "default-policy",
-                "max-calls-per-minute",
-                "5",
-            )
-            .await
-            .unwrap();
-        // Replacing a value keeps one row.
-        store
-            .policy_config_set(
-                ConfigScope::Provider(Some(a)),
-                "default-policy",
-                "max-calls-per-minute",
-                "6",
-            )
-            .await
-            .unwrap();
-        assert!(
-            store.generation().await.unwrap() > g0,
-            "changes move the generation"
-        );
-        assert_eq!(
+    backend_test! {
+        async fn provider_scopes_are_apart_and_overrides_are_per_tenant() {
+            let (store, a, b) = store_with_two_tenants().await;
+            let g0 = store.generation().await.unwrap();
+            let global = ConfigScope::Provider(None);
             store
-                .policy_config_get(global, "default-policy", "max-calls-per-minute")
+                .policy_config_set(global, "default-policy", "max-calls-per-minute", "20")
                 .await
-                .unwrap()
-                .as_deref(),
-            Some("20")
-        );
-        assert_eq!(
+                .unwrap();
             store
-                .policy_config_list(ConfigScope::Provider(Some(a)), "default-policy")
-                .await
-                .unwrap(),
-            vec![("max-calls-per-minute".to_string(), "6".to_string())]
-        );
-        assert!(
-            store
-                .policy_config_list(ConfigScope::Provider(Some(b)), "default-policy")
-                .await
-                .unwrap()
-                .is_empty()
-        );
-        // The tenant's own scope is another table entirely.
-        assert!(
-            store
-                .policy_config_get(
-                    ConfigScope::Tenant(a),
-                    "default-policy",
-                    "max-calls-per-minute"
-                )
-                .await
-                .unwrap()
-                .is_none()
-        );
-        let all = store.all_policy_config().await.unwrap();
-        assert_eq!(all.len(), 2);
-        assert!(
-            store
-                .policy_config_delete(
+                .policy_config_set(
                     ConfigScope::Provider(Some(a)),
                     "default-policy",
-                    "max-calls-per-minute"
+                    "max-calls-per-minute",
+                    "5",
                 )
                 .await
-                .unwrap()
-        );
-        assert!(
-            !store
-                .policy_config_delete(
+                .unwrap();
+            // Replacing a value keeps one row.
+            store
+                .policy_config_set(
                     ConfigScope::Provider(Some(a)),
                     "default-policy",
-                    "max-calls-per-minute"
+                    "max-calls-per-minute",
+                    "6",
                 )
                 .await
-                .unwrap()
-        );
-        assert_eq!(store.all_policy_config().await.unwrap().len(), 1);
+                .unwrap();
+            assert!(
+                store.generation().await.unwrap() > g0,
+                "changes move the generation"
+            );
+            assert_eq!(
+                store
+                    .policy_config_get(global, "default-policy", "max-calls-per-minute")
+                    .await
+                    .unwrap()
+                    .as_deref(),
+                Some("20")
+            );
+            assert_eq!(
+                store
+                    .policy_config_list(ConfigScope::Provider(Some(a)), "default-policy")
+                    .await
+                    .unwrap(),
+                vec![("max-calls-per-minute".to_string(), "6".to_string())]
+            );
+            assert!(
+                store
+                    .policy_config_list(ConfigScope::Provider(Some(b)), "default-policy")
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
+            // The tenant's own scope is another table entirely.
+            assert!(
+                store
+                    .policy_config_get(
+                        ConfigScope::Tenant(a),
+                        "default-policy",
+                        "max-calls-per-minute"
+                    )
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+            let all = store.all_policy_config().await.unwrap();
+            assert_eq!(all.len(), 2);
+            assert!(
+                store
+                    .policy_config_delete(
+                        ConfigScope::Provider(Some(a)),
+                        "default-policy",
+                        "max-calls-per-minute"
+                    )
+                    .await
+                    .unwrap()
+            );
+            assert!(
+                !store
+                    .policy_config_delete(
+                        ConfigScope::Provider(Some(a)),
+                        "default-policy",
+                        "max-calls-per-minute"
+                    )
+                    .await
+                    .unwrap()
+            );
+            assert_eq!(store.all_policy_config().await.unwrap().len(), 1);
+        }
     }
 
-    #[tokio::test]
-    async fn bad_keys_values_and_unknown_tenants_are_refused() {
-        let (store, a, _) = store_with_two_tenants().await;
-        let p = ConfigScope::Provider(None);
-        for key in ["", "a b", "k\n", &"k".repeat(MAX_CONFIG_KEY + 1)] {
+    backend_test! {
+        async fn bad_keys_values_and_unknown_tenants_are_refused() {
+            let (store, a, _) = store_with_two_tenants().await;
+            let p = ConfigScope::Provider(None);
+            for key in ["", "a b", "k\n", &"k".repeat(MAX_CONFIG_KEY + 1)] {
+                assert!(matches!(
+                    store.policy_config_set(p, "x", key, "1").await,
+                    Err(Error::Invalid(_))
+                ));
+            }
             assert!(matches!(
-                store.policy_config_set(p, "x", key, "1").await,
+                store.policy_config_set(p, "x", "k", "a\r\nb").await,
                 Err(Error::Invalid(_))
             ));
-        }
-        assert!(matches!(
-            store.policy_config_set(p, "x", "k", "a\r\nb").await,
-            Err(Error::Invalid(_))
-        ));
-        assert!(matches!(
+            assert!(matches!(
+                store
+                    .policy_config_set(p, "x", "k", &"v".repeat(MAX_CONFIG_VALUE + 1))
+                    .await,
+                Err(Error::Invalid(_))
+            ));
+            assert!(matches!(
+                store.policy_config_set(p, "bad name", "k", "1").await,
+                Err(Error::Invalid(_))
+            ));
+            assert!(matches!(
+                store
+                    .policy_config_set(ConfigScope::Provider(Some(TenantId(999))), "x", "k", "1")
+                    .await,
+                Err(Error::NotFound(_))
+            ));
+            // Keys per scope are bounded.
+            let own = ConfigScope::Tenant(a);
+            for i in 0..MAX_CONFIG_KEYS {
+                store
+                    .policy_config_set(own, "mine", &format!("k{i}"), "1")
+                    .await
+                    .unwrap();
+            }
+            assert!(matches!(
+                store.policy_config_set(own, "mine", "one-more", "1").await,
+                Err(Error::Invalid(_))
+            ));
+            // Replacing an existing key is still allowed at the bound.
             store
-                .policy_config_set(p, "x", "k", &"v".repeat(MAX_CONFIG_VALUE + 1))
-                .await,
-            Err(Error::Invalid(_))
-        ));
-        assert!(matches!(
-            store.policy_config_set(p, "bad name", "k", "1").await,
-            Err(Error::Invalid(_))
-        ));
-        assert!(matches!(
-            store
-                .policy_config_set(ConfigScope::Provider(Some(TenantId(999))), "x", "k", "1")
-                .await,
-            Err(Error::NotFound(_))
-        ));
-        // Keys per scope are bounded.
-        let own = ConfigScope::Tenant(a);
-        for i in 0..MAX_CONFIG_KEYS {
-            store
-                .policy_config_set(own, "mine", &format!("k{i}"), "1")
+                .policy_config_set(own, "mine", "k0", "2")
                 .await
                 .unwrap();
         }
-        assert!(matches!(
-            store.policy_config_set(own, "mine", "one-more", "1").await,
-            Err(Error::Invalid(_))
-        ));
-        // Replacing an existing key is still allowed at the bound.
-        store
-            .policy_config_set(own, "mine", "k0", "2")
-            .await
-            .unwrap();
     }
 
-    #[tokio::test]
-    async fn admin_storage_writes_move_the_generation_and_keep_the_quota() {
-        let (store, a, b) = store_with_two_tenants().await;
-        let g0 = store.generation().await.unwrap();
-        assert!(store.plugin_kv_admin_put(a, "k", Some(b"v")).await.unwrap());
-        let g1 = store.generation().await.unwrap();
-        assert!(g1 > g0);
-        assert_eq!(
-            store.plugin_kv_get(a, "k").await.unwrap().as_deref(),
-            Some(&b"v"[..])
-        );
-        assert_eq!(store.plugin_kv_get(b, "k").await.unwrap(), None);
-        let big = vec![0u8; PLUGIN_KV_QUOTA_BYTES];
-        assert!(matches!(
-            store.plugin_kv_admin_put(a, "big", Some(&big)).await,
-            Err(Error::Invalid(_))
-        ));
-        assert!(store.plugin_kv_admin_put(a, "k", None).await.unwrap());
-        assert!(!store.plugin_kv_admin_put(a, "k", None).await.unwrap());
-        assert!(store.plugin_kv_list(a).await.unwrap().is_empty());
-        assert!(matches!(
-            store
-                .plugin_kv_admin_put(TenantId(999), "k", Some(b"v"))
-                .await,
-            Err(Error::NotFound(_))
-        ));
+    backend_test! {
+        async fn admin_storage_writes_move_the_generation_and_keep_the_quota() {
+            let (store, a, b) = store_with_two_tenants().await;
+            let g0 = store.generation().await.unwrap();
+            assert!(store.plugin_kv_admin_put(a, "k", Some(b"v")).await.unwrap());
+            let g1 = store.generation().await.unwrap();
+            assert!(g1 > g0);
+            assert_eq!(
+                store.plugin_kv_get(a, "k").await.unwrap().as_deref(),
+                Some(&b"v"[..])
+            );
+            assert_eq!(store.plugin_kv_get(b, "k").await.unwrap(), None);
+            let big = vec![0u8; PLUGIN_KV_QUOTA_BYTES];
+            assert!(matches!(
+                store.plugin_kv_admin_put(a, "big", Some(&big)).await,
+                Err(Error::Invalid(_))
+            ));
+            assert!(store.plugin_kv_admin_put(a, "k", None).await.unwrap());
+            assert!(!store.plugin_kv_admin_put(a, "k", None).await.unwrap());
+            assert!(store.plugin_kv_list(a).await.unwrap().is_empty());
+            assert!(matches!(
+                store
+                    .plugin_kv_admin_put(TenantId(999), "k", Some(b"v"))
+                    .await,
+                Err(Error::NotFound(_))
+            ));
+        }
     }
 
-    #[tokio::test]
-    async fn call_time_batches_skip_gone_tenants_and_leave_the_generation() {
-        let (store, a, _) = store_with_two_tenants().await;
-        let g0 = store.generation().await.unwrap();
-        let applied = store
-            .plugin_kv_apply(&[
-                (a, "x".into(), Some(b"1".to_vec())),
-                (TenantId(999), "x".into(), Some(b"1".to_vec())),
-                (a, String::new(), Some(b"1".to_vec())),
-                (a, "y".into(), Some(b"2".to_vec())),
-                (a, "y".into(), None),
-            ])
-            .await
-            .unwrap();
-        assert_eq!(applied, vec![true, false, false, true, true]);
-        assert_eq!(store.generation().await.unwrap(), g0);
-        assert_eq!(
-            store.plugin_kv_list(a).await.unwrap(),
-            vec![("x".to_string(), b"1".to_vec())]
-        );
+    backend_test! {
+        async fn call_time_batches_skip_gone_tenants_and_leave_the_generation() {
+            let (store, a, _) = store_with_two_tenants().await;
+            let g0 = store.generation().await.unwrap();
+            let applied = store
+                .plugin_kv_apply(&[
+                    (a, "x".into(), Some(b"1".to_vec())),
+                    (TenantId(999), "x".into(), Some(b"1".to_vec())),
+                    (a, String::new(), Some(b"1".to_vec())),
+                    (a, "y".into(), Some(b"2".to_vec())),
+                    (a, "y".into(), None),
+                ])
+                .await
+                .unwrap();
+            assert_eq!(applied, vec![true, false, false, true, true]);
+            assert_eq!(store.generation().await.unwrap(), g0);
+            assert_eq!(
+                store.plugin_kv_list(a).await.unwrap(),
+                vec![("x".to_string(), b"1".to_vec())]
+            );
+        }
     }
 }

@@ -288,92 +288,93 @@ mod tests {
     use crate::TenantLimits;
     use crate::prompt::tests::wav;
 
-    #[tokio::test]
-    async fn recordings_are_the_tenants_own_counted_and_swept() {
-        let store = Store::open_in_memory().await.expect("open");
-        let a = store.add_tenant("a", "a.example").await.expect("a").id;
-        let b = store.add_tenant("b", "b.example").await.expect("b").id;
-        assert!(!store.call_recording(a).await.expect("setting"));
-        store.set_call_recording(a, true).await.expect("on");
-        assert!(store.call_recording(a).await.expect("setting"));
-        assert!(!store.call_recording(b).await.expect("b's own"));
-        assert_eq!(store.call_recording_tenants().await.expect("all"), vec![a]);
-        assert!(matches!(
-            store.set_call_recording(TenantId(999), true).await,
-            Err(Error::NotFound(_))
-        ));
+    backend_test! {
+        async fn recordings_are_the_tenants_own_counted_and_swept() {
+            let store = crate::testdb::store().await.expect("open");
+            let a = store.add_tenant("a", "a.example").await.expect("a").id;
+            let b = store.add_tenant("b", "b.example").await.expect("b").id;
+            assert!(!store.call_recording(a).await.expect("setting"));
+            store.set_call_recording(a, true).await.expect("on");
+            assert!(store.call_recording(a).await.expect("setting"));
+            assert!(!store.call_recording(b).await.expect("b's own"));
+            assert_eq!(store.call_recording_tenants().await.expect("all"), vec![a]);
+            assert!(matches!(
+                store.set_call_recording(TenantId(999), true).await,
+                Err(Error::NotFound(_))
+            ));
 
-        let audio = wav(8000);
-        let r = store
-            .save_call_recording_at(a, ("1000", "1001"), &audio, 1_000, 5_000)
-            .await
-            .expect("save");
-        assert!(audio::is_id(&r.id));
-        assert_eq!(
-            store.call_recordings(a).await.expect("list"),
-            vec![r.clone()]
-        );
-        assert!(store.call_recordings(b).await.expect("list").is_empty());
-        assert_eq!(
-            store.call_recording_audio(a, &r.id).await.expect("audio"),
-            Some(audio.clone())
-        );
-        assert_eq!(
-            store.call_recording_audio(b, &r.id).await.expect("b"),
-            None,
-            "not another tenant's"
-        );
-        let usage = store.media_usage(a).await.expect("usage");
-        assert_eq!(usage.recorded_ms, 1_000);
-        assert_eq!(usage.used_bytes, audio.len() as u64);
-
-        // The recording minutes bound calls too.
-        store
-            .set_tenant_limits(
-                a,
-                &TenantLimits {
-                    recording_minutes: Some(1),
-                    ..TenantLimits::default()
-                },
-            )
-            .await
-            .expect("limits");
-        assert!(matches!(
-            store
-                .save_call_recording_at(a, ("1000", "1001"), &audio, 59_001, 5_000)
-                .await,
-            Err(Error::QuotaExceeded(_))
-        ));
-
-        assert!(!store.delete_call_recording(b, &r.id).await.expect("b"));
-        assert!(store.delete_call_recording(a, &r.id).await.expect("a"));
-        assert!(!store.delete_call_recording(a, &r.id).await.expect("gone"));
-        assert_eq!(store.memory_files(), 0);
-
-        // Kept for the tenant's retention (one day here), then swept.
-        store
-            .set_voicemail_retention(a, Some(1))
-            .await
-            .expect("retention");
-        let old = store
-            .save_call_recording_at(a, ("1000", "1001"), &audio, 1_000, 0)
-            .await
-            .expect("save");
-        let recent = store
-            .save_call_recording_at(a, ("1000", "1001"), &audio, 1_000, DAY_MS)
-            .await
-            .expect("save");
-        assert_eq!(
-            store
-                .sweep_call_recordings(DAY_MS + 1)
+            let audio = wav(8000);
+            let r = store
+                .save_call_recording_at(a, ("1000", "1001"), &audio, 1_000, 5_000)
                 .await
-                .expect("sweep"),
-            1
-        );
-        assert_eq!(store.call_recordings(a).await.expect("list"), vec![recent]);
-        assert_eq!(
-            store.call_recording_info(a, &old.id).await.expect("x"),
-            None
-        );
+                .expect("save");
+            assert!(audio::is_id(&r.id));
+            assert_eq!(
+                store.call_recordings(a).await.expect("list"),
+                vec![r.clone()]
+            );
+            assert!(store.call_recordings(b).await.expect("list").is_empty());
+            assert_eq!(
+                store.call_recording_audio(a, &r.id).await.expect("audio"),
+                Some(audio.clone())
+            );
+            assert_eq!(
+                store.call_recording_audio(b, &r.id).await.expect("b"),
+                None,
+                "not another tenant's"
+            );
+            let usage = store.media_usage(a).await.expect("usage");
+            assert_eq!(usage.recorded_ms, 1_000);
+            assert_eq!(usage.used_bytes, audio.len() as u64);
+
+            // The recording minutes bound calls too.
+            store
+                .set_tenant_limits(
+                    a,
+                    &TenantLimits {
+                        recording_minutes: Some(1),
+                        ..TenantLimits::default()
+                    },
+                )
+                .await
+                .expect("limits");
+            assert!(matches!(
+                store
+                    .save_call_recording_at(a, ("1000", "1001"), &audio, 59_001, 5_000)
+                    .await,
+                Err(Error::QuotaExceeded(_))
+            ));
+
+            assert!(!store.delete_call_recording(b, &r.id).await.expect("b"));
+            assert!(store.delete_call_recording(a, &r.id).await.expect("a"));
+            assert!(!store.delete_call_recording(a, &r.id).await.expect("gone"));
+            assert_eq!(store.memory_files(), 0);
+
+            // Kept for the tenant's retention (one day here), then swept.
+            store
+                .set_voicemail_retention(a, Some(1))
+                .await
+                .expect("retention");
+            let old = store
+                .save_call_recording_at(a, ("1000", "1001"), &audio, 1_000, 0)
+                .await
+                .expect("save");
+            let recent = store
+                .save_call_recording_at(a, ("1000", "1001"), &audio, 1_000, DAY_MS)
+                .await
+                .expect("save");
+            assert_eq!(
+                store
+                    .sweep_call_recordings(DAY_MS + 1)
+                    .await
+                    .expect("sweep"),
+                1
+            );
+            assert_eq!(store.call_recordings(a).await.expect("list"), vec![recent]);
+            assert_eq!(
+                store.call_recording_info(a, &old.id).await.expect("x"),
+                None
+            );
+        }
     }
 }

@@ -289,101 +289,104 @@ pub(crate) async fn load_all(conn: &mut AnyConnection) -> Result<Vec<Tenant>> {
 mod tests {
     use crate::*;
 
-    #[tokio::test]
-    async fn tenant_crud() {
-        let store = Store::open_in_memory().await.expect("open");
-        let t = store
-            .add_tenant("Acme", "PBX.Acme.Example")
-            .await
-            .expect("add");
-        assert_eq!(t.realm, "pbx.acme.example");
-        assert_eq!(t.domains, vec!["pbx.acme.example"]);
-        assert_eq!(t.status, TenantStatus::Active);
+    backend_test! {
+        async fn tenant_crud() {
+            let store = crate::testdb::store().await.expect("open");
+            let t = store
+                .add_tenant("Acme", "PBX.Acme.Example")
+                .await
+                .expect("add");
+            assert_eq!(t.realm, "pbx.acme.example");
+            assert_eq!(t.domains, vec!["pbx.acme.example"]);
+            assert_eq!(t.status, TenantStatus::Active);
 
-        store.add_domain(t.id, "acme.example").await.expect("dom");
-        store
-            .add_domain(t.id, "voice.acme.example")
-            .await
-            .expect("dom");
-        let got = store
-            .tenant_by_name("Acme")
-            .await
-            .expect("get")
-            .expect("present");
-        assert_eq!(
-            got.domains,
-            vec!["pbx.acme.example", "acme.example", "voice.acme.example"]
-        );
-        assert_eq!(got.realm, "pbx.acme.example");
-        assert_eq!(store.tenant(t.id).await.expect("by id"), Some(got.clone()));
-        assert_eq!(store.tenant_by_name("acme").await.expect("get"), None);
-        assert_eq!(store.tenant(TenantId(999)).await.expect("get"), None);
-
-        store
-            .set_tenant_status(t.id, TenantStatus::Suspended)
-            .await
-            .expect("status");
-        let b = store.add_tenant("Beta", "beta.example").await.expect("b");
-        let all = store.list_tenants().await.expect("list");
-        assert_eq!(all.len(), 2);
-        assert_eq!(all[0].status, TenantStatus::Suspended);
-        assert_eq!(all[0].domains.len(), 3);
-        assert_eq!(all[1], b);
-    }
-
-    #[tokio::test]
-    async fn names_and_domains_are_unique() {
-        let store = Store::open_in_memory().await.expect("open");
-        let a = store.add_tenant("a", "a.example").await.expect("a");
-        let b = store.add_tenant("b", "b.example").await.expect("b");
-        assert!(matches!(
-            store.add_tenant("a", "other.example").await,
-            Err(Error::Conflict(_))
-        ));
-        assert!(matches!(
-            store.add_tenant("c", "A.EXAMPLE").await,
-            Err(Error::Conflict(_))
-        ));
-        assert!(matches!(
-            store.add_domain(b.id, "a.example").await,
-            Err(Error::Conflict(_))
-        ));
-        assert!(matches!(
-            store.add_domain(a.id, "a.example").await,
-            Err(Error::Conflict(_))
-        ));
-        // the failed add_tenant("c", ..) left nothing behind
-        assert_eq!(store.tenant_by_name("c").await.expect("get"), None);
-        assert_eq!(store.list_tenants().await.expect("list").len(), 2);
-    }
-
-    #[tokio::test]
-    async fn bad_input_and_unknown_tenants_are_rejected() {
-        let store = Store::open_in_memory().await.expect("open");
-        assert!(matches!(
-            store.add_tenant("x", "not a domain").await,
-            Err(Error::Invalid(_))
-        ));
-        assert!(matches!(
-            store.add_tenant("", "x.example").await,
-            Err(Error::Invalid(_))
-        ));
-        assert!(matches!(
-            store.add_domain(TenantId(42), "x.example").await,
-            Err(Error::NotFound(_))
-        ));
-        assert!(matches!(
+            store.add_domain(t.id, "acme.example").await.expect("dom");
             store
-                .set_tenant_status(TenantId(42), TenantStatus::Active)
-                .await,
-            Err(Error::NotFound(_))
-        ));
-        let t = store.add_tenant("x", "x.example").await.expect("x");
-        assert!(matches!(
-            store.add_domain(t.id, "bad_domain").await,
-            Err(Error::Invalid(_))
-        ));
-        assert!(store.list_tenants().await.expect("list").len() == 1);
+                .add_domain(t.id, "voice.acme.example")
+                .await
+                .expect("dom");
+            let got = store
+                .tenant_by_name("Acme")
+                .await
+                .expect("get")
+                .expect("present");
+            assert_eq!(
+                got.domains,
+                vec!["pbx.acme.example", "acme.example", "voice.acme.example"]
+            );
+            assert_eq!(got.realm, "pbx.acme.example");
+            assert_eq!(store.tenant(t.id).await.expect("by id"), Some(got.clone()));
+            assert_eq!(store.tenant_by_name("acme").await.expect("get"), None);
+            assert_eq!(store.tenant(TenantId(999)).await.expect("get"), None);
+
+            store
+                .set_tenant_status(t.id, TenantStatus::Suspended)
+                .await
+                .expect("status");
+            let b = store.add_tenant("Beta", "beta.example").await.expect("b");
+            let all = store.list_tenants().await.expect("list");
+            assert_eq!(all.len(), 2);
+            assert_eq!(all[0].status, TenantStatus::Suspended);
+            assert_eq!(all[0].domains.len(), 3);
+            assert_eq!(all[1], b);
+        }
+    }
+
+    backend_test! {
+        async fn names_and_domains_are_unique() {
+            let store = crate::testdb::store().await.expect("open");
+            let a = store.add_tenant("a", "a.example").await.expect("a");
+            let b = store.add_tenant("b", "b.example").await.expect("b");
+            assert!(matches!(
+                store.add_tenant("a", "other.example").await,
+                Err(Error::Conflict(_))
+            ));
+            assert!(matches!(
+                store.add_tenant("c", "A.EXAMPLE").await,
+                Err(Error::Conflict(_))
+            ));
+            assert!(matches!(
+                store.add_domain(b.id, "a.example").await,
+                Err(Error::Conflict(_))
+            ));
+            assert!(matches!(
+                store.add_domain(a.id, "a.example").await,
+                Err(Error::Conflict(_))
+            ));
+            // the failed add_tenant("c", ..) left nothing behind
+            assert_eq!(store.tenant_by_name("c").await.expect("get"), None);
+            assert_eq!(store.list_tenants().await.expect("list").len(), 2);
+        }
+    }
+
+    backend_test! {
+        async fn bad_input_and_unknown_tenants_are_rejected() {
+            let store = crate::testdb::store().await.expect("open");
+            assert!(matches!(
+                store.add_tenant("x", "not a domain").await,
+                Err(Error::Invalid(_))
+            ));
+            assert!(matches!(
+                store.add_tenant("", "x.example").await,
+                Err(Error::Invalid(_))
+            ));
+            assert!(matches!(
+                store.add_domain(TenantId(42), "x.example").await,
+                Err(Error::NotFound(_))
+            ));
+            assert!(matches!(
+                store
+                    .set_tenant_status(TenantId(42), TenantStatus::Active)
+                    .await,
+                Err(Error::NotFound(_))
+            ));
+            let t = store.add_tenant("x", "x.example").await.expect("x");
+            assert!(matches!(
+                store.add_domain(t.id, "bad_domain").await,
+                Err(Error::Invalid(_))
+            ));
+            assert!(store.list_tenants().await.expect("list").len() == 1);
+        }
     }
 }
 
@@ -500,200 +503,203 @@ impl Store {
 mod purge_tests {
     use crate::*;
 
-    #[tokio::test]
-    async fn delete_tenant_purges_its_rows_only() {
-        let store = Store::open_in_memory().await.expect("open");
-        let a = store.add_tenant("a", "a.example").await.expect("a").id;
-        let b = store.add_tenant("b", "b.example").await.expect("b").id;
-        for t in [a, b] {
-            store.add_extension(t, "100", "pw").await.expect("ext");
-            store
-                .insert_cdrs(&[crate::cdr::tests::cdr(t, "100", "101", 1_000)])
-                .await
-                .expect("cdr");
+    backend_test! {
+        async fn delete_tenant_purges_its_rows_only() {
+            let store = crate::testdb::store().await.expect("open");
+            let a = store.add_tenant("a", "a.example").await.expect("a").id;
+            let b = store.add_tenant("b", "b.example").await.expect("b").id;
+            for t in [a, b] {
+                store.add_extension(t, "100", "pw").await.expect("ext");
+                store
+                    .insert_cdrs(&[crate::cdr::tests::cdr(t, "100", "101", 1_000)])
+                    .await
+                    .expect("cdr");
+            }
+            store.delete_tenant(a).await.expect("delete");
+            assert_eq!(store.tenant(a).await.expect("get"), None);
+            assert!(matches!(
+                store.list_extensions(a).await,
+                Err(Error::NotFound(_))
+            ));
+            assert!(
+                store
+                    .list_cdrs(a, &CdrFilter::default())
+                    .await
+                    .expect("cdr")
+                    .is_empty()
+            );
+            assert_eq!(store.list_extensions(b).await.expect("ext").len(), 1);
+            assert_eq!(
+                store
+                    .list_cdrs(b, &CdrFilter::default())
+                    .await
+                    .expect("cdr")
+                    .len(),
+                1
+            );
+            assert!(matches!(
+                store.delete_tenant(a).await,
+                Err(Error::NotFound(_))
+            ));
         }
-        store.delete_tenant(a).await.expect("delete");
-        assert_eq!(store.tenant(a).await.expect("get"), None);
-        assert!(matches!(
-            store.list_extensions(a).await,
-            Err(Error::NotFound(_))
-        ));
-        assert!(
-            store
-                .list_cdrs(a, &CdrFilter::default())
-                .await
-                .expect("cdr")
-                .is_empty()
-        );
-        assert_eq!(store.list_extensions(b).await.expect("ext").len(), 1);
-        assert_eq!(
-            store
-                .list_cdrs(b, &CdrFilter::default())
-                .await
-                .expect("cdr")
-                .len(),
-            1
-        );
-        assert!(matches!(
-            store.delete_tenant(a).await,
-            Err(Error::NotFound(_))
-        ));
     }
 
     /// Every table with a `tenant_id` column, read from the schema.
     async fn tenant_tables(store: &Store) -> Vec<String> {
-        let tables: Vec<String> =
-            sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table'")
-                .fetch_all(&store.pool)
-                .await
-                .expect("tables");
-        let mut with_tenant = Vec::new();
-        for table in tables {
-            let columns: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info($1)")
-                .bind(&table)
-                .fetch_all(&store.pool)
-                .await
-                .expect("columns");
-            if columns.iter().any(|c| c == "tenant_id") {
-                with_tenant.push(table);
+        let sql = match store.backend {
+            crate::Backend::Sqlite => {
+                "SELECT m.name FROM sqlite_master m JOIN pragma_table_info(m.name) c \
+                 WHERE m.type = 'table' AND c.name = 'tenant_id' ORDER BY m.name"
             }
-        }
-        with_tenant
+            crate::Backend::Postgres => {
+                "SELECT table_name::text FROM information_schema.columns \
+                 WHERE table_schema = current_schema() AND column_name = 'tenant_id' \
+                 ORDER BY table_name"
+            }
+        };
+        let tables: Vec<String> = sqlx::query_scalar(sql)
+            .fetch_all(&store.pool)
+            .await
+            .expect("tables");
+        assert!(tables.len() > 20, "{tables:?}");
+        tables
     }
 
-    #[tokio::test]
-    async fn deleting_a_tenant_leaves_no_row_or_file_of_it() {
-        let dir = tempfile::tempdir().expect("dir");
-        let store = Store::open(dir.path()).await.expect("open");
-        let a = store.add_tenant("a", "a.example").await.expect("a").id;
-        let b = store.add_tenant("b", "b.example").await.expect("b").id;
-        let wav = crate::prompt::tests::wav(800);
-        for t in [a, b] {
-            store
-                .add_extension(t, "100", "pw-long-enough")
-                .await
-                .expect("ext");
-            store
-                .insert_cdrs(&[crate::cdr::tests::cdr(t, "100", "101", 1_000)])
-                .await
-                .expect("cdr");
-            store
-                .put_prompt(t, "menu", &wav, 100)
-                .await
-                .expect("prompt");
-            store
-                .save_voicemail(t, "100", "101", &wav, 100)
-                .await
-                .expect("voicemail");
-            store
-                .plugin_kv_admin_put(t, "ring-group:sales", Some(b"100"))
-                .await
-                .expect("storage");
-            store
-                .add_trunk(t, "carrier", "sip:gw.example.net", Some("u"), Some("p"))
-                .await
-                .expect("trunk");
-            store
-                .insert_alert(&Alert {
-                    tenant: Some(t),
-                    severity: Severity::Warning,
-                    event: "fraud.burst".into(),
-                    message: "m".into(),
-                    at_ms: 1,
-                })
-                .await
-                .expect("alert");
-        }
-        store.delete_tenant(a).await.expect("delete");
-        // The audit log is the provider's record and stays whole (its chain
-        // must verify); every other table is checked.
-        let mut left = Vec::new();
-        for table in tenant_tables(&store).await {
-            if table == "audit_log" {
-                continue;
-            }
-            let rows: i64 =
-                // The names come from the schema itself.
-                sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-                    "SELECT COUNT(*) FROM \"{table}\" WHERE tenant_id = $1"
-                )))
-                    .bind(a.0)
-                    .fetch_one(&store.pool)
-                    .await
-                    .expect("count");
-            if rows > 0 {
-                left.push(format!("{table}: {rows}"));
-            }
-        }
-        assert!(left.is_empty(), "rows of the deleted tenant: {left:?}");
-        let media = dir.path().join("media");
-        assert!(!media.join(a.0.to_string()).exists(), "its files are gone");
-        assert!(
-            media.join(b.0.to_string()).exists(),
-            "the other tenant's stay"
-        );
-        assert_eq!(store.list_extensions(b).await.expect("b").len(), 1);
-    }
-
-    #[tokio::test]
-    async fn records_and_alerts_are_purged_by_each_tenants_retention() {
-        let store = Store::open_in_memory().await.expect("open");
-        let a = store.add_tenant("a", "a.example").await.expect("a").id;
-        let b = store.add_tenant("b", "b.example").await.expect("b").id;
-        let day = 24 * 3600 * 1000i64;
-        let now = 1_000 * day;
-        for t in [a, b] {
-            for age in [5, 40, 400] {
+    backend_test! {
+        async fn deleting_a_tenant_leaves_no_row_or_file_of_it() {
+            let dir = tempfile::tempdir().expect("dir");
+            let store = crate::testdb::store_in(dir.path()).await.expect("open");
+            let a = store.add_tenant("a", "a.example").await.expect("a").id;
+            let b = store.add_tenant("b", "b.example").await.expect("b").id;
+            let wav = crate::prompt::tests::wav(800);
+            for t in [a, b] {
                 store
-                    .insert_cdrs(&[crate::cdr::tests::cdr(t, "100", "101", now - age * day)])
+                    .add_extension(t, "100", "pw-long-enough")
+                    .await
+                    .expect("ext");
+                store
+                    .insert_cdrs(&[crate::cdr::tests::cdr(t, "100", "101", 1_000)])
                     .await
                     .expect("cdr");
                 store
+                    .put_prompt(t, "menu", &wav, 100)
+                    .await
+                    .expect("prompt");
+                store
+                    .save_voicemail(t, "100", "101", &wav, 100)
+                    .await
+                    .expect("voicemail");
+                store
+                    .plugin_kv_admin_put(t, "ring-group:sales", Some(b"100"))
+                    .await
+                    .expect("storage");
+                store
+                    .add_trunk(t, "carrier", "sip:gw.example.net", Some("u"), Some("p"))
+                    .await
+                    .expect("trunk");
+                store
                     .insert_alert(&Alert {
                         tenant: Some(t),
-                        severity: Severity::Info,
+                        severity: Severity::Warning,
                         event: "fraud.burst".into(),
                         message: "m".into(),
-                        at_ms: now - age * day,
+                        at_ms: 1,
                     })
                     .await
                     .expect("alert");
             }
-        }
-        // A keeps 30 days of records; B the default, 365, within the 100-day
-        // maximum; alerts have no default, so only the maximum (90) applies.
-        store
-            .set_record_retention(a, Some(30), None)
-            .await
-            .expect("set");
-        assert!(store.set_record_retention(a, Some(0), None).await.is_err());
-        let policy = RecordRetention {
-            cdr_days: Some(365),
-            alert_days: None,
-            max_cdr_days: Some(100),
-            max_alert_days: Some(90),
-        };
-        let gone = store.purge_records(now, &policy).await.expect("purge");
-        assert_eq!(gone, vec![(a, 2, 1), (b, 1, 1)]);
-        let left = |t| {
-            let store = store.clone();
-            async move {
-                store
-                    .list_cdrs(t, &CdrFilter::default())
-                    .await
-                    .expect("cdrs")
-                    .len()
+            store.delete_tenant(a).await.expect("delete");
+            // The audit log is the provider's record and stays whole (its chain
+            // must verify); every other table is checked.
+            let mut left = Vec::new();
+            for table in tenant_tables(&store).await {
+                if table == "audit_log" {
+                    continue;
+                }
+                let rows: i64 =
+                    // The names come from the schema itself.
+                    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                        "SELECT COUNT(*) FROM \"{table}\" WHERE tenant_id = $1"
+                    )))
+                        .bind(a.0)
+                        .fetch_one(&store.pool)
+                        .await
+                        .expect("count");
+                if rows > 0 {
+                    left.push(format!("{table}: {rows}"));
+                }
             }
-        };
-        assert_eq!((left(a).await, left(b).await), (1, 2));
-        assert_eq!(store.list_alerts(a, 10).await.expect("alerts").len(), 2);
-        // Nothing more the second time.
-        assert!(
+            assert!(left.is_empty(), "rows of the deleted tenant: {left:?}");
+            let media = dir.path().join("media");
+            assert!(!media.join(a.0.to_string()).exists(), "its files are gone");
+            assert!(
+                media.join(b.0.to_string()).exists(),
+                "the other tenant's stay"
+            );
+            assert_eq!(store.list_extensions(b).await.expect("b").len(), 1);
+        }
+    }
+
+    backend_test! {
+        async fn records_and_alerts_are_purged_by_each_tenants_retention() {
+            let store = crate::testdb::store().await.expect("open");
+            let a = store.add_tenant("a", "a.example").await.expect("a").id;
+            let b = store.add_tenant("b", "b.example").await.expect("b").id;
+            let day = 24 * 3600 * 1000i64;
+            let now = 1_000 * day;
+            for t in [a, b] {
+                for age in [5, 40, 400] {
+                    store
+                        .insert_cdrs(&[crate::cdr::tests::cdr(t, "100", "101", now - age * day)])
+                        .await
+                        .expect("cdr");
+                    store
+                        .insert_alert(&Alert {
+                            tenant: Some(t),
+                            severity: Severity::Info,
+                            event: "fraud.burst".into(),
+                            message: "m".into(),
+                            at_ms: now - age * day,
+                        })
+                        .await
+                        .expect("alert");
+                }
+            }
+            // A keeps 30 days of records; B the default, 365, within the 100-day
+            // maximum; alerts have no default, so only the maximum (90) applies.
             store
-                .purge_records(now, &policy)
+                .set_record_retention(a, Some(30), None)
                 .await
-                .expect("again")
-                .is_empty()
-        );
+                .expect("set");
+            assert!(store.set_record_retention(a, Some(0), None).await.is_err());
+            let policy = RecordRetention {
+                cdr_days: Some(365),
+                alert_days: None,
+                max_cdr_days: Some(100),
+                max_alert_days: Some(90),
+            };
+            let gone = store.purge_records(now, &policy).await.expect("purge");
+            assert_eq!(gone, vec![(a, 2, 1), (b, 1, 1)]);
+            let left = |t| {
+                let store = store.clone();
+                async move {
+                    store
+                        .list_cdrs(t, &CdrFilter::default())
+                        .await
+                        .expect("cdrs")
+                        .len()
+                }
+            };
+            assert_eq!((left(a).await, left(b).await), (1, 2));
+            assert_eq!(store.list_alerts(a, 10).await.expect("alerts").len(), 2);
+            // Nothing more the second time.
+            assert!(
+                store
+                    .purge_records(now, &policy)
+                    .await
+                    .expect("again")
+                    .is_empty()
+            );
+        }
     }
 }

@@ -655,341 +655,350 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn users_roles_and_tenants() {
-        let store = Store::open_in_memory().await.expect("open");
-        let t = store.add_tenant("a", "a.example").await.expect("t").id;
-        store.add_extension(t, "100", "pw").await.expect("ext");
-        let root = store
-            .add_user(&new_user("root", UserRole::ProviderAdmin, None))
-            .await
-            .expect("root");
-        let mut u = new_user("alice", UserRole::User, Some(t));
-        u.extension = Some("100".into());
-        let alice = store.add_user(&u).await.expect("alice");
-        assert_eq!(
-            store.user_by_name("alice").await.expect("get"),
-            Some(alice.clone())
-        );
-        assert_eq!(
-            store.user_by_id(root.id).await.expect("get"),
-            Some(root.clone())
-        );
-        assert_eq!(
-            store.list_users(t).await.expect("list"),
-            vec![alice.clone()]
-        );
-        assert_eq!(
-            store.list_provider_admins().await.expect("list"),
-            vec![root]
-        );
-
-        assert!(matches!(store.add_user(&u).await, Err(Error::Conflict(_))));
-        let bad = new_user("x", UserRole::ProviderAdmin, Some(t));
-        assert!(matches!(store.add_user(&bad).await, Err(Error::Invalid(_))));
-        let bad = new_user("x", UserRole::TenantAdmin, None);
-        assert!(matches!(store.add_user(&bad).await, Err(Error::Invalid(_))));
-        let mut bad = new_user("x", UserRole::User, Some(t));
-        bad.extension = Some("999".into());
-        assert!(matches!(
-            store.add_user(&bad).await,
-            Err(Error::NotFound(_))
-        ));
-
-        store
-            .set_user_password_hash(alice.id, "new")
-            .await
-            .expect("pw");
-        let got = store
-            .user_by_id(alice.id)
-            .await
-            .expect("get")
-            .expect("some");
-        assert_eq!(got.password_hash, "new");
-        assert!(matches!(
-            store.remove_user(TenantId(99), "alice").await,
-            Err(Error::NotFound(_))
-        ));
-        store.remove_user(t, "alice").await.expect("rm");
-        assert_eq!(store.user_by_name("alice").await.expect("get"), None);
-    }
-
-    #[tokio::test]
-    async fn totp_codes_are_single_use() {
-        let store = Store::open_in_memory().await.expect("open");
-        let root = store
-            .add_user(&new_user("root", UserRole::ProviderAdmin, None))
-            .await
-            .expect("root");
-        assert_eq!(store.totp(root.id).await.expect("totp"), None);
-        store.begin_totp(root.id, "SECRET").await.expect("begin");
-        let st = store.totp(root.id).await.expect("totp").expect("some");
-        assert!(!st.confirmed);
-        assert!(store.use_totp_step(root.id, 10).await.expect("use"));
-        assert!(!store.use_totp_step(root.id, 10).await.expect("reuse"));
-        assert!(!store.use_totp_step(root.id, 9).await.expect("older"));
-        assert!(
-            store
-                .totp(root.id)
+    backend_test! {
+        async fn users_roles_and_tenants() {
+            let store = crate::testdb::store().await.expect("open");
+            let t = store.add_tenant("a", "a.example").await.expect("t").id;
+            store.add_extension(t, "100", "pw").await.expect("ext");
+            let root = store
+                .add_user(&new_user("root", UserRole::ProviderAdmin, None))
                 .await
-                .expect("totp")
-                .expect("some")
-                .confirmed
-        );
-        assert!(matches!(
-            store.begin_totp(root.id, "OTHER").await,
-            Err(Error::Conflict(_))
-        ));
-    }
+                .expect("root");
+            let mut u = new_user("alice", UserRole::User, Some(t));
+            u.extension = Some("100".into());
+            let alice = store.add_user(&u).await.expect("alice");
+            assert_eq!(
+                store.user_by_name("alice").await.expect("get"),
+                Some(alice.clone())
+            );
+            assert_eq!(
+                store.user_by_id(root.id).await.expect("get"),
+                Some(root.clone())
+            );
+            assert_eq!(
+                store.list_users(t).await.expect("list"),
+                vec![alice.clone()]
+            );
+            assert_eq!(
+                store.list_provider_admins().await.expect("list"),
+                vec![root]
+            );
 
-    #[tokio::test]
-    async fn login_failures_count_and_clear() {
-        let store = Store::open_in_memory().await.expect("open");
-        assert_eq!(store.login_failures("user:a").await.expect("get"), None);
-        store.record_login_failure("user:a", 10).await.expect("1");
-        let f = store.record_login_failure("user:a", 20).await.expect("2");
-        assert_eq!(
-            f,
-            LoginFailures {
-                failures: 2,
-                last_failure_ms: 20
-            }
-        );
-        store.clear_login_failures("user:a").await.expect("clear");
-        assert_eq!(store.login_failures("user:a").await.expect("get"), None);
-    }
+            assert!(matches!(store.add_user(&u).await, Err(Error::Conflict(_))));
+            let bad = new_user("x", UserRole::ProviderAdmin, Some(t));
+            assert!(matches!(store.add_user(&bad).await, Err(Error::Invalid(_))));
+            let bad = new_user("x", UserRole::TenantAdmin, None);
+            assert!(matches!(store.add_user(&bad).await, Err(Error::Invalid(_))));
+            let mut bad = new_user("x", UserRole::User, Some(t));
+            bad.extension = Some("999".into());
+            assert!(matches!(
+                store.add_user(&bad).await,
+                Err(Error::NotFound(_))
+            ));
 
-    #[tokio::test]
-    async fn ids_of_deleted_users_tenants_and_tokens_are_never_handed_out_again() {
-        let store = Store::open_in_memory().await.expect("open");
-        let t1 = store.add_tenant("t1", "t1.example").await.expect("t1").id;
-        let u1 = store
-            .add_user(&new_user("u1", UserRole::TenantAdmin, Some(t1)))
-            .await
-            .expect("u1");
-        let token = |jti: &str| NewApiToken {
-            jti: jti.into(),
-            name: "n".into(),
-            scopes: vec!["cdrs:read".into()],
-            token_hash: "h".into(),
-            created_by: "x".into(),
-            created_at_ms: 1,
-            expires_at_ms: 2,
-        };
-        let k1 = store.add_api_token(t1, &token("j1")).await.expect("k1");
-        // The newest of each is deleted: a plain INTEGER PRIMARY KEY would hand
-        // its id to the next row.
-        store.remove_user(t1, "u1").await.expect("rm user");
-        store.delete_tenant(t1).await.expect("rm tenant");
-        let t2 = store.add_tenant("t2", "t2.example").await.expect("t2").id;
-        let u2 = store
-            .add_user(&new_user("u1", UserRole::TenantAdmin, Some(t2)))
-            .await
-            .expect("u2");
-        let k2 = store.add_api_token(t2, &token("j2")).await.expect("k2");
-        assert!(t2.0 > t1.0, "tenant id {t1} came back");
-        assert!(u2.id > u1.id, "user id {} came back", u1.id);
-        assert!(k2.id > k1.id, "token id {} came back", k1.id);
-        assert_eq!(store.user_by_id(u1.id).await.expect("get"), None);
-    }
-
-    #[tokio::test]
-    async fn changes_end_sessions_and_suspension_ends_the_tenants_sessions() {
-        let store = Store::open_in_memory().await.expect("open");
-        let t = store.add_tenant("a", "a.example").await.expect("t").id;
-        let u = store
-            .add_user(&new_user("alice", UserRole::TenantAdmin, Some(t)))
-            .await
-            .expect("u");
-        assert_eq!((u.session_epoch, u.disabled), (0, false));
-        store.set_user_password_hash(u.id, "h2").await.expect("pw");
-        let epoch = |store: Store| async move {
             store
-                .user_by_id(u.id)
+                .set_user_password_hash(alice.id, "new")
+                .await
+                .expect("pw");
+            let got = store
+                .user_by_id(alice.id)
                 .await
                 .expect("get")
-                .expect("some")
-                .session_epoch
-        };
-        assert_eq!(epoch(store.clone()).await, 1);
-        let changed = store
-            .change_user(
-                u.id,
-                &UserChange {
-                    role: Some(UserRole::User),
-                    disabled: Some(true),
-                    ..UserChange::default()
-                },
-            )
-            .await
-            .expect("change");
-        assert_eq!(
-            (changed.role, changed.disabled, changed.session_epoch),
-            (UserRole::User, true, 2)
-        );
-        assert!(matches!(
-            store
+                .expect("some");
+            assert_eq!(got.password_hash, "new");
+            assert!(matches!(
+                store.remove_user(TenantId(99), "alice").await,
+                Err(Error::NotFound(_))
+            ));
+            store.remove_user(t, "alice").await.expect("rm");
+            assert_eq!(store.user_by_name("alice").await.expect("get"), None);
+        }
+    }
+
+    backend_test! {
+        async fn totp_codes_are_single_use() {
+            let store = crate::testdb::store().await.expect("open");
+            let root = store
+                .add_user(&new_user("root", UserRole::ProviderAdmin, None))
+                .await
+                .expect("root");
+            assert_eq!(store.totp(root.id).await.expect("totp"), None);
+            store.begin_totp(root.id, "SECRET").await.expect("begin");
+            let st = store.totp(root.id).await.expect("totp").expect("some");
+            assert!(!st.confirmed);
+            assert!(store.use_totp_step(root.id, 10).await.expect("use"));
+            assert!(!store.use_totp_step(root.id, 10).await.expect("reuse"));
+            assert!(!store.use_totp_step(root.id, 9).await.expect("older"));
+            assert!(
+                store
+                    .totp(root.id)
+                    .await
+                    .expect("totp")
+                    .expect("some")
+                    .confirmed
+            );
+            assert!(matches!(
+                store.begin_totp(root.id, "OTHER").await,
+                Err(Error::Conflict(_))
+            ));
+        }
+    }
+
+    backend_test! {
+        async fn login_failures_count_and_clear() {
+            let store = crate::testdb::store().await.expect("open");
+            assert_eq!(store.login_failures("user:a").await.expect("get"), None);
+            store.record_login_failure("user:a", 10).await.expect("1");
+            let f = store.record_login_failure("user:a", 20).await.expect("2");
+            assert_eq!(
+                f,
+                LoginFailures {
+                    failures: 2,
+                    last_failure_ms: 20
+                }
+            );
+            store.clear_login_failures("user:a").await.expect("clear");
+            assert_eq!(store.login_failures("user:a").await.expect("get"), None);
+        }
+    }
+
+    backend_test! {
+        async fn ids_of_deleted_users_tenants_and_tokens_are_never_handed_out_again() {
+            let store = crate::testdb::store().await.expect("open");
+            let t1 = store.add_tenant("t1", "t1.example").await.expect("t1").id;
+            let u1 = store
+                .add_user(&new_user("u1", UserRole::TenantAdmin, Some(t1)))
+                .await
+                .expect("u1");
+            let token = |jti: &str| NewApiToken {
+                jti: jti.into(),
+                name: "n".into(),
+                scopes: vec!["cdrs:read".into()],
+                token_hash: "h".into(),
+                created_by: "x".into(),
+                created_at_ms: 1,
+                expires_at_ms: 2,
+            };
+            let k1 = store.add_api_token(t1, &token("j1")).await.expect("k1");
+            // The newest of each is deleted: a plain INTEGER PRIMARY KEY would hand
+            // its id to the next row.
+            store.remove_user(t1, "u1").await.expect("rm user");
+            store.delete_tenant(t1).await.expect("rm tenant");
+            let t2 = store.add_tenant("t2", "t2.example").await.expect("t2").id;
+            let u2 = store
+                .add_user(&new_user("u1", UserRole::TenantAdmin, Some(t2)))
+                .await
+                .expect("u2");
+            let k2 = store.add_api_token(t2, &token("j2")).await.expect("k2");
+            assert!(t2.0 > t1.0, "tenant id {t1} came back");
+            assert!(u2.id > u1.id, "user id {} came back", u1.id);
+            assert!(k2.id > k1.id, "token id {} came back", k1.id);
+            assert_eq!(store.user_by_id(u1.id).await.expect("get"), None);
+        }
+    }
+
+    backend_test! {
+        async fn changes_end_sessions_and_suspension_ends_the_tenants_sessions() {
+            let store = crate::testdb::store().await.expect("open");
+            let t = store.add_tenant("a", "a.example").await.expect("t").id;
+            let u = store
+                .add_user(&new_user("alice", UserRole::TenantAdmin, Some(t)))
+                .await
+                .expect("u");
+            assert_eq!((u.session_epoch, u.disabled), (0, false));
+            store.set_user_password_hash(u.id, "h2").await.expect("pw");
+            let epoch = |store: Store| async move {
+                store
+                    .user_by_id(u.id)
+                    .await
+                    .expect("get")
+                    .expect("some")
+                    .session_epoch
+            };
+            assert_eq!(epoch(store.clone()).await, 1);
+            let changed = store
                 .change_user(
                     u.id,
                     &UserChange {
-                        role: Some(UserRole::ProviderAdmin),
+                        role: Some(UserRole::User),
+                        disabled: Some(true),
                         ..UserChange::default()
-                    }
+                    },
                 )
-                .await,
-            Err(Error::Invalid(_))
-        ));
-        store.end_sessions(u.id).await.expect("logout");
-        assert_eq!(epoch(store.clone()).await, 3);
-        store
-            .set_tenant_status(t, TenantStatus::Suspended)
-            .await
-            .expect("suspend");
-        assert_eq!(epoch(store.clone()).await, 4);
-        store
-            .set_tenant_status(t, TenantStatus::Active)
-            .await
-            .expect("resume");
-        assert_eq!(epoch(store.clone()).await, 4);
-    }
-
-    #[tokio::test]
-    async fn the_last_provider_admin_stays() {
-        let store = Store::open_in_memory().await.expect("open");
-        for n in ["r1", "r2"] {
-            store
-                .add_user(&new_user(n, UserRole::ProviderAdmin, None))
                 .await
-                .expect("admin");
+                .expect("change");
+            assert_eq!(
+                (changed.role, changed.disabled, changed.session_epoch),
+                (UserRole::User, true, 2)
+            );
+            assert!(matches!(
+                store
+                    .change_user(
+                        u.id,
+                        &UserChange {
+                            role: Some(UserRole::ProviderAdmin),
+                            ..UserChange::default()
+                        }
+                    )
+                    .await,
+                Err(Error::Invalid(_))
+            ));
+            store.end_sessions(u.id).await.expect("logout");
+            assert_eq!(epoch(store.clone()).await, 3);
+            store
+                .set_tenant_status(t, TenantStatus::Suspended)
+                .await
+                .expect("suspend");
+            assert_eq!(epoch(store.clone()).await, 4);
+            store
+                .set_tenant_status(t, TenantStatus::Active)
+                .await
+                .expect("resume");
+            assert_eq!(epoch(store.clone()).await, 4);
         }
-        store.remove_provider_admin("r1").await.expect("rm");
-        assert!(matches!(
-            store.remove_provider_admin("r2").await,
-            Err(Error::Conflict(_))
-        ));
-        assert!(matches!(
-            store.remove_provider_admin("r1").await,
-            Err(Error::NotFound(_))
-        ));
     }
 
-    #[tokio::test]
-    async fn usernames_are_normalised_and_conflicts_do_not_echo_them() {
-        let store = Store::open_in_memory().await.expect("open");
-        let a = store.add_tenant("a", "a.example").await.expect("a").id;
-        let b = store.add_tenant("b", "b.example").await.expect("b").id;
-        let u = store
-            .add_user(&new_user("ｒｏｏｔ", UserRole::TenantAdmin, Some(a)))
-            .await
-            .expect("add");
-        assert_eq!(u.username, "root");
-        assert_eq!(
-            store
-                .user_by_name("ｒｏｏｔ")
-                .await
-                .expect("get")
-                .map(|u| u.id),
-            Some(u.id)
-        );
-        assert!(matches!(
-            store
-                .add_user(&new_user("root\u{200b}", UserRole::TenantAdmin, Some(b)))
-                .await,
-            Err(Error::Invalid(_))
-        ));
-        match store
-            .add_user(&new_user("root", UserRole::TenantAdmin, Some(b)))
-            .await
-        {
-            Err(Error::Conflict(msg)) => assert!(!msg.contains("root"), "{msg}"),
-            other => panic!("expected a conflict, got {other:?}"),
+    backend_test! {
+        async fn the_last_provider_admin_stays() {
+            let store = crate::testdb::store().await.expect("open");
+            for n in ["r1", "r2"] {
+                store
+                    .add_user(&new_user(n, UserRole::ProviderAdmin, None))
+                    .await
+                    .expect("admin");
+            }
+            store.remove_provider_admin("r1").await.expect("rm");
+            assert!(matches!(
+                store.remove_provider_admin("r2").await,
+                Err(Error::Conflict(_))
+            ));
+            assert!(matches!(
+                store.remove_provider_admin("r1").await,
+                Err(Error::NotFound(_))
+            ));
         }
-        assert_eq!(store.user_in(Some(b), "root").await.expect("in"), None);
     }
 
-    #[tokio::test]
-    async fn totp_secrets_are_encrypted_at_rest() {
-        let store = Store::open_in_memory().await.expect("open");
-        let root = store
-            .add_user(&new_user("root", UserRole::ProviderAdmin, None))
-            .await
-            .expect("root");
-        store
-            .begin_totp(root.id, "JBSWY3DPEHPK3PXP")
-            .await
-            .expect("begin");
-        let raw: String = sqlx::query_scalar("SELECT secret FROM totp WHERE user_id = $1")
-            .bind(root.id)
-            .fetch_one(&store.pool)
-            .await
-            .expect("raw");
-        assert!(!raw.contains("JBSWY3DPEHPK3PXP"), "{raw}");
-        assert_eq!(
-            store
-                .totp(root.id)
+    backend_test! {
+        async fn usernames_are_normalised_and_conflicts_do_not_echo_them() {
+            let store = crate::testdb::store().await.expect("open");
+            let a = store.add_tenant("a", "a.example").await.expect("a").id;
+            let b = store.add_tenant("b", "b.example").await.expect("b").id;
+            let u = store
+                .add_user(&new_user("ｒｏｏｔ", UserRole::TenantAdmin, Some(a)))
                 .await
-                .expect("totp")
-                .expect("some")
-                .secret,
-            "JBSWY3DPEHPK3PXP"
-        );
-        // A secret another version stored in clear is sealed at the next open.
-        sqlx::query("UPDATE totp SET secret = 'KRSXG5CTMVRXEZLU' WHERE user_id = $1")
-            .bind(root.id)
-            .execute(&store.pool)
-            .await
-            .expect("plain");
-        store.seal_plain_totp_secrets().await.expect("seal");
-        assert_eq!(
-            store
-                .totp(root.id)
-                .await
-                .expect("totp")
-                .expect("some")
-                .secret,
-            "KRSXG5CTMVRXEZLU"
-        );
-    }
-
-    #[tokio::test]
-    async fn login_reservations_count_before_checking_and_rows_expire() {
-        let store = Store::open_in_memory().await.expect("open");
-        let free = |_: usize, f: LoginFailures| if f.failures >= 3 { 1_000 } else { 0 };
-        for _ in 0..3 {
+                .expect("add");
+            assert_eq!(u.username, "root");
             assert_eq!(
                 store
-                    .reserve_login_attempt(&["user:a", "addr:x"], 10, 0, free)
+                    .user_by_name("ｒｏｏｔ")
                     .await
-                    .expect("reserve"),
-                0
+                    .expect("get")
+                    .map(|u| u.id),
+                Some(u.id)
+            );
+            assert!(matches!(
+                store
+                    .add_user(&new_user("root\u{200b}", UserRole::TenantAdmin, Some(b)))
+                    .await,
+                Err(Error::Invalid(_))
+            ));
+            match store
+                .add_user(&new_user("root", UserRole::TenantAdmin, Some(b)))
+                .await
+            {
+                Err(Error::Conflict(msg)) => assert!(!msg.contains("root"), "{msg}"),
+                other => panic!("expected a conflict, got {other:?}"),
+            }
+            assert_eq!(store.user_in(Some(b), "root").await.expect("in"), None);
+        }
+    }
+
+    backend_test! {
+        async fn totp_secrets_are_encrypted_at_rest() {
+            let store = crate::testdb::store().await.expect("open");
+            let root = store
+                .add_user(&new_user("root", UserRole::ProviderAdmin, None))
+                .await
+                .expect("root");
+            store
+                .begin_totp(root.id, "JBSWY3DPEHPK3PXP")
+                .await
+                .expect("begin");
+            let raw: String = sqlx::query_scalar("SELECT secret FROM totp WHERE user_id = $1")
+                .bind(root.id)
+                .fetch_one(&store.pool)
+                .await
+                .expect("raw");
+            assert!(!raw.contains("JBSWY3DPEHPK3PXP"), "{raw}");
+            assert_eq!(
+                store
+                    .totp(root.id)
+                    .await
+                    .expect("totp")
+                    .expect("some")
+                    .secret,
+                "JBSWY3DPEHPK3PXP"
+            );
+            // A secret another version stored in clear is sealed at the next open.
+            sqlx::query("UPDATE totp SET secret = 'KRSXG5CTMVRXEZLU' WHERE user_id = $1")
+                .bind(root.id)
+                .execute(&store.pool)
+                .await
+                .expect("plain");
+            store.seal_plain_totp_secrets().await.expect("seal");
+            assert_eq!(
+                store
+                    .totp(root.id)
+                    .await
+                    .expect("totp")
+                    .expect("some")
+                    .secret,
+                "KRSXG5CTMVRXEZLU"
             );
         }
-        assert_eq!(
+    }
+
+    backend_test! {
+        async fn login_reservations_count_before_checking_and_rows_expire() {
+            let store = crate::testdb::store().await.expect("open");
+            let free = |_: usize, f: LoginFailures| if f.failures >= 3 { 1_000 } else { 0 };
+            for _ in 0..3 {
+                assert_eq!(
+                    store
+                        .reserve_login_attempt(&["user:a", "addr:x"], 10, 0, free)
+                        .await
+                        .expect("reserve"),
+                    0
+                );
+            }
+            assert_eq!(
+                store
+                    .reserve_login_attempt(&["user:a", "addr:x"], 11, 0, free)
+                    .await
+                    .expect("reserve"),
+                1_000
+            );
+            assert_eq!(
+                store
+                    .login_failures("user:a")
+                    .await
+                    .expect("get")
+                    .map(|f| f.failures),
+                Some(3),
+                "a refused attempt is not counted"
+            );
+            assert_eq!(store.login_attempt_rows().await.expect("rows"), 2);
             store
-                .reserve_login_attempt(&["user:a", "addr:x"], 11, 0, free)
+                .reserve_login_attempt(&["user:b"], 5_000, 100, free)
                 .await
-                .expect("reserve"),
-            1_000
-        );
-        assert_eq!(
-            store
-                .login_failures("user:a")
-                .await
-                .expect("get")
-                .map(|f| f.failures),
-            Some(3),
-            "a refused attempt is not counted"
-        );
-        assert_eq!(store.login_attempt_rows().await.expect("rows"), 2);
-        store
-            .reserve_login_attempt(&["user:b"], 5_000, 100, free)
-            .await
-            .expect("reserve");
-        assert_eq!(
-            store.login_attempt_rows().await.expect("rows"),
-            1,
-            "old rows expire"
-        );
+                .expect("reserve");
+            assert_eq!(
+                store.login_attempt_rows().await.expect("rows"),
+                1,
+                "old rows expire"
+            );
+        }
     }
 
     #[tokio::test]

@@ -338,7 +338,8 @@ impl Store {
     /// message-waiting indication. `(0, 0)` for an empty or unknown mailbox.
     pub async fn mailbox_counts(&self, tenant: TenantId, mailbox: &str) -> Result<(u32, u32)> {
         let row = sqlx::query(
-            "SELECT COALESCE(SUM(heard = 0), 0) AS new, COALESCE(SUM(heard = 1), 0) AS old \
+            "SELECT COUNT(CASE WHEN heard = 0 THEN 1 END) AS new, \
+             COUNT(CASE WHEN heard = 1 THEN 1 END) AS old \
              FROM voicemail_messages WHERE tenant_id = $1 AND mailbox = $2",
         )
         .bind(tenant.0)
@@ -357,7 +358,8 @@ impl Store {
     /// subscriptions).
     pub async fn all_mailbox_counts(&self) -> Result<Vec<(TenantId, String, (u32, u32))>> {
         let rows = sqlx::query(
-            "SELECT tenant_id, mailbox, SUM(heard = 0) AS new, SUM(heard = 1) AS old \
+            "SELECT tenant_id, mailbox, COUNT(CASE WHEN heard = 0 THEN 1 END) AS new, \
+             COUNT(CASE WHEN heard = 1 THEN 1 END) AS old \
              FROM voicemail_messages GROUP BY tenant_id, mailbox ORDER BY tenant_id, mailbox",
         )
         .fetch_all(&self.pool)
@@ -448,7 +450,7 @@ mod tests {
     use crate::prompt::tests::wav;
 
     async fn fixture() -> (Store, TenantId, TenantId) {
-        let store = Store::open_in_memory().await.expect("open");
+        let store = crate::testdb::store().await.expect("open");
         let a = store.add_tenant("a", "a.example").await.expect("a").id;
         let b = store.add_tenant("b", "b.example").await.expect("b").id;
         for t in [a, b] {
@@ -462,337 +464,342 @@ mod tests {
         (store, a, b)
     }
 
-    #[tokio::test]
-    async fn messages_round_trip_are_marked_counted_and_deleted() {
-        let (store, a, b) = fixture().await;
-        let audio = wav(4000);
-        let m = store
-            .save_voicemail_at(a, "100", "+4930123456", &audio, 500, 1_000)
-            .await
-            .expect("save");
-        assert!(audio::is_id(&m.id), "{}", m.id);
-        assert_eq!((m.heard, m.saved, m.created_at_ms), (false, false, 1_000));
-        let later = store
-            .save_voicemail_at(a, "100", "", &wav(80), 10, 2_000)
-            .await
-            .expect("save");
-        assert_ne!(m.id, later.id);
-        assert_eq!(
-            store.voicemail_messages(a, "100").await.expect("list"),
-            vec![m.clone(), later.clone()]
-        );
-        assert_eq!(
-            store.voicemail_audio(a, "100", &m.id).await.expect("audio"),
-            Some(audio)
-        );
-        // Not from another mailbox, nor another tenant.
-        assert_eq!(
-            store.voicemail_audio(a, "101", &m.id).await.expect("x"),
-            None
-        );
-        assert_eq!(
-            store.voicemail_audio(b, "100", &m.id).await.expect("x"),
-            None
-        );
-        assert!(
-            store
-                .voicemail_messages(b, "100")
-                .await
-                .expect("b")
-                .is_empty()
-        );
-        assert!(matches!(
-            store.voicemail_messages(a, "999").await,
-            Err(Error::NotFound(_))
-        ));
-
-        assert_eq!(
-            store.mailbox_counts(a, "100").await.expect("counts"),
-            (2, 0)
-        );
-        assert!(
-            store
-                .mark_voicemail(a, "100", &m.id, true, true)
-                .await
-                .expect("mark")
-        );
-        assert!(
-            !store
-                .mark_voicemail(b, "100", &m.id, true, true)
-                .await
-                .expect("other")
-        );
-        assert_eq!(
-            store.mailbox_counts(a, "100").await.expect("counts"),
-            (1, 1)
-        );
-        assert_eq!(
-            store.mailbox_counts(a, "nobody").await.expect("counts"),
-            (0, 0)
-        );
-        assert_eq!(
-            store.all_mailbox_counts().await.expect("all counts"),
-            vec![(a, "100".to_string(), (1, 1))],
-            "only mailboxes with messages"
-        );
-        let marked = store
-            .voicemail_message(a, "100", &m.id)
-            .await
-            .expect("get")
-            .expect("found");
-        assert!(marked.heard && marked.saved);
-
-        assert!(
-            !store
-                .delete_voicemail(b, "100", &m.id)
-                .await
-                .expect("other")
-        );
-        assert!(
-            store
-                .delete_voicemail(a, "100", &m.id)
-                .await
-                .expect("delete")
-        );
-        assert!(
-            !store
-                .delete_voicemail(a, "100", &m.id)
-                .await
-                .expect("again")
-        );
-        assert_eq!(
-            store.voicemail_audio(a, "100", &m.id).await.expect("gone"),
-            None
-        );
-        assert_eq!(store.memory_files(), 1);
-    }
-
-    #[tokio::test]
-    async fn a_message_needs_a_mailbox_and_room() {
-        let (store, a, _) = fixture().await;
-        assert!(matches!(
-            store.save_voicemail_at(a, "999", "x", &wav(8), 1, 0).await,
-            Err(Error::NotFound(_))
-        ));
-        assert!(matches!(
-            store
-                .save_voicemail_at(a, "100", "x\n", &wav(8), 1, 0)
-                .await,
-            Err(Error::Invalid(_))
-        ));
-        assert!(matches!(
-            store.save_voicemail_at(a, "100", "x", b"RIFF", 1, 0).await,
-            Err(Error::Invalid(_))
-        ));
-        for i in 0..MAX_VOICEMAIL_MESSAGES {
-            store
-                .save_voicemail_at(a, "100", "x", &wav(8), 1, i64::from(i))
+    backend_test! {
+        async fn messages_round_trip_are_marked_counted_and_deleted() {
+            let (store, a, b) = fixture().await;
+            let audio = wav(4000);
+            let m = store
+                .save_voicemail_at(a, "100", "+4930123456", &audio, 500, 1_000)
                 .await
                 .expect("save");
-        }
-        let full = store.save_voicemail_at(a, "100", "x", &wav(8), 1, 0).await;
-        assert!(
-            matches!(&full, Err(Error::QuotaExceeded(m)) if m.contains("mailbox 100 is full")),
-            "{full:?}"
-        );
-        // Another mailbox still takes messages, until the tenant's storage is full.
-        store
-            .save_voicemail_at(a, "101", "x", &wav(8), 1, 0)
-            .await
-            .expect("other mailbox");
-        let used = store.media_usage(a).await.expect("usage").used_bytes;
-        store
-            .set_tenant_limits(
-                a,
-                &TenantLimits {
-                    media_storage_bytes: Some(used + 10),
-                    ..TenantLimits::default()
-                },
-            )
-            .await
-            .expect("limits");
-        assert!(matches!(
-            store.save_voicemail_at(a, "101", "x", &wav(8), 1, 0).await,
-            Err(Error::QuotaExceeded(_))
-        ));
-        assert_eq!(
-            store.memory_files(),
-            usize::try_from(MAX_VOICEMAIL_MESSAGES).expect("small") + 1
-        );
-    }
-
-    #[tokio::test]
-    async fn recording_minutes_bound_each_tenants_messages() {
-        let (store, a, b) = fixture().await;
-        let quota = TenantLimits::default().recording_quota_ms();
-        assert_eq!(store.recording_ms_left(a).await.expect("left"), quota);
-        store
-            .set_tenant_limits(
-                a,
-                &TenantLimits {
-                    recording_minutes: Some(1),
-                    ..TenantLimits::default()
-                },
-            )
-            .await
-            .expect("limits");
-        assert_eq!(store.recording_ms_left(a).await.expect("left"), 60_000);
-        store
-            .save_voicemail_at(a, "100", "x", &wav(8), 45_000, 0)
-            .await
-            .expect("fits");
-        assert_eq!(store.recording_ms_left(a).await.expect("left"), 15_000);
-        let usage = store.media_usage(a).await.expect("usage");
-        assert_eq!(
-            (usage.recorded_ms, usage.recording_quota_ms),
-            (45_000, 60_000)
-        );
-        let over = store
-            .save_voicemail_at(a, "101", "x", &wav(8), 15_001, 0)
-            .await;
-        assert!(
-            matches!(&over, Err(Error::QuotaExceeded(m)) if m.contains("recording minutes")),
-            "{over:?}"
-        );
-        store
-            .save_voicemail_at(a, "101", "x", &wav(8), 15_000, 0)
-            .await
-            .expect("exactly what is left");
-        assert_eq!(store.recording_ms_left(a).await.expect("left"), 0);
-        // The other tenant's minutes are its own.
-        assert_eq!(store.recording_ms_left(b).await.expect("left"), quota);
-        store
-            .save_voicemail_at(b, "100", "x", &wav(8), 60_000, 0)
-            .await
-            .expect("b records");
-    }
-
-    #[tokio::test]
-    async fn the_sweep_deletes_what_is_past_each_tenants_retention() {
-        let (store, a, b) = fixture().await;
-        assert_eq!(store.voicemail_retention(a).await.expect("get"), None);
-        store
-            .set_voicemail_retention(a, Some(1))
-            .await
-            .expect("set");
-        assert_eq!(store.voicemail_retention(a).await.expect("get"), Some(1));
-        for bad in [Some(0), Some(MAX_VOICEMAIL_RETENTION_DAYS + 1)] {
+            assert!(audio::is_id(&m.id), "{}", m.id);
+            assert_eq!((m.heard, m.saved, m.created_at_ms), (false, false, 1_000));
+            let later = store
+                .save_voicemail_at(a, "100", "", &wav(80), 10, 2_000)
+                .await
+                .expect("save");
+            assert_ne!(m.id, later.id);
+            assert_eq!(
+                store.voicemail_messages(a, "100").await.expect("list"),
+                vec![m.clone(), later.clone()]
+            );
+            assert_eq!(
+                store.voicemail_audio(a, "100", &m.id).await.expect("audio"),
+                Some(audio)
+            );
+            // Not from another mailbox, nor another tenant.
+            assert_eq!(
+                store.voicemail_audio(a, "101", &m.id).await.expect("x"),
+                None
+            );
+            assert_eq!(
+                store.voicemail_audio(b, "100", &m.id).await.expect("x"),
+                None
+            );
+            assert!(
+                store
+                    .voicemail_messages(b, "100")
+                    .await
+                    .expect("b")
+                    .is_empty()
+            );
             assert!(matches!(
-                store.set_voicemail_retention(a, bad).await,
+                store.voicemail_messages(a, "999").await,
+                Err(Error::NotFound(_))
+            ));
+
+            assert_eq!(
+                store.mailbox_counts(a, "100").await.expect("counts"),
+                (2, 0)
+            );
+            assert!(
+                store
+                    .mark_voicemail(a, "100", &m.id, true, true)
+                    .await
+                    .expect("mark")
+            );
+            assert!(
+                !store
+                    .mark_voicemail(b, "100", &m.id, true, true)
+                    .await
+                    .expect("other")
+            );
+            assert_eq!(
+                store.mailbox_counts(a, "100").await.expect("counts"),
+                (1, 1)
+            );
+            assert_eq!(
+                store.mailbox_counts(a, "nobody").await.expect("counts"),
+                (0, 0)
+            );
+            assert_eq!(
+                store.all_mailbox_counts().await.expect("all counts"),
+                vec![(a, "100".to_string(), (1, 1))],
+                "only mailboxes with messages"
+            );
+            let marked = store
+                .voicemail_message(a, "100", &m.id)
+                .await
+                .expect("get")
+                .expect("found");
+            assert!(marked.heard && marked.saved);
+
+            assert!(
+                !store
+                    .delete_voicemail(b, "100", &m.id)
+                    .await
+                    .expect("other")
+            );
+            assert!(
+                store
+                    .delete_voicemail(a, "100", &m.id)
+                    .await
+                    .expect("delete")
+            );
+            assert!(
+                !store
+                    .delete_voicemail(a, "100", &m.id)
+                    .await
+                    .expect("again")
+            );
+            assert_eq!(
+                store.voicemail_audio(a, "100", &m.id).await.expect("gone"),
+                None
+            );
+            assert_eq!(store.memory_files(), 1);
+        }
+    }
+
+    backend_test! {
+        async fn a_message_needs_a_mailbox_and_room() {
+            let (store, a, _) = fixture().await;
+            assert!(matches!(
+                store.save_voicemail_at(a, "999", "x", &wav(8), 1, 0).await,
+                Err(Error::NotFound(_))
+            ));
+            assert!(matches!(
+                store
+                    .save_voicemail_at(a, "100", "x\n", &wav(8), 1, 0)
+                    .await,
                 Err(Error::Invalid(_))
             ));
+            assert!(matches!(
+                store.save_voicemail_at(a, "100", "x", b"RIFF", 1, 0).await,
+                Err(Error::Invalid(_))
+            ));
+            for i in 0..MAX_VOICEMAIL_MESSAGES {
+                store
+                    .save_voicemail_at(a, "100", "x", &wav(8), 1, i64::from(i))
+                    .await
+                    .expect("save");
+            }
+            let full = store.save_voicemail_at(a, "100", "x", &wav(8), 1, 0).await;
+            assert!(
+                matches!(&full, Err(Error::QuotaExceeded(m)) if m.contains("mailbox 100 is full")),
+                "{full:?}"
+            );
+            // Another mailbox still takes messages, until the tenant's storage is full.
+            store
+                .save_voicemail_at(a, "101", "x", &wav(8), 1, 0)
+                .await
+                .expect("other mailbox");
+            let used = store.media_usage(a).await.expect("usage").used_bytes;
+            store
+                .set_tenant_limits(
+                    a,
+                    &TenantLimits {
+                        media_storage_bytes: Some(used + 10),
+                        ..TenantLimits::default()
+                    },
+                )
+                .await
+                .expect("limits");
+            assert!(matches!(
+                store.save_voicemail_at(a, "101", "x", &wav(8), 1, 0).await,
+                Err(Error::QuotaExceeded(_))
+            ));
+            assert_eq!(
+                store.memory_files(),
+                usize::try_from(MAX_VOICEMAIL_MESSAGES).expect("small") + 1
+            );
         }
-        assert!(matches!(
-            store.set_voicemail_retention(TenantId(99), None).await,
-            Err(Error::NotFound(_))
-        ));
-        let t0 = 1_700_000_000_000;
-        let old_a = store
-            .save_voicemail_at(a, "100", "x", &wav(8), 1, t0)
-            .await
-            .expect("a");
-        store
-            .mark_voicemail(a, "100", &old_a.id, true, true)
-            .await
-            .expect("saved");
-        let new_a = store
-            .save_voicemail_at(a, "100", "x", &wav(8), 1, t0 + DAY_MS)
-            .await
-            .expect("a");
-        let old_b = store
-            .save_voicemail_at(b, "100", "x", &wav(8), 1, t0)
-            .await
-            .expect("b");
-
-        // A day later A's first message, saved or not, is past A's one-day
-        // retention; B keeps its messages for the default 60 days.
-        assert_eq!(
-            store.sweep_voicemail(t0 + DAY_MS - 1).await.expect("sweep"),
-            []
-        );
-        assert_eq!(
-            store.sweep_voicemail(t0 + DAY_MS).await.expect("sweep"),
-            [(a, "100".to_string())]
-        );
-        let left: Vec<_> = store
-            .voicemail_messages(a, "100")
-            .await
-            .expect("list")
-            .into_iter()
-            .map(|m| m.id)
-            .collect();
-        assert_eq!(left, vec![new_a.id]);
-        assert_eq!(store.memory_files(), 2);
-        let sixty_days = i64::from(DEFAULT_VOICEMAIL_RETENTION_DAYS) * DAY_MS;
-        // Just short of 60 days only A's second message goes.
-        assert_eq!(
-            store
-                .sweep_voicemail(t0 + sixty_days - 1)
-                .await
-                .expect("sweep")
-                .len(),
-            1
-        );
-        assert_eq!(
-            store.voicemail_messages(b, "100").await.expect("b")[0].id,
-            old_b.id
-        );
-        assert_eq!(
-            store.sweep_voicemail(t0 + sixty_days).await.expect("sweep"),
-            [(b, "100".to_string())]
-        );
-        assert!(
-            store
-                .voicemail_messages(b, "100")
-                .await
-                .expect("b")
-                .is_empty()
-        );
-        assert_eq!(store.memory_files(), 0);
     }
 
-    #[tokio::test]
-    async fn removing_an_extension_or_tenant_removes_its_voicemail() {
-        let (store, a, b) = fixture().await;
-        let m = store
-            .save_voicemail_at(a, "100", "x", &wav(8), 1, 0)
-            .await
-            .expect("a");
-        store
-            .save_voicemail_at(a, "101", "x", &wav(8), 1, 0)
-            .await
-            .expect("a");
-        store
-            .save_voicemail_at(b, "100", "x", &wav(8), 1, 0)
-            .await
-            .expect("b");
-        store
-            .put_prompt_at(a, "menu", &wav(8), 1, 0)
-            .await
-            .expect("prompt");
-        store.remove_extension(a, "100").await.expect("remove");
-        assert_eq!(store.memory_files(), 3);
-        // A new extension of the same number starts with an empty mailbox.
-        store
-            .add_extension(a, "100", "pw-long-enough")
-            .await
-            .expect("ext");
-        assert!(
+    backend_test! {
+        async fn recording_minutes_bound_each_tenants_messages() {
+            let (store, a, b) = fixture().await;
+            let quota = TenantLimits::default().recording_quota_ms();
+            assert_eq!(store.recording_ms_left(a).await.expect("left"), quota);
             store
+                .set_tenant_limits(
+                    a,
+                    &TenantLimits {
+                        recording_minutes: Some(1),
+                        ..TenantLimits::default()
+                    },
+                )
+                .await
+                .expect("limits");
+            assert_eq!(store.recording_ms_left(a).await.expect("left"), 60_000);
+            store
+                .save_voicemail_at(a, "100", "x", &wav(8), 45_000, 0)
+                .await
+                .expect("fits");
+            assert_eq!(store.recording_ms_left(a).await.expect("left"), 15_000);
+            let usage = store.media_usage(a).await.expect("usage");
+            assert_eq!(
+                (usage.recorded_ms, usage.recording_quota_ms),
+                (45_000, 60_000)
+            );
+            let over = store
+                .save_voicemail_at(a, "101", "x", &wav(8), 15_001, 0)
+                .await;
+            assert!(
+                matches!(&over, Err(Error::QuotaExceeded(m)) if m.contains("recording minutes")),
+                "{over:?}"
+            );
+            store
+                .save_voicemail_at(a, "101", "x", &wav(8), 15_000, 0)
+                .await
+                .expect("exactly what is left");
+            assert_eq!(store.recording_ms_left(a).await.expect("left"), 0);
+            // The other tenant's minutes are its own.
+            assert_eq!(store.recording_ms_left(b).await.expect("left"), quota);
+            store
+                .save_voicemail_at(b, "100", "x", &wav(8), 60_000, 0)
+                .await
+                .expect("b records");
+        }
+    }
+
+    backend_test! {
+        async fn the_sweep_deletes_what_is_past_each_tenants_retention() {
+            let (store, a, b) = fixture().await;
+            assert_eq!(store.voicemail_retention(a).await.expect("get"), None);
+            store
+                .set_voicemail_retention(a, Some(1))
+                .await
+                .expect("set");
+            assert_eq!(store.voicemail_retention(a).await.expect("get"), Some(1));
+            for bad in [Some(0), Some(MAX_VOICEMAIL_RETENTION_DAYS + 1)] {
+                assert!(matches!(
+                    store.set_voicemail_retention(a, bad).await,
+                    Err(Error::Invalid(_))
+                ));
+            }
+            assert!(matches!(
+                store.set_voicemail_retention(TenantId(99), None).await,
+                Err(Error::NotFound(_))
+            ));
+            let t0 = 1_700_000_000_000;
+            let old_a = store
+                .save_voicemail_at(a, "100", "x", &wav(8), 1, t0)
+                .await
+                .expect("a");
+            store
+                .mark_voicemail(a, "100", &old_a.id, true, true)
+                .await
+                .expect("saved");
+            let new_a = store
+                .save_voicemail_at(a, "100", "x", &wav(8), 1, t0 + DAY_MS)
+                .await
+                .expect("a");
+            let old_b = store
+                .save_voicemail_at(b, "100", "x", &wav(8), 1, t0)
+                .await
+                .expect("b");
+
+            // A day later A's first message, saved or not, is past A's one-day
+            // retention; B keeps its messages for the default 60 days.
+            assert_eq!(
+                store.sweep_voicemail(t0 + DAY_MS - 1).await.expect("sweep"),
+                []
+            );
+            assert_eq!(
+                store.sweep_voicemail(t0 + DAY_MS).await.expect("sweep"),
+                [(a, "100".to_string())]
+            );
+            let left: Vec<_> = store
                 .voicemail_messages(a, "100")
                 .await
                 .expect("list")
-                .is_empty()
-        );
-        assert_eq!(
-            store.voicemail_audio(a, "100", &m.id).await.expect("gone"),
-            None
-        );
-        store.delete_tenant(a).await.expect("delete");
-        assert_eq!(store.memory_files(), 1, "only B's message is left");
-        assert_eq!(
-            store.voicemail_messages(b, "100").await.expect("b").len(),
-            1
-        );
+                .into_iter()
+                .map(|m| m.id)
+                .collect();
+            assert_eq!(left, vec![new_a.id]);
+            assert_eq!(store.memory_files(), 2);
+            let sixty_days = i64::from(DEFAULT_VOICEMAIL_RETENTION_DAYS) * DAY_MS;
+            // Just short of 60 days only A's second message goes.
+            assert_eq!(
+                store
+                    .sweep_voicemail(t0 + sixty_days - 1)
+                    .await
+                    .expect("sweep")
+                    .len(),
+                1
+            );
+            assert_eq!(
+                store.voicemail_messages(b, "100").await.expect("b")[0].id,
+                old_b.id
+            );
+            assert_eq!(
+                store.sweep_voicemail(t0 + sixty_days).await.expect("sweep"),
+                [(b, "100".to_string())]
+            );
+            assert!(
+                store
+                    .voicemail_messages(b, "100")
+                    .await
+                    .expect("b")
+                    .is_empty()
+            );
+            assert_eq!(store.memory_files(), 0);
+        }
+    }
+
+    backend_test! {
+        async fn removing_an_extension_or_tenant_removes_its_voicemail() {
+            let (store, a, b) = fixture().await;
+            let m = store
+                .save_voicemail_at(a, "100", "x", &wav(8), 1, 0)
+                .await
+                .expect("a");
+            store
+                .save_voicemail_at(a, "101", "x", &wav(8), 1, 0)
+                .await
+                .expect("a");
+            store
+                .save_voicemail_at(b, "100", "x", &wav(8), 1, 0)
+                .await
+                .expect("b");
+            store
+                .put_prompt_at(a, "menu", &wav(8), 1, 0)
+                .await
+                .expect("prompt");
+            store.remove_extension(a, "100").await.expect("remove");
+            assert_eq!(store.memory_files(), 3);
+            // A new extension of the same number starts with an empty mailbox.
+            store
+                .add_extension(a, "100", "pw-long-enough")
+                .await
+                .expect("ext");
+            assert!(
+                store
+                    .voicemail_messages(a, "100")
+                    .await
+                    .expect("list")
+                    .is_empty()
+            );
+            assert_eq!(
+                store.voicemail_audio(a, "100", &m.id).await.expect("gone"),
+                None
+            );
+            store.delete_tenant(a).await.expect("delete");
+            assert_eq!(store.memory_files(), 1, "only B's message is left");
+            assert_eq!(
+                store.voicemail_messages(b, "100").await.expect("b").len(),
+                1
+            );
+        }
     }
 }
