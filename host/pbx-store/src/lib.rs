@@ -1,12 +1,22 @@
 //! Durable state of the PBX: tenants and their SIP domains, extensions (as HA1
 //! digests), registrar bindings and call detail records, kept in one SQLite file
-//! through sqlx; and tenants' audio (prompts, voicemail), kept encrypted in files
-//! beside it.
+//! (the default) or a PostgreSQL database through sqlx; and tenants' audio
+//! (prompts, voicemail), kept encrypted in files in the data directory.
 //!
 //! # Design
 //! - [`Store`] is a cheap-to-clone handle around a connection pool. [`Store::open`]
 //!   creates the data directory, opens `pbx.db` in WAL mode with foreign keys on and
-//!   applies the embedded migrations (`migrations/sqlite`).
+//!   applies the embedded migrations (`migrations/sqlite`). [`Store::connect`]
+//!   opens a database by URL; on `postgres://` it applies `migrations/postgres`,
+//!   the twin of every SQLite migration (same number, same resulting schema).
+//! - Both backends run the same SQL through sqlx's `Any` driver. Placeholders
+//!   are numbered (`$1`, `$2`, ...; never `?`), integers are `i64` (BIGINT on
+//!   PostgreSQL), flags are 0/1 integers bound as `i64::from(flag)` and read with
+//!   `rows::flag`, and aggregates that PostgreSQL widens (`SUM`) are cast back
+//!   to BIGINT. Where a statement must differ it matches on [`Backend`] in one
+//!   place ([`Store::snapshot_into`] is SQLite-only).
+//! - Write transactions run one at a time on both: SQLite's `BEGIN IMMEDIATE`,
+//!   and on PostgreSQL a transaction-scoped advisory lock taken first.
 //! - Every row owned by a tenant carries `tenant_id`, and every method that reads
 //!   tenant data takes a [`TenantId`]. The only cross-tenant reads are the ones the
 //!   host needs at start-up and on reload: [`Store::directory`],
@@ -53,6 +63,8 @@ mod calendar;
 mod cdr;
 mod cdr_export;
 mod checks;
+mod copy;
+pub use copy::CopyReport;
 mod error;
 mod extension;
 mod forwarding;
