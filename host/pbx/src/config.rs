@@ -158,6 +158,17 @@ pub struct FileConfig {
     pub extensions: ExtensionsSection,
     #[serde(default)]
     pub retention: RetentionSection,
+    #[serde(default)]
+    pub store: StoreSection,
+}
+
+/// `[store]`: where the database is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    /// A `postgres://` URL; absent: SQLite, `pbx.db` in the data directory.
+    /// `--database` overrides it.
+    pub url: Option<String>,
 }
 
 /// `[retention]`: how long call records and alerts are kept, in days.
@@ -362,6 +373,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// The admin API, when `[api]` or `--api` asks for it.
     pub api: Option<pbx_api::ApiConfig>,
+    /// `[store] url`: the database, when not SQLite in the data directory.
+    pub database: Option<String>,
 }
 
 impl Settings {
@@ -488,6 +501,7 @@ impl Settings {
             serve,
             log_format: args.log_format.or(file.log.format).unwrap_or_default(),
             api,
+            database: file.store.url.clone(),
         })
     }
 }

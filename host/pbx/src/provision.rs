@@ -388,6 +388,7 @@ pub async fn execute(
         | Command::Demo(_)
         | Command::Api(_)
         | Command::Backup(_)
+        | Command::Migrate(_)
         | Command::Version { .. }
         | Command::Doctor { .. }
         | Command::CompilePlugin { .. } => {
