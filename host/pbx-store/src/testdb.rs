@@ -284,6 +284,7 @@ async fn start(bin: &Path) -> Server {
 
 /// Defines a test that runs twice, as `NAME::sqlite` and `NAME::postgres`,
 /// with [`store`] giving stores on that backend.
+#[cfg(test)]
 macro_rules! backend_test {
     ($(#[$meta:meta])* async fn $name:ident() $body:block) => {
         mod $name {
