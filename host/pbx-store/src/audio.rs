@@ -539,7 +539,7 @@ impl Store {
     /// What the tenant's audio takes and may take. [`Error::NotFound`] for an
     /// unknown tenant.
     pub async fn media_usage(&self, tenant: TenantId) -> Result<MediaUsage> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.read_tx().await?;
         tenant::ensure_tenant(&mut tx, tenant).await?;
         let used_bytes = bytes_used(&mut tx, tenant).await?;
         let own = own_limits(&mut tx, tenant).await?;
@@ -586,7 +586,7 @@ impl Store {
             // In memory, a file is always written with its row or removed.
             return Ok(0);
         };
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.read_tx().await?;
         let tenants: HashSet<i64> = sqlx::query("SELECT id FROM tenants")
             .fetch_all(&mut *tx)
             .await?

@@ -143,7 +143,7 @@ impl Store {
     /// The tenant's extensions, ordered by number. [`Error::NotFound`] for an
     /// unknown tenant.
     pub async fn list_extensions(&self, tenant: TenantId) -> Result<Vec<Extension>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.read_tx().await?;
         tenant::ensure_tenant(&mut tx, tenant).await?;
         let rows = sqlx::query(
             "SELECT tenant_id, number, ha1_md5, ha1_sha256, enabled, digest_algorithms \

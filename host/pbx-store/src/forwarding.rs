@@ -13,7 +13,7 @@ impl Store {
     /// The forwarding of the tenant's extension `number` (the defaults when it
     /// set nothing); [`Error::NotFound`] when the tenant has no such extension.
     pub async fn forwarding(&self, tenant: TenantId, number: &str) -> Result<Forwarding> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.read_tx().await?;
         ensure_extension(&mut tx, tenant, number).await?;
         let row = sqlx::query(
             "SELECT always_to, busy_to, no_answer_to, no_answer_secs, dnd \

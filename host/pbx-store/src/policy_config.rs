@@ -212,7 +212,7 @@ impl Store {
 
     /// Every configuration row of every scope (the server's reload).
     pub async fn all_policy_config(&self) -> Result<Vec<ConfigEntry>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.read_tx().await?;
         let provider = sqlx::query(
             "SELECT policy, tenant_id, key, value FROM policy_config ORDER BY policy, key",
         )

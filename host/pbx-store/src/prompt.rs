@@ -141,7 +141,7 @@ impl Store {
 
     /// The tenant's prompts by name. [`Error::NotFound`] for an unknown tenant.
     pub async fn prompts(&self, tenant: TenantId) -> Result<Vec<PromptInfo>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.read_tx().await?;
         tenant::ensure_tenant(&mut tx, tenant).await?;
         let rows = sqlx::query(
             "SELECT name, bytes, duration_ms, created_at_ms FROM prompts \

@@ -127,7 +127,7 @@ impl Store {
 
     /// Every tenant, in creation order.
     pub async fn list_tenants(&self) -> Result<Vec<Tenant>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.read_tx().await?;
         let tenants = load_all(&mut tx).await?;
         tx.commit().await?;
         Ok(tenants)

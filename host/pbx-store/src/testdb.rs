@@ -269,8 +269,9 @@ async fn start(bin: &Path) -> Server {
                 conn.close().await.expect("close");
                 return server;
             }
-            // Only a refused or missing socket means "not yet".
-            Err(e) if Instant::now() > deadline || !matches!(e, sqlx::Error::Io(_)) => {
+            // A missing socket, a refused connection or "the database system
+            // is starting up" mean "not yet"; a bad URL never gets better.
+            Err(e) if Instant::now() > deadline || matches!(e, sqlx::Error::Configuration(_)) => {
                 let mut log = String::new();
                 if let Ok(mut f) = std::fs::File::open(server.dir.join("log")) {
                     let _ = f.read_to_string(&mut log);

@@ -224,7 +224,7 @@ impl Store {
         tenant: TenantId,
         mailbox: &str,
     ) -> Result<Vec<VoicemailMessage>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.read_tx().await?;
         ensure_mailbox(&mut tx, tenant, mailbox).await?;
         let rows = sqlx::query(
             "SELECT id, mailbox, caller, created_at_ms, duration_ms, heard, saved \
