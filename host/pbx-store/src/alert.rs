@@ -3,9 +3,10 @@
 //! The same concept as `pbx-model`'s `alert.rs` at another layer: that one defines
 //! an alert, this one stores it.
 
+use crate::sql::QueryBuilder;
 use serde::{Deserialize, Serialize};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::Row;
+use sqlx::any::AnyRow;
 
 use crate::{Alert, Error, Result, Severity, Store, TenantId};
 
@@ -50,7 +51,7 @@ impl Store {
         }
         let row = sqlx::query(
             "INSERT INTO alerts (tenant_id, severity, event, message, created_ms) \
-             VALUES (?, ?, ?, ?, ?) RETURNING id",
+             VALUES ($1, $2, $3, $4, $5) RETURNING id",
         )
         .bind(alert.tenant.map(|t| t.0))
         .bind(alert.severity.as_str())
@@ -74,7 +75,7 @@ impl Store {
     }
 
     async fn alerts(&self, tenant: Option<TenantId>, limit: u32) -> Result<Vec<AlertRecord>> {
-        let mut q = QueryBuilder::<Sqlite>::new(
+        let mut q = QueryBuilder::new(
             "SELECT id, tenant_id, severity, event, message, created_ms, acknowledged \
              FROM alerts",
         );
@@ -83,7 +84,7 @@ impl Store {
         }
         q.push(" ORDER BY created_ms DESC, id DESC LIMIT ")
             .push_bind(i64::from(limit.min(MAX_ALERTS)));
-        let rows = q.build().fetch_all(&self.pool).await?;
+        let rows = q.build()?.fetch_all(&self.pool).await?;
         rows.iter().map(from_row).collect()
     }
 
@@ -92,7 +93,7 @@ impl Store {
     pub async fn alerts_after(&self, after_id: i64, limit: u32) -> Result<Vec<AlertRecord>> {
         let rows = sqlx::query(
             "SELECT id, tenant_id, severity, event, message, created_ms, acknowledged \
-             FROM alerts WHERE id > ? ORDER BY id LIMIT ?",
+             FROM alerts WHERE id > $1 ORDER BY id LIMIT $2",
         )
         .bind(after_id)
         .bind(i64::from(limit.min(MAX_ALERTS)))
@@ -122,8 +123,8 @@ impl Store {
     ) -> Result<Vec<AlertRecord>> {
         let rows = sqlx::query(
             "SELECT id, tenant_id, severity, event, message, created_ms, acknowledged \
-             FROM alerts WHERE tenant_id = ? AND id > ? AND created_ms >= ? AND created_ms < ? \
-             ORDER BY id LIMIT ?",
+             FROM alerts WHERE tenant_id = $1 AND id > $2 AND created_ms >= $3 AND created_ms < $4 \
+             ORDER BY id LIMIT $5",
         )
         .bind(tenant.0)
         .bind(after_id)
@@ -139,17 +140,17 @@ impl Store {
     /// acknowledged; `None` (a provider) may acknowledge any. `false` when no
     /// such alert is visible.
     pub async fn acknowledge_alert(&self, tenant: Option<TenantId>, id: i64) -> Result<bool> {
-        let mut q = QueryBuilder::<Sqlite>::new("UPDATE alerts SET acknowledged = 1 WHERE id = ");
+        let mut q = QueryBuilder::new("UPDATE alerts SET acknowledged = 1 WHERE id = ");
         q.push_bind(id);
         if let Some(t) = tenant {
             q.push(" AND tenant_id = ").push_bind(t.0);
         }
-        let done = q.build().execute(&self.pool).await?;
+        let done = q.build()?.execute(&self.pool).await?;
         Ok(done.rows_affected() > 0)
     }
 }
 
-fn from_row(row: &SqliteRow) -> Result<AlertRecord> {
+fn from_row(row: &AnyRow) -> Result<AlertRecord> {
     let tenant: Option<i64> = row.try_get("tenant_id")?;
     let acknowledged: i64 = row.try_get("acknowledged")?;
     Ok(AlertRecord {
@@ -167,7 +168,7 @@ fn from_row(row: &SqliteRow) -> Result<AlertRecord> {
 
 /// The `severity` column: the names of [`Severity::as_str`]; any other text is
 /// an error, never a default.
-fn stored_severity(row: &SqliteRow) -> Result<Severity> {
+fn stored_severity(row: &AnyRow) -> Result<Severity> {
     let text: String = row.try_get("severity")?;
     Severity::parse(&text)
         .ok_or_else(|| Error::Invalid(format!("stored alert has severity {text:?}")))
@@ -187,87 +188,88 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn per_tenant_and_provider_wide_alerts() {
-        let store = Store::open_in_memory().await.expect("open");
-        let a = store.add_tenant("a", "a.example").await.expect("a").id;
-        let b = store.add_tenant("b", "b.example").await.expect("b").id;
-        let a1 = store
-            .insert_alert(&alert(Some(a), "fraud.burst", 1_000))
-            .await
-            .expect("a1");
-        store
-            .insert_alert(&alert(Some(a), "fraud.off-hours", 3_000))
-            .await
-            .expect("a2");
-        let b1 = store
-            .insert_alert(&alert(Some(b), "fraud.burst", 2_000))
-            .await
-            .expect("b1");
-        store
-            .insert_alert(&alert(None, "sip.ban", 4_000))
-            .await
-            .expect("p");
-
-        let of_a = store.list_alerts(a, 100).await.expect("list");
-        let events: Vec<&str> = of_a.iter().map(|r| r.alert.event.as_str()).collect();
-        assert_eq!(events, ["fraud.off-hours", "fraud.burst"]);
-        assert!(
-            of_a.iter()
-                .all(|r| r.alert.tenant == Some(a) && !r.acknowledged)
-        );
-
-        let all = store.list_all_alerts(100).await.expect("all");
-        let times: Vec<i64> = all.iter().map(|r| r.alert.at_ms).collect();
-        assert_eq!(times, [4_000, 3_000, 2_000, 1_000]);
-        assert_eq!(all[0].alert.tenant, None);
-        assert_eq!(store.list_all_alerts(2).await.expect("all").len(), 2);
-
-        // a tenant cannot acknowledge another tenant's alert
-        assert!(!store.acknowledge_alert(Some(a), b1).await.expect("ack"));
-        assert!(store.acknowledge_alert(Some(a), a1).await.expect("ack"));
-        assert!(store.acknowledge_alert(None, b1).await.expect("ack"));
-        let of_b = store.list_alerts(b, 10).await.expect("list");
-        assert!(of_b[0].acknowledged);
-        assert!(!store.acknowledge_alert(None, 999).await.expect("ack"));
-
-        // the column holds only the model's names ([`stored_severity`] refuses
-        // any other text instead of guessing)
-        for name in Severity::ALL.map(Severity::as_str) {
-            sqlx::query(
-                "INSERT INTO alerts (tenant_id, severity, event, message, created_ms) \
-                 VALUES (?, ?, 'x', 'm', 9000)",
-            )
-            .bind(b.0)
-            .bind(name)
-            .execute(&store.pool)
-            .await
-            .expect("a known severity");
-        }
-        let shown: Vec<Severity> = store
-            .list_alerts(b, 3)
-            .await
-            .expect("list")
-            .iter()
-            .map(|r| r.alert.severity)
-            .collect();
-        assert_eq!(shown.len(), 3);
-        assert!(Severity::ALL.iter().all(|s| shown.contains(s)));
-        assert!(
-            sqlx::query(
-                "INSERT INTO alerts (tenant_id, severity, event, message, created_ms) \
-                 VALUES (?, 'panic', 'x', 'm', 9000)",
-            )
-            .bind(b.0)
-            .execute(&store.pool)
-            .await
-            .is_err()
-        );
-        assert!(
+    backend_test! {
+        async fn per_tenant_and_provider_wide_alerts() {
+            let store = crate::testdb::store().await.expect("open");
+            let a = store.add_tenant("a", "a.example").await.expect("a").id;
+            let b = store.add_tenant("b", "b.example").await.expect("b").id;
+            let a1 = store
+                .insert_alert(&alert(Some(a), "fraud.burst", 1_000))
+                .await
+                .expect("a1");
             store
-                .insert_alert(&alert(Some(TenantId(99)), "x", 1))
+                .insert_alert(&alert(Some(a), "fraud.off-hours", 3_000))
+                .await
+                .expect("a2");
+            let b1 = store
+                .insert_alert(&alert(Some(b), "fraud.burst", 2_000))
+                .await
+                .expect("b1");
+            store
+                .insert_alert(&alert(None, "sip.ban", 4_000))
+                .await
+                .expect("p");
+
+            let of_a = store.list_alerts(a, 100).await.expect("list");
+            let events: Vec<&str> = of_a.iter().map(|r| r.alert.event.as_str()).collect();
+            assert_eq!(events, ["fraud.off-hours", "fraud.burst"]);
+            assert!(
+                of_a.iter()
+                    .all(|r| r.alert.tenant == Some(a) && !r.acknowledged)
+            );
+
+            let all = store.list_all_alerts(100).await.expect("all");
+            let times: Vec<i64> = all.iter().map(|r| r.alert.at_ms).collect();
+            assert_eq!(times, [4_000, 3_000, 2_000, 1_000]);
+            assert_eq!(all[0].alert.tenant, None);
+            assert_eq!(store.list_all_alerts(2).await.expect("all").len(), 2);
+
+            // a tenant cannot acknowledge another tenant's alert
+            assert!(!store.acknowledge_alert(Some(a), b1).await.expect("ack"));
+            assert!(store.acknowledge_alert(Some(a), a1).await.expect("ack"));
+            assert!(store.acknowledge_alert(None, b1).await.expect("ack"));
+            let of_b = store.list_alerts(b, 10).await.expect("list");
+            assert!(of_b[0].acknowledged);
+            assert!(!store.acknowledge_alert(None, 999).await.expect("ack"));
+
+            // the column holds only the model's names ([`stored_severity`] refuses
+            // any other text instead of guessing)
+            for name in Severity::ALL.map(Severity::as_str) {
+                sqlx::query(
+                    "INSERT INTO alerts (tenant_id, severity, event, message, created_ms) \
+                     VALUES ($1, $2, 'x', 'm', 9000)",
+                )
+                .bind(b.0)
+                .bind(name)
+                .execute(&store.pool)
+                .await
+                .expect("a known severity");
+            }
+            let shown: Vec<Severity> = store
+                .list_alerts(b, 3)
+                .await
+                .expect("list")
+                .iter()
+                .map(|r| r.alert.severity)
+                .collect();
+            assert_eq!(shown.len(), 3);
+            assert!(Severity::ALL.iter().all(|s| shown.contains(s)));
+            assert!(
+                sqlx::query(
+                    "INSERT INTO alerts (tenant_id, severity, event, message, created_ms) \
+                     VALUES ($1, 'panic', 'x', 'm', 9000)",
+                )
+                .bind(b.0)
+                .execute(&store.pool)
                 .await
                 .is_err()
-        );
+            );
+            assert!(
+                store
+                    .insert_alert(&alert(Some(TenantId(99)), "x", 1))
+                    .await
+                    .is_err()
+            );
+        }
     }
 }

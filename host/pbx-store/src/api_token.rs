@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
 use crate::{Error, Result, Store, TenantId};
 
@@ -55,7 +55,7 @@ impl Store {
         crate::tenant::ensure_tenant(&mut tx, tenant).await?;
         let row = sqlx::query(
             "INSERT INTO api_tokens (tenant_id, jti, name, scopes, token_hash, created_by, \
-             created_at_ms, expires_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+             created_at_ms, expires_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
         )
         .bind(tenant.0)
         .bind(&token.jti)
@@ -90,7 +90,7 @@ impl Store {
         let row = sqlx::query(concat!(
             "SELECT ",
             columns!(),
-            " FROM api_tokens WHERE jti = ?"
+            " FROM api_tokens WHERE jti = $1"
         ))
         .bind(jti)
         .fetch_optional(&self.pool)
@@ -103,7 +103,7 @@ impl Store {
         let rows = sqlx::query(concat!(
             "SELECT ",
             columns!(),
-            " FROM api_tokens WHERE tenant_id = ? ORDER BY id"
+            " FROM api_tokens WHERE tenant_id = $1 ORDER BY id"
         ))
         .bind(tenant.0)
         .fetch_all(&self.pool)
@@ -115,8 +115,8 @@ impl Store {
     /// another tenant's token is [`Error::NotFound`].
     pub async fn revoke_api_token(&self, tenant: TenantId, id: i64, now_ms: i64) -> Result<()> {
         let done = sqlx::query(
-            "UPDATE api_tokens SET revoked_at_ms = COALESCE(revoked_at_ms, ?) \
-             WHERE tenant_id = ? AND id = ?",
+            "UPDATE api_tokens SET revoked_at_ms = COALESCE(revoked_at_ms, $1) \
+             WHERE tenant_id = $2 AND id = $3",
         )
         .bind(now_ms)
         .bind(tenant.0)
@@ -130,7 +130,7 @@ impl Store {
     }
 }
 
-fn token_row(row: &SqliteRow) -> Result<ApiToken> {
+fn token_row(row: &AnyRow) -> Result<ApiToken> {
     let scopes: String = row.try_get("scopes")?;
     Ok(ApiToken {
         id: row.try_get("id")?,
@@ -150,46 +150,47 @@ fn token_row(row: &SqliteRow) -> Result<ApiToken> {
 mod tests {
     use crate::*;
 
-    #[tokio::test]
-    async fn tokens_are_tenant_bound_and_revocable() {
-        let store = Store::open_in_memory().await.expect("open");
-        let a = store.add_tenant("a", "a.example").await.expect("a").id;
-        let b = store.add_tenant("b", "b.example").await.expect("b").id;
-        let new = NewApiToken {
-            jti: "j1".into(),
-            name: "billing".into(),
-            scopes: vec!["cdrs:read".into(), "extensions:read".into()],
-            token_hash: "ab".into(),
-            created_by: "root".into(),
-            created_at_ms: 1,
-            expires_at_ms: 100,
-        };
-        let t = store.add_api_token(a, &new).await.expect("add");
-        assert_eq!(
-            store.api_token_by_jti("j1").await.expect("get"),
-            Some(t.clone())
-        );
-        assert_eq!(
-            store.list_api_tokens(a).await.expect("list"),
-            vec![t.clone()]
-        );
-        assert!(store.list_api_tokens(b).await.expect("list").is_empty());
-        assert!(matches!(
-            store.add_api_token(a, &new).await,
-            Err(Error::Conflict(_))
-        ));
-        assert!(matches!(
-            store.revoke_api_token(b, t.id, 5).await,
-            Err(Error::NotFound(_))
-        ));
-        store.revoke_api_token(a, t.id, 5).await.expect("revoke");
-        store.revoke_api_token(a, t.id, 9).await.expect("again");
-        let got = store
-            .api_token_by_jti("j1")
-            .await
-            .expect("get")
-            .expect("some");
-        assert_eq!(got.revoked_at_ms, Some(5));
-        assert_eq!(got.scopes, new.scopes);
+    backend_test! {
+        async fn tokens_are_tenant_bound_and_revocable() {
+            let store = crate::testdb::store().await.expect("open");
+            let a = store.add_tenant("a", "a.example").await.expect("a").id;
+            let b = store.add_tenant("b", "b.example").await.expect("b").id;
+            let new = NewApiToken {
+                jti: "j1".into(),
+                name: "billing".into(),
+                scopes: vec!["cdrs:read".into(), "extensions:read".into()],
+                token_hash: "ab".into(),
+                created_by: "root".into(),
+                created_at_ms: 1,
+                expires_at_ms: 100,
+            };
+            let t = store.add_api_token(a, &new).await.expect("add");
+            assert_eq!(
+                store.api_token_by_jti("j1").await.expect("get"),
+                Some(t.clone())
+            );
+            assert_eq!(
+                store.list_api_tokens(a).await.expect("list"),
+                vec![t.clone()]
+            );
+            assert!(store.list_api_tokens(b).await.expect("list").is_empty());
+            assert!(matches!(
+                store.add_api_token(a, &new).await,
+                Err(Error::Conflict(_))
+            ));
+            assert!(matches!(
+                store.revoke_api_token(b, t.id, 5).await,
+                Err(Error::NotFound(_))
+            ));
+            store.revoke_api_token(a, t.id, 5).await.expect("revoke");
+            store.revoke_api_token(a, t.id, 9).await.expect("again");
+            let got = store
+                .api_token_by_jti("j1")
+                .await
+                .expect("get")
+                .expect("some");
+            assert_eq!(got.revoked_at_ms, Some(5));
+            assert_eq!(got.scopes, new.scopes);
+        }
     }
 }

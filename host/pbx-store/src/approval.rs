@@ -6,8 +6,8 @@
 //! one stores approval requests and grants, that one applies them to calls.
 
 use serde::{Deserialize, Serialize};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
 
 use crate::{Error, Result, Store, TenantId};
 
@@ -132,7 +132,7 @@ impl Store {
         let existing = sqlx::query(concat!(
             "SELECT ",
             approval_columns!(),
-            " FROM approvals WHERE tenant_id = ? AND kind = ? AND target = ? \
+            " FROM approvals WHERE tenant_id = $1 AND kind = $2 AND target = $3 \
              AND status IN ('pending', 'granted') ORDER BY id DESC LIMIT 1"
         ))
         .bind(tenant.0)
@@ -146,7 +146,7 @@ impl Store {
         }
         let row = sqlx::query(concat!(
             "INSERT INTO approvals (tenant_id, kind, target, status, sample_number, requested_ms) \
-             VALUES (?, ?, ?, 'pending', ?, ?) RETURNING ",
+             VALUES ($1, $2, $3, 'pending', $4, $5) RETURNING ",
             approval_columns!()
         ))
         .bind(tenant.0)
@@ -166,7 +166,7 @@ impl Store {
         let rows = sqlx::query(concat!(
             "SELECT ",
             approval_columns!(),
-            " FROM approvals WHERE tenant_id = ? ORDER BY id DESC"
+            " FROM approvals WHERE tenant_id = $1 ORDER BY id DESC"
         ))
         .bind(tenant.0)
         .fetch_all(&self.pool)
@@ -218,10 +218,10 @@ impl Store {
         decided_by: &str,
         now_ms: i64,
     ) -> Result<Approval> {
-        let mut tx: Transaction<'static, Sqlite> = self.write_tx().await?;
+        let mut tx: Transaction<'static, Any> = self.write_tx().await?;
         let row = sqlx::query(concat!(
-            "UPDATE approvals SET status = ?, decided_ms = ?, decided_by = ? \
-             WHERE id = ? AND tenant_id = ? AND status = 'pending' RETURNING ",
+            "UPDATE approvals SET status = $1, decided_ms = $2, decided_by = $3 \
+             WHERE id = $4 AND tenant_id = $5 AND status = 'pending' RETURNING ",
             approval_columns!()
         ))
         .bind(status.as_str())
@@ -244,9 +244,9 @@ impl Store {
     pub async fn approved(&self, tenant: TenantId, class: &str, e164: &str) -> Result<bool> {
         let digits = e164.strip_prefix('+').unwrap_or(e164);
         let row = sqlx::query(
-            "SELECT 1 AS ok FROM approvals WHERE tenant_id = ? AND status = 'granted' \
-             AND ((kind = 'class' AND target = ?) \
-               OR (kind = 'prefix' AND substr(?, 1, length(target)) = target)) \
+            "SELECT 1 AS ok FROM approvals WHERE tenant_id = $1 AND status = 'granted' \
+             AND ((kind = 'class' AND target = $2) \
+               OR (kind = 'prefix' AND substr($3, 1, length(target)) = target)) \
              LIMIT 1",
         )
         .bind(tenant.0)
@@ -258,7 +258,7 @@ impl Store {
     }
 }
 
-fn from_row(row: &SqliteRow) -> Result<Approval> {
+fn from_row(row: &AnyRow) -> Result<Approval> {
     let id: i64 = row.try_get("id")?;
     let bad = |what: &str| Error::Invalid(format!("stored approval {id}: {what}"));
     let kind: String = row.try_get("kind")?;
@@ -293,146 +293,148 @@ mod tests {
         ApprovalTarget::Prefix(p.into())
     }
 
-    #[tokio::test]
-    async fn request_is_idempotent_and_decisions_stick() {
-        let store = Store::open_in_memory().await.expect("open");
-        let a = store.add_tenant("a", "a.example").await.expect("a").id;
-        let first = store
-            .request_approval(a, &class("international"), Some("+442079460018"), 1_000)
-            .await
-            .expect("request");
-        assert_eq!(first.status, ApprovalStatus::Pending);
-        let again = store
-            .request_approval(a, &class("international"), Some("+33142685300"), 2_000)
-            .await
-            .expect("again");
-        assert_eq!(again, first);
-        assert_eq!(store.list_approvals(a).await.expect("list").len(), 1);
-        assert_eq!(
-            store.list_pending_approvals().await.expect("pending").len(),
-            1
-        );
+    backend_test! {
+        async fn request_is_idempotent_and_decisions_stick() {
+            let store = crate::testdb::store().await.expect("open");
+            let a = store.add_tenant("a", "a.example").await.expect("a").id;
+            let first = store
+                .request_approval(a, &class("international"), Some("+442079460018"), 1_000)
+                .await
+                .expect("request");
+            assert_eq!(first.status, ApprovalStatus::Pending);
+            let again = store
+                .request_approval(a, &class("international"), Some("+33142685300"), 2_000)
+                .await
+                .expect("again");
+            assert_eq!(again, first);
+            assert_eq!(store.list_approvals(a).await.expect("list").len(), 1);
+            assert_eq!(
+                store.list_pending_approvals().await.expect("pending").len(),
+                1
+            );
 
-        assert!(
-            !store
-                .approved(a, "international", "442079460018")
+            assert!(
+                !store
+                    .approved(a, "international", "442079460018")
+                    .await
+                    .expect("q")
+            );
+            let granted = store
+                .grant_approval(a, first.id, "ops", 3_000)
                 .await
-                .expect("q")
-        );
-        let granted = store
-            .grant_approval(a, first.id, "ops", 3_000)
-            .await
-            .expect("grant");
-        assert_eq!(granted.status, ApprovalStatus::Granted);
-        assert_eq!(granted.decided_ms, Some(3_000));
-        assert_eq!(granted.decided_by.as_deref(), Some("ops"));
-        assert!(
-            store
-                .approved(a, "international", "+442079460018")
+                .expect("grant");
+            assert_eq!(granted.status, ApprovalStatus::Granted);
+            assert_eq!(granted.decided_ms, Some(3_000));
+            assert_eq!(granted.decided_by.as_deref(), Some("ops"));
+            assert!(
+                store
+                    .approved(a, "international", "+442079460018")
+                    .await
+                    .expect("q")
+            );
+            assert!(
+                !store
+                    .approved(a, "premium-rate", "19005550100")
+                    .await
+                    .expect("q")
+            );
+            // a granted request is returned as is; deciding twice is not possible
+            let after = store
+                .request_approval(a, &class("international"), None, 4_000)
                 .await
-                .expect("q")
-        );
-        assert!(
-            !store
-                .approved(a, "premium-rate", "19005550100")
-                .await
-                .expect("q")
-        );
-        // a granted request is returned as is; deciding twice is not possible
-        let after = store
-            .request_approval(a, &class("international"), None, 4_000)
-            .await
-            .expect("after");
-        assert_eq!(after.id, first.id);
-        assert!(matches!(
-            store.deny_approval(a, first.id, "ops", 5_000).await,
-            Err(Error::NotFound(_))
-        ));
-        assert!(store.list_pending_approvals().await.expect("p").is_empty());
+                .expect("after");
+            assert_eq!(after.id, first.id);
+            assert!(matches!(
+                store.deny_approval(a, first.id, "ops", 5_000).await,
+                Err(Error::NotFound(_))
+            ));
+            assert!(store.list_pending_approvals().await.expect("p").is_empty());
+        }
     }
 
-    #[tokio::test]
-    async fn prefixes_denials_and_tenant_isolation() {
-        let store = Store::open_in_memory().await.expect("open");
-        let a = store.add_tenant("a", "a.example").await.expect("a").id;
-        let b = store.add_tenant("b", "b.example").await.expect("b").id;
-        let uk = store
-            .request_approval(a, &prefix("+44"), None, 1_000)
-            .await
-            .expect("uk");
-        assert_eq!(uk.target, prefix("44"));
-        // the other tenant cannot decide a's request
-        assert!(matches!(
-            store.grant_approval(b, uk.id, "x", 2_000).await,
-            Err(Error::NotFound(_))
-        ));
-        store
-            .grant_approval(a, uk.id, "ops", 2_000)
-            .await
-            .expect("grant");
-        assert!(
-            store
-                .approved(a, "international", "442079460018")
+    backend_test! {
+        async fn prefixes_denials_and_tenant_isolation() {
+            let store = crate::testdb::store().await.expect("open");
+            let a = store.add_tenant("a", "a.example").await.expect("a").id;
+            let b = store.add_tenant("b", "b.example").await.expect("b").id;
+            let uk = store
+                .request_approval(a, &prefix("+44"), None, 1_000)
                 .await
-                .expect("q")
-        );
-        assert!(!store.approved(a, "international", "4").await.expect("q"));
-        assert!(
-            !store
-                .approved(a, "international", "33142685300")
-                .await
-                .expect("q")
-        );
-        assert!(
-            !store
-                .approved(b, "international", "442079460018")
-                .await
-                .expect("q")
-        );
-
-        let cu = store
-            .request_approval(a, &prefix("53"), Some("5371234567"), 3_000)
-            .await
-            .expect("cu");
-        let denied = store
-            .deny_approval(a, cu.id, "ops", 4_000)
-            .await
-            .expect("deny");
-        assert_eq!(denied.status, ApprovalStatus::Denied);
-        assert!(
-            !store
-                .approved(a, "high-risk", "5371234567")
-                .await
-                .expect("q")
-        );
-        // after a denial a new request opens
-        let retry = store
-            .request_approval(a, &prefix("53"), None, 5_000)
-            .await
-            .expect("retry");
-        assert_ne!(retry.id, cu.id);
-        assert_eq!(retry.status, ApprovalStatus::Pending);
-        let listed = store.list_approvals(a).await.expect("list");
-        assert_eq!(listed.len(), 3);
-        assert!(store.list_approvals(b).await.expect("list").is_empty());
-
-        for bad in [
-            class("Intl"),
-            class(""),
-            prefix("+"),
-            prefix("44a"),
-            prefix(&"1".repeat(16)),
-        ] {
+                .expect("uk");
+            assert_eq!(uk.target, prefix("44"));
+            // the other tenant cannot decide a's request
             assert!(matches!(
-                store.request_approval(a, &bad, None, 1).await,
-                Err(Error::Invalid(_))
+                store.grant_approval(b, uk.id, "x", 2_000).await,
+                Err(Error::NotFound(_))
             ));
-        }
-        assert!(
             store
-                .request_approval(TenantId(99), &class("international"), None, 1)
+                .grant_approval(a, uk.id, "ops", 2_000)
                 .await
-                .is_err()
-        );
+                .expect("grant");
+            assert!(
+                store
+                    .approved(a, "international", "442079460018")
+                    .await
+                    .expect("q")
+            );
+            assert!(!store.approved(a, "international", "4").await.expect("q"));
+            assert!(
+                !store
+                    .approved(a, "international", "33142685300")
+                    .await
+                    .expect("q")
+            );
+            assert!(
+                !store
+                    .approved(b, "international", "442079460018")
+                    .await
+                    .expect("q")
+            );
+
+            let cu = store
+                .request_approval(a, &prefix("53"), Some("5371234567"), 3_000)
+                .await
+                .expect("cu");
+            let denied = store
+                .deny_approval(a, cu.id, "ops", 4_000)
+                .await
+                .expect("deny");
+            assert_eq!(denied.status, ApprovalStatus::Denied);
+            assert!(
+                !store
+                    .approved(a, "high-risk", "5371234567")
+                    .await
+                    .expect("q")
+            );
+            // after a denial a new request opens
+            let retry = store
+                .request_approval(a, &prefix("53"), None, 5_000)
+                .await
+                .expect("retry");
+            assert_ne!(retry.id, cu.id);
+            assert_eq!(retry.status, ApprovalStatus::Pending);
+            let listed = store.list_approvals(a).await.expect("list");
+            assert_eq!(listed.len(), 3);
+            assert!(store.list_approvals(b).await.expect("list").is_empty());
+
+            for bad in [
+                class("Intl"),
+                class(""),
+                prefix("+"),
+                prefix("44a"),
+                prefix(&"1".repeat(16)),
+            ] {
+                assert!(matches!(
+                    store.request_approval(a, &bad, None, 1).await,
+                    Err(Error::Invalid(_))
+                ));
+            }
+            assert!(
+                store
+                    .request_approval(TenantId(99), &class("international"), None, 1)
+                    .await
+                    .is_err()
+            );
+        }
     }
 }

@@ -53,7 +53,7 @@ use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use sqlx::{Row, SqliteConnection};
+use sqlx::{AnyConnection, Row};
 
 use crate::{Error, Result, Store, TenantId, TenantLimits, tenant};
 
@@ -422,7 +422,7 @@ impl Store {
         tenant::ensure_tenant(&mut tx, tenant).await?;
         // A concurrent first write may have made one: the first stays.
         sqlx::query(
-            "INSERT INTO tenant_media_keys (tenant_id, sealed_key) VALUES (?, ?) \
+            "INSERT INTO tenant_media_keys (tenant_id, sealed_key) VALUES ($1, $2) \
              ON CONFLICT (tenant_id) DO NOTHING",
         )
         .bind(tenant.0)
@@ -437,7 +437,7 @@ impl Store {
 
     /// The tenant's audio key, if it has one.
     pub(crate) async fn tenant_key(&self, tenant: TenantId) -> Result<Option<TenantKey>> {
-        let row = sqlx::query("SELECT sealed_key FROM tenant_media_keys WHERE tenant_id = ?")
+        let row = sqlx::query("SELECT sealed_key FROM tenant_media_keys WHERE tenant_id = $1")
             .bind(tenant.0)
             .fetch_optional(&self.pool)
             .await?;
@@ -539,14 +539,14 @@ impl Store {
     /// What the tenant's audio takes and may take. [`Error::NotFound`] for an
     /// unknown tenant.
     pub async fn media_usage(&self, tenant: TenantId) -> Result<MediaUsage> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.read_tx().await?;
         tenant::ensure_tenant(&mut tx, tenant).await?;
         let used_bytes = bytes_used(&mut tx, tenant).await?;
         let own = own_limits(&mut tx, tenant).await?;
         let recorded_ms = recorded_ms(&mut tx, tenant).await?;
         let row = sqlx::query(
-            "SELECT (SELECT COUNT(*) FROM prompts WHERE tenant_id = ?) AS prompts, \
-             (SELECT COUNT(*) FROM voicemail_messages WHERE tenant_id = ?) AS messages",
+            "SELECT (SELECT COUNT(*) FROM prompts WHERE tenant_id = $1) AS prompts, \
+             (SELECT COUNT(*) FROM voicemail_messages WHERE tenant_id = $2) AS messages",
         )
         .bind(tenant.0)
         .bind(tenant.0)
@@ -586,7 +586,7 @@ impl Store {
             // In memory, a file is always written with its row or removed.
             return Ok(0);
         };
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.read_tx().await?;
         let tenants: HashSet<i64> = sqlx::query("SELECT id FROM tenants")
             .fetch_all(&mut *tx)
             .await?
@@ -684,11 +684,11 @@ fn remove_orphans(
 }
 
 /// Bytes of the tenant's prompts and messages.
-pub(crate) async fn bytes_used(conn: &mut SqliteConnection, tenant: TenantId) -> Result<u64> {
+pub(crate) async fn bytes_used(conn: &mut AnyConnection, tenant: TenantId) -> Result<u64> {
     let row = sqlx::query(
-        "SELECT (SELECT COALESCE(SUM(bytes), 0) FROM prompts WHERE tenant_id = ?) \
-         + (SELECT COALESCE(SUM(bytes), 0) FROM voicemail_messages WHERE tenant_id = ?) \
-         + (SELECT COALESCE(SUM(bytes), 0) FROM call_recordings WHERE tenant_id = ?) AS used",
+        "SELECT (SELECT CAST(COALESCE(SUM(bytes), 0) AS BIGINT) FROM prompts WHERE tenant_id = $1) \
+         + (SELECT CAST(COALESCE(SUM(bytes), 0) AS BIGINT) FROM voicemail_messages WHERE tenant_id = $2) \
+         + (SELECT CAST(COALESCE(SUM(bytes), 0) AS BIGINT) FROM call_recordings WHERE tenant_id = $3) AS used",
     )
     .bind(tenant.0)
     .bind(tenant.0)
@@ -701,11 +701,11 @@ pub(crate) async fn bytes_used(conn: &mut SqliteConnection, tenant: TenantId) ->
 
 /// Milliseconds of the tenant's recordings (voicemail messages and recorded
 /// calls).
-pub(crate) async fn recorded_ms(conn: &mut SqliteConnection, tenant: TenantId) -> Result<u64> {
+pub(crate) async fn recorded_ms(conn: &mut AnyConnection, tenant: TenantId) -> Result<u64> {
     let row = sqlx::query(
-        "SELECT (SELECT COALESCE(SUM(duration_ms), 0) FROM voicemail_messages \
-           WHERE tenant_id = ?) \
-         + (SELECT COALESCE(SUM(duration_ms), 0) FROM call_recordings WHERE tenant_id = ?) \
+        "SELECT (SELECT CAST(COALESCE(SUM(duration_ms), 0) AS BIGINT) FROM voicemail_messages \
+           WHERE tenant_id = $1) \
+         + (SELECT CAST(COALESCE(SUM(duration_ms), 0) AS BIGINT) FROM call_recordings WHERE tenant_id = $2) \
          AS used",
     )
     .bind(tenant.0)
@@ -717,9 +717,9 @@ pub(crate) async fn recorded_ms(conn: &mut SqliteConnection, tenant: TenantId) -
 }
 
 /// The tenant's own media quotas (`None` where it has none).
-async fn own_limits(conn: &mut SqliteConnection, tenant: TenantId) -> Result<TenantLimits> {
+async fn own_limits(conn: &mut AnyConnection, tenant: TenantId) -> Result<TenantLimits> {
     let row = sqlx::query(
-        "SELECT media_storage_bytes, recording_minutes FROM tenant_limits WHERE tenant_id = ?",
+        "SELECT media_storage_bytes, recording_minutes FROM tenant_limits WHERE tenant_id = $1",
     )
     .bind(tenant.0)
     .fetch_optional(conn)
@@ -739,7 +739,7 @@ async fn own_limits(conn: &mut SqliteConnection, tenant: TenantId) -> Result<Ten
 /// Fails with [`Error::QuotaExceeded`] unless the tenant's recordings, with
 /// `adding_ms` more, stay within its recording minutes.
 pub(crate) async fn check_recording_quota(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     tenant: TenantId,
     adding_ms: u64,
 ) -> Result<()> {
@@ -757,7 +757,7 @@ pub(crate) async fn check_recording_quota(
 /// Fails with [`Error::QuotaExceeded`] unless the tenant's audio, with
 /// `adding` bytes more and `freeing` bytes less, stays within its quota.
 pub(crate) async fn check_quota(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     tenant: TenantId,
     adding: u64,
     freeing: u64,
@@ -870,157 +870,159 @@ mod tests {
         haystack.windows(needle.len()).any(|w| w == needle)
     }
 
-    #[tokio::test]
-    async fn files_on_disk_are_sealed_and_bound_to_their_place() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path()).await.expect("open");
-        let a = store.add_tenant("a", "a.example").await.expect("a").id;
-        let b = store.add_tenant("b", "b.example").await.expect("b").id;
-        for t in [a, b] {
-            for n in ["100", "101"] {
-                store
-                    .add_extension(t, n, "pw-long-enough")
-                    .await
-                    .expect("ext");
+    backend_test! {
+        async fn files_on_disk_are_sealed_and_bound_to_their_place() {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let store = crate::testdb::store_in(dir.path()).await.expect("open");
+            let a = store.add_tenant("a", "a.example").await.expect("a").id;
+            let b = store.add_tenant("b", "b.example").await.expect("b").id;
+            for t in [a, b] {
+                for n in ["100", "101"] {
+                    store
+                        .add_extension(t, n, "pw-long-enough")
+                        .await
+                        .expect("ext");
+                }
             }
-        }
-        let wav = crate::prompt::tests::wav(800);
-        let path = |t: TenantId, kind: Kind, name: &str| {
-            dir.path()
-                .join(MEDIA_DIR)
-                .join(t.0.to_string())
-                .join(kind.dir())
-                .join(name)
-        };
-        let m1 = store
-            .save_voicemail_at(a, "100", "x", &wav, 100, 0)
-            .await
-            .expect("m1");
-        let m2 = store
-            .save_voicemail_at(a, "101", "x", &wav, 100, 0)
-            .await
-            .expect("m2");
-        let mb = store
-            .save_voicemail_at(b, "100", "x", &wav, 100, 0)
-            .await
-            .expect("mb");
-        let on_disk = std::fs::read(path(a, Kind::Voicemail, &m1.id)).expect("file");
-        assert_ne!(&on_disk[..4], b"RIFF");
-        assert_eq!(&on_disk[..4], b"PBXA");
-        assert!(
-            !contains(&on_disk, &wav[44..108]),
-            "no plaintext audio on disk"
-        );
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
-            assert_eq!(mode(&path(a, Kind::Voicemail, &m1.id)), 0o600);
-            assert_eq!(mode(&dir.path().join(MEDIA_DIR)), 0o700);
-        }
+            let wav = crate::prompt::tests::wav(800);
+            let path = |t: TenantId, kind: Kind, name: &str| {
+                dir.path()
+                    .join(MEDIA_DIR)
+                    .join(t.0.to_string())
+                    .join(kind.dir())
+                    .join(name)
+            };
+            let m1 = store
+                .save_voicemail_at(a, "100", "x", &wav, 100, 0)
+                .await
+                .expect("m1");
+            let m2 = store
+                .save_voicemail_at(a, "101", "x", &wav, 100, 0)
+                .await
+                .expect("m2");
+            let mb = store
+                .save_voicemail_at(b, "100", "x", &wav, 100, 0)
+                .await
+                .expect("mb");
+            let on_disk = std::fs::read(path(a, Kind::Voicemail, &m1.id)).expect("file");
+            assert_ne!(&on_disk[..4], b"RIFF");
+            assert_eq!(&on_disk[..4], b"PBXA");
+            assert!(
+                !contains(&on_disk, &wav[44..108]),
+                "no plaintext audio on disk"
+            );
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+                assert_eq!(mode(&path(a, Kind::Voicemail, &m1.id)), 0o600);
+                assert_eq!(mode(&dir.path().join(MEDIA_DIR)), 0o700);
+            }
 
-        // A file copied over another message's, in the same tenant or
-        // another, does not decrypt there.
-        for (t, mailbox, id) in [(a, "101", &m2.id), (b, "100", &mb.id)] {
-            std::fs::copy(
-                path(a, Kind::Voicemail, &m1.id),
-                path(t, Kind::Voicemail, id),
+            // A file copied over another message's, in the same tenant or
+            // another, does not decrypt there.
+            for (t, mailbox, id) in [(a, "101", &m2.id), (b, "100", &mb.id)] {
+                std::fs::copy(
+                    path(a, Kind::Voicemail, &m1.id),
+                    path(t, Kind::Voicemail, id),
+                )
+                .expect("copy");
+                let read = store.voicemail_audio(t, mailbox, id).await;
+                assert!(matches!(read, Err(Error::Invalid(_))), "{read:?}");
+            }
+            assert_eq!(
+                store.voicemail_audio(a, "100", &m1.id).await.expect("read"),
+                Some(wav.clone())
+            );
+
+            // Prompts are sealed the same way.
+            store
+                .put_prompt_at(a, "menu", &wav, 100, 0)
+                .await
+                .expect("prompt");
+            let prompts: Vec<_> = std::fs::read_dir(
+                dir.path()
+                    .join(MEDIA_DIR)
+                    .join(a.0.to_string())
+                    .join("prompts"),
             )
-            .expect("copy");
-            let read = store.voicemail_audio(t, mailbox, id).await;
-            assert!(matches!(read, Err(Error::Invalid(_))), "{read:?}");
+            .expect("dir")
+            .map(|e| std::fs::read(e.expect("entry").path()).expect("read"))
+            .collect();
+            assert_eq!(prompts.len(), 1);
+            assert_eq!(&prompts[0][..4], b"PBXA");
+
+            // Deleting the tenant deletes its key and its files.
+            store.delete_tenant(a).await.expect("delete");
+            assert!(!dir.path().join(MEDIA_DIR).join(a.0.to_string()).exists());
+            assert!(store.tenant_key(a).await.expect("key").is_none());
+            assert!(path(b, Kind::Voicemail, &mb.id).exists());
         }
-        assert_eq!(
-            store.voicemail_audio(a, "100", &m1.id).await.expect("read"),
-            Some(wav.clone())
-        );
-
-        // Prompts are sealed the same way.
-        store
-            .put_prompt_at(a, "menu", &wav, 100, 0)
-            .await
-            .expect("prompt");
-        let prompts: Vec<_> = std::fs::read_dir(
-            dir.path()
-                .join(MEDIA_DIR)
-                .join(a.0.to_string())
-                .join("prompts"),
-        )
-        .expect("dir")
-        .map(|e| std::fs::read(e.expect("entry").path()).expect("read"))
-        .collect();
-        assert_eq!(prompts.len(), 1);
-        assert_eq!(&prompts[0][..4], b"PBXA");
-
-        // Deleting the tenant deletes its key and its files.
-        store.delete_tenant(a).await.expect("delete");
-        assert!(!dir.path().join(MEDIA_DIR).join(a.0.to_string()).exists());
-        assert!(store.tenant_key(a).await.expect("key").is_none());
-        assert!(path(b, Kind::Voicemail, &mb.id).exists());
     }
 
-    #[tokio::test]
-    async fn orphaned_files_are_removed_once_an_hour_old() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path()).await.expect("open");
-        let a = store.add_tenant("a", "a.example").await.expect("a").id;
-        store
-            .add_extension(a, "100", "pw-long-enough")
-            .await
-            .expect("ext");
-        let wav = crate::prompt::tests::wav(80);
-        let kept = store
-            .save_voicemail_at(a, "100", "x", &wav, 10, 0)
-            .await
-            .expect("save");
-        let media = dir.path().join(MEDIA_DIR);
-        let vm = media.join(a.0.to_string()).join("voicemail");
-        let gone_tenant = media.join("999").join("prompts");
-        std::fs::create_dir_all(&gone_tenant).expect("dir");
-        for (d, name) in [
-            (&vm, new_id()),
-            (&vm, format!(".{}.tmp-{}", new_id(), new_id())),
-            (&gone_tenant, new_id()),
-        ] {
-            std::fs::write(d.join(name), b"PBXA").expect("orphan");
+    backend_test! {
+        async fn orphaned_files_are_removed_once_an_hour_old() {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let store = crate::testdb::store_in(dir.path()).await.expect("open");
+            let a = store.add_tenant("a", "a.example").await.expect("a").id;
+            store
+                .add_extension(a, "100", "pw-long-enough")
+                .await
+                .expect("ext");
+            let wav = crate::prompt::tests::wav(80);
+            let kept = store
+                .save_voicemail_at(a, "100", "x", &wav, 10, 0)
+                .await
+                .expect("save");
+            let media = dir.path().join(MEDIA_DIR);
+            let vm = media.join(a.0.to_string()).join("voicemail");
+            let gone_tenant = media.join("999").join("prompts");
+            std::fs::create_dir_all(&gone_tenant).expect("dir");
+            for (d, name) in [
+                (&vm, new_id()),
+                (&vm, format!(".{}.tmp-{}", new_id(), new_id())),
+                (&gone_tenant, new_id()),
+            ] {
+                std::fs::write(d.join(name), b"PBXA").expect("orphan");
+            }
+            std::fs::write(vm.join("README"), b"not ours").expect("other");
+            let now = system_now_ms();
+            assert_eq!(
+                store.remove_orphan_media(now).await.expect("sweep"),
+                0,
+                "too young"
+            );
+            assert_eq!(
+                store
+                    .remove_orphan_media(now + 2 * ORPHAN_AGE_MS)
+                    .await
+                    .expect("sweep"),
+                3
+            );
+            assert!(
+                !media.join("999").exists(),
+                "a deleted tenant's directory goes"
+            );
+            assert!(
+                vm.join("README").exists(),
+                "what the store did not name stays"
+            );
+            assert_eq!(
+                store
+                    .voicemail_audio(a, "100", &kept.id)
+                    .await
+                    .expect("read"),
+                Some(wav)
+            );
+            assert_eq!(
+                crate::testdb::store()
+                    .await
+                    .expect("mem")
+                    .remove_orphan_media(now)
+                    .await
+                    .expect("sweep"),
+                0
+            );
         }
-        std::fs::write(vm.join("README"), b"not ours").expect("other");
-        let now = system_now_ms();
-        assert_eq!(
-            store.remove_orphan_media(now).await.expect("sweep"),
-            0,
-            "too young"
-        );
-        assert_eq!(
-            store
-                .remove_orphan_media(now + 2 * ORPHAN_AGE_MS)
-                .await
-                .expect("sweep"),
-            3
-        );
-        assert!(
-            !media.join("999").exists(),
-            "a deleted tenant's directory goes"
-        );
-        assert!(
-            vm.join("README").exists(),
-            "what the store did not name stays"
-        );
-        assert_eq!(
-            store
-                .voicemail_audio(a, "100", &kept.id)
-                .await
-                .expect("read"),
-            Some(wav)
-        );
-        assert_eq!(
-            Store::open_in_memory()
-                .await
-                .expect("mem")
-                .remove_orphan_media(now)
-                .await
-                .expect("sweep"),
-            0
-        );
     }
 }

@@ -10,7 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
 use crate::{Result, Store, TenantId};
 
@@ -99,7 +99,7 @@ impl Store {
         let hash = chain(id, &prev_hash, record);
         sqlx::query(
             "INSERT INTO audit_log (id, at_ms, actor, role, tenant_id, source, action, detail, \
-             prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(id)
         .bind(record.at_ms)
@@ -113,7 +113,7 @@ impl Store {
         .bind(&hash)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("UPDATE audit_head SET last_id = ?, hash = ? WHERE id = 1")
+        sqlx::query("UPDATE audit_head SET last_id = $1, hash = $2 WHERE id = 1")
             .bind(id)
             .bind(&hash)
             .execute(&mut *tx)
@@ -143,8 +143,8 @@ impl Store {
                 sqlx::query(concat!(
                     "SELECT ",
                     columns!(),
-                    " FROM audit_log WHERE tenant_id = ? AND id < ? \
-                     ORDER BY id DESC LIMIT ?"
+                    " FROM audit_log WHERE tenant_id = $1 AND id < $2 \
+                     ORDER BY id DESC LIMIT $3"
                 ))
                 .bind(t.0)
                 .bind(before)
@@ -156,7 +156,7 @@ impl Store {
                 sqlx::query(concat!(
                     "SELECT ",
                     columns!(),
-                    " FROM audit_log WHERE id < ? ORDER BY id DESC LIMIT ?"
+                    " FROM audit_log WHERE id < $1 ORDER BY id DESC LIMIT $2"
                 ))
                 .bind(before)
                 .bind(limit)
@@ -180,8 +180,8 @@ impl Store {
         let rows = sqlx::query(concat!(
             "SELECT ",
             columns!(),
-            " FROM audit_log WHERE tenant_id = ? AND id > ? AND at_ms >= ? AND at_ms < ? \
-             ORDER BY id LIMIT ?"
+            " FROM audit_log WHERE tenant_id = $1 AND id > $2 AND at_ms >= $3 AND at_ms < $4 \
+             ORDER BY id LIMIT $5"
         ))
         .bind(tenant.0)
         .bind(after_id)
@@ -199,7 +199,7 @@ impl Store {
         let rows = sqlx::query(concat!(
             "SELECT ",
             columns!(),
-            " FROM audit_log WHERE id > ? ORDER BY id LIMIT ?"
+            " FROM audit_log WHERE id > $1 ORDER BY id LIMIT $2"
         ))
         .bind(after_id)
         .bind(i64::from(limit))
@@ -412,7 +412,7 @@ impl Store {
         let mark: Option<String> = row.try_get("keyed_after")?;
         if mark.is_none() {
             let last_id: i64 = row.try_get("last_id")?;
-            sqlx::query("UPDATE audit_head SET keyed_after = ? WHERE id = 1")
+            sqlx::query("UPDATE audit_head SET keyed_after = $1 WHERE id = 1")
                 .bind(keying_mark(self.secrets.audit_key(), last_id))
                 .execute(&mut *tx)
                 .await?;
@@ -587,7 +587,7 @@ fn subtle_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn entry_row(row: &SqliteRow) -> Result<AuditEntry> {
+fn entry_row(row: &AnyRow) -> Result<AuditEntry> {
     Ok(AuditEntry {
         id: row.try_get("id")?,
         record: AuditRecord {
@@ -620,49 +620,50 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn entries_chain_and_filter_by_tenant() {
-        let store = Store::open_in_memory().await.expect("open");
-        let a = store.append_audit(&record("one", None)).await.expect("1");
-        assert_eq!((a.id, a.prev_hash.as_str()), (1, ""));
-        let b = store
-            .append_audit(&record("two", Some(TenantId(4))))
-            .await
-            .expect("2");
-        assert_eq!(b.prev_hash, a.hash);
-        let key = store.audit_key();
-        assert_eq!(b.hash, audit_mac(&key, 2, &a.hash, &b.record));
-        assert_ne!(b.hash, audit_mac(&[0; 32], 2, &a.hash, &b.record));
-        assert_eq!(
-            store.audit_head().await.expect("head"),
-            AuditHead {
-                last_id: 2,
-                hash: b.hash.clone()
-            }
-        );
-        let all = store.list_audit(None, None, 10).await.expect("all");
-        assert_eq!(all, vec![b.clone(), a.clone()]);
-        let mine = store
-            .list_audit(Some(TenantId(4)), None, 10)
-            .await
-            .expect("t");
-        assert_eq!(mine, vec![b.clone()]);
-        assert!(
-            store
-                .list_audit(Some(TenantId(5)), None, 10)
+    backend_test! {
+        async fn entries_chain_and_filter_by_tenant() {
+            let store = crate::testdb::store().await.expect("open");
+            let a = store.append_audit(&record("one", None)).await.expect("1");
+            assert_eq!((a.id, a.prev_hash.as_str()), (1, ""));
+            let b = store
+                .append_audit(&record("two", Some(TenantId(4))))
                 .await
-                .expect("t")
-                .is_empty()
-        );
-        assert_eq!(
-            store.list_audit(None, Some(2), 10).await.expect("p"),
-            vec![a.clone()]
-        );
-        assert_eq!(store.audit_chain(1, 10).await.expect("chain"), vec![b]);
+                .expect("2");
+            assert_eq!(b.prev_hash, a.hash);
+            let key = store.audit_key();
+            assert_eq!(b.hash, audit_mac(&key, 2, &a.hash, &b.record));
+            assert_ne!(b.hash, audit_mac(&[0; 32], 2, &a.hash, &b.record));
+            assert_eq!(
+                store.audit_head().await.expect("head"),
+                AuditHead {
+                    last_id: 2,
+                    hash: b.hash.clone()
+                }
+            );
+            let all = store.list_audit(None, None, 10).await.expect("all");
+            assert_eq!(all, vec![b.clone(), a.clone()]);
+            let mine = store
+                .list_audit(Some(TenantId(4)), None, 10)
+                .await
+                .expect("t");
+            assert_eq!(mine, vec![b.clone()]);
+            assert!(
+                store
+                    .list_audit(Some(TenantId(5)), None, 10)
+                    .await
+                    .expect("t")
+                    .is_empty()
+            );
+            assert_eq!(
+                store.list_audit(None, Some(2), 10).await.expect("p"),
+                vec![a.clone()]
+            );
+            assert_eq!(store.audit_chain(1, 10).await.expect("chain"), vec![b]);
+        }
     }
 
     async fn log_of(ages: &[i64]) -> Store {
-        let store = Store::open_in_memory().await.expect("open");
+        let store = crate::testdb::store().await.expect("open");
         for (i, at) in ages.iter().enumerate() {
             let mut r = record(&format!("a{i}"), Some(TenantId(1)));
             r.at_ms = *at;
@@ -671,94 +672,96 @@ mod tests {
         store
     }
 
-    /// Purges cut the log at the first entry new enough, leave a checkpoint it
-    /// links to, and the log keeps verifying across several purges.
-    #[tokio::test]
-    async fn purges_leave_checkpoints_the_log_verifies_through() {
-        let store = log_of(&[10, 20, 30, 40, 50]).await;
-        let first = store
-            .purge_audit(25, 1_000)
-            .await
-            .expect("purge")
-            .expect("some");
-        assert_eq!((first.id, first.through_id, first.entries), (1, 2, 2));
-        let chain = store.audit_chain(0, 10).await.expect("chain");
-        assert_eq!(chain.first().map(|e| e.id), Some(3));
-        assert_eq!(chain[0].prev_hash, first.hash);
-        let report = store.verify_audit().await.expect("verify");
-        assert!(report.is_intact(), "{:?}", report.problems);
-        assert_eq!(
-            (report.entries, report.checkpoints, report.purged_through),
-            (3, 1, 2)
-        );
-        // Nothing old enough: no checkpoint.
-        assert_eq!(store.purge_audit(25, 2_000).await.expect("again"), None);
-        store
-            .append_audit(&record("later", None))
-            .await
-            .expect("append");
-        let second = store
-            .purge_audit(1_000, 3_000)
-            .await
-            .expect("purge")
-            .expect("some");
-        assert_eq!((second.id, second.through_id), (2, 6));
-        let report = store.verify_audit().await.expect("verify");
-        assert!(report.is_intact(), "{:?}", report.problems);
-        assert_eq!(report.entries, 0);
-        // The chain goes on after an empty log.
-        store
-            .append_audit(&record("next", None))
-            .await
-            .expect("append");
-        assert!(store.verify_audit().await.expect("verify").is_intact());
+    backend_test! {
+        /// Purges cut the log at the first entry new enough, leave a checkpoint
+        /// it links to, and the log keeps verifying across several purges.
+        async fn purges_leave_checkpoints_the_log_verifies_through() {
+            let store = log_of(&[10, 20, 30, 40, 50]).await;
+            let first = store
+                .purge_audit(25, 1_000)
+                .await
+                .expect("purge")
+                .expect("some");
+            assert_eq!((first.id, first.through_id, first.entries), (1, 2, 2));
+            let chain = store.audit_chain(0, 10).await.expect("chain");
+            assert_eq!(chain.first().map(|e| e.id), Some(3));
+            assert_eq!(chain[0].prev_hash, first.hash);
+            let report = store.verify_audit().await.expect("verify");
+            assert!(report.is_intact(), "{:?}", report.problems);
+            assert_eq!(
+                (report.entries, report.checkpoints, report.purged_through),
+                (3, 1, 2)
+            );
+            // Nothing old enough: no checkpoint.
+            assert_eq!(store.purge_audit(25, 2_000).await.expect("again"), None);
+            store
+                .append_audit(&record("later", None))
+                .await
+                .expect("append");
+            let second = store
+                .purge_audit(1_000, 3_000)
+                .await
+                .expect("purge")
+                .expect("some");
+            assert_eq!((second.id, second.through_id), (2, 6));
+            let report = store.verify_audit().await.expect("verify");
+            assert!(report.is_intact(), "{:?}", report.problems);
+            assert_eq!(report.entries, 0);
+            // The chain goes on after an empty log.
+            store
+                .append_audit(&record("next", None))
+                .await
+                .expect("append");
+            assert!(store.verify_audit().await.expect("verify").is_intact());
+        }
     }
 
-    /// An edited or deleted checkpoint, and a log that does not verify, are
-    /// found; a broken log is not purged.
-    #[tokio::test]
-    async fn tampering_with_checkpoints_is_found_and_a_broken_log_is_not_purged() {
-        let store = log_of(&[10, 20, 30, 40]).await;
-        store.purge_audit(15, 100).await.expect("purge");
-        store.purge_audit(35, 200).await.expect("purge");
-        sqlx::query("UPDATE audit_checkpoints SET entries = 9 WHERE id = 1")
-            .execute(&store.pool)
-            .await
-            .expect("edit");
-        let report = store.verify_audit().await.expect("verify");
-        assert!(
-            report
-                .problems
-                .iter()
-                .any(|p| p.contains("checkpoint 1 was changed")),
-            "{:?}",
-            report.problems
-        );
+    backend_test! {
+        /// An edited or deleted checkpoint, and a log that does not verify, are
+        /// found; a broken log is not purged.
+        async fn tampering_with_checkpoints_is_found_and_a_broken_log_is_not_purged() {
+            let store = log_of(&[10, 20, 30, 40]).await;
+            store.purge_audit(15, 100).await.expect("purge");
+            store.purge_audit(35, 200).await.expect("purge");
+            sqlx::query("UPDATE audit_checkpoints SET entries = 9 WHERE id = 1")
+                .execute(&store.pool)
+                .await
+                .expect("edit");
+            let report = store.verify_audit().await.expect("verify");
+            assert!(
+                report
+                    .problems
+                    .iter()
+                    .any(|p| p.contains("checkpoint 1 was changed")),
+                "{:?}",
+                report.problems
+            );
 
-        let store = log_of(&[10, 20, 30, 40]).await;
-        store.purge_audit(15, 100).await.expect("purge");
-        store.purge_audit(35, 200).await.expect("purge");
-        sqlx::query("DELETE FROM audit_checkpoints WHERE id = 2")
-            .execute(&store.pool)
-            .await
-            .expect("delete");
-        let report = store.verify_audit().await.expect("verify");
-        assert!(
-            report
-                .problems
-                .iter()
-                .any(|p| p.contains("entries 2..3 are missing")),
-            "{:?}",
-            report.problems
-        );
+            let store = log_of(&[10, 20, 30, 40]).await;
+            store.purge_audit(15, 100).await.expect("purge");
+            store.purge_audit(35, 200).await.expect("purge");
+            sqlx::query("DELETE FROM audit_checkpoints WHERE id = 2")
+                .execute(&store.pool)
+                .await
+                .expect("delete");
+            let report = store.verify_audit().await.expect("verify");
+            assert!(
+                report
+                    .problems
+                    .iter()
+                    .any(|p| p.contains("entries 2..3 are missing")),
+                "{:?}",
+                report.problems
+            );
 
-        let store = log_of(&[10, 20, 30, 40]).await;
-        sqlx::query("UPDATE audit_log SET detail = '{\"x\":1}' WHERE id = 1")
-            .execute(&store.pool)
-            .await
-            .expect("edit");
-        let err = store.purge_audit(35, 100).await.expect_err("refused");
-        assert!(err.to_string().contains("does not verify"), "{err}");
-        assert_eq!(store.audit_chain(0, 10).await.expect("chain").len(), 4);
+            let store = log_of(&[10, 20, 30, 40]).await;
+            sqlx::query("UPDATE audit_log SET detail = '{\"x\":1}' WHERE id = 1")
+                .execute(&store.pool)
+                .await
+                .expect("edit");
+            let err = store.purge_audit(35, 100).await.expect_err("refused");
+            assert!(err.to_string().contains("does not verify"), "{err}");
+            assert_eq!(store.audit_chain(0, 10).await.expect("chain").len(), 4);
+        }
     }
 }

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
 use crate::{Error, Result, Store};
 
@@ -48,7 +48,7 @@ impl Store {
             .join("\n");
         sqlx::query(
             "INSERT INTO bans (ip, reason, count, strikes, first_ms, last_ms, tried, until_ms) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
              ON CONFLICT (ip) DO UPDATE SET reason = excluded.reason, count = excluded.count, \
              strikes = excluded.strikes, first_ms = excluded.first_ms, \
              last_ms = excluded.last_ms, tried = excluded.tried, until_ms = excluded.until_ms",
@@ -71,7 +71,7 @@ impl Store {
         let rows = sqlx::query(concat!(
             "SELECT ",
             ban_columns!(),
-            " FROM bans WHERE until_ms > ? ORDER BY until_ms, ip"
+            " FROM bans WHERE until_ms > $1 ORDER BY until_ms, ip"
         ))
         .bind(now_ms)
         .fetch_all(&self.pool)
@@ -81,7 +81,7 @@ impl Store {
 
     /// Removes the ban of `ip` (lifting it); `false` if there was none.
     pub async fn remove_ban(&self, ip: IpAddr) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM bans WHERE ip = ?")
+        let done = sqlx::query("DELETE FROM bans WHERE ip = $1")
             .bind(ip.to_canonical().to_string())
             .execute(&self.pool)
             .await?;
@@ -90,7 +90,7 @@ impl Store {
 
     /// Deletes bans that ended before `before_ms`; returns how many.
     pub async fn purge_bans(&self, before_ms: i64) -> Result<u64> {
-        let done = sqlx::query("DELETE FROM bans WHERE until_ms < ?")
+        let done = sqlx::query("DELETE FROM bans WHERE until_ms < $1")
             .bind(before_ms)
             .execute(&self.pool)
             .await?;
@@ -98,7 +98,7 @@ impl Store {
     }
 }
 
-fn from_row(row: &SqliteRow) -> Result<BanRecord> {
+fn from_row(row: &AnyRow) -> Result<BanRecord> {
     let ip: String = row.try_get("ip")?;
     let bad = |what: &str| Error::Invalid(format!("stored ban of {ip}: {what}"));
     let count: i64 = row.try_get("count")?;
@@ -137,50 +137,51 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn upsert_list_remove_and_purge() {
-        let store = Store::open_in_memory().await.expect("open");
-        store
-            .upsert_ban(&ban("203.0.113.5", 10_000))
-            .await
-            .expect("a");
-        store
-            .upsert_ban(&ban("2001:db8::1", 5_000))
-            .await
-            .expect("b");
-        store
-            .upsert_ban(&ban("198.51.100.1", 1_000))
-            .await
-            .expect("c");
-
-        let active = store.list_bans(2_000).await.expect("list");
-        let ips: Vec<String> = active.iter().map(|b| b.ip.to_string()).collect();
-        assert_eq!(ips, ["2001:db8::1", "203.0.113.5"]);
-        assert_eq!(active[1].tried, vec!["1000@acme", "line break"]);
-        assert_eq!(active[1].count, 10);
-
-        // a repeat ban replaces the row
-        let mut again = ban("203.0.113.5", 50_000);
-        again.strikes = 2;
-        again.tried.clear();
-        store.upsert_ban(&again).await.expect("again");
-        let active = store.list_bans(20_000).await.expect("list");
-        assert_eq!(active, vec![again]);
-
-        // mapped IPv6 addresses are the IPv4 row
-        assert!(
+    backend_test! {
+        async fn upsert_list_remove_and_purge() {
+            let store = crate::testdb::store().await.expect("open");
             store
-                .remove_ban("::ffff:203.0.113.5".parse().expect("ip"))
+                .upsert_ban(&ban("203.0.113.5", 10_000))
                 .await
-                .expect("rm")
-        );
-        assert!(
-            !store
-                .remove_ban("203.0.113.5".parse().expect("ip"))
+                .expect("a");
+            store
+                .upsert_ban(&ban("2001:db8::1", 5_000))
                 .await
-                .expect("rm")
-        );
-        assert_eq!(store.purge_bans(6_000).await.expect("purge"), 2);
-        assert!(store.list_bans(0).await.expect("list").is_empty());
+                .expect("b");
+            store
+                .upsert_ban(&ban("198.51.100.1", 1_000))
+                .await
+                .expect("c");
+
+            let active = store.list_bans(2_000).await.expect("list");
+            let ips: Vec<String> = active.iter().map(|b| b.ip.to_string()).collect();
+            assert_eq!(ips, ["2001:db8::1", "203.0.113.5"]);
+            assert_eq!(active[1].tried, vec!["1000@acme", "line break"]);
+            assert_eq!(active[1].count, 10);
+
+            // a repeat ban replaces the row
+            let mut again = ban("203.0.113.5", 50_000);
+            again.strikes = 2;
+            again.tried.clear();
+            store.upsert_ban(&again).await.expect("again");
+            let active = store.list_bans(20_000).await.expect("list");
+            assert_eq!(active, vec![again]);
+
+            // mapped IPv6 addresses are the IPv4 row
+            assert!(
+                store
+                    .remove_ban("::ffff:203.0.113.5".parse().expect("ip"))
+                    .await
+                    .expect("rm")
+            );
+            assert!(
+                !store
+                    .remove_ban("203.0.113.5".parse().expect("ip"))
+                    .await
+                    .expect("rm")
+            );
+            assert_eq!(store.purge_bans(6_000).await.expect("purge"), 2);
+            assert!(store.list_bans(0).await.expect("list").is_empty());
+        }
     }
 }

@@ -10,13 +10,13 @@ use crate::{Calendar, Error, Holiday, Result, Store, TenantId};
 impl Store {
     /// The tenant's calendar (UTC and no holidays until set).
     pub async fn calendar(&self, tenant: TenantId) -> Result<Calendar> {
-        let row = sqlx::query("SELECT time_zone FROM tenants WHERE id = ?")
+        let row = sqlx::query("SELECT time_zone FROM tenants WHERE id = $1")
             .bind(tenant.0)
             .fetch_optional(&self.pool)
             .await?
             .ok_or_else(|| Error::NotFound(format!("tenant {tenant}")))?;
         let holidays =
-            sqlx::query("SELECT day, name FROM tenant_holidays WHERE tenant_id = ? ORDER BY day")
+            sqlx::query("SELECT day, name FROM tenant_holidays WHERE tenant_id = $1 ORDER BY day")
                 .bind(tenant.0)
                 .fetch_all(&self.pool)
                 .await?
@@ -41,7 +41,7 @@ impl Store {
             .validate()
             .map_err(|e| Error::Invalid(e.to_string()))?;
         let mut tx = self.pool.begin().await?;
-        let done = sqlx::query("UPDATE tenants SET time_zone = ? WHERE id = ?")
+        let done = sqlx::query("UPDATE tenants SET time_zone = $1 WHERE id = $2")
             .bind(&calendar.time_zone)
             .bind(tenant.0)
             .execute(&mut *tx)
@@ -49,12 +49,12 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(Error::NotFound(format!("tenant {tenant}")));
         }
-        sqlx::query("DELETE FROM tenant_holidays WHERE tenant_id = ?")
+        sqlx::query("DELETE FROM tenant_holidays WHERE tenant_id = $1")
             .bind(tenant.0)
             .execute(&mut *tx)
             .await?;
         for h in &calendar.holidays {
-            sqlx::query("INSERT INTO tenant_holidays (tenant_id, day, name) VALUES (?, ?, ?)")
+            sqlx::query("INSERT INTO tenant_holidays (tenant_id, day, name) VALUES ($1, $2, $3)")
                 .bind(tenant.0)
                 .bind(&h.date)
                 .bind(&h.name)
@@ -70,40 +70,41 @@ impl Store {
 mod tests {
     use crate::*;
 
-    #[tokio::test]
-    async fn a_calendar_is_stored_checked_and_kept_per_tenant() {
-        let store = Store::open_in_memory().await.expect("open");
-        let a = store.add_tenant("a", "a.example").await.expect("a").id;
-        let b = store.add_tenant("b", "b.example").await.expect("b").id;
-        assert_eq!(store.calendar(a).await.unwrap(), Calendar::default());
-        let paris = Calendar {
-            time_zone: "Europe/Paris".into(),
-            holidays: vec![Holiday {
-                date: "2026-12-25".into(),
-                name: "Noël".into(),
-            }],
-        };
-        let g0 = store.generation().await.unwrap();
-        store.set_calendar(a, &paris).await.unwrap();
-        assert_ne!(store.generation().await.unwrap(), g0, "servers reload");
-        assert_eq!(store.calendar(a).await.unwrap(), paris);
-        assert_eq!(store.calendar(b).await.unwrap(), Calendar::default());
-        let bad = Calendar {
-            time_zone: "Nowhere/Land".into(),
-            holidays: Vec::new(),
-        };
-        assert!(matches!(
-            store.set_calendar(a, &bad).await,
-            Err(Error::Invalid(_))
-        ));
-        assert_eq!(
-            store.calendar(a).await.unwrap(),
-            paris,
-            "nothing half-written"
-        );
-        assert!(matches!(
-            store.set_calendar(TenantId(999), &paris).await,
-            Err(Error::NotFound(_))
-        ));
+    backend_test! {
+        async fn a_calendar_is_stored_checked_and_kept_per_tenant() {
+            let store = crate::testdb::store().await.expect("open");
+            let a = store.add_tenant("a", "a.example").await.expect("a").id;
+            let b = store.add_tenant("b", "b.example").await.expect("b").id;
+            assert_eq!(store.calendar(a).await.unwrap(), Calendar::default());
+            let paris = Calendar {
+                time_zone: "Europe/Paris".into(),
+                holidays: vec![Holiday {
+                    date: "2026-12-25".into(),
+                    name: "Noël".into(),
+                }],
+            };
+            let g0 = store.generation().await.unwrap();
+            store.set_calendar(a, &paris).await.unwrap();
+            assert_ne!(store.generation().await.unwrap(), g0, "servers reload");
+            assert_eq!(store.calendar(a).await.unwrap(), paris);
+            assert_eq!(store.calendar(b).await.unwrap(), Calendar::default());
+            let bad = Calendar {
+                time_zone: "Nowhere/Land".into(),
+                holidays: Vec::new(),
+            };
+            assert!(matches!(
+                store.set_calendar(a, &bad).await,
+                Err(Error::Invalid(_))
+            ));
+            assert_eq!(
+                store.calendar(a).await.unwrap(),
+                paris,
+                "nothing half-written"
+            );
+            assert!(matches!(
+                store.set_calendar(TenantId(999), &paris).await,
+                Err(Error::NotFound(_))
+            ));
+        }
     }
 }

@@ -3,9 +3,10 @@
 //! The same concept as `pbx-model`'s `cdr.rs` at another layer: that one defines a
 //! call record, this one stores and exports it.
 
+use crate::sql::QueryBuilder;
 use serde::{Deserialize, Serialize};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::Row;
+use sqlx::any::AnyRow;
 
 use crate::{Cdr, CdrMedia, Disposition, Error, LegMedia, Result, Store, TenantId};
 
@@ -63,7 +64,7 @@ impl Store {
         }
         let mut tx = self.write_tx().await?;
         for chunk in cdrs.chunks(CHUNK) {
-            let mut q = QueryBuilder::<Sqlite>::new(INSERT);
+            let mut q = QueryBuilder::new(INSERT);
             q.push_values(chunk, |mut row, c| {
                 row.push_bind(c.tenant.0)
                     .push_bind(c.caller.as_str())
@@ -86,7 +87,7 @@ impl Store {
                 }
                 row.push_bind(serde_json::to_string(&c.tags).unwrap_or_else(|_| "[]".into()));
             });
-            q.build()
+            q.build()?
                 .persistent(chunk.len() == CHUNK)
                 .execute(&mut *tx)
                 .await?;
@@ -97,8 +98,7 @@ impl Store {
 
     /// The tenant's CDRs matching `filter`, newest first.
     pub async fn list_cdrs(&self, tenant: TenantId, filter: &CdrFilter) -> Result<Vec<Cdr>> {
-        let mut q =
-            QueryBuilder::<Sqlite>::new(format!("SELECT {COLUMNS} FROM cdrs WHERE tenant_id = "));
+        let mut q = QueryBuilder::new(format!("SELECT {COLUMNS} FROM cdrs WHERE tenant_id = "));
         q.push_bind(tenant.0);
         if let Some(since) = filter.since_ms {
             q.push(" AND started_at_ms >= ").push_bind(since);
@@ -122,13 +122,13 @@ impl Store {
             .min(CdrFilter::MAX_LIMIT);
         q.push(" ORDER BY started_at_ms DESC, id DESC LIMIT ")
             .push_bind(i64::from(limit));
-        let rows = q.build().fetch_all(&self.pool).await?;
+        let rows = q.build()?.fetch_all(&self.pool).await?;
         rows.iter().map(from_row).collect()
     }
 }
 
 /// Reads one record from a row holding [`COLUMNS`].
-pub(crate) fn from_row(row: &SqliteRow) -> Result<Cdr> {
+pub(crate) fn from_row(row: &AnyRow) -> Result<Cdr> {
     let tenant = TenantId(row.try_get("tenant_id")?);
     let bad = |what: &str| Error::Invalid(format!("stored CDR of tenant {tenant}: {what}"));
     let disposition: String = row.try_get("disposition")?;
@@ -153,7 +153,7 @@ pub(crate) fn from_row(row: &SqliteRow) -> Result<Cdr> {
     })
 }
 
-fn leg_media(row: &SqliteRow, leg: &str) -> Result<LegMedia> {
+fn leg_media(row: &AnyRow, leg: &str) -> Result<LegMedia> {
     let get = |what: &str| -> Result<u64> {
         let n: i64 = row.try_get(format!("{leg}_{what}").as_str())?;
         Ok(u64::try_from(n).unwrap_or(0))
@@ -190,175 +190,179 @@ pub(crate) mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn media_counters_round_trip() {
-        let store = Store::open_in_memory().await.expect("open");
-        let a = store.add_tenant("a", "a.example").await.expect("a").id;
-        let mut c = cdr(a, "100", "101", 1_000);
-        c.media.caller = LegMedia {
-            packets_in: 500,
-            bytes_in: 86_000,
-            packets_out: 498,
-            bytes_out: 85_656,
-            srtp_auth_failures: 2,
-            packets_lost: 1,
-        };
-        c.media.callee.packets_in = 498;
-        c.media.callee.bytes_out = u64::MAX;
-        store
-            .insert_cdrs(std::slice::from_ref(&c))
-            .await
-            .expect("insert");
-        let got = store
-            .list_cdrs(a, &CdrFilter::default())
-            .await
-            .expect("list");
-        assert_eq!(got[0].media.caller, c.media.caller);
-        assert_eq!(got[0].media.callee.packets_in, 498);
-        // saturated rather than wrapped
-        assert_eq!(got[0].media.callee.bytes_out, i64::MAX as u64);
-        let (page, _) = store
-            .cdr_page(a, &CdrFilter::default(), None, 10)
-            .await
-            .expect("page");
-        assert_eq!(page[0].media, got[0].media);
+    backend_test! {
+        async fn media_counters_round_trip() {
+            let store = crate::testdb::store().await.expect("open");
+            let a = store.add_tenant("a", "a.example").await.expect("a").id;
+            let mut c = cdr(a, "100", "101", 1_000);
+            c.media.caller = LegMedia {
+                packets_in: 500,
+                bytes_in: 86_000,
+                packets_out: 498,
+                bytes_out: 85_656,
+                srtp_auth_failures: 2,
+                packets_lost: 1,
+            };
+            c.media.callee.packets_in = 498;
+            c.media.callee.bytes_out = u64::MAX;
+            store
+                .insert_cdrs(std::slice::from_ref(&c))
+                .await
+                .expect("insert");
+            let got = store
+                .list_cdrs(a, &CdrFilter::default())
+                .await
+                .expect("list");
+            assert_eq!(got[0].media.caller, c.media.caller);
+            assert_eq!(got[0].media.callee.packets_in, 498);
+            // saturated rather than wrapped
+            assert_eq!(got[0].media.callee.bytes_out, i64::MAX as u64);
+            let (page, _) = store
+                .cdr_page(a, &CdrFilter::default(), None, 10)
+                .await
+                .expect("page");
+            assert_eq!(page[0].media, got[0].media);
+        }
     }
 
     fn starts(cdrs: &[Cdr]) -> Vec<i64> {
         cdrs.iter().map(|c| c.started_at_ms).collect()
     }
 
-    #[tokio::test]
-    async fn insert_list_and_filter() {
-        let store = Store::open_in_memory().await.expect("open");
-        let a = store.add_tenant("a", "a.example").await.expect("a").id;
-        let b = store.add_tenant("b", "b.example").await.expect("b").id;
+    backend_test! {
+        async fn insert_list_and_filter() {
+            let store = crate::testdb::store().await.expect("open");
+            let a = store.add_tenant("a", "a.example").await.expect("a").id;
+            let b = store.add_tenant("b", "b.example").await.expect("b").id;
 
-        let mut busy = cdr(a, "100", "102", 3_000);
-        busy.disposition = Disposition::Busy;
-        busy.sip_code = 486;
-        busy.answered_at_ms = None;
-        busy.callee_call_id = String::new();
-        let batch = vec![
-            cdr(a, "100", "101", 1_000),
-            cdr(a, "101", "103", 2_000),
-            busy.clone(),
-            cdr(a, "103", "104", 4_000),
-            cdr(b, "100", "101", 2_500),
-        ];
-        store.insert_cdrs(&batch).await.expect("insert");
+            let mut busy = cdr(a, "100", "102", 3_000);
+            busy.disposition = Disposition::Busy;
+            busy.sip_code = 486;
+            busy.answered_at_ms = None;
+            busy.callee_call_id = String::new();
+            let batch = vec![
+                cdr(a, "100", "101", 1_000),
+                cdr(a, "101", "103", 2_000),
+                busy.clone(),
+                cdr(a, "103", "104", 4_000),
+                cdr(b, "100", "101", 2_500),
+            ];
+            store.insert_cdrs(&batch).await.expect("insert");
 
-        let all = store
-            .list_cdrs(a, &CdrFilter::default())
-            .await
-            .expect("list");
-        assert_eq!(starts(&all), [4_000, 3_000, 2_000, 1_000]);
-        assert_eq!(all[1], busy);
-        assert!(all.iter().all(|c| c.tenant == a));
-
-        let window = CdrFilter {
-            since_ms: Some(2_000),
-            until_ms: Some(4_000),
-            ..CdrFilter::default()
-        };
-        assert_eq!(
-            starts(&store.list_cdrs(a, &window).await.expect("list")),
-            [3_000, 2_000]
-        );
-
-        let by_ext = CdrFilter {
-            extension: Some("101".into()),
-            ..CdrFilter::default()
-        };
-        assert_eq!(
-            starts(&store.list_cdrs(a, &by_ext).await.expect("list")),
-            [2_000, 1_000]
-        );
-
-        let by_disposition = CdrFilter {
-            disposition: Some(Disposition::Busy),
-            ..CdrFilter::default()
-        };
-        assert_eq!(
-            store.list_cdrs(a, &by_disposition).await.expect("list"),
-            vec![busy]
-        );
-
-        let limited = CdrFilter {
-            limit: Some(2),
-            ..CdrFilter::default()
-        };
-        assert_eq!(
-            starts(&store.list_cdrs(a, &limited).await.expect("list")),
-            [4_000, 3_000]
-        );
-    }
-
-    #[tokio::test]
-    async fn tenants_never_see_each_others_cdrs() {
-        let store = Store::open_in_memory().await.expect("open");
-        let a = store.add_tenant("a", "a.example").await.expect("a").id;
-        let b = store.add_tenant("b", "b.example").await.expect("b").id;
-        store
-            .insert_cdrs(&[cdr(b, "100", "101", 1_000), cdr(b, "100", "101", 2_000)])
-            .await
-            .expect("insert");
-        let same_ext = CdrFilter {
-            extension: Some("100".into()),
-            ..CdrFilter::default()
-        };
-        assert!(
-            store
-                .list_cdrs(a, &same_ext)
-                .await
-                .expect("list")
-                .is_empty()
-        );
-        assert!(
-            store
+            let all = store
                 .list_cdrs(a, &CdrFilter::default())
                 .await
-                .expect("list")
-                .is_empty()
-        );
-        assert_eq!(
-            store
-                .list_cdrs(b, &CdrFilter::default())
-                .await
-                .expect("list")
-                .len(),
-            2
-        );
-        // CDRs of an unknown tenant are refused, and the batch with them
-        assert!(
-            store
-                .insert_cdrs(&[cdr(a, "1", "2", 5), cdr(TenantId(99), "1", "2", 6)])
-                .await
-                .is_err()
-        );
-        assert!(
-            store
-                .list_cdrs(a, &CdrFilter::default())
-                .await
-                .expect("list")
-                .is_empty()
-        );
+                .expect("list");
+            assert_eq!(starts(&all), [4_000, 3_000, 2_000, 1_000]);
+            assert_eq!(all[1], busy);
+            assert!(all.iter().all(|c| c.tenant == a));
+
+            let window = CdrFilter {
+                since_ms: Some(2_000),
+                until_ms: Some(4_000),
+                ..CdrFilter::default()
+            };
+            assert_eq!(
+                starts(&store.list_cdrs(a, &window).await.expect("list")),
+                [3_000, 2_000]
+            );
+
+            let by_ext = CdrFilter {
+                extension: Some("101".into()),
+                ..CdrFilter::default()
+            };
+            assert_eq!(
+                starts(&store.list_cdrs(a, &by_ext).await.expect("list")),
+                [2_000, 1_000]
+            );
+
+            let by_disposition = CdrFilter {
+                disposition: Some(Disposition::Busy),
+                ..CdrFilter::default()
+            };
+            assert_eq!(
+                store.list_cdrs(a, &by_disposition).await.expect("list"),
+                vec![busy]
+            );
+
+            let limited = CdrFilter {
+                limit: Some(2),
+                ..CdrFilter::default()
+            };
+            assert_eq!(
+                starts(&store.list_cdrs(a, &limited).await.expect("list")),
+                [4_000, 3_000]
+            );
+        }
     }
 
-    #[tokio::test]
-    async fn a_batch_larger_than_a_statement_is_written_whole() {
-        let store = Store::open_in_memory().await.expect("open");
-        let a = store.add_tenant("a", "a.example").await.expect("t").id;
-        let n = super::CHUNK * 2 + 3;
-        let batch: Vec<Cdr> = (0..n)
-            .map(|i| cdr(a, "100", "101", 1_000 + i as i64))
-            .collect();
-        store.insert_cdrs(&batch).await.expect("insert");
-        let mut all = store
-            .list_cdrs(a, &CdrFilter::default())
-            .await
-            .expect("list");
-        all.reverse();
-        assert_eq!(all, batch);
+    backend_test! {
+        async fn tenants_never_see_each_others_cdrs() {
+            let store = crate::testdb::store().await.expect("open");
+            let a = store.add_tenant("a", "a.example").await.expect("a").id;
+            let b = store.add_tenant("b", "b.example").await.expect("b").id;
+            store
+                .insert_cdrs(&[cdr(b, "100", "101", 1_000), cdr(b, "100", "101", 2_000)])
+                .await
+                .expect("insert");
+            let same_ext = CdrFilter {
+                extension: Some("100".into()),
+                ..CdrFilter::default()
+            };
+            assert!(
+                store
+                    .list_cdrs(a, &same_ext)
+                    .await
+                    .expect("list")
+                    .is_empty()
+            );
+            assert!(
+                store
+                    .list_cdrs(a, &CdrFilter::default())
+                    .await
+                    .expect("list")
+                    .is_empty()
+            );
+            assert_eq!(
+                store
+                    .list_cdrs(b, &CdrFilter::default())
+                    .await
+                    .expect("list")
+                    .len(),
+                2
+            );
+            // CDRs of an unknown tenant are refused, and the batch with them
+            assert!(
+                store
+                    .insert_cdrs(&[cdr(a, "1", "2", 5), cdr(TenantId(99), "1", "2", 6)])
+                    .await
+                    .is_err()
+            );
+            assert!(
+                store
+                    .list_cdrs(a, &CdrFilter::default())
+                    .await
+                    .expect("list")
+                    .is_empty()
+            );
+        }
+    }
+
+    backend_test! {
+        async fn a_batch_larger_than_a_statement_is_written_whole() {
+            let store = crate::testdb::store().await.expect("open");
+            let a = store.add_tenant("a", "a.example").await.expect("t").id;
+            let n = crate::cdr::CHUNK * 2 + 3;
+            let batch: Vec<Cdr> = (0..n)
+                .map(|i| cdr(a, "100", "101", 1_000 + i as i64))
+                .collect();
+            store.insert_cdrs(&batch).await.expect("insert");
+            let mut all = store
+                .list_cdrs(a, &CdrFilter::default())
+                .await
+                .expect("list");
+            all.reverse();
+            assert_eq!(all, batch);
+        }
     }
 }

@@ -3,7 +3,8 @@
 
 use std::fmt::Write;
 
-use sqlx::{QueryBuilder, Row, Sqlite};
+use crate::sql::QueryBuilder;
+use sqlx::Row;
 
 use crate::cdr::{COLUMNS, from_row};
 use crate::{Cdr, CdrFilter, LegMedia, Result, Store, TenantId};
@@ -96,9 +97,7 @@ impl Store {
         page: u32,
     ) -> Result<(Vec<Cdr>, Option<CdrCursor>)> {
         let page = page.clamp(1, CdrFilter::MAX_LIMIT);
-        let mut q = QueryBuilder::<Sqlite>::new(format!(
-            "SELECT id, {COLUMNS} FROM cdrs WHERE tenant_id = "
-        ));
+        let mut q = QueryBuilder::new(format!("SELECT id, {COLUMNS} FROM cdrs WHERE tenant_id = "));
         q.push_bind(tenant.0);
         if let Some(since) = filter.since_ms {
             q.push(" AND started_at_ms >= ").push_bind(since);
@@ -127,7 +126,7 @@ impl Store {
         }
         q.push(" ORDER BY started_at_ms DESC, id DESC LIMIT ")
             .push_bind(i64::from(page));
-        let rows = q.build().fetch_all(&self.pool).await?;
+        let rows = q.build()?.fetch_all(&self.pool).await?;
         let mut out = Vec::with_capacity(rows.len());
         let mut last = None;
         for row in &rows {
@@ -214,35 +213,36 @@ mod tests {
         assert!(row.ends_with('\n') && !row[..row.len() - 1].contains('\n'));
     }
 
-    #[tokio::test]
-    async fn pages_cover_everything_once_even_with_equal_start_times() {
-        let store = Store::open_in_memory().await.expect("open");
-        let a = store.add_tenant("a", "a.example").await.expect("a").id;
-        let b = store.add_tenant("b", "b.example").await.expect("b").id;
-        let mut batch: Vec<Cdr> = (0..7)
-            .map(|i| crate::cdr::tests::cdr(a, "100", "101", 1_000 * (i / 3)))
-            .collect();
-        batch.push(crate::cdr::tests::cdr(b, "100", "101", 5));
-        store.insert_cdrs(&batch).await.expect("insert");
-        let mut seen = Vec::new();
-        let mut cursor = None;
-        loop {
-            let (page, next) = store
-                .cdr_page(a, &CdrFilter::default(), cursor, 2)
-                .await
-                .expect("page");
-            assert!(page.len() <= 2);
-            seen.extend(page);
-            match next {
-                Some(c) => cursor = Some(c),
-                None => break,
+    backend_test! {
+        async fn pages_cover_everything_once_even_with_equal_start_times() {
+            let store = crate::testdb::store().await.expect("open");
+            let a = store.add_tenant("a", "a.example").await.expect("a").id;
+            let b = store.add_tenant("b", "b.example").await.expect("b").id;
+            let mut batch: Vec<Cdr> = (0..7)
+                .map(|i| crate::cdr::tests::cdr(a, "100", "101", 1_000 * (i / 3)))
+                .collect();
+            batch.push(crate::cdr::tests::cdr(b, "100", "101", 5));
+            store.insert_cdrs(&batch).await.expect("insert");
+            let mut seen = Vec::new();
+            let mut cursor = None;
+            loop {
+                let (page, next) = store
+                    .cdr_page(a, &CdrFilter::default(), cursor, 2)
+                    .await
+                    .expect("page");
+                assert!(page.len() <= 2);
+                seen.extend(page);
+                match next {
+                    Some(c) => cursor = Some(c),
+                    None => break,
+                }
             }
+            assert_eq!(seen.len(), 7);
+            assert!(seen.iter().all(|c| c.tenant == a));
+            assert!(
+                seen.windows(2)
+                    .all(|w| w[0].started_at_ms >= w[1].started_at_ms)
+            );
         }
-        assert_eq!(seen.len(), 7);
-        assert!(seen.iter().all(|c| c.tenant == a));
-        assert!(
-            seen.windows(2)
-                .all(|w| w[0].started_at_ms >= w[1].started_at_ms)
-        );
     }
 }

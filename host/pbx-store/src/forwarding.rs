@@ -5,7 +5,7 @@
 //! extension that set anything; the row goes with its extension).
 
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
 use crate::{Error, Forwarding, Result, Store, TenantId};
 
@@ -13,11 +13,11 @@ impl Store {
     /// The forwarding of the tenant's extension `number` (the defaults when it
     /// set nothing); [`Error::NotFound`] when the tenant has no such extension.
     pub async fn forwarding(&self, tenant: TenantId, number: &str) -> Result<Forwarding> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.read_tx().await?;
         ensure_extension(&mut tx, tenant, number).await?;
         let row = sqlx::query(
             "SELECT always_to, busy_to, no_answer_to, no_answer_secs, dnd \
-             FROM extension_forwarding WHERE tenant_id = ? AND number = ?",
+             FROM extension_forwarding WHERE tenant_id = $1 AND number = $2",
         )
         .bind(tenant.0)
         .bind(number)
@@ -43,7 +43,7 @@ impl Store {
         let mut tx = self.write_tx().await?;
         ensure_extension(&mut tx, tenant, number).await?;
         if forwarding.is_default() {
-            sqlx::query("DELETE FROM extension_forwarding WHERE tenant_id = ? AND number = ?")
+            sqlx::query("DELETE FROM extension_forwarding WHERE tenant_id = $1 AND number = $2")
                 .bind(tenant.0)
                 .bind(number)
                 .execute(&mut *tx)
@@ -52,7 +52,7 @@ impl Store {
             sqlx::query(
                 "INSERT INTO extension_forwarding \
                  (tenant_id, number, always_to, busy_to, no_answer_to, no_answer_secs, dnd) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) \
                  ON CONFLICT (tenant_id, number) DO UPDATE SET \
                  always_to = excluded.always_to, busy_to = excluded.busy_to, \
                  no_answer_to = excluded.no_answer_to, \
@@ -64,7 +64,7 @@ impl Store {
             .bind(forwarding.busy.as_deref())
             .bind(forwarding.no_answer.as_deref())
             .bind(i64::from(forwarding.no_answer_secs))
-            .bind(forwarding.dnd)
+            .bind(i64::from(forwarding.dnd))
             .execute(&mut *tx)
             .await?;
         }
@@ -95,11 +95,11 @@ impl Store {
 
 /// [`Error::NotFound`] unless `tenant` has the extension `number`.
 async fn ensure_extension(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut sqlx::AnyConnection,
     tenant: TenantId,
     number: &str,
 ) -> Result<()> {
-    let found = sqlx::query("SELECT 1 FROM extensions WHERE tenant_id = ? AND number = ?")
+    let found = sqlx::query("SELECT 1 FROM extensions WHERE tenant_id = $1 AND number = $2")
         .bind(tenant.0)
         .bind(number)
         .fetch_optional(conn)
@@ -112,7 +112,7 @@ async fn ensure_extension(
     }
 }
 
-fn from_row(r: &SqliteRow) -> Result<Forwarding> {
+fn from_row(r: &AnyRow) -> Result<Forwarding> {
     let secs: i64 = r.try_get("no_answer_secs")?;
     Ok(Forwarding {
         always: r.try_get("always_to")?,
@@ -120,7 +120,7 @@ fn from_row(r: &SqliteRow) -> Result<Forwarding> {
         no_answer: r.try_get("no_answer_to")?,
         no_answer_secs: u32::try_from(secs)
             .map_err(|_| Error::Invalid(format!("stored no_answer_secs {secs}")))?,
-        dnd: r.try_get("dnd")?,
+        dnd: crate::rows::flag(r, "dnd")?,
     })
 }
 
@@ -135,85 +135,86 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn forwarding_is_stored_checked_and_kept_per_tenant_and_extension() {
-        let store = Store::open_in_memory().await.expect("open");
-        let a = store.add_tenant("a", "a.example").await.expect("a").id;
-        let b = store.add_tenant("b", "b.example").await.expect("b").id;
-        for t in [a, b] {
-            store.add_extension(t, "100", "pw-100-xx").await.unwrap();
-        }
-        store.add_extension(a, "101", "pw-101-xx").await.unwrap();
-        assert_eq!(
-            store.forwarding(a, "100").await.unwrap(),
-            Forwarding::default()
-        );
-        let set = Forwarding {
-            always: None,
-            busy: Some("101".into()),
-            no_answer: Some("+12125550100".into()),
-            no_answer_secs: 15,
-            dnd: true,
-        };
-        let g0 = store.generation().await.unwrap();
-        store.set_forwarding(a, "100", &set).await.unwrap();
-        assert_ne!(store.generation().await.unwrap(), g0, "servers reload");
-        assert_eq!(store.forwarding(a, "100").await.unwrap(), set);
-        // The same number in another tenant, and another extension, untouched.
-        assert_eq!(
-            store.forwarding(b, "100").await.unwrap(),
-            Forwarding::default()
-        );
-        assert_eq!(
-            store.forwarding(a, "101").await.unwrap(),
-            Forwarding::default()
-        );
-        assert_eq!(
-            store.all_forwarding().await.unwrap(),
-            vec![(a, "100".to_string(), set.clone())]
-        );
+    backend_test! {
+        async fn forwarding_is_stored_checked_and_kept_per_tenant_and_extension() {
+            let store = crate::testdb::store().await.expect("open");
+            let a = store.add_tenant("a", "a.example").await.expect("a").id;
+            let b = store.add_tenant("b", "b.example").await.expect("b").id;
+            for t in [a, b] {
+                store.add_extension(t, "100", "pw-100-xx").await.unwrap();
+            }
+            store.add_extension(a, "101", "pw-101-xx").await.unwrap();
+            assert_eq!(
+                store.forwarding(a, "100").await.unwrap(),
+                Forwarding::default()
+            );
+            let set = Forwarding {
+                always: None,
+                busy: Some("101".into()),
+                no_answer: Some("+12125550100".into()),
+                no_answer_secs: 15,
+                dnd: true,
+            };
+            let g0 = store.generation().await.unwrap();
+            store.set_forwarding(a, "100", &set).await.unwrap();
+            assert_ne!(store.generation().await.unwrap(), g0, "servers reload");
+            assert_eq!(store.forwarding(a, "100").await.unwrap(), set);
+            // The same number in another tenant, and another extension, untouched.
+            assert_eq!(
+                store.forwarding(b, "100").await.unwrap(),
+                Forwarding::default()
+            );
+            assert_eq!(
+                store.forwarding(a, "101").await.unwrap(),
+                Forwarding::default()
+            );
+            assert_eq!(
+                store.all_forwarding().await.unwrap(),
+                vec![(a, "100".to_string(), set.clone())]
+            );
 
-        // Refused settings change nothing.
-        assert!(matches!(
-            store.set_forwarding(a, "100", &always("sip:x@y")).await,
-            Err(Error::Invalid(_))
-        ));
-        assert!(matches!(
-            store.set_forwarding(a, "100", &always("100")).await,
-            Err(Error::Invalid(_))
-        ));
-        assert_eq!(store.forwarding(a, "100").await.unwrap(), set);
-
-        // Unknown extensions and tenants are not found, for reads and writes.
-        for (t, n) in [(a, "999"), (TenantId(999), "100")] {
+            // Refused settings change nothing.
             assert!(matches!(
-                store.forwarding(t, n).await,
-                Err(Error::NotFound(_))
+                store.set_forwarding(a, "100", &always("sip:x@y")).await,
+                Err(Error::Invalid(_))
             ));
             assert!(matches!(
-                store.set_forwarding(t, n, &always("101")).await,
-                Err(Error::NotFound(_))
+                store.set_forwarding(a, "100", &always("100")).await,
+                Err(Error::Invalid(_))
             ));
+            assert_eq!(store.forwarding(a, "100").await.unwrap(), set);
+
+            // Unknown extensions and tenants are not found, for reads and writes.
+            for (t, n) in [(a, "999"), (TenantId(999), "100")] {
+                assert!(matches!(
+                    store.forwarding(t, n).await,
+                    Err(Error::NotFound(_))
+                ));
+                assert!(matches!(
+                    store.set_forwarding(t, n, &always("101")).await,
+                    Err(Error::NotFound(_))
+                ));
+            }
+
+            // Back to the defaults: no row is kept.
+            store
+                .set_forwarding(a, "100", &Forwarding::default())
+                .await
+                .unwrap();
+            assert!(store.all_forwarding().await.unwrap().is_empty());
+
+            // The settings go with their extension.
+            store
+                .set_forwarding(a, "101", &always("100"))
+                .await
+                .unwrap();
+            store.remove_extension(a, "101").await.unwrap();
+            assert!(store.all_forwarding().await.unwrap().is_empty());
+            store.add_extension(a, "101", "pw-101-xx").await.unwrap();
+            assert_eq!(
+                store.forwarding(a, "101").await.unwrap(),
+                Forwarding::default()
+            );
         }
-
-        // Back to the defaults: no row is kept.
-        store
-            .set_forwarding(a, "100", &Forwarding::default())
-            .await
-            .unwrap();
-        assert!(store.all_forwarding().await.unwrap().is_empty());
-
-        // The settings go with their extension.
-        store
-            .set_forwarding(a, "101", &always("100"))
-            .await
-            .unwrap();
-        store.remove_extension(a, "101").await.unwrap();
-        assert!(store.all_forwarding().await.unwrap().is_empty());
-        store.add_extension(a, "101", "pw-101-xx").await.unwrap();
-        assert_eq!(
-            store.forwarding(a, "101").await.unwrap(),
-            Forwarding::default()
-        );
     }
 }

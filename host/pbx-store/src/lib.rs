@@ -1,12 +1,22 @@
 //! Durable state of the PBX: tenants and their SIP domains, extensions (as HA1
 //! digests), registrar bindings and call detail records, kept in one SQLite file
-//! through sqlx; and tenants' audio (prompts, voicemail), kept encrypted in files
-//! beside it.
+//! (the default) or a PostgreSQL database through sqlx; and tenants' audio
+//! (prompts, voicemail), kept encrypted in files in the data directory.
 //!
 //! # Design
 //! - [`Store`] is a cheap-to-clone handle around a connection pool. [`Store::open`]
 //!   creates the data directory, opens `pbx.db` in WAL mode with foreign keys on and
-//!   applies the embedded migrations (`migrations/sqlite`).
+//!   applies the embedded migrations (`migrations/sqlite`). [`Store::connect`]
+//!   opens a database by URL; on `postgres://` it applies `migrations/postgres`,
+//!   the twin of every SQLite migration (same number, same resulting schema).
+//! - Both backends run the same SQL through sqlx's `Any` driver. Placeholders
+//!   are numbered (`$1`, `$2`, ...; never `?`), integers are `i64` (BIGINT on
+//!   PostgreSQL), flags are 0/1 integers bound as `i64::from(flag)` and read with
+//!   `rows::flag`, and aggregates that PostgreSQL widens (`SUM`) are cast back
+//!   to BIGINT. Where a statement must differ it matches on [`Backend`] in one
+//!   place ([`Store::snapshot_into`] is SQLite-only).
+//! - Write transactions run one at a time on both: SQLite's `BEGIN IMMEDIATE`,
+//!   and on PostgreSQL a transaction-scoped advisory lock taken first.
 //! - Every row owned by a tenant carries `tenant_id`, and every method that reads
 //!   tenant data takes a [`TenantId`]. The only cross-tenant reads are the ones the
 //!   host needs at start-up and on reload: [`Store::directory`],
@@ -38,6 +48,10 @@
 //!   queries are runtime-checked (`sqlx::query`), and the store has no clock:
 //!   callers pass `now_ms` where time matters.
 
+#[cfg(any(test, feature = "test-support"))]
+#[macro_use]
+pub mod testdb;
+
 mod acl;
 mod alert;
 mod api_token;
@@ -49,6 +63,8 @@ mod calendar;
 mod cdr;
 mod cdr_export;
 mod checks;
+mod copy;
+pub use copy::CopyReport;
 mod error;
 mod extension;
 mod forwarding;
@@ -62,6 +78,7 @@ mod recording;
 mod registration;
 mod rows;
 mod secret;
+mod sql;
 mod tenant;
 pub use tenant::RecordRetention;
 mod tenant_transfer;
@@ -140,22 +157,41 @@ pub fn validate_password(password: &str) -> Result<()> {
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::AnyPool;
+use sqlx::any::AnyPoolOptions;
+use sqlx::{Any, Executor, Row, Transaction};
 
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "pbx.db";
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
+static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
+static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
+
+/// Which database a [`Store`] runs on. The SQL is shared; the few statements
+/// that must differ match on this in one place each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// One SQLite file in the data directory (or memory): the default.
+    Sqlite,
+    /// A PostgreSQL database named by a `postgres://` URL.
+    Postgres,
+}
+
+impl Backend {
+    fn migrator(self) -> &'static sqlx::migrate::Migrator {
+        match self {
+            Backend::Sqlite => &SQLITE_MIGRATOR,
+            Backend::Postgres => &POSTGRES_MIGRATOR,
+        }
+    }
+}
 
 /// Handle to the PBX database. Clones share one connection pool.
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: AnyPool,
+    backend: Backend,
     /// Encrypts trunk passwords; read from `DATA_DIR/secret.key`.
     secrets: Arc<secret::SecretKey>,
     /// Where tenant audio lives: `DATA_DIR/media`, or memory.
@@ -170,18 +206,36 @@ impl Store {
     pub async fn open(data_dir: &Path) -> Result<Store> {
         create_private_dir(data_dir)?;
         let secrets = secret::SecretKey::load_or_create(&data_dir.join(SECRET_KEY_FILE))?;
-        let options = SqliteConnectOptions::new()
-            .filename(data_dir.join(DB_FILE))
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await?;
-        Store::migrated(pool, secrets, audio::AudioFiles::in_dir(data_dir)).await
+        let pool = sqlite_pool(&sqlite_url(&data_dir.join(DB_FILE))?, 4, "WAL").await?;
+        Store::migrated(
+            pool,
+            Backend::Sqlite,
+            secrets,
+            audio::AudioFiles::in_dir(data_dir),
+        )
+        .await
+    }
+
+    /// Opens the database named by `url` and applies pending migrations:
+    /// `postgres://…` (or `postgresql://…`) for PostgreSQL, or `sqlite://PATH`
+    /// for an SQLite file (as [`Store::open`] does for `data_dir/pbx.db`).
+    /// `data_dir` holds what is not in the database: [`SECRET_KEY_FILE`] and
+    /// the tenants' audio ([`MEDIA_DIR`]).
+    pub async fn connect(url: &str, data_dir: &Path) -> Result<Store> {
+        let backend = backend_of(url)?;
+        create_private_dir(data_dir)?;
+        let secrets = secret::SecretKey::load_or_create(&data_dir.join(SECRET_KEY_FILE))?;
+        let pool = match backend {
+            Backend::Sqlite => sqlite_pool(url, 4, "WAL").await?,
+            Backend::Postgres => {
+                sqlx::any::install_default_drivers();
+                AnyPoolOptions::new()
+                    .max_connections(8)
+                    .connect(url)
+                    .await?
+            }
+        };
+        Store::migrated(pool, backend, secrets, audio::AudioFiles::in_dir(data_dir)).await
     }
 
     /// Opens a private in-memory database (for tests and throw-away runs);
@@ -190,19 +244,34 @@ impl Store {
     /// The pool holds exactly one connection that never expires, so every query
     /// sees the same database for the life of the store.
     pub async fn open_in_memory() -> Result<Store> {
-        let options = SqliteConnectOptions::new()
-            .in_memory(true)
-            .journal_mode(SqliteJournalMode::Memory)
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(options)
+        let pool = sqlite_pool("sqlite::memory:", 1, "MEMORY").await?;
+        Store::migrated(
+            pool,
+            Backend::Sqlite,
+            secret::SecretKey::random(),
+            audio::AudioFiles::in_memory(),
+        )
+        .await
+    }
+
+    /// Opens the PostgreSQL database named by `url` for a test: migrations
+    /// applied, a random secret key, tenant audio in memory (what
+    /// [`Store::open_in_memory`] is on SQLite).
+    #[cfg(any(test, feature = "test-support"))]
+    pub async fn connect_ephemeral(url: &str) -> Result<Store> {
+        if backend_of(url)? != Backend::Postgres {
+            return Err(Error::Invalid(
+                "an ephemeral store on SQLite is Store::open_in_memory".into(),
+            ));
+        }
+        sqlx::any::install_default_drivers();
+        let pool = AnyPoolOptions::new()
+            .max_connections(4)
+            .connect(url)
             .await?;
         Store::migrated(
             pool,
+            Backend::Postgres,
             secret::SecretKey::random(),
             audio::AudioFiles::in_memory(),
         )
@@ -210,19 +279,37 @@ impl Store {
     }
 
     async fn migrated(
-        pool: SqlitePool,
+        pool: AnyPool,
+        backend: Backend,
         secrets: secret::SecretKey,
         audio: audio::AudioFiles,
     ) -> Result<Store> {
-        MIGRATOR.run(&pool).await?;
+        backend.migrator().run(&pool).await?;
         let store = Store {
             pool,
+            backend,
             secrets: Arc::new(secrets),
             audio: Arc::new(audio),
         };
         store.seal_plain_totp_secrets().await?;
         store.mark_audit_keying().await?;
         Ok(store)
+    }
+
+    /// The database this store runs on.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The newest migration applied to the database (its number, e.g. 52 for
+    /// `0052_record_retention.sql`).
+    pub async fn schema_version(&self) -> Result<i64> {
+        let row = sqlx::query(
+            "SELECT COALESCE(MAX(version), 0) AS version FROM _sqlx_migrations WHERE success",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("version")?)
     }
 
     /// The key of the audit log's MAC chain. It is derived from the data
@@ -249,7 +336,7 @@ impl Store {
     /// Every tenant (domains primary first), every extension and every allowed
     /// network, read in one transaction so they agree.
     pub async fn directory(&self) -> Result<Directory> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.read_tx().await?;
         let tenants = tenant::load_all(&mut tx).await?;
         let extensions = extension::load_all(&mut tx).await?;
         let acls = acl::load_all(&mut tx).await?;
@@ -263,12 +350,18 @@ impl Store {
 
     /// Writes a consistent copy of the whole database to `path` (a new file),
     /// while the store stays in use: SQLite's `VACUUM INTO` reads one
-    /// snapshot of the database and writes it compacted.
+    /// snapshot of the database and writes it compacted. On PostgreSQL this is
+    /// [`Error::Invalid`]: back it up with the server's own tools (`pg_dump`).
     pub async fn snapshot_into(&self, path: &Path) -> Result<()> {
+        if self.backend != Backend::Sqlite {
+            return Err(Error::Invalid(
+                "a snapshot copies an SQLite database; back up PostgreSQL with pg_dump".into(),
+            ));
+        }
         let target = path
             .to_str()
             .ok_or_else(|| Error::Invalid(format!("{} is not a UTF-8 path", path.display())))?;
-        sqlx::query("VACUUM INTO ?")
+        sqlx::query("VACUUM INTO $1")
             .bind(target)
             .execute(&self.pool)
             .await?;
@@ -276,10 +369,89 @@ impl Store {
     }
 
     /// Starts a transaction that writes. SQLite takes the write lock up front so a
-    /// read-then-write transaction cannot fail half-way on a lock upgrade.
-    async fn write_tx(&self) -> Result<Transaction<'static, Sqlite>> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    /// read-then-write transaction cannot fail half-way on a lock upgrade. On
+    /// PostgreSQL the transaction takes one transaction-scoped advisory lock
+    /// first, so write transactions run one at a time there too: what a
+    /// transaction read (a quota, the audit chain's head, the next version
+    /// number) still holds when it writes.
+    async fn write_tx(&self) -> Result<Transaction<'static, Any>> {
+        match self.backend {
+            Backend::Sqlite => Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?),
+            Backend::Postgres => {
+                let mut tx = self.pool.begin().await?;
+                tx.execute(sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(WRITE_LOCK))
+                    .await?;
+                Ok(tx)
+            }
+        }
     }
+
+    /// Starts a transaction that only reads and sees one snapshot throughout
+    /// (SQLite's default; PostgreSQL needs `REPEATABLE READ` for that).
+    async fn read_tx(&self) -> Result<Transaction<'static, Any>> {
+        match self.backend {
+            Backend::Sqlite => Ok(self.pool.begin().await?),
+            Backend::Postgres => Ok(self
+                .pool
+                .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                .await?),
+        }
+    }
+}
+
+/// The key of the PostgreSQL advisory lock that [`Store::write_tx`] holds
+/// ("pbxstore" in ASCII).
+const WRITE_LOCK: i64 = 0x7062_7873_746f_7265;
+
+/// Which backend a database URL names.
+fn backend_of(url: &str) -> Result<Backend> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Backend::Postgres)
+    } else if url.starts_with("sqlite:") {
+        Ok(Backend::Sqlite)
+    } else {
+        Err(Error::Invalid(format!(
+            "database URL must start with postgres:// or sqlite:// (got {:?})",
+            url.split(':').next().unwrap_or_default()
+        )))
+    }
+}
+
+/// The `sqlite://` URL of the database file `path`, created if missing.
+fn sqlite_url(path: &Path) -> Result<String> {
+    let path = path
+        .to_str()
+        .ok_or_else(|| Error::Invalid(format!("{} is not a UTF-8 path", path.display())))?;
+    // sqlx percent-decodes the path, and `?` would start the parameters.
+    let escaped = path
+        .replace('%', "%25")
+        .replace('?', "%3F")
+        .replace('#', "%23");
+    Ok(format!("sqlite://{escaped}?mode=rwc"))
+}
+
+/// A pool on an SQLite URL: foreign keys on and a 5 s busy timeout (sqlx's
+/// defaults), `synchronous=NORMAL` and the given journal mode.
+async fn sqlite_pool(url: &str, connections: u32, journal_mode: &'static str) -> Result<AnyPool> {
+    sqlx::any::install_default_drivers();
+    let mut options = AnyPoolOptions::new()
+        .max_connections(connections)
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                conn.execute(sqlx::AssertSqlSafe(format!(
+                    "PRAGMA journal_mode = {journal_mode}; PRAGMA synchronous = NORMAL"
+                )))
+                .await?;
+                Ok(())
+            })
+        });
+    if connections == 1 {
+        options = options
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None);
+    }
+    Ok(options.connect(url).await?)
 }
 
 #[cfg(unix)]
@@ -341,72 +513,74 @@ mod tests {
         store.close().await;
     }
 
-    #[tokio::test]
-    async fn directory_lists_tenants_domains_and_extensions() {
-        let store = Store::open_in_memory().await.expect("open");
-        let a = store.add_tenant("a", "a.example").await.expect("a");
-        store.add_domain(a.id, "Alt.A.Example").await.expect("dom");
-        let b = store.add_tenant("b", "b.example").await.expect("b");
-        store.add_extension(a.id, "100", "pw1").await.expect("ext");
-        store.add_extension(b.id, "200", "pw2").await.expect("ext");
+    backend_test! {
+        async fn directory_lists_tenants_domains_and_extensions() {
+            let store = crate::testdb::store().await.expect("open");
+            let a = store.add_tenant("a", "a.example").await.expect("a");
+            store.add_domain(a.id, "Alt.A.Example").await.expect("dom");
+            let b = store.add_tenant("b", "b.example").await.expect("b");
+            store.add_extension(a.id, "100", "pw1").await.expect("ext");
+            store.add_extension(b.id, "200", "pw2").await.expect("ext");
 
-        let d = store.directory().await.expect("directory");
-        assert_eq!(d.tenants.len(), 2);
-        assert_eq!(d.tenants[0].name, "a");
-        assert_eq!(d.tenants[0].domains, vec!["a.example", "alt.a.example"]);
-        assert_eq!(d.tenants[0].realm, "a.example");
-        assert_eq!(d.tenants[1].domains, vec!["b.example"]);
-        let numbers: Vec<_> = d
-            .extensions
-            .iter()
-            .map(|e| (e.tenant, e.number.as_str()))
-            .collect();
-        assert_eq!(numbers, vec![(a.id, "100"), (b.id, "200")]);
+            let d = store.directory().await.expect("directory");
+            assert_eq!(d.tenants.len(), 2);
+            assert_eq!(d.tenants[0].name, "a");
+            assert_eq!(d.tenants[0].domains, vec!["a.example", "alt.a.example"]);
+            assert_eq!(d.tenants[0].realm, "a.example");
+            assert_eq!(d.tenants[1].domains, vec!["b.example"]);
+            let numbers: Vec<_> = d
+                .extensions
+                .iter()
+                .map(|e| (e.tenant, e.number.as_str()))
+                .collect();
+            assert_eq!(numbers, vec![(a.id, "100"), (b.id, "200")]);
+        }
     }
 
-    #[tokio::test]
-    async fn generation_moves_on_provisioning_only() {
-        let store = Store::open_in_memory().await.expect("open");
-        let g0 = store.generation().await.expect("g");
-        let t = store.add_tenant("a", "a.example").await.expect("a");
-        let g1 = store.generation().await.expect("g");
-        assert!(g1 > g0);
-        store.add_domain(t.id, "b.example").await.expect("dom");
-        let g2 = store.generation().await.expect("g");
-        assert!(g2 > g1);
-        store.add_extension(t.id, "100", "pw").await.expect("ext");
-        let g3 = store.generation().await.expect("g");
-        assert!(g3 > g2);
-        store
-            .set_extension_password(t.id, "100", "pw2")
-            .await
-            .expect("pw");
-        let g4 = store.generation().await.expect("g");
-        assert!(g4 > g3);
-        store
-            .set_tenant_status(t.id, TenantStatus::Suspended)
-            .await
-            .expect("status");
-        let g5 = store.generation().await.expect("g");
-        assert!(g5 > g4);
+    backend_test! {
+        async fn generation_moves_on_provisioning_only() {
+            let store = crate::testdb::store().await.expect("open");
+            let g0 = store.generation().await.expect("g");
+            let t = store.add_tenant("a", "a.example").await.expect("a");
+            let g1 = store.generation().await.expect("g");
+            assert!(g1 > g0);
+            store.add_domain(t.id, "b.example").await.expect("dom");
+            let g2 = store.generation().await.expect("g");
+            assert!(g2 > g1);
+            store.add_extension(t.id, "100", "pw").await.expect("ext");
+            let g3 = store.generation().await.expect("g");
+            assert!(g3 > g2);
+            store
+                .set_extension_password(t.id, "100", "pw2")
+                .await
+                .expect("pw");
+            let g4 = store.generation().await.expect("g");
+            assert!(g4 > g3);
+            store
+                .set_tenant_status(t.id, TenantStatus::Suspended)
+                .await
+                .expect("status");
+            let g5 = store.generation().await.expect("g");
+            assert!(g5 > g4);
 
-        store
-            .apply_registrations(&[RegistrationChange::Upsert(registration::tests::binding(
-                t.id,
-                "100",
-                "sip:100@10.0.0.1",
-                10_000,
-            ))])
-            .await
-            .expect("reg");
-        store
-            .insert_cdrs(&[cdr::tests::cdr(t.id, "100", "101", 1_000)])
-            .await
-            .expect("cdr");
-        store.load_registrations(0).await.expect("load");
-        assert_eq!(store.generation().await.expect("g"), g5);
+            store
+                .apply_registrations(&[RegistrationChange::Upsert(registration::tests::binding(
+                    t.id,
+                    "100",
+                    "sip:100@10.0.0.1",
+                    10_000,
+                ))])
+                .await
+                .expect("reg");
+            store
+                .insert_cdrs(&[cdr::tests::cdr(t.id, "100", "101", 1_000)])
+                .await
+                .expect("cdr");
+            store.load_registrations(0).await.expect("load");
+            assert_eq!(store.generation().await.expect("g"), g5);
 
-        store.remove_extension(t.id, "100").await.expect("rm");
-        assert!(store.generation().await.expect("g") > g5);
+            store.remove_extension(t.id, "100").await.expect("rm");
+            assert!(store.generation().await.expect("g") > g5);
+        }
     }
 }

@@ -17,7 +17,7 @@ impl Store {
             "INSERT INTO tenant_limits (tenant_id, max_concurrent, max_concurrent_extension, \
              max_calls_per_second, daily_cap_cents, media_storage_bytes, max_media_sessions, \
              recording_minutes) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
              ON CONFLICT (tenant_id) DO UPDATE SET max_concurrent = excluded.max_concurrent, \
              max_concurrent_extension = excluded.max_concurrent_extension, \
              max_calls_per_second = excluded.max_calls_per_second, \
@@ -53,7 +53,7 @@ impl Store {
         let row = sqlx::query(
             "SELECT tenant_id, max_concurrent, max_concurrent_extension, max_calls_per_second, \
              daily_cap_cents, media_storage_bytes, max_media_sessions, recording_minutes \
-             FROM tenant_limits WHERE tenant_id = ?",
+             FROM tenant_limits WHERE tenant_id = $1",
         )
         .bind(tenant.0)
         .fetch_optional(&self.pool)
@@ -76,7 +76,7 @@ impl Store {
     }
 }
 
-fn from_row(row: &sqlx::sqlite::SqliteRow) -> Result<(TenantId, TenantLimits)> {
+fn from_row(row: &sqlx::any::AnyRow) -> Result<(TenantId, TenantLimits)> {
     let u32_col = |name: &str| -> Result<Option<u32>> {
         let v: Option<i64> = row.try_get(name)?;
         Ok(v.and_then(|v| u32::try_from(v).ok()))
@@ -103,38 +103,39 @@ fn from_row(row: &sqlx::sqlite::SqliteRow) -> Result<(TenantId, TenantLimits)> {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn limits_round_trip_and_bump_the_generation() {
-        let store = Store::open_in_memory().await.unwrap();
-        let t = store.add_tenant("acme", "acme.example").await.unwrap().id;
-        assert_eq!(
-            store.tenant_limits(t).await.unwrap(),
-            TenantLimits::default()
-        );
-        let before = store.generation().await.unwrap();
-        let limits = TenantLimits {
-            max_concurrent: Some(50),
-            max_concurrent_extension: None,
-            max_calls_per_second: Some(5),
-            daily_cap_cents: Some(2500),
-            media_storage_bytes: Some(1 << 20),
-            max_media_sessions: Some(3),
-            recording_minutes: Some(30),
-        };
-        store.set_tenant_limits(t, &limits).await.unwrap();
-        assert_eq!(store.tenant_limits(t).await.unwrap(), limits);
-        assert!(store.generation().await.unwrap() > before);
-        let again = TenantLimits {
-            max_concurrent: Some(7),
-            ..TenantLimits::default()
-        };
-        store.set_tenant_limits(t, &again).await.unwrap();
-        assert_eq!(store.all_tenant_limits().await.unwrap(), vec![(t, again)]);
-        assert!(
-            store
-                .set_tenant_limits(TenantId(999), &again)
-                .await
-                .is_err()
-        );
+    backend_test! {
+        async fn limits_round_trip_and_bump_the_generation() {
+            let store = crate::testdb::store().await.unwrap();
+            let t = store.add_tenant("acme", "acme.example").await.unwrap().id;
+            assert_eq!(
+                store.tenant_limits(t).await.unwrap(),
+                TenantLimits::default()
+            );
+            let before = store.generation().await.unwrap();
+            let limits = TenantLimits {
+                max_concurrent: Some(50),
+                max_concurrent_extension: None,
+                max_calls_per_second: Some(5),
+                daily_cap_cents: Some(2500),
+                media_storage_bytes: Some(1 << 20),
+                max_media_sessions: Some(3),
+                recording_minutes: Some(30),
+            };
+            store.set_tenant_limits(t, &limits).await.unwrap();
+            assert_eq!(store.tenant_limits(t).await.unwrap(), limits);
+            assert!(store.generation().await.unwrap() > before);
+            let again = TenantLimits {
+                max_concurrent: Some(7),
+                ..TenantLimits::default()
+            };
+            store.set_tenant_limits(t, &again).await.unwrap();
+            assert_eq!(store.all_tenant_limits().await.unwrap(), vec![(t, again)]);
+            assert!(
+                store
+                    .set_tenant_limits(TenantId(999), &again)
+                    .await
+                    .is_err()
+            );
+        }
     }
 }

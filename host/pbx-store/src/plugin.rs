@@ -7,8 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
 
 use crate::tenant::ensure_tenant;
 use crate::{Error, Result, Store, TenantId};
@@ -89,7 +89,7 @@ impl Store {
         let hash = put_blob(&mut tx, wasm, now_ms).await?;
         let row = sqlx::query(
             "SELECT COALESCE(MAX(version), 0) + 1 AS next FROM dialplan_versions \
-             WHERE tenant_id = ?",
+             WHERE tenant_id = $1",
         )
         .bind(tenant.0)
         .fetch_one(&mut *tx)
@@ -97,7 +97,7 @@ impl Store {
         let version: i64 = row.try_get("next")?;
         sqlx::query(
             "INSERT INTO dialplan_versions (tenant_id, version, hash, uploaded_ms) \
-             VALUES (?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4)",
         )
         .bind(tenant.0)
         .bind(version)
@@ -113,7 +113,7 @@ impl Store {
 
     /// The tenant's dial-plan versions, oldest first.
     pub async fn list_dialplans(&self, tenant: TenantId) -> Result<Vec<PluginVersion>> {
-        let rows = sqlx::query(versions_query!("WHERE v.tenant_id = ? ORDER BY v.version"))
+        let rows = sqlx::query(versions_query!("WHERE v.tenant_id = $1 ORDER BY v.version"))
             .bind(tenant.0)
             .fetch_all(&self.pool)
             .await?;
@@ -143,17 +143,18 @@ impl Store {
         let target = match version {
             Some(v) => v,
             None => {
-                let active = sqlx::query("SELECT version FROM dialplan_active WHERE tenant_id = ?")
-                    .bind(tenant.0)
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .ok_or_else(|| {
-                        Error::NotFound(format!("tenant {tenant} has no active dial plan"))
-                    })?;
+                let active =
+                    sqlx::query("SELECT version FROM dialplan_active WHERE tenant_id = $1")
+                        .bind(tenant.0)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .ok_or_else(|| {
+                            Error::NotFound(format!("tenant {tenant} has no active dial plan"))
+                        })?;
                 let active: i64 = active.try_get("version")?;
                 let row = sqlx::query(
                     "SELECT MAX(version) AS previous FROM dialplan_versions \
-                     WHERE tenant_id = ? AND version < ?",
+                     WHERE tenant_id = $1 AND version < $2",
                 )
                 .bind(tenant.0)
                 .bind(active)
@@ -189,7 +190,7 @@ impl Store {
 
     /// The component bytes stored under `hash`, if any.
     pub async fn plugin_blob(&self, hash: &str) -> Result<Option<Vec<u8>>> {
-        let row = sqlx::query("SELECT bytes FROM plugin_blobs WHERE hash = ?")
+        let row = sqlx::query("SELECT bytes FROM plugin_blobs WHERE hash = $1")
             .bind(hash)
             .fetch_optional(&self.pool)
             .await?;
@@ -216,7 +217,7 @@ impl Store {
         let previous = policy_hash(&mut tx, name).await?;
         let hash = put_blob(&mut tx, wasm, now_ms).await?;
         sqlx::query(
-            "INSERT INTO policies (name, tenant_id, hash, installed_ms) VALUES (?, ?, ?, ?) \
+            "INSERT INTO policies (name, tenant_id, hash, installed_ms) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (name) DO UPDATE SET tenant_id = excluded.tenant_id, \
              hash = excluded.hash, installed_ms = excluded.installed_ms",
         )
@@ -244,7 +245,7 @@ impl Store {
         let hash = policy_hash(&mut tx, name)
             .await?
             .ok_or_else(|| Error::NotFound(format!("policy {name:?}")))?;
-        sqlx::query("DELETE FROM policies WHERE name = ?")
+        sqlx::query("DELETE FROM policies WHERE name = $1")
             .bind(name)
             .execute(&mut *tx)
             .await?;
@@ -257,8 +258,8 @@ impl Store {
     /// component's size (what a per-tenant upload quota is checked against).
     pub async fn dialplan_bytes(&self, tenant: TenantId) -> Result<i64> {
         let row = sqlx::query(
-            "SELECT COALESCE(SUM(b.size), 0) AS total FROM dialplan_versions v \
-             JOIN plugin_blobs b ON b.hash = v.hash WHERE v.tenant_id = ?",
+            "SELECT CAST(COALESCE(SUM(b.size), 0) AS BIGINT) AS total FROM dialplan_versions v \
+             JOIN plugin_blobs b ON b.hash = v.hash WHERE v.tenant_id = $1",
         )
         .bind(tenant.0)
         .fetch_one(&self.pool)
@@ -274,13 +275,13 @@ impl Store {
         let keep = i64::try_from(keep.max(1)).unwrap_or(i64::MAX);
         let mut tx = self.write_tx().await?;
         let active: Option<i64> =
-            sqlx::query_scalar("SELECT version FROM dialplan_active WHERE tenant_id = ?")
+            sqlx::query_scalar("SELECT version FROM dialplan_active WHERE tenant_id = $1")
                 .bind(tenant.0)
                 .fetch_optional(&mut *tx)
                 .await?;
         let before_active: Option<i64> = match active {
             Some(a) => sqlx::query_scalar(
-                "SELECT MAX(version) FROM dialplan_versions WHERE tenant_id = ? AND version < ?",
+                "SELECT MAX(version) FROM dialplan_versions WHERE tenant_id = $1 AND version < $2",
             )
             .bind(tenant.0)
             .bind(a)
@@ -289,10 +290,11 @@ impl Store {
             None => None,
         };
         let rows = sqlx::query(
-            "SELECT version, hash FROM dialplan_versions WHERE tenant_id = ? \
-             ORDER BY version DESC LIMIT -1 OFFSET ?",
+            "SELECT version, hash FROM dialplan_versions WHERE tenant_id = $1 \
+             ORDER BY version DESC LIMIT $2 OFFSET $3",
         )
         .bind(tenant.0)
+        .bind(i64::MAX)
         .bind(keep)
         .fetch_all(&mut *tx)
         .await?;
@@ -303,7 +305,7 @@ impl Store {
                 continue;
             }
             let hash: String = row.try_get("hash")?;
-            sqlx::query("DELETE FROM dialplan_versions WHERE tenant_id = ? AND version = ?")
+            sqlx::query("DELETE FROM dialplan_versions WHERE tenant_id = $1 AND version = $2")
                 .bind(tenant.0)
                 .bind(version)
                 .execute(&mut *tx)
@@ -349,7 +351,7 @@ impl Store {
         ensure_tenant(&mut tx, tenant).await?;
         let previous = tenant_policy_hash(&mut tx, tenant, name).await?;
         if previous.is_none() {
-            let row = sqlx::query("SELECT COUNT(*) AS n FROM tenant_policies WHERE tenant_id = ?")
+            let row = sqlx::query("SELECT COUNT(*) AS n FROM tenant_policies WHERE tenant_id = $1")
                 .bind(tenant.0)
                 .fetch_one(&mut *tx)
                 .await?;
@@ -363,7 +365,7 @@ impl Store {
         let hash = put_blob(&mut tx, wasm, now_ms).await?;
         sqlx::query(
             "INSERT INTO tenant_policies (tenant_id, name, hash, installed_ms) \
-             VALUES (?, ?, ?, ?) ON CONFLICT (tenant_id, name) DO UPDATE SET \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, name) DO UPDATE SET \
              hash = excluded.hash, installed_ms = excluded.installed_ms",
         )
         .bind(tenant.0)
@@ -391,7 +393,7 @@ impl Store {
         let hash = tenant_policy_hash(&mut tx, tenant, name)
             .await?
             .ok_or_else(|| Error::NotFound(format!("policy {name:?}")))?;
-        sqlx::query("DELETE FROM tenant_policies WHERE tenant_id = ? AND name = ?")
+        sqlx::query("DELETE FROM tenant_policies WHERE tenant_id = $1 AND name = $2")
             .bind(tenant.0)
             .bind(name)
             .execute(&mut *tx)
@@ -405,7 +407,7 @@ impl Store {
     pub async fn list_tenant_policies(&self, tenant: TenantId) -> Result<Vec<TenantPolicy>> {
         let rows = sqlx::query(
             "SELECT tenant_id, name, hash, installed_ms FROM tenant_policies \
-             WHERE tenant_id = ? ORDER BY name",
+             WHERE tenant_id = $1 ORDER BY name",
         )
         .bind(tenant.0)
         .fetch_all(&self.pool)
@@ -461,7 +463,7 @@ pub(crate) fn policy_name(name: &str) -> Result<()> {
 
 /// Stores `wasm` under its SHA-256 unless those bytes are already there; returns
 /// the hash.
-async fn put_blob(conn: &mut SqliteConnection, wasm: &[u8], now_ms: i64) -> Result<String> {
+async fn put_blob(conn: &mut AnyConnection, wasm: &[u8], now_ms: i64) -> Result<String> {
     if wasm.is_empty() {
         return Err(Error::Invalid("plugin file is empty".into()));
     }
@@ -469,7 +471,7 @@ async fn put_blob(conn: &mut SqliteConnection, wasm: &[u8], now_ms: i64) -> Resu
         i64::try_from(wasm.len()).map_err(|_| Error::Invalid("plugin file is too large".into()))?;
     let hash = hex::encode(Sha256::digest(wasm));
     sqlx::query(
-        "INSERT INTO plugin_blobs (hash, bytes, size, created_ms) VALUES (?, ?, ?, ?) \
+        "INSERT INTO plugin_blobs (hash, bytes, size, created_ms) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (hash) DO NOTHING",
     )
     .bind(&hash)
@@ -482,12 +484,12 @@ async fn put_blob(conn: &mut SqliteConnection, wasm: &[u8], now_ms: i64) -> Resu
 }
 
 /// Deletes a blob that no dial-plan version and no policy refers to any more.
-async fn drop_blob_if_unused(conn: &mut SqliteConnection, hash: &str) -> Result<()> {
+async fn drop_blob_if_unused(conn: &mut AnyConnection, hash: &str) -> Result<()> {
     sqlx::query(
-        "DELETE FROM plugin_blobs WHERE hash = ? \
-         AND NOT EXISTS (SELECT 1 FROM dialplan_versions WHERE hash = ?) \
-         AND NOT EXISTS (SELECT 1 FROM policies WHERE hash = ?) \
-         AND NOT EXISTS (SELECT 1 FROM tenant_policies WHERE hash = ?)",
+        "DELETE FROM plugin_blobs WHERE hash = $1 \
+         AND NOT EXISTS (SELECT 1 FROM dialplan_versions WHERE hash = $2) \
+         AND NOT EXISTS (SELECT 1 FROM policies WHERE hash = $3) \
+         AND NOT EXISTS (SELECT 1 FROM tenant_policies WHERE hash = $4)",
     )
     .bind(hash)
     .bind(hash)
@@ -498,7 +500,7 @@ async fn drop_blob_if_unused(conn: &mut SqliteConnection, hash: &str) -> Result<
     Ok(())
 }
 
-fn tenant_policy_from_row(row: &SqliteRow) -> Result<TenantPolicy> {
+fn tenant_policy_from_row(row: &AnyRow) -> Result<TenantPolicy> {
     Ok(TenantPolicy {
         tenant: TenantId(row.try_get("tenant_id")?),
         name: row.try_get("name")?,
@@ -508,11 +510,11 @@ fn tenant_policy_from_row(row: &SqliteRow) -> Result<TenantPolicy> {
 }
 
 async fn tenant_policy_hash(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     tenant: TenantId,
     name: &str,
 ) -> Result<Option<String>> {
-    let row = sqlx::query("SELECT hash FROM tenant_policies WHERE tenant_id = ? AND name = ?")
+    let row = sqlx::query("SELECT hash FROM tenant_policies WHERE tenant_id = $1 AND name = $2")
         .bind(tenant.0)
         .bind(name)
         .fetch_optional(conn)
@@ -523,8 +525,8 @@ async fn tenant_policy_hash(
     })
 }
 
-async fn policy_hash(conn: &mut SqliteConnection, name: &str) -> Result<Option<String>> {
-    let row = sqlx::query("SELECT hash FROM policies WHERE name = ?")
+async fn policy_hash(conn: &mut AnyConnection, name: &str) -> Result<Option<String>> {
+    let row = sqlx::query("SELECT hash FROM policies WHERE name = $1")
         .bind(name)
         .fetch_optional(conn)
         .await?;
@@ -534,9 +536,9 @@ async fn policy_hash(conn: &mut SqliteConnection, name: &str) -> Result<Option<S
     })
 }
 
-async fn set_active(conn: &mut SqliteConnection, tenant: TenantId, version: i64) -> Result<()> {
+async fn set_active(conn: &mut AnyConnection, tenant: TenantId, version: i64) -> Result<()> {
     sqlx::query(
-        "INSERT INTO dialplan_active (tenant_id, version) VALUES (?, ?) \
+        "INSERT INTO dialplan_active (tenant_id, version) VALUES ($1, $2) \
          ON CONFLICT (tenant_id) DO UPDATE SET version = excluded.version",
     )
     .bind(tenant.0)
@@ -549,11 +551,11 @@ async fn set_active(conn: &mut SqliteConnection, tenant: TenantId, version: i64)
 /// One of the tenant's versions; [`Error::NotFound`] when the tenant has no such
 /// version (whether or not another tenant does).
 async fn version_row(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     tenant: TenantId,
     version: i64,
 ) -> Result<PluginVersion> {
-    let row = sqlx::query(versions_query!("WHERE v.tenant_id = ? AND v.version = ?"))
+    let row = sqlx::query(versions_query!("WHERE v.tenant_id = $1 AND v.version = $2"))
         .bind(tenant.0)
         .bind(version)
         .fetch_optional(conn)
@@ -564,7 +566,7 @@ async fn version_row(
     version_from_row(&row)
 }
 
-fn version_from_row(row: &SqliteRow) -> Result<PluginVersion> {
+fn version_from_row(row: &AnyRow) -> Result<PluginVersion> {
     let active: i64 = row.try_get("active")?;
     Ok(PluginVersion {
         tenant: TenantId(row.try_get("tenant_id")?),
@@ -581,7 +583,7 @@ mod tests {
     use crate::*;
 
     async fn two_tenants() -> (Store, TenantId, TenantId) {
-        let store = Store::open_in_memory().await.expect("open");
+        let store = crate::testdb::store().await.expect("open");
         let a = store.add_tenant("a", "a.example").await.expect("a").id;
         let b = store.add_tenant("b", "b.example").await.expect("b").id;
         (store, a, b)
@@ -599,191 +601,197 @@ mod tests {
         list.iter().map(|v| (v.version, v.active)).collect()
     }
 
-    #[tokio::test]
-    async fn versions_are_numbered_per_tenant_and_the_newest_is_active() {
-        let (store, a, b) = two_tenants().await;
-        assert!(store.list_dialplans(a).await.expect("list").is_empty());
-        let v1 = store.install_dialplan(a, b"one", 1_000).await.expect("v1");
-        assert_eq!(v1.version, 1);
-        assert!(v1.active);
-        assert_eq!(v1.size, 3);
-        assert_eq!(v1.uploaded_at_ms, 1_000);
-        assert_eq!(v1.hash.len(), 64);
-        let v2 = store.install_dialplan(a, b"two", 2_000).await.expect("v2");
-        assert_eq!(v2.version, 2);
-        let b1 = store.install_dialplan(b, b"one", 3_000).await.expect("b1");
-        assert_eq!(b1.version, 1);
-        assert_eq!(
-            versions(&store.list_dialplans(a).await.expect("list")),
-            [(1, false), (2, true)]
-        );
-        assert_eq!(
-            store.plugin_blob(&v2.hash).await.expect("blob"),
-            Some(b"two".to_vec())
-        );
-        assert_eq!(store.plugin_blob("00").await.expect("blob"), None);
-        // Unknown tenant and empty bytes are refused.
-        assert!(matches!(
-            store.install_dialplan(TenantId(99), b"x", 1).await,
-            Err(Error::NotFound(_))
-        ));
-        assert!(matches!(
-            store.install_dialplan(a, b"", 1).await,
-            Err(Error::Invalid(_))
-        ));
-        assert_eq!(store.list_dialplans(a).await.expect("list").len(), 2);
+    backend_test! {
+        async fn versions_are_numbered_per_tenant_and_the_newest_is_active() {
+            let (store, a, b) = two_tenants().await;
+            assert!(store.list_dialplans(a).await.expect("list").is_empty());
+            let v1 = store.install_dialplan(a, b"one", 1_000).await.expect("v1");
+            assert_eq!(v1.version, 1);
+            assert!(v1.active);
+            assert_eq!(v1.size, 3);
+            assert_eq!(v1.uploaded_at_ms, 1_000);
+            assert_eq!(v1.hash.len(), 64);
+            let v2 = store.install_dialplan(a, b"two", 2_000).await.expect("v2");
+            assert_eq!(v2.version, 2);
+            let b1 = store.install_dialplan(b, b"one", 3_000).await.expect("b1");
+            assert_eq!(b1.version, 1);
+            assert_eq!(
+                versions(&store.list_dialplans(a).await.expect("list")),
+                [(1, false), (2, true)]
+            );
+            assert_eq!(
+                store.plugin_blob(&v2.hash).await.expect("blob"),
+                Some(b"two".to_vec())
+            );
+            assert_eq!(store.plugin_blob("00").await.expect("blob"), None);
+            // Unknown tenant and empty bytes are refused.
+            assert!(matches!(
+                store.install_dialplan(TenantId(99), b"x", 1).await,
+                Err(Error::NotFound(_))
+            ));
+            assert!(matches!(
+                store.install_dialplan(a, b"", 1).await,
+                Err(Error::Invalid(_))
+            ));
+            assert_eq!(store.list_dialplans(a).await.expect("list").len(), 2);
+        }
     }
 
-    #[tokio::test]
-    async fn identical_bytes_are_stored_once() {
-        let (store, a, b) = two_tenants().await;
-        let v1 = store.install_dialplan(a, b"same", 1).await.expect("v1");
-        let v2 = store.install_dialplan(a, b"same", 2).await.expect("v2");
-        let b1 = store.install_dialplan(b, b"same", 3).await.expect("b1");
-        let p = store
-            .install_policy("p", None, b"same", 4)
-            .await
-            .expect("policy");
-        assert_eq!(v1.hash, v2.hash);
-        assert_eq!(v1.hash, b1.hash);
-        assert_eq!(v1.hash, p.hash);
-        assert_eq!(blob_count(&store).await, 1);
-        store.install_dialplan(a, b"other", 5).await.expect("v3");
-        assert_eq!(blob_count(&store).await, 2);
+    backend_test! {
+        async fn identical_bytes_are_stored_once() {
+            let (store, a, b) = two_tenants().await;
+            let v1 = store.install_dialplan(a, b"same", 1).await.expect("v1");
+            let v2 = store.install_dialplan(a, b"same", 2).await.expect("v2");
+            let b1 = store.install_dialplan(b, b"same", 3).await.expect("b1");
+            let p = store
+                .install_policy("p", None, b"same", 4)
+                .await
+                .expect("policy");
+            assert_eq!(v1.hash, v2.hash);
+            assert_eq!(v1.hash, b1.hash);
+            assert_eq!(v1.hash, p.hash);
+            assert_eq!(blob_count(&store).await, 1);
+            store.install_dialplan(a, b"other", 5).await.expect("v3");
+            assert_eq!(blob_count(&store).await, 2);
+        }
     }
 
-    #[tokio::test]
-    async fn activation_and_rollback() {
-        let (store, a, _) = two_tenants().await;
-        for (i, bytes) in [b"v1", b"v2", b"v3"].iter().enumerate() {
-            store
-                .install_dialplan(a, *bytes, i as i64)
+    backend_test! {
+        async fn activation_and_rollback() {
+            let (store, a, _) = two_tenants().await;
+            for (i, bytes) in [b"v1", b"v2", b"v3"].iter().enumerate() {
+                store
+                    .install_dialplan(a, *bytes, i as i64)
+                    .await
+                    .expect("install");
+            }
+            // None: one step below the active version.
+            let back = store.rollback_dialplan(a, None).await.expect("rollback");
+            assert_eq!((back.version, back.active), (2, true));
+            let back = store.rollback_dialplan(a, None).await.expect("rollback");
+            assert_eq!(back.version, 1);
+            assert!(matches!(
+                store.rollback_dialplan(a, None).await,
+                Err(Error::NotFound(_))
+            ));
+            // A given version, forwards or backwards.
+            let v3 = store.rollback_dialplan(a, Some(3)).await.expect("to 3");
+            assert_eq!(v3.version, 3);
+            assert_eq!(
+                versions(&store.list_dialplans(a).await.expect("list")),
+                [(1, false), (2, false), (3, true)]
+            );
+            let v1 = store.activate_dialplan(a, 1).await.expect("activate");
+            assert!(v1.active);
+            // A missing version changes nothing.
+            assert!(matches!(
+                store.activate_dialplan(a, 7).await,
+                Err(Error::NotFound(_))
+            ));
+            assert!(matches!(
+                store.rollback_dialplan(a, Some(0)).await,
+                Err(Error::NotFound(_))
+            ));
+            assert_eq!(
+                versions(&store.list_dialplans(a).await.expect("list")),
+                [(1, true), (2, false), (3, false)]
+            );
+            let active = store.active_dialplans().await.expect("active");
+            assert_eq!(active.len(), 1);
+            assert_eq!((active[0].0, active[0].1.version), (a, 1));
+            assert_eq!(active[0].1.hash, v1.hash);
+        }
+    }
+
+    backend_test! {
+        async fn rollback_without_any_version_is_an_error() {
+            let (store, a, _) = two_tenants().await;
+            assert!(matches!(
+                store.rollback_dialplan(a, None).await,
+                Err(Error::NotFound(_))
+            ));
+            assert!(store.active_dialplans().await.expect("active").is_empty());
+        }
+    }
+
+    backend_test! {
+        async fn tenants_cannot_see_or_activate_each_others_versions() {
+            let (store, a, b) = two_tenants().await;
+            store.install_dialplan(a, b"a1", 1).await.expect("a1");
+            store.install_dialplan(a, b"a2", 2).await.expect("a2");
+            store.install_dialplan(b, b"b1", 3).await.expect("b1");
+            assert_eq!(store.list_dialplans(b).await.expect("list").len(), 1);
+            assert!(
+                store
+                    .list_dialplans(b)
+                    .await
+                    .expect("list")
+                    .iter()
+                    .all(|v| v.tenant == b)
+            );
+            // B has no version 2: A's version 2 is not reachable through B.
+            assert!(matches!(
+                store.activate_dialplan(b, 2).await,
+                Err(Error::NotFound(_))
+            ));
+            assert!(matches!(
+                store.rollback_dialplan(b, Some(2)).await,
+                Err(Error::NotFound(_))
+            ));
+            assert!(matches!(
+                store.rollback_dialplan(b, None).await,
+                Err(Error::NotFound(_))
+            ));
+            let active = store.active_dialplans().await.expect("active");
+            let summary: Vec<_> = active.iter().map(|(t, v)| (*t, v.version)).collect();
+            assert_eq!(summary, [(a, 2), (b, 1)]);
+        }
+    }
+
+    backend_test! {
+        async fn policies_are_replaced_by_name_and_removed() {
+            let (store, a, _) = two_tenants().await;
+            let p = store
+                .install_policy("fraud", None, b"p1", 10)
                 .await
                 .expect("install");
-        }
-        // None: one step below the active version.
-        let back = store.rollback_dialplan(a, None).await.expect("rollback");
-        assert_eq!((back.version, back.active), (2, true));
-        let back = store.rollback_dialplan(a, None).await.expect("rollback");
-        assert_eq!(back.version, 1);
-        assert!(matches!(
-            store.rollback_dialplan(a, None).await,
-            Err(Error::NotFound(_))
-        ));
-        // A given version, forwards or backwards.
-        let v3 = store.rollback_dialplan(a, Some(3)).await.expect("to 3");
-        assert_eq!(v3.version, 3);
-        assert_eq!(
-            versions(&store.list_dialplans(a).await.expect("list")),
-            [(1, false), (2, false), (3, true)]
-        );
-        let v1 = store.activate_dialplan(a, 1).await.expect("activate");
-        assert!(v1.active);
-        // A missing version changes nothing.
-        assert!(matches!(
-            store.activate_dialplan(a, 7).await,
-            Err(Error::NotFound(_))
-        ));
-        assert!(matches!(
-            store.rollback_dialplan(a, Some(0)).await,
-            Err(Error::NotFound(_))
-        ));
-        assert_eq!(
-            versions(&store.list_dialplans(a).await.expect("list")),
-            [(1, true), (2, false), (3, false)]
-        );
-        let active = store.active_dialplans().await.expect("active");
-        assert_eq!(active.len(), 1);
-        assert_eq!((active[0].0, active[0].1.version), (a, 1));
-        assert_eq!(active[0].1.hash, v1.hash);
-    }
-
-    #[tokio::test]
-    async fn rollback_without_any_version_is_an_error() {
-        let (store, a, _) = two_tenants().await;
-        assert!(matches!(
-            store.rollback_dialplan(a, None).await,
-            Err(Error::NotFound(_))
-        ));
-        assert!(store.active_dialplans().await.expect("active").is_empty());
-    }
-
-    #[tokio::test]
-    async fn tenants_cannot_see_or_activate_each_others_versions() {
-        let (store, a, b) = two_tenants().await;
-        store.install_dialplan(a, b"a1", 1).await.expect("a1");
-        store.install_dialplan(a, b"a2", 2).await.expect("a2");
-        store.install_dialplan(b, b"b1", 3).await.expect("b1");
-        assert_eq!(store.list_dialplans(b).await.expect("list").len(), 1);
-        assert!(
+            assert_eq!(p.tenant, None);
             store
-                .list_dialplans(b)
+                .install_policy("own-limits", Some(a), b"p2", 11)
                 .await
-                .expect("list")
-                .iter()
-                .all(|v| v.tenant == b)
-        );
-        // B has no version 2: A's version 2 is not reachable through B.
-        assert!(matches!(
-            store.activate_dialplan(b, 2).await,
-            Err(Error::NotFound(_))
-        ));
-        assert!(matches!(
-            store.rollback_dialplan(b, Some(2)).await,
-            Err(Error::NotFound(_))
-        ));
-        assert!(matches!(
-            store.rollback_dialplan(b, None).await,
-            Err(Error::NotFound(_))
-        ));
-        let active = store.active_dialplans().await.expect("active");
-        let summary: Vec<_> = active.iter().map(|(t, v)| (*t, v.version)).collect();
-        assert_eq!(summary, [(a, 2), (b, 1)]);
-    }
-
-    #[tokio::test]
-    async fn policies_are_replaced_by_name_and_removed() {
-        let (store, a, _) = two_tenants().await;
-        let p = store
-            .install_policy("fraud", None, b"p1", 10)
-            .await
-            .expect("install");
-        assert_eq!(p.tenant, None);
-        store
-            .install_policy("own-limits", Some(a), b"p2", 11)
-            .await
-            .expect("install");
-        let replaced = store
-            .install_policy("fraud", None, b"p3", 12)
-            .await
-            .expect("replace");
-        let list = store.list_policies().await.expect("list");
-        assert_eq!(list.len(), 2);
-        assert_eq!(list[0], replaced);
-        assert_eq!(list[1].name, "own-limits");
-        assert_eq!(list[1].tenant, Some(a));
-        // The replaced bytes are gone, the new ones are there.
-        assert_eq!(store.plugin_blob(&p.hash).await.expect("blob"), None);
-        assert_eq!(
-            store.plugin_blob(&replaced.hash).await.expect("blob"),
-            Some(b"p3".to_vec())
-        );
-        store.remove_policy("fraud").await.expect("remove");
-        assert!(matches!(
-            store.remove_policy("fraud").await,
-            Err(Error::NotFound(_))
-        ));
-        assert_eq!(store.list_policies().await.expect("list").len(), 1);
-        assert_eq!(blob_count(&store).await, 1);
-        // Bad names and unknown tenants are refused.
-        assert!(matches!(
-            store.install_policy("bad name", None, b"x", 1).await,
-            Err(Error::Invalid(_))
-        ));
-        assert!(matches!(
-            store.install_policy("x", Some(TenantId(99)), b"x", 1).await,
-            Err(Error::NotFound(_))
-        ));
+                .expect("install");
+            let replaced = store
+                .install_policy("fraud", None, b"p3", 12)
+                .await
+                .expect("replace");
+            let list = store.list_policies().await.expect("list");
+            assert_eq!(list.len(), 2);
+            assert_eq!(list[0], replaced);
+            assert_eq!(list[1].name, "own-limits");
+            assert_eq!(list[1].tenant, Some(a));
+            // The replaced bytes are gone, the new ones are there.
+            assert_eq!(store.plugin_blob(&p.hash).await.expect("blob"), None);
+            assert_eq!(
+                store.plugin_blob(&replaced.hash).await.expect("blob"),
+                Some(b"p3".to_vec())
+            );
+            store.remove_policy("fraud").await.expect("remove");
+            assert!(matches!(
+                store.remove_policy("fraud").await,
+                Err(Error::NotFound(_))
+            ));
+            assert_eq!(store.list_policies().await.expect("list").len(), 1);
+            assert_eq!(blob_count(&store).await, 1);
+            // Bad names and unknown tenants are refused.
+            assert!(matches!(
+                store.install_policy("bad name", None, b"x", 1).await,
+                Err(Error::Invalid(_))
+            ));
+            assert!(matches!(
+                store.install_policy("x", Some(TenantId(99)), b"x", 1).await,
+                Err(Error::NotFound(_))
+            ));
+        }
     }
 
     /// One call-time write; whether it was applied.
@@ -794,131 +802,135 @@ mod tests {
             .expect("apply")[0]
     }
 
-    #[tokio::test]
-    async fn plugin_storage_is_per_tenant() {
-        let (store, a, b) = two_tenants().await;
-        assert!(put(&store, a, "count", Some(b"1")).await);
-        assert!(put(&store, a, "count", Some(b"2")).await);
-        assert!(put(&store, b, "count", Some(b"9")).await);
-        assert!(put(&store, b, "gone", Some(b"x")).await);
-        assert!(put(&store, b, "gone", None).await);
-        assert_eq!(
-            store.plugin_kv_all().await.expect("all"),
-            vec![
-                (a, "count".to_owned(), b"2".to_vec()),
-                (b, "count".to_owned(), b"9".to_vec())
-            ]
-        );
-        assert!(!put(&store, a, "", Some(b"x")).await);
-        assert!(!put(&store, a, &"k".repeat(257), Some(b"x")).await);
-        assert!(!put(&store, TenantId(99), "k", Some(b"x")).await);
+    backend_test! {
+        async fn plugin_storage_is_per_tenant() {
+            let (store, a, b) = two_tenants().await;
+            assert!(put(&store, a, "count", Some(b"1")).await);
+            assert!(put(&store, a, "count", Some(b"2")).await);
+            assert!(put(&store, b, "count", Some(b"9")).await);
+            assert!(put(&store, b, "gone", Some(b"x")).await);
+            assert!(put(&store, b, "gone", None).await);
+            assert_eq!(
+                store.plugin_kv_all().await.expect("all"),
+                vec![
+                    (a, "count".to_owned(), b"2".to_vec()),
+                    (b, "count".to_owned(), b"9".to_vec())
+                ]
+            );
+            assert!(!put(&store, a, "", Some(b"x")).await);
+            assert!(!put(&store, a, &"k".repeat(257), Some(b"x")).await);
+            assert!(!put(&store, TenantId(99), "k", Some(b"x")).await);
+        }
     }
 
-    #[tokio::test]
-    async fn generation_moves_on_plugins_but_not_on_storage() {
-        let (store, a, _) = two_tenants().await;
-        let g0 = store.generation().await.expect("g");
-        store.install_dialplan(a, b"v1", 1).await.expect("v1");
-        let g1 = store.generation().await.expect("g");
-        assert!(g1 > g0);
-        store.install_dialplan(a, b"v2", 2).await.expect("v2");
-        store.rollback_dialplan(a, None).await.expect("rollback");
-        let g2 = store.generation().await.expect("g");
-        assert!(g2 > g1);
-        store
-            .install_policy("p", None, b"p", 3)
-            .await
-            .expect("policy");
-        let g3 = store.generation().await.expect("g");
-        assert!(g3 > g2);
-        store.remove_policy("p").await.expect("remove");
-        let g4 = store.generation().await.expect("g");
-        assert!(g4 > g3);
-        assert!(put(&store, a, "k", Some(b"v")).await);
-        assert!(put(&store, a, "k", None).await);
-        assert_eq!(store.generation().await.expect("g"), g4);
-        // A failed activation leaves it alone too.
-        assert!(store.activate_dialplan(a, 9).await.is_err());
-        assert_eq!(store.generation().await.expect("g"), g4);
-    }
-
-    #[tokio::test]
-    async fn pruning_keeps_the_newest_the_active_and_the_one_before() {
-        let store = Store::open_in_memory().await.expect("open");
-        let t = store.add_tenant("a", "a.example").await.expect("t").id;
-        for i in 0..6u8 {
+    backend_test! {
+        async fn generation_moves_on_plugins_but_not_on_storage() {
+            let (store, a, _) = two_tenants().await;
+            let g0 = store.generation().await.expect("g");
+            store.install_dialplan(a, b"v1", 1).await.expect("v1");
+            let g1 = store.generation().await.expect("g");
+            assert!(g1 > g0);
+            store.install_dialplan(a, b"v2", 2).await.expect("v2");
+            store.rollback_dialplan(a, None).await.expect("rollback");
+            let g2 = store.generation().await.expect("g");
+            assert!(g2 > g1);
             store
-                .install_dialplan(t, &[0, b'a', b's', b'm', i], 1)
+                .install_policy("p", None, b"p", 3)
+                .await
+                .expect("policy");
+            let g3 = store.generation().await.expect("g");
+            assert!(g3 > g2);
+            store.remove_policy("p").await.expect("remove");
+            let g4 = store.generation().await.expect("g");
+            assert!(g4 > g3);
+            assert!(put(&store, a, "k", Some(b"v")).await);
+            assert!(put(&store, a, "k", None).await);
+            assert_eq!(store.generation().await.expect("g"), g4);
+            // A failed activation leaves it alone too.
+            assert!(store.activate_dialplan(a, 9).await.is_err());
+            assert_eq!(store.generation().await.expect("g"), g4);
+        }
+    }
+
+    backend_test! {
+        async fn pruning_keeps_the_newest_the_active_and_the_one_before() {
+            let store = crate::testdb::store().await.expect("open");
+            let t = store.add_tenant("a", "a.example").await.expect("t").id;
+            for i in 0..6u8 {
+                store
+                    .install_dialplan(t, &[0, b'a', b's', b'm', i], 1)
+                    .await
+                    .expect("install");
+            }
+            assert_eq!(store.dialplan_bytes(t).await.expect("bytes"), 30);
+            store.activate_dialplan(t, 3).await.expect("activate");
+            let pruned = store.prune_dialplans(t, 2).await.expect("prune");
+            assert_eq!(pruned, vec![1, 4]);
+            let left: Vec<i64> = store
+                .list_dialplans(t)
+                .await
+                .expect("list")
+                .iter()
+                .map(|v| v.version)
+                .collect();
+            assert_eq!(left, vec![2, 3, 5, 6]);
+            assert_eq!(store.dialplan_bytes(t).await.expect("bytes"), 20);
+            store
+                .rollback_dialplan(t, None)
+                .await
+                .expect("rollback to 2");
+            let next = store
+                .install_dialplan(t, b"\0asm-new", 2)
                 .await
                 .expect("install");
+            assert_eq!(next.version, 7, "version numbers are not reused");
         }
-        assert_eq!(store.dialplan_bytes(t).await.expect("bytes"), 30);
-        store.activate_dialplan(t, 3).await.expect("activate");
-        let pruned = store.prune_dialplans(t, 2).await.expect("prune");
-        assert_eq!(pruned, vec![1, 4]);
-        let left: Vec<i64> = store
-            .list_dialplans(t)
-            .await
-            .expect("list")
-            .iter()
-            .map(|v| v.version)
-            .collect();
-        assert_eq!(left, vec![2, 3, 5, 6]);
-        assert_eq!(store.dialplan_bytes(t).await.expect("bytes"), 20);
-        store
-            .rollback_dialplan(t, None)
-            .await
-            .expect("rollback to 2");
-        let next = store
-            .install_dialplan(t, b"\0asm-new", 2)
-            .await
-            .expect("install");
-        assert_eq!(next.version, 7, "version numbers are not reused");
     }
 
-    #[tokio::test]
-    async fn tenant_policies_have_their_own_names_and_bound() {
-        let (store, a, b) = two_tenants().await;
-        store
-            .install_policy("fraud", None, b"provider", 1)
-            .await
-            .expect("provider policy");
-        let g0 = store.generation().await.expect("g");
-        // The same name in a tenant's own space leaves the provider's alone.
-        store
-            .install_tenant_policy(a, "fraud", b"mine", 2)
-            .await
-            .expect("tenant policy");
-        assert!(store.generation().await.expect("g") > g0);
-        assert_eq!(store.list_policies().await.expect("list").len(), 1);
-        assert_eq!(store.list_tenant_policies(a).await.expect("a").len(), 1);
-        assert!(store.list_tenant_policies(b).await.expect("b").is_empty());
-        // Another tenant cannot remove it.
-        assert!(matches!(
-            store.remove_tenant_policy(b, "fraud").await,
-            Err(Error::NotFound(_))
-        ));
-        // Replacing keeps one row and drops the old bytes.
-        store
-            .install_tenant_policy(a, "fraud", b"mine-2", 3)
-            .await
-            .expect("replace");
-        assert_eq!(store.all_tenant_policies().await.expect("all").len(), 1);
-        assert_eq!(blob_count(&store).await, 2);
-        for i in 1..MAX_TENANT_POLICIES {
+    backend_test! {
+        async fn tenant_policies_have_their_own_names_and_bound() {
+            let (store, a, b) = two_tenants().await;
             store
-                .install_tenant_policy(a, &format!("p{i}"), b"x", 4)
+                .install_policy("fraud", None, b"provider", 1)
                 .await
-                .expect("within the bound");
+                .expect("provider policy");
+            let g0 = store.generation().await.expect("g");
+            // The same name in a tenant's own space leaves the provider's alone.
+            store
+                .install_tenant_policy(a, "fraud", b"mine", 2)
+                .await
+                .expect("tenant policy");
+            assert!(store.generation().await.expect("g") > g0);
+            assert_eq!(store.list_policies().await.expect("list").len(), 1);
+            assert_eq!(store.list_tenant_policies(a).await.expect("a").len(), 1);
+            assert!(store.list_tenant_policies(b).await.expect("b").is_empty());
+            // Another tenant cannot remove it.
+            assert!(matches!(
+                store.remove_tenant_policy(b, "fraud").await,
+                Err(Error::NotFound(_))
+            ));
+            // Replacing keeps one row and drops the old bytes.
+            store
+                .install_tenant_policy(a, "fraud", b"mine-2", 3)
+                .await
+                .expect("replace");
+            assert_eq!(store.all_tenant_policies().await.expect("all").len(), 1);
+            assert_eq!(blob_count(&store).await, 2);
+            for i in 1..MAX_TENANT_POLICIES {
+                store
+                    .install_tenant_policy(a, &format!("p{i}"), b"x", 4)
+                    .await
+                    .expect("within the bound");
+            }
+            assert!(matches!(
+                store.install_tenant_policy(a, "one-more", b"x", 5).await,
+                Err(Error::Invalid(_))
+            ));
+            store
+                .remove_tenant_policy(a, "fraud")
+                .await
+                .expect("remove");
+            assert_eq!(blob_count(&store).await, 2, "provider bytes and x stay");
         }
-        assert!(matches!(
-            store.install_tenant_policy(a, "one-more", b"x", 5).await,
-            Err(Error::Invalid(_))
-        ));
-        store
-            .remove_tenant_policy(a, "fraud")
-            .await
-            .expect("remove");
-        assert_eq!(blob_count(&store).await, 2, "provider bytes and x stay");
     }
 }

@@ -14,7 +14,7 @@
 //! storage per tenant.
 
 use serde::{Deserialize, Serialize};
-use sqlx::{Row, SqliteConnection};
+use sqlx::{AnyConnection, Row};
 
 use crate::tenant::ensure_tenant;
 use crate::{Error, Result, Store, TenantId};
@@ -114,7 +114,7 @@ impl Store {
                 }
                 config_delete(&mut tx, scope, policy, key).await?;
                 sqlx::query(
-                    "INSERT INTO policy_config (policy, tenant_id, key, value) VALUES (?, ?, ?, ?)",
+                    "INSERT INTO policy_config (policy, tenant_id, key, value) VALUES ($1, $2, $3, $4)",
                 )
                 .bind(policy)
                 .bind(tenant.map(|t| t.0))
@@ -127,7 +127,7 @@ impl Store {
                 ensure_tenant(&mut tx, t).await?;
                 sqlx::query(
                     "INSERT INTO tenant_policy_config (tenant_id, policy, key, value) \
-                     VALUES (?, ?, ?, ?) ON CONFLICT (tenant_id, policy, key) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, policy, key) \
                      DO UPDATE SET value = excluded.value",
                 )
                 .bind(t.0)
@@ -164,7 +164,7 @@ impl Store {
             ConfigScope::Provider(None) => {
                 sqlx::query(
                     "SELECT key, value FROM policy_config \
-                     WHERE policy = ? AND tenant_id IS NULL ORDER BY key",
+                     WHERE policy = $1 AND tenant_id IS NULL ORDER BY key",
                 )
                 .bind(policy)
                 .fetch_all(&self.pool)
@@ -173,7 +173,7 @@ impl Store {
             ConfigScope::Provider(Some(t)) => {
                 sqlx::query(
                     "SELECT key, value FROM policy_config \
-                     WHERE policy = ? AND tenant_id = ? ORDER BY key",
+                     WHERE policy = $1 AND tenant_id = $2 ORDER BY key",
                 )
                 .bind(policy)
                 .bind(t.0)
@@ -183,7 +183,7 @@ impl Store {
             ConfigScope::Tenant(t) => {
                 sqlx::query(
                     "SELECT key, value FROM tenant_policy_config \
-                     WHERE tenant_id = ? AND policy = ? ORDER BY key",
+                     WHERE tenant_id = $1 AND policy = $2 ORDER BY key",
                 )
                 .bind(t.0)
                 .bind(policy)
@@ -212,7 +212,7 @@ impl Store {
 
     /// Every configuration row of every scope (the server's reload).
     pub async fn all_policy_config(&self) -> Result<Vec<ConfigEntry>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.read_tx().await?;
         let provider = sqlx::query(
             "SELECT policy, tenant_id, key, value FROM policy_config ORDER BY policy, key",
         )
@@ -249,7 +249,7 @@ impl Store {
 
     /// One key of the tenant's plugin storage.
     pub async fn plugin_kv_get(&self, tenant: TenantId, key: &str) -> Result<Option<Vec<u8>>> {
-        let row = sqlx::query("SELECT value FROM plugin_kv WHERE tenant_id = ? AND key = ?")
+        let row = sqlx::query("SELECT value FROM plugin_kv WHERE tenant_id = $1 AND key = $2")
             .bind(tenant.0)
             .bind(key)
             .fetch_optional(&self.pool)
@@ -262,10 +262,11 @@ impl Store {
 
     /// The tenant's plugin storage, by key.
     pub async fn plugin_kv_list(&self, tenant: TenantId) -> Result<Vec<(String, Vec<u8>)>> {
-        let rows = sqlx::query("SELECT key, value FROM plugin_kv WHERE tenant_id = ? ORDER BY key")
-            .bind(tenant.0)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT key, value FROM plugin_kv WHERE tenant_id = $1 ORDER BY key")
+                .bind(tenant.0)
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter()
             .map(|r| Ok((r.try_get("key")?, r.try_get("value")?)))
             .collect()
@@ -288,8 +289,8 @@ impl Store {
         let changed = match value {
             Some(value) => {
                 let row = sqlx::query(
-                    "SELECT COALESCE(SUM(LENGTH(CAST(key AS BLOB)) + LENGTH(value)), 0) AS used \
-                     FROM plugin_kv WHERE tenant_id = ? AND key <> ?",
+                    "SELECT CAST(COALESCE(SUM(OCTET_LENGTH(key) + LENGTH(value)), 0) AS BIGINT) AS used \
+                     FROM plugin_kv WHERE tenant_id = $1 AND key <> $2",
                 )
                 .bind(tenant.0)
                 .bind(key)
@@ -304,7 +305,7 @@ impl Store {
                     )));
                 }
                 sqlx::query(
-                    "INSERT INTO plugin_kv (tenant_id, key, value) VALUES (?, ?, ?) \
+                    "INSERT INTO plugin_kv (tenant_id, key, value) VALUES ($1, $2, $3) \
                      ON CONFLICT (tenant_id, key) DO UPDATE SET value = excluded.value",
                 )
                 .bind(tenant.0)
@@ -315,7 +316,7 @@ impl Store {
                 true
             }
             None => {
-                sqlx::query("DELETE FROM plugin_kv WHERE tenant_id = ? AND key = ?")
+                sqlx::query("DELETE FROM plugin_kv WHERE tenant_id = $1 AND key = $2")
                     .bind(tenant.0)
                     .bind(key)
                     .execute(&mut *tx)
@@ -352,7 +353,7 @@ impl Store {
                 Some(value) => {
                     sqlx::query(
                         "INSERT INTO plugin_kv (tenant_id, key, value) \
-                         SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM tenants WHERE id = ?) \
+                         SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM tenants WHERE id = $4) \
                          ON CONFLICT (tenant_id, key) DO UPDATE SET value = excluded.value",
                     )
                     .bind(tenant.0)
@@ -365,7 +366,7 @@ impl Store {
                         > 0
                 }
                 None => {
-                    sqlx::query("DELETE FROM plugin_kv WHERE tenant_id = ? AND key = ?")
+                    sqlx::query("DELETE FROM plugin_kv WHERE tenant_id = $1 AND key = $2")
                         .bind(tenant.0)
                         .bind(key)
                         .execute(&mut *tx)
@@ -381,7 +382,7 @@ impl Store {
 }
 
 async fn config_get(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     scope: ConfigScope,
     policy: &str,
     key: &str,
@@ -391,7 +392,7 @@ async fn config_get(
             ConfigScope::Provider(None) => {
                 sqlx::query(
                     "SELECT value FROM policy_config \
-                 WHERE policy = ? AND tenant_id IS NULL AND key = ?",
+                 WHERE policy = $1 AND tenant_id IS NULL AND key = $2",
                 )
                 .bind(policy)
                 .bind(key)
@@ -399,7 +400,7 @@ async fn config_get(
                 .await?
             }
             ConfigScope::Provider(Some(t)) => sqlx::query(
-                "SELECT value FROM policy_config WHERE policy = ? AND tenant_id = ? AND key = ?",
+                "SELECT value FROM policy_config WHERE policy = $1 AND tenant_id = $2 AND key = $3",
             )
             .bind(policy)
             .bind(t.0)
@@ -409,7 +410,7 @@ async fn config_get(
             ConfigScope::Tenant(t) => {
                 sqlx::query(
                     "SELECT value FROM tenant_policy_config \
-                 WHERE tenant_id = ? AND policy = ? AND key = ?",
+                 WHERE tenant_id = $1 AND policy = $2 AND key = $3",
                 )
                 .bind(t.0)
                 .bind(policy)
@@ -424,41 +425,38 @@ async fn config_get(
     })
 }
 
-async fn config_count(
-    conn: &mut SqliteConnection,
-    scope: ConfigScope,
-    policy: &str,
-) -> Result<i64> {
-    let row =
-        match scope {
-            ConfigScope::Provider(None) => sqlx::query(
-                "SELECT COUNT(*) AS n FROM policy_config WHERE policy = ? AND tenant_id IS NULL",
+async fn config_count(conn: &mut AnyConnection, scope: ConfigScope, policy: &str) -> Result<i64> {
+    let row = match scope {
+        ConfigScope::Provider(None) => {
+            sqlx::query(
+                "SELECT COUNT(*) AS n FROM policy_config WHERE policy = $1 AND tenant_id IS NULL",
             )
             .bind(policy)
             .fetch_one(conn)
-            .await?,
-            ConfigScope::Provider(Some(t)) => {
-                sqlx::query(
-                    "SELECT COUNT(*) AS n FROM policy_config WHERE policy = ? AND tenant_id = ?",
-                )
-                .bind(policy)
-                .bind(t.0)
-                .fetch_one(conn)
-                .await?
-            }
-            ConfigScope::Tenant(t) => sqlx::query(
-                "SELECT COUNT(*) AS n FROM tenant_policy_config WHERE tenant_id = ? AND policy = ?",
+            .await?
+        }
+        ConfigScope::Provider(Some(t)) => {
+            sqlx::query(
+                "SELECT COUNT(*) AS n FROM policy_config WHERE policy = $1 AND tenant_id = $2",
             )
+            .bind(policy)
             .bind(t.0)
-            .bind(policy)
             .fetch_one(conn)
-            .await?,
-        };
+            .await?
+        }
+        ConfigScope::Tenant(t) => sqlx::query(
+            "SELECT COUNT(*) AS n FROM tenant_policy_config WHERE tenant_id = $1 AND policy = $2",
+        )
+        .bind(t.0)
+        .bind(policy)
+        .fetch_one(conn)
+        .await?,
+    };
     Ok(row.try_get("n")?)
 }
 
 async fn config_delete(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     scope: ConfigScope,
     policy: &str,
     key: &str,
@@ -466,7 +464,7 @@ async fn config_delete(
     let done = match scope {
         ConfigScope::Provider(None) => {
             sqlx::query(
-                "DELETE FROM policy_config WHERE policy = ? AND tenant_id IS NULL AND key = ?",
+                "DELETE FROM policy_config WHERE policy = $1 AND tenant_id IS NULL AND key = $2",
             )
             .bind(policy)
             .bind(key)
@@ -474,23 +472,23 @@ async fn config_delete(
             .await?
         }
         ConfigScope::Provider(Some(t)) => {
-            sqlx::query("DELETE FROM policy_config WHERE policy = ? AND tenant_id = ? AND key = ?")
-                .bind(policy)
-                .bind(t.0)
-                .bind(key)
-                .execute(conn)
-                .await?
-        }
-        ConfigScope::Tenant(t) => {
             sqlx::query(
-                "DELETE FROM tenant_policy_config WHERE tenant_id = ? AND policy = ? AND key = ?",
+                "DELETE FROM policy_config WHERE policy = $1 AND tenant_id = $2 AND key = $3",
             )
-            .bind(t.0)
             .bind(policy)
+            .bind(t.0)
             .bind(key)
             .execute(conn)
             .await?
         }
+        ConfigScope::Tenant(t) => sqlx::query(
+            "DELETE FROM tenant_policy_config WHERE tenant_id = $1 AND policy = $2 AND key = $3",
+        )
+        .bind(t.0)
+        .bind(policy)
+        .bind(key)
+        .execute(conn)
+        .await?,
     };
     Ok(done.rows_affected() > 0)
 }
@@ -500,7 +498,7 @@ mod tests {
     use super::*;
 
     async fn store_with_two_tenants() -> (Store, TenantId, TenantId) {
-        let store = Store::open_in_memory().await.expect("store");
+        let store = crate::testdb::store().await.expect("store");
         let a = store
             .add_tenant("acme", "acme.example")
             .await
@@ -514,193 +512,197 @@ mod tests {
         (store, a, b)
     }
 
-    #[tokio::test]
-    async fn provider_scopes_are_apart_and_overrides_are_per_tenant() {
-        let (store, a, b) = store_with_two_tenants().await;
-        let g0 = store.generation().await.unwrap();
-        let global = ConfigScope::Provider(None);
-        store
-            .policy_config_set(global, "default-policy", "max-calls-per-minute", "20")
-            .await
-            .unwrap();
-        store
-            .policy_config_set(
-                ConfigScope::Provider(Some(a)),
-                "default-policy",
-                "max-calls-per-minute",
-                "5",
-            )
-            .await
-            .unwrap();
-        // Replacing a value keeps one row.
-        store
-            .policy_config_set(
-                ConfigScope::Provider(Some(a)),
-                "default-policy",
-                "max-calls-per-minute",
-                "6",
-            )
-            .await
-            .unwrap();
-        assert!(
-            store.generation().await.unwrap() > g0,
-            "changes move the generation"
-        );
-        assert_eq!(
+    backend_test! {
+        async fn provider_scopes_are_apart_and_overrides_are_per_tenant() {
+            let (store, a, b) = store_with_two_tenants().await;
+            let g0 = store.generation().await.unwrap();
+            let global = ConfigScope::Provider(None);
             store
-                .policy_config_get(global, "default-policy", "max-calls-per-minute")
+                .policy_config_set(global, "default-policy", "max-calls-per-minute", "20")
                 .await
-                .unwrap()
-                .as_deref(),
-            Some("20")
-        );
-        assert_eq!(
+                .unwrap();
             store
-                .policy_config_list(ConfigScope::Provider(Some(a)), "default-policy")
-                .await
-                .unwrap(),
-            vec![("max-calls-per-minute".to_string(), "6".to_string())]
-        );
-        assert!(
-            store
-                .policy_config_list(ConfigScope::Provider(Some(b)), "default-policy")
-                .await
-                .unwrap()
-                .is_empty()
-        );
-        // The tenant's own scope is another table entirely.
-        assert!(
-            store
-                .policy_config_get(
-                    ConfigScope::Tenant(a),
-                    "default-policy",
-                    "max-calls-per-minute"
-                )
-                .await
-                .unwrap()
-                .is_none()
-        );
-        let all = store.all_policy_config().await.unwrap();
-        assert_eq!(all.len(), 2);
-        assert!(
-            store
-                .policy_config_delete(
+                .policy_config_set(
                     ConfigScope::Provider(Some(a)),
                     "default-policy",
-                    "max-calls-per-minute"
+                    "max-calls-per-minute",
+                    "5",
                 )
                 .await
-                .unwrap()
-        );
-        assert!(
-            !store
-                .policy_config_delete(
+                .unwrap();
+            // Replacing a value keeps one row.
+            store
+                .policy_config_set(
                     ConfigScope::Provider(Some(a)),
                     "default-policy",
-                    "max-calls-per-minute"
+                    "max-calls-per-minute",
+                    "6",
                 )
                 .await
-                .unwrap()
-        );
-        assert_eq!(store.all_policy_config().await.unwrap().len(), 1);
+                .unwrap();
+            assert!(
+                store.generation().await.unwrap() > g0,
+                "changes move the generation"
+            );
+            assert_eq!(
+                store
+                    .policy_config_get(global, "default-policy", "max-calls-per-minute")
+                    .await
+                    .unwrap()
+                    .as_deref(),
+                Some("20")
+            );
+            assert_eq!(
+                store
+                    .policy_config_list(ConfigScope::Provider(Some(a)), "default-policy")
+                    .await
+                    .unwrap(),
+                vec![("max-calls-per-minute".to_string(), "6".to_string())]
+            );
+            assert!(
+                store
+                    .policy_config_list(ConfigScope::Provider(Some(b)), "default-policy")
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
+            // The tenant's own scope is another table entirely.
+            assert!(
+                store
+                    .policy_config_get(
+                        ConfigScope::Tenant(a),
+                        "default-policy",
+                        "max-calls-per-minute"
+                    )
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+            let all = store.all_policy_config().await.unwrap();
+            assert_eq!(all.len(), 2);
+            assert!(
+                store
+                    .policy_config_delete(
+                        ConfigScope::Provider(Some(a)),
+                        "default-policy",
+                        "max-calls-per-minute"
+                    )
+                    .await
+                    .unwrap()
+            );
+            assert!(
+                !store
+                    .policy_config_delete(
+                        ConfigScope::Provider(Some(a)),
+                        "default-policy",
+                        "max-calls-per-minute"
+                    )
+                    .await
+                    .unwrap()
+            );
+            assert_eq!(store.all_policy_config().await.unwrap().len(), 1);
+        }
     }
 
-    #[tokio::test]
-    async fn bad_keys_values_and_unknown_tenants_are_refused() {
-        let (store, a, _) = store_with_two_tenants().await;
-        let p = ConfigScope::Provider(None);
-        for key in ["", "a b", "k\n", &"k".repeat(MAX_CONFIG_KEY + 1)] {
+    backend_test! {
+        async fn bad_keys_values_and_unknown_tenants_are_refused() {
+            let (store, a, _) = store_with_two_tenants().await;
+            let p = ConfigScope::Provider(None);
+            for key in ["", "a b", "k\n", &"k".repeat(MAX_CONFIG_KEY + 1)] {
+                assert!(matches!(
+                    store.policy_config_set(p, "x", key, "1").await,
+                    Err(Error::Invalid(_))
+                ));
+            }
             assert!(matches!(
-                store.policy_config_set(p, "x", key, "1").await,
+                store.policy_config_set(p, "x", "k", "a\r\nb").await,
                 Err(Error::Invalid(_))
             ));
-        }
-        assert!(matches!(
-            store.policy_config_set(p, "x", "k", "a\r\nb").await,
-            Err(Error::Invalid(_))
-        ));
-        assert!(matches!(
+            assert!(matches!(
+                store
+                    .policy_config_set(p, "x", "k", &"v".repeat(MAX_CONFIG_VALUE + 1))
+                    .await,
+                Err(Error::Invalid(_))
+            ));
+            assert!(matches!(
+                store.policy_config_set(p, "bad name", "k", "1").await,
+                Err(Error::Invalid(_))
+            ));
+            assert!(matches!(
+                store
+                    .policy_config_set(ConfigScope::Provider(Some(TenantId(999))), "x", "k", "1")
+                    .await,
+                Err(Error::NotFound(_))
+            ));
+            // Keys per scope are bounded.
+            let own = ConfigScope::Tenant(a);
+            for i in 0..MAX_CONFIG_KEYS {
+                store
+                    .policy_config_set(own, "mine", &format!("k{i}"), "1")
+                    .await
+                    .unwrap();
+            }
+            assert!(matches!(
+                store.policy_config_set(own, "mine", "one-more", "1").await,
+                Err(Error::Invalid(_))
+            ));
+            // Replacing an existing key is still allowed at the bound.
             store
-                .policy_config_set(p, "x", "k", &"v".repeat(MAX_CONFIG_VALUE + 1))
-                .await,
-            Err(Error::Invalid(_))
-        ));
-        assert!(matches!(
-            store.policy_config_set(p, "bad name", "k", "1").await,
-            Err(Error::Invalid(_))
-        ));
-        assert!(matches!(
-            store
-                .policy_config_set(ConfigScope::Provider(Some(TenantId(999))), "x", "k", "1")
-                .await,
-            Err(Error::NotFound(_))
-        ));
-        // Keys per scope are bounded.
-        let own = ConfigScope::Tenant(a);
-        for i in 0..MAX_CONFIG_KEYS {
-            store
-                .policy_config_set(own, "mine", &format!("k{i}"), "1")
+                .policy_config_set(own, "mine", "k0", "2")
                 .await
                 .unwrap();
         }
-        assert!(matches!(
-            store.policy_config_set(own, "mine", "one-more", "1").await,
-            Err(Error::Invalid(_))
-        ));
-        // Replacing an existing key is still allowed at the bound.
-        store
-            .policy_config_set(own, "mine", "k0", "2")
-            .await
-            .unwrap();
     }
 
-    #[tokio::test]
-    async fn admin_storage_writes_move_the_generation_and_keep_the_quota() {
-        let (store, a, b) = store_with_two_tenants().await;
-        let g0 = store.generation().await.unwrap();
-        assert!(store.plugin_kv_admin_put(a, "k", Some(b"v")).await.unwrap());
-        let g1 = store.generation().await.unwrap();
-        assert!(g1 > g0);
-        assert_eq!(
-            store.plugin_kv_get(a, "k").await.unwrap().as_deref(),
-            Some(&b"v"[..])
-        );
-        assert_eq!(store.plugin_kv_get(b, "k").await.unwrap(), None);
-        let big = vec![0u8; PLUGIN_KV_QUOTA_BYTES];
-        assert!(matches!(
-            store.plugin_kv_admin_put(a, "big", Some(&big)).await,
-            Err(Error::Invalid(_))
-        ));
-        assert!(store.plugin_kv_admin_put(a, "k", None).await.unwrap());
-        assert!(!store.plugin_kv_admin_put(a, "k", None).await.unwrap());
-        assert!(store.plugin_kv_list(a).await.unwrap().is_empty());
-        assert!(matches!(
-            store
-                .plugin_kv_admin_put(TenantId(999), "k", Some(b"v"))
-                .await,
-            Err(Error::NotFound(_))
-        ));
+    backend_test! {
+        async fn admin_storage_writes_move_the_generation_and_keep_the_quota() {
+            let (store, a, b) = store_with_two_tenants().await;
+            let g0 = store.generation().await.unwrap();
+            assert!(store.plugin_kv_admin_put(a, "k", Some(b"v")).await.unwrap());
+            let g1 = store.generation().await.unwrap();
+            assert!(g1 > g0);
+            assert_eq!(
+                store.plugin_kv_get(a, "k").await.unwrap().as_deref(),
+                Some(&b"v"[..])
+            );
+            assert_eq!(store.plugin_kv_get(b, "k").await.unwrap(), None);
+            let big = vec![0u8; PLUGIN_KV_QUOTA_BYTES];
+            assert!(matches!(
+                store.plugin_kv_admin_put(a, "big", Some(&big)).await,
+                Err(Error::Invalid(_))
+            ));
+            assert!(store.plugin_kv_admin_put(a, "k", None).await.unwrap());
+            assert!(!store.plugin_kv_admin_put(a, "k", None).await.unwrap());
+            assert!(store.plugin_kv_list(a).await.unwrap().is_empty());
+            assert!(matches!(
+                store
+                    .plugin_kv_admin_put(TenantId(999), "k", Some(b"v"))
+                    .await,
+                Err(Error::NotFound(_))
+            ));
+        }
     }
 
-    #[tokio::test]
-    async fn call_time_batches_skip_gone_tenants_and_leave_the_generation() {
-        let (store, a, _) = store_with_two_tenants().await;
-        let g0 = store.generation().await.unwrap();
-        let applied = store
-            .plugin_kv_apply(&[
-                (a, "x".into(), Some(b"1".to_vec())),
-                (TenantId(999), "x".into(), Some(b"1".to_vec())),
-                (a, String::new(), Some(b"1".to_vec())),
-                (a, "y".into(), Some(b"2".to_vec())),
-                (a, "y".into(), None),
-            ])
-            .await
-            .unwrap();
-        assert_eq!(applied, vec![true, false, false, true, true]);
-        assert_eq!(store.generation().await.unwrap(), g0);
-        assert_eq!(
-            store.plugin_kv_list(a).await.unwrap(),
-            vec![("x".to_string(), b"1".to_vec())]
-        );
+    backend_test! {
+        async fn call_time_batches_skip_gone_tenants_and_leave_the_generation() {
+            let (store, a, _) = store_with_two_tenants().await;
+            let g0 = store.generation().await.unwrap();
+            let applied = store
+                .plugin_kv_apply(&[
+                    (a, "x".into(), Some(b"1".to_vec())),
+                    (TenantId(999), "x".into(), Some(b"1".to_vec())),
+                    (a, String::new(), Some(b"1".to_vec())),
+                    (a, "y".into(), Some(b"2".to_vec())),
+                    (a, "y".into(), None),
+                ])
+                .await
+                .unwrap();
+            assert_eq!(applied, vec![true, false, false, true, true]);
+            assert_eq!(store.generation().await.unwrap(), g0);
+            assert_eq!(
+                store.plugin_kv_list(a).await.unwrap(),
+                vec![("x".to_string(), b"1".to_vec())]
+            );
+        }
     }
 }

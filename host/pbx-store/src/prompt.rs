@@ -6,7 +6,7 @@
 //! audio the media engine plays, this one keeps a tenant's named prompts.
 
 use serde::{Deserialize, Serialize};
-use sqlx::{Row, SqliteConnection};
+use sqlx::{AnyConnection, Row};
 
 use crate::audio::{self, AudioFile, Kind};
 use crate::{Error, MAX_PROMPT_BYTES, MAX_PROMPT_MS, Result, Store, TenantId, checks, tenant};
@@ -78,7 +78,7 @@ impl Store {
             let replaced = room_for(&mut tx, tenant, name, bytes).await?;
             sqlx::query(
                 "INSERT INTO prompts (tenant_id, name, file, bytes, duration_ms, created_at_ms) \
-                 VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, name) DO UPDATE SET \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, name) DO UPDATE SET \
                  file = excluded.file, bytes = excluded.bytes, \
                  duration_ms = excluded.duration_ms, created_at_ms = excluded.created_at_ms",
             )
@@ -120,7 +120,7 @@ impl Store {
         if checks::prompt_name(name).is_err() {
             return Ok(None);
         }
-        let Some(row) = sqlx::query("SELECT file FROM prompts WHERE tenant_id = ? AND name = ?")
+        let Some(row) = sqlx::query("SELECT file FROM prompts WHERE tenant_id = $1 AND name = $2")
             .bind(tenant.0)
             .bind(name)
             .fetch_optional(&self.pool)
@@ -141,11 +141,11 @@ impl Store {
 
     /// The tenant's prompts by name. [`Error::NotFound`] for an unknown tenant.
     pub async fn prompts(&self, tenant: TenantId) -> Result<Vec<PromptInfo>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.read_tx().await?;
         tenant::ensure_tenant(&mut tx, tenant).await?;
         let rows = sqlx::query(
             "SELECT name, bytes, duration_ms, created_at_ms FROM prompts \
-             WHERE tenant_id = ? ORDER BY name",
+             WHERE tenant_id = $1 ORDER BY name",
         )
         .bind(tenant.0)
         .fetch_all(&mut *tx)
@@ -172,7 +172,7 @@ impl Store {
             return Ok(false);
         }
         let row =
-            sqlx::query("DELETE FROM prompts WHERE tenant_id = ? AND name = ? RETURNING file")
+            sqlx::query("DELETE FROM prompts WHERE tenant_id = $1 AND name = $2 RETURNING file")
                 .bind(tenant.0)
                 .bind(name)
                 .fetch_optional(&self.pool)
@@ -190,13 +190,13 @@ impl Store {
 /// Checks that the tenant exists and that `bytes` more (less the prompt it
 /// replaces) fit its quota; returns the file of the prompt it replaces.
 async fn room_for(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     tenant: TenantId,
     name: &str,
     bytes: u64,
 ) -> Result<Option<String>> {
     tenant::ensure_tenant(conn, tenant).await?;
-    let old = sqlx::query("SELECT file, bytes FROM prompts WHERE tenant_id = ? AND name = ?")
+    let old = sqlx::query("SELECT file, bytes FROM prompts WHERE tenant_id = $1 AND name = $2")
         .bind(tenant.0)
         .bind(name)
         .fetch_optional(&mut *conn)
@@ -242,137 +242,140 @@ pub(crate) mod tests {
         w
     }
 
-    #[tokio::test]
-    async fn prompts_round_trip_replace_and_delete() {
-        let store = Store::open_in_memory().await.expect("open");
-        let a = store.add_tenant("a", "a.example").await.expect("a").id;
-        let b = store.add_tenant("b", "b.example").await.expect("b").id;
-        let first = wav(800);
-        let info = store
-            .put_prompt_at(a, "menu", &first, 100, 5_000)
-            .await
-            .expect("put");
-        assert_eq!(
-            info,
-            PromptInfo {
-                name: "menu".into(),
-                bytes: first.len() as u64,
-                duration_ms: 100,
-                created_at_ms: 5_000
-            }
-        );
-        assert_eq!(
-            store.prompt_audio(a, "menu").await.expect("get"),
-            Some(first)
-        );
-        assert_eq!(store.prompt_audio(b, "menu").await.expect("other"), None);
-        assert!(store.prompts(b).await.expect("list b").is_empty());
-
-        let second = wav(1600);
-        store
-            .put_prompt_at(a, "menu", &second, 200, 6_000)
-            .await
-            .expect("replace");
-        store
-            .put_prompt_at(a, "hold", &wav(80), 10, 7_000)
-            .await
-            .expect("put");
-        let names: Vec<_> = store
-            .prompts(a)
-            .await
-            .expect("list")
-            .into_iter()
-            .map(|p| (p.name, p.duration_ms))
-            .collect();
-        assert_eq!(names, vec![("hold".into(), 10), ("menu".into(), 200)]);
-        assert_eq!(
-            store.prompt_audio(a, "menu").await.expect("get"),
-            Some(second)
-        );
-        // The replaced file is gone: one file per prompt.
-        assert_eq!(store.memory_files(), 2);
-
-        assert!(!store.delete_prompt(b, "menu").await.expect("other"));
-        assert!(store.delete_prompt(a, "menu").await.expect("delete"));
-        assert!(!store.delete_prompt(a, "menu").await.expect("again"));
-        assert_eq!(store.prompt_audio(a, "menu").await.expect("gone"), None);
-        assert_eq!(store.memory_files(), 1);
-        assert!(matches!(
-            store.prompts(TenantId(99)).await,
-            Err(Error::NotFound(_))
-        ));
-    }
-
-    #[tokio::test]
-    async fn bad_prompts_are_refused_before_anything_is_written() {
-        let store = Store::open_in_memory().await.expect("open");
-        let a = store.add_tenant("a", "a.example").await.expect("a").id;
-        for (name, audio, ms) in [
-            ("bad/name", wav(8), 1),
-            ("", wav(8), 1),
-            (
-                "ok",
-                b"not a wav file at all, but long enough to be one".to_vec(),
-                1,
-            ),
-            ("ok", wav(8), MAX_PROMPT_MS + 1),
-            ("ok", wav(MAX_PROMPT_BYTES as usize / 2 + 1), 1),
-        ] {
-            assert!(
-                matches!(
-                    store.put_prompt_at(a, name, &audio, ms, 0).await,
-                    Err(Error::Invalid(_))
-                ),
-                "{name:?} {ms}"
+    backend_test! {
+        async fn prompts_round_trip_replace_and_delete() {
+            let store = crate::testdb::store().await.expect("open");
+            let a = store.add_tenant("a", "a.example").await.expect("a").id;
+            let b = store.add_tenant("b", "b.example").await.expect("b").id;
+            let first = wav(800);
+            let info = store
+                .put_prompt_at(a, "menu", &first, 100, 5_000)
+                .await
+                .expect("put");
+            assert_eq!(
+                info,
+                PromptInfo {
+                    name: "menu".into(),
+                    bytes: first.len() as u64,
+                    duration_ms: 100,
+                    created_at_ms: 5_000
+                }
             );
+            assert_eq!(
+                store.prompt_audio(a, "menu").await.expect("get"),
+                Some(first)
+            );
+            assert_eq!(store.prompt_audio(b, "menu").await.expect("other"), None);
+            assert!(store.prompts(b).await.expect("list b").is_empty());
+
+            let second = wav(1600);
+            store
+                .put_prompt_at(a, "menu", &second, 200, 6_000)
+                .await
+                .expect("replace");
+            store
+                .put_prompt_at(a, "hold", &wav(80), 10, 7_000)
+                .await
+                .expect("put");
+            let names: Vec<_> = store
+                .prompts(a)
+                .await
+                .expect("list")
+                .into_iter()
+                .map(|p| (p.name, p.duration_ms))
+                .collect();
+            assert_eq!(names, vec![("hold".into(), 10), ("menu".into(), 200)]);
+            assert_eq!(
+                store.prompt_audio(a, "menu").await.expect("get"),
+                Some(second)
+            );
+            // The replaced file is gone: one file per prompt.
+            assert_eq!(store.memory_files(), 2);
+
+            assert!(!store.delete_prompt(b, "menu").await.expect("other"));
+            assert!(store.delete_prompt(a, "menu").await.expect("delete"));
+            assert!(!store.delete_prompt(a, "menu").await.expect("again"));
+            assert_eq!(store.prompt_audio(a, "menu").await.expect("gone"), None);
+            assert_eq!(store.memory_files(), 1);
+            assert!(matches!(
+                store.prompts(TenantId(99)).await,
+                Err(Error::NotFound(_))
+            ));
         }
-        assert!(matches!(
-            store.put_prompt_at(TenantId(99), "ok", &wav(8), 1, 0).await,
-            Err(Error::NotFound(_))
-        ));
-        assert_eq!(store.memory_files(), 0);
-        assert_eq!(store.prompt_audio(a, "../x").await.expect("bad name"), None);
     }
 
-    #[tokio::test]
-    async fn the_quota_refuses_what_does_not_fit_and_counts_replacements_as_freed() {
-        let store = Store::open_in_memory().await.expect("open");
-        let a = store.add_tenant("a", "a.example").await.expect("a").id;
-        let b = store.add_tenant("b", "b.example").await.expect("b").id;
-        let one = wav(1000);
-        let quota = 2 * one.len() as u64 + 10;
-        store
-            .set_tenant_limits(
-                a,
-                &TenantLimits {
-                    media_storage_bytes: Some(quota),
-                    ..TenantLimits::default()
-                },
-            )
-            .await
-            .expect("limits");
-        store.put_prompt_at(a, "p1", &one, 1, 0).await.expect("p1");
-        store.put_prompt_at(a, "p2", &one, 1, 0).await.expect("p2");
-        let refused = store.put_prompt_at(a, "p3", &one, 1, 0).await;
-        assert!(
-            matches!(&refused, Err(Error::QuotaExceeded(m)) if m.contains("media storage is full")),
-            "{refused:?}"
-        );
-        // Replacing p2 with audio of the same size fits; another tenant is unaffected.
-        store
-            .put_prompt_at(a, "p2", &one, 1, 0)
-            .await
-            .expect("replace");
-        store.put_prompt_at(b, "p3", &one, 1, 0).await.expect("b");
-        let usage = store.media_usage(a).await.expect("usage");
-        assert_eq!(
-            (usage.used_bytes, usage.quota_bytes, usage.prompts),
-            (2 * one.len() as u64, quota, 2)
-        );
-        assert_eq!(
-            store.media_usage(b).await.expect("usage").quota_bytes,
-            crate::DEFAULT_MEDIA_STORAGE_BYTES
-        );
-        assert_eq!(store.memory_files(), 3, "the refused upload left no file");
+    backend_test! {
+        async fn bad_prompts_are_refused_before_anything_is_written() {
+            let store = crate::testdb::store().await.expect("open");
+            let a = store.add_tenant("a", "a.example").await.expect("a").id;
+            for (name, audio, ms) in [
+                ("bad/name", wav(8), 1),
+                ("", wav(8), 1),
+                (
+                    "ok",
+                    b"not a wav file at all, but long enough to be one".to_vec(),
+                    1,
+                ),
+                ("ok", wav(8), MAX_PROMPT_MS + 1),
+                ("ok", wav(MAX_PROMPT_BYTES as usize / 2 + 1), 1),
+            ] {
+                assert!(
+                    matches!(
+                        store.put_prompt_at(a, name, &audio, ms, 0).await,
+                        Err(Error::Invalid(_))
+                    ),
+                    "{name:?} {ms}"
+                );
+            }
+            assert!(matches!(
+                store.put_prompt_at(TenantId(99), "ok", &wav(8), 1, 0).await,
+                Err(Error::NotFound(_))
+            ));
+            assert_eq!(store.memory_files(), 0);
+            assert_eq!(store.prompt_audio(a, "../x").await.expect("bad name"), None);
+        }
+    }
+
+    backend_test! {
+        async fn the_quota_refuses_what_does_not_fit_and_counts_replacements_as_freed() {
+            let store = crate::testdb::store().await.expect("open");
+            let a = store.add_tenant("a", "a.example").await.expect("a").id;
+            let b = store.add_tenant("b", "b.example").await.expect("b").id;
+            let one = wav(1000);
+            let quota = 2 * one.len() as u64 + 10;
+            store
+                .set_tenant_limits(
+                    a,
+                    &TenantLimits {
+                        media_storage_bytes: Some(quota),
+                        ..TenantLimits::default()
+                    },
+                )
+                .await
+                .expect("limits");
+            store.put_prompt_at(a, "p1", &one, 1, 0).await.expect("p1");
+            store.put_prompt_at(a, "p2", &one, 1, 0).await.expect("p2");
+            let refused = store.put_prompt_at(a, "p3", &one, 1, 0).await;
+            assert!(
+                matches!(&refused, Err(Error::QuotaExceeded(m)) if m.contains("media storage is full")),
+                "{refused:?}"
+            );
+            // Replacing p2 with audio of the same size fits; another tenant is unaffected.
+            store
+                .put_prompt_at(a, "p2", &one, 1, 0)
+                .await
+                .expect("replace");
+            store.put_prompt_at(b, "p3", &one, 1, 0).await.expect("b");
+            let usage = store.media_usage(a).await.expect("usage");
+            assert_eq!(
+                (usage.used_bytes, usage.quota_bytes, usage.prompts),
+                (2 * one.len() as u64, quota, 2)
+            );
+            assert_eq!(
+                store.media_usage(b).await.expect("usage").quota_bytes,
+                crate::DEFAULT_MEDIA_STORAGE_BYTES
+            );
+            assert_eq!(store.memory_files(), 3, "the refused upload left no file");
+        }
     }
 }

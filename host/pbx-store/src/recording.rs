@@ -9,8 +9,8 @@
 //! (the same days as its voicemail, `voicemail.rs`).
 
 use serde::{Deserialize, Serialize};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
 
 use crate::audio::{self, AudioFile, Kind};
 use crate::{
@@ -35,7 +35,7 @@ pub struct CallRecording {
     pub duration_ms: u64,
 }
 
-fn from_row(row: &SqliteRow) -> Result<CallRecording> {
+fn from_row(row: &AnyRow) -> Result<CallRecording> {
     let duration_ms: i64 = row.try_get("duration_ms")?;
     Ok(CallRecording {
         id: row.try_get("id")?,
@@ -49,7 +49,7 @@ fn from_row(row: &SqliteRow) -> Result<CallRecording> {
 /// Fails with [`Error::QuotaExceeded`] unless the tenant has room for a
 /// recording of `bytes` and `duration_ms`.
 async fn room_for(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     tenant: TenantId,
     bytes: u64,
     duration_ms: u64,
@@ -62,12 +62,12 @@ async fn room_for(
 impl Store {
     /// Whether the tenant's answered calls are recorded (off unless set).
     pub async fn call_recording(&self, tenant: TenantId) -> Result<bool> {
-        let row = sqlx::query("SELECT call_recording FROM tenants WHERE id = ?")
+        let row = sqlx::query("SELECT call_recording FROM tenants WHERE id = $1")
             .bind(tenant.0)
             .fetch_optional(&self.pool)
             .await?
             .ok_or_else(|| Error::NotFound(format!("tenant {tenant}")))?;
-        Ok(row.try_get("call_recording")?)
+        crate::rows::flag(&row, "call_recording")
     }
 
     /// Every tenant whose answered calls are recorded. One of the store's
@@ -84,8 +84,8 @@ impl Store {
 
     /// Turns recording of the tenant's answered calls on or off.
     pub async fn set_call_recording(&self, tenant: TenantId, on: bool) -> Result<()> {
-        let done = sqlx::query("UPDATE tenants SET call_recording = ? WHERE id = ?")
-            .bind(on)
+        let done = sqlx::query("UPDATE tenants SET call_recording = $1 WHERE id = $2")
+            .bind(i64::from(on))
             .bind(tenant.0)
             .execute(&self.pool)
             .await?;
@@ -152,7 +152,7 @@ impl Store {
             room_for(&mut tx, tenant, bytes, duration_ms).await?;
             sqlx::query(
                 "INSERT INTO call_recordings (id, tenant_id, caller, callee, created_at_ms, \
-                 duration_ms, bytes) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                 duration_ms, bytes) VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
             .bind(&recording.id)
             .bind(tenant.0)
@@ -178,7 +178,7 @@ impl Store {
     pub async fn call_recordings(&self, tenant: TenantId) -> Result<Vec<CallRecording>> {
         let rows = sqlx::query(
             "SELECT id, caller, callee, created_at_ms, duration_ms FROM call_recordings \
-             WHERE tenant_id = ? ORDER BY created_at_ms, id",
+             WHERE tenant_id = $1 ORDER BY created_at_ms, id",
         )
         .bind(tenant.0)
         .fetch_all(&self.pool)
@@ -197,7 +197,7 @@ impl Store {
         }
         let row = sqlx::query(
             "SELECT id, caller, callee, created_at_ms, duration_ms FROM call_recordings \
-             WHERE tenant_id = ? AND id = ?",
+             WHERE tenant_id = $1 AND id = $2",
         )
         .bind(tenant.0)
         .bind(id)
@@ -236,7 +236,7 @@ impl Store {
         if !audio::is_id(id) {
             return Ok(false);
         }
-        let done = sqlx::query("DELETE FROM call_recordings WHERE tenant_id = ? AND id = ?")
+        let done = sqlx::query("DELETE FROM call_recordings WHERE tenant_id = $1 AND id = $2")
             .bind(tenant.0)
             .bind(id)
             .execute(&self.pool)
@@ -257,7 +257,7 @@ impl Store {
         let rows = sqlx::query(
             "DELETE FROM call_recordings WHERE id IN ( \
                SELECT r.id FROM call_recordings r JOIN tenants t ON t.id = r.tenant_id \
-               WHERE r.created_at_ms <= ? - COALESCE(t.voicemail_retention_days, ?) * ?) \
+               WHERE r.created_at_ms <= $1 - COALESCE(t.voicemail_retention_days, $2) * $3) \
              RETURNING id, tenant_id",
         )
         .bind(now_ms)
@@ -288,92 +288,93 @@ mod tests {
     use crate::TenantLimits;
     use crate::prompt::tests::wav;
 
-    #[tokio::test]
-    async fn recordings_are_the_tenants_own_counted_and_swept() {
-        let store = Store::open_in_memory().await.expect("open");
-        let a = store.add_tenant("a", "a.example").await.expect("a").id;
-        let b = store.add_tenant("b", "b.example").await.expect("b").id;
-        assert!(!store.call_recording(a).await.expect("setting"));
-        store.set_call_recording(a, true).await.expect("on");
-        assert!(store.call_recording(a).await.expect("setting"));
-        assert!(!store.call_recording(b).await.expect("b's own"));
-        assert_eq!(store.call_recording_tenants().await.expect("all"), vec![a]);
-        assert!(matches!(
-            store.set_call_recording(TenantId(999), true).await,
-            Err(Error::NotFound(_))
-        ));
+    backend_test! {
+        async fn recordings_are_the_tenants_own_counted_and_swept() {
+            let store = crate::testdb::store().await.expect("open");
+            let a = store.add_tenant("a", "a.example").await.expect("a").id;
+            let b = store.add_tenant("b", "b.example").await.expect("b").id;
+            assert!(!store.call_recording(a).await.expect("setting"));
+            store.set_call_recording(a, true).await.expect("on");
+            assert!(store.call_recording(a).await.expect("setting"));
+            assert!(!store.call_recording(b).await.expect("b's own"));
+            assert_eq!(store.call_recording_tenants().await.expect("all"), vec![a]);
+            assert!(matches!(
+                store.set_call_recording(TenantId(999), true).await,
+                Err(Error::NotFound(_))
+            ));
 
-        let audio = wav(8000);
-        let r = store
-            .save_call_recording_at(a, ("1000", "1001"), &audio, 1_000, 5_000)
-            .await
-            .expect("save");
-        assert!(audio::is_id(&r.id));
-        assert_eq!(
-            store.call_recordings(a).await.expect("list"),
-            vec![r.clone()]
-        );
-        assert!(store.call_recordings(b).await.expect("list").is_empty());
-        assert_eq!(
-            store.call_recording_audio(a, &r.id).await.expect("audio"),
-            Some(audio.clone())
-        );
-        assert_eq!(
-            store.call_recording_audio(b, &r.id).await.expect("b"),
-            None,
-            "not another tenant's"
-        );
-        let usage = store.media_usage(a).await.expect("usage");
-        assert_eq!(usage.recorded_ms, 1_000);
-        assert_eq!(usage.used_bytes, audio.len() as u64);
-
-        // The recording minutes bound calls too.
-        store
-            .set_tenant_limits(
-                a,
-                &TenantLimits {
-                    recording_minutes: Some(1),
-                    ..TenantLimits::default()
-                },
-            )
-            .await
-            .expect("limits");
-        assert!(matches!(
-            store
-                .save_call_recording_at(a, ("1000", "1001"), &audio, 59_001, 5_000)
-                .await,
-            Err(Error::QuotaExceeded(_))
-        ));
-
-        assert!(!store.delete_call_recording(b, &r.id).await.expect("b"));
-        assert!(store.delete_call_recording(a, &r.id).await.expect("a"));
-        assert!(!store.delete_call_recording(a, &r.id).await.expect("gone"));
-        assert_eq!(store.memory_files(), 0);
-
-        // Kept for the tenant's retention (one day here), then swept.
-        store
-            .set_voicemail_retention(a, Some(1))
-            .await
-            .expect("retention");
-        let old = store
-            .save_call_recording_at(a, ("1000", "1001"), &audio, 1_000, 0)
-            .await
-            .expect("save");
-        let recent = store
-            .save_call_recording_at(a, ("1000", "1001"), &audio, 1_000, DAY_MS)
-            .await
-            .expect("save");
-        assert_eq!(
-            store
-                .sweep_call_recordings(DAY_MS + 1)
+            let audio = wav(8000);
+            let r = store
+                .save_call_recording_at(a, ("1000", "1001"), &audio, 1_000, 5_000)
                 .await
-                .expect("sweep"),
-            1
-        );
-        assert_eq!(store.call_recordings(a).await.expect("list"), vec![recent]);
-        assert_eq!(
-            store.call_recording_info(a, &old.id).await.expect("x"),
-            None
-        );
+                .expect("save");
+            assert!(audio::is_id(&r.id));
+            assert_eq!(
+                store.call_recordings(a).await.expect("list"),
+                vec![r.clone()]
+            );
+            assert!(store.call_recordings(b).await.expect("list").is_empty());
+            assert_eq!(
+                store.call_recording_audio(a, &r.id).await.expect("audio"),
+                Some(audio.clone())
+            );
+            assert_eq!(
+                store.call_recording_audio(b, &r.id).await.expect("b"),
+                None,
+                "not another tenant's"
+            );
+            let usage = store.media_usage(a).await.expect("usage");
+            assert_eq!(usage.recorded_ms, 1_000);
+            assert_eq!(usage.used_bytes, audio.len() as u64);
+
+            // The recording minutes bound calls too.
+            store
+                .set_tenant_limits(
+                    a,
+                    &TenantLimits {
+                        recording_minutes: Some(1),
+                        ..TenantLimits::default()
+                    },
+                )
+                .await
+                .expect("limits");
+            assert!(matches!(
+                store
+                    .save_call_recording_at(a, ("1000", "1001"), &audio, 59_001, 5_000)
+                    .await,
+                Err(Error::QuotaExceeded(_))
+            ));
+
+            assert!(!store.delete_call_recording(b, &r.id).await.expect("b"));
+            assert!(store.delete_call_recording(a, &r.id).await.expect("a"));
+            assert!(!store.delete_call_recording(a, &r.id).await.expect("gone"));
+            assert_eq!(store.memory_files(), 0);
+
+            // Kept for the tenant's retention (one day here), then swept.
+            store
+                .set_voicemail_retention(a, Some(1))
+                .await
+                .expect("retention");
+            let old = store
+                .save_call_recording_at(a, ("1000", "1001"), &audio, 1_000, 0)
+                .await
+                .expect("save");
+            let recent = store
+                .save_call_recording_at(a, ("1000", "1001"), &audio, 1_000, DAY_MS)
+                .await
+                .expect("save");
+            assert_eq!(
+                store
+                    .sweep_call_recordings(DAY_MS + 1)
+                    .await
+                    .expect("sweep"),
+                1
+            );
+            assert_eq!(store.call_recordings(a).await.expect("list"), vec![recent]);
+            assert_eq!(
+                store.call_recording_info(a, &old.id).await.expect("x"),
+                None
+            );
+        }
     }
 }

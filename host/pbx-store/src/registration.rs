@@ -7,8 +7,9 @@ use std::net::SocketAddr;
 
 use std::collections::HashMap;
 
-use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite};
+use crate::sql::QueryBuilder;
+use sqlx::Row;
+use sqlx::any::AnyRow;
 
 use crate::{Error, Registration, RegistrationChange, Result, Store, TenantId, TransportKind};
 
@@ -51,7 +52,7 @@ impl Store {
         }
         let mut tx = self.write_tx().await?;
         for chunk in removals.chunks(CHUNK) {
-            let mut q = QueryBuilder::<Sqlite>::new(
+            let mut q = QueryBuilder::new(
                 "DELETE FROM registrations WHERE (tenant_id, extension, contact) IN (",
             );
             q.push_values(chunk, |mut row, (tenant, extension, contact)| {
@@ -60,13 +61,13 @@ impl Store {
                     .push_bind(*contact);
             });
             q.push(")");
-            q.build()
+            q.build()?
                 .persistent(chunk.len() == CHUNK)
                 .execute(&mut *tx)
                 .await?;
         }
         for chunk in upserts.chunks(CHUNK) {
-            let mut q = QueryBuilder::<Sqlite>::new(
+            let mut q = QueryBuilder::new(
                 "INSERT INTO registrations (tenant_id, extension, contact, source, transport, \
                  local_addr, call_id, cseq, expires_at_ms, user_agent) \
                  SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, \
@@ -95,7 +96,7 @@ impl Store {
                  cseq = excluded.cseq, expires_at_ms = excluded.expires_at_ms, \
                  user_agent = excluded.user_agent",
             );
-            q.build()
+            q.build()?
                 .persistent(chunk.len() == CHUNK)
                 .execute(&mut *tx)
                 .await?;
@@ -108,7 +109,7 @@ impl Store {
     /// ordered by tenant, extension and contact.
     pub async fn load_registrations(&self, now_ms: i64) -> Result<Vec<Registration>> {
         let mut tx = self.write_tx().await?;
-        sqlx::query("DELETE FROM registrations WHERE expires_at_ms <= ?")
+        sqlx::query("DELETE FROM registrations WHERE expires_at_ms <= $1")
             .bind(now_ms)
             .execute(&mut *tx)
             .await?;
@@ -124,7 +125,7 @@ impl Store {
     }
 }
 
-fn from_row(row: &SqliteRow) -> Result<Registration> {
+fn from_row(row: &AnyRow) -> Result<Registration> {
     let tenant = TenantId(row.try_get("tenant_id")?);
     let bad =
         |what: &str| Error::Invalid(format!("stored registration of tenant {tenant}: {what}"));
@@ -172,145 +173,149 @@ pub(crate) mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn bindings_round_trip_and_expire() {
-        let store = Store::open_in_memory().await.expect("open");
-        let t = store.add_tenant("a", "a.example").await.expect("t").id;
-        store.add_extension(t, "100", "pw").await.expect("ext");
-        store.add_extension(t, "101", "pw").await.expect("ext");
+    backend_test! {
+        async fn bindings_round_trip_and_expire() {
+            let store = crate::testdb::store().await.expect("open");
+            let t = store.add_tenant("a", "a.example").await.expect("t").id;
+            store.add_extension(t, "100", "pw").await.expect("ext");
+            store.add_extension(t, "101", "pw").await.expect("ext");
 
-        let keep = binding(t, "100", "sip:100@10.0.0.1", 60_000);
-        let mut lapsing = binding(t, "101", "sip:101@10.0.0.2", 5_000);
-        lapsing.user_agent = None;
-        lapsing.transport = TransportKind::Udp;
-        store
-            .apply_registrations(&[
-                RegistrationChange::Upsert(keep.clone()),
-                RegistrationChange::Upsert(lapsing.clone()),
-            ])
-            .await
-            .expect("apply");
-        assert_eq!(
-            store.load_registrations(1_000).await.expect("load"),
-            vec![keep.clone(), lapsing.clone()]
-        );
+            let keep = binding(t, "100", "sip:100@10.0.0.1", 60_000);
+            let mut lapsing = binding(t, "101", "sip:101@10.0.0.2", 5_000);
+            lapsing.user_agent = None;
+            lapsing.transport = TransportKind::Udp;
+            store
+                .apply_registrations(&[
+                    RegistrationChange::Upsert(keep.clone()),
+                    RegistrationChange::Upsert(lapsing.clone()),
+                ])
+                .await
+                .expect("apply");
+            assert_eq!(
+                store.load_registrations(1_000).await.expect("load"),
+                vec![keep.clone(), lapsing.clone()]
+            );
 
-        // refresh replaces the row with the same key
-        let mut refreshed = keep.clone();
-        refreshed.cseq = 7;
-        refreshed.expires_at_ms = 120_000;
-        refreshed.source = "198.51.100.9:40000".parse().expect("addr");
-        store
-            .apply_registrations(&[RegistrationChange::Upsert(refreshed.clone())])
-            .await
-            .expect("apply");
+            // refresh replaces the row with the same key
+            let mut refreshed = keep.clone();
+            refreshed.cseq = 7;
+            refreshed.expires_at_ms = 120_000;
+            refreshed.source = "198.51.100.9:40000".parse().expect("addr");
+            store
+                .apply_registrations(&[RegistrationChange::Upsert(refreshed.clone())])
+                .await
+                .expect("apply");
 
-        // the lapsed binding is dropped and deleted
-        assert_eq!(
-            store.load_registrations(5_000).await.expect("load"),
-            vec![refreshed.clone()]
-        );
-        assert_eq!(
-            store.load_registrations(0).await.expect("load"),
-            vec![refreshed.clone()]
-        );
+            // the lapsed binding is dropped and deleted
+            assert_eq!(
+                store.load_registrations(5_000).await.expect("load"),
+                vec![refreshed.clone()]
+            );
+            assert_eq!(
+                store.load_registrations(0).await.expect("load"),
+                vec![refreshed.clone()]
+            );
 
-        store
-            .apply_registrations(&[RegistrationChange::Remove {
+            store
+                .apply_registrations(&[RegistrationChange::Remove {
+                    tenant: t,
+                    extension: "100".into(),
+                    contact: refreshed.contact.clone(),
+                }])
+                .await
+                .expect("remove");
+            assert!(store.load_registrations(0).await.expect("load").is_empty());
+        }
+    }
+
+    backend_test! {
+        async fn bindings_follow_their_extension() {
+            let store = crate::testdb::store().await.expect("open");
+            let t = store.add_tenant("a", "a.example").await.expect("t").id;
+            store.add_extension(t, "100", "pw").await.expect("ext");
+            let ok = binding(t, "100", "sip:100@h", 10_000);
+            let orphan = binding(t, "999", "sip:999@h", 10_000);
+            store
+                .apply_registrations(&[
+                    RegistrationChange::Upsert(ok.clone()),
+                    RegistrationChange::Upsert(orphan),
+                ])
+                .await
+                .expect("apply");
+            assert_eq!(store.load_registrations(0).await.expect("load"), vec![ok]);
+            store.remove_extension(t, "100").await.expect("rm");
+            assert!(store.load_registrations(0).await.expect("load").is_empty());
+        }
+    }
+
+    backend_test! {
+        async fn changes_to_one_binding_leave_the_last_one_in_place() {
+            let store = crate::testdb::store().await.expect("open");
+            let t = store.add_tenant("a", "a.example").await.expect("t").id;
+            store.add_extension(t, "100", "pw").await.expect("ext");
+            store.add_extension(t, "101", "pw").await.expect("ext");
+            let remove = |ext: &str, contact: &str| RegistrationChange::Remove {
                 tenant: t,
-                extension: "100".into(),
-                contact: refreshed.contact.clone(),
-            }])
-            .await
-            .expect("remove");
-        assert!(store.load_registrations(0).await.expect("load").is_empty());
+                extension: ext.into(),
+                contact: contact.into(),
+            };
+            let first = binding(t, "100", "sip:100@h", 10_000);
+            let mut second = first.clone();
+            second.cseq = 2;
+            second.expires_at_ms = 20_000;
+            let gone = binding(t, "101", "sip:101@h", 10_000);
+            store
+                .apply_registrations(&[
+                    RegistrationChange::Upsert(first.clone()),
+                    remove("100", "sip:100@h"),
+                    RegistrationChange::Upsert(second.clone()),
+                    RegistrationChange::Upsert(gone.clone()),
+                    remove("101", "sip:101@h"),
+                ])
+                .await
+                .expect("apply");
+            assert_eq!(
+                store.load_registrations(0).await.expect("load"),
+                vec![second]
+            );
+        }
     }
 
-    #[tokio::test]
-    async fn bindings_follow_their_extension() {
-        let store = Store::open_in_memory().await.expect("open");
-        let t = store.add_tenant("a", "a.example").await.expect("t").id;
-        store.add_extension(t, "100", "pw").await.expect("ext");
-        let ok = binding(t, "100", "sip:100@h", 10_000);
-        let orphan = binding(t, "999", "sip:999@h", 10_000);
-        store
-            .apply_registrations(&[
-                RegistrationChange::Upsert(ok.clone()),
-                RegistrationChange::Upsert(orphan),
-            ])
-            .await
-            .expect("apply");
-        assert_eq!(store.load_registrations(0).await.expect("load"), vec![ok]);
-        store.remove_extension(t, "100").await.expect("rm");
-        assert!(store.load_registrations(0).await.expect("load").is_empty());
-    }
+    backend_test! {
+        async fn a_batch_larger_than_a_statement_is_written_whole() {
+            let store = crate::testdb::store().await.expect("open");
+            let t = store.add_tenant("a", "a.example").await.expect("t").id;
+            let n = crate::registration::CHUNK * 2 + 7;
+            let rows: Vec<(String, String)> = (0..n)
+                .map(|i| (format!("{}", 1000 + i), "secret-pw".to_string()))
+                .collect();
+            store.import_extensions(t, &rows).await.expect("import");
+            let bindings: Vec<Registration> = (0..n)
+                .map(|i| binding(t, &format!("{}", 1000 + i), &format!("sip:{i}@h"), 10_000))
+                .collect();
+            let changes: Vec<RegistrationChange> = bindings
+                .iter()
+                .cloned()
+                .map(RegistrationChange::Upsert)
+                .collect();
+            store.apply_registrations(&changes).await.expect("apply");
+            let mut stored = store.load_registrations(0).await.expect("load");
+            stored.sort_by(|a, b| a.extension.cmp(&b.extension));
+            assert_eq!(stored, bindings);
 
-    #[tokio::test]
-    async fn changes_to_one_binding_leave_the_last_one_in_place() {
-        let store = Store::open_in_memory().await.expect("open");
-        let t = store.add_tenant("a", "a.example").await.expect("t").id;
-        store.add_extension(t, "100", "pw").await.expect("ext");
-        store.add_extension(t, "101", "pw").await.expect("ext");
-        let remove = |ext: &str, contact: &str| RegistrationChange::Remove {
-            tenant: t,
-            extension: ext.into(),
-            contact: contact.into(),
-        };
-        let first = binding(t, "100", "sip:100@h", 10_000);
-        let mut second = first.clone();
-        second.cseq = 2;
-        second.expires_at_ms = 20_000;
-        let gone = binding(t, "101", "sip:101@h", 10_000);
-        store
-            .apply_registrations(&[
-                RegistrationChange::Upsert(first.clone()),
-                remove("100", "sip:100@h"),
-                RegistrationChange::Upsert(second.clone()),
-                RegistrationChange::Upsert(gone.clone()),
-                remove("101", "sip:101@h"),
-            ])
-            .await
-            .expect("apply");
-        assert_eq!(
-            store.load_registrations(0).await.expect("load"),
-            vec![second]
-        );
-    }
-
-    #[tokio::test]
-    async fn a_batch_larger_than_a_statement_is_written_whole() {
-        let store = Store::open_in_memory().await.expect("open");
-        let t = store.add_tenant("a", "a.example").await.expect("t").id;
-        let n = super::CHUNK * 2 + 7;
-        let rows: Vec<(String, String)> = (0..n)
-            .map(|i| (format!("{}", 1000 + i), "secret-pw".to_string()))
-            .collect();
-        store.import_extensions(t, &rows).await.expect("import");
-        let bindings: Vec<Registration> = (0..n)
-            .map(|i| binding(t, &format!("{}", 1000 + i), &format!("sip:{i}@h"), 10_000))
-            .collect();
-        let changes: Vec<RegistrationChange> = bindings
-            .iter()
-            .cloned()
-            .map(RegistrationChange::Upsert)
-            .collect();
-        store.apply_registrations(&changes).await.expect("apply");
-        let mut stored = store.load_registrations(0).await.expect("load");
-        stored.sort_by(|a, b| a.extension.cmp(&b.extension));
-        assert_eq!(stored, bindings);
-
-        let removals: Vec<RegistrationChange> = bindings
-            .iter()
-            .filter(|b| b.extension.ends_with('1'))
-            .map(|b| RegistrationChange::Remove {
-                tenant: t,
-                extension: b.extension.clone(),
-                contact: b.contact.clone(),
-            })
-            .collect();
-        store.apply_registrations(&removals).await.expect("remove");
-        let left = store.load_registrations(0).await.expect("load");
-        assert_eq!(left.len(), n - removals.len());
-        assert!(left.iter().all(|b| !b.extension.ends_with('1')));
+            let removals: Vec<RegistrationChange> = bindings
+                .iter()
+                .filter(|b| b.extension.ends_with('1'))
+                .map(|b| RegistrationChange::Remove {
+                    tenant: t,
+                    extension: b.extension.clone(),
+                    contact: b.contact.clone(),
+                })
+                .collect();
+            store.apply_registrations(&removals).await.expect("remove");
+            let left = store.load_registrations(0).await.expect("load");
+            assert_eq!(left.len(), n - removals.len());
+            assert!(left.iter().all(|b| !b.extension.ends_with('1')));
+        }
     }
 }

@@ -5,7 +5,7 @@ use crate::DigestAlgorithms;
 
 /// The `digest_algorithms` column of a tenants or extensions row.
 pub(crate) fn stored_digest(
-    row: &sqlx::sqlite::SqliteRow,
+    row: &sqlx::any::AnyRow,
     whose: impl FnOnce() -> String,
 ) -> crate::Result<Option<DigestAlgorithms>> {
     use sqlx::Row;
@@ -19,4 +19,11 @@ pub(crate) fn stored_digest(
         })
     })
     .transpose()
+}
+
+/// A 0/1 flag column as a `bool`. Flags are stored as integers on every
+/// backend, so they are bound as `i64::from(flag)` and read through here.
+pub(crate) fn flag(row: &sqlx::any::AnyRow, column: &str) -> crate::Result<bool> {
+    use sqlx::Row;
+    Ok(row.try_get::<i64, _>(column)? != 0)
 }

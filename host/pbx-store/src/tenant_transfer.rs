@@ -41,7 +41,8 @@ use base64::engine::general_purpose::STANDARD;
 use futures_util::TryStreamExt as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use sqlx::{AssertSqlSafe, Row, Sqlite, Transaction};
+use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::{Any, AssertSqlSafe, Row, Transaction};
 use tokio::sync::mpsc;
 
 use crate::audio::{self, AudioFile, Kind as AudioKind};
@@ -452,7 +453,7 @@ impl Cell {
     }
 }
 
-fn read_cell(row: &sqlx::sqlite::SqliteRow, i: usize, kind: Kind) -> Result<Cell> {
+fn read_cell(row: &AnyRow, i: usize, kind: Kind) -> Result<Cell> {
     Ok(match kind {
         I => row
             .try_get::<Option<i64>, _>(i)?
@@ -468,12 +469,19 @@ fn read_cell(row: &sqlx::sqlite::SqliteRow, i: usize, kind: Kind) -> Result<Cell
     })
 }
 
+/// Binds `cell`; a null is bound typed as the column's `kind` (PostgreSQL
+/// checks the type of a null too).
 fn bind_cell<'q>(
-    query: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>,
+    query: sqlx::query::Query<'q, Any, AnyArguments>,
     cell: &Cell,
-) -> Result<sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>> {
+    kind: Kind,
+) -> Result<sqlx::query::Query<'q, Any, AnyArguments>> {
     Ok(match cell {
-        Cell::Null => query.bind(None::<i64>),
+        Cell::Null => match kind {
+            I => query.bind(None::<i64>),
+            T => query.bind(None::<String>),
+            B => query.bind(None::<Vec<u8>>),
+        },
         Cell::Int(n) => query.bind(*n),
         Cell::Text(s) => query.bind(s.clone()),
         Cell::Blob { base64 } => query.bind(
@@ -484,15 +492,6 @@ fn bind_cell<'q>(
     })
 }
 
-/// The newest migration applied to the database.
-async fn schema_version(conn: &mut sqlx::SqliteConnection) -> Result<i64> {
-    let version: Option<i64> =
-        sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
-            .fetch_one(conn)
-            .await?;
-    Ok(version.unwrap_or(0))
-}
-
 impl Store {
     /// The header an export of `tenant` starts with.
     pub async fn tenant_export_header(
@@ -500,15 +499,14 @@ impl Store {
         tenant: TenantId,
         now_ms: i64,
     ) -> Result<TenantExportHeader> {
-        let mut conn = self.pool.acquire().await?;
         let name: Option<String> = sqlx::query_scalar("SELECT name FROM tenants WHERE id = $1")
             .bind(tenant.0)
-            .fetch_optional(&mut *conn)
+            .fetch_optional(&self.pool)
             .await?;
         let name = name.ok_or_else(|| Error::NotFound(format!("tenant {tenant}")))?;
         Ok(TenantExportHeader {
             format: TENANT_EXPORT_FORMAT.into(),
-            schema_version: schema_version(&mut conn).await?,
+            schema_version: self.schema_version().await?,
             tenant: name,
             exported_at_ms: now_ms,
         })
@@ -651,8 +649,7 @@ impl Store {
                 header.format
             )));
         }
-        let mut tx = self.write_tx().await?;
-        let ours = schema_version(&mut tx).await?;
+        let ours = self.schema_version().await?;
         if header.schema_version != ours {
             return Err(invalid(format!(
                 "the export is of schema version {}, this PBX has {ours}: \
@@ -664,6 +661,7 @@ impl Store {
             Some(n) => crate::checks::tenant_name(n)?,
             None => header.tenant.clone(),
         };
+        let tx = self.write_tx().await?;
         Ok(TenantImport {
             store: self.clone(),
             tx: Some(tx),
@@ -755,7 +753,7 @@ const CHUNKS_PER_TRANSACTION: u32 = 8;
 /// the tenant ([`TenantImport::tenant`]) if it has one.
 pub struct TenantImport {
     store: Store,
-    tx: Option<Transaction<'static, Sqlite>>,
+    tx: Option<Transaction<'static, Any>>,
     chunks: u32,
     /// Whether a transaction of this import was committed.
     committed: bool,
@@ -777,7 +775,7 @@ impl TenantImport {
     }
 
     /// The open transaction, begun again after a commit.
-    async fn tx(&mut self) -> Result<&mut Transaction<'static, Sqlite>> {
+    async fn tx(&mut self) -> Result<&mut Transaction<'static, Any>> {
         if self.tx.is_none() {
             self.tx = Some(self.store.write_tx().await?);
         }
@@ -823,7 +821,7 @@ impl TenantImport {
     }
 
     async fn insert(&mut self, table: &Table, mut cells: Vec<Cell>) -> Result<()> {
-        let mut columns: Vec<&str> = table.columns.iter().map(|(c, _)| *c).collect();
+        let mut columns: Vec<(&str, Kind)> = table.columns.to_vec();
         if table.owner == Owner::Itself {
             if self.tenant.is_some() {
                 return Err(invalid("more than one tenants row"));
@@ -847,7 +845,7 @@ impl TenantImport {
                 let old = cells[0].int().ok_or_else(|| invalid("a user without id"))?;
                 columns.remove(0);
                 cells.remove(0);
-                columns.push("tenant_id");
+                columns.push(("tenant_id", I));
                 cells.push(Cell::Int(tenant.0));
                 let id = self.insert_row("users", &columns, &cells, true).await?;
                 self.users.insert(old, id);
@@ -877,7 +875,7 @@ impl TenantImport {
                             .seal(&trunk::aad(tenant, name), plain.as_bytes())?,
                     );
                 }
-                columns.push("tenant_id");
+                columns.push(("tenant_id", I));
                 cells.push(Cell::Int(tenant.0));
             }
             "prompts" | "voicemail_messages" | "call_recordings" => {
@@ -897,11 +895,11 @@ impl TenantImport {
                 );
                 cells[at] = Cell::Text(fresh.id.clone());
                 self.audio.insert(old, fresh);
-                columns.push("tenant_id");
+                columns.push(("tenant_id", I));
                 cells.push(Cell::Int(tenant.0));
             }
             _ => {
-                columns.push("tenant_id");
+                columns.push(("tenant_id", I));
                 cells.push(Cell::Int(tenant.0));
             }
         }
@@ -939,22 +937,23 @@ impl TenantImport {
     async fn insert_row(
         &mut self,
         table: &str,
-        columns: &[&str],
+        columns: &[(&str, Kind)],
         cells: &[Cell],
         returning: bool,
     ) -> Result<i64> {
         let marks: Vec<String> = (1..=cells.len()).map(|i| format!("${i}")).collect();
+        let names: Vec<&str> = columns.iter().map(|(c, _)| *c).collect();
         let mut sql = format!(
             "INSERT INTO {table} ({}) VALUES ({})",
-            columns.join(", "),
+            names.join(", "),
             marks.join(", ")
         );
         if returning {
             sql.push_str(" RETURNING id");
         }
         let mut query = sqlx::query(AssertSqlSafe(sql));
-        for cell in cells {
-            query = bind_cell(query, cell)?;
+        for (cell, (_, kind)) in cells.iter().zip(columns) {
+            query = bind_cell(query, cell, *kind)?;
         }
         let taken = || {
             let key = cells.first().and_then(Cell::text).unwrap_or_default();
@@ -1067,188 +1066,190 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_tenant_moves_with_new_ids_and_nothing_of_its_neighbours() {
-        let source = Store::open_in_memory().await.expect("source");
-        let other = source
-            .add_tenant("other", "other.example")
-            .await
-            .expect("o");
-        let acme = source.add_tenant("acme", "acme.example").await.expect("a");
-        for t in [other.id, acme.id] {
-            source
-                .add_extension(t, "100", "pw-100-long")
+    backend_test! {
+        async fn a_tenant_moves_with_new_ids_and_nothing_of_its_neighbours() {
+            let source = crate::testdb::store().await.expect("source");
+            let other = source
+                .add_tenant("other", "other.example")
                 .await
-                .expect("ext");
+                .expect("o");
+            let acme = source.add_tenant("acme", "acme.example").await.expect("a");
+            for t in [other.id, acme.id] {
+                source
+                    .add_extension(t, "100", "pw-100-long")
+                    .await
+                    .expect("ext");
+                source
+                    .insert_cdrs(&[crate::cdr::tests::cdr(t, "100", "101", 5_000)])
+                    .await
+                    .expect("cdr");
+            }
             source
-                .insert_cdrs(&[crate::cdr::tests::cdr(t, "100", "101", 5_000)])
+                .add_trunk(
+                    acme.id,
+                    "carrier",
+                    "sip:gw.example.net",
+                    Some("u"),
+                    Some("trunk-pw"),
+                )
                 .await
-                .expect("cdr");
-        }
-        source
-            .add_trunk(
-                acme.id,
-                "carrier",
-                "sip:gw.example.net",
-                Some("u"),
-                Some("trunk-pw"),
-            )
-            .await
-            .expect("trunk");
-        let wav = crate::prompt::tests::wav(800);
-        source
-            .put_prompt(acme.id, "menu", &wav, 100)
-            .await
-            .expect("prompt");
-        source
-            .save_voicemail(acme.id, "100", "555", &wav, 100)
-            .await
-            .expect("vm");
-        source
-            .plugin_kv_admin_put(acme.id, "ring-group:sales", Some(b"100"))
-            .await
-            .expect("kv");
+                .expect("trunk");
+            let wav = crate::prompt::tests::wav(800);
+            source
+                .put_prompt(acme.id, "menu", &wav, 100)
+                .await
+                .expect("prompt");
+            source
+                .save_voicemail(acme.id, "100", "555", &wav, 100)
+                .await
+                .expect("vm");
+            source
+                .plugin_kv_admin_put(acme.id, "ring-group:sales", Some(b"100"))
+                .await
+                .expect("kv");
 
-        let (header, chunks, export) = export(&source, acme.id).await;
-        assert_eq!(header.tenant, "acme");
-        assert_eq!(export.audio.len(), 2, "{:?}", export.audio);
-        let text = serde_json::to_string(&chunks).expect("json");
-        assert!(
-            !text.contains("other.example"),
-            "nothing of the other tenant"
-        );
-        assert!(
-            text.contains("trunk-pw"),
-            "the trunk password travels opened"
-        );
+            let (header, chunks, export) = export(&source, acme.id).await;
+            assert_eq!(header.tenant, "acme");
+            assert_eq!(export.audio.len(), 2, "{:?}", export.audio);
+            let text = serde_json::to_string(&chunks).expect("json");
+            assert!(
+                !text.contains("other.example"),
+                "nothing of the other tenant"
+            );
+            assert!(
+                text.contains("trunk-pw"),
+                "the trunk password travels opened"
+            );
 
-        // The target already has tenants of its own.
-        let target = Store::open_in_memory().await.expect("target");
-        let mut ids = Vec::new();
-        for n in 0..3 {
+            // The target already has tenants of its own.
+            let target = crate::testdb::store().await.expect("target");
+            let mut ids = Vec::new();
+            for n in 0..3 {
+                let t = target
+                    .add_tenant(&format!("t{n}"), &format!("t{n}.example"))
+                    .await
+                    .expect("t");
+                target
+                    .add_extension(t.id, "100", "pw-100-long")
+                    .await
+                    .expect("ext");
+                target
+                    .insert_cdrs(&[crate::cdr::tests::cdr(t.id, "100", "101", 1_000)])
+                    .await
+                    .expect("cdr");
+                ids.push(t.id);
+            }
+            let imported = import(&target, &header, &chunks, Some("acme2"))
+                .await
+                .expect("import");
+            assert!(!ids.contains(&imported.tenant));
+            for file in export.audio.clone() {
+                let bytes = source
+                    .export_tenant_audio(acme.id, &file)
+                    .await
+                    .expect("read");
+                target
+                    .import_tenant_audio(&imported, &file, bytes)
+                    .await
+                    .expect("write");
+            }
+            target
+                .finish_tenant_import(&imported)
+                .await
+                .expect("finish");
+
             let t = target
-                .add_tenant(&format!("t{n}"), &format!("t{n}.example"))
+                .tenant(imported.tenant)
                 .await
-                .expect("t");
-            target
-                .add_extension(t.id, "100", "pw-100-long")
+                .expect("get")
+                .expect("tenant");
+            assert_eq!(t.name, "acme2");
+            assert_eq!(t.status, TenantStatus::Active);
+            assert_eq!(t.domains, vec!["acme.example".to_string()]);
+            let trunks = target.list_trunks(imported.tenant).await.expect("trunks");
+            assert_eq!(trunks[0].password.as_deref(), Some("trunk-pw"));
+            assert_eq!(
+                target
+                    .prompt_audio(imported.tenant, "menu")
+                    .await
+                    .expect("p"),
+                Some(wav.clone())
+            );
+            let messages = target
+                .voicemail_messages(imported.tenant, "100")
                 .await
-                .expect("ext");
-            target
-                .insert_cdrs(&[crate::cdr::tests::cdr(t.id, "100", "101", 1_000)])
+                .expect("vm");
+            assert_eq!(messages.len(), 1);
+            assert_eq!(
+                target
+                    .voicemail_audio(imported.tenant, "100", &messages[0].id)
+                    .await
+                    .expect("audio"),
+                Some(wav.clone())
+            );
+            let cdrs = target
+                .list_cdrs(imported.tenant, &CdrFilter::default())
                 .await
-                .expect("cdr");
-            ids.push(t.id);
+                .expect("cdrs");
+            assert_eq!(cdrs.len(), 1);
+            // Every numbered row the import wrote has an id of its own on the
+            // target: none is shared with another tenant's rows.
+            let shared: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM cdrs a JOIN cdrs b ON a.id = b.id AND a.tenant_id <> b.tenant_id",
+            )
+            .fetch_one(&target.pool)
+            .await
+            .expect("ids");
+            assert_eq!(shared, 0);
+            let other_rows: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM tenant_domains WHERE domain = 'other.example'",
+            )
+            .fetch_one(&target.pool)
+            .await
+            .expect("other");
+            assert_eq!(other_rows, 0);
+            assert_eq!(
+                target
+                    .plugin_kv_get(imported.tenant, "ring-group:sales")
+                    .await
+                    .expect("kv"),
+                Some(b"100".to_vec())
+            );
+            // The same export again clashes on the domain, with a clear error and
+            // nothing written.
+            let err = import(&target, &header, &chunks, Some("acme3"))
+                .await
+                .expect_err("domain taken");
+            assert!(err.to_string().contains("acme.example"), "{err}");
+            assert!(target.tenant_by_name("acme3").await.expect("get").is_none());
         }
-        let imported = import(&target, &header, &chunks, Some("acme2"))
-            .await
-            .expect("import");
-        assert!(!ids.contains(&imported.tenant));
-        for file in export.audio.clone() {
-            let bytes = source
-                .export_tenant_audio(acme.id, &file)
-                .await
-                .expect("read");
-            target
-                .import_tenant_audio(&imported, &file, bytes)
-                .await
-                .expect("write");
-        }
-        target
-            .finish_tenant_import(&imported)
-            .await
-            .expect("finish");
-
-        let t = target
-            .tenant(imported.tenant)
-            .await
-            .expect("get")
-            .expect("tenant");
-        assert_eq!(t.name, "acme2");
-        assert_eq!(t.status, TenantStatus::Active);
-        assert_eq!(t.domains, vec!["acme.example".to_string()]);
-        let trunks = target.list_trunks(imported.tenant).await.expect("trunks");
-        assert_eq!(trunks[0].password.as_deref(), Some("trunk-pw"));
-        assert_eq!(
-            target
-                .prompt_audio(imported.tenant, "menu")
-                .await
-                .expect("p"),
-            Some(wav.clone())
-        );
-        let messages = target
-            .voicemail_messages(imported.tenant, "100")
-            .await
-            .expect("vm");
-        assert_eq!(messages.len(), 1);
-        assert_eq!(
-            target
-                .voicemail_audio(imported.tenant, "100", &messages[0].id)
-                .await
-                .expect("audio"),
-            Some(wav.clone())
-        );
-        let cdrs = target
-            .list_cdrs(imported.tenant, &CdrFilter::default())
-            .await
-            .expect("cdrs");
-        assert_eq!(cdrs.len(), 1);
-        // Every numbered row the import wrote has an id of its own on the
-        // target: none is shared with another tenant's rows.
-        let shared: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM cdrs a JOIN cdrs b ON a.id = b.id AND a.tenant_id <> b.tenant_id",
-        )
-        .fetch_one(&target.pool)
-        .await
-        .expect("ids");
-        assert_eq!(shared, 0);
-        let other_rows: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM tenant_domains WHERE domain = 'other.example'",
-        )
-        .fetch_one(&target.pool)
-        .await
-        .expect("other");
-        assert_eq!(other_rows, 0);
-        assert_eq!(
-            target
-                .plugin_kv_get(imported.tenant, "ring-group:sales")
-                .await
-                .expect("kv"),
-            Some(b"100".to_vec())
-        );
-        // The same export again clashes on the domain, with a clear error and
-        // nothing written.
-        let err = import(&target, &header, &chunks, Some("acme3"))
-            .await
-            .expect_err("domain taken");
-        assert!(err.to_string().contains("acme.example"), "{err}");
-        assert!(target.tenant_by_name("acme3").await.expect("get").is_none());
     }
 
-    #[tokio::test]
-    async fn a_malformed_export_is_refused_before_any_sql() {
-        let source = Store::open_in_memory().await.expect("source");
-        let acme = source.add_tenant("acme", "acme.example").await.expect("a");
-        let (header, chunks, _) = export(&source, acme.id).await;
-        let target = Store::open_in_memory().await.expect("target");
+    backend_test! {
+        async fn a_malformed_export_is_refused_before_any_sql() {
+            let source = crate::testdb::store().await.expect("source");
+            let acme = source.add_tenant("acme", "acme.example").await.expect("a");
+            let (header, chunks, _) = export(&source, acme.id).await;
+            let target = crate::testdb::store().await.expect("target");
 
-        let mut bad = chunks.clone();
-        bad[1].columns[0] = "domain) VALUES ('x'); DROP TABLE cdrs; --".into();
-        let err = import(&target, &header, &bad, None)
-            .await
-            .expect_err("columns");
-        assert!(err.to_string().contains("do not match"), "{err}");
+            let mut bad = chunks.clone();
+            bad[1].columns[0] = "domain) VALUES ('x'); DROP TABLE cdrs; --".into();
+            let err = import(&target, &header, &bad, None)
+                .await
+                .expect_err("columns");
+            assert!(err.to_string().contains("do not match"), "{err}");
 
-        let mut bad = chunks.clone();
-        bad[0].table = "audit_log".into();
-        assert!(import(&target, &header, &bad, None).await.is_err());
+            let mut bad = chunks.clone();
+            bad[0].table = "audit_log".into();
+            assert!(import(&target, &header, &bad, None).await.is_err());
 
-        let mut old = header.clone();
-        old.schema_version -= 1;
-        let err = import(&target, &old, &chunks, None)
-            .await
-            .expect_err("version");
-        assert!(err.to_string().contains("schema version"), "{err}");
-        assert!(target.list_tenants().await.expect("list").is_empty());
+            let mut old = header.clone();
+            old.schema_version -= 1;
+            let err = import(&target, &old, &chunks, None)
+                .await
+                .expect_err("version");
+            assert!(err.to_string().contains("schema version"), "{err}");
+            assert!(target.list_tenants().await.expect("list").is_empty());
+        }
     }
 }

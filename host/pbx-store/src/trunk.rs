@@ -5,7 +5,7 @@ use std::fmt;
 use std::net::Ipv6Addr;
 
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
 use crate::tenant::ensure_tenant;
 use crate::{Error, Result, Store, TenantId, TransportKind, checks};
@@ -122,7 +122,7 @@ impl Store {
         sqlx::query(
             "INSERT INTO trunks \
              (tenant_id, name, host, port, transport, username, password_enc, register) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(tenant.0)
         .bind(&trunk.name)
@@ -141,7 +141,7 @@ impl Store {
 
     /// The tenant's trunks, by name, passwords decrypted.
     pub async fn list_trunks(&self, tenant: TenantId) -> Result<Vec<Trunk>> {
-        let rows = sqlx::query(trunks_query!("WHERE tenant_id = ? ORDER BY name"))
+        let rows = sqlx::query(trunks_query!("WHERE tenant_id = $1 ORDER BY name"))
             .bind(tenant.0)
             .fetch_all(&self.pool)
             .await?;
@@ -160,7 +160,7 @@ impl Store {
     /// Removes one of the tenant's trunks; [`Error::NotFound`] when it has none of
     /// that name.
     pub async fn remove_trunk(&self, tenant: TenantId, name: &str) -> Result<()> {
-        let done = sqlx::query("DELETE FROM trunks WHERE tenant_id = ? AND name = ?")
+        let done = sqlx::query("DELETE FROM trunks WHERE tenant_id = $1 AND name = $2")
             .bind(tenant.0)
             .bind(name)
             .execute(&self.pool)
@@ -179,7 +179,7 @@ impl Store {
         did_number(number)?;
         let mut tx = self.write_tx().await?;
         ensure_tenant(&mut tx, tenant).await?;
-        sqlx::query("INSERT INTO dids (number, tenant_id) VALUES (?, ?)")
+        sqlx::query("INSERT INTO dids (number, tenant_id) VALUES ($1, $2)")
             .bind(number)
             .bind(tenant.0)
             .execute(&mut *tx)
@@ -191,7 +191,7 @@ impl Store {
 
     /// The tenant's DIDs, sorted.
     pub async fn list_dids(&self, tenant: TenantId) -> Result<Vec<String>> {
-        let rows = sqlx::query("SELECT number FROM dids WHERE tenant_id = ? ORDER BY number")
+        let rows = sqlx::query("SELECT number FROM dids WHERE tenant_id = $1 ORDER BY number")
             .bind(tenant.0)
             .fetch_all(&self.pool)
             .await?;
@@ -210,7 +210,7 @@ impl Store {
 
     /// Removes a DID; [`Error::NotFound`] when no tenant has it.
     pub async fn remove_did(&self, number: &str) -> Result<()> {
-        let done = sqlx::query("DELETE FROM dids WHERE number = ?")
+        let done = sqlx::query("DELETE FROM dids WHERE number = $1")
             .bind(number)
             .execute(&self.pool)
             .await?;
@@ -220,7 +220,7 @@ impl Store {
         Ok(())
     }
 
-    fn trunk_from_row(&self, row: &SqliteRow) -> Result<Trunk> {
+    fn trunk_from_row(&self, row: &AnyRow) -> Result<Trunk> {
         let tenant = TenantId(row.try_get("tenant_id")?);
         let name: String = row.try_get("name")?;
         let bad = |what: &str| {
@@ -440,164 +440,168 @@ mod tests {
     }
 
     async fn two_tenants() -> (Store, TenantId, TenantId) {
-        let store = Store::open_in_memory().await.expect("open");
+        let store = crate::testdb::store().await.expect("open");
         let a = store.add_tenant("a", "a.example").await.expect("a").id;
         let b = store.add_tenant("b", "b.example").await.expect("b").id;
         (store, a, b)
     }
 
-    #[tokio::test]
-    async fn trunk_password_round_trips_and_is_not_stored_in_clear() {
-        let (store, a, b) = two_tenants().await;
-        let t = store
-            .add_trunk(
-                a,
-                "carrier",
-                "sip:gw.example:5080;transport=tcp",
-                Some("acct-1"),
-                Some("very-secret-pw"),
-            )
-            .await
-            .expect("add");
-        assert!(t.register);
-        assert_eq!(t.uri(), "sip:gw.example:5080;transport=tcp");
-        assert!(!format!("{t:?}").contains("very-secret-pw"));
-        let plain = store
-            .add_trunk(b, "carrier", "sips:[2001:db8::5]", None, None)
-            .await
-            .expect("same name in another tenant");
-        assert!(!plain.register);
-        assert_eq!(plain.uri(), "sip:[2001:db8::5]:5061;transport=tls");
+    backend_test! {
+        async fn trunk_password_round_trips_and_is_not_stored_in_clear() {
+            let (store, a, b) = two_tenants().await;
+            let t = store
+                .add_trunk(
+                    a,
+                    "carrier",
+                    "sip:gw.example:5080;transport=tcp",
+                    Some("acct-1"),
+                    Some("very-secret-pw"),
+                )
+                .await
+                .expect("add");
+            assert!(t.register);
+            assert_eq!(t.uri(), "sip:gw.example:5080;transport=tcp");
+            assert!(!format!("{t:?}").contains("very-secret-pw"));
+            let plain = store
+                .add_trunk(b, "carrier", "sips:[2001:db8::5]", None, None)
+                .await
+                .expect("same name in another tenant");
+            assert!(!plain.register);
+            assert_eq!(plain.uri(), "sip:[2001:db8::5]:5061;transport=tls");
 
-        assert_eq!(store.list_trunks(a).await.expect("list"), vec![t.clone()]);
-        assert_eq!(
-            store.all_trunks().await.expect("all"),
-            vec![t.clone(), plain.clone()]
-        );
+            assert_eq!(store.list_trunks(a).await.expect("list"), vec![t.clone()]);
+            assert_eq!(
+                store.all_trunks().await.expect("all"),
+                vec![t.clone(), plain.clone()]
+            );
 
-        let row = sqlx::query("SELECT password_enc FROM trunks WHERE tenant_id = ?")
-            .bind(a.0)
-            .fetch_one(&store.pool)
-            .await
-            .expect("row");
-        let stored: String = row.try_get("password_enc").expect("column");
-        assert!(!stored.contains("very-secret-pw"));
-        assert!(stored.len() > "very-secret-pw".len());
+            let row = sqlx::query("SELECT password_enc FROM trunks WHERE tenant_id = $1")
+                .bind(a.0)
+                .fetch_one(&store.pool)
+                .await
+                .expect("row");
+            let stored: String = row.try_get("password_enc").expect("column");
+            assert!(!stored.contains("very-secret-pw"));
+            assert!(stored.len() > "very-secret-pw".len());
 
-        // Moved to another row, the ciphertext no longer decrypts.
-        sqlx::query("UPDATE trunks SET password_enc = ? WHERE tenant_id = ?")
-            .bind(&stored)
-            .bind(b.0)
-            .execute(&store.pool)
-            .await
-            .expect("tamper");
-        assert!(matches!(store.list_trunks(b).await, Err(Error::Invalid(_))));
-        assert_eq!(store.list_trunks(a).await.expect("list"), vec![t]);
+            // Moved to another row, the ciphertext no longer decrypts.
+            sqlx::query("UPDATE trunks SET password_enc = $1 WHERE tenant_id = $2")
+                .bind(&stored)
+                .bind(b.0)
+                .execute(&store.pool)
+                .await
+                .expect("tamper");
+            assert!(matches!(store.list_trunks(b).await, Err(Error::Invalid(_))));
+            assert_eq!(store.list_trunks(a).await.expect("list"), vec![t]);
+        }
     }
 
-    #[tokio::test]
-    async fn trunk_add_and_remove_rules() {
-        let (store, a, b) = two_tenants().await;
-        store
-            .add_trunk(a, "gw", "sip:gw.example", Some("u"), None)
-            .await
-            .expect("add");
-        assert!(matches!(
+    backend_test! {
+        async fn trunk_add_and_remove_rules() {
+            let (store, a, b) = two_tenants().await;
             store
-                .add_trunk(a, "gw", "sip:other.example", None, None)
-                .await,
-            Err(Error::Conflict(_))
-        ));
-        assert!(matches!(
-            store
-                .add_trunk(a, "pw-only", "sip:gw.example", None, Some("x"))
-                .await,
-            Err(Error::Invalid(_))
-        ));
-        assert!(matches!(
-            store
-                .add_trunk(a, "bad name", "sip:gw.example", None, None)
-                .await,
-            Err(Error::Invalid(_))
-        ));
-        assert!(matches!(
-            store
-                .add_trunk(TenantId(99), "gw", "sip:gw.example", None, None)
-                .await,
-            Err(Error::NotFound(_))
-        ));
-        // B cannot remove A's trunk.
-        assert!(matches!(
-            store.remove_trunk(b, "gw").await,
-            Err(Error::NotFound(_))
-        ));
-        store.remove_trunk(a, "gw").await.expect("remove");
-        assert!(store.list_trunks(a).await.expect("list").is_empty());
-        assert!(matches!(
-            store.remove_trunk(a, "gw").await,
-            Err(Error::NotFound(_))
-        ));
+                .add_trunk(a, "gw", "sip:gw.example", Some("u"), None)
+                .await
+                .expect("add");
+            assert!(matches!(
+                store
+                    .add_trunk(a, "gw", "sip:other.example", None, None)
+                    .await,
+                Err(Error::Conflict(_))
+            ));
+            assert!(matches!(
+                store
+                    .add_trunk(a, "pw-only", "sip:gw.example", None, Some("x"))
+                    .await,
+                Err(Error::Invalid(_))
+            ));
+            assert!(matches!(
+                store
+                    .add_trunk(a, "bad name", "sip:gw.example", None, None)
+                    .await,
+                Err(Error::Invalid(_))
+            ));
+            assert!(matches!(
+                store
+                    .add_trunk(TenantId(99), "gw", "sip:gw.example", None, None)
+                    .await,
+                Err(Error::NotFound(_))
+            ));
+            // B cannot remove A's trunk.
+            assert!(matches!(
+                store.remove_trunk(b, "gw").await,
+                Err(Error::NotFound(_))
+            ));
+            store.remove_trunk(a, "gw").await.expect("remove");
+            assert!(store.list_trunks(a).await.expect("list").is_empty());
+            assert!(matches!(
+                store.remove_trunk(a, "gw").await,
+                Err(Error::NotFound(_))
+            ));
+        }
     }
 
-    #[tokio::test]
-    async fn dids_are_unique_across_tenants() {
-        let (store, a, b) = two_tenants().await;
-        store.add_did(a, "+4930123456").await.expect("add");
-        store.add_did(a, "911").await.expect("add");
-        assert!(matches!(
-            store.add_did(b, "+4930123456").await,
-            Err(Error::Conflict(_))
-        ));
-        assert!(matches!(
-            store.add_did(b, "not-a-number").await,
-            Err(Error::Invalid(_))
-        ));
-        assert!(matches!(
-            store.add_did(TenantId(99), "5551234").await,
-            Err(Error::NotFound(_))
-        ));
-        store.add_did(b, "5551234").await.expect("add");
-        assert_eq!(
-            store.list_dids(a).await.expect("list"),
-            vec!["+4930123456", "911"]
-        );
-        assert_eq!(store.list_dids(b).await.expect("list"), vec!["5551234"]);
-        assert_eq!(
-            store.all_dids().await.expect("all"),
-            vec![
-                ("+4930123456".to_owned(), a),
-                ("5551234".to_owned(), b),
-                ("911".to_owned(), a)
-            ]
-        );
-        store.remove_did("+4930123456").await.expect("remove");
-        assert!(matches!(
-            store.remove_did("+4930123456").await,
-            Err(Error::NotFound(_))
-        ));
-        store.add_did(b, "+4930123456").await.expect("free again");
+    backend_test! {
+        async fn dids_are_unique_across_tenants() {
+            let (store, a, b) = two_tenants().await;
+            store.add_did(a, "+4930123456").await.expect("add");
+            store.add_did(a, "911").await.expect("add");
+            assert!(matches!(
+                store.add_did(b, "+4930123456").await,
+                Err(Error::Conflict(_))
+            ));
+            assert!(matches!(
+                store.add_did(b, "not-a-number").await,
+                Err(Error::Invalid(_))
+            ));
+            assert!(matches!(
+                store.add_did(TenantId(99), "5551234").await,
+                Err(Error::NotFound(_))
+            ));
+            store.add_did(b, "5551234").await.expect("add");
+            assert_eq!(
+                store.list_dids(a).await.expect("list"),
+                vec!["+4930123456", "911"]
+            );
+            assert_eq!(store.list_dids(b).await.expect("list"), vec!["5551234"]);
+            assert_eq!(
+                store.all_dids().await.expect("all"),
+                vec![
+                    ("+4930123456".to_owned(), a),
+                    ("5551234".to_owned(), b),
+                    ("911".to_owned(), a)
+                ]
+            );
+            store.remove_did("+4930123456").await.expect("remove");
+            assert!(matches!(
+                store.remove_did("+4930123456").await,
+                Err(Error::NotFound(_))
+            ));
+            store.add_did(b, "+4930123456").await.expect("free again");
+        }
     }
 
-    #[tokio::test]
-    async fn generation_moves_on_trunks_and_dids() {
-        let (store, a, _) = two_tenants().await;
-        let g0 = store.generation().await.expect("g");
-        store
-            .add_trunk(a, "gw", "sip:gw.example", None, None)
-            .await
-            .expect("add");
-        let g1 = store.generation().await.expect("g");
-        assert!(g1 > g0);
-        store.remove_trunk(a, "gw").await.expect("remove");
-        let g2 = store.generation().await.expect("g");
-        assert!(g2 > g1);
-        store.add_did(a, "5551234").await.expect("did");
-        let g3 = store.generation().await.expect("g");
-        assert!(g3 > g2);
-        store.remove_did("5551234").await.expect("rm did");
-        let g4 = store.generation().await.expect("g");
-        assert!(g4 > g3);
-        assert!(store.add_did(a, "bad").await.is_err());
-        assert_eq!(store.generation().await.expect("g"), g4);
+    backend_test! {
+        async fn generation_moves_on_trunks_and_dids() {
+            let (store, a, _) = two_tenants().await;
+            let g0 = store.generation().await.expect("g");
+            store
+                .add_trunk(a, "gw", "sip:gw.example", None, None)
+                .await
+                .expect("add");
+            let g1 = store.generation().await.expect("g");
+            assert!(g1 > g0);
+            store.remove_trunk(a, "gw").await.expect("remove");
+            let g2 = store.generation().await.expect("g");
+            assert!(g2 > g1);
+            store.add_did(a, "5551234").await.expect("did");
+            let g3 = store.generation().await.expect("g");
+            assert!(g3 > g2);
+            store.remove_did("5551234").await.expect("rm did");
+            let g4 = store.generation().await.expect("g");
+            assert!(g4 > g3);
+            assert!(store.add_did(a, "bad").await.is_err());
+            assert_eq!(store.generation().await.expect("g"), g4);
+        }
     }
 }

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
 use crate::{Error, Result, Store, TenantId};
 
@@ -142,7 +142,7 @@ impl Store {
             crate::tenant::ensure_tenant(&mut tx, tenant).await?;
             if let Some(ext) = &user.extension {
                 let found =
-                    sqlx::query("SELECT 1 FROM extensions WHERE tenant_id = ? AND number = ?")
+                    sqlx::query("SELECT 1 FROM extensions WHERE tenant_id = $1 AND number = $2")
                         .bind(tenant.0)
                         .bind(ext)
                         .fetch_optional(&mut *tx)
@@ -156,7 +156,7 @@ impl Store {
         }
         let row = sqlx::query(
             "INSERT INTO users (username, role, tenant_id, extension, password_hash, created_at_ms) \
-             VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
         )
         .bind(&user.username)
         .bind(user.role.as_str())
@@ -191,7 +191,7 @@ impl Store {
         let row = sqlx::query(concat!(
             "SELECT ",
             columns!(),
-            " FROM users WHERE username = ?"
+            " FROM users WHERE username = $1"
         ))
         .bind(username)
         .fetch_optional(&self.pool)
@@ -201,7 +201,7 @@ impl Store {
 
     /// The user with this id, whatever its tenant (token subjects are user ids).
     pub async fn user_by_id(&self, id: i64) -> Result<Option<User>> {
-        let row = sqlx::query(concat!("SELECT ", columns!(), " FROM users WHERE id = ?"))
+        let row = sqlx::query(concat!("SELECT ", columns!(), " FROM users WHERE id = $1"))
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
@@ -213,7 +213,7 @@ impl Store {
         let rows = sqlx::query(concat!(
             "SELECT ",
             columns!(),
-            " FROM users WHERE tenant_id = ? ORDER BY id"
+            " FROM users WHERE tenant_id = $1 ORDER BY id"
         ))
         .bind(tenant.0)
         .fetch_all(&self.pool)
@@ -247,7 +247,7 @@ impl Store {
         let Some(user) = self.user_in(Some(tenant), username).await? else {
             return Err(Error::NotFound(format!("user of tenant {tenant}")));
         };
-        let done = sqlx::query("DELETE FROM users WHERE id = ? AND tenant_id = ?")
+        let done = sqlx::query("DELETE FROM users WHERE id = $1 AND tenant_id = $2")
             .bind(user.id)
             .bind(tenant.0)
             .execute(&self.pool)
@@ -274,7 +274,7 @@ impl Store {
                 "the last provider admin cannot be removed".into(),
             ));
         }
-        sqlx::query("DELETE FROM users WHERE id = ? AND role = 'provider-admin'")
+        sqlx::query("DELETE FROM users WHERE id = $1 AND role = 'provider-admin'")
             .bind(user.id)
             .execute(&mut *tx)
             .await?;
@@ -286,7 +286,7 @@ impl Store {
     /// up in the same write). Returns the changed user.
     pub async fn change_user(&self, user_id: i64, change: &UserChange) -> Result<User> {
         let mut tx = self.write_tx().await?;
-        let row = sqlx::query(concat!("SELECT ", columns!(), " FROM users WHERE id = ?"))
+        let row = sqlx::query(concat!("SELECT ", columns!(), " FROM users WHERE id = $1"))
             .bind(user_id)
             .fetch_optional(&mut *tx)
             .await?;
@@ -312,8 +312,8 @@ impl Store {
         }
         user.session_epoch += 1;
         sqlx::query(
-            "UPDATE users SET role = ?, disabled = ?, password_hash = ?, session_epoch = ? \
-             WHERE id = ?",
+            "UPDATE users SET role = $1, disabled = $2, password_hash = $3, session_epoch = $4 \
+             WHERE id = $5",
         )
         .bind(user.role.as_str())
         .bind(i64::from(user.disabled))
@@ -342,7 +342,7 @@ impl Store {
     /// When the user's password was last set (Unix milliseconds).
     pub async fn user_password_changed_ms(&self, user_id: i64) -> Result<i64> {
         let at: Option<i64> =
-            sqlx::query_scalar("SELECT password_changed_ms FROM users WHERE id = ?")
+            sqlx::query_scalar("SELECT password_changed_ms FROM users WHERE id = $1")
                 .bind(user_id)
                 .fetch_optional(&self.pool)
                 .await?
@@ -352,7 +352,7 @@ impl Store {
 
     /// Ends every session of the user (logout).
     pub async fn end_sessions(&self, user_id: i64) -> Result<()> {
-        let done = sqlx::query("UPDATE users SET session_epoch = session_epoch + 1 WHERE id = ?")
+        let done = sqlx::query("UPDATE users SET session_epoch = session_epoch + 1 WHERE id = $1")
             .bind(user_id)
             .execute(&self.pool)
             .await?;
@@ -374,12 +374,12 @@ impl Store {
     ) -> Result<(bool, u64)> {
         let mut tx = self.write_tx().await?;
         let known: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM login_networks WHERE user_id = ?")
+            sqlx::query_scalar("SELECT COUNT(*) FROM login_networks WHERE user_id = $1")
                 .bind(user_id)
                 .fetch_one(&mut *tx)
                 .await?;
         let inserted = sqlx::query(
-            "INSERT INTO login_networks (user_id, network, first_ms, last_ms) VALUES (?, ?, ?, ?) \
+            "INSERT INTO login_networks (user_id, network, first_ms, last_ms) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (user_id, network) DO NOTHING",
         )
         .bind(user_id)
@@ -392,8 +392,8 @@ impl Store {
             == 1;
         if inserted {
             sqlx::query(
-                "DELETE FROM login_networks WHERE user_id = ? AND network NOT IN \
-                 (SELECT network FROM login_networks WHERE user_id = ? ORDER BY last_ms DESC LIMIT ?)",
+                "DELETE FROM login_networks WHERE user_id = $1 AND network NOT IN \
+                 (SELECT network FROM login_networks WHERE user_id = $2 ORDER BY last_ms DESC LIMIT $3)",
             )
             .bind(user_id)
             .bind(user_id)
@@ -401,12 +401,14 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         } else {
-            sqlx::query("UPDATE login_networks SET last_ms = ? WHERE user_id = ? AND network = ?")
-                .bind(now_ms)
-                .bind(user_id)
-                .bind(network)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE login_networks SET last_ms = $1 WHERE user_id = $2 AND network = $3",
+            )
+            .bind(now_ms)
+            .bind(user_id)
+            .bind(network)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok((inserted, u64::try_from(known).unwrap_or(0)))
@@ -414,7 +416,7 @@ impl Store {
 
     /// The user's TOTP state, if enrollment was started.
     pub async fn totp(&self, user_id: i64) -> Result<Option<TotpState>> {
-        let row = sqlx::query("SELECT secret, confirmed, last_step FROM totp WHERE user_id = ?")
+        let row = sqlx::query("SELECT secret, confirmed, last_step FROM totp WHERE user_id = $1")
             .bind(user_id)
             .fetch_optional(&self.pool)
             .await?;
@@ -436,7 +438,7 @@ impl Store {
         let sealed = self.seal_totp_secret(user_id, secret)?;
         let secret = sealed.as_str();
         let mut tx = self.write_tx().await?;
-        let row = sqlx::query("SELECT confirmed FROM totp WHERE user_id = ?")
+        let row = sqlx::query("SELECT confirmed FROM totp WHERE user_id = $1")
             .bind(user_id)
             .fetch_optional(&mut *tx)
             .await?;
@@ -445,12 +447,12 @@ impl Store {
         {
             return Err(Error::Conflict("TOTP is already enrolled".into()));
         }
-        sqlx::query("DELETE FROM totp WHERE user_id = ?")
+        sqlx::query("DELETE FROM totp WHERE user_id = $1")
             .bind(user_id)
             .execute(&mut *tx)
             .await?;
         sqlx::query(
-            "INSERT INTO totp (user_id, secret, confirmed, last_step) VALUES (?, ?, 0, -1)",
+            "INSERT INTO totp (user_id, secret, confirmed, last_step) VALUES ($1, $2, 0, -1)",
         )
         .bind(user_id)
         .bind(secret)
@@ -465,7 +467,7 @@ impl Store {
     /// was already used, so every code works once.
     pub async fn use_totp_step(&self, user_id: i64, step: i64) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE totp SET last_step = ?, confirmed = 1 WHERE user_id = ? AND last_step < ?",
+            "UPDATE totp SET last_step = $1, confirmed = 1 WHERE user_id = $2 AND last_step < $3",
         )
         .bind(step)
         .bind(user_id)
@@ -504,7 +506,7 @@ impl Store {
         for row in rows {
             let user_id: i64 = row.try_get("user_id")?;
             let secret: String = row.try_get("secret")?;
-            sqlx::query("UPDATE totp SET secret = ? WHERE user_id = ? AND secret = ?")
+            sqlx::query("UPDATE totp SET secret = $1 WHERE user_id = $2 AND secret = $3")
                 .bind(self.seal_totp_secret(user_id, &secret)?)
                 .bind(user_id)
                 .bind(&secret)
@@ -529,14 +531,14 @@ impl Store {
         wait_ms: impl Fn(usize, LoginFailures) -> i64 + Send,
     ) -> Result<i64> {
         let mut tx = self.write_tx().await?;
-        sqlx::query("DELETE FROM login_attempts WHERE last_failure_ms < ?")
+        sqlx::query("DELETE FROM login_attempts WHERE last_failure_ms < $1")
             .bind(expire_before_ms)
             .execute(&mut *tx)
             .await?;
         let mut wait = 0;
         for (i, key) in keys.iter().enumerate() {
             let row =
-                sqlx::query("SELECT failures, last_failure_ms FROM login_attempts WHERE key = ?")
+                sqlx::query("SELECT failures, last_failure_ms FROM login_attempts WHERE key = $1")
                     .bind(key)
                     .fetch_optional(&mut *tx)
                     .await?;
@@ -549,7 +551,7 @@ impl Store {
         }
         for key in keys {
             sqlx::query(
-                "INSERT INTO login_attempts (key, failures, last_failure_ms) VALUES (?, 1, ?) \
+                "INSERT INTO login_attempts (key, failures, last_failure_ms) VALUES ($1, 1, $2) \
                  ON CONFLICT (key) DO UPDATE SET failures = login_attempts.failures + 1, \
                  last_failure_ms = excluded.last_failure_ms",
             )
@@ -572,17 +574,18 @@ impl Store {
 
     /// Failed logins recorded under `key`.
     pub async fn login_failures(&self, key: &str) -> Result<Option<LoginFailures>> {
-        let row = sqlx::query("SELECT failures, last_failure_ms FROM login_attempts WHERE key = ?")
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT failures, last_failure_ms FROM login_attempts WHERE key = $1")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?;
         row.as_ref().map(failures_row).transpose()
     }
 
     /// Counts one more failed login under `key` and returns the new count.
     pub async fn record_login_failure(&self, key: &str, now_ms: i64) -> Result<LoginFailures> {
         let row = sqlx::query(
-            "INSERT INTO login_attempts (key, failures, last_failure_ms) VALUES (?, 1, ?) \
+            "INSERT INTO login_attempts (key, failures, last_failure_ms) VALUES ($1, 1, $2) \
              ON CONFLICT (key) DO UPDATE SET failures = login_attempts.failures + 1, \
              last_failure_ms = excluded.last_failure_ms \
              RETURNING failures, last_failure_ms",
@@ -596,7 +599,7 @@ impl Store {
 
     /// Forgets the failed logins under `key` (after a successful login).
     pub async fn clear_login_failures(&self, key: &str) -> Result<()> {
-        sqlx::query("DELETE FROM login_attempts WHERE key = ?")
+        sqlx::query("DELETE FROM login_attempts WHERE key = $1")
             .bind(key)
             .execute(&self.pool)
             .await?;
@@ -611,7 +614,7 @@ fn totp_aad(user_id: i64) -> Vec<u8> {
     format!("totp:{user_id}").into_bytes()
 }
 
-fn failures_row(row: &SqliteRow) -> Result<LoginFailures> {
+fn failures_row(row: &AnyRow) -> Result<LoginFailures> {
     let failures: i64 = row.try_get("failures")?;
     Ok(LoginFailures {
         failures: u32::try_from(failures).unwrap_or(u32::MAX),
@@ -619,7 +622,7 @@ fn failures_row(row: &SqliteRow) -> Result<LoginFailures> {
     })
 }
 
-fn user_row(row: &SqliteRow) -> Result<User> {
+fn user_row(row: &AnyRow) -> Result<User> {
     let id: i64 = row.try_get("id")?;
     let role: String = row.try_get("role")?;
     let role = UserRole::parse(&role)
@@ -652,341 +655,350 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn users_roles_and_tenants() {
-        let store = Store::open_in_memory().await.expect("open");
-        let t = store.add_tenant("a", "a.example").await.expect("t").id;
-        store.add_extension(t, "100", "pw").await.expect("ext");
-        let root = store
-            .add_user(&new_user("root", UserRole::ProviderAdmin, None))
-            .await
-            .expect("root");
-        let mut u = new_user("alice", UserRole::User, Some(t));
-        u.extension = Some("100".into());
-        let alice = store.add_user(&u).await.expect("alice");
-        assert_eq!(
-            store.user_by_name("alice").await.expect("get"),
-            Some(alice.clone())
-        );
-        assert_eq!(
-            store.user_by_id(root.id).await.expect("get"),
-            Some(root.clone())
-        );
-        assert_eq!(
-            store.list_users(t).await.expect("list"),
-            vec![alice.clone()]
-        );
-        assert_eq!(
-            store.list_provider_admins().await.expect("list"),
-            vec![root]
-        );
-
-        assert!(matches!(store.add_user(&u).await, Err(Error::Conflict(_))));
-        let bad = new_user("x", UserRole::ProviderAdmin, Some(t));
-        assert!(matches!(store.add_user(&bad).await, Err(Error::Invalid(_))));
-        let bad = new_user("x", UserRole::TenantAdmin, None);
-        assert!(matches!(store.add_user(&bad).await, Err(Error::Invalid(_))));
-        let mut bad = new_user("x", UserRole::User, Some(t));
-        bad.extension = Some("999".into());
-        assert!(matches!(
-            store.add_user(&bad).await,
-            Err(Error::NotFound(_))
-        ));
-
-        store
-            .set_user_password_hash(alice.id, "new")
-            .await
-            .expect("pw");
-        let got = store
-            .user_by_id(alice.id)
-            .await
-            .expect("get")
-            .expect("some");
-        assert_eq!(got.password_hash, "new");
-        assert!(matches!(
-            store.remove_user(TenantId(99), "alice").await,
-            Err(Error::NotFound(_))
-        ));
-        store.remove_user(t, "alice").await.expect("rm");
-        assert_eq!(store.user_by_name("alice").await.expect("get"), None);
-    }
-
-    #[tokio::test]
-    async fn totp_codes_are_single_use() {
-        let store = Store::open_in_memory().await.expect("open");
-        let root = store
-            .add_user(&new_user("root", UserRole::ProviderAdmin, None))
-            .await
-            .expect("root");
-        assert_eq!(store.totp(root.id).await.expect("totp"), None);
-        store.begin_totp(root.id, "SECRET").await.expect("begin");
-        let st = store.totp(root.id).await.expect("totp").expect("some");
-        assert!(!st.confirmed);
-        assert!(store.use_totp_step(root.id, 10).await.expect("use"));
-        assert!(!store.use_totp_step(root.id, 10).await.expect("reuse"));
-        assert!(!store.use_totp_step(root.id, 9).await.expect("older"));
-        assert!(
-            store
-                .totp(root.id)
+    backend_test! {
+        async fn users_roles_and_tenants() {
+            let store = crate::testdb::store().await.expect("open");
+            let t = store.add_tenant("a", "a.example").await.expect("t").id;
+            store.add_extension(t, "100", "pw").await.expect("ext");
+            let root = store
+                .add_user(&new_user("root", UserRole::ProviderAdmin, None))
                 .await
-                .expect("totp")
-                .expect("some")
-                .confirmed
-        );
-        assert!(matches!(
-            store.begin_totp(root.id, "OTHER").await,
-            Err(Error::Conflict(_))
-        ));
-    }
+                .expect("root");
+            let mut u = new_user("alice", UserRole::User, Some(t));
+            u.extension = Some("100".into());
+            let alice = store.add_user(&u).await.expect("alice");
+            assert_eq!(
+                store.user_by_name("alice").await.expect("get"),
+                Some(alice.clone())
+            );
+            assert_eq!(
+                store.user_by_id(root.id).await.expect("get"),
+                Some(root.clone())
+            );
+            assert_eq!(
+                store.list_users(t).await.expect("list"),
+                vec![alice.clone()]
+            );
+            assert_eq!(
+                store.list_provider_admins().await.expect("list"),
+                vec![root]
+            );
 
-    #[tokio::test]
-    async fn login_failures_count_and_clear() {
-        let store = Store::open_in_memory().await.expect("open");
-        assert_eq!(store.login_failures("user:a").await.expect("get"), None);
-        store.record_login_failure("user:a", 10).await.expect("1");
-        let f = store.record_login_failure("user:a", 20).await.expect("2");
-        assert_eq!(
-            f,
-            LoginFailures {
-                failures: 2,
-                last_failure_ms: 20
-            }
-        );
-        store.clear_login_failures("user:a").await.expect("clear");
-        assert_eq!(store.login_failures("user:a").await.expect("get"), None);
-    }
+            assert!(matches!(store.add_user(&u).await, Err(Error::Conflict(_))));
+            let bad = new_user("x", UserRole::ProviderAdmin, Some(t));
+            assert!(matches!(store.add_user(&bad).await, Err(Error::Invalid(_))));
+            let bad = new_user("x", UserRole::TenantAdmin, None);
+            assert!(matches!(store.add_user(&bad).await, Err(Error::Invalid(_))));
+            let mut bad = new_user("x", UserRole::User, Some(t));
+            bad.extension = Some("999".into());
+            assert!(matches!(
+                store.add_user(&bad).await,
+                Err(Error::NotFound(_))
+            ));
 
-    #[tokio::test]
-    async fn ids_of_deleted_users_tenants_and_tokens_are_never_handed_out_again() {
-        let store = Store::open_in_memory().await.expect("open");
-        let t1 = store.add_tenant("t1", "t1.example").await.expect("t1").id;
-        let u1 = store
-            .add_user(&new_user("u1", UserRole::TenantAdmin, Some(t1)))
-            .await
-            .expect("u1");
-        let token = |jti: &str| NewApiToken {
-            jti: jti.into(),
-            name: "n".into(),
-            scopes: vec!["cdrs:read".into()],
-            token_hash: "h".into(),
-            created_by: "x".into(),
-            created_at_ms: 1,
-            expires_at_ms: 2,
-        };
-        let k1 = store.add_api_token(t1, &token("j1")).await.expect("k1");
-        // The newest of each is deleted: a plain INTEGER PRIMARY KEY would hand
-        // its id to the next row.
-        store.remove_user(t1, "u1").await.expect("rm user");
-        store.delete_tenant(t1).await.expect("rm tenant");
-        let t2 = store.add_tenant("t2", "t2.example").await.expect("t2").id;
-        let u2 = store
-            .add_user(&new_user("u1", UserRole::TenantAdmin, Some(t2)))
-            .await
-            .expect("u2");
-        let k2 = store.add_api_token(t2, &token("j2")).await.expect("k2");
-        assert!(t2.0 > t1.0, "tenant id {t1} came back");
-        assert!(u2.id > u1.id, "user id {} came back", u1.id);
-        assert!(k2.id > k1.id, "token id {} came back", k1.id);
-        assert_eq!(store.user_by_id(u1.id).await.expect("get"), None);
-    }
-
-    #[tokio::test]
-    async fn changes_end_sessions_and_suspension_ends_the_tenants_sessions() {
-        let store = Store::open_in_memory().await.expect("open");
-        let t = store.add_tenant("a", "a.example").await.expect("t").id;
-        let u = store
-            .add_user(&new_user("alice", UserRole::TenantAdmin, Some(t)))
-            .await
-            .expect("u");
-        assert_eq!((u.session_epoch, u.disabled), (0, false));
-        store.set_user_password_hash(u.id, "h2").await.expect("pw");
-        let epoch = |store: Store| async move {
             store
-                .user_by_id(u.id)
+                .set_user_password_hash(alice.id, "new")
+                .await
+                .expect("pw");
+            let got = store
+                .user_by_id(alice.id)
                 .await
                 .expect("get")
-                .expect("some")
-                .session_epoch
-        };
-        assert_eq!(epoch(store.clone()).await, 1);
-        let changed = store
-            .change_user(
-                u.id,
-                &UserChange {
-                    role: Some(UserRole::User),
-                    disabled: Some(true),
-                    ..UserChange::default()
-                },
-            )
-            .await
-            .expect("change");
-        assert_eq!(
-            (changed.role, changed.disabled, changed.session_epoch),
-            (UserRole::User, true, 2)
-        );
-        assert!(matches!(
-            store
+                .expect("some");
+            assert_eq!(got.password_hash, "new");
+            assert!(matches!(
+                store.remove_user(TenantId(99), "alice").await,
+                Err(Error::NotFound(_))
+            ));
+            store.remove_user(t, "alice").await.expect("rm");
+            assert_eq!(store.user_by_name("alice").await.expect("get"), None);
+        }
+    }
+
+    backend_test! {
+        async fn totp_codes_are_single_use() {
+            let store = crate::testdb::store().await.expect("open");
+            let root = store
+                .add_user(&new_user("root", UserRole::ProviderAdmin, None))
+                .await
+                .expect("root");
+            assert_eq!(store.totp(root.id).await.expect("totp"), None);
+            store.begin_totp(root.id, "SECRET").await.expect("begin");
+            let st = store.totp(root.id).await.expect("totp").expect("some");
+            assert!(!st.confirmed);
+            assert!(store.use_totp_step(root.id, 10).await.expect("use"));
+            assert!(!store.use_totp_step(root.id, 10).await.expect("reuse"));
+            assert!(!store.use_totp_step(root.id, 9).await.expect("older"));
+            assert!(
+                store
+                    .totp(root.id)
+                    .await
+                    .expect("totp")
+                    .expect("some")
+                    .confirmed
+            );
+            assert!(matches!(
+                store.begin_totp(root.id, "OTHER").await,
+                Err(Error::Conflict(_))
+            ));
+        }
+    }
+
+    backend_test! {
+        async fn login_failures_count_and_clear() {
+            let store = crate::testdb::store().await.expect("open");
+            assert_eq!(store.login_failures("user:a").await.expect("get"), None);
+            store.record_login_failure("user:a", 10).await.expect("1");
+            let f = store.record_login_failure("user:a", 20).await.expect("2");
+            assert_eq!(
+                f,
+                LoginFailures {
+                    failures: 2,
+                    last_failure_ms: 20
+                }
+            );
+            store.clear_login_failures("user:a").await.expect("clear");
+            assert_eq!(store.login_failures("user:a").await.expect("get"), None);
+        }
+    }
+
+    backend_test! {
+        async fn ids_of_deleted_users_tenants_and_tokens_are_never_handed_out_again() {
+            let store = crate::testdb::store().await.expect("open");
+            let t1 = store.add_tenant("t1", "t1.example").await.expect("t1").id;
+            let u1 = store
+                .add_user(&new_user("u1", UserRole::TenantAdmin, Some(t1)))
+                .await
+                .expect("u1");
+            let token = |jti: &str| NewApiToken {
+                jti: jti.into(),
+                name: "n".into(),
+                scopes: vec!["cdrs:read".into()],
+                token_hash: "h".into(),
+                created_by: "x".into(),
+                created_at_ms: 1,
+                expires_at_ms: 2,
+            };
+            let k1 = store.add_api_token(t1, &token("j1")).await.expect("k1");
+            // The newest of each is deleted: a plain INTEGER PRIMARY KEY would hand
+            // its id to the next row.
+            store.remove_user(t1, "u1").await.expect("rm user");
+            store.delete_tenant(t1).await.expect("rm tenant");
+            let t2 = store.add_tenant("t2", "t2.example").await.expect("t2").id;
+            let u2 = store
+                .add_user(&new_user("u1", UserRole::TenantAdmin, Some(t2)))
+                .await
+                .expect("u2");
+            let k2 = store.add_api_token(t2, &token("j2")).await.expect("k2");
+            assert!(t2.0 > t1.0, "tenant id {t1} came back");
+            assert!(u2.id > u1.id, "user id {} came back", u1.id);
+            assert!(k2.id > k1.id, "token id {} came back", k1.id);
+            assert_eq!(store.user_by_id(u1.id).await.expect("get"), None);
+        }
+    }
+
+    backend_test! {
+        async fn changes_end_sessions_and_suspension_ends_the_tenants_sessions() {
+            let store = crate::testdb::store().await.expect("open");
+            let t = store.add_tenant("a", "a.example").await.expect("t").id;
+            let u = store
+                .add_user(&new_user("alice", UserRole::TenantAdmin, Some(t)))
+                .await
+                .expect("u");
+            assert_eq!((u.session_epoch, u.disabled), (0, false));
+            store.set_user_password_hash(u.id, "h2").await.expect("pw");
+            let epoch = |store: Store| async move {
+                store
+                    .user_by_id(u.id)
+                    .await
+                    .expect("get")
+                    .expect("some")
+                    .session_epoch
+            };
+            assert_eq!(epoch(store.clone()).await, 1);
+            let changed = store
                 .change_user(
                     u.id,
                     &UserChange {
-                        role: Some(UserRole::ProviderAdmin),
+                        role: Some(UserRole::User),
+                        disabled: Some(true),
                         ..UserChange::default()
-                    }
+                    },
                 )
-                .await,
-            Err(Error::Invalid(_))
-        ));
-        store.end_sessions(u.id).await.expect("logout");
-        assert_eq!(epoch(store.clone()).await, 3);
-        store
-            .set_tenant_status(t, TenantStatus::Suspended)
-            .await
-            .expect("suspend");
-        assert_eq!(epoch(store.clone()).await, 4);
-        store
-            .set_tenant_status(t, TenantStatus::Active)
-            .await
-            .expect("resume");
-        assert_eq!(epoch(store.clone()).await, 4);
-    }
-
-    #[tokio::test]
-    async fn the_last_provider_admin_stays() {
-        let store = Store::open_in_memory().await.expect("open");
-        for n in ["r1", "r2"] {
-            store
-                .add_user(&new_user(n, UserRole::ProviderAdmin, None))
                 .await
-                .expect("admin");
+                .expect("change");
+            assert_eq!(
+                (changed.role, changed.disabled, changed.session_epoch),
+                (UserRole::User, true, 2)
+            );
+            assert!(matches!(
+                store
+                    .change_user(
+                        u.id,
+                        &UserChange {
+                            role: Some(UserRole::ProviderAdmin),
+                            ..UserChange::default()
+                        }
+                    )
+                    .await,
+                Err(Error::Invalid(_))
+            ));
+            store.end_sessions(u.id).await.expect("logout");
+            assert_eq!(epoch(store.clone()).await, 3);
+            store
+                .set_tenant_status(t, TenantStatus::Suspended)
+                .await
+                .expect("suspend");
+            assert_eq!(epoch(store.clone()).await, 4);
+            store
+                .set_tenant_status(t, TenantStatus::Active)
+                .await
+                .expect("resume");
+            assert_eq!(epoch(store.clone()).await, 4);
         }
-        store.remove_provider_admin("r1").await.expect("rm");
-        assert!(matches!(
-            store.remove_provider_admin("r2").await,
-            Err(Error::Conflict(_))
-        ));
-        assert!(matches!(
-            store.remove_provider_admin("r1").await,
-            Err(Error::NotFound(_))
-        ));
     }
 
-    #[tokio::test]
-    async fn usernames_are_normalised_and_conflicts_do_not_echo_them() {
-        let store = Store::open_in_memory().await.expect("open");
-        let a = store.add_tenant("a", "a.example").await.expect("a").id;
-        let b = store.add_tenant("b", "b.example").await.expect("b").id;
-        let u = store
-            .add_user(&new_user("ｒｏｏｔ", UserRole::TenantAdmin, Some(a)))
-            .await
-            .expect("add");
-        assert_eq!(u.username, "root");
-        assert_eq!(
-            store
-                .user_by_name("ｒｏｏｔ")
-                .await
-                .expect("get")
-                .map(|u| u.id),
-            Some(u.id)
-        );
-        assert!(matches!(
-            store
-                .add_user(&new_user("root\u{200b}", UserRole::TenantAdmin, Some(b)))
-                .await,
-            Err(Error::Invalid(_))
-        ));
-        match store
-            .add_user(&new_user("root", UserRole::TenantAdmin, Some(b)))
-            .await
-        {
-            Err(Error::Conflict(msg)) => assert!(!msg.contains("root"), "{msg}"),
-            other => panic!("expected a conflict, got {other:?}"),
+    backend_test! {
+        async fn the_last_provider_admin_stays() {
+            let store = crate::testdb::store().await.expect("open");
+            for n in ["r1", "r2"] {
+                store
+                    .add_user(&new_user(n, UserRole::ProviderAdmin, None))
+                    .await
+                    .expect("admin");
+            }
+            store.remove_provider_admin("r1").await.expect("rm");
+            assert!(matches!(
+                store.remove_provider_admin("r2").await,
+                Err(Error::Conflict(_))
+            ));
+            assert!(matches!(
+                store.remove_provider_admin("r1").await,
+                Err(Error::NotFound(_))
+            ));
         }
-        assert_eq!(store.user_in(Some(b), "root").await.expect("in"), None);
     }
 
-    #[tokio::test]
-    async fn totp_secrets_are_encrypted_at_rest() {
-        let store = Store::open_in_memory().await.expect("open");
-        let root = store
-            .add_user(&new_user("root", UserRole::ProviderAdmin, None))
-            .await
-            .expect("root");
-        store
-            .begin_totp(root.id, "JBSWY3DPEHPK3PXP")
-            .await
-            .expect("begin");
-        let raw: String = sqlx::query_scalar("SELECT secret FROM totp WHERE user_id = ?")
-            .bind(root.id)
-            .fetch_one(&store.pool)
-            .await
-            .expect("raw");
-        assert!(!raw.contains("JBSWY3DPEHPK3PXP"), "{raw}");
-        assert_eq!(
-            store
-                .totp(root.id)
+    backend_test! {
+        async fn usernames_are_normalised_and_conflicts_do_not_echo_them() {
+            let store = crate::testdb::store().await.expect("open");
+            let a = store.add_tenant("a", "a.example").await.expect("a").id;
+            let b = store.add_tenant("b", "b.example").await.expect("b").id;
+            let u = store
+                .add_user(&new_user("ｒｏｏｔ", UserRole::TenantAdmin, Some(a)))
                 .await
-                .expect("totp")
-                .expect("some")
-                .secret,
-            "JBSWY3DPEHPK3PXP"
-        );
-        // A secret another version stored in clear is sealed at the next open.
-        sqlx::query("UPDATE totp SET secret = 'KRSXG5CTMVRXEZLU' WHERE user_id = ?")
-            .bind(root.id)
-            .execute(&store.pool)
-            .await
-            .expect("plain");
-        store.seal_plain_totp_secrets().await.expect("seal");
-        assert_eq!(
-            store
-                .totp(root.id)
-                .await
-                .expect("totp")
-                .expect("some")
-                .secret,
-            "KRSXG5CTMVRXEZLU"
-        );
-    }
-
-    #[tokio::test]
-    async fn login_reservations_count_before_checking_and_rows_expire() {
-        let store = Store::open_in_memory().await.expect("open");
-        let free = |_: usize, f: LoginFailures| if f.failures >= 3 { 1_000 } else { 0 };
-        for _ in 0..3 {
+                .expect("add");
+            assert_eq!(u.username, "root");
             assert_eq!(
                 store
-                    .reserve_login_attempt(&["user:a", "addr:x"], 10, 0, free)
+                    .user_by_name("ｒｏｏｔ")
                     .await
-                    .expect("reserve"),
-                0
+                    .expect("get")
+                    .map(|u| u.id),
+                Some(u.id)
+            );
+            assert!(matches!(
+                store
+                    .add_user(&new_user("root\u{200b}", UserRole::TenantAdmin, Some(b)))
+                    .await,
+                Err(Error::Invalid(_))
+            ));
+            match store
+                .add_user(&new_user("root", UserRole::TenantAdmin, Some(b)))
+                .await
+            {
+                Err(Error::Conflict(msg)) => assert!(!msg.contains("root"), "{msg}"),
+                other => panic!("expected a conflict, got {other:?}"),
+            }
+            assert_eq!(store.user_in(Some(b), "root").await.expect("in"), None);
+        }
+    }
+
+    backend_test! {
+        async fn totp_secrets_are_encrypted_at_rest() {
+            let store = crate::testdb::store().await.expect("open");
+            let root = store
+                .add_user(&new_user("root", UserRole::ProviderAdmin, None))
+                .await
+                .expect("root");
+            store
+                .begin_totp(root.id, "JBSWY3DPEHPK3PXP")
+                .await
+                .expect("begin");
+            let raw: String = sqlx::query_scalar("SELECT secret FROM totp WHERE user_id = $1")
+                .bind(root.id)
+                .fetch_one(&store.pool)
+                .await
+                .expect("raw");
+            assert!(!raw.contains("JBSWY3DPEHPK3PXP"), "{raw}");
+            assert_eq!(
+                store
+                    .totp(root.id)
+                    .await
+                    .expect("totp")
+                    .expect("some")
+                    .secret,
+                "JBSWY3DPEHPK3PXP"
+            );
+            // A secret another version stored in clear is sealed at the next open.
+            sqlx::query("UPDATE totp SET secret = 'KRSXG5CTMVRXEZLU' WHERE user_id = $1")
+                .bind(root.id)
+                .execute(&store.pool)
+                .await
+                .expect("plain");
+            store.seal_plain_totp_secrets().await.expect("seal");
+            assert_eq!(
+                store
+                    .totp(root.id)
+                    .await
+                    .expect("totp")
+                    .expect("some")
+                    .secret,
+                "KRSXG5CTMVRXEZLU"
             );
         }
-        assert_eq!(
+    }
+
+    backend_test! {
+        async fn login_reservations_count_before_checking_and_rows_expire() {
+            let store = crate::testdb::store().await.expect("open");
+            let free = |_: usize, f: LoginFailures| if f.failures >= 3 { 1_000 } else { 0 };
+            for _ in 0..3 {
+                assert_eq!(
+                    store
+                        .reserve_login_attempt(&["user:a", "addr:x"], 10, 0, free)
+                        .await
+                        .expect("reserve"),
+                    0
+                );
+            }
+            assert_eq!(
+                store
+                    .reserve_login_attempt(&["user:a", "addr:x"], 11, 0, free)
+                    .await
+                    .expect("reserve"),
+                1_000
+            );
+            assert_eq!(
+                store
+                    .login_failures("user:a")
+                    .await
+                    .expect("get")
+                    .map(|f| f.failures),
+                Some(3),
+                "a refused attempt is not counted"
+            );
+            assert_eq!(store.login_attempt_rows().await.expect("rows"), 2);
             store
-                .reserve_login_attempt(&["user:a", "addr:x"], 11, 0, free)
+                .reserve_login_attempt(&["user:b"], 5_000, 100, free)
                 .await
-                .expect("reserve"),
-            1_000
-        );
-        assert_eq!(
-            store
-                .login_failures("user:a")
-                .await
-                .expect("get")
-                .map(|f| f.failures),
-            Some(3),
-            "a refused attempt is not counted"
-        );
-        assert_eq!(store.login_attempt_rows().await.expect("rows"), 2);
-        store
-            .reserve_login_attempt(&["user:b"], 5_000, 100, free)
-            .await
-            .expect("reserve");
-        assert_eq!(
-            store.login_attempt_rows().await.expect("rows"),
-            1,
-            "old rows expire"
-        );
+                .expect("reserve");
+            assert_eq!(
+                store.login_attempt_rows().await.expect("rows"),
+                1,
+                "old rows expire"
+            );
+        }
     }
 
     #[tokio::test]

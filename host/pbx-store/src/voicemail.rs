@@ -10,8 +10,8 @@
 //! The mailbox's PIN is `voicemail_box.rs`'s.
 
 use serde::{Deserialize, Serialize};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
 
 use crate::audio::{self, AudioFile, Kind};
 use crate::{
@@ -41,7 +41,7 @@ pub struct VoicemailMessage {
     pub saved: bool,
 }
 
-fn from_row(row: &SqliteRow) -> Result<VoicemailMessage> {
+fn from_row(row: &AnyRow) -> Result<VoicemailMessage> {
     let duration_ms: i64 = row.try_get("duration_ms")?;
     Ok(VoicemailMessage {
         id: row.try_get("id")?,
@@ -49,8 +49,8 @@ fn from_row(row: &SqliteRow) -> Result<VoicemailMessage> {
         caller: row.try_get("caller")?,
         created_at_ms: row.try_get("created_at_ms")?,
         duration_ms: u64::try_from(duration_ms).unwrap_or(0),
-        heard: row.try_get("heard")?,
-        saved: row.try_get("saved")?,
+        heard: crate::rows::flag(row, "heard")?,
+        saved: crate::rows::flag(row, "saved")?,
     })
 }
 
@@ -61,14 +61,14 @@ fn mailbox_not_found(tenant: TenantId, mailbox: &str) -> Error {
 /// Fails with [`Error::NotFound`] unless the tenant has the extension
 /// `mailbox`.
 pub(crate) async fn ensure_mailbox(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     tenant: TenantId,
     mailbox: &str,
 ) -> Result<()> {
     if checks::extension_number(mailbox).is_err() {
         return Err(mailbox_not_found(tenant, mailbox));
     }
-    sqlx::query("SELECT 1 FROM extensions WHERE tenant_id = ? AND number = ?")
+    sqlx::query("SELECT 1 FROM extensions WHERE tenant_id = $1 AND number = $2")
         .bind(tenant.0)
         .bind(mailbox)
         .fetch_optional(conn)
@@ -81,7 +81,7 @@ pub(crate) async fn ensure_mailbox(
 /// `bytes` and `duration_ms`: [`Error::QuotaExceeded`] when it is full or
 /// the tenant's media storage or recording minutes are.
 async fn room_for(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     tenant: TenantId,
     mailbox: &str,
     bytes: u64,
@@ -89,7 +89,7 @@ async fn room_for(
 ) -> Result<()> {
     ensure_mailbox(conn, tenant, mailbox).await?;
     let row = sqlx::query(
-        "SELECT COUNT(*) AS n FROM voicemail_messages WHERE tenant_id = ? AND mailbox = ?",
+        "SELECT COUNT(*) AS n FROM voicemail_messages WHERE tenant_id = $1 AND mailbox = $2",
     )
     .bind(tenant.0)
     .bind(mailbox)
@@ -108,12 +108,12 @@ async fn room_for(
 /// Deletes the messages of the extension `mailbox`, about to be removed, in
 /// `conn`'s transaction; returns their files, to remove once it commits.
 pub(crate) async fn take_mailbox_files(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     tenant: TenantId,
     mailbox: &str,
 ) -> Result<Vec<AudioFile>> {
     let rows = sqlx::query(
-        "DELETE FROM voicemail_messages WHERE tenant_id = ? AND mailbox = ? RETURNING id",
+        "DELETE FROM voicemail_messages WHERE tenant_id = $1 AND mailbox = $2 RETURNING id",
     )
     .bind(tenant.0)
     .bind(mailbox)
@@ -195,7 +195,7 @@ impl Store {
             room_for(&mut tx, tenant, mailbox, bytes, duration_ms).await?;
             sqlx::query(
                 "INSERT INTO voicemail_messages (id, tenant_id, mailbox, caller, created_at_ms, \
-                 duration_ms, bytes) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                 duration_ms, bytes) VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
             .bind(&message.id)
             .bind(tenant.0)
@@ -224,11 +224,11 @@ impl Store {
         tenant: TenantId,
         mailbox: &str,
     ) -> Result<Vec<VoicemailMessage>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.read_tx().await?;
         ensure_mailbox(&mut tx, tenant, mailbox).await?;
         let rows = sqlx::query(
             "SELECT id, mailbox, caller, created_at_ms, duration_ms, heard, saved \
-             FROM voicemail_messages WHERE tenant_id = ? AND mailbox = ? \
+             FROM voicemail_messages WHERE tenant_id = $1 AND mailbox = $2 \
              ORDER BY created_at_ms, id",
         )
         .bind(tenant.0)
@@ -251,7 +251,7 @@ impl Store {
         }
         let row = sqlx::query(
             "SELECT id, mailbox, caller, created_at_ms, duration_ms, heard, saved \
-             FROM voicemail_messages WHERE tenant_id = ? AND mailbox = ? AND id = ?",
+             FROM voicemail_messages WHERE tenant_id = $1 AND mailbox = $2 AND id = $3",
         )
         .bind(tenant.0)
         .bind(mailbox)
@@ -294,11 +294,11 @@ impl Store {
         saved: bool,
     ) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE voicemail_messages SET heard = ?, saved = ? \
-             WHERE tenant_id = ? AND mailbox = ? AND id = ?",
+            "UPDATE voicemail_messages SET heard = $1, saved = $2 \
+             WHERE tenant_id = $3 AND mailbox = $4 AND id = $5",
         )
-        .bind(heard)
-        .bind(saved)
+        .bind(i64::from(heard))
+        .bind(i64::from(saved))
         .bind(tenant.0)
         .bind(mailbox)
         .bind(id)
@@ -319,7 +319,7 @@ impl Store {
             return Ok(false);
         }
         let done = sqlx::query(
-            "DELETE FROM voicemail_messages WHERE tenant_id = ? AND mailbox = ? AND id = ?",
+            "DELETE FROM voicemail_messages WHERE tenant_id = $1 AND mailbox = $2 AND id = $3",
         )
         .bind(tenant.0)
         .bind(mailbox)
@@ -338,8 +338,9 @@ impl Store {
     /// message-waiting indication. `(0, 0)` for an empty or unknown mailbox.
     pub async fn mailbox_counts(&self, tenant: TenantId, mailbox: &str) -> Result<(u32, u32)> {
         let row = sqlx::query(
-            "SELECT COALESCE(SUM(heard = 0), 0) AS new, COALESCE(SUM(heard = 1), 0) AS old \
-             FROM voicemail_messages WHERE tenant_id = ? AND mailbox = ?",
+            "SELECT COUNT(CASE WHEN heard = 0 THEN 1 END) AS new, \
+             COUNT(CASE WHEN heard = 1 THEN 1 END) AS old \
+             FROM voicemail_messages WHERE tenant_id = $1 AND mailbox = $2",
         )
         .bind(tenant.0)
         .bind(mailbox)
@@ -357,12 +358,13 @@ impl Store {
     /// subscriptions).
     pub async fn all_mailbox_counts(&self) -> Result<Vec<(TenantId, String, (u32, u32))>> {
         let rows = sqlx::query(
-            "SELECT tenant_id, mailbox, SUM(heard = 0) AS new, SUM(heard = 1) AS old \
+            "SELECT tenant_id, mailbox, COUNT(CASE WHEN heard = 0 THEN 1 END) AS new, \
+             COUNT(CASE WHEN heard = 1 THEN 1 END) AS old \
              FROM voicemail_messages GROUP BY tenant_id, mailbox ORDER BY tenant_id, mailbox",
         )
         .fetch_all(&self.pool)
         .await?;
-        let count = |row: &SqliteRow, name: &str| -> Result<u32> {
+        let count = |row: &AnyRow, name: &str| -> Result<u32> {
             let n: i64 = row.try_get(name)?;
             Ok(u32::try_from(n).unwrap_or(u32::MAX))
         };
@@ -381,7 +383,7 @@ impl Store {
     /// for the default ([`DEFAULT_VOICEMAIL_RETENTION_DAYS`]).
     /// [`Error::NotFound`] for an unknown tenant.
     pub async fn voicemail_retention(&self, tenant: TenantId) -> Result<Option<u32>> {
-        let row = sqlx::query("SELECT voicemail_retention_days FROM tenants WHERE id = ?")
+        let row = sqlx::query("SELECT voicemail_retention_days FROM tenants WHERE id = $1")
             .bind(tenant.0)
             .fetch_optional(&self.pool)
             .await?
@@ -400,7 +402,7 @@ impl Store {
                 "voicemail is kept 1 to {MAX_VOICEMAIL_RETENTION_DAYS} days"
             )));
         }
-        let done = sqlx::query("UPDATE tenants SET voicemail_retention_days = ? WHERE id = ?")
+        let done = sqlx::query("UPDATE tenants SET voicemail_retention_days = $1 WHERE id = $2")
             .bind(days.map(i64::from))
             .bind(tenant.0)
             .execute(&self.pool)
@@ -420,7 +422,7 @@ impl Store {
         let rows = sqlx::query(
             "DELETE FROM voicemail_messages WHERE id IN ( \
                SELECT m.id FROM voicemail_messages m JOIN tenants t ON t.id = m.tenant_id \
-               WHERE m.created_at_ms <= ? - COALESCE(t.voicemail_retention_days, ?) * ?) \
+               WHERE m.created_at_ms <= $1 - COALESCE(t.voicemail_retention_days, $2) * $3) \
              RETURNING id, tenant_id, mailbox",
         )
         .bind(now_ms)
@@ -448,7 +450,7 @@ mod tests {
     use crate::prompt::tests::wav;
 
     async fn fixture() -> (Store, TenantId, TenantId) {
-        let store = Store::open_in_memory().await.expect("open");
+        let store = crate::testdb::store().await.expect("open");
         let a = store.add_tenant("a", "a.example").await.expect("a").id;
         let b = store.add_tenant("b", "b.example").await.expect("b").id;
         for t in [a, b] {
@@ -462,337 +464,342 @@ mod tests {
         (store, a, b)
     }
 
-    #[tokio::test]
-    async fn messages_round_trip_are_marked_counted_and_deleted() {
-        let (store, a, b) = fixture().await;
-        let audio = wav(4000);
-        let m = store
-            .save_voicemail_at(a, "100", "+4930123456", &audio, 500, 1_000)
-            .await
-            .expect("save");
-        assert!(audio::is_id(&m.id), "{}", m.id);
-        assert_eq!((m.heard, m.saved, m.created_at_ms), (false, false, 1_000));
-        let later = store
-            .save_voicemail_at(a, "100", "", &wav(80), 10, 2_000)
-            .await
-            .expect("save");
-        assert_ne!(m.id, later.id);
-        assert_eq!(
-            store.voicemail_messages(a, "100").await.expect("list"),
-            vec![m.clone(), later.clone()]
-        );
-        assert_eq!(
-            store.voicemail_audio(a, "100", &m.id).await.expect("audio"),
-            Some(audio)
-        );
-        // Not from another mailbox, nor another tenant.
-        assert_eq!(
-            store.voicemail_audio(a, "101", &m.id).await.expect("x"),
-            None
-        );
-        assert_eq!(
-            store.voicemail_audio(b, "100", &m.id).await.expect("x"),
-            None
-        );
-        assert!(
-            store
-                .voicemail_messages(b, "100")
-                .await
-                .expect("b")
-                .is_empty()
-        );
-        assert!(matches!(
-            store.voicemail_messages(a, "999").await,
-            Err(Error::NotFound(_))
-        ));
-
-        assert_eq!(
-            store.mailbox_counts(a, "100").await.expect("counts"),
-            (2, 0)
-        );
-        assert!(
-            store
-                .mark_voicemail(a, "100", &m.id, true, true)
-                .await
-                .expect("mark")
-        );
-        assert!(
-            !store
-                .mark_voicemail(b, "100", &m.id, true, true)
-                .await
-                .expect("other")
-        );
-        assert_eq!(
-            store.mailbox_counts(a, "100").await.expect("counts"),
-            (1, 1)
-        );
-        assert_eq!(
-            store.mailbox_counts(a, "nobody").await.expect("counts"),
-            (0, 0)
-        );
-        assert_eq!(
-            store.all_mailbox_counts().await.expect("all counts"),
-            vec![(a, "100".to_string(), (1, 1))],
-            "only mailboxes with messages"
-        );
-        let marked = store
-            .voicemail_message(a, "100", &m.id)
-            .await
-            .expect("get")
-            .expect("found");
-        assert!(marked.heard && marked.saved);
-
-        assert!(
-            !store
-                .delete_voicemail(b, "100", &m.id)
-                .await
-                .expect("other")
-        );
-        assert!(
-            store
-                .delete_voicemail(a, "100", &m.id)
-                .await
-                .expect("delete")
-        );
-        assert!(
-            !store
-                .delete_voicemail(a, "100", &m.id)
-                .await
-                .expect("again")
-        );
-        assert_eq!(
-            store.voicemail_audio(a, "100", &m.id).await.expect("gone"),
-            None
-        );
-        assert_eq!(store.memory_files(), 1);
-    }
-
-    #[tokio::test]
-    async fn a_message_needs_a_mailbox_and_room() {
-        let (store, a, _) = fixture().await;
-        assert!(matches!(
-            store.save_voicemail_at(a, "999", "x", &wav(8), 1, 0).await,
-            Err(Error::NotFound(_))
-        ));
-        assert!(matches!(
-            store
-                .save_voicemail_at(a, "100", "x\n", &wav(8), 1, 0)
-                .await,
-            Err(Error::Invalid(_))
-        ));
-        assert!(matches!(
-            store.save_voicemail_at(a, "100", "x", b"RIFF", 1, 0).await,
-            Err(Error::Invalid(_))
-        ));
-        for i in 0..MAX_VOICEMAIL_MESSAGES {
-            store
-                .save_voicemail_at(a, "100", "x", &wav(8), 1, i64::from(i))
+    backend_test! {
+        async fn messages_round_trip_are_marked_counted_and_deleted() {
+            let (store, a, b) = fixture().await;
+            let audio = wav(4000);
+            let m = store
+                .save_voicemail_at(a, "100", "+4930123456", &audio, 500, 1_000)
                 .await
                 .expect("save");
-        }
-        let full = store.save_voicemail_at(a, "100", "x", &wav(8), 1, 0).await;
-        assert!(
-            matches!(&full, Err(Error::QuotaExceeded(m)) if m.contains("mailbox 100 is full")),
-            "{full:?}"
-        );
-        // Another mailbox still takes messages, until the tenant's storage is full.
-        store
-            .save_voicemail_at(a, "101", "x", &wav(8), 1, 0)
-            .await
-            .expect("other mailbox");
-        let used = store.media_usage(a).await.expect("usage").used_bytes;
-        store
-            .set_tenant_limits(
-                a,
-                &TenantLimits {
-                    media_storage_bytes: Some(used + 10),
-                    ..TenantLimits::default()
-                },
-            )
-            .await
-            .expect("limits");
-        assert!(matches!(
-            store.save_voicemail_at(a, "101", "x", &wav(8), 1, 0).await,
-            Err(Error::QuotaExceeded(_))
-        ));
-        assert_eq!(
-            store.memory_files(),
-            usize::try_from(MAX_VOICEMAIL_MESSAGES).expect("small") + 1
-        );
-    }
-
-    #[tokio::test]
-    async fn recording_minutes_bound_each_tenants_messages() {
-        let (store, a, b) = fixture().await;
-        let quota = TenantLimits::default().recording_quota_ms();
-        assert_eq!(store.recording_ms_left(a).await.expect("left"), quota);
-        store
-            .set_tenant_limits(
-                a,
-                &TenantLimits {
-                    recording_minutes: Some(1),
-                    ..TenantLimits::default()
-                },
-            )
-            .await
-            .expect("limits");
-        assert_eq!(store.recording_ms_left(a).await.expect("left"), 60_000);
-        store
-            .save_voicemail_at(a, "100", "x", &wav(8), 45_000, 0)
-            .await
-            .expect("fits");
-        assert_eq!(store.recording_ms_left(a).await.expect("left"), 15_000);
-        let usage = store.media_usage(a).await.expect("usage");
-        assert_eq!(
-            (usage.recorded_ms, usage.recording_quota_ms),
-            (45_000, 60_000)
-        );
-        let over = store
-            .save_voicemail_at(a, "101", "x", &wav(8), 15_001, 0)
-            .await;
-        assert!(
-            matches!(&over, Err(Error::QuotaExceeded(m)) if m.contains("recording minutes")),
-            "{over:?}"
-        );
-        store
-            .save_voicemail_at(a, "101", "x", &wav(8), 15_000, 0)
-            .await
-            .expect("exactly what is left");
-        assert_eq!(store.recording_ms_left(a).await.expect("left"), 0);
-        // The other tenant's minutes are its own.
-        assert_eq!(store.recording_ms_left(b).await.expect("left"), quota);
-        store
-            .save_voicemail_at(b, "100", "x", &wav(8), 60_000, 0)
-            .await
-            .expect("b records");
-    }
-
-    #[tokio::test]
-    async fn the_sweep_deletes_what_is_past_each_tenants_retention() {
-        let (store, a, b) = fixture().await;
-        assert_eq!(store.voicemail_retention(a).await.expect("get"), None);
-        store
-            .set_voicemail_retention(a, Some(1))
-            .await
-            .expect("set");
-        assert_eq!(store.voicemail_retention(a).await.expect("get"), Some(1));
-        for bad in [Some(0), Some(MAX_VOICEMAIL_RETENTION_DAYS + 1)] {
+            assert!(audio::is_id(&m.id), "{}", m.id);
+            assert_eq!((m.heard, m.saved, m.created_at_ms), (false, false, 1_000));
+            let later = store
+                .save_voicemail_at(a, "100", "", &wav(80), 10, 2_000)
+                .await
+                .expect("save");
+            assert_ne!(m.id, later.id);
+            assert_eq!(
+                store.voicemail_messages(a, "100").await.expect("list"),
+                vec![m.clone(), later.clone()]
+            );
+            assert_eq!(
+                store.voicemail_audio(a, "100", &m.id).await.expect("audio"),
+                Some(audio)
+            );
+            // Not from another mailbox, nor another tenant.
+            assert_eq!(
+                store.voicemail_audio(a, "101", &m.id).await.expect("x"),
+                None
+            );
+            assert_eq!(
+                store.voicemail_audio(b, "100", &m.id).await.expect("x"),
+                None
+            );
+            assert!(
+                store
+                    .voicemail_messages(b, "100")
+                    .await
+                    .expect("b")
+                    .is_empty()
+            );
             assert!(matches!(
-                store.set_voicemail_retention(a, bad).await,
+                store.voicemail_messages(a, "999").await,
+                Err(Error::NotFound(_))
+            ));
+
+            assert_eq!(
+                store.mailbox_counts(a, "100").await.expect("counts"),
+                (2, 0)
+            );
+            assert!(
+                store
+                    .mark_voicemail(a, "100", &m.id, true, true)
+                    .await
+                    .expect("mark")
+            );
+            assert!(
+                !store
+                    .mark_voicemail(b, "100", &m.id, true, true)
+                    .await
+                    .expect("other")
+            );
+            assert_eq!(
+                store.mailbox_counts(a, "100").await.expect("counts"),
+                (1, 1)
+            );
+            assert_eq!(
+                store.mailbox_counts(a, "nobody").await.expect("counts"),
+                (0, 0)
+            );
+            assert_eq!(
+                store.all_mailbox_counts().await.expect("all counts"),
+                vec![(a, "100".to_string(), (1, 1))],
+                "only mailboxes with messages"
+            );
+            let marked = store
+                .voicemail_message(a, "100", &m.id)
+                .await
+                .expect("get")
+                .expect("found");
+            assert!(marked.heard && marked.saved);
+
+            assert!(
+                !store
+                    .delete_voicemail(b, "100", &m.id)
+                    .await
+                    .expect("other")
+            );
+            assert!(
+                store
+                    .delete_voicemail(a, "100", &m.id)
+                    .await
+                    .expect("delete")
+            );
+            assert!(
+                !store
+                    .delete_voicemail(a, "100", &m.id)
+                    .await
+                    .expect("again")
+            );
+            assert_eq!(
+                store.voicemail_audio(a, "100", &m.id).await.expect("gone"),
+                None
+            );
+            assert_eq!(store.memory_files(), 1);
+        }
+    }
+
+    backend_test! {
+        async fn a_message_needs_a_mailbox_and_room() {
+            let (store, a, _) = fixture().await;
+            assert!(matches!(
+                store.save_voicemail_at(a, "999", "x", &wav(8), 1, 0).await,
+                Err(Error::NotFound(_))
+            ));
+            assert!(matches!(
+                store
+                    .save_voicemail_at(a, "100", "x\n", &wav(8), 1, 0)
+                    .await,
                 Err(Error::Invalid(_))
             ));
+            assert!(matches!(
+                store.save_voicemail_at(a, "100", "x", b"RIFF", 1, 0).await,
+                Err(Error::Invalid(_))
+            ));
+            for i in 0..MAX_VOICEMAIL_MESSAGES {
+                store
+                    .save_voicemail_at(a, "100", "x", &wav(8), 1, i64::from(i))
+                    .await
+                    .expect("save");
+            }
+            let full = store.save_voicemail_at(a, "100", "x", &wav(8), 1, 0).await;
+            assert!(
+                matches!(&full, Err(Error::QuotaExceeded(m)) if m.contains("mailbox 100 is full")),
+                "{full:?}"
+            );
+            // Another mailbox still takes messages, until the tenant's storage is full.
+            store
+                .save_voicemail_at(a, "101", "x", &wav(8), 1, 0)
+                .await
+                .expect("other mailbox");
+            let used = store.media_usage(a).await.expect("usage").used_bytes;
+            store
+                .set_tenant_limits(
+                    a,
+                    &TenantLimits {
+                        media_storage_bytes: Some(used + 10),
+                        ..TenantLimits::default()
+                    },
+                )
+                .await
+                .expect("limits");
+            assert!(matches!(
+                store.save_voicemail_at(a, "101", "x", &wav(8), 1, 0).await,
+                Err(Error::QuotaExceeded(_))
+            ));
+            assert_eq!(
+                store.memory_files(),
+                usize::try_from(MAX_VOICEMAIL_MESSAGES).expect("small") + 1
+            );
         }
-        assert!(matches!(
-            store.set_voicemail_retention(TenantId(99), None).await,
-            Err(Error::NotFound(_))
-        ));
-        let t0 = 1_700_000_000_000;
-        let old_a = store
-            .save_voicemail_at(a, "100", "x", &wav(8), 1, t0)
-            .await
-            .expect("a");
-        store
-            .mark_voicemail(a, "100", &old_a.id, true, true)
-            .await
-            .expect("saved");
-        let new_a = store
-            .save_voicemail_at(a, "100", "x", &wav(8), 1, t0 + DAY_MS)
-            .await
-            .expect("a");
-        let old_b = store
-            .save_voicemail_at(b, "100", "x", &wav(8), 1, t0)
-            .await
-            .expect("b");
-
-        // A day later A's first message, saved or not, is past A's one-day
-        // retention; B keeps its messages for the default 60 days.
-        assert_eq!(
-            store.sweep_voicemail(t0 + DAY_MS - 1).await.expect("sweep"),
-            []
-        );
-        assert_eq!(
-            store.sweep_voicemail(t0 + DAY_MS).await.expect("sweep"),
-            [(a, "100".to_string())]
-        );
-        let left: Vec<_> = store
-            .voicemail_messages(a, "100")
-            .await
-            .expect("list")
-            .into_iter()
-            .map(|m| m.id)
-            .collect();
-        assert_eq!(left, vec![new_a.id]);
-        assert_eq!(store.memory_files(), 2);
-        let sixty_days = i64::from(DEFAULT_VOICEMAIL_RETENTION_DAYS) * DAY_MS;
-        // Just short of 60 days only A's second message goes.
-        assert_eq!(
-            store
-                .sweep_voicemail(t0 + sixty_days - 1)
-                .await
-                .expect("sweep")
-                .len(),
-            1
-        );
-        assert_eq!(
-            store.voicemail_messages(b, "100").await.expect("b")[0].id,
-            old_b.id
-        );
-        assert_eq!(
-            store.sweep_voicemail(t0 + sixty_days).await.expect("sweep"),
-            [(b, "100".to_string())]
-        );
-        assert!(
-            store
-                .voicemail_messages(b, "100")
-                .await
-                .expect("b")
-                .is_empty()
-        );
-        assert_eq!(store.memory_files(), 0);
     }
 
-    #[tokio::test]
-    async fn removing_an_extension_or_tenant_removes_its_voicemail() {
-        let (store, a, b) = fixture().await;
-        let m = store
-            .save_voicemail_at(a, "100", "x", &wav(8), 1, 0)
-            .await
-            .expect("a");
-        store
-            .save_voicemail_at(a, "101", "x", &wav(8), 1, 0)
-            .await
-            .expect("a");
-        store
-            .save_voicemail_at(b, "100", "x", &wav(8), 1, 0)
-            .await
-            .expect("b");
-        store
-            .put_prompt_at(a, "menu", &wav(8), 1, 0)
-            .await
-            .expect("prompt");
-        store.remove_extension(a, "100").await.expect("remove");
-        assert_eq!(store.memory_files(), 3);
-        // A new extension of the same number starts with an empty mailbox.
-        store
-            .add_extension(a, "100", "pw-long-enough")
-            .await
-            .expect("ext");
-        assert!(
+    backend_test! {
+        async fn recording_minutes_bound_each_tenants_messages() {
+            let (store, a, b) = fixture().await;
+            let quota = TenantLimits::default().recording_quota_ms();
+            assert_eq!(store.recording_ms_left(a).await.expect("left"), quota);
             store
+                .set_tenant_limits(
+                    a,
+                    &TenantLimits {
+                        recording_minutes: Some(1),
+                        ..TenantLimits::default()
+                    },
+                )
+                .await
+                .expect("limits");
+            assert_eq!(store.recording_ms_left(a).await.expect("left"), 60_000);
+            store
+                .save_voicemail_at(a, "100", "x", &wav(8), 45_000, 0)
+                .await
+                .expect("fits");
+            assert_eq!(store.recording_ms_left(a).await.expect("left"), 15_000);
+            let usage = store.media_usage(a).await.expect("usage");
+            assert_eq!(
+                (usage.recorded_ms, usage.recording_quota_ms),
+                (45_000, 60_000)
+            );
+            let over = store
+                .save_voicemail_at(a, "101", "x", &wav(8), 15_001, 0)
+                .await;
+            assert!(
+                matches!(&over, Err(Error::QuotaExceeded(m)) if m.contains("recording minutes")),
+                "{over:?}"
+            );
+            store
+                .save_voicemail_at(a, "101", "x", &wav(8), 15_000, 0)
+                .await
+                .expect("exactly what is left");
+            assert_eq!(store.recording_ms_left(a).await.expect("left"), 0);
+            // The other tenant's minutes are its own.
+            assert_eq!(store.recording_ms_left(b).await.expect("left"), quota);
+            store
+                .save_voicemail_at(b, "100", "x", &wav(8), 60_000, 0)
+                .await
+                .expect("b records");
+        }
+    }
+
+    backend_test! {
+        async fn the_sweep_deletes_what_is_past_each_tenants_retention() {
+            let (store, a, b) = fixture().await;
+            assert_eq!(store.voicemail_retention(a).await.expect("get"), None);
+            store
+                .set_voicemail_retention(a, Some(1))
+                .await
+                .expect("set");
+            assert_eq!(store.voicemail_retention(a).await.expect("get"), Some(1));
+            for bad in [Some(0), Some(MAX_VOICEMAIL_RETENTION_DAYS + 1)] {
+                assert!(matches!(
+                    store.set_voicemail_retention(a, bad).await,
+                    Err(Error::Invalid(_))
+                ));
+            }
+            assert!(matches!(
+                store.set_voicemail_retention(TenantId(99), None).await,
+                Err(Error::NotFound(_))
+            ));
+            let t0 = 1_700_000_000_000;
+            let old_a = store
+                .save_voicemail_at(a, "100", "x", &wav(8), 1, t0)
+                .await
+                .expect("a");
+            store
+                .mark_voicemail(a, "100", &old_a.id, true, true)
+                .await
+                .expect("saved");
+            let new_a = store
+                .save_voicemail_at(a, "100", "x", &wav(8), 1, t0 + DAY_MS)
+                .await
+                .expect("a");
+            let old_b = store
+                .save_voicemail_at(b, "100", "x", &wav(8), 1, t0)
+                .await
+                .expect("b");
+
+            // A day later A's first message, saved or not, is past A's one-day
+            // retention; B keeps its messages for the default 60 days.
+            assert_eq!(
+                store.sweep_voicemail(t0 + DAY_MS - 1).await.expect("sweep"),
+                []
+            );
+            assert_eq!(
+                store.sweep_voicemail(t0 + DAY_MS).await.expect("sweep"),
+                [(a, "100".to_string())]
+            );
+            let left: Vec<_> = store
                 .voicemail_messages(a, "100")
                 .await
                 .expect("list")
-                .is_empty()
-        );
-        assert_eq!(
-            store.voicemail_audio(a, "100", &m.id).await.expect("gone"),
-            None
-        );
-        store.delete_tenant(a).await.expect("delete");
-        assert_eq!(store.memory_files(), 1, "only B's message is left");
-        assert_eq!(
-            store.voicemail_messages(b, "100").await.expect("b").len(),
-            1
-        );
+                .into_iter()
+                .map(|m| m.id)
+                .collect();
+            assert_eq!(left, vec![new_a.id]);
+            assert_eq!(store.memory_files(), 2);
+            let sixty_days = i64::from(DEFAULT_VOICEMAIL_RETENTION_DAYS) * DAY_MS;
+            // Just short of 60 days only A's second message goes.
+            assert_eq!(
+                store
+                    .sweep_voicemail(t0 + sixty_days - 1)
+                    .await
+                    .expect("sweep")
+                    .len(),
+                1
+            );
+            assert_eq!(
+                store.voicemail_messages(b, "100").await.expect("b")[0].id,
+                old_b.id
+            );
+            assert_eq!(
+                store.sweep_voicemail(t0 + sixty_days).await.expect("sweep"),
+                [(b, "100".to_string())]
+            );
+            assert!(
+                store
+                    .voicemail_messages(b, "100")
+                    .await
+                    .expect("b")
+                    .is_empty()
+            );
+            assert_eq!(store.memory_files(), 0);
+        }
+    }
+
+    backend_test! {
+        async fn removing_an_extension_or_tenant_removes_its_voicemail() {
+            let (store, a, b) = fixture().await;
+            let m = store
+                .save_voicemail_at(a, "100", "x", &wav(8), 1, 0)
+                .await
+                .expect("a");
+            store
+                .save_voicemail_at(a, "101", "x", &wav(8), 1, 0)
+                .await
+                .expect("a");
+            store
+                .save_voicemail_at(b, "100", "x", &wav(8), 1, 0)
+                .await
+                .expect("b");
+            store
+                .put_prompt_at(a, "menu", &wav(8), 1, 0)
+                .await
+                .expect("prompt");
+            store.remove_extension(a, "100").await.expect("remove");
+            assert_eq!(store.memory_files(), 3);
+            // A new extension of the same number starts with an empty mailbox.
+            store
+                .add_extension(a, "100", "pw-long-enough")
+                .await
+                .expect("ext");
+            assert!(
+                store
+                    .voicemail_messages(a, "100")
+                    .await
+                    .expect("list")
+                    .is_empty()
+            );
+            assert_eq!(
+                store.voicemail_audio(a, "100", &m.id).await.expect("gone"),
+                None
+            );
+            store.delete_tenant(a).await.expect("delete");
+            assert_eq!(store.memory_files(), 1, "only B's message is left");
+            assert_eq!(
+                store.voicemail_messages(b, "100").await.expect("b").len(),
+                1
+            );
+        }
     }
 }

@@ -91,7 +91,7 @@ impl Store {
         ensure_mailbox(&mut tx, tenant, mailbox).await?;
         sqlx::query(
             "INSERT INTO voicemail_boxes (tenant_id, mailbox, pin_hash, failed_attempts, \
-             locked_until_ms) VALUES (?, ?, ?, 0, NULL) ON CONFLICT (tenant_id, mailbox) \
+             locked_until_ms) VALUES ($1, $2, $3, 0, NULL) ON CONFLICT (tenant_id, mailbox) \
              DO UPDATE SET pin_hash = excluded.pin_hash, failed_attempts = 0, \
              locked_until_ms = NULL",
         )
@@ -118,7 +118,7 @@ impl Store {
         let mut tx = self.write_tx().await?;
         let row = sqlx::query(
             "SELECT pin_hash, failed_attempts, locked_until_ms FROM voicemail_boxes \
-             WHERE tenant_id = ? AND mailbox = ?",
+             WHERE tenant_id = $1 AND mailbox = $2",
         )
         .bind(tenant.0)
         .bind(mailbox)
@@ -143,7 +143,7 @@ impl Store {
         }
         sqlx::query(
             "UPDATE voicemail_boxes SET failed_attempts = failed_attempts + 1 \
-             WHERE tenant_id = ? AND mailbox = ?",
+             WHERE tenant_id = $1 AND mailbox = $2",
         )
         .bind(tenant.0)
         .bind(mailbox)
@@ -167,8 +167,8 @@ impl Store {
         };
         if let Some(failed) = failed_after {
             sqlx::query(
-                "UPDATE voicemail_boxes SET failed_attempts = ?, locked_until_ms = ? \
-                 WHERE tenant_id = ? AND mailbox = ?",
+                "UPDATE voicemail_boxes SET failed_attempts = $1, locked_until_ms = $2 \
+                 WHERE tenant_id = $3 AND mailbox = $4",
             )
             .bind(failed)
             .bind(locked_until)
@@ -185,137 +185,138 @@ impl Store {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn wrong_pins_lock_the_mailbox_until_the_lockout_passes() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path()).await.expect("open");
-        let a = store.add_tenant("a", "a.example").await.expect("a").id;
-        let b = store.add_tenant("b", "b.example").await.expect("b").id;
-        for t in [a, b] {
-            store
-                .add_extension(t, "100", "pw-long-enough")
-                .await
-                .expect("ext");
-        }
-        let t0 = 1_700_000_000_000;
-        assert_eq!(
-            store
-                .check_voicemail_pin(a, "100", "1234", t0)
-                .await
-                .expect("check"),
-            PinCheck::NoPin
-        );
-        assert!(matches!(
-            store.check_voicemail_pin(a, "999", "1234", t0).await,
-            Err(Error::NotFound(_))
-        ));
-        for bad in ["123", "12345678901234", "12a4"] {
-            assert!(matches!(
-                store.set_voicemail_pin(a, "100", bad).await,
-                Err(Error::Invalid(_))
-            ));
-        }
-        assert!(matches!(
-            store.set_voicemail_pin(a, "999", "1234").await,
-            Err(Error::NotFound(_))
-        ));
-        store
-            .set_voicemail_pin(a, "100", "4321")
-            .await
-            .expect("set");
-        store
-            .set_voicemail_pin(b, "100", "1111")
-            .await
-            .expect("set");
-
-        assert_eq!(
-            store
-                .check_voicemail_pin(a, "100", "4321", t0)
-                .await
-                .expect("check"),
-            PinCheck::Accepted
-        );
-        // Four wrong tries count down (a malformed PIN counts too); the fifth locks.
-        for left in [4, 3, 2, 1] {
-            let pin = if left == 2 { "not-a-pin" } else { "0000" };
+    backend_test! {
+        async fn wrong_pins_lock_the_mailbox_until_the_lockout_passes() {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let store = crate::testdb::store_in(dir.path()).await.expect("open");
+            let a = store.add_tenant("a", "a.example").await.expect("a").id;
+            let b = store.add_tenant("b", "b.example").await.expect("b").id;
+            for t in [a, b] {
+                store
+                    .add_extension(t, "100", "pw-long-enough")
+                    .await
+                    .expect("ext");
+            }
+            let t0 = 1_700_000_000_000;
             assert_eq!(
                 store
-                    .check_voicemail_pin(a, "100", pin, t0)
+                    .check_voicemail_pin(a, "100", "1234", t0)
                     .await
                     .expect("check"),
-                PinCheck::Wrong {
-                    attempts_left: left
-                }
+                PinCheck::NoPin
+            );
+            assert!(matches!(
+                store.check_voicemail_pin(a, "999", "1234", t0).await,
+                Err(Error::NotFound(_))
+            ));
+            for bad in ["123", "12345678901234", "12a4"] {
+                assert!(matches!(
+                    store.set_voicemail_pin(a, "100", bad).await,
+                    Err(Error::Invalid(_))
+                ));
+            }
+            assert!(matches!(
+                store.set_voicemail_pin(a, "999", "1234").await,
+                Err(Error::NotFound(_))
+            ));
+            store
+                .set_voicemail_pin(a, "100", "4321")
+                .await
+                .expect("set");
+            store
+                .set_voicemail_pin(b, "100", "1111")
+                .await
+                .expect("set");
+
+            assert_eq!(
+                store
+                    .check_voicemail_pin(a, "100", "4321", t0)
+                    .await
+                    .expect("check"),
+                PinCheck::Accepted
+            );
+            // Four wrong tries count down (a malformed PIN counts too); the fifth locks.
+            for left in [4, 3, 2, 1] {
+                let pin = if left == 2 { "not-a-pin" } else { "0000" };
+                assert_eq!(
+                    store
+                        .check_voicemail_pin(a, "100", pin, t0)
+                        .await
+                        .expect("check"),
+                    PinCheck::Wrong {
+                        attempts_left: left
+                    }
+                );
+            }
+            let until_ms = t0 + PIN_LOCKOUT_MS;
+            assert_eq!(
+                store
+                    .check_voicemail_pin(a, "100", "0000", t0)
+                    .await
+                    .expect("check"),
+                PinCheck::Locked { until_ms }
+            );
+            // Locked: even the right PIN is refused, across a reopening of the store.
+            store.close().await;
+            let store = crate::testdb::store_in(dir.path()).await.expect("reopen");
+            assert_eq!(
+                store
+                    .check_voicemail_pin(a, "100", "4321", until_ms - 1)
+                    .await
+                    .expect("check"),
+                PinCheck::Locked { until_ms }
+            );
+            // The lock is this mailbox's only.
+            assert_eq!(
+                store
+                    .check_voicemail_pin(b, "100", "1111", t0)
+                    .await
+                    .expect("check"),
+                PinCheck::Accepted
+            );
+            // Once it has passed, five tries again, and the right PIN clears them.
+            assert_eq!(
+                store
+                    .check_voicemail_pin(a, "100", "0000", until_ms)
+                    .await
+                    .expect("check"),
+                PinCheck::Wrong { attempts_left: 4 }
+            );
+            assert_eq!(
+                store
+                    .check_voicemail_pin(a, "100", "4321", until_ms)
+                    .await
+                    .expect("check"),
+                PinCheck::Accepted
+            );
+            assert_eq!(
+                store
+                    .check_voicemail_pin(a, "100", "0000", until_ms)
+                    .await
+                    .expect("check"),
+                PinCheck::Wrong { attempts_left: 4 }
+            );
+            // Setting a PIN unlocks and forgets the tries; only the hash is stored.
+            store
+                .set_voicemail_pin(a, "100", "24680")
+                .await
+                .expect("set");
+            let stored: String =
+                sqlx::query("SELECT pin_hash FROM voicemail_boxes WHERE tenant_id = $1")
+                    .bind(a.0)
+                    .fetch_one(&store.pool)
+                    .await
+                    .expect("row")
+                    .get("pin_hash");
+            assert!(stored.starts_with("$argon2id$") && !stored.contains("24680"));
+            assert_eq!(
+                store
+                    .check_voicemail_pin(a, "100", "24680", until_ms)
+                    .await
+                    .expect("check"),
+                PinCheck::Accepted
             );
         }
-        let until_ms = t0 + PIN_LOCKOUT_MS;
-        assert_eq!(
-            store
-                .check_voicemail_pin(a, "100", "0000", t0)
-                .await
-                .expect("check"),
-            PinCheck::Locked { until_ms }
-        );
-        // Locked: even the right PIN is refused, across a reopening of the store.
-        store.close().await;
-        let store = Store::open(dir.path()).await.expect("reopen");
-        assert_eq!(
-            store
-                .check_voicemail_pin(a, "100", "4321", until_ms - 1)
-                .await
-                .expect("check"),
-            PinCheck::Locked { until_ms }
-        );
-        // The lock is this mailbox's only.
-        assert_eq!(
-            store
-                .check_voicemail_pin(b, "100", "1111", t0)
-                .await
-                .expect("check"),
-            PinCheck::Accepted
-        );
-        // Once it has passed, five tries again, and the right PIN clears them.
-        assert_eq!(
-            store
-                .check_voicemail_pin(a, "100", "0000", until_ms)
-                .await
-                .expect("check"),
-            PinCheck::Wrong { attempts_left: 4 }
-        );
-        assert_eq!(
-            store
-                .check_voicemail_pin(a, "100", "4321", until_ms)
-                .await
-                .expect("check"),
-            PinCheck::Accepted
-        );
-        assert_eq!(
-            store
-                .check_voicemail_pin(a, "100", "0000", until_ms)
-                .await
-                .expect("check"),
-            PinCheck::Wrong { attempts_left: 4 }
-        );
-        // Setting a PIN unlocks and forgets the tries; only the hash is stored.
-        store
-            .set_voicemail_pin(a, "100", "24680")
-            .await
-            .expect("set");
-        let stored: String =
-            sqlx::query("SELECT pin_hash FROM voicemail_boxes WHERE tenant_id = ?")
-                .bind(a.0)
-                .fetch_one(&store.pool)
-                .await
-                .expect("row")
-                .get("pin_hash");
-        assert!(stored.starts_with("$argon2id$") && !stored.contains("24680"));
-        assert_eq!(
-            store
-                .check_voicemail_pin(a, "100", "24680", until_ms)
-                .await
-                .expect("check"),
-            PinCheck::Accepted
-        );
     }
 
     #[test]

@@ -105,6 +105,11 @@ pub struct Cli {
     #[arg(long, global = true, env = "PBX_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 
+    /// The database: a `postgres://` URL [default: SQLite, `pbx.db` in the
+    /// data directory, or `[store] url` of `serve --config`]
+    #[arg(long, global = true, env = "PBX_DATABASE_URL", value_name = "URL")]
+    pub database: Option<String>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -185,6 +190,10 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Apply the database migrations and print the schema version; or, with
+    /// `--from` and `--to`, copy a SQLite data directory's database into an
+    /// empty PostgreSQL database.
+    Migrate(MigrateArgs),
     /// Run the SIP server (and the admin API with `--api` or `[api]`).
     Serve(ServeArgs),
     /// Provision a demo tenant `acme` (domain acme.example) with extensions 1000 and
@@ -894,6 +903,17 @@ pub enum DidCommand {
 pub enum CdrFormat {
     Csv,
     Json,
+}
+
+/// Options of `migrate`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct MigrateArgs {
+    /// The data directory whose SQLite database (`pbx.db`) is copied.
+    #[arg(long, value_name = "DATA_DIR", requires = "to")]
+    pub from: Option<PathBuf>,
+    /// The empty PostgreSQL database it is copied into (`postgres://...`).
+    #[arg(long, value_name = "URL", requires = "from")]
+    pub to: Option<String>,
 }
 
 /// Options of `serve` and `demo`; each flag overrides the configuration file.

@@ -167,6 +167,8 @@ pub struct FileConfig {
     pub retention: RetentionSection,
     /// `[cluster]`: what several nodes share; none without it.
     pub cluster: Option<ClusterSection>,
+    #[serde(default)]
+    pub store: StoreSection,
 }
 
 /// `[cluster]`
@@ -178,6 +180,15 @@ pub struct ClusterSection {
     pub redis: String,
     /// This node's id, unique in the cluster (default: the host name).
     pub node: Option<String>,
+}
+
+/// `[store]`: where the database is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    /// A `postgres://` URL; absent: SQLite, `pbx.db` in the data directory.
+    /// `--database` overrides it.
+    pub url: Option<String>,
 }
 
 /// `[retention]`: how long call records and alerts are kept, in days.
@@ -388,6 +399,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// The admin API, when `[api]` or `--api` asks for it.
     pub api: Option<pbx_api::ApiConfig>,
+    /// `[store] url`: the database, when not SQLite in the data directory.
+    pub database: Option<String>,
 }
 
 impl Settings {
@@ -538,6 +551,7 @@ impl Settings {
             serve,
             log_format: args.log_format.or(file.log.format).unwrap_or_default(),
             api,
+            database: file.store.url.clone(),
         })
     }
 }

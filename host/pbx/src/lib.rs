@@ -70,7 +70,8 @@ pub async fn run(cli: Cli, log_filter: Option<String>) -> anyhow::Result<()> {
                 plugins.sandbox = sandboxed.sandbox.clone();
             }
             logging::init(settings.log_format, log_filter.as_deref())?;
-            let store = open_store(&data_dir).await?;
+            let database = cli.database.clone().or_else(|| settings.database.take());
+            let store = open_store(&data_dir, database.as_deref()).await?;
             if let Some(backup) = &mut settings.serve.backup {
                 backup.data_dir = data_dir.clone();
             }
@@ -103,7 +104,7 @@ pub async fn run(cli: Cli, log_filter: Option<String>) -> anyhow::Result<()> {
                 plugins.cache_dir = sandboxed.cache_dir;
                 plugins.sandbox = sandboxed.sandbox;
             }
-            let store = open_store(&dir).await?;
+            let store = open_store(&dir, cli.database.as_deref()).await?;
             if let Some(backup) = &mut settings.serve.backup {
                 backup.data_dir = dir.clone();
             }
@@ -121,10 +122,11 @@ pub async fn run(cli: Cli, log_filter: Option<String>) -> anyhow::Result<()> {
             drop(out);
             server::serve(settings.serve, store, server::shutdown_signal()).await
         }
-        Command::Backup(command) => run_backup(command, &data_dir).await,
+        Command::Backup(command) => run_backup(command, &data_dir, cli.database.as_deref()).await,
+        Command::Migrate(args) => run_migrate(args, &data_dir, cli.database.as_deref()).await,
         Command::Tenant(
             command @ (TenantCommand::Export { .. } | TenantCommand::Import { .. }),
-        ) => move_tenant(command, &data_dir).await,
+        ) => move_tenant(command, &data_dir, cli.database.as_deref()).await,
         Command::Doctor {
             config,
             json,
@@ -141,7 +143,7 @@ pub async fn run(cli: Cli, log_filter: Option<String>) -> anyhow::Result<()> {
                 ),
                 None => None,
             };
-            let store = open_store(&data_dir).await?;
+            let store = open_store(&data_dir, cli.database.as_deref()).await?;
             let now_ms = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -204,7 +206,7 @@ pub async fn run(cli: Cli, log_filter: Option<String>) -> anyhow::Result<()> {
                 Some(log_filter.as_deref().unwrap_or("warn")),
             )?;
             provision::compile_uploads_with(sandboxed_plugins(&data_dir));
-            let store = open_store(&data_dir).await?;
+            let store = open_store(&data_dir, cli.database.as_deref()).await?;
             let mut out = std::io::stdout().lock();
             let stdin = std::io::stdin();
             let mut input = stdin.lock();
@@ -245,8 +247,15 @@ pub fn error_line(error: &anyhow::Error) -> String {
     line.replace(['\n', '\r'], " ")
 }
 
-async fn open_store(dir: &Path) -> Result<Store> {
-    Store::open(dir).await.map_err(|source| Error::OpenStore {
+/// The store of `dir`: the database `url` names when given (`--database`,
+/// `[store] url`), else SQLite in `dir`. The data directory holds the secret
+/// key and tenant audio either way.
+async fn open_store(dir: &Path, url: Option<&str>) -> Result<Store> {
+    match url {
+        Some(url) => Store::connect(url, dir).await,
+        None => Store::open(dir).await,
+    }
+    .map_err(|source| Error::OpenStore {
         path: dir.to_path_buf(),
         source,
     })
@@ -287,8 +296,12 @@ fn unseal(key: cli::UnlockArgs) -> anyhow::Result<backup::Unseal> {
 }
 
 /// `pbx tenant export | import`.
-async fn move_tenant(command: TenantCommand, data_dir: &Path) -> anyhow::Result<()> {
-    let store = open_store(data_dir).await?;
+async fn move_tenant(
+    command: TenantCommand,
+    data_dir: &Path,
+    database: Option<&str>,
+) -> anyhow::Result<()> {
+    let store = open_store(data_dir, database).await?;
     let audit =
         |action: &str, tenant: store::TenantId, detail: serde_json::Value| store::AuditRecord {
             at_ms: backup::now_ms(),
@@ -348,9 +361,56 @@ async fn move_tenant(command: TenantCommand, data_dir: &Path) -> anyhow::Result<
     Ok(())
 }
 
+/// `pbx migrate`: apply the migrations (opening the store does) and print the
+/// schema version; or copy a SQLite data directory into PostgreSQL.
+async fn run_migrate(
+    args: cli::MigrateArgs,
+    data_dir: &Path,
+    database: Option<&str>,
+) -> anyhow::Result<()> {
+    match (args.from, args.to) {
+        (Some(from), Some(to)) => {
+            if !from.join(store::DB_FILE).is_file() {
+                anyhow::bail!(
+                    "{} has no {}: nothing to copy",
+                    from.display(),
+                    store::DB_FILE
+                );
+            }
+            let source = open_store(&from, None).await?;
+            let target = open_store(&from, Some(&to)).await?;
+            let report = source.copy_into(&target).await?;
+            let rows: u64 = report.tables.iter().map(|(_, n)| n).sum();
+            println!(
+                "copied {rows} rows of {} tables into PostgreSQL (schema version {}); \
+                 serve with --data-dir {} --database <URL>",
+                report.tables.len(),
+                target.schema_version().await?,
+                from.display()
+            );
+            source.close().await;
+            target.close().await;
+        }
+        _ => {
+            let store = open_store(data_dir, database).await?;
+            println!(
+                "schema version {} ({:?})",
+                store.schema_version().await?,
+                store.backend()
+            );
+            store.close().await;
+        }
+    }
+    Ok(())
+}
+
 /// `pbx backup ...`. A restore touches nothing but its new directory, so it
 /// runs before any store is opened.
-async fn run_backup(command: cli::BackupCommand, data_dir: &Path) -> anyhow::Result<()> {
+async fn run_backup(
+    command: cli::BackupCommand,
+    data_dir: &Path,
+    database: Option<&str>,
+) -> anyhow::Result<()> {
     use cli::BackupCommand;
     let summary = |m: &backup::Manifest| {
         format!(
@@ -363,7 +423,7 @@ async fn run_backup(command: cli::BackupCommand, data_dir: &Path) -> anyhow::Res
     match command {
         BackupCommand::Create { out, seal: args } => {
             let seal = seal(args)?;
-            let store = open_store(data_dir).await?;
+            let store = open_store(data_dir, database).await?;
             let made = backup::create(&store, data_dir, &out, seal).await?;
             println!("backup {}: {}", out.display(), summary(&made));
         }

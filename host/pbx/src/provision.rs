@@ -422,6 +422,7 @@ pub async fn execute(
         | Command::Api(_)
         | Command::Backup(_)
         | Command::Tenant(TenantCommand::Export { .. } | TenantCommand::Import { .. })
+        | Command::Migrate(_)
         | Command::Version { .. }
         | Command::Doctor { .. }
         | Command::CompilePlugin { .. } => {

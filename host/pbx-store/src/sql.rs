@@ -1,0 +1,99 @@
+//! SQL built at run time for either backend. Placeholders are numbered
+//! (`$1`, `$2`, ...): PostgreSQL requires that form, and SQLite binds `$N` to
+//! argument N, so one text serves both. sqlx's own `QueryBuilder` writes `?`
+//! under `Any`, which PostgreSQL rejects; this is the small part of it the
+//! store uses.
+
+use sqlx::any::{Any, AnyArguments};
+use sqlx::query::Query;
+use sqlx::{Arguments, AssertSqlSafe, Encode, Type};
+
+/// A statement being assembled: text plus the arguments bound so far.
+pub(crate) struct QueryBuilder {
+    sql: String,
+    args: AnyArguments,
+    error: Option<sqlx::error::BoxDynError>,
+}
+
+impl QueryBuilder {
+    pub(crate) fn new(init: impl Into<String>) -> QueryBuilder {
+        QueryBuilder {
+            sql: init.into(),
+            args: AnyArguments::default(),
+            error: None,
+        }
+    }
+
+    /// Appends SQL text.
+    pub(crate) fn push(&mut self, sql: impl std::fmt::Display) -> &mut QueryBuilder {
+        use std::fmt::Write as _;
+        // Writing to a String cannot fail.
+        let _ = write!(self.sql, "{sql}");
+        self
+    }
+
+    /// Appends the next placeholder and binds `value` to it.
+    pub(crate) fn push_bind<'t, T>(&mut self, value: T) -> &mut QueryBuilder
+    where
+        T: Encode<'t, Any> + Type<Any>,
+    {
+        if let Err(e) = self.args.add(value) {
+            self.error.get_or_insert(e);
+        }
+        let n = self.args.len();
+        self.push(format_args!("${n}"))
+    }
+
+    /// Appends `VALUES (…), (…)`, one parenthesised row per item; `row` binds
+    /// the item's values through the [`Separated`] it is given.
+    pub(crate) fn push_values<I, F>(&mut self, items: I, mut row: F) -> &mut QueryBuilder
+    where
+        I: IntoIterator,
+        F: FnMut(Separated<'_>, I::Item),
+    {
+        self.push("VALUES ");
+        for (i, item) in items.into_iter().enumerate() {
+            if i > 0 {
+                self.push(", ");
+            }
+            self.push("(");
+            row(
+                Separated {
+                    builder: self,
+                    first: true,
+                },
+                item,
+            );
+            self.push(")");
+        }
+        self
+    }
+
+    /// The finished statement, or the error a value gave when it was bound.
+    pub(crate) fn build<'q>(self) -> crate::Result<Query<'q, Any, AnyArguments>> {
+        match self.error {
+            Some(e) => Err(crate::Error::Db(sqlx::Error::Encode(e))),
+            None => Ok(sqlx::query_with(AssertSqlSafe(self.sql), self.args)),
+        }
+    }
+}
+
+/// The values of one row of [`QueryBuilder::push_values`], comma-separated.
+pub(crate) struct Separated<'b> {
+    builder: &'b mut QueryBuilder,
+    first: bool,
+}
+
+impl Separated<'_> {
+    pub(crate) fn push_bind<'t, T>(&mut self, value: T) -> &mut Self
+    where
+        T: Encode<'t, Any> + Type<Any>,
+    {
+        if !self.first {
+            self.builder.push(", ");
+        }
+        self.first = false;
+        self.builder.push_bind(value);
+        self
+    }
+}
