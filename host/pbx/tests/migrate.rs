@@ -2,40 +2,9 @@
 //! data directory moved into PostgreSQL (on the private server of
 //! `store::testdb`; skipped with a notice where PostgreSQL is not installed).
 
-use std::io::Write;
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+mod common;
 
-fn pbx(data_dir: &Path, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pbx"))
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(args)
-        .env_remove("PBX_DATA_DIR")
-        .env_remove("PBX_DATABASE_URL")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn pbx");
-    let mut input = child.stdin.take().expect("stdin");
-    if let Some(text) = stdin {
-        input.write_all(text.as_bytes()).expect("write stdin");
-    }
-    drop(input);
-    child.wait_with_output().expect("wait for pbx")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "pbx failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8(out.stdout.clone()).expect("utf-8 output")
-}
+use common::{ok, pbx_with_stdin as pbx};
 
 #[test]
 fn migrate_prints_the_schema_version_on_sqlite() {
