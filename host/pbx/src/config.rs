@@ -500,8 +500,9 @@ impl Settings {
             }
             serve.fraud.shared_counters = Some(crate::server::SharedCountersConfig {
                 url: cluster.redis.clone(),
-                node,
+                node: node.clone(),
             });
+            serve.node = Some(node);
         }
         serve.tls_files = tls_files(&file.sip, args)?;
         serve.tls_ca = args.tls_ca.clone().or_else(|| file.sip.tls_ca.clone());

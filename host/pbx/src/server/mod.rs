@@ -142,6 +142,8 @@ pub struct ServeOptions {
     pub plugins: Option<pbx_plugin::RuntimeConfig>,
     /// The host's call-level fraud controls (with plugins only).
     pub fraud: FraudConfig,
+    /// This node's id in a cluster (`[cluster] node`); none on a single node.
+    pub node: Option<String>,
     /// Transport-level abuse defenses (bans, rate limits, scanners, overload).
     pub guard: GuardOptions,
     /// The admin API, served next to SIP; `None` serves none.
@@ -206,6 +208,7 @@ impl ServeOptions {
             limits: Limits::default(),
             plugins: Some(pbx_plugin::RuntimeConfig::default()),
             fraud: FraudConfig::default(),
+            node: None,
             guard: GuardOptions::default(),
             api: None,
             tls: Vec::new(),
