@@ -1450,8 +1450,13 @@ impl Shard {
             let mut leg = template.clone();
             leg.remote_uri = format!("<sip:{ext}@{domain}>");
             leg.remote_target = binding.contact.clone();
+            // A Path recorded at registration is the request's route set
+            // (RFC 3327 §5.4); the peer is the proxy it names.
+            leg.route_set = binding.path;
             leg.peer = binding.peer;
-            leg.local = Some(binding.local);
+            // Another node's binding names that node's socket: any of ours will do.
+            let own = *binding.node == *self.shared.config.registrar.node;
+            leg.local = own.then_some(binding.local);
             self.send_fork(now, id, &leg, None);
             if let Some(fork) = self.calls.get_mut(&id).and_then(|c| c.forks.last_mut()) {
                 fork.extension = Some(ext.to_string());

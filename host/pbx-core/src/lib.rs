@@ -145,6 +145,9 @@ pub struct RegistrarConfig {
     pub default_expires: u32,
     /// Contacts kept per address-of-record; a further one replaces the oldest.
     pub max_contacts: usize,
+    /// This node's id in a cluster, written with every binding it makes
+    /// (empty on a single node).
+    pub node: String,
 }
 
 impl Default for RegistrarConfig {
@@ -154,6 +157,7 @@ impl Default for RegistrarConfig {
             max_expires: 7200,
             default_expires: 3600,
             max_contacts: 5,
+            node: String::new(),
         }
     }
 }
@@ -213,6 +217,9 @@ pub struct CoreConfig {
     pub digest_algorithms: DigestAlgorithms,
     /// How long a nonce is good for before `stale=true`.
     pub nonce_lifetime: Duration,
+    /// The key nonces are made with: shared by the nodes of a cluster so any
+    /// of them checks what another issued; random per process when none.
+    pub nonce_key: Option<[u8; 32]>,
     /// RFC 3261 timer T1.
     pub t1: Duration,
     /// RFC 3261 timer T2.
@@ -246,6 +253,7 @@ impl Default for CoreConfig {
             subscriptions: SubscriptionConfig::default(),
             digest_algorithms: DigestAlgorithms::md5(),
             nonce_lifetime: Duration::from_secs(300),
+            nonce_key: None,
             t1: Duration::from_millis(500),
             t2: Duration::from_secs(4),
             t4: Duration::from_secs(5),
@@ -287,8 +295,11 @@ impl Shared {
         clock: (Instant, i64),
         shards: usize,
     ) -> Arc<Shared> {
-        let mut key = [0u8; 32];
-        rand::fill(&mut key);
+        let key = config.nonce_key.unwrap_or_else(|| {
+            let mut key = [0u8; 32];
+            rand::fill(&mut key);
+            key
+        });
         let lifetime_ms = i64::try_from(config.nonce_lifetime.as_millis()).unwrap_or(i64::MAX);
         Arc::new(Shared {
             nonces: digest_auth::Nonces::new(key, lifetime_ms),
@@ -368,6 +379,33 @@ impl Shared {
         self.bindings
             .lookup(tenant, extension, self.unix_ms(now))
             .len()
+    }
+
+    /// Takes in the bindings of an address-of-record as the store holds them,
+    /// after another node of the cluster changed them (see the registrar's
+    /// module documentation): this node's own bindings are kept, the others'
+    /// replaced.
+    pub fn refresh_bindings(
+        &self,
+        tenant: model::TenantId,
+        extension: &str,
+        stored: Vec<Registration>,
+        now: Instant,
+    ) {
+        self.bindings.refresh(
+            tenant,
+            extension,
+            stored,
+            &self.config.registrar.node,
+            self.unix_ms(now),
+        );
+    }
+
+    /// Takes in every binding the store holds, after this node may have
+    /// missed announcements of other nodes' changes.
+    pub fn resync_bindings(&self, all: Vec<Registration>, now: Instant) {
+        self.bindings
+            .resync(all, &self.config.registrar.node, self.unix_ms(now));
     }
 
     /// Sets what a mailbox holds (new, old messages), as the store counts

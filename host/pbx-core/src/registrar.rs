@@ -7,8 +7,18 @@
 //! from: requests to the phone go there (the phone is usually behind NAT).
 //! Persistence is the caller's: every change is returned as a
 //! [`RegistrationChange`] for the write-behind queue.
+//!
+//! # Behind a front proxy, and in a cluster
+//! A REGISTER that a front proxy (Kamailio) relayed carries the proxy's Path
+//! (RFC 3327): the binding keeps it, the 200 OK echoes it, and requests to the
+//! phone go to the proxy with the Path as their route set, so the proxy that
+//! holds the phone's flow delivers them. Every binding also names the node it
+//! was made on ([`RegistrarConfig::node`]); the bindings other nodes made reach
+//! this node through the store ([`Bindings::refresh`]) and are used the same
+//! way, which lets any node call any phone registered through the front.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use dashmap::DashMap;
 use model::{Registration, RegistrationChange, TenantId, TransportKind};
@@ -27,6 +37,10 @@ pub(crate) struct Binding {
     pub(crate) expires_at_ms: i64,
     pub(crate) registered_at_ms: i64,
     pub(crate) user_agent: Option<String>,
+    /// The Path a front proxy recorded: the route set of requests to the phone.
+    pub(crate) path: Vec<String>,
+    /// The node the binding was made on.
+    pub(crate) node: Arc<str>,
 }
 
 impl Binding {
@@ -42,7 +56,30 @@ impl Binding {
             cseq: self.cseq,
             expires_at_ms: self.expires_at_ms,
             user_agent: self.user_agent.clone(),
+            path: self.path.clone(),
+            node: self.node.to_string(),
         }
+    }
+
+    /// A binding as the store holds it.
+    fn from_record(r: Registration) -> (TenantId, String, Binding) {
+        let binding = Binding {
+            contact: r.contact,
+            peer: Peer {
+                transport: r.transport,
+                addr: r.source,
+                conn: None,
+            },
+            local: r.local,
+            call_id: r.call_id,
+            cseq: r.cseq,
+            expires_at_ms: r.expires_at_ms,
+            registered_at_ms: 0,
+            user_agent: r.user_agent,
+            path: r.path,
+            node: r.node.into(),
+        };
+        (r.tenant, r.extension, binding)
     }
 }
 
@@ -74,26 +111,76 @@ impl Bindings {
     pub(crate) fn restore(records: Vec<Registration>) -> Bindings {
         let b = Bindings::default();
         for r in records {
-            let binding = Binding {
-                contact: r.contact,
-                peer: Peer {
-                    transport: r.transport,
-                    addr: r.source,
-                    conn: None,
-                },
-                local: r.local,
-                call_id: r.call_id,
-                cseq: r.cseq,
-                expires_at_ms: r.expires_at_ms,
-                registered_at_ms: 0,
-                user_agent: r.user_agent,
-            };
-            b.map
-                .entry((r.tenant, r.extension))
-                .or_default()
-                .push(binding);
+            let (tenant, extension, binding) = Binding::from_record(r);
+            b.map.entry((tenant, extension)).or_default().push(binding);
         }
         b
+    }
+
+    /// Takes in what the store holds for one address-of-record after another
+    /// node changed it. This node's own bindings stay as they are in memory
+    /// (they may be newer than the store: writes go behind), unless another
+    /// node's row for the same contact lasts longer (the phone re-registered
+    /// through that node); every other binding is replaced by the store's.
+    pub(crate) fn refresh(
+        &self,
+        tenant: TenantId,
+        extension: &str,
+        stored: Vec<Registration>,
+        own: &str,
+        now_ms: i64,
+    ) {
+        let key = (tenant, extension.to_string());
+        let mut list: Vec<Binding> = self
+            .map
+            .get(&key)
+            .map(|v| {
+                v.iter()
+                    .filter(|b| &*b.node == own && b.expires_at_ms > now_ms)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        for r in stored {
+            if r.tenant != tenant || r.extension != extension || r.node == own {
+                continue;
+            }
+            let (_, _, theirs) = Binding::from_record(r);
+            match list
+                .iter()
+                .position(|b| same_uri(&b.contact, &theirs.contact))
+            {
+                Some(i) if list[i].expires_at_ms < theirs.expires_at_ms => list[i] = theirs,
+                Some(_) => {}
+                None => list.push(theirs),
+            }
+        }
+        if list.is_empty() {
+            self.map.remove(&key);
+        } else {
+            self.map.insert(key, list);
+        }
+    }
+
+    /// Takes in every binding the store holds (after this node missed some
+    /// announcements): each address-of-record held here or there is
+    /// refreshed as [`Bindings::refresh`] does.
+    pub(crate) fn resync(&self, all: Vec<Registration>, own: &str, now_ms: i64) {
+        let mut stored: std::collections::HashMap<(TenantId, String), Vec<Registration>> =
+            std::collections::HashMap::new();
+        for r in all {
+            stored
+                .entry((r.tenant, r.extension.clone()))
+                .or_default()
+                .push(r);
+        }
+        let held: Vec<(TenantId, String)> = self.map.iter().map(|e| e.key().clone()).collect();
+        for key in held {
+            stored.entry(key).or_default();
+        }
+        for ((tenant, extension), rows) in stored {
+            self.refresh(tenant, &extension, rows, own, now_ms);
+        }
     }
 
     /// Live bindings of an address-of-record.
@@ -156,6 +243,12 @@ impl Bindings {
         let user_agent = msg
             .header("User-Agent")
             .map(|s| s.chars().take(128).collect());
+        let path: Vec<String> = msg
+            .headers_named("Path")
+            .take(MAX_PATH)
+            .map(str::to_string)
+            .collect();
+        let node: Arc<str> = cfg.node.as_str().into();
         let key = (tenant, extension.to_string());
         let mut entry = self.map.entry(key).or_default();
         let list = entry.value_mut();
@@ -197,15 +290,23 @@ impl Bindings {
                         }
                         continue;
                     }
+                    // Through a front, requests go back the way the REGISTER came.
+                    let to = if path.is_empty() {
+                        route_to(peer, c.uri, behind_nat)
+                    } else {
+                        peer
+                    };
                     let binding = Binding {
                         contact: c.uri.to_string(),
-                        peer: route_to(peer, c.uri, behind_nat),
+                        peer: to,
                         local,
                         call_id: call_id.to_string(),
                         cseq,
                         expires_at_ms: now_ms + i64::from(expires) * 1000,
                         registered_at_ms: pos.map_or(now_ms, |i| list[i].registered_at_ms),
                         user_agent: user_agent.clone(),
+                        path: path.clone(),
+                        node: node.clone(),
                     };
                     changes.push(RegistrationChange::Upsert(
                         binding.to_record(tenant, extension),
@@ -245,6 +346,9 @@ impl Bindings {
         Reply::Ok(current)
     }
 }
+
+/// Path headers kept per binding; a REGISTER crosses one front, or a few.
+pub(crate) const MAX_PATH: usize = 4;
 
 /// Where requests to a binding go. A phone behind NAT (its Via does not name the
 /// address its packets come from) is reached where its REGISTER came from, and a

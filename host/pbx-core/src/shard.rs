@@ -692,7 +692,8 @@ impl Shard {
         self.reply_bindings(msg, peer, local, contacts);
     }
 
-    /// 200 OK to a REGISTER, listing the contacts with their remaining seconds.
+    /// 200 OK to a REGISTER, listing the contacts with their remaining seconds
+    /// and echoing the Path a front recorded (RFC 3327 §5.3).
     fn reply_bindings(
         &mut self,
         msg: &Msg,
@@ -700,9 +701,15 @@ impl Shard {
         local: SocketAddr,
         contacts: Vec<(String, u32)>,
     ) {
-        let extra: Vec<(&str, String)> = contacts
-            .into_iter()
-            .map(|(c, secs)| ("Contact", format!("<{c}>;expires={secs}")))
+        let extra: Vec<(&str, String)> = msg
+            .headers_named("Path")
+            .take(crate::registrar::MAX_PATH)
+            .map(|p| ("Path", p.to_string()))
+            .chain(
+                contacts
+                    .into_iter()
+                    .map(|(c, secs)| ("Contact", format!("<{c}>;expires={secs}"))),
+            )
             .collect();
         self.reply_stateless(msg, peer, local, 200, "OK", &extra);
     }

@@ -2885,3 +2885,73 @@ mod subscribe {
         assert!(body(notifies(&out)[0]).contains("Voice-Message: 1/0"));
     }
 }
+
+/// RFC 3327 behind a front proxy: a REGISTER relayed with a Path is answered
+/// with that Path, and a call to the phone goes to the proxy with the Path as
+/// its route set; a binding another node made (refreshed from the store)
+/// is called the same way, from whichever socket of this node.
+#[test]
+fn path_of_a_front_routes_calls_and_other_nodes_bindings_are_used() {
+    let front = "127.0.0.1:5999";
+    let path = "<sip:127.0.0.1:5999;lr;received=sip:192.0.2.50:5080>";
+    let mut h = Harness::new(CoreConfig::default());
+    let uri = format!("sip:{DOMAIN}");
+    let out = h.authorize(
+        front,
+        |auth| {
+            format!(
+                "REGISTER sip:{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {front};branch=z9hG4bKfront{0}\r\nVia: SIP/2.0/UDP 192.0.2.50:5080;received=192.0.2.50;rport=5080;branch=z9hG4bKphone{0}\r\nPath: {path}\r\nFrom: <sip:1001@{DOMAIN}>;tag=r\r\nTo: <sip:1001@{DOMAIN}>\r\nCall-ID: path-reg\r\nCSeq: {1} REGISTER\r\nContact: <sip:1001@192.0.2.50:5080>\r\nExpires: 600\r\n{2}Content-Length: 0\r\n\r\n",
+                auth.is_some() as u8,
+                1 + auth.is_some() as u8,
+                auth.map(|a| format!("Authorization: {a}\r\n"))
+                    .unwrap_or_default()
+            )
+        },
+        "WWW-Authenticate",
+        "REGISTER",
+        &uri,
+        "1001",
+    );
+    let ok = &out[0].1;
+    assert_eq!(ok.status(), Some(200));
+    assert_eq!(ok.headers_named("Path").collect::<Vec<_>>(), vec![path]);
+    assert_eq!(out[0].0, front.parse::<SocketAddr>().unwrap());
+
+    let out = h.invite();
+    let (to, invite) = out
+        .iter()
+        .find(|(_, m)| m.method() == Some(crate::msg::Method::Invite))
+        .expect("INVITE to the phone");
+    assert_eq!(*to, front.parse::<SocketAddr>().unwrap());
+    assert_eq!(invite.request_uri(), "sip:1001@192.0.2.50:5080");
+    assert_eq!(
+        invite.headers_named("Route").collect::<Vec<_>>(),
+        vec![path]
+    );
+
+    // The phone re-registers through another node, whose binding lasts longer.
+    let other = model::Registration {
+        tenant: TenantId(1),
+        extension: "1001".into(),
+        contact: "sip:1001@192.0.2.50:5080".into(),
+        source: "127.0.0.1:5998".parse().unwrap(),
+        transport: TransportKind::Udp,
+        local: "127.0.0.1:5070".parse().unwrap(),
+        call_id: "path-reg".into(),
+        cseq: 9,
+        expires_at_ms: h.shared.unix_ms(h.now) + 3_600_000,
+        user_agent: None,
+        path: vec!["<sip:127.0.0.1:5998;lr>".into()],
+        node: "node-b".into(),
+    };
+    h.shared
+        .refresh_bindings(TenantId(1), "1001", vec![other.clone()], h.now);
+    let binding = h.shared.bindings.lookup(TenantId(1), "1001", 0);
+    assert_eq!(binding.len(), 1);
+    assert_eq!(&*binding[0].node, "node-b");
+    assert_eq!(binding[0].peer.addr, other.source);
+    // When node B's binding goes, so does it here.
+    h.shared
+        .refresh_bindings(TenantId(1), "1001", Vec::new(), h.now);
+    assert_eq!(h.shared.registrations(TenantId(1), "1001", h.now), 0);
+}

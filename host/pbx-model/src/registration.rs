@@ -65,6 +65,11 @@ pub struct Registration {
     /// Unix milliseconds at which the binding lapses.
     pub expires_at_ms: i64,
     pub user_agent: Option<String>,
+    /// The Path header values (RFC 3327) a front proxy added, in order: a
+    /// request to the phone is routed through them. Empty without a front.
+    pub path: Vec<String>,
+    /// The cluster node the binding was made on (empty on a single node).
+    pub node: String,
 }
 
 /// A change to the registrar's bindings, written behind the SIP path in batches.

@@ -71,6 +71,8 @@ mod forwarding;
 mod ha1;
 mod limits;
 mod media_policy;
+mod notify;
+pub use notify::{Change, Changes};
 mod plugin;
 mod policy_config;
 mod prompt;
@@ -192,6 +194,9 @@ impl Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// The PostgreSQL URL, for the connection that listens for changes
+    /// ([`Store::listen_changes`]); none on SQLite.
+    url: Option<Arc<str>>,
     /// Encrypts trunk passwords; read from `DATA_DIR/secret.key`.
     secrets: Arc<secret::SecretKey>,
     /// Where tenant audio lives: `DATA_DIR/media`, or memory.
@@ -235,7 +240,9 @@ impl Store {
                     .await?
             }
         };
-        Store::migrated(pool, backend, secrets, audio::AudioFiles::in_dir(data_dir)).await
+        let store =
+            Store::migrated(pool, backend, secrets, audio::AudioFiles::in_dir(data_dir)).await?;
+        Ok(store.listening_at(url))
     }
 
     /// Opens a private in-memory database (for tests and throw-away runs);
@@ -269,13 +276,21 @@ impl Store {
             .max_connections(4)
             .connect(url)
             .await?;
-        Store::migrated(
+        let store = Store::migrated(
             pool,
             Backend::Postgres,
             secret::SecretKey::random(),
             audio::AudioFiles::in_memory(),
         )
-        .await
+        .await?;
+        Ok(store.listening_at(url))
+    }
+
+    fn listening_at(mut self, url: &str) -> Store {
+        if self.backend == Backend::Postgres {
+            self.url = Some(url.into());
+        }
+        self
     }
 
     async fn migrated(
@@ -288,12 +303,19 @@ impl Store {
         let store = Store {
             pool,
             backend,
+            url: None,
             secrets: Arc::new(secrets),
             audio: Arc::new(audio),
         };
         store.seal_plain_totp_secrets().await?;
         store.mark_audit_keying().await?;
         Ok(store)
+    }
+
+    /// The key digest nonces are made with in a cluster: derived from the
+    /// data directory's secret key, which every node shares.
+    pub fn nonce_key(&self) -> [u8; 32] {
+        *self.secrets.nonce_key()
     }
 
     /// The database this store runs on.

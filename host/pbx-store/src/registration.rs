@@ -13,7 +13,7 @@ use sqlx::any::AnyRow;
 
 use crate::{Error, Registration, RegistrationChange, Result, Store, TenantId, TransportKind};
 
-/// Rows per statement: 10 parameters each keeps a statement far below SQLite's
+/// Rows per statement: 12 parameters each keeps a statement far below SQLite's
 /// limit of 32,766 bound parameters.
 const CHUNK: usize = 500;
 
@@ -69,9 +69,9 @@ impl Store {
         for chunk in upserts.chunks(CHUNK) {
             let mut q = QueryBuilder::new(
                 "INSERT INTO registrations (tenant_id, extension, contact, source, transport, \
-                 local_addr, call_id, cseq, expires_at_ms, user_agent) \
+                 local_addr, call_id, cseq, expires_at_ms, user_agent, path, node) \
                  SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, \
-                 v.column7, v.column8, v.column9, v.column10 FROM (",
+                 v.column7, v.column8, v.column9, v.column10, v.column11, v.column12 FROM (",
             );
             q.push_values(chunk, |mut row, r| {
                 row.push_bind(r.tenant.0)
@@ -83,7 +83,9 @@ impl Store {
                     .push_bind(r.call_id.as_str())
                     .push_bind(i64::from(r.cseq))
                     .push_bind(r.expires_at_ms)
-                    .push_bind(r.user_agent.as_deref());
+                    .push_bind(r.user_agent.as_deref())
+                    .push_bind(r.path.join("\n"))
+                    .push_bind(r.node.as_str());
             });
             // `WHERE true` tells SQLite's parser that ON CONFLICT is not a join
             // constraint.
@@ -94,7 +96,8 @@ impl Store {
                  source = excluded.source, transport = excluded.transport, \
                  local_addr = excluded.local_addr, call_id = excluded.call_id, \
                  cseq = excluded.cseq, expires_at_ms = excluded.expires_at_ms, \
-                 user_agent = excluded.user_agent",
+                 user_agent = excluded.user_agent, path = excluded.path, \
+                 node = excluded.node",
             );
             q.build()?
                 .persistent(chunk.len() == CHUNK)
@@ -115,13 +118,42 @@ impl Store {
             .await?;
         let rows = sqlx::query(
             "SELECT tenant_id, extension, contact, source, transport, local_addr, call_id, \
-             cseq, expires_at_ms, user_agent FROM registrations \
+             cseq, expires_at_ms, user_agent, path, node FROM registrations \
              ORDER BY tenant_id, extension, contact",
         )
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
         rows.iter().map(from_row).collect()
+    }
+
+    /// The live bindings of these addresses-of-record (tenant, extension), as
+    /// every node of a cluster wrote them: what a node re-reads when another
+    /// node tells it that they changed.
+    pub async fn registrations_of(
+        &self,
+        aors: &[(TenantId, String)],
+        now_ms: i64,
+    ) -> Result<Vec<Registration>> {
+        let mut out = Vec::new();
+        for chunk in aors.chunks(CHUNK) {
+            let mut q = QueryBuilder::new(
+                "SELECT tenant_id, extension, contact, source, transport, local_addr, call_id, \
+                 cseq, expires_at_ms, user_agent, path, node FROM registrations \
+                 WHERE expires_at_ms > ",
+            );
+            q.push_bind(now_ms);
+            q.push(" AND (tenant_id, extension) IN (");
+            q.push_values(chunk, |mut row, (tenant, extension)| {
+                row.push_bind(tenant.0).push_bind(extension.as_str());
+            });
+            q.push(") ORDER BY tenant_id, extension, contact");
+            let rows = q.build()?.fetch_all(&self.pool).await?;
+            for row in &rows {
+                out.push(from_row(row)?);
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -146,6 +178,11 @@ fn from_row(row: &AnyRow) -> Result<Registration> {
         cseq: u32::try_from(cseq).map_err(|_| bad("cseq"))?,
         expires_at_ms: row.try_get("expires_at_ms")?,
         user_agent: row.try_get("user_agent")?,
+        path: {
+            let path: String = row.try_get("path")?;
+            path.lines().map(str::to_string).collect()
+        },
+        node: row.try_get("node")?,
     })
 }
 
@@ -170,6 +207,8 @@ pub(crate) mod tests {
             cseq: u32::MAX,
             expires_at_ms,
             user_agent: Some("Phone/1.0".into()),
+            path: Vec::new(),
+            node: String::new(),
         }
     }
 

@@ -30,6 +30,10 @@ pub(crate) struct SecretKey {
     /// `SHA-256("pbx audit chain v1" || key)`: the key of the audit log's HMAC
     /// chain, kept outside the database like the key it comes from.
     audit: [u8; KEY_LEN],
+    /// `SHA-256("pbx digest nonces v1" || key)`: the key digest nonces are
+    /// made with on every node of a cluster, so that any node checks a nonce
+    /// another one issued.
+    nonce: [u8; KEY_LEN],
 }
 
 impl fmt::Debug for SecretKey {
@@ -51,15 +55,25 @@ impl SecretKey {
         let mut h = Sha256::new();
         h.update(b"pbx audit chain v1");
         h.update(key);
+        let audit = h.finalize().into();
+        let mut h = Sha256::new();
+        h.update(b"pbx digest nonces v1");
+        h.update(key);
         SecretKey {
             cipher: ChaCha20Poly1305::new(&(*key).into()),
-            audit: h.finalize().into(),
+            audit,
+            nonce: h.finalize().into(),
         }
     }
 
     /// The audit chain's MAC key (derived; never stored in the database).
     pub(crate) fn audit_key(&self) -> &[u8; KEY_LEN] {
         &self.audit
+    }
+
+    /// The digest nonce key (derived).
+    pub(crate) fn nonce_key(&self) -> &[u8; KEY_LEN] {
+        &self.nonce
     }
 
     /// Reads the key from `path`, or creates the file (mode 0600 on unix) with a

@@ -498,10 +498,17 @@ impl Settings {
             if node.is_empty() {
                 return Err(Error::Config("cluster.node: give this node an id".into()));
             }
+            let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_');
+            if node.len() > 64 || !node.chars().all(allowed) {
+                return Err(Error::Config(format!(
+                    "cluster.node {node:?}: at most 64 letters, digits, '.', '-' or '_'"
+                )));
+            }
             serve.fraud.shared_counters = Some(crate::server::SharedCountersConfig {
                 url: cluster.redis.clone(),
                 node: node.clone(),
             });
+            serve.core.registrar.node = node.clone();
             serve.node = Some(node);
         }
         serve.tls_files = tls_files(&file.sip, args)?;
@@ -735,6 +742,7 @@ fn core_config(file: &FileConfig) -> Result<CoreConfig> {
         max_expires: r.max_expires.unwrap_or(defaults.max_expires),
         default_expires: r.default_expires.unwrap_or(defaults.default_expires),
         max_contacts: r.max_contacts.unwrap_or(defaults.max_contacts),
+        node: defaults.node,
     };
     let reg = &core.registrar;
     if reg.min_expires == 0 {

@@ -27,6 +27,7 @@
 //! and send what that produces, close connections, then flush every pending
 //! database write.
 
+mod changes;
 mod control;
 mod fair;
 mod fraud;
@@ -469,6 +470,11 @@ async fn run_reporting(
         }
         None => None,
     };
+    if opts.node.is_some() {
+        // Any node checks the nonces another issued (the phone's next
+        // request may reach another node through the front).
+        core.nonce_key = Some(store.nonce_key());
+    }
     let shared = Shared::new(core, directory, registrations, (clock, now_ms), shard_count);
     if let Some(host) = &plugin_host {
         shared.set_pickup_groups(host.clone());
@@ -647,6 +653,17 @@ async fn run_reporting(
         }
     }
     let applied = Arc::new(AtomicI64::new(generation));
+    let wake_reload = Arc::new(tokio::sync::Notify::new());
+    if store.backend() == store::Backend::Postgres {
+        receivers.spawn(changes::run(
+            store.clone(),
+            shared.clone(),
+            guard.clone(),
+            opts.node.clone().unwrap_or_default(),
+            wake_reload.clone(),
+            stop_receiving.clone(),
+        ));
+    }
     receivers.spawn(reload::run(
         store.clone(),
         shared.clone(),
@@ -654,6 +671,7 @@ async fn run_reporting(
         guard.clone(),
         applied.clone(),
         limits.reload_interval,
+        wake_reload,
         stop_receiving.clone(),
         trunk_registrar.clone(),
         tenant_media.clone(),

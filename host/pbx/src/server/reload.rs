@@ -54,6 +54,7 @@ pub(crate) async fn run(
     guard: Arc<Guard>,
     applied: Arc<AtomicI64>,
     every: Duration,
+    wake: Arc<tokio::sync::Notify>,
     stop: CancellationToken,
     trunk_registrar: TrunkRegistrar,
     tenant_media: Option<super::media::TenantMedia>,
@@ -65,6 +66,8 @@ pub(crate) async fn run(
         tokio::select! {
             () = stop.cancelled() => return,
             _ = tick.tick() => {}
+            // Another node changed provisioning (PostgreSQL announced it).
+            () = wake.notified() => {}
         }
         let current = match store.generation().await {
             Ok(g) => g,
