@@ -511,6 +511,7 @@ impl Phone {
             cseq: 0,
             to_tag: None,
             target: None,
+            route: Vec::new(),
         };
         let text = self.invite_text(&call, None);
         self.send(&text).await?;
@@ -618,9 +619,14 @@ impl Phone {
             ),
             None => "Content-Length: 0\r\n\r\n".to_string(),
         };
+        let route: String = call
+            .route
+            .iter()
+            .map(|r| format!("Route: {r}\r\n"))
+            .collect();
         let text = format!(
             "{method} {target} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\nFrom: <sip:{u}@{d}>;tag={tag}\r\n\
-             To: <{uri}>;tag={tt}\r\nCall-ID: {cid}\r\nCSeq: {n} {method}\r\n{content}",
+             To: <{uri}>;tag={tt}\r\nCall-ID: {cid}\r\nCSeq: {n} {method}\r\n{route}{content}",
             via = self.via(),
             u = self.user,
             d = self.domain,
@@ -661,6 +667,13 @@ impl Phone {
         let mut s = format!("SIP/2.0 {status} {reason}\r\n");
         for v in req.headers_named("Via") {
             s.push_str(&format!("Via: {v}\r\n"));
+        }
+        // A dialog-creating response carries the request's Record-Route
+        // (RFC 3261 §12.1.1).
+        if (101..300).contains(&status) {
+            for v in req.headers_named("Record-Route") {
+                s.push_str(&format!("Record-Route: {v}\r\n"));
+            }
         }
         s.push_str(&format!("From: {}\r\n", req.header("From").unwrap_or("")));
         let to = req.header("To").unwrap_or("");
@@ -706,6 +719,9 @@ pub struct OutCall {
     pub cseq: u32,
     pub to_tag: Option<String>,
     pub target: Option<String>,
+    /// The dialog's route set: the 2xx's Record-Route, reversed (RFC 3261
+    /// §12.1.2), sent as Route in requests inside the dialog.
+    pub route: Vec<String>,
 }
 
 impl OutCall {
@@ -713,6 +729,11 @@ impl OutCall {
     pub fn answered(&mut self, ok: &SipMsg) {
         self.to_tag = ok.to_tag();
         self.target = ok.contact_uri();
+        self.route = ok
+            .headers_named("Record-Route")
+            .map(str::to_string)
+            .collect();
+        self.route.reverse();
     }
 }
 

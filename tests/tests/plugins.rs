@@ -197,6 +197,7 @@ async fn calls_to_a_did_from_the_trunk_reach_the_tenants_dial_plan() {
             cseq: 1,
             to_tag: None,
             target: None,
+            route: Vec::new(),
         };
         let text = carrier.invite_text(&call, None);
         carrier.send(&text).await.unwrap();
