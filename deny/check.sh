@@ -20,4 +20,8 @@ GIT_AUTHOR_DATE="$date" GIT_COMMITTER_DATE="$date" \
     git -C "$db" -c user.name=snapshot -c user.email=snapshot@localhost \
     commit -q -m "advisory-db snapshot $date"
 echo "advisory database: snapshot of $date ($(find "$db/crates" -name '*.md' | wc -l) advisories)"
+# cargo-deny reads the metadata of every platform's crates; a fresh machine
+# has fetched only this platform's, so fetch them all first (the registry is
+# reachable; the advisory database is not).
+cargo fetch --locked
 cargo deny --offline check
