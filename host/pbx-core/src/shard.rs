@@ -166,6 +166,10 @@ pub(crate) struct ReqCtx {
     pub(crate) to: String,
     pub(crate) call_id: String,
     pub(crate) cseq: String,
+    /// The request's Record-Route, in order: copied into the responses that
+    /// set up a dialog (RFC 3261 §12.1.1), so a proxy that record-routed the
+    /// request (a cluster's front) stays on the dialog's path.
+    pub(crate) record_route: Vec<String>,
 }
 
 impl ReqCtx {
@@ -180,6 +184,10 @@ impl ReqCtx {
             to: msg.header("To").unwrap_or("").to_string(),
             call_id: msg.call_id().to_string(),
             cseq: msg.header("CSeq").unwrap_or("").to_string(),
+            record_route: msg
+                .headers_named("Record-Route")
+                .map(str::to_string)
+                .collect(),
         }
     }
 
@@ -200,6 +208,11 @@ impl ReqCtx {
         let mut w = Writer::response(status, reason);
         for v in &self.vias {
             w.header("Via", v);
+        }
+        if (101..300).contains(&status) && to_tag.is_some() {
+            for r in &self.record_route {
+                w.header("Record-Route", r);
+            }
         }
         w.header("From", &self.from);
         match to_tag {
