@@ -63,7 +63,7 @@ impl FeatureStore {
         });
         features.replace_all(store).await?;
         let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
+            .enable_all()
             .build()?;
         let (store, weak) = (store.clone(), Arc::downgrade(&features));
         std::thread::Builder::new()

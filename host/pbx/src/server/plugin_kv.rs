@@ -69,7 +69,7 @@ impl KvStore {
         // (and a plugin waiting for it resumes) does not depend on how busy
         // the server's runtime is.
         let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
+            .enable_all()
             .build()?;
         let (store, weak) = (store.clone(), Arc::downgrade(&kv));
         std::thread::Builder::new()
