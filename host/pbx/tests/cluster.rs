@@ -345,7 +345,8 @@ impl Cluster {
 }
 
 /// `caller` calls `callee`'s extension; the callee answers; both ends see
-/// the call up (the ACK crosses the front to the callee).
+/// the call up (the ACK crosses the front to the callee), then the caller
+/// hangs up and the callee sees the BYE.
 async fn call_through_the_front(
     caller: &mut Phone,
     callee: &mut Phone,
@@ -375,6 +376,17 @@ async fn call_through_the_front(
         .expect_request("ACK")
         .await
         .unwrap_or_else(|e| panic!("no ACK: {e}\n{}", logs()));
+    caller.in_dialog(&call, "BYE", None).await.expect("BYE");
+    let bye = callee
+        .expect_request("BYE")
+        .await
+        .unwrap_or_else(|e| panic!("no BYE: {e}\n{}", logs()));
+    callee
+        .respond(&bye, 200, "OK", None, false)
+        .await
+        .expect("200");
+    let done = caller.expect_final("BYE").await.expect("BYE answered");
+    assert_eq!(done.status(), Some(200));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
