@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 pub mod tap;
+pub mod tools;
 
 use anyhow::{Context, Result, anyhow, bail};
 use md5::{Digest, Md5};

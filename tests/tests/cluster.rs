@@ -16,63 +16,9 @@ use pbx::config::{ClusterSection, FileConfig, Settings};
 use pbx::server::shared_counters::SharedCounters;
 use pbx_core::decision::Counters;
 use pbx_e2e::Transport;
+use pbx_e2e::tools::Redis;
 use pbx_guard::{CallStart, Denial, DestinationClass, Usage};
 use store::TenantId;
-
-/// A private redis-server on a Unix socket, killed when dropped.
-struct Redis {
-    child: std::process::Child,
-    dir: tempfile::TempDir,
-}
-
-impl Redis {
-    fn start() -> Option<Redis> {
-        let dir = tempfile::tempdir().unwrap();
-        let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                "0",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--unixsocket",
-            ])
-            .arg(dir.path().join("redis.sock"))
-            .stdout(std::process::Stdio::null())
-            .spawn();
-        let Ok(child) = child else {
-            assert!(
-                std::env::var("PBX_REQUIRE_TOOLS").as_deref() != Ok("1"),
-                "redis-server is not installed and PBX_REQUIRE_TOOLS=1"
-            );
-            eprintln!("SKIPPED: redis-server is not installed (Debian: redis-server)");
-            return None;
-        };
-        let redis = Redis { child, dir };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::os::unix::net::UnixStream::connect(redis.socket()).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Some(redis)
-    }
-
-    fn socket(&self) -> std::path::PathBuf {
-        self.dir.path().join("redis.sock")
-    }
-
-    fn url(&self) -> String {
-        format!("unix://{}", self.socket().display())
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A node: the fixture's tenants, acme limited to 10 calls at once (its
 /// per-extension and per-second limits lifted, as they are not under test),

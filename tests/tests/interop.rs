@@ -19,10 +19,11 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::softphone::{Link, PhoneSpec, Softphone, free_udp_range, installed};
+use common::softphone::{Link, PhoneSpec, Softphone, free_udp_range};
 use common::{ACME, password};
 use pbx::server::{ServerHandle, TlsFiles, start};
 use pbx_e2e::tap::{Proto, Tap, media_view, sip_in_clear};
+use pbx_e2e::tools::installed;
 use store::{CdrFilter, Disposition, MediaEncryption, Store, TenantId, TransportKind};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use pbx_e2e::tools::{Redis, installed};
 use pbx_e2e::{Phone, SipMsg, Transport};
 use store::{Store, TenantId};
 
@@ -20,21 +21,6 @@ const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/clus
 
 fn password(ext: &str) -> String {
     format!("Cluster-{ext}-pw9!")
-}
-
-/// Whether `program` is on the PATH; a notice (or, with
-/// `PBX_REQUIRE_TOOLS=1`, a failure) when it is not.
-fn installed(program: &str, package: &str) -> bool {
-    let found = std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()));
-    if !found {
-        assert!(
-            std::env::var("PBX_REQUIRE_TOOLS").as_deref() != Ok("1"),
-            "{program} (Debian package `{package}`) is not installed and PBX_REQUIRE_TOOLS=1"
-        );
-        eprintln!("SKIPPED: {program} is not installed (Debian package `{package}`)");
-    }
-    found
 }
 
 /// A child process killed (SIGKILL) when dropped.
@@ -149,14 +135,14 @@ struct Cluster {
     nodes: Vec<(SocketAddr, Process)>,
     front: SocketAddr,
     _front: Process,
-    _redis: Process,
+    _redis: Redis,
 }
 
 impl Cluster {
     /// PostgreSQL, Redis, nodes a and b from the example files, and the
     /// front; acme with extensions 1000-1005 provisioned.
     async fn start() -> Option<Cluster> {
-        if !installed("kamailio", "kamailio") || !installed("redis-server", "redis-server") {
+        if !installed("kamailio", "kamailio", "PBX_REQUIRE_TOOLS") {
             return None;
         }
         if store::testdb::server().await.is_none() {
@@ -187,28 +173,8 @@ impl Cluster {
         )
         .expect("copy the key");
 
-        let redis_sock = root.path().join("redis.sock");
-        let redis = Process::spawn(
-            "redis",
-            Command::new("redis-server")
-                .args([
-                    "--port",
-                    "0",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--unixsocket",
-                ])
-                .arg(&redis_sock),
-            root.path().join("redis.log"),
-        );
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::os::unix::net::UnixStream::connect(&redis_sock).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let redis_url = format!("unix://{}", redis_sock.display());
+        let redis = Redis::start()?;
+        let redis_url = redis.url();
 
         let mut nodes = Vec::new();
         for (name, example_addr) in [("node-a", "127.0.0.1:5070"), ("node-b", "127.0.0.1:5080")] {
@@ -224,7 +190,7 @@ impl Cluster {
             let file = root.path().join(format!("{name}.toml"));
             std::fs::write(&file, config).expect("config");
             let process = Process::spawn(
-                if name == "node-a" { "node-a" } else { "node-b" },
+                name,
                 Command::new(env!("CARGO_BIN_EXE_pbx"))
                     .arg("serve")
                     .arg("--config")

@@ -25,23 +25,6 @@ use tokio::process::{Child, ChildStdin, Command};
 /// How long a phone may take to register, answer or hang up.
 pub(crate) const WAIT: Duration = Duration::from_secs(20);
 
-/// Whether `program` is installed; otherwise a notice, or a failure when CI
-/// requires every tool (`PBX_REQUIRE_TOOLS=1`, or `require_var=1`).
-pub(crate) fn installed(program: &str, package: &str, require_var: &str) -> bool {
-    let found = std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()));
-    if !found {
-        for var in ["PBX_REQUIRE_TOOLS", require_var] {
-            assert!(
-                std::env::var(var).as_deref() != Ok("1"),
-                "{program} (Debian package `{package}`) is not installed and {var}=1"
-            );
-        }
-        eprintln!("SKIPPED: {program} is not installed (Debian package `{package}`)");
-    }
-    found
-}
-
 /// A free TCP or UDP port on 127.0.0.1 (for a client's own listener).
 pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
