@@ -129,12 +129,13 @@ fn example(name: &str, replace: &[(&str, &str)]) -> String {
 }
 
 struct Cluster {
-    root: tempfile::TempDir,
+    /// The nodes' data directories, configurations and logs.
+    _root: tempfile::TempDir,
     store: Store,
     tenant: TenantId,
     nodes: Vec<(SocketAddr, Process)>,
     front: SocketAddr,
-    _front: Process,
+    kamailio: Process,
     _redis: Redis,
 }
 
@@ -248,21 +249,19 @@ impl Cluster {
         );
         wait_answering(front, &kamailio).await;
         Some(Cluster {
-            root,
+            _root: root,
             store,
             tenant,
             nodes,
             front,
-            _front: kamailio,
+            kamailio,
             _redis: redis,
         })
     }
 
     fn logs(&self) -> String {
         let mut all: String = self.nodes.iter().map(|(_, p)| p.log()).collect();
-        all.push_str(
-            &std::fs::read_to_string(self.root.path().join("kamailio.log")).unwrap_or_default(),
-        );
+        all.push_str(&self.kamailio.log());
         all
     }
 
