@@ -10,6 +10,7 @@ use std::pin::Pin;
 
 use serde::{Deserialize, Serialize};
 use store::{Severity, TenantId};
+use utoipa::ToSchema;
 
 /// A boxed future, so [`Control`] can be used as `Arc<dyn Control>`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -35,7 +36,7 @@ pub enum ControlError {
 pub type ControlResult<T> = Result<T, ControlError>;
 
 /// A call in progress.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct CallInfo {
     pub call_id: String,
     pub caller: String,
@@ -45,7 +46,7 @@ pub struct CallInfo {
 }
 
 /// A version of a tenant's dial-plan plugin.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PluginInfo {
     pub version: u32,
     /// hex SHA-256 of the component.
@@ -55,7 +56,7 @@ pub struct PluginInfo {
 }
 
 /// An installed policy component.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PolicyInfo {
     /// Unique across the provider.
     pub name: String,
@@ -67,7 +68,7 @@ pub struct PolicyInfo {
 }
 
 /// An alert raised by policy or by the host.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Alert {
     pub id: i64,
     pub tenant: Option<TenantId>,
@@ -77,15 +78,16 @@ pub struct Alert {
 }
 
 /// A banned source address.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Ban {
+    #[schema(value_type = String, example = "192.0.2.1")]
     pub address: IpAddr,
     pub reason: String,
     pub until_ms: i64,
 }
 
 /// A trunk to add. `password` is a secret: it is never echoed or audited.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTrunk {
     pub name: String,
@@ -98,7 +100,7 @@ pub struct NewTrunk {
 }
 
 /// A trunk as listed (no password).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct TrunkInfo {
     pub name: String,
     pub uri: String,
@@ -107,7 +109,7 @@ pub struct TrunkInfo {
 
 /// A DID: an inbound number routed to a tenant, whose dial plan decides where
 /// its calls ring.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Did {
     /// An optional `+` and 3-20 digits, e.g. `+15551234567`.
@@ -117,7 +119,7 @@ pub struct Did {
 /// One line of a tenant's plugin log (what its plugins wrote with
 /// `pbx:plugin/log`, and their stdout and stderr). The log is kept in memory,
 /// the newest 256 lines (64 KiB) per tenant, and is not kept across restarts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PluginLogLine {
     /// 1, 2, 3, ... in writing order since the server started (lines pushed
     /// out leave gaps).
@@ -131,7 +133,7 @@ pub struct PluginLogLine {
 }
 
 /// A tenant's usage now, against its limits in force.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct TenantUsage {
     pub concurrent_calls: u32,
     /// `None`: unlimited.
@@ -158,7 +160,7 @@ pub fn write_plugin_log_csv(out: &mut String, line: &PluginLogLine) {
 /// the documented fallback (the shipped dial plan, or a fail-closed deny for a
 /// policy) until the back-off runs out, a new version is uploaded, or an
 /// admin lifts it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct QuarantineInfo {
     /// What it is for this tenant: `dialplan`, `policy:<name>` (the
     /// provider's) or `tenant-policy:<name>` (the tenant's own).

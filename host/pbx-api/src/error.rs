@@ -3,6 +3,8 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 /// What can go wrong starting the API or running a CLI helper.
 #[derive(Debug, thiserror::Error)]
@@ -130,11 +132,32 @@ impl From<Error> for ApiError {
     }
 }
 
+/// The body of every error answer: `{"error":{"code":"...","message":"..."}}`.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Error, examples(json!({
+    "error": { "code": "not_found", "message": "resource not found" }
+})))]
+pub(crate) struct ErrorBody {
+    error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ErrorDetail {
+    /// Stable and machine-readable, such as `not_found` or `invalid_totp`.
+    code: &'static str,
+    /// For people; may change between versions.
+    message: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({
-            "error": { "code": self.code, "message": self.message }
-        });
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+            },
+        };
         let mut resp = (self.status, Json(body)).into_response();
         if let Some(s) = self.retry_after_s
             && let Ok(v) = HeaderValue::from_str(&s.to_string())

@@ -1,11 +1,103 @@
-//! The OpenAPI 3 document, built from the route table so it cannot drift from
-//! the router.
+//! The OpenAPI 3.1 document, built from the route table so it cannot drift from
+//! the router. The schemas of the bodies are derived from their Rust types with
+//! `utoipa` (`#[derive(ToSchema)]`) and gathered under `components/schemas`;
+//! operations point at them with `$ref`. A copy is checked in at
+//! `docs/openapi.json` and a test keeps it equal to what the server serves.
 
+use std::collections::BTreeMap;
+
+use axum::http::StatusCode;
 use serde_json::{Map, Value, json};
+use utoipa::ToSchema;
 
 use crate::access::Access;
 use crate::config::ApiConfig;
-use crate::routes::table;
+use crate::error::ErrorBody;
+use crate::routes::{Content, table};
+
+/// The document's component schemas by name.
+pub(crate) type Schemas = BTreeMap<String, Value>;
+
+/// Adds `T`'s schema, and those of the types it names, to `schemas`; returns
+/// a reference to it.
+pub(crate) fn schema_ref<T: ToSchema>(schemas: &mut Schemas) -> Value {
+    let mut found = vec![(T::name().into_owned(), T::schema())];
+    T::schemas(&mut found);
+    for (name, schema) in found {
+        let schema = serde_json::to_value(schema).unwrap_or_default();
+        if let Some(before) = schemas.insert(name.clone(), schema.clone()) {
+            debug_assert_eq!(before, schema, "two types are named {name}");
+        }
+    }
+    json!({ "$ref": format!("#/components/schemas/{}", T::name()) })
+}
+
+/// Like [`schema_ref`], for a JSON array of `T`.
+pub(crate) fn array_ref<T: ToSchema>(schemas: &mut Schemas) -> Value {
+    json!({ "type": "array", "items": schema_ref::<T>(schemas) })
+}
+
+/// The schema of this document's own answer.
+pub(crate) fn document_schema(_: &mut Schemas) -> Value {
+    json!({ "type": "object", "description": "This OpenAPI 3.1 document" })
+}
+
+/// The tags, in the order a reader meets them, with what each covers.
+const TAGS: &[(&str, &str)] = &[
+    ("system", "Liveness, metrics and this document"),
+    (
+        "auth",
+        "Logging in, the session, TOTP and one's own password",
+    ),
+    (
+        "tenants",
+        "Tenants and their settings: domains, limits, calendar, call recording, media encryption, digest",
+    ),
+    (
+        "extensions",
+        "Extensions, their SIP passwords, digest and call forwarding",
+    ),
+    ("prompts", "A tenant's audio prompts"),
+    ("recordings", "A tenant's call recordings"),
+    ("voicemail", "Mailboxes: messages, PINs and retention"),
+    ("users", "Provider admins and tenant users"),
+    ("tokens", "Integration tokens"),
+    ("cdrs", "Call records"),
+    ("calls", "Calls in progress and the tenant's usage"),
+    (
+        "plugins",
+        "Dial-plan plugins, their quarantine and log, and plugin storage",
+    ),
+    ("policies", "Policy plugins and their configuration"),
+    ("approvals", "Destination approvals"),
+    ("alerts", "Alerts"),
+    ("audit", "The audit log"),
+    ("trunks", "Trunks and DIDs"),
+    ("bans", "Banned addresses"),
+];
+
+/// The tag of a path: its resource (for a tenant's, the part after
+/// `/tenants/{tenant}`), with a tenant's settings under `tenants`.
+pub(crate) fn tag(path: &str) -> &'static str {
+    let mut segs = path.strip_prefix("/api/v1/").unwrap_or("").split('/');
+    let first = segs.next().unwrap_or("");
+    let resource = match first {
+        "tenants" => segs.nth(1).unwrap_or("tenants"),
+        other => other,
+    };
+    let resource = match resource {
+        "" | "openapi.json" => "system",
+        "limits" | "calendar" | "call-recording" | "media-encryption" | "digest" | "domains"
+        | "suspend" | "resume" => "tenants",
+        "usage" => "calls",
+        "storage" => "plugins",
+        "dids" => "trunks",
+        other => other,
+    };
+    TAGS.iter()
+        .find(|(t, _)| *t == resource)
+        .map_or("other", |(t, _)| t)
+}
 
 fn path_params(path: &str) -> Vec<Value> {
     path.split('/')
@@ -21,26 +113,66 @@ fn path_params(path: &str) -> Vec<Value> {
         .collect()
 }
 
-fn error_response(description: &str) -> Value {
-    json!({
-        "description": description,
-        "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } }
-    })
+/// The `content` of a request or response body.
+fn content(c: Content, schemas: &mut Schemas) -> Value {
+    match c {
+        Content::Json(schema) => json!({ "application/json": { "schema": schema(schemas) } }),
+        Content::Export(rows) => json!({
+            "text/csv": { "schema": { "type": "string" } },
+            "application/json": { "schema": rows(schemas) }
+        }),
+        Content::Bytes(types) => types
+            .iter()
+            .map(|t| ((*t).to_owned(), json!({})))
+            .collect::<Map<_, _>>()
+            .into(),
+    }
+}
+
+fn success(status: StatusCode, body: Option<Content>, schemas: &mut Schemas) -> Value {
+    let description = match status {
+        StatusCode::CREATED => "created",
+        StatusCode::NO_CONTENT => "done; no body",
+        _ => "success",
+    };
+    let mut resp = json!({ "description": description });
+    if let Some(c) = body {
+        resp["content"] = content(c, schemas);
+    }
+    resp
 }
 
 /// The document served at `GET /api/v1/openapi.json`.
 pub(crate) fn document(config: &ApiConfig) -> Value {
+    let mut schemas = Schemas::new();
+    let error = schema_ref::<ErrorBody>(&mut schemas);
+    let error_response = |description: &str| {
+        json!({
+            "description": description,
+            "content": { "application/json": { "schema": error } }
+        })
+    };
     let mut paths = Map::new();
     for r in table(config) {
         let mut op = Map::new();
+        op.insert("tags".into(), json!([tag(r.path)]));
         op.insert("summary".into(), json!(r.summary));
         op.insert("operationId".into(), json!(r.operation));
         let params = path_params(r.path);
         if !params.is_empty() {
             op.insert("parameters".into(), Value::Array(params));
         }
+        if let Some(req) = r.request {
+            op.insert(
+                "requestBody".into(),
+                json!({ "required": req.required, "content": content(req.content, &mut schemas) }),
+            );
+        }
         let mut responses = Map::new();
-        responses.insert("200".into(), json!({ "description": "success" }));
+        responses.insert(
+            r.ok.as_u16().to_string(),
+            success(r.ok, r.response, &mut schemas),
+        );
         responses.insert("400".into(), error_response("malformed request"));
         responses.insert(
             "429".into(),
@@ -69,8 +201,12 @@ pub(crate) fn document(config: &ApiConfig) -> Value {
             methods.insert(r.method.as_str().to_lowercase(), Value::Object(op));
         }
     }
+    let tags: Vec<Value> = TAGS
+        .iter()
+        .map(|(name, description)| json!({ "name": name, "description": description }))
+        .collect();
     json!({
-        "openapi": "3.0.3",
+        "openapi": "3.1.0",
         "info": {
             "title": "PBX admin API",
             "version": env!("CARGO_PKG_VERSION"),
@@ -79,26 +215,12 @@ pub(crate) fn document(config: &ApiConfig) -> Value {
         },
         "servers": [{ "url": "/" }],
         "security": [{ "bearer": [] }],
+        "tags": tags,
         "components": {
             "securitySchemes": {
                 "bearer": { "type": "http", "scheme": "bearer", "bearerFormat": "JWT" }
             },
-            "schemas": {
-                "Error": {
-                    "type": "object",
-                    "required": ["error"],
-                    "properties": {
-                        "error": {
-                            "type": "object",
-                            "required": ["code", "message"],
-                            "properties": {
-                                "code": { "type": "string" },
-                                "message": { "type": "string" }
-                            }
-                        }
-                    }
-                }
-            }
+            "schemas": schemas
         },
         "paths": Value::Object(paths)
     })

@@ -6,11 +6,14 @@
 //! an alert, that one stores it.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::TenantId;
 
 /// How urgent an alert is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Info,
@@ -45,7 +48,8 @@ impl std::fmt::Display for Severity {
 }
 
 /// Something a provider or tenant should know about.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(as = AlertEvent)]
 pub struct Alert {
     /// The tenant concerned; `None` for provider-wide alerts (bans, scanners).
     pub tenant: Option<TenantId>,

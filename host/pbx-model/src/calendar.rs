@@ -3,6 +3,7 @@
 //! holds one (the store, the API, the plugin host) holds a valid one.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// Most holidays one tenant's calendar holds.
 pub const MAX_HOLIDAYS: usize = 1_000;
@@ -10,7 +11,7 @@ pub const MAX_HOLIDAYS: usize = 1_000;
 pub const MAX_HOLIDAY_NAME: usize = 64;
 
 /// A tenant's time zone and holidays.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Calendar {
     /// An IANA time zone name, such as `Europe/Paris`.
@@ -21,7 +22,7 @@ pub struct Calendar {
 }
 
 /// One public holiday.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Holiday {
     /// The local date, `YYYY-MM-DD`.

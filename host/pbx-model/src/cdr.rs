@@ -5,11 +5,12 @@
 //! call record, that one stores and exports it.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::TenantId;
 
 /// How a call ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Disposition {
     /// Answered, then hung up by either side.
@@ -48,7 +49,7 @@ impl Disposition {
 }
 
 /// One call detail record, tagged by tenant.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Cdr {
     pub tenant: TenantId,
     pub caller: String,
@@ -76,7 +77,7 @@ pub struct Cdr {
 
 /// Media counters of one leg of a call. "in" is what the leg sent the host,
 /// "out" what the host sent it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct LegMedia {
     pub packets_in: u64,
     pub bytes_in: u64,
@@ -89,7 +90,7 @@ pub struct LegMedia {
 }
 
 /// Media counters of a call, per leg.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct CdrMedia {
     /// The caller's leg.
     pub caller: LegMedia,

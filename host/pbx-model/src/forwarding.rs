@@ -4,6 +4,7 @@
 //! the plugin capability refuse exactly the same settings.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// How long an extension rings before its no-answer forward, unless set.
 pub const DEFAULT_NO_ANSWER_SECS: u32 = 20;
@@ -20,7 +21,7 @@ pub const MAX_TARGET_LEN: usize = 32;
 /// number: 1 to [`MAX_TARGET_LEN`] ASCII letters and digits, optionally after
 /// one leading `+` (so never a SIP URI). Which of the three it is, is decided
 /// when a call follows it, against the tenant's directory at that moment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Forwarding {
     /// Every call goes here; the extension does not ring.

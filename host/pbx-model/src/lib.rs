@@ -19,7 +19,8 @@
 //!   handlers and checked here once.
 //!
 //! # Design
-//! Plain data with serde derives and no I/O: no database, no runtime, no clock.
+//! Plain data with serde derives (and `utoipa` schema derives, which describe
+//! the admin API's bodies) and no I/O: no database, no runtime, no clock.
 //! `pbx-store` maps rows to these types (its modules of the same names are the
 //! same concepts at the persistence layer) and re-exports them, so callers may
 //! name them through either crate; there is one definition.

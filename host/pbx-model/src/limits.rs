@@ -78,6 +78,7 @@
 //! the limits and their defaults, that one stores a tenant's own.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// Calls of one tenant in progress at once (the host's built-in cap).
 pub const DEFAULT_MAX_CONCURRENT_TENANT: u32 = 100;
@@ -127,7 +128,7 @@ pub const DEFAULT_RECORDING_MINUTES: u32 = 180;
 
 /// A tenant's own values of the host's built-in limits; `None` leaves the
 /// default in force (see the [module docs](self)).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct TenantLimits {
     pub max_concurrent: Option<u32>,
     pub max_concurrent_extension: Option<u32>,

@@ -7,9 +7,12 @@
 //! a tenant, that one stores it.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// A tenant's id. Every query that reads tenant data takes one of these.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
 pub struct TenantId(pub i64);
 
 impl std::fmt::Display for TenantId {
@@ -19,7 +22,7 @@ impl std::fmt::Display for TenantId {
 }
 
 /// Whether a tenant may place and receive calls.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TenantStatus {
     Active,
@@ -44,7 +47,7 @@ impl TenantStatus {
 }
 
 /// A tenant as the SIP core needs it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Tenant {
     pub id: TenantId,
     pub name: String,
@@ -70,8 +73,9 @@ pub struct Tenant {
 /// MD5 alone is what every phone answers; SHA-256 (RFC 8760) is for phones
 /// known to handle it, since some clients give up when offered a challenge
 /// they do not know.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(try_from = "String", into = "String")]
+#[schema(value_type = String, example = "SHA-256,MD5")]
 pub struct DigestAlgorithms(Vec<DigestAlgorithm>);
 
 pub use digest_auth::Algorithm as DigestAlgorithm;
@@ -148,7 +152,7 @@ impl TryFrom<String> for DigestAlgorithms {
 }
 
 /// A tenant's SRTP policy for anchored media.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum MediaEncryption {
     /// Both legs must use SRTP; a plaintext offer is refused with 488.

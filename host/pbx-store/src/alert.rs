@@ -7,6 +7,7 @@ use crate::sql::QueryBuilder;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use sqlx::any::AnyRow;
+use utoipa::ToSchema;
 
 use crate::{Alert, Error, Result, Severity, Store, TenantId};
 
@@ -14,7 +15,7 @@ use crate::{Alert, Error, Result, Severity, Store, TenantId};
 pub const MAX_ALERTS: u32 = 1_000;
 
 /// A stored alert.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct AlertRecord {
     pub id: i64,
     #[serde(flatten)]

@@ -8,11 +8,12 @@
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
+use utoipa::ToSchema;
 
 use crate::{Error, Result, Store, TenantId};
 
 /// What an approval is for.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "kind", content = "target", rename_all = "lowercase")]
 pub enum ApprovalTarget {
     /// A destination class name such as "international" or "premium-rate".
@@ -65,7 +66,7 @@ impl ApprovalTarget {
 }
 
 /// Where a request stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ApprovalStatus {
     Pending,
@@ -93,7 +94,7 @@ impl ApprovalStatus {
 }
 
 /// A stored approval request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Approval {
     pub id: i64,
     pub tenant: TenantId,

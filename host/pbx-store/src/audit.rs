@@ -11,11 +11,12 @@
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use sqlx::any::AnyRow;
+use utoipa::ToSchema;
 
 use crate::{Result, Store, TenantId};
 
 /// One thing that happened, as the caller records it. Never holds a secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct AuditRecord {
     pub at_ms: i64,
     /// Who did it: a username, a token id, or "cli".
@@ -33,7 +34,7 @@ pub struct AuditRecord {
 }
 
 /// A stored audit entry with its place in the chain.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct AuditEntry {
     /// 1, 2, 3, ... without gaps.
     pub id: i64,
@@ -221,7 +222,7 @@ impl Store {
 }
 
 /// What [`Store::verify_audit`] found.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, ToSchema)]
 pub struct AuditReport {
     /// Entries read.
     pub entries: u64,

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
+use utoipa::ToSchema;
 
 use crate::tenant::ensure_tenant;
 use crate::{Error, Result, Store, TenantId};
@@ -49,7 +50,7 @@ pub struct Policy {
 
 /// A policy a tenant's admins installed for the tenant's own calls. Names are
 /// the tenant's own: another tenant (or the provider) may use the same name.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct TenantPolicy {
     pub tenant: TenantId,
     /// Unique within the tenant.

@@ -7,12 +7,13 @@
 
 use serde::{Deserialize, Serialize};
 use sqlx::{AnyConnection, Row};
+use utoipa::ToSchema;
 
 use crate::audio::{self, AudioFile, Kind};
 use crate::{Error, MAX_PROMPT_BYTES, MAX_PROMPT_MS, Result, Store, TenantId, checks, tenant};
 
 /// A stored prompt, without its audio.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PromptInfo {
     /// 1-64 characters of `[0-9A-Za-z._-]`, unique within the tenant.
     pub name: String,

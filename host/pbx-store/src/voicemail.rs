@@ -12,6 +12,7 @@
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
+use utoipa::ToSchema;
 
 use crate::audio::{self, AudioFile, Kind};
 use crate::{
@@ -23,7 +24,7 @@ use crate::{
 const DAY_MS: i64 = 86_400_000;
 
 /// A voicemail message, without its audio.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct VoicemailMessage {
     /// Random and URL-safe (22 characters of `[A-Za-z0-9_-]`), never reused.
     pub id: String,

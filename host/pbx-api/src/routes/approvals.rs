@@ -9,6 +9,7 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::json;
 use store::{Approval, ApprovalStatus, ApprovalTarget, TenantId};
+use utoipa::ToSchema;
 
 use crate::access::{P, Principal, Q, Source};
 use crate::error::{ApiError, ApiResult};
@@ -23,7 +24,7 @@ pub(crate) struct QueueQuery {
 
 /// The optional body of a decision: naming the tenant makes the decision
 /// apply only if the request is that tenant's.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Decision {
     tenant: Option<i64>,

@@ -7,6 +7,7 @@ use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use store::{Forwarding, TenantId, UserRole};
+use utoipa::ToSchema;
 
 use crate::access::{Body, P, Principal, Source};
 use crate::error::{ApiError, ApiResult};
@@ -16,13 +17,13 @@ use crate::state::ApiState;
 /// Length of a generated SIP password.
 const GENERATED_LEN: usize = 20;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct ExtensionView {
     number: String,
     enabled: bool,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct NewExtension {
     number: String,
@@ -31,14 +32,14 @@ pub(crate) struct NewExtension {
     password: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct NewPassword {
     #[serde(default)]
     password: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct Credentials {
     number: String,
     /// Only when generated; never stored or shown again.

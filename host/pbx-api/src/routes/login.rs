@@ -6,8 +6,9 @@ use axum::response::IntoResponse as _;
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use store::UserRole;
+use store::{TenantId, UserRole};
 use totp_rs::{Builder, Secret, Totp};
+use utoipa::ToSchema;
 
 use crate::access::{ALL_SCOPES, Body, PASSWORD_ONLY, Principal, Source, TOTP_ONLY, Via};
 use crate::error::{ApiError, ApiResult};
@@ -16,7 +17,7 @@ use crate::request_limits::{ADDRESS_FREE_FAILURES, USER_FREE_FAILURES, backoff_m
 use crate::state::ApiState;
 use crate::token::{AUDIENCE, Claims, TokenKind, new_jti};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct LoginRequest {
     username: String,
@@ -29,7 +30,7 @@ pub(crate) struct LoginRequest {
     cookie: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct LoginResponse {
     /// Absent when the session went into cookies.
     #[serde(skip_serializing_if = "String::is_empty")]
@@ -371,7 +372,7 @@ pub(crate) fn session_cookie(name: &str, value: &str, ttl_s: i64, http_only: boo
     )
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct EnrollResponse {
     /// The shared secret, base32; shown once.
     secret: String,
@@ -426,7 +427,7 @@ pub(super) async fn totp_enroll(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ConfirmRequest {
     code: String,
@@ -437,7 +438,7 @@ pub(super) async fn totp_confirm(
     Extension(p): Extension<Principal>,
     Source(source): Source,
     Body(req): Body<ConfirmRequest>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<TotpConfirmed>> {
     let user_id = session_user(&p)?;
     let Some(t) = state.store().totp(user_id).await? else {
         return Err(ApiError::bad_request(
@@ -468,18 +469,36 @@ pub(super) async fn totp_confirm(
     state
         .audit(&p, &source, "totp.confirm", p.tenant, json!({}))
         .await?;
-    Ok(Json(json!({ "confirmed": true })))
+    Ok(Json(TotpConfirmed { confirmed: true }))
+}
+
+/// The answer to a confirmed TOTP enrollment.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct TotpConfirmed {
+    confirmed: bool,
+}
+
+/// Who the caller's session is.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct SessionInfo {
+    /// The username (or `token:<name>`, `oidc:<sub>`).
+    username: String,
+    role: UserRole,
+    tenant: Option<TenantId>,
+    /// The extension a `user` owns.
+    extension: Option<String>,
+    scopes: Vec<String>,
 }
 
 /// The caller's session, for the console.
-pub(super) async fn whoami(Extension(p): Extension<Principal>) -> Json<serde_json::Value> {
-    Json(json!({
-        "username": p.subject,
-        "role": p.role,
-        "tenant": p.tenant,
-        "extension": p.extension,
-        "scopes": p.scopes,
-    }))
+pub(super) async fn whoami(Extension(p): Extension<Principal>) -> Json<SessionInfo> {
+    Json(SessionInfo {
+        username: p.subject,
+        role: p.role,
+        tenant: p.tenant,
+        extension: p.extension,
+        scopes: p.scopes,
+    })
 }
 
 pub(super) async fn logout(
@@ -501,7 +520,7 @@ pub(super) async fn logout(
     Ok(resp)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PasswordChange {
     current_password: String,

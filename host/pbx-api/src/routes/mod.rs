@@ -9,10 +9,14 @@ use axum::http::{Method, StatusCode, header};
 use axum::middleware::{from_fn_with_state, map_response};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, delete, get, patch, post, put};
+use serde::Serialize;
+use serde_json::Value;
 use tower_http::timeout::TimeoutLayer;
+use utoipa::ToSchema;
 
 use crate::access::{Access, Roles, authorize, per_address};
 use crate::error::ApiError;
+use crate::openapi::{Schemas, array_ref, schema_ref};
 use crate::state::ApiState;
 
 mod approvals;
@@ -44,7 +48,113 @@ pub(crate) struct Route {
     pub(crate) operation: &'static str,
     pub(crate) summary: &'static str,
     pub(crate) access: Access,
+    /// The request body, if the route reads one.
+    pub(crate) request: Option<Request>,
+    /// The status of success, and what its answer carries (`None`: nothing).
+    pub(crate) ok: StatusCode,
+    pub(crate) response: Option<Content>,
     handler: MethodRouter<ApiState>,
+}
+
+/// A request body as the OpenAPI document describes it.
+#[derive(Clone, Copy)]
+pub(crate) struct Request {
+    pub(crate) content: Content,
+    /// Whether the body may be left out.
+    pub(crate) required: bool,
+}
+
+/// What a body carries, for the OpenAPI document.
+#[derive(Clone, Copy)]
+pub(crate) enum Content {
+    /// JSON. The function adds the schema (derived from a Rust type with
+    /// `utoipa`) to the document's components and returns its reference.
+    Json(fn(&mut Schemas) -> Value),
+    /// Rows, as CSV (`?format=csv`, the default) or as a JSON array of the
+    /// schema's items (`?format=json`).
+    Export(fn(&mut Schemas) -> Value),
+    /// Bytes of one of these media types (audio, WebAssembly, metrics text).
+    Bytes(&'static [&'static str]),
+}
+
+/// Prompt uploads: the media types `PUT .../prompts/{name}` reads.
+const AUDIO_UPLOAD: &[&str] = &["audio/wav", "audio/basic", "audio/pcma"];
+const WAV: &[&str] = &["audio/wav"];
+const WASM: &[&str] = &["application/wasm"];
+
+impl Route {
+    /// The route reads a JSON `T`.
+    fn takes<T: ToSchema>(mut self) -> Route {
+        self.request = Some(Request {
+            content: Content::Json(schema_ref::<T>),
+            required: true,
+        });
+        self
+    }
+
+    /// The route reads a JSON `T` if one is sent.
+    fn may_take<T: ToSchema>(mut self) -> Route {
+        self.request = Some(Request {
+            content: Content::Json(schema_ref::<T>),
+            required: false,
+        });
+        self
+    }
+
+    /// The route reads bytes of one of these media types.
+    fn takes_bytes(mut self, types: &'static [&'static str]) -> Route {
+        self.request = Some(Request {
+            content: Content::Bytes(types),
+            required: true,
+        });
+        self
+    }
+
+    /// Success is `status` with `content`.
+    fn returns(mut self, status: StatusCode, content: Content) -> Route {
+        self.ok = status;
+        self.response = Some(content);
+        self
+    }
+
+    /// Success is 200 with a JSON `T`.
+    fn gives<T: ToSchema>(self) -> Route {
+        self.returns(StatusCode::OK, Content::Json(schema_ref::<T>))
+    }
+
+    /// Success is 200 with a JSON array of `T`.
+    fn lists<T: ToSchema>(self) -> Route {
+        self.returns(StatusCode::OK, Content::Json(array_ref::<T>))
+    }
+
+    /// Success is 201 with the created `T`.
+    fn creates<T: ToSchema>(self) -> Route {
+        self.returns(StatusCode::CREATED, Content::Json(schema_ref::<T>))
+    }
+
+    /// Success is 200 with bytes of one of these media types.
+    fn gives_bytes(self, types: &'static [&'static str]) -> Route {
+        self.returns(StatusCode::OK, Content::Bytes(types))
+    }
+
+    /// Success is 200 with rows of `T`, as CSV or JSON.
+    fn exports<T: ToSchema>(self) -> Route {
+        self.returns(StatusCode::OK, Content::Export(array_ref::<T>))
+    }
+
+    /// Success is `status` with no body.
+    fn empty(mut self, status: StatusCode) -> Route {
+        self.ok = status;
+        self.response = None;
+        self
+    }
+}
+
+/// The body of a deletion that answers with what it deleted.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Deleted {
+    /// The name or id of what is gone.
+    pub(crate) deleted: String,
 }
 
 fn route(
@@ -61,6 +171,9 @@ fn route(
         operation,
         summary,
         access,
+        request: None,
+        ok: StatusCode::OK,
+        response: None,
         handler,
     }
 }
@@ -86,7 +199,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Liveness check",
             Access::Public,
             get(system::healthz),
-        ),
+        ).gives::<system::Health>(),
         route(
             M::GET,
             "/metrics",
@@ -94,7 +207,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Prometheus metrics",
             Access::Public,
             get(system::metrics),
-        ),
+        ).gives_bytes(&["text/plain"]),
         route(
             M::GET,
             "/api/v1/openapi.json",
@@ -102,7 +215,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "This document",
             Access::Public,
             get(system::openapi),
-        ),
+        ).returns(StatusCode::OK, Content::Json(crate::openapi::document_schema)),
         route(
             M::POST,
             "/api/v1/auth/login",
@@ -110,7 +223,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Log in; returns a short-lived token",
             Access::Public,
             post(login::login),
-        ),
+        ).takes::<login::LoginRequest>().gives::<login::LoginResponse>(),
         route(
             M::POST,
             "/api/v1/auth/totp/enroll",
@@ -118,7 +231,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Start TOTP enrollment",
             Access::Session,
             post(login::totp_enroll),
-        ),
+        ).gives::<login::EnrollResponse>(),
         route(
             M::POST,
             "/api/v1/auth/totp/confirm",
@@ -126,7 +239,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Confirm TOTP enrollment with a code",
             Access::Session,
             post(login::totp_confirm),
-        ),
+        ).takes::<login::ConfirmRequest>().gives::<login::TotpConfirmed>(),
         route(
             M::GET,
             "/api/v1/auth/session",
@@ -134,7 +247,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Who the caller's session is: username, role, tenant, scopes",
             Access::Session,
             get(login::whoami),
-        ),
+        ).gives::<login::SessionInfo>(),
         route(
             M::POST,
             "/api/v1/auth/logout",
@@ -142,7 +255,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Log out: every session of the caller ends",
             Access::Session,
             post(login::logout),
-        ),
+        ).empty(StatusCode::NO_CONTENT),
         route(
             M::POST,
             "/api/v1/auth/password",
@@ -150,7 +263,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Change one's own password (every session ends)",
             Access::Session,
             post(login::change_password),
-        ),
+        ).takes::<login::PasswordChange>().empty(StatusCode::NO_CONTENT),
         route(
             M::GET,
             "/api/v1/tenants",
@@ -158,7 +271,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "List tenants",
             global(R::PROVIDER, "tenants:read"),
             get(tenants::list),
-        ),
+        ).lists::<store::Tenant>(),
         route(
             M::POST,
             "/api/v1/tenants",
@@ -166,7 +279,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Create a tenant",
             global(R::PROVIDER, "tenants:write"),
             post(tenants::create),
-        ),
+        ).takes::<tenants::NewTenant>().creates::<store::Tenant>(),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}",
@@ -174,7 +287,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Show a tenant",
             tenant(R::ADMINS, "tenants:read"),
             get(tenants::show),
-        ),
+        ).gives::<store::Tenant>(),
         route(
             M::DELETE,
             "/api/v1/tenants/{tenant}",
@@ -182,7 +295,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Delete a tenant and purge its data",
             tenant(R::PROVIDER, "tenants:write"),
             delete(tenants::remove),
-        ),
+        ).empty(StatusCode::NO_CONTENT),
         route(
             M::POST,
             "/api/v1/tenants/{tenant}/suspend",
@@ -190,7 +303,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Suspend a tenant",
             tenant(R::PROVIDER, "tenants:write"),
             post(tenants::suspend),
-        ),
+        ).empty(StatusCode::NO_CONTENT),
         route(
             M::POST,
             "/api/v1/tenants/{tenant}/resume",
@@ -198,7 +311,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Resume a tenant",
             tenant(R::PROVIDER, "tenants:write"),
             post(tenants::resume),
-        ),
+        ).empty(StatusCode::NO_CONTENT),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/limits",
@@ -206,7 +319,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Show a tenant's call limits (null: the host default)",
             tenant(R::ADMINS, "tenants:read"),
             get(settings::limits),
-        ),
+        ).gives::<store::TenantLimits>(),
         route(
             M::PUT,
             "/api/v1/tenants/{tenant}/limits",
@@ -214,7 +327,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Replace a tenant's call limits",
             tenant(R::PROVIDER, "tenants:write"),
             put(settings::set_limits),
-        ),
+        ).takes::<settings::LimitsBody>().gives::<store::TenantLimits>(),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/calendar",
@@ -222,7 +335,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Show a tenant's calendar: time zone and holidays, as its call handlers read them",
             tenant(R::ADMINS, "tenants:read"),
             get(settings::calendar),
-        ),
+        ).gives::<store::Calendar>(),
         route(
             M::PUT,
             "/api/v1/tenants/{tenant}/calendar",
@@ -230,7 +343,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Replace a tenant's calendar (an IANA time zone and up to 1,000 holidays)",
             tenant(R::ADMINS, "tenants:write"),
             put(settings::set_calendar),
-        ),
+        ).takes::<store::Calendar>().gives::<store::Calendar>(),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/call-recording",
@@ -238,7 +351,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Show whether the tenant's answered calls are recorded",
             tenant(R::ADMINS, "tenants:read"),
             get(settings::call_recording),
-        ),
+        ).gives::<settings::CallRecordingBody>(),
         route(
             M::PUT,
             "/api/v1/tenants/{tenant}/call-recording",
@@ -246,7 +359,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Record (or stop recording) the tenant's answered calls; both parties hear the recording-notice prompt first",
             tenant(R::ADMINS, "tenants:write"),
             put(settings::set_call_recording),
-        ),
+        ).takes::<settings::CallRecordingBody>().gives::<settings::CallRecordingBody>(),
         route(
             M::PUT,
             "/api/v1/tenants/{tenant}/media-encryption",
@@ -254,7 +367,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Set a tenant's SRTP policy (required, optional or disabled)",
             tenant(R::ADMINS, "tenants:write"),
             put(settings::set_media_encryption),
-        ),
+        ).takes::<settings::MediaBody>().gives::<settings::MediaBody>(),
         route(
             M::PUT,
             "/api/v1/tenants/{tenant}/digest",
@@ -262,7 +375,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Set the digest algorithms offered to a tenant's phones (null: the server default, MD5)",
             tenant(R::PROVIDER, "tenants:write"),
             put(settings::set_tenant_digest),
-        ),
+        ).takes::<settings::DigestBody>().gives::<settings::DigestBody>(),
         route(
             M::PUT,
             "/api/v1/tenants/{tenant}/extensions/{number}/digest",
@@ -270,7 +383,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Set the digest algorithms offered to one extension (null: its tenant's)",
             tenant(R::PROVIDER, "extensions:write"),
             put(settings::set_extension_digest),
-        ),
+        ).takes::<settings::DigestBody>().gives::<settings::DigestBody>(),
         route(
             M::POST,
             "/api/v1/tenants/{tenant}/domains",
@@ -278,7 +391,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Add a SIP domain",
             tenant(R::PROVIDER, "tenants:write"),
             post(tenants::add_domain),
-        ),
+        ).takes::<tenants::NewDomain>().empty(StatusCode::CREATED),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/extensions",
@@ -286,7 +399,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "List extensions",
             tenant(R::ADMINS, "extensions:read"),
             get(extensions::list),
-        ),
+        ).lists::<extensions::ExtensionView>(),
         route(
             M::POST,
             "/api/v1/tenants/{tenant}/extensions",
@@ -294,7 +407,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Create an extension (a generated password is shown once)",
             tenant(R::ADMINS, "extensions:write"),
             post(extensions::create),
-        ),
+        ).takes::<extensions::NewExtension>().creates::<extensions::Credentials>(),
         route(
             M::DELETE,
             "/api/v1/tenants/{tenant}/extensions/{number}",
@@ -302,7 +415,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Delete an extension",
             tenant(R::ADMINS, "extensions:write"),
             delete(extensions::remove),
-        ),
+        ).empty(StatusCode::NO_CONTENT),
         route(
             M::PUT,
             "/api/v1/tenants/{tenant}/extensions/{number}/password",
@@ -310,7 +423,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Set or generate an extension's SIP password",
             tenant(R::ALL, "extensions:write"),
             put(extensions::set_password),
-        ),
+        ).takes::<extensions::NewPassword>().gives::<extensions::Credentials>(),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/extensions/{number}/forwarding",
@@ -318,7 +431,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Show an extension's call forwarding and do-not-disturb",
             tenant(R::ADMINS, "extensions:read"),
             get(extensions::forwarding),
-        ),
+        ).gives::<store::Forwarding>(),
         route(
             M::PUT,
             "/api/v1/tenants/{tenant}/extensions/{number}/forwarding",
@@ -326,7 +439,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Replace an extension's call forwarding (always, busy, no answer after N seconds) and do-not-disturb",
             tenant(R::ADMINS, "extensions:write"),
             put(extensions::set_forwarding),
-        ),
+        ).takes::<store::Forwarding>().gives::<store::Forwarding>(),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/prompts",
@@ -334,7 +447,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "List the tenant's prompts",
             tenant(R::ADMINS, "prompts:read"),
             get(prompts::list),
-        ),
+        ).lists::<store::PromptInfo>(),
         route(
             M::PUT,
             "/api/v1/tenants/{tenant}/prompts/{name}",
@@ -342,7 +455,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Upload a prompt (audio/wav 16-bit 8 kHz mono, audio/basic PCMU, audio/pcma), counted against the media quota",
             tenant(R::ADMINS, "prompts:write"),
             put(prompts::put).layer(DefaultBodyLimit::max(pbx_media::upload::MAX_UPLOAD_BYTES)),
-        ),
+        ).takes_bytes(AUDIO_UPLOAD).gives::<store::PromptInfo>(),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/prompts/{name}",
@@ -350,7 +463,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Download a prompt as WAV",
             tenant(R::ADMINS, "prompts:read"),
             get(prompts::get),
-        ),
+        ).gives_bytes(WAV),
         route(
             M::DELETE,
             "/api/v1/tenants/{tenant}/prompts/{name}",
@@ -358,7 +471,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Delete a prompt",
             tenant(R::ADMINS, "prompts:write"),
             delete(prompts::delete),
-        ),
+        ).gives::<Deleted>(),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/recordings",
@@ -366,7 +479,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "List the tenant's call recordings",
             tenant(R::ADMINS, "recordings:read"),
             get(recordings::list),
-        ),
+        ).lists::<store::CallRecording>(),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/recordings/{id}",
@@ -374,7 +487,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Download a call recording as WAV",
             tenant(R::ADMINS, "recordings:read"),
             get(recordings::download),
-        ),
+        ).gives_bytes(WAV),
         route(
             M::DELETE,
             "/api/v1/tenants/{tenant}/recordings/{id}",
@@ -382,7 +495,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Delete a call recording",
             tenant(R::ADMINS, "recordings:write"),
             delete(recordings::delete),
-        ),
+        ).gives::<Deleted>(),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/voicemail/retention",
@@ -390,7 +503,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Show how many days the tenant keeps voicemail",
             tenant(R::ADMINS, "voicemail:read"),
             get(voicemail::retention),
-        ),
+        ).gives::<voicemail::RetentionBody>(),
         route(
             M::PUT,
             "/api/v1/tenants/{tenant}/voicemail/retention",
@@ -398,7 +511,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Set how many days the tenant keeps voicemail (null: the default)",
             tenant(R::ADMINS, "voicemail:write"),
             put(voicemail::set_retention),
-        ),
+        ).takes::<voicemail::RetentionBody>().gives::<voicemail::RetentionBody>(),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/voicemail/{mailbox}/messages",
@@ -406,7 +519,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "List a mailbox's voicemail messages (a user: their own extension's only)",
             tenant(R::ALL, "voicemail:read"),
             get(voicemail::list),
-        ),
+        ).lists::<store::VoicemailMessage>(),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/voicemail/{mailbox}/messages/{id}",
@@ -414,7 +527,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Download a voicemail message as WAV",
             tenant(R::ALL, "voicemail:read"),
             get(voicemail::download),
-        ),
+        ).gives_bytes(WAV),
         route(
             M::PATCH,
             "/api/v1/tenants/{tenant}/voicemail/{mailbox}/messages/{id}",
@@ -422,7 +535,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Mark a voicemail message heard or saved",
             tenant(R::ALL, "voicemail:write"),
             patch(voicemail::mark),
-        ),
+        ).takes::<voicemail::MarkBody>().gives::<voicemail::Marked>(),
         route(
             M::DELETE,
             "/api/v1/tenants/{tenant}/voicemail/{mailbox}/messages/{id}",
@@ -430,7 +543,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Delete a voicemail message",
             tenant(R::ALL, "voicemail:write"),
             delete(voicemail::delete),
-        ),
+        ).gives::<Deleted>(),
         route(
             M::PUT,
             "/api/v1/tenants/{tenant}/voicemail/{mailbox}/pin",
@@ -438,7 +551,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Set a mailbox's PIN (4 to 12 digits, stored hashed)",
             tenant(R::ALL, "voicemail:write"),
             put(voicemail::set_pin),
-        ),
+        ).takes::<voicemail::PinBody>().gives::<voicemail::PinSet>(),
         route(
             M::GET,
             "/api/v1/users",
@@ -446,7 +559,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "List provider admins",
             global(R::PROVIDER, "users:read"),
             get(users::list_admins),
-        ),
+        ).lists::<store::User>(),
         route(
             M::POST,
             "/api/v1/users",
@@ -454,7 +567,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Create a user of any role",
             global(R::PROVIDER, "users:write"),
             post(users::create_any),
-        ),
+        ).takes::<users::NewUserRequest>().creates::<store::User>(),
         route(
             M::DELETE,
             "/api/v1/users/{username}",
@@ -462,7 +575,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Remove a provider admin (never the last one)",
             global(R::PROVIDER, "users:write"),
             delete(users::remove_admin),
-        ),
+        ).empty(StatusCode::NO_CONTENT),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/users",
@@ -470,7 +583,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "List a tenant's users",
             tenant(R::ADMINS, "users:read"),
             get(users::list),
-        ),
+        ).lists::<store::User>(),
         route(
             M::POST,
             "/api/v1/tenants/{tenant}/users",
@@ -478,7 +591,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Create a tenant user",
             tenant(R::ADMINS, "users:write"),
             post(users::create),
-        ),
+        ).takes::<users::NewUserRequest>().creates::<store::User>(),
         route(
             M::DELETE,
             "/api/v1/tenants/{tenant}/users/{username}",
@@ -486,7 +599,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Delete a tenant user",
             tenant(R::ADMINS, "users:write"),
             delete(users::remove),
-        ),
+        ).empty(StatusCode::NO_CONTENT),
         route(
             M::PATCH,
             "/api/v1/tenants/{tenant}/users/{username}",
@@ -494,7 +607,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Change a tenant user's role, password or disabled flag (its sessions end)",
             tenant(R::ADMINS, "users:write"),
             patch(users::change),
-        ),
+        ).takes::<users::UserChangeRequest>().gives::<store::User>(),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/tokens",
@@ -502,7 +615,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "List integration tokens",
             tenant(R::ADMINS, "tokens:write"),
             get(tokens::list),
-        ),
+        ).lists::<store::ApiToken>(),
         route(
             M::POST,
             "/api/v1/tenants/{tenant}/tokens",
@@ -510,7 +623,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Issue an integration token (shown once)",
             tenant(R::ADMINS, "tokens:write"),
             post(tokens::create),
-        ),
+        ).takes::<tokens::NewTokenRequest>().creates::<tokens::IssuedToken>(),
         route(
             M::DELETE,
             "/api/v1/tenants/{tenant}/tokens/{id}",
@@ -518,7 +631,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Revoke an integration token",
             tenant(R::ADMINS, "tokens:write"),
             delete(tokens::revoke),
-        ),
+        ).empty(StatusCode::NO_CONTENT),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/cdrs",
@@ -526,7 +639,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "List call records",
             tenant(R::ALL, "cdrs:read"),
             get(cdrs::list),
-        ),
+        ).lists::<store::Cdr>(),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/cdrs/export",
@@ -534,7 +647,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Export call records as CSV or JSON (streamed)",
             tenant(R::ALL, "cdrs:read"),
             get(cdrs::export),
-        ),
+        ).exports::<store::Cdr>(),
         route(
             M::GET,
             "/api/v1/audit",
@@ -542,7 +655,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Read the audit log",
             global(R::ADMINS, "audit:read"),
             get(audit::list),
-        ),
+        ).lists::<store::AuditEntry>(),
         route(
             M::POST,
             "/api/v1/audit/verify",
@@ -550,7 +663,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Verify the whole audit chain (and its purge checkpoints) with the data directory's key",
             global(R::PROVIDER, "audit:read"),
             post(audit::verify),
-        ),
+        ).gives::<store::AuditReport>(),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/calls",
@@ -558,7 +671,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "List calls in progress",
             tenant(R::ADMINS, "calls:read"),
             get(control::calls),
-        ),
+        ).lists::<crate::control::CallInfo>(),
         route(
             M::DELETE,
             "/api/v1/tenants/{tenant}/calls/{call_id}",
@@ -566,7 +679,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Hang up a call",
             tenant(R::ADMINS, "calls:control"),
             delete(control::hangup),
-        ),
+        ).empty(StatusCode::NO_CONTENT),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/plugins",
@@ -574,7 +687,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "List dial-plan plugin versions",
             tenant(R::ADMINS, "plugins:read"),
             get(control::plugins),
-        ),
+        ).lists::<crate::control::PluginInfo>(),
         route(
             M::POST,
             "/api/v1/tenants/{tenant}/plugins",
@@ -582,7 +695,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Upload a dial-plan component (application/wasm)",
             tenant(R::ADMINS, "plugins:write"),
             post(control::install).layer(plugin_limit),
-        ),
+        ).takes_bytes(WASM).creates::<crate::control::PluginInfo>(),
         route(
             M::POST,
             "/api/v1/tenants/{tenant}/plugins/{version}/activate",
@@ -590,7 +703,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Activate a plugin version",
             tenant(R::ADMINS, "plugins:write"),
             post(control::activate),
-        ),
+        ).empty(StatusCode::NO_CONTENT),
         route(
             M::POST,
             "/api/v1/tenants/{tenant}/plugins/rollback",
@@ -598,7 +711,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Roll back to the previous plugin version",
             tenant(R::ADMINS, "plugins:write"),
             post(control::rollback),
-        ),
+        ).gives::<crate::control::PluginInfo>(),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/plugins/quarantine",
@@ -606,7 +719,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Plugins quarantined for the tenant, with the reason",
             tenant(R::ADMINS, "plugins:read"),
             get(control::quarantines),
-        ),
+        ).lists::<crate::control::QuarantineInfo>(),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/usage",
@@ -614,7 +727,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "The tenant's calls in progress and spend today, against its limits in force",
             tenant(R::ADMINS, "calls:read"),
             get(control::usage),
-        ),
+        ).gives::<crate::control::TenantUsage>(),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/plugins/log",
@@ -622,7 +735,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "The tenant's plugin log, oldest line first (the newest 256 lines, kept in memory)",
             tenant(R::ADMINS, "plugins:read"),
             get(control::plugin_log),
-        ),
+        ).lists::<crate::control::PluginLogLine>(),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/plugins/log/export",
@@ -630,7 +743,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Export the tenant's plugin log as CSV or JSON (?since_ms&until_ms&format)",
             tenant(R::ADMINS, "plugins:read"),
             get(export::plugin_log),
-        ),
+        ).exports::<crate::control::PluginLogLine>(),
         route(
             M::DELETE,
             "/api/v1/tenants/{tenant}/plugins/quarantine/{hash}",
@@ -638,7 +751,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Lift a plugin's quarantine (a provider policy's: provider only)",
             tenant(R::ADMINS, "plugins:write"),
             delete(control::lift_quarantine),
-        ),
+        ).empty(StatusCode::NO_CONTENT),
         route(
             M::GET,
             "/api/v1/policies",
@@ -646,7 +759,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "List policy plugins",
             global(R::PROVIDER, "plugins:read"),
             get(policies::list),
-        ),
+        ).lists::<crate::control::PolicyInfo>(),
         route(
             M::POST,
             "/api/v1/policies",
@@ -654,7 +767,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Upload a policy component (application/wasm; ?name=NAME[&tenant=ID])",
             global(R::PROVIDER, "plugins:write"),
             post(policies::install).layer(plugin_limit),
-        ),
+        ).takes_bytes(WASM).creates::<crate::control::PolicyInfo>(),
         route(
             M::DELETE,
             "/api/v1/policies/{name}",
@@ -662,7 +775,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Remove a policy plugin",
             global(R::PROVIDER, "plugins:write"),
             delete(policies::remove),
-        ),
+        ).empty(StatusCode::NO_CONTENT),
         route(
             M::GET,
             "/api/v1/policies/{name}/config",
@@ -670,7 +783,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "List the provider's configuration of a policy (?tenant=ID: that tenant's overrides)",
             global(R::PROVIDER, "plugins:read"),
             get(plugin_config::provider_list),
-        ),
+        ).lists::<plugin_config::ConfigItem>(),
         route(
             M::GET,
             "/api/v1/policies/{name}/config/{key}",
@@ -678,7 +791,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Read one key of a policy's configuration (?tenant=ID: the override)",
             global(R::PROVIDER, "plugins:read"),
             get(plugin_config::provider_get),
-        ),
+        ).gives::<plugin_config::ConfigItem>(),
         route(
             M::PUT,
             "/api/v1/policies/{name}/config/{key}",
@@ -686,7 +799,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Set one key of a policy's configuration ({\"value\": ...}; ?tenant=ID: an override)",
             global(R::PROVIDER, "plugins:write"),
             put(plugin_config::provider_set),
-        ),
+        ).takes::<plugin_config::ValueBody>().gives::<plugin_config::ConfigItem>(),
         route(
             M::DELETE,
             "/api/v1/policies/{name}/config/{key}",
@@ -694,7 +807,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Remove one key of a policy's configuration (?tenant=ID: the override)",
             global(R::PROVIDER, "plugins:write"),
             delete(plugin_config::provider_delete),
-        ),
+        ).empty(StatusCode::NO_CONTENT),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/storage",
@@ -702,7 +815,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "List a tenant's plugin storage",
             tenant(R::ADMINS, "plugins:read"),
             get(plugin_config::storage_list),
-        ),
+        ).lists::<plugin_config::StorageItem>(),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/storage/{key}",
@@ -710,7 +823,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Read one key of a tenant's plugin storage",
             tenant(R::ADMINS, "plugins:read"),
             get(plugin_config::storage_get),
-        ),
+        ).gives::<plugin_config::StorageItem>(),
         route(
             M::PUT,
             "/api/v1/tenants/{tenant}/storage/{key}",
@@ -718,7 +831,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Set one key of a tenant's plugin storage ({\"value\": ...})",
             tenant(R::ADMINS, "plugins:write"),
             put(plugin_config::storage_set),
-        ),
+        ).takes::<plugin_config::ValueBody>().gives::<plugin_config::StorageItem>(),
         route(
             M::DELETE,
             "/api/v1/tenants/{tenant}/storage/{key}",
@@ -726,7 +839,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Remove one key of a tenant's plugin storage",
             tenant(R::ADMINS, "plugins:write"),
             delete(plugin_config::storage_delete),
-        ),
+        ).empty(StatusCode::NO_CONTENT),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/policies",
@@ -734,7 +847,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "List the tenant's own policies",
             tenant(R::ADMINS, "plugins:read"),
             get(plugin_config::tenant_policies),
-        ),
+        ).lists::<store::TenantPolicy>(),
         route(
             M::POST,
             "/api/v1/tenants/{tenant}/policies",
@@ -742,7 +855,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Upload one of the tenant's own policies (application/wasm; ?name=NAME); runs after the provider's",
             tenant(R::ADMINS, "plugins:write"),
             post(plugin_config::tenant_policy_install).layer(plugin_limit),
-        ),
+        ).takes_bytes(WASM).creates::<store::TenantPolicy>(),
         route(
             M::DELETE,
             "/api/v1/tenants/{tenant}/policies/{name}",
@@ -750,7 +863,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Remove one of the tenant's own policies",
             tenant(R::ADMINS, "plugins:write"),
             delete(plugin_config::tenant_policy_remove),
-        ),
+        ).empty(StatusCode::NO_CONTENT),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/policies/{name}/config",
@@ -758,7 +871,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "List the tenant's configuration of its own policy",
             tenant(R::ADMINS, "plugins:read"),
             get(plugin_config::tenant_config_list),
-        ),
+        ).lists::<plugin_config::ConfigItem>(),
         route(
             M::PUT,
             "/api/v1/tenants/{tenant}/policies/{name}/config/{key}",
@@ -766,7 +879,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Set one key of the tenant's own policy's configuration ({\"value\": ...})",
             tenant(R::ADMINS, "plugins:write"),
             put(plugin_config::tenant_config_set),
-        ),
+        ).takes::<plugin_config::ValueBody>().gives::<plugin_config::ConfigItem>(),
         route(
             M::DELETE,
             "/api/v1/tenants/{tenant}/policies/{name}/config/{key}",
@@ -774,7 +887,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Remove one key of the tenant's own policy's configuration",
             tenant(R::ADMINS, "plugins:write"),
             delete(plugin_config::tenant_config_delete),
-        ),
+        ).empty(StatusCode::NO_CONTENT),
         route(
             M::GET,
             "/api/v1/approvals",
@@ -782,7 +895,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "List pending destination approvals (?tenant=ID narrows)",
             global(R::PROVIDER, "approvals:read"),
             get(approvals::queue),
-        ),
+        ).lists::<store::Approval>(),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/approvals",
@@ -790,7 +903,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "List a tenant's destination approvals",
             tenant(R::ADMINS, "approvals:read"),
             get(approvals::list),
-        ),
+        ).lists::<store::Approval>(),
         route(
             M::POST,
             "/api/v1/approvals/{id}/grant",
@@ -798,7 +911,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Grant a pending destination approval",
             global(R::PROVIDER, "approvals:write"),
             post(approvals::grant),
-        ),
+        ).may_take::<approvals::Decision>().gives::<store::Approval>(),
         route(
             M::POST,
             "/api/v1/approvals/{id}/deny",
@@ -806,7 +919,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Deny a pending destination approval",
             global(R::PROVIDER, "approvals:write"),
             post(approvals::deny),
-        ),
+        ).may_take::<approvals::Decision>().gives::<store::Approval>(),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/alerts",
@@ -814,7 +927,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "List a tenant's alerts",
             tenant(R::ADMINS, "alerts:read"),
             get(control::tenant_alerts),
-        ),
+        ).lists::<crate::control::Alert>(),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/alerts/export",
@@ -822,7 +935,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Export a tenant's alerts as CSV or JSON (?since_ms&until_ms&format, streamed)",
             tenant(R::ADMINS, "alerts:read"),
             get(export::alerts),
-        ),
+        ).exports::<store::AlertRecord>(),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/audit/export",
@@ -830,7 +943,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Export a tenant's audit entries as CSV or JSON (?since_ms&until_ms&format, streamed)",
             tenant(R::ADMINS, "audit:read"),
             get(export::audit),
-        ),
+        ).exports::<store::AuditEntry>(),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/trunks",
@@ -838,7 +951,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "List trunks",
             tenant(R::ADMINS, "trunks:read"),
             get(control::trunks),
-        ),
+        ).lists::<crate::control::TrunkInfo>(),
         route(
             M::POST,
             "/api/v1/tenants/{tenant}/trunks",
@@ -846,7 +959,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Add a trunk",
             tenant(R::ADMINS, "trunks:write"),
             post(control::add_trunk),
-        ),
+        ).takes::<crate::control::NewTrunk>().creates::<crate::control::TrunkInfo>(),
         route(
             M::DELETE,
             "/api/v1/tenants/{tenant}/trunks/{name}",
@@ -854,7 +967,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Remove a trunk",
             tenant(R::ADMINS, "trunks:write"),
             delete(control::remove_trunk),
-        ),
+        ).empty(StatusCode::NO_CONTENT),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/dids",
@@ -862,7 +975,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "List DIDs",
             tenant(R::ADMINS, "trunks:read"),
             get(control::dids),
-        ),
+        ).lists::<crate::control::Did>(),
         route(
             M::POST,
             "/api/v1/tenants/{tenant}/dids",
@@ -870,7 +983,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Assign a DID",
             tenant(R::PROVIDER, "trunks:write"),
             post(control::add_did),
-        ),
+        ).takes::<crate::control::Did>().creates::<crate::control::Did>(),
         route(
             M::DELETE,
             "/api/v1/tenants/{tenant}/dids/{number}",
@@ -878,7 +991,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Take a DID away from the tenant",
             tenant(R::PROVIDER, "trunks:write"),
             delete(control::remove_did),
-        ),
+        ).empty(StatusCode::NO_CONTENT),
         route(
             M::GET,
             "/api/v1/alerts",
@@ -886,7 +999,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "List all alerts",
             global(R::PROVIDER, "alerts:read"),
             get(control::all_alerts),
-        ),
+        ).lists::<crate::control::Alert>(),
         route(
             M::GET,
             "/api/v1/bans",
@@ -894,7 +1007,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "List banned addresses",
             global(R::PROVIDER, "bans:read"),
             get(control::bans),
-        ),
+        ).lists::<crate::control::Ban>(),
         route(
             M::DELETE,
             "/api/v1/bans/{address}",
@@ -902,7 +1015,7 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Lift a ban",
             global(R::PROVIDER, "bans:write"),
             delete(control::unban),
-        ),
+        ).empty(StatusCode::NO_CONTENT),
     ]
 }
 

@@ -19,6 +19,7 @@ use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use store::{ConfigScope, TenantId, TenantPolicy};
+use utoipa::ToSchema;
 
 use super::control::wasm_body;
 use crate::access::{Body, P, Principal, Q, Source};
@@ -33,21 +34,21 @@ pub(crate) struct ScopeQuery {
 }
 
 /// A value to set.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ValueBody {
     value: String,
 }
 
 /// One configuration key and its value.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct ConfigItem {
     key: String,
     value: String,
 }
 
 /// One storage key: its value as text when it is UTF-8, and always as hex.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct StorageItem {
     key: String,
     value: Option<String>,

@@ -20,6 +20,8 @@ use crate::access::{P, Principal, Source};
 use crate::error::{ApiError, ApiResult};
 use crate::state::ApiState;
 
+use super::Deleted;
+
 /// A prompt's name: 1 to 64 letters, digits and `-_.` (what a call handler
 /// may name).
 pub fn valid_prompt_name(name: &str) -> bool {
@@ -129,7 +131,7 @@ pub(super) async fn delete(
     Extension(p): Extension<Principal>,
     Source(source): Source,
     P((tenant, name)): P<(i64, String)>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<Deleted>> {
     let tenant = TenantId(tenant);
     if !state.store().delete_prompt(tenant, &name).await? {
         return Err(ApiError::not_found());
@@ -143,7 +145,7 @@ pub(super) async fn delete(
             json!({ "name": name }),
         )
         .await?;
-    Ok(Json(json!({ "deleted": name })))
+    Ok(Json(Deleted { deleted: name }))
 }
 
 #[cfg(test)]

@@ -14,6 +14,8 @@ use crate::access::{P, Principal, Source};
 use crate::error::{ApiError, ApiResult};
 use crate::state::ApiState;
 
+use super::Deleted;
+
 pub(super) async fn list(
     State(state): State<ApiState>,
     P(tenant): P<i64>,
@@ -50,7 +52,7 @@ pub(super) async fn delete(
     Extension(p): Extension<Principal>,
     Source(source): Source,
     P((tenant, id)): P<(i64, String)>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<Deleted>> {
     let tenant = TenantId(tenant);
     if !state.store().delete_call_recording(tenant, &id).await? {
         return Err(ApiError::not_found());
@@ -64,5 +66,5 @@ pub(super) async fn delete(
             json!({ "id": id }),
         )
         .await?;
-    Ok(Json(json!({ "deleted": id })))
+    Ok(Json(Deleted { deleted: id }))
 }

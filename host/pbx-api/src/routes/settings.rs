@@ -8,13 +8,14 @@ use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use store::{Calendar, DigestAlgorithms, MediaEncryption, TenantId, TenantLimits};
+use utoipa::ToSchema;
 
 use crate::access::{Body, P, Principal, Source};
 use crate::error::ApiResult;
 use crate::state::ApiState;
 
 /// The limits as sent: every field optional (absent or null: the host default).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct LimitsBody {
     #[serde(default)]
@@ -40,7 +41,7 @@ pub(crate) struct LimitsBody {
 }
 
 /// A media encryption policy: `required`, `optional` or `disabled`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct MediaBody {
     policy: MediaEncryption,
@@ -49,7 +50,7 @@ pub(crate) struct MediaBody {
 /// Digest algorithms offered: `"MD5"`, `"SHA-256"`, `"SHA-256,MD5"` or
 /// `"MD5,SHA-256"`; `null` inherits (an extension its tenant's choice, a
 /// tenant the server's `[auth] algorithms`, MD5 as shipped).
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct DigestBody {
     algorithms: Option<DigestAlgorithms>,
@@ -153,7 +154,7 @@ pub(super) async fn set_media_encryption(
 }
 
 /// Whether the tenant's answered calls are recorded.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CallRecordingBody {
     enabled: bool,

@@ -6,19 +6,20 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::json;
 use store::{Tenant, TenantId, TenantStatus};
+use utoipa::ToSchema;
 
 use crate::access::{Body, P, Principal, Source};
 use crate::error::{ApiError, ApiResult};
 use crate::state::ApiState;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct NewTenant {
     name: String,
     domain: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct NewDomain {
     domain: String,

@@ -7,6 +7,7 @@ use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use store::{ApiToken, NewApiToken, TenantId, UserRole};
+use utoipa::ToSchema;
 
 use crate::access::{Body, GRANTABLE, P, Principal, Source, token_hash};
 use crate::error::{ApiError, ApiResult};
@@ -18,7 +19,7 @@ const DEFAULT_TTL_S: u64 = 90 * 24 * 3600;
 /// Longest lifetime: a year (signing keys retire after it).
 const MAX_TTL_S: u64 = crate::token::MAX_TOKEN_LIFETIME_S;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct NewTokenRequest {
     name: String,
@@ -27,7 +28,7 @@ pub(crate) struct NewTokenRequest {
     expires_in_s: Option<u64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct IssuedToken {
     id: i64,
     /// Shown once.

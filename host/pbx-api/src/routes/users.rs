@@ -9,13 +9,14 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::json;
 use store::{NewUser, TenantId, User, UserChange, UserRole};
+use utoipa::ToSchema;
 
 use crate::access::{Body, P, Principal, Source};
 use crate::error::{ApiError, ApiResult};
 use crate::password;
 use crate::state::ApiState;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct NewUserRequest {
     username: String,
@@ -28,7 +29,7 @@ pub(crate) struct NewUserRequest {
     extension: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct UserChangeRequest {
     #[serde(default)]

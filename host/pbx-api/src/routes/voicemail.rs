@@ -12,10 +12,13 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 use store::{TenantId, UserRole, VoicemailMessage};
+use utoipa::ToSchema;
 
 use crate::access::{Body, P, Principal, Source};
 use crate::error::{ApiError, ApiResult};
 use crate::state::ApiState;
+
+use super::Deleted;
 
 /// A user may open only their own extension's mailbox; everyone the route
 /// admits otherwise may open any of the tenant's. Refused the same way as a
@@ -67,7 +70,7 @@ pub(super) async fn download(
 }
 
 /// What a message is marked as.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct MarkBody {
     heard: bool,
@@ -81,7 +84,7 @@ pub(super) async fn mark(
     Source(source): Source,
     P((tenant, mailbox, id)): P<(i64, String, String)>,
     Body(req): Body<MarkBody>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<Marked>> {
     reachable(&p, &mailbox)?;
     let tenant = TenantId(tenant);
     if !state
@@ -105,9 +108,11 @@ pub(super) async fn mark(
             json!({ "mailbox": mailbox, "id": id, "heard": req.heard, "saved": req.saved }),
         )
         .await?;
-    Ok(Json(
-        json!({ "id": id, "heard": req.heard, "saved": req.saved }),
-    ))
+    Ok(Json(Marked {
+        id,
+        heard: req.heard,
+        saved: req.saved,
+    }))
 }
 
 pub(super) async fn delete(
@@ -115,7 +120,7 @@ pub(super) async fn delete(
     Extension(p): Extension<Principal>,
     Source(source): Source,
     P((tenant, mailbox, id)): P<(i64, String, String)>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<Deleted>> {
     reachable(&p, &mailbox)?;
     let tenant = TenantId(tenant);
     if !state
@@ -139,11 +144,26 @@ pub(super) async fn delete(
             json!({ "mailbox": mailbox, "id": id }),
         )
         .await?;
-    Ok(Json(json!({ "deleted": id })))
+    Ok(Json(Deleted { deleted: id }))
+}
+
+/// A message's flags after marking it.
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub(crate) struct Marked {
+    id: String,
+    heard: bool,
+    saved: bool,
+}
+
+/// The answer to setting a PIN (which is never shown).
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub(crate) struct PinSet {
+    mailbox: String,
+    pin_set: bool,
 }
 
 /// A mailbox PIN: 4 to 12 digits.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PinBody {
     pin: String,
@@ -155,7 +175,7 @@ pub(super) async fn set_pin(
     Source(source): Source,
     P((tenant, mailbox)): P<(i64, String)>,
     Body(req): Body<PinBody>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<PinSet>> {
     reachable(&p, &mailbox)?;
     let tenant = TenantId(tenant);
     state
@@ -172,11 +192,14 @@ pub(super) async fn set_pin(
             json!({ "mailbox": mailbox }),
         )
         .await?;
-    Ok(Json(json!({ "mailbox": mailbox, "pin_set": true })))
+    Ok(Json(PinSet {
+        mailbox,
+        pin_set: true,
+    }))
 }
 
 /// How long the tenant keeps voicemail, in days (`null`: the default).
-#[derive(Debug, serde::Serialize, Deserialize)]
+#[derive(Debug, serde::Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RetentionBody {
     days: Option<u32>,
