@@ -80,7 +80,7 @@ pub struct Alert {
 /// A banned source address.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Ban {
-    #[schema(value_type = String, example = "192.0.2.1")]
+    #[schema(value_type = String, examples("192.0.2.1"))]
     pub address: IpAddr,
     pub reason: String,
     pub until_ms: i64,

@@ -12,6 +12,7 @@ pub const MAX_HOLIDAY_NAME: usize = 64;
 
 /// A tenant's time zone and holidays.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(examples(json!({"time_zone": "Europe/Berlin", "holidays": [{"date": "2026-12-25", "name": "Christmas Day"}]})))]
 #[serde(deny_unknown_fields)]
 pub struct Calendar {
     /// An IANA time zone name, such as `Europe/Paris`.

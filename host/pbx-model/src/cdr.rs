@@ -50,6 +50,17 @@ impl Disposition {
 
 /// One call detail record, tagged by tenant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(examples(json!({
+    "tenant": 1, "caller": "1000", "callee": "1001",
+    "started_at_ms": 1700000000000_i64, "answered_at_ms": 1700000002000_i64, "ended_at_ms": 1700000032000_i64,
+    "disposition": "answered", "sip_code": 200, "hangup_by": "caller",
+    "caller_call_id": "a84b4c76e66710", "callee_call_id": "b93c5d87f77821",
+    "media": {
+        "caller": {"packets_in": 1500, "bytes_in": 258000, "packets_out": 1500, "bytes_out": 258000, "srtp_auth_failures": 0, "packets_lost": 0},
+        "callee": {"packets_in": 1500, "bytes_in": 258000, "packets_out": 1500, "bytes_out": 258000, "srtp_auth_failures": 0, "packets_lost": 0}
+    },
+    "tags": []
+})))]
 pub struct Cdr {
     pub tenant: TenantId,
     pub caller: String,

@@ -22,6 +22,7 @@ pub const MAX_TARGET_LEN: usize = 32;
 /// one leading `+` (so never a SIP URI). Which of the three it is, is decided
 /// when a call follows it, against the tenant's directory at that moment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(examples(json!({"always": null, "busy": "1001", "no_answer": "+15550100", "no_answer_secs": 20, "dnd": false})))]
 #[serde(default, deny_unknown_fields)]
 pub struct Forwarding {
     /// Every call goes here; the extension does not ring.

@@ -48,6 +48,7 @@ impl TenantStatus {
 
 /// A tenant as the SIP core needs it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(examples(json!({"id": 1, "name": "acme", "status": "active", "realm": "acme.example", "domains": ["acme.example"], "media_encryption": "optional", "digest": null})))]
 pub struct Tenant {
     pub id: TenantId,
     pub name: String,
@@ -75,7 +76,7 @@ pub struct Tenant {
 /// they do not know.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(try_from = "String", into = "String")]
-#[schema(value_type = String, example = "SHA-256,MD5")]
+#[schema(value_type = String, examples("SHA-256,MD5"))]
 pub struct DigestAlgorithms(Vec<DigestAlgorithm>);
 
 pub use digest_auth::Algorithm as DigestAlgorithm;

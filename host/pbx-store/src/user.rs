@@ -54,6 +54,7 @@ pub struct NewUser {
 
 /// A stored user.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(examples(json!({"id": 7, "username": "alice", "role": "user", "tenant": 1, "extension": "1000", "created_at_ms": 1700000000000_i64, "disabled": false})))]
 pub struct User {
     pub id: i64,
     pub username: String,

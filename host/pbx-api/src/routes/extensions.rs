@@ -17,13 +17,17 @@ use crate::state::ApiState;
 /// Length of a generated SIP password.
 const GENERATED_LEN: usize = 20;
 
+/// An extension as listed (never its digests).
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({"number": "1000", "enabled": true})))]
 pub(crate) struct ExtensionView {
     number: String,
     enabled: bool,
 }
 
+/// An extension to create.
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(examples(json!({"number": "1000"})))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct NewExtension {
     number: String,
@@ -39,7 +43,9 @@ pub(crate) struct NewPassword {
     password: Option<String>,
 }
 
+/// An extension's SIP credentials as set.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({"number": "1000", "password": "generated-once-shown-once"})))]
 pub(crate) struct Credentials {
     number: String,
     /// Only when generated; never stored or shown again.

@@ -17,7 +17,9 @@ use crate::request_limits::{ADDRESS_FREE_FAILURES, USER_FREE_FAILURES, backoff_m
 use crate::state::ApiState;
 use crate::token::{AUDIENCE, Claims, TokenKind, new_jti};
 
+/// A login.
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(examples(json!({"username": "alice", "password": "Correct-Horse-9-battery", "totp": "123456"})))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct LoginRequest {
     username: String,
@@ -30,7 +32,9 @@ pub(crate) struct LoginRequest {
     cookie: bool,
 }
 
+/// The answer to a login.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({"token": "eyJhbGciOiJFZERTQSJ9.e30.c2ln", "token_type": "Bearer", "expires_at_ms": 1700000900000_i64, "totp_enrollment_required": false, "password_change_required": false})))]
 pub(crate) struct LoginResponse {
     /// Absent when the session went into cookies.
     #[serde(skip_serializing_if = "String::is_empty")]

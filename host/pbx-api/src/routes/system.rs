@@ -13,7 +13,7 @@ use crate::state::ApiState;
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct Health {
     /// Always `ok`.
-    #[schema(example = "ok")]
+    #[schema(examples("ok"))]
     status: &'static str,
 }
 

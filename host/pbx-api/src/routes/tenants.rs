@@ -12,7 +12,9 @@ use crate::access::{Body, P, Principal, Source};
 use crate::error::{ApiError, ApiResult};
 use crate::state::ApiState;
 
+/// A tenant to create, with its primary SIP domain.
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(examples(json!({"name": "acme", "domain": "acme.example"})))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct NewTenant {
     name: String,

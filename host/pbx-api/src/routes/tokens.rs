@@ -19,7 +19,9 @@ const DEFAULT_TTL_S: u64 = 90 * 24 * 3600;
 /// Longest lifetime: a year (signing keys retire after it).
 const MAX_TTL_S: u64 = crate::token::MAX_TOKEN_LIFETIME_S;
 
+/// An integration token to issue.
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(examples(json!({"name": "crm", "scopes": ["cdrs:read", "calls:read"], "expires_in_s": 2592000})))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct NewTokenRequest {
     name: String,
@@ -28,7 +30,9 @@ pub(crate) struct NewTokenRequest {
     expires_in_s: Option<u64>,
 }
 
+/// An issued integration token: the token is shown this once.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({"id": 3, "token": "eyJhbGciOiJFZERTQSJ9.e30.c2ln", "scopes": ["cdrs:read", "calls:read"], "expires_at_ms": 1702592000000_i64})))]
 pub(crate) struct IssuedToken {
     id: i64,
     /// Shown once.

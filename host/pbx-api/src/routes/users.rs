@@ -16,7 +16,9 @@ use crate::error::{ApiError, ApiResult};
 use crate::password;
 use crate::state::ApiState;
 
+/// A user to create.
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(examples(json!({"username": "alice", "password": "Correct-Horse-9-battery", "role": "user", "tenant": 1, "extension": "1000"})))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct NewUserRequest {
     username: String,

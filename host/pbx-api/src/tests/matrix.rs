@@ -39,18 +39,18 @@ enum Guard {
     Tenant(&'static str, bool),
 }
 
-enum Payload {
+pub(super) enum Payload {
     None,
     Json(Value),
     Raw(&'static [u8]),
 }
 
-struct Case {
-    method: Method,
-    path: &'static str,
+pub(super) struct Case {
+    pub(super) method: Method,
+    pub(super) path: &'static str,
     guard: Guard,
-    ok: StatusCode,
-    body: Payload,
+    pub(super) ok: StatusCode,
+    pub(super) body: Payload,
 }
 
 fn case(method: Method, path: &'static str, guard: Guard, ok: u16, body: Payload) -> Case {
@@ -63,7 +63,8 @@ fn case(method: Method, path: &'static str, guard: Guard, ok: u16, body: Payload
     }
 }
 
-fn matrix_cases() -> Vec<Case> {
+/// One representative call of every route (the contract test reuses them).
+pub(super) fn matrix_cases() -> Vec<Case> {
     use Guard::{Global as G, Public, Session, Tenant as T};
     use Method as M;
     use Payload::{Json as J, None as N, Raw};

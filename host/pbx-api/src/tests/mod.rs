@@ -5,6 +5,7 @@
 mod approvals;
 mod audit;
 mod cdrs;
+mod contract;
 mod errors;
 mod extensions;
 mod login;
