@@ -142,16 +142,42 @@ fn success(status: StatusCode, body: Option<Content>, schemas: &mut Schemas) -> 
     resp
 }
 
+/// The error answers every operation may give, by status: the reference
+/// name under `components/responses` and its description.
+const ERRORS: &[(&str, &str, &str)] = &[
+    ("400", "BadRequest", "malformed request"),
+    ("401", "Unauthorized", "no valid token"),
+    (
+        "403",
+        "Forbidden",
+        "role or scope not allowed (or, for a session route, not a login session)",
+    ),
+    ("404", "NotFound", "missing, or another tenant's"),
+    ("429", "TooManyRequests", "rate limited; see Retry-After"),
+];
+
+fn error_ref(status: &str) -> Value {
+    let name = ERRORS
+        .iter()
+        .find(|(s, _, _)| *s == status)
+        .map_or("BadRequest", |(_, name, _)| name);
+    json!({ "$ref": format!("#/components/responses/{name}") })
+}
+
 /// The document served at `GET /api/v1/openapi.json`.
 pub(crate) fn document(config: &ApiConfig) -> Value {
     let mut schemas = Schemas::new();
     let error = schema_ref::<ErrorBody>(&mut schemas);
-    let error_response = |description: &str| {
-        json!({
-            "description": description,
-            "content": { "application/json": { "schema": error } }
+    let error_responses: Map<String, Value> = ERRORS
+        .iter()
+        .map(|(_, name, description)| {
+            let response = json!({
+                "description": description,
+                "content": { "application/json": { "schema": error } }
+            });
+            ((*name).to_owned(), response)
         })
-    };
+        .collect();
     let mut paths = Map::new();
     for r in table(config) {
         let mut op = Map::new();
@@ -173,25 +199,19 @@ pub(crate) fn document(config: &ApiConfig) -> Value {
             r.ok.as_u16().to_string(),
             success(r.ok, r.response, &mut schemas),
         );
-        responses.insert("400".into(), error_response("malformed request"));
-        responses.insert(
-            "429".into(),
-            error_response("rate limited; see Retry-After"),
-        );
-        match r.access {
+        let errors: &[&str] = match r.access {
             Access::Public => {
                 op.insert("security".into(), json!([]));
+                &["400", "429"]
             }
-            Access::Session => {
-                responses.insert("401".into(), error_response("no valid token"));
-                responses.insert("403".into(), error_response("not a login session"));
-            }
+            Access::Session => &["400", "401", "403", "429"],
             Access::Global { scope, .. } | Access::Tenant { scope, .. } => {
                 op.insert("x-required-scope".into(), json!(scope));
-                responses.insert("401".into(), error_response("no valid token"));
-                responses.insert("403".into(), error_response("role or scope not allowed"));
-                responses.insert("404".into(), error_response("missing, or another tenant's"));
+                &["400", "401", "403", "404", "429"]
             }
+        };
+        for status in errors {
+            responses.insert((*status).to_owned(), error_ref(status));
         }
         op.insert("responses".into(), Value::Object(responses));
         let entry = paths
@@ -220,6 +240,7 @@ pub(crate) fn document(config: &ApiConfig) -> Value {
             "securitySchemes": {
                 "bearer": { "type": "http", "scheme": "bearer", "bearerFormat": "JWT" }
             },
+            "responses": error_responses,
             "schemas": schemas
         },
         "paths": Value::Object(paths)

@@ -141,6 +141,13 @@ fn check(doc: &Value, x: &Exchange, failures: &mut Vec<String>) -> Option<String
         }
         return None;
     };
+    // error answers are shared: `{"$ref": "#/components/responses/NotFound"}`
+    let response = match response["$ref"].as_str() {
+        Some(r) => doc
+            .pointer(r.trim_start_matches('#'))
+            .unwrap_or_else(|| panic!("{r} does not resolve")),
+        None => response,
+    };
     let media = x.content_type.split(';').next().unwrap_or("").trim();
     if media.is_empty() {
         if !x.bytes.is_empty() || response.get("content").is_some() {

@@ -100,3 +100,51 @@ fn write_openapi_document() {
     let served = crate::openapi::document(&ApiConfig::default());
     std::fs::write(CHECKED_IN, pretty(&served)).expect("write docs/openapi.json");
 }
+
+/// Every operation has a tag the document lists, a summary and a success
+/// answer, and every `$ref` in the document points at something in it.
+#[test]
+fn operations_are_tagged_and_references_resolve() {
+    let doc = crate::openapi::document(&ApiConfig::default());
+    let tags: Vec<&str> = doc["tags"]
+        .as_array()
+        .expect("tags")
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    for (path, methods) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in methods.as_object().expect("methods") {
+            let tag = op["tags"][0].as_str().unwrap_or("");
+            assert!(
+                tags.contains(&tag),
+                "{method} {path}: tag {tag:?} not listed"
+            );
+            assert!(op["summary"].is_string(), "{method} {path}: no summary");
+            let success = op["responses"]
+                .as_object()
+                .expect("responses")
+                .keys()
+                .any(|s| s.starts_with('2'));
+            assert!(success, "{method} {path}: no success answer");
+        }
+    }
+    fn refs<'v>(v: &'v Value, out: &mut Vec<&'v str>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(Value::String(r)) = m.get("$ref") {
+                    out.push(r);
+                }
+                m.values().for_each(|v| refs(v, out));
+            }
+            Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    refs(&doc, &mut found);
+    assert!(!found.is_empty());
+    for r in found {
+        let pointer = r.strip_prefix('#').expect("a local reference");
+        assert!(doc.pointer(pointer).is_some(), "{r} does not resolve");
+    }
+}
