@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 
 use axum::http::StatusCode;
 use serde_json::{Map, Value, json};
-use utoipa::ToSchema;
+use utoipa::openapi::path::ParameterIn;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::access::Access;
 use crate::config::ApiConfig;
@@ -35,6 +36,14 @@ pub(crate) fn schema_ref<T: ToSchema>(schemas: &mut Schemas) -> Value {
 /// Like [`schema_ref`], for a JSON array of `T`.
 pub(crate) fn array_ref<T: ToSchema>(schemas: &mut Schemas) -> Value {
     json!({ "type": "array", "items": schema_ref::<T>(schemas) })
+}
+
+/// The query parameters of `T` (derived with `#[derive(IntoParams)]`).
+pub(crate) fn query_params<T: IntoParams>() -> Vec<Value> {
+    T::into_params(|| Some(ParameterIn::Query))
+        .into_iter()
+        .map(|p| serde_json::to_value(p).unwrap_or_default())
+        .collect()
 }
 
 /// The schema of this document's own answer.
@@ -184,7 +193,8 @@ pub(crate) fn document(config: &ApiConfig) -> Value {
         op.insert("tags".into(), json!([tag(r.path)]));
         op.insert("summary".into(), json!(r.summary));
         op.insert("operationId".into(), json!(r.operation));
-        let params = path_params(r.path);
+        let mut params = path_params(r.path);
+        params.extend(r.query.map(|q| q()).unwrap_or_default());
         if !params.is_empty() {
             op.insert("parameters".into(), Value::Array(params));
         }

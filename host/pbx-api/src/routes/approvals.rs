@@ -9,14 +9,15 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::json;
 use store::{Approval, ApprovalStatus, ApprovalTarget, TenantId};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::access::{P, Principal, Q, Source};
 use crate::error::{ApiError, ApiResult};
 use crate::state::ApiState;
 
 /// `?tenant=ID` narrows the queue to one tenant.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct QueueQuery {
     tenant: Option<i64>,

@@ -5,12 +5,14 @@ use axum::extract::State;
 use axum::{Extension, Json};
 use serde::Deserialize;
 use store::{AuditEntry, TenantId, UserRole};
+use utoipa::IntoParams;
 
 use crate::access::{Principal, Q};
 use crate::error::{ApiError, ApiResult};
 use crate::state::ApiState;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct AuditQuery {
     /// Provider admins may narrow to one tenant.

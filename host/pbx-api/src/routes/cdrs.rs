@@ -11,6 +11,7 @@ use store::{
     CDR_CSV_HEADER, Cdr, CdrCursor, CdrFilter, Disposition, Store, TenantId, UserRole,
     write_cdr_csv,
 };
+use utoipa::IntoParams;
 
 use crate::access::{P, Principal, Q};
 use crate::error::{ApiError, ApiResult};
@@ -19,7 +20,8 @@ use crate::state::ApiState;
 /// Records per page of an export.
 const PAGE: u32 = 1000;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CdrQuery {
     since_ms: Option<i64>,

@@ -11,6 +11,7 @@ use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use store::TenantId;
+use utoipa::IntoParams;
 
 use crate::access::{P, Principal, Q};
 use crate::error::{ApiError, ApiResult};
@@ -19,7 +20,8 @@ use crate::state::ApiState;
 /// Rows per page.
 const PAGE: u32 = 500;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ExportQuery {
     /// From this time on (Unix milliseconds, included).

@@ -12,11 +12,11 @@ use axum::routing::{MethodRouter, delete, get, patch, post, put};
 use serde::Serialize;
 use serde_json::Value;
 use tower_http::timeout::TimeoutLayer;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::access::{Access, Roles, authorize, per_address};
 use crate::error::ApiError;
-use crate::openapi::{Schemas, array_ref, schema_ref};
+use crate::openapi::{Schemas, array_ref, query_params, schema_ref};
 use crate::state::ApiState;
 
 mod approvals;
@@ -48,6 +48,8 @@ pub(crate) struct Route {
     pub(crate) operation: &'static str,
     pub(crate) summary: &'static str,
     pub(crate) access: Access,
+    /// The query parameters, if the route reads any.
+    pub(crate) query: Option<fn() -> Vec<Value>>,
     /// The request body, if the route reads one.
     pub(crate) request: Option<Request>,
     /// The status of success, and what its answer carries (`None`: nothing).
@@ -83,6 +85,12 @@ const WAV: &[&str] = &["audio/wav"];
 const WASM: &[&str] = &["application/wasm"];
 
 impl Route {
+    /// The route reads its query string as a `T`.
+    fn query<T: IntoParams>(mut self) -> Route {
+        self.query = Some(query_params::<T>);
+        self
+    }
+
     /// The route reads a JSON `T`.
     fn takes<T: ToSchema>(mut self) -> Route {
         self.request = Some(Request {
@@ -171,6 +179,7 @@ fn route(
         operation,
         summary,
         access,
+        query: None,
         request: None,
         ok: StatusCode::OK,
         response: None,
@@ -199,7 +208,8 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Liveness check",
             Access::Public,
             get(system::healthz),
-        ).gives::<system::Health>(),
+        )
+        .gives::<system::Health>(),
         route(
             M::GET,
             "/metrics",
@@ -207,7 +217,8 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Prometheus metrics",
             Access::Public,
             get(system::metrics),
-        ).gives_bytes(&["text/plain"]),
+        )
+        .gives_bytes(&["text/plain"]),
         route(
             M::GET,
             "/api/v1/openapi.json",
@@ -215,7 +226,8 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "This document",
             Access::Public,
             get(system::openapi),
-        ).returns(StatusCode::OK, Content::Json(crate::openapi::document_schema)),
+        )
+        .returns(StatusCode::OK, Content::Json(crate::openapi::document_schema)),
         route(
             M::POST,
             "/api/v1/auth/login",
@@ -223,7 +235,9 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Log in; returns a short-lived token",
             Access::Public,
             post(login::login),
-        ).takes::<login::LoginRequest>().gives::<login::LoginResponse>(),
+        )
+        .takes::<login::LoginRequest>()
+        .gives::<login::LoginResponse>(),
         route(
             M::POST,
             "/api/v1/auth/totp/enroll",
@@ -231,7 +245,8 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Start TOTP enrollment",
             Access::Session,
             post(login::totp_enroll),
-        ).gives::<login::EnrollResponse>(),
+        )
+        .gives::<login::EnrollResponse>(),
         route(
             M::POST,
             "/api/v1/auth/totp/confirm",
@@ -239,7 +254,9 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Confirm TOTP enrollment with a code",
             Access::Session,
             post(login::totp_confirm),
-        ).takes::<login::ConfirmRequest>().gives::<login::TotpConfirmed>(),
+        )
+        .takes::<login::ConfirmRequest>()
+        .gives::<login::TotpConfirmed>(),
         route(
             M::GET,
             "/api/v1/auth/session",
@@ -247,7 +264,8 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Who the caller's session is: username, role, tenant, scopes",
             Access::Session,
             get(login::whoami),
-        ).gives::<login::SessionInfo>(),
+        )
+        .gives::<login::SessionInfo>(),
         route(
             M::POST,
             "/api/v1/auth/logout",
@@ -255,7 +273,8 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Log out: every session of the caller ends",
             Access::Session,
             post(login::logout),
-        ).empty(StatusCode::NO_CONTENT),
+        )
+        .empty(StatusCode::NO_CONTENT),
         route(
             M::POST,
             "/api/v1/auth/password",
@@ -263,7 +282,9 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Change one's own password (every session ends)",
             Access::Session,
             post(login::change_password),
-        ).takes::<login::PasswordChange>().empty(StatusCode::NO_CONTENT),
+        )
+        .takes::<login::PasswordChange>()
+        .empty(StatusCode::NO_CONTENT),
         route(
             M::GET,
             "/api/v1/tenants",
@@ -271,7 +292,8 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "List tenants",
             global(R::PROVIDER, "tenants:read"),
             get(tenants::list),
-        ).lists::<store::Tenant>(),
+        )
+        .lists::<store::Tenant>(),
         route(
             M::POST,
             "/api/v1/tenants",
@@ -279,7 +301,9 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Create a tenant",
             global(R::PROVIDER, "tenants:write"),
             post(tenants::create),
-        ).takes::<tenants::NewTenant>().creates::<store::Tenant>(),
+        )
+        .takes::<tenants::NewTenant>()
+        .creates::<store::Tenant>(),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}",
@@ -287,7 +311,8 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Show a tenant",
             tenant(R::ADMINS, "tenants:read"),
             get(tenants::show),
-        ).gives::<store::Tenant>(),
+        )
+        .gives::<store::Tenant>(),
         route(
             M::DELETE,
             "/api/v1/tenants/{tenant}",
@@ -295,7 +320,8 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Delete a tenant and purge its data",
             tenant(R::PROVIDER, "tenants:write"),
             delete(tenants::remove),
-        ).empty(StatusCode::NO_CONTENT),
+        )
+        .empty(StatusCode::NO_CONTENT),
         route(
             M::POST,
             "/api/v1/tenants/{tenant}/suspend",
@@ -303,7 +329,8 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Suspend a tenant",
             tenant(R::PROVIDER, "tenants:write"),
             post(tenants::suspend),
-        ).empty(StatusCode::NO_CONTENT),
+        )
+        .empty(StatusCode::NO_CONTENT),
         route(
             M::POST,
             "/api/v1/tenants/{tenant}/resume",
@@ -311,7 +338,8 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Resume a tenant",
             tenant(R::PROVIDER, "tenants:write"),
             post(tenants::resume),
-        ).empty(StatusCode::NO_CONTENT),
+        )
+        .empty(StatusCode::NO_CONTENT),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/limits",
@@ -319,7 +347,8 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Show a tenant's call limits (null: the host default)",
             tenant(R::ADMINS, "tenants:read"),
             get(settings::limits),
-        ).gives::<store::TenantLimits>(),
+        )
+        .gives::<store::TenantLimits>(),
         route(
             M::PUT,
             "/api/v1/tenants/{tenant}/limits",
@@ -327,7 +356,9 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Replace a tenant's call limits",
             tenant(R::PROVIDER, "tenants:write"),
             put(settings::set_limits),
-        ).takes::<settings::LimitsBody>().gives::<store::TenantLimits>(),
+        )
+        .takes::<settings::LimitsBody>()
+        .gives::<store::TenantLimits>(),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/calendar",
@@ -335,7 +366,8 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Show a tenant's calendar: time zone and holidays, as its call handlers read them",
             tenant(R::ADMINS, "tenants:read"),
             get(settings::calendar),
-        ).gives::<store::Calendar>(),
+        )
+        .gives::<store::Calendar>(),
         route(
             M::PUT,
             "/api/v1/tenants/{tenant}/calendar",
@@ -343,7 +375,9 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Replace a tenant's calendar (an IANA time zone and up to 1,000 holidays)",
             tenant(R::ADMINS, "tenants:write"),
             put(settings::set_calendar),
-        ).takes::<store::Calendar>().gives::<store::Calendar>(),
+        )
+        .takes::<store::Calendar>()
+        .gives::<store::Calendar>(),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/call-recording",
@@ -351,7 +385,8 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Show whether the tenant's answered calls are recorded",
             tenant(R::ADMINS, "tenants:read"),
             get(settings::call_recording),
-        ).gives::<settings::CallRecordingBody>(),
+        )
+        .gives::<settings::CallRecordingBody>(),
         route(
             M::PUT,
             "/api/v1/tenants/{tenant}/call-recording",
@@ -359,7 +394,9 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Record (or stop recording) the tenant's answered calls; both parties hear the recording-notice prompt first",
             tenant(R::ADMINS, "tenants:write"),
             put(settings::set_call_recording),
-        ).takes::<settings::CallRecordingBody>().gives::<settings::CallRecordingBody>(),
+        )
+        .takes::<settings::CallRecordingBody>()
+        .gives::<settings::CallRecordingBody>(),
         route(
             M::PUT,
             "/api/v1/tenants/{tenant}/media-encryption",
@@ -367,7 +404,9 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Set a tenant's SRTP policy (required, optional or disabled)",
             tenant(R::ADMINS, "tenants:write"),
             put(settings::set_media_encryption),
-        ).takes::<settings::MediaBody>().gives::<settings::MediaBody>(),
+        )
+        .takes::<settings::MediaBody>()
+        .gives::<settings::MediaBody>(),
         route(
             M::PUT,
             "/api/v1/tenants/{tenant}/digest",
@@ -375,7 +414,9 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Set the digest algorithms offered to a tenant's phones (null: the server default, MD5)",
             tenant(R::PROVIDER, "tenants:write"),
             put(settings::set_tenant_digest),
-        ).takes::<settings::DigestBody>().gives::<settings::DigestBody>(),
+        )
+        .takes::<settings::DigestBody>()
+        .gives::<settings::DigestBody>(),
         route(
             M::PUT,
             "/api/v1/tenants/{tenant}/extensions/{number}/digest",
@@ -383,7 +424,9 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Set the digest algorithms offered to one extension (null: its tenant's)",
             tenant(R::PROVIDER, "extensions:write"),
             put(settings::set_extension_digest),
-        ).takes::<settings::DigestBody>().gives::<settings::DigestBody>(),
+        )
+        .takes::<settings::DigestBody>()
+        .gives::<settings::DigestBody>(),
         route(
             M::POST,
             "/api/v1/tenants/{tenant}/domains",
@@ -391,7 +434,9 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Add a SIP domain",
             tenant(R::PROVIDER, "tenants:write"),
             post(tenants::add_domain),
-        ).takes::<tenants::NewDomain>().empty(StatusCode::CREATED),
+        )
+        .takes::<tenants::NewDomain>()
+        .empty(StatusCode::CREATED),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/extensions",
@@ -399,7 +444,8 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "List extensions",
             tenant(R::ADMINS, "extensions:read"),
             get(extensions::list),
-        ).lists::<extensions::ExtensionView>(),
+        )
+        .lists::<extensions::ExtensionView>(),
         route(
             M::POST,
             "/api/v1/tenants/{tenant}/extensions",
@@ -407,7 +453,9 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Create an extension (a generated password is shown once)",
             tenant(R::ADMINS, "extensions:write"),
             post(extensions::create),
-        ).takes::<extensions::NewExtension>().creates::<extensions::Credentials>(),
+        )
+        .takes::<extensions::NewExtension>()
+        .creates::<extensions::Credentials>(),
         route(
             M::DELETE,
             "/api/v1/tenants/{tenant}/extensions/{number}",
@@ -415,7 +463,8 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Delete an extension",
             tenant(R::ADMINS, "extensions:write"),
             delete(extensions::remove),
-        ).empty(StatusCode::NO_CONTENT),
+        )
+        .empty(StatusCode::NO_CONTENT),
         route(
             M::PUT,
             "/api/v1/tenants/{tenant}/extensions/{number}/password",
@@ -423,7 +472,9 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Set or generate an extension's SIP password",
             tenant(R::ALL, "extensions:write"),
             put(extensions::set_password),
-        ).takes::<extensions::NewPassword>().gives::<extensions::Credentials>(),
+        )
+        .takes::<extensions::NewPassword>()
+        .gives::<extensions::Credentials>(),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/extensions/{number}/forwarding",
@@ -431,7 +482,8 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Show an extension's call forwarding and do-not-disturb",
             tenant(R::ADMINS, "extensions:read"),
             get(extensions::forwarding),
-        ).gives::<store::Forwarding>(),
+        )
+        .gives::<store::Forwarding>(),
         route(
             M::PUT,
             "/api/v1/tenants/{tenant}/extensions/{number}/forwarding",
@@ -439,7 +491,9 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Replace an extension's call forwarding (always, busy, no answer after N seconds) and do-not-disturb",
             tenant(R::ADMINS, "extensions:write"),
             put(extensions::set_forwarding),
-        ).takes::<store::Forwarding>().gives::<store::Forwarding>(),
+        )
+        .takes::<store::Forwarding>()
+        .gives::<store::Forwarding>(),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/prompts",
@@ -447,7 +501,8 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "List the tenant's prompts",
             tenant(R::ADMINS, "prompts:read"),
             get(prompts::list),
-        ).lists::<store::PromptInfo>(),
+        )
+        .lists::<store::PromptInfo>(),
         route(
             M::PUT,
             "/api/v1/tenants/{tenant}/prompts/{name}",
@@ -455,7 +510,9 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Upload a prompt (audio/wav 16-bit 8 kHz mono, audio/basic PCMU, audio/pcma), counted against the media quota",
             tenant(R::ADMINS, "prompts:write"),
             put(prompts::put).layer(DefaultBodyLimit::max(pbx_media::upload::MAX_UPLOAD_BYTES)),
-        ).takes_bytes(AUDIO_UPLOAD).gives::<store::PromptInfo>(),
+        )
+        .takes_bytes(AUDIO_UPLOAD)
+        .gives::<store::PromptInfo>(),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/prompts/{name}",
@@ -463,7 +520,8 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Download a prompt as WAV",
             tenant(R::ADMINS, "prompts:read"),
             get(prompts::get),
-        ).gives_bytes(WAV),
+        )
+        .gives_bytes(WAV),
         route(
             M::DELETE,
             "/api/v1/tenants/{tenant}/prompts/{name}",
@@ -471,7 +529,8 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Delete a prompt",
             tenant(R::ADMINS, "prompts:write"),
             delete(prompts::delete),
-        ).gives::<Deleted>(),
+        )
+        .gives::<Deleted>(),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/recordings",
@@ -479,7 +538,8 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "List the tenant's call recordings",
             tenant(R::ADMINS, "recordings:read"),
             get(recordings::list),
-        ).lists::<store::CallRecording>(),
+        )
+        .lists::<store::CallRecording>(),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/recordings/{id}",
@@ -487,7 +547,8 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Download a call recording as WAV",
             tenant(R::ADMINS, "recordings:read"),
             get(recordings::download),
-        ).gives_bytes(WAV),
+        )
+        .gives_bytes(WAV),
         route(
             M::DELETE,
             "/api/v1/tenants/{tenant}/recordings/{id}",
@@ -495,7 +556,8 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Delete a call recording",
             tenant(R::ADMINS, "recordings:write"),
             delete(recordings::delete),
-        ).gives::<Deleted>(),
+        )
+        .gives::<Deleted>(),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/voicemail/retention",
@@ -503,7 +565,8 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Show how many days the tenant keeps voicemail",
             tenant(R::ADMINS, "voicemail:read"),
             get(voicemail::retention),
-        ).gives::<voicemail::RetentionBody>(),
+        )
+        .gives::<voicemail::RetentionBody>(),
         route(
             M::PUT,
             "/api/v1/tenants/{tenant}/voicemail/retention",
@@ -511,7 +574,9 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Set how many days the tenant keeps voicemail (null: the default)",
             tenant(R::ADMINS, "voicemail:write"),
             put(voicemail::set_retention),
-        ).takes::<voicemail::RetentionBody>().gives::<voicemail::RetentionBody>(),
+        )
+        .takes::<voicemail::RetentionBody>()
+        .gives::<voicemail::RetentionBody>(),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/voicemail/{mailbox}/messages",
@@ -519,7 +584,8 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "List a mailbox's voicemail messages (a user: their own extension's only)",
             tenant(R::ALL, "voicemail:read"),
             get(voicemail::list),
-        ).lists::<store::VoicemailMessage>(),
+        )
+        .lists::<store::VoicemailMessage>(),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/voicemail/{mailbox}/messages/{id}",
@@ -527,7 +593,8 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Download a voicemail message as WAV",
             tenant(R::ALL, "voicemail:read"),
             get(voicemail::download),
-        ).gives_bytes(WAV),
+        )
+        .gives_bytes(WAV),
         route(
             M::PATCH,
             "/api/v1/tenants/{tenant}/voicemail/{mailbox}/messages/{id}",
@@ -535,7 +602,9 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Mark a voicemail message heard or saved",
             tenant(R::ALL, "voicemail:write"),
             patch(voicemail::mark),
-        ).takes::<voicemail::MarkBody>().gives::<voicemail::Marked>(),
+        )
+        .takes::<voicemail::MarkBody>()
+        .gives::<voicemail::Marked>(),
         route(
             M::DELETE,
             "/api/v1/tenants/{tenant}/voicemail/{mailbox}/messages/{id}",
@@ -543,7 +612,8 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Delete a voicemail message",
             tenant(R::ALL, "voicemail:write"),
             delete(voicemail::delete),
-        ).gives::<Deleted>(),
+        )
+        .gives::<Deleted>(),
         route(
             M::PUT,
             "/api/v1/tenants/{tenant}/voicemail/{mailbox}/pin",
@@ -551,7 +621,9 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Set a mailbox's PIN (4 to 12 digits, stored hashed)",
             tenant(R::ALL, "voicemail:write"),
             put(voicemail::set_pin),
-        ).takes::<voicemail::PinBody>().gives::<voicemail::PinSet>(),
+        )
+        .takes::<voicemail::PinBody>()
+        .gives::<voicemail::PinSet>(),
         route(
             M::GET,
             "/api/v1/users",
@@ -559,7 +631,8 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "List provider admins",
             global(R::PROVIDER, "users:read"),
             get(users::list_admins),
-        ).lists::<store::User>(),
+        )
+        .lists::<store::User>(),
         route(
             M::POST,
             "/api/v1/users",
@@ -567,7 +640,9 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Create a user of any role",
             global(R::PROVIDER, "users:write"),
             post(users::create_any),
-        ).takes::<users::NewUserRequest>().creates::<store::User>(),
+        )
+        .takes::<users::NewUserRequest>()
+        .creates::<store::User>(),
         route(
             M::DELETE,
             "/api/v1/users/{username}",
@@ -575,7 +650,8 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Remove a provider admin (never the last one)",
             global(R::PROVIDER, "users:write"),
             delete(users::remove_admin),
-        ).empty(StatusCode::NO_CONTENT),
+        )
+        .empty(StatusCode::NO_CONTENT),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/users",
@@ -583,7 +659,8 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "List a tenant's users",
             tenant(R::ADMINS, "users:read"),
             get(users::list),
-        ).lists::<store::User>(),
+        )
+        .lists::<store::User>(),
         route(
             M::POST,
             "/api/v1/tenants/{tenant}/users",
@@ -591,7 +668,9 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Create a tenant user",
             tenant(R::ADMINS, "users:write"),
             post(users::create),
-        ).takes::<users::NewUserRequest>().creates::<store::User>(),
+        )
+        .takes::<users::NewUserRequest>()
+        .creates::<store::User>(),
         route(
             M::DELETE,
             "/api/v1/tenants/{tenant}/users/{username}",
@@ -599,7 +678,8 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Delete a tenant user",
             tenant(R::ADMINS, "users:write"),
             delete(users::remove),
-        ).empty(StatusCode::NO_CONTENT),
+        )
+        .empty(StatusCode::NO_CONTENT),
         route(
             M::PATCH,
             "/api/v1/tenants/{tenant}/users/{username}",
@@ -607,7 +687,9 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Change a tenant user's role, password or disabled flag (its sessions end)",
             tenant(R::ADMINS, "users:write"),
             patch(users::change),
-        ).takes::<users::UserChangeRequest>().gives::<store::User>(),
+        )
+        .takes::<users::UserChangeRequest>()
+        .gives::<store::User>(),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/tokens",
@@ -615,7 +697,8 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "List integration tokens",
             tenant(R::ADMINS, "tokens:write"),
             get(tokens::list),
-        ).lists::<store::ApiToken>(),
+        )
+        .lists::<store::ApiToken>(),
         route(
             M::POST,
             "/api/v1/tenants/{tenant}/tokens",
@@ -623,7 +706,9 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Issue an integration token (shown once)",
             tenant(R::ADMINS, "tokens:write"),
             post(tokens::create),
-        ).takes::<tokens::NewTokenRequest>().creates::<tokens::IssuedToken>(),
+        )
+        .takes::<tokens::NewTokenRequest>()
+        .creates::<tokens::IssuedToken>(),
         route(
             M::DELETE,
             "/api/v1/tenants/{tenant}/tokens/{id}",
@@ -631,7 +716,8 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Revoke an integration token",
             tenant(R::ADMINS, "tokens:write"),
             delete(tokens::revoke),
-        ).empty(StatusCode::NO_CONTENT),
+        )
+        .empty(StatusCode::NO_CONTENT),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/cdrs",
@@ -639,7 +725,9 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "List call records",
             tenant(R::ALL, "cdrs:read"),
             get(cdrs::list),
-        ).lists::<store::Cdr>(),
+        )
+        .query::<cdrs::CdrQuery>()
+        .lists::<store::Cdr>(),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/cdrs/export",
@@ -647,7 +735,9 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Export call records as CSV or JSON (streamed)",
             tenant(R::ALL, "cdrs:read"),
             get(cdrs::export),
-        ).exports::<store::Cdr>(),
+        )
+        .query::<cdrs::CdrQuery>()
+        .exports::<store::Cdr>(),
         route(
             M::GET,
             "/api/v1/audit",
@@ -655,7 +745,9 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Read the audit log",
             global(R::ADMINS, "audit:read"),
             get(audit::list),
-        ).lists::<store::AuditEntry>(),
+        )
+        .query::<audit::AuditQuery>()
+        .lists::<store::AuditEntry>(),
         route(
             M::POST,
             "/api/v1/audit/verify",
@@ -663,7 +755,8 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Verify the whole audit chain (and its purge checkpoints) with the data directory's key",
             global(R::PROVIDER, "audit:read"),
             post(audit::verify),
-        ).gives::<store::AuditReport>(),
+        )
+        .gives::<store::AuditReport>(),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/calls",
@@ -671,7 +764,8 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "List calls in progress",
             tenant(R::ADMINS, "calls:read"),
             get(control::calls),
-        ).lists::<crate::control::CallInfo>(),
+        )
+        .lists::<crate::control::CallInfo>(),
         route(
             M::DELETE,
             "/api/v1/tenants/{tenant}/calls/{call_id}",
@@ -679,7 +773,8 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Hang up a call",
             tenant(R::ADMINS, "calls:control"),
             delete(control::hangup),
-        ).empty(StatusCode::NO_CONTENT),
+        )
+        .empty(StatusCode::NO_CONTENT),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/plugins",
@@ -687,7 +782,8 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "List dial-plan plugin versions",
             tenant(R::ADMINS, "plugins:read"),
             get(control::plugins),
-        ).lists::<crate::control::PluginInfo>(),
+        )
+        .lists::<crate::control::PluginInfo>(),
         route(
             M::POST,
             "/api/v1/tenants/{tenant}/plugins",
@@ -695,7 +791,9 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Upload a dial-plan component (application/wasm)",
             tenant(R::ADMINS, "plugins:write"),
             post(control::install).layer(plugin_limit),
-        ).takes_bytes(WASM).creates::<crate::control::PluginInfo>(),
+        )
+        .takes_bytes(WASM)
+        .creates::<crate::control::PluginInfo>(),
         route(
             M::POST,
             "/api/v1/tenants/{tenant}/plugins/{version}/activate",
@@ -703,7 +801,8 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Activate a plugin version",
             tenant(R::ADMINS, "plugins:write"),
             post(control::activate),
-        ).empty(StatusCode::NO_CONTENT),
+        )
+        .empty(StatusCode::NO_CONTENT),
         route(
             M::POST,
             "/api/v1/tenants/{tenant}/plugins/rollback",
@@ -711,7 +810,8 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Roll back to the previous plugin version",
             tenant(R::ADMINS, "plugins:write"),
             post(control::rollback),
-        ).gives::<crate::control::PluginInfo>(),
+        )
+        .gives::<crate::control::PluginInfo>(),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/plugins/quarantine",
@@ -719,7 +819,8 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Plugins quarantined for the tenant, with the reason",
             tenant(R::ADMINS, "plugins:read"),
             get(control::quarantines),
-        ).lists::<crate::control::QuarantineInfo>(),
+        )
+        .lists::<crate::control::QuarantineInfo>(),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/usage",
@@ -727,7 +828,8 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "The tenant's calls in progress and spend today, against its limits in force",
             tenant(R::ADMINS, "calls:read"),
             get(control::usage),
-        ).gives::<crate::control::TenantUsage>(),
+        )
+        .gives::<crate::control::TenantUsage>(),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/plugins/log",
@@ -735,7 +837,8 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "The tenant's plugin log, oldest line first (the newest 256 lines, kept in memory)",
             tenant(R::ADMINS, "plugins:read"),
             get(control::plugin_log),
-        ).lists::<crate::control::PluginLogLine>(),
+        )
+        .lists::<crate::control::PluginLogLine>(),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/plugins/log/export",
@@ -743,7 +846,9 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Export the tenant's plugin log as CSV or JSON (?since_ms&until_ms&format)",
             tenant(R::ADMINS, "plugins:read"),
             get(export::plugin_log),
-        ).exports::<crate::control::PluginLogLine>(),
+        )
+        .query::<export::ExportQuery>()
+        .exports::<crate::control::PluginLogLine>(),
         route(
             M::DELETE,
             "/api/v1/tenants/{tenant}/plugins/quarantine/{hash}",
@@ -751,7 +856,8 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Lift a plugin's quarantine (a provider policy's: provider only)",
             tenant(R::ADMINS, "plugins:write"),
             delete(control::lift_quarantine),
-        ).empty(StatusCode::NO_CONTENT),
+        )
+        .empty(StatusCode::NO_CONTENT),
         route(
             M::GET,
             "/api/v1/policies",
@@ -759,7 +865,8 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "List policy plugins",
             global(R::PROVIDER, "plugins:read"),
             get(policies::list),
-        ).lists::<crate::control::PolicyInfo>(),
+        )
+        .lists::<crate::control::PolicyInfo>(),
         route(
             M::POST,
             "/api/v1/policies",
@@ -767,7 +874,10 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Upload a policy component (application/wasm; ?name=NAME[&tenant=ID])",
             global(R::PROVIDER, "plugins:write"),
             post(policies::install).layer(plugin_limit),
-        ).takes_bytes(WASM).creates::<crate::control::PolicyInfo>(),
+        )
+        .query::<policies::InstallQuery>()
+        .takes_bytes(WASM)
+        .creates::<crate::control::PolicyInfo>(),
         route(
             M::DELETE,
             "/api/v1/policies/{name}",
@@ -775,7 +885,8 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Remove a policy plugin",
             global(R::PROVIDER, "plugins:write"),
             delete(policies::remove),
-        ).empty(StatusCode::NO_CONTENT),
+        )
+        .empty(StatusCode::NO_CONTENT),
         route(
             M::GET,
             "/api/v1/policies/{name}/config",
@@ -783,7 +894,9 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "List the provider's configuration of a policy (?tenant=ID: that tenant's overrides)",
             global(R::PROVIDER, "plugins:read"),
             get(plugin_config::provider_list),
-        ).lists::<plugin_config::ConfigItem>(),
+        )
+        .query::<plugin_config::ScopeQuery>()
+        .lists::<plugin_config::ConfigItem>(),
         route(
             M::GET,
             "/api/v1/policies/{name}/config/{key}",
@@ -791,7 +904,9 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Read one key of a policy's configuration (?tenant=ID: the override)",
             global(R::PROVIDER, "plugins:read"),
             get(plugin_config::provider_get),
-        ).gives::<plugin_config::ConfigItem>(),
+        )
+        .query::<plugin_config::ScopeQuery>()
+        .gives::<plugin_config::ConfigItem>(),
         route(
             M::PUT,
             "/api/v1/policies/{name}/config/{key}",
@@ -799,7 +914,10 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Set one key of a policy's configuration ({\"value\": ...}; ?tenant=ID: an override)",
             global(R::PROVIDER, "plugins:write"),
             put(plugin_config::provider_set),
-        ).takes::<plugin_config::ValueBody>().gives::<plugin_config::ConfigItem>(),
+        )
+        .query::<plugin_config::ScopeQuery>()
+        .takes::<plugin_config::ValueBody>()
+        .gives::<plugin_config::ConfigItem>(),
         route(
             M::DELETE,
             "/api/v1/policies/{name}/config/{key}",
@@ -807,7 +925,9 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Remove one key of a policy's configuration (?tenant=ID: the override)",
             global(R::PROVIDER, "plugins:write"),
             delete(plugin_config::provider_delete),
-        ).empty(StatusCode::NO_CONTENT),
+        )
+        .query::<plugin_config::ScopeQuery>()
+        .empty(StatusCode::NO_CONTENT),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/storage",
@@ -815,7 +935,8 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "List a tenant's plugin storage",
             tenant(R::ADMINS, "plugins:read"),
             get(plugin_config::storage_list),
-        ).lists::<plugin_config::StorageItem>(),
+        )
+        .lists::<plugin_config::StorageItem>(),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/storage/{key}",
@@ -823,7 +944,8 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Read one key of a tenant's plugin storage",
             tenant(R::ADMINS, "plugins:read"),
             get(plugin_config::storage_get),
-        ).gives::<plugin_config::StorageItem>(),
+        )
+        .gives::<plugin_config::StorageItem>(),
         route(
             M::PUT,
             "/api/v1/tenants/{tenant}/storage/{key}",
@@ -831,7 +953,9 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Set one key of a tenant's plugin storage ({\"value\": ...})",
             tenant(R::ADMINS, "plugins:write"),
             put(plugin_config::storage_set),
-        ).takes::<plugin_config::ValueBody>().gives::<plugin_config::StorageItem>(),
+        )
+        .takes::<plugin_config::ValueBody>()
+        .gives::<plugin_config::StorageItem>(),
         route(
             M::DELETE,
             "/api/v1/tenants/{tenant}/storage/{key}",
@@ -839,7 +963,8 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Remove one key of a tenant's plugin storage",
             tenant(R::ADMINS, "plugins:write"),
             delete(plugin_config::storage_delete),
-        ).empty(StatusCode::NO_CONTENT),
+        )
+        .empty(StatusCode::NO_CONTENT),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/policies",
@@ -847,7 +972,8 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "List the tenant's own policies",
             tenant(R::ADMINS, "plugins:read"),
             get(plugin_config::tenant_policies),
-        ).lists::<store::TenantPolicy>(),
+        )
+        .lists::<store::TenantPolicy>(),
         route(
             M::POST,
             "/api/v1/tenants/{tenant}/policies",
@@ -855,7 +981,10 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Upload one of the tenant's own policies (application/wasm; ?name=NAME); runs after the provider's",
             tenant(R::ADMINS, "plugins:write"),
             post(plugin_config::tenant_policy_install).layer(plugin_limit),
-        ).takes_bytes(WASM).creates::<store::TenantPolicy>(),
+        )
+        .query::<plugin_config::NameQuery>()
+        .takes_bytes(WASM)
+        .creates::<store::TenantPolicy>(),
         route(
             M::DELETE,
             "/api/v1/tenants/{tenant}/policies/{name}",
@@ -863,7 +992,8 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Remove one of the tenant's own policies",
             tenant(R::ADMINS, "plugins:write"),
             delete(plugin_config::tenant_policy_remove),
-        ).empty(StatusCode::NO_CONTENT),
+        )
+        .empty(StatusCode::NO_CONTENT),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/policies/{name}/config",
@@ -871,7 +1001,8 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "List the tenant's configuration of its own policy",
             tenant(R::ADMINS, "plugins:read"),
             get(plugin_config::tenant_config_list),
-        ).lists::<plugin_config::ConfigItem>(),
+        )
+        .lists::<plugin_config::ConfigItem>(),
         route(
             M::PUT,
             "/api/v1/tenants/{tenant}/policies/{name}/config/{key}",
@@ -879,7 +1010,9 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Set one key of the tenant's own policy's configuration ({\"value\": ...})",
             tenant(R::ADMINS, "plugins:write"),
             put(plugin_config::tenant_config_set),
-        ).takes::<plugin_config::ValueBody>().gives::<plugin_config::ConfigItem>(),
+        )
+        .takes::<plugin_config::ValueBody>()
+        .gives::<plugin_config::ConfigItem>(),
         route(
             M::DELETE,
             "/api/v1/tenants/{tenant}/policies/{name}/config/{key}",
@@ -887,7 +1020,8 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Remove one key of the tenant's own policy's configuration",
             tenant(R::ADMINS, "plugins:write"),
             delete(plugin_config::tenant_config_delete),
-        ).empty(StatusCode::NO_CONTENT),
+        )
+        .empty(StatusCode::NO_CONTENT),
         route(
             M::GET,
             "/api/v1/approvals",
@@ -895,7 +1029,9 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "List pending destination approvals (?tenant=ID narrows)",
             global(R::PROVIDER, "approvals:read"),
             get(approvals::queue),
-        ).lists::<store::Approval>(),
+        )
+        .query::<approvals::QueueQuery>()
+        .lists::<store::Approval>(),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/approvals",
@@ -903,7 +1039,8 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "List a tenant's destination approvals",
             tenant(R::ADMINS, "approvals:read"),
             get(approvals::list),
-        ).lists::<store::Approval>(),
+        )
+        .lists::<store::Approval>(),
         route(
             M::POST,
             "/api/v1/approvals/{id}/grant",
@@ -911,7 +1048,9 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Grant a pending destination approval",
             global(R::PROVIDER, "approvals:write"),
             post(approvals::grant),
-        ).may_take::<approvals::Decision>().gives::<store::Approval>(),
+        )
+        .may_take::<approvals::Decision>()
+        .gives::<store::Approval>(),
         route(
             M::POST,
             "/api/v1/approvals/{id}/deny",
@@ -919,7 +1058,9 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Deny a pending destination approval",
             global(R::PROVIDER, "approvals:write"),
             post(approvals::deny),
-        ).may_take::<approvals::Decision>().gives::<store::Approval>(),
+        )
+        .may_take::<approvals::Decision>()
+        .gives::<store::Approval>(),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/alerts",
@@ -927,7 +1068,8 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "List a tenant's alerts",
             tenant(R::ADMINS, "alerts:read"),
             get(control::tenant_alerts),
-        ).lists::<crate::control::Alert>(),
+        )
+        .lists::<crate::control::Alert>(),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/alerts/export",
@@ -935,7 +1077,9 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Export a tenant's alerts as CSV or JSON (?since_ms&until_ms&format, streamed)",
             tenant(R::ADMINS, "alerts:read"),
             get(export::alerts),
-        ).exports::<store::AlertRecord>(),
+        )
+        .query::<export::ExportQuery>()
+        .exports::<store::AlertRecord>(),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/audit/export",
@@ -943,7 +1087,9 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Export a tenant's audit entries as CSV or JSON (?since_ms&until_ms&format, streamed)",
             tenant(R::ADMINS, "audit:read"),
             get(export::audit),
-        ).exports::<store::AuditEntry>(),
+        )
+        .query::<export::ExportQuery>()
+        .exports::<store::AuditEntry>(),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/trunks",
@@ -951,7 +1097,8 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "List trunks",
             tenant(R::ADMINS, "trunks:read"),
             get(control::trunks),
-        ).lists::<crate::control::TrunkInfo>(),
+        )
+        .lists::<crate::control::TrunkInfo>(),
         route(
             M::POST,
             "/api/v1/tenants/{tenant}/trunks",
@@ -959,7 +1106,9 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Add a trunk",
             tenant(R::ADMINS, "trunks:write"),
             post(control::add_trunk),
-        ).takes::<crate::control::NewTrunk>().creates::<crate::control::TrunkInfo>(),
+        )
+        .takes::<crate::control::NewTrunk>()
+        .creates::<crate::control::TrunkInfo>(),
         route(
             M::DELETE,
             "/api/v1/tenants/{tenant}/trunks/{name}",
@@ -967,7 +1116,8 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Remove a trunk",
             tenant(R::ADMINS, "trunks:write"),
             delete(control::remove_trunk),
-        ).empty(StatusCode::NO_CONTENT),
+        )
+        .empty(StatusCode::NO_CONTENT),
         route(
             M::GET,
             "/api/v1/tenants/{tenant}/dids",
@@ -975,7 +1125,8 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "List DIDs",
             tenant(R::ADMINS, "trunks:read"),
             get(control::dids),
-        ).lists::<crate::control::Did>(),
+        )
+        .lists::<crate::control::Did>(),
         route(
             M::POST,
             "/api/v1/tenants/{tenant}/dids",
@@ -983,7 +1134,9 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Assign a DID",
             tenant(R::PROVIDER, "trunks:write"),
             post(control::add_did),
-        ).takes::<crate::control::Did>().creates::<crate::control::Did>(),
+        )
+        .takes::<crate::control::Did>()
+        .creates::<crate::control::Did>(),
         route(
             M::DELETE,
             "/api/v1/tenants/{tenant}/dids/{number}",
@@ -991,7 +1144,8 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Take a DID away from the tenant",
             tenant(R::PROVIDER, "trunks:write"),
             delete(control::remove_did),
-        ).empty(StatusCode::NO_CONTENT),
+        )
+        .empty(StatusCode::NO_CONTENT),
         route(
             M::GET,
             "/api/v1/alerts",
@@ -999,7 +1153,8 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "List all alerts",
             global(R::PROVIDER, "alerts:read"),
             get(control::all_alerts),
-        ).lists::<crate::control::Alert>(),
+        )
+        .lists::<crate::control::Alert>(),
         route(
             M::GET,
             "/api/v1/bans",
@@ -1007,7 +1162,8 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "List banned addresses",
             global(R::PROVIDER, "bans:read"),
             get(control::bans),
-        ).lists::<crate::control::Ban>(),
+        )
+        .lists::<crate::control::Ban>(),
         route(
             M::DELETE,
             "/api/v1/bans/{address}",
@@ -1015,7 +1171,8 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             "Lift a ban",
             global(R::PROVIDER, "bans:write"),
             delete(control::unban),
-        ).empty(StatusCode::NO_CONTENT),
+        )
+        .empty(StatusCode::NO_CONTENT),
     ]
 }
 

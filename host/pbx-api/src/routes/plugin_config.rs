@@ -19,7 +19,7 @@ use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use store::{ConfigScope, TenantId, TenantPolicy};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use super::control::wasm_body;
 use crate::access::{Body, P, Principal, Q, Source};
@@ -27,7 +27,8 @@ use crate::error::{ApiError, ApiResult};
 use crate::state::ApiState;
 
 /// `?tenant=ID`: one tenant's overrides instead of the provider-wide values.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ScopeQuery {
     tenant: Option<i64>,
@@ -289,7 +290,8 @@ pub(super) async fn storage_delete(
 }
 
 /// `?name=NAME` of a tenant's policy upload.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct NameQuery {
     name: String,

@@ -9,6 +9,7 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::json;
 use store::TenantId;
+use utoipa::IntoParams;
 
 use super::control::wasm_body;
 use crate::access::{P, Principal, Q, Source};
@@ -17,7 +18,8 @@ use crate::error::{ApiError, ApiResult};
 use crate::state::ApiState;
 
 /// `?name=NAME[&tenant=ID]` of an upload.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct InstallQuery {
     name: String,

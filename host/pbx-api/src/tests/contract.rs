@@ -114,14 +114,27 @@ impl Fx {
     }
 }
 
-/// Checks one exchange against the document; returns the operation id when
-/// it was a success with a JSON body.
+/// Checks one exchange against the document (its query parameters, its JSON
+/// request and answer); returns the operation id when it was a success with
+/// a JSON body.
 fn check(doc: &Value, x: &Exchange, failures: &mut Vec<String>) -> Option<String> {
     let what = format!("{} {}", x.method, x.path);
     let Some((template, op)) = operation(doc, &x.method, &x.path) else {
         failures.push(format!("{what}: not in the document"));
         return None;
     };
+    if let Some((_, query)) = x.path.split_once('?') {
+        for key in query.split('&').filter_map(|kv| kv.split('=').next()) {
+            let listed = op["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|p| p["in"] == "query" && p["name"] == key);
+            if !listed {
+                failures.push(format!("{what}: query parameter {key} not in the document"));
+            }
+        }
+    }
     if let Some(body) = &x.body {
         let schema = &op["requestBody"]["content"]["application/json"]["schema"];
         if schema.is_null() {
