@@ -10,8 +10,10 @@
 //!   TLS (rustls, ring) with the configured certificate or a self-signed one made
 //!   in the data directory; plain HTTP only on loopback. `GET /healthz`,
 //!   `GET /metrics` (Prometheus text) and `GET /api/v1/openapi.json`.
-//! - One route table (`routes`) holds method, path, access rule and handler; the
-//!   router and the OpenAPI document are both built from it. The access rule is
+//! - One route table (`routes`) holds method, path, access rule, handler and
+//!   the types of its bodies; the router and the OpenAPI 3.1 document are both
+//!   built from it, the document's schemas derived from those types (`utoipa`).
+//!   A contract test checks real answers against it. The access rule is
 //!   enforced in one middleware before any handler runs: token → principal,
 //!   per-token rate limit, then role, tenant and scope. A tenant-scoped caller
 //!   asking for another tenant gets the same 404 as for a missing one.
