@@ -1,5 +1,6 @@
-//! Every route of the API in one table: method, path, access rule and handler.
-//! The router and the OpenAPI document are both built from it.
+//! Every route of the API in one table: method, path, access rule, handler,
+//! and the types of its query, request and answer. The router and the OpenAPI
+//! document are both built from it.
 
 use std::time::Duration;
 
@@ -81,7 +82,9 @@ pub(crate) enum Content {
 
 /// Prompt uploads: the media types `PUT .../prompts/{name}` reads.
 const AUDIO_UPLOAD: &[&str] = &["audio/wav", "audio/basic", "audio/pcma"];
+/// Prompts, recordings and voicemail as downloaded.
 const WAV: &[&str] = &["audio/wav"];
+/// Plugin and policy uploads.
 const WASM: &[&str] = &["application/wasm"];
 
 impl Route {
