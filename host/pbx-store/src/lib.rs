@@ -64,13 +64,17 @@ mod cdr;
 mod cdr_export;
 mod checks;
 mod copy;
-pub use copy::CopyReport;
+pub use copy::{CopyReport, NOT_COPIED};
 mod error;
 mod extension;
 mod forwarding;
 mod ha1;
 mod limits;
 mod media_policy;
+mod node;
+pub use node::{
+    ClusterNode, DROPPED_BY, EndedCall, NodeHeartbeat, NodeState, call_key as cluster_call_key,
+};
 mod plugin;
 mod policy_config;
 mod prompt;
