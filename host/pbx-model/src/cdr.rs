@@ -22,6 +22,9 @@ pub enum Disposition {
     Cancelled,
     /// Refused or failed (unknown extension, unregistered callee, error).
     Failed,
+    /// Answered, and its node stopped (crashed or lost the database) before
+    /// the call ended; the record ends at the node's last heartbeat.
+    Dropped,
 }
 
 impl Disposition {
@@ -32,6 +35,7 @@ impl Disposition {
             Disposition::NoAnswer => "no-answer",
             Disposition::Cancelled => "cancelled",
             Disposition::Failed => "failed",
+            Disposition::Dropped => "dropped",
         }
     }
 
@@ -42,6 +46,7 @@ impl Disposition {
             "no-answer" => Disposition::NoAnswer,
             "cancelled" => Disposition::Cancelled,
             "failed" => Disposition::Failed,
+            "dropped" => Disposition::Dropped,
             _ => return None,
         })
     }

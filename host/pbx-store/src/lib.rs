@@ -64,7 +64,7 @@ mod cdr;
 mod cdr_export;
 mod checks;
 mod copy;
-pub use copy::CopyReport;
+pub use copy::{CopyReport, NOT_COPIED};
 mod error;
 mod extension;
 mod forwarding;
@@ -73,6 +73,10 @@ mod limits;
 mod media_policy;
 mod notify;
 pub use notify::{Change, Changes};
+mod node;
+pub use node::{
+    ClusterNode, DROPPED_BY, EndedCall, NodeHeartbeat, NodeState, call_key as cluster_call_key,
+};
 mod plugin;
 mod policy_config;
 mod prompt;
