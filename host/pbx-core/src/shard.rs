@@ -69,6 +69,10 @@ impl ServerTx {
     }
 }
 
+/// Seconds a draining node asks a client to wait before trying it again
+/// (RFC 3261 §20.33).
+const DRAIN_RETRY_AFTER: u32 = 30;
+
 pub(crate) struct ServerEntry {
     pub(crate) tx: ServerTx,
     pub(crate) peer: Peer,
@@ -499,6 +503,17 @@ impl Shard {
             return;
         }
 
+        let new_work = matches!(
+            method,
+            Method::Register | Method::Invite | Method::Options | Method::Subscribe
+        );
+        if new_work && handoff.is_none() && self.shared.draining() {
+            // A front (its OPTIONS probes included) takes these to another
+            // node; a phone talking to this node directly retries later.
+            let extra = [("Retry-After", DRAIN_RETRY_AFTER.to_string())];
+            self.refuse(&msg, peer, local, &Error::Draining, &extra);
+            return;
+        }
         match method {
             Method::Register => self.on_register(now, &msg, peer, local),
             Method::Invite => match handoff {

@@ -75,7 +75,8 @@ mod notify;
 pub use notify::{Change, Changes};
 mod node;
 pub use node::{
-    ClusterNode, DROPPED_BY, EndedCall, NodeHeartbeat, NodeState, call_key as cluster_call_key,
+    ClusterNode, DEAD_AFTER_MS, DROPPED_BY, EndedCall, HEARTBEAT_MS, NodeHeartbeat, NodeState,
+    call_key as cluster_call_key,
 };
 mod plugin;
 mod policy_config;

@@ -96,6 +96,14 @@ pub fn call_key(cdr: &Cdr) -> &str {
 /// Who hung up a dropped call, in its record.
 pub const DROPPED_BY: &str = "node-down";
 
+/// How often a node writes its heartbeat, in milliseconds.
+pub const HEARTBEAT_MS: i64 = 1_000;
+
+/// A node whose last heartbeat is older than this (milliseconds) is down:
+/// its calls are recorded as dropped. Several heartbeats long, so that a
+/// slow database write or a pause does not make a live node look dead.
+pub const DEAD_AFTER_MS: i64 = 6_000;
+
 fn count(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }

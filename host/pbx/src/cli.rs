@@ -156,6 +156,13 @@ pub enum Command {
     /// Review tenants' requests to call restricted destinations.
     #[command(subcommand)]
     Approval(ApprovalCommand),
+    /// The nodes of a cluster (several `pbx serve` on one PostgreSQL
+    /// database).
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Drain a node of a cluster before an upgrade, or put it back.
+    #[command(subcommand)]
+    Node(NodeCommand),
     /// Manage a tenant's prompts (audio its call handlers play by name).
     #[command(subcommand)]
     Prompt(PromptCommand),
@@ -344,6 +351,37 @@ pub enum BanCommand {
         /// Apply once and exit (for cron, and to try the set-up).
         #[arg(long)]
         once: bool,
+    },
+}
+
+/// `pbx cluster ...`
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Every node that ever joined: state (active, draining, or down when
+    /// its heartbeat stopped), calls in progress, bindings held, last
+    /// heartbeat, version and addresses; then the cluster's totals.
+    Status {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `pbx node ...`
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// Stop a node taking new calls and registrations (it answers them, and
+    /// the front's probes, with 503 so the front picks another node) while
+    /// the calls it holds finish. Takes effect within a second; lasts until
+    /// `resume`, restarts included.
+    Drain {
+        /// The node's id (`[cluster] node`).
+        id: String,
+    },
+    /// Let a drained node take new calls and registrations again.
+    Resume {
+        /// The node's id (`[cluster] node`).
+        id: String,
     },
 }
 

@@ -147,6 +147,7 @@ async fn drain(
                 continue;
             }
             Output::Registration(change) => Persist::Registration(change),
+            Output::Answered(cdr) => Persist::Answered(cdr),
             Output::Cdr(mut cdr) => {
                 let Some(r) = routing else {
                     if persist.send(Persist::Cdr(cdr)).await.is_err() {
