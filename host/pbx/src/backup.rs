@@ -476,13 +476,24 @@ async fn load_dump(url: &str, dump: &Path) -> Result<()> {
 }
 
 /// The command that loads the dump a restore left at `dump` into an empty
-/// database (`URL` standing for it).
+/// database (`URL` standing for it), as a shell line.
 pub fn pg_restore_hint(dump: &Path) -> String {
     format!(
         "pg_restore {} -d URL {}",
         PG_RESTORE_ARGS.join(" "),
-        dump.display()
+        shell_word(&dump.display().to_string())
     )
+}
+
+/// `text` as one word of a shell line: as it is when plain, else in single
+/// quotes.
+fn shell_word(text: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+=:,@%".contains(c);
+    if !text.is_empty() && text.chars().all(plain) {
+        text.to_string()
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
+    }
 }
 
 /// How `pg_dump` writes a backup's copy: its custom format (compressed, and
@@ -1188,6 +1199,27 @@ mod tests {
             ("postgres://db/pbx".to_string(), None)
         );
         assert_eq!(percent_decode("a%2Fb%zz%4"), "a/b%zz%4");
+    }
+
+    #[test]
+    fn a_missing_program_is_named() {
+        let e = find_program("pbx-no-such-program").unwrap_err();
+        assert!(matches!(e, BackupError::NotInstalled(_)), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("pbx-no-such-program is not installed"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_restore_hint_is_a_shell_line() {
+        assert_eq!(
+            pg_restore_hint(Path::new("/srv/new/pbx.pgdump")),
+            "pg_restore --no-owner --no-privileges --exit-on-error --single-transaction \
+             -d URL /srv/new/pbx.pgdump"
+        );
+        assert_eq!(shell_word("my dir/it's"), r"'my dir/it'\''s'");
     }
 
     #[test]
