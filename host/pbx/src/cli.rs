@@ -446,7 +446,9 @@ pub enum AuditCommand {
 /// standard input, one line) or to X25519 recipients (`age1…`).
 #[derive(Debug, Subcommand)]
 pub enum BackupCommand {
-    /// Write an encrypted backup of DIR to a new file.
+    /// Write an encrypted backup of DIR to a new file. On PostgreSQL
+    /// (--database) the database is dumped with pg_dump, which must be
+    /// installed.
     Create {
         /// The archive to write (never overwritten).
         #[arg(long, value_name = "FILE")]
@@ -461,7 +463,11 @@ pub enum BackupCommand {
         #[command(flatten)]
         key: UnlockArgs,
     },
-    /// Restore an archive into --data-dir, a new or empty directory.
+    /// Restore an archive into --data-dir, a new or empty directory. An
+    /// archive of a PostgreSQL database is loaded with pg_restore into the
+    /// database --database names, which must be new and empty (one with
+    /// tables is refused); without --database its dump is left in the
+    /// directory as pbx.pgdump, with the command that loads it.
     Restore {
         file: PathBuf,
         #[command(flatten)]
