@@ -222,10 +222,18 @@ pub async fn run(cli: Cli, log_filter: Option<String>) -> anyhow::Result<()> {
 /// same program's hidden `compile-plugin` command in a child process with CPU
 /// and memory limits. Without a path to this program (which should not
 /// happen), plugins compile in-process after the compile limits.
+///
+/// ```
+/// let config = pbx::sandboxed_plugins(std::path::Path::new("node-a"));
+/// assert!(config.cache_dir.unwrap().is_absolute());
+/// ```
 pub fn sandboxed_plugins(data_dir: &Path) -> pbx_plugin::RuntimeConfig {
     let sandbox = std::env::current_exe()
         .ok()
         .map(|exe| pbx_plugin::CompileSandbox::new(exe, vec!["compile-plugin".into()]));
+    // The engine's cache needs an absolute path; `--data-dir node-a` is a
+    // fine thing to type.
+    let data_dir = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
     pbx_plugin::RuntimeConfig {
         cache_dir: Some(data_dir.join("plugin-cache")),
         sandbox,

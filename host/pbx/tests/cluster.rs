@@ -75,6 +75,22 @@ fn free_udp() -> SocketAddr {
         .expect("a free port")
 }
 
+/// A free TCP port on 127.0.0.1.
+fn free_tcp() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("a free port")
+}
+
+/// Copies a directory of files.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("dir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy");
+    }
+}
+
 /// Sends OPTIONS from `from` to `to`; the status of the answer, if one
 /// comes within `wait`.
 async fn options(
@@ -140,7 +156,10 @@ struct Cluster {
     url: String,
     store: Store,
     tenant: TenantId,
+    /// Each node's SIP address and process.
     nodes: Vec<(SocketAddr, Process)>,
+    /// Each node's admin API address.
+    apis: Vec<SocketAddr>,
     front: SocketAddr,
     kamailio: Process,
     _redis: Redis,
@@ -192,12 +211,23 @@ impl Cluster {
         let redis_url = redis.url();
 
         let mut nodes = Vec::new();
-        for (name, example_addr) in [("node-a", "127.0.0.1:5070"), ("node-b", "127.0.0.1:5080")] {
+        let mut apis = Vec::new();
+        for (name, example_addr, example_api) in [
+            ("node-a", "127.0.0.1:5070", "127.0.0.1:8071"),
+            ("node-b", "127.0.0.1:5080", "127.0.0.1:8081"),
+        ] {
             let addr = free_udp();
+            let api = free_tcp();
+            if name == "node-b" {
+                // Every node signs API tokens with the same keys, which node
+                // a made when it started.
+                copy_dir(&dir("node-a").join("api-keys"), &dir(name).join("api-keys"));
+            }
             let config = example(
                 &format!("{name}.toml"),
                 &[
                     (example_addr, &addr.to_string()),
+                    (example_api, &api.to_string()),
                     ("redis://127.0.0.1:6379", &redis_url),
                     ("postgres://pbx:change-me@127.0.0.1/pbx", &url),
                 ],
@@ -222,6 +252,7 @@ impl Cluster {
             );
             wait_answering(addr, &process).await;
             nodes.push((addr, process));
+            apis.push(api);
         }
 
         let front = free_udp();
@@ -268,6 +299,7 @@ impl Cluster {
             store,
             tenant,
             nodes,
+            apis,
             front,
             kamailio,
             _redis: redis,
@@ -320,6 +352,22 @@ impl Cluster {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `GET /metrics` of node `name`'s API: the body.
+    async fn metrics(&self, name: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let api = match name {
+            "node-a" => self.apis[0],
+            _ => self.apis[1],
+        };
+        let mut conn = tokio::net::TcpStream::connect(api).await.expect("API");
+        let request = format!("GET /metrics HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\n\r\n");
+        conn.write_all(request.as_bytes()).await.expect("send");
+        let mut response = String::new();
+        conn.read_to_string(&mut response).await.expect("read");
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        response
     }
 
     /// The address of node `name` (`node-a` or `node-b`).
@@ -453,6 +501,16 @@ async fn two_nodes_behind_the_front_act_as_one() {
     };
     let ((ext_a, mut phone_a), (ext_b, mut phone_b)) = cluster.phone_on_each_node().await;
     let logs = || cluster.logs();
+
+    // Each node's /metrics shows the whole cluster, from the heartbeats.
+    let metrics = cluster.metrics("node-b").await;
+    for line in [
+        "pbx_node_up{node=\"node-a\"} 1",
+        "pbx_node_up{node=\"node-b\"} 1",
+        "pbx_cluster_nodes_up 2",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
 
     // Calls both ways between phones held by different nodes.
     call_through_the_front(&mut phone_a, &mut phone_b, &ext_b, logs).await;
@@ -706,6 +764,10 @@ async fn a_node_drains_then_dies_and_nothing_is_lost() {
     assert!(dropped[0].answered_at_ms.is_some());
     let status = cluster.cli(&["cluster", "status"]);
     assert!(status.contains("node-b\tdown"), "{status}");
+    let metrics = cluster.metrics("node-a").await;
+    for line in ["pbx_node_up{node=\"node-b\"} 0", "pbx_cluster_nodes_up 1"] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
 
     // The phones node a holds are still reachable, through the front.
     call_through_the_front(&mut phone_a, &mut phone_b, &ext_b, logs).await;
