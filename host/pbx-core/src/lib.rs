@@ -36,7 +36,7 @@ mod tests;
 mod transfer;
 mod trunk_reg;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -86,6 +86,11 @@ pub struct Inbound {
     /// a call-pickup INVITE with the identity its digest proved. `None` for
     /// everything that arrives from the network.
     pub handoff: Option<Handoff>,
+    /// The client's address when a proxy the host trusts for it (a
+    /// cluster's front, `[guard] proxies`) relayed the request: what
+    /// authentication failures, successes and network restrictions are
+    /// judged by. `None` when it came straight from its client.
+    pub client: Option<IpAddr>,
 }
 
 impl Inbound {
@@ -96,6 +101,7 @@ impl Inbound {
             local,
             bytes,
             handoff: None,
+            client: None,
         }
     }
 }
@@ -127,7 +133,8 @@ pub enum Output {
     /// raised for the first, credential-less challenge of a login. Feeds the
     /// brute-force bans.
     AuthFailure {
-        source: SocketAddr,
+        /// The client's address ([`Inbound::client`], else the sender's).
+        source: IpAddr,
         /// The request's domain, lower-case.
         domain: String,
         /// The username the credentials named (empty when unreadable).
@@ -137,7 +144,7 @@ pub enum Output {
         tenant: Option<model::TenantId>,
     },
     /// A request from `source` passed digest authentication.
-    Authenticated { source: SocketAddr },
+    Authenticated { source: IpAddr },
     /// Queue this message on shard `shard`, which holds the call it belongs
     /// to (call pickup, [`PICKUP_CODE`]).
     Forward { shard: usize, inbound: Inbound },

@@ -248,6 +248,8 @@ pub struct Shard {
     pub(crate) timers: TimerQueue<TimerKey>,
     pub(crate) out: VecDeque<Output>,
     pub(crate) next_call: u64,
+    /// [`Inbound::client`] of the message being handled.
+    client: Option<std::net::IpAddr>,
 }
 
 impl Shard {
@@ -267,6 +269,7 @@ impl Shard {
             timers,
             out: VecDeque::new(),
             next_call: 1,
+            client: None,
         }
     }
 
@@ -283,7 +286,9 @@ impl Shard {
             local,
             bytes,
             handoff,
+            client,
         } = inbound;
+        self.client = client;
         let msg = match Msg::parse(&bytes) {
             Ok(m) => m,
             Err(e) => {
@@ -299,6 +304,12 @@ impl Shard {
             Some(_) => self.on_request(now, msg, (&bytes, handoff), peer, local),
             None => self.on_response(now, msg, peer),
         }
+    }
+
+    /// The address a request is judged by: the client's behind a trusted
+    /// proxy ([`Inbound::client`]), else the sender's.
+    fn client_ip(&self, peer: Peer) -> std::net::IpAddr {
+        self.client.unwrap_or(peer.addr.ip())
     }
 
     /// Runs every timer due at `now`.
@@ -628,11 +639,12 @@ impl Shard {
         };
         match outcome {
             Outcome::Ok { tenant, extension } => {
-                self.out
-                    .push_back(Output::Authenticated { source: peer.addr });
+                self.out.push_back(Output::Authenticated {
+                    source: self.client_ip(peer),
+                });
                 // The credential is right; the network must be one the tenant (or
                 // this extension) allows. Past authentication, a 403 reveals nothing.
-                if !index.network_allowed(tenant, &extension, peer.addr.ip()) {
+                if !index.network_allowed(tenant, &extension, self.client_ip(peer)) {
                     tracing::info!(
                         event = "sip.acl.denied",
                         source = %peer.addr,
@@ -662,7 +674,7 @@ impl Shard {
                         "authentication failed"
                     );
                     self.out.push_back(Output::AuthFailure {
-                        source: peer.addr,
+                        source: self.client_ip(peer),
                         domain: domain.clone(),
                         user: failure.user,
                         method: method.to_owned(),

@@ -998,6 +998,17 @@ fn register_outputs(
     domain: &str,
     password: Option<&str>,
 ) -> (Vec<Output>, Option<u16>) {
+    register_outputs_relayed(h, user, domain, password, None)
+}
+
+/// [`register_outputs`] for a REGISTER a trusted proxy relayed from `client`.
+fn register_outputs_relayed(
+    h: &mut Harness,
+    user: &str,
+    domain: &str,
+    password: Option<&str>,
+    client: Option<std::net::IpAddr>,
+) -> (Vec<Output>, Option<u16>) {
     let from = "127.0.0.1:7100";
     let text = |auth: Option<String>| {
         format!(
@@ -1009,10 +1020,9 @@ fn register_outputs(
         )
     };
     let feed = |h: &mut Harness, text: String| {
-        h.shard.handle(
-            h.now,
-            Inbound::new(peer(from), SERVER.parse().unwrap(), Bytes::from(text)),
-        );
+        let mut inbound = Inbound::new(peer(from), SERVER.parse().unwrap(), Bytes::from(text));
+        inbound.client = client;
+        h.shard.handle(h.now, inbound);
         let (mut guard, mut reply) = (Vec::new(), None);
         while let Some(o) = h.shard.poll_output() {
             match o {
@@ -1058,7 +1068,7 @@ fn register_outputs(
 #[test]
 fn auth_failures_and_successes_are_reported_but_first_challenges_are_not() {
     let mut h = Harness::new(CoreConfig::default());
-    let source: SocketAddr = "127.0.0.1:7100".parse().unwrap();
+    let source: std::net::IpAddr = "127.0.0.1".parse().unwrap();
     let failure = |domain: &str, user: &str, tenant: Option<TenantId>| Output::AuthFailure {
         source,
         domain: domain.into(),
@@ -1086,12 +1096,47 @@ fn auth_failures_and_successes_are_reported_but_first_challenges_are_not() {
     assert_eq!(out, vec![Output::Authenticated { source }]);
 }
 
+/// Behind a trusted proxy (a cluster's front), failures, successes and the
+/// tenant's network restrictions go by the client's address, not the
+/// proxy's.
+#[test]
+fn relayed_requests_are_judged_by_the_clients_address() {
+    let mut dir = directory();
+    dir.acls.push(model::NetworkAcl {
+        tenant: TenantId(1),
+        extension: None,
+        cidr: "198.51.100.0/24".into(),
+    });
+    let mut h = Harness::with_directory(CoreConfig::default(), dir);
+    let office: std::net::IpAddr = "198.51.100.7".parse().unwrap();
+    let (out, status) =
+        register_outputs_relayed(&mut h, "1000", DOMAIN, Some("pw1000"), Some(office));
+    assert_eq!(status, Some(200), "the office's network is allowed");
+    assert_eq!(out, vec![Output::Authenticated { source: office }]);
+    let stranger: std::net::IpAddr = "203.0.113.9".parse().unwrap();
+    let (out, status) =
+        register_outputs_relayed(&mut h, "1000", DOMAIN, Some("pw1000"), Some(stranger));
+    assert_eq!(
+        status,
+        Some(403),
+        "another network is not, whatever the proxy's"
+    );
+    assert_eq!(out, vec![Output::Authenticated { source: stranger }]);
+    let (out, _) = register_outputs_relayed(&mut h, "1000", DOMAIN, Some("wrong"), Some(stranger));
+    assert!(
+        matches!(out.as_slice(), [Output::AuthFailure { source, .. }] if *source == stranger),
+        "{out:?}"
+    );
+    let (_, status) = register_outputs(&mut h, "1000", DOMAIN, Some("pw1000"));
+    assert_eq!(status, Some(403), "straight from 127.0.0.1: not the office");
+}
+
 /// A disabled extension's right password gets 403 and is no failure (its
 /// phone retrying must not get the address banned); a wrong one is a failure.
 /// The same for a suspended tenant.
 #[test]
 fn suspended_extensions_and_tenants_are_refused_without_failures() {
-    let source: SocketAddr = "127.0.0.1:7100".parse().unwrap();
+    let source: std::net::IpAddr = "127.0.0.1".parse().unwrap();
     let mut dir = directory();
     dir.extensions[0].enabled = false;
     let mut h = Harness::with_directory(CoreConfig::default(), dir.clone());

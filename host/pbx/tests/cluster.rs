@@ -566,7 +566,30 @@ async fn two_nodes_behind_the_front_act_as_one() {
         "node b took {:?} to drop the banned source",
         banned_at.elapsed()
     );
-    // Phones behind the front are not touched by the scanner's ban.
+    // A scanner behind the front is banned by its own address, never the
+    // front's: the phones the front relays go on.
+    let behind = tokio::net::UdpSocket::bind("127.0.0.3:0")
+        .await
+        .expect("bind 127.0.0.3");
+    options(&behind, cluster.front, "friendly-scanner", wait).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let bans = cluster.store.list_bans(unix_ms()).await.expect("bans");
+        let banned: Vec<String> = bans.iter().map(|b| b.ip.to_string()).collect();
+        assert!(
+            !banned.contains(&"127.0.0.1".to_string()),
+            "the front was banned: {banned:?}"
+        );
+        if banned.contains(&"127.0.0.3".to_string()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the scanner behind the front was never banned: {banned:?}\n{}",
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     call_through_the_front(&mut phone_a, &mut phone_b, &ext_b, logs).await;
 }
 
