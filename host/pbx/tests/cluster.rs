@@ -199,13 +199,16 @@ impl Cluster {
                 .await
                 .expect("limits");
         }
-        // Every node holds the same secret key (trunk passwords, nonces).
-        std::fs::create_dir(dir("node-b")).expect("dir");
-        std::fs::copy(
-            dir("node-a").join("secret.key"),
-            dir("node-b").join("secret.key"),
-        )
-        .expect("copy the key");
+        // Every node holds the same secret key (trunk passwords, nonces),
+        // and so does the operator's CLI.
+        for other in ["node-b", "admin"] {
+            std::fs::create_dir(dir(other)).expect("dir");
+            std::fs::copy(
+                dir("node-a").join("secret.key"),
+                dir(other).join("secret.key"),
+            )
+            .expect("copy the key");
+        }
 
         let redis = Redis::start()?;
         let redis_url = redis.url();
@@ -336,13 +339,14 @@ impl Cluster {
         (phone, node)
     }
 
-    /// Runs the `pbx` CLI against the cluster's database; its output.
+    /// Runs the `pbx` CLI against the cluster's database, from a data
+    /// directory of its own (an operator's machine); its output.
     fn cli(&self, args: &[&str]) -> String {
         let out = Command::new(env!("CARGO_BIN_EXE_pbx"))
             .arg("--database")
             .arg(&self.url)
             .arg("--data-dir")
-            .arg(self._root.path().join("node-a"))
+            .arg(self._root.path().join("admin"))
             .args(args)
             .output()
             .expect("run pbx");
@@ -566,6 +570,30 @@ async fn two_nodes_behind_the_front_act_as_one() {
         "node b took {:?} to drop the banned source",
         banned_at.elapsed()
     );
+    // A dial plan uploaded once, from the operator's CLI: each node takes
+    // it from the database and compiles it into its own cache.
+    let cached = |node: &str| compiled_in(&cluster._root.path().join(node).join("plugin-cache"));
+    let before = [cached("node-a"), cached("node-b")];
+    let wasm = cluster._root.path().join("plan.wasm");
+    std::fs::write(&wasm, pbx_plugin::shipped::examples::CLASSIC_DIALPLAN).expect("write");
+    cluster.cli(&["plugin", "install", "acme", wasm.to_str().expect("path")]);
+    let compiled = wait_for(Duration::from_secs(20), || async {
+        let now = [cached("node-a"), cached("node-b")];
+        (now[0] > before[0] && now[1] > before[1]).then_some(now)
+    })
+    .await;
+    assert!(
+        compiled.is_some(),
+        "both nodes compile the new plan ({before:?} artefacts before)\n{}",
+        logs()
+    );
+    let versions = cluster.cli(&["plugin", "list", "acme"]);
+    assert_eq!(
+        versions.lines().count(),
+        1,
+        "one version for the cluster: {versions}"
+    );
+
     // A scanner behind the front is banned by its own address, never the
     // front's: the phones the front relays go on.
     let behind = tokio::net::UdpSocket::bind("127.0.0.3:0")
@@ -795,6 +823,27 @@ async fn a_node_drains_then_dies_and_nothing_is_lost() {
     // The phones node a holds are still reachable, through the front.
     call_through_the_front(&mut phone_a, &mut phone_b, &ext_b, logs).await;
     call_through_the_front(&mut phone_b, &mut phone_a, &ext_a, logs).await;
+}
+
+/// Compiled artefacts in a node's plugin cache (wasmtime's content-hash
+/// files, without its bookkeeping).
+fn compiled_in(dir: &Path) -> usize {
+    let mut n = 0;
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_none() {
+                n += 1;
+            }
+        }
+    }
+    n
 }
 
 /// Polls `probe` every 50 ms until it gives something, for at most `within`.
