@@ -67,9 +67,147 @@ impl Metrics {
     }
 }
 
+/// The cluster's figures, from the nodes' heartbeats (empty on a single
+/// node): per node whether it is up and its state, calls in progress,
+/// bindings held and heartbeat age; and the cluster's totals over the nodes
+/// that are up.
+pub(crate) fn render_cluster(nodes: &[store::ClusterNode], now_ms: i64) -> String {
+    let mut out = String::new();
+    if nodes.is_empty() {
+        return out;
+    }
+    let up = |n: &store::ClusterNode| now_ms - n.heartbeat_ms <= store::DEAD_AFTER_MS;
+    let gauge = |out: &mut String, name: &str, help: &str| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} gauge");
+    };
+    // Node ids are checked when a node starts: letters, digits, `.-_`.
+    gauge(
+        &mut out,
+        "pbx_node_up",
+        "1 while the node heartbeats, 0 once it is down.",
+    );
+    for n in nodes {
+        let _ = writeln!(out, "pbx_node_up{{node=\"{}\"}} {}", n.id, u8::from(up(n)));
+    }
+    gauge(
+        &mut out,
+        "pbx_node_draining",
+        "1 while the node is drained by its operator.",
+    );
+    for n in nodes {
+        let draining = n.state == store::NodeState::Draining;
+        let _ = writeln!(
+            out,
+            "pbx_node_draining{{node=\"{}\"}} {}",
+            n.id,
+            u8::from(draining)
+        );
+    }
+    gauge(
+        &mut out,
+        "pbx_node_calls",
+        "Calls in progress on the node, at its last heartbeat.",
+    );
+    for n in nodes {
+        let _ = writeln!(out, "pbx_node_calls{{node=\"{}\"}} {}", n.id, n.calls_up);
+    }
+    gauge(
+        &mut out,
+        "pbx_node_registrations",
+        "Bindings the node holds, at its last heartbeat.",
+    );
+    for n in nodes {
+        let _ = writeln!(
+            out,
+            "pbx_node_registrations{{node=\"{}\"}} {}",
+            n.id, n.registrations
+        );
+    }
+    gauge(
+        &mut out,
+        "pbx_node_heartbeat_age_seconds",
+        "Time since the node's last heartbeat.",
+    );
+    for n in nodes {
+        let age = (now_ms - n.heartbeat_ms).max(0) as f64 / 1000.0;
+        let _ = writeln!(
+            out,
+            "pbx_node_heartbeat_age_seconds{{node=\"{}\"}} {age:.3}",
+            n.id
+        );
+    }
+    let live: Vec<&store::ClusterNode> = nodes.iter().filter(|n| up(n)).collect();
+    gauge(
+        &mut out,
+        "pbx_cluster_nodes_up",
+        "Nodes of the cluster that heartbeat.",
+    );
+    let _ = writeln!(out, "pbx_cluster_nodes_up {}", live.len());
+    gauge(
+        &mut out,
+        "pbx_cluster_calls",
+        "Calls in progress on the nodes that are up.",
+    );
+    let _ = writeln!(
+        out,
+        "pbx_cluster_calls {}",
+        live.iter().map(|n| n.calls_up).sum::<u64>()
+    );
+    gauge(
+        &mut out,
+        "pbx_cluster_registrations",
+        "Bindings held by the nodes that are up.",
+    );
+    let _ = writeln!(
+        out,
+        "pbx_cluster_registrations {}",
+        live.iter().map(|n| n.registrations).sum::<u64>()
+    );
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn renders_the_cluster_from_heartbeats() {
+        assert_eq!(render_cluster(&[], 0), "", "nothing on a single node");
+        let node = |id: &str, heartbeat_ms, calls, state| store::ClusterNode {
+            id: id.into(),
+            sip_addresses: "udp:127.0.0.1:5070".into(),
+            api_address: None,
+            version: "0.1.0".into(),
+            started_at_ms: 0,
+            heartbeat_ms,
+            state,
+            calls_up: calls,
+            registrations: calls * 10,
+        };
+        let now = 100_000;
+        let text = render_cluster(
+            &[
+                node("a", now - 500, 3, store::NodeState::Active),
+                node("b", now - 2_000, 4, store::NodeState::Draining),
+                node("c", now - 60_000, 7, store::NodeState::Active),
+            ],
+            now,
+        );
+        for line in [
+            "pbx_node_up{node=\"a\"} 1\n",
+            "pbx_node_up{node=\"c\"} 0\n",
+            "pbx_node_draining{node=\"b\"} 1\n",
+            "pbx_node_calls{node=\"c\"} 7\n",
+            "pbx_node_registrations{node=\"b\"} 40\n",
+            "pbx_node_heartbeat_age_seconds{node=\"b\"} 2.000\n",
+            "pbx_cluster_nodes_up 2\n",
+            "pbx_cluster_calls 7\n",
+            "pbx_cluster_registrations 70\n",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+    }
 
     #[test]
     fn renders_counters() {

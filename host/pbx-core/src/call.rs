@@ -591,6 +591,7 @@ impl Shard {
         self.dialogs.insert(b_call_id, id);
         let call_id = call.a.call_id.clone();
         self.calls.insert(id, call);
+        self.shared.call_started();
         if let Some(anchor) = self.shared.media_anchor() {
             match anchor.open(self.index, id, tenant) {
                 Ok(handle) => {
@@ -797,6 +798,7 @@ impl Shard {
         call.host_answer = Some(answer.clone());
         call.host_answered = true;
         call.hang_up_on_ack = hang_up;
+        self.announce_answered(id);
         let ok = self.answer_a(now, id, 200, "OK", Some(("application/sdp", &answer)));
         if let (Some(ok), Some(call)) = (ok, self.calls.get_mut(&id)) {
             call.ok_retransmit = Some(Retransmit::new(ok, now, t1));
@@ -1224,6 +1226,7 @@ impl Shard {
         let media = call.media.take().map(|m| m.stats()).unwrap_or_default();
         if !call.cdr_written {
             call.cdr_written = true;
+            self.shared.call_ended();
             let cdr = Cdr {
                 tenant: call.tenant,
                 caller: call.caller.clone(),
@@ -1248,6 +1251,34 @@ impl Shard {
             self.out.push_back(Output::Cdr(cdr));
         }
         self.schedule_call(id);
+    }
+
+    /// Announces that call `id` was just answered ([`Output::Answered`]),
+    /// when the host tracks answered calls.
+    pub(crate) fn announce_answered(&mut self, id: u64) {
+        if !self.shared.config.track_answered {
+            return;
+        }
+        let Some(call) = self.calls.get(&id) else {
+            return;
+        };
+        let answered = call.answered_ms.unwrap_or(call.started_ms);
+        let cdr = Cdr {
+            tenant: call.tenant,
+            caller: call.caller.clone(),
+            callee: call.callee.clone(),
+            started_at_ms: call.started_ms,
+            answered_at_ms: call.answered_ms,
+            ended_at_ms: answered,
+            disposition: Disposition::Answered,
+            sip_code: 200,
+            hangup_by: String::new(),
+            caller_call_id: call.a.call_id.clone(),
+            callee_call_id: call.b.call_id.clone(),
+            media: Default::default(),
+            tags: call.tags.clone(),
+        };
+        self.out.push_back(Output::Answered(cdr));
     }
 
     fn reap(&mut self, id: u64) {
@@ -1952,7 +1983,11 @@ impl Shard {
         } else {
             call.answered_ms = Some(now_ms);
             call.max_deadline = Some(now + max);
+            self.announce_answered(id);
         }
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
         call.b = answered_leg(&call.b, &fork, msg);
         call.answered_by = fork.extension.clone();
         let offer_in_invite = call.offer_in_invite;

@@ -77,6 +77,10 @@ pub enum Error {
     /// The host is shutting down or overloaded.
     #[error("service unavailable")]
     ServiceUnavailable,
+    /// The node is draining (before an upgrade): new calls, registrations
+    /// and probes go to another node.
+    #[error("node draining")]
+    Draining,
     /// A pickup code was dialled and no call rings in the phone's groups.
     #[error("nothing to pick up")]
     NothingToPickUp,
@@ -140,6 +144,7 @@ impl Error {
             Error::NoOfferToAnswer => (488, "Not Acceptable Here"),
             Error::RoutingTimeout => (503, "Routing Timeout"),
             Error::ServiceUnavailable => (503, "Service Unavailable"),
+            Error::Draining => (503, "Draining"),
             Error::NothingToPickUp => (480, "Nothing To Pick Up"),
             Error::BadEvent => (489, "Bad Event"),
             Error::TenantSubscriptionsFull => (480, "Too Many Subscriptions"),
@@ -192,6 +197,7 @@ mod tests {
             Error::NoOfferToAnswer,
             Error::RoutingTimeout,
             Error::ServiceUnavailable,
+            Error::Draining,
             Error::NothingToPickUp,
             Error::BadEvent,
             Error::TenantSubscriptionsFull,

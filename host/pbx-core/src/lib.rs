@@ -36,8 +36,9 @@ mod tests;
 mod transfer;
 mod trunk_reg;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 pub use app::MAILBOX_FULL_TAG;
@@ -85,6 +86,11 @@ pub struct Inbound {
     /// a call-pickup INVITE with the identity its digest proved. `None` for
     /// everything that arrives from the network.
     pub handoff: Option<Handoff>,
+    /// The client's address when a proxy the host trusts for it (a
+    /// cluster's front, `[guard] proxies`) relayed the request: what
+    /// authentication failures, successes and network restrictions are
+    /// judged by. `None` when it came straight from its client.
+    pub client: Option<IpAddr>,
 }
 
 impl Inbound {
@@ -95,6 +101,7 @@ impl Inbound {
             local,
             bytes,
             handoff: None,
+            client: None,
         }
     }
 }
@@ -112,6 +119,11 @@ pub enum Output {
     Registration(RegistrationChange),
     /// Persist a finished call's record.
     Cdr(Cdr),
+    /// A call was answered: its record so far (ending when it was answered),
+    /// for a cluster to record as in progress until [`Output::Cdr`] comes (so
+    /// a node that dies leaves a record of each call it dropped). Only with
+    /// [`CoreConfig::track_answered`].
+    Answered(Cdr),
     /// Decide where a new call goes, then call [`Shard::route_decided`] (only with
     /// [`Routing::External`]). [`decision::decide`] takes the decision, with the
     /// dial plan, policies and counters the I/O layer provides.
@@ -121,7 +133,8 @@ pub enum Output {
     /// raised for the first, credential-less challenge of a login. Feeds the
     /// brute-force bans.
     AuthFailure {
-        source: SocketAddr,
+        /// The client's address ([`Inbound::client`], else the sender's).
+        source: IpAddr,
         /// The request's domain, lower-case.
         domain: String,
         /// The username the credentials named (empty when unreadable).
@@ -131,7 +144,7 @@ pub enum Output {
         tenant: Option<model::TenantId>,
     },
     /// A request from `source` passed digest authentication.
-    Authenticated { source: SocketAddr },
+    Authenticated { source: IpAddr },
     /// Queue this message on shard `shard`, which holds the call it belongs
     /// to (call pickup, [`PICKUP_CODE`]).
     Forward { shard: usize, inbound: Inbound },
@@ -237,6 +250,9 @@ pub struct CoreConfig {
     /// Headers of a caller's INVITE that plugins may read (`call-info`), by
     /// name, at most [`MAX_EXPOSED_HEADERS`]; none by default.
     pub exposed_headers: Vec<String>,
+    /// Announce each answered call ([`Output::Answered`]): a node of a
+    /// cluster records its calls in progress. Off on a single node.
+    pub track_answered: bool,
 }
 
 /// Most INVITE headers a provider may expose to plugins.
@@ -260,6 +276,7 @@ impl Default for CoreConfig {
             ring_timeout: Duration::from_secs(60),
             max_call_duration: Duration::from_secs(4 * 3600),
             user_agent: None,
+            track_answered: false,
             routing: Routing::Builtin,
             exposed_headers: Vec::new(),
         }
@@ -283,6 +300,12 @@ pub struct Shared {
     media: std::sync::OnceLock<Arc<dyn MediaAnchor>>,
     /// Ringing calls and pinned Call-IDs, for call pickup.
     pub(crate) pickup: pickup::Board,
+    /// Calls in progress on every shard (routing, ringing or answered).
+    calls_up: AtomicUsize,
+    /// Set while the node drains: new calls, registrations and probes are
+    /// refused with 503 (a front sends them to another node); dialogs in
+    /// progress go on.
+    draining: AtomicBool,
 }
 
 impl Shared {
@@ -312,7 +335,43 @@ impl Shared {
             shards: shards.max(1),
             media: std::sync::OnceLock::new(),
             pickup: pickup::Board::default(),
+            calls_up: AtomicUsize::new(0),
+            draining: AtomicBool::new(false),
         })
+    }
+
+    /// Calls in progress on every shard: routing, ringing or answered.
+    pub fn calls_up(&self) -> usize {
+        self.calls_up.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn call_started(&self) {
+        self.calls_up.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn call_ended(&self) {
+        // Never below zero, whatever the order of updates.
+        let _ = self
+            .calls_up
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+
+    /// Starts or stops draining (see [`Shared::draining`]).
+    pub fn set_draining(&self, draining: bool) {
+        self.draining.store(draining, Ordering::Relaxed);
+    }
+
+    /// Whether new calls, registrations and probes are refused with 503
+    /// while the calls in progress finish.
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Bindings this node holds itself (not those it knows of other
+    /// nodes), unexpired.
+    pub fn own_bindings(&self, now: Instant) -> usize {
+        self.bindings
+            .count_of_node(&self.config.registrar.node, self.unix_ms(now))
     }
 
     /// Sets the media anchor, once, before calls arrive; `false` when one was

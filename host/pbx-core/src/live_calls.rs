@@ -177,6 +177,7 @@ mod tests {
                     }
                     Output::Cdr(cdr) => self.cdrs.push(cdr),
                     Output::Registration(_)
+                    | Output::Answered(_)
                     | Output::AuthFailure { .. }
                     | Output::Authenticated { .. }
                     | Output::Forward { .. } => {}

@@ -373,13 +373,14 @@ impl Shard {
             return;
         };
         call.state = State::Answered;
-        if call.host_answer.take().is_some() {
+        let answered_now = call.host_answer.take().is_none();
+        if answered_now {
+            call.answered_ms = Some(now_ms);
+            call.max_deadline = Some(now + max);
+        } else {
             // Answered by the host before it rang: the call keeps its answer
             // time and its duration limit.
             call.app = None;
-        } else {
-            call.answered_ms = Some(now_ms);
-            call.max_deadline = Some(now + max);
         }
         call.answered_by = Some(extension);
         call.tags.push(format!("picked-up-from:{rung}"));
@@ -388,6 +389,9 @@ impl Shard {
         self.dialogs.insert(picker_leg.call_id.clone(), id);
         if let Some(server) = self.servers.get_mut(&key) {
             server.call = Some(id);
+        }
+        if answered_now {
+            self.announce_answered(id);
         }
 
         if let Some(sdp) = to_caller {

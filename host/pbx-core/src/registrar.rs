@@ -195,6 +195,19 @@ impl Bindings {
         }
     }
 
+    /// Unexpired bindings held by `node`.
+    pub(crate) fn count_of_node(&self, node: &str, now_ms: i64) -> usize {
+        self.map
+            .iter()
+            .map(|e| {
+                e.value()
+                    .iter()
+                    .filter(|b| &*b.node == node && b.expires_at_ms > now_ms)
+                    .count()
+            })
+            .sum()
+    }
+
     /// Drops expired bindings; returns how many went.
     pub(crate) fn sweep(&self, now_ms: i64) -> usize {
         let mut removed = 0;

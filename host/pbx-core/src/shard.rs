@@ -69,6 +69,10 @@ impl ServerTx {
     }
 }
 
+/// Seconds a draining node asks a client to wait before trying it again
+/// (RFC 3261 §20.33).
+const DRAIN_RETRY_AFTER: u32 = 30;
+
 pub(crate) struct ServerEntry {
     pub(crate) tx: ServerTx,
     pub(crate) peer: Peer,
@@ -244,6 +248,8 @@ pub struct Shard {
     pub(crate) timers: TimerQueue<TimerKey>,
     pub(crate) out: VecDeque<Output>,
     pub(crate) next_call: u64,
+    /// [`Inbound::client`] of the message being handled.
+    client: Option<std::net::IpAddr>,
 }
 
 impl Shard {
@@ -263,6 +269,7 @@ impl Shard {
             timers,
             out: VecDeque::new(),
             next_call: 1,
+            client: None,
         }
     }
 
@@ -279,7 +286,9 @@ impl Shard {
             local,
             bytes,
             handoff,
+            client,
         } = inbound;
+        self.client = client;
         let msg = match Msg::parse(&bytes) {
             Ok(m) => m,
             Err(e) => {
@@ -295,6 +304,12 @@ impl Shard {
             Some(_) => self.on_request(now, msg, (&bytes, handoff), peer, local),
             None => self.on_response(now, msg, peer),
         }
+    }
+
+    /// The address a request is judged by: the client's behind a trusted
+    /// proxy ([`Inbound::client`]), else the sender's.
+    fn client_ip(&self, peer: Peer) -> std::net::IpAddr {
+        self.client.unwrap_or(peer.addr.ip())
     }
 
     /// Runs every timer due at `now`.
@@ -499,6 +514,17 @@ impl Shard {
             return;
         }
 
+        let new_work = matches!(
+            method,
+            Method::Register | Method::Invite | Method::Options | Method::Subscribe
+        );
+        if new_work && handoff.is_none() && self.shared.draining() {
+            // A front (its OPTIONS probes included) takes these to another
+            // node; a phone talking to this node directly retries later.
+            let extra = [("Retry-After", DRAIN_RETRY_AFTER.to_string())];
+            self.refuse(&msg, peer, local, &Error::Draining, &extra);
+            return;
+        }
         match method {
             Method::Register => self.on_register(now, &msg, peer, local),
             Method::Invite => match handoff {
@@ -613,11 +639,12 @@ impl Shard {
         };
         match outcome {
             Outcome::Ok { tenant, extension } => {
-                self.out
-                    .push_back(Output::Authenticated { source: peer.addr });
+                self.out.push_back(Output::Authenticated {
+                    source: self.client_ip(peer),
+                });
                 // The credential is right; the network must be one the tenant (or
                 // this extension) allows. Past authentication, a 403 reveals nothing.
-                if !index.network_allowed(tenant, &extension, peer.addr.ip()) {
+                if !index.network_allowed(tenant, &extension, self.client_ip(peer)) {
                     tracing::info!(
                         event = "sip.acl.denied",
                         source = %peer.addr,
@@ -647,7 +674,7 @@ impl Shard {
                         "authentication failed"
                     );
                     self.out.push_back(Output::AuthFailure {
-                        source: peer.addr,
+                        source: self.client_ip(peer),
                         domain: domain.clone(),
                         user: failure.user,
                         method: method.to_owned(),

@@ -45,6 +45,8 @@ struct Harness {
     sent: Vec<(SocketAddr, Msg)>,
     routes: Vec<crate::RouteRequest>,
     cdrs: Vec<model::Cdr>,
+    /// Calls announced as answered ([`Output::Answered`]).
+    answered: Vec<model::Cdr>,
     /// Messages handed to another shard ([`Output::Forward`]).
     forwards: Vec<(usize, Inbound)>,
 }
@@ -72,6 +74,7 @@ impl Harness {
             sent: Vec::new(),
             routes: Vec::new(),
             cdrs: Vec::new(),
+            answered: Vec::new(),
             forwards: Vec::new(),
         }
     }
@@ -96,6 +99,7 @@ impl Harness {
                     .push((dest.addr, Msg::parse(&bytes).expect("host sends valid SIP"))),
                 Output::Route(req) => self.routes.push(req),
                 Output::Cdr(cdr) => self.cdrs.push(cdr),
+                Output::Answered(cdr) => self.answered.push(cdr),
                 Output::Forward { shard, inbound } => self.forwards.push((shard, inbound)),
                 _ => {}
             }
@@ -444,6 +448,101 @@ fn answered_call_is_ended_at_the_maximum_duration() {
         byes.contains(&7000) && byes.contains(&7001),
         "BYE to both legs: {byes:?}"
     );
+}
+
+/// A node of a cluster announces each call when it is answered (once, with
+/// the caller's Call-ID its record will have) and counts calls in progress.
+#[test]
+fn answered_calls_are_announced_and_counted_when_tracked() {
+    for track in [false, true] {
+        let config = CoreConfig {
+            track_answered: track,
+            ..CoreConfig::default()
+        };
+        let mut h = Harness::new(config);
+        h.register("1001", "127.0.0.1:7001");
+        assert_eq!(h.shared.calls_up(), 0);
+        let out = h.invite();
+        assert_eq!(h.shared.calls_up(), 1, "ringing counts");
+        let invite = sent_to(&out, 7001, "INVITE").expect("rings").clone();
+        assert!(h.answered.is_empty(), "not before the answer");
+        h.feed("127.0.0.1:7001", &answer(&invite, 200, "OK"));
+        let ok = h
+            .take()
+            .into_iter()
+            .find(|(_, m)| m.status() == Some(200))
+            .expect("200 relayed")
+            .1;
+        if track {
+            assert_eq!(h.answered.len(), 1, "announced once");
+            let a = &h.answered[0];
+            assert_eq!((a.caller.as_str(), a.callee.as_str()), ("1000", "1001"));
+            assert_eq!(a.caller_call_id, "call-1");
+            assert!(a.answered_at_ms.is_some());
+        } else {
+            assert!(h.answered.is_empty(), "a single node announces nothing");
+        }
+        let bye = format!(
+            "BYE sip:pbx@{SERVER} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bKbye\r\nFrom: <sip:1000@{DOMAIN}>;tag=a\r\nTo: {}\r\nCall-ID: call-1\r\nCSeq: 3 BYE\r\nContent-Length: 0\r\n\r\n",
+            ok.header("To").unwrap()
+        );
+        h.feed("127.0.0.1:7000", &bye);
+        assert_eq!(h.shared.calls_up(), 0, "hung up");
+        assert_eq!(h.cdrs.len(), 1);
+        assert_eq!(
+            h.answered.len(),
+            usize::from(track),
+            "no second announcement"
+        );
+    }
+}
+
+/// A draining node refuses new calls, registrations and probes with 503 and
+/// Retry-After, while the dialogs it holds go on; resumed, it serves again.
+#[test]
+fn a_draining_node_refuses_new_work_but_keeps_its_calls() {
+    let mut h = Harness::new(CoreConfig::default());
+    h.register("1001", "127.0.0.1:7001");
+    let out = h.invite();
+    let invite = sent_to(&out, 7001, "INVITE").expect("rings").clone();
+    h.feed("127.0.0.1:7001", &answer(&invite, 200, "OK"));
+    let ok = h
+        .take()
+        .into_iter()
+        .find(|(_, m)| m.status() == Some(200))
+        .expect("200 relayed")
+        .1;
+
+    h.shared.set_draining(true);
+    let options = format!(
+        "OPTIONS sip:{SERVER} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:7200;branch=z9hG4bKopt\r\nFrom: <sip:probe@{DOMAIN}>;tag=p\r\nTo: <sip:{SERVER}>\r\nCall-ID: probe-1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    );
+    h.feed("127.0.0.1:7200", &options);
+    h.feed(
+        "127.0.0.1:7100",
+        &register_request("1002", "127.0.0.1:7100", "drain-reg", 3600, None),
+    );
+    let refused = h.take();
+    assert_eq!(statuses(&refused), [503, 503], "probe and REGISTER refused");
+    for (_, m) in &refused {
+        assert_eq!(m.header("Retry-After"), Some("30"));
+    }
+
+    let bye = format!(
+        "BYE sip:pbx@{SERVER} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bKbye\r\nFrom: <sip:1000@{DOMAIN}>;tag=a\r\nTo: {}\r\nCall-ID: call-1\r\nCSeq: 3 BYE\r\nContent-Length: 0\r\n\r\n",
+        ok.header("To").unwrap()
+    );
+    h.feed("127.0.0.1:7000", &bye);
+    let out = h.take();
+    assert!(
+        sent_to(&out, 7001, "BYE").is_some(),
+        "the call in progress is hung up as usual"
+    );
+    assert_eq!(h.cdrs.len(), 1);
+
+    h.shared.set_draining(false);
+    h.feed("127.0.0.1:7200", &options.replace("probe-1", "probe-2"));
+    assert_eq!(statuses(&h.take()), [200], "resumed");
 }
 
 #[test]
@@ -899,6 +998,17 @@ fn register_outputs(
     domain: &str,
     password: Option<&str>,
 ) -> (Vec<Output>, Option<u16>) {
+    register_outputs_relayed(h, user, domain, password, None)
+}
+
+/// [`register_outputs`] for a REGISTER a trusted proxy relayed from `client`.
+fn register_outputs_relayed(
+    h: &mut Harness,
+    user: &str,
+    domain: &str,
+    password: Option<&str>,
+    client: Option<std::net::IpAddr>,
+) -> (Vec<Output>, Option<u16>) {
     let from = "127.0.0.1:7100";
     let text = |auth: Option<String>| {
         format!(
@@ -910,10 +1020,9 @@ fn register_outputs(
         )
     };
     let feed = |h: &mut Harness, text: String| {
-        h.shard.handle(
-            h.now,
-            Inbound::new(peer(from), SERVER.parse().unwrap(), Bytes::from(text)),
-        );
+        let mut inbound = Inbound::new(peer(from), SERVER.parse().unwrap(), Bytes::from(text));
+        inbound.client = client;
+        h.shard.handle(h.now, inbound);
         let (mut guard, mut reply) = (Vec::new(), None);
         while let Some(o) = h.shard.poll_output() {
             match o {
@@ -959,7 +1068,7 @@ fn register_outputs(
 #[test]
 fn auth_failures_and_successes_are_reported_but_first_challenges_are_not() {
     let mut h = Harness::new(CoreConfig::default());
-    let source: SocketAddr = "127.0.0.1:7100".parse().unwrap();
+    let source: std::net::IpAddr = "127.0.0.1".parse().unwrap();
     let failure = |domain: &str, user: &str, tenant: Option<TenantId>| Output::AuthFailure {
         source,
         domain: domain.into(),
@@ -987,12 +1096,47 @@ fn auth_failures_and_successes_are_reported_but_first_challenges_are_not() {
     assert_eq!(out, vec![Output::Authenticated { source }]);
 }
 
+/// Behind a trusted proxy (a cluster's front), failures, successes and the
+/// tenant's network restrictions go by the client's address, not the
+/// proxy's.
+#[test]
+fn relayed_requests_are_judged_by_the_clients_address() {
+    let mut dir = directory();
+    dir.acls.push(model::NetworkAcl {
+        tenant: TenantId(1),
+        extension: None,
+        cidr: "198.51.100.0/24".into(),
+    });
+    let mut h = Harness::with_directory(CoreConfig::default(), dir);
+    let office: std::net::IpAddr = "198.51.100.7".parse().unwrap();
+    let (out, status) =
+        register_outputs_relayed(&mut h, "1000", DOMAIN, Some("pw1000"), Some(office));
+    assert_eq!(status, Some(200), "the office's network is allowed");
+    assert_eq!(out, vec![Output::Authenticated { source: office }]);
+    let stranger: std::net::IpAddr = "203.0.113.9".parse().unwrap();
+    let (out, status) =
+        register_outputs_relayed(&mut h, "1000", DOMAIN, Some("pw1000"), Some(stranger));
+    assert_eq!(
+        status,
+        Some(403),
+        "another network is not, whatever the proxy's"
+    );
+    assert_eq!(out, vec![Output::Authenticated { source: stranger }]);
+    let (out, _) = register_outputs_relayed(&mut h, "1000", DOMAIN, Some("wrong"), Some(stranger));
+    assert!(
+        matches!(out.as_slice(), [Output::AuthFailure { source, .. }] if *source == stranger),
+        "{out:?}"
+    );
+    let (_, status) = register_outputs(&mut h, "1000", DOMAIN, Some("pw1000"));
+    assert_eq!(status, Some(403), "straight from 127.0.0.1: not the office");
+}
+
 /// A disabled extension's right password gets 403 and is no failure (its
 /// phone retrying must not get the address banned); a wrong one is a failure.
 /// The same for a suspended tenant.
 #[test]
 fn suspended_extensions_and_tenants_are_refused_without_failures() {
-    let source: SocketAddr = "127.0.0.1:7100".parse().unwrap();
+    let source: std::net::IpAddr = "127.0.0.1".parse().unwrap();
     let mut dir = directory();
     dir.extensions[0].enabled = false;
     let mut h = Harness::with_directory(CoreConfig::default(), dir.clone());

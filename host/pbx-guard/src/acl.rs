@@ -96,7 +96,7 @@ pub fn parse_net(input: &str) -> Result<IpNet> {
 }
 
 /// Whether any of `nets` contains `ip` (IPv4-mapped IPv6 addresses count as IPv4).
-pub(crate) fn contains_any(nets: &[IpNet], ip: IpAddr) -> bool {
+pub fn contains_any(nets: &[IpNet], ip: IpAddr) -> bool {
     let ip = ip.to_canonical();
     nets.iter().any(|n| n.contains(&ip))
 }

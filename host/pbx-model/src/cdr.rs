@@ -23,6 +23,9 @@ pub enum Disposition {
     Cancelled,
     /// Refused or failed (unknown extension, unregistered callee, error).
     Failed,
+    /// Answered, and its node stopped (crashed or lost the database) before
+    /// the call ended; the record ends at the node's last heartbeat.
+    Dropped,
 }
 
 impl Disposition {
@@ -33,6 +36,7 @@ impl Disposition {
             Disposition::NoAnswer => "no-answer",
             Disposition::Cancelled => "cancelled",
             Disposition::Failed => "failed",
+            Disposition::Dropped => "dropped",
         }
     }
 
@@ -43,6 +47,7 @@ impl Disposition {
             "no-answer" => Disposition::NoAnswer,
             "cancelled" => Disposition::Cancelled,
             "failed" => Disposition::Failed,
+            "dropped" => Disposition::Dropped,
             _ => return None,
         })
     }

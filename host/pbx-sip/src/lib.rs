@@ -61,7 +61,7 @@ pub mod uri;
 pub use error::{Error, Result};
 pub use message::{parse, peek_call_id, peek_header};
 pub use params::{CSeq, NameAddr, Via};
-pub use peek::RequestPeek;
+pub use peek::{RequestPeek, relayed_from};
 pub use reply::{error_response, error_response_with};
 pub use rsip;
 pub use uri::SipUri;

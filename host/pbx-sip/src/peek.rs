@@ -4,8 +4,55 @@
 //! The To value is read with the same grammar as everything else
 //! ([`NameAddr`], [`crate::SipUri`]).
 
-use crate::NameAddr;
+use std::net::IpAddr;
+
 use crate::message::peek_header;
+use crate::{NameAddr, Via, scan};
+
+/// Most Via values looked at for [`relayed_from`].
+const MAX_VIAS: usize = 2;
+
+/// The address a proxy received a request from: the `received` address of
+/// the Via below the top one (RFC 3261 §18.2.1), else that Via's sent-by
+/// when it is an IP address. `None` for a request with a single Via (it came
+/// straight from its client), for responses and for unreadable bytes. Only
+/// meaningful when the top Via is a proxy the host trusts to fill in
+/// `received` (the cluster's front): a client can write any Via of its own.
+pub fn relayed_from(bytes: &[u8]) -> Option<IpAddr> {
+    RequestPeek::of(bytes)?;
+    let start = scan::leading_crlf(bytes);
+    let mut lines = bytes
+        .get(start..)?
+        .split(|&b| b == b'\n')
+        .map(scan::strip_cr);
+    lines.next()?;
+    let mut seen = 0;
+    for line in lines {
+        if line.is_empty() {
+            return None;
+        }
+        let Some(colon) = memchr::memchr(b':', line) else {
+            continue;
+        };
+        if !scan::name_is(scan::trim(&line[..colon]), "Via", Some(b'v')) {
+            continue;
+        }
+        let value = std::str::from_utf8(&line[colon + 1..]).ok()?;
+        // One header may carry several Via values, comma-separated.
+        for one in value.split(',') {
+            seen += 1;
+            if seen == MAX_VIAS {
+                let via = Via::parse(one)?;
+                if let Some(ip) = via.received().and_then(|r| r.trim().parse().ok()) {
+                    return Some(ip);
+                }
+                let (host, _) = via.host_port()?;
+                return host.parse().ok();
+            }
+        }
+    }
+    None
+}
 
 /// A request's method, User-Agent and To, read before any parse.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +115,55 @@ impl<'a> RequestPeek<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_client_behind_a_proxy_is_read_from_the_second_via() {
+        let req = |vias: &str| {
+            format!(
+                "INVITE sip:1001@acme.example SIP/2.0\r\n{vias}To: <sip:1001@acme.example>\r\n\
+                 Call-ID: x\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+            )
+        };
+        let front = "Via: SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bKfront\r\n";
+        let relayed = |vias: &str| relayed_from(req(vias).as_bytes());
+        // Straight from the client: nothing relayed.
+        assert_eq!(
+            relayed("Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKa\r\n"),
+            None
+        );
+        // The proxy's received wins over what the client wrote.
+        assert_eq!(
+            relayed(&format!(
+                "{front}Via: SIP/2.0/UDP 10.1.1.1:5060;branch=z9hG4bKa;rport=4000;received=198.51.100.7\r\n"
+            )),
+            Some("198.51.100.7".parse().unwrap())
+        );
+        // Without received, the sent-by address; a host name is no address.
+        assert_eq!(
+            relayed(&format!(
+                "{front}v: SIP/2.0/TCP [2001:db8::5]:5060;branch=z9hG4bKa\r\n"
+            )),
+            Some("2001:db8::5".parse().unwrap())
+        );
+        assert_eq!(
+            relayed(&format!(
+                "{front}Via: SIP/2.0/UDP phone.example;branch=z9hG4bKa\r\n"
+            )),
+            None
+        );
+        // Both values in one header.
+        assert_eq!(
+            relayed(
+                "Via: SIP/2.0/UDP 10.0.0.2;branch=z9hG4bKf, SIP/2.0/UDP 203.0.113.9;branch=z9hG4bKa\r\n"
+            ),
+            Some("203.0.113.9".parse().unwrap())
+        );
+        // Responses are never attributed.
+        assert_eq!(
+            relayed_from(b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP a;branch=1\r\nVia: SIP/2.0/UDP 1.2.3.4;branch=2\r\n\r\n"),
+            None
+        );
+    }
 
     /// A request with `method` and `to`, and a User-Agent `X` when `agent`.
     fn request(method: &str, to: &str, agent: bool) -> Vec<u8> {

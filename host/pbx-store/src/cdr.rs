@@ -5,8 +5,8 @@
 
 use crate::sql::QueryBuilder;
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
 use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
 
 use crate::{Cdr, CdrMedia, Disposition, Error, LegMedia, Result, Store, TenantId};
 
@@ -63,35 +63,7 @@ impl Store {
             return Ok(());
         }
         let mut tx = self.write_tx().await?;
-        for chunk in cdrs.chunks(CHUNK) {
-            let mut q = QueryBuilder::new(INSERT);
-            q.push_values(chunk, |mut row, c| {
-                row.push_bind(c.tenant.0)
-                    .push_bind(c.caller.as_str())
-                    .push_bind(c.callee.as_str())
-                    .push_bind(c.started_at_ms)
-                    .push_bind(c.answered_at_ms)
-                    .push_bind(c.ended_at_ms)
-                    .push_bind(c.disposition.as_str())
-                    .push_bind(i64::from(c.sip_code))
-                    .push_bind(c.hangup_by.as_str())
-                    .push_bind(c.caller_call_id.as_str())
-                    .push_bind(c.callee_call_id.as_str());
-                for leg in [&c.media.caller, &c.media.callee] {
-                    row.push_bind(count(leg.packets_in))
-                        .push_bind(count(leg.bytes_in))
-                        .push_bind(count(leg.packets_out))
-                        .push_bind(count(leg.bytes_out))
-                        .push_bind(count(leg.srtp_auth_failures))
-                        .push_bind(count(leg.packets_lost));
-                }
-                row.push_bind(serde_json::to_string(&c.tags).unwrap_or_else(|_| "[]".into()));
-            });
-            q.build()?
-                .persistent(chunk.len() == CHUNK)
-                .execute(&mut *tx)
-                .await?;
-        }
+        insert_in(&mut tx, cdrs).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -125,6 +97,40 @@ impl Store {
         let rows = q.build()?.fetch_all(&self.pool).await?;
         rows.iter().map(from_row).collect()
     }
+}
+
+/// Writes `cdrs` inside `tx`, a few hundred per statement.
+pub(crate) async fn insert_in(tx: &mut Transaction<'static, Any>, cdrs: &[Cdr]) -> Result<()> {
+    for chunk in cdrs.chunks(CHUNK) {
+        let mut q = QueryBuilder::new(INSERT);
+        q.push_values(chunk, |mut row, c| {
+            row.push_bind(c.tenant.0)
+                .push_bind(c.caller.as_str())
+                .push_bind(c.callee.as_str())
+                .push_bind(c.started_at_ms)
+                .push_bind(c.answered_at_ms)
+                .push_bind(c.ended_at_ms)
+                .push_bind(c.disposition.as_str())
+                .push_bind(i64::from(c.sip_code))
+                .push_bind(c.hangup_by.as_str())
+                .push_bind(c.caller_call_id.as_str())
+                .push_bind(c.callee_call_id.as_str());
+            for leg in [&c.media.caller, &c.media.callee] {
+                row.push_bind(count(leg.packets_in))
+                    .push_bind(count(leg.bytes_in))
+                    .push_bind(count(leg.packets_out))
+                    .push_bind(count(leg.bytes_out))
+                    .push_bind(count(leg.srtp_auth_failures))
+                    .push_bind(count(leg.packets_lost));
+            }
+            row.push_bind(serde_json::to_string(&c.tags).unwrap_or_else(|_| "[]".into()));
+        });
+        q.build()?
+            .persistent(chunk.len() == CHUNK)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Reads one record from a row holding [`COLUMNS`].

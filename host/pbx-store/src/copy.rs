@@ -16,6 +16,7 @@ const TABLES: &[&str] = &[
     "extensions",
     "registrations",
     "cdrs",
+    "cluster_calls",
     "plugin_blobs",
     "dialplan_versions",
     "dialplan_active",
@@ -46,6 +47,16 @@ const TABLES: &[&str] = &[
     "call_recordings",
     "login_networks",
 ];
+
+/// Single rows the migrations create, carried over by update.
+const SINGLE_ROWS: &[&str] = &["directory_generation", "audit_head"];
+
+/// Tables a copy leaves behind, and why.
+pub const NOT_COPIED: &[(&str, &str)] = &[(
+    "cluster_nodes",
+    "each node writes its own row on the new database; the old rows \
+     describe the old database's nodes",
+)];
 
 /// Tables whose ids come from a sequence on PostgreSQL (AUTOINCREMENT or a
 /// rowid on SQLite): the sequence restarts above every id ever handed out.
@@ -138,10 +149,10 @@ impl Store {
                 .tables
                 .push((table.to_string(), u64::try_from(rows.len()).unwrap_or(0)));
         }
-        for (table, columns) in [
-            ("directory_generation", "value"),
-            ("audit_head", "last_id, hash, keyed_after"),
-        ] {
+        for (table, columns) in SINGLE_ROWS
+            .iter()
+            .zip(["value", "last_id, hash, keyed_after"])
+        {
             let row = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "SELECT {columns} FROM {table} WHERE id = 1"
             )))
@@ -266,6 +277,40 @@ async fn restore_password_age(
 mod tests {
     use super::*;
     use crate::{Cdr, CdrFilter, TenantStatus};
+
+    /// Every table is copied, carried over as a single row, or left behind
+    /// for a reason.
+    #[tokio::test]
+    async fn every_table_is_copied_or_left_for_a_reason() {
+        let store = Store::open_in_memory().await.expect("open");
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'table' \
+             AND name NOT LIKE 'sqlite_%' AND name <> '_sqlx_migrations'",
+        )
+        .fetch_all(&store.pool)
+        .await
+        .expect("tables");
+        for table in &tables {
+            let copied = TABLES.contains(&table.as_str());
+            let single = SINGLE_ROWS.contains(&table.as_str());
+            let left = NOT_COPIED.iter().any(|(t, _)| t == table);
+            assert_eq!(
+                u8::from(copied) + u8::from(single) + u8::from(left),
+                1,
+                "{table} must be copied, a single row or left for a reason"
+            );
+        }
+        for listed in TABLES
+            .iter()
+            .chain(SINGLE_ROWS)
+            .chain(NOT_COPIED.iter().map(|(t, _)| t))
+        {
+            assert!(
+                tables.iter().any(|t| t == listed),
+                "{listed} is not a table"
+            );
+        }
+    }
 
     #[tokio::test]
     async fn a_sqlite_store_moves_whole_to_postgres() {

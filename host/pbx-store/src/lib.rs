@@ -14,7 +14,8 @@
 //!   PostgreSQL), flags are 0/1 integers bound as `i64::from(flag)` and read with
 //!   `rows::flag`, and aggregates that PostgreSQL widens (`SUM`) are cast back
 //!   to BIGINT. Where a statement must differ it matches on [`Backend`] in one
-//!   place ([`Store::snapshot_into`] is SQLite-only).
+//!   place ([`Store::snapshot_into`] is SQLite-only; backups of PostgreSQL
+//!   run `pg_dump` on [`Store::postgres_url`]).
 //! - Write transactions run one at a time on both: SQLite's `BEGIN IMMEDIATE`,
 //!   and on PostgreSQL a transaction-scoped advisory lock taken first.
 //! - Every row owned by a tenant carries `tenant_id`, and every method that reads
@@ -64,7 +65,7 @@ mod cdr;
 mod cdr_export;
 mod checks;
 mod copy;
-pub use copy::CopyReport;
+pub use copy::{CopyReport, NOT_COPIED};
 mod error;
 mod extension;
 mod forwarding;
@@ -73,6 +74,11 @@ mod limits;
 mod media_policy;
 mod notify;
 pub use notify::{Change, Changes};
+mod node;
+pub use node::{
+    ClusterNode, DEAD_AFTER_MS, DROPPED_BY, EndedCall, HEARTBEAT_MS, NodeHeartbeat, NodeState,
+    call_key as cluster_call_key,
+};
 mod plugin;
 mod policy_config;
 mod prompt;
@@ -370,10 +376,37 @@ impl Store {
         })
     }
 
+    /// The PostgreSQL URL this store connected with (`None` on SQLite), for
+    /// the server's own tools (`pg_dump` in backups). It may hold a password:
+    /// never log it or show it in an error.
+    pub fn postgres_url(&self) -> Option<&str> {
+        self.url.as_deref()
+    }
+
+    /// The tables of the PostgreSQL database at `url`, in the schema a
+    /// connection there uses (normally `public`), sorted by name: a database
+    /// to restore a backup into must have none. Applies no migrations.
+    pub async fn postgres_tables(url: &str) -> Result<Vec<String>> {
+        use sqlx::Connection as _;
+        if backend_of(url)? != Backend::Postgres {
+            return Err(Error::Invalid("not a postgres:// URL".into()));
+        }
+        let mut conn = sqlx::postgres::PgConnection::connect(url).await?;
+        let tables = sqlx::query_scalar(
+            "SELECT CAST(tablename AS TEXT) FROM pg_catalog.pg_tables \
+             WHERE schemaname = current_schema() ORDER BY 1",
+        )
+        .fetch_all(&mut conn)
+        .await?;
+        conn.close().await?;
+        Ok(tables)
+    }
+
     /// Writes a consistent copy of the whole database to `path` (a new file),
     /// while the store stays in use: SQLite's `VACUUM INTO` reads one
     /// snapshot of the database and writes it compacted. On PostgreSQL this is
-    /// [`Error::Invalid`]: back it up with the server's own tools (`pg_dump`).
+    /// [`Error::Invalid`]: backups dump it with `pg_dump` instead
+    /// ([`Store::postgres_url`]).
     pub async fn snapshot_into(&self, path: &Path) -> Result<()> {
         if self.backend != Backend::Sqlite {
             return Err(Error::Invalid(
@@ -533,6 +566,31 @@ mod tests {
         let mode = std::fs::metadata(&data).expect("meta").permissions().mode();
         assert_eq!(mode & 0o777, 0o700);
         store.close().await;
+    }
+
+    #[tokio::test]
+    async fn postgres_tables_sees_a_migrated_database() {
+        crate::testdb::on(Backend::Postgres, async {
+            let url = crate::testdb::fresh_database().await;
+            assert_eq!(
+                Store::postgres_tables(&url).await.expect("tables"),
+                Vec::<String>::new()
+            );
+            let store = Store::connect_ephemeral(&url).await.expect("connect");
+            assert_eq!(store.postgres_url(), Some(url.as_str()));
+            let tables = Store::postgres_tables(&url).await.expect("tables");
+            for table in ["_sqlx_migrations", "tenants", "cdrs"] {
+                assert!(tables.iter().any(|t| t == table), "{table}: {tables:?}");
+            }
+            assert!(Store::postgres_tables("sqlite::memory:").await.is_err());
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_has_no_postgres_url() {
+        let store = Store::open_in_memory().await.expect("open");
+        assert_eq!(store.postgres_url(), None);
     }
 
     backend_test! {

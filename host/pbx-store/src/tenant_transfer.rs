@@ -412,6 +412,10 @@ pub const STAYS: &[(&str, &str)] = &[
     ("tenant_media_keys", "the tenant gets a new audio key"),
     ("policies", "the provider's own policies, decided per PBX"),
     ("policy_config", "the provider's settings, decided per PBX"),
+    (
+        "cluster_calls",
+        "calls in progress on the old PBX's nodes, recorded there",
+    ),
 ];
 
 fn spec(name: &str) -> Option<(usize, &'static Table)> {

@@ -2,23 +2,32 @@
 //! restore`, and the scheduled backups of `[backup]`.
 //!
 //! An archive is an age file (passphrase through scrypt, or X25519 recipients)
-//! holding a tar stream: a consistent snapshot of the database (`VACUUM INTO`
-//! while the server runs), every other file of the data directory (the secret
-//! key that tenant audio and trunk passwords are encrypted under, the API
-//! signing keys, tenant prompts and voicemail), and last `MANIFEST.json`,
-//! the SHA-256 and length of each. The compiled-plugin cache is left out (it
+//! holding a tar stream: a consistent copy of the database, every other file
+//! of the data directory (the secret key that tenant audio and trunk
+//! passwords are encrypted under, the API signing keys, tenant prompts and
+//! voicemail), and last `MANIFEST.json`, the SHA-256 and length of each and
+//! which database the copy is of. The compiled-plugin cache is left out (it
 //! is rebuilt from the plugins in the database), and so are the live database
-//! files, which the snapshot replaces.
+//! files, which the copy replaces.
+//!
+//! The copy of an SQLite database is `pbx.db`, a snapshot (`VACUUM INTO`
+//! while the server runs); of a PostgreSQL database, `pbx.pgdump`, written by
+//! `pg_dump --format=custom` (one consistent snapshot too). Either is first
+//! written to a private temporary directory next to the archive, since a tar
+//! entry's length comes before its bytes, and then streamed into the archive.
 //!
 //! Verifying decrypts the whole archive (age authenticates every chunk) and
 //! checks each file against the manifest, writing nothing. Restoring does the
 //! same into a new, empty directory, private to its owner, and removes what
-//! it wrote when anything fails.
+//! it wrote when anything fails; a PostgreSQL dump is then loaded with
+//! `pg_restore` into an empty database when one is named
+//! ([`restore_with_database`]), or left in the directory for the operator.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Component, Path, PathBuf};
+use std::process::{Command, Stdio};
 
 pub use age::secrecy::SecretString;
 use serde::{Deserialize, Serialize};
@@ -29,8 +38,19 @@ use store::Store;
 pub const FORMAT: &str = "pbx-backup/1";
 const MANIFEST: &str = "MANIFEST.json";
 /// Data directory entries never archived: the live database (replaced by its
-/// snapshot) and the compiled-plugin cache.
-const SKIPPED: [&str; 4] = ["pbx.db", "pbx.db-wal", "pbx.db-shm", "plugin-cache"];
+/// snapshot), a dump left by an earlier restore (replaced by a new one) and
+/// the compiled-plugin cache.
+const SKIPPED: [&str; 5] = [
+    SQLITE_FILE,
+    "pbx.db-wal",
+    "pbx.db-shm",
+    PG_DUMP_FILE,
+    "plugin-cache",
+];
+/// The archive's copy of an SQLite database.
+const SQLITE_FILE: &str = "pbx.db";
+/// The archive's copy of a PostgreSQL database (`pg_dump --format=custom`).
+pub const PG_DUMP_FILE: &str = "pbx.pgdump";
 /// Most files and bytes one archive may unpack (a bound on what a hostile
 /// archive makes a restore write).
 const MAX_FILES: usize = 10_000_000;
@@ -50,6 +70,18 @@ pub enum BackupError {
     Damaged(String),
     #[error("{0}")]
     Invalid(String),
+    #[error(
+        "{0} is not installed (not on PATH nor in /usr/lib/postgresql/*/bin): \
+         install PostgreSQL's client programs (Debian: postgresql-client)"
+    )]
+    NotInstalled(&'static str),
+    /// `pg_dump` or `pg_restore` could not run or failed; `detail` is what it
+    /// said on standard error.
+    #[error("{program} failed: {detail}")]
+    Tool {
+        program: &'static str,
+        detail: String,
+    },
 }
 
 type Result<T> = std::result::Result<T, BackupError>;
@@ -118,12 +150,36 @@ pub struct FileEntry {
     pub sha256: String,
 }
 
+/// Which database an archive holds a copy of.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DatabaseKind {
+    /// An SQLite snapshot, `pbx.db` (what archives without the field hold).
+    #[default]
+    Sqlite,
+    /// A PostgreSQL dump in `pg_dump`'s custom format, `pbx.pgdump`.
+    Postgres,
+}
+
+impl DatabaseKind {
+    /// The archive path of the database copy.
+    pub fn file(self) -> &'static str {
+        match self {
+            DatabaseKind::Sqlite => SQLITE_FILE,
+            DatabaseKind::Postgres => PG_DUMP_FILE,
+        }
+    }
+}
+
 /// The last entry of an archive.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
     pub format: String,
     pub pbx_version: String,
     pub created_at_ms: i64,
+    /// What the database copy is; older archives, without it, are SQLite.
+    #[serde(default)]
+    pub database: DatabaseKind,
     pub files: Vec<FileEntry>,
 }
 
@@ -135,7 +191,8 @@ impl Manifest {
 }
 
 /// Writes an encrypted backup of `data_dir` (whose database `store` is) to
-/// `out`, which must not exist yet. Safe while the server runs.
+/// `out`, which must not exist yet. Safe while the server runs. On
+/// PostgreSQL the database is dumped with `pg_dump`, which must be installed.
 pub async fn create(store: &Store, data_dir: &Path, out: &Path, seal: Seal) -> Result<Manifest> {
     if out.exists() {
         return Err(BackupError::Invalid(format!(
@@ -150,12 +207,24 @@ pub async fn create(store: &Store, data_dir: &Path, out: &Path, seal: Seal) -> R
     let work = tempfile::Builder::new()
         .prefix(".pbx-backup-")
         .tempdir_in(parent)?;
-    let snapshot = work.path().join("pbx.db");
-    store.snapshot_into(&snapshot).await?;
+    let kind = match store.backend() {
+        store::Backend::Sqlite => DatabaseKind::Sqlite,
+        store::Backend::Postgres => DatabaseKind::Postgres,
+    };
+    let snapshot = work.path().join(kind.file());
+    match (kind, store.postgres_url()) {
+        (DatabaseKind::Postgres, Some(url)) => {
+            let (url, dump) = (url.to_string(), snapshot.clone());
+            tokio::task::spawn_blocking(move || pg_dump(&url, &dump))
+                .await
+                .map_err(|e| BackupError::Io(io::Error::other(e)))??;
+        }
+        _ => store.snapshot_into(&snapshot).await?,
+    }
     let (data_dir, out) = (data_dir.to_path_buf(), out.to_path_buf());
     let partial = work.path().join("archive.age");
     let manifest = tokio::task::spawn_blocking(move || {
-        let manifest = write_archive(&data_dir, &snapshot, &partial, seal)?;
+        let manifest = write_archive(&data_dir, kind, &snapshot, &partial, seal)?;
         // Only a complete archive takes the name asked for.
         std::fs::rename(&partial, &out)?;
         Ok::<_, BackupError>(manifest)
@@ -166,11 +235,15 @@ pub async fn create(store: &Store, data_dir: &Path, out: &Path, seal: Seal) -> R
     Ok(manifest)
 }
 
-/// The files of `data_dir` a backup holds, by archive path (the snapshot in
-/// place of the live database).
-fn files_of(data_dir: &Path, snapshot: &Path) -> Result<BTreeMap<String, PathBuf>> {
+/// The files of `data_dir` a backup holds, by archive path (the database
+/// copy `snapshot`, of `kind`, in place of the live database).
+fn files_of(
+    data_dir: &Path,
+    kind: DatabaseKind,
+    snapshot: &Path,
+) -> Result<BTreeMap<String, PathBuf>> {
     let mut files = BTreeMap::new();
-    files.insert("pbx.db".to_string(), snapshot.to_path_buf());
+    files.insert(kind.file().to_string(), snapshot.to_path_buf());
     let mut dirs = vec![(data_dir.to_path_buf(), String::new())];
     while let Some((dir, prefix)) = dirs.pop() {
         for entry in std::fs::read_dir(&dir)? {
@@ -193,15 +266,22 @@ fn files_of(data_dir: &Path, snapshot: &Path) -> Result<BTreeMap<String, PathBuf
     Ok(files)
 }
 
-fn write_archive(data_dir: &Path, snapshot: &Path, out: &Path, seal: Seal) -> Result<Manifest> {
+fn write_archive(
+    data_dir: &Path,
+    kind: DatabaseKind,
+    snapshot: &Path,
+    out: &Path,
+    seal: Seal,
+) -> Result<Manifest> {
     let mut tar = tar::Builder::new(sealed_file(out, seal)?);
     let mut manifest = Manifest {
         format: FORMAT.into(),
         pbx_version: env!("CARGO_PKG_VERSION").into(),
         created_at_ms: now_ms(),
+        database: kind,
         files: Vec::new(),
     };
-    for (name, path) in files_of(data_dir, snapshot)? {
+    for (name, path) in files_of(data_dir, kind, snapshot)? {
         // A file that vanished since the listing (a message deleted) is
         // simply not in this backup. Files stream through: a large
         // database is never held in memory.
@@ -316,19 +396,243 @@ pub fn restore(archive: &Path, unseal: &Unseal, target: &Path) -> Result<Manifes
     }
     private_dir(target)?;
     let restored = read_archive(archive, unseal, Some(target));
-    if restored.is_err()
-        && let Ok(entries) = std::fs::read_dir(target)
-    {
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let _ = if path.is_dir() {
-                std::fs::remove_dir_all(&path)
-            } else {
-                std::fs::remove_file(&path)
-            };
-        }
+    if restored.is_err() {
+        clear_dir(target);
     }
     restored
+}
+
+/// Removes everything inside `dir` (what a failed restore wrote), leaving
+/// the directory itself.
+fn clear_dir(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let _ = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+    }
+}
+
+/// [`restore`], and for an archive of a PostgreSQL database, its dump loaded
+/// into `database` (a `postgres://` URL) when given: `pg_restore` in one
+/// transaction into a database that must hold no tables yet (an existing
+/// database is never written over). The dump is removed from `target` once
+/// loaded; without `database` it stays there as [`PG_DUMP_FILE`]
+/// ([`pg_restore_hint`] says how to load it). When loading fails or is
+/// refused, nothing is left in `target` and the database is as it was.
+/// `database` is not used for an archive of an SQLite database.
+pub async fn restore_with_database(
+    archive: &Path,
+    unseal: Unseal,
+    target: &Path,
+    database: Option<&str>,
+) -> Result<Manifest> {
+    let (archive, dir) = (archive.to_path_buf(), target.to_path_buf());
+    let manifest = tokio::task::spawn_blocking(move || restore(&archive, &unseal, &dir))
+        .await
+        .map_err(|e| BackupError::Io(io::Error::other(e)))??;
+    let (DatabaseKind::Postgres, Some(url)) = (manifest.database, database) else {
+        return Ok(manifest);
+    };
+    let loaded = load_dump(url, &target.join(PG_DUMP_FILE)).await;
+    if loaded.is_err() {
+        clear_dir(target);
+    }
+    loaded.map(|()| manifest)
+}
+
+/// Loads the restored dump `dump` into the PostgreSQL database at `url`,
+/// which must hold no tables, and removes it.
+async fn load_dump(url: &str, dump: &Path) -> Result<()> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(BackupError::Invalid(
+            "the archive holds a PostgreSQL database: --database must be a postgres:// URL".into(),
+        ));
+    }
+    find_program("pg_restore")?;
+    let tables = Store::postgres_tables(url).await.map_err(|e| {
+        BackupError::Invalid(format!("cannot read the database to restore into: {e}"))
+    })?;
+    if !tables.is_empty() {
+        return Err(BackupError::Invalid(format!(
+            "the database to restore into is not empty (it has the tables {}): \
+             restore into a new, empty database",
+            tables.join(", ")
+        )));
+    }
+    let (url, dump) = (url.to_string(), dump.to_path_buf());
+    tokio::task::spawn_blocking(move || {
+        pg_restore(&url, &dump)?;
+        std::fs::remove_file(&dump)?;
+        Ok(())
+    })
+    .await
+    .map_err(|e| BackupError::Io(io::Error::other(e)))?
+}
+
+/// The command that loads the dump a restore left at `dump` into an empty
+/// database (`URL` standing for it), as a shell line.
+pub fn pg_restore_hint(dump: &Path) -> String {
+    format!(
+        "pg_restore {} -d URL {}",
+        PG_RESTORE_ARGS.join(" "),
+        shell_word(&dump.display().to_string())
+    )
+}
+
+/// `text` as one word of a shell line: as it is when plain, else in single
+/// quotes.
+fn shell_word(text: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+=:,@%".contains(c);
+    if !text.is_empty() && text.chars().all(plain) {
+        text.to_string()
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
+    }
+}
+
+/// How `pg_dump` writes a backup's copy: its custom format (compressed, and
+/// what `pg_restore` reads), without ownership or grants, so it loads into a
+/// database of any other owner.
+const PG_DUMP_ARGS: [&str; 3] = ["--format=custom", "--no-owner", "--no-privileges"];
+/// How a dump is loaded: as the connecting user, all of it in one
+/// transaction, stopping at the first error.
+const PG_RESTORE_ARGS: [&str; 4] = [
+    "--no-owner",
+    "--no-privileges",
+    "--exit-on-error",
+    "--single-transaction",
+];
+
+/// Dumps the PostgreSQL database at `url` into the new file `dump`.
+fn pg_dump(url: &str, dump: &Path) -> Result<()> {
+    let mut command = Command::new(find_program("pg_dump")?);
+    command.args(PG_DUMP_ARGS).arg("--file").arg(dump);
+    run_tool("pg_dump", command, url)
+}
+
+/// Loads the dump `dump` into the PostgreSQL database at `url`.
+fn pg_restore(url: &str, dump: &Path) -> Result<()> {
+    let mut command = Command::new(find_program("pg_restore")?);
+    command.args(PG_RESTORE_ARGS).arg(dump);
+    run_tool("pg_restore", command, url)
+}
+
+/// Runs `command` (`program`, a PostgreSQL client) against the database at
+/// `url`: the URL without its password as `--dbname`, the password in
+/// `PGPASSWORD`, so that it is neither in the process list nor in what the
+/// program prints. An exit other than success is [`BackupError::Tool`] with
+/// what the program wrote on standard error.
+fn run_tool(program: &'static str, mut command: Command, url: &str) -> Result<()> {
+    let (url, password) = split_password(url);
+    command
+        .arg("--dbname")
+        .arg(&url)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if let Some(password) = &password {
+        command.env("PGPASSWORD", password);
+    }
+    let output = command.output().map_err(|e| BackupError::Tool {
+        program,
+        detail: e.to_string(),
+    })?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let mut detail = String::from_utf8_lossy(&output.stderr).trim().to_string();
+    if let Some(password) = password.filter(|p| !p.is_empty()) {
+        detail = detail.replace(&password, "***");
+    }
+    if detail.len() > MAX_TOOL_ERROR {
+        detail.truncate(detail.floor_char_boundary(MAX_TOOL_ERROR));
+        detail.push_str(" …");
+    }
+    if detail.is_empty() {
+        detail = output.status.to_string();
+    }
+    Err(BackupError::Tool { program, detail })
+}
+
+/// The most of a tool's standard error an error carries.
+const MAX_TOOL_ERROR: usize = 4096;
+
+/// `url` without the password of its user part, and the password
+/// (percent-decoded), if it had one.
+fn split_password(url: &str) -> (String, Option<String>) {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return (url.to_string(), None);
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let Some((user_info, host)) = authority.rsplit_once('@') else {
+        return (url.to_string(), None);
+    };
+    let Some((user, password)) = user_info.split_once(':') else {
+        return (url.to_string(), None);
+    };
+    (
+        format!("{scheme}://{user}@{host}{tail}"),
+        Some(percent_decode(password)),
+    )
+}
+
+/// `%XX` escapes of `text` decoded (others kept as they are).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| text.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Where the PostgreSQL client `name` is: the first on `PATH`, else in the
+/// newest `/usr/lib/postgresql/<version>/bin` (Debian's layout, where `PATH`
+/// may hold only the wrappers of some programs).
+pub fn find_program(name: &'static str) -> Result<PathBuf> {
+    let on_path = std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file());
+    let versioned = || {
+        let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .filter_map(|e| {
+                let e = e.ok()?;
+                let version = e.file_name().to_str()?.parse::<u32>().ok()?;
+                let program = e.path().join("bin").join(name);
+                program.is_file().then_some((version, program))
+            })
+            .collect();
+        found.sort();
+        found.pop().map(|(_, program)| program)
+    };
+    on_path
+        .or_else(versioned)
+        .ok_or(BackupError::NotInstalled(name))
 }
 
 /// Decrypts and reads `archive`, writing its files under `target` when
@@ -411,7 +715,7 @@ fn read_archive(archive: &Path, unseal: &Unseal, target: Option<&Path>) -> Resul
             "files differ from the manifest: {differ:?}"
         )));
     }
-    if !seen.contains_key("pbx.db") {
+    if !seen.contains_key(manifest.database.file()) {
         return Err(BackupError::Damaged("no database in the archive".into()));
     }
     Ok(manifest)
@@ -582,6 +886,7 @@ mod tests {
         )
         .await
         .unwrap();
+        assert_eq!(made.database, DatabaseKind::Sqlite);
         let names: Vec<&str> = made.files.iter().map(|f| f.path.as_str()).collect();
         assert!(
             names.contains(&"pbx.db") && names.contains(&"secret.key"),
@@ -677,6 +982,252 @@ mod tests {
         assert_eq!(left, made[1..].to_vec(), "the oldest is gone");
         let unseal = Unseal::identities(&secret_text(&key)).unwrap();
         verify(&made[2], &unseal).unwrap();
+    }
+
+    /// Runs `test` on the private PostgreSQL server of `store::testdb` when
+    /// PostgreSQL and its client programs are installed; else prints why and
+    /// returns, or panics when `PBX_REQUIRE_TOOLS=1`.
+    async fn on_postgres<F: std::future::Future<Output = ()>>(test: F) {
+        if find_program("pg_dump").is_err() || find_program("pg_restore").is_err() {
+            let required = std::env::var("PBX_REQUIRE_TOOLS").is_ok_and(|v| v == "1");
+            assert!(
+                !required,
+                "pg_dump/pg_restore are not installed and PBX_REQUIRE_TOOLS=1"
+            );
+            eprintln!("skipped on PostgreSQL: pg_dump/pg_restore not found");
+            return;
+        }
+        store::testdb::on(store::Backend::Postgres, test).await
+    }
+
+    fn cdr(tenant: store::TenantId) -> store::Cdr {
+        store::Cdr {
+            tenant,
+            caller: "1000".into(),
+            callee: "1001".into(),
+            started_at_ms: 1_000,
+            answered_at_ms: Some(1_500),
+            ended_at_ms: 9_000,
+            disposition: store::Disposition::Answered,
+            sip_code: 200,
+            hangup_by: "caller".into(),
+            caller_call_id: "call-1".into(),
+            callee_call_id: "call-2".into(),
+            media: store::CdrMedia::default(),
+            tags: Vec::new(),
+        }
+    }
+
+    /// The URL of database `name` on the server of `url` (a test server URL,
+    /// `postgres://pbx@localhost/DB?host=DIR`).
+    fn database_named(url: &str, name: &str) -> String {
+        let (head, rest) = url.split_once("localhost/").expect("a test URL");
+        let (_, query) = rest.split_once('?').expect("a test URL");
+        format!("{head}localhost/{name}?{query}")
+    }
+
+    #[tokio::test]
+    async fn a_postgres_database_is_dumped_verified_and_restored() {
+        on_postgres(async {
+            let dir = tempfile::tempdir().unwrap();
+            let store = store::testdb::store_in(dir.path()).await.unwrap();
+            let t = store.add_tenant("acme", "acme.example").await.unwrap();
+            store
+                .add_extension(t.id, "1000", "pw-1000-long")
+                .await
+                .unwrap();
+            store.insert_cdrs(&[cdr(t.id)]).await.unwrap();
+            let out_dir = tempfile::tempdir().unwrap();
+            let out = out_dir.path().join("b.age");
+            let unseal = || Unseal::Passphrase(pass("pg words"));
+            let made = create(&store, dir.path(), &out, Seal::Passphrase(pass("pg words")))
+                .await
+                .unwrap();
+            assert_eq!(made.database, DatabaseKind::Postgres);
+            let names: Vec<&str> = made.files.iter().map(|f| f.path.as_str()).collect();
+            assert!(
+                names.contains(&PG_DUMP_FILE) && names.contains(&"secret.key"),
+                "{names:?}"
+            );
+            assert!(!names.contains(&"pbx.db"), "{names:?}");
+            // Only the archive is left next to it.
+            assert_eq!(std::fs::read_dir(out_dir.path()).unwrap().count(), 1);
+            assert_eq!(verify(&out, &unseal()).unwrap(), made);
+
+            // A database that has tables is never restored into.
+            let used = store.postgres_url().unwrap().to_string();
+            let refused = out_dir.path().join("refused");
+            let e = restore_with_database(&out, unseal(), &refused, Some(&used))
+                .await
+                .unwrap_err();
+            assert!(e.to_string().contains("not empty"), "{e}");
+            assert_eq!(std::fs::read_dir(&refused).unwrap().count(), 0);
+            assert_eq!(store.directory().await.unwrap().extensions.len(), 1);
+
+            // A new, empty one gets every row.
+            let url = store::testdb::fresh_database().await;
+            let target = out_dir.path().join("restored");
+            let restored = restore_with_database(&out, unseal(), &target, Some(&url))
+                .await
+                .unwrap();
+            assert_eq!(restored, made);
+            assert!(
+                !target.join(PG_DUMP_FILE).exists(),
+                "the loaded dump is removed"
+            );
+            assert_eq!(
+                std::fs::read(target.join("secret.key")).unwrap(),
+                std::fs::read(dir.path().join("secret.key")).unwrap()
+            );
+            let back = Store::connect(&url, &target).await.unwrap();
+            let directory = back.directory().await.unwrap();
+            assert_eq!(directory.tenants.len(), 1);
+            assert_eq!(directory.tenants[0].name, "acme");
+            assert_eq!(directory.extensions.len(), 1);
+            assert_eq!(directory.extensions[0].number, "1000");
+            let cdrs = back
+                .list_cdrs(directory.tenants[0].id, &store::CdrFilter::default())
+                .await
+                .unwrap();
+            assert_eq!(cdrs, vec![cdr(t.id)]);
+            // Now it has tables: a second restore into it is refused.
+            let again = out_dir.path().join("again");
+            assert!(
+                restore_with_database(&out, unseal(), &again, Some(&url))
+                    .await
+                    .is_err()
+            );
+            assert_eq!(std::fs::read_dir(&again).unwrap().count(), 0);
+
+            // Without a database the dump is left in the directory.
+            let files_only = out_dir.path().join("files-only");
+            restore_with_database(&out, unseal(), &files_only, None)
+                .await
+                .unwrap();
+            assert!(files_only.join(PG_DUMP_FILE).is_file());
+            assert!(files_only.join("secret.key").is_file());
+
+            // Scheduled backups take the same path.
+            let key = age::x25519::Identity::generate();
+            let schedule = Schedule {
+                data_dir: dir.path().to_path_buf(),
+                dir: out_dir.path().join("scheduled"),
+                every: std::time::Duration::from_secs(3600),
+                keep: 2,
+                recipients: vec![key.to_public().to_string()],
+            };
+            let archive = scheduled(&store, &schedule).await.unwrap();
+            let checked =
+                verify(&archive, &Unseal::identities(&secret_text(&key)).unwrap()).unwrap();
+            assert_eq!(checked.database, DatabaseKind::Postgres);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_failed_dump_leaves_nothing_and_says_why() {
+        on_postgres(async {
+            let dir = tempfile::tempdir().unwrap();
+            let store = store::testdb::store_in(dir.path()).await.unwrap();
+            let url = store.postgres_url().unwrap().to_string();
+            // The database goes away under the store.
+            let name = url
+                .split_once("localhost/")
+                .and_then(|(_, rest)| rest.split_once('?'))
+                .map(|(name, _)| name.to_string())
+                .unwrap();
+            {
+                use sqlx::{Connection as _, Executor as _};
+                let mut admin =
+                    sqlx::postgres::PgConnection::connect(&database_named(&url, "postgres"))
+                        .await
+                        .unwrap();
+                admin
+                    .execute(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE {name} WITH (FORCE)"
+                    )))
+                    .await
+                    .unwrap();
+            }
+            let out_dir = tempfile::tempdir().unwrap();
+            let out = out_dir.path().join("b.age");
+            let e = create(&store, dir.path(), &out, Seal::Passphrase(pass("x")))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    BackupError::Tool {
+                        program: "pg_dump",
+                        ..
+                    }
+                ),
+                "{e}"
+            );
+            assert!(e.to_string().contains(&name), "pg_dump's own words: {e}");
+            // No archive, no temporary files.
+            assert_eq!(std::fs::read_dir(out_dir.path()).unwrap().count(), 0);
+
+            // A password given in the URL reaches pg_dump through the
+            // environment and never shows in an error.
+            let with_password = url
+                .replacen("pbx@", "pbx:hunter%32@", 1)
+                .replace(&name, "no_such_db");
+            let e = pg_dump(&with_password, &out_dir.path().join("x.pgdump")).unwrap_err();
+            let text = e.to_string();
+            assert!(text.contains("no_such_db"), "{text}");
+            assert!(!text.contains("hunter"), "{text}");
+        })
+        .await;
+    }
+
+    #[test]
+    fn passwords_come_out_of_urls() {
+        assert_eq!(
+            split_password("postgres://pbx:s%40cret@db:5432/pbx?sslmode=require"),
+            (
+                "postgres://pbx@db:5432/pbx?sslmode=require".to_string(),
+                Some("s@cret".to_string())
+            )
+        );
+        assert_eq!(
+            split_password("postgresql://pbx@db/pbx?password=x:y@z"),
+            ("postgresql://pbx@db/pbx?password=x:y@z".to_string(), None)
+        );
+        assert_eq!(
+            split_password("postgres://db/pbx"),
+            ("postgres://db/pbx".to_string(), None)
+        );
+        assert_eq!(percent_decode("a%2Fb%zz%4"), "a/b%zz%4");
+    }
+
+    #[test]
+    fn a_missing_program_is_named() {
+        let e = find_program("pbx-no-such-program").unwrap_err();
+        assert!(matches!(e, BackupError::NotInstalled(_)), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("pbx-no-such-program is not installed"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_restore_hint_is_a_shell_line() {
+        assert_eq!(
+            pg_restore_hint(Path::new("/srv/new/pbx.pgdump")),
+            "pg_restore --no-owner --no-privileges --exit-on-error --single-transaction \
+             -d URL /srv/new/pbx.pgdump"
+        );
+        assert_eq!(shell_word("my dir/it's"), r"'my dir/it'\''s'");
+    }
+
+    #[test]
+    fn old_manifests_hold_sqlite() {
+        let old = r#"{"format":"pbx-backup/1","pbx_version":"0.1.0","created_at_ms":1,"files":[]}"#;
+        let manifest: Manifest = serde_json::from_str(old).unwrap();
+        assert_eq!(manifest.database, DatabaseKind::Sqlite);
+        assert_eq!(manifest.database.file(), "pbx.db");
     }
 
     #[test]

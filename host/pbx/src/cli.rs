@@ -156,6 +156,13 @@ pub enum Command {
     /// Review tenants' requests to call restricted destinations.
     #[command(subcommand)]
     Approval(ApprovalCommand),
+    /// The nodes of a cluster (several `pbx serve` on one PostgreSQL
+    /// database).
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Drain a node of a cluster before an upgrade, or put it back.
+    #[command(subcommand)]
+    Node(NodeCommand),
     /// Manage a tenant's prompts (audio its call handlers play by name).
     #[command(subcommand)]
     Prompt(PromptCommand),
@@ -347,6 +354,37 @@ pub enum BanCommand {
     },
 }
 
+/// `pbx cluster ...`
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Every node that ever joined: state (active, draining, or down when
+    /// its heartbeat stopped), calls in progress, bindings held, last
+    /// heartbeat, version and addresses; then the cluster's totals.
+    Status {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `pbx node ...`
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// Stop a node taking new calls and registrations (it answers them, and
+    /// the front's probes, with 503 so the front picks another node) while
+    /// the calls it holds finish. Takes effect within a second; lasts until
+    /// `resume`, restarts included.
+    Drain {
+        /// The node's id (`[cluster] node`).
+        id: String,
+    },
+    /// Let a drained node take new calls and registrations again.
+    Resume {
+        /// The node's id (`[cluster] node`).
+        id: String,
+    },
+}
+
 /// `pbx ban export --format`
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum BanExportFormat {
@@ -408,7 +446,9 @@ pub enum AuditCommand {
 /// standard input, one line) or to X25519 recipients (`age1…`).
 #[derive(Debug, Subcommand)]
 pub enum BackupCommand {
-    /// Write an encrypted backup of DIR to a new file.
+    /// Write an encrypted backup of DIR to a new file. On PostgreSQL
+    /// (--database) the database is dumped with pg_dump, which must be
+    /// installed.
     Create {
         /// The archive to write (never overwritten).
         #[arg(long, value_name = "FILE")]
@@ -423,7 +463,11 @@ pub enum BackupCommand {
         #[command(flatten)]
         key: UnlockArgs,
     },
-    /// Restore an archive into --data-dir, a new or empty directory.
+    /// Restore an archive into --data-dir, a new or empty directory. An
+    /// archive of a PostgreSQL database is loaded with pg_restore into the
+    /// database --database names, which must be new and empty (one with
+    /// tables is refused); without --database its dump is left in the
+    /// directory as pbx.pgdump, with the command that loads it.
     Restore {
         file: PathBuf,
         #[command(flatten)]

@@ -48,6 +48,9 @@
 //! authenticated_messages_per_second = 2000  # ... once its phones authenticate
 //! authenticated_burst = 4000
 //! trusted = ["10.0.0.0/8"]         # never limited or banned; default: none
+//! proxies = ["10.0.0.2/32"]        # a front (Kamailio) relaying phones: each request
+//!                                  # is judged by the client address in the Via
+//!                                  # below the front's (its `received`); default: none
 //!
 //! [fraud]                          # call-level controls (limits: `pbx tenant limits`)
 //! home_country = "US"              # national vs international
@@ -339,6 +342,10 @@ pub struct GuardSection {
     pub authenticated_burst: Option<u32>,
     /// CIDR networks or single addresses never limited or banned (none by default).
     pub trusted: Option<Vec<String>>,
+    /// SIP proxies in front of the PBX (a cluster's Kamailio), whose requests
+    /// are judged by the client address they record in the Via below their
+    /// own; never limited or banned themselves (none by default).
+    pub proxies: Option<Vec<String>>,
 }
 
 /// `[fraud]`
@@ -919,6 +926,15 @@ fn guard_options(section: &GuardSection) -> Result<GuardOptions> {
             .collect::<Result<Vec<_>>>()?;
         guard.set_trusted(nets);
     }
+    if let Some(list) = &section.proxies {
+        guard.proxies = list
+            .iter()
+            .map(|n| {
+                pbx_guard::acl::parse_net(n)
+                    .map_err(|e| Error::Config(format!("guard.proxies: `{n}`: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+    }
     Ok(guard)
 }
 
@@ -1167,7 +1183,8 @@ format = "json"
         assert_eq!(s.serve.guard, GuardOptions::default());
         let text = "[guard]\nmax_failures = 3\nwindow_secs = 60\nban_secs = 120\n\
             messages_per_second = 5\nburst = 9\nauthenticated_messages_per_second = 700\n\
-            authenticated_burst = 1400\ntrusted = [\"10.0.0.0/8\", \"192.0.2.1\"]\n";
+            authenticated_burst = 1400\ntrusted = [\"10.0.0.0/8\", \"192.0.2.1\"]\n\
+            proxies = [\"203.0.113.1\"]\n";
         let s = Settings::resolve(FileConfig::parse(text).unwrap(), &ServeArgs::default()).unwrap();
         let g = &s.serve.guard;
         assert!(g.enabled);
@@ -1181,6 +1198,10 @@ format = "json"
         );
         assert_eq!(g.trusted().len(), 2);
         assert_eq!(g.scanner.exempt, g.trusted());
+        assert_eq!(
+            g.proxies,
+            vec!["203.0.113.1/32".parse::<ipnet::IpNet>().unwrap()]
+        );
         let none = FileConfig::parse("[guard]\ntrusted = []\nenabled = false").unwrap();
         let s = Settings::resolve(none, &ServeArgs::default()).unwrap();
         assert!(s.serve.guard.trusted().is_empty());
@@ -1188,6 +1209,7 @@ format = "json"
         for text in [
             "[guard]\nmax_failures = 0",
             "[guard]\ntrusted = [\"not-a-net\"]",
+            "[guard]\nproxies = [\"front.example\"]",
             "[guard]\nban_secs = 0",
             "[guard]\nauthenticated_burst = 0",
             "[guard]\nbanned = 1",

@@ -222,10 +222,18 @@ pub async fn run(cli: Cli, log_filter: Option<String>) -> anyhow::Result<()> {
 /// same program's hidden `compile-plugin` command in a child process with CPU
 /// and memory limits. Without a path to this program (which should not
 /// happen), plugins compile in-process after the compile limits.
+///
+/// ```
+/// let config = pbx::sandboxed_plugins(std::path::Path::new("node-a"));
+/// assert!(config.cache_dir.unwrap().is_absolute());
+/// ```
 pub fn sandboxed_plugins(data_dir: &Path) -> pbx_plugin::RuntimeConfig {
     let sandbox = std::env::current_exe()
         .ok()
         .map(|exe| pbx_plugin::CompileSandbox::new(exe, vec!["compile-plugin".into()]));
+    // The engine's cache needs an absolute path; `--data-dir node-a` is a
+    // fine thing to type.
+    let data_dir = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
     pbx_plugin::RuntimeConfig {
         cache_dir: Some(data_dir.join("plugin-cache")),
         sandbox,
@@ -404,8 +412,9 @@ async fn run_migrate(
     Ok(())
 }
 
-/// `pbx backup ...`. A restore touches nothing but its new directory, so it
-/// runs before any store is opened.
+/// `pbx backup ...`. A restore touches nothing but its new directory (and,
+/// for an archive of a PostgreSQL database, the empty database `--database`
+/// names), so it runs before any store is opened.
 async fn run_backup(
     command: cli::BackupCommand,
     data_dir: &Path,
@@ -413,8 +422,12 @@ async fn run_backup(
 ) -> anyhow::Result<()> {
     use cli::BackupCommand;
     let summary = |m: &backup::Manifest| {
+        let database = match m.database {
+            backup::DatabaseKind::Sqlite => "SQLite",
+            backup::DatabaseKind::Postgres => "PostgreSQL",
+        };
         format!(
-            "{} files, {} bytes, made by pbx {}",
+            "{} files, {} bytes, {database} database, made by pbx {}",
             m.files.len(),
             m.total_bytes(),
             m.pbx_version
@@ -434,13 +447,37 @@ async fn run_backup(
         }
         BackupCommand::Restore { file, key } => {
             let unseal = unseal(key)?;
-            let restored = backup::restore(&file, &unseal, data_dir)?;
+            let restored = backup::restore_with_database(&file, unseal, data_dir, database).await?;
             println!(
                 "restored {} into {}: {}",
                 file.display(),
                 data_dir.display(),
                 summary(&restored)
             );
+            match (restored.database, database) {
+                (backup::DatabaseKind::Postgres, Some(_)) => {
+                    println!("the PostgreSQL database is restored into the one --database names");
+                }
+                (backup::DatabaseKind::Postgres, None) => {
+                    let dump = data_dir.join(backup::PG_DUMP_FILE);
+                    println!(
+                        "the PostgreSQL database is NOT restored yet: its dump is {}.\n\
+                         Load it into a new, empty database (URL) with\n  {}\n\
+                         then remove the dump and serve with --data-dir {} --database URL",
+                        dump.display(),
+                        backup::pg_restore_hint(&dump),
+                        data_dir.display()
+                    );
+                }
+                (backup::DatabaseKind::Sqlite, Some(_)) => {
+                    println!(
+                        "the archive holds an SQLite database ({}); --database was not used \
+                         (`pbx migrate --from DIR --to URL` copies it into PostgreSQL)",
+                        data_dir.join(store::DB_FILE).display()
+                    );
+                }
+                (backup::DatabaseKind::Sqlite, None) => {}
+            }
         }
     }
     Ok(())

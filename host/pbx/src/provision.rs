@@ -12,9 +12,10 @@ use rand::Rng;
 use store::{Cdr, CdrFilter, Store, Tenant};
 
 use crate::cli::{
-    ApprovalCommand, AuditCommand, BanCommand, BanExportFormat, CdrCommand, CdrFormat, Command,
-    DidCommand, ExtensionCommand, PluginCommand, PolicyCommand, PolicyConfigCommand, PromptCommand,
-    RoleArg, StorageCommand, TenantCommand, TrunkCommand, UserCommand, VoicemailCommand,
+    ApprovalCommand, AuditCommand, BanCommand, BanExportFormat, CdrCommand, CdrFormat,
+    ClusterCommand, Command, DidCommand, ExtensionCommand, NodeCommand, PluginCommand,
+    PolicyCommand, PolicyConfigCommand, PromptCommand, RoleArg, StorageCommand, TenantCommand,
+    TrunkCommand, UserCommand, VoicemailCommand,
 };
 use crate::server::ServeOptions;
 use crate::{Error, Result};
@@ -417,6 +418,10 @@ pub async fn execute(
         }
         Command::Ban(command) => ban(store, command, out).await?,
         Command::Approval(command) => approval(store, command, out).await?,
+        Command::Cluster(ClusterCommand::Status { json }) => {
+            cluster_status(store, json, out).await?
+        }
+        Command::Node(command) => node(store, command, out).await?,
         Command::Serve(_)
         | Command::Demo(_)
         | Command::Api(_)
@@ -466,6 +471,104 @@ async fn ban(store: &Store, command: BanCommand, out: &mut dyn Write) -> Result<
             once,
         } => ban_sync(store, format, every, command, once, out).await?,
     }
+    Ok(())
+}
+
+/// How a node is, as `pbx cluster status` says: the operator's state, or
+/// down when its heartbeat is older than [`store::DEAD_AFTER_MS`].
+fn node_health(node: &store::ClusterNode, now: i64) -> &'static str {
+    if now - node.heartbeat_ms > store::DEAD_AFTER_MS {
+        "down"
+    } else {
+        node.state.as_str()
+    }
+}
+
+async fn cluster_status(store: &Store, json: bool, out: &mut dyn Write) -> Result<()> {
+    let now = now_ms();
+    let nodes = store.list_nodes().await?;
+    let live: Vec<&store::ClusterNode> = nodes
+        .iter()
+        .filter(|n| node_health(n, now) != "down")
+        .collect();
+    let calls: u64 = live.iter().map(|n| n.calls_up).sum();
+    let registrations: u64 = live.iter().map(|n| n.registrations).sum();
+    if json {
+        let list: Vec<serde_json::Value> = nodes
+            .iter()
+            .map(|n| {
+                serde_json::json!({
+                    "id": n.id,
+                    "state": node_health(n, now),
+                    "calls_up": n.calls_up,
+                    "registrations": n.registrations,
+                    "heartbeat_ms": n.heartbeat_ms,
+                    "heartbeat_age_ms": (now - n.heartbeat_ms).max(0),
+                    "started_at_ms": n.started_at_ms,
+                    "version": n.version,
+                    "sip_addresses": n.sip_addresses,
+                    "api_address": n.api_address,
+                })
+            })
+            .collect();
+        let doc = serde_json::json!({
+            "nodes": list,
+            "up": live.len(),
+            "calls_up": calls,
+            "registrations": registrations,
+        });
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&doc).map_err(std::io::Error::other)?
+        )?;
+        return Ok(());
+    }
+    if nodes.is_empty() {
+        writeln!(
+            out,
+            "no node has joined (nodes run with `[cluster] node` set)"
+        )?;
+        return Ok(());
+    }
+    writeln!(out, "NODE\tSTATE\tCALLS\tBINDINGS\tHEARTBEAT\tVERSION\tSIP")?;
+    for n in &nodes {
+        writeln!(
+            out,
+            "{}\t{}\t{}\t{}\t{:.1}s ago\t{}\t{}",
+            n.id,
+            node_health(n, now),
+            n.calls_up,
+            n.registrations,
+            (now - n.heartbeat_ms).max(0) as f64 / 1000.0,
+            n.version,
+            n.sip_addresses
+        )?;
+    }
+    writeln!(
+        out,
+        "{} of {} nodes up, {calls} calls in progress, {registrations} bindings",
+        live.len(),
+        nodes.len()
+    )?;
+    Ok(())
+}
+
+async fn node(store: &Store, command: NodeCommand, out: &mut dyn Write) -> Result<()> {
+    let (id, state, action, done) = match command {
+        NodeCommand::Drain { id } => (id, store::NodeState::Draining, "node.drain", "draining"),
+        NodeCommand::Resume { id } => (id, store::NodeState::Active, "node.resume", "active"),
+    };
+    if !store.set_node_state(&id, state).await? {
+        return Err(Error::Invalid(format!(
+            "no node {id:?} has joined the cluster (see `pbx cluster status`)"
+        )));
+    }
+    audit_cli(store, action, None, serde_json::json!({ "node": id })).await?;
+    writeln!(
+        out,
+        "node {id}: {done} (the node takes it in within a second)"
+    )?;
     Ok(())
 }
 

@@ -22,9 +22,16 @@ pub(super) async fn healthz() -> Json<Health> {
 }
 
 pub(super) async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
+    let mut text = state.inner.metrics.render();
+    // The cluster's figures when nodes heartbeat; a failed read leaves
+    // them out rather than failing the scrape.
+    match state.inner.store.list_nodes().await {
+        Ok(nodes) => text.push_str(&crate::metrics::render_cluster(&nodes, state.now_ms())),
+        Err(e) => tracing::warn!(error = %e, "cannot read the cluster's nodes for /metrics"),
+    }
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        state.inner.metrics.render(),
+        text,
     )
 }
 

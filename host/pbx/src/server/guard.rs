@@ -53,6 +53,10 @@ pub struct GuardOptions {
     pub rate: RateConfig,
     pub scanner: ScannerConfig,
     pub overload: OverloadConfig,
+    /// SIP proxies in front of the PBX (a cluster's front): a request they
+    /// relay is judged by the client address in the Via below theirs
+    /// ([`sip::relayed_from`]); they are never limited or banned themselves.
+    pub proxies: Vec<IpNet>,
 }
 
 impl Default for GuardOptions {
@@ -69,6 +73,7 @@ impl Default for GuardOptions {
             rate: RateConfig::default(),
             scanner: ScannerConfig::default(),
             overload,
+            proxies: Vec::new(),
         }
     }
 }
@@ -124,6 +129,7 @@ struct Counters {
 
 pub(crate) struct Guard {
     enabled: bool,
+    proxies: Vec<IpNet>,
     bans: Mutex<Bans>,
     rate: Mutex<RateLimiter>,
     scanner: Mutex<ScannerDetector>,
@@ -145,6 +151,7 @@ impl Guard {
         let (notices, rx) = mpsc::channel(NOTICE_QUEUE);
         let guard = Guard {
             enabled: options.enabled,
+            proxies: options.proxies.clone(),
             bans: Mutex::new(Bans::new(options.bans.clone())),
             rate: Mutex::new(RateLimiter::new(options.rate.clone())),
             scanner: Mutex::new(ScannerDetector::new(options.scanner.clone())),
@@ -178,11 +185,35 @@ impl Guard {
         }
     }
 
-    /// Whether a message from `ip` may go on to its shard. Runs before parsing.
-    pub(crate) fn admit(&self, ip: IpAddr, bytes: &[u8], now: Instant) -> bool {
+    /// The client a request from `ip` is judged by when `ip` is one of the
+    /// proxies in front of the PBX: the address it relayed the request from.
+    /// `None` for anything else (and for a proxy's own requests and its
+    /// responses).
+    pub(crate) fn relayed_client(&self, ip: IpAddr, bytes: &[u8]) -> Option<IpAddr> {
+        if self.proxies.is_empty() || !pbx_guard::acl::contains_any(&self.proxies, ip) {
+            return None;
+        }
+        sip::relayed_from(bytes).map(|c| c.to_canonical())
+    }
+
+    /// Whether a message from `ip` may go on to its shard. Runs before
+    /// parsing. A proxy's own messages always pass; what it relays is judged
+    /// by `client` ([`Guard::relayed_client`]).
+    pub(crate) fn admit(
+        &self,
+        ip: IpAddr,
+        client: Option<IpAddr>,
+        bytes: &[u8],
+        now: Instant,
+    ) -> bool {
         if !self.enabled {
             return true;
         }
+        let ip = match client {
+            Some(client) => client,
+            None if pbx_guard::acl::contains_any(&self.proxies, ip) => return true,
+            None => ip,
+        };
         if self.bans.lock().is_banned(ip, now) {
             self.counters.banned.fetch_add(1, Ordering::Relaxed);
             return false;
@@ -554,13 +585,53 @@ mod tests {
         assert_eq!(o.rate.exempt, o.scanner.exempt);
     }
 
+    /// Behind a front: a scanner relayed by the proxy is banned by its own
+    /// address, and only its requests are dropped; the proxy and the other
+    /// clients it relays go on.
+    #[test]
+    fn a_proxys_clients_are_judged_each_by_its_address() {
+        let mut o = options();
+        o.proxies = vec!["203.0.113.1/32".parse().unwrap()];
+        let (g, _task, now) = guard(&o);
+        let front: IpAddr = "203.0.113.1".parse().unwrap();
+        let relayed = |client: &str, ua: &str| {
+            format!(
+                "OPTIONS sip:acme.example SIP/2.0\r\nVia: SIP/2.0/UDP 203.0.113.1;branch=z9hG4bKf\r\n\
+                 Via: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bK1;received={client}\r\n\
+                 From: <sip:a@acme.example>;tag=1\r\nTo: <sip:acme.example>\r\nCall-ID: c1\r\n\
+                 CSeq: 1 OPTIONS\r\nUser-Agent: {ua}\r\nContent-Length: 0\r\n\r\n"
+            )
+            .into_bytes()
+        };
+        let scan = relayed("198.51.100.66", "friendly-scanner");
+        let scanner = g.relayed_client(front, &scan);
+        assert_eq!(scanner, Some("198.51.100.66".parse().unwrap()));
+        assert!(
+            !g.admit(front, scanner, &scan, now),
+            "the scanner is banned"
+        );
+        assert!(!g.admit(front, scanner, &relayed("198.51.100.66", "Phone/1.0"), now));
+        let phone = relayed("198.51.100.7", "Phone/1.0");
+        assert!(
+            g.admit(front, g.relayed_client(front, &phone), &phone, now),
+            "another client of the same front"
+        );
+        // The proxy's own probes carry one Via: they always pass.
+        let probe = request("OPTIONS", "<sip:acme.example>", Some("kamailio"));
+        assert_eq!(g.relayed_client(front, &probe), None);
+        assert!(g.admit(front, None, &probe, now));
+        // Anyone else's second Via means nothing.
+        let stranger: IpAddr = "192.0.2.50".parse().unwrap();
+        assert_eq!(g.relayed_client(stranger, &phone), None);
+    }
+
     #[test]
     fn auth_failures_ban_and_notify_the_store() {
         let (g, mut task, now) = guard(&options());
         let ip: IpAddr = "192.0.2.7".parse().unwrap();
         let req = request("REGISTER", "<sip:1000@acme.example>", None);
         for i in 0..3 {
-            assert!(g.admit(ip, &req, now), "failure {i} still answered");
+            assert!(g.admit(ip, None, &req, now), "failure {i} still answered");
             g.auth_failure(
                 ip,
                 "acme.example",
@@ -570,7 +641,7 @@ mod tests {
                 now,
             );
         }
-        assert!(!g.admit(ip, &req, now), "banned after 3 failures");
+        assert!(!g.admit(ip, None, &req, now), "banned after 3 failures");
         assert!(g.is_banned(ip, now));
         let Ok(Notice::Banned(ban)) = task.rx.try_recv() else {
             panic!("no ban notice")
@@ -586,7 +657,7 @@ mod tests {
         for _ in 0..10 {
             g.auth_failure(trusted, "acme.example", "1000", "REGISTER", None, now);
         }
-        assert!(g.admit(trusted, &req, now));
+        assert!(g.admit(trusted, None, &req, now));
     }
 
     #[test]
@@ -594,7 +665,7 @@ mod tests {
         let (g, mut task, now) = guard(&options());
         let ip: IpAddr = "192.0.2.8".parse().unwrap();
         let req = request("OPTIONS", "<sip:100@1.2.3.4>", Some("friendly-scanner"));
-        assert!(!g.admit(ip, &req, now));
+        assert!(!g.admit(ip, None, &req, now));
         assert!(g.is_banned(ip, now));
         let Ok(Notice::Banned(ban)) = task.rx.try_recv() else {
             panic!("no ban notice")
@@ -605,6 +676,7 @@ mod tests {
         let other: IpAddr = "192.0.2.9".parse().unwrap();
         assert!(g.admit(
             other,
+            None,
             &request("OPTIONS", "<sip:100@x>", Some("Phone/1.0")),
             now
         ));
@@ -625,8 +697,11 @@ mod tests {
                 &format!("<sip:{}@acme.example>", 1000 + i),
                 None,
             );
-            assert!(g.admit(office, &req, now), "challenged REGISTER {i}");
-            assert!(g.admit(office, &req, now), "authenticated REGISTER {i}");
+            assert!(g.admit(office, None, &req, now), "challenged REGISTER {i}");
+            assert!(
+                g.admit(office, None, &req, now),
+                "authenticated REGISTER {i}"
+            );
             g.authenticated(office, now);
         }
         assert!(!g.is_banned(office, t0 + Duration::from_secs(4)));
@@ -662,7 +737,9 @@ mod tests {
         // banned once past 60 requests).
         let flood: IpAddr = "198.51.100.10".parse().unwrap();
         let invite = request("INVITE", "<sip:1001@acme.example>", None);
-        let passed = (0..500).filter(|_| g.admit(flood, &invite, t0)).count();
+        let passed = (0..500)
+            .filter(|_| g.admit(flood, None, &invite, t0))
+            .count();
         assert_eq!(passed, 60);
         assert!(g.is_banned(flood, t0));
     }
@@ -672,15 +749,15 @@ mod tests {
         let (g, _task, now) = guard(&options());
         let ip: IpAddr = "192.0.2.10".parse().unwrap();
         let resp = b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n";
-        let passed = (0..50).filter(|_| g.admit(ip, resp, now)).count();
+        let passed = (0..50).filter(|_| g.admit(ip, None, resp, now)).count();
         assert_eq!(passed, 20);
-        assert!(g.admit(ip, resp, now + Duration::from_millis(100)));
+        assert!(g.admit(ip, None, resp, now + Duration::from_millis(100)));
         let disabled = GuardOptions {
             enabled: false,
             ..options()
         };
         let (g, _task, now) = guard(&disabled);
-        assert_eq!((0..50).filter(|_| g.admit(ip, resp, now)).count(), 50);
+        assert_eq!((0..50).filter(|_| g.admit(ip, None, resp, now)).count(), 50);
     }
 
     #[test]

@@ -95,10 +95,13 @@ impl Io {
         if self.shards.is_empty() {
             return;
         }
+        let mut inbound = inbound;
         let now = Instant::now();
+        let source = inbound.peer.addr.ip();
+        inbound.client = self.guard.relayed_client(source, &inbound.bytes);
         if !self
             .guard
-            .admit(inbound.peer.addr.ip(), &inbound.bytes, now)
+            .admit(source, inbound.client, &inbound.bytes, now)
         {
             return;
         }

@@ -34,6 +34,7 @@ mod fraud;
 mod guard;
 mod io;
 mod media;
+mod node;
 pub mod password_age;
 mod persist;
 mod plugin_features;
@@ -474,6 +475,9 @@ async fn run_reporting(
         // Any node checks the nonces another issued (the phone's next
         // request may reach another node through the front).
         core.nonce_key = Some(store.nonce_key());
+        // Calls in progress are recorded, so that those of a node that dies
+        // get records too (`node`).
+        core.track_answered = true;
     }
     let shared = Shared::new(core, directory, registrations, (clock, now_ms), shard_count);
     if let Some(host) = &plugin_host {
@@ -543,7 +547,12 @@ async fn run_reporting(
     };
 
     let (persist_tx, persist_rx) = mpsc::channel(limits.persist_queue.max(1));
-    let persist_task = tokio::spawn(persist::run(store.clone(), persist_rx, limits.clone()));
+    let persist_task = tokio::spawn(persist::run(
+        store.clone(),
+        persist_rx,
+        limits.clone(),
+        opts.node.clone(),
+    ));
 
     let mut shard_txs = Vec::with_capacity(shard_count);
     let mut shard_rxs = Vec::with_capacity(shard_count);
@@ -640,7 +649,39 @@ async fn run_reporting(
     }
     drop(persist_tx);
 
+    let node = match &opts.node {
+        Some(id) => {
+            let sip = addrs
+                .udp
+                .iter()
+                .map(|a| format!("udp:{a}"))
+                .chain(addrs.tcp.iter().map(|a| format!("tcp:{a}")))
+                .chain(tls_addrs.iter().map(|a| format!("tls:{a}")))
+                .collect::<Vec<_>>()
+                .join(",");
+            let me = node::Identity {
+                id: id.clone(),
+                sip_addresses: sip,
+                api_address: api.as_ref().map(|a| a.local_addr.to_string()),
+                started_at_ms: now_ms,
+            };
+            node::start(&store, &shared, &me)
+                .await
+                .context("joining the cluster")?;
+            Some(me)
+        }
+        None => None,
+    };
+
     let receivers = TaskTracker::new();
+    if let Some(me) = node {
+        receivers.spawn(node::run(
+            store.clone(),
+            shared.clone(),
+            me,
+            stop_receiving.clone(),
+        ));
+    }
     for (socket, addr) in udp.iter().cloned().zip(addrs.udp.iter().copied()) {
         receivers.spawn(udp::receive(io.clone(), socket, addr));
     }

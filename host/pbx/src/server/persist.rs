@@ -1,8 +1,13 @@
 //! The write-behind task: registrar changes and call records leave the SIP path
 //! through a bounded queue and reach the store in batches, one transaction per
 //! batch and kind.
+//!
+//! On a node of a cluster, answered calls are recorded as in progress too,
+//! and each call's record replaces that row in the same transaction
+//! ([`Store::write_cluster_records`]): when a node dies, another turns its
+//! rows into records of dropped calls, and no call is recorded twice.
 
-use store::{Cdr, RegistrationChange, Store};
+use store::{Cdr, EndedCall, RegistrationChange, Store};
 use tokio::sync::mpsc;
 
 use super::Limits;
@@ -15,24 +20,57 @@ const FINAL_ATTEMPTS: usize = 3;
 pub(crate) enum Persist {
     Registration(RegistrationChange),
     Cdr(Cdr),
+    /// A call answered on this node of a cluster (its record so far).
+    Answered(Cdr),
 }
 
 #[derive(Debug, Default)]
 struct Pending {
+    /// This node's id in a cluster.
+    node: Option<String>,
     registrations: Vec<RegistrationChange>,
+    answered: Vec<Cdr>,
     cdrs: Vec<Cdr>,
     written: u64,
 }
 
 impl Pending {
     fn len(&self) -> usize {
-        self.registrations.len() + self.cdrs.len()
+        self.registrations.len() + self.answered.len() + self.cdrs.len()
     }
 
     fn push(&mut self, item: Persist) {
         match item {
             Persist::Registration(r) => self.registrations.push(r),
             Persist::Cdr(c) => self.cdrs.push(c),
+            Persist::Answered(c) => self.answered.push(c),
+        }
+    }
+
+    /// Writes the call records (and, in a cluster, the calls answered);
+    /// returns how many records were written.
+    async fn write_calls(&self, store: &Store) -> store::Result<u64> {
+        match &self.node {
+            Some(node) => {
+                // Every call answered here was recorded as in progress
+                // (answered calls are announced before they end, and
+                // both go through this queue in order).
+                let ended: Vec<EndedCall> = self
+                    .cdrs
+                    .iter()
+                    .map(|c| EndedCall {
+                        tracked: c.answered_at_ms.is_some(),
+                        cdr: c.clone(),
+                    })
+                    .collect();
+                store
+                    .write_cluster_records(node, &self.answered, &ended)
+                    .await
+            }
+            None => {
+                store.insert_cdrs(&self.cdrs).await?;
+                Ok(self.cdrs.len() as u64)
+            }
         }
     }
 
@@ -52,11 +90,12 @@ impl Pending {
                 ),
             }
         }
-        if !self.cdrs.is_empty() {
-            match store.insert_cdrs(&self.cdrs).await {
-                Ok(()) => {
-                    self.written += self.cdrs.len() as u64;
+        if !self.cdrs.is_empty() || !self.answered.is_empty() {
+            match self.write_calls(store).await {
+                Ok(n) => {
+                    self.written += n + self.answered.len() as u64;
                     self.cdrs.clear();
+                    self.answered.clear();
                 }
                 Err(e) => tracing::error!(
                     error = %e,
@@ -73,6 +112,7 @@ impl Pending {
         for (name, len) in [
             ("registrations", shed_vec(&mut self.registrations, cap)),
             ("call records", shed_vec(&mut self.cdrs, cap)),
+            ("calls in progress", shed_vec(&mut self.answered, cap)),
         ] {
             if len > 0 {
                 tracing::error!(dropped = len, "database unavailable: dropped {name}");
@@ -88,11 +128,19 @@ fn shed_vec<T>(v: &mut Vec<T>, cap: usize) -> usize {
 }
 
 /// Runs until every sender is gone, then writes what is left. Returns how many
-/// items were written.
-pub(crate) async fn run(store: Store, mut rx: mpsc::Receiver<Persist>, limits: Limits) -> u64 {
+/// items were written. `node` is this node's id in a cluster.
+pub(crate) async fn run(
+    store: Store,
+    mut rx: mpsc::Receiver<Persist>,
+    limits: Limits,
+    node: Option<String>,
+) -> u64 {
     let batch = limits.flush_batch.max(1);
     let cap = limits.persist_queue.max(batch) * 16;
-    let mut pending = Pending::default();
+    let mut pending = Pending {
+        node,
+        ..Pending::default()
+    };
     let mut incoming = Vec::with_capacity(batch);
     let mut tick = tokio::time::interval(
         limits
@@ -164,7 +212,7 @@ mod tests {
         let store = Store::open_in_memory().await.unwrap();
         let tenant = store.add_tenant("acme", "acme.example").await.unwrap();
         let (tx, rx) = mpsc::channel(64);
-        let task = tokio::spawn(run(store.clone(), rx, Limits::default()));
+        let task = tokio::spawn(run(store.clone(), rx, Limits::default(), None));
         for i in 0..1_234 {
             tx.send(Persist::Cdr(cdr(tenant.id, i))).await.unwrap();
         }
@@ -177,6 +225,57 @@ mod tests {
         };
         let cdrs = store.list_cdrs(tenant.id, &filter).await.unwrap();
         assert_eq!(cdrs.len(), 1_234);
+    }
+
+    /// On a node of a cluster: an answered call is in progress until its
+    /// record replaces it; an unanswered one is simply recorded; and the
+    /// calls a dead node left are recorded as dropped by another, once.
+    #[tokio::test]
+    async fn a_node_records_calls_in_progress_until_they_end() {
+        let store = Store::open_in_memory().await.unwrap();
+        let tenant = store.add_tenant("acme", "acme.example").await.unwrap();
+        let answered = |i| Cdr {
+            answered_at_ms: Some(1_500 + i),
+            disposition: Disposition::Answered,
+            sip_code: 200,
+            ..cdr(tenant.id, i)
+        };
+        let (tx, rx) = mpsc::channel(64);
+        let task = tokio::spawn(run(store.clone(), rx, Limits::default(), Some("a".into())));
+        tx.send(Persist::Answered(answered(1))).await.unwrap();
+        tx.send(Persist::Answered(answered(2))).await.unwrap();
+        tx.send(Persist::Cdr(cdr(tenant.id, 3))).await.unwrap();
+        tx.send(Persist::Cdr(answered(1))).await.unwrap();
+        drop(tx);
+        task.await.unwrap();
+        let in_progress = store.cluster_calls("a").await.unwrap();
+        assert_eq!(in_progress.len(), 1, "call 2 is still up");
+        assert_eq!(in_progress[0].caller_call_id, "call-2");
+
+        // Node a is gone: call 2 is recorded as dropped, once.
+        let claimed = store.claim_dead_nodes("b", i64::MAX).await;
+        // Node a never heartbeated; its own next start claims its calls.
+        assert_eq!(claimed.unwrap(), Vec::new());
+        assert_eq!(store.claim_own_calls("a").await.unwrap(), 1);
+        assert_eq!(store.claim_own_calls("a").await.unwrap(), 0);
+        let filter = CdrFilter {
+            limit: Some(CdrFilter::MAX_LIMIT),
+            ..CdrFilter::default()
+        };
+        let mut cdrs = store.list_cdrs(tenant.id, &filter).await.unwrap();
+        cdrs.sort_by(|a, b| a.caller_call_id.cmp(&b.caller_call_id));
+        let seen: Vec<(&str, Disposition)> = cdrs
+            .iter()
+            .map(|c| (c.caller_call_id.as_str(), c.disposition))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("call-1", Disposition::Answered),
+                ("call-2", Disposition::Dropped),
+                ("call-3", Disposition::NoAnswer),
+            ]
+        );
     }
 
     #[test]

@@ -135,7 +135,7 @@ async fn drain(
             } => {
                 let now = Instant::now();
                 io.guard()
-                    .auth_failure(source.ip(), &domain, &user, &method, tenant, now);
+                    .auth_failure(source, &domain, &user, &method, tenant, now);
                 continue;
             }
             Output::Forward { shard, inbound } => {
@@ -143,10 +143,11 @@ async fn drain(
                 continue;
             }
             Output::Authenticated { source } => {
-                io.guard().authenticated(source.ip(), Instant::now());
+                io.guard().authenticated(source, Instant::now());
                 continue;
             }
             Output::Registration(change) => Persist::Registration(change),
+            Output::Answered(cdr) => Persist::Answered(cdr),
             Output::Cdr(mut cdr) => {
                 let Some(r) = routing else {
                     if persist.send(Persist::Cdr(cdr)).await.is_err() {
