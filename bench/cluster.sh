@@ -16,6 +16,7 @@
 # and :5080, PostgreSQL on :5433, Redis on :6390, the answering sipp on :5999.
 # Everything it starts is stopped on exit, also on failure or Ctrl-C.
 set -euo pipefail
+[[ -z ${BENCH_TRACE:-} ]] || set -x
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
@@ -161,11 +162,12 @@ PY
 pg_pids() { pgrep -f "postgres" -u postgres 2>/dev/null | tr '\n' ' ' || true; }
 kam_pids() { pgrep -x kamailio | tr '\n' ' ' || true; }
 redis_pids() { pgrep -f "redis-server 127.0.0.1:$REDIS_PORT" | tr '\n' ' ' || true; }
-pg_sql() { as_pg "$PG_BIN/psql" -h "$WORK" -p "$PG_PORT" -U postgres -At -c "$1" "${2:-postgres}"; }
+pg_sql() { as_pg "$PG_BIN/psql" -h "$WORK/pgsock" -p "$PG_PORT" -U postgres -At -c "$1" "${2:-postgres}"; }
 # Transactions committed and rows written in the bench database.
 pg_counts() {
-    pg_sql "SELECT xact_commit, tup_inserted + tup_updated + tup_deleted FROM pg_stat_database WHERE datname = 'pbx'" |
-        tr '|' ' '
+    local row
+    row=$(pg_sql "SELECT xact_commit, tup_inserted + tup_updated + tup_deleted FROM pg_stat_database WHERE datname = 'pbx'" 2>/dev/null || true)
+    [[ -n $row ]] && echo "${row/|/ }" || echo "0 0"
 }
 redis_cmds() {
     redis-cli -p "$REDIS_PORT" info stats | awk -F: '/^total_commands_processed/ {print $2+0}'
@@ -180,12 +182,12 @@ PBX_BIN=$(cargo metadata --format-version 1 --no-deps 2>/dev/null |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/pbx
 
 log "starting PostgreSQL on 127.0.0.1:$PG_PORT (fsync and synchronous commit on, as shipped)"
-mkdir -p "$WORK/pg"
-[[ $(id -u) != 0 ]] || chown postgres "$WORK/pg"
+mkdir -p "$WORK/pg" "$WORK/pgsock"
+[[ $(id -u) != 0 ]] || chown postgres "$WORK/pg" "$WORK/pgsock"
 as_pg "$PG_BIN/initdb" -D "$WORK/pg" -U postgres --auth=trust >"$WORK/initdb.log" 2>&1 ||
     die "initdb failed; see $WORK/initdb.log"
 as_pg "$PG_BIN/pg_ctl" -D "$WORK/pg" -l "$WORK/pg/server.log" -w \
-    -o "-p $PG_PORT -k $WORK -c listen_addresses=127.0.0.1 -c max_connections=200" start \
+    -o "-p $PG_PORT -k $WORK/pgsock -c listen_addresses=127.0.0.1 -c max_connections=200" start \
     >/dev/null || die "PostgreSQL did not start; see $WORK/pg/server.log"
 PG_URL="postgres://postgres@127.0.0.1:$PG_PORT/pbx"
 
@@ -297,7 +299,7 @@ run_config() { # LABEL STORE NODES
 
     SIPP_INF=$WORK/users.csv
     log "registering all $USERS_N users at $FILL_RATE/s through the front"
-    read -r X0 W0 < <(pg_counts 2>/dev/null || echo "0 0")
+    read -r X0 W0 < <(pg_counts)
     R0=$(redis_cmds)
     CN0=$(cpu_s "${NODE_PIDS[@]}")
     CF0=$(cpu_s $(kam_pids))
@@ -307,7 +309,7 @@ run_config() { # LABEL STORE NODES
     local fill="$R_OK ok, $R_FAILED failed"
     start_uas
     sleep 1 # the write-behind batches land
-    read -r X1 W1 < <(pg_counts 2>/dev/null || echo "0 0")
+    read -r X1 W1 < <(pg_counts)
     R1=$(redis_cmds)
     CN1=$(cpu_s "${NODE_PIDS[@]}")
     CF1=$(cpu_s $(kam_pids))
@@ -317,14 +319,14 @@ run_config() { # LABEL STORE NODES
     SIPP_INF=$WORK/callers.csv
     # One fixed-rate run for the costs, then the ladder.
     local probe_rate=${CALL_RATES[0]} probe_total=$((CALL_RATES[0] * STEP_S))
-    read -r X0 W0 < <(pg_counts 2>/dev/null || echo "0 0")
+    read -r X0 W0 < <(pg_counts)
     R0=$(redis_cmds)
     CN0=$(cpu_s "${NODE_PIDS[@]}")
     CF0=$(cpu_s $(kam_pids))
     CP0=$(cpu_s $(pg_pids))
     run_sipp "$label-callcost" "$SHARED/sipp/call.xml" "$FRONT" "$probe_rate" "$probe_total"
     sleep 2 # the last calls' records land
-    read -r X1 W1 < <(pg_counts 2>/dev/null || echo "0 0")
+    read -r X1 W1 < <(pg_counts)
     R1=$(redis_cmds)
     CN1=$(cpu_s "${NODE_PIDS[@]}")
     CF1=$(cpu_s $(kam_pids))
