@@ -51,6 +51,7 @@ mod audit;
 mod config;
 mod conn;
 pub mod console;
+pub mod console_client;
 mod control;
 mod custom_sections;
 mod error;
