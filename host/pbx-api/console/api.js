@@ -44,6 +44,7 @@ async function call(op, params = {}, body = undefined) {
   }
   const search = query.toString();
   const url = search ? `${path}?${search}` : path;
+  if (op.events) return new EventSource(url);
   const headers = {};
   if (op.method !== "GET") headers["X-CSRF-Token"] = csrf();
   let payload;
@@ -69,7 +70,16 @@ async function call(op, params = {}, body = undefined) {
  * `GET /api/v1/alerts`
  */
 export function listAlerts() {
-  return call({ id: "listAlerts", method: "GET", path: "/api/v1/alerts", query: [], types: [], bytes: false });
+  return call({ id: "listAlerts", method: "GET", path: "/api/v1/alerts", query: [], types: [], bytes: false, events: false });
+}
+
+/**
+ * Alerts as they are raised, as Server-Sent Events (`event: alert`, JSON data; a heartbeat comment every 15 s). Provider admins: every tenant's (?tenant=ID narrows); tenant admins: their own. ?after_id=ID (or Last-Event-ID) starts with the stored ones after it.
+ * `GET /api/v1/alerts/stream`
+ * @param params { tenant, after_id }
+ */
+export function streamAlerts(params) {
+  return call({ id: "streamAlerts", method: "GET", path: "/api/v1/alerts/stream", query: ["tenant", "after_id"], types: [], bytes: false, events: true }, params);
 }
 
 /**
@@ -78,7 +88,7 @@ export function listAlerts() {
  * @param params { tenant }
  */
 export function listApprovals(params) {
-  return call({ id: "listApprovals", method: "GET", path: "/api/v1/approvals", query: ["tenant"], types: [], bytes: false }, params);
+  return call({ id: "listApprovals", method: "GET", path: "/api/v1/approvals", query: ["tenant"], types: [], bytes: false, events: false }, params);
 }
 
 /**
@@ -88,7 +98,7 @@ export function listApprovals(params) {
  * @param body application/json (may be left out)
  */
 export function denyApproval(params, body) {
-  return call({ id: "denyApproval", method: "POST", path: "/api/v1/approvals/{id}/deny", query: [], types: ["application/json"], bytes: false }, params, body);
+  return call({ id: "denyApproval", method: "POST", path: "/api/v1/approvals/{id}/deny", query: [], types: ["application/json"], bytes: false, events: false }, params, body);
 }
 
 /**
@@ -98,7 +108,7 @@ export function denyApproval(params, body) {
  * @param body application/json (may be left out)
  */
 export function grantApproval(params, body) {
-  return call({ id: "grantApproval", method: "POST", path: "/api/v1/approvals/{id}/grant", query: [], types: ["application/json"], bytes: false }, params, body);
+  return call({ id: "grantApproval", method: "POST", path: "/api/v1/approvals/{id}/grant", query: [], types: ["application/json"], bytes: false, events: false }, params, body);
 }
 
 /**
@@ -107,7 +117,7 @@ export function grantApproval(params, body) {
  * @param params { tenant, before_id, limit }
  */
 export function listAudit(params) {
-  return call({ id: "listAudit", method: "GET", path: "/api/v1/audit", query: ["tenant", "before_id", "limit"], types: [], bytes: false }, params);
+  return call({ id: "listAudit", method: "GET", path: "/api/v1/audit", query: ["tenant", "before_id", "limit"], types: [], bytes: false, events: false }, params);
 }
 
 /**
@@ -115,7 +125,7 @@ export function listAudit(params) {
  * `POST /api/v1/audit/verify`
  */
 export function verifyAudit() {
-  return call({ id: "verifyAudit", method: "POST", path: "/api/v1/audit/verify", query: [], types: [], bytes: false });
+  return call({ id: "verifyAudit", method: "POST", path: "/api/v1/audit/verify", query: [], types: [], bytes: false, events: false });
 }
 
 /**
@@ -124,7 +134,7 @@ export function verifyAudit() {
  * @param body application/json
  */
 export function login(body) {
-  return call({ id: "login", method: "POST", path: "/api/v1/auth/login", query: [], types: ["application/json"], bytes: false }, {}, body);
+  return call({ id: "login", method: "POST", path: "/api/v1/auth/login", query: [], types: ["application/json"], bytes: false, events: false }, {}, body);
 }
 
 /**
@@ -132,7 +142,7 @@ export function login(body) {
  * `POST /api/v1/auth/logout`
  */
 export function logout() {
-  return call({ id: "logout", method: "POST", path: "/api/v1/auth/logout", query: [], types: [], bytes: false });
+  return call({ id: "logout", method: "POST", path: "/api/v1/auth/logout", query: [], types: [], bytes: false, events: false });
 }
 
 /**
@@ -141,7 +151,7 @@ export function logout() {
  * @param body application/json
  */
 export function changePassword(body) {
-  return call({ id: "changePassword", method: "POST", path: "/api/v1/auth/password", query: [], types: ["application/json"], bytes: false }, {}, body);
+  return call({ id: "changePassword", method: "POST", path: "/api/v1/auth/password", query: [], types: ["application/json"], bytes: false, events: false }, {}, body);
 }
 
 /**
@@ -149,7 +159,7 @@ export function changePassword(body) {
  * `GET /api/v1/auth/session`
  */
 export function getSession() {
-  return call({ id: "getSession", method: "GET", path: "/api/v1/auth/session", query: [], types: [], bytes: false });
+  return call({ id: "getSession", method: "GET", path: "/api/v1/auth/session", query: [], types: [], bytes: false, events: false });
 }
 
 /**
@@ -158,7 +168,7 @@ export function getSession() {
  * @param body application/json
  */
 export function confirmTotp(body) {
-  return call({ id: "confirmTotp", method: "POST", path: "/api/v1/auth/totp/confirm", query: [], types: ["application/json"], bytes: false }, {}, body);
+  return call({ id: "confirmTotp", method: "POST", path: "/api/v1/auth/totp/confirm", query: [], types: ["application/json"], bytes: false, events: false }, {}, body);
 }
 
 /**
@@ -166,7 +176,7 @@ export function confirmTotp(body) {
  * `POST /api/v1/auth/totp/enroll`
  */
 export function enrollTotp() {
-  return call({ id: "enrollTotp", method: "POST", path: "/api/v1/auth/totp/enroll", query: [], types: [], bytes: false });
+  return call({ id: "enrollTotp", method: "POST", path: "/api/v1/auth/totp/enroll", query: [], types: [], bytes: false, events: false });
 }
 
 /**
@@ -174,7 +184,7 @@ export function enrollTotp() {
  * `GET /api/v1/bans`
  */
 export function listBans() {
-  return call({ id: "listBans", method: "GET", path: "/api/v1/bans", query: [], types: [], bytes: false });
+  return call({ id: "listBans", method: "GET", path: "/api/v1/bans", query: [], types: [], bytes: false, events: false });
 }
 
 /**
@@ -183,7 +193,7 @@ export function listBans() {
  * @param params { address }
  */
 export function liftBan(params) {
-  return call({ id: "liftBan", method: "DELETE", path: "/api/v1/bans/{address}", query: [], types: [], bytes: false }, params);
+  return call({ id: "liftBan", method: "DELETE", path: "/api/v1/bans/{address}", query: [], types: [], bytes: false, events: false }, params);
 }
 
 /**
@@ -191,7 +201,7 @@ export function liftBan(params) {
  * `GET /api/v1/openapi.json`
  */
 export function getOpenApiDocument() {
-  return call({ id: "getOpenApiDocument", method: "GET", path: "/api/v1/openapi.json", query: [], types: [], bytes: false });
+  return call({ id: "getOpenApiDocument", method: "GET", path: "/api/v1/openapi.json", query: [], types: [], bytes: false, events: false });
 }
 
 /**
@@ -199,7 +209,7 @@ export function getOpenApiDocument() {
  * `GET /api/v1/policies`
  */
 export function listPolicies() {
-  return call({ id: "listPolicies", method: "GET", path: "/api/v1/policies", query: [], types: [], bytes: false });
+  return call({ id: "listPolicies", method: "GET", path: "/api/v1/policies", query: [], types: [], bytes: false, events: false });
 }
 
 /**
@@ -209,7 +219,7 @@ export function listPolicies() {
  * @param body application/wasm
  */
 export function installPolicy(params, body) {
-  return call({ id: "installPolicy", method: "POST", path: "/api/v1/policies", query: ["name", "tenant"], types: ["application/wasm"], bytes: false }, params, body);
+  return call({ id: "installPolicy", method: "POST", path: "/api/v1/policies", query: ["name", "tenant"], types: ["application/wasm"], bytes: false, events: false }, params, body);
 }
 
 /**
@@ -218,7 +228,7 @@ export function installPolicy(params, body) {
  * @param params { name }
  */
 export function removePolicy(params) {
-  return call({ id: "removePolicy", method: "DELETE", path: "/api/v1/policies/{name}", query: [], types: [], bytes: false }, params);
+  return call({ id: "removePolicy", method: "DELETE", path: "/api/v1/policies/{name}", query: [], types: [], bytes: false, events: false }, params);
 }
 
 /**
@@ -227,7 +237,7 @@ export function removePolicy(params) {
  * @param params { name, tenant }
  */
 export function listPolicyConfig(params) {
-  return call({ id: "listPolicyConfig", method: "GET", path: "/api/v1/policies/{name}/config", query: ["tenant"], types: [], bytes: false }, params);
+  return call({ id: "listPolicyConfig", method: "GET", path: "/api/v1/policies/{name}/config", query: ["tenant"], types: [], bytes: false, events: false }, params);
 }
 
 /**
@@ -236,7 +246,7 @@ export function listPolicyConfig(params) {
  * @param params { name, key, tenant }
  */
 export function getPolicyConfig(params) {
-  return call({ id: "getPolicyConfig", method: "GET", path: "/api/v1/policies/{name}/config/{key}", query: ["tenant"], types: [], bytes: false }, params);
+  return call({ id: "getPolicyConfig", method: "GET", path: "/api/v1/policies/{name}/config/{key}", query: ["tenant"], types: [], bytes: false, events: false }, params);
 }
 
 /**
@@ -246,7 +256,7 @@ export function getPolicyConfig(params) {
  * @param body application/json
  */
 export function setPolicyConfig(params, body) {
-  return call({ id: "setPolicyConfig", method: "PUT", path: "/api/v1/policies/{name}/config/{key}", query: ["tenant"], types: ["application/json"], bytes: false }, params, body);
+  return call({ id: "setPolicyConfig", method: "PUT", path: "/api/v1/policies/{name}/config/{key}", query: ["tenant"], types: ["application/json"], bytes: false, events: false }, params, body);
 }
 
 /**
@@ -255,7 +265,7 @@ export function setPolicyConfig(params, body) {
  * @param params { name, key, tenant }
  */
 export function deletePolicyConfig(params) {
-  return call({ id: "deletePolicyConfig", method: "DELETE", path: "/api/v1/policies/{name}/config/{key}", query: ["tenant"], types: [], bytes: false }, params);
+  return call({ id: "deletePolicyConfig", method: "DELETE", path: "/api/v1/policies/{name}/config/{key}", query: ["tenant"], types: [], bytes: false, events: false }, params);
 }
 
 /**
@@ -263,7 +273,7 @@ export function deletePolicyConfig(params) {
  * `GET /api/v1/tenants`
  */
 export function listTenants() {
-  return call({ id: "listTenants", method: "GET", path: "/api/v1/tenants", query: [], types: [], bytes: false });
+  return call({ id: "listTenants", method: "GET", path: "/api/v1/tenants", query: [], types: [], bytes: false, events: false });
 }
 
 /**
@@ -272,7 +282,7 @@ export function listTenants() {
  * @param body application/json
  */
 export function createTenant(body) {
-  return call({ id: "createTenant", method: "POST", path: "/api/v1/tenants", query: [], types: ["application/json"], bytes: false }, {}, body);
+  return call({ id: "createTenant", method: "POST", path: "/api/v1/tenants", query: [], types: ["application/json"], bytes: false, events: false }, {}, body);
 }
 
 /**
@@ -281,7 +291,7 @@ export function createTenant(body) {
  * @param params { tenant }
  */
 export function getTenant(params) {
-  return call({ id: "getTenant", method: "GET", path: "/api/v1/tenants/{tenant}", query: [], types: [], bytes: false }, params);
+  return call({ id: "getTenant", method: "GET", path: "/api/v1/tenants/{tenant}", query: [], types: [], bytes: false, events: false }, params);
 }
 
 /**
@@ -290,7 +300,7 @@ export function getTenant(params) {
  * @param params { tenant }
  */
 export function deleteTenant(params) {
-  return call({ id: "deleteTenant", method: "DELETE", path: "/api/v1/tenants/{tenant}", query: [], types: [], bytes: false }, params);
+  return call({ id: "deleteTenant", method: "DELETE", path: "/api/v1/tenants/{tenant}", query: [], types: [], bytes: false, events: false }, params);
 }
 
 /**
@@ -299,7 +309,7 @@ export function deleteTenant(params) {
  * @param params { tenant }
  */
 export function listTenantAlerts(params) {
-  return call({ id: "listTenantAlerts", method: "GET", path: "/api/v1/tenants/{tenant}/alerts", query: [], types: [], bytes: false }, params);
+  return call({ id: "listTenantAlerts", method: "GET", path: "/api/v1/tenants/{tenant}/alerts", query: [], types: [], bytes: false, events: false }, params);
 }
 
 /**
@@ -308,7 +318,7 @@ export function listTenantAlerts(params) {
  * @param params { tenant, since_ms, until_ms, format }
  */
 export function exportTenantAlerts(params) {
-  return call({ id: "exportTenantAlerts", method: "GET", path: "/api/v1/tenants/{tenant}/alerts/export", query: ["since_ms", "until_ms", "format"], types: [], bytes: false }, params);
+  return call({ id: "exportTenantAlerts", method: "GET", path: "/api/v1/tenants/{tenant}/alerts/export", query: ["since_ms", "until_ms", "format"], types: [], bytes: false, events: false }, params);
 }
 
 /**
@@ -317,7 +327,7 @@ export function exportTenantAlerts(params) {
  * @param params { tenant }
  */
 export function listTenantApprovals(params) {
-  return call({ id: "listTenantApprovals", method: "GET", path: "/api/v1/tenants/{tenant}/approvals", query: [], types: [], bytes: false }, params);
+  return call({ id: "listTenantApprovals", method: "GET", path: "/api/v1/tenants/{tenant}/approvals", query: [], types: [], bytes: false, events: false }, params);
 }
 
 /**
@@ -326,7 +336,7 @@ export function listTenantApprovals(params) {
  * @param params { tenant, since_ms, until_ms, format }
  */
 export function exportTenantAudit(params) {
-  return call({ id: "exportTenantAudit", method: "GET", path: "/api/v1/tenants/{tenant}/audit/export", query: ["since_ms", "until_ms", "format"], types: [], bytes: false }, params);
+  return call({ id: "exportTenantAudit", method: "GET", path: "/api/v1/tenants/{tenant}/audit/export", query: ["since_ms", "until_ms", "format"], types: [], bytes: false, events: false }, params);
 }
 
 /**
@@ -335,7 +345,7 @@ export function exportTenantAudit(params) {
  * @param params { tenant }
  */
 export function getTenantCalendar(params) {
-  return call({ id: "getTenantCalendar", method: "GET", path: "/api/v1/tenants/{tenant}/calendar", query: [], types: [], bytes: false }, params);
+  return call({ id: "getTenantCalendar", method: "GET", path: "/api/v1/tenants/{tenant}/calendar", query: [], types: [], bytes: false, events: false }, params);
 }
 
 /**
@@ -345,7 +355,7 @@ export function getTenantCalendar(params) {
  * @param body application/json
  */
 export function setTenantCalendar(params, body) {
-  return call({ id: "setTenantCalendar", method: "PUT", path: "/api/v1/tenants/{tenant}/calendar", query: [], types: ["application/json"], bytes: false }, params, body);
+  return call({ id: "setTenantCalendar", method: "PUT", path: "/api/v1/tenants/{tenant}/calendar", query: [], types: ["application/json"], bytes: false, events: false }, params, body);
 }
 
 /**
@@ -354,7 +364,7 @@ export function setTenantCalendar(params, body) {
  * @param params { tenant }
  */
 export function getCallRecording(params) {
-  return call({ id: "getCallRecording", method: "GET", path: "/api/v1/tenants/{tenant}/call-recording", query: [], types: [], bytes: false }, params);
+  return call({ id: "getCallRecording", method: "GET", path: "/api/v1/tenants/{tenant}/call-recording", query: [], types: [], bytes: false, events: false }, params);
 }
 
 /**
@@ -364,7 +374,7 @@ export function getCallRecording(params) {
  * @param body application/json
  */
 export function setCallRecording(params, body) {
-  return call({ id: "setCallRecording", method: "PUT", path: "/api/v1/tenants/{tenant}/call-recording", query: [], types: ["application/json"], bytes: false }, params, body);
+  return call({ id: "setCallRecording", method: "PUT", path: "/api/v1/tenants/{tenant}/call-recording", query: [], types: ["application/json"], bytes: false, events: false }, params, body);
 }
 
 /**
@@ -373,7 +383,7 @@ export function setCallRecording(params, body) {
  * @param params { tenant }
  */
 export function listCalls(params) {
-  return call({ id: "listCalls", method: "GET", path: "/api/v1/tenants/{tenant}/calls", query: [], types: [], bytes: false }, params);
+  return call({ id: "listCalls", method: "GET", path: "/api/v1/tenants/{tenant}/calls", query: [], types: [], bytes: false, events: false }, params);
 }
 
 /**
@@ -382,7 +392,7 @@ export function listCalls(params) {
  * @param params { tenant, call_id }
  */
 export function hangUpCall(params) {
-  return call({ id: "hangUpCall", method: "DELETE", path: "/api/v1/tenants/{tenant}/calls/{call_id}", query: [], types: [], bytes: false }, params);
+  return call({ id: "hangUpCall", method: "DELETE", path: "/api/v1/tenants/{tenant}/calls/{call_id}", query: [], types: [], bytes: false, events: false }, params);
 }
 
 /**
@@ -391,7 +401,7 @@ export function hangUpCall(params) {
  * @param params { tenant, since_ms, until_ms, extension, disposition, limit, format }
  */
 export function listCdrs(params) {
-  return call({ id: "listCdrs", method: "GET", path: "/api/v1/tenants/{tenant}/cdrs", query: ["since_ms", "until_ms", "extension", "disposition", "limit", "format"], types: [], bytes: false }, params);
+  return call({ id: "listCdrs", method: "GET", path: "/api/v1/tenants/{tenant}/cdrs", query: ["since_ms", "until_ms", "extension", "disposition", "limit", "format"], types: [], bytes: false, events: false }, params);
 }
 
 /**
@@ -400,7 +410,7 @@ export function listCdrs(params) {
  * @param params { tenant, since_ms, until_ms, extension, disposition, limit, format }
  */
 export function exportCdrs(params) {
-  return call({ id: "exportCdrs", method: "GET", path: "/api/v1/tenants/{tenant}/cdrs/export", query: ["since_ms", "until_ms", "extension", "disposition", "limit", "format"], types: [], bytes: false }, params);
+  return call({ id: "exportCdrs", method: "GET", path: "/api/v1/tenants/{tenant}/cdrs/export", query: ["since_ms", "until_ms", "extension", "disposition", "limit", "format"], types: [], bytes: false, events: false }, params);
 }
 
 /**
@@ -409,7 +419,7 @@ export function exportCdrs(params) {
  * @param params { tenant }
  */
 export function listDids(params) {
-  return call({ id: "listDids", method: "GET", path: "/api/v1/tenants/{tenant}/dids", query: [], types: [], bytes: false }, params);
+  return call({ id: "listDids", method: "GET", path: "/api/v1/tenants/{tenant}/dids", query: [], types: [], bytes: false, events: false }, params);
 }
 
 /**
@@ -419,7 +429,7 @@ export function listDids(params) {
  * @param body application/json
  */
 export function addDid(params, body) {
-  return call({ id: "addDid", method: "POST", path: "/api/v1/tenants/{tenant}/dids", query: [], types: ["application/json"], bytes: false }, params, body);
+  return call({ id: "addDid", method: "POST", path: "/api/v1/tenants/{tenant}/dids", query: [], types: ["application/json"], bytes: false, events: false }, params, body);
 }
 
 /**
@@ -428,7 +438,7 @@ export function addDid(params, body) {
  * @param params { tenant, number }
  */
 export function removeDid(params) {
-  return call({ id: "removeDid", method: "DELETE", path: "/api/v1/tenants/{tenant}/dids/{number}", query: [], types: [], bytes: false }, params);
+  return call({ id: "removeDid", method: "DELETE", path: "/api/v1/tenants/{tenant}/dids/{number}", query: [], types: [], bytes: false, events: false }, params);
 }
 
 /**
@@ -438,7 +448,7 @@ export function removeDid(params) {
  * @param body application/json
  */
 export function setTenantDigest(params, body) {
-  return call({ id: "setTenantDigest", method: "PUT", path: "/api/v1/tenants/{tenant}/digest", query: [], types: ["application/json"], bytes: false }, params, body);
+  return call({ id: "setTenantDigest", method: "PUT", path: "/api/v1/tenants/{tenant}/digest", query: [], types: ["application/json"], bytes: false, events: false }, params, body);
 }
 
 /**
@@ -448,7 +458,7 @@ export function setTenantDigest(params, body) {
  * @param body application/json
  */
 export function addTenantDomain(params, body) {
-  return call({ id: "addTenantDomain", method: "POST", path: "/api/v1/tenants/{tenant}/domains", query: [], types: ["application/json"], bytes: false }, params, body);
+  return call({ id: "addTenantDomain", method: "POST", path: "/api/v1/tenants/{tenant}/domains", query: [], types: ["application/json"], bytes: false, events: false }, params, body);
 }
 
 /**
@@ -457,7 +467,7 @@ export function addTenantDomain(params, body) {
  * @param params { tenant }
  */
 export function listExtensions(params) {
-  return call({ id: "listExtensions", method: "GET", path: "/api/v1/tenants/{tenant}/extensions", query: [], types: [], bytes: false }, params);
+  return call({ id: "listExtensions", method: "GET", path: "/api/v1/tenants/{tenant}/extensions", query: [], types: [], bytes: false, events: false }, params);
 }
 
 /**
@@ -467,7 +477,7 @@ export function listExtensions(params) {
  * @param body application/json
  */
 export function createExtension(params, body) {
-  return call({ id: "createExtension", method: "POST", path: "/api/v1/tenants/{tenant}/extensions", query: [], types: ["application/json"], bytes: false }, params, body);
+  return call({ id: "createExtension", method: "POST", path: "/api/v1/tenants/{tenant}/extensions", query: [], types: ["application/json"], bytes: false, events: false }, params, body);
 }
 
 /**
@@ -476,7 +486,7 @@ export function createExtension(params, body) {
  * @param params { tenant, number }
  */
 export function deleteExtension(params) {
-  return call({ id: "deleteExtension", method: "DELETE", path: "/api/v1/tenants/{tenant}/extensions/{number}", query: [], types: [], bytes: false }, params);
+  return call({ id: "deleteExtension", method: "DELETE", path: "/api/v1/tenants/{tenant}/extensions/{number}", query: [], types: [], bytes: false, events: false }, params);
 }
 
 /**
@@ -486,7 +496,7 @@ export function deleteExtension(params) {
  * @param body application/json
  */
 export function setExtensionDigest(params, body) {
-  return call({ id: "setExtensionDigest", method: "PUT", path: "/api/v1/tenants/{tenant}/extensions/{number}/digest", query: [], types: ["application/json"], bytes: false }, params, body);
+  return call({ id: "setExtensionDigest", method: "PUT", path: "/api/v1/tenants/{tenant}/extensions/{number}/digest", query: [], types: ["application/json"], bytes: false, events: false }, params, body);
 }
 
 /**
@@ -495,7 +505,7 @@ export function setExtensionDigest(params, body) {
  * @param params { tenant, number }
  */
 export function getForwarding(params) {
-  return call({ id: "getForwarding", method: "GET", path: "/api/v1/tenants/{tenant}/extensions/{number}/forwarding", query: [], types: [], bytes: false }, params);
+  return call({ id: "getForwarding", method: "GET", path: "/api/v1/tenants/{tenant}/extensions/{number}/forwarding", query: [], types: [], bytes: false, events: false }, params);
 }
 
 /**
@@ -505,7 +515,7 @@ export function getForwarding(params) {
  * @param body application/json
  */
 export function setForwarding(params, body) {
-  return call({ id: "setForwarding", method: "PUT", path: "/api/v1/tenants/{tenant}/extensions/{number}/forwarding", query: [], types: ["application/json"], bytes: false }, params, body);
+  return call({ id: "setForwarding", method: "PUT", path: "/api/v1/tenants/{tenant}/extensions/{number}/forwarding", query: [], types: ["application/json"], bytes: false, events: false }, params, body);
 }
 
 /**
@@ -515,7 +525,7 @@ export function setForwarding(params, body) {
  * @param body application/json
  */
 export function setExtensionPassword(params, body) {
-  return call({ id: "setExtensionPassword", method: "PUT", path: "/api/v1/tenants/{tenant}/extensions/{number}/password", query: [], types: ["application/json"], bytes: false }, params, body);
+  return call({ id: "setExtensionPassword", method: "PUT", path: "/api/v1/tenants/{tenant}/extensions/{number}/password", query: [], types: ["application/json"], bytes: false, events: false }, params, body);
 }
 
 /**
@@ -524,7 +534,7 @@ export function setExtensionPassword(params, body) {
  * @param params { tenant }
  */
 export function getTenantLimits(params) {
-  return call({ id: "getTenantLimits", method: "GET", path: "/api/v1/tenants/{tenant}/limits", query: [], types: [], bytes: false }, params);
+  return call({ id: "getTenantLimits", method: "GET", path: "/api/v1/tenants/{tenant}/limits", query: [], types: [], bytes: false, events: false }, params);
 }
 
 /**
@@ -534,7 +544,7 @@ export function getTenantLimits(params) {
  * @param body application/json
  */
 export function setTenantLimits(params, body) {
-  return call({ id: "setTenantLimits", method: "PUT", path: "/api/v1/tenants/{tenant}/limits", query: [], types: ["application/json"], bytes: false }, params, body);
+  return call({ id: "setTenantLimits", method: "PUT", path: "/api/v1/tenants/{tenant}/limits", query: [], types: ["application/json"], bytes: false, events: false }, params, body);
 }
 
 /**
@@ -544,7 +554,7 @@ export function setTenantLimits(params, body) {
  * @param body application/json
  */
 export function setMediaEncryption(params, body) {
-  return call({ id: "setMediaEncryption", method: "PUT", path: "/api/v1/tenants/{tenant}/media-encryption", query: [], types: ["application/json"], bytes: false }, params, body);
+  return call({ id: "setMediaEncryption", method: "PUT", path: "/api/v1/tenants/{tenant}/media-encryption", query: [], types: ["application/json"], bytes: false, events: false }, params, body);
 }
 
 /**
@@ -553,7 +563,7 @@ export function setMediaEncryption(params, body) {
  * @param params { tenant }
  */
 export function listPlugins(params) {
-  return call({ id: "listPlugins", method: "GET", path: "/api/v1/tenants/{tenant}/plugins", query: [], types: [], bytes: false }, params);
+  return call({ id: "listPlugins", method: "GET", path: "/api/v1/tenants/{tenant}/plugins", query: [], types: [], bytes: false, events: false }, params);
 }
 
 /**
@@ -563,7 +573,7 @@ export function listPlugins(params) {
  * @param body application/wasm
  */
 export function uploadPlugin(params, body) {
-  return call({ id: "uploadPlugin", method: "POST", path: "/api/v1/tenants/{tenant}/plugins", query: [], types: ["application/wasm"], bytes: false }, params, body);
+  return call({ id: "uploadPlugin", method: "POST", path: "/api/v1/tenants/{tenant}/plugins", query: [], types: ["application/wasm"], bytes: false, events: false }, params, body);
 }
 
 /**
@@ -572,7 +582,7 @@ export function uploadPlugin(params, body) {
  * @param params { tenant }
  */
 export function getPluginLog(params) {
-  return call({ id: "getPluginLog", method: "GET", path: "/api/v1/tenants/{tenant}/plugins/log", query: [], types: [], bytes: false }, params);
+  return call({ id: "getPluginLog", method: "GET", path: "/api/v1/tenants/{tenant}/plugins/log", query: [], types: [], bytes: false, events: false }, params);
 }
 
 /**
@@ -581,7 +591,7 @@ export function getPluginLog(params) {
  * @param params { tenant, since_ms, until_ms, format }
  */
 export function exportPluginLog(params) {
-  return call({ id: "exportPluginLog", method: "GET", path: "/api/v1/tenants/{tenant}/plugins/log/export", query: ["since_ms", "until_ms", "format"], types: [], bytes: false }, params);
+  return call({ id: "exportPluginLog", method: "GET", path: "/api/v1/tenants/{tenant}/plugins/log/export", query: ["since_ms", "until_ms", "format"], types: [], bytes: false, events: false }, params);
 }
 
 /**
@@ -590,7 +600,7 @@ export function exportPluginLog(params) {
  * @param params { tenant }
  */
 export function listQuarantines(params) {
-  return call({ id: "listQuarantines", method: "GET", path: "/api/v1/tenants/{tenant}/plugins/quarantine", query: [], types: [], bytes: false }, params);
+  return call({ id: "listQuarantines", method: "GET", path: "/api/v1/tenants/{tenant}/plugins/quarantine", query: [], types: [], bytes: false, events: false }, params);
 }
 
 /**
@@ -599,7 +609,7 @@ export function listQuarantines(params) {
  * @param params { tenant, hash }
  */
 export function liftQuarantine(params) {
-  return call({ id: "liftQuarantine", method: "DELETE", path: "/api/v1/tenants/{tenant}/plugins/quarantine/{hash}", query: [], types: [], bytes: false }, params);
+  return call({ id: "liftQuarantine", method: "DELETE", path: "/api/v1/tenants/{tenant}/plugins/quarantine/{hash}", query: [], types: [], bytes: false, events: false }, params);
 }
 
 /**
@@ -608,7 +618,7 @@ export function liftQuarantine(params) {
  * @param params { tenant }
  */
 export function rollbackPlugin(params) {
-  return call({ id: "rollbackPlugin", method: "POST", path: "/api/v1/tenants/{tenant}/plugins/rollback", query: [], types: [], bytes: false }, params);
+  return call({ id: "rollbackPlugin", method: "POST", path: "/api/v1/tenants/{tenant}/plugins/rollback", query: [], types: [], bytes: false, events: false }, params);
 }
 
 /**
@@ -617,7 +627,7 @@ export function rollbackPlugin(params) {
  * @param params { tenant, version }
  */
 export function activatePlugin(params) {
-  return call({ id: "activatePlugin", method: "POST", path: "/api/v1/tenants/{tenant}/plugins/{version}/activate", query: [], types: [], bytes: false }, params);
+  return call({ id: "activatePlugin", method: "POST", path: "/api/v1/tenants/{tenant}/plugins/{version}/activate", query: [], types: [], bytes: false, events: false }, params);
 }
 
 /**
@@ -626,7 +636,7 @@ export function activatePlugin(params) {
  * @param params { tenant }
  */
 export function listTenantPolicies(params) {
-  return call({ id: "listTenantPolicies", method: "GET", path: "/api/v1/tenants/{tenant}/policies", query: [], types: [], bytes: false }, params);
+  return call({ id: "listTenantPolicies", method: "GET", path: "/api/v1/tenants/{tenant}/policies", query: [], types: [], bytes: false, events: false }, params);
 }
 
 /**
@@ -636,7 +646,7 @@ export function listTenantPolicies(params) {
  * @param body application/wasm
  */
 export function installTenantPolicy(params, body) {
-  return call({ id: "installTenantPolicy", method: "POST", path: "/api/v1/tenants/{tenant}/policies", query: ["name"], types: ["application/wasm"], bytes: false }, params, body);
+  return call({ id: "installTenantPolicy", method: "POST", path: "/api/v1/tenants/{tenant}/policies", query: ["name"], types: ["application/wasm"], bytes: false, events: false }, params, body);
 }
 
 /**
@@ -645,7 +655,7 @@ export function installTenantPolicy(params, body) {
  * @param params { tenant, name }
  */
 export function removeTenantPolicy(params) {
-  return call({ id: "removeTenantPolicy", method: "DELETE", path: "/api/v1/tenants/{tenant}/policies/{name}", query: [], types: [], bytes: false }, params);
+  return call({ id: "removeTenantPolicy", method: "DELETE", path: "/api/v1/tenants/{tenant}/policies/{name}", query: [], types: [], bytes: false, events: false }, params);
 }
 
 /**
@@ -654,7 +664,7 @@ export function removeTenantPolicy(params) {
  * @param params { tenant, name }
  */
 export function listTenantPolicyConfig(params) {
-  return call({ id: "listTenantPolicyConfig", method: "GET", path: "/api/v1/tenants/{tenant}/policies/{name}/config", query: [], types: [], bytes: false }, params);
+  return call({ id: "listTenantPolicyConfig", method: "GET", path: "/api/v1/tenants/{tenant}/policies/{name}/config", query: [], types: [], bytes: false, events: false }, params);
 }
 
 /**
@@ -664,7 +674,7 @@ export function listTenantPolicyConfig(params) {
  * @param body application/json
  */
 export function setTenantPolicyConfig(params, body) {
-  return call({ id: "setTenantPolicyConfig", method: "PUT", path: "/api/v1/tenants/{tenant}/policies/{name}/config/{key}", query: [], types: ["application/json"], bytes: false }, params, body);
+  return call({ id: "setTenantPolicyConfig", method: "PUT", path: "/api/v1/tenants/{tenant}/policies/{name}/config/{key}", query: [], types: ["application/json"], bytes: false, events: false }, params, body);
 }
 
 /**
@@ -673,7 +683,7 @@ export function setTenantPolicyConfig(params, body) {
  * @param params { tenant, name, key }
  */
 export function deleteTenantPolicyConfig(params) {
-  return call({ id: "deleteTenantPolicyConfig", method: "DELETE", path: "/api/v1/tenants/{tenant}/policies/{name}/config/{key}", query: [], types: [], bytes: false }, params);
+  return call({ id: "deleteTenantPolicyConfig", method: "DELETE", path: "/api/v1/tenants/{tenant}/policies/{name}/config/{key}", query: [], types: [], bytes: false, events: false }, params);
 }
 
 /**
@@ -682,7 +692,7 @@ export function deleteTenantPolicyConfig(params) {
  * @param params { tenant }
  */
 export function listPrompts(params) {
-  return call({ id: "listPrompts", method: "GET", path: "/api/v1/tenants/{tenant}/prompts", query: [], types: [], bytes: false }, params);
+  return call({ id: "listPrompts", method: "GET", path: "/api/v1/tenants/{tenant}/prompts", query: [], types: [], bytes: false, events: false }, params);
 }
 
 /**
@@ -691,7 +701,7 @@ export function listPrompts(params) {
  * @param params { tenant, name }
  */
 export function downloadPrompt(params) {
-  return call({ id: "downloadPrompt", method: "GET", path: "/api/v1/tenants/{tenant}/prompts/{name}", query: [], types: [], bytes: true }, params);
+  return call({ id: "downloadPrompt", method: "GET", path: "/api/v1/tenants/{tenant}/prompts/{name}", query: [], types: [], bytes: true, events: false }, params);
 }
 
 /**
@@ -701,7 +711,7 @@ export function downloadPrompt(params) {
  * @param body audio/basic or audio/pcma or audio/wav
  */
 export function putPrompt(params, body) {
-  return call({ id: "putPrompt", method: "PUT", path: "/api/v1/tenants/{tenant}/prompts/{name}", query: [], types: ["audio/basic", "audio/pcma", "audio/wav"], bytes: false }, params, body);
+  return call({ id: "putPrompt", method: "PUT", path: "/api/v1/tenants/{tenant}/prompts/{name}", query: [], types: ["audio/basic", "audio/pcma", "audio/wav"], bytes: false, events: false }, params, body);
 }
 
 /**
@@ -710,7 +720,7 @@ export function putPrompt(params, body) {
  * @param params { tenant, name }
  */
 export function deletePrompt(params) {
-  return call({ id: "deletePrompt", method: "DELETE", path: "/api/v1/tenants/{tenant}/prompts/{name}", query: [], types: [], bytes: false }, params);
+  return call({ id: "deletePrompt", method: "DELETE", path: "/api/v1/tenants/{tenant}/prompts/{name}", query: [], types: [], bytes: false, events: false }, params);
 }
 
 /**
@@ -719,7 +729,7 @@ export function deletePrompt(params) {
  * @param params { tenant }
  */
 export function listRecordings(params) {
-  return call({ id: "listRecordings", method: "GET", path: "/api/v1/tenants/{tenant}/recordings", query: [], types: [], bytes: false }, params);
+  return call({ id: "listRecordings", method: "GET", path: "/api/v1/tenants/{tenant}/recordings", query: [], types: [], bytes: false, events: false }, params);
 }
 
 /**
@@ -728,7 +738,7 @@ export function listRecordings(params) {
  * @param params { tenant, id }
  */
 export function downloadRecording(params) {
-  return call({ id: "downloadRecording", method: "GET", path: "/api/v1/tenants/{tenant}/recordings/{id}", query: [], types: [], bytes: true }, params);
+  return call({ id: "downloadRecording", method: "GET", path: "/api/v1/tenants/{tenant}/recordings/{id}", query: [], types: [], bytes: true, events: false }, params);
 }
 
 /**
@@ -737,7 +747,7 @@ export function downloadRecording(params) {
  * @param params { tenant, id }
  */
 export function deleteRecording(params) {
-  return call({ id: "deleteRecording", method: "DELETE", path: "/api/v1/tenants/{tenant}/recordings/{id}", query: [], types: [], bytes: false }, params);
+  return call({ id: "deleteRecording", method: "DELETE", path: "/api/v1/tenants/{tenant}/recordings/{id}", query: [], types: [], bytes: false, events: false }, params);
 }
 
 /**
@@ -746,7 +756,7 @@ export function deleteRecording(params) {
  * @param params { tenant }
  */
 export function resumeTenant(params) {
-  return call({ id: "resumeTenant", method: "POST", path: "/api/v1/tenants/{tenant}/resume", query: [], types: [], bytes: false }, params);
+  return call({ id: "resumeTenant", method: "POST", path: "/api/v1/tenants/{tenant}/resume", query: [], types: [], bytes: false, events: false }, params);
 }
 
 /**
@@ -755,7 +765,7 @@ export function resumeTenant(params) {
  * @param params { tenant }
  */
 export function listStorage(params) {
-  return call({ id: "listStorage", method: "GET", path: "/api/v1/tenants/{tenant}/storage", query: [], types: [], bytes: false }, params);
+  return call({ id: "listStorage", method: "GET", path: "/api/v1/tenants/{tenant}/storage", query: [], types: [], bytes: false, events: false }, params);
 }
 
 /**
@@ -764,7 +774,7 @@ export function listStorage(params) {
  * @param params { tenant, key }
  */
 export function getStorageKey(params) {
-  return call({ id: "getStorageKey", method: "GET", path: "/api/v1/tenants/{tenant}/storage/{key}", query: [], types: [], bytes: false }, params);
+  return call({ id: "getStorageKey", method: "GET", path: "/api/v1/tenants/{tenant}/storage/{key}", query: [], types: [], bytes: false, events: false }, params);
 }
 
 /**
@@ -774,7 +784,7 @@ export function getStorageKey(params) {
  * @param body application/json
  */
 export function setStorageKey(params, body) {
-  return call({ id: "setStorageKey", method: "PUT", path: "/api/v1/tenants/{tenant}/storage/{key}", query: [], types: ["application/json"], bytes: false }, params, body);
+  return call({ id: "setStorageKey", method: "PUT", path: "/api/v1/tenants/{tenant}/storage/{key}", query: [], types: ["application/json"], bytes: false, events: false }, params, body);
 }
 
 /**
@@ -783,7 +793,7 @@ export function setStorageKey(params, body) {
  * @param params { tenant, key }
  */
 export function deleteStorageKey(params) {
-  return call({ id: "deleteStorageKey", method: "DELETE", path: "/api/v1/tenants/{tenant}/storage/{key}", query: [], types: [], bytes: false }, params);
+  return call({ id: "deleteStorageKey", method: "DELETE", path: "/api/v1/tenants/{tenant}/storage/{key}", query: [], types: [], bytes: false, events: false }, params);
 }
 
 /**
@@ -792,7 +802,7 @@ export function deleteStorageKey(params) {
  * @param params { tenant }
  */
 export function suspendTenant(params) {
-  return call({ id: "suspendTenant", method: "POST", path: "/api/v1/tenants/{tenant}/suspend", query: [], types: [], bytes: false }, params);
+  return call({ id: "suspendTenant", method: "POST", path: "/api/v1/tenants/{tenant}/suspend", query: [], types: [], bytes: false, events: false }, params);
 }
 
 /**
@@ -801,7 +811,7 @@ export function suspendTenant(params) {
  * @param params { tenant }
  */
 export function listTokens(params) {
-  return call({ id: "listTokens", method: "GET", path: "/api/v1/tenants/{tenant}/tokens", query: [], types: [], bytes: false }, params);
+  return call({ id: "listTokens", method: "GET", path: "/api/v1/tenants/{tenant}/tokens", query: [], types: [], bytes: false, events: false }, params);
 }
 
 /**
@@ -811,7 +821,7 @@ export function listTokens(params) {
  * @param body application/json
  */
 export function createToken(params, body) {
-  return call({ id: "createToken", method: "POST", path: "/api/v1/tenants/{tenant}/tokens", query: [], types: ["application/json"], bytes: false }, params, body);
+  return call({ id: "createToken", method: "POST", path: "/api/v1/tenants/{tenant}/tokens", query: [], types: ["application/json"], bytes: false, events: false }, params, body);
 }
 
 /**
@@ -820,7 +830,7 @@ export function createToken(params, body) {
  * @param params { tenant, id }
  */
 export function revokeToken(params) {
-  return call({ id: "revokeToken", method: "DELETE", path: "/api/v1/tenants/{tenant}/tokens/{id}", query: [], types: [], bytes: false }, params);
+  return call({ id: "revokeToken", method: "DELETE", path: "/api/v1/tenants/{tenant}/tokens/{id}", query: [], types: [], bytes: false, events: false }, params);
 }
 
 /**
@@ -829,7 +839,7 @@ export function revokeToken(params) {
  * @param params { tenant }
  */
 export function listTrunks(params) {
-  return call({ id: "listTrunks", method: "GET", path: "/api/v1/tenants/{tenant}/trunks", query: [], types: [], bytes: false }, params);
+  return call({ id: "listTrunks", method: "GET", path: "/api/v1/tenants/{tenant}/trunks", query: [], types: [], bytes: false, events: false }, params);
 }
 
 /**
@@ -839,7 +849,7 @@ export function listTrunks(params) {
  * @param body application/json
  */
 export function addTrunk(params, body) {
-  return call({ id: "addTrunk", method: "POST", path: "/api/v1/tenants/{tenant}/trunks", query: [], types: ["application/json"], bytes: false }, params, body);
+  return call({ id: "addTrunk", method: "POST", path: "/api/v1/tenants/{tenant}/trunks", query: [], types: ["application/json"], bytes: false, events: false }, params, body);
 }
 
 /**
@@ -848,7 +858,7 @@ export function addTrunk(params, body) {
  * @param params { tenant, name }
  */
 export function removeTrunk(params) {
-  return call({ id: "removeTrunk", method: "DELETE", path: "/api/v1/tenants/{tenant}/trunks/{name}", query: [], types: [], bytes: false }, params);
+  return call({ id: "removeTrunk", method: "DELETE", path: "/api/v1/tenants/{tenant}/trunks/{name}", query: [], types: [], bytes: false, events: false }, params);
 }
 
 /**
@@ -857,7 +867,7 @@ export function removeTrunk(params) {
  * @param params { tenant }
  */
 export function getTenantUsage(params) {
-  return call({ id: "getTenantUsage", method: "GET", path: "/api/v1/tenants/{tenant}/usage", query: [], types: [], bytes: false }, params);
+  return call({ id: "getTenantUsage", method: "GET", path: "/api/v1/tenants/{tenant}/usage", query: [], types: [], bytes: false, events: false }, params);
 }
 
 /**
@@ -866,7 +876,7 @@ export function getTenantUsage(params) {
  * @param params { tenant }
  */
 export function listTenantUsers(params) {
-  return call({ id: "listTenantUsers", method: "GET", path: "/api/v1/tenants/{tenant}/users", query: [], types: [], bytes: false }, params);
+  return call({ id: "listTenantUsers", method: "GET", path: "/api/v1/tenants/{tenant}/users", query: [], types: [], bytes: false, events: false }, params);
 }
 
 /**
@@ -876,7 +886,7 @@ export function listTenantUsers(params) {
  * @param body application/json
  */
 export function createTenantUser(params, body) {
-  return call({ id: "createTenantUser", method: "POST", path: "/api/v1/tenants/{tenant}/users", query: [], types: ["application/json"], bytes: false }, params, body);
+  return call({ id: "createTenantUser", method: "POST", path: "/api/v1/tenants/{tenant}/users", query: [], types: ["application/json"], bytes: false, events: false }, params, body);
 }
 
 /**
@@ -886,7 +896,7 @@ export function createTenantUser(params, body) {
  * @param body application/json
  */
 export function updateTenantUser(params, body) {
-  return call({ id: "updateTenantUser", method: "PATCH", path: "/api/v1/tenants/{tenant}/users/{username}", query: [], types: ["application/json"], bytes: false }, params, body);
+  return call({ id: "updateTenantUser", method: "PATCH", path: "/api/v1/tenants/{tenant}/users/{username}", query: [], types: ["application/json"], bytes: false, events: false }, params, body);
 }
 
 /**
@@ -895,7 +905,7 @@ export function updateTenantUser(params, body) {
  * @param params { tenant, username }
  */
 export function deleteTenantUser(params) {
-  return call({ id: "deleteTenantUser", method: "DELETE", path: "/api/v1/tenants/{tenant}/users/{username}", query: [], types: [], bytes: false }, params);
+  return call({ id: "deleteTenantUser", method: "DELETE", path: "/api/v1/tenants/{tenant}/users/{username}", query: [], types: [], bytes: false, events: false }, params);
 }
 
 /**
@@ -904,7 +914,7 @@ export function deleteTenantUser(params) {
  * @param params { tenant }
  */
 export function getVoicemailRetention(params) {
-  return call({ id: "getVoicemailRetention", method: "GET", path: "/api/v1/tenants/{tenant}/voicemail/retention", query: [], types: [], bytes: false }, params);
+  return call({ id: "getVoicemailRetention", method: "GET", path: "/api/v1/tenants/{tenant}/voicemail/retention", query: [], types: [], bytes: false, events: false }, params);
 }
 
 /**
@@ -914,7 +924,7 @@ export function getVoicemailRetention(params) {
  * @param body application/json
  */
 export function setVoicemailRetention(params, body) {
-  return call({ id: "setVoicemailRetention", method: "PUT", path: "/api/v1/tenants/{tenant}/voicemail/retention", query: [], types: ["application/json"], bytes: false }, params, body);
+  return call({ id: "setVoicemailRetention", method: "PUT", path: "/api/v1/tenants/{tenant}/voicemail/retention", query: [], types: ["application/json"], bytes: false, events: false }, params, body);
 }
 
 /**
@@ -923,7 +933,7 @@ export function setVoicemailRetention(params, body) {
  * @param params { tenant, mailbox }
  */
 export function listVoicemailMessages(params) {
-  return call({ id: "listVoicemailMessages", method: "GET", path: "/api/v1/tenants/{tenant}/voicemail/{mailbox}/messages", query: [], types: [], bytes: false }, params);
+  return call({ id: "listVoicemailMessages", method: "GET", path: "/api/v1/tenants/{tenant}/voicemail/{mailbox}/messages", query: [], types: [], bytes: false, events: false }, params);
 }
 
 /**
@@ -932,7 +942,7 @@ export function listVoicemailMessages(params) {
  * @param params { tenant, mailbox, id }
  */
 export function downloadVoicemailMessage(params) {
-  return call({ id: "downloadVoicemailMessage", method: "GET", path: "/api/v1/tenants/{tenant}/voicemail/{mailbox}/messages/{id}", query: [], types: [], bytes: true }, params);
+  return call({ id: "downloadVoicemailMessage", method: "GET", path: "/api/v1/tenants/{tenant}/voicemail/{mailbox}/messages/{id}", query: [], types: [], bytes: true, events: false }, params);
 }
 
 /**
@@ -942,7 +952,7 @@ export function downloadVoicemailMessage(params) {
  * @param body application/json
  */
 export function markVoicemailMessage(params, body) {
-  return call({ id: "markVoicemailMessage", method: "PATCH", path: "/api/v1/tenants/{tenant}/voicemail/{mailbox}/messages/{id}", query: [], types: ["application/json"], bytes: false }, params, body);
+  return call({ id: "markVoicemailMessage", method: "PATCH", path: "/api/v1/tenants/{tenant}/voicemail/{mailbox}/messages/{id}", query: [], types: ["application/json"], bytes: false, events: false }, params, body);
 }
 
 /**
@@ -951,7 +961,7 @@ export function markVoicemailMessage(params, body) {
  * @param params { tenant, mailbox, id }
  */
 export function deleteVoicemailMessage(params) {
-  return call({ id: "deleteVoicemailMessage", method: "DELETE", path: "/api/v1/tenants/{tenant}/voicemail/{mailbox}/messages/{id}", query: [], types: [], bytes: false }, params);
+  return call({ id: "deleteVoicemailMessage", method: "DELETE", path: "/api/v1/tenants/{tenant}/voicemail/{mailbox}/messages/{id}", query: [], types: [], bytes: false, events: false }, params);
 }
 
 /**
@@ -961,7 +971,7 @@ export function deleteVoicemailMessage(params) {
  * @param body application/json
  */
 export function setVoicemailPin(params, body) {
-  return call({ id: "setVoicemailPin", method: "PUT", path: "/api/v1/tenants/{tenant}/voicemail/{mailbox}/pin", query: [], types: ["application/json"], bytes: false }, params, body);
+  return call({ id: "setVoicemailPin", method: "PUT", path: "/api/v1/tenants/{tenant}/voicemail/{mailbox}/pin", query: [], types: ["application/json"], bytes: false, events: false }, params, body);
 }
 
 /**
@@ -969,7 +979,7 @@ export function setVoicemailPin(params, body) {
  * `GET /api/v1/users`
  */
 export function listUsers() {
-  return call({ id: "listUsers", method: "GET", path: "/api/v1/users", query: [], types: [], bytes: false });
+  return call({ id: "listUsers", method: "GET", path: "/api/v1/users", query: [], types: [], bytes: false, events: false });
 }
 
 /**
@@ -978,7 +988,7 @@ export function listUsers() {
  * @param body application/json
  */
 export function createUser(body) {
-  return call({ id: "createUser", method: "POST", path: "/api/v1/users", query: [], types: ["application/json"], bytes: false }, {}, body);
+  return call({ id: "createUser", method: "POST", path: "/api/v1/users", query: [], types: ["application/json"], bytes: false, events: false }, {}, body);
 }
 
 /**
@@ -987,7 +997,7 @@ export function createUser(body) {
  * @param params { username }
  */
 export function deleteUser(params) {
-  return call({ id: "deleteUser", method: "DELETE", path: "/api/v1/users/{username}", query: [], types: [], bytes: false }, params);
+  return call({ id: "deleteUser", method: "DELETE", path: "/api/v1/users/{username}", query: [], types: [], bytes: false, events: false }, params);
 }
 
 /**
@@ -995,7 +1005,7 @@ export function deleteUser(params) {
  * `GET /healthz`
  */
 export function getHealth() {
-  return call({ id: "getHealth", method: "GET", path: "/healthz", query: [], types: [], bytes: false });
+  return call({ id: "getHealth", method: "GET", path: "/healthz", query: [], types: [], bytes: false, events: false });
 }
 
 /**
@@ -1003,5 +1013,5 @@ export function getHealth() {
  * `GET /metrics`
  */
 export function getMetrics() {
-  return call({ id: "getMetrics", method: "GET", path: "/metrics", query: [], types: [], bytes: false });
+  return call({ id: "getMetrics", method: "GET", path: "/metrics", query: [], types: [], bytes: false, events: false });
 }

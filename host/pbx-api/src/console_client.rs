@@ -10,7 +10,9 @@
 //! `X-CSRF-Token` header on anything but `GET`, JSON bodies sent with
 //! `Content-Type: application/json`, and an answer read as JSON (or `null`
 //! when empty). A non-2xx answer throws an `ApiError` carrying the status and
-//! the error body's stable `code` and `message`.
+//! the error body's stable `code` and `message`. An operation that answers
+//! Server-Sent Events (`text/event-stream`) resolves to an `EventSource` on its
+//! URL instead, which sends the session cookie the same way.
 //!
 //! The generated file is checked in; a test keeps it equal to what
 //! [`generate`] makes of the served document. After a change to the route
@@ -68,6 +70,7 @@ async function call(op, params = {}, body = undefined) {
   }
   const search = query.toString();
   const url = search ? `${path}?${search}` : path;
+  if (op.events) return new EventSource(url);
   const headers = {};
   if (op.method !== "GET") headers["X-CSRF-Token"] = csrf();
   let payload;
@@ -114,6 +117,9 @@ fn media_types(content: &Value) -> Vec<&str> {
 /// Whether the operation's success answer is bytes rather than JSON or text
 /// (audio downloads): the function then resolves to a `Blob`.
 fn answers_bytes(op: &Value) -> bool {
+    if answers_events(op) {
+        return false;
+    }
     let Some(responses) = op["responses"].as_object() else {
         return false;
     };
@@ -122,6 +128,14 @@ fn answers_bytes(op: &Value) -> bool {
         .filter(|(status, _)| status.starts_with('2'))
         .flat_map(|(_, r)| media_types(&r["content"]))
         .any(|t| t != "application/json" && !t.starts_with("text/"))
+}
+
+/// Whether the operation's success answer is a stream of Server-Sent Events:
+/// the function then resolves to an `EventSource`.
+fn answers_events(op: &Value) -> bool {
+    op["responses"]["200"]["content"]
+        .get("text/event-stream")
+        .is_some()
 }
 
 /// One exported function: its doc comment, its arguments and its
@@ -182,13 +196,14 @@ fn write_operation(out: &mut String, path: &str, method: &str, op: &Value) {
     let _ = writeln!(out, "export function {id}({args}) {{");
     let _ = writeln!(
         out,
-        "  return call({{ id: {}, method: {}, path: {}, query: {}, types: {}, bytes: {} }}{call_args});",
+        "  return call({{ id: {}, method: {}, path: {}, query: {}, types: {}, bytes: {}, events: {} }}{call_args});",
         js_string(id),
         js_string(&method),
         js_string(path),
         js_strings(query_names),
         js_strings(body_types),
         answers_bytes(op),
+        answers_events(op),
     );
     let _ = writeln!(out, "}}");
 }
@@ -264,27 +279,35 @@ mod tests {
                 "parameters": [{ "name": "id", "in": "path" }],
                 "responses": { "200": { "content": { "audio/wav": {} } } }
             } },
+            "/api/v1/alerts/stream": { "get": {
+                "operationId": "streamAlerts", "summary": "Alerts",
+                "responses": { "200": { "content": { "text/event-stream": {} } } }
+            } },
             "/healthz": { "get": { "summary": "no id", "responses": {} } }
         }});
         let js = generate(&doc);
         assert!(js.starts_with(RUNTIME));
         assert!(js.contains(
             "export function listCdrs(params) {\n  return call({ id: \"listCdrs\", method: \"GET\", \
-             path: \"/api/v1/tenants/{tenant}/cdrs\", query: [\"limit\"], types: [], bytes: false }, params);"
+             path: \"/api/v1/tenants/{tenant}/cdrs\", query: [\"limit\"], types: [], bytes: false, events: false }, params);"
         ));
         assert!(js.contains(
             "export function createTenant(body) {\n  return call({ id: \"createTenant\", method: \"POST\", \
-             path: \"/api/v1/tenants\", query: [], types: [\"application/json\"], bytes: false }, {}, body);"
+             path: \"/api/v1/tenants\", query: [], types: [\"application/json\"], bytes: false, events: false }, {}, body);"
         ));
         assert!(
-            js.contains("bytes: true }, params);"),
+            js.contains("bytes: true, events: false }, params);"),
             "a WAV download is a Blob"
         );
         assert!(
             js.contains(" * Create * / a tenant."),
             "a summary cannot end the comment"
         );
-        assert_eq!(js.matches("export function").count(), 3);
+        assert!(
+            js.contains("bytes: false, events: true });"),
+            "an event stream is an EventSource"
+        );
+        assert_eq!(js.matches("export function").count(), 4);
     }
 
     /// The client builds no markup either, and names every operation.

@@ -46,6 +46,7 @@
 //!   `tower::ServiceExt::oneshot`.
 
 mod access;
+mod alert_feed;
 mod anomaly;
 mod audit;
 mod config;
