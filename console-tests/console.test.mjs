@@ -9,6 +9,9 @@
 //   PBX_DIALPLAN     a dial plan component to upload
 //   PBX_SCREENSHOTS  optional: a directory for screenshots of the main views
 //
+// When the alerts view is live it prints "ready for live alerts"; the runner
+// then stores an alert of beta's and one of acme's whose message is LIVE_XSS.
+//
 // It exits non-zero on the first failed check.
 
 import assert from "node:assert/strict";
@@ -30,6 +33,7 @@ const beta = env("PBX_BETA");
 const dialplan = env("PBX_DIALPLAN");
 const shots = process.env.PBX_SCREENSHOTS;
 const XSS = `<img src=x onerror="window.__xss=1">`;
+const LIVE_XSS = `<img src=x onerror="window.__xss=2"> live`;
 
 /** RFC 6238 TOTP (SHA-1, 6 digits, 30 s) of a base32 secret at `step`. */
 function totp(secretB32, step) {
@@ -225,6 +229,15 @@ async function noXss(page) {
   // The alert whose message is a script shows as text.
   await page.goto(`${url}/#/t/${acme}/alerts`);
   await page.getByText("<script>window.__xss=1</script>", { exact: false }).first().waitFor();
+  await noXss(page);
+  // Alerts stored while the view is open appear on top, as text, and only
+  // the tenant's own.
+  await page.getByText("Live: new alerts appear at the top.").waitFor();
+  console.log("ready for live alerts");
+  await page.getByRole("cell", { name: LIVE_XSS, exact: true }).waitFor({ timeout: 15_000 });
+  assert.equal((await page.locator("tbody tr").first().textContent()).includes(LIVE_XSS), true);
+  assert.equal(await page.getByText("beta-live-alert").count(), 0);
+  assert.equal(await page.locator("main img").count(), 0);
   await noXss(page);
 
   // The tenant's own records download, for its compliance audits.

@@ -330,12 +330,49 @@ async function approvalsView() {
       : el("p", {}, "Nothing waits for approval."));
 }
 
+/** The live alert feed the alerts view has open; closed when the view goes. */
+let alertFeed = null;
+
+function closeAlertFeed() {
+  if (alertFeed) alertFeed.close();
+  alertFeed = null;
+}
+
 async function alertsView(tenant) {
   const list = await (tenant ? api.listTenantAlerts({ tenant }) : api.listAlerts());
-  const rows = list.map((a) => [when(a.at_ms || a.created_ms), a.severity, a.event, a.message]);
+  const row = (a) => el("tr", {}, [when(a.at_ms || a.created_ms), a.severity, a.event, a.message]
+    .map((c) => el("td", {}, c)));
+  const rows = el("tbody", {}, list.map(row));
+  const shown = new Set(list.map((a) => a.id));
+  const none = el("p", { hidden: list.length > 0 }, "No alerts.");
+  const live = el("p", { class: "live", role: "status", "data-testid": "alerts-live" }, "Connecting to the live feed…");
   show(el("h1", {}, "Alerts"),
     tenant ? exportLinks(`/tenants/${tenant}/alerts/export`) : null,
-    list.length ? table(["When", "Severity", "Event", "Message"], rows) : el("p", {}, "No alerts."));
+    live, none,
+    el("table", { hidden: list.length === 0 },
+      el("thead", {}, el("tr", {}, ["When", "Severity", "Event", "Message"].map((h) => el("th", { scope: "col" }, h)))),
+      rows));
+  // New alerts come from the server as they are stored, newest on top; the
+  // browser reconnects by itself, resuming after the last one received.
+  const after = list.reduce((max, a) => Math.max(max, a.id || 0), 0);
+  const feed = await api.streamAlerts({ tenant: tenant || undefined, after_id: after });
+  closeAlertFeed();
+  if (!document.body.contains(rows)) { feed.close(); return; } // the view is gone already
+  alertFeed = feed;
+  feed.addEventListener("open", () => { live.textContent = "Live: new alerts appear at the top."; });
+  feed.addEventListener("error", () => {
+    live.textContent = feed.readyState === EventSource.CLOSED ? "The live feed is unavailable; reload to retry."
+      : "The live feed was interrupted; reconnecting…";
+  });
+  feed.addEventListener("alert", (e) => {
+    let a;
+    try { a = JSON.parse(e.data); } catch { return; }
+    if (shown.has(a.id)) return;
+    shown.add(a.id);
+    rows.prepend(row(a));
+    rows.parentNode.hidden = false;
+    none.hidden = true;
+  });
 }
 
 async function bansView() {
@@ -668,6 +705,7 @@ async function route() {
   }
   renderChrome();
   status("");
+  closeAlertFeed();
   for (const [pattern, view] of routes) {
     const m = hash.match(pattern);
     if (!m) continue;
