@@ -125,6 +125,24 @@ async function noXss(page) {
   assert.equal(await page.locator("main img").count(), 0, "the name became an element");
   await noXss(page);
   await shot(page, "tenants");
+
+  // Its settings: a limit saved (the others left to the defaults), and the
+  // media encryption policy, shown back in the tenants table.
+  const row = page.getByRole("row").filter({ hasText: "xss.example" });
+  await row.getByRole("link", { name: "Settings" }).click();
+  await page.getByRole("heading", { name: `Settings of ${XSS}` }).waitFor();
+  await noXss(page);
+  await page.getByLabel("Calls at once", { exact: true }).fill("7");
+  await page.getByRole("button", { name: "Save limits" }).click();
+  await page.getByText("Limits saved.").waitFor();
+  assert.equal(await page.getByLabel("Calls at once", { exact: true }).inputValue(), "7");
+  assert.equal(await page.getByLabel("New calls per second").inputValue(), "");
+  await page.getByRole("combobox", { name: /^Media encryption/ }).selectOption("required");
+  await page.getByRole("button", { name: "Set media encryption" }).click();
+  await page.getByText("Media encryption: required.").waitFor();
+  await shot(page, "tenant-settings");
+  await page.getByRole("link", { name: "All tenants" }).click();
+  await row.getByRole("cell", { name: "required", exact: true }).waitFor();
   await link.click();
   await page.getByRole("heading", { name: "Extensions" }).waitFor();
   await page.getByLabel("Number").fill("100");
@@ -261,8 +279,10 @@ async function noXss(page) {
   }
   await page.goto(`${url}/#/t/999999/extensions`);
   await page.getByRole("heading", { name: "Not found" }).waitFor();
-  // Nor does the provider's view open for a tenant admin.
+  // Nor do the provider's views open for a tenant admin.
   await page.goto(`${url}/#/tenants`);
+  await page.getByRole("heading", { name: "Not found" }).waitFor();
+  await page.goto(`${url}/#/tenants/${acme}`);
   await page.getByRole("heading", { name: "Not found" }).waitFor();
   await page.context().close();
 }

@@ -294,6 +294,7 @@ async function tenantsView() {
     (t.domains || []).join(", "),
     t.status,
     t.media_encryption || "",
+    el("a", { href: `#/tenants/${t.id}` }, "Settings"),
     el("button", {
       type: "button", class: "secondary",
       onclick: async () => {
@@ -304,7 +305,64 @@ async function tenantsView() {
       },
     }, t.status === "suspended" ? "Resume" : "Suspend"),
   ]);
-  show(el("h1", {}, "Tenants"), form, error, table(["Name", "Domains", "Status", "Media encryption", ""], rows));
+  show(el("h1", {}, "Tenants"), form, error, table(["Name", "Domains", "Status", "Media encryption", "", ""], rows));
+}
+
+/** A tenant's limits, as `PUT /tenants/{tenant}/limits` takes them: field,
+ *  label. An empty field is the host's default. */
+const LIMITS = [
+  ["max_concurrent", "Calls at once"],
+  ["max_concurrent_extension", "Calls at once per extension"],
+  ["max_calls_per_second", "New calls per second"],
+  ["daily_cap_cents", "Daily spend cap (cents)"],
+  ["media_storage_bytes", "Prompt and voicemail storage (bytes)"],
+  ["max_media_sessions", "Media sessions at once"],
+  ["recording_minutes", "Recorded minutes kept"],
+];
+
+const MEDIA_ENCRYPTION = [
+  ["required", "Required: SRTP on both legs, plaintext refused"],
+  ["optional", "Optional: SRTP where a leg offers it over TLS"],
+  ["disabled", "Disabled: never SRTP"],
+];
+
+/** The provider's settings of one tenant: its limits and media encryption. */
+async function tenantSettingsView(tenant) {
+  if (!me || me.role !== "provider-admin") { notFound(); return; }
+  const [t, limits] = await Promise.all([api.getTenant({ tenant }), api.getTenantLimits({ tenant })]);
+  const error = el("p", { class: "error", role: "alert" });
+  const limitsForm = actionForm("Limits",
+    LIMITS.map(([name, label]) => [name, label, { type: "number", min: 0, step: 1, value: limits[name] ?? "", placeholder: "default" }]),
+    "Save limits", async (v) => {
+      // The route replaces every limit: an empty field goes as null (the default).
+      const body = Object.fromEntries(LIMITS.map(([name]) => [name, v[name] === "" ? null : Number(v[name])]));
+      await api.setTenantLimits({ tenant }, body);
+      return "Limits saved.";
+    }, error);
+  const current = t.media_encryption || "optional";
+  const media = el("form", { "aria-label": "SRTP policy" },
+    el("label", {}, "Media encryption",
+      el("select", { name: "policy" }, MEDIA_ENCRYPTION.map(([value, label]) =>
+        el("option", { value, selected: value === current }, label)))),
+    el("button", { type: "submit" }, "Set media encryption"));
+  media.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const policy = new FormData(media).get("policy");
+    try {
+      await api.setMediaEncryption({ tenant }, { policy });
+      await route();
+      status(`Media encryption: ${policy}.`);
+    } catch (err) { error.textContent = err.message; }
+  });
+  show(el("h1", {}, "Settings of ", t.name),
+    el("p", {}, el("a", { href: "#/tenants" }, "All tenants"), " · ",
+      el("a", { href: `#/t/${t.id}/extensions` }, "Its extensions")),
+    error,
+    el("h2", {}, "Limits"),
+    el("p", {}, "Leave a field empty for the host's default."),
+    limitsForm,
+    el("h2", {}, "Media encryption"),
+    media);
 }
 
 async function approvalsView() {
@@ -674,6 +732,7 @@ const routes = [
   [/^#\/login$/, loginView, false],
   [/^#\/enroll$/, enrollView, true],
   [/^#\/tenants$/, tenantsView, true],
+  [/^#\/tenants\/(\d+)$/, tenantSettingsView, true],
   [/^#\/approvals$/, approvalsView, true],
   [/^#\/alerts$/, () => alertsView(null), true],
   [/^#\/bans$/, bansView, true],
