@@ -85,25 +85,18 @@ pub(super) async fn stream(
                 "too many alert streams are open; close one first",
             )
         })?;
-    let mut stored = Vec::new();
-    if let Some(after) = after {
-        let mut from = after;
-        // One tenant's alerts may be sparse among all: page until caught up.
-        loop {
-            let page = state.store().alerts_after(from, CATCH_UP).await?;
-            let Some(last) = page.last() else { break };
-            from = last.id;
-            let full = page.len() == CATCH_UP as usize;
-            stored.extend(
-                page.into_iter()
-                    .filter(|a| scope.is_none() || scope == a.alert.tenant),
-            );
-            if !full || stored.len() >= CATCH_UP as usize {
-                break;
-            }
+    // The stored alerts after `after`, oldest first, at most CATCH_UP: a
+    // tenant's read with the tenant in the query, never by scanning others'.
+    let stored = match (after, scope) {
+        (None, _) => Vec::new(),
+        (Some(after), None) => state.store().alerts_after(after, CATCH_UP).await?,
+        (Some(after), Some(tenant)) => {
+            state
+                .store()
+                .tenant_alerts_page(tenant, (i64::MIN, i64::MAX), after, CATCH_UP)
+                .await?
         }
-        stored.truncate(CATCH_UP as usize);
-    }
+    };
     let seen = stored.last().map_or(0, |a| a.id);
     let live = stream::unfold(sub, |mut sub| async move {
         let alert = sub.alerts.recv().await?;
