@@ -125,6 +125,12 @@ impl AlertFeed {
         });
     }
 
+    /// Ends every open stream (their answers finish, so a graceful shutdown
+    /// need not wait for them); the poller then stops.
+    pub(crate) fn close(&self) {
+        self.state.lock().subscribers.clear();
+    }
+
     /// Forgets the streams whose client is gone; when none is left, marks
     /// the poller stopped and returns `true` (it must then end).
     fn stop_if_idle(&self) -> bool {
@@ -222,6 +228,19 @@ mod tests {
         assert_eq!(got, STREAM_BUFFER, "the buffer, then the end");
         feed.deliver(&record(100, Some(1)));
         assert_eq!(all.alerts.recv().await.map(|a| a.id), Some(100));
+    }
+
+    #[tokio::test]
+    async fn closing_ends_every_stream() {
+        let store = Store::open_in_memory().await.expect("store");
+        let feed = Arc::new(AlertFeed::default());
+        let mut one = feed.subscribe(&store, "a".into(), None).expect("one");
+        let mut two = feed
+            .subscribe(&store, "b".into(), Some(TenantId(2)))
+            .expect("two");
+        feed.close();
+        assert!(one.alerts.recv().await.is_none());
+        assert!(two.alerts.recv().await.is_none());
     }
 
     #[tokio::test]
