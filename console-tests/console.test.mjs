@@ -9,6 +9,9 @@
 //   PBX_DIALPLAN     a dial plan component to upload
 //   PBX_SCREENSHOTS  optional: a directory for screenshots of the main views
 //
+// When the alerts view is live it prints "ready for live alerts"; the runner
+// then stores an alert of beta's and one of acme's whose message is LIVE_XSS.
+//
 // It exits non-zero on the first failed check.
 
 import assert from "node:assert/strict";
@@ -30,6 +33,7 @@ const beta = env("PBX_BETA");
 const dialplan = env("PBX_DIALPLAN");
 const shots = process.env.PBX_SCREENSHOTS;
 const XSS = `<img src=x onerror="window.__xss=1">`;
+const LIVE_XSS = `<img src=x onerror="window.__xss=2"> live`;
 
 /** RFC 6238 TOTP (SHA-1, 6 digits, 30 s) of a base32 secret at `step`. */
 function totp(secretB32, step) {
@@ -121,6 +125,24 @@ async function noXss(page) {
   assert.equal(await page.locator("main img").count(), 0, "the name became an element");
   await noXss(page);
   await shot(page, "tenants");
+
+  // Its settings: a limit saved (the others left to the defaults), and the
+  // media encryption policy, shown back in the tenants table.
+  const row = page.getByRole("row").filter({ hasText: "xss.example" });
+  await row.getByRole("link", { name: "Settings" }).click();
+  await page.getByRole("heading", { name: `Settings of ${XSS}` }).waitFor();
+  await noXss(page);
+  await page.getByLabel("Calls at once", { exact: true }).fill("7");
+  await page.getByRole("button", { name: "Save limits" }).click();
+  await page.getByText("Limits saved.").waitFor();
+  assert.equal(await page.getByLabel("Calls at once", { exact: true }).inputValue(), "7");
+  assert.equal(await page.getByLabel("New calls per second").inputValue(), "");
+  await page.getByRole("combobox", { name: /^Media encryption/ }).selectOption("required");
+  await page.getByRole("button", { name: "Set media encryption" }).click();
+  await page.getByText("Media encryption: required.").waitFor();
+  await shot(page, "tenant-settings");
+  await page.getByRole("link", { name: "All tenants" }).click();
+  await row.getByRole("cell", { name: "required", exact: true }).waitFor();
   await link.click();
   await page.getByRole("heading", { name: "Extensions" }).waitFor();
   await page.getByLabel("Number").fill("100");
@@ -226,6 +248,15 @@ async function noXss(page) {
   await page.goto(`${url}/#/t/${acme}/alerts`);
   await page.getByText("<script>window.__xss=1</script>", { exact: false }).first().waitFor();
   await noXss(page);
+  // Alerts stored while the view is open appear on top, as text, and only
+  // the tenant's own.
+  await page.getByText("Live: new alerts appear at the top.").waitFor();
+  console.log("ready for live alerts");
+  await page.getByRole("cell", { name: LIVE_XSS, exact: true }).waitFor({ timeout: 15_000 });
+  assert.equal((await page.locator("tbody tr").first().textContent()).includes(LIVE_XSS), true);
+  assert.equal(await page.getByText("beta-live-alert").count(), 0);
+  assert.equal(await page.locator("main img").count(), 0);
+  await noXss(page);
 
   // The tenant's own records download, for its compliance audits.
   for (const view of ["alerts", "cdrs"]) {
@@ -248,8 +279,10 @@ async function noXss(page) {
   }
   await page.goto(`${url}/#/t/999999/extensions`);
   await page.getByRole("heading", { name: "Not found" }).waitFor();
-  // Nor does the provider's view open for a tenant admin.
+  // Nor do the provider's views open for a tenant admin.
   await page.goto(`${url}/#/tenants`);
+  await page.getByRole("heading", { name: "Not found" }).waitFor();
+  await page.goto(`${url}/#/tenants/${acme}`);
   await page.getByRole("heading", { name: "Not found" }).waitFor();
   await page.context().close();
 }

@@ -74,6 +74,8 @@ async fn the_console_works_in_chromium_and_keeps_tenants_apart() {
     std::fs::write(&dialplan, pbx_plugin::shipped::DEFAULT_DIALPLAN).expect("dial plan file");
 
     let mut run = tokio::process::Command::new("node");
+    run.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
     run.arg(repo().join("console-tests/console.test.mjs"))
         .env("PBX_URL", format!("http://localhost:{}", pbx.api().port()))
         .env("PBX_ROOT", format!("root:{ROOT_PASSWORD}"))
@@ -82,16 +84,52 @@ async fn the_console_works_in_chromium_and_keeps_tenants_apart() {
         .env("PBX_BETA", pbx.beta.0.to_string())
         .env("PBX_DIALPLAN", &dialplan)
         .kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(240), run.output())
+    let mut child = run.spawn().expect("node runs");
+    let stderr = child.stderr.take().expect("stderr");
+    let stderr = tokio::spawn(async move {
+        let mut text = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut tokio::io::BufReader::new(stderr), &mut text)
+            .await
+            .ok();
+        text
+    });
+    // Its output, line by line: when the alerts view is live, store the
+    // alerts it waits for.
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(
+        child.stdout.take().expect("stdout"),
+    ));
+    let store = pbx.store.clone();
+    let (acme, beta) = (pbx.acme, pbx.beta);
+    let run = async move {
+        let mut stdout = String::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line == "ready for live alerts" {
+                for (tenant, message) in [
+                    (beta, "beta-live-alert"),
+                    (acme, r#"<img src=x onerror="window.__xss=2"> live"#),
+                ] {
+                    store
+                        .insert_alert(&store::Alert {
+                            tenant: Some(tenant),
+                            severity: store::Severity::Warning,
+                            event: "fraud.burst".into(),
+                            message: message.into(),
+                            at_ms: 2_000,
+                        })
+                        .await
+                        .expect("live alert");
+                }
+            }
+            stdout.push_str(&line);
+            stdout.push('\n');
+        }
+        (stdout, child.wait().await.expect("node ends"))
+    };
+    let (stdout, exit) = tokio::time::timeout(Duration::from_secs(240), run)
         .await
-        .expect("the browser tests finish within 4 minutes")
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+        .expect("the browser tests finish within 4 minutes");
+    let stderr = stderr.await.unwrap_or_default();
     println!("{stdout}");
-    assert!(
-        out.status.success(),
-        "browser tests failed:\n{stdout}\n{stderr}"
-    );
+    assert!(exit.success(), "browser tests failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("console checks passed"), "{stdout}");
 }

@@ -1,8 +1,12 @@
-// The PBX web console: one ES module, no dependencies, no build step.
+// The PBX web console: plain ES modules (this one and `api.js`, the API client
+// generated from the OpenAPI document), no dependencies, no build step.
 //
 // Every value from the API reaches the page through text nodes (the `el`
 // helper below), never as markup. The session is a cookie the script cannot
 // read; requests that change something carry the CSRF value the login set.
+
+import * as api from "./api.js";
+import { ApiError } from "./api.js";
 
 const API = "/api/v1";
 
@@ -46,38 +50,10 @@ function table(headers, rows) {
 }
 
 // ---- the API ------------------------------------------------------------
-
-class ApiError extends Error {
-  constructor(status, code, message) {
-    super(message);
-    this.status = status;
-    this.code = code;
-  }
-}
-
-function csrf() {
-  const found = document.cookie.split(";").map((c) => c.trim()).find((c) => c.startsWith("pbx_csrf="));
-  return found ? found.slice("pbx_csrf=".length) : "";
-}
-
-async function api(method, path, body, contentType = "application/json") {
-  const headers = {};
-  if (method !== "GET") headers["X-CSRF-Token"] = csrf();
-  let payload;
-  if (body !== undefined) {
-    headers["Content-Type"] = contentType;
-    payload = contentType === "application/json" ? JSON.stringify(body) : body;
-  }
-  const resp = await fetch(API + path, { method, headers, body: payload, credentials: "same-origin" });
-  const text = await resp.text();
-  let data = null;
-  try { data = text ? JSON.parse(text) : null; } catch { data = text; }
-  if (!resp.ok) {
-    const err = data && data.error ? data.error : {};
-    throw new ApiError(resp.status, err.code || "error", err.message || resp.statusText);
-  }
-  return data;
-}
+//
+// Every call goes through `api.js`, the client generated from the OpenAPI
+// document: one function per operation (`api.listExtensions({ tenant })`),
+// throwing an `ApiError` (status, code, message) on a non-2xx answer.
 
 // ---- session ------------------------------------------------------------
 
@@ -85,7 +61,7 @@ let me = null;
 
 async function loadSession() {
   try {
-    me = await api("GET", "/auth/session");
+    me = await api.getSession();
   } catch {
     me = null;
   }
@@ -116,7 +92,7 @@ function renderChrome() {
 }
 
 async function logout() {
-  try { await api("POST", "/auth/logout"); } catch { /* the session may be gone already */ }
+  try { await api.logout(); } catch { /* the session may be gone already */ }
   me = null;
   location.hash = "#/login";
 }
@@ -195,8 +171,8 @@ function bucketed(items, at, classify, nSeries) {
 async function overviewView(tenant) {
   const since = Date.now() - 24 * 3_600_000;
   const [usage, cdrs] = await Promise.all([
-    api("GET", `/tenants/${tenant}/usage`),
-    api("GET", `/tenants/${tenant}/cdrs?since_ms=${since}&limit=1000`),
+    api.getTenantUsage({ tenant }),
+    api.listCdrs({ tenant, since_ms: since, limit: 1000 }),
   ]);
   const live = el("div");
   const samples = [];
@@ -212,7 +188,7 @@ async function overviewView(tenant) {
   draw(usage);
   const timer = setInterval(async () => {
     if (!document.body.contains(live)) { clearInterval(timer); return; }
-    try { draw(await api("GET", `/tenants/${tenant}/usage`)); } catch { clearInterval(timer); }
+    try { draw(await api.getTenantUsage({ tenant })); } catch { clearInterval(timer); }
   }, 5000);
   const perHour = bucketed(cdrs, (c) => c.started_at_ms, (c) => (c.disposition === "answered" ? 0 : 1), 2);
   show(el("h1", {}, "Overview"), live,
@@ -220,7 +196,7 @@ async function overviewView(tenant) {
 }
 
 async function providerOverviewView() {
-  const [alerts, audit] = await Promise.all([api("GET", "/alerts"), api("GET", "/audit?limit=1000")]);
+  const [alerts, audit] = await Promise.all([api.listAlerts(), api.listAudit({ limit: 1000 })]);
   const failures = audit.filter((e) => e.action === "login.failure");
   const banLike = (a) => /ban|scanner|auth/.test(a.message || "");
   show(el("h1", {}, "Overview"),
@@ -247,7 +223,7 @@ function loginView() {
     const body = { username: f.get("username"), password: f.get("password"), cookie: true };
     if (f.get("totp")) body.totp = f.get("totp");
     try {
-      const answer = await api("POST", "/auth/login", body);
+      const answer = await api.login(body);
       await loadSession();
       if (answer.totp_enrollment_required) location.hash = "#/enroll";
       else if (answer.password_change_required) location.hash = "#/password";
@@ -266,7 +242,7 @@ function loginView() {
 }
 
 async function enrollView() {
-  const secret = await api("POST", "/auth/totp/enroll");
+  const secret = await api.enrollTotp();
   const error = el("p", { class: "error", role: "alert" });
   const form = el("form", { "aria-label": "Confirm the authenticator" },
     el("label", {}, "Code", el("input", { name: "code", inputmode: "numeric", required: true })),
@@ -274,7 +250,7 @@ async function enrollView() {
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
     try {
-      await api("POST", "/auth/totp/confirm", { code: new FormData(form).get("code") });
+      await api.confirmTotp({ code: new FormData(form).get("code") });
       await logout();
       status("The authenticator is confirmed: log in again with a code.");
     } catch (err) {
@@ -296,7 +272,7 @@ function exportLinks(path) {
 }
 
 async function tenantsView() {
-  const tenants = await api("GET", "/tenants");
+  const tenants = await api.listTenants();
   const error = el("p", { class: "error", role: "alert" });
   const form = el("form", { "aria-label": "New tenant" },
     el("label", {}, "Name", el("input", { name: "name", required: true })),
@@ -306,7 +282,7 @@ async function tenantsView() {
     e.preventDefault();
     const f = new FormData(form);
     try {
-      await api("POST", "/tenants", { name: f.get("name"), domain: f.get("domain") });
+      await api.createTenant({ name: f.get("name"), domain: f.get("domain") });
       await route();
       status(`Tenant ${f.get("name")} created.`);
     } catch (err) {
@@ -318,25 +294,83 @@ async function tenantsView() {
     (t.domains || []).join(", "),
     t.status,
     t.media_encryption || "",
+    el("a", { href: `#/tenants/${t.id}` }, "Settings"),
     el("button", {
       type: "button", class: "secondary",
       onclick: async () => {
         try {
-          await api("POST", `/tenants/${t.id}/${t.status === "suspended" ? "resume" : "suspend"}`);
+          await (t.status === "suspended" ? api.resumeTenant : api.suspendTenant)({ tenant: t.id });
           route();
         } catch (err) { error.textContent = err.message; }
       },
     }, t.status === "suspended" ? "Resume" : "Suspend"),
   ]);
-  show(el("h1", {}, "Tenants"), form, error, table(["Name", "Domains", "Status", "Media encryption", ""], rows));
+  show(el("h1", {}, "Tenants"), form, error, table(["Name", "Domains", "Status", "Media encryption", "", ""], rows));
+}
+
+/** A tenant's limits, as `PUT /tenants/{tenant}/limits` takes them: field,
+ *  label. An empty field is the host's default. */
+const LIMITS = [
+  ["max_concurrent", "Calls at once"],
+  ["max_concurrent_extension", "Calls at once per extension"],
+  ["max_calls_per_second", "New calls per second"],
+  ["daily_cap_cents", "Daily spend cap (cents)"],
+  ["media_storage_bytes", "Prompt and voicemail storage (bytes)"],
+  ["max_media_sessions", "Media sessions at once"],
+  ["recording_minutes", "Recorded minutes kept"],
+];
+
+const MEDIA_ENCRYPTION = [
+  ["required", "Required: SRTP on both legs, plaintext refused"],
+  ["optional", "Optional: SRTP where a leg offers it over TLS"],
+  ["disabled", "Disabled: never SRTP"],
+];
+
+/** The provider's settings of one tenant: its limits and media encryption. */
+async function tenantSettingsView(tenant) {
+  if (!me || me.role !== "provider-admin") { notFound(); return; }
+  const [t, limits] = await Promise.all([api.getTenant({ tenant }), api.getTenantLimits({ tenant })]);
+  const error = el("p", { class: "error", role: "alert" });
+  const limitsForm = actionForm("Limits",
+    LIMITS.map(([name, label]) => [name, label, { type: "number", min: 0, step: 1, value: limits[name] ?? "", placeholder: "default" }]),
+    "Save limits", async (v) => {
+      // The route replaces every limit: an empty field goes as null (the default).
+      const body = Object.fromEntries(LIMITS.map(([name]) => [name, v[name] === "" ? null : Number(v[name])]));
+      await api.setTenantLimits({ tenant }, body);
+      return "Limits saved.";
+    }, error);
+  const current = t.media_encryption || "optional";
+  const media = el("form", { "aria-label": "SRTP policy" },
+    el("label", {}, "Media encryption",
+      el("select", { name: "policy" }, MEDIA_ENCRYPTION.map(([value, label]) =>
+        el("option", { value, selected: value === current }, label)))),
+    el("button", { type: "submit" }, "Set media encryption"));
+  media.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const policy = new FormData(media).get("policy");
+    try {
+      await api.setMediaEncryption({ tenant }, { policy });
+      await route();
+      status(`Media encryption: ${policy}.`);
+    } catch (err) { error.textContent = err.message; }
+  });
+  show(el("h1", {}, "Settings of ", t.name),
+    el("p", {}, el("a", { href: "#/tenants" }, "All tenants"), " · ",
+      el("a", { href: `#/t/${t.id}/extensions` }, "Its extensions")),
+    error,
+    el("h2", {}, "Limits"),
+    el("p", {}, "Leave a field empty for the host's default."),
+    limitsForm,
+    el("h2", {}, "Media encryption"),
+    media);
 }
 
 async function approvalsView() {
-  const list = await api("GET", "/approvals");
+  const list = await api.listApprovals();
   const error = el("p", { class: "error", role: "alert" });
   const decide = (a, verb) => async () => {
     try {
-      await api("POST", `/approvals/${a.id}/${verb}`);
+      await (verb === "grant" ? api.grantApproval : api.denyApproval)({ id: a.id });
       await route();
       status(`Approval ${a.id} ${verb === "grant" ? "granted" : "denied"}.`);
     } catch (err) { error.textContent = err.message; }
@@ -354,16 +388,53 @@ async function approvalsView() {
       : el("p", {}, "Nothing waits for approval."));
 }
 
+/** The live alert feed the alerts view has open; closed when the view goes. */
+let alertFeed = null;
+
+function closeAlertFeed() {
+  if (alertFeed) alertFeed.close();
+  alertFeed = null;
+}
+
 async function alertsView(tenant) {
-  const list = await api("GET", tenant ? `/tenants/${tenant}/alerts` : "/alerts");
-  const rows = list.map((a) => [when(a.at_ms || a.created_ms), a.severity, a.event, a.message]);
+  const list = await (tenant ? api.listTenantAlerts({ tenant }) : api.listAlerts());
+  const row = (a) => el("tr", {}, [when(a.at_ms || a.created_ms), a.severity, a.event, a.message]
+    .map((c) => el("td", {}, c)));
+  const rows = el("tbody", {}, list.map(row));
+  const shown = new Set(list.map((a) => a.id));
+  const none = el("p", { hidden: list.length > 0 }, "No alerts.");
+  const live = el("p", { class: "live", role: "status", "data-testid": "alerts-live" }, "Connecting to the live feed…");
   show(el("h1", {}, "Alerts"),
     tenant ? exportLinks(`/tenants/${tenant}/alerts/export`) : null,
-    list.length ? table(["When", "Severity", "Event", "Message"], rows) : el("p", {}, "No alerts."));
+    live, none,
+    el("table", { hidden: list.length === 0 },
+      el("thead", {}, el("tr", {}, ["When", "Severity", "Event", "Message"].map((h) => el("th", { scope: "col" }, h)))),
+      rows));
+  // New alerts come from the server as they are stored, newest on top; the
+  // browser reconnects by itself, resuming after the last one received.
+  const after = list.reduce((max, a) => Math.max(max, a.id || 0), 0);
+  const feed = await api.streamAlerts({ tenant: tenant || undefined, after_id: after });
+  closeAlertFeed();
+  if (!document.body.contains(rows)) { feed.close(); return; } // the view is gone already
+  alertFeed = feed;
+  feed.addEventListener("open", () => { live.textContent = "Live: new alerts appear at the top."; });
+  feed.addEventListener("error", () => {
+    live.textContent = feed.readyState === EventSource.CLOSED ? "The live feed is unavailable; reload to retry."
+      : "The live feed was interrupted; reconnecting…";
+  });
+  feed.addEventListener("alert", (e) => {
+    let a;
+    try { a = JSON.parse(e.data); } catch { return; }
+    if (shown.has(a.id)) return;
+    shown.add(a.id);
+    rows.prepend(row(a));
+    rows.parentNode.hidden = false;
+    none.hidden = true;
+  });
 }
 
 async function bansView() {
-  const list = await api("GET", "/bans");
+  const list = await api.listBans();
   const error = el("p", { class: "error", role: "alert" });
   const rows = list.map((b) => [
     el("span", { class: "mono" }, b.address || b.ip), b.reason, String(b.count ?? ""),
@@ -371,7 +442,7 @@ async function bansView() {
     el("button", {
       type: "button", class: "secondary",
       onclick: async () => {
-        try { await api("DELETE", `/bans/${encodeURIComponent(b.address || b.ip)}`); route(); } catch (err) { error.textContent = err.message; }
+        try { await api.liftBan({ address: b.address || b.ip }); route(); } catch (err) { error.textContent = err.message; }
       },
     }, "Unban"),
   ]);
@@ -380,14 +451,14 @@ async function bansView() {
 }
 
 async function auditView() {
-  const list = await api("GET", "/audit?limit=200");
+  const list = await api.listAudit({ limit: 200 });
   const result = el("p", { role: "status" });
   const verify = el("button", {
     type: "button",
     onclick: async () => {
       result.textContent = "Verifying…";
       try {
-        const r = await api("POST", "/audit/verify");
+        const r = await api.verifyAudit();
         result.textContent = r.problems.length
           ? `Broken: ${r.problems.join("; ")}`
           : `Intact: ${r.entries} entries${r.checkpoints ? `, after ${r.checkpoints} purge checkpoints` : ""}.`;
@@ -401,7 +472,7 @@ async function auditView() {
 }
 
 async function extensionsView(tenant) {
-  const list = await api("GET", `/tenants/${tenant}/extensions`);
+  const list = await api.listExtensions({ tenant });
   const error = el("p", { class: "error", role: "alert" });
   const shown = el("div", { "aria-live": "polite" });
   const form = el("form", { "aria-label": "New extension" },
@@ -411,7 +482,7 @@ async function extensionsView(tenant) {
     e.preventDefault();
     const number = new FormData(form).get("number");
     try {
-      const made = await api("POST", `/tenants/${tenant}/extensions`, { number });
+      const made = await api.createExtension({ tenant }, { number });
       await renderExtensions();
       shown.replaceChildren(el("p", { class: "notice" }, `Extension ${made.number} added. Its SIP password, shown this once: `,
         el("span", { class: "secret", "data-testid": "secret" }, made.password)));
@@ -419,7 +490,7 @@ async function extensionsView(tenant) {
   });
   const holder = el("div");
   async function renderExtensions() {
-    const now = await api("GET", `/tenants/${tenant}/extensions`);
+    const now = await api.listExtensions({ tenant });
     holder.replaceChildren(table(["Number", "Enabled"], now.map((x) => [x.number, x.enabled ? "yes" : "no"])));
   }
   holder.append(table(["Number", "Enabled"], list.map((x) => [x.number, x.enabled ? "yes" : "no"])));
@@ -428,9 +499,9 @@ async function extensionsView(tenant) {
 
 async function pluginsView(tenant) {
   const [versions, quarantine, log] = await Promise.all([
-    api("GET", `/tenants/${tenant}/plugins`),
-    api("GET", `/tenants/${tenant}/plugins/quarantine`),
-    api("GET", `/tenants/${tenant}/plugins/log`),
+    api.listPlugins({ tenant }),
+    api.listQuarantines({ tenant }),
+    api.getPluginLog({ tenant }),
   ]);
   const error = el("p", { class: "error", role: "alert" });
   const upload = el("form", { "aria-label": "Upload a dial plan" },
@@ -440,7 +511,7 @@ async function pluginsView(tenant) {
     e.preventDefault();
     const file = new FormData(upload).get("file");
     try {
-      const v = await api("POST", `/tenants/${tenant}/plugins`, await file.arrayBuffer(), "application/wasm");
+      const v = await api.uploadPlugin({ tenant }, await file.arrayBuffer());
       await route();
       status(`Version ${v.version} is active.`);
     } catch (err) { error.textContent = err.message; }
@@ -449,7 +520,7 @@ async function pluginsView(tenant) {
     type: "button", class: "secondary",
     onclick: async () => {
       try {
-        const v = await api("POST", `/tenants/${tenant}/plugins/rollback`);
+        const v = await api.rollbackPlugin({ tenant });
         await route();
         status(`Rolled back to version ${v.version}.`);
       } catch (err) { error.textContent = err.message; }
@@ -468,7 +539,7 @@ async function pluginsView(tenant) {
 }
 
 async function cdrsView(tenant) {
-  const list = await api("GET", `/tenants/${tenant}/cdrs?limit=100`);
+  const list = await api.listCdrs({ tenant, limit: 100 });
   const rows = list.map((c) => [when(c.started_at_ms), c.caller, c.callee, c.disposition, String(c.sip_code),
     c.answered_at_ms ? `${Math.round((c.ended_at_ms - c.answered_at_ms) / 1000)} s` : ""]);
   show(el("h1", {}, "Call records"),
@@ -504,8 +575,8 @@ function removeButton(label, action, error) {
 
 async function trunksView(tenant) {
   const [trunks, dids] = await Promise.all([
-    api("GET", `/tenants/${tenant}/trunks`),
-    api("GET", `/tenants/${tenant}/dids`),
+    api.listTrunks({ tenant }),
+    api.listDids({ tenant }),
   ]);
   const error = el("p", { class: "error", role: "alert" });
   const add = actionForm("New trunk", [
@@ -517,51 +588,51 @@ async function trunksView(tenant) {
     const body = { name: v.name, uri: v.uri };
     if (v.username) body.username = v.username;
     if (v.password) body.password = v.password;
-    await api("POST", `/tenants/${tenant}/trunks`, body);
+    await api.addTrunk({ tenant }, body);
     return `Trunk ${v.name} added.`;
   }, error);
   show(el("h1", {}, "Trunks and numbers"), add, error,
     trunks.length ? table(["Name", "URI", "User name", ""], trunks.map((t) => [t.name, t.uri, t.username || "",
-      removeButton("Remove", () => api("DELETE", `/tenants/${tenant}/trunks/${encodeURIComponent(t.name)}`), error)]))
+      removeButton("Remove", () => api.removeTrunk({ tenant, name: t.name }), error)]))
       : el("p", {}, "No trunks."),
     el("h2", {}, "Numbers (DIDs)"),
     dids.length ? table(["Number"], dids.map((d) => [d.number])) : el("p", {}, "No numbers: the provider assigns them."));
 }
 
 async function ringGroupsView(tenant) {
-  const items = (await api("GET", `/tenants/${tenant}/storage`)).filter((i) => i.key.startsWith("ring-group:"));
+  const items = (await api.listStorage({ tenant })).filter((i) => i.key.startsWith("ring-group:"));
   const error = el("p", { class: "error", role: "alert" });
   const add = actionForm("Ring group", [
     ["name", "Group", { required: true, pattern: "[A-Za-z0-9._\\-]{1,48}" }],
     ["members", "Extensions (comma-separated)", { required: true }],
   ], "Save group", async (v) => {
     const members = v.members.split(",").map((m) => m.trim()).filter(Boolean).join(",");
-    await api("PUT", `/tenants/${tenant}/storage/${encodeURIComponent(`ring-group:${v.name}`)}`, { value: members });
+    await api.setStorageKey({ tenant, key: `ring-group:${v.name}` }, { value: members });
     return `Ring group ${v.name} saved.`;
   }, error);
   show(el("h1", {}, "Ring groups"),
     el("p", {}, "A ring group's extensions ring together, and pick up each other's calls with *8."),
     add, error,
     items.length ? table(["Group", "Extensions", ""], items.map((i) => [i.key.slice("ring-group:".length), i.value || "",
-      removeButton("Remove", () => api("DELETE", `/tenants/${tenant}/storage/${encodeURIComponent(i.key)}`), error)]))
+      removeButton("Remove", () => api.deleteStorageKey({ tenant, key: i.key }), error)]))
       : el("p", {}, "No ring groups."));
 }
 
 async function callsView(tenant) {
-  const calls = await api("GET", `/tenants/${tenant}/calls`);
+  const calls = await api.listCalls({ tenant });
   const error = el("p", { class: "error", role: "alert" });
   show(el("h1", {}, "Live calls"), error,
     el("button", { type: "button", class: "secondary", onclick: () => route() }, "Refresh"),
     calls.length ? table(["From", "To", "Started", "Answered", ""], calls.map((c) => [c.caller, c.callee, when(c.started_at_ms),
-      when(c.answered_at_ms), removeButton("Hang up", () => api("DELETE", `/tenants/${tenant}/calls/${encodeURIComponent(c.call_id)}`), error)]))
+      when(c.answered_at_ms), removeButton("Hang up", () => api.hangUpCall({ tenant, call_id: c.call_id }), error)]))
       : el("p", {}, "No calls right now."));
 }
 
 async function forwardingView(tenant) {
-  const extensions = await api("GET", `/tenants/${tenant}/extensions`);
+  const extensions = await api.listExtensions({ tenant });
   const error = el("p", { class: "error", role: "alert" });
   const rows = await Promise.all(extensions.map(async (x) => {
-    const f = await api("GET", `/tenants/${tenant}/extensions/${encodeURIComponent(x.number)}/forwarding`);
+    const f = await api.getForwarding({ tenant, number: x.number });
     return [x.number, f.always || "", f.busy || "", f.no_answer ? `${f.no_answer} after ${f.no_answer_secs} s` : "", f.dnd ? "on" : "off"];
   }));
   const set = actionForm("Forwarding", [
@@ -573,7 +644,7 @@ async function forwardingView(tenant) {
   ], "Set forwarding", async (v) => {
     const body = { always: v.always || null, busy: v.busy || null, no_answer: v.no_answer || null,
       no_answer_secs: Number(v.no_answer_secs || 20), dnd: false };
-    await api("PUT", `/tenants/${tenant}/extensions/${encodeURIComponent(v.number)}/forwarding`, body);
+    await api.setForwarding({ tenant, number: v.number }, body);
     return `Forwarding of ${v.number} saved.`;
   }, error);
   show(el("h1", {}, "Forwarding"), set, error,
@@ -581,35 +652,35 @@ async function forwardingView(tenant) {
 }
 
 async function hoursView(tenant) {
-  const cal = await api("GET", `/tenants/${tenant}/calendar`);
+  const cal = await api.getTenantCalendar({ tenant });
   const error = el("p", { class: "error", role: "alert" });
   const add = actionForm("New holiday", [
     ["date", "Date", { type: "date", required: true }],
     ["name", "Holiday", { required: true }],
   ], "Add holiday", async (v) => {
     const holidays = [...cal.holidays.filter((h) => h.date !== v.date), { date: v.date, name: v.name }];
-    await api("PUT", `/tenants/${tenant}/calendar`, { time_zone: cal.time_zone, holidays });
+    await api.setTenantCalendar({ tenant }, { time_zone: cal.time_zone, holidays });
     return `Holiday ${v.date} added.`;
   }, error);
   show(el("h1", {}, "Business hours"),
     el("p", {}, `Time zone: ${cal.time_zone}. Opening hours are the dial plan's; the holidays below close the business all day.`),
     add, error,
     cal.holidays.length ? table(["Date", "Holiday", ""], cal.holidays.map((h) => [h.date, h.name,
-      removeButton("Remove", () => api("PUT", `/tenants/${tenant}/calendar`, { time_zone: cal.time_zone, holidays: cal.holidays.filter((o) => o.date !== h.date) }), error)]))
+      removeButton("Remove", () => api.setTenantCalendar({ tenant }, { time_zone: cal.time_zone, holidays: cal.holidays.filter((o) => o.date !== h.date) }), error)]))
       : el("p", {}, "No holidays."));
 }
 
 async function mediaView(tenant) {
   const [recordings, extensions] = await Promise.all([
-    api("GET", `/tenants/${tenant}/recordings`),
-    api("GET", `/tenants/${tenant}/extensions`),
+    api.listRecordings({ tenant }),
+    api.listExtensions({ tenant }),
   ]);
   const error = el("p", { class: "error", role: "alert" });
   const player = (href) => el("span", {},
     el("audio", { controls: true, preload: "none", src: href }), " ",
     el("a", { href, download: "" }, "Download"));
   const mailboxes = await Promise.all(extensions.map(async (x) => {
-    try { return [x.number, await api("GET", `/tenants/${tenant}/voicemail/${encodeURIComponent(x.number)}/messages`)]; } catch { return [x.number, []]; }
+    try { return [x.number, await api.listVoicemailMessages({ tenant, mailbox: x.number })]; } catch { return [x.number, []]; }
   }));
   const messages = mailboxes.flatMap(([box, list]) => list.map((m) => [box, m]));
   show(el("h1", {}, "Voicemail and recordings"), error,
@@ -617,18 +688,18 @@ async function mediaView(tenant) {
     messages.length ? table(["Mailbox", "From", "Left", "Length", "", ""], messages.map(([box, m]) => {
       const href = `${API}/tenants/${tenant}/voicemail/${encodeURIComponent(box)}/messages/${encodeURIComponent(m.id)}`;
       return [box, m.caller, when(m.created_at_ms), `${Math.round(m.duration_ms / 1000)} s`, player(href),
-        removeButton("Delete", () => api("DELETE", href.slice(API.length)), error)];
+        removeButton("Delete", () => api.deleteVoicemailMessage({ tenant, mailbox: box, id: m.id }), error)];
     })) : el("p", {}, "No messages."),
     el("h2", {}, "Call recordings"),
     recordings.length ? table(["From", "To", "Recorded", "Length", "", ""], recordings.map((r) => {
       const href = `${API}/tenants/${tenant}/recordings/${encodeURIComponent(r.id)}`;
       return [r.caller, r.callee, when(r.created_at_ms), `${Math.round(r.duration_ms / 1000)} s`, player(href),
-        removeButton("Delete", () => api("DELETE", href.slice(API.length)), error)];
+        removeButton("Delete", () => api.deleteRecording({ tenant, id: r.id }), error)];
     })) : el("p", {}, "No recordings."));
 }
 
 async function policiesView() {
-  const list = await api("GET", "/policies");
+  const list = await api.listPolicies();
   const error = el("p", { class: "error", role: "alert" });
   const upload = el("form", { "aria-label": "Install a policy" },
     el("label", {}, "Name", el("input", { name: "name", required: true })),
@@ -638,7 +709,7 @@ async function policiesView() {
     e.preventDefault();
     const f = new FormData(upload);
     try {
-      await api("POST", `/policies?name=${encodeURIComponent(f.get("name"))}`, await f.get("file").arrayBuffer(), "application/wasm");
+      await api.installPolicy({ name: f.get("name") }, await f.get("file").arrayBuffer());
       await route();
       status(`Policy ${f.get("name")} installed.`);
     } catch (err) { error.textContent = err.message; }
@@ -648,7 +719,7 @@ async function policiesView() {
     upload, error,
     table(["Name", "Tenant", "Hash", ""], list.map((p) => [p.name, p.tenant === null || p.tenant === undefined ? "all" : String(p.tenant),
       el("span", { class: "mono" }, (p.hash || "").slice(0, 16)),
-      removeButton("Remove", () => api("DELETE", `/policies/${encodeURIComponent(p.name)}`), error)])));
+      removeButton("Remove", () => api.removePolicy({ name: p.name }), error)])));
 }
 
 function notFound() {
@@ -661,6 +732,7 @@ const routes = [
   [/^#\/login$/, loginView, false],
   [/^#\/enroll$/, enrollView, true],
   [/^#\/tenants$/, tenantsView, true],
+  [/^#\/tenants\/(\d+)$/, tenantSettingsView, true],
   [/^#\/approvals$/, approvalsView, true],
   [/^#\/alerts$/, () => alertsView(null), true],
   [/^#\/bans$/, bansView, true],
@@ -692,6 +764,7 @@ async function route() {
   }
   renderChrome();
   status("");
+  closeAlertFeed();
   for (const [pattern, view] of routes) {
     const m = hash.match(pattern);
     if (!m) continue;

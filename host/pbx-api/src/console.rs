@@ -1,8 +1,10 @@
-//! The web console: three static files built into the binary, served on the
-//! API listener at `/` (the page) and `/console/…` (its script and style).
+//! The web console: four static files built into the binary, served on the
+//! API listener at `/` (the page) and `/console/…` (its scripts and style).
 //!
-//! The console is plain HTML, CSS and one ES module with no build step and no
-//! dependencies: it calls the same `/api/v1` routes as any client, with a
+//! The console is plain HTML, CSS and two ES modules with no build step and no
+//! dependencies: `app.js`, and `api.js`, the client it calls the API through,
+//! generated from the OpenAPI document (module [`crate::console_client`]). It
+//! calls the same `/api/v1` routes as any client, with a
 //! cookie session (`POST /api/v1/auth/login` with `"cookie": true`: an
 //! `HttpOnly` token and a CSRF value it sends back as `X-CSRF-Token`). It
 //! writes every value into the page as text, never as markup, and the page's
@@ -15,6 +17,9 @@ use axum::response::{IntoResponse, Response};
 
 const INDEX: &str = include_str!("../console/index.html");
 const SCRIPT: &str = include_str!("../console/app.js");
+/// The API client `app.js` imports, generated from the OpenAPI document
+/// (module [`crate::console_client`]).
+const CLIENT: &str = include_str!("../console/api.js");
 const STYLE: &str = include_str!("../console/app.css");
 
 /// What every console response carries.
@@ -47,17 +52,18 @@ pub(crate) async fn page() -> Response {
     asset("text/html; charset=utf-8", INDEX)
 }
 
-/// `GET /console/{file}`: its script and style.
+/// `GET /console/{file}`: its scripts and style.
 pub(crate) async fn file(Path(name): Path<String>) -> Response {
     match name.as_str() {
         "app.js" => asset("text/javascript; charset=utf-8", SCRIPT),
+        "api.js" => asset("text/javascript; charset=utf-8", CLIENT),
         "app.css" => asset("text/css; charset=utf-8", STYLE),
         _ => StatusCode::NOT_FOUND.into_response(),
     }
 }
 
 /// Bytes the console adds to the binary.
-pub const CONSOLE_BYTES: usize = INDEX.len() + SCRIPT.len() + STYLE.len();
+pub const CONSOLE_BYTES: usize = INDEX.len() + SCRIPT.len() + CLIENT.len() + STYLE.len();
 
 #[cfg(test)]
 mod tests {
@@ -78,6 +84,7 @@ mod tests {
             "eval(",
         ] {
             assert!(!SCRIPT.contains(sink), "{sink} in app.js");
+            assert!(!CLIENT.contains(sink), "{sink} in api.js");
         }
         const { assert!(CONSOLE_BYTES < 256 * 1024) };
     }

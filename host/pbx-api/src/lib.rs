@@ -46,11 +46,13 @@
 //!   `tower::ServiceExt::oneshot`.
 
 mod access;
+mod alert_feed;
 mod anomaly;
 mod audit;
 mod config;
 mod conn;
 pub mod console;
+pub mod console_client;
 mod control;
 mod custom_sections;
 mod error;
@@ -137,6 +139,13 @@ pub async fn serve(
         )?)
     };
     let state = ApiState::new(config.clone(), data_dir, store, control)?;
+    // Open alert streams never end by themselves: end them when shutting
+    // down, so open requests can finish.
+    let feed = Arc::clone(&state.inner.alerts);
+    let shutdown = async move {
+        shutdown.await;
+        feed.close();
+    };
     let mut app = router(state);
     let tcp = TcpListener::bind(config.listen)
         .await

@@ -130,6 +130,12 @@ fn content(c: Content, schemas: &mut Schemas) -> Value {
             "text/csv": { "schema": { "type": "string" } },
             "application/json": { "schema": rows(schemas) }
         }),
+        Content::Events(data) => json!({
+            "text/event-stream": {
+                "schema": { "type": "string" },
+                "x-event-data": data(schemas)
+            }
+        }),
         Content::Bytes(types) => types
             .iter()
             .map(|t| ((*t).to_owned(), json!({})))

@@ -48,6 +48,8 @@ pub(crate) struct Inner {
     /// caller can grow the audit log without bound.
     pub(crate) denials: RateLimiter,
     pub(crate) metrics: Metrics,
+    /// The live alert feed's streams and poller.
+    pub(crate) alerts: Arc<crate::alert_feed::AlertFeed>,
     /// The scopes each role can use, from the route table.
     pub(crate) grants: Grants,
     /// One permit per argon2 run allowed at once: each takes the argon2
@@ -166,6 +168,7 @@ impl ApiState {
             keys,
             oidc,
             metrics: Metrics::default(),
+            alerts: Arc::default(),
         };
         ApiState {
             inner: Arc::new(inner),

@@ -20,6 +20,7 @@ use crate::error::ApiError;
 use crate::openapi::{Schemas, array_ref, query_params, schema_ref};
 use crate::state::ApiState;
 
+mod alerts;
 mod approvals;
 mod audit;
 mod cdrs;
@@ -78,6 +79,9 @@ pub(crate) enum Content {
     Export(fn(&mut Schemas) -> Value),
     /// Bytes of one of these media types (audio, WebAssembly, metrics text).
     Bytes(&'static [&'static str]),
+    /// Server-Sent Events (`text/event-stream`) whose `data` is JSON of the
+    /// schema.
+    Events(fn(&mut Schemas) -> Value),
 }
 
 /// Prompt uploads: the media types `PUT .../prompts/{name}` reads.
@@ -151,6 +155,11 @@ impl Route {
     /// Success is 200 with rows of `T`, as CSV or JSON.
     fn exports<T: ToSchema>(self) -> Route {
         self.returns(StatusCode::OK, Content::Export(array_ref::<T>))
+    }
+
+    /// Success is 200 with a stream of events carrying a JSON `T` each.
+    fn streams<T: ToSchema>(self) -> Route {
+        self.returns(StatusCode::OK, Content::Events(schema_ref::<T>))
     }
 
     /// Success is `status` with no body.
@@ -1158,6 +1167,16 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
             get(control::all_alerts),
         )
         .lists::<crate::control::Alert>(),
+        route(
+            M::GET,
+            "/api/v1/alerts/stream",
+            "streamAlerts",
+            "Alerts as they are raised, as Server-Sent Events (`event: alert`, JSON data; a heartbeat comment every 15 s). Provider admins: every tenant's (?tenant=ID narrows); tenant admins: their own. ?after_id=ID (or Last-Event-ID) starts with the stored ones after it",
+            global(R::ADMINS, "alerts:read"),
+            get(alerts::stream),
+        )
+        .query::<alerts::StreamQuery>()
+        .streams::<store::AlertRecord>(),
         route(
             M::GET,
             "/api/v1/bans",

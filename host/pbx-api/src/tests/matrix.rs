@@ -678,6 +678,7 @@ pub(super) fn matrix_cases() -> Vec<Case> {
             N,
         ),
         case(M::GET, "/api/v1/alerts", G("P", false), 200, N),
+        case(M::GET, "/api/v1/alerts/stream", G("PT", true), 200, N),
         case(M::GET, "/api/v1/bans", G("P", false), 200, N),
         case(M::DELETE, "/api/v1/bans/192.0.2.1", G("P", false), 204, N),
     ]

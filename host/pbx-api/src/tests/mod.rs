@@ -2,6 +2,7 @@
 //! `oneshot`; time comes from a manual clock. One file per resource; the
 //! fixture and request helpers shared by all of them live here.
 
+mod alert_stream;
 mod approvals;
 mod audit;
 mod cdrs;
@@ -296,10 +297,22 @@ impl Fx {
         (token, stored.id)
     }
 
+    /// Sends a request; the answer's body in full, or for an event stream
+    /// (which does not end), what it sent in its first [`STREAM_GLIMPSE`].
     async fn send(&self, req: Request<HttpBody>) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
         let resp = self.app.clone().oneshot(req).await.expect("infallible");
         let status = resp.status();
         let headers = resp.headers().clone();
+        let events = headers
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|t| t.as_bytes().starts_with(b"text/event-stream"));
+        if events {
+            return (
+                status,
+                headers,
+                glimpse(resp.into_body(), STREAM_GLIMPSE).await,
+            );
+        }
         let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
             .await
             .expect("body")
@@ -325,6 +338,21 @@ impl Fx {
         let v = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         (status, v)
     }
+}
+
+/// How long [`Fx::send`] reads an event stream.
+const STREAM_GLIMPSE: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// What a body that may never end sends within `time`.
+async fn glimpse(body: HttpBody, time: std::time::Duration) -> Vec<u8> {
+    use futures_util::StreamExt;
+    let mut out = Vec::new();
+    let mut frames = body.into_data_stream();
+    let deadline = tokio::time::Instant::now() + time;
+    while let Ok(Some(Ok(chunk))) = tokio::time::timeout_at(deadline, frames.next()).await {
+        out.extend_from_slice(&chunk);
+    }
+    out
 }
 
 fn request(
