@@ -216,6 +216,19 @@ stop_uas() {
     UAS_PID=
 }
 
+# The shared call scenario acknowledges the 407 with a branch of its own; a
+# stateful proxy matches that ACK to the INVITE by the INVITE's branch (RFC
+# 3261 §17.1.1.3) and otherwise keeps retransmitting the 407 into the call.
+# Through the front the scenario's first ACK reuses the INVITE's branch (sipp's
+# [branch-3]: three messages back).
+CALL_XML=$WORK/call-via-proxy.xml
+python3 - "$SHARED/sipp/call.xml" >"$CALL_XML" <<'PY'
+import sys
+text = open(sys.argv[1]).read()
+ack = "ACK sip:[field3]@[field2] SIP/2.0\nVia: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]"
+assert ack in text, "the shared call scenario changed"
+print(text.replace(ack, ack.replace("[branch]", "[branch-3]"), 1), end="")
+PY
 python3 "$SHARED/make_users.py" bench.example 1000 "$USERS_N" >"$WORK/users.csv"
 python3 "$SHARED/make_users.py" bench.example 1000 "$CALLERS_N" >"$WORK/callers.csv"
 {
@@ -324,7 +337,7 @@ run_config() { # LABEL STORE NODES
     CN0=$(cpu_s "${NODE_PIDS[@]}")
     CF0=$(cpu_s $(kam_pids))
     CP0=$(cpu_s $(pg_pids))
-    run_sipp "$label-callcost" "$SHARED/sipp/call.xml" "$FRONT" "$probe_rate" "$probe_total"
+    run_sipp "$label-callcost" "$CALL_XML" "$FRONT" "$probe_rate" "$probe_total"
     sleep 2 # the last calls' records land
     read -r X1 W1 < <(pg_counts)
     R1=$(redis_cmds)
@@ -333,7 +346,7 @@ run_config() { # LABEL STORE NODES
     CP1=$(cpu_s $(pg_pids))
     cost_row "$label" call "$R_OK"
 
-    ladder "$label" call "$SHARED/sipp/call.xml" "$FRONT" "${CALL_RATES[@]}"
+    ladder "$label" call "$CALL_XML" "$FRONT" "${CALL_RATES[@]}"
     local call_best=$BEST_ACH call_step=$BEST call_tol=$TOL_ACH
     SIPP_INF=$WORK/users.csv
     ladder "$label" register "$SHARED/sipp/register.xml" "$FRONT" "${REG_RATES[@]}"
