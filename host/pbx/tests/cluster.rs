@@ -167,7 +167,7 @@ struct Cluster {
 
 impl Cluster {
     /// PostgreSQL, Redis, nodes a and b from the example files, and the
-    /// front; acme with extensions 1000-1005 provisioned, with `limits` when
+    /// front; acme with extensions 1000-1006 provisioned, with `limits` when
     /// given (the shipped defaults otherwise).
     async fn start(limits: Option<store::TenantLimits>) -> Option<Cluster> {
         if !installed("kamailio", "kamailio", "PBX_REQUIRE_TOOLS") {
@@ -186,7 +186,7 @@ impl Cluster {
         let dir = |n: &str| root.path().join(n);
         let store = Store::connect(&url, &dir("node-a")).await.expect("store");
         let tenant = store.add_tenant("acme", ACME).await.expect("tenant").id;
-        for ext in 1000..1006 {
+        for ext in 1000..1007 {
             let ext = ext.to_string();
             store
                 .add_extension(tenant, &ext, &password(&ext))
@@ -318,8 +318,13 @@ impl Cluster {
     /// A phone of `ext` registered through the front, and the node holding
     /// its binding.
     async fn phone(&self, ext: &str) -> (Phone, String) {
+        self.phone_over(Transport::Udp, ext).await
+    }
+
+    /// [`Cluster::phone`] over `transport`.
+    async fn phone_over(&self, transport: Transport, ext: &str) -> (Phone, String) {
         let mut phone = Phone::new(
-            Transport::Udp,
+            transport,
             "127.0.0.1",
             self.front,
             ext,
@@ -519,6 +524,16 @@ async fn two_nodes_behind_the_front_act_as_one() {
     // Calls both ways between phones held by different nodes.
     call_through_the_front(&mut phone_a, &mut phone_b, &ext_b, logs).await;
     call_through_the_front(&mut phone_b, &mut phone_a, &ext_a, logs).await;
+
+    // A phone on TCP is reached over its own connection to the front, from
+    // whichever node: a phone held by the other node calls it.
+    let (mut tcp_phone, tcp_node) = cluster.phone_over(Transport::Tcp, "1006").await;
+    let caller = if tcp_node == "node-a" {
+        &mut phone_b
+    } else {
+        &mut phone_a
+    };
+    call_through_the_front(caller, &mut tcp_phone, "1006", logs).await;
 
     // A scanner probing node a directly is banned there on sight; node b,
     // which it never touched, stops answering it within a second of the
