@@ -243,6 +243,29 @@ pub(crate) struct Call {
 }
 
 impl Call {
+    /// The call's record as of its answer ([`Output::Answered`]); when the
+    /// call ends, its end, disposition, status, who hung up and the media
+    /// figures are filled in.
+    fn record(&self) -> Cdr {
+        Cdr {
+            tenant: self.tenant,
+            caller: self.caller.clone(),
+            callee: self.callee.clone(),
+            started_at_ms: self.started_ms,
+            answered_at_ms: self.answered_ms,
+            ended_at_ms: self.answered_ms.unwrap_or(self.started_ms),
+            disposition: Disposition::Answered,
+            sip_code: 200,
+            hangup_by: String::new(),
+            caller_call_id: self.a.call_id.clone(),
+            callee_call_id: self.b.call_id.clone(),
+            media: Default::default(),
+            tags: self.tags.clone(),
+        }
+    }
+}
+
+impl Call {
     fn leg(&self, side: Side) -> &Leg {
         match side {
             Side::A => &self.a,
@@ -1228,19 +1251,12 @@ impl Shard {
             call.cdr_written = true;
             self.shared.call_ended();
             let cdr = Cdr {
-                tenant: call.tenant,
-                caller: call.caller.clone(),
-                callee: call.callee.clone(),
-                started_at_ms: call.started_ms,
-                answered_at_ms: call.answered_ms,
                 ended_at_ms: now_ms,
                 disposition,
                 sip_code: code,
                 hangup_by: by.to_string(),
-                caller_call_id: call.a.call_id.clone(),
-                callee_call_id: call.b.call_id.clone(),
                 media,
-                tags: call.tags.clone(),
+                ..call.record()
             };
             tracing::debug!(
                 call = id,
@@ -1262,22 +1278,7 @@ impl Shard {
         let Some(call) = self.calls.get(&id) else {
             return;
         };
-        let answered = call.answered_ms.unwrap_or(call.started_ms);
-        let cdr = Cdr {
-            tenant: call.tenant,
-            caller: call.caller.clone(),
-            callee: call.callee.clone(),
-            started_at_ms: call.started_ms,
-            answered_at_ms: call.answered_ms,
-            ended_at_ms: answered,
-            disposition: Disposition::Answered,
-            sip_code: 200,
-            hangup_by: String::new(),
-            caller_call_id: call.a.call_id.clone(),
-            callee_call_id: call.b.call_id.clone(),
-            media: Default::default(),
-            tags: call.tags.clone(),
-        };
+        let cdr = call.record();
         self.out.push_back(Output::Answered(cdr));
     }
 

@@ -106,6 +106,17 @@ impl Harness {
         }
     }
 
+    /// 1001 answers the INVITE the host rang it with; the 200 relayed to the
+    /// caller.
+    fn answer_call(&mut self, invite: &Msg) -> Msg {
+        self.feed("127.0.0.1:7001", &answer(invite, 200, "OK"));
+        self.take()
+            .into_iter()
+            .find(|(_, m)| m.status() == Some(200))
+            .expect("200 relayed")
+            .1
+    }
+
     /// Jumps to the next timer, as long as it is before `until`.
     fn run_until(&mut self, until: Instant) {
         while let Some(t) = self.shard.poll_timeout() {
@@ -406,14 +417,7 @@ fn answered_call_is_ended_at_the_maximum_duration() {
         .unwrap()
         .1
         .clone();
-    h.feed("127.0.0.1:7001", &answer(&invite, 200, "OK"));
-    let out = h.take();
-    let ok = out
-        .iter()
-        .find(|(_, m)| m.status() == Some(200))
-        .expect("200 relayed")
-        .1
-        .clone();
+    let ok = h.answer_call(&invite);
     // The caller never ACKs: the 200 is retransmitted (T1, 2*T1, ...) and the call
     // is hung up after 64*T1.
     let start = h.now;
@@ -427,10 +431,7 @@ fn answered_call_is_ended_at_the_maximum_duration() {
         retrans >= 2,
         "200 OK retransmitted until ACK, got {retrans}"
     );
-    let ack = format!(
-        "ACK sip:pbx@{SERVER} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bKack\r\nFrom: <sip:1000@{DOMAIN}>;tag=a\r\nTo: {}\r\nCall-ID: call-1\r\nCSeq: 2 ACK\r\nContent-Length: 0\r\n\r\n",
-        ok.header("To").unwrap()
-    );
+    let ack = from_caller("ACK", 2, "z9hG4bKack", &ok);
     h.feed("127.0.0.1:7000", &ack);
     h.run_until(start + Duration::from_secs(30));
     assert!(
@@ -450,6 +451,15 @@ fn answered_call_is_ended_at_the_maximum_duration() {
     );
 }
 
+/// A request of the caller (1000, Call-ID `call-1`, from 127.0.0.1:7000)
+/// inside the dialog its 200 `ok` set up.
+fn from_caller(method: &str, cseq: u32, branch: &str, ok: &Msg) -> String {
+    format!(
+        "{method} sip:pbx@{SERVER} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:7000;branch={branch}\r\nFrom: <sip:1000@{DOMAIN}>;tag=a\r\nTo: {}\r\nCall-ID: call-1\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n",
+        ok.header("To").unwrap()
+    )
+}
+
 /// A node of a cluster announces each call when it is answered (once, with
 /// the caller's Call-ID its record will have) and counts calls in progress.
 #[test]
@@ -466,13 +476,7 @@ fn answered_calls_are_announced_and_counted_when_tracked() {
         assert_eq!(h.shared.calls_up(), 1, "ringing counts");
         let invite = sent_to(&out, 7001, "INVITE").expect("rings").clone();
         assert!(h.answered.is_empty(), "not before the answer");
-        h.feed("127.0.0.1:7001", &answer(&invite, 200, "OK"));
-        let ok = h
-            .take()
-            .into_iter()
-            .find(|(_, m)| m.status() == Some(200))
-            .expect("200 relayed")
-            .1;
+        let ok = h.answer_call(&invite);
         if track {
             assert_eq!(h.answered.len(), 1, "announced once");
             let a = &h.answered[0];
@@ -482,11 +486,7 @@ fn answered_calls_are_announced_and_counted_when_tracked() {
         } else {
             assert!(h.answered.is_empty(), "a single node announces nothing");
         }
-        let bye = format!(
-            "BYE sip:pbx@{SERVER} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bKbye\r\nFrom: <sip:1000@{DOMAIN}>;tag=a\r\nTo: {}\r\nCall-ID: call-1\r\nCSeq: 3 BYE\r\nContent-Length: 0\r\n\r\n",
-            ok.header("To").unwrap()
-        );
-        h.feed("127.0.0.1:7000", &bye);
+        h.feed("127.0.0.1:7000", &from_caller("BYE", 3, "z9hG4bKbye", &ok));
         assert_eq!(h.shared.calls_up(), 0, "hung up");
         assert_eq!(h.cdrs.len(), 1);
         assert_eq!(
@@ -505,13 +505,7 @@ fn a_draining_node_refuses_new_work_but_keeps_its_calls() {
     h.register("1001", "127.0.0.1:7001");
     let out = h.invite();
     let invite = sent_to(&out, 7001, "INVITE").expect("rings").clone();
-    h.feed("127.0.0.1:7001", &answer(&invite, 200, "OK"));
-    let ok = h
-        .take()
-        .into_iter()
-        .find(|(_, m)| m.status() == Some(200))
-        .expect("200 relayed")
-        .1;
+    let ok = h.answer_call(&invite);
 
     h.shared.set_draining(true);
     let options = format!(
@@ -528,11 +522,7 @@ fn a_draining_node_refuses_new_work_but_keeps_its_calls() {
         assert_eq!(m.header("Retry-After"), Some("30"));
     }
 
-    let bye = format!(
-        "BYE sip:pbx@{SERVER} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bKbye\r\nFrom: <sip:1000@{DOMAIN}>;tag=a\r\nTo: {}\r\nCall-ID: call-1\r\nCSeq: 3 BYE\r\nContent-Length: 0\r\n\r\n",
-        ok.header("To").unwrap()
-    );
-    h.feed("127.0.0.1:7000", &bye);
+    h.feed("127.0.0.1:7000", &from_caller("BYE", 3, "z9hG4bKbye", &ok));
     let out = h.take();
     assert!(
         sent_to(&out, 7001, "BYE").is_some(),
@@ -683,10 +673,7 @@ fn external_routing_asks_then_rings_in_sequence() {
         .1
         .clone();
     // No offer in the INVITE: the caller's ACK carries the answer to the callee.
-    let ack = format!(
-        "ACK sip:pbx@{SERVER} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bKack\r\nFrom: <sip:1000@{DOMAIN}>;tag=a\r\nTo: {}\r\nCall-ID: call-1\r\nCSeq: 2 ACK\r\nContent-Length: 0\r\n\r\n",
-        ok.header("To").unwrap()
-    );
+    let ack = from_caller("ACK", 2, "z9hG4bKack", &ok);
     h.feed("127.0.0.1:7000", &ack);
     let out = h.take();
     let ack = sent_to(&out, 7002, "ACK").expect("the host ACKs the callee's 2xx");
