@@ -37,16 +37,27 @@ tokio::task_local! {
 /// without the server's programs installed, prints why and returns without
 /// running it (or panics when `PBX_REQUIRE_TOOLS=1`).
 pub async fn on<F: Future<Output = ()>>(backend: Backend, test: F) {
-    if backend == Backend::Postgres && server().await.is_none() {
-        let required = std::env::var("PBX_REQUIRE_TOOLS").is_ok_and(|v| v == "1");
-        assert!(
-            !required,
-            "PostgreSQL (initdb, postgres) is not installed and PBX_REQUIRE_TOOLS=1"
-        );
-        eprintln!("skipped on PostgreSQL: initdb/postgres not found under /usr/lib/postgresql");
+    if backend == Backend::Postgres
+        && !present_or_skip(
+            server().await.is_some(),
+            "initdb/postgres not found under /usr/lib/postgresql",
+        )
+    {
         return;
     }
     BACKEND.scope(backend, test).await;
+}
+
+/// Whether a PostgreSQL test may go on: `present` as given. When it is not,
+/// prints that the test is skipped because of `missing`, or panics when CI
+/// requires every tool (`PBX_REQUIRE_TOOLS=1`).
+pub fn present_or_skip(present: bool, missing: &str) -> bool {
+    if !present {
+        let required = std::env::var("PBX_REQUIRE_TOOLS").is_ok_and(|v| v == "1");
+        assert!(!required, "{missing}, and PBX_REQUIRE_TOOLS=1");
+        eprintln!("skipped on PostgreSQL: {missing}");
+    }
+    present
 }
 
 /// The backend [`on`] chose (SQLite outside of it).

@@ -988,13 +988,8 @@ mod tests {
     /// PostgreSQL and its client programs are installed; else prints why and
     /// returns, or panics when `PBX_REQUIRE_TOOLS=1`.
     async fn on_postgres<F: std::future::Future<Output = ()>>(test: F) {
-        if find_program("pg_dump").is_err() || find_program("pg_restore").is_err() {
-            let required = std::env::var("PBX_REQUIRE_TOOLS").is_ok_and(|v| v == "1");
-            assert!(
-                !required,
-                "pg_dump/pg_restore are not installed and PBX_REQUIRE_TOOLS=1"
-            );
-            eprintln!("skipped on PostgreSQL: pg_dump/pg_restore not found");
+        let found = find_program("pg_dump").is_ok() && find_program("pg_restore").is_ok();
+        if !store::testdb::present_or_skip(found, "pg_dump/pg_restore not found") {
             return;
         }
         store::testdb::on(store::Backend::Postgres, test).await
