@@ -76,94 +76,67 @@ pub(crate) fn render_cluster(nodes: &[store::ClusterNode], now_ms: i64) -> Strin
     if nodes.is_empty() {
         return out;
     }
-    let up = |n: &store::ClusterNode| now_ms - n.heartbeat_ms <= store::DEAD_AFTER_MS;
     let gauge = |out: &mut String, name: &str, help: &str| {
         let _ = writeln!(out, "# HELP {name} {help}");
         let _ = writeln!(out, "# TYPE {name} gauge");
     };
+    type Figure<'a> = Box<dyn Fn(&store::ClusterNode) -> String + 'a>;
+    let per_node: [(&str, &str, Figure); 5] = [
+        (
+            "pbx_node_up",
+            "1 while the node heartbeats, 0 once it is down.",
+            Box::new(|n| u8::from(n.is_up(now_ms)).to_string()),
+        ),
+        (
+            "pbx_node_draining",
+            "1 while the node is drained by its operator.",
+            Box::new(|n| u8::from(n.state == store::NodeState::Draining).to_string()),
+        ),
+        (
+            "pbx_node_calls",
+            "Calls in progress on the node, at its last heartbeat.",
+            Box::new(|n| n.calls_up.to_string()),
+        ),
+        (
+            "pbx_node_registrations",
+            "Bindings the node holds, at its last heartbeat.",
+            Box::new(|n| n.registrations.to_string()),
+        ),
+        (
+            "pbx_node_heartbeat_age_seconds",
+            "Time since the node's last heartbeat.",
+            Box::new(|n| format!("{:.3}", (now_ms - n.heartbeat_ms).max(0) as f64 / 1000.0)),
+        ),
+    ];
     // Node ids are checked when a node starts: letters, digits, `.-_`.
-    gauge(
-        &mut out,
-        "pbx_node_up",
-        "1 while the node heartbeats, 0 once it is down.",
-    );
-    for n in nodes {
-        let _ = writeln!(out, "pbx_node_up{{node=\"{}\"}} {}", n.id, u8::from(up(n)));
+    for (name, help, value) in &per_node {
+        gauge(&mut out, name, help);
+        for n in nodes {
+            let _ = writeln!(out, "{name}{{node=\"{}\"}} {}", n.id, value(n));
+        }
     }
-    gauge(
-        &mut out,
-        "pbx_node_draining",
-        "1 while the node is drained by its operator.",
-    );
-    for n in nodes {
-        let draining = n.state == store::NodeState::Draining;
-        let _ = writeln!(
-            out,
-            "pbx_node_draining{{node=\"{}\"}} {}",
-            n.id,
-            u8::from(draining)
-        );
+    let live: Vec<&store::ClusterNode> = nodes.iter().filter(|n| n.is_up(now_ms)).collect();
+    let totals = [
+        (
+            "pbx_cluster_nodes_up",
+            "Nodes of the cluster that heartbeat.",
+            live.len() as u64,
+        ),
+        (
+            "pbx_cluster_calls",
+            "Calls in progress on the nodes that are up.",
+            live.iter().map(|n| n.calls_up).sum(),
+        ),
+        (
+            "pbx_cluster_registrations",
+            "Bindings held by the nodes that are up.",
+            live.iter().map(|n| n.registrations).sum(),
+        ),
+    ];
+    for (name, help, value) in totals {
+        gauge(&mut out, name, help);
+        let _ = writeln!(out, "{name} {value}");
     }
-    gauge(
-        &mut out,
-        "pbx_node_calls",
-        "Calls in progress on the node, at its last heartbeat.",
-    );
-    for n in nodes {
-        let _ = writeln!(out, "pbx_node_calls{{node=\"{}\"}} {}", n.id, n.calls_up);
-    }
-    gauge(
-        &mut out,
-        "pbx_node_registrations",
-        "Bindings the node holds, at its last heartbeat.",
-    );
-    for n in nodes {
-        let _ = writeln!(
-            out,
-            "pbx_node_registrations{{node=\"{}\"}} {}",
-            n.id, n.registrations
-        );
-    }
-    gauge(
-        &mut out,
-        "pbx_node_heartbeat_age_seconds",
-        "Time since the node's last heartbeat.",
-    );
-    for n in nodes {
-        let age = (now_ms - n.heartbeat_ms).max(0) as f64 / 1000.0;
-        let _ = writeln!(
-            out,
-            "pbx_node_heartbeat_age_seconds{{node=\"{}\"}} {age:.3}",
-            n.id
-        );
-    }
-    let live: Vec<&store::ClusterNode> = nodes.iter().filter(|n| up(n)).collect();
-    gauge(
-        &mut out,
-        "pbx_cluster_nodes_up",
-        "Nodes of the cluster that heartbeat.",
-    );
-    let _ = writeln!(out, "pbx_cluster_nodes_up {}", live.len());
-    gauge(
-        &mut out,
-        "pbx_cluster_calls",
-        "Calls in progress on the nodes that are up.",
-    );
-    let _ = writeln!(
-        out,
-        "pbx_cluster_calls {}",
-        live.iter().map(|n| n.calls_up).sum::<u64>()
-    );
-    gauge(
-        &mut out,
-        "pbx_cluster_registrations",
-        "Bindings held by the nodes that are up.",
-    );
-    let _ = writeln!(
-        out,
-        "pbx_cluster_registrations {}",
-        live.iter().map(|n| n.registrations).sum::<u64>()
-    );
     out
 }
 

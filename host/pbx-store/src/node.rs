@@ -79,6 +79,14 @@ pub struct ClusterNode {
     pub registrations: u64,
 }
 
+impl ClusterNode {
+    /// Whether the node still heartbeats at `now_ms`: its last heartbeat is
+    /// at most [`DEAD_AFTER_MS`] old.
+    pub fn is_up(&self, now_ms: i64) -> bool {
+        now_ms - self.heartbeat_ms <= DEAD_AFTER_MS
+    }
+}
+
 /// What the SIP side calls a call's record that ends on this node: the record,
 /// and whether the call was recorded in progress when it was answered.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -477,20 +477,17 @@ async fn ban(store: &Store, command: BanCommand, out: &mut dyn Write) -> Result<
 /// How a node is, as `pbx cluster status` says: the operator's state, or
 /// down when its heartbeat is older than [`store::DEAD_AFTER_MS`].
 fn node_health(node: &store::ClusterNode, now: i64) -> &'static str {
-    if now - node.heartbeat_ms > store::DEAD_AFTER_MS {
-        "down"
-    } else {
+    if node.is_up(now) {
         node.state.as_str()
+    } else {
+        "down"
     }
 }
 
 async fn cluster_status(store: &Store, json: bool, out: &mut dyn Write) -> Result<()> {
     let now = now_ms();
     let nodes = store.list_nodes().await?;
-    let live: Vec<&store::ClusterNode> = nodes
-        .iter()
-        .filter(|n| node_health(n, now) != "down")
-        .collect();
+    let live: Vec<&store::ClusterNode> = nodes.iter().filter(|n| n.is_up(now)).collect();
     let calls: u64 = live.iter().map(|n| n.calls_up).sum();
     let registrations: u64 = live.iter().map(|n| n.registrations).sum();
     if json {
