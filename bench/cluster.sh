@@ -99,10 +99,7 @@ stop_front() {
         local kp
         kp=$(cat "$KAM_PIDFILE")
         kill "$kp" 2>/dev/null || true
-        for _ in 1 2 3 4 5 6 7 8 9 10; do
-            kill -0 "$kp" 2>/dev/null || break
-            sleep 0.5
-        done
+        wait_gone "$kp"
         pkill -9 -P "$kp" 2>/dev/null || true
         kill -9 "$kp" 2>/dev/null || true
         rm -f "$KAM_PIDFILE"
@@ -112,10 +109,7 @@ stop_nodes() {
     local pid
     for pid in "${NODE_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
     for pid in "${NODE_PIDS[@]}"; do
-        for _ in 1 2 3 4 5 6 7 8 9 10; do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.5
-        done
+        wait_gone "$pid"
         kill -9 "$pid" 2>/dev/null || true
         forget "$pid"
     done
@@ -312,38 +306,22 @@ run_config() { # LABEL STORE NODES
 
     SIPP_INF=$WORK/users.csv
     log "registering all $USERS_N users at $FILL_RATE/s through the front"
-    read -r X0 W0 < <(pg_counts)
-    R0=$(redis_cmds)
-    CN0=$(cpu_s "${NODE_PIDS[@]}")
-    CF0=$(cpu_s $(kam_pids))
-    CP0=$(cpu_s $(pg_pids))
+    snapshot 0
     SIPP_PORT=$UAS_PORT run_sipp "$label-fill" "$SHARED/sipp/register.xml" "$FRONT" \
         "$FILL_RATE" "$USERS_N"
     local fill="$R_OK ok, $R_FAILED failed"
     start_uas
     sleep 1 # the write-behind batches land
-    read -r X1 W1 < <(pg_counts)
-    R1=$(redis_cmds)
-    CN1=$(cpu_s "${NODE_PIDS[@]}")
-    CF1=$(cpu_s $(kam_pids))
-    CP1=$(cpu_s $(pg_pids))
+    snapshot 1
     cost_row "$label" REGISTER "$R_OK"
 
     SIPP_INF=$WORK/callers.csv
     # One fixed-rate run for the costs, then the ladder.
     local probe_rate=${CALL_RATES[0]} probe_total=$((CALL_RATES[0] * STEP_S))
-    read -r X0 W0 < <(pg_counts)
-    R0=$(redis_cmds)
-    CN0=$(cpu_s "${NODE_PIDS[@]}")
-    CF0=$(cpu_s $(kam_pids))
-    CP0=$(cpu_s $(pg_pids))
+    snapshot 0
     run_sipp "$label-callcost" "$CALL_XML" "$FRONT" "$probe_rate" "$probe_total"
     sleep 2 # the last calls' records land
-    read -r X1 W1 < <(pg_counts)
-    R1=$(redis_cmds)
-    CN1=$(cpu_s "${NODE_PIDS[@]}")
-    CF1=$(cpu_s $(kam_pids))
-    CP1=$(cpu_s $(pg_pids))
+    snapshot 1
     cost_row "$label" call "$R_OK"
 
     ladder "$label" call "$CALL_XML" "$FRONT" "${CALL_RATES[@]}"
@@ -357,6 +335,22 @@ run_config() { # LABEL STORE NODES
     stop_uas
     stop_front
     stop_nodes
+}
+
+# snapshot N: the counters cost_row compares, into X<N> W<N> R<N> CN<N> CF<N> CP<N>
+# (PostgreSQL transactions and rows written, Redis commands, CPU seconds of
+# the nodes, the front and PostgreSQL).
+snapshot() {
+    local n=$1 x w
+    read -r x w < <(pg_counts)
+    printf -v "X$n" '%s' "$x"
+    printf -v "W$n" '%s' "$w"
+    printf -v "R$n" '%s' "$(redis_cmds)"
+    printf -v "CN$n" '%s' "$(cpu_s "${NODE_PIDS[@]}")"
+    # shellcheck disable=SC2046 # one argument per pid
+    printf -v "CF$n" '%s' "$(cpu_s $(kam_pids))"
+    # shellcheck disable=SC2046
+    printf -v "CP$n" '%s' "$(cpu_s $(pg_pids))"
 }
 
 # cost_row LABEL WHAT N: the deltas measured around the last run, per N done.

@@ -12,6 +12,16 @@ die() {
 
 need() { command -v "$1" >/dev/null 2>&1 || die "'$1' is not installed ($2)"; }
 
+# Waits up to 5 s for PID to exit (a SIGTERM lets the PBX write its call
+# records); the caller insists with SIGKILL after.
+wait_gone() {
+    local _
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
+        kill -0 "$1" 2>/dev/null || return 0
+        sleep 0.5
+    done
+}
+
 forget() { # drop a finished pid from the cleanup list
     local keep=() p
     for p in "${PIDS[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done

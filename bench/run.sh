@@ -117,19 +117,13 @@ cleanup() {
     fi
     for pid in "${PIDS[@]}"; do
         # SIGTERM lets the PBX write its call records; give it a moment, then insist.
-        for _ in 1 2 3 4 5 6 7 8 9 10; do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.5
-        done
+        wait_gone "$pid"
         kill -9 "$pid" 2>/dev/null || true
     done
     if [[ -s $KAM_PIDFILE ]]; then
         local kp
         kp=$(cat "$KAM_PIDFILE")
-        for _ in 1 2 3 4 5 6 7 8 9 10; do
-            kill -0 "$kp" 2>/dev/null || break
-            sleep 0.5
-        done
+        wait_gone "$kp"
         pkill -9 -P "$kp" 2>/dev/null || true
         kill -9 "$kp" 2>/dev/null || true
     fi
