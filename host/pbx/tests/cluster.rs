@@ -32,8 +32,12 @@ struct Process {
 
 impl Process {
     fn spawn(name: &'static str, cmd: &mut Command, log: PathBuf) -> Process {
+        use std::os::unix::process::CommandExt;
         let out = std::fs::File::create(&log).expect("log file");
+        // A process group of its own: Kamailio forks its workers (and a node
+        // its plugin compilers), and they must all go with it.
         let child = cmd
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("log file"))
             .stderr(out)
@@ -46,9 +50,14 @@ impl Process {
         }
     }
 
-    /// Kills the process at once, as a crash or a power cut would.
+    /// Kills the process and everything it started at once (its process
+    /// group), as a crash or a power cut would. Killing only the first
+    /// process would leave Kamailio's workers probing ports that later
+    /// tests use.
     fn kill(&self) {
         let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        let group = format!("-{}", child.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = child.kill();
         let _ = child.wait();
     }
