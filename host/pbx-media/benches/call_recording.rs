@@ -22,6 +22,7 @@ const RUN: Duration = Duration::from_secs(5);
 const PLAIN: Security = Security {
     from_secure: false,
     to_secure: false,
+    to_webrtc: false,
 };
 
 fn cpu_time() -> Option<Duration> {

@@ -72,6 +72,7 @@ fn relay(c: &mut Criterion) {
         let plain = Security {
             from_secure: false,
             to_secure: false,
+            to_webrtc: false,
         };
         let port = |s: &tokio::net::UdpSocket| s.local_addr().expect("addr").port();
         call.offer_from(Leg::A, &sdp(port(&a)), plain, EncryptionPolicy::Disabled)

@@ -57,7 +57,7 @@
 //!     idle_timeout: std::time::Duration::from_secs(60),
 //! })?;
 //! let call = relay.open_call()?;
-//! let security = Security { from_secure: true, to_secure: false };
+//! let security = Security { from_secure: true, to_secure: false, to_webrtc: false };
 //! let to_callee = call.offer_from(Leg::A, offer, security, EncryptionPolicy::Optional)?;
 //!
 //! // Or the host answers the caller itself, beeps and listens for digits.
@@ -77,9 +77,11 @@
 //! ```
 
 pub mod call_record;
+pub mod dtls;
 pub mod dtmf;
 mod error;
 pub mod g711;
+pub mod ice;
 pub mod play;
 pub mod prompt;
 pub mod record;
@@ -90,8 +92,10 @@ pub mod sdp;
 pub mod session;
 pub mod srtp;
 pub mod upload;
+pub mod webrtc;
 
 pub use call_record::CallRecorder;
+pub use dtls::{DtlsIdentity, DtlsKeys};
 pub use dtmf::{Digit, DtmfReceiver};
 pub use error::{Error, MediaError, Result};
 pub use g711::G711;
@@ -102,7 +106,8 @@ pub use relay::{CallId, CallMedia, MediaConfig, MediaControl, MediaEvent, MediaR
 pub use rtp::Channel;
 pub use sdes::{KeyMaterial, Suite};
 pub use session::{
-    AnsweredFormat, CallMediaStats, EncryptionPolicy, Leg, LegStats, LocalPorts, MediaSession,
-    Security, SessionEvent, Transmit,
+    AnsweredFormat, CallMediaStats, DtlsStart, EncryptionPolicy, Leg, LegStats, LocalPorts,
+    MediaSession, Security, SessionEvent, Transmit,
 };
 pub use srtp::{SrtpCounters, SrtpReceiver, SrtpSender};
+pub use webrtc::{DtlsRole, Fingerprint};

@@ -969,6 +969,7 @@ mod tests {
                 Security {
                     from_secure: false,
                     to_secure: true,
+                    to_webrtc: false,
                 },
                 EncryptionPolicy::Optional,
             )
@@ -992,6 +993,7 @@ mod tests {
                 Security {
                     from_secure: true,
                     to_secure: false,
+                    to_webrtc: false,
                 },
                 EncryptionPolicy::Optional,
             )
@@ -1057,6 +1059,7 @@ mod tests {
             Security {
                 from_secure: false,
                 to_secure: false,
+                to_webrtc: false,
             },
             EncryptionPolicy::Optional,
         )
@@ -1372,6 +1375,7 @@ mod tests {
             Security {
                 from_secure: false,
                 to_secure: false,
+                to_webrtc: false,
             },
             EncryptionPolicy::Optional,
         )

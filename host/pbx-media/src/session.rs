@@ -35,9 +35,11 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::call_record::CallRecorder;
+use crate::dtls::DtlsKeys;
 use crate::dtmf::{self, Digit, DtmfReceiver};
 use crate::error::{Error, Result};
 use crate::g711::G711;
+use crate::ice::{self, IceCredentials};
 use crate::play::{Played, Player};
 use crate::prompt::Prompt;
 use crate::record::{RecordSpec, Recorder, Recording, RecordingEnd};
@@ -45,6 +47,7 @@ use crate::rtp::{self, Channel, LossCounter};
 use crate::sdes::{self, Chosen, KeyMaterial, Suite};
 use crate::sdp::{CryptoAttr, Direction, Line, Media, Sdp};
 use crate::srtp::{SrtpReceiver, SrtpSender};
+use crate::webrtc::{self, BrowserSdp, Demux, DtlsRole, Fingerprint, OurTransport};
 
 /// One side of a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -84,13 +87,18 @@ pub enum EncryptionPolicy {
 }
 
 /// Whether the signalling of each leg is on a secure transport (TLS). Keys are only
-/// sent in SDP to a secure leg, and only taken from one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// sent in SDP to a secure leg, and only taken from one. DTLS-SRTP keys never
+/// travel in SDP, so a browser leg needs no secure signalling for them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Security {
     /// The leg the SDP came from.
     pub from_secure: bool,
     /// The leg the rewritten SDP goes to.
     pub to_secure: bool,
+    /// The leg the SDP goes to is a browser (SIP over WebSocket), so offer it
+    /// DTLS-SRTP with ICE-lite ([`crate::webrtc`]). Whether the leg the SDP
+    /// came from is a browser is read from the SDP itself.
+    pub to_webrtc: bool,
 }
 
 /// Our side of the call: the address to put in SDP and each leg's RTP port
@@ -226,6 +234,86 @@ struct LegState {
     loss: LossCounter,
     /// Set while the leg ends at the host.
     here: Option<HostEnd>,
+    /// Set while the leg is a browser's (DTLS-SRTP, ICE-lite, rtcp-mux).
+    webrtc: Option<WebRtcLeg>,
+}
+
+/// The WebRTC transport of a browser leg.
+#[derive(Clone)]
+struct WebRtcLeg {
+    /// Our ICE credentials on this leg.
+    ice: IceCredentials,
+    /// The fingerprint of the browser's certificate, from its SDP.
+    peer: Option<Fingerprint>,
+    /// Our DTLS role, once offer and answer settled it.
+    role: Option<DtlsRole>,
+    /// The `a=mid` of the leg's audio section.
+    mid: String,
+    dtls: DtlsState,
+}
+
+/// Where a browser leg's handshake is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DtlsState {
+    /// Not handed to the relay yet ([`MediaSession::poll_dtls_start`]).
+    Waiting,
+    /// Handed to the relay; no keys yet.
+    Started,
+    /// Keys installed ([`MediaSession::install_dtls_keys`]).
+    Keyed,
+    /// The handshake failed ([`MediaSession::dtls_failed`]): no media.
+    Failed,
+}
+
+impl WebRtcLeg {
+    /// The state for a browser leg whose certificate is `peer` (unknown
+    /// until its SDP arrives) and our role `role`, keeping what `old` had
+    /// when the browser is the same one: a re-offer keeps ICE credentials
+    /// and, for the same certificate, the established DTLS association.
+    fn renewed(
+        old: Option<WebRtcLeg>,
+        peer: Option<Fingerprint>,
+        role: Option<DtlsRole>,
+        mid: String,
+    ) -> Self {
+        let fresh = |ice| WebRtcLeg {
+            ice,
+            peer,
+            role,
+            mid: mid.clone(),
+            dtls: DtlsState::Waiting,
+        };
+        match old {
+            Some(o)
+                if matches!(o.dtls, DtlsState::Started | DtlsState::Keyed)
+                    && (peer.is_none() || o.peer == peer) =>
+            {
+                o
+            }
+            Some(o) => fresh(o.ice),
+            None => fresh(IceCredentials::generate()),
+        }
+    }
+
+    /// Our `a=setup` in an offer: `actpass`, or our role once a handshake
+    /// is under way (RFC 5763 §5: a new offer must not start a new one).
+    fn offer_setup(&self) -> &'static str {
+        match (self.dtls, self.role) {
+            (DtlsState::Started | DtlsState::Keyed, Some(role)) => role.setup(),
+            _ => "actpass",
+        }
+    }
+}
+
+/// A handshake the relay is to run ([`MediaSession::poll_dtls_start`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DtlsStart {
+    /// The browser leg.
+    pub leg: Leg,
+    /// Our side of the handshake.
+    pub role: DtlsRole,
+    /// The fingerprint the browser's certificate must have.
+    pub peer: Fingerprint,
 }
 
 /// The host's end of a leg it answered.
@@ -372,8 +460,9 @@ fn send_played(
     to: Option<SocketAddr>,
     tx: &mut Option<SrtpSender>,
     stats: &mut LegStats,
+    blocked: bool,
 ) -> Option<Transmit> {
-    let Some(to) = to else {
+    let (Some(to), false) = (to, blocked) else {
         stats.dropped += 1;
         return None;
     };
@@ -399,6 +488,11 @@ fn send_played(
 }
 
 impl LegState {
+    /// A browser leg without DTLS keys yet: nothing may go to it.
+    fn blocked(&self) -> bool {
+        self.webrtc.is_some() && self.tx.is_none()
+    }
+
     fn set_remote(&mut self, rtp: Option<SocketAddr>, rtcp: Option<SocketAddr>) {
         if self.remote != [rtp, rtcp] {
             self.remote = [rtp, rtcp];
@@ -436,6 +530,11 @@ struct PendingOffer {
     from: Leg,
     index: usize,
     from_proto: String,
+    /// The offerer is a browser: its offer, for the sections our answer
+    /// must mirror (mids, BUNDLE, rejected sections).
+    browser: Option<(BrowserSdp, Sdp)>,
+    /// The offer went to a browser (DTLS-SRTP).
+    to_browser: bool,
     /// Tag and our key for the answer to the offerer, when it gets SRTP.
     to_offerer: Option<(u32, KeyMaterial)>,
     /// Keys we offered to the other leg, by tag.
@@ -472,6 +571,8 @@ pub struct MediaSession {
     announcement: Option<Announcement>,
     /// The legs do not hear each other yet ([`MediaSession::hold`]).
     held: bool,
+    /// The fingerprint of the host's DTLS certificate, for browser legs.
+    dtls_fingerprint: Option<Fingerprint>,
 }
 
 /// Prompts played to both legs of a relayed call before they hear each
@@ -553,7 +654,7 @@ fn offerer_srtp(m: &Media, policy: EncryptionPolicy, security: Security) -> Resu
 fn anchored_index(sdp: &Sdp) -> Result<usize> {
     sdp.media
         .iter()
-        .position(|m| m.kind == "audio" && m.port != 0 && m.is_rtp())
+        .position(|m| m.kind == "audio" && m.port != 0 && (m.is_rtp() || webrtc::is_webrtc(m)))
         .ok_or(Error::NotAcceptable("no active RTP audio stream"))
 }
 
@@ -788,6 +889,26 @@ impl MediaSession {
             relayed_format: None,
             announcement: None,
             held: false,
+            dtls_fingerprint: None,
+        }
+    }
+
+    /// Lets the session take browser legs: `fingerprint` is that of the
+    /// host's DTLS certificate ([`crate::dtls::DtlsIdentity`]). Without it
+    /// a WebRTC offer, or `to_webrtc`, is `NotAcceptable`.
+    pub fn with_dtls_fingerprint(mut self, fingerprint: Fingerprint) -> Self {
+        self.dtls_fingerprint = Some(fingerprint);
+        self
+    }
+
+    /// The host's DTLS fingerprint, when a browser leg needs one.
+    fn fingerprint_for(&self, needed: bool) -> Result<Option<Fingerprint>> {
+        match (needed, self.dtls_fingerprint) {
+            (false, _) => Ok(None),
+            (true, Some(fp)) => Ok(Some(fp)),
+            (true, None) => Err(Error::NotAcceptable(
+                "WebRTC legs need a DTLS certificate, and none is configured",
+            )),
         }
     }
 
@@ -814,19 +935,71 @@ impl MediaSession {
         let index = anchored_index(&parsed)?;
         let m = &parsed.media[index];
         let savp = m.is_savp();
-        let from_srtp = offerer_srtp(m, policy, security)?;
-        let to_srtp = policy != EncryptionPolicy::Disabled && security.to_secure;
+        let browser = match webrtc::is_webrtc(m) {
+            true => Some(BrowserSdp::read(&parsed, index)?),
+            false => None,
+        };
+        let from_role = browser
+            .as_ref()
+            .map(BrowserSdp::answering_role)
+            .transpose()?;
+        let fingerprint = self.fingerprint_for(browser.is_some() || security.to_webrtc)?;
+        if fingerprint.is_some() && policy == EncryptionPolicy::Disabled {
+            return Err(Error::NotAcceptable(
+                "a WebRTC leg needs SRTP, which is disabled",
+            ));
+        }
+        // A browser leg is encrypted by DTLS-SRTP, whatever its signalling.
+        let from_srtp = match browser {
+            Some(_)
+                if policy == EncryptionPolicy::Required
+                    && !security.to_secure
+                    && !security.to_webrtc =>
+            {
+                return Err(Error::EncryptionRequired(
+                    "a leg is not on a secure transport",
+                ));
+            }
+            Some(_) => None,
+            None => offerer_srtp(
+                m,
+                policy,
+                Security {
+                    to_secure: security.to_secure || security.to_webrtc,
+                    ..security
+                },
+            )?,
+        };
+        let to_srtp =
+            policy != EncryptionPolicy::Disabled && security.to_secure && !security.to_webrtc;
         let offered = if to_srtp { offer_keys() } else { Vec::new() };
         let to_offerer = from_srtp
             .as_ref()
             .map(|c| (c.tag, KeyMaterial::generate(c.remote.suite())));
 
-        let mut out = rewrite(&parsed, index, self.local.ip, self.local.port(from.other()));
+        let to_port = self.local.port(from.other());
+        let mut out = rewrite(&parsed, index, self.local.ip, to_port);
+        if browser.is_some() {
+            webrtc::strip_browser_lines(&mut out);
+        }
         let om = anchored(&mut out, index)?;
         let secure_proto = to_srtp && (policy == EncryptionPolicy::Required || savp);
-        om.proto = set_secure(&m.proto, secure_proto);
+        // A SIP phone gets plain RTP/AVP (or SAVP) from a browser, not AVPF.
+        let base = if browser.is_some() {
+            "RTP/AVP"
+        } else {
+            m.proto.as_str()
+        };
+        om.proto = set_secure(base, secure_proto);
         let attrs: Vec<CryptoAttr> = offered.iter().map(|(t, k)| k.to_attr(*t)).collect();
         om.set_cryptos(&attrs);
+        if browser.is_some() || security.to_webrtc {
+            webrtc::keep_g711(om)?;
+        }
+        let to_webrtc = match fingerprint.filter(|_| security.to_webrtc) {
+            Some(fp) => Some(self.offer_to_browser(&mut out, index, from.other(), fp)),
+            None => None,
+        };
 
         let rx = match &from_srtp {
             Some(c) => Some(SrtpReceiver::new(&c.remote)?),
@@ -834,21 +1007,82 @@ impl MediaSession {
         };
         let (rtp, rtcp) = remote_addrs(&parsed, index);
         let leg = self.leg(from);
-        leg.set_remote(rtp, rtcp);
-        // The offerer's sending key is in its offer; what we send it is keyed by
-        // our answer, installed in `answer_from`.
-        if leg.rx.as_ref().map(SrtpReceiver::keys) != rx.as_ref().map(SrtpReceiver::keys) {
-            leg.rx = rx;
+        match &browser {
+            // A browser's address comes from ICE and its keys from DTLS.
+            Some(b) => {
+                let mid = b
+                    .mids
+                    .get(index)
+                    .cloned()
+                    .flatten()
+                    .unwrap_or_else(|| "0".to_owned());
+                leg.webrtc = Some(WebRtcLeg::renewed(
+                    leg.webrtc.take(),
+                    Some(b.fingerprint),
+                    from_role,
+                    mid,
+                ));
+            }
+            None => {
+                leg.webrtc = None;
+                leg.set_remote(rtp, rtcp);
+                // The offerer's sending key is in its offer; what we send it is
+                // keyed by our answer, installed in `answer_from`.
+                if leg.rx.as_ref().map(SrtpReceiver::keys) != rx.as_ref().map(SrtpReceiver::keys) {
+                    leg.rx = rx;
+                }
+            }
+        }
+        if let Some(w) = to_webrtc {
+            self.leg(from.other()).webrtc = Some(w);
         }
         self.host_offer = None;
         self.offer = Some(PendingOffer {
             from,
             index,
             from_proto: m.proto.clone(),
+            browser: browser.map(|b| (b, parsed.clone())),
+            to_browser: security.to_webrtc,
             to_offerer,
             offered,
         });
         Ok(out.to_bytes())
+    }
+
+    /// Writes our offer to browser leg `to` into media section `index` of
+    /// `out` (every other section gets a mid of its own, as BUNDLE-aware
+    /// browsers expect one per section) and returns the leg's new state.
+    fn offer_to_browser(
+        &self,
+        out: &mut Sdp,
+        index: usize,
+        to: Leg,
+        fingerprint: Fingerprint,
+    ) -> WebRtcLeg {
+        webrtc::strip_browser_lines(out);
+        let old = self.legs[to.index()].webrtc.clone();
+        let leg = WebRtcLeg::renewed(old, None, None, index.to_string());
+        for (i, m) in out.media.iter_mut().enumerate() {
+            if i != index {
+                m.lines.push(Line {
+                    kind: 'a',
+                    value: format!("mid:{i}"),
+                });
+            }
+        }
+        webrtc::write_browser_media(
+            out,
+            index,
+            &OurTransport {
+                ice: &leg.ice,
+                fingerprint,
+                setup: leg.offer_setup(),
+                mid: &leg.mid,
+                ip: self.local.ip,
+                port: self.local.port(to),
+            },
+        );
+        leg
     }
 
     /// Takes the answer from `from` to the pending offer of the other leg and
@@ -873,10 +1107,27 @@ impl MediaSession {
             .media
             .get(pending.index)
             .ok_or(Error::NotAcceptable("answer lacks the audio stream"))?;
-        if m.port == 0 || !m.is_rtp() || m.kind != "audio" {
+        let browser = pending.to_browser;
+        if m.port == 0 || m.kind != "audio" || !(m.is_rtp() || (browser && webrtc::is_webrtc(m))) {
             return Err(Error::NotAcceptable("answer rejected the audio stream"));
         }
-        let answerer_keys = answered_keys(&pending.offered, m, security, policy)?;
+        // The browser we offered DTLS-SRTP to: its certificate and our role.
+        let dtls = match browser {
+            true if !webrtc::is_webrtc(m) => {
+                return Err(Error::NotAcceptable(
+                    "the browser answered without DTLS-SRTP",
+                ));
+            }
+            true => {
+                let b = BrowserSdp::read(&parsed, pending.index)?;
+                Some((b.fingerprint, b.answered_role()?))
+            }
+            false => None,
+        };
+        let answerer_keys = match browser {
+            true => None,
+            false => answered_keys(&pending.offered, m, security, policy)?,
+        };
         let relayed_format = m.formats.iter().find_map(|f| {
             let (name, rate) = rtpmap(m, f)?;
             let law = G711::from_encoding(&name).filter(|_| rate == 8000)?;
@@ -894,6 +1145,9 @@ impl MediaSession {
             self.local.ip,
             self.local.port(from.other()),
         );
+        if browser {
+            webrtc::strip_browser_lines(&mut out);
+        }
         let om = anchored(&mut out, pending.index)?;
         om.proto = pending.from_proto.clone();
         let back: Vec<CryptoAttr> = pending
@@ -902,6 +1156,9 @@ impl MediaSession {
             .map(|(t, k)| k.to_attr(*t))
             .collect();
         om.set_cryptos(&back);
+        if let Some((offer, offer_sdp)) = &pending.browser {
+            self.answer_to_browser(&mut out, pending.index, from.other(), offer, offer_sdp)?;
+        }
 
         let (arx, atx) = srtp_pair(answerer_keys.as_ref())?;
         let otx = match &pending.to_offerer {
@@ -909,12 +1166,30 @@ impl MediaSession {
             None => None,
         };
         let offerer = pending.from;
+        let offerer_is_browser = pending.browser.is_some();
         let (rtp, rtcp) = remote_addrs(&parsed, pending.index);
         let answerer = self.leg(from);
-        answerer.set_remote(rtp, rtcp);
-        answerer.set_keys(arx, atx);
+        match (dtls, answerer.webrtc.as_mut()) {
+            (Some(_), None) => return Err(Error::Protocol("the browser leg has no WebRTC state")),
+            (Some((peer, role)), Some(w)) => {
+                // A repeated answer (183 then 200) keeps the association.
+                if w.peer != Some(peer) || w.role != Some(role) || w.dtls == DtlsState::Failed {
+                    w.peer = Some(peer);
+                    w.role = Some(role);
+                    w.dtls = DtlsState::Waiting;
+                    answerer.set_keys(None, None);
+                }
+            }
+            _ => {
+                answerer.webrtc = None;
+                answerer.set_remote(rtp, rtcp);
+                answerer.set_keys(arx, atx);
+            }
+        }
         let o = self.leg(offerer);
-        if otx.as_ref().map(SrtpSender::keys) != o.tx.as_ref().map(SrtpSender::keys) {
+        if !offerer_is_browser
+            && otx.as_ref().map(SrtpSender::keys) != o.tx.as_ref().map(SrtpSender::keys)
+        {
             o.tx = otx;
         }
         // The answer connects the legs: neither ends at the host any more.
@@ -923,6 +1198,70 @@ impl MediaSession {
         }
         self.relayed_format = relayed_format;
         Ok(out.to_bytes())
+    }
+
+    /// Writes the answer to browser leg `to`, whose offer was `offer_sdp`,
+    /// into `out` (the other leg's answer, rewritten): our transport on
+    /// section `index`, every other section rejected as the offer wrote it
+    /// with its mid, BUNDLE of our one section when the offer bundled.
+    fn answer_to_browser(
+        &self,
+        out: &mut Sdp,
+        index: usize,
+        to: Leg,
+        offer: &BrowserSdp,
+        offer_sdp: &Sdp,
+    ) -> Result<()> {
+        let fingerprint = self.dtls_fingerprint.ok_or(Error::NotAcceptable(
+            "WebRTC legs need a DTLS certificate, and none is configured",
+        ))?;
+        let w = self.legs[to.index()]
+            .webrtc
+            .as_ref()
+            .ok_or(Error::Protocol("the browser leg has no WebRTC state"))?;
+        let role = w
+            .role
+            .ok_or(Error::Protocol("no DTLS role for the browser leg"))?;
+        if out.media.len() != offer_sdp.media.len() {
+            return Err(Error::NotAcceptable(
+                "the answer's streams do not match the offer",
+            ));
+        }
+        for (i, (m, offered)) in out.media.iter_mut().zip(&offer_sdp.media).enumerate() {
+            if i == index {
+                continue;
+            }
+            *m = Media {
+                kind: offered.kind.clone(),
+                port: 0,
+                port_count: None,
+                proto: offered.proto.clone(),
+                formats: offered.formats.clone(),
+                lines: offer.mids[i]
+                    .iter()
+                    .map(|mid| Line {
+                        kind: 'a',
+                        value: format!("mid:{mid}"),
+                    })
+                    .collect(),
+            };
+        }
+        webrtc::write_browser_media(
+            out,
+            index,
+            &OurTransport {
+                ice: &w.ice,
+                fingerprint,
+                setup: role.setup(),
+                mid: &w.mid,
+                ip: self.local.ip,
+                port: self.local.port(to),
+            },
+        );
+        if offer.bundle {
+            webrtc::write_bundle(out, &w.mid);
+        }
+        Ok(())
     }
 
     /// Answers an offer from `from` at the host itself (the call is answered by
@@ -941,10 +1280,16 @@ impl MediaSession {
         let parsed = Sdp::parse(sdp)?;
         let index = anchored_index(&parsed)?;
         let m = &parsed.media[index];
+        if webrtc::is_webrtc(m) {
+            return Err(Error::NotAcceptable(
+                "the host does not answer a browser leg itself",
+            ));
+        }
         // The host is the other end: its side is as secure as it needs.
         let security = Security {
             from_secure,
             to_secure: true,
+            to_webrtc: false,
         };
         let srtp = offerer_srtp(m, policy, security)?;
         let mut out = rewrite(&parsed, index, self.local.ip, self.local.port(from));
@@ -1047,6 +1392,7 @@ impl MediaSession {
             let security = Security {
                 from_secure: secure,
                 to_secure: true,
+                to_webrtc: false,
             };
             offerer_srtp(&sdp.media[index], policy, security)?;
             Ok(index)
@@ -1413,8 +1759,10 @@ impl MediaSession {
                 stats,
                 latched,
                 remote,
+                webrtc,
                 ..
             } = &mut self.legs[leg.index()];
+            let blocked = webrtc.is_some() && tx.is_none();
             let Some(end) = here.as_mut() else {
                 continue;
             };
@@ -1433,7 +1781,9 @@ impl MediaSession {
                 if !end.sends {
                     continue;
                 }
-                if let Some(out) = send_played(leg, played, latched[0].or(remote[0]), tx, stats) {
+                if let Some(out) =
+                    send_played(leg, played, latched[0].or(remote[0]), tx, stats, blocked)
+                {
                     return Some(out);
                 }
             }
@@ -1515,6 +1865,18 @@ impl MediaSession {
     ) -> Option<Transmit> {
         let src = &mut self.legs[leg.index()];
         let socket = ch(channel);
+        if src.webrtc.is_some() {
+            match webrtc::demux(data) {
+                Demux::Stun if channel == Channel::Rtp => return self.on_stun(leg, from, data),
+                Demux::Rtp if channel == Channel::Rtp && src.rx.is_some() => {}
+                // DTLS goes to the relay's handshake ([`Self::accepts_dtls`]);
+                // media before the keys, and the unused RTCP port: dropped.
+                _ => {
+                    src.stats.dropped += 1;
+                    return None;
+                }
+            }
+        }
         if src.remote[0].is_none() {
             src.stats.dropped += 1;
             return None;
@@ -1594,6 +1956,10 @@ impl MediaSession {
             self.legs[leg.index()].stats.dropped += 1;
             return None;
         }
+        if dst.blocked() {
+            dst.stats.dropped += 1;
+            return None;
+        }
         let Some(to) = dst.latched[ch(kind)].or(dst.remote[ch(kind)]) else {
             dst.stats.dropped += 1;
             return None;
@@ -1610,13 +1976,128 @@ impl MediaSession {
         };
         dst.stats.packets_out += 1;
         dst.stats.bytes_out += data.len() as u64;
+        // A browser leg multiplexes RTCP on its RTP port (RFC 5761).
+        let channel = if dst.webrtc.is_some() {
+            Channel::Rtp
+        } else {
+            kind
+        };
         Some(Transmit {
             leg: dst_leg,
-            channel: kind,
+            channel,
             to,
             data,
             due: None,
         })
+    }
+
+    /// A STUN datagram on browser leg `leg`: a Binding request that checks
+    /// with our credentials is answered ([`crate::ice`]), and its source
+    /// becomes the leg's address when none is yet or the browser nominates
+    /// it (USE-CANDIDATE); anything else is dropped.
+    fn on_stun(&mut self, leg: Leg, from: SocketAddr, data: &[u8]) -> Option<Transmit> {
+        let st = &mut self.legs[leg.index()];
+        let checked = st
+            .webrtc
+            .as_ref()
+            .and_then(|w| ice::answer_binding(data, from, &w.ice));
+        let Some(checked) = checked else {
+            st.stats.dropped += 1;
+            return None;
+        };
+        if st.latched[0].is_none() || checked.nominated {
+            st.remote = [Some(from); 2];
+            st.latched = [Some(from); 2];
+        }
+        Some(Transmit {
+            leg,
+            channel: Channel::Rtp,
+            to: from,
+            data: Bytes::from(checked.response),
+            due: None,
+        })
+    }
+
+    /// Whether `leg` is a browser's (DTLS-SRTP, ICE-lite, rtcp-mux).
+    pub fn is_webrtc(&self, leg: Leg) -> bool {
+        self.legs[leg.index()].webrtc.is_some()
+    }
+
+    /// Our ICE credentials on browser leg `leg`.
+    pub fn ice_credentials(&self, leg: Leg) -> Option<&IceCredentials> {
+        self.legs[leg.index()].webrtc.as_ref().map(|w| &w.ice)
+    }
+
+    /// The address DTLS records of browser leg `leg` go to: the one ICE
+    /// checked (and nominated).
+    pub fn dtls_peer(&self, leg: Leg) -> Option<SocketAddr> {
+        let st = &self.legs[leg.index()];
+        st.webrtc.as_ref().and(st.latched[0])
+    }
+
+    /// Whether a DTLS record from `from` on `leg` is for the leg's handshake:
+    /// the leg is a browser's, its handshake runs or ran, and `from` is the
+    /// address ICE checked. The relay passes such records to the handshake
+    /// and drops every other.
+    pub fn accepts_dtls(&self, leg: Leg, from: SocketAddr) -> bool {
+        let st = &self.legs[leg.index()];
+        st.webrtc
+            .as_ref()
+            .is_some_and(|w| matches!(w.dtls, DtlsState::Started | DtlsState::Keyed))
+            && st.latched[0] == Some(from)
+    }
+
+    /// The next DTLS handshake the relay is to run: a browser leg whose
+    /// certificate fingerprint and our role are settled by offer and answer,
+    /// and, when we are the client, whose address ICE has checked (the
+    /// ClientHello needs somewhere to go). Each is handed out once (again
+    /// only after a new offer/answer changes the certificate or role).
+    pub fn poll_dtls_start(&mut self) -> Option<DtlsStart> {
+        for leg in [Leg::A, Leg::B] {
+            let st = &mut self.legs[leg.index()];
+            let latched = st.latched[0].is_some();
+            let Some(w) = st.webrtc.as_mut() else {
+                continue;
+            };
+            let (Some(role), Some(peer), DtlsState::Waiting) = (w.role, w.peer, w.dtls) else {
+                continue;
+            };
+            if role == DtlsRole::Client && !latched {
+                continue;
+            }
+            w.dtls = DtlsState::Started;
+            return Some(DtlsStart { leg, role, peer });
+        }
+        None
+    }
+
+    /// Installs the SRTP keys the handshake on browser leg `leg` yielded;
+    /// media flows to and from the leg from now on. `Protocol` when the leg
+    /// is not a browser's or its handshake was not started.
+    pub fn install_dtls_keys(&mut self, leg: Leg, keys: &DtlsKeys) -> Result<()> {
+        let st = &mut self.legs[leg.index()];
+        let w = st
+            .webrtc
+            .as_mut()
+            .filter(|w| w.dtls == DtlsState::Started)
+            .ok_or(Error::Protocol("no DTLS handshake runs on the leg"))?;
+        let rx = SrtpReceiver::new(&keys.remote)?;
+        let tx = SrtpSender::new(&keys.local)?;
+        w.dtls = DtlsState::Keyed;
+        st.rx = Some(rx);
+        st.tx = Some(tx);
+        Ok(())
+    }
+
+    /// The handshake on browser leg `leg` failed (or timed out): the leg
+    /// gets no media, and no new handshake starts until a new offer/answer.
+    pub fn dtls_failed(&mut self, leg: Leg) {
+        let st = &mut self.legs[leg.index()];
+        if let Some(w) = st.webrtc.as_mut() {
+            w.dtls = DtlsState::Failed;
+            st.rx = None;
+            st.tx = None;
+        }
     }
 
     /// Starts recording what the two legs send each other, mixed
@@ -1690,7 +2171,9 @@ impl MediaSession {
             let st = &mut self.legs[leg.index()];
             while let Some(played) = announcement.players[leg.index()].poll_packet(now) {
                 let to = st.latched[0].or(st.remote[0]);
-                if let Some(out) = send_played(leg, played, to, &mut st.tx, &mut st.stats) {
+                let blocked = st.blocked();
+                if let Some(out) = send_played(leg, played, to, &mut st.tx, &mut st.stats, blocked)
+                {
                     return Some(out);
                 }
             }
@@ -1767,10 +2250,12 @@ mod tests {
     const PLAIN: Security = Security {
         from_secure: false,
         to_secure: false,
+        to_webrtc: false,
     };
     const TLS: Security = Security {
         from_secure: true,
         to_secure: true,
+        to_webrtc: false,
     };
 
     #[test]
@@ -2017,6 +2502,7 @@ mod tests {
         let sec = Security {
             from_secure: true,
             to_secure: false,
+            to_webrtc: false,
         };
         let out = s
             .offer_from(
@@ -2033,6 +2519,7 @@ mod tests {
         let sec = Security {
             from_secure: false,
             to_secure: true,
+            to_webrtc: false,
         };
         let e = s.offer_from(
             Leg::A,
@@ -2072,6 +2559,7 @@ mod tests {
         let sec_ab = Security {
             from_secure: true,
             to_secure: false,
+            to_webrtc: false,
         };
         let to_b = s
             .offer_from(
@@ -2085,6 +2573,7 @@ mod tests {
         let sec_ba = Security {
             from_secure: false,
             to_secure: true,
+            to_webrtc: false,
         };
         let to_a = s
             .answer_from(
@@ -3226,7 +3715,8 @@ mod tests {
                 &callee_answer("RTP/AVP", "8 101", &keyed),
                 Security {
                     from_secure: true,
-                    to_secure: true
+                    to_secure: true,
+                    to_webrtc: false,
                 },
                 EncryptionPolicy::Optional
             ),
