@@ -4,8 +4,8 @@
 //!
 //! [`answer_binding`] is a pure function of the request bytes, the source
 //! address and the leg's credentials: a request whose USERNAME starts with our
-//! ufrag and whose MESSAGE-INTEGRITY checks with our password (and whose
-//! FINGERPRINT, when present, is right) gets a Binding success response with
+//! ufrag, whose FINGERPRINT is right and whose MESSAGE-INTEGRITY checks with
+//! our password gets a Binding success response with
 //! XOR-MAPPED-ADDRESS, MESSAGE-INTEGRITY (our password) and FINGERPRINT;
 //! anything else gets nothing, so the port tells an attacker nothing. Only the
 //! few attributes ICE needs are read; the codec is small enough to keep here
@@ -81,8 +81,7 @@ pub struct Checked {
 
 /// The answer to one STUN datagram on a leg with credentials `ours`: `Some`
 /// for a Binding request whose USERNAME is `<our ufrag>:<theirs>` and whose
-/// MESSAGE-INTEGRITY (and FINGERPRINT, when present) checks; `None` for
-/// anything else.
+/// FINGERPRINT and MESSAGE-INTEGRITY check; `None` for anything else.
 pub fn answer_binding(request: &[u8], from: SocketAddr, ours: &IceCredentials) -> Option<Checked> {
     let msg = Message::parse(request)?;
     if msg.kind != BINDING_REQUEST {
@@ -93,7 +92,11 @@ pub fn answer_binding(request: &[u8], from: SocketAddr, ours: &IceCredentials) -
     if ufrag != ours.ufrag {
         return None;
     }
-    if !msg.integrity_ok(ours.pwd.as_bytes()) || !msg.fingerprint_ok() {
+    // RFC 8445 §7.2.2: checks carry FINGERPRINT; one without is not ICE.
+    if msg.attr(FINGERPRINT).is_none()
+        || !msg.fingerprint_ok()
+        || !msg.integrity_ok(ours.pwd.as_bytes())
+    {
         return None;
     }
     let mut out = Builder::new(BINDING_SUCCESS, msg.transaction);

@@ -33,6 +33,16 @@
 //! [`MAX_SESSION_EVENTS`](crate::session::MAX_SESSION_EVENTS) events and
 //! reports at most [`MAX_DIGITS_PER_SECOND`](crate::dtmf::MAX_DIGITS_PER_SECOND)
 //! digits a second, so a caller cannot flood either channel.
+//!
+//! # Browser legs
+//! A browser leg (see [`crate::webrtc`]) uses only its RTP socket. The call's
+//! task answers its STUN checks and relays its SRTP through the session like
+//! any other datagram; DTLS records from the address ICE checked go to a
+//! handshake task of the leg's own ([`crate::dtls`]), started when the
+//! session asks ([`MediaSession::poll_dtls_start`]), which installs the keys
+//! in the session or reports [`MediaEvent::DtlsFailed`]. The relay makes one
+//! DTLS certificate when it is built; every call's SDP carries its
+//! fingerprint. Handshake tasks end with their call.
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
@@ -45,14 +55,16 @@ use tokio::net::UdpSocket;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
+use crate::dtls::{self, DTLS_QUEUE, DtlsIdentity, LegConn, PeerAddr};
 use crate::error::{Error, Result};
 use crate::prompt::Prompt;
 use crate::record::{RecordSpec, Recording};
 use crate::rtp::Channel;
 use crate::session::{
-    AnsweredFormat, CallMediaStats, EncryptionPolicy, Leg, LocalPorts, MediaSession, Security,
-    SessionEvent, Transmit,
+    AnsweredFormat, CallMediaStats, DtlsStart, EncryptionPolicy, Leg, LocalPorts, MediaSession,
+    Security, SessionEvent, Transmit,
 };
+use crate::webrtc::{self, Demux};
 
 /// Relay configuration, parsed once at the edge.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,6 +130,14 @@ pub enum MediaEvent {
         leg: Leg,
         /// The audio and why it ended.
         recording: Recording,
+    },
+    /// The DTLS handshake on a browser leg failed or timed out: that leg
+    /// gets no media (the owner usually hangs the call up).
+    DtlsFailed {
+        /// The call.
+        call: CallId,
+        /// The browser leg.
+        leg: Leg,
     },
 }
 
@@ -277,6 +297,8 @@ impl Drop for PortPair {
 struct RelayInner {
     config: MediaConfig,
     advertise: IpAddr,
+    /// The certificate of every DTLS handshake on browser legs.
+    identity: DtlsIdentity,
     pool: Arc<Pool>,
     next_id: AtomicU64,
     shared: Arc<Shared>,
@@ -339,6 +361,7 @@ impl MediaRelay {
         let inner = RelayInner {
             config,
             advertise,
+            identity: DtlsIdentity::generate()?,
             pool: Arc::new(Pool {
                 free: Mutex::new(free),
             }),
@@ -362,6 +385,12 @@ impl MediaRelay {
     /// Events dropped because the bounded event channel was full.
     pub fn events_dropped(&self) -> u64 {
         self.inner.shared.events_dropped.load(Ordering::Relaxed)
+    }
+
+    /// The host's DTLS certificate, whose fingerprint every SDP to a
+    /// browser carries.
+    pub fn dtls_identity(&self) -> &DtlsIdentity {
+        &self.inner.identity
     }
 
     /// Port pairs currently free.
@@ -402,13 +431,16 @@ impl MediaRelay {
         };
         let id = CallId(self.inner.next_id.fetch_add(1, Ordering::Relaxed));
         let now = now();
-        let session = Arc::new(Mutex::new(MediaSession::new(local, now)));
+        let session =
+            MediaSession::new(local, now).with_dtls_fingerprint(self.inner.identity.fingerprint());
+        let session = Arc::new(Mutex::new(session));
         let wake = Arc::new(Notify::new());
         let closed = Arc::new(AtomicBool::new(false));
         let task = runtime.spawn(run_call(CallTask {
             id,
             session: session.clone(),
-            sockets: [sa, sb],
+            sockets: [sa, sb].map(|pair| pair.map(Arc::new)),
+            identity: self.inner.identity.clone(),
             idle_timeout: self.inner.config.idle_timeout,
             shared: self.inner.shared.clone(),
             wake: wake.clone(),
@@ -473,7 +505,8 @@ impl CallMedia {
         self.session().local()
     }
 
-    /// See [`MediaSession::offer_from`].
+    /// See [`MediaSession::offer_from`]. A browser's offer starts its DTLS
+    /// handshake (we are its server) at once.
     pub fn offer_from(
         &self,
         leg: Leg,
@@ -481,7 +514,9 @@ impl CallMedia {
         security: Security,
         policy: EncryptionPolicy,
     ) -> Result<Vec<u8>> {
-        self.session().offer_from(leg, sdp, security, policy)
+        let out = self.session().offer_from(leg, sdp, security, policy)?;
+        self.control.wake.notify_one();
+        Ok(out)
     }
 
     /// See [`MediaSession::answer_from`].
@@ -738,7 +773,10 @@ impl MediaControl {
 struct CallTask {
     id: CallId,
     session: Arc<Mutex<MediaSession>>,
-    sockets: [[UdpSocket; 2]; 2],
+    /// RTP and RTCP per leg; a browser leg's handshake task shares its RTP
+    /// socket.
+    sockets: [[Arc<UdpSocket>; 2]; 2],
+    identity: DtlsIdentity,
     idle_timeout: Duration,
     shared: Arc<Shared>,
     wake: Arc<Notify>,
@@ -792,12 +830,103 @@ impl CallTask {
         session.handle_timeout(now);
         self.report(&mut session);
     }
+
+    /// Starts the handshakes the session asks for, replacing any earlier
+    /// one on the same leg.
+    fn start_dtls(&self, session: &mut MediaSession, legs: &mut [Option<DtlsLeg>; 2]) {
+        while let Some(start) = session.poll_dtls_start() {
+            let (tx, rx) = mpsc::channel(DTLS_QUEUE);
+            let peer = SessionPeer {
+                session: self.session.clone(),
+                leg: start.leg,
+            };
+            let socket = self.sockets[usize::from(start.leg == Leg::B)][0].clone();
+            let conn = Arc::new(LegConn::new(socket, rx, Box::new(peer)));
+            let task = tokio::spawn(run_dtls(
+                start,
+                conn,
+                self.identity.clone(),
+                self.session.clone(),
+                self.shared.clone(),
+                self.id,
+            ));
+            legs[usize::from(start.leg == Leg::B)] = Some(DtlsLeg { inbox: tx, task });
+        }
+    }
+
+    /// Passes a DTLS record from `from` to `leg`'s handshake when the session
+    /// says it belongs there; drops it otherwise (or when the queue is full).
+    fn pass_dtls(&self, legs: &[Option<DtlsLeg>; 2], leg: Leg, from: SocketAddr, data: &[u8]) {
+        if !self.session.lock().accepts_dtls(leg, from) {
+            return;
+        }
+        if let Some(d) = &legs[usize::from(leg == Leg::B)] {
+            let _ = d.inbox.try_send(bytes::Bytes::copy_from_slice(data));
+        }
+    }
+}
+
+/// A browser leg's handshake task and its inbox; dropping it ends the task.
+struct DtlsLeg {
+    inbox: mpsc::Sender<bytes::Bytes>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for DtlsLeg {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The address ICE latched on a leg, read from the session for each send.
+struct SessionPeer {
+    session: Arc<Mutex<MediaSession>>,
+    leg: Leg,
+}
+
+impl PeerAddr for SessionPeer {
+    fn peer(&self) -> Option<SocketAddr> {
+        self.session.lock().dtls_peer(self.leg)
+    }
+}
+
+/// One leg's handshake: installs the keys, or ends the leg's media and
+/// reports [`MediaEvent::DtlsFailed`]. After success the association is kept
+/// (and read, so a peer's retransmission is answered) until the call ends or
+/// the peer closes it.
+async fn run_dtls(
+    start: DtlsStart,
+    conn: Arc<LegConn>,
+    identity: DtlsIdentity,
+    session: Arc<Mutex<MediaSession>>,
+    shared: Arc<Shared>,
+    call: CallId,
+) {
+    let leg = start.leg;
+    let done = dtls::handshake(conn, &identity, start.peer, start.role).await;
+    let installed = done.and_then(|(conn, keys)| {
+        session.lock().install_dtls_keys(leg, &keys)?;
+        Ok(conn)
+    });
+    match installed {
+        Ok(conn) => {
+            tracing::debug!(call = call.0, ?leg, "DTLS-SRTP keys installed");
+            let mut buf = vec![0u8; BUF];
+            while conn.read(&mut buf, None).await.is_ok() {}
+        }
+        Err(e) => {
+            tracing::info!(call = call.0, ?leg, error = %e, "DTLS handshake failed");
+            session.lock().dtls_failed(leg);
+            shared.emit(MediaEvent::DtlsFailed { call, leg });
+        }
+    }
 }
 
 async fn run_call(task: CallTask) {
     let [[a_rtp, a_rtcp], [b_rtp, b_rtcp]] = &task.sockets;
     let (mut b0, mut b1, mut b2, mut b3) = ([0u8; BUF], [0u8; BUF], [0u8; BUF], [0u8; BUF]);
     let mut reported: Option<Instant> = None;
+    let mut dtls_legs: [Option<DtlsLeg>; 2] = [None, None];
     let mut idle_not_before = tokio::time::Instant::now();
     // Both timers are reset, not re-created, each turn.
     let idle = tokio::time::sleep(Duration::ZERO);
@@ -843,17 +972,25 @@ async fn run_call(task: CallTask) {
                 continue;
             }
             () = task.wake.notified() => {
-                task.report(&mut task.session.lock());
+                let mut session = task.session.lock();
+                task.report(&mut session);
+                task.start_dtls(&mut session, &mut dtls_legs);
                 continue;
             }
         };
         // Receive errors on UDP (e.g. ICMP port unreachable surfaced) are not fatal.
         let Ok((data, from)) = res else { continue };
+        if channel == Channel::Rtp && webrtc::demux(data) == Demux::Dtls {
+            task.pass_dtls(&dtls_legs, leg, from, data);
+            continue;
+        }
         let now = now();
         let out = {
             let mut session = task.session.lock();
             let out = session.handle(now, leg, channel, from, data);
             task.report(&mut session);
+            // An ICE check may have given a client-role handshake its peer.
+            task.start_dtls(&mut session, &mut dtls_legs);
             out
         };
         if let Some(t) = out {

@@ -3795,4 +3795,567 @@ mod tests {
                 .is_some()
         );
     }
+
+    /// Browser legs: DTLS-SRTP, ICE-lite and rtcp-mux facing a browser.
+    mod browser {
+        use super::*;
+        use crate::dtls::DtlsKeys;
+        use crate::ice;
+        use crate::webrtc::DtlsRole;
+
+        /// The host's certificate fingerprint in these tests.
+        const HOST_FP: Fingerprint = Fingerprint([0xAB; 32]);
+        /// The browser's.
+        const BROWSER_FP: Fingerprint = Fingerprint([0x5C; 32]);
+
+        fn session() -> MediaSession {
+            MediaSession::new(LOCAL, Instant::now()).with_dtls_fingerprint(HOST_FP)
+        }
+
+        fn browser_addr() -> SocketAddr {
+            "192.0.2.50:54321".parse().unwrap()
+        }
+
+        fn phone_addr() -> SocketAddr {
+            "198.51.100.20:6000".parse().unwrap()
+        }
+
+        /// What Chromium offers for one audio track (opus first, G.711 among
+        /// the rest, BUNDLE, rtcp-mux, header extensions, SSRCs).
+        fn chromium_offer() -> Vec<u8> {
+            format!(
+                "v=0\r\n\
+                 o=- 4611731400430051336 2 IN IP4 127.0.0.1\r\n\
+                 s=-\r\n\
+                 t=0 0\r\n\
+                 a=group:BUNDLE 0\r\n\
+                 a=extmap-allow-mixed\r\n\
+                 a=msid-semantic: WMS 3a0b5c2e\r\n\
+                 m=audio 9 UDP/TLS/RTP/SAVPF 111 63 9 0 8 13 110 126\r\n\
+                 c=IN IP4 0.0.0.0\r\n\
+                 a=rtcp:9 IN IP4 0.0.0.0\r\n\
+                 a=candidate:1467250027 1 udp 2122260223 192.0.2.50 54321 typ host generation 0 network-id 1\r\n\
+                 a=ice-ufrag:Brws\r\n\
+                 a=ice-pwd:brwsPasswordBrwsPassword\r\n\
+                 a=ice-options:trickle\r\n\
+                 a=fingerprint:{}\r\n\
+                 a=setup:actpass\r\n\
+                 a=mid:0\r\n\
+                 a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level\r\n\
+                 a=extmap:2 http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time\r\n\
+                 a=extmap:3 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01\r\n\
+                 a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid\r\n\
+                 a=sendrecv\r\n\
+                 a=msid:3a0b5c2e 9f8e7d6c\r\n\
+                 a=rtcp-mux\r\n\
+                 a=rtcp-rsize\r\n\
+                 a=rtpmap:111 opus/48000/2\r\n\
+                 a=rtcp-fb:111 transport-cc\r\n\
+                 a=fmtp:111 minptime=10;useinbandfec=1\r\n\
+                 a=rtpmap:63 red/48000/2\r\n\
+                 a=fmtp:63 111/111\r\n\
+                 a=rtpmap:9 G722/8000\r\n\
+                 a=rtpmap:0 PCMU/8000\r\n\
+                 a=rtpmap:8 PCMA/8000\r\n\
+                 a=rtpmap:13 CN/8000\r\n\
+                 a=rtpmap:110 telephone-event/48000\r\n\
+                 a=rtpmap:126 telephone-event/8000\r\n\
+                 a=ssrc:1001 cname:abcdEFGH\r\n\
+                 a=ssrc:1001 msid:3a0b5c2e 9f8e7d6c\r\n",
+                BROWSER_FP.to_value()
+            )
+            .into_bytes()
+        }
+
+        fn phone_answer() -> Vec<u8> {
+            b"v=0\r\no=phone 7 7 IN IP4 198.51.100.20\r\ns=-\r\nc=IN IP4 198.51.100.20\r\nt=0 0\r\n\
+              m=audio 6000 RTP/AVP 0 126\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:126 telephone-event/8000\r\n\
+              a=fmtp:126 0-16\r\na=ptime:20\r\na=sendrecv\r\n"
+                .to_vec()
+        }
+
+        fn text(sdp: &[u8]) -> String {
+            String::from_utf8(sdp.to_vec()).unwrap()
+        }
+
+        fn lines(sdp: &[u8]) -> Vec<String> {
+            text(sdp).split("\r\n").map(str::to_owned).collect()
+        }
+
+        fn attr_value(sdp: &[u8], name: &str) -> String {
+            let prefix = format!("a={name}:");
+            lines(sdp)
+                .iter()
+                .find_map(|l| l.strip_prefix(&prefix).map(str::to_owned))
+                .unwrap_or_else(|| panic!("no a={name} in {}", text(sdp)))
+        }
+
+        /// A browser call: Chromium on A offers, a plain phone on B answers.
+        fn browser_calls_phone(s: &mut MediaSession) -> (Vec<u8>, Vec<u8>) {
+            let to_phone = s
+                .offer_from(Leg::A, &chromium_offer(), PLAIN, EncryptionPolicy::Optional)
+                .unwrap();
+            let to_browser = s
+                .answer_from(Leg::B, &phone_answer(), PLAIN, EncryptionPolicy::Optional)
+                .unwrap();
+            (to_phone, to_browser)
+        }
+
+        #[test]
+        fn a_chromium_offer_reaches_a_phone_as_clean_g711_rtp_avp() {
+            let mut s = session();
+            let (to_phone, _) = browser_calls_phone(&mut s);
+            let sdp = Sdp::parse(&to_phone).unwrap();
+            assert_eq!(sdp.media.len(), 1);
+            let m = &sdp.media[0];
+            assert_eq!(
+                (m.port, m.proto.as_str(), m.formats.clone()),
+                (20002, "RTP/AVP", vec!["0".into(), "8".into(), "126".into()])
+            );
+            assert_eq!(sdp.media_connection(0), Some(LOCAL.ip));
+            let body = text(&to_phone);
+            for kept in [
+                "a=rtpmap:0 PCMU/8000\r\n",
+                "a=rtpmap:8 PCMA/8000\r\n",
+                "a=rtpmap:126 telephone-event/8000\r\n",
+                "a=sendrecv\r\n",
+            ] {
+                assert!(body.contains(kept), "{kept} missing from\n{body}");
+            }
+            for gone in [
+                "opus",
+                "red/",
+                "G722",
+                "CN/",
+                "telephone-event/48000",
+                "a=ice-",
+                "a=fingerprint",
+                "a=setup",
+                "a=mid",
+                "a=group",
+                "a=extmap",
+                "a=ssrc",
+                "a=msid",
+                "a=rtcp-fb",
+                "a=rtcp-mux",
+                "a=rtcp-rsize",
+                "a=rtcp:",
+                "a=candidate",
+                "a=crypto",
+                "0.0.0.0",
+                "UDP/TLS",
+            ] {
+                assert!(!body.contains(gone), "{gone} leaked into\n{body}");
+            }
+            assert!(s.is_webrtc(Leg::A) && !s.is_webrtc(Leg::B));
+        }
+
+        #[test]
+        fn the_answer_to_chromium_has_everything_it_requires() {
+            let mut s = session();
+            let (_, to_browser) = browser_calls_phone(&mut s);
+            let sdp = Sdp::parse(&to_browser).unwrap();
+            let all = lines(&to_browser);
+            let m_at = all.iter().position(|l| l.starts_with("m=")).unwrap();
+            let session_part = &all[..m_at];
+            assert!(session_part.contains(&"a=ice-lite".to_owned()), "{all:?}");
+            assert!(
+                session_part.contains(&"a=group:BUNDLE 0".to_owned()),
+                "{all:?}"
+            );
+            assert_eq!(all[m_at], "m=audio 20000 UDP/TLS/RTP/SAVPF 0 126");
+            assert_eq!(sdp.media_connection(0), Some(LOCAL.ip));
+            let media = &all[m_at..];
+            for expected in [
+                "a=mid:0".to_owned(),
+                "a=setup:passive".to_owned(),
+                "a=rtcp-mux".to_owned(),
+                format!("a=fingerprint:{}", HOST_FP.to_value()),
+                "a=candidate:1 1 udp 2130706431 203.0.113.1 20000 typ host".to_owned(),
+                "a=end-of-candidates".to_owned(),
+                "a=rtpmap:0 PCMU/8000".to_owned(),
+                "a=rtpmap:126 telephone-event/8000".to_owned(),
+                "a=sendrecv".to_owned(),
+            ] {
+                assert!(media.contains(&expected), "{expected} missing from {all:?}");
+            }
+            let ufrag = attr_value(&to_browser, "ice-ufrag");
+            let pwd = attr_value(&to_browser, "ice-pwd");
+            assert!((4..=256).contains(&ufrag.len()) && (22..=256).contains(&pwd.len()));
+            assert_eq!(
+                s.ice_credentials(Leg::A).map(|c| c.ufrag.clone()),
+                Some(ufrag)
+            );
+            assert!(!text(&to_browser).contains("a=crypto"));
+            assert!(!text(&to_browser).contains("a=ssrc"));
+            // We answer actpass as its server: the handshake can start now.
+            assert_eq!(
+                s.poll_dtls_start(),
+                Some(DtlsStart {
+                    leg: Leg::A,
+                    role: DtlsRole::Server,
+                    peer: BROWSER_FP
+                })
+            );
+            assert_eq!(s.poll_dtls_start(), None, "handed out once");
+            // A repeated answer (183 then 200) changes nothing.
+            let again = s
+                .answer_from(Leg::B, &phone_answer(), PLAIN, EncryptionPolicy::Optional)
+                .unwrap();
+            assert_eq!(
+                attr_value(&again, "ice-pwd"),
+                attr_value(&to_browser, "ice-pwd")
+            );
+            assert_eq!(s.poll_dtls_start(), None);
+        }
+
+        #[test]
+        fn a_passive_browser_makes_us_the_client_once_ice_has_checked() {
+            let mut s = session();
+            let offer = text(&chromium_offer()).replace("a=setup:actpass", "a=setup:passive");
+            s.offer_from(Leg::A, offer.as_bytes(), PLAIN, EncryptionPolicy::Optional)
+                .unwrap();
+            let answer = s
+                .answer_from(Leg::B, &phone_answer(), PLAIN, EncryptionPolicy::Optional)
+                .unwrap();
+            assert_eq!(attr_value(&answer, "setup"), "active");
+            assert_eq!(
+                s.poll_dtls_start(),
+                None,
+                "no address to send a ClientHello to"
+            );
+            let (ufrag, pwd) = (
+                attr_value(&answer, "ice-ufrag"),
+                attr_value(&answer, "ice-pwd"),
+            );
+            let req = ice::binding_request(&format!("{ufrag}:Brws"), &pwd, [3; 12], true);
+            assert!(
+                s.handle(Instant::now(), Leg::A, Channel::Rtp, browser_addr(), &req)
+                    .is_some()
+            );
+            assert_eq!(
+                s.poll_dtls_start().map(|d| (d.leg, d.role)),
+                Some((Leg::A, DtlsRole::Client))
+            );
+        }
+
+        #[test]
+        fn ice_checks_are_answered_only_with_our_credentials() {
+            let mut s = session();
+            let (_, to_browser) = browser_calls_phone(&mut s);
+            let (ufrag, pwd) = (
+                attr_value(&to_browser, "ice-ufrag"),
+                attr_value(&to_browser, "ice-pwd"),
+            );
+            let now = Instant::now();
+            let wrong_pwd = ice::binding_request(
+                &format!("{ufrag}:Brws"),
+                "not-the-password-at-all",
+                [1; 12],
+                false,
+            );
+            assert_eq!(
+                s.handle(now, Leg::A, Channel::Rtp, browser_addr(), &wrong_pwd),
+                None
+            );
+            let wrong_ufrag = ice::binding_request("zzzz:Brws", &pwd, [1; 12], false);
+            assert_eq!(
+                s.handle(now, Leg::A, Channel::Rtp, browser_addr(), &wrong_ufrag),
+                None
+            );
+            assert_eq!(
+                s.dtls_peer(Leg::A),
+                None,
+                "nothing latched by failed checks"
+            );
+            // The phone's leg is no ICE leg: a valid check there gets nothing.
+            let good = ice::binding_request(&format!("{ufrag}:Brws"), &pwd, [2; 12], false);
+            assert_eq!(
+                s.handle(now, Leg::B, Channel::Rtp, phone_addr(), &good),
+                None
+            );
+
+            let t = s
+                .handle(now, Leg::A, Channel::Rtp, browser_addr(), &good)
+                .expect("a valid check is answered");
+            assert_eq!(
+                (t.leg, t.channel, t.to),
+                (Leg::A, Channel::Rtp, browser_addr())
+            );
+            assert_eq!(ice::verify_success(&t.data, &pwd), Some(browser_addr()));
+            assert_eq!(ice::verify_success(&t.data, "another password"), None);
+            assert_eq!(s.dtls_peer(Leg::A), Some(browser_addr()));
+            s.poll_dtls_start();
+            assert!(s.accepts_dtls(Leg::A, browser_addr()));
+            assert!(!s.accepts_dtls(Leg::A, phone_addr()));
+            assert!(!s.accepts_dtls(Leg::B, phone_addr()));
+            // A check from elsewhere is answered but moves the leg only when nominated.
+            let other: SocketAddr = "192.0.2.51:40000".parse().unwrap();
+            assert!(s.handle(now, Leg::A, Channel::Rtp, other, &good).is_some());
+            assert_eq!(s.dtls_peer(Leg::A), Some(browser_addr()));
+            let nominate = ice::binding_request(&format!("{ufrag}:Brws"), &pwd, [4; 12], true);
+            assert!(
+                s.handle(now, Leg::A, Channel::Rtp, other, &nominate)
+                    .is_some()
+            );
+            assert_eq!(s.dtls_peer(Leg::A), Some(other));
+        }
+
+        fn keys() -> DtlsKeys {
+            DtlsKeys {
+                remote: KeyMaterial::generate(Suite::AesCm128HmacSha1_80),
+                local: KeyMaterial::generate(Suite::AesCm128HmacSha1_80),
+            }
+        }
+
+        fn rtcp_sr(ssrc: u32) -> Vec<u8> {
+            let mut p = vec![0x80, 200, 0, 6];
+            p.extend_from_slice(&ssrc.to_be_bytes());
+            p.extend_from_slice(&[0; 20]);
+            p
+        }
+
+        #[test]
+        fn no_media_crosses_before_the_keys_and_srtp_after() {
+            let mut s = session();
+            let (_, to_browser) = browser_calls_phone(&mut s);
+            let (ufrag, pwd) = (
+                attr_value(&to_browser, "ice-ufrag"),
+                attr_value(&to_browser, "ice-pwd"),
+            );
+            let now = Instant::now();
+            let check = ice::binding_request(&format!("{ufrag}:Brws"), &pwd, [9; 12], true);
+            s.handle(now, Leg::A, Channel::Rtp, browser_addr(), &check)
+                .unwrap();
+            let k = keys();
+            let mut browser_tx = SrtpSender::new(&k.remote).unwrap();
+            let mut browser_rx = SrtpReceiver::new(&k.local).unwrap();
+            let srtp = browser_tx.protect(Channel::Rtp, &rtp(77, 1)).unwrap();
+
+            assert_eq!(
+                s.handle(now, Leg::B, Channel::Rtp, phone_addr(), &rtp(5, 1)),
+                None
+            );
+            assert_eq!(
+                s.handle(now, Leg::A, Channel::Rtp, browser_addr(), &srtp),
+                None
+            );
+            assert_eq!(
+                s.handle(now, Leg::A, Channel::Rtp, browser_addr(), &rtp(77, 2)),
+                None
+            );
+            assert!(
+                s.install_dtls_keys(Leg::A, &k).is_err(),
+                "no handshake was started"
+            );
+            assert!(s.poll_dtls_start().is_some());
+            s.install_dtls_keys(Leg::A, &k).unwrap();
+
+            let out = s
+                .handle(
+                    now,
+                    Leg::A,
+                    Channel::Rtp,
+                    browser_addr(),
+                    &browser_tx.protect(Channel::Rtp, &rtp(77, 3)).unwrap(),
+                )
+                .expect("relayed to the phone");
+            assert_eq!(
+                (out.leg, out.to, out.channel),
+                (Leg::B, phone_addr(), Channel::Rtp)
+            );
+            assert_eq!(&out.data[..], &rtp(77, 3)[..]);
+            // Plain RTP from the browser's address is not taken once keyed.
+            assert_eq!(
+                s.handle(now, Leg::A, Channel::Rtp, browser_addr(), &rtp(77, 4)),
+                None
+            );
+
+            let out = s
+                .handle(now, Leg::B, Channel::Rtp, phone_addr(), &rtp(5, 2))
+                .expect("relayed to the browser");
+            assert_eq!(
+                (out.leg, out.to, out.channel),
+                (Leg::A, browser_addr(), Channel::Rtp)
+            );
+            assert_eq!(
+                &browser_rx.unprotect(Channel::Rtp, &out.data).unwrap()[..],
+                &rtp(5, 2)[..]
+            );
+            // RTCP from the phone's RTCP port reaches the browser on its one port.
+            let rtcp_from: SocketAddr = "198.51.100.20:6001".parse().unwrap();
+            let out = s
+                .handle(now, Leg::B, Channel::Rtcp, rtcp_from, &rtcp_sr(5))
+                .expect("RTCP relayed");
+            assert_eq!((out.to, out.channel), (browser_addr(), Channel::Rtp));
+            assert_eq!(
+                &browser_rx.unprotect(Channel::Rtcp, &out.data).unwrap()[..],
+                &rtcp_sr(5)[..]
+            );
+            let stats = s.stats();
+            assert!(stats.a.srtp && !stats.b.srtp);
+
+            // A failed handshake ends the leg's media.
+            s.dtls_failed(Leg::A);
+            assert_eq!(
+                s.handle(now, Leg::B, Channel::Rtp, phone_addr(), &rtp(5, 3)),
+                None
+            );
+            assert!(!s.accepts_dtls(Leg::A, browser_addr()));
+        }
+
+        fn plain_offer() -> Vec<u8> {
+            b"v=0\r\no=alice 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\n\
+              m=audio 4000 RTP/AVP 18 0 101\r\na=rtpmap:18 G729/8000\r\na=rtpmap:0 PCMU/8000\r\n\
+              a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=sendrecv\r\n\
+              m=video 5000 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n"
+                .to_vec()
+        }
+
+        const TO_BROWSER: Security = Security {
+            from_secure: false,
+            to_secure: true,
+            to_webrtc: true,
+        };
+
+        fn chromium_answer(setup: &str) -> Vec<u8> {
+            format!(
+                "v=0\r\no=- 99 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=msid-semantic: WMS\r\n\
+                 m=audio 9 UDP/TLS/RTP/SAVPF 0 101\r\nc=IN IP4 0.0.0.0\r\na=rtcp:9 IN IP4 0.0.0.0\r\n\
+                 a=ice-ufrag:Ans1\r\na=ice-pwd:answerPasswordAnswerPass\r\na=ice-options:trickle\r\n\
+                 a=fingerprint:{}\r\na=setup:{setup}\r\na=mid:0\r\na=sendrecv\r\na=rtcp-mux\r\n\
+                 a=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=ssrc:42 cname:x\r\n\
+                 m=video 0 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\n",
+                BROWSER_FP.to_value()
+            )
+            .into_bytes()
+        }
+
+        #[test]
+        fn the_host_offers_dtls_to_a_browser_callee() {
+            let mut s = session();
+            let to_browser = s
+                .offer_from(
+                    Leg::A,
+                    &plain_offer(),
+                    TO_BROWSER,
+                    EncryptionPolicy::Optional,
+                )
+                .unwrap();
+            let all = lines(&to_browser);
+            let m_at = all.iter().position(|l| l.starts_with("m=")).unwrap();
+            assert!(all[..m_at].contains(&"a=ice-lite".to_owned()));
+            assert_eq!(all[m_at], "m=audio 20002 UDP/TLS/RTP/SAVPF 0 101");
+            for expected in [
+                "a=setup:actpass".to_owned(),
+                "a=mid:0".to_owned(),
+                "a=rtcp-mux".to_owned(),
+                "a=end-of-candidates".to_owned(),
+                format!("a=fingerprint:{}", HOST_FP.to_value()),
+                "a=candidate:1 1 udp 2130706431 203.0.113.1 20002 typ host".to_owned(),
+                "a=mid:1".to_owned(),
+            ] {
+                assert!(all.contains(&expected), "{expected} missing from {all:?}");
+            }
+            let body = text(&to_browser);
+            assert!(
+                !body.contains("G729") && !body.contains("a=crypto"),
+                "{body}"
+            );
+            assert!(body.contains("a=ice-ufrag:") && body.contains("a=ice-pwd:"));
+            assert_eq!(s.poll_dtls_start(), None, "the role is not settled yet");
+
+            let to_caller = s
+                .answer_from(
+                    Leg::B,
+                    &chromium_answer("active"),
+                    PLAIN,
+                    EncryptionPolicy::Optional,
+                )
+                .unwrap();
+            let body = text(&to_caller);
+            let m = &Sdp::parse(&to_caller).unwrap().media[0];
+            assert_eq!((m.port, m.proto.as_str()), (20000, "RTP/AVP"));
+            for gone in [
+                "a=ice",
+                "a=fingerprint",
+                "a=setup",
+                "a=mid",
+                "a=ssrc",
+                "a=rtcp-mux",
+                "a=msid",
+            ] {
+                assert!(!body.contains(gone), "{gone} leaked into\n{body}");
+            }
+            assert_eq!(
+                s.poll_dtls_start(),
+                Some(DtlsStart {
+                    leg: Leg::B,
+                    role: DtlsRole::Server,
+                    peer: BROWSER_FP
+                })
+            );
+        }
+
+        #[test]
+        fn browser_legs_need_a_certificate_srtp_and_g711() {
+            let mut bare = MediaSession::new(LOCAL, Instant::now());
+            assert!(matches!(
+                bare.offer_from(Leg::A, &chromium_offer(), PLAIN, EncryptionPolicy::Optional),
+                Err(Error::NotAcceptable(_))
+            ));
+            assert!(matches!(
+                bare.offer_from(
+                    Leg::A,
+                    &plain_offer(),
+                    TO_BROWSER,
+                    EncryptionPolicy::Optional
+                ),
+                Err(Error::NotAcceptable(_))
+            ));
+            let mut s = session();
+            assert!(matches!(
+                s.offer_from(Leg::A, &chromium_offer(), PLAIN, EncryptionPolicy::Disabled),
+                Err(Error::NotAcceptable(_))
+            ));
+            let opus_only =
+                text(&chromium_offer()).replace(" 111 63 9 0 8 13 110 126", " 111 63 9 13 110");
+            assert!(matches!(
+                s.offer_from(
+                    Leg::A,
+                    opus_only.as_bytes(),
+                    PLAIN,
+                    EncryptionPolicy::Optional
+                ),
+                Err(Error::NotAcceptable(_))
+            ));
+            let no_fp = text(&chromium_offer()).replace("a=fingerprint:", "a=x-fingerprint:");
+            assert!(matches!(
+                s.offer_from(Leg::A, no_fp.as_bytes(), PLAIN, EncryptionPolicy::Optional),
+                Err(Error::NotAcceptable(_))
+            ));
+            // A browser answering without DTLS is refused.
+            s.offer_from(
+                Leg::A,
+                &plain_offer(),
+                TO_BROWSER,
+                EncryptionPolicy::Optional,
+            )
+            .unwrap();
+            assert!(matches!(
+                s.answer_from(
+                    Leg::B,
+                    &answer("RTP/AVP", None),
+                    PLAIN,
+                    EncryptionPolicy::Optional
+                ),
+                Err(Error::NotAcceptable(_))
+            ));
+            // The host does not answer a browser itself (yet).
+            assert!(matches!(
+                session().answer_here(Leg::A, &chromium_offer(), false, EncryptionPolicy::Optional),
+                Err(Error::NotAcceptable(_))
+            ));
+        }
+    }
 }
