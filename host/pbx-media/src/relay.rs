@@ -1002,6 +1002,7 @@ async fn run_call(task: CallTask) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ice;
     use crate::sdes::{self, KeyMaterial};
     use crate::sdp::Sdp;
     use crate::srtp::{SrtpReceiver, SrtpSender};
@@ -1535,6 +1536,232 @@ mod tests {
                 break;
             }
         }
+    }
+
+    /// A browser in the test: a UDP socket whose DTLS records go to a
+    /// `webrtc-dtls` client and whose other datagrams to `media`.
+    struct Browser {
+        socket: Arc<UdpSocket>,
+        identity: DtlsIdentity,
+        media: mpsc::Receiver<Vec<u8>>,
+        dtls_inbox: Option<mpsc::Receiver<bytes::Bytes>>,
+        _demux: tokio::task::JoinHandle<()>,
+    }
+
+    struct Fixed(SocketAddr);
+
+    impl PeerAddr for Fixed {
+        fn peer(&self) -> Option<SocketAddr> {
+            Some(self.0)
+        }
+    }
+
+    impl Browser {
+        async fn new() -> Self {
+            let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+            let (dtls_tx, dtls_rx) = mpsc::channel(64);
+            let (media_tx, media) = mpsc::channel(64);
+            let reader = socket.clone();
+            let demux = tokio::spawn(async move {
+                let mut buf = [0u8; 2048];
+                while let Ok((n, _)) = reader.recv_from(&mut buf).await {
+                    let data = &buf[..n];
+                    let _ = match webrtc::demux(data) {
+                        Demux::Dtls => dtls_tx
+                            .send(bytes::Bytes::copy_from_slice(data))
+                            .await
+                            .is_ok(),
+                        _ => media_tx.send(data.to_vec()).await.is_ok(),
+                    };
+                }
+            });
+            Self {
+                socket,
+                identity: DtlsIdentity::generate().unwrap(),
+                media,
+                dtls_inbox: Some(dtls_rx),
+                _demux: demux,
+            }
+        }
+
+        /// Chromium's offer, trimmed to what matters, with `fingerprint`.
+        fn offer(&self, fingerprint: crate::Fingerprint) -> Vec<u8> {
+            format!(
+                "v=0\r\no=- 461173 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n\
+                 m=audio 9 UDP/TLS/RTP/SAVPF 111 0 8 126\r\nc=IN IP4 0.0.0.0\r\n\
+                 a=rtcp:9 IN IP4 0.0.0.0\r\na=ice-ufrag:Brws\r\na=ice-pwd:brwsPasswordBrwsPassword\r\n\
+                 a=fingerprint:{}\r\na=setup:actpass\r\na=mid:0\r\na=sendrecv\r\na=rtcp-mux\r\n\
+                 a=rtpmap:111 opus/48000/2\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n\
+                 a=rtpmap:126 telephone-event/8000\r\n",
+                fingerprint.to_value()
+            )
+            .into_bytes()
+        }
+
+        /// The ICE check a browser makes with the credentials of `answer`;
+        /// returns the address the relay says it saw.
+        async fn check(&mut self, answer: &[u8], relay: SocketAddr) -> Option<SocketAddr> {
+            let sdp = Sdp::parse(answer).unwrap();
+            let m = &sdp.media[0];
+            let ufrag = m.attr("ice-ufrag").flatten().unwrap();
+            let pwd = m.attr("ice-pwd").flatten().unwrap();
+            let req = ice::binding_request(&format!("{ufrag}:Brws"), pwd, [5; 12], true);
+            self.socket.send_to(&req, relay).await.unwrap();
+            let resp = self.next_media().await;
+            ice::verify_success(&resp, pwd)
+        }
+
+        async fn next_media(&mut self) -> Vec<u8> {
+            tokio::time::timeout(Duration::from_secs(5), self.media.recv())
+                .await
+                .expect("datagram expected")
+                .unwrap()
+        }
+
+        /// The DTLS client handshake with the relay at `relay`, whose
+        /// certificate must have `fingerprint`.
+        async fn handshake(
+            &mut self,
+            relay: SocketAddr,
+            fingerprint: crate::Fingerprint,
+        ) -> Result<(webrtc_dtls::conn::DTLSConn, crate::DtlsKeys)> {
+            let inbox = self.dtls_inbox.take().unwrap();
+            let conn = Arc::new(LegConn::new(
+                self.socket.clone(),
+                inbox,
+                Box::new(Fixed(relay)),
+            ));
+            dtls::handshake(conn, &self.identity, fingerprint, crate::DtlsRole::Client).await
+        }
+    }
+
+    fn srtp_context(keys: &KeyMaterial) -> webrtc_srtp::context::Context {
+        webrtc_srtp::context::Context::new(
+            keys.key(),
+            keys.salt(),
+            keys.suite().profile(),
+            None,
+            None,
+        )
+        .unwrap()
+    }
+
+    fn answer_fingerprint(answer: &[u8]) -> crate::Fingerprint {
+        let sdp = Sdp::parse(answer).unwrap();
+        crate::Fingerprint::parse(sdp.media[0].attr("fingerprint").flatten().unwrap()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_browser_leg_handshakes_dtls_and_relays_srtp_both_ways() {
+        let (relay, _events) = MediaRelay::new(config(21900, 21909)).unwrap();
+        let call = relay.open_call().unwrap();
+        let local = call.local();
+        let relay_a = SocketAddr::new("127.0.0.1".parse().unwrap(), local.a);
+        let relay_b = SocketAddr::new("127.0.0.1".parse().unwrap(), local.b);
+        let mut browser = Browser::new().await;
+        let phone = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let phone_port = phone.local_addr().unwrap().port();
+        let browser_offer = browser.offer(browser.identity.fingerprint());
+
+        let to_phone = call
+            .offer_from(
+                Leg::A,
+                &browser_offer,
+                Security::default(),
+                EncryptionPolicy::Optional,
+            )
+            .unwrap();
+        assert_eq!(Sdp::parse(&to_phone).unwrap().media[0].proto, "RTP/AVP");
+        let answer = call
+            .answer_from(
+                Leg::B,
+                &sdp(phone_port, "RTP/AVP", None),
+                Security::default(),
+                EncryptionPolicy::Optional,
+            )
+            .unwrap();
+        let relay_fp = answer_fingerprint(&answer);
+        assert_eq!(relay_fp, relay.dtls_identity().fingerprint());
+
+        let seen = browser.check(&answer, relay_a).await;
+        assert_eq!(seen, Some(browser.socket.local_addr().unwrap()));
+        let (dtls_conn, keys) = browser
+            .handshake(relay_a, relay_fp)
+            .await
+            .expect("handshake");
+        let mut to_relay = srtp_context(&keys.local);
+        let mut from_relay = srtp_context(&keys.remote);
+
+        // The relay installs its keys when its side of the handshake ends,
+        // which may be just after ours: send as a stream does, until the
+        // phone hears one.
+        let mut buf = [0u8; 2048];
+        let mut heard = None;
+        for seq in 1..=50u16 {
+            let packet = to_relay.encrypt_rtp(&rtp(0xB0B, seq)).unwrap();
+            browser.socket.send_to(&packet, relay_a).await.unwrap();
+            let wait = Duration::from_millis(100);
+            if let Ok(Ok((n, _))) = tokio::time::timeout(wait, phone.recv_from(&mut buf)).await {
+                heard = Some((seq, buf[..n].to_vec()));
+                break;
+            }
+        }
+        let (seq, plain) = heard.expect("the phone hears the browser");
+        assert_eq!(
+            plain,
+            rtp(0xB0B, seq),
+            "decrypted by the relay, sent as plain RTP"
+        );
+
+        phone.send_to(&rtp(0xFEED, 1), relay_b).await.unwrap();
+        let srtp = browser.next_media().await;
+        assert_ne!(srtp, rtp(0xFEED, 1), "encrypted toward the browser");
+        let plain = from_relay.decrypt_rtp(&srtp).unwrap();
+        assert_eq!(&plain[..], &rtp(0xFEED, 1)[..]);
+        let stats = call.stats();
+        assert!(stats.a.srtp && stats.a.packets_out >= 1 && stats.b.packets_out >= 1);
+        drop(dtls_conn);
+    }
+
+    #[tokio::test]
+    async fn a_browser_whose_certificate_is_not_its_fingerprint_gets_no_media() {
+        let (relay, mut events) = MediaRelay::new(config(21910, 21919)).unwrap();
+        let call = relay.open_call().unwrap();
+        let relay_a = SocketAddr::new("127.0.0.1".parse().unwrap(), call.local().a);
+        let mut browser = Browser::new().await;
+        let impostor = DtlsIdentity::generate().unwrap();
+        let phone = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let phone_port = phone.local_addr().unwrap().port();
+        call.offer_from(
+            Leg::A,
+            &browser.offer(impostor.fingerprint()),
+            Security::default(),
+            EncryptionPolicy::Optional,
+        )
+        .unwrap();
+        let answer = call
+            .answer_from(
+                Leg::B,
+                &sdp(phone_port, "RTP/AVP", None),
+                Security::default(),
+                EncryptionPolicy::Optional,
+            )
+            .unwrap();
+        assert!(browser.check(&answer, relay_a).await.is_some());
+        let relay_fp = answer_fingerprint(&answer);
+        assert!(browser.handshake(relay_a, relay_fp).await.is_err());
+        let event = tokio::time::timeout(Duration::from_secs(15), events.recv())
+            .await
+            .expect("an event")
+            .unwrap();
+        assert_eq!(
+            event,
+            MediaEvent::DtlsFailed {
+                call: call.id(),
+                leg: Leg::A
+            }
+        );
+        assert!(!call.stats().a.srtp);
     }
 
     #[test]
