@@ -303,6 +303,13 @@ impl Call {
 }
 
 /// `text` cut to at most `max` bytes, at a character boundary.
+/// Whether a peer's transport is SIP over WebSocket, i.e. a browser whose
+/// media leg is offered DTLS-SRTP with ICE-lite. No transport is a WebSocket
+/// yet; this becomes true for the WebSocket transports once they exist.
+fn is_browser(_transport: TransportKind) -> bool {
+    false
+}
+
 fn cut(text: &str, max: usize) -> String {
     let mut end = text.len().min(max);
     while !text.is_char_boundary(end) {
@@ -900,7 +907,9 @@ impl Shard {
             let to_secure = targets
                 .iter()
                 .all(|(_, b)| b.peer.transport == TransportKind::Tls);
-            if !self.prepare_offer(now, id, to_secure) {
+            // One offer serves every fork: DTLS-SRTP when all are browsers.
+            let to_webrtc = targets.iter().all(|(_, b)| is_browser(b.peer.transport));
+            if !self.prepare_offer(now, id, to_secure, to_webrtc) {
                 return;
             }
             let Some(call) = self.calls.get_mut(&id) else {
@@ -1000,7 +1009,7 @@ impl Shard {
     /// Sends the call out through a trunk.
     fn start_trunk(&mut self, now: Instant, id: u64, trunk: &TrunkEntry, dial: &TrunkDial<'_>) {
         let number = dial.number;
-        if !self.prepare_offer(now, id, trunk.peer.transport == TransportKind::Tls) {
+        if !self.prepare_offer(now, id, trunk.peer.transport == TransportKind::Tls, false) {
             return;
         }
         let Some(call) = self.calls.get_mut(&id) else {
@@ -1024,13 +1033,14 @@ impl Shard {
     /// Rewrites the caller's offer for the forks about to go out (all on secure
     /// transports when `to_secure`). A refused offer fails the call; returns
     /// whether it goes on.
-    fn prepare_offer(&mut self, now: Instant, id: u64, to_secure: bool) -> bool {
+    fn prepare_offer(&mut self, now: Instant, id: u64, to_secure: bool, to_webrtc: bool) -> bool {
         let Some(call) = self.calls.get(&id) else {
             return false;
         };
         let security = MediaSecurity {
             from_secure: call.a.peer.transport == TransportKind::Tls,
             to_secure,
+            to_webrtc,
         };
         if call.host_answer.is_some() {
             return self.prepare_offer_from_host(now, id, to_secure);
@@ -1543,6 +1553,7 @@ impl Shard {
             let security = MediaSecurity {
                 from_secure: call.a.peer.transport == TransportKind::Tls,
                 to_secure: leg.peer.transport == TransportKind::Tls,
+                to_webrtc: is_browser(leg.peer.transport),
             };
             let rewritten = match self.media_sdp(id, Side::A, false, msg.content(), security) {
                 Ok(r) => r,
@@ -1744,6 +1755,7 @@ impl Shard {
         let security = MediaSecurity {
             from_secure: peer.transport == TransportKind::Tls,
             to_secure: call.leg(side.other()).peer.transport == TransportKind::Tls,
+            to_webrtc: is_browser(call.leg(side.other()).peer.transport),
         };
         let rewritten = if offer {
             match self.media_sdp(id, side, true, msg.content(), security) {
@@ -1941,6 +1953,7 @@ impl Shard {
         let security = MediaSecurity {
             from_secure: fork.peer.transport == TransportKind::Tls,
             to_secure: call.a.peer.transport == TransportKind::Tls,
+            to_webrtc: is_browser(call.a.peer.transport),
         };
         let offer = !call.offer_in_invite;
         self.media_sdp(id, Side::B, offer, msg.content(), security)
@@ -2082,6 +2095,7 @@ impl Shard {
         let security = MediaSecurity {
             from_secure: far.peer.transport == TransportKind::Tls,
             to_secure: origin.peer.transport == TransportKind::Tls,
+            to_webrtc: is_browser(origin.peer.transport),
         };
         let sdp_role = if p.offer && status < 300 {
             Some(false)

@@ -27,6 +27,9 @@ pub struct MediaSecurity {
     pub from_secure: bool,
     /// The leg the rewritten SDP goes to.
     pub to_secure: bool,
+    /// The leg the SDP goes to is a browser (SIP over WebSocket), so offer it
+    /// DTLS-SRTP.
+    pub to_webrtc: bool,
 }
 
 /// Why media could not be anchored, as the SIP status to answer with (400 for

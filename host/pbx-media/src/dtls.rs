@@ -309,7 +309,7 @@ mod tests {
         assert_eq!(client.local, server.remote);
         assert!(srtp_keys(suite, &m[1..], DtlsRole::Server).is_err());
         let gcm = Suite::AeadAes128Gcm;
-        assert!(srtp_keys(gcm, &vec![0; 2 * (16 + 12)], DtlsRole::Client).is_ok());
+        assert!(srtp_keys(gcm, &[0; 2 * (16 + 12)], DtlsRole::Client).is_ok());
     }
 
     #[test]
@@ -322,7 +322,7 @@ mod tests {
             DtlsIdentity::generate().unwrap().fingerprint()
         );
         let check = id.config(id.fingerprint()).verify_peer_certificate.unwrap();
-        assert!(check(&[der.clone()], &[]).is_ok());
+        assert!(check(std::slice::from_ref(&der), &[]).is_ok());
         let other = DtlsIdentity::generate().unwrap();
         let check = id
             .config(other.fingerprint())

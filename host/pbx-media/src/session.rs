@@ -996,10 +996,9 @@ impl MediaSession {
         if browser.is_some() || security.to_webrtc {
             webrtc::keep_g711(om)?;
         }
-        let to_webrtc = match fingerprint.filter(|_| security.to_webrtc) {
-            Some(fp) => Some(self.offer_to_browser(&mut out, index, from.other(), fp)),
-            None => None,
-        };
+        let to_webrtc = fingerprint
+            .filter(|_| security.to_webrtc)
+            .map(|fp| self.offer_to_browser(&mut out, index, from.other(), fp));
 
         let rx = match &from_srtp {
             Some(c) => Some(SrtpReceiver::new(&c.remote)?),

@@ -243,6 +243,13 @@ impl RelayAnchor {
                         tracing::info!(shard = o.shard, call = o.call, "media stopped");
                         (call, ToShard::Idle(o.call))
                     }
+                    // A browser leg that cannot key its media is as good as
+                    // a call whose media stopped: the call ends.
+                    MediaEvent::DtlsFailed { call, leg } => {
+                        let Some(o) = owners.get(&call) else { continue };
+                        tracing::info!(shard = o.shard, call = o.call, ?leg, "DTLS failed");
+                        (call, ToShard::Idle(o.call))
+                    }
                     MediaEvent::PromptFinished { call, leg: Leg::A } => {
                         let Some(mut o) = owners.get_mut(&call) else {
                             continue;
@@ -781,6 +788,7 @@ fn security(s: MediaSecurity) -> Security {
     Security {
         from_secure: s.from_secure,
         to_secure: s.to_secure,
+        to_webrtc: s.to_webrtc,
     }
 }
 
@@ -1149,6 +1157,7 @@ mod tests {
         let plain = MediaSecurity {
             from_secure: false,
             to_secure: false,
+            to_webrtc: false,
         };
         let out = handle
             .offer(MediaLeg::Caller, OFFER, plain, MediaEncryption::Optional)
