@@ -2048,22 +2048,23 @@ impl MediaSession {
 
     /// The next DTLS handshake the relay is to run: a browser leg whose
     /// certificate fingerprint and our role are settled by offer and answer,
-    /// and, when we are the client, whose address ICE has checked (the
-    /// ClientHello needs somewhere to go). Each is handed out once (again
+    /// and whose address ICE has checked. A browser starts DTLS only once
+    /// ICE is connected (and, as the client, we need its address for the
+    /// ClientHello), so the handshake's time bound runs from there, not from
+    /// an offer that may ring for a minute. Each is handed out once (again
     /// only after a new offer/answer changes the certificate or role).
     pub fn poll_dtls_start(&mut self) -> Option<DtlsStart> {
         for leg in [Leg::A, Leg::B] {
             let st = &mut self.legs[leg.index()];
-            let latched = st.latched[0].is_some();
+            if st.latched[0].is_none() {
+                continue;
+            }
             let Some(w) = st.webrtc.as_mut() else {
                 continue;
             };
             let (Some(role), Some(peer), DtlsState::Waiting) = (w.role, w.peer, w.dtls) else {
                 continue;
             };
-            if role == DtlsRole::Client && !latched {
-                continue;
-            }
             w.dtls = DtlsState::Started;
             return Some(DtlsStart { leg, role, peer });
         }
@@ -3987,7 +3988,14 @@ mod tests {
             );
             assert!(!text(&to_browser).contains("a=crypto"));
             assert!(!text(&to_browser).contains("a=ssrc"));
-            // We answer actpass as its server: the handshake can start now.
+            // We answer actpass as its server; the handshake starts once ICE
+            // has checked the browser's address.
+            assert_eq!(s.poll_dtls_start(), None);
+            let pwd = attr_value(&to_browser, "ice-pwd");
+            let ufrag = attr_value(&to_browser, "ice-ufrag");
+            let check = ice::binding_request(&format!("{ufrag}:Brws"), &pwd, [6; 12], true);
+            s.handle(Instant::now(), Leg::A, Channel::Rtp, browser_addr(), &check)
+                .unwrap();
             assert_eq!(
                 s.poll_dtls_start(),
                 Some(DtlsStart {
@@ -4286,6 +4294,14 @@ mod tests {
             ] {
                 assert!(!body.contains(gone), "{gone} leaked into\n{body}");
             }
+            assert_eq!(s.poll_dtls_start(), None, "ICE has not checked yet");
+            let (ufrag, pwd) = (
+                attr_value(&to_browser, "ice-ufrag"),
+                attr_value(&to_browser, "ice-pwd"),
+            );
+            let check = ice::binding_request(&format!("{ufrag}:Ans1"), &pwd, [6; 12], true);
+            s.handle(Instant::now(), Leg::B, Channel::Rtp, browser_addr(), &check)
+                .expect("the callee's check is answered");
             assert_eq!(
                 s.poll_dtls_start(),
                 Some(DtlsStart {
