@@ -460,6 +460,8 @@ impl Shard {
             // (baresip among them) cannot route in-dialog requests to a `sips:`
             // target, and the hop is TLS either way.
             TransportKind::Tls => format!("<sip:pbx@{adv};transport=tls>"),
+            // RFC 7118 §5.2: the URI parameter is `ws` for WS and WSS alike.
+            TransportKind::Wss => format!("<sip:pbx@{adv};transport=ws>"),
         }
     }
 
@@ -802,7 +804,7 @@ impl Shard {
             self.refuse_call(now, id, &Error::NoOfferToAnswer);
             return;
         };
-        let from_secure = call.a.peer.transport == TransportKind::Tls;
+        let from_secure = call.a.peer.transport.is_secure();
         let answer = match handle.answer_here(MediaLeg::Caller, sdp, from_secure, call.media_policy)
         {
             Ok(answer) => Bytes::from(answer),
@@ -897,9 +899,7 @@ impl Shard {
             if targets.is_empty() {
                 continue;
             }
-            let to_secure = targets
-                .iter()
-                .all(|(_, b)| b.peer.transport == TransportKind::Tls);
+            let to_secure = targets.iter().all(|(_, b)| b.peer.transport.is_secure());
             if !self.prepare_offer(now, id, to_secure) {
                 return;
             }
@@ -1000,7 +1000,7 @@ impl Shard {
     /// Sends the call out through a trunk.
     fn start_trunk(&mut self, now: Instant, id: u64, trunk: &TrunkEntry, dial: &TrunkDial<'_>) {
         let number = dial.number;
-        if !self.prepare_offer(now, id, trunk.peer.transport == TransportKind::Tls) {
+        if !self.prepare_offer(now, id, trunk.peer.transport.is_secure()) {
             return;
         }
         let Some(call) = self.calls.get_mut(&id) else {
@@ -1029,7 +1029,7 @@ impl Shard {
             return false;
         };
         let security = MediaSecurity {
-            from_secure: call.a.peer.transport == TransportKind::Tls,
+            from_secure: call.a.peer.transport.is_secure(),
             to_secure,
         };
         if call.host_answer.is_some() {
@@ -1456,6 +1456,8 @@ impl Shard {
             TransportKind::Udp => "",
             TransportKind::Tcp => ";transport=tcp",
             TransportKind::Tls => ";transport=tls",
+            // Trunks are never WebSocket peers (refused when provisioned).
+            TransportKind::Wss => ";transport=ws",
         };
         leg.local_uri = format!("<sip:{presented}@{}>", trunk.host);
         leg.remote_uri = format!("<sip:{number}@{}>", trunk.host);
@@ -1541,8 +1543,8 @@ impl Shard {
             // Late offer: the caller's answer travels in its ACK.
             let leg = call.b.clone();
             let security = MediaSecurity {
-                from_secure: call.a.peer.transport == TransportKind::Tls,
-                to_secure: leg.peer.transport == TransportKind::Tls,
+                from_secure: call.a.peer.transport.is_secure(),
+                to_secure: leg.peer.transport.is_secure(),
             };
             let rewritten = match self.media_sdp(id, Side::A, false, msg.content(), security) {
                 Ok(r) => r,
@@ -1742,8 +1744,8 @@ impl Shard {
                 .content()
                 .is_some_and(|(ct, b)| media::is_sdp(ct) && !b.is_empty());
         let security = MediaSecurity {
-            from_secure: peer.transport == TransportKind::Tls,
-            to_secure: call.leg(side.other()).peer.transport == TransportKind::Tls,
+            from_secure: peer.transport.is_secure(),
+            to_secure: call.leg(side.other()).peer.transport.is_secure(),
         };
         let rewritten = if offer {
             match self.media_sdp(id, side, true, msg.content(), security) {
@@ -1939,8 +1941,8 @@ impl Shard {
             return Ok(None);
         };
         let security = MediaSecurity {
-            from_secure: fork.peer.transport == TransportKind::Tls,
-            to_secure: call.a.peer.transport == TransportKind::Tls,
+            from_secure: fork.peer.transport.is_secure(),
+            to_secure: call.a.peer.transport.is_secure(),
         };
         let offer = !call.offer_in_invite;
         self.media_sdp(id, Side::B, offer, msg.content(), security)
@@ -2080,8 +2082,8 @@ impl Shard {
         // The answer to a relayed offer; a 2xx to an offerless re-INVITE carries
         // the far leg's offer.
         let security = MediaSecurity {
-            from_secure: far.peer.transport == TransportKind::Tls,
-            to_secure: origin.peer.transport == TransportKind::Tls,
+            from_secure: far.peer.transport.is_secure(),
+            to_secure: origin.peer.transport.is_secure(),
         };
         let sdp_role = if p.offer && status < 300 {
             Some(false)
