@@ -22,6 +22,9 @@ pub const WAIT: Duration = Duration::from_secs(5);
 pub enum Transport {
     Udp,
     Tcp,
+    /// Secure WebSocket (RFC 7118), as a browser phone speaks it; made with
+    /// [`Phone::new_wss`].
+    Wss,
 }
 
 impl Transport {
@@ -29,6 +32,7 @@ impl Transport {
         match self {
             Transport::Udp => "UDP",
             Transport::Tcp => "TCP",
+            Transport::Wss => "WSS",
         }
     }
 }
@@ -179,9 +183,12 @@ pub fn digest_answer(
     )
 }
 
+type WsStream = tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>>;
+
 enum Io {
     Udp(UdpSocket),
     Tcp { stream: TcpStream, buf: Vec<u8> },
+    Ws(Box<WsStream>),
 }
 
 /// A scripted SIP phone.
@@ -201,6 +208,9 @@ pub struct Phone {
     pub algorithms: Vec<String>,
     /// The algorithm of the challenge last answered.
     pub answered_algorithm: Option<String>,
+    /// The digest username when it is not the extension (short-lived
+    /// browser credentials).
+    pub auth_user: Option<String>,
 }
 
 /// A fresh random token.
@@ -224,6 +234,7 @@ impl Phone {
                 let local = s.local_addr()?;
                 (Io::Udp(s), local)
             }
+            Transport::Wss => bail!("a WebSocket phone is made with Phone::new_wss"),
             Transport::Tcp => {
                 let sock = tokio::net::TcpSocket::new_v4()?;
                 sock.bind(format!("{bind_ip}:0").parse()?)?;
@@ -250,6 +261,34 @@ impl Phone {
             reg_call_id: token(),
             algorithms: vec!["MD5".into()],
             answered_algorithm: None,
+            auth_user: None,
+        })
+    }
+
+    /// A browser-like phone over secure WebSocket to `server`, trusting the
+    /// certificates in `ca` (PEM); it asks for the `sip` subprotocol.
+    pub async fn new_wss(
+        server: SocketAddr,
+        ca: &std::path::Path,
+        user: &str,
+        password: &str,
+        domain: &str,
+    ) -> Result<Phone> {
+        let ws = ws_connect(server, ca, Some("sip")).await?;
+        let local = ws.get_ref().get_ref().0.local_addr()?;
+        Ok(Phone {
+            user: user.into(),
+            password: password.into(),
+            domain: domain.into(),
+            transport: Transport::Wss,
+            server,
+            local,
+            io: Io::Ws(Box::new(ws)),
+            cseq: 0,
+            reg_call_id: token(),
+            algorithms: vec!["MD5".into()],
+            answered_algorithm: None,
+            auth_user: None,
         })
     }
 
@@ -275,16 +314,35 @@ impl Phone {
         match self.transport {
             Transport::Udp => format!("<sip:{}@{}>", self.user, self.local),
             Transport::Tcp => format!("<sip:{}@{};transport=tcp>", self.user, self.local),
+            // A browser cannot be reached at an address of its own (RFC 7118 §5.2).
+            Transport::Wss => format!(
+                "<sip:{}@{}.invalid;transport=ws>",
+                self.user,
+                self.ws_host()
+            ),
         }
     }
 
     pub fn via(&self) -> String {
+        let sent_by = match self.transport {
+            Transport::Wss => format!("{}.invalid", self.ws_host()),
+            _ => self.local.to_string(),
+        };
         format!(
-            "SIP/2.0/{} {};branch=z9hG4bK{};rport",
+            "SIP/2.0/{} {sent_by};branch=z9hG4bK{};rport",
             self.transport.token(),
-            self.local,
             token()
         )
+    }
+
+    /// The username its digest answers give.
+    fn auth_name(&self) -> &str {
+        self.auth_user.as_deref().unwrap_or(&self.user)
+    }
+
+    /// The made-up host name a WebSocket phone uses in its Via and Contact.
+    fn ws_host(&self) -> String {
+        format!("ws{}", self.local.port())
     }
 
     pub fn next_cseq(&mut self) -> u32 {
@@ -299,6 +357,11 @@ impl Phone {
                 s.send_to(text.as_bytes(), self.server).await?;
             }
             Io::Tcp { stream, .. } => stream.write_all(text.as_bytes()).await?,
+            Io::Ws(ws) => {
+                use futures_util::SinkExt as _;
+                ws.send(tokio_tungstenite::tungstenite::Message::text(text))
+                    .await?
+            }
         }
         Ok(())
     }
@@ -323,6 +386,22 @@ impl Phone {
                 let text = String::from_utf8_lossy(&buf[..n]).to_string();
                 SipMsg::parse(&text).context("unparseable message from the PBX")
             }
+            Io::Ws(ws) => loop {
+                use futures_util::StreamExt as _;
+                use tokio_tungstenite::tungstenite::Message;
+                match ws.next().await {
+                    Some(Ok(Message::Text(text))) => {
+                        return SipMsg::parse(&text).context("unparseable message from the PBX");
+                    }
+                    Some(Ok(Message::Binary(bytes))) => {
+                        return SipMsg::parse(&String::from_utf8_lossy(&bytes))
+                            .context("unparseable message from the PBX");
+                    }
+                    Some(Ok(Message::Close(_))) | None => bail!("WebSocket closed by the PBX"),
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => bail!("WebSocket failed: {e}"),
+                }
+            },
             Io::Tcp { stream, buf } => loop {
                 while buf.starts_with(b"\r\n") {
                     buf.drain(..2);
@@ -428,7 +507,14 @@ impl Phone {
         }
         let challenge = self.pick_challenge(&r, "WWW-Authenticate")?;
         let uri = format!("sip:{}", self.domain);
-        let auth = digest_answer(&challenge, &self.user, &self.password, "REGISTER", &uri, 1);
+        let auth = digest_answer(
+            &challenge,
+            self.auth_name(),
+            &self.password,
+            "REGISTER",
+            &uri,
+            1,
+        );
         let text = self.register_text(expires, Some(&auth), contact);
         self.send(&text).await?;
         self.expect_final("REGISTER").await
@@ -465,7 +551,7 @@ impl Phone {
             let challenge = self.pick_challenge(&r, "WWW-Authenticate")?;
             auth = Some(digest_answer(
                 &challenge,
-                &self.user,
+                self.auth_name(),
                 &self.password,
                 "SUBSCRIBE",
                 target,
@@ -531,7 +617,7 @@ impl Phone {
         let challenge = self.pick_challenge(&r, "Proxy-Authenticate")?;
         let auth = digest_answer(
             &challenge,
-            &self.user,
+            self.auth_name(),
             &self.password,
             "INVITE",
             &call.uri,
@@ -740,4 +826,40 @@ impl OutCall {
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Opens a WebSocket over TLS to `server`, trusting the certificates in `ca`
+/// (PEM), asking for `subprotocol` when given.
+pub async fn ws_connect(
+    server: SocketAddr,
+    ca: &std::path::Path,
+    subprotocol: Option<&str>,
+) -> Result<WsStream> {
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca)? {
+        roots.add(cert?)?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = TcpStream::connect(server).await?;
+    let name = rustls::pki_types::ServerName::IpAddress(server.ip().into());
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await?;
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
+            "wss://{server}/"
+        ))?;
+    if let Some(p) = subprotocol {
+        request
+            .headers_mut()
+            .insert("Sec-WebSocket-Protocol", p.parse()?);
+    }
+    let (ws, _) = tokio_tungstenite::client_async(request, tls).await?;
+    Ok(ws)
 }

@@ -490,6 +490,15 @@ export function deleteExtension(params) {
 }
 
 /**
+ * Issue short-lived SIP credentials for a browser phone on an extension.
+ * `POST /api/v1/tenants/{tenant}/extensions/{number}/browser-credentials`
+ * @param params { tenant, number }
+ */
+export function issueBrowserCredentials(params) {
+  return call({ id: "issueBrowserCredentials", method: "POST", path: "/api/v1/tenants/{tenant}/extensions/{number}/browser-credentials", query: [], types: [], bytes: false, events: false }, params);
+}
+
+/**
  * Set the digest algorithms offered to one extension (null: its tenant's).
  * `PUT /api/v1/tenants/{tenant}/extensions/{number}/digest`
  * @param params { tenant, number }

@@ -69,6 +69,11 @@ pub struct ApiConfig {
     /// A MaxMind-format GeoIP database (country or city), for login anomaly
     /// alerts by country and network; without one, by /24 or /48.
     pub geoip_db: Option<PathBuf>,
+    /// Where browsers reach SIP over secure WebSocket (`wss://HOST:PORT`),
+    /// told with their short-lived credentials. Set by the server from its
+    /// listeners, not read from the file.
+    #[serde(skip)]
+    pub sip_wss: Vec<String>,
 }
 
 impl Default for ApiConfig {
@@ -97,6 +102,7 @@ impl Default for ApiConfig {
             geoip_db: None,
             password_max_age_days: None,
             password_warn_days: 14,
+            sip_wss: Vec::new(),
         }
     }
 }

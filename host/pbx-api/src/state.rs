@@ -40,6 +40,9 @@ pub(crate) struct Inner {
     pub(crate) store: Store,
     pub(crate) control: Arc<dyn Control>,
     pub(crate) keys: KeyRing,
+    /// Makes browser phones' short-lived SIP credentials, as the SIP core
+    /// checks them (both derive it from the data directory's secret).
+    pub(crate) ephemeral: digest_auth::EphemeralKey,
     pub(crate) oidc: Option<Oidc>,
     pub(crate) by_address: RateLimiter,
     pub(crate) by_token: RateLimiter,
@@ -162,6 +165,7 @@ impl ApiState {
             by_address: RateLimiter::new(config.rate_per_address_per_min, RATE_TABLE_KEYS),
             by_token: RateLimiter::new(config.rate_per_token_per_min, RATE_TABLE_KEYS),
             denials: RateLimiter::new(DENIALS_AUDITED_PER_MIN, RATE_TABLE_KEYS),
+            ephemeral: digest_auth::EphemeralKey::derive(&store.nonce_key()),
             config,
             store,
             control,

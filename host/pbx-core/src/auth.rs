@@ -11,8 +11,14 @@
 //! shipped); an answer in an algorithm its extension is not offered fails.
 //! An unknown user gets what an extension without its own choice gets, so
 //! only an extension given its own choice can be told apart by its challenge.
+//!
+//! A request over secure WebSocket may instead present a short-lived
+//! credential ([`digest_auth::ephemeral`]): its username names the extension
+//! and expiry, and its password is derived, not stored. Over any other
+//! transport such a username is just an unknown user.
 
-use digest_auth::{Challenge, Credentials, NonceCheck, Nonces};
+use digest_auth::ephemeral::EphemeralError;
+use digest_auth::{Challenge, Credentials, EphemeralKey, NonceCheck, Nonces};
 use model::{DigestAlgorithms, TenantId};
 
 use crate::directory::{Index, TenantEntry};
@@ -106,6 +112,7 @@ pub(crate) fn check(
     msg: &Msg,
     kind: Kind,
     default: &DigestAlgorithms,
+    short_lived: Option<&EphemeralKey>,
     now_ms: i64,
 ) -> Outcome {
     let realm = tenant.map_or_else(|| domain.to_ascii_lowercase(), |t| t.realm.clone());
@@ -157,20 +164,45 @@ pub(crate) fn check(
         NonceCheck::Replay => repeated = Some(false),
         NonceCheck::Retransmission => repeated = Some(true),
     }
+    // The extension the credentials are for, and its HA1 when derived from a
+    // short-lived password rather than stored.
+    let (name, derived_ha1) = match short_lived
+        .zip(tenant)
+        .map(|(key, t)| key.check(t.id.0, &creds.username, now_ms.div_euclid(1000)))
+    {
+        Some(Ok((extension, password))) => (
+            extension,
+            Some(digest_auth::ha1(
+                creds.algorithm,
+                &creds.username,
+                &realm,
+                &password,
+            )),
+        ),
+        Some(Err(EphemeralError::Expired | EphemeralError::TooLong)) => {
+            creds.verify_dummy(method);
+            return Outcome::Challenge {
+                realm,
+                stale: false,
+                failure: failure("short-lived credentials expired", &creds.username),
+            };
+        }
+        Some(Err(EphemeralError::NotEphemeral)) | None => (creds.username.as_str(), None),
+    };
     let found = tenant.and_then(|t| {
         index
-            .extension(t.id, &creds.username)
+            .extension(t.id, name)
             .map(|e| (t.id, t.active && e.enabled, e))
     });
     match found {
         Some((tenant_id, usable, ext)) => {
-            let ha1 = match creds.algorithm {
+            let stored = match creds.algorithm {
                 digest_auth::Algorithm::Md5 => &ext.ha1_md5,
                 digest_auth::Algorithm::Sha256 => &ext.ha1_sha256,
             };
-            let verified = creds.verify(method, ha1);
+            let verified = creds.verify(method, derived_ha1.as_ref().unwrap_or(stored));
             let offered = index
-                .digest_algorithms(tenant, &creds.username, default)
+                .digest_algorithms(tenant, name, default)
                 .offers(creds.algorithm);
             if verified && !offered {
                 return Outcome::Challenge {
@@ -185,11 +217,11 @@ pub(crate) fn check(
                 // without the password.
                 return Outcome::Suspended {
                     tenant: tenant_id,
-                    extension: creds.username.clone(),
+                    extension: name.to_owned(),
                 };
             }
             if verified {
-                let extension = creds.username.clone();
+                let extension = name.to_owned();
                 if let Some(retransmission) = repeated {
                     Outcome::Repeated {
                         tenant: tenant_id,

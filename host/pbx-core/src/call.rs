@@ -303,11 +303,10 @@ impl Call {
 }
 
 /// `text` cut to at most `max` bytes, at a character boundary.
-/// Whether a peer's transport is SIP over WebSocket, i.e. a browser whose
-/// media leg is offered DTLS-SRTP with ICE-lite. No transport is a WebSocket
-/// yet; this becomes true for the WebSocket transports once they exist.
-fn is_browser(_transport: TransportKind) -> bool {
-    false
+/// Whether a peer's transport is SIP over WebSocket, i.e. a browser: SDP to
+/// it offers DTLS-SRTP with ICE-lite rather than RTP/AVP or SDES.
+fn is_browser(transport: TransportKind) -> bool {
+    transport == TransportKind::Wss
 }
 
 fn cut(text: &str, max: usize) -> String {
@@ -467,6 +466,8 @@ impl Shard {
             // (baresip among them) cannot route in-dialog requests to a `sips:`
             // target, and the hop is TLS either way.
             TransportKind::Tls => format!("<sip:pbx@{adv};transport=tls>"),
+            // RFC 7118 §5.2: the URI parameter is `ws` for WS and WSS alike.
+            TransportKind::Wss => format!("<sip:pbx@{adv};transport=ws>"),
         }
     }
 
@@ -809,7 +810,7 @@ impl Shard {
             self.refuse_call(now, id, &Error::NoOfferToAnswer);
             return;
         };
-        let from_secure = call.a.peer.transport == TransportKind::Tls;
+        let from_secure = call.a.peer.transport.is_secure();
         let answer = match handle.answer_here(MediaLeg::Caller, sdp, from_secure, call.media_policy)
         {
             Ok(answer) => Bytes::from(answer),
@@ -904,9 +905,7 @@ impl Shard {
             if targets.is_empty() {
                 continue;
             }
-            let to_secure = targets
-                .iter()
-                .all(|(_, b)| b.peer.transport == TransportKind::Tls);
+            let to_secure = targets.iter().all(|(_, b)| b.peer.transport.is_secure());
             // One offer serves every fork: DTLS-SRTP when all are browsers.
             let to_webrtc = targets.iter().all(|(_, b)| is_browser(b.peer.transport));
             if !self.prepare_offer(now, id, to_secure, to_webrtc) {
@@ -1009,7 +1008,7 @@ impl Shard {
     /// Sends the call out through a trunk.
     fn start_trunk(&mut self, now: Instant, id: u64, trunk: &TrunkEntry, dial: &TrunkDial<'_>) {
         let number = dial.number;
-        if !self.prepare_offer(now, id, trunk.peer.transport == TransportKind::Tls, false) {
+        if !self.prepare_offer(now, id, trunk.peer.transport.is_secure(), false) {
             return;
         }
         let Some(call) = self.calls.get_mut(&id) else {
@@ -1038,7 +1037,7 @@ impl Shard {
             return false;
         };
         let security = MediaSecurity {
-            from_secure: call.a.peer.transport == TransportKind::Tls,
+            from_secure: call.a.peer.transport.is_secure(),
             to_secure,
             to_webrtc,
         };
@@ -1466,6 +1465,8 @@ impl Shard {
             TransportKind::Udp => "",
             TransportKind::Tcp => ";transport=tcp",
             TransportKind::Tls => ";transport=tls",
+            // Trunks are never WebSocket peers (refused when provisioned).
+            TransportKind::Wss => ";transport=ws",
         };
         leg.local_uri = format!("<sip:{presented}@{}>", trunk.host);
         leg.remote_uri = format!("<sip:{number}@{}>", trunk.host);
@@ -1551,8 +1552,8 @@ impl Shard {
             // Late offer: the caller's answer travels in its ACK.
             let leg = call.b.clone();
             let security = MediaSecurity {
-                from_secure: call.a.peer.transport == TransportKind::Tls,
-                to_secure: leg.peer.transport == TransportKind::Tls,
+                from_secure: call.a.peer.transport.is_secure(),
+                to_secure: leg.peer.transport.is_secure(),
                 to_webrtc: is_browser(leg.peer.transport),
             };
             let rewritten = match self.media_sdp(id, Side::A, false, msg.content(), security) {
@@ -1753,8 +1754,8 @@ impl Shard {
                 .content()
                 .is_some_and(|(ct, b)| media::is_sdp(ct) && !b.is_empty());
         let security = MediaSecurity {
-            from_secure: peer.transport == TransportKind::Tls,
-            to_secure: call.leg(side.other()).peer.transport == TransportKind::Tls,
+            from_secure: peer.transport.is_secure(),
+            to_secure: call.leg(side.other()).peer.transport.is_secure(),
             to_webrtc: is_browser(call.leg(side.other()).peer.transport),
         };
         let rewritten = if offer {
@@ -1951,8 +1952,8 @@ impl Shard {
             return Ok(None);
         };
         let security = MediaSecurity {
-            from_secure: fork.peer.transport == TransportKind::Tls,
-            to_secure: call.a.peer.transport == TransportKind::Tls,
+            from_secure: fork.peer.transport.is_secure(),
+            to_secure: call.a.peer.transport.is_secure(),
             to_webrtc: is_browser(call.a.peer.transport),
         };
         let offer = !call.offer_in_invite;
@@ -2093,8 +2094,8 @@ impl Shard {
         // The answer to a relayed offer; a 2xx to an offerless re-INVITE carries
         // the far leg's offer.
         let security = MediaSecurity {
-            from_secure: far.peer.transport == TransportKind::Tls,
-            to_secure: origin.peer.transport == TransportKind::Tls,
+            from_secure: far.peer.transport.is_secure(),
+            to_secure: origin.peer.transport.is_secure(),
             to_webrtc: is_browser(origin.peer.transport),
         };
         let sdp_role = if p.offer && status < 300 {

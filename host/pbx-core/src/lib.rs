@@ -233,6 +233,10 @@ pub struct CoreConfig {
     /// The key nonces are made with: shared by the nodes of a cluster so any
     /// of them checks what another issued; random per process when none.
     pub nonce_key: Option<[u8; 32]>,
+    /// The key short-lived browser credentials are checked with (derived
+    /// from the data directory's secret, as the admin API that issues them
+    /// derives it); `None` accepts none.
+    pub ephemeral_key: Option<digest_auth::EphemeralKey>,
     /// RFC 3261 timer T1.
     pub t1: Duration,
     /// RFC 3261 timer T2.
@@ -270,6 +274,7 @@ impl Default for CoreConfig {
             digest_algorithms: DigestAlgorithms::md5(),
             nonce_lifetime: Duration::from_secs(300),
             nonce_key: None,
+            ephemeral_key: None,
             t1: Duration::from_millis(500),
             t2: Duration::from_secs(4),
             t4: Duration::from_secs(5),

@@ -284,6 +284,7 @@ pub(crate) fn via_transport(t: TransportKind) -> &'static str {
         TransportKind::Udp => "UDP",
         TransportKind::Tcp => "TCP",
         TransportKind::Tls => "TLS",
+        TransportKind::Wss => "WSS",
     }
 }
 

@@ -28,7 +28,7 @@ use crate::call::{Leg, Retransmit, State, token};
 use crate::media;
 use crate::msg::{Msg, NameAddr};
 use crate::shard::{ALLOW, ReqCtx};
-use crate::{Error, Inbound, Output, Peer, Shard, TransportKind};
+use crate::{Error, Inbound, Output, Peer, Shard};
 
 /// What a phone dials to pick up a call ringing in one of its ring groups.
 pub const PICKUP_CODE: &str = "*8";
@@ -317,20 +317,12 @@ impl Shard {
             .filter(|(ct, body)| media::is_sdp(ct) && !body.is_empty());
         let caller = match (&call.host_answer, caller_offer) {
             (Some(_), _) => Some(None),
-            (None, Some((_, sdp))) => Some(Some((
-                &sdp[..],
-                call.a.peer.transport == TransportKind::Tls,
-            ))),
+            (None, Some((_, sdp))) => Some(Some((&sdp[..], call.a.peer.transport.is_secure()))),
             (None, None) => None,
         };
         let answers = match (call.media.as_ref(), caller, picker_offer) {
             (Some(handle), Some(caller), Some((_, offer))) => handle
-                .answer_pickup(
-                    caller,
-                    offer,
-                    peer.transport == TransportKind::Tls,
-                    call.media_policy,
-                )
+                .answer_pickup(caller, offer, peer.transport.is_secure(), call.media_policy)
                 .map_err(|r| r.error()),
             _ => Err(Error::NoOfferToAnswer),
         };

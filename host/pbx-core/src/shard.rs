@@ -612,6 +612,11 @@ impl Shard {
             msg,
             kind,
             &self.shared.config.digest_algorithms,
+            self.shared
+                .config
+                .ephemeral_key
+                .as_ref()
+                .filter(|_| peer.transport == TransportKind::Wss),
             now_ms,
         ) {
             // Right credentials, nonce count already used: a retransmitted

@@ -459,7 +459,7 @@ impl TrunkRegistration {
         match self.config.transport {
             TransportKind::Udp => format!("sip:{host}:{port}"),
             TransportKind::Tcp => format!("sip:{host}:{port};transport=tcp"),
-            TransportKind::Tls => format!("sips:{host}:{port}"),
+            TransportKind::Tls | TransportKind::Wss => format!("sips:{host}:{port}"),
         }
     }
 

@@ -13,6 +13,8 @@
 //! - [`Credentials::verify`] checks a response against a stored HA1 in constant time;
 //!   [`Credentials::verify_dummy`] does the same work for unknown users so that the
 //!   time taken does not reveal whether a user exists.
+//! - [`EphemeralKey`] makes and checks short-lived credentials for browser
+//!   phones ([`ephemeral`]).
 //! - [`Nonces`] issues self-validating nonces (HMAC over issue time and randomness)
 //!   that expire (`stale=true`) and tracks the highest `nc` seen per nonce so a
 //!   replayed `nc` is rejected.
@@ -56,11 +58,13 @@
 mod challenge;
 mod client;
 mod credentials;
+pub mod ephemeral;
 mod nonce;
 
 pub use challenge::{Algorithm, Challenge, ha1};
 pub use client::{answer_challenges, choose_challenge};
 pub use credentials::Credentials;
+pub use ephemeral::{Ephemeral, EphemeralKey};
 pub use nonce::{DEFAULT_MAX_ENTRIES, NonceCheck, Nonces};
 
 /// Everything that can go wrong while reading digest headers.

@@ -15,6 +15,9 @@ pub enum TransportKind {
     Udp,
     Tcp,
     Tls,
+    /// SIP over secure WebSocket (RFC 7118): browsers. Reached only over the
+    /// connection they opened; never dialled.
+    Wss,
 }
 
 /// A phone placing a call, as its INVITE shows it (what a call handler's
@@ -34,7 +37,14 @@ impl TransportKind {
             TransportKind::Udp => "udp",
             TransportKind::Tcp => "tcp",
             TransportKind::Tls => "tls",
+            TransportKind::Wss => "wss",
         }
+    }
+
+    /// Whether the hop is encrypted (TLS, or WebSocket over TLS): SDES keys
+    /// may go in SDP sent over it, and be taken from SDP received on it.
+    pub fn is_secure(self) -> bool {
+        matches!(self, TransportKind::Tls | TransportKind::Wss)
     }
 
     pub fn parse(s: &str) -> Option<TransportKind> {
@@ -42,6 +52,7 @@ impl TransportKind {
             "udp" => Some(TransportKind::Udp),
             "tcp" => Some(TransportKind::Tcp),
             "tls" => Some(TransportKind::Tls),
+            "wss" => Some(TransportKind::Wss),
             _ => None,
         }
     }

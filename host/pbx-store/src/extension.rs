@@ -156,6 +156,22 @@ impl Store {
         rows.iter().map(from_row).collect()
     }
 
+    /// One extension of a tenant; [`Error::NotFound`] when either is unknown.
+    pub async fn extension(&self, tenant: TenantId, number: &str) -> Result<Extension> {
+        let row = sqlx::query(
+            "SELECT tenant_id, number, ha1_md5, ha1_sha256, enabled, digest_algorithms \
+             FROM extensions WHERE tenant_id = $1 AND number = $2",
+        )
+        .bind(tenant.0)
+        .bind(number)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref()
+            .map(from_row)
+            .transpose()?
+            .ok_or_else(|| Error::NotFound(format!("extension {number}")))
+    }
+
     /// Adds many extensions `(number, password)` at once: every row is validated
     /// first, then all are written in one transaction, or none is. Returns how many
     /// were added.
@@ -370,6 +386,12 @@ mod tests {
                 .await
                 .expect("disable");
             assert!(!store.list_extensions(t).await.expect("list")[0].enabled);
+            assert!(!store.extension(t, "100").await.expect("one").enabled);
+            assert_eq!(store.extension(t, "101").await.expect("one"), list[1]);
+            assert!(matches!(
+                store.extension(t, "102").await,
+                Err(Error::NotFound(_))
+            ));
 
             store.remove_extension(t, "100").await.expect("rm");
             assert!(matches!(

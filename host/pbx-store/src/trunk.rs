@@ -326,7 +326,9 @@ fn parse_trunk_uri(uri: &str) -> Result<(String, u16, TransportKind)> {
             ));
         }
         transport = Some(
-            TransportKind::parse(value).ok_or_else(|| bad("transport must be udp, tcp or tls"))?,
+            TransportKind::parse(value)
+                .filter(|t| *t != TransportKind::Wss)
+                .ok_or_else(|| bad("transport must be udp, tcp or tls"))?,
         );
     }
     let transport = match (secure, transport) {

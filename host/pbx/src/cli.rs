@@ -975,6 +975,10 @@ pub struct ServeArgs {
     /// Listen for SIP over TLS on this address (repeatable; needs --tls-cert and --tls-key).
     #[arg(long = "sip-tls", value_name = "ADDR")]
     pub sip_tls: Vec<SocketAddr>,
+    /// Listen for SIP over secure WebSocket (RFC 7118, for browsers) on this
+    /// address (repeatable; needs --tls-cert and --tls-key).
+    #[arg(long = "sip-wss", value_name = "ADDR")]
+    pub sip_wss: Vec<SocketAddr>,
     /// PEM certificate chain of the TLS listeners.
     #[arg(long, value_name = "PEM")]
     pub tls_cert: Option<PathBuf>,

@@ -9,6 +9,7 @@
 //! tcp = ["127.0.0.1:5060"]
 //! advertise = "pbx.example.net"   # host name or IP put in Via/Contact
 //! tls = ["0.0.0.0:5061"]           # SIP over TLS
+//! wss = ["0.0.0.0:8089"]           # SIP over secure WebSocket (browsers)
 //! tls_cert = "/etc/pbx/cert.pem"
 //! tls_key = "/etc/pbx/key.pem"
 //! tls_ca = "/etc/pbx/trunk-ca.pem" # CAs trusted for TLS to trunks
@@ -260,6 +261,9 @@ pub struct SipSection {
     /// SIP over TLS listeners.
     #[serde(default)]
     pub tls: Vec<SocketAddr>,
+    /// SIP over secure WebSocket listeners (RFC 7118), for browsers.
+    #[serde(default)]
+    pub wss: Vec<SocketAddr>,
     /// PEM certificate chain and key for the TLS listeners.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -455,14 +459,15 @@ impl Settings {
         let mut udp = pick(&args.sip_udp, &file.sip.udp);
         let mut tcp = pick(&args.sip_tcp, &file.sip.tcp);
         let mut tls = pick(&args.sip_tls, &file.sip.tls);
-        if udp.is_empty() && tcp.is_empty() && tls.is_empty() {
+        let mut wss = pick(&args.sip_wss, &file.sip.wss);
+        if udp.is_empty() && tcp.is_empty() && tls.is_empty() && wss.is_empty() {
             let default: SocketAddr = DEFAULT_SIP_ADDR
                 .parse()
                 .map_err(|_| Error::Config("bad built-in default address".into()))?;
             udp.push(default);
             tcp.push(default);
         }
-        for list in [&mut udp, &mut tcp, &mut tls] {
+        for list in [&mut udp, &mut tcp, &mut tls, &mut wss] {
             let mut seen = std::collections::HashSet::new();
             list.retain(|a| seen.insert(*a));
         }
@@ -525,7 +530,14 @@ impl Settings {
                 "SIP over TLS needs --tls-cert and --tls-key (sip.tls_cert, sip.tls_key)".into(),
             ));
         }
+        if !wss.is_empty() && serve.tls_files.is_none() {
+            return Err(Error::Config(
+                "SIP over WebSocket needs --tls-cert and --tls-key (sip.tls_cert, sip.tls_key)"
+                    .into(),
+            ));
+        }
         serve.tls = tls;
+        serve.wss = wss;
         serve.media = media_options(&file.media)?;
         serve.backup = file.backup.as_ref().map(backup_schedule).transpose()?;
         serve.siem = file.siem.as_ref().map(siem_options).transpose()?;

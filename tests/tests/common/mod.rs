@@ -226,6 +226,7 @@ impl Pbx {
         let server = match transport {
             Transport::Udp => self.udp,
             Transport::Tcp => self.tcp,
+            Transport::Wss => panic!("a WebSocket phone is made with Phone::new_wss"),
         };
         Phone::new(
             transport,

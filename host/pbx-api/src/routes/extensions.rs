@@ -53,6 +53,81 @@ pub(crate) struct Credentials {
     password: Option<String>,
 }
 
+/// How long a browser phone's SIP credentials work.
+const BROWSER_CREDENTIALS_TTL_S: i64 = 3600;
+
+/// Short-lived SIP credentials for a browser phone: good for this extension,
+/// over secure WebSocket only, until `expires_at_ms`. The extension's own SIP
+/// password is never given out.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({
+    "number": "1000",
+    "username": "webrtc.1700003600.1000",
+    "password": "9f2c4e1b7a0d3c5e8f6a1b2c3d4e5f60",
+    "domain": "acme.example",
+    "expires_at_ms": 1700003600000_i64,
+    "servers": ["wss://pbx.example:8089"]
+})))]
+pub(crate) struct BrowserCredentials {
+    number: String,
+    /// The digest username (it names the extension and the expiry).
+    username: String,
+    password: String,
+    /// The tenant's SIP domain: the digest realm and the domain of its URIs.
+    domain: String,
+    expires_at_ms: i64,
+    /// The SIP over secure WebSocket URLs to connect to; empty when the PBX
+    /// serves none.
+    servers: Vec<String>,
+}
+
+/// Issues short-lived SIP credentials for a browser phone on `number`: to
+/// the tenant's admins, and to a user for their own extension only.
+pub(super) async fn browser_credentials(
+    State(state): State<ApiState>,
+    Extension(p): Extension<Principal>,
+    Source(source): Source,
+    P((tenant, number)): P<(i64, String)>,
+) -> ApiResult<Json<BrowserCredentials>> {
+    if p.role == UserRole::User && p.extension.as_deref() != Some(number.as_str()) {
+        return Err(ApiError::not_found());
+    }
+    let tenant = TenantId(tenant);
+    let extension = state.store().extension(tenant, &number).await?;
+    if !extension.enabled {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "extension_disabled",
+            "the extension is disabled",
+        ));
+    }
+    let domain = state
+        .store()
+        .tenant(tenant)
+        .await?
+        .ok_or_else(ApiError::not_found)?
+        .realm;
+    let expires_s = state.now_ms().div_euclid(1000) + BROWSER_CREDENTIALS_TTL_S;
+    let issued = state.inner.ephemeral.issue(tenant.0, &number, expires_s);
+    state
+        .audit(
+            &p,
+            &source,
+            "extension.browser_credentials",
+            Some(tenant),
+            json!({ "number": number, "expires_at_ms": expires_s * 1000 }),
+        )
+        .await?;
+    Ok(Json(BrowserCredentials {
+        number,
+        username: issued.username,
+        password: issued.password,
+        domain,
+        expires_at_ms: expires_s * 1000,
+        servers: state.inner.config.sip_wss.clone(),
+    }))
+}
+
 /// The password to set: the caller's (checked), or a generated one to show.
 fn choose(given: Option<String>) -> ApiResult<(String, Option<String>)> {
     match given {

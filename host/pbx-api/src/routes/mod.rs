@@ -488,6 +488,15 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         .takes::<extensions::NewPassword>()
         .gives::<extensions::Credentials>(),
         route(
+            M::POST,
+            "/api/v1/tenants/{tenant}/extensions/{number}/browser-credentials",
+            "issueBrowserCredentials",
+            "Issue short-lived SIP credentials for a browser phone on an extension",
+            tenant(R::ALL, "extensions:write"),
+            post(extensions::browser_credentials),
+        )
+        .gives::<extensions::BrowserCredentials>(),
+        route(
             M::GET,
             "/api/v1/tenants/{tenant}/extensions/{number}/forwarding",
             "getForwarding",

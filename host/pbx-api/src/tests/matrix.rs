@@ -205,6 +205,13 @@ pub(super) fn matrix_cases() -> Vec<Case> {
             J(json!({})),
         ),
         case(
+            M::POST,
+            "/api/v1/tenants/{tenant}/extensions/100/browser-credentials",
+            T("PTU", true),
+            200,
+            N,
+        ),
+        case(
             M::GET,
             "/api/v1/tenants/{tenant}/extensions/100/forwarding",
             T("PT", true),

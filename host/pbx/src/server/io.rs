@@ -149,7 +149,7 @@ impl Io {
                     let _ = socket.try_send_to(&reply, dest.addr);
                 }
             }
-            TransportKind::Tcp | TransportKind::Tls => {
+            TransportKind::Tcp | TransportKind::Tls | TransportKind::Wss => {
                 let tx = dest
                     .conn
                     .and_then(|id| self.conns.get(&id).map(|c| c.tx.clone()));
@@ -185,7 +185,9 @@ impl Io {
                     tracing::debug!(dest = %dest.addr, error = %e, "UDP send failed");
                 }
             }
-            TransportKind::Tcp | TransportKind::Tls => self.send_tcp(dest, bytes),
+            TransportKind::Tcp | TransportKind::Tls | TransportKind::Wss => {
+                self.send_tcp(dest, bytes)
+            }
         }
     }
 
@@ -209,6 +211,10 @@ impl Io {
             });
         match known {
             Some(tx) => self.queue(&tx, bytes),
+            // A browser is reached only over the WebSocket it opened.
+            None if dest.transport == TransportKind::Wss => {
+                tracing::debug!(dest = %dest.addr, "WebSocket connection gone; message dropped");
+            }
             None => self.connect(dest.addr, dest.transport, bytes),
         }
     }

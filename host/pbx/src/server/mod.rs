@@ -51,6 +51,7 @@ mod trunk_reg_task;
 mod udp;
 mod voicemail_menu;
 mod webhook;
+mod ws;
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -152,6 +153,9 @@ pub struct ServeOptions {
     pub api: Option<ApiOptions>,
     /// SIP over TLS listeners (need `tls_files`).
     pub tls: Vec<SocketAddr>,
+    /// SIP over secure WebSocket listeners for browsers (RFC 7118; need
+    /// `tls_files`).
+    pub wss: Vec<SocketAddr>,
     /// The TLS listeners' certificate and key.
     pub tls_files: Option<TlsFiles>,
     /// CA certificates that outgoing TLS connections (trunks) verify against;
@@ -214,6 +218,7 @@ impl ServeOptions {
             guard: GuardOptions::default(),
             api: None,
             tls: Vec::new(),
+            wss: Vec::new(),
             tls_files: None,
             tls_ca: None,
             media: Some(MediaOptions::default()),
@@ -240,6 +245,8 @@ pub struct Listeners {
     pub tcp: Vec<TcpListener>,
     /// TCP listeners that speak TLS.
     pub tls: Vec<TcpListener>,
+    /// TCP listeners that speak WebSocket over TLS.
+    pub wss: Vec<TcpListener>,
 }
 
 /// The addresses the server actually listens on (port 0 resolved).
@@ -256,6 +263,7 @@ impl Listeners {
             udp: Vec::with_capacity(udp.len()),
             tcp: Vec::with_capacity(tcp.len()),
             tls: Vec::new(),
+            wss: Vec::new(),
         };
         for addr in udp {
             let socket = UdpSocket::bind(addr)
@@ -283,9 +291,25 @@ impl Listeners {
         Ok(())
     }
 
+    /// Binds the SIP over secure WebSocket listeners too.
+    pub async fn bind_wss(&mut self, wss: &[SocketAddr]) -> anyhow::Result<()> {
+        for addr in wss {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for SIP over WebSocket on {addr}"))?;
+            self.wss.push(listener);
+        }
+        Ok(())
+    }
+
     /// The bound TLS addresses.
     pub fn tls_addrs(&self) -> std::io::Result<Vec<SocketAddr>> {
         self.tls.iter().map(TcpListener::local_addr).collect()
+    }
+
+    /// The bound secure WebSocket addresses.
+    pub fn wss_addrs(&self) -> std::io::Result<Vec<SocketAddr>> {
+        self.wss.iter().map(TcpListener::local_addr).collect()
     }
 
     /// The bound addresses.
@@ -305,17 +329,34 @@ impl Listeners {
     }
 }
 
+/// Where browsers reach the secure WebSocket listeners: the advertised host
+/// name when one is configured (what the certificate names), else the
+/// advertised address.
+fn wss_urls(host: Option<&str>, advertised: &[(TransportKind, SocketAddr)]) -> Vec<String> {
+    advertised
+        .iter()
+        .filter(|(kind, _)| *kind == TransportKind::Wss)
+        .map(|(_, addr)| match host {
+            Some(h) if h.parse::<std::net::IpAddr>().is_err() => {
+                format!("wss://{h}:{}", addr.port())
+            }
+            _ => format!("wss://{addr}"),
+        })
+        .collect()
+}
+
 /// Binds the configured addresses and serves until `shutdown` completes.
 pub async fn serve(
     opts: ServeOptions,
     store: Store,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    if opts.udp.is_empty() && opts.tcp.is_empty() && opts.tls.is_empty() {
+    if opts.udp.is_empty() && opts.tcp.is_empty() && opts.tls.is_empty() && opts.wss.is_empty() {
         anyhow::bail!("no SIP listener configured");
     }
     let mut listeners = Listeners::bind(&opts.udp, &opts.tcp).await?;
     listeners.bind_tls(&opts.tls).await?;
+    listeners.bind_wss(&opts.wss).await?;
     run(listeners, opts, store, shutdown).await
 }
 
@@ -324,6 +365,7 @@ pub async fn serve(
 pub struct ServerHandle {
     addrs: BoundAddrs,
     tls: Vec<SocketAddr>,
+    wss: Vec<SocketAddr>,
     api: Option<ApiInfo>,
     applied: Arc<AtomicI64>,
     stop: Option<oneshot::Sender<()>>,
@@ -346,6 +388,11 @@ impl ServerHandle {
     /// Where the server listens for SIP over TLS.
     pub fn tls_addrs(&self) -> &[SocketAddr] {
         &self.tls
+    }
+
+    /// Where the server listens for SIP over secure WebSocket.
+    pub fn wss_addrs(&self) -> &[SocketAddr] {
+        &self.wss
     }
 
     /// The admin API, when one was configured.
@@ -373,8 +420,10 @@ impl ServerHandle {
 pub async fn start(opts: ServeOptions, store: Store) -> anyhow::Result<ServerHandle> {
     let mut listeners = Listeners::bind(&opts.udp, &opts.tcp).await?;
     listeners.bind_tls(&opts.tls).await?;
+    listeners.bind_wss(&opts.wss).await?;
     let addrs = listeners.addrs()?;
     let tls = listeners.tls_addrs()?;
+    let wss = listeners.wss_addrs()?;
     let (stop, stopped) = oneshot::channel::<()>();
     let (ready, up) = oneshot::channel();
     let shutdown = async move {
@@ -389,6 +438,7 @@ pub async fn start(opts: ServeOptions, store: Store) -> anyhow::Result<ServerHan
     Ok(ServerHandle {
         addrs,
         tls,
+        wss,
         api,
         applied,
         stop: Some(stop),
@@ -418,15 +468,23 @@ async fn run_reporting(
 ) -> anyhow::Result<()> {
     let addrs = listeners.addrs()?;
     let tls_addrs = listeners.tls_addrs()?;
+    let wss_addrs = listeners.wss_addrs()?;
     let backup_schedule = opts.backup.clone();
     let siem = opts.siem.clone();
     let sip_password_age = opts.sip_password_age;
     let mut core = opts.core.clone();
     core.advertise = advertise_list(opts.advertise.as_deref(), &addrs).await?;
-    let tls_listeners = tls_addrs.iter().map(|a| (TransportKind::Tls, *a)).collect();
+    let secure_listeners = tls_addrs
+        .iter()
+        .map(|a| (TransportKind::Tls, *a))
+        .chain(wss_addrs.iter().map(|a| (TransportKind::Wss, *a)))
+        .collect();
     core.advertise
-        .extend(advertise_entries(opts.advertise.as_deref(), tls_listeners).await?);
-    let tls_acceptor = match (&opts.tls_files, tls_addrs.is_empty()) {
+        .extend(advertise_entries(opts.advertise.as_deref(), secure_listeners).await?);
+    let tls_acceptor = match (
+        &opts.tls_files,
+        tls_addrs.is_empty() && wss_addrs.is_empty(),
+    ) {
         (Some(files), false) => Some(tokio_rustls::TlsAcceptor::from(
             sip_tls::server_config(&files.cert, &files.key)
                 .context("loading the TLS certificate")?,
@@ -471,6 +529,7 @@ async fn run_reporting(
         }
         None => None,
     };
+    core.ephemeral_key = Some(digest_auth::EphemeralKey::derive(&store.nonce_key()));
     if opts.node.is_some() {
         // Any node checks the nonces another issued (the phone's next
         // request may reach another node through the front).
@@ -526,8 +585,10 @@ async fn run_reporting(
                 plugin_host.clone(),
                 mailboxes.clone(),
             ));
+            let mut config = api.config.clone();
+            config.sip_wss = wss_urls(opts.advertise.as_deref(), &advertised);
             let handle = pbx_api::serve(
-                api.config.clone(),
+                config,
                 &api.data_dir,
                 store.clone(),
                 control,
@@ -657,6 +718,7 @@ async fn run_reporting(
                 .map(|a| format!("udp:{a}"))
                 .chain(addrs.tcp.iter().map(|a| format!("tcp:{a}")))
                 .chain(tls_addrs.iter().map(|a| format!("tls:{a}")))
+                .chain(wss_addrs.iter().map(|a| format!("wss:{a}")))
                 .collect::<Vec<_>>()
                 .join(",");
             let me = node::Identity {
@@ -691,6 +753,9 @@ async fn run_reporting(
     if let Some(acceptor) = tls_acceptor {
         for listener in listeners.tls {
             receivers.spawn(sip_tls::accept(io.clone(), listener, acceptor.clone()));
+        }
+        for listener in listeners.wss {
+            receivers.spawn(ws::accept(io.clone(), listener, acceptor.clone()));
         }
     }
     let applied = Arc::new(AtomicI64::new(generation));
@@ -749,6 +814,9 @@ async fn run_reporting(
     }
     for addr in &tls_addrs {
         tracing::info!(%addr, "listening for SIP over TLS");
+    }
+    for addr in &wss_addrs {
+        tracing::info!(%addr, "listening for SIP over secure WebSocket");
     }
     if let Some(ready) = ready {
         let _ = ready.send(Ready {

@@ -307,7 +307,7 @@ fn contact_uri(user: &str, (kind, addr): (TransportKind, SocketAddr)) -> String 
     match kind {
         TransportKind::Udp => format!("sip:{user}@{}", host_port(addr)),
         TransportKind::Tcp => format!("sip:{user}@{};transport=tcp", host_port(addr)),
-        TransportKind::Tls => format!("sips:{user}@{}", host_port(addr)),
+        TransportKind::Tls | TransportKind::Wss => format!("sips:{user}@{}", host_port(addr)),
     }
 }
 
@@ -380,6 +380,7 @@ async fn open(ctx: &Ctx, trunk: &Trunk, user: &str) -> Result<(Link, String, Str
             Ok((link, host_port(local), contact))
         }
         TransportKind::Tls => Err("registration over TLS is not supported".into()),
+        TransportKind::Wss => Err("a trunk is never reached over WebSocket".into()),
     }
 }
 
