@@ -25,6 +25,16 @@
 //!   bounded by [`record::MAX_RECORDING`].
 //! - [`call_record`]: [`CallRecorder`], what both legs of a relayed call send,
 //!   mixed into one 8 kHz mono track placed by RTP timestamps.
+//! - [`webrtc`]: browser legs in SDP — `UDP/TLS/RTP/SAVPF` offers and
+//!   answers read and written (fingerprint, setup, mid, BUNDLE, ICE-lite,
+//!   rtcp-mux), G.711 kept and WebRTC-only lines stripped toward SIP, and the
+//!   RFC 7983 demultiplexing of a browser leg's port.
+//! - [`ice`]: ICE-lite, a pure function from a STUN Binding request to its
+//!   signed answer (or nothing).
+//! - [`dtls`]: the one async part of a browser leg — the DTLS-SRTP handshake
+//!   over `webrtc-dtls`, the host's certificate ([`DtlsIdentity`]), the
+//!   peer's checked against its `a=fingerprint`, and the SRTP keys exported
+//!   from it (RFC 5764 §4.2).
 //! - [`session`]: [`MediaSession`], the state of one call: offer/answer rewriting
 //!   (`offer_from`/`answer_from` return the SDP for the other leg), latching
 //!   (symmetric RTP), decrypt/re-encrypt, statistics, and `idle_since()`; fed
@@ -44,7 +54,9 @@
 //!
 //! Keys for a leg are only ever written into SDP sent to that leg, and only when
 //! its signalling is secure ([`Security`]); [`EncryptionPolicy`] decides whether
-//! plaintext is acceptable.
+//! plaintext is acceptable. A browser leg's keys never travel in SDP: they
+//! come from its DTLS handshake, and until then nothing goes to or comes from
+//! the leg.
 //!
 //! ```no_run
 //! # async fn demo(offer: &[u8]) -> pbx_media::Result<()> {

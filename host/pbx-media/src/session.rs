@@ -28,6 +28,25 @@
 //! ([`MediaSession::answer_to_host_offer`]) ends the host's end of A and the
 //! legs are relayed as in any call; A keeps the keys of the host's answer.
 
+//!
+//! # Browser legs (WebRTC)
+//! A leg is a browser's when its offer or answer uses `UDP/TLS/RTP/SAVPF`
+//! with `a=fingerprint`, or when [`Security::to_webrtc`] says the offer goes
+//! to one. SDP toward it is written by [`crate::webrtc`]; SDP from it reaches
+//! the other leg as plain RTP/AVP or SDES with G.711 only. The leg's address
+//! is never taken from SDP: [`MediaSession::handle`] answers its ICE checks
+//! ([`crate::ice`]) and latches to the address a check came from (the first,
+//! then any the browser nominates). Its one port carries STUN, DTLS, RTP and
+//! RTCP (RFC 7983, RFC 5761); DTLS is the relay's business: once ICE has
+//! checked the leg and offer/answer settled the roles,
+//! [`MediaSession::poll_dtls_start`] hands out the handshake to run,
+//! [`MediaSession::accepts_dtls`] says which records belong to it, and
+//! [`MediaSession::install_dtls_keys`] (or [`MediaSession::dtls_failed`])
+//! ends it. Until the keys are in, nothing is forwarded to or from the leg.
+//! The host does not answer or offer to a browser leg on its own
+//! ([`MediaSession::answer_here`] refuses one; [`MediaSession::offer_from_host`]
+//! writes plain SDP).
+
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
@@ -3849,6 +3868,7 @@ mod tests {
                  a=msid:3a0b5c2e 9f8e7d6c\r\n\
                  a=rtcp-mux\r\n\
                  a=rtcp-rsize\r\n\
+                 a=rtcp-xr:rcvr-rtt=all\r\n\
                  a=rtpmap:111 opus/48000/2\r\n\
                  a=rtcp-fb:111 transport-cc\r\n\
                  a=fmtp:111 minptime=10;useinbandfec=1\r\n\
@@ -3939,6 +3959,7 @@ mod tests {
                 "a=rtcp-fb",
                 "a=rtcp-mux",
                 "a=rtcp-rsize",
+                "a=rtcp-xr",
                 "a=rtcp:",
                 "a=candidate",
                 "a=crypto",

@@ -49,6 +49,7 @@ const BROWSER_ATTRS: &[&str] = &[
     "extmap-allow-mixed",
     "rtcp-fb",
     "rtcp-rsize",
+    "rtcp-xr",
     "ssrc",
     "ssrc-group",
     "ice-options",
