@@ -43,9 +43,10 @@
 //! [`MediaSession::accepts_dtls`] says which records belong to it, and
 //! [`MediaSession::install_dtls_keys`] (or [`MediaSession::dtls_failed`])
 //! ends it. Until the keys are in, nothing is forwarded to or from the leg.
-//! The host does not answer or offer to a browser leg on its own
-//! ([`MediaSession::answer_here`] refuses one; [`MediaSession::offer_from_host`]
-//! writes plain SDP).
+//! The host answers a browser itself ([`MediaSession::answer_here`]) and
+//! plays to it once its keys are in; it does not offer to one on its own
+//! ([`MediaSession::offer_from_host`] writes plain SDP, which a browser
+//! refuses).
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
@@ -1298,25 +1299,44 @@ impl MediaSession {
         let parsed = Sdp::parse(sdp)?;
         let index = anchored_index(&parsed)?;
         let m = &parsed.media[index];
-        if webrtc::is_webrtc(m) {
-            return Err(Error::NotAcceptable(
-                "the host does not answer a browser leg itself",
-            ));
-        }
+        let browser = match webrtc::is_webrtc(m) {
+            true => Some(BrowserSdp::read(&parsed, index)?),
+            false => None,
+        };
+        let role = browser
+            .as_ref()
+            .map(BrowserSdp::answering_role)
+            .transpose()?;
+        self.fingerprint_for(browser.is_some())?;
         // The host is the other end: its side is as secure as it needs.
         let security = Security {
             from_secure,
             to_secure: true,
             to_webrtc: false,
         };
-        let srtp = offerer_srtp(m, policy, security)?;
+        // A browser's keys come from DTLS, never from SDP.
+        let srtp = match &browser {
+            Some(_) if policy == EncryptionPolicy::Disabled => {
+                return Err(Error::NotAcceptable(
+                    "a WebRTC leg needs SRTP, which is disabled",
+                ));
+            }
+            Some(_) => None,
+            None => offerer_srtp(m, policy, security)?,
+        };
         let mut out = rewrite(&parsed, index, self.local.ip, self.local.port(from));
         for line in &mut out.session {
             if line.kind == 'o' {
                 line.value = origin(self.local.ip);
             }
         }
+        if browser.is_some() {
+            webrtc::strip_browser_lines(&mut out);
+        }
         let om = anchored(&mut out, index)?;
+        if browser.is_some() {
+            webrtc::keep_g711(om)?;
+        }
         let format = keep_playable_format(om);
         let kept: Vec<Line> = om
             .lines
@@ -1351,8 +1371,19 @@ impl MediaSession {
         };
         let (rtp, rtcp) = remote_addrs(&parsed, index);
         let leg = self.leg(from);
-        leg.set_remote(rtp, rtcp);
-        leg.set_keys(rx, tx);
+        match &browser {
+            Some(b) => {
+                let mid = b.mids.get(index).cloned().flatten();
+                let mid = mid.unwrap_or_else(|| "0".to_owned());
+                let peer = Some(b.fingerprint);
+                leg.webrtc = Some(WebRtcLeg::renewed(leg.webrtc.take(), peer, role, mid));
+            }
+            None => {
+                leg.webrtc = None;
+                leg.set_remote(rtp, rtcp);
+                leg.set_keys(rx, tx);
+            }
+        }
         let mut end = leg.here.take().unwrap_or(HostEnd {
             format: None,
             kept: Vec::new(),
@@ -1385,6 +1416,9 @@ impl MediaSession {
         }
         leg.here = Some(end);
         self.offer = None;
+        if let Some(b) = &browser {
+            self.answer_to_browser(&mut out, index, from, b, &parsed)?;
+        }
         Ok(out.to_bytes())
     }
 
@@ -1412,7 +1446,9 @@ impl MediaSession {
                 to_secure: true,
                 to_webrtc: false,
             };
-            offerer_srtp(&sdp.media[index], policy, security)?;
+            if !webrtc::is_webrtc(&sdp.media[index]) {
+                offerer_srtp(&sdp.media[index], policy, security)?;
+            }
             Ok(index)
         };
         let law = match caller {
@@ -1538,7 +1574,11 @@ impl MediaSession {
             kind: "audio".to_owned(),
             port: self.local.port(to),
             port_count: None,
-            proto: set_secure(&end.proto, secure_proto),
+            // A browser answered here talks to the other leg in plain RTP/AVP terms.
+            proto: match webrtc::is_webrtc_proto(&end.proto) {
+                true => set_secure("RTP/AVP", secure_proto),
+                false => set_secure(&end.proto, secure_proto),
+            },
             formats,
             lines,
         };
@@ -4387,11 +4427,75 @@ mod tests {
                 ),
                 Err(Error::NotAcceptable(_))
             ));
-            // The host does not answer a browser itself (yet).
             assert!(matches!(
-                session().answer_here(Leg::A, &chromium_offer(), false, EncryptionPolicy::Optional),
+                session().answer_here(Leg::A, &chromium_offer(), false, EncryptionPolicy::Disabled),
                 Err(Error::NotAcceptable(_))
             ));
+        }
+
+        #[test]
+        fn the_host_answers_a_browser_and_plays_to_it_once_keyed() {
+            let mut s = session();
+            let t0 = Instant::now();
+            let answer = s
+                .answer_here(Leg::A, &chromium_offer(), false, EncryptionPolicy::Optional)
+                .unwrap();
+            let all = lines(&answer);
+            assert!(
+                all.contains(&"m=audio 20000 UDP/TLS/RTP/SAVPF 0 126".to_owned()),
+                "{all:?}"
+            );
+            for expected in [
+                "a=ice-lite",
+                "a=group:BUNDLE 0",
+                "a=mid:0",
+                "a=setup:passive",
+                "a=rtcp-mux",
+                "a=end-of-candidates",
+            ] {
+                assert!(
+                    all.contains(&expected.to_owned()),
+                    "{expected} missing from {all:?}"
+                );
+            }
+            assert!(!text(&answer).contains("a=crypto") && !text(&answer).contains("opus"));
+            assert_eq!(
+                s.answered_format(Leg::A).and_then(|f| f.g711),
+                Some(G711::Pcmu)
+            );
+
+            s.play(Leg::A, Prompt::beep(), t0).unwrap();
+            assert_eq!(s.poll_transmit(t0), None, "nothing plays before the keys");
+            let (ufrag, pwd) = (
+                attr_value(&answer, "ice-ufrag"),
+                attr_value(&answer, "ice-pwd"),
+            );
+            let check = ice::binding_request(&format!("{ufrag}:Brws"), &pwd, [7; 12], true);
+            s.handle(t0, Leg::A, Channel::Rtp, browser_addr(), &check)
+                .unwrap();
+            let start = s.poll_dtls_start().unwrap();
+            assert_eq!((start.leg, start.role), (Leg::A, DtlsRole::Server));
+            let k = keys();
+            s.install_dtls_keys(Leg::A, &k).unwrap();
+            let mut browser_rx = SrtpReceiver::new(&k.local).unwrap();
+            let later = t0 + Duration::from_millis(100);
+            let out = s.poll_transmit(later).expect("the beep plays");
+            assert_eq!(
+                (out.leg, out.to, out.channel),
+                (Leg::A, browser_addr(), Channel::Rtp)
+            );
+            let plain = browser_rx.unprotect(Channel::Rtp, &out.data).unwrap();
+            assert_eq!(plain[1] & 0x7f, 0, "PCMU");
+
+            // Connecting the browser to a phone: the phone gets plain RTP/AVP.
+            let to_phone = s
+                .offer_from_host(Leg::B, false, EncryptionPolicy::Optional)
+                .unwrap();
+            let m = &Sdp::parse(&to_phone).unwrap().media[0];
+            assert_eq!(
+                (m.proto.as_str(), m.formats.clone()),
+                ("RTP/AVP", vec!["0".into(), "126".into()])
+            );
         }
     }
 }

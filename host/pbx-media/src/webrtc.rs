@@ -196,7 +196,12 @@ pub(crate) struct BrowserSdp {
 
 /// Whether `m` is a WebRTC (DTLS-SRTP) media section.
 pub(crate) fn is_webrtc(m: &Media) -> bool {
-    matches!(m.proto.as_str(), "UDP/TLS/RTP/SAVPF" | "UDP/TLS/RTP/SAVP")
+    is_webrtc_proto(&m.proto)
+}
+
+/// Whether `proto` is a DTLS-SRTP transport.
+pub(crate) fn is_webrtc_proto(proto: &str) -> bool {
+    matches!(proto, "UDP/TLS/RTP/SAVPF" | "UDP/TLS/RTP/SAVP")
 }
 
 /// The value of attribute `name` on media `m`, else at session level.
