@@ -553,6 +553,16 @@ impl CallMedia {
         self.session().offer_from_host(to, to_secure, policy)
     }
 
+    /// See [`MediaSession::offer_from_host_to`] (a browser callee).
+    pub fn offer_from_host_to(
+        &self,
+        to: Leg,
+        security: Security,
+        policy: EncryptionPolicy,
+    ) -> Result<Vec<u8>> {
+        self.session().offer_from_host_to(to, security, policy)
+    }
+
     /// See [`MediaSession::answer_to_host_offer`]; what played or recorded on
     /// the other leg stops without events.
     pub fn answer_to_host_offer(

@@ -44,9 +44,8 @@
 //! [`MediaSession::install_dtls_keys`] (or [`MediaSession::dtls_failed`])
 //! ends it. Until the keys are in, nothing is forwarded to or from the leg.
 //! The host answers a browser itself ([`MediaSession::answer_here`]) and
-//! plays to it once its keys are in; it does not offer to one on its own
-//! ([`MediaSession::offer_from_host`] writes plain SDP, which a browser
-//! refuses).
+//! plays to it once its keys are in, and offers to one on its own with
+//! [`MediaSession::offer_from_host_to`].
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
@@ -508,6 +507,35 @@ fn send_played(
 }
 
 impl LegState {
+    /// Takes what an answer from this leg settled: for a browser (`dtls`:
+    /// its certificate and our role) the DTLS association, kept when a
+    /// repeated answer (183 then 200) says the same; for any other leg its
+    /// addresses and SDES keys.
+    fn settle(
+        &mut self,
+        dtls: Option<(Fingerprint, DtlsRole)>,
+        (rtp, rtcp): (Option<SocketAddr>, Option<SocketAddr>),
+        (rx, tx): (Option<SrtpReceiver>, Option<SrtpSender>),
+    ) -> Result<()> {
+        match (dtls, self.webrtc.as_mut()) {
+            (Some(_), None) => return Err(Error::Protocol("the browser leg has no WebRTC state")),
+            (Some((peer, role)), Some(w)) => {
+                if w.peer != Some(peer) || w.role != Some(role) || w.dtls == DtlsState::Failed {
+                    w.peer = Some(peer);
+                    w.role = Some(role);
+                    w.dtls = DtlsState::Waiting;
+                    self.set_keys(None, None);
+                }
+            }
+            (None, _) => {
+                self.webrtc = None;
+                self.set_remote(rtp, rtcp);
+                self.set_keys(rx, tx);
+            }
+        }
+        Ok(())
+    }
+
     /// A browser leg without DTLS keys yet: nothing may go to it.
     fn blocked(&self) -> bool {
         self.webrtc.is_some() && self.tx.is_none()
@@ -571,6 +599,8 @@ struct HostOffer {
     events: Option<u8>,
     /// Keys offered, by tag.
     offered: Vec<(u32, KeyMaterial)>,
+    /// The offer went to a browser (DTLS-SRTP).
+    to_browser: bool,
 }
 
 /// The media state of one call. See the module docs.
@@ -1187,24 +1217,7 @@ impl MediaSession {
         let offerer = pending.from;
         let offerer_is_browser = pending.browser.is_some();
         let (rtp, rtcp) = remote_addrs(&parsed, pending.index);
-        let answerer = self.leg(from);
-        match (dtls, answerer.webrtc.as_mut()) {
-            (Some(_), None) => return Err(Error::Protocol("the browser leg has no WebRTC state")),
-            (Some((peer, role)), Some(w)) => {
-                // A repeated answer (183 then 200) keeps the association.
-                if w.peer != Some(peer) || w.role != Some(role) || w.dtls == DtlsState::Failed {
-                    w.peer = Some(peer);
-                    w.role = Some(role);
-                    w.dtls = DtlsState::Waiting;
-                    answerer.set_keys(None, None);
-                }
-            }
-            _ => {
-                answerer.webrtc = None;
-                answerer.set_remote(rtp, rtcp);
-                answerer.set_keys(arx, atx);
-            }
-        }
+        self.leg(from).settle(dtls, (rtp, rtcp), (arx, atx))?;
         let o = self.leg(offerer);
         if !offerer_is_browser
             && otx.as_ref().map(SrtpSender::keys) != o.tx.as_ref().map(SrtpSender::keys)
@@ -1525,6 +1538,32 @@ impl MediaSession {
         to_secure: bool,
         policy: EncryptionPolicy,
     ) -> Result<Vec<u8>> {
+        let security = Security {
+            from_secure: true,
+            to_secure,
+            to_webrtc: false,
+        };
+        self.offer_from_host_to(to, security, policy)
+    }
+
+    /// [`MediaSession::offer_from_host`] to a leg that may be a browser
+    /// (`security.to_webrtc`): then the offer is DTLS-SRTP with ICE-lite
+    /// ([`crate::webrtc`]), `a=setup:actpass`, no SDES keys, and the format
+    /// kept must be PCMU or PCMA (`NotAcceptable` otherwise). Only
+    /// `security.to_secure` and `to_webrtc` are read.
+    pub fn offer_from_host_to(
+        &mut self,
+        to: Leg,
+        security: Security,
+        policy: EncryptionPolicy,
+    ) -> Result<Vec<u8>> {
+        let to_secure = security.to_secure && !security.to_webrtc;
+        let fingerprint = self.fingerprint_for(security.to_webrtc)?;
+        if fingerprint.is_some() && policy == EncryptionPolicy::Disabled {
+            return Err(Error::NotAcceptable(
+                "a WebRTC leg needs SRTP, which is disabled",
+            ));
+        }
         if self.legs[to.index()].here.is_some() {
             return Err(Error::Protocol("the leg to offer to ends at the host"));
         }
@@ -1535,9 +1574,14 @@ impl MediaSession {
         let format = end.format.ok_or(Error::NotAcceptable(
             "the host's answer kept no audio format",
         ))?;
+        if fingerprint.is_some() && format.g711.is_none() {
+            return Err(Error::NotAcceptable(
+                "a WebRTC leg needs PCMU or PCMA (no transcoding)",
+            ));
+        }
         let to_srtp = match policy {
             EncryptionPolicy::Disabled => false,
-            EncryptionPolicy::Required if !to_secure => {
+            EncryptionPolicy::Required if !to_secure && fingerprint.is_none() => {
                 return Err(Error::EncryptionRequired(
                     "a leg is not on a secure transport",
                 ));
@@ -1585,7 +1629,7 @@ impl MediaSession {
         let attrs: Vec<CryptoAttr> = offered.iter().map(|(t, k)| k.to_attr(*t)).collect();
         media.set_cryptos(&attrs);
         let line = |kind: char, value: String| Line { kind, value };
-        let sdp = Sdp {
+        let mut sdp = Sdp {
             session: vec![
                 line('v', "0".to_owned()),
                 line('o', origin(ip)),
@@ -1595,11 +1639,17 @@ impl MediaSession {
             ],
             media: vec![media],
         };
+        let audio_map = rtpmap(&sdp.media[0], &audio);
+        if let Some(fp) = fingerprint {
+            let w = self.offer_to_browser(&mut sdp, 0, to, fp);
+            self.legs[to.index()].webrtc = Some(w);
+        }
         self.host_offer = Some(HostOffer {
             to,
-            audio: (format.payload_type, rtpmap(&sdp.media[0], &audio)),
+            audio: (format.payload_type, audio_map),
             events: format.telephone_event.map(|(pt, _)| pt),
             offered,
+            to_browser: fingerprint.is_some(),
         });
         self.offer = None;
         Ok(sdp.to_bytes())
@@ -1630,9 +1680,22 @@ impl MediaSession {
             .media
             .first()
             .ok_or(Error::NotAcceptable("answer lacks the audio stream"))?;
-        if m.port == 0 || !m.is_rtp() || m.kind != "audio" {
+        let browser = pending.to_browser;
+        if m.port == 0 || m.kind != "audio" || !(m.is_rtp() || (browser && webrtc::is_webrtc(m))) {
             return Err(Error::NotAcceptable("answer rejected the audio stream"));
         }
+        let dtls = match browser {
+            true if !webrtc::is_webrtc(m) => {
+                return Err(Error::NotAcceptable(
+                    "the browser answered without DTLS-SRTP",
+                ));
+            }
+            true => {
+                let b = BrowserSdp::read(&parsed, 0)?;
+                Some((b.fingerprint, b.answered_role()?))
+            }
+            false => None,
+        };
         let (pt, map) = &pending.audio;
         let audio = pt.to_string();
         let events = pending.events.map(|pt| pt.to_string());
@@ -1656,7 +1719,10 @@ impl MediaSession {
                 "the answer maps the offered payload type to another format",
             ));
         }
-        let keys = answered_keys(&pending.offered, m, security, policy)?;
+        let keys = match browser {
+            true => None,
+            false => answered_keys(&pending.offered, m, security, policy)?,
+        };
         let (rx, tx) = srtp_pair(keys.as_ref())?;
         let (rtp, rtcp) = remote_addrs(&parsed, 0);
         let relayed_format = rtpmap(m, &audio)
@@ -1664,8 +1730,7 @@ impl MediaSession {
             .and_then(|(name, _)| G711::from_encoding(&name))
             .map(|law| (law, *pt));
         let answerer = self.leg(from);
-        answerer.set_remote(rtp, rtcp);
-        answerer.set_keys(rx, tx);
+        answerer.settle(dtls, (rtp, rtcp), (rx, tx))?;
         // The answer connects the legs: neither ends at the host any more.
         for leg in &mut self.legs {
             leg.here = None;
@@ -4429,6 +4494,73 @@ mod tests {
             ));
             assert!(matches!(
                 session().answer_here(Leg::A, &chromium_offer(), false, EncryptionPolicy::Disabled),
+                Err(Error::NotAcceptable(_))
+            ));
+        }
+
+        #[test]
+        fn a_caller_the_host_answered_is_connected_to_a_browser() {
+            let mut s = session();
+            s.answer_here(Leg::A, &plain_offer(), false, EncryptionPolicy::Optional)
+                .unwrap();
+            let offer = s
+                .offer_from_host_to(Leg::B, TO_BROWSER, EncryptionPolicy::Optional)
+                .unwrap();
+            let all = lines(&offer);
+            assert!(
+                all.contains(&"m=audio 20002 UDP/TLS/RTP/SAVPF 0 101".to_owned()),
+                "{all:?}"
+            );
+            for expected in [
+                "a=ice-lite",
+                "a=setup:actpass",
+                "a=mid:0",
+                "a=rtcp-mux",
+                "a=end-of-candidates",
+            ] {
+                assert!(
+                    all.contains(&expected.to_owned()),
+                    "{expected} missing from {all:?}"
+                );
+            }
+            assert!(!text(&offer).contains("a=crypto"));
+            s.answer_to_host_offer(
+                Leg::B,
+                &chromium_answer("passive"),
+                PLAIN,
+                EncryptionPolicy::Optional,
+            )
+            .unwrap();
+            assert!(s.is_webrtc(Leg::B) && !s.is_webrtc(Leg::A));
+            assert_eq!(s.poll_dtls_start(), None);
+            let (ufrag, pwd) = (
+                attr_value(&offer, "ice-ufrag"),
+                attr_value(&offer, "ice-pwd"),
+            );
+            let check = ice::binding_request(&format!("{ufrag}:Ans1"), &pwd, [8; 12], true);
+            s.handle(Instant::now(), Leg::B, Channel::Rtp, browser_addr(), &check)
+                .unwrap();
+            assert_eq!(
+                s.poll_dtls_start(),
+                Some(DtlsStart {
+                    leg: Leg::B,
+                    role: DtlsRole::Client,
+                    peer: BROWSER_FP
+                })
+            );
+            // A plain answer from the leg we offered DTLS to is refused.
+            let mut s = session();
+            s.answer_here(Leg::A, &plain_offer(), false, EncryptionPolicy::Optional)
+                .unwrap();
+            s.offer_from_host_to(Leg::B, TO_BROWSER, EncryptionPolicy::Optional)
+                .unwrap();
+            assert!(matches!(
+                s.answer_to_host_offer(
+                    Leg::B,
+                    &answer("RTP/AVP", None),
+                    PLAIN,
+                    EncryptionPolicy::Optional
+                ),
                 Err(Error::NotAcceptable(_))
             ));
         }
