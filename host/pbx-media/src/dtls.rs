@@ -23,10 +23,17 @@
 //! Both sides present certificates (we require the client's when we serve).
 //!
 //! # Limits
-//! A handshake that has not finished within [`HANDSHAKE_TIMEOUT`] fails;
-//! a failed one ends that leg's media (the relay reports it) and nothing
-//! else. Profiles offered: `SRTP_AES128_CM_HMAC_SHA1_80` (mandatory for
-//! WebRTC) and `SRTP_AEAD_AES_128_GCM`.
+//! A handshake starts only once ICE has checked the browser's address, and
+//! one that has not finished within [`HANDSHAKE_TIMEOUT`] fails; a failed
+//! one ends that leg's media (the relay reports it) and nothing else. At most
+//! [`DTLS_QUEUE`] records wait for a handshake. A kept association costs
+//! what `webrtc-dtls` holds for a connection (an 8 KiB read buffer, its
+//! tasks and channels), several times a plain call's media state: it is
+//! kept so that a lost final flight can be resent, at that price. Profiles
+//! offered: `SRTP_AES128_CM_HMAC_SHA1_80` (mandatory for WebRTC) and
+//! `SRTP_AEAD_AES_128_GCM`. Only `webrtc-dtls` 0.12 exists (no 0.17 like
+//! `webrtc-srtp`); it brings its own `webrtc-util` 0.11 for the `Conn`
+//! trait, named `webrtc_util_dtls` here.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

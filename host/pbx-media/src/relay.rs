@@ -505,8 +505,8 @@ impl CallMedia {
         self.session().local()
     }
 
-    /// See [`MediaSession::offer_from`]. A browser's offer starts its DTLS
-    /// handshake (we are its server) at once.
+    /// See [`MediaSession::offer_from`]. Wakes the call's task, which starts
+    /// a browser leg's handshake when the session asks for it.
     pub fn offer_from(
         &self,
         leg: Leg,

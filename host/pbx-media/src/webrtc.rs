@@ -15,9 +15,9 @@
 //! setup, so each is always written.
 //!
 //! # What the other leg gets from a browser
-//! The ordinary RTP/AVP (or SDES) SDP: [`strip_browser_lines`] removes what
+//! The ordinary RTP/AVP (or SDES) SDP: `strip_browser_lines` removes what
 //! only means something between WebRTC endpoints (mid, BUNDLE, rtcp-fb,
-//! extmap, ssrc, msid), and [`keep_g711`] the formats the relay cannot pass to
+//! extmap, ssrc, msid), and `keep_g711` the formats the relay cannot pass to
 //! a SIP phone without transcoding (Opus, RED, G.722, CN, telephone-event at
 //! 48 kHz).
 
@@ -74,7 +74,7 @@ pub enum Demux {
     Stun,
     /// 20–63: DTLS records.
     Dtls,
-    /// 128–191: RTP or RTCP (told apart by [`crate::rtp`]).
+    /// 128–191: RTP or RTCP (told apart by their header, RFC 5761).
     Rtp,
     /// Anything else (ZRTP, TURN channels, garbage): dropped.
     Other,
