@@ -7,6 +7,7 @@
 
 import * as api from "./api.js";
 import { ApiError } from "./api.js";
+import { Phone } from "./phone.js";
 
 const API = "/api/v1";
 
@@ -75,9 +76,12 @@ function renderChrome() {
   if (me && me.role === "provider-admin") {
     links.push(["#/overview", "Overview"], ["#/tenants", "Tenants"], ["#/approvals", "Approvals"], ["#/alerts", "Alerts"],
       ["#/bans", "Bans"], ["#/policies", "Policies"], ["#/audit", "Audit"]);
+  } else if (me && me.role === "user") {
+    const t = `#/t/${me.tenant}`;
+    links.push([`${t}/phone`, "Phone"]);
   } else if (me && me.tenant !== null) {
     const t = `#/t/${me.tenant}`;
-    links.push([`${t}/overview`, "Overview"], [`${t}/extensions`, "Extensions"], [`${t}/groups`, "Ring groups"], [`${t}/trunks`, "Trunks"],
+    links.push([`${t}/phone`, "Phone"], [`${t}/overview`, "Overview"], [`${t}/extensions`, "Extensions"], [`${t}/groups`, "Ring groups"], [`${t}/trunks`, "Trunks"],
       [`${t}/plugins`, "Dial plan"], [`${t}/hours`, "Hours"], [`${t}/forwarding`, "Forwarding"],
       [`${t}/calls`, "Live calls"], [`${t}/cdrs`, "Call records"], [`${t}/media`, "Voicemail"],
       [`${t}/alerts`, "Alerts"], ["#/audit", "Audit"]);
@@ -89,6 +93,13 @@ function renderChrome() {
     who.append(`${me.username} (${me.role}) `,
       el("button", { class: "secondary", type: "button", onclick: logout }, "Log out"));
   }
+}
+
+/** Where a principal lands: the provider on tenants, a tenant's admin on
+ *  its extensions, a user on their phone. */
+function home() {
+  if (!me || me.role === "provider-admin") return "#/tenants";
+  return me.role === "user" ? `#/t/${me.tenant}/phone` : `#/t/${me.tenant}/extensions`;
 }
 
 async function logout() {
@@ -227,7 +238,7 @@ function loginView() {
       await loadSession();
       if (answer.totp_enrollment_required) location.hash = "#/enroll";
       else if (answer.password_change_required) location.hash = "#/password";
-      else location.hash = me && me.role === "provider-admin" ? "#/tenants" : `#/t/${me.tenant}/extensions`;
+      else location.hash = home();
     } catch (err) {
       if (err.code === "totp_required") {
         totp.hidden = false;
@@ -722,6 +733,104 @@ async function policiesView() {
       removeButton("Remove", () => api.removePolicy({ name: p.name }), error)])));
 }
 
+// ---- the browser phone ----------------------------------------------------
+//
+// One phone per page, kept across views so a call goes on while the user
+// looks elsewhere; the view shows its state and drives it.
+
+let phone = null;
+const phoneAudio = el("audio", { autoplay: true, "aria-label": "Call audio" });
+let phoneState = { state: "disconnected" };
+let phoneRender = null;
+let phoneStats = null;
+
+const PHONE_TEXT = {
+  disconnected: () => "Not connected.",
+  registered: (d) => `Ready: extension ${d.number} is registered.`,
+  unregistered: (d) => `Not registered${d.reason ? `: ${d.reason}` : "."}`,
+  calling: (d) => `Calling ${d.peer}…`,
+  ringing: (d) => `Ringing at ${d.peer}…`,
+  incoming: (d) => `Incoming call from ${d.peer}.`,
+  "in-call": (d) => `In a call with ${d.peer}.`,
+  ended: (d) => `Call ended (${d.reason}).`,
+};
+
+function onPhoneState(e) {
+  phoneState = e.detail;
+  clearInterval(phoneStats);
+  if (phoneState.state === "in-call") {
+    phoneStats = setInterval(async () => {
+      const p = phone && await phone.packets();
+      const line = document.querySelector("[data-testid=phone-packets]");
+      if (p && line) line.textContent = `Audio packets sent ${p.sent}, received ${p.received}.`;
+    }, 1000);
+  }
+  if (phoneRender) phoneRender();
+}
+
+async function phoneView(tenant) {
+  const error = el("p", { class: "error", role: "alert" });
+  const state = el("p", { role: "status", "data-testid": "phone-state" });
+  const packets = el("p", { class: "live", "data-testid": "phone-packets" });
+  const connect = el("form", { "aria-label": "Connect the phone" },
+    el("label", {}, "Extension", el("input", { name: "number", required: true, value: me.extension || "",
+      readonly: me.role === "user" ? true : null, pattern: "[0-9A-Za-z._\\-]{1,32}" })),
+    el("button", { type: "submit" }, "Connect"));
+  connect.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    error.textContent = "";
+    const number = new FormData(connect).get("number");
+    const candidate = new Phone(() => api.issueBrowserCredentials({ tenant, number }), phoneAudio);
+    candidate.addEventListener("state", onPhoneState);
+    try {
+      await candidate.connect();
+      phone = candidate;
+    } catch (err) {
+      error.textContent = err.message;
+      candidate.disconnect();
+    }
+    render();
+  });
+  const dial = el("form", { "aria-label": "Place a call" },
+    el("label", {}, "Number to call", el("input", { name: "target", required: true, pattern: "[0-9A-Za-z.*#+_\\-]{1,32}" })),
+    el("button", { type: "submit" }, "Call"));
+  dial.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    error.textContent = "";
+    try { await phone.dial(new FormData(dial).get("target")); } catch (err) { error.textContent = err.message; }
+  });
+  const controls = el("div", { class: "controls" });
+  function render() {
+    const s = phoneState.state;
+    state.textContent = (PHONE_TEXT[s] || (() => s))(phoneState);
+    connect.hidden = phone !== null;
+    dial.hidden = !phone || ["calling", "ringing", "incoming", "in-call"].includes(s);
+    const buttons = [];
+    if (s === "incoming") {
+      buttons.push(el("button", { type: "button", onclick: () => phone.answer().catch((err) => { error.textContent = err.message; }) }, "Answer"),
+        el("button", { type: "button", class: "secondary", onclick: () => phone.decline() }, "Decline"));
+    } else if (["calling", "ringing", "in-call"].includes(s)) {
+      buttons.push(el("button", { type: "button", onclick: () => phone.hangUp() }, "Hang up"));
+    }
+    if (phone && !["calling", "ringing", "incoming", "in-call"].includes(s)) {
+      buttons.push(el("button", { type: "button", class: "secondary", onclick: async () => {
+        const old = phone;
+        phone = null;
+        phoneState = { state: "disconnected" };
+        await old.disconnect();
+        render();
+      } }, "Disconnect"));
+    }
+    controls.replaceChildren(...buttons);
+    if (s !== "in-call") packets.textContent = "";
+  }
+  phoneRender = render;
+  render();
+  show(el("h1", {}, "Phone"),
+    el("p", {}, "Calls from this browser tab, with its microphone and speaker. The phone signs in with credentials that last an hour, never with the extension's SIP password."),
+    error, state, connect, dial, controls, packets, phoneAudio);
+}
+
 function notFound() {
   show(el("h1", {}, "Not found"), el("p", {}, "There is nothing here, or it is not yours to see."));
 }
@@ -750,6 +859,7 @@ const routes = [
   [/^#\/policies$/, policiesView, true],
   [/^#\/overview$/, providerOverviewView, true],
   [/^#\/t\/(\d+)\/overview$/, overviewView, true],
+  [/^#\/t\/(\d+)\/phone$/, phoneView, true],
 ];
 
 async function route() {
@@ -759,12 +869,13 @@ async function route() {
     if (!me) { location.hash = "#/login"; return; }
   }
   if (hash === "#/" || hash === "#") {
-    location.hash = me.role === "provider-admin" ? "#/tenants" : `#/t/${me.tenant}/extensions`;
+    location.hash = home();
     return;
   }
   renderChrome();
   status("");
   closeAlertFeed();
+  phoneRender = null;
   for (const [pattern, view] of routes) {
     const m = hash.match(pattern);
     if (!m) continue;

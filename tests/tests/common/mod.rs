@@ -8,6 +8,7 @@
 //! only when that default is what it tests, and says so where it does.
 #![allow(dead_code)] // each scenario file uses a different part of the fixture
 
+pub(crate) mod browser;
 pub(crate) mod softphone;
 
 use std::net::SocketAddr;
