@@ -1042,7 +1042,7 @@ impl Shard {
             to_webrtc,
         };
         if call.host_answer.is_some() {
-            return self.prepare_offer_from_host(now, id, to_secure);
+            return self.prepare_offer_from_host(now, id, to_secure, to_webrtc);
         }
         let offer = call.caller_offer.clone();
         let content = offer.as_ref().map(|(ct, b)| (ct.as_str(), &b[..]));
@@ -1067,12 +1067,18 @@ impl Shard {
     /// The offer for the forks of a call whose caller the host answered: the
     /// format the caller already talks, so whoever answers is connected to
     /// the caller without a new offer to it.
-    fn prepare_offer_from_host(&mut self, now: Instant, id: u64, to_secure: bool) -> bool {
+    fn prepare_offer_from_host(
+        &mut self,
+        now: Instant,
+        id: u64,
+        to_secure: bool,
+        to_webrtc: bool,
+    ) -> bool {
         let Some(call) = self.calls.get_mut(&id) else {
             return false;
         };
         let offer = match call.media.as_ref() {
-            Some(handle) => handle.offer_from_host(to_secure, call.media_policy),
+            Some(handle) => handle.offer_from_host(to_secure, to_webrtc, call.media_policy),
             None => Err(MediaRefusal::new(488, "no media to connect the caller")),
         };
         match offer {

@@ -193,10 +193,12 @@ pub trait CallMediaHandle: Send + std::fmt::Debug {
     fn menu_key(&self, key: char);
     /// An offer to the callee while the caller's leg ends at the host: the
     /// format the host's answer chose, so that the caller can be connected
-    /// to whoever answers without a new offer to the caller.
+    /// to whoever answers without a new offer to the caller. `to_webrtc`: the
+    /// callee is a browser (offer it DTLS-SRTP).
     fn offer_from_host(
         &self,
         to_secure: bool,
+        to_webrtc: bool,
         policy: MediaEncryption,
     ) -> Result<Vec<u8>, MediaRefusal>;
     /// The callee's answer to [`CallMediaHandle::offer_from_host`]: the host

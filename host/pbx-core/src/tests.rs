@@ -1246,7 +1246,12 @@ mod anchoring {
         fn menu_key(&self, key: char) {
             self.asked.lock().push(format!("key {key}"));
         }
-        fn offer_from_host(&self, _: bool, _: MediaEncryption) -> Result<Vec<u8>, MediaRefusal> {
+        fn offer_from_host(
+            &self,
+            _: bool,
+            _: bool,
+            _: MediaEncryption,
+        ) -> Result<Vec<u8>, MediaRefusal> {
             self.asked.lock().push("offer from host".into());
             Ok(SDP.replace("127.0.0.1", "192.0.2.99").into_bytes())
         }

@@ -1131,6 +1131,9 @@ impl MediaSession {
                 port: self.local.port(to),
             },
         );
+        // Browsers that insist on bundling (`max-bundle`, as most SIP
+        // phones in a browser configure) refuse an offer without the group.
+        webrtc::write_bundle(out, &leg.mid);
         leg
     }
 
@@ -4378,6 +4381,10 @@ mod tests {
             let all = lines(&to_browser);
             let m_at = all.iter().position(|l| l.starts_with("m=")).unwrap();
             assert!(all[..m_at].contains(&"a=ice-lite".to_owned()));
+            assert!(
+                all[..m_at].contains(&"a=group:BUNDLE 0".to_owned()),
+                "{all:?}"
+            );
             assert_eq!(all[m_at], "m=audio 20002 UDP/TLS/RTP/SAVPF 0 101");
             for expected in [
                 "a=setup:actpass".to_owned(),
@@ -4513,6 +4520,7 @@ mod tests {
             );
             for expected in [
                 "a=ice-lite",
+                "a=group:BUNDLE 0",
                 "a=setup:actpass",
                 "a=mid:0",
                 "a=rtcp-mux",

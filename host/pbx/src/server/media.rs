@@ -1015,10 +1015,16 @@ impl CallMediaHandle for Handle {
     fn offer_from_host(
         &self,
         to_secure: bool,
+        to_webrtc: bool,
         p: MediaEncryption,
     ) -> Result<Vec<u8>, MediaRefusal> {
+        let to = Security {
+            from_secure: true,
+            to_secure,
+            to_webrtc,
+        };
         self.media
-            .offer_from_host(Leg::B, to_secure, policy(p))
+            .offer_from_host_to(Leg::B, to, policy(p))
             .map_err(refusal)
     }
 
