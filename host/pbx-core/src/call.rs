@@ -615,7 +615,7 @@ impl Shard {
         self.dialogs.insert(call.a.call_id.clone(), id);
         self.dialogs.insert(b_call_id, id);
         let call_id = call.a.call_id.clone();
-        self.calls.insert(id, call);
+        self.calls.insert(id, Box::new(call));
         self.shared.call_started();
         if let Some(anchor) = self.shared.media_anchor() {
             match anchor.open(self.index, id, tenant) {
@@ -910,6 +910,7 @@ impl Shard {
             call.ring_deadline = now + step.timeout;
             call.rang_out = false;
             call.b.cseq += 1;
+            call.rung.reserve_exact(step.extensions.len());
             for ext in &step.extensions {
                 if !call.rung.contains(ext) {
                     call.rung.push(ext.clone());
@@ -1141,6 +1142,8 @@ impl Shard {
             return;
         };
         let i = call.forks.len();
+        // Most calls have one fork: room for four would be kept all call long.
+        call.forks.reserve_exact(1);
         call.forks.push(Fork {
             branch: branch.clone(),
             peer: dest,
@@ -1203,7 +1206,7 @@ impl Shard {
     }
 
     pub(crate) fn schedule_call(&mut self, id: u64) {
-        if let Some(at) = self.calls.get(&id).and_then(Call::next_deadline) {
+        if let Some(at) = self.calls.get(&id).and_then(|c| c.next_deadline()) {
             self.timers.schedule(TimerKey::Call(id), at);
         }
     }
@@ -1722,12 +1725,12 @@ impl Shard {
         };
         self.servers.insert(
             key.clone(),
-            ServerEntry {
+            Box::new(ServerEntry {
                 tx,
                 peer,
                 local,
                 call: Some(id),
-            },
+            }),
         );
         if invite {
             let trying = ctx
@@ -2061,6 +2064,9 @@ impl Shard {
         };
         if status >= 200 {
             call.pending.remove(branch);
+            // Most calls relay a request now and then: the table's room is
+            // not kept for the rest of the call.
+            call.pending.shrink_to_fit();
         }
         if status == 100 {
             return;
@@ -2147,6 +2153,7 @@ impl Shard {
                     return;
                 };
                 if let Some(p) = call.pending.remove(branch) {
+                    call.pending.shrink_to_fit();
                     let bytes = p
                         .ctx
                         .refusal(&Error::RequestTimeout, self.user_agent())

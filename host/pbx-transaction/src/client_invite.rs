@@ -93,6 +93,11 @@ impl ClientInvite {
         let Some(class) = Class::of(status) else {
             return ClientAction::ABSORB;
         };
+        if self.state == Calling {
+            // Any response ends `Calling`, and with it timer A, the only one
+            // that resends the INVITE: the bytes need not wait out timer D or M.
+            self.request = Bytes::new();
+        }
         match (self.state, class) {
             (Calling | Proceeding, Class::Provisional) => {
                 self.state = Proceeding;
@@ -164,6 +169,7 @@ impl ClientInvite {
 
     fn terminate(&mut self) {
         self.state = ClientInviteState::Terminated;
+        self.request = Bytes::new();
         self.slots.clear();
         self.ack = None;
     }
