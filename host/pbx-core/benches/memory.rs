@@ -55,5 +55,12 @@ fn main() {
         }
     });
     print!("{}", report.table());
+    if stop_at.is_none() {
+        println!(
+            "targets: <= 16384 bytes per call in progress (now {:.0}), <= 2048 per completed transaction (now {:.0})",
+            report.get(SETTLED).bytes_each(),
+            report.get(COMPLETED_TX).bytes_each()
+        );
+    }
     drop(profiler);
 }

@@ -372,7 +372,7 @@ impl Shard {
         let request = request.clone();
         call.state = State::Routing;
         call.ring_deadline = now + timeout;
-        self.out.push_back(Output::Route(request));
+        self.out.push_back(Output::Route(*request));
         self.schedule_call(id);
     }
 }

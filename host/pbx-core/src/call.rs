@@ -209,7 +209,7 @@ pub(crate) struct Call {
     pub(crate) tags: Vec<String>,
     /// The call's routing request as last handed out (its event and step
     /// updated for each further decision); `None` under built-in routing.
-    pub(crate) route: Option<RouteRequest>,
+    pub(crate) route: Option<Box<RouteRequest>>,
     /// The current ring step ran out of time (no answer).
     pub(crate) rang_out: bool,
     /// Every extension rung so far, for loop detection across decisions.
@@ -222,7 +222,7 @@ pub(crate) struct Call {
     /// The extension whose phone answered (none out a trunk).
     pub(crate) answered_by: Option<String>,
     /// A blind transfer in progress ([`crate::transfer`]).
-    pub(crate) transfer: Option<crate::transfer::Transfer>,
+    pub(crate) transfer: Option<Box<crate::transfer::Transfer>>,
     /// The callee's leg is gone: its phone hung up after transferring, and
     /// the transfer failed.
     pub(crate) transferor_left: bool,
@@ -682,7 +682,7 @@ impl Shard {
                     headers,
                 };
                 if let Some(call) = self.calls.get_mut(&id) {
-                    call.route = Some(request.clone());
+                    call.route = Some(Box::new(request.clone()));
                 }
                 self.out.push_back(Output::Route(request));
                 self.schedule_call(id);
@@ -993,7 +993,7 @@ impl Shard {
         let request = request.clone();
         call.state = State::Routing;
         call.ring_deadline = now + timeout;
-        self.out.push_back(Output::Route(request));
+        self.out.push_back(Output::Route(*request));
         self.schedule_call(id);
         true
     }
@@ -1165,7 +1165,7 @@ impl Shard {
                 local,
                 call: Some(id),
                 role: ClientRole::Fork(i),
-                invite: Some(sent),
+                invite: Some(Box::new(sent)),
             },
             true,
             dest,
@@ -1802,7 +1802,7 @@ impl Shard {
                 local,
                 call: Some(id),
                 role: ClientRole::Relay,
-                invite: invite.then_some(sent),
+                invite: invite.then(|| Box::new(sent)),
             },
             invite,
             dest,

@@ -116,7 +116,7 @@ pub(crate) struct ClientEntry {
     pub(crate) role: ClientRole,
     /// For INVITEs: the request's lines the ACK of a non-2xx final reuses;
     /// dropped once a final response came.
-    pub(crate) invite: Option<SentInvite>,
+    pub(crate) invite: Option<Box<SentInvite>>,
 }
 
 /// What a CANCEL or a non-2xx ACK copies from the INVITE it refers to (§9.1, §17.1.1.3).
@@ -160,8 +160,9 @@ pub(crate) enum TimerKey {
     Server(Key),
     Client(Arc<str>),
     Call(u64),
-    /// A message-waiting subscription's expiry.
-    Subscription(crate::subscription::DialogKey),
+    /// A message-waiting subscription's expiry (boxed: every key of the
+    /// timer queue is as large as the largest, and there are few of these).
+    Subscription(Box<crate::subscription::DialogKey>),
     Sweep,
 }
 
@@ -337,6 +338,10 @@ impl Shard {
                     self.shared
                         .pickup
                         .sweep_pins(self.index, now_ms, linger, |id| dialogs.contains_key(id));
+                    // Nonces are forgotten a few at a time as new ones are
+                    // issued; a quiet spell after a busy one must not keep
+                    // the busy one's expired entries.
+                    self.shared.nonces.purge(now_ms);
                     let gone = self.shared.bindings.sweep(now_ms);
                     if gone > 0 {
                         tracing::debug!(gone, "expired registrations swept");

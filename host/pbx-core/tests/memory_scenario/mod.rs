@@ -30,11 +30,11 @@ const FIRST_PHONE: u32 = 2000;
 
 /// Live heap as the probe reads it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Heap {
+pub(crate) struct Heap {
     /// Bytes asked of the allocator and not yet freed.
-    pub bytes: usize,
+    pub(crate) bytes: usize,
     /// Blocks those bytes are in (each costs the allocator some bookkeeping).
-    pub blocks: usize,
+    pub(crate) blocks: usize,
 }
 
 impl Heap {
@@ -48,39 +48,39 @@ impl Heap {
 
 /// One reading of the scenario, relative to the baseline before it.
 #[derive(Debug, Clone)]
-pub struct Reading {
+pub(crate) struct Reading {
     /// What the reading is of.
-    pub label: &'static str,
+    pub(crate) label: &'static str,
     /// Live bytes above the baseline.
-    pub bytes: i64,
+    pub(crate) bytes: i64,
     /// Live blocks above the baseline.
-    pub blocks: i64,
+    pub(crate) blocks: i64,
     /// What the bytes are divided by (calls, transactions or registrations).
-    pub per: usize,
+    pub(crate) per: usize,
     /// The unit `per` counts.
-    pub unit: &'static str,
+    pub(crate) unit: &'static str,
     /// Server and client transactions the shard held at the reading.
-    pub transactions: (usize, usize),
+    pub(crate) transactions: (usize, usize),
 }
 
 impl Reading {
     /// Bytes per unit.
-    pub fn bytes_each(&self) -> f64 {
+    pub(crate) fn bytes_each(&self) -> f64 {
         self.bytes as f64 / self.per.max(1) as f64
     }
 }
 
 /// The readings of one run.
 #[derive(Debug, Clone)]
-pub struct Report {
-    pub calls: usize,
-    pub registrations: usize,
-    pub readings: Vec<Reading>,
+pub(crate) struct Report {
+    pub(crate) calls: usize,
+    pub(crate) registrations: usize,
+    pub(crate) readings: Vec<Reading>,
 }
 
 impl Report {
     /// The reading labelled `label`.
-    pub fn get(&self, label: &str) -> &Reading {
+    pub(crate) fn get(&self, label: &str) -> &Reading {
         self.readings
             .iter()
             .find(|r| r.label == label)
@@ -88,7 +88,7 @@ impl Report {
     }
 
     /// The readings as a table.
-    pub fn table(&self) -> String {
+    pub(crate) fn table(&self) -> String {
         let mut s = format!(
             "{} calls, {} registrations (UDP, RFC 3261 default timers)\n{:<44} {:>12} {:>9} {:>8} {:>14} {:>10}\n",
             self.calls,
@@ -116,12 +116,12 @@ impl Report {
 }
 
 /// Reading labels, shared by the bench and the test.
-pub const ANSWERED: &str = "call answered, INVITE transactions accepted";
-pub const SETTLED: &str = "call answered, INVITE transactions ended";
-pub const ENDED_CALL: &str = "after BYE: all kept for one ended call";
-pub const COMPLETED_TX: &str = "after INFO: one completed transaction";
-pub const AFTER_TIMERS: &str = "after every timer fired";
-pub const REGISTERED: &str = "registration (binding + nonce)";
+pub(crate) const ANSWERED: &str = "call answered, INVITE transactions accepted";
+pub(crate) const SETTLED: &str = "call answered, INVITE transactions ended";
+pub(crate) const ENDED_CALL: &str = "after BYE: all kept for one ended call";
+pub(crate) const COMPLETED_TX: &str = "after INFO: one completed transaction";
+pub(crate) const AFTER_TIMERS: &str = "after every timer fired";
+pub(crate) const REGISTERED: &str = "registration (binding + nonce)";
 
 fn directory(phones: usize) -> Directory {
     let ext = |n: String| Extension {
@@ -380,7 +380,7 @@ impl Driver {
 /// reading the heap with `probe` at each point of interest. With `stop_at`,
 /// the run ends right after that reading and leaks everything, so a heap
 /// profile taken at exit shows what was live there.
-pub fn run(
+pub(crate) fn run(
     calls: usize,
     registrations: usize,
     stop_at: Option<&str>,
@@ -412,7 +412,8 @@ pub fn run(
     d.run_until(later);
     assert_eq!(d.shard.active_calls(), 0, "warm-up call reaped");
 
-    let mut readings = Vec::new();
+    // Room for every reading now, so keeping them adds nothing to a reading.
+    let mut readings = Vec::with_capacity(8);
     let tx = |d: &Driver| d.shard.transactions();
     let mut read = |label, base: Heap, per, unit, d: &Driver| {
         let (bytes, blocks) = probe().minus(base);
