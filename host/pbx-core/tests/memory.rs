@@ -13,10 +13,13 @@ use memory_scenario::{AFTER_TIMERS, ANSWERED, COMPLETED_TX, ENDED_CALL, Heap, SE
 #[global_allocator]
 static ALLOC: dhat::Alloc = dhat::Alloc;
 
-/// Budgets from the issue, with room left below them so a regression shows
-/// before the budget is spent.
+/// The budgets: 16 KiB per call in progress (signalling only), 2 KiB per
+/// completed transaction while its timers run.
 const CALL_BUDGET: f64 = 16.0 * 1024.0;
 const TX_BUDGET: f64 = 2.0 * 1024.0;
+/// The test holds the figures to half the budget (they are about a third of
+/// it), so a regression fails here long before the budget is spent.
+const MARGIN: f64 = 0.5;
 
 #[test]
 fn signalling_memory_stays_within_budget() {
@@ -32,20 +35,20 @@ fn signalling_memory_stays_within_budget() {
     for label in [ANSWERED, SETTLED] {
         let each = report.get(label).bytes_each();
         assert!(
-            each <= CALL_BUDGET * 0.75,
+            each <= CALL_BUDGET * MARGIN,
             "{label}: {each:.0} bytes per call"
         );
     }
     let ended = report.get(ENDED_CALL);
     let each = report.get(COMPLETED_TX).bytes_each();
     assert!(
-        each <= TX_BUDGET * 0.75,
+        each <= TX_BUDGET * MARGIN,
         "{each:.0} bytes per completed transaction"
     );
     // An ended call lingers 64*T1 to absorb late messages, beside its two
     // completed BYE transactions: it may cost what a call in progress does.
     assert!(
-        ended.bytes_each() <= CALL_BUDGET * 0.75,
+        ended.bytes_each() <= CALL_BUDGET * MARGIN,
         "{:.0} bytes per ended call",
         ended.bytes_each()
     );

@@ -47,8 +47,10 @@ impl ClientAction {
 #[derive(Debug, Clone)]
 pub struct ClientInvite {
     state: ClientInviteState,
-    request: Bytes,
-    ack: Option<Bytes>,
+    /// The INVITE while `Calling` (timer A resends it), the ACK of the
+    /// 300–699 final in `Completed` (each retransmission of that final gets
+    /// it again), and empty otherwise: the two are never needed at once.
+    bytes: Bytes,
     reliable: bool,
     timers: Timers,
     slots: Slots,
@@ -67,8 +69,7 @@ impl ClientInvite {
         let first = request.clone();
         let tx = Self {
             state: ClientInviteState::Calling,
-            request,
-            ack: None,
+            bytes: request,
             reliable,
             timers,
             slots,
@@ -96,7 +97,7 @@ impl ClientInvite {
         if self.state == Calling {
             // Any response ends `Calling`, and with it timer A, the only one
             // that resends the INVITE: the bytes need not wait out timer D or M.
-            self.request = Bytes::new();
+            self.bytes = Bytes::new();
         }
         match (self.state, class) {
             (Calling | Proceeding, Class::Provisional) => {
@@ -113,7 +114,7 @@ impl ClientInvite {
             }
             (Calling | Proceeding, Class::Failure) => {
                 let ack = ack();
-                self.ack = Some(ack.clone());
+                self.bytes = ack.clone();
                 self.state = Completed;
                 self.slots.clear();
                 self.slots
@@ -125,7 +126,7 @@ impl ClientInvite {
             }
             (Completed, Class::Failure) => ClientAction {
                 pass_to_tu: false,
-                transmit: self.ack.clone(),
+                transmit: Some(self.bytes.clone()),
             },
             (Accepted, Class::Success) => ClientAction::PASS,
             _ => ClientAction::ABSORB,
@@ -152,7 +153,7 @@ impl ClientInvite {
             Due::Retransmit => {
                 let next = self.slots.doubled(self.timers.t1, None);
                 self.slots.rearm(now, next);
-                Some(TimerEvent::Retransmit(self.request.clone()))
+                Some(TimerEvent::Retransmit(self.bytes.clone()))
             }
         }
     }
@@ -169,9 +170,8 @@ impl ClientInvite {
 
     fn terminate(&mut self) {
         self.state = ClientInviteState::Terminated;
-        self.request = Bytes::new();
+        self.bytes = Bytes::new();
         self.slots.clear();
-        self.ack = None;
     }
 }
 

@@ -89,6 +89,11 @@ impl<K: Clone + Eq + Hash> TimerQueue<K> {
 
     /// Sets `key`'s deadline to `at`, replacing any earlier one.
     pub fn schedule(&mut self, key: K, at: Instant) {
+        if self.live.get(&key).is_some_and(|slot| slot.at == at) {
+            // Already due then: an owner that re-schedules after every event
+            // leaves no stale entry behind for an unchanged deadline.
+            return;
+        }
         self.generation = self.generation.wrapping_add(1);
         let generation = self.generation;
         self.live.insert(key.clone(), Slot { at, generation });
@@ -167,10 +172,13 @@ impl<K: Clone + Eq + Hash> TimerQueue<K> {
         }
     }
 
-    /// Rebuilds the heap from live entries when stale ones make up most of it, so
-    /// memory stays proportional to the number of keys however often they move.
+    /// Rebuilds the heap from live entries when stale ones make up a third of
+    /// it, so memory stays proportional to the number of keys however often
+    /// they move (a rebuild is linear, and at least half as many pushes as
+    /// there are live keys come between two).
     fn compact_if_sparse(&mut self) {
-        if self.heap.len() > COMPACT_MIN && self.heap.len() > self.live.len().saturating_mul(2) {
+        let live = self.live.len();
+        if self.heap.len() > COMPACT_MIN && self.heap.len() > live.saturating_add(live / 2) {
             let live = &self.live;
             self.heap.retain(|Reverse(entry)| is_live(live, entry));
         }
@@ -267,6 +275,20 @@ mod tests {
         assert!(q.heap.len() <= COMPACT_MIN + 1, "heap has {}", q.heap.len());
         let popped: Vec<_> = q.pop_due(t0 + ms(20_000)).collect();
         assert_eq!(popped, (0..10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn an_unchanged_deadline_adds_no_entry() {
+        let t0 = Instant::now();
+        let mut q = TimerQueue::new();
+        for _ in 0..10 {
+            q.schedule("a", t0 + ms(5));
+        }
+        assert_eq!(q.heap.len(), 1);
+        q.schedule("a", t0 + ms(6));
+        assert_eq!(q.heap.len(), 2, "a moved deadline is a new entry");
+        assert_eq!(q.pop_due(t0 + ms(5)).count(), 0);
+        assert_eq!(q.pop_due(t0 + ms(6)).collect::<Vec<_>>(), ["a"]);
     }
 
     #[test]
