@@ -1244,6 +1244,10 @@ impl Shard {
         call.ok_retransmit = None;
         call.picker_ok = None;
         call.app = None;
+        // No fork is sent or answered at the host any more: the offers need
+        // not linger with the call.
+        call.caller_offer = None;
+        call.offer = None;
         self.shared
             .pickup
             .clear_ringing(call.tenant, self.index, id);
