@@ -194,7 +194,9 @@ pub(crate) struct Call {
     pub(crate) state: State,
     pub(crate) offer_in_invite: bool,
     pub(crate) b_ack: Option<Bytes>,
-    pub(crate) ok_retransmit: Option<Retransmit>,
+    /// Boxed, as `picker_ok`: needed only from the answer to the ACK, and
+    /// most of a call comes after.
+    pub(crate) ok_retransmit: Option<Box<Retransmit>>,
     pub(crate) best_final: Option<(u16, String)>,
     pub(crate) cancelled: bool,
     pub(crate) started_ms: i64,
@@ -237,9 +239,10 @@ pub(crate) struct Call {
     /// The caller's dialog is over (a BYE went or came).
     pub(crate) a_bye: bool,
     /// What the host's media does on a call it answered ([`crate::app`]).
-    pub(crate) app: Option<crate::app::App>,
+    /// Boxed: only calls the host answers itself have one.
+    pub(crate) app: Option<Box<crate::app::App>>,
     /// Our 2xx to the picker's INVITE, retransmitted until its ACK.
-    pub(crate) picker_ok: Option<Retransmit>,
+    pub(crate) picker_ok: Option<Box<Retransmit>>,
 }
 
 impl Call {
@@ -294,7 +297,7 @@ impl Call {
                 consider(self.ok_retransmit.as_ref().map(|r| r.next));
                 consider(self.picker_ok.as_ref().map(|r| r.next));
                 consider(self.transfer.as_ref().map(|t| t.deadline));
-                consider(self.app.as_ref().and_then(crate::app::App::deadline));
+                consider(self.app.as_deref().and_then(crate::app::App::deadline));
             }
             State::Ended => consider(self.reap_at),
         }
@@ -826,7 +829,7 @@ impl Shard {
         self.announce_answered(id);
         let ok = self.answer_a(now, id, 200, "OK", Some(("application/sdp", &answer)));
         if let (Some(ok), Some(call)) = (ok, self.calls.get_mut(&id)) {
-            call.ok_retransmit = Some(Retransmit::new(ok, now, t1));
+            call.ok_retransmit = Some(Box::new(Retransmit::new(ok, now, t1)));
         }
         tracing::debug!(call = id, hang_up, "call answered by the host");
         self.schedule_call(id);
@@ -2018,7 +2021,7 @@ impl Shard {
         };
         let ok = self.answer_a(now, id, msg.status().unwrap_or(200), msg.reason(), content);
         if let (Some(ok), Some(call)) = (ok, self.calls.get_mut(&id)) {
-            call.ok_retransmit = Some(Retransmit::new(ok, now, t1));
+            call.ok_retransmit = Some(Box::new(Retransmit::new(ok, now, t1)));
         }
         if let Some(call) = self.calls.get(&id)
             && let Some(media) = call.media.as_ref()
