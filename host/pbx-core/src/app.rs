@@ -206,7 +206,7 @@ impl Shard {
             return;
         }
         if let Some(call) = self.calls.get_mut(&id) {
-            call.app = Some(app);
+            call.app = Some(Box::new(app));
         }
         self.schedule_call(id);
     }
@@ -219,7 +219,7 @@ impl Shard {
         if call.state != State::Answered {
             return;
         }
-        match (notice, call.app.as_mut()) {
+        match (notice, call.app.as_deref_mut()) {
             (MediaNotice::PromptFinished, Some(App::Playing)) => {
                 call.app = None;
                 self.ask_after_media(now, id, CallEvent::PromptFinished);
@@ -239,9 +239,9 @@ impl Shard {
                 let started = call.media.as_ref().map(|h| h.record(&record, &call.caller));
                 match started {
                     Some(Ok(())) => {
-                        call.app = Some(App::Recording {
+                        call.app = Some(Box::new(App::Recording {
                             mailbox: record.mailbox,
-                        });
+                        }));
                     }
                     _ => {
                         call.app = None;
@@ -293,7 +293,7 @@ impl Shard {
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
-        let Some(App::Gathering(g)) = call.app.as_mut() else {
+        let Some(App::Gathering(g)) = call.app.as_deref_mut() else {
             return;
         };
         if g.spec.barge_in && g.playing {
@@ -329,7 +329,7 @@ impl Shard {
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
-        let Some(App::Gathering(g)) = call.app.as_mut() else {
+        let Some(App::Gathering(g)) = call.app.as_deref_mut() else {
             return;
         };
         if g.deadline.is_none_or(|d| now < d) {
@@ -372,7 +372,7 @@ impl Shard {
         let request = request.clone();
         call.state = State::Routing;
         call.ring_deadline = now + timeout;
-        self.out.push_back(Output::Route(request));
+        self.out.push_back(Output::Route(*request));
         self.schedule_call(id);
     }
 }

@@ -194,7 +194,9 @@ pub(crate) struct Call {
     pub(crate) state: State,
     pub(crate) offer_in_invite: bool,
     pub(crate) b_ack: Option<Bytes>,
-    pub(crate) ok_retransmit: Option<Retransmit>,
+    /// Boxed, as `picker_ok`: needed only from the answer to the ACK, and
+    /// most of a call comes after.
+    pub(crate) ok_retransmit: Option<Box<Retransmit>>,
     pub(crate) best_final: Option<(u16, String)>,
     pub(crate) cancelled: bool,
     pub(crate) started_ms: i64,
@@ -209,7 +211,7 @@ pub(crate) struct Call {
     pub(crate) tags: Vec<String>,
     /// The call's routing request as last handed out (its event and step
     /// updated for each further decision); `None` under built-in routing.
-    pub(crate) route: Option<RouteRequest>,
+    pub(crate) route: Option<Box<RouteRequest>>,
     /// The current ring step ran out of time (no answer).
     pub(crate) rang_out: bool,
     /// Every extension rung so far, for loop detection across decisions.
@@ -222,7 +224,7 @@ pub(crate) struct Call {
     /// The extension whose phone answered (none out a trunk).
     pub(crate) answered_by: Option<String>,
     /// A blind transfer in progress ([`crate::transfer`]).
-    pub(crate) transfer: Option<crate::transfer::Transfer>,
+    pub(crate) transfer: Option<Box<crate::transfer::Transfer>>,
     /// The callee's leg is gone: its phone hung up after transferring, and
     /// the transfer failed.
     pub(crate) transferor_left: bool,
@@ -237,9 +239,10 @@ pub(crate) struct Call {
     /// The caller's dialog is over (a BYE went or came).
     pub(crate) a_bye: bool,
     /// What the host's media does on a call it answered ([`crate::app`]).
-    pub(crate) app: Option<crate::app::App>,
+    /// Boxed: only calls the host answers itself have one.
+    pub(crate) app: Option<Box<crate::app::App>>,
     /// Our 2xx to the picker's INVITE, retransmitted until its ACK.
-    pub(crate) picker_ok: Option<Retransmit>,
+    pub(crate) picker_ok: Option<Box<Retransmit>>,
 }
 
 impl Call {
@@ -294,7 +297,7 @@ impl Call {
                 consider(self.ok_retransmit.as_ref().map(|r| r.next));
                 consider(self.picker_ok.as_ref().map(|r| r.next));
                 consider(self.transfer.as_ref().map(|t| t.deadline));
-                consider(self.app.as_ref().and_then(crate::app::App::deadline));
+                consider(self.app.as_deref().and_then(crate::app::App::deadline));
             }
             State::Ended => consider(self.reap_at),
         }
@@ -621,7 +624,7 @@ impl Shard {
         self.dialogs.insert(call.a.call_id.clone(), id);
         self.dialogs.insert(b_call_id, id);
         let call_id = call.a.call_id.clone();
-        self.calls.insert(id, call);
+        self.calls.insert(id, Box::new(call));
         self.shared.call_started();
         if let Some(anchor) = self.shared.media_anchor() {
             match anchor.open(self.index, id, tenant) {
@@ -688,7 +691,7 @@ impl Shard {
                     headers,
                 };
                 if let Some(call) = self.calls.get_mut(&id) {
-                    call.route = Some(request.clone());
+                    call.route = Some(Box::new(request.clone()));
                 }
                 self.out.push_back(Output::Route(request));
                 self.schedule_call(id);
@@ -832,7 +835,7 @@ impl Shard {
         self.announce_answered(id);
         let ok = self.answer_a(now, id, 200, "OK", Some(("application/sdp", &answer)));
         if let (Some(ok), Some(call)) = (ok, self.calls.get_mut(&id)) {
-            call.ok_retransmit = Some(Retransmit::new(ok, now, t1));
+            call.ok_retransmit = Some(Box::new(Retransmit::new(ok, now, t1)));
         }
         tracing::debug!(call = id, hang_up, "call answered by the host");
         self.schedule_call(id);
@@ -918,6 +921,7 @@ impl Shard {
             call.ring_deadline = now + step.timeout;
             call.rang_out = false;
             call.b.cseq += 1;
+            call.rung.reserve_exact(step.extensions.len());
             for ext in &step.extensions {
                 if !call.rung.contains(ext) {
                     call.rung.push(ext.clone());
@@ -1000,7 +1004,7 @@ impl Shard {
         let request = request.clone();
         call.state = State::Routing;
         call.ring_deadline = now + timeout;
-        self.out.push_back(Output::Route(request));
+        self.out.push_back(Output::Route(*request));
         self.schedule_call(id);
         true
     }
@@ -1156,6 +1160,8 @@ impl Shard {
             return;
         };
         let i = call.forks.len();
+        // Most calls have one fork: room for four would be kept all call long.
+        call.forks.reserve_exact(1);
         call.forks.push(Fork {
             branch: branch.clone(),
             peer: dest,
@@ -1177,7 +1183,7 @@ impl Shard {
                 local,
                 call: Some(id),
                 role: ClientRole::Fork(i),
-                invite: Some(sent),
+                invite: Some(Box::new(sent)),
             },
             true,
             dest,
@@ -1218,7 +1224,7 @@ impl Shard {
     }
 
     pub(crate) fn schedule_call(&mut self, id: u64) {
-        if let Some(at) = self.calls.get(&id).and_then(Call::next_deadline) {
+        if let Some(at) = self.calls.get(&id).and_then(|c| c.next_deadline()) {
             self.timers.schedule(TimerKey::Call(id), at);
         }
     }
@@ -1256,6 +1262,10 @@ impl Shard {
         call.ok_retransmit = None;
         call.picker_ok = None;
         call.app = None;
+        // No fork is sent or answered at the host any more: the offers need
+        // not linger with the call.
+        call.caller_offer = None;
+        call.offer = None;
         self.shared
             .pickup
             .clear_ringing(call.tenant, self.index, id);
@@ -1738,12 +1748,12 @@ impl Shard {
         };
         self.servers.insert(
             key.clone(),
-            ServerEntry {
+            Box::new(ServerEntry {
                 tx,
                 peer,
                 local,
                 call: Some(id),
-            },
+            }),
         );
         if invite {
             let trying = ctx
@@ -1816,7 +1826,7 @@ impl Shard {
                 local,
                 call: Some(id),
                 role: ClientRole::Relay,
-                invite: invite.then_some(sent),
+                invite: invite.then(|| Box::new(sent)),
             },
             invite,
             dest,
@@ -2029,7 +2039,7 @@ impl Shard {
         };
         let ok = self.answer_a(now, id, msg.status().unwrap_or(200), msg.reason(), content);
         if let (Some(ok), Some(call)) = (ok, self.calls.get_mut(&id)) {
-            call.ok_retransmit = Some(Retransmit::new(ok, now, t1));
+            call.ok_retransmit = Some(Box::new(Retransmit::new(ok, now, t1)));
         }
         if let Some(call) = self.calls.get(&id)
             && let Some(media) = call.media.as_ref()
@@ -2079,6 +2089,9 @@ impl Shard {
         };
         if status >= 200 {
             call.pending.remove(branch);
+            // Most calls relay a request now and then: the table's room is
+            // not kept for the rest of the call.
+            call.pending.shrink_to_fit();
         }
         if status == 100 {
             return;
@@ -2166,6 +2179,7 @@ impl Shard {
                     return;
                 };
                 if let Some(p) = call.pending.remove(branch) {
+                    call.pending.shrink_to_fit();
                     let bytes = p
                         .ctx
                         .refusal(&Error::RequestTimeout, self.user_agent())

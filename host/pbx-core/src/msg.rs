@@ -246,6 +246,10 @@ impl Writer {
         let _ = write!(self.buf, "Content-Length: {}\r\n\r\n", body.len());
         let mut out = self.buf.into_bytes();
         out.extend_from_slice(body);
+        // Exactly as long as the message: a transaction or call may keep these
+        // bytes for 32 s to retransmit them, and a `Bytes` made from a `Vec`
+        // with spare room keeps that room (and a block to share it) alive too.
+        out.shrink_to_fit();
         bytes::Bytes::from(out)
     }
 }

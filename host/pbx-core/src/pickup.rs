@@ -389,7 +389,7 @@ impl Shard {
         if let Some(sdp) = to_caller {
             let ok = self.answer_a(now, id, 200, "OK", Some(("application/sdp", &sdp)));
             if let (Some(ok), Some(call)) = (ok, self.calls.get_mut(&id)) {
-                call.ok_retransmit = Some(Retransmit::new(ok, now, t1));
+                call.ok_retransmit = Some(Box::new(Retransmit::new(ok, now, t1)));
             }
         }
         let mut w = ctx.response(200, "OK", Some(&picker_leg.local_tag), self.user_agent());
@@ -398,7 +398,7 @@ impl Shard {
         let ok = w.finish(Some(("application/sdp", &to_picker)));
         self.respond(now, &key, 200, ok.clone());
         if let Some(call) = self.calls.get_mut(&id) {
-            call.picker_ok = Some(Retransmit::new(ok, now, t1));
+            call.picker_ok = Some(Box::new(Retransmit::new(ok, now, t1)));
             // As for any answered call: the tenant's call recording (and its
             // notice) starts here.
             if let Some(media) = call.media.as_ref() {

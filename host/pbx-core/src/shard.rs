@@ -8,13 +8,15 @@
 //! answered in a server transaction (`subscription.rs`).
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 use transaction::{
-    ClientInvite, ClientNonInvite, Key, ServerInvite, ServerNonInvite, TimerEvent, TimerQueue,
+    ClientInvite, ClientInviteState, ClientNonInvite, Key, ServerInvite, ServerNonInvite,
+    TimerEvent, TimerQueue,
 };
 
 use crate::auth::{self, Kind, Outcome};
@@ -112,8 +114,9 @@ pub(crate) struct ClientEntry {
     pub(crate) local: Option<SocketAddr>,
     pub(crate) call: Option<u64>,
     pub(crate) role: ClientRole,
-    /// For INVITEs: the request's lines an ACK or CANCEL reuses.
-    pub(crate) invite: Option<SentInvite>,
+    /// For INVITEs: the request's lines the ACK of a non-2xx final reuses;
+    /// dropped once a final response came.
+    pub(crate) invite: Option<Box<SentInvite>>,
 }
 
 /// What a CANCEL or a non-2xx ACK copies from the INVITE it refers to (§9.1, §17.1.1.3).
@@ -155,10 +158,11 @@ impl SentInvite {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) enum TimerKey {
     Server(Key),
-    Client(String),
+    Client(Arc<str>),
     Call(u64),
-    /// A message-waiting subscription's expiry.
-    Subscription(crate::subscription::DialogKey),
+    /// A message-waiting subscription's expiry (boxed: every key of the
+    /// timer queue is as large as the largest, and there are few of these).
+    Subscription(Box<crate::subscription::DialogKey>),
     Sweep,
 }
 
@@ -240,9 +244,14 @@ impl ReqCtx {
 pub struct Shard {
     pub(crate) index: usize,
     pub(crate) shared: Arc<Shared>,
-    pub(crate) servers: HashMap<Key, ServerEntry>,
-    pub(crate) clients: HashMap<String, ClientEntry>,
-    pub(crate) calls: HashMap<u64, Call>,
+    /// Entries are boxed so a slot of the table, which keeps room for more
+    /// entries than it holds, costs a pointer rather than a whole entry.
+    pub(crate) servers: HashMap<Key, Box<ServerEntry>>,
+    /// By branch (`branch|CANCEL` for a CANCEL), shared with the timer queue.
+    pub(crate) clients: HashMap<Arc<str>, Box<ClientEntry>>,
+    /// Boxed: a call is over two kilobytes, and the map keeps room for more
+    /// entries than it holds; a slot costs a pointer instead.
+    pub(crate) calls: HashMap<u64, Box<Call>>,
     /// Call-ID of either leg → call.
     pub(crate) dialogs: HashMap<String, u64>,
     pub(crate) timers: TimerQueue<TimerKey>,
@@ -329,6 +338,10 @@ impl Shard {
                     self.shared
                         .pickup
                         .sweep_pins(self.index, now_ms, linger, |id| dialogs.contains_key(id));
+                    // Nonces are forgotten a few at a time as new ones are
+                    // issued; a quiet spell after a busy one must not keep
+                    // the busy one's expired entries.
+                    self.shared.nonces.purge(now_ms);
                     let gone = self.shared.bindings.sweep(now_ms);
                     if gone > 0 {
                         tracing::debug!(gone, "expired registrations swept");
@@ -338,6 +351,16 @@ impl Shard {
                 }
             }
         }
+        self.shrink_tables();
+    }
+
+    /// Gives back the room of tables that a burst of calls or transactions
+    /// grew: most entries end in a timer, so this runs after timers.
+    fn shrink_tables(&mut self) {
+        shrink_sparse(&mut self.servers);
+        shrink_sparse(&mut self.clients);
+        shrink_sparse(&mut self.calls);
+        shrink_sparse(&mut self.dialogs);
     }
 
     /// When [`Shard::handle_timeout`] next wants to run.
@@ -859,7 +882,7 @@ impl Shard {
             self.transmit(peer, Some(local), send);
         }
         if !terminated {
-            self.servers.insert(key.clone(), entry);
+            self.servers.insert(key.clone(), Box::new(entry));
             self.schedule_server(&key, deadline);
         }
     }
@@ -890,9 +913,10 @@ impl Shard {
     }
 
     pub(crate) fn schedule_client(&mut self, branch: &str) {
-        if let Some(at) = self.clients.get(branch).and_then(|e| e.tx.poll_timeout()) {
-            self.timers
-                .schedule(TimerKey::Client(branch.to_string()), at);
+        if let Some((branch, entry)) = self.clients.get_key_value(branch)
+            && let Some(at) = entry.tx.poll_timeout()
+        {
+            self.timers.schedule(TimerKey::Client(branch.clone()), at);
         }
     }
 
@@ -917,7 +941,8 @@ impl Shard {
         };
         let e = entry(tx);
         let local = e.local;
-        self.clients.insert(branch.clone(), e);
+        let branch: Arc<str> = Arc::from(branch);
+        self.clients.insert(branch.clone(), Box::new(e));
         self.transmit(dest, local, first);
         self.schedule_client(&branch);
     }
@@ -954,7 +979,7 @@ impl Shard {
         }
     }
 
-    fn client_timeout(&mut self, now: Instant, branch: String) {
+    fn client_timeout(&mut self, now: Instant, branch: Arc<str>) {
         let Some(entry) = self.clients.get_mut(&branch) else {
             return;
         };
@@ -996,7 +1021,7 @@ impl Shard {
             _ => branch.to_string(),
         };
         let status = msg.status().unwrap_or(0);
-        let Some(entry) = self.clients.get_mut(&branch) else {
+        let Some(entry) = self.clients.get_mut(branch.as_str()) else {
             // A 2xx retransmitted after its transaction ended: re-acknowledge it.
             if (200..300).contains(&status)
                 && let Some(&call) = self.dialogs.get(msg.call_id())
@@ -1007,11 +1032,19 @@ impl Shard {
         };
         let pass = match &mut entry.tx {
             ClientTx::Invite(tx) => {
-                let to = msg.header("To").unwrap_or("").to_string();
-                let invite = entry.invite.clone();
+                let to = msg.header("To").unwrap_or("");
+                let sent = &entry.invite;
                 let action = tx.on_response(now, status, || {
-                    invite.map(|i| i.ack(&to)).unwrap_or_default()
+                    sent.as_ref().map(|i| i.ack(to)).unwrap_or_default()
                 });
+                if !matches!(
+                    tx.state(),
+                    ClientInviteState::Calling | ClientInviteState::Proceeding
+                ) {
+                    // The ACK for a non-2xx is built and kept by now; nothing
+                    // else reads the INVITE's lines once a final came.
+                    entry.invite = None;
+                }
                 if let Some(b) = action.transmit {
                     let (d, l) = (entry.dest, entry.local);
                     self.out.push_back(Output::Transmit {
@@ -1024,12 +1057,12 @@ impl Shard {
             }
             ClientTx::NonInvite(tx) => tx.on_response(now, status),
         };
-        let Some(entry) = self.clients.get(&branch) else {
+        let Some(entry) = self.clients.get(branch.as_str()) else {
             return;
         };
         let (call, role, terminated) = (entry.call, entry.role, entry.tx.is_terminated());
         if terminated {
-            self.clients.remove(&branch);
+            self.clients.remove(branch.as_str());
         } else {
             self.schedule_client(&branch);
         }
@@ -1040,6 +1073,22 @@ impl Shard {
         if pass && let Some(call) = call {
             self.on_call_response(now, call, role, &branch, &msg);
         }
+    }
+}
+
+/// Tables with room for at most this many entries are left as they are, so
+/// a shard with a few calls does not free and remake its tables as they come
+/// and go.
+const SHRINK_MIN: usize = 16;
+
+/// Shrinks `map` to twice its entries once they fill under a quarter of its
+/// room. A hash table never shrinks by itself: without this, a shard keeps
+/// the slots of its busiest second for good. As a shrunk table must lose half
+/// its entries again before the next shrink, the rehash costs a constant per
+/// removal.
+fn shrink_sparse<K: Eq + Hash, V>(map: &mut HashMap<K, V>) {
+    if map.capacity() > SHRINK_MIN && map.len() < map.capacity() / 4 {
+        map.shrink_to(map.len() * 2);
     }
 }
 

@@ -355,7 +355,7 @@ impl Shard {
         self.accept_subscribe(now, msg, peer, local, key, &sub, expires);
         let key = sub.key();
         self.timers.schedule(
-            TimerKey::Subscription(key.clone()),
+            TimerKey::Subscription(Box::new(key.clone())),
             now + Duration::from_secs(u64::from(expires)),
         );
         self.notify_active(now, &key);
@@ -421,14 +421,15 @@ impl Shard {
         };
         self.accept_subscribe(now, msg, peer, local, key, &sub, expires);
         if expires == 0 {
-            self.timers.cancel(&TimerKey::Subscription(dialog.clone()));
+            self.timers
+                .cancel(&TimerKey::Subscription(Box::new(dialog.clone())));
             if let Some(sub) = self.shared.subscriptions.remove(&dialog) {
                 self.notify_ended(now, sub);
             }
             return;
         }
         self.timers.schedule(
-            TimerKey::Subscription(dialog.clone()),
+            TimerKey::Subscription(Box::new(dialog.clone())),
             now + Duration::from_secs(u64::from(expires)),
         );
         self.notify_active(now, &dialog);
@@ -446,7 +447,7 @@ impl Shard {
             Some(ms) if ms > 0 => {
                 let at = now + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
                 self.timers
-                    .schedule(TimerKey::Subscription(key.clone()), at);
+                    .schedule(TimerKey::Subscription(Box::new(key.clone())), at);
             }
             Some(_) => {
                 if let Some(sub) = self.shared.subscriptions.remove(key) {
@@ -474,7 +475,8 @@ impl Shard {
         };
         let shard = self.index;
         if self.shared.subscriptions.with(&key, |s| s.shard == shard) == Some(true) {
-            self.timers.cancel(&TimerKey::Subscription(key.clone()));
+            self.timers
+                .cancel(&TimerKey::Subscription(Box::new(key.clone())));
             self.shared.subscriptions.remove(&key);
         }
     }

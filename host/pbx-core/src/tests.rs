@@ -3091,3 +3091,106 @@ fn path_of_a_front_routes_calls_and_other_nodes_bindings_are_used() {
         .refresh_bindings(TenantId(1), "1001", Vec::new(), h.now);
     assert_eq!(h.shared.registrations(TenantId(1), "1001", h.now), 0);
 }
+
+/// RFC 3261 §17.2.1 and §17.1.1.2: once a call is refused, a retransmitted
+/// INVITE gets the same final answer, the caller's ACK is absorbed and stops
+/// the retransmissions, and the callee's retransmitted 486 gets the same ACK
+/// again, all without the call hearing of it.
+#[test]
+fn completed_invite_transactions_absorb_retransmissions() {
+    let mut h = Harness::new(CoreConfig::default());
+    h.register("1001", "127.0.0.1:7001");
+    let out = h.invite();
+    let invite = sent_to(&out, 7001, "INVITE").expect("rings").clone();
+    let busy = answer(&invite, 486, "Busy Here");
+    h.feed("127.0.0.1:7001", &busy);
+    let out = h.take();
+    let ack = sent_to(&out, 7001, "ACK")
+        .expect("the 486 acknowledged")
+        .clone();
+    let refusal = out
+        .iter()
+        .find(|(a, m)| a.port() == 7000 && m.status() == Some(486))
+        .expect("the caller hears busy")
+        .1
+        .clone();
+
+    h.feed("127.0.0.1:7001", &busy);
+    let out = h.take();
+    assert_eq!(out.len(), 1, "only the ACK again: {out:?}");
+    let again = sent_to(&out, 7001, "ACK").expect("the same ACK again");
+    assert_eq!(again.header("Via"), ack.header("Via"));
+    assert_eq!(again.header("CSeq"), ack.header("CSeq"));
+
+    let retransmitted = format!(
+        "INVITE sip:1001@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bKi1\r\nFrom: <sip:1000@{DOMAIN}>;tag=a\r\nTo: <sip:1001@{DOMAIN}>\r\nCall-ID: call-1\r\nCSeq: 2 INVITE\r\nContent-Length: 0\r\n\r\n"
+    );
+    h.feed("127.0.0.1:7000", &retransmitted);
+    let out = h.take();
+    assert_eq!(out.len(), 1, "only the final again: {out:?}");
+    assert_eq!(out[0].1.status(), Some(486));
+    assert_eq!(out[0].1.header("To"), refusal.header("To"));
+
+    let caller_ack = from_caller("ACK", 2, "z9hG4bKi1", &refusal);
+    h.feed("127.0.0.1:7000", &caller_ack);
+    h.feed("127.0.0.1:7000", &caller_ack);
+    assert!(h.take().is_empty(), "ACKs absorbed");
+    let start = h.now;
+    h.run_until(start + Duration::from_secs(4));
+    assert!(
+        h.take().iter().all(|(_, m)| m.status() != Some(486)),
+        "the ACK stopped timer G"
+    );
+    assert_eq!(h.cdrs.len(), 1, "one record, written once");
+    h.run_until(start + Duration::from_secs(40));
+    assert_eq!(h.shard.transactions(), (0, 0), "timers I and D ended both");
+}
+
+/// RFC 3261 §17.2.2 and §17.1.2.2: a retransmitted BYE gets the 200 it got
+/// the first time while timer J runs, and the callee's retransmitted 200 to
+/// the host's BYE is absorbed while timer K runs.
+#[test]
+fn completed_non_invite_transactions_absorb_retransmissions() {
+    let mut h = Harness::new(CoreConfig::default());
+    h.register("1001", "127.0.0.1:7001");
+    let out = h.invite();
+    let invite = sent_to(&out, 7001, "INVITE").expect("rings").clone();
+    let ok = h.answer_call(&invite);
+    h.feed("127.0.0.1:7000", &from_caller("ACK", 2, "z9hG4bKack", &ok));
+    h.take();
+
+    let bye = from_caller("BYE", 3, "z9hG4bKbye", &ok);
+    h.feed("127.0.0.1:7000", &bye);
+    let out = h.take();
+    let first = out
+        .iter()
+        .find(|(a, m)| a.port() == 7000 && m.status() == Some(200))
+        .expect("the BYE answered")
+        .1
+        .clone();
+    let relayed = sent_to(&out, 7001, "BYE")
+        .expect("BYE to the callee")
+        .clone();
+    let bye_ok = answer(&relayed, 200, "OK");
+    h.feed("127.0.0.1:7001", &bye_ok);
+    assert!(h.take().is_empty());
+
+    h.run_until(h.now + Duration::from_secs(2));
+    h.feed("127.0.0.1:7000", &bye);
+    let out = h.take();
+    assert_eq!(out.len(), 1, "only the 200 again: {out:?}");
+    assert_eq!(out[0].0.port(), 7000);
+    assert_eq!(out[0].1.status(), Some(200));
+    assert_eq!(out[0].1.header("To"), first.header("To"));
+    assert_eq!(out[0].1.header("CSeq"), first.header("CSeq"));
+
+    h.feed("127.0.0.1:7001", &bye_ok);
+    assert!(
+        h.take().is_empty(),
+        "the callee's retransmitted 200 absorbed"
+    );
+    assert_eq!(h.cdrs.len(), 1);
+    h.run_until(h.now + Duration::from_secs(40));
+    assert_eq!(h.shard.transactions(), (0, 0), "timers J and K ended both");
+    assert_eq!(h.shard.active_calls(), 0);
+}

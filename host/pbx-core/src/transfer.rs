@@ -165,14 +165,14 @@ impl Shard {
             local: None,
             cseq: 0,
         };
-        call.transfer = Some(Transfer {
+        call.transfer = Some(Box::new(Transfer {
             target: target.clone(),
             deciding: true,
             first_fork: call.forks.len(),
             leg,
             deadline: now + give_up_after(ring_timeout, routing),
             transferor_gone: false,
-        });
+        }));
         tracing::info!(call = id, %transferor, %target, "blind transfer requested");
         self.notify_transfer(now, id, 100, "Trying", false);
         match routing {
@@ -202,7 +202,7 @@ impl Shard {
                 request.caller = transferor.clone();
                 request.caller_extension = Some(transferor);
                 let request = request.clone();
-                self.out.push_back(Output::Route(request));
+                self.out.push_back(Output::Route(*request));
                 self.schedule_call(id);
             }
         }

@@ -21,6 +21,9 @@ pub const DEFAULT_MAX_ENTRIES: usize = 1_000_000;
 const SHARDS: usize = 16;
 /// Most expired entries one `issue`/`check` call removes, bounding its latency.
 const PURGE_BUDGET: usize = 64;
+
+/// A shard's tables with room for at most this many nonces are never shrunk.
+const SHRINK_MIN: usize = 16;
 /// Decoded nonce: issue time (8) + random (8) + truncated HMAC (16).
 const RAW_LEN: usize = 32;
 /// Length of the base64url (no padding) form of a nonce.
@@ -125,6 +128,17 @@ impl Shard {
                 }
                 _ => break,
             }
+        }
+        // A burst of challenges grows the tables; once most of it expired,
+        // give the room back (twice what is left, so the next shrink waits
+        // until half of that went too).
+        if self.highest_nc.capacity() > SHRINK_MIN
+            && self.highest_nc.len() < self.highest_nc.capacity() / 4
+        {
+            self.highest_nc.shrink_to(self.highest_nc.len() * 2);
+        }
+        if self.by_age.capacity() > SHRINK_MIN && self.by_age.len() < self.by_age.capacity() / 4 {
+            self.by_age.shrink_to(self.by_age.len() * 2);
         }
     }
 }
@@ -416,6 +430,28 @@ mod tests {
         }
         assert_eq!(n.tracked(), 0);
         assert_eq!(n.check(&a, None, T0 + LIFE + 1), NonceCheck::Stale);
+    }
+
+    #[test]
+    fn room_is_given_back_once_the_burst_expired() {
+        let n = Nonces::new(KEY, LIFE);
+        for i in 0..2_000 {
+            let nonce = n.issue(T0 + i);
+            assert_eq!(n.check(&nonce, Some(1), T0 + i), NonceCheck::Valid);
+        }
+        let room = |n: &Nonces| -> usize {
+            n.shards
+                .iter()
+                .map(|s| {
+                    let s = s.lock();
+                    s.highest_nc.capacity() + s.by_age.capacity()
+                })
+                .sum()
+        };
+        assert!(room(&n) >= 4_000);
+        n.purge(T0 + 2_000 + LIFE);
+        assert_eq!(n.tracked(), 0);
+        assert!(room(&n) <= SHARDS * 2 * 4 * SHRINK_MIN, "{}", room(&n));
     }
 
     #[test]

@@ -47,8 +47,10 @@ impl ClientAction {
 #[derive(Debug, Clone)]
 pub struct ClientInvite {
     state: ClientInviteState,
-    request: Bytes,
-    ack: Option<Bytes>,
+    /// The INVITE while `Calling` (timer A resends it), the ACK of the
+    /// 300–699 final in `Completed` (each retransmission of that final gets
+    /// it again), and empty otherwise: the two are never needed at once.
+    bytes: Bytes,
     reliable: bool,
     timers: Timers,
     slots: Slots,
@@ -67,8 +69,7 @@ impl ClientInvite {
         let first = request.clone();
         let tx = Self {
             state: ClientInviteState::Calling,
-            request,
-            ack: None,
+            bytes: request,
             reliable,
             timers,
             slots,
@@ -93,6 +94,11 @@ impl ClientInvite {
         let Some(class) = Class::of(status) else {
             return ClientAction::ABSORB;
         };
+        if self.state == Calling {
+            // Any response ends `Calling`, and with it timer A, the only one
+            // that resends the INVITE: the bytes need not wait out timer D or M.
+            self.bytes = Bytes::new();
+        }
         match (self.state, class) {
             (Calling | Proceeding, Class::Provisional) => {
                 self.state = Proceeding;
@@ -108,7 +114,7 @@ impl ClientInvite {
             }
             (Calling | Proceeding, Class::Failure) => {
                 let ack = ack();
-                self.ack = Some(ack.clone());
+                self.bytes = ack.clone();
                 self.state = Completed;
                 self.slots.clear();
                 self.slots
@@ -120,7 +126,7 @@ impl ClientInvite {
             }
             (Completed, Class::Failure) => ClientAction {
                 pass_to_tu: false,
-                transmit: self.ack.clone(),
+                transmit: Some(self.bytes.clone()),
             },
             (Accepted, Class::Success) => ClientAction::PASS,
             _ => ClientAction::ABSORB,
@@ -147,7 +153,7 @@ impl ClientInvite {
             Due::Retransmit => {
                 let next = self.slots.doubled(self.timers.t1, None);
                 self.slots.rearm(now, next);
-                Some(TimerEvent::Retransmit(self.request.clone()))
+                Some(TimerEvent::Retransmit(self.bytes.clone()))
             }
         }
     }
@@ -164,8 +170,8 @@ impl ClientInvite {
 
     fn terminate(&mut self) {
         self.state = ClientInviteState::Terminated;
+        self.bytes = Bytes::new();
         self.slots.clear();
-        self.ack = None;
     }
 }
 

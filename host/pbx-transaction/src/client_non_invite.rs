@@ -67,6 +67,8 @@ impl ClientNonInvite {
             }
             (Trying | Proceeding, Class::Success | Class::Failure) => {
                 self.state = Completed;
+                // Nothing resends the request any more: timer K only waits.
+                self.request = Bytes::new();
                 self.slots.clear();
                 self.slots
                     .start_linger(now, self.timers.timer_t4(self.reliable));
@@ -117,6 +119,7 @@ impl ClientNonInvite {
 
     fn terminate(&mut self) {
         self.state = ClientNonInviteState::Terminated;
+        self.request = Bytes::new();
         self.slots.clear();
     }
 }

@@ -1,5 +1,8 @@
 //! Matching messages to transactions (RFC 3261 §17.1.3 and §17.2.3) and making branches.
 
+use std::fmt;
+use std::sync::Arc;
+
 use rand::distr::{Alphanumeric, SampleString};
 
 /// The prefix of every RFC 3261 branch parameter.
@@ -30,52 +33,102 @@ pub fn new_branch() -> String {
 /// `sent-by` is compared without regard to ASCII case. Requests whose branch lacks the
 /// magic cookie (RFC 2543 peers) need the older matching rules, which this type does not
 /// cover.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Key {
-    branch: String,
-    sent_by: Option<String>,
-    method: String,
+    /// The branch, then the lower-cased `sent-by` of a server key, then the
+    /// method, in one shared allocation: the owner of many transactions keeps
+    /// each key in its transaction map and timer queue, and a clone is a
+    /// reference count, not three more strings.
+    text: Arc<str>,
+    /// Where the branch ends in `text`.
+    branch_end: u32,
+    /// Where the `sent-by` ends in `text`; [`CLIENT`] for a client key.
+    sent_by_end: u32,
 }
 
+/// `sent_by_end` of a client key, which has no `sent-by`.
+const CLIENT: u32 = u32::MAX;
+
 impl Key {
+    fn build(branch: &str, sent_by: Option<&str>, method: &str) -> Self {
+        let mut text =
+            String::with_capacity(branch.len() + sent_by.map_or(0, str::len) + method.len());
+        text.push_str(branch);
+        let branch_end = text.len();
+        if let Some(sent_by) = sent_by {
+            text.extend(sent_by.chars().map(|c| c.to_ascii_lowercase()));
+        }
+        let sent_by_end = text.len();
+        text.push_str(method);
+        // A SIP message is far shorter than 4 GiB; a longer branch would only
+        // make two keys compare unequal that could have matched.
+        let end = |n: usize| u32::try_from(n).unwrap_or(CLIENT - 1);
+        Self {
+            text: Arc::from(text),
+            branch_end: end(branch_end),
+            sent_by_end: if sent_by.is_some() {
+                end(sent_by_end)
+            } else {
+                CLIENT
+            },
+        }
+    }
+
     /// The key of a client transaction: the branch we put in our Via and the CSeq method.
     pub fn client(branch: &str, method: &str) -> Self {
-        Self {
-            branch: branch.to_owned(),
-            sent_by: None,
-            method: method.to_owned(),
-        }
+        Self::build(branch, None, method)
     }
 
     /// The key of a server transaction: the top Via's branch and `sent-by`
     /// (`host[:port]` as received) and the request method, ACK mapped to INVITE.
     pub fn server(branch: &str, sent_by: &str, method: &str) -> Self {
         let method = if method == "ACK" { "INVITE" } else { method };
-        Self {
-            branch: branch.to_owned(),
-            sent_by: Some(sent_by.to_ascii_lowercase()),
-            method: method.to_owned(),
+        Self::build(branch, Some(sent_by), method)
+    }
+
+    fn branch_end(&self) -> usize {
+        self.branch_end as usize
+    }
+
+    fn method_start(&self) -> usize {
+        if self.sent_by_end == CLIENT {
+            self.branch_end()
+        } else {
+            self.sent_by_end as usize
         }
     }
 
     /// The branch parameter.
     pub fn branch(&self) -> &str {
-        &self.branch
+        self.text.get(..self.branch_end()).unwrap_or_default()
     }
 
     /// The method the transaction was created for (INVITE for an ACK on the server side).
     pub fn method(&self) -> &str {
-        &self.method
+        self.text.get(self.method_start()..).unwrap_or_default()
     }
 
     /// The `sent-by` of a server key; `None` for a client key.
     pub fn sent_by(&self) -> Option<&str> {
-        self.sent_by.as_deref()
+        if self.sent_by_end == CLIENT {
+            return None;
+        }
+        self.text.get(self.branch_end()..self.sent_by_end as usize)
     }
 
     /// Whether this is a server transaction's key.
     pub fn is_server(&self) -> bool {
-        self.sent_by.is_some()
+        self.sent_by_end != CLIENT
+    }
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Key")
+            .field("branch", &self.branch())
+            .field("sent_by", &self.sent_by())
+            .field("method", &self.method())
+            .finish()
     }
 }
 
@@ -139,6 +192,33 @@ mod tests {
             Key::client("z9hG4bKa", "INVITE"),
             Key::server("z9hG4bKa", "", "INVITE")
         );
+    }
+
+    #[test]
+    fn parts_do_not_run_into_each_other() {
+        assert_ne!(
+            Key::server("z9hG4bKa", "b", "INVITE"),
+            Key::server("z9hG4bKab", "", "INVITE")
+        );
+        assert_ne!(
+            Key::client("z9hG4bKa", "BYE"),
+            Key::client("z9hG4bKaB", "YE")
+        );
+        let k = Key::server("z9hG4bKa", "", "BYE");
+        assert_eq!(
+            (k.branch(), k.sent_by(), k.method()),
+            ("z9hG4bKa", Some(""), "BYE")
+        );
+        let k = Key::client("", "");
+        assert_eq!((k.branch(), k.sent_by(), k.method()), ("", None, ""));
+    }
+
+    #[test]
+    fn a_key_is_three_words_and_clones_share_it() {
+        assert!(std::mem::size_of::<Key>() <= 24);
+        let k = Key::server("z9hG4bKa", "h:5060", "INVITE");
+        let c = k.clone();
+        assert!(Arc::ptr_eq(&k.text, &c.text));
     }
 
     #[test]

@@ -33,6 +33,15 @@
 //! assert!(tx.on_response(due, 200)); // pass the 200 up
 //! ```
 //!
+//! A transaction keeps only the bytes it may still have to send: the request
+//! while timer A or E may resend it, the response a retransmitted request
+//! gets on the server side, the ACK of a non-2xx final on the client side.
+//! Once it only waits out timer D, I, J, K, L or M it holds its timers, its
+//! state and at most one response or ACK, so the many completed transactions
+//! a busy owner keeps for up to 32 s cost little. A [`Key`] is one shared
+//! allocation, so the owner's map and its [`TimerQueue`] share it too, and the
+//! queue gives back the room of a burst of deadlines once they are gone.
+//!
 //! Transport reliability (`reliable = true` for TCP and TLS) switches retransmission
 //! timers off and makes the wait timers D, I, J and K zero, as §17 prescribes; a zero
 //! wait timer still reports [`TimerEvent::Terminated`] through `handle_timeout`, so

@@ -42,8 +42,10 @@ impl ServerInviteState {
 #[derive(Debug, Clone)]
 pub struct ServerInvite {
     state: ServerInviteState,
-    last_provisional: Option<Bytes>,
-    final_response: Option<Bytes>,
+    /// What a retransmitted INVITE gets: the last provisional in
+    /// `Proceeding`, the 300–699 final in `Completed` (which timer G resends
+    /// too); nothing in the other states, which keep no bytes.
+    response: Option<Bytes>,
     reliable: bool,
     timers: Timers,
     slots: Slots,
@@ -55,8 +57,7 @@ impl ServerInvite {
     pub fn new(_now: Instant, reliable: bool, timers: Timers) -> Self {
         Self {
             state: ServerInviteState::Proceeding,
-            last_provisional: None,
-            final_response: None,
+            response: None,
             reliable,
             timers,
             slots: Slots::default(),
@@ -68,8 +69,7 @@ impl ServerInvite {
     /// it silently.
     pub fn on_request_retransmission(&mut self, _now: Instant) -> Option<Bytes> {
         match self.state {
-            ServerInviteState::Proceeding => self.last_provisional.clone(),
-            ServerInviteState::Completed => self.final_response.clone(),
+            ServerInviteState::Proceeding | ServerInviteState::Completed => self.response.clone(),
             _ => None,
         }
     }
@@ -85,18 +85,18 @@ impl ServerInvite {
         let class = Class::of(status).ok_or(Error::InvalidStatus(status))?;
         match (self.state, class) {
             (Proceeding, Class::Provisional) => {
-                self.last_provisional = Some(bytes.clone());
+                self.response = Some(bytes.clone());
             }
             (Proceeding, Class::Success) => {
+                // The TU retransmits its 2xx itself (RFC 6026).
                 self.state = Accepted;
-                self.last_provisional = None;
+                self.response = None;
                 self.slots
                     .start_linger(now, self.timers.transaction_timeout());
             }
             (Proceeding, Class::Failure) => {
                 self.state = Completed;
-                self.last_provisional = None;
-                self.final_response = Some(bytes.clone());
+                self.response = Some(bytes.clone());
                 if !self.reliable {
                     self.slots.start_retransmit(now, self.timers.t1);
                 }
@@ -123,7 +123,7 @@ impl ServerInvite {
         match self.state {
             ServerInviteState::Completed => {
                 self.state = ServerInviteState::Confirmed;
-                self.final_response = None;
+                self.response = None;
                 self.slots.clear();
                 self.slots
                     .start_linger(now, self.timers.timer_t4(self.reliable));
@@ -152,7 +152,7 @@ impl ServerInvite {
                 Some(TimerEvent::TimedOut)
             }
             Due::Retransmit => {
-                let Some(response) = self.final_response.clone() else {
+                let Some(response) = self.response.clone() else {
                     self.slots.retransmit = None;
                     return None;
                 };
@@ -176,8 +176,7 @@ impl ServerInvite {
     fn terminate(&mut self) {
         self.state = ServerInviteState::Terminated;
         self.slots.clear();
-        self.last_provisional = None;
-        self.final_response = None;
+        self.response = None;
     }
 }
 

@@ -61,6 +61,11 @@ impl<K> Ord for Entry<K> {
 /// Below this many heap entries the queue never bothers to compact.
 const COMPACT_MIN: usize = 64;
 
+/// Tables with room for at most this many entries are never shrunk: a queue
+/// with a few keys in flight keeps its small allocation instead of freeing
+/// and making it again as keys come and go.
+const SHRINK_MIN: usize = 16;
+
 fn is_live<K: Eq + Hash>(live: &HashMap<K, Slot>, entry: &Entry<K>) -> bool {
     live.get(&entry.key)
         .is_some_and(|slot| slot.generation == entry.generation)
@@ -84,6 +89,11 @@ impl<K: Clone + Eq + Hash> TimerQueue<K> {
 
     /// Sets `key`'s deadline to `at`, replacing any earlier one.
     pub fn schedule(&mut self, key: K, at: Instant) {
+        if self.live.get(&key).is_some_and(|slot| slot.at == at) {
+            // Already due then: an owner that re-schedules after every event
+            // leaves no stale entry behind for an unchanged deadline.
+            return;
+        }
         self.generation = self.generation.wrapping_add(1);
         let generation = self.generation;
         self.live.insert(key.clone(), Slot { at, generation });
@@ -97,7 +107,9 @@ impl<K: Clone + Eq + Hash> TimerQueue<K> {
 
     /// Removes `key`'s deadline; returns whether it had one.
     pub fn cancel(&mut self, key: &K) -> bool {
-        self.live.remove(key).is_some()
+        let had = self.live.remove(key).is_some();
+        self.shrink_if_sparse();
+        had
     }
 
     /// `key`'s current deadline.
@@ -134,7 +146,21 @@ impl<K: Clone + Eq + Hash> TimerQueue<K> {
         }
         let Reverse(entry) = self.heap.pop()?;
         self.live.remove(&entry.key);
+        self.shrink_if_sparse();
         Some(entry.key)
+    }
+
+    /// Gives back the room a burst of deadlines needed once under a quarter
+    /// of it is used, keeping twice what is: memory follows the keys in
+    /// flight rather than their peak, and as a table must lose half its
+    /// entries between two shrinks, the cost is constant per removal.
+    fn shrink_if_sparse(&mut self) {
+        if self.live.capacity() > SHRINK_MIN && self.live.len() < self.live.capacity() / 4 {
+            self.live.shrink_to(self.live.len() * 2);
+        }
+        if self.heap.capacity() > SHRINK_MIN && self.heap.len() < self.heap.capacity() / 4 {
+            self.heap.shrink_to(self.heap.len() * 2);
+        }
     }
 
     fn drop_stale_top(&mut self) {
@@ -146,10 +172,13 @@ impl<K: Clone + Eq + Hash> TimerQueue<K> {
         }
     }
 
-    /// Rebuilds the heap from live entries when stale ones make up most of it, so
-    /// memory stays proportional to the number of keys however often they move.
+    /// Rebuilds the heap from live entries when stale ones make up a third of
+    /// it, so memory stays proportional to the number of keys however often
+    /// they move (a rebuild is linear, and at least half as many pushes as
+    /// there are live keys come between two).
     fn compact_if_sparse(&mut self) {
-        if self.heap.len() > COMPACT_MIN && self.heap.len() > self.live.len().saturating_mul(2) {
+        let live = self.live.len();
+        if self.heap.len() > COMPACT_MIN && self.heap.len() > live.saturating_add(live / 2) {
             let live = &self.live;
             self.heap.retain(|Reverse(entry)| is_live(live, entry));
         }
@@ -246,5 +275,41 @@ mod tests {
         assert!(q.heap.len() <= COMPACT_MIN + 1, "heap has {}", q.heap.len());
         let popped: Vec<_> = q.pop_due(t0 + ms(20_000)).collect();
         assert_eq!(popped, (0..10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn an_unchanged_deadline_adds_no_entry() {
+        let t0 = Instant::now();
+        let mut q = TimerQueue::new();
+        for _ in 0..10 {
+            q.schedule("a", t0 + ms(5));
+        }
+        assert_eq!(q.heap.len(), 1);
+        q.schedule("a", t0 + ms(6));
+        assert_eq!(q.heap.len(), 2, "a moved deadline is a new entry");
+        assert_eq!(q.pop_due(t0 + ms(5)).count(), 0);
+        assert_eq!(q.pop_due(t0 + ms(6)).collect::<Vec<_>>(), ["a"]);
+    }
+
+    #[test]
+    fn room_is_given_back_after_a_burst() {
+        let t0 = Instant::now();
+        let mut q = TimerQueue::new();
+        for k in 0..10_000u64 {
+            q.schedule(k, t0 + ms(k));
+        }
+        assert!(q.live.capacity() >= 10_000);
+        assert_eq!(q.pop_due(t0 + ms(9_989)).count(), 9_990);
+        assert_eq!(q.len(), 10);
+        assert!(q.live.capacity() <= 4 * SHRINK_MIN, "{}", q.live.capacity());
+        assert!(q.heap.capacity() <= 4 * SHRINK_MIN, "{}", q.heap.capacity());
+        // Cancelling gives room back too, and what is left still pops.
+        for k in 9_990..9_995 {
+            assert!(q.cancel(&k));
+        }
+        assert_eq!(
+            q.pop_due(t0 + ms(20_000)).collect::<Vec<_>>(),
+            (9_995..10_000).collect::<Vec<_>>()
+        );
     }
 }
