@@ -80,12 +80,14 @@ await page.getByRole("heading", { name: "Phone" }).waitFor();
 assert.equal(await page.getByLabel("Extension").inputValue(), "1000");
 await page.getByRole("button", { name: "Connect" }).click();
 await stateIs("Ready: extension 1000 is registered.");
+assert.equal(await page.getByRole("button", { name: "Connect" }).isVisible(), false, "connected: no Connect button");
 await shot("phone");
 
 // ---- the browser calls baresip ----------------------------------------
 await page.getByLabel("Number to call").fill(callee);
 await page.getByRole("button", { name: "Call" }).click();
 await stateIs(`In a call with ${callee}.`);
+assert.equal(await page.getByRole("button", { name: "Call" }).isVisible(), false, "in a call: no Call button");
 const [sent, received] = await audioFlows(100);
 console.log(`browser call: ${sent} packets sent, ${received} received`);
 await shot("phone-in-call");
