@@ -128,3 +128,30 @@ ladder() {
         fi
     done
 }
+
+# pin_setup PIN SERVER_CPUS LOAD_CPUS BINDIR: fair placement. With PIN=1 (and at
+# least two CPUs) the server under test runs under SERVER_PIN (taskset on
+# SERVER_CPUS) and every sipp on LOAD_CPUS, through a wrapper first on the PATH
+# so that it holds through `timeout` too; sets SERVER_PIN (an array, empty when
+# unpinned) and PLACEMENT (a sentence for the report).
+pin_setup() {
+    local pin=$1 server=$2 load=$3 bindir=$4
+    if [[ $pin == 1 && $(nproc) -lt 2 ]]; then
+        log "one CPU only: running unpinned"
+        pin=0
+    fi
+    if [[ $pin == 1 ]]; then
+        need taskset "apt-get install -y util-linux"
+        taskset -c "$server" true 2>/dev/null || die "cannot pin to CPU list '$server'"
+        taskset -c "$load" true 2>/dev/null || die "cannot pin to CPU list '$load'"
+        mkdir -p "$bindir"
+        printf '#!/bin/sh\nexec taskset -c %s %s "$@"\n' "$load" "$(command -v sipp)" >"$bindir/sipp"
+        chmod +x "$bindir/sipp"
+        export PATH="$bindir:$PATH"
+        SERVER_PIN=(taskset -c "$server")
+        PLACEMENT="servers pinned to CPU $server, sipp to CPU $load (taskset)"
+    else
+        SERVER_PIN=()
+        PLACEMENT="unpinned: servers and sipp share all $(nproc) CPUs"
+    fi
+}
