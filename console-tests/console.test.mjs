@@ -194,6 +194,12 @@ async function noXss(page) {
   const page = await newPage();
   await login(page, adminUser, adminPass);
   await page.getByRole("heading", { name: "Extensions" }).waitFor();
+  // A password reset and a voicemail PIN reset show the new secret once.
+  await page.getByRole("button", { name: "Reset the SIP password of 1000" }).click();
+  await page.getByText(/^New SIP password of 1000, shown this once: \S{12,}$/).waitFor();
+  await page.getByRole("button", { name: "Reset the voicemail PIN of 1000" }).click();
+  await page.getByText(/^New voicemail PIN of 1000, shown this once: \d{6}$/).waitFor();
+  await shot(page, "extensions");
   await page.goto(`${url}/#/t/${acme}/plugins`);
   await page.getByRole("heading", { name: "Dial plan" }).waitFor();
   for (const version of [1, 2]) {

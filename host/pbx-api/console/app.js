@@ -500,11 +500,27 @@ async function extensionsView(tenant) {
     } catch (err) { error.textContent = err.message; }
   });
   const holder = el("div");
+  // A reset shows the new secret once, next to the form, and never again.
+  const reveal = (text, secret) => shown.replaceChildren(el("p", { class: "notice" }, text,
+    el("span", { class: "secret", "data-testid": "secret" }, secret)));
+  const resets = (x) => el("span", {},
+    el("button", { type: "button", class: "secondary", "aria-label": `Reset the SIP password of ${x.number}`, onclick: async () => {
+      try {
+        const made = await api.setExtensionPassword({ tenant, number: x.number }, {});
+        reveal(`New SIP password of ${x.number}, shown this once: `, made.password);
+      } catch (err) { error.textContent = err.message; }
+    } }, "Reset password"), " ",
+    el("button", { type: "button", class: "secondary", "aria-label": `Reset the voicemail PIN of ${x.number}`, onclick: async () => {
+      try {
+        const made = await api.setVoicemailPin({ tenant, mailbox: x.number }, {});
+        reveal(`New voicemail PIN of ${x.number}, shown this once: `, made.pin);
+      } catch (err) { error.textContent = err.message; }
+    } }, "Reset voicemail PIN"));
+  const rows = (xs) => table(["Number", "Enabled", ""], xs.map((x) => [x.number, x.enabled ? "yes" : "no", resets(x)]));
   async function renderExtensions() {
-    const now = await api.listExtensions({ tenant });
-    holder.replaceChildren(table(["Number", "Enabled"], now.map((x) => [x.number, x.enabled ? "yes" : "no"])));
+    holder.replaceChildren(rows(await api.listExtensions({ tenant })));
   }
-  holder.append(table(["Number", "Enabled"], list.map((x) => [x.number, x.enabled ? "yes" : "no"])));
+  holder.append(rows(list));
   show(el("h1", {}, "Extensions"), form, error, shown, holder);
 }
 

@@ -155,18 +155,33 @@ pub(crate) struct Marked {
     saved: bool,
 }
 
-/// The answer to setting a PIN (which is never shown).
+/// The answer to setting a PIN: a PIN given is never shown back; a
+/// generated one is shown this once.
 #[derive(Debug, serde::Serialize, ToSchema)]
+#[schema(examples(json!({"mailbox": "1000", "pin_set": true, "pin": "483920"})))]
 pub(crate) struct PinSet {
     mailbox: String,
     pin_set: bool,
+    /// Only when generated; never stored in clear or shown again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pin: Option<String>,
 }
 
-/// A mailbox PIN: 4 to 12 digits.
+/// A mailbox PIN: 4 to 12 digits; absent, one is generated (a reset).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PinBody {
-    pin: String,
+    #[serde(default)]
+    pin: Option<String>,
+}
+
+/// Digits of a generated PIN.
+const GENERATED_PIN_DIGITS: usize = 6;
+
+fn generated_pin() -> String {
+    (0..GENERATED_PIN_DIGITS)
+        .map(|_| char::from(b'0' + rand::random_range(0..10u8)))
+        .collect()
 }
 
 pub(super) async fn set_pin(
@@ -178,9 +193,11 @@ pub(super) async fn set_pin(
 ) -> ApiResult<Json<PinSet>> {
     reachable(&p, &mailbox)?;
     let tenant = TenantId(tenant);
+    let shown = req.pin.is_none().then(generated_pin);
+    let pin = req.pin.as_deref().or(shown.as_deref()).unwrap_or_default();
     state
         .store()
-        .set_voicemail_pin(tenant, &mailbox, &req.pin)
+        .set_voicemail_pin(tenant, &mailbox, pin)
         .await?;
     // The PIN itself is never logged.
     state
@@ -189,12 +206,13 @@ pub(super) async fn set_pin(
             &source,
             "voicemail.pin",
             Some(tenant),
-            json!({ "mailbox": mailbox }),
+            json!({ "mailbox": mailbox, "pin_generated": shown.is_some() }),
         )
         .await?;
     Ok(Json(PinSet {
         mailbox,
         pin_set: true,
+        pin: shown,
     }))
 }
 
