@@ -7,6 +7,7 @@
 //   PBX_TENANT_ADMIN acme's admin "user:password"
 //   PBX_ACME, PBX_BETA  tenant ids (beta is someone else's)
 //   PBX_DIALPLAN     a dial plan component to upload
+//   PBX_POLICY_A, PBX_POLICY_B  two different policy components
 //   PBX_SCREENSHOTS  optional: a directory for screenshots of the main views
 //
 // When the alerts view is live it prints "ready for live alerts"; the runner
@@ -31,6 +32,8 @@ const [adminUser, adminPass] = env("PBX_TENANT_ADMIN").split(/:(.*)/s);
 const acme = env("PBX_ACME");
 const beta = env("PBX_BETA");
 const dialplan = env("PBX_DIALPLAN");
+const policyA = env("PBX_POLICY_A");
+const policyB = env("PBX_POLICY_B");
 const shots = process.env.PBX_SCREENSHOTS;
 const XSS = `<img src=x onerror="window.__xss=1">`;
 const LIVE_XSS = `<img src=x onerror="window.__xss=2"> live`;
@@ -165,7 +168,25 @@ async function noXss(page) {
 
   await page.getByRole("link", { name: "Policies" }).click();
   await page.getByRole("heading", { name: "Provider policies" }).waitFor();
-  await page.getByRole("button", { name: "Install" }).waitFor();
+  // Two versions of a policy, then a rollback to the first.
+  const trialRow = () => page.getByRole("row").filter({ hasText: "trial" });
+  const hashCell = async () => (await trialRow().getByRole("cell").nth(2).textContent()).trim();
+  const install = async (file) => {
+    await page.getByLabel("Name", { exact: true }).fill("trial");
+    await page.getByLabel("Policy component (.wasm)").setInputFiles(file);
+    await page.getByRole("button", { name: "Install" }).click();
+  };
+  await install(policyA);
+  await trialRow().waitFor();
+  const first = await hashCell();
+  await install(policyB);
+  // The second version replaces the first, which is kept to roll back to.
+  await page.getByRole("button", { name: "Roll back trial" }).waitFor();
+  const second = await hashCell();
+  assert.notEqual(first, second, "a new version was installed");
+  await page.getByRole("button", { name: "Roll back trial" }).click();
+  await page.getByText(`Policy trial rolled back to ${first}.`).waitFor();
+  assert.equal(await hashCell(), first, "the rollback went back to the first version");
   await shot(page, "policies");
 
   // The audit log verifies.

@@ -40,6 +40,9 @@ async fn the_console_works_in_chromium_and_keeps_tenants_apart() {
         .expect("alert");
     let dialplan = pbx.dir.path().join("dialplan.wasm");
     std::fs::write(&dialplan, pbx_plugin::shipped::DEFAULT_DIALPLAN).expect("dial plan file");
+    let (policy_a, policy_b) = (pbx.dir.path().join("a.wasm"), pbx.dir.path().join("b.wasm"));
+    std::fs::write(&policy_a, pbx_plugin::shipped::DEFAULT_POLICY).expect("policy file");
+    std::fs::write(&policy_b, pbx_plugin::shipped::RESTRICTIONS).expect("policy file");
 
     let mut script = common::browser::Script::start(
         "console.test.mjs",
@@ -50,6 +53,8 @@ async fn the_console_works_in_chromium_and_keeps_tenants_apart() {
             ("PBX_ACME", pbx.acme.0.to_string()),
             ("PBX_BETA", pbx.beta.0.to_string()),
             ("PBX_DIALPLAN", dialplan.display().to_string()),
+            ("PBX_POLICY_A", policy_a.display().to_string()),
+            ("PBX_POLICY_B", policy_b.display().to_string()),
         ],
     );
     // Its output, line by line: when the alerts view is live, store the

@@ -269,6 +269,15 @@ export function deletePolicyConfig(params) {
 }
 
 /**
+ * Go back to a policy's version before its last install (the one replaced is kept).
+ * `POST /api/v1/policies/{name}/rollback`
+ * @param params { name }
+ */
+export function rollbackPolicy(params) {
+  return call({ id: "rollbackPolicy", method: "POST", path: "/api/v1/policies/{name}/rollback", query: [], types: [], bytes: false, events: false }, params);
+}
+
+/**
  * List tenants.
  * `GET /api/v1/tenants`
  */

@@ -746,7 +746,15 @@ async function policiesView() {
     upload, error,
     table(["Name", "Tenant", "Hash", ""], list.map((p) => [p.name, p.tenant === null || p.tenant === undefined ? "all" : String(p.tenant),
       el("span", { class: "mono" }, (p.hash || "").slice(0, 16)),
-      removeButton("Remove", () => api.removePolicy({ name: p.name }), error)])));
+      el("span", {},
+        p.can_roll_back ? el("button", { type: "button", class: "secondary", "aria-label": `Roll back ${p.name}`, onclick: async () => {
+          try {
+            const back = await api.rollbackPolicy({ name: p.name });
+            await route();
+            status(`Policy ${back.name} rolled back to ${back.hash.slice(0, 16)}.`);
+          } catch (err) { error.textContent = err.message; }
+        } }, "Roll back") : null, " ",
+        removeButton("Remove", () => api.removePolicy({ name: p.name }), error))])));
 }
 
 // ---- the browser phone ----------------------------------------------------

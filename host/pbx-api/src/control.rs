@@ -65,6 +65,9 @@ pub struct PolicyInfo {
     /// hex SHA-256 of the component.
     pub hash: String,
     pub installed_at_ms: i64,
+    /// Whether an earlier version is kept to roll back to.
+    #[serde(default)]
+    pub can_roll_back: bool,
 }
 
 /// An alert raised by policy or by the host.
@@ -211,6 +214,9 @@ pub trait Control: Send + Sync + 'static {
     ) -> BoxFuture<'_, ControlResult<PolicyInfo>>;
     /// Removes the named policy.
     fn remove_policy(&self, name: String) -> BoxFuture<'_, ControlResult<()>>;
+    /// Goes back to the named policy's version before its last install (the
+    /// one replaced is kept, so this can be undone); returns it.
+    fn rollback_policy(&self, name: String) -> BoxFuture<'_, ControlResult<PolicyInfo>>;
     /// Validates a policy component (as [`Control::install_policy`] does) and
     /// installs it as one of `tenant`'s own policies under `name`, in the
     /// tenant's own name space, replacing the tenant's policy of that name.
@@ -373,13 +379,14 @@ pub(crate) mod fake {
             if name.is_empty() || name.contains('/') {
                 return ready(Err(ControlError::Invalid(format!("policy name {name:?}"))));
             }
+            let mut all = self.policies.lock();
             let info = PolicyInfo {
+                can_roll_back: all.iter().any(|p| p.name == name),
                 name,
                 tenant,
                 hash: "11".into(),
                 installed_at_ms: 0,
             };
-            let mut all = self.policies.lock();
             all.retain(|p| p.name != info.name);
             all.push(info.clone());
             ready(Ok(info))
@@ -399,6 +406,19 @@ pub(crate) mod fake {
                 hash: "22".into(),
                 installed_at_ms: 0,
             }))
+        }
+        fn rollback_policy(&self, name: String) -> BoxFuture<'_, ControlResult<PolicyInfo>> {
+            let mut all = self.policies.lock();
+            let Some(p) = all.iter_mut().find(|p| p.name == name) else {
+                return ready(Err(ControlError::NotFound(format!("policy {name}"))));
+            };
+            if !p.can_roll_back {
+                return ready(Err(ControlError::Conflict(format!(
+                    "policy {name} has no earlier version"
+                ))));
+            }
+            p.hash = "10".into();
+            ready(Ok(p.clone()))
         }
         fn remove_policy(&self, name: String) -> BoxFuture<'_, ControlResult<()>> {
             let mut all = self.policies.lock();

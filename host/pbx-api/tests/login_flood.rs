@@ -56,6 +56,9 @@ impl Control for Nothing {
     fn remove_policy(&self, _: String) -> BoxFuture<'_, ControlResult<()>> {
         none()
     }
+    fn rollback_policy(&self, _: String) -> BoxFuture<'_, ControlResult<PolicyInfo>> {
+        none()
+    }
     fn install_tenant_policy(
         &self,
         _: TenantId,

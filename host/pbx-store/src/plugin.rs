@@ -46,6 +46,10 @@ pub struct Policy {
     pub hash: String,
     /// Unix milliseconds.
     pub installed_at_ms: i64,
+    /// The hash of the version before the last install, what a rollback
+    /// ([`Store::rollback_policy`]) goes back to; `None` when there is none.
+    #[serde(default)]
+    pub previous_hash: Option<String>,
 }
 
 /// A policy a tenant's admins installed for the tenant's own calls. Names are
@@ -215,20 +219,30 @@ impl Store {
         if let Some(t) = tenant {
             ensure_tenant(&mut tx, t).await?;
         }
-        let previous = policy_hash(&mut tx, name).await?;
+        let (current, before) = policy_hashes(&mut tx, name).await?.unzip();
+        let before = before.flatten();
         let hash = put_blob(&mut tx, wasm, now_ms).await?;
+        // The version replaced becomes the one to roll back to; installing
+        // the same bytes again keeps the earlier one.
+        let previous = match current {
+            Some(c) if c != hash => Some(c),
+            _ => before.clone(),
+        };
         sqlx::query(
-            "INSERT INTO policies (name, tenant_id, hash, installed_ms) VALUES ($1, $2, $3, $4) \
+            "INSERT INTO policies (name, tenant_id, hash, installed_ms, previous_hash) \
+             VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (name) DO UPDATE SET tenant_id = excluded.tenant_id, \
-             hash = excluded.hash, installed_ms = excluded.installed_ms",
+             hash = excluded.hash, installed_ms = excluded.installed_ms, \
+             previous_hash = excluded.previous_hash",
         )
         .bind(name)
         .bind(tenant.map(|t| t.0))
         .bind(&hash)
         .bind(now_ms)
+        .bind(previous.as_deref())
         .execute(&mut *tx)
         .await?;
-        if let Some(old) = previous {
+        if let Some(old) = before.filter(|b| Some(b) != previous.as_ref()) {
             drop_blob_if_unused(&mut tx, &old).await?;
         }
         tx.commit().await?;
@@ -237,13 +251,44 @@ impl Store {
             tenant,
             hash,
             installed_at_ms: now_ms,
+            previous_hash: previous,
         })
+    }
+
+    /// Goes back to the version of the named policy before its last install;
+    /// the version replaced becomes the one to go back to, so a rollback can
+    /// itself be undone. [`Error::NotFound`] without such a policy,
+    /// [`Error::Conflict`] when it has no earlier version.
+    pub async fn rollback_policy(&self, name: &str, now_ms: i64) -> Result<Policy> {
+        let mut tx = self.write_tx().await?;
+        let (current, previous) = policy_hashes(&mut tx, name)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("policy {name:?}")))?;
+        let previous = previous
+            .ok_or_else(|| Error::Conflict(format!("policy {name:?} has no earlier version")))?;
+        sqlx::query(
+            "UPDATE policies SET hash = $1, previous_hash = $2, installed_ms = $3 WHERE name = $4",
+        )
+        .bind(&previous)
+        .bind(&current)
+        .bind(now_ms)
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query(
+            "SELECT name, tenant_id, hash, installed_ms, previous_hash FROM policies WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        policy_from_row(&row)
     }
 
     /// Removes the named policy; [`Error::NotFound`] when there is none.
     pub async fn remove_policy(&self, name: &str) -> Result<()> {
         let mut tx = self.write_tx().await?;
-        let hash = policy_hash(&mut tx, name)
+        let (hash, previous) = policy_hashes(&mut tx, name)
             .await?
             .ok_or_else(|| Error::NotFound(format!("policy {name:?}")))?;
         sqlx::query("DELETE FROM policies WHERE name = $1")
@@ -251,6 +296,9 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         drop_blob_if_unused(&mut tx, &hash).await?;
+        if let Some(previous) = previous {
+            drop_blob_if_unused(&mut tx, &previous).await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -321,20 +369,12 @@ impl Store {
 
     /// Every installed policy, by name.
     pub async fn list_policies(&self) -> Result<Vec<Policy>> {
-        let rows =
-            sqlx::query("SELECT name, tenant_id, hash, installed_ms FROM policies ORDER BY name")
-                .fetch_all(&self.pool)
-                .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(Policy {
-                    name: row.try_get("name")?,
-                    tenant: row.try_get::<Option<i64>, _>("tenant_id")?.map(TenantId),
-                    hash: row.try_get("hash")?,
-                    installed_at_ms: row.try_get("installed_ms")?,
-                })
-            })
-            .collect()
+        let rows = sqlx::query(
+            "SELECT name, tenant_id, hash, installed_ms, previous_hash FROM policies ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(policy_from_row).collect()
     }
 
     /// Installs one of the tenant's own policies under `name` (1-64 characters
@@ -489,9 +529,10 @@ async fn drop_blob_if_unused(conn: &mut AnyConnection, hash: &str) -> Result<()>
     sqlx::query(
         "DELETE FROM plugin_blobs WHERE hash = $1 \
          AND NOT EXISTS (SELECT 1 FROM dialplan_versions WHERE hash = $2) \
-         AND NOT EXISTS (SELECT 1 FROM policies WHERE hash = $3) \
-         AND NOT EXISTS (SELECT 1 FROM tenant_policies WHERE hash = $4)",
+         AND NOT EXISTS (SELECT 1 FROM policies WHERE hash = $3 OR previous_hash = $4) \
+         AND NOT EXISTS (SELECT 1 FROM tenant_policies WHERE hash = $5)",
     )
+    .bind(hash)
     .bind(hash)
     .bind(hash)
     .bind(hash)
@@ -526,13 +567,27 @@ async fn tenant_policy_hash(
     })
 }
 
-async fn policy_hash(conn: &mut AnyConnection, name: &str) -> Result<Option<String>> {
-    let row = sqlx::query("SELECT hash FROM policies WHERE name = $1")
+fn policy_from_row(row: &AnyRow) -> Result<Policy> {
+    Ok(Policy {
+        name: row.try_get("name")?,
+        tenant: row.try_get::<Option<i64>, _>("tenant_id")?.map(TenantId),
+        hash: row.try_get("hash")?,
+        installed_at_ms: row.try_get("installed_ms")?,
+        previous_hash: row.try_get("previous_hash")?,
+    })
+}
+
+/// The named policy's hash and the hash of its version before, if it exists.
+async fn policy_hashes(
+    conn: &mut AnyConnection,
+    name: &str,
+) -> Result<Option<(String, Option<String>)>> {
+    let row = sqlx::query("SELECT hash, previous_hash FROM policies WHERE name = $1")
         .bind(name)
         .fetch_optional(conn)
         .await?;
     Ok(match row {
-        Some(row) => Some(row.try_get("hash")?),
+        Some(row) => Some((row.try_get("hash")?, row.try_get("previous_hash")?)),
         None => None,
     })
 }
@@ -770,12 +825,23 @@ mod tests {
             assert_eq!(list[0], replaced);
             assert_eq!(list[1].name, "own-limits");
             assert_eq!(list[1].tenant, Some(a));
-            // The replaced bytes are gone, the new ones are there.
-            assert_eq!(store.plugin_blob(&p.hash).await.expect("blob"), None);
+            // The replaced bytes stay as the version to roll back to; the
+            // new ones are there.
+            assert_eq!(replaced.previous_hash.as_ref(), Some(&p.hash));
+            assert_eq!(
+                store.plugin_blob(&p.hash).await.expect("blob"),
+                Some(b"p1".to_vec())
+            );
             assert_eq!(
                 store.plugin_blob(&replaced.hash).await.expect("blob"),
                 Some(b"p3".to_vec())
             );
+            // One more install: the version before the previous one is gone.
+            store
+                .install_policy("fraud", None, b"p4", 13)
+                .await
+                .expect("replace");
+            assert_eq!(store.plugin_blob(&p.hash).await.expect("blob"), None);
             store.remove_policy("fraud").await.expect("remove");
             assert!(matches!(
                 store.remove_policy("fraud").await,
@@ -792,6 +858,52 @@ mod tests {
                 store.install_policy("x", Some(TenantId(99)), b"x", 1).await,
                 Err(Error::NotFound(_))
             ));
+        }
+    }
+
+    backend_test! {
+        async fn a_policy_rolls_back_to_its_version_before_and_forward_again() {
+            let (store, _, _) = two_tenants().await;
+            let first = store
+                .install_policy("fraud", None, b"v1", 10)
+                .await
+                .expect("install");
+            assert_eq!(first.previous_hash, None);
+            assert!(matches!(
+                store.rollback_policy("fraud", 11).await,
+                Err(Error::Conflict(_))
+            ));
+            assert!(matches!(
+                store.rollback_policy("nope", 11).await,
+                Err(Error::NotFound(_))
+            ));
+            let second = store
+                .install_policy("fraud", None, b"v2", 12)
+                .await
+                .expect("install");
+            // Installing the same bytes again keeps the version to go back to.
+            let again = store
+                .install_policy("fraud", None, b"v2", 13)
+                .await
+                .expect("install");
+            assert_eq!(again.previous_hash.as_ref(), Some(&first.hash));
+            let back = store.rollback_policy("fraud", 14).await.expect("rollback");
+            assert_eq!(back.hash, first.hash);
+            assert_eq!(back.previous_hash.as_ref(), Some(&second.hash));
+            assert_eq!(back.installed_at_ms, 14);
+            assert_eq!(
+                store.list_policies().await.expect("list"),
+                std::slice::from_ref(&back)
+            );
+            assert_eq!(
+                store.plugin_blob(&back.hash).await.expect("blob"),
+                Some(b"v1".to_vec())
+            );
+            let forward = store.rollback_policy("fraud", 15).await.expect("undo");
+            assert_eq!(forward.hash, second.hash);
+            assert_eq!(blob_count(&store).await, 2);
+            store.remove_policy("fraud").await.expect("remove");
+            assert_eq!(blob_count(&store).await, 0, "both versions' bytes go");
         }
     }
 

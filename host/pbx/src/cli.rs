@@ -799,6 +799,12 @@ pub enum PolicyCommand {
         /// The policy's name.
         name: String,
     },
+    /// Go back to a policy's version before its last install (the one
+    /// replaced is kept, so a rollback can be undone the same way).
+    Rollback {
+        /// The policy's name.
+        name: String,
+    },
     /// List the installed policies.
     List,
     /// The provider's configuration of a policy (the shipped `default-policy`

@@ -854,6 +854,17 @@ async fn policy(store: &Store, command: PolicyCommand, out: &mut dyn Write) -> R
             store.remove_policy(&name).await?;
             writeln!(out, "removed policy {name}")?;
         }
+        PolicyCommand::Rollback { name } => {
+            let p = store.rollback_policy(&name, now_ms()).await?;
+            audit_cli(
+                store,
+                "policy.rollback",
+                p.tenant,
+                serde_json::json!({ "name": p.name, "hash": p.hash }),
+            )
+            .await?;
+            writeln!(out, "policy {} is back to sha256 {}", p.name, p.hash)?;
+        }
         PolicyCommand::List => {
             let names: HashMap<_, _> = store
                 .list_tenants()

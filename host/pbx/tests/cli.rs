@@ -362,6 +362,33 @@ fn policy_install_replace_list_and_remove() {
 }
 
 #[test]
+fn a_policy_rolls_back_to_the_version_before_its_last_install() {
+    let dir = data_dir_with_acme();
+    let first = write_file(
+        dir.path(),
+        "first.wasm",
+        pbx_plugin::shipped::DEFAULT_POLICY,
+    );
+    let second = write_file(dir.path(), "second.wasm", pbx_plugin::shipped::RESTRICTIONS);
+    let hash = |list: &str| list.split('\t').nth(2).unwrap_or("").to_owned();
+    ok(&pbx(dir.path(), &["policy", "install", "fraud", &first]));
+    let err = fails(&pbx(dir.path(), &["policy", "rollback", "fraud"]));
+    assert!(err.contains("no earlier version"), "{err}");
+    let v1 = hash(&ok(&pbx(dir.path(), &["policy", "list"])));
+    ok(&pbx(dir.path(), &["policy", "install", "fraud", &second]));
+    let v2 = hash(&ok(&pbx(dir.path(), &["policy", "list"])));
+    assert_ne!(v1, v2);
+    let out = ok(&pbx(dir.path(), &["policy", "rollback", "fraud"]));
+    assert!(out.starts_with("policy fraud is back to sha256 "), "{out}");
+    assert_eq!(hash(&ok(&pbx(dir.path(), &["policy", "list"]))), v1);
+    // And forward again.
+    ok(&pbx(dir.path(), &["policy", "rollback", "fraud"]));
+    assert_eq!(hash(&ok(&pbx(dir.path(), &["policy", "list"]))), v2);
+    let err = fails(&pbx(dir.path(), &["policy", "rollback", "nobody"]));
+    assert!(err.contains("nobody"), "{err}");
+}
+
+#[test]
 fn trunk_add_with_password_on_stdin() {
     let dir = data_dir_with_acme();
     let out = ok(&pbx_with_stdin(

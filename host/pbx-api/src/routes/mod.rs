@@ -909,6 +909,15 @@ pub(crate) fn table(config: &crate::ApiConfig) -> Vec<Route> {
         )
         .empty(StatusCode::NO_CONTENT),
         route(
+            M::POST,
+            "/api/v1/policies/{name}/rollback",
+            "rollbackPolicy",
+            "Go back to a policy's version before its last install (the one replaced is kept)",
+            global(R::PROVIDER, "plugins:write"),
+            post(policies::rollback),
+        )
+        .gives::<crate::control::PolicyInfo>(),
+        route(
             M::GET,
             "/api/v1/policies/{name}/config",
             "listPolicyConfig",

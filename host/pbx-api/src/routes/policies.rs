@@ -68,6 +68,26 @@ pub(super) async fn install(
     Ok((StatusCode::CREATED, Json(info)))
 }
 
+/// Goes back to the policy's version before its last install (audited).
+pub(super) async fn rollback(
+    State(state): State<ApiState>,
+    Extension(p): Extension<Principal>,
+    Source(source): Source,
+    P(name): P<String>,
+) -> ApiResult<Json<PolicyInfo>> {
+    let info = state.inner.control.rollback_policy(name).await?;
+    state
+        .audit(
+            &p,
+            &source,
+            "policy.rollback",
+            info.tenant,
+            json!({ "name": info.name, "hash": info.hash }),
+        )
+        .await?;
+    Ok(Json(info))
+}
+
 pub(super) async fn remove(
     State(state): State<ApiState>,
     Extension(p): Extension<Principal>,

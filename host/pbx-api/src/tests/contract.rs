@@ -324,6 +324,24 @@ async fn extra_successes() -> Vec<Exchange> {
         "/api/v1/tenants/{}/voicemail/100/messages/{}",
         fx.a, message.id
     );
+    // A policy installed again, then rolled back to its first version.
+    let reinstall = fx
+        .send_as_root(
+            Method::POST,
+            "/api/v1/policies?name=fraud",
+            None,
+            Some((b"\0asm-again".to_vec(), "application/wasm")),
+        )
+        .await;
+    out.push(reinstall);
+    out.push(
+        fx.exchange(
+            Method::POST,
+            "/api/v1/policies/fraud/rollback",
+            Payload::None,
+        )
+        .await,
+    );
     let heard = Payload::Json(json!({ "heard": true }));
     out.push(fx.exchange(Method::PATCH, &path, heard).await);
     out.push(fx.exchange(Method::DELETE, &path, Payload::None).await);

@@ -500,6 +500,15 @@ pub(super) fn matrix_cases() -> Vec<Case> {
             201,
             Raw(b"\0asm-policy"),
         ),
+        // fraud has no earlier version in the fixture: the route is reached
+        // and refuses (the contract test covers a success).
+        case(
+            M::POST,
+            "/api/v1/policies/fraud/rollback",
+            G("P", false),
+            409,
+            N,
+        ),
         case(M::DELETE, "/api/v1/policies/fraud", G("P", false), 204, N),
         case(
             M::GET,

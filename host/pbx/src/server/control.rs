@@ -226,6 +226,7 @@ fn policy_info(p: Policy) -> PolicyInfo {
         tenant: p.tenant,
         hash: p.hash,
         installed_at_ms: p.installed_at_ms,
+        can_roll_back: p.previous_hash.is_some(),
     }
 }
 
@@ -340,6 +341,18 @@ impl Control for ServerControl {
 
     fn remove_policy(&self, name: String) -> BoxFuture<'_, ControlResult<()>> {
         Box::pin(async move { self.store.remove_policy(&name).await.map_err(store_error) })
+    }
+
+    fn rollback_policy(&self, name: String) -> BoxFuture<'_, ControlResult<PolicyInfo>> {
+        Box::pin(async move {
+            let now = unix_ms(SystemTime::now());
+            let p = self
+                .store
+                .rollback_policy(&name, now)
+                .await
+                .map_err(store_error)?;
+            Ok(policy_info(p))
+        })
     }
 
     fn list_alerts(&self, tenant: Option<TenantId>) -> BoxFuture<'_, ControlResult<Vec<Alert>>> {
