@@ -155,3 +155,19 @@ pin_setup() {
         PLACEMENT="unpinned: servers and sipp share all $(nproc) CPUs"
     fi
 }
+
+# stop_started [PIDFILE]: stops every pid in PIDS, and the process (with its
+# children) named in PIDFILE when given: SIGTERM first (the PBX writes its
+# call records), then, after up to 5 s each, SIGKILL. Empties PIDS.
+stop_started() {
+    local pid kp=
+    [[ -n ${1:-} && -s ${1:-} ]] && kp=$(cat "$1")
+    for pid in "${PIDS[@]}" $kp; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}" $kp; do
+        wait_gone "$pid"
+        [[ $pid == "$kp" ]] && pkill -9 -P "$pid" 2>/dev/null
+        kill -9 "$pid" 2>/dev/null || true
+    done
+    [[ -n $kp ]] && : >"$1"
+    PIDS=()
+}

@@ -136,24 +136,7 @@ KAM_PIDFILE=$WORK/kamailio.pid
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    if [[ -s $KAM_PIDFILE ]]; then
-        kill "$(cat "$KAM_PIDFILE")" 2>/dev/null || true
-    fi
-    for pid in "${PIDS[@]}"; do
-        # SIGTERM lets the PBX write its call records; give it a moment, then insist.
-        wait_gone "$pid"
-        kill -9 "$pid" 2>/dev/null || true
-    done
-    if [[ -s $KAM_PIDFILE ]]; then
-        local kp
-        kp=$(cat "$KAM_PIDFILE")
-        wait_gone "$kp"
-        pkill -9 -P "$kp" 2>/dev/null || true
-        kill -9 "$kp" 2>/dev/null || true
-    fi
+    stop_started "$KAM_PIDFILE"
     [[ $KEEP == 1 ]] || rm -rf "$DATA"
     [[ $rc == 0 ]] || log "stopped with an error; logs are in $WORK"
     exit "$rc"
@@ -402,21 +385,7 @@ python3 "$HERE/plot.py" "$HERE/plots/soak.svg" "Soak: PBX memory at $SOAK_RATE c
     "seconds into the soak" "VmRSS (MiB)" "PBX=$SOAK_POINTS"
 
 # ---- 6b. the other benches need the ports: stop the servers, then run them ----------
-kill "$PBX_PID" 2>/dev/null || true
-wait_gone "$PBX_PID"
-kill -9 "$PBX_PID" 2>/dev/null || true
-forget "$PBX_PID"
-for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-if [[ -s $KAM_PIDFILE ]]; then
-    kp=$(cat "$KAM_PIDFILE")
-    kill "$kp" 2>/dev/null || true
-    wait_gone "$kp"
-    pkill -9 -P "$kp" 2>/dev/null || true
-    kill -9 "$kp" 2>/dev/null || true
-    : >"$KAM_PIDFILE"
-fi
-for pid in "${PIDS[@]}"; do wait_gone "$pid"; done
-PIDS=()
+stop_started "$KAM_PIDFILE"
 SUB_ARGS=()
 [[ $QUICK == 1 ]] && SUB_ARGS+=(--quick)
 if [[ $PIN == 1 ]]; then

@@ -104,11 +104,7 @@ PBX_PID=
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do
-        wait_gone "$pid"
-        kill -9 "$pid" 2>/dev/null || true
-    done
+    stop_started
     [[ $KEEP == 1 ]] || rm -rf "$WORK"/data-*
     [[ $rc == 0 ]] || log "stopped with an error; logs are in $WORK"
     exit "$rc"
@@ -287,6 +283,17 @@ python3 "$HERE/plot.py" "$PLOTS/memory-by-tenants.svg" "Idle memory against tena
 python3 "$HERE/plot.py" "$PLOTS/calls-by-policies.svg" "Call rate against policies in the chain" \
     "provider policies besides default-policy" "calls/s, no failure" "PBX=$(series 2 "${POLICY_ROWS[@]}")"
 
+# population_table FIRST_HEADING ROWS...: one row per population measured.
+population_table() {
+    local row n prov start idle best tol
+    echo "| $1 | provisioned in | start-up | idle VmRSS | REGISTER/s, no failure | REGISTER/s, ≤ 0.1% failed |"
+    echo "|---|---|---|---|---|---|"
+    shift
+    for row in "$@"; do
+        read -r n prov start idle best tol <<<"$row"
+        echo "| $n | $prov s | $start ms | $(mib "$idle") MiB | $best | $tol |"
+    done
+}
 rel_plots=$(python3 -c 'import os,sys; print(os.path.relpath(sys.argv[1], sys.argv[2]))' "$PLOTS" "$REPO")
 {
     echo "## Scaling curves (issue 21)"
@@ -300,19 +307,9 @@ rel_plots=$(python3 -c 'import os,sys; print(os.path.relpath(sys.argv[1], sys.ar
     echo "seconds later. Provisioning is \`host/pbx/examples/bulk_provision.rs\` (the store's"
     echo "\`add_tenant\` and \`import_extensions\`, as the CLI uses them)."
     echo
-    echo "| extensions (1 tenant) | provisioned in | start-up | idle VmRSS | REGISTER/s, no failure | REGISTER/s, ≤ 0.1% failed |"
-    echo "|---|---|---|---|---|---|"
-    for row in "${EXT_ROWS[@]}"; do
-        read -r n prov start idle best tol <<<"$row"
-        echo "| $n | $prov s | $start ms | $(mib "$idle") MiB | $best | $tol |"
-    done
+    population_table "extensions (1 tenant)" "${EXT_ROWS[@]}"
     echo
-    echo "| tenants ($TENANT_TOTAL extensions) | provisioned in | start-up | idle VmRSS | REGISTER/s, no failure | REGISTER/s, ≤ 0.1% failed |"
-    echo "|---|---|---|---|---|---|"
-    for row in "${TENANT_ROWS[@]}"; do
-        read -r n prov start idle best tol <<<"$row"
-        echo "| $n | $prov s | $start ms | $(mib "$idle") MiB | $best | $tol |"
-    done
+    population_table "tenants ($TENANT_TOTAL extensions)" "${TENANT_ROWS[@]}"
     echo
     echo "| provider policies besides default-policy | calls/s, no failure | calls/s, ≤ 0.1% failed |"
     echo "|---|---|---|"

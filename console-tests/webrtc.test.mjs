@@ -78,16 +78,16 @@ await page.getByLabel("Password").fill(pass);
 await page.getByRole("button", { name: "Log in" }).click();
 await page.getByRole("heading", { name: "Phone" }).waitFor();
 assert.equal(await page.getByLabel("Extension").inputValue(), "1000");
-await page.getByRole("button", { name: "Connect" }).click();
+await page.getByRole("button", { name: "Connect", exact: true }).click();
 await stateIs("Ready: extension 1000 is registered.");
-assert.equal(await page.getByRole("button", { name: "Connect" }).isVisible(), false, "connected: no Connect button");
+assert.equal(await page.getByRole("button", { name: "Connect", exact: true }).isVisible(), false, "connected: no Connect button");
 await shot("phone");
 
 // ---- the browser calls baresip ----------------------------------------
 await page.getByLabel("Number to call").fill(callee);
-await page.getByRole("button", { name: "Call" }).click();
+await page.getByRole("button", { name: "Call", exact: true }).click();
 await stateIs(`In a call with ${callee}.`);
-assert.equal(await page.getByRole("button", { name: "Call" }).isVisible(), false, "in a call: no Call button");
+assert.equal(await page.getByRole("button", { name: "Call", exact: true }).isVisible(), false, "in a call: no Call button");
 const [sent, received] = await audioFlows(100);
 console.log(`browser call: ${sent} packets sent, ${received} received`);
 await shot("phone-in-call");

@@ -14,35 +14,11 @@ use std::time::Duration;
 use common::{ACME, Pbx, ROOT_PASSWORD, http, next_invite, password, tenant_admin_token};
 use pbx_e2e::{Phone, Transport, ws_connect};
 
-/// A self-signed certificate for 127.0.0.1, written next to the data.
-fn certificate(dir: &std::path::Path) -> pbx::server::TlsFiles {
-    let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
-        .expect("certificate");
-    let cert = dir.join("wss-cert.pem");
-    let key = dir.join("wss-key.pem");
-    std::fs::write(&cert, made.cert.pem()).expect("cert");
-    std::fs::write(&key, made.signing_key.serialize_pem()).expect("key");
-    pbx::server::TlsFiles { cert, key }
-}
-
 /// The provisioned tenants served with the API and a secure WebSocket
 /// listener; returns the server, its WebSocket address and the certificate.
 async fn serve() -> (Pbx, SocketAddr, PathBuf) {
-    let mut pbx = Pbx::provisioned().await;
-    pbx_api::add_user(
-        &pbx.store,
-        "root",
-        store::UserRole::ProviderAdmin,
-        None,
-        ROOT_PASSWORD,
-    )
-    .await
-    .expect("provider admin");
-    let files = certificate(pbx.dir.path());
-    let cert = files.cert.clone();
-    let mut opts = common::options_with_api(pbx.dir.path());
-    opts.wss = vec!["127.0.0.1:0".parse().expect("address")];
-    opts.tls_files = Some(files);
+    let mut pbx = Pbx::provisioned_with_root().await;
+    let (opts, cert) = pbx.options_with_wss();
     pbx.serve_with(opts).await;
     let wss = pbx.handle.as_ref().expect("running").wss_addrs()[0];
     (pbx, wss, cert)
@@ -176,17 +152,7 @@ async fn short_lived_credentials_work_only_over_websocket_and_for_their_own_exte
 
     // A user gets credentials for their own extension and "not found" for
     // any other.
-    let (s, v) = http(
-        pbx.api(),
-        "POST",
-        &format!("/api/v1/tenants/{}/users", pbx.acme.0),
-        Some(&admin),
-        Some(serde_json::json!({
-            "username": "alice", "password": ROOT_PASSWORD, "role": "user", "extension": "1001"
-        })),
-    )
-    .await;
-    assert_eq!(s, 201, "{v}");
+    pbx.add_acme_user(&admin, "alice", "1001").await;
     let (s, v) = http(
         pbx.api(),
         "POST",

@@ -12,7 +12,7 @@ mod common;
 use std::time::Duration;
 
 use common::softphone::{Link, PhoneSpec, Softphone, free_udp_range};
-use common::{ACME, Pbx, ROOT_PASSWORD, http, password, tenant_admin_token};
+use common::{ACME, Pbx, ROOT_PASSWORD, password, tenant_admin_token};
 use store::{CdrFilter, Disposition};
 
 /// Waits until `extension` of acme is registered (over any transport).
@@ -48,32 +48,12 @@ async fn chromium_calls_baresip_and_baresip_calls_chromium() {
         return;
     }
     let mut pbx = Pbx::provisioned().await;
-    let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
-        .expect("certificate");
-    let files = pbx::server::TlsFiles {
-        cert: pbx.dir.path().join("wss-cert.pem"),
-        key: pbx.dir.path().join("wss-key.pem"),
-    };
-    std::fs::write(&files.cert, made.cert.pem()).expect("cert");
-    std::fs::write(&files.key, made.signing_key.serialize_pem()).expect("key");
-    let mut opts = common::options_with_api(pbx.dir.path());
-    opts.wss = vec!["127.0.0.1:0".parse().expect("address")];
-    opts.tls_files = Some(files);
+    let (opts, _) = pbx.options_with_wss();
     pbx.serve_with(opts).await;
 
     // alice is the user of extension 1000; baresip answers on 1001.
     let admin = tenant_admin_token(&pbx, "acme").await;
-    let (s, v) = http(
-        pbx.api(),
-        "POST",
-        &format!("/api/v1/tenants/{}/users", pbx.acme.0),
-        Some(&admin),
-        Some(serde_json::json!({
-            "username": "alice", "password": ROOT_PASSWORD, "role": "user", "extension": "1000"
-        })),
-    )
-    .await;
-    assert_eq!(s, 201, "{v}");
+    pbx.add_acme_user(&admin, "alice", "1000").await;
     let logs = pbx.dir.path().to_path_buf();
     let pw = password(ACME, "1001");
     let mut baresip = Softphone::start_baresip(&PhoneSpec {

@@ -806,11 +806,14 @@ async function phoneView(tenant) {
     const number = new FormData(connect).get("number");
     const candidate = new Phone(() => api.issueBrowserCredentials({ tenant, number }), phoneAudio);
     candidate.addEventListener("state", onPhoneState);
+    // The phone is this page's from now: its events render with it.
+    phone = candidate;
     try {
       await candidate.connect();
-      phone = candidate;
     } catch (err) {
       error.textContent = err.message;
+      phone = null;
+      phoneState = { state: "disconnected" };
       candidate.disconnect();
     }
     render();

@@ -97,7 +97,15 @@ impl Pbx {
     /// Provisions the tenants and a provider admin `root` ([`ROOT_PASSWORD`])
     /// and starts serving, with the admin API ([`options_with_api`]).
     pub(crate) async fn start_with_api() -> Pbx {
-        let mut pbx = Pbx::provisioned().await;
+        let mut pbx = Pbx::provisioned_with_root().await;
+        pbx.serve_with_api().await;
+        pbx
+    }
+
+    /// The tenants, their extensions and a provider admin `root`
+    /// ([`ROOT_PASSWORD`]), stored; nothing served yet.
+    pub(crate) async fn provisioned_with_root() -> Pbx {
+        let pbx = Pbx::provisioned().await;
         pbx_api::add_user(
             &pbx.store,
             "root",
@@ -107,8 +115,43 @@ impl Pbx {
         )
         .await
         .expect("provider admin");
-        pbx.serve_with_api().await;
         pbx
+    }
+
+    /// [`options_with_api`] plus a SIP over secure WebSocket listener, with a
+    /// self-signed certificate for 127.0.0.1 written into the data
+    /// directory: (options, the certificate's PEM file).
+    pub(crate) fn options_with_wss(&self) -> (ServeOptions, PathBuf) {
+        let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
+            .expect("certificate");
+        let files = pbx::server::TlsFiles {
+            cert: self.dir.path().join("wss-cert.pem"),
+            key: self.dir.path().join("wss-key.pem"),
+        };
+        std::fs::write(&files.cert, made.cert.pem()).expect("cert");
+        std::fs::write(&files.key, made.signing_key.serialize_pem()).expect("key");
+        let cert = files.cert.clone();
+        let mut opts = options_with_api(self.dir.path());
+        opts.wss = vec!["127.0.0.1:0".parse().expect("address")];
+        opts.tls_files = Some(files);
+        (opts, cert)
+    }
+
+    /// Makes `username` (password [`ROOT_PASSWORD`]) the `user` of extension
+    /// `extension` of acme, as acme's admin (`admin`, a session token) does.
+    pub(crate) async fn add_acme_user(&self, admin: &str, username: &str, extension: &str) {
+        let (s, v) = http(
+            self.api(),
+            "POST",
+            &format!("/api/v1/tenants/{}/users", self.acme.0),
+            Some(admin),
+            Some(serde_json::json!({
+                "username": username, "password": ROOT_PASSWORD, "role": "user",
+                "extension": extension,
+            })),
+        )
+        .await;
+        assert_eq!(s, 201, "{v}");
     }
 
     /// (Re)starts the server on the same data directory, with the admin API.

@@ -91,7 +91,7 @@ struct Exchange {
 impl Fx {
     /// PUTs a WAV to `path` as the provider admin.
     async fn upload_wav(&self, path: &str) -> Exchange {
-        self.send_as_root(Method::PUT, path, None, Some((wav(), "audio/wav")))
+        self.send_as_root(Method::PUT, path, None, Some((silence_wav(), "audio/wav")))
             .await
     }
 
@@ -310,14 +310,14 @@ async fn extra_successes() -> Vec<Exchange> {
     out.push(fx.exchange(Method::DELETE, &prompt, Payload::None).await);
     let recording = fx
         .store
-        .save_call_recording(fx.a, ("100", "101"), &wav(), 100)
+        .save_call_recording(fx.a, ("100", "101"), &silence_wav(), 100)
         .await
         .expect("recording");
     let path = format!("/api/v1/tenants/{}/recordings/{}", fx.a, recording.id);
     out.push(fx.exchange(Method::DELETE, &path, Payload::None).await);
     let message = fx
         .store
-        .save_voicemail(fx.a, "100", "101", &wav(), 100)
+        .save_voicemail(fx.a, "100", "101", &silence_wav(), 100)
         .await
         .expect("message");
     let path = format!(
@@ -345,23 +345,6 @@ async fn extra_successes() -> Vec<Exchange> {
     let heard = Payload::Json(json!({ "heard": true }));
     out.push(fx.exchange(Method::PATCH, &path, heard).await);
     out.push(fx.exchange(Method::DELETE, &path, Payload::None).await);
-    out
-}
-
-/// A tenth of a second of 8 kHz 16-bit mono silence as WAV.
-fn wav() -> Vec<u8> {
-    let mut out = Vec::new();
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 8000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::new(std::io::Cursor::new(&mut out), spec).expect("wav");
-    for _ in 0..800 {
-        w.write_sample(0i16).expect("sample");
-    }
-    w.finalize().expect("wav");
     out
 }
 

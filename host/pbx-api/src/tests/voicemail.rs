@@ -2,29 +2,12 @@
 
 use super::*;
 
-/// The shortest WAV the store takes: 8 kHz 16-bit mono, a tenth of a second.
-fn wav() -> Vec<u8> {
-    let mut out = Vec::new();
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 8000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::new(std::io::Cursor::new(&mut out), spec).expect("wav");
-    for _ in 0..800 {
-        w.write_sample(0i16).expect("sample");
-    }
-    w.finalize().expect("wav");
-    out
-}
-
 #[tokio::test]
 async fn deleting_or_marking_a_message_refreshes_the_mailboxs_phones() {
     let fx = Fx::new().await;
     let message = fx
         .store
-        .save_voicemail(fx.a, "100", "200", &wav(), 100)
+        .save_voicemail(fx.a, "100", "200", &silence_wav(), 100)
         .await
         .expect("message");
     let admin = fx.session(&fx.admin_a);

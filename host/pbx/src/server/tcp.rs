@@ -152,9 +152,9 @@ async fn write_loop<S: AsyncWrite>(mut writer: WriteHalf<S>, mut rx: mpsc::Recei
     let _ = writer.shutdown().await;
 }
 
-/// Why a connection's reader stopped.
+/// Why a connection's reader stopped (TCP, TLS and WebSocket alike).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ReadEnd {
+pub(crate) enum ReadEnd {
     /// The peer closed or the socket failed.
     Closed,
     /// Unframeable bytes or an oversized message.

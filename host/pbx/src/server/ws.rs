@@ -31,7 +31,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use super::io::{Conn, Io};
-use super::tcp::admit_next;
+use super::tcp::{ReadEnd, admit_next};
 
 /// The WebSocket subprotocol of SIP (RFC 7118 §4.1).
 const SUBPROTOCOL: &str = "sip";
@@ -152,17 +152,6 @@ where
         }
     }
     let _ = sink.close().await;
-}
-
-/// Why a connection's reader stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ReadEnd {
-    /// The browser closed, or the socket or the framing failed.
-    Closed,
-    /// No SIP message within the idle timeout.
-    Idle,
-    /// The server is shutting down.
-    Stopped,
 }
 
 async fn read_loop<S>(
