@@ -155,6 +155,12 @@ done
 for c in $SERVER_CPUS $LOAD_CPUS; do
     taskset -c "$c" true 2>/dev/null || die "cannot pin to CPU list '$c' (see --server-cpus, --load-cpus)"
 done
+LOAD_NCPU=$(python3 -c 'import sys
+n = 0
+for part in sys.argv[1].split(","):
+    a, _, b = part.partition("-")
+    n += int(b or a) - int(a) + 1
+print(n)' "$LOAD_CPUS") || die "--load-cpus: '$LOAD_CPUS' is not a CPU list like 0 or 0,2-3"
 # Thousands of calls hold thousands of relay sockets.
 ulimit -n 200000 2>/dev/null || ulimit -n 65536 2>/dev/null || true
 
@@ -399,18 +405,25 @@ print(f"{(c1 - c0) / w * 100:.1f} {(c1 - c0) / w / n * 1e6:.0f} {(l1 - l0) / w *
     python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) <= float(sys.argv[2]) else 1)' \
         "$S_JOUT99" "$JITTER_MAX" 2>/dev/null || why+=" jitter p99 $S_JOUT99 ms;"
     [[ ${dropped:-0} == 0 ]] || why+=" capture dropped $dropped;"
+    # A saturated load generator paces its streams late: the step says nothing of
+    # the server then.
+    python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) < 90 * int(sys.argv[2]) else 1)' \
+        "$S_LOAD_CORE" "$LOAD_NCPU" 2>/dev/null || why+=" load CPUs saturated ($S_LOAD_CORE%);"
     [[ -n $why ]] || S_HELD=yes
-    log "  calls $R_OK ok / $R_FAILED failed, up $up0..$up1; streams $S_MATCHED/$S_STREAMS, loss $S_LOSS% ($S_LOST of $S_SENT), jitter out p50 $S_JOUT50 p99 $S_JOUT99 ms (in p99 $S_JIN99), delay p50 $S_D50 p99 $S_D99 ms; server ${S_CORE}% of a core, $S_US_PER_CALL µs/s per call; load ${S_LOAD_CORE}%; held=$S_HELD${why:+ (${why% ;})}"
+    why=${why# }
+    why=${why%;}
+    log "  calls $R_OK ok / $R_FAILED failed, up $up0..$up1; streams $S_MATCHED/$S_STREAMS, loss $S_LOSS% ($S_LOST of $S_SENT), jitter out p50 $S_JOUT50 p99 $S_JOUT99 ms (in p99 $S_JIN99), delay p50 $S_D50 p99 $S_D99 ms; server ${S_CORE}% of a core, $S_US_PER_CALL µs/s per call; load ${S_LOAD_CORE}%; held=$S_HELD${why:+ ($why)}"
     printf '| %s | %s | %s/s | %s / %s | %s / %s | %s | %s (%s of %s) | %s / %s | %s / %s | %s / %s / %s | %s%% | %s | %s | %s%% | %s | %s |\n' \
         "$sys" "$n" "$rate" "$R_OK" "$R_FAILED" "$up0" "$up1" "$S_MATCHED ($S_SAMPLE)" "$S_LOSS%" "$S_LOST" \
         "$S_SENT" "$S_JOUT50" "$S_JOUT99" "$S_JIN50" "$S_JIN99" "$S_D50" "$S_D99" "$S_DMAX" \
         "$S_CORE" "$S_US_PER_CALL" "$S_CDR" "$S_LOAD_CORE" "${dropped:-0}" \
-        "$S_HELD${why:+:${why% ;}}" >>"$WORK/steps.md"
+        "$S_HELD${why:+: $why}" >>"$WORK/steps.md"
 }
 
 # media_ladder SYSTEM TARGET: climbs the steps until one is not held. Sets
 # BEST (calls held, 0 if none), BEST_CORE and BEST_US (CPU at that step), and
-# US_AT[N] (CPU per call at every held step, for comparing at equal load).
+# US_PBX[N] or US_RTPE[N] (CPU per call at every held step, to compare the two at
+# equal load).
 declare -A US_PBX=() US_RTPE=()
 media_ladder() {
     local sys=$1 target=$2 n
@@ -454,7 +467,26 @@ MODE=full
 [[ $QUICK == 1 ]] && MODE="quick (smoke run: small steps, short holds; not representative)"
 RTPE_VERSION=$(rtpengine --version 2>&1 | sed -n 's/^Version: *//p' | head -1)
 KAM_VERSION=$(kamailio -v 2>/dev/null | head -1 | sed 's/^version: kamailio //; s/ *$//')
-top_note() { [[ $1 == "${STEP_LIST[-1]}" ]] && echo " (top of the ladder)" || true; }
+top_note() {
+    if [[ $1 == "${STEP_LIST[-1]}" ]]; then
+        echo " (top of the ladder)"
+    elif [[ $1 == 0 ]]; then
+        echo " (the first step was not held)"
+    fi
+}
+cpu_cell() { # CORE_PCT US_PER_CALL
+    [[ $1 != n/a ]] || {
+        echo n/a
+        return
+    }
+    echo "$1% of a core, $2 µs per call per second"
+}
+# Other work on the cores makes every figure noise: say so in the section.
+BUSY_NOTE=$(python3 -c 'import sys
+load = float(sys.argv[1].split()[0]); cores = int(sys.argv[2])
+if load > 0.5 * cores:
+    print(f"**The load average at start ({load:.1f} on {cores} cores) says other work shared "
+          "the cores during this run: its figures are noise, not capacity.**")' "$LOAD_START" "$(nproc)")
 verdict() {
     python3 -c 'import sys
 try: v = float(sys.argv[1])
@@ -474,12 +506,14 @@ Kamailio ${KAM_VERSION:-?}, rtpengine ${RTPE_VERSION:-?} (userspace forwarding,
 \`--table=-1\`). Placement: the server under test (the PBX; or Kamailio and
 rtpengine together) is pinned with \`taskset -c $SERVER_CPUS\`, the load generators
 (both sipp) and the capture with \`taskset -c $LOAD_CPUS\`. Only one server is under
-load at a time.
+load at a time.${BUSY_NOTE:+
+
+$BUSY_NOTE}
 
 | measure | PBX | Kamailio + rtpengine | PBX / rtpengine | target |
 | --- | --- | --- | --- | --- |
 | concurrent G.711 calls held, plain RTP (< $LOSS_MAX% loss, jitter p99 ≤ $JITTER_MAX ms) | $PBX_BEST$(top_note "$PBX_BEST") | $RTPE_BEST$(top_note "$RTPE_BEST") | $HELD_RATIO | ≥ 1.0: $(verdict "$HELD_RATIO") |
-| server CPU at that step | $PBX_CORE% of a core, $PBX_US µs per call per second | $RTPE_CORE% of a core, $RTPE_US µs per call per second | | |
+| server CPU at that step | $(cpu_cell "$PBX_CORE" "$PBX_US") | $(cpu_cell "$RTPE_CORE" "$RTPE_US") | | |
 | CPU per relayed call at ${COMMON:-n/a} calls (both held), rtpengine / PBX | ${COMMON:+${US_PBX[$COMMON]} µs/s} | ${COMMON:+${US_RTPE[$COMMON]} µs/s} | $CPU_RATIO | ≥ 1.0: $(verdict "$CPU_RATIO") |
 | SRTP on both legs | not measured | not measured | | see below |
 
