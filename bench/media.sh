@@ -215,7 +215,8 @@ check_alive() {
                 die "Kamailio exited; see $WORK/kamailio.log"
             ;;
     esac
-    kill -0 "$UAS_PID" 2>/dev/null || die "the answering sipp exited; see $WORK/sipp/uas.log"
+    [[ -z $UAS_PID ]] || kill -0 "$UAS_PID" 2>/dev/null ||
+        die "the answering sipp exited; see $WORK/sipp/uas.log"
 }
 
 # ---- 1. the PBX binary, the audio, the scenarios ------------------------------------
