@@ -16,7 +16,9 @@
   stats.py rtp CAPTURE.pcap PORT_A PORT_B TRIM_S
                                        -> "streams matched sent lost loss_pct
                                           jitter_in_p50 jitter_in_p99 jitter_out_p50
-                                          jitter_out_p99 delay_p50 delay_p99 delay_max"
+                                          jitter_out_p99 delay_p50 delay_p99 delay_max
+                                          added_p50 added_p99" (added: per stream,
+                                          jitter out minus jitter in)
                                           of RTP captured on loopback between the two
                                           load generators' media ports and a relay
                                           (see rtp_streams)
@@ -284,7 +286,7 @@ def jitter_ms(pkts):
 
 
 def cmd_rtp(path, port_a, port_b, trim):
-    na = "n/a n/a n/a n/a n/a n/a n/a n/a n/a n/a n/a n/a"
+    na = " ".join(["n/a"] * 14)
     try:
         ins, outs, t0, t1 = rtp_streams(path, int(port_a), int(port_b), float(trim))
     except (OSError, ValueError):
@@ -309,8 +311,11 @@ def cmd_rtp(path, port_a, port_b, trim):
                 lost += 1
             else:
                 delays.append((t_out - t) * 1000.0)
-    j_in = [jitter_ms(p) for p in ins.values() if len(p) >= 50]
-    j_out = [jitter_ms(p) for p in outs.values() if len(p) >= 50]
+    j_in = {k: jitter_ms(p) for k, p in ins.items() if len(p) >= 50}
+    j_out = {k: jitter_ms(p) for k, p in outs.items() if len(p) >= 50}
+    # What the relay added to each stream's jitter: output minus input.
+    added = [j_out[k] - j_in[k] for k in j_out if k in j_in]
+    j_in, j_out = list(j_in.values()), list(j_out.values())
 
     def f(v, fmt="{:.2f}"):
         return "n/a" if v is None else fmt.format(v)
@@ -320,7 +325,8 @@ def cmd_rtp(path, port_a, port_b, trim):
         f"{len(ins)} {matched_streams} {sent} {lost if matched_streams else 'n/a'} "
         f"{f(loss, '{:.3f}')} {f(pct(j_in, 50))} {f(pct(j_in, 99))} "
         f"{f(pct(j_out, 50))} {f(pct(j_out, 99))} {f(pct(delays, 50), '{:.3f}')} "
-        f"{f(pct(delays, 99), '{:.3f}')} {f(max(delays) if delays else None, '{:.3f}')}"
+        f"{f(pct(delays, 99), '{:.3f}')} {f(max(delays) if delays else None, '{:.3f}')} "
+        f"{f(pct(added, 50))} {f(pct(added, 99))}"
     )
 
 
