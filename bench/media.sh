@@ -204,7 +204,7 @@ trap 'exit 130' INT TERM
 ON_SERVER=(taskset -c "$SERVER_CPUS")
 ON_LOAD=(taskset -c "$LOAD_CPUS")
 kam_pids() { # Kamailio's main process and its children
-    [[ -z $KAM_PID ]] || echo "$KAM_PID" $(pgrep -P "$KAM_PID" | tr '\n' ' ')
+    [[ -z $KAM_PID ]] || echo "$KAM_PID" "$(pgrep -P "$KAM_PID" | tr '\n' ' ')"
 }
 check_alive() {
     case $1 in
@@ -338,8 +338,8 @@ media_step() {
     local filter="udp and (port $UAS_MP or port $UAC_MP) and (udp[8] & 0xc0) = 0x80"
     ((bits == 0)) || filter+=" and (udp[19] & $(((1 << bits) - 1))) = 0"
     S_SAMPLE="1 in $((1 << bits))"
-    local pids
-    if [[ $sys == PBX ]]; then pids=$PBX_PID; else pids="$RTPE_PID $(kam_pids)"; fi
+    local pids=() loaders=()
+    if [[ $sys == PBX ]]; then pids=("$PBX_PID"); else read -r -a pids <<<"$RTPE_PID $(kam_pids)"; fi
     log "$sys: $n calls (placed at $rate/s, each held $((hold_ms / 1000)) s; streams sampled $S_SAMPLE)"
     rm -f "$stat"
     SIPP_INF=$WORK/callers-$n.csv
@@ -351,25 +351,26 @@ media_step() {
     local uac=$! t_start=$SECONDS
     PIDS+=("$uac")
     # Wait for every call to be up (sipp writes its counts every second).
-    local up0=0 up1 cpu0 cpu1 load0 load1 t0 t1 sipp_pid
+    local up0=0 up1 cpu0 cpu1 load0 load1 t0 t1
     while ((SECONDS - t_start < ramp_s + 8)); do
         sleep 1
         up0=$(python3 "$STATS" current "$stat")
         [[ $up0 != "$n" ]] || break
     done
     sleep "$SETTLE_S"
-    sipp_pid=$(pgrep -P "$uac" | head -1 || true)
+    # The calling sipp (a child of timeout), the answering one and the capture.
+    read -r -a loaders <<<"$(pgrep -P "$uac" | tr '\n' ' ') $UAS_PID"
     "${ON_LOAD[@]}" tcpdump -i lo -n -s 64 -B 32768 -w "$cap" "$filter" >"$WORK/capture/$label.log" 2>&1 &
     local dump=$!
     PIDS+=("$dump")
     up0=$(python3 "$STATS" current "$stat")
     t0=$(date +%s.%N)
-    cpu0=$(python3 "$STATS" cpu $pids)
-    load0=$(python3 "$STATS" cpu $sipp_pid "$UAS_PID" "$dump")
+    cpu0=$(python3 "$STATS" cpu "${pids[@]}")
+    load0=$(python3 "$STATS" cpu "${loaders[@]}" "$dump")
     sleep "$MEASURE_S"
     t1=$(date +%s.%N)
-    cpu1=$(python3 "$STATS" cpu $pids)
-    load1=$(python3 "$STATS" cpu $sipp_pid "$UAS_PID" "$dump")
+    cpu1=$(python3 "$STATS" cpu "${pids[@]}")
+    load1=$(python3 "$STATS" cpu "${loaders[@]}" "$dump")
     up1=$(python3 "$STATS" current "$stat")
     kill -TERM "$dump" 2>/dev/null || true # (SIGINT is ignored in background jobs)
     wait "$dump" 2>/dev/null || true
