@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Parsers and arithmetic for bench/run.sh; each subcommand prints one line.
+"""Parsers and arithmetic for bench/run.sh, cluster.sh and media.sh; each
+subcommand prints one line.
 
   stats.py sipp STAT.csv TOTAL        -> "ok failed achieved_per_s elapsed_s"
   stats.py current STAT.csv           -> calls in progress in the last stat row
@@ -17,11 +18,10 @@
                                        -> "streams matched sent lost loss_pct
                                           jitter_in_p50 jitter_in_p99 jitter_out_p50
                                           jitter_out_p99 delay_p50 delay_p99 delay_max
-                                          added_p50 added_p99" (added: per stream,
-                                          jitter out minus jitter in)
-                                          of RTP captured on loopback between the two
-                                          load generators' media ports and a relay
-                                          (see rtp_streams)
+                                          added_p50 added_p99" of RTP captured on
+                                          loopback between the two load generators'
+                                          media ports and a relay (added: per stream,
+                                          jitter out minus jitter in; see rtp_streams)
   stats.py cdr CDRS.json N            -> "calls lost_pct unforwarded_pct" over the N
                                           newest answered records of `pbx cdr list
                                           --format json`
