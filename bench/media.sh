@@ -10,7 +10,7 @@
 #
 #   --quick              smoke run: two small steps, short holds; not representative
 #   --out FILE           where the section goes (default: standard output)
-#   --steps LIST         concurrent calls per step (default 100,250,500,1000,2000,
+#   --steps LIST         concurrent calls per step (default 100,250,500,750,1000,1500,2000,
 #                        3000,4000,6000,8000,10000; quick: 50,100)
 #   --measure S          seconds measured while all of a step's calls are up
 #                        (default 30; quick: 8)
@@ -101,7 +101,7 @@ if [[ $QUICK == 1 ]]; then
     STEPS=${STEPS:-50,100}
     MEASURE_S=${MEASURE_S:-8}
 else
-    STEPS=${STEPS:-100,250,500,1000,2000,3000,4000,6000,8000,10000}
+    STEPS=${STEPS:-100,250,500,750,1000,1500,2000,3000,4000,6000,8000,10000}
     MEASURE_S=${MEASURE_S:-30}
 fi
 IFS=, read -r -a STEP_LIST <<<"$STEPS"
