@@ -1,4 +1,4 @@
-# Shell functions shared by bench/run.sh and bench/cluster.sh (sourced, not run).
+# Shell functions shared by bench/run.sh, bench/cluster.sh and bench/media.sh (sourced, not run).
 # They use the caller's WORK (logs), STATS (stats.py), SIPP_INF (the sipp
 # injection file), SIPP_LIMIT, STEP_S, PIDS (what cleanup stops) and
 # SIPP_PORT (the load's local port, default 6001), and call its check_alive

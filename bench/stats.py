@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Parsers and arithmetic for bench/run.sh; each subcommand prints one line.
+"""Parsers and arithmetic for bench/run.sh, cluster.sh and media.sh; each
+subcommand prints one line.
 
   stats.py sipp STAT.csv TOTAL        -> "ok failed achieved_per_s elapsed_s"
   stats.py current STAT.csv           -> calls in progress in the last stat row
@@ -10,12 +11,30 @@
                                           late_slope_kib_per_min" (the second: over the
                                           second half of the samples, after warm-up)
   stats.py ratio A B                  -> A/B with two decimals, or n/a
+  stats.py g711raw IN.pcap OUT.raw    -> writes the RTP payloads of a pcap (sipp's
+                                          g711a.pcap) as one raw A-law file; prints
+                                          its length in seconds
+  stats.py rtp CAPTURE.pcap PORT_A PORT_B TRIM_S
+                                       -> "streams matched sent lost loss_pct
+                                          jitter_in_p50 jitter_in_p99 jitter_out_p50
+                                          jitter_out_p99 delay_p50 delay_p99 delay_max
+                                          added_p50 added_p99" of RTP captured on
+                                          loopback between the two load generators'
+                                          media ports and a relay (added: per stream,
+                                          jitter out minus jitter in; see rtp_streams)
+  stats.py cdr CDRS.json N            -> "calls lost_pct unforwarded_pct" over the N
+                                          newest answered records of `pbx cdr list
+                                          --format json`
+  stats.py cpu PID...                 -> CPU seconds (user + system) used so far
 
 Anything missing or unreadable prints "n/a" fields instead of failing, so one
 broken measurement never hides the others.
 """
 import csv
+import json
+import os
 import re
+import struct
 import sys
 
 
@@ -154,6 +173,201 @@ def cmd_ratio(a, b):
     print(f"{a / b:.2f}" if b > 0 else "n/a")
 
 
+def pcap_packets(path):
+    """(time, ip payload bytes) of each IPv4 packet of a classic pcap file."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if len(data) < 24:
+        return
+    magic = struct.unpack("<I", data[:4])[0]
+    if magic in (0xA1B2C3D4, 0xA1B23C4D):
+        end = "<"
+    else:
+        end = ">"
+        magic = struct.unpack(">I", data[:4])[0]
+    nano = magic == 0xA1B23C4D
+    link = struct.unpack(end + "I", data[20:24])[0]
+    # Ethernet (tcpdump on lo), Linux cooked v1/v2, raw IP.
+    skip = {1: 14, 113: 16, 276: 20, 101: 0, 12: 0}.get(link)
+    if skip is None:
+        return
+    off = 24
+    while off + 16 <= len(data):
+        sec, frac, cap, _ = struct.unpack(end + "IIII", data[off : off + 16])
+        pkt = data[off + 16 : off + 16 + cap]
+        off += 16 + cap
+        t = sec + frac / (1e9 if nano else 1e6)
+        ip = pkt[skip:]
+        if len(ip) >= 20 and ip[0] >> 4 == 4:
+            yield t, ip
+
+
+def udp_of(ip):
+    """(sport, dport, udp payload) of an IPv4 UDP packet, or None."""
+    if ip[9] != 17:
+        return None
+    ihl = (ip[0] & 0x0F) * 4
+    if len(ip) < ihl + 8:
+        return None
+    sport, dport = struct.unpack(">HH", ip[ihl : ihl + 4])
+    return sport, dport, ip[ihl + 8 :]
+
+
+def cmd_g711raw(src, dst):
+    out = bytearray()
+    for _, ip in pcap_packets(src):
+        u = udp_of(ip)
+        if not u or len(u[2]) < 12 or u[2][0] >> 6 != 2:
+            continue
+        rtp = u[2]
+        start = 12 + 4 * (rtp[0] & 0x0F)
+        out += rtp[start:]
+    with open(dst, "wb") as f:
+        f.write(out)
+    print(f"{len(out) / 8000:.1f}")
+
+
+def pct(values, p):
+    if not values:
+        return None
+    v = sorted(values)
+    return v[min(len(v) - 1, int(round(p / 100 * (len(v) - 1))))]
+
+
+def rtp_streams(path, port_a, port_b, trim):
+    """Reads a loopback capture of RTP between two load generators (media ports
+    PORT_A and PORT_B) and a relay. A packet from a generator's port is one the
+    relay received; a packet to a generator's port is one it sent. A stream is
+    named by the generator that sent it and its SSRC (each sipp numbers its
+    streams' SSRCs from one base, so the sender's side tells them apart); the
+    relays measured here keep SSRC and sequence numbers on plain RTP.
+
+    Loss: packets the relay received (in the capture, away from its first and
+    last TRIM seconds, so that packets in flight at the edges are not counted)
+    with no packet of the same stream and sequence number sent on. Jitter: the
+    RFC 3550 interarrival jitter of each stream, at the relay's input (the load
+    generator's own) and at its output. Delay: per packet, output time minus
+    input time."""
+    side = {port_a: "a", port_b: "b"}
+    other = {"a": "b", "b": "a"}
+    ins, outs = {}, {}
+    t_first = t_last = None
+    for t, ip in pcap_packets(path):
+        u = udp_of(ip)
+        if not u:
+            continue
+        sport, dport, rtp = u
+        if len(rtp) < 12 or rtp[0] >> 6 != 2:
+            continue
+        seq, ts, ssrc = struct.unpack(">HII", rtp[2:12])
+        if sport in side:
+            key, table = (side[sport], ssrc), ins
+        elif dport in side:
+            key, table = (other[side[dport]], ssrc), outs
+        else:
+            continue
+        table.setdefault(key, []).append((t, seq, ts))
+        t_first = t if t_first is None else t_first
+        t_last = t
+    return ins, outs, t_first, t_last
+
+
+def jitter_ms(pkts):
+    """RFC 3550 interarrival jitter (8 kHz clock) of packets in arrival order."""
+    j = 0.0
+    prev = None
+    for t, _, ts in pkts:
+        if prev is not None:
+            dts = ((ts - prev[1] + 2**31) % 2**32) - 2**31  # signed, across wrap
+            d = (t - prev[0]) - dts / 8000.0
+            j += (abs(d) - j) / 16.0
+        prev = (t, ts)
+    return j * 1000.0
+
+
+def cmd_rtp(path, port_a, port_b, trim):
+    na = " ".join(["n/a"] * 14)
+    try:
+        ins, outs, t0, t1 = rtp_streams(path, int(port_a), int(port_b), float(trim))
+    except (OSError, ValueError):
+        print(na)
+        return
+    if t0 is None:
+        print(na)
+        return
+    lo, hi = t0 + float(trim), t1 - float(trim)
+    sent = lost = matched_streams = 0
+    delays = []
+    for key, pkts in ins.items():
+        got = {seq: t for t, seq, _ in outs.get(key, [])}
+        if got:
+            matched_streams += 1
+        for t, seq, _ in pkts:
+            if not lo <= t <= hi:
+                continue
+            sent += 1
+            t_out = got.get(seq)
+            if t_out is None:
+                lost += 1
+            else:
+                delays.append((t_out - t) * 1000.0)
+    j_in = {k: jitter_ms(p) for k, p in ins.items() if len(p) >= 50}
+    j_out = {k: jitter_ms(p) for k, p in outs.items() if len(p) >= 50}
+    # What the relay added to each stream's jitter: output minus input.
+    added = [j_out[k] - j_in[k] for k in j_out if k in j_in]
+    j_in, j_out = list(j_in.values()), list(j_out.values())
+
+    def f(v, fmt="{:.2f}"):
+        return "n/a" if v is None else fmt.format(v)
+
+    loss = lost * 100.0 / sent if sent and matched_streams else None
+    print(
+        f"{len(ins)} {matched_streams} {sent} {lost if matched_streams else 'n/a'} "
+        f"{f(loss, '{:.3f}')} {f(pct(j_in, 50))} {f(pct(j_in, 99))} "
+        f"{f(pct(j_out, 50))} {f(pct(j_out, 99))} {f(pct(delays, 50), '{:.3f}')} "
+        f"{f(pct(delays, 99), '{:.3f}')} {f(max(delays) if delays else None, '{:.3f}')} "
+        f"{f(pct(added, 50))} {f(pct(added, 99))}"
+    )
+
+
+def cmd_cdr(path, n):
+    try:
+        text = open(path).read().strip()
+        if text.startswith("["):
+            rows = json.loads(text)
+        else:
+            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    except (OSError, ValueError):
+        print("0 n/a n/a")
+        return
+    rows = [r for r in rows if r.get("disposition") == "answered"][: int(n)]
+    got = lost = unforwarded = 0
+    for r in rows:
+        m = r.get("media") or {}
+        a, b = m.get("caller") or {}, m.get("callee") or {}
+        for src, dst in ((a, b), (b, a)):
+            got += src.get("packets_in", 0) + src.get("packets_lost", 0)
+            lost += src.get("packets_lost", 0)
+            unforwarded += max(0, src.get("packets_in", 0) - dst.get("packets_out", 0))
+    if not rows or got == 0:
+        print(f"{len(rows)} n/a n/a")
+        return
+    print(f"{len(rows)} {lost * 100.0 / got:.3f} {unforwarded * 100.0 / got:.3f}")
+
+
+def cmd_cpu(*pids):
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    print(f"{total / tick:.2f}")
+
+
 def main(argv):
     cmds = {
         "sipp": (cmd_sipp, 2),
@@ -163,8 +377,16 @@ def main(argv):
         "libsrtp": (cmd_libsrtp, 1),
         "soak": (cmd_soak, 1),
         "ratio": (cmd_ratio, 2),
+        "g711raw": (cmd_g711raw, 2),
+        "rtp": (cmd_rtp, 4),
+        "cdr": (cmd_cdr, 2),
+        "cpu": (cmd_cpu, None),  # any number of pids
     }
-    if len(argv) < 2 or argv[1] not in cmds or len(argv) - 2 != cmds[argv[1]][1]:
+    if (
+        len(argv) < 2
+        or argv[1] not in cmds
+        or cmds[argv[1]][1] not in (None, len(argv) - 2)
+    ):
         sys.stderr.write(__doc__)
         return 2
     cmds[argv[1]][0](*argv[2:])
