@@ -388,6 +388,8 @@ python3 "$HERE/plot.py" "$HERE/plots/soak.svg" "Soak: PBX memory at $SOAK_RATE c
 stop_started "$KAM_PIDFILE"
 SUB_ARGS=()
 [[ $QUICK == 1 ]] && SUB_ARGS+=(--quick)
+# The media ladders are always pinned (rtpengine and the PBX on the same cores).
+MEDIA_ARGS=("${SUB_ARGS[@]}" --server-cpus "$SERVER_CPUS" --load-cpus "$LOAD_CPUS")
 if [[ $PIN == 1 ]]; then
     SUB_ARGS+=(--server-cpus "$SERVER_CPUS" --load-cpus "$LOAD_CPUS")
 else
@@ -395,8 +397,8 @@ else
 fi
 SECTIONS=()
 if [[ $MEDIA == 1 ]]; then
-    log "media capacity: bench/media.sh ${SUB_ARGS[*]}"
-    if "$HERE/media.sh" "${SUB_ARGS[@]}" --pbx-bin "$PBX_BIN" --out "$WORK/media.md" >"$WORK/media.log" 2>&1; then
+    log "media capacity: bench/media.sh ${MEDIA_ARGS[*]}"
+    if "$HERE/media.sh" "${MEDIA_ARGS[@]}" --pbx-bin "$PBX_BIN" --out "$WORK/media.md" >"$WORK/media.log" 2>&1; then
         SECTIONS+=("$WORK/media.md")
     else
         log "  bench/media.sh failed; see $WORK/media.log"
