@@ -171,3 +171,16 @@ stop_started() {
     [[ -n $kp ]] && : >"$1"
     PIDS=()
 }
+
+# provision_commands PORT_MIN PORT_MAX USERS: the commands a report lists for
+# provisioning tenant `bench` and the PBX's configuration, as the benches run them.
+provision_commands() {
+    cat <<CMDS
+pbx --data-dir D tenant add bench --domain bench.example
+pbx --data-dir D extension import bench extensions.csv        # $3, password pw<user>
+pbx --data-dir D tenant limits bench --max-concurrent 100000 --max-concurrent-extension 100 --max-calls-per-second 100000
+pbx --data-dir D policy config set default-policy max-concurrent-calls 100000 --tenant bench
+pbx --data-dir D policy config set default-policy max-calls-per-minute 100000 --tenant bench
+printf '[guard]\ntrusted = ["127.0.0.1"]\n\n[media]\nport_min = $1\nport_max = $2\n' > pbx.toml
+CMDS
+}

@@ -600,12 +600,7 @@ Run from the repository root; the harness does all of this and stops what it sta
 
 \`\`\`sh
 cargo build --release -p pbx
-pbx --data-dir D tenant add bench --domain bench.example
-pbx --data-dir D extension import bench extensions.csv        # 1000.., password pw<user>
-pbx --data-dir D tenant limits bench --max-concurrent 100000 --max-concurrent-extension 100 --max-calls-per-second 100000
-pbx --data-dir D policy config set default-policy max-concurrent-calls 100000 --tenant bench
-pbx --data-dir D policy config set default-policy max-calls-per-minute 100000 --tenant bench
-printf '[guard]\ntrusted = ["127.0.0.1"]\n\n[media]\nport_min = ${PBX_PORTS[0]}\nport_max = ${PBX_PORTS[1]}\n' > pbx.toml
+$(provision_commands "${PBX_PORTS[0]}" "${PBX_PORTS[1]}" "1000..")
 taskset -c $SERVER_CPUS pbx --data-dir D serve --config pbx.toml --sip-udp $PBX_ADDR
 taskset -c $SERVER_CPUS rtpengine --config-file=none --table=-1 --foreground --log-stderr --log-level=4 \\
     --interface=127.0.0.1 --listen-ng=$NG_ADDR --port-min=${RTPENGINE_PORTS[0]} --port-max=${RTPENGINE_PORTS[1]}

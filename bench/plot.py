@@ -12,7 +12,7 @@ import math
 import sys
 
 W, H = 560, 320
-LEFT, RIGHT, TOP, BOTTOM = 70, 20, 36, 52
+LEFT, RIGHT, TOP, BOTTOM = 70, 20, 52, 52
 COLOURS = ["#1f5fbf", "#d9822b", "#a4262c", "#2e8540"]
 
 
@@ -112,8 +112,8 @@ def main(argv):
             parts.append(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="3.5" fill="{colour}">'
                          f'<title>{esc(name)}: {label(x)} → {y:g}</title></circle>')
         lx = LEFT + 10 + i * 150
-        parts.append(f'<rect x="{lx}" y="{TOP - 2}" width="10" height="10" fill="{colour}"/>')
-        parts.append(f'<text x="{lx + 14}" y="{TOP + 7}">{esc(name)}</text>')
+        parts.append(f'<rect x="{lx}" y="{TOP - 22}" width="10" height="10" fill="{colour}"/>')
+        parts.append(f'<text x="{lx + 14}" y="{TOP - 13}">{esc(name)}</text>')
     parts.append("</svg>")
     with open(out, "w") as f:
         f.write("\n".join(parts) + "\n")

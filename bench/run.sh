@@ -521,12 +521,7 @@ Run from the repository root; the harness does all of this and stops what it sta
 
 \`\`\`sh
 cargo build --release -p pbx
-pbx --data-dir D tenant add bench --domain bench.example
-pbx --data-dir D extension import bench extensions.csv        # 1000..20999, password pw<user>
-pbx --data-dir D tenant limits bench --max-concurrent 100000 --max-concurrent-extension 100 --max-calls-per-second 100000
-pbx --data-dir D policy config set default-policy max-concurrent-calls 100000 --tenant bench
-pbx --data-dir D policy config set default-policy max-calls-per-minute 100000 --tenant bench
-printf '[guard]\ntrusted = ["127.0.0.1"]\n\n[media]\nport_min = 10000\nport_max = 32767\n' > pbx.toml
+$(provision_commands 10000 32767 "1000..20999")
 pbx --data-dir D serve --config pbx.toml --sip-udp $PBX_ADDR   # shipped dial plan and policies
 kamailio -f ../shared/bench/kamailio/kamailio.cfg -P kam.pid -w D -m 1024 -M 64   # $KAM_ADDR
 python3 ../shared/bench/make_users.py bench.example 1000 20000 > users.csv     # REGISTER

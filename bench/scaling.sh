@@ -113,7 +113,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 alive_pbx() { kill -0 "$PBX_PID" 2>/dev/null || die "the PBX exited; see $WORK/pbx-*.log"; }
-check_alive() { [[ $1 != PBX ]] || alive_pbx; }
+check_alive() { alive_pbx; } # every ladder here is the PBX's
 
 # ---- build --------------------------------------------------------------------------
 cd "$REPO"
@@ -205,7 +205,7 @@ for n in "${EXT_AXIS[@]}"; do
     users_csv 1 "$n" "$WORK/users-ext-$n.csv"
     SIPP_INF=$WORK/users-ext-$n.csv
     start_pbx "ext-$n" "$DATA"
-    ladder PBX register "$SHARED/sipp/register.xml" "$PBX_ADDR" "${REG_RATES[@]}"
+    ladder "PBX-ext-$n" register "$SHARED/sipp/register.xml" "$PBX_ADDR" "${REG_RATES[@]}"
     EXT_ROWS+=("$n $PROV_S $START_MS $IDLE_KIB $BEST_ACH $TOL_ACH")
     log "  start-up ${START_MS} ms, idle $(mib "$IDLE_KIB") MiB, REGISTER $BEST_ACH/s"
     stop_pbx
@@ -219,7 +219,7 @@ for t in "${TENANT_AXIS[@]}"; do
     users_csv "$t" "$TENANT_TOTAL" "$WORK/users-ten-$t.csv"
     SIPP_INF=$WORK/users-ten-$t.csv
     start_pbx "ten-$t" "$DATA"
-    ladder PBX register "$SHARED/sipp/register.xml" "$PBX_ADDR" "${REG_RATES[@]}"
+    ladder "PBX-tenants-$t" register "$SHARED/sipp/register.xml" "$PBX_ADDR" "${REG_RATES[@]}"
     TENANT_ROWS+=("$t $PROV_S $START_MS $IDLE_KIB $BEST_ACH $TOL_ACH")
     log "  start-up ${START_MS} ms, idle $(mib "$IDLE_KIB") MiB, REGISTER $BEST_ACH/s"
     stop_pbx
@@ -249,7 +249,7 @@ for p in "${POLICY_AXIS[@]}"; do
     SIPP_INF=$WORK/users-pol.csv
     start_pbx "pol-$p" "$DATA"
     run_sipp "PBX-fill-$p" "$SHARED/sipp/register.xml" "$PBX_ADDR" "$FILL_RATE" "$SAMPLE"
-    ladder PBX call "$SHARED/sipp/call.xml" "$PBX_ADDR" "${CALL_RATES[@]}"
+    ladder "PBX-policies-$p" call "$SHARED/sipp/call.xml" "$PBX_ADDR" "${CALL_RATES[@]}"
     POLICY_ROWS+=("$p $BEST_ACH $TOL_ACH")
     log "  calls $BEST_ACH/s with no failure"
     stop_pbx
@@ -273,9 +273,10 @@ mib_series() {
 }
 python3 "$HERE/plot.py" "$PLOTS/register-by-extensions.svg" "REGISTER rate against extensions (one tenant)" \
     "extensions provisioned" "REGISTER/s, no failure" --logx "PBX=$(series 5 "${EXT_ROWS[@]}")"
-python3 "$HERE/plot.py" "$PLOTS/memory-by-extensions.svg" "Idle memory and start-up against extensions" \
-    "extensions provisioned" "MiB / ms" --logx "idle VmRSS (MiB)=$(mib_series "${EXT_ROWS[@]}")" \
-    "start-up (ms)=$(series 3 "${EXT_ROWS[@]}")"
+python3 "$HERE/plot.py" "$PLOTS/memory-by-extensions.svg" "Idle memory against extensions (one tenant)" \
+    "extensions provisioned" "MiB" --logx "idle VmRSS (MiB)=$(mib_series "${EXT_ROWS[@]}")"
+python3 "$HERE/plot.py" "$PLOTS/startup-by-extensions.svg" "Start-up against extensions (one tenant)" \
+    "extensions provisioned" "ms to the first answered OPTIONS" --logx "start-up=$(series 3 "${EXT_ROWS[@]}")"
 python3 "$HERE/plot.py" "$PLOTS/register-by-tenants.svg" "REGISTER rate against tenants ($TENANT_TOTAL extensions)" \
     "tenants" "REGISTER/s, no failure" --logx "PBX=$(series 5 "${TENANT_ROWS[@]}")"
 python3 "$HERE/plot.py" "$PLOTS/memory-by-tenants.svg" "Idle memory against tenants ($TENANT_TOTAL extensions)" \
@@ -318,7 +319,8 @@ rel_plots=$(python3 -c 'import os,sys; print(os.path.relpath(sys.argv[1], sys.ar
         echo "| $n | $best | $tol |"
     done
     echo
-    for plot in register-by-extensions memory-by-extensions register-by-tenants memory-by-tenants calls-by-policies; do
+    for plot in register-by-extensions memory-by-extensions startup-by-extensions register-by-tenants \
+        memory-by-tenants calls-by-policies; do
         echo "![$plot]($rel_plots/$plot.svg)"
     done
     echo

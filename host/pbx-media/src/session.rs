@@ -4010,6 +4010,11 @@ mod tests {
             text(sdp).split("\r\n").map(str::to_owned).collect()
         }
 
+        /// The ICE username fragment and password an SDP of ours gives.
+        fn ice_of(sdp: &[u8]) -> (String, String) {
+            (attr_value(sdp, "ice-ufrag"), attr_value(sdp, "ice-pwd"))
+        }
+
         fn attr_value(sdp: &[u8], name: &str) -> String {
             let prefix = format!("a={name}:");
             lines(sdp)
@@ -4160,10 +4165,7 @@ mod tests {
                 None,
                 "no address to send a ClientHello to"
             );
-            let (ufrag, pwd) = (
-                attr_value(&answer, "ice-ufrag"),
-                attr_value(&answer, "ice-pwd"),
-            );
+            let (ufrag, pwd) = ice_of(&answer);
             let req = ice::binding_request(&format!("{ufrag}:Brws"), &pwd, [3; 12], true);
             assert!(
                 s.handle(Instant::now(), Leg::A, Channel::Rtp, browser_addr(), &req)
@@ -4179,10 +4181,7 @@ mod tests {
         fn ice_checks_are_answered_only_with_our_credentials() {
             let mut s = session();
             let (_, to_browser) = browser_calls_phone(&mut s);
-            let (ufrag, pwd) = (
-                attr_value(&to_browser, "ice-ufrag"),
-                attr_value(&to_browser, "ice-pwd"),
-            );
+            let (ufrag, pwd) = ice_of(&to_browser);
             let now = Instant::now();
             let wrong_pwd = ice::binding_request(
                 &format!("{ufrag}:Brws"),
@@ -4255,10 +4254,7 @@ mod tests {
         fn no_media_crosses_before_the_keys_and_srtp_after() {
             let mut s = session();
             let (_, to_browser) = browser_calls_phone(&mut s);
-            let (ufrag, pwd) = (
-                attr_value(&to_browser, "ice-ufrag"),
-                attr_value(&to_browser, "ice-pwd"),
-            );
+            let (ufrag, pwd) = ice_of(&to_browser);
             let now = Instant::now();
             let check = ice::binding_request(&format!("{ufrag}:Brws"), &pwd, [9; 12], true);
             s.handle(now, Leg::A, Channel::Rtp, browser_addr(), &check)
@@ -4428,10 +4424,7 @@ mod tests {
                 assert!(!body.contains(gone), "{gone} leaked into\n{body}");
             }
             assert_eq!(s.poll_dtls_start(), None, "ICE has not checked yet");
-            let (ufrag, pwd) = (
-                attr_value(&to_browser, "ice-ufrag"),
-                attr_value(&to_browser, "ice-pwd"),
-            );
+            let (ufrag, pwd) = ice_of(&to_browser);
             let check = ice::binding_request(&format!("{ufrag}:Ans1"), &pwd, [6; 12], true);
             s.handle(Instant::now(), Leg::B, Channel::Rtp, browser_addr(), &check)
                 .expect("the callee's check is answered");
@@ -4541,10 +4534,7 @@ mod tests {
             .unwrap();
             assert!(s.is_webrtc(Leg::B) && !s.is_webrtc(Leg::A));
             assert_eq!(s.poll_dtls_start(), None);
-            let (ufrag, pwd) = (
-                attr_value(&offer, "ice-ufrag"),
-                attr_value(&offer, "ice-pwd"),
-            );
+            let (ufrag, pwd) = ice_of(&offer);
             let check = ice::binding_request(&format!("{ufrag}:Ans1"), &pwd, [8; 12], true);
             s.handle(Instant::now(), Leg::B, Channel::Rtp, browser_addr(), &check)
                 .unwrap();
@@ -4606,10 +4596,7 @@ mod tests {
 
             s.play(Leg::A, Prompt::beep(), t0).unwrap();
             assert_eq!(s.poll_transmit(t0), None, "nothing plays before the keys");
-            let (ufrag, pwd) = (
-                attr_value(&answer, "ice-ufrag"),
-                attr_value(&answer, "ice-pwd"),
-            );
+            let (ufrag, pwd) = ice_of(&answer);
             let check = ice::binding_request(&format!("{ufrag}:Brws"), &pwd, [7; 12], true);
             s.handle(t0, Leg::A, Channel::Rtp, browser_addr(), &check)
                 .unwrap();
