@@ -282,6 +282,25 @@ impl Io {
         ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed))
     }
 
+    /// Opens the registry's side of an accepted connection from `peer`: a new
+    /// id, its bounded send queue, registered; the reader and writer tasks
+    /// take the id and both ends of the queue.
+    pub(crate) fn open_conn(
+        &self,
+        peer: SocketAddr,
+    ) -> (ConnId, mpsc::Sender<Bytes>, mpsc::Receiver<Bytes>) {
+        let id = self.next_id();
+        let (tx, rx) = mpsc::channel(self.limits.conn_queue.max(1));
+        self.register(
+            id,
+            Conn {
+                tx: tx.clone(),
+                peer,
+            },
+        );
+        (id, tx, rx)
+    }
+
     /// Registers an accepted connection.
     pub(crate) fn register(&self, id: ConnId, conn: Conn) {
         self.by_addr.insert(conn.peer, id);

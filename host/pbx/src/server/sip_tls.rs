@@ -23,7 +23,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use super::io::{Conn, Io};
+use super::io::Io;
 use super::tcp::{Ends, admit_next, stream_connection};
 
 /// TLS versions offered and accepted.
@@ -114,15 +114,7 @@ pub(crate) async fn accept(io: Arc<Io>, listener: TcpListener, acceptor: TlsAcce
                     return;
                 }
             };
-            let id = task_io.next_id();
-            let (tx, rx) = mpsc::channel(task_io.limits.conn_queue.max(1));
-            task_io.register(
-                id,
-                Conn {
-                    tx: tx.clone(),
-                    peer,
-                },
-            );
+            let (id, tx, rx) = task_io.open_conn(peer);
             let ends = Ends {
                 peer,
                 local,

@@ -13,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, Wr
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use super::io::{Conn, Io};
+use super::io::Io;
 
 /// The pong to a CRLFCRLF keep-alive ping (RFC 5626 §4.4.1).
 const PONG: &[u8] = b"\r\n";
@@ -58,15 +58,7 @@ pub(crate) async fn admit_next(
 /// Accepts connections until the server stops receiving.
 pub(crate) async fn accept(io: Arc<Io>, listener: TcpListener) {
     while let Some((stream, peer)) = admit_next(&io, &listener, "TCP").await {
-        let id = io.next_id();
-        let (tx, rx) = mpsc::channel(io.limits.conn_queue.max(1));
-        io.register(
-            id,
-            Conn {
-                tx: tx.clone(),
-                peer,
-            },
-        );
+        let (id, tx, rx) = io.open_conn(peer);
         let task_io = io.clone();
         io.connections().spawn(async move {
             connection(task_io, id, stream, tx, rx, Some(peer.ip())).await;

@@ -30,7 +30,7 @@ use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
-use super::io::{Conn, Io};
+use super::io::Io;
 use super::tcp::{ReadEnd, admit_next};
 
 /// The WebSocket subprotocol of SIP (RFC 7118 §4.1).
@@ -111,15 +111,7 @@ async fn connection(io: &Arc<Io>, stream: TcpStream, peer: SocketAddr, acceptor:
             return;
         }
     };
-    let id = io.next_id();
-    let (tx, rx) = mpsc::channel(io.limits.conn_queue.max(1));
-    io.register(
-        id,
-        Conn {
-            tx: tx.clone(),
-            peer,
-        },
-    );
+    let (id, tx, rx) = io.open_conn(peer);
     let (sink, messages) = ws.split();
     let writer = io.connections().spawn(write_loop(sink, rx));
     let end = read_loop(io, id, messages, peer, local, deadline).await;
