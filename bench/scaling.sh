@@ -197,32 +197,33 @@ provision() {
 : >"$WORK/ladder.md"
 pbx() { "$PBX_BIN" --data-dir "$DATA" "$@"; }
 
+# register_point LABEL TENANTS EXTENSIONS: a fresh population, the PBX started
+# on it and its REGISTER ladder; sets ROW ("provisioned start-up idle best tol").
+register_point() {
+    provision "$1" "$2" "$3"
+    users_csv "$2" "$3" "$WORK/users-$1.csv"
+    SIPP_INF=$WORK/users-$1.csv
+    start_pbx "$1" "$DATA"
+    ladder "PBX-$1" register "$SHARED/sipp/register.xml" "$PBX_ADDR" "${REG_RATES[@]}"
+    ROW="$PROV_S $START_MS $IDLE_KIB $BEST_ACH $TOL_ACH"
+    log "  start-up ${START_MS} ms, idle $(mib "$IDLE_KIB") MiB, REGISTER $BEST_ACH/s"
+    stop_pbx
+}
+
 # ---- 1. extensions ------------------------------------------------------------------
 EXT_ROWS=()
 for n in "${EXT_AXIS[@]}"; do
     log "extensions: $n in one tenant"
-    provision "ext-$n" 1 "$n"
-    users_csv 1 "$n" "$WORK/users-ext-$n.csv"
-    SIPP_INF=$WORK/users-ext-$n.csv
-    start_pbx "ext-$n" "$DATA"
-    ladder "PBX-ext-$n" register "$SHARED/sipp/register.xml" "$PBX_ADDR" "${REG_RATES[@]}"
-    EXT_ROWS+=("$n $PROV_S $START_MS $IDLE_KIB $BEST_ACH $TOL_ACH")
-    log "  start-up ${START_MS} ms, idle $(mib "$IDLE_KIB") MiB, REGISTER $BEST_ACH/s"
-    stop_pbx
+    register_point "ext-$n" 1 "$n"
+    EXT_ROWS+=("$n $ROW")
 done
 
 # ---- 2. tenants ---------------------------------------------------------------------
 TENANT_ROWS=()
 for t in "${TENANT_AXIS[@]}"; do
     log "tenants: $t sharing $TENANT_TOTAL extensions"
-    provision "ten-$t" "$t" "$TENANT_TOTAL"
-    users_csv "$t" "$TENANT_TOTAL" "$WORK/users-ten-$t.csv"
-    SIPP_INF=$WORK/users-ten-$t.csv
-    start_pbx "ten-$t" "$DATA"
-    ladder "PBX-tenants-$t" register "$SHARED/sipp/register.xml" "$PBX_ADDR" "${REG_RATES[@]}"
-    TENANT_ROWS+=("$t $PROV_S $START_MS $IDLE_KIB $BEST_ACH $TOL_ACH")
-    log "  start-up ${START_MS} ms, idle $(mib "$IDLE_KIB") MiB, REGISTER $BEST_ACH/s"
-    stop_pbx
+    register_point "tenants-$t" "$t" "$TENANT_TOTAL"
+    TENANT_ROWS+=("$t $ROW")
 done
 
 # ---- 3. policies in the chain -------------------------------------------------------
