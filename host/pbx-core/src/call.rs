@@ -1266,6 +1266,11 @@ impl Shard {
         // not linger with the call.
         call.caller_offer = None;
         call.offer = None;
+        // Nor is the call routed again: its routing request, the ring steps
+        // left and the extensions rung go too.
+        call.route = None;
+        call.steps = VecDeque::new();
+        call.rung = Vec::new();
         self.shared
             .pickup
             .clear_ringing(call.tenant, self.index, id);
@@ -1291,6 +1296,8 @@ impl Shard {
             );
             self.out.push_back(Output::Cdr(cdr));
         }
+        // The tags went into the record, written once.
+        call.tags = Vec::new();
         self.schedule_call(id);
     }
 

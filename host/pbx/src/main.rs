@@ -7,7 +7,9 @@ use pbx::cli::Cli;
 
 // The message path allocates and frees many small buffers on several threads;
 // mimalloc's thread-local free lists cost less than the system allocator's arenas
-// there, and give memory back to the system sooner (see BENCHMARKS.md).
+// there, and give memory back to the system sooner (see BENCHMARKS.md). The
+// `system-allocator` feature leaves it out, for heap profilers that hook malloc.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
