@@ -165,10 +165,11 @@ stop_started() {
     for pid in "${PIDS[@]}" $kp; do kill "$pid" 2>/dev/null || true; done
     for pid in "${PIDS[@]}" $kp; do
         wait_gone "$pid"
-        [[ $pid == "$kp" ]] && pkill -9 -P "$pid" 2>/dev/null
+        # (An if, not `&&`: pkill finding no child is not a failure here.)
+        if [[ $pid == "$kp" ]]; then pkill -9 -P "$pid" 2>/dev/null || true; fi
         kill -9 "$pid" 2>/dev/null || true
     done
-    [[ -n $kp ]] && : >"$1"
+    if [[ -n $kp ]]; then : >"$1"; fi
     PIDS=()
 }
 
