@@ -203,7 +203,6 @@ pub(crate) struct Call {
     pub(crate) answered_ms: Option<i64>,
     pub(crate) ring_deadline: Instant,
     pub(crate) max_deadline: Option<Instant>,
-    pub(crate) reap_at: Option<Instant>,
     pub(crate) pending: HashMap<String, Pending>,
     pub(crate) cdr_written: bool,
     /// Tags the host puts on the call's record (`mailbox-full`); a call
@@ -243,6 +242,28 @@ pub(crate) struct Call {
     pub(crate) app: Option<Box<crate::app::App>>,
     /// Our 2xx to the picker's INVITE, retransmitted until its ACK.
     pub(crate) picker_ok: Option<Box<Retransmit>>,
+}
+
+/// What an ended call keeps while it lingers, until 64*T1 after its end
+/// (a call in progress is over two kilobytes; this is a few hundred bytes).
+///
+/// Enough to answer what can still come on its legs: the callee's 2xx again
+/// when our ACK was lost (acknowledged again, RFC 3261 §13.2.2.4); a
+/// provisional response from a fork that had not rung when the call ended
+/// (now it can be cancelled, §9.1); an answer that raced our CANCEL
+/// (acknowledged and hung up); and a request in one of its dialogs (481).
+#[derive(Debug)]
+pub(crate) struct Ended {
+    /// The callee's leg: the answered dialog, or the template a late
+    /// answer's dialog is built on.
+    pub(crate) b: Leg,
+    /// Our ACK of the callee's 2xx, when it answered.
+    pub(crate) b_ack: Option<Bytes>,
+    /// The forks with no final response at the end, by their index.
+    pub(crate) forks: Vec<(usize, Fork)>,
+    /// The Call-IDs besides `b`'s that the call is found by.
+    pub(crate) call_ids: Vec<String>,
+    pub(crate) reap_at: Instant,
 }
 
 impl Call {
@@ -299,7 +320,7 @@ impl Call {
                 consider(self.transfer.as_ref().map(|t| t.deadline));
                 consider(self.app.as_deref().and_then(crate::app::App::deadline));
             }
-            State::Ended => consider(self.reap_at),
+            State::Ended => {}
         }
         d
     }
@@ -349,6 +370,40 @@ pub(crate) fn answered_leg(base: &Leg, fork: &Fork, ok: &Msg) -> Leg {
         local: fork.local,
         ..base.clone()
     }
+}
+
+/// Whether 2xx `ok` comes from the dialog `leg` is: its answer sent again.
+fn answers_leg(leg: &Leg, ok: &Msg) -> bool {
+    leg.remote_tag.is_some()
+        && ok.call_id() == leg.call_id
+        && ok.to().ok().and_then(|t| t.tag().map(str::to_string)) == leg.remote_tag
+}
+
+/// A CANCEL of a fork, ready to send.
+pub(crate) struct ForkCancel {
+    key: String,
+    bytes: Bytes,
+    dest: Peer,
+    local: Option<SocketAddr>,
+}
+
+/// The CANCEL of `f`, unless it has its final response; before a provisional
+/// response it is only marked to be cancelled when one comes (RFC 3261 §9.1).
+fn cancel_fork(f: &mut Fork) -> Option<ForkCancel> {
+    if f.final_status.is_some() {
+        return None;
+    }
+    if !f.provisional {
+        f.cancel_pending = true;
+        return None;
+    }
+    f.cancel_pending = false;
+    Some(ForkCancel {
+        key: format!("{}|CANCEL", f.branch),
+        bytes: f.invite.cancel(),
+        dest: f.peer,
+        local: f.local,
+    })
 }
 
 /// How a call that was never answered ended, by the final status.
@@ -598,7 +653,6 @@ impl Shard {
             answered_ms: None,
             ring_deadline: now + route_timeout,
             max_deadline: None,
-            reap_at: None,
             pending: HashMap::new(),
             cdr_written: false,
             tags: Vec::new(),
@@ -1274,7 +1328,6 @@ impl Shard {
         self.shared
             .pickup
             .clear_ringing(call.tenant, self.index, id);
-        call.reap_at = Some(now + linger);
         // Dropping the handle stops the relay and frees the ports.
         let media = call.media.take().map(|m| m.stats()).unwrap_or_default();
         if !call.cdr_written {
@@ -1296,9 +1349,62 @@ impl Shard {
             );
             self.out.push_back(Output::Cdr(cdr));
         }
-        // The tags went into the record, written once.
-        call.tags = Vec::new();
-        self.schedule_call(id);
+        self.retire(now, id, linger);
+    }
+
+    /// Trades ended call `id` for the little it keeps while something can
+    /// still come on its legs ([`Ended`]), or forgets it when nothing can.
+    ///
+    /// A fork without its final response may still ring or answer until
+    /// 64*T1 (`linger`) after our CANCEL; an answer is sent again until it is
+    /// acknowledged, for at most 64*T1 after it (RFC 3261 §13.3.1.4). A call
+    /// that transferred or was picked up keeps the whole `linger`.
+    fn retire(&mut self, now: Instant, id: u64, linger: Duration) {
+        let now_ms = self.shared.unix_ms(now);
+        let Some(call) = self.calls.remove(&id) else {
+            return;
+        };
+        let Call {
+            a,
+            b,
+            b_ack,
+            forks,
+            mut other_dialogs,
+            answered_ms,
+            ..
+        } = *call;
+        let ringing = forks.iter().any(|f| f.final_status.is_none());
+        let reap_at = if ringing || !other_dialogs.is_empty() {
+            now + linger
+        } else if let Some(answered_ms) = answered_ms {
+            let since = u64::try_from(now_ms.saturating_sub(answered_ms)).unwrap_or(0);
+            now + linger.saturating_sub(Duration::from_millis(since))
+        } else {
+            now
+        };
+        other_dialogs.push(a.call_id);
+        if reap_at <= now {
+            self.timers.cancel(&TimerKey::Call(id));
+            self.dialogs.remove(&b.call_id);
+            for call_id in &other_dialogs {
+                self.dialogs.remove(call_id);
+            }
+            return;
+        }
+        let forks = forks
+            .into_iter()
+            .enumerate()
+            .filter(|(_, f)| f.final_status.is_none())
+            .collect();
+        let ended = Ended {
+            b,
+            b_ack,
+            forks,
+            call_ids: other_dialogs,
+            reap_at,
+        };
+        self.ended.insert(id, Box::new(ended));
+        self.timers.schedule(TimerKey::Call(id), reap_at);
     }
 
     /// Announces that call `id` was just answered ([`Output::Answered`]),
@@ -1315,11 +1421,10 @@ impl Shard {
     }
 
     fn reap(&mut self, id: u64) {
-        if let Some(call) = self.calls.remove(&id) {
-            self.dialogs.remove(&call.a.call_id);
-            self.dialogs.remove(&call.b.call_id);
-            for other in &call.other_dialogs {
-                self.dialogs.remove(other);
+        if let Some(ended) = self.ended.remove(&id) {
+            self.dialogs.remove(&ended.b.call_id);
+            for call_id in &ended.call_ids {
+                self.dialogs.remove(call_id);
             }
         }
     }
@@ -1371,22 +1476,25 @@ impl Shard {
     }
 
     pub(crate) fn send_cancel(&mut self, now: Instant, id: u64, fork: usize) {
-        let Some(call) = self.calls.get_mut(&id) else {
+        let Some(f) = self
+            .calls
+            .get_mut(&id)
+            .and_then(|call| call.forks.get_mut(fork))
+        else {
             return;
         };
-        let f = &mut call.forks[fork];
-        if f.final_status.is_some() {
-            return;
+        if let Some(cancel) = cancel_fork(f) {
+            self.send_fork_cancel(now, id, cancel);
         }
-        if !f.provisional {
-            // RFC 3261 §9.1: no CANCEL before a provisional response.
-            f.cancel_pending = true;
-            return;
-        }
-        f.cancel_pending = false;
-        let bytes = f.invite.cancel();
-        let (dest, local) = (f.peer, f.local);
-        let key = format!("{}|CANCEL", f.branch);
+    }
+
+    fn send_fork_cancel(&mut self, now: Instant, id: u64, cancel: ForkCancel) {
+        let ForkCancel {
+            key,
+            bytes,
+            dest,
+            local,
+        } = cancel;
         self.send_request(
             now,
             key,
@@ -1611,13 +1719,15 @@ impl Shard {
 
     /// A 2xx whose transaction is gone: repeat our ACK (§13.2.2.4).
     pub(crate) fn on_stray_2xx(&mut self, _now: Instant, id: u64, msg: &Msg) {
-        let Some(call) = self.calls.get(&id) else {
-            return;
+        let (b, b_ack) = match (self.calls.get(&id), self.ended.get(&id)) {
+            (Some(call), _) => (&call.b, &call.b_ack),
+            (None, Some(ended)) => (&ended.b, &ended.b_ack),
+            (None, None) => return,
         };
-        if msg.call_id() == call.b.call_id
-            && let Some(ack) = call.b_ack.clone()
+        if msg.call_id() == b.call_id
+            && let Some(ack) = b_ack.clone()
         {
-            let (p, l) = (call.b.peer, call.b.local);
+            let (p, l) = (b.peer, b.local);
             self.transmit(p, l, ack);
         }
     }
@@ -1633,6 +1743,8 @@ impl Shard {
         key: Key,
     ) {
         let Some(call) = self.calls.get_mut(&id) else {
+            // The call ended: its dialogs are gone (§12.2.2).
+            self.refuse(&msg, peer, local, &Error::NoSuchCall, &[]);
             return;
         };
         let side = if msg.call_id() == call.a.call_id {
@@ -1890,8 +2002,14 @@ impl Shard {
         }
         let status = msg.status().unwrap_or(0);
         let Some(call) = self.calls.get_mut(&id) else {
+            self.on_ended_fork_response(now, id, i, msg);
             return;
         };
+        if (200..300).contains(&status) && answers_leg(&call.b, msg) {
+            // The answering phone sent its 2xx again: our ACK was lost.
+            self.on_stray_2xx(now, id, msg);
+            return;
+        }
         let Some(fork) = call.forks.get_mut(i) else {
             return;
         };
@@ -1933,6 +2051,37 @@ impl Shard {
             return;
         }
         self.fork_failed(now, id, status, msg.reason());
+    }
+
+    /// A response on fork `i` of ended call `id`: a fork that rings only now
+    /// is cancelled, an answer is acknowledged and hung up.
+    fn on_ended_fork_response(&mut self, now: Instant, id: u64, i: usize, msg: &Msg) {
+        let status = msg.status().unwrap_or(0);
+        let Some(ended) = self.ended.get_mut(&id) else {
+            return;
+        };
+        if (200..300).contains(&status) && answers_leg(&ended.b, msg) {
+            self.on_stray_2xx(now, id, msg);
+            return;
+        }
+        let Some(at) = ended.forks.iter().position(|(n, _)| *n == i) else {
+            return;
+        };
+        if status < 200 {
+            let fork = &mut ended.forks[at].1;
+            fork.provisional = true;
+            if fork.cancel_pending
+                && let Some(cancel) = cancel_fork(fork)
+            {
+                self.send_fork_cancel(now, id, cancel);
+            }
+            return;
+        }
+        let (_, fork) = ended.forks.swap_remove(at);
+        if status < 300 {
+            let leg = answered_leg(&ended.b, &fork, msg);
+            self.hang_up_answer(now, leg);
+        }
     }
 
     /// A fork ended without answering: remember the most useful failure; when the
@@ -2062,7 +2211,15 @@ impl Shard {
         let Some(call) = self.calls.get(&id) else {
             return;
         };
-        let leg = answered_leg(&call.b, &call.forks[i], msg);
+        let Some(fork) = call.forks.get(i) else {
+            return;
+        };
+        let leg = answered_leg(&call.b, fork, msg);
+        self.hang_up_answer(now, leg);
+    }
+
+    /// Acknowledges the 2xx that set up `leg` and hangs it up at once.
+    fn hang_up_answer(&mut self, now: Instant, leg: Leg) {
         let ack_branch = transaction::new_branch();
         let (ack, _) = self.leg_request(&leg, Method::Ack, leg.cseq, &ack_branch, None, None);
         self.transmit(leg.peer, leg.local, ack);
@@ -2208,6 +2365,9 @@ impl Shard {
     pub(crate) fn call_timeout(&mut self, now: Instant, id: u64) {
         let t2 = self.shared.config.t2;
         let Some(call) = self.calls.get_mut(&id) else {
+            if self.ended.get(&id).is_some_and(|e| now >= e.reap_at) {
+                self.reap(id);
+            }
             return;
         };
         match call.state {
@@ -2275,10 +2435,6 @@ impl Shard {
                     self.hang_up(now, id, "maximum call duration reached");
                     return;
                 }
-            }
-            State::Ended if call.reap_at.is_some_and(|t| now >= t) => {
-                self.reap(id);
-                return;
             }
             _ => {}
         }

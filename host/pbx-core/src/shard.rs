@@ -20,7 +20,7 @@ use transaction::{
 };
 
 use crate::auth::{self, Kind, Outcome};
-use crate::call::{Call, ClientRole};
+use crate::call::{Call, ClientRole, Ended};
 use crate::msg::{self, Method, Msg, NameAddr, SipUri, Writer};
 use crate::registrar::Reply;
 use crate::{Error, Inbound, Output, Peer, Shared, TransportKind};
@@ -252,6 +252,8 @@ pub struct Shard {
     /// Boxed: a call is over two kilobytes, and the map keeps room for more
     /// entries than it holds; a slot costs a pointer instead.
     pub(crate) calls: HashMap<u64, Box<Call>>,
+    /// Calls that ended, lingering 64*T1 with what late messages need.
+    pub(crate) ended: HashMap<u64, Box<Ended>>,
     /// Call-ID of either leg → call.
     pub(crate) dialogs: HashMap<String, u64>,
     pub(crate) timers: TimerQueue<TimerKey>,
@@ -274,6 +276,7 @@ impl Shard {
             servers: HashMap::new(),
             clients: HashMap::new(),
             calls: HashMap::new(),
+            ended: HashMap::new(),
             dialogs: HashMap::new(),
             timers,
             out: VecDeque::new(),
@@ -360,6 +363,7 @@ impl Shard {
         shrink_sparse(&mut self.servers);
         shrink_sparse(&mut self.clients);
         shrink_sparse(&mut self.calls);
+        shrink_sparse(&mut self.ended);
         shrink_sparse(&mut self.dialogs);
     }
 
@@ -373,9 +377,10 @@ impl Shard {
         self.out.pop_front()
     }
 
-    /// Calls in progress in this shard.
+    /// Calls in this shard: in progress, or ended and lingering 64*T1 for
+    /// late messages.
     pub fn active_calls(&self) -> usize {
-        self.calls.len()
+        self.calls.len() + self.ended.len()
     }
 
     /// Transactions in progress in this shard (server, client).

@@ -594,6 +594,134 @@ fn ack_reusing_the_invite_branch_still_confirms_the_call() {
     assert_eq!(h.shard.active_calls(), 1);
 }
 
+/// Counts what `out` sent to `port` with `method`.
+fn count_to(out: &[(SocketAddr, Msg)], port: u16, method: &str) -> usize {
+    out.iter()
+        .filter(|(a, m)| {
+            a.port() == port && m.method().map(crate::msg::method_name) == Some(method)
+        })
+        .count()
+}
+
+/// The callee's 200 again (our ACK was lost) is acknowledged again, during the
+/// call and after it, and never taken for a second answer to hang up; once
+/// the call ended its dialog answers 481, and 64*T1 later it is gone.
+#[test]
+fn the_callees_repeated_200_is_acknowledged_again_not_hung_up() {
+    let mut h = Harness::new(CoreConfig::default());
+    h.register("1001", "127.0.0.1:7001");
+    let out = h.invite();
+    let invite = sent_to(&out, 7001, "INVITE")
+        .expect("INVITE to the callee")
+        .clone();
+    h.feed("127.0.0.1:7001", &answer(&invite, 200, "OK"));
+    let ok = h
+        .take()
+        .into_iter()
+        .find(|(_, m)| m.status() == Some(200))
+        .expect("200 relayed")
+        .1;
+    // No offer in the INVITE: the callee's ACK waits for the caller's, which
+    // carries the answer.
+    h.feed("127.0.0.1:7000", &from_caller("ACK", 2, "z9hG4bKack", &ok));
+    let out = h.take();
+    assert_eq!(count_to(&out, 7001, "ACK"), 1, "the answer is acknowledged");
+
+    h.feed("127.0.0.1:7001", &answer(&invite, 200, "OK"));
+    let out = h.take();
+    assert_eq!(
+        count_to(&out, 7001, "ACK"),
+        1,
+        "acknowledged again: {out:?}"
+    );
+    assert_eq!(count_to(&out, 7001, "BYE"), 0, "the call stays up");
+    assert!(statuses(&out).is_empty(), "nothing to the caller: {out:?}");
+
+    h.feed("127.0.0.1:7000", &from_caller("BYE", 3, "z9hG4bKbye", &ok));
+    let out = h.take();
+    assert_eq!(count_to(&out, 7001, "BYE"), 1, "hung up: {out:?}");
+    h.feed("127.0.0.1:7001", &answer(&invite, 200, "OK"));
+    let out = h.take();
+    assert_eq!(
+        count_to(&out, 7001, "ACK"),
+        1,
+        "still acknowledged: {out:?}"
+    );
+    assert_eq!(count_to(&out, 7001, "BYE"), 0);
+
+    h.feed(
+        "127.0.0.1:7000",
+        &from_caller("INFO", 4, "z9hG4bKinfo", &ok),
+    );
+    assert_eq!(statuses(&h.take()), vec![481], "the dialog is over");
+    assert_eq!(h.shard.active_calls(), 1, "the call lingers");
+    h.run_until(h.now + Duration::from_secs(33));
+    assert_eq!(h.shard.active_calls(), 0, "then it is reaped");
+    assert_eq!(h.shard.dialogs.len(), 0, "with its dialogs");
+}
+
+/// A call hung up more than 64*T1 after its answer has nothing left to
+/// absorb: it is forgotten at once, and its dialog answers 481.
+#[test]
+fn a_call_ended_long_after_its_answer_is_forgotten_at_once() {
+    let mut h = Harness::new(CoreConfig::default());
+    h.register("1001", "127.0.0.1:7001");
+    let out = h.invite();
+    let invite = sent_to(&out, 7001, "INVITE")
+        .expect("INVITE to the callee")
+        .clone();
+    let ok = h.answer_call(&invite);
+    h.feed("127.0.0.1:7000", &from_caller("ACK", 2, "z9hG4bKack", &ok));
+    h.run_until(h.now + Duration::from_secs(60));
+    h.take();
+    assert_eq!(h.shard.active_calls(), 1);
+    h.feed("127.0.0.1:7000", &from_caller("BYE", 3, "z9hG4bKbye", &ok));
+    assert_eq!(count_to(&h.take(), 7001, "BYE"), 1);
+    assert_eq!(h.shard.active_calls(), 0, "nothing lingers");
+    assert_eq!(h.shard.dialogs.len(), 0);
+    h.feed(
+        "127.0.0.1:7000",
+        &from_caller("INFO", 4, "z9hG4bKinfo", &ok),
+    );
+    assert_eq!(statuses(&h.take()), vec![481]);
+}
+
+/// A phone that had not rung when the caller gave up is cancelled once it
+/// rings (no CANCEL before a provisional response, RFC 3261 §9.1), and its
+/// answer racing that CANCEL is acknowledged and hung up.
+#[test]
+fn a_fork_ringing_after_the_call_ended_is_cancelled_and_its_answer_hung_up() {
+    let mut h = Harness::new(CoreConfig::default());
+    h.register("1001", "127.0.0.1:7001");
+    let out = h.invite();
+    let invite = sent_to(&out, 7001, "INVITE")
+        .expect("INVITE to the callee")
+        .clone();
+    h.feed(
+        "127.0.0.1:7000",
+        &format!(
+            "CANCEL sip:1001@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bKi1\r\nFrom: <sip:1000@{DOMAIN}>;tag=a\r\nTo: <sip:1001@{DOMAIN}>\r\nCall-ID: call-1\r\nCSeq: 2 CANCEL\r\nContent-Length: 0\r\n\r\n"
+        ),
+    );
+    let out = h.take();
+    assert!(
+        statuses(&out).contains(&487),
+        "the caller hears 487: {out:?}"
+    );
+    assert_eq!(count_to(&out, 7001, "CANCEL"), 0, "nothing rang yet");
+
+    h.feed("127.0.0.1:7001", &answer(&invite, 180, "Ringing"));
+    let out = h.take();
+    assert_eq!(count_to(&out, 7001, "CANCEL"), 1, "cancelled once it rings");
+    assert!(statuses(&out).is_empty(), "nothing to the caller: {out:?}");
+
+    h.feed("127.0.0.1:7001", &answer(&invite, 200, "OK"));
+    let out = h.take();
+    assert_eq!(count_to(&out, 7001, "ACK"), 1, "{out:?}");
+    assert_eq!(count_to(&out, 7001, "BYE"), 1, "{out:?}");
+    assert!(statuses(&out).is_empty(), "nothing to the caller: {out:?}");
+}
+
 fn external() -> CoreConfig {
     CoreConfig {
         routing: crate::Routing::External {
