@@ -603,17 +603,33 @@ fn count_to(out: &[(SocketAddr, Msg)], port: u16, method: &str) -> usize {
         .count()
 }
 
-/// The callee's 200 again (our ACK was lost) is acknowledged again, during the
-/// call and after it, and never taken for a second answer to hang up; once
-/// the call ended its dialog answers 481, and 64*T1 later it is gone.
-#[test]
-fn the_callees_repeated_200_is_acknowledged_again_not_hung_up() {
+/// 1000 calls 1001 on the defaults: the harness and the INVITE 1001 got.
+fn calling_1001() -> (Harness, Msg) {
     let mut h = Harness::new(CoreConfig::default());
     h.register("1001", "127.0.0.1:7001");
     let out = h.invite();
     let invite = sent_to(&out, 7001, "INVITE")
         .expect("INVITE to the callee")
         .clone();
+    (h, invite)
+}
+
+/// 1001 sends its 200 to `invite` again: the host acknowledges it again and
+/// neither hangs up nor tells the caller.
+fn assert_repeated_200_acknowledged(h: &mut Harness, invite: &Msg) {
+    h.feed("127.0.0.1:7001", &answer(invite, 200, "OK"));
+    let out = h.take();
+    assert_eq!(count_to(&out, 7001, "ACK"), 1, "acknowledged: {out:?}");
+    assert_eq!(count_to(&out, 7001, "BYE"), 0, "not hung up: {out:?}");
+    assert!(statuses(&out).is_empty(), "nothing to the caller: {out:?}");
+}
+
+/// The callee's 200 again (our ACK was lost) is acknowledged again, during the
+/// call and after it, and never taken for a second answer to hang up; once
+/// the call ended its dialog answers 481, and 64*T1 later it is gone.
+#[test]
+fn the_callees_repeated_200_is_acknowledged_again_not_hung_up() {
+    let (mut h, invite) = calling_1001();
     h.feed("127.0.0.1:7001", &answer(&invite, 200, "OK"));
     let ok = h
         .take()
@@ -627,27 +643,13 @@ fn the_callees_repeated_200_is_acknowledged_again_not_hung_up() {
     let out = h.take();
     assert_eq!(count_to(&out, 7001, "ACK"), 1, "the answer is acknowledged");
 
-    h.feed("127.0.0.1:7001", &answer(&invite, 200, "OK"));
-    let out = h.take();
-    assert_eq!(
-        count_to(&out, 7001, "ACK"),
-        1,
-        "acknowledged again: {out:?}"
-    );
-    assert_eq!(count_to(&out, 7001, "BYE"), 0, "the call stays up");
-    assert!(statuses(&out).is_empty(), "nothing to the caller: {out:?}");
+    assert_repeated_200_acknowledged(&mut h, &invite);
 
     h.feed("127.0.0.1:7000", &from_caller("BYE", 3, "z9hG4bKbye", &ok));
     let out = h.take();
     assert_eq!(count_to(&out, 7001, "BYE"), 1, "hung up: {out:?}");
-    h.feed("127.0.0.1:7001", &answer(&invite, 200, "OK"));
-    let out = h.take();
-    assert_eq!(
-        count_to(&out, 7001, "ACK"),
-        1,
-        "still acknowledged: {out:?}"
-    );
-    assert_eq!(count_to(&out, 7001, "BYE"), 0);
+    // After the call, too.
+    assert_repeated_200_acknowledged(&mut h, &invite);
 
     h.feed(
         "127.0.0.1:7000",
@@ -664,12 +666,7 @@ fn the_callees_repeated_200_is_acknowledged_again_not_hung_up() {
 /// absorb: it is forgotten at once, and its dialog answers 481.
 #[test]
 fn a_call_ended_long_after_its_answer_is_forgotten_at_once() {
-    let mut h = Harness::new(CoreConfig::default());
-    h.register("1001", "127.0.0.1:7001");
-    let out = h.invite();
-    let invite = sent_to(&out, 7001, "INVITE")
-        .expect("INVITE to the callee")
-        .clone();
+    let (mut h, invite) = calling_1001();
     let ok = h.answer_call(&invite);
     h.feed("127.0.0.1:7000", &from_caller("ACK", 2, "z9hG4bKack", &ok));
     h.run_until(h.now + Duration::from_secs(60));
@@ -691,12 +688,7 @@ fn a_call_ended_long_after_its_answer_is_forgotten_at_once() {
 /// answer racing that CANCEL is acknowledged and hung up.
 #[test]
 fn a_fork_ringing_after_the_call_ended_is_cancelled_and_its_answer_hung_up() {
-    let mut h = Harness::new(CoreConfig::default());
-    h.register("1001", "127.0.0.1:7001");
-    let out = h.invite();
-    let invite = sent_to(&out, 7001, "INVITE")
-        .expect("INVITE to the callee")
-        .clone();
+    let (mut h, invite) = calling_1001();
     h.feed(
         "127.0.0.1:7000",
         &format!(
