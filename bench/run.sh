@@ -510,7 +510,7 @@ per completed transaction" below.
 The soak ran with $SOAK_PLACEMENT, right after the ladders (so it starts on the
 heap they left), at a steady $SOAK_RATE calls/s of 1 s calls.
 
-![Soak: VmRSS over time](plots/soak.svg)
+![Soak: VmRSS over time](bench/plots/soak.svg)
 
 Bench programs: plugin latency $LAT_STATUS; pbx-media srtp $SRTP_STATUS.
 The PBX ran with \`[guard] trusted = ["127.0.0.1"]\` (all load comes from one address,
