@@ -19,11 +19,9 @@ pub const DEFAULT_MAX_ENTRIES: usize = 1_000_000;
 
 /// Independent locks, so threads checking different nonces rarely contend.
 const SHARDS: usize = 16;
-/// Most expired entries one `issue`/`check` call removes, bounding its latency.
-const PURGE_BUDGET: usize = 64;
-
-/// A shard's tables with room for at most this many nonces are never shrunk.
-const SHRINK_MIN: usize = 16;
+/// A shard keeps its nonces in slices of this fraction of the lifetime, by
+/// issue time.
+const SLICES_PER_LIFETIME: i64 = 10;
 /// Decoded nonce: issue time (8) + random (8) + truncated HMAC (16).
 const RAW_LEN: usize = 32;
 /// Length of the base64url (no padding) form of a nonce.
@@ -69,12 +67,14 @@ pub enum NonceCheck {
 /// issued it and the embedded time says whether it is stale. State is kept only
 /// for replay protection: the highest `nc` accepted per nonce, in sharded maps.
 ///
-/// The table stays bounded. Entries are kept in the order they were first
-/// accepted and purged from the front, a few at a time on every `issue` and
-/// every `check` with an `nc` (and all at once by [`Nonces::purge`]), once older
-/// than the lifetime; beyond the hard cap the first-accepted entries are
-/// dropped. A nonce whose entry was dropped (or issued before one dropped) answers
-/// [`NonceCheck::Stale`], never `Valid`, so dropping an entry cannot reopen a
+/// The table stays bounded and follows the nonces in use. A shard keeps them
+/// in slices by issue time, a tenth of the lifetime each, one small map per
+/// slice: a slice is dropped whole once every nonce in it is stale (on every
+/// `issue` and every `check` with an `nc`, and by [`Nonces::purge`]), so memory
+/// is given back as it was taken, without one large table that doubles and
+/// stays doubled. Beyond the hard cap the oldest slice's entries are dropped.
+/// A nonce whose slice lost its entries, issued before that, answers
+/// [`NonceCheck::Stale`], never `Valid`, so dropping entries cannot reopen a
 /// replay; the client simply re-authenticates with a fresh nonce.
 ///
 /// A nonce checked without `nc` (RFC 2069 clients, no `qop`) is not tracked and
@@ -86,6 +86,8 @@ pub struct Nonces {
     /// different request with the fingerprint of one they captured.
     fingerprints: RandomState,
     lifetime_ms: i64,
+    /// Width of a shard's slices (a tenth of the lifetime, at least 1 ms).
+    slice_ms: i64,
     per_shard_cap: usize,
     shards: Box<[Mutex<Shard>]>,
     next_purge: AtomicUsize,
@@ -114,53 +116,66 @@ fn fold(request: Option<u64>) -> u32 {
     request.map_or(0, |r| (r as u32) | 1)
 }
 
-struct Shard {
+/// The nonces of one shard issued in `[start, start + width)`.
+struct Slice {
+    start: i64,
     highest_nc: HashMap<Tracked, Accepted>,
-    /// Tracked nonces in the order they were first accepted, with their issue
-    /// time: one contiguous buffer, where a tree would scatter a small
-    /// long-lived node per few entries over the allocator's pages.
-    by_age: VecDeque<(i64, Tracked)>,
-    /// Every untracked nonce issued at or before this time was forgotten (purged
-    /// or evicted), so its replay history is unknown.
-    forgotten_upto: i64,
+    /// The slice's entries were dropped (the shard was full) at this time:
+    /// an untracked nonce of the slice issued at or before it may have been
+    /// among them, so its replay history is unknown.
+    forgotten_at: i64,
+}
+
+struct Shard {
+    /// By `start`, oldest first; only slices that have held an entry.
+    slices: VecDeque<Slice>,
+    /// Entries over all slices.
+    tracked: usize,
 }
 
 impl Shard {
     fn new() -> Shard {
         Shard {
-            highest_nc: HashMap::new(),
-            by_age: VecDeque::new(),
-            forgotten_upto: i64::MIN,
+            slices: VecDeque::new(),
+            tracked: 0,
         }
     }
 
-    fn forget_oldest(&mut self) -> Option<Tracked> {
-        let (issued, id) = self.by_age.pop_front()?;
-        self.highest_nc.remove(&id);
-        self.forgotten_upto = self.forgotten_upto.max(issued);
-        Some(id)
-    }
-
-    fn purge(&mut self, now_ms: i64, lifetime_ms: i64, budget: usize) {
-        for _ in 0..budget {
-            match self.by_age.front() {
-                Some(&(issued, _)) if now_ms.saturating_sub(issued) > lifetime_ms => {
-                    self.forget_oldest();
-                }
-                _ => break,
+    /// Drops the slices whose every nonce is stale at `now_ms`.
+    fn purge(&mut self, now_ms: i64, lifetime_ms: i64, width: i64) {
+        while let Some(oldest) = self.slices.front() {
+            let newest_issue = oldest.start.saturating_add(width - 1);
+            if now_ms.saturating_sub(newest_issue) <= lifetime_ms {
+                break;
             }
+            self.tracked -= oldest.highest_nc.len();
+            self.slices.pop_front();
         }
-        // A burst of challenges grows the tables; once most of it expired,
-        // give the room back (twice what is left, so the next shrink waits
-        // until half of that went too).
-        if self.highest_nc.capacity() > SHRINK_MIN
-            && self.highest_nc.len() < self.highest_nc.capacity() / 4
-        {
-            self.highest_nc.shrink_to(self.highest_nc.len() * 2);
+    }
+
+    /// The slice of nonces issued at `issued`, made if need be.
+    fn slice(&mut self, issued: i64, width: i64) -> &mut Slice {
+        let start = issued - issued.rem_euclid(width);
+        let at = self.slices.partition_point(|s| s.start < start);
+        if self.slices.get(at).is_none_or(|s| s.start != start) {
+            let slice = Slice {
+                start,
+                highest_nc: HashMap::new(),
+                forgotten_at: i64::MIN,
+            };
+            self.slices.insert(at, slice);
         }
-        if self.by_age.capacity() > SHRINK_MIN && self.by_age.len() < self.by_age.capacity() / 4 {
-            self.by_age.shrink_to(self.by_age.len() * 2);
-        }
+        &mut self.slices[at]
+    }
+
+    /// Drops the entries of the oldest slice that has any, at `now_ms`;
+    /// returns that slice's start.
+    fn forget_oldest(&mut self, now_ms: i64) -> Option<i64> {
+        let slice = self.slices.iter_mut().find(|s| !s.highest_nc.is_empty())?;
+        self.tracked -= slice.highest_nc.len();
+        slice.highest_nc = HashMap::new();
+        slice.forgotten_at = now_ms;
+        Some(slice.start)
     }
 }
 
@@ -184,6 +199,7 @@ impl Nonces {
             mac: <HmacSha256 as KeyInit>::new(&block.into()),
             fingerprints: RandomState::new(),
             lifetime_ms: lifetime_ms.max(0),
+            slice_ms: (lifetime_ms / SLICES_PER_LIFETIME).max(1),
             per_shard_cap: (max_entries / SHARDS).max(1),
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::new())).collect(),
             next_purge: AtomicUsize::new(0),
@@ -215,7 +231,7 @@ impl Nonces {
         let turn = self.next_purge.fetch_add(1, Ordering::Relaxed) % self.shards.len();
         self.shards[turn]
             .lock()
-            .purge(now_ms, self.lifetime_ms, PURGE_BUDGET);
+            .purge(now_ms, self.lifetime_ms, self.slice_ms);
 
         URL_SAFE_NO_PAD.encode(raw)
     }
@@ -281,10 +297,12 @@ impl Nonces {
         };
 
         let mut shard = self.shard(&id).lock();
-        shard.purge(now_ms, self.lifetime_ms, PURGE_BUDGET);
+        shard.purge(now_ms, self.lifetime_ms, self.slice_ms);
         let request = fold(request);
         let id = tracked(&id);
-        if let Some(accepted) = shard.highest_nc.get_mut(&id) {
+        let slice = shard.slice(issued, self.slice_ms);
+        let start = slice.start;
+        if let Some(accepted) = slice.highest_nc.get_mut(&id) {
             if nc == accepted.0 && request != 0 && request == accepted.1 {
                 return NonceCheck::Retransmission;
             }
@@ -294,15 +312,15 @@ impl Nonces {
             *accepted = (nc, request);
             return NonceCheck::Valid;
         }
-        if issued <= shard.forgotten_upto {
+        if issued <= slice.forgotten_at {
             return NonceCheck::Stale;
         }
         if nc == 0 {
             return NonceCheck::Replay;
         }
-        shard.highest_nc.insert(id, (nc, request));
-        shard.by_age.push_back((issued, id));
-        if shard.highest_nc.len() > self.per_shard_cap && shard.forget_oldest() == Some(id) {
+        slice.highest_nc.insert(id, (nc, request));
+        shard.tracked += 1;
+        if shard.tracked > self.per_shard_cap && shard.forget_oldest(now_ms) == Some(start) {
             return NonceCheck::Stale;
         }
         NonceCheck::Valid
@@ -311,13 +329,13 @@ impl Nonces {
     /// Drops every tracked nonce older than the lifetime at `now_ms`.
     pub fn purge(&self, now_ms: i64) {
         for shard in self.shards.iter() {
-            shard.lock().purge(now_ms, self.lifetime_ms, usize::MAX);
+            shard.lock().purge(now_ms, self.lifetime_ms, self.slice_ms);
         }
     }
 
     /// How many nonces are tracked for replay protection now.
     pub fn tracked(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().highest_nc.len()).sum()
+        self.shards.iter().map(|s| s.lock().tracked).sum()
     }
 }
 
@@ -467,14 +485,44 @@ mod tests {
                 .iter()
                 .map(|s| {
                     let s = s.lock();
-                    s.highest_nc.capacity() + s.by_age.capacity()
+                    s.slices
+                        .iter()
+                        .map(|s| s.highest_nc.capacity())
+                        .sum::<usize>()
+                        + s.slices.capacity()
                 })
                 .sum()
         };
-        assert!(room(&n) >= 4_000);
-        n.purge(T0 + 2_000 + LIFE);
+        assert!(room(&n) >= 2_000);
+        // Stale once the newest is older than the lifetime; its slice goes
+        // within a slice's width after that.
+        n.purge(T0 + 2_000 + LIFE + n.slice_ms);
         assert_eq!(n.tracked(), 0);
-        assert!(room(&n) <= SHARDS * 2 * 4 * SHRINK_MIN, "{}", room(&n));
+        assert!(room(&n) <= SHARDS * 4, "{}", room(&n));
+    }
+
+    #[test]
+    fn a_steady_stream_keeps_only_about_a_lifetime_of_nonces() {
+        let n = Nonces::new(KEY, LIFE);
+        // Two lifetimes of nonces, one every 100 ms.
+        for i in 0..600 {
+            let now = T0 + i * 100;
+            let a = n.issue(now);
+            assert_eq!(n.check(&a, Some(1), now), NonceCheck::Valid);
+        }
+        n.purge(T0 + 59_900);
+        // The live ones (the last lifetime's), and at most one slice more.
+        let live = usize::try_from(LIFE / 100).unwrap();
+        let slack = usize::try_from(n.slice_ms / 100).unwrap();
+        assert!(
+            (live..=live + slack + 1).contains(&n.tracked()),
+            "{}",
+            n.tracked()
+        );
+        let most = usize::try_from(LIFE / n.slice_ms + 2).unwrap();
+        for shard in n.shards.iter() {
+            assert!(shard.lock().slices.len() <= most);
+        }
     }
 
     #[test]
@@ -487,7 +535,11 @@ mod tests {
         assert_eq!(n.tracked(), 100);
         n.purge(T0 + LIFE);
         assert_eq!(n.tracked(), 100, "not yet expired");
-        n.purge(T0 + LIFE + 1);
+        // Dropped with their slice, once every nonce it could hold is stale.
+        let slice_end = T0 - T0.rem_euclid(n.slice_ms) + n.slice_ms - 1;
+        n.purge(slice_end + LIFE);
+        assert_eq!(n.tracked(), 100, "the slice may still hold live nonces");
+        n.purge(slice_end + LIFE + 1);
         assert_eq!(n.tracked(), 0);
     }
 
@@ -498,7 +550,7 @@ mod tests {
             let a = n.issue(T0);
             assert_eq!(n.check(&a, Some(1), T0), NonceCheck::Valid);
         }
-        let later = T0 + LIFE + 1;
+        let later = T0 + LIFE + n.slice_ms;
         for _ in 0..SHARDS {
             n.issue(later);
         }
@@ -509,23 +561,33 @@ mod tests {
     fn table_is_bounded_and_eviction_never_reopens_replay() {
         let n = Nonces::with_max_entries(KEY, LIFE, 64);
         let mut issued = Vec::new();
+        let mut stale = 0;
+        // Twenty seconds of nonces: several slices of three seconds each.
         for i in 0..1000 {
-            let a = n.issue(T0 + i);
-            assert_eq!(n.check(&a, Some(1), T0 + i), NonceCheck::Valid);
+            let now = T0 + i * 20;
+            let a = n.issue(now);
+            match n.check(&a, Some(1), now) {
+                NonceCheck::Valid => {}
+                // The shard was full and its oldest entries were this
+                // nonce's own slice's.
+                NonceCheck::Stale => stale += 1,
+                other => panic!("a fresh nonce gave {other:?}"),
+            }
             issued.push(a);
             assert!(n.tracked() <= 64);
         }
-        assert_eq!(n.tracked(), 64);
-        let now = T0 + 1000;
+        assert!(stale < 1000, "most fresh nonces are accepted");
+        assert!(n.tracked() > 0);
+        let now = T0 + 20_000;
         let mut replays = 0;
         for a in &issued {
             match n.check(a, Some(1), now) {
                 NonceCheck::Replay => replays += 1,
                 NonceCheck::Stale => {}
-                other => panic!("evicted nonce gave {other:?}"),
+                other => panic!("a used nonce gave {other:?}"),
             }
         }
-        assert_eq!(replays, 64);
+        assert_eq!(replays, n.tracked(), "every tracked nonce is a replay");
         // A fresh nonce still works.
         let fresh = n.issue(now);
         assert_eq!(n.check(&fresh, Some(1), now), NonceCheck::Valid);
