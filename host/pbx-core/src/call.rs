@@ -380,7 +380,7 @@ fn answers_leg(leg: &Leg, ok: &Msg) -> bool {
 }
 
 /// A CANCEL of a fork, ready to send.
-pub(crate) struct ForkCancel {
+struct ForkCancel {
     key: String,
     bytes: Bytes,
     dest: Peer,
@@ -1373,8 +1373,12 @@ impl Shard {
             answered_ms,
             ..
         } = *call;
-        let ringing = forks.iter().any(|f| f.final_status.is_none());
-        let reap_at = if ringing || !other_dialogs.is_empty() {
+        let forks: Vec<(usize, Fork)> = forks
+            .into_iter()
+            .enumerate()
+            .filter(|(_, f)| f.final_status.is_none())
+            .collect();
+        let reap_at = if !forks.is_empty() || !other_dialogs.is_empty() {
             now + linger
         } else if let Some(answered_ms) = answered_ms {
             let since = u64::try_from(now_ms.saturating_sub(answered_ms)).unwrap_or(0);
@@ -1385,17 +1389,9 @@ impl Shard {
         other_dialogs.push(a.call_id);
         if reap_at <= now {
             self.timers.cancel(&TimerKey::Call(id));
-            self.dialogs.remove(&b.call_id);
-            for call_id in &other_dialogs {
-                self.dialogs.remove(call_id);
-            }
+            self.forget_dialogs(&b.call_id, &other_dialogs);
             return;
         }
-        let forks = forks
-            .into_iter()
-            .enumerate()
-            .filter(|(_, f)| f.final_status.is_none())
-            .collect();
         let ended = Ended {
             b,
             b_ack,
@@ -1422,10 +1418,15 @@ impl Shard {
 
     fn reap(&mut self, id: u64) {
         if let Some(ended) = self.ended.remove(&id) {
-            self.dialogs.remove(&ended.b.call_id);
-            for call_id in &ended.call_ids {
-                self.dialogs.remove(call_id);
-            }
+            self.forget_dialogs(&ended.b.call_id, &ended.call_ids);
+        }
+    }
+
+    /// Takes a finished call's Call-IDs out of the dialog index.
+    fn forget_dialogs(&mut self, callee: &str, others: &[String]) {
+        self.dialogs.remove(callee);
+        for call_id in others {
+            self.dialogs.remove(call_id);
         }
     }
 
@@ -1719,16 +1720,24 @@ impl Shard {
 
     /// A 2xx whose transaction is gone: repeat our ACK (§13.2.2.4).
     pub(crate) fn on_stray_2xx(&mut self, _now: Instant, id: u64, msg: &Msg) {
-        let (b, b_ack) = match (self.calls.get(&id), self.ended.get(&id)) {
-            (Some(call), _) => (&call.b, &call.b_ack),
-            (None, Some(ended)) => (&ended.b, &ended.b_ack),
-            (None, None) => return,
+        let Some((b, b_ack)) = self.callee_dialog(id) else {
+            return;
         };
         if msg.call_id() == b.call_id
             && let Some(ack) = b_ack.clone()
         {
             let (p, l) = (b.peer, b.local);
             self.transmit(p, l, ack);
+        }
+    }
+
+    /// Call `id`'s callee leg and our ACK of its 2xx, whether the call is in
+    /// progress or ended.
+    fn callee_dialog(&self, id: u64) -> Option<(&Leg, &Option<Bytes>)> {
+        match (self.calls.get(&id), self.ended.get(&id)) {
+            (Some(call), _) => Some((&call.b, &call.b_ack)),
+            (None, Some(ended)) => Some((&ended.b, &ended.b_ack)),
+            (None, None) => None,
         }
     }
 
@@ -2001,15 +2010,19 @@ impl Shard {
             return;
         }
         let status = msg.status().unwrap_or(0);
-        let Some(call) = self.calls.get_mut(&id) else {
-            self.on_ended_fork_response(now, id, i, msg);
-            return;
-        };
-        if (200..300).contains(&status) && answers_leg(&call.b, msg) {
+        if (200..300).contains(&status)
+            && self
+                .callee_dialog(id)
+                .is_some_and(|(b, _)| answers_leg(b, msg))
+        {
             // The answering phone sent its 2xx again: our ACK was lost.
             self.on_stray_2xx(now, id, msg);
             return;
         }
+        let Some(call) = self.calls.get_mut(&id) else {
+            self.on_ended_fork_response(now, id, i, msg);
+            return;
+        };
         let Some(fork) = call.forks.get_mut(i) else {
             return;
         };
@@ -2060,10 +2073,6 @@ impl Shard {
         let Some(ended) = self.ended.get_mut(&id) else {
             return;
         };
-        if (200..300).contains(&status) && answers_leg(&ended.b, msg) {
-            self.on_stray_2xx(now, id, msg);
-            return;
-        }
         let Some(at) = ended.forks.iter().position(|(n, _)| *n == i) else {
             return;
         };

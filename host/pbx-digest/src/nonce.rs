@@ -127,7 +127,8 @@ struct Slice {
 }
 
 struct Shard {
-    /// By `start`, oldest first; only slices that have held an entry.
+    /// By `start`, oldest first: one for each slice of issue times a nonce was
+    /// checked from, kept until all its nonces are stale.
     slices: VecDeque<Slice>,
     /// Entries over all slices.
     tracked: usize,
@@ -326,7 +327,9 @@ impl Nonces {
         NonceCheck::Valid
     }
 
-    /// Drops every tracked nonce older than the lifetime at `now_ms`.
+    /// Drops the tracked nonces older than the lifetime at `now_ms`, a slice
+    /// (a tenth of the lifetime) at a time: once every nonce of a slice is
+    /// stale.
     pub fn purge(&self, now_ms: i64) {
         for shard in self.shards.iter() {
             shard.lock().purge(now_ms, self.lifetime_ms, self.slice_ms);
