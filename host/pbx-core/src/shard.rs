@@ -349,6 +349,17 @@ impl Shard {
                     if gone > 0 {
                         tracing::debug!(gone, "expired registrations swept");
                     }
+                    tracing::debug!(
+                        shard = self.index,
+                        calls = self.calls.len(),
+                        ended = self.ended.len(),
+                        servers = self.servers.len(),
+                        clients = self.clients.len(),
+                        dialogs = self.dialogs.len(),
+                        timers = self.timers.len(),
+                        timer_entries = self.timers.entries(),
+                        "shard occupancy"
+                    );
                     self.timers
                         .schedule(TimerKey::Sweep, now + std::time::Duration::from_secs(30));
                 }

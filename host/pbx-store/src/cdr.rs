@@ -38,9 +38,8 @@ const INSERT: &str = "INSERT INTO cdrs \
      callee_packets_in, callee_bytes_in, callee_packets_out, callee_bytes_out, \
      callee_srtp_auth_failures, callee_packets_lost, tags) ";
 
-/// Records per statement: 24 parameters each keeps a statement far below SQLite's
-/// limit of 32,766 bound parameters.
-const CHUNK: usize = 400;
+/// Records per statement, of 24 parameters each.
+const CHUNK: usize = crate::sql::rows_per_statement(24);
 
 /// The columns a CDR is read from (after `id`).
 pub(crate) const COLUMNS: &str = "tenant_id, caller, callee, started_at_ms, answered_at_ms, \

@@ -13,9 +13,8 @@ use sqlx::any::AnyRow;
 
 use crate::{Error, Registration, RegistrationChange, Result, Store, TenantId, TransportKind};
 
-/// Rows per statement: 12 parameters each keeps a statement far below SQLite's
-/// limit of 32,766 bound parameters.
-const CHUNK: usize = 500;
+/// Bindings per statement, of 12 parameters each (the widest use).
+const CHUNK: usize = crate::sql::rows_per_statement(12);
 
 impl Store {
     /// Applies a batch of binding changes in one transaction.

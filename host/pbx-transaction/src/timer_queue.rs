@@ -122,6 +122,12 @@ impl<K: Clone + Eq + Hash> TimerQueue<K> {
         self.live.len()
     }
 
+    /// Entries in the heap, the stale ones (replaced or cancelled, not yet
+    /// dropped) included.
+    pub fn entries(&self) -> usize {
+        self.heap.len()
+    }
+
     /// Whether no key has a deadline.
     pub fn is_empty(&self) -> bool {
         self.live.is_empty()
@@ -231,6 +237,8 @@ mod tests {
         q.schedule("b", t0 + ms(200));
         q.schedule("a", t0 + ms(300));
         assert_eq!(q.len(), 2);
+        // The replaced deadline stays in the heap, stale, until it surfaces.
+        assert_eq!(q.entries(), 3);
         assert_eq!(q.deadline(&"a"), Some(t0 + ms(300)));
         assert_eq!(q.next_deadline(), Some(t0 + ms(200)));
         assert_eq!(q.pop_due(t0 + ms(250)).collect::<Vec<_>>(), ["b"]);
