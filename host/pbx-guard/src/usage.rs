@@ -246,9 +246,13 @@ struct Inner {
 impl Inner {
     /// `now` in whole seconds since the epoch (set by the first call).
     fn second(&mut self, now: Instant) -> u32 {
-        let epoch = *self.epoch.get_or_insert(now);
-        u32::try_from(now.saturating_duration_since(epoch).as_secs()).unwrap_or(u32::MAX)
+        seconds_since(*self.epoch.get_or_insert(now), now)
     }
+}
+
+/// Whole seconds from `epoch` to `now` (0 when `now` is earlier).
+fn seconds_since(epoch: Instant, now: Instant) -> u32 {
+    u32::try_from(now.saturating_duration_since(epoch).as_secs()).unwrap_or(u32::MAX)
 }
 
 /// Usage counters shared between threads; clones share the same counters.
@@ -418,11 +422,12 @@ impl Usage {
         window: Duration,
         now: Instant,
     ) -> u32 {
-        let mut inner = self.inner.lock();
-        if inner.epoch.is_none() {
+        let inner = self.inner.lock();
+        // No epoch yet: no call has started, so there is nothing to count.
+        let Some(epoch) = inner.epoch else {
             return 0;
-        }
-        let second = inner.second(now);
+        };
+        let second = seconds_since(epoch, now);
         let Some(t) = inner.tenants.get(&tenant) else {
             return 0;
         };

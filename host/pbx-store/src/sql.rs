@@ -5,6 +5,8 @@
 //! store uses.
 
 use sqlx::any::{Any, AnyArguments};
+use sqlx::query::Query;
+use sqlx::{Arguments, AssertSqlSafe, Encode, Type};
 
 /// Bound parameters a multi-row statement aims at. SQLite finds a numbered
 /// parameter's slot by walking the statement's list of names, and the driver
@@ -19,8 +21,6 @@ pub(crate) const fn rows_per_statement(columns: usize) -> usize {
     let rows = PARAMS_PER_STATEMENT / if columns == 0 { 1 } else { columns };
     if rows == 0 { 1 } else { rows }
 }
-use sqlx::query::Query;
-use sqlx::{Arguments, AssertSqlSafe, Encode, Type};
 
 /// A statement being assembled: text plus the arguments bound so far.
 pub(crate) struct QueryBuilder {
