@@ -12,7 +12,7 @@
 #   --no-pin           run servers and sipp unpinned (default: pinned, see below)
 #   --server-cpus LIST taskset CPU list of the PBX and Kamailio (default 1)
 #   --load-cpus LIST   taskset CPU list of sipp (default 0)
-#   --skip-media       leave out the media capacity ladders (bench/media.sh)
+#   --skip-media       leave out the media capacity ladders (bench/media.sh, plain RTP and SRTP)
 #   --skip-scaling     leave out the scaling curves (bench/scaling.sh)
 #
 # Sections of an existing report that this run does not write (those of other
@@ -397,8 +397,9 @@ python3 "$HERE/plot.py" "$HERE/plots/soak.svg" "Soak: PBX memory at $SOAK_RATE c
 stop_started "$KAM_PIDFILE"
 SUB_ARGS=()
 [[ $QUICK == 1 ]] && SUB_ARGS+=(--quick)
-# The media ladders are always pinned (rtpengine and the PBX on the same cores).
-MEDIA_ARGS=("${SUB_ARGS[@]}" --server-cpus "$SERVER_CPUS" --load-cpus "$LOAD_CPUS")
+# The media ladders are always pinned (rtpengine and the PBX on the same cores),
+# and include the SRTP-on-both-legs ladders (bench/srtp-load).
+MEDIA_ARGS=("${SUB_ARGS[@]}" --server-cpus "$SERVER_CPUS" --load-cpus "$LOAD_CPUS" --srtp)
 if [[ $PIN == 1 ]]; then
     SUB_ARGS+=(--server-cpus "$SERVER_CPUS" --load-cpus "$LOAD_CPUS")
 else

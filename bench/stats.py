@@ -21,7 +21,15 @@ subcommand prints one line.
                                           added_p50 added_p99" of RTP captured on
                                           loopback between the two load generators'
                                           media ports and a relay (added: per stream,
-                                          jitter out minus jitter in; see rtp_streams)
+                                          jitter out minus jitter in; see rtp_streams);
+                                          PORT_A and PORT_B may instead be IPv4
+                                          addresses (srtp-load: one address per side,
+                                          a socket per leg)
+  stats.py srtpload REPORT.json       -> "ok failed auth_failures rekey_missing
+                                          other_ssrc send_errors gen_loss_pct
+                                          gen_jitter_p99 failures" of srtp-load's summary
+                                          (both sides summed; failures: reasons, or -)
+  stats.py loadstatus STATUS.json     -> calls up in srtp-load's status file
   stats.py cdr CDRS.json N            -> "calls lost_pct unforwarded_pct" over the N
                                           newest answered records of `pbx cdr list
                                           --format json`
@@ -234,9 +242,18 @@ def pct(values, p):
     return v[min(len(v) - 1, int(round(p / 100 * (len(v) - 1))))]
 
 
+def endpoint_of(ip, sport, dport, by_addr):
+    """(source, destination) of a packet: UDP ports, or IPv4 addresses when the
+    generators are told apart by address."""
+    if by_addr:
+        return ".".join(map(str, ip[12:16])), ".".join(map(str, ip[16:20]))
+    return sport, dport
+
+
 def rtp_streams(path, port_a, port_b, trim):
     """Reads a loopback capture of RTP between two load generators (media ports
-    PORT_A and PORT_B) and a relay. A packet from a generator's port is one the
+    PORT_A and PORT_B, or their addresses when both are dotted IPv4 addresses)
+    and a relay. A packet from a generator's port is one the
     relay received; a packet to a generator's port is one it sent. A stream is
     named by the generator that sent it and its SSRC (each sipp numbers its
     streams' SSRCs from one base, so the sender's side tells them apart); the
@@ -248,6 +265,7 @@ def rtp_streams(path, port_a, port_b, trim):
     RFC 3550 interarrival jitter of each stream, at the relay's input (the load
     generator's own) and at its output. Delay: per packet, output time minus
     input time."""
+    by_addr = isinstance(port_a, str)
     side = {port_a: "a", port_b: "b"}
     other = {"a": "b", "b": "a"}
     ins, outs = {}, {}
@@ -259,6 +277,7 @@ def rtp_streams(path, port_a, port_b, trim):
         sport, dport, rtp = u
         if len(rtp) < 12 or rtp[0] >> 6 != 2:
             continue
+        sport, dport = endpoint_of(ip, sport, dport, by_addr)
         seq, ts, ssrc = struct.unpack(">HII", rtp[2:12])
         if sport in side:
             key, table = (side[sport], ssrc), ins
@@ -285,10 +304,18 @@ def jitter_ms(pkts):
     return j * 1000.0
 
 
+def endpoint_arg(text):
+    """A generator's media port, or its IPv4 address (kept as text)."""
+    return text if "." in text else int(text)
+
+
 def cmd_rtp(path, port_a, port_b, trim):
     na = " ".join(["n/a"] * 14)
     try:
-        ins, outs, t0, t1 = rtp_streams(path, int(port_a), int(port_b), float(trim))
+        a, b = endpoint_arg(port_a), endpoint_arg(port_b)
+        if isinstance(a, str) != isinstance(b, str):
+            raise ValueError("two ports or two addresses")
+        ins, outs, t0, t1 = rtp_streams(path, a, b, float(trim))
     except (OSError, ValueError):
         print(na)
         return
@@ -328,6 +355,37 @@ def cmd_rtp(path, port_a, port_b, trim):
         f"{f(pct(delays, 99), '{:.3f}')} {f(max(delays) if delays else None, '{:.3f}')} "
         f"{f(pct(added, 50))} {f(pct(added, 99))}"
     )
+
+
+def cmd_srtpload(path):
+    try:
+        with open(path) as f:
+            r = json.load(f)
+        calls, sides = r["calls"], (r["uac"], r["uas"])
+    except (OSError, ValueError, KeyError, TypeError):
+        print("0 n/a n/a n/a n/a n/a n/a n/a n/a")
+        return
+    total = lambda k: sum(int(s.get(k) or 0) for s in sides)
+    lost, got = total("packets_lost"), total("packets_received")
+    loss = f"{lost * 100.0 / (lost + got):.3f}" if lost + got else "n/a"
+    jit = [s.get("jitter_p99_ms") for s in sides if s.get("jitter_p99_ms") is not None]
+    reasons = dict(calls.get("failures") or {})
+    for why, n in (calls.get("callee_failures") or {}).items():
+        reasons[f"callee: {why}"] = reasons.get(f"callee: {why}", 0) + n
+    why = ", ".join(f"{k} x{v}" for k, v in sorted(reasons.items())) or "-"
+    print(
+        f"{calls.get('ok', 0)} {calls.get('failed', 0)} {total('auth_failures')} "
+        f"{total('peer_key_in_sdp')} {total('other_ssrc')} {total('send_errors')} "
+        f"{loss} {max(jit) if jit else 'n/a'} {why}"
+    )
+
+
+def cmd_loadstatus(path):
+    try:
+        with open(path) as f:
+            print(int(json.load(f)["up"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        print("n/a")
 
 
 def cmd_cdr(path, n):
@@ -380,6 +438,8 @@ def main(argv):
         "g711raw": (cmd_g711raw, 2),
         "rtp": (cmd_rtp, 4),
         "cdr": (cmd_cdr, 2),
+        "srtpload": (cmd_srtpload, 1),
+        "loadstatus": (cmd_loadstatus, 1),
         "cpu": (cmd_cpu, None),  # any number of pids
     }
     if (

@@ -40,7 +40,7 @@ use tokio::time::Instant;
 use crate::media::{LegStats, Media};
 use crate::sdp::Suite;
 use crate::transport::{Flow, Kind};
-use crate::ua::{CallResult, Shared};
+use crate::ua::{Binding, CallResult, Shared};
 
 /// Places N SIP calls with SDES-SRTP on both legs through a media-anchoring
 /// server and plays both ends; writes a JSON summary (calls, packets, loss,
@@ -54,7 +54,15 @@ use crate::ua::{CallResult, Shared};
 /// tells the ends apart by address. SSRCs: call k's caller stream has k+1,
 /// its callee stream k+1 with the top bit set (equal low bits).
 #[derive(Parser, Debug)]
-#[command(name = "srtp-load", version)]
+#[command(
+    name = "srtp-load",
+    version,
+    after_help = "Examples (bench/media.sh --srtp runs these per step):\n  \
+        srtp-load --target 127.0.0.1:5061 --transport tls --calls 50 --rate 20 --hold 20 --report pbx.json\n  \
+        srtp-load --target 127.0.0.1:5070 --transport udp --sip-port 6010 --calls 50 --rate 20 --hold 20 \\\n      \
+        --callee-suite AES_CM_128_HMAC_SHA1_32 --clear-bindings --report kamailio.json\n\n\
+        It exits when every call has ended (or at --deadline) and prints the JSON summary."
+)]
 struct Args {
     /// The server's SIP address (TLS or UDP).
     #[arg(long)]
@@ -110,6 +118,10 @@ struct Args {
     /// Pacer tasks sending the streams.
     #[arg(long, default_value_t = 2)]
     pacers: usize,
+    /// Remove every binding of each callee (`Contact: *`) before registering
+    /// it, so that no other contact (an earlier bench's) is rung too.
+    #[arg(long)]
+    clear_bindings: bool,
     /// Callee registrations in flight at once.
     #[arg(long, default_value_t = 200)]
     register_window: usize,
@@ -180,10 +192,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
     )
     .await?;
 
-    // 1. the callees register
+    // 1. the callees register (after clearing what others bound to them)
     let callees: Vec<u64> = (0..args.calls).map(|k| args.callees_from + k).collect();
+    let window = args.register_window;
+    if args.clear_bindings {
+        let (_, failures) = register_all(&uas, &shared, &callees, Binding::RemoveAll, window).await;
+        if !failures.is_empty() {
+            eprintln!("srtp-load: clearing bindings failed: {failures:?}");
+        }
+    }
     let (reg_ok, reg_failures) =
-        register_all(&uas, &shared, &callees, 3600, args.register_window).await;
+        register_all(&uas, &shared, &callees, Binding::Contact(3600), window).await;
     eprintln!(
         "srtp-load: {reg_ok} of {} callees registered ({:.1} s)",
         callees.len(),
@@ -269,7 +288,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     // 4. the callees unregister
-    let (unreg_ok, _) = register_all(&uas, &shared, &callees, 0, args.register_window).await;
+    let (unreg_ok, _) = register_all(&uas, &shared, &callees, Binding::Contact(0), window).await;
 
     let report = summary(
         &args,
@@ -296,7 +315,7 @@ async fn register_all(
     flow: &Arc<Flow>,
     shared: &Arc<Shared>,
     users: &[u64],
-    expires: u32,
+    binding: Binding,
     window: usize,
 ) -> (u64, BTreeMap<String, u64>) {
     let gate = Arc::new(Semaphore::new(window.max(1)));
@@ -305,7 +324,7 @@ async fn register_all(
         let permit = gate.clone().acquire_owned().await.expect("open semaphore");
         let (flow, shared) = (flow.clone(), shared.clone());
         tasks.push(tokio::spawn(async move {
-            let r = ua::register(&flow, &shared, user, expires).await;
+            let r = ua::register(&flow, &shared, user, binding).await;
             drop(permit);
             r
         }));

@@ -155,16 +155,25 @@ fn authorize(resp: &Msg, method: &str, uri: &str, user: &str, password: &str) ->
     Some(format!("{answer_header}: {}", creds.header_value()))
 }
 
-/// Registers (or, with `expires` 0, unregisters) `user` at its Contact on `flow`.
+/// What a REGISTER asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Binding {
+    /// Bind the user's Contact on the flow for this many seconds (0: remove it).
+    Contact(u32),
+    /// Remove every binding of the user (`Contact: *`, RFC 3261 §10.2.2).
+    RemoveAll,
+}
+
+/// Registers, unregisters or clears `user` on `flow`.
 pub(crate) async fn register(
     flow: &Flow,
     shared: &Shared,
     user: u64,
-    expires: u32,
+    binding: Binding,
 ) -> Result<(), String> {
     let call_id = format!("{}@srtp-load", sip::token());
     let mut rx = flow.claim(&call_id);
-    let result = register_on(flow, shared, user, expires, &call_id, &mut rx).await;
+    let result = register_on(flow, shared, user, binding, &call_id, &mut rx).await;
     flow.forget(&call_id);
     result
 }
@@ -173,22 +182,29 @@ async fn register_on(
     flow: &Flow,
     shared: &Shared,
     user: u64,
-    expires: u32,
+    binding: Binding,
     call_id: &str,
     rx: &mut mpsc::UnboundedReceiver<Msg>,
 ) -> Result<(), String> {
     let domain = &shared.domain;
     let uri = format!("sip:{domain}");
     let tag = sip::token();
-    let contact = flow.contact(&user.to_string());
+    let contact = match binding {
+        Binding::Contact(expires) => {
+            format!(
+                "<{}>;expires={expires}\r\nExpires: {expires}",
+                flow.contact(&user.to_string())
+            )
+        }
+        Binding::RemoveAll => "*\r\nExpires: 0".to_owned(),
+    };
     let password = format!("{}{user}", shared.password_prefix);
     let mut auth = None;
     for cseq in 1..=2 {
         let req = format!(
             "REGISTER {uri} SIP/2.0\r\nVia: {}\r\nMax-Forwards: 70\r\n\
              From: <sip:{user}@{domain}>;tag={tag}\r\nTo: <sip:{user}@{domain}>\r\n\
-             Call-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\n\
-             Contact: <{contact}>;expires={expires}\r\nExpires: {expires}\r\n{}",
+             Call-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\nContact: {contact}\r\n{}",
             flow.via(&sip::branch()),
             auth.as_ref().map_or(String::new(), |a| format!("{a}\r\n")),
         );
