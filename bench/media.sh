@@ -33,7 +33,7 @@
 # per call, callees answer the relay's AES_CM_128_HMAC_SHA1_32 line with a fresh key
 # of their own (rtpengine reuses the offerer's key when the answer picks the
 # offerer's suite; see the section's text). Media sockets: one per leg, callers on
-# 127.0.0.2, callees on 127.0.0.3 (any port), so the capture tells them apart by
+# 127.0.3.1, callees on 127.0.3.2 (any port), so the capture tells them apart by
 # address; its own SIP on 127.0.0.1:6010 and :6011 (UDP) or an ephemeral TLS port.
 #
 # Needs: cargo, sipp (sip-tester, with rtp_stream), kamailio with its rtpengine
@@ -162,8 +162,8 @@ PBX_PORTS=(10000 39999)
 RTPENGINE_PORTS=(40000 59999)
 PBX_TLS_ADDR=127.0.0.1:5061
 GEN_SIP_PORT=6010 # srtp-load over UDP: callees on it, callers on the next one
-GEN_UAC_IP=127.0.0.2
-GEN_UAS_IP=127.0.0.3
+GEN_UAC_IP=127.0.3.1
+GEN_UAS_IP=127.0.3.2
 # Callers offer AES_CM_128_HMAC_SHA1_80; callees take this line of the relay's offer.
 CALLEE_SUITE=AES_CM_128_HMAC_SHA1_32
 SIPP_INF=
@@ -201,6 +201,12 @@ done
 if [[ $SRTP == 1 ]] && ss -Hltn "sport = :${PBX_TLS_ADDR##*:}" | grep -q .; then
     die "TCP port ${PBX_TLS_ADDR##*:} on this host is in use (an earlier run or another server?)"
 fi
+# srtp-load's media addresses are its own: anything else there would be captured too.
+for ip in $GEN_UAC_IP $GEN_UAS_IP; do
+    if [[ $SRTP == 1 ]] && ss -Hlun "src $ip" | grep -q .; then
+        die "something else has UDP sockets on $ip (srtp-load's media address)"
+    fi
+done
 for c in $SERVER_CPUS $LOAD_CPUS; do
     taskset -c "$c" true 2>/dev/null || die "cannot pin to CPU list '$c' (see --server-cpus, --load-cpus)"
 done

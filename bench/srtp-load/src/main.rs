@@ -98,10 +98,10 @@ struct Args {
     #[arg(long, default_value_t = 5999)]
     sip_port: u16,
     /// Address of the callers' media sockets.
-    #[arg(long, default_value = "127.0.0.2")]
+    #[arg(long, default_value = "127.0.3.1")]
     uac_media_ip: IpAddr,
     /// Address of the callees' media sockets.
-    #[arg(long, default_value = "127.0.0.3")]
+    #[arg(long, default_value = "127.0.3.2")]
     uas_media_ip: IpAddr,
     /// Raw A-law to send, looped (default: silence).
     #[arg(long)]
