@@ -3,7 +3,7 @@
 //! received by one task per leg that authenticates, decrypts and counts.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,9 +53,39 @@ pub(crate) struct Media {
     audio: Arc<Vec<u8>>,
 }
 
+/// One leg's UDP socket: a tokio handle to receive, a plain one to send.
+///
+/// Sending goes straight to the kernel: tokio's `try_send_to` refuses to send
+/// on a socket whose write readiness the reactor has not seen yet (a fresh one).
+pub(crate) struct LegSocket {
+    recv: UdpSocket,
+    send: std::net::UdpSocket,
+    /// Its local address (for the SDP).
+    pub(crate) local: SocketAddr,
+}
+
+impl LegSocket {
+    /// A non-blocking socket on `ip`, any port.
+    pub(crate) fn bind(ip: IpAddr) -> std::io::Result<LegSocket> {
+        let (recv, send, local) = split_socket(SocketAddr::new(ip, 0))?;
+        Ok(LegSocket { recv, send, local })
+    }
+}
+
+/// Binds `addr` (non-blocking): a tokio socket to receive, a clone to send, the address.
+pub(crate) fn split_socket(
+    addr: SocketAddr,
+) -> std::io::Result<(UdpSocket, std::net::UdpSocket, SocketAddr)> {
+    let socket = std::net::UdpSocket::bind(addr)?;
+    socket.set_nonblocking(true)?;
+    let send = socket.try_clone()?;
+    let local = socket.local_addr()?;
+    Ok((UdpSocket::from_std(socket)?, send, local))
+}
+
 /// What a leg sends: its socket, the relay's address, its SRTP context.
 struct Sender {
-    socket: Arc<UdpSocket>,
+    socket: std::net::UdpSocket,
     peer: SocketAddr,
     ctx: Context,
     ssrc: u32,
@@ -85,7 +115,7 @@ impl Sender {
         self.seq = self.seq.wrapping_add(1);
         self.ts = self.ts.wrapping_add(SAMPLES as u32);
         match self.ctx.encrypt_rtp(&pkt) {
-            Ok(srtp) if self.socket.try_send_to(&srtp, self.peer).is_ok() => self.sent += 1,
+            Ok(srtp) if self.socket.send_to(&srtp, self.peer).is_ok() => self.sent += 1,
             _ => self.errors += 1,
         }
     }
@@ -118,7 +148,7 @@ impl Media {
     pub(crate) fn stream(
         &self,
         id: u64,
-        socket: Arc<UdpSocket>,
+        socket: LegSocket,
         peer: SocketAddr,
         ssrc: u32,
         key: &Key,
@@ -126,8 +156,9 @@ impl Media {
         peer_ssrc: u32,
         suite: Suite,
     ) -> anyhow::Result<Stream> {
+        let receive_ctx = context(peer_key, suite)?;
         let sender = Sender {
-            socket: socket.clone(),
+            socket: socket.send,
             peer,
             ctx: context(key, suite)?,
             ssrc,
@@ -143,12 +174,7 @@ impl Media {
         let pacer = self.pacers[id as usize % self.pacers.len()].clone();
         let _ = pacer.send(Cmd::Add(id, Box::new(sender)));
         let (stop, stopped) = oneshot::channel();
-        let receiver = tokio::spawn(receive(
-            socket,
-            context(peer_key, suite)?,
-            peer_ssrc,
-            stopped,
-        ));
+        let receiver = tokio::spawn(receive(socket.recv, receive_ctx, peer_ssrc, stopped));
         Ok(Stream {
             id,
             pacer,
@@ -258,7 +284,7 @@ impl Reception {
 }
 
 async fn receive(
-    socket: Arc<UdpSocket>,
+    socket: UdpSocket,
     mut ctx: Context,
     peer_ssrc: u32,
     mut stop: oneshot::Receiver<()>,

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context as _;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use crate::sip::{self, Frame, Msg};
@@ -24,7 +24,7 @@ pub(crate) enum Kind {
 }
 
 enum Out {
-    Udp(Arc<UdpSocket>, SocketAddr),
+    Udp(std::net::UdpSocket, SocketAddr),
     Stream(mpsc::UnboundedSender<Vec<u8>>),
 }
 
@@ -51,15 +51,12 @@ impl Flow {
     ) -> anyhow::Result<Arc<Flow>> {
         match kind {
             Kind::Udp => {
-                let socket = Arc::new(
-                    UdpSocket::bind(local)
-                        .await
-                        .with_context(|| format!("binding SIP on {local}"))?,
-                );
+                let (socket, send, local) = crate::media::split_socket(local)
+                    .with_context(|| format!("binding SIP on {local}"))?;
                 let flow = Arc::new(Flow {
                     kind,
-                    local: socket.local_addr()?,
-                    out: Out::Udp(socket.clone(), target),
+                    local,
+                    out: Out::Udp(send, target),
                     routes: Mutex::default(),
                     incoming,
                 });
@@ -142,7 +139,7 @@ impl Flow {
     pub(crate) fn send(&self, msg: String) {
         match &self.out {
             Out::Udp(socket, target) => {
-                let _ = socket.try_send_to(msg.as_bytes(), *target);
+                let _ = socket.send_to(msg.as_bytes(), *target);
             }
             Out::Stream(tx) => {
                 let _ = tx.send(msg.into_bytes());

@@ -4,16 +4,15 @@
 //! §17.1, §13.3.1.4); over TLS nothing is.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 
-use crate::media::{LegStats, Media};
+use crate::media::{LegSocket, LegStats, Media};
 use crate::sdp::{self, Key, Suite};
 use crate::sip::{self, Msg};
 use crate::transport::Flow;
@@ -278,13 +277,11 @@ async fn place(
     rx: &mut mpsc::UnboundedReceiver<Msg>,
 ) -> CallResult {
     let fail = CallResult::failed;
-    let socket = match UdpSocket::bind(SocketAddr::new(shared.uac_media_ip, 0)).await {
-        Ok(s) => Arc::new(s),
+    let socket = match LegSocket::bind(shared.uac_media_ip) {
+        Ok(s) => s,
         Err(e) => return fail(format!("media socket: {e}")),
     };
-    let Ok(local_media) = socket.local_addr() else {
-        return fail("media socket address".into());
-    };
+    let local_media = socket.local;
     let key = Key::generate();
     shared.remember(k + 1, false, &key);
     let offer = sdp::body(k, local_media, 1, Suite::Sha1_80, &key);
@@ -492,23 +489,16 @@ async fn answer_on(
         return fail("offer without an a=crypto of an accepted suite");
     };
     let key_passed_through = shared.passed_through(k, false, &relay_key);
-    let socket = match UdpSocket::bind(SocketAddr::new(shared.uas_media_ip, 0)).await {
-        Ok(s) => Arc::new(s),
+    let socket = match LegSocket::bind(shared.uas_media_ip) {
+        Ok(s) => s,
         Err(_) => {
-            flow.send(sip::response(
-                invite,
-                503,
-                "Service Unavailable",
-                None,
-                &[],
-                None,
-            ));
+            let busy = sip::response(invite, 503, "Service Unavailable", None, &[], None);
+            flow.send(busy);
             return fail("media socket");
         }
     };
-    let Ok(local_media) = socket.local_addr() else {
-        return fail("media socket address");
-    };
+    let local_media = socket.local;
+    let mut socket = Some(socket);
     let key = Key::generate();
     shared.remember(k, true, &key);
     let answer = sdp::body(k, local_media, tag, suite, &key);
@@ -548,10 +538,10 @@ async fn answer_on(
                     Some("INVITE") if stream.is_none() => flow.send(ok.clone()),
                     Some("ACK") => {
                         resend = None;
-                        if stream.is_none() {
+                        if let Some(socket) = socket.take() {
                             match shared.media.stream(
                                 k * 2 + 1,
-                                socket.clone(),
+                                socket,
                                 remote.addr,
                                 ssrc(k, true),
                                 &key,
@@ -578,5 +568,57 @@ async fn answer_on(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::Kind;
+
+    fn shared() -> Shared {
+        Shared {
+            domain: "bench.example".into(),
+            password_prefix: "pw".into(),
+            uac_media_ip: "127.0.0.1".parse().unwrap(),
+            uas_media_ip: "127.0.0.1".parse().unwrap(),
+            callees_from: 2000,
+            hold: Duration::from_secs(1),
+            media: Media::start(1, Vec::new()),
+            up: AtomicUsize::new(0),
+            callee_suites: vec![Suite::Sha1_80],
+            keys: Mutex::default(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_register_to_a_silent_server_is_retransmitted_then_times_out() {
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        silent.set_nonblocking(true).unwrap();
+        let local = "127.0.0.1:0".parse().unwrap();
+        let flow = Flow::open(Kind::Udp, local, silent.local_addr().unwrap(), None)
+            .await
+            .unwrap();
+        let r = register(&flow, &shared(), 2000, Binding::Contact(60)).await;
+        assert_eq!(r, Err("REGISTER timed out".to_owned()));
+        // Timer E: 0.5, 1, 2, 4, 4, ... s until 32 s: the first send and 10 more.
+        let mut buf = [0u8; 2048];
+        let mut sent = Vec::new();
+        while let Ok(n) = silent.recv(&mut buf) {
+            sent.push(Msg::parse(&buf[..n]).expect("SIP"));
+        }
+        assert_eq!(sent.len(), 11);
+        assert!(
+            sent.iter()
+                .all(|m| m.header("via") == sent[0].header("via"))
+        );
+        assert_eq!(sent[0].cseq(), Some((1, "REGISTER")));
+    }
+
+    #[test]
+    fn both_ends_of_a_call_share_the_low_ssrc_bits() {
+        assert_eq!(ssrc(5, false), 5);
+        assert_eq!(ssrc(5, true), 0x8000_0005);
+        assert_eq!(ssrc(5, true) & 0xff, ssrc(5, false) & 0xff);
     }
 }
