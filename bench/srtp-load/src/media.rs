@@ -1,13 +1,18 @@
-//! SRTP streams: G.711 A-law at 50 packets/s per leg, sent by a few pacer tasks
-//! (each ticks every 20 ms and sends one packet for each of its streams), and
-//! received by one task per leg that authenticates, decrypts and counts.
+//! SRTP streams: G.711 A-law at 50 packets/s per leg, run by a few pacer
+//! tasks. Every 20 ms a pacer takes each of its streams in turn: it reads what
+//! the relay sent since the last tick (non-blocking, with the kernel's arrival
+//! time stamp), authenticates, decrypts and counts it, then sends the stream's
+//! next packet. No task wakes per packet.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::io::IoSliceMut;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use tokio::net::UdpSocket;
+use nix::sys::socket::{
+    ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg, setsockopt, sockopt,
+};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use webrtc_srtp::context::Context;
@@ -15,11 +20,13 @@ use webrtc_srtp::context::Context;
 use crate::sdp::{Key, Suite};
 
 /// Packet interval.
-pub(crate) const PTIME: Duration = Duration::from_millis(20);
+const PTIME: Duration = Duration::from_millis(20);
 /// A-law samples (bytes) per packet.
 const SAMPLES: usize = 160;
 /// RTP payload type of PCMA.
 const PCMA: u8 = 8;
+/// Packets read from one stream's socket per tick at most (one is due).
+const DRAIN: usize = 8;
 
 /// Figures of one leg's stream, as the generator saw them.
 #[derive(Debug, Clone, Default)]
@@ -42,106 +49,171 @@ pub(crate) struct LegStats {
     pub(crate) jitter_ms: Option<f64>,
 }
 
-enum Cmd {
-    Add(u64, Box<Sender>),
-    Remove(u64, oneshot::Sender<(u64, u64)>),
-}
-
-/// The pacers and the audio they send.
-pub(crate) struct Media {
-    pacers: Vec<mpsc::UnboundedSender<Cmd>>,
-    audio: Arc<Vec<u8>>,
-}
-
-/// One leg's UDP socket: a tokio handle to receive, a plain one to send.
-///
-/// Sending goes straight to the kernel: tokio's `try_send_to` refuses to send
-/// on a socket whose write readiness the reactor has not seen yet (a fresh one).
+/// One leg's UDP socket (non-blocking, receive times stamped by the kernel).
 pub(crate) struct LegSocket {
-    recv: UdpSocket,
-    send: std::net::UdpSocket,
+    socket: UdpSocket,
     /// Its local address (for the SDP).
     pub(crate) local: SocketAddr,
 }
 
 impl LegSocket {
-    /// A non-blocking socket on `ip`, any port.
-    pub(crate) fn bind(ip: IpAddr) -> std::io::Result<LegSocket> {
-        let (recv, send, local) = split_socket(SocketAddr::new(ip, 0))?;
-        Ok(LegSocket { recv, send, local })
+    /// A socket on `ip`, any port.
+    pub(crate) fn bind(ip: IpAddr) -> anyhow::Result<LegSocket> {
+        let socket = UdpSocket::bind(SocketAddr::new(ip, 0))?;
+        socket.set_nonblocking(true)?;
+        setsockopt(socket.as_raw_fd(), sockopt::ReceiveTimestampns, &true)?;
+        let local = socket.local_addr()?;
+        Ok(LegSocket { socket, local })
     }
 }
 
-/// Binds `addr` (non-blocking): a tokio socket to receive, a clone to send, the address.
+/// Binds `addr` (non-blocking) for SIP: a tokio socket to receive, a clone to
+/// send with, the address. Sending goes straight to the kernel: tokio's
+/// `try_send_to` refuses to send on a socket whose write readiness its reactor
+/// has not seen yet (a fresh one).
 pub(crate) fn split_socket(
     addr: SocketAddr,
-) -> std::io::Result<(UdpSocket, std::net::UdpSocket, SocketAddr)> {
-    let socket = std::net::UdpSocket::bind(addr)?;
+) -> std::io::Result<(tokio::net::UdpSocket, UdpSocket, SocketAddr)> {
+    let socket = UdpSocket::bind(addr)?;
     socket.set_nonblocking(true)?;
     let send = socket.try_clone()?;
     let local = socket.local_addr()?;
-    Ok((UdpSocket::from_std(socket)?, send, local))
+    Ok((tokio::net::UdpSocket::from_std(socket)?, send, local))
 }
 
-/// What a leg sends: its socket, the relay's address, its SRTP context.
-struct Sender {
-    socket: std::net::UdpSocket,
+/// One running leg: what it sends and what it receives, on its socket.
+struct Leg {
+    socket: UdpSocket,
     peer: SocketAddr,
-    ctx: Context,
+    send_ctx: Context,
+    recv_ctx: Context,
     ssrc: u32,
+    peer_ssrc: u32,
     seq: u16,
     ts: u32,
     first: bool,
-    sent: u64,
-    errors: u64,
-    audio: Arc<Vec<u8>>,
     pos: usize,
+    reception: Reception,
 }
 
-impl Sender {
-    fn send_one(&mut self) {
+impl Leg {
+    /// Sends the next packet of `audio` (looped).
+    fn send_one(&mut self, audio: &[u8]) {
         let mut pkt = Vec::with_capacity(12 + SAMPLES);
         pkt.push(0x80);
         pkt.push(if self.first { 0x80 | PCMA } else { PCMA });
         pkt.extend_from_slice(&self.seq.to_be_bytes());
         pkt.extend_from_slice(&self.ts.to_be_bytes());
         pkt.extend_from_slice(&self.ssrc.to_be_bytes());
-        if self.pos + SAMPLES > self.audio.len() {
+        if self.pos + SAMPLES > audio.len() {
             self.pos = 0;
         }
-        pkt.extend_from_slice(&self.audio[self.pos..self.pos + SAMPLES]);
+        pkt.extend_from_slice(&audio[self.pos..self.pos + SAMPLES]);
         self.pos += SAMPLES;
         self.first = false;
         self.seq = self.seq.wrapping_add(1);
         self.ts = self.ts.wrapping_add(SAMPLES as u32);
-        match self.ctx.encrypt_rtp(&pkt) {
-            Ok(srtp) if self.socket.send_to(&srtp, self.peer).is_ok() => self.sent += 1,
-            _ => self.errors += 1,
+        let stats = &mut self.reception.stats;
+        match self.send_ctx.encrypt_rtp(&pkt) {
+            Ok(srtp) if self.socket.send_to(&srtp, self.peer).is_ok() => stats.sent += 1,
+            _ => stats.send_errors += 1,
+        }
+    }
+
+    /// Reads what has arrived (up to [`DRAIN`] packets) into the counts.
+    fn drain(&mut self, buf: &mut [u8], start: std::time::SystemTime) {
+        for _ in 0..DRAIN {
+            let Some((n, at)) = recv_stamped(&self.socket, buf) else {
+                return;
+            };
+            let arrival = at
+                .and_then(|t| t.duration_since(start).ok())
+                .map_or(0.0, |d| d.as_secs_f64());
+            self.take(&buf[..n], arrival);
+        }
+    }
+
+    /// Counts one received datagram that arrived at `arrival` seconds.
+    fn take(&mut self, pkt: &[u8], arrival: f64) {
+        let r = &mut self.reception;
+        if pkt.len() < 12 || pkt[0] >> 6 != 2 {
+            return;
+        }
+        if (192..=223).contains(&pkt[1]) {
+            r.stats.rtcp += 1;
+            return;
+        }
+        match self.recv_ctx.decrypt_rtp(pkt) {
+            Ok(plain) => {
+                let seq = u16::from_be_bytes([plain[2], plain[3]]);
+                let ts = u32::from_be_bytes([plain[4], plain[5], plain[6], plain[7]]);
+                let ssrc = u32::from_be_bytes([plain[8], plain[9], plain[10], plain[11]]);
+                if ssrc != self.peer_ssrc {
+                    r.stats.other_ssrc += 1;
+                }
+                r.packet(seq, ts, arrival);
+            }
+            Err(_) => r.stats.auth_failures += 1,
         }
     }
 }
 
+/// One datagram without blocking, with the kernel's receive time (`SO_TIMESTAMPNS`).
+fn recv_stamped(
+    socket: &UdpSocket,
+    buf: &mut [u8],
+) -> Option<(usize, Option<std::time::SystemTime>)> {
+    let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = recvmsg::<SockaddrStorage>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_DONTWAIT,
+    )
+    .ok()?;
+    let at = msg.cmsgs().find_map(|c| match c {
+        ControlMessageOwned::ScmTimestampns(t) => Some(
+            std::time::UNIX_EPOCH
+                + Duration::new(t.tv_sec().max(0) as u64, t.tv_nsec().max(0) as u32),
+        ),
+        _ => None,
+    });
+    Some((msg.bytes, at))
+}
+
+enum Cmd {
+    Add(u64, Box<Leg>),
+    Remove(u64, oneshot::Sender<LegStats>),
+}
+
+/// The pacers.
+pub(crate) struct Media {
+    pacers: Vec<mpsc::UnboundedSender<Cmd>>,
+}
+
 impl Media {
     /// Starts `pacers` pacer tasks, their ticks spread over one packet interval.
-    /// `audio` is raw A-law, looped (at least 160 bytes; silence when empty).
+    /// `audio` is raw A-law, looped (at least 160 bytes; silence when shorter).
     pub(crate) fn start(pacers: usize, audio: Vec<u8>) -> Media {
-        let audio = Arc::new(if audio.len() < SAMPLES {
+        let audio = std::sync::Arc::new(if audio.len() < SAMPLES {
             vec![0xD5; SAMPLES]
         } else {
             audio
         });
-        let pacers = (0..pacers.max(1))
+        let count = pacers.max(1);
+        let pacers = (0..count)
             .map(|i| {
                 let (tx, rx) = mpsc::unbounded_channel();
-                let offset = PTIME * i as u32 / pacers.max(1) as u32;
-                tokio::spawn(pace(rx, offset));
+                let offset = PTIME * i as u32 / count as u32;
+                tokio::spawn(pace(rx, offset, audio.clone()));
                 tx
             })
             .collect();
-        Media { pacers, audio }
+        Media { pacers }
     }
 
-    /// Starts stream `id` from `socket` to `peer`: sends with SSRC `ssrc`
+    /// Starts stream `id` on `socket` towards `peer`: sends with SSRC `ssrc`
     /// under `key`, receives under `peer_key` expecting SSRC `peer_ssrc`, both
     /// in `suite`.
     #[allow(clippy::too_many_arguments)] // one stream's whole description
@@ -156,31 +228,23 @@ impl Media {
         peer_ssrc: u32,
         suite: Suite,
     ) -> anyhow::Result<Stream> {
-        let receive_ctx = context(peer_key, suite)?;
-        let sender = Sender {
-            socket: socket.send,
+        let leg = Leg {
+            socket: socket.socket,
             peer,
-            ctx: context(key, suite)?,
+            send_ctx: context(key, suite)?,
+            recv_ctx: context(peer_key, suite)?,
             ssrc,
+            peer_ssrc,
             // Start values derived from the SSRC: fixed per stream, not all equal.
             seq: (ssrc.wrapping_mul(2_654_435_761) >> 16) as u16 & 0x7fff,
             ts: ssrc.wrapping_mul(40_503),
             first: true,
-            sent: 0,
-            errors: 0,
-            audio: self.audio.clone(),
             pos: 0,
+            reception: Reception::default(),
         };
-        let pacer = self.pacers[id as usize % self.pacers.len()].clone();
-        let _ = pacer.send(Cmd::Add(id, Box::new(sender)));
-        let (stop, stopped) = oneshot::channel();
-        let receiver = tokio::spawn(receive(socket.recv, receive_ctx, peer_ssrc, stopped));
-        Ok(Stream {
-            id,
-            pacer,
-            stop,
-            receiver,
-        })
+        let pacer = self.pacers[(id / 2) as usize % self.pacers.len()].clone();
+        let _ = pacer.send(Cmd::Add(id, Box::new(leg)));
+        Ok(Stream { id, pacer })
     }
 }
 
@@ -198,8 +262,6 @@ fn context(key: &Key, suite: Suite) -> anyhow::Result<Context> {
 pub(crate) struct Stream {
     id: u64,
     pacer: mpsc::UnboundedSender<Cmd>,
-    stop: oneshot::Sender<()>,
-    receiver: tokio::task::JoinHandle<LegStats>,
 }
 
 impl Stream {
@@ -207,32 +269,37 @@ impl Stream {
     pub(crate) async fn stop(self) -> LegStats {
         let (tx, rx) = oneshot::channel();
         let _ = self.pacer.send(Cmd::Remove(self.id, tx));
-        let (sent, errors) = rx.await.unwrap_or_default();
-        let _ = self.stop.send(());
-        let mut stats = self.receiver.await.unwrap_or_default();
-        stats.sent = sent;
-        stats.send_errors = errors;
-        stats
+        rx.await.unwrap_or_default()
     }
 }
 
-async fn pace(mut rx: mpsc::UnboundedReceiver<Cmd>, offset: Duration) {
+async fn pace(
+    mut rx: mpsc::UnboundedReceiver<Cmd>,
+    offset: Duration,
+    audio: std::sync::Arc<Vec<u8>>,
+) {
     let mut tick = tokio::time::interval_at(Instant::now() + offset, PTIME);
-    let mut streams: HashMap<u64, Box<Sender>> = HashMap::new();
+    let mut legs: HashMap<u64, Box<Leg>> = HashMap::new();
+    let start = std::time::SystemTime::now();
+    let mut buf = vec![0u8; 2048];
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                for s in streams.values_mut() {
-                    s.send_one();
+                for leg in legs.values_mut() {
+                    leg.drain(&mut buf, start);
+                    leg.send_one(&audio);
                 }
             }
             cmd = rx.recv() => match cmd {
-                Some(Cmd::Add(id, s)) => {
-                    streams.insert(id, s);
+                Some(Cmd::Add(id, leg)) => {
+                    legs.insert(id, leg);
                 }
                 Some(Cmd::Remove(id, done)) => {
-                    let figures = streams.remove(&id).map(|s| (s.sent, s.errors));
-                    let _ = done.send(figures.unwrap_or_default());
+                    let stats = legs.remove(&id).map(|mut leg| {
+                        leg.drain(&mut buf, start);
+                        leg.reception.finish()
+                    });
+                    let _ = done.send(stats.unwrap_or_default());
                 }
                 None => break,
             },
@@ -281,48 +348,6 @@ impl Reception {
         }
         self.stats
     }
-}
-
-async fn receive(
-    socket: UdpSocket,
-    mut ctx: Context,
-    peer_ssrc: u32,
-    mut stop: oneshot::Receiver<()>,
-) -> LegStats {
-    let start = Instant::now();
-    let mut r = Reception::default();
-    let mut buf = vec![0u8; 2048];
-    loop {
-        let n = tokio::select! {
-            _ = &mut stop => break,
-            got = socket.recv_from(&mut buf) => match got {
-                Ok((n, _)) => n,
-                Err(_) => continue,
-            },
-        };
-        let arrival = start.elapsed().as_secs_f64();
-        let pkt = &buf[..n];
-        if n < 12 || pkt[0] >> 6 != 2 {
-            continue;
-        }
-        if (192..=223).contains(&pkt[1]) {
-            r.stats.rtcp += 1;
-            continue;
-        }
-        match ctx.decrypt_rtp(pkt) {
-            Ok(plain) => {
-                let seq = u16::from_be_bytes([plain[2], plain[3]]);
-                let ts = u32::from_be_bytes([plain[4], plain[5], plain[6], plain[7]]);
-                let ssrc = u32::from_be_bytes([plain[8], plain[9], plain[10], plain[11]]);
-                if ssrc != peer_ssrc {
-                    r.stats.other_ssrc += 1;
-                }
-                r.packet(seq, ts, arrival);
-            }
-            Err(_) => r.stats.auth_failures += 1,
-        }
-    }
-    r.finish()
 }
 
 #[cfg(test)]
