@@ -193,12 +193,14 @@ done
 UDP_PORTS=(5060 5070 2223)
 [[ $PLAIN == 0 ]] || UDP_PORTS+=("$UAS_PORT" "$UAC_PORT" "$UAS_MP" "$UAC_MP")
 [[ $SRTP == 0 ]] || UDP_PORTS+=("$GEN_SIP_PORT" $((GEN_SIP_PORT + 1)))
+# (Only sockets on 127.0.0.1 or a wildcard address get in the way of ours.)
+OURS="( src 127.0.0.1 or src 0.0.0.0 or src [::] )"
 for port in "${UDP_PORTS[@]}"; do
-    if ss -Hlun "sport = :$port" | grep -q .; then
+    if ss -Hlun "sport = :$port and $OURS" | grep -q .; then
         die "UDP port $port on this host is in use (an earlier run or another server?)"
     fi
 done
-if [[ $SRTP == 1 ]] && ss -Hltn "sport = :${PBX_TLS_ADDR##*:}" | grep -q .; then
+if [[ $SRTP == 1 ]] && ss -Hltn "sport = :${PBX_TLS_ADDR##*:} and $OURS" | grep -q .; then
     die "TCP port ${PBX_TLS_ADDR##*:} on this host is in use (an earlier run or another server?)"
 fi
 # srtp-load's media addresses are its own: anything else there would be captured too.
