@@ -664,6 +664,9 @@ SRTP_VERDICT=$(verdict "$SRTP_RATIO")
 if [[ $PBX_S_BEST == "${STEP_LIST[-1]}" && $RTPE_S_BEST == "${STEP_LIST[-1]}" ]]; then
     SRTP_VERDICT="n/a (both held the top step; extend --steps)"
 fi
+if [[ $PLAIN == 0 ]]; then # --srtp-only
+    PBX_BEST="not measured (\`--srtp-only\`)" RTPE_BEST=$PBX_BEST
+fi
 SIPP_VERSION=$(sipp -v 2>/dev/null | grep -o 'v[0-9][0-9.]*' | head -1 || true)
 if [[ $SRTP == 1 ]]; then
     SRTP_ROWS="| concurrent G.711 calls held, SRTP on both legs (SDES, re-keyed per leg; same criterion, and no SRTP authentication failure) | $PBX_S_BEST$(top_note "$PBX_S_BEST") | $RTPE_S_BEST$(top_note "$RTPE_S_BEST") | $SRTP_RATIO | ≥ 1.0: $SRTP_VERDICT |
