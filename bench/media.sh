@@ -251,6 +251,7 @@ cleanup() {
         kill -9 "$kp" 2>/dev/null || true
     fi
     if [[ $KEEP != 1 ]]; then rm -rf "$DATA" "$WORK/capture"; fi
+    rm -rf "$WORK/tls" # the throwaway TLS key
     [[ $rc == 0 ]] || log "stopped with an error; logs are in $WORK"
     exit "$rc"
 }
@@ -438,8 +439,7 @@ media_step() {
         rm -f "$stat"
         SIPP_INF=$WORK/callers-$n.csv
         head -$((n + 1)) "$WORK/users.csv" >"$SIPP_INF" # callers 1000.., callees from the top
-        # Bounded: a run that hangs is stopped after its hold plus a margin.
-        timeout -k 5 $((hold_ms / 1000 + ramp_s + 60)) "${ON_LOAD[@]}" sipp -sf "$WORK/uac.xml" \
+        "${ON_LOAD[@]}" timeout -k 5 $((hold_ms / 1000 + ramp_s + 60)) sipp -sf "$WORK/uac.xml" \
             -inf "$SIPP_INF" "$target" -i 127.0.0.1 -p "$UAC_PORT" -mi 127.0.0.1 -mp "$UAC_MP" \
             -r "$rate" -l "$n" -m "$n" -d "$hold_ms" -nostdin -trace_stat -stf "$stat" -fd 1 \
             >"$WORK/sipp/$label.log" 2>&1 &
@@ -451,7 +451,7 @@ media_step() {
         # plain ladder left at the answering sipp, then register their own.
         local transport=udp
         [[ $sys == PBX ]] && transport=tls
-        timeout -k 5 $((hold_ms / 1000 + ramp_s + 150 + n / 50)) "${ON_LOAD[@]}" "$SRTP_LOAD" \
+        "${ON_LOAD[@]}" timeout -k 5 $((hold_ms / 1000 + ramp_s + 150 + n / 50)) "$SRTP_LOAD" \
             --target "$target" --transport "$transport" --domain bench.example \
             --callers-from 1000 --callees-from $((1000 + MAX_STEP)) --password-prefix pw \
             --calls "$n" --rate "$rate" --hold $((hold_ms / 1000)) --local-ip 127.0.0.1 \
