@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 
-use crate::media::{LegSocket, LegStats, Media};
+use crate::media::{LegSocket, LegStats, Media, Stream};
 use crate::sdp::{self, Key, Suite};
 use crate::sip::{self, Msg};
 use crate::transport::Flow;
@@ -515,14 +515,14 @@ async fn answer_on(
     let mut interval = T1;
     let mut resend = (!flow.reliable()).then(|| Instant::now() + interval);
     let give_up = Instant::now() + TIMEOUT + shared.hold * 2;
-    let mut stream = None;
+    let mut stream: Option<Stream> = None;
     loop {
         let wake = resend.map_or(give_up, |r| r.min(give_up));
         tokio::select! {
             _ = sleep_until(wake) => {
                 if Instant::now() >= give_up {
                     let media = match stream.take() {
-                        Some(s) => Some(crate::media::Stream::stop(s).await),
+                        Some(s) => Some(s.stop().await),
                         None => None,
                     };
                     let why = if media.is_some() { "no BYE" } else { "no ACK" };
