@@ -16,7 +16,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use transaction::{
     ClientInvite, ClientInviteState, ClientNonInvite, Key, ServerInvite, ServerNonInvite,
-    TimerEvent, TimerQueue,
+    TimerEvent, TimerQueue, table,
 };
 
 use crate::auth::{self, Kind, Outcome};
@@ -365,17 +365,17 @@ impl Shard {
                 }
             }
         }
-        self.shrink_tables();
+        self.fit_tables();
     }
 
-    /// Gives back the room of tables that a burst of calls or transactions
-    /// grew: most entries end in a timer, so this runs after timers.
-    fn shrink_tables(&mut self) {
-        shrink_sparse(&mut self.servers);
-        shrink_sparse(&mut self.clients);
-        shrink_sparse(&mut self.calls);
-        shrink_sparse(&mut self.ended);
-        shrink_sparse(&mut self.dialogs);
+    /// Keeps the tables sized to their entries: most entries end in a
+    /// timer, so this runs after timers.
+    fn fit_tables(&mut self) {
+        fit_table(&mut self.servers);
+        fit_table(&mut self.clients);
+        fit_table(&mut self.calls);
+        fit_table(&mut self.ended);
+        fit_table(&mut self.dialogs);
     }
 
     /// When [`Shard::handle_timeout`] next wants to run.
@@ -1092,19 +1092,17 @@ impl Shard {
     }
 }
 
-/// Tables with room for at most this many entries are left as they are, so
-/// a shard with a few calls does not free and remake its tables as they come
-/// and go.
-const SHRINK_MIN: usize = 16;
-
-/// Shrinks `map` to twice its entries once they fill under a quarter of its
-/// room. A hash table never shrinks by itself: without this, a shard keeps
-/// the slots of its busiest second for good. As a shrunk table must lose half
-/// its entries again before the next shrink, the rehash costs a constant per
-/// removal.
-fn shrink_sparse<K: Eq + Hash, V>(map: &mut HashMap<K, V>) {
-    if map.capacity() > SHRINK_MIN && map.len() < map.capacity() / 4 {
-        map.shrink_to(map.len() * 2);
+/// Keeps one of the shard's tables sized to its entries ([`table`]): the room
+/// of a burst is given back once it is over (a hash table never shrinks by
+/// itself), and the table is rebuilt before the slots that removals left
+/// behind would make it double at a steady count. This runs after each batch
+/// of timers rather than before every insert, so the rebuild is made while an
+/// eighth of the entries still fit, room for the inserts in between.
+fn fit_table<K: Eq + Hash, V>(map: &mut HashMap<K, V>) {
+    table::shrink_sparse(map);
+    if !map.is_empty() {
+        let margin = map.len() / 8;
+        table::make_room(map, margin);
     }
 }
 

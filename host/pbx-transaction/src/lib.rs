@@ -41,6 +41,8 @@
 //! a busy owner keeps for up to 32 s cost little. A [`Key`] is one shared
 //! allocation, so the owner's map and its [`TimerQueue`] share it too, and the
 //! queue gives back the room of a burst of deadlines once they are gone.
+//! [`table`] keeps such tables, whose entries are replaced by the thousand a
+//! second, sized to what they hold.
 //!
 //! Transport reliability (`reliable = true` for TCP and TLS) switches retransmission
 //! timers off and makes the wait timers D, I, J and K zero, as §17 prescribes; a zero
@@ -52,6 +54,7 @@ mod client_non_invite;
 mod key;
 mod server_invite;
 mod server_non_invite;
+pub mod table;
 mod timer_queue;
 mod timers;
 

@@ -5,6 +5,8 @@ use std::collections::{BinaryHeap, HashMap};
 use std::hash::Hash;
 use std::time::Instant;
 
+use crate::table::{self, SHRINK_MIN};
+
 /// A min-heap of `(deadline, key)` with lazy deletion, so the owner of thousands of
 /// transactions finds the next timer in `O(1)` and re-schedules in `O(log n)`.
 ///
@@ -61,11 +63,6 @@ impl<K> Ord for Entry<K> {
 /// Below this many heap entries the queue never bothers to compact.
 const COMPACT_MIN: usize = 64;
 
-/// Tables with room for at most this many entries are never shrunk: a queue
-/// with a few keys in flight keeps its small allocation instead of freeing
-/// and making it again as keys come and go.
-const SHRINK_MIN: usize = 16;
-
 fn is_live<K: Eq + Hash>(live: &HashMap<K, Slot>, entry: &Entry<K>) -> bool {
     live.get(&entry.key)
         .is_some_and(|slot| slot.generation == entry.generation)
@@ -96,6 +93,9 @@ impl<K: Clone + Eq + Hash> TimerQueue<K> {
         }
         self.generation = self.generation.wrapping_add(1);
         let generation = self.generation;
+        // Keys come and go by the thousand a second: keep the table sized to
+        // the keys it holds, not doubled for the slots removals left behind.
+        table::make_room(&mut self.live, 0);
         self.live.insert(key.clone(), Slot { at, generation });
         self.heap.push(Reverse(Entry {
             at,
@@ -161,9 +161,7 @@ impl<K: Clone + Eq + Hash> TimerQueue<K> {
     /// flight rather than their peak, and as a table must lose half its
     /// entries between two shrinks, the cost is constant per removal.
     fn shrink_if_sparse(&mut self) {
-        if self.live.capacity() > SHRINK_MIN && self.live.len() < self.live.capacity() / 4 {
-            self.live.shrink_to(self.live.len() * 2);
-        }
+        table::shrink_sparse(&mut self.live);
         if self.heap.capacity() > SHRINK_MIN && self.heap.len() < self.heap.capacity() / 4 {
             self.heap.shrink_to(self.heap.len() * 2);
         }
