@@ -384,7 +384,7 @@ done
 wait "$SOAK_PID" || true
 forget "$SOAK_PID"
 read -r SOAK_OK SOAK_FAILED _ _ < <(python3 "$STATS" sipp "$SOAK_STAT" $((SOAK_RATE * SOAK_S)))
-read -r SOAK_N SOAK_FIRST SOAK_LAST SOAK_MAX SOAK_SLOPE SOAK_LATE < <(python3 "$STATS" soak "$WORK/soak_rss.txt")
+read -r SOAK_N SOAK_FIRST SOAK_LAST SOAK_MAX SOAK_SLOPE SOAK_LATE SOAK_AFTER1 < <(python3 "$STATS" soak "$WORK/soak_rss.txt")
 log "  $SOAK_OK ok, $SOAK_FAILED failed; VmRSS first $SOAK_FIRST last $SOAK_LAST max $SOAK_MAX KiB, slope $SOAK_SLOPE KiB/min, second half $SOAK_LATE KiB/min"
 alive_pbx
 RSS_END=$(rss_kib "$PBX_PID")
@@ -482,7 +482,7 @@ servers run throughout, only one is under load at a time.
 | resident memory per 1,000 calls in progress, highest held call step | $RSS_PER_1K_CALLS MiB ($(mib "$RSS_CALLS") MiB with $CALLS_IN_PROGRESS calls in progress) | | | |
 | resident memory per call in progress, low rate ($LOW_RATE calls/s held $LOW_HOLD_S s) | $KIB_PER_CALL_LOW KiB ($LOW_CUR calls in progress; $LOW_OK ok, $LOW_FAILED failed) | | | ≤ 16 KiB: $(verdict "$KIB_PER_CALL_LOW" 16.0001 lt) |
 | resident memory per completed transaction, high rate (estimate, see below) | $KIB_PER_TX_HIGH KiB | | | ≤ 2 KiB: $(verdict "$KIB_PER_TX_HIGH" 2.0001 lt) |
-| soak: $SOAK_RATE calls/s for $SOAK_MIN min, VmRSS every 10 s | first $(mib "$SOAK_FIRST"), last $(mib "$SOAK_LAST"), max $(mib "$SOAK_MAX") MiB; slope $SOAK_SLOPE KiB/min over $SOAK_N samples, $SOAK_LATE KiB/min over the second half; $SOAK_OK ok, $SOAK_FAILED failed | | | whole soak: $(soak_flat "$SOAK_SLOPE" "$SOAK_MIN"); second half: $(soak_flat "$SOAK_LATE" "$(awk -v m="$SOAK_MIN" 'BEGIN {print m / 2}')"); max < 300 MiB: $(verdict "$(awk -v k="$SOAK_MAX" 'BEGIN {print k / 1024}')" 300 lt) |
+| soak: $SOAK_RATE calls/s for $SOAK_MIN min, VmRSS every 10 s | first $(mib "$SOAK_FIRST"), last $(mib "$SOAK_LAST"), max $(mib "$SOAK_MAX") MiB; slope $SOAK_SLOPE KiB/min over $SOAK_N samples, $SOAK_AFTER1 KiB/min from the first minute on, $SOAK_LATE KiB/min over the second half; $SOAK_OK ok, $SOAK_FAILED failed | | | whole soak: $(soak_flat "$SOAK_SLOPE" "$SOAK_MIN"); from the first minute: $(soak_flat "$SOAK_AFTER1" "$((SOAK_MIN - 1))"); second half: $(soak_flat "$SOAK_LATE" "$(awk -v m="$SOAK_MIN" 'BEGIN {print m / 2}')"); max < 300 MiB: $(verdict "$(awk -v k="$SOAK_MAX" 'BEGIN {print k / 1024}')" 300 lt) |
 
 A step is held when every attempt succeeded (sipp counted no failure and all
 $STEP_S seconds' worth of attempts completed); it is tolerable when at most 0.1% of

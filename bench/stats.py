@@ -8,8 +8,9 @@ subcommand prints one line.
   stats.py latency LOG NAME           -> "p50_us p99_us" of a pbx-plugin latency line
   stats.py libsrtp LOG                -> "protect unprotect round_trip" packets per second
   stats.py soak SAMPLES.csv           -> "n first_kib last_kib max_kib slope_kib_per_min
-                                          late_slope_kib_per_min" (the second: over the
-                                          second half of the samples, after warm-up)
+                                          late_slope_kib_per_min after1_slope_kib_per_min"
+                                          (over the second half of the samples, and over
+                                          those from the first minute on)
   stats.py ratio A B                  -> A/B with two decimals, or n/a
   stats.py g711raw IN.pcap OUT.raw    -> writes the RTP payloads of a pcap (sipp's
                                           g711a.pcap) as one raw A-law file; prints
@@ -164,12 +165,13 @@ def cmd_soak(path):
     except OSError:
         pass
     if not pts:
-        print("0 n/a n/a n/a n/a n/a")
+        print("0 n/a n/a n/a n/a n/a n/a")
         return
     rss = [r for _, r in pts]
     slope = slope_per_min(pts)
     late = slope_per_min(pts[len(pts) // 2 :])
-    print(f"{len(pts)} {rss[0]} {rss[-1]} {max(rss)} {slope:.0f} {late:.0f}")
+    after1 = slope_per_min([p for p in pts if p[0] >= 60.0])
+    print(f"{len(pts)} {rss[0]} {rss[-1]} {max(rss)} {slope:.0f} {late:.0f} {after1:.0f}")
 
 
 def cmd_ratio(a, b):

@@ -272,7 +272,12 @@ impl Default for CoreConfig {
             registrar: RegistrarConfig::default(),
             subscriptions: SubscriptionConfig::default(),
             digest_algorithms: DigestAlgorithms::md5(),
-            nonce_lifetime: Duration::from_secs(300),
+            // A challenge is answered within seconds; a phone that reuses a
+            // nonce later is told `stale=true` and answers anew, unprompted.
+            // The replay table holds what a minute issues (60,000 nonces at
+            // 1,000 challenged calls a second), and a client without `qop`
+            // can replay its request for a minute at most.
+            nonce_lifetime: Duration::from_secs(60),
             nonce_key: None,
             ephemeral_key: None,
             t1: Duration::from_millis(500),

@@ -105,8 +105,8 @@ impl fmt::Debug for Nonces {
 
 /// The highest `nc` accepted for a nonce and 32 bits of the fingerprint of
 /// the request that presented it ([`fold`]; 0 when checked without one).
-/// Eight bytes: at 1,000 challenged calls a second the table holds 300,000
-/// entries through a five-minute lifetime. A different request matching 32
+/// Eight bytes: at 1,000 challenged calls a second the table holds 60,000
+/// entries through the PBX's one-minute lifetime (300,000 through five). A different request matching 32
 /// bits of a keyed fingerprint is answered as the original was, without
 /// acting on it: no replay gets through.
 type Accepted = (u32, u32);

@@ -31,7 +31,7 @@
 //! [auth]
 //! algorithms = ["MD5"]             # offered in this order where the tenant or
 //!                                  # extension has no choice (`pbx tenant set --digest`)
-//! nonce_lifetime_secs = 300
+//! nonce_lifetime_secs = 60
 //!
 //! [calls]
 //! ring_timeout_secs = 60
