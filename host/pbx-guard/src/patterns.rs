@@ -228,6 +228,9 @@ impl Hourly {
 #[derive(Debug, Default)]
 struct State {
     hourly: Hourly,
+    /// Destinations of short calls within the rule's window, one entry each
+    /// (the time of its latest short call), oldest first: never more than
+    /// the rule's threshold, as reaching it fires the rule and clears them.
     short: VecDeque<(Instant, u64)>,
     last: Option<Instant>,
 }
@@ -384,26 +387,21 @@ impl Patterns {
         {
             s.short.pop_front();
         }
-        if s.short.len() >= threshold.saturating_mul(4) {
-            s.short.pop_front();
-        }
+        // A destination called again moves to the back with its new time: it
+        // counts while any of its short calls is in the window.
+        s.short.retain(|(_, d)| *d != dest);
         s.short.push_back((now, dest));
-        let mut distinct: Vec<u64> = s.short.iter().map(|(_, d)| *d).collect();
-        distinct.sort_unstable();
-        distinct.dedup();
-        if distinct.len() < threshold {
+        if s.short.len() < threshold {
             return None;
         }
+        let distinct = s.short.len();
         s.short.clear();
         Some(PatternAlert {
             event: events::FRAUD_SHORT_CALLS,
             tenant,
             extension: Some(extension.to_owned()),
             severity: Severity::Critical,
-            message: format!(
-                "extension {extension}: short calls to {} destinations",
-                distinct.len()
-            ),
+            message: format!("extension {extension}: short calls to {distinct} destinations"),
             action: rule.action,
         })
     }
@@ -664,6 +662,36 @@ mod tests {
         assert_eq!(alert.event, events::FRAUD_SHORT_CALLS);
         assert_eq!(alert.action, Some(AutoSuspend::Extension));
         assert_eq!(alert.to_alert(5).tenant, Some(ACME));
+        // One destination called again and again is one entry, whatever the calls.
+        let mut p = Patterns::new(config());
+        for i in 0..500u64 {
+            assert!(
+                p.call_ended(ACME, "100", "+4420", short, t0 + Duration::from_millis(i))
+                    .is_none()
+            );
+        }
+        let state = &p.states[&(ACME, Some("100".to_owned()))];
+        assert_eq!(state.short.len(), 1);
+        // Many calls to one destination do not push the others out: three
+        // destinations, a hundred more calls to the first, then a fourth fires.
+        let mut p = Patterns::new(config());
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        for (i, d) in ["+4420", "+881", "+882"].iter().enumerate() {
+            assert!(p.call_ended(ACME, "100", d, short, at(i as u64)).is_none());
+        }
+        for i in 0..100 {
+            assert!(
+                p.call_ended(ACME, "100", "+4420", short, at(10 + i))
+                    .is_none()
+            );
+        }
+        assert!(p.call_ended(ACME, "100", "+883", short, at(200)).is_some());
+        // A destination counts while its latest short call is in the window.
+        let mut p = Patterns::new(config());
+        for (s, d) in [(0, "+4420"), (500, "+881"), (500, "+882"), (550, "+4420")] {
+            assert!(p.call_ended(ACME, "100", d, short, at(s)).is_none());
+        }
+        assert!(p.call_ended(ACME, "100", "+883", short, at(700)).is_some());
         // spread beyond the window: no alert
         let mut p = Patterns::new(config());
         for i in 0..10u64 {
