@@ -582,6 +582,9 @@ for line in open(previous):
 with open(out, "a") as f:
     for s in sections:
         if s[0].strip() not in written:
+            # One blank line between sections, however many the previous had.
+            while len(s) > 1 and not s[-1].strip():
+                s.pop()
             f.write("\n")
             f.writelines(s)
 PY
