@@ -466,7 +466,7 @@ async fn answer_on(
         .ok()
         .and_then(|u| u.checked_sub(shared.callees_from))
         .map_or(0, |k| k + 1);
-    let Some(remote) = sdp::parse(&invite.body) else {
+    let refuse = |why| {
         flow.send(sip::response(
             invite,
             488,
@@ -475,18 +475,13 @@ async fn answer_on(
             &[],
             None,
         ));
-        return fail("offer without usable SDP");
+        fail(why)
+    };
+    let Some(remote) = sdp::parse(&invite.body) else {
+        return refuse("offer without usable SDP");
     };
     let Some((tag, suite, relay_key)) = remote.choose(&shared.callee_suites) else {
-        flow.send(sip::response(
-            invite,
-            488,
-            "Not Acceptable Here",
-            None,
-            &[],
-            None,
-        ));
-        return fail("offer without an a=crypto of an accepted suite");
+        return refuse("offer without an a=crypto of an accepted suite");
     };
     let key_passed_through = shared.passed_through(k, false, &relay_key);
     let socket = match LegSocket::bind(shared.uas_media_ip) {
