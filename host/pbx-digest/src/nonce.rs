@@ -106,9 +106,9 @@ impl fmt::Debug for Nonces {
 /// The highest `nc` accepted for a nonce and 32 bits of the fingerprint of
 /// the request that presented it ([`fold`]; 0 when checked without one).
 /// Eight bytes: at 1,000 challenged calls a second the table holds 60,000
-/// entries through the PBX's one-minute lifetime (300,000 through five). A different request matching 32
-/// bits of a keyed fingerprint is answered as the original was, without
-/// acting on it: no replay gets through.
+/// entries through the PBX's one-minute lifetime (300,000 through five). A
+/// different request matching 32 bits of a keyed fingerprint is answered as
+/// the original was, without acting on it: no replay gets through.
 type Accepted = (u32, u32);
 
 /// A request fingerprint as [`Accepted`] keeps it: never 0.
