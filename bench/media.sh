@@ -148,7 +148,7 @@ USERS_N=$((2 * MAX_STEP))
 RAMP_S=10         # the calls of a step are placed over about this many seconds ...
 MIN_CPS=20        # ... at no less than this rate
 SETTLE_S=3        # after the last call is up, before measuring
-TRIM_S=1          # capture edges left out of the loss count
+TRIM_S=2          # capture edges left out of the loss and jitter figures
 LOSS_MAX=0.1      # %, a step is held below this ...
 JITTER_MAX=10     # ... and the p99 of the jitter (ms) the relay added to its streams at most this
 PBX_ADDR=127.0.0.1:5060
@@ -296,6 +296,11 @@ if [[ $SRTP == 1 && -z $SRTP_LOAD ]]; then
         python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/srtp-load
 fi
 [[ $SRTP == 0 || -x $SRTP_LOAD ]] || die "no srtp-load binary at $SRTP_LOAD"
+# From here on, whatever this script runs itself (python, date, the PBX's CLI)
+# runs on the load CPUs too: at a window's edges it would otherwise take the
+# server's core from the server and show as jitter. The servers are started on
+# their own CPUs explicitly.
+taskset -pc "$LOAD_CPUS" $$ >/dev/null
 
 # sipp's rtp_stream plays raw A-law in 160-byte (20 ms) packets, looped for the
 # whole call: the payloads of sipp's own G.711 sample.
@@ -722,9 +727,15 @@ the steps table says which): a packet from a sipp's media port is one the relay 
 it a packet the relay sent on, matched by sender, SSRC and sequence number (both
 relays keep them on plain RTP). Loss counts received packets never sent on
 (the first and last $TRIM_S s of the window left out for packets in flight);
-jitter is each stream's RFC 3550 interarrival jitter at the relay's output and at
-its input (sipp's own pacing), and added jitter their difference; delay is the
-time a packet spent in the relay. The PBX's own call records (\`pbx cdr list bench
+jitter is each stream's RFC 3550 interarrival jitter estimate at the relay's output
+and at its input (sipp's own pacing), taken once a second over the same window, as
+a receiver would report it, so that every stream's every second counts and the
+p99 shows a stall that hits all streams for a second; added jitter is, per stream
+and second, the output's minus the input's; delay is the time a packet spent in
+the relay. (Runs before 2026-12-07 took each stream's estimate only at the
+capture's last packet: one instant, the one at which the bench itself stops the
+capture, and that instant decided the step.) This script runs its own helpers on
+the load CPUs, so only the server under test runs on the server's. The PBX's own call records (\`pbx cdr list bench
 --format json\`) give a second view for the PBX: packets missing from the sequence
 numbers it received, and packets received on one leg but not sent on the other,
 over the whole calls. CPU is user + system time of the server's processes

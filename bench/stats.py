@@ -21,7 +21,10 @@ subcommand prints one line.
                                           jitter_out_p99 delay_p50 delay_p99 delay_max
                                           added_p50 added_p99" of RTP captured on
                                           loopback between the two load generators'
-                                          media ports and a relay (added: per stream,
+                                          media ports and a relay (jitter: the RFC 3550
+                                          estimates of every stream, once a second
+                                          away from the capture's first and last
+                                          TRIM_S seconds; added: per stream and second,
                                           jitter out minus jitter in; see rtp_streams);
                                           PORT_A and PORT_B may instead be IPv4
                                           addresses (srtp-load: one address per side,
@@ -41,6 +44,7 @@ broken measurement never hides the others.
 """
 import csv
 import json
+import math
 import os
 import re
 import struct
@@ -265,7 +269,8 @@ def rtp_streams(path, port_a, port_b, trim):
     last TRIM seconds, so that packets in flight at the edges are not counted)
     with no packet of the same stream and sequence number sent on. Jitter: the
     RFC 3550 interarrival jitter of each stream, at the relay's input (the load
-    generator's own) and at its output. Delay: per packet, output time minus
+    generator's own) and at its output, once a second over the same window
+    (jitter_samples). Delay: per packet, output time minus
     input time."""
     by_addr = isinstance(port_a, str)
     side = {port_a: "a", port_b: "b"}
@@ -293,17 +298,26 @@ def rtp_streams(path, port_a, port_b, trim):
     return ins, outs, t_first, t_last
 
 
-def jitter_ms(pkts):
-    """RFC 3550 interarrival jitter (8 kHz clock) of packets in arrival order."""
+def jitter_samples(pkts, lo, hi):
+    """The RFC 3550 interarrival jitter estimate (8 kHz clock) of one stream's
+    packets in arrival order, as a receiver would report it once a second: its
+    value at each whole second from LO to HI (ms), keyed by that second. The
+    estimate runs over every packet, so it has settled before LO."""
     j = 0.0
     prev = None
+    out = {}
+    tick = math.ceil(lo)
     for t, _, ts in pkts:
+        while tick <= hi and tick <= t:
+            if prev is not None:
+                out[tick] = j * 1000.0
+            tick += 1
         if prev is not None:
             dts = ((ts - prev[1] + 2**31) % 2**32) - 2**31  # signed, across wrap
             d = (t - prev[0]) - dts / 8000.0
             j += (abs(d) - j) / 16.0
         prev = (t, ts)
-    return j * 1000.0
+    return out
 
 
 def endpoint_arg(text):
@@ -340,11 +354,19 @@ def cmd_rtp(path, port_a, port_b, trim):
                 lost += 1
             else:
                 delays.append((t_out - t) * 1000.0)
-    j_in = {k: jitter_ms(p) for k, p in ins.items() if len(p) >= 50}
-    j_out = {k: jitter_ms(p) for k, p in outs.items() if len(p) >= 50}
-    # What the relay added to each stream's jitter: output minus input.
-    added = [j_out[k] - j_in[k] for k in j_out if k in j_in]
-    j_in, j_out = list(j_in.values()), list(j_out.values())
+    # Jitter as receivers would report it, once a second over the window (not
+    # at the capture's edges, where the bench itself starts and stops things):
+    # every stream's every report counts, so a stall that hits all streams for
+    # a second shows in the p99 of a 30 s window.
+    j_in = {k: jitter_samples(p, lo, hi) for k, p in ins.items()}
+    j_out = {k: jitter_samples(p, lo, hi) for k, p in outs.items()}
+    # What the relay added: per stream and second, jitter out minus jitter in.
+    added = [
+        v - j_in[k][tick] for k, per in j_out.items() if k in j_in for tick, v in per.items()
+        if tick in j_in[k]
+    ]
+    j_in = [v for per in j_in.values() for v in per.values()]
+    j_out = [v for per in j_out.values() for v in per.values()]
 
     def f(v, fmt="{:.2f}"):
         return "n/a" if v is None else fmt.format(v)

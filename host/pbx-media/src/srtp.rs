@@ -12,10 +12,18 @@
 //!
 //! RTP and RTCP use separate library contexts so that resetting one never loses the
 //! other's rollover and replay state.
+//!
+//! The replay windows are the receiver's own (webrtc-util's detector, one per pinned
+//! stream), not the library context's: the context builds a fresh detector, with its
+//! allocations, every time it looks a stream up (twice per packet) and throws it away
+//! when the stream exists. The library contexts run with its no-op detector, which
+//! allocates nothing; the checks and their order (check before decrypting, accept
+//! after the packet authenticated) are the same as the library's.
 
 use bytes::Bytes;
 use webrtc_srtp::context::Context;
-use webrtc_srtp::option::{srtcp_replay_protection, srtp_replay_protection};
+use webrtc_srtp::option::{srtcp_no_replay_protection, srtp_no_replay_protection};
+use webrtc_util::replay_detector::{ReplayDetector, WrappedSlidingWindowDetector};
 
 use crate::error::Result;
 use crate::rtp::{self, Channel};
@@ -40,14 +48,27 @@ pub struct SrtpCounters {
     pub malformed: u64,
 }
 
+/// Highest SRTP sequence number and SRTCP index (RFC 3711 §3.3 and §3.4).
+const MAX_SEQUENCE: u64 = 0xffff;
+const MAX_SRTCP_INDEX: u64 = 0x7fff_ffff;
+
+/// A library context without its own replay detection (see the module doc).
 fn new_context(keys: &KeyMaterial) -> Result<Context> {
     Ok(Context::new(
         keys.key(),
         keys.salt(),
         keys.suite().profile(),
-        Some(srtp_replay_protection(REPLAY_WINDOW)),
-        Some(srtcp_replay_protection(REPLAY_WINDOW)),
+        Some(srtp_no_replay_protection()),
+        Some(srtcp_no_replay_protection()),
     )?)
+}
+
+fn new_replay_window(channel: Channel) -> WrappedSlidingWindowDetector {
+    let max = match channel {
+        Channel::Rtp => MAX_SEQUENCE,
+        Channel::Rtcp => MAX_SRTCP_INDEX,
+    };
+    WrappedSlidingWindowDetector::new(REPLAY_WINDOW, max)
 }
 
 /// Bytes after the payload: the auth tag (and, for SRTCP, the index word).
@@ -69,6 +90,17 @@ fn rtcp_tag(suite: Suite) -> usize {
 struct Pinned {
     ctx: Context,
     ssrc: Option<u32>,
+    replay: WrappedSlidingWindowDetector,
+}
+
+impl Pinned {
+    fn new(keys: &KeyMaterial, channel: Channel) -> Result<Self> {
+        Ok(Self {
+            ctx: new_context(keys)?,
+            ssrc: None,
+            replay: new_replay_window(channel),
+        })
+    }
 }
 
 /// Decrypts what one leg sends (the key from that leg's own `a=crypto`).
@@ -94,14 +126,8 @@ impl SrtpReceiver {
     pub fn new(keys: &KeyMaterial) -> Result<Self> {
         Ok(Self {
             keys: keys.clone(),
-            rtp: Pinned {
-                ctx: new_context(keys)?,
-                ssrc: None,
-            },
-            rtcp: Pinned {
-                ctx: new_context(keys)?,
-                ssrc: None,
-            },
+            rtp: Pinned::new(keys, Channel::Rtp)?,
+            rtcp: Pinned::new(keys, Channel::Rtcp)?,
             counters: SrtpCounters::default(),
         })
     }
@@ -125,10 +151,11 @@ impl SrtpReceiver {
     /// dropped (and counted).
     pub fn unprotect(&mut self, channel: Channel, pkt: &[u8]) -> Option<Bytes> {
         let suite = self.keys.suite();
-        let well_formed = match channel {
-            Channel::Rtp => {
-                rtp::rtp_header_len(pkt).is_some_and(|h| pkt.len() >= h + rtp_trailer(suite))
-            }
+        // The packet's sequence number (RTP) or SRTCP index, for the replay window.
+        let index = match channel {
+            Channel::Rtp => rtp::rtp_header_len(pkt)
+                .filter(|h| pkt.len() >= h + rtp_trailer(suite))
+                .map(|_| u64::from(u16::from_be_bytes([pkt[2], pkt[3]]))),
             Channel::Rtcp => {
                 let tag = rtcp_tag(suite);
                 // header + sender SSRC, the E|index word, the tag; the E flag must be set
@@ -136,11 +163,13 @@ impl SrtpReceiver {
                     Suite::AeadAes128Gcm => pkt.len().wrapping_sub(4),
                     _ => pkt.len().wrapping_sub(tag + 4),
                 };
-                pkt.len() >= 8 + 4 + tag && pkt.get(index_at).is_some_and(|b| b & 0x80 != 0)
+                pkt.get(index_at..index_at.wrapping_add(4))
+                    .filter(|w| pkt.len() >= 8 + 4 + tag && w[0] & 0x80 != 0)
+                    .map(|w| u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]]) & 0x7fff_ffff))
             }
         };
         let ssrc = rtp::ssrc(pkt, channel);
-        let (true, Some(ssrc)) = (well_formed, ssrc) else {
+        let (Some(index), Some(ssrc)) = (index, ssrc) else {
             self.counters.malformed += 1;
             return None;
         };
@@ -152,25 +181,26 @@ impl SrtpReceiver {
             self.counters.foreign_ssrc += 1;
             return None;
         }
+        if !slot.replay.check(index) {
+            self.counters.replays += 1;
+            return None;
+        }
         let result = match channel {
             Channel::Rtp => slot.ctx.decrypt_rtp(pkt),
             Channel::Rtcp => slot.ctx.decrypt_rtcp(pkt),
         };
         match result {
             Ok(plain) => {
+                slot.replay.accept();
                 slot.ssrc = Some(ssrc);
                 Some(plain)
             }
-            Err(e) => {
-                match e {
-                    webrtc_srtp::Error::SrtpSsrcDuplicated(..)
-                    | webrtc_srtp::Error::SrtcpSsrcDuplicated(..) => self.counters.replays += 1,
-                    _ => self.counters.auth_failures += 1,
-                }
+            Err(_) => {
+                self.counters.auth_failures += 1;
                 if slot.ssrc.is_none() {
                     // Forget the state the failed attempt created.
-                    match new_context(&self.keys) {
-                        Ok(ctx) => slot.ctx = ctx,
+                    match Pinned::new(&self.keys, channel) {
+                        Ok(fresh) => *slot = fresh,
                         Err(_) => self.counters.malformed += 1,
                     }
                 }
@@ -324,6 +354,46 @@ mod tests {
         assert!(rx.unprotect(Channel::Rtcp, &rr).is_some());
         assert!(rx.unprotect(Channel::Rtcp, &rr).is_none());
         assert_eq!(rx.counters().replays, 3);
+    }
+
+    #[test]
+    fn the_window_follows_the_sequence_across_its_wrap() {
+        let (mut tx, mut rx) = pair(Suite::AesCm128HmacSha1_80);
+        let seqs: Vec<u16> = (65530..=65535).chain(0..6).collect();
+        let sent: Vec<Bytes> = seqs
+            .iter()
+            .map(|&seq| tx.protect(Channel::Rtp, &rtp_packet(9, seq, 160)).unwrap())
+            .collect();
+        // In order, then one late packet from before the wrap, then the replays.
+        for (enc, &seq) in sent.iter().zip(&seqs) {
+            if seq != 65534 {
+                let dec = rx.unprotect(Channel::Rtp, enc).unwrap();
+                assert_eq!(&dec[..], &rtp_packet(9, seq, 160)[..], "seq {seq}");
+            }
+        }
+        assert!(
+            rx.unprotect(Channel::Rtp, &sent[4]).is_some(),
+            "late, not replayed"
+        );
+        for enc in &sent {
+            assert!(rx.unprotect(Channel::Rtp, enc).is_none());
+        }
+        assert_eq!(rx.counters().replays, sent.len() as u64);
+        assert_eq!(rx.counters().auth_failures, 0);
+        // A packet older than the window is refused as a replay too.
+        let mut seq = 5u16;
+        let mut late = None;
+        for _ in 0..REPLAY_WINDOW + 1 {
+            seq += 1;
+            let enc = tx.protect(Channel::Rtp, &rtp_packet(9, seq, 20)).unwrap();
+            if late.is_none() {
+                late = Some(enc);
+            } else {
+                assert!(rx.unprotect(Channel::Rtp, &enc).is_some());
+            }
+        }
+        assert!(rx.unprotect(Channel::Rtp, &late.unwrap()).is_none());
+        assert_eq!(rx.counters().replays, sent.len() as u64 + 1);
     }
 
     #[test]
