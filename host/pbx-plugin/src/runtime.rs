@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -328,7 +328,8 @@ pub struct Quarantine {
 
 /// Runs plugins. One engine (pooling allocator, epoch interruption) per
 /// runtime, shared by all tenants; one background thread ("pbx-plugin-epoch")
-/// advances the epoch every tick and stops when the runtime is dropped.
+/// advances the epoch every tick while an invocation runs
+/// ([`EpochTicker`]) and stops when the runtime is dropped.
 pub struct PluginRuntime {
     engine: Engine,
     linker: Linker<HostState>,
@@ -337,8 +338,90 @@ pub struct PluginRuntime {
     tick: Duration,
     loaded: Mutex<HashMap<(World, String), Weak<LoadedPlugin>>>,
     failures: Mutex<HashMap<HealthKey, Health>>,
-    stop: Arc<AtomicBool>,
-    ticker: Option<JoinHandle<()>>,
+    ticker: EpochTicker,
+}
+
+/// The thread that advances the engine's epoch, every tick while at least
+/// one invocation runs and not at all otherwise: parked, it costs a host that
+/// runs no plugin (or one busy relaying media on one core) no wake-ups, where
+/// it used to wake every tick (1,000 times a second at the default 10 ms
+/// deadline). An invocation that finds it
+/// parked unparks it ([`EpochTicker::enter`]); the epoch deadline of a store
+/// counts ticks from when it was set, so ticks missed while parked change
+/// nothing.
+struct EpochTicker {
+    shared: Arc<TickerShared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct TickerShared {
+    running: AtomicUsize,
+    stop: AtomicBool,
+    /// Set while the thread is parked (for tests).
+    parked: AtomicBool,
+    /// Ticks so far (for tests).
+    ticks: AtomicU64,
+}
+
+impl EpochTicker {
+    fn start(tick: Duration, on_tick: impl Fn() + Send + 'static) -> std::io::Result<Self> {
+        let shared = Arc::new(TickerShared::default());
+        let thread = {
+            let shared = Arc::clone(&shared);
+            std::thread::Builder::new()
+                .name("pbx-plugin-epoch".into())
+                .spawn(move || {
+                    while !shared.stop.load(Ordering::Acquire) {
+                        if shared.running.load(Ordering::Acquire) == 0 {
+                            shared.parked.store(true, Ordering::Release);
+                            // An unpark between the load and here is kept as
+                            // the thread's token: park returns at once.
+                            std::thread::park();
+                            shared.parked.store(false, Ordering::Release);
+                            continue;
+                        }
+                        std::thread::sleep(tick);
+                        on_tick();
+                        shared.ticks.fetch_add(1, Ordering::Relaxed);
+                    }
+                })?
+        };
+        Ok(Self {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// Marks an invocation as running until the guard is dropped.
+    fn enter(&self) -> Running<'_> {
+        if self.shared.running.fetch_add(1, Ordering::AcqRel) == 0
+            && let Some(t) = &self.thread
+        {
+            t.thread().unpark();
+        }
+        Running(&self.shared)
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
+            // The thread only parks, sleeps and ticks; it cannot have panicked.
+            let _ = thread.join();
+        }
+    }
+}
+
+/// An invocation in progress (see [`EpochTicker::enter`]).
+struct Running<'a>(&'a TickerShared);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl fmt::Debug for PluginRuntime {
@@ -517,18 +600,9 @@ impl PluginRuntime {
         let deadline_ticks = u64::try_from(config.deadline.as_nanos() / tick.as_nanos())
             .unwrap_or(u64::MAX)
             .saturating_add(1);
-        let stop = Arc::new(AtomicBool::new(false));
         let ticker = {
             let engine = engine.clone();
-            let stop = Arc::clone(&stop);
-            std::thread::Builder::new()
-                .name("pbx-plugin-epoch".into())
-                .spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        std::thread::sleep(tick);
-                        engine.increment_epoch();
-                    }
-                })?
+            EpochTicker::start(tick, move || engine.increment_epoch())?
         };
         Ok(Self {
             engine,
@@ -538,8 +612,7 @@ impl PluginRuntime {
             tick,
             loaded: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
-            stop,
-            ticker: Some(ticker),
+            ticker,
         })
     }
 
@@ -797,8 +870,10 @@ impl PluginRuntime {
                 });
             }
         }
+        let running = self.ticker.enter();
         let mut store = self.new_store(caps);
         let outcome = run(&mut store);
+        drop(running);
         if let Some(wasi) = &store.data().wasi {
             drain(&wasi.stdout, Level::Info, caps);
             drain(&wasi.stderr, Level::Warn, caps);
@@ -858,16 +933,6 @@ impl PluginRuntime {
             });
         }
         Err(error)
-    }
-}
-
-impl Drop for PluginRuntime {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(ticker) = self.ticker.take() {
-            // The thread only sleeps and ticks; it cannot have panicked.
-            let _ = ticker.join();
-        }
     }
 }
 
@@ -941,6 +1006,48 @@ fn check_imports(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Waits (bounded) until `cond` holds; the ticker runs on its own thread.
+    fn eventually(what: &str, cond: impl Fn() -> bool) {
+        let until = Instant::now() + Duration::from_secs(10);
+        while !cond() {
+            assert!(Instant::now() < until, "never: {what}");
+            std::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn the_epoch_ticker_ticks_only_while_an_invocation_runs() {
+        let ticker = EpochTicker::start(Duration::from_micros(50), || {}).unwrap();
+        let shared = Arc::clone(&ticker.shared);
+        eventually("parked before any invocation", || {
+            shared.parked.load(Ordering::Acquire)
+        });
+        assert_eq!(shared.ticks.load(Ordering::Relaxed), 0);
+        for _ in 0..3 {
+            let before = shared.ticks.load(Ordering::Relaxed);
+            let running = ticker.enter();
+            eventually("ticks while running", || {
+                shared.ticks.load(Ordering::Relaxed) >= before + 3
+            });
+            // Two at once: the second does not need to wake it.
+            let second = ticker.enter();
+            drop(running);
+            let now = shared.ticks.load(Ordering::Relaxed);
+            eventually("still ticks for the second", || {
+                shared.ticks.load(Ordering::Relaxed) > now
+            });
+            drop(second);
+            eventually("parked again", || shared.parked.load(Ordering::Acquire));
+            let parked_at = shared.ticks.load(Ordering::Relaxed);
+            // Parked means no tick until the next invocation (at most one
+            // sleep already under way when the last one ended).
+            assert!(shared.parked.load(Ordering::Acquire));
+            assert_eq!(shared.ticks.load(Ordering::Relaxed), parked_at);
+        }
+        drop(ticker);
+        assert!(shared.stop.load(Ordering::Acquire));
+    }
 
     #[test]
     fn tick_is_a_tenth_of_the_deadline_within_bounds() {
