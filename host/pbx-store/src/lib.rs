@@ -487,21 +487,10 @@ fn sqlite_url(path: &Path) -> Result<String> {
 
 /// A pool on an SQLite URL: foreign keys on and a 5 s busy timeout (sqlx's
 /// defaults), `synchronous=NORMAL` and the given journal mode.
-///
-/// Every connection is opened at start and kept: each has its own page cache
-/// (up to 2 MiB), statement cache and worker thread, and a pool that opened
-/// them on demand grew by that much in the middle of a busy period (the
-/// 1,000 calls/s soak opened its fourth connection five minutes in, and the
-/// process grew by 10 MiB over the next minute), then shrank and grew again
-/// as idle connections were closed and reopened. (An in-memory database must
-/// keep its one connection anyway: closing it would drop the database.)
 async fn sqlite_pool(url: &str, connections: u32, journal_mode: &'static str) -> Result<AnyPool> {
     sqlx::any::install_default_drivers();
-    let options = AnyPoolOptions::new()
+    let mut options = AnyPoolOptions::new()
         .max_connections(connections)
-        .min_connections(connections)
-        .idle_timeout(None)
-        .max_lifetime(None)
         .after_connect(move |conn, _| {
             Box::pin(async move {
                 conn.execute(sqlx::AssertSqlSafe(format!(
@@ -511,6 +500,12 @@ async fn sqlite_pool(url: &str, connections: u32, journal_mode: &'static str) ->
                 Ok(())
             })
         });
+    if connections == 1 {
+        options = options
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None);
+    }
     Ok(options.connect(url).await?)
 }
 
