@@ -816,13 +816,14 @@ thread_local! {
     static RECV_BUF: RefCell<[[u8; BUF]; BATCH]> = const { RefCell::new([[0; BUF]; BATCH]) };
 }
 
-/// Reads up to [`BATCH`] datagrams from `socket` into `bufs`: their lengths
-/// (cut to [`BUF`]) and sources in `got`, and how many. Zero when the
-/// readiness was spurious; an error only when nothing was read.
+/// Reads up to [`BATCH`] datagrams from `socket`, the i-th into `bufs[i]`
+/// with its length (cut to [`BUF`]) and source in `got[i]` (`None` for one
+/// whose source is not an IP address), and returns how many were read: zero
+/// when the readiness was spurious; an error only when nothing was read.
 fn read_batch(
     socket: &UdpSocket,
     bufs: &mut [[u8; BUF]; BATCH],
-    got: &mut [(usize, SocketAddr); BATCH],
+    got: &mut [Option<(usize, SocketAddr)>; BATCH],
 ) -> std::io::Result<usize> {
     use std::os::fd::AsRawFd;
     let mut n = 0;
@@ -838,11 +839,13 @@ fn read_batch(
             None,
         )
         .map_err(std::io::Error::from)?;
-        for msg in received {
-            if let Some(from) = msg.address.as_ref().and_then(socket_addr) {
-                got[n] = (msg.bytes.min(BUF), from);
-                n += 1;
-            }
+        for (i, msg) in received.enumerate() {
+            got[i] = msg
+                .address
+                .as_ref()
+                .and_then(socket_addr)
+                .map(|from| (msg.bytes.min(BUF), from));
+            n = i + 1;
         }
         if n < BATCH {
             // Empty now: tokio clears the readiness (unless an event came
@@ -1105,11 +1108,12 @@ async fn run_call(task: CallTask) {
         // are free again before another call's task runs on this thread.
         let mut out: [Option<Transmit>; BATCH] = Default::default();
         RECV_BUF.with_borrow_mut(|bufs| {
-            let mut got = [(0, SocketAddr::from(([0, 0, 0, 0], 0))); BATCH];
+            let mut got = [None; BATCH];
             // Readiness can be spurious; receive errors on UDP (e.g. ICMP port
             // unreachable surfaced) are not fatal either.
             let n = read_batch(socket, bufs, &mut got).unwrap_or(0);
-            for (i, &(len, from)) in got[..n].iter().enumerate() {
+            for (i, slot) in got[..n].iter().enumerate() {
+                let Some((len, from)) = *slot else { continue };
                 let data = &bufs[i][..len];
                 if channel == Channel::Rtp && webrtc::demux(data) == Demux::Dtls {
                     task.pass_dtls(&dtls_legs, leg, from, data);
