@@ -828,9 +828,12 @@ fn read_batch(
     use std::os::fd::AsRawFd;
     let mut n = 0;
     let read = socket.try_io(tokio::io::Interest::READABLE, || {
+        // Fresh headers per read, not kept with the buffers: nix does not
+        // reset an address's length between calls, and the kernel writes the
+        // last source's length there, which would cut a longer (IPv6) source
+        // short on the next read from another relay's socket.
         let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
-        let [b0, b1] = &mut *bufs;
-        let mut slices = [[IoSliceMut::new(b0)], [IoSliceMut::new(b1)]];
+        let mut slices = bufs.each_mut().map(|b| [IoSliceMut::new(b)]);
         let received = recvmmsg(
             socket.as_raw_fd(),
             &mut headers,

@@ -155,7 +155,8 @@ impl SrtpReceiver {
         let index = match channel {
             Channel::Rtp => rtp::rtp_header_len(pkt)
                 .filter(|h| pkt.len() >= h + rtp_trailer(suite))
-                .map(|_| u64::from(u16::from_be_bytes([pkt[2], pkt[3]]))),
+                .and_then(|_| rtp::seq(pkt))
+                .map(u64::from),
             Channel::Rtcp => {
                 let tag = rtcp_tag(suite);
                 // header + sender SSRC, the E|index word, the tag; the E flag must be set
@@ -165,7 +166,9 @@ impl SrtpReceiver {
                 };
                 pkt.get(index_at..index_at.wrapping_add(4))
                     .filter(|w| pkt.len() >= 8 + 4 + tag && w[0] & 0x80 != 0)
-                    .map(|w| u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]]) & 0x7fff_ffff))
+                    .map(|w| {
+                        u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]])) & MAX_SRTCP_INDEX
+                    })
             }
         };
         let ssrc = rtp::ssrc(pkt, channel);

@@ -345,10 +345,9 @@ pub struct PluginRuntime {
 /// one invocation runs and not at all otherwise: parked, it costs a host that
 /// runs no plugin (or one busy relaying media on one core) no wake-ups, where
 /// it used to wake every tick (1,000 times a second at the default 10 ms
-/// deadline). An invocation that finds it
-/// parked unparks it ([`EpochTicker::enter`]); the epoch deadline of a store
-/// counts ticks from when it was set, so ticks missed while parked change
-/// nothing.
+/// deadline). An invocation that finds it parked unparks it
+/// ([`EpochTicker::enter`]); the epoch deadline of a store counts ticks from
+/// when it was set, so ticks missed while parked change nothing.
 struct EpochTicker {
     shared: Arc<TickerShared>,
     thread: Option<JoinHandle<()>>,
