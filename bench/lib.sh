@@ -29,6 +29,27 @@ forget() { # drop a finished pid from the cleanup list
 }
 
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo n/a; }
+# rss_settled PID: VmRSS (KiB) once it has stopped moving. An allocator hands
+# freed memory back to the system a while after it was freed, so a reading right
+# after start-up or a load still counts memory that is already free. Reads every
+# second until five readings in a row lie within 256 KiB of each other (at most
+# 60 s), and prints the last.
+rss_settled() {
+    local i r lo= hi= window=()
+    for ((i = 0; i < 60; i++)); do
+        r=$(rss_kib "$1")
+        [[ $r =~ ^[0-9]+$ ]] || { echo n/a; return; }
+        window+=("$r")
+        ((${#window[@]} > 5)) && window=("${window[@]:1}")
+        if ((${#window[@]} == 5)); then
+            lo=$(printf '%s\n' "${window[@]}" | sort -n | head -1)
+            hi=$(printf '%s\n' "${window[@]}" | sort -n | tail -1)
+            ((hi - lo <= 256)) && break
+        fi
+        sleep 1
+    done
+    echo "$r"
+}
 mib() { [[ $1 =~ ^[0-9]+$ ]] && awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}' || echo n/a; }
 # Waits until something answers a SIP OPTIONS on ADDR (any response will do).
 wait_sip() {

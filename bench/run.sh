@@ -261,8 +261,7 @@ sipp -sf "$SHARED/sipp/uas.xml" -i 127.0.0.1 -p "$UAS_PORT" -mp 7000 -nostdin \
     -trace_stat -stf "$WORK/sipp/uas.csv" -fd 5 >"$WORK/sipp/uas.log" 2>&1 &
 PIDS+=("$!")
 
-sleep 2
-RSS_IDLE=$(rss_kib "$PBX_PID")
+RSS_IDLE=$(rss_settled "$PBX_PID")
 log "PBX idle VmRSS $RSS_IDLE KiB"
 
 # ---- 4. register every user on both servers (and memory per registration) ---------
@@ -270,17 +269,22 @@ log "PBX idle VmRSS $RSS_IDLE KiB"
 log "PBX: registering all $USERS_N users at $FILL_RATE/s"
 run_sipp PBX-fill "$SHARED/sipp/register.xml" "$PBX_ADDR" "$FILL_RATE" "$USERS_N"
 PBX_FILL="$R_OK ok, $R_FAILED failed"
+PBX_FILL_END=$SECONDS
 alive_pbx
-sleep 2
-RSS_REG=$(rss_kib "$PBX_PID")
-RSS_PER_10K=$(awk -v a="$RSS_REG" -v b="$RSS_IDLE" -v n="$USERS_N" \
-    'BEGIN {if (a ~ /^[0-9]+$/ && b ~ /^[0-9]+$/) printf "%.1f", (a - b) / 1024 / (n / 10000); else print "n/a"}')
-log "  $PBX_FILL; VmRSS $RSS_REG KiB, $RSS_PER_10K MiB per 10,000 registrations"
 
 log "Kamailio: registering all $USERS_N users at $FILL_RATE/s"
 run_sipp KAM-fill "$SHARED/sipp/register.xml" "$KAM_ADDR" "$FILL_RATE" "$USERS_N"
 KAM_FILL="$R_OK ok, $R_FAILED failed"
 log "  $KAM_FILL"
+
+# The registered state: once the fill's completed transactions have run out
+# their timers (Timer J, 64*T1 = 32 s) and the allocator has settled.
+TIMER_WAIT=$((PBX_FILL_END + 33 - SECONDS))
+((TIMER_WAIT <= 0)) || sleep "$TIMER_WAIT"
+RSS_REG=$(rss_settled "$PBX_PID")
+RSS_PER_10K=$(awk -v a="$RSS_REG" -v b="$RSS_IDLE" -v n="$USERS_N" \
+    'BEGIN {if (a ~ /^[0-9]+$/ && b ~ /^[0-9]+$/) printf "%.1f", (a - b) / 1024 / (n / 10000); else print "n/a"}')
+log "  PBX: $PBX_FILL; VmRSS $RSS_REG KiB, $RSS_PER_10K MiB per 10,000 registrations"
 
 # ---- 4b. memory per call in progress at a low rate: long calls ---------------------
 # A call's own cost, apart from the completed transactions a high rate keeps for
@@ -294,21 +298,35 @@ grep -q "milliseconds=\"$((LOW_HOLD_S * 1000))\"" "$WORK/call-long.xml" ||
 SIPP_INF=$WORK/callers.csv
 LOW_TOTAL=$((LOW_RATE * (LOW_HOLD_S + LOW_HOLD_S / 2 + 2)))
 log "low rate: $LOW_RATE calls/s held ${LOW_HOLD_S} s, $LOW_TOTAL calls"
-RSS_LOW_BEFORE=$(rss_kib "$PBX_PID")
+RSS_LOW_BEFORE=$RSS_REG
 timeout -k 5 $((LOW_TOTAL / LOW_RATE + LOW_HOLD_S + 60)) sipp -sf "$WORK/call-long.xml" -inf "$SIPP_INF" \
     "$PBX_ADDR" -i 127.0.0.1 -p 6001 -mp 7100 -r "$LOW_RATE" -l "$SIPP_LIMIT" -m "$LOW_TOTAL" \
     -nostdin -trace_stat -stf "$WORK/sipp/low.csv" -fd 1 >"$WORK/sipp/low.log" 2>&1 &
 LOW_PID=$!
 PIDS+=("$LOW_PID")
-sleep $((LOW_HOLD_S + LOW_HOLD_S / 4 + 1))
-RSS_LOW=$(rss_kib "$PBX_PID")
-LOW_CUR=$(python3 "$STATS" current "$WORK/sipp/low.csv")
+# Calls in progress level off once the first calls end (LOW_HOLD_S in); from then
+# on, VmRSS and sipp's count are read together every second, and the median of
+# the per-call figures is kept (one reading alone moves with the allocator's
+# purges).
+sleep $((LOW_HOLD_S + 2))
+LOW_SAMPLES=()
+for ((i = 0; i < LOW_HOLD_S / 4; i++)); do
+    LOW_SAMPLES+=("$(rss_kib "$PBX_PID") $(python3 "$STATS" current "$WORK/sipp/low.csv")")
+    sleep 1
+done
 wait "$LOW_PID" || true
 forget "$LOW_PID"
 read -r LOW_OK LOW_FAILED _ _ < <(python3 "$STATS" sipp "$WORK/sipp/low.csv" "$LOW_TOTAL")
-KIB_PER_CALL_LOW=$(awk -v a="$RSS_LOW" -v b="$RSS_LOW_BEFORE" -v c="$LOW_CUR" \
-    'BEGIN {if (a ~ /^[0-9]+$/ && b ~ /^[0-9]+$/ && c ~ /^[0-9]+$/ && c > 0) printf "%.1f", (a - b) / c; else print "n/a"}')
-log "  $LOW_CUR calls in progress: $KIB_PER_CALL_LOW KiB each ($LOW_OK ok, $LOW_FAILED failed)"
+RSS_LOW_N=${#LOW_SAMPLES[@]}
+read -r KIB_PER_CALL_LOW RSS_LOW LOW_CUR < <(printf '%s\n' "${LOW_SAMPLES[@]}" |
+    awk -v b="$RSS_LOW_BEFORE" '$1 ~ /^[0-9]+$/ && $2 ~ /^[0-9]+$/ && $2 > 0 && b ~ /^[0-9]+$/ {
+        n++; k[n] = ($1 - b) / $2; line[n] = $1 " " $2 }
+    END {
+        if (n == 0) { print "n/a n/a n/a"; exit }
+        for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++)
+            if (k[j] < k[i]) { t = k[i]; k[i] = k[j]; k[j] = t; t = line[i]; line[i] = line[j]; line[j] = t }
+        m = int((n + 1) / 2); printf "%.1f %s\n", k[m], line[m] }')
+log "  VmRSS $RSS_LOW KiB with $LOW_CUR calls in progress (median of $RSS_LOW_N readings): $KIB_PER_CALL_LOW KiB each ($LOW_OK ok, $LOW_FAILED failed)"
 alive_pbx
 
 # ---- 5. ladders: calls, then REGISTER, each server in turn ----------------------
@@ -497,12 +515,17 @@ calls the average includes the 1 s talk time of the last calls, so it reads abou
 below the asked rate for both servers alike. Registration pass before the ladders (all 20,000
 users at $FILL_RATE/s): PBX $PBX_FILL, Kamailio $KAM_FILL. The call ladders run
 before the REGISTER ladders. PBX VmRSS after all ladders $(mib "$RSS_AFTER_LADDERS") MiB,
-at the end $(mib "$RSS_END") MiB. Memory per 1,000 calls is the growth over the
-registered state, sampled half way through the highest held call step, divided by the
-calls sipp had in progress at that moment. The low-rate figure is a call's own
-cost: the growth over the registered state while $LOW_RATE calls/s are held
-$LOW_HOLD_S s each (so about $((LOW_RATE * LOW_HOLD_S)) are up and few transactions are
-completing), divided by the calls in progress. The per-transaction figure is an
+at the end $(mib "$RSS_END") MiB. The idle and registered figures are read once
+VmRSS has settled (five readings a second apart within 256 KiB), the registered one
+after the fill's completed transactions have run out their 32 s timers: an
+allocator hands freed memory back a while after it is freed. Memory per 1,000 calls
+is the growth over the registered state, sampled half way through the highest held
+call step, divided by the calls sipp had in progress at that moment. The low-rate
+figure is a call's own cost: the growth over the registered state while $LOW_RATE
+calls/s are held $LOW_HOLD_S s each (so about $((LOW_RATE * LOW_HOLD_S)) are up and few
+transactions are completing), divided by the calls in progress, read together every
+second once the calls in progress have levelled off ($RSS_LOW_N readings; the median
+is reported). The per-transaction figure is an
 estimate from the highest held step: its growth, less its calls in progress at the
 low-rate cost, over the 4 completed transactions per call whose timers (32 s) still
 run; the exact, allocation-counted figures are in "Signalling memory per call and

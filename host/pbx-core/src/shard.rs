@@ -7,7 +7,7 @@
 //! simply gets the same answer again. A SUBSCRIBE, once authenticated, is
 //! answered in a server transaction (`subscription.rs`).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::hash::Hash;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,7 +16,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use transaction::{
     ClientInvite, ClientInviteState, ClientNonInvite, Key, ServerInvite, ServerNonInvite,
-    TimerEvent, TimerQueue, table,
+    TimerEvent, TimerQueue, table::Table,
 };
 
 use crate::auth::{self, Kind, Outcome};
@@ -246,16 +246,16 @@ pub struct Shard {
     pub(crate) shared: Arc<Shared>,
     /// Entries are boxed so a slot of the table, which keeps room for more
     /// entries than it holds, costs a pointer rather than a whole entry.
-    pub(crate) servers: HashMap<Key, Box<ServerEntry>>,
+    pub(crate) servers: Table<Key, Box<ServerEntry>>,
     /// By branch (`branch|CANCEL` for a CANCEL), shared with the timer queue.
-    pub(crate) clients: HashMap<Arc<str>, Box<ClientEntry>>,
+    pub(crate) clients: Table<Arc<str>, Box<ClientEntry>>,
     /// Boxed: a call is over two kilobytes, and the map keeps room for more
     /// entries than it holds; a slot costs a pointer instead.
-    pub(crate) calls: HashMap<u64, Box<Call>>,
+    pub(crate) calls: Table<u64, Box<Call>>,
     /// Calls that ended, lingering 64*T1 with what late messages need.
-    pub(crate) ended: HashMap<u64, Box<Ended>>,
+    pub(crate) ended: Table<u64, Box<Ended>>,
     /// Call-ID of either leg → call.
-    pub(crate) dialogs: HashMap<String, u64>,
+    pub(crate) dialogs: Table<String, u64>,
     pub(crate) timers: TimerQueue<TimerKey>,
     pub(crate) out: VecDeque<Output>,
     pub(crate) next_call: u64,
@@ -273,11 +273,11 @@ impl Shard {
         Shard {
             index,
             shared,
-            servers: HashMap::new(),
-            clients: HashMap::new(),
-            calls: HashMap::new(),
-            ended: HashMap::new(),
-            dialogs: HashMap::new(),
+            servers: Table::new(),
+            clients: Table::new(),
+            calls: Table::new(),
+            ended: Table::new(),
+            dialogs: Table::new(),
             timers,
             out: VecDeque::new(),
             next_call: 1,
@@ -1092,17 +1092,17 @@ impl Shard {
     }
 }
 
-/// Keeps one of the shard's tables sized to its entries ([`table`]): the room
+/// Keeps one of the shard's tables sized to its entries ([`Table`]): the room
 /// of a burst is given back once it is over (a hash table never shrinks by
 /// itself), and the table is rebuilt before the slots that removals left
 /// behind would make it double at a steady count. This runs after each batch
 /// of timers rather than before every insert, so the rebuild is made while an
 /// eighth of the entries still fit, room for the inserts in between.
-fn fit_table<K: Eq + Hash, V>(map: &mut HashMap<K, V>) {
-    table::shrink_sparse(map);
+fn fit_table<K: Eq + Hash, V>(map: &mut Table<K, V>) {
+    map.shrink_sparse();
     if !map.is_empty() {
         let margin = map.len() / 8;
-        table::make_room(map, margin);
+        map.make_room(margin);
     }
 }
 

@@ -7,53 +7,120 @@
 //! at twice its size, however few entries it gained. So a table whose entries
 //! are steadily replaced, at a steady count, doubles once its deleted slots
 //! have used up its room: minutes into a steady load, and to four or more
-//! slots per live entry. [`make_room`] rebuilds such a table at a size that
-//! follows its live entries before that happens, and [`shrink_sparse`] gives
-//! back the room of a burst once it is over.
+//! slots per live entry. [`Table::make_room`] rebuilds such a table before
+//! that happens: at the size it has while its live entries fill at most two
+//! thirds of it, and otherwise with room for as many entries again.
+//! [`Table::shrink_sparse`] gives back the room of a burst once it is over. A
+//! [`Table`] is a `HashMap` that remembers its full room (std's `capacity`
+//! counts deleted slots as taken, so it cannot say).
+//!
+//! The band between the two keeps a table's size, and so the process's
+//! memory, level under a steady load: a table grows only when its live entries
+//! rise by a third over those it last grew for, not whenever a rebuild happens
+//! to meet a few more entries than the one before.
 
 use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hash};
+use std::ops::{Deref, DerefMut};
 
 /// Tables with room for at most this many entries are never shrunk: a table
 /// with a few keys in flight keeps its small allocation instead of freeing and
 /// making it again as keys come and go.
 pub const SHRINK_MIN: usize = 16;
 
-/// Rebuilds `map` with room for half as many entries again as it holds when
-/// at most `margin` more fit without a rebuild; returns whether it did.
-///
-/// Called with `margin` 0 before each insert of a new key, the table never
-/// doubles for room its deleted slots take; an owner that checks now and then
-/// instead passes a margin that covers the inserts between two checks. A
-/// rebuild moves every entry once and leaves room for at least half as many
-/// inserts again, so its cost per insert is constant; while it runs, the old
-/// table and the new one are both allocated.
-pub fn make_room<K, V, S>(map: &mut HashMap<K, V, S>, margin: usize) -> bool
-where
-    K: Eq + Hash,
-    S: BuildHasher + Clone,
-{
-    if map.capacity() - map.len() > margin {
-        return false;
-    }
-    let wanted = map.len() + map.len() / 2 + margin + 1;
-    let mut rebuilt = HashMap::with_capacity_and_hasher(wanted, map.hasher().clone());
-    rebuilt.extend(map.drain());
-    *map = rebuilt;
-    true
+/// A `HashMap` whose owner calls [`Table::make_room`] before inserting new
+/// keys (and [`Table::shrink_sparse`] after removing some): it reads and
+/// writes as the map it derefs to.
+#[derive(Debug, Clone)]
+pub struct Table<K, V, S = RandomState> {
+    map: HashMap<K, V, S>,
+    /// Entries the table held room for when it was last built.
+    room: usize,
 }
 
-/// Gives back the room a burst needed once under a quarter of it is used,
-/// keeping twice what is: memory follows the entries in flight rather than
-/// their peak, and as a table must lose half its entries between two shrinks,
-/// the cost is constant per removal.
-pub fn shrink_sparse<K, V, S>(map: &mut HashMap<K, V, S>)
-where
-    K: Eq + Hash,
-    S: BuildHasher,
-{
-    if map.capacity() > SHRINK_MIN && map.len() < map.capacity() / 4 {
-        map.shrink_to(map.len() * 2);
+impl<K, V> Table<K, V> {
+    pub fn new() -> Table<K, V> {
+        Table {
+            map: HashMap::new(),
+            room: 0,
+        }
+    }
+}
+
+impl<K, V> Default for Table<K, V> {
+    fn default() -> Table<K, V> {
+        Table::new()
+    }
+}
+
+impl<K, V, S> Table<K, V, S> {
+    /// Entries the table had room for when it was last built (std's
+    /// `capacity` is that less the deleted slots).
+    pub fn room(&self) -> usize {
+        self.room.max(self.map.capacity())
+    }
+}
+
+impl<K, V, S> Deref for Table<K, V, S> {
+    type Target = HashMap<K, V, S>;
+    fn deref(&self) -> &HashMap<K, V, S> {
+        &self.map
+    }
+}
+
+impl<K, V, S> DerefMut for Table<K, V, S> {
+    fn deref_mut(&mut self) -> &mut HashMap<K, V, S> {
+        &mut self.map
+    }
+}
+
+impl<K: Eq + Hash, V, S: BuildHasher + Clone> Table<K, V, S> {
+    /// Rebuilds the table when at most `margin` more entries fit without a
+    /// rebuild; returns whether it did. The rebuilt table keeps its size
+    /// while the live entries and `margin` fill at most two thirds of it (the
+    /// rebuild only clears deleted slots), and otherwise has room for twice
+    /// the live entries and `margin`.
+    ///
+    /// Called with `margin` 0 before each insert of a new key, the table never
+    /// doubles for room its deleted slots take; an owner that checks now and
+    /// then instead passes a margin that covers the inserts between two
+    /// checks. A rebuild moves every entry once and leaves room for at least
+    /// half as many inserts again, so its cost per insert is constant; while
+    /// it runs, the old table and the new one are both allocated.
+    pub fn make_room(&mut self, margin: usize) -> bool {
+        // An insert the owner did not make room for may have grown the map.
+        self.room = self.room.max(self.map.capacity());
+        if self.map.capacity() - self.map.len() > margin {
+            return false;
+        }
+        let needed = self.map.len() + margin + 1;
+        let wanted = if needed.saturating_mul(3) <= self.room.saturating_mul(2) {
+            self.room
+        } else {
+            needed.saturating_mul(2)
+        };
+        let mut rebuilt = HashMap::with_capacity_and_hasher(wanted, self.map.hasher().clone());
+        rebuilt.extend(self.map.drain());
+        self.map = rebuilt;
+        self.room = self.map.capacity();
+        true
+    }
+}
+
+impl<K: Eq + Hash, V, S: BuildHasher> Table<K, V, S> {
+    /// Gives back the room a burst needed once under an eighth of it is used,
+    /// keeping twice what is: memory follows the entries in flight rather
+    /// than their peak, and as a table must lose most of its entries between
+    /// two shrinks, the cost is constant per removal. (A table
+    /// [`Table::make_room`] grew holds over a fifth of its room: only a burst
+    /// that is over takes it under an eighth.)
+    pub fn shrink_sparse(&mut self) {
+        self.room = self.room.max(self.map.capacity());
+        if self.room > SHRINK_MIN && self.map.len() < self.room / 8 {
+            self.map.shrink_to(self.map.len() * 2);
+            self.room = self.map.capacity();
+        }
     }
 }
 
@@ -64,15 +131,16 @@ mod tests {
     use super::*;
 
     /// Replaces the oldest of `live` entries `rounds` times, calling
-    /// `before_insert` before each insert; returns the largest room seen.
+    /// `before_insert` before each insert; returns the table's room once all
+    /// the first entries have been replaced, and the largest room after that.
     fn churn(
         live: u64,
         rounds: u64,
-        mut before_insert: impl FnMut(&mut HashMap<u64, u64>),
-    ) -> usize {
-        let mut map = HashMap::new();
+        mut before_insert: impl FnMut(&mut Table<u64, u64>),
+    ) -> (usize, usize) {
+        let mut map = Table::new();
         let mut order = VecDeque::new();
-        let mut most = 0;
+        let (mut settled, mut most) = (0, 0);
         for key in 0..live + rounds {
             if key >= live {
                 let oldest = order.pop_front().expect("live entries");
@@ -81,10 +149,15 @@ mod tests {
             before_insert(&mut map);
             map.insert(key, key);
             order.push_back(key);
-            most = most.max(map.capacity());
+            if key + 1 == 2 * live {
+                settled = map.room();
+            }
+            if key >= 2 * live {
+                most = most.max(map.room());
+            }
         }
         assert_eq!(map.len() as u64, live);
-        most
+        (settled, most)
     }
 
     #[test]
@@ -92,20 +165,82 @@ mod tests {
         const LIVE: u64 = 7_500;
         // Without help the table doubles once its deleted slots use up the
         // room, at a steady count of entries (the behaviour this module is for).
-        let unhelped = churn(LIVE, 300_000, |_| {});
-        assert!(unhelped > 3 * LIVE as usize, "room for {unhelped}");
-        let helped = churn(LIVE, 300_000, |map| {
-            make_room(map, 0);
-        });
-        assert!(helped < 2 * LIVE as usize, "room for {helped}");
+        let (settled, most) = churn(LIVE, 300_000, |_| {});
+        assert!(most >= 2 * settled, "room {settled}, then {most}");
+        // Helped, it keeps the size it has once every entry has been replaced,
+        // for every live count (wherever it falls between two sizes).
+        for live in [LIVE, 6_000, 7_000, 9_000, 14_000] {
+            let (settled, most) = churn(live, 200_000, |map| {
+                map.make_room(0);
+            });
+            assert_eq!(most, settled, "{live} live entries");
+            assert!(most < 4 * live as usize, "room for {most}");
+        }
+    }
+
+    #[test]
+    fn a_table_grows_only_past_two_thirds_of_its_room() {
+        let mut map: Table<u64, ()> = Table::new();
+        let mut order = VecDeque::new();
+        let mut next = 0u64;
+        let mut insert = |map: &mut Table<u64, ()>, order: &mut VecDeque<u64>| {
+            map.make_room(0);
+            map.insert(next, ());
+            order.push_back(next);
+            next += 1;
+        };
+        for _ in 0..8_000 {
+            insert(&mut map, &mut order);
+        }
+        let room = map.room();
+        // The count wanders between 8,000 and the top of the band while every
+        // entry is replaced many times over: the size holds.
+        let top = room * 2 / 3 - 1;
+        assert!(top > 8_000, "room {room}");
+        for round in 0..20 {
+            let target = if round % 2 == 0 { top } else { 8_000 };
+            for _ in 0..3 * map.len() {
+                map.remove(&order.pop_front().expect("entries"));
+                insert(&mut map, &mut order);
+            }
+            while map.len() < target {
+                insert(&mut map, &mut order);
+            }
+            while map.len() > target {
+                map.remove(&order.pop_front().expect("entries"));
+            }
+            assert_eq!(map.room(), room, "round {round}");
+        }
+        // Filled past the band, it grows to room for twice its entries.
+        while map.room() == room {
+            insert(&mut map, &mut order);
+        }
+        let grown = map.room();
+        assert!(grown >= 2 * map.len(), "{grown} for {}", map.len());
+        // And keeps that size when the count falls back into the old band and
+        // rises again: it does not shrink and grow with each swing.
+        for round in 0..20 {
+            let target = if round % 2 == 0 { 8_000 } else { top + 100 };
+            for _ in 0..3 * map.len() {
+                map.remove(&order.pop_front().expect("entries"));
+                insert(&mut map, &mut order);
+            }
+            while map.len() < target {
+                insert(&mut map, &mut order);
+            }
+            while map.len() > target {
+                map.remove(&order.pop_front().expect("entries"));
+            }
+            assert_eq!(map.room(), grown, "round {round} after growing");
+        }
     }
 
     #[test]
     fn a_growing_table_grows_and_keeps_its_entries() {
-        let mut map = HashMap::new();
+        let mut map = Table::new();
         let mut rebuilds = 0;
         for key in 0..100_000u32 {
-            if make_room(&mut map, 0) {
+            if map.make_room(0) {
                 rebuilds += 1;
             }
             map.insert(key, key * 2);
@@ -118,9 +253,9 @@ mod tests {
 
     #[test]
     fn a_margin_rebuilds_before_the_room_is_gone() {
-        let mut map: HashMap<u32, ()> = HashMap::new();
+        let mut map: Table<u32, ()> = Table::new();
         for key in 0..1_000 {
-            make_room(&mut map, 100);
+            map.make_room(100);
             map.insert(key, ());
             assert!(
                 map.capacity() - map.len() >= 100,
@@ -133,9 +268,10 @@ mod tests {
 
     #[test]
     fn a_burst_is_given_back() {
-        let mut map: HashMap<u32, ()> = (0..10_000).map(|k| (k, ())).collect();
+        let mut map: Table<u32, ()> = Table::new();
+        map.extend((0..10_000).map(|k| (k, ())));
         map.retain(|k, _| *k < 10);
-        shrink_sparse(&mut map);
+        map.shrink_sparse();
         assert!(map.capacity() <= 4 * SHRINK_MIN, "{}", map.capacity());
         assert_eq!(map.len(), 10);
     }

@@ -5,7 +5,7 @@ use std::collections::{BinaryHeap, HashMap};
 use std::hash::Hash;
 use std::time::Instant;
 
-use crate::table::{self, SHRINK_MIN};
+use crate::table::{SHRINK_MIN, Table};
 
 /// A min-heap of `(deadline, key)` with lazy deletion, so the owner of thousands of
 /// transactions finds the next timer in `O(1)` and re-schedules in `O(log n)`.
@@ -22,7 +22,7 @@ use crate::table::{self, SHRINK_MIN};
 #[derive(Debug, Clone)]
 pub struct TimerQueue<K> {
     heap: BinaryHeap<Reverse<Entry<K>>>,
-    live: HashMap<K, Slot>,
+    live: Table<K, Slot>,
     generation: u64,
 }
 
@@ -72,7 +72,7 @@ impl<K> Default for TimerQueue<K> {
     fn default() -> Self {
         Self {
             heap: BinaryHeap::new(),
-            live: HashMap::new(),
+            live: Table::new(),
             generation: 0,
         }
     }
@@ -95,7 +95,7 @@ impl<K: Clone + Eq + Hash> TimerQueue<K> {
         let generation = self.generation;
         // Keys come and go by the thousand a second: keep the table sized to
         // the keys it holds, not doubled for the slots removals left behind.
-        table::make_room(&mut self.live, 0);
+        self.live.make_room(0);
         self.live.insert(key.clone(), Slot { at, generation });
         self.heap.push(Reverse(Entry {
             at,
@@ -161,7 +161,7 @@ impl<K: Clone + Eq + Hash> TimerQueue<K> {
     /// flight rather than their peak, and as a table must lose half its
     /// entries between two shrinks, the cost is constant per removal.
     fn shrink_if_sparse(&mut self) {
-        table::shrink_sparse(&mut self.live);
+        self.live.shrink_sparse();
         if self.heap.capacity() > SHRINK_MIN && self.heap.len() < self.heap.capacity() / 4 {
             self.heap.shrink_to(self.heap.len() * 2);
         }
