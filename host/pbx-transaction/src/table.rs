@@ -178,61 +178,73 @@ mod tests {
         }
     }
 
+    /// A table whose owner makes room before each insert, with its keys in
+    /// the order they came.
+    #[derive(Default)]
+    struct Owner {
+        map: Table<u64, ()>,
+        order: VecDeque<u64>,
+        next: u64,
+    }
+
+    impl Owner {
+        fn insert(&mut self) {
+            self.map.make_room(0);
+            self.map.insert(self.next, ());
+            self.order.push_back(self.next);
+            self.next += 1;
+        }
+
+        fn remove_oldest(&mut self) {
+            self.map.remove(&self.order.pop_front().expect("entries"));
+        }
+
+        /// Takes the count to `low` and `high` in turn, `rounds` times, each
+        /// time first replacing every entry three times over; checks that the
+        /// room stays `room` all along.
+        fn wander(&mut self, low: usize, high: usize, rounds: usize, room: usize) {
+            for round in 0..rounds {
+                let target = if round % 2 == 0 { high } else { low };
+                for _ in 0..3 * self.map.len() {
+                    self.remove_oldest();
+                    self.insert();
+                }
+                while self.map.len() < target {
+                    self.insert();
+                }
+                while self.map.len() > target {
+                    self.remove_oldest();
+                }
+                assert_eq!(self.map.room(), room, "round {round} ({low}..{high})");
+            }
+        }
+    }
+
     #[test]
     fn a_table_grows_only_past_two_thirds_of_its_room() {
-        let mut map: Table<u64, ()> = Table::new();
-        let mut order = VecDeque::new();
-        let mut next = 0u64;
-        let mut insert = |map: &mut Table<u64, ()>, order: &mut VecDeque<u64>| {
-            map.make_room(0);
-            map.insert(next, ());
-            order.push_back(next);
-            next += 1;
-        };
+        let mut owner = Owner::default();
         for _ in 0..8_000 {
-            insert(&mut map, &mut order);
+            owner.insert();
         }
-        let room = map.room();
+        let room = owner.map.room();
         // The count wanders between 8,000 and the top of the band while every
         // entry is replaced many times over: the size holds.
         let top = room * 2 / 3 - 1;
         assert!(top > 8_000, "room {room}");
-        for round in 0..20 {
-            let target = if round % 2 == 0 { top } else { 8_000 };
-            for _ in 0..3 * map.len() {
-                map.remove(&order.pop_front().expect("entries"));
-                insert(&mut map, &mut order);
-            }
-            while map.len() < target {
-                insert(&mut map, &mut order);
-            }
-            while map.len() > target {
-                map.remove(&order.pop_front().expect("entries"));
-            }
-            assert_eq!(map.room(), room, "round {round}");
-        }
+        owner.wander(8_000, top, 20, room);
         // Filled past the band, it grows to room for twice its entries.
-        while map.room() == room {
-            insert(&mut map, &mut order);
+        while owner.map.room() == room {
+            owner.insert();
         }
-        let grown = map.room();
-        assert!(grown >= 2 * map.len(), "{grown} for {}", map.len());
+        let grown = owner.map.room();
+        assert!(
+            grown >= 2 * owner.map.len(),
+            "{grown} for {}",
+            owner.map.len()
+        );
         // And keeps that size when the count falls back into the old band and
-        // rises again: it does not shrink and grow with each swing.
-        for round in 0..20 {
-            let target = if round % 2 == 0 { 8_000 } else { top + 100 };
-            for _ in 0..3 * map.len() {
-                map.remove(&order.pop_front().expect("entries"));
-                insert(&mut map, &mut order);
-            }
-            while map.len() < target {
-                insert(&mut map, &mut order);
-            }
-            while map.len() > target {
-                map.remove(&order.pop_front().expect("entries"));
-            }
-            assert_eq!(map.room(), grown, "round {round} after growing");
-        }
+        // rises past it again: it does not shrink and grow with each swing.
+        owner.wander(8_000, top + 100, 20, grown);
     }
 
     #[test]
