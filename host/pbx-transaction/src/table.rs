@@ -90,7 +90,7 @@ impl<K: Eq + Hash, V, S: BuildHasher + Clone> Table<K, V, S> {
     /// it runs, the old table and the new one are both allocated.
     pub fn make_room(&mut self, margin: usize) -> bool {
         // An insert the owner did not make room for may have grown the map.
-        self.room = self.room.max(self.map.capacity());
+        self.room = self.room();
         if self.map.capacity() - self.map.len() > margin {
             return false;
         }
@@ -116,7 +116,7 @@ impl<K: Eq + Hash, V, S: BuildHasher> Table<K, V, S> {
     /// [`Table::make_room`] grew holds over a fifth of its room: only a burst
     /// that is over takes it under an eighth.)
     pub fn shrink_sparse(&mut self) {
-        self.room = self.room.max(self.map.capacity());
+        self.room = self.room();
         if self.room > SHRINK_MIN && self.map.len() < self.room / 8 {
             self.map.shrink_to(self.map.len() * 2);
             self.room = self.map.capacity();
