@@ -24,10 +24,19 @@ fn sipp_available() -> bool {
     Command::new("sipp").arg("-v").output().is_ok()
 }
 
-/// Runs one sipp client load to completion; returns (successful, failed).
-fn run_sipp(scenario: &Path, users: &Path, target: &str, rate: u32, total: u32) -> (u64, u64) {
+/// What one sipp client load ended with.
+struct Load {
+    ok: u64,
+    failed: u64,
+    /// The head of sipp's error log: why calls failed, when any did.
+    errors: String,
+}
+
+/// Runs one sipp client load to completion.
+fn run_sipp(scenario: &Path, users: &Path, target: &str, rate: u32, total: u32) -> Load {
     let dir = tempfile::tempdir().unwrap();
     let stat = dir.path().join("stat.csv");
+    let errors = dir.path().join("errors.log");
     let out = Command::new("timeout")
         .args(["120", "sipp", "-sf"])
         .arg(scenario)
@@ -37,6 +46,8 @@ fn run_sipp(scenario: &Path, users: &Path, target: &str, rate: u32, total: u32) 
         .args(["-i", "127.0.0.1", "-p", "0", "-r", &rate.to_string()])
         .args(["-l", "400", "-m", &total.to_string(), "-trace_stat", "-stf"])
         .arg(&stat)
+        .args(["-trace_err", "-error_file"])
+        .arg(&errors)
         .args(["-fd", "1", "-nostdin", "-timeout", "100s"])
         .output()
         .expect("sipp runs");
@@ -53,7 +64,12 @@ fn run_sipp(scenario: &Path, users: &Path, target: &str, rate: u32, total: u32) 
         let i = head.iter().position(|h| *h == k).unwrap();
         last[i].parse().unwrap()
     };
-    (col("SuccessfulCall(C)"), col("FailedCall(C)"))
+    let errors = std::fs::read_to_string(&errors).unwrap_or_default();
+    Load {
+        ok: col("SuccessfulCall(C)"),
+        failed: col("FailedCall(C)"),
+        errors: errors.chars().take(6000).collect(),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,7 +143,7 @@ async fn sipp_registers_and_calls_without_failures() {
     std::fs::write(&users, csv).unwrap();
     let target = pbx.udp.to_string();
 
-    let (reg_ok, reg_failed) = tokio::task::spawn_blocking({
+    let reg = tokio::task::spawn_blocking({
         let (s, u, t) = (
             scenarios.join("register.xml"),
             users.clone(),
@@ -137,7 +153,12 @@ async fn sipp_registers_and_calls_without_failures() {
     })
     .await
     .unwrap();
-    assert_eq!((reg_ok, reg_failed), (1000, 0), "REGISTER load");
+    assert_eq!(
+        (reg.ok, reg.failed),
+        (1000, 0),
+        "REGISTER load; sipp's errors:\n{}",
+        reg.errors
+    );
 
     // Every user is now registered at the UAS port, where a sipp UAS answers.
     let mut uas = Command::new("sipp")
@@ -147,7 +168,7 @@ async fn sipp_registers_and_calls_without_failures() {
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("sipp uas starts");
-    let (call_ok, call_failed) = tokio::task::spawn_blocking({
+    let calls = tokio::task::spawn_blocking({
         let (s, u, t) = (scenarios.join("call.xml"), users.clone(), target.clone());
         move || run_sipp(&s, &u, &t, 100, 1000)
     })
@@ -155,7 +176,12 @@ async fn sipp_registers_and_calls_without_failures() {
     .unwrap();
     let _ = uas.kill();
     let _ = uas.wait();
-    assert_eq!((call_ok, call_failed), (1000, 0), "call load");
+    assert_eq!(
+        (calls.ok, calls.failed),
+        (1000, 0),
+        "call load; sipp's errors:\n{}",
+        calls.errors
+    );
     // Nothing of this looked like abuse to the default guard.
     let bans = pbx.store.list_bans(0).await.unwrap();
     assert!(bans.is_empty(), "{bans:?}");

@@ -369,9 +369,10 @@ impl Shard {
         }
         request.step += 1;
         request.event = event;
-        let request = request.clone();
         call.state = State::Routing;
         call.ring_deadline = now + timeout;
+        request.answer_by = Some(call.ring_deadline);
+        let request = request.clone();
         self.out.push_back(Output::Route(*request));
         self.schedule_call(id);
     }

@@ -729,7 +729,7 @@ impl Shard {
                     .take(MAX_EXPOSED_HEADERS)
                     .map(|(name, value)| (name.to_ascii_lowercase(), cut(value, MAX_EXPOSED_VALUE)))
                     .collect();
-                let request = RouteRequest {
+                let mut request = RouteRequest {
                     shard: self.index,
                     call: id,
                     tenant,
@@ -743,8 +743,10 @@ impl Shard {
                     step: 1,
                     caller_device,
                     headers,
+                    answer_by: None,
                 };
                 if let Some(call) = self.calls.get_mut(&id) {
+                    request.answer_by = Some(call.ring_deadline);
                     call.route = Some(Box::new(request.clone()));
                 }
                 self.out.push_back(Output::Route(request));
@@ -1055,9 +1057,10 @@ impl Shard {
             .clear_ringing(call.tenant, self.index, id);
         request.step += 1;
         request.event = CallEvent::DialEnded(result);
-        let request = request.clone();
         call.state = State::Routing;
         call.ring_deadline = now + timeout;
+        request.answer_by = Some(call.ring_deadline);
+        let request = request.clone();
         self.out.push_back(Output::Route(*request));
         self.schedule_call(id);
         true

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use model::{CallerDevice, TenantId};
 
@@ -46,6 +46,11 @@ pub struct RouteRequest {
     /// (lower-case name, value; bounded by [`crate::MAX_EXPOSED_HEADERS`] and
     /// [`crate::MAX_EXPOSED_VALUE`]).
     pub headers: Vec<(String, String)>,
+    /// When the shard stops waiting for this decision and answers the call
+    /// itself (503 Routing Timeout, or a transfer given up): a worker that
+    /// reaches the request later skips it rather than run plugins for
+    /// nobody. Set each time the request is sent.
+    pub answer_by: Option<Instant>,
 }
 
 /// Most routing decisions one call may take: each further decision after a

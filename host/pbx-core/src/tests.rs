@@ -846,6 +846,10 @@ fn no_decision_in_time_gets_503_and_cancel_while_routing_gets_487() {
     h.register("1001", "127.0.0.1:7001");
     h.invite();
     let start = h.now;
+    // The request says when the shard stops waiting, so a worker that
+    // reaches it later can skip it.
+    let asked = h.routes.last().expect("a routing request").answer_by;
+    assert_eq!(asked, Some(start + Duration::from_secs(2)));
     h.run_until(start + Duration::from_secs(3));
     let out = h.take();
     let reply = out

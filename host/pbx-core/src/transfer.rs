@@ -193,10 +193,12 @@ impl Shard {
                 let Some(call) = self.calls.get_mut(&id) else {
                     return;
                 };
+                let answer_by = call.transfer.as_ref().map(|t| t.deadline);
                 let Some(request) = call.route.as_mut() else {
                     return;
                 };
                 request.step += 1;
+                request.answer_by = answer_by;
                 request.event = CallEvent::TransferRequested;
                 request.dialled = target;
                 request.caller = transferor.clone();

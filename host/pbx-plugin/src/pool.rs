@@ -6,9 +6,18 @@
 //! only its own queue and gets [`Refused::TenantShare`]; another tenant's job
 //! waits at most for one worker to finish its current job (each is bounded by
 //! the plugin deadline), however much the first tenant has queued.
+//!
+//! A tenant's queue is bounded by time first: a job is refused once the
+//! tenant's oldest waiting job has waited [`Shares::max_wait`], because then
+//! its share is not keeping up and a new call would wait longer still. The
+//! count bounds ([`Shares::queued_per_tenant`], [`Shares::queued_total`]) only
+//! bound memory; a short stall of the workers (a page-in, a busy neighbour on
+//! the machine) is absorbed instead of failing calls that would have been
+//! served a moment later.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
@@ -17,6 +26,9 @@ use parking_lot::{Condvar, Mutex};
 pub struct Shares {
     /// Jobs of one tenant running at the same time.
     pub running_per_tenant: usize,
+    /// How long a tenant's oldest waiting job may have waited for a new one
+    /// to be queued behind it.
+    pub max_wait: Duration,
     /// Jobs of one tenant waiting.
     pub queued_per_tenant: usize,
     /// Jobs of all tenants waiting.
@@ -25,12 +37,14 @@ pub struct Shares {
 
 impl Shares {
     /// Shares for `workers` threads: a tenant may run on half of them (at
-    /// least one) and queue 64 jobs; 1,024 jobs wait in all.
+    /// least one) and queue jobs while its oldest has waited under 1 s, 1,024
+    /// at most; 8,192 jobs wait in all.
     pub fn for_workers(workers: usize) -> Self {
         Self {
             running_per_tenant: (workers / 2).max(1),
-            queued_per_tenant: 64,
-            queued_total: 1024,
+            max_wait: Duration::from_secs(1),
+            queued_per_tenant: 1024,
+            queued_total: 8192,
         }
     }
 }
@@ -65,7 +79,8 @@ struct State<K, J> {
 }
 
 struct Lane<J> {
-    jobs: VecDeque<J>,
+    /// Waiting jobs with the time each was queued.
+    jobs: VecDeque<(Instant, J)>,
     running: usize,
     in_turn: bool,
 }
@@ -87,6 +102,11 @@ impl<K: Clone + Eq + Hash, J> FairQueue<K, J> {
 
     /// Queues `job` for `tenant`, or says whose share is full.
     pub fn push(&self, tenant: K, job: J) -> Result<(), Refused> {
+        self.push_at(Instant::now(), tenant, job)
+    }
+
+    /// [`FairQueue::push`] at `now`.
+    pub fn push_at(&self, now: Instant, tenant: K, job: J) -> Result<(), Refused> {
         let mut state = self.state.lock();
         if state.closed {
             return Err(Refused::Closed);
@@ -96,7 +116,10 @@ impl<K: Clone + Eq + Hash, J> FairQueue<K, J> {
             running: 0,
             in_turn: false,
         });
-        if lane.jobs.len() >= self.shares.queued_per_tenant {
+        let behind = lane.jobs.front().is_some_and(|(since, _)| {
+            now.saturating_duration_since(*since) >= self.shares.max_wait
+        });
+        if behind || lane.jobs.len() >= self.shares.queued_per_tenant {
             return Err(Refused::TenantShare);
         }
         if state.queued >= self.shares.queued_total {
@@ -107,7 +130,7 @@ impl<K: Clone + Eq + Hash, J> FairQueue<K, J> {
             return Err(Refused::Full);
         }
         let lane = state.tenants.get_mut(&tenant).expect("inserted above");
-        lane.jobs.push_back(job);
+        lane.jobs.push_back((now, job));
         let wake = !lane.in_turn && lane.running < self.shares.running_per_tenant;
         if wake {
             lane.in_turn = true;
@@ -133,7 +156,7 @@ impl<K: Clone + Eq + Hash, J> FairQueue<K, J> {
                 let running_cap = self.shares.running_per_tenant;
                 let lane = state.tenants.get_mut(&tenant).expect("a turn has a lane");
                 lane.in_turn = false;
-                let Some(job) = lane.jobs.pop_front() else {
+                let Some((_, job)) = lane.jobs.pop_front() else {
                     continue;
                 };
                 lane.running += 1;
@@ -194,9 +217,33 @@ mod tests {
     fn shares(running: usize, queued: usize, total: usize) -> Shares {
         Shares {
             running_per_tenant: running,
+            max_wait: Duration::from_secs(3600),
             queued_per_tenant: queued,
             queued_total: total,
         }
+    }
+
+    #[test]
+    fn a_share_whose_oldest_job_waited_its_bound_refuses_until_it_catches_up() {
+        let max_wait = Duration::from_secs(2);
+        let q = FairQueue::new(Shares {
+            max_wait,
+            ..shares(1, 100, 1000)
+        });
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        q.push_at(t0, "a", 0).unwrap();
+        // A stall shorter than the bound loses nothing, whatever the count.
+        for i in 1..50 {
+            q.push_at(ms(1_999), "a", i).unwrap();
+        }
+        assert_eq!(q.push_at(t0 + max_wait, "a", 50), Err(Refused::TenantShare));
+        // Another tenant is not behind.
+        assert_eq!(q.push_at(t0 + max_wait, "b", 0), Ok(()));
+        // Once a's oldest job runs, the next has waited 1 ms at 2,000 ms.
+        assert_eq!(q.pop(), Some(("a", 0)));
+        assert_eq!(q.push_at(ms(2_000), "a", 50), Ok(()));
+        assert_eq!(q.load_of(&"a"), (50, 1));
     }
 
     #[test]

@@ -34,6 +34,7 @@ fn request(n: u64, dialled: &str) -> RouteRequest {
         step: 1,
         caller_device: None,
         headers: Vec::new(),
+        answer_by: None,
     }
 }
 

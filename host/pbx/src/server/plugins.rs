@@ -1241,7 +1241,12 @@ impl Workers {
         decisions: Vec<mpsc::Sender<(u64, RouteDecision)>>,
     ) -> Workers {
         let n = n.max(1);
-        let queue = Arc::new(FairQueue::new(Shares::for_workers(n)));
+        // A call is refused while half its routing time is left, rather than
+        // queued behind one that will not be decided in time.
+        let queue = Arc::new(FairQueue::new(Shares {
+            max_wait: super::ROUTE_TIMEOUT / 2,
+            ..Shares::for_workers(n)
+        }));
         for i in 0..n {
             let queue = queue.clone();
             let host = host.clone();
@@ -1251,6 +1256,17 @@ impl Workers {
                 .spawn(move || {
                     while let Some((tenant, job)) = queue.pop() {
                         match job {
+                            // Its shard has answered the call already: no
+                            // plugin runs for nobody (under overload this
+                            // keeps the workers on calls still waiting).
+                            Job::Route(req)
+                                if req.answer_by.is_some_and(|t| Instant::now() >= t) =>
+                            {
+                                tracing::debug!(
+                                    call = req.call,
+                                    "routing request expired in the queue"
+                                );
+                            }
                             Job::Route(req) => {
                                 let decision = host.decide(&req);
                                 if let Some(tx) = decisions.get(req.shard)
