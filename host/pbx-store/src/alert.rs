@@ -77,6 +77,7 @@ impl Store {
 
     async fn alerts(&self, tenant: Option<TenantId>, limit: u32) -> Result<Vec<AlertRecord>> {
         let mut q = QueryBuilder::new(
+            self.backend,
             "SELECT id, tenant_id, severity, event, message, created_ms, acknowledged \
              FROM alerts",
         );
@@ -141,7 +142,10 @@ impl Store {
     /// acknowledged; `None` (a provider) may acknowledge any. `false` when no
     /// such alert is visible.
     pub async fn acknowledge_alert(&self, tenant: Option<TenantId>, id: i64) -> Result<bool> {
-        let mut q = QueryBuilder::new("UPDATE alerts SET acknowledged = 1 WHERE id = ");
+        let mut q = QueryBuilder::new(
+            self.backend,
+            "UPDATE alerts SET acknowledged = 1 WHERE id = ",
+        );
         q.push_bind(id);
         if let Some(t) = tenant {
             q.push(" AND tenant_id = ").push_bind(t.0);

@@ -69,7 +69,10 @@ impl Store {
 
     /// The tenant's CDRs matching `filter`, newest first.
     pub async fn list_cdrs(&self, tenant: TenantId, filter: &CdrFilter) -> Result<Vec<Cdr>> {
-        let mut q = QueryBuilder::new(format!("SELECT {COLUMNS} FROM cdrs WHERE tenant_id = "));
+        let mut q = QueryBuilder::new(
+            self.backend,
+            format!("SELECT {COLUMNS} FROM cdrs WHERE tenant_id = "),
+        );
         q.push_bind(tenant.0);
         if let Some(since) = filter.since_ms {
             q.push(" AND started_at_ms >= ").push_bind(since);
@@ -100,8 +103,9 @@ impl Store {
 
 /// Writes `cdrs` inside `tx`, a few hundred per statement.
 pub(crate) async fn insert_in(tx: &mut Transaction<'static, Any>, cdrs: &[Cdr]) -> Result<()> {
+    let backend = crate::Backend::of(tx);
     for chunk in cdrs.chunks(CHUNK) {
-        let mut q = QueryBuilder::new(INSERT);
+        let mut q = QueryBuilder::new(backend, INSERT);
         q.push_values(chunk, |mut row, c| {
             row.push_bind(c.tenant.0)
                 .push_bind(c.caller.as_str())

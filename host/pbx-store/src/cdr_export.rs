@@ -97,7 +97,10 @@ impl Store {
         page: u32,
     ) -> Result<(Vec<Cdr>, Option<CdrCursor>)> {
         let page = page.clamp(1, CdrFilter::MAX_LIMIT);
-        let mut q = QueryBuilder::new(format!("SELECT id, {COLUMNS} FROM cdrs WHERE tenant_id = "));
+        let mut q = QueryBuilder::new(
+            self.backend,
+            format!("SELECT id, {COLUMNS} FROM cdrs WHERE tenant_id = "),
+        );
         q.push_bind(tenant.0);
         if let Some(since) = filter.since_ms {
             q.push(" AND started_at_ms >= ").push_bind(since);

@@ -125,7 +125,8 @@ impl Store {
                 .fetch_all(&self.pool)
                 .await?;
             for chunk in rows.chunks(ROWS_PER_INSERT) {
-                let mut q = QueryBuilder::new(format!("INSERT INTO {table} ({list}) "));
+                let mut q =
+                    QueryBuilder::new(target.backend, format!("INSERT INTO {table} ({list}) "));
                 q.push_values(chunk, |mut b, row| {
                     for (i, (_, kind)) in columns.iter().enumerate() {
                         match kind {
@@ -158,7 +159,7 @@ impl Store {
             )))
             .fetch_one(&self.pool)
             .await?;
-            let mut q = QueryBuilder::new(format!("UPDATE {table} SET "));
+            let mut q = QueryBuilder::new(target.backend, format!("UPDATE {table} SET "));
             for (i, column) in columns.split(", ").enumerate() {
                 if i > 0 {
                     q.push(", ");

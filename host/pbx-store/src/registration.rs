@@ -52,6 +52,7 @@ impl Store {
         let mut tx = self.write_tx().await?;
         for chunk in removals.chunks(CHUNK) {
             let mut q = QueryBuilder::new(
+                self.backend,
                 "DELETE FROM registrations WHERE (tenant_id, extension, contact) IN (",
             );
             q.push_values(chunk, |mut row, (tenant, extension, contact)| {
@@ -67,6 +68,7 @@ impl Store {
         }
         for chunk in upserts.chunks(CHUNK) {
             let mut q = QueryBuilder::new(
+                self.backend,
                 "INSERT INTO registrations (tenant_id, extension, contact, source, transport, \
                  local_addr, call_id, cseq, expires_at_ms, user_agent, path, node) \
                  SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, \
@@ -137,6 +139,7 @@ impl Store {
         let mut out = Vec::new();
         for chunk in aors.chunks(CHUNK) {
             let mut q = QueryBuilder::new(
+                self.backend,
                 "SELECT tenant_id, extension, contact, source, transport, local_addr, call_id, \
                  cseq, expires_at_ms, user_agent, path, node FROM registrations \
                  WHERE expires_at_ms > ",

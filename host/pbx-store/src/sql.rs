@@ -1,19 +1,23 @@
-//! SQL built at run time for either backend. Placeholders are numbered
-//! (`$1`, `$2`, ...): PostgreSQL requires that form, and SQLite binds `$N` to
-//! argument N, so one text serves both. sqlx's own `QueryBuilder` writes `?`
-//! under `Any`, which PostgreSQL rejects; this is the small part of it the
-//! store uses.
+//! SQL built at run time for either backend. On PostgreSQL placeholders are
+//! numbered (`$1`, `$2`, ...), the only form it takes; on SQLite they are
+//! anonymous (`?`), bound in order. sqlx's own `QueryBuilder` writes `?` under
+//! `Any`, which PostgreSQL rejects; this is the small part of it the store
+//! uses.
 
 use sqlx::any::{Any, AnyArguments};
 use sqlx::query::Query;
 use sqlx::{Arguments, AssertSqlSafe, Encode, Type};
 
-/// Bound parameters a multi-row statement aims at. SQLite finds a numbered
-/// parameter's slot by walking the statement's list of names, and the driver
-/// asks for every parameter's name, so binding costs grow with the square of
-/// the parameters in one statement: 9,600 of them (400 call records) spent
-/// more time binding than the rest of the call path took. A few hundred keep
-/// that walk short and statements still few.
+use crate::Backend;
+
+/// Bound parameters a multi-row statement aims at. SQLite keeps the names of
+/// named parameters (`$N`) in a list it walks to find each one, both when it
+/// prepares a statement and when the driver asks each parameter's name as it
+/// binds, so with names the cost grows with the square of the parameters in
+/// one statement: 9,600 of them (400 call records) spent more time binding
+/// than the rest of the call path took. Anonymous `?` parameters, which the
+/// builder writes for SQLite, are not in that list; a few hundred per
+/// statement still keep statements few and each one's arguments small.
 const PARAMS_PER_STATEMENT: usize = 256;
 
 /// Rows of `columns` parameters each that one multi-row statement takes.
@@ -27,14 +31,19 @@ pub(crate) struct QueryBuilder {
     sql: String,
     args: AnyArguments,
     error: Option<sqlx::error::BoxDynError>,
+    /// Whether placeholders are numbered (`$N`, PostgreSQL) or anonymous
+    /// (`?`, SQLite).
+    numbered: bool,
 }
 
 impl QueryBuilder {
-    pub(crate) fn new(init: impl Into<String>) -> QueryBuilder {
+    /// A statement for `backend`, starting with `init` (which binds nothing).
+    pub(crate) fn new(backend: Backend, init: impl Into<String>) -> QueryBuilder {
         QueryBuilder {
             sql: init.into(),
             args: AnyArguments::default(),
             error: None,
+            numbered: backend == Backend::Postgres,
         }
     }
 
@@ -54,8 +63,12 @@ impl QueryBuilder {
         if let Err(e) = self.args.add(value) {
             self.error.get_or_insert(e);
         }
-        let n = self.args.len();
-        self.push(format_args!("${n}"))
+        if self.numbered {
+            let n = self.args.len();
+            self.push(format_args!("${n}"))
+        } else {
+            self.push("?")
+        }
     }
 
     /// Appends `VALUES (…), (…)`, one parenthesised row per item; `row` binds
@@ -125,5 +138,25 @@ mod tests {
             assert!((rows + 1) * columns > PARAMS_PER_STATEMENT);
         }
         assert_eq!(rows_per_statement(0), PARAMS_PER_STATEMENT);
+    }
+
+    #[test]
+    fn placeholders_are_numbered_for_postgres_and_anonymous_for_sqlite() {
+        let text = |backend| {
+            let mut q = QueryBuilder::new(backend, "SELECT 1 WHERE a = ");
+            q.push_bind(1_i64).push(" AND (b, c) IN ");
+            q.push_values([(2_i64, "x"), (3, "y")], |mut row, (b, c)| {
+                row.push_bind(b).push_bind(c);
+            });
+            q.sql
+        };
+        assert_eq!(
+            text(Backend::Postgres),
+            "SELECT 1 WHERE a = $1 AND (b, c) IN VALUES ($2, $3), ($4, $5)"
+        );
+        assert_eq!(
+            text(Backend::Sqlite),
+            "SELECT 1 WHERE a = ? AND (b, c) IN VALUES (?, ?), (?, ?)"
+        );
     }
 }
