@@ -37,12 +37,12 @@ pub struct Shares {
 
 impl Shares {
     /// Shares for `workers` threads: a tenant may run on half of them (at
-    /// least one) and queue jobs while its oldest has waited under 1 s, 1,024
-    /// at most; 8,192 jobs wait in all.
-    pub fn for_workers(workers: usize) -> Self {
+    /// least one) and queue jobs while its oldest has waited under
+    /// `max_wait`, 1,024 at most; 8,192 jobs wait in all.
+    pub fn for_workers(workers: usize, max_wait: Duration) -> Self {
         Self {
             running_per_tenant: (workers / 2).max(1),
-            max_wait: Duration::from_secs(1),
+            max_wait,
             queued_per_tenant: 1024,
             queued_total: 8192,
         }

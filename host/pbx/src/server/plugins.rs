@@ -1243,10 +1243,10 @@ impl Workers {
         let n = n.max(1);
         // A call is refused while half its routing time is left, rather than
         // queued behind one that will not be decided in time.
-        let queue = Arc::new(FairQueue::new(Shares {
-            max_wait: super::ROUTE_TIMEOUT / 2,
-            ..Shares::for_workers(n)
-        }));
+        let queue = Arc::new(FairQueue::new(Shares::for_workers(
+            n,
+            super::ROUTE_TIMEOUT / 2,
+        )));
         for i in 0..n {
             let queue = queue.clone();
             let host = host.clone();
